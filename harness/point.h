@@ -1,0 +1,62 @@
+/* point.h — one measured point (one row of /points) and the run environment.
+ *
+ * A point is a plain fixed-size struct with no pointers, so the same bytes
+ * travel from the isolated child to the parent over a pipe and into the
+ * crash-safe journal. Strings are NUL-terminated and truncated to fit.
+ */
+#ifndef AB_POINT_H
+#define AB_POINT_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define AB_SCHEMA_VERSION 1
+#define AB_MAX_SAMPLES 256
+
+typedef struct ab_point {
+    char key[24];          /* 16 hex digits: hash of everything defining it */
+    char method[32];
+    char params[160];      /* "name=value,..." of the method's params */
+    char device[8];        /* "cpu" | "gpu" */
+    char dtype[8];         /* "fp32" | "fp16" | "bf16" */
+    char task[32];
+    char kernel[16];       /* kernel that executed the layout */
+    char layout[8];        /* dense | block | token | mixed | custom */
+    int32_t seq_len, heads, head_dim, causal, threads;
+    int64_t seed;
+    double depth;
+    double target_density; /* 1.0 for methods without a knob; NaN = native */
+    double knob_value;     /* NaN when there is no knob */
+    double achieved_density;
+    double select_ms, run_ms, total_ms; /* medians */
+    double min_ms, p10_ms, p90_ms, cv;  /* of total */
+    int32_t n_samples;
+    double dense_gflops;   /* dense-equivalent GFLOP/s at total_ms */
+    double recall_mass, recall_topk, rel_l2_err, max_abs_err;
+    double accuracy, acc_ci_lo, acc_ci_hi;
+    int32_t rows_scored;
+    char status[16];       /* ok calib_failed unsupported error crashed timeout oom nan */
+    char message[256];
+    /* raw per-repeat timings (stored under /samples/KEY) */
+    double sample_select_ms[AB_MAX_SAMPLES];
+    double sample_run_ms[AB_MAX_SAMPLES];
+} ab_point;
+
+/* Statuses that count as final for --resume (all of them: a point is only
+ * recorded once it has ended one way or another). */
+int ab_status_is_final(const char *status);
+int ab_status_is_ok(const char *status);
+
+/* Run environment: string attributes of the file's root group. */
+#define AB_ENV_MAX 48
+typedef struct ab_env {
+    int n;
+    char name[AB_ENV_MAX][32];
+    char *value[AB_ENV_MAX];   /* malloc'd */
+} ab_env;
+
+void ab_env_set(ab_env *e, const char *name, const char *value);
+const char *ab_env_get(const ab_env *e, const char *name);
+void ab_env_free(ab_env *e);
+
+#endif

@@ -1,0 +1,168 @@
+/* attnbench.h — the plugin ABI: the only header a method author needs.
+ *
+ * A method is one C file in methods/ that fills one `ab_method` and ends with
+ * AB_REGISTER(symbol). The Makefile finds the AB_REGISTER lines and generates
+ * the registry, so adding a file adds a method. The harness calls a method
+ * through wrappers that check every return value; a method never times or
+ * scores itself.
+ *
+ * Tensor layout everywhere: fp32, row-major, (heads, seq_len, head_dim).
+ * Ownership: the harness owns Q, K, V, `out` and the layout; a method owns
+ * only what it allocates inside its own state and frees it in fini().
+ */
+#ifndef ATTNBENCH_H
+#define ATTNBENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AB_ABI_VERSION 1
+#define AB_MAX_PARAMS 8   /* per method */
+#define AB_MAX_VALUES 24  /* capacity of ab_params (tasks have more knobs) */
+
+/* ---- error codes: every entry returns 0 or one of these ---------------- */
+enum {
+    AB_OK = 0,
+    AB_EINVAL = -1,       /* bad parameter or shape */
+    AB_ENOMEM = -2,       /* allocation failed (recorded as status "oom") */
+    AB_EUNSUPPORTED = -3, /* this shape/device is not supported: "unsupported" */
+    AB_EINTERNAL = -4     /* anything else: "error" */
+};
+
+/* Attach a message to the current failure. `state` is the pointer the
+ * harness passed to the entry point (valid even when state_size is 0). */
+void ab_set_error(void *state, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- capability flags -------------------------------------------------- */
+#define AB_CPU 1u
+#define AB_GPU 2u
+#define AB_PREFILL 1u
+#define AB_DECODE 2u
+
+/* ---- parameters -------------------------------------------------------- */
+typedef struct ab_param {
+    const char *name; /* NULL terminates the list */
+    double def, min, max;
+    int is_int;       /* value rounded to an integer before init() */
+    const char *help;
+} ab_param;
+
+/* Values of a plugin's params, in the order of its params array. */
+typedef struct ab_params {
+    int n;
+    double v[AB_MAX_VALUES];
+} ab_params;
+
+/* Which param moves density. param < 0: the method has no density knob
+ * (dense, custom-with-fixed-cost); it then runs once per point. */
+typedef struct ab_knob {
+    int param;        /* index into ab_method.params, or -1 */
+    int increasing;   /* 1: density rises with the value; 0: falls */
+    int log_scale;    /* bisection in log space (value range must be > 0) */
+} ab_knob;
+
+/* ---- problem ----------------------------------------------------------- */
+typedef struct ab_shape {
+    int heads;    /* H */
+    int seq_len;  /* N (queries = keys: prefill) */
+    int head_dim; /* d */
+    int causal;   /* 1: query i sees keys j <= i */
+    float scale;  /* logit scale, 1/sqrt(d) by default */
+} ab_shape;
+
+typedef struct ab_problem {
+    ab_shape s;
+    const float *q; /* (heads, seq_len, head_dim) */
+    const float *k; /* (heads, seq_len, head_dim) */
+    const float *v; /* (heads, seq_len, head_dim) */
+    uint64_t seed;  /* for seeded selectors (random blocks, hashing) */
+    int threads;    /* OpenMP threads the harness set; informational */
+} ab_problem;
+
+/* ---- layouts: the contract between selectors and kernels --------------- */
+typedef enum ab_layout_kind {
+    AB_LAYOUT_DENSE = 0, /* everything (causal respected) */
+    AB_LAYOUT_BLOCK,     /* per head, CSR over query blocks of kept key blocks */
+    AB_LAYOUT_TOKEN,     /* per head, per query block, sorted key token list */
+    AB_LAYOUT_MIXED,     /* blocks plus tokens (tokens outside kept blocks) */
+    AB_LAYOUT_CUSTOM     /* the method runs itself; reports its own density */
+} ab_layout_kind;
+
+/* Rows of the CSR arrays are r = h * n_qblocks + qb, with query block qb
+ * covering query rows [qb*block_q, min(N, (qb+1)*block_q)). Entries of a
+ * row are sorted ascending and unique. The causal mask is always applied on
+ * top by the kernels: listing a key beyond the diagonal is allowed and keeps
+ * nothing. Density counts only causally valid kept pairs.
+ *
+ * Methods build layouts only with the ab_layout_* functions below; the
+ * harness finalises (sorts, dedups, builds CSR) after select() returns. */
+typedef struct ab_layout {
+    ab_layout_kind kind;
+    int heads, seq_len, causal;
+    int block_q, block_k;      /* preset by the harness; a method may change
+                                  them with ab_layout_set_blocks() first */
+    int n_qblocks, n_kblocks;
+    /* BLOCK and MIXED: */
+    int64_t *blk_ptr;          /* [heads*n_qblocks + 1] */
+    int32_t *blk_idx;          /* key block indices */
+    /* TOKEN and MIXED: */
+    int64_t *tok_ptr;          /* [heads*n_qblocks + 1] */
+    int32_t *tok_idx;          /* key token indices */
+    /* CUSTOM: the method's score FLOPs over dense score FLOPs, in [0, 1] */
+    double custom_density;
+    void *priv;                /* builder state; harness only */
+} ab_layout;
+
+/* Builder API for select(). Each returns AB_OK or AB_ENOMEM/AB_EINVAL. */
+int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k);
+int ab_layout_dense(ab_layout *l);
+int ab_layout_custom(ab_layout *l, double density);
+int ab_layout_add_block(ab_layout *l, int head, int qblock, int kblock);
+/* Add the key blocks [kb0, kb1) to one row. */
+int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int kb1);
+int ab_layout_add_token(ab_layout *l, int head, int qblock, int key);
+
+/* Read helpers (valid after the harness finalised the layout). */
+/* 1 if query row i of head h keeps key j (causal mask included). */
+int ab_layout_contains(const ab_layout *l, int head, int i, int j);
+/* Kept causally valid pairs / all causally valid pairs (CUSTOM: reported). */
+double ab_layout_density(const ab_layout *l);
+
+/* ---- the method -------------------------------------------------------- */
+typedef struct ab_method {
+    int abi;                 /* AB_ABI_VERSION; a mismatch stops the program */
+    const char *name;        /* unique, [a-z0-9_]+ */
+    const char *summary;     /* one line for `attnbench list` */
+    const char *reference;   /* paper / arXiv id */
+    unsigned devices;        /* AB_CPU | AB_GPU */
+    unsigned phases;         /* AB_PREFILL | AB_DECODE */
+    ab_param params[AB_MAX_PARAMS]; /* terminated by a NULL name */
+    ab_knob density_knob;
+    size_t state_size;       /* bytes the harness allocates (zeroed) */
+    /* All four take the state pointer; init/select/run return AB_OK or AB_E*. */
+    int (*init)(void *state, const ab_params *p, const ab_shape *s);
+    /* Decide what to compute: fill `out` through the builder API. */
+    int (*select)(void *state, const ab_problem *pb, ab_layout *out);
+    /* Optional: compute out (heads, seq_len, head_dim) itself. NULL: the
+     * shared kernel for the layout's kind runs it. Must be deterministic. */
+    int (*run)(void *state, const ab_problem *pb, const ab_layout *l, float *out);
+    void (*fini)(void *state); /* optional */
+} ab_method;
+
+/* End a method file with AB_REGISTER(symbol_of_your_ab_method). */
+#define AB_REGISTER(sym) const ab_method *const ab_registered_##sym = &(sym);
+
+/* ---- helpers a method may call ----------------------------------------- */
+/* Shared CPU kernels (kernels/cpu): out is (heads, seq_len, head_dim). */
+int ab_kernel_flash(const ab_problem *pb, float *out);
+int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ATTNBENCH_H */
