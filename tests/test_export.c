@@ -1,0 +1,522 @@
+/* test_export.c — export, show and plot on a small fixture results file.
+ *
+ * The fixture is written through the real store API: methods dense, window
+ * (three densities), topk, lowrank (no recall) and broken (crashes only),
+ * two tasks, two lengths, two seeds; some window points time out with absurd
+ * latencies, so any failed row leaking into a figure file shows.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness/cli.h"
+#include "harness/point.h"
+#include "harness/store.h"
+
+#define FAILED_MS 1.0e6 /* latency of every failed fixture point */
+
+typedef struct fixture {
+    char dir[64];       /* mkdtemp directory */
+    char h5[128];       /* results file */
+    char out[128];      /* export/plot directory */
+} fixture;
+
+static void fx_point(ab_point *p, int *serial, const char *method, const char *task,
+                     int n, int seed, double target, const char *status)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->key, sizeof p->key, "%016x", (unsigned)++*serial * 2654435761u);
+    snprintf(p->method, sizeof p->method, "%s", method);
+    snprintf(p->params, sizeof p->params, "target=%g", target);
+    snprintf(p->device, sizeof p->device, "cpu");
+    snprintf(p->dtype, sizeof p->dtype, "fp32");
+    snprintf(p->task, sizeof p->task, "%s", task);
+    snprintf(p->kernel, sizeof p->kernel, "block");
+    snprintf(p->layout, sizeof p->layout, "block");
+    p->seq_len = n;
+    p->heads = 4;
+    p->head_dim = 64;
+    p->causal = 1;
+    p->threads = 4;
+    p->seed = seed;
+    p->depth = 0.5;
+    p->target_density = target;
+    p->knob_value = strcmp(method, "dense") == 0 ? NAN : target * 1.7;
+    p->achieved_density = target * (1.0 + 0.01 * seed) / 1.02;
+    double dense_ms = 0.25 * (n / 1024.0) * (n / 1024.0) * (1.0 + 0.1 * seed) / 3.0;
+    p->total_ms = dense_ms * (strcmp(method, "dense") == 0 ? 1.0 : (0.05 + target));
+    p->select_ms = p->total_ms / 7.0;
+    p->run_ms = p->total_ms - p->select_ms;
+    p->min_ms = p->total_ms * 0.9;
+    p->p10_ms = p->total_ms * 0.95;
+    p->p90_ms = p->total_ms * 1.1;
+    p->cv = 0.0123456789;
+    p->n_samples = 3;
+    p->sample_run_ms[0] = p->run_ms;
+    p->dense_gflops = 12.5 + seed;
+    double rec = strcmp(method, "lowrank") == 0 ? NAN : (target >= 1 ? 1.0 : 0.6 + 0.3 * target / 0.2);
+    p->recall_mass = rec;
+    p->recall_topk = isnan(rec) ? NAN : rec * 0.97;
+    p->rel_l2_err = 1e-7 / (target + 1e-3);
+    p->max_abs_err = 3e-6;
+    p->accuracy = target >= 0.1 ? 1.0 : 0.75;
+    p->acc_ci_lo = p->accuracy - 0.2;
+    p->acc_ci_hi = 1.0;
+    p->rows_scored = 16;
+    snprintf(p->status, sizeof p->status, "%s", status);
+    if (strcmp(status, "ok") != 0) {
+        p->total_ms = p->p10_ms = p->p90_ms = FAILED_MS;
+        p->recall_mass = p->accuracy = 0.123;
+        snprintf(p->message, sizeof p->message, "child %s\tafter 5 s", status);
+    }
+}
+
+static void fx_write(const char *path, int with_ok)
+{
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    ab_env_set(&env, "host", "testhost");
+    ab_env_set(&env, "cpu_model", "Test CPU @ 3 GHz");
+    ab_env_set(&env, "threads", "4");
+    ab_env_set(&env, "git_sha", "0123456789abcdef");
+    ab_env_set(&env, "created_utc", "2025-01-02T03:04:05Z");
+    ab_store *st = NULL;
+    char err[256] = "";
+    cr_assert_eq(ab_store_open(path, &env, 0, &st, err, sizeof err), 0, "%s", err);
+    static const char *const tasks[] = {"needle", "passkey"};
+    static const int lens[] = {1024, 4096};
+    static const double wt[] = {0.05, 0.1, 0.2};
+    int serial = 0;
+    ab_point *p = malloc(sizeof *p);
+    cr_assert(p);
+    for (int t = 0; t < 2; t++)
+        for (int l = 0; l < 2; l++)
+            for (int seed = 1; seed <= 2; seed++) {
+                if (with_ok) {
+                    fx_point(p, &serial, "dense", tasks[t], lens[l], seed, 1.0, "ok");
+                    cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                    for (int k = 0; k < 3; k++) {
+                        fx_point(p, &serial, "window", tasks[t], lens[l], seed, wt[k], "ok");
+                        cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                    }
+                    fx_point(p, &serial, "topk", tasks[t], lens[l], seed, 0.1, "ok");
+                    cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                    fx_point(p, &serial, "lowrank", tasks[t], lens[l], seed, 0.2, "ok");
+                    cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                }
+                fx_point(p, &serial, "window", tasks[t], lens[l], seed + 10, 0.1, "timeout");
+                cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                fx_point(p, &serial, "broken", tasks[t], lens[l], seed, 0.1, "crashed");
+                cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+            }
+    free(p);
+    cr_assert_eq(ab_store_close(st, err, sizeof err), 0, "%s", err);
+    ab_env_free(&env);
+}
+
+static void fx_make(fixture *fx, int with_ok)
+{
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/ab_export_XXXXXX");
+    cr_assert(mkdtemp(fx->dir));
+    snprintf(fx->h5, sizeof fx->h5, "%s/run.h5", fx->dir);
+    snprintf(fx->out, sizeof fx->out, "%s/fig/sub", fx->dir);
+    fx_write(fx->h5, with_ok);
+}
+
+static void fx_clean(const fixture *fx)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int run_cmd(int (*cmd)(int, char **), int argc, const char *const *args)
+{
+    char *argv[16];
+    for (int i = 0; i < argc; i++) argv[i] = (char *)args[i];
+    argv[argc] = NULL;
+    return cmd(argc, argv);
+}
+
+/* Run with stdout and stderr sent to files; returns the exit code. */
+static int run_captured(int (*cmd)(int, char **), int argc, const char *const *args,
+                        const char *out_path, const char *err_path)
+{
+    fflush(stdout);
+    fflush(stderr);
+    int so = dup(1), se = dup(2);
+    int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert(so >= 0 && se >= 0 && fo >= 0 && fe >= 0);
+    dup2(fo, 1);
+    dup2(fe, 2);
+    int rc = run_cmd(cmd, argc, args);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(so, 1);
+    dup2(se, 2);
+    close(so);
+    close(se);
+    close(fo);
+    close(fe);
+    return rc;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    cr_assert(buf);
+    size_t got = fread(buf, 1, (size_t)len, f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void export_to(const fixture *fx, const char *dir)
+{
+    const char *args[] = {"export", fx->h5, "-d", dir};
+    cr_assert_eq(run_cmd(ab_cmd_export, 4, args), 0);
+}
+
+/* Split a line at tabs in place; returns the field count. */
+static int split_tabs(char *line, char **f, int max)
+{
+    int n = 0;
+    char *s = line;
+    while (n < max) {
+        f[n++] = s;
+        char *t = strchr(s, '\t');
+        if (!t) break;
+        *t = '\0';
+        s = t + 1;
+    }
+    return n;
+}
+
+static void expect_num(const char *field, double want, const char *col)
+{
+    char *end;
+    double got = strtod(field, &end);
+    cr_assert(*end == '\0', "column %s: '%s' is not a number", col, field);
+    if (isnan(want)) cr_assert(isnan(got) && strcmp(field, "nan") == 0, "%s: %s", col, field);
+    else cr_assert(got == want, "column %s: %s != %.17g", col, field, want);
+}
+
+Test(export, points_tsv_equals_file)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    export_to(&fx, fx.out);
+    ab_point *pts = NULL;
+    size_t n = 0;
+    char err[256];
+    cr_assert_eq(ab_results_read(fx.h5, &pts, &n, NULL, err, sizeof err), 0, "%s", err);
+
+    char path[200];
+    snprintf(path, sizeof path, "%s/points.tsv", fx.out);
+    char *text = slurp(path);
+    cr_assert(text);
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    cr_assert(line && strncmp(line, "key\tmethod\t", 11) == 0);
+    size_t rows = 0;
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        char *f[64];
+        int nf = split_tabs(line, f, 64);
+        cr_assert_eq(nf, 37, "row %zu has %d fields", rows, nf);
+        const ab_point *p = NULL;
+        for (size_t i = 0; i < n && !p; i++)
+            if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
+        cr_assert(p, "key %s not in the file", f[0]);
+        cr_assert_str_eq(f[1], p->method);
+        cr_assert_str_eq(f[5], p->task);
+        expect_num(f[8], p->seq_len, "seq_len");
+        expect_num(f[13], (double)p->seed, "seed");
+        const double want[] = {p->depth, p->target_density, p->knob_value,
+                               p->achieved_density, p->select_ms, p->run_ms,
+                               p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
+        for (int k = 0; k < 11; k++) expect_num(f[14 + k], want[k], "timing");
+        expect_num(f[25], p->n_samples, "n_samples");
+        const double want2[] = {p->dense_gflops, p->recall_mass, p->recall_topk,
+                                p->rel_l2_err, p->max_abs_err, p->accuracy,
+                                p->acc_ci_lo, p->acc_ci_hi};
+        for (int k = 0; k < 8; k++) expect_num(f[26 + k], want2[k], "metric");
+        expect_num(f[34], p->rows_scored, "rows_scored");
+        cr_assert_str_eq(f[35], p->status);
+        char msg[64];
+        snprintf(msg, sizeof msg, "child %s after 5 s", p->status);
+        cr_assert_str_eq(f[36], strcmp(p->status, "ok") ? msg : "", "tab in message kept out");
+        rows++;
+    }
+    cr_assert_eq(rows, n);
+    free(text);
+    free(pts);
+    fx_clean(&fx);
+}
+
+/* Every data row of a figure file: its method (column mcol) and numbers. */
+static void check_figure(const char *dir, const char *name, int mcol, int *rows_out)
+{
+    char path[200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = slurp(path);
+    cr_assert(text, "%s missing", name);
+    cr_assert(strstr(text, "# columns:"), "%s: no column comment", name);
+    int rows = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#') {
+            if (strncmp(line, "# method ", 9) == 0)
+                cr_assert(strcmp(line + 9, "broken") != 0, "%s: block for a failed-only method", name);
+            continue;
+        }
+        char *f[16];
+        int nf = split_tabs(line, f, 16);
+        cr_assert(nf > mcol, "%s: short row", name);
+        cr_assert(strcmp(f[mcol], "broken") != 0);
+        for (int k = 0; k < nf; k++) {
+            double v = strtod(f[k], NULL);
+            cr_assert(v != FAILED_MS && strcmp(f[k], "0.123") != 0,
+                      "%s: a failed point leaked in: %s", name, f[k]);
+        }
+        rows++;
+    }
+    free(text);
+    *rows_out = rows;
+}
+
+Test(export, figure_files_hold_ok_rows_only)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    export_to(&fx, fx.out);
+    int r;
+    check_figure(fx.out, "latency_vs_n.tsv", 7, &r);
+    cr_assert_eq(r, 4 * 2, "4 methods x 2 lengths, got %d", r); /* dense window topk lowrank */
+    check_figure(fx.out, "recall_vs_density.tsv", 5, &r);
+    cr_assert_eq(r, 2 + 3 * 2 + 2, "lowrank has no recall, got %d", r);
+    check_figure(fx.out, "accuracy_vs_density.tsv", 7, &r);
+    cr_assert_eq(r, 2 * (2 + 6 + 2 + 2), "got %d", r);
+    check_figure(fx.out, "speedup_vs_density.tsv", 5, &r);
+    cr_assert_eq(r, 3 * 2 + 2 + 2, "got %d", r);
+
+    char path[200];
+    snprintf(path, sizeof path, "%s/methods.txt", fx.out);
+    char *m = slurp(path);
+    cr_assert_str_eq(m, "dense\nbroken\nlowrank\ntopk\nwindow\n");
+    free(m);
+    snprintf(path, sizeof path, "%s/meta.txt", fx.out);
+    m = slurp(path);
+    cr_assert(strstr(m, "host\ttesthost\n") && strstr(m, "threads\t4\n"));
+    cr_assert(strstr(m, "git_sha\t0123456789abcdef\n"));
+    cr_assert(strstr(m, "n_points\t64\n") && strstr(m, "n_failed\t16\n"));
+    cr_assert(strstr(m, "n_failed_crashed\t8\n") && strstr(m, "n_failed_timeout\t8\n"));
+    free(m);
+
+    /* latency: window is taken at 0.1, dense at 1.0; total = median over
+     * tasks and seeds (seed 1 and 2 give dense 0.25*(1.1, 1.2)/3) */
+    snprintf(path, sizeof path, "%s/latency_vs_n.tsv", fx.out);
+    char *t = slurp(path);
+    char *w = strstr(t, "# method window\n");
+    cr_assert(w);
+    double n, ms, lo, hi, ach, np, tgt;
+    cr_assert_eq(sscanf(w + 16, "%lf %lf %lf %lf %lf %lf %lf", &n, &ms, &lo, &hi, &ach, &np, &tgt), 7);
+    cr_assert_eq(n, 1024);
+    cr_assert_eq(tgt, 0.1);
+    cr_assert_eq(np, 4);
+    cr_assert_float_eq(ms, 0.25 * 1.15 / 3.0 * 0.15, 1e-12);
+    char *d = strstr(t, "# method dense\n");
+    cr_assert(d && d < w, "dense block first");
+    cr_assert_eq(sscanf(d + 15, "%lf %lf %lf %lf %lf %lf %lf", &n, &ms, &lo, &hi, &ach, &np, &tgt), 7);
+    cr_assert_eq(tgt, 1.0);
+    free(t);
+
+    /* speedup of topk = dense / topk = 1 / 0.15 on every workload */
+    snprintf(path, sizeof path, "%s/speedup_vs_density.tsv", fx.out);
+    t = slurp(path);
+    cr_assert(!strstr(t, "# method dense"));
+    char *k = strstr(t, "# method topk\n");
+    cr_assert(k);
+    double dens, sp;
+    cr_assert_eq(sscanf(k + 14, "%lf %lf", &dens, &sp), 2);
+    cr_assert_float_eq(sp, 1.0 / 0.15, 1e-9);
+    free(t);
+    fx_clean(&fx);
+}
+
+Test(export, deterministic)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    char a[160], b[160];
+    snprintf(a, sizeof a, "%s/a", fx.dir);
+    snprintf(b, sizeof b, "%s/b", fx.dir);
+    export_to(&fx, a);
+    export_to(&fx, b);
+    static const char *const files[] = {"points.tsv", "latency_vs_n.tsv", "recall_vs_density.tsv",
+                                        "accuracy_vs_density.tsv", "speedup_vs_density.tsv",
+                                        "methods.txt", "meta.txt"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char pa[200], pb[200];
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        char *x = slurp(pa), *y = slurp(pb);
+        cr_assert(x && y);
+        cr_assert_str_eq(x, y, "%s differs between two exports", files[i]);
+        free(x);
+        free(y);
+    }
+    fx_clean(&fx);
+}
+
+static void check_plot(int with_ok)
+{
+    fixture fx;
+    fx_make(&fx, with_ok);
+    char out[200], err[200];
+    snprintf(out, sizeof out, "%s/plot.out", fx.dir);
+    snprintf(err, sizeof err, "%s/plot.err", fx.dir);
+    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "png,svg"};
+    int rc = run_captured(ab_cmd_plot, 6, args, out, err);
+    char *e = slurp(err), *o = slurp(out);
+    cr_assert_eq(rc, 0, "plot exit %d; stderr: %s", rc, e);
+    cr_assert_str_eq(e, "", "gnuplot or plot wrote on stderr:\n%s", e);
+    static const char *const figs[] = {"latency_vs_n", "recall_vs_density",
+                                       "accuracy_vs_density", "speedup_vs_density"};
+    for (size_t i = 0; i < 4; i++) {
+        for (int k = 0; k < 2; k++) {
+            char path[240];
+            snprintf(path, sizeof path, "%s/%s.%s", fx.out, figs[i], k ? "svg" : "png");
+            if (with_ok) {
+                cr_assert_gt(file_size(path), 1000, "%s missing or tiny", path);
+                cr_assert(strstr(o, path), "%s not listed in: %s", path, o);
+            } else {
+                cr_assert_eq(file_size(path), -1, "%s drawn without data", path);
+            }
+        }
+        if (!with_ok) cr_assert(strstr(o, figs[i]), "no note for %s: %s", figs[i], o);
+    }
+    if (with_ok) {
+        char png[240];
+        snprintf(png, sizeof png, "%s/latency_vs_n.png", fx.out);
+        char *b = slurp(png);
+        cr_assert(memcmp(b, "\x89PNG", 4) == 0);
+        free(b);
+    }
+    free(e);
+    free(o);
+    fx_clean(&fx);
+}
+
+Test(plot, every_figure_without_warnings, .timeout = 120)
+{
+    check_plot(1);
+}
+
+Test(plot, failed_only_file_still_plots, .timeout = 60)
+{
+    check_plot(0);
+}
+
+Test(show, tsv_rows)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    char out[200], err[200];
+    snprintf(out, sizeof out, "%s/show.out", fx.dir);
+    snprintf(err, sizeof err, "%s/show.err", fx.dir);
+    const char *args[] = {"show", fx.h5, "--format", "tsv", "--filter",
+                          "method=window,method=broken,seq_len=1024"};
+    cr_assert_eq(run_captured(ab_cmd_show, 6, args, out, err), 0);
+    char *o = slurp(out);
+    cr_assert(strstr(o, "# host\ttesthost\n"), "%s", o);
+    cr_assert(strstr(o, "# commit\t0123456789abcdef\n"));
+    cr_assert(strstr(o, "\nmethod\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\n"));
+    /* window at 0.1 on 1024: 4 ok, 4 timeouts; speedup 1/0.15 */
+    char want[256];
+    snprintf(want, sizeof want, "\nwindow\t1024\t0.1\t%.6g\t%.6g\t", 0.25 * 1.15 / 3.0 * 0.15,
+             1.0 / 0.15);
+    cr_assert(strstr(o, want), "no '%s' in:\n%s", want + 1, o);
+    cr_assert(strstr(o, "\t1\t4\ttimeout:4\n"), "%s", o);
+    cr_assert(strstr(o, "\nbroken\t1024\t0.1\tnan\tnan\tnan\tnan\tnan\t0\tcrashed:4\n"), "%s", o);
+    cr_assert(!strstr(o, "\ndense\t"), "filtered out");
+    cr_assert(!strstr(o, "\t4096\t"), "filtered out");
+    /* rows: window x3 densities, broken x1 */
+    int rows = 0;
+    for (char *s = strstr(o, "\nmethod\t") + 1; (s = strchr(s, '\n')) && s[1]; s++) rows++;
+    cr_assert_eq(rows, 4, "%s", o);
+    free(o);
+
+    const char *sorted[] = {"show", fx.h5, "--format", "tsv", "--sort", "-speedup"};
+    cr_assert_eq(run_captured(ab_cmd_show, 6, sorted, out, err), 0);
+    o = slurp(out);
+    char *first = strstr(o, "\nmethod\t");
+    first = strchr(first + 1, '\n') + 1;
+    cr_assert(strncmp(first, "window\t1024\t0.05\t", 17) == 0, "fastest first: %s", first);
+    free(o);
+    const char *text[] = {"show", fx.h5};
+    cr_assert_eq(run_captured(ab_cmd_show, 2, text, out, err), 0);
+    fx_clean(&fx);
+}
+
+Test(export_cli, bad_input_exits_2)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    char garbage[160], out[160], err[160], dir[160];
+    snprintf(garbage, sizeof garbage, "%s/garbage.h5", fx.dir);
+    snprintf(out, sizeof out, "%s/o", fx.dir);
+    snprintf(err, sizeof err, "%s/e", fx.dir);
+    snprintf(dir, sizeof dir, "%s/x", fx.dir);
+    FILE *f = fopen(garbage, "w");
+    fputs("this is not an HDF5 file\n", f);
+    fclose(f);
+    const char *missing = "/nonexistent/run.h5";
+    const char *cases[][6] = {
+        {"export", missing, "-d", dir}, {"export", garbage, "-d", dir},
+        {"export", fx.h5}, {"export", fx.h5, "-d"}, {"export", fx.h5, "-d", dir, "--bogus"},
+        {"show", missing}, {"show", garbage}, {"show", fx.h5, "--format", "xml"},
+        {"show", fx.h5, "--filter", "nokey=1"}, {"show", fx.h5, "--sort", "nocol"},
+        {"plot", missing, "-d", dir}, {"plot", garbage, "-d", dir},
+        {"plot", fx.h5, "-d", dir, "--format", "gif"},
+        {"plot", fx.h5, "-d", dir, "--gnuplot", "/nonexistent/gnuplot"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int argc = 0;
+        while (argc < 6 && cases[i][argc]) argc++;
+        int (*cmd)(int, char **) = cases[i][0][0] == 'e' ? ab_cmd_export
+                                 : cases[i][0][0] == 's' ? ab_cmd_show : ab_cmd_plot;
+        int rc = run_captured(cmd, argc, cases[i], out, err);
+        cr_assert_eq(rc, 2, "case %zu (%s %s) gave %d", i, cases[i][0], cases[i][argc - 1], rc);
+        char *e = slurp(err);
+        size_t nl = 0;
+        for (char *s = e; *s; s++) nl += *s == '\n';
+        cr_assert_eq(nl, 1, "case %zu: want one line on stderr, got: %s", i, e);
+        cr_assert(strncmp(e, "attnbench: ", 11) == 0);
+        free(e);
+    }
+    cr_assert_eq(file_size(dir), -1, "nothing written on bad input");
+    const char *help[][2] = {{"export", "--help"}, {"show", "--help"}, {"plot", "-h"}};
+    cr_assert_eq(run_captured(ab_cmd_export, 2, help[0], out, err), 0);
+    cr_assert_eq(run_captured(ab_cmd_show, 2, help[1], out, err), 0);
+    cr_assert_eq(run_captured(ab_cmd_plot, 2, help[2], out, err), 0);
+    char *o = slurp(out);
+    cr_assert(strstr(o, "usage: attnbench plot"));
+    free(o);
+    fx_clean(&fx);
+}
