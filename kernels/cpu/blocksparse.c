@@ -1,0 +1,57 @@
+/* blocksparse.c — block-sparse attention over a BLOCK layout (per-row CSR
+ * of kept key blocks): the flash inner loop (tile.h) run only over the key
+ * blocks listed for each query block, the causal mask applied within.
+ * A query row that keeps no causally valid key gets a zero output.
+ * OpenMP over (head, query block, sub-tile of <= AB_TILE_Q rows).
+ * The layout must be finalised and valid (ab_layout_validate): indices are
+ * not range-checked here. */
+#include "kernels/cpu/tile.h"
+#include "kernels/kernels.h"
+
+int ab_kernel_blocksparse(const ab_problem *pb, const ab_layout *l,
+                          float *out /* (heads, seq_len, head_dim) */)
+{
+    int rc = ab_tile_check_problem(pb, out);
+    if (rc)
+        return rc;
+    if (ab_tile_check_layout(pb, l) || l->kind != AB_LAYOUT_BLOCK || !l->blk_ptr)
+        return AB_EINVAL;
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
+    const int causal = pb->s.causal != 0;
+    const float scale = pb->s.scale;
+    if (N == 0)
+        return AB_OK;
+    const int bq = l->block_q, nqb = l->n_qblocks;
+    const int nsub = (bq + AB_TILE_Q - 1) / AB_TILE_Q;
+    const int tq = bq < AB_TILE_Q ? bq : AB_TILE_Q;
+    const int tk = l->block_k < AB_TILE_K ? l->block_k : AB_TILE_K;
+    const int64_t items = (int64_t)H * nqb * nsub;
+    int failed = 0;
+
+#pragma omp parallel
+    {
+        ab_tile t;
+        const int ok = ab_tile_alloc(&t, d, tq, tk) == AB_OK;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t it = 0; it < items; it++) {
+            int h, qb, i0, nq;
+            if (!ok || !ab_tile_item(it, H, nqb, nsub, bq, N, &h, &qb, &i0, &nq))
+                continue;
+            const size_t hoff = (size_t)h * N * d;
+            const int64_t r = (int64_t)h * nqb + qb;
+            const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
+            ab_tile_begin(&t, nq);
+            ab_tile_blocks(&t, pb->q + hoff + (size_t)i0 * d, i0, nq, pb->k + hoff,
+                           pb->v + hoff, l->blk_idx + p0, p1 - p0, l->block_k, N, causal,
+                           scale);
+            ab_tile_end(&t, out + hoff + (size_t)i0 * d, nq);
+        }
+        if (ok)
+            ab_tile_free(&t);
+    }
+    return failed ? AB_ENOMEM : AB_OK;
+}

@@ -1,0 +1,59 @@
+/* flash.c — dense exact attention on the CPU, tiled with an online softmax
+ * as in FlashAttention (Dao et al., NeurIPS 2022) and FlashAttention-2
+ * (Dao, 2023): for each query tile, stream key tiles keeping a running max m,
+ * running sum l and an unnormalised output acc; finally acc / l. Causal:
+ * tiles above the diagonal are skipped, the diagonal tile is masked.
+ * OpenMP over (head, query tile), dynamic schedule (causal rows are uneven).
+ * fp32 storage and math; the inner loop lives in tile.h. */
+#include "kernels/cpu/tile.h"
+#include "kernels/kernels.h"
+
+#define AB_FLASH_BQ 64 /* query rows per tile */
+#define AB_FLASH_BK 64 /* key columns per tile */
+
+_Static_assert(AB_FLASH_BQ <= AB_TILE_Q, "a flash query tile is one work item");
+
+int ab_kernel_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
+{
+    int rc = ab_tile_check_problem(pb, out);
+    if (rc)
+        return rc;
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
+    const int causal = pb->s.causal != 0;
+    const float scale = pb->s.scale;
+    if (N == 0)
+        return AB_OK;
+    const int nt = (N + AB_FLASH_BQ - 1) / AB_FLASH_BQ;
+    const int64_t items = (int64_t)H * nt;
+    int failed = 0;
+
+#pragma omp parallel
+    {
+        ab_tile t;
+        const int ok = ab_tile_alloc(&t, d, AB_FLASH_BQ, AB_FLASH_BK) == AB_OK;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t it = 0; it < items; it++) {
+            int h, qt, i0, nq;
+            if (!ok || !ab_tile_item(it, H, nt, 1, AB_FLASH_BQ, N, &h, &qt, &i0, &nq))
+                continue;
+            const size_t hoff = (size_t)h * N * d;
+            const float *qh = pb->q + hoff; /* (seq_len, head_dim) */
+            const float *kh = pb->k + hoff; /* (seq_len, head_dim) */
+            const float *vh = pb->v + hoff; /* (seq_len, head_dim) */
+            const int jend = causal ? i0 + nq : N;
+            ab_tile_begin(&t, nq);
+            for (int j0 = 0; j0 < jend; j0 += AB_FLASH_BK) {
+                const int nk = N - j0 < AB_FLASH_BK ? N - j0 : AB_FLASH_BK;
+                ab_tile_contig(&t, qh + (size_t)i0 * d, i0, nq, kh, vh, j0, nk, causal, scale);
+            }
+            ab_tile_end(&t, out + hoff + (size_t)i0 * d, nq);
+        }
+        if (ok)
+            ab_tile_free(&t);
+    }
+    return failed ? AB_ENOMEM : AB_OK;
+}

@@ -1,0 +1,120 @@
+/* gather.c — attention over TOKEN and MIXED layouts: per (head, query
+ * block) the listed key/value rows are packed into a contiguous tile
+ * (gather) and fed to the shared online-softmax inner loop (tile.h). MIXED:
+ * the kept blocks first, then the token list, in one softmax state.
+ * The layout must be finalised and valid (ab_layout_validate): indices are
+ * not range-checked here, and MIXED token lists must avoid the kept blocks.
+ * Also the kernel dispatch by layout kind (ab_kernel_layout). */
+#include "kernels/cpu/tile.h"
+#include "kernels/kernels.h"
+
+/* First position in a[lo, hi) whose value is > v (a sorted ascending). */
+static int64_t upper_bound_i32(const int32_t *a, int64_t lo, int64_t hi, int64_t v)
+{
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
+                     float *out /* (heads, seq_len, head_dim) */)
+{
+    int rc = ab_tile_check_problem(pb, out);
+    if (rc)
+        return rc;
+    if (ab_tile_check_layout(pb, l) || !l->tok_ptr ||
+        (l->kind != AB_LAYOUT_TOKEN && l->kind != AB_LAYOUT_MIXED) ||
+        (l->kind == AB_LAYOUT_MIXED && !l->blk_ptr))
+        return AB_EINVAL;
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
+    const int causal = pb->s.causal != 0;
+    const float scale = pb->s.scale;
+    if (N == 0)
+        return AB_OK;
+    const int mixed = l->kind == AB_LAYOUT_MIXED;
+    const int bq = l->block_q, nqb = l->n_qblocks;
+    const int nsub = (bq + AB_TILE_Q - 1) / AB_TILE_Q;
+    const int tq = bq < AB_TILE_Q ? bq : AB_TILE_Q;
+    const int64_t items = (int64_t)H * nqb * nsub;
+    int failed = 0;
+
+#pragma omp parallel
+    {
+        ab_tile t;
+        const int ok = ab_tile_alloc(&t, d, tq, AB_TILE_K) == AB_OK;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t it = 0; it < items; it++) {
+            int h, qb, i0, nq;
+            if (!ok || !ab_tile_item(it, H, nqb, nsub, bq, N, &h, &qb, &i0, &nq))
+                continue;
+            const size_t hoff = (size_t)h * N * d;
+            const float *qt = pb->q + hoff + (size_t)i0 * d; /* (nq, head_dim) */
+            const float *kh = pb->k + hoff;                  /* (seq_len, head_dim) */
+            const float *vh = pb->v + hoff;                  /* (seq_len, head_dim) */
+            const int64_t r = (int64_t)h * nqb + qb;
+            ab_tile_begin(&t, nq);
+            if (mixed) {
+                const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
+                ab_tile_blocks(&t, qt, i0, nq, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k,
+                               N, causal, scale);
+            }
+            const int64_t t0 = l->tok_ptr[r];
+            int64_t t1 = l->tok_ptr[r + 1];
+            if (causal) /* tokens past the tile's last row are seen by no row */
+                t1 = upper_bound_i32(l->tok_idx, t0, t1, (int64_t)i0 + nq - 1);
+            for (int64_t c0 = t0; c0 < t1; c0 += AB_TILE_K) {
+                const int nk = (int)(t1 - c0 < AB_TILE_K ? t1 - c0 : AB_TILE_K);
+                ab_tile_gather(&t, qt, i0, nq, kh, vh, l->tok_idx + c0, nk, causal, scale);
+            }
+            ab_tile_end(&t, out + hoff + (size_t)i0 * d, nq);
+        }
+        if (ok)
+            ab_tile_free(&t);
+    }
+    return failed ? AB_ENOMEM : AB_OK;
+}
+
+int ab_kernel_layout(const ab_problem *pb, const ab_layout *l,
+                     float *out /* (heads, seq_len, head_dim) */)
+{
+    if (!l)
+        return AB_EINVAL;
+    switch (l->kind) {
+    case AB_LAYOUT_DENSE:
+        if (pb && (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
+                   (l->causal != 0) != (pb->s.causal != 0)))
+            return AB_EINVAL;
+        return ab_kernel_flash(pb, out);
+    case AB_LAYOUT_BLOCK:
+        return ab_kernel_blocksparse(pb, l, out);
+    case AB_LAYOUT_TOKEN:
+    case AB_LAYOUT_MIXED:
+        return ab_kernel_gather(pb, l, out);
+    case AB_LAYOUT_CUSTOM:
+        return AB_EINVAL; /* the method runs itself */
+    }
+    return AB_EINVAL;
+}
+
+const char *ab_kernel_name(const ab_layout *l)
+{
+    if (!l)
+        return "custom";
+    switch (l->kind) {
+    case AB_LAYOUT_DENSE: return "flash";
+    case AB_LAYOUT_BLOCK: return "blocksparse";
+    case AB_LAYOUT_TOKEN:
+    case AB_LAYOUT_MIXED: return "gather";
+    case AB_LAYOUT_CUSTOM: return "custom";
+    }
+    return "custom";
+}

@@ -1,0 +1,559 @@
+/* layout.c — the ab_layout implementation: the builder a method's select()
+ * fills, finalisation into per-row CSR (sorted, unique), structural
+ * validation, membership queries and the exact density arithmetic
+ * (kept causally valid pairs over all causally valid pairs, O(entries)).
+ *
+ * Rows of the CSR arrays are r = h * n_qblocks + qb. Builder entries live in
+ * l->priv until ab_layout_finalize() turns them into blk_ptr/blk_idx and
+ * tok_ptr/tok_idx. */
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+enum { LB_NONE = 0, LB_ENTRIES, LB_DENSE, LB_CUSTOM };
+
+typedef struct lb_entry {
+    int32_t row; /* h * n_qblocks + qb */
+    int32_t idx; /* key block or key token */
+} lb_entry;
+
+typedef struct lb_list {
+    lb_entry *e; /* [cap] */
+    size_t n, cap;
+} lb_list;
+
+typedef struct lb_state {
+    int touched;   /* some builder call succeeded */
+    int mode;      /* LB_* */
+    int finalized;
+    lb_list blk, tok;
+} lb_state;
+
+static int ceil_div(int n, int b)
+{
+    if (n <= 0 || b <= 0)
+        return 0;
+    return (int)(((int64_t)n + b - 1) / b);
+}
+
+static int64_t i64_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t i64_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Builder state, allocated on first use. NULL only on allocation failure. */
+static lb_state *lb_get(ab_layout *l)
+{
+    if (!l->priv)
+        l->priv = calloc(1, sizeof(lb_state));
+    return (lb_state *)l->priv;
+}
+
+static void lb_list_free(lb_list *li)
+{
+    free(li->e);
+    li->e = NULL;
+    li->n = li->cap = 0;
+}
+
+static int lb_reserve(lb_list *li, size_t extra)
+{
+    if (extra > SIZE_MAX / sizeof(lb_entry) - li->n)
+        return AB_ENOMEM;
+    size_t need = li->n + extra;
+    if (need <= li->cap)
+        return AB_OK;
+    size_t cap = li->cap ? li->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / (2 * sizeof(lb_entry)) ? need : cap * 2;
+    lb_entry *e = realloc(li->e, cap * sizeof(lb_entry));
+    if (!e)
+        return AB_ENOMEM;
+    li->e = e;
+    li->cap = cap;
+    return AB_OK;
+}
+
+/* Rows must be addressable with int32. */
+static int rows_ok(const ab_layout *l)
+{
+    return l->heads > 0 && l->seq_len >= 0 && l->block_q > 0 && l->block_k > 0 &&
+           (int64_t)l->heads * l->n_qblocks <= INT32_MAX;
+}
+
+/* Common preamble of the entry-adding functions. */
+static int lb_begin_entries(ab_layout *l, lb_state **out)
+{
+    if (!l || !rows_ok(l))
+        return AB_EINVAL;
+    lb_state *st = lb_get(l);
+    if (!st)
+        return AB_ENOMEM;
+    if (st->finalized || st->mode == LB_DENSE || st->mode == LB_CUSTOM)
+        return AB_EINVAL;
+    *out = st;
+    return AB_OK;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k)
+{
+    if (!l)
+        return;
+    memset(l, 0, sizeof(*l));
+    l->kind = AB_LAYOUT_BLOCK;
+    if (s) {
+        l->heads = s->heads;
+        l->seq_len = s->seq_len;
+        l->causal = s->causal ? 1 : 0;
+    }
+    l->block_q = block_q;
+    l->block_k = block_k;
+    l->n_qblocks = ceil_div(l->seq_len, block_q);
+    l->n_kblocks = ceil_div(l->seq_len, block_k);
+}
+
+void ab_layout_free(ab_layout *l)
+{
+    if (!l)
+        return;
+    free(l->blk_ptr);
+    free(l->blk_idx);
+    free(l->tok_ptr);
+    free(l->tok_idx);
+    l->blk_ptr = NULL;
+    l->blk_idx = NULL;
+    l->tok_ptr = NULL;
+    l->tok_idx = NULL;
+    lb_state *st = (lb_state *)l->priv;
+    if (st) {
+        lb_list_free(&st->blk);
+        lb_list_free(&st->tok);
+        free(st);
+        l->priv = NULL;
+    }
+}
+
+/* ---- builder -------------------------------------------------------------- */
+
+int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k)
+{
+    if (!l || block_q <= 0 || block_k <= 0)
+        return AB_EINVAL;
+    lb_state *st = lb_get(l);
+    if (!st)
+        return AB_ENOMEM;
+    if (st->finalized || st->blk.n > 0 || st->tok.n > 0)
+        return AB_EINVAL;
+    l->block_q = block_q;
+    l->block_k = block_k;
+    l->n_qblocks = ceil_div(l->seq_len, block_q);
+    l->n_kblocks = ceil_div(l->seq_len, block_k);
+    st->touched = 1;
+    return AB_OK;
+}
+
+int ab_layout_dense(ab_layout *l)
+{
+    if (!l)
+        return AB_EINVAL;
+    lb_state *st = lb_get(l);
+    if (!st)
+        return AB_ENOMEM;
+    if (st->finalized || (st->mode != LB_NONE && st->mode != LB_DENSE))
+        return AB_EINVAL;
+    st->mode = LB_DENSE;
+    st->touched = 1;
+    return AB_OK;
+}
+
+int ab_layout_custom(ab_layout *l, double density)
+{
+    if (!l || !(density >= 0.0 && density <= 1.0)) /* also rejects NaN */
+        return AB_EINVAL;
+    lb_state *st = lb_get(l);
+    if (!st)
+        return AB_ENOMEM;
+    if (st->finalized || (st->mode != LB_NONE && st->mode != LB_CUSTOM))
+        return AB_EINVAL;
+    st->mode = LB_CUSTOM;
+    st->touched = 1;
+    l->custom_density = density;
+    return AB_OK;
+}
+
+int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int kb1)
+{
+    lb_state *st;
+    int rc = lb_begin_entries(l, &st);
+    if (rc)
+        return rc;
+    if (head < 0 || head >= l->heads || qblock < 0 || qblock >= l->n_qblocks ||
+        kb0 < 0 || kb1 > l->n_kblocks || kb0 > kb1)
+        return AB_EINVAL;
+    if (lb_reserve(&st->blk, (size_t)(kb1 - kb0)))
+        return AB_ENOMEM;
+    int32_t row = (int32_t)((int64_t)head * l->n_qblocks + qblock);
+    for (int kb = kb0; kb < kb1; kb++)
+        st->blk.e[st->blk.n++] = (lb_entry){row, kb};
+    st->mode = LB_ENTRIES;
+    st->touched = 1;
+    return AB_OK;
+}
+
+int ab_layout_add_block(ab_layout *l, int head, int qblock, int kblock)
+{
+    if (kblock < 0 || kblock == INT_MAX)
+        return AB_EINVAL;
+    return ab_layout_add_block_range(l, head, qblock, kblock, kblock + 1);
+}
+
+int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
+{
+    lb_state *st;
+    int rc = lb_begin_entries(l, &st);
+    if (rc)
+        return rc;
+    if (head < 0 || head >= l->heads || qblock < 0 || qblock >= l->n_qblocks ||
+        key < 0 || key >= l->seq_len)
+        return AB_EINVAL;
+    if (lb_reserve(&st->tok, 1))
+        return AB_ENOMEM;
+    int32_t row = (int32_t)((int64_t)head * l->n_qblocks + qblock);
+    st->tok.e[st->tok.n++] = (lb_entry){row, key};
+    st->mode = LB_ENTRIES;
+    st->touched = 1;
+    return AB_OK;
+}
+
+/* ---- finalisation --------------------------------------------------------- */
+
+/* Sort li by (row, idx) with two stable counting sorts (idx, then row), drop
+ * duplicates and build the CSR arrays. idx values lie in [0, range). */
+static int build_csr(lb_list *li, int64_t rows, int range, int64_t **ptr_out,
+                     int32_t **idx_out)
+{
+    size_t n = li->n;
+    size_t ncnt = (size_t)i64_max(rows, range) + 1;
+    int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
+    int32_t *idx = malloc((n ? n : 1) * sizeof(int32_t));
+    lb_entry *tmp = malloc((n ? n : 1) * sizeof(lb_entry));
+    size_t *cnt = malloc(ncnt * sizeof(size_t));
+    if (!ptr || !idx || !tmp || !cnt) {
+        free(ptr);
+        free(idx);
+        free(tmp);
+        free(cnt);
+        return AB_ENOMEM;
+    }
+    /* pass 1: by idx, li->e -> tmp */
+    memset(cnt, 0, ncnt * sizeof(size_t));
+    for (size_t e = 0; e < n; e++)
+        cnt[li->e[e].idx + 1]++;
+    for (int c = 0; c < range; c++)
+        cnt[c + 1] += cnt[c];
+    for (size_t e = 0; e < n; e++)
+        tmp[cnt[li->e[e].idx]++] = li->e[e];
+    /* pass 2: by row (stable), tmp -> li->e */
+    memset(cnt, 0, ncnt * sizeof(size_t));
+    for (size_t e = 0; e < n; e++)
+        cnt[tmp[e].row + 1]++;
+    for (int64_t r = 0; r < rows; r++)
+        cnt[r + 1] += cnt[r];
+    for (size_t e = 0; e < n; e++)
+        li->e[cnt[tmp[e].row]++] = tmp[e];
+    free(tmp);
+    free(cnt);
+    /* dedup and CSR */
+    size_t m = 0;
+    for (size_t e = 0; e < n; e++) {
+        if (e > 0 && li->e[e].row == li->e[e - 1].row && li->e[e].idx == li->e[e - 1].idx)
+            continue;
+        idx[m++] = li->e[e].idx;
+        ptr[li->e[e].row + 1]++;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        ptr[r + 1] += ptr[r];
+    *ptr_out = ptr;
+    *idx_out = idx;
+    return AB_OK;
+}
+
+/* Binary search for v in a[lo, hi). */
+static int has_i32(const int32_t *a, int64_t lo, int64_t hi, int32_t v)
+{
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < v)
+            lo = mid + 1;
+        else if (a[mid] > v)
+            hi = mid;
+        else
+            return 1;
+    }
+    return 0;
+}
+
+/* MIXED: drop tokens that lie inside a kept block of the same row. */
+static void drop_covered_tokens(ab_layout *l, int64_t rows)
+{
+    int64_t w = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
+        int64_t b0 = l->blk_ptr[r], b1 = l->blk_ptr[r + 1];
+        l->tok_ptr[r] = w;
+        for (int64_t t = t0; t < t1; t++) {
+            int32_t j = l->tok_idx[t];
+            if (!has_i32(l->blk_idx, b0, b1, j / l->block_k))
+                l->tok_idx[w++] = j;
+        }
+    }
+    l->tok_ptr[rows] = w;
+}
+
+int ab_layout_finalize(ab_layout *l)
+{
+    if (!l)
+        return AB_EINVAL;
+    lb_state *st = (lb_state *)l->priv;
+    if (!st || !st->touched)
+        return AB_EINVAL;
+    if (st->finalized)
+        return AB_OK;
+    if (st->mode == LB_DENSE) {
+        l->kind = AB_LAYOUT_DENSE;
+    } else if (st->mode == LB_CUSTOM) {
+        l->kind = AB_LAYOUT_CUSTOM;
+    } else {
+        if (!rows_ok(l))
+            return AB_EINVAL;
+        int64_t rows = (int64_t)l->heads * l->n_qblocks;
+        int has_blk = st->blk.n > 0, has_tok = st->tok.n > 0;
+        ab_layout_kind kind = has_blk && has_tok ? AB_LAYOUT_MIXED
+                              : has_tok          ? AB_LAYOUT_TOKEN
+                                                 : AB_LAYOUT_BLOCK;
+        free(l->blk_ptr);
+        free(l->blk_idx);
+        free(l->tok_ptr);
+        free(l->tok_idx);
+        l->blk_ptr = l->tok_ptr = NULL;
+        l->blk_idx = l->tok_idx = NULL;
+        if (kind != AB_LAYOUT_TOKEN &&
+            build_csr(&st->blk, rows, l->n_kblocks, &l->blk_ptr, &l->blk_idx))
+            return AB_ENOMEM;
+        if (kind != AB_LAYOUT_BLOCK &&
+            build_csr(&st->tok, rows, l->seq_len, &l->tok_ptr, &l->tok_idx)) {
+            free(l->blk_ptr);
+            free(l->blk_idx);
+            l->blk_ptr = NULL;
+            l->blk_idx = NULL;
+            return AB_ENOMEM;
+        }
+        if (kind == AB_LAYOUT_MIXED) /* stays MIXED even if no token survives */
+            drop_covered_tokens(l, rows);
+        l->kind = kind;
+    }
+    lb_list_free(&st->blk);
+    lb_list_free(&st->tok);
+    st->finalized = 1;
+    return AB_OK;
+}
+
+/* ---- validation ------------------------------------------------------------ */
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return AB_EINVAL;
+}
+
+static int check_csr(const int64_t *ptr, const int32_t *idx, int64_t rows, int range,
+                     const char *what, char *err, size_t errlen)
+{
+    if (!ptr)
+        return fail(err, errlen, "%s: missing CSR row pointer", what);
+    if (ptr[0] != 0)
+        return fail(err, errlen, "%s: row pointer starts at %lld", what, (long long)ptr[0]);
+    for (int64_t r = 0; r < rows; r++)
+        if (ptr[r + 1] < ptr[r])
+            return fail(err, errlen, "%s: row pointer decreases at row %lld", what,
+                        (long long)r);
+    if (ptr[rows] > 0 && !idx)
+        return fail(err, errlen, "%s: missing index array", what);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t e = ptr[r]; e < ptr[r + 1]; e++) {
+            if (idx[e] < 0 || idx[e] >= range)
+                return fail(err, errlen, "%s: row %lld: index %d out of range [0, %d)", what,
+                            (long long)r, (int)idx[e], range);
+            if (e > ptr[r] && idx[e] <= idx[e - 1])
+                return fail(err, errlen, "%s: row %lld: entries not sorted and unique (%d after %d)",
+                            what, (long long)r, (int)idx[e], (int)idx[e - 1]);
+        }
+    }
+    return AB_OK;
+}
+
+int ab_layout_validate(const ab_layout *l, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!l)
+        return fail(err, errlen, "no layout");
+    if ((int)l->kind < AB_LAYOUT_DENSE || (int)l->kind > AB_LAYOUT_CUSTOM)
+        return fail(err, errlen, "unknown layout kind %d", (int)l->kind);
+    if (l->heads <= 0 || l->seq_len < 0)
+        return fail(err, errlen, "bad shape: heads %d, seq_len %d", l->heads, l->seq_len);
+    if (l->kind == AB_LAYOUT_CUSTOM) {
+        if (!(l->custom_density >= 0.0 && l->custom_density <= 1.0))
+            return fail(err, errlen, "custom density %g not in [0, 1]", l->custom_density);
+        return AB_OK;
+    }
+    if (l->kind == AB_LAYOUT_DENSE)
+        return AB_OK;
+    if (l->block_q <= 0 || l->block_k <= 0)
+        return fail(err, errlen, "bad block sizes %d x %d", l->block_q, l->block_k);
+    if (l->n_qblocks != ceil_div(l->seq_len, l->block_q) ||
+        l->n_kblocks != ceil_div(l->seq_len, l->block_k))
+        return fail(err, errlen, "block counts %d x %d do not match the shape",
+                    l->n_qblocks, l->n_kblocks);
+    int64_t rows = (int64_t)l->heads * l->n_qblocks;
+    int rc;
+    if (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) {
+        rc = check_csr(l->blk_ptr, l->blk_idx, rows, l->n_kblocks, "blocks", err, errlen);
+        if (rc)
+            return rc;
+    }
+    if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) {
+        rc = check_csr(l->tok_ptr, l->tok_idx, rows, l->seq_len, "tokens", err, errlen);
+        if (rc)
+            return rc;
+    }
+    if (l->kind == AB_LAYOUT_MIXED) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t t = l->tok_ptr[r]; t < l->tok_ptr[r + 1]; t++)
+                if (has_i32(l->blk_idx, l->blk_ptr[r], l->blk_ptr[r + 1],
+                            l->tok_idx[t] / l->block_k))
+                    return fail(err, errlen, "row %lld: token %d inside a kept block",
+                                (long long)r, (int)l->tok_idx[t]);
+    }
+    return AB_OK;
+}
+
+/* ---- queries --------------------------------------------------------------- */
+
+int ab_layout_contains(const ab_layout *l, int head, int i, int j)
+{
+    if (!l || head < 0 || head >= l->heads || i < 0 || i >= l->seq_len || j < 0 ||
+        j >= l->seq_len)
+        return 0;
+    if (l->causal && j > i)
+        return 0;
+    if (l->kind == AB_LAYOUT_DENSE)
+        return 1;
+    if (l->kind == AB_LAYOUT_CUSTOM || l->block_q <= 0 || l->block_k <= 0)
+        return 0;
+    int64_t r = (int64_t)head * l->n_qblocks + i / l->block_q;
+    if ((l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) && l->blk_ptr &&
+        has_i32(l->blk_idx, l->blk_ptr[r], l->blk_ptr[r + 1], j / l->block_k))
+        return 1;
+    if ((l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) && l->tok_ptr &&
+        has_i32(l->tok_idx, l->tok_ptr[r], l->tok_ptr[r + 1], j))
+        return 1;
+    return 0;
+}
+
+int64_t ab_layout_valid_pairs(const ab_layout *l)
+{
+    if (!l || l->heads <= 0 || l->seq_len <= 0)
+        return 0;
+    int64_t n = l->seq_len;
+    return (int64_t)l->heads * (l->causal ? n * (n + 1) / 2 : n * n);
+}
+
+/* Pairs (i, j), i in [q0, q1), j in [k0, k1), with j <= i. */
+static int64_t causal_rect(int64_t q0, int64_t q1, int64_t k0, int64_t k1)
+{
+    int64_t s = 0;
+    int64_t a = i64_max(q0, k0), b = i64_min(q1, k1);
+    if (b > a) /* row i keeps i + 1 - k0 keys: an arithmetic series */
+        s += (b - a) * (a + b + 1 - 2 * k0) / 2;
+    int64_t c = i64_max(q0, k1);
+    if (q1 > c) /* rows at or past the block's end keep the whole block */
+        s += (q1 - c) * (k1 - k0);
+    return s;
+}
+
+int64_t ab_layout_kept_pairs(const ab_layout *l)
+{
+    if (!l)
+        return 0;
+    int64_t valid = ab_layout_valid_pairs(l);
+    if (l->kind == AB_LAYOUT_DENSE)
+        return valid;
+    if (l->kind == AB_LAYOUT_CUSTOM) {
+        double d = l->custom_density;
+        if (!(d >= 0.0))
+            return 0;
+        return d >= 1.0 ? valid : (int64_t)llround(d * (double)valid);
+    }
+    if (l->block_q <= 0 || l->block_k <= 0)
+        return 0;
+    int64_t n = l->seq_len, bq = l->block_q, bk = l->block_k, total = 0;
+    int use_blk = (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) && l->blk_ptr;
+    int use_tok = (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) && l->tok_ptr;
+    for (int h = 0; h < l->heads; h++) {
+        for (int qb = 0; qb < l->n_qblocks; qb++) {
+            int64_t r = (int64_t)h * l->n_qblocks + qb;
+            int64_t q0 = qb * bq, q1 = i64_min(n, q0 + bq);
+            if (use_blk) {
+                for (int64_t e = l->blk_ptr[r]; e < l->blk_ptr[r + 1]; e++) {
+                    int64_t k0 = l->blk_idx[e] * bk, k1 = i64_min(n, k0 + bk);
+                    total += l->causal ? causal_rect(q0, q1, k0, k1) : (q1 - q0) * (k1 - k0);
+                }
+            }
+            if (use_tok) {
+                for (int64_t e = l->tok_ptr[r]; e < l->tok_ptr[r + 1]; e++) {
+                    int64_t j = l->tok_idx[e];
+                    total += l->causal ? i64_max(0, q1 - i64_max(q0, j)) : q1 - q0;
+                }
+            }
+        }
+    }
+    return total;
+}
+
+double ab_layout_density(const ab_layout *l)
+{
+    if (!l)
+        return 0.0;
+    if (l->kind == AB_LAYOUT_DENSE)
+        return 1.0;
+    if (l->kind == AB_LAYOUT_CUSTOM)
+        return l->custom_density;
+    int64_t valid = ab_layout_valid_pairs(l);
+    return valid > 0 ? (double)ab_layout_kept_pairs(l) / (double)valid : 0.0;
+}
+
+const char *ab_layout_kind_name(ab_layout_kind k)
+{
+    switch (k) {
+    case AB_LAYOUT_DENSE: return "dense";
+    case AB_LAYOUT_BLOCK: return "block";
+    case AB_LAYOUT_TOKEN: return "token";
+    case AB_LAYOUT_MIXED: return "mixed";
+    case AB_LAYOUT_CUSTOM: return "custom";
+    }
+    return "unknown";
+}

@@ -1,0 +1,522 @@
+/* test_kernels.c — Criterion tests of the CPU kernels (kernels/cpu): the
+ * fp64 reference against a naive formula, flash / blocksparse / gather
+ * against the reference (dense and restricted to random layouts, odd
+ * sequence lengths and head dims, causal and not), dispatch, argument
+ * errors and bitwise determinism across OpenMP thread counts. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define KT_TOL 1e-5 /* relative L2 error of an fp32 kernel against ref */
+
+/* ---- deterministic inputs (splitmix64 -> uniform -> Box-Muller) ---------- */
+static uint64_t kt_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double kt_unif(uint64_t *s) { return ((double)(kt_next(s) >> 11) + 0.5) * 0x1.0p-53; }
+static int kt_int(uint64_t *s, int n) { return (int)(kt_next(s) % (uint64_t)n); }
+static double kt_normal(uint64_t *s)
+{
+    double u1 = kt_unif(s), u2 = kt_unif(s);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+typedef struct kt_case {
+    ab_problem pb;
+    float *q, *k, *v; /* (heads, seq_len, head_dim) each */
+    float *out;       /* (heads, seq_len, head_dim) */
+    double *ref;      /* (heads, seq_len, head_dim) */
+    double *rsum;     /* (heads, seq_len): reference row sums */
+    size_t n;         /* elements of one tensor */
+} kt_case;
+
+static void kt_make(kt_case *c, int heads, int n, int d, int causal, uint64_t seed)
+{
+    memset(c, 0, sizeof *c);
+    c->n = (size_t)heads * n * d;
+    size_t bytes = (c->n ? c->n : 1) * sizeof(float);
+    c->q = malloc(bytes);
+    c->k = malloc(bytes);
+    c->v = malloc(bytes);
+    c->out = malloc(bytes);
+    c->ref = malloc((c->n ? c->n : 1) * sizeof(double));
+    c->rsum = malloc(((size_t)heads * n + 1) * sizeof(double));
+    cr_assert(c->q && c->k && c->v && c->out && c->ref && c->rsum);
+    uint64_t s = seed;
+    for (size_t e = 0; e < c->n; e++) {
+        c->q[e] = (float)kt_normal(&s);
+        c->k[e] = (float)kt_normal(&s);
+        c->v[e] = (float)kt_normal(&s);
+        c->out[e] = NAN; /* every element must be written */
+    }
+    c->pb.s = (ab_shape){heads, n, d, causal, (float)(1.0 / sqrt((double)d))};
+    c->pb.q = c->q;
+    c->pb.k = c->k;
+    c->pb.v = c->v;
+    c->pb.seed = seed;
+    c->pb.threads = 2;
+}
+
+static void kt_free(kt_case *c)
+{
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->out);
+    free(c->ref);
+    free(c->rsum);
+}
+
+/* The reference for every row of every head (l may be NULL); also the
+ * per-row sums (0 for a row that keeps nothing) in c->rsum. */
+static void kt_ref_all(kt_case *c, const ab_layout *l)
+{
+    const int H = c->pb.s.heads, N = c->pb.s.seq_len, d = c->pb.s.head_dim;
+    int *rows = malloc((size_t)(N ? N : 1) * sizeof(int));
+    cr_assert_not_null(rows);
+    for (int i = 0; i < N; i++)
+        rows[i] = i;
+    for (int h = 0; h < H; h++)
+        cr_assert_eq(ab_ref_rows(&c->pb, h, rows, N, l, c->ref + (size_t)h * N * d, NULL,
+                                 c->rsum + (size_t)h * N),
+                     AB_OK);
+    free(rows);
+}
+
+/* ||out - ref|| / ||ref||; INFINITY if out has a NaN (an unwritten element)
+ * or if a row the reference leaves empty is not exactly zero. */
+static double kt_rel_l2(const kt_case *c)
+{
+    const int d = c->pb.s.head_dim;
+    double num = 0.0, den = 0.0;
+    for (size_t e = 0; e < c->n; e++) {
+        double diff = (double)c->out[e] - c->ref[e];
+        num += diff * diff;
+        den += c->ref[e] * c->ref[e];
+        if (isnan(c->out[e]) || (c->rsum[e / d] == 0.0 && c->out[e] != 0.0f))
+            return INFINITY;
+    }
+    if (den == 0.0)
+        return num == 0.0 ? 0.0 : INFINITY;
+    return sqrt(num / den);
+}
+
+/* Rows that keep nothing (their outputs are checked to be zero by kt_rel_l2). */
+static int kt_zero_rows(const kt_case *c)
+{
+    int zero_rows = 0;
+    for (size_t r = 0; r < (size_t)c->pb.s.heads * c->pb.s.seq_len; r++)
+        zero_rows += c->rsum[r] == 0.0;
+    return zero_rows;
+}
+
+/* ---- the reference ------------------------------------------------------- */
+
+Test(kernels_cpu, ref_matches_naive_formula)
+{
+    static const int cases[][3] = {{1, 16, 1}, {7, 5, 0}, {63, 64, 1}, {65, 72, 0}, {130, 16, 1}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int N = cases[t][0], d = cases[t][1], causal = cases[t][2], H = 2;
+        kt_case c;
+        kt_make(&c, H, N, d, causal, 100 + t);
+        int rows[3] = {0, N / 2, N - 1};
+        double out[3 * 72], mx[3], sm[3];
+        for (int h = 0; h < H; h++) {
+            cr_assert_eq(ab_ref_rows(&c.pb, h, rows, 3, NULL, out, mx, sm), AB_OK);
+            for (int a = 0; a < 3; a++) {
+                /* naive: softmax without the max shift (logits are O(1)) */
+                const int i = rows[a], jend = causal ? i + 1 : N;
+                const float *qi = c.q + ((size_t)h * N + i) * d;
+                double z = 0.0, num[72] = {0}, lmax = -INFINITY;
+                for (int j = 0; j < jend; j++) {
+                    const float *kj = c.k + ((size_t)h * N + j) * d;
+                    const float *vj = c.v + ((size_t)h * N + j) * d;
+                    double s = 0.0;
+                    for (int x = 0; x < d; x++)
+                        s += (double)qi[x] * kj[x];
+                    s *= (double)c.pb.s.scale;
+                    lmax = s > lmax ? s : lmax;
+                    double e = exp(s);
+                    z += e;
+                    for (int x = 0; x < d; x++)
+                        num[x] += e * vj[x];
+                }
+                for (int x = 0; x < d; x++)
+                    cr_assert_float_eq(out[a * d + x], num[x] / z, 1e-12,
+                                       "N=%d d=%d causal=%d h=%d row=%d x=%d", N, d, causal, h, i, x);
+                cr_assert_float_eq(mx[a], lmax, 1e-6 * fabs(lmax) + 1e-12);
+                cr_assert_float_eq(sm[a], z * exp(-mx[a]), 1e-12 * sm[a]);
+                cr_assert_geq(sm[a], 1.0 - 1e-12, "the max term contributes 1");
+            }
+        }
+        kt_free(&c);
+    }
+}
+
+Test(kernels_cpu, ref_with_layouts_and_errors)
+{
+    kt_case c;
+    kt_make(&c, 2, 40, 8, 1, 7);
+    ab_layout l;
+    int rows[2] = {5, 39};
+    double o1[16], o2[16], mx[2], sm[2];
+    /* a DENSE layout equals no layout */
+    ab_layout_init(&l, &c.pb.s, 16, 16);
+    cr_assert_eq(ab_layout_dense(&l), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(ab_ref_rows(&c.pb, 1, rows, 2, NULL, o1, NULL, NULL), AB_OK);
+    cr_assert_eq(ab_ref_rows(&c.pb, 1, rows, 2, &l, o2, NULL, NULL), AB_OK);
+    cr_assert_eq(memcmp(o1, o2, sizeof o1), 0);
+    ab_layout_free(&l);
+    /* a row that keeps nothing: zeros, -inf, 0; a block above the diagonal
+     * keeps nothing either */
+    ab_layout_init(&l, &c.pb.s, 16, 16);
+    cr_assert_eq(ab_layout_add_block(&l, 0, 0, 2), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(ab_ref_rows(&c.pb, 0, rows, 2, &l, o1, mx, sm), AB_OK);
+    for (int x = 0; x < 16; x++)
+        cr_assert_eq(o1[x], 0.0);
+    cr_assert(isinf(mx[0]) && mx[0] < 0);
+    cr_assert_eq(sm[0], 0.0);
+    cr_assert_eq(sm[1], 0.0);
+    /* errors */
+    int bad = 40;
+    cr_assert_eq(ab_ref_rows(&c.pb, 0, &bad, 1, NULL, o1, NULL, NULL), AB_EINVAL);
+    cr_assert_eq(ab_ref_rows(&c.pb, 2, rows, 1, NULL, o1, NULL, NULL), AB_EINVAL);
+    cr_assert_eq(ab_ref_rows(NULL, 0, rows, 1, NULL, o1, NULL, NULL), AB_EINVAL);
+    ab_layout_free(&l);
+    ab_layout_init(&l, &c.pb.s, 16, 16);
+    cr_assert_eq(ab_layout_custom(&l, 0.5), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(ab_ref_rows(&c.pb, 0, rows, 1, &l, o1, NULL, NULL), AB_EINVAL);
+    ab_layout_free(&l);
+    kt_free(&c);
+}
+
+/* ---- flash ---------------------------------------------------------------- */
+
+static const int kt_ns[] = {1, 2, 63, 64, 65, 130, 257};
+static const int kt_ds[] = {1, 16, 64, 72, 128};
+
+Test(kernels_cpu, flash_matches_ref)
+{
+    for (size_t a = 0; a < sizeof kt_ns / sizeof kt_ns[0]; a++)
+        for (size_t b = 0; b < sizeof kt_ds / sizeof kt_ds[0]; b++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int N = kt_ns[a], d = kt_ds[b];
+                kt_case c;
+                kt_make(&c, 2, N, d, causal, 1000 + 10 * a + b);
+                kt_ref_all(&c, NULL);
+                cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_OK);
+                double err = kt_rel_l2(&c);
+                cr_assert_leq(err, KT_TOL, "flash N=%d d=%d causal=%d: rel L2 %g", N, d, causal,
+                              err);
+                kt_free(&c);
+            }
+}
+
+Test(kernels_cpu, flash_large_logits_and_extreme_dims)
+{
+    /* large logits exercise the running-max rescaling */
+    kt_case c;
+    kt_make(&c, 1, 200, 32, 1, 77);
+    c.pb.s.scale = 1.5f;
+    kt_ref_all(&c, NULL);
+    cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_OK);
+    cr_assert_leq(kt_rel_l2(&c), KT_TOL);
+    kt_free(&c);
+
+    kt_make(&c, 1, 65, 512, 0, 78);
+    kt_ref_all(&c, NULL);
+    cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_OK);
+    cr_assert_leq(kt_rel_l2(&c), KT_TOL, "d = 512");
+    kt_free(&c);
+
+    kt_make(&c, 1, 10, 513, 0, 79);
+    cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_EUNSUPPORTED);
+    c.pb.s.head_dim = 0;
+    cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_EINVAL);
+    c.pb.s.head_dim = 16;
+    cr_assert_eq(ab_kernel_flash(&c.pb, NULL), AB_EINVAL);
+    cr_assert_eq(ab_kernel_flash(NULL, c.out), AB_EINVAL);
+    c.pb.s.heads = 0;
+    cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_EINVAL);
+    kt_free(&c);
+}
+
+/* ---- layouts for the sparse kernels ------------------------------------- */
+
+enum { KT_FULL_BLOCKS, KT_ALL_TOKENS, KT_RAND_BLOCK, KT_RAND_TOKEN, KT_RAND_MIXED };
+
+/* A finalised layout of the given style. Random styles leave ~1/4 of the
+ * query blocks empty and list keys on both sides of the diagonal. */
+static void kt_layout(ab_layout *l, const ab_shape *s, int bq, int bk, int style, uint64_t seed)
+{
+    uint64_t rng = seed;
+    ab_layout_init(l, s, 64, 64);
+    cr_assert_eq(ab_layout_set_blocks(l, bq, bk), AB_OK);
+    const int nqb = l->n_qblocks, nkb = l->n_kblocks, N = s->seq_len;
+    for (int h = 0; h < s->heads; h++)
+        for (int qb = 0; qb < nqb; qb++) {
+            switch (style) {
+            case KT_FULL_BLOCKS:
+                cr_assert_eq(ab_layout_add_block_range(l, h, qb, 0, nkb), AB_OK);
+                break;
+            case KT_ALL_TOKENS:
+                for (int j = N - 1; j >= 0; j--)
+                    cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
+                break;
+            default:
+                if (kt_unif(&rng) < 0.25)
+                    break; /* this query block keeps nothing */
+                if (style != KT_RAND_TOKEN)
+                    for (int kb = 0; kb < nkb; kb++)
+                        if (kt_unif(&rng) < 0.3)
+                            cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
+                if (style != KT_RAND_BLOCK) {
+                    int nt = kt_int(&rng, N < 150 ? N + 1 : 150);
+                    for (int t = 0; t < nt; t++)
+                        cr_assert_eq(ab_layout_add_token(l, h, qb, kt_int(&rng, N)), AB_OK);
+                }
+            }
+        }
+    /* make sure the intended kind comes out even when the dice said no */
+    if (style == KT_RAND_MIXED || style == KT_RAND_BLOCK)
+        cr_assert_eq(ab_layout_add_block(l, 0, nqb - 1, 0), AB_OK);
+    if (style == KT_RAND_MIXED || style == KT_RAND_TOKEN)
+        cr_assert_eq(ab_layout_add_token(l, 0, 0, N - 1), AB_OK);
+    cr_assert_eq(ab_layout_finalize(l), AB_OK);
+    char err[256];
+    cr_assert_eq(ab_layout_validate(l, err, sizeof err), AB_OK, "%s", err);
+}
+
+static const int kt_blocks[][2] = {{64, 64}, {16, 32}, {128, 128}, {100, 7}, {1, 1}, {200, 50}};
+
+static void kt_check_layout_kernel(int style, ab_layout_kind kind)
+{
+    static const int ns[] = {1, 63, 65, 130, 257};
+    static const int ds[] = {16, 72, 128};
+    int tested = 0, zero_rows = 0;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof kt_blocks / sizeof kt_blocks[0]; b++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int N = ns[a], d = ds[(a + b) % 3];
+                const int bq = kt_blocks[b][0], bk = kt_blocks[b][1];
+                if (bq * bk == 1 && N > 65)
+                    continue; /* 1x1 blocks: keep the test fast */
+                kt_case c;
+                kt_make(&c, 2, N, d, causal, 5000 + 100 * a + 10 * b + causal);
+                ab_layout l;
+                kt_layout(&l, &c.pb.s, bq, bk, style, 99 + a * 31 + b * 7 + causal);
+                cr_assert_eq(l.kind, kind, "kind %s", ab_layout_kind_name(l.kind));
+                kt_ref_all(&c, &l);
+                int rc = kind == AB_LAYOUT_BLOCK ? ab_kernel_blocksparse(&c.pb, &l, c.out)
+                                                 : ab_kernel_gather(&c.pb, &l, c.out);
+                cr_assert_eq(rc, AB_OK);
+                double err = kt_rel_l2(&c);
+                cr_assert_leq(err, KT_TOL, "%s style=%d N=%d d=%d bq=%d bk=%d causal=%d: %g",
+                              ab_kernel_name(&l), style, N, d, bq, bk, causal, err);
+                zero_rows += kt_zero_rows(&c);
+                ab_layout_free(&l);
+                kt_free(&c);
+                tested++;
+            }
+    cr_assert_gt(tested, 40);
+    cr_assert_gt(zero_rows, 100, "rows keeping nothing are exercised");
+}
+
+Test(kernels_cpu, blocksparse_full_mask_matches_dense_ref)
+{
+    /* compare with the unrestricted reference: a full mask is dense */
+    static const int ns[] = {1, 63, 65, 130, 257};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof kt_blocks / sizeof kt_blocks[0]; b++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int N = ns[a], d = kt_ds[1 + (a + b) % 4];
+                if (kt_blocks[b][0] == 1 && N > 65)
+                    continue;
+                kt_case c;
+                kt_make(&c, 2, N, d, causal, 7000 + 10 * a + b);
+                ab_layout l;
+                kt_layout(&l, &c.pb.s, kt_blocks[b][0], kt_blocks[b][1], KT_FULL_BLOCKS, 1);
+                cr_assert_eq(ab_layout_kept_pairs(&l), ab_layout_valid_pairs(&l));
+                kt_ref_all(&c, NULL);
+                cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, c.out), AB_OK);
+                double err = kt_rel_l2(&c);
+                cr_assert_leq(err, KT_TOL, "N=%d d=%d blocks %dx%d causal=%d: %g", N, d,
+                              kt_blocks[b][0], kt_blocks[b][1], causal, err);
+                ab_layout_free(&l);
+                kt_free(&c);
+            }
+}
+
+Test(kernels_cpu, gather_all_tokens_matches_dense_ref)
+{
+    static const int ns[] = {1, 63, 65, 130, 257};
+    static const int bqs[] = {64, 16, 100, 300};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof bqs / sizeof bqs[0]; b++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int N = ns[a], d = kt_ds[1 + (a + b) % 4];
+                kt_case c;
+                kt_make(&c, 2, N, d, causal, 8000 + 10 * a + b);
+                ab_layout l;
+                kt_layout(&l, &c.pb.s, bqs[b], 64, KT_ALL_TOKENS, 1);
+                cr_assert_eq(l.kind, AB_LAYOUT_TOKEN);
+                cr_assert_eq(ab_layout_kept_pairs(&l), ab_layout_valid_pairs(&l));
+                kt_ref_all(&c, NULL);
+                cr_assert_eq(ab_kernel_gather(&c.pb, &l, c.out), AB_OK);
+                double err = kt_rel_l2(&c);
+                cr_assert_leq(err, KT_TOL, "N=%d d=%d bq=%d causal=%d: %g", N, d, bqs[b], causal,
+                              err);
+                ab_layout_free(&l);
+                kt_free(&c);
+            }
+}
+
+Test(kernels_cpu, blocksparse_random_layouts_match_ref)
+{
+    kt_check_layout_kernel(KT_RAND_BLOCK, AB_LAYOUT_BLOCK);
+}
+
+Test(kernels_cpu, gather_random_token_layouts_match_ref)
+{
+    kt_check_layout_kernel(KT_RAND_TOKEN, AB_LAYOUT_TOKEN);
+}
+
+Test(kernels_cpu, gather_random_mixed_layouts_match_ref)
+{
+    kt_check_layout_kernel(KT_RAND_MIXED, AB_LAYOUT_MIXED);
+}
+
+Test(kernels_cpu, empty_rows_are_zero)
+{
+    /* causal, only blocks above the diagonal: nothing is kept anywhere */
+    kt_case c;
+    kt_make(&c, 1, 130, 16, 1, 4242);
+    ab_layout l;
+    ab_layout_init(&l, &c.pb.s, 32, 32);
+    for (int qb = 0; qb + 1 < l.n_kblocks; qb++)
+        cr_assert_eq(ab_layout_add_block_range(&l, 0, qb, qb + 1, l.n_kblocks), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(ab_layout_kept_pairs(&l), 0);
+    cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, c.out), AB_OK);
+    for (size_t e = 0; e < c.n; e++)
+        cr_assert_eq(c.out[e], 0.0f);
+    ab_layout_free(&l);
+    /* tokens beyond the diagonal only */
+    ab_layout_init(&l, &c.pb.s, 32, 32);
+    for (int qb = 0; qb < l.n_qblocks; qb++)
+        for (int j = (qb + 1) * 32; j < 130; j += 3)
+            cr_assert_eq(ab_layout_add_token(&l, 0, qb, j), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(ab_layout_kept_pairs(&l), 0);
+    memset(c.out, 0xff, c.n * sizeof(float));
+    cr_assert_eq(ab_kernel_gather(&c.pb, &l, c.out), AB_OK);
+    for (size_t e = 0; e < c.n; e++)
+        cr_assert_eq(c.out[e], 0.0f);
+    ab_layout_free(&l);
+    kt_free(&c);
+}
+
+/* ---- dispatch and argument checks --------------------------------------- */
+
+Test(kernels_cpu, layout_dispatch)
+{
+    kt_case c;
+    kt_make(&c, 2, 100, 24, 1, 31);
+    float *o2 = malloc(c.n * sizeof(float));
+    cr_assert_not_null(o2);
+    ab_layout l;
+
+    ab_layout_init(&l, &c.pb.s, 64, 64);
+    cr_assert_eq(ab_layout_dense(&l), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_str_eq(ab_kernel_name(&l), "flash");
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_OK);
+    cr_assert_eq(ab_kernel_flash(&c.pb, o2), AB_OK);
+    cr_assert_eq(memcmp(c.out, o2, c.n * sizeof(float)), 0);
+    cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, c.out), AB_EINVAL, "no CSR in DENSE");
+    ab_layout_free(&l);
+
+    kt_layout(&l, &c.pb.s, 32, 16, KT_RAND_BLOCK, 3);
+    cr_assert_str_eq(ab_kernel_name(&l), "blocksparse");
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_OK);
+    cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, o2), AB_OK);
+    cr_assert_eq(memcmp(c.out, o2, c.n * sizeof(float)), 0);
+    cr_assert_eq(ab_kernel_gather(&c.pb, &l, c.out), AB_EINVAL, "gather wants tokens");
+    c.pb.s.causal = 0; /* shape mismatch with the layout */
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_EINVAL);
+    c.pb.s.causal = 1;
+    c.pb.s.seq_len = 99;
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_EINVAL);
+    c.pb.s.seq_len = 100;
+    ab_layout_free(&l);
+
+    kt_layout(&l, &c.pb.s, 32, 16, KT_RAND_TOKEN, 4);
+    cr_assert_str_eq(ab_kernel_name(&l), "gather");
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_OK);
+    cr_assert_eq(ab_kernel_gather(&c.pb, &l, o2), AB_OK);
+    cr_assert_eq(memcmp(c.out, o2, c.n * sizeof(float)), 0);
+    cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, c.out), AB_EINVAL);
+    ab_layout_free(&l);
+
+    kt_layout(&l, &c.pb.s, 32, 16, KT_RAND_MIXED, 5);
+    cr_assert_str_eq(ab_kernel_name(&l), "gather");
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_OK);
+    ab_layout_free(&l);
+
+    ab_layout_init(&l, &c.pb.s, 64, 64);
+    cr_assert_eq(ab_layout_custom(&l, 0.1), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_str_eq(ab_kernel_name(&l), "custom");
+    cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_EINVAL);
+    ab_layout_free(&l);
+    cr_assert_eq(ab_kernel_layout(&c.pb, NULL, c.out), AB_EINVAL);
+
+    free(o2);
+    kt_free(&c);
+}
+
+/* ---- determinism ------------------------------------------------------------ */
+
+Test(kernels_cpu, bitwise_identical_for_1_and_2_threads)
+{
+    for (int causal = 0; causal < 2; causal++) {
+        kt_case c;
+        kt_make(&c, 3, 257, 72, causal, 555 + causal);
+        float *o1 = malloc(c.n * sizeof(float));
+        cr_assert_not_null(o1);
+        ab_layout lb, lt, lm;
+        kt_layout(&lb, &c.pb.s, 32, 16, KT_RAND_BLOCK, 11);
+        kt_layout(&lt, &c.pb.s, 64, 64, KT_RAND_TOKEN, 12);
+        kt_layout(&lm, &c.pb.s, 128, 32, KT_RAND_MIXED, 13);
+        for (int kern = 0; kern < 4; kern++) {
+            for (int pass = 0; pass < 2; pass++) {
+                omp_set_num_threads(pass == 0 ? 1 : 2);
+                float *o = pass == 0 ? o1 : c.out;
+                int rc = kern == 0   ? ab_kernel_flash(&c.pb, o)
+                         : kern == 1 ? ab_kernel_blocksparse(&c.pb, &lb, o)
+                         : kern == 2 ? ab_kernel_gather(&c.pb, &lt, o)
+                                     : ab_kernel_gather(&c.pb, &lm, o);
+                cr_assert_eq(rc, AB_OK);
+            }
+            cr_assert_eq(memcmp(o1, c.out, c.n * sizeof(float)), 0,
+                         "kernel %d causal %d differs between 1 and 2 threads", kern, causal);
+        }
+        ab_layout_free(&lb);
+        ab_layout_free(&lt);
+        ab_layout_free(&lm);
+        free(o1);
+        kt_free(&c);
+    }
+}
