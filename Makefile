@@ -4,6 +4,7 @@
 #   make figures      figures from RESULTS (default results/quick.h5)
 #   make SAN=1 test   the same under ASan + UBSan (objects in build-san/)
 #   make CUDA=no|yes|auto   WERROR=1 turns warnings into errors
+#   make V=1          show full commands
 #   make clean
 .SUFFIXES:
 .DEFAULT_GOAL := all
@@ -19,6 +20,9 @@ WERROR  ?= 0
 NVCC    ?= nvcc
 CUDA_ARCH ?= 80 90
 RESULTS ?= results/quick.h5
+V       ?= 0
+comma   := ,
+Q       := $(if $(filter 1,$(V)),,@)
 FIGDIR  ?= $(basename $(RESULTS))
 
 ifeq ($(SAN),1)
@@ -41,7 +45,7 @@ ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
 GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
-CPPFLAGS += -Iinclude -I. -D_GNU_SOURCE -DAB_GIT_SHA='"$(GIT_SHA)"'
+CPPFLAGS += -Iinclude -I. -D_GNU_SOURCE -DAB_BUILD_FLAGS='"$(strip $(OPT) $(SANFLAGS))"'
 CFLAGS  ?=
 CFLAGS  += -std=c11 $(OPT) $(WARN) -fopenmp -MMD -MP $(SANFLAGS) $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lm -fopenmp $(SANFLAGS)
@@ -61,13 +65,12 @@ ifeq ($(HAVE_CUDA),yes)
   CU_SRCS  := $(wildcard kernels/cuda/*.cu)
   CU_OBJS  := $(CU_SRCS:%.cu=$(BUILD)/%.o)
   CPPFLAGS += -DAB_HAVE_CUDA=1
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
   NVFLAGS  := -O3 -std=c++17 $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
               -Iinclude -I. -Xcompiler -Wall,-Wextra$(if $(filter 1,$(WERROR)),$(comma)-Werror) -MMD -MP
 else
   CU_OBJS  :=
 endif
-comma := ,
 
 # ---- sources ---------------------------------------------------------------
 HARNESS_SRCS := $(filter-out harness/main.c,$(wildcard harness/*.c))
@@ -97,6 +100,12 @@ $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(FLAGS_LINE)' | cmp -s - $@ || echo '$(FLAGS_LINE)' > $@
 FORCE:
+# The commit goes into sysinfo.o only, so a commit does not rebuild everything.
+$(BUILD)/.gitsha: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(GIT_SHA)' | cmp -s - $@ || echo '$(GIT_SHA)' > $@
+$(BUILD)/harness/sysinfo.o: $(BUILD)/.gitsha
+$(BUILD)/harness/sysinfo.o: CPPFLAGS += -DAB_GIT_SHA='"$(GIT_SHA)"'
 
 # The registries: one line per AB_REGISTER(...) in methods/ and
 # AB_REGISTER_TASK(...) in datasets/, in file-name order.
@@ -106,31 +115,39 @@ $(BUILD)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) scripts/gen_registry.sh | $
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	@echo '  CC    $<'
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/registry.o: $(BUILD)/gen/registry.c $(BUILD)/.flags
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	@echo '  CC    $<'
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) $(CPPFLAGS) -c $< -o $@
+	@echo '  NVCC  $<'
+	$(Q)$(NVCC) $(NVFLAGS) $(CPPFLAGS) -c $< -o $@
 
 $(BIN): $(BUILD)/harness/main.o $(LIB_OBJS)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+	@echo '  LD    $@'
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(TBIN): $(TEST_OBJS) $(FIXTURE_OBJS) $(LIB_OBJS)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS) $(CRIT_LIBS)
+	@echo '  LD    $@'
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS) $(CRIT_LIBS)
 
 $(TEST_OBJS): CFLAGS += $(CRIT_CFLAGS)
 
 # ---- tests -----------------------------------------------------------------
 # Criterion runs each test in its own process; -j2 matches this machine.
 test: test-unit test-cli
+# OMP_WAIT_POLICY=passive: two test processes x 2 threads on 2 cores must
+# not spin-wait against each other.
+TEST_ENV := AB_BIN=$(abspath $(BIN)) OMP_WAIT_POLICY=passive LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp)
 test-unit: $(TBIN) $(BIN)
-	AB_BIN=$(abspath $(BIN)) $(TBIN) -j2 --short-filename
+	$(TEST_ENV) $(TBIN) -j2 --short-filename
 test-cli: $(BIN)
 	@for t in tests/cli_*.sh; do [ -f "$$t" ] || continue; \
-	  echo "== $$t"; AB_BIN=$(abspath $(BIN)) bash "$$t" || exit 1; done
+	  echo "== $$t"; $(TEST_ENV) bash "$$t" || exit 1; done
 
 figures: $(BIN)
 	$(BIN) plot $(RESULTS) -d $(FIGDIR)

@@ -1,0 +1,383 @@
+/* config.c — INI configuration: defaults, parsing (inih, with line numbers
+ * from a counting reader), strict validation of every key and value.
+ *
+ * Errors read "FILE:LINE: [section] key 'K': why" and stop the run before
+ * anything is written. */
+#include "harness/config.h"
+#include "harness/plugin.h"
+#include "harness/registry.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void ab_config_defaults(ab_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->n_tasks = 1; strcpy(c->tasks[0], "needle");
+    c->n_lens = 1; c->seq_lens[0] = 1024;
+    c->n_heads = 1; c->heads[0] = 4;
+    c->n_dims = 1; c->head_dims[0] = 64;
+    c->n_causal = 1; c->causal[0] = 1;
+    c->n_seeds = 1; c->seeds[0] = 1;
+    c->n_depths = 1; c->depths[0] = 0.5;
+    c->n_dens = 3; c->densities[0] = 0.1; c->densities[1] = 0.2; c->densities[2] = 0.4;
+    c->devices = AB_CPU;
+    c->block_q = 64; c->block_k = 64;
+    c->threads = 0;
+    c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
+    c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
+    c->score_rows = 256; c->exact_max_n = 1024; c->topk = 64;
+    c->tolerance = 0.10; c->max_iters = 30;
+}
+
+void ab_config_free(ab_config *c)
+{
+    free(c->text);
+    c->text = NULL;
+}
+
+/* ---- value parsing ----------------------------------------------------- */
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Split a comma list into numbers. "why" gets the reason on failure. */
+static int parse_num_list(const char *val, double *out, int cap, int *n, char *why, size_t wl)
+{
+    char buf[2048];
+    if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
+    strcpy(buf, val);
+    *n = 0;
+    char *save = NULL;
+    int empty = 1;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = trim(tok);
+        empty = 0;
+        if (!*t) { snprintf(why, wl, "empty list element"); return -1; }
+        if (*n >= cap) { snprintf(why, wl, "more than %d values", cap); return -1; }
+        double v;
+        if (parse_double(t, &v)) { snprintf(why, wl, "'%s' is not a finite number", t); return -1; }
+        out[(*n)++] = v;
+    }
+    if (empty || *n == 0) { snprintf(why, wl, "empty list"); return -1; }
+    return 0;
+}
+
+static int parse_int_list(const char *val, int *out, int cap, int *n, long lo, long hi, char *why, size_t wl)
+{
+    double tmp[AB_CFG_LIST];
+    if (parse_num_list(val, tmp, cap < AB_CFG_LIST ? cap : AB_CFG_LIST, n, why, wl)) return -1;
+    for (int i = 0; i < *n; i++) {
+        if (tmp[i] != floor(tmp[i])) { snprintf(why, wl, "'%g' is not an integer", tmp[i]); return -1; }
+        if (tmp[i] < lo || tmp[i] > hi) { snprintf(why, wl, "%g is outside [%ld, %ld]", tmp[i], lo, hi); return -1; }
+        out[i] = (int)tmp[i];
+    }
+    return 0;
+}
+
+int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, char *err, size_t errlen)
+{
+    char buf[2048];
+    if (strlen(s) >= sizeof buf) { snprintf(err, errlen, "list too long"); return -1; }
+    strcpy(buf, s);
+    *n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = trim(tok);
+        if (!*t) { snprintf(err, errlen, "empty list element"); return -1; }
+        if (strlen(t) >= AB_CFG_NAME) { snprintf(err, errlen, "name '%s' too long", t); return -1; }
+        if (*n >= cap) { snprintf(err, errlen, "more than %d names", cap); return -1; }
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(out[i], t)) { snprintf(err, errlen, "'%s' listed twice", t); return -1; }
+        strcpy(out[(*n)++], t);
+    }
+    if (*n == 0) { snprintf(err, errlen, "empty list"); return -1; }
+    return 0;
+}
+
+/* ---- the handler ------------------------------------------------------- */
+typedef struct parse_ctx {
+    ab_config *c;
+    const char *text;   /* cursor for the reader */
+    int line;           /* current line (the reader counts) */
+    int err_line;
+    char err[1024];
+    char seen[256][72]; /* section.key pairs already set */
+    int n_seen;
+} parse_ctx;
+
+static char *reader(char *str, int num, void *stream)
+{
+    parse_ctx *p = stream;
+    if (!*p->text) return NULL;
+    int i = 0;
+    while (i < num - 1 && p->text[0]) {
+        char ch = *p->text++;
+        str[i++] = ch;
+        if (ch == '\n') break;
+    }
+    str[i] = 0;
+    p->line++;
+    return str;
+}
+
+#define FAIL(...) do { snprintf(why, sizeof why, __VA_ARGS__); goto bad; } while (0)
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx *p = user;
+    ab_config *c = p->c;
+    char why[512] = "";
+    char sk[72];
+    snprintf(sk, sizeof sk, "%s.%s", section, name);
+    for (int i = 0; i < p->n_seen; i++)
+        if (!strcmp(p->seen[i], sk)) FAIL("set twice");
+    if (p->n_seen < 256) strcpy(p->seen[p->n_seen++], sk);
+
+    if (!strcmp(section, "sweep")) {
+        if (!strcmp(name, "tasks")) {
+            if (ab_parse_name_list(value, c->tasks, AB_CFG_LIST, &c->n_tasks, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_tasks; i++)
+                if (!ab_task_find(c->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->tasks[i]);
+        } else if (!strcmp(name, "methods")) {
+            char tmp[2048];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "all")) { c->n_methods = 0; return 1; }
+            if (ab_parse_name_list(value, c->methods, AB_CFG_LIST, &c->n_methods, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_methods; i++)
+                if (!ab_method_find(c->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", c->methods[i]);
+        } else if (!strcmp(name, "seq_lens")) {
+            if (parse_int_list(value, c->seq_lens, AB_CFG_LIST, &c->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "heads")) {
+            if (parse_int_list(value, c->heads, AB_CFG_LIST, &c->n_heads, 1, 1024, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "head_dims")) {
+            if (parse_int_list(value, c->head_dims, AB_CFG_LIST, &c->n_dims, 16, 512, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "causal")) {
+            if (parse_int_list(value, c->causal, 2, &c->n_causal, 0, 1, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "seeds")) {
+            double t[AB_CFG_LIST];
+            if (parse_num_list(value, t, AB_CFG_LIST, &c->n_seeds, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_seeds; i++) {
+                if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
+                c->seeds[i] = (int64_t)t[i];
+            }
+        } else if (!strcmp(name, "depths")) {
+            if (parse_num_list(value, c->depths, AB_CFG_LIST, &c->n_depths, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_depths; i++)
+                if (c->depths[i] < 0 || c->depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->depths[i]);
+        } else if (!strcmp(name, "densities")) {
+            char tmp[64];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "native")) { c->native = 1; c->n_dens = 0; return 1; }
+            c->native = 0;
+            if (parse_num_list(value, c->densities, AB_CFG_LIST, &c->n_dens, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_dens; i++)
+                if (!(c->densities[i] > 0 && c->densities[i] <= 1)) FAIL("density %g is outside (0, 1] (or write 'native')", c->densities[i]);
+        } else if (!strcmp(name, "devices")) {
+            char names[4][AB_CFG_NAME];
+            int n;
+            if (ab_parse_name_list(value, names, 4, &n, why, sizeof why)) goto bad;
+            c->devices = 0;
+            for (int i = 0; i < n; i++) {
+                if (!strcmp(names[i], "cpu")) c->devices |= AB_CPU;
+                else if (!strcmp(names[i], "gpu")) c->devices |= AB_GPU;
+                else FAIL("unknown device '%s' (cpu, gpu)", names[i]);
+            }
+        } else if (!strcmp(name, "block_q") || !strcmp(name, "block_k")) {
+            int v, n;
+            if (parse_int_list(value, &v, 1, &n, 1, 4096, why, sizeof why)) goto bad;
+            if (name[6] == 'q') c->block_q = v; else c->block_k = v;
+        } else if (!strcmp(name, "threads")) {
+            int n;
+            if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, sizeof why)) goto bad;
+        } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims causal seeds depths densities devices block_q block_k threads)");
+    } else if (!strcmp(section, "timing")) {
+        double v;
+        int n;
+        if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
+        if (!strcmp(name, "warmup")) { if (v < 0 || v > 1000 || v != floor(v)) FAIL("must be an integer in [0, 1000]"); c->warmup = (int)v; }
+        else if (!strcmp(name, "min_repeats")) { if (v < 1 || v > 100000 || v != floor(v)) FAIL("must be an integer >= 1"); c->min_repeats = (int)v; }
+        else if (!strcmp(name, "max_repeats")) { if (v < 1 || v > 1e6 || v != floor(v)) FAIL("must be an integer >= 1"); c->max_repeats = (int)v; }
+        else if (!strcmp(name, "min_time_s")) { if (v < 0 || v > 3600) FAIL("must be in [0, 3600]"); c->min_time_s = v; }
+        else if (!strcmp(name, "max_time_s")) { if (v <= 0 || v > 36000) FAIL("must be in (0, 36000]"); c->max_time_s = v; }
+        else if (!strcmp(name, "point_timeout_s")) { if (v <= 0 || v > 864000) FAIL("must be in (0, 864000]"); c->point_timeout_s = v; }
+        else FAIL("unknown key (timing keys: warmup min_repeats max_repeats min_time_s max_time_s point_timeout_s)");
+    } else if (!strcmp(section, "metrics")) {
+        int v, n;
+        if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->score_rows = v; }
+        else if (!strcmp(name, "exact_max_n")) { if (parse_int_list(value, &v, 1, &n, 0, 1 << 24, why, sizeof why)) goto bad; c->exact_max_n = v; }
+        else if (!strcmp(name, "topk")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->topk = v; }
+        else FAIL("unknown key (metrics keys: score_rows exact_max_n topk)");
+    } else if (!strcmp(section, "calibration")) {
+        double v;
+        int n;
+        if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
+        if (!strcmp(name, "tolerance")) { if (!(v > 0 && v < 1)) FAIL("must be in (0, 1)"); c->tolerance = v; }
+        else if (!strcmp(name, "max_iters")) { if (v < 1 || v > 200 || v != floor(v)) FAIL("must be an integer in [1, 200]"); c->max_iters = (int)v; }
+        else FAIL("unknown key (calibration keys: tolerance max_iters)");
+    } else if (!strncmp(section, "method.", 7) || !strncmp(section, "task.", 5)) {
+        int is_m = section[0] == 'm';
+        const char *pname = section + (is_m ? 7 : 5);
+        const ab_param *list;
+        int cap;
+        if (is_m) {
+            const ab_method *m = ab_method_find(pname);
+            if (!m) FAIL("unknown method '%s' in section name (see: attnbench list methods)", pname);
+            list = m->params; cap = AB_MAX_PARAMS;
+        } else {
+            const ab_task *t = ab_task_find(pname);
+            if (!t) FAIL("unknown task '%s' in section name (see: attnbench list tasks)", pname);
+            list = t->params; cap = AB_TASK_MAX_PARAMS;
+        }
+        int np = ab_param_count(list, cap), idx = -1;
+        for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
+        if (idx < 0) {
+            char names[256] = "";
+            for (int i = 0; i < np; i++) {
+                strncat(names, " ", sizeof names - strlen(names) - 1);
+                strncat(names, list[i].name, sizeof names - strlen(names) - 1);
+            }
+            FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
+        }
+        ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
+        if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+        memset(o, 0, sizeof *o);
+        snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+        snprintf(o->param, sizeof o->param, "%s", name);
+        o->line = p->line;
+        if (parse_num_list(value, o->v, AB_CFG_LIST, &o->n, why, sizeof why)) goto bad;
+        if (!is_m && o->n != 1) FAIL("task parameters take one value");
+        for (int i = 0; i < o->n; i++) {
+            double v = o->v[i];
+            if (list[idx].is_int && v != floor(v)) FAIL("'%g' is not an integer", v);
+            if (v < list[idx].min || v > list[idx].max) FAIL("%g is outside [%g, %g]", v, list[idx].min, list[idx].max);
+        }
+        if (is_m) c->n_mo++; else c->n_to++;
+    } else {
+        FAIL("unknown section [%s] (sections: sweep timing metrics calibration method.NAME task.NAME)", section);
+    }
+    return 1;
+bad:
+    if (!p->err_line) {
+        p->err_line = p->line;
+        snprintf(p->err, sizeof p->err, "[%s] key '%s': %s", section, name, why);
+    }
+    return 0;
+}
+
+int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
+{
+    ab_config_defaults(c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "%s: cannot open config: %s", path, strerror(errno)); return -1; }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) break;
+        size_t r = fread(buf + len, 1, cap - len - 1, f);
+        len += r;
+        if (r == 0) break;
+        if (len + 1 >= cap) {
+            if (cap > (1u << 24)) { free(buf); buf = NULL; break; }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb; cap *= 2;
+        }
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (!buf || rerr) {
+        free(buf);
+        snprintf(err, errlen, "%s: cannot read config (unreadable, or larger than 16 MiB)", path);
+        return -1;
+    }
+    buf[len] = 0;
+    if (strlen(buf) != len) {
+        free(buf);
+        snprintf(err, errlen, "%s: not a text file (contains NUL bytes)", path);
+        return -1;
+    }
+    c->text = buf;
+    parse_ctx *p = calloc(1, sizeof *p);
+    if (!p) { snprintf(err, errlen, "out of memory"); return -1; }
+    p->c = c;
+    p->text = buf;
+    int rc = ini_parse_stream(reader, p, handler, p);
+    if (rc != 0) {
+        if (p->err_line)
+            snprintf(err, errlen, "%s:%d: %s", path, p->err_line, p->err);
+        else
+            snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
+        free(p);
+        return -1;
+    }
+    free(p);
+    if (c->min_repeats > c->max_repeats) {
+        snprintf(err, errlen, "%s: [timing] key 'min_repeats': %d is larger than max_repeats %d", path, c->min_repeats, c->max_repeats);
+        return -1;
+    }
+    if (c->min_time_s > c->max_time_s) {
+        snprintf(err, errlen, "%s: [timing] key 'min_time_s': larger than max_time_s", path);
+        return -1;
+    }
+    return 0;
+}
+
+static double mem_available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kb = -1;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+        fclose(f);
+    }
+    if (kb > 0) return kb * 1024.0;
+    return (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+}
+
+double ab_point_bytes(int heads, int n, int d)
+{
+    /* Q, K, V shared + method output + scratch output + a token layout of
+     * up to ~half the pairs per 64-row query block (bounded estimate). */
+    double t = (double)heads * n * d * 4.0;
+    return 5.0 * t + (double)heads * ((double)n / 64.0 + 1) * (double)n * 4.0 * 0.5;
+}
+
+int ab_config_check(const ab_config *c, char *err, size_t errlen)
+{
+    double avail = mem_available_bytes();
+    for (int a = 0; a < c->n_lens; a++)
+        for (int b = 0; b < c->n_heads; b++)
+            for (int e = 0; e < c->n_dims; e++) {
+                double need = ab_point_bytes(c->heads[b], c->seq_lens[a], c->head_dims[e]);
+                if (avail > 0 && need > 0.9 * avail) {
+                    snprintf(err, errlen, "%s: [sweep] key 'seq_lens': N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f GiB available",
+                             c->path, c->seq_lens[a], c->heads[b], c->head_dims[e], need / 1073741824.0, avail / 1073741824.0);
+                    return -1;
+                }
+            }
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* config.h — the sweep configuration (INI, parsed with inih) and its
+ * validation. Every key is checked; the first problem stops the run before
+ * any work, naming the file, line and key. */
+#ifndef AB_CONFIG_H
+#define AB_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "attnbench.h"
+
+#define AB_CFG_LIST 64
+#define AB_CFG_NAME 32
+#define AB_CFG_OVERRIDES 64
+
+typedef struct ab_override {
+    char plugin[AB_CFG_NAME]; /* method or task name */
+    char param[AB_CFG_NAME];
+    int n;
+    double v[AB_CFG_LIST];    /* a list is allowed (native densities) */
+    int line;
+} ab_override;
+
+typedef struct ab_config {
+    char path[512];
+    char *text;               /* the file's bytes, stored in the results */
+    /* [sweep] */
+    int n_tasks;    char tasks[AB_CFG_LIST][AB_CFG_NAME];
+    int n_methods;  char methods[AB_CFG_LIST][AB_CFG_NAME]; /* 0: all */
+    int n_lens;     int seq_lens[AB_CFG_LIST];
+    int n_heads;    int heads[AB_CFG_LIST];
+    int n_dims;     int head_dims[AB_CFG_LIST];
+    int n_causal;   int causal[2];
+    int n_seeds;    int64_t seeds[AB_CFG_LIST];
+    int n_depths;   double depths[AB_CFG_LIST];
+    int n_dens;     double densities[AB_CFG_LIST];
+    int native;     /* densities = native */
+    unsigned devices; /* AB_CPU | AB_GPU */
+    int block_q, block_k;
+    int threads;    /* 0 = all online cores */
+    /* [timing] */
+    int warmup, min_repeats, max_repeats;
+    double min_time_s, max_time_s, point_timeout_s;
+    /* [metrics] */
+    int score_rows, exact_max_n, topk;
+    /* [calibration] */
+    double tolerance;
+    int max_iters;
+    /* [method.NAME] / [task.NAME] */
+    int n_mo; ab_override mo[AB_CFG_OVERRIDES];
+    int n_to; ab_override to[AB_CFG_OVERRIDES];
+} ab_config;
+
+/* Fill defaults. */
+void ab_config_defaults(ab_config *c);
+/* Load and validate. On error returns -1 with "FILE:LINE: key 'K': why" in err. */
+int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen);
+void ab_config_free(ab_config *c);
+/* Parse a comma-separated list of names; 0 or -1 with err. */
+int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, char *err, size_t errlen);
+/* Validate cross-field constraints that need the registry and memory
+ * (called after CLI overrides). */
+int ab_config_check(const ab_config *c, char *err, size_t errlen);
+/* Bytes one point of this shape needs at most (Q, K, V, outputs, layout). */
+double ab_point_bytes(int heads, int n, int d);
+#endif

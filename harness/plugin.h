@@ -1,0 +1,34 @@
+/* plugin.h — the harness side of the plugin ABI: a method instance with its
+ * state and error buffer, and checked wrappers around every entry point
+ * (SQLite-VFS style: the core never calls a plugin function directly). */
+#ifndef AB_PLUGIN_H
+#define AB_PLUGIN_H
+
+#include "attnbench.h"
+
+typedef struct ab_instance {
+    const ab_method *m;
+    void *state;        /* what the method sees; an error header precedes it */
+    ab_params params;
+    ab_shape shape;
+} ab_instance;
+
+/* Fill p with the method's defaults. */
+void ab_params_defaults(const ab_param *list, int cap, ab_params *p);
+/* Set one param by name (rounded if is_int, range-checked).
+ * Returns 0, -1 unknown name, -2 out of range. */
+int ab_params_set(const ab_param *list, int cap, ab_params *p, const char *name, double v);
+/* "name=value,..." */
+void ab_params_format(const ab_param *list, int cap, const ab_params *p, char *buf, size_t n);
+
+/* Create an instance: allocate state, call init. On failure returns the
+ * AB_E* code; ab_instance_error() says why. */
+int ab_instance_create(ab_instance *in, const ab_method *m, const ab_params *p, const ab_shape *s);
+int ab_instance_select(ab_instance *in, const ab_problem *pb, ab_layout *l);
+int ab_instance_run(ab_instance *in, const ab_problem *pb, const ab_layout *l, float *out);
+void ab_instance_destroy(ab_instance *in);
+/* The last message set with ab_set_error, or a description of the code. */
+const char *ab_instance_error(const ab_instance *in);
+void ab_instance_clear_error(ab_instance *in);
+const char *ab_strerror(int code);
+#endif

@@ -1,0 +1,869 @@
+/* sweep.c — `attnbench run`: expand the config into a grid, generate each
+ * problem once, and measure every (method, device, density) on it in an
+ * isolated child process with a time limit; append each point to the
+ * crash-safe store as soon as it ends.
+ *
+ * Process structure (libgomp is not fork-safe: a process that ran an OpenMP
+ * region cannot use OpenMP in a forked child, so the parent never does):
+ *   parent ── mmap a shared arena for one problem
+ *          ├─ data child: generate Q, K, V and the answer into the arena,
+ *          │              build the fp64 reference on the scored rows
+ *          └─ one child per point: calibrate, time select() and run()
+ *                                  apart, score; write the row to a pipe
+ * A crash, timeout or out-of-memory in a child becomes a status; the sweep
+ * goes on. */
+#include "harness/cli.h"
+#include "harness/config.h"
+#include "harness/metrics.h"
+#include "harness/plugin.h"
+#include "harness/point.h"
+#include "harness/registry.h"
+#include "harness/store.h"
+#include "harness/sysinfo.h"
+#include "harness/timing.h"
+#include "kernels/kernels.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+void openblas_set_num_threads(int n);
+
+/* ---- grid ---------------------------------------------------------------- */
+typedef struct base_pt {
+    const ab_task *task;
+    ab_params tparams;
+    int n, heads, d, causal;
+    int64_t seed;
+    double depth;
+} base_pt;
+
+typedef struct job {
+    int base;
+    const ab_method *m;
+    ab_params params;
+    unsigned device;
+    double target;      /* NaN: native (knob fixed) */
+    char key[24];
+} job;
+
+typedef struct run_opts {
+    const char *config, *out;
+    int resume, dry_run, quiet, threads, shard_i, shard_n;
+    char methods[AB_CFG_LIST][AB_CFG_NAME];
+    int n_methods;
+    unsigned devices;
+} run_opts;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) { h ^= (unsigned char)*s; h *= 0x100000001b3ull; }
+    return h;
+}
+
+static void job_key(const base_pt *b, const job *j, const ab_config *c, int threads, char out[24])
+{
+    char buf[1024], tp[512], mp[256];
+    ab_params_format(b->task->params, AB_TASK_MAX_PARAMS, &b->tparams, tp, sizeof tp);
+    ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, mp, sizeof mp);
+    snprintf(buf, sizeof buf, "v1|%s|%s|N%d|H%d|d%d|c%d|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
+             b->task->name, tp, b->n, b->heads, b->d, b->causal, (long long)b->seed, b->depth,
+             j->m->name, isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu",
+             j->target, c->block_q, c->block_k, threads);
+    snprintf(out, 24, "%016llx", (unsigned long long)fnv1a(buf));
+}
+
+static int override_values(const ab_override *o, int n, const char *plugin, const char *param, const double **v)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) { *v = o[i].v; return o[i].n; }
+    return 0;
+}
+
+/* Defaults + config overrides (first value of each list). */
+static void method_params(const ab_config *c, const ab_method *m, ab_params *p)
+{
+    ab_params_defaults(m->params, AB_MAX_PARAMS, p);
+    for (int i = 0; i < p->n; i++) {
+        const double *v;
+        if (override_values(c->mo, c->n_mo, m->name, m->params[i].name, &v) > 0) p->v[i] = v[0];
+    }
+}
+
+static int build_grid(const ab_config *c, const run_opts *o, int threads, base_pt **bases_out, int *nb_out,
+                      job **jobs_out, int *nj_out, char *err, size_t errlen)
+{
+    /* methods in the run: CLI list, else config list, else all */
+    const ab_method *ms[256];
+    int nm = 0;
+    if (o->n_methods) {
+        for (int i = 0; i < o->n_methods; i++) ms[nm++] = ab_method_find(o->methods[i]);
+    } else if (c->n_methods) {
+        for (int i = 0; i < c->n_methods; i++) ms[nm++] = ab_method_find(c->methods[i]);
+    } else {
+        for (int i = 0; i < ab_method_count && nm < 256; i++) ms[nm++] = ab_method_at(i);
+    }
+    unsigned devs = o->devices ? o->devices : c->devices;
+    size_t nb = (size_t)c->n_tasks * c->n_lens * c->n_heads * c->n_dims * c->n_causal * c->n_seeds * c->n_depths;
+    base_pt *bases = calloc(nb ? nb : 1, sizeof *bases);
+    size_t jcap = nb * (size_t)nm * 2 * (size_t)(AB_CFG_LIST + 1) + 1;
+    job *jobs = calloc(jcap, sizeof *jobs);
+    if (!bases || !jobs) { free(bases); free(jobs); snprintf(err, errlen, "out of memory building the grid"); return -1; }
+    int b = 0, nj = 0;
+    for (int ti = 0; ti < c->n_tasks; ti++)
+        for (int li = 0; li < c->n_lens; li++)
+            for (int hi = 0; hi < c->n_heads; hi++)
+                for (int di = 0; di < c->n_dims; di++)
+                    for (int ci = 0; ci < c->n_causal; ci++)
+                        for (int si = 0; si < c->n_seeds; si++)
+                            for (int zi = 0; zi < c->n_depths; zi++) {
+                                base_pt *bp = &bases[b];
+                                bp->task = ab_task_find(c->tasks[ti]);
+                                ab_params_defaults(bp->task->params, AB_TASK_MAX_PARAMS, &bp->tparams);
+                                for (int k = 0; k < bp->tparams.n; k++) {
+                                    const double *v;
+                                    if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0)
+                                        bp->tparams.v[k] = v[0];
+                                }
+                                bp->n = c->seq_lens[li];
+                                bp->heads = c->heads[hi];
+                                bp->d = c->head_dims[di];
+                                bp->causal = c->causal[ci];
+                                bp->seed = c->seeds[si];
+                                bp->depth = c->depths[zi];
+                                for (int mi = 0; mi < nm; mi++)
+                                    for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
+                                        if (!(devs & dv)) continue;
+                                        const ab_method *m = ms[mi];
+                                        job base_job = { .base = b, .m = m, .device = dv };
+                                        method_params(c, m, &base_job.params);
+                                        int kp = m->density_knob.param;
+                                        if (kp < 0) {
+                                            base_job.target = 1.0;
+                                            jobs[nj++] = base_job;
+                                        } else if (c->native) {
+                                            const double *v;
+                                            int nv = override_values(c->mo, c->n_mo, m->name, m->params[kp].name, &v);
+                                            double def = m->params[kp].def;
+                                            if (nv == 0) { v = &def; nv = 1; }
+                                            for (int k = 0; k < nv; k++) {
+                                                job jj = base_job;
+                                                jj.target = NAN;
+                                                jj.params.v[kp] = m->params[kp].is_int ? round(v[k]) : v[k];
+                                                jobs[nj++] = jj;
+                                            }
+                                        } else {
+                                            for (int k = 0; k < c->n_dens; k++) {
+                                                job jj = base_job;
+                                                jj.target = c->densities[k];
+                                                jobs[nj++] = jj;
+                                            }
+                                        }
+                                    }
+                                b++;
+                            }
+    for (int i = 0; i < nj; i++) job_key(&bases[jobs[i].base], &jobs[i], c, threads, jobs[i].key);
+    /* sharding: keep every shard_n-th job */
+    if (o->shard_n > 1) {
+        int k = 0;
+        for (int i = 0; i < nj; i++)
+            if (i % o->shard_n == o->shard_i) jobs[k++] = jobs[i];
+        nj = k;
+    }
+    *bases_out = bases; *nb_out = b; *jobs_out = jobs; *nj_out = nj;
+    return 0;
+}
+
+/* ---- shared arena for one problem -------------------------------------- */
+typedef struct arena_hdr {
+    size_t size, used;
+    int status;              /* data child: 0 ok, else AB_E* */
+    char msg[256];
+    float *q, *k, *v;
+    ab_answer ans;
+    ab_refset ref;
+} arena_hdr;
+
+static void *arena_alloc(void *ctx, size_t bytes)
+{
+    arena_hdr *a = ctx;
+    size_t off = (a->used + 63) & ~(size_t)63;
+    if (off + bytes > a->size) return NULL;
+    a->used = off + bytes;
+    return (char *)a + off;
+}
+
+static size_t arena_size(const base_pt *b, const ab_config *c)
+{
+    size_t t = (size_t)b->heads * b->n * b->d;
+    size_t rows = (size_t)b->n;
+    size_t ref = (size_t)b->heads * rows * ((size_t)b->d * 8 + 16 + (size_t)c->topk * 4) + rows * 4;
+    size_t ans = (size_t)b->heads * rows * 6 * 4 + ((size_t)1 << 22);
+    return sizeof(arena_hdr) + 3 * t * 4 + ref + ans + ((size_t)1 << 20);
+}
+
+static int copy_ints(arena_hdr *a, int **dst, const int *src, int n)
+{
+    if (!src) { *dst = NULL; return 0; }
+    *dst = arena_alloc(a, sizeof(int) * (size_t)(n ? n : 1));
+    if (!*dst) return -1;
+    memcpy(*dst, src, sizeof(int) * (size_t)n);
+    return 0;
+}
+
+/* In the data child: generate and build the reference. */
+static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads)
+{
+    omp_set_num_threads(threads);
+    size_t t = (size_t)b->heads * b->n * b->d;
+    a->q = arena_alloc(a, t * 4);
+    a->k = arena_alloc(a, t * 4);
+    a->v = arena_alloc(a, t * 4);
+    if (!a->q || !a->k || !a->v) { a->status = AB_ENOMEM; snprintf(a->msg, sizeof a->msg, "arena too small"); return; }
+    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d) };
+    ab_answer ans;
+    memset(&ans, 0, sizeof ans);
+    int rc = b->task->generate(&b->tparams, &s, (uint64_t)b->seed, b->depth, a->q, a->k, a->v, &ans);
+    if (rc) {
+        a->status = rc;
+        snprintf(a->msg, sizeof a->msg, "task %s: generate() failed: %s", b->task->name, ab_strerror(rc));
+        ab_answer_free(&ans);
+        return;
+    }
+    a->ans = ans;
+    if (copy_ints(a, &a->ans.head, ans.head, ans.n) || copy_ints(a, &a->ans.row, ans.row, ans.n) ||
+        copy_ints(a, &a->ans.code, ans.code, ans.n) || copy_ints(a, &a->ans.key_pos, ans.key_pos, ans.n) ||
+        copy_ints(a, &a->ans.group, ans.group, ans.n)) {
+        a->status = AB_ENOMEM; snprintf(a->msg, sizeof a->msg, "arena too small for the answer");
+        ab_answer_free(&ans);
+        return;
+    }
+    a->ans.codebook = NULL;
+    if (ans.codebook) {
+        size_t cb = sizeof(float) * (size_t)ans.n_codes * ans.head_dim;
+        a->ans.codebook = arena_alloc(a, cb);
+        if (!a->ans.codebook) { a->status = AB_ENOMEM; ab_answer_free(&ans); return; }
+        memcpy(a->ans.codebook, ans.codebook, cb);
+    }
+    int *rows = malloc(sizeof(int) * (size_t)b->n);
+    if (!rows) { a->status = AB_ENOMEM; ab_answer_free(&ans); return; }
+    int nr = ab_choose_rows(b->n, c->exact_max_n, ans.row, ans.n, c->score_rows, (uint64_t)b->seed, rows);
+    ab_answer_free(&ans);
+    ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads };
+    rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
+    free(rows);
+    if (rc) { a->status = rc; snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc)); }
+}
+
+/* ---- one point, in its child ------------------------------------------- */
+typedef struct point_ctx {
+    const ab_config *c;
+    const base_pt *b;
+    const job *j;
+    const arena_hdr *a;
+    int threads;
+    double cached_knob;   /* NaN: none */
+} point_ctx;
+
+static void set_status(ab_point *p, const char *st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_status(ab_point *p, const char *st, const char *fmt, ...)
+{
+    snprintf(p->status, sizeof p->status, "%s", st);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->message, sizeof p->message, fmt, ap);
+    va_end(ap);
+}
+
+static const char *status_of(int rc)
+{
+    switch (rc) {
+    case AB_ENOMEM: return "oom";
+    case AB_EUNSUPPORTED: return "unsupported";
+    default: return "error";
+    }
+}
+
+/* Instance with knob value v; select; finalize; density. Returns rc. */
+static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, double v,
+                     double *density, char *msg, size_t ml)
+{
+    const ab_method *m = x->j->m;
+    int kp = m->density_knob.param;
+    if (kp >= 0) prm.v[kp] = m->params[kp].is_int ? round(v) : v;
+    ab_instance in;
+    int rc = ab_instance_create(&in, m, &prm, &pb->s);
+    ab_layout l;
+    ab_layout_init(&l, &pb->s, x->c->block_q, x->c->block_k);
+    if (rc == AB_OK) rc = ab_instance_select(&in, pb, &l);
+    if (rc == AB_OK) rc = ab_layout_finalize(&l);
+    if (rc == AB_OK) *density = ab_layout_density(&l);
+    if (rc) snprintf(msg, ml, "%s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+    ab_layout_free(&l);
+    ab_instance_destroy(&in);
+    return rc;
+}
+
+/* Bisection on the density knob; returns 0 and the knob, 1 if the target
+ * is out of reach (message says the reachable range), or an AB_E* code. */
+static int calibrate(const point_ctx *x, const ab_problem *pb, double target, double *knob,
+                     double *achieved, char *msg, size_t ml)
+{
+    const ab_method *m = x->j->m;
+    const ab_param *kp = &m->params[m->density_knob.param];
+    const double tol = x->c->tolerance;
+    const int lg = m->density_knob.log_scale, inc = m->density_knob.increasing;
+    double lo = kp->min, hi = kp->max, dlo, dhi, dv;
+    int rc;
+#define WITHIN(dd) (fabs((dd) - target) <= tol * target)
+    if (!isnan(x->cached_knob)) {
+        rc = eval_knob(x, pb, x->j->params, x->cached_knob, &dv, msg, ml);
+        if (rc) return rc;
+        if (WITHIN(dv)) { *knob = x->cached_knob; *achieved = dv; return 0; }
+    }
+    if ((rc = eval_knob(x, pb, x->j->params, lo, &dlo, msg, ml))) return rc;
+    if ((rc = eval_knob(x, pb, x->j->params, hi, &dhi, msg, ml))) return rc;
+    if (WITHIN(dlo)) { *knob = lo; *achieved = dlo; return 0; }
+    if (WITHIN(dhi)) { *knob = hi; *achieved = dhi; return 0; }
+    double dmin = inc ? dlo : dhi, dmax = inc ? dhi : dlo;
+    if (target < dmin || target > dmax) {
+        snprintf(msg, ml, "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]",
+                 target, dmin, dmax, kp->name, kp->min, kp->max);
+        *achieved = target < dmin ? dmin : dmax;
+        *knob = target < dmin ? (inc ? lo : hi) : (inc ? hi : lo);
+        return 1;
+    }
+    double best = lo, bestd = dlo;
+    for (int it = 0; it < x->c->max_iters; it++) {
+        double mid = lg ? sqrt(lo * hi) : 0.5 * (lo + hi);
+        if (kp->is_int) {
+            mid = round(mid);
+            if (mid <= lo) mid = lo + 1;
+            if (mid >= hi) mid = hi - 1;
+            if (hi - lo <= 1) break;
+        }
+        if ((rc = eval_knob(x, pb, x->j->params, mid, &dv, msg, ml))) return rc;
+        if (fabs(dv - target) < fabs(bestd - target)) { best = mid; bestd = dv; }
+        if (WITHIN(dv)) { *knob = mid; *achieved = dv; return 0; }
+        if ((dv < target) == (inc != 0)) lo = mid; else hi = mid;
+    }
+    if (fabs(dhi - target) < fabs(bestd - target)) { best = hi; bestd = dhi; }
+    *knob = best;
+    *achieved = bestd;
+    snprintf(msg, ml, "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g",
+             kp->name, target, tol * 100, bestd, kp->name, best);
+    return 1;
+#undef WITHIN
+}
+
+static void measure_point(const point_ctx *x, ab_point *p)
+{
+    const ab_config *c = x->c;
+    const base_pt *b = x->b;
+    const job *j = x->j;
+    const ab_method *m = j->m;
+    const arena_hdr *a = x->a;
+    omp_set_num_threads(x->threads);
+    openblas_set_num_threads(x->threads);
+    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d) };
+    ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads };
+    ab_params prm = j->params;
+    int kp = m->density_knob.param;
+    char msg[256] = "";
+    double knob = kp >= 0 ? prm.v[kp] : NAN, achieved = NAN;
+
+    if (kp >= 0 && !isnan(j->target)) {
+        int rc = calibrate(x, &pb, j->target, &knob, &achieved, msg, sizeof msg);
+        p->knob_value = knob;
+        p->achieved_density = achieved;
+        if (rc == 1) { set_status(p, "calib_failed", "%s", msg); return; }
+        if (rc) { set_status(p, status_of(rc), "calibration: %s", msg); return; }
+        prm.v[kp] = m->params[kp].is_int ? round(knob) : knob;
+    }
+    p->knob_value = knob;
+    ab_params_format(m->params, AB_MAX_PARAMS, &prm, p->params, sizeof p->params);
+
+    ab_instance in;
+    int rc = ab_instance_create(&in, m, &prm, &s);
+    if (rc) {
+        set_status(p, status_of(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        ab_instance_destroy(&in);
+        return;
+    }
+    size_t t = (size_t)b->heads * b->n * b->d;
+    float *out = malloc(t * sizeof(float));
+    if (!out) { set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof(float)); ab_instance_destroy(&in); return; }
+    ab_layout l;
+    memset(&l, 0, sizeof l);
+    int n = 0, total = c->warmup;
+    double t_start = ab_now_ms(), sel[AB_MAX_SAMPLES], run[AB_MAX_SAMPLES], tot[AB_MAX_SAMPLES];
+    for (int it = 0;; it++) {
+        ab_layout_free(&l);
+        ab_layout_init(&l, &s, c->block_q, c->block_k);
+        double t0 = ab_now_ms();
+        rc = ab_instance_select(&in, &pb, &l);
+        if (rc == AB_OK) rc = ab_layout_finalize(&l);
+        double t1 = ab_now_ms();
+        if (rc == AB_OK && it == 0) {
+            char verr[200];
+            if (ab_layout_validate(&l, verr, sizeof verr)) {
+                set_status(p, "error", "invalid layout: %s", verr);
+                goto done;
+            }
+        }
+        if (rc == AB_OK) rc = ab_instance_run(&in, &pb, &l, out);
+        double t2 = ab_now_ms();
+        if (rc) {
+            set_status(p, status_of(rc), "%s: %s", it == 0 ? "first call" : "repeat",
+                       *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+            goto done;
+        }
+        if (it < total) continue; /* warm-up */
+        sel[n] = t1 - t0;
+        run[n] = t2 - t1;
+        tot[n] = t2 - t0;
+        n++;
+        double el = (ab_now_ms() - t_start) / 1e3;
+        if ((n >= c->min_repeats && el >= c->min_time_s) || n >= c->max_repeats || n >= AB_MAX_SAMPLES ||
+            el >= c->max_time_s)
+            break;
+    }
+    {
+        ab_stats ss, sr, st;
+        ab_stats_compute(sel, n, &ss);
+        ab_stats_compute(run, n, &sr);
+        ab_stats_compute(tot, n, &st);
+        p->select_ms = ss.median;
+        p->run_ms = sr.median;
+        p->total_ms = st.median;
+        p->min_ms = st.min;
+        p->p10_ms = st.p10;
+        p->p90_ms = st.p90;
+        p->cv = st.cv;
+        p->n_samples = n;
+        for (int i = 0; i < n; i++) { p->sample_select_ms[i] = sel[i]; p->sample_run_ms[i] = run[i]; }
+        double flops = 4.0 * b->heads * (double)b->n * b->n * b->d * (b->causal ? 0.5 : 1.0);
+        p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
+        p->achieved_density = ab_layout_density(&l);
+        snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l.kind));
+        snprintf(p->kernel, sizeof p->kernel, "%s", m->run ? "method" : ab_kernel_name(&l));
+        ab_scores sc;
+        ab_score(&a->ref, &pb, &l, out, &sc);
+        p->recall_mass = sc.recall_mass;
+        p->recall_topk = sc.recall_topk;
+        p->rel_l2_err = sc.rel_l2;
+        p->max_abs_err = sc.max_abs;
+        p->rows_scored = sc.rows;
+        if (a->ans.n > 0) {
+            int ok = 0, all = 0;
+            ab_answer_score(&a->ans, out, b->n, &ok, &all);
+            p->accuracy = all ? (double)ok / all : NAN;
+            ab_wilson(ok, all, &p->acc_ci_lo, &p->acc_ci_hi);
+        }
+        if (sc.nonfinite) set_status(p, "nan", "output has NaN or Inf on scored rows");
+        else set_status(p, "ok", "%s", "");
+    }
+done:
+    ab_layout_free(&l);
+    free(out);
+    ab_instance_destroy(&in);
+}
+
+/* ---- the parent's loop --------------------------------------------------- */
+static volatile sig_atomic_t g_stop = 0; /* set by SIGINT/SIGTERM only */
+static void on_signal(int sig) { g_stop = sig; }
+
+static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->key, sizeof p->key, "%s", j->key);
+    snprintf(p->method, sizeof p->method, "%s", j->m->name);
+    ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, p->params, sizeof p->params);
+    snprintf(p->device, sizeof p->device, "%s", j->device == AB_GPU ? "gpu" : "cpu");
+    snprintf(p->dtype, sizeof p->dtype, "fp32");
+    snprintf(p->task, sizeof p->task, "%s", b->task->name);
+    p->seq_len = b->n; p->heads = b->heads; p->head_dim = b->d; p->causal = b->causal;
+    p->threads = threads;
+    p->seed = b->seed;
+    p->depth = b->depth;
+    p->target_density = j->target;
+    p->knob_value = NAN;
+    p->achieved_density = NAN;
+    p->select_ms = p->run_ms = p->total_ms = p->min_ms = p->p10_ms = p->p90_ms = p->cv = NAN;
+    p->dense_gflops = NAN;
+    p->recall_mass = p->recall_topk = p->rel_l2_err = p->max_abs_err = NAN;
+    p->accuracy = p->acc_ci_lo = p->acc_ci_hi = NAN;
+}
+
+/* Fork fn(arg) into a child; wait up to timeout_s for it, reading `len`
+ * bytes it writes into buf. Returns: 1 got the bytes, 0 no bytes (see
+ * *wstatus), -2 timeout (child killed), -3 interrupted, -1 fork error. */
+typedef void (*child_fn)(void *arg, int fd);
+static int run_isolated(child_fn fn, void *arg, void *buf, size_t len, double timeout_s, int *wstatus)
+{
+    int fds[2];
+    if (pipe(fds)) return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) { close(fds[0]); close(fds[1]); return -1; }
+    if (pid == 0) {
+        close(fds[0]);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        fn(arg, fds[1]);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    double deadline = ab_now_ms() + timeout_s * 1e3;
+    int result = 0;
+    for (;;) {
+        if (g_stop) { result = -3; break; }
+        double left = deadline - ab_now_ms();
+        if (left <= 0) { result = -2; break; }
+        struct pollfd pf = { fds[0], POLLIN, 0 };
+        int pr = poll(&pf, 1, left > 200 ? 200 : (int)left + 1);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) continue;
+        ssize_t r = read(fds[0], (char *)buf + got, len - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break; /* EOF */
+        got += (size_t)r;
+        if (got == len) { result = 1; break; }
+    }
+    if (result == -2 || result == -3) kill(pid, SIGKILL);
+    close(fds[0]);
+    while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR) {}
+    return result;
+}
+
+typedef struct data_arg { arena_hdr *a; const base_pt *b; const ab_config *c; int threads; } data_arg;
+static void data_entry(void *arg, int fd)
+{
+    data_arg *d = arg;
+    data_child(d->a, d->b, d->c, d->threads);
+    char ok = 1;
+    if (write(fd, &ok, 1) != 1) _exit(3);
+}
+
+static void point_entry(void *arg, int fd)
+{
+    point_ctx *x = arg;
+    ab_point *p = malloc(sizeof *p);
+    if (!p) _exit(4);
+    fill_point_ids(p, x->b, x->j, x->threads);
+    measure_point(x, p);
+    const char *buf = (const char *)p;
+    size_t left = sizeof *p;
+    while (left) {
+        ssize_t w = write(fd, buf, left);
+        if (w <= 0) _exit(5);
+        buf += w;
+        left -= (size_t)w;
+    }
+    free(p);
+}
+
+static void classify_failure(ab_point *p, int res, int wstatus, double timeout_s)
+{
+    if (res == -2) set_status(p, "timeout", "no result within point_timeout_s = %g s; child killed", timeout_s);
+    else if (res == -1) set_status(p, "error", "fork failed: %s", strerror(errno));
+    else if (WIFSIGNALED(wstatus)) {
+        int sg = WTERMSIG(wstatus);
+        if (sg == SIGKILL) set_status(p, "oom", "child killed by SIGKILL (likely the out-of-memory killer)");
+        else set_status(p, "crashed", "child killed by signal %d (%s)", sg, strsignal(sg));
+    } else set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
+}
+
+typedef struct calib_entry { char method[32]; int base_nodepth; double target, knob; } calib_entry;
+
+static int same_base_but_depth(const base_pt *x, const base_pt *y)
+{
+    return x->task == y->task && x->n == y->n && x->heads == y->heads && x->d == y->d &&
+           x->causal == y->causal && x->seed == y->seed &&
+           !memcmp(&x->tparams, &y->tparams, sizeof x->tparams);
+}
+
+static void usage_run(FILE *f)
+{
+    fprintf(f,
+            "usage: attnbench run -c CONFIG -o OUT.h5 [options]\n"
+            "Run the sweep the config describes and store every point in OUT.h5.\n\n"
+            "  -c, --config FILE    INI config (see configs/quick.ini)\n"
+            "  -o, --out FILE       results file (HDF5); replaced unless --resume\n"
+            "      --resume         keep the points already in OUT.h5 and run the rest\n"
+            "      --methods a,b    only these methods (default: the config's list, else all)\n"
+            "      --devices cpu,gpu  override [sweep] devices\n"
+            "      --threads T      OpenMP/BLAS threads (default: [sweep] threads, 0 = all cores)\n"
+            "      --shard I/N      run every N-th point starting at I (0 <= I < N)\n"
+            "      --dry-run        print the grid and exit; nothing is written\n"
+            "  -q, --quiet          no progress output\n"
+            "  -h, --help           this text\n\n"
+            "Exit: 0 all points ok (or unsupported / calib_failed), 1 some points failed\n"
+            "(crashed, timeout, oom, error, nan: still recorded), 2 usage or config error\n"
+            "(nothing written).\n");
+}
+
+static int parse_run_args(int argc, char **argv, run_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->threads = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define NEED_ARG() do { if (i + 1 >= argc) { ab_errorf("run: option %s needs a value", a); return 2; } } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_run(stdout); return 0; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--config")) { NEED_ARG(); o->config = argv[++i]; }
+        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) { NEED_ARG(); o->out = argv[++i]; }
+        else if (!strcmp(a, "--resume")) o->resume = 1;
+        else if (!strcmp(a, "--dry-run")) o->dry_run = 1;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = 1;
+        else if (!strcmp(a, "--methods")) {
+            NEED_ARG();
+            char err[256];
+            if (ab_parse_name_list(argv[++i], o->methods, AB_CFG_LIST, &o->n_methods, err, sizeof err)) {
+                ab_errorf("run: --methods: %s", err);
+                return 2;
+            }
+            for (int k = 0; k < o->n_methods; k++)
+                if (!ab_method_find(o->methods[k])) { ab_errorf("run: --methods: unknown method '%s' (see: attnbench list methods)", o->methods[k]); return 2; }
+        } else if (!strcmp(a, "--devices")) {
+            NEED_ARG();
+            char names[4][AB_CFG_NAME], err[256];
+            int n;
+            if (ab_parse_name_list(argv[++i], names, 4, &n, err, sizeof err)) { ab_errorf("run: --devices: %s", err); return 2; }
+            for (int k = 0; k < n; k++) {
+                if (!strcmp(names[k], "cpu")) o->devices |= AB_CPU;
+                else if (!strcmp(names[k], "gpu")) o->devices |= AB_GPU;
+                else { ab_errorf("run: --devices: unknown device '%s' (cpu, gpu)", names[k]); return 2; }
+            }
+        } else if (!strcmp(a, "--threads")) {
+            NEED_ARG();
+            char *end;
+            long t = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || t < 0 || t > 4096) { ab_errorf("run: --threads: '%s' is not an integer in [0, 4096]", argv[i]); return 2; }
+            o->threads = (int)t;
+        } else if (!strcmp(a, "--shard")) {
+            NEED_ARG();
+            int si, sn;
+            char extra;
+            if (sscanf(argv[++i], "%d/%d%c", &si, &sn, &extra) != 2 || sn < 1 || si < 0 || si >= sn) {
+                ab_errorf("run: --shard: '%s' is not I/N with 0 <= I < N", argv[i]);
+                return 2;
+            }
+            o->shard_i = si; o->shard_n = sn;
+        } else { ab_errorf("run: unknown option '%s' (see: attnbench run --help)", a); return 2; }
+#undef NEED_ARG
+    }
+    if (!o->config) { ab_errorf("run: no config given (-c CONFIG); see: attnbench run --help"); return 2; }
+    if (!o->out && !o->dry_run) { ab_errorf("run: no output file given (-o OUT.h5); see: attnbench run --help"); return 2; }
+    return -1;
+}
+
+static void fmt_dur(double s, char *buf, size_t n)
+{
+    if (!(s >= 0) || s > 864000) { snprintf(buf, n, "--:--"); return; }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+int ab_cmd_run(int argc, char **argv)
+{
+    run_opts o;
+    int prc = parse_run_args(argc, argv, &o);
+    if (prc >= 0) return prc;
+
+    ab_config *c = malloc(sizeof *c);
+    if (!c) { ab_errorf("out of memory"); return 2; }
+    char err[1024];
+    if (ab_config_load(c, o.config, err, sizeof err) || ab_config_check(c, err, sizeof err)) {
+        ab_errorf("%s", err);
+        ab_config_free(c);
+        free(c);
+        return 2;
+    }
+    int threads = o.threads >= 0 ? o.threads : c->threads;
+    if (threads == 0) threads = ab_default_threads();
+
+    base_pt *bases = NULL;
+    job *jobs = NULL;
+    int nb = 0, nj = 0;
+    if (build_grid(c, &o, threads, &bases, &nb, &jobs, &nj, err, sizeof err)) {
+        ab_errorf("%s", err);
+        ab_config_free(c);
+        free(c);
+        return 2;
+    }
+    if (o.dry_run) {
+        printf("%d points (%d problems), threads=%d%s\n", nj, nb, threads, o.shard_n > 1 ? " (this shard)" : "");
+        for (int i = 0; i < nj; i++) {
+            const base_pt *b = &bases[jobs[i].base];
+            char mp[160];
+            ab_params_format(jobs[i].m->params, AB_MAX_PARAMS, &jobs[i].params, mp, sizeof mp);
+            printf("%s  %-18s %-4s %-8s N=%-6d H=%-2d d=%-3d causal=%d seed=%lld depth=%.2f density=%s%.3g  %s\n",
+                   jobs[i].key, jobs[i].m->name, jobs[i].device == AB_GPU ? "gpu" : "cpu", b->task->name, b->n,
+                   b->heads, b->d, b->causal, (long long)b->seed, b->depth, isnan(jobs[i].target) ? "native:" : "",
+                   isnan(jobs[i].target) ? 0.0 : jobs[i].target, mp);
+        }
+        free(bases); free(jobs); ab_config_free(c); free(c);
+        return 0;
+    }
+
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    ab_env_capture(&env, c, argc + 1, argv - 1, threads);
+    ab_store *st = NULL;
+    if (ab_store_open(o.out, &env, o.resume, &st, err, sizeof err)) {
+        ab_errorf("%s", err);
+        ab_env_free(&env);
+        free(bases); free(jobs); ab_config_free(c); free(c);
+        return 2;
+    }
+    ab_env_free(&env);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    int tty = !o.quiet && isatty(STDERR_FILENO);
+    int todo = 0, skipped = 0;
+    for (int i = 0; i < nj; i++) {
+        if (o.resume && ab_store_has(st, jobs[i].key)) skipped++;
+        else todo++;
+    }
+    if (!o.quiet)
+        fprintf(stderr, "attnbench: %d points to run (%d already stored), %d threads, output %s\n", todo, skipped,
+                threads, o.out);
+    calib_entry *cache = calloc((size_t)nj + 1, sizeof *cache);
+    int ncache = 0, done = 0, failed = 0, store_failed = 0;
+    double t0 = ab_now_ms();
+    ab_point *pt = malloc(sizeof *pt);
+    if (!cache || !pt) { ab_errorf("out of memory"); g_stop = -1; }
+
+    for (int bi = 0; bi < nb && !g_stop; bi++) {
+        const base_pt *b = &bases[bi];
+        int pending = 0;
+        for (int i = 0; i < nj; i++)
+            if (jobs[i].base == bi && !(o.resume && ab_store_has(st, jobs[i].key))) pending++;
+        if (!pending) continue;
+        size_t asz = arena_size(b, c);
+        arena_hdr *a = mmap(NULL, asz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        int data_ok = 0;
+        char data_msg[300] = "";
+        if (a == MAP_FAILED) {
+            snprintf(data_msg, sizeof data_msg, "cannot map %zu bytes for the problem: %s", asz, strerror(errno));
+            a = NULL;
+        } else {
+            memset(a, 0, sizeof *a);
+            a->size = asz;
+            a->used = sizeof *a;
+            data_arg da = { a, b, c, threads };
+            char okb;
+            int ws = 0;
+            int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws);
+            if (r == -3) break;
+            if (r == 1 && a->status == 0) data_ok = 1;
+            else if (r == 1) snprintf(data_msg, sizeof data_msg, "data generation failed: %s", a->msg);
+            else {
+                ab_point tmp;
+                memset(&tmp, 0, sizeof tmp);
+                classify_failure(&tmp, r, ws, c->point_timeout_s);
+                snprintf(data_msg, sizeof data_msg, "data generation %s: %s", tmp.status, tmp.message);
+            }
+        }
+        for (int i = 0; i < nj && !g_stop; i++) {
+            const job *j = &jobs[i];
+            if (j->base != bi || (o.resume && ab_store_has(st, j->key))) continue;
+            fill_point_ids(pt, b, j, threads);
+            char gpu_why[256] = "";
+            if (!data_ok) {
+                set_status(pt, strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
+            } else if (j->device == AB_GPU) {
+                if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) set_status(pt, "unsupported", "%s", gpu_why);
+                else if (!(j->m->devices & AB_GPU)) set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
+                else set_status(pt, "unsupported", "GPU execution is not implemented yet in this attnbench");
+            } else if (!(j->m->devices & AB_CPU)) {
+                set_status(pt, "unsupported", "method %s has no CPU implementation", j->m->name);
+            } else {
+                point_ctx x = { c, b, j, a, threads, NAN };
+                for (int k = 0; k < ncache; k++)
+                    if (!strcmp(cache[k].method, j->m->name) && cache[k].target == j->target &&
+                        same_base_but_depth(&bases[cache[k].base_nodepth], b))
+                        x.cached_knob = cache[k].knob;
+                int ws = 0;
+                int r = run_isolated(point_entry, &x, pt, sizeof *pt, c->point_timeout_s, &ws);
+                if (r == -3) break;
+                if (r != 1) {
+                    fill_point_ids(pt, b, j, threads);
+                    classify_failure(pt, r, ws, c->point_timeout_s);
+                } else if (!isnan(j->target) && !strcmp(pt->status, "ok") && isnan(x.cached_knob) && ncache < nj) {
+                    snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
+                    cache[ncache].base_nodepth = bi;
+                    cache[ncache].target = j->target;
+                    cache[ncache].knob = pt->knob_value;
+                    ncache++;
+                }
+            }
+            if (ab_store_append(st, pt, err, sizeof err)) {
+                ab_errorf("%s", err);
+                store_failed = 1;
+                g_stop = -1;
+                break;
+            }
+            done++;
+            if (!ab_status_is_ok(pt->status) && strcmp(pt->status, "unsupported") && strcmp(pt->status, "calib_failed"))
+                failed++;
+            if (!o.quiet) {
+                double el = (ab_now_ms() - t0) / 1e3;
+                char eta[32], elb[32];
+                fmt_dur(done < todo ? el / done * (todo - done) : 0, eta, sizeof eta);
+                fmt_dur(el, elb, sizeof elb);
+                char dens[32];
+                if (isnan(j->target)) snprintf(dens, sizeof dens, "native");
+                else snprintf(dens, sizeof dens, "%.3g", j->target);
+                if (tty)
+                    fprintf(stderr, "\r\033[K[%d/%d] %s %s N=%d d=%d density=%s: %s %.3g ms | %s elapsed, ETA %s", done, todo,
+                            j->m->name, b->task->name, b->n, b->d, dens, pt->status, pt->total_ms, elb, eta);
+                else
+                    fprintf(stderr, "[%d/%d] %s %s N=%d H=%d d=%d density=%s -> %s total=%.4g ms recall=%.3f acc=%.3f%s%s (ETA %s)\n",
+                            done, todo, j->m->name, b->task->name, b->n, b->heads, b->d, dens, pt->status, pt->total_ms,
+                            pt->recall_mass, pt->accuracy, pt->message[0] ? ": " : "", pt->message, eta);
+            }
+        }
+        if (a) munmap(a, asz);
+    }
+    if (tty) fprintf(stderr, "\n");
+    free(pt);
+    free(cache);
+    int interrupted = g_stop > 0;
+    if (ab_store_close(st, err, sizeof err)) {
+        ab_errorf("%s", err);
+        store_failed = 1;
+    }
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    free(bases); free(jobs); ab_config_free(c); free(c);
+    if (interrupted) {
+        fprintf(stderr, "attnbench: interrupted by signal %d: %d completed points are stored in %s; run again with --resume to finish\n",
+                (int)g_stop, done, o.out);
+        return 1;
+    }
+    if (store_failed) return 1;
+    if (!o.quiet)
+        fprintf(stderr, "attnbench: %d points done (%d failed) in %.1f s -> %s\n", done, failed,
+                (ab_now_ms() - t0) / 1e3, o.out);
+    return failed ? 1 : 0;
+}

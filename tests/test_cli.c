@@ -1,0 +1,371 @@
+/* test_cli.c — the attnbench binary end to end: bad configs and bad
+ * arguments exit 2 naming file/line/key and leave an existing results file
+ * byte-identical; a small sweep records every point; GPU points without a
+ * GPU are `unsupported`; SIGKILL during a sweep then --resume gives the same
+ * points and numbers as an uninterrupted run; SIGTERM stops cleanly.
+ * The binary's path comes from $AB_BIN (set by `make test`). */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness/point.h"
+#include "harness/store.h"
+
+static char g_dir[256];
+
+static const char *bin(void)
+{
+    const char *b = getenv("AB_BIN");
+    return b ? b : "build/attnbench";
+}
+
+static void mkdir_tmp(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/ab_cli_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void rm_tmp(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) {}
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    size_t r = fread(b, 1, (size_t)n, f);
+    b[r] = 0;
+    fclose(f);
+    if (len) *len = r;
+    return b;
+}
+
+/* Run the binary with args through the shell; stderr captured to a file.
+ * Returns the exit code. */
+static int run_ab(const char *args, char **err_out)
+{
+    char cmd[4096], errf[300];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", g_dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >/dev/null 2>'%s'", g_dir, bin(), args, errf);
+    int st = system(cmd);
+    if (err_out) *err_out = read_all(errf, NULL);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static const char *tiny_cfg =
+    "[sweep]\n"
+    "tasks = needle\n"
+    "methods = dense, window, oracle_topk_block\n"
+    "seq_lens = 512, 1024\n"
+    "heads = 2\n"
+    "head_dims = 32\n"
+    "densities = 0.25, 0.5\n"
+    "block_q = 32\n"
+    "block_k = 32\n"
+    "threads = 1\n"
+    "[timing]\n"
+    "warmup = 0\n"
+    "min_repeats = 2\n"
+    "max_repeats = 3\n"
+    "min_time_s = 0\n"
+    "max_time_s = 1\n";
+
+TestSuite(cli, .init = mkdir_tmp, .fini = rm_tmp, .timeout = 120);
+
+/* ---- bad input ------------------------------------------------------------ */
+struct bad_cfg { const char *text; const char *expect; };
+
+static const struct bad_cfg bad_cfgs[] = {
+    { "[sweep]\nseq_lenz = 1024\n", "c.ini:2: [sweep] key 'seq_lenz'" },
+    { "[sweep]\nseq_lens = 1024, abc\n", "c.ini:2: [sweep] key 'seq_lens'" },
+    { "[sweep]\nseq_lens = 0\n", "key 'seq_lens'" },
+    { "[sweep]\nseq_lens = -5\n", "key 'seq_lens'" },
+    { "[sweep]\nseq_lens =\n", "key 'seq_lens'" },
+    { "[sweep]\nmethods = dense, nosuchmethod\n", "unknown method 'nosuchmethod'" },
+    { "[sweep]\ntasks = nosuchtask\n", "unknown task 'nosuchtask'" },
+    { "[sweep]\nhead_dims = 8\n", "key 'head_dims'" },
+    { "[sweep]\ndensities = 0.1, 1.5\n", "key 'densities'" },
+    { "[sweep]\ndensities = nan\n", "key 'densities'" },
+    { "\n\n[timing]\nwarmup = 1\nwarmup = 2\n", "c.ini:5: [timing] key 'warmup': set twice" },
+    { "[nosection]\nx = 1\n", "unknown section" },
+    { "[method.window]\nwindoww = 3\n", "key 'windoww'" },
+    { "[method.nosuch]\nx = 3\n", "unknown method 'nosuch'" },
+    { "[sweep]\nseq_lens = 16777216\nheads = 64\nhead_dims = 512\n", "GiB" },
+    { "this is not ini\n", "c.ini:1:" },
+    { "[timing]\nmin_repeats = 10\nmax_repeats = 2\n", "min_repeats" },
+};
+
+Test(cli, bad_configs_exit_2_and_leave_results_untouched)
+{
+    char path[300], out[300];
+    snprintf(out, sizeof out, "%s/keep.h5", g_dir);
+    write_file(out, "pretend results: must stay byte-identical\n");
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    for (size_t i = 0; i < sizeof bad_cfgs / sizeof bad_cfgs[0]; i++) {
+        write_file(path, bad_cfgs[i].text);
+        char *err = NULL;
+        int rc = run_ab("run -c c.ini -o keep.h5", &err);
+        cr_expect_eq(rc, 2, "config %zu: exit %d, want 2 (stderr: %s)", i, rc, err ? err : "");
+        cr_expect(err && strstr(err, bad_cfgs[i].expect), "config %zu: stderr lacks '%s': %s", i,
+                  bad_cfgs[i].expect, err ? err : "");
+        free(err);
+        char *now = read_all(out, NULL);
+        cr_assert(now && !strcmp(now, "pretend results: must stay byte-identical\n"), "config %zu touched the results file", i);
+        free(now);
+        char j[320];
+        snprintf(j, sizeof j, "%s.journal", out);
+        cr_expect(access(j, F_OK) != 0, "config %zu left a journal", i);
+    }
+}
+
+Test(cli, bad_arguments_exit_2)
+{
+    const char *args[] = {
+        "run -c missing.ini -o x.h5", "run -o x.h5", "run -c c.ini", "run -c c.ini -o x.h5 --threads abc",
+        "run -c c.ini -o x.h5 --shard 3/2", "run -c c.ini -o x.h5 --methods nosuch", "run -c c.ini -o x.h5 --bogus",
+        "nosuchcommand", "list bogus", "run -c c.ini -o x.h5 --devices tpu",
+    };
+    char path[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, tiny_cfg);
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        char *err = NULL;
+        int rc = run_ab(args[i], &err);
+        cr_expect_eq(rc, 2, "'%s': exit %d, want 2", args[i], rc);
+        cr_expect(err && strncmp(err, "attnbench: ", 11) == 0, "'%s': no one-line error: %s", args[i], err ? err : "");
+        free(err);
+        char x[300];
+        snprintf(x, sizeof x, "%s/x.h5", g_dir);
+        cr_expect(access(x, F_OK) != 0, "'%s' created a results file", args[i]);
+    }
+    char *err = NULL;
+    cr_expect_eq(run_ab("run --help", &err), 0);
+    free(err);
+    cr_expect_eq(run_ab("list", &err), 0);
+    free(err);
+}
+
+/* ---- sweeps --------------------------------------------------------------- */
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(((const ab_point *)a)->key, ((const ab_point *)b)->key);
+}
+
+static ab_point *read_points(const char *path, size_t *n)
+{
+    ab_point *p = NULL;
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    char err[512];
+    int rc = ab_results_read(path, &p, n, &env, err, sizeof err);
+    cr_assert_eq(rc, 0, "reading %s: %s", path, err);
+    ab_env_free(&env);
+    qsort(p, *n, sizeof *p, cmp_key);
+    return p;
+}
+
+Test(cli, small_sweep_records_every_point)
+{
+    char path[300], out[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, tiny_cfg);
+    char *err = NULL;
+    int rc = run_ab("run -c c.ini -o r.h5", &err);
+    cr_assert_eq(rc, 0, "sweep failed (%d): %s", rc, err ? err : "");
+    free(err);
+    snprintf(out, sizeof out, "%s/r.h5", g_dir);
+    size_t n;
+    ab_point *p = read_points(out, &n);
+    /* 2 lengths x (dense 1 + window 2 + oracle 2) */
+    cr_expect_eq(n, 10, "points: %zu", n);
+    int ok_sparse = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* Block granularity makes some targets unreachable at these tiny
+         * sizes: that must be recorded as calib_failed, never faked. */
+        cr_expect(!strcmp(p[i].status, "ok") || !strcmp(p[i].status, "calib_failed"), "%s N=%d: %s %s",
+                  p[i].method, p[i].seq_len, p[i].status, p[i].message);
+        if (!strcmp(p[i].status, "calib_failed")) {
+            cr_expect(isnan(p[i].total_ms) && strlen(p[i].message) > 10, "calib_failed point carries a timing");
+            continue;
+        }
+        cr_expect(p[i].n_samples >= 2 && p[i].total_ms > 0);
+        cr_expect(p[i].achieved_density > 0 && p[i].achieved_density <= 1);
+        if (!strcmp(p[i].method, "dense")) {
+            cr_expect(p[i].rel_l2_err < 1e-5, "dense rel err %g", p[i].rel_l2_err);
+            cr_expect_float_eq(p[i].recall_mass, 1.0, 1e-12);
+            cr_expect_float_eq(p[i].accuracy, 1.0, 1e-12);
+        } else {
+            ok_sparse++;
+            cr_expect(fabs(p[i].achieved_density - p[i].target_density) <= 0.1 * p[i].target_density + 1e-12,
+                      "%s: target %g achieved %g", p[i].method, p[i].target_density, p[i].achieved_density);
+            cr_expect(p[i].recall_mass > 0 && p[i].recall_mass < 1, "%s recall %g", p[i].method, p[i].recall_mass);
+        }
+    }
+    cr_expect(ok_sparse >= 3, "only %d sparse points calibrated", ok_sparse);
+    free(p);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "h5dump -H '%s' >/dev/null 2>&1", out);
+    cr_expect_eq(system(cmd), 0, "h5dump cannot read the results file");
+}
+
+Test(cli, gpu_points_without_gpu_are_unsupported)
+{
+    char path[300], out[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, tiny_cfg);
+    char *err = NULL;
+    int rc = run_ab("run -c c.ini -o g.h5 --devices gpu --methods dense", &err);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, err ? err : "");
+    free(err);
+    snprintf(out, sizeof out, "%s/g.h5", g_dir);
+    size_t n;
+    ab_point *p = read_points(out, &n);
+    cr_assert_eq(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        cr_expect_str_eq(p[i].device, "gpu");
+        cr_expect_str_eq(p[i].status, "unsupported");
+        cr_expect(strlen(p[i].message) > 10, "no reason given");
+        cr_expect(isnan(p[i].total_ms), "a number was recorded for an unsupported point");
+    }
+    free(p);
+}
+
+static const char *kill_cfg =
+    "[sweep]\n"
+    "tasks = needle\n"
+    "methods = dense, window, oracle_topk_block\n"
+    "seq_lens = 256, 512\n"
+    "heads = 2\n"
+    "head_dims = 32\n"
+    "seeds = 1, 2\n"
+    "densities = 0.2, 0.5\n"
+    "block_q = 32\n"
+    "block_k = 32\n"
+    "threads = 1\n"
+    "[timing]\n"
+    "warmup = 0\n"
+    "min_repeats = 3\n"
+    "max_repeats = 1000\n"
+    "min_time_s = 0.12\n"
+    "max_time_s = 1\n";
+
+static pid_t spawn_ab(const char *args)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (chdir(g_dir)) _exit(127);
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "exec '%s' %s -q >/dev/null 2>&1", bin(), args);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+Test(cli, sigkill_then_resume_equals_uninterrupted, .timeout = 300)
+{
+    char path[300], ref[300], out[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, kill_cfg);
+    char *err = NULL;
+    cr_assert_eq(run_ab("run -c c.ini -o ref.h5", &err), 0, "%s", err ? err : "");
+    free(err);
+    snprintf(ref, sizeof ref, "%s/ref.h5", g_dir);
+    snprintf(out, sizeof out, "%s/k.h5", g_dir);
+    /* Kill at a few seeded moments, resuming each time; then finish. */
+    unsigned seed = 12345;
+    int first = 1;
+    for (int round = 0; round < 6; round++) {
+        pid_t pid = spawn_ab(first ? "run -c c.ini -o k.h5" : "run -c c.ini -o k.h5 --resume");
+        first = 0;
+        seed = seed * 1103515245u + 12345u;
+        sleep_ms(100 + (int)((seed >> 16) % 1500));
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        /* The file must open after every kill (or not exist yet). */
+        if (access(out, F_OK) == 0) {
+            ab_point *p = NULL;
+            size_t n = 0;
+            ab_env env;
+            memset(&env, 0, sizeof env);
+            char e2[512];
+            cr_assert_eq(ab_results_read(out, &p, &n, &env, e2, sizeof e2), 0, "after kill %d: %s", round, e2);
+            free(p);
+            ab_env_free(&env);
+        }
+    }
+    cr_assert_eq(run_ab("run -c c.ini -o k.h5 --resume", &err), 0, "%s", err ? err : "");
+    free(err);
+    size_t na, nb;
+    ab_point *a = read_points(ref, &na);
+    ab_point *b = read_points(out, &nb);
+    cr_assert_eq(na, nb, "uninterrupted %zu points, killed+resumed %zu", na, nb);
+    for (size_t i = 0; i < na; i++) {
+        cr_assert_str_eq(a[i].key, b[i].key);
+        if (i) cr_assert(strcmp(b[i].key, b[i - 1].key) != 0, "point %s stored twice", b[i].key);
+        cr_expect_str_eq(a[i].status, b[i].status);
+#define SAME(f) (a[i].f == b[i].f || (isnan(a[i].f) && isnan(b[i].f)))
+        cr_expect(SAME(achieved_density), "%s density differs", a[i].method);
+        cr_expect(SAME(knob_value), "%s knob differs", a[i].method);
+        cr_expect(SAME(recall_mass) && SAME(recall_topk) && SAME(accuracy), "%s quality differs", a[i].method);
+        cr_expect(SAME(rel_l2_err), "%s rel err differs: %g vs %g", a[i].method, a[i].rel_l2_err, b[i].rel_l2_err);
+#undef SAME
+    }
+    free(a);
+    free(b);
+}
+
+Test(cli, sigterm_stops_cleanly_and_resume_finishes, .timeout = 300)
+{
+    char path[300], out[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, kill_cfg);
+    pid_t pid = spawn_ab("run -c c.ini -o t.h5");
+    sleep_ms(700);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "SIGTERM: want a clean exit 1");
+    snprintf(out, sizeof out, "%s/t.h5", g_dir);
+    char j[320];
+    snprintf(j, sizeof j, "%s.journal", out);
+    cr_expect(access(j, F_OK) != 0, "a clean stop leaves no journal");
+    char *err = NULL;
+    cr_assert_eq(run_ab("run -c c.ini -o t.h5 --resume", &err), 0, "%s", err ? err : "");
+    free(err);
+    size_t n;
+    ab_point *p = read_points(out, &n);
+    cr_expect_eq(n, 2 * 2 * (1 + 2 + 2), "points after resume: %zu", n);
+    free(p);
+}
