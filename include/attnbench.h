@@ -118,7 +118,11 @@ typedef struct ab_layout {
     void *priv;                /* builder state; harness only */
 } ab_layout;
 
-/* Builder API for select(). Each returns AB_OK or AB_ENOMEM/AB_EINVAL. */
+/* Builder API for select(). Each returns AB_OK or AB_ENOMEM/AB_EINVAL.
+ * Not thread-safe: call it from one thread (collect choices made in an
+ * OpenMP region first, then add them). Entries may come in any order.
+ * With block_q != block_k, the "diagonal" key block of query block qb is the
+ * one holding its last row: ((qb+1)*block_q - 1) / block_k. */
 int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k);
 int ab_layout_dense(ab_layout *l);
 int ab_layout_custom(ab_layout *l, double density);
@@ -144,7 +148,10 @@ typedef struct ab_method {
     ab_param params[AB_MAX_PARAMS]; /* terminated by a NULL name */
     ab_knob density_knob;
     size_t state_size;       /* bytes the harness allocates (zeroed) */
-    /* All four take the state pointer; init/select/run return AB_OK or AB_E*. */
+    /* All four take the state pointer; init/select/run return AB_OK or AB_E*.
+     * init (optional) sees the same shape select/run later see in pb->s, so
+     * it may allocate by shape; fini runs even when init failed, so it must
+     * cope with a partly initialised (zeroed) state. */
     int (*init)(void *state, const ab_params *p, const ab_shape *s);
     /* Decide what to compute: fill `out` through the builder API. */
     int (*select)(void *state, const ab_problem *pb, ab_layout *out);

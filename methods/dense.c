@@ -1,0 +1,33 @@
+/* dense.c — `dense`: exact attention over every causally valid (query, key)
+ * pair, executed by the shared tiled online-softmax kernel (FlashAttention,
+ * Dao et al. 2022; FA2, Dao 2023). The density-1 reference point every
+ * sparse method is compared with; it has no params and no density knob.
+ */
+#include "attnbench.h"
+
+static int dense_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    return AB_OK; /* no params */
+}
+
+static int dense_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    return ab_layout_dense(l);
+}
+
+const ab_method ab_dense = {
+    .abi = AB_ABI_VERSION,
+    .name = "dense",
+    .summary = "exact dense attention (shared FlashAttention-style kernel)",
+    .reference = "FlashAttention (Dao et al. 2022, arXiv 2205.14135); FA2 (arXiv 2307.08691)",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = { { .name = NULL } },
+    .density_knob = { .param = -1 },
+    .state_size = 0,
+    .init = dense_init,
+    .select = dense_select,
+    .run = NULL, /* the shared flash kernel */
+    .fini = NULL,
+};
+AB_REGISTER(ab_dense)

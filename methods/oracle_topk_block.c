@@ -1,0 +1,180 @@
+/* oracle_topk_block.c — `oracle_topk_block`: the block-sparse upper bound.
+ * For each head and query block, the exact attention mass each key block
+ * receives (the sum over the block's rows of the softmax probabilities of its
+ * keys) is computed from the real scores; the top-k key blocks by mass are
+ * kept (ties to the lower index; causal: only key blocks up to the diagonal
+ * are candidates). No practical selector can beat it at equal block count,
+ * the yardstick for MInference / XAttention-style block selectors.
+ *
+ * Cost: O(N² d) like dense attention, reported honestly as select time.
+ * Memory: O(block_q · N) per thread (one query block's scores), never N × N.
+ */
+#include "attnbench.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct oracle_state {
+    int topk; /* key blocks kept per query block */
+} oracle_state;
+
+/* A candidate key block and the mass it receives. */
+typedef struct block_mass {
+    double mass;
+    int32_t idx;
+} block_mass;
+
+/* Per-thread scratch. */
+typedef struct scratch {
+    float *s;       /* (block_q, N) scaled logits, then exp(logit - row max) */
+    float *kt;      /* (head_dim, block_k) one key block, transposed */
+    block_mass *bm; /* (n_kblocks) */
+} scratch;
+
+static int oracle_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    oracle_state *st = state;
+    if (p->n < 1 || !(p->v[0] >= 1 && p->v[0] <= (1 << 16))) {
+        ab_set_error(state, "oracle_topk_block: topk must be in [1, 65536]");
+        return AB_EINVAL;
+    }
+    st->topk = (int)p->v[0];
+    return AB_OK;
+}
+
+/* Higher mass first, then lower index: a total order, so qsort is
+ * deterministic. */
+static int by_mass_desc(const void *pa, const void *pb)
+{
+    const block_mass *a = pa, *b = pb;
+    if (a->mass > b->mass) return -1;
+    if (a->mass < b->mass) return 1;
+    return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+/* Block masses for query rows [r0, r0 + nr) of head h into w->bm, sorted by
+ * mass; returns the number of candidate key blocks. */
+static int qblock_masses(const ab_problem *pb, const ab_layout *l, int h, int r0, int nr, scratch *w)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim, bk = l->block_k, causal = pb->s.causal;
+    const float scale = pb->s.scale;
+    const int kc = causal ? r0 + nr : N;  /* key columns any row here may see */
+    const int nc = (kc + bk - 1) / bk;    /* candidate key blocks */
+    const float *q = pb->q + ((size_t)h * N + r0) * d; /* (nr, d) */
+    const float *k = pb->k + (size_t)h * N * d;        /* (N, d) */
+
+    /* Logits S (nr, kc), one key block at a time: with the block transposed
+     * the inner loop runs over keys, which vectorises without reassociation. */
+    for (int kb = 0; kb < nc; kb++) {
+        const int j0 = kb * bk, nj = kc - j0 < bk ? kc - j0 : bk;
+        for (int j = 0; j < nj; j++)
+            for (int c = 0; c < d; c++) w->kt[(size_t)c * bk + j] = k[(size_t)(j0 + j) * d + c];
+        for (int i = 0; i < nr; i++) {
+            float *srow = w->s + (size_t)i * kc + j0; /* (nj) */
+            for (int j = 0; j < nj; j++) srow[j] = 0.0f;
+            for (int c = 0; c < d; c++) {
+                const float qc = q[(size_t)i * d + c] * scale;
+                const float *kr = w->kt + (size_t)c * bk;
+                for (int j = 0; j < nj; j++) srow[j] += qc * kr[j];
+            }
+        }
+    }
+
+    for (int kb = 0; kb < nc; kb++) {
+        w->bm[kb].mass = 0.0;
+        w->bm[kb].idx = kb;
+    }
+    /* Per row: softmax over its valid keys, then add each key block's share. */
+    for (int i = 0; i < nr; i++) {
+        float *srow = w->s + (size_t)i * kc; /* (kc) */
+        const int nv = causal ? r0 + i + 1 : kc;
+        float m = srow[0];
+        for (int j = 1; j < nv; j++) m = srow[j] > m ? srow[j] : m;
+        double sum = 0.0;
+        for (int j = 0; j < nv; j++) {
+            srow[j] = expf(srow[j] - m);
+            sum += srow[j];
+        }
+        const double inv = 1.0 / sum;
+        for (int kb = 0; kb * bk < nv; kb++) {
+            const int j1 = (kb + 1) * bk < nv ? (kb + 1) * bk : nv;
+            double acc = 0.0;
+            for (int j = kb * bk; j < j1; j++) acc += srow[j];
+            w->bm[kb].mass += acc * inv;
+        }
+    }
+    for (int kb = 0; kb < nc; kb++)
+        if (isnan(w->bm[kb].mass)) w->bm[kb].mass = -1.0; /* non-finite input: rank last */
+    qsort(w->bm, (size_t)nc, sizeof *w->bm, by_mass_desc);
+    return nc;
+}
+
+static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const oracle_state *st = state;
+    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
+    const int keep = st->topk < nkb ? st->topk : nkb; /* most blocks a row keeps */
+    const int rows = H * nqb;
+
+    /* The builder is not thread-safe: threads choose, then one thread adds. */
+    int32_t *chosen = malloc((size_t)rows * keep * sizeof *chosen); /* (heads*n_qblocks, keep) */
+    int32_t *n_chosen = malloc((size_t)rows * sizeof *n_chosen);    /* (heads*n_qblocks) */
+    int rc = (chosen && n_chosen) ? AB_OK : AB_ENOMEM;
+
+    if (rc == AB_OK) {
+#pragma omp parallel
+        {
+            scratch w;
+            w.s = malloc((size_t)bq * N * sizeof *w.s);
+            w.kt = malloc((size_t)d * bk * sizeof *w.kt);
+            w.bm = malloc((size_t)nkb * sizeof *w.bm);
+            const int ok = w.s && w.kt && w.bm;
+            if (!ok) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int r = 0; r < rows; r++) {
+                if (!ok) continue;
+                const int h = r / nqb, qb = r % nqb;
+                const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
+                const int nc = qblock_masses(pb, l, h, r0, nr, &w);
+                const int n = nc < keep ? nc : keep; /* >= 1: nc >= 1, topk >= 1 */
+                for (int t = 0; t < n; t++) chosen[(size_t)r * keep + t] = w.bm[t].idx;
+                n_chosen[r] = n;
+            }
+            free(w.s);
+            free(w.kt);
+            free(w.bm);
+        }
+    }
+    if (rc != AB_OK) ab_set_error(state, "oracle_topk_block: out of memory (block_q x N scores per thread)");
+    for (int r = 0; rc == AB_OK && r < rows; r++)
+        for (int t = 0; rc == AB_OK && t < n_chosen[r]; t++)
+            rc = ab_layout_add_block(l, r / nqb, r % nqb, chosen[(size_t)r * keep + t]);
+    free(chosen);
+    free(n_chosen);
+    return rc;
+}
+
+const ab_method ab_oracle_topk_block = {
+    .abi = AB_ABI_VERSION,
+    .name = "oracle_topk_block",
+    .summary = "upper bound: per query block, the top-k key blocks by exact attention mass",
+    .reference = "oracle upper bound (cf. MInference / XAttention block-sparse analyses)",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        { .name = "topk", .def = 8, .min = 1, .max = 1 << 16, .is_int = 1,
+          .help = "key blocks kept per query block" },
+        { .name = NULL },
+    },
+    .density_knob = { .param = 0, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(oracle_state),
+    .init = oracle_init,
+    .select = oracle_select,
+    .run = NULL, /* block-sparse kernel */
+    .fini = NULL,
+};
+AB_REGISTER(ab_oracle_topk_block)
