@@ -6,6 +6,11 @@
  * are candidates). No practical selector can beat it at equal block count,
  * the yardstick for MInference / XAttention-style block selectors.
  *
+ * The budget may be fractional: k = 2.4 keeps 2 blocks in 60% of the query
+ * blocks and 3 in 40%, spread evenly over the rows by a fixed golden-ratio
+ * sequence, so the density knob moves smoothly even when there are only a
+ * few dozen blocks per row (a whole-block budget jumps by 1/n_blocks).
+ *
  * Cost: O(N² d) like dense attention, reported honestly as select time.
  * Memory: O(block_q · N) per thread (one query block's scores), never N × N.
  */
@@ -15,7 +20,7 @@
 #include <stdlib.h>
 
 typedef struct oracle_state {
-    int topk; /* key blocks kept per query block */
+    double topk; /* mean key blocks kept per query block (may be fractional) */
 } oracle_state;
 
 /* A candidate key block and the mass it receives. */
@@ -38,7 +43,7 @@ static int oracle_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "oracle_topk_block: topk must be in [1, 65536]");
         return AB_EINVAL;
     }
-    st->topk = (int)p->v[0];
+    st->topk = p->v[0];
     return AB_OK;
 }
 
@@ -114,7 +119,8 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
     const oracle_state *st = state;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
-    const int keep = st->topk < nkb ? st->topk : nkb; /* most blocks a row keeps */
+    const int kmax = (int)ceil(st->topk);
+    const int keep = kmax < nkb ? kmax : nkb; /* most blocks a row keeps */
     const int rows = H * nqb;
 
     /* The builder is not thread-safe: threads choose, then one thread adds. */
@@ -140,7 +146,12 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int h = r / nqb, qb = r % nqb;
                 const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
                 const int nc = qblock_masses(pb, l, h, r0, nr, &w);
-                const int n = nc < keep ? nc : keep; /* >= 1: nc >= 1, topk >= 1 */
+                /* this row's budget: floor(topk), plus one with probability
+                 * frac(topk), dithered by the golden-ratio sequence of qb */
+                const double u = fmod((qb + 1) * 0.6180339887498949, 1.0);
+                const int kr = (int)floor(st->topk) + (u < st->topk - floor(st->topk));
+                const int kc = kr < keep ? kr : keep;
+                const int n = nc < kc ? nc : kc; /* >= 1: nc >= 1, topk >= 1 */
                 for (int t = 0; t < n; t++) chosen[(size_t)r * keep + t] = w.bm[t].idx;
                 n_chosen[r] = n;
             }
@@ -166,8 +177,8 @@ const ab_method ab_oracle_topk_block = {
     .devices = AB_CPU,
     .phases = AB_PREFILL,
     .params = {
-        { .name = "topk", .def = 8, .min = 1, .max = 1 << 16, .is_int = 1,
-          .help = "key blocks kept per query block" },
+        { .name = "topk", .def = 8, .min = 1, .max = 1 << 16, .is_int = 0,
+          .help = "mean key blocks kept per query block (fractional budgets dithered over rows)" },
         { .name = NULL },
     },
     .density_knob = { .param = 0, .increasing = 1, .log_scale = 1 },
