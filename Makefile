@@ -159,4 +159,7 @@ check-cuda:
 clean:
 	rm -rf build build-san
 
+# Feature makefiles (bench, fuzz, figures checks, ...): one per concern.
+-include $(sort $(wildcard mk/*.mk))
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
