@@ -8,6 +8,8 @@
  * fails instead of guessing right 1/C of the time. A group (e.g. the digits
  * of a passkey) is correct only if all its rows are.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,4 +101,13 @@ int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
     *n_correct = correct;
     *n_total = total;
     return AB_OK;
+}
+
+void ab_task_errorf(const ab_task_input *in, const char *fmt, ...)
+{
+    if (!in || !in->err || !in->errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(in->err, in->errlen, fmt, ap);
+    va_end(ap);
 }

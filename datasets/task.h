@@ -28,17 +28,41 @@ typedef struct ab_answer {
     double decode_floor; /* winning projection must be >= floor * |code|^2 */
 } ab_answer;
 
+#define AB_TASK_MAX_STRINGS 4
+
+/* What generate() is asked for. */
+typedef struct ab_task_input {
+    const ab_params *p;     /* numeric params, in the order of ab_task.params */
+    const char *const *str; /* [AB_TASK_MAX_STRINGS] values of ab_task.string_params,
+                               NULL where unset; the pointer itself may be NULL */
+    ab_shape s;             /* requested shape (heads, seq_len, head_dim, causal, scale) */
+    uint64_t seed;
+    double depth;           /* [0, 1] */
+    char *err;              /* room for a one-line reason on failure (may be NULL) */
+    size_t errlen;
+} ab_task_input;
+
 typedef struct ab_task {
     int abi;                 /* AB_ABI_VERSION */
     const char *name;
     const char *summary;
     ab_param params[AB_TASK_MAX_PARAMS]; /* NULL name terminates */
-    /* Fill q, k, v (heads, seq_len, head_dim) for this seed and depth in
-     * [0, 1], and the answer (may be left empty: n = 0, e.g. for traces).
-     * Deterministic: a pure function of (params, shape, seed, depth). */
-    int (*generate)(const ab_params *p, const ab_shape *s, uint64_t seed,
-                    double depth, float *q, float *k, float *v, ab_answer *ans);
+    /* Optional string-valued config keys (e.g. "file"), NULL-terminated. */
+    const char *string_params[AB_TASK_MAX_STRINGS + 1];
+    /* Fill q, k, v (heads, seq_len, head_dim) for in->seed and in->depth,
+     * and the answer (may be left empty: n = 0, e.g. for traces).
+     * Deterministic: a pure function of the input. On failure return AB_E*
+     * and say why with ab_task_errorf(in, ...). */
+    int (*generate)(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans);
+    /* Optional, cheap: validate an input before any work (e.g. that a trace
+     * file exists, is well-formed and fits the requested shape). Called for
+     * every shape of the grid while the config is checked; a failure stops
+     * the run with exit 2 and the reason from ab_task_errorf. */
+    int (*check)(const ab_task_input *in);
 } ab_task;
+
+/* Write a one-line reason into in->err (if any). */
+void ab_task_errorf(const ab_task_input *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define AB_REGISTER_TASK(sym) const ab_task *const ab_task_registered_##sym = &(sym);
 

@@ -37,12 +37,19 @@ enum { /* indices of the needle's own params, after the haystack's */
 
 enum { PURPOSE_NEEDLE_DIR = AB_PURPOSE_TASK, PURPOSE_NEEDLE_CODE };
 
-static int needle_generate(const ab_params *p, const ab_shape *s, uint64_t seed,
-                           double depth, float *q, float *k, float *v,
+static int needle_generate(const ab_task_input *in, float *q, float *k, float *v,
                            ab_answer *ans)
 {
-    if (!p || !s || !q || !k || !v || !ans || p->n < P_COUNT)
+    if (!in || !q || !k || !v || !ans)
         return AB_EINVAL;
+    const ab_params *p = in->p;
+    const ab_shape *s = &in->s;
+    const uint64_t seed = in->seed;
+    const double depth = in->depth;
+    if (!p || p->n < P_COUNT) {
+        ab_task_errorf(in, "needle: expected %d parameters", P_COUNT);
+        return AB_EINVAL;
+    }
     memset(ans, 0, sizeof *ans);
     ab_haystack_cfg cfg;
     int rc = ab_haystack_cfg_from_params(p, 0, &cfg);
@@ -54,8 +61,10 @@ static int needle_generate(const ab_params *p, const ab_shape *s, uint64_t seed,
     const int R = (int)lround(p->v[P_ROWS]);
     const int nb_param = (int)lround(p->v[P_DIMS]);
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
-    if (C < 1 || R < 1 || nb_param < 1 || N < R + 1 || !(depth >= 0.0 && depth <= 1.0))
+    if (C < 1 || R < 1 || nb_param < 1 || N < R + 1 || !(depth >= 0.0 && depth <= 1.0)) {
+        ab_task_errorf(in, "needle: needs N >= query_rows + 1 = %d (N = %d) and depth in [0, 1]", R + 1, N);
         return AB_EINVAL;
+    }
 
     /* Small head dims: cap the band at max(2, d/8) so the haystack keeps
      * enough noise dimensions (a 1-dim noise band gives heavy-tailed logits
@@ -65,9 +74,13 @@ static int needle_generate(const ab_params *p, const ab_shape *s, uint64_t seed,
     const int nb = nb_param < nb_cap ? nb_param : nb_cap;
     cfg.free_dims = nb;
     const ab_rng r = {.seed = seed, .stream = ab_rng_stream_id("needle")};
-    rc = ab_haystack_generate(&cfg, s, r, q, k, v);
-    if (rc != AB_OK)
+    char why[200] = "";
+    rc = ab_haystack_check(&cfg, s, why, sizeof why);
+    if (rc == AB_OK) rc = ab_haystack_generate(&cfg, s, r, q, k, v);
+    if (rc != AB_OK) {
+        ab_task_errorf(in, "needle: %s", why[0] ? why : "haystack generation failed");
         return rc;
+    }
 
     const int n = H * R;
     ans->head = malloc((size_t)n * sizeof(int));    /* [n] */

@@ -251,6 +251,27 @@ static int handler(void *user, const char *section, const char *name, const char
         }
         int np = ab_param_count(list, cap), idx = -1;
         for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
+        if (idx < 0 && !is_m) { /* a string-valued task key, e.g. file = ... */
+            const ab_task *t = ab_task_find(pname);
+            for (int i = 0; i < AB_TASK_MAX_STRINGS && t->string_params[i]; i++) {
+                if (strcmp(t->string_params[i], name)) continue;
+                if (c->n_to >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+                ab_override *o = &c->to[c->n_to];
+                memset(o, 0, sizeof *o);
+                snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+                snprintf(o->param, sizeof o->param, "%s", name);
+                char tmp[sizeof o->str + 1];
+                snprintf(tmp, sizeof tmp, "%s", value);
+                const char *tv = trim(tmp);
+                if (!*tv) FAIL("empty value");
+                if (strlen(tv) >= sizeof o->str) FAIL("value longer than %zu characters", sizeof o->str - 1);
+                snprintf(o->str, sizeof o->str, "%s", tv);
+                o->is_str = 1;
+                o->line = p->line;
+                c->n_to++;
+                return 1;
+            }
+        }
         if (idx < 0) {
             char names[256] = "";
             for (int i = 0; i < np; i++) {
@@ -259,8 +280,8 @@ static int handler(void *user, const char *section, const char *name, const char
             }
             FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
         }
-        ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
         if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+        ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
         memset(o, 0, sizeof *o);
         snprintf(o->plugin, sizeof o->plugin, "%s", pname);
         snprintf(o->param, sizeof o->param, "%s", name);
@@ -366,8 +387,49 @@ double ab_point_bytes(int heads, int n, int d)
     return 5.0 * t + (double)heads * ((double)n / 64.0 + 1) * (double)n * 4.0 * 0.5;
 }
 
+/* Ask each task with a check() hook about every shape of the grid. */
+static int check_tasks(const ab_config *c, char *err, size_t errlen)
+{
+    for (int ti = 0; ti < c->n_tasks; ti++) {
+        const ab_task *t = ab_task_find(c->tasks[ti]);
+        if (!t || !t->check) continue;
+        ab_params p;
+        ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &p);
+        const char *str[AB_TASK_MAX_STRINGS] = { 0 };
+        int line = 0;
+        for (int i = 0; i < c->n_to; i++) {
+            const ab_override *o = &c->to[i];
+            if (strcmp(o->plugin, t->name)) continue;
+            if (!line) line = o->line;
+            if (o->is_str) {
+                for (int k = 0; k < AB_TASK_MAX_STRINGS && t->string_params[k]; k++)
+                    if (!strcmp(t->string_params[k], o->param)) str[k] = o->str;
+            } else {
+                ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
+            }
+        }
+        for (int a = 0; a < c->n_lens; a++)
+            for (int b = 0; b < c->n_heads; b++)
+                for (int e = 0; e < c->n_dims; e++)
+                    for (int f = 0; f < c->n_causal; f++) {
+                        char why[400] = "";
+                        ab_task_input in = { .p = &p, .str = str,
+                                             .s = { c->heads[b], c->seq_lens[a], c->head_dims[e], c->causal[f], 0 },
+                                             .seed = 0, .depth = 0, .err = why, .errlen = sizeof why };
+                        in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
+                        if (t->check(&in) != AB_OK) {
+                            if (line) snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name, why[0] ? why : "invalid input");
+                            else snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name, why[0] ? why : "invalid input");
+                            return -1;
+                        }
+                    }
+    }
+    return 0;
+}
+
 int ab_config_check(const ab_config *c, char *err, size_t errlen)
 {
+    if (check_tasks(c, err, errlen)) return -1;
     double avail = mem_available_bytes();
     for (int a = 0; a < c->n_lens; a++)
         for (int b = 0; b < c->n_heads; b++)

@@ -17,6 +17,8 @@ typedef struct ab_override {
     char param[AB_CFG_NAME];
     int n;
     double v[AB_CFG_LIST];    /* a list is allowed (native densities) */
+    int is_str;               /* a task's string param (e.g. file): value in str */
+    char str[512];
     int line;
 } ab_override;
 

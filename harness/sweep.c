@@ -42,6 +42,7 @@ void openblas_set_num_threads(int n);
 typedef struct base_pt {
     const ab_task *task;
     ab_params tparams;
+    const char *tstr[AB_TASK_MAX_STRINGS]; /* string params (point into the config) */
     int n, heads, d, causal;
     int64_t seed;
     double depth;
@@ -64,6 +65,15 @@ typedef struct run_opts {
     unsigned devices;
 } run_opts;
 
+static int override_values(const ab_override *o, int n, const char *plugin, const char *param, const double **v);
+
+static const char *override_string(const ab_override *o, int n, const char *plugin, const char *param)
+{
+    for (int i = 0; i < n; i++)
+        if (o[i].is_str && !strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) return o[i].str;
+    return NULL;
+}
+
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -73,8 +83,12 @@ static uint64_t fnv1a(const char *s)
 
 static void job_key(const base_pt *b, const job *j, const ab_config *c, int threads, char out[24])
 {
-    char buf[1024], tp[512], mp[256];
+    char buf[4096], tp[2560], mp[256];
     ab_params_format(b->task->params, AB_TASK_MAX_PARAMS, &b->tparams, tp, sizeof tp);
+    for (int i = 0; i < AB_TASK_MAX_STRINGS && b->task->string_params[i]; i++) {
+        size_t l = strlen(tp);
+        snprintf(tp + l, sizeof tp - l, ",%s=%s", b->task->string_params[i], b->tstr[i] ? b->tstr[i] : "");
+    }
     ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, mp, sizeof mp);
     snprintf(buf, sizeof buf, "v1|%s|%s|N%d|H%d|d%d|c%d|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
              b->task->name, tp, b->n, b->heads, b->d, b->causal, (long long)b->seed, b->depth,
@@ -86,7 +100,7 @@ static void job_key(const base_pt *b, const job *j, const ab_config *c, int thre
 static int override_values(const ab_override *o, int n, const char *plugin, const char *param, const double **v)
 {
     for (int i = 0; i < n; i++)
-        if (!strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) { *v = o[i].v; return o[i].n; }
+        if (!o[i].is_str && !strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) { *v = o[i].v; return o[i].n; }
     return 0;
 }
 
@@ -135,6 +149,8 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
                                     if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0)
                                         bp->tparams.v[k] = v[0];
                                 }
+                                for (int k = 0; k < AB_TASK_MAX_STRINGS && bp->task->string_params[k]; k++)
+                                    bp->tstr[k] = override_string(c->to, c->n_to, bp->task->name, bp->task->string_params[k]);
                                 bp->n = c->seq_lens[li];
                                 bp->heads = c->heads[hi];
                                 bp->d = c->head_dims[di];
@@ -233,10 +249,13 @@ static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int t
     ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d) };
     ab_answer ans;
     memset(&ans, 0, sizeof ans);
-    int rc = b->task->generate(&b->tparams, &s, (uint64_t)b->seed, b->depth, a->q, a->k, a->v, &ans);
+    char why[200] = "";
+    ab_task_input in = { .p = &b->tparams, .str = b->tstr, .s = s, .seed = (uint64_t)b->seed,
+                         .depth = b->depth, .err = why, .errlen = sizeof why };
+    int rc = b->task->generate(&in, a->q, a->k, a->v, &ans);
     if (rc) {
         a->status = rc;
-        snprintf(a->msg, sizeof a->msg, "task %s: generate() failed: %s", b->task->name, ab_strerror(rc));
+        snprintf(a->msg, sizeof a->msg, "task %s: %s", b->task->name, why[0] ? why : ab_strerror(rc));
         ab_answer_free(&ans);
         return;
     }

@@ -37,6 +37,15 @@ static int param_index(const ab_task *t, const char *name)
     return -1;
 }
 
+/* Call a task's generate() the way the harness does. */
+static int task_gen(const ab_task *t, const ab_params *p, const ab_shape *s, uint64_t seed, double depth,
+                    float *q, float *k, float *v, ab_answer *a)
+{
+    char err[256] = "";
+    ab_task_input in = { .p = p, .str = NULL, .s = *s, .seed = seed, .depth = depth, .err = err, .errlen = sizeof err };
+    return t->generate(&in, q, k, v, a);
+}
+
 typedef struct tensors {
     ab_shape s;
     float *q, *k, *v; /* (heads, seq_len, head_dim) */
@@ -531,8 +540,7 @@ static needle_run needle_make(int H, int N, int d, uint64_t seed, double depth)
 {
     needle_run n = {.t = tensors_new(H, N, d)};
     task_defaults(&needle_task, &n.p);
-    int rc = needle_task.generate(&n.p, &n.t.s, seed, depth, n.t.q, n.t.k,
-                                  n.t.v, &n.a);
+    int rc = task_gen(&needle_task, &n.p, &n.t.s, seed, depth, n.t.q, n.t.k, n.t.v, &n.a);
     cr_assert_eq(rc, AB_OK, "generate N=%d d=%d depth=%g: %d", N, d, depth, rc);
     return n;
 }
@@ -602,7 +610,7 @@ Test(needle, small_head_dim)
     ab_params p;
     ab_answer a;
     task_defaults(&needle_task, &p);
-    cr_expect_eq(needle_task.generate(&p, &t.s, 1, 0.5, t.q, t.k, t.v, &a),
+    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 0.5, t.q, t.k, t.v, &a),
                  AB_EUNSUPPORTED);
     tensors_free(&t);
 }
@@ -713,14 +721,14 @@ Test(needle, bad_arguments)
     ab_answer a;
     task_defaults(&needle_task, &p);
     t.s.seq_len = 16; /* N = 16 < R + 1 = 17 */
-    cr_expect_eq(needle_task.generate(&p, &t.s, 1, 0.5, t.q, t.k, t.v, &a), AB_EINVAL);
+    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 0.5, t.q, t.k, t.v, &a), AB_EINVAL);
     t.s.seq_len = 17;
-    cr_expect_eq(needle_task.generate(&p, &t.s, 1, 1.5, t.q, t.k, t.v, &a), AB_EINVAL);
-    cr_expect_eq(needle_task.generate(&p, &t.s, 1, 1.0, t.q, t.k, t.v, &a), AB_OK);
+    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 1.5, t.q, t.k, t.v, &a), AB_EINVAL);
+    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 1.0, t.q, t.k, t.v, &a), AB_OK);
     cr_expect_eq(a.key_pos[0], 0);
     ab_answer_free(&a);
     p.v[param_index(&needle_task, "query_rows")] = 4;
-    cr_expect_eq(needle_task.generate(&p, &t.s, 1, 1.0, t.q, t.k, t.v, &a), AB_OK);
+    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 1.0, t.q, t.k, t.v, &a), AB_OK);
     cr_expect_eq(a.n, 4);
     cr_expect_eq(a.key_pos[0], 12);
     ab_answer_free(&a);
