@@ -20,6 +20,7 @@
 #include "harness/registry.h"
 #include "harness/store.h"
 #include "harness/sysinfo.h"
+#include "harness/tensors.h"
 #include "harness/timing.h"
 #include "kernels/kernels.h"
 
@@ -59,7 +60,7 @@ typedef struct job {
 
 typedef struct run_opts {
     const char *config, *out;
-    int resume, dry_run, quiet, threads, shard_i, shard_n;
+    int resume, dry_run, quiet, threads, shard_i, shard_n, save_tensors;
     char methods[AB_CFG_LIST][AB_CFG_NAME];
     int n_methods;
     unsigned devices;
@@ -238,7 +239,8 @@ static int copy_ints(arena_hdr *a, int **dst, const int *src, int n)
 }
 
 /* In the data child: generate and build the reference. */
-static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads)
+static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
+                       const char *save_dir, const char *problem)
 {
     omp_set_num_threads(threads);
     size_t t = (size_t)b->heads * b->n * b->d;
@@ -281,7 +283,8 @@ static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int t
     ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads };
     rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
     free(rows);
-    if (rc) { a->status = rc; snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc)); }
+    if (rc) { a->status = rc; snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc)); return; }
+    if (save_dir && ab_tensors_write_problem(save_dir, problem, &pb, &a->ref, a->msg, sizeof a->msg)) a->status = AB_EINTERNAL;
 }
 
 /* ---- one point, in its child ------------------------------------------- */
@@ -292,6 +295,8 @@ typedef struct point_ctx {
     const arena_hdr *a;
     int threads;
     double cached_knob;   /* NaN: none */
+    const char *save_dir; /* --save-tensors: OUT.h5.tensors, else NULL */
+    const char *problem;  /* name of this problem's tensor file */
 } point_ctx;
 
 static void set_status(ab_point *p, const char *st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -489,7 +494,10 @@ static void measure_point(const point_ctx *x, ab_point *p)
             p->accuracy = all ? (double)ok / all : NAN;
             ab_wilson(ok, all, &p->acc_ci_lo, &p->acc_ci_hi);
         }
+        char terr[200] = "";
         if (sc.nonfinite) set_status(p, "nan", "output has NaN or Inf on scored rows");
+        else if (x->save_dir && ab_tensors_write_point(x->save_dir, j->key, x->problem, &pb, &l, out, terr, sizeof terr))
+            set_status(p, "error", "--save-tensors: %s", terr);
         else set_status(p, "ok", "%s", "");
     }
 done:
@@ -567,11 +575,17 @@ static int run_isolated(child_fn fn, void *arg, void *buf, size_t len, double ti
     return result;
 }
 
-typedef struct data_arg { arena_hdr *a; const base_pt *b; const ab_config *c; int threads; } data_arg;
+typedef struct data_arg {
+    arena_hdr *a;
+    const base_pt *b;
+    const ab_config *c;
+    int threads;
+    const char *save_dir, *problem;
+} data_arg;
 static void data_entry(void *arg, int fd)
 {
     data_arg *d = arg;
-    data_child(d->a, d->b, d->c, d->threads);
+    data_child(d->a, d->b, d->c, d->threads, d->save_dir, d->problem);
     char ok = 1;
     if (write(fd, &ok, 1) != 1) _exit(3);
 }
@@ -627,6 +641,8 @@ static void usage_run(FILE *f)
             "      --threads T      OpenMP/BLAS threads (default: [sweep] threads, 0 = all cores)\n"
             "      --shard I/N      run every N-th point starting at I (0 <= I < N)\n"
             "      --dry-run        print the grid and exit; nothing is written\n"
+            "      --save-tensors   also store Q, K, V, the fp64 reference and every method's\n"
+            "                       output and layout under /tensors (small runs only)\n"
             "  -q, --quiet          no progress output\n"
             "  -h, --help           this text\n\n"
             "Exit: 0 all points ok (or unsupported / calib_failed), 1 some points failed\n"
@@ -646,6 +662,7 @@ static int parse_run_args(int argc, char **argv, run_opts *o)
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) { NEED_ARG(); o->out = argv[++i]; }
         else if (!strcmp(a, "--resume")) o->resume = 1;
         else if (!strcmp(a, "--dry-run")) o->dry_run = 1;
+        else if (!strcmp(a, "--save-tensors")) o->save_tensors = 1;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = 1;
         else if (!strcmp(a, "--methods")) {
             NEED_ARG();
@@ -757,6 +774,13 @@ int ab_cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    char save_dir[1100];
+    if (o.save_tensors && ab_tensors_dir(o.out, save_dir, sizeof save_dir)) {
+        ab_errorf("--save-tensors: cannot create %s.tensors: %s", o.out, strerror(errno));
+        ab_store_close(st, err, sizeof err);
+        free(bases); free(jobs); ab_config_free(c); free(c);
+        return 2;
+    }
     int tty = !o.quiet && isatty(STDERR_FILENO);
     int todo = 0, skipped = 0;
     for (int i = 0; i < nj; i++) {
@@ -781,7 +805,7 @@ int ab_cmd_run(int argc, char **argv)
         size_t asz = arena_size(b, c);
         arena_hdr *a = mmap(NULL, asz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         int data_ok = 0;
-        char data_msg[300] = "";
+        char data_msg[300] = "", problem[160] = "";
         if (a == MAP_FAILED) {
             snprintf(data_msg, sizeof data_msg, "cannot map %zu bytes for the problem: %s", asz, strerror(errno));
             a = NULL;
@@ -789,7 +813,10 @@ int ab_cmd_run(int argc, char **argv)
             memset(a, 0, sizeof *a);
             a->size = asz;
             a->used = sizeof *a;
-            data_arg da = { a, b, c, threads };
+            /* --save-tensors names this problem's file after what defines it */
+            snprintf(problem, sizeof problem, "problem_%s_N%d_H%d_d%d_c%d_s%lld_z%.4g", b->task->name, b->n,
+                     b->heads, b->d, b->causal, (long long)b->seed, b->depth);
+            data_arg da = { a, b, c, threads, o.save_tensors ? save_dir : NULL, problem };
             char okb;
             int ws = 0;
             int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws);
@@ -817,7 +844,7 @@ int ab_cmd_run(int argc, char **argv)
             } else if (!(j->m->devices & AB_CPU)) {
                 set_status(pt, "unsupported", "method %s has no CPU implementation", j->m->name);
             } else {
-                point_ctx x = { c, b, j, a, threads, NAN };
+                point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem };
                 for (int k = 0; k < ncache; k++)
                     if (!strcmp(cache[k].method, j->m->name) && cache[k].target == j->target &&
                         same_base_but_depth(&bases[cache[k].base_nodepth], b))

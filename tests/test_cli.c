@@ -369,3 +369,82 @@ Test(cli, sigterm_stops_cleanly_and_resume_finishes, .timeout = 300)
     cr_expect_eq(n, 2 * 2 * (1 + 2 + 2), "points after resume: %zu", n);
     free(p);
 }
+
+/* --save-tensors: Q/K/V, the reference and each output are in the file, and
+ * the stored rel_l2_err can be recomputed from them outside the harness. */
+#include <hdf5.h>
+
+static double *read_ds(hid_t f, const char *name, hsize_t *n_out)
+{
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert(d >= 0, "no dataset %s", name);
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    double *buf = malloc(sizeof(double) * (size_t)n);
+    cr_assert(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    H5Sclose(sp);
+    H5Dclose(d);
+    *n_out = (hsize_t)n;
+    return buf;
+}
+
+Test(cli, save_tensors_lets_anyone_recheck_a_number)
+{
+    char path[300], out[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, tiny_cfg);
+    char *err = NULL;
+    int rc = run_ab("run -c c.ini -o s.h5 --methods window --save-tensors", &err);
+    cr_assert_eq(rc, 0, "%s", err ? err : "");
+    free(err);
+    snprintf(out, sizeof out, "%s/s.h5", g_dir);
+    size_t n;
+    ab_point *p = read_points(out, &n);
+    hid_t f = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    int checked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p[i].status, "ok")) continue;
+        char name[300], prob[200] = "";
+        snprintf(name, sizeof name, "/tensors/%s", p[i].key);
+        hid_t g = H5Gopen2(f, name, H5P_DEFAULT);
+        cr_assert(g >= 0, "no %s", name);
+        hid_t a = H5Aopen(g, "problem", H5P_DEFAULT);
+        hid_t t = H5Aget_type(a);
+        cr_assert(H5Aread(a, t, prob) >= 0);
+        H5Tclose(t);
+        H5Aclose(a);
+        H5Gclose(g);
+        char pn[300];
+        hsize_t no, nr, nro;
+        snprintf(pn, sizeof pn, "/tensors/%s/out", p[i].key);
+        double *o = read_ds(f, pn, &no);
+        snprintf(pn, sizeof pn, "/tensors/%s/scored_rows", prob);
+        double *rows = read_ds(f, pn, &nr);
+        snprintf(pn, sizeof pn, "/tensors/%s/ref_out", prob);
+        double *ref = read_ds(f, pn, &nro);
+        const int H = p[i].heads, N = p[i].seq_len, d = p[i].head_dim;
+        cr_assert_eq(no, (hsize_t)H * N * d);
+        cr_assert_eq(nro, (hsize_t)H * nr * d);
+        double sum = 0;
+        for (int h = 0; h < H; h++)
+            for (hsize_t r = 0; r < nr; r++) {
+                double num = 0, den = 0;
+                for (int c = 0; c < d; c++) {
+                    double x = o[((size_t)h * N + (size_t)rows[r]) * d + c], y = ref[((size_t)h * nr + r) * d + c];
+                    num += (x - y) * (x - y);
+                    den += y * y;
+                }
+                sum += sqrt(num / den);
+            }
+        double rel = sum / (H * (double)nr);
+        cr_expect(fabs(rel - p[i].rel_l2_err) <= 1e-9 * (1 + rel), "recomputed %g, stored %g", rel, p[i].rel_l2_err);
+        free(o);
+        free(rows);
+        free(ref);
+        checked++;
+    }
+    cr_expect(checked >= 2, "only %d points checked", checked);
+    H5Fclose(f);
+    free(p);
+}
