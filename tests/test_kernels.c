@@ -2,7 +2,8 @@
  * fp64 reference against a naive formula, flash / blocksparse / gather
  * against the reference (dense and restricted to random layouts, odd
  * sequence lengths and head dims, causal and not), dispatch, argument
- * errors and bitwise determinism across OpenMP thread counts. */
+ * errors and bitwise determinism across OpenMP thread counts; the SIMD
+ * builds of the inner loop (AVX2, AVX-512) against the portable one. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <omp.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 #define KT_TOL 1e-5 /* relative L2 error of an fp32 kernel against ref */
@@ -519,4 +521,123 @@ Test(kernels_cpu, bitwise_identical_for_1_and_2_threads)
         free(o1);
         kt_free(&c);
     }
+}
+
+/* ---- SIMD paths against the portable fallback ---------------------------- */
+
+/* ||a - b|| / ||b|| over n floats; INFINITY on a NaN. */
+static double kt_rel_l2_f(const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t e = 0; e < n; e++) {
+        if (isnan(a[e]) || isnan(b[e]))
+            return INFINITY;
+        double diff = (double)a[e] - b[e];
+        num += diff * diff;
+        den += (double)b[e] * b[e];
+    }
+    return den == 0.0 ? (num == 0.0 ? 0.0 : INFINITY) : sqrt(num / den);
+}
+
+Test(kernels_cpu, isa_dispatch)
+{
+    cr_assert(ab_cpu_isa_supported(AB_ISA_PORTABLE));
+    cr_assert_not(ab_cpu_isa_supported(-1));
+    cr_assert_not(ab_cpu_isa_supported(AB_ISA_COUNT));
+    cr_assert_str_eq(ab_cpu_isa_name(AB_ISA_AVX512), "avx512");
+    cr_assert_str_eq(ab_cpu_isa_name(99), "?");
+    const int best = ab_cpu_isa_pick();
+    cr_assert(ab_cpu_isa_supported(best));
+    /* AB_CPU_ISA lowers the choice, never raises it (this test's own process) */
+    cr_assert_eq(setenv("AB_CPU_ISA", "portable", 1), 0);
+    cr_assert_eq(ab_cpu_isa_pick(), AB_ISA_PORTABLE);
+    cr_assert_eq(setenv("AB_CPU_ISA", "avx2", 1), 0);
+    cr_assert_eq(ab_cpu_isa_pick(), ab_cpu_isa_supported(AB_ISA_AVX2) ? AB_ISA_AVX2 : AB_ISA_PORTABLE);
+    cr_assert_eq(setenv("AB_CPU_ISA", "nonsense", 1), 0);
+    cr_assert_eq(ab_cpu_isa_pick(), best);
+    cr_assert_eq(unsetenv("AB_CPU_ISA"), 0);
+    /* an ISA the CPU lacks (or no ISA at all) is refused, not run */
+    kt_case c;
+    kt_make(&c, 1, 20, 8, 0, 3);
+    for (int isa = -1; isa <= AB_ISA_COUNT; isa++)
+        cr_assert_eq(ab_kernel_flash_isa(&c.pb, c.out, isa),
+                     ab_cpu_isa_supported(isa) ? AB_OK : AB_EUNSUPPORTED, "isa %d", isa);
+    kt_free(&c);
+}
+
+/* Every supported ISA against the portable build and the fp64 reference,
+ * for flash, blocksparse and gather, on odd N and head_dim (tails of every
+ * register tile: N % 64, N % 4, d % 16, d % 8). */
+Test(kernels_cpu, simd_paths_match_portable_odd_shapes)
+{
+    static const int ns[] = {1, 3, 17, 67, 130};
+    static const int ds[] = {1, 3, 8, 17, 33, 64, 100, 128};
+    int compared = 0;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int N = ns[a], d = ds[b];
+                kt_case c;
+                kt_make(&c, 2, N, d, causal, 9000 + 100 * a + 10 * b + causal);
+                float *port = malloc(c.n * sizeof(float));
+                cr_assert_not_null(port);
+                ab_layout lb, lt;
+                kt_layout(&lb, &c.pb.s, 32, 16, KT_RAND_BLOCK, 21 + a + b);
+                kt_layout(&lt, &c.pb.s, 16, 64, KT_RAND_MIXED, 22 + a + b);
+                for (int kern = 0; kern < 3; kern++) {
+                    const ab_layout *l = kern == 0 ? NULL : kern == 1 ? &lb : &lt;
+                    kt_ref_all(&c, l);
+                    for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+                        if (!ab_cpu_isa_supported(isa))
+                            continue;
+                        float *o = isa == AB_ISA_PORTABLE ? port : c.out;
+                        int rc = kern == 0   ? ab_kernel_flash_isa(&c.pb, o, isa)
+                                 : kern == 1 ? ab_kernel_blocksparse_isa(&c.pb, l, o, isa)
+                                             : ab_kernel_gather_isa(&c.pb, l, o, isa);
+                        cr_assert_eq(rc, AB_OK);
+                        if (isa == AB_ISA_PORTABLE)
+                            memcpy(c.out, port, c.n * sizeof(float));
+                        double err = kt_rel_l2(&c); /* against fp64, zero rows exact */
+                        cr_assert_leq(err, KT_TOL, "kernel %d isa %s N=%d d=%d causal=%d: %g",
+                                      kern, ab_cpu_isa_name(isa), N, d, causal, err);
+                        double diff = kt_rel_l2_f(c.out, port, c.n);
+                        cr_assert_leq(diff, 2 * KT_TOL, "kernel %d isa %s vs portable: %g", kern,
+                                      ab_cpu_isa_name(isa), diff);
+                        compared += isa != AB_ISA_PORTABLE;
+                    }
+                }
+                ab_layout_free(&lb);
+                ab_layout_free(&lt);
+                free(port);
+                kt_free(&c);
+            }
+    cr_log_info("SIMD comparisons: %d", compared);
+}
+
+Test(kernels_cpu, every_isa_bitwise_identical_for_1_and_2_threads)
+{
+    kt_case c;
+    kt_make(&c, 3, 201, 40, 1, 777);
+    float *o1 = malloc(c.n * sizeof(float));
+    cr_assert_not_null(o1);
+    ab_layout lb;
+    kt_layout(&lb, &c.pb.s, 32, 16, KT_RAND_BLOCK, 31);
+    for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+        if (!ab_cpu_isa_supported(isa))
+            continue;
+        for (int kern = 0; kern < 2; kern++) {
+            for (int pass = 0; pass < 2; pass++) {
+                omp_set_num_threads(pass == 0 ? 1 : 2);
+                float *o = pass == 0 ? o1 : c.out;
+                int rc = kern == 0 ? ab_kernel_flash_isa(&c.pb, o, isa)
+                                   : ab_kernel_blocksparse_isa(&c.pb, &lb, o, isa);
+                cr_assert_eq(rc, AB_OK);
+            }
+            cr_assert_eq(memcmp(o1, c.out, c.n * sizeof(float)), 0, "isa %s kernel %d",
+                         ab_cpu_isa_name(isa), kern);
+        }
+    }
+    ab_layout_free(&lb);
+    free(o1);
+    kt_free(&c);
 }

@@ -3,21 +3,28 @@
  * (Dao, 2023): for each query tile, stream key tiles keeping a running max m,
  * running sum l and an unnormalised output acc; finally acc / l. Causal:
  * tiles above the diagonal are skipped, the diagonal tile is masked.
- * OpenMP over (head, query tile), dynamic schedule (causal rows are uneven).
- * fp32 storage and math; the inner loop lives in tile.h. */
+ * OpenMP over (head, query tile), heaviest tiles first with a dynamic
+ * schedule (causal rows are uneven). fp32 storage and math; the vectorised
+ * inner loop (AVX-512 / AVX2 / portable, picked at run time) is in
+ * simd_*.c, the tile state in tile.h. */
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/tile.h"
 #include "kernels/kernels.h"
 
 #define AB_FLASH_BQ 64 /* query rows per tile */
-#define AB_FLASH_BK 64 /* key columns per tile */
+#define AB_FLASH_BK 64 /* key columns per chunk */
 
 _Static_assert(AB_FLASH_BQ <= AB_TILE_Q, "a flash query tile is one work item");
+_Static_assert(AB_FLASH_BK <= AB_TILE_KMAX, "a flash key chunk fits the tile");
 
-int ab_kernel_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
+int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */,
+                        int isa)
 {
     int rc = ab_tile_check_problem(pb, out);
     if (rc)
         return rc;
+    if (!ab_cpu_isa_supported(isa))
+        return AB_EUNSUPPORTED;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     const int causal = pb->s.causal != 0;
     const float scale = pb->s.scale;
@@ -30,7 +37,7 @@ int ab_kernel_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_di
 #pragma omp parallel
     {
         ab_tile t;
-        const int ok = ab_tile_alloc(&t, d, AB_FLASH_BQ, AB_FLASH_BK) == AB_OK;
+        const int ok = ab_tile_alloc(&t, d, AB_FLASH_BQ, AB_FLASH_BK, isa) == AB_OK;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -45,15 +52,20 @@ int ab_kernel_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_di
             const float *kh = pb->k + hoff; /* (seq_len, head_dim) */
             const float *vh = pb->v + hoff; /* (seq_len, head_dim) */
             const int jend = causal ? i0 + nq : N;
-            ab_tile_begin(&t, nq);
+            ab_tile_begin(&t, qh + (size_t)i0 * d, nq, scale);
             for (int j0 = 0; j0 < jend; j0 += AB_FLASH_BK) {
                 const int nk = N - j0 < AB_FLASH_BK ? N - j0 : AB_FLASH_BK;
-                ab_tile_contig(&t, qh + (size_t)i0 * d, i0, nq, kh, vh, j0, nk, causal, scale);
+                ab_tile_contig(&t, i0, kh, vh, j0, nk, causal);
             }
-            ab_tile_end(&t, out + hoff + (size_t)i0 * d, nq);
+            ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
         if (ok)
             ab_tile_free(&t);
     }
     return failed ? AB_ENOMEM : AB_OK;
+}
+
+int ab_kernel_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
+{
+    return ab_kernel_flash_isa(pb, out, ab_cpu_isa_pick());
 }

@@ -4,7 +4,10 @@
  * the kept blocks first, then the token list, in one softmax state.
  * The layout must be finalised and valid (ab_layout_validate): indices are
  * not range-checked here, and MIXED token lists must avoid the kept blocks.
+ * OpenMP over (head, query block, sub-tile), dynamic schedule; the inner
+ * loop is the vectorised chunk step of simd_*.c (ISA picked at run time).
  * Also the kernel dispatch by layout kind (ab_kernel_layout). */
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/tile.h"
 #include "kernels/kernels.h"
 
@@ -21,12 +24,14 @@ static int64_t upper_bound_i32(const int32_t *a, int64_t lo, int64_t hi, int64_t
     return lo;
 }
 
-int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
-                     float *out /* (heads, seq_len, head_dim) */)
+int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
+                         float *out /* (heads, seq_len, head_dim) */, int isa)
 {
     int rc = ab_tile_check_problem(pb, out);
     if (rc)
         return rc;
+    if (!ab_cpu_isa_supported(isa))
+        return AB_EUNSUPPORTED;
     if (ab_tile_check_layout(pb, l) || !l->tok_ptr ||
         (l->kind != AB_LAYOUT_TOKEN && l->kind != AB_LAYOUT_MIXED) ||
         (l->kind == AB_LAYOUT_MIXED && !l->blk_ptr))
@@ -46,7 +51,7 @@ int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
 #pragma omp parallel
     {
         ab_tile t;
-        const int ok = ab_tile_alloc(&t, d, tq, AB_TILE_K) == AB_OK;
+        const int ok = ab_tile_alloc(&t, d, tq, AB_TILE_K, isa) == AB_OK;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -61,11 +66,10 @@ int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
             const float *kh = pb->k + hoff;                  /* (seq_len, head_dim) */
             const float *vh = pb->v + hoff;                  /* (seq_len, head_dim) */
             const int64_t r = (int64_t)h * nqb + qb;
-            ab_tile_begin(&t, nq);
+            ab_tile_begin(&t, qt, nq, scale);
             if (mixed) {
                 const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
-                ab_tile_blocks(&t, qt, i0, nq, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k,
-                               N, causal, scale);
+                ab_tile_blocks(&t, i0, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k, N, causal);
             }
             const int64_t t0 = l->tok_ptr[r];
             int64_t t1 = l->tok_ptr[r + 1];
@@ -73,14 +77,20 @@ int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
                 t1 = upper_bound_i32(l->tok_idx, t0, t1, (int64_t)i0 + nq - 1);
             for (int64_t c0 = t0; c0 < t1; c0 += AB_TILE_K) {
                 const int nk = (int)(t1 - c0 < AB_TILE_K ? t1 - c0 : AB_TILE_K);
-                ab_tile_gather(&t, qt, i0, nq, kh, vh, l->tok_idx + c0, nk, causal, scale);
+                ab_tile_gather(&t, i0, kh, vh, l->tok_idx + c0, nk, causal);
             }
-            ab_tile_end(&t, out + hoff + (size_t)i0 * d, nq);
+            ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
         if (ok)
             ab_tile_free(&t);
     }
     return failed ? AB_ENOMEM : AB_OK;
+}
+
+int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
+                     float *out /* (heads, seq_len, head_dim) */)
+{
+    return ab_kernel_gather_isa(pb, l, out, ab_cpu_isa_pick());
 }
 
 int ab_kernel_layout(const ab_problem *pb, const ab_layout *l,

@@ -1,16 +1,23 @@
-/* tile.h — the online-softmax tile step shared by the CPU kernels
+/* tile.h — the online-softmax tile state shared by the CPU kernels
  * (flash.c, blocksparse.c, gather.c). Internal; static inline only.
  *
  * One work item is a query tile of at most AB_TILE_Q rows of one head. Its
- * state is FlashAttention-2 style: running max m, running sum l and the
- * unnormalised output acc. Keys arrive in chunks of at most tk columns,
- * either contiguous (flash, blocksparse) or gathered from an index list
- * (gather). For every query row a chunk contributes a valid *prefix* of its
- * columns (lim[r]): the causal mask inside a contiguous diagonal chunk and
- * the causal cut of a sorted token list both have that shape.
+ * state is FlashAttention-2 style (Dao, 2023): running max m, running sum l
+ * and the unnormalised output acc. Keys arrive in chunks of at most tk
+ * columns, either contiguous (flash, blocksparse: read in place) or gathered
+ * from an index list (gather: packed into kp/vp first). For every query row
+ * a chunk contributes a valid *prefix* of its columns (lim[r]): the causal
+ * mask inside a contiguous diagonal chunk and the causal cut of a sorted
+ * token list both have that shape.
  *
- * ab_tile_step() is the inner loop to replace with SIMD later: it only sees
- * a transposed key chunk kt (d, tk), a value chunk (nk, d) and lim[]. */
+ * Layout for SIMD: the query tile is stored transposed and pre-scaled,
+ * qt = scale * Q^T (d, AB_TILE_Q), so the logits come out transposed,
+ * st = S^T (tk, AB_TILE_Q), with the query rows along the vector lanes: the
+ * row max, exp and row sum of the softmax are then plain lane-wise vector
+ * operations, and the value update acc += P V broadcasts P^T entries. The
+ * chunk step itself (ab_chunk_*, one per ISA) is in simd_*.c; tile sizes:
+ * a 64-row tile with d = 128 keeps qt, st and acc (96 KiB) in L2 and one
+ * key/value chunk (64 KiB) streaming through L1/L2. */
 #ifndef AB_CPU_TILE_H
 #define AB_CPU_TILE_H
 
@@ -20,21 +27,29 @@
 #include <string.h>
 
 #include "attnbench.h"
+#include "kernels/cpu/simd.h"
 
-#define AB_TILE_Q 64          /* query rows per work item at most */
-#define AB_TILE_K 64          /* key columns per chunk at most */
+#define AB_TILE_Q 64          /* query rows per work item at most (= qt/st columns) */
+#define AB_TILE_K 64          /* key columns per gathered chunk */
+#define AB_TILE_KMAX 256      /* key columns per chunk at most */
 #define AB_MAX_HEAD_DIM 512   /* larger head_dim: AB_EUNSUPPORTED */
 
 typedef struct ab_tile {
-    int d, tq, tk;
-    float *buf;  /* one aligned allocation holding the arrays below */
-    float *kt;   /* (d, tk): key chunk, transposed, row stride tk */
-    float *vp;   /* (tk, d): packed value chunk (gather) */
-    float *s;    /* (tk): logits, then probabilities, of one query row */
-    float *m;    /* (tq): running max of the scaled logits */
-    float *l;    /* (tq): running sum of exp(logit - m) */
-    float *acc;  /* (tq, d): unnormalised output */
-    int *lim;    /* (tq): valid column prefix of the current chunk per row */
+    int d, dp;        /* head_dim; acc row stride (d rounded up to 16) */
+    int tq, tk;       /* capacity: query rows, key columns per chunk */
+    int nq;           /* rows of the current query tile */
+    int isa;          /* ab_cpu_isa of chunk */
+    ab_chunk_fn chunk;
+    float *buf;       /* one aligned allocation holding the arrays below */
+    float *qt;        /* (d, AB_TILE_Q): scale * Q^T; columns >= nq are 0 */
+    float *kp;        /* (tk, d): packed key chunk (gather) */
+    float *vp;        /* (tk, d): packed value chunk (gather) */
+    float *st;        /* (tk, AB_TILE_Q): S^T logits, then probabilities */
+    float *m;         /* (AB_TILE_Q): running max of the scaled logits */
+    float *l;         /* (AB_TILE_Q): running sum of exp(logit - m) */
+    float *alpha;     /* (AB_TILE_Q): rescale factor of the current chunk */
+    float *acc;       /* (tq, dp): unnormalised output */
+    int32_t *lim;     /* (AB_TILE_Q): valid column prefix of the chunk per row */
 } ab_tile;
 
 /* Check the problem's shape and pointers. */
@@ -49,19 +64,34 @@ static inline int ab_tile_check_problem(const ab_problem *pb, const float *out)
     return AB_OK;
 }
 
-/* Per-thread scratch for query tiles of up to tq rows and key chunks of up
- * to tk columns. Returns AB_OK or AB_ENOMEM. */
-static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk)
+/* The chunk step of an ISA (NULL when out of range). */
+static inline ab_chunk_fn ab_tile_chunk_fn(int isa)
+{
+    switch (isa) {
+    case AB_ISA_PORTABLE: return ab_chunk_portable;
+    case AB_ISA_AVX2: return ab_chunk_avx2;
+    case AB_ISA_AVX512: return ab_chunk_avx512;
+    }
+    return NULL;
+}
+
+/* Per-thread scratch for query tiles of up to tq <= AB_TILE_Q rows and key
+ * chunks of up to tk <= AB_TILE_KMAX columns, run by the given ISA.
+ * Returns AB_OK, AB_EINVAL or AB_ENOMEM. */
+static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
 {
     memset(t, 0, sizeof(*t));
+    if (tq <= 0 || tq > AB_TILE_Q || tk <= 0 || tk > AB_TILE_KMAX || !ab_tile_chunk_fn(isa))
+        return AB_EINVAL;
     /* every array starts on a 64-byte boundary */
 #define AB_TILE_PAD(n) ((((size_t)(n)) + 15) & ~(size_t)15)
-    size_t n_kt = AB_TILE_PAD((size_t)d * tk), n_vp = AB_TILE_PAD((size_t)tk * d);
-    size_t n_s = AB_TILE_PAD(tk), n_m = AB_TILE_PAD(tq), n_acc = AB_TILE_PAD((size_t)tq * d);
+    const size_t dp = AB_TILE_PAD(d);
+    size_t n_qt = (size_t)d * AB_TILE_Q, n_kv = AB_TILE_PAD((size_t)tk * d);
+    size_t n_st = (size_t)tk * AB_TILE_Q, n_acc = (size_t)tq * dp;
 #undef AB_TILE_PAD
-    size_t total = n_kt + n_vp + n_s + 2 * n_m + n_acc;
+    size_t total = n_qt + 2 * n_kv + n_st + 3 * AB_TILE_Q + n_acc;
     t->buf = aligned_alloc(64, total * sizeof(float));
-    t->lim = malloc((size_t)tq * sizeof(int));
+    t->lim = malloc(AB_TILE_Q * sizeof(int32_t));
     if (!t->buf || !t->lim) {
         free(t->buf);
         free(t->lim);
@@ -70,14 +100,19 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk)
         return AB_ENOMEM;
     }
     t->d = d;
+    t->dp = (int)dp;
     t->tq = tq;
     t->tk = tk;
-    t->kt = t->buf;
-    t->vp = t->kt + n_kt;
-    t->s = t->vp + n_vp;
-    t->m = t->s + n_s;
-    t->l = t->m + n_m;
-    t->acc = t->l + n_m;
+    t->isa = isa;
+    t->chunk = ab_tile_chunk_fn(isa);
+    t->qt = t->buf;
+    t->kp = t->qt + n_qt;
+    t->vp = t->kp + n_kv;
+    t->st = t->vp + n_kv;
+    t->m = t->st + n_st;
+    t->l = t->m + AB_TILE_Q;
+    t->alpha = t->l + AB_TILE_Q;
+    t->acc = t->alpha + AB_TILE_Q;
     return AB_OK;
 }
 
@@ -89,142 +124,105 @@ static inline void ab_tile_free(ab_tile *t)
     t->lim = NULL;
 }
 
-/* Start a query tile of nq <= tq rows. */
-static inline void ab_tile_begin(ab_tile *t, int nq)
+/* Start a query tile: q (nq, d) rows, nq <= tq; qt = scale * q^T. */
+static inline void ab_tile_begin(ab_tile *t, const float *q, int nq, float scale)
 {
-    for (int r = 0; r < nq; r++) {
+    const int d = t->d;
+    t->nq = nq;
+    for (int x = 0; x < d; x++) {
+        float *restrict row = t->qt + (size_t)x * AB_TILE_Q;
+        for (int r = 0; r < nq; r++)
+            row[r] = scale * q[(size_t)r * d + x];
+        for (int r = nq; r < AB_TILE_Q; r++)
+            row[r] = 0.0f;
+    }
+    for (int r = 0; r < AB_TILE_Q; r++) {
         t->m[r] = -INFINITY;
         t->l[r] = 0.0f;
     }
-    memset(t->acc, 0, (size_t)nq * t->d * sizeof(float));
+    memset(t->acc, 0, (size_t)nq * t->dp * sizeof(float));
 }
 
-/* The inner loop. q: (nq, d) query rows; t->kt: (d, tk) keys of the chunk;
- * v: (nk, d) values of the chunk; row r uses columns [0, t->lim[r]). */
-static inline void ab_tile_step(ab_tile *t, const float *q, int nq, const float *v,
-                                float scale)
+/* Contiguous key chunk [j0, j0 + nk), nk <= tk, of one head for the tile
+ * begun at query row i0 (nq rows). k, v: (seq_len, d) of the head. */
+static inline void ab_tile_contig(ab_tile *t, int i0, const float *k, const float *v, int j0,
+                                  int nk, int causal)
 {
-    const int d = t->d, tk = t->tk;
-    const float *restrict kt = t->kt;
-    float *restrict s = t->s;
-    for (int r = 0; r < nq; r++) {
-        const int lim = t->lim[r];
-        if (lim <= 0)
-            continue;
-        const float *restrict qr = q + (size_t)r * d;
-        float *restrict acc = t->acc + (size_t)r * d;
-        /* S = q K^T, one row, vectorised over the key columns */
-        for (int c = 0; c < lim; c++)
-            s[c] = 0.0f;
-        for (int x = 0; x < d; x++) {
-            const float qx = qr[x];
-            const float *restrict kx = kt + (size_t)x * tk;
-            for (int c = 0; c < lim; c++)
-                s[c] += qx * kx[c];
-        }
-        float mx = t->m[r];
-        for (int c = 0; c < lim; c++) {
-            s[c] *= scale;
-            mx = s[c] > mx ? s[c] : mx;
-        }
-        /* rescale the old state: alpha = exp(m - m'), 0 on the first chunk */
-        const float alpha = expf(t->m[r] - mx);
-        float sum = 0.0f;
-        for (int c = 0; c < lim; c++) {
-            s[c] = expf(s[c] - mx);
-            sum += s[c];
-        }
-        t->l[r] = t->l[r] * alpha + sum;
-        t->m[r] = mx;
-        if (alpha != 1.0f)
-            for (int x = 0; x < d; x++)
-                acc[x] *= alpha;
-        /* acc += P V, vectorised over head_dim */
-        for (int c = 0; c < lim; c++) {
-            const float p = s[c];
-            const float *restrict vc = v + (size_t)c * d;
-            for (int x = 0; x < d; x++)
-                acc[x] += p * vc[x];
-        }
-    }
-}
-
-/* Contiguous key chunk [j0, j0 + nk), nk <= tk, of one head.
- * q: (nq, d) query rows i0.. of the head; k, v: (seq_len, d) of the head. */
-static inline void ab_tile_contig(ab_tile *t, const float *q, int i0, int nq,
-                                  const float *k, const float *v, int j0, int nk,
-                                  int causal, float scale)
-{
-    const int d = t->d, tk = t->tk;
+    const int nq = t->nq;
+    int masked = 0;
     if (causal) {
         if (j0 > i0 + nq - 1)
             return; /* the whole chunk is above the diagonal */
         if (nk > i0 + nq - j0)
             nk = i0 + nq - j0; /* columns no row of the tile can see */
+        masked = i0 - j0 + 1 < nk; /* row 0, the most restricted, misses some */
+        if (masked) {
+            for (int r = 0; r < nq; r++) {
+                const int lim = i0 + r - j0 + 1;
+                t->lim[r] = lim < 0 ? 0 : lim > nk ? nk : lim;
+            }
+            for (int r = nq; r < AB_TILE_Q; r++)
+                t->lim[r] = nk; /* padding lanes: unmasked, never written out */
+        }
     }
-    for (int r = 0; r < nq; r++) {
-        int lim = causal ? i0 + r - j0 + 1 : nk;
-        t->lim[r] = lim < 0 ? 0 : lim > nk ? nk : lim;
-    }
-    for (int c = 0; c < nk; c++) {
-        const float *kc = k + (size_t)(j0 + c) * d;
-        for (int x = 0; x < d; x++)
-            t->kt[(size_t)x * tk + c] = kc[x];
-    }
-    ab_tile_step(t, q, nq, v + (size_t)j0 * d, scale);
+    t->chunk(t, k + (size_t)j0 * t->d, v + (size_t)j0 * t->d, nk, masked);
 }
 
 /* Gathered key chunk: the nk <= tk keys idx[0..nk) (sorted ascending) are
- * packed into kt and vp first. Arguments as in ab_tile_contig. */
-static inline void ab_tile_gather(ab_tile *t, const float *q, int i0, int nq,
-                                  const float *k, const float *v, const int32_t *idx,
-                                  int nk, int causal, float scale)
+ * packed into kp and vp first. Arguments as in ab_tile_contig. */
+static inline void ab_tile_gather(ab_tile *t, int i0, const float *k, const float *v,
+                                  const int32_t *idx, int nk, int causal)
 {
-    const int d = t->d, tk = t->tk;
+    const int d = t->d, nq = t->nq;
     if (nk <= 0 || (causal && idx[0] > i0 + nq - 1))
         return;
+    if (causal && idx[nk - 1] > i0 + nq - 1)
+        while (idx[nk - 1] > i0 + nq - 1)
+            nk--; /* keys past the tile's last row are seen by no row */
     for (int c = 0; c < nk; c++) {
-        const float *kc = k + (size_t)idx[c] * d;
-        for (int x = 0; x < d; x++)
-            t->kt[(size_t)x * tk + c] = kc[x];
+        memcpy(t->kp + (size_t)c * d, k + (size_t)idx[c] * d, (size_t)d * sizeof(float));
         memcpy(t->vp + (size_t)c * d, v + (size_t)idx[c] * d, (size_t)d * sizeof(float));
     }
-    int c = 0;
-    for (int r = 0; r < nq; r++) {
-        if (causal)
+    int masked = 0;
+    if (causal && idx[nk - 1] > i0) { /* row 0 misses the last key */
+        masked = 1;
+        int c = 0;
+        for (int r = 0; r < nq; r++) {
             while (c < nk && idx[c] <= i0 + r)
                 c++;
-        t->lim[r] = causal ? c : nk;
+            t->lim[r] = c;
+        }
+        for (int r = nq; r < AB_TILE_Q; r++)
+            t->lim[r] = nk;
     }
-    ab_tile_step(t, q, nq, t->vp, scale);
+    t->chunk(t, t->kp, t->vp, nk, masked);
 }
 
-/* The kept key blocks blk[0..nblk) (sorted) of one query tile; block_k may
- * exceed tk: each block is streamed in chunks. */
-static inline void ab_tile_blocks(ab_tile *t, const float *q, int i0, int nq,
-                                  const float *k, const float *v, const int32_t *blk,
-                                  int64_t nblk, int block_k, int seq_len, int causal,
-                                  float scale)
+/* The kept key blocks blk[0..nblk) (sorted) of the tile begun at row i0;
+ * block_k may exceed tk: each block is streamed in chunks. */
+static inline void ab_tile_blocks(ab_tile *t, int i0, const float *k, const float *v,
+                                  const int32_t *blk, int64_t nblk, int block_k, int seq_len,
+                                  int causal)
 {
     for (int64_t e = 0; e < nblk; e++) {
         const int64_t k0 = (int64_t)blk[e] * block_k;
-        if (causal && k0 > i0 + nq - 1)
+        if (causal && k0 > i0 + t->nq - 1)
             break; /* sorted: every later block is above the diagonal */
         const int k1 = (int)(k0 + block_k < seq_len ? k0 + block_k : seq_len);
         for (int j0 = (int)k0; j0 < k1; j0 += t->tk) {
             const int nk = k1 - j0 < t->tk ? k1 - j0 : t->tk;
-            ab_tile_contig(t, q, i0, nq, k, v, j0, nk, causal, scale);
+            ab_tile_contig(t, i0, k, v, j0, nk, causal);
         }
     }
 }
 
 /* Write the tile's rows: out (nq, d) = acc / l; a row that kept nothing is 0. */
-static inline void ab_tile_end(const ab_tile *t, float *out, int nq)
+static inline void ab_tile_end(const ab_tile *t, float *out)
 {
     const int d = t->d;
-    for (int r = 0; r < nq; r++) {
-        float *o = out + (size_t)r * d;
-        const float *a = t->acc + (size_t)r * d;
+    for (int r = 0; r < t->nq; r++) {
+        float *restrict o = out + (size_t)r * d;
+        const float *restrict a = t->acc + (size_t)r * t->dp;
         const float lr = t->l[r];
         if (lr > 0.0f) {
             for (int x = 0; x < d; x++)

@@ -1,0 +1,721 @@
+/* kernels_bench.c — speed of the shared CPU attention kernels (kernels/cpu)
+ * against this machine's GEMM roofline: OpenBLAS SGEMM on the same matrix
+ * shapes as attention (S = Q K^T, O = S V per head), dense flash attention
+ * (FlashAttention-2 style tiling, Dao 2023) causal and not, and the
+ * block-sparse and gather kernels at fixed densities, for 1 and 2 threads.
+ * Optionally joins a PyTorch SDPA peer measured by bench/sdpa_peer.py, and
+ * runs one long dense causal sequence in a child process to report its peak
+ * RSS (memory O(N d)). Every figure is a median over repeats with p10/p90.
+ *
+ *   kernels_bench [--quick] [--n 1024,2048,...] [--d 64,128] [--threads 1,2]
+ *                 [--heads 8] [--density 0.05,...] [--sparse-max-n N] [--sparse-d LIST]
+ *                 [--min-time S] [--min-reps R] [--max-reps R] [--big N]
+ *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big]
+ *
+ * Writes DIR/kernels.tsv (one row per measurement), DIR/summary.tsv (one row
+ * per shape and thread count: roofline ratio, sparse/flash time ratios,
+ * 2-thread speed-up, SDPA ratio) and DIR/big.tsv; prints the summary. */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels/cpu/simd.h"
+#include "kernels/kernels.h"
+
+#define BMAX 16
+
+typedef struct bench_cfg {
+    int n[BMAX], nn, d[BMAX], nd, thr[BMAX], nthr, sd[BMAX], nsd; /* nsd 0: all d */
+    double dens[BMAX];
+    int ndens;
+    int heads, sparse_max_n, min_reps, max_reps, big_n, big_heads, big_d;
+    double min_time;
+    const char *out, *sdpa, *only;
+} bench_cfg;
+
+/* One measurement. */
+typedef struct bench_row {
+    char kind[16];
+    int n, d, heads, causal, threads;
+    double density;       /* target (sparse kernels), 1 otherwise */
+    double actual;        /* measured layout density */
+    int reps;
+    double med, p10, p90; /* seconds */
+    double flops;         /* useful FLOPs of one run */
+} bench_row;
+
+typedef struct bench_rows {
+    bench_row *r;
+    size_t n, cap;
+} bench_rows;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank quantile of sorted v[n]. */
+static double quantile(const double *v, int n, double q)
+{
+    int i = (int)ceil(q * n) - 1;
+    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+static int parse_list_int(const char *s, int *v, int max)
+{
+    int n = 0;
+    char *end;
+    while (*s && n < max) {
+        long x = strtol(s, &end, 10);
+        if (end == s || x <= 0)
+            return -1;
+        v[n++] = (int)x;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+static int parse_list_dbl(const char *s, double *v, int max)
+{
+    int n = 0;
+    char *end;
+    while (*s && n < max) {
+        double x = strtod(s, &end);
+        if (end == s || !(x > 0.0 && x <= 1.0))
+            return -1;
+        v[n++] = x;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+/* The 1-minute load average ("?" if unknown): other work on the machine
+ * inflates wall times, so it is recorded with the results. */
+static void loadavg(char *buf, size_t len)
+{
+    snprintf(buf, len, "?");
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(buf, (int)len, f))
+            snprintf(buf, len, "?");
+        buf[strcspn(buf, " \n")] = 0;
+        fclose(f);
+    }
+}
+
+static void set_threads(int t)
+{
+    omp_set_num_threads(t);
+    openblas_set_num_threads(t);
+}
+
+/* ---- inputs --------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float rng_unif(uint64_t *s) /* in [-1, 1) */
+{
+    return (float)((double)(rng_next(s) >> 40) * 0x1.0p-23 - 1.0);
+}
+
+typedef struct bench_qkv {
+    float *q, *k, *v, *out; /* (heads, seq_len, head_dim) each */
+    ab_problem pb;
+} bench_qkv;
+
+static int qkv_make(bench_qkv *x, int heads, int n, int d, int causal, uint64_t seed)
+{
+    size_t e = (size_t)heads * n * d;
+    memset(x, 0, sizeof *x);
+    x->q = malloc(e * sizeof(float));
+    x->k = malloc(e * sizeof(float));
+    x->v = malloc(e * sizeof(float));
+    x->out = malloc(e * sizeof(float));
+    if (!x->q || !x->k || !x->v || !x->out)
+        return -1;
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < heads; h++) {
+        uint64_t s = seed * 1000003u + (uint64_t)h;
+        for (size_t i = (size_t)h * n * d; i < (size_t)(h + 1) * n * d; i++) {
+            x->q[i] = rng_unif(&s);
+            x->k[i] = rng_unif(&s);
+            x->v[i] = rng_unif(&s);
+            x->out[i] = 0.0f;
+        }
+    }
+    x->pb.s = (ab_shape){heads, n, d, causal, (float)(1.0 / sqrt((double)d))};
+    x->pb.q = x->q;
+    x->pb.k = x->k;
+    x->pb.v = x->v;
+    x->pb.seed = seed;
+    return 0;
+}
+
+static void qkv_free(bench_qkv *x)
+{
+    free(x->q);
+    free(x->k);
+    free(x->v);
+    free(x->out);
+}
+
+/* ---- timing --------------------------------------------------------------- */
+
+typedef int (*bench_fn)(void *ctx);
+
+/* Warm-up run, then repeats until min_reps and min_time (at most max_reps). */
+static int time_it(const bench_cfg *c, bench_fn fn, void *ctx, bench_row *row)
+{
+    double t0 = now_s();
+    if (fn(ctx))
+        return -1;
+    double first = now_s() - t0;
+    int reps = first > 0 ? (int)ceil(c->min_time / first) : c->max_reps;
+    reps = reps < c->min_reps ? c->min_reps : reps > c->max_reps ? c->max_reps : reps;
+    double *ts = malloc((size_t)reps * sizeof(double));
+    if (!ts)
+        return -1;
+    for (int i = 0; i < reps; i++) {
+        t0 = now_s();
+        if (fn(ctx)) {
+            free(ts);
+            return -1;
+        }
+        ts[i] = now_s() - t0;
+    }
+    qsort(ts, (size_t)reps, sizeof(double), cmp_dbl);
+    row->reps = reps;
+    row->med = reps % 2 ? ts[reps / 2] : 0.5 * (ts[reps / 2 - 1] + ts[reps / 2]);
+    row->p10 = quantile(ts, reps, 0.10);
+    row->p90 = quantile(ts, reps, 0.90);
+    free(ts);
+    return 0;
+}
+
+typedef struct sgemm_ctx {
+    const float *q, *k, *v; /* (seq_len, head_dim) of one head */
+    float *s;               /* (seq_len, seq_len) */
+    float *o;               /* (seq_len, head_dim) */
+    int n, d;
+} sgemm_ctx;
+
+static int run_sgemm(void *p)
+{
+    sgemm_ctx *x = p;
+    /* S = Q K^T (n x n, inner d); O = S V (n x d, inner n) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, x->n, x->n, x->d, 1.0f, x->q, x->d,
+                x->k, x->d, 0.0f, x->s, x->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->n, x->d, x->n, 1.0f, x->s, x->n,
+                x->v, x->d, 0.0f, x->o, x->d);
+    return 0;
+}
+
+typedef struct kern_ctx {
+    const ab_problem *pb;
+    const ab_layout *l; /* NULL: flash */
+    float *out;
+} kern_ctx;
+
+static int run_kernel(void *p)
+{
+    kern_ctx *x = p;
+    return x->l ? ab_kernel_layout(x->pb, x->l, x->out) : ab_kernel_flash(x->pb, x->out);
+}
+
+/* ---- sparse layouts ------------------------------------------------------ */
+
+/* Partial Fisher-Yates: the first m entries of perm[0..n) become a uniform
+ * random subset. */
+static void pick(int32_t *perm, int n, int m, uint64_t *s)
+{
+    for (int i = 0; i < m; i++) {
+        int j = i + (int)(rng_next(s) % (uint64_t)(n - i));
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* A random BLOCK (token = 0) or TOKEN (token = 1) layout of about `dens`
+ * of the causally valid pairs: per (head, query block) a uniform subset of
+ * the valid key blocks / keys, the diagonal block always kept (block). */
+static int make_layout(ab_layout *l, const ab_shape *s, double dens, int token, uint64_t seed)
+{
+    const int B = 64;
+    ab_layout_init(l, s, B, B);
+    const int nqb = l->n_qblocks, nkb = l->n_kblocks, N = s->seq_len;
+    int32_t *perm = malloc((size_t)(N > nkb ? N : nkb) * sizeof(int32_t));
+    if (!perm)
+        return -1;
+    uint64_t rng = seed;
+    int rc = 0;
+    for (int h = 0; h < s->heads && !rc; h++)
+        for (int qb = 0; qb < nqb && !rc; qb++) {
+            if (!token) {
+                const int valid = s->causal ? qb + 1 : nkb;
+                int m = (int)lround(dens * valid);
+                m = m < 1 ? 1 : m;
+                for (int i = 0; i < valid; i++)
+                    perm[i] = i;
+                if (s->causal) { /* the diagonal block first */
+                    perm[0] = qb;
+                    perm[qb] = 0;
+                    pick(perm + 1, valid - 1, m - 1, &rng);
+                } else {
+                    pick(perm, valid, m, &rng);
+                }
+                for (int i = 0; i < m && !rc; i++)
+                    rc = ab_layout_add_block(l, h, qb, perm[i]);
+            } else {
+                const int last = (qb + 1) * B < N ? (qb + 1) * B : N;
+                const int valid = s->causal ? last : N;
+                int m = (int)lround(dens * valid);
+                m = m < 1 ? 1 : m;
+                for (int i = 0; i < valid; i++)
+                    perm[i] = i;
+                pick(perm, valid, m, &rng);
+                for (int i = 0; i < m && !rc; i++)
+                    rc = ab_layout_add_token(l, h, qb, perm[i]);
+            }
+        }
+    free(perm);
+    if (!rc)
+        rc = ab_layout_finalize(l);
+    return rc;
+}
+
+/* ---- rows, output --------------------------------------------------------- */
+
+static bench_row *rows_add(bench_rows *rs)
+{
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap ? 2 * rs->cap : 64;
+        bench_row *r = realloc(rs->r, cap * sizeof *r);
+        if (!r)
+            return NULL;
+        rs->r = r;
+        rs->cap = cap;
+    }
+    memset(&rs->r[rs->n], 0, sizeof rs->r[0]);
+    return &rs->r[rs->n++];
+}
+
+static const bench_row *rows_find(const bench_rows *rs, const char *kind, int n, int d,
+                                  int causal, int threads, double dens)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        const bench_row *r = &rs->r[i];
+        if (!strcmp(r->kind, kind) && r->n == n && r->d == d && r->threads == threads &&
+            (causal < 0 || r->causal == causal) && fabs(r->density - dens) < 1e-9)
+            return r;
+    }
+    return NULL;
+}
+
+static void row_print(FILE *f, const bench_row *r)
+{
+    const double g = r->flops * 1e-9;
+    fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%d\t%.6g\t%.6g\t%.6g\t%.2f\t%.2f\t%.2f\n",
+            r->kind, r->n, r->d, r->heads, r->causal, r->threads, r->density, r->actual, r->reps,
+            r->med, r->p10, r->p90, g / r->med, g / r->p90, g / r->p10);
+}
+
+/* Fill the identity of a timed row, append it, print it to tsv and stdout. */
+static int record(bench_rows *rs, FILE *tsv, bench_row t, const char *kind, int n, int d,
+                  int heads, int causal, int threads, double dens, double act, double flops)
+{
+    snprintf(t.kind, sizeof t.kind, "%s", kind);
+    t.n = n;
+    t.d = d;
+    t.heads = heads;
+    t.causal = causal;
+    t.threads = threads;
+    t.density = dens;
+    t.actual = act;
+    t.flops = flops;
+    bench_row *r = rows_add(rs);
+    if (!r)
+        return -1;
+    *r = t;
+    row_print(tsv, r);
+    row_print(stdout, r);
+    fflush(stdout);
+    return 0;
+}
+
+static const char *ROW_HEADER = "kind\tN\td\theads\tcausal\tthreads\tdensity\tactual_density\treps"
+                                "\tmedian_s\tp10_s\tp90_s\tgflops\tgflops_p10\tgflops_p90\n";
+
+/* Load rows of bench/sdpa_peer.py's TSV (same columns) into rs. */
+static int load_sdpa(const char *path, bench_rows *rs)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        bench_row r;
+        memset(&r, 0, sizeof r);
+        double g;
+        if (sscanf(line, "%15s %d %d %d %d %d %lf %lf %d %lf %lf %lf %lf", r.kind, &r.n, &r.d,
+                   &r.heads, &r.causal, &r.threads, &r.density, &r.actual, &r.reps, &r.med,
+                   &r.p10, &r.p90, &g) != 13 ||
+            strcmp(r.kind, "sdpa"))
+            continue;
+        r.flops = g * 1e9 * r.med;
+        bench_row *dst = rows_add(rs);
+        if (!dst)
+            break;
+        *dst = r;
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* ---- the long-sequence memory run ---------------------------------------- */
+
+/* In a child: one dense causal flash run at N = c->big_n; prints a TSV row
+ * with the time and the child's peak RSS. */
+static int big_run(const bench_cfg *c, FILE *tsv)
+{
+    const int H = c->big_heads, N = c->big_n, d = c->big_d;
+    const int T = c->thr[c->nthr - 1];
+    int pfd[2];
+    if (pipe(pfd))
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(pfd[0]);
+        set_threads(T);
+        bench_qkv x;
+        double sec = -1.0;
+        if (qkv_make(&x, H, N, d, 1, 99) == 0) {
+            double t0 = now_s();
+            if (ab_kernel_flash(&x.pb, x.out) == AB_OK)
+                sec = now_s() - t0;
+        }
+        qkv_free(&x);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        char buf[128];
+        int len = snprintf(buf, sizeof buf, "%.6f %ld\n", sec, ru.ru_maxrss);
+        ssize_t w = write(pfd[1], buf, (size_t)len);
+        _exit(w == len ? 0 : 1);
+    }
+    close(pfd[1]);
+    char buf[128] = {0};
+    ssize_t got = read(pfd[0], buf, sizeof buf - 1);
+    close(pfd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    double sec = -1.0;
+    long rss_kb = 0;
+    if (got <= 0 || sscanf(buf, "%lf %ld", &sec, &rss_kb) != 2 || sec < 0) {
+        fprintf(stderr, "big run N=%d failed\n", N);
+        return -1;
+    }
+    const double tensor_mib = 4.0 * H * (double)N * d * 4.0 / 1048576.0;
+    const double flops = 2.0 * H * (double)N * N * d; /* causal: half of 4 N^2 d */
+    fprintf(tsv, "N\td\theads\tcausal\tthreads\tseconds\tgflops\tpeak_rss_mib\tqkvo_mib"
+                 "\tdense_scores_mib\n");
+    fprintf(tsv, "%d\t%d\t%d\t1\t%d\t%.3f\t%.2f\t%.1f\t%.1f\t%.1f\n", N, d, H, T, sec,
+            flops * 1e-9 / sec, rss_kb / 1024.0, tensor_mib,
+            (double)N * N * 4.0 / 1048576.0);
+    printf("\nlong sequence: flash causal N=%d d=%d heads=%d threads=%d: %.2f s, %.1f GFLOP/s, "
+           "peak RSS %.1f MiB (Q,K,V,out = %.1f MiB; one head's N x N scores would be %.0f MiB)\n",
+           N, d, H, T, sec, flops * 1e-9 / sec, rss_kb / 1024.0, tensor_mib,
+           (double)N * N * 4.0 / 1048576.0);
+    return 0;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: kernels_bench [--quick] [--n LIST] [--d LIST] [--threads LIST] "
+                    "[--heads H] [--density LIST] [--sparse-max-n N] [--sparse-d LIST] [--min-time S] "
+                    "[--min-reps R] [--max-reps R] [--big N] [--sdpa FILE] [--out DIR] "
+                    "[--only flash|sparse|big]\n");
+}
+
+int main(int argc, char **argv)
+{
+    bench_cfg c = {.nn = 0, .heads = 8, .sparse_max_n = 16384, .min_reps = 3, .max_reps = 11,
+                   .big_n = 131072, .big_heads = 1, .big_d = 128, .min_time = 1.0,
+                   .out = "results/bench", .sdpa = NULL, .only = NULL};
+    static const int def_n[] = {1024, 2048, 4096, 8192, 16384, 32768};
+    static const double def_dens[] = {0.05, 0.10, 0.20, 0.50, 1.00};
+    c.nn = 6;
+    memcpy(c.n, def_n, sizeof def_n);
+    c.nd = 2;
+    c.d[0] = 64;
+    c.d[1] = 128;
+    c.nthr = 2;
+    c.thr[0] = 1;
+    c.thr[1] = 2;
+    c.ndens = 5;
+    memcpy(c.dens, def_dens, sizeof def_dens);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "--quick")) {
+            c.nn = 3;
+            c.n[0] = 1024;
+            c.n[1] = 2048;
+            c.n[2] = 4096;
+            c.min_time = 0.3;
+            c.max_reps = 7;
+            c.big_n = 32768;
+            c.sparse_max_n = 4096;
+            continue;
+        }
+        if (!v) {
+            usage();
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--n"))
+            bad = (c.nn = parse_list_int(v, c.n, BMAX)) <= 0;
+        else if (!strcmp(a, "--d"))
+            bad = (c.nd = parse_list_int(v, c.d, BMAX)) <= 0;
+        else if (!strcmp(a, "--threads"))
+            bad = (c.nthr = parse_list_int(v, c.thr, BMAX)) <= 0;
+        else if (!strcmp(a, "--density"))
+            bad = (c.ndens = parse_list_dbl(v, c.dens, BMAX)) <= 0;
+        else if (!strcmp(a, "--heads"))
+            bad = (c.heads = atoi(v)) <= 0;
+        else if (!strcmp(a, "--sparse-d"))
+            bad = (c.nsd = parse_list_int(v, c.sd, BMAX)) <= 0;
+        else if (!strcmp(a, "--sparse-max-n"))
+            c.sparse_max_n = atoi(v);
+        else if (!strcmp(a, "--min-time"))
+            bad = !((c.min_time = atof(v)) >= 0);
+        else if (!strcmp(a, "--min-reps"))
+            bad = (c.min_reps = atoi(v)) <= 0;
+        else if (!strcmp(a, "--max-reps"))
+            bad = (c.max_reps = atoi(v)) <= 0;
+        else if (!strcmp(a, "--big"))
+            c.big_n = atoi(v);
+        else if (!strcmp(a, "--sdpa"))
+            c.sdpa = v;
+        else if (!strcmp(a, "--out"))
+            c.out = v;
+        else if (!strcmp(a, "--only"))
+            c.only = v;
+        else
+            bad = 1;
+        if (bad) {
+            usage();
+            return 2;
+        }
+    }
+    if (c.max_reps < c.min_reps)
+        c.max_reps = c.min_reps;
+    const int do_flash = !c.only || !strcmp(c.only, "flash") || !strcmp(c.only, "sparse");
+    const int do_sparse = !c.only || !strcmp(c.only, "sparse");
+    const int do_big = (!c.only || !strcmp(c.only, "big")) && c.big_n > 0;
+
+    if (mkdir(c.out, 0755) && errno != EEXIST) {
+        perror(c.out);
+        return 1;
+    }
+    char path[4096];
+    /* --only big leaves an earlier kernels.tsv / summary.tsv alone */
+    snprintf(path, sizeof path, do_flash ? "%s/kernels.tsv" : "/dev/null", c.out);
+    FILE *tsv = fopen(path, "w");
+    if (!tsv) {
+        perror(path);
+        return 1;
+    }
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    const int isa = ab_cpu_isa_pick();
+    char load0[64], load1[64];
+    loadavg(load0, sizeof load0);
+    printf("kernels_bench: isa=%s openblas='%s' core=%s OPENBLAS_CORETYPE=%s heads=%d "
+           "min_time=%.2fs reps=%d..%d cpus=%ld loadavg=%s\n",
+           ab_cpu_isa_name(isa), openblas_get_config(), openblas_get_corename(),
+           ct ? ct : "(unset)", c.heads, c.min_time, c.min_reps, c.max_reps,
+           sysconf(_SC_NPROCESSORS_ONLN), load0);
+    fprintf(tsv, "# isa=%s openblas=%s core=%s OPENBLAS_CORETYPE=%s cpus=%ld loadavg_start=%s\n",
+            ab_cpu_isa_name(isa), openblas_get_config(), openblas_get_corename(),
+            ct ? ct : "(unset)", sysconf(_SC_NPROCESSORS_ONLN), load0);
+    fputs(ROW_HEADER, tsv);
+
+    bench_rows rs = {0};
+    int failed = 0;
+    for (int in = 0; in < c.nn && do_flash; in++)
+        for (int id = 0; id < c.nd; id++) {
+            const int N = c.n[in], d = c.d[id], H = c.heads;
+            bench_qkv x;
+            if (qkv_make(&x, H, N, d, 0, (uint64_t)N * 131 + d)) {
+                fprintf(stderr, "out of memory at N=%d d=%d\n", N, d);
+                qkv_free(&x);
+                failed = 1;
+                continue;
+            }
+            /* the roofline: SGEMM on one head's shapes (rate per head) */
+            float *sbuf = malloc((size_t)N * N * sizeof(float));
+            for (int it = 0; it < c.nthr && sbuf; it++) {
+                set_threads(c.thr[it]);
+                sgemm_ctx g = {x.q, x.k, x.v, sbuf, x.out, N, d};
+                bench_row t = {0};
+                if (time_it(&c, run_sgemm, &g, &t) ||
+                    record(&rs, tsv, t, "sgemm", N, d, 1, 0, c.thr[it], 1, 1,
+                           4.0 * N * (double)N * d))
+                    return 1;
+            }
+            free(sbuf);
+            for (int causal = 0; causal < 2; causal++) {
+                x.pb.s.causal = causal;
+                const double dense_flops = 4.0 * H * (double)N * N * d * (causal ? 0.5 : 1.0);
+                for (int it = 0; it < c.nthr; it++) {
+                    set_threads(c.thr[it]);
+                    kern_ctx k = {&x.pb, NULL, x.out};
+                    bench_row t = {0};
+                    if (time_it(&c, run_kernel, &k, &t) ||
+                        record(&rs, tsv, t, "flash", N, d, H, causal, c.thr[it], 1, 1,
+                               dense_flops)) {
+                        fprintf(stderr, "flash failed N=%d d=%d\n", N, d);
+                        return 1;
+                    }
+                }
+                int sparse_d = c.nsd == 0;
+                for (int i = 0; i < c.nsd; i++)
+                    sparse_d |= c.sd[i] == d;
+                if (!do_sparse || N > c.sparse_max_n || !sparse_d)
+                    continue;
+                for (int kind = 0; kind < 2; kind++)
+                    for (int ie = 0; ie < c.ndens; ie++) {
+                        ab_layout l;
+                        if (make_layout(&l, &x.pb.s, c.dens[ie], kind, 7 + ie)) {
+                            fprintf(stderr, "layout failed N=%d\n", N);
+                            ab_layout_free(&l);
+                            failed = 1;
+                            continue;
+                        }
+                        const double act = ab_layout_density(&l);
+                        for (int it = 0; it < c.nthr; it++) {
+                            set_threads(c.thr[it]);
+                            kern_ctx k = {&x.pb, &l, x.out};
+                            bench_row t = {0};
+                            if (time_it(&c, run_kernel, &k, &t) ||
+                                record(&rs, tsv, t, ab_kernel_name(&l), N, d, H, causal,
+                                       c.thr[it], c.dens[ie], act, dense_flops * act)) {
+                                fprintf(stderr, "%s failed\n", ab_kernel_name(&l));
+                                return 1;
+                            }
+                        }
+                        ab_layout_free(&l);
+                    }
+            }
+            qkv_free(&x);
+            fflush(tsv);
+        }
+    loadavg(load1, sizeof load1);
+    fprintf(tsv, "# loadavg_end=%s\n", load1);
+    fclose(tsv);
+    printf("loadavg at start %s, at end %s (2 cpus)\n", load0, load1);
+
+    /* the PyTorch peer, measured before this run by bench/sdpa_peer.py */
+    int have_sdpa = 0;
+    if (c.sdpa) {
+        have_sdpa = load_sdpa(c.sdpa, &rs);
+        if (have_sdpa <= 0) {
+            printf("sdpa: no rows in %s (PyTorch peer not measured)\n", c.sdpa);
+            have_sdpa = 0;
+        }
+    }
+
+    /* summary: one row per (N, d, causal, threads) */
+    snprintf(path, sizeof path, "%s/summary.tsv", c.out);
+    FILE *sum = do_flash ? fopen(path, "w") : NULL;
+    if (do_flash && !sum) {
+        perror(path);
+        return 1;
+    }
+    if (sum) {
+        char hdr[1024];
+        int o = snprintf(hdr, sizeof hdr,
+                         "N\td\tcausal\tthreads\tsgemm_gflops\tflash_gflops\tflash_over_sgemm"
+                         "\tflash_speedup_vs_1t\tsdpa_gflops\tflash_over_sdpa");
+        for (int kind = 0; kind < 2; kind++)
+            for (int ie = 0; ie < c.ndens; ie++)
+                o += snprintf(hdr + o, sizeof hdr - (size_t)o, "\t%s_%g_time_over_flash",
+                              kind ? "gather" : "blocksparse", 100 * c.dens[ie]);
+        fprintf(sum, "%s\n", hdr);
+        printf("\n%s\n", hdr);
+        for (int in = 0; in < c.nn; in++)
+            for (int id = 0; id < c.nd; id++)
+                for (int causal = 0; causal < 2; causal++)
+                    for (int it = 0; it < c.nthr; it++) {
+                        const int N = c.n[in], d = c.d[id], T = c.thr[it];
+                        const bench_row *g = rows_find(&rs, "sgemm", N, d, -1, T, 1);
+                        const bench_row *f = rows_find(&rs, "flash", N, d, causal, T, 1);
+                        const bench_row *f1 = rows_find(&rs, "flash", N, d, causal, c.thr[0], 1);
+                        const bench_row *sd = rows_find(&rs, "sdpa", N, d, causal, T, 1);
+                        if (!f)
+                            continue;
+                        const double gf = f->flops * 1e-9 / f->med;
+                        const double gg = g ? g->flops * 1e-9 / g->med : NAN;
+                        const double gs = sd ? sd->flops * 1e-9 / sd->med : NAN;
+                        char line[2048];
+                        int p = snprintf(line, sizeof line, "%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.3f\t%.3f"
+                                         "\t%.2f\t%.3f",
+                                         N, d, causal, T, gg, gf, gf / gg,
+                                         f1 ? f1->med / f->med : NAN, gs, gf / gs);
+                        for (int kind = 0; kind < 2; kind++)
+                            for (int ie = 0; ie < c.ndens; ie++) {
+                                const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse",
+                                                               N, d, causal, T, c.dens[ie]);
+                                p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
+                                              s ? s->med / f->med : NAN);
+                            }
+                        fprintf(sum, "%s\n", line);
+                        printf("%s\n", line);
+                    }
+        fclose(sum);
+    }
+
+    if (do_big) {
+        snprintf(path, sizeof path, "%s/big.tsv", c.out);
+        FILE *bt = fopen(path, "w");
+        if (!bt || big_run(&c, bt))
+            failed = 1;
+        if (bt)
+            fclose(bt);
+    }
+    free(rs.r);
+    return failed;
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""sdpa_peer.py — the PyTorch peer of bench/kernels_bench.c: times
+torch.nn.functional.scaled_dot_product_attention on the CPU (fp32) for the
+same shapes, thread counts and repeat rule, and writes rows in the same TSV
+columns (kind = sdpa), which kernels_bench joins with --sdpa FILE.
+
+Run by `make bench` only when build/venv has torch (>= 2.1); never needed by
+`make test`. Usage: sdpa_peer.py [--quick] [--n 1024,...] [--d 64,128]
+[--threads 1,2] [--heads 8] [--min-time S] [--min-reps R] [--max-reps R]
+--out FILE (kernels_bench options it does not use are accepted and ignored).
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+
+def ints(s):
+    return [int(x) for x in s.split(",") if x]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=ints, default=[1024, 2048, 4096, 8192, 16384, 32768])
+    ap.add_argument("--d", type=ints, default=[64, 128])
+    ap.add_argument("--threads", type=ints, default=[1, 2])
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--min-time", type=float, default=1.0)
+    ap.add_argument("--min-reps", type=int, default=3)
+    ap.add_argument("--max-reps", type=int, default=11)
+    ap.add_argument("--out", required=True)
+    args, _unused = ap.parse_known_args()
+    if args.quick:
+        if "--n" not in sys.argv:
+            args.n = [1024, 2048, 4096]
+        args.min_time, args.max_reps = 0.3, 7
+
+    import torch
+    import torch.nn.functional as F
+
+    ver = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    if ver < (2, 1):
+        print(f"sdpa_peer: torch {torch.__version__} < 2.1, skipped", file=sys.stderr)
+        return 1
+    print(f"sdpa_peer: torch {torch.__version__}, "
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
+    rows = []
+    with open(args.out, "w") as f:
+        f.write(f"# torch={torch.__version__} capability={torch.backends.cpu.get_cpu_capability()}\n")
+        f.write("kind\tN\td\theads\tcausal\tthreads\tdensity\tactual_density\treps"
+                "\tmedian_s\tp10_s\tp90_s\tgflops\tgflops_p10\tgflops_p90\n")
+        for n in args.n:
+            for d in args.d:
+                g = torch.Generator().manual_seed(n * 131 + d)
+                q, k, v = (torch.rand(1, args.heads, n, d, generator=g) * 2 - 1 for _ in range(3))
+                for causal in (0, 1):
+                    for t in args.threads:
+                        torch.set_num_threads(t)
+                        run = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal))
+                        with torch.no_grad():
+                            t0 = time.perf_counter()
+                            run()  # warm-up
+                            first = time.perf_counter() - t0
+                            reps = math.ceil(args.min_time / first) if first > 0 else args.max_reps
+                            reps = max(args.min_reps, min(args.max_reps, reps))
+                            ts = []
+                            for _ in range(reps):
+                                t0 = time.perf_counter()
+                                run()
+                                ts.append(time.perf_counter() - t0)
+                        ts.sort()
+                        med = ts[reps // 2] if reps % 2 else 0.5 * (ts[reps // 2 - 1] + ts[reps // 2])
+                        q10 = ts[max(0, math.ceil(0.1 * reps) - 1)]
+                        q90 = ts[min(reps - 1, math.ceil(0.9 * reps) - 1)]
+                        gfl = 4.0 * args.heads * n * n * d * (0.5 if causal else 1.0) * 1e-9
+                        line = (f"sdpa\t{n}\t{d}\t{args.heads}\t{causal}\t{t}\t1.0000\t1.0000\t{reps}"
+                                f"\t{med:.6g}\t{q10:.6g}\t{q90:.6g}\t{gfl / med:.2f}"
+                                f"\t{gfl / q90:.2f}\t{gfl / q10:.2f}")
+                        f.write(line + "\n")
+                        f.flush()
+                        print(line, flush=True)
+                del q, k, v
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+/* simd.h — run-time ISA dispatch for the CPU attention kernels (internal).
+ *
+ * The three kernels (flash.c, blocksparse.c, gather.c) share one inner loop,
+ * the online-softmax chunk step of FlashAttention-2 (Dao, 2023), in three
+ * builds: AVX-512 (simd_avx512.c), AVX2+FMA (simd_avx2.c) and portable C
+ * (simd_portable.c), all instantiated from simd_body.h / written over the
+ * same tile layout (tile.h). The ISA is picked at run time from the CPU
+ * flags (__builtin_cpu_supports); the environment variable AB_CPU_ISA
+ * (portable | avx2 | avx512) may lower it, never raise it past what the CPU
+ * has. The ISA-specific files compile their functions with
+ * __attribute__((target(...))), so the default build flags do not matter. */
+#ifndef AB_CPU_SIMD_H
+#define AB_CPU_SIMD_H
+
+#include "attnbench.h"
+
+typedef enum ab_cpu_isa {
+    AB_ISA_PORTABLE = 0,
+    AB_ISA_AVX2 = 1,   /* AVX2 + FMA, 8 floats per vector */
+    AB_ISA_AVX512 = 2, /* AVX-512F, 16 floats per vector */
+    AB_ISA_COUNT
+} ab_cpu_isa;
+
+struct ab_tile;
+
+/* 1 if this CPU (and OS) can run isa. */
+int ab_cpu_isa_supported(int isa);
+/* The best supported ISA, lowered by AB_CPU_ISA when that is set. */
+int ab_cpu_isa_pick(void);
+/* "portable", "avx2", "avx512" ("?" when out of range). */
+const char *ab_cpu_isa_name(int isa);
+
+/* One key chunk of the online softmax (see tile.h for the tile state).
+ * k, v: (nk, d) rows of the chunk, row stride d; masked: 0 when every row
+ * of the tile sees all nk columns (t->lim is then not read). */
+typedef void (*ab_chunk_fn)(struct ab_tile *t, const float *k, const float *v, int nk,
+                            int masked);
+void ab_chunk_portable(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
+void ab_chunk_avx2(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
+void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
+
+/* The kernels of kernels.h with an explicit ISA (tests compare the paths;
+ * the bench reports them). AB_EUNSUPPORTED when the CPU lacks isa. */
+int ab_kernel_flash_isa(const ab_problem *pb, float *out, int isa);
+int ab_kernel_blocksparse_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa);
+int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa);
+
+#endif /* AB_CPU_SIMD_H */

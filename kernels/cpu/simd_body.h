@@ -1,0 +1,210 @@
+/* simd_body.h — the vectorised online-softmax chunk step (FlashAttention-2,
+ * Dao 2023), written once over a small set of vector macros and included by
+ * simd_avx512.c and simd_avx2.c, which define the macros for their ISA
+ * inside a `#pragma GCC target` region. Not a standalone header.
+ *
+ * The tile layout is in tile.h: qt = scale * Q^T (d, 64), st = S^T (nk, 64),
+ * acc (nq, dp). One chunk is three passes:
+ *   1. st = K qt: register tiles of SB_R key rows x SB_NV query vectors,
+ *      a broadcast key element times a loaded query vector per FMA;
+ *   2. softmax, lane-wise over query rows: mask (causal prefix lim[r]),
+ *      running max, alpha = exp(m_old - m_new), p = exp(s - m_new), row sums;
+ *   3. acc = alpha acc + P V: register tiles of SB_R query rows x PV_NX
+ *      head_dim vectors, a broadcast P^T entry times a loaded value vector;
+ *      the last head_dim vector is a masked load when d % W != 0.
+ * Every micro-kernel takes its tile extents as compile-time constants
+ * (always_inline + constant arguments), so the accumulators live in
+ * registers.
+ *
+ * The including file defines: VT (vector type), W (floats per vector), SFX
+ * (name suffix), VZERO(), VSET1(x), VLOAD(p) (aligned), VLOADU(p),
+ * VLOADU_TAIL(p, n) (first n lanes, rest 0), VSTORE(p, v) (aligned),
+ * VFMA(a, b, c) = a*b + c, VMUL, VADD, VSUB, VMAX, VEXP(v),
+ * VMASK_LIM(s, limp, c) (lanes whose lim <= c become -inf),
+ * VZERO_IF_NEGINF(v), and SB_R, SB_NV, PV_NX (register tile sizes). */
+
+#define AB_CAT_(a, b) a##_##b
+#define AB_CAT(a, b) AB_CAT_(a, b)
+#define F(name) AB_CAT(name, SFX)
+#define AI static inline __attribute__((always_inline))
+
+/* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. */
+AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d,
+                   const float *restrict qt, float *restrict st)
+{
+    VT acc[SB_R][SB_NV];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < NV; j++)
+            acc[i][j] = VZERO();
+    for (int x = 0; x < d; x++) {
+        VT qv[SB_NV];
+        for (int j = 0; j < NV; j++)
+            qv[j] = VLOAD(qt + (size_t)x * AB_TILE_Q + j * W);
+        for (int i = 0; i < R; i++) {
+            const VT kb = VSET1(k[(size_t)i * d + x]);
+            for (int j = 0; j < NV; j++)
+                acc[i][j] = VFMA(kb, qv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < NV; j++)
+            VSTORE(st + (size_t)i * AB_TILE_Q + j * W, acc[i][j]);
+}
+
+/* One row block of pass 1 for all column blocks of NV vectors (nv total). */
+AI void F(qk_rows)(const int R, const float *restrict k, int d, const float *restrict qt,
+                   float *restrict st, int nv)
+{
+    for (int j0 = 0; j0 < nv; j0 += SB_NV) {
+        const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
+        const float *q = qt + j0 * W;
+        float *s = st + j0 * W;
+        switch (n) {
+        case 1: F(qk_tile)(R, 1, k, d, q, s); break;
+#if SB_NV >= 2
+        case 2: F(qk_tile)(R, 2, k, d, q, s); break;
+#endif
+#if SB_NV >= 3
+        case 3: F(qk_tile)(R, 3, k, d, q, s); break;
+#endif
+#if SB_NV >= 4
+        case 4: F(qk_tile)(R, 4, k, d, q, s); break;
+#endif
+        }
+    }
+}
+
+/* acc[i][0 : NX*W] = alpha[i] acc[i] + sum_c st[c][i] v[c][0 : NX*W], i < R.
+ * TAIL: the last vector holds only `tail` valid head_dim entries. */
+AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restrict st,
+                   const float *restrict v, int d, int nk, float *restrict acc, int dp,
+                   const float *restrict alpha, int tail)
+{
+    VT a[SB_R][PV_NX];
+    for (int i = 0; i < R; i++) {
+        const VT al = VSET1(alpha[i]);
+        for (int j = 0; j < NX; j++)
+            a[i][j] = VMUL(VLOAD(acc + (size_t)i * dp + j * W), al);
+    }
+    for (int c = 0; c < nk; c++) {
+        VT vv[PV_NX];
+        const float *vc = v + (size_t)c * d;
+        for (int j = 0; j < NX; j++)
+            vv[j] = (TAIL && j == NX - 1) ? VLOADU_TAIL(vc + j * W, tail) : VLOADU(vc + j * W);
+        for (int i = 0; i < R; i++) {
+            const VT p = VSET1(st[(size_t)c * AB_TILE_Q + i]);
+            for (int j = 0; j < NX; j++)
+                a[i][j] = VFMA(p, vv[j], a[i][j]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < NX; j++)
+            VSTORE(acc + (size_t)i * dp + j * W, a[i][j]);
+}
+
+AI void F(pv_nx)(const int R, const int TAIL, int nx, const float *st, const float *v, int d,
+                 int nk, float *acc, int dp, const float *alpha, int tail)
+{
+    switch (nx) {
+    case 1: F(pv_tile)(R, 1, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+#if PV_NX >= 2
+    case 2: F(pv_tile)(R, 2, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+#endif
+#if PV_NX >= 3
+    case 3: F(pv_tile)(R, 3, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+#endif
+#if PV_NX >= 4
+    case 4: F(pv_tile)(R, 4, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+#endif
+    }
+}
+
+/* One row block of pass 3 over all of head_dim. */
+AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, float *acc,
+                   int dp, const float *alpha)
+{
+    const int nxv = (d + W - 1) / W, tail = d - (nxv - 1) * W;
+    for (int x0 = 0; x0 < nxv; x0 += PV_NX) {
+        const int nx = nxv - x0 < PV_NX ? nxv - x0 : PV_NX;
+        const float *vx = v + x0 * W;
+        float *ax = acc + x0 * W;
+        if (x0 + nx == nxv && tail != W)
+            F(pv_nx)(R, 1, nx, st, vx, d, nk, ax, dp, alpha, tail);
+        else
+            F(pv_nx)(R, 0, nx, st, vx, d, nk, ax, dp, alpha, W);
+    }
+}
+
+void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */,
+                 int nk, int masked)
+{
+    const int d = t->d, dp = t->dp, nq = t->nq;
+    const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
+    float *restrict st = t->st;      /* (nk, AB_TILE_Q) */
+
+    /* 1. S^T = K (scale Q)^T */
+    int c = 0;
+    for (; c + SB_R <= nk; c += SB_R)
+        F(qk_rows)(SB_R, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv);
+    switch (nk - c) {
+    case 0: break;
+    case 1: F(qk_rows)(1, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv); break;
+#if SB_R >= 3
+    case 2: F(qk_rows)(2, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv); break;
+#endif
+#if SB_R >= 4
+    case 3: F(qk_rows)(3, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv); break;
+#endif
+    }
+
+    /* 2. online softmax, lane-wise over query rows */
+    const VT ninf = VSET1(-INFINITY);
+    for (int j = 0; j < nv; j++) {
+        float *sj = st + j * W;
+        const VT mold = VLOAD(t->m + j * W);
+        VT mx = mold;
+        if (masked) {
+            const int32_t *limp = t->lim + j * W;
+            for (int cc = 0; cc < nk; cc++) {
+                VT s = VLOAD(sj + (size_t)cc * AB_TILE_Q);
+                s = VMASK_LIM(s, limp, cc, ninf);
+                VSTORE(sj + (size_t)cc * AB_TILE_Q, s);
+                mx = VMAX(mx, s);
+            }
+        } else {
+            for (int cc = 0; cc < nk; cc++)
+                mx = VMAX(mx, VLOAD(sj + (size_t)cc * AB_TILE_Q));
+        }
+        const VT muse = VZERO_IF_NEGINF(mx, ninf);
+        const VT alpha = VEXP(VSUB(mold, muse));
+        VT sum = VZERO();
+        for (int cc = 0; cc < nk; cc++) {
+            const VT p = VEXP(VSUB(VLOAD(sj + (size_t)cc * AB_TILE_Q), muse));
+            VSTORE(sj + (size_t)cc * AB_TILE_Q, p);
+            sum = VADD(sum, p);
+        }
+        VSTORE(t->l + j * W, VFMA(VLOAD(t->l + j * W), alpha, sum));
+        VSTORE(t->m + j * W, mx);
+        VSTORE(t->alpha + j * W, alpha);
+    }
+
+    /* 3. acc = alpha acc + P V */
+    int r = 0;
+    for (; r + SB_R <= nq; r += SB_R)
+        F(pv_rows)(SB_R, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r);
+    switch (nq - r) {
+    case 0: break;
+    case 1: F(pv_rows)(1, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r); break;
+#if SB_R >= 3
+    case 2: F(pv_rows)(2, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r); break;
+#endif
+#if SB_R >= 4
+    case 3: F(pv_rows)(3, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r); break;
+#endif
+    }
+}
+
+#undef AI
+#undef F
+#undef AB_CAT
+#undef AB_CAT_

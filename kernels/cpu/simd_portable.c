@@ -1,0 +1,104 @@
+/* simd_portable.c — the portable C build of the online-softmax chunk step
+ * (FlashAttention-2, Dao 2023; layout in tile.h) and the run-time ISA
+ * dispatch (simd.h). Plain loops over the same transposed tile layout as the
+ * AVX2 / AVX-512 builds, with libm expf: the fallback on CPUs without AVX2
+ * and the baseline the tests compare the SIMD paths with. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/simd.h"
+#include "kernels/cpu/tile.h"
+
+int ab_cpu_isa_supported(int isa)
+{
+    switch (isa) {
+    case AB_ISA_PORTABLE:
+        return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    case AB_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case AB_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f");
+#endif
+    default:
+        return 0;
+    }
+}
+
+const char *ab_cpu_isa_name(int isa)
+{
+    switch (isa) {
+    case AB_ISA_PORTABLE: return "portable";
+    case AB_ISA_AVX2: return "avx2";
+    case AB_ISA_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+int ab_cpu_isa_pick(void)
+{
+    int cap = AB_ISA_COUNT - 1;
+    const char *env = getenv("AB_CPU_ISA");
+    if (env && *env) {
+        for (int i = 0; i < AB_ISA_COUNT; i++)
+            if (!strcmp(env, ab_cpu_isa_name(i)))
+                cap = i;
+    }
+    for (int isa = cap; isa > AB_ISA_PORTABLE; isa--)
+        if (ab_cpu_isa_supported(isa))
+            return isa;
+    return AB_ISA_PORTABLE;
+}
+
+void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */,
+                       int nk, int masked)
+{
+    const int d = t->d, dp = t->dp, nq = t->nq;
+    float *restrict st = t->st; /* (nk, AB_TILE_Q) */
+    /* S^T = K (scale Q)^T */
+    for (int c = 0; c < nk; c++) {
+        float *restrict sc = st + (size_t)c * AB_TILE_Q;
+        const float *restrict kc = k + (size_t)c * d;
+        for (int r = 0; r < nq; r++)
+            sc[r] = 0.0f;
+        for (int x = 0; x < d; x++) {
+            const float kx = kc[x];
+            const float *restrict qx = t->qt + (size_t)x * AB_TILE_Q;
+            for (int r = 0; r < nq; r++)
+                sc[r] += kx * qx[r];
+        }
+    }
+    /* online softmax per query row */
+    for (int r = 0; r < nq; r++) {
+        const int lim = masked ? t->lim[r] : nk;
+        float mx = t->m[r];
+        for (int c = 0; c < lim; c++) {
+            const float s = st[(size_t)c * AB_TILE_Q + r];
+            mx = s > mx ? s : mx;
+        }
+        const float muse = mx == -INFINITY ? 0.0f : mx;
+        const float alpha = expf(t->m[r] - muse);
+        float sum = 0.0f;
+        for (int c = 0; c < nk; c++) {
+            float *s = st + (size_t)c * AB_TILE_Q + r;
+            *s = c < lim ? expf(*s - muse) : 0.0f;
+            sum += *s;
+        }
+        t->l[r] = t->l[r] * alpha + sum;
+        t->m[r] = mx;
+        t->alpha[r] = alpha;
+    }
+    /* acc = alpha acc + P V */
+    for (int r = 0; r < nq; r++) {
+        float *restrict acc = t->acc + (size_t)r * dp;
+        const float alpha = t->alpha[r];
+        for (int x = 0; x < d; x++)
+            acc[x] *= alpha;
+        for (int c = 0; c < nk; c++) {
+            const float p = st[(size_t)c * AB_TILE_Q + r];
+            const float *restrict vc = v + (size_t)c * d;
+            for (int x = 0; x < d; x++)
+                acc[x] += p * vc[x];
+        }
+    }
+}

@@ -1,0 +1,33 @@
+# mk/bench.mk — `make bench`: speed of the CPU kernels against the OpenBLAS
+# SGEMM roofline, the sparse kernels against flash, and (when PyTorch is in
+# build/venv) torch SDPA; writes $(BENCH_OUT)/*.tsv and roofline.png.
+#   make bench                 full grid: N = 1K..32K, d = 64,128, 1 and 2 threads
+#   make bench BENCH_QUICK=1   N = 1K..4K, shorter repeats (CI-size)
+#   make bench BENCH_ARGS='--n 4096 --d 128'   any kernels_bench option
+# The PyTorch peer: python3 -m venv build/venv && build/venv/bin/pip install torch
+# (never needed by `make test`). See docs/kernels.md.
+BENCH_BIN   := $(BUILD)/bench/kernels_bench
+BENCH_OUT   ?= results/bench
+BENCH_QUICK ?= 0
+BENCH_ARGS  ?=
+BENCH_PY    ?= build/venv/bin/python
+BENCH_FLAGS := $(if $(filter 1,$(BENCH_QUICK)),--quick,) $(BENCH_ARGS)
+
+# Only the CPU kernels are linked: the bench does not depend on the harness.
+BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(filter $(BUILD)/kernels/cpu/%,$(LIB_OBJS))
+
+$(BENCH_BIN): $(BENCH_OBJS)
+	@echo '  LD    $@'
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+bench: $(BENCH_BIN)
+	@mkdir -p $(BENCH_OUT)
+	@rm -f $(BENCH_OUT)/sdpa.tsv
+	@if [ -x "$(BENCH_PY)" ] && "$(BENCH_PY)" -c 'import torch' 2>/dev/null; then \
+	  OMP_WAIT_POLICY=passive "$(BENCH_PY)" bench/sdpa_peer.py $(BENCH_FLAGS) --out $(BENCH_OUT)/sdpa.tsv \
+	    || echo "bench: sdpa peer failed (skipped)"; \
+	else echo "bench: no PyTorch in $(BENCH_PY): SDPA peer skipped"; fi
+	$(BENCH_BIN) $(BENCH_FLAGS) --sdpa $(BENCH_OUT)/sdpa.tsv --out $(BENCH_OUT)
+	@if command -v gnuplot >/dev/null; then \
+	  gnuplot -e "dir='$(BENCH_OUT)'" bench/roofline.gp && echo "bench: wrote $(BENCH_OUT)/roofline.png"; \
+	else echo "bench: no gnuplot: roofline.png skipped"; fi
