@@ -119,10 +119,13 @@ typedef struct ab_layout {
 } ab_layout;
 
 /* Builder API for select(). Each returns AB_OK or AB_ENOMEM/AB_EINVAL.
- * Not thread-safe: call it from one thread (collect choices made in an
- * OpenMP region first, then add them). Entries may come in any order.
- * With block_q != block_k, the "diagonal" key block of query block qb is the
- * one holding its last row: ((qb+1)*block_q - 1) / block_k. */
+ * Thread-safe: every call takes one lock (cheap when uncontended), so a
+ * method may add entries from inside its OpenMP loops, e.g. one bulk call
+ * per row. Entries may come in any order and repeat: finalisation sorts
+ * and dedups each row, so the result does not depend on thread timing.
+ * Call ab_layout_set_blocks() before adding entries, not concurrently with
+ * adds. With block_q != block_k, the "diagonal" key block of query block qb
+ * is the one holding its last row: ((qb+1)*block_q - 1) / block_k. */
 int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k);
 int ab_layout_dense(ab_layout *l);
 int ab_layout_custom(ab_layout *l, double density);
@@ -130,6 +133,12 @@ int ab_layout_add_block(ab_layout *l, int head, int qblock, int kblock);
 /* Add the key blocks [kb0, kb1) to one row. */
 int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int kb1);
 int ab_layout_add_token(ab_layout *l, int head, int qblock, int key);
+/* Bulk adds to one row (head, qblock), one lock per call: kblocks[0, n) are
+ * key blocks in [0, n_kblocks), keys[0, n) key tokens in [0, seq_len), in
+ * any order. All or nothing: one index out of range adds none (AB_EINVAL).
+ * n == 0 checks the row and adds nothing. */
+int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblocks, int n);
+int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n);
 
 /* Read helpers (valid after the harness finalised the layout). */
 /* 1 if query row i of head h keeps key j (causal mask included). */

@@ -20,7 +20,7 @@ const ab_method ab_dense = {
     .name = "dense",
     .summary = "exact dense attention (shared FlashAttention-style kernel)",
     .reference = "FlashAttention (Dao et al. 2022, arXiv 2205.14135); FA2 (arXiv 2307.08691)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU,
     .phases = AB_PREFILL,
     .params = { { .name = NULL } },
     .density_knob = { .param = -1 },

@@ -114,7 +114,7 @@ const ab_method ab_dense_blas = {
     .name = "dense_blas",
     .summary = "textbook dense attention: row-blocked OpenBLAS SGEMM + fp32 softmax",
     .reference = "Vaswani et al. 2017 (arXiv 1706.03762), computed with BLAS SGEMM",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU,
     .phases = AB_PREFILL,
     .params = {
         { .name = "row_block", .def = 256, .min = 1, .max = 1 << 16, .is_int = 1,

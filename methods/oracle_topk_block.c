@@ -15,6 +15,7 @@
  * Memory: O(block_q · N) per thread (one query block's scores), never N × N.
  */
 #include "attnbench.h"
+#include "methods/common.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -123,49 +124,45 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
     const int keep = kmax < nkb ? kmax : nkb; /* most blocks a row keeps */
     const int rows = H * nqb;
 
-    /* The builder is not thread-safe: threads choose, then one thread adds. */
-    int32_t *chosen = malloc((size_t)rows * keep * sizeof *chosen); /* (heads*n_qblocks, keep) */
-    int32_t *n_chosen = malloc((size_t)rows * sizeof *n_chosen);    /* (heads*n_qblocks) */
-    int rc = (chosen && n_chosen) ? AB_OK : AB_ENOMEM;
+    int rc = AB_OK;
 
-    if (rc == AB_OK) {
 #pragma omp parallel
-        {
-            scratch w;
-            w.s = malloc((size_t)bq * N * sizeof *w.s);
-            w.kt = malloc((size_t)d * bk * sizeof *w.kt);
-            w.bm = malloc((size_t)nkb * sizeof *w.bm);
-            const int ok = w.s && w.kt && w.bm;
-            if (!ok) {
+    {
+        scratch w;
+        w.s = malloc((size_t)bq * N * sizeof *w.s);
+        w.kt = malloc((size_t)d * bk * sizeof *w.kt);
+        w.bm = malloc((size_t)nkb * sizeof *w.bm);
+        int32_t *chosen = malloc((size_t)(keep > 0 ? keep : 1) * sizeof *chosen); /* (keep) one row's blocks */
+        int ok = w.s && w.kt && w.bm && chosen;
+        if (!ok) {
 #pragma omp atomic write
-                rc = AB_ENOMEM;
-            }
-#pragma omp for schedule(dynamic, 1)
-            for (int r = 0; r < rows; r++) {
-                if (!ok) continue;
-                const int h = r / nqb, qb = r % nqb;
-                const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
-                const int nc = qblock_masses(pb, l, h, r0, nr, &w);
-                /* this row's budget: floor(topk), plus one with probability
-                 * frac(topk), dithered by the golden-ratio sequence of qb */
-                const double u = fmod((qb + 1) * 0.6180339887498949, 1.0);
-                const int kr = (int)floor(st->topk) + (u < st->topk - floor(st->topk));
-                const int kc = kr < keep ? kr : keep;
-                const int n = nc < kc ? nc : kc; /* >= 1: nc >= 1, topk >= 1 */
-                for (int t = 0; t < n; t++) chosen[(size_t)r * keep + t] = w.bm[t].idx;
-                n_chosen[r] = n;
-            }
-            free(w.s);
-            free(w.kt);
-            free(w.bm);
+            rc = AB_ENOMEM;
         }
+#pragma omp for schedule(dynamic, 1)
+        for (int r = 0; r < rows; r++) {
+            if (!ok) continue;
+            const int h = r / nqb, qb = r % nqb;
+            const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
+            const int nc = qblock_masses(pb, l, h, r0, nr, &w);
+            /* this row's budget: floor(topk), plus one with probability
+             * frac(topk), dithered by the golden-ratio sequence of qb */
+            const int kr = mc_dither(st->topk, qb);
+            const int kc = kr < keep ? kr : keep;
+            const int n = nc < kc ? nc : kc; /* >= 1: nc >= 1, topk >= 1 */
+            for (int t = 0; t < n; t++) chosen[t] = w.bm[t].idx;
+            const int ra = ab_layout_add_blocks(l, h, qb, chosen, n); /* thread-safe */
+            if (ra != AB_OK) {
+                ok = 0;
+#pragma omp atomic write
+                rc = ra;
+            }
+        }
+        free(w.s);
+        free(w.kt);
+        free(w.bm);
+        free(chosen);
     }
-    if (rc != AB_OK) ab_set_error(state, "oracle_topk_block: out of memory (block_q x N scores per thread)");
-    for (int r = 0; rc == AB_OK && r < rows; r++)
-        for (int t = 0; rc == AB_OK && t < n_chosen[r]; t++)
-            rc = ab_layout_add_block(l, r / nqb, r % nqb, chosen[(size_t)r * keep + t]);
-    free(chosen);
-    free(n_chosen);
+    if (rc == AB_ENOMEM) ab_set_error(state, "oracle_topk_block: out of memory (block_q x N scores per thread)");
     return rc;
 }
 
@@ -174,7 +171,7 @@ const ab_method ab_oracle_topk_block = {
     .name = "oracle_topk_block",
     .summary = "upper bound: per query block, the top-k key blocks by exact attention mass",
     .reference = "oracle upper bound (cf. MInference / XAttention block-sparse analyses)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU,
     .phases = AB_PREFILL,
     .params = {
         { .name = "topk", .def = 8, .min = 1, .max = 1 << 16, .is_int = 0,

@@ -1,9 +1,11 @@
 /* test_layout.c — Criterion tests of the ab_layout implementation
  * (kernels/cpu/layout.c): builder errors, finalisation (sort, dedup, kinds,
- * MIXED token pruning), validation of hand-corrupted CSR, membership and the
- * exact kept-pair arithmetic against a brute-force O(N^2) count. */
+ * MIXED token pruning), validation of hand-corrupted CSR, membership, the
+ * exact kept-pair arithmetic against a brute-force O(N^2) count, the bulk
+ * adds and concurrent adds from OpenMP threads. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -474,4 +476,154 @@ Test(layout, validate_catches_corruption)
     l.kind = AB_LAYOUT_BLOCK;
     ab_layout_free(&l);
     cr_assert_eq(ab_layout_validate(NULL, err, sizeof err), AB_EINVAL);
+}
+
+/* ---- bulk and concurrent adds ------------------------------------------- */
+
+Test(layout, bulk_adds_validate_like_single_adds)
+{
+    ab_layout l;
+    ab_shape s = lt_shape(2, 65, 1);
+    ab_layout_init(&l, &s, 32, 16); /* 3 query blocks, 5 key blocks */
+    const int32_t ok_blk[] = {4, 0, 2, 2}, ok_tok[] = {64, 0, 7, 7};
+    const int32_t bad_blk[][2] = {{0, -1}, {5, 1}}, bad_tok[][2] = {{3, -1}, {65, 2}};
+    cr_assert_eq(ab_layout_add_blocks(&l, -1, 0, ok_blk, 4), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_blocks(&l, 2, 0, ok_blk, 4), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_blocks(&l, 0, -1, ok_blk, 4), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_blocks(&l, 0, 3, ok_blk, 4), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_tokens(&l, 2, 0, ok_tok, 4), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_tokens(&l, 0, 3, ok_tok, 4), AB_EINVAL);
+    for (int t = 0; t < 2; t++) {
+        cr_assert_eq(ab_layout_add_blocks(&l, 0, 0, bad_blk[t], 2), AB_EINVAL);
+        cr_assert_eq(ab_layout_add_tokens(&l, 0, 0, bad_tok[t], 2), AB_EINVAL);
+    }
+    cr_assert_eq(ab_layout_add_blocks(&l, 0, 0, ok_blk, -1), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_tokens(&l, 0, 0, NULL, 1), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_blocks(NULL, 0, 0, ok_blk, 1), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_tokens(NULL, 0, 0, ok_tok, 1), AB_EINVAL);
+    /* n == 0: the row is still checked, nothing is added or touched */
+    cr_assert_eq(ab_layout_add_blocks(&l, 0, 3, NULL, 0), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_tokens(&l, 0, 0, NULL, 0), AB_OK);
+    cr_assert_eq(ab_layout_add_blocks(&l, 1, 2, ok_blk, 0), AB_OK);
+    /* all or nothing: the failed calls above added no entry */
+    cr_assert_eq(ab_layout_finalize(&l), AB_EINVAL, "only failed or empty calls: untouched");
+    /* the edges are in range */
+    cr_assert_eq(ab_layout_add_blocks(&l, 1, 2, ok_blk, 4), AB_OK);
+    cr_assert_eq(ab_layout_add_tokens(&l, 1, 2, ok_tok, 4), AB_OK);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(l.kind, AB_LAYOUT_MIXED);
+    cr_assert_eq(ab_layout_validate(&l, NULL, 0), AB_OK);
+    const int64_t r = 1 * 3 + 2;
+    cr_assert_eq(l.blk_ptr[r + 1] - l.blk_ptr[r], 3, "4, 0, 2, 2 -> 0 2 4");
+    cr_assert_eq(l.blk_idx[l.blk_ptr[r]], 0);
+    cr_assert_eq(l.blk_idx[l.blk_ptr[r] + 2], 4);
+    /* tokens 0, 7, 64 lie in kept blocks 0, 0, 4: all dropped */
+    cr_assert_eq(l.tok_ptr[r + 1] - l.tok_ptr[r], 0);
+    cr_assert_eq(ab_layout_add_blocks(&l, 0, 0, ok_blk, 1), AB_EINVAL, "after finalize");
+    ab_layout_free(&l);
+
+    ab_layout_init(&l, &s, 32, 16);
+    cr_assert_eq(ab_layout_dense(&l), AB_OK);
+    cr_assert_eq(ab_layout_add_blocks(&l, 0, 0, ok_blk, 1), AB_EINVAL);
+    cr_assert_eq(ab_layout_add_tokens(&l, 0, 0, ok_tok, 1), AB_EINVAL);
+    ab_layout_free(&l);
+}
+
+/* The entries of row r of a random layout: blocks and tokens, with repeats. */
+static int lt_row_entries(int r, int nkb, int n, int32_t *blk, int *nb, int32_t *tok)
+{
+    uint64_t g = 0xABCDull + (uint64_t)r * 7919u;
+    *nb = lt_int(&g, 6);
+    for (int t = 0; t < *nb; t++) blk[t] = lt_int(&g, nkb);
+    const int nt = lt_int(&g, 120);
+    for (int t = 0; t < nt; t++) tok[t] = lt_int(&g, n);
+    return nt;
+}
+
+static int lt_same_csr(const int64_t *pa, const int32_t *ia, const int64_t *pb, const int32_t *ib, int64_t rows)
+{
+    if (!pa || !pb) return pa == pb;
+    return !memcmp(pa, pb, (size_t)(rows + 1) * sizeof *pa) &&
+           !memcmp(ia, ib, (size_t)pa[rows] * sizeof *ia);
+}
+
+Test(layout, concurrent_adds_match_sequential)
+{
+    ab_shape s = lt_shape(3, 4001, 1);
+    ab_layout seq, par;
+    ab_layout_init(&seq, &s, 2, 32); /* 6003 rows, ~370K entries */
+    const int nqb = seq.n_qblocks, nkb = seq.n_kblocks, rows = 3 * nqb;
+    int32_t blk[8], tok[128];
+    int nb;
+    /* sequential: single adds, rows in order */
+    for (int r = 0; r < rows; r++) {
+        const int nt = lt_row_entries(r, nkb, s.seq_len, blk, &nb, tok);
+        for (int t = 0; t < nb; t++) cr_assert_eq(ab_layout_add_block(&seq, r / nqb, r % nqb, blk[t]), AB_OK);
+        for (int t = 0; t < nt; t++) cr_assert_eq(ab_layout_add_token(&seq, r / nqb, r % nqb, tok[t]), AB_OK);
+    }
+    cr_assert_eq(ab_layout_finalize(&seq), AB_OK);
+    cr_assert_eq(seq.kind, AB_LAYOUT_MIXED);
+
+    for (int trial = 0; trial < 8; trial++) {
+        /* concurrent, from a fresh layout (the threads race on the first
+         * call too): bulk adds on even trials' even rows, single adds
+         * elsewhere, rows in a thread-dependent order */
+        ab_layout_init(&par, &s, 2, 32);
+        int fails = 0, nthreads = 0;
+#pragma omp parallel num_threads(4) reduction(+ : fails)
+        {
+#pragma omp single
+            nthreads = omp_get_num_threads();
+            int32_t b[8], k[128];
+            int n;
+#pragma omp for schedule(dynamic, 1)
+            for (int x = 0; x < rows; x++) {
+                const int r = trial & 1 ? rows - 1 - x : x;
+                const int h = r / nqb, qb = r % nqb;
+                const int nt = lt_row_entries(r, nkb, s.seq_len, b, &n, k);
+                if ((trial + r) % 2 == 0) {
+                    fails += ab_layout_add_tokens(&par, h, qb, k, nt) != AB_OK;
+                    fails += ab_layout_add_blocks(&par, h, qb, b, n) != AB_OK;
+                } else {
+                    for (int t = nt - 1; t >= 0; t--) fails += ab_layout_add_token(&par, h, qb, k[t]) != AB_OK;
+                    for (int t = 0; t < n; t++) fails += ab_layout_add_block_range(&par, h, qb, b[t], b[t] + 1) != AB_OK;
+                }
+            }
+        }
+        cr_assert_geq(nthreads, 2, "the test needs 2+ threads");
+        cr_assert_eq(fails, 0);
+        cr_assert_eq(ab_layout_finalize(&par), AB_OK);
+        cr_assert_eq(par.kind, seq.kind);
+        cr_assert(lt_same_csr(seq.blk_ptr, seq.blk_idx, par.blk_ptr, par.blk_idx, rows), "trial %d: blocks differ", trial);
+        cr_assert(lt_same_csr(seq.tok_ptr, seq.tok_idx, par.tok_ptr, par.tok_idx, rows), "trial %d: tokens differ", trial);
+        ab_layout_free(&par);
+    }
+    ab_layout_free(&seq);
+}
+
+Test(layout, concurrent_dense_and_custom_calls_agree)
+{
+    ab_shape s = lt_shape(2, 100, 0);
+    ab_layout l;
+    ab_layout_init(&l, &s, 16, 16);
+    int fails = 0;
+#pragma omp parallel num_threads(4) reduction(+ : fails)
+    fails += ab_layout_dense(&l) != AB_OK;
+    cr_assert_eq(fails, 0);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(l.kind, AB_LAYOUT_DENSE);
+    ab_layout_free(&l);
+
+    /* racing dense against entries: exactly one mode wins, never both */
+    ab_layout_init(&l, &s, 16, 16);
+    int ok_dense = 0, ok_add = 0;
+#pragma omp parallel num_threads(4) reduction(+ : ok_dense, ok_add)
+    {
+        if (omp_get_thread_num() % 2) ok_dense += ab_layout_dense(&l) == AB_OK;
+        else ok_add += ab_layout_add_block(&l, 0, 0, 0) == AB_OK;
+    }
+    cr_assert((ok_dense > 0) != (ok_add > 0), "dense %d, adds %d", ok_dense, ok_add);
+    cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+    cr_assert_eq(l.kind, ok_dense ? AB_LAYOUT_DENSE : AB_LAYOUT_BLOCK);
+    ab_layout_free(&l);
 }

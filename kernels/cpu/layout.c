@@ -5,9 +5,17 @@
  *
  * Rows of the CSR arrays are r = h * n_qblocks + qb. Builder entries live in
  * l->priv until ab_layout_finalize() turns them into blk_ptr/blk_idx and
- * tok_ptr/tok_idx. */
+ * tok_ptr/tok_idx.
+ *
+ * The builder calls are thread-safe: l->priv is published once with a
+ * compare-and-swap, and every call holds the state's mutex (one lock per
+ * call, also for the bulk adds). Finalisation sorts every row by index and
+ * drops duplicates, so the finalised arrays do not depend on the order in
+ * which threads added their entries. Finalize, validate, free and the
+ * queries are not thread-safe: the harness calls them on one thread. */
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +36,8 @@ typedef struct lb_list {
 } lb_list;
 
 typedef struct lb_state {
+    pthread_mutex_t mu; /* held by every builder call: guards the fields
+                           below and the layout's block geometry */
     int touched;   /* some builder call succeeded */
     int mode;      /* LB_* */
     int finalized;
@@ -44,13 +54,39 @@ static int ceil_div(int n, int b)
 static int64_t i64_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t i64_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* Builder state, allocated on first use. NULL only on allocation failure. */
+/* Builder state, allocated on first use and published with a
+ * compare-and-swap, so threads racing on the first call agree on one state.
+ * NULL only on allocation failure. */
 static lb_state *lb_get(ab_layout *l)
 {
-    if (!l->priv)
-        l->priv = calloc(1, sizeof(lb_state));
-    return (lb_state *)l->priv;
+    void *cur = __atomic_load_n(&l->priv, __ATOMIC_ACQUIRE);
+    if (cur)
+        return (lb_state *)cur;
+    lb_state *st = calloc(1, sizeof(lb_state));
+    if (!st)
+        return NULL;
+    if (pthread_mutex_init(&st->mu, NULL)) {
+        free(st);
+        return NULL;
+    }
+    if (__atomic_compare_exchange_n(&l->priv, &cur, (void *)st, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        return st;
+    pthread_mutex_destroy(&st->mu); /* another thread won: use its state */
+    free(st);
+    return (lb_state *)cur;
 }
+
+/* The state of l, locked. NULL (nothing locked) on allocation failure. */
+static lb_state *lb_lock(ab_layout *l)
+{
+    lb_state *st = lb_get(l);
+    if (st)
+        pthread_mutex_lock(&st->mu);
+    return st;
+}
+
+static void lb_unlock(lb_state *st) { pthread_mutex_unlock(&st->mu); }
 
 static void lb_list_free(lb_list *li)
 {
@@ -84,17 +120,38 @@ static int rows_ok(const ab_layout *l)
            (int64_t)l->heads * l->n_qblocks <= INT32_MAX;
 }
 
-/* Common preamble of the entry-adding functions. */
-static int lb_begin_entries(ab_layout *l, lb_state **out)
+/* Common preamble of the entry-adding functions: lock the state and check
+ * that entries may be added to row (head, qblock). On AB_OK the caller holds
+ * the lock and must lb_unlock(*out); on an error nothing is held. */
+static int lb_begin_entries(ab_layout *l, int head, int qblock, lb_state **out)
 {
-    if (!l || !rows_ok(l))
+    if (!l)
         return AB_EINVAL;
-    lb_state *st = lb_get(l);
+    lb_state *st = lb_lock(l);
     if (!st)
         return AB_ENOMEM;
-    if (st->finalized || st->mode == LB_DENSE || st->mode == LB_CUSTOM)
+    if (!rows_ok(l) || st->finalized || st->mode == LB_DENSE || st->mode == LB_CUSTOM ||
+        head < 0 || head >= l->heads || qblock < 0 || qblock >= l->n_qblocks) {
+        lb_unlock(st);
         return AB_EINVAL;
+    }
     *out = st;
+    return AB_OK;
+}
+
+/* Append n entries of one row to li (validated, lock held). idx NULL: the
+ * run first, first + 1, ... */
+static int lb_append(lb_state *st, lb_list *li, int32_t row, const int32_t *idx, int32_t first,
+                     size_t n)
+{
+    if (lb_reserve(li, n))
+        return AB_ENOMEM;
+    lb_entry *e = li->e + li->n;
+    for (size_t t = 0; t < n; t++)
+        e[t] = (lb_entry){row, idx ? idx[t] : first + (int32_t)t};
+    li->n += n;
+    st->mode = LB_ENTRIES;
+    st->touched = 1;
     return AB_OK;
 }
 
@@ -133,6 +190,7 @@ void ab_layout_free(ab_layout *l)
     if (st) {
         lb_list_free(&st->blk);
         lb_list_free(&st->tok);
+        pthread_mutex_destroy(&st->mu);
         free(st);
         l->priv = NULL;
     }
@@ -144,65 +202,70 @@ int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k)
 {
     if (!l || block_q <= 0 || block_k <= 0)
         return AB_EINVAL;
-    lb_state *st = lb_get(l);
+    lb_state *st = lb_lock(l);
     if (!st)
         return AB_ENOMEM;
-    if (st->finalized || st->blk.n > 0 || st->tok.n > 0)
-        return AB_EINVAL;
-    l->block_q = block_q;
-    l->block_k = block_k;
-    l->n_qblocks = ceil_div(l->seq_len, block_q);
-    l->n_kblocks = ceil_div(l->seq_len, block_k);
-    st->touched = 1;
-    return AB_OK;
+    int rc = AB_EINVAL;
+    if (!st->finalized && st->blk.n == 0 && st->tok.n == 0) {
+        l->block_q = block_q;
+        l->block_k = block_k;
+        l->n_qblocks = ceil_div(l->seq_len, block_q);
+        l->n_kblocks = ceil_div(l->seq_len, block_k);
+        st->touched = 1;
+        rc = AB_OK;
+    }
+    lb_unlock(st);
+    return rc;
 }
 
 int ab_layout_dense(ab_layout *l)
 {
     if (!l)
         return AB_EINVAL;
-    lb_state *st = lb_get(l);
+    lb_state *st = lb_lock(l);
     if (!st)
         return AB_ENOMEM;
-    if (st->finalized || (st->mode != LB_NONE && st->mode != LB_DENSE))
-        return AB_EINVAL;
-    st->mode = LB_DENSE;
-    st->touched = 1;
-    return AB_OK;
+    int rc = AB_EINVAL;
+    if (!st->finalized && (st->mode == LB_NONE || st->mode == LB_DENSE)) {
+        st->mode = LB_DENSE;
+        st->touched = 1;
+        rc = AB_OK;
+    }
+    lb_unlock(st);
+    return rc;
 }
 
 int ab_layout_custom(ab_layout *l, double density)
 {
     if (!l || !(density >= 0.0 && density <= 1.0)) /* also rejects NaN */
         return AB_EINVAL;
-    lb_state *st = lb_get(l);
+    lb_state *st = lb_lock(l);
     if (!st)
         return AB_ENOMEM;
-    if (st->finalized || (st->mode != LB_NONE && st->mode != LB_CUSTOM))
-        return AB_EINVAL;
-    st->mode = LB_CUSTOM;
-    st->touched = 1;
-    l->custom_density = density;
-    return AB_OK;
+    int rc = AB_EINVAL;
+    if (!st->finalized && (st->mode == LB_NONE || st->mode == LB_CUSTOM)) {
+        st->mode = LB_CUSTOM;
+        st->touched = 1;
+        l->custom_density = density;
+        rc = AB_OK;
+    }
+    lb_unlock(st);
+    return rc;
 }
 
 int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int kb1)
 {
     lb_state *st;
-    int rc = lb_begin_entries(l, &st);
+    int rc = lb_begin_entries(l, head, qblock, &st);
     if (rc)
         return rc;
-    if (head < 0 || head >= l->heads || qblock < 0 || qblock >= l->n_qblocks ||
-        kb0 < 0 || kb1 > l->n_kblocks || kb0 > kb1)
-        return AB_EINVAL;
-    if (lb_reserve(&st->blk, (size_t)(kb1 - kb0)))
-        return AB_ENOMEM;
-    int32_t row = (int32_t)((int64_t)head * l->n_qblocks + qblock);
-    for (int kb = kb0; kb < kb1; kb++)
-        st->blk.e[st->blk.n++] = (lb_entry){row, kb};
-    st->mode = LB_ENTRIES;
-    st->touched = 1;
-    return AB_OK;
+    if (kb0 < 0 || kb1 > l->n_kblocks || kb0 > kb1)
+        rc = AB_EINVAL;
+    else
+        rc = lb_append(st, &st->blk, (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, kb0,
+                       (size_t)(kb1 - kb0));
+    lb_unlock(st);
+    return rc;
 }
 
 int ab_layout_add_block(ab_layout *l, int head, int qblock, int kblock)
@@ -215,19 +278,48 @@ int ab_layout_add_block(ab_layout *l, int head, int qblock, int kblock)
 int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
 {
     lb_state *st;
-    int rc = lb_begin_entries(l, &st);
+    int rc = lb_begin_entries(l, head, qblock, &st);
     if (rc)
         return rc;
-    if (head < 0 || head >= l->heads || qblock < 0 || qblock >= l->n_qblocks ||
-        key < 0 || key >= l->seq_len)
+    if (key < 0 || key >= l->seq_len)
+        rc = AB_EINVAL;
+    else
+        rc = lb_append(st, &st->tok, (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, key, 1);
+    lb_unlock(st);
+    return rc;
+}
+
+/* Bulk add of n indices in [0, range) to one row of li (blocks or tokens):
+ * all or nothing; n == 0 checks the row and leaves the layout untouched. */
+static int add_many(ab_layout *l, int tokens, int head, int qblock, const int32_t *idx, int n)
+{
+    if (n < 0 || (n > 0 && !idx))
         return AB_EINVAL;
-    if (lb_reserve(&st->tok, 1))
-        return AB_ENOMEM;
-    int32_t row = (int32_t)((int64_t)head * l->n_qblocks + qblock);
-    st->tok.e[st->tok.n++] = (lb_entry){row, key};
-    st->mode = LB_ENTRIES;
-    st->touched = 1;
-    return AB_OK;
+    lb_state *st;
+    int rc = lb_begin_entries(l, head, qblock, &st);
+    if (rc)
+        return rc;
+    const int range = tokens ? l->seq_len : l->n_kblocks;
+    for (int t = 0; t < n; t++)
+        if (idx[t] < 0 || idx[t] >= range) {
+            lb_unlock(st);
+            return AB_EINVAL;
+        }
+    if (n > 0)
+        rc = lb_append(st, tokens ? &st->tok : &st->blk,
+                       (int32_t)((int64_t)head * l->n_qblocks + qblock), idx, 0, (size_t)n);
+    lb_unlock(st);
+    return rc;
+}
+
+int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblocks, int n)
+{
+    return add_many(l, 0, head, qblock, kblocks, n);
+}
+
+int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n)
+{
+    return add_many(l, 1, head, qblock, keys, n);
 }
 
 /* ---- finalisation --------------------------------------------------------- */

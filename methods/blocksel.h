@@ -1,0 +1,202 @@
+/* blocksel.h — small static helpers shared by the dynamic selectors
+ * (xattention, minference_block, flexprefill, seer_proxy, quest_prefill,
+ * anchor, pbs, cca; the token selectors spark, oracle_topk_token,
+ * minference_vs, dhsa): a vectorisable A·Bᵀ on row-major panels, scaled
+ * logit panels, block mean pooling, a deterministic (score desc, index asc)
+ * sort and a softmax. The dithered fractional budget (mc_dither) and the
+ * other method-wide helpers are in methods/common.h, included here.
+ * Header-only (static inline), not a method: it registers nothing.
+ */
+#ifndef AB_METHODS_BLOCKSEL_H
+#define AB_METHODS_BLOCKSEL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "methods/common.h"
+
+#define BS_PANEL 64 /* B rows transposed at a time in bs_gemm_nt */
+
+/* C[i][j] = alpha * sum_c A[i][c] * B[j][c] for i < m, j < n.
+ * A: (m, D) with row stride lda; B: (n, D) with row stride ldb;
+ * C: (m, n) with row stride ldc; bt: scratch of D * BS_PANEL floats.
+ * B is transposed one panel at a time so the inner loop runs over B rows and
+ * vectorises without reassociation: results are independent of threading. */
+static inline void bs_gemm_nt(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
+                              float alpha, float *C, int ldc, float *bt)
+{
+    for (int j0 = 0; j0 < n; j0 += BS_PANEL) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        for (int j = 0; j < nj; j++)
+            for (int c = 0; c < D; c++) bt[(size_t)c * BS_PANEL + j] = B[(size_t)(j0 + j) * ldb + c];
+        for (int i = 0; i < m; i++) {
+            float acc[BS_PANEL];
+            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
+            const float *a = A + (size_t)i * lda;
+            for (int c = 0; c < D; c++) {
+                const float ac = a[c];
+                const float *br = bt + (size_t)c * BS_PANEL;
+                for (int j = 0; j < nj; j++) acc[j] += ac * br[j];
+            }
+            float *crow = C + (size_t)i * ldc + j0;
+            for (int j = 0; j < nj; j++) crow[j] = alpha * acc[j];
+        }
+    }
+}
+
+/* Scaled logits s[i][j] = sum_c (q[i][c] * scale) * k[j][c] for i < nr,
+ * j < kc. q: (nr, d), k: (kc, d), s: (nr, kc), kt: scratch of d * BS_PANEL
+ * floats. Unlike bs_gemm_nt the scale multiplies each query element before
+ * the sum (the rounding the exact-score selectors were written with). */
+static inline void bs_logits(const float *q, int nr, const float *k, int kc, int d, float scale, float *s,
+                             float *kt)
+{
+    for (int j0 = 0; j0 < kc; j0 += BS_PANEL) {
+        const int nj = kc - j0 < BS_PANEL ? kc - j0 : BS_PANEL;
+        for (int j = 0; j < nj; j++)
+            for (int c = 0; c < d; c++) kt[(size_t)c * BS_PANEL + j] = k[(size_t)(j0 + j) * d + c];
+        for (int i = 0; i < nr; i++) {
+            float *srow = s + (size_t)i * kc + j0; /* (nj) */
+            for (int j = 0; j < nj; j++) srow[j] = 0.0f;
+            for (int c = 0; c < d; c++) {
+                const float qc = q[(size_t)i * d + c] * scale;
+                const float *kr = kt + (size_t)c * BS_PANEL;
+                for (int j = 0; j < nj; j++) srow[j] += qc * kr[j];
+            }
+        }
+    }
+}
+
+/* Mean of rows [r0, r0 + nr) of x (rows of length d) into out (d). */
+static inline void bs_mean_rows(const float *x, int d, int r0, int nr, float *out)
+{
+    for (int c = 0; c < d; c++) out[c] = 0.0f;
+    for (int i = 0; i < nr; i++)
+        for (int c = 0; c < d; c++) out[c] += x[(size_t)(r0 + i) * d + c];
+    const float inv = 1.0f / (float)(nr > 0 ? nr : 1);
+    for (int c = 0; c < d; c++) out[c] *= inv;
+}
+
+/* Mean-pool x (n, d) over blocks of `blk` rows into out (ceil(n/blk), d);
+ * the last block averages only the rows it has. */
+static inline void bs_pool_mean(const float *x, int n, int d, int blk, float *out)
+{
+    const int nb = (n + blk - 1) / blk;
+    for (int b = 0; b < nb; b++) {
+        const int r0 = b * blk, nr = n - r0 < blk ? n - r0 : blk;
+        bs_mean_rows(x, d, r0, nr, out + (size_t)b * d);
+    }
+}
+
+/* Key block holding the last row of query block qb (the "diagonal" block). */
+static inline int bs_diag_block(int qb, int bq, int bk, int n)
+{
+    const int last = ((qb + 1) * bq < n ? (qb + 1) * bq : n) - 1;
+    return last / bk;
+}
+
+/* A scored candidate. */
+typedef struct bs_cand {
+    double score;
+    int32_t idx;
+} bs_cand;
+
+/* Higher score first, then lower index; NaN ranks last. A total order, so
+ * qsort is deterministic. */
+static inline int bs_cand_cmp(const void *pa, const void *pb)
+{
+    const bs_cand *a = pa, *b = pb;
+    const int an = isnan(a->score), bn = isnan(b->score);
+    if (an != bn) return an - bn;
+    if (!an) {
+        if (a->score > b->score) return -1;
+        if (a->score < b->score) return 1;
+    }
+    return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+static inline void bs_sort_desc(bs_cand *c, int n)
+{
+    if (n > 1) qsort(c, (size_t)n, sizeof *c, bs_cand_cmp);
+}
+
+/* The block choice of minference_block (and of seer_proxy's proxy gate):
+ * per head and query block, the logits scale * pq(qb) . pk(kb) of the
+ * candidate key blocks (causal: up to the diagonal block) are ranked (ties
+ * to the lower index) and the best mc_dither(topk, qb) of them, at most
+ * ceil(topk), are added to l as key blocks, one bulk call per query block.
+ * The softmax the papers apply per row is monotone, so ranking the logits
+ * is the same. pq: (heads, n_qblocks, d) pooled queries; pk: (heads,
+ * n_kblocks, d) pooled keys. Returns AB_OK, AB_ENOMEM or the builder's
+ * error. */
+static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float *pq, const float *pk, double topk)
+{
+    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
+    const int rows = H * nqb;
+    const int keep = (int)ceil(topk) < nkb ? (int)ceil(topk) : nkb;
+    float *sc = malloc((size_t)rows * nkb * sizeof *sc); /* (heads*n_qblocks, n_kblocks) */
+    int rc = sc ? AB_OK : AB_ENOMEM;
+    if (rc == AB_OK) {
+#pragma omp parallel
+        {
+            float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
+            bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
+            int32_t *idx = malloc((size_t)(keep > 0 ? keep : 1) * sizeof *idx); /* (keep) one row's blocks */
+            int ok = bt && cand && idx;
+            if (!ok) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int h = 0; h < H; h++)
+                if (ok)
+                    bs_gemm_nt(pq + (size_t)h * nqb * d, d, nqb, pk + (size_t)h * nkb * d, d, nkb, d, pb->s.scale,
+                               sc + (size_t)h * nqb * nkb, nkb, bt);
+#pragma omp for schedule(static)
+            for (int r = 0; r < rows; r++) {
+                if (!ok) continue;
+                const int qb = r % nqb;
+                const int nc = causal ? bs_diag_block(qb, bq, bk, N) + 1 : nkb;
+                for (int b = 0; b < nc; b++) {
+                    cand[b].score = sc[(size_t)r * nkb + b];
+                    cand[b].idx = b;
+                }
+                bs_sort_desc(cand, nc);
+                int kr = mc_dither(topk, qb);
+                kr = kr < keep ? kr : keep;
+                const int n = nc < kr ? nc : kr;
+                for (int t = 0; t < n; t++) idx[t] = cand[t].idx;
+                const int ra = ab_layout_add_blocks(l, r / nqb, qb, idx, n);
+                if (ra != AB_OK) {
+                    ok = 0;
+#pragma omp atomic write
+                    rc = ra;
+                }
+            }
+            free(bt);
+            free(cand);
+            free(idx);
+        }
+    }
+    free(sc);
+    return rc;
+}
+
+/* In-place softmax of x[0..n) in double accumulation; returns nothing.
+ * n == 0 is a no-op. */
+static inline void bs_softmax(double *x, int n)
+{
+    if (n <= 0) return;
+    double m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    double s = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = exp(x[i] - m);
+        s += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= s;
+}
+
+#endif

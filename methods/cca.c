@@ -1,0 +1,257 @@
+/* cca.c — `cca`: Core Context Aware attention (Chen et al. 2024, "Core
+ * Context Aware Transformers for Long Context Language Modeling" /
+ * CCA-Attention, arXiv 2412.12465).
+ *
+ * CCA replaces distant raw tokens by pooled "core tokens":
+ *  - globality-aware pooling: keys are grouped into groups of g tokens; each
+ *    group's importance weights are the attention of the group's last query
+ *    over the group's keys, w = softmax(q_last . K_group^T * scale), and the
+ *    core token is (sum w k, sum w v);
+ *  - locality-preserving attention: a window of raw tokens before the query;
+ *  - fusion: one softmax over [core tokens; raw local tokens].
+ * To keep the pooled and raw parts a partition of the keys (so nothing is
+ * counted twice and window >= N is exactly dense attention), the raw window
+ * of row i starts at the group boundary b(i) = g * floor(max(0, i-w+1) / g)
+ * and row i attends the core tokens of the groups before b(i) (all complete
+ * and causally valid) plus raw keys [b(i), i]. Non-causal: raw keys in the
+ * group-aligned band around i, core tokens for every other group. The paper
+ * lets the window and the core tokens overlap; this is our deviation.
+ *
+ * Keys are pooled, so no (query, key) layout describes it: CUSTOM layout with
+ * its own run(). Reported density = score FLOPs over dense score FLOPs:
+ * (sum over rows of the core and raw keys attended + one logit per pooled
+ * token for the groups in use) / causally valid pairs.
+ *
+ * Density knob: window (rises with it; density ~ (w + i/g) / i per row, so
+ * its floor is ~1/g). Defaults g = 16, window = 1024 (ours; the paper's
+ * group size and window depend on the model and context length). Memory:
+ * core keys/values (N/g, d) per head and one (64, N/g + window) logit tile per
+ * thread; never N x N.
+ */
+#include "attnbench.h"
+#include "methods/blocksel.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define CCA_TILE 64 /* query rows per tile in run() */
+
+typedef struct cca_state {
+    int window; /* raw local tokens (before group alignment) */
+    int group;  /* g */
+} cca_state;
+
+enum { P_WINDOW = 0, P_GROUP, P_COUNT };
+
+static int cca_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    cca_state *st = state;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "cca: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 24)) || !(p->v[P_GROUP] >= 1 && p->v[P_GROUP] <= 4096)) {
+        ab_set_error(state, "cca: window must be in [1, 2^24], group in [1, 4096]");
+        return AB_EINVAL;
+    }
+    st->window = (int)p->v[P_WINDOW];
+    st->group = (int)p->v[P_GROUP];
+    return AB_OK;
+}
+
+/* Raw key range [*lo, *hi) of row i; the core groups it uses are those
+ * entirely outside it. */
+static void raw_range(const cca_state *st, int n, int causal, int i, int *lo, int *hi)
+{
+    const int g = st->group, w = st->window;
+    const int a = i - w + 1 > 0 ? i - w + 1 : 0;
+    *lo = a / g * g;
+    if (causal) {
+        *hi = i + 1;
+    } else {
+        const long e = (long)i + w; /* exclusive end of the symmetric band */
+        const long eg = (e + g - 1) / g * g;
+        *hi = eg < n ? (int)eg : n;
+    }
+}
+
+static int cca_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const cca_state *st = state;
+    const int n = pb->s.seq_len, g = st->group, causal = pb->s.causal;
+    const int ng = (n + g - 1) / g;
+    double kept = 0.0, valid = 0.0;
+    int used_groups = 0; /* groups whose core token some row uses */
+    for (int i = 0; i < n; i++) {
+        int lo, hi;
+        raw_range(st, n, causal, i, &lo, &hi);
+        const int cores = causal ? lo / g : lo / g + (ng - (hi + g - 1) / g);
+        kept += (hi - lo) + cores;
+        valid += causal ? i + 1 : n;
+        if (causal) used_groups = lo / g > used_groups ? lo / g : used_groups;
+        else if (cores > 0) used_groups = ng;
+    }
+    /* pooling: one importance logit per token of a group in use */
+    kept += used_groups * (double)g < n ? used_groups * (double)g : n;
+    double dens = valid > 0 ? kept / valid : 1.0;
+    dens = dens > 1.0 ? 1.0 : dens;
+    return ab_layout_custom(l, dens);
+}
+
+/* Core keys and values of one head: ck, cv (ng, d). */
+static void pool_cores(const float *q, const float *k, const float *v, int n, int d, int g, float scale,
+                       double *w, float *ck, float *cv)
+{
+    const int ng = (n + g - 1) / g;
+    for (int c = 0; c < ng; c++) {
+        const int j0 = c * g, j1 = j0 + g < n ? j0 + g : n, t = j1 - 1;
+        for (int j = j0; j < j1; j++) {
+            float s = 0.0f;
+            for (int e = 0; e < d; e++) s += q[(size_t)t * d + e] * k[(size_t)j * d + e];
+            w[j - j0] = (double)s * scale;
+        }
+        bs_softmax(w, j1 - j0);
+        float *a = ck + (size_t)c * d, *b = cv + (size_t)c * d;
+        for (int e = 0; e < d; e++) a[e] = b[e] = 0.0f;
+        for (int j = j0; j < j1; j++) {
+            const float wj = (float)w[j - j0];
+            for (int e = 0; e < d; e++) {
+                a[e] += wj * k[(size_t)j * d + e];
+                b[e] += wj * v[(size_t)j * d + e];
+            }
+        }
+    }
+}
+
+static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
+{
+    const cca_state *st = state;
+    const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int g = st->group, ng = (n + g - 1) / g;
+    const float scale = pb->s.scale;
+    const int ntiles = (n + CCA_TILE - 1) / CCA_TILE;
+    float *ck = malloc((size_t)H * ng * d * sizeof *ck); /* (heads, ng, d) core keys */
+    float *cv = malloc((size_t)H * ng * d * sizeof *cv); /* (heads, ng, d) core values */
+    int rc = (ck && cv) ? AB_OK : AB_ENOMEM;
+
+    if (rc == AB_OK) {
+#pragma omp parallel
+        {
+            double *w = malloc((size_t)g * sizeof *w);
+            if (!w) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int h = 0; h < H; h++)
+                if (w)
+                    pool_cores(pb->q + (size_t)h * n * d, pb->k + (size_t)h * n * d, pb->v + (size_t)h * n * d, n, d, g,
+                               scale, w, ck + (size_t)h * ng * d, cv + (size_t)h * ng * d);
+            free(w);
+        }
+    }
+    if (rc == AB_OK) {
+#pragma omp parallel
+        {
+            /* raw span of a tile: at most (causal) window + tile + 2 groups
+             * wide, twice the window when non-causal */
+            const long span_cap = (causal ? 1L : 2L) * st->window + CCA_TILE + 2L * g + 1;
+            const int rcap = span_cap < n ? (int)span_cap : n;
+            float *sc = malloc((size_t)CCA_TILE * ng * sizeof *sc);   /* (tile, ng) core logits */
+            float *sr = malloc((size_t)CCA_TILE * rcap * sizeof *sr); /* (tile, raw span) raw logits */
+            float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
+            double *p = malloc((size_t)(ng + rcap) * sizeof *p);
+            double *acc = malloc((size_t)d * sizeof *acc);
+            const int ok = sc && sr && bt && p && acc;
+            if (!ok) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int tix = 0; tix < H * ntiles; tix++) {
+                if (!ok) continue;
+                const int h = tix / ntiles, r0 = (tix % ntiles) * CCA_TILE;
+                const int r1 = r0 + CCA_TILE < n ? r0 + CCA_TILE : n, nr = r1 - r0;
+                const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d, *v = pb->v + (size_t)h * n * d;
+                const float *hk = ck + (size_t)h * ng * d, *hv = cv + (size_t)h * ng * d;
+                int lo0, hi0, lo1, hi1;
+                raw_range(st, n, causal, r0, &lo0, &hi0);
+                raw_range(st, n, causal, r1 - 1, &lo1, &hi1);
+                const int tlo = lo0, thi = hi1; /* raw span of the tile */
+                const int ncore = causal ? lo1 / g : ng; /* core logits needed */
+                if (ncore > 0) bs_gemm_nt(q + (size_t)r0 * d, d, nr, hk, d, ncore, d, scale, sc, ng, bt);
+                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap, bt);
+                for (int i = r0; i < r1; i++) {
+                    int lo, hi;
+                    raw_range(st, n, causal, i, &lo, &hi);
+                    const int ti = i - r0;
+                    int m = 0;
+                    double mx = -INFINITY;
+                    /* cores: groups entirely outside [lo, hi) */
+                    for (int c = 0; c < ncore; c++)
+                        if ((c + 1) * g <= lo || (!causal && c * g >= hi)) {
+                            p[m] = sc[(size_t)ti * ng + c];
+                            mx = p[m] > mx ? p[m] : mx;
+                            m++;
+                        }
+                    const int mc = m;
+                    for (int j = lo; j < hi; j++) {
+                        p[m] = sr[(size_t)ti * rcap + (j - tlo)];
+                        mx = p[m] > mx ? p[m] : mx;
+                        m++;
+                    }
+                    double sum = 0.0;
+                    for (int t = 0; t < m; t++) {
+                        p[t] = exp(p[t] - mx);
+                        sum += p[t];
+                    }
+                    for (int e = 0; e < d; e++) acc[e] = 0.0;
+                    int t = 0;
+                    for (int c = 0; c < ncore; c++)
+                        if ((c + 1) * g <= lo || (!causal && c * g >= hi)) {
+                            const double pt = p[t++];
+                            for (int e = 0; e < d; e++) acc[e] += pt * hv[(size_t)c * d + e];
+                        }
+                    for (int j = lo; j < hi; j++) {
+                        const double pt = p[mc + (j - lo)];
+                        for (int e = 0; e < d; e++) acc[e] += pt * v[(size_t)j * d + e];
+                    }
+                    float *o = out + ((size_t)h * n + i) * d;
+                    for (int e = 0; e < d; e++) o[e] = (float)(acc[e] / sum);
+                }
+            }
+            free(sc);
+            free(sr);
+            free(bt);
+            free(p);
+            free(acc);
+        }
+    }
+    if (rc != AB_OK) ab_set_error(state, "cca: out of memory");
+    free(ck);
+    free(cv);
+    return rc;
+}
+
+const ab_method ab_cca = {
+    .abi = AB_ABI_VERSION,
+    .name = "cca",
+    .summary = "CCA-attention: groups of g keys pooled into importance-weighted core tokens + raw local window (custom run)",
+    .reference = "Chen et al. 2024, Core Context Aware attention (CCA-Attention), arXiv 2412.12465",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_WINDOW] = { .name = "window", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 1,
+                       .help = "raw local tokens before the query (aligned down to a group boundary)" },
+        [P_GROUP] = { .name = "group", .def = 16, .min = 1, .max = 4096, .is_int = 1,
+                      .help = "tokens pooled into one core token (g)" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_WINDOW, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(cca_state),
+    .init = cca_init,
+    .select = cca_select,
+    .run = cca_run,
+    .fini = NULL,
+};
+AB_REGISTER(ab_cca)

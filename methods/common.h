@@ -1,0 +1,59 @@
+/* common.h — small static helpers shared by method files: the golden-ratio
+ * dithered fractional budget (the scheme of oracle_topk_block.c), a key
+ * span written as whole key blocks plus edge tokens (the fixed patterns of
+ * Child et al. 2019, arXiv 1904.10509, Longformer, StreamingLLM), and the
+ * splitmix64 finaliser for seeded choices. Header-only (static inline), not
+ * a method: it registers nothing. methods/blocksel.h includes it.
+ */
+#ifndef AB_METHODS_COMMON_H
+#define AB_METHODS_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "attnbench.h"
+
+/* A fractional budget k spread over rows: row `row` gets floor(k) plus one
+ * with probability frac(k), by the golden-ratio sequence of the row index,
+ * so the mean over rows is k and density moves smoothly with k. */
+static inline int mc_dither(double k, int row)
+{
+    const double u = fmod((row + 1) * 0.6180339887498949, 1.0);
+    const double f = floor(k);
+    return (int)f + (u < k - f);
+}
+
+/* Keys [a, b) (clipped to [0, seq_len)) of row (h, qb): the key blocks it
+ * covers whole as blocks, the ragged edges as tokens. Any failure of the
+ * builder is reported as AB_ENOMEM. */
+static inline int mc_add_span(ab_layout *l, int h, int qb, int a, int b)
+{
+    const int bk = l->block_k;
+    a = a > 0 ? a : 0;
+    b = b < l->seq_len ? b : l->seq_len;
+    if (a >= b) return AB_OK;
+    const int kb0 = (a + bk - 1) / bk; /* first whole block */
+    const int kb1 = b / bk;            /* one past the last whole block */
+    if (kb0 >= kb1) {
+        for (int j = a; j < b; j++)
+            if (ab_layout_add_token(l, h, qb, j)) return AB_ENOMEM;
+        return AB_OK;
+    }
+    for (int j = a; j < kb0 * bk; j++)
+        if (ab_layout_add_token(l, h, qb, j)) return AB_ENOMEM;
+    if (ab_layout_add_block_range(l, h, qb, kb0, kb1)) return AB_ENOMEM;
+    for (int j = kb1 * bk; j < b; j++)
+        if (ab_layout_add_token(l, h, qb, j)) return AB_ENOMEM;
+    return AB_OK;
+}
+
+/* splitmix64's finaliser: a well-mixed 64-bit hash of z. */
+static inline uint64_t mc_mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+#endif

@@ -1,0 +1,121 @@
+/* fixed.c — `fixed`: the fixed pattern of the Sparse Transformer (Child et
+ * al. 2019, "Generating Long Sequences with Sparse Transformers",
+ * arXiv 1904.10509; openai/sparse_attention). With block length l and c
+ * summary cells, row i keeps
+ *   A(1): the keys of its own length-l block, floor(j / l) == floor(i / l),
+ *   A(2): the c "summary" positions of every block: j mod l in
+ *         [t, t + c), t = l - c for head 0,
+ * merged into one pattern. Child et al. found "having multiple heads attend
+ * to distinct subblocks of length c within the block of size l was
+ * preferable": head h uses t_h = (l - (h + 1) c) mod l (wrapping inside the
+ * block). Causal: summary cells of earlier blocks (those of the own block are
+ * in A(1)); non-causal: of every block.
+ *
+ * Density knob: c, fractional (a non-integer c is dithered over query blocks)
+ * and monotone: density rises with the number of summary cells per block,
+ * from A(1) alone (c -> 0) to everything (c = l). l stays fixed (default
+ * 128, the paper's l ∈ {128, 256} with c ∈ {8, 16, 32}); with both free
+ * the density is not monotone in either.
+ *
+ * Granularity: A(1) and A(2) depend only on the query's l-block, so query
+ * blocks of gcd(l, block_q) rows make the per-query-block token lists exact.
+ * Spans are listed as whole key blocks plus edge tokens (MIXED layout).
+ */
+#include "attnbench.h"
+#include "methods/common.h"
+
+#include <math.h>
+
+typedef struct fixed_state {
+    int len;        /* l: block length in tokens */
+    double summary; /* c: summary cells per block (fractional: dithered) */
+} fixed_state;
+
+enum { P_SUMMARY = 0, P_LEN, P_COUNT };
+
+static int imin(int a, int b) { return a < b ? a : b; }
+
+static int gcd(int a, int b)
+{
+    while (b) {
+        const int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+static int fixed_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    fixed_state *st = state;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "fixed: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_SUMMARY] >= 0 && p->v[P_SUMMARY] <= (1 << 20))) {
+        ab_set_error(state, "fixed: summary=%g outside [0, 2^20]", p->v[P_SUMMARY]);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_LEN] >= 1 && p->v[P_LEN] <= (1 << 20))) {
+        ab_set_error(state, "fixed: block=%g outside [1, 2^20]", p->v[P_LEN]);
+        return AB_EINVAL;
+    }
+    st->summary = p->v[P_SUMMARY];
+    st->len = (int)p->v[P_LEN];
+    return AB_OK;
+}
+
+static int fixed_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const fixed_state *st = state;
+    const int n = l->seq_len, L = st->len;
+    int rc = ab_layout_set_blocks(l, gcd(L, l->block_q), l->block_k);
+    if (rc != AB_OK) return rc;
+    const int bq = l->block_q, nlb = (n + L - 1) / L; /* length-l blocks */
+    for (int qb = 0; qb < l->n_qblocks; qb++) {
+        const int r0 = qb * bq, r1 = imin(n, (qb + 1) * bq);
+        const int lb = r0 / L; /* the query block lies inside l-block lb */
+        const int c = imin(L, mc_dither(st->summary, qb));
+        for (int h = 0; h < l->heads; h++) {
+            /* A(1): own l-block (causal: up to the last row; the mask does the rest) */
+            if ((rc = mc_add_span(l, h, qb, lb * L, l->causal ? r1 : (lb + 1) * L))) return rc;
+            if (c <= 0) continue;
+            const int t = ((L - (int)(((int64_t)(h + 1) * c) % L)) % L); /* first cell of head h */
+            for (int b = 0; b < (l->causal ? lb : nlb); b++) {
+                if (b == lb) continue;
+                const int base = b * L;
+                if (t + c <= L) {
+                    rc = mc_add_span(l, h, qb, base + t, base + t + c);
+                } else { /* wraps inside the block */
+                    rc = mc_add_span(l, h, qb, base + t, base + L);
+                    if (rc == AB_OK) rc = mc_add_span(l, h, qb, base, base + t + c - L);
+                }
+                if (rc) return rc;
+            }
+        }
+    }
+    return AB_OK;
+}
+
+const ab_method ab_fixed = {
+    .abi = AB_ABI_VERSION,
+    .name = "fixed",
+    .summary = "Sparse Transformer fixed: own length-l block + c summary cells of every block (distinct per head)",
+    .reference = "Sparse Transformer (Child et al. 2019, arXiv 1904.10509)",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_SUMMARY] = { .name = "summary", .def = 8, .min = 0.01, .max = 1 << 16, .is_int = 0,
+                        .help = "c: summary cells per length-l block (fractional: dithered; capped at l)" },
+        [P_LEN] = { .name = "block", .def = 128, .min = 1, .max = 1 << 20, .is_int = 1,
+                    .help = "l: block length in tokens" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_SUMMARY, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(fixed_state),
+    .init = fixed_init,
+    .select = fixed_select,
+    .run = NULL,
+    .fini = NULL,
+};
+AB_REGISTER(ab_fixed)

@@ -1,0 +1,311 @@
+/* minference_vs.c — `minference_vs`: MInference's vertical-slash pattern
+ * (Jiang et al. 2024, "MInference 1.0: Accelerating Pre-filling for
+ * Long-Context LLMs via Dynamic Sparse Attention", arXiv 2407.02490; code
+ * microsoft/MInference, vertical_and_slash_kernel and
+ * convert_vertical_slash_indexes).
+ *
+ * Estimation, per head, from the last last_q = 64 queries only:
+ *   A = softmax(Q_last Kᵀ · scale), causally masked       (last_q, N)
+ *   vertical score of key j   = Σ_m A[m, j]               (column sums)
+ *   slash score of offset o   = Σ_m A[m, i_m − o]         (diagonal sums)
+ * The first sink_verticals = 30 columns and the local_slashes = 100 offsets
+ * nearest the main diagonal get +inf (always kept), as in the official code;
+ * then the top n_v = max(30, scale·n_vertical) columns and the top
+ * n_s = max(50, scale·n_slash) offsets are kept (ties: lower index / smaller
+ * offset first). Defaults 1000 / 6096 are the authors' vertical-slash
+ * config; the single knob `scale` moves both together and is continuous in
+ * effect (one column / one diagonal per step of 1/n).
+ *
+ * Index construction, as the authors' kernel does it: a slash of offset o
+ * seen from query block [r0, r1) is the key range [r0 − o, r1 − o) (the
+ * rectangle around the diagonal segment, BLOCK_SIZE_M wide); ranges of all
+ * kept offsets are merged, vertical columns inside a merged range are
+ * dropped, the others become per-query-block column lists. Here the merged
+ * ranges are written as whole key blocks where they cover an aligned block
+ * (MIXED layout: the near-diagonal band and dense slash clusters run through
+ * the block path) and as tokens elsewhere; vertical columns are tokens.
+ * Differences from the authors: the kernel's ranges may start off the block
+ * grid (ours split into aligned blocks + tokens, the same key set); every
+ * head uses vertical-slash (the offline per-head pattern search is not
+ * reproduced); non-causal input (not in the paper) uses the same estimator
+ * with negative offsets allowed and a symmetric local band.
+ *
+ * Cost: O(last_q · N · d) for the estimate plus O(N log N) ranking per head
+ * and O(n_qblocks · (n_v + n_s)) to write the layout; memory O(last_q · N)
+ * per head in flight, never N × N.
+ */
+#include "attnbench.h"
+#include "methods/blocksel.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { P_SCALE = 0, P_NV, P_NS, P_LASTQ, P_SINKV, P_LOCALS, P_COUNT };
+
+typedef struct mvs_state {
+    double scale;      /* multiplies n_vertical and n_slash (density knob) */
+    int n_vertical;    /* authors' vertical_size at scale 1 */
+    int n_slash;       /* authors' slash_size at scale 1 */
+    int last_q;        /* estimation queries (the last rows) */
+    int sink_v;        /* leading columns always kept */
+    int local_s;       /* offsets nearest the diagonal always kept */
+} mvs_state;
+
+static int mvs_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    mvs_state *st = state;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "minference_vs: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_SCALE] > 0 && p->v[P_SCALE] <= 1e6)) {
+        ab_set_error(state, "minference_vs: scale=%g outside (0, 1e6]", p->v[P_SCALE]);
+        return AB_EINVAL;
+    }
+    for (int i = P_NV; i < P_COUNT; i++)
+        if (!(p->v[i] >= (i == P_LASTQ ? 1 : 0) && p->v[i] <= (1 << 24))) {
+            ab_set_error(state, "minference_vs: param %d = %g out of range", i, p->v[i]);
+            return AB_EINVAL;
+        }
+    st->scale = p->v[P_SCALE];
+    st->n_vertical = (int)p->v[P_NV];
+    st->n_slash = (int)p->v[P_NS];
+    st->last_q = (int)p->v[P_LASTQ];
+    st->sink_v = (int)p->v[P_SINKV];
+    st->local_s = (int)p->v[P_LOCALS];
+    return AB_OK;
+}
+
+/* Per-head scratch and result. */
+typedef struct head_work {
+    float *a;        /* (last_q, N) logits, then probabilities */
+    bs_cand *vert;   /* (N) column scores (a candidate: a column or an offset) */
+    bs_cand *slash;  /* (n_off) offset scores, index = o - o_min */
+    int32_t *v_keep; /* (n_v) kept columns, ascending */
+    int32_t *s_keep; /* (n_s) kept offsets, descending */
+    int32_t *lo, *hi;/* (n_s) merged ranges of one query block */
+    float *kt;       /* (head_dim, BS_PANEL) one key tile, transposed */
+    int32_t *blk;    /* (n_kblocks) key blocks of one query block */
+    int32_t *tok;    /* (N) key tokens of one query block */
+} head_work;
+
+static void head_work_free(head_work *w)
+{
+    free(w->a);
+    free(w->vert);
+    free(w->slash);
+    free(w->v_keep);
+    free(w->s_keep);
+    free(w->lo);
+    free(w->hi);
+    free(w->kt);
+    free(w->blk);
+    free(w->tok);
+}
+
+static int cmp_i32_asc(const void *pa, const void *pb)
+{
+    const int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+    return (a > b) - (a < b);
+}
+
+static int cmp_i32_desc(const void *pa, const void *pb) { return cmp_i32_asc(pb, pa); }
+
+/* The whole selection of head h, added to l one query block at a time. */
+static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int h)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
+    const float scale = pb->s.scale;
+    const int L = st->last_q < N ? st->last_q : N;
+    const int o_min = causal ? 0 : -(L - 1); /* offsets the last rows can see */
+    const int n_off = N - o_min;              /* offsets o in [o_min, N - 1] */
+    const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
+    const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
+
+    int n_v = (int)fmin((double)N, fmax(30.0, round(st->scale * st->n_vertical)));
+    int n_s = (int)fmin((double)n_off, fmax(50.0, round(st->scale * st->n_slash)));
+
+    head_work w = { 0 };
+    w.a = malloc((size_t)L * N * sizeof *w.a);
+    w.vert = malloc((size_t)N * sizeof *w.vert);
+    w.slash = malloc((size_t)n_off * sizeof *w.slash);
+    w.v_keep = malloc((size_t)n_v * sizeof *w.v_keep);
+    w.s_keep = malloc((size_t)n_s * sizeof *w.s_keep);
+    w.lo = malloc((size_t)n_s * sizeof *w.lo);
+    w.hi = malloc((size_t)n_s * sizeof *w.hi);
+    w.kt = malloc((size_t)d * BS_PANEL * sizeof *w.kt);
+    w.blk = malloc((size_t)l->n_kblocks * sizeof *w.blk);
+    w.tok = malloc((size_t)N * sizeof *w.tok);
+    if (!w.a || !w.vert || !w.slash || !w.v_keep || !w.s_keep || !w.lo || !w.hi || !w.kt || !w.blk || !w.tok) {
+        head_work_free(&w);
+        return AB_ENOMEM;
+    }
+
+    /* Logits of the last L rows against all keys. */
+    bs_logits(q + (size_t)(N - L) * d, L, k, N, d, scale, w.a, w.kt);
+    /* A = softmax of the last L rows (row i = N - L + m sees j <= i). */
+    for (int m = 0; m < L; m++) {
+        const int i = N - L + m, nv = causal ? i + 1 : N;
+        float *row = w.a + (size_t)m * N; /* (N) */
+        float mx = -INFINITY;
+        for (int j = 0; j < nv; j++) mx = row[j] > mx ? row[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < nv; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int j = 0; j < nv; j++) row[j] *= inv;
+        for (int j = nv; j < N; j++) row[j] = 0.0f;
+    }
+
+    /* Column sums and diagonal sums. */
+    for (int j = 0; j < N; j++) {
+        w.vert[j].score = 0.0;
+        w.vert[j].idx = j;
+    }
+    for (int t = 0; t < n_off; t++) {
+        w.slash[t].score = 0.0;
+        w.slash[t].idx = t + o_min; /* the offset itself */
+    }
+    for (int m = 0; m < L; m++) {
+        const int i = N - L + m;
+        const float *row = w.a + (size_t)m * N;
+        for (int j = 0; j < N; j++) {
+            const double p = row[j];
+            w.vert[j].score += p;
+            const int o = i - j;
+            if (o >= o_min) w.slash[o - o_min].score += p;
+        }
+    }
+    /* Forced parts: sinks and the local band; NaN ranks last. */
+    for (int j = 0; j < N; j++) {
+        if (j < st->sink_v) w.vert[j].score = INFINITY;
+        else if (isnan(w.vert[j].score)) w.vert[j].score = -1.0;
+    }
+    for (int t = 0; t < n_off; t++) {
+        const int o = t + o_min;
+        if (o < st->local_s && o > -st->local_s) w.slash[t].score = INFINITY;
+        else if (isnan(w.slash[t].score)) w.slash[t].score = -1.0;
+        /* equal scores: the offset nearer the diagonal first */
+        w.slash[t].idx = o;
+    }
+    bs_sort_desc(w.vert, N);
+    /* Rank offsets by score, ties by |o| then o: sort on a key with the
+     * index replaced by a rank of |o|. */
+    for (int t = 0; t < n_off; t++) {
+        const int o = w.slash[t].idx;
+        w.slash[t].idx = 2 * (o < 0 ? -o : o) + (o < 0); /* 0, 1(-)... : bijective */
+    }
+    bs_sort_desc(w.slash, n_off);
+    for (int t = 0; t < n_v; t++) w.v_keep[t] = w.vert[t].idx;
+    for (int t = 0; t < n_s; t++) {
+        const int c = w.slash[t].idx;
+        w.s_keep[t] = (c & 1) ? -(c >> 1) : (c >> 1);
+    }
+    qsort(w.v_keep, (size_t)n_v, sizeof *w.v_keep, cmp_i32_asc);
+    qsort(w.s_keep, (size_t)n_s, sizeof *w.s_keep, cmp_i32_desc);
+
+    int rc = AB_OK;
+    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
+        const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+        const int kend = causal ? r1 : N; /* keys any row here may see */
+        /* Slash ranges [r0 - o, r1 - o), offsets descending = starts
+         * ascending; merge overlapping or touching ranges. */
+        int nr = 0;
+        for (int t = 0; t < n_s; t++) {
+            int a = r0 - w.s_keep[t], b = r1 - w.s_keep[t];
+            a = a < 0 ? 0 : a;
+            b = b > kend ? kend : b;
+            if (a >= b) continue;
+            if (nr > 0 && a <= w.hi[nr - 1]) {
+                if (b > w.hi[nr - 1]) w.hi[nr - 1] = b;
+            } else {
+                w.lo[nr] = a;
+                w.hi[nr] = b;
+                nr++;
+            }
+        }
+        /* Each range: aligned key blocks it covers whole, tokens at the
+         * ragged ends (ranges are disjoint, so no block or token repeats). */
+        int nb = 0, nt = 0;
+        for (int x = 0; x < nr; x++) {
+            const int a = w.lo[x], b = w.hi[x];
+            int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
+            if (b == N && kb1 * bk < N && kb1 * bk >= a) kb1++; /* last, partial key block */
+            if (kb0 < kb1) {
+                for (int kb = kb0; kb < kb1; kb++) w.blk[nb++] = kb;
+                const int e0 = kb0 * bk, e1 = kb1 * bk < N ? kb1 * bk : N;
+                for (int j = a; j < e0; j++) w.tok[nt++] = j;
+                for (int j = e1; j < b; j++) w.tok[nt++] = j;
+            } else {
+                for (int j = a; j < b; j++) w.tok[nt++] = j;
+            }
+        }
+        /* Vertical columns outside the merged ranges. */
+        int x = 0;
+        for (int t = 0; t < n_v; t++) {
+            const int j = w.v_keep[t];
+            if (j >= kend) break;
+            while (x < nr && w.hi[x] <= j) x++;
+            if (x < nr && w.lo[x] <= j) continue; /* inside a slash range */
+            w.tok[nt++] = j;
+        }
+        rc = ab_layout_add_blocks(l, h, qb, w.blk, nb);
+        if (rc == AB_OK) rc = ab_layout_add_tokens(l, h, qb, w.tok, nt);
+    }
+    head_work_free(&w);
+    return rc;
+}
+
+static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const mvs_state *st = state;
+    const int H = l->heads;
+    if (l->seq_len < 1) return ab_layout_dense(l);
+    int rc = AB_OK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int h = 0; h < H; h++) {
+        const int r = mvs_head(st, pb, l, h);
+        if (r != AB_OK) {
+#pragma omp atomic write
+            rc = r;
+        }
+    }
+    if (rc == AB_ENOMEM) ab_set_error(state, "minference_vs: out of memory");
+    return rc;
+}
+
+const ab_method ab_minference_vs = {
+    .abi = AB_ABI_VERSION,
+    .name = "minference_vs",
+    .summary = "MInference vertical-slash: last-64-query estimate, top verticals + top diagonals (mixed layout)",
+    .reference = "MInference (Jiang et al. 2024, arXiv 2407.02490; microsoft/MInference)",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_SCALE] = { .name = "scale", .def = 1.0, .min = 1e-3, .max = 1e4, .is_int = 0,
+                      .help = "multiplies n_vertical and n_slash together (density knob)" },
+        [P_NV] = { .name = "n_vertical", .def = 1000, .min = 0, .max = 1 << 24, .is_int = 1,
+                   .help = "vertical columns kept at scale 1 (at least 30)" },
+        [P_NS] = { .name = "n_slash", .def = 6096, .min = 0, .max = 1 << 24, .is_int = 1,
+                   .help = "slash diagonals kept at scale 1 (at least 50)" },
+        [P_LASTQ] = { .name = "last_q", .def = 64, .min = 1, .max = 1 << 16, .is_int = 1,
+                      .help = "last query rows used for the estimate" },
+        [P_SINKV] = { .name = "sink_verticals", .def = 30, .min = 0, .max = 1 << 16, .is_int = 1,
+                      .help = "leading key columns always kept" },
+        [P_LOCALS] = { .name = "local_slashes", .def = 100, .min = 0, .max = 1 << 16, .is_int = 1,
+                       .help = "diagonals nearest i = j always kept (local band)" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_SCALE, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(mvs_state),
+    .init = mvs_init,
+    .select = mvs_select,
+    .run = NULL, /* gather kernel (mixed / token) */
+    .fini = NULL,
+};
+AB_REGISTER(ab_minference_vs)

@@ -1,0 +1,185 @@
+/* quest_prefill.c — `quest_prefill`: Quest's query-aware page selection
+ * (Tang et al. 2024, "Quest: Query-Aware Sparsity for Efficient Long-Context
+ * LLM Inference", arXiv 2406.10774; code mit-han-lab/Quest), applied per
+ * query block for prefill.
+ *
+ * Quest is a decode method: the KV cache is cut into pages of 16 keys, each
+ * page stores the elementwise min and max of its keys, and a query q bounds
+ * its largest logit on page p by
+ *   U(p) = sum_c max(q_c * min_c(p), q_c * max_c(p)),
+ * then attends the top pages by U within a token budget. The prefill variant
+ * (METHODS.md) does this once per query block with the block's mean query.
+ * The key block holding the diagonal is always kept (Quest always keeps the
+ * current page; in prefill the local block plays that role); the budget is
+ * spent on the other causally visible pages.
+ *
+ * Layout: TOKEN (the tokens of the chosen pages plus the diagonal block),
+ * executed by the gather kernel; when page == block_k the pages are key
+ * blocks and the layout is BLOCK (block-sparse kernel).
+ *
+ * Density knob: token_budget, tokens per query block beyond the diagonal
+ * block; budget/page pages, fractional part dithered over query blocks by the
+ * golden-ratio sequence (as oracle_topk_block.c), so density moves smoothly.
+ * Cost O(N^2 d / (block_q page)) + O(N d); memory O(N d / page).
+ */
+#include "attnbench.h"
+#include "methods/blocksel.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct quest_state {
+    double budget; /* tokens per query block, beyond the diagonal block */
+    int page;      /* keys per page */
+} quest_state;
+
+enum { P_BUDGET = 0, P_PAGE, P_COUNT };
+
+static int quest_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    quest_state *st = state;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "quest_prefill: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_BUDGET] >= 1 && p->v[P_BUDGET] <= (1 << 24))) {
+        ab_set_error(state, "quest_prefill: token_budget=%g outside [1, 2^24]", p->v[P_BUDGET]);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_PAGE] >= 1 && p->v[P_PAGE] <= 4096)) {
+        ab_set_error(state, "quest_prefill: page=%g outside [1, 4096]", p->v[P_PAGE]);
+        return AB_EINVAL;
+    }
+    st->budget = p->v[P_BUDGET];
+    st->page = (int)p->v[P_PAGE];
+    return AB_OK;
+}
+
+/* Elementwise min and max of each page of k (n, d) into mn, mx (npages, d). */
+static void page_minmax(const float *k, int n, int d, int P, float *mn, float *mx)
+{
+    const int np = (n + P - 1) / P;
+    for (int p = 0; p < np; p++) {
+        const int j0 = p * P, nj = n - j0 < P ? n - j0 : P;
+        float *a = mn + (size_t)p * d, *b = mx + (size_t)p * d;
+        for (int c = 0; c < d; c++) a[c] = b[c] = k[(size_t)j0 * d + c];
+        for (int j = 1; j < nj; j++)
+            for (int c = 0; c < d; c++) {
+                const float v = k[(size_t)(j0 + j) * d + c];
+                a[c] = v < a[c] ? v : a[c];
+                b[c] = v > b[c] ? v : b[c];
+            }
+    }
+}
+
+static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const quest_state *st = state;
+    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
+    const int P = st->page, np = (N + P - 1) / P;
+    const int as_blocks = P == bk;
+    const double pages = st->budget / P; /* mean pages per query block */
+    const int keep = (int)ceil(pages) < np ? (int)ceil(pages) : np;
+    const int rows = H * nqb;
+
+    float *mn = malloc((size_t)H * np * d * sizeof *mn);               /* (heads, npages, d) */
+    float *mx = malloc((size_t)H * np * d * sizeof *mx);               /* (heads, npages, d) */
+    int rc = (mn && mx) ? AB_OK : AB_ENOMEM;
+
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++)
+            page_minmax(pb->k + (size_t)h * N * d, N, d, P, mn + (size_t)h * np * d, mx + (size_t)h * np * d);
+#pragma omp parallel
+        {
+            float *qm = malloc((size_t)d * sizeof *qm);
+            bs_cand *cand = malloc((size_t)np * sizeof *cand);
+            /* one row's key blocks (diagonal + pages) or key tokens */
+            int32_t *idx = malloc(((size_t)bk + (size_t)keep * P + 1) * sizeof *idx);
+            int ok = qm && cand && idx;
+            if (!ok) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 4)
+            for (int r = 0; r < rows; r++) {
+                if (!ok) continue;
+                const int h = r / nqb, qb = r % nqb;
+                const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
+                const int diag = bs_diag_block(qb, bq, bk, N);
+                const int d0 = diag * bk, d1 = (diag + 1) * bk; /* the forced block's keys */
+                bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
+                int m = 0;
+                for (int p = 0; p < np; p++) {
+                    const int j0 = p * P, j1 = j0 + P;
+                    if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
+                    if (causal && j0 >= d0) break;       /* at or past the diagonal */
+                    const float *a = mn + ((size_t)h * np + p) * d, *b = mx + ((size_t)h * np + p) * d;
+                    double u = 0.0;
+                    for (int c = 0; c < d; c++) {
+                        const double x = (double)qm[c] * a[c], y = (double)qm[c] * b[c];
+                        u += x > y ? x : y;
+                    }
+                    cand[m].score = u;
+                    cand[m].idx = p;
+                    m++;
+                }
+                bs_sort_desc(cand, m);
+                int kr = mc_dither(pages, qb);
+                kr = kr < keep ? kr : keep;
+                const int n = m < kr ? m : kr;
+                /* the diagonal block and the chosen pages: as key blocks when
+                 * pages are key blocks, else as their key tokens */
+                int ni = 0, ra;
+                if (as_blocks) {
+                    idx[ni++] = diag;
+                    for (int t = 0; t < n; t++) idx[ni++] = cand[t].idx;
+                    ra = ab_layout_add_blocks(l, h, qb, idx, ni);
+                } else {
+                    for (int j = d0; j < d1 && j < N; j++) idx[ni++] = j;
+                    for (int t = 0; t < n; t++) {
+                        const int j0 = cand[t].idx * P, j1 = j0 + P < N ? j0 + P : N;
+                        for (int j = j0; j < j1; j++) idx[ni++] = j;
+                    }
+                    ra = ab_layout_add_tokens(l, h, qb, idx, ni);
+                }
+                if (ra != AB_OK) {
+                    ok = 0;
+#pragma omp atomic write
+                    rc = ra;
+                }
+            }
+            free(qm);
+            free(cand);
+            free(idx);
+        }
+    }
+    if (rc == AB_ENOMEM) ab_set_error(state, "quest_prefill: out of memory");
+    free(mn);
+    free(mx);
+    return rc;
+}
+
+const ab_method ab_quest_prefill = {
+    .abi = AB_ABI_VERSION,
+    .name = "quest_prefill",
+    .summary = "Quest prefill variant: page (16-key) min/max upper bounds vs the block's mean query, top pages + diagonal",
+    .reference = "Tang et al. 2024, Quest, arXiv 2406.10774 (mit-han-lab/Quest); prefill variant per query block",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_BUDGET] = { .name = "token_budget", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,
+                       .help = "key tokens per query block beyond the diagonal block (budget/page pages, dithered)" },
+        [P_PAGE] = { .name = "page", .def = 16, .min = 1, .max = 4096, .is_int = 1,
+                     .help = "keys per page (Quest: 16); page == block_k gives a block layout" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_BUDGET, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(quest_state),
+    .init = quest_init,
+    .select = quest_select,
+    .run = NULL,
+    .fini = NULL,
+};
+AB_REGISTER(ab_quest_prefill)

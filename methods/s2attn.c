@@ -1,0 +1,101 @@
+/* s2attn.c — `s2attn`: the heterogeneous context sharding of S2-Attention
+ * (Lin et al. 2024, "S2-Attention: Hardware-Aware Context Sharding Among
+ * Attention Heads", arXiv 2407.17678; the DKernel library,
+ * linxihui/dkernel, also the block-sparse attention of Phi-3-small).
+ * Head h keeps, per query block,
+ *   - the vertical stripes: key blocks kb with (kb + h*step + 1) mod s == 0,
+ *     step = max(1, s / H) — each head reads a different shard of the
+ *     context and, when H >= s, the union over heads covers all of it;
+ *   - a shared local window of `local_blocks` key blocks ending at the
+ *     diagonal block (non-causal: local_blocks - 1 on each side).
+ * Executed by the shared block-sparse kernel. DKernel's defaults are
+ * local_blocks = 4 / vert_stride = 4 and Phi-3-small uses 16 / 8 with
+ * 64-token blocks; the default here is 1 local block so that low target
+ * densities stay reachable at short N (16 local blocks alone are 12.5% at
+ * 16K). Set s2attn.local_blocks in a config to reproduce them.
+ *
+ * Density knob: the vertical stride s, real-valued: block kb is a stripe of
+ * head h when (kb + off_h, kb + off_h + 1] holds a multiple of s, which for an
+ * integer s is DKernel's rule and for a real s keeps an evenly spread 1/s of
+ * the blocks; density falls as s grows (s = 1: dense).
+ */
+#include "attnbench.h"
+
+#include <math.h>
+
+typedef struct s2_state {
+    double stride;    /* s (>= 1) */
+    int local_blocks; /* shared local window in key blocks (>= 1) */
+} s2_state;
+
+enum { P_STRIDE = 0, P_LOCAL, P_COUNT };
+
+static int imin(int a, int b) { return a < b ? a : b; }
+static int imax(int a, int b) { return a > b ? a : b; }
+
+static int s2_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    s2_state *st = state;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "s2attn: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_STRIDE] >= 1 && p->v[P_STRIDE] <= (1 << 20)) || !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 20))) {
+        ab_set_error(state, "s2attn: vert_stride in [1, 2^20] and local_blocks in [1, 2^20] required");
+        return AB_EINVAL;
+    }
+    st->stride = p->v[P_STRIDE];
+    st->local_blocks = (int)p->v[P_LOCAL];
+    return AB_OK;
+}
+
+/* 1 if key block kb is one of head h's stripes. */
+static int is_stripe(double s, double off, int kb)
+{
+    return floor((kb + off + 1) / s) > floor((kb + off) / s);
+}
+
+static int s2_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const s2_state *st = state;
+    const int n = l->seq_len, bq = l->block_q, bk = l->block_k, nkb = l->n_kblocks;
+    const double s = st->stride, step = fmax(1.0, floor(s / l->heads));
+    int rc = AB_OK;
+    for (int qb = 0; qb < l->n_qblocks; qb++) {
+        const int kfirst = (qb * bq) / bk, klast = (imin(n, (qb + 1) * bq) - 1) / bk;
+        const int lo = imax(0, kfirst - st->local_blocks + 1);
+        const int hi = l->causal ? klast : imin(nkb - 1, klast + st->local_blocks - 1);
+        const int kmax = l->causal ? klast : nkb - 1;
+        for (int h = 0; h < l->heads; h++) {
+            const double off = h * step;
+            if ((rc = ab_layout_add_block_range(l, h, qb, lo, hi + 1))) return rc;
+            for (int kb = 0; kb <= kmax; kb++)
+                if ((kb < lo || kb > hi) && is_stripe(s, off, kb) && (rc = ab_layout_add_block(l, h, qb, kb)))
+                    return rc;
+        }
+    }
+    return rc;
+}
+
+const ab_method ab_s2attn = {
+    .abi = AB_ABI_VERSION,
+    .name = "s2attn",
+    .summary = "S2-Attention: head h keeps key blocks = -h*step-1 mod s (heads shard the context) + shared local blocks",
+    .reference = "S2-Attention (Lin et al. 2024, arXiv 2407.17678); DKernel",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_STRIDE] = { .name = "vert_stride", .def = 8, .min = 1, .max = 1 << 20, .is_int = 0,
+                       .help = "s: each head keeps 1/s of the key blocks (real-valued; 1 = dense)" },
+        [P_LOCAL] = { .name = "local_blocks", .def = 1, .min = 1, .max = 1 << 20, .is_int = 1,
+                      .help = "shared local window in key blocks, incl. the diagonal (DKernel 4, Phi-3-small 16)" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_STRIDE, .increasing = 0, .log_scale = 1 },
+    .state_size = sizeof(s2_state),
+    .init = s2_init,
+    .select = s2_select,
+    .run = NULL,
+    .fini = NULL,
+};
+AB_REGISTER(ab_s2attn)

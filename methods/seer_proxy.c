@@ -1,0 +1,108 @@
+/* seer_proxy.c — `seer_proxy`: a TRAINING-FREE PROXY of SeerAttention's
+ * block gate (Gao et al. 2024, "SeerAttention: Learning Intrinsic Sparse
+ * Attention in Your LLMs", arXiv 2410.13276; code microsoft/SeerAttention).
+ *
+ * SeerAttention's AttnGate pools Q over each query block (average) and K over
+ * each key block (max, min and average, concatenated), passes both through
+ * small learned linear layers, and takes softmax(gate_q . gate_k^T) as the
+ * predicted block importance; inference keeps the top-k blocks (or those
+ * above a threshold). Here the learned layers are replaced by identities:
+ * the pooled query, repeated three times, against [avg; max; min] of the key
+ * block, i.e.
+ *   score(qb, kb) = scale * mean_q(qb) . (avg_k(kb) + max_k(kb) + min_k(kb)),
+ * softmax over the causally valid key blocks (monotone, so the ranking of the
+ * logits), keep the top-k key blocks per query block (ties to the lower
+ * index). No learned weights, no RoPE inside the gate: this is a proxy of
+ * the trained gate, not SeerAttention's quality.
+ *
+ * Fractional budget dithered over query blocks (golden-ratio sequence, as in
+ * oracle_topk_block.c), so the density knob topk moves smoothly.
+ * Cost O(N^2 d / (block_q block_k)) + O(N d); memory O(N d / block).
+ */
+#include "attnbench.h"
+#include "methods/blocksel.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct seer_state {
+    double topk; /* mean key blocks kept per query block */
+} seer_state;
+
+static int seer_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    seer_state *st = state;
+    if (p->n < 1 || !(p->v[0] >= 1 && p->v[0] <= (1 << 16))) {
+        ab_set_error(state, "seer_proxy: topk must be in [1, 65536]");
+        return AB_EINVAL;
+    }
+    st->topk = p->v[0];
+    return AB_OK;
+}
+
+/* Per key block of x (n, d): avg + max + min elementwise into out
+ * (ceil(n/blk), d) — the proxy gate's key feature against a repeated query. */
+static void pool_avg_max_min(const float *x, int n, int d, int blk, float *out)
+{
+    const int nb = (n + blk - 1) / blk;
+    for (int b = 0; b < nb; b++) {
+        const int r0 = b * blk, nr = n - r0 < blk ? n - r0 : blk;
+        float *o = out + (size_t)b * d;
+        for (int c = 0; c < d; c++) {
+            float s = 0.0f, mx = x[(size_t)r0 * d + c], mn = mx;
+            for (int i = 0; i < nr; i++) {
+                const float v = x[(size_t)(r0 + i) * d + c];
+                s += v;
+                mx = v > mx ? v : mx;
+                mn = v < mn ? v : mn;
+            }
+            o[c] = s / (float)nr + mx + mn;
+        }
+    }
+}
+
+static int seer_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const seer_state *st = state;
+    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
+
+    float *pq = malloc((size_t)H * nqb * d * sizeof *pq); /* (heads, n_qblocks, d) */
+    float *pk = malloc((size_t)H * nkb * d * sizeof *pk); /* (heads, n_kblocks, d) */
+    int rc = (pq && pk) ? AB_OK : AB_ENOMEM;
+
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++) {
+            bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
+            pool_avg_max_min(pb->k + (size_t)h * N * d, N, d, bk, pk + (size_t)h * nkb * d);
+        }
+        /* the same top-k choice as minference_block (blocksel.h) */
+        rc = bs_topk_pooled(pb, l, pq, pk, st->topk);
+    }
+    if (rc == AB_ENOMEM) ab_set_error(state, "seer_proxy: out of memory");
+    free(pq);
+    free(pk);
+    return rc;
+}
+
+const ab_method ab_seer_proxy = {
+    .abi = AB_ABI_VERSION,
+    .name = "seer_proxy",
+    .summary = "SeerAttention training-free proxy: pooled Q . [avg;max;min] pooled K gate, top-k key blocks",
+    .reference = "Gao et al. 2024, SeerAttention, arXiv 2410.13276 (microsoft/SeerAttention); training-free proxy",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        { .name = "topk", .def = 16, .min = 1, .max = 1 << 16, .is_int = 0,
+          .help = "mean key blocks kept per query block (fractional budgets dithered)" },
+        { .name = NULL },
+    },
+    .density_knob = { .param = 0, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(seer_state),
+    .init = seer_init,
+    .select = seer_select,
+    .run = NULL,
+    .fini = NULL,
+};
+AB_REGISTER(ab_seer_proxy)

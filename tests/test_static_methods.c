@@ -1,0 +1,298 @@
+/* test_static_methods.c — properties of the static patterns (methods/
+ * ashape, strided, fixed, bigbird, dilated, s2attn, powerattn, moa) that the
+ * registry-wide reference test does not see: the pattern each paper defines,
+ * seeding, head heterogeneity, knob monotonicity and full coverage. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness/plugin.h"
+#include "harness/registry.h"
+#include "kernels/kernels.h"
+
+typedef struct tp {
+    ab_problem pb;
+    float *q, *k, *v; /* (heads, seq_len, head_dim) */
+} tp;
+
+static void tp_make(tp *t, int heads, int n, int d, int causal, uint64_t seed)
+{
+    const size_t cnt = (size_t)heads * n * d;
+    t->q = malloc(cnt * sizeof(float));
+    t->k = malloc(cnt * sizeof(float));
+    t->v = malloc(cnt * sizeof(float));
+    cr_assert(t->q && t->k && t->v);
+    uint64_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < cnt; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const float x = (float)((double)(s >> 11) * 0x1.0p-53 - 0.5);
+        t->q[i] = x;
+        t->k[i] = -x * 0.7f + 0.1f;
+        t->v[i] = x * 2.0f;
+    }
+    t->pb = (ab_problem){ { heads, n, d, causal, 1.0f / sqrtf((float)d) }, t->q, t->k, t->v, seed, 1 };
+}
+
+static void tp_free(tp *t)
+{
+    free(t->q);
+    free(t->k);
+    free(t->v);
+}
+
+/* Select with `name`'s defaults plus overrides "k=v" pairs; finalised. */
+static void sel(const char *name, const ab_problem *pb, int block, const char *const *kv, int nkv, ab_layout *l)
+{
+    const ab_method *m = ab_method_find(name);
+    cr_assert(m, "%s not registered", name);
+    ab_params p;
+    ab_params_defaults(m->params, AB_MAX_PARAMS, &p);
+    for (int i = 0; i < nkv; i++) {
+        char key[64];
+        const char *eq = strchr(kv[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - kv[i]), kv[i]);
+        cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &p, key, atof(eq + 1)), 0, "%s: %s", name, kv[i]);
+    }
+    ab_layout_init(l, &pb->s, block, block);
+    ab_instance in;
+    cr_assert_eq(ab_instance_create(&in, m, &p, &pb->s), AB_OK);
+    cr_assert_eq(ab_instance_select(&in, pb, l), AB_OK, "%s: %s", name, ab_instance_error(&in));
+    ab_instance_destroy(&in);
+    cr_assert_eq(ab_layout_finalize(l), AB_OK);
+    char err[256];
+    cr_assert_eq(ab_layout_validate(l, err, sizeof err), AB_OK, "%s: %s", name, err);
+}
+
+static int same_layout(const ab_layout *a, const ab_layout *b)
+{
+    const int H = a->heads, N = a->seq_len;
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++)
+                if (ab_layout_contains(a, h, i, j) != ab_layout_contains(b, h, i, j)) return 0;
+    return 1;
+}
+
+Test(static_methods, bigbird_seeded)
+{
+    tp t;
+    tp_make(&t, 2, 1024, 16, 1, 5);
+    ab_layout a, b, c;
+    sel("bigbird", &t.pb, 64, NULL, 0, &a);
+    sel("bigbird", &t.pb, 64, NULL, 0, &b);
+    t.pb.seed = 6;
+    sel("bigbird", &t.pb, 64, NULL, 0, &c);
+    cr_expect(same_layout(&a, &b), "same seed, different layouts");
+    cr_expect(!same_layout(&a, &c), "different seeds, same layout");
+    /* the two heads draw different random blocks */
+    int differ = 0;
+    for (int i = 0; i < 1024 && !differ; i += 64)
+        for (int j = 0; j <= i; j += 64) differ |= ab_layout_contains(&a, 0, i, j) != ab_layout_contains(&a, 1, i, j);
+    cr_expect(differ, "heads 0 and 1 have the same random blocks");
+    ab_layout_free(&a);
+    ab_layout_free(&b);
+    ab_layout_free(&c);
+    tp_free(&t);
+}
+
+/* Larger r keeps a superset (monotone density): random=2 ⊂ random=5. */
+Test(static_methods, bigbird_random_nested)
+{
+    tp t;
+    tp_make(&t, 2, 2048, 16, 1, 9);
+    const char *r2[] = { "random=2" }, *r5[] = { "random=5.5" };
+    ab_layout a, b;
+    sel("bigbird", &t.pb, 64, r2, 1, &a);
+    sel("bigbird", &t.pb, 64, r5, 1, &b);
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < 2048; i += 64)
+            for (int j = 0; j <= i; j += 64)
+                if (ab_layout_contains(&a, h, i, j)) cr_assert(ab_layout_contains(&b, h, i, j), "h %d i %d j %d", h, i, j);
+    cr_expect_lt(ab_layout_density(&a), ab_layout_density(&b));
+    ab_layout_free(&a);
+    ab_layout_free(&b);
+    tp_free(&t);
+}
+
+/* Heads jointly cover every causally valid key block when H >= s, and each
+ * head alone does not. */
+Test(static_methods, s2attn_heads_cover_context)
+{
+    tp t;
+    const int H = 4, N = 2048, B = 64;
+    tp_make(&t, H, N, 16, 1, 3);
+    const char *kv[] = { "vert_stride=4", "local_blocks=1" };
+    ab_layout l;
+    sel("s2attn", &t.pb, B, kv, 2, &l);
+    for (int qb = 0; qb < N / B; qb++)
+        for (int kb = 0; kb <= qb; kb++) {
+            int any = 0;
+            for (int h = 0; h < H; h++) any |= ab_layout_contains(&l, h, qb * B + B - 1, kb * B);
+            cr_assert(any, "query block %d key block %d kept by no head", qb, kb);
+        }
+    for (int h = 0; h < H; h++) {
+        const int qb = N / B - 1;
+        int cnt = 0;
+        for (int kb = 0; kb < qb; kb++) cnt += ab_layout_contains(&l, h, qb * B, kb * B);
+        cr_expect(cnt >= qb / 4 - 1 && cnt <= qb / 4 + 1, "head %d keeps %d of %d earlier blocks, want ~1/4", h, cnt, qb);
+    }
+    ab_layout_free(&l);
+    tp_free(&t);
+}
+
+Test(static_methods, powerattn_power_of_two_distances)
+{
+    tp t;
+    const int N = 4096, B = 64;
+    tp_make(&t, 1, N, 16, 1, 4);
+    const char *kv[] = { "local_blocks=0", "sink_blocks=0" };
+    ab_layout l;
+    sel("powerattn", &t.pb, B, kv, 2, &l);
+    for (int qb = 0; qb < N / B; qb++)
+        for (int kb = 0; kb <= qb; kb++) {
+            const int dist = qb - kb, want = dist == 0 || (dist & (dist - 1)) == 0;
+            cr_assert_eq(ab_layout_contains(&l, 0, qb * B + B - 1, kb * B), want, "qb %d kb %d", qb, kb);
+        }
+    ab_layout_free(&l);
+    tp_free(&t);
+}
+
+/* Row i keeps exactly: the window (i-l, i] and the keys at distance 0 mod s. */
+Test(static_methods, strided_exact_per_row)
+{
+    tp t;
+    const int N = 700;
+    tp_make(&t, 1, N, 16, 1, 2);
+    const char *kv[] = { "window=40", "stride=25" };
+    ab_layout l;
+    sel("strided", &t.pb, 64, kv, 2, &l);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j <= i; j++) {
+            const int want = i - j < 40 || (i - j) % 25 == 0;
+            cr_assert_eq(ab_layout_contains(&l, 0, i, j), want, "i %d j %d", i, j);
+        }
+    ab_layout_free(&l);
+    tp_free(&t);
+}
+
+/* Head h keeps i - k*(1 + h mod D), k < w, exactly. */
+Test(static_methods, dilated_exact_per_head)
+{
+    tp t;
+    const int N = 500, H = 3;
+    tp_make(&t, H, N, 16, 1, 8);
+    const char *kv[] = { "window=20", "max_dilation=3" };
+    ab_layout l;
+    sel("dilated", &t.pb, 64, kv, 2, &l);
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j <= i; j++) {
+                const int dl = 1 + h % 3, want = (i - j) % dl == 0 && (i - j) / dl < 20;
+                cr_assert_eq(ab_layout_contains(&l, h, i, j), want, "h %d i %d j %d", h, i, j);
+            }
+    ab_layout_free(&l);
+    tp_free(&t);
+}
+
+/* Own length-l block + c summary cells of each earlier block (head 0: the
+ * last c positions). */
+Test(static_methods, fixed_exact)
+{
+    tp t;
+    const int N = 600, L = 128, C = 8;
+    tp_make(&t, 1, N, 16, 1, 8);
+    const char *kv[] = { "block=128", "summary=8" };
+    ab_layout l;
+    sel("fixed", &t.pb, 64, kv, 2, &l);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j <= i; j++) {
+            const int want = j / L == i / L || j % L >= L - C;
+            cr_assert_eq(ab_layout_contains(&l, 0, i, j), want, "i %d j %d", i, j);
+        }
+    ab_layout_free(&l);
+    tp_free(&t);
+}
+
+/* StreamingLLM: the first 4 tokens and the query block's window. */
+Test(static_methods, ashape_sinks_and_window)
+{
+    tp t;
+    const int N = 1000, B = 64, W = 100;
+    tp_make(&t, 1, N, 16, 1, 8);
+    const char *kv[] = { "window=100", "sinks=4" };
+    ab_layout l;
+    sel("ashape", &t.pb, B, kv, 2, &l);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j <= i; j++) {
+            const int r0 = i / B * B, want = j < 4 || j > r0 - W;
+            cr_assert_eq(ab_layout_contains(&l, 0, i, j), want, "i %d j %d", i, j);
+        }
+    ab_layout_free(&l);
+    tp_free(&t);
+}
+
+/* Density rises monotonically with each knob, and at the knob's top the
+ * layouts that can keep everything do (density 1). */
+Test(static_methods, knobs_monotone)
+{
+    static const char *const names[] = { "ashape", "strided", "fixed", "bigbird", "dilated", "s2attn", "powerattn", "moa" };
+    static const int full[] = { 1, 1, 1, 1, 0, 1, 1, 1 };
+    tp t;
+    tp_make(&t, 4, 1024, 16, 1, 11);
+    for (int a = 0; a < 8; a++) {
+        const ab_method *m = ab_method_find(names[a]);
+        cr_assert(m);
+        const ab_param *kp = &m->params[m->density_knob.param];
+        double prev = m->density_knob.increasing ? -1 : 2;
+        for (int s = 0; s <= 12; s++) {
+            const double f = s / 12.0;
+            double v = m->density_knob.log_scale ? exp(log(kp->min) + f * (log(kp->max) - log(kp->min)))
+                                                 : kp->min + f * (kp->max - kp->min);
+            v = fmin(kp->max, fmax(kp->min, v));
+            char kv[96];
+            snprintf(kv, sizeof kv, "%s=%.17g", kp->name, v);
+            const char *kvs[] = { kv };
+            ab_layout l;
+            sel(names[a], &t.pb, 64, kvs, 1, &l);
+            const double dd = ab_layout_density(&l);
+            if (m->density_knob.increasing) cr_expect_geq(dd, prev - 1e-12, "%s: %s -> %g after %g", names[a], kv, dd, prev);
+            else cr_expect_leq(dd, prev + 1e-12, "%s: %s -> %g after %g", names[a], kv, dd, prev);
+            if (full[a] && s == (m->density_knob.increasing ? 12 : 0))
+                cr_expect_eq(dd, 1.0, "%s: density %g at %s, want 1", names[a], dd, kv);
+            prev = dd;
+            ab_layout_free(&l);
+        }
+    }
+    tp_free(&t);
+}
+
+/* moa: heads with more distant attention get longer spans. Head 1's rows
+ * get zero queries (uniform, long-range attention); head 0 a rotary code
+ * peaked at i = j (local attention). */
+Test(static_methods, moa_spans_follow_locality)
+{
+    tp t;
+    const int N = 1024, d = 16;
+    tp_make(&t, 2, N, d, 1, 12);
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < d / 2; c++) {
+            /* head 0: a rotary code, q_i.k_j = 25 sum_m cos(w_m (i - j)): peaked at i = j */
+            const double w = 0.23 * pow(1.37, c); /* incommensurate: no period */
+            t.q[(size_t)i * d + 2 * c] = t.k[(size_t)i * d + 2 * c] = (float)(5.0 * cos(w * i));
+            t.q[(size_t)i * d + 2 * c + 1] = t.k[(size_t)i * d + 2 * c + 1] = (float)(5.0 * sin(w * i));
+            /* head 1: uniform attention */
+            t.q[((size_t)N + i) * d + 2 * c] = t.q[((size_t)N + i) * d + 2 * c + 1] = 0.0f;
+        }
+    const char *kv[] = { "budget=0.3" };
+    ab_layout l;
+    sel("moa", &t.pb, 64, kv, 1, &l);
+    int span[2] = { 0, 0 };
+    for (int h = 0; h < 2; h++)
+        for (int j = 0; j < N; j += 64) span[h] += ab_layout_contains(&l, h, N - 1, j);
+    cr_expect_lt(span[0], span[1], "local head span %d blocks >= uniform head span %d", span[0], span[1]);
+    ab_layout_free(&l);
+    tp_free(&t);
+}
