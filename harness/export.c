@@ -5,7 +5,12 @@
  *   latency_vs_n.tsv         \
  *   recall_vs_density.tsv     |  status "ok" rows only, one gnuplot block
  *   accuracy_vs_density.tsv   |  (`index`) per method, blocks separated by
- *   speedup_vs_density.tsv   /   two blank lines, columns in a header comment
+ *   speedup_vs_density.tsv    |  two blank lines, columns in a header comment;
+ *   accuracy_vs_latency.tsv   |  a "# skip: REASON" line when a figure cannot
+ *   needle_heatmap.tsv        |  be drawn from this file
+ *   overhead_share.tsv        |
+ *   cpu_vs_gpu.tsv           /
+ *   summary.tsv              one row per method and device (index.html)
  *   methods.txt              method names, "dense" first then by name: the
  *                            position is the colour index of every figure
  *   meta.txt                 key<TAB>value: file, machine, commit, counts
@@ -22,6 +27,7 @@
 #include <sys/types.h>
 
 #include "harness/cli.h"
+#include "harness/metrics.h"
 #include "harness/point.h"
 #include "harness/store.h"
 
@@ -55,6 +61,10 @@ typedef struct xctx {
     size_t n_ser;
     xrow *ok;              /* status ok rows */
     size_t n_ok;
+    int multi_dev;         /* the file holds more than one device */
+    char primary_dev[8];   /* "cpu" when it holds cpu points, else the first */
+    const ab_point **dense; /* ok "dense" rows, sorted by match_cmp (speedups) */
+    size_t n_dense;
 } xctx;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -200,7 +210,11 @@ static int build_ctx(xctx *c)
         }
         if (i == 0) memcpy(first_dev, p->device, sizeof first_dev);
         else if (strncmp(first_dev, p->device, sizeof first_dev) != 0) multi_dev = 1;
+        if (strncmp(p->device, "cpu", sizeof p->device) == 0) memcpy(c->primary_dev, "cpu", 4);
     }
+    first_dev[sizeof first_dev - 1] = '\0';
+    if (!c->primary_dev[0]) memcpy(c->primary_dev, first_dev, sizeof c->primary_dev);
+    c->multi_dev = multi_dev;
     qsort(c->methods, c->n_methods, sizeof *c->methods, method_cmp);
 
     /* series: over ok rows, in method order then device name */
@@ -281,7 +295,7 @@ static const char *const POINT_COLS =
     "head_dim\tcausal\tthreads\tseed\tdepth\ttarget_density\tknob_value\t"
     "achieved_density\tselect_ms\trun_ms\ttotal_ms\tmin_ms\tp10_ms\tp90_ms\tcv\t"
     "n_samples\tdense_gflops\trecall_mass\trecall_topk\trel_l2_err\tmax_abs_err\t"
-    "accuracy\tacc_ci_lo\tacc_ci_hi\trows_scored\tstatus\tmessage";
+    "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -314,14 +328,14 @@ static void write_points(FILE *f, const xctx *c)
             put_num(f, d2[k]);
             fputs(sep, f);
         }
-        fprintf(f, "%d\t", (int)p->rows_scored);
+        fprintf(f, "%d\t%d\t", (int)p->acc_trials, (int)p->rows_scored);
         PUT_STR(f, p->status, 0); fputs(sep, f);
         PUT_STR(f, p->message, 0);
         fputc('\n', f);
     }
 }
 
-/* ---- latency_vs_n.tsv --------------------------------------------------- */
+/* ---- latency_vs_n.tsv, cpu_vs_gpu.tsv ----------------------------------- */
 
 /* Median of one field over rows[0..n). */
 #define FIELD_MEDIAN(out, rows, n, expr, tmp)                 \
@@ -333,53 +347,88 @@ static void write_points(FILE *f, const xctx *c)
         (out) = median_of((tmp), (n));                        \
     } while (0)
 
-static void write_latency(FILE *f, const xctx *c, double *tmp)
+/* rows[0..n) are one series' rows in xrow_cmp order (grouped by setting).
+ * Pick the setting a one-setting figure shows: the target density closest to
+ * LATENCY_TARGET (1.0 for methods without a knob); for native settings, the
+ * one whose median achieved density is closest. Sets [*b0, *b1). */
+static void pick_setting(const xrow *rows, size_t n, double *tmp, size_t *b0, size_t *b1)
 {
-    fputs("# attnbench export: latency vs sequence length (status ok rows only)\n"
-          "# one block per method (gnuplot index), blocks separated by two blank lines\n"
+    double bestd = INFINITY;
+    *b0 = *b1 = 0;
+    for (size_t a = 0; a < n;) {
+        size_t b = a;
+        while (b < n && rows[b].native == rows[a].native &&
+               same_num(rows[b].setting, rows[a].setting)) b++;
+        double d;
+        if (!rows[a].native) d = fabs(rows[a].setting - LATENCY_TARGET);
+        else {
+            double ach;
+            FIELD_MEDIAN(ach, rows + a, b - a, p_->achieved_density, tmp);
+            d = isnan(ach) ? INFINITY : fabs(ach - LATENCY_TARGET);
+        }
+        if (d < bestd - 1e-12 || *b1 == 0) {
+            bestd = d;
+            *b0 = a;
+            *b1 = b;
+        }
+        a = b;
+    }
+}
+
+/* 1-based index of a device name among "cpu", "gpu", others. */
+static int device_idx(const char *dev)
+{
+    if (strncmp(dev, "cpu", 8) == 0) return 1;
+    if (strncmp(dev, "gpu", 8) == 0) return 2;
+    return 3;
+}
+
+/* all_dev = 0: latency_vs_n.tsv, series of the primary device only;
+ * all_dev = 1: cpu_vs_gpu.tsv, every series, written only when the file
+ * holds several devices (else a "# skip:" line and no rows). */
+static void write_latency(FILE *f, const xctx *c, double *tmp, int all_dev)
+{
+    if (!all_dev)
+        fputs("# attnbench export: latency vs sequence length (status ok rows only)\n", f);
+    else
+        fputs("# attnbench export: latency vs sequence length on every device (status ok rows only)\n", f);
+    fprintf(f, "# device: %s\n", all_dev ? "all" : c->primary_dev);
+    fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# per method, the target density closest to 0.1 (1.0 for methods without a\n"
           "# knob; for native settings, the median achieved density closest to 0.1);\n"
           "# values are medians over seeds, tasks, depths of the per-point medians\n"
           "# columns: 1 seq_len  2 total_ms  3 p10_ms  4 p90_ms  5 achieved_density\n"
           "#          6 n_points  7 target_density (knob value if native)  8 method\n"
-          "#          9 method_idx (line in methods.txt)\n", f);
+          "#          9 method_idx (line in methods.txt)  10 device  11 device_idx\n"
+          "#          (1 cpu, 2 gpu, 3 other)  12 select_ms\n", f);
+    if (all_dev && !c->multi_dev) {
+        fprintf(f, "# skip: the file holds points of one device only (%s)\n", c->primary_dev);
+        return;
+    }
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
         size_t end = i;
         while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
-        /* choose the setting */
-        size_t best = i, bend = i;
-        double bestd = INFINITY;
-        for (size_t a = i; a < end;) {
-            size_t b = a;
-            while (b < end && c->ok[b].native == c->ok[a].native &&
-                   same_num(c->ok[b].setting, c->ok[a].setting)) b++;
-            double d;
-            if (!c->ok[a].native) d = fabs(c->ok[a].setting - LATENCY_TARGET);
-            else {
-                double ach;
-                FIELD_MEDIAN(ach, c->ok + a, b - a, p_->achieved_density, tmp);
-                d = isnan(ach) ? INFINITY : fabs(ach - LATENCY_TARGET);
-            }
-            if (d < bestd - 1e-12 || bend == i) {
-                bestd = d;
-                best = a;
-                bend = b;
-            }
-            a = b;
-        }
         const series *s = &c->ser[c->ok[i].series];
+        if (!all_dev && strncmp(s->device, c->primary_dev, sizeof s->device) != 0) {
+            i = end;
+            continue;
+        }
+        size_t b0, b1;
+        pick_setting(c->ok + i, end - i, tmp, &b0, &b1);
+        size_t best = i + b0, bend = i + b1;
         /* rows of the chosen setting are sorted by seq_len */
         int started = 0;
         for (size_t a = best; a < bend;) {
             size_t b = a;
             while (b < bend && c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
-            double ms, lo, hi, ach;
+            double ms, lo, hi, ach, sel;
             FIELD_MEDIAN(ms, c->ok + a, b - a, p_->total_ms, tmp);
             FIELD_MEDIAN(lo, c->ok + a, b - a, p_->p10_ms, tmp);
             FIELD_MEDIAN(hi, c->ok + a, b - a, p_->p90_ms, tmp);
             FIELD_MEDIAN(ach, c->ok + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(sel, c->ok + a, b - a, p_->select_ms, tmp);
             if (!isnan(ms) && ms > 0) {
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
@@ -390,7 +439,11 @@ static void write_latency(FILE *f, const xctx *c, double *tmp)
                 put_num(f, ach); fputc('\t', f);
                 fprintf(f, "%zu\t", b - a);
                 put_num(f, c->ok[a].setting); fputc('\t', f);
-                fprintf(f, "%s\t%d\n", s->name, s->method_idx);
+                fprintf(f, "%s\t%d\t", s->name, s->method_idx);
+                put_str(f, s->device, sizeof s->device, 1);
+                fprintf(f, "\t%d\t", device_idx(s->device));
+                put_num(f, sel);
+                fputc('\n', f);
             }
             a = b;
         }
@@ -496,13 +549,65 @@ static void wilson(double k, double n, double *lo, double *hi)
     if (*hi > 1) *hi = 1;
 }
 
+/* The number of answers behind a point's accuracy (stored as acc_trials);
+ * NaN when the point has none. */
+static double answers_of(const ab_point *p)
+{
+    return p->acc_trials > 0 ? (double)p->acc_trials : NAN;
+}
+
+/* Accuracy of a group: a single point keeps its stored value and interval;
+ * several are pooled: k and n summed over the points (n = acc_trials),
+ * with a Wilson 95% interval on the pooled count. When some n cannot be
+ * known (acc_trials 0): the plain mean, with the widest stored bounds. */
+static void pool_accuracy(const xrow *rows, size_t n, double *tmp, double *acc,
+                          double *lo, double *hi)
+{
+    if (n == 1) {
+        *acc = rows[0].p->accuracy;
+        *lo = rows[0].p->acc_ci_lo;
+        *hi = rows[0].p->acc_ci_hi;
+        return;
+    }
+    double k = 0, nn = 0, sum = 0, mlo = INFINITY, mhi = -INFINITY;
+    size_t m = 0;
+    int counted = 1;
+    for (size_t q = 0; q < n; q++) {
+        const ab_point *p = rows[q].p;
+        if (isnan(p->accuracy)) continue;
+        m++;
+        sum += p->accuracy;
+        if (p->acc_ci_lo < mlo) mlo = p->acc_ci_lo;
+        if (p->acc_ci_hi > mhi) mhi = p->acc_ci_hi;
+        double a = answers_of(p);
+        if (isnan(a)) counted = 0;
+        else {
+            k += floor(p->accuracy * a + 0.5);
+            nn += a;
+        }
+    }
+    (void)tmp;
+    if (m == 0) {
+        *acc = *lo = *hi = NAN;
+    } else if (counted && nn > 0) {
+        *acc = k / nn;
+        wilson(k, nn, lo, hi);
+    } else {
+        *acc = sum / (double)m;
+        *lo = isinf(mlo) ? NAN : mlo;
+        *hi = isinf(mhi) ? NAN : mhi;
+    }
+}
+
 static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *scratch)
 {
     fputs("# attnbench export: task accuracy vs density (status ok rows only)\n"
           "# one block per method (gnuplot index), blocks separated by two blank lines;\n"
           "# one row per (task, setting, seq_len): accuracy pooled over seeds and depths\n"
-          "# weighted by rows_scored, with a Wilson 95% interval on the pooled count\n"
-          "# (a group of one point keeps its stored interval); rows sorted by task,\n"
+          "# (answers summed over points, from each point's acc_trials;\n"
+          "# interval), with a Wilson 95% interval on the pooled count (a group of one\n"
+          "# point keeps its stored interval; if a count is unknown: the mean,\n"
+          "# with the widest stored bounds); rows sorted by task,\n"
           "# seq_len, density, one blank line between (task, seq_len) segments\n"
           "# columns: 1 achieved_density  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 task\n"
           "#          6 seq_len  7 n_points  8 method  9 method_idx (line in methods.txt)\n", f);
@@ -526,29 +631,7 @@ static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *sc
             memcpy(x->task, scratch[a].p->task, sizeof x->task - 1);
             x->n = b - a;
             FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
-            if (b - a == 1) {
-                x->y1 = scratch[a].p->accuracy;
-                x->y2 = scratch[a].p->acc_ci_lo;
-                x->y3 = scratch[a].p->acc_ci_hi;
-            } else {
-                double k = 0, nn = 0, sum = 0;
-                for (size_t q = a; q < b; q++) {
-                    const ab_point *p = scratch[q].p;
-                    sum += p->accuracy;
-                    if (p->rows_scored > 0) {
-                        k += p->accuracy * p->rows_scored;
-                        nn += p->rows_scored;
-                    }
-                }
-                if (nn > 0) {
-                    x->y1 = k / nn;
-                    wilson(k, nn, &x->y2, &x->y3);
-                } else { /* no counts: plain mean, interval from the extremes */
-                    x->y1 = sum / (double)(b - a);
-                    FIELD_MEDIAN(x->y2, scratch + a, b - a, p_->acc_ci_lo, tmp);
-                    FIELD_MEDIAN(x->y3, scratch + a, b - a, p_->acc_ci_hi, tmp);
-                }
-            }
+            pool_accuracy(scratch + a, b - a, tmp, &x->y1, &x->y2, &x->y3);
             if (!isnan(x->density)) ng++;
             a = b;
         }
@@ -596,8 +679,7 @@ static double dense_ms_for(const ab_point *p, const ab_point **dense, size_t nd,
     return median_of(tmp, m);
 }
 
-static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g,
-                          const ab_point **dense)
+static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g)
 {
     fputs("# attnbench export: speedup over dense vs density (status ok rows only)\n"
           "# speedup = total_ms of method \"dense\" / total_ms of the method on the same\n"
@@ -607,12 +689,12 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
           "# rows sorted by seq_len then density, one blank line between seq_lens\n"
           "# columns: 1 achieved_density  2 speedup  3 total_ms  4 seq_len\n"
           "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n", f);
-    size_t nd = 0;
-    for (size_t i = 0; i < c->n_ok; i++)
-        if (strcmp(c->ok[i].p->method, "dense") == 0 && c->ok[i].p->total_ms > 0)
-            dense[nd++] = c->ok[i].p;
-    if (nd == 0) return;
-    qsort(dense, nd, sizeof *dense, dense_cmp);
+    const ab_point **dense = c->dense;
+    size_t nd = c->n_dense;
+    if (nd == 0) {
+        fputs("# skip: no status-ok points of method \"dense\" to compare with\n", f);
+        return;
+    }
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -649,12 +731,383 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
     }
 }
 
+/* ---- accuracy_vs_latency.tsv -------------------------------------------- */
+
+/* One (series, task, setting) point of the accuracy-latency plane. */
+typedef struct alpt {
+    const char *task;      /* into the points */
+    int seq_len;
+    double ms, acc, lo, hi, density;
+    size_t n;
+    int front;
+} alpt;
+
+static int alpt_cmp(const void *a, const void *b)
+{
+    const alpt *x = a, *y = b;
+    int o = strncmp(x->task, y->task, 32);
+    if (o) return o;
+    if (x->front != y->front) return y->front - x->front; /* front rows first */
+    o = cmp_num(x->ms, y->ms);
+    return o ? o : cmp_num(x->acc, y->acc);
+}
+
+/* The largest seq_len of each task among rows with an accuracy and a time. */
+static int task_maxn(const xctx *c, const char *task)
+{
+    int m = 0;
+    for (size_t i = 0; i < c->n_ok; i++) {
+        const ab_point *p = c->ok[i].p;
+        if (!isnan(p->accuracy) && p->total_ms > 0 && p->seq_len > m &&
+            strncmp(p->task, task, sizeof p->task) == 0) m = p->seq_len;
+    }
+    return m;
+}
+
+static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, alpt *al)
+{
+    fputs("# attnbench export: task accuracy vs latency (status ok rows only)\n"
+          "# per task, the points at the task's largest sequence length; one row per\n"
+          "# (method, task, setting): median total_ms over seeds and depths, accuracy\n"
+          "# pooled over them (answers summed, Wilson 95% interval);\n"
+          "# on_front = 1 for the method's Pareto-optimal settings on that task (no\n"
+          "# other setting is at least as fast and at least as accurate, one of the\n"
+          "# two strictly); rows sorted by task, front rows first, then by latency\n"
+          "# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 total_ms  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 achieved_density\n"
+          "#          6 on_front  7 task  8 seq_len  9 n_points  10 method\n"
+          "#          11 method_idx (line in methods.txt)\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, nr = 0, na = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        for (size_t a = i; a < end; a++) {
+            const ab_point *p = c->ok[a].p;
+            if (!isnan(p->accuracy) && p->total_ms > 0 && p->seq_len == task_maxn(c, p->task))
+                scratch[nr++] = c->ok[a];
+        }
+        qsort(scratch, nr, sizeof *scratch, xrow_task_cmp);
+        for (size_t a = 0; a < nr;) {
+            size_t b = a;
+            while (b < nr && strncmp(scratch[b].p->task, scratch[a].p->task, 32) == 0 &&
+                   scratch[b].native == scratch[a].native &&
+                   same_num(scratch[b].setting, scratch[a].setting)) b++;
+            alpt *x = &al[na++];
+            x->task = scratch[a].p->task;
+            x->seq_len = scratch[a].p->seq_len;
+            x->n = b - a;
+            x->front = 0;
+            FIELD_MEDIAN(x->ms, scratch + a, b - a, p_->total_ms, tmp);
+            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            pool_accuracy(scratch + a, b - a, tmp, &x->acc, &x->lo, &x->hi);
+            if (isnan(x->acc) || isnan(x->ms)) na--;
+            a = b;
+        }
+        for (size_t a = 0; a < na; a++) {
+            int dominated = 0;
+            for (size_t b = 0; b < na && !dominated; b++)
+                if (b != a && strncmp(al[a].task, al[b].task, 32) == 0 &&
+                    al[b].ms <= al[a].ms && al[b].acc >= al[a].acc &&
+                    (al[b].ms < al[a].ms || al[b].acc > al[a].acc)) dominated = 1;
+            al[a].front = !dominated;
+        }
+        qsort(al, na, sizeof *al, alpt_cmp);
+        const series *s = &c->ser[c->ok[i].series];
+        if (na > 0) block_start(f, &nblocks, s);
+        for (size_t a = 0; a < na; a++) {
+            put_num(f, al[a].ms); fputc('\t', f);
+            put_num(f, al[a].acc); fputc('\t', f);
+            put_num(f, al[a].lo); fputc('\t', f);
+            put_num(f, al[a].hi); fputc('\t', f);
+            put_num(f, al[a].density); fputc('\t', f);
+            fprintf(f, "%d\t", al[a].front);
+            put_str(f, al[a].task, 32, 1);
+            fprintf(f, "\t%d\t%zu\t%s\t%d\n", al[a].seq_len, al[a].n, s->name, s->method_idx);
+        }
+        i = end;
+    }
+}
+
+/* ---- needle_heatmap.tsv ---------------------------------------------------- */
+
+static int is_needle(const ab_point *p)
+{
+    return strncmp(p->task, "needle", sizeof p->task) == 0 && !isnan(p->accuracy);
+}
+
+/* Sorted distinct values of v[0..n) in place; returns their count. */
+static size_t uniq_sorted(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, dbl_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || !same_num(v[m - 1], v[i])) v[m++] = v[i];
+    return m;
+}
+
+static size_t index_of(const double *v, size_t n, double x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (same_num(v[i], x)) return i;
+    return 0;
+}
+
+static int xrow_len_depth_cmp(const void *a, const void *b)
+{
+    const xrow *x = a, *y = b;
+    if (x->p->seq_len != y->p->seq_len) return x->p->seq_len > y->p->seq_len ? 1 : -1;
+    int o = cmp_num(x->p->depth, y->p->depth);
+    return o ? o : (x->p > y->p) - (x->p < y->p);
+}
+
+static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
+                          double *lens, double *depths)
+{
+    fputs("# attnbench export: needle accuracy by sequence length and depth (status ok\n"
+          "# rows only); per method, the setting closest to density 0.1 (as in\n"
+          "# latency_vs_n.tsv); one row per (seq_len, depth): accuracy pooled over seeds\n"
+          "# (answers summed); len_idx and depth_idx index the sorted distinct\n"
+          "# lengths and depths of the whole file, so every method shares the grid\n"
+          "# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 len_idx  2 depth_idx  3 accuracy  4 seq_len  5 depth\n"
+          "#          6 achieved_density  7 n_points  8 method  9 method_idx\n", f);
+    size_t nl = 0, nd = 0;
+    for (size_t i = 0; i < c->n_ok; i++)
+        if (is_needle(c->ok[i].p)) {
+            lens[nl++] = c->ok[i].p->seq_len;
+            depths[nd++] = c->ok[i].p->depth;
+        }
+    if (nl == 0) {
+        fputs("# skip: no status-ok needle points with an accuracy\n", f);
+        return;
+    }
+    nl = uniq_sorted(lens, nl);
+    nd = uniq_sorted(depths, nd);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, nr = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        for (size_t a = i; a < end; a++)
+            if (is_needle(c->ok[a].p)) scratch[nr++] = c->ok[a];
+        if (nr == 0) {
+            i = end;
+            continue;
+        }
+        size_t b0, b1;
+        pick_setting(scratch, nr, tmp, &b0, &b1);
+        xrow *r = scratch + b0;
+        size_t m = b1 - b0;
+        qsort(r, m, sizeof *r, xrow_len_depth_cmp);
+        const series *s = &c->ser[c->ok[i].series];
+        block_start(f, &nblocks, s);
+        for (size_t a = 0; a < m;) {
+            size_t b = a;
+            while (b < m && r[b].p->seq_len == r[a].p->seq_len &&
+                   same_num(r[b].p->depth, r[a].p->depth)) b++;
+            double acc, lo, hi, dens;
+            pool_accuracy(r + a, b - a, tmp, &acc, &lo, &hi);
+            FIELD_MEDIAN(dens, r + a, b - a, p_->achieved_density, tmp);
+            fprintf(f, "%zu\t%zu\t", index_of(lens, nl, r[a].p->seq_len),
+                    index_of(depths, nd, r[a].p->depth));
+            put_num(f, acc); fputc('\t', f);
+            fprintf(f, "%d\t", (int)r[a].p->seq_len);
+            put_num(f, r[a].p->depth); fputc('\t', f);
+            put_num(f, dens); fputc('\t', f);
+            fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
+            a = b;
+        }
+        i = end;
+    }
+}
+
+/* ---- overhead_share.tsv ------------------------------------------------ */
+
+static void write_overhead(FILE *f, const xctx *c, double *tmp)
+{
+    fputs("# attnbench export: selector overhead share vs sequence length (status ok\n"
+          "# rows only); share = select_ms / total_ms of each point (medians of the\n"
+          "# timed repeats), then the median over seeds, tasks and depths; per method\n"
+          "# the setting closest to density 0.1 (as in latency_vs_n.tsv); methods whose\n"
+          "# points all have a dense layout (nothing to select) are left out\n", f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 seq_len  2 share (0..1)  3 select_ms  4 total_ms\n"
+          "#          5 achieved_density  6 n_points  7 method  8 method_idx\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        const series *s = &c->ser[c->ok[i].series];
+        int selects = 0; /* a dense layout selects nothing: no overhead to show */
+        for (size_t a = i; a < end && !selects; a++)
+            selects = strncmp(c->ok[a].p->layout, "dense", sizeof c->ok[a].p->layout) != 0;
+        if (!selects || strncmp(s->device, c->primary_dev, sizeof s->device) != 0) {
+            i = end;
+            continue;
+        }
+        size_t b0, b1;
+        pick_setting(c->ok + i, end - i, tmp, &b0, &b1);
+        int started = 0;
+        for (size_t a = i + b0; a < i + b1;) {
+            size_t b = a;
+            while (b < i + b1 && c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
+            double share, sel, ms, dens;
+            FIELD_MEDIAN(share, c->ok + a, b - a,
+                         (p_->total_ms > 0 && !isnan(p_->select_ms)) ? p_->select_ms / p_->total_ms : NAN,
+                         tmp);
+            FIELD_MEDIAN(sel, c->ok + a, b - a, p_->select_ms, tmp);
+            FIELD_MEDIAN(ms, c->ok + a, b - a, p_->total_ms, tmp);
+            FIELD_MEDIAN(dens, c->ok + a, b - a, p_->achieved_density, tmp);
+            if (!isnan(share)) {
+                if (!started) block_start(f, &nblocks, s);
+                started = 1;
+                fprintf(f, "%d\t", (int)c->ok[a].p->seq_len);
+                put_num(f, share); fputc('\t', f);
+                put_num(f, sel); fputc('\t', f);
+                put_num(f, ms); fputc('\t', f);
+                put_num(f, dens); fputc('\t', f);
+                fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
+            }
+            a = b;
+        }
+        i = end;
+    }
+}
+
+/* ---- summary.tsv -------------------------------------------------------- */
+
+/* "timeout:2,crashed:1" for the non-ok points among pts[] with this method
+ * and device; "-" when none. Returns the count. */
+static size_t not_ok_list(const xctx *c, const char *method, const char *dev, char *out,
+                          size_t len)
+{
+    const char *prev = "";
+    size_t used = 0, total = 0;
+    out[0] = '\0';
+    for (;;) {
+        const char *next = NULL;
+        size_t count = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            const char *s = p->status;
+            if (strncmp(p->method, method, 32) || strncmp(p->device, dev, 8)) continue;
+            if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
+            if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
+            if (strncmp(s, next, 16) == 0) count++;
+        }
+        if (!next) break;
+        int w = snprintf(out + used, len - used, "%s%.15s:%zu", used ? "," : "", next, count);
+        if (w > 0 && (size_t)w < len - used) used += (size_t)w;
+        total += count;
+        prev = next;
+    }
+    if (!out[0]) snprintf(out, len, "-");
+    return total;
+}
+
+static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch)
+{
+    fputs("# attnbench export: one row per method and device; the values are those of\n"
+          "# the setting closest to density 0.1 (as in latency_vs_n.tsv) at the method's\n"
+          "# largest sequence length there, medians over seeds, tasks and depths\n"
+          "# (accuracy pooled); speedup is over \"dense\" on the same workloads; nan where\n"
+          "# the method has no status-ok point or the value does not apply\n"
+          "# columns: 1 method  2 device  3 layout  4 kernel  5 n_points  6 n_ok\n"
+          "#          7 not_ok (status:count,...)  8 seq_len  9 target_density\n"
+          "#          10 knob_value  11 achieved_density  12 total_ms  13 speedup\n"
+          "#          14 recall_mass  15 recall_topk  16 accuracy  17 select_share\n"
+          "#          18 method_idx (line in methods.txt)\n", f);
+    static const char *const devs[] = {"cpu", "gpu"};
+    for (size_t m = 0; m < c->n_methods; m++) {
+        const char *meth = c->methods[m];
+        /* devices: cpu, gpu, then any other in file order */
+        for (size_t d = 0; d < 2 + c->n; d++) {
+            const char *dev = NULL;
+            const ab_point *first = NULL;
+            if (d < 2) dev = devs[d];
+            else {
+                const ab_point *p = &c->pts[d - 2];
+                if (strncmp(p->method, meth, 32) || device_idx(p->device) < 3) continue;
+                int seen = 0;
+                for (size_t k = 0; k < d - 2 && !seen; k++)
+                    seen = !strncmp(c->pts[k].method, meth, 32) &&
+                           !strncmp(c->pts[k].device, p->device, 8);
+                if (seen) continue;
+                dev = p->device;
+            }
+            size_t npts = 0, nok = 0;
+            for (size_t k = 0; k < c->n; k++) {
+                const ab_point *p = &c->pts[k];
+                if (strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8)) continue;
+                npts++;
+                if (ab_status_is_ok(p->status)) {
+                    nok++;
+                    if (!first || !ab_status_is_ok(first->status)) first = p;
+                } else if (!first) first = p;
+            }
+            if (npts == 0) continue;
+            char bad[160];
+            not_ok_list(c, meth, dev, bad, sizeof bad);
+            /* the series' rows at the picked setting and its largest N */
+            size_t nr = 0;
+            for (size_t k = 0; k < c->n_ok; k++) {
+                const series *s = &c->ser[c->ok[k].series];
+                if (!strncmp(s->method, meth, 32) && (!c->multi_dev || !strncmp(s->device, dev, 8)))
+                    scratch[nr++] = c->ok[k];
+            }
+            double v[9];
+            for (int k = 0; k < 9; k++) v[k] = NAN;
+            int seq_len = 0;
+            double target = NAN, knob = NAN;
+            if (nr > 0) {
+                size_t b0, b1;
+                pick_setting(scratch, nr, tmp, &b0, &b1);
+                for (size_t k = b0; k < b1; k++)
+                    if (scratch[k].p->seq_len > seq_len) seq_len = scratch[k].p->seq_len;
+                size_t g = 0;
+                for (size_t k = b0; k < b1; k++)
+                    if (scratch[k].p->seq_len == seq_len) scratch[g++] = scratch[k];
+                const ab_point *p0 = scratch[0].p;
+                target = p0->target_density;
+                knob = p0->knob_value;
+                FIELD_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
+                FIELD_MEDIAN(v[1], scratch, g, p_->total_ms, tmp);
+                FIELD_MEDIAN(v[2], scratch, g,
+                             p_->total_ms > 0 ? dense_ms_for(p_, c->dense, c->n_dense, tmp2) /
+                                                    p_->total_ms : NAN, tmp);
+                FIELD_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
+                FIELD_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
+                double lo, hi;
+                pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
+                FIELD_MEDIAN(v[6], scratch, g,
+                             p_->total_ms > 0 ? p_->select_ms / p_->total_ms : NAN, tmp);
+            }
+            put_str(f, meth, 32, 1); fputc('\t', f);
+            put_str(f, dev, 8, 1); fputc('\t', f);
+            put_str(f, first->layout, sizeof first->layout, 1); fputc('\t', f);
+            put_str(f, first->kernel, sizeof first->kernel, 1);
+            fprintf(f, "\t%zu\t%zu\t%s\t%d\t", npts, nok, bad, seq_len);
+            put_num(f, target); fputc('\t', f);
+            put_num(f, knob);
+            for (int k = 0; k < 7; k++) {
+                fputc('\t', f);
+                put_num(f, v[k]);
+            }
+            fprintf(f, "\t%zu\n", m + 1);
+        }
+    }
+}
+
 /* ---- methods.txt, meta.txt ------------------------------------------- */
 
 static void write_meta(FILE *f, const xctx *c)
 {
     static const char *const keys[] = {"host", "cpu_model", "threads", "git_sha",
-                                       "created_utc", "attnbench_version", "gpu_name"};
+                                       "created_utc", "attnbench_version", "gpu_name",
+                                       "gpu_count", "cuda_build"};
     fprintf(f, "file\t%s\n", c->path);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const char *v = ab_env_get(c->env, keys[k]);
@@ -662,6 +1115,35 @@ static void write_meta(FILE *f, const xctx *c)
         put_str(f, v ? v : "", 4096, 0);
         fputc('\n', f);
     }
+    /* devices, in cpu, gpu, other order */
+    fputs("devices\t", f);
+    int any = 0;
+    for (int want = 1; want <= 3; want++)
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            if (device_idx(p->device) != want) continue;
+            int seen = 0;
+            for (size_t k = 0; k < i && !seen; k++)
+                seen = strncmp(c->pts[k].device, p->device, sizeof p->device) == 0;
+            if (seen) continue;
+            if (any++) fputc(',', f);
+            put_str(f, p->device, sizeof p->device, 1);
+        }
+    fputc('\n', f);
+    fprintf(f, "primary_device\t%s\n", c->primary_dev);
+    /* sequence lengths, ascending */
+    fputs("seq_lens\t", f);
+    int prev_n = 0;
+    for (;;) {
+        int next = 0;
+        for (size_t i = 0; i < c->n; i++)
+            if (c->pts[i].seq_len > prev_n && (next == 0 || c->pts[i].seq_len < next))
+                next = c->pts[i].seq_len;
+        if (next == 0) break;
+        fprintf(f, "%s%d", prev_n ? "," : "", next);
+        prev_n = next;
+    }
+    fputc('\n', f);
     fprintf(f, "n_points\t%zu\n", c->n);
     fprintf(f, "n_ok\t%zu\n", c->n_ok);
     fprintf(f, "n_failed\t%zu\n", c->n - c->n_ok);
@@ -686,6 +1168,12 @@ static void write_meta(FILE *f, const xctx *c)
 
 /* ---- the command ------------------------------------------------------ */
 
+/* Every file export writes, in this order (export_all's switch). */
+static const char *const EXPORT_FILES[] = {
+    "points.tsv", "latency_vs_n.tsv", "recall_vs_density.tsv", "accuracy_vs_density.tsv",
+    "speedup_vs_density.tsv", "accuracy_vs_latency.tsv", "needle_heatmap.tsv",
+    "overhead_share.tsv", "cpu_vs_gpu.tsv", "summary.tsv", "methods.txt", "meta.txt"};
+
 static int export_all(const char *path, const char *dir, char *err, size_t errlen)
 {
     ab_point *pts = NULL;
@@ -704,27 +1192,36 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
     double *tmp2 = malloc((n + 1) * sizeof *tmp2);
     agg *g = malloc((n + 1) * sizeof *g);
     xrow *scratch = malloc((n + 1) * sizeof *scratch);
+    double *tmp3 = malloc((n + 1) * sizeof *tmp3);
+    alpt *al = malloc((n + 1) * sizeof *al);
     const ab_point **dense = malloc((n + 1) * sizeof *dense);
-    if (!tmp || !tmp2 || !g || !scratch || !dense || build_ctx(&c) != 0) {
+    if (!tmp || !tmp2 || !tmp3 || !al || !g || !scratch || !dense || build_ctx(&c) != 0) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
     qsort(c.ok, c.n_ok, sizeof *c.ok, xrow_cmp);
+    c.dense = dense;
+    for (size_t i = 0; i < c.n_ok; i++)
+        if (strcmp(c.ok[i].p->method, "dense") == 0 && c.ok[i].p->total_ms > 0)
+            dense[c.n_dense++] = c.ok[i].p;
+    qsort(dense, c.n_dense, sizeof *dense, dense_cmp);
     if (mkdir_p(dir, err, errlen) != 0) goto done;
 
-    static const char *const names[] = {"points.tsv", "latency_vs_n.tsv",
-                                        "recall_vs_density.tsv", "accuracy_vs_density.tsv",
-                                        "speedup_vs_density.tsv", "methods.txt", "meta.txt"};
-    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
-        FILE *f = open_out(dir, names[k], err, errlen);
+    for (size_t k = 0; k < sizeof EXPORT_FILES / sizeof EXPORT_FILES[0]; k++) {
+        FILE *f = open_out(dir, EXPORT_FILES[k], err, errlen);
         if (!f) goto done;
         switch (k) {
         case 0: write_points(f, &c); break;
-        case 1: write_latency(f, &c, tmp); break;
+        case 1: write_latency(f, &c, tmp, 0); break;
         case 2: write_recall(f, &c, tmp, g); break;
         case 3: write_accuracy(f, &c, tmp, g, scratch); break;
-        case 4: write_speedup(f, &c, tmp, tmp2, g, dense); break;
-        case 5:
+        case 4: write_speedup(f, &c, tmp, tmp2, g); break;
+        case 5: write_acc_latency(f, &c, tmp, scratch, al); break;
+        case 6: write_heatmap(f, &c, tmp, scratch, tmp2, tmp3); break;
+        case 7: write_overhead(f, &c, tmp); break;
+        case 8: write_latency(f, &c, tmp, 1); break;
+        case 9: write_summary(f, &c, tmp, tmp2, scratch); break;
+        case 10:
             for (size_t m = 0; m < c.n_methods; m++) {
                 put_str(f, c.methods[m], sizeof c.methods[m], 1);
                 fputc('\n', f);
@@ -732,7 +1229,7 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
             break;
         default: write_meta(f, &c); break;
         }
-        if (close_out(f, names[k], 0, err, errlen) != 0) goto done;
+        if (close_out(f, EXPORT_FILES[k], 0, err, errlen) != 0) goto done;
     }
     rc = 0;
 done:
@@ -741,6 +1238,8 @@ done:
     free(c.ok);
     free(tmp);
     free(tmp2);
+    free(tmp3);
+    free(al);
     free(g);
     free(scratch);
     free(dense);
@@ -759,6 +1258,11 @@ static void export_usage(FILE *f)
           "  recall_vs_density.tsv    per method: attention recall vs density\n"
           "  accuracy_vs_density.tsv  per method: task accuracy (Wilson 95%) vs density\n"
           "  speedup_vs_density.tsv   per method: speedup over \"dense\" vs density\n"
+          "  accuracy_vs_latency.tsv  per method and task: accuracy vs latency, Pareto flag\n"
+          "  needle_heatmap.tsv       per method: needle accuracy by length x depth\n"
+          "  overhead_share.tsv       per method: select / total vs sequence length\n"
+          "  cpu_vs_gpu.tsv           latency vs length on each device (several devices)\n"
+          "  summary.tsv              one row per method and device (the report's table)\n"
           "  methods.txt, meta.txt    colour order; file, machine, commit, counts\n"
           "The per-figure files hold status-ok points only, one gnuplot block\n"
           "(index) per method; their columns are listed in a header comment.\n"

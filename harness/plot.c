@@ -5,8 +5,14 @@
  *   gnuplot -e "datadir='DIR'; outfile='DIR/NAME'; term='png';
  *               footnote='...'; plotsdir='PLOTS'" PLOTS/NAME.gp
  * The script reads DIR/NAME.tsv and writes DIR/NAME.<term>. A figure whose
- * data file has no rows is skipped with a note. plots/ is found through
+ * data file has no rows is skipped with a note (the reason from its
+ * "# skip:" line when export wrote one). plots/ is found through
  * $AB_PLOTS_DIR, next to the executable (<exe dir>/../plots), or ./plots.
+ * The footnote names the file, host, CPU (and GPU), threads and commit, and
+ * counts the points left out for a non-ok status. Then the mask gallery
+ * (`attnbench mask --gallery`, only when the binary has that command) and
+ * DIR/index.html (report.c). Figures as in the paper-style list of DESIGN.md
+ * section 8 (sparse-attention evaluations such as MInference, arXiv 2407.02490).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,6 +26,7 @@
 #include <unistd.h>
 
 #include "harness/cli.h"
+#include "harness/report.h"
 
 #define PATH_CAP 4096
 #define MAX_FORMATS 3
@@ -113,6 +120,22 @@ static long data_rows(const char *path)
     return rows;
 }
 
+/* The reason in a "# skip: REASON" header line of a figure file, "" if none. */
+static void skip_reason(const char *path, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, "# skip: ", 8) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + 8);
+            break;
+        }
+    fclose(f);
+}
+
 /* Value of KEY in DIR/meta.txt (key<TAB>value lines), "" when absent. */
 static void meta_get(const char *dir, const char *key, char *out, size_t len)
 {
@@ -152,17 +175,23 @@ static void gp_assign(char *out, size_t len, const char *name, const char *value
     snprintf(out + o, len - o, "'");
 }
 
-/* Run gnuplot -e EXPR SCRIPT; its exit status, or -1 if it could not start. */
-static int run_gnuplot(const char *gnuplot, const char *expr, const char *script)
+/* Run argv[0] with argv; stdout and stderr to the file `log` when given.
+ * Its exit status, or -1 if it could not start. */
+static int run_prog(char *const argv[], const char *log)
 {
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
-        char *const args[] = {(char *)gnuplot, (char *)"-e", (char *)expr, (char *)script, NULL};
-        execv(gnuplot, args);
-        fprintf(stderr, "attnbench: plot: cannot run %s: %s\n", gnuplot, strerror(errno));
+        if (log) {
+            FILE *lf = fopen(log, "w");
+            if (!lf) _exit(126);
+            dup2(fileno(lf), 1);
+            dup2(fileno(lf), 2);
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "attnbench: plot: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     int st;
@@ -170,6 +199,93 @@ static int run_gnuplot(const char *gnuplot, const char *expr, const char *script
         if (errno != EINTR) return -1;
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* Run gnuplot -e EXPR SCRIPT; its exit status, or -1 if it could not start. */
+static int run_gnuplot(const char *gnuplot, const char *expr, const char *script)
+{
+    char *const args[] = {(char *)gnuplot, (char *)"-e", (char *)expr, (char *)script, NULL};
+    return run_prog(args, NULL);
+}
+
+/* The attnbench executable to ask for `mask`: this process when it is
+ * attnbench, else $AB_BIN (the test binary runs plot in-process). */
+static int find_self(char *out, size_t len)
+{
+    char exe[PATH_CAP];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        const char *base = strrchr(exe, '/');
+        base = base ? base + 1 : exe;
+        if (strcmp(base, "attnbench") == 0) {
+            snprintf(out, len, "%s", exe);
+            return 0;
+        }
+    }
+    const char *env = getenv("AB_BIN");
+    if (env && *env && is_exec(env)) {
+        snprintf(out, len, "%s", env);
+        return 0;
+    }
+    return -1;
+}
+
+/* 1 when `exe --help` lists a `mask` command. */
+static int has_mask_cmd(const char *exe, const char *dir)
+{
+    char log[PATH_CAP + 32];
+    snprintf(log, sizeof log, "%s/.help.txt", dir);
+    char *const args[] = {(char *)exe, (char *)"--help", NULL};
+    int st = run_prog(args, log);
+    int found = 0;
+    FILE *f = fopen(log, "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line + strspn(line, " "), "mask ", 5) == 0 && line[0] == ' ') found = 1;
+        fclose(f);
+    }
+    unlink(log);
+    return st == 0 && found;
+}
+
+/* The mask gallery: `attnbench mask --gallery -n N --density D -o DIR/mask_gallery`
+ * when the binary has that command. Writes a one-line note for the report
+ * into note (what was drawn, or why not). */
+static void draw_gallery(const char *dir, char *note, size_t len)
+{
+    char exe[PATH_CAP], lens[256], n_arg[32], gdir[PATH_CAP], log[PATH_CAP + 16];
+    snprintf(gdir, sizeof gdir, "%s/mask_gallery", dir);
+    if (find_self(exe, sizeof exe) != 0) {
+        snprintf(note, len, "not drawn: the attnbench executable was not found (set AB_BIN)");
+        return;
+    }
+    if (!has_mask_cmd(exe, dir)) {
+        snprintf(note, len, "not drawn: this attnbench build has no `mask` command");
+        printf("note: skipped mask gallery: this attnbench has no `mask` command\n");
+        return;
+    }
+    meta_get(dir, "seq_lens", lens, sizeof lens);
+    int n = atoi(lens);
+    if (n <= 0) n = 1024;
+    snprintf(n_arg, sizeof n_arg, "%d", n);
+    if (mkdir(gdir, 0777) != 0 && errno != EEXIST) {
+        snprintf(note, len, "not drawn: cannot create %.200s: %.100s", gdir, strerror(errno));
+        return;
+    }
+    snprintf(log, sizeof log, "%s/mask.log", gdir);
+    char *const args[] = {exe, (char *)"mask", (char *)"--gallery", (char *)"-n", n_arg,
+                          (char *)"--density", (char *)"0.1", (char *)"-o", gdir, NULL};
+    int st = run_prog(args, log);
+    if (st != 0) {
+        snprintf(note, len, "not drawn: `attnbench mask --gallery` exited with %d (see mask_gallery/mask.log)", st);
+        ab_errorf("plot: attnbench mask --gallery failed (exit %d); see %s", st, log);
+        return;
+    }
+    snprintf(note, len, "drawn by `attnbench mask --gallery -n %d --density 0.1` with each "
+             "method's default parameters (not read from the results file)", n);
+    printf("wrote %s/\n", gdir);
 }
 
 static int gp_filter(const struct dirent *d)
@@ -181,18 +297,29 @@ static int gp_filter(const struct dirent *d)
 
 static void plot_usage(FILE *f)
 {
-    fputs("usage: attnbench plot RESULTS.h5 -d DIR [--format png,svg] [--gnuplot PATH]\n"
+    fputs("usage: attnbench plot RESULTS.h5 -d DIR [--format png,svg] [--gnuplot PATH] [--no-gallery]\n"
           "\n"
-          "Export the results into DIR (see attnbench export --help), then draw every\n"
-          "figure of plots/*.gp with gnuplot: DIR/latency_vs_n, recall_vs_density,\n"
-          "accuracy_vs_density, speedup_vs_density, one file per format. A figure\n"
-          "without data is skipped with a note. Each figure names the results file,\n"
-          "host, threads and commit in a footnote.\n"
+          "Export the results into DIR (see attnbench export --help), draw every figure\n"
+          "of plots/*.gp with gnuplot (one file per format), then write DIR/index.html:\n"
+          "  latency_vs_n         latency vs N, log-log (dense, dense_blas: exact references)\n"
+          "  speedup_vs_density   speedup over dense vs density, one panel per N\n"
+          "  recall_vs_density    attention-mass and top-k recall vs density\n"
+          "  accuracy_vs_density  task accuracy vs density, one panel per task (Wilson 95%)\n"
+          "  accuracy_vs_latency  accuracy vs latency, each method's Pareto front\n"
+          "  needle_heatmap       needle accuracy by length x depth, one panel per method\n"
+          "  overhead_share       select() share of the latency vs N\n"
+          "  cpu_vs_gpu           latency on each device (files with several devices)\n"
+          "  mask_gallery/        `attnbench mask --gallery`, when this build has it\n"
+          "Only status-ok points are drawn; the others are counted in each footnote,\n"
+          "with the file, host, CPU/GPU, threads and commit. A figure without data is\n"
+          "skipped with a note. index.html is static (no scripts, no network): copy\n"
+          "DIR anywhere and open it.\n"
           "\n"
           "options:\n"
           "  -d, --dir DIR     output directory (required)\n"
           "  --format LIST     comma-separated: png, svg, pdf (default png,svg)\n"
           "  --gnuplot PATH    the gnuplot to run (default: gnuplot on PATH)\n"
+          "  --no-gallery      do not run `attnbench mask --gallery`\n"
           "  -h, --help        this text\n"
           "environment: AB_PLOTS_DIR overrides where the plots/*.gp scripts are found\n"
           "exit: 0 drawn, 1 gnuplot failed on a script, 2 usage or input error\n", f);
@@ -201,6 +328,7 @@ static void plot_usage(FILE *f)
 int ab_cmd_plot(int argc, char **argv)
 {
     const char *path = NULL, *dir = NULL, *formats = "png,svg", *gnuplot_opt = NULL;
+    int gallery_on = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
@@ -208,6 +336,7 @@ int ab_cmd_plot(int argc, char **argv)
             plot_usage(stdout);
             return 0;
         }
+        if (strcmp(a, "--no-gallery") == 0) { gallery_on = 0; continue; }
         if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0) dst = &dir;
         else if (strcmp(a, "--format") == 0) dst = &formats;
         else if (strcmp(a, "--gnuplot") == 0) dst = &gnuplot_opt;
@@ -295,14 +424,44 @@ int ab_cmd_plot(int argc, char **argv)
     int rc = ab_cmd_export(4, xargv);
     if (rc != 0) return rc;
 
-    char file[1024], host[256], threads[64], sha[128], foot[2048];
+    char file[1024], host[256], threads[64], sha[128], cpu[256], gpu[256], devs[64];
+    char foot[2048], foot2[1024], npts[32], nfail[32];
     meta_get(dir, "host", host, sizeof host);
     meta_get(dir, "threads", threads, sizeof threads);
     meta_get(dir, "git_sha", sha, sizeof sha);
+    meta_get(dir, "cpu_model", cpu, sizeof cpu);
+    meta_get(dir, "gpu_name", gpu, sizeof gpu);
+    meta_get(dir, "devices", devs, sizeof devs);
+    meta_get(dir, "n_points", npts, sizeof npts);
+    meta_get(dir, "n_failed", nfail, sizeof nfail);
     const char *base = strrchr(path, '/');
     snprintf(file, sizeof file, "%s", base ? base + 1 : path);
-    snprintf(foot, sizeof foot, "data: %s   host: %s   threads: %s   commit: %.12s", file,
-             host[0] ? host : "?", threads[0] ? threads : "?", sha[0] ? sha : "?");
+    int has_gpu = strstr(devs, "gpu") != NULL;
+    snprintf(foot, sizeof foot, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s",
+             file, host[0] ? host : "?", cpu[0] ? cpu : "?", has_gpu ? "   GPU: " : "",
+             has_gpu ? (gpu[0] ? gpu : "?") : "", threads[0] ? threads : "?", sha[0] ? sha : "?");
+    if (atol(nfail) == 0) {
+        snprintf(foot2, sizeof foot2, "all %s points status ok", npts[0] ? npts : "0");
+    } else {
+        /* "57 of 270 points not ok, left out (calib_failed 50, timeout 7)" */
+        int w = snprintf(foot2, sizeof foot2, "left out: %s of %s points not ok (", nfail, npts);
+        size_t used = w > 0 ? (size_t)w : 0;
+        char mpath[PATH_CAP + 16], line[256];
+        snprintf(mpath, sizeof mpath, "%s/meta.txt", dir);
+        FILE *mf = fopen(mpath, "r");
+        int k = 0;
+        while (mf && fgets(line, sizeof line, mf)) {
+            if (strncmp(line, "n_failed_", 9) != 0) continue;
+            line[strcspn(line, "\r\n")] = '\0';
+            char *tab = strchr(line, '\t');
+            if (!tab) continue;
+            *tab = '\0';
+            w = snprintf(foot2 + used, sizeof foot2 - used, "%s%s %s", k++ ? ", " : "", line + 9, tab + 1);
+            if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+        }
+        if (mf) fclose(mf);
+        snprintf(foot2 + used, sizeof foot2 - used, ")");
+    }
 
     struct dirent **ents = NULL;
     int ne = scandir(plots, &ents, gp_filter, alphasort);
@@ -323,10 +482,19 @@ int ab_cmd_plot(int argc, char **argv)
         snprintf(script, sizeof script, "%s/%s", plots, ents[e]->d_name);
         snprintf(data, sizeof data, "%s/%s.tsv", dir, name);
         snprintf(outbase, sizeof outbase, "%s/%s", dir, name);
+        /* no stale figure from an earlier plot into the same DIR */
+        static const char *const all_fmts[] = {"png", "svg", "pdf"};
+        for (int k = 0; k < 3; k++) {
+            char stale[1420];
+            if (fmt_ok(snprintf(stale, sizeof stale, "%s.%s", outbase, all_fmts[k]), sizeof stale) == 0)
+                unlink(stale);
+        }
         long rows = data_rows(data);
         if (rows <= 0) {
+            char why[400];
+            skip_reason(data, why, sizeof why);
             printf("note: skipped %s: %s\n", name,
-                   rows < 0 ? "no data file" : "no status-ok points with the needed values");
+                   rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
             continue;
         }
         for (int k = 0; k < nfmt; k++) {
@@ -335,6 +503,7 @@ int ab_cmd_plot(int argc, char **argv)
             gp_assign(expr, sizeof expr, "outfile", outbase);
             gp_assign(expr, sizeof expr, "term", fmt[k]);
             gp_assign(expr, sizeof expr, "footnote", foot);
+            gp_assign(expr, sizeof expr, "footnote2", foot2);
             gp_assign(expr, sizeof expr, "plotsdir", plots);
             int st = run_gnuplot(gnuplot, expr, script);
             char out[1420];
@@ -355,5 +524,15 @@ int ab_cmd_plot(int argc, char **argv)
     for (int e = 0; e < ne; e++) free(ents[e]);
     free(ents);
     if (rc == 0 && written == 0) printf("note: no figure had data; nothing drawn\n");
+
+    char gallery[512] = "";
+    if (gallery_on) draw_gallery(dir, gallery, sizeof gallery);
+    else snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
+    char err[512] = "";
+    if (ab_report_write(path, dir, gallery, err, sizeof err) != 0) {
+        ab_errorf("plot: %s", err);
+        return 2;
+    }
+    printf("wrote %s/index.html\n", dir);
     return rc;
 }

@@ -34,6 +34,7 @@ typedef struct ab_point {
     double dense_gflops;   /* dense-equivalent GFLOP/s at total_ms */
     double recall_mass, recall_topk, rel_l2_err, max_abs_err;
     double accuracy, acc_ci_lo, acc_ci_hi;
+    int32_t acc_trials;    /* answers (or answer groups) behind accuracy; 0 = none */
     int32_t rows_scored;
     char status[16];       /* ok calib_failed unsupported error crashed timeout oom nan */
     char message[256];

@@ -38,24 +38,16 @@ do for [t = 1:ntasks] {
 
 set logscale x 10
 set xtics ('0.1' 0.1, '0.2' 0.2, '0.5' 0.5, '1' 1, '2' 2, '5' 5, '10' 10, '20' 20, '50' 50, '100' 100)
-set xrange [*:110]
+stats datafile using 1 nooutput  # before any range is set: ranges limit stats
+set xrange [pct(STATS_min) / 1.5 : 110]
 set yrange [-0.03:1.05]
 set ytics 0.2
-set xlabel 'achieved density (% of allowed keys kept)'
+set xlabel 'achieved density (%)'
 set ylabel 'task accuracy'
 
-if (ntasks > 1) {
-    # one row of up to 3 panels (a full-width figure), the key at the right
-    cols = (ntasks > 3) ? 3 : ntasks
-    rows = (ntasks + cols - 1) / cols
-    figw = 0.62 * cols + 0.3
-    figh = 0.85 * rows + 0.15
-    eval set_term
-    right = 1.0 - 0.27 / figw
-    set multiplot layout rows, cols title 'Task accuracy vs density (Wilson 95% bars)' \
-        margins screen 0.12 / figw, right, 0.17 / figh, 1.0 - 0.17 / figh \
-        spacing screen 0.06 / figw, 0.2 / figh
-}
+npanels = ntasks
+ptitle = 'Task accuracy vs density (Wilson 95% intervals)'
+if (ntasks > 1) { eval panels_begin }
 do for [t = 1:ntasks] {
     task = word(tasks, t)
     blist = BL[t]
@@ -65,10 +57,10 @@ do for [t = 1:ntasks] {
     if (ntasks > 1) {
         set title sprintf('%s (N = %s)', task, ntics(tmaxn))
         # one key, beside the first panel
-        if (t == 1) { set key at screen right + 0.01, screen 1.0 - 0.17 / figh left top } else { unset key }
-        if (t % cols == 1) { set ylabel 'task accuracy'; set format y '%g' } else { unset ylabel; set format y '' }
+        if (t == 1) { eval keyat } else { unset key }
+        if (t % pcols == 1 || pcols == 1) { set ylabel 'task accuracy'; set format y '%g' } else { unset ylabel; set format y '' }
     } else {
-        set title sprintf('Task accuracy vs density: %s, N = %s (Wilson 95%% bars)', task, ntics(tmaxn))
+        set title sprintf('Task accuracy vs density: %s, N = %s (Wilson 95%% intervals)', task, ntics(tmaxn))
     }
     plot for [k = 1:nb] datafile index (word(blist, k) - 1) \
          using (pct($1)):((strcol(5) eq task && $6 == word(nlist, k) + 0) ? $2 : NaN):3:4 \

@@ -12,13 +12,22 @@
 if (!exists("datadir"))  datadir = '.'
 if (!exists("term"))     term = 'png'
 if (!exists("footnote")) footnote = ''
+if (!exists("footnote2")) footnote2 = ''
 if (!exists("outfile"))  outfile = datadir.'/figure'
 
 # ---- terminal: sizes and fonts readable when scaled to one paper column ----
 # A single figure is ~4.2 x 2.9 in (PNG 1200 x 825 px); fonts are ~9 pt once
 # scaled to a 3.4 in column. figw/figh scale the canvas (multi-panel figures
 # set them and `eval set_term` again); fnfont is the footnote's font.
-if (!exists("figw")) figw = 1.0
+# Many methods: the key wraps into two columns of at most keyrows entries
+# (methods.txt lists one method per line).
+nmethods = 0
+if (exists("datadir")) { nmethods = int(system(sprintf("cat '%s/methods.txt' 2>/dev/null | wc -l", datadir))) }
+keycols = (nmethods > 15) ? 2 : 1
+keyrows = (nmethods + keycols - 1) / keycols
+if (keyrows < 1) { keyrows = 1 }
+# a single-panel figure widens for a two-column key
+if (!exists("figw")) figw = 1.0 + 0.45 * (keycols - 1)
 if (!exists("figh")) figh = 1.0
 if (term eq 'svg' || term eq 'pdf') { } else { term = 'png' }
 pngterm = (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) ? 'pngcairo' : 'png'
@@ -44,12 +53,15 @@ mdash(i)  = 1 + ((int(i) - 1) / words(palette)) % 5
 set border 3 lw 1 lc rgb '#444444'
 set tics nomirror out scale 0.6 textcolor rgb '#222222'
 set grid xtics ytics mxtics mytics lw 1 lc rgb '#e4e4e4', lw 1 lc rgb '#f2f2f2'
-set key outside right top vertical Left reverse samplen 2.2 spacing 1.1 width 1 noautotitle
+set key outside right top vertical Left reverse samplen 2.2 spacing 1.1 width 1 noautotitle maxrows keyrows
 set pointsize 1.2
-set bmargin 5.2
+set bmargin 5.8
 
-# footnote: data file, host, threads, commit
-set label 99 footnote at screen 0.01, screen 0.02 left front textcolor rgb '#555555' font fnfont
+# footnote, two lines: (1) data file, host, CPU/GPU, threads, commit;
+# (2) how many points were left out for a non-ok status. Placed in character
+# units from the bottom so it keeps its place whatever the canvas height.
+set label 98 footnote at character 0.6, character 1.55 left front textcolor rgb '#555555' font fnfont
+set label 99 footnote2 at character 0.6, character 0.55 left front textcolor rgb '#555555' font fnfont
 
 # Percent tics for densities given as a fraction on a log x axis.
 pct(x) = 100.0 * x
@@ -62,7 +74,8 @@ scan_blocks = "stats datafile using 1 nooutput; nblocks = STATS_blocks; names = 
   "names = names . ' ' . nm_; idxs = idxs . sprintf(' %d', ix_) }"
 bcolor(i) = mcolor(word(idxs, i) + 0)
 bpoint(i) = mpoint(word(idxs, i) + 0)
-bdash(i)  = mdash(word(idxs, i) + 0)
+# a GPU series ("method@gpu" in a file with several devices) is dashed
+bdash(i)  = strstrt(word(names, i), '@gpu') ? 2 : mdash(word(idxs, i) + 0)
 
 # scan_maxn: after scan_blocks, with seq_len in column `nncol`: bmaxn holds each
 # block's largest seq_len (one word per block), gmaxn the largest of all.
@@ -76,3 +89,25 @@ atmaxn(i, y) = (column(nncol) == bmax(i)) ? y : NaN
 btitle(i) = word(names, i) . ((bmax(i) < gmaxn) ? ' (N=' . ntics(bmax(i)) . ')' : '')
 # 1024 -> 1k, 65536 -> 64k
 ntics(n) = (int(n) % 1024 == 0) ? sprintf('%dk', int(n) / 1024) : sprintf('%d', int(n))
+
+# scan_nums: the sorted distinct values of numeric column `ucol` over the
+# whole `datafile` (every block) into the string `nums` (" 1024 2048 ..."),
+# their count in nnums. Call: eval scan_nums
+scan_nums = "stats datafile using ucol nooutput; u_max = STATS_max; u_prev = STATS_min - 1; " . \
+  "nums = ''; nnums = 0; while (u_prev < u_max) { " . \
+  "stats datafile using (column(ucol) > u_prev ? column(ucol) : NaN) nooutput; " . \
+  "nums = nums . sprintf(' %.17g', STATS_min); nnums = nnums + 1; u_prev = STATS_min }"
+
+# panels_begin: a multiplot of `npanels` panels, up to `maxcols` per row (3
+# unless set), the canvas grown to keep each panel readable, and `keyin`
+# inches of right margin for one shared key (0 = none; set before the call).
+# `ptitle` is the figure title. Then per panel: set title, plot; end with
+# `unset multiplot`. keyat places the shared key in the right margin.
+if (!exists("maxcols")) maxcols = 3
+keyin = 1.3 * keycols
+panels_begin = "pcols = (npanels > maxcols) ? maxcols : npanels; prows = (npanels + pcols - 1) / pcols; " . \
+  "figw = (pcols == 1 ? 1.0 : 0.62 * pcols + 0.25) + keyin / 4.2; figh = (prows == 1 ? 1.0 : 0.78 * prows + 0.22); " . \
+  "eval set_term; pright = 1.0 - (keyin + 0.12) / (4.2 * figw); " . \
+  "set multiplot layout prows, pcols title ptitle margins screen 0.5 / (4.2 * figw), pright, " . \
+  "0.62 / (2.9 * figh), 1.0 - 0.42 / (2.9 * figh) spacing screen 0.42 / (4.2 * figw), 0.5 / (2.9 * figh)"
+keyat = "set key at screen pright + 0.1 / (4.2 * figw), screen 1.0 - 0.42 / (2.9 * figh) left top"

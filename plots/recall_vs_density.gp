@@ -1,5 +1,5 @@
-# recall_vs_density.gp — attention (mass) recall vs achieved density, one line
-# per method (one segment per sequence length), density on a log axis in %.
+# recall_vs_density.gp — attention-mass recall and top-k recall vs achieved
+# density, two panels, one line per method at its largest sequence length.
 # Data: DATADIR/recall_vs_density.tsv (attnbench export). Style: common.gp.
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
@@ -11,11 +11,26 @@ eval scan_maxn
 
 set logscale x 10
 set xtics ('0.1' 0.1, '0.2' 0.2, '0.5' 0.5, '1' 1, '2' 2, '5' 5, '10' 10, '20' 20, '50' 50, '100' 100)
-set xrange [*:110]
+stats datafile using 1 nooutput  # before any range is set: ranges limit stats
+set xrange [pct(STATS_min) / 1.5 : 110]
 set yrange [0:1.04]
 set ytics 0.2
-set xlabel 'achieved density (% of allowed keys kept)'
-set ylabel 'attention mass recall'
-set title sprintf('Attention recall vs density (N = %s)', ntics(gmaxn))
-plot for [i=1:nblocks] datafile index (i-1) using (pct($1)):(atmaxn(i, $2)) \
-     with linespoints lc rgb bcolor(i) pt bpoint(i) dt bdash(i) title btitle(i)
+set xlabel 'achieved density (%)'
+
+npanels = 2
+ptitle = sprintf('Attention recall vs density (N = %s)', ntics(gmaxn))
+eval panels_begin
+do for [k = 1:2] {
+    if (k == 1) {
+        set title 'attention-mass recall'
+        set ylabel 'recall (fraction)'
+        eval keyat
+    } else {
+        set title 'top-k recall (exact top-k keys kept)'
+        unset ylabel
+        unset key
+    }
+    plot for [i=1:nblocks] datafile index (i-1) using (pct($1)):(atmaxn(i, column(k + 1))) \
+         with linespoints lc rgb bcolor(i) pt bpoint(i) dt bdash(i) title btitle(i)
+}
+unset multiplot

@@ -1,24 +1,41 @@
-# speedup_vs_density.gp — speedup over dense attention (same workload) vs
-# achieved density, one line per method at its largest sequence length
-# (the file holds every length).
+# speedup_vs_density.gp — speedup over dense attention on the same workload
+# vs achieved density, one panel per sequence length, one line per method.
 # Data: DATADIR/speedup_vs_density.tsv (attnbench export). Style: common.gp.
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
 datafile = datadir.'/speedup_vs_density.tsv'
-ncol = 6; icol = 7; nncol = 4
+ncol = 6; icol = 7
 eval scan_blocks
-eval scan_maxn
+ucol = 4
+eval scan_nums
+stats datafile using 2 nooutput
+ylo = STATS_min < 1 ? STATS_min / 1.4 : 0.7
+yhi = STATS_max > 1 ? STATS_max * 1.4 : 1.4
 
 set logscale x 10
 set logscale y 2
 set format y '%gx'
 set xtics ('0.1' 0.1, '0.2' 0.2, '0.5' 0.5, '1' 1, '2' 2, '5' 5, '10' 10, '20' 20, '50' 50, '100' 100)
-set xrange [*:110]
-set xlabel 'achieved density (% of allowed keys kept)'
+stats datafile using 1 nooutput  # before any range is set: ranges limit stats
+set xrange [pct(STATS_min) / 1.5 : 110]
+set yrange [ylo:yhi]
+set xlabel 'achieved density (%)'
 set ylabel 'speedup over dense (x)'
-set title sprintf('Speedup over dense attention vs density (N = %s)', ntics(gmaxn))
 # the break-even line
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead lc rgb '#888888' dt 2 lw 1 back
-plot for [i=1:nblocks] datafile index (i-1) using (pct($1)):(atmaxn(i, $2)) \
-     with linespoints lc rgb bcolor(i) pt bpoint(i) dt bdash(i) title btitle(i)
+
+npanels = nnums
+ptitle = 'Speedup over dense attention vs density (same workload; dashed: break-even)'
+if (npanels > 1) { eval panels_begin } else { set title ptitle; keyin = 0 }
+do for [k = 1:npanels] {
+    nk = word(nums, k) + 0
+    if (npanels > 1) {
+        set title sprintf('N = %s', ntics(nk))
+        if (k == 1) { eval keyat } else { unset key }
+        if (k % pcols == 1 || pcols == 1) { set ylabel 'speedup over dense (x)'; set format y '%gx' } else { unset ylabel; set format y '' }
+    }
+    plot for [i=1:nblocks] datafile index (i-1) using (pct($1)):($4 == nk ? $2 : NaN) \
+         with linespoints lc rgb bcolor(i) pt bpoint(i) dt bdash(i) title word(names, i)
+}
+if (npanels > 1) { unset multiplot }

@@ -1,13 +1,19 @@
-/* test_export.c — export, show and plot on a small fixture results file.
+/* test_export.c — export, show, plot and the results page on a small
+ * fixture results file (the paper-style figures of DESIGN.md section 8).
  *
  * The fixture is written through the real store API: methods dense, window
  * (three densities), topk, lowrank (no recall) and broken (crashes only),
  * two tasks, two lengths, two seeds; some window points time out with absurd
- * latencies, so any failed row leaking into a figure file shows.
+ * latencies, so any failed row leaking into a figure file shows. Accuracies
+ * are k/16 with their true Wilson intervals, so pooling can be checked. A
+ * variant adds GPU points (the CPU vs GPU figure); another file carries
+ * schema_version 0, written with the HDF5 API.
  */
 #include <criterion/criterion.h>
+#include <hdf5.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +21,7 @@
 #include <unistd.h>
 
 #include "harness/cli.h"
+#include "harness/metrics.h"
 #include "harness/point.h"
 #include "harness/store.h"
 
@@ -64,9 +71,10 @@ static void fx_point(ab_point *p, int *serial, const char *method, const char *t
     p->recall_topk = isnan(rec) ? NAN : rec * 0.97;
     p->rel_l2_err = 1e-7 / (target + 1e-3);
     p->max_abs_err = 3e-6;
-    p->accuracy = target >= 0.1 ? 1.0 : 0.75;
-    p->acc_ci_lo = p->accuracy - 0.2;
-    p->acc_ci_hi = 1.0;
+    int k = target >= 0.1 ? 16 : 12; /* of 16 answers */
+    p->accuracy = k / 16.0;
+    ab_wilson(k, 16, &p->acc_ci_lo, &p->acc_ci_hi);
+    p->acc_trials = 16;
     p->rows_scored = 16;
     snprintf(p->status, sizeof p->status, "%s", status);
     if (strcmp(status, "ok") != 0) {
@@ -76,7 +84,7 @@ static void fx_point(ab_point *p, int *serial, const char *method, const char *t
     }
 }
 
-static void fx_write(const char *path, int with_ok)
+static void fx_write(const char *path, int with_ok, int with_gpu)
 {
     ab_env env;
     memset(&env, 0, sizeof env);
@@ -109,6 +117,17 @@ static void fx_write(const char *path, int with_ok)
                     fx_point(p, &serial, "lowrank", tasks[t], lens[l], seed, 0.2, "ok");
                     cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
                 }
+                if (with_ok && with_gpu) { /* the same workloads, 20x faster */
+                    static const char *const gm[] = {"dense", "window"};
+                    for (int k = 0; k < 2; k++) {
+                        fx_point(p, &serial, gm[k], tasks[t], lens[l], seed, k ? 0.1 : 1.0, "ok");
+                        snprintf(p->device, sizeof p->device, "gpu");
+                        p->total_ms /= 20;
+                        p->p10_ms /= 20;
+                        p->p90_ms /= 20;
+                        cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                    }
+                }
                 fx_point(p, &serial, "window", tasks[t], lens[l], seed + 10, 0.1, "timeout");
                 cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
                 fx_point(p, &serial, "broken", tasks[t], lens[l], seed, 0.1, "crashed");
@@ -119,17 +138,26 @@ static void fx_write(const char *path, int with_ok)
     ab_env_free(&env);
 }
 
-static void fx_make(fixture *fx, int with_ok)
+static void fx_make2(fixture *fx, int with_ok, int with_gpu)
 {
     snprintf(fx->dir, sizeof fx->dir, "/tmp/ab_export_XXXXXX");
     cr_assert(mkdtemp(fx->dir));
     snprintf(fx->h5, sizeof fx->h5, "%s/run.h5", fx->dir);
     snprintf(fx->out, sizeof fx->out, "%s/fig/sub", fx->dir);
-    fx_write(fx->h5, with_ok);
+    fx_write(fx->h5, with_ok, with_gpu);
+}
+
+static void fx_make(fixture *fx, int with_ok)
+{
+    fx_make2(fx, with_ok, 0);
 }
 
 static void fx_clean(const fixture *fx)
 {
+    if (getenv("AB_TEST_KEEP")) { /* to look at the figures */
+        fprintf(stderr, "kept %s\n", fx->dir);
+        return;
+    }
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
     cr_assert_eq(system(cmd), 0);
@@ -238,7 +266,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 37, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 38, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -256,11 +284,12 @@ Test(export, points_tsv_equals_file)
                                 p->rel_l2_err, p->max_abs_err, p->accuracy,
                                 p->acc_ci_lo, p->acc_ci_hi};
         for (int k = 0; k < 8; k++) expect_num(f[26 + k], want2[k], "metric");
-        expect_num(f[34], p->rows_scored, "rows_scored");
-        cr_assert_str_eq(f[35], p->status);
+        expect_num(f[34], p->acc_trials, "acc_trials");
+        expect_num(f[35], p->rows_scored, "rows_scored");
+        cr_assert_str_eq(f[36], p->status);
         char msg[64];
         snprintf(msg, sizeof msg, "child %s after 5 s", p->status);
-        cr_assert_str_eq(f[36], strcmp(p->status, "ok") ? msg : "", "tab in message kept out");
+        cr_assert_str_eq(f[37], strcmp(p->status, "ok") ? msg : "", "tab in message kept out");
         rows++;
     }
     cr_assert_eq(rows, n);
@@ -370,6 +399,8 @@ Test(export, deterministic)
     export_to(&fx, b);
     static const char *const files[] = {"points.tsv", "latency_vs_n.tsv", "recall_vs_density.tsv",
                                         "accuracy_vs_density.tsv", "speedup_vs_density.tsv",
+                                        "accuracy_vs_latency.tsv", "needle_heatmap.tsv",
+                                        "overhead_share.tsv", "cpu_vs_gpu.tsv", "summary.tsv",
                                         "methods.txt", "meta.txt"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char pa[200], pb[200];
@@ -384,53 +415,262 @@ Test(export, deterministic)
     fx_clean(&fx);
 }
 
-static void check_plot(int with_ok)
+static const char *const FIGS[] = {"latency_vs_n", "speedup_vs_density", "recall_vs_density",
+                                    "accuracy_vs_density", "accuracy_vs_latency",
+                                    "needle_heatmap", "overhead_share", "cpu_vs_gpu"};
+#define N_FIGS (sizeof FIGS / sizeof FIGS[0])
+
+/* plot the fixture; every figure drawn (cpu_vs_gpu only with GPU points),
+ * nothing on stderr (gnuplot warnings included), index.html written */
+static void check_plot(int with_ok, int with_gpu)
 {
     fixture fx;
-    fx_make(&fx, with_ok);
+    fx_make2(&fx, with_ok, with_gpu);
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/plot.out", fx.dir);
     snprintf(err, sizeof err, "%s/plot.err", fx.dir);
-    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "png,svg"};
-    int rc = run_captured(ab_cmd_plot, 6, args, out, err);
+    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "png,svg", "--no-gallery"};
+    int rc = run_captured(ab_cmd_plot, 7, args, out, err);
     char *e = slurp(err), *o = slurp(out);
     cr_assert_eq(rc, 0, "plot exit %d; stderr: %s", rc, e);
     cr_assert_str_eq(e, "", "gnuplot or plot wrote on stderr:\n%s", e);
-    static const char *const figs[] = {"latency_vs_n", "recall_vs_density",
-                                       "accuracy_vs_density", "speedup_vs_density"};
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < N_FIGS; i++) {
+        int want = with_ok && (with_gpu || strcmp(FIGS[i], "cpu_vs_gpu") != 0);
         for (int k = 0; k < 2; k++) {
             char path[240];
-            snprintf(path, sizeof path, "%s/%s.%s", fx.out, figs[i], k ? "svg" : "png");
-            if (with_ok) {
+            snprintf(path, sizeof path, "%s/%s.%s", fx.out, FIGS[i], k ? "svg" : "png");
+            if (want) {
                 cr_assert_gt(file_size(path), 1000, "%s missing or tiny", path);
                 cr_assert(strstr(o, path), "%s not listed in: %s", path, o);
             } else {
                 cr_assert_eq(file_size(path), -1, "%s drawn without data", path);
             }
         }
-        if (!with_ok) cr_assert(strstr(o, figs[i]), "no note for %s: %s", figs[i], o);
+        if (!want) {
+            char note[120];
+            snprintf(note, sizeof note, "note: skipped %s: ", FIGS[i]);
+            cr_assert(strstr(o, note), "no note for %s: %s", FIGS[i], o);
+        }
+    }
+    char path[240];
+    snprintf(path, sizeof path, "%s/index.html", fx.out);
+    char *html = slurp(path);
+    cr_assert(html, "no index.html");
+    cr_assert(!strstr(html, "<script") && !strstr(html, "http://") && !strstr(html, "https://"),
+              "index.html must be static");
+    cr_assert(strstr(html, "testhost") && strstr(html, "0123456789abcdef"));
+    cr_assert(strstr(html, "<code>timeout</code>"), "left-out count missing");
+    cr_assert(strstr(html, "Mask gallery") && strstr(html, "--no-gallery"));
+    for (size_t i = 0; i < N_FIGS; i++) {
+        char img[120];
+        snprintf(img, sizeof img, "src=\"%s.png\"", FIGS[i]);
+        int want = with_ok && (with_gpu || strcmp(FIGS[i], "cpu_vs_gpu") != 0);
+        cr_assert_eq(strstr(html, img) != NULL, want, "%s in index.html: %d", FIGS[i], want);
     }
     if (with_ok) {
-        char png[240];
-        snprintf(png, sizeof png, "%s/latency_vs_n.png", fx.out);
-        char *b = slurp(png);
+        snprintf(path, sizeof path, "%s/latency_vs_n.png", fx.out);
+        char *b = slurp(path);
         cr_assert(memcmp(b, "\x89PNG", 4) == 0);
         free(b);
+        /* the SVG carries both footnote lines */
+        snprintf(path, sizeof path, "%s/speedup_vs_density.svg", fx.out);
+        b = slurp(path);
+        cr_assert(strstr(b, "commit: 0123456789abcdef"), "footnote line 1");
+        cr_assert(strstr(b, "left out: 16 of"), "footnote line 2");
+        cr_assert(strstr(b, "crashed 8, timeout 8"), "footnote statuses");
+        free(b);
+        cr_assert(strstr(html, "<table class=sum>") && strstr(html, ">window</td>"));
+    } else {
+        cr_assert(strstr(html, "Not drawn: "), "skipped figures say so");
     }
+    free(html);
     free(e);
     free(o);
     fx_clean(&fx);
 }
 
-Test(plot, every_figure_without_warnings, .timeout = 120)
+Test(plot, every_figure_without_warnings)
 {
-    check_plot(1);
+    check_plot(1, 0);
 }
 
-Test(plot, failed_only_file_still_plots, .timeout = 60)
+Test(plot, cpu_and_gpu)
 {
-    check_plot(0);
+    check_plot(1, 1);
+}
+
+Test(plot, failed_only_file_still_plots)
+{
+    check_plot(0, 0);
+}
+
+/* Pooled accuracy: window at 0.05 on one (task, N) has 2 seeds x 12/16, so
+ * 24/32 with the Wilson interval of (24, 32); the answer counts are
+ * recovered from the stored intervals. */
+Test(export, accuracy_pooled_from_counts)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    export_to(&fx, fx.out);
+    char path[200];
+    snprintf(path, sizeof path, "%s/accuracy_vs_density.tsv", fx.out);
+    char *t = slurp(path);
+    char *w = strstr(t, "# method window\n");
+    cr_assert(w);
+    double dens, acc, lo, hi;
+    cr_assert_eq(sscanf(w + 16, "%lf %lf %lf %lf", &dens, &acc, &lo, &hi), 4);
+    double wl, wh;
+    ab_wilson(24, 32, &wl, &wh);
+    cr_assert_float_eq(acc, 0.75, 1e-15);
+    cr_assert_float_eq(lo, wl, 1e-12);
+    cr_assert_float_eq(hi, wh, 1e-12);
+    free(t);
+    /* accuracy_vs_latency: the window front; heatmap: one cell per (N, depth) */
+    snprintf(path, sizeof path, "%s/accuracy_vs_latency.tsv", fx.out);
+    t = slurp(path);
+    w = strstr(t, "# method window\n");
+    cr_assert(w);
+    double ms, a2, l2, h2, d2, front;
+    cr_assert_eq(sscanf(w + 16, "%lf %lf %lf %lf %lf %lf", &ms, &a2, &l2, &h2, &d2, &front), 6);
+    cr_assert_eq(front, 1, "the fastest setting is on the front");
+    free(t);
+    snprintf(path, sizeof path, "%s/needle_heatmap.tsv", fx.out);
+    t = slurp(path);
+    cr_assert(strstr(t, "# method dense\n0\t0\t1\t1024\t0.5\t"), "%s", t);
+    cr_assert(strstr(t, "\n1\t0\t1\t4096\t0.5\t"), "%s", t);
+    free(t);
+    snprintf(path, sizeof path, "%s/summary.tsv", fx.out);
+    t = slurp(path);
+    cr_assert(strstr(t, "\nbroken\tcpu\tblock\tblock\t8\t0\tcrashed:8\t0\tnan\tnan\tnan"), "%s", t);
+    cr_assert(strstr(t, "\nwindow\tcpu\tblock\tblock\t32\t24\ttimeout:8\t4096\t0.1\t"), "%s", t);
+    free(t);
+    fx_clean(&fx);
+}
+
+/* The numbers of points.tsv against /points read with the HDF5 API itself
+ * (not the attnbench reader). */
+Test(export, points_tsv_equals_hdf5)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    export_to(&fx, fx.out);
+    typedef struct { char key[24]; int seq_len; double total_ms, accuracy, recall_mass; } row;
+    hid_t f = H5Fopen(fx.h5, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    hid_t ds = H5Dopen2(f, "points", H5P_DEFAULT);
+    cr_assert(ds >= 0);
+    hid_t sp = H5Dget_space(ds);
+    hsize_t n = 0;
+    H5Sget_simple_extent_dims(sp, &n, NULL);
+    cr_assert_eq(n, 64);
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, sizeof ((row *)0)->key);
+    hid_t mt = H5Tcreate(H5T_COMPOUND, sizeof(row));
+    H5Tinsert(mt, "key", offsetof(row, key), st);
+    H5Tinsert(mt, "seq_len", offsetof(row, seq_len), H5T_NATIVE_INT);
+    H5Tinsert(mt, "total_ms", offsetof(row, total_ms), H5T_NATIVE_DOUBLE);
+    H5Tinsert(mt, "accuracy", offsetof(row, accuracy), H5T_NATIVE_DOUBLE);
+    H5Tinsert(mt, "recall_mass", offsetof(row, recall_mass), H5T_NATIVE_DOUBLE);
+    row *r = calloc(n, sizeof *r);
+    cr_assert(H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, r) >= 0);
+    H5Tclose(mt);
+    H5Tclose(st);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    H5Fclose(f);
+
+    char path[200];
+    snprintf(path, sizeof path, "%s/points.tsv", fx.out);
+    char *text = slurp(path), *save = NULL;
+    strtok_r(text, "\n", &save); /* header */
+    size_t rows = 0;
+    for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
+        char *fl[64];
+        cr_assert_eq(split_tabs(line, fl, 64), 38);
+        const row *x = NULL;
+        for (size_t i = 0; i < n && !x; i++)
+            if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
+        cr_assert(x, "key %s not in /points", fl[0]);
+        expect_num(fl[8], x->seq_len, "seq_len");
+        expect_num(fl[20], x->total_ms, "total_ms");
+        expect_num(fl[27], x->recall_mass, "recall_mass");
+        expect_num(fl[31], x->accuracy, "accuracy");
+    }
+    cr_assert_eq(rows, n);
+    free(text);
+    free(r);
+    fx_clean(&fx);
+}
+
+/* A results file from an older schema: every reader says so in one line. */
+Test(export_cli, older_schema_is_named)
+{
+    fixture fx;
+    snprintf(fx.dir, sizeof fx.dir, "/tmp/ab_export_XXXXXX");
+    cr_assert(mkdtemp(fx.dir));
+    snprintf(fx.h5, sizeof fx.h5, "%s/old.h5", fx.dir);
+    snprintf(fx.out, sizeof fx.out, "%s/fig", fx.dir);
+    hid_t f = H5Fcreate(fx.h5, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "schema_version", H5T_NATIVE_INT, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int zero = 0;
+    cr_assert(H5Awrite(a, H5T_NATIVE_INT, &zero) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Fclose(f);
+    char out[200], err[200];
+    snprintf(out, sizeof out, "%s/o", fx.dir);
+    snprintf(err, sizeof err, "%s/e", fx.dir);
+    const char *cases[][7] = {{"export", fx.h5, "-d", fx.out},
+                              {"show", fx.h5},
+                              {"plot", fx.h5, "-d", fx.out, "--no-gallery"}};
+    for (size_t i = 0; i < 3; i++) {
+        int argc = 0;
+        while (argc < 7 && cases[i][argc]) argc++;
+        int (*cmd)(int, char **) = i == 0 ? ab_cmd_export : i == 1 ? ab_cmd_show : ab_cmd_plot;
+        cr_assert_eq(run_captured(cmd, argc, cases[i], out, err), 2, "%s", cases[i][0]);
+        char *e = slurp(err);
+        cr_assert(strstr(e, "schema version 0") && strstr(e, "reads 1"), "%s: %s", cases[i][0], e);
+        cr_assert(strchr(e, '\n') == e + strlen(e) - 1, "one line: %s", e);
+        free(e);
+    }
+    cr_assert_eq(file_size(fx.out), -1, "nothing written");
+    fx_clean(&fx);
+}
+
+Test(show, markdown)
+{
+    fixture fx;
+    fx_make(&fx, 1);
+    char out[200], err[200];
+    snprintf(out, sizeof out, "%s/show.out", fx.dir);
+    snprintf(err, sizeof err, "%s/show.err", fx.dir);
+    const char *args[] = {"show", fx.h5, "--format", "md", "--filter", "seq_len=4096",
+                          "--sort", "-ms"};
+    cr_assert_eq(run_captured(ab_cmd_show, 8, args, out, err), 0);
+    char *o = slurp(out);
+    cr_assert(strstr(o, "- host: testhost\n"), "%s", o);
+    char *h = strstr(o, "\n| method ");
+    cr_assert(h, "%s", o);
+    /* header, separator, then one row per (method, target): dense, window x3,
+     * topk, lowrank, broken; every table line starts and ends with a pipe */
+    int lines = 0;
+    for (char *s = h + 1; *s; lines++) {
+        char *nl = strchr(s, '\n');
+        cr_assert(nl);
+        cr_assert(s[0] == '|' && nl[-1] == '|', "line %d: %.*s", lines, (int)(nl - s), s);
+        if (lines == 1) cr_assert(strncmp(s, "|:-", 3) == 0, "separator: %.*s", (int)(nl - s), s);
+        s = nl + 1;
+    }
+    cr_assert_eq(lines, 2 + 7, "%s", o);
+    /* sorted by latency, slowest first; the failed-only row (no ms) last */
+    char *dense = strstr(h, "| dense "), *broken = strstr(h, "| broken ");
+    cr_assert(dense && broken && dense < broken);
+    char *row1 = strchr(strchr(h + 1, '\n') + 1, '\n') + 1;
+    cr_assert(strncmp(row1, "| dense ", 8) == 0, "dense is the slowest: %s", row1);
+    free(o);
+    fx_clean(&fx);
 }
 
 Test(show, tsv_rows)

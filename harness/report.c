@@ -1,0 +1,511 @@
+/* report.c — DIR/index.html, the results page of `attnbench plot`.
+ *
+ * A static page (no scripts, no fonts or anything else from the network, one
+ * inline style sheet) that shows every figure drawn into DIR with a caption,
+ * the run's environment (the results file's root attributes, the config
+ * text), the count of points left out for a non-ok status and a per-method
+ * summary table (DIR/summary.tsv from the export). Images are referenced by
+ * relative name, so the folder can be copied off a cluster and opened on a
+ * laptop. The figures are those of DESIGN.md section 8, in the style of
+ * sparse-attention evaluations (e.g. MInference, arXiv 2407.02490).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness/point.h"
+#include "harness/report.h"
+#include "harness/store.h"
+
+#define RPATH 4400
+
+/* The method colours of plots/common.gp (palette), in the same order: a
+ * method's swatch here matches its lines in the figures. */
+static const char *const PALETTE[] = {"#000000", "#0072B2", "#D55E00", "#009E73",
+                                      "#CC79A7", "#E69F00", "#56B4E9", "#8C564B",
+                                      "#7F7F7F", "#B8860B", "#1B3B6F", "#A6192E"};
+
+/* HTML-escape s (at most cap bytes) into f. */
+static void esc(FILE *f, const char *s, size_t cap)
+{
+    for (size_t i = 0; i < cap && s[i]; i++) {
+        switch (s[i]) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(s[i], f);
+        }
+    }
+}
+#define ESC(f, s) esc((f), (s), (size_t)-1)
+
+/* Width in pixels from a PNG's IHDR; 0 when not a readable PNG. */
+static unsigned png_width(const char *dir, const char *name)
+{
+    char p[RPATH];
+    unsigned char h[24];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "rb");
+    if (!f) return 0;
+    size_t got = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (got < 24 || memcmp(h, "\x89PNG", 4) != 0) return 0;
+    return (unsigned)h[16] << 24 | (unsigned)h[17] << 16 | (unsigned)h[18] << 8 | h[19];
+}
+
+static int exists_in(const char *dir, const char *name)
+{
+    char p[RPATH];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+}
+
+/* The "# skip: REASON" of DIR/NAME.tsv into out ("" when none). */
+static void skip_of(const char *dir, const char *name, char *out, size_t len)
+{
+    char p[RPATH], line[512];
+    out[0] = '\0';
+    snprintf(p, sizeof p, "%s/%s.tsv", dir, name);
+    FILE *f = fopen(p, "r");
+    if (!f) return;
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, "# skip: ", 8) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + 8);
+            break;
+        }
+    fclose(f);
+}
+
+/* ---- the per-method table (summary.tsv) ------------------------------- */
+
+#define SUM_COLS 18
+
+/* Split at tabs in place; the field count. */
+static int split_tabs(char *line, char **f, int max)
+{
+    int n = 0;
+    char *s = line;
+    while (n < max) {
+        f[n++] = s;
+        char *t = strchr(s, '\t');
+        if (!t) break;
+        *t = '\0';
+        s = t + 1;
+    }
+    return n;
+}
+
+/* A number cell: fmt applied to v, "–" for NaN or unparsable. */
+static void num_cell(FILE *f, const char *s, const char *fmt, double scale)
+{
+    char *end;
+    double v = strtod(s, &end);
+    fputs("<td class=n>", f);
+    if (end == s || *end || isnan(v)) fputs("&ndash;", f);
+    else fprintf(f, fmt, v * scale);
+    fputs("</td>", f);
+}
+
+/* Writes the table; sets *has_blas when a dense_blas row has ok points. */
+static void summary_table(FILE *f, const char *dir, int *has_blas)
+{
+    char p[RPATH];
+    snprintf(p, sizeof p, "%s/summary.tsv", dir);
+    FILE *in = fopen(p, "r");
+    if (!in) {
+        fputs("<p class=note>No summary.tsv in this folder.</p>\n", f);
+        return;
+    }
+    fputs("<table class=sum>\n<thead><tr><th>method</th><th>device</th><th>layout / kernel</th>"
+          "<th>points ok</th><th>not ok</th><th>N</th><th>target density</th>"
+          "<th>achieved density</th><th>latency (ms)</th><th>speedup over dense</th>"
+          "<th>mass recall</th><th>top-k recall</th><th>accuracy</th><th>select share</th>"
+          "</tr></thead>\n<tbody>\n", f);
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, in) > 0) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *c[SUM_COLS + 2];
+        if (split_tabs(line, c, SUM_COLS + 1) != SUM_COLS) continue;
+        int idx = atoi(c[17]);
+        const char *col = PALETTE[(idx > 0 ? idx - 1 : 0) % (int)(sizeof PALETTE / sizeof PALETTE[0])];
+        if (strcmp(c[0], "dense_blas") == 0 && atoi(c[5]) > 0) *has_blas = 1;
+        fprintf(f, "<tr><td><span class=sw style=\"background:%s\"></span>", col);
+        ESC(f, c[0]);
+        fputs("</td><td>", f);
+        ESC(f, c[1]);
+        fputs("</td><td>", f);
+        ESC(f, c[2]);
+        fputs(" / ", f);
+        ESC(f, c[3]);
+        fprintf(f, "</td><td class=n>%s / %s</td><td>", c[5], c[4]);
+        if (strcmp(c[6], "-") == 0) fputs("&ndash;", f);
+        else {
+            for (char *s = c[6]; *s; s++) { /* "a:1,b:2" -> "a 1, b 2" */
+                if (*s == ':') fputc(' ', f);
+                else if (*s == ',') fputs(", ", f);
+                else esc(f, s, 1);
+            }
+        }
+        fputs("</td>", f);
+        if (atoi(c[7]) > 0) fprintf(f, "<td class=n>%s</td>", c[7]);
+        else fputs("<td class=n>&ndash;</td>", f);
+        char *end;
+        double tgt = strtod(c[8], &end);
+        if (end != c[8] && !isnan(tgt)) fprintf(f, "<td class=n>%.3g%%</td>", 100.0 * tgt);
+        else if (atoi(c[7]) > 0) {
+            fputs("<td class=n>native", f);
+            double knob = strtod(c[9], &end);
+            if (end != c[9] && !isnan(knob)) fprintf(f, " (knob %g)", knob);
+            fputs("</td>", f);
+        } else fputs("<td class=n>&ndash;</td>", f);
+        num_cell(f, c[10], "%.3g%%", 100.0);
+        num_cell(f, c[11], "%.4g", 1.0);
+        num_cell(f, c[12], "%.2f&times;", 1.0);
+        num_cell(f, c[13], "%.3f", 1.0);
+        num_cell(f, c[14], "%.3f", 1.0);
+        num_cell(f, c[15], "%.3f", 1.0);
+        num_cell(f, c[16], "%.1f%%", 100.0);
+        fputs("</tr>\n", f);
+    }
+    free(line);
+    fclose(in);
+    fputs("</tbody></table>\n", f);
+}
+
+/* ---- figures ----------------------------------------------------------- */
+
+typedef struct fig {
+    const char *name;
+    const char *title;
+    const char *caption; /* HTML */
+} fig;
+
+static const fig FIGS[] = {
+    {"latency_vs_n", "Latency vs sequence length",
+     "Latency per attention call (all heads) vs sequence length N, log-log. One line per "
+     "method at its setting closest to 10% density (methods without a knob at 100%); the "
+     "median of the timed repeats, bars p10&ndash;p90, then the median over seeds, tasks "
+     "and depths. <b>dense</b> (the shared tiled online-softmax kernel) and "
+     "<b>dense_blas</b> (row-blocked OpenBLAS SGEMM + softmax) are the exact references, "
+     "drawn thicker; dense_blas stands in for an SGEMM roofline, which the results file "
+     "does not measure. Points of the primary device only (see CPU vs GPU)."},
+    {"speedup_vs_density", "Speedup over dense vs density",
+     "Speedup = latency of <b>dense</b> / latency of the method on the same workload (task, "
+     "N, heads, head dim, seed, depth), vs the achieved density (share of causally allowed "
+     "(query, key) pairs computed, log scale), one panel per sequence length. Above the "
+     "dashed line the method is faster than dense."},
+    {"recall_vs_density", "Attention recall vs density",
+     "Left: attention-mass recall, the share of each scored row's exact softmax mass that "
+     "falls on the computed keys. Right: top-k recall, the share of each row's exact top-k "
+     "keys (k = <code>[metrics] topk</code>) that are computed. Means over scored rows, "
+     "medians over seeds, tasks and depths, at the largest N (a method that stops short "
+     "shows its N in the key)."},
+    {"accuracy_vs_density", "Task accuracy vs density",
+     "Accuracy on the synthetic retrieval tasks (share of scored query rows whose output "
+     "retrieves the planted answer) vs achieved density, one panel per task at its largest "
+     "N. Pooled over seeds and depths (answers summed); bars are Wilson 95% score "
+     "intervals on the pooled count."},
+    {"accuracy_vs_latency", "Accuracy vs latency, Pareto fronts",
+     "Each point is one setting (density) of a method at the task's largest N: median "
+     "latency per call against pooled accuracy. The line joins the method's Pareto-optimal "
+     "settings: no other setting of that method is both at least as fast and at least as "
+     "accurate. Up and to the left is better."},
+    {"needle_heatmap", "Needle heatmaps",
+     "Needle-in-a-haystack accuracy by sequence length (x) and needle depth (y, 0 = the "
+     "start of the context, 1 = the end), one panel per method at its setting closest to "
+     "10% density (the panel title gives the achieved density). The number in each cell is "
+     "the accuracy; a grey cell has no status-ok point (not measured, or e.g. calib_failed)."},
+    {"overhead_share", "Selector overhead",
+     "Share of each call spent in <code>select()</code> (deciding what to compute) out of "
+     "select + run, vs sequence length, at each method's setting closest to 10% density; "
+     "median over seeds, tasks and depths. Methods that score the whole attention matrix "
+     "to select (oracles, estimators) show a large share by design."},
+    {"cpu_vs_gpu", "CPU vs GPU latency",
+     "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
+     "lines and filled points are the CPU, dashed lines and open points the GPU; each "
+     "method at its setting closest to 10% density."},
+};
+
+static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_blas)
+{
+    char png[300], svg[300], pdf[300];
+    snprintf(png, sizeof png, "%s.png", g->name);
+    snprintf(svg, sizeof svg, "%s.svg", g->name);
+    snprintf(pdf, sizeof pdf, "%s.pdf", g->name);
+    int hp = exists_in(dir, png), hs = exists_in(dir, svg), hd = exists_in(dir, pdf);
+    fprintf(f, "<section id=\"%s\">\n<h3>", g->name);
+    if (hp || hs || hd) fprintf(f, "Figure %d. ", ++*num);
+    ESC(f, g->title);
+    fputs("</h3>\n", f);
+    if (!hp && !hs && !hd) {
+        char why[400];
+        skip_of(dir, g->name, why, sizeof why);
+        fputs("<p class=note>Not drawn: ", f);
+        if (why[0]) ESC(f, why);
+        else fputs("no status-ok points with the values this figure needs", f);
+        fputs(".</p>\n</section>\n", f);
+        return;
+    }
+    fputs("<figure>", f);
+    const char *img = hp ? png : svg;
+    if (hp || hs) {
+        /* every figure at the same scale (half its pixels, so fonts match
+         * between one-panel and multi-panel figures), narrower when the page is */
+        unsigned w = hp ? png_width(dir, png) : 0;
+        char style[64] = "";
+        if (w > 0) snprintf(style, sizeof style, " style=\"width:%upx\"", w / 2);
+        fprintf(f, "<a href=\"%s\"><img%s src=\"%s\" alt=\"", hs ? svg : img, style, img);
+        ESC(f, g->title);
+        fputs("\"></a>", f);
+    }
+    fputs("\n<figcaption>", f);
+    fputs(g->caption, f);
+    if (strcmp(g->name, "latency_vs_n") == 0 && !has_blas)
+        fputs(" <i>This sweep has no status-ok dense_blas points, so the BLAS reference "
+              "is missing.</i>", f);
+    fputs(" Files:", f);
+    if (hp) fprintf(f, " <a href=\"%s\">PNG</a>", png);
+    if (hs) fprintf(f, " <a href=\"%s\">SVG</a>", svg);
+    if (hd) fprintf(f, " <a href=\"%s\">PDF</a>", pdf);
+    fprintf(f, " <a href=\"%s.tsv\">data (TSV)</a>.</figcaption></figure>\n</section>\n", g->name);
+}
+
+static int img_filter(const struct dirent *d)
+{
+    size_t l = strlen(d->d_name);
+    return d->d_name[0] != '.' && l > 4 &&
+           (strcmp(d->d_name + l - 4, ".png") == 0 || strcmp(d->d_name + l - 4, ".svg") == 0);
+}
+
+static void gallery(FILE *f, const char *dir, const char *note, int *num)
+{
+    char gdir[RPATH];
+    snprintf(gdir, sizeof gdir, "%s/mask_gallery", dir);
+    struct dirent **ents = NULL;
+    int ne = (note && strncmp(note, "not drawn", 9) == 0) ? -1 : scandir(gdir, &ents, img_filter, alphasort);
+    fputs("<section id=\"mask_gallery\">\n<h3>", f);
+    int pngs = 0;
+    for (int e = 0; e < ne; e++) {
+        size_t l = strlen(ents[e]->d_name);
+        pngs += strcmp(ents[e]->d_name + l - 4, ".png") == 0;
+    }
+    if (ne > 0) fprintf(f, "Figure %d. ", ++*num);
+    fputs("Mask gallery</h3>\n", f);
+    if (ne <= 0) {
+        fputs("<p class=note>", f);
+        if (note && note[0]) {
+            char cap[600];
+            snprintf(cap, sizeof cap, "%s", note);
+            cap[0] = (char)(cap[0] == 'n' ? 'N' : cap[0]);
+            ESC(f, cap);
+        } else fputs("Not drawn: no images in mask_gallery/", f);
+        fputs(".</p>\n</section>\n", f);
+        if (ents) free(ents);
+        return;
+    }
+    /* one combined picture (mask_gallery.png) when the command drew it, with
+     * the per-method images linked; else every image */
+    int combined = 0;
+    for (int e = 0; e < ne; e++) combined |= strcmp(ents[e]->d_name, "mask_gallery.png") == 0;
+    fputs("<figure class=gallery>", f);
+    for (int e = 0; e < ne; e++) {
+        const char *nm = ents[e]->d_name;
+        size_t l = strlen(nm);
+        int is_png = strcmp(nm + l - 4, ".png") == 0;
+        if (pngs > 0 && !is_png) continue; /* show PNGs when there are */
+        if (combined && strcmp(nm, "mask_gallery.png") != 0) continue;
+        fputs("<a href=\"mask_gallery/", f);
+        ESC(f, nm);
+        fputs("\"><img src=\"mask_gallery/", f);
+        ESC(f, nm);
+        fprintf(f, "\" alt=\"mask gallery\"%s></a>", combined ? " class=wide" : "");
+    }
+    fputs("\n<figcaption>Which (query block, key block) pairs each method computes: query "
+          "blocks down, key blocks across, dark = computed. These are every registered "
+          "method, not only those in the results file; ", f);
+    if (note) ESC(f, note);
+    fputs(".", f);
+    if (combined) {
+        fputs(" One method per image:", f);
+        int k = 0;
+        for (int e = 0; e < ne; e++) {
+            const char *nm = ents[e]->d_name;
+            size_t l = strlen(nm);
+            if (strcmp(nm + l - 4, ".png") != 0 || strcmp(nm, "mask_gallery.png") == 0) continue;
+            fputs(k++ ? ", " : " ", f);
+            fputs("<a href=\"mask_gallery/", f);
+            ESC(f, nm);
+            fputs("\">", f);
+            char label[256];
+            int pre = (strncmp(nm, "mask_", 5) == 0 && l > 9) ? 5 : 0;
+            snprintf(label, sizeof label, "%.*s", (int)(l - 4 - (size_t)pre), nm + pre);
+            ESC(f, label);
+            fputs("</a>", f);
+        }
+        fputs(".", f);
+    }
+    fputs("</figcaption></figure>\n</section>\n", f);
+    for (int e = 0; e < ne; e++) free(ents[e]);
+    free(ents);
+}
+
+/* ---- the page ------------------------------------------------------------ */
+
+static const char *const CSS =
+    "body{font:15px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#222;"
+    "max-width:1180px;margin:24px auto;padding:0 16px}"
+    "h1{font-size:1.6em;margin:0 0 4px}h2{margin-top:1.8em;border-bottom:1px solid #ddd}"
+    "h3{margin:1.4em 0 .4em}"
+    "table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}"
+    "th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+    "table.env td:first-child{font-weight:600;white-space:nowrap}"
+    "table.sum{font-size:13px}table.sum td:first-child{white-space:nowrap}"
+    ".sw{display:inline-block;width:.9em;height:.9em;margin-right:6px;vertical-align:-1px;"
+    "border-radius:2px}"
+    "pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow:auto;font-size:12.5px}"
+    "figure{margin:0}figure img{max-width:100%;height:auto;border:1px solid #eee}"
+    "figure.gallery img{max-width:32%;margin:0 1% 1% 0}figure.gallery img.wide{max-width:100%}"
+    "figcaption{font-size:14px;color:#333;margin:.3em 0 1em;max-width:60em}"
+    ".note{color:#8a5a00;background:#fff7e6;border:1px solid #f0d9a8;padding:4px 8px}"
+    ".meta{color:#555}code{font-size:.92em}";
+
+int ab_report_write(const char *path, const char *dir, const char *gallery_note, char *err,
+                    size_t errlen)
+{
+    ab_point *pts = NULL;
+    size_t n = 0;
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    if (ab_results_read(path, &pts, &n, &env, err, errlen) != 0) return -1;
+
+    char out[RPATH], tmp[RPATH + 8];
+    snprintf(out, sizeof out, "%s/index.html", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(err, errlen, "cannot write '%.300s': %s", tmp, strerror(errno));
+        free(pts);
+        ab_env_free(&env);
+        return -1;
+    }
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>attnbench: ", f);
+    ESC(f, base);
+    fprintf(f, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>attnbench results: ", CSS);
+    ESC(f, base);
+    fputs("</h1>\n<p class=meta>", f);
+    const char *host = ab_env_get(&env, "host"), *sha = ab_env_get(&env, "git_sha");
+    const char *when = ab_env_get(&env, "created_utc");
+    fputs("host ", f);
+    ESC(f, host ? host : "?");
+    fputs(" &middot; commit ", f);
+    ESC(f, sha ? sha : "?");
+    fputs(" &middot; created ", f);
+    ESC(f, when ? when : "?");
+    fputs("</p>\n", f);
+
+    /* points and what was left out */
+    size_t n_ok = 0;
+    for (size_t i = 0; i < n; i++) n_ok += ab_status_is_ok(pts[i].status) != 0;
+    fprintf(f, "<p>%zu points: %zu status ok", n, n_ok);
+    if (n_ok < n) {
+        fputs(", left out of every figure and table value: ", f);
+        const char *prev = "";
+        int k = 0;
+        for (;;) { /* statuses in name order */
+            const char *next = NULL;
+            size_t count = 0;
+            for (size_t i = 0; i < n; i++) {
+                const char *s = pts[i].status;
+                if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
+                if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
+                if (strncmp(s, next, 16) == 0) count++;
+            }
+            if (!next) break;
+            fprintf(f, "%s%zu <code>", k++ ? ", " : "", count);
+            esc(f, next, 16);
+            fputs("</code>", f);
+            prev = next;
+        }
+        fputs(" (see <a href=\"points.tsv\">points.tsv</a> for their messages)", f);
+    }
+    fputs(".</p>\n", f);
+    fputs("<p>Contents: <a href=\"#methods\">methods</a> &middot; <a href=\"#figures\">figures</a>"
+          " &middot; <a href=\"#environment\">environment</a></p>\n", f);
+
+    fputs("<h2 id=\"methods\">Methods</h2>\n<p>One row per method and device, at the setting "
+          "closest to 10% density and the method's largest N there (medians over seeds, "
+          "tasks and depths; accuracy pooled). The swatch is the method's colour in every "
+          "figure. Data: <a href=\"summary.tsv\">summary.tsv</a>.</p>\n", f);
+    int has_blas = 0;
+    summary_table(f, dir, &has_blas);
+
+    fputs("<h2 id=\"figures\">Figures</h2>\n<p>Every figure is drawn from the results file "
+          "alone, status-ok points only; each carries a footnote with the file, host, CPU/GPU, "
+          "threads, commit and the count of points left out. Click a figure for its SVG.</p>\n", f);
+    int num = 0;
+    for (size_t k = 0; k < sizeof FIGS / sizeof FIGS[0]; k++) figure(f, dir, &FIGS[k], &num, has_blas);
+    gallery(f, dir, gallery_note, &num);
+
+    /* environment */
+    fputs("<h2 id=\"environment\">Environment</h2>\n<p>The root attributes of ", f);
+    ESC(f, base);
+    fputs(".</p>\n<table class=env>\n", f);
+    static const char *const first[][2] = {
+        {"host", "host"}, {"cpu_model", "CPU"}, {"threads", "threads"}, {"git_sha", "commit"},
+        {"created_utc", "created (UTC)"}, {"compiler", "compiler"},
+        {"openblas_version", "OpenBLAS"}, {"openblas_coretype", "OpenBLAS core"},
+        {"hdf5_version", "HDF5"}};
+    for (size_t k = 0; k < sizeof first / sizeof first[0]; k++) {
+        const char *v = ab_env_get(&env, first[k][0]);
+        fputs("<tr><td>", f);
+        ESC(f, first[k][1]);
+        fputs("</td><td>", f);
+        if (v) ESC(f, v);
+        else fputs("<i>not recorded</i>", f);
+        fputs("</td></tr>\n", f);
+    }
+    for (int i = 0; i < env.n; i++) {
+        int shown = strcmp(env.name[i], "config_text") == 0;
+        for (size_t k = 0; k < sizeof first / sizeof first[0] && !shown; k++)
+            shown = strcmp(env.name[i], first[k][0]) == 0;
+        if (shown || !env.value[i]) continue;
+        fputs("<tr><td>", f);
+        esc(f, env.name[i], sizeof env.name[i]);
+        fputs("</td><td>", f);
+        ESC(f, env.value[i]);
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</table>\n<h3>Config</h3>\n<pre>", f);
+    const char *cfg = ab_env_get(&env, "config_text");
+    if (cfg) ESC(f, cfg);
+    else fputs("(no config_text attribute)", f);
+    fputs("</pre>\n<p class=meta>Written by <code>attnbench plot</code>. Regenerate with "
+          "<code>attnbench plot ", f);
+    ESC(f, base);
+    fputs(" -d DIR</code>.</p>\n</body>\n</html>\n", f);
+
+    int bad = ferror(f);
+    if (fclose(f) != 0) bad = 1;
+    free(pts);
+    ab_env_free(&env);
+    if (bad || rename(tmp, out) != 0) {
+        snprintf(err, errlen, "cannot write '%.300s'", out);
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
