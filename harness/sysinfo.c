@@ -1,5 +1,6 @@
 /* sysinfo.c — what machine, libraries and build produced a results file. */
 #include "harness/sysinfo.h"
+#include "harness/gpu.h"
 #include "kernels/kernels.h"
 
 #include <cblas.h>
@@ -92,17 +93,7 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
     ab_env_set(e, "compiler", "gcc " __VERSION__);
 #endif
     ab_env_set(e, "compiler_flags", AB_BUILD_FLAGS);
-    char why[256] = "";
-    int ng = ab_gpu_count(why, sizeof why);
-#ifdef AB_HAVE_CUDA
-    ab_env_set(e, "cuda_build", "yes");
-#else
-    ab_env_set(e, "cuda_build", "no");
-#endif
-    snprintf(buf, sizeof buf, "%d", ng);
-    ab_env_set(e, "gpu_count", buf);
-    ab_env_set(e, "gpu_name", ng > 0 ? "see gpu_info" : "none");
-    ab_env_set(e, "gpu_info", ng > 0 ? "" : why);
-    ab_env_set(e, "cuda_version", "");
-    ab_env_set(e, "driver", "");
+    /* GPU name, driver, CUDA / cuBLAS versions, clocks, memory: probed in a
+     * short-lived child so this process never initialises CUDA (gpu.c) */
+    ab_gpu_env(e);
 }

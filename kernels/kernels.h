@@ -43,7 +43,9 @@ const char *ab_kernel_name(const ab_layout *l);
 
 /* ---- GPU (kernels/cuda, only when built with CUDA) --------------------- */
 /* Number of usable CUDA devices (0 when built without CUDA or none found);
- * on 0, why[] says why. */
+ * on 0, why[] says why. Defined in harness/gpu.c: it probes in a
+ * short-lived child, so the caller never initialises CUDA (children it
+ * forks later can still use the GPU). The GPU kernels: kernels/cuda/ab_cuda.h. */
 int ab_gpu_count(char *why, size_t whylen);
 
 #endif
