@@ -10,6 +10,9 @@ int ab_cmd_run(int argc, char **argv);
 int ab_cmd_show(int argc, char **argv);
 int ab_cmd_export(int argc, char **argv);
 int ab_cmd_plot(int argc, char **argv);
+int ab_cmd_merge(int argc, char **argv); /* harness/merge.c */
+int ab_cmd_check(int argc, char **argv); /* harness/check.c */
+int ab_cmd_mask(int argc, char **argv);  /* harness/mask.c */
 
 /* Print "attnbench: " + message + newline to stderr. */
 void ab_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -32,6 +32,7 @@ void ab_config_defaults(ab_config *c)
     c->threads = 0;
     c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
     c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
+    c->point_mem_gb = -1;
     c->score_rows = 256; c->exact_max_n = 1024; c->topk = 64;
     c->tolerance = 0.10; c->max_iters = 30;
 }
@@ -61,11 +62,30 @@ static int parse_double(const char *s, double *out)
     return 0;
 }
 
+/* strtok_r merges adjacent separators, so "2,,4", ",2" and "2," would pass
+ * as lists without an empty element: catch them first. */
+static int has_empty_element(const char *s)
+{
+    if (!strchr(s, ','))
+        return 0;
+    for (const char *p = s;; p++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        int blank = 1;
+        for (size_t i = 0; i < len; i++)
+            if (!isspace((unsigned char)p[i])) blank = 0;
+        if (blank) return 1;
+        if (!e) return 0;
+        p = e;
+    }
+}
+
 /* Split a comma list into numbers. "why" gets the reason on failure. */
 static int parse_num_list(const char *val, double *out, int cap, int *n, char *why, size_t wl)
 {
     char buf[2048];
     if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
+    if (has_empty_element(val)) { snprintf(why, wl, "empty list element"); return -1; }
     strcpy(buf, val);
     *n = 0;
     char *save = NULL;
@@ -99,6 +119,7 @@ int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, 
 {
     char buf[2048];
     if (strlen(s) >= sizeof buf) { snprintf(err, errlen, "list too long"); return -1; }
+    if (has_empty_element(s)) { snprintf(err, errlen, "empty list element"); return -1; }
     strcpy(buf, s);
     *n = 0;
     char *save = NULL;
@@ -124,6 +145,9 @@ typedef struct parse_ctx {
     char err[1024];
     char seen[256][72]; /* section.key pairs already set */
     int n_seen;
+    char cur[64];       /* the section being read, and those already closed */
+    char done[64][64];
+    int done_line[64], n_done, cur_line;
 } parse_ctx;
 
 static char *reader(char *str, int num, void *stream)
@@ -152,6 +176,13 @@ static int handler(void *user, const char *section, const char *name, const char
     snprintf(sk, sizeof sk, "%s.%s", section, name);
     for (int i = 0; i < p->n_seen; i++)
         if (!strcmp(p->seen[i], sk)) FAIL("set twice");
+    if (strcmp(section, p->cur)) { /* a new section: it must not be one already closed */
+        for (int i = 0; i < p->n_done; i++)
+            if (!strcmp(p->done[i], section)) FAIL("section [%s] appears a second time (first used at line %d)", section, p->done_line[i]);
+        if (p->cur[0] && p->n_done < 64) { snprintf(p->done[p->n_done], 64, "%s", p->cur); p->done_line[p->n_done++] = p->cur_line; }
+        snprintf(p->cur, sizeof p->cur, "%s", section);
+        p->cur_line = p->line;
+    }
     if (p->n_seen < 256) strcpy(p->seen[p->n_seen++], sk);
 
     if (!strcmp(section, "sweep")) {
@@ -221,7 +252,8 @@ static int handler(void *user, const char *section, const char *name, const char
         else if (!strcmp(name, "min_time_s")) { if (v < 0 || v > 3600) FAIL("must be in [0, 3600]"); c->min_time_s = v; }
         else if (!strcmp(name, "max_time_s")) { if (v <= 0 || v > 36000) FAIL("must be in (0, 36000]"); c->max_time_s = v; }
         else if (!strcmp(name, "point_timeout_s")) { if (v <= 0 || v > 864000) FAIL("must be in (0, 864000]"); c->point_timeout_s = v; }
-        else FAIL("unknown key (timing keys: warmup min_repeats max_repeats min_time_s max_time_s point_timeout_s)");
+        else if (!strcmp(name, "point_mem_gb")) { if (v < 0 || v > 1e6) FAIL("must be in [0, 1e6] GB (0: no limit)"); c->point_mem_gb = v; }
+        else FAIL("unknown key (timing keys: warmup min_repeats max_repeats min_time_s max_time_s point_timeout_s point_mem_gb)");
     } else if (!strcmp(section, "metrics")) {
         int v, n;
         if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->score_rows = v; }
@@ -346,7 +378,7 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
     p->text = buf;
     int rc = ini_parse_stream(reader, p, handler, p);
     if (rc != 0) {
-        if (p->err_line)
+        if (p->err_line && !(rc > 0 && rc < p->err_line)) /* else inih's syntax error came first */
             snprintf(err, errlen, "%s:%d: %s", path, p->err_line, p->err);
         else
             snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);

@@ -42,6 +42,7 @@ typedef struct ab_config {
     /* [timing] */
     int warmup, min_repeats, max_repeats;
     double min_time_s, max_time_s, point_timeout_s;
+    double point_mem_gb;  /* address-space limit of a point's child; <0: 80% of RAM, 0: none */
     /* [metrics] */
     int score_rows, exact_max_n, topk;
     /* [calibration] */

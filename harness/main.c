@@ -14,7 +14,10 @@ static void usage(FILE *f)
             "  run -c CONFIG -o OUT.h5       run a sweep (--resume, --methods, --threads, --shard, --dry-run)\n"
             "  show OUT.h5                   summary table in the terminal\n"
             "  export OUT.h5 -d DIR          TSV per figure\n"
-            "  plot OUT.h5 -d DIR            all figures (PNG + SVG) via gnuplot\n\n"
+            "  merge A.h5 B.h5 ... -o ALL.h5 merge result files (shards) by point key\n"
+            "  plot OUT.h5 -d DIR            all figures (PNG + SVG) via gnuplot\n"
+            "  check [--methods a,b]         every method vs the fp64 reference on its own layout\n"
+            "  mask METHOD -o FILE.png       draw a method's layout (--gallery: every method)\n\n"
             "Exit codes: 0 success, 1 some points failed (still recorded), 2 usage or config error.\n");
 }
 
@@ -72,6 +75,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "show")) return ab_cmd_show(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return ab_cmd_export(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return ab_cmd_plot(argc - 1, argv + 1);
+    if (!strcmp(cmd, "merge")) return ab_cmd_merge(argc - 1, argv + 1);
+    if (!strcmp(cmd, "check")) return ab_cmd_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "mask")) return ab_cmd_mask(argc - 1, argv + 1);
     ab_errorf("unknown command '%s' (see: attnbench --help)", cmd);
     return 2;
 }

@@ -40,4 +40,12 @@ size_t ab_store_count(const ab_store *st);
  * newer/older schema) return -1 with a one-line message. */
 int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env,
                     char *err, size_t errlen);
+
+/* Write a complete results file in one go (for `attnbench merge`): the
+ * points in order (keys must be unique; a repeated key keeps the last row),
+ * env as root attributes and, when nshards > 0, /shards/shard_I holding
+ * shards[I] as attributes. Atomic like the store (PATH.tmp, fsync, rename);
+ * a leftover PATH.journal is removed. 0, or -1 with a one-line message. */
+int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_env *env,
+                     const ab_env *shards, int nshards, char *err, size_t errlen);
 #endif

@@ -14,6 +14,7 @@
  * goes on. */
 #include "harness/cli.h"
 #include "harness/config.h"
+#include "harness/gpu.h"
 #include "harness/metrics.h"
 #include "harness/plugin.h"
 #include "harness/point.h"
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -297,6 +299,7 @@ typedef struct point_ctx {
     double cached_knob;   /* NaN: none */
     const char *save_dir; /* --save-tensors: OUT.h5.tensors, else NULL */
     const char *problem;  /* name of this problem's tensor file */
+    double mem_limit;     /* RLIMIT_AS of the point's child in bytes; 0: none */
 } point_ctx;
 
 static void set_status(ab_point *p, const char *st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -416,6 +419,11 @@ static void measure_point(const point_ctx *x, ab_point *p)
     }
     p->knob_value = knob;
     ab_params_format(m->params, AB_MAX_PARAMS, &prm, p->params, sizeof p->params);
+    if (j->device == AB_GPU) { /* harness/gpu.c: upload, select, run, time with CUDA events, score */
+        ab_gpu_point_in gi = { c, m, &prm, &pb, &a->ref, &a->ans };
+        ab_gpu_measure(&gi, p);
+        return;
+    }
 
     ab_instance in;
     int rc = ab_instance_create(&in, m, &prm, &s);
@@ -493,6 +501,7 @@ static void measure_point(const point_ctx *x, ab_point *p)
             ab_answer_score(&a->ans, out, b->n, &ok, &all);
             p->accuracy = all ? (double)ok / all : NAN;
             ab_wilson(ok, all, &p->acc_ci_lo, &p->acc_ci_hi);
+            p->acc_trials = all;
         }
         char terr[200] = "";
         if (sc.nonfinite) set_status(p, "nan", "output has NaN or Inf on scored rows");
@@ -536,7 +545,9 @@ static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int thre
  * bytes it writes into buf. Returns: 1 got the bytes, 0 no bytes (see
  * *wstatus), -2 timeout (child killed), -3 interrupted, -1 fork error. */
 typedef void (*child_fn)(void *arg, int fd);
-static int run_isolated(child_fn fn, void *arg, void *buf, size_t len, double timeout_s, int *wstatus)
+#define AB_EXIT_NOMEM 4 /* a point's child could not allocate its result */
+static int run_isolated(child_fn fn, void *arg, void *buf, size_t len, double timeout_s, int *wstatus,
+                        struct rusage *ru)
 {
     int fds[2];
     if (pipe(fds)) return -1;
@@ -571,7 +582,8 @@ static int run_isolated(child_fn fn, void *arg, void *buf, size_t len, double ti
     }
     if (result == -2 || result == -3) kill(pid, SIGKILL);
     close(fds[0]);
-    while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR) {}
+    if (ru) memset(ru, 0, sizeof *ru);
+    while (wait4(pid, wstatus, 0, ru) < 0 && errno == EINTR) {}
     return result;
 }
 
@@ -590,11 +602,36 @@ static void data_entry(void *arg, int fd)
     if (write(fd, &ok, 1) != 1) _exit(3);
 }
 
+/* This process's mapped address space (VmSize), 0 if unknown. */
+static double vm_size_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    double kb = 0;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmSize: %lf kB", &kb) == 1) break;
+        fclose(f);
+    }
+    return kb * 1024.0;
+}
+
 static void point_entry(void *arg, int fd)
 {
     point_ctx *x = arg;
+    /* Runaway allocation must fail here (ENOMEM, abort) rather than wake
+     * the machine's OOM killer; classify_failure then says "oom". Not for
+     * GPU points: the CUDA runtime maps far more address space than RAM. */
+    if (x->mem_limit > 0 && x->j->device != AB_GPU) { /* CUDA reserves huge address ranges */
+        /* The budget is on top of what is already mapped: the program, its
+         * libraries (a CUDA build maps cuBLAS, hundreds of MiB) and the
+         * shared problem arena. */
+        double base = vm_size_bytes();
+        struct rlimit rl = { (rlim_t)(base + x->mem_limit), (rlim_t)(base + x->mem_limit) };
+        setrlimit(RLIMIT_AS, &rl);
+    }
     ab_point *p = malloc(sizeof *p);
-    if (!p) _exit(4);
+    if (!p) _exit(AB_EXIT_NOMEM);
     fill_point_ids(p, x->b, x->j, x->threads);
     measure_point(x, p);
     const char *buf = (const char *)p;
@@ -608,15 +645,47 @@ static void point_entry(void *arg, int fd)
     free(p);
 }
 
-static void classify_failure(ab_point *p, int res, int wstatus, double timeout_s)
+/* A child that died without a result. SIGKILL is only ever sent by us on
+ * timeout or interrupt (handled before), so another SIGKILL is the kernel's
+ * OOM killer. A child that died (any signal, or an exit without a result)
+ * after its resident peak reached half of its address-space limit ran out
+ * of memory under RLIMIT_AS: malloc failed and the code aborted or crashed. */
+static void classify_failure(ab_point *p, int res, int wstatus, double timeout_s, const struct rusage *ru,
+                             double mem_limit)
 {
+    double peak = ru ? (double)ru->ru_maxrss * 1024.0 : 0; /* ru_maxrss is in KiB */
+    int near_limit = mem_limit > 0 && peak >= 0.5 * mem_limit;
+    char mem[160] = "";
+    if (mem_limit > 0)
+        snprintf(mem, sizeof mem, " after reaching %.2f GiB resident of its %.2f GiB limit ([timing] point_mem_gb)",
+                 peak / 1073741824.0, mem_limit / 1073741824.0);
     if (res == -2) set_status(p, "timeout", "no result within point_timeout_s = %g s; child killed", timeout_s);
     else if (res == -1) set_status(p, "error", "fork failed: %s", strerror(errno));
     else if (WIFSIGNALED(wstatus)) {
         int sg = WTERMSIG(wstatus);
-        if (sg == SIGKILL) set_status(p, "oom", "child killed by SIGKILL (likely the out-of-memory killer)");
+        if (sg == SIGKILL) set_status(p, "oom", "child killed by a SIGKILL attnbench did not send (the out-of-memory killer), peak %.2f GiB resident", peak / 1073741824.0);
+        else if (near_limit) set_status(p, "oom", "out of memory: child killed by signal %d (%s)%s", sg, strsignal(sg), mem);
         else set_status(p, "crashed", "child killed by signal %d (%s)", sg, strsignal(sg));
-    } else set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
+    } else if (WEXITSTATUS(wstatus) == AB_EXIT_NOMEM || near_limit)
+        set_status(p, "oom", "out of memory: child exited with status %d without a result%s", WEXITSTATUS(wstatus), mem);
+    else set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
+}
+
+/* Address-space budget of a point's child, on top of what it has mapped at
+ * fork (program, libraries, shared problem): [timing] point_mem_gb GiB, by
+ * default 80% of physical memory, 0 = none. None under AddressSanitizer
+ * (its shadow memory reserves terabytes of address space). */
+static double point_mem_limit(const ab_config *c)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return 0;
+#endif
+#endif
+    if (c->point_mem_gb >= 0) return c->point_mem_gb * 1073741824.0;
+    return 0.8 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
 }
 
 typedef struct calib_entry { char method[32]; int base_nodepth; double target, knob; } calib_entry;
@@ -731,6 +800,7 @@ int ab_cmd_run(int argc, char **argv)
     }
     int threads = o.threads >= 0 ? o.threads : c->threads;
     if (threads == 0) threads = ab_default_threads();
+    const double mem_limit = point_mem_limit(c);
 
     base_pt *bases = NULL;
     job *jobs = NULL;
@@ -819,14 +889,14 @@ int ab_cmd_run(int argc, char **argv)
             data_arg da = { a, b, c, threads, o.save_tensors ? save_dir : NULL, problem };
             char okb;
             int ws = 0;
-            int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws);
+            int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws, NULL);
             if (r == -3) break;
             if (r == 1 && a->status == 0) data_ok = 1;
             else if (r == 1) snprintf(data_msg, sizeof data_msg, "data generation failed: %s", a->msg);
             else {
                 ab_point tmp;
                 memset(&tmp, 0, sizeof tmp);
-                classify_failure(&tmp, r, ws, c->point_timeout_s);
+                classify_failure(&tmp, r, ws, c->point_timeout_s, NULL, 0);
                 snprintf(data_msg, sizeof data_msg, "data generation %s: %s", tmp.status, tmp.message);
             }
         }
@@ -838,23 +908,39 @@ int ab_cmd_run(int argc, char **argv)
             if (!data_ok) {
                 set_status(pt, strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
             } else if (j->device == AB_GPU) {
-                if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) set_status(pt, "unsupported", "%s", gpu_why);
-                else if (!(j->m->devices & AB_GPU)) set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
-                else set_status(pt, "unsupported", "GPU execution is not implemented yet in this attnbench");
+                /* ab_gpu_count() probes in its own child: this process never initialises CUDA */
+                if (!(j->m->devices & AB_GPU)) set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
+                else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) set_status(pt, "unsupported", "%s", gpu_why);
+                else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
+                    point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0 };
+                    for (int k = 0; k < ncache; k++)
+                        if (!strcmp(cache[k].method, j->m->name) && cache[k].target == j->target &&
+                            same_base_but_depth(&bases[cache[k].base_nodepth], b))
+                            x.cached_knob = cache[k].knob;
+                    int ws = 0;
+                    struct rusage ru;
+                    int r = run_isolated(point_entry, &x, pt, sizeof *pt, c->point_timeout_s, &ws, &ru);
+                    if (r == -3) break;
+                    if (r != 1) {
+                        fill_point_ids(pt, b, j, threads);
+                        classify_failure(pt, r, ws, c->point_timeout_s, &ru, 0);
+                    }
+                }
             } else if (!(j->m->devices & AB_CPU)) {
                 set_status(pt, "unsupported", "method %s has no CPU implementation", j->m->name);
             } else {
-                point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem };
+                point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit };
                 for (int k = 0; k < ncache; k++)
                     if (!strcmp(cache[k].method, j->m->name) && cache[k].target == j->target &&
                         same_base_but_depth(&bases[cache[k].base_nodepth], b))
                         x.cached_knob = cache[k].knob;
                 int ws = 0;
-                int r = run_isolated(point_entry, &x, pt, sizeof *pt, c->point_timeout_s, &ws);
+                struct rusage ru;
+                int r = run_isolated(point_entry, &x, pt, sizeof *pt, c->point_timeout_s, &ws, &ru);
                 if (r == -3) break;
                 if (r != 1) {
                     fill_point_ids(pt, b, j, threads);
-                    classify_failure(pt, r, ws, c->point_timeout_s);
+                    classify_failure(pt, r, ws, c->point_timeout_s, &ru, mem_limit);
                 } else if (!isnan(j->target) && !strcmp(pt->status, "ok") && isnan(x.cached_knob) && ncache < nj) {
                     snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
                     cache[ncache].base_nodepth = bi;
@@ -907,7 +993,12 @@ int ab_cmd_run(int argc, char **argv)
                 (int)g_stop, done, o.out);
         return 1;
     }
-    if (store_failed) return 1;
+    if (store_failed) {
+        fprintf(stderr, "attnbench: stopped because the results could not be written (see above); every point completed "
+                        "before that is kept in %s and its .journal; fix the cause (disk space, permissions) and run "
+                        "again with --resume\n", o.out);
+        return 1;
+    }
     if (!o.quiet)
         fprintf(stderr, "attnbench: %d points done (%d failed) in %.1f s -> %s\n", done, failed,
                 (ab_now_ms() - t0) / 1e3, o.out);

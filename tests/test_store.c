@@ -138,6 +138,7 @@ static void make_point(size_t i, ab_point *p)
     p->accuracy = 0.5;
     p->acc_ci_lo = 0.4;
     p->acc_ci_hi = 0.6;
+    p->acc_trials = 10 + (int)(i % 7);
     p->rows_scored = (int32_t)(i * 3);
     snprintf(p->status, sizeof p->status, "%s", statuses[i % 8]);
     if (i % 6 == 1) /* a message that fills its field */
@@ -169,6 +170,7 @@ static void assert_point_eq(const ab_point *a, const ab_point *b, size_t idx)
     EQ_DBL(dense_gflops); EQ_DBL(recall_mass); EQ_DBL(recall_topk);
     EQ_DBL(rel_l2_err); EQ_DBL(max_abs_err);
     EQ_DBL(accuracy); EQ_DBL(acc_ci_lo); EQ_DBL(acc_ci_hi);
+    EQ_INT(acc_trials);
     EQ_INT(rows_scored);
     EQ_STR(status); EQ_STR(message);
     size_t ns = (size_t)a->n_samples;
