@@ -33,7 +33,7 @@ void ab_config_defaults(ab_config *c)
     c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
     c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
     c->point_mem_gb = -1;
-    c->score_rows = 256; c->exact_max_n = 1024; c->topk = 64;
+    c->score_rows = 256; c->exact_max_n = 8192; c->topk = 64;
     c->tolerance = 0.10; c->max_iters = 30;
 }
 
