@@ -1,9 +1,11 @@
 /* env.c — the run environment (name -> string, written as root attributes of
  * the results file) and the point status helpers declared in point.h. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "attnbench.h"
 #include "harness/point.h"
 
 /* Every status a point can end with; all of them are final for --resume. */
@@ -80,4 +82,18 @@ void ab_env_free(ab_env *e)
         e->value[i] = NULL;
     }
     e->n = 0;
+}
+
+void ab_point_set_status(ab_point *p, const char *status, const char *fmt, ...)
+{
+    snprintf(p->status, sizeof p->status, "%s", status);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->message, sizeof p->message, fmt, ap);
+    va_end(ap);
+}
+
+const char *ab_status_of_code(int rc)
+{
+    return rc == AB_ENOMEM ? "oom" : rc == AB_EUNSUPPORTED ? "unsupported" : "error";
 }

@@ -251,21 +251,6 @@ int ab_gpu_layout_from_device(ab_cuda *g, ab_layout *l, char *err, size_t errlen
 
 /* ---- one point ------------------------------------------------------------ */
 
-static void set_status(ab_point *p, const char *st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_status(ab_point *p, const char *st, const char *fmt, ...)
-{
-    snprintf(p->status, sizeof p->status, "%s", st);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->message, sizeof p->message, fmt, ap);
-    va_end(ap);
-}
-
-static const char *status_of(int rc)
-{
-    return rc == AB_ENOMEM ? "oom" : rc == AB_EUNSUPPORTED ? "unsupported" : "error";
-}
-
 void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
 {
     const ab_config *c = x->c;
@@ -274,11 +259,11 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     char why[256] = "", err[256] = "";
     snprintf(p->dtype, sizeof p->dtype, "fp16");
     if (ab_cuda_device_count(why, sizeof why) == 0) {
-        set_status(p, "unsupported", "%s", why);
+        ab_point_set_status(p, "unsupported", "%s", why);
         return;
     }
     if (x->m->run && ab_gpu_path_of(x->m) != AB_GPU_CUBLAS) {
-        set_status(p, "unsupported", "method %s runs its own CPU run(); it has no GPU kernel", x->m->name);
+        ab_point_set_status(p, "unsupported", "method %s runs its own CPU run(); it has no GPU kernel", x->m->name);
         return;
     }
     ab_cuda_info info;
@@ -286,7 +271,7 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     ab_cuda *g = NULL;
     int rc = ab_cuda_open(&g, s, AB_CUDA_FP16, err, sizeof err);
     if (rc) {
-        set_status(p, status_of(rc), "%s", err);
+        ab_point_set_status(p, ab_status_of_code(rc), "%s", err);
         return;
     }
     ab_instance in;
@@ -296,16 +281,16 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     const size_t t = (size_t)s->heads * s->seq_len * s->head_dim;
     float *out = malloc(t * sizeof *out); /* (heads, seq_len, head_dim) */
     if (!out) {
-        set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof *out);
+        ab_point_set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof *out);
         goto done;
     }
     if ((rc = ab_cuda_upload_qkv(g, pb->q, pb->k, pb->v))) {
-        set_status(p, status_of(rc), "upload Q, K, V: %s", ab_cuda_error(g));
+        ab_point_set_status(p, ab_status_of_code(rc), "upload Q, K, V: %s", ab_cuda_error(g));
         goto done;
     }
     rc = ab_instance_create(&in, x->m, x->prm, s);
     if (rc) {
-        set_status(p, status_of(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        ab_point_set_status(p, ab_status_of_code(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
         goto done;
     }
     const ab_gpu_path path = ab_gpu_path_of(x->m);
@@ -320,12 +305,12 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
         if (rc == AB_OK && it == 0 && path != AB_GPU_SEL_DEVICE) {
             char verr[200];
             if (ab_layout_validate(&l, verr, sizeof verr)) {
-                set_status(p, "error", "invalid layout: %s", verr);
+                ab_point_set_status(p, "error", "invalid layout: %s", verr);
                 goto done;
             }
         }
         if (rc) {
-            set_status(p, status_of(rc), "%s: %s", it == 0 ? "first call" : "repeat", err);
+            ab_point_set_status(p, ab_status_of_code(rc), "%s: %s", it == 0 ? "first call" : "repeat", err);
             goto done;
         }
         if (it < c->warmup) continue;
@@ -343,12 +328,12 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
         ab_layout_free(&l);
         ab_layout_init(&l, s, c->block_q, c->block_k);
         if ((rc = ab_gpu_layout_from_device(g, &l, err, sizeof err))) {
-            set_status(p, status_of(rc), "%s", err);
+            ab_point_set_status(p, ab_status_of_code(rc), "%s", err);
             goto done;
         }
     }
     if ((rc = ab_cuda_download_out(g, out))) {
-        set_status(p, status_of(rc), "download output: %s", ab_cuda_error(g));
+        ab_point_set_status(p, ab_status_of_code(rc), "download output: %s", ab_cuda_error(g));
         goto done;
     }
     {
@@ -388,11 +373,11 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
             ab_wilson(ok, all, &p->acc_ci_lo, &p->acc_ci_hi);
             p->acc_trials = all;
         }
-        if (sc.nonfinite) set_status(p, "nan", "output has NaN or Inf on scored rows");
+        if (sc.nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
         else if (path == AB_GPU_SEL_DEVICE)
-            set_status(p, "ok", "fp16 on %s; selected on the device", info.name);
+            ab_point_set_status(p, "ok", "fp16 on %s; selected on the device", info.name);
         else
-            set_status(p, "ok", "fp16 on %s; select on CPU, layout copy median %.3g ms included in select_ms",
+            ab_point_set_status(p, "ok", "fp16 on %s; select on CPU, layout copy median %.3g ms included in select_ms",
                        info.name, sc_copy.median);
     }
 done:

@@ -47,6 +47,12 @@ typedef struct ab_point {
  * recorded once it has ended one way or another). */
 int ab_status_is_final(const char *status);
 int ab_status_is_ok(const char *status);
+/* Set a point's status and its message (printf-style). */
+void ab_point_set_status(ab_point *p, const char *status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The status an AB_E* code from a plugin or kernel stands for:
+ * AB_ENOMEM "oom", AB_EUNSUPPORTED "unsupported", anything else "error". */
+const char *ab_status_of_code(int rc);
 
 /* Run environment: string attributes of the file's root group. */
 #define AB_ENV_MAX 48

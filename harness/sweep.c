@@ -302,25 +302,6 @@ typedef struct point_ctx {
     double mem_limit;     /* RLIMIT_AS of the point's child in bytes; 0: none */
 } point_ctx;
 
-static void set_status(ab_point *p, const char *st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_status(ab_point *p, const char *st, const char *fmt, ...)
-{
-    snprintf(p->status, sizeof p->status, "%s", st);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->message, sizeof p->message, fmt, ap);
-    va_end(ap);
-}
-
-static const char *status_of(int rc)
-{
-    switch (rc) {
-    case AB_ENOMEM: return "oom";
-    case AB_EUNSUPPORTED: return "unsupported";
-    default: return "error";
-    }
-}
-
 /* Instance with knob value v; select; finalize; density. Returns rc. */
 static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, double v,
                      double *density, char *msg, size_t ml)
@@ -413,8 +394,8 @@ static void measure_point(const point_ctx *x, ab_point *p)
         int rc = calibrate(x, &pb, j->target, &knob, &achieved, msg, sizeof msg);
         p->knob_value = knob;
         p->achieved_density = achieved;
-        if (rc == 1) { set_status(p, "calib_failed", "%s", msg); return; }
-        if (rc) { set_status(p, status_of(rc), "calibration: %s", msg); return; }
+        if (rc == 1) { ab_point_set_status(p, "calib_failed", "%s", msg); return; }
+        if (rc) { ab_point_set_status(p, ab_status_of_code(rc), "calibration: %s", msg); return; }
         prm.v[kp] = m->params[kp].is_int ? round(knob) : knob;
     }
     p->knob_value = knob;
@@ -428,13 +409,13 @@ static void measure_point(const point_ctx *x, ab_point *p)
     ab_instance in;
     int rc = ab_instance_create(&in, m, &prm, &s);
     if (rc) {
-        set_status(p, status_of(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        ab_point_set_status(p, ab_status_of_code(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
         ab_instance_destroy(&in);
         return;
     }
     size_t t = (size_t)b->heads * b->n * b->d;
     float *out = malloc(t * sizeof(float));
-    if (!out) { set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof(float)); ab_instance_destroy(&in); return; }
+    if (!out) { ab_point_set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof(float)); ab_instance_destroy(&in); return; }
     ab_layout l;
     memset(&l, 0, sizeof l);
     int n = 0, total = c->warmup;
@@ -449,14 +430,14 @@ static void measure_point(const point_ctx *x, ab_point *p)
         if (rc == AB_OK && it == 0) {
             char verr[200];
             if (ab_layout_validate(&l, verr, sizeof verr)) {
-                set_status(p, "error", "invalid layout: %s", verr);
+                ab_point_set_status(p, "error", "invalid layout: %s", verr);
                 goto done;
             }
         }
         if (rc == AB_OK) rc = ab_instance_run(&in, &pb, &l, out);
         double t2 = ab_now_ms();
         if (rc) {
-            set_status(p, status_of(rc), "%s: %s", it == 0 ? "first call" : "repeat",
+            ab_point_set_status(p, ab_status_of_code(rc), "%s: %s", it == 0 ? "first call" : "repeat",
                        *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
             goto done;
         }
@@ -504,10 +485,10 @@ static void measure_point(const point_ctx *x, ab_point *p)
             p->acc_trials = all;
         }
         char terr[200] = "";
-        if (sc.nonfinite) set_status(p, "nan", "output has NaN or Inf on scored rows");
+        if (sc.nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
         else if (x->save_dir && ab_tensors_write_point(x->save_dir, j->key, x->problem, &pb, &l, out, terr, sizeof terr))
-            set_status(p, "error", "--save-tensors: %s", terr);
-        else set_status(p, "ok", "%s", "");
+            ab_point_set_status(p, "error", "--save-tensors: %s", terr);
+        else ab_point_set_status(p, "ok", "%s", "");
     }
 done:
     ab_layout_free(&l);
@@ -659,16 +640,16 @@ static void classify_failure(ab_point *p, int res, int wstatus, double timeout_s
     if (mem_limit > 0)
         snprintf(mem, sizeof mem, " after reaching %.2f GiB resident of its %.2f GiB limit ([timing] point_mem_gb)",
                  peak / 1073741824.0, mem_limit / 1073741824.0);
-    if (res == -2) set_status(p, "timeout", "no result within point_timeout_s = %g s; child killed", timeout_s);
-    else if (res == -1) set_status(p, "error", "fork failed: %s", strerror(errno));
+    if (res == -2) ab_point_set_status(p, "timeout", "no result within point_timeout_s = %g s; child killed", timeout_s);
+    else if (res == -1) ab_point_set_status(p, "error", "fork failed: %s", strerror(errno));
     else if (WIFSIGNALED(wstatus)) {
         int sg = WTERMSIG(wstatus);
-        if (sg == SIGKILL) set_status(p, "oom", "child killed by a SIGKILL attnbench did not send (the out-of-memory killer), peak %.2f GiB resident", peak / 1073741824.0);
-        else if (near_limit) set_status(p, "oom", "out of memory: child killed by signal %d (%s)%s", sg, strsignal(sg), mem);
-        else set_status(p, "crashed", "child killed by signal %d (%s)", sg, strsignal(sg));
+        if (sg == SIGKILL) ab_point_set_status(p, "oom", "child killed by a SIGKILL attnbench did not send (the out-of-memory killer), peak %.2f GiB resident", peak / 1073741824.0);
+        else if (near_limit) ab_point_set_status(p, "oom", "out of memory: child killed by signal %d (%s)%s", sg, strsignal(sg), mem);
+        else ab_point_set_status(p, "crashed", "child killed by signal %d (%s)", sg, strsignal(sg));
     } else if (WEXITSTATUS(wstatus) == AB_EXIT_NOMEM || near_limit)
-        set_status(p, "oom", "out of memory: child exited with status %d without a result%s", WEXITSTATUS(wstatus), mem);
-    else set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
+        ab_point_set_status(p, "oom", "out of memory: child exited with status %d without a result%s", WEXITSTATUS(wstatus), mem);
+    else ab_point_set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
 }
 
 /* Address-space budget of a point's child, on top of what it has mapped at
@@ -906,11 +887,11 @@ int ab_cmd_run(int argc, char **argv)
             fill_point_ids(pt, b, j, threads);
             char gpu_why[256] = "";
             if (!data_ok) {
-                set_status(pt, strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
+                ab_point_set_status(pt, strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
             } else if (j->device == AB_GPU) {
                 /* ab_gpu_count() probes in its own child: this process never initialises CUDA */
-                if (!(j->m->devices & AB_GPU)) set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
-                else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) set_status(pt, "unsupported", "%s", gpu_why);
+                if (!(j->m->devices & AB_GPU)) ab_point_set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
+                else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) ab_point_set_status(pt, "unsupported", "%s", gpu_why);
                 else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
                     point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0 };
                     for (int k = 0; k < ncache; k++)
@@ -927,7 +908,7 @@ int ab_cmd_run(int argc, char **argv)
                     }
                 }
             } else if (!(j->m->devices & AB_CPU)) {
-                set_status(pt, "unsupported", "method %s has no CPU implementation", j->m->name);
+                ab_point_set_status(pt, "unsupported", "method %s has no CPU implementation", j->m->name);
             } else {
                 point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit };
                 for (int k = 0; k < ncache; k++)
