@@ -77,8 +77,9 @@ HARNESS_SRCS := $(filter-out harness/main.c,$(wildcard harness/*.c))
 KERNEL_SRCS  := $(wildcard kernels/cpu/*.c) $(wildcard kernels/*.c)
 METHOD_SRCS  := $(wildcard methods/*.c)
 TASK_SRCS    := $(wildcard datasets/*.c)
+MASK_SRCS    := $(wildcard masks/*.c)
 GEN_SRCS     := $(BUILD)/gen/registry.c
-LIB_SRCS     := $(HARNESS_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS)
+LIB_SRCS     := $(HARNESS_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS)
 LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/registry.o $(CU_OBJS)
 TEST_SRCS    := $(wildcard tests/test_*.c)
 TEST_OBJS    := $(TEST_SRCS:%.c=$(BUILD)/%.o)
@@ -107,11 +108,12 @@ $(BUILD)/.gitsha: FORCE
 $(BUILD)/harness/sysinfo.o: $(BUILD)/.gitsha
 $(BUILD)/harness/sysinfo.o: CPPFLAGS += -DAB_GIT_SHA='"$(GIT_SHA)"'
 
-# The registries: one line per AB_REGISTER(...) in methods/ and
-# AB_REGISTER_TASK(...) in datasets/, in file-name order.
-$(BUILD)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) scripts/gen_registry.sh | $(BUILD)/.flags
+# The registries: one line per AB_REGISTER(...) in methods/,
+# AB_REGISTER_TASK(...) in datasets/ and AB_REGISTER_MASK(...) in masks/,
+# in file-name order.
+$(BUILD)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS) scripts/gen_registry.sh | $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	@sh scripts/gen_registry.sh "$(METHOD_SRCS)" "$(TASK_SRCS)" > $@.tmp && mv $@.tmp $@
+	@sh scripts/gen_registry.sh "$(METHOD_SRCS)" "$(TASK_SRCS)" "$(MASK_SRCS)" > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)

@@ -66,7 +66,7 @@ static int problem_make(cproblem *c, int heads, int n, int d, int causal, uint64
     c->k = malloc((cnt ? cnt : 1) * sizeof *c->k);
     c->v = malloc((cnt ? cnt : 1) * sizeof *c->v);
     if (!c->q || !c->k || !c->v) { problem_free(c); return AB_ENOMEM; }
-    const ab_shape s = { heads, n, d, causal, 1.0f / sqrtf((float)d) };
+    const ab_shape s = { heads, n, d, causal, 1.0f / sqrtf((float)d), NULL };
     const ab_task *t = ab_task_find("needle");
     if (t) {
         ab_params tp;

@@ -262,6 +262,12 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
         ab_point_set_status(p, "unsupported", "%s", why);
         return;
     }
+    if (s->mask && strcmp(s->mask->def->name, "causal") && strcmp(s->mask->def->name, "full")) {
+        /* the CUDA kernels apply only the causal flag; other base masks
+         * would need the block classifier on the device */
+        ab_point_set_status(p, "unsupported", "base mask %s: the GPU kernels support causal and full only", s->mask->spec);
+        return;
+    }
     if (x->m->run && ab_gpu_path_of(x->m) != AB_GPU_CUBLAS) {
         ab_point_set_status(p, "unsupported", "method %s runs its own CPU run(); it has no GPU kernel", x->m->name);
         return;

@@ -60,7 +60,7 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
     *k = malloc(cnt * sizeof **k);
     *v = malloc(cnt * sizeof **v);
     if (!*q || !*k || !*v) { ab_errorf("mask: out of memory for Q, K, V"); return 1; }
-    const ab_shape s = { o->heads, o->n, o->d, 1, 1.0f / sqrtf((float)o->d) };
+    const ab_shape s = { o->heads, o->n, o->d, 1, 1.0f / sqrtf((float)o->d), NULL };
     if (!t) { ab_errorf("mask: the needle task is not registered"); return 1; }
     ab_params tp;
     ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &tp);

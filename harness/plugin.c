@@ -226,6 +226,29 @@ int ab_task_registry_check(const ab_task *const *t, int n, char *err, size_t err
     return 0;
 }
 
+int ab_mask_registry_check(const ab_mask_def *const *m, int n, char *err, size_t errlen)
+{
+    for (int i = 0; i < n; i++) {
+        const ab_mask_def *a = m[i];
+        if (a->abi != AB_ABI_VERSION) {
+            snprintf(err, errlen, "mask '%s' was built for ABI %d, this attnbench has ABI %d",
+                     a->name ? a->name : "?", a->abi, AB_ABI_VERSION);
+            return -1;
+        }
+        if (!valid_name(a->name) || !a->allows || !a->span) {
+            snprintf(err, errlen, "mask '%s' has an invalid name or lacks allows()/span()",
+                     a->name ? a->name : "(null)");
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(m[j]->name, a->name) == 0) {
+                snprintf(err, errlen, "two masks are named '%s'", a->name);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 void ab_registry_init(void)
 {
     char err[512];
@@ -233,8 +256,11 @@ void ab_registry_init(void)
     const ab_task *ts[ab_task_count + 1];
     for (int i = 0; i < ab_method_count; i++) ms[i] = ab_method_at(i);
     for (int i = 0; i < ab_task_count; i++) ts[i] = ab_task_at(i);
+    const ab_mask_def *mk[ab_mask_count + 1];
+    for (int i = 0; i < ab_mask_count; i++) mk[i] = ab_mask_at(i);
     if (ab_registry_check(ms, ab_method_count, err, sizeof err) != 0 ||
-        ab_task_registry_check(ts, ab_task_count, err, sizeof err) != 0) {
+        ab_task_registry_check(ts, ab_task_count, err, sizeof err) != 0 ||
+        ab_mask_registry_check(mk, ab_mask_count, err, sizeof err) != 0) {
         fprintf(stderr, "attnbench: registry error: %s\n", err);
         exit(2);
     }

@@ -250,7 +250,7 @@ static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int t
     a->k = arena_alloc(a, t * 4);
     a->v = arena_alloc(a, t * 4);
     if (!a->q || !a->k || !a->v) { a->status = AB_ENOMEM; snprintf(a->msg, sizeof a->msg, "arena too small"); return; }
-    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d) };
+    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d), NULL };
     ab_answer ans;
     memset(&ans, 0, sizeof ans);
     char why[200] = "";
@@ -383,7 +383,7 @@ static void measure_point(const point_ctx *x, ab_point *p)
     const arena_hdr *a = x->a;
     omp_set_num_threads(x->threads);
     openblas_set_num_threads(x->threads);
-    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d) };
+    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d), NULL };
     ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads };
     ab_params prm = j->params;
     int kp = m->density_knob.param;

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-#define AB_ABI_VERSION 1
+#define AB_ABI_VERSION 2 /* 2: base masks (ab_shape.mask, ab_layout.mask) */
 #define AB_MAX_PARAMS 8   /* per method */
 #define AB_MAX_VALUES 24  /* capacity of ab_params (tasks have more knobs) */
 
@@ -67,12 +67,18 @@ typedef struct ab_knob {
 } ab_knob;
 
 /* ---- problem ----------------------------------------------------------- */
+struct ab_mask;
+
 typedef struct ab_shape {
     int heads;    /* H */
     int seq_len;  /* N (queries = keys: prefill) */
     int head_dim; /* d */
-    int causal;   /* 1: query i sees keys j <= i */
+    int causal;   /* 1: the base mask allows only keys j <= i (causal,
+                     sliding, document); 0: some query sees later keys */
     float scale;  /* logit scale, 1/sqrt(d) by default */
+    /* The base mask every method's layout is intersected with (see "base
+     * masks" below). NULL: plain causal when causal = 1, else full. */
+    const struct ab_mask *mask;
 } ab_shape;
 
 typedef struct ab_problem {
@@ -95,9 +101,10 @@ typedef enum ab_layout_kind {
 
 /* Rows of the CSR arrays are r = h * n_qblocks + qb, with query block qb
  * covering query rows [qb*block_q, min(N, (qb+1)*block_q)). Entries of a
- * row are sorted ascending and unique. The causal mask is always applied on
- * top by the kernels: listing a key beyond the diagonal is allowed and keeps
- * nothing. Density counts only causally valid kept pairs.
+ * row are sorted ascending and unique. The base mask (causal by default) is
+ * always applied on top by the kernels: listing a key the mask forbids is
+ * allowed and keeps nothing. Density counts only kept pairs the base mask
+ * allows, over all pairs it allows.
  *
  * Methods build layouts only with the ab_layout_* functions below; the
  * harness finalises (sorts, dedups, builds CSR) after select() returns. */
@@ -115,6 +122,7 @@ typedef struct ab_layout {
     int32_t *tok_idx;          /* key token indices */
     /* CUSTOM: the method's score FLOPs over dense score FLOPs, in [0, 1] */
     double custom_density;
+    const struct ab_mask *mask; /* the shape's base mask (NULL: by causal) */
     void *priv;                /* builder state; harness only */
 } ab_layout;
 
@@ -141,10 +149,79 @@ int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblo
 int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n);
 
 /* Read helpers (valid after the harness finalised the layout). */
-/* 1 if query row i of head h keeps key j (causal mask included). */
+/* 1 if query row i of head h keeps key j (base mask included). */
 int ab_layout_contains(const ab_layout *l, int head, int i, int j);
-/* Kept causally valid pairs / all causally valid pairs (CUSTOM: reported). */
+/* Kept allowed pairs / all pairs the base mask allows (CUSTOM: reported). */
 double ab_layout_density(const ab_layout *l);
+
+/* ---- base masks ----------------------------------------------------------
+ * The mask a workload puts under every method: causal, full, sliding window,
+ * prefix-LM, packed documents, chunked (block-causal) prefill. Each is one
+ * file in masks/ filling an ab_mask_def and ending with
+ * AB_REGISTER_MASK(symbol). A mask is described by a per-element predicate
+ * allows(i, j) plus a row span (the allowed keys of row i lie in [lo, hi))
+ * and a block classifier (empty / partial / full) derived from them, so the
+ * kernels skip empty blocks, run full blocks without per-element tests and
+ * test elements only in partial blocks. When `interval` is set the span is
+ * exact (row i allows exactly [lo, hi)) and partial blocks cost one compare
+ * per element; otherwise partial blocks call allows() per element.
+ *
+ * A spec is "name" or "name:arg" (e.g. "sliding:4096"). parse() checks the
+ * argument once (config time, no length yet); bind() fixes it for one
+ * sequence length and seed (e.g. draws document lengths) and may fail. */
+enum { AB_BLOCK_EMPTY = 0, AB_BLOCK_PARTIAL = 1, AB_BLOCK_FULL = 2 };
+#define AB_MASK_ARGS 4
+#define AB_MASK_SPEC 96
+
+typedef struct ab_mask ab_mask;
+
+typedef struct ab_mask_def {
+    int abi;                /* AB_ABI_VERSION */
+    const char *name;       /* [a-z0-9_]+: the spec's head */
+    const char *syntax;     /* e.g. "sliding:W" */
+    const char *summary;    /* one line for `attnbench list masks` */
+    int causal;             /* 1: allows only j <= i */
+    int interval;           /* 1: span() is exact */
+    /* arg: the text after "name:", NULL when the spec has none. Fill
+     * m->arg / m->aux; on error write a reason into err, return AB_EINVAL. */
+    int (*parse)(ab_mask *m, const char *arg, char *err, size_t errlen);
+    /* Optional: fix the mask for m->seq_len and m->seed (set by the caller). */
+    int (*bind)(ab_mask *m, char *err, size_t errlen);
+    int (*allows)(const ab_mask *m, int i, int j);
+    /* The allowed keys of row i lie in [*lo, *hi) (0 <= lo <= hi <= N). */
+    void (*span)(const ab_mask *m, int i, int *lo, int *hi);
+    /* Optional exact classifier of rows [q0, q1) x keys [k0, k1): AB_BLOCK_*.
+     * NULL: derived from span() (interval masks) or allows(). */
+    int (*block)(const ab_mask *m, int q0, int q1, int k0, int k1);
+} ab_mask_def;
+
+struct ab_mask {
+    const ab_mask_def *def;
+    int seq_len;                /* bound length (0 before binding) */
+    uint64_t seed;              /* bound seed (document lengths) */
+    double arg[AB_MASK_ARGS];   /* parsed numbers */
+    int32_t *aux;               /* plugin arrays, freed by ab_mask_free */
+    int64_t naux;
+    int32_t *aux2;
+    int64_t naux2;
+    char spec[AB_MASK_SPEC];    /* the spec as written */
+};
+
+#define AB_REGISTER_MASK(sym) const ab_mask_def *const ab_mask_registered_##sym = &(sym);
+
+/* The mask of a shape, by value: a shallow copy of *s->mask, or the
+ * built-in causal / full mask bound to s->seq_len when s->mask is NULL. */
+ab_mask ab_shape_mask(const ab_shape *s);
+/* 1 if query i may see key j (0 <= i, j < seq_len). */
+int ab_mask_allows(const ab_mask *m, int i, int j);
+/* Keys of row i lie in [*lo, *hi); exact for interval masks. */
+void ab_mask_span(const ab_mask *m, int i, int *lo, int *hi);
+/* Class of rows [q0, q1) x keys [k0, k1): AB_BLOCK_EMPTY/PARTIAL/FULL. */
+int ab_mask_block(const ab_mask *m, int q0, int q1, int k0, int k1);
+/* Allowed keys of row i within [k0, k1). */
+int64_t ab_mask_row_count(const ab_mask *m, int i, int k0, int k1);
+/* Allowed pairs of one head, over all N x N. */
+int64_t ab_mask_pairs(const ab_mask *m);
 
 /* ---- the method -------------------------------------------------------- */
 typedef struct ab_method {

@@ -14,7 +14,7 @@ BENCH_PY    ?= build/venv/bin/python
 BENCH_FLAGS := $(if $(filter 1,$(BENCH_QUICK)),--quick,) $(BENCH_ARGS)
 
 # Only the CPU kernels are linked: the bench does not depend on the harness.
-BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(filter $(BUILD)/kernels/cpu/%,$(LIB_OBJS))
+BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/%,$(LIB_OBJS))
 
 $(BENCH_BIN): $(BENCH_OBJS)
 	@echo '  LD    $@'

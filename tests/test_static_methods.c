@@ -33,7 +33,7 @@ static void tp_make(tp *t, int heads, int n, int d, int causal, uint64_t seed)
         t->k[i] = -x * 0.7f + 0.1f;
         t->v[i] = x * 2.0f;
     }
-    t->pb = (ab_problem){ { heads, n, d, causal, 1.0f / sqrtf((float)d) }, t->q, t->k, t->v, seed, 1 };
+    t->pb = (ab_problem){ { heads, n, d, causal, 1.0f / sqrtf((float)d), NULL }, t->q, t->k, t->v, seed, 1 };
 }
 
 static void tp_free(tp *t)

@@ -1,7 +1,8 @@
 /* blocksparse.c — block-sparse attention over a BLOCK layout (per-row CSR
  * of kept key blocks): the flash inner loop (tile.h) run only over the key
- * blocks listed for each query block, the causal mask applied within.
- * A query row that keeps no causally valid key gets a zero output.
+ * blocks listed for each query block, the base mask applied within (per
+ * chunk: skipped, unmasked, or masked per element; see tile.h).
+ * A query row that keeps no allowed key gets a zero output.
  * OpenMP over (head, query block, sub-tile of <= AB_TILE_Q rows), dynamic
  * schedule (rows keep uneven numbers of blocks). The inner loop is the
  * vectorised chunk step of simd_*.c (ISA picked at run time).
@@ -22,7 +23,7 @@ int ab_kernel_blocksparse_isa(const ab_problem *pb, const ab_layout *l,
     if (ab_tile_check_layout(pb, l) || l->kind != AB_LAYOUT_BLOCK || !l->blk_ptr)
         return AB_EINVAL;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
-    const int causal = pb->s.causal != 0;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     const float scale = pb->s.scale;
     if (N == 0)
         return AB_OK;
@@ -49,9 +50,9 @@ int ab_kernel_blocksparse_isa(const ab_problem *pb, const ab_layout *l,
             const size_t hoff = (size_t)h * N * d;
             const int64_t r = (int64_t)h * nqb + qb;
             const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
-            ab_tile_begin(&t, pb->q + hoff + (size_t)i0 * d, nq, scale);
-            ab_tile_blocks(&t, i0, pb->k + hoff, pb->v + hoff, l->blk_idx + p0, p1 - p0,
-                           l->block_k, N, causal);
+            ab_tile_begin(&t, pb->q + hoff + (size_t)i0 * d, i0, nq, scale, &mask);
+            ab_tile_blocks(&t, pb->k + hoff, pb->v + hoff, l->blk_idx + p0, p1 - p0,
+                           l->block_k, N);
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
         if (ok)

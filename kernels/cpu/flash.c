@@ -1,8 +1,11 @@
 /* flash.c — dense exact attention on the CPU, tiled with an online softmax
  * as in FlashAttention (Dao et al., NeurIPS 2022) and FlashAttention-2
  * (Dao, 2023): for each query tile, stream key tiles keeping a running max m,
- * running sum l and an unnormalised output acc; finally acc / l. Causal:
- * tiles above the diagonal are skipped, the diagonal tile is masked.
+ * running sum l and an unnormalised output acc; finally acc / l. The base
+ * mask (causal by default) works at chunk granularity: each query tile
+ * streams only the key range its rows' spans cover, chunks no row sees are
+ * skipped, chunks every row sees run unmasked and only partial chunks
+ * (the diagonal under causal) are masked per element.
  * OpenMP over (head, query tile), heaviest tiles first with a dynamic
  * schedule (causal rows are uneven). fp32 storage and math; the vectorised
  * inner loop (AVX-512 / AVX2 / portable, picked at run time) is in
@@ -26,7 +29,7 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, hea
     if (!ab_cpu_isa_supported(isa))
         return AB_EUNSUPPORTED;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
-    const int causal = pb->s.causal != 0;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     const float scale = pb->s.scale;
     if (N == 0)
         return AB_OK;
@@ -51,11 +54,10 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, hea
             const float *qh = pb->q + hoff; /* (seq_len, head_dim) */
             const float *kh = pb->k + hoff; /* (seq_len, head_dim) */
             const float *vh = pb->v + hoff; /* (seq_len, head_dim) */
-            const int jend = causal ? i0 + nq : N;
-            ab_tile_begin(&t, qh + (size_t)i0 * d, nq, scale);
-            for (int j0 = 0; j0 < jend; j0 += AB_FLASH_BK) {
-                const int nk = N - j0 < AB_FLASH_BK ? N - j0 : AB_FLASH_BK;
-                ab_tile_contig(&t, i0, kh, vh, j0, nk, causal);
+            ab_tile_begin(&t, qh + (size_t)i0 * d, i0, nq, scale, &mask);
+            for (int j0 = t.minlo; j0 < t.maxhi; j0 += AB_FLASH_BK) {
+                const int nk = t.maxhi - j0 < AB_FLASH_BK ? t.maxhi - j0 : AB_FLASH_BK;
+                ab_tile_contig(&t, kh, vh, j0, nk);
             }
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }

@@ -11,19 +11,6 @@
 #include "kernels/cpu/tile.h"
 #include "kernels/kernels.h"
 
-/* First position in a[lo, hi) whose value is > v (a sorted ascending). */
-static int64_t upper_bound_i32(const int32_t *a, int64_t lo, int64_t hi, int64_t v)
-{
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
                          float *out /* (heads, seq_len, head_dim) */, int isa)
 {
@@ -37,7 +24,7 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
         (l->kind == AB_LAYOUT_MIXED && !l->blk_ptr))
         return AB_EINVAL;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
-    const int causal = pb->s.causal != 0;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     const float scale = pb->s.scale;
     if (N == 0)
         return AB_OK;
@@ -66,18 +53,16 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
             const float *kh = pb->k + hoff;                  /* (seq_len, head_dim) */
             const float *vh = pb->v + hoff;                  /* (seq_len, head_dim) */
             const int64_t r = (int64_t)h * nqb + qb;
-            ab_tile_begin(&t, qt, nq, scale);
+            ab_tile_begin(&t, qt, i0, nq, scale, &mask);
             if (mixed) {
                 const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
-                ab_tile_blocks(&t, i0, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k, N, causal);
+                ab_tile_blocks(&t, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k, N);
             }
-            const int64_t t0 = l->tok_ptr[r];
-            int64_t t1 = l->tok_ptr[r + 1];
-            if (causal) /* tokens past the tile's last row are seen by no row */
-                t1 = upper_bound_i32(l->tok_idx, t0, t1, (int64_t)i0 + nq - 1);
+            int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
+            ab_tile_token_range(&t, l->tok_idx, &t0, &t1); /* keys some row may see */
             for (int64_t c0 = t0; c0 < t1; c0 += AB_TILE_K) {
                 const int nk = (int)(t1 - c0 < AB_TILE_K ? t1 - c0 : AB_TILE_K);
-                ab_tile_gather(&t, i0, kh, vh, l->tok_idx + c0, nk, causal);
+                ab_tile_gather(&t, kh, vh, l->tok_idx + c0, nk);
             }
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
@@ -101,7 +86,7 @@ int ab_kernel_layout(const ab_problem *pb, const ab_layout *l,
     switch (l->kind) {
     case AB_LAYOUT_DENSE:
         if (pb && (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
-                   (l->causal != 0) != (pb->s.causal != 0)))
+                   (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask))
             return AB_EINVAL;
         return ab_kernel_flash(pb, out);
     case AB_LAYOUT_BLOCK:

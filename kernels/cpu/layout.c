@@ -1,7 +1,9 @@
 /* layout.c — the ab_layout implementation: the builder a method's select()
  * fills, finalisation into per-row CSR (sorted, unique), structural
  * validation, membership queries and the exact density arithmetic
- * (kept causally valid pairs over all causally valid pairs, O(entries)).
+ * (kept pairs the base mask allows over all pairs it allows; closed form
+ * for blocks the mask allows fully or not at all, a per-row count for the
+ * partial ones).
  *
  * Rows of the CSR arrays are r = h * n_qblocks + qb. Builder entries live in
  * l->priv until ab_layout_finalize() turns them into blk_ptr/blk_idx and
@@ -167,6 +169,7 @@ void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k)
         l->heads = s->heads;
         l->seq_len = s->seq_len;
         l->causal = s->causal ? 1 : 0;
+        l->mask = s->mask;
     }
     l->block_q = block_q;
     l->block_k = block_k;
@@ -550,7 +553,10 @@ int ab_layout_contains(const ab_layout *l, int head, int i, int j)
     if (!l || head < 0 || head >= l->heads || i < 0 || i >= l->seq_len || j < 0 ||
         j >= l->seq_len)
         return 0;
-    if (l->causal && j > i)
+    const ab_shape sh = {.heads = l->heads, .seq_len = l->seq_len, .causal = l->causal,
+                         .mask = l->mask};
+    const ab_mask m = ab_shape_mask(&sh);
+    if (!ab_mask_allows(&m, i, j))
         return 0;
     if (l->kind == AB_LAYOUT_DENSE)
         return 1;
@@ -566,24 +572,76 @@ int ab_layout_contains(const ab_layout *l, int head, int i, int j)
     return 0;
 }
 
+static ab_mask layout_mask(const ab_layout *l)
+{
+    const ab_shape sh = {.heads = l->heads, .seq_len = l->seq_len, .causal = l->causal,
+                         .mask = l->mask};
+    return ab_shape_mask(&sh);
+}
+
 int64_t ab_layout_valid_pairs(const ab_layout *l)
 {
     if (!l || l->heads <= 0 || l->seq_len <= 0)
         return 0;
-    int64_t n = l->seq_len;
-    return (int64_t)l->heads * (l->causal ? n * (n + 1) / 2 : n * n);
+    const ab_mask m = layout_mask(l);
+    return (int64_t)l->heads * ab_mask_pairs(&m);
 }
 
-/* Pairs (i, j), i in [q0, q1), j in [k0, k1), with j <= i. */
-static int64_t causal_rect(int64_t q0, int64_t q1, int64_t k0, int64_t k1)
+/* The spans of query rows [q0, q1) under a mask, with their extremes. */
+typedef struct qspan {
+    int q0, q1;
+    int32_t *lo, *hi; /* [q1 - q0] */
+    int minlo, maxlo, minhi, maxhi;
+} qspan;
+
+static void qspan_fill(qspan *g, const ab_mask *m, int q0, int q1)
 {
+    g->q0 = q0;
+    g->q1 = q1;
+    g->minlo = g->minhi = INT_MAX;
+    g->maxlo = g->maxhi = 0;
+    for (int i = q0; i < q1; i++) {
+        int a, b;
+        ab_mask_span(m, i, &a, &b);
+        g->lo[i - q0] = a;
+        g->hi[i - q0] = b;
+        g->minlo = a < g->minlo ? a : g->minlo;
+        g->maxlo = a > g->maxlo ? a : g->maxlo;
+        g->minhi = b < g->minhi ? b : g->minhi;
+        g->maxhi = b > g->maxhi ? b : g->maxhi;
+    }
+}
+
+/* Allowed pairs in the rows of g x keys [k0, k1). */
+static int64_t qspan_rect(const qspan *g, const ab_mask *m, int64_t k0, int64_t k1)
+{
+    if (k1 <= g->minlo || k0 >= g->maxhi)
+        return 0;
+    if (m->def->interval && g->maxlo <= k0 && g->minhi >= k1)
+        return (int64_t)(g->q1 - g->q0) * (k1 - k0);
     int64_t s = 0;
-    int64_t a = i64_max(q0, k0), b = i64_min(q1, k1);
-    if (b > a) /* row i keeps i + 1 - k0 keys: an arithmetic series */
-        s += (b - a) * (a + b + 1 - 2 * k0) / 2;
-    int64_t c = i64_max(q0, k1);
-    if (q1 > c) /* rows at or past the block's end keep the whole block */
-        s += (q1 - c) * (k1 - k0);
+    for (int i = g->q0; i < g->q1; i++) {
+        if (m->def->interval) {
+            const int64_t a = i64_max(k0, g->lo[i - g->q0]), b = i64_min(k1, g->hi[i - g->q0]);
+            s += b > a ? b - a : 0;
+        } else {
+            s += ab_mask_row_count(m, i, (int)k0, (int)k1);
+        }
+    }
+    return s;
+}
+
+/* Rows of g that may see key j. */
+static int64_t qspan_col(const qspan *g, const ab_mask *m, int j)
+{
+    if (j < g->minlo || j >= g->maxhi)
+        return 0;
+    if (m->def->interval && g->maxlo <= j && j < g->minhi)
+        return g->q1 - g->q0;
+    int64_t s = 0;
+    for (int i = g->q0; i < g->q1; i++)
+        s += m->def->interval ? (g->lo[i - g->q0] <= j && j < g->hi[i - g->q0])
+                              : ab_mask_allows(m, i, j);
     return s;
 }
 
@@ -602,27 +660,34 @@ int64_t ab_layout_kept_pairs(const ab_layout *l)
     }
     if (l->block_q <= 0 || l->block_k <= 0)
         return 0;
+    const ab_mask m = layout_mask(l);
     int64_t n = l->seq_len, bq = l->block_q, bk = l->block_k, total = 0;
     int use_blk = (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) && l->blk_ptr;
     int use_tok = (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) && l->tok_ptr;
-    for (int h = 0; h < l->heads; h++) {
-        for (int qb = 0; qb < l->n_qblocks; qb++) {
+    qspan g;
+    g.lo = malloc((size_t)bq * 2 * sizeof(int32_t)); /* [bq] lo, then [bq] hi */
+    if (!g.lo)
+        return -1;
+    g.hi = g.lo + bq;
+    for (int qb = 0; qb < l->n_qblocks; qb++) {
+        /* spans do not depend on the head: one pass per query block */
+        const int64_t q0 = qb * bq, q1 = i64_min(n, q0 + bq);
+        qspan_fill(&g, &m, (int)q0, (int)q1);
+        for (int h = 0; h < l->heads; h++) {
             int64_t r = (int64_t)h * l->n_qblocks + qb;
-            int64_t q0 = qb * bq, q1 = i64_min(n, q0 + bq);
             if (use_blk) {
                 for (int64_t e = l->blk_ptr[r]; e < l->blk_ptr[r + 1]; e++) {
                     int64_t k0 = l->blk_idx[e] * bk, k1 = i64_min(n, k0 + bk);
-                    total += l->causal ? causal_rect(q0, q1, k0, k1) : (q1 - q0) * (k1 - k0);
+                    total += qspan_rect(&g, &m, k0, k1);
                 }
             }
             if (use_tok) {
-                for (int64_t e = l->tok_ptr[r]; e < l->tok_ptr[r + 1]; e++) {
-                    int64_t j = l->tok_idx[e];
-                    total += l->causal ? i64_max(0, q1 - i64_max(q0, j)) : q1 - q0;
-                }
+                for (int64_t e = l->tok_ptr[r]; e < l->tok_ptr[r + 1]; e++)
+                    total += qspan_col(&g, &m, l->tok_idx[e]);
             }
         }
     }
+    free(g.lo);
     return total;
 }
 

@@ -1,6 +1,7 @@
 /* ref.c — the reference: exact attention for chosen query rows of one head,
  * fp64 accumulation, two passes (max of the logits, then sum of exp), either
- * over every causally valid key or only over the keys a layout keeps. Used
+ * over every key the base mask allows or only over the allowed keys a
+ * layout keeps. Used
  * to score the fp32 kernels and the sparse methods; speed is secondary. */
 #include <math.h>
 #include <stdlib.h>
@@ -26,29 +27,34 @@ static int row_has_block(const ab_layout *l, int64_t r, int32_t kb)
 
 /* The keys query row i of head h uses, into keys[] (room for N); returns
  * their count. l must be a valid layout (ab_layout_validate). */
-static int row_keys(const ab_layout *l, int causal, int N, int h, int i, int *keys)
+static int row_keys(const ab_layout *l, const ab_mask *m, int N, int h, int i, int *keys)
 {
-    const int jend = causal ? i + 1 : N;
+    int jbeg, jend;
+    ab_mask_span(m, i, &jbeg, &jend);
     int n = 0;
     if (!l || l->kind == AB_LAYOUT_DENSE) {
-        for (int j = 0; j < jend; j++)
-            keys[n++] = j;
+        for (int j = jbeg; j < jend; j++)
+            if (ab_mask_allows(m, i, j))
+                keys[n++] = j;
         return n;
     }
     const int64_t r = (int64_t)h * l->n_qblocks + i / l->block_q;
     const int has_blk = l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED;
     if (has_blk) {
         for (int64_t e = l->blk_ptr[r]; e < l->blk_ptr[r + 1]; e++) {
-            const int64_t k0 = (int64_t)l->blk_idx[e] * l->block_k;
+            int64_t k0 = (int64_t)l->blk_idx[e] * l->block_k;
             const int64_t k1 = k0 + l->block_k < jend ? k0 + l->block_k : jend;
+            k0 = k0 > jbeg ? k0 : jbeg;
             for (int64_t j = k0; j < k1 && n < N; j++) /* n < N: a valid layout */
-                keys[n++] = (int)j;
+                if (ab_mask_allows(m, i, (int)j))
+                    keys[n++] = (int)j;
         }
     }
     if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) {
         for (int64_t e = l->tok_ptr[r]; e < l->tok_ptr[r + 1]; e++) {
             const int j = l->tok_idx[e];
-            if (j >= jend || n >= N || (has_blk && row_has_block(l, r, j / l->block_k)))
+            if (!ab_mask_allows(m, i, j) || n >= N ||
+                (has_blk && row_has_block(l, r, j / l->block_k)))
                 continue; /* masked, or already counted with its block */
             keys[n++] = j;
         }
@@ -64,6 +70,7 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
         return AB_EINVAL;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     const int causal = pb->s.causal != 0;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     const double scale = pb->s.scale;
     if (H <= 0 || N < 0 || d <= 0 || head < 0 || head >= H)
         return AB_EINVAL;
@@ -72,7 +79,7 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
             return AB_EINVAL;
     if (l) {
         if (l->kind == AB_LAYOUT_CUSTOM || l->heads != H || l->seq_len != N ||
-            (l->causal != 0) != causal)
+            (l->causal != 0) != causal || l->mask != pb->s.mask)
             return AB_EINVAL;
         if (l->kind != AB_LAYOUT_DENSE &&
             (l->block_q <= 0 || l->block_k <= 0 ||
@@ -104,7 +111,7 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
                 continue;
             const int i = rows[a];
             double *o = out + (size_t)a * d;
-            const int nk = row_keys(l, causal, N, head, i, keys);
+            const int nk = row_keys(l, &mask, N, head, i, keys);
             memset(o, 0, (size_t)d * sizeof(double));
             if (nk == 0) {
                 if (row_max)

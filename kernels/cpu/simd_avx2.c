@@ -46,6 +46,11 @@ __m256 Sleef_expf8_u10avx2(__m256);
                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(                                  \
                          _mm256_loadu_si256((const __m256i *)(const void *)(limp)),           \
                          _mm256_set1_epi32(c))))
+#define VMASK_LO(s, lop, c, ninf)                                                             \
+    _mm256_blendv_ps((s), (ninf),                                                             \
+                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(                                  \
+                         _mm256_loadu_si256((const __m256i *)(const void *)(lop)),            \
+                         _mm256_set1_epi32(c))))
 #define VZERO_IF_NEGINF(v, ninf)                                                              \
     _mm256_blendv_ps((v), _mm256_setzero_ps(), _mm256_cmp_ps((v), (ninf), _CMP_EQ_OQ))
 

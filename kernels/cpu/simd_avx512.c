@@ -43,6 +43,10 @@ __m512 Sleef_expf16_u10avx512f(__m512);
     _mm512_mask_blend_ps(                                                                     \
         _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(limp)), _mm512_set1_epi32(c)), \
         (ninf), (s))
+#define VMASK_LO(s, lop, c, ninf)                                                             \
+    _mm512_mask_blend_ps(                                                                     \
+        _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(lop)), _mm512_set1_epi32(c)), \
+        (s), (ninf))
 #define VZERO_IF_NEGINF(v, ninf)                                                              \
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask((v), (ninf), _CMP_EQ_OQ), (v), _mm512_setzero_ps())
 

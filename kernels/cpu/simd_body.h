@@ -7,7 +7,9 @@
  * acc (nq, dp). One chunk is three passes:
  *   1. st = K qt: register tiles of SB_R key rows x SB_NV query vectors,
  *      a broadcast key element times a loaded query vector per FMA;
- *   2. softmax, lane-wise over query rows: mask (causal prefix lim[r]),
+ *   2. softmax, lane-wise over query rows: mask (masked == 1: the column
+ *      range [lo[r], lim[r]) of each row; masked == 2: the element map em,
+ *      applied by a scalar pass first),
  *      running max, alpha = exp(m_old - m_new), p = exp(s - m_new), row sums;
  *   3. acc = alpha acc + P V: register tiles of SB_R query rows x PV_NX
  *      head_dim vectors, a broadcast P^T entry times a loaded value vector;
@@ -21,6 +23,7 @@
  * VLOADU_TAIL(p, n) (first n lanes, rest 0), VSTORE(p, v) (aligned),
  * VFMA(a, b, c) = a*b + c, VMUL, VADD, VSUB, VMAX, VEXP(v),
  * VMASK_LIM(s, limp, c) (lanes whose lim <= c become -inf),
+ * VMASK_LO(s, lop, c) (lanes whose lo > c become -inf),
  * VZERO_IF_NEGINF(v), and SB_R, SB_NV, PV_NX (register tile sizes). */
 
 #define AB_CAT_(a, b) a##_##b
@@ -158,16 +161,27 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
     }
 
     /* 2. online softmax, lane-wise over query rows */
+    if (masked == 2) { /* element map of a non-interval base mask */
+        for (int cc = 0; cc < nk; cc++) {
+            const unsigned char *e = t->em + (size_t)cc * AB_TILE_Q;
+            float *s = st + (size_t)cc * AB_TILE_Q;
+            for (int r = 0; r < nq; r++)
+                if (!e[r])
+                    s[r] = -INFINITY;
+        }
+        masked = 0;
+    }
     const VT ninf = VSET1(-INFINITY);
     for (int j = 0; j < nv; j++) {
         float *sj = st + j * W;
         const VT mold = VLOAD(t->m + j * W);
         VT mx = mold;
         if (masked) {
-            const int32_t *limp = t->lim + j * W;
+            const int32_t *limp = t->lim + j * W, *lop = t->lo + j * W;
             for (int cc = 0; cc < nk; cc++) {
                 VT s = VLOAD(sj + (size_t)cc * AB_TILE_Q);
                 s = VMASK_LIM(s, limp, cc, ninf);
+                s = VMASK_LO(s, lop, cc, ninf);
                 VSTORE(sj + (size_t)cc * AB_TILE_Q, s);
                 mx = VMAX(mx, s);
             }

@@ -68,11 +68,17 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
                 sc[r] += kx * qx[r];
         }
     }
+    /* the base mask: masked columns become -inf (exp gives exactly 0) */
+    if (masked)
+        for (int c = 0; c < nk; c++)
+            for (int r = 0; r < nq; r++)
+                if (masked == 1 ? c < t->lo[r] || c >= t->lim[r]
+                                : !t->em[(size_t)c * AB_TILE_Q + r])
+                    st[(size_t)c * AB_TILE_Q + r] = -INFINITY;
     /* online softmax per query row */
     for (int r = 0; r < nq; r++) {
-        const int lim = masked ? t->lim[r] : nk;
         float mx = t->m[r];
-        for (int c = 0; c < lim; c++) {
+        for (int c = 0; c < nk; c++) {
             const float s = st[(size_t)c * AB_TILE_Q + r];
             mx = s > mx ? s : mx;
         }
@@ -81,7 +87,7 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
         float sum = 0.0f;
         for (int c = 0; c < nk; c++) {
             float *s = st + (size_t)c * AB_TILE_Q + r;
-            *s = c < lim ? expf(*s - muse) : 0.0f;
+            *s = expf(*s - muse);
             sum += *s;
         }
         t->l[r] = t->l[r] * alpha + sum;

@@ -6,9 +6,14 @@
  * and the unnormalised output acc. Keys arrive in chunks of at most tk
  * columns, either contiguous (flash, blocksparse: read in place) or gathered
  * from an index list (gather: packed into kp/vp first). For every query row
- * a chunk contributes a valid *prefix* of its columns (lim[r]): the causal
- * mask inside a contiguous diagonal chunk and the causal cut of a sorted
- * token list both have that shape.
+ * the base mask (causal by default; see "base masks" in attnbench.h) is
+ * applied per chunk at block granularity: a chunk no row of the tile may
+ * see is skipped, a chunk every row sees fully runs unmasked, and only a
+ * partial chunk tests elements. For interval masks (every built-in one) a
+ * partial chunk gives each row a valid column range [lo[r], lim[r]) — a
+ * contiguous chunk and a sorted token list both have that shape — so the
+ * test is one compare per element; other masks fill an element map em[]
+ * from the mask's predicate.
  *
  * Layout for SIMD: the query tile is stored transposed and pre-scaled,
  * qt = scale * Q^T (d, AB_TILE_Q), so the logits come out transposed,
@@ -49,7 +54,15 @@ typedef struct ab_tile {
     float *l;         /* (AB_TILE_Q): running sum of exp(logit - m) */
     float *alpha;     /* (AB_TILE_Q): rescale factor of the current chunk */
     float *acc;       /* (tq, dp): unnormalised output */
-    int32_t *lim;     /* (AB_TILE_Q): valid column prefix of the chunk per row */
+    int32_t *lim;     /* (AB_TILE_Q): end of the valid columns of the chunk per row */
+    int32_t *lo;      /* (AB_TILE_Q): first valid column (masked == 1) */
+    unsigned char *em; /* (tk, AB_TILE_Q): 1 = allowed (masked == 2) */
+    /* the base mask over the current tile's rows */
+    const ab_mask *mask;
+    int i0;           /* first query row of the tile */
+    int interval;     /* mask->def->interval */
+    int32_t *slo, *shi; /* (AB_TILE_Q): row spans [slo, shi), absolute keys */
+    int minlo, maxlo, minhi, maxhi; /* over the tile's rows */
 } ab_tile;
 
 /* Check the problem's shape and pointers. */
@@ -91,7 +104,8 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
 #undef AB_TILE_PAD
     size_t total = n_qt + 2 * n_kv + n_st + 3 * AB_TILE_Q + n_acc;
     t->buf = aligned_alloc(64, total * sizeof(float));
-    t->lim = malloc(AB_TILE_Q * sizeof(int32_t));
+    /* lim, lo, slo, shi (4 x AB_TILE_Q int32), then em (tk x AB_TILE_Q bytes) */
+    t->lim = malloc(4 * AB_TILE_Q * sizeof(int32_t) + (size_t)tk * AB_TILE_Q);
     if (!t->buf || !t->lim) {
         free(t->buf);
         free(t->lim);
@@ -113,6 +127,10 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
     t->l = t->m + AB_TILE_Q;
     t->alpha = t->l + AB_TILE_Q;
     t->acc = t->alpha + AB_TILE_Q;
+    t->lo = t->lim + AB_TILE_Q;
+    t->slo = t->lo + AB_TILE_Q;
+    t->shi = t->slo + AB_TILE_Q;
+    t->em = (unsigned char *)(t->shi + AB_TILE_Q);
     return AB_OK;
 }
 
@@ -124,11 +142,29 @@ static inline void ab_tile_free(ab_tile *t)
     t->lim = NULL;
 }
 
-/* Start a query tile: q (nq, d) rows, nq <= tq; qt = scale * q^T. */
-static inline void ab_tile_begin(ab_tile *t, const float *q, int nq, float scale)
+/* Start a query tile of rows [i0, i0 + nq), nq <= tq: q holds those rows
+ * (nq, d); qt = scale * q^T; the rows' spans under the base mask m (which
+ * must outlive the tile's use). */
+static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, float scale,
+                                 const ab_mask *m)
 {
     const int d = t->d;
     t->nq = nq;
+    t->i0 = i0;
+    t->mask = m;
+    t->interval = m->def->interval != 0;
+    t->minlo = t->minhi = INT32_MAX;
+    t->maxlo = t->maxhi = 0;
+    for (int r = 0; r < nq; r++) {
+        int lo, hi;
+        ab_mask_span(m, i0 + r, &lo, &hi);
+        t->slo[r] = lo;
+        t->shi[r] = hi;
+        t->minlo = lo < t->minlo ? lo : t->minlo;
+        t->maxlo = lo > t->maxlo ? lo : t->maxlo;
+        t->minhi = hi < t->minhi ? hi : t->minhi;
+        t->maxhi = hi > t->maxhi ? hi : t->maxhi;
+    }
     for (int x = 0; x < d; x++) {
         float *restrict row = t->qt + (size_t)x * AB_TILE_Q;
         for (int r = 0; r < nq; r++)
@@ -143,75 +179,160 @@ static inline void ab_tile_begin(ab_tile *t, const float *q, int nq, float scale
     memset(t->acc, 0, (size_t)nq * t->dp * sizeof(float));
 }
 
-/* Contiguous key chunk [j0, j0 + nk), nk <= tk, of one head for the tile
- * begun at query row i0 (nq rows). k, v: (seq_len, d) of the head. */
-static inline void ab_tile_contig(ab_tile *t, int i0, const float *k, const float *v, int j0,
-                                  int nk, int causal)
+/* Padding lanes (rows >= nq) of the per-row column ranges: unmasked. */
+static inline void ab_tile_pad_lanes(ab_tile *t, int nk)
 {
-    const int nq = t->nq;
+    for (int r = t->nq; r < AB_TILE_Q; r++) {
+        t->lo[r] = 0;
+        t->lim[r] = nk;
+    }
+}
+
+/* Element map of a partial chunk for a non-interval mask: em[c][r] for the
+ * keys key(c) = j0 + c (idx == NULL) or idx[c]. Returns the allowed count. */
+static inline int64_t ab_tile_fill_em(ab_tile *t, int j0, const int32_t *idx, int nk)
+{
+    int64_t any = 0;
+    for (int c = 0; c < nk; c++) {
+        unsigned char *e = t->em + (size_t)c * AB_TILE_Q;
+        const int j = idx ? idx[c] : j0 + c;
+        for (int r = 0; r < t->nq; r++) {
+            e[r] = (unsigned char)(ab_mask_allows(t->mask, t->i0 + r, j) != 0);
+            any += e[r];
+        }
+        for (int r = t->nq; r < AB_TILE_Q; r++)
+            e[r] = 1;
+    }
+    return any;
+}
+
+/* Contiguous key chunk [j0, j0 + nk), nk <= tk, of one head for the
+ * current tile. k, v: (seq_len, d) of the head. */
+static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, int j0, int nk)
+{
+    int j1 = j0 + nk;
+    if (j0 < t->minlo)
+        j0 = t->minlo; /* columns no row of the tile can see */
+    if (j1 > t->maxhi)
+        j1 = t->maxhi;
+    if (j1 <= j0)
+        return;
+    nk = j1 - j0;
     int masked = 0;
-    if (causal) {
-        if (j0 > i0 + nq - 1)
-            return; /* the whole chunk is above the diagonal */
-        if (nk > i0 + nq - j0)
-            nk = i0 + nq - j0; /* columns no row of the tile can see */
-        masked = i0 - j0 + 1 < nk; /* row 0, the most restricted, misses some */
-        if (masked) {
-            for (int r = 0; r < nq; r++) {
-                const int lim = i0 + r - j0 + 1;
-                t->lim[r] = lim < 0 ? 0 : lim > nk ? nk : lim;
+    if (t->interval) {
+        if (!(t->maxlo <= j0 && t->minhi >= j1)) { /* some row misses some column */
+            masked = 1;
+            for (int r = 0; r < t->nq; r++) {
+                const int a = t->slo[r] - j0, b = t->shi[r] - j0;
+                t->lo[r] = a < 0 ? 0 : a > nk ? nk : a;
+                t->lim[r] = b < t->lo[r] ? t->lo[r] : b > nk ? nk : b;
             }
-            for (int r = nq; r < AB_TILE_Q; r++)
-                t->lim[r] = nk; /* padding lanes: unmasked, never written out */
+            ab_tile_pad_lanes(t, nk);
+        }
+    } else {
+        const int cls = ab_mask_block(t->mask, t->i0, t->i0 + t->nq, j0, j1);
+        if (cls == AB_BLOCK_EMPTY)
+            return;
+        if (cls == AB_BLOCK_PARTIAL) {
+            masked = 2;
+            ab_tile_fill_em(t, j0, NULL, nk);
         }
     }
     t->chunk(t, k + (size_t)j0 * t->d, v + (size_t)j0 * t->d, nk, masked);
 }
 
-/* Gathered key chunk: the nk <= tk keys idx[0..nk) (sorted ascending) are
- * packed into kp and vp first. Arguments as in ab_tile_contig. */
-static inline void ab_tile_gather(ab_tile *t, int i0, const float *k, const float *v,
-                                  const int32_t *idx, int nk, int causal)
+/* First position in idx[0, n) whose key is >= key (idx sorted). */
+static inline int ab_tile_lower(const int32_t *idx, int n, int key)
 {
-    const int d = t->d, nq = t->nq;
-    if (nk <= 0 || (causal && idx[0] > i0 + nq - 1))
+    int a = 0, b = n;
+    while (a < b) {
+        const int mid = a + (b - a) / 2;
+        if (idx[mid] < key)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
+/* Gathered key chunk: the nk <= tk keys idx[0..nk) (sorted ascending),
+ * packed into kp and vp first. The caller has already dropped keys outside
+ * [minlo, maxhi) (ab_tile_token_range). */
+static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v,
+                                  const int32_t *idx, int nk)
+{
+    const int d = t->d;
+    if (nk <= 0)
         return;
-    if (causal && idx[nk - 1] > i0 + nq - 1)
-        while (idx[nk - 1] > i0 + nq - 1)
-            nk--; /* keys past the tile's last row are seen by no row */
+    int masked = 0;
+    if (t->interval) {
+        if (!(idx[0] >= t->maxlo && idx[nk - 1] < t->minhi)) {
+            masked = 1;
+            int any = 0;
+            for (int r = 0; r < t->nq; r++) {
+                t->lo[r] = ab_tile_lower(idx, nk, t->slo[r]);
+                t->lim[r] = ab_tile_lower(idx, nk, t->shi[r]);
+                if (t->lim[r] < t->lo[r])
+                    t->lim[r] = t->lo[r];
+                any |= t->lim[r] > t->lo[r];
+            }
+            if (!any)
+                return;
+            ab_tile_pad_lanes(t, nk);
+        }
+    } else {
+        const int64_t any = ab_tile_fill_em(t, 0, idx, nk);
+        if (any == 0)
+            return;
+        masked = any == (int64_t)nk * t->nq ? 0 : 2;
+    }
     for (int c = 0; c < nk; c++) {
         memcpy(t->kp + (size_t)c * d, k + (size_t)idx[c] * d, (size_t)d * sizeof(float));
         memcpy(t->vp + (size_t)c * d, v + (size_t)idx[c] * d, (size_t)d * sizeof(float));
     }
-    int masked = 0;
-    if (causal && idx[nk - 1] > i0) { /* row 0 misses the last key */
-        masked = 1;
-        int c = 0;
-        for (int r = 0; r < nq; r++) {
-            while (c < nk && idx[c] <= i0 + r)
-                c++;
-            t->lim[r] = c;
-        }
-        for (int r = nq; r < AB_TILE_Q; r++)
-            t->lim[r] = nk;
-    }
     t->chunk(t, t->kp, t->vp, nk, masked);
 }
 
-/* The kept key blocks blk[0..nblk) (sorted) of the tile begun at row i0;
- * block_k may exceed tk: each block is streamed in chunks. */
-static inline void ab_tile_blocks(ab_tile *t, int i0, const float *k, const float *v,
-                                  const int32_t *blk, int64_t nblk, int block_k, int seq_len,
-                                  int causal)
+/* The part [*t0, *t1) of a sorted token list tok[] some row of the tile may
+ * see: keys in [minlo, maxhi). */
+static inline void ab_tile_token_range(const ab_tile *t, const int32_t *tok, int64_t *t0,
+                                       int64_t *t1)
+{
+    int64_t a = *t0, b = *t1;
+    while (a < b) { /* first key >= minlo */
+        const int64_t mid = a + (b - a) / 2;
+        if (tok[mid] < t->minlo)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    int64_t e = a, f = *t1;
+    while (e < f) { /* first key >= maxhi */
+        const int64_t mid = e + (f - e) / 2;
+        if (tok[mid] < t->maxhi)
+            e = mid + 1;
+        else
+            f = mid;
+    }
+    *t0 = a;
+    *t1 = e;
+}
+
+/* The kept key blocks blk[0..nblk) (sorted) of the current tile; block_k
+ * may exceed tk: each block is streamed in chunks. */
+static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v,
+                                  const int32_t *blk, int64_t nblk, int block_k, int seq_len)
 {
     for (int64_t e = 0; e < nblk; e++) {
         const int64_t k0 = (int64_t)blk[e] * block_k;
-        if (causal && k0 > i0 + t->nq - 1)
-            break; /* sorted: every later block is above the diagonal */
+        if (k0 >= t->maxhi)
+            break; /* sorted: no row sees this block or any later one */
         const int k1 = (int)(k0 + block_k < seq_len ? k0 + block_k : seq_len);
+        if (k1 <= t->minlo)
+            continue;
         for (int j0 = (int)k0; j0 < k1; j0 += t->tk) {
             const int nk = k1 - j0 < t->tk ? k1 - j0 : t->tk;
-            ab_tile_contig(t, i0, k, v, j0, nk, causal);
+            ab_tile_contig(t, k, v, j0, nk);
         }
     }
 }
@@ -257,7 +378,8 @@ static inline int ab_tile_item(int64_t it, int heads, int n_qblocks, int nsub, i
 static inline int ab_tile_check_layout(const ab_problem *pb, const ab_layout *l)
 {
     if (!l || l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
-        (l->causal != 0) != (pb->s.causal != 0) || l->block_q <= 0 || l->block_k <= 0)
+        (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask ||
+        l->block_q <= 0 || l->block_k <= 0)
         return AB_EINVAL;
     if (l->n_qblocks != (int)(((int64_t)l->seq_len + l->block_q - 1) / l->block_q) ||
         l->n_kblocks != (int)(((int64_t)l->seq_len + l->block_k - 1) / l->block_k))
