@@ -31,3 +31,18 @@ bench: $(BENCH_BIN)
 	@if command -v gnuplot >/dev/null; then \
 	  gnuplot -e "dir='$(BENCH_OUT)'" bench/roofline.gp && echo "bench: wrote $(BENCH_OUT)/roofline.png"; \
 	else echo "bench: no gnuplot: roofline.png skipped"; fi
+
+# `make bench-masks`: dense flash (and block-sparse at 10%) under every base
+# mask against causal, with the ideal ratio (allowed pairs); bench/masks_bench.c.
+#   make bench-masks MASKS_BENCH_ARGS='--n 16384 --d 64 --heads 8 --threads 2'
+MASKS_BENCH_BIN  := $(BUILD)/bench/masks_bench
+MASKS_BENCH_ARGS ?=
+
+$(MASKS_BENCH_BIN): $(BUILD)/bench/masks_bench.o $(LIB_OBJS)
+	@echo '  LD    $@'
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+.PHONY: bench-masks
+bench-masks: $(MASKS_BENCH_BIN)
+	@mkdir -p $(BENCH_OUT)
+	OMP_WAIT_POLICY=passive $(MASKS_BENCH_BIN) --out $(BENCH_OUT)/masks.tsv $(MASKS_BENCH_ARGS)

@@ -332,7 +332,7 @@ static void mt_check_density(const ab_layout *l, const ab_mask *m, const char *s
     cr_assert_eq(ab_layout_kept_pairs(l), kept, "%s %s", spec, ab_layout_kind_name(l->kind));
 }
 
-Test(masks, kernels_match_reference_under_every_mask, .timeout = 600)
+Test(masks, kernels_match_reference_under_every_mask)
 {
     static const int shapes[][2] = {{257, 16}, {130, 64}, {200, 72}};
     static const int blocks[][2] = {{64, 64}, {16, 32}, {100, 7}};
