@@ -200,8 +200,9 @@ int main(int argc, char **argv)
     }
     omp_set_num_threads(c.threads);
     const size_t e = (size_t)c.heads * c.n * c.d;
-    float *q = malloc(e * sizeof(float)), *k = malloc(e * sizeof(float));
-    float *v = malloc(e * sizeof(float)), *out = malloc(e * sizeof(float));
+    const size_t bytes = (e * sizeof(float) + 63) & ~(size_t)63; /* 64-byte aligned as in the harness */
+    float *q = aligned_alloc(64, bytes), *k = aligned_alloc(64, bytes);
+    float *v = aligned_alloc(64, bytes), *out = aligned_alloc(64, bytes);
     if (!q || !k || !v || !out) {
         fprintf(stderr, "masks_bench: out of memory\n");
         return 1;
