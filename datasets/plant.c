@@ -107,3 +107,139 @@ double ab_plant_lz_floor(int n, double temperature)
 {
     return log((double)n) + 0.5 * temperature * temperature;
 }
+
+/* ---- base masks ---------------------------------------------------------- */
+
+int ab_plant_mask(const ab_task_input *in, const char *task, ab_mask *m)
+{
+    *m = ab_shape_mask(&in->s);
+    if (!m->def || m->seq_len != in->s.seq_len) {
+        ab_task_errorf(in, "%s: base mask %s is bound to N = %d, the shape has N = %d", task,
+                       m->def ? m->spec : "(none)", m->seq_len, in->s.seq_len);
+        return AB_EINVAL;
+    }
+    return AB_OK;
+}
+
+void ab_plant_window_free(ab_plant_window *w)
+{
+    if (!w)
+        return;
+    free(w->keys);
+    memset(w, 0, sizeof *w);
+}
+
+/* Keys of [lo, hi) outside the query rows [q0, q1). */
+static int64_t outside(int lo, int hi, int q0, int q1)
+{
+    int64_t n = 0;
+    const int e = hi < q0 ? hi : q0, s = lo > q1 ? lo : q1;
+    if (e > lo)
+        n += e - lo;
+    if (hi > s)
+        n += hi - s;
+    return n;
+}
+
+int ab_plant_window_find(const ab_mask *m, int q0, int q1, int need, ab_plant_window *w)
+{
+    memset(w, 0, sizeof *w);
+    w->a = w->b = q1;
+    const int R = q1 - q0;
+    if (R <= 0 || need < 1)
+        return AB_OK;
+    int *lo = malloc((size_t)R * 2 * sizeof(int)); /* [2][R]: row spans */
+    if (!lo)
+        return AB_ENOMEM;
+    int *hi = lo + R;
+    for (int t = 0; t < R; t++)
+        ab_mask_span(m, q0 + t, &lo[t], &hi[t]);
+    /* the longest run, the latest on ties: runs grow until the common keys
+     * drop below need (adding a row only shrinks them) */
+    int best_a = 0, best_len = 0, best_lo = 0, best_hi = 0;
+    for (int a = 0; a < R && R - a >= best_len; a++) {
+        int l = lo[a], h = hi[a];
+        for (int b = a; b < R; b++) {
+            l = lo[b] > l ? lo[b] : l;
+            h = hi[b] < h ? hi[b] : h;
+            if (outside(l, h, q0, q1) < need)
+                break;
+            if (b - a + 1 >= best_len) {
+                best_a = a;
+                best_len = b - a + 1;
+                best_lo = l;
+                best_hi = h;
+            }
+        }
+    }
+    free(lo);
+    if (best_len == 0)
+        return AB_OK;
+    const int64_t cap = outside(best_lo, best_hi, q0, q1);
+    w->keys = malloc((size_t)cap * sizeof(int)); /* [cap] */
+    if (!w->keys)
+        return AB_ENOMEM;
+    const int ra = q0 + best_a, rb = ra + best_len;
+    int n = 0;
+    for (int j = best_lo; j < best_hi; j++) {
+        if (j >= q0 && j < q1)
+            continue;
+        int ok = 1;
+        if (!m->def->interval)
+            for (int i = ra; i < rb && ok; i++)
+                ok = ab_mask_allows(m, i, j);
+        if (ok)
+            w->keys[n++] = j;
+    }
+    if (n < need) {
+        ab_plant_window_free(w);
+        w->a = w->b = q1;
+        return AB_OK;
+    }
+    w->a = ra;
+    w->b = rb;
+    w->n = n;
+    return AB_OK;
+}
+
+int ab_plant_context(const ab_mask *m, int a, int b)
+{
+    int64_t best = 0;
+    for (int i = a; i < b; i++) {
+        const int64_t c = ab_mask_row_count(m, i, 0, m->seq_len);
+        best = c > best ? c : best;
+    }
+    return (int)best;
+}
+
+double ab_plant_lse_row(const float *qr, const float *kh, int d, const ab_mask *m, int row,
+                        const unsigned char *skip)
+{
+    int lo, hi;
+    ab_mask_span(m, row, &lo, &hi);
+    if (m->def->interval)
+        return ab_plant_lse(qr, kh, d, lo, hi, skip);
+    const double isd = 1.0 / sqrt((double)d);
+    double mx = -INFINITY, sum = 0.0; /* online log-sum-exp */
+    for (int j = lo; j < hi; j++) {
+        if ((skip && skip[j]) || !ab_mask_allows(m, row, j))
+            continue;
+        const double x = ab_plant_dot(qr, kh + (size_t)j * d, d) * isd;
+        if (x > mx) {
+            sum = sum * exp(mx - x) + 1.0;
+            mx = x;
+        } else {
+            sum += exp(x - mx);
+        }
+    }
+    return sum > 0.0 ? mx + log(sum) : -INFINITY;
+}
+
+int ab_plant_no_window(const ab_task_input *in, const char *task, const ab_mask *m, int q0,
+                       int q1, int need, const char *what)
+{
+    ab_task_errorf(in, "%s: under mask %s no run of the query rows [%d, %d) sees %d common "
+                       "key%s outside those rows (%s): no valid trial",
+                   task, m->spec, q0, q1, need, need == 1 ? "" : "s", what);
+    return AB_EUNSUPPORTED;
+}

@@ -35,7 +35,9 @@ typedef struct ab_task_input {
     const ab_params *p;     /* numeric params, in the order of ab_task.params */
     const char *const *str; /* [AB_TASK_MAX_STRINGS] values of ab_task.string_params,
                                NULL where unset; the pointer itself may be NULL */
-    ab_shape s;             /* requested shape (heads, seq_len, head_dim, causal, scale) */
+    ab_shape s;             /* requested shape (heads, seq_len, head_dim, causal, scale)
+                               and s.mask, the point's base mask bound to seq_len
+                               (NULL: plain causal / full by s.causal) */
     uint64_t seed;
     double depth;           /* [0, 1] */
     char *err;              /* room for a one-line reason on failure (may be NULL) */
@@ -52,7 +54,9 @@ typedef struct ab_task {
     /* Fill q, k, v (heads, seq_len, head_dim) for in->seed and in->depth,
      * and the answer (may be left empty: n = 0, e.g. for traces).
      * Deterministic: a pure function of the input. On failure return AB_E*
-     * and say why with ab_task_errorf(in, ...). */
+     * and say why with ab_task_errorf(in, ...). A planted key must be
+     * visible to its query rows under in->s.mask (datasets/plant.h); when
+     * the mask leaves no valid trial, return AB_EUNSUPPORTED. */
     int (*generate)(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans);
     /* Optional, cheap: validate an input before any work (e.g. that a trace
      * file exists, is well-formed and fits the requested shape). Called for

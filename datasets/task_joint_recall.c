@@ -25,6 +25,13 @@
  * logit raised by J/2, the block holding the joint match only by another
  * J / (2 block_k); a pooled score under a tight budget keeps some blocks of
  * c* and drops the joint one, while exact token top-k finds it.
+ *
+ * Base masks (datasets/plant.h): the contexts cut the keys every valid query
+ * row may see (the prefix [0, N - R) under causal or full; the window of a
+ * sliding mask, the last document's part before the queries, ...), so
+ * every asked pair is visible; Z0 and S run over each row's own visible
+ * keys. Query rows that share no range of contexts * keys keys are no
+ * valid trial; none left: AB_EUNSUPPORTED.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -119,16 +126,31 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
     const int P = (int)lround(p->v[P_KEYS]);
     const int nb = P + C;
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
-    const int M = N - R; /* the prefix holding the contexts */
     const ab_rng r = {.seed = in->seed, .stream = ab_rng_stream_id("joint_recall")};
+    ab_mask mk;
+    rc = ab_plant_mask(in, "joint_recall", &mk);
+    if (rc != AB_OK)
+        return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
         ab_task_errorf(in, "joint_recall: haystack generation failed");
         return rc;
     }
-    rc = ab_plant_answer_alloc(ans, r, H * R, 0, Cd, d, p->v[P_FLOOR]);
-    if (rc != AB_OK)
+    /* the contexts cut wk[0, M): the keys the valid query rows [ra, ra + nv)
+     * all see (wk[i] = i, M = N - R under causal or full) */
+    ab_plant_window win;
+    if (ab_plant_window_find(&mk, N - R, N, C * P, &win) != AB_OK)
+        return AB_ENOMEM;
+    if (win.n == 0)
+        return ab_plant_no_window(in, "joint_recall", &mk, N - R, N, C * P,
+                                  "contexts * keys occurrences");
+    const int M = win.n, ra = win.a, nv = win.b - win.a, t0 = ra - (N - R);
+    const int *wk = win.keys; /* [M] */
+    rc = ab_plant_answer_alloc(ans, r, H * nv, 0, Cd, d, p->v[P_FLOOR]);
+    if (rc != AB_OK) {
+        ab_plant_window_free(&win);
         return rc;
+    }
 
     double *dir = malloc((size_t)nb * (size_t)d * sizeof(double)); /* [P+C][d]: e_p, u_c */
     int *pos = malloc((size_t)P * (size_t)C * sizeof(int));        /* [P][C] */
@@ -136,16 +158,24 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
     int *pairs = malloc((size_t)P * (size_t)C * sizeof(int));      /* [P*C] shuffled p*C + c */
     int *perm = malloc((size_t)Cd * sizeof(int));                  /* [n_codes] */
     double *half = malloc((size_t)R * sizeof(double));             /* [R] J_r / 2 */
-    if (!dir || !pos || !code || !pairs || !perm || !half) {
+    int *ctx = malloc((size_t)N * sizeof(int)); /* [N] context of a key, -1: none */
+    if (!dir || !pos || !code || !pairs || !perm || !half || !ctx) {
         free(dir);
         free(pos);
         free(code);
         free(pairs);
         free(perm);
         free(half);
+        free(ctx);
+        ab_plant_window_free(&win);
         ab_answer_free(ans);
         return AB_ENOMEM;
     }
+    for (int j = 0; j < N; j++)
+        ctx[j] = -1;
+    for (int c = 0; c < C; c++)
+        for (int i = ctx_lo(c, C, M); i < ctx_lo(c + 1, C, M); i++)
+            ctx[wk[i]] = c;
     const double sd = sqrt((double)d);
     const double em = exp(margin);
     const int b0 = d - nb;
@@ -157,8 +187,8 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             const int lo = ctx_lo(c, C, M), len = ctx_lo(c + 1, C, M) - lo;
             for (int a = 0; a < P; a++) {
                 for (uint32_t att = 0;; att++) {
-                    int x = lo + (int)ab_rng_below(r, hu, (uint32_t)(a * C + c) + att * 65536u,
-                                                   PURPOSE_POS, len);
+                    int x = wk[lo + (int)ab_rng_below(r, hu, (uint32_t)(a * C + c) + att * 65536u,
+                                                      PURPOSE_POS, len)];
                     int dup = 0;
                     for (int b = 0; b < a; b++)
                         dup |= pos[b * C + c] == x;
@@ -194,29 +224,34 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
         }
 
         const float *kh = k + (size_t)h * N * d; /* (seq_len, head_dim) */
-        /* J_r / 2 per query row from the haystack logits (before planting) */
+        /* J_r / 2 per valid query row from the haystack logits (before
+         * planting), over the keys the row may see: [j0, j1), filtered by
+         * allows() for a non-interval mask */
 #pragma omp parallel for schedule(static)
-        for (int t = 0; t < R; t++) {
+        for (int t = t0; t < t0 + nv; t++) {
             const int ps = pairs[t] / C, cs = pairs[t] % C;
-            const int row = M + t, js = pos[ps * C + cs];
+            const int row = N - R + t, js = pos[ps * C + cs];
             const float *qr = q + ((size_t)h * N + row) * d; /* [d] */
-            const int last = s->causal ? row : N - 1;
+            const int all = mk.def->interval;
+            int j0, j1;
+            ab_mask_span(&mk, row, &j0, &j1);
             const double isd = 1.0 / sd;
-            const int lo = ctx_lo(cs, C, M), hi = ctx_lo(cs + 1, C, M);
             /* one pass: Zall (all but j*), Zc (context c* but j*), Zk (p* elsewhere) */
             double mx = -INFINITY;
-            for (int j = 0; j <= last; j++) {
+            for (int j = j0; j < j1; j++) {
+                if (!all && !ab_mask_allows(&mk, row, j))
+                    continue;
                 double x = ab_plant_dot(qr, kh + (size_t)j * d, d) * isd;
                 if (j != js && x > mx)
                     mx = x;
             }
             double zall = 0.0, zc = 0.0, zk = 0.0;
-            for (int j = 0; j <= last; j++) {
-                if (j == js)
+            for (int j = j0; j < j1; j++) {
+                if (j == js || (!all && !ab_mask_allows(&mk, row, j)))
                     continue;
                 double w = exp(ab_plant_dot(qr, kh + (size_t)j * d, d) * isd - mx);
                 zall += w;
-                if (j >= lo && j < hi)
+                if (ctx[j] == cs)
                     zc += w;
             }
             for (int c = 0; c < C; c++)
@@ -237,16 +272,16 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             half[t] = hj;
         }
         double hmean = 0.0;
-        for (int t = 0; t < R; t++)
-            hmean += half[t] / R;
+        for (int t = t0; t < t0 + nv; t++)
+            hmean += half[t] / nv;
         const double lambda = sqrt(hmean * sd > sd ? hmean * sd : sd);
 
         ab_plant_orthonormal(r, hu, 0, PURPOSE_DIR, d, b0, nb, nb, dir);
         /* every prefix key carries its context direction */
         for (int c = 0; c < C; c++) {
             const double *u = dir + (size_t)(P + c) * d; /* [d] */
-            for (int j = ctx_lo(c, C, M); j < ctx_lo(c + 1, C, M); j++) {
-                float *kj = k + ((size_t)h * N + j) * d; /* [d] */
+            for (int i = ctx_lo(c, C, M); i < ctx_lo(c + 1, C, M); i++) {
+                float *kj = k + ((size_t)h * N + wk[i]) * d; /* [d] */
                 for (int m = b0; m < d; m++)
                     kj[m] = (float)((double)kj[m] + lambda * u[m]);
             }
@@ -264,14 +299,14 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             }
         }
         /* the queries */
-        for (int t = 0; t < R; t++) {
-            const int ps = pairs[t] / C, cs = pairs[t] % C, row = M + t;
+        for (int t = t0; t < t0 + nv; t++) {
+            const int ps = pairs[t] / C, cs = pairs[t] % C, row = N - R + t;
             const double *e = dir + (size_t)ps * d, *u = dir + (size_t)(P + cs) * d;
             const double a_r = half[t] * sd / lambda;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
             for (int m = b0; m < d; m++)
                 qr[m] = (float)((double)qr[m] + a_r * (e[m] + u[m]));
-            const int a = h * R + t;
+            const int a = h * nv + t - t0;
             ans->head[a] = h;
             ans->row[a] = row;
             ans->code[a] = code[ps * C + cs];
@@ -284,6 +319,8 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
     free(pairs);
     free(perm);
     free(half);
+    free(ctx);
+    ab_plant_window_free(&win);
     return AB_OK;
 }
 

@@ -17,6 +17,13 @@
  * y_i != y. Accuracy = rows decoding y. A coarse selector that keeps a
  * distractor's block but not the needle's decodes neither (distractors hold
  * a few percent of the mass) or, with a high rho, the wrong code.
+ *
+ * Base masks (datasets/plant.h): the needle and the distractors lie in the
+ * keys every valid query row may see (the formulas above are under causal
+ * or full; depth is the needle's relative position in that range, the
+ * distractors are drawn from it, and each row's log-partition runs over
+ * its own visible keys). Query rows that share no such range are no valid
+ * trial; none left: AB_EUNSUPPORTED.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -106,17 +113,33 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
     const double rho = p->v[P_RHO];
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
     const ab_rng r = {.seed = in->seed, .stream = ab_rng_stream_id("multikey")};
+    ab_mask mk;
+    rc = ab_plant_mask(in, "multikey", &mk);
+    if (rc != AB_OK)
+        return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
         ab_task_errorf(in, "multikey: haystack generation failed");
         return rc;
     }
-    rc = ab_plant_answer_alloc(ans, r, H * R, 0, C, d, p->v[P_FLOOR]);
-    if (rc != AB_OK)
+    /* the needle and the distractors lie in the keys the valid query rows
+     * [ra, ra + nv) all see: wk[0, nk) */
+    ab_plant_window w;
+    if (ab_plant_window_find(&mk, N - R, N, D + 1, &w) != AB_OK)
+        return AB_ENOMEM;
+    if (w.n == 0)
+        return ab_plant_no_window(in, "multikey", &mk, N - R, N, D + 1,
+                                  "the needle and its distractors");
+    const int ra = w.a, nv = w.b - w.a, nk = w.n;
+    const int *wk = w.keys; /* [nk] */
+    rc = ab_plant_answer_alloc(ans, r, H * nv, 0, C, d, p->v[P_FLOOR]);
+    if (rc != AB_OK) {
+        ab_plant_window_free(&w);
         return rc;
+    }
 
     double *dir = malloc(2 * (size_t)d * sizeof(double));  /* [2][d]: e, f */
-    double *tgt = malloc(2 * (size_t)R * sizeof(double));  /* [2][R] */
+    double *tgt = malloc(2 * (size_t)nv * sizeof(double)); /* [2][nv] */
     int *dpos = malloc((size_t)(D + 1) * sizeof(int));     /* [D+1] */
     unsigned char *skip = calloc((size_t)N, 1);            /* [N] */
     if (!dir || !tgt || !dpos || !skip) {
@@ -124,13 +147,13 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
         free(tgt);
         free(dpos);
         free(skip);
+        ab_plant_window_free(&w);
         ab_answer_free(ans);
         return AB_ENOMEM;
     }
     const double sd = sqrt((double)d);
-    const double floor_lz = ab_plant_lz_floor(N, cfg.temperature);
-    const int span = N - R - 1;     /* positions [0, span] lie before the queries */
-    const int pos = (int)floor(in->depth * (double)span);
+    const double floor_lz = ab_plant_lz_floor(ab_plant_context(&mk, ra, ra + nv), cfg.temperature);
+    const int pos = wk[(int)floor(in->depth * (double)(nk - 1))];
     const int b0 = d - nb;
 
     for (int h = 0; h < H; h++) {
@@ -138,8 +161,8 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
         dpos[0] = pos;
         for (int i = 1; i <= D; i++) {
             for (uint32_t att = 0;; att++) {
-                int c = (int)ab_rng_below(r, (uint32_t)h, (uint32_t)i + att * 4096u,
-                                          PURPOSE_DPOS, span + 1);
+                int c = wk[ab_rng_below(r, (uint32_t)h, (uint32_t)i + att * 4096u,
+                                        PURPOSE_DPOS, nk)];
                 int dup = 0;
                 for (int j = 0; j < i; j++)
                     dup |= dpos[j] == c;
@@ -154,13 +177,12 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
             skip[dpos[i]] = 1;
 
         const float *kh = k + (size_t)h * N * d; /* (seq_len, head_dim) */
-        double *T = tgt, *hay = tgt + R;
+        double *T = tgt, *hay = tgt + nv;
 #pragma omp parallel for schedule(static)
-        for (int t = 0; t < R; t++) {
-            const int row = N - R + t;
+        for (int t = 0; t < nv; t++) {
+            const int row = ra + t;
             const float *qr = q + ((size_t)h * N + row) * d; /* [d] */
-            const int last = s->causal ? row : N - 1;
-            double lz = ab_plant_lse(qr, kh, d, 0, last + 1, skip);
+            double lz = ab_plant_lse_row(qr, kh, d, &mk, row, skip);
             if (!(lz >= floor_lz))
                 lz = floor_lz;
             hay[t] = ab_plant_dot(qr, kh + (size_t)pos * d, d);
@@ -187,8 +209,8 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
             T[t] = (J + hp) * sd; /* the full dot product q_r.k_p wanted */
         }
         double tmean = 0.0;
-        for (int t = 0; t < R; t++)
-            tmean += T[t] / R;
+        for (int t = 0; t < nv; t++)
+            tmean += T[t] / nv;
         const double lambda = sqrt(tmean > sd ? tmean : sd);
 
         /* e (row 0) and the needle */
@@ -220,15 +242,15 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
             memcpy(v + ((size_t)h * N + dpos[i]) * d, ans->codebook + (size_t)yi * d,
                    (size_t)d * sizeof(float));
         }
-        for (int t = 0; t < R; t++) {
-            const int row = N - R + t;
+        for (int t = 0; t < nv; t++) {
+            const int row = ra + t;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
             double lam_r = (T[t] - hay[t]) / lambda;
             if (lam_r < 0.0)
                 lam_r = 0.0;
             for (int m = b0; m < d; m++)
                 qr[m] = (float)((double)qr[m] + lam_r * e[m]);
-            const int a = h * R + t;
+            const int a = h * nv + t;
             ans->head[a] = h;
             ans->row[a] = row;
             ans->code[a] = y;
@@ -241,6 +263,7 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
     free(tgt);
     free(dpos);
     free(skip);
+    ab_plant_window_free(&w);
     return AB_OK;
 }
 

@@ -3,7 +3,10 @@
  * analogue of needle-in-a-haystack (Kamradt 2023) and RULER's single needle
  * (Hsieh et al. 2024, arXiv:2404.06654).
  *
- * The needle sits at p = floor(depth * (N - R - 1)). Per head a random unit
+ * The needle sits at depth in the keys the query rows may see under the
+ * base mask (datasets/plant.h, ab_plant_window): p = floor(depth * (N - R
+ * - 1)) under causal or full; a query row that cannot see it is no valid
+ * trial and is left out of the answer. Per head a random unit
  * direction e in the free band (the last needle_dims dims, capped at
  * max(2, d/8), zero in the
  * haystack): k_p += lambda e, and query row r gets q_r += lambda_r e with
@@ -23,6 +26,7 @@
 #include <string.h>
 
 #include "datasets/haystack.h"
+#include "datasets/plant.h"
 #include "datasets/rng.h"
 #include "datasets/task.h"
 
@@ -74,6 +78,10 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     const int nb = nb_param < nb_cap ? nb_param : nb_cap;
     cfg.free_dims = nb;
     const ab_rng r = {.seed = seed, .stream = ab_rng_stream_id("needle")};
+    ab_mask mk;
+    rc = ab_plant_mask(in, "needle", &mk);
+    if (rc != AB_OK)
+        return rc;
     char why[200] = "";
     rc = ab_haystack_check(&cfg, s, why, sizeof why);
     if (rc == AB_OK) rc = ab_haystack_generate(&cfg, s, r, q, k, v);
@@ -82,14 +90,24 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
         return rc;
     }
 
-    const int n = H * R;
+    /* where the needle may sit: the keys the valid query rows [ra, rb) see */
+    ab_plant_window w;
+    if (ab_plant_window_find(&mk, N - R, N, 1, &w) != AB_OK)
+        return AB_ENOMEM;
+    if (w.n == 0)
+        return ab_plant_no_window(in, "needle", &mk, N - R, N, 1, "the needle");
+    const int ra = w.a, nv = w.b - w.a; /* valid rows ra + t, t < nv */
+    const int pos = w.keys[(int)floor(depth * (double)(w.n - 1))];
+    ab_plant_window_free(&w);
+
+    const int n = H * nv;
     ans->head = malloc((size_t)n * sizeof(int));    /* [n] */
     ans->row = malloc((size_t)n * sizeof(int));     /* [n] */
     ans->code = malloc((size_t)n * sizeof(int));    /* [n] */
     ans->key_pos = malloc((size_t)n * sizeof(int)); /* [n] */
     ans->codebook = malloc((size_t)C * (size_t)d * sizeof(float)); /* [C][d] */
     double *e = malloc((size_t)d * sizeof(double)); /* [d] scratch */
-    double *tgt = malloc(2 * (size_t)R * sizeof(double)); /* [2][R] */
+    double *tgt = malloc(2 * (size_t)nv * sizeof(double)); /* [2][nv] */
     if (!ans->head || !ans->row || !ans->code || !ans->key_pos ||
         !ans->codebook || !e || !tgt) {
         free(e);
@@ -113,9 +131,9 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
             ans->codebook[(size_t)c * d + m] = (float)(sd * e[m]);
     }
 
-    /* Planted logits: margin above each query row's haystack log-partition. */
-    const double floor_lz = log((double)N) + 0.5 * cfg.temperature * cfg.temperature;
-    const int pos = (int)floor(depth * (double)(N - R - 1));
+    /* Planted logits: margin above each query row's haystack log-partition
+     * over the keys it may see. */
+    const double floor_lz = ab_plant_lz_floor(ab_plant_context(&mk, ra, ra + nv), cfg.temperature);
     const int b0 = d - nb; /* the free band */
 
     for (int h = 0; h < H; h++) {
@@ -125,14 +143,17 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
         float *vp = v + ((size_t)h * N + pos) * d; /* [d] */
         /* target dot products T[t] = (margin + lnZ_t) sqrt(d) and the
          * haystack's part hay[t] of q_r.k_p (the band of q_r is still zero) */
-        double *T = tgt, *hay = tgt + R;
+        double *T = tgt, *hay = tgt + nv;
 #pragma omp parallel for schedule(static)
-        for (int t = 0; t < R; t++) {
-            const int row = N - R + t;
+        for (int t = 0; t < nv; t++) {
+            const int row = ra + t;
             const float *qr = q + ((size_t)h * N + row) * d; /* [d] */
-            const int last = s->causal ? row : N - 1;
+            int j0, j1;
+            ab_mask_span(&mk, row, &j0, &j1);
             double mx = -INFINITY, sum = 0.0; /* online log-sum-exp */
-            for (int j = 0; j <= last; j++) {
+            for (int j = j0; j < j1; j++) {
+                if (!mk.def->interval && !ab_mask_allows(&mk, row, j))
+                    continue;
                 const float *kj = k + ((size_t)h * N + j) * d; /* [d] */
                 double dot = 0.0;
                 for (int m = 0; m < d; m++)
@@ -155,22 +176,22 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
             T[t] = (margin + lz) * sd;
         }
         double tmean = 0.0;
-        for (int t = 0; t < R; t++)
-            tmean += T[t] / R;
+        for (int t = 0; t < nv; t++)
+            tmean += T[t] / nv;
         const double lambda = sqrt(tmean > sd ? tmean : sd);
 
         for (int m = b0; m < d; m++)
             kp[m] = (float)((double)kp[m] + lambda * e[m]);
         memcpy(vp, ans->codebook + (size_t)y * d, (size_t)d * sizeof(float));
-        for (int t = 0; t < R; t++) {
-            const int row = N - R + t;
+        for (int t = 0; t < nv; t++) {
+            const int row = ra + t;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
             double lam_r = (T[t] - hay[t]) / lambda;
             if (lam_r < 0.0)
                 lam_r = 0.0;
             for (int m = b0; m < d; m++)
                 qr[m] = (float)((double)qr[m] + lam_r * e[m]);
-            const int a = h * R + t;
+            const int a = h * nv + t;
             ans->head[a] = h;
             ans->row[a] = row;
             ans->code[a] = y;

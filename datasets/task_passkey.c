@@ -15,6 +15,13 @@
  * key p+l's value is the code of digit l (seeded per head). Each head is one
  * trial: an answer group, correct only if all L digits decode correctly. With
  * `per_digit = 1` the answer has no groups and accuracy is per digit.
+ *
+ * Base masks (datasets/plant.h): the L digits sit at L consecutive keys
+ * (consecutive visible keys for a non-interval mask) that every valid query
+ * row may see, p at depth in that range (p = floor(depth * (N - 2L)) under
+ * causal or full). A trial needs all L digit rows, so unless every row sees
+ * such a range the point is unsupported; with per_digit = 1 the rows that
+ * share one are scored and the others left out.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -99,74 +106,105 @@ static int pk_generate(const ab_task_input *in, float *q, float *k, float *v,
     const int nb = cfg.free_dims;
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
     const ab_rng r = {.seed = in->seed, .stream = ab_rng_stream_id("passkey")};
+    ab_mask mk;
+    rc = ab_plant_mask(in, "passkey", &mk);
+    if (rc != AB_OK)
+        return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
         ab_task_errorf(in, "passkey: haystack generation failed");
         return rc;
     }
-    rc = ab_plant_answer_alloc(ans, r, H * L, !per_digit, PK_CODES, d, p->v[P_FLOOR]);
-    if (rc != AB_OK)
+    /* the digits lie in the keys the valid query rows [ra, ra + nv) all see */
+    ab_plant_window w;
+    if (ab_plant_window_find(&mk, N - L, N, L, &w) != AB_OK)
+        return AB_ENOMEM;
+    if (w.n == 0 || (!per_digit && w.b - w.a < L)) {
+        const int nrun = w.b - w.a;
+        ab_plant_window_free(&w);
+        if (nrun == 0)
+            return ab_plant_no_window(in, "passkey", &mk, N - L, N, L, "the digits");
+        ab_task_errorf(in, "passkey: under mask %s only %d of the %d digit rows see %d common "
+                           "keys before them; a trial needs every digit (per_digit = 1 scores "
+                           "the rows that do): no valid trial", mk.spec, nrun, L, L);
+        return AB_EUNSUPPORTED;
+    }
+    const int ra = w.a, nv = w.b - w.a, l0 = ra - (N - L); /* rows ask digits l0 .. */
+    int *kpos = malloc((size_t)L * sizeof(int)); /* [L] digit positions */
+    if (!kpos) {
+        ab_plant_window_free(&w);
+        return AB_ENOMEM;
+    }
+    {
+        const int i0 = (int)floor(in->depth * (double)(w.n - L));
+        for (int l = 0; l < L; l++)
+            kpos[l] = w.keys[i0 + l];
+    }
+    ab_plant_window_free(&w);
+    rc = ab_plant_answer_alloc(ans, r, H * nv, !per_digit, PK_CODES, d, p->v[P_FLOOR]);
+    if (rc != AB_OK) {
+        free(kpos);
         return rc;
+    }
     if (!per_digit)
         ans->n_groups = H;
 
     double *dir = malloc((size_t)(L + 1) * (size_t)d * sizeof(double)); /* [L+1][d]: e, f_0.. */
-    double *tgt = malloc(2 * (size_t)L * sizeof(double));               /* [2][L] */
+    double *tgt = malloc(2 * (size_t)L * sizeof(double));               /* [2][L]: T, hay per valid row */
     unsigned char *skip = calloc((size_t)N, 1);                         /* [N] */
     if (!dir || !tgt || !skip) {
         free(dir);
         free(tgt);
         free(skip);
+        free(kpos);
         ab_answer_free(ans);
         return AB_ENOMEM;
     }
     const double sd = sqrt((double)d);
-    const double floor_lz = ab_plant_lz_floor(N, cfg.temperature);
-    const int pos = (int)floor(in->depth * (double)(N - 2 * L));
+    const double floor_lz = ab_plant_lz_floor(ab_plant_context(&mk, ra, ra + nv), cfg.temperature);
     const int b0 = d - nb;
     for (int l = 0; l < L; l++)
-        skip[pos + l] = 1;
+        skip[kpos[l]] = 1;
 
     for (int h = 0; h < H; h++) {
         const float *kh = k + (size_t)h * N * d; /* (seq_len, head_dim) */
         double *T = tgt, *hay = tgt + L;
 #pragma omp parallel for schedule(static)
-        for (int l = 0; l < L; l++) {
-            const int row = N - L + l;
+        for (int t = 0; t < nv; t++) {
+            const int l = l0 + t, row = ra + t; /* row N - L + l asks digit l */
             const float *qr = q + ((size_t)h * N + row) * d; /* [d] */
-            const int last = s->causal ? row : N - 1;
-            double lz = ab_plant_lse(qr, kh, d, 0, last + 1, skip);
+            double lz = ab_plant_lse_row(qr, kh, d, &mk, row, skip);
             if (!(lz >= floor_lz))
                 lz = floor_lz;
-            hay[l] = ab_plant_dot(qr, kh + (size_t)(pos + l) * d, d);
+            hay[t] = ab_plant_dot(qr, kh + (size_t)kpos[l] * d, d);
             /* planted logit J of the asked digit: J + hay_l = margin +
              * ln(Z + sum_{m != l} e^{J/2 + hay_m}), the other digits (half
              * the planted logit) included; a contraction, iterated */
-            const double hp = hay[l] / sd;
+            const double hp = hay[t] / sd;
             double J = margin + lz - hp;
             for (int it = 0; it < 200; it++) {
                 double mx = lz, acc = 0.0;
                 for (int o = 0; o < L; o++)
                     if (o != l) {
-                        double x = 0.5 * J + ab_plant_dot(qr, kh + (size_t)(pos + o) * d, d) / sd;
+                        double x = 0.5 * J + ab_plant_dot(qr, kh + (size_t)kpos[o] * d, d) / sd;
                         if (x > mx)
                             mx = x;
                     }
                 acc = exp(lz - mx);
                 for (int o = 0; o < L; o++)
                     if (o != l)
-                        acc += exp(0.5 * J + ab_plant_dot(qr, kh + (size_t)(pos + o) * d, d) / sd - mx);
+                        acc += exp(0.5 * J + ab_plant_dot(qr, kh + (size_t)kpos[o] * d, d) / sd - mx);
                 const double Jn = margin + mx + log(acc) - hp;
                 const int done = fabs(Jn - J) < 1e-12 * (1.0 + fabs(J));
                 J = Jn;
                 if (done)
                     break;
             }
-            T[l] = (J + hp) * sd; /* the full dot product q_l.k_{p+l} wanted */
+            T[t] = (J + hp) * sd; /* the full dot product q_l.k_{p+l} wanted */
         }
         double tmean = 0.0;
-        for (int l = 0; l < L; l++)
-            tmean += T[l] / L;
+        for (int t = 0; t < nv; t++)
+            tmean += T[t] / nv;
         const double lambda = sqrt(tmean > sd ? tmean : sd);
         ab_plant_orthonormal(r, (uint32_t)h, 0, PURPOSE_DIR, d, b0, nb, L + 1, dir);
         const double *e = dir;
@@ -174,23 +212,25 @@ static int pk_generate(const ab_task_input *in, float *q, float *k, float *v,
         for (int l = 0; l < L; l++) {
             const double *f = dir + (size_t)(l + 1) * d; /* [d] */
             const int digit = (int)ab_rng_below(r, (uint32_t)h, (uint32_t)l, PURPOSE_DIGIT, PK_CODES);
-            float *kp = k + ((size_t)h * N + pos + l) * d; /* [d] */
+            float *kp = k + ((size_t)h * N + kpos[l]) * d; /* [d] */
             for (int m = b0; m < d; m++)
                 kp[m] = (float)((double)kp[m] + lambda * is2 * (e[m] + f[m]));
-            memcpy(v + ((size_t)h * N + pos + l) * d, ans->codebook + (size_t)digit * d,
+            memcpy(v + ((size_t)h * N + kpos[l]) * d, ans->codebook + (size_t)digit * d,
                    (size_t)d * sizeof(float));
-            const int row = N - L + l;
+            if (l < l0 || l >= l0 + nv)
+                continue; /* row N - L + l is no valid trial: no query planted */
+            const int t = l - l0, row = ra + t;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
-            double lam_r = (T[l] - hay[l]) / lambda;
+            double lam_r = (T[t] - hay[t]) / lambda;
             if (lam_r < 0.0)
                 lam_r = 0.0;
             for (int m = b0; m < d; m++)
                 qr[m] = (float)((double)qr[m] + lam_r * is2 * (e[m] + f[m]));
-            const int a = h * L + l;
+            const int a = h * nv + t;
             ans->head[a] = h;
             ans->row[a] = row;
             ans->code[a] = digit;
-            ans->key_pos[a] = pos + l;
+            ans->key_pos[a] = kpos[l];
             if (!per_digit)
                 ans->group[a] = h;
         }
@@ -198,6 +238,7 @@ static int pk_generate(const ab_task_input *in, float *q, float *k, float *v,
     free(dir);
     free(tgt);
     free(skip);
+    free(kpos);
     return AB_OK;
 }
 

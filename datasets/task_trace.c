@@ -10,7 +10,9 @@
  * any work (exit 2 on failure); generate() loads, converts float16, expands
  * grouped K/V heads and rejects NaN/Inf. Seed and depth are not used. There
  * is no planted answer (n = 0): a point is scored by mass recall, top-k
- * recall and output error only.
+ * recall and output error only. The data do not depend on the base mask
+ * (in->s.mask only decides what the kernels and the reference attend to):
+ * a causal trace under a non-causal mask is still just data.
  */
 #include <math.h>
 #include <string.h>

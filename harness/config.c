@@ -23,7 +23,7 @@ void ab_config_defaults(ab_config *c)
     c->n_lens = 1; c->seq_lens[0] = 1024;
     c->n_heads = 1; c->heads[0] = 4;
     c->n_dims = 1; c->head_dims[0] = 64;
-    c->n_causal = 1; c->causal[0] = 1;
+    c->n_masks = 1; strcpy(c->masks[0], "causal");
     c->n_seeds = 1; c->seeds[0] = 1;
     c->n_depths = 1; c->depths[0] = 0.5;
     c->n_dens = 3; c->densities[0] = 0.1; c->densities[1] = 0.2; c->densities[2] = 0.4;
@@ -136,6 +136,32 @@ int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, 
     return 0;
 }
 
+/* A comma list of base-mask specs ("causal, sliding:4096, document:8"):
+ * each is checked by its plugin (no length yet: ab_mask_check_spec); the
+ * lengths of the sweep are checked once all keys are read (check_masks). */
+static int parse_mask_list(const char *val, char out[][AB_MASK_SPEC], int *n, char *why, size_t wl)
+{
+    char buf[2048];
+    if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
+    if (has_empty_element(val)) { snprintf(why, wl, "empty list element"); return -1; }
+    strcpy(buf, val);
+    *n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = trim(tok);
+        if (!*t) { snprintf(why, wl, "empty list element"); return -1; }
+        if (strlen(t) >= AB_MASK_SPEC) { snprintf(why, wl, "mask spec '%.40s...' longer than %d characters", t, AB_MASK_SPEC - 1); return -1; }
+        if (*n >= AB_MAX_MASKS) { snprintf(why, wl, "more than %d masks", AB_MAX_MASKS); return -1; }
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(out[i], t)) { snprintf(why, wl, "'%s' listed twice", t); return -1; }
+        char e[300];
+        if (ab_mask_check_spec(t, e, sizeof e)) { snprintf(why, wl, "'%s': %s (see: attnbench list masks)", t, e); return -1; }
+        strcpy(out[(*n)++], t);
+    }
+    if (*n == 0) { snprintf(why, wl, "empty list"); return -1; }
+    return 0;
+}
+
 /* ---- the handler ------------------------------------------------------- */
 typedef struct parse_ctx {
     ab_config *c;
@@ -203,8 +229,20 @@ static int handler(void *user, const char *section, const char *name, const char
             if (parse_int_list(value, c->heads, AB_CFG_LIST, &c->n_heads, 1, 1024, why, sizeof why)) goto bad;
         } else if (!strcmp(name, "head_dims")) {
             if (parse_int_list(value, c->head_dims, AB_CFG_LIST, &c->n_dims, 16, 512, why, sizeof why)) goto bad;
-        } else if (!strcmp(name, "causal")) {
-            if (parse_int_list(value, c->causal, 2, &c->n_causal, 0, 1, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "masks") || !strcmp(name, "causal")) {
+            /* causal = 1 / 0 / 0,1 is the old spelling of masks = causal / full / full, causal */
+            if (c->masks_line)
+                FAIL("give either masks or causal (the old spelling: causal = 1 is masks = causal, 0 is full), not both (%s is set at line %d)",
+                     c->masks_key, c->masks_line);
+            if (name[0] == 'c') {
+                int v[2], n;
+                if (parse_int_list(value, v, 2, &n, 0, 1, why, sizeof why)) goto bad;
+                if (n == 2 && v[0] == v[1]) FAIL("'%d' listed twice", v[0]);
+                for (int i = 0; i < n; i++) strcpy(c->masks[i], v[i] ? "causal" : "full");
+                c->n_masks = n;
+            } else if (parse_mask_list(value, c->masks, &c->n_masks, why, sizeof why)) goto bad;
+            c->masks_line = p->line;
+            snprintf(c->masks_key, sizeof c->masks_key, "%s", name);
         } else if (!strcmp(name, "seeds")) {
             double t[AB_CFG_LIST];
             if (parse_num_list(value, t, AB_CFG_LIST, &c->n_seeds, why, sizeof why)) goto bad;
@@ -241,7 +279,7 @@ static int handler(void *user, const char *section, const char *name, const char
         } else if (!strcmp(name, "threads")) {
             int n;
             if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, sizeof why)) goto bad;
-        } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims causal seeds depths densities devices block_q block_k threads)");
+        } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths densities devices block_q block_k threads)");
     } else if (!strcmp(section, "timing")) {
         double v;
         int n;
@@ -338,6 +376,32 @@ bad:
     return 0;
 }
 
+/* Bind every base mask to every length of the sweep (with the first seed:
+ * whether a mask fits N does not depend on the seed), so "document lengths
+ * sum to 12288, not N = 16384" stops the run here, naming the masks key. */
+static int check_masks(const ab_config *c, char *err, size_t errlen)
+{
+    for (int k = 0; k < c->n_masks; k++)
+        for (int a = 0; a < c->n_lens; a++) {
+            int seen = 0;
+            for (int b = 0; b < a; b++) seen |= c->seq_lens[b] == c->seq_lens[a];
+            if (seen) continue;
+            ab_mask m;
+            char why[400];
+            int rc = ab_mask_make(&m, c->masks[k], c->seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why);
+            ab_mask_free(&m);
+            if (rc == AB_OK) continue;
+            if (c->masks_line)
+                snprintf(err, errlen, "%s:%d: [sweep] key '%s': mask '%s' at N = %d (seq_lens): %s", c->path,
+                         c->masks_line, c->masks_key, c->masks[k], c->seq_lens[a], why);
+            else
+                snprintf(err, errlen, "%s: [sweep] key 'masks': mask '%s' at N = %d (seq_lens): %s", c->path,
+                         c->masks[k], c->seq_lens[a], why);
+            return -1;
+        }
+    return 0;
+}
+
 int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
 {
     ab_config_defaults(c);
@@ -394,7 +458,7 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: [timing] key 'min_time_s': larger than max_time_s", path);
         return -1;
     }
-    return 0;
+    return check_masks(c, err, errlen);
 }
 
 static double mem_available_bytes(void)
@@ -441,20 +505,30 @@ static int check_tasks(const ab_config *c, char *err, size_t errlen)
             }
         }
         for (int a = 0; a < c->n_lens; a++)
-            for (int b = 0; b < c->n_heads; b++)
-                for (int e = 0; e < c->n_dims; e++)
-                    for (int f = 0; f < c->n_causal; f++) {
-                        char why[400] = "";
+            for (int f = 0; f < c->n_masks; f++) {
+                ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
+                char why[400] = "";
+                if (ab_mask_make(&mk, c->masks[f], c->seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why) != AB_OK) {
+                    ab_mask_free(&mk);
+                    snprintf(err, errlen, "%s: [sweep] key 'masks': mask '%s' at N = %d: %s", c->path, c->masks[f],
+                             c->seq_lens[a], why);
+                    return -1;
+                }
+                for (int b = 0; b < c->n_heads; b++)
+                    for (int e = 0; e < c->n_dims; e++) {
                         ab_task_input in = { .p = &p, .str = str,
-                                             .s = { c->heads[b], c->seq_lens[a], c->head_dims[e], c->causal[f], 0 },
-                                             .seed = 0, .depth = 0, .err = why, .errlen = sizeof why };
+                                             .s = { c->heads[b], c->seq_lens[a], c->head_dims[e], mk.def->causal, 0, &mk },
+                                             .seed = (uint64_t)c->seeds[0], .depth = 0, .err = why, .errlen = sizeof why };
                         in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
                         if (t->check(&in) != AB_OK) {
                             if (line) snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name, why[0] ? why : "invalid input");
                             else snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name, why[0] ? why : "invalid input");
+                            ab_mask_free(&mk);
                             return -1;
                         }
                     }
+                ab_mask_free(&mk);
+            }
     }
     return 0;
 }

@@ -11,6 +11,7 @@
 #define AB_CFG_LIST 64
 #define AB_CFG_NAME 32
 #define AB_CFG_OVERRIDES 64
+#define AB_MAX_MASKS 16       /* base masks in one sweep ([sweep] masks) */
 
 typedef struct ab_override {
     char plugin[AB_CFG_NAME]; /* method or task name */
@@ -31,7 +32,11 @@ typedef struct ab_config {
     int n_lens;     int seq_lens[AB_CFG_LIST];
     int n_heads;    int heads[AB_CFG_LIST];
     int n_dims;     int head_dims[AB_CFG_LIST];
-    int n_causal;   int causal[2];
+    /* base masks, specs as written ("causal", "sliding:4096", "document:8");
+     * `causal = 0,1` is the old spelling of masks = full, causal */
+    int n_masks;    char masks[AB_MAX_MASKS][AB_MASK_SPEC];
+    int masks_line;           /* line of the masks (or causal) key; 0: default */
+    char masks_key[8];        /* "masks" or "causal": the key that set them */
     int n_seeds;    int64_t seeds[AB_CFG_LIST];
     int n_depths;   double depths[AB_CFG_LIST];
     int n_dens;     double densities[AB_CFG_LIST];

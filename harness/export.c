@@ -10,14 +10,26 @@
  *   needle_heatmap.tsv        |  be drawn from this file
  *   overhead_share.tsv        |
  *   cpu_vs_gpu.tsv           /
- *   summary.tsv              one row per method and device (index.html)
+ *   dense_vs_mask.tsv        dense time per base mask relative to causal,
+ *                            with the ideal (allowed-pair ratio)
+ *   summary.tsv              one row per method, device and base mask (index.html)
  *   methods.txt              method names, "dense" first then by name: the
  *                            position is the colour index of every figure
+ *   masks.txt                the base masks of the file, in figure order
  *   meta.txt                 key<TAB>value: file, machine, commit, counts
+ * Base masks: no figure file mixes points of different base masks (causal,
+ * document:8, ...). The per-figure files above hold the points of the
+ * primary mask (causal when the file has it, else the first in masks.txt);
+ * when the file holds several masks, each other mask gets its own copy
+ * NAME--SLUG.tsv (SLUG: the spec with every character but [A-Za-z0-9.-]
+ * made '_'), e.g. latency_vs_n--document_8.tsv. Speedups compare with dense
+ * under the same mask.
  * Output depends only on the input file, so exporting twice gives the same
  * bytes. Aggregates are medians over the points of a group (seeds, tasks,
  * depths...), so one outlier seed does not move a curve.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "harness/cli.h"
 #include "harness/metrics.h"
@@ -46,6 +59,7 @@ typedef struct series {
 typedef struct xrow {
     const ab_point *p;
     int series;
+    int mask;              /* index into xctx.masks */
     int native;            /* target_density is NaN: the knob_value is the setting */
     double setting;        /* target_density, or knob_value when native */
 } xrow;
@@ -59,8 +73,13 @@ typedef struct xctx {
     size_t n_methods;
     series *ser;
     size_t n_ser;
-    xrow *ok;              /* status ok rows */
+    xrow *ok;              /* status ok rows (of one mask while a figure is written) */
     size_t n_ok;
+    xrow *ok_all;          /* every status ok row, xrow_cmp order */
+    size_t n_ok_all;
+    char (*masks)[AB_MASK_SPEC]; /* distinct base masks, mask_order: [0] is primary */
+    char (*slugs)[AB_MASK_SPEC]; /* file-name form of each */
+    size_t n_masks;
     int multi_dev;         /* the file holds more than one device */
     char primary_dev[8];   /* "cpu" when it holds cpu points, else the first */
     const ab_point **dense; /* ok "dense" rows, sorted by match_cmp (speedups) */
@@ -125,6 +144,65 @@ static int cmp_num(double a, double b)
 {
     if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* NaN last */
     return (a > b) - (a < b);
+}
+
+/* ---- base masks ------------------------------------------------------- */
+
+/* The base mask a point ran under: its spec, or, for a row of a file written
+ * before masks were recorded (no spec), causal or full by its flag. */
+static const char *mask_of(const ab_point *p)
+{
+    return p->mask[0] ? p->mask : p->causal ? "causal" : "full";
+}
+
+/* Allowed pairs / N^2 of that mask (the plain causal or full value for a
+ * row without a spec). */
+static double mask_density_of(const ab_point *p)
+{
+    if (p->mask[0]) return p->mask_density;
+    return p->causal ? (p->seq_len + 1.0) / (2.0 * p->seq_len) : 1.0;
+}
+
+/* Figure order of masks: causal, full, then the others by name, numbers
+ * compared as numbers (sliding:512 before sliding:4096). */
+static int mask_order(const char *a0, const char *b0)
+{
+    const char *a = a0, *b = b0;
+    int ra = strcmp(a, "causal") == 0 ? 0 : strcmp(a, "full") == 0 ? 1 : 2;
+    int rb = strcmp(b, "causal") == 0 ? 0 : strcmp(b, "full") == 0 ? 1 : 2;
+    if (ra != rb) return ra - rb;
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            while (*a == '0') a++;
+            while (*b == '0') b++;
+            size_t la = strspn(a, "0123456789"), lb = strspn(b, "0123456789");
+            if (la != lb) return la < lb ? -1 : 1;
+            int o = strncmp(a, b, la);
+            if (o) return o;
+            a += la;
+            b += lb;
+            continue;
+        }
+        if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+        a++;
+        b++;
+    }
+    if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+    return strcmp(a0, b0); /* "x:08" vs "x:8": still a fixed order */
+}
+
+static int mask_cmp(const void *a, const void *b)
+{
+    return mask_order((const char *)a, (const char *)b);
+}
+
+/* Index of p's mask in c->masks (-1 if absent, which build_ctx rules out). */
+static int mask_index(const xctx *c, const ab_point *p)
+{
+    const char *m = mask_of(p);
+    for (size_t k = 0; k < c->n_masks; k++)
+        if (strncmp(c->masks[k], m, AB_MASK_SPEC) == 0) return (int)k;
+    return -1;
 }
 
 /* "dense" first, then by name. */
@@ -196,7 +274,31 @@ static int build_ctx(xctx *c)
     c->methods = malloc((c->n + 1) * sizeof *c->methods);
     c->ser = malloc((c->n + 1) * sizeof *c->ser);
     c->ok = malloc((c->n + 1) * sizeof *c->ok);
-    if (!c->methods || !c->ser || !c->ok) return -1;
+    c->ok_all = malloc((c->n + 1) * sizeof *c->ok_all);
+    c->masks = malloc((c->n + 1) * sizeof *c->masks);
+    c->slugs = malloc((c->n + 1) * sizeof *c->slugs);
+    if (!c->methods || !c->ser || !c->ok || !c->ok_all || !c->masks || !c->slugs) return -1;
+    /* distinct base masks, in figure order, and their file-name forms */
+    for (size_t i = 0; i < c->n; i++) {
+        const char *m = mask_of(&c->pts[i]);
+        size_t k = 0;
+        while (k < c->n_masks && strncmp(c->masks[k], m, AB_MASK_SPEC) != 0) k++;
+        if (k == c->n_masks) snprintf(c->masks[c->n_masks++], AB_MASK_SPEC, "%.*s", AB_MASK_SPEC - 1, m);
+    }
+    qsort(c->masks, c->n_masks, sizeof *c->masks, mask_cmp);
+    for (size_t k = 0; k < c->n_masks; k++) {
+        char *sl = c->slugs[k];
+        size_t l = 0;
+        for (const char *q = c->masks[k]; *q && l + 1 < AB_MASK_SPEC; q++)
+            sl[l++] = (isalnum((unsigned char)*q) || *q == '.' || *q == '-') ? *q : '_';
+        sl[l] = '\0';
+        for (size_t j = 0; j < k; j++) /* two specs with one slug: the later gets its index */
+            if (strcmp(c->slugs[j], sl) == 0) {
+                snprintf(sl + (l < AB_MASK_SPEC - 8 ? l : AB_MASK_SPEC - 8), 8, "_%d",
+                         (int)(k % 100000) + 1);
+                break;
+            }
+    }
     char first_dev[8] = "";
     int multi_dev = 0;
     for (size_t i = 0; i < c->n; i++) {
@@ -252,9 +354,10 @@ static int build_ctx(xctx *c)
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
         if (!ab_status_is_ok(p->status)) continue;
-        xrow *r = &c->ok[c->n_ok++];
+        xrow *r = &c->ok_all[c->n_ok_all++];
         r->p = p;
         r->series = 0;
+        r->mask = mask_index(c, p);
         for (size_t k = 0; k < c->n_ser; k++)
             if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
                 (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) {
@@ -272,6 +375,7 @@ static int xrow_cmp(const void *a, const void *b)
 {
     const xrow *x = a, *y = b;
     if (x->series != y->series) return x->series - y->series;
+    if (x->mask != y->mask) return x->mask - y->mask;
     if (x->native != y->native) return x->native - y->native;
     int o = cmp_num(x->setting, y->setting);
     if (o) return o;
@@ -279,6 +383,15 @@ static int xrow_cmp(const void *a, const void *b)
     o = strncmp(x->p->task, y->p->task, sizeof x->p->task);
     if (o) return o;
     return (x->p > y->p) - (x->p < y->p);
+}
+
+/* Point c->ok at the status ok rows of mask m (every one when m < 0); they
+ * keep their xrow_cmp order. */
+static void select_mask(xctx *c, int m)
+{
+    c->n_ok = 0;
+    for (size_t i = 0; i < c->n_ok_all; i++)
+        if (m < 0 || c->ok_all[i].mask == m) c->ok[c->n_ok++] = c->ok_all[i];
 }
 
 static void block_start(FILE *f, int *nblocks, const series *s)
@@ -292,7 +405,7 @@ static void block_start(FILE *f, int *nblocks, const series *s)
 
 static const char *const POINT_COLS =
     "key\tmethod\tparams\tdevice\tdtype\ttask\tkernel\tlayout\tseq_len\theads\t"
-    "head_dim\tcausal\tthreads\tseed\tdepth\ttarget_density\tknob_value\t"
+    "head_dim\tcausal\tmask\tmask_density\tthreads\tseed\tdepth\ttarget_density\tknob_value\t"
     "achieved_density\tselect_ms\trun_ms\ttotal_ms\tmin_ms\tp10_ms\tp90_ms\tcv\t"
     "n_samples\tdense_gflops\trecall_mass\trecall_topk\trel_l2_err\tmax_abs_err\t"
     "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage";
@@ -311,8 +424,11 @@ static void write_points(FILE *f, const xctx *c)
         PUT_STR(f, p->task, 0); fputs(sep, f);
         PUT_STR(f, p->kernel, 0); fputs(sep, f);
         PUT_STR(f, p->layout, 0); fputs(sep, f);
-        fprintf(f, "%d\t%d\t%d\t%d\t%d\t%lld\t", (int)p->seq_len, (int)p->heads,
-                (int)p->head_dim, (int)p->causal, (int)p->threads, (long long)p->seed);
+        fprintf(f, "%d\t%d\t%d\t%d\t", (int)p->seq_len, (int)p->heads, (int)p->head_dim,
+                (int)p->causal);
+        put_str(f, mask_of(p), AB_MASK_SPEC, 0); fputs(sep, f);
+        put_num(f, mask_density_of(p)); fputs(sep, f);
+        fprintf(f, "%d\t%lld\t", (int)p->threads, (long long)p->seed);
         const double d1[] = {p->depth, p->target_density, p->knob_value,
                              p->achieved_density, p->select_ms, p->run_ms,
                              p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
@@ -655,6 +771,8 @@ static int match_cmp(const ab_point *x, const ab_point *y)
     if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
     if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
     if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
+    o = strncmp(mask_of(x), mask_of(y), AB_MASK_SPEC);
+    if (o) return o;
     if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
     return cmp_num(x->depth, y->depth);
 }
@@ -683,7 +801,7 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
 {
     fputs("# attnbench export: speedup over dense vs density (status ok rows only)\n"
           "# speedup = total_ms of method \"dense\" / total_ms of the method on the same\n"
-          "# (task, device, dtype, seq_len, heads, head_dim, causal, seed, depth);\n"
+          "# (task, device, dtype, seq_len, heads, head_dim, base mask, seed, depth);\n"
           "# one block per method (gnuplot index), blocks separated by two blank lines;\n"
           "# one row per (setting, seq_len), medians over the matched points;\n"
           "# rows sorted by seq_len then density, one blank line between seq_lens\n"
@@ -980,9 +1098,10 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp)
 /* ---- summary.tsv -------------------------------------------------------- */
 
 /* "timeout:2,crashed:1" for the non-ok points among pts[] with this method
- * and device; "-" when none. Returns the count. */
-static size_t not_ok_list(const xctx *c, const char *method, const char *dev, char *out,
-                          size_t len)
+ * (any when NULL), device (any when NULL) and base mask (any when NULL);
+ * "-" when none. Returns the count. */
+static size_t not_ok_list(const xctx *c, const char *method, const char *dev, const char *mask,
+                          char *out, size_t len)
 {
     const char *prev = "";
     size_t used = 0, total = 0;
@@ -993,7 +1112,9 @@ static size_t not_ok_list(const xctx *c, const char *method, const char *dev, ch
         for (size_t i = 0; i < c->n; i++) {
             const ab_point *p = &c->pts[i];
             const char *s = p->status;
-            if (strncmp(p->method, method, 32) || strncmp(p->device, dev, 8)) continue;
+            if ((method && strncmp(p->method, method, 32)) || (dev && strncmp(p->device, dev, 8)) ||
+                (mask && strncmp(mask_of(p), mask, AB_MASK_SPEC)))
+                continue;
             if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
             if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
             if (strncmp(s, next, 16) == 0) count++;
@@ -1008,25 +1129,98 @@ static size_t not_ok_list(const xctx *c, const char *method, const char *dev, ch
     return total;
 }
 
+/* The summary.tsv row of one method (methods.txt line m + 1) on one device
+ * under base mask mk; nothing when it has no point there. */
+static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_t mk,
+                        double *tmp, double *tmp2, xrow *scratch)
+{
+    const char *meth = c->methods[m], *mask = c->masks[mk];
+    const ab_point *first = NULL;
+    size_t npts = 0, nok = 0;
+    for (size_t k = 0; k < c->n; k++) {
+        const ab_point *p = &c->pts[k];
+        if (strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8) ||
+            strncmp(mask_of(p), mask, AB_MASK_SPEC))
+            continue;
+        npts++;
+        if (ab_status_is_ok(p->status)) {
+            nok++;
+            if (!first || !ab_status_is_ok(first->status)) first = p;
+        } else if (!first) first = p;
+    }
+    if (npts == 0) return;
+    char bad[160];
+    not_ok_list(c, meth, dev, mask, bad, sizeof bad);
+    /* the series' rows under this mask at the picked setting and its largest N */
+    size_t nr = 0;
+    for (size_t k = 0; k < c->n_ok; k++) {
+        const series *s = &c->ser[c->ok[k].series];
+        if (!strncmp(s->method, meth, 32) && (!c->multi_dev || !strncmp(s->device, dev, 8)) &&
+            c->ok[k].mask == (int)mk)
+            scratch[nr++] = c->ok[k];
+    }
+    double v[9];
+    for (int k = 0; k < 9; k++) v[k] = NAN;
+    int seq_len = 0;
+    double target = NAN, knob = NAN;
+    if (nr > 0) {
+        size_t b0, b1;
+        pick_setting(scratch, nr, tmp, &b0, &b1);
+        for (size_t k = b0; k < b1; k++)
+            if (scratch[k].p->seq_len > seq_len) seq_len = scratch[k].p->seq_len;
+        size_t g = 0;
+        for (size_t k = b0; k < b1; k++)
+            if (scratch[k].p->seq_len == seq_len) scratch[g++] = scratch[k];
+        const ab_point *p0 = scratch[0].p;
+        target = p0->target_density;
+        knob = p0->knob_value;
+        FIELD_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
+        FIELD_MEDIAN(v[1], scratch, g, p_->total_ms, tmp);
+        FIELD_MEDIAN(v[2], scratch, g,
+                     p_->total_ms > 0 ? dense_ms_for(p_, c->dense, c->n_dense, tmp2) /
+                                            p_->total_ms : NAN, tmp);
+        FIELD_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
+        FIELD_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
+        double lo, hi;
+        pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
+        FIELD_MEDIAN(v[6], scratch, g,
+                     p_->total_ms > 0 ? p_->select_ms / p_->total_ms : NAN, tmp);
+    }
+    put_str(f, meth, 32, 1); fputc('\t', f);
+    put_str(f, dev, 8, 1); fputc('\t', f);
+    put_str(f, first->layout, sizeof first->layout, 1); fputc('\t', f);
+    put_str(f, first->kernel, sizeof first->kernel, 1);
+    fprintf(f, "\t%zu\t%zu\t%s\t%d\t", npts, nok, bad, seq_len);
+    put_num(f, target); fputc('\t', f);
+    put_num(f, knob);
+    for (int k = 0; k < 7; k++) {
+        fputc('\t', f);
+        put_num(f, v[k]);
+    }
+    fprintf(f, "\t%zu\t", m + 1);
+    put_str(f, mask, AB_MASK_SPEC, 1);
+    fputc('\n', f);
+}
+
 static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch)
 {
-    fputs("# attnbench export: one row per method and device; the values are those of\n"
-          "# the setting closest to density 0.1 (as in latency_vs_n.tsv) at the method's\n"
-          "# largest sequence length there, medians over seeds, tasks and depths\n"
-          "# (accuracy pooled); speedup is over \"dense\" on the same workloads; nan where\n"
-          "# the method has no status-ok point or the value does not apply\n"
+    fputs("# attnbench export: one row per method, device and base mask (masks in\n"
+          "# masks.txt order); the values are those of the setting closest to density\n"
+          "# 0.1 (as in latency_vs_n.tsv) at the method's largest sequence length there,\n"
+          "# medians over seeds, tasks and depths (accuracy pooled); speedup is over\n"
+          "# \"dense\" on the same workloads (same mask); nan where the method has no\n"
+          "# status-ok point or the value does not apply\n"
           "# columns: 1 method  2 device  3 layout  4 kernel  5 n_points  6 n_ok\n"
           "#          7 not_ok (status:count,...)  8 seq_len  9 target_density\n"
           "#          10 knob_value  11 achieved_density  12 total_ms  13 speedup\n"
           "#          14 recall_mass  15 recall_topk  16 accuracy  17 select_share\n"
-          "#          18 method_idx (line in methods.txt)\n", f);
+          "#          18 method_idx (line in methods.txt)  19 mask\n", f);
     static const char *const devs[] = {"cpu", "gpu"};
     for (size_t m = 0; m < c->n_methods; m++) {
         const char *meth = c->methods[m];
         /* devices: cpu, gpu, then any other in file order */
         for (size_t d = 0; d < 2 + c->n; d++) {
             const char *dev = NULL;
-            const ab_point *first = NULL;
             if (d < 2) dev = devs[d];
             else {
                 const ab_point *p = &c->pts[d - 2];
@@ -1038,65 +1232,8 @@ static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xro
                 if (seen) continue;
                 dev = p->device;
             }
-            size_t npts = 0, nok = 0;
-            for (size_t k = 0; k < c->n; k++) {
-                const ab_point *p = &c->pts[k];
-                if (strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8)) continue;
-                npts++;
-                if (ab_status_is_ok(p->status)) {
-                    nok++;
-                    if (!first || !ab_status_is_ok(first->status)) first = p;
-                } else if (!first) first = p;
-            }
-            if (npts == 0) continue;
-            char bad[160];
-            not_ok_list(c, meth, dev, bad, sizeof bad);
-            /* the series' rows at the picked setting and its largest N */
-            size_t nr = 0;
-            for (size_t k = 0; k < c->n_ok; k++) {
-                const series *s = &c->ser[c->ok[k].series];
-                if (!strncmp(s->method, meth, 32) && (!c->multi_dev || !strncmp(s->device, dev, 8)))
-                    scratch[nr++] = c->ok[k];
-            }
-            double v[9];
-            for (int k = 0; k < 9; k++) v[k] = NAN;
-            int seq_len = 0;
-            double target = NAN, knob = NAN;
-            if (nr > 0) {
-                size_t b0, b1;
-                pick_setting(scratch, nr, tmp, &b0, &b1);
-                for (size_t k = b0; k < b1; k++)
-                    if (scratch[k].p->seq_len > seq_len) seq_len = scratch[k].p->seq_len;
-                size_t g = 0;
-                for (size_t k = b0; k < b1; k++)
-                    if (scratch[k].p->seq_len == seq_len) scratch[g++] = scratch[k];
-                const ab_point *p0 = scratch[0].p;
-                target = p0->target_density;
-                knob = p0->knob_value;
-                FIELD_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
-                FIELD_MEDIAN(v[1], scratch, g, p_->total_ms, tmp);
-                FIELD_MEDIAN(v[2], scratch, g,
-                             p_->total_ms > 0 ? dense_ms_for(p_, c->dense, c->n_dense, tmp2) /
-                                                    p_->total_ms : NAN, tmp);
-                FIELD_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
-                FIELD_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
-                double lo, hi;
-                pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
-                FIELD_MEDIAN(v[6], scratch, g,
-                             p_->total_ms > 0 ? p_->select_ms / p_->total_ms : NAN, tmp);
-            }
-            put_str(f, meth, 32, 1); fputc('\t', f);
-            put_str(f, dev, 8, 1); fputc('\t', f);
-            put_str(f, first->layout, sizeof first->layout, 1); fputc('\t', f);
-            put_str(f, first->kernel, sizeof first->kernel, 1);
-            fprintf(f, "\t%zu\t%zu\t%s\t%d\t", npts, nok, bad, seq_len);
-            put_num(f, target); fputc('\t', f);
-            put_num(f, knob);
-            for (int k = 0; k < 7; k++) {
-                fputc('\t', f);
-                put_num(f, v[k]);
-            }
-            fprintf(f, "\t%zu\n", m + 1);
+            for (size_t mk = 0; mk < c->n_masks; mk++)
+                summary_row(f, c, m, dev, mk, tmp, tmp2, scratch);
         }
     }
 }
@@ -1131,6 +1268,15 @@ static void write_meta(FILE *f, const xctx *c)
         }
     fputc('\n', f);
     fprintf(f, "primary_device\t%s\n", c->primary_dev);
+    /* base masks, in figure order; the first is the one NAME.tsv holds */
+    fputs("masks\t", f);
+    for (size_t k = 0; k < c->n_masks; k++) {
+        if (k) fputc(',', f);
+        put_str(f, c->masks[k], AB_MASK_SPEC, 1);
+    }
+    fprintf(f, "\nn_masks\t%zu\nprimary_mask\t", c->n_masks);
+    if (c->n_masks) put_str(f, c->masks[0], AB_MASK_SPEC, 1);
+    fputc('\n', f);
     /* sequence lengths, ascending */
     fputs("seq_lens\t", f);
     int prev_n = 0;
@@ -1166,13 +1312,225 @@ static void write_meta(FILE *f, const xctx *c)
     }
 }
 
+/* ---- masks.txt ----------------------------------------------------------- */
+
+static void write_masks(FILE *f, const xctx *c)
+{
+    fputs("# attnbench export: the base masks of the file in figure order; the first is\n"
+          "# the primary mask: NAME.tsv holds its points, NAME--SLUG.tsv those of each\n"
+          "# other mask (files written only when the file holds several masks)\n"
+          "# columns: 1 mask_idx  2 mask  3 slug  4 n_points  5 n_ok\n"
+          "#          6 not_ok (status:count,... or -)  7 seed (of its first point)\n"
+          "#          8 seq_len (its largest)  9 mask_density (allowed pairs / N^2 there)\n", f);
+    for (size_t k = 0; k < c->n_masks; k++) {
+        size_t np = 0, nok = 0;
+        const ab_point *first = NULL, *big = NULL;
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            if (strncmp(mask_of(p), c->masks[k], AB_MASK_SPEC)) continue;
+            np++;
+            nok += ab_status_is_ok(p->status) != 0;
+            if (!first) first = p;
+            if (!big || p->seq_len > big->seq_len) big = p;
+        }
+        char bad[160];
+        not_ok_list(c, NULL, NULL, c->masks[k], bad, sizeof bad);
+        fprintf(f, "%zu\t", k + 1);
+        put_str(f, c->masks[k], AB_MASK_SPEC, 1); fputc('\t', f);
+        put_str(f, c->slugs[k], AB_MASK_SPEC, 1);
+        fprintf(f, "\t%zu\t%zu\t%s\t%lld\t%d\t", np, nok, bad,
+                first ? (long long)first->seed : 0LL, big ? (int)big->seq_len : 0);
+        put_num(f, big ? mask_density_of(big) : NAN);
+        fputc('\n', f);
+    }
+}
+
+/* ---- dense_vs_mask.tsv ------------------------------------------------------- */
+
+/* One dense point against causal dense on the same workload. */
+typedef struct dvm {
+    int seq_len, mask;
+    double ratio, ideal, ms, cms, md;
+} dvm;
+
+static int dvm_cmp(const void *a, const void *b)
+{
+    const dvm *x = a, *y = b;
+    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
+    if (x->mask != y->mask) return x->mask - y->mask;
+    return cmp_num(x->ratio, y->ratio);
+}
+
+/* The workload of a point apart from its base mask. */
+static int work_cmp(const ab_point *x, const ab_point *y)
+{
+    int o = strncmp(x->task, y->task, sizeof x->task);
+    if (o) return o;
+    o = strncmp(x->device, y->device, sizeof x->device);
+    if (o) return o;
+    o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
+    if (o) return o;
+    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
+    if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
+    if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
+    if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
+    return cmp_num(x->depth, y->depth);
+}
+
+static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
+{
+    fputs("# attnbench export: dense attention time under each base mask relative to\n"
+          "# causal (status ok points of method \"dense\" only)\n", f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    fputs("# time_ratio = total_ms of dense under the mask / total_ms of dense under\n"
+          "# causal on the same (task, dtype, seq_len, heads, head_dim, seed, depth);\n"
+          "# ideal_ratio = allowed pairs of the mask / allowed pairs of causal (time\n"
+          "# proportional to the pairs the mask allows); efficiency = ideal / time ratio;\n"
+          "# one row per (seq_len, mask): medians over the matched points\n"
+          "# one block per seq_len (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 mask_idx (line in masks.txt)  2 time_ratio  3 ideal_ratio\n"
+          "#          4 dense_ms  5 causal_ms  6 mask_density  7 seq_len  8 n_points\n"
+          "#          9 mask  10 efficiency\n", f);
+    int causal = -1;
+    for (size_t k = 0; k < c->n_masks; k++)
+        if (strcmp(c->masks[k], "causal") == 0) causal = (int)k;
+    if (c->n_masks < 2) {
+        fprintf(f, "# skip: the file holds one base mask only (%s)\n",
+                c->n_masks ? c->masks[0] : "none");
+        return;
+    }
+    if (causal < 0) {
+        fputs("# skip: no point under the causal mask to compare with\n", f);
+        return;
+    }
+    size_t nw = 0;
+    for (size_t i = 0; i < c->n_dense; i++) {
+        const ab_point *p = c->dense[i];
+        if (strncmp(p->device, c->primary_dev, sizeof p->device)) continue;
+        size_t m = 0;
+        double cmd = NAN;
+        for (size_t k = 0; k < c->n_dense; k++) {
+            const ab_point *q = c->dense[k];
+            if (mask_index(c, q) != causal || work_cmp(p, q) != 0) continue;
+            tmp[m++] = q->total_ms;
+            cmd = mask_density_of(q);
+        }
+        double cms = median_of(tmp, m);
+        if (isnan(cms) || !(cms > 0)) continue;
+        dvm *x = &w[nw++];
+        x->seq_len = p->seq_len;
+        x->mask = mask_index(c, p);
+        x->ms = p->total_ms;
+        x->cms = cms;
+        x->md = mask_density_of(p);
+        x->ratio = p->total_ms / cms;
+        x->ideal = cmd > 0 ? x->md / cmd : NAN;
+    }
+    if (nw == 0) {
+        fputs("# skip: no status-ok dense points under causal and another mask on the "
+              "same workload\n", f);
+        return;
+    }
+    qsort(w, nw, sizeof *w, dvm_cmp);
+    for (size_t a = 0; a < nw;) {
+        if (a > 0 && w[a].seq_len != w[a - 1].seq_len) fputs("\n\n", f);
+        if (a == 0 || w[a].seq_len != w[a - 1].seq_len) fprintf(f, "# seq_len %d\n", w[a].seq_len);
+        size_t b = a;
+        while (b < nw && w[b].seq_len == w[a].seq_len && w[b].mask == w[a].mask) b++;
+        double v[5];
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ratio;
+        v[0] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ideal;
+        v[1] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ms;
+        v[2] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].cms;
+        v[3] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].md;
+        v[4] = median_of(tmp, b - a);
+        fprintf(f, "%d\t", w[a].mask + 1);
+        for (int k = 0; k < 5; k++) {
+            put_num(f, v[k]);
+            fputc('\t', f);
+        }
+        fprintf(f, "%d\t%zu\t", w[a].seq_len, b - a);
+        put_str(f, c->masks[w[a].mask], AB_MASK_SPEC, 1);
+        fputc('\t', f);
+        put_num(f, v[0] > 0 ? v[1] / v[0] : NAN);
+        fputc('\n', f);
+        a = b;
+    }
+}
+
 /* ---- the command ------------------------------------------------------ */
 
-/* Every file export writes, in this order (export_all's switch). */
-static const char *const EXPORT_FILES[] = {
-    "points.tsv", "latency_vs_n.tsv", "recall_vs_density.tsv", "accuracy_vs_density.tsv",
-    "speedup_vs_density.tsv", "accuracy_vs_latency.tsv", "needle_heatmap.tsv",
-    "overhead_share.tsv", "cpu_vs_gpu.tsv", "summary.tsv", "methods.txt", "meta.txt"};
+/* The per-figure files, in this order (export_all's switch); each is written
+ * once per base mask when the file holds several. */
+static const char *const FIG_FILES[] = {
+    "latency_vs_n", "recall_vs_density", "accuracy_vs_density", "speedup_vs_density",
+    "accuracy_vs_latency", "needle_heatmap", "overhead_share", "cpu_vs_gpu"};
+#define N_FIG_FILES (sizeof FIG_FILES / sizeof FIG_FILES[0])
+
+/* Remove DIR/FIG--*.tsv left by an earlier export (of another file): each
+ * export writes the per-mask copies afresh. */
+static void remove_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".tsv") != 0) continue;
+        for (size_t k = 0; k < N_FIG_FILES; k++) {
+            size_t fl = strlen(FIG_FILES[k]);
+            if (strncmp(e->d_name, FIG_FILES[k], fl) == 0 && strncmp(e->d_name + fl, "--", 2) == 0) {
+                char path[4352];
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                unlink(path);
+                break;
+            }
+        }
+    }
+    closedir(d);
+}
+
+typedef struct xbufs {
+    double *tmp, *tmp2, *tmp3;
+    agg *g;
+    xrow *scratch;
+    alpt *al;
+    dvm *dv;
+} xbufs;
+
+/* Write figure file k for base mask mk (c->ok already holds its rows). */
+static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbufs *x,
+                        char *err, size_t errlen)
+{
+    char name[256];
+    if (mk == 0) snprintf(name, sizeof name, "%s.tsv", FIG_FILES[k]);
+    else snprintf(name, sizeof name, "%s--%s.tsv", FIG_FILES[k], c->slugs[mk]);
+    FILE *f = open_out(dir, name, err, errlen);
+    if (!f) return -1;
+    fputs("# mask: ", f);
+    put_str(f, c->n_masks ? c->masks[mk] : "", AB_MASK_SPEC, 1);
+    if (c->n_masks > 1) fprintf(f, " (base mask %zu of %zu: see masks.txt)", mk + 1, c->n_masks);
+    fputc('\n', f);
+    switch (k) {
+    case 0: write_latency(f, c, x->tmp, 0); break;
+    case 1: write_recall(f, c, x->tmp, x->g); break;
+    case 2: write_accuracy(f, c, x->tmp, x->g, x->scratch); break;
+    case 3: write_speedup(f, c, x->tmp, x->tmp2, x->g); break;
+    case 4: write_acc_latency(f, c, x->tmp, x->scratch, x->al); break;
+    case 5: write_heatmap(f, c, x->tmp, x->scratch, x->tmp2, x->tmp3); break;
+    case 6: write_overhead(f, c, x->tmp); break;
+    default: write_latency(f, c, x->tmp, 1); break;
+    }
+    return close_out(f, name, 0, err, errlen);
+}
+
+/* The whole-file outputs, in this order (export_all's second switch). */
+static const char *const OTHER_FILES[] = {"dense_vs_mask.tsv", "summary.tsv", "methods.txt",
+                                          "masks.txt", "meta.txt"};
 
 static int export_all(const char *path, const char *dir, char *err, size_t errlen)
 {
@@ -1188,60 +1546,74 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
     c.pts = pts;
     c.n = n;
     c.env = &env;
-    double *tmp = malloc((n + 1) * sizeof *tmp);
-    double *tmp2 = malloc((n + 1) * sizeof *tmp2);
-    agg *g = malloc((n + 1) * sizeof *g);
-    xrow *scratch = malloc((n + 1) * sizeof *scratch);
-    double *tmp3 = malloc((n + 1) * sizeof *tmp3);
-    alpt *al = malloc((n + 1) * sizeof *al);
+    xbufs x;
+    x.tmp = malloc((n + 1) * sizeof *x.tmp);
+    x.tmp2 = malloc((n + 1) * sizeof *x.tmp2);
+    x.tmp3 = malloc((n + 1) * sizeof *x.tmp3);
+    x.g = malloc((n + 1) * sizeof *x.g);
+    x.scratch = malloc((n + 1) * sizeof *x.scratch);
+    x.al = malloc((n + 1) * sizeof *x.al);
+    x.dv = malloc((n + 1) * sizeof *x.dv);
     const ab_point **dense = malloc((n + 1) * sizeof *dense);
-    if (!tmp || !tmp2 || !tmp3 || !al || !g || !scratch || !dense || build_ctx(&c) != 0) {
+    if (!x.tmp || !x.tmp2 || !x.tmp3 || !x.al || !x.g || !x.scratch || !x.dv || !dense ||
+        build_ctx(&c) != 0) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    qsort(c.ok, c.n_ok, sizeof *c.ok, xrow_cmp);
+    qsort(c.ok_all, c.n_ok_all, sizeof *c.ok_all, xrow_cmp);
+    select_mask(&c, -1);
     c.dense = dense;
     for (size_t i = 0; i < c.n_ok; i++)
         if (strcmp(c.ok[i].p->method, "dense") == 0 && c.ok[i].p->total_ms > 0)
             dense[c.n_dense++] = c.ok[i].p;
     qsort(dense, c.n_dense, sizeof *dense, dense_cmp);
     if (mkdir_p(dir, err, errlen) != 0) goto done;
+    remove_stale(dir);
 
-    for (size_t k = 0; k < sizeof EXPORT_FILES / sizeof EXPORT_FILES[0]; k++) {
-        FILE *f = open_out(dir, EXPORT_FILES[k], err, errlen);
+    FILE *f = open_out(dir, "points.tsv", err, errlen);
+    if (!f) goto done;
+    write_points(f, &c);
+    if (close_out(f, "points.tsv", 0, err, errlen) != 0) goto done;
+    /* one pass per mask; a file without points still gets the primary files */
+    size_t passes = c.n_masks > 1 ? c.n_masks : 1;
+    for (size_t mk = 0; mk < passes; mk++) {
+        select_mask(&c, c.n_masks > 1 ? (int)mk : -1);
+        for (size_t k = 0; k < N_FIG_FILES; k++)
+            if (write_figure(dir, &c, k, mk, &x, err, errlen) != 0) goto done;
+    }
+    select_mask(&c, -1);
+    for (size_t k = 0; k < sizeof OTHER_FILES / sizeof OTHER_FILES[0]; k++) {
+        f = open_out(dir, OTHER_FILES[k], err, errlen);
         if (!f) goto done;
         switch (k) {
-        case 0: write_points(f, &c); break;
-        case 1: write_latency(f, &c, tmp, 0); break;
-        case 2: write_recall(f, &c, tmp, g); break;
-        case 3: write_accuracy(f, &c, tmp, g, scratch); break;
-        case 4: write_speedup(f, &c, tmp, tmp2, g); break;
-        case 5: write_acc_latency(f, &c, tmp, scratch, al); break;
-        case 6: write_heatmap(f, &c, tmp, scratch, tmp2, tmp3); break;
-        case 7: write_overhead(f, &c, tmp); break;
-        case 8: write_latency(f, &c, tmp, 1); break;
-        case 9: write_summary(f, &c, tmp, tmp2, scratch); break;
-        case 10:
+        case 0: write_dense_mask(f, &c, x.tmp, x.dv); break;
+        case 1: write_summary(f, &c, x.tmp, x.tmp2, x.scratch); break;
+        case 2:
             for (size_t m = 0; m < c.n_methods; m++) {
                 put_str(f, c.methods[m], sizeof c.methods[m], 1);
                 fputc('\n', f);
             }
             break;
+        case 3: write_masks(f, &c); break;
         default: write_meta(f, &c); break;
         }
-        if (close_out(f, EXPORT_FILES[k], 0, err, errlen) != 0) goto done;
+        if (close_out(f, OTHER_FILES[k], 0, err, errlen) != 0) goto done;
     }
     rc = 0;
 done:
     free(c.methods);
     free(c.ser);
     free(c.ok);
-    free(tmp);
-    free(tmp2);
-    free(tmp3);
-    free(al);
-    free(g);
-    free(scratch);
+    free(c.ok_all);
+    free(c.masks);
+    free(c.slugs);
+    free(x.tmp);
+    free(x.tmp2);
+    free(x.tmp3);
+    free(x.al);
+    free(x.g);
+    free(x.scratch);
+    free(x.dv);
     free(dense);
     free(pts);
     ab_env_free(&env);
@@ -1262,10 +1634,16 @@ static void export_usage(FILE *f)
           "  needle_heatmap.tsv       per method: needle accuracy by length x depth\n"
           "  overhead_share.tsv       per method: select / total vs sequence length\n"
           "  cpu_vs_gpu.tsv           latency vs length on each device (several devices)\n"
-          "  summary.tsv              one row per method and device (the report's table)\n"
-          "  methods.txt, meta.txt    colour order; file, machine, commit, counts\n"
+          "  dense_vs_mask.tsv        dense time per base mask relative to causal, and the\n"
+          "                           ideal (ratio of allowed pairs)\n"
+          "  summary.tsv              one row per method, device and base mask\n"
+          "  methods.txt, masks.txt   colour order; the base masks in figure order\n"
+          "  meta.txt                 file, machine, commit, counts\n"
           "The per-figure files hold status-ok points only, one gnuplot block\n"
           "(index) per method; their columns are listed in a header comment.\n"
+          "No figure file mixes base masks: NAME.tsv holds the primary mask (causal\n"
+          "when present), and with several masks NAME--SLUG.tsv each other one\n"
+          "(e.g. latency_vs_n--document_8.tsv; masks.txt lists the slugs).\n"
           "\n"
           "options:\n"
           "  -d, --dir DIR   output directory (required)\n"

@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "harness/registry.h" /* ab_mask_fraction */
 #include "harness/timing.h"
 #include "kernels/kernels.h"
 
@@ -360,7 +361,8 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
             p->sample_select_ms[i] = sel[i];
             p->sample_run_ms[i] = run[i];
         }
-        const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * (s->causal ? 0.5 : 1.0);
+        const ab_mask fm = ab_shape_mask(s); /* dense-equivalent work over the pairs the base mask allows */
+        const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
         p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
         p->achieved_density = ab_layout_density(&l);
         snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l.kind));

@@ -1,4 +1,5 @@
-/* main.c — the attnbench command line: subcommand dispatch, `list`, help. */
+/* main.c — the attnbench command line: subcommand dispatch, `list`
+ * (methods, tasks, base masks), help. */
 #include "harness/cli.h"
 #include "harness/registry.h"
 
@@ -10,7 +11,7 @@ static void usage(FILE *f)
     fprintf(f,
             "attnbench — a reproducible benchmark and evaluation suite for sparse attention\n\n"
             "usage: attnbench COMMAND [options]   (attnbench COMMAND --help for details)\n\n"
-            "  list [methods|tasks]          what is registered, with summaries\n"
+            "  list [methods|tasks|masks]    what is registered, with summaries\n"
             "  run -c CONFIG -o OUT.h5       run a sweep (--resume, --methods, --threads, --shard, --dry-run)\n"
             "  show OUT.h5                   summary table in the terminal\n"
             "  export OUT.h5 -d DIR          TSV per figure\n"
@@ -31,16 +32,18 @@ static void print_params(const ab_param *p, int cap)
 
 int ab_cmd_list(int argc, char **argv)
 {
-    int methods = 1, tasks = 1, verbose = 0;
+    int methods = 1, tasks = 1, masks = 1, verbose = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: attnbench list [methods|tasks] [-v]\n"
-                   "List the registered methods and tasks; -v also lists their parameters.\n");
+            printf("usage: attnbench list [methods|tasks|masks] [-v]\n"
+                   "List the registered methods, tasks and base masks (the [sweep] masks\n"
+                   "axis); -v also lists the parameters of methods and tasks.\n");
             return 0;
-        } else if (!strcmp(argv[i], "methods")) tasks = 0;
-        else if (!strcmp(argv[i], "tasks")) methods = 0;
+        } else if (!strcmp(argv[i], "methods")) tasks = masks = 0;
+        else if (!strcmp(argv[i], "tasks")) methods = masks = 0;
+        else if (!strcmp(argv[i], "masks")) methods = tasks = 0;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) verbose = 1;
-        else { ab_errorf("list: unknown argument '%s' (methods, tasks, -v)", argv[i]); return 2; }
+        else { ab_errorf("list: unknown argument '%s' (methods, tasks, masks, -v)", argv[i]); return 2; }
     }
     if (methods) {
         printf("methods (%d):\n", ab_method_count);
@@ -59,6 +62,15 @@ int ab_cmd_list(int argc, char **argv)
             const ab_task *t = ab_task_at(i);
             printf("  %-20s %s\n", t->name, t->summary ? t->summary : "");
             if (verbose) print_params(t->params, AB_TASK_MAX_PARAMS);
+        }
+    }
+    if (masks) {
+        printf("%sbase masks (%d): [sweep] masks = SPEC, ...; every method's layout is intersected with it\n",
+               methods || tasks ? "\n" : "", ab_mask_count);
+        for (int i = 0; i < ab_mask_count; i++) {
+            const ab_mask_def *m = ab_mask_at(i);
+            printf("  %-20s %s\n  %-20s   syntax: %s; causal: %s\n", m->name, m->summary ? m->summary : "", "",
+                   m->syntax ? m->syntax : m->name, m->causal ? "yes" : "no");
         }
     }
     return 0;

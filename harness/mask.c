@@ -2,17 +2,21 @@
  * like the pattern figures of MInference (Jiang et al. 2024, arXiv
  * 2407.02490, Fig. 2) and XAttention (Xu et al. 2025, arXiv 2503.16428).
  *
- *   attnbench mask METHOD [-n N] [--density D | --param k=v ...] [--head H] -o FILE.png
- *   attnbench mask --gallery [-n N] [--density D] -o DIR
+ *   attnbench mask METHOD [-n N] [--mask SPEC] [--density D | --param k=v ...] [--head H] -o FILE.png
+ *   attnbench mask --gallery [-n N] [--mask SPEC] [--density D] -o DIR
  *
- * The problem is the needle task's haystack (seeded, 8 heads, d = 64,
- * causal), so dynamic selectors see sinks, vertical and slash lines. With
+ * The problem is the needle task's haystack (seeded, 8 heads, d = 64) under
+ * a base mask (--mask, default causal; bound to N and the seed as the sweep
+ * binds it), so dynamic selectors see sinks, vertical and slash lines. With
  * --density the method's knob is calibrated by bisection (as the sweep does,
- * select() only) to the target. One head's layout is drawn as a matrix of
- * cells (query blocks down, key blocks across; cell = 64 tokens, larger for
- * N > 16K so at most 256 cells a side): the shade is the fraction of the
- * cell's causally valid pairs kept (dark = kept), causally invalid cells are
- * light grey. The cell matrix (FILE.dat) and the gnuplot script (FILE.gp)
+ * select() only) to the target density, measured over the pairs the base
+ * mask allows. One head's layout is drawn as a matrix of cells (query blocks
+ * down, key blocks across; cell = 64 tokens, larger for N > 16K so at most
+ * 256 cells a side): the shade is the fraction of the cell's allowed pairs
+ * kept (dark = kept); cells the base mask forbids entirely are light grey.
+ * Allowed pairs come from the mask's row spans and ab_mask_row_count, so
+ * every mask (document, sliding, prefix, chunked...) is drawn as it is.
+ * `attnbench mask dense --mask SPEC` draws the base mask alone. The cell matrix (FILE.dat) and the gnuplot script (FILE.gp)
  * are written beside the PNG, so `gnuplot FILE.gp` redraws it.
  * --gallery draws every registered CPU prefill method on the same haystack
  * at the same density into DIR/mask_METHOD.png and one multiplot grid
@@ -39,12 +43,14 @@ typedef struct mask_opts {
     int n, heads, d, head, block;
     uint64_t seed;
     double density; /* NaN: no calibration */
+    const char *spec; /* the base mask as given */
+    ab_mask bm;       /* bound to n and seed */
 } mask_opts;
 
 /* One drawn layout. */
 typedef struct mask_img {
     int cells, cell;   /* cells per side, tokens per cell */
-    double *val;       /* (cells, cells): kept fraction, -1 causally invalid */
+    double *val;       /* (cells, cells): kept fraction, -1 forbidden by the base mask */
     double density;    /* the layout's density (all heads) */
     double knob;       /* NaN: none */
     char kind[16];
@@ -60,7 +66,7 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
     *k = malloc(cnt * sizeof **k);
     *v = malloc(cnt * sizeof **v);
     if (!*q || !*k || !*v) { ab_errorf("mask: out of memory for Q, K, V"); return 1; }
-    const ab_shape s = { o->heads, o->n, o->d, 1, 1.0f / sqrtf((float)o->d), NULL };
+    const ab_shape s = { o->heads, o->n, o->d, o->bm.def->causal, 1.0f / sqrtf((float)o->d), &o->bm };
     if (!t) { ab_errorf("mask: the needle task is not registered"); return 1; }
     ab_params tp;
     ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &tp);
@@ -137,57 +143,56 @@ static int calibrate(const ab_method *m, const ab_params *base, const ab_problem
 
 /* ---- drawing ------------------------------------------------------------------ */
 
-/* Add `cnt` kept pairs of query row i over keys [j0, j1) (valid ones only). */
-static void add_keys(mask_img *im, double *kept, int i, int j0, int j1)
+/* Add the pairs of query row i over keys [j0, j1) that the base mask allows
+ * to acc (cells, cells), cell by cell. */
+static void add_allowed(const mask_img *im, double *acc, const ab_mask *bm, int i, int j0, int j1)
 {
     for (int j = j0; j < j1;) {
         const int c = j / im->cell, end = (c + 1) * im->cell < j1 ? (c + 1) * im->cell : j1;
-        kept[(size_t)(i / im->cell) * im->cells + c] += end - j;
+        acc[(size_t)(i / im->cell) * im->cells + c] += (double)ab_mask_row_count(bm, i, j, end);
         j = end;
     }
 }
 
-/* Fill im from head h of a finalised layout. */
-static int draw_layout(const ab_layout *l, int h, mask_img *im)
+/* Fill im from head h of a finalised layout under base mask bm. */
+static int draw_layout(const ab_layout *l, const ab_mask *bm, int h, mask_img *im)
 {
-    const int N = l->seq_len, causal = l->causal;
+    const int N = l->seq_len;
     im->cell = 64;
     while ((N + im->cell - 1) / im->cell > MASK_MAX_CELLS) im->cell *= 2;
     im->cells = (N + im->cell - 1) / im->cell;
     const int C = im->cells;
     im->val = calloc((size_t)C * C, sizeof *im->val);
-    double *kept = calloc((size_t)C * C, sizeof *kept); /* (cells, cells) */
-    if (!im->val || !kept) { free(kept); return AB_ENOMEM; }
+    double *kept = calloc((size_t)C * C, sizeof *kept);  /* (cells, cells) */
+    double *valid = calloc((size_t)C * C, sizeof *valid); /* (cells, cells) */
+    if (!im->val || !kept || !valid) { free(kept); free(valid); return AB_ENOMEM; }
     snprintf(im->kind, sizeof im->kind, "%s", ab_layout_kind_name(l->kind));
     im->density = ab_layout_density(l);
     for (int qb = 0; qb < l->n_qblocks; qb++) {
         const int r0 = qb * l->block_q, r1 = (qb + 1) * l->block_q < N ? (qb + 1) * l->block_q : N;
         const int64_t row = (int64_t)h * l->n_qblocks + qb;
         for (int i = r0; i < r1; i++) {
-            const int lim = causal ? i + 1 : N; /* keys [0, lim) are valid */
-            if (l->kind == AB_LAYOUT_DENSE) { add_keys(im, kept, i, 0, lim); continue; }
+            int lo, hi; /* the allowed keys of row i lie in [lo, hi) */
+            ab_mask_span(bm, i, &lo, &hi);
+            add_allowed(im, valid, bm, i, lo, hi);
+            if (l->kind == AB_LAYOUT_DENSE) { add_allowed(im, kept, bm, i, lo, hi); continue; }
             if (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED)
                 for (int64_t e = l->blk_ptr[row]; e < l->blk_ptr[row + 1]; e++) {
-                    const int j0 = l->blk_idx[e] * l->block_k, j1 = j0 + l->block_k;
-                    if (j0 < lim) add_keys(im, kept, i, j0, j1 < lim ? j1 : lim);
+                    int j0 = l->blk_idx[e] * l->block_k, j1 = j0 + l->block_k;
+                    j0 = j0 > lo ? j0 : lo;
+                    j1 = j1 < hi ? j1 : hi;
+                    if (j0 < j1) add_allowed(im, kept, bm, i, j0, j1);
                 }
             if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED)
                 for (int64_t e = l->tok_ptr[row]; e < l->tok_ptr[row + 1]; e++)
-                    if (l->tok_idx[e] < lim) kept[(size_t)(i / im->cell) * C + l->tok_idx[e] / im->cell] += 1;
+                    if (ab_mask_allows(bm, i, l->tok_idx[e]))
+                        kept[(size_t)(i / im->cell) * C + l->tok_idx[e] / im->cell] += 1;
         }
     }
-    for (int a = 0; a < C; a++)
-        for (int b = 0; b < C; b++) {
-            /* valid pairs of cell (a, b): rows [a*c, ..), keys [b*c, ..), j <= i if causal */
-            double valid = 0;
-            for (int i = a * im->cell; i < (a + 1) * im->cell && i < N; i++) {
-                const int k0 = b * im->cell, k1 = (b + 1) * im->cell < N ? (b + 1) * im->cell : N;
-                const int hi = causal ? (k1 < i + 1 ? k1 : i + 1) : k1;
-                valid += hi > k0 ? hi - k0 : 0;
-            }
-            im->val[(size_t)a * C + b] = valid > 0 ? kept[(size_t)a * C + b] / valid : -1.0;
-        }
+    for (size_t a = 0; a < (size_t)C * C; a++)
+        im->val[a] = valid[a] > 0 ? kept[a] / valid[a] : -1.0;
     free(kept);
+    free(valid);
     return AB_OK;
 }
 
@@ -240,7 +245,8 @@ static void panel_title(char *t, size_t n, const ab_method *m, const mask_img *i
 {
     char kn[64] = "";
     if (!isnan(im->knob)) snprintf(kn, sizeof kn, ", %s=%.4g", m->params[m->density_knob.param].name, im->knob);
-    snprintf(t, n, "%s: density %.3f%s (%s, head %d, N=%d)", m->name, im->density, kn, im->kind, o->head, o->n);
+    snprintf(t, n, "%s: density %.3f%s (%s, head %d, N=%d)\\nbase mask %s: allows %.1f%% of the N^2 pairs",
+             m->name, im->density, kn, im->kind, o->head, o->n, o->bm.spec, 100.0 * ab_mask_fraction(&o->bm));
 }
 
 /* Select (calibrated) and draw one method into im. */
@@ -259,7 +265,7 @@ static int mask_method(const ab_method *m, const ab_params *base, const ab_probl
         snprintf(msg, sizeof msg, "custom layout: no key set to draw");
         rc = AB_EUNSUPPORTED;
     }
-    if (rc == AB_OK) rc = draw_layout(&l, o->head, im);
+    if (rc == AB_OK) rc = draw_layout(&l, &o->bm, o->head, im);
     ab_layout_free(&l);
     if (rc == AB_EUNSUPPORTED) fprintf(stderr, "attnbench: mask: %s skipped: %s\n", m->name, msg[0] ? msg : "unsupported");
     else if (rc) ab_errorf("mask: %s: %s", m->name, msg[0] ? msg : ab_strerror(rc));
@@ -276,7 +282,7 @@ static void stem(char *out, size_t n, const char *path)
 
 static int draw_one(const char *png, const ab_method *m, const mask_img *im, const mask_opts *o)
 {
-    char st[4096], dat[4200], gp[4200], title[256];
+    char st[4096], dat[4200], gp[4200], title[512];
     stem(st, sizeof st, png);
     snprintf(dat, sizeof dat, "%s.dat", st);
     snprintf(gp, sizeof gp, "%s.gp", st);
@@ -297,17 +303,21 @@ static int draw_one(const char *png, const ab_method *m, const mask_img *im, con
 
 static void usage(FILE *f)
 {
-    fputs("usage: attnbench mask METHOD [-n N] [--density D | --param k=v ...] [--head H] -o FILE.png\n"
-          "       attnbench mask --gallery [-n N] [--density D] -o DIR\n"
+    fputs("usage: attnbench mask METHOD [-n N] [--mask SPEC] [--density D | --param k=v ...] [--head H] -o FILE.png\n"
+          "       attnbench mask --gallery [-n N] [--mask SPEC] [--density D] -o DIR\n"
           "Draw which (query, key) pairs a method keeps on the needle task's haystack\n"
-          "(seeded; 8 heads, d = 64, causal): query blocks down, key blocks across, dark = kept,\n"
-          "light grey = causally invalid. --density calibrates the method's knob first.\n"
+          "(seeded; 8 heads, d = 64) under a base mask: query blocks down, key blocks across,\n"
+          "dark = kept, light grey = forbidden by the base mask. --density calibrates the\n"
+          "method's knob first (density over the pairs the mask allows).\n"
+          "`attnbench mask dense --mask SPEC` draws the base mask alone.\n"
           "  -n N          sequence length (default 4096)\n"
+          "  --mask SPEC   base mask (default causal): full, sliding:W, prefix:F, document:K,\n"
+          "                chunked:C, ... (attnbench list masks); bound to N and --seed\n"
           "  --density D   calibrate the density knob to D (gallery default 0.1)\n"
           "  --param k=v   set a method parameter (repeatable; single method only)\n"
           "  --head H      head to draw (default 0)\n"
           "  --heads H     heads of the problem (default 8)\n"
-          "  --seed S      haystack seed (default 1)\n"
+          "  --seed S      haystack seed, also the base mask's (document lengths; default 1)\n"
           "  --gallery     every registered CPU prefill method: DIR/mask_METHOD.png + DIR/mask_gallery.png\n"
           "Writes FILE.dat (cell matrix) and FILE.gp (gnuplot script) beside each PNG.\n"
           "Exit: 0 drawn, 1 a method or gnuplot failed, 2 usage error.\n",
@@ -316,7 +326,8 @@ static void usage(FILE *f)
 
 int ab_cmd_mask(int argc, char **argv)
 {
-    mask_opts o = { .n = 4096, .heads = 8, .d = 64, .head = 0, .block = 64, .seed = 1, .density = NAN };
+    mask_opts o = { .n = 4096, .heads = 8, .d = 64, .head = 0, .block = 64, .seed = 1, .density = NAN,
+                    .spec = "causal" };
     const char *method = NULL, *outp = NULL;
     int gallery = 0;
     const char *params[AB_MAX_PARAMS];
@@ -332,6 +343,7 @@ int ab_cmd_mask(int argc, char **argv)
         else if (!strcmp(a, "--heads") && more) o.heads = atoi(argv[++i]);
         else if (!strcmp(a, "--seed") && more) o.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "-o") && more) outp = argv[++i];
+        else if (!strcmp(a, "--mask") && more) o.spec = argv[++i];
         else if (!strcmp(a, "--param") && more) {
             if (nparams == AB_MAX_PARAMS) { ab_errorf("mask: too many --param"); return 2; }
             params[nparams++] = argv[++i];
@@ -363,6 +375,11 @@ int ab_cmd_mask(int argc, char **argv)
         }
     }
 
+    char why[256] = "";
+    if (ab_mask_make(&o.bm, o.spec, o.n, o.seed, why, sizeof why) != AB_OK) {
+        ab_errorf("mask: --mask '%s': %s", o.spec, why[0] ? why : "cannot be used");
+        return 2;
+    }
     float *q = NULL, *k = NULL, *v = NULL;
     ab_problem pb;
     int status = 0;
@@ -391,7 +408,7 @@ int ab_cmd_mask(int argc, char **argv)
             free(im.val);
             continue;
         }
-        char png[4200], dat[4200], title[256];
+        char png[4200], dat[4200], title[512];
         snprintf(png, sizeof png, "%s/mask_%s.png", outp, mi->name);
         if (draw_one(png, mi, &im, &o)) status = 1;
         snprintf(dat, sizeof dat, "%s/mask_%s.dat", outp, mi->name);
@@ -415,8 +432,9 @@ int ab_cmd_mask(int argc, char **argv)
         gp_style(f);
         fprintf(f, "unset xtics; unset ytics; unset xlabel; unset ylabel\n");
         fprintf(f, "set xrange [-0.5:%d.5]; set yrange [%d.5:-0.5]\n", cells - 1, cells - 1);
-        fprintf(f, "set multiplot layout %d,%d title \"attnbench layouts: needle haystack, N=%d, head %d, target density %.3g "
-                   "(dark = kept, grey = causally invalid)\" noenhanced\n", rows, cols, o.n, o.head, o.density);
+        fprintf(f, "set multiplot layout %d,%d title \"attnbench layouts: needle haystack, N=%d, head %d, base mask %s, "
+                   "target density %.3g (dark = kept, grey = not allowed by the mask)\" noenhanced\n",
+                rows, cols, o.n, o.head, o.bm.spec, o.density);
         fputs(panels, f);
         fputs("unset multiplot\n", f);
         fclose(f);
@@ -428,5 +446,6 @@ out:
     free(q);
     free(k);
     free(v);
+    ab_mask_free(&o.bm);
     return status;
 }

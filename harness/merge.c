@@ -79,7 +79,7 @@ static int row_diff(const ab_point *a, const ab_point *b, char *why, size_t wl)
 #define I(f) if (a->f != b->f) { snprintf(why, wl, "%s: %lld vs %lld", #f, (long long)a->f, (long long)b->f); return 1; }
 #define D(f) if (!same_double(a->f, b->f)) { snprintf(why, wl, "%s: %.17g vs %.17g", #f, a->f, b->f); return 1; }
     S(method) S(params) S(device) S(dtype) S(task) S(kernel) S(layout)
-    I(seq_len) I(heads) I(head_dim) I(causal) I(threads) I(seed)
+    I(seq_len) I(heads) I(head_dim) I(causal) S(mask) D(mask_density) I(threads) I(seed)
     D(depth) D(target_density) D(knob_value) D(achieved_density)
     D(select_ms) D(run_ms) D(total_ms) D(min_ms) D(p10_ms) D(p90_ms) D(cv)
     I(n_samples)
@@ -179,8 +179,8 @@ int ab_cmd_merge(int argc, char **argv)
             char why[600];
             if (!row_diff(kept, &p[i], why, sizeof why)) { dups++; continue; }
             conflicts++;
-            fprintf(stderr, "attnbench: merge: conflict: point %s (%s %s N=%d) differs in %s from an earlier input (%s); keeping the earlier row\n",
-                    p[i].key, p[i].method, p[i].task, p[i].seq_len, in[f], why);
+            fprintf(stderr, "attnbench: merge: conflict: point %s (%s %s N=%d mask=%s) differs in %s from an earlier input (%s); keeping the earlier row\n",
+                    p[i].key, p[i].method, p[i].task, p[i].seq_len, p[i].mask, in[f], why);
         }
         free(p);
     }

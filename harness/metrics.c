@@ -1,6 +1,9 @@
 /* metrics.c — mass recall (MInference's "attention recall"), top-k recall,
  * output error against the fp64 reference, and the Wilson interval.
- * See TASKS.md §4. Rows are processed one at a time; nothing is N×N. */
+ * See TASKS.md §4. Rows are processed one at a time; nothing is N×N.
+ * Every metric ranges over the keys the base mask allows (ab_shape_mask of
+ * the problem's shape): the dense top-k is chosen among them and a kept key
+ * the mask forbids counts for nothing. */
 #include "harness/metrics.h"
 #include "datasets/rng.h"
 #include "kernels/kernels.h"
@@ -86,6 +89,7 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
         rc = ab_ref_rows(pb, h, rows, n_rows, NULL, r->out + (size_t)h * n_rows * d,
                          r->rmax + (size_t)h * n_rows, r->rsum + (size_t)h * n_rows);
     if (rc) return rc;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     int err = 0;
 #pragma omp parallel
     {
@@ -100,14 +104,17 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
             for (int t = 0; t < n_rows; t++) {
                 if (!lg || !ix) continue;
                 int i = rows[t];
-                int nk = pb->s.causal ? i + 1 : N;
+                /* candidates: the keys the base mask lets row i see */
+                int lo, hi, nk = 0;
+                ab_mask_span(&mask, i, &lo, &hi);
                 const float *q = pb->q + ((size_t)h * N + i) * d;
-                for (int j = 0; j < nk; j++) {
+                for (int j = lo; j < hi; j++) {
+                    if (!mask.def->interval && !ab_mask_allows(&mask, i, j)) continue;
                     const float *k = pb->k + ((size_t)h * N + j) * d;
                     double s = 0;
                     for (int c = 0; c < d; c++) s += (double)q[c] * (double)k[c];
-                    lg[j] = s * pb->s.scale;
-                    ix[j] = j;
+                    lg[nk] = s * pb->s.scale;
+                    ix[nk++] = j;
                 }
                 int kk = r->topk < nk ? r->topk : nk;
                 select_topk(lg, ix, nk, kk);
@@ -120,12 +127,16 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
     return err ? AB_ENOMEM : AB_OK;
 }
 
-/* Sum over the keys row i of head h keeps of exp(logit - m). */
-static double kept_mass(const ab_problem *pb, const ab_layout *l, int h, int i, double m)
+/* Sum over the keys row i of head h keeps, among those the base mask
+ * allows, of exp(logit - m). */
+static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask *mask, int h, int i,
+                        double m)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim;
     const float *q = pb->q + ((size_t)h * N + i) * d;
-    int jmax = pb->s.causal ? i : N - 1;
+    int lo, hi; /* the mask's span of row i: keys outside it are never allowed */
+    ab_mask_span(mask, i, &lo, &hi);
+    const int exact = mask->def->interval; /* span exact: no per-key test */
     double acc = 0;
 #define ADD_KEY(j) do { \
         const float *k_ = pb->k + ((size_t)h * N + (j)) * d; double s_ = 0; \
@@ -134,13 +145,17 @@ static double kept_mass(const ab_problem *pb, const ab_layout *l, int h, int i, 
     size_t row = (size_t)h * l->n_qblocks + (size_t)(i / l->block_q);
     if (l->blk_ptr)
         for (int64_t e = l->blk_ptr[row]; e < l->blk_ptr[row + 1]; e++) {
-            int j0 = l->blk_idx[e] * l->block_k, j1 = j0 + l->block_k - 1;
-            if (j1 > jmax) j1 = jmax;
-            for (int j = j0; j <= j1; j++) ADD_KEY(j);
+            int j0 = l->blk_idx[e] * l->block_k, j1 = j0 + l->block_k; /* [j0, j1) */
+            if (j0 < lo) j0 = lo;
+            if (j1 > hi) j1 = hi;
+            for (int j = j0; j < j1; j++)
+                if (exact || ab_mask_allows(mask, i, j)) ADD_KEY(j);
         }
     if (l->tok_ptr)
-        for (int64_t e = l->tok_ptr[row]; e < l->tok_ptr[row + 1]; e++)
-            if (l->tok_idx[e] <= jmax) ADD_KEY(l->tok_idx[e]);
+        for (int64_t e = l->tok_ptr[row]; e < l->tok_ptr[row + 1]; e++) {
+            const int j = l->tok_idx[e];
+            if (j >= lo && j < hi && (exact || ab_mask_allows(mask, i, j))) ADD_KEY(j);
+        }
 #undef ADD_KEY
     return acc;
 }
@@ -154,6 +169,7 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
     double sum_mass = 0, sum_topk = 0, sum_l2 = 0, max_abs = 0;
     int nonfinite = 0;
     const int total = r->heads * r->n_rows;
+    const ab_mask mask = ab_shape_mask(&pb->s);
 #pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2) reduction(max : max_abs) reduction(| : nonfinite)
     for (int t = 0; t < total; t++) {
         int h = t / r->n_rows, ri = t % r->n_rows, i = r->rows[ri];
@@ -171,7 +187,7 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
         if (custom) continue;
         double z = r->rsum[(size_t)h * r->n_rows + ri];
         if (dense) sum_mass += 1.0;
-        else if (z > 0) sum_mass += kept_mass(pb, l, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
+        else if (z > 0) sum_mass += kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
         const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
         int hit = 0, cnt = 0;
         for (int c = 0; c < r->topk; c++) {

@@ -9,9 +9,17 @@
  * "# skip:" line when export wrote one). plots/ is found through
  * $AB_PLOTS_DIR, next to the executable (<exe dir>/../plots), or ./plots.
  * The footnote names the file, host, CPU (and GPU), threads and commit, and
- * counts the points left out for a non-ok status. Then the mask gallery
- * (`attnbench mask --gallery`, only when the binary has that command) and
- * DIR/index.html (report.c). Figures as in the paper-style list of DESIGN.md
+ * counts the points left out for a non-ok status.
+ * Base masks: when the file holds several (causal, document:8, ...), export
+ * writes each figure's data once per mask (NAME.tsv for the primary mask,
+ * NAME--SLUG.tsv for each other one, listed in masks.txt) and each is drawn
+ * into its own DIR/NAME[--SLUG].<term>, the script getting datafile= and
+ * masktitle= too; no figure mixes masks. The footnote names the mask and
+ * counts the non-ok points under it. dense_vs_mask (one figure across masks)
+ * names them all. Then the mask gallery (`attnbench mask --gallery` under the
+ * primary mask, plus the base mask alone for each mask of the file,
+ * `attnbench mask dense --mask SPEC`; only when the binary has that command)
+ * and DIR/index.html (report.c). Figures as in the paper-style list of DESIGN.md
  * section 8 (sparse-attention evaluations such as MInference, arXiv 2407.02490).
  */
 #include <dirent.h>
@@ -175,6 +183,35 @@ static void gp_assign(char *out, size_t len, const char *name, const char *value
     snprintf(out + o, len - o, "'");
 }
 
+/* "timeout:2,crashed:1" -> "timeout 2, crashed 1" appended to out. */
+static void append_counts(char *out, size_t len, const char *list)
+{
+    size_t o = strlen(out);
+    for (const char *s = list; *s && o + 3 < len; s++) {
+        if (*s == ':') out[o++] = ' ';
+        else if (*s == ',') { out[o++] = ','; out[o++] = ' '; }
+        else out[o++] = *s;
+    }
+    out[o] = '\0';
+}
+
+/* Footnote line 2 of a figure of one base mask: the mask and the points
+ * left out under it. */
+static void mask_footnote(char *out, size_t len, const ab_report_mask *m, int n_masks)
+{
+    long bad = m->n_points - m->n_ok;
+    if (bad <= 0) {
+        snprintf(out, len, "mask: %s   all %ld points%s status ok", m->spec, m->n_points,
+                 n_masks > 1 ? " under this mask" : "");
+        return;
+    }
+    snprintf(out, len, "mask: %s   left out: %ld of %ld points%s not ok (", m->spec, bad,
+             m->n_points, n_masks > 1 ? " under this mask" : "");
+    append_counts(out, len, m->notok);
+    size_t o = strlen(out);
+    snprintf(out + o, len - o, ")");
+}
+
 /* Run argv[0] with argv; stdout and stderr to the file `log` when given.
  * Its exit status, or -1 if it could not start. */
 static int run_prog(char *const argv[], const char *log)
@@ -250,10 +287,18 @@ static int has_mask_cmd(const char *exe, const char *dir)
     return st == 0 && found;
 }
 
-/* The mask gallery: `attnbench mask --gallery -n N --density D -o DIR/mask_gallery`
- * when the binary has that command. Writes a one-line note for the report
- * into note (what was drawn, or why not). */
-static void draw_gallery(const char *dir, char *note, size_t len)
+/* Largest N drawn for a base mask's own picture (the mask command's time
+ * and memory stay small; the title gives the N used). */
+#define BASE_MASK_MAX_N 65536
+
+/* The mask gallery: `attnbench mask --gallery -n N --density D --mask PRIMARY
+ * -o DIR/mask_gallery` when the binary has that command, then the base mask
+ * alone for each mask of the file: `attnbench mask dense --mask SPEC -n N
+ * --heads 1 --seed S -o DIR/mask_gallery/base_SLUG.png` at the mask's largest
+ * N (at most BASE_MASK_MAX_N) and the seed of its first point, so document
+ * lengths are those of the sweep. Writes a one-line note for the report into
+ * note (what was drawn, or why not). */
+static void draw_gallery(const char *dir, const ab_report_mask *masks, int n_masks, char *note, size_t len)
 {
     char exe[PATH_CAP], lens[256], n_arg[32], gdir[PATH_CAP], log[PATH_CAP + 16];
     snprintf(gdir, sizeof gdir, "%s/mask_gallery", dir);
@@ -274,18 +319,95 @@ static void draw_gallery(const char *dir, char *note, size_t len)
         snprintf(note, len, "not drawn: cannot create %.200s: %.100s", gdir, strerror(errno));
         return;
     }
+    /* no stale base-mask picture of another results file */
+    DIR *d = opendir(gdir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strncmp(e->d_name, "base_", 5) == 0) {
+            char stale[PATH_CAP + 300];
+            if (fmt_ok(snprintf(stale, sizeof stale, "%s/%s", gdir, e->d_name), sizeof stale) == 0)
+                unlink(stale);
+        }
+    if (d) closedir(d);
     snprintf(log, sizeof log, "%s/mask.log", gdir);
+    char primary[128] = "causal", seed[32] = "1";
+    if (n_masks > 0) {
+        snprintf(primary, sizeof primary, "%s", masks[0].spec);
+        snprintf(seed, sizeof seed, "%ld", masks[0].seed);
+    }
     char *const args[] = {exe, (char *)"mask", (char *)"--gallery", (char *)"-n", n_arg,
-                          (char *)"--density", (char *)"0.1", (char *)"-o", gdir, NULL};
+                          (char *)"--density", (char *)"0.1", (char *)"--mask", primary,
+                          (char *)"--seed", seed, (char *)"-o", gdir, NULL};
     int st = run_prog(args, log);
     if (st != 0) {
         snprintf(note, len, "not drawn: `attnbench mask --gallery` exited with %d (see mask_gallery/mask.log)", st);
         ab_errorf("plot: attnbench mask --gallery failed (exit %d); see %s", st, log);
         return;
     }
-    snprintf(note, len, "drawn by `attnbench mask --gallery -n %d --density 0.1` with each "
-             "method's default parameters (not read from the results file)", n);
     printf("wrote %s/\n", gdir);
+    int drawn = 0, failed = 0;
+    for (int k = 0; k < n_masks; k++) {
+        char png[PATH_CAP + 300], mn[32], ms[32], blog[PATH_CAP + 300];
+        int mn_v = masks[k].max_n > 0 ? masks[k].max_n : n;
+        if (mn_v > BASE_MASK_MAX_N) mn_v = BASE_MASK_MAX_N;
+        snprintf(mn, sizeof mn, "%d", mn_v);
+        snprintf(ms, sizeof ms, "%ld", masks[k].seed);
+        if (fmt_ok(snprintf(png, sizeof png, "%s/base_%s.png", gdir, masks[k].slug), sizeof png) ||
+            fmt_ok(snprintf(blog, sizeof blog, "%s/base_%s.log", gdir, masks[k].slug), sizeof blog))
+            continue;
+        char *const bargs[] = {exe, (char *)"mask", (char *)"dense", (char *)"--mask",
+                               (char *)masks[k].spec, (char *)"-n", mn, (char *)"--heads",
+                               (char *)"1", (char *)"--seed", ms, (char *)"-o", png, NULL};
+        int bst = run_prog(bargs, blog);
+        if (bst != 0) {
+            ab_errorf("plot: attnbench mask dense --mask %s failed (exit %d); see %s",
+                      masks[k].spec, bst, blog);
+            failed++;
+        } else {
+            unlink(blog);
+            printf("wrote %s\n", png);
+            drawn++;
+        }
+    }
+    int w = snprintf(note, len, "drawn by `attnbench mask --gallery -n %d --density 0.1 --mask %s` "
+                     "with each method's default parameters (not read from the results file)",
+                     n, primary);
+    if (w > 0 && (size_t)w < len && n_masks > 0)
+        snprintf(note + w, len - (size_t)w, "; the base masks alone by `attnbench mask dense "
+                 "--mask SPEC` at each mask's largest N (at most %d) and its first point's "
+                 "seed: %d drawn%s", BASE_MASK_MAX_N, drawn, failed ? ", some failed (see the .log files)" : "");
+}
+
+/* 1 when a figure file starts with export's "# mask: SPEC" line (a figure
+ * of one base mask), 0 for a figure across masks or no file. */
+static int has_mask_line(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[64] = "";
+    int yes = fgets(line, sizeof line, f) && strncmp(line, "# mask: ", 8) == 0;
+    fclose(f);
+    return yes;
+}
+
+/* Remove DIR/NAME.{png,svg,pdf} and DIR/NAME--*.{png,svg,pdf} left by an
+ * earlier plot into the same DIR. */
+static void remove_stale_figs(const char *dir, const char *name)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t nl = strlen(name);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *f = e->d_name;
+        size_t l = strlen(f);
+        if (strncmp(f, name, nl) != 0 || l < 4) continue;
+        if (f[nl] != '.' && strncmp(f + nl, "--", 2) != 0) continue;
+        const char *ext = f + l - 4;
+        if (strcmp(ext, ".png") && strcmp(ext, ".svg") && strcmp(ext, ".pdf")) continue;
+        if (f[nl] == '.' && l != nl + 4) continue; /* NAME.x.png is another name's */
+        char path[PATH_CAP + 300];
+        if (fmt_ok(snprintf(path, sizeof path, "%s/%s", dir, f), sizeof path) == 0) unlink(path);
+    }
+    closedir(d);
 }
 
 static int gp_filter(const struct dirent *d)
@@ -309,7 +431,12 @@ static void plot_usage(FILE *f)
           "  needle_heatmap       needle accuracy by length x depth, one panel per method\n"
           "  overhead_share       select() share of the latency vs N\n"
           "  cpu_vs_gpu           latency on each device (files with several devices)\n"
-          "  mask_gallery/        `attnbench mask --gallery`, when this build has it\n"
+          "  dense_vs_mask        dense time per base mask relative to causal, against the\n"
+          "                       ideal (allowed-pair ratio; files with several masks)\n"
+          "  mask_gallery/        `attnbench mask --gallery` under the primary mask and\n"
+          "                       each base mask alone, when this build has it\n"
+          "No figure mixes base masks: with several, each figure is drawn once per mask\n"
+          "(NAME.png for the primary mask, NAME--SLUG.png for the others, masks.txt).\n"
           "Only status-ok points are drawn; the others are counted in each footnote,\n"
           "with the file, host, CPU/GPU, threads and commit. A figure without data is\n"
           "skipped with a note. index.html is static (no scripts, no network): copy\n"
@@ -440,12 +567,26 @@ int ab_cmd_plot(int argc, char **argv)
     snprintf(foot, sizeof foot, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s",
              file, host[0] ? host : "?", cpu[0] ? cpu : "?", has_gpu ? "   GPU: " : "",
              has_gpu ? (gpu[0] ? gpu : "?") : "", threads[0] ? threads : "?", sha[0] ? sha : "?");
+    ab_report_mask masks[AB_REPORT_MAX_MASKS];
+    int n_masks = ab_report_read_masks(dir, masks, AB_REPORT_MAX_MASKS);
+    /* footnote line 2 of the figures across masks (dense_vs_mask): every mask,
+     * the points left out of the whole file */
+    int w = n_masks > 0 ? snprintf(foot2, sizeof foot2, "masks:") : 0;
+    size_t used = w > 0 ? (size_t)w : 0;
+    for (int k = 0; k < n_masks && used < sizeof foot2; k++) {
+        w = snprintf(foot2 + used, sizeof foot2 - used, "%s %s", k ? "," : "", masks[k].spec);
+        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+    }
+    if (n_masks > 0 && used < sizeof foot2) {
+        w = snprintf(foot2 + used, sizeof foot2 - used, "   ");
+        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+    }
     if (atol(nfail) == 0) {
-        snprintf(foot2, sizeof foot2, "all %s points status ok", npts[0] ? npts : "0");
+        snprintf(foot2 + used, sizeof foot2 - used, "all %s points status ok", npts[0] ? npts : "0");
     } else {
         /* "57 of 270 points not ok, left out (calib_failed 50, timeout 7)" */
-        int w = snprintf(foot2, sizeof foot2, "left out: %s of %s points not ok (", nfail, npts);
-        size_t used = w > 0 ? (size_t)w : 0;
+        w = snprintf(foot2 + used, sizeof foot2 - used, "left out: %s of %s points not ok (", nfail, npts);
+        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
         char mpath[PATH_CAP + 16], line[256];
         snprintf(mpath, sizeof mpath, "%s/meta.txt", dir);
         FILE *mf = fopen(mpath, "r");
@@ -477,47 +618,59 @@ int ab_cmd_plot(int argc, char **argv)
     rc = 0;
     int written = 0;
     for (int e = 0; e < ne; e++) {
-        char name[256], script[PATH_CAP + 300], data[1400], outbase[1400];
+        char name[256], script[PATH_CAP + 300];
         snprintf(name, sizeof name, "%.*s", (int)(strlen(ents[e]->d_name) - 3), ents[e]->d_name);
         snprintf(script, sizeof script, "%s/%s", plots, ents[e]->d_name);
-        snprintf(data, sizeof data, "%s/%s.tsv", dir, name);
-        snprintf(outbase, sizeof outbase, "%s/%s", dir, name);
-        /* no stale figure from an earlier plot into the same DIR */
-        static const char *const all_fmts[] = {"png", "svg", "pdf"};
-        for (int k = 0; k < 3; k++) {
-            char stale[1420];
-            if (fmt_ok(snprintf(stale, sizeof stale, "%s.%s", outbase, all_fmts[k]), sizeof stale) == 0)
-                unlink(stale);
-        }
-        long rows = data_rows(data);
-        if (rows <= 0) {
-            char why[400];
-            skip_reason(data, why, sizeof why);
-            printf("note: skipped %s: %s\n", name,
-                   rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
-            continue;
-        }
-        for (int k = 0; k < nfmt; k++) {
-            char expr[8192] = "";
-            gp_assign(expr, sizeof expr, "datadir", dir);
-            gp_assign(expr, sizeof expr, "outfile", outbase);
-            gp_assign(expr, sizeof expr, "term", fmt[k]);
-            gp_assign(expr, sizeof expr, "footnote", foot);
-            gp_assign(expr, sizeof expr, "footnote2", foot2);
-            gp_assign(expr, sizeof expr, "plotsdir", plots);
-            int st = run_gnuplot(gnuplot, expr, script);
-            char out[1420];
-            if (fmt_ok(snprintf(out, sizeof out, "%s.%s", outbase, fmt[k]), sizeof out) != 0) continue;
-            struct stat sb;
-            if (st != 0) {
-                ab_errorf("plot: gnuplot failed on %s (%s, exit %d)", script, fmt[k], st);
-                rc = 1;
-            } else if (stat(out, &sb) != 0 || sb.st_size == 0) {
-                ab_errorf("plot: %s wrote no %s", script, out);
-                rc = 1;
-            } else {
-                printf("wrote %s\n", out);
-                written++;
+        remove_stale_figs(dir, name);
+        /* variant 0: DIR/NAME.tsv (the primary mask, or a figure across masks);
+         * variant k: DIR/NAME--SLUG.tsv of mask k, when export wrote it */
+        for (int v = 0; v < (n_masks > 1 ? n_masks : 1); v++) {
+            char data[1400], outbase[1400], vname[400], foot2m[1024], mtitle[200] = "";
+            if (v == 0) snprintf(vname, sizeof vname, "%s", name);
+            else snprintf(vname, sizeof vname, "%s--%.128s", name, masks[v].slug);
+            snprintf(data, sizeof data, "%s/%s.tsv", dir, vname);
+            snprintf(outbase, sizeof outbase, "%s/%s", dir, vname);
+            long rows = data_rows(data);
+            if (v > 0 && rows < 0) continue; /* no per-mask copy: a figure across masks */
+            /* which mask this figure shows: the data file's "# mask:" line */
+            int mk = v;
+            if (v == 0 && !has_mask_line(data)) mk = -1;
+            if (mk >= 0 && mk < n_masks) {
+                mask_footnote(foot2m, sizeof foot2m, &masks[mk], n_masks);
+                if (n_masks > 1 || strcmp(masks[mk].spec, "causal") != 0)
+                    snprintf(mtitle, sizeof mtitle, "%.128s", masks[mk].spec);
+            } else snprintf(foot2m, sizeof foot2m, "%s", foot2);
+            if (rows <= 0) {
+                char why[400];
+                skip_reason(data, why, sizeof why);
+                printf("note: skipped %s: %s\n", vname,
+                       rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
+                continue;
+            }
+            for (int k = 0; k < nfmt; k++) {
+                char expr[8192] = "";
+                gp_assign(expr, sizeof expr, "datadir", dir);
+                gp_assign(expr, sizeof expr, "datafile", data);
+                gp_assign(expr, sizeof expr, "outfile", outbase);
+                gp_assign(expr, sizeof expr, "term", fmt[k]);
+                gp_assign(expr, sizeof expr, "footnote", foot);
+                gp_assign(expr, sizeof expr, "footnote2", foot2m);
+                gp_assign(expr, sizeof expr, "masktitle", mtitle);
+                gp_assign(expr, sizeof expr, "plotsdir", plots);
+                int st = run_gnuplot(gnuplot, expr, script);
+                char out[1420];
+                if (fmt_ok(snprintf(out, sizeof out, "%s.%s", outbase, fmt[k]), sizeof out) != 0) continue;
+                struct stat sb;
+                if (st != 0) {
+                    ab_errorf("plot: gnuplot failed on %s (%s, %s, exit %d)", script, vname, fmt[k], st);
+                    rc = 1;
+                } else if (stat(out, &sb) != 0 || sb.st_size == 0) {
+                    ab_errorf("plot: %s wrote no %s", script, out);
+                    rc = 1;
+                } else {
+                    printf("wrote %s\n", out);
+                    written++;
+                }
             }
         }
     }
@@ -526,7 +679,7 @@ int ab_cmd_plot(int argc, char **argv)
     if (rc == 0 && written == 0) printf("note: no figure had data; nothing drawn\n");
 
     char gallery[512] = "";
-    if (gallery_on) draw_gallery(dir, gallery, sizeof gallery);
+    if (gallery_on) draw_gallery(dir, masks, n_masks, gallery, sizeof gallery);
     else snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
     char err[512] = "";
     if (ab_report_write(path, dir, gallery, err, sizeof err) != 0) {

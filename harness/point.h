@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "attnbench.h" /* AB_MASK_SPEC */
+
 #define AB_SCHEMA_VERSION 1
 #define AB_MAX_SAMPLES 256
 
@@ -22,7 +24,9 @@ typedef struct ab_point {
     char task[32];
     char kernel[16];       /* kernel that executed the layout */
     char layout[8];        /* dense | block | token | mixed | custom */
-    int32_t seq_len, heads, head_dim, causal, threads;
+    int32_t seq_len, heads, head_dim, causal, threads; /* causal: the mask's def->causal */
+    char mask[AB_MASK_SPEC]; /* base mask spec as written: "causal", "full", "document:8" */
+    double mask_density;   /* pairs the base mask allows / N^2 (ab_mask_fraction) */
     int64_t seed;
     double depth;
     double target_density; /* 1.0 for methods without a knob; NaN = native */

@@ -4,7 +4,11 @@
  * inline style sheet) that shows every figure drawn into DIR with a caption,
  * the run's environment (the results file's root attributes, the config
  * text), the count of points left out for a non-ok status and a per-method
- * summary table (DIR/summary.tsv from the export). Images are referenced by
+ * summary table (DIR/summary.tsv from the export). With several base masks
+ * (masks.txt) the page has a table of the masks, each figure shows the
+ * primary mask large and the other masks' copies (NAME--SLUG.png) beside
+ * it, the per-method table gains a mask column, and the dense-vs-mask
+ * figure and the base-mask pictures of the gallery appear. Images are referenced by
  * relative name, so the folder can be copied off a cluster and opened on a
  * laptop. The figures are those of DESIGN.md section 8, in the style of
  * sparse-attention evaluations (e.g. MInference, arXiv 2407.02490).
@@ -84,9 +88,97 @@ static void skip_of(const char *dir, const char *name, char *out, size_t len)
     fclose(f);
 }
 
+/* ---- base masks (masks.txt) ---------------------------------------------- */
+
+int ab_report_read_masks(const char *dir, ab_report_mask *m, int cap)
+{
+    char path[RPATH], line[1024];
+    snprintf(path, sizeof path, "%s/masks.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *fl[10];
+        int nf = 0;
+        for (char *s = line; nf < 10;) {
+            fl[nf++] = s;
+            char *t = strchr(s, '\t');
+            if (!t) break;
+            *t = '\0';
+            s = t + 1;
+        }
+        if (nf < 9) continue;
+        ab_report_mask *x = &m[n++];
+        snprintf(x->spec, sizeof x->spec, "%s", fl[1]);
+        snprintf(x->slug, sizeof x->slug, "%s", fl[2]);
+        x->n_points = atol(fl[3]);
+        x->n_ok = atol(fl[4]);
+        snprintf(x->notok, sizeof x->notok, "%s", fl[5]);
+        x->seed = atol(fl[6]);
+        x->max_n = atoi(fl[7]);
+        x->mask_density = strtod(fl[8], NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+/* "a:1,b:2" as "a 1, b 2" ("–" for "-"). */
+static void counts_cell(FILE *f, const char *list)
+{
+    if (strcmp(list, "-") == 0) {
+        fputs("&ndash;", f);
+        return;
+    }
+    for (const char *s = list; *s; s++) {
+        if (*s == ':') fputc(' ', f);
+        else if (*s == ',') fputs(", ", f);
+        else esc(f, s, 1);
+    }
+}
+
+/* The table of base masks; each links to its picture in the gallery. */
+static void mask_table(FILE *f, const char *dir, const ab_report_mask *m, int nm)
+{
+    fputs("<table class=sum>\n<thead><tr><th>base mask</th><th>points ok</th><th>not ok</th>"
+          "<th>largest N</th><th>allowed pairs at that N</th><th>figures</th></tr></thead>\n"
+          "<tbody>\n", f);
+    for (int k = 0; k < nm; k++) {
+        char pic[300];
+        snprintf(pic, sizeof pic, "mask_gallery/base_%.200s.png", m[k].slug);
+        fputs("<tr><td><code>", f);
+        ESC(f, m[k].spec);
+        fputs("</code>", f);
+        if (k == 0 && nm > 1) fputs(" (primary)", f);
+        fprintf(f, "</td><td class=n>%ld / %ld</td><td>", m[k].n_ok, m[k].n_points);
+        counts_cell(f, m[k].notok);
+        fputs("</td>", f);
+        if (m[k].max_n > 0) fprintf(f, "<td class=n>%d</td>", m[k].max_n);
+        else fputs("<td class=n>&ndash;</td>", f);
+        if (isnan(m[k].mask_density)) fputs("<td class=n>&ndash;</td>", f);
+        else fprintf(f, "<td class=n>%.2f%%</td>", 100.0 * m[k].mask_density);
+        fputs("<td>", f);
+        if (exists_in(dir, pic)) {
+            fprintf(f, "<a href=\"%s\">picture</a>", pic);
+            if (nm > 1) fputs(", ", f);
+        }
+        if (nm > 1) { /* its latency figure, the first of its copies */
+            fputs("<a href=\"#latency_vs_n", f);
+            if (k > 0) {
+                fputs("--", f);
+                ESC(f, m[k].slug);
+            }
+            fputs("\">its figures</a>", f);
+        }
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</tbody></table>\n", f);
+}
+
 /* ---- the per-method table (summary.tsv) ------------------------------- */
 
-#define SUM_COLS 18
+#define SUM_COLS 19
 
 /* Split at tabs in place; the field count. */
 static int split_tabs(char *line, char **f, int max)
@@ -114,8 +206,9 @@ static void num_cell(FILE *f, const char *s, const char *fmt, double scale)
     fputs("</td>", f);
 }
 
-/* Writes the table; sets *has_blas when a dense_blas row has ok points. */
-static void summary_table(FILE *f, const char *dir, int *has_blas)
+/* Writes the table; sets *has_blas when a dense_blas row has ok points.
+ * With several base masks, a mask column after the device. */
+static void summary_table(FILE *f, const char *dir, int multi_mask, int *has_blas)
 {
     char p[RPATH];
     snprintf(p, sizeof p, "%s/summary.tsv", dir);
@@ -124,7 +217,9 @@ static void summary_table(FILE *f, const char *dir, int *has_blas)
         fputs("<p class=note>No summary.tsv in this folder.</p>\n", f);
         return;
     }
-    fputs("<table class=sum>\n<thead><tr><th>method</th><th>device</th><th>layout / kernel</th>"
+    fputs("<table class=sum>\n<thead><tr><th>method</th><th>device</th>", f);
+    if (multi_mask) fputs("<th>base mask</th>", f);
+    fputs("<th>layout / kernel</th>"
           "<th>points ok</th><th>not ok</th><th>N</th><th>target density</th>"
           "<th>achieved density</th><th>latency (ms)</th><th>speedup over dense</th>"
           "<th>mass recall</th><th>top-k recall</th><th>accuracy</th><th>select share</th>"
@@ -143,19 +238,17 @@ static void summary_table(FILE *f, const char *dir, int *has_blas)
         ESC(f, c[0]);
         fputs("</td><td>", f);
         ESC(f, c[1]);
+        if (multi_mask) {
+            fputs("</td><td><code>", f);
+            ESC(f, c[18]);
+            fputs("</code>", f);
+        }
         fputs("</td><td>", f);
         ESC(f, c[2]);
         fputs(" / ", f);
         ESC(f, c[3]);
         fprintf(f, "</td><td class=n>%s / %s</td><td>", c[5], c[4]);
-        if (strcmp(c[6], "-") == 0) fputs("&ndash;", f);
-        else {
-            for (char *s = c[6]; *s; s++) { /* "a:1,b:2" -> "a 1, b 2" */
-                if (*s == ':') fputc(' ', f);
-                else if (*s == ',') fputs(", ", f);
-                else esc(f, s, 1);
-            }
-        }
+        counts_cell(f, c[6]);
         fputs("</td>", f);
         if (atoi(c[7]) > 0) fprintf(f, "<td class=n>%s</td>", c[7]);
         else fputs("<td class=n>&ndash;</td>", f);
@@ -188,6 +281,7 @@ typedef struct fig {
     const char *name;
     const char *title;
     const char *caption; /* HTML */
+    int across;          /* one figure across base masks (no per-mask copies) */
 } fig;
 
 static const fig FIGS[] = {
@@ -198,96 +292,207 @@ static const fig FIGS[] = {
      "and depths. <b>dense</b> (the shared tiled online-softmax kernel) and "
      "<b>dense_blas</b> (row-blocked OpenBLAS SGEMM + softmax) are the exact references, "
      "drawn thicker; dense_blas stands in for an SGEMM roofline, which the results file "
-     "does not measure. Points of the primary device only (see CPU vs GPU)."},
+     "does not measure. Points of the primary device only (see CPU vs GPU).", 0},
     {"speedup_vs_density", "Speedup over dense vs density",
      "Speedup = latency of <b>dense</b> / latency of the method on the same workload (task, "
-     "N, heads, head dim, seed, depth), vs the achieved density (share of causally allowed "
-     "(query, key) pairs computed, log scale), one panel per sequence length. Above the "
-     "dashed line the method is faster than dense."},
+     "N, heads, head dim, base mask, seed, depth), vs the achieved density (share of the "
+     "(query, key) pairs the base mask allows that are computed, log scale), one panel per "
+     "sequence length. Above the dashed line the method is faster than dense.", 0},
     {"recall_vs_density", "Attention recall vs density",
      "Left: attention-mass recall, the share of each scored row's exact softmax mass that "
      "falls on the computed keys. Right: top-k recall, the share of each row's exact top-k "
      "keys (k = <code>[metrics] topk</code>) that are computed. Means over scored rows, "
      "medians over seeds, tasks and depths, at the largest N (a method that stops short "
-     "shows its N in the key)."},
+     "shows its N in the key).", 0},
     {"accuracy_vs_density", "Task accuracy vs density",
      "Accuracy on the synthetic retrieval tasks (share of scored query rows whose output "
      "retrieves the planted answer) vs achieved density, one panel per task at its largest "
      "N. Pooled over seeds and depths (answers summed); bars are Wilson 95% score "
-     "intervals on the pooled count."},
+     "intervals on the pooled count.", 0},
     {"accuracy_vs_latency", "Accuracy vs latency, Pareto fronts",
      "Each point is one setting (density) of a method at the task's largest N: median "
      "latency per call against pooled accuracy. The line joins the method's Pareto-optimal "
      "settings: no other setting of that method is both at least as fast and at least as "
-     "accurate. Up and to the left is better."},
+     "accurate. Up and to the left is better.", 0},
     {"needle_heatmap", "Needle heatmaps",
      "Needle-in-a-haystack accuracy by sequence length (x) and needle depth (y, 0 = the "
      "start of the context, 1 = the end), one panel per method at its setting closest to "
      "10% density (the panel title gives the achieved density). The number in each cell is "
-     "the accuracy; a grey cell has no status-ok point (not measured, or e.g. calib_failed)."},
+     "the accuracy; a grey cell has no status-ok point (not measured, or e.g. calib_failed).", 0},
     {"overhead_share", "Selector overhead",
      "Share of each call spent in <code>select()</code> (deciding what to compute) out of "
      "select + run, vs sequence length, at each method's setting closest to 10% density; "
      "median over seeds, tasks and depths. Methods that score the whole attention matrix "
-     "to select (oracles, estimators) show a large share by design."},
+     "to select (oracles, estimators) show a large share by design.", 0},
     {"cpu_vs_gpu", "CPU vs GPU latency",
      "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
      "lines and filled points are the CPU, dashed lines and open points the GPU; each "
-     "method at its setting closest to 10% density."},
+     "method at its setting closest to 10% density.", 0},
+    {"dense_vs_mask", "Dense attention per base mask",
+     "Latency of <b>dense</b> (the exact tiled kernel) under each base mask divided by its "
+     "latency under <b>causal</b> on the same workload (task, N, heads, head dim, seed, "
+     "depth; median over them), one colour per sequence length; the black bar is the ideal, "
+     "the ratio of the (query, key) pairs the mask allows to those causal allows. On the bar, "
+     "time is proportional to the allowed pairs; above it, the mask costs more than its work "
+     "(partial blocks tested element by element, blocks that cannot be skipped). For a "
+     "<code>document</code> mask, 1 / ratio is the speedup block skipping gives over causal. "
+     "Points of the primary device only.", 1},
 };
 
-static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_blas)
+/* Which of NAME.png / .svg / .pdf exist in dir (bits 1, 2, 4). */
+static int fig_files(const char *dir, const char *name)
 {
-    char png[300], svg[300], pdf[300];
-    snprintf(png, sizeof png, "%s.png", g->name);
-    snprintf(svg, sizeof svg, "%s.svg", g->name);
-    snprintf(pdf, sizeof pdf, "%s.pdf", g->name);
-    int hp = exists_in(dir, png), hs = exists_in(dir, svg), hd = exists_in(dir, pdf);
-    fprintf(f, "<section id=\"%s\">\n<h3>", g->name);
-    if (hp || hs || hd) fprintf(f, "Figure %d. ", ++*num);
-    ESC(f, g->title);
-    fputs("</h3>\n", f);
-    if (!hp && !hs && !hd) {
-        char why[400];
-        skip_of(dir, g->name, why, sizeof why);
-        fputs("<p class=note>Not drawn: ", f);
-        if (why[0]) ESC(f, why);
-        else fputs("no status-ok points with the values this figure needs", f);
-        fputs(".</p>\n</section>\n", f);
-        return;
+    char p[400];
+    int have = 0;
+    static const char *const ext[] = {"png", "svg", "pdf"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%.380s.%s", name, ext[k]);
+        if (exists_in(dir, p)) have |= 1 << k;
     }
-    fputs("<figure>", f);
-    const char *img = hp ? png : svg;
-    if (hp || hs) {
-        /* every figure at the same scale (half its pixels, so fonts match
-         * between one-panel and multi-panel figures), narrower when the page is */
-        unsigned w = hp ? png_width(dir, png) : 0;
-        char style[64] = "";
-        if (w > 0) snprintf(style, sizeof style, " style=\"width:%upx\"", w / 2);
-        fprintf(f, "<a href=\"%s\"><img%s src=\"%s\" alt=\"", hs ? svg : img, style, img);
-        ESC(f, g->title);
-        fputs("\"></a>", f);
-    }
-    fputs("\n<figcaption>", f);
-    fputs(g->caption, f);
-    if (strcmp(g->name, "latency_vs_n") == 0 && !has_blas)
-        fputs(" <i>This sweep has no status-ok dense_blas points, so the BLAS reference "
-              "is missing.</i>", f);
-    fputs(" Files:", f);
-    if (hp) fprintf(f, " <a href=\"%s\">PNG</a>", png);
-    if (hs) fprintf(f, " <a href=\"%s\">SVG</a>", svg);
-    if (hd) fprintf(f, " <a href=\"%s\">PDF</a>", pdf);
-    fprintf(f, " <a href=\"%s.tsv\">data (TSV)</a>.</figcaption></figure>\n</section>\n", g->name);
+    return have;
 }
 
+/* "Files: PNG SVG PDF data (TSV)" links of one drawn figure. */
+static void file_links(FILE *f, const char *name, int have)
+{
+    fputs(" Files:", f);
+    if (have & 1) fprintf(f, " <a href=\"%s.png\">PNG</a>", name);
+    if (have & 2) fprintf(f, " <a href=\"%s.svg\">SVG</a>", name);
+    if (have & 4) fprintf(f, " <a href=\"%s.pdf\">PDF</a>", name);
+    fprintf(f, " <a href=\"%s.tsv\">data (TSV)</a>.", name);
+}
+
+/* The image of a drawn figure (PNG when there is one, linked to the SVG);
+ * scale: 2 = half its pixels (every figure at the same scale, so fonts match
+ * between one-panel and multi-panel figures), 0 = as wide as its box. */
+static void fig_img(FILE *f, const char *dir, const char *name, int have, const char *alt, int scale)
+{
+    if (!(have & 3)) return;
+    char png[400];
+    snprintf(png, sizeof png, "%.390s.png", name);
+    unsigned w = (have & 1) && scale ? png_width(dir, png) : 0;
+    char style[64] = "";
+    if (w > 0) snprintf(style, sizeof style, " style=\"width:%upx\"", w / (unsigned)scale);
+    fprintf(f, "<a href=\"%s.%s\"><img%s src=\"%s.%s\" alt=\"", name, (have & 2) ? "svg" : "png", style,
+            name, (have & 1) ? "png" : "svg");
+    ESC(f, alt);
+    fputs("\"></a>", f);
+}
+
+/* One figure: the primary mask's (or the one across masks) large, then, when
+ * the file holds several base masks, each other mask's copy NAME--SLUG. */
+static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_blas,
+                   const ab_report_mask *m, int nm)
+{
+    int have = fig_files(dir, g->name);
+    if (g->across && !have && nm < 2) return; /* nothing to compare across */
+    fprintf(f, "<section id=\"%s\">\n<h3>", g->name);
+    if (have) fprintf(f, "Figure %d. ", ++*num);
+    ESC(f, g->title);
+    fputs("</h3>\n", f);
+    if (!have) {
+        char why[400];
+        skip_of(dir, g->name, why, sizeof why);
+        fputs("<p class=note>Not drawn", f);
+        if (!g->across && nm > 1) {
+            fputs(" under the primary mask <code>", f);
+            ESC(f, m[0].spec);
+            fputs("</code>", f);
+        }
+        fputs(": ", f);
+        if (why[0]) ESC(f, why);
+        else fputs("no status-ok points with the values this figure needs", f);
+        fputs(".</p>\n", f);
+    } else {
+        fputs("<figure>", f);
+        fig_img(f, dir, g->name, have, g->title, 2);
+        fputs("\n<figcaption>", f);
+        fputs(g->caption, f);
+        if (strcmp(g->name, "latency_vs_n") == 0 && !has_blas)
+            fputs(" <i>This sweep has no status-ok dense_blas points, so the BLAS reference "
+                  "is missing.</i>", f);
+        if (!g->across && nm > 0 && (nm > 1 || strcmp(m[0].spec, "causal") != 0)) {
+            fputs(" <b>Base mask: <code>", f);
+            ESC(f, m[0].spec);
+            fputs("</code></b>", f);
+            fputs(nm > 1 ? " (the primary mask; the other masks follow)." : ".", f);
+        }
+        file_links(f, g->name, have);
+        fputs("</figcaption></figure>\n", f);
+    }
+    if (!g->across && nm > 1) {
+        fputs("<div class=permask>\n", f);
+        for (int k = 1; k < nm; k++) {
+            char vname[400];
+            snprintf(vname, sizeof vname, "%.200s--%.190s", g->name, m[k].slug);
+            int hv = fig_files(dir, vname);
+            fputs("<figure id=\"", f);
+            ESC(f, vname);
+            fputs("\">", f);
+            if (hv) {
+                char alt[400];
+                snprintf(alt, sizeof alt, "%s, mask %s", g->title, m[k].spec);
+                fig_img(f, dir, vname, hv, alt, 0);
+            }
+            fputs("\n<figcaption>Base mask <code>", f);
+            ESC(f, m[k].spec);
+            fputs("</code>", f);
+            if (hv) {
+                fputs(".", f);
+                file_links(f, vname, hv);
+            } else {
+                char why[400];
+                skip_of(dir, vname, why, sizeof why);
+                fputs(": not drawn: ", f);
+                if (why[0]) ESC(f, why);
+                else fputs("no status-ok points with the values this figure needs", f);
+                fputs(".", f);
+            }
+            fputs("</figcaption></figure>\n", f);
+        }
+        fputs("</div>\n", f);
+    }
+    fputs("</section>\n", f);
+}
+
+/* The method gallery's images (not the base masks' base_SLUG.png). */
 static int img_filter(const struct dirent *d)
 {
     size_t l = strlen(d->d_name);
-    return d->d_name[0] != '.' && l > 4 &&
+    return d->d_name[0] != '.' && l > 4 && strncmp(d->d_name, "base_", 5) != 0 &&
            (strcmp(d->d_name + l - 4, ".png") == 0 || strcmp(d->d_name + l - 4, ".svg") == 0);
 }
 
-static void gallery(FILE *f, const char *dir, const char *note, int *num)
+/* The base masks alone (mask_gallery/base_SLUG.png, drawn by plot). */
+static void base_masks(FILE *f, const char *dir, const ab_report_mask *m, int nm)
+{
+    int any = 0;
+    for (int k = 0; k < nm; k++) {
+        char pic[300];
+        snprintf(pic, sizeof pic, "mask_gallery/base_%.200s.png", m[k].slug);
+        if (!exists_in(dir, pic)) continue;
+        if (!any++)
+            fputs("<p>The base masks of this file alone (the dense layout under each, head 0, at "
+                  "the mask's largest N up to 64k and its first point's seed, so document "
+                  "lengths are the sweep's): dark = allowed, grey = forbidden.</p>\n"
+                  "<div class=permask>\n", f);
+        fprintf(f, "<figure id=\"base_");
+        ESC(f, m[k].slug);
+        fprintf(f, "\"><a href=\"%s\"><img src=\"%s\" alt=\"base mask ", pic, pic);
+        ESC(f, m[k].spec);
+        fputs("\"></a>\n<figcaption><code>", f);
+        ESC(f, m[k].spec);
+        fputs("</code>", f);
+        if (!isnan(m[k].mask_density))
+            fprintf(f, ": allows %.2f%% of the N&sup2; pairs at N = %d", 100.0 * m[k].mask_density,
+                    m[k].max_n);
+        fputs(".</figcaption></figure>\n", f);
+    }
+    if (any) fputs("</div>\n<p>Every registered method under the primary mask:</p>\n", f);
+}
+
+static void gallery(FILE *f, const char *dir, const char *note, int *num, const ab_report_mask *masks,
+                    int n_masks)
 {
     char gdir[RPATH];
     snprintf(gdir, sizeof gdir, "%s/mask_gallery", dir);
@@ -301,6 +506,7 @@ static void gallery(FILE *f, const char *dir, const char *note, int *num)
     }
     if (ne > 0) fprintf(f, "Figure %d. ", ++*num);
     fputs("Mask gallery</h3>\n", f);
+    if (ne > 0) base_masks(f, dir, masks, n_masks);
     if (ne <= 0) {
         fputs("<p class=note>", f);
         if (note && note[0]) {
@@ -377,6 +583,8 @@ static const char *const CSS =
     "figure{margin:0}figure img{max-width:100%;height:auto;border:1px solid #eee}"
     "figure.gallery img{max-width:32%;margin:0 1% 1% 0}figure.gallery img.wide{max-width:100%}"
     "figcaption{font-size:14px;color:#333;margin:.3em 0 1em;max-width:60em}"
+    ".permask{display:flex;flex-wrap:wrap;gap:10px}.permask figure{width:32%;min-width:260px}"
+    ".permask figure img{width:100%}.permask figcaption{font-size:13px}"
     ".note{color:#8a5a00;background:#fff7e6;border:1px solid #f0d9a8;padding:4px 8px}"
     ".meta{color:#555}code{font-size:.92em}";
 
@@ -443,22 +651,38 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
         fputs(" (see <a href=\"points.tsv\">points.tsv</a> for their messages)", f);
     }
     fputs(".</p>\n", f);
-    fputs("<p>Contents: <a href=\"#methods\">methods</a> &middot; <a href=\"#figures\">figures</a>"
-          " &middot; <a href=\"#environment\">environment</a></p>\n", f);
+    ab_report_mask masks[AB_REPORT_MAX_MASKS];
+    int nm = ab_report_read_masks(dir, masks, AB_REPORT_MAX_MASKS);
+    fputs("<p>Contents: <a href=\"#methods\">methods</a> &middot; <a href=\"#masks\">base "
+          "masks</a> &middot; <a href=\"#figures\">figures</a> &middot; <a "
+          "href=\"#environment\">environment</a></p>\n", f);
 
-    fputs("<h2 id=\"methods\">Methods</h2>\n<p>One row per method and device, at the setting "
-          "closest to 10% density and the method's largest N there (medians over seeds, "
-          "tasks and depths; accuracy pooled). The swatch is the method's colour in every "
-          "figure. Data: <a href=\"summary.tsv\">summary.tsv</a>.</p>\n", f);
+    fputs("<h2 id=\"methods\">Methods</h2>\n<p>One row per method", f);
+    fputs(nm > 1 ? ", device and base mask" : " and device", f);
+    fputs(", at the setting closest to 10% density and the method's largest N there (medians "
+          "over seeds, tasks and depths; accuracy pooled). The swatch is the method's colour in "
+          "every figure. Data: <a href=\"summary.tsv\">summary.tsv</a>.</p>\n", f);
     int has_blas = 0;
-    summary_table(f, dir, &has_blas);
+    summary_table(f, dir, nm > 1, &has_blas);
+
+    fputs("<h2 id=\"masks\">Base masks</h2>\n<p>The base mask is the attention mask of the "
+          "workload (causal, full, sliding window, prefix-LM, packed documents, chunked "
+          "prefill); every method's layout is intersected with it, and density counts only "
+          "the pairs it allows. ", f);
+    if (nm > 1)
+        fputs("No figure mixes masks: each is drawn under the primary mask (first row) and, "
+              "beside it, under each other mask. ", f);
+    fputs("Data: <a href=\"masks.txt\">masks.txt</a>.</p>\n", f);
+    if (nm > 0) mask_table(f, dir, masks, nm);
+    else fputs("<p class=note>No masks.txt in this folder.</p>\n", f);
 
     fputs("<h2 id=\"figures\">Figures</h2>\n<p>Every figure is drawn from the results file "
           "alone, status-ok points only; each carries a footnote with the file, host, CPU/GPU, "
           "threads, commit and the count of points left out. Click a figure for its SVG.</p>\n", f);
     int num = 0;
-    for (size_t k = 0; k < sizeof FIGS / sizeof FIGS[0]; k++) figure(f, dir, &FIGS[k], &num, has_blas);
-    gallery(f, dir, gallery_note, &num);
+    for (size_t k = 0; k < sizeof FIGS / sizeof FIGS[0]; k++)
+        figure(f, dir, &FIGS[k], &num, has_blas, masks, nm);
+    gallery(f, dir, gallery_note, &num, masks, nm);
 
     /* environment */
     fputs("<h2 id=\"environment\">Environment</h2>\n<p>The root attributes of ", f);

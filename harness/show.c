@@ -1,8 +1,8 @@
 /* show.c — `attnbench show RESULTS.h5`: a summary table in the terminal.
  *
- * One row per (method, seq_len, target density) — per knob value for native
- * settings — with the median latency of the ok points, the speedup over the
- * "dense" method on the same workloads, the achieved density, the attention
+ * One row per (method, base mask, seq_len, target density) — per knob value
+ * for native settings — with the median latency of the ok points, the speedup over the
+ * "dense" method on the same workloads (same base mask), the achieved density, the attention
  * recall, the task accuracy and the points per status. Above it, the run's
  * environment (host, cpu, threads, commit, date). Formats: aligned text,
  * TSV (for scripts) and Markdown (for notes and issues).
@@ -19,16 +19,17 @@
 enum { FMT_TEXT, FMT_TSV, FMT_MD };
 
 /* The table's columns; --sort takes these names. */
-enum { C_METHOD, C_SEQ_LEN, C_TARGET, C_MS, C_SPEEDUP, C_DENSITY, C_RECALL,
+enum { C_METHOD, C_MASK, C_SEQ_LEN, C_TARGET, C_MS, C_SPEEDUP, C_DENSITY, C_RECALL,
        C_ACCURACY, C_OK, C_FAILED, C_COUNT };
 static const char *const COL_NAMES[C_COUNT] = {
-    "method", "seq_len", "target", "ms", "speedup", "density",
+    "method", "mask", "seq_len", "target", "ms", "speedup", "density",
     "recall", "accuracy", "ok", "failed"};
 
 /* One table row. */
 typedef struct srow {
     const ab_point *first; /* a point of the group (method, device, seq_len...) */
     char name[48];         /* method, or method@device when several devices */
+    char mask[AB_MASK_SPEC]; /* the base mask */
     int native;
     double setting;        /* target density, or the knob value when native */
     double v[C_COUNT];     /* numeric cells (NaN = none) */
@@ -72,6 +73,22 @@ static double median_of(double *v, size_t n)
     return (m % 2) ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
 }
 
+/* The base mask a point ran under: its spec, or, for a row of a file written
+ * before masks were recorded (no spec), causal or full by its flag. */
+static const char *mask_of(const ab_point *p)
+{
+    return p->mask[0] ? p->mask : p->causal ? "causal" : "full";
+}
+
+/* causal, full, then the others by name (as export orders them, without
+ * its numeric ordering of arguments). */
+static int mask_order(const char *a, const char *b)
+{
+    int ra = strcmp(a, "causal") == 0 ? 0 : strcmp(a, "full") == 0 ? 1 : 2;
+    int rb = strcmp(b, "causal") == 0 ? 0 : strcmp(b, "full") == 0 ? 1 : 2;
+    return ra != rb ? ra - rb : strncmp(a, b, AB_MASK_SPEC);
+}
+
 static int method_order(const char *a, const char *b)
 {
     int da = strcmp(a, "dense") == 0, db = strcmp(b, "dense") == 0;
@@ -85,12 +102,14 @@ static double setting_of(const ab_point *p, int *native)
     return *native ? p->knob_value : p->target_density;
 }
 
-/* Group key order: method, device, seq_len, setting. */
+/* Group key order: method, device, base mask, seq_len, setting. */
 static int group_cmp(const ab_point *x, const ab_point *y)
 {
     int o = method_order(x->method, y->method);
     if (o) return o;
     o = strncmp(x->device, y->device, sizeof x->device);
+    if (o) return o;
+    o = mask_order(mask_of(x), mask_of(y));
     if (o) return o;
     if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
     int nx, ny;
@@ -119,6 +138,8 @@ static int match_cmp(const ab_point *x, const ab_point *y)
     if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
     if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
     if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
+    o = strncmp(mask_of(x), mask_of(y), AB_MASK_SPEC);
+    if (o) return o;
     if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
     return cmp_num(x->depth, y->depth);
 }
@@ -145,7 +166,7 @@ static double dense_ms_for(const ab_point *p, const ab_point **dense, size_t nd,
 /* ---- filter ---------------------------------------------------------- */
 
 static const char *const FILTER_KEYS[] = {
-    "method", "task", "device", "dtype", "kernel", "layout", "status", "key",
+    "method", "task", "device", "dtype", "kernel", "layout", "status", "key", "mask",
     "seq_len", "heads", "head_dim", "causal", "threads", "seed", "depth", "target"};
 
 static int parse_filter(const char *expr, sterm *t, int *nt)
@@ -168,7 +189,7 @@ static int parse_filter(const char *expr, sterm *t, int *nt)
             if (strcmp(x->key, FILTER_KEYS[k]) == 0) known = 1;
         if (!known) {
             ab_errorf("show: unknown --filter key '%s' (keys: method task device dtype kernel "
-                      "layout status key seq_len heads head_dim causal threads seed depth target)",
+                      "layout status key mask seq_len heads head_dim causal threads seed depth target)",
                       x->key);
             return -1;
         }
@@ -191,6 +212,7 @@ static int term_matches(const sterm *t, const ab_point *p)
     else if (strcmp(t->key, "layout") == 0) { sv = p->layout; cap = sizeof p->layout; }
     else if (strcmp(t->key, "status") == 0) { sv = p->status; cap = sizeof p->status; }
     else if (strcmp(t->key, "key") == 0) { sv = p->key; cap = sizeof p->key; }
+    else if (strcmp(t->key, "mask") == 0) { sv = mask_of(p); cap = AB_MASK_SPEC; }
     else if (strcmp(t->key, "seq_len") == 0) nv = p->seq_len;
     else if (strcmp(t->key, "heads") == 0) nv = p->heads;
     else if (strcmp(t->key, "head_dim") == 0) nv = p->head_dim;
@@ -232,6 +254,7 @@ static void fill_row(srow *r, const ab_point **g, size_t n, int multi_dev,
     r->first = g[0];
     if (multi_dev) snprintf(r->name, sizeof r->name, "%.31s@%.7s", g[0]->method, g[0]->device);
     else snprintf(r->name, sizeof r->name, "%.31s", g[0]->method);
+    snprintf(r->mask, sizeof r->mask, "%.*s", AB_MASK_SPEC - 1, mask_of(g[0]));
     r->setting = setting_of(g[0], &r->native);
     for (int c = 0; c < C_COUNT; c++) r->v[c] = NAN;
     r->v[C_SEQ_LEN] = g[0]->seq_len;
@@ -296,6 +319,7 @@ static int row_cmp_spec(const srow *x, const srow *y, const sortspec *s)
     int o = 0;
     if (s && s->col >= 0) {
         if (s->col == C_METHOD) o = method_order(x->name, y->name);
+        else if (s->col == C_MASK) o = mask_order(x->mask, y->mask);
         else if (s->col == C_FAILED && x->n_failed == y->n_failed) o = strcmp(x->failed, y->failed);
         else if (s->col == C_TARGET && x->native != y->native) o = x->native - y->native;
         else if (s->col == C_TARGET && x->native) o = cmp_num(x->setting, y->setting);
@@ -329,6 +353,7 @@ static void cell(char *buf, size_t len, const srow *r, int c, int fmt)
 {
     double v = r->v[c];
     if (c == C_METHOD) { snprintf(buf, len, "%s", r->name); return; }
+    if (c == C_MASK) { snprintf(buf, len, "%s", r->mask); return; }
     if (c == C_FAILED) {
         if (fmt == FMT_TSV) snprintf(buf, len, "%s", r->failed[0] ? r->failed : "-");
         else snprintf(buf, len, "%s", r->failed[0] ? r->failed : "-");
@@ -378,7 +403,7 @@ static void print_env(const char *path, const ab_env *env, size_t n, size_t n_ok
 }
 
 static const char *const HEADS[C_COUNT] = {
-    "method", "N", "target", "ms", "speedup", "density", "recall", "accuracy", "ok", "failed"};
+    "method", "mask", "N", "target", "ms", "speedup", "density", "recall", "accuracy", "ok", "failed"};
 
 static void print_table(const srow *rows, size_t nr, int fmt)
 {
@@ -403,7 +428,7 @@ static void print_table(const srow *rows, size_t nr, int fmt)
             if ((int)strlen(buf) > w[c]) w[c] = (int)strlen(buf);
         }
     /* text columns left-aligned, numbers right-aligned */
-#define LEFT(c) ((c) == C_METHOD || (c) == C_FAILED)
+#define LEFT(c) ((c) == C_METHOD || (c) == C_MASK || (c) == C_FAILED)
     const char *sep = fmt == FMT_MD ? " | " : "  ";
     if (fmt == FMT_MD) fputs("| ", stdout);
     for (int c = 0; c < C_COUNT; c++) {
@@ -438,18 +463,20 @@ static void show_usage(FILE *f)
 {
     fputs("usage: attnbench show RESULTS.h5 [--sort COL] [--filter EXPR] [--format text|tsv|md]\n"
           "\n"
-          "Print the run's environment and one row per (method, seq_len, target\n"
-          "density): median latency of the ok points, speedup over \"dense\" on the\n"
-          "same workloads, achieved density, attention (mass) recall, mean task\n"
-          "accuracy, ok points and failed points by status.\n"
+          "Print the run's environment and one row per (method, base mask, seq_len,\n"
+          "target density): median latency of the ok points, speedup over \"dense\"\n"
+          "on the same workloads under the same mask, achieved density (of the pairs\n"
+          "the mask allows), attention (mass) recall, mean task accuracy, ok points\n"
+          "and failed points by status.\n"
           "\n"
           "options:\n"
-          "  --sort COL       method seq_len target ms speedup density recall accuracy\n"
+          "  --sort COL       method mask seq_len target ms speedup density recall accuracy\n"
           "                   ok failed; a leading '-' sorts descending (--sort -speedup)\n"
           "  --filter EXPR    key=value terms joined by commas; terms with the same key\n"
-          "                   are alternatives (method=window,method=dense,seq_len=1024).\n"
-          "                   keys: method task device dtype kernel layout status key\n"
-          "                   seq_len heads head_dim causal threads seed depth target\n"
+          "                   are alternatives (method=window,method=dense,seq_len=1024,\n"
+          "                   mask=document:8). keys: method task device dtype kernel\n"
+          "                   layout status key mask seq_len heads head_dim causal\n"
+          "                   threads seed depth target\n"
           "  --format FMT     text (default), tsv, md\n"
           "  -h, --help       this text\n"
           "exit: 0 shown, 2 usage or input error\n", f);
@@ -518,7 +545,7 @@ int ab_cmd_show(int argc, char **argv)
             if (strcmp(s, COL_NAMES[c]) == 0 || (c == C_SEQ_LEN && strcmp(s, "N") == 0))
                 spec.col = c;
         if (spec.col < 0) {
-            ab_errorf("show: unknown --sort column '%s' (method seq_len target ms speedup "
+            ab_errorf("show: unknown --sort column '%s' (method mask seq_len target ms speedup "
                       "density recall accuracy ok failed)", sort);
             return 2;
         }

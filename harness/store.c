@@ -36,6 +36,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -209,7 +210,8 @@ static const field_desc point_fields[] = {
     FLD(device, F_STR), FLD(dtype, F_STR), FLD(task, F_STR),
     FLD(kernel, F_STR), FLD(layout, F_STR),
     FLD(seq_len, F_I32), FLD(heads, F_I32), FLD(head_dim, F_I32),
-    FLD(causal, F_I32), FLD(threads, F_I32),
+    FLD(causal, F_I32), FLD(mask, F_STR), FLD(mask_density, F_F64),
+    FLD(threads, F_I32),
     FLD(seed, F_I64),
     FLD(depth, F_F64), FLD(target_density, F_F64), FLD(knob_value, F_F64),
     FLD(achieved_density, F_F64),
@@ -253,8 +255,15 @@ static int key_ok(const char *key)
 
 /* Compound type of one row. mem = 1: the layout of ab_point (NATIVE types,
  * size sizeof(ab_point), sample arrays not members); mem = 0: the packed
- * little-endian file type. */
+ * little-endian file type. present (mem = 1 only, may be NULL): include
+ * only the fields with present[i] != 0 (those an older file has). */
+static hid_t point_type_sub(int mem, const unsigned char *present);
 static hid_t point_type(int mem)
+{
+    return point_type_sub(mem, NULL);
+}
+
+static hid_t point_type_sub(int mem, const unsigned char *present)
 {
     size_t total = 0;
     for (size_t i = 0; i < N_FIELDS; i++)
@@ -267,6 +276,8 @@ static hid_t point_type(int mem)
         const field_desc *f = &point_fields[i];
         hid_t m = -1;
         int ok = 1;
+        if (present && !present[i])
+            continue;
         switch (f->kind) {
         case F_STR:
             m = H5Tcopy(H5T_C_S1);
@@ -849,6 +860,34 @@ cleanup:
     if (ds >= 0) H5Dclose(ds);
 }
 
+static size_t field_index(const char *name)
+{
+    size_t i = 0;
+    while (i < N_FIELDS && strcmp(point_fields[i].name, name))
+        i++;
+    return i;
+}
+
+/* Fields an older file lacks: a number is NaN (not recorded), an integer
+ * or a string empty, except the base mask of files written before base
+ * masks, which was plain causal or full by the causal column. */
+static void point_defaults(ab_point *p, const unsigned char *present)
+{
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        const field_desc *f = &point_fields[i];
+        if (present[i] || f->kind != F_F64)
+            continue;
+        const double nan = NAN;
+        memcpy((char *)p + f->off, &nan, sizeof nan);
+    }
+    if (!present[field_index("mask")])
+        snprintf(p->mask, sizeof p->mask, "%s", p->causal ? "causal" : "full");
+    if (!present[field_index("mask_density")]) {
+        const double n = p->seq_len > 0 ? (double)p->seq_len : 1.0;
+        p->mask_density = p->causal ? (n + 1.0) / (2.0 * n) : 1.0;
+    }
+}
+
 /* Open file image `img` and read its points and env into set/env. */
 static int h5_read_image(const char *path, const void *img, size_t len, pset *set,
                          ab_env *env, char *err, size_t errlen)
@@ -857,6 +896,7 @@ static int h5_read_image(const char *path, const void *img, size_t len, pset *se
     hid_t fapl = -1, fid = -1, a = -1, at = -1, asp = -1, ds = -1, dt = -1, dsp = -1;
     hid_t mt = -1, sg = -1;
     ab_point *rows = NULL;
+    unsigned char present[N_FIELDS];
     char h5msg[160] = "";
     int ver = 0;
     hsize_t n = 0;
@@ -907,12 +947,23 @@ static int h5_read_image(const char *path, const void *img, size_t len, pset *se
                  (unsigned long long)n);
             goto cleanup;
         }
-        if ((mt = point_type(1)) < 0 ||
+        /* Read the fields the file has: a file written before a field
+         * existed (mask, mask_density: base masks) still reads, the
+         * missing fields get defaults below. */
+        for (size_t i = 0; i < N_FIELDS; i++)
+            present[i] = H5Tget_member_index(dt, point_fields[i].name) >= 0;
+        if (!present[field_index("key")]) {
+            fail(err, errlen, "%s is not an attnbench results file (/points has no key field)", path);
+            goto cleanup;
+        }
+        if ((mt = point_type_sub(1, present)) < 0 ||
             H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0) {
             h5_errdesc(h5msg, sizeof h5msg);
             fail(err, errlen, "cannot read /points of %s (%s)", path, h5msg);
             goto cleanup;
         }
+        for (size_t r = 0; r < (size_t)n; r++)
+            point_defaults(&rows[r], present);
     }
     if (H5Lexists(fid, "samples", H5P_DEFAULT) > 0)
         sg = H5Gopen2(fid, "samples", H5P_DEFAULT);

@@ -25,6 +25,7 @@
 #include "harness/timing.h"
 #include "kernels/kernels.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -46,7 +47,10 @@ typedef struct base_pt {
     const ab_task *task;
     ab_params tparams;
     const char *tstr[AB_TASK_MAX_STRINGS]; /* string params (point into the config) */
-    int n, heads, d, causal;
+    int n, heads, d;
+    const char *mask;    /* base mask spec (points into the config) */
+    int causal;          /* the mask's def->causal */
+    double mask_density; /* allowed pairs / N^2 of the mask bound to (n, seed) */
     int64_t seed;
     double depth;
 } base_pt;
@@ -93,8 +97,13 @@ static void job_key(const base_pt *b, const job *j, const ab_config *c, int thre
         snprintf(tp + l, sizeof tp - l, ",%s=%s", b->task->string_params[i], b->tstr[i] ? b->tstr[i] : "");
     }
     ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, mp, sizeof mp);
-    snprintf(buf, sizeof buf, "v1|%s|%s|N%d|H%d|d%d|c%d|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
-             b->task->name, tp, b->n, b->heads, b->d, b->causal, (long long)b->seed, b->depth,
+    /* the plain masks keep the keys of files written before base masks
+     * (c1 = causal, c0 = full); any other mask adds its spec */
+    char mk[AB_MASK_SPEC + 8];
+    if (!strcmp(b->mask, "causal") || !strcmp(b->mask, "full")) snprintf(mk, sizeof mk, "c%d", b->causal);
+    else snprintf(mk, sizeof mk, "c%d|m%s", b->causal, b->mask);
+    snprintf(buf, sizeof buf, "v1|%s|%s|N%d|H%d|d%d|%s|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
+             b->task->name, tp, b->n, b->heads, b->d, mk, (long long)b->seed, b->depth,
              j->m->name, isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu",
              j->target, c->block_q, c->block_k, threads);
     snprintf(out, 24, "%016llx", (unsigned long long)fnv1a(buf));
@@ -131,7 +140,7 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
         for (int i = 0; i < ab_method_count && nm < 256; i++) ms[nm++] = ab_method_at(i);
     }
     unsigned devs = o->devices ? o->devices : c->devices;
-    size_t nb = (size_t)c->n_tasks * c->n_lens * c->n_heads * c->n_dims * c->n_causal * c->n_seeds * c->n_depths;
+    size_t nb = (size_t)c->n_tasks * c->n_lens * c->n_heads * c->n_dims * c->n_masks * c->n_seeds * c->n_depths;
     base_pt *bases = calloc(nb ? nb : 1, sizeof *bases);
     size_t jcap = nb * (size_t)nm * 2 * (size_t)(AB_CFG_LIST + 1) + 1;
     job *jobs = calloc(jcap, sizeof *jobs);
@@ -141,7 +150,7 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
         for (int li = 0; li < c->n_lens; li++)
             for (int hi = 0; hi < c->n_heads; hi++)
                 for (int di = 0; di < c->n_dims; di++)
-                    for (int ci = 0; ci < c->n_causal; ci++)
+                    for (int ci = 0; ci < c->n_masks; ci++)
                         for (int si = 0; si < c->n_seeds; si++)
                             for (int zi = 0; zi < c->n_depths; zi++) {
                                 base_pt *bp = &bases[b];
@@ -157,9 +166,32 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
                                 bp->n = c->seq_lens[li];
                                 bp->heads = c->heads[hi];
                                 bp->d = c->head_dims[di];
-                                bp->causal = c->causal[ci];
+                                bp->mask = c->masks[ci];
                                 bp->seed = c->seeds[si];
                                 bp->depth = c->depths[zi];
+                                /* the mask is bound again in each child that needs it; here
+                                 * only for its allowed-pair fraction (the failure rows too),
+                                 * once per (mask, N, seed) */
+                                int same = -1;
+                                for (int q = b - 1; q >= 0 && same < 0; q--)
+                                    if (bases[q].mask == bp->mask && bases[q].n == bp->n && bases[q].seed == bp->seed) same = q;
+                                ab_mask mk;
+                                char why[300];
+                                if (same >= 0) {
+                                    bp->causal = bases[same].causal;
+                                    bp->mask_density = bases[same].mask_density;
+                                } else if (ab_mask_make(&mk, bp->mask, bp->n, (uint64_t)bp->seed, why, sizeof why) != AB_OK) {
+                                    snprintf(err, errlen, "%s: [sweep] key 'masks': mask '%s' at N = %d: %s", c->path,
+                                             bp->mask, bp->n, why);
+                                    ab_mask_free(&mk);
+                                    free(bases);
+                                    free(jobs);
+                                    return -1;
+                                } else {
+                                    bp->causal = mk.def->causal;
+                                    bp->mask_density = ab_mask_fraction(&mk);
+                                    ab_mask_free(&mk);
+                                }
                                 for (int mi = 0; mi < nm; mi++)
                                     for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
                                         if (!(devs & dv)) continue;
@@ -240,6 +272,9 @@ static int copy_ints(arena_hdr *a, int **dst, const int *src, int n)
     return 0;
 }
 
+static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, const char *save_dir,
+                         const char *problem, ab_shape s);
+
 /* In the data child: generate and build the reference. */
 static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
                        const char *save_dir, const char *problem)
@@ -250,7 +285,17 @@ static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int t
     a->k = arena_alloc(a, t * 4);
     a->v = arena_alloc(a, t * 4);
     if (!a->q || !a->k || !a->v) { a->status = AB_ENOMEM; snprintf(a->msg, sizeof a->msg, "arena too small"); return; }
-    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d), NULL };
+    ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
+    int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, a->msg, sizeof a->msg);
+    if (mrc) { a->status = mrc; ab_mask_free(&mk); return; }
+    ab_shape s = { b->heads, b->n, b->d, mk.def->causal, 1.0f / sqrtf((float)b->d), &mk };
+    data_problem(a, b, c, threads, save_dir, problem, s);
+    ab_mask_free(&mk);
+}
+
+static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, const char *save_dir,
+                         const char *problem, ab_shape s)
+{
     ab_answer ans;
     memset(&ans, 0, sizeof ans);
     char why[200] = "";
@@ -374,16 +419,33 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
 #undef WITHIN
 }
 
+static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk);
+
 static void measure_point(const point_ctx *x, ab_point *p)
+{
+    const base_pt *b = x->b;
+    omp_set_num_threads(x->threads);
+    openblas_set_num_threads(x->threads);
+    ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
+    char merr[200];
+    int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, merr, sizeof merr);
+    if (mrc) {
+        ab_point_set_status(p, ab_status_of_code(mrc), "base mask %s: %s", b->mask, merr);
+        ab_mask_free(&mk);
+        return;
+    }
+    measure_masked(x, p, &mk);
+    ab_mask_free(&mk);
+}
+
+static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
 {
     const ab_config *c = x->c;
     const base_pt *b = x->b;
     const job *j = x->j;
     const ab_method *m = j->m;
     const arena_hdr *a = x->a;
-    omp_set_num_threads(x->threads);
-    openblas_set_num_threads(x->threads);
-    ab_shape s = { b->heads, b->n, b->d, b->causal, 1.0f / sqrtf((float)b->d), NULL };
+    ab_shape s = { b->heads, b->n, b->d, mk->def->causal, 1.0f / sqrtf((float)b->d), mk };
     ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads };
     ab_params prm = j->params;
     int kp = m->density_knob.param;
@@ -465,7 +527,8 @@ static void measure_point(const point_ctx *x, ab_point *p)
         p->cv = st.cv;
         p->n_samples = n;
         for (int i = 0; i < n; i++) { p->sample_select_ms[i] = sel[i]; p->sample_run_ms[i] = run[i]; }
-        double flops = 4.0 * b->heads * (double)b->n * b->n * b->d * (b->causal ? 0.5 : 1.0);
+        /* dense-equivalent work: QK^T and PV over the pairs the base mask allows */
+        double flops = 4.0 * b->heads * (double)b->n * b->n * b->d * ab_mask_fraction(mk);
         p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
         p->achieved_density = ab_layout_density(&l);
         snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l.kind));
@@ -510,6 +573,8 @@ static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int thre
     snprintf(p->dtype, sizeof p->dtype, "fp32");
     snprintf(p->task, sizeof p->task, "%s", b->task->name);
     p->seq_len = b->n; p->heads = b->heads; p->head_dim = b->d; p->causal = b->causal;
+    snprintf(p->mask, sizeof p->mask, "%s", b->mask);
+    p->mask_density = b->mask_density;
     p->threads = threads;
     p->seed = b->seed;
     p->depth = b->depth;
@@ -674,7 +739,7 @@ typedef struct calib_entry { char method[32]; int base_nodepth; double target, k
 static int same_base_but_depth(const base_pt *x, const base_pt *y)
 {
     return x->task == y->task && x->n == y->n && x->heads == y->heads && x->d == y->d &&
-           x->causal == y->causal && x->seed == y->seed &&
+           !strcmp(x->mask, y->mask) && x->seed == y->seed &&
            !memcmp(&x->tparams, &y->tparams, sizeof x->tparams);
 }
 
@@ -798,9 +863,9 @@ int ab_cmd_run(int argc, char **argv)
             const base_pt *b = &bases[jobs[i].base];
             char mp[160];
             ab_params_format(jobs[i].m->params, AB_MAX_PARAMS, &jobs[i].params, mp, sizeof mp);
-            printf("%s  %-18s %-4s %-8s N=%-6d H=%-2d d=%-3d causal=%d seed=%lld depth=%.2f density=%s%.3g  %s\n",
+            printf("%s  %-18s %-4s %-8s N=%-6d H=%-2d d=%-3d mask=%s seed=%lld depth=%.2f density=%s%.3g  %s\n",
                    jobs[i].key, jobs[i].m->name, jobs[i].device == AB_GPU ? "gpu" : "cpu", b->task->name, b->n,
-                   b->heads, b->d, b->causal, (long long)b->seed, b->depth, isnan(jobs[i].target) ? "native:" : "",
+                   b->heads, b->d, b->mask, (long long)b->seed, b->depth, isnan(jobs[i].target) ? "native:" : "",
                    isnan(jobs[i].target) ? 0.0 : jobs[i].target, mp);
         }
         free(bases); free(jobs); ab_config_free(c); free(c);
@@ -855,7 +920,7 @@ int ab_cmd_run(int argc, char **argv)
         if (!pending) continue;
         size_t asz = arena_size(b, c);
         arena_hdr *a = mmap(NULL, asz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        int data_ok = 0;
+        int data_ok = 0, data_unsup = 0; /* data_unsup: the task has no valid trial here */
         char data_msg[300] = "", problem[160] = "";
         if (a == MAP_FAILED) {
             snprintf(data_msg, sizeof data_msg, "cannot map %zu bytes for the problem: %s", asz, strerror(errno));
@@ -865,15 +930,22 @@ int ab_cmd_run(int argc, char **argv)
             a->size = asz;
             a->used = sizeof *a;
             /* --save-tensors names this problem's file after what defines it */
-            snprintf(problem, sizeof problem, "problem_%s_N%d_H%d_d%d_c%d_s%lld_z%.4g", b->task->name, b->n,
-                     b->heads, b->d, b->causal, (long long)b->seed, b->depth);
+            char mslug[AB_MASK_SPEC]; /* the mask spec as a file-name-safe word */
+            snprintf(mslug, sizeof mslug, "%s", b->mask);
+            for (char *ch = mslug; *ch; ch++)
+                if (!isalnum((unsigned char)*ch) && *ch != '.' && *ch != '-') *ch = '_';
+            snprintf(problem, sizeof problem, "problem_%s_N%d_H%d_d%d_%s_s%lld_z%.4g", b->task->name, b->n,
+                     b->heads, b->d, mslug, (long long)b->seed, b->depth);
             data_arg da = { a, b, c, threads, o.save_tensors ? save_dir : NULL, problem };
             char okb;
             int ws = 0;
             int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws, NULL);
             if (r == -3) break;
             if (r == 1 && a->status == 0) data_ok = 1;
-            else if (r == 1) snprintf(data_msg, sizeof data_msg, "data generation failed: %s", a->msg);
+            else if (r == 1) {
+                snprintf(data_msg, sizeof data_msg, "data generation failed: %s", a->msg);
+                data_unsup = a->status == AB_EUNSUPPORTED;
+            }
             else {
                 ab_point tmp;
                 memset(&tmp, 0, sizeof tmp);
@@ -887,7 +959,7 @@ int ab_cmd_run(int argc, char **argv)
             fill_point_ids(pt, b, j, threads);
             char gpu_why[256] = "";
             if (!data_ok) {
-                ab_point_set_status(pt, strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
+                ab_point_set_status(pt, data_unsup ? "unsupported" : strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
             } else if (j->device == AB_GPU) {
                 /* ab_gpu_count() probes in its own child: this process never initialises CUDA */
                 if (!(j->m->devices & AB_GPU)) ab_point_set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
@@ -948,11 +1020,11 @@ int ab_cmd_run(int argc, char **argv)
                 if (isnan(j->target)) snprintf(dens, sizeof dens, "native");
                 else snprintf(dens, sizeof dens, "%.3g", j->target);
                 if (tty)
-                    fprintf(stderr, "\r\033[K[%d/%d] %s %s N=%d d=%d density=%s: %s %.3g ms | %s elapsed, ETA %s", done, todo,
-                            j->m->name, b->task->name, b->n, b->d, dens, pt->status, pt->total_ms, elb, eta);
+                    fprintf(stderr, "\r\033[K[%d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %.3g ms | %s elapsed, ETA %s", done, todo,
+                            j->m->name, b->task->name, b->n, b->d, b->mask, dens, pt->status, pt->total_ms, elb, eta);
                 else
-                    fprintf(stderr, "[%d/%d] %s %s N=%d H=%d d=%d density=%s -> %s total=%.4g ms recall=%.3f acc=%.3f%s%s (ETA %s)\n",
-                            done, todo, j->m->name, b->task->name, b->n, b->heads, b->d, dens, pt->status, pt->total_ms,
+                    fprintf(stderr, "[%d/%d] %s %s N=%d H=%d d=%d mask=%s density=%s -> %s total=%.4g ms recall=%.3f acc=%.3f%s%s (ETA %s)\n",
+                            done, todo, j->m->name, b->task->name, b->n, b->heads, b->d, b->mask, dens, pt->status, pt->total_ms,
                             pt->recall_mass, pt->accuracy, pt->message[0] ? ": " : "", pt->message, eta);
             }
         }

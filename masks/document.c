@@ -120,33 +120,52 @@ static double doc_unit(uint64_t *s) /* (0, 1] */
     return ((double)(doc_next(s) >> 11) + 1.0) / 9007199254740992.0;
 }
 
-/* K lengths >= 1 summing to N, proportional to w[] (largest remainders). */
-static void doc_split(int32_t *len, const double *w, int k, int n)
+typedef struct doc_rem {
+    double r; /* fractional part left by flooring */
+    int i;
+} doc_rem;
+
+static int doc_rem_cmp(const void *a, const void *b)
+{
+    const doc_rem *x = a, *y = b;
+    if (x->r != y->r)
+        return x->r < y->r ? 1 : -1; /* largest remainder first */
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* K lengths >= 1 summing to N, proportional to w[] (largest remainders,
+ * O(K log K)). Returns AB_OK or AB_ENOMEM. */
+static int doc_split(int32_t *len, const double *w, int k, int n)
 {
     double tot = 0.0;
     for (int i = 0; i < k; i++)
         tot += w[i];
     const int64_t spare = (int64_t)n - k;
+    doc_rem *rem = malloc((size_t)k * sizeof(doc_rem)); /* [k] */
+    if (!rem)
+        return AB_ENOMEM;
     int64_t used = 0;
     for (int i = 0; i < k; i++) {
-        const int64_t a = (int64_t)floor(w[i] / tot * (double)spare);
+        const double x = w[i] / tot * (double)spare;
+        int64_t a = (int64_t)floor(x);
+        a = a < 0 ? 0 : a > spare ? spare : a;
         len[i] = (int32_t)(1 + a);
         used += a;
+        rem[i].r = x - (double)a;
+        rem[i].i = i;
     }
-    /* hand out what flooring left, one token each, in order of remainder */
-    while (used < spare) {
-        int best = 0;
-        double br = -1.0;
-        for (int i = 0; i < k; i++) {
-            const double r = w[i] / tot * (double)spare - (double)(len[i] - 1);
-            if (r > br) {
-                br = r;
-                best = i;
+    qsort(rem, (size_t)k, sizeof(doc_rem), doc_rem_cmp);
+    /* hand out what flooring left, one token each, largest remainder first */
+    for (int64_t t = 0; used < spare; t++, used++)
+        len[rem[t % k].i]++;
+    for (; used > spare; used--) /* rounding overshoot (cannot happen with exact floors) */
+        for (int i = 0; i < k; i++)
+            if (len[i] > 1) {
+                len[i]--;
+                break;
             }
-        }
-        len[best]++;
-        used++;
-    }
+    free(rem);
+    return AB_OK;
 }
 
 static int doc_bind(ab_mask *m, char *err, size_t errlen)
@@ -187,8 +206,12 @@ static int doc_bind(ab_mask *m, char *err, size_t errlen)
                 w[i] = exp(1.5 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
             }
         }
-        doc_split(len, w, k, n);
+        const int rc = doc_split(len, w, k, n);
         free(w);
+        if (rc) {
+            free(len);
+            return rc;
+        }
     }
     free(m->aux);
     free(m->aux2);

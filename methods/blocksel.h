@@ -96,6 +96,27 @@ static inline int bs_diag_block(int qb, int bq, int bk, int n)
     return last / bk;
 }
 
+/* Union of the base-mask spans of query rows [r0, r1): the keys any of them
+ * may see lie in [*lo, *hi) (*lo >= *hi: none). For the shipped masks the
+ * union is one interval, so the key blocks it touches are exactly the
+ * blocks the mask leaves non-empty for these rows (under causal: up to the
+ * diagonal; under a document mask: those of the rows' own documents). */
+static inline void bs_rows_span(const ab_mask *m, int r0, int r1, int *lo, int *hi)
+{
+    int a = m->seq_len, b = 0;
+    r1 = r1 < m->seq_len ? r1 : m->seq_len;
+    for (int i = r0 > 0 ? r0 : 0; i < r1; i++) {
+        int x, y;
+        ab_mask_span(m, i, &x, &y);
+        if (x < y) {
+            a = x < a ? x : a;
+            b = y > b ? y : b;
+        }
+    }
+    *lo = a;
+    *hi = b;
+}
+
 /* A scored candidate. */
 typedef struct bs_cand {
     double score;
@@ -123,8 +144,9 @@ static inline void bs_sort_desc(bs_cand *c, int n)
 
 /* The block choice of minference_block (and of seer_proxy's proxy gate):
  * per head and query block, the logits scale * pq(qb) . pk(kb) of the
- * candidate key blocks (causal: up to the diagonal block) are ranked (ties
- * to the lower index) and the best mc_dither(topk, qb) of them, at most
+ * candidate key blocks (those the base mask lets some row of the query
+ * block see, bs_rows_span: under causal up to the diagonal block) are
+ * ranked (ties to the lower index) and the best mc_dither(topk, qb) of them, at most
  * ceil(topk), are added to l as key blocks, one bulk call per query block.
  * The softmax the papers apply per row is monotone, so ranking the logits
  * is the same. pq: (heads, n_qblocks, d) pooled queries; pk: (heads,
@@ -132,12 +154,20 @@ static inline void bs_sort_desc(bs_cand *c, int n)
  * error. */
 static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float *pq, const float *pk, double topk)
 {
-    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int H = l->heads, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
     const int rows = H * nqb;
     const int keep = (int)ceil(topk) < nkb ? (int)ceil(topk) : nkb;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     float *sc = malloc((size_t)rows * nkb * sizeof *sc); /* (heads*n_qblocks, n_kblocks) */
-    int rc = sc ? AB_OK : AB_ENOMEM;
+    int32_t *cb = malloc((size_t)(2 * nqb + 1) * sizeof *cb); /* (n_qblocks, 2) candidate blocks [b0, b1) */
+    int rc = sc && cb ? AB_OK : AB_ENOMEM;
+    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
+        int lo, hi;
+        bs_rows_span(&mask, qb * bq, (qb + 1) * bq, &lo, &hi);
+        cb[2 * qb] = lo < hi ? lo / bk : 0;
+        cb[2 * qb + 1] = lo < hi ? (hi + bk - 1) / bk : 0;
+    }
     if (rc == AB_OK) {
 #pragma omp parallel
         {
@@ -157,11 +187,11 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
 #pragma omp for schedule(static)
             for (int r = 0; r < rows; r++) {
                 if (!ok) continue;
-                const int qb = r % nqb;
-                const int nc = causal ? bs_diag_block(qb, bq, bk, N) + 1 : nkb;
+                const int qb = r % nqb, b0 = cb[2 * qb];
+                const int nc = cb[2 * qb + 1] - b0;
                 for (int b = 0; b < nc; b++) {
-                    cand[b].score = sc[(size_t)r * nkb + b];
-                    cand[b].idx = b;
+                    cand[b].score = sc[(size_t)r * nkb + b0 + b];
+                    cand[b].idx = b0 + b;
                 }
                 bs_sort_desc(cand, nc);
                 int kr = mc_dither(topk, qb);
@@ -181,6 +211,7 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
         }
     }
     free(sc);
+    free(cb);
     return rc;
 }
 

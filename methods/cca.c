@@ -22,6 +22,11 @@
  * (sum over rows of the core and raw keys attended + one logit per pooled
  * token for the groups in use) / causally valid pairs.
  *
+ * Base masks: plain causal and full only. Core tokens pool keys across any
+ * boundary a document, window, prefix or chunk mask draws, so under those
+ * select() and run() return AB_EUNSUPPORTED (recorded as "unsupported")
+ * rather than a silently wrong result.
+ *
  * Density knob: window (rises with it; density ~ (w + i/g) / i per row, so
  * its floor is ~1/g). Defaults g = 16, window = 1024 (ours; the paper's
  * group size and window depend on the model and context length). Memory:
@@ -33,6 +38,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CCA_TILE 64 /* query rows per tile in run() */
 
@@ -75,9 +81,21 @@ static void raw_range(const cca_state *st, int n, int causal, int i, int *lo, in
     }
 }
 
+/* AB_OK under the plain causal / full base masks, else AB_EUNSUPPORTED. */
+static int cca_mask_ok(void *state, const ab_shape *s)
+{
+    const ab_mask m = ab_shape_mask(s);
+    if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
+    ab_set_error(state, "cca: base mask '%s' is not supported (core tokens pool keys across its "
+                        "boundaries); only causal and full", m.spec);
+    return AB_EUNSUPPORTED;
+}
+
 static int cca_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const cca_state *st = state;
+    const int ok = cca_mask_ok(state, &pb->s);
+    if (ok != AB_OK) return ok;
     const int n = pb->s.seq_len, g = st->group, causal = pb->s.causal;
     const int ng = (n + g - 1) / g;
     double kept = 0.0, valid = 0.0;
@@ -128,6 +146,8 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
     const cca_state *st = state;
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int g = st->group, ng = (n + g - 1) / g;
+    const int mok = cca_mask_ok(state, &pb->s);
+    if (mok != AB_OK) return mok;
     const float scale = pb->s.scale;
     const int ntiles = (n + CCA_TILE - 1) / CCA_TILE;
     float *ck = malloc((size_t)H * ng * d * sizeof *ck); /* (heads, ng, d) core keys */

@@ -1,7 +1,11 @@
 /* dense_blas.c — `dense_blas`: the "textbook" dense baseline. Per head and
- * per block of query rows: S = Q_blk Kᵀ·scale with OpenBLAS SGEMM, causal
- * mask, fp32 softmax per row with max subtraction, O = P V with SGEMM, then
- * divide by the row sums. Memory is O(row_block · N), never N × N.
+ * per block of query rows: S = Q_blk Kᵀ·scale with OpenBLAS SGEMM over the
+ * key columns the base mask lets any row of the block see (the union of the
+ * rows' spans), explicit masking (ab_mask_span, and ab_mask_allows for masks
+ * whose span is not exact), fp32 softmax per row with max subtraction,
+ * O = P V with SGEMM, then divide by the row sums. Any base mask works; a
+ * row the mask gives no key yields zeros (as the fp64 reference does).
+ * Memory is O(row_block · N), never N × N.
  * Same result as `dense` (FlashAttention, arXiv 2205.14135) computed the
  * way attention is written in the paper (Vaswani et al. 2017), so the
  * suite shows what tiling and online softmax buy over BLAS.
@@ -49,22 +53,36 @@ static int dense_blas_select(void *state, const ab_problem *pb, ab_layout *l)
     return ab_layout_dense(l);
 }
 
-/* Softmax of rows [0, nr) of s (nr, kc) in place, unnormalised: row i keeps
- * its first nvalid(i) columns, the rest set to 0; inv_sum[i] = 1 / sum. */
-static void softmax_rows(float *s, float *inv_sum, int nr, int kc, int r0, int causal)
+/* Masked softmax of rows [0, nr) of s (nr, kc) in place, unnormalised:
+ * s holds key columns [k0, k0 + kc) of query rows [r0, r0 + nr); entries the
+ * base mask forbids are set to 0; inv_sum[i] = 1 / sum (0 for a row with no
+ * allowed key, whose output is then 0). */
+static void softmax_rows(float *s, float *inv_sum, int nr, int kc, int r0, int k0, const ab_mask *mask)
 {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < nr; i++) {
         float *row = s + (size_t)i * kc; /* (kc) */
-        const int nv = causal ? r0 + i + 1 : kc;
-        float m = row[0];
-        for (int j = 1; j < nv; j++) m = row[j] > m ? row[j] : m;
+        int lo, hi; /* allowed keys of this row lie in [lo, hi) */
+        ab_mask_span(mask, r0 + i, &lo, &hi);
+        lo = lo - k0 > 0 ? lo - k0 : 0;
+        hi = hi - k0 < kc ? hi - k0 : kc;
+        if (!mask->def->interval) /* inexact span: test each element */
+            for (int j = lo; j < hi; j++)
+                if (!ab_mask_allows(mask, r0 + i, k0 + j)) row[j] = -INFINITY;
+        float m = lo < hi ? row[lo] : -INFINITY; /* a NaN logit stays NaN */
+        for (int j = lo + 1; j < hi; j++) m = row[j] > m ? row[j] : m;
         double sum = 0; /* fp32 values, fp64 sum: exact enough at any N */
-        for (int j = 0; j < nv; j++) {
-            row[j] = expf(row[j] - m);
+        for (int j = 0; j < lo; j++) row[j] = 0.0f;
+        if (m == -INFINITY) { /* no allowed key: zeros */
+            for (int j = lo; j < kc; j++) row[j] = 0.0f;
+            inv_sum[i] = 0.0f;
+            continue;
+        }
+        for (int j = lo; j < hi; j++) {
+            row[j] = expf(row[j] - m); /* a forbidden -inf becomes 0 */
             sum += row[j];
         }
-        for (int j = nv; j < kc; j++) row[j] = 0.0f;
+        for (int j = hi; j < kc; j++) row[j] = 0.0f;
         inv_sum[i] = (float)(1.0 / sum);
     }
 }
@@ -72,7 +90,8 @@ static void softmax_rows(float *s, float *inv_sum, int nr, int kc, int r0, int c
 static int dense_blas_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
 {
     dense_blas_state *st = state;
-    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     if (N != st->seq_len) {
         ab_set_error(state, "dense_blas: run with N=%d, init saw N=%d", N, st->seq_len);
         return AB_EINVAL;
@@ -83,16 +102,30 @@ static int dense_blas_run(void *state, const ab_problem *pb, const ab_layout *l,
         const float *v = pb->v + hoff; /* (N, d) */
         for (int r0 = 0; r0 < N; r0 += st->rows) {
             const int nr = N - r0 < st->rows ? N - r0 : st->rows;
-            const int kc = causal ? r0 + nr : N; /* key columns any row here sees */
             const float *q = pb->q + hoff + (size_t)r0 * d; /* (nr, d) */
             float *o = out + hoff + (size_t)r0 * d;         /* (nr, d) */
-            /* S (nr, kc) = scale · Q_blk K[0:kc]ᵀ */
+            /* key columns [k0, k1) any row here may see: the union of spans */
+            int k0 = N, k1 = 0;
+            for (int i = r0; i < r0 + nr; i++) {
+                int lo, hi;
+                ab_mask_span(&mask, i, &lo, &hi);
+                if (lo < hi) {
+                    k0 = lo < k0 ? lo : k0;
+                    k1 = hi > k1 ? hi : k1;
+                }
+            }
+            if (k0 >= k1) { /* the mask gives these rows no key */
+                for (size_t x = 0; x < (size_t)nr * d; x++) o[x] = 0.0f;
+                continue;
+            }
+            const int kc = k1 - k0;
+            /* S (nr, kc) = scale · Q_blk K[k0:k1]ᵀ */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, pb->s.scale,
-                        q, d, k, d, 0.0f, st->s, kc);
-            softmax_rows(st->s, st->inv_sum, nr, kc, r0, causal);
-            /* O (nr, d) = P V[0:kc] */
+                        q, d, k + (size_t)k0 * d, d, 0.0f, st->s, kc);
+            softmax_rows(st->s, st->inv_sum, nr, kc, r0, k0, &mask);
+            /* O (nr, d) = P V[k0:k1] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f,
-                        st->s, kc, v, d, 0.0f, o, d);
+                        st->s, kc, v + (size_t)k0 * d, d, 0.0f, o, d);
             for (int i = 0; i < nr; i++)
                 for (int c = 0; c < d; c++) o[(size_t)i * d + c] *= st->inv_sum[i];
         }

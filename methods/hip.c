@@ -3,7 +3,9 @@
  * Attention Pruning", arXiv 2406.09827; code DeepAuto-AI/hip-attention).
  *
  * Training-free top-k key estimation in O(N log N): per query block, the
- * candidate keys (causal: the keys before the block) are split into k equal
+ * candidate keys (causal: the keys before the block; under a base mask
+ * they start where the block's first visible key is, e.g. its document's
+ * start, so the search stays inside what the mask allows) are split into k equal
  * branches; each iteration halves every branch, scores each half by one
  * representative key (here the half's middle token) by its largest logit
  * over the block's queries (max-pooled, as HiP), and keeps the k best
@@ -21,7 +23,7 @@
  * against every query of its block).
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/blocksel.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -110,6 +112,7 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
     const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
     const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
     const int kmax = (int)ceil(st->k) < N ? (int)ceil(st->k) : N;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     float *qm = malloc((size_t)d * bq * sizeof *qm);            /* (d, block_q) queries, transposed */
     float *acc = malloc((size_t)bq * sizeof *acc);              /* (block_q) */
     branch *br = malloc((size_t)3 * (kmax + 1) * sizeof *br);   /* (3k): k kept + 2k children */
@@ -117,22 +120,27 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
     int rc = (qm && acc && br && keys) ? AB_OK : AB_ENOMEM;
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
         const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-        /* candidates: keys [0, R) (non-causal: everything but the block) */
+        /* candidates: keys [A, R) (non-causal: everything but the block),
+         * A the first key the base mask lets a row of the block see (0
+         * under causal, full, prefix and chunked) */
         const int R = causal ? r0 : N;
+        int A, hi_;
+        bs_rows_span(&mask, r0, r1, &A, &hi_);
+        A = A >= hi_ || A > R ? R : A; /* no visible key before the block: none */
         int kk = mc_dither(st->k, qb);
         kk = kk < kmax ? kk : kmax;
         int n = 0;
-        if (R <= kk) {
-            for (int j = 0; j < R; j++) keys[n++] = j;
+        if (R - A <= kk) {
+            for (int j = A; j < R; j++) keys[n++] = j;
         } else if (kk > 0) {
             const int nr = r1 - r0;
             for (int i = 0; i < nr; i++)
                 for (int c = 0; c < d; c++) qm[(size_t)c * nr + i] = q[(size_t)(r0 + i) * d + c] * pb->s.scale;
-            /* k equal branches over [0, R) */
+            /* k equal branches over [A, R) */
             int nb = kk;
             for (int t = 0; t < nb; t++) {
-                br[t].a = (int32_t)((int64_t)t * R / nb);
-                br[t].b = (int32_t)((int64_t)(t + 1) * R / nb);
+                br[t].a = (int32_t)(A + (int64_t)t * (R - A) / nb);
+                br[t].b = (int32_t)(A + (int64_t)(t + 1) * (R - A) / nb);
                 br[t].s = 0.0f;
             }
             for (;;) {
@@ -155,7 +163,7 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
                 for (int t = 0; t < kk; t++) br[t] = ch[t];
                 nb = kk;
             }
-            for (int t = 0; t < nb; t++) /* disjoint branches inside [0, R) */
+            for (int t = 0; t < nb; t++) /* disjoint branches inside [A, R) */
                 for (int j = br[t].a; j < br[t].b; j++) keys[n++] = j;
         }
         /* always: the block's own rows (the diagonal) and the sinks */

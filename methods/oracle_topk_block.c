@@ -2,9 +2,12 @@
  * For each head and query block, the exact attention mass each key block
  * receives (the sum over the block's rows of the softmax probabilities of its
  * keys) is computed from the real scores; the top-k key blocks by mass are
- * kept (ties to the lower index; causal: only key blocks up to the diagonal
- * are candidates). No practical selector can beat it at equal block count,
- * the yardstick for MInference / XAttention-style block selectors.
+ * kept (ties to the lower index). Only keys the base mask allows count, and
+ * only key blocks holding a key the mask lets some row of the query block
+ * see are candidates (causal: up to the diagonal; document: the blocks of
+ * the block's own documents), so no budget goes to blocks the mask empties.
+ * No practical selector can beat it at equal block count, the yardstick for
+ * MInference / XAttention-style block selectors.
  *
  * The budget may be fractional: k = 2.4 keeps 2 blocks in 60% of the query
  * blocks and 3 in 40%, spread evenly over the rows by a fixed golden-ratio
@@ -28,6 +31,7 @@ typedef struct oracle_state {
 typedef struct block_mass {
     double mass;
     int32_t idx;
+    int allowed; /* some row of the query block may see a key of it */
 } block_mass;
 
 /* Per-thread scratch. */
@@ -58,25 +62,40 @@ static int by_mass_desc(const void *pa, const void *pb)
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
-/* Block masses for query rows [r0, r0 + nr) of head h into w->bm, sorted by
- * mass; returns the number of candidate key blocks. */
-static int qblock_masses(const ab_problem *pb, const ab_layout *l, int h, int r0, int nr, scratch *w)
+/* Block masses for query rows [r0, r0 + nr) of head h into w->bm, over
+ * the keys the base mask allows; the candidates (blocks with an allowed
+ * key) come first, sorted by mass. Returns the number of candidates. */
+static int qblock_masses(const ab_problem *pb, const ab_layout *l, const ab_mask *mask, int h, int r0, int nr,
+                         scratch *w)
 {
-    const int N = pb->s.seq_len, d = pb->s.head_dim, bk = l->block_k, causal = pb->s.causal;
+    const int N = pb->s.seq_len, d = pb->s.head_dim, bk = l->block_k;
     const float scale = pb->s.scale;
-    const int kc = causal ? r0 + nr : N;  /* key columns any row here may see */
-    const int nc = (kc + bk - 1) / bk;    /* candidate key blocks */
+    /* key columns [k0, k1) any row here may see: the union of the spans,
+     * widened to whole key blocks */
+    int k0 = N, k1 = 0;
+    for (int i = r0; i < r0 + nr; i++) {
+        int lo, hi;
+        ab_mask_span(mask, i, &lo, &hi);
+        if (lo < hi) {
+            k0 = lo < k0 ? lo : k0;
+            k1 = hi > k1 ? hi : k1;
+        }
+    }
+    if (k0 >= k1) return 0; /* the mask gives these rows no key */
+    const int kb0 = k0 / bk, kb1 = (k1 + bk - 1) / bk; /* blocks [kb0, kb1) */
+    k0 = kb0 * bk;
+    const int kc = k1 - k0; /* logit columns per row */
     const float *q = pb->q + ((size_t)h * N + r0) * d; /* (nr, d) */
     const float *k = pb->k + (size_t)h * N * d;        /* (N, d) */
 
     /* Logits S (nr, kc), one key block at a time: with the block transposed
      * the inner loop runs over keys, which vectorises without reassociation. */
-    for (int kb = 0; kb < nc; kb++) {
-        const int j0 = kb * bk, nj = kc - j0 < bk ? kc - j0 : bk;
+    for (int kb = kb0; kb < kb1; kb++) {
+        const int j0 = kb * bk, nj = k1 - j0 < bk ? k1 - j0 : bk;
         for (int j = 0; j < nj; j++)
             for (int c = 0; c < d; c++) w->kt[(size_t)c * bk + j] = k[(size_t)(j0 + j) * d + c];
         for (int i = 0; i < nr; i++) {
-            float *srow = w->s + (size_t)i * kc + j0; /* (nj) */
+            float *srow = w->s + (size_t)i * kc + (j0 - k0); /* (nj) */
             for (int j = 0; j < nj; j++) srow[j] = 0.0f;
             for (int c = 0; c < d; c++) {
                 const float qc = q[(size_t)i * d + c] * scale;
@@ -86,31 +105,49 @@ static int qblock_masses(const ab_problem *pb, const ab_layout *l, int h, int r0
         }
     }
 
-    for (int kb = 0; kb < nc; kb++) {
-        w->bm[kb].mass = 0.0;
-        w->bm[kb].idx = kb;
+    const int nb = kb1 - kb0;
+    for (int b = 0; b < nb; b++) {
+        w->bm[b].mass = 0.0;
+        w->bm[b].idx = kb0 + b;
+        w->bm[b].allowed = 0;
     }
-    /* Per row: softmax over its valid keys, then add each key block's share. */
+    /* Per row: softmax over its allowed keys, then add each key block's share. */
+    const int exact = mask->def->interval; /* span exact: no per-key test */
     for (int i = 0; i < nr; i++) {
-        float *srow = w->s + (size_t)i * kc; /* (kc) */
-        const int nv = causal ? r0 + i + 1 : kc;
-        float m = srow[0];
-        for (int j = 1; j < nv; j++) m = srow[j] > m ? srow[j] : m;
+        float *srow = w->s + (size_t)i * kc; /* (kc): key j at srow[j - k0] */
+        int lo, hi;
+        ab_mask_span(mask, r0 + i, &lo, &hi);
+        float m = -INFINITY;
+        for (int j = lo; j < hi; j++)
+            if ((exact || ab_mask_allows(mask, r0 + i, j)) && !(srow[j - k0] <= m)) m = srow[j - k0];
+        if (m == -INFINITY) continue; /* no allowed key */
         double sum = 0.0;
-        for (int j = 0; j < nv; j++) {
-            srow[j] = expf(srow[j] - m);
-            sum += srow[j];
+        for (int j = lo; j < hi; j++) {
+            float *x = &srow[j - k0];
+            *x = exact || ab_mask_allows(mask, r0 + i, j) ? expf(*x - m) : 0.0f;
+            sum += *x;
         }
         const double inv = 1.0 / sum;
-        for (int kb = 0; kb * bk < nv; kb++) {
-            const int j1 = (kb + 1) * bk < nv ? (kb + 1) * bk : nv;
+        for (int kb = lo / bk; kb * bk < hi; kb++) {
+            const int ja = kb * bk > lo ? kb * bk : lo, jb = (kb + 1) * bk < hi ? (kb + 1) * bk : hi;
             double acc = 0.0;
-            for (int j = kb * bk; j < j1; j++) acc += srow[j];
-            w->bm[kb].mass += acc * inv;
+            int any = exact;
+            for (int j = ja; j < jb; j++) {
+                acc += srow[j - k0];
+                if (!any) any = ab_mask_allows(mask, r0 + i, j);
+            }
+            w->bm[kb - kb0].mass += acc * inv;
+            w->bm[kb - kb0].allowed |= any;
         }
     }
-    for (int kb = 0; kb < nc; kb++)
-        if (isnan(w->bm[kb].mass)) w->bm[kb].mass = -1.0; /* non-finite input: rank last */
+    int nc = 0; /* candidates to the front */
+    for (int b = 0; b < nb; b++)
+        if (w->bm[b].allowed) {
+            block_mass t = w->bm[b];
+            if (isnan(t.mass)) t.mass = -1.0; /* non-finite input: rank last */
+            w->bm[b] = w->bm[nc];
+            w->bm[nc++] = t;
+        }
     qsort(w->bm, (size_t)nc, sizeof *w->bm, by_mass_desc);
     return nc;
 }
@@ -123,6 +160,7 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
     const int kmax = (int)ceil(st->topk);
     const int keep = kmax < nkb ? kmax : nkb; /* most blocks a row keeps */
     const int rows = H * nqb;
+    const ab_mask mask = ab_shape_mask(&pb->s);
 
     int rc = AB_OK;
 
@@ -143,12 +181,12 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
             if (!ok) continue;
             const int h = r / nqb, qb = r % nqb;
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
-            const int nc = qblock_masses(pb, l, h, r0, nr, &w);
+            const int nc = qblock_masses(pb, l, &mask, h, r0, nr, &w);
             /* this row's budget: floor(topk), plus one with probability
              * frac(topk), dithered by the golden-ratio sequence of qb */
             const int kr = mc_dither(st->topk, qb);
             const int kc = kr < keep ? kr : keep;
-            const int n = nc < kc ? nc : kc; /* >= 1: nc >= 1, topk >= 1 */
+            const int n = nc < kc ? nc : kc; /* 0 only when the mask gives no key */
             for (int t = 0; t < n; t++) chosen[t] = w.bm[t].idx;
             const int ra = ab_layout_add_blocks(l, h, qb, chosen, n); /* thread-safe */
             if (ra != AB_OK) {

@@ -8,8 +8,9 @@
  * needs block_q = 1 (an N-row CSR, heavy at large N). Instead the query rows
  * are grouped in small blocks (block_q = 16 by default; set 1 for the exact
  * per-row top-k) and each block keeps the k keys with the largest summed
- * exact softmax probability over its rows (causal: a key counts only for
- * the rows that may see it). For a shared list of k keys this is exactly the
+ * exact softmax probability over its rows (a key counts only for the rows
+ * the base mask lets see it, and only keys some row may see are
+ * candidates). For a shared list of k keys this is exactly the
  * choice that maximises the block's mean attention-mass recall, so it is the
  * true optimum of the metric for this layout; with block_q = 1 it is the
  * exact per-row top-k. Density is measured, as for every method.
@@ -41,6 +42,7 @@ typedef struct scratch {
     float *kt;    /* (head_dim, BS_PANEL) one key tile, transposed */
     double *mass; /* (N) summed probability per key */
     int32_t *ix;  /* (N) candidate indices for the selection */
+    char *seen;   /* (N) 1: some row of the block may see the key */
 } scratch;
 
 static int oracle_tok_init(void *state, const ab_params *p, const ab_shape *s)
@@ -95,27 +97,39 @@ static void select_top(const double *m, int32_t *ix, int n, int k)
     }
 }
 
-/* Summed probabilities of rows [r0, r0 + nr) of head h over keys
- * [0, kc) into w->mass. */
-static void block_mass(const ab_problem *pb, int h, int r0, int nr, int kc, scratch *w)
+/* Summed probabilities of rows [r0, r0 + nr) of head h over the keys the
+ * base mask allows them, for keys [k0, k0 + kc) (the union of the rows'
+ * spans), into w->mass[j - k0]; w->seen[j - k0] = 1 when some row may see
+ * key j. */
+static void block_mass(const ab_problem *pb, const ab_mask *mask, int h, int r0, int nr, int k0, int kc,
+                       scratch *w)
 {
-    const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int N = pb->s.seq_len, d = pb->s.head_dim, exact = mask->def->interval;
     const float *q = pb->q + ((size_t)h * N + r0) * d; /* (nr, d) */
-    const float *k = pb->k + (size_t)h * N * d;        /* (N, d) */
+    const float *k = pb->k + ((size_t)h * N + k0) * d; /* (kc, d) */
     bs_logits(q, nr, k, kc, d, pb->s.scale, w->s, w->kt);
-    for (int j = 0; j < kc; j++) w->mass[j] = 0.0;
+    for (int j = 0; j < kc; j++) {
+        w->mass[j] = 0.0;
+        w->seen[j] = 0;
+    }
     for (int i = 0; i < nr; i++) {
-        float *srow = w->s + (size_t)i * kc;
-        const int nv = causal ? r0 + i + 1 : kc;
-        float mx = srow[0];
-        for (int j = 1; j < nv; j++) mx = srow[j] > mx ? srow[j] : mx;
+        float *srow = w->s + (size_t)i * kc; /* (kc): key j at srow[j - k0] */
+        int lo, hi;
+        ab_mask_span(mask, r0 + i, &lo, &hi);
+        float mx = -INFINITY;
+        for (int j = lo; j < hi; j++)
+            if ((exact || ab_mask_allows(mask, r0 + i, j)) && !(srow[j - k0] <= mx)) mx = srow[j - k0];
+        if (mx == -INFINITY) continue; /* no allowed key */
         double sum = 0.0;
-        for (int j = 0; j < nv; j++) {
-            srow[j] = expf(srow[j] - mx);
-            sum += srow[j];
+        for (int j = lo; j < hi; j++) {
+            float *x = &srow[j - k0];
+            const int ok = exact || ab_mask_allows(mask, r0 + i, j);
+            *x = ok ? expf(*x - mx) : 0.0f;
+            w->seen[j - k0] |= (char)ok;
+            sum += *x;
         }
         const double inv = 1.0 / sum;
-        for (int j = 0; j < nv; j++) w->mass[j] += srow[j] * inv;
+        for (int j = lo; j < hi; j++) w->mass[j - k0] += srow[j - k0] * inv;
     }
     for (int j = 0; j < kc; j++)
         if (isnan(w->mass[j])) w->mass[j] = -1.0; /* non-finite input: rank last */
@@ -129,6 +143,7 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc != AB_OK) return rc;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
     const int bq = l->block_q, nqb = l->n_qblocks, rows = H * nqb;
+    const ab_mask mask = ab_shape_mask(&pb->s);
 
 #pragma omp parallel
     {
@@ -137,7 +152,8 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
         w.kt = malloc((size_t)d * BS_PANEL * sizeof *w.kt);
         w.mass = malloc((size_t)N * sizeof *w.mass);
         w.ix = malloc((size_t)N * sizeof *w.ix);
-        int ok = w.s && w.kt && w.mass && w.ix;
+        w.seen = malloc((size_t)(N > 0 ? N : 1));
+        int ok = w.s && w.kt && w.mass && w.ix && w.seen;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -147,14 +163,29 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
             if (!ok) continue;
             const int h = r / nqb, qb = r % nqb;
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
-            const int kc = pb->s.causal ? r0 + nr : N;
-            block_mass(pb, h, r0, nr, kc, &w);
+            /* keys [k0, k1) any row here may see: the union of the spans */
+            int k0 = N, k1 = 0;
+            for (int i = r0; i < r0 + nr; i++) {
+                int lo, hi;
+                ab_mask_span(&mask, i, &lo, &hi);
+                if (lo < hi) {
+                    k0 = lo < k0 ? lo : k0;
+                    k1 = hi > k1 ? hi : k1;
+                }
+            }
+            const int kc = k1 > k0 ? k1 - k0 : 0;
+            int nc = 0; /* candidates: keys some row may see, as offsets from k0 */
+            if (kc > 0) {
+                block_mass(pb, &mask, h, r0, nr, k0, kc, &w);
+                for (int j = 0; j < kc; j++)
+                    if (w.seen[j]) w.ix[nc++] = j;
+            }
             /* this block's budget: floor(topk) plus one with probability
              * frac(topk), dithered by the golden-ratio sequence of qb */
             const int kd = mc_dither(st->topk, qb);
-            const int kk = kd < kc ? kd : kc;
-            for (int j = 0; j < kc; j++) w.ix[j] = j;
-            select_top(w.mass, w.ix, kc, kk);
+            const int kk = kd < nc ? kd : nc;
+            select_top(w.mass, w.ix, nc, kk);
+            for (int t = 0; t < kk; t++) w.ix[t] += k0;
             const int ra = ab_layout_add_tokens(l, h, qb, w.ix, kk);
             if (ra != AB_OK) {
                 ok = 0;
@@ -166,6 +197,7 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
         free(w.kt);
         free(w.mass);
         free(w.ix);
+        free(w.seen);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "oracle_topk_token: out of memory");
     return rc;

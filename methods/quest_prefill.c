@@ -11,7 +11,9 @@
  * (METHODS.md) does this once per query block with the block's mean query.
  * The key block holding the diagonal is always kept (Quest always keeps the
  * current page; in prefill the local block plays that role); the budget is
- * spent on the other causally visible pages.
+ * spent on the other causally visible pages, and only on pages the base
+ * mask lets the query block see (bs_rows_span: under a document mask, the
+ * block's own documents).
  *
  * Layout: TOKEN (the tokens of the chosen pages plus the diagonal block),
  * executed by the gather kernel; when page == block_k the pages are key
@@ -82,6 +84,7 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     const double pages = st->budget / P; /* mean pages per query block */
     const int keep = (int)ceil(pages) < np ? (int)ceil(pages) : np;
     const int rows = H * nqb;
+    const ab_mask mask = ab_shape_mask(&pb->s);
 
     float *mn = malloc((size_t)H * np * d * sizeof *mn);               /* (heads, npages, d) */
     float *mx = malloc((size_t)H * np * d * sizeof *mx);               /* (heads, npages, d) */
@@ -110,11 +113,14 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int diag = bs_diag_block(qb, bq, bk, N);
                 const int d0 = diag * bk, d1 = (diag + 1) * bk; /* the forced block's keys */
                 bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
+                int lo, hi; /* keys the base mask lets some row here see */
+                bs_rows_span(&mask, r0, r0 + nr, &lo, &hi);
                 int m = 0;
                 for (int p = 0; p < np; p++) {
                     const int j0 = p * P, j1 = j0 + P;
                     if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
                     if (causal && j0 >= d0) break;       /* at or past the diagonal */
+                    if (j1 <= lo || j0 >= hi) continue;  /* a page the base mask hides */
                     const float *a = mn + ((size_t)h * np + p) * d, *b = mx + ((size_t)h * np + p) * d;
                     double u = 0.0;
                     for (int c = 0; c < d; c++) {

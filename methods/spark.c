@@ -7,8 +7,10 @@
  *
  * Here, as ../shared/METHODS.md describes it: per query row i, μ and σ of
  * the scaled logits are estimated from `samples` = 64 keys drawn (seeded by
- * pb->seed, head and row, with replacement) among the keys the row may see;
- * the row keeps every key whose exact logit exceeds μ + z·σ, plus the first
+ * pb->seed, head and row, with replacement) among the keys the row may see
+ * (its base-mask span: [0, i] under causal, its document's keys under a
+ * document mask); the row keeps every key of that span whose exact logit
+ * exceeds μ + z·σ, plus the first
  * `sinks` keys and the `local` keys ending at the diagonal (always kept, as
  * Spark-style selectors do for sinks/recency). The layout holds one list per
  * query block, so rows are grouped in blocks of block_q = 16 and each block
@@ -69,6 +71,7 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc != AB_OK) return rc;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, nqb = l->n_qblocks, rows = H * nqb;
+    const ab_mask mask = ab_shape_mask(&pb->s);
 
 #pragma omp parallel
     {
@@ -92,19 +95,24 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
             for (int i = 0; i < nr; i++) {
                 const int gi = r0 + i, nv = causal ? gi + 1 : N;
                 const float *srow = s + (size_t)i * kc;
-                /* mean and std of the logits from a seeded sample */
-                uint64_t key = mc_mix64(pb->seed ^ mc_mix64(((uint64_t)h << 32) | (uint32_t)gi));
-                double sum = 0.0, sq = 0.0;
-                for (int t = 0; t < st->samples; t++) {
-                    key = mc_mix64(key);
-                    const double x = srow[(int)((key >> 11) % (uint64_t)nv)];
-                    sum += x;
-                    sq += x * x;
+                int sa, sb; /* the row's base-mask span [sa, sb), within [0, nv) */
+                ab_mask_span(&mask, gi, &sa, &sb);
+                sb = sb < nv ? sb : nv;
+                if (sa < sb) {
+                    /* mean and std of the logits from a seeded sample */
+                    uint64_t key = mc_mix64(pb->seed ^ mc_mix64(((uint64_t)h << 32) | (uint32_t)gi));
+                    double sum = 0.0, sq = 0.0;
+                    for (int t = 0; t < st->samples; t++) {
+                        key = mc_mix64(key);
+                        const double x = srow[sa + (int)((key >> 11) % (uint64_t)(sb - sa))];
+                        sum += x;
+                        sq += x * x;
+                    }
+                    const double mu = sum / st->samples;
+                    const double var = sq / st->samples - mu * mu;
+                    const float thr = (float)(mu + st->z * sqrt(var > 0 ? var : 0));
+                    for (int j = sa; j < sb; j++) keep[j] |= srow[j] > thr;
                 }
-                const double mu = sum / st->samples;
-                const double var = sq / st->samples - mu * mu;
-                const float thr = (float)(mu + st->z * sqrt(var > 0 ? var : 0));
-                for (int j = 0; j < nv; j++) keep[j] |= srow[j] > thr;
                 const int s1 = st->sinks < nv ? st->sinks : nv;
                 for (int j = 0; j < s1; j++) keep[j] = 1;
                 const int lo = gi - st->local + 1;

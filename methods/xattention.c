@@ -28,6 +28,13 @@
  * same 8 x 8 samples per block; S must divide block_q and block_k, otherwise
  * the largest common divisor of the three is used.
  *
+ * Base masks: the reduced mask generalises the causal one. A reduced row
+ * softmaxes over the reduced keys its S queries may see under the base mask
+ * (the union of their spans: rk <= rq under causal, the own document's
+ * under a document mask), the candidate key blocks are those the mask lets
+ * the query block see (bs_rows_span), and key block 0 is forced only when
+ * it is one of them. Under causal and full this is exactly the above.
+ *
  * Density knob: tau (rises with tau; continuous, the many rows make the step
  * function fine-grained). Not materialised: N x N. Reduced scores of 8 query
  * blocks at a time (8 block_q/S x N/S) per thread, plus the reshaped Q and K
@@ -107,6 +114,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
     const int mq = bq / S;              /* reduced rows per query block */
     const float alpha = pb->s.scale / (float)S;
     const int ngrp = (nqb + XA_GROUP - 1) / XA_GROUP;
+    const ab_mask mask = ab_shape_mask(&pb->s);
 
     float *qr = malloc((size_t)H * nr * D * sizeof *qr);              /* (heads, nr, S*d) */
     float *kr = malloc((size_t)H * nr * D * sizeof *kr);              /* (heads, nr, S*d) */
@@ -146,33 +154,40 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                     const int rq0 = qb * mq;
                     const int nq = nr - rq0 < mq ? nr - rq0 : mq; /* >= 1 */
                     const int diag = bs_diag_block(qb, bq, bk, N);
-                    const int nc = causal ? diag + 1 : nkb;         /* candidate key blocks */
+                    int lo, hi; /* keys the query block may see */
+                    bs_rows_span(&mask, qb * bq, (qb + 1) * bq, &lo, &hi);
+                    const int b0 = lo < hi ? lo / bk : 0, nc = lo < hi ? (hi + bk - 1) / bk : 0; /* candidates [b0, nc) */
                     for (int b = 0; b < nkb; b++) bsum[b] = 0.0;
                     for (int i = 0; i < nq; i++) {
-                        const int nv = causal ? rq0 + i + 1 : nr;
+                        /* reduced keys [j0, nv) of this reduced row's S queries */
+                        int a0, a1;
+                        bs_rows_span(&mask, (rq0 + i) * S, (rq0 + i + 1) * S, &a0, &a1);
+                        const int j0 = a0 < a1 ? a0 / S : 0, jv = a0 < a1 ? (a1 + S - 1) / S : 0;
+                        const int nv = jv < gkc ? jv : gkc;
+                        if (j0 >= nv) continue;
                         const float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
-                        for (int j = 0; j < nv; j++) row[j] = srow[j];
-                        bs_softmax(row, nv);
-                        for (int j = 0; j < nv; j++) {
+                        for (int j = j0; j < nv; j++) row[j] = srow[j];
+                        bs_softmax(row + j0, nv - j0);
+                        for (int j = j0; j < nv; j++) {
                             const int b = (j * S) / bk;
                             bsum[b < nkb ? b : nkb - 1] += row[j];
                         }
                     }
                     double total = 0.0;
-                    for (int b = 0; b < nc; b++) total += bsum[b];
+                    for (int b = b0; b < nc; b++) total += bsum[b];
                     for (int b = 0; b < nkb; b++) kp[b] = 0;
                     if (st->tau >= 1.0) {
-                        for (int b = 0; b < nc; b++) kp[b] = 1;
+                        for (int b = b0; b < nc; b++) kp[b] = 1;
                     } else {
                         /* forced blocks first, their mass counted */
                         double cum = bsum[diag];
                         kp[diag] = 1;
-                        if (st->keep_first && !kp[0]) {
+                        if (st->keep_first && b0 == 0 && !kp[0]) {
                             kp[0] = 1;
                             cum += bsum[0];
                         }
                         int m = 0;
-                        for (int b = 0; b < nc; b++)
+                        for (int b = b0; b < nc; b++)
                             if (!kp[b]) {
                                 cand[m].score = bsum[b];
                                 cand[m].idx = b;

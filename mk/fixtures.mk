@@ -7,9 +7,9 @@
 # prerequisite and its path in AB_FIXTURE_BIN.
 FIXBIN := $(BUILD)/attnbench_fixtures
 
-$(BUILD)/gen/fixtures_registry.c: $(METHOD_SRCS) $(FIXTURE_SRCS) $(TASK_SRCS) scripts/gen_registry.sh | $(BUILD)/.flags
+$(BUILD)/gen/fixtures_registry.c: $(METHOD_SRCS) $(FIXTURE_SRCS) $(TASK_SRCS) $(MASK_SRCS) scripts/gen_registry.sh | $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	@sh scripts/gen_registry.sh "$(METHOD_SRCS) $(FIXTURE_SRCS)" "$(TASK_SRCS)" > $@.tmp && mv $@.tmp $@
+	@sh scripts/gen_registry.sh "$(METHOD_SRCS) $(FIXTURE_SRCS)" "$(TASK_SRCS)" "$(MASK_SRCS)" > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/gen/fixtures_registry.o: $(BUILD)/gen/fixtures_registry.c $(BUILD)/.flags
 	@echo '  CC    $<'

@@ -23,7 +23,7 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -std=c11 -O1 -g -fno-omit-frame-pointer -fopenmp $(PKG_CFLAGS) -Wall -Wextra -Wno-unused-parameter \
                 $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 FUZZ_CPPFLAGS := -Iinclude -I. -D_GNU_SOURCE -DAB_BUILD_FLAGS='"fuzz"'
-FUZZ_LIB_SRCS := $(HARNESS_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS)
+FUZZ_LIB_SRCS := $(HARNESS_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS)
 FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_DIR)/%.o) $(FUZZ_DIR)/gen/registry.o
 FUZZ_SRCS    := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_DIR)/%)
@@ -38,9 +38,9 @@ fuzz-deps:
 
 fuzz-build: fuzz-deps $(FUZZ_BINS)
 
-$(FUZZ_DIR)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) scripts/gen_registry.sh
+$(FUZZ_DIR)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS) scripts/gen_registry.sh
 	@mkdir -p $(dir $@)
-	@sh scripts/gen_registry.sh "$(METHOD_SRCS)" "$(TASK_SRCS)" > $@.tmp && mv $@.tmp $@
+	@sh scripts/gen_registry.sh "$(METHOD_SRCS)" "$(TASK_SRCS)" "$(MASK_SRCS)" > $@.tmp && mv $@.tmp $@
 
 $(FUZZ_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -5,7 +5,7 @@
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
-datafile = datadir.'/accuracy_vs_density.tsv'
+if (!exists("datafile")) datafile = datadir.'/accuracy_vs_density.tsv'
 ncol = 8; icol = 9
 eval scan_blocks
 # which tasks each block holds: pairs = " BLOCK|TASK ...", tasks = " t1 t2 "
@@ -46,7 +46,7 @@ set xlabel 'achieved density (%)'
 set ylabel 'task accuracy'
 
 npanels = ntasks
-ptitle = 'Task accuracy vs density (Wilson 95% intervals)'
+ptitle = 'Task accuracy vs density (Wilson 95% intervals)' . mtitle_inline
 if (ntasks > 1) { eval panels_begin }
 do for [t = 1:ntasks] {
     task = word(tasks, t)
@@ -60,7 +60,7 @@ do for [t = 1:ntasks] {
         if (t == 1) { eval keyat } else { unset key }
         if (t % pcols == 1 || pcols == 1) { set ylabel 'task accuracy'; set format y '%g' } else { unset ylabel; set format y '' }
     } else {
-        set title sprintf('Task accuracy vs density: %s, N = %s (Wilson 95%% intervals)', task, ntics(tmaxn))
+        set title sprintf('Task accuracy vs density: %s, N = %s (Wilson 95%% intervals)', task, ntics(tmaxn)) . mtitle_line
     }
     plot for [k = 1:nb] datafile index (word(blist, k) - 1) \
          using (pct($1)):((strcol(5) eq task && $6 == word(nlist, k) + 0) ? $2 : NaN):3:4 \

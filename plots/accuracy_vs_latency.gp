@@ -5,7 +5,7 @@
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
-datafile = datadir.'/accuracy_vs_latency.tsv'
+if (!exists("datafile")) datafile = datadir.'/accuracy_vs_latency.tsv'
 ncol = 10; icol = 11
 eval scan_blocks
 tasks = ' '
@@ -29,7 +29,7 @@ set ytics 0.2
 set xlabel 'latency per call (ms)'
 set ylabel 'task accuracy'
 npanels = ntasks
-ptitle = 'Accuracy vs latency (points: settings; lines: each method''s Pareto front)'
+ptitle = 'Accuracy vs latency (points: settings; lines: each method''s Pareto front)' . mtitle_inline
 if (ntasks > 1) { eval panels_begin }
 do for [t = 1:ntasks] {
     task = word(tasks, t)
@@ -39,7 +39,7 @@ do for [t = 1:ntasks] {
         if (t == 1) { eval keyat } else { unset key }
         if (t % pcols == 1 || pcols == 1) { set ylabel 'task accuracy'; set format y '%g' } else { unset ylabel; set format y '' }
     } else {
-        set title sprintf('Accuracy vs latency: %s, N = %s (lines: Pareto fronts)', task, ntics(tn))
+        set title sprintf('Accuracy vs latency: %s, N = %s (lines: Pareto fronts)', task, ntics(tn)) . mtitle_line
     }
     plot for [i=1:nblocks] datafile index (i-1) using 1:((strcol(7) eq task && $6 == 1) ? $2 : NaN) \
              with lines lc rgb bcolor(i) dt bdash(i) notitle, \

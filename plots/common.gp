@@ -1,8 +1,10 @@
 # common.gp — shared style of the attnbench figures, loaded by every plots/*.gp.
 #
 # `attnbench plot` runs each script as
-#   gnuplot -e "datadir='D'; outfile='D/NAME'; term='png'; footnote='...'; plotsdir='P'" P/NAME.gp
+#   gnuplot -e "datadir='D'; datafile='D/NAME[--SLUG].tsv'; outfile='D/NAME[--SLUG]'; term='png';
+#               footnote='...'; footnote2='...'; masktitle='...'; plotsdir='P'" P/NAME.gp
 # By hand, from the repository root:  gnuplot -e "datadir='results/quick'" plots/NAME.gp
+# (datafile: one base mask's copy of the figure data, default DATADIR/NAME.tsv)
 # term: png (pngcairo when built in, else png), svg or pdf; the output is outfile.'.'.term.
 #
 # Colours: a method's colour, point type and dash are fixed by its position in
@@ -14,6 +16,13 @@ if (!exists("term"))     term = 'png'
 if (!exists("footnote")) footnote = ''
 if (!exists("footnote2")) footnote2 = ''
 if (!exists("outfile"))  outfile = datadir.'/figure'
+# masktitle: the base mask of the figure ("document:8"), set by `attnbench
+# plot` when the file holds several base masks or a non-causal one; a
+# one-panel title gets it on a line of its own (mtitle_line), a multi-panel
+# figure's title (wide) at its end (mtitle_inline)
+if (!exists("masktitle")) masktitle = ''
+mtitle_line = (masktitle eq '') ? '' : "\nbase mask: " . masktitle
+mtitle_inline = (masktitle eq '') ? '' : ' [base mask: ' . masktitle . ']'
 
 # ---- terminal: sizes and fonts readable when scaled to one paper column ----
 # A single figure is ~4.2 x 2.9 in (PNG 1200 x 825 px); fonts are ~9 pt once

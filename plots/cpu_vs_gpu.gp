@@ -6,7 +6,7 @@
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
-datafile = datadir.'/cpu_vs_gpu.tsv'
+if (!exists("datafile")) datafile = datadir.'/cpu_vs_gpu.tsv'
 ncol = 8; icol = 9
 eval scan_blocks
 bdev = ''
@@ -17,12 +17,15 @@ do for [b_ = 0:nblocks-1] {
 devdash(i) = (word(bdev, i) + 0 == 1) ? 1 : ((word(bdev, i) + 0 == 2) ? 2 : 4)
 devpt(i) = (word(bdev, i) + 0 == 1) ? bpoint(i) : bpoint(i) - 1
 
+# one sequence length only: an x range around it (else gnuplot warns "empty x range")
+stats datafile using 1 nooutput
+if (STATS_min == STATS_max) { set xrange [STATS_min / 1.5 : STATS_max * 1.5] }
 set logscale x 2
 set logscale y 10
 set format y '%g'
 set xlabel 'sequence length N (tokens)'
 set ylabel 'latency per call (ms)'
-set title 'CPU vs GPU latency (density ~10%; solid: CPU, dashed: GPU)'
+set title 'CPU vs GPU latency (density ~10%; solid: CPU, dashed: GPU)' . mtitle_line
 set offsets graph 0.04, graph 0.04, 0, 0
 plot for [i=1:nblocks] datafile index (i-1) using 1:2:xtic(ntics($1)) \
      with linespoints lc rgb bcolor(i) pt devpt(i) dt devdash(i) title word(names, i)

@@ -6,7 +6,7 @@
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
-datafile = datadir.'/needle_heatmap.tsv'
+if (!exists("datafile")) datafile = datadir.'/needle_heatmap.tsv'
 ncol = 8; icol = 9
 eval scan_blocks
 # the shared grid: tic labels from every block
@@ -50,7 +50,7 @@ set object 1 rectangle from graph 0, graph 0 to graph 1, graph 1 behind fc rgb '
 npanels = nblocks
 maxcols = (nblocks > 9) ? 4 : 3
 keyin = 0.55
-ptitle = 'Needle accuracy by length and depth (density ~10%)'
+ptitle = 'Needle accuracy by length and depth (density ~10%)' . mtitle_inline
 eval panels_begin
 set colorbox user origin screen pright + 0.12 / (4.2 * figw), screen 0.3 size screen 0.08 / (4.2 * figw), screen 0.5
 set cblabel 'accuracy'

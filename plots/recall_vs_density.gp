@@ -4,7 +4,7 @@
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
-datafile = datadir.'/recall_vs_density.tsv'
+if (!exists("datafile")) datafile = datadir.'/recall_vs_density.tsv'
 ncol = 6; icol = 7; nncol = 4
 eval scan_blocks
 eval scan_maxn
@@ -18,7 +18,7 @@ set ytics 0.2
 set xlabel 'achieved density (%)'
 
 npanels = 2
-ptitle = sprintf('Attention recall vs density (N = %s)', ntics(gmaxn))
+ptitle = sprintf('Attention recall vs density (N = %s)', ntics(gmaxn)) . mtitle_inline
 eval panels_begin
 do for [k = 1:2] {
     if (k == 1) {

@@ -4,7 +4,7 @@
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'
 
-datafile = datadir.'/speedup_vs_density.tsv'
+if (!exists("datafile")) datafile = datadir.'/speedup_vs_density.tsv'
 ncol = 6; icol = 7
 eval scan_blocks
 ucol = 4
@@ -26,8 +26,9 @@ set ylabel 'speedup over dense (x)'
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead lc rgb '#888888' dt 2 lw 1 back
 
 npanels = nnums
-ptitle = 'Speedup over dense attention vs density (same workload; dashed: break-even)'
-if (npanels > 1) { eval panels_begin } else { set title ptitle; keyin = 0 }
+ptitle0 = 'Speedup over dense attention vs density (same workload; dashed: break-even)'
+ptitle = ptitle0 . mtitle_inline
+if (npanels > 1) { eval panels_begin } else { set title ptitle0 . mtitle_line; keyin = 0 }
 do for [k = 1:npanels] {
     nk = word(nums, k) + 0
     if (npanels > 1) {

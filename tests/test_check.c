@@ -1,6 +1,8 @@
 /* test_check.c — `attnbench check` catches broken methods: ab_check_method
  * (harness/check.h) on deliberately broken ab_method fixtures defined here
- * (not registered), and on a correct one. Also the CLI runs. */
+ * (not registered), including mask-blind ones that are right under causal
+ * and full but ignore any other base mask, and on a correct one. Also the
+ * default base-mask list and the CLI. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -52,6 +54,29 @@ static int noncausal_run(void *st, const ab_problem *pb, const ab_layout *l, flo
 {
     ab_problem p2 = *pb;
     p2.s.causal = 0;
+    p2.s.mask = NULL; /* plain full */
+    return ab_kernel_flash(&p2, out);
+}
+
+/* Broken 5: mask-blind. Its run() executes the layout under plain causal or
+ * full (by s.causal) whatever the base mask: right under causal and full,
+ * wrong under document, sliding, prefix, chunked. */
+static int maskblind_run(void *st, const ab_problem *pb, const ab_layout *l, float *out)
+{
+    ab_problem p2 = *pb;
+    ab_layout l2 = *l; /* a shallow copy the kernel only reads */
+    p2.s.mask = NULL;
+    l2.mask = NULL;
+    return ab_kernel_layout(&p2, &l2, out);
+}
+
+/* Broken 6: the same as a CUSTOM layout (nothing to compare its output
+ * with: check must catch it by perturbing keys the mask hides). */
+static int custom_select(void *st, const ab_problem *pb, ab_layout *l) { return ab_layout_custom(l, 1.0); }
+static int maskblind_flash_run(void *st, const ab_problem *pb, const ab_layout *l, float *out)
+{
+    ab_problem p2 = *pb;
+    p2.s.mask = NULL;
     return ab_kernel_flash(&p2, out);
 }
 static int dense_select(void *st, const ab_problem *pb, ab_layout *l) { return ab_layout_dense(l); }
@@ -71,6 +96,8 @@ FIXTURE(drops_key, "drops_key", diag_select, drop_key_run);
 FIXTURE(out_of_range, "out_of_range", out_of_range_select, NULL);
 FIXTURE(noncausal, "noncausal", dense_select, noncausal_run);
 FIXTURE(empty, "empty_select", empty_select, NULL);
+FIXTURE(maskblind, "maskblind", diag_select, maskblind_run);
+FIXTURE(maskblind_custom, "maskblind_custom", custom_select, maskblind_flash_run);
 
 Test(check, correct_fixture_passes)
 {
@@ -94,6 +121,74 @@ Test(check, broken_fixtures_fail)
     }
 }
 
+/* The mask-blind fixtures pass under plain causal and full, and fail under
+ * document (part of --quick) and every other non-trivial mask. */
+Test(check, mask_blind_fixtures_fail)
+{
+    const ab_method *blind[] = { &maskblind, &maskblind_custom };
+    const char *expect[] = { "relative L2 error", "reads keys the mask forbids" };
+    const char *plain[] = { "causal", "full" };
+    const char *masks[] = { "document:3", "sliding:37", "prefix:0.3", "chunked:50" };
+    for (int i = 0; i < 2; i++) {
+        char report[640];
+        ab_check_result r;
+        cr_expect_eq(ab_check_method_masks(blind[i], 1, plain, 2, &r, report, sizeof report), AB_CHECK_PASS,
+                     "%s under causal and full: %s", blind[i]->name, report);
+        cr_expect_eq(r.masks, 2);
+        const int v = ab_check_method(blind[i], 1, NULL, report, sizeof report);
+        cr_expect_eq(v, AB_CHECK_FAIL, "%s not caught by --quick: %s", blind[i]->name, report);
+        cr_expect(strstr(report, expect[i]) && strstr(report, "mask=document:3"), "%s: report '%s'", blind[i]->name,
+                  report);
+        for (int k = 0; k < 4; k++) {
+            cr_expect_eq(ab_check_method_masks(blind[i], 1, &masks[k], 1, NULL, report, sizeof report), AB_CHECK_FAIL,
+                         "%s not caught under %s: %s", blind[i]->name, masks[k], report);
+            cr_expect(strstr(report, expect[i]) != NULL, "%s under %s: report '%s'", blind[i]->name, masks[k], report);
+        }
+    }
+}
+
+/* The default masks: quick = causal, full, document:3; the full list one
+ * spec per registered mask, each of which binds at the check's lengths. */
+Test(check, default_mask_specs)
+{
+    char specs[AB_CHECK_MAX_MASKS][AB_MASK_SPEC], err[256];
+    const int nq = ab_check_mask_specs(1, specs, AB_CHECK_MAX_MASKS, err, sizeof err);
+    cr_assert_eq(nq, 3, "%s", err);
+    cr_expect_str_eq(specs[0], "causal");
+    cr_expect_str_eq(specs[1], "full");
+    cr_expect_str_eq(specs[2], "document:3");
+    const int nf = ab_check_mask_specs(0, specs, AB_CHECK_MAX_MASKS, err, sizeof err);
+    cr_assert_eq(nf, ab_mask_count, "%d specs for %d registered masks: %s", nf, ab_mask_count, err);
+    for (int i = 0; i < ab_mask_count; i++) {
+        const char *name = ab_mask_at(i)->name;
+        int found = 0;
+        for (int k = 0; k < nf; k++) {
+            const size_t len = strlen(name);
+            found |= !strncmp(specs[k], name, len) && (specs[k][len] == 0 || specs[k][len] == ':');
+        }
+        cr_expect(found, "registered mask %s has no spec in the check", name);
+    }
+    for (int k = 0; k < nf; k++) {
+        ab_mask m;
+        cr_expect_eq(ab_mask_make(&m, specs[k], 257, 1, err, sizeof err), AB_OK, "%s at N=257: %s", specs[k], err);
+        ab_mask_free(&m);
+    }
+    /* the correct fixture passes under all of them, and cca, which declines
+     * the masks it cannot honour, is a pass with them named */
+    char report[640];
+    ab_check_result r;
+    cr_expect_eq(ab_check_method(&good, 0, &r, report, sizeof report), AB_CHECK_PASS, "%s", report);
+    cr_expect_eq(r.masks, nf);
+    const ab_method *cca = ab_method_find("cca");
+    if (cca) {
+        const char *doc[] = { "causal", "document:3" };
+        cr_expect_eq(ab_check_method_masks(cca, 1, doc, 2, &r, report, sizeof report), AB_CHECK_PASS, "%s", report);
+        cr_expect(strstr(r.masks_unsupported, "document:3") && strstr(report, "unsupported"), "%s", report);
+        /* declining every mask checked is a skip when none is plain */
+        cr_expect_eq(ab_check_method_masks(cca, 1, doc + 1, 1, &r, report, sizeof report), AB_CHECK_SKIP, "%s", report);
+    }
+}
+
 Test(check, bad_abi_fails)
 {
     ab_method m = good;
@@ -113,4 +208,13 @@ Test(check, cli_quick_on_window)
     snprintf(cmd, sizeof cmd, "%s check --methods no_such_method >/dev/null 2>&1", bin);
     const int st = system(cmd);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "unknown method: status %d", st);
+    snprintf(cmd, sizeof cmd, "%s check --quick --methods dense,oracle_topk_token --masks sliding:37,document:4:longtail "
+                              ">/dev/null 2>&1", bin);
+    cr_expect_eq(system(cmd), 0, "check under --masks");
+    static const char *const bad[] = { "sliding:-1", "no_such_mask", "document:", "causal,,full" };
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "%s check --quick --methods dense --masks '%s' >/dev/null 2>&1", bin, bad[i]);
+        const int sb = system(cmd);
+        cr_expect(WIFEXITED(sb) && WEXITSTATUS(sb) == 2, "--masks %s: status %d, want exit 2", bad[i], sb);
+    }
 }

@@ -2,7 +2,9 @@
  * arguments exit 2 naming file/line/key and leave an existing results file
  * byte-identical; a small sweep records every point; GPU points without a
  * GPU are `unsupported`; SIGKILL during a sweep then --resume gives the same
- * points and numbers as an uninterrupted run; SIGTERM stops cleanly.
+ * points and numbers as an uninterrupted run; SIGTERM stops cleanly; the
+ * base-mask axis (`list masks`, masks = ..., the causal alias, the mask and
+ * its density in every row, resume across masks).
  * The binary's path comes from $AB_BIN (set by `make test`). */
 #include <criterion/criterion.h>
 
@@ -76,6 +78,17 @@ static int run_ab(const char *args, char **err_out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* As run_ab, with stdout kept: returns it (free()); *rc gets the exit code. */
+static char *run_ab_stdout(const char *args, int *rc)
+{
+    char cmd[4096], outf[300];
+    snprintf(outf, sizeof outf, "%s/stdout.txt", g_dir);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>/dev/null", g_dir, bin(), args, outf);
+    int st = system(cmd);
+    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return read_all(outf, NULL);
+}
+
 static const char *tiny_cfg =
     "[sweep]\n"
     "tasks = needle\n"
@@ -117,6 +130,8 @@ static const struct bad_cfg bad_cfgs[] = {
     { "[sweep]\nseq_lens = 16777216\nheads = 64\nhead_dims = 512\n", "GiB" },
     { "this is not ini\n", "c.ini:1:" },
     { "[timing]\nmin_repeats = 10\nmax_repeats = 2\n", "min_repeats" },
+    { "[sweep]\nmasks = sliding:-1\n", "c.ini:2: [sweep] key 'masks'" },
+    { "[sweep]\nseq_lens = 512\nmasks = document:100+200\n", "sum to 300, not N = 512" },
 };
 
 Test(cli, bad_configs_exit_2_and_leave_results_untouched)
@@ -447,4 +462,145 @@ Test(cli, save_tensors_lets_anyone_recheck_a_number)
     cr_expect(checked >= 2, "only %d points checked", checked);
     H5Fclose(f);
     free(p);
+}
+
+/* ---- base masks ------------------------------------------------------------ */
+Test(cli, list_masks_names_syntax_and_causality)
+{
+    int rc;
+    char *out = run_ab_stdout("list masks", &rc);
+    cr_assert_eq(rc, 0);
+    cr_assert_not_null(out);
+    static const char *const want[] = {
+        "causal ", "full ", "sliding ", "prefix ", "document ", "chunked ",
+        "syntax: sliding:W; causal: yes", "syntax: full; causal: no", "syntax: document:K",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_expect(strstr(out, want[i]), "list masks lacks '%s':\n%s", want[i], out);
+    cr_expect(!strstr(out, "methods (") && !strstr(out, "tasks ("), "list masks lists only masks:\n%s", out);
+    free(out);
+    out = run_ab_stdout("list", &rc);
+    cr_assert_eq(rc, 0);
+    cr_expect(out && strstr(out, "methods (") && strstr(out, "tasks (") && strstr(out, "base masks (6)"),
+              "the overview must mention the masks:\n%s", out ? out : "");
+    free(out);
+}
+
+/* The keys of a dry run, sorted, one per line, into buf. */
+static void dry_keys(const char *cfg_text, char *buf, size_t len, const char *must_have)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/d.ini", g_dir);
+    write_file(path, cfg_text);
+    int rc;
+    char *out = run_ab_stdout("run -c d.ini --dry-run", &rc);
+    cr_assert_eq(rc, 0, "dry run failed: %s", out ? out : "");
+    if (must_have) cr_expect(strstr(out, must_have), "dry run lacks '%s':\n%s", must_have, out);
+    char keys[64][24];
+    int n = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+        if (strlen(line) > 16 && line[16] == ' ' && n < 64) snprintf(keys[n++], sizeof keys[0], "%.16s", line);
+    qsort(keys, (size_t)n, sizeof keys[0], (int (*)(const void *, const void *))strcmp);
+    buf[0] = 0;
+    for (int i = 0; i < n; i++) {
+        strncat(buf, keys[i], len - strlen(buf) - 1);
+        strncat(buf, "\n", len - strlen(buf) - 1);
+    }
+    free(out);
+}
+
+#define MASK_CFG_HEAD "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 256\nheads = 2\nhead_dims = 32\n" \
+                      "densities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 1\n"
+
+Test(cli, causal_key_is_an_alias_of_masks)
+{
+    char a[2048], b[2048], c[2048];
+    /* the default is the causal mask; causal = 1 / 0 spell masks = causal / full */
+    dry_keys(MASK_CFG_HEAD, a, sizeof a, "mask=causal");
+    dry_keys(MASK_CFG_HEAD "causal = 1\n", b, sizeof b, "mask=causal");
+    cr_expect_str_eq(a, b, "default and causal = 1 differ");
+    dry_keys(MASK_CFG_HEAD "masks = causal\n", c, sizeof c, "mask=causal");
+    cr_expect_str_eq(a, c, "default and masks = causal differ");
+    dry_keys(MASK_CFG_HEAD "causal = 0, 1\n", a, sizeof a, "mask=full");
+    dry_keys(MASK_CFG_HEAD "masks = full, causal\n", b, sizeof b, "mask=full");
+    cr_expect_str_eq(a, b, "causal = 0, 1 and masks = full, causal differ");
+    /* another mask is another point */
+    dry_keys(MASK_CFG_HEAD "masks = full, causal, document:4\n", c, sizeof c, "mask=document:4");
+    cr_expect(strlen(c) == strlen(b) * 3 / 2, "document:4 adds its own keys:\n%s", c);
+    for (char *k = c; (k = strchr(k, '\n')) && k[1]; k++)
+        cr_expect(strncmp(k - 16, k + 1, 16), "two points share the key %.16s", k + 1);
+    for (char *k = strtok(b, "\n"); k; k = strtok(NULL, "\n"))
+        cr_expect(strstr(c, k), "key %s of the plain masks changed when a mask was added", k);
+}
+
+static double frac_doc(const int *len, int k, int n)
+{
+    double pairs = 0;
+    for (int i = 0; i < k; i++) pairs += (double)len[i] * (len[i] + 1) / 2.0;
+    return pairs / ((double)n * n);
+}
+
+/* masks = causal, then resumed with full and packed documents added: every
+ * row carries its mask and the mask's density (values checkable by hand),
+ * dense matches the fp64 reference under each mask (the data child and the
+ * point child bind the same mask), GFLOP/s counts only allowed pairs. */
+Test(cli, mask_axis_rows_carry_mask_and_density_and_resume)
+{
+    char path[300], out[300];
+    snprintf(path, sizeof path, "%s/m.ini", g_dir);
+    snprintf(out, sizeof out, "%s/m.h5", g_dir);
+    static const char *timing = "[timing]\nwarmup = 0\nmin_repeats = 2\nmax_repeats = 2\nmin_time_s = 0\nmax_time_s = 1\n";
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg, "%smasks = causal\n%s", MASK_CFG_HEAD, timing);
+    write_file(path, cfg);
+    char *err = NULL;
+    int rc = run_ab("run -c m.ini -o m.h5", &err);
+    cr_assert_eq(rc, 0, "sweep failed (%d): %s", rc, err ? err : "");
+    free(err);
+    size_t n0;
+    ab_point *p0 = read_points(out, &n0);
+    cr_assert_eq(n0, 2);
+
+    snprintf(cfg, sizeof cfg, "%smasks = causal, full, document:64+64+128\n%s", MASK_CFG_HEAD, timing);
+    write_file(path, cfg);
+    rc = run_ab("run -c m.ini -o m.h5 --resume", &err);
+    cr_assert_eq(rc, 0, "resumed sweep failed (%d): %s", rc, err ? err : "");
+    cr_expect(err && strstr(err, "4 points to run (2 already stored)"), "resume: %s", err ? err : "");
+    cr_expect(err && strstr(err, "mask=document:64+64+128"), "progress lines name the mask: %s", err ? err : "");
+    free(err);
+    size_t n;
+    ab_point *p = read_points(out, &n);
+    cr_assert_eq(n, 6, "points: %zu", n);
+    const int doc[3] = { 64, 64, 128 };
+    int seen[3] = { 0, 0, 0 }, dense_ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ab_point *q = &p[i];
+        double want;
+        if (!strcmp(q->mask, "causal")) { want = 257.0 / 512.0; cr_expect_eq(q->causal, 1); seen[0]++; }
+        else if (!strcmp(q->mask, "full")) { want = 1.0; cr_expect_eq(q->causal, 0); seen[1]++; }
+        else if (!strcmp(q->mask, "document:64+64+128")) { want = frac_doc(doc, 3, 256); cr_expect_eq(q->causal, 1); seen[2]++; }
+        else { cr_assert_fail("unexpected mask '%s'", q->mask); }
+        cr_expect(fabs(q->mask_density - want) < 1e-15, "%s: mask_density %.17g, want %.17g", q->mask, q->mask_density, want);
+        cr_expect(!strcmp(q->status, "ok") || !strcmp(q->status, "calib_failed"), "%s %s: %s %s", q->method, q->mask,
+                  q->status, q->message);
+        if (!strcmp(q->method, "dense")) {
+            cr_assert_str_eq(q->status, "ok", "dense under %s: %s", q->mask, q->message);
+            cr_expect(q->rel_l2_err < 1e-5, "dense under %s vs the fp64 reference under it: rel err %g", q->mask, q->rel_l2_err);
+            cr_expect_float_eq(q->recall_mass, 1.0, 1e-9, "dense under %s recall %g", q->mask, q->recall_mass);
+            cr_expect_float_eq(q->achieved_density, 1.0, 1e-12, "dense density over the allowed pairs");
+            double flops = 4.0 * q->heads * 256.0 * 256.0 * q->head_dim * want;
+            cr_expect(fabs(q->dense_gflops * q->total_ms * 1e6 - flops) <= 1e-9 * flops,
+                      "%s: GFLOP/s must count the allowed pairs only", q->mask);
+            dense_ok++;
+        }
+        /* the causal rows of the first run were kept, not rerun */
+        for (size_t k = 0; k < n0; k++)
+            if (!strcmp(p0[k].key, q->key))
+                cr_expect(p0[k].total_ms == q->total_ms || (isnan(p0[k].total_ms) && isnan(q->total_ms)),
+                          "resume reran %s", q->key);
+    }
+    cr_expect(seen[0] == 2 && seen[1] == 2 && seen[2] == 2, "rows per mask: %d %d %d", seen[0], seen[1], seen[2]);
+    cr_expect_eq(dense_ok, 3);
+    free(p);
+    free(p0);
 }

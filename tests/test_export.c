@@ -7,7 +7,11 @@
  * latencies, so any failed row leaking into a figure file shows. Accuracies
  * are k/16 with their true Wilson intervals, so pooling can be checked. A
  * variant adds GPU points (the CPU vs GPU figure); another file carries
- * schema_version 0, written with the HDF5 API.
+ * schema_version 0, written with the HDF5 API. Every point runs under the
+ * causal base mask; the two-mask variant adds dense and window under a second
+ * mask (document:4) with other latencies (dense x0.3, window x0.5) and
+ * mask_density 1/4 of causal's, so a figure that mixed masks, or a speedup
+ * over the other mask's dense, would show in the numbers.
  */
 #include <criterion/criterion.h>
 #include <hdf5.h>
@@ -26,6 +30,9 @@
 #include "harness/store.h"
 
 #define FAILED_MS 1.0e6 /* latency of every failed fixture point */
+#define DOC_DENSE 0.3   /* latency of dense under the second mask / under causal */
+#define DOC_WINDOW 0.5  /* the same for window */
+#define DOC_PAIRS 0.25  /* allowed pairs of the second mask / causal's */
 
 typedef struct fixture {
     char dir[64];       /* mkdtemp directory */
@@ -49,6 +56,8 @@ static void fx_point(ab_point *p, int *serial, const char *method, const char *t
     p->heads = 4;
     p->head_dim = 64;
     p->causal = 1;
+    snprintf(p->mask, sizeof p->mask, "causal");
+    p->mask_density = (n + 1.0) / (2.0 * n);
     p->threads = 4;
     p->seed = seed;
     p->depth = 0.5;
@@ -84,7 +93,23 @@ static void fx_point(ab_point *p, int *serial, const char *method, const char *t
     }
 }
 
-static void fx_write(const char *path, int with_ok, int with_gpu)
+/* Move a fixture point to the second base mask (its latencies scaled). */
+static void fx_mask2(ab_point *p, const char *mask2)
+{
+    double k = strcmp(p->method, "dense") == 0 ? DOC_DENSE : DOC_WINDOW;
+    snprintf(p->mask, sizeof p->mask, "%s", mask2);
+    p->mask_density *= DOC_PAIRS;
+    if (strcmp(p->status, "ok") == 0) {
+        p->total_ms *= k;
+        p->select_ms *= k;
+        p->run_ms *= k;
+        p->p10_ms *= k;
+        p->p90_ms *= k;
+        p->min_ms *= k;
+    }
+}
+
+static void fx_write(const char *path, int with_ok, int with_gpu, const char *mask2)
 {
     ab_env env;
     memset(&env, 0, sizeof env);
@@ -132,24 +157,37 @@ static void fx_write(const char *path, int with_ok, int with_gpu)
                 cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
                 fx_point(p, &serial, "broken", tasks[t], lens[l], seed, 0.1, "crashed");
                 cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                if (mask2 && with_ok) { /* dense and window (3 densities) under mask2 */
+                    for (int k = 0; k < 4; k++) {
+                        fx_point(p, &serial, k ? "window" : "dense", tasks[t], lens[l], seed,
+                                 k ? wt[k - 1] : 1.0, "ok");
+                        fx_mask2(p, mask2);
+                        cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                    }
+                }
+                if (mask2) {
+                    fx_point(p, &serial, "window", tasks[t], lens[l], seed + 20, 0.1, "oom");
+                    fx_mask2(p, mask2);
+                    cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+                }
             }
     free(p);
     cr_assert_eq(ab_store_close(st, err, sizeof err), 0, "%s", err);
     ab_env_free(&env);
 }
 
-static void fx_make2(fixture *fx, int with_ok, int with_gpu)
+static void fx_make3(fixture *fx, int with_ok, int with_gpu, const char *mask2)
 {
     snprintf(fx->dir, sizeof fx->dir, "/tmp/ab_export_XXXXXX");
     cr_assert(mkdtemp(fx->dir));
     snprintf(fx->h5, sizeof fx->h5, "%s/run.h5", fx->dir);
     snprintf(fx->out, sizeof fx->out, "%s/fig/sub", fx->dir);
-    fx_write(fx->h5, with_ok, with_gpu);
+    fx_write(fx->h5, with_ok, with_gpu, mask2);
 }
 
 static void fx_make(fixture *fx, int with_ok)
 {
-    fx_make2(fx, with_ok, 0);
+    fx_make3(fx, with_ok, 0, NULL);
 }
 
 static void fx_clean(const fixture *fx)
@@ -266,7 +304,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 38, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 40, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -274,22 +312,25 @@ Test(export, points_tsv_equals_file)
         cr_assert_str_eq(f[1], p->method);
         cr_assert_str_eq(f[5], p->task);
         expect_num(f[8], p->seq_len, "seq_len");
-        expect_num(f[13], (double)p->seed, "seed");
+        expect_num(f[11], p->causal, "causal");
+        cr_assert_str_eq(f[12], p->mask, "mask");
+        expect_num(f[13], p->mask_density, "mask_density");
+        expect_num(f[15], (double)p->seed, "seed");
         const double want[] = {p->depth, p->target_density, p->knob_value,
                                p->achieved_density, p->select_ms, p->run_ms,
                                p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
-        for (int k = 0; k < 11; k++) expect_num(f[14 + k], want[k], "timing");
-        expect_num(f[25], p->n_samples, "n_samples");
+        for (int k = 0; k < 11; k++) expect_num(f[16 + k], want[k], "timing");
+        expect_num(f[27], p->n_samples, "n_samples");
         const double want2[] = {p->dense_gflops, p->recall_mass, p->recall_topk,
                                 p->rel_l2_err, p->max_abs_err, p->accuracy,
                                 p->acc_ci_lo, p->acc_ci_hi};
-        for (int k = 0; k < 8; k++) expect_num(f[26 + k], want2[k], "metric");
-        expect_num(f[34], p->acc_trials, "acc_trials");
-        expect_num(f[35], p->rows_scored, "rows_scored");
-        cr_assert_str_eq(f[36], p->status);
+        for (int k = 0; k < 8; k++) expect_num(f[28 + k], want2[k], "metric");
+        expect_num(f[36], p->acc_trials, "acc_trials");
+        expect_num(f[37], p->rows_scored, "rows_scored");
+        cr_assert_str_eq(f[38], p->status);
         char msg[64];
         snprintf(msg, sizeof msg, "child %s after 5 s", p->status);
-        cr_assert_str_eq(f[37], strcmp(p->status, "ok") ? msg : "", "tab in message kept out");
+        cr_assert_str_eq(f[39], strcmp(p->status, "ok") ? msg : "", "tab in message kept out");
         rows++;
     }
     cr_assert_eq(rows, n);
@@ -401,7 +442,8 @@ Test(export, deterministic)
                                         "accuracy_vs_density.tsv", "speedup_vs_density.tsv",
                                         "accuracy_vs_latency.tsv", "needle_heatmap.tsv",
                                         "overhead_share.tsv", "cpu_vs_gpu.tsv", "summary.tsv",
-                                        "methods.txt", "meta.txt"};
+                                        "methods.txt", "meta.txt", "masks.txt",
+                                        "dense_vs_mask.tsv"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char pa[200], pb[200];
         snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
@@ -417,41 +459,58 @@ Test(export, deterministic)
 
 static const char *const FIGS[] = {"latency_vs_n", "speedup_vs_density", "recall_vs_density",
                                     "accuracy_vs_density", "accuracy_vs_latency",
-                                    "needle_heatmap", "overhead_share", "cpu_vs_gpu"};
+                                    "needle_heatmap", "overhead_share", "cpu_vs_gpu",
+                                    "dense_vs_mask"};
 #define N_FIGS (sizeof FIGS / sizeof FIGS[0])
 
-/* plot the fixture; every figure drawn (cpu_vs_gpu only with GPU points),
- * nothing on stderr (gnuplot warnings included), index.html written */
-static void check_plot(int with_ok, int with_gpu)
+/* Is figure i drawn for the fixture (mask: 0 the primary copy, 1 the second
+ * mask's NAME--document_4 copy)? */
+static int fig_wanted(size_t i, int with_ok, int with_gpu, const char *mask2, int mask)
+{
+    if (!with_ok) return 0;
+    if (strcmp(FIGS[i], "cpu_vs_gpu") == 0) return with_gpu && !mask;
+    if (strcmp(FIGS[i], "dense_vs_mask") == 0) return mask2 && !mask; /* one across masks */
+    return !mask || mask2;
+}
+
+/* plot the fixture; every figure drawn (cpu_vs_gpu only with GPU points,
+ * dense_vs_mask and the NAME--SLUG copies only with a second mask), nothing
+ * on stderr (gnuplot warnings included), index.html written */
+static void check_plot(int with_ok, int with_gpu, const char *mask2)
 {
     fixture fx;
-    fx_make2(&fx, with_ok, with_gpu);
+    fx_make3(&fx, with_ok, with_gpu, mask2);
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/plot.out", fx.dir);
     snprintf(err, sizeof err, "%s/plot.err", fx.dir);
-    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "png,svg", "--no-gallery"};
+    /* two masks: SVG only (half the gnuplot runs; its text can be read) */
+    const char *fmts = mask2 ? "svg" : "png,svg";
+    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", fmts, "--no-gallery"};
     int rc = run_captured(ab_cmd_plot, 7, args, out, err);
     char *e = slurp(err), *o = slurp(out);
     cr_assert_eq(rc, 0, "plot exit %d; stderr: %s", rc, e);
     cr_assert_str_eq(e, "", "gnuplot or plot wrote on stderr:\n%s", e);
-    for (size_t i = 0; i < N_FIGS; i++) {
-        int want = with_ok && (with_gpu || strcmp(FIGS[i], "cpu_vs_gpu") != 0);
-        for (int k = 0; k < 2; k++) {
-            char path[240];
-            snprintf(path, sizeof path, "%s/%s.%s", fx.out, FIGS[i], k ? "svg" : "png");
-            if (want) {
-                cr_assert_gt(file_size(path), 1000, "%s missing or tiny", path);
-                cr_assert(strstr(o, path), "%s not listed in: %s", path, o);
-            } else {
-                cr_assert_eq(file_size(path), -1, "%s drawn without data", path);
+    for (size_t i = 0; i < N_FIGS; i++)
+        for (int mk = 0; mk < 2; mk++) {
+            int want = fig_wanted(i, with_ok, with_gpu, mask2, mk);
+            char name[120];
+            snprintf(name, sizeof name, "%s%s", FIGS[i], mk ? "--document_4" : "");
+            for (int k = 0; k < 2; k++) {
+                char path[300];
+                snprintf(path, sizeof path, "%s/%s.%s", fx.out, name, k ? "svg" : "png");
+                if (want && (k == 1 || !mask2)) {
+                    cr_assert_gt(file_size(path), 1000, "%s missing or tiny", path);
+                    cr_assert(strstr(o, path), "%s not listed in: %s", path, o);
+                } else {
+                    cr_assert_eq(file_size(path), -1, "%s drawn without data", path);
+                }
+            }
+            if (!want && (!mk || mask2) && strcmp(FIGS[i], "dense_vs_mask") != 0) {
+                char note[160];
+                snprintf(note, sizeof note, "note: skipped %s: ", name);
+                cr_assert(strstr(o, note), "no note for %s: %s", name, o);
             }
         }
-        if (!want) {
-            char note[120];
-            snprintf(note, sizeof note, "note: skipped %s: ", FIGS[i]);
-            cr_assert(strstr(o, note), "no note for %s: %s", FIGS[i], o);
-        }
-    }
     char path[240];
     snprintf(path, sizeof path, "%s/index.html", fx.out);
     char *html = slurp(path);
@@ -461,13 +520,15 @@ static void check_plot(int with_ok, int with_gpu)
     cr_assert(strstr(html, "testhost") && strstr(html, "0123456789abcdef"));
     cr_assert(strstr(html, "<code>timeout</code>"), "left-out count missing");
     cr_assert(strstr(html, "Mask gallery") && strstr(html, "--no-gallery"));
-    for (size_t i = 0; i < N_FIGS; i++) {
-        char img[120];
-        snprintf(img, sizeof img, "src=\"%s.png\"", FIGS[i]);
-        int want = with_ok && (with_gpu || strcmp(FIGS[i], "cpu_vs_gpu") != 0);
-        cr_assert_eq(strstr(html, img) != NULL, want, "%s in index.html: %d", FIGS[i], want);
-    }
-    if (with_ok) {
+    for (size_t i = 0; i < N_FIGS; i++)
+        for (int mk = 0; mk < 2; mk++) {
+            char img[160];
+            snprintf(img, sizeof img, "src=\"%s%s.%s\"", FIGS[i], mk ? "--document_4" : "",
+                     mask2 ? "svg" : "png");
+            int want = fig_wanted(i, with_ok, with_gpu, mask2, mk);
+            cr_assert_eq(strstr(html, img) != NULL, want, "%s in index.html: %d", img, want);
+        }
+    if (with_ok && !mask2) {
         snprintf(path, sizeof path, "%s/latency_vs_n.png", fx.out);
         char *b = slurp(path);
         cr_assert(memcmp(b, "\x89PNG", 4) == 0);
@@ -476,10 +537,41 @@ static void check_plot(int with_ok, int with_gpu)
         snprintf(path, sizeof path, "%s/speedup_vs_density.svg", fx.out);
         b = slurp(path);
         cr_assert(strstr(b, "commit: 0123456789abcdef"), "footnote line 1");
-        cr_assert(strstr(b, "left out: 16 of"), "footnote line 2");
+        cr_assert(strstr(b, "mask: causal   left out: 16 of"), "footnote line 2");
         cr_assert(strstr(b, "crashed 8, timeout 8"), "footnote statuses");
+        cr_assert(!strstr(b, "base mask:"), "no mask in the title of a causal-only file");
         free(b);
         cr_assert(strstr(html, "<table class=sum>") && strstr(html, ">window</td>"));
+        cr_assert(!strstr(html, "id=\"dense_vs_mask\""), "no dense-vs-mask section with one mask");
+    } else if (with_ok) {
+        /* each mask's figure names its mask in the title and the footnote, and
+         * counts the points left out under it only (8 crashed + 8 timeout
+         * under causal, 8 oom under document:4) */
+        snprintf(path, sizeof path, "%s/speedup_vs_density.svg", fx.out);
+        char *b = slurp(path);
+        cr_assert(strstr(b, "[base mask: causal]"), "title names the mask");
+        free(b);
+        snprintf(path, sizeof path, "%s/latency_vs_n.svg", fx.out);
+        b = slurp(path);
+        cr_assert(strstr(b, ">base mask: causal<"), "title names the mask");
+        cr_assert(strstr(b, "mask: causal   left out: 16 of 64 points under this mask not ok "
+                            "(crashed 8, timeout 8)"), "footnote of the primary mask");
+        free(b);
+        snprintf(path, sizeof path, "%s/latency_vs_n--document_4.svg", fx.out);
+        b = slurp(path);
+        cr_assert(strstr(b, ">base mask: document:4<"), "title names the mask");
+        cr_assert(strstr(b, "mask: document:4   left out: 8 of 40 points under this mask not ok "
+                            "(oom 8)"), "footnote of the second mask");
+        free(b);
+        snprintf(path, sizeof path, "%s/dense_vs_mask.svg", fx.out);
+        b = slurp(path);
+        cr_assert(strstr(b, "masks: causal, document:4   left out: 24 of 104 points not ok"),
+                  "footnote across masks");
+        free(b);
+        cr_assert(strstr(html, "id=\"masks\"") && strstr(html, "<code>document:4</code>"),
+                  "base mask table");
+        cr_assert(strstr(html, "<th>base mask</th>"), "mask column in the method table");
+        cr_assert(strstr(html, "id=\"latency_vs_n--document_4\""), "per-mask figure anchor");
     } else {
         cr_assert(strstr(html, "Not drawn: "), "skipped figures say so");
     }
@@ -491,17 +583,22 @@ static void check_plot(int with_ok, int with_gpu)
 
 Test(plot, every_figure_without_warnings)
 {
-    check_plot(1, 0);
+    check_plot(1, 0, NULL);
 }
 
 Test(plot, cpu_and_gpu)
 {
-    check_plot(1, 1);
+    check_plot(1, 1, NULL);
 }
 
 Test(plot, failed_only_file_still_plots)
 {
-    check_plot(0, 0);
+    check_plot(0, 0, NULL);
+}
+
+Test(plot, two_masks_drawn_apart)
+{
+    check_plot(1, 0, "document:4");
 }
 
 /* Pooled accuracy: window at 0.05 on one (task, N) has 2 seeds x 12/16, so
@@ -586,15 +683,15 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[64];
-        cr_assert_eq(split_tabs(line, fl, 64), 38);
+        cr_assert_eq(split_tabs(line, fl, 64), 40);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
         cr_assert(x, "key %s not in /points", fl[0]);
         expect_num(fl[8], x->seq_len, "seq_len");
-        expect_num(fl[20], x->total_ms, "total_ms");
-        expect_num(fl[27], x->recall_mass, "recall_mass");
-        expect_num(fl[31], x->accuracy, "accuracy");
+        expect_num(fl[22], x->total_ms, "total_ms");
+        expect_num(fl[29], x->recall_mass, "recall_mass");
+        expect_num(fl[33], x->accuracy, "accuracy");
     }
     cr_assert_eq(rows, n);
     free(text);
@@ -686,14 +783,14 @@ Test(show, tsv_rows)
     char *o = slurp(out);
     cr_assert(strstr(o, "# host\ttesthost\n"), "%s", o);
     cr_assert(strstr(o, "# commit\t0123456789abcdef\n"));
-    cr_assert(strstr(o, "\nmethod\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\n"));
+    cr_assert(strstr(o, "\nmethod\tmask\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\n"));
     /* window at 0.1 on 1024: 4 ok, 4 timeouts; speedup 1/0.15 */
     char want[256];
-    snprintf(want, sizeof want, "\nwindow\t1024\t0.1\t%.6g\t%.6g\t", 0.25 * 1.15 / 3.0 * 0.15,
+    snprintf(want, sizeof want, "\nwindow\tcausal\t1024\t0.1\t%.6g\t%.6g\t", 0.25 * 1.15 / 3.0 * 0.15,
              1.0 / 0.15);
     cr_assert(strstr(o, want), "no '%s' in:\n%s", want + 1, o);
     cr_assert(strstr(o, "\t1\t4\ttimeout:4\n"), "%s", o);
-    cr_assert(strstr(o, "\nbroken\t1024\t0.1\tnan\tnan\tnan\tnan\tnan\t0\tcrashed:4\n"), "%s", o);
+    cr_assert(strstr(o, "\nbroken\tcausal\t1024\t0.1\tnan\tnan\tnan\tnan\tnan\t0\tcrashed:4\n"), "%s", o);
     cr_assert(!strstr(o, "\ndense\t"), "filtered out");
     cr_assert(!strstr(o, "\t4096\t"), "filtered out");
     /* rows: window x3 densities, broken x1 */
@@ -707,7 +804,7 @@ Test(show, tsv_rows)
     o = slurp(out);
     char *first = strstr(o, "\nmethod\t");
     first = strchr(first + 1, '\n') + 1;
-    cr_assert(strncmp(first, "window\t1024\t0.05\t", 17) == 0, "fastest first: %s", first);
+    cr_assert(strncmp(first, "window\tcausal\t1024\t0.05\t", 24) == 0, "fastest first: %s", first);
     free(o);
     const char *text[] = {"show", fx.h5};
     cr_assert_eq(run_captured(ab_cmd_show, 2, text, out, err), 0);
@@ -758,5 +855,269 @@ Test(export_cli, bad_input_exits_2)
     char *o = slurp(out);
     cr_assert(strstr(o, "usage: attnbench plot"));
     free(o);
+    fx_clean(&fx);
+}
+
+/* ---- base masks in `mask` and the gallery ------------------------------ */
+
+/* The cell matrix (FILE.dat) `attnbench mask` wrote: c x c numbers. */
+static void read_cells(const char *dat, double *v, int c)
+{
+    FILE *f = fopen(dat, "r");
+    cr_assert(f, "no %s", dat);
+    for (int k = 0; k < c * c; k++) cr_assert_eq(fscanf(f, "%lf", &v[k]), 1, "%s: cell %d", dat, k);
+    double extra;
+    cr_assert_eq(fscanf(f, "%lf", &extra), EOF, "%s: more than %d cells", dat, c * c);
+    fclose(f);
+}
+
+/* Cells are shaded by the base mask (row spans), not by j <= i: under three
+ * documents of 64, 64 and 128 tokens (N = 256, 4 x 4 cells of 64), dense
+ * keeps every allowed pair, and the cells across document boundaries are
+ * forbidden (-1) although they are causal. */
+Test(mask, cells_follow_the_base_mask)
+{
+    fixture fx;
+    snprintf(fx.dir, sizeof fx.dir, "/tmp/ab_export_XXXXXX");
+    cr_assert(mkdtemp(fx.dir));
+    char png[160], dat[160], gp[160], out[160], err[160];
+    snprintf(png, sizeof png, "%s/doc.png", fx.dir);
+    snprintf(dat, sizeof dat, "%s/doc.dat", fx.dir);
+    snprintf(gp, sizeof gp, "%s/doc.gp", fx.dir);
+    snprintf(out, sizeof out, "%s/o", fx.dir);
+    snprintf(err, sizeof err, "%s/e", fx.dir);
+    const char *args[] = {"mask", "dense", "--mask", "document:64+64+128", "-n", "256",
+                          "--heads", "1", "-o", png};
+    cr_assert_eq(run_captured(ab_cmd_mask, 10, args, out, err), 0, "%s", slurp(err));
+    cr_assert_gt(file_size(png), 1000);
+    static const double want[16] = {1, -1, -1, -1, -1, 1, -1, -1, -1, -1, 1, -1, -1, -1, 1, 1};
+    double v[16];
+    read_cells(dat, v, 4);
+    for (int k = 0; k < 16; k++)
+        cr_assert_eq(v[k], want[k], "cell (%d, %d): %g, want %g", k / 4, k % 4, v[k], want[k]);
+    char *g = slurp(gp);
+    cr_assert(strstr(g, "base mask document:64+64+128: allows "), "title names the mask: %s", g);
+    free(g);
+    /* the default, causal: every cell on or below the diagonal is allowed */
+    const char *causal[] = {"mask", "dense", "-n", "256", "--heads", "1", "-o", png};
+    cr_assert_eq(run_captured(ab_cmd_mask, 8, causal, out, err), 0);
+    read_cells(dat, v, 4);
+    for (int k = 0; k < 16; k++)
+        cr_assert_eq(v[k], k % 4 <= k / 4 ? 1.0 : -1.0, "causal cell (%d, %d): %g", k / 4, k % 4, v[k]);
+    /* bad specs: exit 2, one line naming the spec */
+    const char *bad[][10] = {{"mask", "dense", "--mask", "sliding:-1", "-o", png},
+                             {"mask", "dense", "--mask", "document:100+100", "-n", "256", "-o", png},
+                             {"mask", "dense", "--mask", "nosuchmask", "-o", png}};
+    for (size_t i = 0; i < 3; i++) {
+        int argc = 0;
+        while (argc < 10 && bad[i][argc]) argc++;
+        cr_assert_eq(run_captured(ab_cmd_mask, argc, bad[i], out, err), 2, "case %zu", i);
+        char *e = slurp(err);
+        cr_assert(strstr(e, bad[i][3]) && strchr(e, '\n') == e + strlen(e) - 1, "case %zu: %s", i, e);
+        free(e);
+    }
+    fx_clean(&fx);
+}
+
+/* A small results file: dense at N = 256 under each of the given masks. */
+static void fx_small(fixture *fx, const char *const *masks, int nm)
+{
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/ab_export_XXXXXX");
+    cr_assert(mkdtemp(fx->dir));
+    snprintf(fx->h5, sizeof fx->h5, "%s/small.h5", fx->dir);
+    snprintf(fx->out, sizeof fx->out, "%s/fig", fx->dir);
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    ab_env_set(&env, "host", "testhost");
+    ab_store *st = NULL;
+    char err[256] = "";
+    cr_assert_eq(ab_store_open(fx->h5, &env, 0, &st, err, sizeof err), 0, "%s", err);
+    ab_point *p = malloc(sizeof *p);
+    cr_assert(p);
+    int serial = 0;
+    for (int m = 0; m < nm; m++)
+        for (int seed = 1; seed <= 2; seed++) {
+            fx_point(p, &serial, "dense", "needle", 256, seed, 1.0, "ok");
+            snprintf(p->mask, sizeof p->mask, "%s", masks[m]);
+            p->mask_density = 0.1 * (m + 1);
+            cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
+        }
+    free(p);
+    cr_assert_eq(ab_store_close(st, err, sizeof err), 0, "%s", err);
+    ab_env_free(&env);
+}
+
+/* plot's gallery: every method under the primary mask (here document:4,
+ * which sorts before sliding:64), and each base mask of the file alone. */
+Test(plot, gallery_per_base_mask)
+{
+    if (!getenv("AB_BIN")) cr_skip_test("AB_BIN not set (the gallery runs attnbench mask)");
+    static const char *const masks[] = {"sliding:64", "document:4"};
+    fixture fx;
+    fx_small(&fx, masks, 2);
+    char out[200], err[200], path[300];
+    snprintf(out, sizeof out, "%s/plot.out", fx.dir);
+    snprintf(err, sizeof err, "%s/plot.err", fx.dir);
+    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "svg"};
+    int rc = run_captured(ab_cmd_plot, 6, args, out, err);
+    char *e = slurp(err);
+    cr_assert_eq(rc, 0, "plot exit %d: %s", rc, e);
+    cr_assert_str_eq(e, "", "stderr: %s", e);
+    free(e);
+    snprintf(path, sizeof path, "%s/mask_gallery/mask_gallery.gp", fx.out);
+    char *g = slurp(path);
+    cr_assert(g && strstr(g, "base mask document:4"), "gallery under the primary mask: %s", g);
+    free(g);
+    snprintf(path, sizeof path, "%s/mask_gallery/mask_gallery.png", fx.out);
+    cr_assert_gt(file_size(path), 1000);
+    static const char *const slugs[] = {"document_4", "sliding_64"};
+    snprintf(path, sizeof path, "%s/index.html", fx.out);
+    char *html = slurp(path);
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/mask_gallery/base_%s.png", fx.out, slugs[k]);
+        cr_assert_gt(file_size(path), 1000, "%s", path);
+        char img[120];
+        snprintf(img, sizeof img, "src=\"mask_gallery/base_%s.png\"", slugs[k]);
+        cr_assert(strstr(html, img), "%s not in index.html", img);
+    }
+    snprintf(path, sizeof path, "%s/mask_gallery/base_sliding_64.gp", fx.out);
+    g = slurp(path);
+    cr_assert(strstr(g, "base mask sliding:64") && strstr(g, "N=256"), "%s", g);
+    free(g);
+    /* no causal points: nothing to compare dense with, and the page says so */
+    snprintf(path, sizeof path, "%s/dense_vs_mask.svg", fx.out);
+    cr_assert_eq(file_size(path), -1);
+    cr_assert(strstr(html, "no point under the causal mask"), "dense_vs_mask note");
+    /* the primary mask is document:4: its figure is NAME.svg, sliding's the copy */
+    cr_assert(strstr(html, "src=\"latency_vs_n.svg\"") && strstr(html, "src=\"latency_vs_n--sliding_64.svg\""));
+    free(html);
+    fx_clean(&fx);
+}
+
+/* The mask column round-trips: file -> points.tsv, show's filter and column. */
+Test(export, mask_column_round_trips)
+{
+    fixture fx;
+    fx_make3(&fx, 1, 0, "document:4");
+    export_to(&fx, fx.out);
+    ab_point *pts = NULL;
+    size_t n = 0;
+    char err[256];
+    cr_assert_eq(ab_results_read(fx.h5, &pts, &n, NULL, err, sizeof err), 0, "%s", err);
+    size_t ndoc = 0;
+    for (size_t i = 0; i < n; i++) ndoc += strcmp(pts[i].mask, "document:4") == 0;
+    cr_assert_eq(ndoc, 40, "the file holds the masks written");
+    free(pts);
+    char path[200];
+    snprintf(path, sizeof path, "%s/points.tsv", fx.out);
+    char *t = slurp(path);
+    cr_assert(strstr(t, "\thead_dim\tcausal\tmask\tmask_density\tthreads\t"), "header");
+    size_t rows = 0;
+    for (char *s = t; (s = strstr(s, "\t1\tdocument:4\t0.125")); s++) rows++; /* N = 1024, 4096 */
+    cr_assert_eq(rows, 40, "document rows: %zu", rows);
+    free(t);
+
+    snprintf(path, sizeof path, "%s/show.out", fx.dir);
+    char epath[200];
+    snprintf(epath, sizeof epath, "%s/show.err", fx.dir);
+    const char *args[] = {"show", fx.h5, "--format", "tsv", "--filter", "mask=document:4"};
+    cr_assert_eq(run_captured(ab_cmd_show, 6, args, path, epath), 0);
+    char *o = slurp(path);
+    /* dense x 2 lengths + window x 3 densities x 2 lengths; the oom points
+     * join window at 0.1; speedup over dense under the same mask */
+    size_t nr = 0;
+    for (char *s = strstr(o, "\nmethod\t") + 1; (s = strchr(s, '\n')) && s[1]; s++) nr++;
+    cr_assert_eq(nr, 8, "%s", o);
+    cr_assert(!strstr(o, "\tcausal\t"), "filtered: %s", o);
+    char want[200];
+    snprintf(want, sizeof want, "\nwindow\tdocument:4\t1024\t0.1\t%.6g\t%.6g\t",
+             0.25 * 1.15 / 3.0 * 0.15 * DOC_WINDOW, DOC_DENSE / (DOC_WINDOW * 0.15));
+    cr_assert(strstr(o, want), "no '%s' in:\n%s", want + 1, o);
+    cr_assert(strstr(o, "\toom:4\n"), "%s", o);
+    free(o);
+    /* grouped by mask: every method's causal rows, then its document rows */
+    const char *all[] = {"show", fx.h5, "--format", "tsv", "--filter", "method=window,seq_len=1024"};
+    cr_assert_eq(run_captured(ab_cmd_show, 6, all, path, epath), 0);
+    o = slurp(path);
+    char *c = strstr(o, "\nwindow\tcausal\t1024\t0.2\t"), *d = strstr(o, "\nwindow\tdocument:4\t1024\t0.05\t");
+    cr_assert(c && d && c < d, "%s", o);
+    free(o);
+    const char *badkey[] = {"show", fx.h5, "--sort", "mask"};
+    cr_assert_eq(run_captured(ab_cmd_show, 4, badkey, path, epath), 0, "--sort mask");
+    fx_clean(&fx);
+}
+
+/* Two masks: no figure file mixes them; each mask's numbers are its own. */
+Test(export, two_masks_never_mixed)
+{
+    fixture fx;
+    fx_make3(&fx, 1, 0, "document:4");
+    export_to(&fx, fx.out);
+    char path[300];
+    snprintf(path, sizeof path, "%s/masks.txt", fx.out);
+    char *t = slurp(path);
+    cr_assert(strstr(t, "\n1\tcausal\tcausal\t64\t48\tcrashed:8,timeout:8\t1\t4096\t"), "%s", t);
+    cr_assert(strstr(t, "\n2\tdocument:4\tdocument_4\t40\t32\toom:8\t1\t4096\t"), "%s", t);
+    free(t);
+    snprintf(path, sizeof path, "%s/meta.txt", fx.out);
+    t = slurp(path);
+    cr_assert(strstr(t, "\nmasks\tcausal,document:4\n") && strstr(t, "\nprimary_mask\tcausal\n"), "%s", t);
+    free(t);
+    /* every figure file has a copy per mask, headed by its mask */
+    static const char *const figs[] = {"latency_vs_n", "recall_vs_density", "accuracy_vs_density",
+                                       "speedup_vs_density", "accuracy_vs_latency",
+                                       "needle_heatmap", "overhead_share", "cpu_vs_gpu"};
+    for (size_t i = 0; i < 8; i++)
+        for (int mk = 0; mk < 2; mk++) {
+            snprintf(path, sizeof path, "%s/%s%s.tsv", fx.out, figs[i], mk ? "--document_4" : "");
+            t = slurp(path);
+            cr_assert(t, "%s missing", path);
+            const char *head = mk ? "# mask: document:4 " : "# mask: causal ";
+            cr_assert(strncmp(t, head, strlen(head)) == 0, "%s: %.60s", path, t);
+            free(t);
+            int r;
+            char name[120];
+            snprintf(name, sizeof name, "%s%s.tsv", figs[i], mk ? "--document_4" : "");
+            check_figure(fx.out, name, i == 0 || i == 7 ? 7 : i == 1 || i == 3 ? 5 :
+                                       i == 2 ? 7 : i == 4 ? 9 : i == 5 ? 7 : 6, &r);
+        }
+    /* latency: window at 0.1, N = 1024 under each mask (its own numbers) */
+    double base = 0.25 * 1.15 / 3.0 * 0.15;
+    for (int mk = 0; mk < 2; mk++) {
+        snprintf(path, sizeof path, "%s/latency_vs_n%s.tsv", fx.out, mk ? "--document_4" : "");
+        t = slurp(path);
+        char *w = strstr(t, "# method window\n");
+        cr_assert(w);
+        double n, ms, lo, hi, ach, np, tgt;
+        cr_assert_eq(sscanf(w + 16, "%lf %lf %lf %lf %lf %lf %lf", &n, &ms, &lo, &hi, &ach, &np, &tgt), 7);
+        cr_assert_eq(np, 4, "4 ok points (2 tasks x 2 seeds), not 8");
+        cr_assert_float_eq(ms, base * (mk ? DOC_WINDOW : 1.0), 1e-12, "mask %d: %g", mk, ms);
+        cr_assert_eq(strstr(t, "# method topk\n") != NULL, !mk, "topk ran under causal only");
+        free(t);
+    }
+    /* speedup under document:4 is over dense under document:4 */
+    snprintf(path, sizeof path, "%s/speedup_vs_density--document_4.tsv", fx.out);
+    t = slurp(path);
+    char *w = strstr(t, "# method window\n");
+    cr_assert(w);
+    double dens, sp;
+    cr_assert_eq(sscanf(w + 16, "%lf %lf", &dens, &sp), 2);
+    cr_assert_float_eq(sp, DOC_DENSE / (DOC_WINDOW * 0.1), 1e-9, "speedup %g", sp);
+    free(t);
+    /* dense vs mask: causal 1, document 0.3 against the ideal 0.25, per N */
+    snprintf(path, sizeof path, "%s/dense_vs_mask.tsv", fx.out);
+    t = slurp(path);
+    cr_assert(strstr(t, "\n1\t1\t1\t"), "%s", t);
+    char *d = strstr(t, "\n2\t0.3\t0.25\t");
+    cr_assert(d && strstr(d + 1, "\n2\t0.3\t0.25\t"), "one row per N: %s", t);
+    cr_assert(strstr(t, "\t1024\t4\tdocument:4\t"), "%s", t);
+    free(t);
+    /* summary: one row per method, device and mask */
+    snprintf(path, sizeof path, "%s/summary.tsv", fx.out);
+    t = slurp(path);
+    cr_assert(strstr(t, "\nwindow\tcpu\tblock\tblock\t32\t24\ttimeout:8\t4096\t0.1\t"), "%s", t);
+    cr_assert(strstr(t, "\nwindow\tcpu\tblock\tblock\t32\t24\toom:8\t4096\t0.1\t"), "%s", t);
+    cr_assert(strstr(t, "\t5\tcausal\n") && strstr(t, "\t5\tdocument:4\n"), "%s", t);
+    free(t);
     fx_clean(&fx);
 }

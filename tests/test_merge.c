@@ -41,16 +41,28 @@ static void mkpoint(ab_point *p, int i, double ms)
     snprintf(p->task, sizeof p->task, "needle");
     snprintf(p->status, sizeof p->status, "ok");
     p->seq_len = 256 * (i + 1);
+    p->causal = 1;
+    snprintf(p->mask, sizeof p->mask, "causal");
+    p->mask_density = (p->seq_len + 1.0) / (2.0 * p->seq_len);
     p->total_ms = ms;
     p->n_samples = 2;
     p->sample_run_ms[0] = ms;
     p->sample_run_ms[1] = ms + 0.5;
 }
 
-static void write_shard(const char *name, const char *host, const int *ids, const double *ms, int n)
+/* masks: NULL, or the base mask spec of each point (its mask_density is
+ * then made up from the spec's length: only equality matters here) */
+static void write_shard_masked(const char *name, const char *host, const int *ids, const double *ms, int n,
+                               const char *const *masks)
 {
     ab_point *p = calloc((size_t)n, sizeof *p);
-    for (int i = 0; i < n; i++) mkpoint(&p[i], ids[i], ms[i]);
+    for (int i = 0; i < n; i++) {
+        mkpoint(&p[i], ids[i], ms[i]);
+        if (masks) {
+            snprintf(p[i].mask, sizeof p[i].mask, "%s", masks[i]);
+            p[i].mask_density = 1.0 / (double)strlen(masks[i]);
+        }
+    }
     ab_env env;
     memset(&env, 0, sizeof env);
     ab_env_set(&env, "host", host);
@@ -59,6 +71,11 @@ static void write_shard(const char *name, const char *host, const int *ids, cons
     cr_assert_eq(ab_results_write(path, p, (size_t)n, &env, NULL, 0, err, sizeof err), 0, "%s", err);
     ab_env_free(&env);
     free(p);
+}
+
+static void write_shard(const char *name, const char *host, const int *ids, const double *ms, int n)
+{
+    write_shard_masked(name, host, ids, ms, n, NULL);
 }
 
 static int merge(const char *args, char *errbuf, size_t len)
@@ -173,4 +190,30 @@ Test(merge, a_killed_shard_contributes_its_journal)
     ab_env_free(&env);
     cr_expect_eq(n, 3, "journaled points of the killed shard missing: %zu", n);
     free(q);
+}
+
+/* The base mask is part of a point: rows that differ only in it conflict
+ * (naming the field), rows with their own keys keep their masks. */
+Test(merge, base_mask_is_part_of_the_row)
+{
+    write_shard_masked("a.h5", "node-a", (int[]){ 0, 1 }, (double[]){ 1, 2 }, 2,
+                       (const char *const[]){ "causal", "document:8" });
+    write_shard_masked("b.h5", "node-b", (int[]){ 1, 2 }, (double[]){ 2, 3 }, 2,
+                       (const char *const[]){ "document:4", "full" });
+    char err[4096];
+    int rc = merge("a.h5 b.h5 -o all.h5", err, sizeof err);
+    cr_expect_eq(rc, 1, "exit %d, want 1: %s", rc, err);
+    cr_expect(strstr(err, "conflict: point 0000000000001001") && strstr(err, "mask: 'document:8' vs 'document:4'"),
+              "the conflict must name the mask: %s", err);
+    size_t n;
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    ab_point *p = read_all("all.h5", &n, &env);
+    ab_env_free(&env);
+    cr_assert_eq(n, 3);
+    cr_expect_str_eq(p[0].mask, "causal");
+    cr_expect_str_eq(p[1].mask, "document:8", "the first row must be kept");
+    cr_expect_str_eq(p[2].mask, "full");
+    cr_expect_eq(p[2].mask_density, 0.25);
+    free(p);
 }

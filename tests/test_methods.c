@@ -5,8 +5,13 @@
  * table of shapes, block sizes and knob values, init → select → finalize →
  * validate → run (its own run() or ab_kernel_layout), then every row of every
  * head is compared with ab_ref_rows restricted to the layout (fp64).
+ * The same under the non-trivial base masks (document, sliding window,
+ * prefix-LM, chunked) at a smaller grid, and at full coverage every method
+ * that reaches density 1 keeps exactly the pairs the mask allows under
+ * every mask.
  * Plus method-specific properties of window / oracle_topk_block / dense:
- * full coverage equals dense, oracle mass recall >= window's, determinism.
+ * full coverage equals dense, oracle mass recall >= window's, the oracles
+ * choose only keys the mask allows, determinism.
  *
  * Only registry.h and kernels.h are used: methods are called directly, not
  * through harness/plugin.c.
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/metrics.h"
 #include "harness/plugin.h"
 #include "harness/registry.h"
 #include "kernels/kernels.h"
@@ -29,7 +35,8 @@
 /* ---- problems ------------------------------------------------------------ */
 
 typedef struct tproblem {
-    ab_problem pb;
+    ab_problem pb;    /* pb.s.mask: &mask when made with a spec, else NULL */
+    ab_mask mask;     /* the bound base mask (problem_make_mask) */
     float *q, *k, *v; /* (heads, seq_len, head_dim) each */
 } tproblem;
 
@@ -50,6 +57,7 @@ static double gauss(uint64_t *s)
 
 static void problem_make(tproblem *t, int heads, int n, int d, int causal, uint64_t seed)
 {
+    memset(&t->mask, 0, sizeof t->mask);
     const size_t cnt = (size_t)heads * n * d;
     t->q = malloc(cnt * sizeof *t->q);
     t->k = malloc(cnt * sizeof *t->k);
@@ -71,11 +79,24 @@ static void problem_make(tproblem *t, int heads, int n, int d, int causal, uint6
     t->pb.threads = 1;
 }
 
+/* The same under the base mask `spec` bound to n and seed (s.mask and
+ * s.causal from it). The tproblem must not move afterwards. */
+static void problem_make_mask(tproblem *t, int heads, int n, int d, const char *spec, uint64_t seed)
+{
+    ab_mask m;
+    char err[256];
+    cr_assert_eq(ab_mask_make(&m, spec, n, seed, err, sizeof err), AB_OK, "mask %s at N=%d: %s", spec, n, err);
+    problem_make(t, heads, n, d, m.def->causal, seed);
+    t->mask = m;
+    t->pb.s.mask = &t->mask;
+}
+
 static void problem_free(tproblem *t)
 {
     free(t->q);
     free(t->k);
     free(t->v);
+    ab_mask_free(&t->mask);
 }
 
 /* ---- calling a method ---------------------------------------------------- */
@@ -271,6 +292,216 @@ ParameterizedTest(int *mi, methods, against_reference)
     cr_expect(checked > 0, "%s: no configuration ran", m->name);
 }
 
+/* Every method under the non-trivial base masks: the output matches the
+ * fp64 reference restricted to its layout and the mask, and the reported
+ * density equals kept allowed pairs over allowed pairs (a smaller grid than
+ * against_reference: the masks, not the shapes, are what is new here). */
+static const char *const test_masks[] = { "document:3", "document:6:longtail", "sliding:37", "prefix:0.3",
+                                          "chunked:50" };
+#define N_TEST_MASKS ((int)(sizeof test_masks / sizeof test_masks[0]))
+
+ParameterizedTestParameters(methods, under_masks) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, under_masks)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: not a CPU prefill method", m->name);
+    static const int lens[] = { 100, 257 };
+    double knobs[3];
+    int nknobs = knob_values(m, knobs);
+    nknobs = nknobs > 2 ? 2 : nknobs; /* the default and 1/4 of the range */
+    int checked = 0, unsupported = 0;
+    for (int mk = 0; mk < N_TEST_MASKS; mk++)
+        for (int a = 0; a < 2; a++) {
+            tproblem t;
+            const int n = lens[a], d = 32, heads = 2;
+            problem_make_mask(&t, heads, n, d, test_masks[mk], 500u + 31u * (unsigned)(mk * 2 + a));
+            float *out = malloc((size_t)heads * n * d * sizeof *out);
+            cr_assert(out);
+            for (int ki = 0; ki < nknobs; ki++) {
+                ab_layout l;
+                const char *stage;
+                char err[256];
+                for (size_t i = 0; i < (size_t)heads * n * d; i++) out[i] = NAN;
+                const int block = a ? 32 : 64;
+                const int rc = method_run(m, &t.pb, block, knobs[ki], &l, out, &stage, err, sizeof err);
+                if (rc == AB_EUNSUPPORTED) {
+                    unsupported++;
+                    ab_layout_free(&l);
+                    continue;
+                }
+                cr_expect_eq(rc, AB_OK, "%s mask=%s N=%d knob=%g: %s returned %d %s", m->name, test_masks[mk], n,
+                             knobs[ki], stage, rc, err);
+                if (rc == AB_OK && l.kind != AB_LAYOUT_CUSTOM) {
+                    /* brute force: kept allowed pairs over allowed pairs */
+                    int64_t kept = 0, allowed = 0, forbidden = 0;
+                    for (int h = 0; h < heads; h++)
+                        for (int i = 0; i < n; i++)
+                            for (int j = 0; j < n; j++) {
+                                const int c = ab_layout_contains(&l, h, i, j);
+                                if (ab_mask_allows(&t.mask, i, j)) allowed++, kept += c;
+                                else forbidden += c;
+                            }
+                    cr_expect_eq(forbidden, 0, "%s mask=%s N=%d: %lld kept pairs the mask forbids", m->name,
+                                 test_masks[mk], n, (long long)forbidden);
+                    cr_expect_eq(allowed, heads * ab_mask_pairs(&t.mask));
+                    cr_expect(ab_layout_density(&l) == (double)kept / (double)allowed,
+                              "%s mask=%s N=%d knob=%g: density %.17g, brute force %lld/%lld", m->name, test_masks[mk],
+                              n, knobs[ki], ab_layout_density(&l), (long long)kept, (long long)allowed);
+                    for (int h = 0; h < heads; h++) {
+                        const double e = head_rel_err(&t.pb, &l, out, h);
+                        cr_expect(e <= REL_TOL, "%s mask=%s N=%d knob=%g head %d: rel L2 error %.3g > %g (layout %s)",
+                                  m->name, test_masks[mk], n, knobs[ki], h, e, REL_TOL, ab_layout_kind_name(l.kind));
+                    }
+                }
+                if (rc == AB_OK) checked++;
+                ab_layout_free(&l);
+            }
+            free(out);
+            problem_free(&t);
+        }
+    cr_log_info("%s: %d configurations under masks checked, %d unsupported", m->name, checked, unsupported);
+    cr_expect(checked + unsupported > 0, "%s: no configuration ran under any mask", m->name);
+}
+
+/* A base mask whose row spans are not exact (interval = 0), so every
+ * consumer must test elements with allows(): causal, minus the keys at
+ * distance 1 mod 3 from the query, minus key 5 for odd rows. None of the
+ * shipped masks is like this; a future one (dilated, random) may be. */
+static int gaps_allows(const ab_mask *m, int i, int j)
+{
+    (void)m;
+    return j <= i && (i - j) % 3 != 1 && !(j == 5 && i % 2);
+}
+static void gaps_span(const ab_mask *m, int i, int *lo, int *hi)
+{
+    (void)m;
+    *lo = 0;
+    *hi = i + 1;
+}
+static const ab_mask_def gaps_def = {
+    .abi = AB_ABI_VERSION, .name = "test_gaps", .syntax = "test_gaps", .summary = "test fixture",
+    .causal = 1, .interval = 0, .allows = gaps_allows, .span = gaps_span,
+};
+
+ParameterizedTestParameters(methods, non_interval_mask) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, non_interval_mask)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: not a CPU prefill method", m->name);
+    const int heads = 2, n = 150, d = 16;
+    tproblem t;
+    problem_make(&t, heads, n, d, 1, 4321);
+    t.mask.def = &gaps_def;
+    t.mask.seq_len = n;
+    strcpy(t.mask.spec, "test_gaps");
+    t.pb.s.mask = &t.mask;
+    float *out = malloc((size_t)heads * n * d * sizeof *out);
+    cr_assert(out);
+    double knobs[3];
+    const int nknobs = knob_values(m, knobs) > 1 ? 2 : 1;
+    for (int ki = 0; ki < nknobs; ki++) {
+        ab_layout l;
+        const char *stage;
+        char err[256];
+        for (size_t i = 0; i < (size_t)heads * n * d; i++) out[i] = NAN;
+        const int rc = method_run(m, &t.pb, 32, knobs[ki], &l, out, &stage, err, sizeof err);
+        if (rc == AB_EUNSUPPORTED) {
+            ab_layout_free(&l);
+            continue;
+        }
+        cr_expect_eq(rc, AB_OK, "%s knob=%g: %s returned %d %s", m->name, knobs[ki], stage, rc, err);
+        if (rc == AB_OK && l.kind != AB_LAYOUT_CUSTOM) {
+            int64_t kept = 0, allowed = 0;
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < n; j++)
+                        if (gaps_allows(&t.mask, i, j)) allowed++, kept += ab_layout_contains(&l, h, i, j);
+                        else cr_expect(!ab_layout_contains(&l, h, i, j), "%s: keeps masked pair (%d, %d)", m->name, i, j);
+            cr_expect(ab_layout_density(&l) == (double)kept / (double)allowed, "%s knob=%g: density %.17g, brute %lld/%lld",
+                      m->name, knobs[ki], ab_layout_density(&l), (long long)kept, (long long)allowed);
+            for (int h = 0; h < heads; h++) {
+                const double e = head_rel_err(&t.pb, &l, out, h);
+                cr_expect(e <= REL_TOL, "%s knob=%g head %d: rel L2 error %.3g > %g (layout %s)", m->name, knobs[ki], h,
+                          e, REL_TOL, ab_layout_kind_name(l.kind));
+            }
+        }
+        ab_layout_free(&l);
+    }
+    free(out);
+    t.mask.def = NULL;
+    problem_free(&t);
+}
+
+/* At full coverage (dense, or the density knob at its density-maximising
+ * end) a method that keeps everything under plain causal and full keeps
+ * exactly the pairs every other base mask allows: density 1, kept pairs =
+ * heads x the mask's allowed pairs (its fraction of N^2), the same output as
+ * dense under that mask. */
+ParameterizedTestParameters(methods, full_coverage_under_masks) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, full_coverage_under_masks)
+{
+    const ab_method *m = ab_method_at(*mi);
+    const ab_method *dense = method_by_name("dense");
+    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: not a CPU prefill method", m->name);
+    if (!dense) cr_skip_test("no dense method registered");
+    double full = NAN;
+    if (m->density_knob.param >= 0) {
+        const ab_param *a = &m->params[m->density_knob.param];
+        full = m->density_knob.increasing ? a->max : a->min;
+    }
+    static const char *const masks[] = { "causal", "full", "document:3", "document:6:longtail", "sliding:37",
+                                         "prefix:0.3", "chunked:50" };
+    const int heads = 2, n = 200, d = 16;
+    int baseline = 1, checked = 0;
+    for (int mk = 0; mk < 7; mk++) {
+        tproblem t;
+        problem_make_mask(&t, heads, n, d, masks[mk], 77u + (uint64_t)mk);
+        const size_t cnt = (size_t)heads * n * d;
+        float *od = malloc(cnt * sizeof *od), *om = malloc(cnt * sizeof *om);
+        cr_assert(od && om);
+        ab_layout l;
+        const char *stage;
+        char err[256];
+        cr_assert_eq(method_run(dense, &t.pb, 64, NAN, &l, od, &stage, err, sizeof err), AB_OK, "dense: %s %s", stage,
+                     err);
+        ab_layout_free(&l);
+        const int rc = method_run(m, &t.pb, 64, full, &l, om, &stage, err, sizeof err);
+        if (rc == AB_EUNSUPPORTED) {
+            cr_expect(mk >= 2, "%s declines the plain %s mask", m->name, masks[mk]);
+        } else {
+            cr_expect_eq(rc, AB_OK, "%s mask=%s: %s returned %d %s", m->name, masks[mk], stage, rc, err);
+            const double dens = rc == AB_OK ? ab_layout_density(&l) : NAN;
+            if (mk < 2 && dens != 1.0) baseline = 0; /* not a full-coverage method */
+            if (rc == AB_OK && baseline) {
+                cr_expect(dens == 1.0, "%s mask=%s at knob %g: density %.17g, but 1 under causal and full", m->name,
+                          masks[mk], full, dens);
+                if (l.kind != AB_LAYOUT_CUSTOM) {
+                    const double frac = (double)ab_layout_kept_pairs(&l) / ((double)heads * n * n);
+                    cr_expect(ab_layout_kept_pairs(&l) == heads * ab_mask_pairs(&t.mask) &&
+                                  fabs(frac - ab_mask_fraction(&t.mask)) < 1e-15,
+                              "%s mask=%s: kept pairs %lld (%.6f of N^2), the mask allows %lld per head (%.6f)",
+                              m->name, masks[mk], (long long)ab_layout_kept_pairs(&l), frac,
+                              (long long)ab_mask_pairs(&t.mask), ab_mask_fraction(&t.mask));
+                }
+                const double e = out_rel_diff(om, od, heads, (size_t)n * d);
+                cr_expect(e <= REL_TOL, "%s mask=%s at knob %g: differs from dense by %.3g", m->name, masks[mk], full, e);
+                checked++;
+            }
+        }
+        ab_layout_free(&l);
+        free(od);
+        free(om);
+        problem_free(&t);
+    }
+    cr_log_info("%s: full coverage %s (%d masks)", m->name, baseline ? "checked" : "not reached", checked);
+}
+
 /* Two complete runs give bit-identical layouts and outputs. */
 ParameterizedTestParameters(methods, deterministic) { return method_indices(); }
 
@@ -434,4 +665,155 @@ Test(methods, oracle_recall_at_least_window)
     cr_expect(rw < 0.95, "test problem too easy: window recall %.4f", rw);
     free(out);
     problem_free(&t);
+}
+
+/* The oracles are upper bounds under every base mask: they choose only among
+ * keys the mask lets some row of the query block see, so an integer budget
+ * k keeps min(k, candidates) entries per row and none is wasted on a block
+ * or key the mask empties (document masks make most blocks empty). */
+Test(methods, oracles_choose_allowed_keys)
+{
+    const ab_method *ob = method_by_name("oracle_topk_block"), *ot = method_by_name("oracle_topk_token");
+    if (!ob || !ot) cr_skip_test("oracle_topk_block or oracle_topk_token not registered");
+    static const char *const masks[] = { "document:5", "sliding:37", "prefix:0.3", "chunked:50" };
+    const int heads = 2, n = 300, d = 16;
+    for (int mk = 0; mk < 4; mk++) {
+        tproblem t;
+        problem_make_mask(&t, heads, n, d, masks[mk], 9u + (uint64_t)mk);
+        float *out = malloc((size_t)heads * n * d * sizeof *out);
+        cr_assert(out);
+        for (int which = 0; which < 2; which++) {
+            const ab_method *m = which ? ot : ob;
+            const int budget = which ? 20 : 2;
+            ab_layout l;
+            const char *stage;
+            char err[256];
+            cr_assert_eq(method_run(m, &t.pb, 32, budget, &l, out, &stage, err, sizeof err), AB_OK, "%s: %s %s",
+                         m->name, stage, err);
+            for (int h = 0; h < heads; h++)
+                for (int qb = 0; qb < l.n_qblocks; qb++) {
+                    const int r0 = qb * l.block_q, r1 = r0 + l.block_q < n ? r0 + l.block_q : n;
+                    const size_t row = (size_t)h * l.n_qblocks + qb;
+                    int cand = 0, kept = 0, wasted = 0;
+                    if (!which) { /* key blocks */
+                        for (int kb = 0; kb < l.n_kblocks; kb++)
+                            cand += ab_mask_block(&t.mask, r0, r1, kb * l.block_k, (kb + 1) * l.block_k) != AB_BLOCK_EMPTY;
+                        for (int64_t e = l.blk_ptr[row]; e < l.blk_ptr[row + 1]; e++, kept++) {
+                            const int kb = l.blk_idx[e];
+                            wasted += ab_mask_block(&t.mask, r0, r1, kb * l.block_k, (kb + 1) * l.block_k) == AB_BLOCK_EMPTY;
+                        }
+                    } else { /* key tokens */
+                        for (int j = 0; j < n; j++) cand += ab_mask_block(&t.mask, r0, r1, j, j + 1) != AB_BLOCK_EMPTY;
+                        for (int64_t e = l.tok_ptr[row]; e < l.tok_ptr[row + 1]; e++, kept++) {
+                            const int j = l.tok_idx[e];
+                            wasted += ab_mask_block(&t.mask, r0, r1, j, j + 1) == AB_BLOCK_EMPTY;
+                        }
+                    }
+                    cr_expect_eq(wasted, 0, "%s mask=%s head %d qblock %d: %d of %d kept entries the mask empties",
+                                 m->name, masks[mk], h, qb, wasted, kept);
+                    cr_expect_eq(kept, budget < cand ? budget : cand, "%s mask=%s head %d qblock %d: %d kept, budget %d, %d candidates",
+                                 m->name, masks[mk], h, qb, kept, budget, cand);
+                }
+            ab_layout_free(&l);
+        }
+        free(out);
+        problem_free(&t);
+    }
+}
+
+/* ---- quality metrics under a base mask (harness/metrics.c) ---------------- */
+
+/* Allocations of a refset, freed together. */
+typedef struct arena {
+    void *p[8];
+    int n;
+} arena;
+
+static void *arena_alloc(void *ctx, size_t bytes)
+{
+    arena *a = ctx;
+    cr_assert(a->n < 8);
+    return a->p[a->n++] = malloc(bytes ? bytes : 1);
+}
+
+/* Mass and top-k recall range over the keys the base mask allows (the
+ * shipped masks and the non-interval test_gaps fixture above): the dense
+ * top-k of a row holds only allowed keys, a layout that keeps every block
+ * scores 1 (its kept keys in other documents count for nothing), one that
+ * keeps only key block 0 scores 0 on rows of later documents, and the mass
+ * recall equals the brute-force ratio of ab_ref_rows sums. */
+Test(metrics, recall_over_allowed_keys)
+{
+    static const char *const masks[] = { "document:4", "sliding:37", "prefix:0.3", "chunked:50", "causal", "full",
+                                         "test_gaps" };
+    const int heads = 2, n = 300, d = 16, topk = 8;
+    for (int mk = 0; mk < 7; mk++) {
+        tproblem t;
+        if (mk < 6) {
+            problem_make_mask(&t, heads, n, d, masks[mk], 31u + (uint64_t)mk);
+        } else { /* the non-interval fixture mask */
+            problem_make(&t, heads, n, d, 1, 31u + (uint64_t)mk);
+            t.mask.def = &gaps_def;
+            t.mask.seq_len = n;
+            t.pb.s.mask = &t.mask;
+        }
+        int rows[300];
+        for (int i = 0; i < n; i++) rows[i] = i;
+        arena a = { .n = 0 };
+        ab_refset r;
+        cr_assert_eq(ab_refset_build(&r, &t.pb, rows, n, topk, arena_alloc, &a), AB_OK);
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < n; i++) {
+                const int32_t *tk = r.topk_idx + ((size_t)h * n + i) * topk;
+                const int64_t allowed = ab_mask_row_count(&t.mask, i, 0, n);
+                int cnt = 0;
+                for (int c = 0; c < topk; c++)
+                    if (tk[c] >= 0) {
+                        cnt++;
+                        cr_expect(ab_mask_allows(&t.mask, i, tk[c]), "%s row %d: top-k key %d is masked", masks[mk], i,
+                                  tk[c]);
+                    }
+                cr_expect_eq(cnt, allowed < topk ? allowed : topk, "%s row %d: %d top-k keys, %lld allowed", masks[mk],
+                             i, cnt, (long long)allowed);
+            }
+        float *out = malloc((size_t)heads * n * d * sizeof *out);
+        cr_assert(out);
+        cr_assert_eq(ab_kernel_flash(&t.pb, out), AB_OK);
+        for (int variant = 0; variant < 2; variant++) {
+            /* 0: every key block (all rows); 1: key block 0 only */
+            ab_layout l;
+            ab_layout_init(&l, &t.pb.s, 64, 64);
+            for (int h = 0; h < heads; h++)
+                for (int qb = 0; qb < l.n_qblocks; qb++)
+                    cr_assert_eq(variant ? ab_layout_add_block(&l, h, qb, 0)
+                                         : ab_layout_add_block_range(&l, h, qb, 0, l.n_kblocks), AB_OK);
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            ab_scores sc;
+            cr_assert_eq(ab_score(&r, &t.pb, &l, out, &sc), AB_OK);
+            const double want = mass_recall(&t.pb, &l);
+            cr_expect(fabs(sc.recall_mass - want) < 1e-9, "%s variant %d: mass recall %.12f, brute force %.12f",
+                      masks[mk], variant, sc.recall_mass, want);
+            if (!variant) {
+                cr_expect(fabs(sc.recall_mass - 1.0) < 1e-9 && sc.recall_topk == 1.0,
+                          "%s: full coverage scores mass %.12f top-k %.12f", masks[mk], sc.recall_mass, sc.recall_topk);
+            } else {
+                /* brute-force top-k recall: the share of each row's top-k in key block 0 */
+                double tot = 0;
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < n; i++) {
+                        const int32_t *tk = r.topk_idx + ((size_t)h * n + i) * topk;
+                        int hit = 0, cnt = 0;
+                        for (int c = 0; c < topk; c++)
+                            if (tk[c] >= 0) cnt++, hit += tk[c] < 64;
+                        tot += cnt ? (double)hit / cnt : 1.0;
+                    }
+                cr_expect(fabs(sc.recall_topk - tot / (heads * n)) < 1e-12, "%s: top-k recall %.12f, brute force %.12f",
+                          masks[mk], sc.recall_topk, tot / (heads * n));
+            }
+            ab_layout_free(&l);
+        }
+        free(out);
+        for (int i = 0; i < a.n; i++) free(a.p[i]);
+        problem_free(&t);
+    }
 }

@@ -117,6 +117,9 @@ static void make_point(size_t i, ab_point *p)
     p->heads = (int32_t)(i % 16 + 1);
     p->head_dim = 64;
     p->causal = (int32_t)(i % 2);
+    static const char *const masks[] = { "full", "causal", "sliding:128", "document:8", "document:100+156" };
+    snprintf(p->mask, sizeof p->mask, "%s", masks[i % 5]);
+    p->mask_density = i % 5 == 0 ? 1.0 : 1.0 / (double)(i % 5 + 1);
     p->threads = (int32_t)(i % 8 + 1);
     p->seed = (int64_t)i * 1000003 - 5;
     p->depth = 0.25 * (double)(i % 5);
@@ -162,6 +165,7 @@ static void assert_point_eq(const ab_point *a, const ab_point *b, size_t idx)
     EQ_STR(key); EQ_STR(method); EQ_STR(params); EQ_STR(device); EQ_STR(dtype);
     EQ_STR(task); EQ_STR(kernel); EQ_STR(layout);
     EQ_INT(seq_len); EQ_INT(heads); EQ_INT(head_dim); EQ_INT(causal); EQ_INT(threads);
+    EQ_STR(mask); EQ_DBL(mask_density);
     EQ_INT(seed);
     EQ_DBL(depth); EQ_DBL(target_density); EQ_DBL(knob_value); EQ_DBL(achieved_density);
     EQ_DBL(select_ms); EQ_DBL(run_ms); EQ_DBL(total_ms);
@@ -351,6 +355,8 @@ Test(store, file_layout_and_h5dump)
     cr_assert_lt(H5Tget_size(ty), 1024, "rows hold scalars only");
     cr_assert(H5Tget_member_index(ty, "achieved_density") >= 0);
     cr_assert(H5Tget_member_index(ty, "message") >= 0);
+    cr_assert(H5Tget_member_index(ty, "mask") >= 0);
+    cr_assert(H5Tget_member_index(ty, "mask_density") >= 0);
     H5Tclose(ty); H5Pclose(pl); H5Sclose(sp); H5Dclose(d);
     /* /samples/KEY of point 1: [AB_MAX_SAMPLES][2] */
     char name[64];
@@ -368,6 +374,104 @@ Test(store, file_layout_and_h5dump)
     cr_assert(H5Aexists(f, "schema_version") > 0);
     cr_assert(H5Aexists(f, "git_sha") > 0);
     H5Fclose(f);
+    tdir_remove(&t);
+}
+
+/* A results file written before base masks: /points has no mask and
+ * mask_density columns (and, as a file from any older schema may, lacks
+ * other columns too: here only some of the old ones are written). It reads
+ * as mask = causal ? "causal" : "full", mask_density = causal ? (N+1)/(2N)
+ * : 1, a missing number as NaN; resume rewrites it with the new columns. */
+typedef struct old_row {
+    char key[24], method[32], task[32];
+    int32_t seq_len, heads, causal;
+    double total_ms, achieved_density;
+    char status[16];
+} old_row;
+
+static void make_old_schema_h5(const char *path)
+{
+    old_row rows[2];
+    memset(rows, 0, sizeof rows);
+    snprintf(rows[0].key, sizeof rows[0].key, "00000000000000aa");
+    snprintf(rows[1].key, sizeof rows[1].key, "00000000000000bb");
+    for (int i = 0; i < 2; i++) {
+        snprintf(rows[i].method, sizeof rows[i].method, "dense");
+        snprintf(rows[i].task, sizeof rows[i].task, "needle");
+        snprintf(rows[i].status, sizeof rows[i].status, "ok");
+        rows[i].heads = 2;
+        rows[i].total_ms = 1.5 + i;
+        rows[i].achieved_density = 1.0;
+    }
+    rows[0].seq_len = 1024; rows[0].causal = 1;
+    rows[1].seq_len = 512; rows[1].causal = 0;
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    hid_t s1 = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "schema_version", H5T_STD_I32LE, s1, H5P_DEFAULT, H5P_DEFAULT);
+    int ver = AB_SCHEMA_VERSION;
+    H5Awrite(a, H5T_NATIVE_INT, &ver);
+    H5Aclose(a);
+    H5Sclose(s1);
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(old_row));
+#define STRF(fld) do { hid_t st = H5Tcopy(H5T_C_S1); H5Tset_size(st, sizeof rows[0].fld); \
+        H5Tinsert(t, #fld, offsetof(old_row, fld), st); H5Tclose(st); } while (0)
+    STRF(key); STRF(method); STRF(task); STRF(status);
+#undef STRF
+    H5Tinsert(t, "seq_len", offsetof(old_row, seq_len), H5T_NATIVE_INT32);
+    H5Tinsert(t, "heads", offsetof(old_row, heads), H5T_NATIVE_INT32);
+    H5Tinsert(t, "causal", offsetof(old_row, causal), H5T_NATIVE_INT32);
+    H5Tinsert(t, "total_ms", offsetof(old_row, total_ms), H5T_NATIVE_DOUBLE);
+    H5Tinsert(t, "achieved_density", offsetof(old_row, achieved_density), H5T_NATIVE_DOUBLE);
+    hsize_t dims[1] = { 2 };
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t d = H5Dcreate2(f, "points", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0);
+    cr_assert(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Fclose(f);
+}
+
+static void assert_old_rows(const char *path)
+{
+    ab_point *pts = NULL;
+    size_t n = 0;
+    char err[512] = "";
+    cr_assert_eq(ab_results_read(path, &pts, &n, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(pts[0].key, "00000000000000aa");
+    cr_assert_str_eq(pts[0].mask, "causal");
+    cr_assert_eq(pts[0].causal, 1);
+    cr_assert_eq(pts[0].mask_density, 1025.0 / 2048.0, "causal N=1024: %.17g", pts[0].mask_density);
+    cr_assert_str_eq(pts[1].mask, "full");
+    cr_assert_eq(pts[1].mask_density, 1.0);
+    cr_assert_eq(pts[1].seq_len, 512);
+    cr_assert_eq(pts[1].total_ms, 2.5);
+    cr_assert_str_eq(pts[1].status, "ok");
+    cr_assert(isnan(pts[0].recall_mass) && isnan(pts[1].dense_gflops), "a number the file lacks reads as NaN");
+    cr_assert_eq(pts[0].n_samples, 0);
+    free(pts);
+}
+
+Test(store, old_schema_without_mask_columns_reads)
+{
+    tdir t;
+    tdir_make(&t);
+    make_old_schema_h5(t.out);
+    assert_old_rows(t.out);
+    /* resume keeps the old points and rewrites them with the mask columns */
+    ab_store *st = NULL;
+    char err[512];
+    cr_assert_eq(ab_store_open(t.out, NULL, 1, &st, err, sizeof err), 0, "%s", err);
+    cr_assert(ab_store_has(st, "00000000000000aa"));
+    cr_assert_eq(ab_store_close(st, err, sizeof err), 0, "%s", err);
+    hid_t f = H5Fopen(t.out, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "points", H5P_DEFAULT), ty = H5Dget_type(d);
+    cr_assert(H5Tget_member_index(ty, "mask") >= 0 && H5Tget_member_index(ty, "mask_density") >= 0);
+    H5Tclose(ty); H5Dclose(d); H5Fclose(f);
+    assert_old_rows(t.out);
     tdir_remove(&t);
 }
 

@@ -5,7 +5,14 @@
  * the planted key's block fails that trial; generation is bit-identical
  * across reruns and 1 vs 2 OpenMP threads. joint_recall: a block
  * mean-pooling selector under a tight budget drops the joint match while
- * exact token top-k finds it. trace: the shipped trace loads, and bad files
+ * exact token top-k finds it. Base masks (issue 10): under causal, full,
+ * sliding, prefix, document (uniform, equal, explicit), chunked and a
+ * non-interval test mask every answered key is visible to its row, depth is
+ * the position within the visible context, the planted key gets the margin
+ * over the row's visible keys, dense flash decodes every valid trial, rows
+ * that cannot see a key are dropped, a mask leaving no valid trial is
+ * unsupported with a reason, bound causal / full masks change no bit and
+ * masked generation is thread-invariant. trace: the shipped trace loads, and bad files
  * (missing, not HDF5, missing dataset/layer, wrong shape, H_kv not dividing
  * H, float64, NaN/Inf, shape requests it cannot serve) give the right
  * one-line error; `attnbench run` with a bad trace exits 2 and leaves the
@@ -23,9 +30,10 @@
 
 #include "datasets/task.h"
 #include "datasets/trace.h"
+#include "harness/registry.h"
 #include "kernels/kernels.h"
 
-extern const ab_task multikey_task, passkey_task, joint_recall_task, trace_task;
+extern const ab_task needle_task, multikey_task, passkey_task, joint_recall_task, trace_task;
 
 #define SHIPPED_TRACE "datasets/traces/minilm_l6.h5"
 
@@ -800,4 +808,363 @@ Test(trace, cli_bad_trace_exits_2_and_leaves_results_untouched)
     }
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd)) {}
+}
+
+/* ---- base masks (issue 10) ------------------------------------------------- */
+
+static const ab_task *all_planted[] = {&needle_task, &multikey_task, &passkey_task,
+                                       &joint_recall_task};
+
+/* A non-interval test mask: causal, but a row sees only the even keys and
+ * itself (span [0, i + 1) is not exact). */
+static int even_allows(const ab_mask *m, int i, int j)
+{
+    (void)m;
+    return j <= i && (j % 2 == 0 || j == i);
+}
+
+static void even_span(const ab_mask *m, int i, int *lo, int *hi)
+{
+    (void)m;
+    *lo = 0;
+    *hi = i + 1;
+}
+
+static const ab_mask_def tm_even_def = {
+    .abi = AB_ABI_VERSION, .name = "even", .syntax = "even", .summary = "test", .causal = 1,
+    .interval = 0, .allows = even_allows, .span = even_span,
+};
+
+/* Bind spec to N with the data seed, as the sweep does ("even": the test mask). */
+static void tm_mask(ab_mask *m, const char *spec, int N, uint64_t seed)
+{
+    if (!strcmp(spec, "even")) {
+        memset(m, 0, sizeof *m);
+        m->def = &tm_even_def;
+        m->seq_len = N;
+        strcpy(m->spec, "even");
+        return;
+    }
+    char err[256] = "";
+    cr_assert_eq(ab_mask_make(m, spec, N, seed, err, sizeof err), AB_OK, "%s at N = %d: %s", spec,
+                 N, err);
+}
+
+/* Generate under m (bound to N): s.mask = m, s.causal = the mask's; m NULL:
+ * the plain shape with `causal`. */
+static int gen_shape(const ab_task *t, const ab_params *p, const ab_mask *m, int causal, int H,
+                     int N, int d, uint64_t seed, double depth, run *r, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    r->s = (ab_shape){H, N, d, m ? m->def->causal : causal, (float)(1.0 / sqrt((double)d)), m};
+    size_t n = (size_t)H * N * d;
+    r->q = malloc(n * sizeof(float));
+    r->k = malloc(n * sizeof(float));
+    r->v = malloc(n * sizeof(float));
+    cr_assert(r->q && r->k && r->v);
+    ab_task_input in = {.p = p, .str = NULL, .s = r->s, .seed = seed, .depth = depth,
+                        .err = err, .errlen = errlen};
+    return t->generate(&in, r->q, r->k, r->v, &r->a);
+}
+
+static int gen_masked(const ab_task *t, const ab_params *p, const ab_mask *m, int H, int N, int d,
+                      uint64_t seed, double depth, run *r, char *err, size_t errlen)
+{
+    return gen_shape(t, p, m, 1, H, N, d, seed, depth, r, err, errlen);
+}
+
+/* Dense flash under the run's mask: correct and total answer groups. */
+static void dense_masked(const run *r, int *ok, int *all)
+{
+    const int N = r->s.seq_len;
+    ab_problem pb = {r->s, r->q, r->k, r->v, 0, 1};
+    float *out = malloc((size_t)r->s.heads * N * r->s.head_dim * sizeof(float)); /* (H, N, d) */
+    cr_assert(out);
+    cr_assert_eq(ab_kernel_flash(&pb, out), AB_OK);
+    cr_assert_eq(ab_answer_score(&r->a, out, N, ok, all), AB_OK);
+    free(out);
+}
+
+/* fp64 softmax mass of key j in row i over the keys the mask allows. */
+static double mass_masked(const run *r, const ab_mask *m, int h, int i, int j)
+{
+    const int N = r->s.seq_len;
+    double mx = -INFINITY, z = 0.0;
+    for (int x = 0; x < N; x++)
+        if (ab_mask_allows(m, i, x) && logit(r, h, i, x) > mx)
+            mx = logit(r, h, i, x);
+    for (int x = 0; x < N; x++)
+        if (ab_mask_allows(m, i, x))
+            z += exp(logit(r, h, i, x) - mx);
+    return exp(logit(r, h, i, j) - mx) / z;
+}
+
+/* The task's query rows: the last query_rows (digits for passkey). */
+static int query_rows(const ab_task *t, const ab_params *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(t->params[i].name, "query_rows") || !strcmp(t->params[i].name, "digits"))
+            return (int)lround(p->v[i]);
+    cr_assert_fail("%s has no query rows", t->name);
+    return 0;
+}
+
+Test(task_masks, planted_keys_are_visible_and_dense_solves_every_valid_trial)
+{
+    static const char *const specs[] = {
+        "causal", "full", "sliding:128", "prefix:0.25", "document:4", "document:4:equal",
+        "document:4:longtail", "chunked:128", "even", "document:1012+12", "document:1023+1",
+    };
+    const int H = 2, N = 1024, d = 64;
+    const double depths[] = {0.0, 0.5, 1.0};
+    int n_unsup = 0;
+    for (size_t ti = 0; ti < 4; ti++) {
+        const ab_task *t = all_planted[ti];
+        ab_params p;
+        defaults(t, &p);
+        const int R = query_rows(t, &p);
+        for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++)
+            for (int c = 0; c < 3; c++) {
+                if (t == &joint_recall_task && c > 0)
+                    continue; /* depth is not used */
+                const uint64_t seed = 31 + 7 * si + c;
+                ab_mask m;
+                tm_mask(&m, specs[si], N, seed);
+                run r;
+                char err[300] = "";
+                int rc = gen_masked(t, &p, &m, H, N, d, seed, depths[c], &r, err, sizeof err);
+                /* passkey needs all 5 digit rows; under document:1023+1 only
+                 * rows 1019..1022 share keys (row 1023 is a document alone) */
+                if (t == &passkey_task && !strcmp(specs[si], "document:1023+1")) {
+                    cr_expect_eq(rc, AB_EUNSUPPORTED, "passkey under %s: rc %d", specs[si], rc);
+                    cr_expect(strstr(err, "no valid trial") && strstr(err, specs[si]), "'%s'", err);
+                    n_unsup++;
+                    run_free(&r);
+                    ab_mask_free(&m);
+                    continue;
+                }
+                cr_assert_eq(rc, AB_OK, "%s under %s depth %g: %s", t->name, specs[si], depths[c],
+                             err);
+                cr_assert_gt(r.a.n, 0, "%s under %s: no trial", t->name, specs[si]);
+                for (int i = 0; i < r.a.n; i++) {
+                    const int row = r.a.row[i], kp = r.a.key_pos[i];
+                    cr_assert(row >= N - R && row < N, "%s: row %d is no query row", t->name, row);
+                    cr_assert(kp < N - R, "%s: key %d is a query row", t->name, kp);
+                    cr_assert(ab_mask_allows(&m, row, kp), "%s under %s depth %g: row %d cannot "
+                              "see its key %d", t->name, specs[si], depths[c], row, kp);
+                }
+                int ok = 0, all = 0;
+                dense_masked(&r, &ok, &all);
+                cr_expect(all > 0 && ok == all, "%s under %s depth %g: dense decodes %d of %d",
+                          t->name, specs[si], depths[c], ok, all);
+                run_free(&r);
+                ab_mask_free(&m);
+            }
+    }
+    cr_expect_eq(n_unsup, 3);
+}
+
+Test(task_masks, depth_is_the_position_in_the_visible_context_and_blind_rows_are_dropped)
+{
+    const int H = 2, N = 1024, d = 64, R = 16;
+    struct { const char *spec; int first, last, row0, rows; } want[] = {
+        {"causal", 0, N - R - 1, N - R, R},
+        {"full", 0, N - R - 1, N - R, R},
+        {"sliding:128", N - 128, N - R - 1, N - R, R}, /* row N - 1 sees [N - 128, N) */
+        {"document:4:equal", 768, N - R - 1, N - R, R},
+        {"document:1000+24", 1000, N - R - 1, N - R, R},
+        {"prefix:0.25", 0, N - R - 1, N - R, R},
+        {"chunked:1000", 0, N - R - 1, N - R, R},
+        {"even", 0, N - R - 2, N - R, R},        /* the last even key before the rows */
+        {"document:1012+12", 0, N - R - 1, N - R, 4}, /* rows 1012.. see only query rows */
+        {"document:1023+1", 0, N - R - 1, N - R, R - 1}, /* row 1023: a one-token document */
+    };
+    ab_params p;
+    defaults(&needle_task, &p);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        for (int e = 0; e < 2; e++) {
+            ab_mask m;
+            tm_mask(&m, want[i].spec, N, 3);
+            run r;
+            char err[300] = "";
+            cr_assert_eq(gen_masked(&needle_task, &p, &m, H, N, d, 3, e, &r, err, sizeof err),
+                         AB_OK, "%s: %s", want[i].spec, err);
+            cr_assert_eq(r.a.n, H * want[i].rows, "%s: %d answers, want %d", want[i].spec, r.a.n,
+                         H * want[i].rows);
+            for (int a = 0; a < r.a.n; a++) {
+                cr_expect_eq(r.a.row[a], want[i].row0 + a % want[i].rows, "%s", want[i].spec);
+                cr_expect_eq(r.a.key_pos[a], e ? want[i].last : want[i].first,
+                             "%s depth %d: needle at %d", want[i].spec, e, r.a.key_pos[a]);
+            }
+            run_free(&r);
+            ab_mask_free(&m);
+        }
+}
+
+Test(task_masks, planted_key_gets_the_margin_over_the_visible_keys)
+{
+    const double want = 1.0 / (1.0 + exp(-3.0));
+    static const char *const specs[] = {"sliding:128", "document:4:equal", "prefix:0.25",
+                                        "chunked:128", "even"};
+    for (size_t ti = 0; ti < 4; ti++)
+        for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++) {
+            ab_params p;
+            defaults(all_planted[ti], &p);
+            ab_mask m;
+            tm_mask(&m, specs[si], 1024, 5);
+            run r;
+            char err[300] = "";
+            cr_assert_eq(gen_masked(all_planted[ti], &p, &m, 2, 1024, 64, 5, 0.4, &r, err,
+                                    sizeof err), AB_OK, "%s", err);
+            for (int i = 0; i < r.a.n; i += 3) {
+                double ms = mass_masked(&r, &m, r.a.head[i], r.a.row[i], r.a.key_pos[i]);
+                cr_expect(fabs(ms - want) < 2e-3, "%s under %s row %d: planted mass %g, want %g",
+                          all_planted[ti]->name, specs[si], r.a.row[i], ms, want);
+            }
+            run_free(&r);
+            ab_mask_free(&m);
+        }
+}
+
+Test(task_masks, no_valid_trial_is_unsupported_with_a_reason)
+{
+    const int H = 2, N = 1024, d = 64;
+    /* sliding:1: every row sees only itself; document:1024: 1024 one-token
+     * documents */
+    static const char *const specs[] = {"sliding:1", "document:1024"};
+    for (size_t ti = 0; ti < 4; ti++)
+        for (size_t si = 0; si < 2; si++) {
+            ab_params p;
+            defaults(all_planted[ti], &p);
+            ab_mask m;
+            tm_mask(&m, specs[si], N, 1);
+            run r;
+            char err[300] = "";
+            cr_expect_eq(gen_masked(all_planted[ti], &p, &m, H, N, d, 1, 0.5, &r, err, sizeof err),
+                         AB_EUNSUPPORTED, "%s under %s", all_planted[ti]->name, specs[si]);
+            cr_expect(strstr(err, all_planted[ti]->name) && strstr(err, specs[si]) &&
+                      strstr(err, "no valid trial"), "%s under %s: reason '%s'",
+                      all_planted[ti]->name, specs[si], err);
+            cr_expect_eq(r.a.n, 0);
+            run_free(&r);
+            ab_mask_free(&m);
+        }
+    /* passkey: a trial needs every digit row; with per_digit = 1 the rows
+     * that see the digits are scored alone */
+    ab_params p;
+    defaults(&passkey_task, &p);
+    ab_mask m;
+    tm_mask(&m, "document:1021+3", N, 1); /* digit rows 1019, 1020 | 1021..1023 */
+    run r;
+    char err[300] = "";
+    cr_expect_eq(gen_masked(&passkey_task, &p, &m, H, N, d, 1, 0.5, &r, err, sizeof err),
+                 AB_EUNSUPPORTED);
+    cr_expect(strstr(err, "only 2 of the 5 digit rows") && strstr(err, "per_digit"), "'%s'", err);
+    run_free(&r);
+    set_param(&passkey_task, &p, "per_digit", 1);
+    cr_assert_eq(gen_masked(&passkey_task, &p, &m, H, N, d, 1, 0.5, &r, err, sizeof err), AB_OK,
+                 "%s", err);
+    cr_assert_eq(r.a.n, H * 2);
+    for (int i = 0; i < r.a.n; i++) {
+        cr_expect_eq(r.a.row[i], 1019 + i % 2);
+        cr_expect(ab_mask_allows(&m, r.a.row[i], r.a.key_pos[i]));
+    }
+    int ok = 0, all = 0;
+    dense_masked(&r, &ok, &all);
+    cr_expect(all == H * 2 && ok == all, "dense decodes %d of %d", ok, all);
+    run_free(&r);
+    ab_mask_free(&m);
+}
+
+Test(task_masks, bound_causal_and_full_masks_change_nothing)
+{
+    /* the sweep binds "causal" / "full" specs: the data must be those of
+     * the plain shapes (mask NULL), bit for bit */
+    const int H = 2, N = 900, d = 64;
+    const size_t n = (size_t)H * N * d * sizeof(float);
+    for (size_t ti = 0; ti < 4; ti++)
+        for (int causal = 0; causal < 2; causal++) {
+            const ab_task *t = all_planted[ti];
+            ab_params p;
+            defaults(t, &p);
+            run a, b;
+            char err[300] = "";
+            cr_assert_eq(gen_shape(t, &p, NULL, causal, H, N, d, 11, 0.3, &a, err, sizeof err),
+                         AB_OK, "%s", err);
+            ab_mask m;
+            tm_mask(&m, causal ? "causal" : "full", N, 11);
+            cr_assert_eq(gen_masked(t, &p, &m, H, N, d, 11, 0.3, &b, err, sizeof err), AB_OK,
+                         "%s", err);
+            cr_expect(!memcmp(a.q, b.q, n) && !memcmp(a.k, b.k, n) && !memcmp(a.v, b.v, n),
+                      "%s %s: tensors differ", t->name, causal ? "causal" : "full");
+            cr_assert_eq(a.a.n, b.a.n);
+            const size_t ni = (size_t)a.a.n * sizeof(int);
+            cr_expect(!memcmp(a.a.row, b.a.row, ni) && !memcmp(a.a.key_pos, b.a.key_pos, ni) &&
+                      !memcmp(a.a.code, b.a.code, ni), "%s: answers differ", t->name);
+            run_free(&a);
+            run_free(&b);
+            ab_mask_free(&m);
+        }
+}
+
+Test(task_masks, trace_is_data_under_any_mask)
+{
+    const int H = 4, N = 512, d = 32;
+    static const char *const specs[] = {"causal", "document:4", "prefix:0.25", "chunked:64",
+                                        "sliding:100"};
+    ab_params p;
+    const char *str[AB_TASK_MAX_STRINGS] = {0};
+    char err[400] = "";
+    ab_task_input in;
+    trace_input(&in, &p, str, SHIPPED_TRACE, 0, H, N, d, err, sizeof err);
+    const size_t n = (size_t)H * N * d;
+    float *ref = malloc(3 * n * sizeof(float)), *got = malloc(3 * n * sizeof(float));
+    cr_assert(ref && got);
+    ab_answer a;
+    cr_assert_eq(trace_task.generate(&in, ref, ref + n, ref + 2 * n, &a), AB_OK, "%s", err);
+    ab_answer_free(&a);
+    for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++) {
+        ab_mask m;
+        tm_mask(&m, specs[si], N, 2);
+        in.s.mask = &m;
+        in.s.causal = m.def->causal;
+        cr_expect_eq(trace_task.check(&in), AB_OK, "%s: %s", specs[si], err);
+        cr_assert_eq(trace_task.generate(&in, got, got + n, got + 2 * n, &a), AB_OK, "%s: %s",
+                     specs[si], err);
+        cr_expect_eq(a.n, 0, "%s: the trace has no answer", specs[si]);
+        cr_expect(!memcmp(ref, got, 3 * n * sizeof(float)), "%s: the data changed", specs[si]);
+        ab_answer_free(&a);
+        ab_mask_free(&m);
+    }
+    free(ref);
+    free(got);
+}
+
+Test(task_masks, masked_generation_is_thread_invariant)
+{
+    static const char *const specs[] = {"document:4", "sliding:128", "even"};
+    const int H = 2, N = 1024, d = 64;
+    const size_t n = (size_t)H * N * d * sizeof(float);
+    for (size_t ti = 0; ti < 4; ti++)
+        for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++) {
+            ab_params p;
+            defaults(all_planted[ti], &p);
+            ab_mask m;
+            tm_mask(&m, specs[si], N, 8);
+            run a, b;
+            char err[300] = "";
+            omp_set_num_threads(1);
+            cr_assert_eq(gen_masked(all_planted[ti], &p, &m, H, N, d, 8, 0.6, &a, err, sizeof err),
+                         AB_OK, "%s", err);
+            omp_set_num_threads(2);
+            cr_assert_eq(gen_masked(all_planted[ti], &p, &m, H, N, d, 8, 0.6, &b, err, sizeof err),
+                         AB_OK, "%s", err);
+            cr_expect(!memcmp(a.q, b.q, n) && !memcmp(a.k, b.k, n) && !memcmp(a.v, b.v, n),
+                      "%s under %s: 1 vs 2 threads differ", all_planted[ti]->name, specs[si]);
+            cr_assert_eq(a.a.n, b.a.n);
+            cr_expect(!memcmp(a.a.key_pos, b.a.key_pos, (size_t)a.a.n * sizeof(int)));
+            run_free(&a);
+            run_free(&b);
+            ab_mask_free(&m);
+        }
 }
