@@ -391,3 +391,35 @@ Test(masks, kernels_refuse_a_layout_of_another_mask)
     ab_layout_free(&l);
     mt_free(&c);
 }
+
+/* Long sequences switch flash to 128-row query tiles (flash.c: when one
+ * head's K and V exceed 4 MiB); rows around tile edges against the
+ * reference, under causal, full and a document mask. */
+Test(masks, flash_tall_tiles_match_reference)
+{
+    static const char *const specs[] = {"causal", "full", "document:5", "sliding:300"};
+    const int N = 4200, d = 128; /* N d 8 bytes > 4 MiB; N % 128 != 0 */
+    static const int rows[] = {0, 1, 63, 64, 127, 128, 129, 255, 256, 1000, 2047, 2048,
+                               4095, 4096, 4150, 4199};
+    const int nr = (int)(sizeof rows / sizeof rows[0]);
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        mt_case c;
+        mt_make(&c, specs[s], 1, N, d, 77 + s);
+        memset(c.out, 0xff, c.n * sizeof(float));
+        cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_OK);
+        double *ref = malloc((size_t)nr * d * sizeof(double)); /* (nr, d) */
+        cr_assert_not_null(ref);
+        cr_assert_eq(ab_ref_rows(&c.pb, 0, rows, nr, NULL, ref, NULL, NULL), AB_OK);
+        double num = 0.0, den = 0.0;
+        for (int a = 0; a < nr; a++)
+            for (int x = 0; x < d; x++) {
+                const double o = c.out[(size_t)rows[a] * d + x], r = ref[(size_t)a * d + x];
+                cr_assert(!isnan(o), "%s row %d not written", specs[s], rows[a]);
+                num += (o - r) * (o - r);
+                den += r * r;
+            }
+        cr_assert_leq(sqrt(num / den), MT_TOL, "%s: rel L2 %g", specs[s], sqrt(num / den));
+        free(ref);
+        mt_free(&c);
+    }
+}

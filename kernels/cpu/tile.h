@@ -21,8 +21,9 @@
  * row max, exp and row sum of the softmax are then plain lane-wise vector
  * operations, and the value update acc += P V broadcasts P^T entries. The
  * chunk step itself (ab_chunk_*, one per ISA) is in simd_*.c; tile sizes:
- * a 64-row tile with d = 128 keeps qt, st and acc (96 KiB) in L2 and one
- * key/value chunk (64 KiB) streaming through L1/L2. */
+ * a 128-row tile with d = 128 keeps qt, st and acc (160 KiB) in L2 and one
+ * key/value chunk (64 KiB) streaming through L1/L2; the layout kernels use
+ * min(block_q, AB_TILE_Q) rows, flash 64 or 128 (flash.c). */
 #ifndef AB_CPU_TILE_H
 #define AB_CPU_TILE_H
 
@@ -34,7 +35,7 @@
 #include "attnbench.h"
 #include "kernels/cpu/simd.h"
 
-#define AB_TILE_Q 64          /* query rows per work item at most (= qt/st columns) */
+#define AB_TILE_Q 128         /* query rows per work item at most (= qt/st columns) */
 #define AB_TILE_K 64          /* key columns per gathered chunk */
 #define AB_TILE_KMAX 256      /* key columns per chunk at most */
 #define AB_MAX_HEAD_DIM 512   /* larger head_dim: AB_EUNSUPPORTED */
