@@ -16,13 +16,15 @@ double ab_plant_dot(const float *a, const float *b, int d)
     return s;
 }
 
-double ab_plant_lse(const float *qr, const float *kh, int d, int j0, int j1,
-                    const unsigned char *skip)
+/* Online log-sum-exp of row qr's scaled logits over keys [j0, j1) of kh,
+ * leaving out skip[j] and, when m is not NULL, keys m forbids row `row`. */
+static double lse_keys(const float *qr, const float *kh, int d, int j0, int j1,
+                       const unsigned char *skip, const ab_mask *m, int row)
 {
     const double isd = 1.0 / sqrt((double)d);
     double mx = -INFINITY, sum = 0.0; /* online log-sum-exp */
     for (int j = j0; j < j1; j++) {
-        if (skip && skip[j])
+        if ((skip && skip[j]) || (m && !ab_mask_allows(m, row, j)))
             continue;
         const double x = ab_plant_dot(qr, kh + (size_t)j * d, d) * isd;
         if (x > mx) {
@@ -33,6 +35,12 @@ double ab_plant_lse(const float *qr, const float *kh, int d, int j0, int j1,
         }
     }
     return sum > 0.0 ? mx + log(sum) : -INFINITY;
+}
+
+double ab_plant_lse(const float *qr, const float *kh, int d, int j0, int j1,
+                    const unsigned char *skip)
+{
+    return lse_keys(qr, kh, d, j0, j1, skip, NULL, 0);
 }
 
 int ab_plant_orthonormal(ab_rng r, uint32_t head, uint32_t row0,
@@ -217,22 +225,7 @@ double ab_plant_lse_row(const float *qr, const float *kh, int d, const ab_mask *
 {
     int lo, hi;
     ab_mask_span(m, row, &lo, &hi);
-    if (m->def->interval)
-        return ab_plant_lse(qr, kh, d, lo, hi, skip);
-    const double isd = 1.0 / sqrt((double)d);
-    double mx = -INFINITY, sum = 0.0; /* online log-sum-exp */
-    for (int j = lo; j < hi; j++) {
-        if ((skip && skip[j]) || !ab_mask_allows(m, row, j))
-            continue;
-        const double x = ab_plant_dot(qr, kh + (size_t)j * d, d) * isd;
-        if (x > mx) {
-            sum = sum * exp(mx - x) + 1.0;
-            mx = x;
-        } else {
-            sum += exp(x - mx);
-        }
-    }
-    return sum > 0.0 ? mx + log(sum) : -INFINITY;
+    return lse_keys(qr, kh, d, lo, hi, skip, m->def->interval ? NULL : m, row);
 }
 
 int ab_plant_no_window(const ab_task_input *in, const char *task, const ab_mask *m, int q0,

@@ -1,5 +1,6 @@
 /* env.c — the run environment (name -> string, written as root attributes of
  * the results file) and the point status helpers declared in point.h. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,4 +97,35 @@ void ab_point_set_status(ab_point *p, const char *status, const char *fmt, ...)
 const char *ab_status_of_code(int rc)
 {
     return rc == AB_ENOMEM ? "oom" : rc == AB_EUNSUPPORTED ? "unsupported" : "error";
+}
+
+const char *ab_point_mask(const ab_point *p)
+{
+    return p->mask[0] ? p->mask : p->causal ? "causal" : "full";
+}
+
+static int num_cmp(double a, double b)
+{
+    if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* NaN last */
+    return (a > b) - (a < b);
+}
+
+int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask)
+{
+    int o = strncmp(x->task, y->task, sizeof x->task);
+    if (o) return o;
+    o = strncmp(x->device, y->device, sizeof x->device);
+    if (o) return o;
+    o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
+    if (o) return o;
+    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
+    if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
+    if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
+    if (with_mask) {
+        if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
+        o = strncmp(ab_point_mask(x), ab_point_mask(y), AB_MASK_SPEC);
+        if (o) return o;
+    }
+    if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
+    return num_cmp(x->depth, y->depth);
 }

@@ -150,10 +150,7 @@ static int cmp_num(double a, double b)
 
 /* The base mask a point ran under: its spec, or, for a row of a file written
  * before masks were recorded (no spec), causal or full by its flag. */
-static const char *mask_of(const ab_point *p)
-{
-    return p->mask[0] ? p->mask : p->causal ? "causal" : "full";
-}
+static const char *mask_of(const ab_point *p) { return ab_point_mask(p); }
 
 /* Allowed pairs / N^2 of that mask (the plain causal or full value for a
  * row without a spec). */
@@ -759,23 +756,7 @@ static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *sc
 /* ---- speedup_vs_density.tsv --------------------------------------------- */
 
 /* The workload a dense row is matched on. */
-static int match_cmp(const ab_point *x, const ab_point *y)
-{
-    int o = strncmp(x->task, y->task, sizeof x->task);
-    if (o) return o;
-    o = strncmp(x->device, y->device, sizeof x->device);
-    if (o) return o;
-    o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
-    if (o) return o;
-    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
-    if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
-    if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
-    if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
-    o = strncmp(mask_of(x), mask_of(y), AB_MASK_SPEC);
-    if (o) return o;
-    if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
-    return cmp_num(x->depth, y->depth);
-}
+static int match_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 1); }
 
 static int dense_cmp(const void *a, const void *b)
 {
@@ -1362,20 +1343,7 @@ static int dvm_cmp(const void *a, const void *b)
 }
 
 /* The workload of a point apart from its base mask. */
-static int work_cmp(const ab_point *x, const ab_point *y)
-{
-    int o = strncmp(x->task, y->task, sizeof x->task);
-    if (o) return o;
-    o = strncmp(x->device, y->device, sizeof x->device);
-    if (o) return o;
-    o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
-    if (o) return o;
-    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
-    if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
-    if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
-    if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
-    return cmp_num(x->depth, y->depth);
-}
+static int work_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 0); }
 
 static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
 {

@@ -57,6 +57,13 @@ void ab_point_set_status(ab_point *p, const char *status, const char *fmt, ...)
 /* The status an AB_E* code from a plugin or kernel stands for:
  * AB_ENOMEM "oom", AB_EUNSUPPORTED "unsupported", anything else "error". */
 const char *ab_status_of_code(int rc);
+/* The point's base mask spec ("causal" / "full" for rows written before
+ * base masks, by their causal column). */
+const char *ab_point_mask(const ab_point *p);
+/* Order of points by workload: task, device, dtype, seq_len, heads,
+ * head_dim, [causal and mask when with_mask], seed, depth. Export and show
+ * match a dense point to a method's point with it (speedups). */
+int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask);
 
 /* Run environment: string attributes of the file's root group. */
 #define AB_ENV_MAX 48

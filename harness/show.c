@@ -75,10 +75,7 @@ static double median_of(double *v, size_t n)
 
 /* The base mask a point ran under: its spec, or, for a row of a file written
  * before masks were recorded (no spec), causal or full by its flag. */
-static const char *mask_of(const ab_point *p)
-{
-    return p->mask[0] ? p->mask : p->causal ? "causal" : "full";
-}
+static const char *mask_of(const ab_point *p) { return ab_point_mask(p); }
 
 /* causal, full, then the others by name (as export orders them, without
  * its numeric ordering of arguments). */
@@ -126,23 +123,7 @@ static int ptr_group_cmp(const void *a, const void *b)
 }
 
 /* The workload a dense point is matched on for the speedup. */
-static int match_cmp(const ab_point *x, const ab_point *y)
-{
-    int o = strncmp(x->task, y->task, sizeof x->task);
-    if (o) return o;
-    o = strncmp(x->device, y->device, sizeof x->device);
-    if (o) return o;
-    o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
-    if (o) return o;
-    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
-    if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
-    if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
-    if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
-    o = strncmp(mask_of(x), mask_of(y), AB_MASK_SPEC);
-    if (o) return o;
-    if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
-    return cmp_num(x->depth, y->depth);
-}
+static int match_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 1); }
 
 static int ptr_match_cmp(const void *a, const void *b)
 {
