@@ -3,7 +3,7 @@
  * simd_avx512.c and simd_avx2.c, which define the macros for their ISA
  * inside a `#pragma GCC target` region. Not a standalone header.
  *
- * The tile layout is in tile.h: qt = scale * Q^T (d, 64), st = S^T (nk, 64),
+ * The tile layout is in tile.h: qt = scale * Q^T (d, ld), st = S^T (nk, ld),
  * acc (nq, dp). One chunk is three passes:
  *   1. st = K qt: register tiles of SB_R key rows x SB_NV query vectors,
  *      a broadcast key element times a loaded query vector per FMA;
@@ -33,7 +33,7 @@
 
 /* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. */
 AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d,
-                   const float *restrict qt, float *restrict st)
+                   const float *restrict qt, float *restrict st, const int ld)
 {
     VT acc[SB_R][SB_NV];
     for (int i = 0; i < R; i++)
@@ -42,7 +42,7 @@ AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d,
     for (int x = 0; x < d; x++) {
         VT qv[SB_NV];
         for (int j = 0; j < NV; j++)
-            qv[j] = VLOAD(qt + (size_t)x * AB_TILE_Q + j * W);
+            qv[j] = VLOAD(qt + (size_t)x * ld + j * W);
         for (int i = 0; i < R; i++) {
             const VT kb = VSET1(k[(size_t)i * d + x]);
             for (int j = 0; j < NV; j++)
@@ -51,27 +51,27 @@ AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d,
     }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < NV; j++)
-            VSTORE(st + (size_t)i * AB_TILE_Q + j * W, acc[i][j]);
+            VSTORE(st + (size_t)i * ld + j * W, acc[i][j]);
 }
 
 /* One row block of pass 1 for all column blocks of NV vectors (nv total). */
 AI void F(qk_rows)(const int R, const float *restrict k, int d, const float *restrict qt,
-                   float *restrict st, int nv)
+                   float *restrict st, int nv, const int ld)
 {
     for (int j0 = 0; j0 < nv; j0 += SB_NV) {
         const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
         const float *q = qt + j0 * W;
         float *s = st + j0 * W;
         switch (n) {
-        case 1: F(qk_tile)(R, 1, k, d, q, s); break;
+        case 1: F(qk_tile)(R, 1, k, d, q, s, ld); break;
 #if SB_NV >= 2
-        case 2: F(qk_tile)(R, 2, k, d, q, s); break;
+        case 2: F(qk_tile)(R, 2, k, d, q, s, ld); break;
 #endif
 #if SB_NV >= 3
-        case 3: F(qk_tile)(R, 3, k, d, q, s); break;
+        case 3: F(qk_tile)(R, 3, k, d, q, s, ld); break;
 #endif
 #if SB_NV >= 4
-        case 4: F(qk_tile)(R, 4, k, d, q, s); break;
+        case 4: F(qk_tile)(R, 4, k, d, q, s, ld); break;
 #endif
         }
     }
@@ -81,7 +81,7 @@ AI void F(qk_rows)(const int R, const float *restrict k, int d, const float *res
  * TAIL: the last vector holds only `tail` valid head_dim entries. */
 AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restrict st,
                    const float *restrict v, int d, int nk, float *restrict acc, int dp,
-                   const float *restrict alpha, int tail)
+                   const float *restrict alpha, int tail, const int ld)
 {
     VT a[SB_R][PV_NX];
     for (int i = 0; i < R; i++) {
@@ -95,7 +95,7 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
         for (int j = 0; j < NX; j++)
             vv[j] = (TAIL && j == NX - 1) ? VLOADU_TAIL(vc + j * W, tail) : VLOADU(vc + j * W);
         for (int i = 0; i < R; i++) {
-            const VT p = VSET1(st[(size_t)c * AB_TILE_Q + i]);
+            const VT p = VSET1(st[(size_t)c * ld + i]);
             for (int j = 0; j < NX; j++)
                 a[i][j] = VFMA(p, vv[j], a[i][j]);
         }
@@ -106,25 +106,25 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
 }
 
 AI void F(pv_nx)(const int R, const int TAIL, int nx, const float *st, const float *v, int d,
-                 int nk, float *acc, int dp, const float *alpha, int tail)
+                 int nk, float *acc, int dp, const float *alpha, int tail, const int ld)
 {
     switch (nx) {
-    case 1: F(pv_tile)(R, 1, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+    case 1: F(pv_tile)(R, 1, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
 #if PV_NX >= 2
-    case 2: F(pv_tile)(R, 2, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+    case 2: F(pv_tile)(R, 2, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
 #endif
 #if PV_NX >= 3
-    case 3: F(pv_tile)(R, 3, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+    case 3: F(pv_tile)(R, 3, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
 #endif
 #if PV_NX >= 4
-    case 4: F(pv_tile)(R, 4, TAIL, st, v, d, nk, acc, dp, alpha, tail); break;
+    case 4: F(pv_tile)(R, 4, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
 #endif
     }
 }
 
 /* One row block of pass 3 over all of head_dim. */
 AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, float *acc,
-                   int dp, const float *alpha)
+                   int dp, const float *alpha, const int ld)
 {
     const int nxv = (d + W - 1) / W, tail = d - (nxv - 1) * W;
     for (int x0 = 0; x0 < nxv; x0 += PV_NX) {
@@ -132,39 +132,39 @@ AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, 
         const float *vx = v + x0 * W;
         float *ax = acc + x0 * W;
         if (x0 + nx == nxv && tail != W)
-            F(pv_nx)(R, 1, nx, st, vx, d, nk, ax, dp, alpha, tail);
+            F(pv_nx)(R, 1, nx, st, vx, d, nk, ax, dp, alpha, tail, ld);
         else
-            F(pv_nx)(R, 0, nx, st, vx, d, nk, ax, dp, alpha, W);
+            F(pv_nx)(R, 0, nx, st, vx, d, nk, ax, dp, alpha, W, ld);
     }
 }
 
 void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */,
                  int nk, int masked)
 {
-    const int d = t->d, dp = t->dp, nq = t->nq;
+    const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
-    float *restrict st = t->st;      /* (nk, AB_TILE_Q) */
+    float *restrict st = t->st;      /* (nk, ld) */
 
     /* 1. S^T = K (scale Q)^T */
     int c = 0;
     for (; c + SB_R <= nk; c += SB_R)
-        F(qk_rows)(SB_R, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv);
+        F(qk_rows)(SB_R, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld);
     switch (nk - c) {
     case 0: break;
-    case 1: F(qk_rows)(1, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv); break;
+    case 1: F(qk_rows)(1, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
 #if SB_R >= 3
-    case 2: F(qk_rows)(2, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv); break;
+    case 2: F(qk_rows)(2, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
 #endif
 #if SB_R >= 4
-    case 3: F(qk_rows)(3, k + (size_t)c * d, d, t->qt, st + (size_t)c * AB_TILE_Q, nv); break;
+    case 3: F(qk_rows)(3, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
 #endif
     }
 
     /* 2. online softmax, lane-wise over query rows */
     if (masked == 2) { /* element map of a non-interval base mask */
         for (int cc = 0; cc < nk; cc++) {
-            const unsigned char *e = t->em + (size_t)cc * AB_TILE_Q;
-            float *s = st + (size_t)cc * AB_TILE_Q;
+            const unsigned char *e = t->em + (size_t)cc * ld;
+            float *s = st + (size_t)cc * ld;
             for (int r = 0; r < nq; r++)
                 if (!e[r])
                     s[r] = -INFINITY;
@@ -179,22 +179,22 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
         if (masked) {
             const int32_t *limp = t->lim + j * W, *lop = t->lo + j * W;
             for (int cc = 0; cc < nk; cc++) {
-                VT s = VLOAD(sj + (size_t)cc * AB_TILE_Q);
+                VT s = VLOAD(sj + (size_t)cc * ld);
                 s = VMASK_LIM(s, limp, cc, ninf);
                 s = VMASK_LO(s, lop, cc, ninf);
-                VSTORE(sj + (size_t)cc * AB_TILE_Q, s);
+                VSTORE(sj + (size_t)cc * ld, s);
                 mx = VMAX(mx, s);
             }
         } else {
             for (int cc = 0; cc < nk; cc++)
-                mx = VMAX(mx, VLOAD(sj + (size_t)cc * AB_TILE_Q));
+                mx = VMAX(mx, VLOAD(sj + (size_t)cc * ld));
         }
         const VT muse = VZERO_IF_NEGINF(mx, ninf);
         const VT alpha = VEXP(VSUB(mold, muse));
         VT sum = VZERO();
         for (int cc = 0; cc < nk; cc++) {
-            const VT p = VEXP(VSUB(VLOAD(sj + (size_t)cc * AB_TILE_Q), muse));
-            VSTORE(sj + (size_t)cc * AB_TILE_Q, p);
+            const VT p = VEXP(VSUB(VLOAD(sj + (size_t)cc * ld), muse));
+            VSTORE(sj + (size_t)cc * ld, p);
             sum = VADD(sum, p);
         }
         VSTORE(t->l + j * W, VFMA(VLOAD(t->l + j * W), alpha, sum));
@@ -205,15 +205,15 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
     /* 3. acc = alpha acc + P V */
     int r = 0;
     for (; r + SB_R <= nq; r += SB_R)
-        F(pv_rows)(SB_R, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r);
+        F(pv_rows)(SB_R, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld);
     switch (nq - r) {
     case 0: break;
-    case 1: F(pv_rows)(1, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r); break;
+    case 1: F(pv_rows)(1, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #if SB_R >= 3
-    case 2: F(pv_rows)(2, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r); break;
+    case 2: F(pv_rows)(2, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #endif
 #if SB_R >= 4
-    case 3: F(pv_rows)(3, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r); break;
+    case 3: F(pv_rows)(3, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #endif
     }
 }

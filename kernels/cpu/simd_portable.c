@@ -54,16 +54,16 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
                        int nk, int masked)
 {
     const int d = t->d, dp = t->dp, nq = t->nq;
-    float *restrict st = t->st; /* (nk, AB_TILE_Q) */
+    float *restrict st = t->st; /* (nk, ld) */
     /* S^T = K (scale Q)^T */
     for (int c = 0; c < nk; c++) {
-        float *restrict sc = st + (size_t)c * AB_TILE_Q;
+        float *restrict sc = st + (size_t)c * t->ld;
         const float *restrict kc = k + (size_t)c * d;
         for (int r = 0; r < nq; r++)
             sc[r] = 0.0f;
         for (int x = 0; x < d; x++) {
             const float kx = kc[x];
-            const float *restrict qx = t->qt + (size_t)x * AB_TILE_Q;
+            const float *restrict qx = t->qt + (size_t)x * t->ld;
             for (int r = 0; r < nq; r++)
                 sc[r] += kx * qx[r];
         }
@@ -73,20 +73,20 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
         for (int c = 0; c < nk; c++)
             for (int r = 0; r < nq; r++)
                 if (masked == 1 ? c < t->lo[r] || c >= t->lim[r]
-                                : !t->em[(size_t)c * AB_TILE_Q + r])
-                    st[(size_t)c * AB_TILE_Q + r] = -INFINITY;
+                                : !t->em[(size_t)c * t->ld + r])
+                    st[(size_t)c * t->ld + r] = -INFINITY;
     /* online softmax per query row */
     for (int r = 0; r < nq; r++) {
         float mx = t->m[r];
         for (int c = 0; c < nk; c++) {
-            const float s = st[(size_t)c * AB_TILE_Q + r];
+            const float s = st[(size_t)c * t->ld + r];
             mx = s > mx ? s : mx;
         }
         const float muse = mx == -INFINITY ? 0.0f : mx;
         const float alpha = expf(t->m[r] - muse);
         float sum = 0.0f;
         for (int c = 0; c < nk; c++) {
-            float *s = st + (size_t)c * AB_TILE_Q + r;
+            float *s = st + (size_t)c * t->ld + r;
             *s = expf(*s - muse);
             sum += *s;
         }
@@ -101,7 +101,7 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
         for (int x = 0; x < d; x++)
             acc[x] *= alpha;
         for (int c = 0; c < nk; c++) {
-            const float p = st[(size_t)c * AB_TILE_Q + r];
+            const float p = st[(size_t)c * t->ld + r];
             const float *restrict vc = v + (size_t)c * d;
             for (int x = 0; x < d; x++)
                 acc[x] += p * vc[x];

@@ -16,8 +16,9 @@
  * from the mask's predicate.
  *
  * Layout for SIMD: the query tile is stored transposed and pre-scaled,
- * qt = scale * Q^T (d, AB_TILE_Q), so the logits come out transposed,
- * st = S^T (tk, AB_TILE_Q), with the query rows along the vector lanes: the
+ * qt = scale * Q^T (d, ld), so the logits come out transposed,
+ * st = S^T (tk, ld), with the query rows along the vector lanes (ld = the
+ * tile's row capacity rounded up to 16): the
  * row max, exp and row sum of the softmax are then plain lane-wise vector
  * operations, and the value update acc += P V broadcasts P^T entries. The
  * chunk step itself (ab_chunk_*, one per ISA) is in simd_*.c; tile sizes:
@@ -43,21 +44,23 @@
 typedef struct ab_tile {
     int d, dp;        /* head_dim; acc row stride (d rounded up to 16) */
     int tq, tk;       /* capacity: query rows, key columns per chunk */
+    int ld;           /* row stride of qt, st, em: tq rounded up to 16 (a
+                         64-row tile keeps 64-float rows: L1-sized) */
     int nq;           /* rows of the current query tile */
     int isa;          /* ab_cpu_isa of chunk */
     ab_chunk_fn chunk;
     float *buf;       /* one aligned allocation holding the arrays below */
-    float *qt;        /* (d, AB_TILE_Q): scale * Q^T; columns >= nq are 0 */
+    float *qt;        /* (d, ld): scale * Q^T; columns >= nq are 0 */
     float *kp;        /* (tk, d): packed key chunk (gather) */
     float *vp;        /* (tk, d): packed value chunk (gather) */
-    float *st;        /* (tk, AB_TILE_Q): S^T logits, then probabilities */
+    float *st;        /* (tk, ld): S^T logits, then probabilities */
     float *m;         /* (AB_TILE_Q): running max of the scaled logits */
     float *l;         /* (AB_TILE_Q): running sum of exp(logit - m) */
     float *alpha;     /* (AB_TILE_Q): rescale factor of the current chunk */
     float *acc;       /* (tq, dp): unnormalised output */
     int32_t *lim;     /* (AB_TILE_Q): end of the valid columns of the chunk per row */
     int32_t *lo;      /* (AB_TILE_Q): first valid column (masked == 1) */
-    unsigned char *em; /* (tk, AB_TILE_Q): 1 = allowed (masked == 2) */
+    unsigned char *em; /* (tk, ld): 1 = allowed (masked == 2) */
     /* the base mask over the current tile's rows */
     const ab_mask *mask;
     int i0;           /* first query row of the tile */
@@ -100,13 +103,14 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
     /* every array starts on a 64-byte boundary */
 #define AB_TILE_PAD(n) ((((size_t)(n)) + 15) & ~(size_t)15)
     const size_t dp = AB_TILE_PAD(d);
-    size_t n_qt = (size_t)d * AB_TILE_Q, n_kv = AB_TILE_PAD((size_t)tk * d);
-    size_t n_st = (size_t)tk * AB_TILE_Q, n_acc = (size_t)tq * dp;
+    const size_t ld = AB_TILE_PAD(tq);
+    size_t n_qt = (size_t)d * ld, n_kv = AB_TILE_PAD((size_t)tk * d);
+    size_t n_st = (size_t)tk * ld, n_acc = (size_t)tq * dp;
 #undef AB_TILE_PAD
     size_t total = n_qt + 2 * n_kv + n_st + 3 * AB_TILE_Q + n_acc;
     t->buf = aligned_alloc(64, total * sizeof(float));
-    /* lim, lo, slo, shi (4 x AB_TILE_Q int32), then em (tk x AB_TILE_Q bytes) */
-    t->lim = malloc(4 * AB_TILE_Q * sizeof(int32_t) + (size_t)tk * AB_TILE_Q);
+    /* lim, lo, slo, shi (4 x AB_TILE_Q int32), then em (tk x ld bytes) */
+    t->lim = malloc(4 * AB_TILE_Q * sizeof(int32_t) + (size_t)tk * ld);
     if (!t->buf || !t->lim) {
         free(t->buf);
         free(t->lim);
@@ -118,6 +122,7 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
     t->dp = (int)dp;
     t->tq = tq;
     t->tk = tk;
+    t->ld = (int)ld;
     t->isa = isa;
     t->chunk = ab_tile_chunk_fn(isa);
     t->qt = t->buf;
@@ -167,10 +172,10 @@ static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, flo
         t->maxhi = hi > t->maxhi ? hi : t->maxhi;
     }
     for (int x = 0; x < d; x++) {
-        float *restrict row = t->qt + (size_t)x * AB_TILE_Q;
+        float *restrict row = t->qt + (size_t)x * t->ld;
         for (int r = 0; r < nq; r++)
             row[r] = scale * q[(size_t)r * d + x];
-        for (int r = nq; r < AB_TILE_Q; r++)
+        for (int r = nq; r < t->ld; r++)
             row[r] = 0.0f;
     }
     for (int r = 0; r < AB_TILE_Q; r++) {
@@ -195,13 +200,13 @@ static inline int64_t ab_tile_fill_em(ab_tile *t, int j0, const int32_t *idx, in
 {
     int64_t any = 0;
     for (int c = 0; c < nk; c++) {
-        unsigned char *e = t->em + (size_t)c * AB_TILE_Q;
+        unsigned char *e = t->em + (size_t)c * t->ld;
         const int j = idx ? idx[c] : j0 + c;
         for (int r = 0; r < t->nq; r++) {
             e[r] = (unsigned char)(ab_mask_allows(t->mask, t->i0 + r, j) != 0);
             any += e[r];
         }
-        for (int r = t->nq; r < AB_TILE_Q; r++)
+        for (int r = t->nq; r < t->ld; r++)
             e[r] = 1;
     }
     return any;
