@@ -215,6 +215,34 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
     return rc;
 }
 
+/* Pools one head's rows x (n, d) in blocks of blk rows into out (n_blocks, d). */
+typedef void (*bs_pool_fn)(const float *x, int n, int d, int blk, float *out);
+
+/* The select() of the pooled block selectors (MInference block, the
+ * SeerAttention proxy): mean-pooled queries, keys pooled by pool_k, then
+ * bs_topk_pooled. name prefixes the out-of-memory message. */
+static inline int bs_select_pooled(void *state, const char *name, const ab_problem *pb, ab_layout *l,
+                                   bs_pool_fn pool_k, double topk)
+{
+    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
+    float *pq = malloc((size_t)H * nqb * d * sizeof *pq); /* (heads, n_qblocks, d) */
+    float *pk = malloc((size_t)H * nkb * d * sizeof *pk); /* (heads, n_kblocks, d) */
+    int rc = (pq && pk) ? AB_OK : AB_ENOMEM;
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++) {
+            bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
+            pool_k(pb->k + (size_t)h * N * d, N, d, bk, pk + (size_t)h * nkb * d);
+        }
+        rc = bs_topk_pooled(pb, l, pq, pk, topk);
+    }
+    if (rc == AB_ENOMEM) ab_set_error(state, "%s: out of memory", name);
+    free(pq);
+    free(pk);
+    return rc;
+}
+
 /* In-place softmax of x[0..n) in double accumulation; returns nothing.
  * n == 0 is a no-op. */
 static inline void bs_softmax(double *x, int n)

@@ -95,33 +95,8 @@ typedef struct scored {
 /* a ranks before b: higher score, then lower index (a total order). */
 static int before(scored a, scored b) { return a.s > b.s || (a.s == b.s && a.i < b.i); }
 
-/* Reorder x[0, n) so that its first k entries are the k best (unordered):
- * quickselect, median-of-three pivot; the chosen set is unique. */
-static void select_top(scored *x, int n, int k)
-{
-    int lo = 0, hi = n - 1;
-    while (lo < hi && k > lo && k <= hi) {
-        const int mid = lo + (hi - lo) / 2;
-        scored t;
-        if (before(x[mid], x[lo])) { t = x[mid]; x[mid] = x[lo]; x[lo] = t; }
-        if (before(x[hi], x[lo])) { t = x[hi]; x[hi] = x[lo]; x[lo] = t; }
-        if (before(x[hi], x[mid])) { t = x[hi]; x[hi] = x[mid]; x[mid] = t; }
-        const scored pv = x[mid];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (before(x[i], pv)) i++;
-            while (before(pv, x[j])) j--;
-            if (i <= j) {
-                t = x[i]; x[i] = x[j]; x[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k <= j + 1) hi = j;
-        else if (k >= i + 1) lo = i;
-        else return;
-    }
-}
+/* select_top(x, n, k): the k best first (common.h). */
+MC_DEFINE_SELECT_TOP(select_top, scored, before)
 
 /* Selection for head h, added to l one query block at a time. */
 static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h)

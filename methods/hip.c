@@ -47,32 +47,8 @@ typedef struct branch {
  * are distinct among disjoint branches). */
 static int before(branch x, branch y) { return x.s > y.s || (x.s == y.s && x.a < y.a); }
 
-/* Reorder x[0, n) so that its first k entries are the k best (unordered). */
-static void select_top(branch *x, int n, int k)
-{
-    int lo = 0, hi = n - 1;
-    while (lo < hi && k > lo && k <= hi) {
-        const int mid = lo + (hi - lo) / 2;
-        branch t;
-        if (before(x[mid], x[lo])) { t = x[mid]; x[mid] = x[lo]; x[lo] = t; }
-        if (before(x[hi], x[lo])) { t = x[hi]; x[hi] = x[lo]; x[lo] = t; }
-        if (before(x[hi], x[mid])) { t = x[hi]; x[hi] = x[mid]; x[mid] = t; }
-        const branch pv = x[mid];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (before(x[i], pv)) i++;
-            while (before(pv, x[j])) j--;
-            if (i <= j) {
-                t = x[i]; x[i] = x[j]; x[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k <= j + 1) hi = j;
-        else if (k >= i + 1) lo = i;
-        else return;
-    }
-}
+/* select_top(x, n, k): the k best first (common.h). */
+MC_DEFINE_SELECT_TOP(select_top, branch, before)
 
 static int hip_init(void *state, const ab_params *p, const ab_shape *s)
 {

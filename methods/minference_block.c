@@ -42,26 +42,7 @@ static int mib_init(void *state, const ab_params *p, const ab_shape *s)
 static int mib_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const mib_state *st = state;
-    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
-    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
-
-    float *pq = malloc((size_t)H * nqb * d * sizeof *pq); /* (heads, n_qblocks, d) */
-    float *pk = malloc((size_t)H * nkb * d * sizeof *pk); /* (heads, n_kblocks, d) */
-    int rc = (pq && pk) ? AB_OK : AB_ENOMEM;
-
-    if (rc == AB_OK) {
-#pragma omp parallel for schedule(static)
-        for (int h = 0; h < H; h++) {
-            bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
-            bs_pool_mean(pb->k + (size_t)h * N * d, N, d, bk, pk + (size_t)h * nkb * d);
-        }
-        /* block logits, dithered top-k per query block (blocksel.h) */
-        rc = bs_topk_pooled(pb, l, pq, pk, st->topk);
-    }
-    if (rc == AB_ENOMEM) ab_set_error(state, "minference_block: out of memory");
-    free(pq);
-    free(pk);
-    return rc;
+    return bs_select_pooled(state, "minference_block", pb, l, bs_pool_mean, st->topk);
 }
 
 const ab_method ab_minference_block = {

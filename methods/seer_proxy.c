@@ -64,26 +64,7 @@ static void pool_avg_max_min(const float *x, int n, int d, int blk, float *out)
 static int seer_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const seer_state *st = state;
-    const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
-    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
-
-    float *pq = malloc((size_t)H * nqb * d * sizeof *pq); /* (heads, n_qblocks, d) */
-    float *pk = malloc((size_t)H * nkb * d * sizeof *pk); /* (heads, n_kblocks, d) */
-    int rc = (pq && pk) ? AB_OK : AB_ENOMEM;
-
-    if (rc == AB_OK) {
-#pragma omp parallel for schedule(static)
-        for (int h = 0; h < H; h++) {
-            bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
-            pool_avg_max_min(pb->k + (size_t)h * N * d, N, d, bk, pk + (size_t)h * nkb * d);
-        }
-        /* the same top-k choice as minference_block (blocksel.h) */
-        rc = bs_topk_pooled(pb, l, pq, pk, st->topk);
-    }
-    if (rc == AB_ENOMEM) ab_set_error(state, "seer_proxy: out of memory");
-    free(pq);
-    free(pk);
-    return rc;
+    return bs_select_pooled(state, "seer_proxy", pb, l, pool_avg_max_min, st->topk);
 }
 
 const ab_method ab_seer_proxy = {
