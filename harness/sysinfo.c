@@ -1,5 +1,6 @@
 /* sysinfo.c — what machine, libraries and build produced a results file. */
 #include "harness/sysinfo.h"
+#include "harness/blascore.h"
 #include "harness/gpu.h"
 #include "kernels/kernels.h"
 
@@ -83,6 +84,11 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
     ab_env_set(e, "cpus_online", buf);
     ab_env_set(e, "openblas_version", openblas_get_config());
     ab_env_set(e, "openblas_coretype", openblas_get_corename());
+    const ab_blas_core *bc = ab_blas_core_info();
+    ab_env_set(e, "openblas_coretype_detected", bc->detected);
+    ab_env_set(e, "openblas_coretype_best", bc->best);
+    ab_env_set(e, "openblas_coretype_source", bc->source);
+    if (bc->note[0]) ab_env_set(e, "openblas_coretype_note", bc->note);
     const char *ct = getenv("OPENBLAS_CORETYPE");
     ab_env_set(e, "env_OPENBLAS_CORETYPE", ct ? ct : "");
     unsigned maj = 0, min = 0, rel = 0;

@@ -254,6 +254,9 @@ typedef struct ab_method {
 /* Shared CPU kernels (kernels/cpu): out is (heads, seq_len, head_dim). */
 int ab_kernel_flash(const ab_problem *pb, float *out);
 int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out);
+/* x[i] = exp(x[i] - shift) in place for i < n (a -inf input gives 0);
+ * returns the sum. SLEEF's 1-ULP vector exp on the CPU's widest ISA. */
+double ab_exp_shift_sum(float *x, int n, float shift);
 
 #ifdef __cplusplus
 }

@@ -40,6 +40,11 @@ void ab_chunk_portable(struct ab_tile *t, const float *k, const float *v, int nk
 void ab_chunk_avx2(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 
+/* ab_exp_shift_sum of kernels.h for each ISA. */
+double ab_exp_shift_sum_portable(float *x, int n, float shift);
+double ab_exp_shift_sum_avx2(float *x, int n, float shift);
+double ab_exp_shift_sum_avx512(float *x, int n, float shift);
+
 /* The kernels of kernels.h with an explicit ISA (tests compare the paths;
  * the bench reports them). AB_EUNSUPPORTED when the CPU lacks isa. */
 int ab_kernel_flash_isa(const ab_problem *pb, float *out, int isa);

@@ -35,6 +35,7 @@ __m256 Sleef_expf8_u10avx2(__m256);
     _mm256_maskload_ps((p), _mm256_cmpgt_epi32(_mm256_set1_epi32(n),                         \
                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
 #define VSTORE(p, v) _mm256_store_ps((p), (v))
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_ps((a), (b))
 #define VADD(a, b) _mm256_add_ps((a), (b))

@@ -33,6 +33,7 @@ __m512 Sleef_expf16_u10avx512f(__m512);
 #define VLOADU(p) _mm512_loadu_ps(p)
 #define VLOADU_TAIL(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
 #define VSTORE(p, v) _mm512_store_ps((p), (v))
+#define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
 #define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm512_mul_ps((a), (b))
 #define VADD(a, b) _mm512_add_ps((a), (b))

@@ -218,6 +218,33 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
     }
 }
 
+/* x[i] = exp(x[i] - shift) in place for i < n; returns the sum. Lanes
+ * accumulate in fp32 for at most 64 vectors before the running total moves
+ * to fp64, so the sum is as exact as a scalar fp64 loop to ~1e-7. */
+double F(ab_exp_shift_sum)(float *x, int n, float shift)
+{
+    const VT sh = VSET1(shift);
+    double sum = 0;
+    int i = 0;
+    while (i + W <= n) {
+        VT acc = VZERO();
+        for (int k = 0; k < 64 && i + W <= n; k++, i += W) {
+            const VT p = VEXP(VSUB(VLOADU(x + i), sh));
+            VSTOREU(x + i, p);
+            acc = VADD(acc, p);
+        }
+        float lanes[W];
+        VSTOREU(lanes, acc);
+        for (int k = 0; k < W; k++) sum += lanes[k];
+    }
+    for (; i < n; i++) {
+        const float p = expf(x[i] - shift);
+        x[i] = p;
+        sum += p;
+    }
+    return sum;
+}
+
 #undef AI
 #undef F
 #undef AB_CAT

@@ -3,6 +3,7 @@
  * dispatch (simd.h). Plain loops over the same transposed tile layout as the
  * AVX2 / AVX-512 builds, with libm expf: the fallback on CPUs without AVX2
  * and the baseline the tests compare the SIMD paths with. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,27 @@ int ab_cpu_isa_pick(void)
         if (ab_cpu_isa_supported(isa))
             return isa;
     return AB_ISA_PORTABLE;
+}
+
+double ab_exp_shift_sum_portable(float *x, int n, float shift)
+{
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - shift);
+        sum += x[i];
+    }
+    return sum;
+}
+
+double ab_exp_shift_sum(float *x, int n, float shift)
+{
+    static volatile int isa = -1; /* the pick never changes within a process: a racing first call is benign */
+    if (isa < 0) isa = ab_cpu_isa_pick();
+    switch (isa) {
+    case AB_ISA_AVX512: return ab_exp_shift_sum_avx512(x, n, shift);
+    case AB_ISA_AVX2: return ab_exp_shift_sum_avx2(x, n, shift);
+    default: return ab_exp_shift_sum_portable(x, n, shift);
+    }
 }
 
 void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */,

@@ -1,0 +1,160 @@
+/* test_blascore.c — OpenBLAS core selection (harness/blascore.h) and the
+ * vector exp helper dense_blas uses:
+ *   - the decision: a core below what the CPU supports is replaced, an equal
+ *     or better or unknown one is kept;
+ *   - end to end, on any machine: AB_BLAS_SIMULATE=Prescott makes OpenBLAS
+ *     start on its Prescott kernels as on a CPU it does not recognise; the
+ *     run switches to the CPU's best core, says so, and records the detected,
+ *     best and running cores in the results file;
+ *   - OPENBLAS_CORETYPE set by the user is never overridden (a warning only);
+ *   - ab_exp_shift_sum equals expf and a fp64 sum on every ISA this CPU has. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness/blascore.h"
+#include "harness/point.h"
+#include "harness/store.h"
+#include "kernels/cpu/simd.h"
+
+Test(blascore, decision_ranks_cores_by_isa)
+{
+    cr_expect_str_eq(ab_blas_pick_core("Prescott", "SkylakeX"), "SkylakeX");
+    cr_expect_str_eq(ab_blas_pick_core("Prescott", "Haswell"), "Haswell");
+    cr_expect_str_eq(ab_blas_pick_core("Nehalem", "Zen"), "Zen");
+    cr_expect_str_eq(ab_blas_pick_core("Sandybridge", "SkylakeX"), "SkylakeX");
+    cr_expect_str_eq(ab_blas_pick_core("Haswell", "SkylakeX"), "SkylakeX");
+    cr_expect_null(ab_blas_pick_core("SkylakeX", "SkylakeX"));
+    cr_expect_null(ab_blas_pick_core("Cooperlake", "SkylakeX"));
+    cr_expect_null(ab_blas_pick_core("Zen", "Haswell"));
+    cr_expect_null(ab_blas_pick_core("Haswell", "Zen"));
+    cr_expect_null(ab_blas_pick_core("SomeFutureCore", "SkylakeX"), "an unknown core is never replaced");
+    cr_expect_null(ab_blas_pick_core("Prescott", ""), "a CPU below AVX has nothing better");
+    cr_expect_eq(ab_blas_core_rank("prescott"), 1, "names compare without case, as OpenBLAS does");
+}
+
+static char g_dir[256];
+static void mk(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/ab_blas_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+static void rm(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) {}
+}
+
+static const char *cfg =
+    "[sweep]\ntasks = needle\nmethods = dense_blas\nseq_lens = 256\nheads = 1\nhead_dims = 32\n"
+    "block_q = 32\nblock_k = 32\nthreads = 1\n"
+    "[timing]\nwarmup = 0\nmin_repeats = 1\nmax_repeats = 1\nmin_time_s = 0\n";
+
+/* Run a one-point sweep under `envs`; returns the exit code, the file's
+ * environment in *env and stderr in *err (free()). */
+static int sweep(const char *envs, ab_env *env, char **err)
+{
+    const char *b = getenv("AB_BIN");
+    char path[300], cmd[2048], errf[300], out[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    snprintf(out, sizeof out, "%s/r.h5", g_dir);
+    snprintf(errf, sizeof errf, "%s/err.txt", g_dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(cfg, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "env -u OPENBLAS_CORETYPE -u AB_BLAS_SIMULATE %s '%s' run -c '%s' -o '%s' 2>'%s' >/dev/null",
+             envs, b ? b : "build/attnbench", path, out, errf);
+    int st = system(cmd);
+    f = fopen(errf, "r");
+    *err = calloc(1, 8192);
+    if (f) {
+        size_t n = fread(*err, 1, 8191, f);
+        (*err)[n] = 0;
+        fclose(f);
+    }
+    ab_point *p = NULL;
+    size_t n = 0;
+    char e[300];
+    memset(env, 0, sizeof *env);
+    cr_assert_eq(ab_results_read(out, &p, &n, env, e, sizeof e), 0, "%s", e);
+    cr_expect_eq(n, 1u);
+    if (n) cr_expect_str_eq(p[0].status, "ok", "%s", p[0].message);
+    free(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+TestSuite(blas_run, .init = mk, .fini = rm, .timeout = 120);
+
+Test(blas_run, a_fallback_core_is_replaced_checked_and_recorded)
+{
+    const char *best = ab_blas_best_core();
+    if (ab_blas_core_rank(best) <= 1) cr_skip_test("this CPU has nothing better than SSE kernels");
+    ab_env env;
+    char *err;
+    cr_assert_eq(sweep("AB_BLAS_SIMULATE=Prescott", &env, &err), 0, "%s", err);
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_detected"), "Prescott");
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_source"), "attnbench");
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_best"), best);
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"), best, "running %s", ab_env_get(&env, "openblas_coretype"));
+    cr_expect(strstr(err, "OPENBLAS_CORETYPE=") && strstr(err, "SGEMM checked"), "nothing said on stderr: %s", err);
+    ab_env_free(&env);
+    free(err);
+}
+
+Test(blas_run, the_environment_is_never_overridden)
+{
+    ab_env env;
+    char *err;
+    cr_assert_eq(sweep("OPENBLAS_CORETYPE=Prescott", &env, &err), 0, "%s", err);
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"), "Prescott");
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_source"), "environment");
+    if (ab_blas_core_rank(ab_blas_best_core()) > 1)
+        cr_expect(strstr(err, "warning: OPENBLAS_CORETYPE=Prescott"), "no warning: %s", err);
+    ab_env_free(&env);
+    free(err);
+}
+
+Test(blas_run, a_recognised_cpu_is_left_alone)
+{
+    ab_env env;
+    char *err;
+    cr_assert_eq(sweep("", &env, &err), 0, "%s", err);
+    const char *src = ab_env_get(&env, "openblas_coretype_source");
+    /* on a CPU this OpenBLAS knows, nothing changes; on one it does not,
+     * attnbench switched (both are right; never "environment") */
+    cr_expect(!strcmp(src, "library") || !strcmp(src, "attnbench"), "source %s", src);
+    if (!strcmp(src, "library"))
+        cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"), ab_env_get(&env, "openblas_coretype_detected"));
+    ab_env_free(&env);
+    free(err);
+}
+
+Test(vexp, exp_shift_sum_matches_expf_on_every_isa)
+{
+    static float x[1000], y[1000];
+    for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+        if (!ab_cpu_isa_supported(isa)) continue;
+        for (int n = 0; n < 1000; n = n * 3 + 1) {
+            for (int i = 0; i < n; i++) x[i] = y[i] = (i % 7 == 3) ? -INFINITY : (float)((i * 37) % 101) * 0.13f - 6.0f;
+            double want = 0;
+            for (int i = 0; i < n; i++) want += (double)expf(y[i] - 1.5f);
+            double got = isa == AB_ISA_AVX512 ? ab_exp_shift_sum_avx512(x, n, 1.5f)
+                         : isa == AB_ISA_AVX2 ? ab_exp_shift_sum_avx2(x, n, 1.5f)
+                                              : ab_exp_shift_sum_portable(x, n, 1.5f);
+            cr_expect(fabs(got - want) <= 1e-6 * want + 1e-30, "%s n=%d: sum %.9g want %.9g", ab_cpu_isa_name(isa), n,
+                      got, want);
+            for (int i = 0; i < n; i++) {
+                float e = expf(y[i] - 1.5f);
+                cr_expect(fabsf(x[i] - e) <= 3e-7f * e, "%s n=%d i=%d: %.9g want %.9g", ab_cpu_isa_name(isa), n, i, x[i], e);
+                if (fabsf(x[i] - e) > 3e-7f * e) break;
+            }
+        }
+    }
+}
