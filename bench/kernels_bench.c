@@ -5,16 +5,22 @@
  * block-sparse and gather kernels at fixed densities, for 1 and 2 threads.
  * Optionally joins a PyTorch SDPA peer measured by bench/sdpa_peer.py, and
  * runs one long dense causal sequence in a child process to report its peak
- * RSS (memory O(N d)). Every figure is a median over repeats with p10/p90.
+ * RSS (memory O(N d)). Before the kernels it measures the machine's fp32
+ * FMA peak for each thread count (independent FMA chains on the widest
+ * vector ISA), the physical limit every kernel is also reported against.
+ * Every figure is a median over repeats with p10/p90.
  *
  *   kernels_bench [--quick] [--n 1024,2048,...] [--d 64,128] [--threads 1,2]
  *                 [--heads 8] [--density 0.05,...] [--sparse-max-n N] [--sparse-d LIST]
  *                 [--min-time S] [--min-reps R] [--max-reps R] [--big N]
- *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big]
+ *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big|peak]
  *
  * Writes DIR/kernels.tsv (one row per measurement), DIR/summary.tsv (one row
  * per shape and thread count: roofline ratio, sparse/flash time ratios,
- * 2-thread speed-up, SDPA ratio) and DIR/big.tsv; prints the summary. */
+ * 2-thread speed-up, SDPA ratio, fractions of the FMA peak), DIR/peak.tsv
+ * (the FMA peak per thread count) and DIR/big.tsv; prints the summary. Each
+ * file starts with `#` comment lines: ISA, OpenBLAS build and core
+ * (detected, best, running, source: harness/blascore.h), load average. */
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -29,6 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define PEAK_X86 1
+#endif
+
+#include "harness/blascore.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
@@ -254,6 +266,231 @@ static int run_kernel(void *p)
     return x->l ? ab_kernel_layout(x->pb, x->l, x->out) : ab_kernel_flash(x->pb, x->out);
 }
 
+/* ---- the machine's fp32 FMA peak ----------------------------------------- */
+
+/* Independent FMA chains per thread: each chain must wait the FMA latency
+ * (4-5 cycles on current x86) and a core issues up to 2 FMAs a cycle, so at
+ * least 10 chains keep every FMA port busy; 12 fit in the 16 ymm registers
+ * with the two constants. */
+#define PEAK_CHAINS 12
+#define PEAK_PORTABLE_W 8 /* floats per chain in the portable loop */
+#define PEAK_TARGET_S 0.2 /* seconds per timed repeat */
+#define PEAK_MAX_REPS 16
+
+/* x = x*a + b on every chain, `iters` times; returns the sum of the chains
+ * so that the caller can consume them (and the loop cannot be removed). */
+typedef float (*peak_fn)(long iters, float a, float b);
+
+#define PEAK_CHAIN_STEP(F)                                                                         \
+    do {                                                                                           \
+        x0 = F(x0, va, vb); x1 = F(x1, va, vb); x2 = F(x2, va, vb); x3 = F(x3, va, vb);              \
+        x4 = F(x4, va, vb); x5 = F(x5, va, vb); x6 = F(x6, va, vb); x7 = F(x7, va, vb);              \
+        x8 = F(x8, va, vb); x9 = F(x9, va, vb); x10 = F(x10, va, vb); x11 = F(x11, va, vb);          \
+    } while (0)
+
+#ifdef PEAK_X86
+__attribute__((target("avx512f"))) static float peak_avx512(long iters, float a, float b)
+{
+    const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    __m512 x0 = _mm512_set1_ps(1.00f), x1 = _mm512_set1_ps(1.01f), x2 = _mm512_set1_ps(1.02f),
+           x3 = _mm512_set1_ps(1.03f), x4 = _mm512_set1_ps(1.04f), x5 = _mm512_set1_ps(1.05f),
+           x6 = _mm512_set1_ps(1.06f), x7 = _mm512_set1_ps(1.07f), x8 = _mm512_set1_ps(1.08f),
+           x9 = _mm512_set1_ps(1.09f), x10 = _mm512_set1_ps(1.10f), x11 = _mm512_set1_ps(1.11f);
+    for (long i = 0; i < iters; i++)
+        PEAK_CHAIN_STEP(_mm512_fmadd_ps);
+    x0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)),
+                       _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7)));
+    x0 = _mm512_add_ps(x0, _mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)));
+    return _mm512_reduce_add_ps(x0);
+}
+
+__attribute__((target("avx2,fma"))) static float peak_avx2(long iters, float a, float b)
+{
+    const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+    __m256 x0 = _mm256_set1_ps(1.00f), x1 = _mm256_set1_ps(1.01f), x2 = _mm256_set1_ps(1.02f),
+           x3 = _mm256_set1_ps(1.03f), x4 = _mm256_set1_ps(1.04f), x5 = _mm256_set1_ps(1.05f),
+           x6 = _mm256_set1_ps(1.06f), x7 = _mm256_set1_ps(1.07f), x8 = _mm256_set1_ps(1.08f),
+           x9 = _mm256_set1_ps(1.09f), x10 = _mm256_set1_ps(1.10f), x11 = _mm256_set1_ps(1.11f);
+    for (long i = 0; i < iters; i++)
+        PEAK_CHAIN_STEP(_mm256_fmadd_ps);
+    x0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
+                       _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
+    x0 = _mm256_add_ps(x0, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
+    float lane[8];
+    _mm256_storeu_ps(lane, x0);
+    return lane[0] + lane[1] + lane[2] + lane[3] + lane[4] + lane[5] + lane[6] + lane[7];
+}
+#endif
+
+/* Plain C: the compiler vectorises the lanes with what the build flags
+ * allow; a multiply and an add count as the two flops of an FMA. */
+static float peak_portable(long iters, float a, float b)
+{
+    float x[PEAK_CHAINS][PEAK_PORTABLE_W];
+    for (int j = 0; j < PEAK_CHAINS; j++)
+        for (int l = 0; l < PEAK_PORTABLE_W; l++)
+            x[j][l] = 1.0f + 0.01f * (float)j;
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < PEAK_CHAINS; j++)
+            for (int l = 0; l < PEAK_PORTABLE_W; l++)
+                x[j][l] = x[j][l] * a + b;
+    float sum = 0.0f;
+    for (int j = 0; j < PEAK_CHAINS; j++)
+        for (int l = 0; l < PEAK_PORTABLE_W; l++)
+            sum += x[j][l];
+    return sum;
+}
+
+/* The widest ISA the CPU runs, whatever AB_CPU_ISA says (the physical
+ * limit, not the kernels' choice); *lanes = floats per chain. */
+static peak_fn peak_pick(const char **isa, int *lanes)
+{
+#ifdef PEAK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        *isa = "avx512";
+        *lanes = 16;
+        return peak_avx512;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        *isa = "avx2";
+        *lanes = 8;
+        return peak_avx2;
+    }
+#endif
+    *isa = "portable";
+    *lanes = PEAK_PORTABLE_W;
+    return peak_portable;
+}
+
+/* Read through volatiles: the compiler knows neither the constants of the
+ * chains (x -> x*a + b stays near b / (1 - a) = 1: no overflow, no
+ * denormals) nor what becomes of their sum. */
+static volatile float peak_a = 0.9999f, peak_b = 1e-4f;
+static volatile float peak_sink;
+
+/* Seconds for every one of T threads to run `iters` steps of fn. */
+static double peak_time(peak_fn fn, int T, long iters)
+{
+    const float a = peak_a, b = peak_b;
+    float sum = 0.0f;
+    const double t0 = now_s();
+#pragma omp parallel num_threads(T) reduction(+ : sum)
+    sum += fn(iters, a, b);
+    const double dt = now_s() - t0;
+    peak_sink = sum;
+    return dt;
+}
+
+typedef struct peak_res {
+    char isa[16];
+    int threads, reps, ok;
+    double gflops, p10, p90; /* median and nearest-rank p10/p90 of the repeats' GFLOP/s */
+} peak_res;
+
+/* GFLOP/s of T threads: iterations grown until one run takes >= 20 ms (this
+ * also warms up the threads and the clocks), scaled to PEAK_TARGET_S, then
+ * `reps` timed repeats. */
+static void peak_measure(int T, int reps, peak_res *r)
+{
+    const char *isa;
+    int lanes;
+    const peak_fn fn = peak_pick(&isa, &lanes);
+    memset(r, 0, sizeof *r);
+    snprintf(r->isa, sizeof r->isa, "%s", isa);
+    r->threads = T;
+    reps = reps < 1 ? 1 : reps > PEAK_MAX_REPS ? PEAK_MAX_REPS : reps;
+    long iters = 1L << 12;
+    double dt = peak_time(fn, T, iters);
+    while (dt < 0.02 && iters < (1L << 40)) {
+        iters *= 4;
+        dt = peak_time(fn, T, iters);
+    }
+    if (!(dt > 0))
+        return;
+    iters = (long)((double)iters * (PEAK_TARGET_S / dt));
+    iters = iters < 1 ? 1 : iters;
+    const double flops = 2.0 * lanes * PEAK_CHAINS * (double)iters * T;
+    double g[PEAK_MAX_REPS];
+    for (int i = 0; i < reps; i++)
+        g[i] = flops * 1e-9 / peak_time(fn, T, iters);
+    qsort(g, (size_t)reps, sizeof(double), cmp_dbl);
+    r->reps = reps;
+    r->gflops = reps % 2 ? g[reps / 2] : 0.5 * (g[reps / 2 - 1] + g[reps / 2]);
+    r->p10 = quantile(g, reps, 0.10);
+    r->p90 = quantile(g, reps, 0.90);
+    r->ok = 1;
+}
+
+/* The peak for every thread count of c, measured in a child process: this
+ * process must run no OpenMP region before the long run forks (libgomp is
+ * not fork-safe). Returns 0 when every count was measured. */
+static int peak_all(const bench_cfg *c, int reps, peak_res *res)
+{
+    const size_t bytes = (size_t)c->nthr * sizeof(peak_res);
+    memset(res, 0, bytes);
+    int pfd[2];
+    if (pipe(pfd))
+        return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(pfd[0]);
+        peak_res out[BMAX];
+        for (int it = 0; it < c->nthr; it++)
+            peak_measure(c->thr[it], reps, &out[it]);
+        const char *p = (const char *)out;
+        size_t done = 0;
+        while (done < bytes) {
+            ssize_t w = write(pfd[1], p + done, bytes - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                _exit(1);
+            done += (size_t)w;
+        }
+        _exit(0);
+    }
+    close(pfd[1]);
+    char *p = (char *)res;
+    size_t got = 0;
+    while (got < bytes) {
+        ssize_t r = read(pfd[0], p + got, bytes - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(pfd[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (got < bytes) {
+        memset(res, 0, bytes);
+        return -1;
+    }
+    for (int it = 0; it < c->nthr; it++)
+        if (!res[it].ok)
+            return -1;
+    return 0;
+}
+
+/* The measured peak (GFLOP/s) for T threads, NAN when not measured. */
+static double peak_for(const peak_res *res, int n, int T)
+{
+    for (int i = 0; i < n; i++)
+        if (res[i].ok && res[i].threads == T)
+            return res[i].gflops;
+    return NAN;
+}
+
 /* ---- sparse layouts ------------------------------------------------------ */
 
 /* Partial Fisher-Yates: the first m entries of perm[0..n) become a uniform
@@ -464,6 +701,36 @@ static int big_run(const bench_cfg *c, FILE *tsv)
     return 0;
 }
 
+/* ---- header comments ---------------------------------------------------- */
+
+static const char *or_dash(const char *s)
+{
+    return s && *s ? s : "-";
+}
+
+/* The `#` lines every TSV file of this run starts with: ISA, OpenBLAS build
+ * and core (harness/blascore.h; "-" when empty: detected is empty when the
+ * environment chose the core), load average at the start, the FMA peak. */
+static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_res *pk, int npk)
+{
+    const ab_blas_core *bc = ab_blas_core_info();
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    fprintf(f, "# isa=%s openblas=%s core_detected=%s core_best=%s core_running=%s core_source=%s "
+               "OPENBLAS_CORETYPE=%s cpus=%ld loadavg_start=%s\n",
+            isa, openblas_get_config(), or_dash(bc->detected), or_dash(bc->best),
+            or_dash(bc->running), or_dash(bc->source), ct ? ct : "(unset)",
+            sysconf(_SC_NPROCESSORS_ONLN), load0);
+    int any = 0;
+    for (int i = 0; i < npk; i++)
+        if (pk[i].ok) {
+            if (!any++)
+                fprintf(f, "# fma_peak isa=%s chains=%d", pk[i].isa, PEAK_CHAINS);
+            fprintf(f, " gflops_%dt=%.2f", pk[i].threads, pk[i].gflops);
+        }
+    if (any)
+        fputc('\n', f);
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static void usage(void)
@@ -471,11 +738,15 @@ static void usage(void)
     fprintf(stderr, "usage: kernels_bench [--quick] [--n LIST] [--d LIST] [--threads LIST] "
                     "[--heads H] [--density LIST] [--sparse-max-n N] [--sparse-d LIST] [--min-time S] "
                     "[--min-reps R] [--max-reps R] [--big N] [--sdpa FILE] [--out DIR] "
-                    "[--only flash|sparse|big]\n");
+                    "[--only flash|sparse|big|peak]\n");
 }
 
 int main(int argc, char **argv)
 {
+    /* OpenBLAS's core, before any thread exists: may re-execute this
+     * program with a better OPENBLAS_CORETYPE (harness/blascore.h) */
+    ab_blas_core_setup(argc, argv, 0);
+    int peak_reps = 7;
     bench_cfg c = {.nn = 0, .heads = 8, .sparse_max_n = 16384, .min_reps = 3, .max_reps = 11,
                    .big_n = 131072, .big_heads = 1, .big_d = 128, .min_time = 1.0,
                    .out = "results/bench", .sdpa = NULL, .only = NULL};
@@ -503,6 +774,7 @@ int main(int argc, char **argv)
             c.max_reps = 7;
             c.big_n = 32768;
             c.sparse_max_n = 4096;
+            peak_reps = 5;
             continue;
         }
         if (!v) {
@@ -550,6 +822,7 @@ int main(int argc, char **argv)
     const int do_flash = !c.only || !strcmp(c.only, "flash") || !strcmp(c.only, "sparse");
     const int do_sparse = !c.only || !strcmp(c.only, "sparse");
     const int do_big = (!c.only || !strcmp(c.only, "big")) && c.big_n > 0;
+    const int do_peak = do_flash || (c.only && !strcmp(c.only, "peak"));
 
     if (mkdir(c.out, 0755) && errno != EEXIST) {
         perror(c.out);
@@ -564,21 +837,57 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *ct = getenv("OPENBLAS_CORETYPE");
-    const int isa = ab_cpu_isa_pick();
+    const ab_blas_core *bc = ab_blas_core_info();
+    const char *isa = ab_cpu_isa_name(ab_cpu_isa_pick());
     char load0[64], load1[64];
     loadavg(load0, sizeof load0);
-    printf("kernels_bench: isa=%s openblas='%s' core=%s OPENBLAS_CORETYPE=%s heads=%d "
-           "min_time=%.2fs reps=%d..%d cpus=%ld loadavg=%s\n",
-           ab_cpu_isa_name(isa), openblas_get_config(), openblas_get_corename(),
-           ct ? ct : "(unset)", c.heads, c.min_time, c.min_reps, c.max_reps,
-           sysconf(_SC_NPROCESSORS_ONLN), load0);
-    fprintf(tsv, "# isa=%s openblas=%s core=%s OPENBLAS_CORETYPE=%s cpus=%ld loadavg_start=%s\n",
-            ab_cpu_isa_name(isa), openblas_get_config(), openblas_get_corename(),
-            ct ? ct : "(unset)", sysconf(_SC_NPROCESSORS_ONLN), load0);
+    printf("kernels_bench: isa=%s openblas='%s' core_detected=%s core_best=%s core_running=%s "
+           "core_source=%s OPENBLAS_CORETYPE=%s heads=%d min_time=%.2fs reps=%d..%d cpus=%ld "
+           "loadavg=%s\n",
+           isa, openblas_get_config(), or_dash(bc->detected), or_dash(bc->best),
+           or_dash(bc->running), or_dash(bc->source), ct ? ct : "(unset)", c.heads, c.min_time,
+           c.min_reps, c.max_reps, sysconf(_SC_NPROCESSORS_ONLN), load0);
+
+    int failed = 0;
+    /* the machine's fp32 FMA peak per thread count, before any kernel */
+    peak_res peak[BMAX];
+    int npeak = 0;
+    if (do_peak) {
+        fflush(stdout);
+        if (peak_all(&c, peak_reps, peak)) {
+            fprintf(stderr, "kernels_bench: FMA peak measurement failed\n");
+            failed = 1;
+        }
+        npeak = c.nthr;
+        snprintf(path, sizeof path, "%s/peak.tsv", c.out);
+        FILE *pt = fopen(path, "w");
+        if (!pt) {
+            perror(path);
+            return 1;
+        }
+        tsv_comment(pt, isa, load0, NULL, 0);
+        fprintf(pt, "# fp32 FMA peak: %d independent FMA chains per thread, %.1f s per repeat; "
+                    "gflops = 2 flops x lanes x FMAs / s, median and nearest-rank p10/p90 over the "
+                    "repeats\n",
+                PEAK_CHAINS, PEAK_TARGET_S);
+        fprintf(pt, "isa\tthreads\tgflops\treps\tp10\tp90\n");
+        for (int i = 0; i < npeak; i++) {
+            if (!peak[i].ok)
+                continue;
+            fprintf(pt, "%s\t%d\t%.2f\t%d\t%.2f\t%.2f\n", peak[i].isa, peak[i].threads,
+                    peak[i].gflops, peak[i].reps, peak[i].p10, peak[i].p90);
+            printf("kernels_bench: fp32 FMA peak isa=%s threads=%d: %.2f GFLOP/s (p10 %.2f, p90 "
+                   "%.2f, %d reps of %.1f s, %d chains)\n",
+                   peak[i].isa, peak[i].threads, peak[i].gflops, peak[i].p10, peak[i].p90,
+                   peak[i].reps, PEAK_TARGET_S, PEAK_CHAINS);
+        }
+        fclose(pt);
+        fflush(stdout);
+    }
+    tsv_comment(tsv, isa, load0, peak, npeak);
     fputs(ROW_HEADER, tsv);
 
     bench_rows rs = {0};
-    int failed = 0;
     /* The long run first: it forks, and libgomp is not fork-safe once this
      * process has run an OpenMP region (the child would hang). */
     if (do_big) {
@@ -586,6 +895,8 @@ int main(int argc, char **argv)
         char bpath[4096];
         snprintf(bpath, sizeof bpath, "%s/big.tsv", c.out);
         FILE *bt = fopen(bpath, "w");
+        if (bt)
+            tsv_comment(bt, isa, load0, peak, npeak);
         if (!bt || big_run(&c, bt))
             failed = 1;
         if (bt)
@@ -682,7 +993,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (sum) {
-        char hdr[1024];
+        char hdr[4096];
         int o = snprintf(hdr, sizeof hdr,
                          "N\td\tcausal\tthreads\tsgemm_gflops\tflash_gflops\tflash_over_sgemm"
                          "\tflash_speedup_vs_1t\tsdpa_gflops\tflash_over_sdpa");
@@ -690,6 +1001,15 @@ int main(int argc, char **argv)
             for (int ie = 0; ie < c.ndens; ie++)
                 o += snprintf(hdr + o, sizeof hdr - (size_t)o, "\t%s_%g_time_over_flash",
                               kind ? "gather" : "blocksparse", 100 * c.dens[ie]);
+        /* appended: achieved GFLOP/s (useful FLOPs) over the FMA peak of the
+         * same thread count */
+        o += snprintf(hdr + o, sizeof hdr - (size_t)o,
+                      "\tpeak_gflops\tsgemm_frac_peak\tflash_frac_peak");
+        for (int kind = 0; kind < 2; kind++)
+            for (int ie = 0; ie < c.ndens; ie++)
+                o += snprintf(hdr + o, sizeof hdr - (size_t)o, "\t%s_%g_frac_peak",
+                              kind ? "gather" : "blocksparse", 100 * c.dens[ie]);
+        tsv_comment(sum, isa, load0, peak, npeak);
         fprintf(sum, "%s\n", hdr);
         printf("\n%s\n", hdr);
         for (int in = 0; in < c.nn; in++)
@@ -706,7 +1026,7 @@ int main(int argc, char **argv)
                         const double gf = f->flops * 1e-9 / f->med;
                         const double gg = g ? g->flops * 1e-9 / g->med : NAN;
                         const double gs = sd ? sd->flops * 1e-9 / sd->med : NAN;
-                        char line[2048];
+                        char line[4096];
                         int p = snprintf(line, sizeof line, "%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.3f\t%.3f"
                                          "\t%.2f\t%.3f",
                                          N, d, causal, T, gg, gf, gf / gg,
@@ -717,6 +1037,16 @@ int main(int argc, char **argv)
                                                                N, d, causal, T, c.dens[ie]);
                                 p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
                                               s ? s->med / f->med : NAN);
+                            }
+                        const double pk = peak_for(peak, npeak, T);
+                        p += snprintf(line + p, sizeof line - (size_t)p, "\t%.2f\t%.4f\t%.4f",
+                                      pk, gg / pk, gf / pk);
+                        for (int kind = 0; kind < 2; kind++)
+                            for (int ie = 0; ie < c.ndens; ie++) {
+                                const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse",
+                                                               N, d, causal, T, c.dens[ie]);
+                                p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
+                                              s ? s->flops * 1e-9 / s->med / pk : NAN);
                             }
                         fprintf(sum, "%s\n", line);
                         printf("%s\n", line);

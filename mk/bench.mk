@@ -1,6 +1,7 @@
 # mk/bench.mk — `make bench`: speed of the CPU kernels against the OpenBLAS
 # SGEMM roofline, the sparse kernels against flash, and (when PyTorch is in
-# build/venv) torch SDPA; writes $(BENCH_OUT)/*.tsv and roofline.png.
+# build/venv) torch SDPA, all also as fractions of the measured fp32 FMA
+# peak; writes $(BENCH_OUT)/*.tsv (peak.tsv: the peak) and roofline.png.
 #   make bench                 full grid: N = 1K..32K, d = 64,128, 1 and 2 threads
 #   make bench BENCH_QUICK=1   N = 1K..4K, shorter repeats (CI-size)
 #   make bench BENCH_ARGS='--n 4096 --d 128'   any kernels_bench option
@@ -13,8 +14,11 @@ BENCH_ARGS  ?=
 BENCH_PY    ?= build/venv/bin/python
 BENCH_FLAGS := $(if $(filter 1,$(BENCH_QUICK)),--quick,) $(BENCH_ARGS)
 
-# Only the CPU kernels are linked: the bench does not depend on the harness.
-BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/%,$(LIB_OBJS))
+# Only the CPU kernels are linked, plus harness/blascore.o (OpenBLAS core
+# selection; libc and OpenBLAS only): the bench does not depend on the rest
+# of the harness.
+BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(BUILD)/harness/blascore.o \
+               $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/%,$(LIB_OBJS))
 
 $(BENCH_BIN): $(BENCH_OBJS)
 	@echo '  LD    $@'
