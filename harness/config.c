@@ -33,6 +33,7 @@ void ab_config_defaults(ab_config *c)
     c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
     c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
     c->point_mem_gb = -1;
+    c->rounds = 3; c->paired = 1; c->min_sample_ms = 10; c->interference_pct = 10;
     c->score_rows = 256; c->exact_max_n = 8192; c->topk = 64;
     c->tolerance = 0.10; c->max_iters = 30;
 }
@@ -225,6 +226,7 @@ static int handler(void *user, const char *section, const char *name, const char
                 if (!ab_method_find(c->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", c->methods[i]);
         } else if (!strcmp(name, "seq_lens")) {
             if (parse_int_list(value, c->seq_lens, AB_CFG_LIST, &c->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
+            c->lens_line = p->line;
         } else if (!strcmp(name, "heads")) {
             if (parse_int_list(value, c->heads, AB_CFG_LIST, &c->n_heads, 1, 1024, why, sizeof why)) goto bad;
         } else if (!strcmp(name, "head_dims")) {
@@ -283,6 +285,24 @@ static int handler(void *user, const char *section, const char *name, const char
     } else if (!strcmp(section, "timing")) {
         double v;
         int n;
+        if (!strcmp(name, "timed_tasks")) {
+            char tmp[64];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "all")) { c->n_timed_tasks = 0; return 1; }
+            if (ab_parse_name_list(value, c->timed_tasks, AB_CFG_LIST, &c->n_timed_tasks, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_timed_tasks; i++)
+                if (!ab_task_find(c->timed_tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->timed_tasks[i]);
+            return 1;
+        }
+        if (!strcmp(name, "timed_depths")) {
+            char tmp[64];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "all")) { c->n_timed_depths = 0; return 1; }
+            if (parse_num_list(value, c->timed_depths, AB_CFG_LIST, &c->n_timed_depths, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_timed_depths; i++)
+                if (c->timed_depths[i] < 0 || c->timed_depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->timed_depths[i]);
+            return 1;
+        }
         if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
         if (!strcmp(name, "warmup")) { if (v < 0 || v > 1000 || v != floor(v)) FAIL("must be an integer in [0, 1000]"); c->warmup = (int)v; }
         else if (!strcmp(name, "min_repeats")) { if (v < 1 || v > 100000 || v != floor(v)) FAIL("must be an integer >= 1"); c->min_repeats = (int)v; }
@@ -291,7 +311,11 @@ static int handler(void *user, const char *section, const char *name, const char
         else if (!strcmp(name, "max_time_s")) { if (v <= 0 || v > 36000) FAIL("must be in (0, 36000]"); c->max_time_s = v; }
         else if (!strcmp(name, "point_timeout_s")) { if (v <= 0 || v > 864000) FAIL("must be in (0, 864000]"); c->point_timeout_s = v; }
         else if (!strcmp(name, "point_mem_gb")) { if (v < 0 || v > 1e6) FAIL("must be in [0, 1e6] GB (0: no limit)"); c->point_mem_gb = v; }
-        else FAIL("unknown key (timing keys: warmup min_repeats max_repeats min_time_s max_time_s point_timeout_s point_mem_gb)");
+        else if (!strcmp(name, "rounds")) { if (v < 1 || v > 16 || v != floor(v)) FAIL("must be an integer in [1, 16]"); c->rounds = (int)v; }
+        else if (!strcmp(name, "paired")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->paired = (int)v; }
+        else if (!strcmp(name, "min_sample_ms")) { if (v < 0 || v > 60000) FAIL("must be in [0, 60000] ms"); c->min_sample_ms = v; }
+        else if (!strcmp(name, "interference_pct")) { if (v <= 0 || v > 100) FAIL("must be in (0, 100]"); c->interference_pct = v; }
+        else FAIL("unknown key (timing keys: rounds paired min_sample_ms warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
     } else if (!strcmp(section, "metrics")) {
         int v, n;
         if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->score_rows = v; }
@@ -321,6 +345,37 @@ static int handler(void *user, const char *section, const char *name, const char
         }
         int np = ab_param_count(list, cap), idx = -1;
         for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
+        if (idx < 0 && !is_m && (!strcmp(name, "seq_lens") || !strcmp(name, "masks") || !strcmp(name, "depths") ||
+                                 !strcmp(name, "densities"))) { /* this task's own sweep axis */
+            ab_task_axes *ax = NULL;
+            for (int i = 0; i < c->n_taxes; i++)
+                if (!strcmp(c->taxes[i].task, pname)) ax = &c->taxes[i];
+            if (!ax) {
+                if (c->n_taxes >= AB_CFG_TASK_AXES) FAIL("too many [task.NAME] sections with sweep axes");
+                ax = &c->taxes[c->n_taxes++];
+                memset(ax, 0, sizeof *ax);
+                snprintf(ax->task, sizeof ax->task, "%s", pname);
+            }
+            if (name[0] == 's') {
+                if (parse_int_list(value, ax->seq_lens, AB_CFG_LIST, &ax->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
+                ax->lens_line = p->line;
+            } else if (name[0] == 'm') {
+                if (parse_mask_list(value, ax->masks, &ax->n_masks, why, sizeof why)) goto bad;
+                ax->masks_line = p->line;
+            } else if (name[0] == 'd' && name[1] == 'e' && name[2] == 'p') {
+                if (parse_num_list(value, ax->depths, AB_CFG_LIST, &ax->n_depths, why, sizeof why)) goto bad;
+                for (int i = 0; i < ax->n_depths; i++)
+                    if (ax->depths[i] < 0 || ax->depths[i] > 1) FAIL("depth %g is outside [0, 1]", ax->depths[i]);
+                ax->depths_line = p->line;
+            } else {
+                if (parse_num_list(value, ax->densities, AB_CFG_LIST, &ax->n_dens, why, sizeof why)) goto bad;
+                for (int i = 0; i < ax->n_dens; i++)
+                    if (!(ax->densities[i] > 0 && ax->densities[i] <= 1))
+                        FAIL("density %g is outside (0, 1] ('native' is a [sweep] setting only)", ax->densities[i]);
+                ax->dens_line = p->line;
+            }
+            return 1;
+        }
         if (idx < 0 && !is_m) { /* a string-valued task key, e.g. file = ... */
             const ab_task *t = ab_task_find(pname);
             for (int i = 0; i < AB_TASK_MAX_STRINGS && t->string_params[i]; i++) {
@@ -348,7 +403,8 @@ static int handler(void *user, const char *section, const char *name, const char
                 strncat(names, " ", sizeof names - strlen(names) - 1);
                 strncat(names, list[i].name, sizeof names - strlen(names) - 1);
             }
-            FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
+            FAIL("unknown parameter of %s '%s' (its parameters:%s%s)", is_m ? "method" : "task", pname, np ? names : " none",
+                 is_m ? "" : "; and the sweep axes seq_lens masks depths densities");
         }
         if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
         ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
@@ -376,29 +432,69 @@ bad:
     return 0;
 }
 
-/* Bind every base mask to every length of the sweep (with the first seed:
- * whether a mask fits N does not depend on the seed), so "document lengths
- * sum to 12288, not N = 16384" stops the run here, naming the masks key. */
+void ab_config_axes(const ab_config *c, const char *task, ab_axes *a)
+{
+    const ab_task_axes *t = NULL;
+    for (int i = 0; i < c->n_taxes; i++)
+        if (!strcmp(c->taxes[i].task, task)) t = &c->taxes[i];
+    a->n_lens = c->n_lens; a->seq_lens = c->seq_lens; a->lens_line = c->lens_line;
+    snprintf(a->lens_where, sizeof a->lens_where, "[sweep] key 'seq_lens'");
+    a->n_masks = c->n_masks; a->masks = (const char (*)[AB_MASK_SPEC])c->masks; a->masks_line = c->masks_line;
+    snprintf(a->masks_where, sizeof a->masks_where, "[sweep] key '%s'", c->masks_key[0] == 'c' ? "causal" : "masks");
+    a->n_depths = c->n_depths; a->depths = c->depths;
+    a->n_dens = c->n_dens; a->densities = c->densities;
+    if (!t) return;
+    if (t->n_lens) {
+        a->n_lens = t->n_lens; a->seq_lens = t->seq_lens; a->lens_line = t->lens_line;
+        snprintf(a->lens_where, sizeof a->lens_where, "[task.%s] key 'seq_lens'", task);
+    }
+    if (t->n_masks) {
+        a->n_masks = t->n_masks; a->masks = (const char (*)[AB_MASK_SPEC])t->masks; a->masks_line = t->masks_line;
+        snprintf(a->masks_where, sizeof a->masks_where, "[task.%s] key 'masks'", task);
+    }
+    if (t->n_depths) { a->n_depths = t->n_depths; a->depths = t->depths; }
+    if (t->n_dens) { a->n_dens = t->n_dens; a->densities = t->densities; }
+}
+
+int ab_config_timed(const ab_config *c, const char *task, double depth)
+{
+    int ok = c->n_timed_tasks == 0;
+    for (int i = 0; i < c->n_timed_tasks; i++) ok |= !strcmp(c->timed_tasks[i], task);
+    if (!ok) return 0;
+    if (c->n_timed_depths == 0) return 1;
+    for (int i = 0; i < c->n_timed_depths; i++)
+        if (fabs(c->timed_depths[i] - depth) < 1e-9) return 1;
+    return 0;
+}
+
+/* Bind every base mask to every length of each task's sweep (with the first
+ * seed: whether a mask fits N does not depend on the seed), so "document
+ * lengths sum to 12288, not N = 16384" stops the run here, naming the key. */
 static int check_masks(const ab_config *c, char *err, size_t errlen)
 {
-    for (int k = 0; k < c->n_masks; k++)
-        for (int a = 0; a < c->n_lens; a++) {
-            int seen = 0;
-            for (int b = 0; b < a; b++) seen |= c->seq_lens[b] == c->seq_lens[a];
-            if (seen) continue;
-            ab_mask m;
-            char why[400];
-            int rc = ab_mask_make(&m, c->masks[k], c->seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why);
-            ab_mask_free(&m);
-            if (rc == AB_OK) continue;
-            if (c->masks_line)
-                snprintf(err, errlen, "%s:%d: [sweep] key '%s': mask '%s' at N = %d (seq_lens): %s", c->path,
-                         c->masks_line, c->masks_key, c->masks[k], c->seq_lens[a], why);
-            else
-                snprintf(err, errlen, "%s: [sweep] key 'masks': mask '%s' at N = %d (seq_lens): %s", c->path,
-                         c->masks[k], c->seq_lens[a], why);
-            return -1;
-        }
+    for (int ti = 0; ti < c->n_tasks; ti++) {
+        ab_axes ax;
+        ab_config_axes(c, c->tasks[ti], &ax);
+        const char *where = ax.masks_where;
+        for (int k = 0; k < ax.n_masks; k++)
+            for (int a = 0; a < ax.n_lens; a++) {
+                int seen = 0;
+                for (int b = 0; b < a; b++) seen |= ax.seq_lens[b] == ax.seq_lens[a];
+                if (seen) continue;
+                ab_mask m;
+                char why[400];
+                int rc = ab_mask_make(&m, ax.masks[k], ax.seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why);
+                ab_mask_free(&m);
+                if (rc == AB_OK) continue;
+                if (ax.masks_line)
+                    snprintf(err, errlen, "%s:%d: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_line,
+                             where, ax.masks[k], ax.seq_lens[a], why);
+                else
+                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d (seq_lens): %s", c->path, where, ax.masks[k],
+                             ax.seq_lens[a], why);
+                return -1;
+            }
+    }
     return 0;
 }
 
@@ -504,20 +600,22 @@ static int check_tasks(const ab_config *c, char *err, size_t errlen)
                 ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
             }
         }
-        for (int a = 0; a < c->n_lens; a++)
-            for (int f = 0; f < c->n_masks; f++) {
+        ab_axes ax;
+        ab_config_axes(c, t->name, &ax);
+        for (int a = 0; a < ax.n_lens; a++)
+            for (int f = 0; f < ax.n_masks; f++) {
                 ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
                 char why[400] = "";
-                if (ab_mask_make(&mk, c->masks[f], c->seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why) != AB_OK) {
+                if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why) != AB_OK) {
                     ab_mask_free(&mk);
-                    snprintf(err, errlen, "%s: [sweep] key 'masks': mask '%s' at N = %d: %s", c->path, c->masks[f],
-                             c->seq_lens[a], why);
+                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where, ax.masks[f],
+                             ax.seq_lens[a], why);
                     return -1;
                 }
                 for (int b = 0; b < c->n_heads; b++)
                     for (int e = 0; e < c->n_dims; e++) {
                         ab_task_input in = { .p = &p, .str = str,
-                                             .s = { c->heads[b], c->seq_lens[a], c->head_dims[e], mk.def->causal, 0, &mk },
+                                             .s = { c->heads[b], ax.seq_lens[a], c->head_dims[e], mk.def->causal, 0, &mk },
                                              .seed = (uint64_t)c->seeds[0], .depth = 0, .err = why, .errlen = sizeof why };
                         in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
                         if (t->check(&in) != AB_OK) {
@@ -537,15 +635,20 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
 {
     if (check_tasks(c, err, errlen)) return -1;
     double avail = mem_available_bytes();
-    for (int a = 0; a < c->n_lens; a++)
-        for (int b = 0; b < c->n_heads; b++)
-            for (int e = 0; e < c->n_dims; e++) {
-                double need = ab_point_bytes(c->heads[b], c->seq_lens[a], c->head_dims[e]);
-                if (avail > 0 && need > 0.9 * avail) {
-                    snprintf(err, errlen, "%s: [sweep] key 'seq_lens': N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f GiB available",
-                             c->path, c->seq_lens[a], c->heads[b], c->head_dims[e], need / 1073741824.0, avail / 1073741824.0);
-                    return -1;
+    for (int ti = 0; ti < c->n_tasks; ti++) {
+        ab_axes ax;
+        ab_config_axes(c, c->tasks[ti], &ax);
+        for (int a = 0; a < ax.n_lens; a++)
+            for (int b = 0; b < c->n_heads; b++)
+                for (int e = 0; e < c->n_dims; e++) {
+                    double need = ab_point_bytes(c->heads[b], ax.seq_lens[a], c->head_dims[e]);
+                    if (avail > 0 && need > 0.9 * avail) {
+                        snprintf(err, errlen, "%s: %s: N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f GiB available",
+                                 c->path, ax.lens_where, ax.seq_lens[a], c->heads[b], c->head_dims[e], need / 1073741824.0,
+                                 avail / 1073741824.0);
+                        return -1;
+                    }
                 }
-            }
+    }
     return 0;
 }

@@ -23,6 +23,28 @@ typedef struct ab_override {
     int line;
 } ab_override;
 
+/* Sweep axes one task overrides in its [task.NAME] section (seq_lens, masks,
+ * depths, densities); a count of 0 keeps the [sweep] list. */
+#define AB_CFG_TASK_AXES 16
+typedef struct ab_task_axes {
+    char task[AB_CFG_NAME];
+    int n_lens;   int seq_lens[AB_CFG_LIST];             int lens_line;
+    int n_masks;  char masks[AB_MAX_MASKS][AB_MASK_SPEC]; int masks_line;
+    int n_depths; double depths[AB_CFG_LIST];            int depths_line;
+    int n_dens;   double densities[AB_CFG_LIST];         int dens_line;
+} ab_task_axes;
+
+/* The axes in effect for one task: its own lists where it has them, else
+ * the [sweep] lists (pointers into the config). */
+typedef struct ab_axes {
+    int n_lens;   const int *seq_lens;
+    int n_masks;  const char (*masks)[AB_MASK_SPEC];
+    int n_depths; const double *depths;
+    int n_dens;   const double *densities;
+    int lens_line, masks_line; /* where the lists were set (0: default) */
+    char lens_where[80], masks_where[80]; /* "[sweep] key 'seq_lens'", "[task.X] key 'seq_lens'" */
+} ab_axes;
+
 typedef struct ab_config {
     char path[512];
     char *text;               /* the file's bytes, stored in the results */
@@ -44,10 +66,18 @@ typedef struct ab_config {
     unsigned devices; /* AB_CPU | AB_GPU */
     int block_q, block_k;
     int threads;    /* 0 = all online cores */
-    /* [timing] */
+    int lens_line;
+    int n_taxes; ab_task_axes taxes[AB_CFG_TASK_AXES];
+    /* [timing] (docs/timing.md); warmup..max_time_s are per round */
     int warmup, min_repeats, max_repeats;
     double min_time_s, max_time_s, point_timeout_s;
     double point_mem_gb;  /* address-space limit of a point's child; <0: 80% of RAM, 0: none */
+    int rounds;           /* child processes each point is timed in, interleaved */
+    int paired;           /* time dense alongside (same child, alternating): speedups are paired ratios */
+    double min_sample_ms; /* batch calls until one sample lasts this long */
+    double interference_pct; /* other processes' share of the CPU above which a point is flagged */
+    int n_timed_tasks;  char timed_tasks[AB_CFG_LIST][AB_CFG_NAME]; /* 0: every task is timed */
+    int n_timed_depths; double timed_depths[AB_CFG_LIST];           /* 0: every depth is timed */
     /* [metrics] */
     int score_rows, exact_max_n, topk;
     /* [calibration] */
@@ -57,6 +87,11 @@ typedef struct ab_config {
     int n_mo; ab_override mo[AB_CFG_OVERRIDES];
     int n_to; ab_override to[AB_CFG_OVERRIDES];
 } ab_config;
+
+/* The axes in effect for `task`. */
+void ab_config_axes(const ab_config *c, const char *task, ab_axes *a);
+/* 1 when points of this task and depth are timed, 0 when only scored. */
+int ab_config_timed(const ab_config *c, const char *task, double depth);
 
 /* Fill defaults. */
 void ab_config_defaults(ab_config *c);

@@ -88,12 +88,16 @@ static int row_diff(const ab_point *a, const ab_point *b, char *why, size_t wl)
     I(acc_trials)
     I(rows_scored)
     S(status) S(message)
+    I(rounds) I(calls) D(total_lo_ms) D(total_hi_ms) D(dense_pair_ms) D(rel_dense) D(rel_lo) D(rel_hi)
+    D(foreign_pct) D(steal_pct) D(load1) S(timing)
 #undef S
 #undef I
 #undef D
     for (int i = 0; i < a->n_samples && i < AB_MAX_SAMPLES; i++)
         if (!same_double(a->sample_select_ms[i], b->sample_select_ms[i]) ||
-            !same_double(a->sample_run_ms[i], b->sample_run_ms[i])) {
+            !same_double(a->sample_run_ms[i], b->sample_run_ms[i]) ||
+            !same_double(a->sample_dense_ms[i], b->sample_dense_ms[i]) || a->sample_round[i] != b->sample_round[i] ||
+            a->sample_calls[i] != b->sample_calls[i]) {
             snprintf(why, wl, "raw sample %d", i);
             return 1;
         }

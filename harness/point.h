@@ -42,9 +42,26 @@ typedef struct ab_point {
     int32_t rows_scored;
     char status[16];       /* ok calib_failed unsupported error crashed timeout oom nan */
     char message[256];
-    /* raw per-repeat timings (stored under /samples/KEY) */
+    /* the timing protocol (docs/timing.md); NaN / 0 in files written before it */
+    int32_t rounds;        /* child processes the point was timed in (0: not timed) */
+    int32_t calls;         /* calls per timed sample (batching), largest over rounds */
+    double total_lo_ms, total_hi_ms; /* 95% interval of total_ms (bootstrap over rounds and samples) */
+    double dense_pair_ms;  /* median of the dense samples paired with this point's */
+    double rel_dense;      /* median over paired samples of total / dense (same child,
+                            * adjacent calls); 1/rel_dense is the speedup. NaN: unpaired */
+    double rel_lo, rel_hi; /* its 95% interval */
+    double foreign_pct;    /* CPU time other processes used while this point was timed, % of the machine */
+    double steal_pct;      /* CPU time the hypervisor stole meanwhile, % of the machine */
+    double load1;          /* largest 1-minute load average seen at the start of a round */
+    char timing[48];       /* flags: "" (clean), or a comma list of interference,
+                            * unpaired, untimed (scored only), rounds_disagree */
+    /* raw per-sample timings (stored under /samples/KEY): per call of the
+     * sample's batch, in ms; dense: the paired dense sample (NaN unpaired) */
     double sample_select_ms[AB_MAX_SAMPLES];
     double sample_run_ms[AB_MAX_SAMPLES];
+    double sample_dense_ms[AB_MAX_SAMPLES];
+    int32_t sample_round[AB_MAX_SAMPLES];
+    int32_t sample_calls[AB_MAX_SAMPLES];
 } ab_point;
 
 /* Statuses that count as final for --resume (all of them: a point is only

@@ -225,6 +225,11 @@ static const field_desc point_fields[] = {
     FLD(acc_trials, F_I32),
     FLD(rows_scored, F_I32),
     FLD(status, F_STR), FLD(message, F_STR),
+    FLD(rounds, F_I32), FLD(calls, F_I32),
+    FLD(total_lo_ms, F_F64), FLD(total_hi_ms, F_F64), FLD(dense_pair_ms, F_F64),
+    FLD(rel_dense, F_F64), FLD(rel_lo, F_F64), FLD(rel_hi, F_F64),
+    FLD(foreign_pct, F_F64), FLD(steal_pct, F_F64), FLD(load1, F_F64),
+    FLD(timing, F_STR),
 };
 #undef FLD
 #define N_FIELDS (sizeof point_fields / sizeof point_fields[0])
@@ -516,8 +521,10 @@ static int write_schema(hid_t fid)
                        "cv: dimensionless; dense_gflops: GFLOP/s of the dense-"
                        "equivalent work at total_ms; densities: fraction") < 0 ||
         attr_write_str(g, "samples",
-                       "/samples/KEY: [n_samples][2] double, columns select_ms, "
-                       "run_ms (ms), one row per timed repeat") < 0 ||
+                       "/samples/KEY: [n_samples][5] double, columns round (child process), "
+                       "calls (batched per sample), select_ms, run_ms (per call), dense_ms "
+                       "(the paired dense sample, per call; NaN unpaired); files before the "
+                       "timing protocol have [n][2] select_ms, run_ms") < 0 ||
         attr_write_str(g, "points",
                        "/points: one row per point, in the order measured; "
                        "key identifies the point") < 0)
@@ -561,16 +568,20 @@ cleanup:
     return rc;
 }
 
+#define AB_SAMPLE_COLS 5 /* round, calls, select_ms, run_ms, dense_ms */
 static int write_one_samples(hid_t g, hid_t dcpl, const ab_point *p)
 {
     int rc = -1;
     hid_t sp = -1, ds = -1;
-    double buf[AB_MAX_SAMPLES][2];
+    double buf[AB_MAX_SAMPLES][AB_SAMPLE_COLS];
     int n = p->n_samples;
-    hsize_t dims[2] = { (hsize_t)n, 2 };
+    hsize_t dims[2] = { (hsize_t)n, AB_SAMPLE_COLS };
     for (int i = 0; i < n; i++) {
-        buf[i][0] = p->sample_select_ms[i];
-        buf[i][1] = p->sample_run_ms[i];
+        buf[i][0] = p->sample_round[i];
+        buf[i][1] = p->sample_calls[i];
+        buf[i][2] = p->sample_select_ms[i];
+        buf[i][3] = p->sample_run_ms[i];
+        buf[i][4] = p->sample_dense_ms[i];
     }
     if ((sp = H5Screate_simple(2, dims, NULL)) < 0)
         goto cleanup;
@@ -591,10 +602,10 @@ static int write_samples(hid_t fid, const pset *s)
     hid_t g = -1, dcpl = -1;
     if ((g = H5Gcreate2(fid, "samples", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
         goto cleanup;
-    if (attr_write_str(g, "columns", "select_ms,run_ms") < 0 ||
+    if (attr_write_str(g, "columns", "round,calls,select_ms,run_ms,dense_ms") < 0 ||
         attr_write_str(g, "units", "ms") < 0)
         goto cleanup;
-    /* at most 4 KiB per point: compact (inside the object header) */
+    /* at most 10 KiB per point: compact (inside the object header) */
     if ((dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 || H5Pset_layout(dcpl, H5D_COMPACT) < 0)
         goto cleanup;
     for (size_t i = 0; i < s->n; i++) {
@@ -836,24 +847,38 @@ cleanup:
 }
 
 /* Fill p's sample arrays from /samples/KEY when that dataset is well formed
- * ([m][2], m <= AB_MAX_SAMPLES); otherwise they stay zero. */
+ * ([m][5], or [m][2] select/run from files before the timing protocol;
+ * m <= AB_MAX_SAMPLES); otherwise they stay zero. */
 static void read_one_samples(hid_t g, ab_point *p)
 {
     hid_t ds = -1, sp = -1;
-    double buf[AB_MAX_SAMPLES][2];
+    double buf[AB_MAX_SAMPLES][AB_SAMPLE_COLS];
     hsize_t dims[2];
     if (H5Lexists(g, p->key, H5P_DEFAULT) <= 0)
         return;
     if ((ds = H5Dopen2(g, p->key, H5P_DEFAULT)) < 0 || (sp = H5Dget_space(ds)) < 0)
         goto cleanup;
     if (H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0 ||
-        dims[1] != 2 || dims[0] > AB_MAX_SAMPLES)
+        (dims[1] != 2 && dims[1] != AB_SAMPLE_COLS) || dims[0] > AB_MAX_SAMPLES)
         goto cleanup;
     if (dims[0] > 0 && H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
         goto cleanup;
     for (int i = 0; i < p->n_samples && (hsize_t)i < dims[0]; i++) {
-        p->sample_select_ms[i] = buf[i][0];
-        p->sample_run_ms[i] = buf[i][1];
+        if (dims[1] == 2) { /* old layout, rows packed two doubles apart */
+            const double *row = &buf[0][0] + 2 * (size_t)i;
+            p->sample_round[i] = 0;
+            p->sample_calls[i] = 1;
+            p->sample_select_ms[i] = row[0];
+            p->sample_run_ms[i] = row[1];
+            p->sample_dense_ms[i] = NAN;
+        } else {
+            const double r = buf[i][0], c = buf[i][1];
+            p->sample_round[i] = r >= 0 && r < 1e6 ? (int32_t)r : 0;
+            p->sample_calls[i] = c >= 1 && c < 2e9 ? (int32_t)c : 1;
+            p->sample_select_ms[i] = buf[i][2];
+            p->sample_run_ms[i] = buf[i][3];
+            p->sample_dense_ms[i] = buf[i][4];
+        }
     }
 cleanup:
     if (sp >= 0) H5Sclose(sp);
@@ -976,6 +1001,9 @@ static int h5_read_image(const char *path, const void *img, size_t len, pset *se
         point_sanitize(p);
         memset(p->sample_select_ms, 0, sizeof p->sample_select_ms);
         memset(p->sample_run_ms, 0, sizeof p->sample_run_ms);
+        memset(p->sample_dense_ms, 0, sizeof p->sample_dense_ms);
+        memset(p->sample_round, 0, sizeof p->sample_round);
+        memset(p->sample_calls, 0, sizeof p->sample_calls);
         if (sg >= 0 && p->n_samples > 0 && key_ok(p->key))
             read_one_samples(sg, p);
         if (pset_put(set, p) < 0) {

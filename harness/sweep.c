@@ -53,6 +53,7 @@ typedef struct base_pt {
     double mask_density; /* allowed pairs / N^2 of the mask bound to (n, seed) */
     int64_t seed;
     double depth;
+    int timed;           /* 0: the points are scored only ([timing] timed_tasks / timed_depths) */
 } base_pt;
 
 typedef struct job {
@@ -126,6 +127,76 @@ static void method_params(const ab_config *c, const ab_method *m, ab_params *p)
     }
 }
 
+/* Append the jobs of one problem: every method x device x density. */
+static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_axes *ax, int b,
+                     job *jobs, int *nj)
+{
+    for (int mi = 0; mi < nm; mi++)
+        for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
+            if (!(devs & dv)) continue;
+            const ab_method *m = ms[mi];
+            job base_job = { .base = b, .m = m, .device = dv };
+            method_params(c, m, &base_job.params);
+            int kp = m->density_knob.param;
+            if (kp < 0) {
+                base_job.target = 1.0;
+                jobs[(*nj)++] = base_job;
+            } else if (c->native) {
+                const double *v;
+                int nv = override_values(c->mo, c->n_mo, m->name, m->params[kp].name, &v);
+                double def = m->params[kp].def;
+                if (nv == 0) { v = &def; nv = 1; }
+                for (int k = 0; k < nv; k++) {
+                    job jj = base_job;
+                    jj.target = NAN;
+                    jj.params.v[kp] = m->params[kp].is_int ? round(v[k]) : v[k];
+                    jobs[(*nj)++] = jj;
+                }
+            } else {
+                for (int k = 0; k < ax->n_dens; k++) {
+                    job jj = base_job;
+                    jj.target = ax->densities[k];
+                    jobs[(*nj)++] = jj;
+                }
+            }
+        }
+}
+
+/* The problem's task, its parameters and string parameters from the config. */
+static void base_task(const ab_config *c, const char *task, base_pt *bp)
+{
+    bp->task = ab_task_find(task);
+    ab_params_defaults(bp->task->params, AB_TASK_MAX_PARAMS, &bp->tparams);
+    for (int k = 0; k < bp->tparams.n; k++) {
+        const double *v;
+        if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0) bp->tparams.v[k] = v[0];
+    }
+    for (int k = 0; k < AB_TASK_MAX_STRINGS && bp->task->string_params[k]; k++)
+        bp->tstr[k] = override_string(c->to, c->n_to, bp->task->name, bp->task->string_params[k]);
+}
+
+/* The mask's causal flag and allowed-pair fraction at (N, seed), once per
+ * (mask, N, seed); the mask is bound again in each child that needs it. */
+static int base_mask(const ab_config *c, base_pt *bases, int b, const char *where, char *err, size_t errlen)
+{
+    base_pt *bp = &bases[b];
+    for (int q = b - 1; q >= 0; q--)
+        if (!strcmp(bases[q].mask, bp->mask) && bases[q].n == bp->n && bases[q].seed == bp->seed) {
+            bp->causal = bases[q].causal;
+            bp->mask_density = bases[q].mask_density;
+            return 0;
+        }
+    ab_mask mk;
+    char why[300];
+    int rc = ab_mask_make(&mk, bp->mask, bp->n, (uint64_t)bp->seed, why, sizeof why);
+    if (rc == AB_OK) {
+        bp->causal = mk.def->causal;
+        bp->mask_density = ab_mask_fraction(&mk);
+    } else snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, where, bp->mask, bp->n, why);
+    ab_mask_free(&mk);
+    return rc == AB_OK ? 0 : -1;
+}
+
 static int build_grid(const ab_config *c, const run_opts *o, int threads, base_pt **bases_out, int *nb_out,
                       job **jobs_out, int *nj_out, char *err, size_t errlen)
 {
@@ -140,89 +211,46 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
         for (int i = 0; i < ab_method_count && nm < 256; i++) ms[nm++] = ab_method_at(i);
     }
     unsigned devs = o->devices ? o->devices : c->devices;
-    size_t nb = (size_t)c->n_tasks * c->n_lens * c->n_heads * c->n_dims * c->n_masks * c->n_seeds * c->n_depths;
+    size_t nb = 0, jper = 0; /* problems, and jobs per problem at most */
+    for (int ti = 0; ti < c->n_tasks; ti++) {
+        ab_axes ax;
+        ab_config_axes(c, c->tasks[ti], &ax);
+        nb += (size_t)ax.n_lens * c->n_heads * c->n_dims * ax.n_masks * c->n_seeds * ax.n_depths;
+        size_t per = (size_t)(ax.n_dens > AB_CFG_LIST ? ax.n_dens : AB_CFG_LIST) + 1;
+        if (per > jper) jper = per;
+    }
     base_pt *bases = calloc(nb ? nb : 1, sizeof *bases);
-    size_t jcap = nb * (size_t)nm * 2 * (size_t)(AB_CFG_LIST + 1) + 1;
+    size_t jcap = nb * (size_t)nm * 2 * jper + 1;
     job *jobs = calloc(jcap, sizeof *jobs);
     if (!bases || !jobs) { free(bases); free(jobs); snprintf(err, errlen, "out of memory building the grid"); return -1; }
     int b = 0, nj = 0;
-    for (int ti = 0; ti < c->n_tasks; ti++)
-        for (int li = 0; li < c->n_lens; li++)
+    for (int ti = 0; ti < c->n_tasks; ti++) {
+        ab_axes ax;
+        ab_config_axes(c, c->tasks[ti], &ax);
+        for (int li = 0; li < ax.n_lens; li++)
             for (int hi = 0; hi < c->n_heads; hi++)
                 for (int di = 0; di < c->n_dims; di++)
-                    for (int ci = 0; ci < c->n_masks; ci++)
+                    for (int ci = 0; ci < ax.n_masks; ci++)
                         for (int si = 0; si < c->n_seeds; si++)
-                            for (int zi = 0; zi < c->n_depths; zi++) {
+                            for (int zi = 0; zi < ax.n_depths; zi++) {
                                 base_pt *bp = &bases[b];
-                                bp->task = ab_task_find(c->tasks[ti]);
-                                ab_params_defaults(bp->task->params, AB_TASK_MAX_PARAMS, &bp->tparams);
-                                for (int k = 0; k < bp->tparams.n; k++) {
-                                    const double *v;
-                                    if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0)
-                                        bp->tparams.v[k] = v[0];
-                                }
-                                for (int k = 0; k < AB_TASK_MAX_STRINGS && bp->task->string_params[k]; k++)
-                                    bp->tstr[k] = override_string(c->to, c->n_to, bp->task->name, bp->task->string_params[k]);
-                                bp->n = c->seq_lens[li];
+                                base_task(c, c->tasks[ti], bp);
+                                bp->n = ax.seq_lens[li];
                                 bp->heads = c->heads[hi];
                                 bp->d = c->head_dims[di];
-                                bp->mask = c->masks[ci];
+                                bp->mask = ax.masks[ci];
                                 bp->seed = c->seeds[si];
-                                bp->depth = c->depths[zi];
-                                /* the mask is bound again in each child that needs it; here
-                                 * only for its allowed-pair fraction (the failure rows too),
-                                 * once per (mask, N, seed) */
-                                int same = -1;
-                                for (int q = b - 1; q >= 0 && same < 0; q--)
-                                    if (bases[q].mask == bp->mask && bases[q].n == bp->n && bases[q].seed == bp->seed) same = q;
-                                ab_mask mk;
-                                char why[300];
-                                if (same >= 0) {
-                                    bp->causal = bases[same].causal;
-                                    bp->mask_density = bases[same].mask_density;
-                                } else if (ab_mask_make(&mk, bp->mask, bp->n, (uint64_t)bp->seed, why, sizeof why) != AB_OK) {
-                                    snprintf(err, errlen, "%s: [sweep] key 'masks': mask '%s' at N = %d: %s", c->path,
-                                             bp->mask, bp->n, why);
-                                    ab_mask_free(&mk);
+                                bp->depth = ax.depths[zi];
+                                bp->timed = ab_config_timed(c, bp->task->name, bp->depth);
+                                if (base_mask(c, bases, b, ax.masks_where, err, errlen)) {
                                     free(bases);
                                     free(jobs);
                                     return -1;
-                                } else {
-                                    bp->causal = mk.def->causal;
-                                    bp->mask_density = ab_mask_fraction(&mk);
-                                    ab_mask_free(&mk);
                                 }
-                                for (int mi = 0; mi < nm; mi++)
-                                    for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
-                                        if (!(devs & dv)) continue;
-                                        const ab_method *m = ms[mi];
-                                        job base_job = { .base = b, .m = m, .device = dv };
-                                        method_params(c, m, &base_job.params);
-                                        int kp = m->density_knob.param;
-                                        if (kp < 0) {
-                                            base_job.target = 1.0;
-                                            jobs[nj++] = base_job;
-                                        } else if (c->native) {
-                                            const double *v;
-                                            int nv = override_values(c->mo, c->n_mo, m->name, m->params[kp].name, &v);
-                                            double def = m->params[kp].def;
-                                            if (nv == 0) { v = &def; nv = 1; }
-                                            for (int k = 0; k < nv; k++) {
-                                                job jj = base_job;
-                                                jj.target = NAN;
-                                                jj.params.v[kp] = m->params[kp].is_int ? round(v[k]) : v[k];
-                                                jobs[nj++] = jj;
-                                            }
-                                        } else {
-                                            for (int k = 0; k < c->n_dens; k++) {
-                                                job jj = base_job;
-                                                jj.target = c->densities[k];
-                                                jobs[nj++] = jj;
-                                            }
-                                        }
-                                    }
+                                add_jobs(c, ms, nm, devs, &ax, b, jobs, &nj);
                                 b++;
                             }
+    }
     for (int i = 0; i < nj; i++) job_key(&bases[jobs[i].base], &jobs[i], c, threads, jobs[i].key);
     /* sharding: keep every shard_n-th job */
     if (o->shard_n > 1) {
@@ -345,6 +373,8 @@ typedef struct point_ctx {
     const char *save_dir; /* --save-tensors: OUT.h5.tensors, else NULL */
     const char *problem;  /* name of this problem's tensor file */
     double mem_limit;     /* RLIMIT_AS of the point's child in bytes; 0: none */
+    int round;            /* 0: calibrate, score and time; > 0: time again with `knob` */
+    double knob;          /* round > 0: the knob value round 0 settled on (NaN: none) */
 } point_ctx;
 
 /* Instance with knob value v; select; finalize; density. Returns rc. */
@@ -438,6 +468,114 @@ static void measure_point(const point_ctx *x, ab_point *p)
     ab_mask_free(&mk);
 }
 
+/* One call: a fresh layout, select() (+ finalize) and run(); their times in
+ * ms added to *sel and *run. */
+static int one_call(ab_instance *in, const ab_problem *pb, const ab_config *c, ab_layout *l, float *out, double *sel,
+                    double *run)
+{
+    ab_layout_free(l);
+    ab_layout_init(l, &pb->s, c->block_q, c->block_k);
+    double t0 = ab_now_ms();
+    int rc = ab_instance_select(in, pb, l);
+    if (rc == AB_OK) rc = ab_layout_finalize(l);
+    double t1 = ab_now_ms();
+    if (rc == AB_OK) rc = ab_instance_run(in, pb, l, out);
+    double t2 = ab_now_ms();
+    *sel += t1 - t0;
+    *run += t2 - t1;
+    return rc;
+}
+
+/* Calls per sample so one sample lasts at least min_sample_ms (Google
+ * Benchmark's iteration scaling): a lost scheduler slice (4 ms at HZ=250)
+ * then moves a sample by a small fraction, not by 2-10x. */
+static int batch_calls(double call_ms, double min_sample_ms)
+{
+    if (!(call_ms > 0) || min_sample_ms <= 0) return 1;
+    double k = ceil(min_sample_ms / call_ms);
+    return k < 1 ? 1 : k > 100000 ? 100000 : (int)k;
+}
+
+/* Time one round in this child: warm-up, then samples of the method, each
+ * paired with an adjacent sample of dense flash on the same problem (order
+ * D M, M D, D M, ...: a linear drift cancels over two pairs), until the
+ * round's repeat and time bounds are met. Records the samples (round 0 of
+ * this child's numbering: the parent renumbers) and what other processes
+ * and the hypervisor took meanwhile. */
+static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb, ab_layout *l, float *out, ab_point *p)
+{
+    const ab_config *c = x->c;
+    const ab_method *dm = ab_method_find("dense");
+    int paired = c->paired && dm && x->j->m != dm;
+    ab_instance dn;
+    ab_layout dl;
+    memset(&dl, 0, sizeof dl);
+    float *dout = NULL;
+    int rc = AB_OK, dn_live = 0;
+    if (paired) {
+        ab_params dp;
+        ab_params_defaults(dm->params, AB_MAX_PARAMS, &dp);
+        size_t t = (size_t)pb->s.heads * pb->s.seq_len * pb->s.head_dim;
+        dout = malloc(t * sizeof *dout);
+        if (dout && ab_instance_create(&dn, dm, &dp, &pb->s) == AB_OK) dn_live = 1;
+        else if (dout) ab_instance_destroy(&dn);
+        if (!dn_live) { paired = 0; snprintf(p->timing, sizeof p->timing, "unpaired"); }
+    }
+    /* warm-up (at least one call of each, which also sizes the batches) */
+    double tm = 0, td = 0;
+    for (int w = 0; w < (c->warmup > 1 ? c->warmup : 1) && rc == AB_OK; w++) {
+        double s0 = 0, r0 = 0;
+        rc = one_call(in, pb, c, l, out, &s0, &r0);
+        tm = s0 + r0;
+        if (rc == AB_OK && paired) {
+            double s1 = 0, r1 = 0;
+            rc = one_call(&dn, pb, c, &dl, dout, &s1, &r1);
+            td = s1 + r1;
+        }
+    }
+    const int km = batch_calls(tm, c->min_sample_ms), kd = batch_calls(td, c->min_sample_ms);
+    const int cap = AB_MAX_SAMPLES / c->rounds > 0 ? AB_MAX_SAMPLES / c->rounds : 1;
+    ab_cpuload la, lb;
+    p->load1 = ab_loadavg1();
+    ab_cpuload_read(&la);
+    const double start = ab_now_ms();
+    int n = 0;
+    while (rc == AB_OK) {
+        double sel = 0, run = 0, dsel = 0, drun = 0;
+        const int dense_first = paired && n % 2 == 0;
+        for (int k = 0; dense_first && k < kd && rc == AB_OK; k++) rc = one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
+        for (int k = 0; k < km && rc == AB_OK; k++) rc = one_call(in, pb, c, l, out, &sel, &run);
+        for (int k = 0; paired && !dense_first && k < kd && rc == AB_OK; k++)
+            rc = one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
+        if (rc) break;
+        p->sample_select_ms[n] = sel / km;
+        p->sample_run_ms[n] = run / km;
+        p->sample_dense_ms[n] = paired ? (dsel + drun) / kd : NAN;
+        p->sample_round[n] = 0;
+        p->sample_calls[n] = km;
+        n++;
+        const double el = (ab_now_ms() - start) / 1e3;
+        if ((n >= c->min_repeats && el >= c->min_time_s) || n >= c->max_repeats || n >= cap || el >= c->max_time_s)
+            break;
+    }
+    ab_cpuload_read(&lb);
+    double foreign, steal, total;
+    ab_cpuload_diff(&la, &lb, &foreign, &steal, &total);
+    p->foreign_pct = total > 0 ? 100.0 * foreign / total : NAN;
+    p->steal_pct = total > 0 ? 100.0 * steal / total : NAN;
+    p->n_samples = n;
+    p->calls = km;
+    p->rounds = 1;
+    if (rc) {
+        const char *e = *ab_instance_error(in) ? ab_instance_error(in) : dn_live && *ab_instance_error(&dn) ? ab_instance_error(&dn) : ab_strerror(rc);
+        ab_point_set_status(p, ab_status_of_code(rc), "timing round %d: %s", x->round + 1, e);
+    }
+    ab_layout_free(&dl);
+    if (dn_live) ab_instance_destroy(&dn);
+    free(dout);
+    return rc;
+}
+
 static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
 {
     const ab_config *c = x->c;
@@ -452,19 +590,23 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     char msg[256] = "";
     double knob = kp >= 0 ? prm.v[kp] : NAN, achieved = NAN;
 
-    if (kp >= 0 && !isnan(j->target)) {
+    if (x->round > 0) { /* the knob round 0 settled on: no second calibration */
+        if (kp >= 0 && !isnan(x->knob)) knob = x->knob;
+    } else if (kp >= 0 && !isnan(j->target)) {
         int rc = calibrate(x, &pb, j->target, &knob, &achieved, msg, sizeof msg);
         p->knob_value = knob;
         p->achieved_density = achieved;
         if (rc == 1) { ab_point_set_status(p, "calib_failed", "%s", msg); return; }
         if (rc) { ab_point_set_status(p, ab_status_of_code(rc), "calibration: %s", msg); return; }
-        prm.v[kp] = m->params[kp].is_int ? round(knob) : knob;
     }
+    if (kp >= 0) prm.v[kp] = m->params[kp].is_int ? round(knob) : knob;
     p->knob_value = knob;
     ab_params_format(m->params, AB_MAX_PARAMS, &prm, p->params, sizeof p->params);
     if (j->device == AB_GPU) { /* harness/gpu.c: upload, select, run, time with CUDA events, score */
         ab_gpu_point_in gi = { c, m, &prm, &pb, &a->ref, &a->ans };
         ab_gpu_measure(&gi, p);
+        snprintf(p->timing, sizeof p->timing, "unpaired");
+        p->rounds = 1;
         return;
     }
 
@@ -480,56 +622,29 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     if (!out) { ab_point_set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof(float)); ab_instance_destroy(&in); return; }
     ab_layout l;
     memset(&l, 0, sizeof l);
-    int n = 0, total = c->warmup;
-    double t_start = ab_now_ms(), sel[AB_MAX_SAMPLES], run[AB_MAX_SAMPLES], tot[AB_MAX_SAMPLES];
-    for (int it = 0;; it++) {
-        ab_layout_free(&l);
-        ab_layout_init(&l, &s, c->block_q, c->block_k);
-        double t0 = ab_now_ms();
-        rc = ab_instance_select(&in, &pb, &l);
-        if (rc == AB_OK) rc = ab_layout_finalize(&l);
-        double t1 = ab_now_ms();
-        if (rc == AB_OK && it == 0) {
-            char verr[200];
-            if (ab_layout_validate(&l, verr, sizeof verr)) {
-                ab_point_set_status(p, "error", "invalid layout: %s", verr);
-                goto done;
-            }
-        }
-        if (rc == AB_OK) rc = ab_instance_run(&in, &pb, &l, out);
-        double t2 = ab_now_ms();
-        if (rc) {
-            ab_point_set_status(p, ab_status_of_code(rc), "%s: %s", it == 0 ? "first call" : "repeat",
-                       *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+    if (x->round > 0) { /* timing only: round 0 scored this point */
+        if (time_round(x, &in, &pb, &l, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
+        goto done;
+    }
+    /* round 0: one call, checked and scored (every call computes the same) */
+    ab_layout_free(&l);
+    ab_layout_init(&l, &s, c->block_q, c->block_k);
+    rc = ab_instance_select(&in, &pb, &l);
+    if (rc == AB_OK) rc = ab_layout_finalize(&l);
+    if (rc == AB_OK) {
+        char verr[200];
+        if (ab_layout_validate(&l, verr, sizeof verr)) {
+            ab_point_set_status(p, "error", "invalid layout: %s", verr);
             goto done;
         }
-        if (it < total) continue; /* warm-up */
-        sel[n] = t1 - t0;
-        run[n] = t2 - t1;
-        tot[n] = t2 - t0;
-        n++;
-        double el = (ab_now_ms() - t_start) / 1e3;
-        if ((n >= c->min_repeats && el >= c->min_time_s) || n >= c->max_repeats || n >= AB_MAX_SAMPLES ||
-            el >= c->max_time_s)
-            break;
+        rc = ab_instance_run(&in, &pb, &l, out);
+    }
+    if (rc) {
+        ab_point_set_status(p, ab_status_of_code(rc), "first call: %s",
+                            *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        goto done;
     }
     {
-        ab_stats ss, sr, st;
-        ab_stats_compute(sel, n, &ss);
-        ab_stats_compute(run, n, &sr);
-        ab_stats_compute(tot, n, &st);
-        p->select_ms = ss.median;
-        p->run_ms = sr.median;
-        p->total_ms = st.median;
-        p->min_ms = st.min;
-        p->p10_ms = st.p10;
-        p->p90_ms = st.p90;
-        p->cv = st.cv;
-        p->n_samples = n;
-        for (int i = 0; i < n; i++) { p->sample_select_ms[i] = sel[i]; p->sample_run_ms[i] = run[i]; }
-        /* dense-equivalent work: QK^T and PV over the pairs the base mask allows */
-        double flops = 4.0 * b->heads * (double)b->n * b->n * b->d * ab_mask_fraction(mk);
-        p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
         p->achieved_density = ab_layout_density(&l);
         snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l.kind));
         snprintf(p->kernel, sizeof p->kernel, "%s", m->run ? "method" : ab_kernel_name(&l));
@@ -548,15 +663,125 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
             p->acc_trials = all;
         }
         char terr[200] = "";
-        if (sc.nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
-        else if (x->save_dir && ab_tensors_write_point(x->save_dir, j->key, x->problem, &pb, &l, out, terr, sizeof terr))
+        if (sc.nonfinite) {
+            ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
+            goto done;
+        }
+        if (x->save_dir && ab_tensors_write_point(x->save_dir, j->key, x->problem, &pb, &l, out, terr, sizeof terr)) {
             ab_point_set_status(p, "error", "--save-tensors: %s", terr);
-        else ab_point_set_status(p, "ok", "%s", "");
+            goto done;
+        }
     }
+    if (!b->timed) {
+        snprintf(p->timing, sizeof p->timing, "untimed");
+        ab_point_set_status(p, "ok", "%s", "");
+        goto done;
+    }
+    if (time_round(x, &in, &pb, &l, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
 done:
     ab_layout_free(&l);
     free(out);
     ab_instance_destroy(&in);
+}
+
+/* The point's figures from its samples (every round): medians, spread,
+ * the bootstrap intervals and the flags. */
+static void finish_timing(ab_point *p, const ab_config *c)
+{
+    int n = p->n_samples;
+    if (n <= 0 || strcmp(p->status, "ok")) return;
+    double *tot = malloc(sizeof(double) * (size_t)n * 2);
+    int *grp = malloc(sizeof(int) * (size_t)n * 2);
+    if (!tot || !grp) { free(tot); free(grp); return; }
+    double *rat = tot + n;
+    int *rgrp = grp + n, nr = 0;
+    for (int i = 0; i < n; i++) {
+        tot[i] = p->sample_select_ms[i] + p->sample_run_ms[i];
+        grp[i] = p->sample_round[i];
+        if (p->sample_calls[i] < 1) p->sample_calls[i] = 1;
+        if (p->sample_dense_ms[i] > 0) { rat[nr] = tot[i] / p->sample_dense_ms[i]; rgrp[nr++] = p->sample_round[i]; }
+        else p->sample_dense_ms[i] = NAN;
+    }
+    ab_stats st, ss, sr;
+    ab_stats_compute(tot, n, &st);
+    ab_stats_compute(p->sample_select_ms, n, &ss);
+    ab_stats_compute(p->sample_run_ms, n, &sr);
+    p->select_ms = ss.median;
+    p->run_ms = sr.median;
+    p->total_ms = st.median;
+    p->min_ms = st.min;
+    p->p10_ms = st.p10;
+    p->p90_ms = st.p90;
+    p->cv = st.cv;
+    const uint64_t seed = fnv1a(p->key);
+    ab_median_ci(tot, grp, n, 0.95, 2000, seed, &p->total_lo_ms, &p->total_hi_ms);
+    const double flops = 4.0 * p->heads * (double)p->seq_len * p->seq_len * p->head_dim * p->mask_density;
+    p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
+    p->rel_dense = p->rel_lo = p->rel_hi = p->dense_pair_ms = NAN;
+    if (!strcmp(p->method, "dense") && !strcmp(p->device, "cpu")) {
+        p->rel_dense = p->rel_lo = p->rel_hi = 1.0; /* the baseline, by definition */
+        p->dense_pair_ms = p->total_ms;
+    } else if (nr > 0) {
+        double *dd = malloc(sizeof(double) * (size_t)n);
+        int m = 0;
+        for (int i = 0; dd && i < n; i++)
+            if (p->sample_dense_ms[i] > 0) dd[m++] = p->sample_dense_ms[i];
+        p->dense_pair_ms = dd ? ab_median(dd, m) : NAN;
+        free(dd);
+        p->rel_dense = ab_median(rat, nr);
+        ab_median_ci(rat, rgrp, nr, 0.95, 2000, seed ^ 1, &p->rel_lo, &p->rel_hi);
+    }
+    /* flags: interference, and rounds whose medians disagree by > 20% */
+    char fl[sizeof p->timing] = "";
+    if (p->timing[0]) snprintf(fl, sizeof fl, "%s", p->timing);
+    /* interference: other processes needed more than the cores this point
+     * left idle plus interference_pct of the ones it used, or the
+     * hypervisor stole more than interference_pct of them */
+    const double ncpu = (double)ab_default_threads(), thr = p->threads > 0 ? p->threads : 1;
+    const double spare = ncpu > thr ? 100.0 * (ncpu - thr) / ncpu : 0, ours = 100.0 * (thr < ncpu ? thr : ncpu) / ncpu;
+    if ((p->foreign_pct > spare + c->interference_pct * ours / 100 || p->steal_pct > c->interference_pct * ours / 100) &&
+        !strstr(fl, "interference"))
+        snprintf(fl + strlen(fl), sizeof fl - strlen(fl), "%sinterference", fl[0] ? "," : "");
+    if (p->rounds > 1) {
+        double lo = INFINITY, hi = 0, *v = malloc(sizeof(double) * (size_t)n);
+        for (int r = 0; v && r < p->rounds; r++) {
+            int m = 0;
+            for (int i = 0; i < n; i++)
+                if (p->sample_round[i] == r) v[m++] = nr > 0 && p->sample_dense_ms[i] > 0 ? tot[i] / p->sample_dense_ms[i] : tot[i];
+            if (!m) continue;
+            double md = ab_median(v, m);
+            lo = md < lo ? md : lo;
+            hi = md > hi ? md : hi;
+        }
+        free(v);
+        if (lo > 0 && hi / lo > 1.2)
+            snprintf(fl + strlen(fl), sizeof fl - strlen(fl), "%srounds_disagree", fl[0] ? "," : "");
+    }
+    snprintf(p->timing, sizeof p->timing, "%s", fl);
+    free(tot);
+    free(grp);
+}
+
+/* Add a later round's samples (child result q) to the point p. */
+static void add_round(ab_point *p, const ab_point *q)
+{
+    const int r = p->rounds;
+    for (int i = 0; i < q->n_samples && p->n_samples < AB_MAX_SAMPLES; i++) {
+        const int k = p->n_samples++;
+        p->sample_select_ms[k] = q->sample_select_ms[i];
+        p->sample_run_ms[k] = q->sample_run_ms[i];
+        p->sample_dense_ms[k] = q->sample_dense_ms[i];
+        p->sample_round[k] = r;
+        p->sample_calls[k] = q->sample_calls[i];
+    }
+    p->rounds = r + 1;
+    if (q->calls > p->calls) p->calls = q->calls;
+    if (!(p->foreign_pct >= q->foreign_pct)) p->foreign_pct = q->foreign_pct;
+    if (!(p->steal_pct >= q->steal_pct)) p->steal_pct = q->steal_pct;
+    if (!(p->load1 >= q->load1)) p->load1 = q->load1;
+    if (q->timing[0] && !strstr(p->timing, q->timing))
+        snprintf(p->timing + strlen(p->timing), sizeof p->timing - strlen(p->timing), "%s%s", p->timing[0] ? "," : "",
+                 q->timing);
 }
 
 /* ---- the parent's loop --------------------------------------------------- */
@@ -585,6 +810,8 @@ static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int thre
     p->dense_gflops = NAN;
     p->recall_mass = p->recall_topk = p->rel_l2_err = p->max_abs_err = NAN;
     p->accuracy = p->acc_ci_lo = p->acc_ci_hi = NAN;
+    p->total_lo_ms = p->total_hi_ms = p->dense_pair_ms = p->rel_dense = p->rel_lo = p->rel_hi = NAN;
+    p->foreign_pct = p->steal_pct = p->load1 = NAN;
 }
 
 /* Fork fn(arg) into a child; wait up to timeout_s for it, reading `len`
@@ -899,25 +1126,30 @@ int ab_cmd_run(int argc, char **argv)
     }
     int tty = !o.quiet && isatty(STDERR_FILENO);
     int todo = 0, skipped = 0;
+    long units = 0; /* child runs expected: `rounds` per timed CPU point, 1 otherwise */
     for (int i = 0; i < nj; i++) {
-        if (o.resume && ab_store_has(st, jobs[i].key)) skipped++;
-        else todo++;
+        if (o.resume && ab_store_has(st, jobs[i].key)) { skipped++; continue; }
+        todo++;
+        units += jobs[i].device == AB_CPU && bases[jobs[i].base].timed ? c->rounds : 1;
     }
     if (!o.quiet)
-        fprintf(stderr, "attnbench: %d points to run (%d already stored), %d threads, output %s\n", todo, skipped,
-                threads, o.out);
+        fprintf(stderr, "attnbench: %d points to run (%d already stored), %d threads, %d timing round%s per point%s, output %s\n",
+                todo, skipped, threads, c->rounds, c->rounds > 1 ? "s" : "", c->paired ? " (paired with dense)" : "", o.out);
     calib_entry *cache = calloc((size_t)nj + 1, sizeof *cache);
     int ncache = 0, done = 0, failed = 0, store_failed = 0;
+    long units_done = 0;
     double t0 = ab_now_ms();
     ab_point *pt = malloc(sizeof *pt);
-    if (!cache || !pt) { ab_errorf("out of memory"); g_stop = -1; }
+    int *pj = malloc(sizeof(int) * (size_t)(nj + 1)), *order = malloc(sizeof(int) * (size_t)(nj + 1));
+    unsigned char *live = malloc((size_t)nj + 1);
+    if (!cache || !pt || !pj || !order || !live) { ab_errorf("out of memory"); g_stop = -1; }
 
     for (int bi = 0; bi < nb && !g_stop; bi++) {
         const base_pt *b = &bases[bi];
-        int pending = 0;
+        int np = 0; /* this problem's pending jobs, in grid order */
         for (int i = 0; i < nj; i++)
-            if (jobs[i].base == bi && !(o.resume && ab_store_has(st, jobs[i].key))) pending++;
-        if (!pending) continue;
+            if (jobs[i].base == bi && !(o.resume && ab_store_has(st, jobs[i].key))) pj[np++] = i;
+        if (!np) continue;
         size_t asz = arena_size(b, c);
         arena_hdr *a = mmap(NULL, asz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         int data_ok = 0, data_unsup = 0; /* data_unsup: the task has no valid trial here */
@@ -940,7 +1172,7 @@ int ab_cmd_run(int argc, char **argv)
             char okb;
             int ws = 0;
             int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws, NULL);
-            if (r == -3) break;
+            if (r == -3) { munmap(a, asz); break; }
             if (r == 1 && a->status == 0) data_ok = 1;
             else if (r == 1) {
                 snprintf(data_msg, sizeof data_msg, "data generation failed: %s", a->msg);
@@ -953,86 +1185,150 @@ int ab_cmd_run(int argc, char **argv)
                 snprintf(data_msg, sizeof data_msg, "data generation %s: %s", tmp.status, tmp.message);
             }
         }
-        for (int i = 0; i < nj && !g_stop; i++) {
-            const job *j = &jobs[i];
-            if (j->base != bi || (o.resume && ab_store_has(st, j->key))) continue;
-            fill_point_ids(pt, b, j, threads);
-            char gpu_why[256] = "";
-            if (!data_ok) {
-                ab_point_set_status(pt, data_unsup ? "unsupported" : strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
-            } else if (j->device == AB_GPU) {
-                /* ab_gpu_count() probes in its own child: this process never initialises CUDA */
-                if (!(j->m->devices & AB_GPU)) ab_point_set_status(pt, "unsupported", "method %s has no GPU implementation", j->m->name);
-                else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) ab_point_set_status(pt, "unsupported", "%s", gpu_why);
-                else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
-                    point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0 };
-                    for (int k = 0; k < ncache; k++)
-                        if (!strcmp(cache[k].method, j->m->name) && cache[k].target == j->target &&
-                            same_base_but_depth(&bases[cache[k].base_nodepth], b))
-                            x.cached_knob = cache[k].knob;
+        ab_point *res = calloc((size_t)np, sizeof *res);
+        if (!res) { ab_errorf("out of memory"); g_stop = -1; if (a) munmap(a, asz); break; }
+        /* Rounds: round 0 calibrates, scores and times each point in its own
+         * child; rounds 1.. time the timed points again, each in a fresh
+         * child, so a point's samples come from `rounds` processes spread over
+         * the problem's whole stretch of the sweep. Each round visits the
+         * points in its own shuffled order, so drift over time spreads over
+         * all of them instead of following the grid. */
+        uint64_t ord_seed = fnv1a(problem[0] ? problem : b->task->name);
+        for (int r = 0; r < c->rounds && !g_stop; r++) {
+            for (int q = 0; q < np; q++) order[q] = q;
+            uint64_t sm = ord_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(r + 1));
+            for (int q = np - 1; q > 0; q--) { /* Fisher-Yates with an LCG */
+                sm = sm * 6364136223846793005ull + 1442695040888963407ull;
+                int w = (int)((sm >> 33) % (uint64_t)(q + 1)), tmp = order[q];
+                order[q] = order[w];
+                order[w] = tmp;
+            }
+            for (int q = 0; q < np && !g_stop; q++) {
+                const int k = order[q];
+                const job *j = &jobs[pj[k]];
+                if (r > 0 && !live[k]) continue;
+                ab_point *pr = r == 0 ? &res[k] : pt;
+                fill_point_ids(pr, b, j, threads);
+                char gpu_why[256] = "";
+                int interrupted = 0;
+                if (r > 0) { /* timing only, with the knob round 0 found */
+                    point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, mem_limit, r, res[k].knob_value };
                     int ws = 0;
                     struct rusage ru;
-                    int r = run_isolated(point_entry, &x, pt, sizeof *pt, c->point_timeout_s, &ws, &ru);
-                    if (r == -3) break;
-                    if (r != 1) {
-                        fill_point_ids(pt, b, j, threads);
-                        classify_failure(pt, r, ws, c->point_timeout_s, &ru, 0);
+                    int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
+                    if (rr == -3) { interrupted = 1; break; }
+                    if (rr != 1) {
+                        fill_point_ids(pr, b, j, threads);
+                        classify_failure(pr, rr, ws, c->point_timeout_s, &ru, mem_limit);
+                    }
+                    if (!strcmp(pr->status, "ok")) add_round(&res[k], pr);
+                    else { /* a round that failed fails the point: no timing from the others */
+                        ab_point *f = &res[k];
+                        snprintf(f->status, sizeof f->status, "%s", pr->status);
+                        snprintf(f->message, sizeof f->message, "round %d of %d: %.200s", r + 1, c->rounds, pr->message);
+                        f->n_samples = 0;
+                        f->rounds = 0;
+                        live[k] = 0;
+                    }
+                    if (res[k].rounds >= c->rounds) live[k] = 0;
+                } else if (!data_ok) {
+                    ab_point_set_status(pr, data_unsup ? "unsupported" : strstr(data_msg, "oom") || strstr(data_msg, "memory") ? "oom" : "error", "%s", data_msg);
+                } else if (j->device == AB_GPU) {
+                    /* ab_gpu_count() probes in its own child: this process never initialises CUDA */
+                    if (!(j->m->devices & AB_GPU)) ab_point_set_status(pr, "unsupported", "method %s has no GPU implementation", j->m->name);
+                    else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) ab_point_set_status(pr, "unsupported", "%s", gpu_why);
+                    else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
+                        point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0, 0, NAN };
+                        for (int e = 0; e < ncache; e++)
+                            if (!strcmp(cache[e].method, j->m->name) && cache[e].target == j->target &&
+                                same_base_but_depth(&bases[cache[e].base_nodepth], b))
+                                x.cached_knob = cache[e].knob;
+                        int ws = 0;
+                        struct rusage ru;
+                        int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
+                        if (rr == -3) { interrupted = 1; break; }
+                        if (rr != 1) {
+                            fill_point_ids(pr, b, j, threads);
+                            classify_failure(pr, rr, ws, c->point_timeout_s, &ru, 0);
+                        }
+                    }
+                } else if (!(j->m->devices & AB_CPU)) {
+                    ab_point_set_status(pr, "unsupported", "method %s has no CPU implementation", j->m->name);
+                } else {
+                    point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit, 0, NAN };
+                    for (int e = 0; e < ncache; e++)
+                        if (!strcmp(cache[e].method, j->m->name) && cache[e].target == j->target &&
+                            same_base_but_depth(&bases[cache[e].base_nodepth], b))
+                            x.cached_knob = cache[e].knob;
+                    int ws = 0;
+                    struct rusage ru;
+                    int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
+                    if (rr == -3) { interrupted = 1; break; }
+                    if (rr != 1) {
+                        fill_point_ids(pr, b, j, threads);
+                        classify_failure(pr, rr, ws, c->point_timeout_s, &ru, mem_limit);
+                    } else if (!isnan(j->target) && !strcmp(pr->status, "ok") && isnan(x.cached_knob) && ncache < nj) {
+                        snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
+                        cache[ncache].base_nodepth = bi;
+                        cache[ncache].target = j->target;
+                        cache[ncache].knob = pr->knob_value;
+                        ncache++;
                     }
                 }
-            } else if (!(j->m->devices & AB_CPU)) {
-                ab_point_set_status(pt, "unsupported", "method %s has no CPU implementation", j->m->name);
-            } else {
-                point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit };
-                for (int k = 0; k < ncache; k++)
-                    if (!strcmp(cache[k].method, j->m->name) && cache[k].target == j->target &&
-                        same_base_but_depth(&bases[cache[k].base_nodepth], b))
-                        x.cached_knob = cache[k].knob;
-                int ws = 0;
-                struct rusage ru;
-                int r = run_isolated(point_entry, &x, pt, sizeof *pt, c->point_timeout_s, &ws, &ru);
-                if (r == -3) break;
-                if (r != 1) {
-                    fill_point_ids(pt, b, j, threads);
-                    classify_failure(pt, r, ws, c->point_timeout_s, &ru, mem_limit);
-                } else if (!isnan(j->target) && !strcmp(pt->status, "ok") && isnan(x.cached_knob) && ncache < nj) {
-                    snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
-                    cache[ncache].base_nodepth = bi;
-                    cache[ncache].target = j->target;
-                    cache[ncache].knob = pt->knob_value;
-                    ncache++;
+                if (r == 0) live[k] = j->device == AB_CPU && b->timed && !strcmp(pr->status, "ok") && pr->rounds == 1 &&
+                                      c->rounds > 1;
+                if (interrupted) break;
+                units_done++;
+                if (tty) {
+                    double el = (ab_now_ms() - t0) / 1e3;
+                    char eta[32], elb[32], dens[32];
+                    fmt_dur(units_done < units ? el / units_done * (units - units_done) : 0, eta, sizeof eta);
+                    fmt_dur(el, elb, sizeof elb);
+                    if (isnan(j->target)) snprintf(dens, sizeof dens, "native");
+                    else snprintf(dens, sizeof dens, "%.3g", j->target);
+                    fprintf(stderr, "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %.3g ms | %s elapsed, ETA %s",
+                            done, todo, r + 1, c->rounds, j->m->name, b->task->name, b->n, b->d, b->mask, dens, pr->status,
+                            (pr->sample_select_ms[0] + pr->sample_run_ms[0]), elb, eta);
                 }
             }
-            if (ab_store_append(st, pt, err, sizeof err)) {
+        }
+        /* A point is stored once all its rounds are done; an interrupt in the
+         * middle of a problem drops that problem's points (resume reruns them). */
+        for (int k = 0; k < np && !g_stop; k++) {
+            const job *j = &jobs[pj[k]];
+            ab_point *pr = &res[k];
+            finish_timing(pr, c);
+            if (ab_store_append(st, pr, err, sizeof err)) {
                 ab_errorf("%s", err);
                 store_failed = 1;
                 g_stop = -1;
                 break;
             }
             done++;
-            if (!ab_status_is_ok(pt->status) && strcmp(pt->status, "unsupported") && strcmp(pt->status, "calib_failed"))
+            if (!ab_status_is_ok(pr->status) && strcmp(pr->status, "unsupported") && strcmp(pr->status, "calib_failed"))
                 failed++;
-            if (!o.quiet) {
+            if (!o.quiet && !tty) {
                 double el = (ab_now_ms() - t0) / 1e3;
-                char eta[32], elb[32];
-                fmt_dur(done < todo ? el / done * (todo - done) : 0, eta, sizeof eta);
-                fmt_dur(el, elb, sizeof elb);
-                char dens[32];
+                char eta[32], dens[32];
+                fmt_dur(units_done < units ? el / units_done * (units - units_done) : 0, eta, sizeof eta);
                 if (isnan(j->target)) snprintf(dens, sizeof dens, "native");
                 else snprintf(dens, sizeof dens, "%.3g", j->target);
-                if (tty)
-                    fprintf(stderr, "\r\033[K[%d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %.3g ms | %s elapsed, ETA %s", done, todo,
-                            j->m->name, b->task->name, b->n, b->d, b->mask, dens, pt->status, pt->total_ms, elb, eta);
-                else
-                    fprintf(stderr, "[%d/%d] %s %s N=%d H=%d d=%d mask=%s density=%s -> %s total=%.4g ms recall=%.3f acc=%.3f%s%s (ETA %s)\n",
-                            done, todo, j->m->name, b->task->name, b->n, b->heads, b->d, b->mask, dens, pt->status, pt->total_ms,
-                            pt->recall_mass, pt->accuracy, pt->message[0] ? ": " : "", pt->message, eta);
+                fprintf(stderr, "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g] x dense %.3g recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
+                        done, todo, j->m->name, b->task->name, b->n, b->heads, b->d, b->mask, b->depth, dens, pr->status,
+                        pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, pr->rel_dense, pr->recall_mass, pr->accuracy,
+                        pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "", eta);
+                if (pr->message[0]) fprintf(stderr, "    %s\n", pr->message);
             }
         }
+        free(res);
         if (a) munmap(a, asz);
     }
     if (tty) fprintf(stderr, "\n");
     free(pt);
     free(cache);
+    free(pj);
+    free(order);
+    free(live);
     int interrupted = g_stop > 0;
     if (ab_store_close(st, err, sizeof err)) {
         ab_errorf("%s", err);

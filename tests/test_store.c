@@ -152,7 +152,22 @@ static void make_point(size_t i, ab_point *p)
     for (int k = 0; k < p->n_samples; k++) {
         p->sample_select_ms[k] = (double)i + 1e-3 * k;
         p->sample_run_ms[k] = k == 3 ? NAN : (double)i * 2 + 1e-4 * k;
+        p->sample_dense_ms[k] = k % 4 == 1 ? NAN : (double)i * 7 + 1e-5 * k;
+        p->sample_round[k] = k % 3;
+        p->sample_calls[k] = 1 + (int)((i + k) % 9);
     }
+    p->rounds = (int32_t)(i % 4);
+    p->calls = (int32_t)(i % 11 + 1);
+    p->total_lo_ms = p->total_ms * 0.9;
+    p->total_hi_ms = i % 7 == 0 ? NAN : p->total_ms * 1.1;
+    p->dense_pair_ms = 3.5 * (double)i;
+    p->rel_dense = i % 3 ? 0.125 * (double)i : NAN;
+    p->rel_lo = p->rel_dense * 0.95;
+    p->rel_hi = p->rel_dense * 1.05;
+    p->foreign_pct = 0.5 * (double)i;
+    p->steal_pct = i % 2 ? 0.0 : NAN;
+    p->load1 = 1.25;
+    snprintf(p->timing, sizeof p->timing, "%s", i % 3 == 0 ? "" : i % 3 == 1 ? "interference,rounds_disagree" : "untimed");
 }
 
 #define EQ_STR(f) cr_assert_str_eq(a->f, b->f, "point %zu: field " #f, idx)
@@ -177,7 +192,13 @@ static void assert_point_eq(const ab_point *a, const ab_point *b, size_t idx)
     EQ_INT(acc_trials);
     EQ_INT(rows_scored);
     EQ_STR(status); EQ_STR(message);
+    EQ_INT(rounds); EQ_INT(calls); EQ_DBL(total_lo_ms); EQ_DBL(total_hi_ms); EQ_DBL(dense_pair_ms);
+    EQ_DBL(rel_dense); EQ_DBL(rel_lo); EQ_DBL(rel_hi); EQ_DBL(foreign_pct); EQ_DBL(steal_pct); EQ_DBL(load1);
+    EQ_STR(timing);
     size_t ns = (size_t)a->n_samples;
+    cr_assert(memcmp(a->sample_dense_ms, b->sample_dense_ms, ns * sizeof(double)) == 0, "point %zu: sample_dense_ms", idx);
+    cr_assert(memcmp(a->sample_round, b->sample_round, ns * sizeof(int32_t)) == 0, "point %zu: sample_round", idx);
+    cr_assert(memcmp(a->sample_calls, b->sample_calls, ns * sizeof(int32_t)) == 0, "point %zu: sample_calls", idx);
     cr_assert(memcmp(a->sample_select_ms, b->sample_select_ms, ns * sizeof(double)) == 0,
               "point %zu: sample_select_ms", idx);
     cr_assert(memcmp(a->sample_run_ms, b->sample_run_ms, ns * sizeof(double)) == 0,
@@ -357,8 +378,11 @@ Test(store, file_layout_and_h5dump)
     cr_assert(H5Tget_member_index(ty, "message") >= 0);
     cr_assert(H5Tget_member_index(ty, "mask") >= 0);
     cr_assert(H5Tget_member_index(ty, "mask_density") >= 0);
+    cr_assert(H5Tget_member_index(ty, "rel_dense") >= 0);
+    cr_assert(H5Tget_member_index(ty, "total_lo_ms") >= 0);
+    cr_assert(H5Tget_member_index(ty, "timing") >= 0);
     H5Tclose(ty); H5Pclose(pl); H5Sclose(sp); H5Dclose(d);
-    /* /samples/KEY of point 1: [AB_MAX_SAMPLES][2] */
+    /* /samples/KEY of point 1: [AB_MAX_SAMPLES][5] round, calls, select, run, dense */
     char name[64];
     snprintf(name, sizeof name, "samples/%016llx", (unsigned long long)(0x9E3779B97F4A7C15ull * 2));
     d = H5Dopen2(f, name, H5P_DEFAULT);
@@ -367,7 +391,7 @@ Test(store, file_layout_and_h5dump)
     hsize_t sd[2];
     cr_assert_eq(H5Sget_simple_extent_dims(sp, sd, NULL), 2);
     cr_assert_eq(sd[0], AB_MAX_SAMPLES);
-    cr_assert_eq(sd[1], 2);
+    cr_assert_eq(sd[1], 5);
     H5Sclose(sp); H5Dclose(d);
     /* units */
     cr_assert(H5Aexists_by_name(f, "schema", "units", H5P_DEFAULT) > 0);
@@ -384,7 +408,7 @@ Test(store, file_layout_and_h5dump)
  * : 1, a missing number as NaN; resume rewrites it with the new columns. */
 typedef struct old_row {
     char key[24], method[32], task[32];
-    int32_t seq_len, heads, causal;
+    int32_t seq_len, heads, causal, n_samples;
     double total_ms, achieved_density;
     char status[16];
 } old_row;
@@ -404,6 +428,7 @@ static void make_old_schema_h5(const char *path)
         rows[i].achieved_density = 1.0;
     }
     rows[0].seq_len = 1024; rows[0].causal = 1;
+    rows[0].n_samples = 3; /* /samples/KEY in the layout before the timing protocol: [n][2] select, run */
     rows[1].seq_len = 512; rows[1].causal = 0;
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     cr_assert(f >= 0);
@@ -421,6 +446,7 @@ static void make_old_schema_h5(const char *path)
     H5Tinsert(t, "seq_len", offsetof(old_row, seq_len), H5T_NATIVE_INT32);
     H5Tinsert(t, "heads", offsetof(old_row, heads), H5T_NATIVE_INT32);
     H5Tinsert(t, "causal", offsetof(old_row, causal), H5T_NATIVE_INT32);
+    H5Tinsert(t, "n_samples", offsetof(old_row, n_samples), H5T_NATIVE_INT32);
     H5Tinsert(t, "total_ms", offsetof(old_row, total_ms), H5T_NATIVE_DOUBLE);
     H5Tinsert(t, "achieved_density", offsetof(old_row, achieved_density), H5T_NATIVE_DOUBLE);
     hsize_t dims[1] = { 2 };
@@ -431,6 +457,15 @@ static void make_old_schema_h5(const char *path)
     H5Dclose(d);
     H5Sclose(sp);
     H5Tclose(t);
+    hid_t g = H5Gcreate2(f, "samples", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    double smp[3][2] = { { 0.5, 1.0 }, { 0.25, 2.0 }, { 0.125, 3.0 } };
+    hsize_t sdims[2] = { 3, 2 };
+    sp = H5Screate_simple(2, sdims, NULL);
+    d = H5Dcreate2(g, "00000000000000aa", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, smp) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Gclose(g);
     H5Fclose(f);
 }
 
@@ -451,7 +486,14 @@ static void assert_old_rows(const char *path)
     cr_assert_eq(pts[1].total_ms, 2.5);
     cr_assert_str_eq(pts[1].status, "ok");
     cr_assert(isnan(pts[0].recall_mass) && isnan(pts[1].dense_gflops), "a number the file lacks reads as NaN");
-    cr_assert_eq(pts[0].n_samples, 0);
+    cr_assert(isnan(pts[0].rel_dense) && pts[0].rounds == 0 && !pts[0].timing[0], "no timing protocol fields");
+    cr_assert_eq(pts[0].n_samples, 3);
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(pts[0].sample_select_ms[k], 0.5 / (1 << k), "old [n][2] samples: select of %d", k);
+        cr_assert_eq(pts[0].sample_run_ms[k], 1.0 + k);
+        cr_assert(isnan(pts[0].sample_dense_ms[k]) && pts[0].sample_round[k] == 0 && pts[0].sample_calls[k] == 1);
+    }
+    cr_assert_eq(pts[1].n_samples, 0);
     free(pts);
 }
 

@@ -1,0 +1,193 @@
+/* test_timing.c — the timing protocol (docs/timing.md):
+ *   - the hierarchical bootstrap interval of a median: deterministic for a
+ *     seed, brackets the median, wider when rounds disagree than when the
+ *     same spread sits inside one round, safe with unequal rounds;
+ *   - a sweep with rounds = 3: every timed point has samples from three
+ *     child processes, a paired ratio to dense with an interval around it,
+ *     a latency interval around total_ms; the dense point is its own
+ *     baseline; points outside timed_tasks / timed_depths are scored only
+ *     (no time, flagged untimed); per-task axes ([task.NAME] seq_lens,
+ *     depths) shape the grid. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness/point.h"
+#include "harness/store.h"
+#include "harness/timing.h"
+
+Test(timing, median_ci_brackets_the_median_and_is_deterministic)
+{
+    double x[60];
+    int g[60];
+    for (int i = 0; i < 60; i++) {
+        x[i] = 10.0 + (double)((i * 37) % 11) * 0.1;
+        g[i] = i / 20;
+    }
+    double lo, hi, lo2, hi2;
+    ab_median_ci(x, g, 60, 0.95, 2000, 42, &lo, &hi);
+    ab_median_ci(x, g, 60, 0.95, 2000, 42, &lo2, &hi2);
+    double med = ab_median(x, 60);
+    cr_expect(lo <= med && med <= hi, "[%g, %g] misses the median %g", lo, hi, med);
+    cr_expect(lo == lo2 && hi == hi2, "same seed, different interval");
+    cr_expect(hi - lo < 1.0, "interval too wide: [%g, %g]", lo, hi);
+}
+
+Test(timing, median_ci_counts_the_spread_between_rounds)
+{
+    /* the same 60 values: once shuffled over three rounds, once with each
+     * round holding one level (rounds disagree): the second interval is wider */
+    double x[60];
+    int mixed[60], split[60];
+    for (int i = 0; i < 60; i++) {
+        x[i] = 10.0 + (double)(i / 20);
+        mixed[i] = i % 3;
+        split[i] = i / 20;
+    }
+    double lo1, hi1, lo2, hi2;
+    ab_median_ci(x, mixed, 60, 0.95, 2000, 7, &lo1, &hi1);
+    ab_median_ci(x, split, 60, 0.95, 2000, 7, &lo2, &hi2);
+    cr_expect(hi2 - lo2 > hi1 - lo1, "rounds that disagree give [%g, %g], mixed [%g, %g]", lo2, hi2, lo1, hi1);
+    cr_expect(lo2 <= 10.0 + 1e-12 && hi2 >= 12.0 - 1e-12, "between-round spread not covered: [%g, %g]", lo2, hi2);
+}
+
+Test(timing, median_ci_with_unequal_rounds_and_edge_cases)
+{
+    /* a big round drawn three times must fit (this overflowed once) */
+    double x[203];
+    int g[203];
+    for (int i = 0; i < 203; i++) {
+        x[i] = (double)i;
+        g[i] = i < 200 ? 0 : i - 199;
+    }
+    double lo, hi;
+    ab_median_ci(x, g, 203, 0.95, 500, 1, &lo, &hi);
+    cr_expect(isfinite(lo) && isfinite(hi) && lo <= hi);
+    ab_median_ci(x, NULL, 0, 0.95, 500, 1, &lo, &hi);
+    cr_expect(isnan(lo) && isnan(hi), "no samples: NaN");
+    double one = 3.0;
+    ab_median_ci(&one, NULL, 1, 0.95, 100, 1, &lo, &hi);
+    cr_expect(lo == 3.0 && hi == 3.0);
+}
+
+Test(timing, cpuload_reads_this_machine)
+{
+    ab_cpuload a, b;
+    ab_cpuload_read(&a);
+    volatile double s = 0;
+    for (int i = 0; i < 20000000; i++) s += i * 1e-9;
+    ab_cpuload_read(&b);
+    double foreign, steal, total;
+    ab_cpuload_diff(&a, &b, &foreign, &steal, &total);
+    cr_expect(a.ok && b.ok, "/proc/stat unreadable");
+    cr_expect(b.self_s > a.self_s, "our own CPU time did not advance");
+    cr_expect(foreign >= 0 && steal >= 0 && total >= 0);
+}
+
+/* ---- the protocol end to end --------------------------------------------- */
+static char g_dir[256];
+static void mk(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/ab_timing_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+static void rm(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) {}
+}
+TestSuite(protocol, .init = mk, .fini = rm, .timeout = 240);
+
+static const char *proto_cfg =
+    "[sweep]\n"
+    "tasks = needle, passkey\n"
+    "methods = dense, window, oracle_topk_block\n"
+    "seq_lens = 512, 1024\n"
+    "heads = 1\n"
+    "head_dims = 32\n"
+    "depths = 0.25, 0.5\n"
+    "densities = 0.5\n"
+    "block_q = 32\n"
+    "block_k = 32\n"
+    "threads = 1\n"
+    "[timing]\n"
+    "rounds = 3\n"
+    "warmup = 0\n"
+    "min_repeats = 2\n"
+    "max_repeats = 4\n"
+    "min_time_s = 0\n"
+    "min_sample_ms = 2\n"
+    "timed_tasks = needle\n"
+    "timed_depths = 0.5\n"
+    "[task.passkey]\n"
+    "seq_lens = 1024\n"
+    "depths = 0.75\n";
+
+Test(protocol, rounds_pairs_intervals_and_untimed_points)
+{
+    const char *bin = getenv("AB_BIN");
+    char cfg[300], out[300], cmd[1024];
+    snprintf(cfg, sizeof cfg, "%s/c.ini", g_dir);
+    snprintf(out, sizeof out, "%s/r.h5", g_dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs(proto_cfg, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' run -c '%s' -o '%s' -q", bin ? bin : "build/attnbench", cfg, out);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "run failed");
+    ab_point *p = NULL;
+    size_t n = 0;
+    char err[300];
+    cr_assert_eq(ab_results_read(out, &p, &n, NULL, err, sizeof err), 0, "%s", err);
+    /* needle: 2 N x 2 depths x 3 methods; passkey: its own N = 1024, depth 0.75 */
+    cr_assert_eq(n, 15u, "points: %zu", n);
+    int timed = 0, untimed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ab_point *q = &p[i];
+        cr_assert_str_eq(q->status, "ok", "%s %s N=%d: %s", q->method, q->task, q->seq_len, q->message);
+        if (!strcmp(q->task, "passkey")) {
+            cr_expect_eq(q->seq_len, 1024);
+            cr_expect_eq(q->depth, 0.75);
+        }
+        const int want_timed = !strcmp(q->task, "needle") && q->depth == 0.5;
+        if (!want_timed) {
+            untimed++;
+            cr_expect(isnan(q->total_ms) && q->n_samples == 0 && q->rounds == 0, "%s: scored-only point carries a time",
+                      q->method);
+            cr_expect(strstr(q->timing, "untimed"), "%s: flags '%s'", q->method, q->timing);
+            cr_expect(isfinite(q->recall_mass), "%s: scored-only point has no recall", q->method);
+            continue;
+        }
+        timed++;
+        cr_expect_eq(q->rounds, 3, "%s N=%d: %d rounds", q->method, q->seq_len, q->rounds);
+        int seen[3] = { 0 };
+        for (int k = 0; k < q->n_samples; k++) {
+            cr_assert(q->sample_round[k] >= 0 && q->sample_round[k] < 3);
+            seen[q->sample_round[k]]++;
+            cr_expect(q->sample_calls[k] >= 1);
+        }
+        for (int r = 0; r < 3; r++) cr_expect(seen[r] >= 2 && seen[r] <= 4, "%s: round %d has %d samples", q->method, r, seen[r]);
+        cr_expect(q->total_lo_ms <= q->total_ms && q->total_ms <= q->total_hi_ms, "%s: %g outside [%g, %g]", q->method,
+                  q->total_ms, q->total_lo_ms, q->total_hi_ms);
+        if (!strcmp(q->method, "dense")) {
+            cr_expect_eq(q->rel_dense, 1.0, "dense is its own baseline");
+            continue;
+        }
+        cr_expect(q->rel_dense > 0 && q->rel_lo <= q->rel_dense && q->rel_dense <= q->rel_hi, "%s: ratio %g [%g, %g]",
+                  q->method, q->rel_dense, q->rel_lo, q->rel_hi);
+        for (int k = 0; k < q->n_samples; k++) cr_expect(q->sample_dense_ms[k] > 0, "%s: unpaired sample %d", q->method, k);
+        /* the paired ratio agrees with total / the paired dense median */
+        double r = q->total_ms / q->dense_pair_ms;
+        cr_expect(fabs(log(r / q->rel_dense)) < 0.5, "%s: ratio %g vs totals %g", q->method, q->rel_dense, r);
+    }
+    cr_expect_eq(timed, 6);
+    cr_expect_eq(untimed, 9);
+    free(p);
+}
