@@ -59,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     argv[argc++] = "--dry-run";
     argv[argc++] = "--dry-run";
+    argv[argc++] = "--no-estimate";
     argv[argc] = NULL;
     ab_cmd_run(argc, argv);
     fflush(stdout);

@@ -13,6 +13,7 @@ int ab_cmd_plot(int argc, char **argv);
 int ab_cmd_merge(int argc, char **argv); /* harness/merge.c */
 int ab_cmd_check(int argc, char **argv); /* harness/check.c */
 int ab_cmd_mask(int argc, char **argv);  /* harness/mask.c */
+int ab_cmd_compare(int argc, char **argv); /* harness/compare.c */
 
 /* Print "attnbench: " + message + newline to stderr. */
 void ab_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

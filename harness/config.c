@@ -282,6 +282,59 @@ static int handler(void *user, const char *section, const char *name, const char
             int n;
             if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, sizeof why)) goto bad;
         } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths densities devices block_q block_k threads)");
+    } else if (!strncmp(section, "sweep.", 6)) {
+        const char *bn = section + 6;
+        ab_sweep_block *bk = NULL;
+        for (int i = 0; i < c->n_blocks; i++)
+            if (!strcmp(c->blocks[i].name, bn)) bk = &c->blocks[i];
+        if (!bk) {
+            if (!*bn || strlen(bn) >= AB_CFG_NAME) FAIL("a block needs a name of 1 to %d characters: [sweep.NAME]", AB_CFG_NAME - 1);
+            if (c->n_blocks >= AB_MAX_BLOCKS) FAIL("more than %d [sweep.NAME] blocks", AB_MAX_BLOCKS);
+            bk = &c->blocks[c->n_blocks++];
+            memset(bk, 0, sizeof *bk);
+            snprintf(bk->name, sizeof bk->name, "%s", bn);
+            bk->line = p->line;
+        }
+        if (!strcmp(name, "tasks")) {
+            if (ab_parse_name_list(value, bk->tasks, AB_CFG_LIST, &bk->n_tasks, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_tasks; i++)
+                if (!ab_task_find(bk->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", bk->tasks[i]);
+        } else if (!strcmp(name, "methods")) {
+            char tmp[2048];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            bk->methods_set = 1;
+            if (!strcmp(trim(tmp), "all")) { bk->n_methods = 0; return 1; }
+            if (ab_parse_name_list(value, bk->methods, AB_CFG_LIST, &bk->n_methods, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_methods; i++)
+                if (!ab_method_find(bk->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", bk->methods[i]);
+        } else if (!strcmp(name, "seq_lens")) {
+            if (parse_int_list(value, bk->seq_lens, AB_CFG_LIST, &bk->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
+            bk->lens_line = p->line;
+        } else if (!strcmp(name, "heads")) {
+            if (parse_int_list(value, bk->heads, AB_CFG_LIST, &bk->n_heads, 1, 1024, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "head_dims")) {
+            if (parse_int_list(value, bk->head_dims, AB_CFG_LIST, &bk->n_dims, 16, 512, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "masks")) {
+            if (parse_mask_list(value, bk->masks, &bk->n_masks, why, sizeof why)) goto bad;
+            bk->masks_line = p->line;
+        } else if (!strcmp(name, "seeds")) {
+            double t[AB_CFG_LIST];
+            if (parse_num_list(value, t, AB_CFG_LIST, &bk->n_seeds, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_seeds; i++) {
+                if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
+                bk->seeds[i] = (int64_t)t[i];
+            }
+        } else if (!strcmp(name, "depths")) {
+            if (parse_num_list(value, bk->depths, AB_CFG_LIST, &bk->n_depths, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_depths; i++)
+                if (bk->depths[i] < 0 || bk->depths[i] > 1) FAIL("depth %g is outside [0, 1]", bk->depths[i]);
+        } else if (!strcmp(name, "densities")) {
+            if (parse_num_list(value, bk->densities, AB_CFG_LIST, &bk->n_dens, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_dens; i++)
+                if (!(bk->densities[i] > 0 && bk->densities[i] <= 1))
+                    FAIL("density %g is outside (0, 1] ('native' is set once, in [sweep])", bk->densities[i]);
+        } else FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
+                    "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
     } else if (!strcmp(section, "timing")) {
         double v;
         int n;
@@ -345,37 +398,6 @@ static int handler(void *user, const char *section, const char *name, const char
         }
         int np = ab_param_count(list, cap), idx = -1;
         for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
-        if (idx < 0 && !is_m && (!strcmp(name, "seq_lens") || !strcmp(name, "masks") || !strcmp(name, "depths") ||
-                                 !strcmp(name, "densities"))) { /* this task's own sweep axis */
-            ab_task_axes *ax = NULL;
-            for (int i = 0; i < c->n_taxes; i++)
-                if (!strcmp(c->taxes[i].task, pname)) ax = &c->taxes[i];
-            if (!ax) {
-                if (c->n_taxes >= AB_CFG_TASK_AXES) FAIL("too many [task.NAME] sections with sweep axes");
-                ax = &c->taxes[c->n_taxes++];
-                memset(ax, 0, sizeof *ax);
-                snprintf(ax->task, sizeof ax->task, "%s", pname);
-            }
-            if (name[0] == 's') {
-                if (parse_int_list(value, ax->seq_lens, AB_CFG_LIST, &ax->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
-                ax->lens_line = p->line;
-            } else if (name[0] == 'm') {
-                if (parse_mask_list(value, ax->masks, &ax->n_masks, why, sizeof why)) goto bad;
-                ax->masks_line = p->line;
-            } else if (name[0] == 'd' && name[1] == 'e' && name[2] == 'p') {
-                if (parse_num_list(value, ax->depths, AB_CFG_LIST, &ax->n_depths, why, sizeof why)) goto bad;
-                for (int i = 0; i < ax->n_depths; i++)
-                    if (ax->depths[i] < 0 || ax->depths[i] > 1) FAIL("depth %g is outside [0, 1]", ax->depths[i]);
-                ax->depths_line = p->line;
-            } else {
-                if (parse_num_list(value, ax->densities, AB_CFG_LIST, &ax->n_dens, why, sizeof why)) goto bad;
-                for (int i = 0; i < ax->n_dens; i++)
-                    if (!(ax->densities[i] > 0 && ax->densities[i] <= 1))
-                        FAIL("density %g is outside (0, 1] ('native' is a [sweep] setting only)", ax->densities[i]);
-                ax->dens_line = p->line;
-            }
-            return 1;
-        }
         if (idx < 0 && !is_m) { /* a string-valued task key, e.g. file = ... */
             const ab_task *t = ab_task_find(pname);
             for (int i = 0; i < AB_TASK_MAX_STRINGS && t->string_params[i]; i++) {
@@ -403,8 +425,7 @@ static int handler(void *user, const char *section, const char *name, const char
                 strncat(names, " ", sizeof names - strlen(names) - 1);
                 strncat(names, list[i].name, sizeof names - strlen(names) - 1);
             }
-            FAIL("unknown parameter of %s '%s' (its parameters:%s%s)", is_m ? "method" : "task", pname, np ? names : " none",
-                 is_m ? "" : "; and the sweep axes seq_lens masks depths densities");
+            FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
         }
         if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
         ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
@@ -421,7 +442,7 @@ static int handler(void *user, const char *section, const char *name, const char
         }
         if (is_m) c->n_mo++; else c->n_to++;
     } else {
-        FAIL("unknown section [%s] (sections: sweep timing metrics calibration method.NAME task.NAME)", section);
+        FAIL("unknown section [%s] (sections: sweep sweep.NAME timing metrics calibration method.NAME task.NAME)", section);
     }
     return 1;
 bad:
@@ -432,28 +453,41 @@ bad:
     return 0;
 }
 
-void ab_config_axes(const ab_config *c, const char *task, ab_axes *a)
+int ab_config_ngrids(const ab_config *c) { return 1 + c->n_blocks; }
+
+void ab_config_grid(const ab_config *c, int g, ab_grid *o)
 {
-    const ab_task_axes *t = NULL;
-    for (int i = 0; i < c->n_taxes; i++)
-        if (!strcmp(c->taxes[i].task, task)) t = &c->taxes[i];
-    a->n_lens = c->n_lens; a->seq_lens = c->seq_lens; a->lens_line = c->lens_line;
-    snprintf(a->lens_where, sizeof a->lens_where, "[sweep] key 'seq_lens'");
-    a->n_masks = c->n_masks; a->masks = (const char (*)[AB_MASK_SPEC])c->masks; a->masks_line = c->masks_line;
-    snprintf(a->masks_where, sizeof a->masks_where, "[sweep] key '%s'", c->masks_key[0] == 'c' ? "causal" : "masks");
-    a->n_depths = c->n_depths; a->depths = c->depths;
-    a->n_dens = c->n_dens; a->densities = c->densities;
-    if (!t) return;
-    if (t->n_lens) {
-        a->n_lens = t->n_lens; a->seq_lens = t->seq_lens; a->lens_line = t->lens_line;
-        snprintf(a->lens_where, sizeof a->lens_where, "[task.%s] key 'seq_lens'", task);
+    memset(o, 0, sizeof *o);
+    o->name = "sweep";
+    o->n_tasks = c->n_tasks; o->tasks = (const char (*)[AB_CFG_NAME])c->tasks;
+    o->n_methods = c->n_methods; o->methods = (const char (*)[AB_CFG_NAME])c->methods;
+    o->n_lens = c->n_lens; o->seq_lens = c->seq_lens; o->lens_line = c->lens_line;
+    o->n_heads = c->n_heads; o->heads = c->heads;
+    o->n_dims = c->n_dims; o->head_dims = c->head_dims;
+    o->n_masks = c->n_masks; o->masks = (const char (*)[AB_MASK_SPEC])c->masks; o->masks_line = c->masks_line;
+    o->n_seeds = c->n_seeds; o->seeds = c->seeds;
+    o->n_depths = c->n_depths; o->depths = c->depths;
+    o->n_dens = c->n_dens; o->densities = c->densities;
+    snprintf(o->lens_where, sizeof o->lens_where, "[sweep] key 'seq_lens'");
+    snprintf(o->masks_where, sizeof o->masks_where, "[sweep] key '%s'", c->masks_key[0] == 'c' ? "causal" : "masks");
+    if (g <= 0 || g > c->n_blocks) return;
+    const ab_sweep_block *b = &c->blocks[g - 1];
+    o->name = b->name;
+    if (b->n_tasks) { o->n_tasks = b->n_tasks; o->tasks = (const char (*)[AB_CFG_NAME])b->tasks; }
+    if (b->methods_set) { o->n_methods = b->n_methods; o->methods = (const char (*)[AB_CFG_NAME])b->methods; }
+    if (b->n_lens) {
+        o->n_lens = b->n_lens; o->seq_lens = b->seq_lens; o->lens_line = b->lens_line;
+        snprintf(o->lens_where, sizeof o->lens_where, "[sweep.%s] key 'seq_lens'", b->name);
     }
-    if (t->n_masks) {
-        a->n_masks = t->n_masks; a->masks = (const char (*)[AB_MASK_SPEC])t->masks; a->masks_line = t->masks_line;
-        snprintf(a->masks_where, sizeof a->masks_where, "[task.%s] key 'masks'", task);
+    if (b->n_heads) { o->n_heads = b->n_heads; o->heads = b->heads; }
+    if (b->n_dims) { o->n_dims = b->n_dims; o->head_dims = b->head_dims; }
+    if (b->n_masks) {
+        o->n_masks = b->n_masks; o->masks = (const char (*)[AB_MASK_SPEC])b->masks; o->masks_line = b->masks_line;
+        snprintf(o->masks_where, sizeof o->masks_where, "[sweep.%s] key 'masks'", b->name);
     }
-    if (t->n_depths) { a->n_depths = t->n_depths; a->depths = t->depths; }
-    if (t->n_dens) { a->n_dens = t->n_dens; a->densities = t->densities; }
+    if (b->n_seeds) { o->n_seeds = b->n_seeds; o->seeds = b->seeds; }
+    if (b->n_depths) { o->n_depths = b->n_depths; o->depths = b->depths; }
+    if (b->n_dens) { o->n_dens = b->n_dens; o->densities = b->densities; }
 }
 
 int ab_config_timed(const ab_config *c, const char *task, double depth)
@@ -467,15 +501,14 @@ int ab_config_timed(const ab_config *c, const char *task, double depth)
     return 0;
 }
 
-/* Bind every base mask to every length of each task's sweep (with the first
- * seed: whether a mask fits N does not depend on the seed), so "document
- * lengths sum to 12288, not N = 16384" stops the run here, naming the key. */
+/* Bind every base mask to every length of each grid (with the first seed:
+ * whether a mask fits N does not depend on the seed), so "document lengths
+ * sum to 12288, not N = 16384" stops the run here, naming the key. */
 static int check_masks(const ab_config *c, char *err, size_t errlen)
 {
-    for (int ti = 0; ti < c->n_tasks; ti++) {
-        ab_axes ax;
-        ab_config_axes(c, c->tasks[ti], &ax);
-        const char *where = ax.masks_where;
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
         for (int k = 0; k < ax.n_masks; k++)
             for (int a = 0; a < ax.n_lens; a++) {
                 int seen = 0;
@@ -483,15 +516,15 @@ static int check_masks(const ab_config *c, char *err, size_t errlen)
                 if (seen) continue;
                 ab_mask m;
                 char why[400];
-                int rc = ab_mask_make(&m, ax.masks[k], ax.seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why);
+                int rc = ab_mask_make(&m, ax.masks[k], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why);
                 ab_mask_free(&m);
                 if (rc == AB_OK) continue;
                 if (ax.masks_line)
                     snprintf(err, errlen, "%s:%d: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_line,
-                             where, ax.masks[k], ax.seq_lens[a], why);
+                             ax.masks_where, ax.masks[k], ax.seq_lens[a], why);
                 else
-                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d (seq_lens): %s", c->path, where, ax.masks[k],
-                             ax.seq_lens[a], why);
+                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_where,
+                             ax.masks[k], ax.seq_lens[a], why);
                 return -1;
             }
     }
@@ -554,6 +587,12 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: [timing] key 'min_time_s': larger than max_time_s", path);
         return -1;
     }
+    for (int i = 0; i < c->n_blocks; i++)
+        if (c->native && c->blocks[i].n_dens) {
+            snprintf(err, errlen, "%s:%d: [sweep.%s] key 'densities': [sweep] densities = native applies to every block",
+                     path, c->blocks[i].line, c->blocks[i].name);
+            return -1;
+        }
     return check_masks(c, err, errlen);
 }
 
@@ -582,8 +621,11 @@ double ab_point_bytes(int heads, int n, int d)
 /* Ask each task with a check() hook about every shape of the grid. */
 static int check_tasks(const ab_config *c, char *err, size_t errlen)
 {
-    for (int ti = 0; ti < c->n_tasks; ti++) {
-        const ab_task *t = ab_task_find(c->tasks[ti]);
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+    ab_grid ax;
+    ab_config_grid(c, g, &ax);
+    for (int ti = 0; ti < ax.n_tasks; ti++) {
+        const ab_task *t = ab_task_find(ax.tasks[ti]);
         if (!t || !t->check) continue;
         ab_params p;
         ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &p);
@@ -600,23 +642,21 @@ static int check_tasks(const ab_config *c, char *err, size_t errlen)
                 ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
             }
         }
-        ab_axes ax;
-        ab_config_axes(c, t->name, &ax);
         for (int a = 0; a < ax.n_lens; a++)
             for (int f = 0; f < ax.n_masks; f++) {
                 ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
                 char why[400] = "";
-                if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)c->seeds[0], why, sizeof why) != AB_OK) {
+                if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why) != AB_OK) {
                     ab_mask_free(&mk);
                     snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where, ax.masks[f],
                              ax.seq_lens[a], why);
                     return -1;
                 }
-                for (int b = 0; b < c->n_heads; b++)
-                    for (int e = 0; e < c->n_dims; e++) {
+                for (int b = 0; b < ax.n_heads; b++)
+                    for (int e = 0; e < ax.n_dims; e++) {
                         ab_task_input in = { .p = &p, .str = str,
-                                             .s = { c->heads[b], ax.seq_lens[a], c->head_dims[e], mk.def->causal, 0, &mk },
-                                             .seed = (uint64_t)c->seeds[0], .depth = 0, .err = why, .errlen = sizeof why };
+                                             .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e], mk.def->causal, 0, &mk },
+                                             .seed = (uint64_t)ax.seeds[0], .depth = 0, .err = why, .errlen = sizeof why };
                         in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
                         if (t->check(&in) != AB_OK) {
                             if (line) snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name, why[0] ? why : "invalid input");
@@ -628,6 +668,7 @@ static int check_tasks(const ab_config *c, char *err, size_t errlen)
                 ab_mask_free(&mk);
             }
     }
+    }
     return 0;
 }
 
@@ -635,16 +676,16 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
 {
     if (check_tasks(c, err, errlen)) return -1;
     double avail = mem_available_bytes();
-    for (int ti = 0; ti < c->n_tasks; ti++) {
-        ab_axes ax;
-        ab_config_axes(c, c->tasks[ti], &ax);
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
         for (int a = 0; a < ax.n_lens; a++)
-            for (int b = 0; b < c->n_heads; b++)
-                for (int e = 0; e < c->n_dims; e++) {
-                    double need = ab_point_bytes(c->heads[b], ax.seq_lens[a], c->head_dims[e]);
+            for (int b = 0; b < ax.n_heads; b++)
+                for (int e = 0; e < ax.n_dims; e++) {
+                    double need = ab_point_bytes(ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
                     if (avail > 0 && need > 0.9 * avail) {
                         snprintf(err, errlen, "%s: %s: N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f GiB available",
-                                 c->path, ax.lens_where, ax.seq_lens[a], c->heads[b], c->head_dims[e], need / 1073741824.0,
+                                 c->path, ax.lens_where, ax.seq_lens[a], ax.heads[b], ax.head_dims[e], need / 1073741824.0,
                                  avail / 1073741824.0);
                         return -1;
                     }

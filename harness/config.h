@@ -23,27 +23,41 @@ typedef struct ab_override {
     int line;
 } ab_override;
 
-/* Sweep axes one task overrides in its [task.NAME] section (seq_lens, masks,
- * depths, densities); a count of 0 keeps the [sweep] list. */
-#define AB_CFG_TASK_AXES 16
-typedef struct ab_task_axes {
-    char task[AB_CFG_NAME];
-    int n_lens;   int seq_lens[AB_CFG_LIST];             int lens_line;
-    int n_masks;  char masks[AB_MAX_MASKS][AB_MASK_SPEC]; int masks_line;
-    int n_depths; double depths[AB_CFG_LIST];            int depths_line;
-    int n_dens;   double densities[AB_CFG_LIST];         int dens_line;
-} ab_task_axes;
+/* A [sweep.NAME] block: one more grid of the sweep, whose points are added
+ * to [sweep]'s (a point in both runs once). Each axis it does not set is
+ * [sweep]'s. So a config can time some lengths and score others, give a
+ * task its own lengths and depths, or run a second base mask on a subset. */
+#define AB_MAX_BLOCKS 16
+typedef struct ab_sweep_block {
+    char name[AB_CFG_NAME];
+    int line;
+    int n_tasks;    char tasks[AB_CFG_LIST][AB_CFG_NAME];   /* 0: inherit */
+    int methods_set, n_methods; char methods[AB_CFG_LIST][AB_CFG_NAME]; /* set and 0: all */
+    int n_lens;     int seq_lens[AB_CFG_LIST];  int lens_line;
+    int n_heads;    int heads[AB_CFG_LIST];
+    int n_dims;     int head_dims[AB_CFG_LIST];
+    int n_masks;    char masks[AB_MAX_MASKS][AB_MASK_SPEC]; int masks_line;
+    int n_seeds;    int64_t seeds[AB_CFG_LIST];
+    int n_depths;   double depths[AB_CFG_LIST];
+    int n_dens;     double densities[AB_CFG_LIST];
+} ab_sweep_block;
 
-/* The axes in effect for one task: its own lists where it has them, else
- * the [sweep] lists (pointers into the config). */
-typedef struct ab_axes {
-    int n_lens;   const int *seq_lens;
-    int n_masks;  const char (*masks)[AB_MASK_SPEC];
-    int n_depths; const double *depths;
-    int n_dens;   const double *densities;
-    int lens_line, masks_line; /* where the lists were set (0: default) */
-    char lens_where[80], masks_where[80]; /* "[sweep] key 'seq_lens'", "[task.X] key 'seq_lens'" */
-} ab_axes;
+/* One grid as the sweep sees it: [sweep] (g = 0) or block g - 1 with the
+ * axes it inherits (pointers into the config). */
+typedef struct ab_grid {
+    const char *name;  /* "sweep" or the block's NAME */
+    int n_tasks;   const char (*tasks)[AB_CFG_NAME];
+    int n_methods; const char (*methods)[AB_CFG_NAME]; /* 0: all */
+    int n_lens;    const int *seq_lens;
+    int n_heads;   const int *heads;
+    int n_dims;    const int *head_dims;
+    int n_masks;   const char (*masks)[AB_MASK_SPEC];
+    int n_seeds;   const int64_t *seeds;
+    int n_depths;  const double *depths;
+    int n_dens;    const double *densities;
+    int lens_line, masks_line;            /* where those lists were set (0: default) */
+    char lens_where[80], masks_where[80]; /* "[sweep] key 'seq_lens'", "[sweep.X] key 'masks'" */
+} ab_grid;
 
 typedef struct ab_config {
     char path[512];
@@ -67,7 +81,7 @@ typedef struct ab_config {
     int block_q, block_k;
     int threads;    /* 0 = all online cores */
     int lens_line;
-    int n_taxes; ab_task_axes taxes[AB_CFG_TASK_AXES];
+    int n_blocks; ab_sweep_block blocks[AB_MAX_BLOCKS];
     /* [timing] (docs/timing.md); warmup..max_time_s are per round */
     int warmup, min_repeats, max_repeats;
     double min_time_s, max_time_s, point_timeout_s;
@@ -88,8 +102,9 @@ typedef struct ab_config {
     int n_to; ab_override to[AB_CFG_OVERRIDES];
 } ab_config;
 
-/* The axes in effect for `task`. */
-void ab_config_axes(const ab_config *c, const char *task, ab_axes *a);
+/* Grids of the sweep: [sweep] and each [sweep.NAME] block. */
+int ab_config_ngrids(const ab_config *c);
+void ab_config_grid(const ab_config *c, int g, ab_grid *out);
 /* 1 when points of this task and depth are timed, 0 when only scored. */
 int ab_config_timed(const ab_config *c, const char *task, double depth);
 

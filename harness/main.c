@@ -17,6 +17,7 @@ static void usage(FILE *f)
             "  show OUT.h5                   summary table in the terminal\n"
             "  export OUT.h5 -d DIR          TSV per figure\n"
             "  merge A.h5 B.h5 ... -o ALL.h5 merge result files (shards) by point key\n"
+            "  compare A.h5 B.h5             latency and speedup ratios B/A per point, with intervals\n"
             "  plot OUT.h5 -d DIR            all figures (PNG + SVG) via gnuplot\n"
             "  check [--methods a,b]         every method vs the fp64 reference on its own layout\n"
             "  mask METHOD -o FILE.png       draw a method's layout (--gallery: every method)\n\n"
@@ -99,6 +100,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "merge")) return ab_cmd_merge(argc - 1, argv + 1);
     if (!strcmp(cmd, "check")) return ab_cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "mask")) return ab_cmd_mask(argc - 1, argv + 1);
+    if (!strcmp(cmd, "compare")) return ab_cmd_compare(argc - 1, argv + 1);
     ab_errorf("unknown command '%s' (see: attnbench --help)", cmd);
     return 2;
 }

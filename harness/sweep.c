@@ -67,7 +67,7 @@ typedef struct job {
 
 typedef struct run_opts {
     const char *config, *out;
-    int resume, dry_run, quiet, threads, shard_i, shard_n, save_tensors;
+    int resume, dry_run, quiet, threads, shard_i, shard_n, save_tensors, no_estimate;
     char methods[AB_CFG_LIST][AB_CFG_NAME];
     int n_methods;
     unsigned devices;
@@ -128,7 +128,7 @@ static void method_params(const ab_config *c, const ab_method *m, ab_params *p)
 }
 
 /* Append the jobs of one problem: every method x device x density. */
-static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_axes *ax, int b,
+static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_grid *ax, int b,
                      job *jobs, int *nj)
 {
     for (int mi = 0; mi < nm; mi++)
@@ -176,14 +176,15 @@ static void base_task(const ab_config *c, const char *task, base_pt *bp)
 }
 
 /* The mask's causal flag and allowed-pair fraction at (N, seed), once per
- * (mask, N, seed); the mask is bound again in each child that needs it. */
-static int base_mask(const ab_config *c, base_pt *bases, int b, const char *where, char *err, size_t errlen)
+ * (mask, N, seed) (cached in *mc); the mask is bound again in each child. */
+typedef struct mask_memo { const char *mask; int n; int64_t seed; int causal; double frac; } mask_memo;
+static int base_mask(const ab_config *c, base_pt *bp, mask_memo **mc, int *nmc, const char *where, char *err,
+                     size_t errlen)
 {
-    base_pt *bp = &bases[b];
-    for (int q = b - 1; q >= 0; q--)
-        if (!strcmp(bases[q].mask, bp->mask) && bases[q].n == bp->n && bases[q].seed == bp->seed) {
-            bp->causal = bases[q].causal;
-            bp->mask_density = bases[q].mask_density;
+    for (int q = 0; q < *nmc; q++)
+        if ((*mc)[q].n == bp->n && (*mc)[q].seed == bp->seed && !strcmp((*mc)[q].mask, bp->mask)) {
+            bp->causal = (*mc)[q].causal;
+            bp->mask_density = (*mc)[q].frac;
             return 0;
         }
     ab_mask mk;
@@ -192,66 +193,119 @@ static int base_mask(const ab_config *c, base_pt *bases, int b, const char *wher
     if (rc == AB_OK) {
         bp->causal = mk.def->causal;
         bp->mask_density = ab_mask_fraction(&mk);
+        mask_memo *nm = realloc(*mc, sizeof **mc * (size_t)(*nmc + 1));
+        if (nm) {
+            *mc = nm;
+            nm[(*nmc)++] = (mask_memo){ bp->mask, bp->n, bp->seed, bp->causal, bp->mask_density };
+        }
     } else snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, where, bp->mask, bp->n, why);
     ab_mask_free(&mk);
     return rc == AB_OK ? 0 : -1;
 }
 
+/* Open-addressing set of 64-bit hashes -> index (dedupe of problems and
+ * points across grids). */
+typedef struct hidx { uint64_t *h; int *v; size_t cap; } hidx;
+static int hidx_init(hidx *x, size_t n)
+{
+    x->cap = 16;
+    while (x->cap < 2 * n + 16) x->cap <<= 1;
+    x->h = calloc(x->cap, sizeof *x->h);
+    x->v = malloc(x->cap * sizeof *x->v);
+    return x->h && x->v ? 0 : -1;
+}
+static void hidx_free(hidx *x) { free(x->h); free(x->v); }
+/* index stored under h, else stores v and returns -1 (h != 0) */
+static int hidx_get_put(hidx *x, uint64_t h, int v)
+{
+    if (!h) h = 1;
+    for (size_t i = (size_t)h & (x->cap - 1);; i = (i + 1) & (x->cap - 1)) {
+        if (!x->h[i]) { x->h[i] = h; x->v[i] = v; return -1; }
+        if (x->h[i] == h) return x->v[i];
+    }
+}
+
+static uint64_t base_hash(const base_pt *b)
+{
+    char buf[AB_MASK_SPEC + 160];
+    snprintf(buf, sizeof buf, "%s|%d|%d|%d|%s|%lld|%.17g", b->task->name, b->n, b->heads, b->d, b->mask,
+             (long long)b->seed, b->depth);
+    return fnv1a(buf);
+}
+
+/* Every grid of the config ([sweep] and its [sweep.NAME] blocks) expanded
+ * in order; a problem or a point that two grids share is kept once (the
+ * first), so blocks may overlap freely. */
 static int build_grid(const ab_config *c, const run_opts *o, int threads, base_pt **bases_out, int *nb_out,
                       job **jobs_out, int *nj_out, char *err, size_t errlen)
 {
-    /* methods in the run: CLI list, else config list, else all */
-    const ab_method *ms[256];
-    int nm = 0;
-    if (o->n_methods) {
-        for (int i = 0; i < o->n_methods; i++) ms[nm++] = ab_method_find(o->methods[i]);
-    } else if (c->n_methods) {
-        for (int i = 0; i < c->n_methods; i++) ms[nm++] = ab_method_find(c->methods[i]);
-    } else {
-        for (int i = 0; i < ab_method_count && nm < 256; i++) ms[nm++] = ab_method_at(i);
-    }
     unsigned devs = o->devices ? o->devices : c->devices;
-    size_t nb = 0, jper = 0; /* problems, and jobs per problem at most */
-    for (int ti = 0; ti < c->n_tasks; ti++) {
-        ab_axes ax;
-        ab_config_axes(c, c->tasks[ti], &ax);
-        nb += (size_t)ax.n_lens * c->n_heads * c->n_dims * ax.n_masks * c->n_seeds * ax.n_depths;
-        size_t per = (size_t)(ax.n_dens > AB_CFG_LIST ? ax.n_dens : AB_CFG_LIST) + 1;
-        if (per > jper) jper = per;
+    size_t nb = 0, nj_cap = 0;
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
+        size_t nbg = (size_t)ax.n_tasks * ax.n_lens * ax.n_heads * ax.n_dims * ax.n_masks * ax.n_seeds * ax.n_depths;
+        size_t nm = o->n_methods ? (size_t)o->n_methods : ax.n_methods ? (size_t)ax.n_methods : (size_t)ab_method_count;
+        size_t per = (size_t)(c->native ? AB_CFG_LIST : ax.n_dens) + 1;
+        nb += nbg;
+        nj_cap += nbg * nm * 2 * per;
     }
     base_pt *bases = calloc(nb ? nb : 1, sizeof *bases);
-    size_t jcap = nb * (size_t)nm * 2 * jper + 1;
-    job *jobs = calloc(jcap, sizeof *jobs);
-    if (!bases || !jobs) { free(bases); free(jobs); snprintf(err, errlen, "out of memory building the grid"); return -1; }
-    int b = 0, nj = 0;
-    for (int ti = 0; ti < c->n_tasks; ti++) {
-        ab_axes ax;
-        ab_config_axes(c, c->tasks[ti], &ax);
-        for (int li = 0; li < ax.n_lens; li++)
-            for (int hi = 0; hi < c->n_heads; hi++)
-                for (int di = 0; di < c->n_dims; di++)
-                    for (int ci = 0; ci < ax.n_masks; ci++)
-                        for (int si = 0; si < c->n_seeds; si++)
-                            for (int zi = 0; zi < ax.n_depths; zi++) {
-                                base_pt *bp = &bases[b];
-                                base_task(c, c->tasks[ti], bp);
-                                bp->n = ax.seq_lens[li];
-                                bp->heads = c->heads[hi];
-                                bp->d = c->head_dims[di];
-                                bp->mask = ax.masks[ci];
-                                bp->seed = c->seeds[si];
-                                bp->depth = ax.depths[zi];
-                                bp->timed = ab_config_timed(c, bp->task->name, bp->depth);
-                                if (base_mask(c, bases, b, ax.masks_where, err, errlen)) {
-                                    free(bases);
-                                    free(jobs);
-                                    return -1;
-                                }
-                                add_jobs(c, ms, nm, devs, &ax, b, jobs, &nj);
-                                b++;
-                            }
+    job *jobs = calloc(nj_cap + 1, sizeof *jobs);
+    mask_memo *mc = NULL;
+    int nmc = 0, rc = -1;
+    hidx hb = { 0 }, hj = { 0 };
+    if (!bases || !jobs || hidx_init(&hb, nb) || hidx_init(&hj, nj_cap)) {
+        snprintf(err, errlen, "out of memory building the grid");
+        goto fail;
     }
-    for (int i = 0; i < nj; i++) job_key(&bases[jobs[i].base], &jobs[i], c, threads, jobs[i].key);
+    int b = 0, nj = 0;
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
+        /* methods of this grid: CLI list, else the grid's, else all */
+        const ab_method *ms[256];
+        int nm = 0;
+        if (o->n_methods) {
+            for (int i = 0; i < o->n_methods; i++) ms[nm++] = ab_method_find(o->methods[i]);
+        } else if (ax.n_methods) {
+            for (int i = 0; i < ax.n_methods; i++) ms[nm++] = ab_method_find(ax.methods[i]);
+        } else {
+            for (int i = 0; i < ab_method_count && nm < 256; i++) ms[nm++] = ab_method_at(i);
+        }
+        for (int ti = 0; ti < ax.n_tasks; ti++)
+            for (int li = 0; li < ax.n_lens; li++)
+                for (int hi = 0; hi < ax.n_heads; hi++)
+                    for (int di = 0; di < ax.n_dims; di++)
+                        for (int ci = 0; ci < ax.n_masks; ci++)
+                            for (int si = 0; si < ax.n_seeds; si++)
+                                for (int zi = 0; zi < ax.n_depths; zi++) {
+                                    base_pt *bp = &bases[b];
+                                    memset(bp, 0, sizeof *bp);
+                                    base_task(c, ax.tasks[ti], bp);
+                                    bp->n = ax.seq_lens[li];
+                                    bp->heads = ax.heads[hi];
+                                    bp->d = ax.head_dims[di];
+                                    bp->mask = ax.masks[ci];
+                                    bp->seed = ax.seeds[si];
+                                    bp->depth = ax.depths[zi];
+                                    bp->timed = ab_config_timed(c, bp->task->name, bp->depth);
+                                    int bi = hidx_get_put(&hb, base_hash(bp), b);
+                                    if (bi < 0) { /* a new problem */
+                                        if (base_mask(c, bp, &mc, &nmc, ax.masks_where, err, errlen)) goto fail;
+                                        bi = b++;
+                                    }
+                                    int j0 = nj;
+                                    add_jobs(c, ms, nm, devs, &ax, bi, jobs, &nj);
+                                    int k = j0;
+                                    for (int q = j0; q < nj; q++) { /* keep points no earlier grid had */
+                                        job_key(&bases[bi], &jobs[q], c, threads, jobs[q].key);
+                                        if (hidx_get_put(&hj, fnv1a(jobs[q].key), q) < 0) jobs[k++] = jobs[q];
+                                    }
+                                    nj = k;
+                                }
+    }
+    /* problems in the order their points first appear, dropping empty ones */
     /* sharding: keep every shard_n-th job */
     if (o->shard_n > 1) {
         int k = 0;
@@ -260,7 +314,16 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
         nj = k;
     }
     *bases_out = bases; *nb_out = b; *jobs_out = jobs; *nj_out = nj;
-    return 0;
+    bases = NULL;
+    jobs = NULL;
+    rc = 0;
+fail:
+    hidx_free(&hb);
+    hidx_free(&hj);
+    free(mc);
+    free(bases);
+    free(jobs);
+    return rc;
 }
 
 /* ---- shared arena for one problem -------------------------------------- */
@@ -397,56 +460,138 @@ static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, do
     return rc;
 }
 
-/* Bisection on the density knob; returns 0 and the knob, 1 if the target
- * is out of reach (message says the reachable range), or an AB_E* code. */
+/* The knob in the space where density moves most evenly: log for
+ * log-scale knobs (when positive), else the knob itself. */
+static double to_u(const ab_knob *k, double v) { return k->log_scale && v > 0 ? log(v) : v; }
+static double from_u(const ab_knob *k, double u, double v_ref) { return k->log_scale && v_ref > 0 ? exp(u) : u; }
+
+/* Calibration: find a knob value whose achieved density is within
+ * tolerance of the target. select() only, so it is cheap next to timing,
+ * but an expensive selector at large N pays for every evaluation, so:
+ *   1. a guess (the knob the same method found for the same target on the
+ *      nearest problem of the sweep) is tried first: often it is already
+ *      within tolerance (one evaluation), else it brackets one side and a
+ *      few doubling steps usually find the other;
+ *   2. otherwise the knob's range ends bracket the target (or prove it is
+ *      out of reach: calib_failed);
+ *   3. the bracket shrinks by false position on (knob or log knob, log
+ *      density) with the Illinois modification (superlinear on smooth
+ *      curves), falling back to bisection whenever a step does not at
+ *      least halve the bracket, and stepping by whole units for integer
+ *      knobs.
+ * Returns 0 and the knob, 1 if the target is out of reach (message says
+ * the reachable range, or the nearest value), or an AB_E* code. */
+static int g_calib_evals; /* select() evaluations of the last calibration (AB_CALIB_TRACE) */
 static int calibrate(const point_ctx *x, const ab_problem *pb, double target, double *knob,
                      double *achieved, char *msg, size_t ml)
 {
     const ab_method *m = x->j->m;
-    const ab_param *kp = &m->params[m->density_knob.param];
+    const ab_knob *kn = &m->density_knob;
+    const ab_param *kp = &m->params[kn->param];
     const double tol = x->c->tolerance;
-    const int lg = m->density_knob.log_scale, inc = m->density_knob.increasing;
-    double lo = kp->min, hi = kp->max, dlo, dhi, dv;
-    int rc;
+    const int inc = kn->increasing;
+    int rc, evals = 0;
+    double dv;
 #define WITHIN(dd) (fabs((dd) - target) <= tol * target)
-    if (!isnan(x->cached_knob)) {
-        rc = eval_knob(x, pb, x->j->params, x->cached_knob, &dv, msg, ml);
-        if (rc) return rc;
-        if (WITHIN(dv)) { *knob = x->cached_knob; *achieved = dv; return 0; }
-    }
-    if ((rc = eval_knob(x, pb, x->j->params, lo, &dlo, msg, ml))) return rc;
-    if ((rc = eval_knob(x, pb, x->j->params, hi, &dhi, msg, ml))) return rc;
-    if (WITHIN(dlo)) { *knob = lo; *achieved = dlo; return 0; }
-    if (WITHIN(dhi)) { *knob = hi; *achieved = dhi; return 0; }
-    double dmin = inc ? dlo : dhi, dmax = inc ? dhi : dlo;
-    if (target < dmin || target > dmax) {
-        snprintf(msg, ml, "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]",
-                 target, dmin, dmax, kp->name, kp->min, kp->max);
-        *achieved = target < dmin ? dmin : dmax;
-        *knob = target < dmin ? (inc ? lo : hi) : (inc ? hi : lo);
-        return 1;
-    }
-    double best = lo, bestd = dlo;
-    for (int it = 0; it < x->c->max_iters; it++) {
-        double mid = lg ? sqrt(lo * hi) : 0.5 * (lo + hi);
-        if (kp->is_int) {
-            mid = round(mid);
-            if (mid <= lo) mid = lo + 1;
-            if (mid >= hi) mid = hi - 1;
-            if (hi - lo <= 1) break;
+#define EVAL(v, out) (evals++, g_calib_evals = evals, eval_knob(x, pb, x->j->params, (v), (out), msg, ml))
+    /* f > 0: density above the target */
+#define F_OF(dd) ((dd) > 0 ? log((dd) / target) : -50.0)
+    double best = NAN, bestd = NAN;
+#define KEEP(v, dd) do { if (isnan(bestd) || fabs((dd) - target) < fabs(bestd - target)) { best = (v); bestd = (dd); } } while (0)
+    /* bracket: a = the side whose density is below the target, b = above */
+    double va = NAN, da = NAN, vb = NAN, db = NAN;
+    if (!isnan(x->cached_knob) && x->cached_knob >= kp->min && x->cached_knob <= kp->max) {
+        double g = kp->is_int ? round(x->cached_knob) : x->cached_knob;
+        if ((rc = EVAL(g, &dv))) return rc;
+        KEEP(g, dv);
+        if (WITHIN(dv)) { *knob = g; *achieved = dv; return 0; }
+        if (dv < target) { va = g; da = dv; } else { vb = g; db = dv; }
+        /* step towards the other side: x2 (log knobs) or an eighth of the range */
+        double step_u = kn->log_scale ? log(2.0) : (kp->max - kp->min) / 8;
+        for (int e = 0; e < 4 && (isnan(va) || isnan(vb)); e++, step_u *= 2) {
+            const int up = isnan(vb) == (inc != 0); /* move the knob up? */
+            double u = to_u(kn, g) + (up ? step_u : -step_u);
+            double v = from_u(kn, u, g);
+            if (kp->is_int) v = round(v);
+            if (v < kp->min) v = kp->min;
+            if (v > kp->max) v = kp->max;
+            if (v == g) break;
+            if ((rc = EVAL(v, &dv))) return rc;
+            KEEP(v, dv);
+            if (WITHIN(dv)) { *knob = v; *achieved = dv; return 0; }
+            if (dv < target) { va = v; da = dv; } else { vb = v; db = dv; }
+            g = v;
+            if (v == kp->min || v == kp->max) break;
         }
-        if ((rc = eval_knob(x, pb, x->j->params, mid, &dv, msg, ml))) return rc;
-        if (fabs(dv - target) < fabs(bestd - target)) { best = mid; bestd = dv; }
-        if (WITHIN(dv)) { *knob = mid; *achieved = dv; return 0; }
-        if ((dv < target) == (inc != 0)) lo = mid; else hi = mid;
     }
-    if (fabs(dhi - target) < fabs(bestd - target)) { best = hi; bestd = dhi; }
+    if (isnan(va) || isnan(vb)) { /* the range ends: the bracket, or proof the target is out of reach */
+        const double vlo_d = inc ? kp->min : kp->max, vhi_d = inc ? kp->max : kp->min; /* low / high density ends */
+        double dmin = NAN, dmax = NAN;
+        if (isnan(va)) {
+            if ((rc = EVAL(vlo_d, &dmin))) return rc;
+            KEEP(vlo_d, dmin);
+            if (WITHIN(dmin)) { *knob = vlo_d; *achieved = dmin; return 0; }
+            if (dmin < target) { va = vlo_d; da = dmin; }
+        }
+        if (isnan(vb)) {
+            if ((rc = EVAL(vhi_d, &dmax))) return rc;
+            KEEP(vhi_d, dmax);
+            if (WITHIN(dmax)) { *knob = vhi_d; *achieved = dmax; return 0; }
+            if (dmax > target) { vb = vhi_d; db = dmax; }
+        }
+        if (isnan(va) || isnan(vb)) {
+            double lo_d = isnan(dmin) ? da : dmin, hi_d = isnan(dmax) ? db : dmax;
+            snprintf(msg, ml, "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]",
+                     target, lo_d, hi_d, kp->name, kp->min, kp->max);
+            *achieved = isnan(va) ? (isnan(dmin) ? da : dmin) : (isnan(dmax) ? db : dmax);
+            *knob = isnan(va) ? vlo_d : vhi_d;
+            return 1;
+        }
+    }
+    /* false position (Illinois) inside [va, vb] (densities da < target < db) */
+    double fa = F_OF(da), fb = F_OF(db);
+    int side = 0; /* which end stayed twice: halve its f (Illinois) */
+    for (int it = 0; it < x->c->max_iters; it++) {
+        if (kp->is_int && fabs(vb - va) <= 1) break;
+        const int lg = kn->log_scale && va > 0 && vb > 0; /* both ends in one space */
+        const double ua = lg ? log(va) : va, ub = lg ? log(vb) : vb;
+        double u = fa != fb ? ua - fa * (ub - ua) / (fb - fa) : 0.5 * (ua + ub);
+        /* safeguard: stay inside, away from the ends; bisect when the last
+         * step kept the same end (slow convergence) */
+        const double w = ub - ua;
+        if (!(fabs(u - ua) > 0.05 * fabs(w) && fabs(ub - u) > 0.05 * fabs(w)) || side == 2 || side == -2)
+            u = 0.5 * (ua + ub);
+        double v = lg ? exp(u) : u;
+        if (kp->is_int) {
+            v = round(v);
+            double lo = fmin(va, vb), hi = fmax(va, vb);
+            if (v <= lo) v = lo + 1;
+            if (v >= hi) v = hi - 1;
+        }
+        if ((rc = EVAL(v, &dv))) return rc;
+        KEEP(v, dv);
+        if (WITHIN(dv)) { *knob = v; *achieved = dv; return 0; }
+        const double fv = F_OF(dv);
+        if (dv < target) {
+            va = v; fa = fv;
+            if (side < 0) fb *= 0.5;
+            side = side < 0 ? side - 1 : -1;
+        } else {
+            vb = v; fb = fv;
+            if (side > 0) fa *= 0.5;
+            side = side > 0 ? side + 1 : 1;
+        }
+        if (side == 3 || side == -3) side = 0;
+    }
     *knob = best;
     *achieved = bestd;
-    snprintf(msg, ml, "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g",
-             kp->name, target, tol * 100, bestd, kp->name, best);
+    snprintf(msg, ml, "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g (%d evaluations)",
+             kp->name, target, tol * 100, bestd, kp->name, best, evals);
     return 1;
 #undef WITHIN
+#undef EVAL
+#undef F_OF
+#undef KEEP
 }
 
 static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk);
@@ -593,7 +738,11 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     if (x->round > 0) { /* the knob round 0 settled on: no second calibration */
         if (kp >= 0 && !isnan(x->knob)) knob = x->knob;
     } else if (kp >= 0 && !isnan(j->target)) {
+        g_calib_evals = 0;
         int rc = calibrate(x, &pb, j->target, &knob, &achieved, msg, sizeof msg);
+        if (getenv("AB_CALIB_TRACE")) /* a debugging aid: how many select() calls calibration took */
+            fprintf(stderr, "\ncalibrate %s N=%d target %.3g: %d evaluations (guess %s), rc %d\n", m->name, b->n, j->target,
+                    g_calib_evals, isnan(x->cached_knob) ? "none" : "used", rc);
         p->knob_value = knob;
         p->achieved_density = achieved;
         if (rc == 1) { ab_point_set_status(p, "calib_failed", "%s", msg); return; }
@@ -963,11 +1112,211 @@ static double point_mem_limit(const ab_config *c)
 
 typedef struct calib_entry { char method[32]; int base_nodepth; double target, knob; } calib_entry;
 
+/* The knob to try first for job j on problem b: the one the same method
+ * found for the same target on the most similar problem so far (same
+ * problem but depth first, then same task, mask, heads and d at the
+ * nearest N, then any). NaN when the method has no entry yet. */
+static int same_base_but_depth(const base_pt *x, const base_pt *y);
+static double guess_knob(const calib_entry *cache, int ncache, const base_pt *bases, const base_pt *b, const job *j)
+{
+    double best = NAN, bestd = INFINITY;
+    for (int e = 0; e < ncache; e++) {
+        if (strcmp(cache[e].method, j->m->name) || cache[e].target != j->target) continue;
+        const base_pt *o = &bases[cache[e].base_nodepth];
+        double d;
+        if (same_base_but_depth(o, b)) d = 0;
+        else {
+            d = 1 + fabs(log((double)o->n / b->n));
+            if (o->task != b->task || strcmp(o->mask, b->mask) || o->heads != b->heads || o->d != b->d) d += 10;
+        }
+        if (d < bestd) { bestd = d; best = cache[e].knob; }
+    }
+    return best;
+}
+
 static int same_base_but_depth(const base_pt *x, const base_pt *y)
 {
     return x->task == y->task && x->n == y->n && x->heads == y->heads && x->d == y->d &&
            !strcmp(x->mask, y->mask) && x->seed == y->seed &&
            !memcmp(&x->tparams, &y->tparams, sizeof x->tparams);
+}
+
+/* ---- --dry-run: how long will this take? -------------------------------- */
+/* One method's cost on the probe problem (ms) and the density it ran at. */
+typedef struct probe_res { double sel_ms, run_ms, density; int ok; } probe_res;
+#define AB_PROBE_N 4096
+#define AB_PROBE_MAX 256
+
+typedef struct probe_arg {
+    const ab_config *c;
+    const base_pt *b;
+    const arena_hdr *a;
+    int threads;
+    const ab_method *ms[AB_PROBE_MAX];
+    int nm;
+} probe_arg;
+
+/* In a child: dense flash once, then every method's select()+run() at its
+ * default knob, each after one untimed call. Writes (nm + 1) probe_res. */
+static void probe_entry(void *arg, int fd)
+{
+    probe_arg *pa = arg;
+    omp_set_num_threads(pa->threads);
+    openblas_set_num_threads(pa->threads);
+    probe_res res[AB_PROBE_MAX + 1];
+    memset(res, 0, sizeof res);
+    ab_mask mk;
+    char why[200];
+    if (ab_mask_make(&mk, pa->b->mask, pa->b->n, (uint64_t)pa->b->seed, why, sizeof why) == AB_OK) {
+        ab_shape s = { pa->b->heads, pa->b->n, pa->b->d, mk.def->causal, 1.0f / sqrtf((float)pa->b->d), &mk };
+        ab_problem pb = { s, pa->a->q, pa->a->k, pa->a->v, (uint64_t)pa->b->seed, pa->threads };
+        float *out = malloc((size_t)s.heads * s.seq_len * s.head_dim * sizeof(float));
+        const ab_method *dm = ab_method_find("dense");
+        for (int i = -1; out && i < pa->nm; i++) {
+            const ab_method *m = i < 0 ? dm : pa->ms[i];
+            probe_res *r = &res[i + 1];
+            if (!m || !(m->devices & AB_CPU)) continue;
+            ab_params prm;
+            method_params(pa->c, m, &prm);
+            ab_instance in;
+            ab_layout l;
+            memset(&l, 0, sizeof l);
+            if (ab_instance_create(&in, m, &prm, &s) == AB_OK) {
+                double s0 = 0, r0 = 0, s1 = 0, r1 = 0;
+                if (one_call(&in, &pb, pa->c, &l, out, &s0, &r0) == AB_OK &&
+                    one_call(&in, &pb, pa->c, &l, out, &s1, &r1) == AB_OK) {
+                    r->sel_ms = s1;
+                    r->run_ms = r1;
+                    r->density = ab_layout_density(&l);
+                    r->ok = 1;
+                }
+            }
+            ab_layout_free(&l);
+            ab_instance_destroy(&in);
+        }
+        free(out);
+    }
+    ab_mask_free(&mk);
+    if (write(fd, res, sizeof res) != (ssize_t)sizeof res) _exit(3);
+}
+
+static void fmt_dur(double s, char *buf, size_t n);
+
+/* Time every method once on the largest problem of the grid, shrunk to
+ * N <= AB_PROBE_N, and add up a cost model of the whole run (docs/timing.md):
+ * work scales as N^2 * heads * d * allowed pairs; per point: calibration
+ * (~3 select() calls), one scored call, and for timed points `rounds` x
+ * (warm-up + samples) of the method and of dense, with batching. */
+static void dry_run_estimate(const ab_config *c, const base_pt *bases, int nb, const job *jobs, int nj, int threads)
+{
+    if (nj == 0) return;
+    int big = 0;
+    for (int i = 1; i < nb; i++)
+        if ((double)bases[i].n * bases[i].n * bases[i].heads * bases[i].d * bases[i].mask_density >
+            (double)bases[big].n * bases[big].n * bases[big].heads * bases[big].d * bases[big].mask_density)
+            big = i;
+    base_pt pbase = bases[big];
+    if (pbase.n > AB_PROBE_N) pbase.n = AB_PROBE_N;
+    ab_mask mk;
+    char why[300];
+    if (ab_mask_make(&mk, pbase.mask, pbase.n, (uint64_t)pbase.seed, why, sizeof why) != AB_OK) pbase.mask = "causal";
+    else pbase.mask_density = ab_mask_fraction(&mk);
+    ab_mask_free(&mk);
+    if (!strcmp(pbase.mask, "causal")) pbase.mask_density = (pbase.n + 1.0) / (2.0 * pbase.n);
+    probe_arg pa;
+    memset(&pa, 0, sizeof pa);
+    for (int i = 0; i < nj && pa.nm < AB_PROBE_MAX; i++) {
+        int seen = 0;
+        for (int k = 0; k < pa.nm; k++) seen |= pa.ms[k] == jobs[i].m;
+        if (!seen) pa.ms[pa.nm++] = jobs[i].m;
+    }
+    fprintf(stderr, "attnbench: estimating: timing %d methods once on %s at N = %d (H = %d, d = %d, mask %s)...\n",
+            pa.nm, pbase.task->name, pbase.n, pbase.heads, pbase.d, pbase.mask);
+    size_t asz = arena_size(&pbase, c);
+    arena_hdr *a = mmap(NULL, asz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED) { printf("estimate: not available (cannot map the probe problem)\n"); return; }
+    memset(a, 0, sizeof *a);
+    a->size = asz;
+    a->used = sizeof *a;
+    data_arg da = { a, &pbase, c, threads, NULL, "probe" };
+    char okb;
+    int ws = 0;
+    double t0 = ab_now_ms();
+    int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws, NULL);
+    const double gen_ms = ab_now_ms() - t0;
+    static probe_res res[AB_PROBE_MAX + 1];
+    pa.c = c; pa.b = &pbase; pa.a = a; pa.threads = threads;
+    if (r != 1 || a->status) {
+        printf("estimate: not available (the probe problem could not be generated: %s)\n", a->msg);
+        munmap(a, asz);
+        return;
+    }
+    r = run_isolated(probe_entry, &pa, res, sizeof res, c->point_timeout_s, &ws, NULL);
+    munmap(a, asz);
+    if (r != 1 || !res[0].ok) { printf("estimate: not available (the probe did not finish)\n"); return; }
+    const double np2 = (double)pbase.n * pbase.n * pbase.heads * pbase.d * pbase.mask_density;
+    const double dense_p = res[0].sel_ms + res[0].run_ms;
+    double t_data = 0, t_cal = 0, t_score = 0, t_time = 0, t_big = 0, t_over = 0;
+    const int big_n = bases[big].n;
+    for (int i = 0; i < nb; i++) { /* data + fp64 reference per problem, scaled by N^2 */
+        int has = 0;
+        for (int k = 0; k < nj && !has; k++) has = jobs[k].base == i;
+        if (has) t_data += gen_ms * ((double)bases[i].n * bases[i].n) / ((double)pbase.n * pbase.n);
+    }
+    for (int i = 0; i < nj; i++) {
+        const job *j = &jobs[i];
+        const base_pt *b = &bases[j->base];
+        if (j->device != AB_CPU) continue;
+        int k = 0;
+        while (k < pa.nm && pa.ms[k] != j->m) k++;
+        const probe_res *pr = &res[k + 1];
+        const double sc = (double)b->n * b->n * b->heads * b->d * b->mask_density / np2;
+        double sel = (pr->ok ? pr->sel_ms : dense_p) * sc;
+        double run = pr->ok ? pr->run_ms * sc : dense_p * sc;
+        if (pr->ok && pr->density > 0 && !isnan(j->target) && j->m->density_knob.param >= 0)
+            run *= fmin(1.0, j->target) / pr->density;
+        const double dense = dense_p * sc, call = sel + run;
+        double pt_ms = 5; /* fork, init, scoring */
+        const double cal = j->m->density_knob.param >= 0 && !isnan(j->target) ? 3 * sel : 0;
+        pt_ms += cal + call;
+        t_cal += cal;
+        t_score += call + 5;
+        if (b->timed) {
+            const int paired = c->paired && strcmp(j->m->name, "dense");
+            const double sm = fmax(call, c->min_sample_ms), sd = paired ? fmax(dense, c->min_sample_ms) : 0;
+            const double per = sm + sd;
+            double ns = ceil(c->min_time_s * 1e3 / per);
+            if (ns < c->min_repeats) ns = c->min_repeats;
+            if (ns > c->max_repeats) ns = c->max_repeats;
+            if (ns * per > c->max_time_s * 1e3 && ns > 1) ns = fmax(1, floor(c->max_time_s * 1e3 / per));
+            const double w = (c->warmup > 1 ? c->warmup : 1) * (call + (paired ? dense : 0));
+            const double tt = c->rounds * (w + ns * per) + (c->rounds - 1) * 5;
+            pt_ms += tt;
+            t_time += tt;
+        }
+        t_over += 5;
+        if (b->n == big_n) t_big += pt_ms;
+    }
+    const double total = (t_data + t_cal + t_score + t_time) / 1e3;
+    char tb[32], db[32], cb[32], sb[32], mb[32];
+    fmt_dur(total, tb, sizeof tb);
+    fmt_dur(t_data / 1e3, db, sizeof db);
+    fmt_dur(t_cal / 1e3, cb, sizeof cb);
+    fmt_dur(t_score / 1e3, sb, sizeof sb);
+    fmt_dur(t_time / 1e3, mb, sizeof mb);
+    printf("estimate: about %s of wall time on this machine with %d thread%s (h:mm:ss)\n", tb, threads,
+           threads > 1 ? "s" : "");
+    printf("  data + fp64 reference %s, calibration %s, scoring %s, timing %s (%d round%s%s)\n", db, cb, sb, mb, c->rounds,
+           c->rounds > 1 ? "s" : "", c->paired ? ", paired with dense" : "");
+    printf("  points at the largest N = %d: %.0f%% of the time; dense at that N: ~%.3g ms per call\n", big_n,
+           total > 0 ? 100 * t_big / 1e3 / total : 0, dense_p * (double)bases[big].n * bases[big].n * bases[big].heads *
+                                                       bases[big].d * bases[big].mask_density / np2);
+    printf("  (each method timed once at N = %d and scaled by N^2 x heads x d x allowed pairs; selectors that grow\n"
+           "   faster, or a machine under load, make it longer)\n", pbase.n);
+    if (total > 2 * 3600)
+        printf("  that is long for one machine: split it with --shard I/N, or on a cluster with\n"
+               "  scripts/slurm_sweep.sh %s -n 64 -o OUT.h5 (docs/scaling.md)\n", c->path);
+    (void)t_over;
 }
 
 static void usage_run(FILE *f)
@@ -982,7 +1331,10 @@ static void usage_run(FILE *f)
             "      --devices cpu,gpu  override [sweep] devices\n"
             "      --threads T      OpenMP/BLAS threads (default: [sweep] threads, 0 = all cores)\n"
             "      --shard I/N      run every N-th point starting at I (0 <= I < N)\n"
-            "      --dry-run        print the grid and exit; nothing is written\n"
+            "      --dry-run        print the grid and an estimate of the run's time (from a short\n"
+            "                       timing of every method on the largest problem at N <= 4096,\n"
+            "                       scaled), then exit; nothing is written\n"
+            "      --no-estimate    with --dry-run: the grid only (no timing)\n"
             "      --save-tensors   also store Q, K, V, the fp64 reference and every method's\n"
             "                       output and layout under /tensors (small runs only)\n"
             "  -q, --quiet          no progress output\n"
@@ -1004,6 +1356,7 @@ static int parse_run_args(int argc, char **argv, run_opts *o)
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) { NEED_ARG(); o->out = argv[++i]; }
         else if (!strcmp(a, "--resume")) o->resume = 1;
         else if (!strcmp(a, "--dry-run")) o->dry_run = 1;
+        else if (!strcmp(a, "--no-estimate")) o->no_estimate = 1;
         else if (!strcmp(a, "--save-tensors")) o->save_tensors = 1;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = 1;
         else if (!strcmp(a, "--methods")) {
@@ -1095,6 +1448,8 @@ int ab_cmd_run(int argc, char **argv)
                    b->heads, b->d, b->mask, (long long)b->seed, b->depth, isnan(jobs[i].target) ? "native:" : "",
                    isnan(jobs[i].target) ? 0.0 : jobs[i].target, mp);
         }
+        fflush(stdout);
+        if (!o.no_estimate) dry_run_estimate(c, bases, nb, jobs, nj, threads);
         free(bases); free(jobs); ab_config_free(c); free(c);
         return 0;
     }
@@ -1239,10 +1594,7 @@ int ab_cmd_run(int argc, char **argv)
                     else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) ab_point_set_status(pr, "unsupported", "%s", gpu_why);
                     else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
                         point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0, 0, NAN };
-                        for (int e = 0; e < ncache; e++)
-                            if (!strcmp(cache[e].method, j->m->name) && cache[e].target == j->target &&
-                                same_base_but_depth(&bases[cache[e].base_nodepth], b))
-                                x.cached_knob = cache[e].knob;
+                        x.cached_knob = guess_knob(cache, ncache, bases, b, j);
                         int ws = 0;
                         struct rusage ru;
                         int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
@@ -1256,10 +1608,7 @@ int ab_cmd_run(int argc, char **argv)
                     ab_point_set_status(pr, "unsupported", "method %s has no CPU implementation", j->m->name);
                 } else {
                     point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit, 0, NAN };
-                    for (int e = 0; e < ncache; e++)
-                        if (!strcmp(cache[e].method, j->m->name) && cache[e].target == j->target &&
-                            same_base_but_depth(&bases[cache[e].base_nodepth], b))
-                            x.cached_knob = cache[e].knob;
+                    x.cached_knob = guess_knob(cache, ncache, bases, b, j);
                     int ws = 0;
                     struct rusage ru;
                     int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
@@ -1267,7 +1616,8 @@ int ab_cmd_run(int argc, char **argv)
                     if (rr != 1) {
                         fill_point_ids(pr, b, j, threads);
                         classify_failure(pr, rr, ws, c->point_timeout_s, &ru, mem_limit);
-                    } else if (!isnan(j->target) && !strcmp(pr->status, "ok") && isnan(x.cached_knob) && ncache < nj) {
+                    } else if (!isnan(j->target) && !strcmp(pr->status, "ok") && ncache < nj &&
+                               x.cached_knob != pr->knob_value) {
                         snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
                         cache[ncache].base_nodepth = bi;
                         cache[ncache].target = j->target;

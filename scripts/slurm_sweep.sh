@@ -52,7 +52,7 @@ mkdir -p "$(dirname "$OUT")"
 CONFIG=$(abspath "$CONFIG") OUT=$(abspath "$OUT") BIN=$(abspath "$BIN")
 [ -x "$BIN" ] || { echo "slurm_sweep.sh: $BIN is not executable (build it first: make)" >&2; exit 2; }
 # Validate the config once here, so a typo fails now and not in N jobs.
-"$BIN" run -c "$CONFIG" --dry-run >/dev/null || exit 2
+"$BIN" run -c "$CONFIG" --dry-run --no-estimate >/dev/null || exit 2
 BASE=${OUT%.h5}
 LOGS=$OUT.logs
 mkdir -p "$LOGS"

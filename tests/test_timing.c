@@ -6,8 +6,9 @@
  *     child processes, a paired ratio to dense with an interval around it,
  *     a latency interval around total_ms; the dense point is its own
  *     baseline; points outside timed_tasks / timed_depths are scored only
- *     (no time, flagged untimed); per-task axes ([task.NAME] seq_lens,
- *     depths) shape the grid. */
+ *     (no time, flagged untimed); a [sweep.NAME] block adds its grid
+ *     (inheriting the axes it does not set) and a point two grids share
+ *     runs once. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -106,7 +107,7 @@ TestSuite(protocol, .init = mk, .fini = rm, .timeout = 240);
 
 static const char *proto_cfg =
     "[sweep]\n"
-    "tasks = needle, passkey\n"
+    "tasks = needle\n"
     "methods = dense, window, oracle_topk_block\n"
     "seq_lens = 512, 1024\n"
     "heads = 1\n"
@@ -125,9 +126,13 @@ static const char *proto_cfg =
     "min_sample_ms = 2\n"
     "timed_tasks = needle\n"
     "timed_depths = 0.5\n"
-    "[task.passkey]\n"
+    "[sweep.pk]\n"
+    "tasks = passkey\n"
     "seq_lens = 1024\n"
-    "depths = 0.75\n";
+    "depths = 0.75\n"
+    "[sweep.overlap]\n"
+    "seq_lens = 1024\n"
+    "depths = 0.5\n";
 
 Test(protocol, rounds_pairs_intervals_and_untimed_points)
 {
@@ -146,7 +151,8 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
     size_t n = 0;
     char err[300];
     cr_assert_eq(ab_results_read(out, &p, &n, NULL, err, sizeof err), 0, "%s", err);
-    /* needle: 2 N x 2 depths x 3 methods; passkey: its own N = 1024, depth 0.75 */
+    /* needle: 2 N x 2 depths x 3 methods; block pk: passkey at N = 1024, depth
+     * 0.75; block overlap: needle N = 1024 depth 0.5, already in [sweep] */
     cr_assert_eq(n, 15u, "points: %zu", n);
     int timed = 0, untimed = 0;
     for (size_t i = 0; i < n; i++) {
@@ -190,4 +196,33 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
     cr_expect_eq(timed, 6);
     cr_expect_eq(untimed, 9);
     free(p);
+}
+
+/* --dry-run times every method once on the largest problem and prints an
+ * estimate of the whole run; --no-estimate prints the grid only. */
+Test(protocol, dry_run_prints_an_estimate)
+{
+    const char *bin = getenv("AB_BIN");
+    char cfg[300], cmd[1024], outf[300];
+    snprintf(cfg, sizeof cfg, "%s/c.ini", g_dir);
+    snprintf(outf, sizeof outf, "%s/dry.txt", g_dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fputs(proto_cfg, f);
+    fclose(f);
+    for (int no = 0; no < 2; no++) {
+        snprintf(cmd, sizeof cmd, "'%s' run -c '%s' --dry-run %s > '%s' 2>/dev/null", bin ? bin : "build/attnbench", cfg,
+                 no ? "--no-estimate" : "", outf);
+        int st = system(cmd);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "dry run failed");
+        f = fopen(outf, "r");
+        cr_assert_not_null(f);
+        char buf[65536];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        cr_expect(strstr(buf, "15 points"), "grid size missing:\n%s", buf);
+        if (no) cr_expect(!strstr(buf, "estimate:"), "--no-estimate still estimates");
+        else cr_expect(strstr(buf, "estimate: about") && strstr(buf, "timing"), "no estimate:\n%s", buf);
+    }
 }
