@@ -129,3 +129,32 @@ int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask)
     if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
     return num_cmp(x->depth, y->depth);
 }
+
+int ab_point_has_flag(const ab_point *p, const char *flag)
+{
+    size_t fl = strlen(flag);
+    const char *s = p->timing, *end = p->timing + strnlen(p->timing, sizeof p->timing);
+    while (s < end) {
+        const char *c = memchr(s, ',', (size_t)(end - s));
+        size_t l = c ? (size_t)(c - s) : (size_t)(end - s);
+        if (l == fl && strncmp(s, flag, fl) == 0) return 1;
+        s += l + 1;
+    }
+    return 0;
+}
+
+int ab_point_timed(const ab_point *p)
+{
+    return ab_status_is_ok(p->status) && isfinite(p->total_ms) && p->total_ms > 0 &&
+           !ab_point_has_flag(p, "untimed");
+}
+
+int ab_point_paired_speedup(const ab_point *p, double *speedup, double *lo, double *hi)
+{
+    *speedup = *lo = *hi = NAN;
+    if (!ab_point_timed(p) || !isfinite(p->rel_dense) || !(p->rel_dense > 0)) return 0;
+    *speedup = 1.0 / p->rel_dense;
+    if (isfinite(p->rel_hi) && p->rel_hi > 0) *lo = 1.0 / p->rel_hi;
+    if (isfinite(p->rel_lo) && p->rel_lo > 0) *hi = 1.0 / p->rel_lo;
+    return 1;
+}

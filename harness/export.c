@@ -9,7 +9,8 @@
  *   accuracy_vs_latency.tsv   |  a "# skip: REASON" line when a figure cannot
  *   needle_heatmap.tsv        |  be drawn from this file
  *   overhead_share.tsv        |
- *   cpu_vs_gpu.tsv           /
+ *   cpu_vs_gpu.tsv            |
+ *   breakeven.tsv            /   speedup over dense per method x (N, density)
  *   dense_vs_mask.tsv        dense time per base mask relative to causal,
  *                            with the ideal (allowed-pair ratio)
  *   summary.tsv              one row per method, device and base mask (index.html)
@@ -27,6 +28,12 @@
  * Output depends only on the input file, so exporting twice gives the same
  * bytes. Aggregates are medians over the points of a group (seeds, tasks,
  * depths...), so one outlier seed does not move a curve.
+ * Timing (the timing protocol, docs/timing.md): latency, speedup, overhead
+ * and break-even use only points with a timing (ab_point_timed: status ok,
+ * total_ms finite, not flagged "untimed"); untimed points (scored only) count
+ * in accuracy and recall. A point's speedup over dense is its paired ratio,
+ * 1 / rel_dense with the interval [1 / rel_hi, 1 / rel_lo], when it has one,
+ * else dense total_ms on the same workload / total_ms, without an interval.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -82,8 +89,9 @@ typedef struct xctx {
     size_t n_masks;
     int multi_dev;         /* the file holds more than one device */
     char primary_dev[8];   /* "cpu" when it holds cpu points, else the first */
-    const ab_point **dense; /* ok "dense" rows, sorted by match_cmp (speedups) */
+    const ab_point **dense; /* timed ok "dense" rows, sorted by match_cmp (speedups) */
     size_t n_dense;
+    int cur_mask;          /* the mask c->ok holds (select_mask), -1: every one */
 } xctx;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -387,6 +395,7 @@ static int xrow_cmp(const void *a, const void *b)
 static void select_mask(xctx *c, int m)
 {
     c->n_ok = 0;
+    c->cur_mask = m;
     for (size_t i = 0; i < c->n_ok_all; i++)
         if (m < 0 || c->ok_all[i].mask == m) c->ok[c->n_ok++] = c->ok_all[i];
 }
@@ -405,7 +414,9 @@ static const char *const POINT_COLS =
     "head_dim\tcausal\tmask\tmask_density\tthreads\tseed\tdepth\ttarget_density\tknob_value\t"
     "achieved_density\tselect_ms\trun_ms\ttotal_ms\tmin_ms\tp10_ms\tp90_ms\tcv\t"
     "n_samples\tdense_gflops\trecall_mass\trecall_topk\trel_l2_err\tmax_abs_err\t"
-    "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage";
+    "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage\t"
+    "rounds\tcalls\ttotal_lo_ms\ttotal_hi_ms\tdense_pair_ms\trel_dense\trel_lo\trel_hi\t"
+    "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -444,6 +455,20 @@ static void write_points(FILE *f, const xctx *c)
         fprintf(f, "%d\t%d\t", (int)p->acc_trials, (int)p->rows_scored);
         PUT_STR(f, p->status, 0); fputs(sep, f);
         PUT_STR(f, p->message, 0);
+        /* the timing protocol; speedup = 1 / rel_dense of a timed point (NaN
+         * without a paired ratio: the figures then fall back to dense
+         * total_ms / total_ms) */
+        fprintf(f, "\t%d\t%d\t", (int)p->rounds, (int)p->calls);
+        double sp, sp_lo, sp_hi;
+        ab_point_paired_speedup(p, &sp, &sp_lo, &sp_hi);
+        const double d3[] = {p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense,
+                             p->rel_lo, p->rel_hi, sp, sp_lo, sp_hi, p->foreign_pct,
+                             p->steal_pct, p->load1};
+        for (size_t k = 0; k < sizeof d3 / sizeof d3[0]; k++) {
+            put_num(f, d3[k]);
+            fputs(sep, f);
+        }
+        PUT_STR(f, p->timing, 0);
         fputc('\n', f);
     }
 }
@@ -496,24 +521,73 @@ static int device_idx(const char *dev)
     return 3;
 }
 
+/* The rows of rows[0..n) that carry a timing (ab_point_timed) into out,
+ * order kept; their count. */
+static size_t timed_rows(const xrow *rows, size_t n, xrow *out)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ab_point_timed(rows[i].p)) out[m++] = rows[i];
+    return m;
+}
+
+/* "# note: ..." header line of a timing figure: the status-ok points of the
+ * figure's base mask (on device dev, any when NULL) that it leaves out for
+ * having no timing, and the timing flags of those it uses (plot puts the
+ * line in the figure's footnote). what: how the untimed points are treated. */
+static void timing_note(FILE *f, const xctx *c, const char *dev, const char *what)
+{
+    size_t untimed = 0, inter = 0, disagree = 0, timed = 0;
+    for (size_t i = 0; i < c->n_ok; i++) {
+        const ab_point *p = c->ok[i].p;
+        if (dev && strncmp(p->device, dev, sizeof p->device) != 0) continue;
+        if (!ab_point_timed(p)) {
+            untimed++;
+            continue;
+        }
+        timed++;
+        inter += ab_point_has_flag(p, "interference") != 0;
+        disagree += ab_point_has_flag(p, "rounds_disagree") != 0;
+    }
+    if (untimed == 0 && inter == 0 && disagree == 0) return;
+    fputs("# note: ", f);
+    const char *sep = "";
+    if (untimed) {
+        fprintf(f, "untimed (scored only): %zu ok point%s, %s", untimed, untimed == 1 ? "" : "s", what);
+        sep = "   ";
+    }
+    if (inter || disagree) {
+        fprintf(f, "%sflagged (of %zu timed): ", sep, timed);
+        if (inter) fprintf(f, "interference %zu", inter);
+        if (disagree) fprintf(f, "%srounds_disagree %zu", inter ? ", " : "", disagree);
+    }
+    fputc('\n', f);
+}
+
 /* all_dev = 0: latency_vs_n.tsv, series of the primary device only;
  * all_dev = 1: cpu_vs_gpu.tsv, every series, written only when the file
- * holds several devices (else a "# skip:" line and no rows). */
-static void write_latency(FILE *f, const xctx *c, double *tmp, int all_dev)
+ * holds several devices (else a "# skip:" line and no rows). Timed points
+ * only; the setting is picked among them. */
+static void write_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, int all_dev)
 {
     if (!all_dev)
-        fputs("# attnbench export: latency vs sequence length (status ok rows only)\n", f);
+        fputs("# attnbench export: latency vs sequence length (status ok rows with a timing only)\n", f);
     else
-        fputs("# attnbench export: latency vs sequence length on every device (status ok rows only)\n", f);
+        fputs("# attnbench export: latency vs sequence length on every device (status ok rows\n"
+              "# with a timing only)\n", f);
     fprintf(f, "# device: %s\n", all_dev ? "all" : c->primary_dev);
+    timing_note(f, c, all_dev ? NULL : c->primary_dev, "left out");
     fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# per method, the target density closest to 0.1 (1.0 for methods without a\n"
           "# knob; for native settings, the median achieved density closest to 0.1);\n"
-          "# values are medians over seeds, tasks, depths of the per-point medians\n"
+          "# values are medians over seeds, tasks, depths of the per-point medians;\n"
+          "# total_lo_ms / total_hi_ms: medians of the points' 95% intervals of total_ms\n"
+          "# (hierarchical bootstrap over rounds and samples; nan in files written\n"
+          "# before the timing protocol)\n"
           "# columns: 1 seq_len  2 total_ms  3 p10_ms  4 p90_ms  5 achieved_density\n"
           "#          6 n_points  7 target_density (knob value if native)  8 method\n"
           "#          9 method_idx (line in methods.txt)  10 device  11 device_idx\n"
-          "#          (1 cpu, 2 gpu, 3 other)  12 select_ms\n", f);
+          "#          (1 cpu, 2 gpu, 3 other)  12 select_ms  13 total_lo_ms  14 total_hi_ms\n", f);
     if (all_dev && !c->multi_dev) {
         fprintf(f, "# skip: the file holds points of one device only (%s)\n", c->primary_dev);
         return;
@@ -524,43 +598,46 @@ static void write_latency(FILE *f, const xctx *c, double *tmp, int all_dev)
         size_t end = i;
         while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
         const series *s = &c->ser[c->ok[i].series];
-        if (!all_dev && strncmp(s->device, c->primary_dev, sizeof s->device) != 0) {
-            i = end;
-            continue;
-        }
+        size_t nt = 0;
+        if (all_dev || strncmp(s->device, c->primary_dev, sizeof s->device) == 0)
+            nt = timed_rows(c->ok + i, end - i, scratch);
+        i = end;
+        if (nt == 0) continue;
         size_t b0, b1;
-        pick_setting(c->ok + i, end - i, tmp, &b0, &b1);
-        size_t best = i + b0, bend = i + b1;
+        pick_setting(scratch, nt, tmp, &b0, &b1);
         /* rows of the chosen setting are sorted by seq_len */
         int started = 0;
-        for (size_t a = best; a < bend;) {
+        for (size_t a = b0; a < b1;) {
             size_t b = a;
-            while (b < bend && c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
-            double ms, lo, hi, ach, sel;
-            FIELD_MEDIAN(ms, c->ok + a, b - a, p_->total_ms, tmp);
-            FIELD_MEDIAN(lo, c->ok + a, b - a, p_->p10_ms, tmp);
-            FIELD_MEDIAN(hi, c->ok + a, b - a, p_->p90_ms, tmp);
-            FIELD_MEDIAN(ach, c->ok + a, b - a, p_->achieved_density, tmp);
-            FIELD_MEDIAN(sel, c->ok + a, b - a, p_->select_ms, tmp);
+            while (b < b1 && scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            double ms, lo, hi, ach, sel, clo, chi;
+            FIELD_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
+            FIELD_MEDIAN(lo, scratch + a, b - a, p_->p10_ms, tmp);
+            FIELD_MEDIAN(hi, scratch + a, b - a, p_->p90_ms, tmp);
+            FIELD_MEDIAN(ach, scratch + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            FIELD_MEDIAN(clo, scratch + a, b - a, p_->total_lo_ms, tmp);
+            FIELD_MEDIAN(chi, scratch + a, b - a, p_->total_hi_ms, tmp);
             if (!isnan(ms) && ms > 0) {
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
-                fprintf(f, "%d\t", (int)c->ok[a].p->seq_len);
+                fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
                 put_num(f, ms); fputc('\t', f);
                 put_num(f, lo); fputc('\t', f);
                 put_num(f, hi); fputc('\t', f);
                 put_num(f, ach); fputc('\t', f);
                 fprintf(f, "%zu\t", b - a);
-                put_num(f, c->ok[a].setting); fputc('\t', f);
+                put_num(f, scratch[a].setting); fputc('\t', f);
                 fprintf(f, "%s\t%d\t", s->name, s->method_idx);
                 put_str(f, s->device, sizeof s->device, 1);
                 fprintf(f, "\t%d\t", device_idx(s->device));
-                put_num(f, sel);
+                put_num(f, sel); fputc('\t', f);
+                put_num(f, clo); fputc('\t', f);
+                put_num(f, chi);
                 fputc('\n', f);
             }
             a = b;
         }
-        i = end;
     }
 }
 
@@ -571,6 +648,8 @@ typedef struct agg {
     int seq_len;
     char task[32];
     double density, y1, y2, y3; /* per figure */
+    double y4, y5;         /* speedup: its interval */
+    int paired;            /* speedup: 1 when every point of the row is paired */
     size_t n;
 } agg;
 
@@ -603,7 +682,14 @@ static void write_aggs(FILE *f, int *nblocks, const series *s, agg *g, size_t ng
             put_num(f, g[k].y3); fputc('\t', f);
             put_str(f, g[k].task, sizeof g[k].task, 1); fputc('\t', f);
         }
-        fprintf(f, "%d\t%zu\t%s\t%d\n", g[k].seq_len, g[k].n, s->name, s->method_idx);
+        fprintf(f, "%d\t%zu\t%s\t%d", g[k].seq_len, g[k].n, s->name, s->method_idx);
+        if (kind == 's') {
+            fputc('\t', f);
+            put_num(f, g[k].y4); fputc('\t', f);
+            put_num(f, g[k].y5);
+            fprintf(f, "\t%d", g[k].paired);
+        }
+        fputc('\n', f);
     }
 }
 
@@ -778,56 +864,100 @@ static double dense_ms_for(const ab_point *p, const ab_point **dense, size_t nd,
     return median_of(tmp, m);
 }
 
-static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g)
+/* The speedup over dense of one timed point: paired (1 / rel_dense and its
+ * interval; *paired = 1) when it has a paired ratio, else the median dense
+ * total_ms of its workload / its total_ms (*paired = 0, no interval). NaN
+ * when it has no timing or neither is known. */
+static double speedup_of(const xctx *c, const ab_point *p, double *tmp, double *lo, double *hi,
+                         int *paired)
 {
-    fputs("# attnbench export: speedup over dense vs density (status ok rows only)\n"
-          "# speedup = total_ms of method \"dense\" / total_ms of the method on the same\n"
-          "# (task, device, dtype, seq_len, heads, head_dim, base mask, seed, depth);\n"
-          "# one block per method (gnuplot index), blocks separated by two blank lines;\n"
-          "# one row per (setting, seq_len), medians over the matched points;\n"
+    double sp;
+    *paired = ab_point_paired_speedup(p, &sp, lo, hi);
+    if (*paired) return sp;
+    if (!ab_point_timed(p)) return NAN;
+    double dms = dense_ms_for(p, c->dense, c->n_dense, tmp);
+    return isnan(dms) ? NAN : dms / p->total_ms;
+}
+
+/* The speedup of a group of rows (one setting and N of a method): the median
+ * of the points' speedups (speedup_of; points without a timing are skipped).
+ * When every point with a speedup is paired: *paired = 1 and [*lo, *hi] are
+ * the medians of the points' interval ends; else *paired = 0 and no
+ * interval (a mix of paired and fallback values has none). Returns the
+ * number of points with a speedup. tmp, tmp2: n + 1 doubles each. */
+static size_t group_speedup(const xctx *c, const xrow *rows, size_t n, double *tmp, double *tmp2,
+                            double *sp, double *lo, double *hi, int *paired)
+{
+    size_t m = 0, np = 0;
+    double l, h;
+    int pr;
+    for (size_t q = 0; q < n; q++) {
+        double v = speedup_of(c, rows[q].p, tmp2, &l, &h, &pr);
+        if (isnan(v)) continue;
+        tmp[m++] = v;
+        np += pr != 0;
+    }
+    *sp = median_of(tmp, m);
+    *paired = m > 0 && np == m;
+    *lo = *hi = NAN;
+    if (!*paired) return m;
+    size_t k = 0;
+    for (size_t q = 0; q < n; q++)
+        if (ab_point_paired_speedup(rows[q].p, &tmp2[0], &l, &h)) tmp[k++] = l;
+    *lo = median_of(tmp, k);
+    k = 0;
+    for (size_t q = 0; q < n; q++)
+        if (ab_point_paired_speedup(rows[q].p, &tmp2[0], &l, &h)) tmp[k++] = h;
+    *hi = median_of(tmp, k);
+    return m;
+}
+
+static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g, xrow *scratch)
+{
+    fputs("# attnbench export: speedup over dense vs density (status ok rows with a\n"
+          "# timing only)\n", f);
+    timing_note(f, c, NULL, "left out");
+    fputs("# a point's speedup, select() included: paired = 1 / rel_dense, the median over\n"
+          "# its samples of time / dense-flash time measured in the same child process\n"
+          "# (adjacent calls), with the 95% interval [1 / rel_hi, 1 / rel_lo] (bootstrap\n"
+          "# over rounds); without a paired ratio (files before the timing protocol,\n"
+          "# unpaired points): total_ms of method \"dense\" / total_ms of the method on the\n"
+          "# same (task, device, dtype, seq_len, heads, head_dim, base mask, seed, depth),\n"
+          "# no interval; one block per method (gnuplot index), blocks separated by two\n"
+          "# blank lines; one row per (setting, seq_len): the median over its points;\n"
+          "# paired = 1 when every point of the row is paired (speedup_lo/hi: medians of\n"
+          "# the points' interval ends), 0 otherwise (speedup_lo/hi nan);\n"
           "# rows sorted by seq_len then density, one blank line between seq_lens\n"
           "# columns: 1 achieved_density  2 speedup  3 total_ms  4 seq_len\n"
-          "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n", f);
-    const ab_point **dense = c->dense;
-    size_t nd = c->n_dense;
-    if (nd == 0) {
-        fputs("# skip: no status-ok points of method \"dense\" to compare with\n", f);
-        return;
-    }
+          "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n"
+          "#          8 speedup_lo  9 speedup_hi  10 paired (1/0)\n", f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
         size_t end = i, ng = 0;
         while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
-        if (strcmp(c->ser[c->ok[i].series].method, "dense") == 0) {
-            i = end;
-            continue;
-        }
-        for (size_t a = i; a < end;) {
+        const series *s = &c->ser[c->ok[i].series];
+        size_t nt = strcmp(s->method, "dense") == 0 ? 0 : timed_rows(c->ok + i, end - i, scratch);
+        i = end;
+        for (size_t a = 0; a < nt;) {
             size_t b = a;
-            while (b < end && c->ok[b].native == c->ok[a].native &&
-                   same_num(c->ok[b].setting, c->ok[a].setting) &&
-                   c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
-            size_t m = 0;
-            for (size_t q = a; q < b; q++) {
-                const ab_point *p = c->ok[q].p;
-                double dms = dense_ms_for(p, dense, nd, tmp2);
-                if (isnan(dms) || !(p->total_ms > 0)) continue;
-                tmp[m++] = dms / p->total_ms;
-            }
+            while (b < nt && scratch[b].native == scratch[a].native &&
+                   same_num(scratch[b].setting, scratch[a].setting) &&
+                   scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
             agg *x = &g[ng];
             memset(x, 0, sizeof *x);
-            x->seq_len = c->ok[a].p->seq_len;
-            x->n = m;
-            x->y1 = median_of(tmp, m);
-            FIELD_MEDIAN(x->density, c->ok + a, b - a, p_->achieved_density, tmp);
-            FIELD_MEDIAN(x->y2, c->ok + a, b - a, p_->total_ms, tmp);
-            if (m > 0 && !isnan(x->density)) ng++;
+            x->seq_len = scratch[a].p->seq_len;
+            x->n = group_speedup(c, scratch + a, b - a, tmp, tmp2, &x->y1, &x->y4, &x->y5, &x->paired);
+            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(x->y2, scratch + a, b - a, p_->total_ms, tmp);
+            if (x->n > 0 && !isnan(x->y1) && !isnan(x->density)) ng++;
             a = b;
         }
-        write_aggs(f, &nblocks, &c->ser[c->ok[i].series], g, ng, 's');
-        i = end;
+        write_aggs(f, &nblocks, s, g, ng, 's');
     }
+    if (nblocks == 0)
+        fputs("# skip: no timed status-ok point with a speedup over dense (a paired ratio, "
+              "or a timed \"dense\" point on its workload)\n", f);
 }
 
 /* ---- accuracy_vs_latency.tsv -------------------------------------------- */
@@ -836,8 +966,8 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
 typedef struct alpt {
     const char *task;      /* into the points */
     int seq_len;
-    double ms, acc, lo, hi, density;
-    size_t n;
+    double ms, acc, lo, hi, density, ms_lo, ms_hi;
+    size_t n, n_timed;
     int front;
 } alpt;
 
@@ -851,13 +981,13 @@ static int alpt_cmp(const void *a, const void *b)
     return o ? o : cmp_num(x->acc, y->acc);
 }
 
-/* The largest seq_len of each task among rows with an accuracy and a time. */
+/* The largest seq_len of each task among timed rows with an accuracy. */
 static int task_maxn(const xctx *c, const char *task)
 {
     int m = 0;
     for (size_t i = 0; i < c->n_ok; i++) {
         const ab_point *p = c->ok[i].p;
-        if (!isnan(p->accuracy) && p->total_ms > 0 && p->seq_len > m &&
+        if (!isnan(p->accuracy) && ab_point_timed(p) && p->seq_len > m &&
             strncmp(p->task, task, sizeof p->task) == 0) m = p->seq_len;
     }
     return m;
@@ -865,17 +995,22 @@ static int task_maxn(const xctx *c, const char *task)
 
 static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, alpt *al)
 {
-    fputs("# attnbench export: task accuracy vs latency (status ok rows only)\n"
-          "# per task, the points at the task's largest sequence length; one row per\n"
-          "# (method, task, setting): median total_ms over seeds and depths, accuracy\n"
-          "# pooled over them (answers summed, Wilson 95% interval);\n"
+    fputs("# attnbench export: task accuracy vs latency (status ok rows only)\n", f);
+    timing_note(f, c, NULL, "in the accuracy only");
+    fputs("# per task, the points at the task's largest sequence length with a timed point;\n"
+          "# one row per (method, task, setting): median total_ms over its timed points\n"
+          "# (seeds and depths; total_lo/hi_ms: medians of their 95% intervals),\n"
+          "# accuracy pooled over all its status-ok points, untimed (scored-only) ones\n"
+          "# included (answers summed, Wilson 95% interval); a setting without a timed\n"
+          "# point is left out;\n"
           "# on_front = 1 for the method's Pareto-optimal settings on that task (no\n"
           "# other setting is at least as fast and at least as accurate, one of the\n"
           "# two strictly); rows sorted by task, front rows first, then by latency\n"
           "# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# columns: 1 total_ms  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 achieved_density\n"
           "#          6 on_front  7 task  8 seq_len  9 n_points  10 method\n"
-          "#          11 method_idx (line in methods.txt)\n", f);
+          "#          11 method_idx (line in methods.txt)  12 n_timed  13 total_lo_ms\n"
+          "#          14 total_hi_ms\n", f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -883,8 +1018,7 @@ static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch
         while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
         for (size_t a = i; a < end; a++) {
             const ab_point *p = c->ok[a].p;
-            if (!isnan(p->accuracy) && p->total_ms > 0 && p->seq_len == task_maxn(c, p->task))
-                scratch[nr++] = c->ok[a];
+            if (!isnan(p->accuracy) && p->seq_len == task_maxn(c, p->task)) scratch[nr++] = c->ok[a];
         }
         qsort(scratch, nr, sizeof *scratch, xrow_task_cmp);
         for (size_t a = 0; a < nr;) {
@@ -897,7 +1031,12 @@ static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch
             x->seq_len = scratch[a].p->seq_len;
             x->n = b - a;
             x->front = 0;
-            FIELD_MEDIAN(x->ms, scratch + a, b - a, p_->total_ms, tmp);
+            /* latency from the timed points only; accuracy from all */
+            FIELD_MEDIAN(x->ms, scratch + a, b - a, ab_point_timed(p_) ? p_->total_ms : NAN, tmp);
+            FIELD_MEDIAN(x->ms_lo, scratch + a, b - a, ab_point_timed(p_) ? p_->total_lo_ms : NAN, tmp);
+            FIELD_MEDIAN(x->ms_hi, scratch + a, b - a, ab_point_timed(p_) ? p_->total_hi_ms : NAN, tmp);
+            x->n_timed = 0;
+            for (size_t q = a; q < b; q++) x->n_timed += ab_point_timed(scratch[q].p) != 0;
             FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
             pool_accuracy(scratch + a, b - a, tmp, &x->acc, &x->lo, &x->hi);
             if (isnan(x->acc) || isnan(x->ms)) na--;
@@ -922,7 +1061,11 @@ static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch
             put_num(f, al[a].density); fputc('\t', f);
             fprintf(f, "%d\t", al[a].front);
             put_str(f, al[a].task, 32, 1);
-            fprintf(f, "\t%d\t%zu\t%s\t%d\n", al[a].seq_len, al[a].n, s->name, s->method_idx);
+            fprintf(f, "\t%d\t%zu\t%s\t%d\t%zu\t", al[a].seq_len, al[a].n, s->name, s->method_idx,
+                    al[a].n_timed);
+            put_num(f, al[a].ms_lo); fputc('\t', f);
+            put_num(f, al[a].ms_hi);
+            fputc('\n', f);
         }
         i = end;
     }
@@ -1023,14 +1166,15 @@ static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
 
 /* ---- overhead_share.tsv ------------------------------------------------ */
 
-static void write_overhead(FILE *f, const xctx *c, double *tmp)
+static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
 {
     fputs("# attnbench export: selector overhead share vs sequence length (status ok\n"
-          "# rows only); share = select_ms / total_ms of each point (medians of the\n"
+          "# rows with a timing only); share = select_ms / total_ms of each point (medians of the\n"
           "# timed repeats), then the median over seeds, tasks and depths; per method\n"
           "# the setting closest to density 0.1 (as in latency_vs_n.tsv); methods whose\n"
           "# points all have a dense layout (nothing to select) are left out\n", f);
     fprintf(f, "# device: %s\n", c->primary_dev);
+    timing_note(f, c, c->primary_dev, "left out");
     fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# columns: 1 seq_len  2 share (0..1)  3 select_ms  4 total_ms\n"
           "#          5 achieved_density  6 n_points  7 method  8 method_idx\n", f);
@@ -1043,27 +1187,27 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp)
         int selects = 0; /* a dense layout selects nothing: no overhead to show */
         for (size_t a = i; a < end && !selects; a++)
             selects = strncmp(c->ok[a].p->layout, "dense", sizeof c->ok[a].p->layout) != 0;
-        if (!selects || strncmp(s->device, c->primary_dev, sizeof s->device) != 0) {
-            i = end;
-            continue;
-        }
+        size_t nt = 0;
+        if (selects && strncmp(s->device, c->primary_dev, sizeof s->device) == 0)
+            nt = timed_rows(c->ok + i, end - i, scratch);
+        i = end;
+        if (nt == 0) continue;
         size_t b0, b1;
-        pick_setting(c->ok + i, end - i, tmp, &b0, &b1);
+        pick_setting(scratch, nt, tmp, &b0, &b1);
         int started = 0;
-        for (size_t a = i + b0; a < i + b1;) {
+        for (size_t a = b0; a < b1;) {
             size_t b = a;
-            while (b < i + b1 && c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
+            while (b < b1 && scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
             double share, sel, ms, dens;
-            FIELD_MEDIAN(share, c->ok + a, b - a,
-                         (p_->total_ms > 0 && !isnan(p_->select_ms)) ? p_->select_ms / p_->total_ms : NAN,
-                         tmp);
-            FIELD_MEDIAN(sel, c->ok + a, b - a, p_->select_ms, tmp);
-            FIELD_MEDIAN(ms, c->ok + a, b - a, p_->total_ms, tmp);
-            FIELD_MEDIAN(dens, c->ok + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(share, scratch + a, b - a,
+                         !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
+            FIELD_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            FIELD_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
+            FIELD_MEDIAN(dens, scratch + a, b - a, p_->achieved_density, tmp);
             if (!isnan(share)) {
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
-                fprintf(f, "%d\t", (int)c->ok[a].p->seq_len);
+                fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
                 put_num(f, share); fputc('\t', f);
                 put_num(f, sel); fputc('\t', f);
                 put_num(f, ms); fputc('\t', f);
@@ -1072,8 +1216,186 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp)
             }
             a = b;
         }
-        i = end;
     }
+}
+
+/* ---- breakeven.tsv ------------------------------------------------------ */
+
+/* One column of the break-even map: a sequence length and a setting (a
+ * target density, or "native": the method's own knob value). */
+typedef struct bcol {
+    int seq_len, native;
+    double target;         /* NaN when native */
+} bcol;
+
+static int bcol_cmp(const void *a, const void *b)
+{
+    const bcol *x = a, *y = b;
+    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
+    if (x->native != y->native) return x->native - y->native; /* native last */
+    return cmp_num(x->target, y->target);
+}
+
+static int in_bcol(const ab_point *p, const bcol *k)
+{
+    int native = isnan(p->target_density);
+    return p->seq_len == k->seq_len && native == k->native && (native || p->target_density == k->target);
+}
+
+/* A point of the map's set: this figure's base mask, the primary device, not
+ * method "dense" (the baseline). */
+static int breakeven_point(const xctx *c, const ab_point *p)
+{
+    return strcmp(p->method, "dense") != 0 &&
+           strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
+           (c->cur_mask < 0 || mask_index(c, p) == c->cur_mask);
+}
+
+/* Why a cell of method meth, column k has no speedup: "not_run" (no point),
+ * "untimed" (status ok, scored only), "no_dense" (timed, but neither a
+ * paired ratio nor a timed dense point on its workload), else the most
+ * common non-ok status of its points (calib_failed, unsupported, crashed...). */
+static void cell_note(const xctx *c, const char *meth, const bcol *k, char *out, size_t len)
+{
+    size_t any = 0, timed = 0;
+    char st[8][16];        /* the non-ok statuses seen, and how often */
+    size_t cnt[8], nst = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (strncmp(p->method, meth, 32) || !breakeven_point(c, p) || !in_bcol(p, k)) continue;
+        any++;
+        if (ab_status_is_ok(p->status)) {
+            timed += ab_point_timed(p) != 0;
+            continue;
+        }
+        size_t j = 0;
+        while (j < nst && strncmp(st[j], p->status, sizeof st[j]) != 0) j++;
+        if (j == nst && nst < 8) {
+            snprintf(st[nst], sizeof st[nst], "%.15s", p->status);
+            cnt[nst++] = 0;
+        }
+        if (j < nst) cnt[j]++;
+    }
+    size_t best = 0;
+    for (size_t j = 1; j < nst; j++) /* most common, ties by name */
+        if (cnt[j] > cnt[best] || (cnt[j] == cnt[best] && strcmp(st[j], st[best]) < 0)) best = j;
+    if (!any) snprintf(out, len, "not_run");
+    else if (timed) snprintf(out, len, "no_dense");
+    else if (nst) snprintf(out, len, "%s", st[best]);
+    else snprintf(out, len, "untimed");
+}
+
+static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch,
+                            xrow *scratch2)
+{
+    fputs("# attnbench export: break-even map, the speedup over dense of each method\n"
+          "# (rows) per sequence length and target density (columns), select() included\n", f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    timing_note(f, c, c->primary_dev, "left out");
+    fputs("# a cell is the median over the timed status-ok points of its method, N and\n"
+          "# setting (tasks, seeds, depths) of the point's speedup: paired = 1 / rel_dense,\n"
+          "# the ratio to dense flash in the same child process, with the 95% interval\n"
+          "# [1 / rel_hi, 1 / rel_lo] (bootstrap over rounds; medians of the points'\n"
+          "# interval ends); without a paired ratio on every point: total_ms of \"dense\"\n"
+          "# on the same workload / total_ms, no interval (paired = 0);\n"
+          "# sig: 1 when speedup_lo > 1 (significantly faster than dense), -1 when\n"
+          "# speedup_hi < 1 (significantly slower), 0 when the interval holds 1 or there is\n"
+          "# no interval, nan for an empty cell; an empty cell (speedup nan) says why in\n"
+          "# column 14: calib_failed, unsupported, crashed, ... (its points' most common\n"
+          "# status), untimed (scored only), no_dense (nothing to compare with), not_run;\n"
+          "# rows: methods in methods.txt order but dense; columns: seq_len ascending,\n"
+          "# target densities ascending inside, native (the method's own knob) last;\n"
+          "# one line per cell, row by row; col and row count from 0\n"
+          "# columns: 1 col  2 row  3 speedup  4 speedup_lo  5 speedup_hi  6 sig\n"
+          "#          7 paired (1/0)  8 seq_len  9 target_density (nan: native)\n"
+          "#          10 achieved_density  11 n_points  12 method  13 method_idx\n"
+          "#          14 note (- when the cell has a value)  15 flags (timing flags of\n"
+          "#          its points, - when none)  16 total_ms\n", f);
+    /* the columns: every (N, setting) a point of the set has, any status */
+    bcol *cols = malloc((c->n + 1) * sizeof *cols);
+    if (!cols) {
+        fputs("# skip: out of memory\n", f);
+        return;
+    }
+    size_t nc = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!breakeven_point(c, p)) continue;
+        bcol k = {p->seq_len, isnan(p->target_density), p->target_density};
+        if (k.native) k.target = NAN;
+        size_t j = 0;
+        while (j < nc && bcol_cmp(&cols[j], &k) != 0) j++;
+        if (j == nc) cols[nc++] = k;
+    }
+    qsort(cols, nc, sizeof *cols, bcol_cmp);
+    /* is there any value to draw? */
+    int any = 0;
+    for (size_t i = 0; i < c->n_ok && !any; i++) {
+        const ab_point *p = c->ok[i].p;
+        double l, h;
+        int pr;
+        any = breakeven_point(c, p) && !isnan(speedup_of(c, p, tmp2, &l, &h, &pr));
+    }
+    if (!any) {
+        fputs("# skip: no timed status-ok point with a speedup over dense on the primary "
+              "device\n", f);
+        free(cols);
+        return;
+    }
+    int row = 0;
+    for (size_t m = 0; m < c->n_methods; m++) {
+        const char *meth = c->methods[m];
+        int has = 0;
+        for (size_t i = 0; i < c->n && !has; i++)
+            has = !strncmp(c->pts[i].method, meth, 32) && breakeven_point(c, &c->pts[i]);
+        if (!has) continue;
+        for (size_t k = 0; k < nc; k++) {
+            size_t nr = 0;
+            for (size_t i = 0; i < c->n_ok; i++) {
+                const ab_point *p = c->ok[i].p;
+                if (!strncmp(p->method, meth, 32) && breakeven_point(c, p) && in_bcol(p, &cols[k]))
+                    scratch[nr++] = c->ok[i];
+            }
+            size_t nt = timed_rows(scratch, nr, scratch2);
+            double sp = NAN, lo = NAN, hi = NAN, dens = NAN, ms = NAN;
+            int paired = 0;
+            size_t np = group_speedup(c, scratch2, nt, tmp, tmp2, &sp, &lo, &hi, &paired);
+            char note[32] = "-", flags[64] = "";
+            if (np > 0 && !isnan(sp)) {
+                FIELD_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
+                FIELD_MEDIAN(ms, scratch2, nt, p_->total_ms, tmp);
+                static const char *const fl[] = {"interference", "rounds_disagree", "unpaired"};
+                for (size_t q = 0; q < sizeof fl / sizeof fl[0]; q++) {
+                    int hit = 0;
+                    for (size_t t = 0; t < nt && !hit; t++) hit = ab_point_has_flag(scratch2[t].p, fl[q]);
+                    if (hit)
+                        snprintf(flags + strlen(flags), sizeof flags - strlen(flags), "%s%s",
+                                 flags[0] ? "," : "", fl[q]);
+                }
+            } else {
+                sp = lo = hi = NAN;
+                np = 0;
+                paired = 0;
+                cell_note(c, meth, &cols[k], note, sizeof note);
+            }
+            double sig = isnan(sp) ? NAN : (lo > 1) ? 1 : (hi < 1) ? -1 : 0;
+            fprintf(f, "%zu\t%d\t", k, row);
+            put_num(f, sp); fputc('\t', f);
+            put_num(f, lo); fputc('\t', f);
+            put_num(f, hi); fputc('\t', f);
+            put_num(f, sig);
+            fprintf(f, "\t%d\t%d\t", paired, cols[k].seq_len);
+            put_num(f, cols[k].target); fputc('\t', f);
+            put_num(f, dens);
+            fprintf(f, "\t%zu\t", np);
+            put_str(f, meth, 32, 1);
+            fprintf(f, "\t%zu\t%s\t%s\t", m + 1, note, flags[0] ? flags : "-");
+            put_num(f, ms);
+            fputc('\n', f);
+        }
+        row++;
+    }
+    free(cols);
 }
 
 /* ---- summary.tsv -------------------------------------------------------- */
@@ -1113,7 +1435,7 @@ static size_t not_ok_list(const xctx *c, const char *method, const char *dev, co
 /* The summary.tsv row of one method (methods.txt line m + 1) on one device
  * under base mask mk; nothing when it has no point there. */
 static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_t mk,
-                        double *tmp, double *tmp2, xrow *scratch)
+                        double *tmp, double *tmp2, xrow *scratch, xrow *scratch2)
 {
     const char *meth = c->methods[m], *mask = c->masks[mk];
     const ab_point *first = NULL;
@@ -1132,7 +1454,7 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
     if (npts == 0) return;
     char bad[160];
     not_ok_list(c, meth, dev, mask, bad, sizeof bad);
-    /* the series' rows under this mask at the picked setting and its largest N */
+    /* the series' rows under this mask */
     size_t nr = 0;
     for (size_t k = 0; k < c->n_ok; k++) {
         const series *s = &c->ser[c->ok[k].series];
@@ -1140,32 +1462,44 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
             c->ok[k].mask == (int)mk)
             scratch[nr++] = c->ok[k];
     }
-    double v[9];
-    for (int k = 0; k < 9; k++) v[k] = NAN;
-    int seq_len = 0;
+    double v[13];
+    for (int k = 0; k < 13; k++) v[k] = NAN;
+    int seq_len = 0, paired = 0;
+    size_t n_timed = 0;
     double target = NAN, knob = NAN;
     if (nr > 0) {
+        /* the setting picked and its largest N: among the timed rows when
+         * there are (so latency and speedup have values), else among all */
+        size_t nt = timed_rows(scratch, nr, scratch2);
+        const xrow *pool = nt ? scratch2 : scratch;
         size_t b0, b1;
-        pick_setting(scratch, nr, tmp, &b0, &b1);
+        pick_setting(pool, nt ? nt : nr, tmp, &b0, &b1);
         for (size_t k = b0; k < b1; k++)
-            if (scratch[k].p->seq_len > seq_len) seq_len = scratch[k].p->seq_len;
+            if (pool[k].p->seq_len > seq_len) seq_len = pool[k].p->seq_len;
+        const int native = pool[b0].native;
+        const double setting = pool[b0].setting;
+        /* every ok row of that setting and N: accuracy and recall from all,
+         * timing from the timed ones */
         size_t g = 0;
-        for (size_t k = b0; k < b1; k++)
-            if (scratch[k].p->seq_len == seq_len) scratch[g++] = scratch[k];
+        for (size_t k = 0; k < nr; k++)
+            if (scratch[k].native == native && same_num(scratch[k].setting, setting) &&
+                scratch[k].p->seq_len == seq_len)
+                scratch[g++] = scratch[k];
         const ab_point *p0 = scratch[0].p;
         target = p0->target_density;
         knob = p0->knob_value;
         FIELD_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
-        FIELD_MEDIAN(v[1], scratch, g, p_->total_ms, tmp);
-        FIELD_MEDIAN(v[2], scratch, g,
-                     p_->total_ms > 0 ? dense_ms_for(p_, c->dense, c->n_dense, tmp2) /
-                                            p_->total_ms : NAN, tmp);
         FIELD_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
         FIELD_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
         double lo, hi;
         pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
-        FIELD_MEDIAN(v[6], scratch, g,
-                     p_->total_ms > 0 ? p_->select_ms / p_->total_ms : NAN, tmp);
+        n_timed = timed_rows(scratch, g, scratch2);
+        FIELD_MEDIAN(v[1], scratch2, n_timed, p_->total_ms, tmp);
+        FIELD_MEDIAN(v[6], scratch2, n_timed,
+                     !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
+        FIELD_MEDIAN(v[9], scratch2, n_timed, p_->total_lo_ms, tmp);
+        FIELD_MEDIAN(v[10], scratch2, n_timed, p_->total_hi_ms, tmp);
+        group_speedup(c, scratch2, n_timed, tmp, tmp2, &v[2], &v[7], &v[8], &paired);
     }
     put_str(f, meth, 32, 1); fputc('\t', f);
     put_str(f, dev, 8, 1); fputc('\t', f);
@@ -1180,22 +1514,38 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
     }
     fprintf(f, "\t%zu\t", m + 1);
     put_str(f, mask, AB_MASK_SPEC, 1);
-    fputc('\n', f);
+    fputc('\t', f);
+    put_num(f, v[7]); fputc('\t', f);
+    put_num(f, v[8]);
+    fprintf(f, "\t%d\t", paired);
+    put_num(f, v[9]); fputc('\t', f);
+    put_num(f, v[10]);
+    fprintf(f, "\t%zu\n", n_timed);
 }
 
-static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch)
+static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch,
+                          xrow *scratch2)
 {
     fputs("# attnbench export: one row per method, device and base mask (masks in\n"
           "# masks.txt order); the values are those of the setting closest to density\n"
           "# 0.1 (as in latency_vs_n.tsv) at the method's largest sequence length there,\n"
-          "# medians over seeds, tasks and depths (accuracy pooled); speedup is over\n"
-          "# \"dense\" on the same workloads (same mask); nan where the method has no\n"
+          "# both picked among the points with a timing when the method has any there;\n"
+          "# medians over seeds, tasks and depths (accuracy pooled); density, recall and\n"
+          "# accuracy over every status-ok point of that setting and N, latency,\n"
+          "# speedup and select share over its timed points (n_timed; untimed = scored\n"
+          "# only); speedup is over \"dense\" on the same workloads (same mask): the\n"
+          "# paired ratio (1 / rel_dense, same child process) where the points have it,\n"
+          "# with speedup_lo/hi the medians of their 95% intervals and paired = 1, else\n"
+          "# dense total_ms / total_ms (paired = 0, no interval); total_lo/hi_ms: medians\n"
+          "# of the points' 95% intervals of total_ms; nan where the method has no\n"
           "# status-ok point or the value does not apply\n"
           "# columns: 1 method  2 device  3 layout  4 kernel  5 n_points  6 n_ok\n"
           "#          7 not_ok (status:count,...)  8 seq_len  9 target_density\n"
           "#          10 knob_value  11 achieved_density  12 total_ms  13 speedup\n"
           "#          14 recall_mass  15 recall_topk  16 accuracy  17 select_share\n"
-          "#          18 method_idx (line in methods.txt)  19 mask\n", f);
+          "#          18 method_idx (line in methods.txt)  19 mask  20 speedup_lo\n"
+          "#          21 speedup_hi  22 paired (1/0)  23 total_lo_ms  24 total_hi_ms\n"
+          "#          25 n_timed\n", f);
     static const char *const devs[] = {"cpu", "gpu"};
     for (size_t m = 0; m < c->n_methods; m++) {
         const char *meth = c->methods[m];
@@ -1214,7 +1564,7 @@ static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xro
                 dev = p->device;
             }
             for (size_t mk = 0; mk < c->n_masks; mk++)
-                summary_row(f, c, m, dev, mk, tmp, tmp2, scratch);
+                summary_row(f, c, m, dev, mk, tmp, tmp2, scratch, scratch2);
         }
     }
 }
@@ -1273,6 +1623,23 @@ static void write_meta(FILE *f, const xctx *c)
     fputc('\n', f);
     fprintf(f, "n_points\t%zu\n", c->n);
     fprintf(f, "n_ok\t%zu\n", c->n_ok);
+    /* the timing protocol: ok points with a timing, scored only, paired,
+     * and the timing flags of the timed ones */
+    size_t nt = 0, nu = 0, npair = 0, nint = 0, ndis = 0;
+    for (size_t i = 0; i < c->n_ok; i++) {
+        const ab_point *p = c->ok[i].p;
+        double sp, lo, hi;
+        if (!ab_point_timed(p)) {
+            nu++;
+            continue;
+        }
+        nt++;
+        npair += ab_point_paired_speedup(p, &sp, &lo, &hi) != 0;
+        nint += ab_point_has_flag(p, "interference") != 0;
+        ndis += ab_point_has_flag(p, "rounds_disagree") != 0;
+    }
+    fprintf(f, "n_timed\t%zu\nn_untimed\t%zu\nn_paired\t%zu\n", nt, nu, npair);
+    fprintf(f, "n_flag_interference\t%zu\nn_flag_rounds_disagree\t%zu\n", nint, ndis);
     fprintf(f, "n_failed\t%zu\n", c->n - c->n_ok);
     /* failures by status, statuses in name order */
     const char *prev = "";
@@ -1348,7 +1715,7 @@ static int work_cmp(const ab_point *x, const ab_point *y) { return ab_point_work
 static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
 {
     fputs("# attnbench export: dense attention time under each base mask relative to\n"
-          "# causal (status ok points of method \"dense\" only)\n", f);
+          "# causal (status ok points of method \"dense\" with a timing only)\n", f);
     fprintf(f, "# device: %s\n", c->primary_dev);
     fputs("# time_ratio = total_ms of dense under the mask / total_ms of dense under\n"
           "# causal on the same (task, dtype, seq_len, heads, head_dim, seed, depth);\n"
@@ -1436,7 +1803,7 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
  * once per base mask when the file holds several. */
 static const char *const FIG_FILES[] = {
     "latency_vs_n", "recall_vs_density", "accuracy_vs_density", "speedup_vs_density",
-    "accuracy_vs_latency", "needle_heatmap", "overhead_share", "cpu_vs_gpu"};
+    "accuracy_vs_latency", "needle_heatmap", "overhead_share", "cpu_vs_gpu", "breakeven"};
 #define N_FIG_FILES (sizeof FIG_FILES / sizeof FIG_FILES[0])
 
 /* Remove DIR/FIG--*.tsv left by an earlier export (of another file): each
@@ -1465,7 +1832,7 @@ static void remove_stale(const char *dir)
 typedef struct xbufs {
     double *tmp, *tmp2, *tmp3;
     agg *g;
-    xrow *scratch;
+    xrow *scratch, *scratch2;
     alpt *al;
     dvm *dv;
 } xbufs;
@@ -1484,14 +1851,15 @@ static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbu
     if (c->n_masks > 1) fprintf(f, " (base mask %zu of %zu: see masks.txt)", mk + 1, c->n_masks);
     fputc('\n', f);
     switch (k) {
-    case 0: write_latency(f, c, x->tmp, 0); break;
+    case 0: write_latency(f, c, x->tmp, x->scratch, 0); break;
     case 1: write_recall(f, c, x->tmp, x->g); break;
     case 2: write_accuracy(f, c, x->tmp, x->g, x->scratch); break;
-    case 3: write_speedup(f, c, x->tmp, x->tmp2, x->g); break;
+    case 3: write_speedup(f, c, x->tmp, x->tmp2, x->g, x->scratch); break;
     case 4: write_acc_latency(f, c, x->tmp, x->scratch, x->al); break;
     case 5: write_heatmap(f, c, x->tmp, x->scratch, x->tmp2, x->tmp3); break;
-    case 6: write_overhead(f, c, x->tmp); break;
-    default: write_latency(f, c, x->tmp, 1); break;
+    case 6: write_overhead(f, c, x->tmp, x->scratch); break;
+    case 7: write_latency(f, c, x->tmp, x->scratch, 1); break;
+    default: write_breakeven(f, c, x->tmp, x->tmp2, x->scratch, x->scratch2); break;
     }
     return close_out(f, name, 0, err, errlen);
 }
@@ -1520,10 +1888,11 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
     x.tmp3 = malloc((n + 1) * sizeof *x.tmp3);
     x.g = malloc((n + 1) * sizeof *x.g);
     x.scratch = malloc((n + 1) * sizeof *x.scratch);
+    x.scratch2 = malloc((n + 1) * sizeof *x.scratch2);
     x.al = malloc((n + 1) * sizeof *x.al);
     x.dv = malloc((n + 1) * sizeof *x.dv);
     const ab_point **dense = malloc((n + 1) * sizeof *dense);
-    if (!x.tmp || !x.tmp2 || !x.tmp3 || !x.al || !x.g || !x.scratch || !x.dv || !dense ||
+    if (!x.tmp || !x.tmp2 || !x.tmp3 || !x.al || !x.g || !x.scratch || !x.scratch2 || !x.dv || !dense ||
         build_ctx(&c) != 0) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -1532,7 +1901,7 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
     select_mask(&c, -1);
     c.dense = dense;
     for (size_t i = 0; i < c.n_ok; i++)
-        if (strcmp(c.ok[i].p->method, "dense") == 0 && c.ok[i].p->total_ms > 0)
+        if (strcmp(c.ok[i].p->method, "dense") == 0 && ab_point_timed(c.ok[i].p))
             dense[c.n_dense++] = c.ok[i].p;
     qsort(dense, c.n_dense, sizeof *dense, dense_cmp);
     if (mkdir_p(dir, err, errlen) != 0) goto done;
@@ -1555,7 +1924,7 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
         if (!f) goto done;
         switch (k) {
         case 0: write_dense_mask(f, &c, x.tmp, x.dv); break;
-        case 1: write_summary(f, &c, x.tmp, x.tmp2, x.scratch); break;
+        case 1: write_summary(f, &c, x.tmp, x.tmp2, x.scratch, x.scratch2); break;
         case 2:
             for (size_t m = 0; m < c.n_methods; m++) {
                 put_str(f, c.methods[m], sizeof c.methods[m], 1);
@@ -1581,6 +1950,7 @@ done:
     free(x.al);
     free(x.g);
     free(x.scratch);
+    free(x.scratch2);
     free(x.dv);
     free(dense);
     free(pts);
@@ -1602,6 +1972,8 @@ static void export_usage(FILE *f)
           "  needle_heatmap.tsv       per method: needle accuracy by length x depth\n"
           "  overhead_share.tsv       per method: select / total vs sequence length\n"
           "  cpu_vs_gpu.tsv           latency vs length on each device (several devices)\n"
+          "  breakeven.tsv            speedup over dense per method x (N, target density),\n"
+          "                           with its 95% interval and significance\n"
           "  dense_vs_mask.tsv        dense time per base mask relative to causal, and the\n"
           "                           ideal (ratio of allowed pairs)\n"
           "  summary.tsv              one row per method, device and base mask\n"
@@ -1609,6 +1981,11 @@ static void export_usage(FILE *f)
           "  meta.txt                 file, machine, commit, counts\n"
           "The per-figure files hold status-ok points only, one gnuplot block\n"
           "(index) per method; their columns are listed in a header comment.\n"
+          "Latency, speedup, overhead and break-even use only points with a timing\n"
+          "(untimed points, scored only, count in accuracy and recall); the speedup\n"
+          "over dense is the paired ratio (1 / rel_dense, measured in the same child\n"
+          "process, with its 95% interval) where a point has it, else dense total_ms /\n"
+          "total_ms on the same workload (no interval).\n"
           "No figure file mixes base masks: NAME.tsv holds the primary mask (causal\n"
           "when present), and with several masks NAME--SLUG.tsv each other one\n"
           "(e.g. latency_vs_n--document_8.tsv; masks.txt lists the slugs).\n"

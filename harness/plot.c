@@ -9,7 +9,9 @@
  * "# skip:" line when export wrote one). plots/ is found through
  * $AB_PLOTS_DIR, next to the executable (<exe dir>/../plots), or ./plots.
  * The footnote names the file, host, CPU (and GPU), threads and commit, and
- * counts the points left out for a non-ok status.
+ * counts the points left out for a non-ok status; a timing figure's has a
+ * third line (footnote3) with the untimed (scored-only) points it leaves out
+ * and the timing flags of the points it draws (the data file's "# note:").
  * Base masks: when the file holds several (causal, document:8, ...), export
  * writes each figure's data once per mask (NAME.tsv for the primary mask,
  * NAME--SLUG.tsv for each other one, listed in masks.txt) and each is drawn
@@ -137,6 +139,24 @@ static void skip_reason(const char *path, char *out, size_t len)
     char line[512];
     while (fgets(line, sizeof line, f) && line[0] == '#')
         if (strncmp(line, "# skip: ", 8) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + 8);
+            break;
+        }
+    fclose(f);
+}
+
+/* The text of a "# note: TEXT" header line of a figure file (export's count
+ * of the untimed points a timing figure leaves out and of the timing flags of
+ * those it uses), "" if none. */
+static void note_line(const char *path, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, "# note: ", 8) == 0) {
             line[strcspn(line, "\r\n")] = '\0';
             snprintf(out, len, "%.300s", line + 8);
             break;
@@ -431,16 +451,20 @@ static void plot_usage(FILE *f)
           "  needle_heatmap       needle accuracy by length x depth, one panel per method\n"
           "  overhead_share       select() share of the latency vs N\n"
           "  cpu_vs_gpu           latency on each device (files with several devices)\n"
+          "  breakeven            speedup over dense per method x (N, target density): log\n"
+          "                       colour centred at 1, the value, and whether its 95%\n"
+          "                       interval lies above or below 1\n"
           "  dense_vs_mask        dense time per base mask relative to causal, against the\n"
           "                       ideal (allowed-pair ratio; files with several masks)\n"
           "  mask_gallery/        `attnbench mask --gallery` under the primary mask and\n"
           "                       each base mask alone, when this build has it\n"
           "No figure mixes base masks: with several, each figure is drawn once per mask\n"
           "(NAME.png for the primary mask, NAME--SLUG.png for the others, masks.txt).\n"
-          "Only status-ok points are drawn; the others are counted in each footnote,\n"
-          "with the file, host, CPU/GPU, threads and commit. A figure without data is\n"
-          "skipped with a note. index.html is static (no scripts, no network): copy\n"
-          "DIR anywhere and open it.\n"
+          "Only status-ok points are drawn (timing figures: those with a timing; their\n"
+          "error bars are 95% intervals, bootstrap over rounds); the others are counted\n"
+          "in each footnote, with the file, host, CPU/GPU, threads and commit. A figure\n"
+          "without data is skipped with a note. index.html is static (no scripts, no\n"
+          "network): copy DIR anywhere and open it.\n"
           "\n"
           "options:\n"
           "  -d, --dir DIR     output directory (required)\n"
@@ -640,6 +664,8 @@ int ab_cmd_plot(int argc, char **argv)
                 if (n_masks > 1 || strcmp(masks[mk].spec, "causal") != 0)
                     snprintf(mtitle, sizeof mtitle, "%.128s", masks[mk].spec);
             } else snprintf(foot2m, sizeof foot2m, "%s", foot2);
+            char note[400];
+            note_line(data, note, sizeof note);
             if (rows <= 0) {
                 char why[400];
                 skip_reason(data, why, sizeof why);
@@ -655,6 +681,7 @@ int ab_cmd_plot(int argc, char **argv)
                 gp_assign(expr, sizeof expr, "term", fmt[k]);
                 gp_assign(expr, sizeof expr, "footnote", foot);
                 gp_assign(expr, sizeof expr, "footnote2", foot2m);
+                gp_assign(expr, sizeof expr, "footnote3", note);
                 gp_assign(expr, sizeof expr, "masktitle", mtitle);
                 gp_assign(expr, sizeof expr, "plotsdir", plots);
                 int st = run_gnuplot(gnuplot, expr, script);

@@ -81,6 +81,19 @@ const char *ab_point_mask(const ab_point *p);
  * head_dim, [causal and mask when with_mask], seed, depth. Export and show
  * match a dense point to a method's point with it (speedups). */
 int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask);
+/* 1 when the point's timing flags (the comma list in p->timing) hold flag
+ * ("interference", "unpaired", "untimed", "rounds_disagree"). */
+int ab_point_has_flag(const ab_point *p, const char *flag);
+/* 1 when the point carries a timing: status ok, a finite total_ms > 0 and
+ * not flagged untimed (scored only). Timing figures and tables use these
+ * points only; accuracy and recall use every status-ok point. */
+int ab_point_timed(const ab_point *p);
+/* The paired speedup over dense of a timed point: 1 / rel_dense (the
+ * median ratio to dense flash in the same child, adjacent calls), with its
+ * 95% interval [1 / rel_hi, 1 / rel_lo] (NaN ends when unknown). Returns 1
+ * when the point has a finite rel_dense > 0, else 0 (all three NaN): the
+ * caller falls back to dense total_ms / total_ms on the matching workload. */
+int ab_point_paired_speedup(const ab_point *p, double *speedup, double *lo, double *hi);
 
 /* Run environment: string attributes of the file's root group. */
 #define AB_ENV_MAX 48

@@ -178,7 +178,8 @@ static void mask_table(FILE *f, const char *dir, const ab_report_mask *m, int nm
 
 /* ---- the per-method table (summary.tsv) ------------------------------- */
 
-#define SUM_COLS 19
+#define SUM_COLS 25     /* columns of summary.tsv; the first 19 are the older layout's */
+#define SUM_COLS_OLD 19
 
 /* Split at tabs in place; the field count. */
 static int split_tabs(char *line, char **f, int max)
@@ -206,6 +207,42 @@ static void num_cell(FILE *f, const char *s, const char *fmt, double scale)
     fputs("</td>", f);
 }
 
+/* The value of s, NaN when it is not a number. */
+static double num_of(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    return (end == s || *end) ? NAN : v;
+}
+
+/* The latency cell: the median, its 95% interval as the cell's tooltip. */
+static void latency_cell(FILE *f, const char *ms, const char *lo, const char *hi)
+{
+    double v = num_of(ms), l = num_of(lo), h = num_of(hi);
+    if (isnan(v)) {
+        fputs("<td class=n>&ndash;</td>", f);
+        return;
+    }
+    if (!isnan(l) && !isnan(h))
+        fprintf(f, "<td class=n title=\"95%% interval %.4g&ndash;%.4g ms\">%.4g</td>", l, h, v);
+    else fprintf(f, "<td class=n>%.4g</td>", v);
+}
+
+/* The speedup cell: the paired ratio with its 95% interval, or the ratio of
+ * separate medians marked with a dagger (no interval). */
+static void speedup_cell(FILE *f, const char *sp, const char *lo, const char *hi, int paired)
+{
+    double v = num_of(sp), l = num_of(lo), h = num_of(hi);
+    if (isnan(v)) {
+        fputs("<td class=n>&ndash;</td>", f);
+        return;
+    }
+    fprintf(f, "<td class=n>%.2f&times;", v);
+    if (paired && !isnan(l) && !isnan(h)) fprintf(f, " <span class=ci>[%.2f, %.2f]</span>", l, h);
+    else if (!paired) fputs("<sup>&dagger;</sup>", f);
+    fputs("</td>", f);
+}
+
 /* Writes the table; sets *has_blas when a dense_blas row has ok points.
  * With several base masks, a mask column after the device. */
 static void summary_table(FILE *f, const char *dir, int multi_mask, int *has_blas)
@@ -230,7 +267,9 @@ static void summary_table(FILE *f, const char *dir, int multi_mask, int *has_bla
         if (line[0] == '#' || line[0] == '\n') continue;
         line[strcspn(line, "\r\n")] = '\0';
         char *c[SUM_COLS + 2];
-        if (split_tabs(line, c, SUM_COLS + 1) != SUM_COLS) continue;
+        int nf = split_tabs(line, c, SUM_COLS + 1);
+        if (nf != SUM_COLS && nf != SUM_COLS_OLD) continue;
+        int timing = nf == SUM_COLS; /* speedup interval, paired, latency interval */
         int idx = atoi(c[17]);
         const char *col = PALETTE[(idx > 0 ? idx - 1 : 0) % (int)(sizeof PALETTE / sizeof PALETTE[0])];
         if (strcmp(c[0], "dense_blas") == 0 && atoi(c[5]) > 0) *has_blas = 1;
@@ -262,8 +301,8 @@ static void summary_table(FILE *f, const char *dir, int multi_mask, int *has_bla
             fputs("</td>", f);
         } else fputs("<td class=n>&ndash;</td>", f);
         num_cell(f, c[10], "%.3g%%", 100.0);
-        num_cell(f, c[11], "%.4g", 1.0);
-        num_cell(f, c[12], "%.2f&times;", 1.0);
+        latency_cell(f, c[11], timing ? c[22] : "nan", timing ? c[23] : "nan");
+        speedup_cell(f, c[12], timing ? c[19] : "nan", timing ? c[20] : "nan", timing && !strcmp(c[21], "1"));
         num_cell(f, c[13], "%.3f", 1.0);
         num_cell(f, c[14], "%.3f", 1.0);
         num_cell(f, c[15], "%.3f", 1.0);
@@ -288,16 +327,35 @@ static const fig FIGS[] = {
     {"latency_vs_n", "Latency vs sequence length",
      "Latency per attention call (all heads) vs sequence length N, log-log. One line per "
      "method at its setting closest to 10% density (methods without a knob at 100%); the "
-     "median of the timed repeats, bars p10&ndash;p90, then the median over seeds, tasks "
-     "and depths. <b>dense</b> (the shared tiled online-softmax kernel) and "
+     "median of the timed repeats, then the median over seeds, tasks and depths; bars: the "
+     "95% interval of the median (hierarchical bootstrap over rounds, i.e. child processes, "
+     "and samples; p10&ndash;p90 of the repeats for files written before the timing "
+     "protocol). Points without a timing (untimed, scored only) are left out and counted in "
+     "the footnote with the timing flags of the points drawn. <b>dense</b> (the shared "
+     "tiled online-softmax kernel) and "
      "<b>dense_blas</b> (row-blocked OpenBLAS SGEMM + softmax) are the exact references, "
      "drawn thicker; dense_blas stands in for an SGEMM roofline, which the results file "
      "does not measure. Points of the primary device only (see CPU vs GPU).", 0},
     {"speedup_vs_density", "Speedup over dense vs density",
-     "Speedup = latency of <b>dense</b> / latency of the method on the same workload (task, "
-     "N, heads, head dim, base mask, seed, depth), vs the achieved density (share of the "
+     "Speedup over <b>dense</b> (select() included), vs the achieved density (share of the "
      "(query, key) pairs the base mask allows that are computed, log scale), one panel per "
-     "sequence length. Above the dashed line the method is faster than dense.", 0},
+     "sequence length: the median over its samples of the method's time / the time of dense "
+     "measured in the same child process on adjacent calls (the paired ratio), inverted; "
+     "bars: its 95% interval (bootstrap over rounds). Points without a paired ratio (files "
+     "written before the timing protocol, unpaired points) fall back to latency of dense / "
+     "latency of the method on the same workload (task, N, heads, head dim, base mask, seed, "
+     "depth) and have no bar. Above the dashed line the method is faster than dense.", 0},
+    {"breakeven", "Break-even map: where each method beats dense",
+     "Speedup over <b>dense</b> on the same workload, select() included, per method (rows) "
+     "and per sequence length and target density (columns, grouped by N): red slower, green "
+     "faster, on a log scale centred at 1 (clamped to 1/8&ndash;8), the value printed in the "
+     "cell (the median over tasks, seeds and depths of the paired ratio, or of dense latency "
+     "/ latency where there is none). Marker: &#9650; the 95% interval (bootstrap over "
+     "rounds) lies above 1 (significantly faster), &#9660; below 1 (significantly slower), "
+     "&#9675; it holds 1, or there is no interval. A grey cell has no timed status-ok point; "
+     "its label says why (<code>calib.</code>: no knob value reached the target density, "
+     "<code>unsup.</code>: unsupported, <code>untimed</code>: scored only, a failure status; "
+     "blank: not run there). Points of the primary device only.", 0},
     {"recall_vs_density", "Attention recall vs density",
      "Left: attention-mass recall, the share of each scored row's exact softmax mass that "
      "falls on the computed keys. Right: top-k recall, the share of each row's exact top-k "
@@ -583,6 +641,7 @@ static const char *const CSS =
     "figure{margin:0}figure img{max-width:100%;height:auto;border:1px solid #eee}"
     "figure.gallery img{max-width:32%;margin:0 1% 1% 0}figure.gallery img.wide{max-width:100%}"
     "figcaption{font-size:14px;color:#333;margin:.3em 0 1em;max-width:60em}"
+    ".ci{color:#666;font-size:.9em}"
     ".permask{display:flex;flex-wrap:wrap;gap:10px}.permask figure{width:32%;min-width:260px}"
     ".permask figure img{width:100%}.permask figcaption{font-size:13px}"
     ".note{color:#8a5a00;background:#fff7e6;border:1px solid #f0d9a8;padding:4px 8px}"
@@ -660,8 +719,13 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
     fputs("<h2 id=\"methods\">Methods</h2>\n<p>One row per method", f);
     fputs(nm > 1 ? ", device and base mask" : " and device", f);
     fputs(", at the setting closest to 10% density and the method's largest N there (medians "
-          "over seeds, tasks and depths; accuracy pooled). The swatch is the method's colour in "
-          "every figure. Data: <a href=\"summary.tsv\">summary.tsv</a>.</p>\n", f);
+          "over seeds, tasks and depths; accuracy pooled). Latency and speedup come from the "
+          "points with a timing (untimed points are scored only; hover a latency for its 95% "
+          "interval); the speedup over dense is the paired ratio measured against dense in the "
+          "same process, with its 95% interval (bootstrap over rounds) in brackets, or, marked "
+          "&dagger;, dense latency / latency from separate runs where there is no paired "
+          "measurement. The swatch is the method's colour in every figure. Data: <a "
+          "href=\"summary.tsv\">summary.tsv</a>.</p>\n", f);
     int has_blas = 0;
     summary_table(f, dir, nm > 1, &has_blas);
 

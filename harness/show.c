@@ -1,11 +1,16 @@
 /* show.c — `attnbench show RESULTS.h5`: a summary table in the terminal.
  *
  * One row per (method, base mask, seq_len, target density) — per knob value
- * for native settings — with the median latency of the ok points, the speedup over the
- * "dense" method on the same workloads (same base mask), the achieved density, the attention
- * recall, the task accuracy and the points per status. Above it, the run's
- * environment (host, cpu, threads, commit, date). Formats: aligned text,
- * TSV (for scripts) and Markdown (for notes and issues).
+ * for native settings — with the median latency of the ok points that carry
+ * a timing (untimed points, scored only, count in density, recall and
+ * accuracy only), the speedup over the "dense" method on the same workloads
+ * (same base mask: the paired ratio 1 / rel_dense with its 95% interval where
+ * the points have it, else dense total_ms / total_ms), the achieved density,
+ * the attention recall, the task accuracy, the points per status and the
+ * timing flags. Above it, the run's environment (host, cpu, threads, commit,
+ * date). Formats: aligned text, TSV (for scripts; the interval and the
+ * latency interval as extra columns at the end) and Markdown (for notes and
+ * issues).
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,10 +25,13 @@ enum { FMT_TEXT, FMT_TSV, FMT_MD };
 
 /* The table's columns; --sort takes these names. */
 enum { C_METHOD, C_MASK, C_SEQ_LEN, C_TARGET, C_MS, C_SPEEDUP, C_DENSITY, C_RECALL,
-       C_ACCURACY, C_OK, C_FAILED, C_COUNT };
+       C_ACCURACY, C_OK, C_FAILED, C_TIMING, /* the text and Markdown table: up to here */
+       C_SP_LO, C_SP_HI, C_PAIRED, C_MS_LO, C_MS_HI, C_TIMED, C_COUNT };
+#define C_SORTABLE C_TIMING /* --sort takes the names before it */
 static const char *const COL_NAMES[C_COUNT] = {
     "method", "mask", "seq_len", "target", "ms", "speedup", "density",
-    "recall", "accuracy", "ok", "failed"};
+    "recall", "accuracy", "ok", "failed", "timing", "speedup_lo", "speedup_hi", "paired",
+    "ms_lo", "ms_hi", "timed"};
 
 /* One table row. */
 typedef struct srow {
@@ -34,6 +42,7 @@ typedef struct srow {
     double setting;        /* target density, or the knob value when native */
     double v[C_COUNT];     /* numeric cells (NaN = none) */
     char failed[96];       /* "timeout:2,crashed:1" */
+    char timing[96];       /* "untimed:2,interference:3" over the ok points, "" when none */
     size_t n_ok, n_failed;
 } srow;
 
@@ -228,6 +237,20 @@ static int point_passes(const sterm *t, int nt, const ab_point *p)
 
 /* ---- building the table ------------------------------------------------ */
 
+/* A point's speedup over dense: paired (1 / rel_dense and its interval, *paired
+ * = 1) when it has a paired ratio, else the median dense total_ms of its
+ * workload / its total_ms (no interval); NaN without a timing. */
+static double speedup_of(const ab_point *p, const ab_point **dense, size_t nd, double *tmp,
+                         double *lo, double *hi, int *paired)
+{
+    double sp;
+    *paired = ab_point_paired_speedup(p, &sp, lo, hi);
+    if (*paired) return sp;
+    if (!ab_point_timed(p) || nd == 0) return NAN;
+    double dms = dense_ms_for(p, dense, nd, tmp);
+    return isnan(dms) ? NAN : dms / p->total_ms;
+}
+
 static void fill_row(srow *r, const ab_point **g, size_t n, int multi_dev,
                      const ab_point **dense, size_t nd, double *tmp, double *tmp2)
 {
@@ -242,34 +265,53 @@ static void fill_row(srow *r, const ab_point **g, size_t n, int multi_dev,
     r->v[C_TARGET] = r->native ? NAN : r->setting;
 
     size_t m = 0;
-#define OK_MEDIAN(col, expr)                                              \
-    do {                                                                  \
-        m = 0;                                                            \
-        for (size_t k = 0; k < n; k++)                                    \
-            if (ab_status_is_ok(g[k]->status)) tmp[m++] = (expr);         \
-        r->v[col] = median_of(tmp, m);                                    \
+#define OK_MEDIAN(col, cond, expr)                                          \
+    do {                                                                    \
+        m = 0;                                                              \
+        for (size_t k = 0; k < n; k++)                                      \
+            if (cond(g[k])) tmp[m++] = (expr);                              \
+        r->v[col] = median_of(tmp, m);                                      \
     } while (0)
-    OK_MEDIAN(C_MS, g[k]->total_ms);
-    OK_MEDIAN(C_DENSITY, g[k]->achieved_density);
-    OK_MEDIAN(C_RECALL, g[k]->recall_mass);
+#define IS_OK(p) ab_status_is_ok((p)->status)
+    /* latency from the points with a timing; the rest from every ok point */
+    OK_MEDIAN(C_MS, ab_point_timed, g[k]->total_ms);
+    OK_MEDIAN(C_MS_LO, ab_point_timed, g[k]->total_lo_ms);
+    OK_MEDIAN(C_MS_HI, ab_point_timed, g[k]->total_hi_ms);
+    OK_MEDIAN(C_DENSITY, IS_OK, g[k]->achieved_density);
+    OK_MEDIAN(C_RECALL, IS_OK, g[k]->recall_mass);
+#undef IS_OK
 #undef OK_MEDIAN
-    double acc = 0;
-    size_t nacc = 0;
+    double acc = 0, lo, hi;
+    size_t nacc = 0, ntimed = 0, npaired = 0;
+    int pr;
     m = 0;
     for (size_t k = 0; k < n; k++) {
         const ab_point *p = g[k];
         if (!ab_status_is_ok(p->status)) { r->n_failed++; continue; }
         r->n_ok++;
         if (!isnan(p->accuracy)) { acc += p->accuracy; nacc++; }
-        if (nd > 0 && p->total_ms > 0) {
-            double dms = dense_ms_for(p, dense, nd, tmp2);
-            if (!isnan(dms)) tmp[m++] = dms / p->total_ms;
+        ntimed += ab_point_timed(p) != 0;
+        double sp = speedup_of(p, dense, nd, tmp2, &lo, &hi, &pr);
+        if (!isnan(sp)) {
+            tmp[m++] = sp;
+            npaired += pr != 0;
         }
     }
     r->v[C_SPEEDUP] = median_of(tmp, m);
+    /* every point paired: the interval is the medians of their interval ends */
+    r->v[C_PAIRED] = m > 0 && npaired == m ? 1 : 0;
+    if (m > 0 && npaired == m) {
+        for (int end = 0; end < 2; end++) {
+            size_t q = 0;
+            for (size_t k = 0; k < n; k++)
+                if (ab_point_paired_speedup(g[k], &tmp2[0], &lo, &hi)) tmp[q++] = end ? hi : lo;
+            r->v[end ? C_SP_HI : C_SP_LO] = median_of(tmp, q);
+        }
+    }
     r->v[C_ACCURACY] = nacc ? acc / (double)nacc : NAN;
     r->v[C_OK] = (double)r->n_ok;
     r->v[C_FAILED] = (double)r->n_failed;
+    r->v[C_TIMED] = (double)ntimed;
 
     /* failures by status, in name order */
     const char *prev = "";
@@ -289,6 +331,19 @@ static void fill_row(srow *r, const ab_point **g, size_t n, int multi_dev,
         if (w < 0 || (size_t)w >= sizeof r->failed - used) break;
         used += (size_t)w;
         prev = next;
+    }
+    /* timing flags over the ok points */
+    static const char *const flags[] = {"untimed", "unpaired", "interference", "rounds_disagree"};
+    used = 0;
+    for (size_t q = 0; q < sizeof flags / sizeof flags[0]; q++) {
+        size_t count = 0;
+        for (size_t k = 0; k < n; k++)
+            count += ab_status_is_ok(g[k]->status) && ab_point_has_flag(g[k], flags[q]);
+        if (!count) continue;
+        int w = snprintf(r->timing + used, sizeof r->timing - used, "%s%s:%zu", used ? "," : "",
+                         flags[q], count);
+        if (w < 0 || (size_t)w >= sizeof r->timing - used) break;
+        used += (size_t)w;
     }
 }
 
@@ -336,8 +391,11 @@ static void cell(char *buf, size_t len, const srow *r, int c, int fmt)
     if (c == C_METHOD) { snprintf(buf, len, "%s", r->name); return; }
     if (c == C_MASK) { snprintf(buf, len, "%s", r->mask); return; }
     if (c == C_FAILED) {
-        if (fmt == FMT_TSV) snprintf(buf, len, "%s", r->failed[0] ? r->failed : "-");
-        else snprintf(buf, len, "%s", r->failed[0] ? r->failed : "-");
+        snprintf(buf, len, "%s", r->failed[0] ? r->failed : "-");
+        return;
+    }
+    if (c == C_TIMING) {
+        snprintf(buf, len, "%s", r->timing[0] ? r->timing : "-");
         return;
     }
     if (c == C_TARGET && r->native) {
@@ -347,14 +405,19 @@ static void cell(char *buf, size_t len, const srow *r, int c, int fmt)
     }
     if (isnan(v)) { snprintf(buf, len, fmt == FMT_TSV ? "nan" : "-"); return; }
     if (fmt == FMT_TSV) {
-        if (c == C_SEQ_LEN || c == C_OK || c == C_FAILED) snprintf(buf, len, "%.0f", v);
+        if (c == C_SEQ_LEN || c == C_OK || c == C_FAILED || c == C_PAIRED || c == C_TIMED)
+            snprintf(buf, len, "%.0f", v);
         else snprintf(buf, len, "%.6g", v);
         return;
     }
     switch (c) {
     case C_SEQ_LEN: case C_OK: snprintf(buf, len, "%.0f", v); break;
     case C_MS: snprintf(buf, len, v >= 100 ? "%.1f" : v >= 1 ? "%.3f" : "%.4f", v); break;
-    case C_SPEEDUP: snprintf(buf, len, "%.2fx", v); break;
+    case C_SPEEDUP: /* with the paired 95% interval when there is one */
+        if (!isnan(r->v[C_SP_LO]) && !isnan(r->v[C_SP_HI]))
+            snprintf(buf, len, "%.2fx [%.2f, %.2f]", v, r->v[C_SP_LO], r->v[C_SP_HI]);
+        else snprintf(buf, len, "%.2fx", v);
+        break;
     case C_TARGET: snprintf(buf, len, "%g", v); break;
     default: snprintf(buf, len, "%.3f", v); break;
     }
@@ -376,15 +439,21 @@ static void print_env(const char *path, const ab_env *env, size_t n, size_t n_ok
         else if (fmt == FMT_MD) printf("- %s: %s\n", keys[k][0], v);
         else printf("  %-8s %s\n", keys[k][0], v);
     }
+    static const char *const legend =
+        "ms: median latency of the points with a timing (untimed = scored only); speedup over "
+        "dense: paired ratio in the same process [95% interval, bootstrap over rounds], "
+        "without an interval: dense latency / latency from separate runs";
     if (fmt == FMT_TSV) printf("# points\t%zu\n# ok\t%zu\n# failed\t%zu\n", n, n_ok, n - n_ok);
     else if (fmt == FMT_MD)
-        printf("- points: %zu (%zu ok, %zu failed), %d rows shown\n\n", n, n_ok, n - n_ok, n_shown);
-    else printf("  %-8s %zu (%zu ok, %zu failed), %d rows shown\n\n", "points", n, n_ok,
-                n - n_ok, n_shown);
+        printf("- points: %zu (%zu ok, %zu failed), %d rows shown\n- %s\n\n", n, n_ok, n - n_ok,
+               n_shown, legend);
+    else printf("  %-8s %zu (%zu ok, %zu failed), %d rows shown\n  %-8s %s\n\n", "points", n, n_ok,
+                n - n_ok, n_shown, "note", legend);
 }
 
 static const char *const HEADS[C_COUNT] = {
-    "method", "mask", "N", "target", "ms", "speedup", "density", "recall", "accuracy", "ok", "failed"};
+    "method", "mask", "N", "target", "ms", "speedup", "density", "recall", "accuracy", "ok", "failed",
+    "timing", "speedup_lo", "speedup_hi", "paired", "ms_lo", "ms_hi", "timed"};
 
 static void print_table(const srow *rows, size_t nr, int fmt)
 {
@@ -401,25 +470,28 @@ static void print_table(const srow *rows, size_t nr, int fmt)
         }
         return;
     }
+    /* text and Markdown: the columns up to timing (the interval is in the
+     * speedup cell) */
+    const int nc = C_TIMING + 1;
     int w[C_COUNT];
-    for (int c = 0; c < C_COUNT; c++) w[c] = (int)strlen(HEADS[c]);
+    for (int c = 0; c < nc; c++) w[c] = (int)strlen(HEADS[c]);
     for (size_t i = 0; i < nr; i++)
-        for (int c = 0; c < C_COUNT; c++) {
+        for (int c = 0; c < nc; c++) {
             cell(buf, sizeof buf, &rows[i], c, fmt);
             if ((int)strlen(buf) > w[c]) w[c] = (int)strlen(buf);
         }
     /* text columns left-aligned, numbers right-aligned */
-#define LEFT(c) ((c) == C_METHOD || (c) == C_MASK || (c) == C_FAILED)
+#define LEFT(c) ((c) == C_METHOD || (c) == C_MASK || (c) == C_FAILED || (c) == C_TIMING)
     const char *sep = fmt == FMT_MD ? " | " : "  ";
     if (fmt == FMT_MD) fputs("| ", stdout);
-    for (int c = 0; c < C_COUNT; c++) {
-        int last_text = fmt == FMT_TEXT && c == C_COUNT - 1;
+    for (int c = 0; c < nc; c++) {
+        int last_text = fmt == FMT_TEXT && c == nc - 1;
         printf("%s%*s", c ? sep : "", last_text ? 0 : LEFT(c) ? -w[c] : w[c], HEADS[c]);
     }
     puts(fmt == FMT_MD ? " |" : "");
     if (fmt == FMT_MD) {
         fputs("|", stdout);
-        for (int c = 0; c < C_COUNT; c++) {
+        for (int c = 0; c < nc; c++) {
             putchar(LEFT(c) ? ':' : '-');
             for (int k = 0; k < w[c]; k++) putchar('-');
             fputs(LEFT(c) ? "-|" : ":|", stdout);
@@ -428,9 +500,9 @@ static void print_table(const srow *rows, size_t nr, int fmt)
     }
     for (size_t i = 0; i < nr; i++) {
         if (fmt == FMT_MD) fputs("| ", stdout);
-        for (int c = 0; c < C_COUNT; c++) {
+        for (int c = 0; c < nc; c++) {
             cell(buf, sizeof buf, &rows[i], c, fmt);
-            int last_text = fmt == FMT_TEXT && c == C_COUNT - 1; /* no trailing blanks */
+            int last_text = fmt == FMT_TEXT && c == nc - 1; /* no trailing blanks */
             printf("%s%*s", c ? sep : "", last_text ? 0 : LEFT(c) ? -w[c] : w[c], buf);
         }
         puts(fmt == FMT_MD ? " |" : "");
@@ -445,10 +517,14 @@ static void show_usage(FILE *f)
     fputs("usage: attnbench show RESULTS.h5 [--sort COL] [--filter EXPR] [--format text|tsv|md]\n"
           "\n"
           "Print the run's environment and one row per (method, base mask, seq_len,\n"
-          "target density): median latency of the ok points, speedup over \"dense\"\n"
-          "on the same workloads under the same mask, achieved density (of the pairs\n"
-          "the mask allows), attention (mass) recall, mean task accuracy, ok points\n"
-          "and failed points by status.\n"
+          "target density): median latency of the ok points with a timing (untimed\n"
+          "points are scored only), speedup over \"dense\" on the same workloads under\n"
+          "the same mask (the paired ratio measured in the same process, with its 95%\n"
+          "interval, where the points have it; else dense latency / latency), achieved\n"
+          "density (of the pairs the mask allows), attention (mass) recall, mean task\n"
+          "accuracy, ok points, failed points by status and the timing flags of the ok\n"
+          "points (untimed, unpaired, interference, rounds_disagree). --format tsv adds\n"
+          "speedup_lo speedup_hi paired ms_lo ms_hi timed.\n"
           "\n"
           "options:\n"
           "  --sort COL       method mask seq_len target ms speedup density recall accuracy\n"
@@ -522,7 +598,7 @@ int ab_cmd_show(int argc, char **argv)
     if (sort) {
         const char *s = sort;
         if (*s == '-') { spec.desc = 1; s++; }
-        for (int c = 0; c < C_COUNT; c++)
+        for (int c = 0; c < C_SORTABLE; c++)
             if (strcmp(s, COL_NAMES[c]) == 0 || (c == C_SEQ_LEN && strcmp(s, "N") == 0))
                 spec.col = c;
         if (spec.col < 0) {
@@ -563,7 +639,7 @@ int ab_cmd_show(int argc, char **argv)
         if (ab_status_is_ok(p->status)) {
             n_ok++;
             /* dense is matched on every ok point, filtered or not */
-            if (strcmp(p->method, "dense") == 0 && p->total_ms > 0) dense[nd++] = p;
+            if (strcmp(p->method, "dense") == 0 && ab_point_timed(p)) dense[nd++] = p;
         }
         if (point_passes(terms, nt, p)) sel[ns++] = p;
     }

@@ -1,6 +1,9 @@
 # accuracy_vs_latency.gp — task accuracy vs latency per call, one panel per
 # task at the task's largest sequence length; every setting of a method is a
 # point, its Pareto front (no setting both faster and more accurate) a line.
+# Latency from the timed points only, accuracy pooled over every status-ok
+# point (untimed, scored-only ones included); the latency's 95% interval is
+# in the data (columns 13-14), not drawn (bars would hide the points).
 # Data: DATADIR/accuracy_vs_latency.tsv (attnbench export). Style: common.gp.
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'

@@ -15,6 +15,10 @@ if (!exists("datadir"))  datadir = '.'
 if (!exists("term"))     term = 'png'
 if (!exists("footnote")) footnote = ''
 if (!exists("footnote2")) footnote2 = ''
+# footnote3: a timing figure's third footnote line (export's "# note:": the
+# untimed points it leaves out, the timing flags of those it draws); '' = none
+if (!exists("footnote3")) footnote3 = ''
+fnlines = (footnote3 eq '') ? 2 : 3
 if (!exists("outfile"))  outfile = datadir.'/figure'
 # masktitle: the base mask of the figure ("document:8"), set by `attnbench
 # plot` when the file holds several base masks or a non-causal one; a
@@ -64,13 +68,16 @@ set tics nomirror out scale 0.6 textcolor rgb '#222222'
 set grid xtics ytics mxtics mytics lw 1 lc rgb '#e4e4e4', lw 1 lc rgb '#f2f2f2'
 set key outside right top vertical Left reverse samplen 2.2 spacing 1.1 width 1 noautotitle maxrows keyrows
 set pointsize 1.2
-set bmargin 5.8
 
 # footnote, two lines: (1) data file, host, CPU/GPU, threads, commit;
-# (2) how many points were left out for a non-ok status. Placed in character
-# units from the bottom so it keeps its place whatever the canvas height.
-set label 98 footnote at character 0.6, character 1.55 left front textcolor rgb '#555555' font fnfont
-set label 99 footnote2 at character 0.6, character 0.55 left front textcolor rgb '#555555' font fnfont
+# (2) how many points were left out for a non-ok status; and a third, (3)
+# footnote3, when plot gives one (the bottom margin grows by a line). Placed
+# in character units from the bottom so it keeps its place whatever the
+# canvas height. Labels 97-99 are the footnote's.
+set bmargin 4.8 + fnlines
+set label 98 footnote at character 0.6, character fnlines - 0.45 left front textcolor rgb '#555555' font fnfont
+set label 99 footnote2 at character 0.6, character fnlines - 1.45 left front textcolor rgb '#555555' font fnfont
+if (fnlines > 2) { set label 97 footnote3 at character 0.6, character 0.55 left front textcolor rgb '#555555' font fnfont }
 
 # Percent tics for densities given as a fraction on a log x axis.
 pct(x) = 100.0 * x
@@ -118,5 +125,5 @@ panels_begin = "pcols = (npanels > maxcols) ? maxcols : npanels; prows = (npanel
   "figw = (pcols == 1 ? 1.0 : 0.62 * pcols + 0.25) + keyin / 4.2; figh = (prows == 1 ? 1.0 : 0.78 * prows + 0.22); " . \
   "eval set_term; pright = 1.0 - (keyin + 0.12) / (4.2 * figw); " . \
   "set multiplot layout prows, pcols title ptitle margins screen 0.5 / (4.2 * figw), pright, " . \
-  "0.62 / (2.9 * figh), 1.0 - 0.42 / (2.9 * figh) spacing screen 0.42 / (4.2 * figw), 0.5 / (2.9 * figh)"
+  "(0.62 + 0.12 * (fnlines - 2)) / (2.9 * figh), 1.0 - 0.42 / (2.9 * figh) spacing screen 0.42 / (4.2 * figw), 0.5 / (2.9 * figh)"
 keyat = "set key at screen pright + 0.1 / (4.2 * figw), screen 1.0 - 0.42 / (2.9 * figh) left top"

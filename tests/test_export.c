@@ -11,7 +11,13 @@
  * causal base mask; the two-mask variant adds dense and window under a second
  * mask (document:4) with other latencies (dense x0.3, window x0.5) and
  * mask_density 1/4 of causal's, so a figure that mixed masks, or a speedup
- * over the other mask's dense, would show in the numbers.
+ * over the other mask's dense, would show in the numbers. These points carry
+ * no paired ratio (rel_dense 0), so speedups take the fallback path.
+ * A second fixture (fx_timing) follows the timing protocol: paired ratios
+ * with intervals, an old-style row without one, untimed (scored-only) points
+ * with absurd latencies, a calib_failed cell: untimed points must never reach
+ * a timing file, paired speedups carry their interval, and the break-even
+ * map says what each cell is.
  */
 #include <criterion/criterion.h>
 #include <hdf5.h>
@@ -304,7 +310,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 40, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 55, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -331,6 +337,15 @@ Test(export, points_tsv_equals_file)
         char msg[64];
         snprintf(msg, sizeof msg, "child %s after 5 s", p->status);
         cr_assert_str_eq(f[39], strcmp(p->status, "ok") ? msg : "", "tab in message kept out");
+        /* the timing protocol's columns; speedup = 1 / rel_dense, nan when
+         * rel_dense is not a positive number (0 in this fixture) */
+        expect_num(f[40], p->rounds, "rounds");
+        expect_num(f[41], p->calls, "calls");
+        const double want3[] = {p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense,
+                                p->rel_lo, p->rel_hi, NAN, NAN, NAN, p->foreign_pct,
+                                p->steal_pct, p->load1};
+        for (int k = 0; k < 12; k++) expect_num(f[42 + k], want3[k], "timing protocol");
+        cr_assert_str_eq(f[54], p->timing);
         rows++;
     }
     cr_assert_eq(rows, n);
@@ -442,6 +457,7 @@ Test(export, deterministic)
                                         "accuracy_vs_density.tsv", "speedup_vs_density.tsv",
                                         "accuracy_vs_latency.tsv", "needle_heatmap.tsv",
                                         "overhead_share.tsv", "cpu_vs_gpu.tsv", "summary.tsv",
+                                        "breakeven.tsv",
                                         "methods.txt", "meta.txt", "masks.txt",
                                         "dense_vs_mask.tsv"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -460,7 +476,7 @@ Test(export, deterministic)
 static const char *const FIGS[] = {"latency_vs_n", "speedup_vs_density", "recall_vs_density",
                                     "accuracy_vs_density", "accuracy_vs_latency",
                                     "needle_heatmap", "overhead_share", "cpu_vs_gpu",
-                                    "dense_vs_mask"};
+                                    "dense_vs_mask", "breakeven"};
 #define N_FIGS (sizeof FIGS / sizeof FIGS[0])
 
 /* Is figure i drawn for the fixture (mask: 0 the primary copy, 1 the second
@@ -683,7 +699,7 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[64];
-        cr_assert_eq(split_tabs(line, fl, 64), 40);
+        cr_assert_eq(split_tabs(line, fl, 64), 55);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
@@ -783,14 +799,17 @@ Test(show, tsv_rows)
     char *o = slurp(out);
     cr_assert(strstr(o, "# host\ttesthost\n"), "%s", o);
     cr_assert(strstr(o, "# commit\t0123456789abcdef\n"));
-    cr_assert(strstr(o, "\nmethod\tmask\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\n"));
+    cr_assert(strstr(o, "\nmethod\tmask\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\t"
+                        "timing\tspeedup_lo\tspeedup_hi\tpaired\tms_lo\tms_hi\ttimed\n"));
     /* window at 0.1 on 1024: 4 ok, 4 timeouts; speedup 1/0.15 */
     char want[256];
     snprintf(want, sizeof want, "\nwindow\tcausal\t1024\t0.1\t%.6g\t%.6g\t", 0.25 * 1.15 / 3.0 * 0.15,
              1.0 / 0.15);
     cr_assert(strstr(o, want), "no '%s' in:\n%s", want + 1, o);
-    cr_assert(strstr(o, "\t1\t4\ttimeout:4\n"), "%s", o);
-    cr_assert(strstr(o, "\nbroken\tcausal\t1024\t0.1\tnan\tnan\tnan\tnan\tnan\t0\tcrashed:4\n"), "%s", o);
+    /* fallback speedup (the fixture has no paired ratio): no interval, paired 0 */
+    cr_assert(strstr(o, "\t1\t4\ttimeout:4\t-\tnan\tnan\t0\t0\t0\t4\n"), "%s", o);
+    cr_assert(strstr(o, "\nbroken\tcausal\t1024\t0.1\tnan\tnan\tnan\tnan\tnan\t0\tcrashed:4\t-\t"
+                        "nan\tnan\t0\tnan\tnan\t0\n"), "%s", o);
     cr_assert(!strstr(o, "\ndense\t"), "filtered out");
     cr_assert(!strstr(o, "\t4096\t"), "filtered out");
     /* rows: window x3 densities, broken x1 */
@@ -1033,7 +1052,7 @@ Test(export, mask_column_round_trips)
     snprintf(want, sizeof want, "\nwindow\tdocument:4\t1024\t0.1\t%.6g\t%.6g\t",
              0.25 * 1.15 / 3.0 * 0.15 * DOC_WINDOW, DOC_DENSE / (DOC_WINDOW * 0.15));
     cr_assert(strstr(o, want), "no '%s' in:\n%s", want + 1, o);
-    cr_assert(strstr(o, "\toom:4\n"), "%s", o);
+    cr_assert(strstr(o, "\toom:4\t"), "%s", o);
     free(o);
     /* grouped by mask: every method's causal rows, then its document rows */
     const char *all[] = {"show", fx.h5, "--format", "tsv", "--filter", "method=window,seq_len=1024"};
@@ -1104,6 +1123,34 @@ Test(export, two_masks_never_mixed)
     cr_assert_eq(sscanf(w + 16, "%lf %lf", &dens, &sp), 2);
     cr_assert_float_eq(sp, DOC_DENSE / (DOC_WINDOW * 0.1), 1e-9, "speedup %g", sp);
     free(t);
+    /* the break-even map per mask: under document:4 only window (1 row x 3
+     * densities x 2 lengths), its speedup over document:4's dense; under
+     * causal 4 rows (broken, lowrank, topk, window), broken's cells crashed */
+    for (int mk = 0; mk < 2; mk++) {
+        snprintf(path, sizeof path, "%s/breakeven%s.tsv", fx.out, mk ? "--document_4" : "");
+        t = slurp(path);
+        cr_assert(t, "%s missing", path);
+        const char *head = mk ? "# mask: document:4 " : "# mask: causal ";
+        cr_assert(strncmp(t, head, strlen(head)) == 0, "%s: %.60s", path, t);
+        int rows = 0, found = 0;
+        char *save = NULL;
+        for (char *line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            if (line[0] == '#') continue;
+            rows++;
+            char *f[20];
+            cr_assert_eq(split_tabs(line, f, 20), 16, "%s", line);
+            if (!strcmp(f[11], "broken"))
+                cr_assert_str_eq(f[13], strcmp(f[8], "0.1") ? "not_run" : "crashed");
+            if (strcmp(f[11], "window") || strcmp(f[7], "1024") || strcmp(f[8], "0.1")) continue;
+            found = 1;
+            double cell = strtod(f[2], NULL);
+            cr_assert_float_eq(cell, mk ? DOC_DENSE / (DOC_WINDOW * 0.15) : 1.0 / 0.15, 1e-9, "mask %d: %g", mk, cell);
+            cr_assert_str_eq(f[6], "0", "no paired ratio in this fixture");
+        }
+        cr_assert(found, "%s: no window cell at (1024, 0.1)", path);
+        cr_assert_eq(rows, mk ? 6 : 24, "%s: %d cells", path, rows);
+        free(t);
+    }
     /* dense vs mask: causal 1, document 0.3 against the ideal 0.25, per N */
     snprintf(path, sizeof path, "%s/dense_vs_mask.tsv", fx.out);
     t = slurp(path);
@@ -1117,7 +1164,397 @@ Test(export, two_masks_never_mixed)
     t = slurp(path);
     cr_assert(strstr(t, "\nwindow\tcpu\tblock\tblock\t32\t24\ttimeout:8\t4096\t0.1\t"), "%s", t);
     cr_assert(strstr(t, "\nwindow\tcpu\tblock\tblock\t32\t24\toom:8\t4096\t0.1\t"), "%s", t);
-    cr_assert(strstr(t, "\t5\tcausal\n") && strstr(t, "\t5\tdocument:4\n"), "%s", t);
+    cr_assert(strstr(t, "\t5\tcausal\t") && strstr(t, "\t5\tdocument:4\t"), "%s", t);
     free(t);
+    fx_clean(&fx);
+}
+
+/* ---- the timing protocol: untimed points, paired speedups, break-even ---- */
+
+#define UNTIMED_MS 777777.0 /* total_ms of the fixture's untimed points: must never show */
+
+/* One point of the timing fixture: dense latency D(N) = 10 (N = 1024) or 40
+ * (N = 2048), the method's time rel * D; with pair, the paired ratio rel
+ * and its interval [lo, hi] as the sweep stores them (files before the timing
+ * protocol: rel_dense NaN, rounds 0). */
+static void tf_point(ab_point *p, int *serial, const char *method, int n, int seed, double target,
+                     double rel, double lo, double hi, int pair)
+{
+    fx_point(p, serial, method, "needle", n, seed, target, "ok");
+    double dms = n == 1024 ? 10.0 : 40.0;
+    p->total_ms = rel * dms;
+    p->select_ms = 0.25 * p->total_ms;
+    p->run_ms = p->total_ms - p->select_ms;
+    p->p10_ms = 0.9 * p->total_ms;
+    p->p90_ms = 1.2 * p->total_ms;
+    p->total_lo_ms = 0.95 * p->total_ms;
+    p->total_hi_ms = 1.1 * p->total_ms;
+    p->foreign_pct = p->steal_pct = p->load1 = NAN;
+    if (pair) {
+        p->rounds = 3;
+        p->calls = 1;
+        p->rel_dense = rel;
+        p->rel_lo = lo;
+        p->rel_hi = hi;
+        p->dense_pair_ms = dms;
+    } else {
+        p->rounds = 0;
+        p->rel_dense = p->rel_lo = p->rel_hi = p->dense_pair_ms = NAN;
+        p->total_lo_ms = p->total_hi_ms = NAN;
+    }
+}
+
+/* A scored-only point (the sweep's [timing] timed_tasks / timed_depths):
+ * status ok, accuracy 0 of 16, flagged untimed; its total_ms is UNTIMED_MS
+ * (finite, so only the flag keeps it out) or NaN as the sweep writes it. */
+static void tf_untimed(ab_point *p, int *serial, const char *method, int n, int seed, double target,
+                       double depth, int nan_ms)
+{
+    fx_point(p, serial, method, "needle", n, seed, target, "ok");
+    p->depth = depth;
+    p->accuracy = 0;
+    ab_wilson(0, 16, &p->acc_ci_lo, &p->acc_ci_hi);
+    p->total_ms = p->select_ms = p->run_ms = p->min_ms = p->p10_ms = p->p90_ms = nan_ms ? NAN : UNTIMED_MS;
+    p->total_lo_ms = p->total_hi_ms = p->rel_dense = p->rel_lo = p->rel_hi = nan_ms ? NAN : UNTIMED_MS;
+    p->n_samples = 0;
+    p->rounds = 0;
+    snprintf(p->timing, sizeof p->timing, "untimed");
+}
+
+/* The timing fixture, N = 1024 and 2048, seeds 1 and 2, one task and mask:
+ *   dense      the baseline (rel 1), plus at N = 1024, seed 1 an untimed
+ *              dense point on the same workload as the timed one
+ *   fast 0.1   paired 0.25 [0.2, 0.3]: speedup 4 [3.33, 5] (seed 1 flagged
+ *              interference), plus two untimed points at depth 0.9 per N
+ *   fast 0.3   paired 0.9 [0.8, 1.1]: 1.11 [0.91, 1.25], holds 1
+ *   old  0.1   no paired ratio (an old file's row), 0.5 D: fallback speedup 2
+ *   old  0.3   untimed only (scored)
+ *   slow 0.1   N = 1024 only, paired 2 [1.5, 2.5]: 0.5 [0.4, 0.67]
+ *   slow 0.3   N = 1024 only, calib_failed */
+static void fx_timing(fixture *fx)
+{
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/ab_export_XXXXXX");
+    cr_assert(mkdtemp(fx->dir));
+    snprintf(fx->h5, sizeof fx->h5, "%s/timing.h5", fx->dir);
+    snprintf(fx->out, sizeof fx->out, "%s/fig", fx->dir);
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    ab_env_set(&env, "host", "testhost");
+    ab_env_set(&env, "git_sha", "0123456789abcdef");
+    ab_store *st = NULL;
+    char err[256] = "";
+    cr_assert_eq(ab_store_open(fx->h5, &env, 0, &st, err, sizeof err), 0, "%s", err);
+    ab_point *p = malloc(sizeof *p);
+    cr_assert(p);
+    int serial = 0;
+#define PUT() cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err)
+    static const int lens[] = {1024, 2048};
+    for (int l = 0; l < 2; l++)
+        for (int seed = 1; seed <= 2; seed++) {
+            int n = lens[l];
+            tf_point(p, &serial, "dense", n, seed, 1.0, 1, 1, 1, 1);
+            PUT();
+            tf_point(p, &serial, "fast", n, seed, 0.1, 0.25, 0.2, 0.3, 1);
+            if (seed == 1) snprintf(p->timing, sizeof p->timing, "interference");
+            PUT();
+            tf_point(p, &serial, "fast", n, seed, 0.3, 0.9, 0.8, 1.1, 1);
+            PUT();
+            tf_untimed(p, &serial, "fast", n, seed, 0.1, 0.9, seed == 2);
+            PUT();
+            tf_point(p, &serial, "old", n, seed, 0.1, 0.5, NAN, NAN, 0);
+            PUT();
+            tf_untimed(p, &serial, "old", n, seed, 0.3, 0.5, 1);
+            PUT();
+            if (n == 1024) {
+                tf_point(p, &serial, "slow", n, seed, 0.1, 2.0, 1.5, 2.5, 1);
+                PUT();
+                fx_point(p, &serial, "slow", "needle", n, seed, 0.3, "calib_failed");
+                PUT();
+                if (seed == 1) { /* an untimed dense point on a timed one's workload */
+                    tf_untimed(p, &serial, "dense", n, seed, 1.0, 0.5, 0);
+                    PUT();
+                }
+            }
+        }
+#undef PUT
+    free(p);
+    cr_assert_eq(ab_store_close(st, err, sizeof err), 0, "%s", err);
+    ab_env_free(&env);
+}
+
+/* The data rows of DIR/NAME, one string per line (comments skipped). */
+static char *data_of(const fixture *fx, const char *name)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", fx->out, name);
+    char *t = slurp(path);
+    cr_assert(t, "%s missing", path);
+    return t;
+}
+
+/* The fields of the row of block `method` (a "# method NAME" block) whose
+ * column col (0-based) is val; 0 when none. */
+static int block_row(const char *text, const char *method, int col, const char *val, char *line,
+                     size_t len, char **f, int max)
+{
+    char head[64];
+    snprintf(head, sizeof head, "# method %s\n", method);
+    const char *b = strstr(text, head);
+    if (!b) return 0;
+    for (const char *s = b + strlen(head); *s && *s != '#';) {
+        const char *e = strchr(s, '\n');
+        size_t l = e ? (size_t)(e - s) : strlen(s);
+        if (l > 0 && l < len) {
+            memcpy(line, s, l);
+            line[l] = '\0';
+            int nf = split_tabs(line, f, max);
+            if (nf > col && strcmp(f[col], val) == 0) return nf;
+        }
+        if (!e) break;
+        s = e + 1;
+    }
+    return 0;
+}
+
+static void expect_near(const char *field, double want, const char *what)
+{
+    char *end;
+    double got = strtod(field, &end);
+    cr_assert(*end == '\0', "%s: '%s' is not a number", what, field);
+    if (isnan(want)) cr_assert(isnan(got), "%s: %s, want nan", what, field);
+    else cr_assert(fabs(got - want) <= 1e-9 * fabs(want), "%s: %s, want %.17g", what, field, want);
+}
+
+/* No timing figure or table holds an untimed point's numbers, in any of its
+ * forms: the latency itself, its interval, a speedup from it, a share. */
+Test(export, untimed_points_never_timed)
+{
+    fixture fx;
+    fx_timing(&fx);
+    export_to(&fx, fx.out);
+    static const char *const timing_files[] = {"latency_vs_n.tsv", "speedup_vs_density.tsv",
+                                               "overhead_share.tsv", "breakeven.tsv",
+                                               "accuracy_vs_latency.tsv", "summary.tsv"};
+    /* 777777: its latency; 77777.7: a speedup over the untimed dense point;
+     * 1.2857: 1 / 777777, a speedup from its (bogus) paired ratio */
+    for (size_t i = 0; i < sizeof timing_files / sizeof timing_files[0]; i++) {
+        char *t = data_of(&fx, timing_files[i]);
+        cr_assert(!strstr(t, "777777") && !strstr(t, "1.2857") && !strstr(t, "77777.7"),
+                  "%s holds an untimed point's number:\n%s", timing_files[i], t);
+        free(t);
+    }
+    /* latency: fast at 0.1, N = 1024: the 2 timed points (2.5 ms), not the 4 ok */
+    char *t = data_of(&fx, "latency_vs_n.tsv"), line[512], *f[32];
+    cr_assert(strstr(t, "# note: untimed (scored only): 9 ok points, left out   flagged (of 18 timed): "
+                        "interference 2\n"), "%s", t);
+    cr_assert_eq(block_row(t, "fast", 0, "1024", line, sizeof line, f, 32), 14, "%s", t);
+    expect_near(f[1], 2.5, "fast latency");
+    expect_near(f[5], 2, "fast n_points");
+    expect_near(f[6], 0.1, "fast setting");
+    expect_near(f[12], 0.95 * 2.5, "fast total_lo_ms");
+    expect_near(f[13], 1.1 * 2.5, "fast total_hi_ms");
+    /* old: its timed setting 0.1 (0.3 is scored only); no interval in an old row */
+    cr_assert_eq(block_row(t, "old", 0, "2048", line, sizeof line, f, 32), 14, "%s", t);
+    expect_near(f[1], 20, "old latency");
+    expect_near(f[6], 0.1, "old setting");
+    expect_near(f[12], NAN, "old total_lo_ms");
+    /* dense: the untimed dense point does not count */
+    cr_assert_eq(block_row(t, "dense", 0, "1024", line, sizeof line, f, 32), 14, "%s", t);
+    expect_near(f[1], 10, "dense latency");
+    expect_near(f[5], 2, "dense n_points");
+    free(t);
+    /* accuracy keeps the untimed points: fast 0.1 at 1024 pools 16+16+0+0 of 64 */
+    t = data_of(&fx, "accuracy_vs_density.tsv");
+    char *b = strstr(t, "# method fast\n");
+    double dens, acc;
+    cr_assert(b && sscanf(b + 14, "%lf %lf", &dens, &acc) == 2);
+    cr_assert_float_eq(acc, 0.5, 1e-12, "pooled over timed and untimed: %g", acc);
+    b = strstr(t, "# method old\n");
+    cr_assert(b && strstr(b, "\t0.3\t") == NULL, "old 0.3 is scored (accuracy) only: %s", b);
+    free(t);
+    /* accuracy vs latency: fast 0.1 at N = 2048: latency of the 2 timed
+     * points, accuracy of all 4; old's scored-only setting has no latency */
+    t = data_of(&fx, "accuracy_vs_latency.tsv");
+    cr_assert_eq(block_row(t, "fast", 0, "10", line, sizeof line, f, 32), 14, "%s", t);
+    expect_near(f[1], 0.5, "accuracy over timed and untimed");
+    expect_near(f[7], 2048, "largest N");
+    expect_near(f[8], 4, "n_points");
+    expect_near(f[11], 2, "n_timed");
+    free(t);
+    /* points.tsv keeps every point and its flags */
+    t = data_of(&fx, "points.tsv");
+    cr_assert(strstr(t, "\tload1\ttiming\n"), "header ends with the timing flags");
+    cr_assert(strstr(t, "\tuntimed\n") && strstr(t, "\tinterference\n"), "%s", t);
+    free(t);
+    t = data_of(&fx, "meta.txt");
+    cr_assert(strstr(t, "\nn_timed\t18\nn_untimed\t9\nn_paired\t14\n"), "%s", t);
+    cr_assert(strstr(t, "\nn_flag_interference\t2\n"), "%s", t);
+    free(t);
+    /* show: the latency of the timed points, the timing flags of the ok ones */
+    char out[200], err[200];
+    snprintf(out, sizeof out, "%s/show.out", fx.dir);
+    snprintf(err, sizeof err, "%s/show.err", fx.dir);
+    const char *args[] = {"show", fx.h5, "--format", "tsv", "--filter", "method=fast,seq_len=1024"};
+    cr_assert_eq(run_captured(ab_cmd_show, 6, args, out, err), 0);
+    char *o = slurp(out);
+    cr_assert(!strstr(o, "777777"), "%s", o);
+    char want[300];
+    snprintf(want, sizeof want, "\nfast\tcausal\t1024\t0.1\t2.5\t4\t");
+    cr_assert(strstr(o, want), "no '%s' in:\n%s", want + 1, o);
+    cr_assert(strstr(o, "\t4\t-\tuntimed:2,interference:1\t3.33333\t5\t1\t2.375\t2.75\t2\n"), "%s", o);
+    free(o);
+    fx_clean(&fx);
+}
+
+/* The speedup over dense: the paired ratio and its interval where a point has
+ * it; dense latency / latency (no interval, paired 0) where it has not. */
+Test(export, paired_speedup_and_fallback)
+{
+    fixture fx;
+    fx_timing(&fx);
+    export_to(&fx, fx.out);
+    char *t = data_of(&fx, "speedup_vs_density.tsv"), line[512], *f[32];
+    cr_assert(strstr(t, "#          8 speedup_lo  9 speedup_hi  10 paired (1/0)\n"), "%s", t);
+    cr_assert(!strstr(t, "# method dense"), "%s", t);
+    /* fast 0.1, N = 2048: 1 / 0.25 with [1 / 0.3, 1 / 0.2] */
+    cr_assert_eq(block_row(t, "fast", 3, "2048", line, sizeof line, f, 32), 10, "%s", t);
+    expect_near(f[1], 4, "paired speedup");
+    expect_near(f[7], 1 / 0.3, "speedup_lo");
+    expect_near(f[8], 5, "speedup_hi");
+    expect_near(f[9], 1, "paired");
+    expect_near(f[4], 2, "points with a speedup (the untimed ones left out)");
+    /* old 0.1: 10 / 5 from the timed dense point alone (the untimed one on the
+     * same workload would move the median of the dense times to 388894) */
+    cr_assert_eq(block_row(t, "old", 3, "1024", line, sizeof line, f, 32), 10, "%s", t);
+    expect_near(f[1], 2, "fallback speedup");
+    expect_near(f[7], NAN, "no interval");
+    expect_near(f[8], NAN, "no interval");
+    expect_near(f[9], 0, "paired");
+    cr_assert_eq(block_row(t, "slow", 3, "1024", line, sizeof line, f, 32), 10, "%s", t);
+    expect_near(f[1], 0.5, "slow");
+    expect_near(f[7], 0.4, "slow lo");
+    expect_near(f[8], 1 / 1.5, "slow hi");
+    free(t);
+    /* summary: fast at 0.1, N = 2048 (the timed setting), paired */
+    t = data_of(&fx, "summary.tsv");
+    cr_assert(strstr(t, "#          25 n_timed\n"), "%s", t);
+    const char *r = strstr(t, "\nfast\tcpu\t");
+    cr_assert(r, "%s", t);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(r + 1, "\n"), r + 1);
+    cr_assert_eq(split_tabs(line, f, 32), 25, "%s", r);
+    expect_near(f[7], 2048, "seq_len");
+    expect_near(f[8], 0.1, "target");
+    expect_near(f[11], 10, "total_ms (timed only)");
+    expect_near(f[12], 4, "speedup");
+    expect_near(f[15], 0.5, "accuracy pooled over timed and untimed");
+    expect_near(f[16], 0.25, "select share");
+    expect_near(f[19], 1 / 0.3, "speedup_lo");
+    expect_near(f[20], 5, "speedup_hi");
+    expect_near(f[21], 1, "paired");
+    expect_near(f[22], 0.95 * 10, "total_lo_ms");
+    expect_near(f[24], 2, "n_timed");
+    r = strstr(t, "\nold\tcpu\t");
+    cr_assert(r, "%s", t);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(r + 1, "\n"), r + 1);
+    cr_assert_eq(split_tabs(line, f, 32), 25, "%s", r);
+    expect_near(f[8], 0.1, "old: the timed setting");
+    expect_near(f[12], 2, "old: fallback speedup");
+    expect_near(f[19], NAN, "old: no interval");
+    expect_near(f[21], 0, "old: not paired");
+    free(t);
+    /* show: the same, the interval in the speedup cell of the text table */
+    char out[200], err[200];
+    snprintf(out, sizeof out, "%s/show.out", fx.dir);
+    snprintf(err, sizeof err, "%s/show.err", fx.dir);
+    const char *args[] = {"show", fx.h5, "--filter", "seq_len=1024"};
+    cr_assert_eq(run_captured(ab_cmd_show, 4, args, out, err), 0);
+    char *o = slurp(out);
+    cr_assert(strstr(o, " 4.00x [3.33, 5.00] "), "%s", o);
+    cr_assert(strstr(o, " 0.50x [0.40, 0.67] "), "%s", o);
+    cr_assert(strstr(o, " 2.00x ") && !strstr(o, " 2.00x ["), "fallback without interval: %s", o);
+    free(o);
+    fx_clean(&fx);
+}
+
+/* breakeven.tsv: one line per (method but dense) x (N, target density), the
+ * speedup, its interval and significance; an empty cell says why. */
+Test(export, breakeven_map)
+{
+    fixture fx;
+    fx_timing(&fx);
+    export_to(&fx, fx.out);
+    char *t = data_of(&fx, "breakeven.tsv");
+    /* rows fast, old, slow (methods.txt order, dense left out); columns
+     * (1024, 0.1) (1024, 0.3) (2048, 0.1) (2048, 0.3) */
+    static const char *const want[] = {
+        "0\t0\t4\t3.3333333333333335\t5\t1\t1\t1024\t0.1\t",
+        "1\t0\t1.1111111111111112\t0.9090909090909091\t1.25\t0\t1\t1024\t0.3\t",
+        "2\t0\t4\t3.3333333333333335\t5\t1\t1\t2048\t0.1\t",
+        "3\t0\t1.1111111111111112\t0.9090909090909091\t1.25\t0\t1\t2048\t0.3\t",
+        "0\t1\t2\tnan\tnan\t0\t0\t1024\t0.1\t",
+        "1\t1\tnan\tnan\tnan\tnan\t0\t1024\t0.3\tnan\t0\told\t3\tuntimed\t-\tnan\n",
+        "2\t1\t2\tnan\tnan\t0\t0\t2048\t0.1\t",
+        "3\t1\tnan\tnan\tnan\tnan\t0\t2048\t0.3\tnan\t0\told\t3\tuntimed\t-\tnan\n",
+        "0\t2\t0.5\t0.4\t0.6666666666666666\t-1\t1\t1024\t0.1\t",
+        "1\t2\tnan\tnan\tnan\tnan\t0\t1024\t0.3\tnan\t0\tslow\t4\tcalib_failed\t-\tnan\n",
+        "2\t2\tnan\tnan\tnan\tnan\t0\t2048\t0.1\tnan\t0\tslow\t4\tnot_run\t-\tnan\n",
+        "3\t2\tnan\tnan\tnan\tnan\t0\t2048\t0.3\tnan\t0\tslow\t4\tnot_run\t-\tnan\n",
+    };
+    const char *s = t;
+    int rows = 0;
+    for (const char *l = t; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        rows += *l != '#' && *l != '\n';
+    cr_assert_eq(rows, 12, "%s", t);
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        const char *hit = strstr(s, want[k]);
+        cr_assert(hit && (hit == t || hit[-1] == '\n'), "no line '%s' (in order) in:\n%s", want[k], s);
+        s = hit + 1;
+    }
+    /* the fast cell's flags, the point counts */
+    cr_assert(strstr(t, "\t2\tfast\t2\t-\tinterference\t2.5\n"), "%s", t);
+    cr_assert(strstr(t, "\t2\told\t3\t-\t-\t5\n"), "%s", t);
+    free(t);
+    fx_clean(&fx);
+}
+
+/* The timing fixture drawn: the break-even map (grey cells labelled with
+ * why), the bars' note, the untimed count in the footnotes; no warning. */
+Test(plot, timing_figures)
+{
+    fixture fx;
+    fx_timing(&fx);
+    char out[200], err[200], path[300];
+    snprintf(out, sizeof out, "%s/plot.out", fx.dir);
+    snprintf(err, sizeof err, "%s/plot.err", fx.dir);
+    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "svg", "--no-gallery"};
+    int rc = run_captured(ab_cmd_plot, 7, args, out, err);
+    char *e = slurp(err);
+    cr_assert_eq(rc, 0, "plot exit %d: %s", rc, e);
+    cr_assert_str_eq(e, "", "stderr: %s", e);
+    free(e);
+    snprintf(path, sizeof path, "%s/breakeven.svg", fx.out);
+    char *b = slurp(path);
+    cr_assert(b, "no %s", path);
+    cr_assert(strstr(b, ">calib.<") && strstr(b, ">untimed<"), "grey cells say why");
+    cr_assert(strstr(b, ">4.00<") && strstr(b, ">0.50<") && strstr(b, ">2.00<"), "values in the cells");
+    cr_assert(strstr(b, ">N = 1k<") && strstr(b, ">N = 2k<"), "the N groups");
+    cr_assert(strstr(b, ">fast<") && strstr(b, ">slow<") && !strstr(b, ">dense<"), "rows");
+    cr_assert(strstr(b, "faster (95% interval &gt; 1)") || strstr(b, "faster (95% interval > 1)"), "key");
+    cr_assert(strstr(b, "untimed (scored only): 9 ok points, left out"), "footnote line 3");
+    free(b);
+    snprintf(path, sizeof path, "%s/latency_vs_n.svg", fx.out);
+    b = slurp(path);
+    cr_assert(b && strstr(b, "bars: 95% interval (bootstrap over rounds)"), "latency bars note");
+    free(b);
+    snprintf(path, sizeof path, "%s/speedup_vs_density.svg", fx.out);
+    b = slurp(path);
+    cr_assert(b && strstr(b, "bars: 95% interval (bootstrap over rounds)"), "speedup bars note");
+    free(b);
+    snprintf(path, sizeof path, "%s/index.html", fx.out);
+    char *html = slurp(path);
+    cr_assert(strstr(html, "id=\"breakeven\"") && strstr(html, "src=\"breakeven.svg\""), "breakeven listed");
+    cr_assert(strstr(html, "4.00&times; <span class=ci>[3.33, 5.00]</span>"), "paired speedup in the table");
+    cr_assert(strstr(html, "2.00&times;<sup>&dagger;</sup>"), "fallback speedup marked");
+    free(html);
     fx_clean(&fx);
 }
