@@ -8,8 +8,10 @@ usage() {
     cat <<'USAGE'
 usage: ./run_all.sh [--quick | --full | --config FILE] [--gpu] [--resume] [--threads T] [--out NAME]
 
-  --quick        configs/quick.ini (default): every method, 2 lengths, 3 densities; minutes
-  --full         configs/full.ini: the paper sweep (hours on 2 cores)
+  --quick        configs/quick.ini (default): every method, the three tasks, N = 1K..8K,
+                 causal + packed documents, a needle heatmap; about 4 minutes on 2 cores
+  --full         configs/full.ini: the paper sweep (many hours on 2 cores; see
+                 build/attnbench run -c configs/full.ini --dry-run for an estimate)
   --config FILE  any config
   --gpu          also run the GPU points (configs/gpu.ini unless --config is given)
   --resume       keep points already in the results file, run the rest

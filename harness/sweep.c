@@ -961,6 +961,7 @@ static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int thre
     p->accuracy = p->acc_ci_lo = p->acc_ci_hi = NAN;
     p->total_lo_ms = p->total_hi_ms = p->dense_pair_ms = p->rel_dense = p->rel_lo = p->rel_hi = NAN;
     p->foreign_pct = p->steal_pct = p->load1 = NAN;
+    p->point_s = 0;
 }
 
 /* Fork fn(arg) into a child; wait up to timeout_s for it, reading `len`
@@ -1570,7 +1571,9 @@ int ab_cmd_run(int argc, char **argv)
                     point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, mem_limit, r, res[k].knob_value };
                     int ws = 0;
                     struct rusage ru;
+                    const double w0 = ab_now_ms();
                     int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
+                    res[k].point_s += (ab_now_ms() - w0) / 1e3;
                     if (rr == -3) { interrupted = 1; break; }
                     if (rr != 1) {
                         fill_point_ids(pr, b, j, threads);
@@ -1597,12 +1600,14 @@ int ab_cmd_run(int argc, char **argv)
                         x.cached_knob = guess_knob(cache, ncache, bases, b, j);
                         int ws = 0;
                         struct rusage ru;
+                        const double w0 = ab_now_ms();
                         int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
                         if (rr == -3) { interrupted = 1; break; }
                         if (rr != 1) {
                             fill_point_ids(pr, b, j, threads);
                             classify_failure(pr, rr, ws, c->point_timeout_s, &ru, 0);
                         }
+                        pr->point_s = (ab_now_ms() - w0) / 1e3;
                     }
                 } else if (!(j->m->devices & AB_CPU)) {
                     ab_point_set_status(pr, "unsupported", "method %s has no CPU implementation", j->m->name);
@@ -1611,11 +1616,15 @@ int ab_cmd_run(int argc, char **argv)
                     x.cached_knob = guess_knob(cache, ncache, bases, b, j);
                     int ws = 0;
                     struct rusage ru;
+                    const double w0 = ab_now_ms();
                     int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
                     if (rr == -3) { interrupted = 1; break; }
                     if (rr != 1) {
                         fill_point_ids(pr, b, j, threads);
                         classify_failure(pr, rr, ws, c->point_timeout_s, &ru, mem_limit);
+                    }
+                    pr->point_s = (ab_now_ms() - w0) / 1e3;
+                    if (rr != 1) {
                     } else if (!isnan(j->target) && !strcmp(pr->status, "ok") && ncache < nj &&
                                x.cached_knob != pr->knob_value) {
                         snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
