@@ -54,6 +54,7 @@ typedef struct cmp_row {
     const ab_point *a, *b;
     cmp_side sa, sb;
     double lat, lat_lo, lat_hi, spd, spd_lo, spd_hi; /* ratios B/A */
+    double clock;                                    /* machine-speed index B/A (FMA probe), NaN unknown */
     int lat_changed, spd_changed;
 } cmp_row;
 
@@ -224,6 +225,7 @@ int ab_cmd_compare(int argc, char **argv)
         side_of(pb, nb, r->b, &r->sb);
         ratio(r->sa.ms, r->sa.ms_lo, r->sa.ms_hi, r->sb.ms, r->sb.ms_lo, r->sb.ms_hi, noise, &r->lat, &r->lat_lo,
               &r->lat_hi, &r->lat_changed);
+        r->clock = r->a->fma_gflops > 0 && r->b->fma_gflops > 0 ? r->b->fma_gflops / r->a->fma_gflops : NAN;
         if (!strcmp(r->a->method, "dense")) r->spd = r->spd_lo = r->spd_hi = NAN;
         else
             ratio(r->sa.sp, r->sa.sp_lo, r->sa.sp_hi, r->sb.sp, r->sb.sp_lo, r->sb.sp_hi, noise, &r->spd, &r->spd_lo,
@@ -255,10 +257,30 @@ int ab_cmd_compare(int argc, char **argv)
             sch += (size_t)rows[i].spd_changed;
         }
     summary_of(tmp, ns, &smed, &sp90, &smax);
+    /* the machine's own speed: on a VM the host may change the clock between
+     * (and within) runs; latency moves with it, paired speedups do not. One
+     * factor per file pair, the median over points of the FMA-probe ratio
+     * (a single probe is noisy: the host's clock swings within a second) */
+    size_t nc = 0;
+    double cmed = NAN, amed = NAN, ap90 = NAN, amax = NAN;
+    for (size_t i = 0; i < nr; i++)
+        if (rows[i].clock > 0) tmp[nc++] = rows[i].clock;
+    if (nc >= 5) {
+        double d1, d2;
+        summary_of(tmp, nc, &cmed, &d1, &d2);
+        for (size_t i = 0; i < nl; i++) tmp[i] = fabs(log(rows[i].lat * cmed));
+        summary_of(tmp, nl, &amed, &ap90, &amax);
+    } else nc = 0;
     printf("\n%-22s %8s %8s %8s %8s   %s\n", "|log(B/A)|", "points", "median", "p90", "max", "changed beyond intervals");
     printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "latency (total_ms)", nl, lmed, lp90, lmax, lch);
     if (ns) printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "speedup over dense", ns, smed, sp90, smax, sch);
     else printf("%-22s %8s   (no point with a speedup in both files)\n", "speedup over dense", "0");
+    if (nc) {
+        printf("%-22s %8zu %8.4f %8.4f %8.4f   (latency x the machine-speed ratio below)\n", "latency, equal clock", nl,
+               amed, ap90, amax);
+        printf("machine speed B/A (1-thread FMA probe in every round): x%.3f median%s\n", cmed,
+               fabs(log(cmed)) > 0.03 ? ": the machine itself ran at another speed, so latencies moved with it" : "");
+    }
     printf("(a |log ratio| of 0.05 is a %.1f%% change; changed, '*' below: the two 95%% intervals do not overlap and\n"
            " the change exceeds --noise %g)\n", 100 * (exp(0.05) - 1), noise);
 

@@ -53,6 +53,8 @@ typedef struct ab_point {
     double foreign_pct;    /* CPU time other processes used while this point was timed, % of the machine */
     double steal_pct;      /* CPU time the hypervisor stole meanwhile, % of the machine */
     double load1;          /* largest 1-minute load average seen at the start of a round */
+    double fma_gflops;     /* machine-speed index: 1-thread FMA GFLOP/s probed around each
+                            * round, mean over rounds (ab_fma_probe); NaN untimed */
     double point_s;        /* wall seconds of the point's child processes (calibration,
                             * scoring, every round): what the point cost to measure */
     char timing[48];       /* flags: "" (clean), or a comma list of interference,

@@ -666,6 +666,7 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
         else if (dout) ab_instance_destroy(&dn);
         if (!dn_live) { paired = 0; snprintf(p->timing, sizeof p->timing, "unpaired"); }
     }
+    const double fma0 = ab_fma_probe(1.0); /* the machine's speed now (docs/timing.md) */
     /* warm-up (at least one call of each, which also sizes the batches) */
     double tm = 0, td = 0;
     for (int w = 0; w < (c->warmup > 1 ? c->warmup : 1) && rc == AB_OK; w++) {
@@ -704,6 +705,7 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
             break;
     }
     ab_cpuload_read(&lb);
+    p->fma_gflops = 0.5 * (fma0 + ab_fma_probe(1.0));
     double foreign, steal, total;
     ab_cpuload_diff(&la, &lb, &foreign, &steal, &total);
     p->foreign_pct = total > 0 ? 100.0 * foreign / total : NAN;
@@ -928,6 +930,7 @@ static void add_round(ab_point *p, const ab_point *q)
     if (!(p->foreign_pct >= q->foreign_pct)) p->foreign_pct = q->foreign_pct;
     if (!(p->steal_pct >= q->steal_pct)) p->steal_pct = q->steal_pct;
     if (!(p->load1 >= q->load1)) p->load1 = q->load1;
+    if (q->fma_gflops > 0) p->fma_gflops = p->fma_gflops > 0 ? (p->fma_gflops * r + q->fma_gflops) / (r + 1) : q->fma_gflops;
     if (q->timing[0] && !strstr(p->timing, q->timing))
         snprintf(p->timing + strlen(p->timing), sizeof p->timing - strlen(p->timing), "%s%s", p->timing[0] ? "," : "",
                  q->timing);
@@ -960,7 +963,7 @@ static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int thre
     p->recall_mass = p->recall_topk = p->rel_l2_err = p->max_abs_err = NAN;
     p->accuracy = p->acc_ci_lo = p->acc_ci_hi = NAN;
     p->total_lo_ms = p->total_hi_ms = p->dense_pair_ms = p->rel_dense = p->rel_lo = p->rel_hi = NAN;
-    p->foreign_pct = p->steal_pct = p->load1 = NAN;
+    p->foreign_pct = p->steal_pct = p->load1 = p->fma_gflops = NAN;
     p->point_s = 0;
 }
 

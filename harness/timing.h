@@ -43,4 +43,9 @@ void ab_cpuload_read(ab_cpuload *c);
 void ab_cpuload_diff(const ab_cpuload *a, const ab_cpuload *b, double *foreign_s, double *steal_s, double *total_s);
 /* The 1-minute load average, NaN when unknown. */
 double ab_loadavg1(void);
+/* A machine-speed index: fp32 FMA GFLOP/s of the calling thread on a
+ * register-resident loop for about `ms` milliseconds (independent chains on
+ * the widest ISA). On a VM whose host changes the clock between runs,
+ * latencies move with it while this index tells by how much. */
+double ab_fma_probe(double ms);
 #endif

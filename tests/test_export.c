@@ -310,7 +310,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 55, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 57, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -699,7 +699,7 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[64];
-        cr_assert_eq(split_tabs(line, fl, 64), 55);
+        cr_assert_eq(split_tabs(line, fl, 64), 57);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
@@ -1383,8 +1383,8 @@ Test(export, untimed_points_never_timed)
     free(t);
     /* points.tsv keeps every point and its flags */
     t = data_of(&fx, "points.tsv");
-    cr_assert(strstr(t, "\tload1\ttiming\n"), "header ends with the timing flags");
-    cr_assert(strstr(t, "\tuntimed\n") && strstr(t, "\tinterference\n"), "%s", t);
+    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\n"), "header ends with the timing flags, cost, clock");
+    cr_assert(strstr(t, "\tuntimed\t") && strstr(t, "\tinterference\t"), "%s", t);
     free(t);
     t = data_of(&fx, "meta.txt");
     cr_assert(strstr(t, "\nn_timed\t18\nn_untimed\t9\nn_paired\t14\n"), "%s", t);
