@@ -1206,6 +1206,13 @@ static void probe_entry(void *arg, int fd)
 
 static void fmt_dur(double s, char *buf, size_t n);
 
+/* h:mm:ss, or days beyond two of them */
+static void fmt_long(double s, char *buf, size_t n)
+{
+    if (s >= 2 * 86400) snprintf(buf, n, "%.1f days", s / 86400);
+    else fmt_dur(s, buf, n);
+}
+
 /* Time every method once on the largest problem of the grid, shrunk to
  * N <= AB_PROBE_N, and add up a cost model of the whole run (docs/timing.md):
  * work scales as N^2 * heads * d * allowed pairs; per point: calibration
@@ -1303,14 +1310,14 @@ static void dry_run_estimate(const ab_config *c, const base_pt *bases, int nb, c
     }
     const double total = (t_data + t_cal + t_score + t_time) / 1e3;
     char tb[32], db[32], cb[32], sb[32], mb[32];
-    fmt_dur(total, tb, sizeof tb);
-    fmt_dur(t_data / 1e3, db, sizeof db);
-    fmt_dur(t_cal / 1e3, cb, sizeof cb);
-    fmt_dur(t_score / 1e3, sb, sizeof sb);
-    fmt_dur(t_time / 1e3, mb, sizeof mb);
-    printf("estimate: about %s of wall time on this machine with %d thread%s (h:mm:ss)\n", tb, threads,
+    fmt_long(total, tb, sizeof tb);
+    fmt_long(t_data / 1e3, db, sizeof db);
+    fmt_long(t_cal / 1e3, cb, sizeof cb);
+    fmt_long(t_score / 1e3, sb, sizeof sb);
+    fmt_long(t_time / 1e3, mb, sizeof mb);
+    printf("estimate: %d points, about %s of wall time on this machine with %d thread%s\n", nj, tb, threads,
            threads > 1 ? "s" : "");
-    printf("  data + fp64 reference %s, calibration %s, scoring %s, timing %s (%d round%s%s)\n", db, cb, sb, mb, c->rounds,
+    printf("  data + fp64 reference %s, calibration %s, scoring %s, timing %s (%d round%s%s; h:mm:ss)\n", db, cb, sb, mb, c->rounds,
            c->rounds > 1 ? "s" : "", c->paired ? ", paired with dense" : "");
     printf("  points at the largest N = %d: %.0f%% of the time; dense at that N: ~%.3g ms per call\n", big_n,
            total > 0 ? 100 * t_big / 1e3 / total : 0, dense_p * (double)bases[big].n * bases[big].n * bases[big].heads *

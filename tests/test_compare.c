@@ -186,3 +186,30 @@ Test(compare, bad_arguments_exit_2)
         free(out);
     }
 }
+
+/* A host that ran B 10% faster: every latency 1/1.1 of A's and every FMA
+ * probe 1.1x. Raw latency moves by log 1.1, at equal clock by ~0; the
+ * speedups (paired) do not move at all. */
+Test(compare, a_faster_machine_is_told_apart_from_faster_code)
+{
+    ab_point a[6], b[6];
+    const char *names[6] = { "dense", "window", "xattention", "hip", "fixed", "bigbird" };
+    for (int i = 0; i < 6; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "00000000000000%02x", i + 1);
+        point(&a[i], key, names[i], 2048, 10.0 + i, i ? 0.1 * i : 1.0);
+        a[i].fma_gflops = 40.0;
+        b[i] = a[i];
+        b[i].total_ms /= 1.1; b[i].total_lo_ms /= 1.1; b[i].total_hi_ms /= 1.1;
+        b[i].fma_gflops = 44.0;
+    }
+    write_file("ca.h5", a, 6);
+    write_file("cb.h5", b, 6);
+    char *out;
+    int rc = cmp("ca.h5 cb.h5 --fail-above 0.01", &out);
+    cr_expect_eq(rc, 0, "speedups did not move: %s", out);
+    cr_expect(strstr(out, "latency (total_ms)            6   0.0953"), "raw latency moved by log 1.1:\n%s", out);
+    cr_expect(strstr(out, "latency, equal clock          6   0.0000"), "equal clock removes it:\n%s", out);
+    cr_expect(strstr(out, "machine speed B/A (1-thread FMA probe in every round): x1.100"), "%s", out);
+    free(out);
+}
