@@ -18,6 +18,19 @@ char *openblas_get_config(void);
 
 static ab_blas_core g_core;
 
+/* Execute this program again: its real path (valgrind and similar tools
+ * virtualise the /proc/self/exe link but not an exec of it), else the link. */
+static void exec_self(char *const *argv)
+{
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n > 0) {
+        path[n] = 0;
+        execv(path, argv);
+    }
+    execv("/proc/self/exe", argv);
+}
+
 const ab_blas_core *ab_blas_core_info(void)
 {
     if (!g_core.running[0]) {
@@ -123,7 +136,7 @@ static int probe(const char *core, char *why, size_t wl)
         setenv("OPENBLAS_CORETYPE", core, 1);
         unsetenv("AB_BLAS_SIMULATE");
         char *args[] = { (char *)"attnbench", (char *)"__blas-probe", (char *)core, NULL };
-        execv("/proc/self/exe", args);
+        exec_self(args);
         printf("exec /proc/self/exe: %s\n", strerror(errno));
         fflush(stdout);
         _exit(127);
@@ -178,7 +191,7 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
         unsetenv("AB_BLAS_SIMULATE");
         fflush(stdout);
         fflush(stderr);
-        execv("/proc/self/exe", argv);
+        exec_self(argv);
         snprintf(g->note, sizeof g->note, "AB_BLAS_SIMULATE: cannot re-execute: %.200s", strerror(errno));
     }
     if (ct && *ct && !simulated) { /* the user's choice: never overridden */
@@ -211,7 +224,7 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
         if (simulated) setenv("AB_BLAS_SIMULATED", simulated, 1);
         fflush(stdout);
         fflush(stderr);
-        execv("/proc/self/exe", argv);
+        exec_self(argv);
         snprintf(why, sizeof why, "cannot re-execute: %s", strerror(errno));
         unsetenv("OPENBLAS_CORETYPE");
         unsetenv("AB_BLAS_REEXEC");
@@ -241,7 +254,7 @@ void ab_pin_setup(int argc, char **argv)
     setenv("AB_PIN_SET", "1", 1);
     fflush(stdout);
     fflush(stderr);
-    execv("/proc/self/exe", argv);
+    exec_self(argv);
     /* could not re-execute: run unbound, say so in the file */
     unsetenv("OMP_PROC_BIND");
     unsetenv("OMP_PLACES");

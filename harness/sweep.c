@@ -1097,6 +1097,24 @@ static void classify_failure(ab_point *p, int res, int wstatus, double timeout_s
     else ab_point_set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
 }
 
+/* Run one point's child (x) into pr: a failure becomes pr's status, the
+ * child's wall time is added to pr->point_s. Returns run_isolated's code
+ * (-3: interrupted). */
+static int point_child(point_ctx *x, ab_point *pr, double *point_s, double mem_limit)
+{
+    int ws = 0;
+    struct rusage ru;
+    const double w0 = ab_now_ms();
+    int rr = run_isolated(point_entry, x, pr, sizeof *pr, x->c->point_timeout_s, &ws, &ru);
+    if (rr == -3) return rr;
+    if (rr != 1) {
+        fill_point_ids(pr, x->b, x->j, x->threads);
+        classify_failure(pr, rr, ws, x->c->point_timeout_s, &ru, mem_limit);
+    }
+    *point_s += (ab_now_ms() - w0) / 1e3;
+    return rr;
+}
+
 /* Address-space budget of a point's child, on top of what it has mapped at
  * fork (program, libraries, shared problem): [timing] point_mem_gb GiB, by
  * default 80% of physical memory, 0 = none. None under AddressSanitizer
@@ -1579,16 +1597,7 @@ int ab_cmd_run(int argc, char **argv)
                 int interrupted = 0;
                 if (r > 0) { /* timing only, with the knob round 0 found */
                     point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, mem_limit, r, res[k].knob_value };
-                    int ws = 0;
-                    struct rusage ru;
-                    const double w0 = ab_now_ms();
-                    int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
-                    res[k].point_s += (ab_now_ms() - w0) / 1e3;
-                    if (rr == -3) { interrupted = 1; break; }
-                    if (rr != 1) {
-                        fill_point_ids(pr, b, j, threads);
-                        classify_failure(pr, rr, ws, c->point_timeout_s, &ru, mem_limit);
-                    }
+                    if (point_child(&x, pr, &res[k].point_s, mem_limit) == -3) { interrupted = 1; break; }
                     if (!strcmp(pr->status, "ok")) add_round(&res[k], pr);
                     else { /* a round that failed fails the point: no timing from the others */
                         ab_point *f = &res[k];
@@ -1608,34 +1617,20 @@ int ab_cmd_run(int argc, char **argv)
                     else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
                         point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0, 0, NAN };
                         x.cached_knob = guess_knob(cache, ncache, bases, b, j);
-                        int ws = 0;
-                        struct rusage ru;
-                        const double w0 = ab_now_ms();
-                        int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
-                        if (rr == -3) { interrupted = 1; break; }
-                        if (rr != 1) {
-                            fill_point_ids(pr, b, j, threads);
-                            classify_failure(pr, rr, ws, c->point_timeout_s, &ru, 0);
-                        }
-                        pr->point_s = (ab_now_ms() - w0) / 1e3;
+                        double ps = 0;
+                        if (point_child(&x, pr, &ps, 0) == -3) { interrupted = 1; break; }
+                        pr->point_s = ps;
                     }
                 } else if (!(j->m->devices & AB_CPU)) {
                     ab_point_set_status(pr, "unsupported", "method %s has no CPU implementation", j->m->name);
                 } else {
                     point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit, 0, NAN };
                     x.cached_knob = guess_knob(cache, ncache, bases, b, j);
-                    int ws = 0;
-                    struct rusage ru;
-                    const double w0 = ab_now_ms();
-                    int rr = run_isolated(point_entry, &x, pr, sizeof *pr, c->point_timeout_s, &ws, &ru);
+                    double ps = 0;
+                    int rr = point_child(&x, pr, &ps, mem_limit);
                     if (rr == -3) { interrupted = 1; break; }
-                    if (rr != 1) {
-                        fill_point_ids(pr, b, j, threads);
-                        classify_failure(pr, rr, ws, c->point_timeout_s, &ru, mem_limit);
-                    }
-                    pr->point_s = (ab_now_ms() - w0) / 1e3;
-                    if (rr != 1) {
-                    } else if (!isnan(j->target) && !strcmp(pr->status, "ok") && ncache < nj &&
+                    pr->point_s = ps;
+                    if (rr == 1 && !isnan(j->target) && !strcmp(pr->status, "ok") && ncache < nj &&
                                x.cached_knob != pr->knob_value) {
                         snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
                         cache[ncache].base_nodepth = bi;
@@ -1655,9 +1650,12 @@ int ab_cmd_run(int argc, char **argv)
                     fmt_dur(el, elb, sizeof elb);
                     if (isnan(j->target)) snprintf(dens, sizeof dens, "native");
                     else snprintf(dens, sizeof dens, "%.3g", j->target);
-                    fprintf(stderr, "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %.3g ms | %s elapsed, ETA %s",
+                    char last[48] = "scored";
+                    if (pr->n_samples > 0)
+                        snprintf(last, sizeof last, "%.3g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
+                    fprintf(stderr, "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s",
                             done, todo, r + 1, c->rounds, j->m->name, b->task->name, b->n, b->d, b->mask, dens, pr->status,
-                            (pr->sample_select_ms[0] + pr->sample_run_ms[0]), elb, eta);
+                            strcmp(pr->status, "ok") ? "" : last, elb, eta);
                 }
             }
         }
