@@ -745,7 +745,6 @@ int main(int argc, char **argv)
 {
     /* OpenBLAS's core, before any thread exists: may re-execute this
      * program with a better OPENBLAS_CORETYPE (harness/blascore.h) */
-    ab_pin_setup(argc, argv); /* bound OpenMP threads, as attnbench run */
     ab_blas_core_setup(argc, argv, 0);
     int peak_reps = 7;
     bench_cfg c = {.nn = 0, .heads = 8, .sparse_max_n = 16384, .min_reps = 3, .max_reps = 11,

@@ -234,30 +234,3 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
              g->running, g->best, pick, why, g->running);
     if (!quiet) fprintf(stderr, "attnbench: %s\n", g->note);
 }
-
-static char g_pin_source[16] = "environment";
-
-const char *ab_pin_source(void) { return g_pin_source; }
-
-void ab_pin_setup(int argc, char **argv)
-{
-    (void)argc;
-    if (getenv("AB_PIN_SET")) { /* we re-executed ourselves with the binding */
-        snprintf(g_pin_source, sizeof g_pin_source, "attnbench");
-        unsetenv("AB_PIN_SET");
-        return;
-    }
-    const char *b = getenv("OMP_PROC_BIND"), *pl = getenv("OMP_PLACES");
-    if ((b && *b) || (pl && *pl)) return; /* the user's choice (including OMP_PROC_BIND=false) */
-    setenv("OMP_PROC_BIND", "close", 1);
-    setenv("OMP_PLACES", "cores", 1);
-    setenv("AB_PIN_SET", "1", 1);
-    fflush(stdout);
-    fflush(stderr);
-    exec_self(argv);
-    /* could not re-execute: run unbound, say so in the file */
-    unsetenv("OMP_PROC_BIND");
-    unsetenv("OMP_PLACES");
-    unsetenv("AB_PIN_SET");
-    snprintf(g_pin_source, sizeof g_pin_source, "none");
-}

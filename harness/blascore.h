@@ -50,13 +50,4 @@ const char *ab_blas_best_core(void);
 /* ISA rank of an OpenBLAS core name: 4 AVX-512, 3 AVX2, 2 AVX, 1 SSE, 0 unknown. */
 int ab_blas_core_rank(const char *core);
 
-/* Thread binding for timing (docs/timing.md): unless the environment sets
- * OMP_PROC_BIND or OMP_PLACES, set OMP_PROC_BIND=close OMP_PLACES=cores and
- * re-execute the program once (libgomp reads them when it loads). Unbound,
- * 2 OpenMP threads on a 2-vCPU VM sometimes shared one CPU for a whole
- * process: 12% of processes ran 1.5-3x slow, quantised to 4 ms ticks;
- * bound, none did. Call before ab_blas_core_setup. *source gets
- * "attnbench" or "environment". */
-void ab_pin_setup(int argc, char **argv);
-const char *ab_pin_source(void);
 #endif

@@ -88,7 +88,6 @@ int main(int argc, char **argv)
         int quiet = 0;
         for (int i = 2; i < argc; i++)
             if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) quiet = 1;
-        if (!strcmp(cmd, "run")) ab_pin_setup(argc, argv); /* bound threads: docs/timing.md */
         ab_blas_core_setup(argc, argv, quiet);
     }
     ab_registry_init();

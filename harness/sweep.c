@@ -25,7 +25,10 @@
 #include "harness/timing.h"
 #include "kernels/kernels.h"
 
+#include <cblas.h>
 #include <ctype.h>
+#include <pthread.h>
+#include <sched.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -363,6 +366,46 @@ static int copy_ints(arena_hdr *a, int **dst, const int *src, int n)
     return 0;
 }
 
+/* ---- thread binding (docs/timing.md) ----------------------------------------
+ * Unbound, two OpenMP threads on a 2-vCPU VM sometimes shared one vCPU for
+ * a whole process (every barrier then waits for a 4 ms scheduler tick: a
+ * 5 ms call took 16 or 24 ms). So each child binds OpenMP thread i to the
+ * i-th CPU it may use, once, before it measures; libgomp keeps the same
+ * threads for later teams. OpenBLAS's thread pool is created first, unbound,
+ * so a method that calls threaded BLAS still gets every core (binding with
+ * OMP_PROC_BIND would pin the whole process, BLAS pool included, to one
+ * core). Set OMP_PROC_BIND or OMP_PLACES to bind your own way instead
+ * (OMP_PROC_BIND=false: not at all). */
+static void bind_threads(int threads)
+{
+    if (getenv("OMP_PROC_BIND") || getenv("OMP_PLACES") || threads < 2) return;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed)) return;
+    int cpus[CPU_SETSIZE], n = 0;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &allowed)) cpus[n++] = i;
+    if (n < 2) return;
+    { /* OpenBLAS creates its pool on the first threaded call: now, unbound */
+        enum { M = 192 };
+        static float x[M * M], y[M * M], z[M * M];
+        openblas_set_num_threads(threads);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, M, M, 1.0f, x, M, y, M, 0.0f, z, M);
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpus[omp_get_thread_num() % n], &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    }
+}
+
+const char *ab_binding_mode(void)
+{
+    if (getenv("OMP_PROC_BIND") || getenv("OMP_PLACES")) return "environment (OMP_PROC_BIND / OMP_PLACES as set)";
+    return "attnbench: in each child, OpenMP thread i on the i-th allowed CPU; OpenBLAS pool unbound";
+}
+
 static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, const char *save_dir,
                          const char *problem, ab_shape s);
 
@@ -371,6 +414,7 @@ static void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int t
                        const char *save_dir, const char *problem)
 {
     omp_set_num_threads(threads);
+    bind_threads(threads);
     size_t t = (size_t)b->heads * b->n * b->d;
     a->q = arena_alloc(a, t * 4);
     a->k = arena_alloc(a, t * 4);
@@ -600,6 +644,7 @@ static void measure_point(const point_ctx *x, ab_point *p)
 {
     const base_pt *b = x->b;
     omp_set_num_threads(x->threads);
+    bind_threads(x->threads);
     openblas_set_num_threads(x->threads);
     ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
     char merr[200];

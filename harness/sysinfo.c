@@ -99,15 +99,15 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
     ab_env_set(e, "compiler", "gcc " __VERSION__);
 #endif
     ab_env_set(e, "compiler_flags", AB_BUILD_FLAGS);
-    /* how threads were placed: bound by attnbench unless the environment
-     * said otherwise (harness/blascore.h, docs/timing.md) */
+    /* how threads were placed: bound by attnbench in each child unless the
+     * environment says otherwise (harness/sweep.c, docs/timing.md) */
     snprintf(buf, sizeof buf, "OMP_PROC_BIND=%s OMP_PLACES=%s OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s",
              getenv("OMP_PROC_BIND") ? getenv("OMP_PROC_BIND") : "(unset)",
              getenv("OMP_PLACES") ? getenv("OMP_PLACES") : "(unset)",
              getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)",
              getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(unset)");
     ab_env_set(e, "thread_placement", buf);
-    ab_env_set(e, "thread_binding_source", ab_pin_source());
+    ab_env_set(e, "thread_binding", ab_binding_mode());
     ab_env_set(e, "timing_protocol", "docs/timing.md: rounds in fresh child processes, interleaved; samples paired with "
                                      "dense flash (D M, M D, ...); calls batched to min_sample_ms; medians with "
                                      "hierarchical-bootstrap 95% intervals");

@@ -25,10 +25,10 @@ test-long: $(TBIN) $(BIN)
 # the HDF5 reader) are checked too; their exit status does not reach ours,
 # so the logs are searched for errors. Suppressions: tests/valgrind.supp.
 VG_BUILD ?= build-vg
-# OMP_PROC_BIND and OPENBLAS_CORETYPE are set so `run` does not re-execute
-# itself (a re-executed program would run outside valgrind: children are not
-# traced); Haswell: valgrind 3.19 cannot decode OpenBLAS's AVX-512 kernels.
-VG := OMP_PROC_BIND=false OPENBLAS_CORETYPE=Haswell valgrind --leak-check=full --error-exitcode=1 --trace-children=no --suppressions=$(abspath tests/valgrind.supp)
+# OPENBLAS_CORETYPE is set so `run` does not re-execute itself (a
+# re-executed program would run outside valgrind: children are not traced);
+# Haswell: valgrind 3.19 cannot decode OpenBLAS's AVX-512 kernels.
+VG := OPENBLAS_CORETYPE=Haswell valgrind --leak-check=full --error-exitcode=1 --trace-children=no --suppressions=$(abspath tests/valgrind.supp)
 .PHONY: test-valgrind
 test-valgrind:
 	$(MAKE) --no-print-directory OPT='-O1 -g' BUILD=$(VG_BUILD) $(VG_BUILD)/attnbench
