@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cli_disk_full.sh — issue 9: a full disk and a read-only output directory
 # give a clear error and lose no completed point.
-#   disk full: the sweep writes into a 160 KiB tmpfs (as root; otherwise the
+#   disk full: the sweep writes into a 96 KiB tmpfs (as root; otherwise the
 #     same with RLIMIT_FSIZE, `ulimit -f`; AB_DISK_MODE=fsize forces that), runs out of space mid-sweep, must
 #     exit 1 naming the cause and --resume; every point it reported done must
 #     still be readable (OUT plus its journal); after the space is freed
@@ -44,7 +44,7 @@ count() { "$AB" merge "$1" -o "$work/count.h5" 2>&1 | sed -n 's/.* \([0-9]*\) po
 
 # ---- disk full --------------------------------------------------------------
 mkdir -p "$work/full"
-if [ "${AB_DISK_MODE:-}" != fsize ] && [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=160k tmpfs "$work/full" 2>/dev/null; then
+if [ "${AB_DISK_MODE:-}" != fsize ] && [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=96k tmpfs "$work/full" 2>/dev/null; then
     mounted="$work/full"
     mode=tmpfs
     "$AB" run -c "$work/c.ini" -o "$work/full/r.h5" 2>"$work/err1"
@@ -52,7 +52,7 @@ if [ "${AB_DISK_MODE:-}" != fsize ] && [ "$(id -u)" = 0 ] && mount -t tmpfs -o s
     want="No space left on device"
 else
     mode=fsize
-    (trap '' XFSZ; ulimit -f 160; exec "$AB" run -c "$work/c.ini" -o "$work/full/r.h5") 2>"$work/err1"
+    (trap '' XFSZ; ulimit -f 48; exec "$AB" run -c "$work/c.ini" -o "$work/full/r.h5") 2>"$work/err1"
     rc=$?
     want="File too large"
 fi
