@@ -745,7 +745,8 @@ int main(int argc, char **argv)
 {
     /* OpenBLAS's core, before any thread exists: may re-execute this
      * program with a better OPENBLAS_CORETYPE (harness/blascore.h) */
-    ab_blas_core_setup(argc, argv, 0);
+    ab_blas_core_setup(argc, argv);
+    ab_blas_core_announce();
     int peak_reps = 7;
     bench_cfg c = {.nn = 0, .heads = 8, .sparse_max_n = 16384, .min_reps = 3, .max_reps = 11,
                    .big_n = 131072, .big_heads = 1, .big_d = 128, .min_time = 1.0,

@@ -158,7 +158,7 @@ static int probe(const char *core, char *why, size_t wl)
     return -1;
 }
 
-void ab_blas_core_setup(int argc, char **argv, int quiet)
+void ab_blas_core_setup(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "__blas-probe")) probe_main(argv[2]);
     ab_blas_core *g = &g_core;
@@ -182,7 +182,6 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
                  g->detected, sim_run ? " (simulated by AB_BLAS_SIMULATE)" : "", g->best, g->running);
         unsetenv("AB_BLAS_REEXEC");
         unsetenv("AB_BLAS_SIMULATED");
-        if (!quiet) fprintf(stderr, "attnbench: %s\n", g->note);
         return;
     }
     if (sim && *sim && !(ct && *ct)) { /* testing aid: run as if OpenBLAS had detected `sim` */
@@ -201,7 +200,6 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
                      "warning: OPENBLAS_CORETYPE=%.40s from the environment runs OpenBLAS's %.31s kernels, below this "
                      "CPU's %.31s: dense_blas and the SGEMM roofline will be slower than the machine can go",
                      ct, g->running, g->best);
-        if (g->note[0] && !quiet) fprintf(stderr, "attnbench: %s\n", g->note);
         return;
     }
     memcpy(g->detected, g->running, sizeof g->detected);
@@ -214,7 +212,6 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
                  "warning: OpenBLAS runs its %.31s kernels on a CPU that supports %.31s, and this OpenBLAS build "
                  "(without DYNAMIC_ARCH) cannot switch: dense_blas and the SGEMM roofline are slower than the machine",
                  g->running, g->best);
-        if (!quiet) fprintf(stderr, "attnbench: %s\n", g->note);
         return;
     }
     char why[256] = "";
@@ -232,5 +229,11 @@ void ab_blas_core_setup(int argc, char **argv, int quiet)
     snprintf(g->note, sizeof g->note,
              "warning: OpenBLAS runs its %.31s kernels on a CPU that supports %.31s, and %.31s failed its check (%.300s): kept %.31s",
              g->running, g->best, pick, why, g->running);
-    if (!quiet) fprintf(stderr, "attnbench: %s\n", g->note);
+}
+
+void ab_blas_core_announce(void)
+{
+    static int said;
+    if (g_core.note[0] && !said) fprintf(stderr, "attnbench: %s\n", g_core.note);
+    said = 1;
 }

@@ -36,8 +36,12 @@ typedef struct ab_blas_core {
 
 /* Call first in main(), before any thread exists. It may re-execute the
  * program (argv unchanged) and, when argv[1] is "__blas-probe", runs the
- * check and exits. quiet: do not print the note. */
-void ab_blas_core_setup(int argc, char **argv, int quiet);
+ * check and exits. Prints nothing: the command prints the note with
+ * ab_blas_core_announce() once its input is known to be good (a bad config
+ * gets its one error line, nothing else). */
+void ab_blas_core_setup(int argc, char **argv);
+/* Print the note (if any) on stderr, once. */
+void ab_blas_core_announce(void);
 /* What setup found (valid after setup; before it, running/source only). */
 const ab_blas_core *ab_blas_core_info(void);
 

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness/blascore.h"
 #include "harness/cli.h"
 #include "harness/plugin.h"
 #include "harness/registry.h"
@@ -631,6 +632,7 @@ int ab_cmd_check(int argc, char **argv)
         return 2;
     }
     for (int i = 0; i < nspecs; i++) sp[i] = specs[i];
+    ab_blas_core_announce();
     char gpu_why[256] = "";
     const int gpus = ab_gpu_count(gpu_why, sizeof gpu_why);
     printf("attnbench check%s: tolerance %g relative L2 vs the fp64 reference on each method's layout\nbase masks:",

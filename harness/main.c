@@ -84,12 +84,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     /* Commands that compute: make OpenBLAS run the kernels this CPU deserves
      * (may re-execute the program once; harness/blascore.h). */
-    if (!strcmp(cmd, "run") || !strcmp(cmd, "check") || !strcmp(cmd, "__blas-probe")) {
-        int quiet = 0;
-        for (int i = 2; i < argc; i++)
-            if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) quiet = 1;
-        ab_blas_core_setup(argc, argv, quiet);
-    }
+    if (!strcmp(cmd, "run") || !strcmp(cmd, "check") || !strcmp(cmd, "__blas-probe")) ab_blas_core_setup(argc, argv);
     ab_registry_init();
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "list")) return ab_cmd_list(argc - 1, argv + 1);

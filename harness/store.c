@@ -1559,6 +1559,14 @@ int ab_store_has(const ab_store *st, const char *key)
     return i != SIZE_MAX && ab_status_is_final(st->set.v[i].status);
 }
 
+const ab_point *ab_store_get(const ab_store *st, const char *key)
+{
+    if (!st || !key)
+        return NULL;
+    size_t i = pset_find(&st->set, key);
+    return i == SIZE_MAX ? NULL : &st->set.v[i];
+}
+
 size_t ab_store_count(const ab_store *st)
 {
     return st ? st->set.n : 0;

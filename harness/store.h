@@ -27,6 +27,9 @@ int ab_store_open(const char *path, const ab_env *env, int resume,
                   ab_store **out, char *err, size_t errlen);
 /* 1 if a point with this key and a final status is stored. */
 int ab_store_has(const ab_store *st, const char *key);
+/* The stored point with this key (loaded on resume or appended since
+ * open), or NULL. Valid until the next append or close. */
+const ab_point *ab_store_get(const ab_store *st, const char *key);
 /* Journal the point (fsync), then rewrite OUT if >= 1 s since the last. */
 int ab_store_append(ab_store *st, const ab_point *p, char *err, size_t errlen);
 /* Final rewrite, remove the journal, free. Safe with st == NULL. */

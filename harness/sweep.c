@@ -12,6 +12,7 @@
  *                                  apart, score; write the row to a pipe
  * A crash, timeout or out-of-memory in a child becomes a status; the sweep
  * goes on. */
+#include "harness/blascore.h"
 #include "harness/cli.h"
 #include "harness/config.h"
 #include "harness/gpu.h"
@@ -66,6 +67,8 @@ typedef struct job {
     unsigned device;
     double target;      /* NaN: native (knob fixed) */
     char key[24];
+    uint64_t fam;       /* the key without N and depth: the calibration family */
+    char pred[24];      /* key of the family's point just before this one ("": none) */
 } job;
 
 typedef struct run_opts {
@@ -92,9 +95,11 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-static void job_key(const base_pt *b, const job *j, const ab_config *c, int threads, char out[24])
+/* The string a point's key hashes; n < 0 leaves out N and the depth (the
+ * point's calibration family: see job_chain). */
+static void key_string(const base_pt *b, const job *j, const ab_config *c, int threads, int n, char *buf, size_t bl)
 {
-    char buf[4096], tp[2560], mp[256];
+    char tp[2560], mp[256];
     ab_params_format(b->task->params, AB_TASK_MAX_PARAMS, &b->tparams, tp, sizeof tp);
     for (int i = 0; i < AB_TASK_MAX_STRINGS && b->task->string_params[i]; i++) {
         size_t l = strlen(tp);
@@ -106,11 +111,19 @@ static void job_key(const base_pt *b, const job *j, const ab_config *c, int thre
     char mk[AB_MASK_SPEC + 8];
     if (!strcmp(b->mask, "causal") || !strcmp(b->mask, "full")) snprintf(mk, sizeof mk, "c%d", b->causal);
     else snprintf(mk, sizeof mk, "c%d|m%s", b->causal, b->mask);
-    snprintf(buf, sizeof buf, "v1|%s|%s|N%d|H%d|d%d|%s|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
-             b->task->name, tp, b->n, b->heads, b->d, mk, (long long)b->seed, b->depth,
+    snprintf(buf, bl, "v1|%s|%s|N%d|H%d|d%d|%s|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
+             b->task->name, tp, n, b->heads, b->d, mk, (long long)b->seed, n < 0 ? -1.0 : b->depth,
              j->m->name, isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu",
              j->target, c->block_q, c->block_k, threads);
-    snprintf(out, 24, "%016llx", (unsigned long long)fnv1a(buf));
+}
+
+static void job_key(const base_pt *b, job *j, const ab_config *c, int threads)
+{
+    char buf[4096];
+    key_string(b, j, c, threads, b->n, buf, sizeof buf);
+    snprintf(j->key, sizeof j->key, "%016llx", (unsigned long long)fnv1a(buf));
+    key_string(b, j, c, threads, -1, buf, sizeof buf);
+    j->fam = fnv1a(buf);
 }
 
 static int override_values(const ab_override *o, int n, const char *plugin, const char *param, const double **v)
@@ -236,6 +249,47 @@ static uint64_t base_hash(const base_pt *b)
     return fnv1a(buf);
 }
 
+/* Calibration is deterministic per point: its first guess is the knob of
+ * the point's predecessor, the point of the same family (same method,
+ * target, device, task, mask, heads, d, seed: the key without N and depth)
+ * on the nearest earlier problem in run order (problems run in index
+ * order). The predecessor is found in the results store, so a resumed run
+ * or a shard (shards keep whole families) calibrates every point exactly as
+ * one uninterrupted run does. */
+static const job *g_sort_jobs;
+static int cmp_job_order(const void *pa, const void *pb)
+{
+    const int a = *(const int *)pa, b = *(const int *)pb;
+    const job *x = &g_sort_jobs[a], *y = &g_sort_jobs[b];
+    if (x->base != y->base) return x->base < y->base ? -1 : 1;
+    return (a > b) - (a < b);
+}
+static int job_chain(job *jobs, int nj)
+{
+    int *ord = malloc(sizeof(int) * (size_t)(nj + 1));
+    hidx hf = { 0 };
+    if (!ord || hidx_init(&hf, (size_t)nj)) { free(ord); hidx_free(&hf); return -1; }
+    for (int i = 0; i < nj; i++) ord[i] = i;
+    g_sort_jobs = jobs;
+    qsort(ord, (size_t)nj, sizeof *ord, cmp_job_order);
+    /* hf maps a family to a slot of last[], the family's latest job so far */
+    int *last = malloc(sizeof(int) * (size_t)(nj + 1)), nf = 0;
+    if (!last) { free(ord); hidx_free(&hf); return -1; }
+    for (int r = 0; r < nj; r++) {
+        job *j = &jobs[ord[r]];
+        j->pred[0] = 0;
+        if (isnan(j->target)) continue; /* native points do not calibrate */
+        int f = hidx_get_put(&hf, j->fam, nf);
+        if (f < 0) f = nf++;
+        else snprintf(j->pred, sizeof j->pred, "%s", jobs[last[f]].key);
+        last[f] = ord[r];
+    }
+    free(last);
+    free(ord);
+    hidx_free(&hf);
+    return 0;
+}
+
 /* Every grid of the config ([sweep] and its [sweep.NAME] blocks) expanded
  * in order; a problem or a point that two grids share is kept once (the
  * first), so blocks may overlap freely. */
@@ -302,18 +356,31 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
                                     add_jobs(c, ms, nm, devs, &ax, bi, jobs, &nj);
                                     int k = j0;
                                     for (int q = j0; q < nj; q++) { /* keep points no earlier grid had */
-                                        job_key(&bases[bi], &jobs[q], c, threads, jobs[q].key);
+                                        job_key(&bases[bi], &jobs[q], c, threads);
                                         if (hidx_get_put(&hj, fnv1a(jobs[q].key), q) < 0) jobs[k++] = jobs[q];
                                     }
                                     nj = k;
                                 }
     }
-    /* problems in the order their points first appear, dropping empty ones */
-    /* sharding: keep every shard_n-th job */
+    if (job_chain(jobs, nj)) {
+        snprintf(err, errlen, "out of memory building the grid");
+        goto fail;
+    }
+    /* sharding: whole calibration families, every shard_n-th in order of
+     * first appearance, so a shard holds each point's predecessor */
     if (o->shard_n > 1) {
-        int k = 0;
-        for (int i = 0; i < nj; i++)
-            if (i % o->shard_n == o->shard_i) jobs[k++] = jobs[i];
+        hidx hf = { 0 };
+        if (hidx_init(&hf, (size_t)nj)) {
+            snprintf(err, errlen, "out of memory building the grid");
+            goto fail;
+        }
+        int k = 0, nf = 0;
+        for (int i = 0; i < nj; i++) {
+            int f = hidx_get_put(&hf, jobs[i].fam, nf);
+            if (f < 0) f = nf++;
+            if (f % o->shard_n == o->shard_i) jobs[k++] = jobs[i];
+        }
+        hidx_free(&hf);
         nj = k;
     }
     *bases_out = bases; *nb_out = b; *jobs_out = jobs; *nj_out = nj;
@@ -512,8 +579,9 @@ static double from_u(const ab_knob *k, double u, double v_ref) { return k->log_s
 /* Calibration: find a knob value whose achieved density is within
  * tolerance of the target. select() only, so it is cheap next to timing,
  * but an expensive selector at large N pays for every evaluation, so:
- *   1. a guess (the knob the same method found for the same target on the
- *      nearest problem of the sweep) is tried first: often it is already
+ *   1. a guess (the knob of the point's predecessor: the same method and
+ *      target on the previous problem of its family, see job_chain) is
+ *      tried first: often it is already
  *      within tolerance (one evaluation), else it brackets one side and a
  *      few doubling steps usually find the other;
  *   2. otherwise the knob's range ends bracket the target (or prove it is
@@ -1177,35 +1245,12 @@ static double point_mem_limit(const ab_config *c)
     return 0.8 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
 }
 
-typedef struct calib_entry { char method[32]; int base_nodepth; double target, knob; } calib_entry;
-
-/* The knob to try first for job j on problem b: the one the same method
- * found for the same target on the most similar problem so far (same
- * problem but depth first, then same task, mask, heads and d at the
- * nearest N, then any). NaN when the method has no entry yet. */
-static int same_base_but_depth(const base_pt *x, const base_pt *y);
-static double guess_knob(const calib_entry *cache, int ncache, const base_pt *bases, const base_pt *b, const job *j)
+/* The first calibration guess for job j: its predecessor's knob (see
+ * job_chain), NaN when it has none or the predecessor found no knob. */
+static double pred_knob(const ab_store *st, const job *j)
 {
-    double best = NAN, bestd = INFINITY;
-    for (int e = 0; e < ncache; e++) {
-        if (strcmp(cache[e].method, j->m->name) || cache[e].target != j->target) continue;
-        const base_pt *o = &bases[cache[e].base_nodepth];
-        double d;
-        if (same_base_but_depth(o, b)) d = 0;
-        else {
-            d = 1 + fabs(log((double)o->n / b->n));
-            if (o->task != b->task || strcmp(o->mask, b->mask) || o->heads != b->heads || o->d != b->d) d += 10;
-        }
-        if (d < bestd) { bestd = d; best = cache[e].knob; }
-    }
-    return best;
-}
-
-static int same_base_but_depth(const base_pt *x, const base_pt *y)
-{
-    return x->task == y->task && x->n == y->n && x->heads == y->heads && x->d == y->d &&
-           !strcmp(x->mask, y->mask) && x->seed == y->seed &&
-           !memcmp(&x->tparams, &y->tparams, sizeof x->tparams);
+    const ab_point *p = j->pred[0] ? ab_store_get(st, j->pred) : NULL;
+    return p ? p->knob_value : NAN;
 }
 
 /* ---- --dry-run: how long will this take? -------------------------------- */
@@ -1404,7 +1449,8 @@ static void usage_run(FILE *f)
             "      --methods a,b    only these methods (default: the config's list, else all)\n"
             "      --devices cpu,gpu  override [sweep] devices\n"
             "      --threads T      OpenMP/BLAS threads (default: [sweep] threads, 0 = all cores)\n"
-            "      --shard I/N      run every N-th point starting at I (0 <= I < N)\n"
+            "      --shard I/N      run every N-th calibration family (method x density, all lengths\n"
+            "                       and depths) starting at I (0 <= I < N)\n"
             "      --dry-run        print the grid and an estimate of the run's time (from a short\n"
             "                       timing of every method on the largest problem at N <= 4096,\n"
             "                       scaled), then exit; nothing is written\n"
@@ -1511,6 +1557,7 @@ int ab_cmd_run(int argc, char **argv)
         free(c);
         return 2;
     }
+    if (!o.quiet) ab_blas_core_announce(); /* the input is good: now say how OpenBLAS runs */
     if (o.dry_run) {
         printf("%d points (%d problems), threads=%d%s\n", nj, nb, threads, o.shard_n > 1 ? " (this shard)" : "");
         for (int i = 0; i < nj; i++) {
@@ -1564,14 +1611,13 @@ int ab_cmd_run(int argc, char **argv)
     if (!o.quiet)
         fprintf(stderr, "attnbench: %d points to run (%d already stored), %d threads, %d timing round%s per point%s, output %s\n",
                 todo, skipped, threads, c->rounds, c->rounds > 1 ? "s" : "", c->paired ? " (paired with dense)" : "", o.out);
-    calib_entry *cache = calloc((size_t)nj + 1, sizeof *cache);
-    int ncache = 0, done = 0, failed = 0, store_failed = 0;
+    int done = 0, failed = 0, store_failed = 0;
     long units_done = 0;
     double t0 = ab_now_ms();
     ab_point *pt = malloc(sizeof *pt);
     int *pj = malloc(sizeof(int) * (size_t)(nj + 1)), *order = malloc(sizeof(int) * (size_t)(nj + 1));
     unsigned char *live = malloc((size_t)nj + 1);
-    if (!cache || !pt || !pj || !order || !live) { ab_errorf("out of memory"); g_stop = -1; }
+    if (!pt || !pj || !order || !live) { ab_errorf("out of memory"); g_stop = -1; }
 
     for (int bi = 0; bi < nb && !g_stop; bi++) {
         const base_pt *b = &bases[bi];
@@ -1661,7 +1707,7 @@ int ab_cmd_run(int argc, char **argv)
                     else if (ab_gpu_count(gpu_why, sizeof gpu_why) == 0) ab_point_set_status(pr, "unsupported", "%s", gpu_why);
                     else { /* a child like a CPU point, but no RLIMIT_AS: the CUDA runtime reserves huge virtual ranges */
                         point_ctx x = { c, b, j, a, threads, NAN, NULL, problem, 0, 0, NAN };
-                        x.cached_knob = guess_knob(cache, ncache, bases, b, j);
+                        x.cached_knob = pred_knob(st, j);
                         double ps = 0;
                         if (point_child(&x, pr, &ps, 0) == -3) { interrupted = 1; break; }
                         pr->point_s = ps;
@@ -1670,19 +1716,11 @@ int ab_cmd_run(int argc, char **argv)
                     ab_point_set_status(pr, "unsupported", "method %s has no CPU implementation", j->m->name);
                 } else {
                     point_ctx x = { c, b, j, a, threads, NAN, o.save_tensors ? save_dir : NULL, problem, mem_limit, 0, NAN };
-                    x.cached_knob = guess_knob(cache, ncache, bases, b, j);
+                    x.cached_knob = pred_knob(st, j);
                     double ps = 0;
                     int rr = point_child(&x, pr, &ps, mem_limit);
                     if (rr == -3) { interrupted = 1; break; }
                     pr->point_s = ps;
-                    if (rr == 1 && !isnan(j->target) && !strcmp(pr->status, "ok") && ncache < nj &&
-                               x.cached_knob != pr->knob_value) {
-                        snprintf(cache[ncache].method, sizeof cache[ncache].method, "%s", j->m->name);
-                        cache[ncache].base_nodepth = bi;
-                        cache[ncache].target = j->target;
-                        cache[ncache].knob = pr->knob_value;
-                        ncache++;
-                    }
                 }
                 if (r == 0) live[k] = j->device == AB_CPU && b->timed && !strcmp(pr->status, "ok") && pr->rounds == 1 &&
                                       c->rounds > 1;
@@ -1737,7 +1775,6 @@ int ab_cmd_run(int argc, char **argv)
     }
     if (tty) fprintf(stderr, "\n");
     free(pt);
-    free(cache);
     free(pj);
     free(order);
     free(live);

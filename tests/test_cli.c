@@ -361,6 +361,67 @@ Test(cli, sigkill_then_resume_equals_uninterrupted, .timeout = 300)
     free(b);
 }
 
+/* Shards calibrate each point as one run does (the first calibration guess
+ * is the point's predecessor in its family, and a shard keeps whole
+ * families): the merged shards equal the single run key by key, knobs and
+ * quality numbers included. Untimed (scored) points keep it quick. */
+static const char *shard_cfg =
+    "[sweep]\n"
+    "tasks = needle\n"
+    "methods = dense, window, oracle_topk_block, quest_prefill\n"
+    "seq_lens = 256, 512\n"
+    "depths = 0.3, 0.7\n"
+    "heads = 2\n"
+    "head_dims = 32\n"
+    "densities = 0.25, 0.5\n"
+    "block_q = 32\n"
+    "block_k = 32\n"
+    "threads = 1\n"
+    "[timing]\n"
+    "timed_depths = 0.5\n";
+
+Test(cli, shards_merged_equal_one_run, .timeout = 300)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/c.ini", g_dir);
+    write_file(path, shard_cfg);
+    char *e = NULL;
+    cr_assert_eq(run_ab("run -c c.ini -o one.h5 -q", &e), 0, "%s", e ? e : "");
+    free(e);
+    for (int i = 0; i < 3; i++) {
+        char a[128];
+        snprintf(a, sizeof a, "run -c c.ini -o s%d.h5 -q --shard %d/3", i, i);
+        cr_assert_eq(run_ab(a, &e), 0, "shard %d: %s", i, e ? e : "");
+        free(e);
+    }
+    cr_assert_eq(run_ab("merge s0.h5 s1.h5 s2.h5 -o m.h5", &e), 0, "%s", e ? e : "");
+    free(e);
+    char one[300], m[300];
+    snprintf(one, sizeof one, "%s/one.h5", g_dir);
+    snprintf(m, sizeof m, "%s/m.h5", g_dir);
+    size_t na, nb;
+    ab_point *a = read_points(one, &na);
+    ab_point *b = read_points(m, &nb);
+    cr_assert_eq(na, nb, "one run %zu points, merged shards %zu", na, nb);
+    int calibrated = 0;
+    for (size_t i = 0; i < na; i++) {
+        size_t k = 0;
+        while (k < nb && strcmp(a[i].key, b[k].key)) k++;
+        cr_assert_lt(k, nb, "point %s (%s) missing from the merged shards", a[i].key, a[i].method);
+        cr_expect_str_eq(a[i].status, b[k].status, "%s", a[i].method);
+#define SAME(f) (a[i].f == b[k].f || (isnan(a[i].f) && isnan(b[k].f)))
+        cr_expect(SAME(knob_value), "%s N=%d depth %g target %g: knob %.17g in one run, %.17g in a shard",
+                  a[i].method, a[i].seq_len, a[i].depth, a[i].target_density, a[i].knob_value, b[k].knob_value);
+        cr_expect(SAME(achieved_density) && SAME(recall_mass) && SAME(accuracy) && SAME(rel_l2_err),
+                  "%s N=%d: quality differs", a[i].method, a[i].seq_len);
+#undef SAME
+        if (!isnan(a[i].target_density) && !isnan(a[i].knob_value)) calibrated++;
+    }
+    cr_expect_geq(calibrated, 8, "only %d calibrated points", calibrated);
+    free(a);
+    free(b);
+}
+
 Test(cli, sigterm_stops_cleanly_and_resume_finishes, .timeout = 300)
 {
     char path[300], out[300];
