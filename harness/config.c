@@ -33,7 +33,7 @@ void ab_config_defaults(ab_config *c)
     c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
     c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
     c->point_mem_gb = -1;
-    c->rounds = 3; c->paired = 1; c->min_sample_ms = 10; c->interference_pct = 10;
+    c->rounds = 3; c->paired = 1; c->min_sample_ms = 10; c->interference_pct = 10; c->shared_core_check = 1;
     c->score_rows = 256; c->exact_max_n = 8192; c->topk = 64;
     c->tolerance = 0.10; c->max_iters = 30;
 }
@@ -365,10 +365,11 @@ static int handler(void *user, const char *section, const char *name, const char
         else if (!strcmp(name, "point_timeout_s")) { if (v <= 0 || v > 864000) FAIL("must be in (0, 864000]"); c->point_timeout_s = v; }
         else if (!strcmp(name, "point_mem_gb")) { if (v < 0 || v > 1e6) FAIL("must be in [0, 1e6] GB (0: no limit)"); c->point_mem_gb = v; }
         else if (!strcmp(name, "rounds")) { if (v < 1 || v > 16 || v != floor(v)) FAIL("must be an integer in [1, 16]"); c->rounds = (int)v; }
+        else if (!strcmp(name, "shared_core_check")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->shared_core_check = (int)v; }
         else if (!strcmp(name, "paired")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->paired = (int)v; }
         else if (!strcmp(name, "min_sample_ms")) { if (v < 0 || v > 60000) FAIL("must be in [0, 60000] ms"); c->min_sample_ms = v; }
         else if (!strcmp(name, "interference_pct")) { if (v <= 0 || v > 100) FAIL("must be in (0, 100]"); c->interference_pct = v; }
-        else FAIL("unknown key (timing keys: rounds paired min_sample_ms warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
+        else FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
     } else if (!strcmp(section, "metrics")) {
         int v, n;
         if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->score_rows = v; }

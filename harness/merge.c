@@ -89,7 +89,7 @@ static int row_diff(const ab_point *a, const ab_point *b, char *why, size_t wl)
     I(rows_scored)
     S(status) S(message)
     I(rounds) I(calls) D(total_lo_ms) D(total_hi_ms) D(dense_pair_ms) D(rel_dense) D(rel_lo) D(rel_hi)
-    D(foreign_pct) D(steal_pct) D(load1) D(fma_gflops) D(point_s) S(timing)
+    D(foreign_pct) D(steal_pct) D(load1) D(fma_gflops) D(shared_pct) D(point_s) S(timing)
 #undef S
 #undef I
 #undef D

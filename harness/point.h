@@ -55,10 +55,13 @@ typedef struct ab_point {
     double load1;          /* largest 1-minute load average seen at the start of a round */
     double fma_gflops;     /* machine-speed index: 1-thread FMA GFLOP/s probed around each
                             * round, mean over rounds (ab_fma_probe); NaN untimed */
+    double shared_pct;     /* % of sample pairs dropped because the point's threads shared
+                            * one physical core (a T-thread FMA probe around every pair ran
+                            * below 0.7x the child's best); NaN untimed or 1 thread */
     double point_s;        /* wall seconds of the point's child processes (calibration,
                             * scoring, every round): what the point cost to measure */
     char timing[48];       /* flags: "" (clean), or a comma list of interference,
-                            * unpaired, untimed (scored only), rounds_disagree */
+                            * unpaired, untimed (scored only), rounds_disagree, cores_shared */
     /* raw per-sample timings (stored under /samples/KEY): per call of the
      * sample's batch, in ms; dense: the paired dense sample (NaN unpaired) */
     double sample_select_ms[AB_MAX_SAMPLES];

@@ -228,7 +228,7 @@ static const field_desc point_fields[] = {
     FLD(rounds, F_I32), FLD(calls, F_I32),
     FLD(total_lo_ms, F_F64), FLD(total_hi_ms, F_F64), FLD(dense_pair_ms, F_F64),
     FLD(rel_dense, F_F64), FLD(rel_lo, F_F64), FLD(rel_hi, F_F64),
-    FLD(foreign_pct, F_F64), FLD(steal_pct, F_F64), FLD(load1, F_F64), FLD(fma_gflops, F_F64), FLD(point_s, F_F64),
+    FLD(foreign_pct, F_F64), FLD(steal_pct, F_F64), FLD(load1, F_F64), FLD(fma_gflops, F_F64), FLD(shared_pct, F_F64), FLD(point_s, F_F64),
     FLD(timing, F_STR),
 };
 #undef FLD

@@ -794,6 +794,16 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     }
     const int km = batch_calls(tm, c->min_sample_ms), kd = batch_calls(td, c->min_sample_ms);
     const int cap = AB_MAX_SAMPLES / c->rounds > 0 ? AB_MAX_SAMPLES / c->rounds : 1;
+    /* Shared-core guard: a short FMA probe on every thread before the first
+     * pair and after each one. A pair is kept when the probes on both sides
+     * ran at >= 0.7x the best rate this child has seen, else dropped and
+     * measured again (up to 4x max_repeats drops, within max_time_s); the
+     * host that runs two vCPUs on one core slows dense and a sparse method
+     * by different factors, which pairing cannot cancel. */
+    const int guard = c->shared_core_check && x->threads > 1;
+    double best_rate = fma0, team = guard ? ab_fma_probe_team(x->threads, 0.5) : NAN;
+    if (team > best_rate) best_rate = team;
+    int ok_before = !guard || !(team < 0.7 * best_rate), dropped = 0, kept_shared = 0;
     ab_cpuload la, lb;
     p->load1 = ab_loadavg1();
     ab_cpuload_read(&la);
@@ -801,12 +811,23 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     int n = 0;
     while (rc == AB_OK) {
         double sel = 0, run = 0, dsel = 0, drun = 0;
-        const int dense_first = paired && n % 2 == 0;
+        const int dense_first = paired && (n + x->round) % 2 == 0; /* rounds alternate too: 1-pair rounds stay balanced */
         for (int k = 0; dense_first && k < kd && rc == AB_OK; k++) rc = one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
         for (int k = 0; k < km && rc == AB_OK; k++) rc = one_call(in, pb, c, l, out, &sel, &run);
         for (int k = 0; paired && !dense_first && k < kd && rc == AB_OK; k++)
             rc = one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
         if (rc) break;
+        if (guard) {
+            team = ab_fma_probe_team(x->threads, 0.5);
+            if (team > best_rate) best_rate = team;
+            const int ok_after = !(team < 0.7 * best_rate), drop = !(ok_before && ok_after);
+            ok_before = ok_after;
+            if (drop && dropped < 4 * c->max_repeats && (ab_now_ms() - start) / 1e3 < c->max_time_s) {
+                dropped++;
+                continue;
+            }
+            kept_shared += drop;
+        }
         p->sample_select_ms[n] = sel / km;
         p->sample_run_ms[n] = run / km;
         p->sample_dense_ms[n] = paired ? (dsel + drun) / kd : NAN;
@@ -819,6 +840,10 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     }
     ab_cpuload_read(&lb);
     p->fma_gflops = 0.5 * (fma0 + ab_fma_probe(1.0));
+    p->shared_pct = guard && n + dropped > 0 ? 100.0 * dropped / (n + dropped) : NAN;
+    if (kept_shared) /* out of drops: some kept pairs were measured on a shared core */
+        snprintf(p->timing + strlen(p->timing), sizeof p->timing - strlen(p->timing), "%scores_shared",
+                 p->timing[0] ? "," : "");
     double foreign, steal, total;
     ab_cpuload_diff(&la, &lb, &foreign, &steal, &total);
     p->foreign_pct = total > 0 ? 100.0 * foreign / total : NAN;
@@ -1044,6 +1069,7 @@ static void add_round(ab_point *p, const ab_point *q)
     if (!(p->steal_pct >= q->steal_pct)) p->steal_pct = q->steal_pct;
     if (!(p->load1 >= q->load1)) p->load1 = q->load1;
     if (q->fma_gflops > 0) p->fma_gflops = p->fma_gflops > 0 ? (p->fma_gflops * r + q->fma_gflops) / (r + 1) : q->fma_gflops;
+    if (q->shared_pct >= 0) p->shared_pct = p->shared_pct >= 0 ? (p->shared_pct * r + q->shared_pct) / (r + 1) : q->shared_pct;
     if (q->timing[0] && !strstr(p->timing, q->timing))
         snprintf(p->timing + strlen(p->timing), sizeof p->timing - strlen(p->timing), "%s%s", p->timing[0] ? "," : "",
                  q->timing);
@@ -1076,7 +1102,7 @@ static void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int thre
     p->recall_mass = p->recall_topk = p->rel_l2_err = p->max_abs_err = NAN;
     p->accuracy = p->acc_ci_lo = p->acc_ci_hi = NAN;
     p->total_lo_ms = p->total_hi_ms = p->dense_pair_ms = p->rel_dense = p->rel_lo = p->rel_hi = NAN;
-    p->foreign_pct = p->steal_pct = p->load1 = p->fma_gflops = NAN;
+    p->foreign_pct = p->steal_pct = p->load1 = p->fma_gflops = p->shared_pct = NAN;
     p->point_s = 0;
 }
 

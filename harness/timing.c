@@ -2,6 +2,7 @@
 #include "harness/timing.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,4 +238,21 @@ double ab_fma_probe(double ms)
         if (g > best) best = g;
     }
     return best;
+}
+
+double ab_fma_probe_team(int threads, double ms)
+{
+    if (threads < 1) threads = 1;
+    if (threads > 256) threads = 256;
+    double g[256];
+    for (int t = 0; t < threads; t++) g[t] = NAN;
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num();
+        if (t < threads) g[t] = ab_fma_probe(ms);
+    }
+    double lo = INFINITY;
+    for (int t = 0; t < threads; t++)
+        if (g[t] < lo) lo = g[t];
+    return isinf(lo) ? NAN : lo;
 }

@@ -48,4 +48,10 @@ double ab_loadavg1(void);
  * the widest ISA). On a VM whose host changes the clock between runs,
  * latencies move with it while this index tells by how much. */
 double ab_fma_probe(double ms);
+/* The same probe on `threads` OpenMP threads at once; returns the slowest
+ * thread's GFLOP/s. On a VM whose host sometimes runs two vCPUs on the two
+ * hardware threads of one core, each thread then gets about half of the
+ * 1-thread rate: that is how a timing round sees that its threads shared
+ * a core (docs/timing.md). */
+double ab_fma_probe_team(int threads, double ms);
 #endif

@@ -150,6 +150,7 @@ static const struct bad_cfg cfgs[] = {
     { "[timing]\nrounds = 0\n", { "c.ini:2:", "[timing] key 'rounds'", "[1, 16]" } },
     { "[timing]\nrounds = 2.5\n", { "c.ini:2:", "key 'rounds'", "integer" } },
     { "[timing]\npaired = 2\n", { "c.ini:2:", "key 'paired'", "0 or 1" } },
+    { "[timing]\nshared_core_check = 3\n", { "c.ini:2:", "key 'shared_core_check'", "0 or 1" } },
     { "[timing]\nmin_sample_ms = -1\n", { "c.ini:2:", "key 'min_sample_ms'", "must be" } },
     { "[timing]\ninterference_pct = 0\n", { "c.ini:2:", "key 'interference_pct'", "must be" } },
     { "[timing]\ntimed_tasks = needle, nosuch\n", { "c.ini:2:", "key 'timed_tasks'", "unknown task 'nosuch'" } },

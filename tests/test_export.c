@@ -310,7 +310,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 57, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 58, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -346,6 +346,9 @@ Test(export, points_tsv_equals_file)
                                 p->steal_pct, p->load1};
         for (int k = 0; k < 12; k++) expect_num(f[42 + k], want3[k], "timing protocol");
         cr_assert_str_eq(f[54], p->timing);
+        expect_num(f[55], p->point_s, "point_s");
+        expect_num(f[56], p->fma_gflops, "fma_gflops");
+        expect_num(f[57], p->shared_pct, "shared_pct");
         rows++;
     }
     cr_assert_eq(rows, n);
@@ -699,7 +702,7 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[64];
-        cr_assert_eq(split_tabs(line, fl, 64), 57);
+        cr_assert_eq(split_tabs(line, fl, 64), 58);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
@@ -1383,7 +1386,7 @@ Test(export, untimed_points_never_timed)
     free(t);
     /* points.tsv keeps every point and its flags */
     t = data_of(&fx, "points.tsv");
-    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\n"), "header ends with the timing flags, cost, clock");
+    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\n"), "header ends with the timing flags, cost, clock, shared-core drops");
     cr_assert(strstr(t, "\tuntimed\t") && strstr(t, "\tinterference\t"), "%s", t);
     free(t);
     t = data_of(&fx, "meta.txt");

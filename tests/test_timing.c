@@ -173,6 +173,7 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
         }
         timed++;
         cr_expect_eq(q->rounds, 3, "%s N=%d: %d rounds", q->method, q->seq_len, q->rounds);
+        cr_expect(isnan(q->shared_pct), "%s: 1 thread, yet a shared-core figure %g", q->method, q->shared_pct);
         int seen[3] = { 0 };
         for (int k = 0; k < q->n_samples; k++) {
             cr_assert(q->sample_round[k] >= 0 && q->sample_round[k] < 3);
@@ -196,6 +197,54 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
     cr_expect_eq(timed, 6);
     cr_expect_eq(untimed, 9);
     free(p);
+}
+
+/* With 2 threads every timed point says what share of its sample pairs the
+ * shared-core guard dropped (0-100 %); shared_core_check = 0 turns it off. */
+static void run_two_threads(int check, ab_point **p, size_t *n)
+{
+    const char *bin = getenv("AB_BIN");
+    char cfg[300], out[300], cmd[1024];
+    snprintf(cfg, sizeof cfg, "%s/c%d.ini", g_dir, check);
+    snprintf(out, sizeof out, "%s/r%d.h5", g_dir, check);
+    FILE *f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 512\nheads = 2\nhead_dims = 32\n"
+               "densities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 2\n"
+               "[timing]\nrounds = 2\nwarmup = 0\nmin_repeats = 2\nmax_repeats = 3\nmin_time_s = 0\n"
+               "min_sample_ms = 1\nshared_core_check = %d\n", check);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' run -c '%s' -o '%s' -q", bin ? bin : "build/attnbench", cfg, out);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "run failed");
+    char err[300];
+    cr_assert_eq(ab_results_read(out, p, n, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(*n, 2u);
+}
+
+Test(protocol, two_threads_record_shared_core_drops)
+{
+    ab_point *p = NULL;
+    size_t n = 0;
+    run_two_threads(1, &p, &n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_str_eq(p[i].status, "ok", "%s: %s", p[i].method, p[i].message);
+        cr_expect(p[i].shared_pct >= 0 && p[i].shared_pct <= 100, "%s: shared_pct %g", p[i].method, p[i].shared_pct);
+        cr_expect(p[i].n_samples >= 4, "%s: %d samples kept", p[i].method, p[i].n_samples);
+    }
+    free(p);
+    run_two_threads(0, &p, &n);
+    for (size_t i = 0; i < n; i++) cr_expect(isnan(p[i].shared_pct), "%s: check off, yet %g", p[i].method, p[i].shared_pct);
+    free(p);
+}
+
+Test(timing, team_probe_is_the_slowest_thread)
+{
+    const double one = ab_fma_probe(2.0), team1 = ab_fma_probe_team(1, 2.0), team2 = ab_fma_probe_team(2, 2.0);
+    cr_expect(one > 0 && team1 > 0 && team2 > 0, "probes %g %g %g", one, team1, team2);
+    /* one thread's rate; two threads each run at most one core's rate */
+    cr_expect(team1 < 3 * one && one < 3 * team1, "1-thread team %g vs probe %g", team1, one);
+    cr_expect(team2 < 3 * one, "2-thread team's slowest %g vs one thread %g", team2, one);
 }
 
 /* --dry-run times every method once on the largest problem and prints an
