@@ -543,7 +543,7 @@ static size_t timed_rows(const xrow *rows, size_t n, xrow *out)
  * line in the figure's footnote). what: how the untimed points are treated. */
 static void timing_note(FILE *f, const xctx *c, const char *dev, const char *what)
 {
-    size_t untimed = 0, inter = 0, disagree = 0, timed = 0;
+    size_t untimed = 0, inter = 0, disagree = 0, shared = 0, timed = 0;
     for (size_t i = 0; i < c->n_ok; i++) {
         const ab_point *p = c->ok[i].p;
         if (dev && strncmp(p->device, dev, sizeof p->device) != 0) continue;
@@ -554,18 +554,20 @@ static void timing_note(FILE *f, const xctx *c, const char *dev, const char *wha
         timed++;
         inter += ab_point_has_flag(p, "interference") != 0;
         disagree += ab_point_has_flag(p, "rounds_disagree") != 0;
+        shared += ab_point_has_flag(p, "cores_shared") != 0;
     }
-    if (untimed == 0 && inter == 0 && disagree == 0) return;
+    if (untimed == 0 && inter == 0 && disagree == 0 && shared == 0) return;
     fputs("# note: ", f);
     const char *sep = "";
     if (untimed) {
         fprintf(f, "untimed (scored only): %zu ok point%s, %s", untimed, untimed == 1 ? "" : "s", what);
         sep = "   ";
     }
-    if (inter || disagree) {
+    if (inter || disagree || shared) {
         fprintf(f, "%sflagged (of %zu timed): ", sep, timed);
         if (inter) fprintf(f, "interference %zu", inter);
         if (disagree) fprintf(f, "%srounds_disagree %zu", inter ? ", " : "", disagree);
+        if (shared) fprintf(f, "%scores_shared %zu", inter || disagree ? ", " : "", shared);
     }
     fputc('\n', f);
 }
@@ -1370,7 +1372,7 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             if (np > 0 && !isnan(sp)) {
                 FIELD_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
                 FIELD_MEDIAN(ms, scratch2, nt, p_->total_ms, tmp);
-                static const char *const fl[] = {"interference", "rounds_disagree", "unpaired"};
+                static const char *const fl[] = {"interference", "rounds_disagree", "unpaired", "cores_shared"};
                 for (size_t q = 0; q < sizeof fl / sizeof fl[0]; q++) {
                     int hit = 0;
                     for (size_t t = 0; t < nt && !hit; t++) hit = ab_point_has_flag(scratch2[t].p, fl[q]);

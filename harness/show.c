@@ -333,7 +333,7 @@ static void fill_row(srow *r, const ab_point **g, size_t n, int multi_dev,
         prev = next;
     }
     /* timing flags over the ok points */
-    static const char *const flags[] = {"untimed", "unpaired", "interference", "rounds_disagree"};
+    static const char *const flags[] = {"untimed", "unpaired", "interference", "rounds_disagree", "cores_shared"};
     used = 0;
     for (size_t q = 0; q < sizeof flags / sizeof flags[0]; q++) {
         size_t count = 0;
@@ -523,7 +523,7 @@ static void show_usage(FILE *f)
           "interval, where the points have it; else dense latency / latency), achieved\n"
           "density (of the pairs the mask allows), attention (mass) recall, mean task\n"
           "accuracy, ok points, failed points by status and the timing flags of the ok\n"
-          "points (untimed, unpaired, interference, rounds_disagree). --format tsv adds\n"
+          "points (untimed, unpaired, interference, rounds_disagree, cores_shared). --format tsv adds\n"
           "speedup_lo speedup_hi paired ms_lo ms_hi timed.\n"
           "\n"
           "options:\n"
