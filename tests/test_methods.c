@@ -13,8 +13,8 @@
  * full coverage equals dense, oracle mass recall >= window's, the oracles
  * choose only keys the mask allows, determinism.
  *
- * Only registry.h and kernels.h are used: methods are called directly, not
- * through harness/plugin.c.
+ * Methods are created and run through the checked wrappers of
+ * harness/plugin.c (ab_instance_*), as the sweep runs them.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
