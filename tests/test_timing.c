@@ -134,23 +134,29 @@ static const char *proto_cfg =
     "seq_lens = 1024\n"
     "depths = 0.5\n";
 
-Test(protocol, rounds_pairs_intervals_and_untimed_points)
+/* Write config `text` as g_dir/NAME.ini, run it into g_dir/NAME.h5 and
+ * read the points back. */
+static void run_config(const char *name, const char *text, ab_point **p, size_t *n)
 {
     const char *bin = getenv("AB_BIN");
-    char cfg[300], out[300], cmd[1024];
-    snprintf(cfg, sizeof cfg, "%s/c.ini", g_dir);
-    snprintf(out, sizeof out, "%s/r.h5", g_dir);
+    char cfg[300], out[300], cmd[1024], err[300];
+    snprintf(cfg, sizeof cfg, "%s/%s.ini", g_dir, name);
+    snprintf(out, sizeof out, "%s/%s.h5", g_dir, name);
     FILE *f = fopen(cfg, "w");
     cr_assert_not_null(f);
-    fputs(proto_cfg, f);
+    fputs(text, f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "'%s' run -c '%s' -o '%s' -q", bin ? bin : "build/attnbench", cfg, out);
     int st = system(cmd);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "run failed");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "run of %s failed", name);
+    cr_assert_eq(ab_results_read(out, p, n, NULL, err, sizeof err), 0, "%s", err);
+}
+
+Test(protocol, rounds_pairs_intervals_and_untimed_points)
+{
     ab_point *p = NULL;
     size_t n = 0;
-    char err[300];
-    cr_assert_eq(ab_results_read(out, &p, &n, NULL, err, sizeof err), 0, "%s", err);
+    run_config("c", proto_cfg, &p, &n);
     /* needle: 2 N x 2 depths x 3 methods; block pk: passkey at N = 1024, depth
      * 0.75; block overlap: needle N = 1024 depth 0.5, already in [sweep] */
     cr_assert_eq(n, 15u, "points: %zu", n);
@@ -209,22 +215,13 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
  * shared-core guard dropped (0-100 %); shared_core_check = 0 turns it off. */
 static void run_two_threads(int check, ab_point **p, size_t *n)
 {
-    const char *bin = getenv("AB_BIN");
-    char cfg[300], out[300], cmd[1024];
-    snprintf(cfg, sizeof cfg, "%s/c%d.ini", g_dir, check);
-    snprintf(out, sizeof out, "%s/r%d.h5", g_dir, check);
-    FILE *f = fopen(cfg, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 512\nheads = 2\nhead_dims = 32\n"
+    char text[512], name[16];
+    snprintf(name, sizeof name, "two%d", check);
+    snprintf(text, sizeof text, "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 512\nheads = 2\nhead_dims = 32\n"
                "densities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 2\n"
                "[timing]\nrounds = 2\nwarmup = 0\nmin_repeats = 2\nmax_repeats = 3\nmin_time_s = 0\n"
                "min_sample_ms = 1\nshared_core_check = %d\n", check);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' run -c '%s' -o '%s' -q", bin ? bin : "build/attnbench", cfg, out);
-    int st = system(cmd);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "run failed");
-    char err[300];
-    cr_assert_eq(ab_results_read(out, p, n, NULL, err, sizeof err), 0, "%s", err);
+    run_config(name, text, p, n);
     cr_assert_eq(*n, 2u);
 }
 
