@@ -1551,20 +1551,18 @@ fail_free:
     return -1;
 }
 
-int ab_store_has(const ab_store *st, const char *key)
-{
-    if (!st || !key)
-        return 0;
-    size_t i = pset_find(&st->set, key);
-    return i != SIZE_MAX && ab_status_is_final(st->set.v[i].status);
-}
-
 const ab_point *ab_store_get(const ab_store *st, const char *key)
 {
     if (!st || !key)
         return NULL;
     size_t i = pset_find(&st->set, key);
     return i == SIZE_MAX ? NULL : &st->set.v[i];
+}
+
+int ab_store_has(const ab_store *st, const char *key)
+{
+    const ab_point *p = ab_store_get(st, key);
+    return p && ab_status_is_final(p->status);
 }
 
 size_t ab_store_count(const ab_store *st)

@@ -67,7 +67,8 @@ typedef struct job {
     unsigned device;
     double target;      /* NaN: native (knob fixed) */
     char key[24];
-    uint64_t fam;       /* the key without N and depth: the calibration family */
+    uint64_t fam;       /* hash of the key without N and depth: the calibration family */
+    int family;         /* the family's number, in order of first appearance (job_chain) */
     char pred[24];      /* key of the family's point just before this one ("": none) */
 } job;
 
@@ -255,36 +256,34 @@ static uint64_t base_hash(const base_pt *b)
  * on the nearest earlier problem in run order (problems run in index
  * order). The predecessor is found in the results store, so a resumed run
  * or a shard (shards keep whole families) calibrates every point exactly as
- * one uninterrupted run does. */
-static const job *g_sort_jobs;
-static int cmp_job_order(const void *pa, const void *pb)
+ * one uninterrupted run does. Also numbers the families (--shard splits by
+ * that number). nb: problems (every job's base is below it). */
+static int job_chain(job *jobs, int nj, int nb)
 {
-    const int a = *(const int *)pa, b = *(const int *)pb;
-    const job *x = &g_sort_jobs[a], *y = &g_sort_jobs[b];
-    if (x->base != y->base) return x->base < y->base ? -1 : 1;
-    return (a > b) - (a < b);
-}
-static int job_chain(job *jobs, int nj)
-{
-    int *ord = malloc(sizeof(int) * (size_t)(nj + 1));
-    hidx hf = { 0 };
-    if (!ord || hidx_init(&hf, (size_t)nj)) { free(ord); hidx_free(&hf); return -1; }
-    for (int i = 0; i < nj; i++) ord[i] = i;
-    g_sort_jobs = jobs;
-    qsort(ord, (size_t)nj, sizeof *ord, cmp_job_order);
-    /* hf maps a family to a slot of last[], the family's latest job so far */
+    int *ord = malloc(sizeof(int) * (size_t)(nj + 1)), *at = calloc((size_t)nb + 1, sizeof(int));
     int *last = malloc(sizeof(int) * (size_t)(nj + 1)), nf = 0;
-    if (!last) { free(ord); hidx_free(&hf); return -1; }
+    hidx hf = { 0 };
+    if (!ord || !at || !last || hidx_init(&hf, (size_t)nj)) { free(ord); free(at); free(last); hidx_free(&hf); return -1; }
+    /* families numbered in order of first appearance in the job list */
+    for (int i = 0; i < nj; i++) {
+        int f = hidx_get_put(&hf, jobs[i].fam, nf);
+        jobs[i].family = f < 0 ? nf++ : f;
+        at[jobs[i].base + 1]++;
+    }
+    /* run order: by problem, then job order (a stable counting sort) */
+    for (int bi = 0; bi < nb; bi++) at[bi + 1] += at[bi];
+    for (int i = 0; i < nj; i++) ord[at[jobs[i].base]++] = i;
+    /* last[f]: family f's latest calibrated job so far in run order */
+    for (int f = 0; f < nf; f++) last[f] = -1;
     for (int r = 0; r < nj; r++) {
         job *j = &jobs[ord[r]];
         j->pred[0] = 0;
         if (isnan(j->target)) continue; /* native points do not calibrate */
-        int f = hidx_get_put(&hf, j->fam, nf);
-        if (f < 0) f = nf++;
-        else snprintf(j->pred, sizeof j->pred, "%s", jobs[last[f]].key);
-        last[f] = ord[r];
+        if (last[j->family] >= 0) snprintf(j->pred, sizeof j->pred, "%s", jobs[last[j->family]].key);
+        last[j->family] = ord[r];
     }
     free(last);
+    free(at);
     free(ord);
     hidx_free(&hf);
     return 0;
@@ -362,25 +361,16 @@ static int build_grid(const ab_config *c, const run_opts *o, int threads, base_p
                                     nj = k;
                                 }
     }
-    if (job_chain(jobs, nj)) {
+    if (job_chain(jobs, nj, b)) {
         snprintf(err, errlen, "out of memory building the grid");
         goto fail;
     }
     /* sharding: whole calibration families, every shard_n-th in order of
      * first appearance, so a shard holds each point's predecessor */
     if (o->shard_n > 1) {
-        hidx hf = { 0 };
-        if (hidx_init(&hf, (size_t)nj)) {
-            snprintf(err, errlen, "out of memory building the grid");
-            goto fail;
-        }
-        int k = 0, nf = 0;
-        for (int i = 0; i < nj; i++) {
-            int f = hidx_get_put(&hf, jobs[i].fam, nf);
-            if (f < 0) f = nf++;
-            if (f % o->shard_n == o->shard_i) jobs[k++] = jobs[i];
-        }
-        hidx_free(&hf);
+        int k = 0;
+        for (int i = 0; i < nj; i++)
+            if (jobs[i].family % o->shard_n == o->shard_i) jobs[k++] = jobs[i];
         nj = k;
     }
     *bases_out = bases; *nb_out = b; *jobs_out = jobs; *nj_out = nj;
