@@ -73,13 +73,18 @@ else
 endif
 
 # ---- sources ---------------------------------------------------------------
-HARNESS_SRCS := $(filter-out harness/main.c,$(wildcard harness/*.c))
+# Layers, lowest first (docs/architecture.md): include/ (the ABI), kernels/,
+# runtime/, the plugins (methods/, masks/, datasets/), then harness/store,
+# engine, report and cli. scripts/check_layers.sh enforces the order.
+HARNESS_SRCS := $(filter-out harness/cli/main.c,$(wildcard harness/*/*.c))
+RUNTIME_SRCS := $(wildcard runtime/*.c)
 KERNEL_SRCS  := $(wildcard kernels/cpu/*.c) $(wildcard kernels/*.c)
 METHOD_SRCS  := $(wildcard methods/*.c)
-TASK_SRCS    := $(wildcard datasets/*.c)
+TASK_SRCS    := $(wildcard datasets/tasks/*.c)
+GENR_SRCS    := $(wildcard datasets/gen/*.c)
 MASK_SRCS    := $(wildcard masks/*.c)
 GEN_SRCS     := $(BUILD)/gen/registry.c
-LIB_SRCS     := $(HARNESS_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS)
+LIB_SRCS     := $(HARNESS_SRCS) $(RUNTIME_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS) $(GENR_SRCS) $(MASK_SRCS)
 LIB_OBJS     := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/registry.o $(CU_OBJS)
 TEST_SRCS    := $(wildcard tests/test_*.c)
 TEST_OBJS    := $(TEST_SRCS:%.c=$(BUILD)/%.o)
@@ -89,7 +94,7 @@ FIXTURE_OBJS := $(FIXTURE_SRCS:%.c=$(BUILD)/%.o)
 BIN   := $(BUILD)/attnbench
 TBIN  := $(BUILD)/attnbench_tests
 
-.PHONY: all test test-unit test-cli figures clean summary check-cuda bench
+.PHONY: all test test-layers test-unit test-cli figures clean summary check-cuda bench
 all: summary $(BIN)
 
 summary:
@@ -105,13 +110,19 @@ FORCE:
 $(BUILD)/.gitsha: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(GIT_SHA)' | cmp -s - $@ || echo '$(GIT_SHA)' > $@
-$(BUILD)/harness/sysinfo.o: $(BUILD)/.gitsha
-$(BUILD)/harness/sysinfo.o: CPPFLAGS += -DAB_GIT_SHA='"$(GIT_SHA)"'
+$(BUILD)/harness/engine/sysinfo.o: $(BUILD)/.gitsha
+$(BUILD)/harness/engine/sysinfo.o: CPPFLAGS += -DAB_GIT_SHA='"$(GIT_SHA)"'
 
 # The registries: one line per AB_REGISTER(...) in methods/,
-# AB_REGISTER_TASK(...) in datasets/ and AB_REGISTER_MASK(...) in masks/,
+# AB_REGISTER_TASK(...) in datasets/tasks/ and AB_REGISTER_MASK(...) in masks/,
 # in file-name order.
-$(BUILD)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS) scripts/gen_registry.sh | $(BUILD)/.flags
+# The list of plugin files is a prerequisite too, so a renamed or removed
+# plugin (same mtime) regenerates the registry.
+REG_INPUTS := $(METHOD_SRCS) | $(TASK_SRCS) | $(MASK_SRCS)
+$(BUILD)/gen/.inputs: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(REG_INPUTS)' | cmp -s - $@ || echo '$(REG_INPUTS)' > $@
+$(BUILD)/gen/registry.c: $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS) scripts/gen_registry.sh $(BUILD)/gen/.inputs | $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@sh scripts/gen_registry.sh "$(METHOD_SRCS)" "$(TASK_SRCS)" "$(MASK_SRCS)" > $@.tmp && mv $@.tmp $@
 
@@ -129,7 +140,7 @@ $(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu $(BUILD)/.flags
 	@echo '  NVCC  $<'
 	$(Q)$(NVCC) $(NVFLAGS) $(CPPFLAGS) -c $< -o $@
 
-$(BIN): $(BUILD)/harness/main.o $(LIB_OBJS)
+$(BIN): $(BUILD)/harness/cli/main.o $(LIB_OBJS)
 	@echo '  LD    $@'
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
@@ -147,6 +158,10 @@ test: test-unit test-cli test-check
 TEST_ENV := AB_BIN=$(abspath $(BIN)) OMP_WAIT_POLICY=passive LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp)
 test-unit: $(TBIN) $(BIN)
 	$(TEST_ENV) $(TBIN) -j2 --short-filename
+# The folder layering of docs/architecture.md (who may include whom, and
+# only runtime/ defines ABI functions).
+test-layers:
+	@sh scripts/check_layers.sh
 test-cli: $(BIN)
 	@for t in tests/cli_*.sh; do [ -f "$$t" ] || continue; \
 	  echo "== $$t"; $(TEST_ENV) bash "$$t" || exit 1; done

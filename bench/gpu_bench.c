@@ -18,8 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/gpu.h"
-#include "harness/timing.h"
+#include "harness/engine/gpu.h"
+#include "runtime/layout.h"
+#include "harness/engine/timing.h"
 #include "kernels/kernels.h"
 
 #define MAXL 16

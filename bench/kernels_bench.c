@@ -20,7 +20,7 @@
  * 2-thread speed-up, SDPA ratio, fractions of the FMA peak), DIR/peak.tsv
  * (the FMA peak per thread count) and DIR/big.tsv; prints the summary. Each
  * file starts with `#` comment lines: ISA, OpenBLAS build and core
- * (detected, best, running, source: harness/blascore.h), load average. */
+ * (detected, best, running, source: harness/engine/blascore.h), load average. */
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -40,7 +40,8 @@
 #define PEAK_X86 1
 #endif
 
-#include "harness/blascore.h"
+#include "harness/engine/blascore.h"
+#include "runtime/layout.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
@@ -709,7 +710,7 @@ static const char *or_dash(const char *s)
 }
 
 /* The `#` lines every TSV file of this run starts with: ISA, OpenBLAS build
- * and core (harness/blascore.h; "-" when empty: detected is empty when the
+ * and core (harness/engine/blascore.h; "-" when empty: detected is empty when the
  * environment chose the core), load average at the start, the FMA peak. */
 static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_res *pk, int npk)
 {
@@ -744,7 +745,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     /* OpenBLAS's core, before any thread exists: may re-execute this
-     * program with a better OPENBLAS_CORETYPE (harness/blascore.h) */
+     * program with a better OPENBLAS_CORETYPE (harness/engine/blascore.h) */
     ab_blas_core_setup(argc, argv);
     ab_blas_core_announce();
     int peak_reps = 7;

@@ -11,7 +11,7 @@
  *               [--masks causal,full,sliding:4096,...] [--sparse 0.1]
  *               [--min-time S] [--min-reps R] [--max-reps R] [--out FILE.tsv]
  *
- * Masks come from their specs through the registry (harness/basemask.c), so
+ * Masks come from their specs through the registry (runtime/maskspec.c), so
  * a new mask plugin is measured with no change here. */
 #include <math.h>
 #include <omp.h>
@@ -21,7 +21,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "harness/registry.h"
+#include "runtime/registry.h"
+#include "runtime/layout.h"
 #include "kernels/kernels.h"
 
 #define MB_MAX 32

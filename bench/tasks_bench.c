@@ -1,6 +1,6 @@
 /* tasks_bench.c — cost of the data side of one point (TASKS.md §5): time to
  * generate a task's Q, K, V with its planted answer and to build the fp64
- * reference on the scored rows (harness/metrics.h ab_refset_build), against
+ * reference on the scored rows (harness/engine/metrics.h ab_refset_build), against
  * one dense attention pass (the flash kernel) on the same problem.
  *
  *   build/bench/tasks_bench [--n N] [--heads H] [--d D] [--tasks a,b] [--no-dense]
@@ -16,8 +16,8 @@
 #include <time.h>
 
 #include "attnbench.h"
-#include "datasets/task.h"
-#include "harness/metrics.h"
+#include "attnbench.h"
+#include "harness/engine/metrics.h"
 
 extern const ab_task needle_task, multikey_task, passkey_task, joint_recall_task;
 

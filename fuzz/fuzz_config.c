@@ -1,10 +1,10 @@
 /* fuzz_config.c — libFuzzer target for the INI config parser and validator
- * (harness/config.c: ab_config_load + ab_config_check). The input bytes are
+ * (harness/engine/config.c: ab_config_load + ab_config_check). The input bytes are
  * the config file; it is handed over through a memfd so no disk I/O happens.
  * Any crash, sanitizer report or leak is a bug: every malformed config must
  * end in a one-line error. Build and run: make fuzz (mk/fuzz.mk). */
-#include "harness/config.h"
-#include "harness/registry.h"
+#include "harness/engine/config.h"
+#include "runtime/registry.h"
 
 #include <stdint.h>
 #include <stdio.h>

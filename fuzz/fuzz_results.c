@@ -1,5 +1,5 @@
 /* fuzz_results.c — libFuzzer target for the results loaders
- * (harness/store.c: ab_results_read over an HDF5 results file and its
+ * (harness/store/store.c: ab_results_read over an HDF5 results file and its
  * crash journal). The first input byte chooses what the rest is:
  *   even: the bytes of OUT.h5 (HDF5 image; the reader's own checks and
  *         then libhdf5's parser),
@@ -7,8 +7,8 @@
  *         header, checksummed records, torn tails).
  * Every input must end in success or a one-line error, never a crash or a
  * leak. Build and run: make fuzz (mk/fuzz.mk). */
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
 /* fuzz_run_args.c — libFuzzer target for the command line of `attnbench run`
- * (parse_run_args in harness/sweep.c, reached through ab_cmd_run). The input
+ * (parse_run_args in harness/engine/sweep.c, reached through ab_cmd_run). The input
  * is split at NUL bytes and newlines into argv words; a small fixed config
  * and `--dry-run` twice are always added (an option's value may swallow
  * one, never two), so the parser, the --methods / --devices / --threads /
  * --shard values and the grid expansion run, and nothing is ever measured or
  * written. As in main(), argv[-1] is the program name (ab_cmd_run records
  * the whole command line). Build and run: make fuzz (mk/fuzz.mk). */
-#include "harness/cli.h"
-#include "harness/registry.h"
+#include "harness/cli/cli.h"
+#include "runtime/registry.h"
 
 #include <fcntl.h>
 #include <stdint.h>

@@ -14,11 +14,11 @@ BENCH_ARGS  ?=
 BENCH_PY    ?= build/venv/bin/python
 BENCH_FLAGS := $(if $(filter 1,$(BENCH_QUICK)),--quick,) $(BENCH_ARGS)
 
-# Only the CPU kernels are linked, plus harness/blascore.o (OpenBLAS core
+# Only the CPU kernels are linked, plus harness/engine/blascore.o (OpenBLAS core
 # selection; libc and OpenBLAS only): the bench does not depend on the rest
 # of the harness.
-BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(BUILD)/harness/blascore.o \
-               $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/%,$(LIB_OBJS))
+BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(BUILD)/harness/engine/blascore.o \
+               $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/% $(BUILD)/runtime/layout.o $(BUILD)/runtime/mask.o $(BUILD)/runtime/kernels.o,$(LIB_OBJS))
 
 $(BENCH_BIN): $(BENCH_OBJS)
 	@echo '  LD    $@'

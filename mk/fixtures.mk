@@ -15,7 +15,7 @@ $(BUILD)/gen/fixtures_registry.o: $(BUILD)/gen/fixtures_registry.c $(BUILD)/.fla
 	@echo '  CC    $<'
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(FIXBIN): $(BUILD)/harness/main.o $(filter-out $(BUILD)/gen/registry.o,$(LIB_OBJS)) $(FIXTURE_OBJS) $(BUILD)/gen/fixtures_registry.o
+$(FIXBIN): $(BUILD)/harness/cli/main.o $(filter-out $(BUILD)/gen/registry.o,$(LIB_OBJS)) $(FIXTURE_OBJS) $(BUILD)/gen/fixtures_registry.o
 	@echo '  LD    $@'
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 

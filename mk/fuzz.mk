@@ -11,7 +11,7 @@
 # Needs Debian's clang and libclang-rt-14-dev (installed here when missing
 # and running as root).
 # fuzz_results: libhdf5 1.10 crashes on many damaged files; attnbench parses
-# HDF5 in a forked child (harness/store.c) and reports such a file as
+# HDF5 in a forked child (harness/store/store.c) and reports such a file as
 # damaged. libFuzzer's crash handler still runs in that child and writes a
 # crash-results-* file while the fuzzer itself goes on: replay it with
 # `$(FUZZ_DIR)/fuzz_results FILE`; "Executed FILE" at the end means the
@@ -23,7 +23,7 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -std=c11 -O1 -g -fno-omit-frame-pointer -fopenmp $(PKG_CFLAGS) -Wall -Wextra -Wno-unused-parameter \
                 $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 FUZZ_CPPFLAGS := -Iinclude -I. -D_GNU_SOURCE -DAB_BUILD_FLAGS='"fuzz"'
-FUZZ_LIB_SRCS := $(HARNESS_SRCS) $(KERNEL_SRCS) $(METHOD_SRCS) $(TASK_SRCS) $(MASK_SRCS)
+FUZZ_LIB_SRCS := $(filter-out $(GEN_SRCS),$(LIB_SRCS))
 FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_DIR)/%.o) $(FUZZ_DIR)/gen/registry.o
 FUZZ_SRCS    := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_DIR)/%)

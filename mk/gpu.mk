@@ -1,4 +1,4 @@
-# mk/gpu.mk — the CUDA backend (kernels/cuda, harness/gpu.c; docs/gpu.md).
+# mk/gpu.mk — the CUDA backend (kernels/cuda, harness/engine/gpu.c; docs/gpu.md).
 #   make test-gpu    the GPU Criterion tests (tests/test_gpu.c), under
 #                    compute-sanitizer when it is installed
 #   make bench-gpu   bench/gpu_bench.c: flash, blocksparse at 5/10/20/50%,

@@ -1,4 +1,4 @@
-/* test_blascore.c — OpenBLAS core selection (harness/blascore.h) and the
+/* test_blascore.c — OpenBLAS core selection (harness/engine/blascore.h) and the
  * vector exp helper dense_blas uses:
  *   - the decision: a core below what the CPU supports is replaced, an equal
  *     or better or unknown one is kept;
@@ -17,9 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/blascore.h"
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/engine/blascore.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 #include "kernels/cpu/simd.h"
 
 Test(blascore, decision_ranks_cores_by_isa)

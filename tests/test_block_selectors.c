@@ -17,9 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datasets/task.h"
-#include "harness/plugin.h"
-#include "harness/registry.h"
+#include "attnbench.h"
+#include "runtime/layout.h"
+#include "runtime/plugin.h"
+#include "runtime/registry.h"
 #include "kernels/kernels.h"
 
 static const char *const selectors[] = { "xattention", "minference_block", "flexprefill", "seer_proxy",

@@ -1,5 +1,5 @@
 /* test_check.c — `attnbench check` catches broken methods: ab_check_method
- * (harness/check.h) on deliberately broken ab_method fixtures defined here
+ * (harness/cli/check.h) on deliberately broken ab_method fixtures defined here
  * (not registered), including mask-blind ones that are right under causal
  * and full but ignore any other base mask, and on a correct one. Also the
  * default base-mask list and the CLI. */
@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "harness/check.h"
-#include "harness/registry.h"
+#include "harness/cli/check.h"
+#include "runtime/registry.h"
 
 /* A correct fixture: the diagonal block and key block 0. */
 static int diag_select(void *st, const ab_problem *pb, ab_layout *l)

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datasets/haystack.h"
-#include "datasets/rng.h"
-#include "datasets/task.h"
+#include "datasets/gen/haystack.h"
+#include "datasets/gen/rng.h"
+#include "attnbench.h"
 
 extern const ab_task needle_task;
 

@@ -30,10 +30,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "harness/cli.h"
-#include "harness/metrics.h"
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/cli/cli.h"
+#include "harness/engine/metrics.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 
 #define FAILED_MS 1.0e6 /* latency of every failed fixture point */
 #define DOC_DENSE 0.3   /* latency of dense under the second mask / under causal */

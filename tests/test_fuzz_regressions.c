@@ -8,7 +8,7 @@
  *              odd: OUT.h5.journal); must return, 0 or a one-line error
  * The results inputs include files on which libhdf5 itself overflows a heap
  * buffer or loops forever: the reader's parse runs in a child process with
- * a deadline (harness/store.c), so the caller gets "damaged HDF5 file"
+ * a deadline (harness/store/store.c), so the caller gets "damaged HDF5 file"
  * instead of a crash or a hang. Run from the
  * repository root (make test does). */
 #include <criterion/criterion.h>
@@ -20,10 +20,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/config.h"
-#include "harness/point.h"
-#include "harness/registry.h"
-#include "harness/store.h"
+#include "harness/engine/config.h"
+#include "harness/store/point.h"
+#include "runtime/registry.h"
+#include "harness/store/store.h"
 
 #define REG_DIR "tests/fuzz_regressions"
 

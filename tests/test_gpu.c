@@ -1,4 +1,4 @@
-/* test_gpu.c — the CUDA backend (kernels/cuda, harness/gpu.c) against the
+/* test_gpu.c — the CUDA backend (kernels/cuda, harness/engine/gpu.c) against the
  * exact fp64 reference (ab_ref_rows), with fp16/bf16 tolerances.
  *
  * Every test that needs a device skips itself with the reason when
@@ -18,8 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/gpu.h"
-#include "harness/registry.h"
+#include "harness/engine/gpu.h"
+#include "runtime/layout.h"
+#include "runtime/registry.h"
 #include "kernels/kernels.h"
 
 /* Relative L2 error per row against fp64 (inputs rounded to 16 bits). */

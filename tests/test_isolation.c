@@ -14,8 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define AB_TEST_ASAN 1

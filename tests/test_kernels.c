@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/cpu/simd.h"
+#include "runtime/layout.h"
 #include "kernels/kernels.h"
 
 #define KT_TOL 1e-5 /* relative L2 error of an fp32 kernel against ref */

@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 
 static char g_dir[256];
 

@@ -1,5 +1,5 @@
 /* test_layout.c — Criterion tests of the ab_layout implementation
- * (kernels/cpu/layout.c): builder errors, finalisation (sort, dedup, kinds,
+ * (runtime/layout.c): builder errors, finalisation (sort, dedup, kinds,
  * MIXED token pruning), validation of hand-corrupted CSR, membership, the
  * exact kept-pair arithmetic against a brute-force O(N^2) count, the bulk
  * adds and concurrent adds from OpenMP threads. */
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "runtime/layout.h"
 
 /* ---- deterministic RNG (splitmix64) ------------------------------------- */
 static uint64_t lt_next(uint64_t *s)

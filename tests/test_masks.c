@@ -1,4 +1,4 @@
-/* test_masks.c — base masks (masks/, kernels/cpu/mask.c, harness/basemask.c):
+/* test_masks.c — base masks (masks/, runtime/mask.c, runtime/maskspec.c):
  * spec parsing and its errors, the block classifier and pair counts against
  * brute force, document length distributions, and every registered mask
  * (plus a non-interval test mask that exercises the element-map path) x
@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/registry.h"
+#include "runtime/registry.h"
+#include "runtime/layout.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 

@@ -1,4 +1,4 @@
-/* test_merge.c — `attnbench merge` (harness/merge.c, issue 9): points are
+/* test_merge.c — `attnbench merge` (harness/cli/merge.c, issue 9): points are
  * joined by key; a key repeated with an identical row is kept once; a key
  * repeated with a different row is reported (one message per conflict,
  * naming the key and the field), the first row is kept and the exit code is
@@ -13,8 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 
 static char g_dir[256];
 

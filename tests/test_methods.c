@@ -14,7 +14,7 @@
  * choose only keys the mask allows, determinism.
  *
  * Methods are created and run through the checked wrappers of
- * harness/plugin.c (ab_instance_*), as the sweep runs them.
+ * runtime/plugin.c (ab_instance_*), as the sweep runs them.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -25,9 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/metrics.h"
-#include "harness/plugin.h"
-#include "harness/registry.h"
+#include "harness/engine/metrics.h"
+#include "runtime/layout.h"
+#include "runtime/plugin.h"
+#include "runtime/registry.h"
 #include "kernels/kernels.h"
 
 #define REL_TOL 1e-5
@@ -157,7 +158,7 @@ static int method_run(const ab_method *m, const ab_problem *pb, int block, doubl
     ab_layout_init(l, &pb->s, block, block);
     err[0] = 0;
     /* Through the harness's instance wrappers: the same calls, checks and
-     * error buffer as a sweep (harness/plugin.h). */
+     * error buffer as a sweep (runtime/plugin.h). */
     ab_instance in;
     *stage = "init";
     int rc = ab_instance_create(&in, m, &p, &pb->s);
@@ -721,7 +722,7 @@ Test(methods, oracles_choose_allowed_keys)
     }
 }
 
-/* ---- quality metrics under a base mask (harness/metrics.c) ---------------- */
+/* ---- quality metrics under a base mask (harness/engine/metrics.c) ---------------- */
 
 /* Allocations of a refset, freed together. */
 typedef struct arena {

@@ -5,8 +5,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "harness/plugin.h"
-#include "harness/registry.h"
+#include "runtime/plugin.h"
+#include "runtime/registry.h"
 
 static int sel_none(void *st, const ab_problem *pb, ab_layout *l) { return ab_layout_dense(l); }
 

@@ -1,5 +1,5 @@
-/* test_store.c — Criterion tests of the results store (harness/store.c) and
- * the env/status helpers (harness/env.c): HDF5 round trip, resume, journal
+/* test_store.c — Criterion tests of the results store (harness/store/store.c) and
+ * the env/status helpers (harness/store/point.c): HDF5 round trip, resume, journal
  * recovery after crashes and SIGKILLs, torn journals, malformed inputs,
  * unwritable destinations, and h5dump compatibility. Every test works in its
  * own mkdtemp directory. */
@@ -23,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness/point.h"
-#include "harness/store.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -28,9 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "datasets/task.h"
-#include "datasets/trace.h"
-#include "harness/registry.h"
+#include "attnbench.h"
+#include "runtime/layout.h"
+#include "datasets/gen/trace.h"
+#include "runtime/registry.h"
 #include "kernels/kernels.h"
 
 extern const ab_task needle_task, multikey_task, passkey_task, joint_recall_task, trace_task;

@@ -18,9 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/point.h"
-#include "harness/store.h"
-#include "harness/timing.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
+#include "harness/engine/timing.h"
 
 Test(timing, median_ci_brackets_the_median_and_is_deterministic)
 {

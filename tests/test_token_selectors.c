@@ -17,8 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/plugin.h"
-#include "harness/registry.h"
+#include "runtime/plugin.h"
+#include "runtime/layout.h"
+#include "runtime/registry.h"
 #include "kernels/kernels.h"
 
 /* ---- problems ------------------------------------------------------------ */

@@ -75,7 +75,7 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, hea
     return failed ? AB_ENOMEM : AB_OK;
 }
 
-int ab_kernel_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
+int ab_cpu_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
 {
     return ab_kernel_flash_isa(pb, out, ab_cpu_isa_pick());
 }

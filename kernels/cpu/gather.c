@@ -6,7 +6,7 @@
  * not range-checked here, and MIXED token lists must avoid the kept blocks.
  * OpenMP over (head, query block, sub-tile), dynamic schedule; the inner
  * loop is the vectorised chunk step of simd_*.c (ISA picked at run time).
- * Also the kernel dispatch by layout kind (ab_kernel_layout). */
+ * Also the kernel dispatch by layout kind (ab_cpu_layout). */
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/tile.h"
 #include "kernels/kernels.h"
@@ -78,7 +78,7 @@ int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
     return ab_kernel_gather_isa(pb, l, out, ab_cpu_isa_pick());
 }
 
-int ab_kernel_layout(const ab_problem *pb, const ab_layout *l,
+int ab_cpu_layout(const ab_problem *pb, const ab_layout *l,
                      float *out /* (heads, seq_len, head_dim) */)
 {
     if (!l)
@@ -88,7 +88,7 @@ int ab_kernel_layout(const ab_problem *pb, const ab_layout *l,
         if (pb && (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
                    (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask))
             return AB_EINVAL;
-        return ab_kernel_flash(pb, out);
+        return ab_cpu_flash(pb, out);
     case AB_LAYOUT_BLOCK:
         return ab_kernel_blocksparse(pb, l, out);
     case AB_LAYOUT_TOKEN:

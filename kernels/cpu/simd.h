@@ -40,7 +40,7 @@ void ab_chunk_portable(struct ab_tile *t, const float *k, const float *v, int nk
 void ab_chunk_avx2(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 
-/* ab_exp_shift_sum of kernels.h for each ISA. */
+/* ab_cpu_exp_shift_sum of kernels.h for each ISA. */
 double ab_exp_shift_sum_portable(float *x, int n, float shift);
 double ab_exp_shift_sum_avx2(float *x, int n, float shift);
 double ab_exp_shift_sum_avx512(float *x, int n, float shift);

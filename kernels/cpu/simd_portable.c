@@ -61,7 +61,7 @@ double ab_exp_shift_sum_portable(float *x, int n, float shift)
     return sum;
 }
 
-double ab_exp_shift_sum(float *x, int n, float shift)
+double ab_cpu_exp_shift_sum(float *x, int n, float shift)
 {
     static volatile int isa = -1; /* the pick never changes within a process: a racing first call is benign */
     if (isa < 0) isa = ab_cpu_isa_pick();

@@ -20,7 +20,7 @@
  * Fork safety: the CUDA runtime must not be initialised in a process that
  * later forks children which use CUDA. Only call these in the process that
  * does the GPU work (a sweep point's child, a test process); the harness's
- * ab_gpu_count() probes in a short-lived child instead (harness/gpu.c).
+ * ab_gpu_count() probes in a short-lived child instead (harness/engine/gpu.c).
  */
 #ifndef AB_CUDA_H
 #define AB_CUDA_H

@@ -1,0 +1,696 @@
+/* config.c — INI configuration: defaults, parsing (inih, with line numbers
+ * from a counting reader), strict validation of every key and value.
+ *
+ * Errors read "FILE:LINE: [section] key 'K': why" and stop the run before
+ * anything is written. */
+#include "harness/engine/config.h"
+#include "runtime/plugin.h"
+#include "runtime/registry.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void ab_config_defaults(ab_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->n_tasks = 1; strcpy(c->tasks[0], "needle");
+    c->n_lens = 1; c->seq_lens[0] = 1024;
+    c->n_heads = 1; c->heads[0] = 4;
+    c->n_dims = 1; c->head_dims[0] = 64;
+    c->n_masks = 1; strcpy(c->masks[0], "causal");
+    c->n_seeds = 1; c->seeds[0] = 1;
+    c->n_depths = 1; c->depths[0] = 0.5;
+    c->n_dens = 3; c->densities[0] = 0.1; c->densities[1] = 0.2; c->densities[2] = 0.4;
+    c->devices = AB_CPU;
+    c->block_q = 64; c->block_k = 64;
+    c->threads = 0;
+    c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
+    c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
+    c->point_mem_gb = -1;
+    c->rounds = 3; c->paired = 1; c->min_sample_ms = 10; c->interference_pct = 10; c->shared_core_check = 1;
+    c->score_rows = 256; c->exact_max_n = 8192; c->topk = 64;
+    c->tolerance = 0.10; c->max_iters = 30;
+}
+
+void ab_config_free(ab_config *c)
+{
+    free(c->text);
+    c->text = NULL;
+}
+
+/* ---- value parsing ----------------------------------------------------- */
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* strtok_r merges adjacent separators, so "2,,4", ",2" and "2," would pass
+ * as lists without an empty element: catch them first. */
+static int has_empty_element(const char *s)
+{
+    if (!strchr(s, ','))
+        return 0;
+    for (const char *p = s;; p++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        int blank = 1;
+        for (size_t i = 0; i < len; i++)
+            if (!isspace((unsigned char)p[i])) blank = 0;
+        if (blank) return 1;
+        if (!e) return 0;
+        p = e;
+    }
+}
+
+/* Split a comma list into numbers. "why" gets the reason on failure. */
+static int parse_num_list(const char *val, double *out, int cap, int *n, char *why, size_t wl)
+{
+    char buf[2048];
+    if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
+    if (has_empty_element(val)) { snprintf(why, wl, "empty list element"); return -1; }
+    strcpy(buf, val);
+    *n = 0;
+    char *save = NULL;
+    int empty = 1;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = trim(tok);
+        empty = 0;
+        if (!*t) { snprintf(why, wl, "empty list element"); return -1; }
+        if (*n >= cap) { snprintf(why, wl, "more than %d values", cap); return -1; }
+        double v;
+        if (parse_double(t, &v)) { snprintf(why, wl, "'%s' is not a finite number", t); return -1; }
+        out[(*n)++] = v;
+    }
+    if (empty || *n == 0) { snprintf(why, wl, "empty list"); return -1; }
+    return 0;
+}
+
+static int parse_int_list(const char *val, int *out, int cap, int *n, long lo, long hi, char *why, size_t wl)
+{
+    double tmp[AB_CFG_LIST];
+    if (parse_num_list(val, tmp, cap < AB_CFG_LIST ? cap : AB_CFG_LIST, n, why, wl)) return -1;
+    for (int i = 0; i < *n; i++) {
+        if (tmp[i] != floor(tmp[i])) { snprintf(why, wl, "'%g' is not an integer", tmp[i]); return -1; }
+        if (tmp[i] < lo || tmp[i] > hi) { snprintf(why, wl, "%g is outside [%ld, %ld]", tmp[i], lo, hi); return -1; }
+        out[i] = (int)tmp[i];
+    }
+    return 0;
+}
+
+int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, char *err, size_t errlen)
+{
+    char buf[2048];
+    if (strlen(s) >= sizeof buf) { snprintf(err, errlen, "list too long"); return -1; }
+    if (has_empty_element(s)) { snprintf(err, errlen, "empty list element"); return -1; }
+    strcpy(buf, s);
+    *n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = trim(tok);
+        if (!*t) { snprintf(err, errlen, "empty list element"); return -1; }
+        if (strlen(t) >= AB_CFG_NAME) { snprintf(err, errlen, "name '%s' too long", t); return -1; }
+        if (*n >= cap) { snprintf(err, errlen, "more than %d names", cap); return -1; }
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(out[i], t)) { snprintf(err, errlen, "'%s' listed twice", t); return -1; }
+        strcpy(out[(*n)++], t);
+    }
+    if (*n == 0) { snprintf(err, errlen, "empty list"); return -1; }
+    return 0;
+}
+
+/* A comma list of base-mask specs ("causal, sliding:4096, document:8"):
+ * each is checked by its plugin (no length yet: ab_mask_check_spec); the
+ * lengths of the sweep are checked once all keys are read (check_masks). */
+static int parse_mask_list(const char *val, char out[][AB_MASK_SPEC], int *n, char *why, size_t wl)
+{
+    char buf[2048];
+    if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
+    if (has_empty_element(val)) { snprintf(why, wl, "empty list element"); return -1; }
+    strcpy(buf, val);
+    *n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = trim(tok);
+        if (!*t) { snprintf(why, wl, "empty list element"); return -1; }
+        if (strlen(t) >= AB_MASK_SPEC) { snprintf(why, wl, "mask spec '%.40s...' longer than %d characters", t, AB_MASK_SPEC - 1); return -1; }
+        if (*n >= AB_MAX_MASKS) { snprintf(why, wl, "more than %d masks", AB_MAX_MASKS); return -1; }
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(out[i], t)) { snprintf(why, wl, "'%s' listed twice", t); return -1; }
+        char e[300];
+        if (ab_mask_check_spec(t, e, sizeof e)) { snprintf(why, wl, "'%s': %s (see: attnbench list masks)", t, e); return -1; }
+        strcpy(out[(*n)++], t);
+    }
+    if (*n == 0) { snprintf(why, wl, "empty list"); return -1; }
+    return 0;
+}
+
+/* ---- the handler ------------------------------------------------------- */
+typedef struct parse_ctx {
+    ab_config *c;
+    const char *text;   /* cursor for the reader */
+    int line;           /* current line (the reader counts) */
+    int err_line;
+    char err[1024];
+    char seen[256][72]; /* section.key pairs already set */
+    int n_seen;
+    char cur[64];       /* the section being read, and those already closed */
+    char done[64][64];
+    int done_line[64], n_done, cur_line;
+} parse_ctx;
+
+static char *reader(char *str, int num, void *stream)
+{
+    parse_ctx *p = stream;
+    if (!*p->text) return NULL;
+    int i = 0;
+    while (i < num - 1 && p->text[0]) {
+        char ch = *p->text++;
+        str[i++] = ch;
+        if (ch == '\n') break;
+    }
+    str[i] = 0;
+    p->line++;
+    return str;
+}
+
+#define FAIL(...) do { snprintf(why, sizeof why, __VA_ARGS__); goto bad; } while (0)
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx *p = user;
+    ab_config *c = p->c;
+    char why[512] = "";
+    char sk[72];
+    snprintf(sk, sizeof sk, "%s.%s", section, name);
+    for (int i = 0; i < p->n_seen; i++)
+        if (!strcmp(p->seen[i], sk)) FAIL("set twice");
+    if (strcmp(section, p->cur)) { /* a new section: it must not be one already closed */
+        for (int i = 0; i < p->n_done; i++)
+            if (!strcmp(p->done[i], section)) FAIL("section [%s] appears a second time (first used at line %d)", section, p->done_line[i]);
+        if (p->cur[0] && p->n_done < 64) { snprintf(p->done[p->n_done], 64, "%s", p->cur); p->done_line[p->n_done++] = p->cur_line; }
+        snprintf(p->cur, sizeof p->cur, "%s", section);
+        p->cur_line = p->line;
+    }
+    if (p->n_seen < 256) strcpy(p->seen[p->n_seen++], sk);
+
+    if (!strcmp(section, "sweep")) {
+        if (!strcmp(name, "tasks")) {
+            if (ab_parse_name_list(value, c->tasks, AB_CFG_LIST, &c->n_tasks, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_tasks; i++)
+                if (!ab_task_find(c->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->tasks[i]);
+        } else if (!strcmp(name, "methods")) {
+            char tmp[2048];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "all")) { c->n_methods = 0; return 1; }
+            if (ab_parse_name_list(value, c->methods, AB_CFG_LIST, &c->n_methods, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_methods; i++)
+                if (!ab_method_find(c->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", c->methods[i]);
+        } else if (!strcmp(name, "seq_lens")) {
+            if (parse_int_list(value, c->seq_lens, AB_CFG_LIST, &c->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
+            c->lens_line = p->line;
+        } else if (!strcmp(name, "heads")) {
+            if (parse_int_list(value, c->heads, AB_CFG_LIST, &c->n_heads, 1, 1024, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "head_dims")) {
+            if (parse_int_list(value, c->head_dims, AB_CFG_LIST, &c->n_dims, 16, 512, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "masks") || !strcmp(name, "causal")) {
+            /* causal = 1 / 0 / 0,1 is the old spelling of masks = causal / full / full, causal */
+            if (c->masks_line)
+                FAIL("give either masks or causal (the old spelling: causal = 1 is masks = causal, 0 is full), not both (%s is set at line %d)",
+                     c->masks_key, c->masks_line);
+            if (name[0] == 'c') {
+                int v[2], n;
+                if (parse_int_list(value, v, 2, &n, 0, 1, why, sizeof why)) goto bad;
+                if (n == 2 && v[0] == v[1]) FAIL("'%d' listed twice", v[0]);
+                for (int i = 0; i < n; i++) strcpy(c->masks[i], v[i] ? "causal" : "full");
+                c->n_masks = n;
+            } else if (parse_mask_list(value, c->masks, &c->n_masks, why, sizeof why)) goto bad;
+            c->masks_line = p->line;
+            snprintf(c->masks_key, sizeof c->masks_key, "%s", name);
+        } else if (!strcmp(name, "seeds")) {
+            double t[AB_CFG_LIST];
+            if (parse_num_list(value, t, AB_CFG_LIST, &c->n_seeds, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_seeds; i++) {
+                if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
+                c->seeds[i] = (int64_t)t[i];
+            }
+        } else if (!strcmp(name, "depths")) {
+            if (parse_num_list(value, c->depths, AB_CFG_LIST, &c->n_depths, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_depths; i++)
+                if (c->depths[i] < 0 || c->depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->depths[i]);
+        } else if (!strcmp(name, "densities")) {
+            char tmp[64];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "native")) { c->native = 1; c->n_dens = 0; return 1; }
+            c->native = 0;
+            if (parse_num_list(value, c->densities, AB_CFG_LIST, &c->n_dens, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_dens; i++)
+                if (!(c->densities[i] > 0 && c->densities[i] <= 1)) FAIL("density %g is outside (0, 1] (or write 'native')", c->densities[i]);
+        } else if (!strcmp(name, "devices")) {
+            char names[4][AB_CFG_NAME];
+            int n;
+            if (ab_parse_name_list(value, names, 4, &n, why, sizeof why)) goto bad;
+            c->devices = 0;
+            for (int i = 0; i < n; i++) {
+                if (!strcmp(names[i], "cpu")) c->devices |= AB_CPU;
+                else if (!strcmp(names[i], "gpu")) c->devices |= AB_GPU;
+                else FAIL("unknown device '%s' (cpu, gpu)", names[i]);
+            }
+        } else if (!strcmp(name, "block_q") || !strcmp(name, "block_k")) {
+            int v, n;
+            if (parse_int_list(value, &v, 1, &n, 1, 4096, why, sizeof why)) goto bad;
+            if (name[6] == 'q') c->block_q = v; else c->block_k = v;
+        } else if (!strcmp(name, "threads")) {
+            int n;
+            if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, sizeof why)) goto bad;
+        } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths densities devices block_q block_k threads)");
+    } else if (!strncmp(section, "sweep.", 6)) {
+        const char *bn = section + 6;
+        ab_sweep_block *bk = NULL;
+        for (int i = 0; i < c->n_blocks; i++)
+            if (!strcmp(c->blocks[i].name, bn)) bk = &c->blocks[i];
+        if (!bk) {
+            if (!*bn || strlen(bn) >= AB_CFG_NAME) FAIL("a block needs a name of 1 to %d characters: [sweep.NAME]", AB_CFG_NAME - 1);
+            if (c->n_blocks >= AB_MAX_BLOCKS) FAIL("more than %d [sweep.NAME] blocks", AB_MAX_BLOCKS);
+            bk = &c->blocks[c->n_blocks++];
+            memset(bk, 0, sizeof *bk);
+            snprintf(bk->name, sizeof bk->name, "%s", bn);
+            bk->line = p->line;
+        }
+        if (!strcmp(name, "tasks")) {
+            if (ab_parse_name_list(value, bk->tasks, AB_CFG_LIST, &bk->n_tasks, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_tasks; i++)
+                if (!ab_task_find(bk->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", bk->tasks[i]);
+        } else if (!strcmp(name, "methods")) {
+            char tmp[2048];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            bk->methods_set = 1;
+            if (!strcmp(trim(tmp), "all")) { bk->n_methods = 0; return 1; }
+            if (ab_parse_name_list(value, bk->methods, AB_CFG_LIST, &bk->n_methods, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_methods; i++)
+                if (!ab_method_find(bk->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", bk->methods[i]);
+        } else if (!strcmp(name, "seq_lens")) {
+            if (parse_int_list(value, bk->seq_lens, AB_CFG_LIST, &bk->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
+            bk->lens_line = p->line;
+        } else if (!strcmp(name, "heads")) {
+            if (parse_int_list(value, bk->heads, AB_CFG_LIST, &bk->n_heads, 1, 1024, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "head_dims")) {
+            if (parse_int_list(value, bk->head_dims, AB_CFG_LIST, &bk->n_dims, 16, 512, why, sizeof why)) goto bad;
+        } else if (!strcmp(name, "masks")) {
+            if (parse_mask_list(value, bk->masks, &bk->n_masks, why, sizeof why)) goto bad;
+            bk->masks_line = p->line;
+        } else if (!strcmp(name, "seeds")) {
+            double t[AB_CFG_LIST];
+            if (parse_num_list(value, t, AB_CFG_LIST, &bk->n_seeds, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_seeds; i++) {
+                if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
+                bk->seeds[i] = (int64_t)t[i];
+            }
+        } else if (!strcmp(name, "depths")) {
+            if (parse_num_list(value, bk->depths, AB_CFG_LIST, &bk->n_depths, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_depths; i++)
+                if (bk->depths[i] < 0 || bk->depths[i] > 1) FAIL("depth %g is outside [0, 1]", bk->depths[i]);
+        } else if (!strcmp(name, "densities")) {
+            if (parse_num_list(value, bk->densities, AB_CFG_LIST, &bk->n_dens, why, sizeof why)) goto bad;
+            for (int i = 0; i < bk->n_dens; i++)
+                if (!(bk->densities[i] > 0 && bk->densities[i] <= 1))
+                    FAIL("density %g is outside (0, 1] ('native' is set once, in [sweep])", bk->densities[i]);
+        } else FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
+                    "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
+    } else if (!strcmp(section, "timing")) {
+        double v;
+        int n;
+        if (!strcmp(name, "timed_tasks")) {
+            char tmp[64];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "all")) { c->n_timed_tasks = 0; return 1; }
+            if (ab_parse_name_list(value, c->timed_tasks, AB_CFG_LIST, &c->n_timed_tasks, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_timed_tasks; i++)
+                if (!ab_task_find(c->timed_tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->timed_tasks[i]);
+            return 1;
+        }
+        if (!strcmp(name, "timed_depths")) {
+            char tmp[64];
+            snprintf(tmp, sizeof tmp, "%s", value);
+            if (!strcmp(trim(tmp), "all")) { c->n_timed_depths = 0; return 1; }
+            if (parse_num_list(value, c->timed_depths, AB_CFG_LIST, &c->n_timed_depths, why, sizeof why)) goto bad;
+            for (int i = 0; i < c->n_timed_depths; i++)
+                if (c->timed_depths[i] < 0 || c->timed_depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->timed_depths[i]);
+            return 1;
+        }
+        if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
+        if (!strcmp(name, "warmup")) { if (v < 0 || v > 1000 || v != floor(v)) FAIL("must be an integer in [0, 1000]"); c->warmup = (int)v; }
+        else if (!strcmp(name, "min_repeats")) { if (v < 1 || v > 100000 || v != floor(v)) FAIL("must be an integer >= 1"); c->min_repeats = (int)v; }
+        else if (!strcmp(name, "max_repeats")) { if (v < 1 || v > 1e6 || v != floor(v)) FAIL("must be an integer >= 1"); c->max_repeats = (int)v; }
+        else if (!strcmp(name, "min_time_s")) { if (v < 0 || v > 3600) FAIL("must be in [0, 3600]"); c->min_time_s = v; }
+        else if (!strcmp(name, "max_time_s")) { if (v <= 0 || v > 36000) FAIL("must be in (0, 36000]"); c->max_time_s = v; }
+        else if (!strcmp(name, "point_timeout_s")) { if (v <= 0 || v > 864000) FAIL("must be in (0, 864000]"); c->point_timeout_s = v; }
+        else if (!strcmp(name, "point_mem_gb")) { if (v < 0 || v > 1e6) FAIL("must be in [0, 1e6] GB (0: no limit)"); c->point_mem_gb = v; }
+        else if (!strcmp(name, "rounds")) { if (v < 1 || v > 16 || v != floor(v)) FAIL("must be an integer in [1, 16]"); c->rounds = (int)v; }
+        else if (!strcmp(name, "shared_core_check")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->shared_core_check = (int)v; }
+        else if (!strcmp(name, "paired")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->paired = (int)v; }
+        else if (!strcmp(name, "min_sample_ms")) { if (v < 0 || v > 60000) FAIL("must be in [0, 60000] ms"); c->min_sample_ms = v; }
+        else if (!strcmp(name, "interference_pct")) { if (v <= 0 || v > 100) FAIL("must be in (0, 100]"); c->interference_pct = v; }
+        else FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
+    } else if (!strcmp(section, "metrics")) {
+        int v, n;
+        if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->score_rows = v; }
+        else if (!strcmp(name, "exact_max_n")) { if (parse_int_list(value, &v, 1, &n, 0, 1 << 24, why, sizeof why)) goto bad; c->exact_max_n = v; }
+        else if (!strcmp(name, "topk")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->topk = v; }
+        else FAIL("unknown key (metrics keys: score_rows exact_max_n topk)");
+    } else if (!strcmp(section, "calibration")) {
+        double v;
+        int n;
+        if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
+        if (!strcmp(name, "tolerance")) { if (!(v > 0 && v < 1)) FAIL("must be in (0, 1)"); c->tolerance = v; }
+        else if (!strcmp(name, "max_iters")) { if (v < 1 || v > 200 || v != floor(v)) FAIL("must be an integer in [1, 200]"); c->max_iters = (int)v; }
+        else FAIL("unknown key (calibration keys: tolerance max_iters)");
+    } else if (!strncmp(section, "method.", 7) || !strncmp(section, "task.", 5)) {
+        int is_m = section[0] == 'm';
+        const char *pname = section + (is_m ? 7 : 5);
+        const ab_param *list;
+        int cap;
+        if (is_m) {
+            const ab_method *m = ab_method_find(pname);
+            if (!m) FAIL("unknown method '%s' in section name (see: attnbench list methods)", pname);
+            list = m->params; cap = AB_MAX_PARAMS;
+        } else {
+            const ab_task *t = ab_task_find(pname);
+            if (!t) FAIL("unknown task '%s' in section name (see: attnbench list tasks)", pname);
+            list = t->params; cap = AB_TASK_MAX_PARAMS;
+        }
+        int np = ab_param_count(list, cap), idx = -1;
+        for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
+        if (idx < 0 && !is_m) { /* a string-valued task key, e.g. file = ... */
+            const ab_task *t = ab_task_find(pname);
+            for (int i = 0; i < AB_TASK_MAX_STRINGS && t->string_params[i]; i++) {
+                if (strcmp(t->string_params[i], name)) continue;
+                if (c->n_to >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+                ab_override *o = &c->to[c->n_to];
+                memset(o, 0, sizeof *o);
+                snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+                snprintf(o->param, sizeof o->param, "%s", name);
+                char tmp[sizeof o->str + 1];
+                snprintf(tmp, sizeof tmp, "%s", value);
+                const char *tv = trim(tmp);
+                if (!*tv) FAIL("empty value");
+                if (strlen(tv) >= sizeof o->str) FAIL("value longer than %zu characters", sizeof o->str - 1);
+                snprintf(o->str, sizeof o->str, "%s", tv);
+                o->is_str = 1;
+                o->line = p->line;
+                c->n_to++;
+                return 1;
+            }
+        }
+        if (idx < 0) {
+            char names[256] = "";
+            for (int i = 0; i < np; i++) {
+                strncat(names, " ", sizeof names - strlen(names) - 1);
+                strncat(names, list[i].name, sizeof names - strlen(names) - 1);
+            }
+            FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
+        }
+        if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+        ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
+        memset(o, 0, sizeof *o);
+        snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+        snprintf(o->param, sizeof o->param, "%s", name);
+        o->line = p->line;
+        if (parse_num_list(value, o->v, AB_CFG_LIST, &o->n, why, sizeof why)) goto bad;
+        if (!is_m && o->n != 1) FAIL("task parameters take one value");
+        for (int i = 0; i < o->n; i++) {
+            double v = o->v[i];
+            if (list[idx].is_int && v != floor(v)) FAIL("'%g' is not an integer", v);
+            if (v < list[idx].min || v > list[idx].max) FAIL("%g is outside [%g, %g]", v, list[idx].min, list[idx].max);
+        }
+        if (is_m) c->n_mo++; else c->n_to++;
+    } else {
+        FAIL("unknown section [%s] (sections: sweep sweep.NAME timing metrics calibration method.NAME task.NAME)", section);
+    }
+    return 1;
+bad:
+    if (!p->err_line) {
+        p->err_line = p->line;
+        snprintf(p->err, sizeof p->err, "[%s] key '%s': %s", section, name, why);
+    }
+    return 0;
+}
+
+int ab_config_ngrids(const ab_config *c) { return 1 + c->n_blocks; }
+
+void ab_config_grid(const ab_config *c, int g, ab_grid *o)
+{
+    memset(o, 0, sizeof *o);
+    o->name = "sweep";
+    o->n_tasks = c->n_tasks; o->tasks = (const char (*)[AB_CFG_NAME])c->tasks;
+    o->n_methods = c->n_methods; o->methods = (const char (*)[AB_CFG_NAME])c->methods;
+    o->n_lens = c->n_lens; o->seq_lens = c->seq_lens; o->lens_line = c->lens_line;
+    o->n_heads = c->n_heads; o->heads = c->heads;
+    o->n_dims = c->n_dims; o->head_dims = c->head_dims;
+    o->n_masks = c->n_masks; o->masks = (const char (*)[AB_MASK_SPEC])c->masks; o->masks_line = c->masks_line;
+    o->n_seeds = c->n_seeds; o->seeds = c->seeds;
+    o->n_depths = c->n_depths; o->depths = c->depths;
+    o->n_dens = c->n_dens; o->densities = c->densities;
+    snprintf(o->lens_where, sizeof o->lens_where, "[sweep] key 'seq_lens'");
+    snprintf(o->masks_where, sizeof o->masks_where, "[sweep] key '%s'", c->masks_key[0] == 'c' ? "causal" : "masks");
+    if (g <= 0 || g > c->n_blocks) return;
+    const ab_sweep_block *b = &c->blocks[g - 1];
+    o->name = b->name;
+    if (b->n_tasks) { o->n_tasks = b->n_tasks; o->tasks = (const char (*)[AB_CFG_NAME])b->tasks; }
+    if (b->methods_set) { o->n_methods = b->n_methods; o->methods = (const char (*)[AB_CFG_NAME])b->methods; }
+    if (b->n_lens) {
+        o->n_lens = b->n_lens; o->seq_lens = b->seq_lens; o->lens_line = b->lens_line;
+        snprintf(o->lens_where, sizeof o->lens_where, "[sweep.%s] key 'seq_lens'", b->name);
+    }
+    if (b->n_heads) { o->n_heads = b->n_heads; o->heads = b->heads; }
+    if (b->n_dims) { o->n_dims = b->n_dims; o->head_dims = b->head_dims; }
+    if (b->n_masks) {
+        o->n_masks = b->n_masks; o->masks = (const char (*)[AB_MASK_SPEC])b->masks; o->masks_line = b->masks_line;
+        snprintf(o->masks_where, sizeof o->masks_where, "[sweep.%s] key 'masks'", b->name);
+    }
+    if (b->n_seeds) { o->n_seeds = b->n_seeds; o->seeds = b->seeds; }
+    if (b->n_depths) { o->n_depths = b->n_depths; o->depths = b->depths; }
+    if (b->n_dens) { o->n_dens = b->n_dens; o->densities = b->densities; }
+}
+
+int ab_config_timed(const ab_config *c, const char *task, double depth)
+{
+    int ok = c->n_timed_tasks == 0;
+    for (int i = 0; i < c->n_timed_tasks; i++) ok |= !strcmp(c->timed_tasks[i], task);
+    if (!ok) return 0;
+    if (c->n_timed_depths == 0) return 1;
+    for (int i = 0; i < c->n_timed_depths; i++)
+        if (fabs(c->timed_depths[i] - depth) < 1e-9) return 1;
+    return 0;
+}
+
+/* Bind every base mask to every length of each grid (with the first seed:
+ * whether a mask fits N does not depend on the seed), so "document lengths
+ * sum to 12288, not N = 16384" stops the run here, naming the key. */
+static int check_masks(const ab_config *c, char *err, size_t errlen)
+{
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
+        for (int k = 0; k < ax.n_masks; k++)
+            for (int a = 0; a < ax.n_lens; a++) {
+                int seen = 0;
+                for (int b = 0; b < a; b++) seen |= ax.seq_lens[b] == ax.seq_lens[a];
+                if (seen) continue;
+                ab_mask m;
+                char why[400];
+                int rc = ab_mask_make(&m, ax.masks[k], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why);
+                ab_mask_free(&m);
+                if (rc == AB_OK) continue;
+                if (ax.masks_line)
+                    snprintf(err, errlen, "%s:%d: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_line,
+                             ax.masks_where, ax.masks[k], ax.seq_lens[a], why);
+                else
+                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_where,
+                             ax.masks[k], ax.seq_lens[a], why);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
+{
+    ab_config_defaults(c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "%s: cannot open config: %s", path, strerror(errno)); return -1; }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) break;
+        size_t r = fread(buf + len, 1, cap - len - 1, f);
+        len += r;
+        if (r == 0) break;
+        if (len + 1 >= cap) {
+            if (cap > (1u << 24)) { free(buf); buf = NULL; break; }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb; cap *= 2;
+        }
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (!buf || rerr) {
+        free(buf);
+        snprintf(err, errlen, "%s: cannot read config (unreadable, or larger than 16 MiB)", path);
+        return -1;
+    }
+    buf[len] = 0;
+    if (strlen(buf) != len) {
+        free(buf);
+        snprintf(err, errlen, "%s: not a text file (contains NUL bytes)", path);
+        return -1;
+    }
+    c->text = buf;
+    parse_ctx *p = calloc(1, sizeof *p);
+    if (!p) { snprintf(err, errlen, "out of memory"); return -1; }
+    p->c = c;
+    p->text = buf;
+    int rc = ini_parse_stream(reader, p, handler, p);
+    if (rc != 0) {
+        if (p->err_line && !(rc > 0 && rc < p->err_line)) /* else inih's syntax error came first */
+            snprintf(err, errlen, "%s:%d: %s", path, p->err_line, p->err);
+        else
+            snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
+        free(p);
+        return -1;
+    }
+    free(p);
+    if (c->min_repeats > c->max_repeats) {
+        snprintf(err, errlen, "%s: [timing] key 'min_repeats': %d is larger than max_repeats %d", path, c->min_repeats, c->max_repeats);
+        return -1;
+    }
+    if (c->min_time_s > c->max_time_s) {
+        snprintf(err, errlen, "%s: [timing] key 'min_time_s': larger than max_time_s", path);
+        return -1;
+    }
+    for (int i = 0; i < c->n_blocks; i++)
+        if (c->native && c->blocks[i].n_dens) {
+            snprintf(err, errlen, "%s:%d: [sweep.%s] key 'densities': [sweep] densities = native applies to every block",
+                     path, c->blocks[i].line, c->blocks[i].name);
+            return -1;
+        }
+    return check_masks(c, err, errlen);
+}
+
+static double mem_available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kb = -1;
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+        fclose(f);
+    }
+    if (kb > 0) return kb * 1024.0;
+    return (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+}
+
+double ab_point_bytes(int heads, int n, int d)
+{
+    /* Q, K, V shared + method output + scratch output + a token layout of
+     * up to ~half the pairs per 64-row query block (bounded estimate). */
+    double t = (double)heads * n * d * 4.0;
+    return 5.0 * t + (double)heads * ((double)n / 64.0 + 1) * (double)n * 4.0 * 0.5;
+}
+
+/* Ask each task with a check() hook about every shape of the grid. */
+static int check_tasks(const ab_config *c, char *err, size_t errlen)
+{
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+    ab_grid ax;
+    ab_config_grid(c, g, &ax);
+    for (int ti = 0; ti < ax.n_tasks; ti++) {
+        const ab_task *t = ab_task_find(ax.tasks[ti]);
+        if (!t || !t->check) continue;
+        ab_params p;
+        ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &p);
+        const char *str[AB_TASK_MAX_STRINGS] = { 0 };
+        int line = 0;
+        for (int i = 0; i < c->n_to; i++) {
+            const ab_override *o = &c->to[i];
+            if (strcmp(o->plugin, t->name)) continue;
+            if (!line) line = o->line;
+            if (o->is_str) {
+                for (int k = 0; k < AB_TASK_MAX_STRINGS && t->string_params[k]; k++)
+                    if (!strcmp(t->string_params[k], o->param)) str[k] = o->str;
+            } else {
+                ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
+            }
+        }
+        for (int a = 0; a < ax.n_lens; a++)
+            for (int f = 0; f < ax.n_masks; f++) {
+                ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
+                char why[400] = "";
+                if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why) != AB_OK) {
+                    ab_mask_free(&mk);
+                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where, ax.masks[f],
+                             ax.seq_lens[a], why);
+                    return -1;
+                }
+                for (int b = 0; b < ax.n_heads; b++)
+                    for (int e = 0; e < ax.n_dims; e++) {
+                        ab_task_input in = { .p = &p, .str = str,
+                                             .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e], mk.def->causal, 0, &mk },
+                                             .seed = (uint64_t)ax.seeds[0], .depth = 0, .err = why, .errlen = sizeof why };
+                        in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
+                        if (t->check(&in) != AB_OK) {
+                            if (line) snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name, why[0] ? why : "invalid input");
+                            else snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name, why[0] ? why : "invalid input");
+                            ab_mask_free(&mk);
+                            return -1;
+                        }
+                    }
+                ab_mask_free(&mk);
+            }
+    }
+    }
+    return 0;
+}
+
+int ab_config_check(const ab_config *c, char *err, size_t errlen)
+{
+    if (check_tasks(c, err, errlen)) return -1;
+    double avail = mem_available_bytes();
+    for (int g = 0; g < ab_config_ngrids(c); g++) {
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
+        for (int a = 0; a < ax.n_lens; a++)
+            for (int b = 0; b < ax.n_heads; b++)
+                for (int e = 0; e < ax.n_dims; e++) {
+                    double need = ab_point_bytes(ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
+                    if (avail > 0 && need > 0.9 * avail) {
+                        snprintf(err, errlen, "%s: %s: N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f GiB available",
+                                 c->path, ax.lens_where, ax.seq_lens[a], ax.heads[b], ax.head_dims[e], need / 1073741824.0,
+                                 avail / 1073741824.0);
+                        return -1;
+                    }
+                }
+    }
+    return 0;
+}

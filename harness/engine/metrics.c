@@ -1,0 +1,219 @@
+/* metrics.c — mass recall (MInference's "attention recall"), top-k recall,
+ * output error against the fp64 reference, and the Wilson interval.
+ * See TASKS.md §4. Rows are processed one at a time; nothing is N×N.
+ * Every metric ranges over the keys the base mask allows (ab_shape_mask of
+ * the problem's shape): the dense top-k is chosen among them and a kept key
+ * the mask forbids counts for nothing. */
+#include "harness/engine/metrics.h"
+#include "datasets/gen/rng.h"
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int sample,
+                   uint64_t seed, int *rows)
+{
+    if (n <= exact_max_n) {
+        for (int i = 0; i < n; i++) rows[i] = i;
+        return n;
+    }
+    /* The task's rows, plus `sample` rows drawn without replacement by the
+     * seeded counter-based generator (the same rows for any thread count). */
+    unsigned char *used = calloc((size_t)n, 1);
+    int want = sample < n ? sample : n;
+    int *draw = malloc(sizeof(int) * (size_t)(want ? want : 1));
+    ab_rng r = { seed, ab_rng_stream_id("scored_rows") };
+    if (!used || !draw || ab_rng_sample_rows(r, 0, 0, n, want, draw) != AB_OK) {
+        free(used);
+        free(draw);
+        return -1;
+    }
+    int cnt = 0;
+    for (int i = 0; i < n_must; i++)
+        if (must[i] >= 0 && must[i] < n && !used[must[i]]) { used[must[i]] = 1; rows[cnt++] = must[i]; }
+    for (int i = 0; i < want; i++)
+        if (!used[draw[i]]) { used[draw[i]] = 1; rows[cnt++] = draw[i]; }
+    free(draw);
+    free(used);
+    qsort(rows, (size_t)cnt, sizeof *rows, cmp_int);
+    return cnt;
+}
+
+/* Partial selection: move the k largest of v[0..n) (with their indices) to
+ * the front, in any order. Quickselect, O(n) expected. */
+static void select_topk(double *v, int32_t *ix, int n, int k)
+{
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        double pivot = v[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                double tv = v[i]; v[i] = v[j]; v[j] = tv;
+                int32_t ti = ix[i]; ix[i] = ix[j]; ix[j] = ti;
+                i++; j--;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows,
+                    int topk, ab_alloc_fn alloc, void *actx)
+{
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
+    memset(r, 0, sizeof *r);
+    r->heads = H; r->d = d; r->n_rows = n_rows;
+    r->topk = topk < N ? topk : N;
+    r->rows = alloc(actx, sizeof(int) * (size_t)n_rows);
+    r->out = alloc(actx, sizeof(double) * (size_t)H * n_rows * d);
+    r->rmax = alloc(actx, sizeof(double) * (size_t)H * n_rows);
+    r->rsum = alloc(actx, sizeof(double) * (size_t)H * n_rows);
+    r->topk_idx = alloc(actx, sizeof(int32_t) * (size_t)H * n_rows * (size_t)r->topk);
+    if (!r->rows || !r->out || !r->rmax || !r->rsum || !r->topk_idx) return AB_ENOMEM;
+    memcpy(r->rows, rows, sizeof(int) * (size_t)n_rows);
+    int rc = AB_OK;
+    for (int h = 0; h < H && rc == AB_OK; h++)
+        rc = ab_ref_rows(pb, h, rows, n_rows, NULL, r->out + (size_t)h * n_rows * d,
+                         r->rmax + (size_t)h * n_rows, r->rsum + (size_t)h * n_rows);
+    if (rc) return rc;
+    const ab_mask mask = ab_shape_mask(&pb->s);
+    int err = 0;
+#pragma omp parallel
+    {
+        double *lg = malloc(sizeof(double) * (size_t)N);
+        int32_t *ix = malloc(sizeof(int32_t) * (size_t)N);
+        if (!lg || !ix) {
+#pragma omp atomic write
+            err = 1;
+        }
+#pragma omp for collapse(2) schedule(dynamic, 4)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < n_rows; t++) {
+                if (!lg || !ix) continue;
+                int i = rows[t];
+                /* candidates: the keys the base mask lets row i see */
+                int lo, hi, nk = 0;
+                ab_mask_span(&mask, i, &lo, &hi);
+                const float *q = pb->q + ((size_t)h * N + i) * d;
+                for (int j = lo; j < hi; j++) {
+                    if (!mask.def->interval && !ab_mask_allows(&mask, i, j)) continue;
+                    const float *k = pb->k + ((size_t)h * N + j) * d;
+                    double s = 0;
+                    for (int c = 0; c < d; c++) s += (double)q[c] * (double)k[c];
+                    lg[nk] = s * pb->s.scale;
+                    ix[nk++] = j;
+                }
+                int kk = r->topk < nk ? r->topk : nk;
+                select_topk(lg, ix, nk, kk);
+                int32_t *dst = r->topk_idx + ((size_t)h * n_rows + t) * (size_t)r->topk;
+                for (int c = 0; c < r->topk; c++) dst[c] = c < kk ? ix[c] : -1;
+            }
+        free(lg);
+        free(ix);
+    }
+    return err ? AB_ENOMEM : AB_OK;
+}
+
+/* Sum over the keys row i of head h keeps, among those the base mask
+ * allows, of exp(logit - m). */
+static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask *mask, int h, int i,
+                        double m)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim;
+    const float *q = pb->q + ((size_t)h * N + i) * d;
+    int lo, hi; /* the mask's span of row i: keys outside it are never allowed */
+    ab_mask_span(mask, i, &lo, &hi);
+    const int exact = mask->def->interval; /* span exact: no per-key test */
+    double acc = 0;
+#define ADD_KEY(j) do { \
+        const float *k_ = pb->k + ((size_t)h * N + (j)) * d; double s_ = 0; \
+        for (int c_ = 0; c_ < d; c_++) s_ += (double)q[c_] * (double)k_[c_]; \
+        acc += exp(s_ * pb->s.scale - m); } while (0)
+    size_t row = (size_t)h * l->n_qblocks + (size_t)(i / l->block_q);
+    if (l->blk_ptr)
+        for (int64_t e = l->blk_ptr[row]; e < l->blk_ptr[row + 1]; e++) {
+            int j0 = l->blk_idx[e] * l->block_k, j1 = j0 + l->block_k; /* [j0, j1) */
+            if (j0 < lo) j0 = lo;
+            if (j1 > hi) j1 = hi;
+            for (int j = j0; j < j1; j++)
+                if (exact || ab_mask_allows(mask, i, j)) ADD_KEY(j);
+        }
+    if (l->tok_ptr)
+        for (int64_t e = l->tok_ptr[row]; e < l->tok_ptr[row + 1]; e++) {
+            const int j = l->tok_idx[e];
+            if (j >= lo && j < hi && (exact || ab_mask_allows(mask, i, j))) ADD_KEY(j);
+        }
+#undef ADD_KEY
+    return acc;
+}
+
+int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
+             const float *out, ab_scores *s)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim;
+    memset(s, 0, sizeof *s);
+    int dense = l->kind == AB_LAYOUT_DENSE, custom = l->kind == AB_LAYOUT_CUSTOM;
+    double sum_mass = 0, sum_topk = 0, sum_l2 = 0, max_abs = 0;
+    int nonfinite = 0;
+    const int total = r->heads * r->n_rows;
+    const ab_mask mask = ab_shape_mask(&pb->s);
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2) reduction(max : max_abs) reduction(| : nonfinite)
+    for (int t = 0; t < total; t++) {
+        int h = t / r->n_rows, ri = t % r->n_rows, i = r->rows[ri];
+        const double *o = r->out + ((size_t)h * r->n_rows + ri) * d;
+        const float *oh = out + ((size_t)h * N + i) * d;
+        double num = 0, den = 0;
+        for (int c = 0; c < d; c++) {
+            if (!isfinite(oh[c])) nonfinite = 1;
+            double e = (double)oh[c] - o[c];
+            num += e * e;
+            den += o[c] * o[c];
+            if (fabs(e) > max_abs) max_abs = fabs(e);
+        }
+        sum_l2 += den > 0 ? sqrt(num / den) : sqrt(num);
+        if (custom) continue;
+        double z = r->rsum[(size_t)h * r->n_rows + ri];
+        if (dense) sum_mass += 1.0;
+        else if (z > 0) sum_mass += kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
+        const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
+        int hit = 0, cnt = 0;
+        for (int c = 0; c < r->topk; c++) {
+            if (tk[c] < 0) continue;
+            cnt++;
+            hit += dense ? 1 : ab_layout_contains(l, h, i, tk[c]);
+        }
+        sum_topk += cnt ? (double)hit / cnt : 1.0;
+    }
+    s->rows = total;
+    s->rel_l2 = total ? sum_l2 / total : NAN;
+    s->max_abs = max_abs;
+    s->nonfinite = nonfinite;
+    s->recall_mass = custom || !total ? NAN : sum_mass / total;
+    s->recall_topk = custom || !total ? NAN : sum_topk / total;
+    return AB_OK;
+}
+
+void ab_wilson(int k, int n, double *lo, double *hi)
+{
+    if (n <= 0) { *lo = NAN; *hi = NAN; return; }
+    const double z = 1.959963984540054;
+    double p = (double)k / n, z2 = z * z;
+    double den = 1 + z2 / n;
+    double ctr = (p + z2 / (2.0 * n)) / den;
+    double half = z * sqrt(p * (1 - p) / n + z2 / (4.0 * n * n)) / den;
+    *lo = ctr - half < 0 ? 0 : ctr - half;
+    *hi = ctr + half > 1 ? 1 : ctr + half;
+}

@@ -1,0 +1,13 @@
+/* sysinfo.h — capture the run environment (machine, libraries, compiler,
+ * commit, config, command line) into the root attributes of a results file. */
+#ifndef AB_SYSINFO_H
+#define AB_SYSINFO_H
+#include "harness/store/point.h"
+#include "harness/engine/config.h"
+
+void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int threads);
+/* Threads the sweep uses when the config says 0: online cores. */
+int ab_default_threads(void);
+/* How the sweep binds threads (harness/engine/sweep.c), for the results file. */
+const char *ab_binding_mode(void);
+#endif

@@ -1,0 +1,2045 @@
+/* export.c — `attnbench export RESULTS.h5 -d DIR`: the results file as TSV.
+ *
+ * Writes into DIR (created with its parents):
+ *   points.tsv               every row, every scalar column (failed rows too)
+ *   latency_vs_n.tsv         \
+ *   recall_vs_density.tsv     |  status "ok" rows only, one gnuplot block
+ *   accuracy_vs_density.tsv   |  (`index`) per method, blocks separated by
+ *   speedup_vs_density.tsv    |  two blank lines, columns in a header comment;
+ *   accuracy_vs_latency.tsv   |  a "# skip: REASON" line when a figure cannot
+ *   needle_heatmap.tsv        |  be drawn from this file
+ *   overhead_share.tsv        |
+ *   cpu_vs_gpu.tsv            |
+ *   breakeven.tsv            /   speedup over dense per method x (N, density)
+ *   dense_vs_mask.tsv        dense time per base mask relative to causal,
+ *                            with the ideal (allowed-pair ratio)
+ *   summary.tsv              one row per method, device and base mask (index.html)
+ *   methods.txt              method names, "dense" first then by name: the
+ *                            position is the colour index of every figure
+ *   masks.txt                the base masks of the file, in figure order
+ *   meta.txt                 key<TAB>value: file, machine, commit, counts
+ * Base masks: no figure file mixes points of different base masks (causal,
+ * document:8, ...). The per-figure files above hold the points of the
+ * primary mask (causal when the file has it, else the first in masks.txt);
+ * when the file holds several masks, each other mask gets its own copy
+ * NAME--SLUG.tsv (SLUG: the spec with every character but [A-Za-z0-9.-]
+ * made '_'), e.g. latency_vs_n--document_8.tsv. Speedups compare with dense
+ * under the same mask.
+ * Output depends only on the input file, so exporting twice gives the same
+ * bytes. Aggregates are medians over the points of a group (seeds, tasks,
+ * depths...), so one outlier seed does not move a curve.
+ * Timing (the timing protocol, docs/timing.md): latency, speedup, overhead
+ * and break-even use only points with a timing (ab_point_timed: status ok,
+ * total_ms finite, not flagged "untimed"); untimed points (scored only) count
+ * in accuracy and recall. A point's speedup over dense is its paired ratio,
+ * 1 / rel_dense with the interval [1 / rel_hi, 1 / rel_lo], when it has one,
+ * else dense total_ms on the same workload / total_ms, without an interval.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "harness/cli/cli.h"
+#include "harness/engine/metrics.h"
+#include "harness/store/point.h"
+#include "harness/store/store.h"
+
+#define LATENCY_TARGET 0.1 /* latency_vs_n: the density each curve is taken at */
+
+/* One "series" is one curve: a method, or method@device when the file holds
+ * several devices. */
+typedef struct series {
+    char name[48];
+    char method[32];
+    char device[8];
+    int method_idx;        /* 1-based position in methods.txt */
+} series;
+
+/* An ok point with what the figures group it by. */
+typedef struct xrow {
+    const ab_point *p;
+    int series;
+    int mask;              /* index into xctx.masks */
+    int native;            /* target_density is NaN: the knob_value is the setting */
+    double setting;        /* target_density, or knob_value when native */
+} xrow;
+
+typedef struct xctx {
+    const char *path;      /* the results file, as given */
+    const ab_point *pts;
+    size_t n;
+    const ab_env *env;
+    char (*methods)[32];   /* methods.txt order */
+    size_t n_methods;
+    series *ser;
+    size_t n_ser;
+    xrow *ok;              /* status ok rows (of one mask while a figure is written) */
+    size_t n_ok;
+    xrow *ok_all;          /* every status ok row, xrow_cmp order */
+    size_t n_ok_all;
+    char (*masks)[AB_MASK_SPEC]; /* distinct base masks, mask_order: [0] is primary */
+    char (*slugs)[AB_MASK_SPEC]; /* file-name form of each */
+    size_t n_masks;
+    int multi_dev;         /* the file holds more than one device */
+    char primary_dev[8];   /* "cpu" when it holds cpu points, else the first */
+    const ab_point **dense; /* timed ok "dense" rows, sorted by match_cmp (speedups) */
+    size_t n_dense;
+    int cur_mask;          /* the mask c->ok holds (select_mask), -1: every one */
+} xctx;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/* Shortest "%.Ng" that reads back to the same double; "nan", "inf", "-inf". */
+static void put_num(FILE *f, double v)
+{
+    if (isnan(v)) { fputs("nan", f); return; }
+    if (isinf(v)) { fputs(v > 0 ? "inf" : "-inf", f); return; }
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    fputs(buf, f);
+}
+
+/* A string field: tabs and line breaks become spaces (TSV safety); with
+ * nospace, blanks become '_' too (gnuplot reads columns split at blanks). */
+static void put_str(FILE *f, const char *s, size_t cap, int nospace)
+{
+    size_t i = 0;
+    for (; i < cap && s[i]; i++) {
+        char c = s[i];
+        if (c == '\t' || c == '\n' || c == '\r') c = nospace ? '_' : ' ';
+        else if (nospace && c == ' ') c = '_';
+        fputc(c, f);
+    }
+    if (nospace && i == 0) fputc('-', f);
+}
+#define PUT_STR(f, field, ns) put_str((f), (field), sizeof(field), (ns))
+
+static int dbl_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of the non-NaN values; NaN when there are none. Sorts v. */
+static double median_of(double *v, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(v[i])) v[m++] = v[i];
+    if (m == 0) return NAN;
+    qsort(v, m, sizeof *v, dbl_cmp);
+    return (m % 2) ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+}
+
+/* Equality that treats NaN as equal to NaN (depth, settings). */
+static int same_num(double a, double b)
+{
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    return a == b;
+}
+
+static int cmp_num(double a, double b)
+{
+    if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* NaN last */
+    return (a > b) - (a < b);
+}
+
+/* ---- base masks ------------------------------------------------------- */
+
+/* The base mask a point ran under: its spec, or, for a row of a file written
+ * before masks were recorded (no spec), causal or full by its flag. */
+static const char *mask_of(const ab_point *p) { return ab_point_mask(p); }
+
+/* Allowed pairs / N^2 of that mask (the plain causal or full value for a
+ * row without a spec). */
+static double mask_density_of(const ab_point *p)
+{
+    if (p->mask[0]) return p->mask_density;
+    return p->causal ? (p->seq_len + 1.0) / (2.0 * p->seq_len) : 1.0;
+}
+
+/* Figure order of masks: causal, full, then the others by name, numbers
+ * compared as numbers (sliding:512 before sliding:4096). */
+static int mask_order(const char *a0, const char *b0)
+{
+    const char *a = a0, *b = b0;
+    int ra = strcmp(a, "causal") == 0 ? 0 : strcmp(a, "full") == 0 ? 1 : 2;
+    int rb = strcmp(b, "causal") == 0 ? 0 : strcmp(b, "full") == 0 ? 1 : 2;
+    if (ra != rb) return ra - rb;
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            while (*a == '0') a++;
+            while (*b == '0') b++;
+            size_t la = strspn(a, "0123456789"), lb = strspn(b, "0123456789");
+            if (la != lb) return la < lb ? -1 : 1;
+            int o = strncmp(a, b, la);
+            if (o) return o;
+            a += la;
+            b += lb;
+            continue;
+        }
+        if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+        a++;
+        b++;
+    }
+    if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+    return strcmp(a0, b0); /* "x:08" vs "x:8": still a fixed order */
+}
+
+static int mask_cmp(const void *a, const void *b)
+{
+    return mask_order((const char *)a, (const char *)b);
+}
+
+/* Index of p's mask in c->masks (-1 if absent, which build_ctx rules out). */
+static int mask_index(const xctx *c, const ab_point *p)
+{
+    const char *m = mask_of(p);
+    for (size_t k = 0; k < c->n_masks; k++)
+        if (strncmp(c->masks[k], m, AB_MASK_SPEC) == 0) return (int)k;
+    return -1;
+}
+
+/* "dense" first, then by name. */
+static int method_order(const char *a, const char *b)
+{
+    int da = strcmp(a, "dense") == 0, db = strcmp(b, "dense") == 0;
+    if (da != db) return db - da;
+    return strcmp(a, b);
+}
+
+static int method_cmp(const void *a, const void *b)
+{
+    return method_order((const char *)a, (const char *)b);
+}
+
+static int mkdir_p(const char *dir, char *err, size_t errlen)
+{
+    char buf[4096];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof buf) {
+        snprintf(err, errlen, "bad output directory '%s'", dir);
+        return -1;
+    }
+    memcpy(buf, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create directory '%.300s': %s", buf,
+                     strerror(errno));
+            return -1;
+        }
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "'%s' is not a directory", dir);
+        return -1;
+    }
+    return 0;
+}
+
+static FILE *open_out(const char *dir, const char *name, char *err, size_t errlen)
+{
+    char path[4352];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) snprintf(err, errlen, "cannot write '%.300s': %s", path, strerror(errno));
+    return f;
+}
+
+static int close_out(FILE *f, const char *name, int rc, char *err, size_t errlen)
+{
+    int bad = ferror(f);
+    if (fclose(f) != 0) bad = 1;
+    if (bad && rc == 0) {
+        snprintf(err, errlen, "error writing '%s'", name);
+        return -1;
+    }
+    return rc;
+}
+
+/* ---- methods, series, ok rows ------------------------------------------- */
+
+static int build_ctx(xctx *c)
+{
+    /* distinct methods and devices */
+    c->methods = malloc((c->n + 1) * sizeof *c->methods);
+    c->ser = malloc((c->n + 1) * sizeof *c->ser);
+    c->ok = malloc((c->n + 1) * sizeof *c->ok);
+    c->ok_all = malloc((c->n + 1) * sizeof *c->ok_all);
+    c->masks = malloc((c->n + 1) * sizeof *c->masks);
+    c->slugs = malloc((c->n + 1) * sizeof *c->slugs);
+    if (!c->methods || !c->ser || !c->ok || !c->ok_all || !c->masks || !c->slugs) return -1;
+    /* distinct base masks, in figure order, and their file-name forms */
+    for (size_t i = 0; i < c->n; i++) {
+        const char *m = mask_of(&c->pts[i]);
+        size_t k = 0;
+        while (k < c->n_masks && strncmp(c->masks[k], m, AB_MASK_SPEC) != 0) k++;
+        if (k == c->n_masks) snprintf(c->masks[c->n_masks++], AB_MASK_SPEC, "%.*s", AB_MASK_SPEC - 1, m);
+    }
+    qsort(c->masks, c->n_masks, sizeof *c->masks, mask_cmp);
+    for (size_t k = 0; k < c->n_masks; k++) {
+        char *sl = c->slugs[k];
+        size_t l = 0;
+        for (const char *q = c->masks[k]; *q && l + 1 < AB_MASK_SPEC; q++)
+            sl[l++] = (isalnum((unsigned char)*q) || *q == '.' || *q == '-') ? *q : '_';
+        sl[l] = '\0';
+        for (size_t j = 0; j < k; j++) /* two specs with one slug: the later gets its index */
+            if (strcmp(c->slugs[j], sl) == 0) {
+                snprintf(sl + (l < AB_MASK_SPEC - 8 ? l : AB_MASK_SPEC - 8), 8, "_%d",
+                         (int)(k % 100000) + 1);
+                break;
+            }
+    }
+    char first_dev[8] = "";
+    int multi_dev = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        size_t k = 0;
+        while (k < c->n_methods && strncmp(c->methods[k], p->method, 32) != 0) k++;
+        if (k == c->n_methods) {
+            memcpy(c->methods[k], p->method, 32);
+            c->methods[k][31] = '\0';
+            c->n_methods++;
+        }
+        if (i == 0) memcpy(first_dev, p->device, sizeof first_dev);
+        else if (strncmp(first_dev, p->device, sizeof first_dev) != 0) multi_dev = 1;
+        if (strncmp(p->device, "cpu", sizeof p->device) == 0) memcpy(c->primary_dev, "cpu", 4);
+    }
+    first_dev[sizeof first_dev - 1] = '\0';
+    if (!c->primary_dev[0]) memcpy(c->primary_dev, first_dev, sizeof c->primary_dev);
+    c->multi_dev = multi_dev;
+    qsort(c->methods, c->n_methods, sizeof *c->methods, method_cmp);
+
+    /* series: over ok rows, in method order then device name */
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!ab_status_is_ok(p->status)) continue;
+        size_t k = 0;
+        for (; k < c->n_ser; k++)
+            if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
+                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) break;
+        if (k == c->n_ser) {
+            series *s = &c->ser[c->n_ser++];
+            memset(s, 0, sizeof *s);
+            memcpy(s->method, p->method, 31);
+            memcpy(s->device, p->device, 7);
+            if (multi_dev) snprintf(s->name, sizeof s->name, "%s@%s", s->method, s->device);
+            else snprintf(s->name, sizeof s->name, "%s", s->method);
+            for (size_t m = 0; m < c->n_methods; m++)
+                if (strcmp(c->methods[m], s->method) == 0) s->method_idx = (int)m + 1;
+        }
+    }
+    /* sort series; remember the permutation through the names */
+    for (size_t a = 1; a < c->n_ser; a++) {
+        series t = c->ser[a];
+        size_t b = a;
+        while (b > 0) {
+            int o = method_order(c->ser[b - 1].method, t.method);
+            if (o == 0) o = strcmp(c->ser[b - 1].device, t.device);
+            if (o <= 0) break;
+            c->ser[b] = c->ser[b - 1];
+            b--;
+        }
+        c->ser[b] = t;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!ab_status_is_ok(p->status)) continue;
+        xrow *r = &c->ok_all[c->n_ok_all++];
+        r->p = p;
+        r->series = 0;
+        r->mask = mask_index(c, p);
+        for (size_t k = 0; k < c->n_ser; k++)
+            if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
+                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) {
+                r->series = (int)k;
+                break;
+            }
+        r->native = isnan(p->target_density);
+        r->setting = r->native ? p->knob_value : p->target_density;
+    }
+    return 0;
+}
+
+/* Order ok rows by series, setting, seq_len, task, then file order. */
+static int xrow_cmp(const void *a, const void *b)
+{
+    const xrow *x = a, *y = b;
+    if (x->series != y->series) return x->series - y->series;
+    if (x->mask != y->mask) return x->mask - y->mask;
+    if (x->native != y->native) return x->native - y->native;
+    int o = cmp_num(x->setting, y->setting);
+    if (o) return o;
+    if (x->p->seq_len != y->p->seq_len) return (x->p->seq_len > y->p->seq_len) ? 1 : -1;
+    o = strncmp(x->p->task, y->p->task, sizeof x->p->task);
+    if (o) return o;
+    return (x->p > y->p) - (x->p < y->p);
+}
+
+/* Point c->ok at the status ok rows of mask m (every one when m < 0); they
+ * keep their xrow_cmp order. */
+static void select_mask(xctx *c, int m)
+{
+    c->n_ok = 0;
+    c->cur_mask = m;
+    for (size_t i = 0; i < c->n_ok_all; i++)
+        if (m < 0 || c->ok_all[i].mask == m) c->ok[c->n_ok++] = c->ok_all[i];
+}
+
+static void block_start(FILE *f, int *nblocks, const series *s)
+{
+    if (*nblocks > 0) fputs("\n\n", f);
+    fprintf(f, "# method %s\n", s->name);
+    (*nblocks)++;
+}
+
+/* ---- points.tsv ------------------------------------------------------ */
+
+static const char *const POINT_COLS =
+    "key\tmethod\tparams\tdevice\tdtype\ttask\tkernel\tlayout\tseq_len\theads\t"
+    "head_dim\tcausal\tmask\tmask_density\tthreads\tseed\tdepth\ttarget_density\tknob_value\t"
+    "achieved_density\tselect_ms\trun_ms\ttotal_ms\tmin_ms\tp10_ms\tp90_ms\tcv\t"
+    "n_samples\tdense_gflops\trecall_mass\trecall_topk\trel_l2_err\tmax_abs_err\t"
+    "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage\t"
+    "rounds\tcalls\ttotal_lo_ms\ttotal_hi_ms\tdense_pair_ms\trel_dense\trel_lo\trel_hi\t"
+    "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct";
+
+static void write_points(FILE *f, const xctx *c)
+{
+    fprintf(f, "%s\n", POINT_COLS);
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        const char *sep = "\t";
+        PUT_STR(f, p->key, 0); fputs(sep, f);
+        PUT_STR(f, p->method, 0); fputs(sep, f);
+        PUT_STR(f, p->params, 0); fputs(sep, f);
+        PUT_STR(f, p->device, 0); fputs(sep, f);
+        PUT_STR(f, p->dtype, 0); fputs(sep, f);
+        PUT_STR(f, p->task, 0); fputs(sep, f);
+        PUT_STR(f, p->kernel, 0); fputs(sep, f);
+        PUT_STR(f, p->layout, 0); fputs(sep, f);
+        fprintf(f, "%d\t%d\t%d\t%d\t", (int)p->seq_len, (int)p->heads, (int)p->head_dim,
+                (int)p->causal);
+        put_str(f, mask_of(p), AB_MASK_SPEC, 0); fputs(sep, f);
+        put_num(f, mask_density_of(p)); fputs(sep, f);
+        fprintf(f, "%d\t%lld\t", (int)p->threads, (long long)p->seed);
+        const double d1[] = {p->depth, p->target_density, p->knob_value,
+                             p->achieved_density, p->select_ms, p->run_ms,
+                             p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
+        for (size_t k = 0; k < sizeof d1 / sizeof d1[0]; k++) {
+            put_num(f, d1[k]);
+            fputs(sep, f);
+        }
+        fprintf(f, "%d\t", (int)p->n_samples);
+        const double d2[] = {p->dense_gflops, p->recall_mass, p->recall_topk,
+                             p->rel_l2_err, p->max_abs_err, p->accuracy,
+                             p->acc_ci_lo, p->acc_ci_hi};
+        for (size_t k = 0; k < sizeof d2 / sizeof d2[0]; k++) {
+            put_num(f, d2[k]);
+            fputs(sep, f);
+        }
+        fprintf(f, "%d\t%d\t", (int)p->acc_trials, (int)p->rows_scored);
+        PUT_STR(f, p->status, 0); fputs(sep, f);
+        PUT_STR(f, p->message, 0);
+        /* the timing protocol; speedup = 1 / rel_dense of a timed point (NaN
+         * without a paired ratio: the figures then fall back to dense
+         * total_ms / total_ms) */
+        fprintf(f, "\t%d\t%d\t", (int)p->rounds, (int)p->calls);
+        double sp, sp_lo, sp_hi;
+        ab_point_paired_speedup(p, &sp, &sp_lo, &sp_hi);
+        const double d3[] = {p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense,
+                             p->rel_lo, p->rel_hi, sp, sp_lo, sp_hi, p->foreign_pct,
+                             p->steal_pct, p->load1};
+        for (size_t k = 0; k < sizeof d3 / sizeof d3[0]; k++) {
+            put_num(f, d3[k]);
+            fputs(sep, f);
+        }
+        PUT_STR(f, p->timing, 0);
+        fputs(sep, f);
+        put_num(f, p->point_s);
+        fputs(sep, f);
+        put_num(f, p->fma_gflops);
+        fputs(sep, f);
+        put_num(f, p->shared_pct);
+        fputc('\n', f);
+    }
+}
+
+/* ---- latency_vs_n.tsv, cpu_vs_gpu.tsv ----------------------------------- */
+
+/* Median of one field over rows[0..n). */
+#define FIELD_MEDIAN(out, rows, n, expr, tmp)                 \
+    do {                                                      \
+        for (size_t q_ = 0; q_ < (n); q_++) {                 \
+            const ab_point *p_ = (rows)[q_].p;                \
+            (tmp)[q_] = (expr);                               \
+        }                                                     \
+        (out) = median_of((tmp), (n));                        \
+    } while (0)
+
+/* rows[0..n) are one series' rows in xrow_cmp order (grouped by setting).
+ * Pick the setting a one-setting figure shows: the target density closest to
+ * LATENCY_TARGET (1.0 for methods without a knob); for native settings, the
+ * one whose median achieved density is closest. Sets [*b0, *b1). */
+static void pick_setting(const xrow *rows, size_t n, double *tmp, size_t *b0, size_t *b1)
+{
+    double bestd = INFINITY;
+    *b0 = *b1 = 0;
+    for (size_t a = 0; a < n;) {
+        size_t b = a;
+        while (b < n && rows[b].native == rows[a].native &&
+               same_num(rows[b].setting, rows[a].setting)) b++;
+        double d;
+        if (!rows[a].native) d = fabs(rows[a].setting - LATENCY_TARGET);
+        else {
+            double ach;
+            FIELD_MEDIAN(ach, rows + a, b - a, p_->achieved_density, tmp);
+            d = isnan(ach) ? INFINITY : fabs(ach - LATENCY_TARGET);
+        }
+        if (d < bestd - 1e-12 || *b1 == 0) {
+            bestd = d;
+            *b0 = a;
+            *b1 = b;
+        }
+        a = b;
+    }
+}
+
+/* 1-based index of a device name among "cpu", "gpu", others. */
+static int device_idx(const char *dev)
+{
+    if (strncmp(dev, "cpu", 8) == 0) return 1;
+    if (strncmp(dev, "gpu", 8) == 0) return 2;
+    return 3;
+}
+
+/* The rows of rows[0..n) that carry a timing (ab_point_timed) into out,
+ * order kept; their count. */
+static size_t timed_rows(const xrow *rows, size_t n, xrow *out)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ab_point_timed(rows[i].p)) out[m++] = rows[i];
+    return m;
+}
+
+/* "# note: ..." header line of a timing figure: the status-ok points of the
+ * figure's base mask (on device dev, any when NULL) that it leaves out for
+ * having no timing, and the timing flags of those it uses (plot puts the
+ * line in the figure's footnote). what: how the untimed points are treated. */
+static void timing_note(FILE *f, const xctx *c, const char *dev, const char *what)
+{
+    size_t untimed = 0, inter = 0, disagree = 0, shared = 0, timed = 0;
+    for (size_t i = 0; i < c->n_ok; i++) {
+        const ab_point *p = c->ok[i].p;
+        if (dev && strncmp(p->device, dev, sizeof p->device) != 0) continue;
+        if (!ab_point_timed(p)) {
+            untimed++;
+            continue;
+        }
+        timed++;
+        inter += ab_point_has_flag(p, "interference") != 0;
+        disagree += ab_point_has_flag(p, "rounds_disagree") != 0;
+        shared += ab_point_has_flag(p, "cores_shared") != 0;
+    }
+    if (untimed == 0 && inter == 0 && disagree == 0 && shared == 0) return;
+    fputs("# note: ", f);
+    const char *sep = "";
+    if (untimed) {
+        fprintf(f, "untimed (scored only): %zu ok point%s, %s", untimed, untimed == 1 ? "" : "s", what);
+        sep = "   ";
+    }
+    if (inter || disagree || shared) {
+        fprintf(f, "%sflagged (of %zu timed): ", sep, timed);
+        if (inter) fprintf(f, "interference %zu", inter);
+        if (disagree) fprintf(f, "%srounds_disagree %zu", inter ? ", " : "", disagree);
+        if (shared) fprintf(f, "%scores_shared %zu", inter || disagree ? ", " : "", shared);
+    }
+    fputc('\n', f);
+}
+
+/* all_dev = 0: latency_vs_n.tsv, series of the primary device only;
+ * all_dev = 1: cpu_vs_gpu.tsv, every series, written only when the file
+ * holds several devices (else a "# skip:" line and no rows). Timed points
+ * only; the setting is picked among them. */
+static void write_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, int all_dev)
+{
+    if (!all_dev)
+        fputs("# attnbench export: latency vs sequence length (status ok rows with a timing only)\n", f);
+    else
+        fputs("# attnbench export: latency vs sequence length on every device (status ok rows\n"
+              "# with a timing only)\n", f);
+    fprintf(f, "# device: %s\n", all_dev ? "all" : c->primary_dev);
+    timing_note(f, c, all_dev ? NULL : c->primary_dev, "left out");
+    fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# per method, the target density closest to 0.1 (1.0 for methods without a\n"
+          "# knob; for native settings, the median achieved density closest to 0.1);\n"
+          "# values are medians over seeds, tasks, depths of the per-point medians;\n"
+          "# total_lo_ms / total_hi_ms: medians of the points' 95% intervals of total_ms\n"
+          "# (hierarchical bootstrap over rounds and samples; nan in files written\n"
+          "# before the timing protocol)\n"
+          "# columns: 1 seq_len  2 total_ms  3 p10_ms  4 p90_ms  5 achieved_density\n"
+          "#          6 n_points  7 target_density (knob value if native)  8 method\n"
+          "#          9 method_idx (line in methods.txt)  10 device  11 device_idx\n"
+          "#          (1 cpu, 2 gpu, 3 other)  12 select_ms  13 total_lo_ms  14 total_hi_ms\n", f);
+    if (all_dev && !c->multi_dev) {
+        fprintf(f, "# skip: the file holds points of one device only (%s)\n", c->primary_dev);
+        return;
+    }
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        const series *s = &c->ser[c->ok[i].series];
+        size_t nt = 0;
+        if (all_dev || strncmp(s->device, c->primary_dev, sizeof s->device) == 0)
+            nt = timed_rows(c->ok + i, end - i, scratch);
+        i = end;
+        if (nt == 0) continue;
+        size_t b0, b1;
+        pick_setting(scratch, nt, tmp, &b0, &b1);
+        /* rows of the chosen setting are sorted by seq_len */
+        int started = 0;
+        for (size_t a = b0; a < b1;) {
+            size_t b = a;
+            while (b < b1 && scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            double ms, lo, hi, ach, sel, clo, chi;
+            FIELD_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
+            FIELD_MEDIAN(lo, scratch + a, b - a, p_->p10_ms, tmp);
+            FIELD_MEDIAN(hi, scratch + a, b - a, p_->p90_ms, tmp);
+            FIELD_MEDIAN(ach, scratch + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            FIELD_MEDIAN(clo, scratch + a, b - a, p_->total_lo_ms, tmp);
+            FIELD_MEDIAN(chi, scratch + a, b - a, p_->total_hi_ms, tmp);
+            if (!isnan(ms) && ms > 0) {
+                if (!started) block_start(f, &nblocks, s);
+                started = 1;
+                fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
+                put_num(f, ms); fputc('\t', f);
+                put_num(f, lo); fputc('\t', f);
+                put_num(f, hi); fputc('\t', f);
+                put_num(f, ach); fputc('\t', f);
+                fprintf(f, "%zu\t", b - a);
+                put_num(f, scratch[a].setting); fputc('\t', f);
+                fprintf(f, "%s\t%d\t", s->name, s->method_idx);
+                put_str(f, s->device, sizeof s->device, 1);
+                fprintf(f, "\t%d\t", device_idx(s->device));
+                put_num(f, sel); fputc('\t', f);
+                put_num(f, clo); fputc('\t', f);
+                put_num(f, chi);
+                fputc('\n', f);
+            }
+            a = b;
+        }
+    }
+}
+
+/* ---- recall_vs_density.tsv / accuracy_vs_density.tsv ------------------- */
+
+/* One aggregated output row. */
+typedef struct agg {
+    int seq_len;
+    char task[32];
+    double density, y1, y2, y3; /* per figure */
+    double y4, y5;         /* speedup: its interval */
+    int paired;            /* speedup: 1 when every point of the row is paired */
+    size_t n;
+} agg;
+
+static int agg_cmp(const void *a, const void *b)
+{
+    const agg *x = a, *y = b;
+    int o = strcmp(x->task, y->task);
+    if (o) return o;
+    if (x->seq_len != y->seq_len) return (x->seq_len > y->seq_len) ? 1 : -1;
+    o = cmp_num(x->density, y->density);
+    if (o) return o;
+    return cmp_num(x->y1, y->y1);
+}
+
+/* Write a block of aggregated rows: sorted by task, seq_len, density; a
+ * single blank line between (task, seq_len) segments so gnuplot breaks the
+ * line there but keeps one dataset per method. */
+static void write_aggs(FILE *f, int *nblocks, const series *s, agg *g, size_t ng, int kind)
+{
+    if (ng == 0) return;
+    qsort(g, ng, sizeof *g, agg_cmp);
+    block_start(f, nblocks, s);
+    for (size_t k = 0; k < ng; k++) {
+        if (k > 0 && (g[k].seq_len != g[k - 1].seq_len || strcmp(g[k].task, g[k - 1].task)))
+            fputc('\n', f);
+        put_num(f, g[k].density); fputc('\t', f);
+        put_num(f, g[k].y1); fputc('\t', f);
+        put_num(f, g[k].y2); fputc('\t', f);
+        if (kind == 'a') {
+            put_num(f, g[k].y3); fputc('\t', f);
+            put_str(f, g[k].task, sizeof g[k].task, 1); fputc('\t', f);
+        }
+        fprintf(f, "%d\t%zu\t%s\t%d", g[k].seq_len, g[k].n, s->name, s->method_idx);
+        if (kind == 's') {
+            fputc('\t', f);
+            put_num(f, g[k].y4); fputc('\t', f);
+            put_num(f, g[k].y5);
+            fprintf(f, "\t%d", g[k].paired);
+        }
+        fputc('\n', f);
+    }
+}
+
+static void write_recall(FILE *f, const xctx *c, double *tmp, agg *g)
+{
+    fputs("# attnbench export: attention recall vs density (status ok rows only)\n"
+          "# one block per method (gnuplot index), blocks separated by two blank lines;\n"
+          "# one row per (setting, seq_len), medians over seeds, tasks and depths;\n"
+          "# rows sorted by seq_len then density, one blank line between seq_lens;\n"
+          "# methods without recall (NaN, e.g. low-rank) are left out\n"
+          "# columns: 1 achieved_density  2 recall_mass  3 recall_topk  4 seq_len\n"
+          "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, ng = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        for (size_t a = i; a < end;) {
+            size_t b = a;
+            while (b < end && c->ok[b].native == c->ok[a].native &&
+                   same_num(c->ok[b].setting, c->ok[a].setting) &&
+                   c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
+            agg *x = &g[ng];
+            memset(x, 0, sizeof *x);
+            x->seq_len = c->ok[a].p->seq_len;
+            x->n = b - a;
+            FIELD_MEDIAN(x->density, c->ok + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(x->y1, c->ok + a, b - a, p_->recall_mass, tmp);
+            FIELD_MEDIAN(x->y2, c->ok + a, b - a, p_->recall_topk, tmp);
+            if (!isnan(x->density) && !isnan(x->y1)) ng++;
+            a = b;
+        }
+        write_aggs(f, &nblocks, &c->ser[c->ok[i].series], g, ng, 'r');
+        i = end;
+    }
+}
+
+static int xrow_task_cmp(const void *a, const void *b)
+{
+    const xrow *x = a, *y = b;
+    int o = strncmp(x->p->task, y->p->task, sizeof x->p->task);
+    return o ? o : xrow_cmp(a, b);
+}
+
+/* Wilson score interval, 95%. */
+static void wilson(double k, double n, double *lo, double *hi)
+{
+    const double z = 1.959963984540054;
+    double ph = k / n, z2 = z * z;
+    double den = 1 + z2 / n;
+    double mid = (ph + z2 / (2 * n)) / den;
+    double half = z * sqrt(ph * (1 - ph) / n + z2 / (4 * n * n)) / den;
+    *lo = mid - half;
+    *hi = mid + half;
+    if (*lo < 0) *lo = 0;
+    if (*hi > 1) *hi = 1;
+}
+
+/* The number of answers behind a point's accuracy (stored as acc_trials);
+ * NaN when the point has none. */
+static double answers_of(const ab_point *p)
+{
+    return p->acc_trials > 0 ? (double)p->acc_trials : NAN;
+}
+
+/* Accuracy of a group: a single point keeps its stored value and interval;
+ * several are pooled: k and n summed over the points (n = acc_trials),
+ * with a Wilson 95% interval on the pooled count. When some n cannot be
+ * known (acc_trials 0): the plain mean, with the widest stored bounds. */
+static void pool_accuracy(const xrow *rows, size_t n, double *tmp, double *acc,
+                          double *lo, double *hi)
+{
+    if (n == 1) {
+        *acc = rows[0].p->accuracy;
+        *lo = rows[0].p->acc_ci_lo;
+        *hi = rows[0].p->acc_ci_hi;
+        return;
+    }
+    double k = 0, nn = 0, sum = 0, mlo = INFINITY, mhi = -INFINITY;
+    size_t m = 0;
+    int counted = 1;
+    for (size_t q = 0; q < n; q++) {
+        const ab_point *p = rows[q].p;
+        if (isnan(p->accuracy)) continue;
+        m++;
+        sum += p->accuracy;
+        if (p->acc_ci_lo < mlo) mlo = p->acc_ci_lo;
+        if (p->acc_ci_hi > mhi) mhi = p->acc_ci_hi;
+        double a = answers_of(p);
+        if (isnan(a)) counted = 0;
+        else {
+            k += floor(p->accuracy * a + 0.5);
+            nn += a;
+        }
+    }
+    (void)tmp;
+    if (m == 0) {
+        *acc = *lo = *hi = NAN;
+    } else if (counted && nn > 0) {
+        *acc = k / nn;
+        wilson(k, nn, lo, hi);
+    } else {
+        *acc = sum / (double)m;
+        *lo = isinf(mlo) ? NAN : mlo;
+        *hi = isinf(mhi) ? NAN : mhi;
+    }
+}
+
+static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *scratch)
+{
+    fputs("# attnbench export: task accuracy vs density (status ok rows only)\n"
+          "# one block per method (gnuplot index), blocks separated by two blank lines;\n"
+          "# one row per (task, setting, seq_len): accuracy pooled over seeds and depths\n"
+          "# (answers summed over points, from each point's acc_trials;\n"
+          "# interval), with a Wilson 95% interval on the pooled count (a group of one\n"
+          "# point keeps its stored interval; if a count is unknown: the mean,\n"
+          "# with the widest stored bounds); rows sorted by task,\n"
+          "# seq_len, density, one blank line between (task, seq_len) segments\n"
+          "# columns: 1 achieved_density  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 task\n"
+          "#          6 seq_len  7 n_points  8 method  9 method_idx (line in methods.txt)\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, ng = 0, nr = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        for (size_t a = i; a < end; a++)
+            if (!isnan(c->ok[a].p->accuracy)) scratch[nr++] = c->ok[a];
+        qsort(scratch, nr, sizeof *scratch, xrow_task_cmp);
+        for (size_t a = 0; a < nr;) {
+            size_t b = a;
+            while (b < nr && strncmp(scratch[b].p->task, scratch[a].p->task, 32) == 0 &&
+                   scratch[b].native == scratch[a].native &&
+                   same_num(scratch[b].setting, scratch[a].setting) &&
+                   scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            agg *x = &g[ng];
+            memset(x, 0, sizeof *x);
+            x->seq_len = scratch[a].p->seq_len;
+            memcpy(x->task, scratch[a].p->task, sizeof x->task - 1);
+            x->n = b - a;
+            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            pool_accuracy(scratch + a, b - a, tmp, &x->y1, &x->y2, &x->y3);
+            if (!isnan(x->density)) ng++;
+            a = b;
+        }
+        write_aggs(f, &nblocks, &c->ser[c->ok[i].series], g, ng, 'a');
+        i = end;
+    }
+}
+
+/* ---- speedup_vs_density.tsv --------------------------------------------- */
+
+/* The workload a dense row is matched on. */
+static int match_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 1); }
+
+static int dense_cmp(const void *a, const void *b)
+{
+    const ab_point *const *x = a, *const *y = b;
+    return match_cmp(*x, *y);
+}
+
+/* Median dense total_ms for p's workload, NaN when there is none. */
+static double dense_ms_for(const ab_point *p, const ab_point **dense, size_t nd, double *tmp)
+{
+    size_t lo = 0, hi = nd;
+    while (lo < hi) { /* first >= p */
+        size_t mid = (lo + hi) / 2;
+        if (match_cmp(dense[mid], p) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    size_t m = 0;
+    for (size_t k = lo; k < nd && match_cmp(dense[k], p) == 0; k++) tmp[m++] = dense[k]->total_ms;
+    return median_of(tmp, m);
+}
+
+/* The speedup over dense of one timed point: paired (1 / rel_dense and its
+ * interval; *paired = 1) when it has a paired ratio, else the median dense
+ * total_ms of its workload / its total_ms (*paired = 0, no interval). NaN
+ * when it has no timing or neither is known. */
+static double speedup_of(const xctx *c, const ab_point *p, double *tmp, double *lo, double *hi,
+                         int *paired)
+{
+    double sp;
+    *paired = ab_point_paired_speedup(p, &sp, lo, hi);
+    if (*paired) return sp;
+    if (!ab_point_timed(p)) return NAN;
+    double dms = dense_ms_for(p, c->dense, c->n_dense, tmp);
+    return isnan(dms) ? NAN : dms / p->total_ms;
+}
+
+/* The speedup of a group of rows (one setting and N of a method): the median
+ * of the points' speedups (speedup_of; points without a timing are skipped).
+ * When every point with a speedup is paired: *paired = 1 and [*lo, *hi] are
+ * the medians of the points' interval ends; else *paired = 0 and no
+ * interval (a mix of paired and fallback values has none). Returns the
+ * number of points with a speedup. tmp, tmp2: n + 1 doubles each. */
+static size_t group_speedup(const xctx *c, const xrow *rows, size_t n, double *tmp, double *tmp2,
+                            double *sp, double *lo, double *hi, int *paired)
+{
+    size_t m = 0, np = 0;
+    double l, h;
+    int pr;
+    for (size_t q = 0; q < n; q++) {
+        double v = speedup_of(c, rows[q].p, tmp2, &l, &h, &pr);
+        if (isnan(v)) continue;
+        tmp[m++] = v;
+        np += pr != 0;
+    }
+    *sp = median_of(tmp, m);
+    *paired = m > 0 && np == m;
+    *lo = *hi = NAN;
+    if (!*paired) return m;
+    size_t k = 0;
+    for (size_t q = 0; q < n; q++)
+        if (ab_point_paired_speedup(rows[q].p, &tmp2[0], &l, &h)) tmp[k++] = l;
+    *lo = median_of(tmp, k);
+    k = 0;
+    for (size_t q = 0; q < n; q++)
+        if (ab_point_paired_speedup(rows[q].p, &tmp2[0], &l, &h)) tmp[k++] = h;
+    *hi = median_of(tmp, k);
+    return m;
+}
+
+static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g, xrow *scratch)
+{
+    fputs("# attnbench export: speedup over dense vs density (status ok rows with a\n"
+          "# timing only)\n", f);
+    timing_note(f, c, NULL, "left out");
+    fputs("# a point's speedup, select() included: paired = 1 / rel_dense, the median over\n"
+          "# its samples of time / dense-flash time measured in the same child process\n"
+          "# (adjacent calls), with the 95% interval [1 / rel_hi, 1 / rel_lo] (bootstrap\n"
+          "# over rounds); without a paired ratio (files before the timing protocol,\n"
+          "# unpaired points): total_ms of method \"dense\" / total_ms of the method on the\n"
+          "# same (task, device, dtype, seq_len, heads, head_dim, base mask, seed, depth),\n"
+          "# no interval; one block per method (gnuplot index), blocks separated by two\n"
+          "# blank lines; one row per (setting, seq_len): the median over its points;\n"
+          "# paired = 1 when every point of the row is paired (speedup_lo/hi: medians of\n"
+          "# the points' interval ends), 0 otherwise (speedup_lo/hi nan);\n"
+          "# rows sorted by seq_len then density, one blank line between seq_lens\n"
+          "# columns: 1 achieved_density  2 speedup  3 total_ms  4 seq_len\n"
+          "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n"
+          "#          8 speedup_lo  9 speedup_hi  10 paired (1/0)\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, ng = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        const series *s = &c->ser[c->ok[i].series];
+        size_t nt = strcmp(s->method, "dense") == 0 ? 0 : timed_rows(c->ok + i, end - i, scratch);
+        i = end;
+        for (size_t a = 0; a < nt;) {
+            size_t b = a;
+            while (b < nt && scratch[b].native == scratch[a].native &&
+                   same_num(scratch[b].setting, scratch[a].setting) &&
+                   scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            agg *x = &g[ng];
+            memset(x, 0, sizeof *x);
+            x->seq_len = scratch[a].p->seq_len;
+            x->n = group_speedup(c, scratch + a, b - a, tmp, tmp2, &x->y1, &x->y4, &x->y5, &x->paired);
+            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            FIELD_MEDIAN(x->y2, scratch + a, b - a, p_->total_ms, tmp);
+            if (x->n > 0 && !isnan(x->y1) && !isnan(x->density)) ng++;
+            a = b;
+        }
+        write_aggs(f, &nblocks, s, g, ng, 's');
+    }
+    if (nblocks == 0)
+        fputs("# skip: no timed status-ok point with a speedup over dense (a paired ratio, "
+              "or a timed \"dense\" point on its workload)\n", f);
+}
+
+/* ---- accuracy_vs_latency.tsv -------------------------------------------- */
+
+/* One (series, task, setting) point of the accuracy-latency plane. */
+typedef struct alpt {
+    const char *task;      /* into the points */
+    int seq_len;
+    double ms, acc, lo, hi, density, ms_lo, ms_hi;
+    size_t n, n_timed;
+    int front;
+} alpt;
+
+static int alpt_cmp(const void *a, const void *b)
+{
+    const alpt *x = a, *y = b;
+    int o = strncmp(x->task, y->task, 32);
+    if (o) return o;
+    if (x->front != y->front) return y->front - x->front; /* front rows first */
+    o = cmp_num(x->ms, y->ms);
+    return o ? o : cmp_num(x->acc, y->acc);
+}
+
+/* The largest seq_len of each task among timed rows with an accuracy. */
+static int task_maxn(const xctx *c, const char *task)
+{
+    int m = 0;
+    for (size_t i = 0; i < c->n_ok; i++) {
+        const ab_point *p = c->ok[i].p;
+        if (!isnan(p->accuracy) && ab_point_timed(p) && p->seq_len > m &&
+            strncmp(p->task, task, sizeof p->task) == 0) m = p->seq_len;
+    }
+    return m;
+}
+
+static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, alpt *al)
+{
+    fputs("# attnbench export: task accuracy vs latency (status ok rows only)\n", f);
+    timing_note(f, c, NULL, "in the accuracy only");
+    fputs("# per task, the points at the task's largest sequence length with a timed point;\n"
+          "# one row per (method, task, setting): median total_ms over its timed points\n"
+          "# (seeds and depths; total_lo/hi_ms: medians of their 95% intervals),\n"
+          "# accuracy pooled over all its status-ok points, untimed (scored-only) ones\n"
+          "# included (answers summed, Wilson 95% interval); a setting without a timed\n"
+          "# point is left out;\n"
+          "# on_front = 1 for the method's Pareto-optimal settings on that task (no\n"
+          "# other setting is at least as fast and at least as accurate, one of the\n"
+          "# two strictly); rows sorted by task, front rows first, then by latency\n"
+          "# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 total_ms  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 achieved_density\n"
+          "#          6 on_front  7 task  8 seq_len  9 n_points  10 method\n"
+          "#          11 method_idx (line in methods.txt)  12 n_timed  13 total_lo_ms\n"
+          "#          14 total_hi_ms\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, nr = 0, na = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        for (size_t a = i; a < end; a++) {
+            const ab_point *p = c->ok[a].p;
+            if (!isnan(p->accuracy) && p->seq_len == task_maxn(c, p->task)) scratch[nr++] = c->ok[a];
+        }
+        qsort(scratch, nr, sizeof *scratch, xrow_task_cmp);
+        for (size_t a = 0; a < nr;) {
+            size_t b = a;
+            while (b < nr && strncmp(scratch[b].p->task, scratch[a].p->task, 32) == 0 &&
+                   scratch[b].native == scratch[a].native &&
+                   same_num(scratch[b].setting, scratch[a].setting)) b++;
+            alpt *x = &al[na++];
+            x->task = scratch[a].p->task;
+            x->seq_len = scratch[a].p->seq_len;
+            x->n = b - a;
+            x->front = 0;
+            /* latency from the timed points only; accuracy from all */
+            FIELD_MEDIAN(x->ms, scratch + a, b - a, ab_point_timed(p_) ? p_->total_ms : NAN, tmp);
+            FIELD_MEDIAN(x->ms_lo, scratch + a, b - a, ab_point_timed(p_) ? p_->total_lo_ms : NAN, tmp);
+            FIELD_MEDIAN(x->ms_hi, scratch + a, b - a, ab_point_timed(p_) ? p_->total_hi_ms : NAN, tmp);
+            x->n_timed = 0;
+            for (size_t q = a; q < b; q++) x->n_timed += ab_point_timed(scratch[q].p) != 0;
+            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            pool_accuracy(scratch + a, b - a, tmp, &x->acc, &x->lo, &x->hi);
+            if (isnan(x->acc) || isnan(x->ms)) na--;
+            a = b;
+        }
+        for (size_t a = 0; a < na; a++) {
+            int dominated = 0;
+            for (size_t b = 0; b < na && !dominated; b++)
+                if (b != a && strncmp(al[a].task, al[b].task, 32) == 0 &&
+                    al[b].ms <= al[a].ms && al[b].acc >= al[a].acc &&
+                    (al[b].ms < al[a].ms || al[b].acc > al[a].acc)) dominated = 1;
+            al[a].front = !dominated;
+        }
+        qsort(al, na, sizeof *al, alpt_cmp);
+        const series *s = &c->ser[c->ok[i].series];
+        if (na > 0) block_start(f, &nblocks, s);
+        for (size_t a = 0; a < na; a++) {
+            put_num(f, al[a].ms); fputc('\t', f);
+            put_num(f, al[a].acc); fputc('\t', f);
+            put_num(f, al[a].lo); fputc('\t', f);
+            put_num(f, al[a].hi); fputc('\t', f);
+            put_num(f, al[a].density); fputc('\t', f);
+            fprintf(f, "%d\t", al[a].front);
+            put_str(f, al[a].task, 32, 1);
+            fprintf(f, "\t%d\t%zu\t%s\t%d\t%zu\t", al[a].seq_len, al[a].n, s->name, s->method_idx,
+                    al[a].n_timed);
+            put_num(f, al[a].ms_lo); fputc('\t', f);
+            put_num(f, al[a].ms_hi);
+            fputc('\n', f);
+        }
+        i = end;
+    }
+}
+
+/* ---- needle_heatmap.tsv ---------------------------------------------------- */
+
+static int is_needle(const ab_point *p)
+{
+    return strncmp(p->task, "needle", sizeof p->task) == 0 && !isnan(p->accuracy);
+}
+
+/* Sorted distinct values of v[0..n) in place; returns their count. */
+static size_t uniq_sorted(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, dbl_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || !same_num(v[m - 1], v[i])) v[m++] = v[i];
+    return m;
+}
+
+static size_t index_of(const double *v, size_t n, double x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (same_num(v[i], x)) return i;
+    return 0;
+}
+
+static int xrow_len_depth_cmp(const void *a, const void *b)
+{
+    const xrow *x = a, *y = b;
+    if (x->p->seq_len != y->p->seq_len) return x->p->seq_len > y->p->seq_len ? 1 : -1;
+    int o = cmp_num(x->p->depth, y->p->depth);
+    return o ? o : (x->p > y->p) - (x->p < y->p);
+}
+
+static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
+                          double *lens, double *depths)
+{
+    fputs("# attnbench export: needle accuracy by sequence length and depth (status ok\n"
+          "# rows only); per method, the setting closest to density 0.1 (as in\n"
+          "# latency_vs_n.tsv); one row per (seq_len, depth): accuracy pooled over seeds\n"
+          "# (answers summed); len_idx and depth_idx index the sorted distinct\n"
+          "# lengths and depths of the whole file, so every method shares the grid\n"
+          "# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 len_idx  2 depth_idx  3 accuracy  4 seq_len  5 depth\n"
+          "#          6 achieved_density  7 n_points  8 method  9 method_idx\n", f);
+    size_t nl = 0, nd = 0;
+    for (size_t i = 0; i < c->n_ok; i++)
+        if (is_needle(c->ok[i].p)) {
+            lens[nl++] = c->ok[i].p->seq_len;
+            depths[nd++] = c->ok[i].p->depth;
+        }
+    if (nl == 0) {
+        fputs("# skip: no status-ok needle points with an accuracy\n", f);
+        return;
+    }
+    nl = uniq_sorted(lens, nl);
+    nd = uniq_sorted(depths, nd);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i, nr = 0;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        for (size_t a = i; a < end; a++)
+            if (is_needle(c->ok[a].p)) scratch[nr++] = c->ok[a];
+        if (nr == 0) {
+            i = end;
+            continue;
+        }
+        size_t b0, b1;
+        pick_setting(scratch, nr, tmp, &b0, &b1);
+        xrow *r = scratch + b0;
+        size_t m = b1 - b0;
+        qsort(r, m, sizeof *r, xrow_len_depth_cmp);
+        const series *s = &c->ser[c->ok[i].series];
+        block_start(f, &nblocks, s);
+        for (size_t a = 0; a < m;) {
+            size_t b = a;
+            while (b < m && r[b].p->seq_len == r[a].p->seq_len &&
+                   same_num(r[b].p->depth, r[a].p->depth)) b++;
+            double acc, lo, hi, dens;
+            pool_accuracy(r + a, b - a, tmp, &acc, &lo, &hi);
+            FIELD_MEDIAN(dens, r + a, b - a, p_->achieved_density, tmp);
+            fprintf(f, "%zu\t%zu\t", index_of(lens, nl, r[a].p->seq_len),
+                    index_of(depths, nd, r[a].p->depth));
+            put_num(f, acc); fputc('\t', f);
+            fprintf(f, "%d\t", (int)r[a].p->seq_len);
+            put_num(f, r[a].p->depth); fputc('\t', f);
+            put_num(f, dens); fputc('\t', f);
+            fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
+            a = b;
+        }
+        i = end;
+    }
+}
+
+/* ---- overhead_share.tsv ------------------------------------------------ */
+
+static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
+{
+    fputs("# attnbench export: selector overhead share vs sequence length (status ok\n"
+          "# rows with a timing only); share = select_ms / total_ms of each point (medians of the\n"
+          "# timed repeats), then the median over seeds, tasks and depths; per method\n"
+          "# the setting closest to density 0.1 (as in latency_vs_n.tsv); methods whose\n"
+          "# points all have a dense layout (nothing to select) are left out\n", f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    timing_note(f, c, c->primary_dev, "left out");
+    fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 seq_len  2 share (0..1)  3 select_ms  4 total_ms\n"
+          "#          5 achieved_density  6 n_points  7 method  8 method_idx\n", f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = i;
+        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        const series *s = &c->ser[c->ok[i].series];
+        int selects = 0; /* a dense layout selects nothing: no overhead to show */
+        for (size_t a = i; a < end && !selects; a++)
+            selects = strncmp(c->ok[a].p->layout, "dense", sizeof c->ok[a].p->layout) != 0;
+        size_t nt = 0;
+        if (selects && strncmp(s->device, c->primary_dev, sizeof s->device) == 0)
+            nt = timed_rows(c->ok + i, end - i, scratch);
+        i = end;
+        if (nt == 0) continue;
+        size_t b0, b1;
+        pick_setting(scratch, nt, tmp, &b0, &b1);
+        int started = 0;
+        for (size_t a = b0; a < b1;) {
+            size_t b = a;
+            while (b < b1 && scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            double share, sel, ms, dens;
+            FIELD_MEDIAN(share, scratch + a, b - a,
+                         !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
+            FIELD_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            FIELD_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
+            FIELD_MEDIAN(dens, scratch + a, b - a, p_->achieved_density, tmp);
+            if (!isnan(share)) {
+                if (!started) block_start(f, &nblocks, s);
+                started = 1;
+                fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
+                put_num(f, share); fputc('\t', f);
+                put_num(f, sel); fputc('\t', f);
+                put_num(f, ms); fputc('\t', f);
+                put_num(f, dens); fputc('\t', f);
+                fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
+            }
+            a = b;
+        }
+    }
+}
+
+/* ---- breakeven.tsv ------------------------------------------------------ */
+
+/* One column of the break-even map: a sequence length and a setting (a
+ * target density, or "native": the method's own knob value). */
+typedef struct bcol {
+    int seq_len, native;
+    double target;         /* NaN when native */
+} bcol;
+
+static int bcol_cmp(const void *a, const void *b)
+{
+    const bcol *x = a, *y = b;
+    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
+    if (x->native != y->native) return x->native - y->native; /* native last */
+    return cmp_num(x->target, y->target);
+}
+
+static int in_bcol(const ab_point *p, const bcol *k)
+{
+    int native = isnan(p->target_density);
+    return p->seq_len == k->seq_len && native == k->native && (native || p->target_density == k->target);
+}
+
+/* A point of the map's set: this figure's base mask, the primary device, not
+ * method "dense" (the baseline). */
+static int breakeven_point(const xctx *c, const ab_point *p)
+{
+    return strcmp(p->method, "dense") != 0 &&
+           strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
+           (c->cur_mask < 0 || mask_index(c, p) == c->cur_mask);
+}
+
+/* Why a cell of method meth, column k has no speedup: "not_run" (no point),
+ * "untimed" (status ok, scored only), "no_dense" (timed, but neither a
+ * paired ratio nor a timed dense point on its workload), else the most
+ * common non-ok status of its points (calib_failed, unsupported, crashed...). */
+static void cell_note(const xctx *c, const char *meth, const bcol *k, char *out, size_t len)
+{
+    size_t any = 0, timed = 0;
+    char st[8][16];        /* the non-ok statuses seen, and how often */
+    size_t cnt[8], nst = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (strncmp(p->method, meth, 32) || !breakeven_point(c, p) || !in_bcol(p, k)) continue;
+        any++;
+        if (ab_status_is_ok(p->status)) {
+            timed += ab_point_timed(p) != 0;
+            continue;
+        }
+        size_t j = 0;
+        while (j < nst && strncmp(st[j], p->status, sizeof st[j]) != 0) j++;
+        if (j == nst && nst < 8) {
+            snprintf(st[nst], sizeof st[nst], "%.15s", p->status);
+            cnt[nst++] = 0;
+        }
+        if (j < nst) cnt[j]++;
+    }
+    size_t best = 0;
+    for (size_t j = 1; j < nst; j++) /* most common, ties by name */
+        if (cnt[j] > cnt[best] || (cnt[j] == cnt[best] && strcmp(st[j], st[best]) < 0)) best = j;
+    if (!any) snprintf(out, len, "not_run");
+    else if (timed) snprintf(out, len, "no_dense");
+    else if (nst) snprintf(out, len, "%s", st[best]);
+    else snprintf(out, len, "untimed");
+}
+
+static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch,
+                            xrow *scratch2)
+{
+    fputs("# attnbench export: break-even map, the speedup over dense of each method\n"
+          "# (rows) per sequence length and target density (columns), select() included\n", f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    timing_note(f, c, c->primary_dev, "left out");
+    fputs("# a cell is the median over the timed status-ok points of its method, N and\n"
+          "# setting (tasks, seeds, depths) of the point's speedup: paired = 1 / rel_dense,\n"
+          "# the ratio to dense flash in the same child process, with the 95% interval\n"
+          "# [1 / rel_hi, 1 / rel_lo] (bootstrap over rounds; medians of the points'\n"
+          "# interval ends); without a paired ratio on every point: total_ms of \"dense\"\n"
+          "# on the same workload / total_ms, no interval (paired = 0);\n"
+          "# sig: 1 when speedup_lo > 1 (significantly faster than dense), -1 when\n"
+          "# speedup_hi < 1 (significantly slower), 0 when the interval holds 1 or there is\n"
+          "# no interval, nan for an empty cell; an empty cell (speedup nan) says why in\n"
+          "# column 14: calib_failed, unsupported, crashed, ... (its points' most common\n"
+          "# status), untimed (scored only), no_dense (nothing to compare with), not_run;\n"
+          "# rows: methods in methods.txt order but dense; columns: seq_len ascending,\n"
+          "# target densities ascending inside, native (the method's own knob) last;\n"
+          "# one line per cell, row by row; col and row count from 0\n"
+          "# columns: 1 col  2 row  3 speedup  4 speedup_lo  5 speedup_hi  6 sig\n"
+          "#          7 paired (1/0)  8 seq_len  9 target_density (nan: native)\n"
+          "#          10 achieved_density  11 n_points  12 method  13 method_idx\n"
+          "#          14 note (- when the cell has a value)  15 flags (timing flags of\n"
+          "#          its points, - when none)  16 total_ms\n", f);
+    /* the columns: every (N, setting) a point of the set has, any status */
+    bcol *cols = malloc((c->n + 1) * sizeof *cols);
+    if (!cols) {
+        fputs("# skip: out of memory\n", f);
+        return;
+    }
+    size_t nc = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!breakeven_point(c, p)) continue;
+        bcol k = {p->seq_len, isnan(p->target_density), p->target_density};
+        if (k.native) k.target = NAN;
+        size_t j = 0;
+        while (j < nc && bcol_cmp(&cols[j], &k) != 0) j++;
+        if (j == nc) cols[nc++] = k;
+    }
+    qsort(cols, nc, sizeof *cols, bcol_cmp);
+    /* is there any value to draw? */
+    int any = 0;
+    for (size_t i = 0; i < c->n_ok && !any; i++) {
+        const ab_point *p = c->ok[i].p;
+        double l, h;
+        int pr;
+        any = breakeven_point(c, p) && !isnan(speedup_of(c, p, tmp2, &l, &h, &pr));
+    }
+    if (!any) {
+        fputs("# skip: no timed status-ok point with a speedup over dense on the primary "
+              "device\n", f);
+        free(cols);
+        return;
+    }
+    int row = 0;
+    for (size_t m = 0; m < c->n_methods; m++) {
+        const char *meth = c->methods[m];
+        int has = 0;
+        for (size_t i = 0; i < c->n && !has; i++)
+            has = !strncmp(c->pts[i].method, meth, 32) && breakeven_point(c, &c->pts[i]);
+        if (!has) continue;
+        for (size_t k = 0; k < nc; k++) {
+            size_t nr = 0;
+            for (size_t i = 0; i < c->n_ok; i++) {
+                const ab_point *p = c->ok[i].p;
+                if (!strncmp(p->method, meth, 32) && breakeven_point(c, p) && in_bcol(p, &cols[k]))
+                    scratch[nr++] = c->ok[i];
+            }
+            size_t nt = timed_rows(scratch, nr, scratch2);
+            double sp = NAN, lo = NAN, hi = NAN, dens = NAN, ms = NAN;
+            int paired = 0;
+            size_t np = group_speedup(c, scratch2, nt, tmp, tmp2, &sp, &lo, &hi, &paired);
+            char note[32] = "-", flags[64] = "";
+            if (np > 0 && !isnan(sp)) {
+                FIELD_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
+                FIELD_MEDIAN(ms, scratch2, nt, p_->total_ms, tmp);
+                static const char *const fl[] = {"interference", "rounds_disagree", "unpaired", "cores_shared"};
+                for (size_t q = 0; q < sizeof fl / sizeof fl[0]; q++) {
+                    int hit = 0;
+                    for (size_t t = 0; t < nt && !hit; t++) hit = ab_point_has_flag(scratch2[t].p, fl[q]);
+                    if (hit)
+                        snprintf(flags + strlen(flags), sizeof flags - strlen(flags), "%s%s",
+                                 flags[0] ? "," : "", fl[q]);
+                }
+            } else {
+                sp = lo = hi = NAN;
+                np = 0;
+                paired = 0;
+                cell_note(c, meth, &cols[k], note, sizeof note);
+            }
+            double sig = isnan(sp) ? NAN : (lo > 1) ? 1 : (hi < 1) ? -1 : 0;
+            fprintf(f, "%zu\t%d\t", k, row);
+            put_num(f, sp); fputc('\t', f);
+            put_num(f, lo); fputc('\t', f);
+            put_num(f, hi); fputc('\t', f);
+            put_num(f, sig);
+            fprintf(f, "\t%d\t%d\t", paired, cols[k].seq_len);
+            put_num(f, cols[k].target); fputc('\t', f);
+            put_num(f, dens);
+            fprintf(f, "\t%zu\t", np);
+            put_str(f, meth, 32, 1);
+            fprintf(f, "\t%zu\t%s\t%s\t", m + 1, note, flags[0] ? flags : "-");
+            put_num(f, ms);
+            fputc('\n', f);
+        }
+        row++;
+    }
+    free(cols);
+}
+
+/* ---- summary.tsv -------------------------------------------------------- */
+
+/* "timeout:2,crashed:1" for the non-ok points among pts[] with this method
+ * (any when NULL), device (any when NULL) and base mask (any when NULL);
+ * "-" when none. Returns the count. */
+static size_t not_ok_list(const xctx *c, const char *method, const char *dev, const char *mask,
+                          char *out, size_t len)
+{
+    const char *prev = "";
+    size_t used = 0, total = 0;
+    out[0] = '\0';
+    for (;;) {
+        const char *next = NULL;
+        size_t count = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            const char *s = p->status;
+            if ((method && strncmp(p->method, method, 32)) || (dev && strncmp(p->device, dev, 8)) ||
+                (mask && strncmp(mask_of(p), mask, AB_MASK_SPEC)))
+                continue;
+            if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
+            if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
+            if (strncmp(s, next, 16) == 0) count++;
+        }
+        if (!next) break;
+        int w = snprintf(out + used, len - used, "%s%.15s:%zu", used ? "," : "", next, count);
+        if (w > 0 && (size_t)w < len - used) used += (size_t)w;
+        total += count;
+        prev = next;
+    }
+    if (!out[0]) snprintf(out, len, "-");
+    return total;
+}
+
+/* The summary.tsv row of one method (methods.txt line m + 1) on one device
+ * under base mask mk; nothing when it has no point there. */
+static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_t mk,
+                        double *tmp, double *tmp2, xrow *scratch, xrow *scratch2)
+{
+    const char *meth = c->methods[m], *mask = c->masks[mk];
+    const ab_point *first = NULL;
+    size_t npts = 0, nok = 0;
+    for (size_t k = 0; k < c->n; k++) {
+        const ab_point *p = &c->pts[k];
+        if (strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8) ||
+            strncmp(mask_of(p), mask, AB_MASK_SPEC))
+            continue;
+        npts++;
+        if (ab_status_is_ok(p->status)) {
+            nok++;
+            if (!first || !ab_status_is_ok(first->status)) first = p;
+        } else if (!first) first = p;
+    }
+    if (npts == 0) return;
+    char bad[160];
+    not_ok_list(c, meth, dev, mask, bad, sizeof bad);
+    /* the series' rows under this mask */
+    size_t nr = 0;
+    for (size_t k = 0; k < c->n_ok; k++) {
+        const series *s = &c->ser[c->ok[k].series];
+        if (!strncmp(s->method, meth, 32) && (!c->multi_dev || !strncmp(s->device, dev, 8)) &&
+            c->ok[k].mask == (int)mk)
+            scratch[nr++] = c->ok[k];
+    }
+    double v[13];
+    for (int k = 0; k < 13; k++) v[k] = NAN;
+    int seq_len = 0, paired = 0;
+    size_t n_timed = 0;
+    double target = NAN, knob = NAN;
+    if (nr > 0) {
+        /* the setting picked and its largest N: among the timed rows when
+         * there are (so latency and speedup have values), else among all */
+        size_t nt = timed_rows(scratch, nr, scratch2);
+        const xrow *pool = nt ? scratch2 : scratch;
+        size_t b0, b1;
+        pick_setting(pool, nt ? nt : nr, tmp, &b0, &b1);
+        for (size_t k = b0; k < b1; k++)
+            if (pool[k].p->seq_len > seq_len) seq_len = pool[k].p->seq_len;
+        const int native = pool[b0].native;
+        const double setting = pool[b0].setting;
+        /* every ok row of that setting and N: accuracy and recall from all,
+         * timing from the timed ones */
+        size_t g = 0;
+        for (size_t k = 0; k < nr; k++)
+            if (scratch[k].native == native && same_num(scratch[k].setting, setting) &&
+                scratch[k].p->seq_len == seq_len)
+                scratch[g++] = scratch[k];
+        const ab_point *p0 = scratch[0].p;
+        target = p0->target_density;
+        knob = p0->knob_value;
+        FIELD_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
+        FIELD_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
+        FIELD_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
+        double lo, hi;
+        pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
+        n_timed = timed_rows(scratch, g, scratch2);
+        FIELD_MEDIAN(v[1], scratch2, n_timed, p_->total_ms, tmp);
+        FIELD_MEDIAN(v[6], scratch2, n_timed,
+                     !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
+        FIELD_MEDIAN(v[9], scratch2, n_timed, p_->total_lo_ms, tmp);
+        FIELD_MEDIAN(v[10], scratch2, n_timed, p_->total_hi_ms, tmp);
+        group_speedup(c, scratch2, n_timed, tmp, tmp2, &v[2], &v[7], &v[8], &paired);
+    }
+    put_str(f, meth, 32, 1); fputc('\t', f);
+    put_str(f, dev, 8, 1); fputc('\t', f);
+    put_str(f, first->layout, sizeof first->layout, 1); fputc('\t', f);
+    put_str(f, first->kernel, sizeof first->kernel, 1);
+    fprintf(f, "\t%zu\t%zu\t%s\t%d\t", npts, nok, bad, seq_len);
+    put_num(f, target); fputc('\t', f);
+    put_num(f, knob);
+    for (int k = 0; k < 7; k++) {
+        fputc('\t', f);
+        put_num(f, v[k]);
+    }
+    fprintf(f, "\t%zu\t", m + 1);
+    put_str(f, mask, AB_MASK_SPEC, 1);
+    fputc('\t', f);
+    put_num(f, v[7]); fputc('\t', f);
+    put_num(f, v[8]);
+    fprintf(f, "\t%d\t", paired);
+    put_num(f, v[9]); fputc('\t', f);
+    put_num(f, v[10]);
+    fprintf(f, "\t%zu\n", n_timed);
+}
+
+static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch,
+                          xrow *scratch2)
+{
+    fputs("# attnbench export: one row per method, device and base mask (masks in\n"
+          "# masks.txt order); the values are those of the setting closest to density\n"
+          "# 0.1 (as in latency_vs_n.tsv) at the method's largest sequence length there,\n"
+          "# both picked among the points with a timing when the method has any there;\n"
+          "# medians over seeds, tasks and depths (accuracy pooled); density, recall and\n"
+          "# accuracy over every status-ok point of that setting and N, latency,\n"
+          "# speedup and select share over its timed points (n_timed; untimed = scored\n"
+          "# only); speedup is over \"dense\" on the same workloads (same mask): the\n"
+          "# paired ratio (1 / rel_dense, same child process) where the points have it,\n"
+          "# with speedup_lo/hi the medians of their 95% intervals and paired = 1, else\n"
+          "# dense total_ms / total_ms (paired = 0, no interval); total_lo/hi_ms: medians\n"
+          "# of the points' 95% intervals of total_ms; nan where the method has no\n"
+          "# status-ok point or the value does not apply\n"
+          "# columns: 1 method  2 device  3 layout  4 kernel  5 n_points  6 n_ok\n"
+          "#          7 not_ok (status:count,...)  8 seq_len  9 target_density\n"
+          "#          10 knob_value  11 achieved_density  12 total_ms  13 speedup\n"
+          "#          14 recall_mass  15 recall_topk  16 accuracy  17 select_share\n"
+          "#          18 method_idx (line in methods.txt)  19 mask  20 speedup_lo\n"
+          "#          21 speedup_hi  22 paired (1/0)  23 total_lo_ms  24 total_hi_ms\n"
+          "#          25 n_timed\n", f);
+    static const char *const devs[] = {"cpu", "gpu"};
+    for (size_t m = 0; m < c->n_methods; m++) {
+        const char *meth = c->methods[m];
+        /* devices: cpu, gpu, then any other in file order */
+        for (size_t d = 0; d < 2 + c->n; d++) {
+            const char *dev = NULL;
+            if (d < 2) dev = devs[d];
+            else {
+                const ab_point *p = &c->pts[d - 2];
+                if (strncmp(p->method, meth, 32) || device_idx(p->device) < 3) continue;
+                int seen = 0;
+                for (size_t k = 0; k < d - 2 && !seen; k++)
+                    seen = !strncmp(c->pts[k].method, meth, 32) &&
+                           !strncmp(c->pts[k].device, p->device, 8);
+                if (seen) continue;
+                dev = p->device;
+            }
+            for (size_t mk = 0; mk < c->n_masks; mk++)
+                summary_row(f, c, m, dev, mk, tmp, tmp2, scratch, scratch2);
+        }
+    }
+}
+
+/* ---- methods.txt, meta.txt ------------------------------------------- */
+
+static void write_meta(FILE *f, const xctx *c)
+{
+    static const char *const keys[] = {"host", "cpu_model", "threads", "git_sha",
+                                       "created_utc", "attnbench_version", "gpu_name",
+                                       "gpu_count", "cuda_build"};
+    fprintf(f, "file\t%s\n", c->path);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        const char *v = ab_env_get(c->env, keys[k]);
+        fprintf(f, "%s\t", keys[k]);
+        put_str(f, v ? v : "", 4096, 0);
+        fputc('\n', f);
+    }
+    /* devices, in cpu, gpu, other order */
+    fputs("devices\t", f);
+    int any = 0;
+    for (int want = 1; want <= 3; want++)
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            if (device_idx(p->device) != want) continue;
+            int seen = 0;
+            for (size_t k = 0; k < i && !seen; k++)
+                seen = strncmp(c->pts[k].device, p->device, sizeof p->device) == 0;
+            if (seen) continue;
+            if (any++) fputc(',', f);
+            put_str(f, p->device, sizeof p->device, 1);
+        }
+    fputc('\n', f);
+    fprintf(f, "primary_device\t%s\n", c->primary_dev);
+    /* base masks, in figure order; the first is the one NAME.tsv holds */
+    fputs("masks\t", f);
+    for (size_t k = 0; k < c->n_masks; k++) {
+        if (k) fputc(',', f);
+        put_str(f, c->masks[k], AB_MASK_SPEC, 1);
+    }
+    fprintf(f, "\nn_masks\t%zu\nprimary_mask\t", c->n_masks);
+    if (c->n_masks) put_str(f, c->masks[0], AB_MASK_SPEC, 1);
+    fputc('\n', f);
+    /* sequence lengths, ascending */
+    fputs("seq_lens\t", f);
+    int prev_n = 0;
+    for (;;) {
+        int next = 0;
+        for (size_t i = 0; i < c->n; i++)
+            if (c->pts[i].seq_len > prev_n && (next == 0 || c->pts[i].seq_len < next))
+                next = c->pts[i].seq_len;
+        if (next == 0) break;
+        fprintf(f, "%s%d", prev_n ? "," : "", next);
+        prev_n = next;
+    }
+    fputc('\n', f);
+    fprintf(f, "n_points\t%zu\n", c->n);
+    fprintf(f, "n_ok\t%zu\n", c->n_ok);
+    /* the timing protocol: ok points with a timing, scored only, paired,
+     * and the timing flags of the timed ones */
+    size_t nt = 0, nu = 0, npair = 0, nint = 0, ndis = 0;
+    for (size_t i = 0; i < c->n_ok; i++) {
+        const ab_point *p = c->ok[i].p;
+        double sp, lo, hi;
+        if (!ab_point_timed(p)) {
+            nu++;
+            continue;
+        }
+        nt++;
+        npair += ab_point_paired_speedup(p, &sp, &lo, &hi) != 0;
+        nint += ab_point_has_flag(p, "interference") != 0;
+        ndis += ab_point_has_flag(p, "rounds_disagree") != 0;
+    }
+    fprintf(f, "n_timed\t%zu\nn_untimed\t%zu\nn_paired\t%zu\n", nt, nu, npair);
+    fprintf(f, "n_flag_interference\t%zu\nn_flag_rounds_disagree\t%zu\n", nint, ndis);
+    fprintf(f, "n_failed\t%zu\n", c->n - c->n_ok);
+    /* failures by status, statuses in name order */
+    const char *prev = "";
+    for (;;) {
+        const char *next = NULL;
+        size_t count = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            const char *s = c->pts[i].status;
+            if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
+            if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
+            if (strncmp(s, next, 16) == 0) count++;
+        }
+        if (!next) break;
+        fputs("n_failed_", f);
+        put_str(f, next, 16, 1);
+        fprintf(f, "\t%zu\n", count);
+        prev = next;
+    }
+}
+
+/* ---- masks.txt ----------------------------------------------------------- */
+
+static void write_masks(FILE *f, const xctx *c)
+{
+    fputs("# attnbench export: the base masks of the file in figure order; the first is\n"
+          "# the primary mask: NAME.tsv holds its points, NAME--SLUG.tsv those of each\n"
+          "# other mask (files written only when the file holds several masks)\n"
+          "# columns: 1 mask_idx  2 mask  3 slug  4 n_points  5 n_ok\n"
+          "#          6 not_ok (status:count,... or -)  7 seed (of its first point)\n"
+          "#          8 seq_len (its largest)  9 mask_density (allowed pairs / N^2 there)\n", f);
+    for (size_t k = 0; k < c->n_masks; k++) {
+        size_t np = 0, nok = 0;
+        const ab_point *first = NULL, *big = NULL;
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            if (strncmp(mask_of(p), c->masks[k], AB_MASK_SPEC)) continue;
+            np++;
+            nok += ab_status_is_ok(p->status) != 0;
+            if (!first) first = p;
+            if (!big || p->seq_len > big->seq_len) big = p;
+        }
+        char bad[160];
+        not_ok_list(c, NULL, NULL, c->masks[k], bad, sizeof bad);
+        fprintf(f, "%zu\t", k + 1);
+        put_str(f, c->masks[k], AB_MASK_SPEC, 1); fputc('\t', f);
+        put_str(f, c->slugs[k], AB_MASK_SPEC, 1);
+        fprintf(f, "\t%zu\t%zu\t%s\t%lld\t%d\t", np, nok, bad,
+                first ? (long long)first->seed : 0LL, big ? (int)big->seq_len : 0);
+        put_num(f, big ? mask_density_of(big) : NAN);
+        fputc('\n', f);
+    }
+}
+
+/* ---- dense_vs_mask.tsv ------------------------------------------------------- */
+
+/* One dense point against causal dense on the same workload. */
+typedef struct dvm {
+    int seq_len, mask;
+    double ratio, ideal, ms, cms, md;
+} dvm;
+
+static int dvm_cmp(const void *a, const void *b)
+{
+    const dvm *x = a, *y = b;
+    if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
+    if (x->mask != y->mask) return x->mask - y->mask;
+    return cmp_num(x->ratio, y->ratio);
+}
+
+/* The workload of a point apart from its base mask. */
+static int work_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 0); }
+
+static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
+{
+    fputs("# attnbench export: dense attention time under each base mask relative to\n"
+          "# causal (status ok points of method \"dense\" with a timing only)\n", f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    fputs("# time_ratio = total_ms of dense under the mask / total_ms of dense under\n"
+          "# causal on the same (task, dtype, seq_len, heads, head_dim, seed, depth);\n"
+          "# ideal_ratio = allowed pairs of the mask / allowed pairs of causal (time\n"
+          "# proportional to the pairs the mask allows); efficiency = ideal / time ratio;\n"
+          "# one row per (seq_len, mask): medians over the matched points\n"
+          "# one block per seq_len (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 mask_idx (line in masks.txt)  2 time_ratio  3 ideal_ratio\n"
+          "#          4 dense_ms  5 causal_ms  6 mask_density  7 seq_len  8 n_points\n"
+          "#          9 mask  10 efficiency\n", f);
+    int causal = -1;
+    for (size_t k = 0; k < c->n_masks; k++)
+        if (strcmp(c->masks[k], "causal") == 0) causal = (int)k;
+    if (c->n_masks < 2) {
+        fprintf(f, "# skip: the file holds one base mask only (%s)\n",
+                c->n_masks ? c->masks[0] : "none");
+        return;
+    }
+    if (causal < 0) {
+        fputs("# skip: no point under the causal mask to compare with\n", f);
+        return;
+    }
+    size_t nw = 0;
+    for (size_t i = 0; i < c->n_dense; i++) {
+        const ab_point *p = c->dense[i];
+        if (strncmp(p->device, c->primary_dev, sizeof p->device)) continue;
+        size_t m = 0;
+        double cmd = NAN;
+        for (size_t k = 0; k < c->n_dense; k++) {
+            const ab_point *q = c->dense[k];
+            if (mask_index(c, q) != causal || work_cmp(p, q) != 0) continue;
+            tmp[m++] = q->total_ms;
+            cmd = mask_density_of(q);
+        }
+        double cms = median_of(tmp, m);
+        if (isnan(cms) || !(cms > 0)) continue;
+        dvm *x = &w[nw++];
+        x->seq_len = p->seq_len;
+        x->mask = mask_index(c, p);
+        x->ms = p->total_ms;
+        x->cms = cms;
+        x->md = mask_density_of(p);
+        x->ratio = p->total_ms / cms;
+        x->ideal = cmd > 0 ? x->md / cmd : NAN;
+    }
+    if (nw == 0) {
+        fputs("# skip: no status-ok dense points under causal and another mask on the "
+              "same workload\n", f);
+        return;
+    }
+    qsort(w, nw, sizeof *w, dvm_cmp);
+    for (size_t a = 0; a < nw;) {
+        if (a > 0 && w[a].seq_len != w[a - 1].seq_len) fputs("\n\n", f);
+        if (a == 0 || w[a].seq_len != w[a - 1].seq_len) fprintf(f, "# seq_len %d\n", w[a].seq_len);
+        size_t b = a;
+        while (b < nw && w[b].seq_len == w[a].seq_len && w[b].mask == w[a].mask) b++;
+        double v[5];
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ratio;
+        v[0] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ideal;
+        v[1] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ms;
+        v[2] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].cms;
+        v[3] = median_of(tmp, b - a);
+        for (size_t q = a; q < b; q++) tmp[q - a] = w[q].md;
+        v[4] = median_of(tmp, b - a);
+        fprintf(f, "%d\t", w[a].mask + 1);
+        for (int k = 0; k < 5; k++) {
+            put_num(f, v[k]);
+            fputc('\t', f);
+        }
+        fprintf(f, "%d\t%zu\t", w[a].seq_len, b - a);
+        put_str(f, c->masks[w[a].mask], AB_MASK_SPEC, 1);
+        fputc('\t', f);
+        put_num(f, v[0] > 0 ? v[1] / v[0] : NAN);
+        fputc('\n', f);
+        a = b;
+    }
+}
+
+/* ---- the command ------------------------------------------------------ */
+
+/* The per-figure files, in this order (export_all's switch); each is written
+ * once per base mask when the file holds several. */
+static const char *const FIG_FILES[] = {
+    "latency_vs_n", "recall_vs_density", "accuracy_vs_density", "speedup_vs_density",
+    "accuracy_vs_latency", "needle_heatmap", "overhead_share", "cpu_vs_gpu", "breakeven"};
+#define N_FIG_FILES (sizeof FIG_FILES / sizeof FIG_FILES[0])
+
+/* Remove DIR/FIG--*.tsv left by an earlier export (of another file): each
+ * export writes the per-mask copies afresh. */
+static void remove_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".tsv") != 0) continue;
+        for (size_t k = 0; k < N_FIG_FILES; k++) {
+            size_t fl = strlen(FIG_FILES[k]);
+            if (strncmp(e->d_name, FIG_FILES[k], fl) == 0 && strncmp(e->d_name + fl, "--", 2) == 0) {
+                char path[4352];
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                unlink(path);
+                break;
+            }
+        }
+    }
+    closedir(d);
+}
+
+typedef struct xbufs {
+    double *tmp, *tmp2, *tmp3;
+    agg *g;
+    xrow *scratch, *scratch2;
+    alpt *al;
+    dvm *dv;
+} xbufs;
+
+/* Write figure file k for base mask mk (c->ok already holds its rows). */
+static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbufs *x,
+                        char *err, size_t errlen)
+{
+    char name[256];
+    if (mk == 0) snprintf(name, sizeof name, "%s.tsv", FIG_FILES[k]);
+    else snprintf(name, sizeof name, "%s--%s.tsv", FIG_FILES[k], c->slugs[mk]);
+    FILE *f = open_out(dir, name, err, errlen);
+    if (!f) return -1;
+    fputs("# mask: ", f);
+    put_str(f, c->n_masks ? c->masks[mk] : "", AB_MASK_SPEC, 1);
+    if (c->n_masks > 1) fprintf(f, " (base mask %zu of %zu: see masks.txt)", mk + 1, c->n_masks);
+    fputc('\n', f);
+    switch (k) {
+    case 0: write_latency(f, c, x->tmp, x->scratch, 0); break;
+    case 1: write_recall(f, c, x->tmp, x->g); break;
+    case 2: write_accuracy(f, c, x->tmp, x->g, x->scratch); break;
+    case 3: write_speedup(f, c, x->tmp, x->tmp2, x->g, x->scratch); break;
+    case 4: write_acc_latency(f, c, x->tmp, x->scratch, x->al); break;
+    case 5: write_heatmap(f, c, x->tmp, x->scratch, x->tmp2, x->tmp3); break;
+    case 6: write_overhead(f, c, x->tmp, x->scratch); break;
+    case 7: write_latency(f, c, x->tmp, x->scratch, 1); break;
+    default: write_breakeven(f, c, x->tmp, x->tmp2, x->scratch, x->scratch2); break;
+    }
+    return close_out(f, name, 0, err, errlen);
+}
+
+/* The whole-file outputs, in this order (export_all's second switch). */
+static const char *const OTHER_FILES[] = {"dense_vs_mask.tsv", "summary.tsv", "methods.txt",
+                                          "masks.txt", "meta.txt"};
+
+static int export_all(const char *path, const char *dir, char *err, size_t errlen)
+{
+    ab_point *pts = NULL;
+    size_t n = 0;
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    if (ab_results_read(path, &pts, &n, &env, err, errlen) != 0) return 2;
+    int rc = 2;
+    xctx c;
+    memset(&c, 0, sizeof c);
+    c.path = path;
+    c.pts = pts;
+    c.n = n;
+    c.env = &env;
+    xbufs x;
+    x.tmp = malloc((n + 1) * sizeof *x.tmp);
+    x.tmp2 = malloc((n + 1) * sizeof *x.tmp2);
+    x.tmp3 = malloc((n + 1) * sizeof *x.tmp3);
+    x.g = malloc((n + 1) * sizeof *x.g);
+    x.scratch = malloc((n + 1) * sizeof *x.scratch);
+    x.scratch2 = malloc((n + 1) * sizeof *x.scratch2);
+    x.al = malloc((n + 1) * sizeof *x.al);
+    x.dv = malloc((n + 1) * sizeof *x.dv);
+    const ab_point **dense = malloc((n + 1) * sizeof *dense);
+    if (!x.tmp || !x.tmp2 || !x.tmp3 || !x.al || !x.g || !x.scratch || !x.scratch2 || !x.dv || !dense ||
+        build_ctx(&c) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    qsort(c.ok_all, c.n_ok_all, sizeof *c.ok_all, xrow_cmp);
+    select_mask(&c, -1);
+    c.dense = dense;
+    for (size_t i = 0; i < c.n_ok; i++)
+        if (strcmp(c.ok[i].p->method, "dense") == 0 && ab_point_timed(c.ok[i].p))
+            dense[c.n_dense++] = c.ok[i].p;
+    qsort(dense, c.n_dense, sizeof *dense, dense_cmp);
+    if (mkdir_p(dir, err, errlen) != 0) goto done;
+    remove_stale(dir);
+
+    FILE *f = open_out(dir, "points.tsv", err, errlen);
+    if (!f) goto done;
+    write_points(f, &c);
+    if (close_out(f, "points.tsv", 0, err, errlen) != 0) goto done;
+    /* one pass per mask; a file without points still gets the primary files */
+    size_t passes = c.n_masks > 1 ? c.n_masks : 1;
+    for (size_t mk = 0; mk < passes; mk++) {
+        select_mask(&c, c.n_masks > 1 ? (int)mk : -1);
+        for (size_t k = 0; k < N_FIG_FILES; k++)
+            if (write_figure(dir, &c, k, mk, &x, err, errlen) != 0) goto done;
+    }
+    select_mask(&c, -1);
+    for (size_t k = 0; k < sizeof OTHER_FILES / sizeof OTHER_FILES[0]; k++) {
+        f = open_out(dir, OTHER_FILES[k], err, errlen);
+        if (!f) goto done;
+        switch (k) {
+        case 0: write_dense_mask(f, &c, x.tmp, x.dv); break;
+        case 1: write_summary(f, &c, x.tmp, x.tmp2, x.scratch, x.scratch2); break;
+        case 2:
+            for (size_t m = 0; m < c.n_methods; m++) {
+                put_str(f, c.methods[m], sizeof c.methods[m], 1);
+                fputc('\n', f);
+            }
+            break;
+        case 3: write_masks(f, &c); break;
+        default: write_meta(f, &c); break;
+        }
+        if (close_out(f, OTHER_FILES[k], 0, err, errlen) != 0) goto done;
+    }
+    rc = 0;
+done:
+    free(c.methods);
+    free(c.ser);
+    free(c.ok);
+    free(c.ok_all);
+    free(c.masks);
+    free(c.slugs);
+    free(x.tmp);
+    free(x.tmp2);
+    free(x.tmp3);
+    free(x.al);
+    free(x.g);
+    free(x.scratch);
+    free(x.scratch2);
+    free(x.dv);
+    free(dense);
+    free(pts);
+    ab_env_free(&env);
+    return rc;
+}
+
+static void export_usage(FILE *f)
+{
+    fputs("usage: attnbench export RESULTS.h5 -d DIR\n"
+          "\n"
+          "Write the results file as TSV into DIR (created if missing):\n"
+          "  points.tsv               every point, every column (failed points too)\n"
+          "  latency_vs_n.tsv         per method: median latency vs sequence length\n"
+          "  recall_vs_density.tsv    per method: attention recall vs density\n"
+          "  accuracy_vs_density.tsv  per method: task accuracy (Wilson 95%) vs density\n"
+          "  speedup_vs_density.tsv   per method: speedup over \"dense\" vs density\n"
+          "  accuracy_vs_latency.tsv  per method and task: accuracy vs latency, Pareto flag\n"
+          "  needle_heatmap.tsv       per method: needle accuracy by length x depth\n"
+          "  overhead_share.tsv       per method: select / total vs sequence length\n"
+          "  cpu_vs_gpu.tsv           latency vs length on each device (several devices)\n"
+          "  breakeven.tsv            speedup over dense per method x (N, target density),\n"
+          "                           with its 95% interval and significance\n"
+          "  dense_vs_mask.tsv        dense time per base mask relative to causal, and the\n"
+          "                           ideal (ratio of allowed pairs)\n"
+          "  summary.tsv              one row per method, device and base mask\n"
+          "  methods.txt, masks.txt   colour order; the base masks in figure order\n"
+          "  meta.txt                 file, machine, commit, counts\n"
+          "The per-figure files hold status-ok points only, one gnuplot block\n"
+          "(index) per method; their columns are listed in a header comment.\n"
+          "Latency, speedup, overhead and break-even use only points with a timing\n"
+          "(untimed points, scored only, count in accuracy and recall); the speedup\n"
+          "over dense is the paired ratio (1 / rel_dense, measured in the same child\n"
+          "process, with its 95% interval) where a point has it, else dense total_ms /\n"
+          "total_ms on the same workload (no interval).\n"
+          "No figure file mixes base masks: NAME.tsv holds the primary mask (causal\n"
+          "when present), and with several masks NAME--SLUG.tsv each other one\n"
+          "(e.g. latency_vs_n--document_8.tsv; masks.txt lists the slugs).\n"
+          "\n"
+          "options:\n"
+          "  -d, --dir DIR   output directory (required)\n"
+          "  -h, --help      this text\n"
+          "exit: 0 written, 2 usage or input error\n", f);
+}
+
+int ab_cmd_export(int argc, char **argv)
+{
+    const char *path = NULL, *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            export_usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0) {
+            if (i + 1 >= argc) {
+                ab_errorf("export: %s needs a directory (see attnbench export --help)", a);
+                return 2;
+            }
+            dir = argv[++i];
+        } else if (strncmp(a, "--dir=", 6) == 0) {
+            dir = a + 6;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            ab_errorf("export: unknown option '%s' (see attnbench export --help)", a);
+            return 2;
+        } else if (!path) {
+            path = a;
+        } else {
+            ab_errorf("export: more than one results file ('%s', '%s')", path, a);
+            return 2;
+        }
+    }
+    if (!path) {
+        ab_errorf("export: no results file given (usage: attnbench export RESULTS.h5 -d DIR)");
+        return 2;
+    }
+    if (!dir || !dir[0]) {
+        ab_errorf("export: no output directory: -d DIR is required");
+        return 2;
+    }
+    char err[512] = "";
+    int rc = export_all(path, dir, err, sizeof err);
+    if (rc != 0) ab_errorf("export: %s", err[0] ? err : "failed");
+    return rc;
+}

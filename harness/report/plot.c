@@ -1,0 +1,718 @@
+/* plot.c — `attnbench plot RESULTS.h5 -d DIR`: every figure from the file.
+ *
+ * Runs the export into DIR, then each script plots/NAME.gp (but common.gp,
+ * which they all load) with gnuplot once per output format:
+ *   gnuplot -e "datadir='DIR'; outfile='DIR/NAME'; term='png';
+ *               footnote='...'; plotsdir='PLOTS'" PLOTS/NAME.gp
+ * The script reads DIR/NAME.tsv and writes DIR/NAME.<term>. A figure whose
+ * data file has no rows is skipped with a note (the reason from its
+ * "# skip:" line when export wrote one). plots/ is found through
+ * $AB_PLOTS_DIR, next to the executable (<exe dir>/../plots), or ./plots.
+ * The footnote names the file, host, CPU (and GPU), threads and commit, and
+ * counts the points left out for a non-ok status; a timing figure's has a
+ * third line (footnote3) with the untimed (scored-only) points it leaves out
+ * and the timing flags of the points it draws (the data file's "# note:").
+ * Base masks: when the file holds several (causal, document:8, ...), export
+ * writes each figure's data once per mask (NAME.tsv for the primary mask,
+ * NAME--SLUG.tsv for each other one, listed in masks.txt) and each is drawn
+ * into its own DIR/NAME[--SLUG].<term>, the script getting datafile= and
+ * masktitle= too; no figure mixes masks. The footnote names the mask and
+ * counts the non-ok points under it. dense_vs_mask (one figure across masks)
+ * names them all. Then the mask gallery (`attnbench mask --gallery` under the
+ * primary mask, plus the base mask alone for each mask of the file,
+ * `attnbench mask dense --mask SPEC`; only when the binary has that command)
+ * and DIR/index.html (report.c). Figures as in the paper-style list of DESIGN.md
+ * section 8 (sparse-attention evaluations such as MInference, arXiv 2407.02490).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness/cli/cli.h"
+#include "harness/report/html.h"
+
+#define PATH_CAP 4096
+#define MAX_FORMATS 3
+
+/* snprintf that reports truncation: 0 when all of it fitted. */
+static int fmt_ok(int w, size_t len)
+{
+    return (w >= 0 && (size_t)w < len) ? 0 : -1;
+}
+
+static int is_exec(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0;
+}
+
+/* gnuplot on PATH into out; 0 when found. */
+static int find_on_path(const char *name, char *out, size_t len)
+{
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t dl = end ? (size_t)(end - path) : strlen(path);
+        int w = snprintf(out, len, "%.*s/%s", (int)dl, dl ? path : ".", name);
+        if (dl == 0) w = snprintf(out, len, "./%s", name);
+        if (w > 0 && (size_t)w < len && is_exec(out)) return 0;
+        path += dl;
+        if (*path == ':') path++;
+    }
+    return -1;
+}
+
+static int has_common(const char *dir)
+{
+    char p[PATH_CAP + 16];
+    if (fmt_ok(snprintf(p, sizeof p, "%s/common.gp", dir), sizeof p) != 0) return 0;
+    return access(p, R_OK) == 0;
+}
+
+/* The plots/ directory: $AB_PLOTS_DIR, <exe>/../plots, <exe>/plots, ./plots. */
+static int find_plots_dir(char *out, size_t len)
+{
+    const char *env = getenv("AB_PLOTS_DIR");
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return has_common(out) ? 0 : -2;
+    }
+    char exe[PATH_CAP];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            static const char *const rel[] = {"/../plots", "/plots"};
+            for (size_t k = 0; k < 2; k++) {
+                char cand[PATH_CAP + 16];
+                snprintf(cand, sizeof cand, "%s%s", exe, rel[k]);
+                char real[PATH_MAX];
+                if (has_common(cand) && realpath(cand, real)) {
+                    snprintf(out, len, "%s", real);
+                    return 0;
+                }
+            }
+        }
+    }
+    if (has_common("plots")) {
+        char real[PATH_MAX];
+        if (realpath("plots", real)) snprintf(out, len, "%s", real);
+        else snprintf(out, len, "plots");
+        return 0;
+    }
+    return -1;
+}
+
+/* Number of data lines (not blank, not '#') in a file; -1 if unreadable. */
+static long data_rows(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long rows = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        const char *s = line + strspn(line, " \t\r\n");
+        if (*s && *s != '#') rows++;
+    }
+    free(line);
+    fclose(f);
+    return rows;
+}
+
+/* The reason in a "# skip: REASON" header line of a figure file, "" if none. */
+static void skip_reason(const char *path, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, "# skip: ", 8) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + 8);
+            break;
+        }
+    fclose(f);
+}
+
+/* The text of a "# note: TEXT" header line of a figure file (export's count
+ * of the untimed points a timing figure leaves out and of the timing flags of
+ * those it uses), "" if none. */
+static void note_line(const char *path, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, "# note: ", 8) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + 8);
+            break;
+        }
+    fclose(f);
+}
+
+/* Value of KEY in DIR/meta.txt (key<TAB>value lines), "" when absent. */
+static void meta_get(const char *dir, const char *key, char *out, size_t len)
+{
+    char path[PATH_CAP + 16], line[1024];
+    out[0] = '\0';
+    snprintf(path, sizeof path, "%s/meta.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == '\t') {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%s", line + kl + 1);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Append s to a gnuplot single-quoted string ('' stands for '). */
+static void gp_quote(char *out, size_t len, const char *s)
+{
+    size_t o = strlen(out);
+    for (; *s && o + 3 < len; s++) {
+        if (*s == '\'') out[o++] = '\'';
+        out[o++] = (*s == '\n' || *s == '\r') ? ' ' : *s;
+    }
+    out[o] = '\0';
+}
+
+static void gp_assign(char *out, size_t len, const char *name, const char *value)
+{
+    size_t o = strlen(out);
+    snprintf(out + o, len - o, "%s%s='", o ? "; " : "", name);
+    gp_quote(out, len, value);
+    o = strlen(out);
+    snprintf(out + o, len - o, "'");
+}
+
+/* "timeout:2,crashed:1" -> "timeout 2, crashed 1" appended to out. */
+static void append_counts(char *out, size_t len, const char *list)
+{
+    size_t o = strlen(out);
+    for (const char *s = list; *s && o + 3 < len; s++) {
+        if (*s == ':') out[o++] = ' ';
+        else if (*s == ',') { out[o++] = ','; out[o++] = ' '; }
+        else out[o++] = *s;
+    }
+    out[o] = '\0';
+}
+
+/* Footnote line 2 of a figure of one base mask: the mask and the points
+ * left out under it. */
+static void mask_footnote(char *out, size_t len, const ab_report_mask *m, int n_masks)
+{
+    long bad = m->n_points - m->n_ok;
+    if (bad <= 0) {
+        snprintf(out, len, "mask: %s   all %ld points%s status ok", m->spec, m->n_points,
+                 n_masks > 1 ? " under this mask" : "");
+        return;
+    }
+    snprintf(out, len, "mask: %s   left out: %ld of %ld points%s not ok (", m->spec, bad,
+             m->n_points, n_masks > 1 ? " under this mask" : "");
+    append_counts(out, len, m->notok);
+    size_t o = strlen(out);
+    snprintf(out + o, len - o, ")");
+}
+
+/* Run argv[0] with argv; stdout and stderr to the file `log` when given.
+ * Its exit status, or -1 if it could not start. */
+static int run_prog(char *const argv[], const char *log)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (log) {
+            FILE *lf = fopen(log, "w");
+            if (!lf) _exit(126);
+            dup2(fileno(lf), 1);
+            dup2(fileno(lf), 2);
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "attnbench: plot: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* Run gnuplot -e EXPR SCRIPT; its exit status, or -1 if it could not start. */
+static int run_gnuplot(const char *gnuplot, const char *expr, const char *script)
+{
+    char *const args[] = {(char *)gnuplot, (char *)"-e", (char *)expr, (char *)script, NULL};
+    return run_prog(args, NULL);
+}
+
+/* The attnbench executable to ask for `mask`: this process when it is
+ * attnbench, else $AB_BIN (the test binary runs plot in-process). */
+static int find_self(char *out, size_t len)
+{
+    char exe[PATH_CAP];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        const char *base = strrchr(exe, '/');
+        base = base ? base + 1 : exe;
+        if (strcmp(base, "attnbench") == 0) {
+            snprintf(out, len, "%s", exe);
+            return 0;
+        }
+    }
+    const char *env = getenv("AB_BIN");
+    if (env && *env && is_exec(env)) {
+        snprintf(out, len, "%s", env);
+        return 0;
+    }
+    return -1;
+}
+
+/* 1 when `exe --help` lists a `mask` command. */
+static int has_mask_cmd(const char *exe, const char *dir)
+{
+    char log[PATH_CAP + 32];
+    snprintf(log, sizeof log, "%s/.help.txt", dir);
+    char *const args[] = {(char *)exe, (char *)"--help", NULL};
+    int st = run_prog(args, log);
+    int found = 0;
+    FILE *f = fopen(log, "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line + strspn(line, " "), "mask ", 5) == 0 && line[0] == ' ') found = 1;
+        fclose(f);
+    }
+    unlink(log);
+    return st == 0 && found;
+}
+
+/* Largest N drawn for a base mask's own picture (the mask command's time
+ * and memory stay small; the title gives the N used). */
+#define BASE_MASK_MAX_N 65536
+
+/* The mask gallery: `attnbench mask --gallery -n N --density D --mask PRIMARY
+ * -o DIR/mask_gallery` when the binary has that command, then the base mask
+ * alone for each mask of the file: `attnbench mask dense --mask SPEC -n N
+ * --heads 1 --seed S -o DIR/mask_gallery/base_SLUG.png` at the mask's largest
+ * N (at most BASE_MASK_MAX_N) and the seed of its first point, so document
+ * lengths are those of the sweep. Writes a one-line note for the report into
+ * note (what was drawn, or why not). */
+static void draw_gallery(const char *dir, const ab_report_mask *masks, int n_masks, char *note, size_t len)
+{
+    char exe[PATH_CAP], lens[256], n_arg[32], gdir[PATH_CAP], log[PATH_CAP + 16];
+    snprintf(gdir, sizeof gdir, "%s/mask_gallery", dir);
+    if (find_self(exe, sizeof exe) != 0) {
+        snprintf(note, len, "not drawn: the attnbench executable was not found (set AB_BIN)");
+        return;
+    }
+    if (!has_mask_cmd(exe, dir)) {
+        snprintf(note, len, "not drawn: this attnbench build has no `mask` command");
+        printf("note: skipped mask gallery: this attnbench has no `mask` command\n");
+        return;
+    }
+    meta_get(dir, "seq_lens", lens, sizeof lens);
+    int n = atoi(lens);
+    if (n <= 0) n = 1024;
+    snprintf(n_arg, sizeof n_arg, "%d", n);
+    if (mkdir(gdir, 0777) != 0 && errno != EEXIST) {
+        snprintf(note, len, "not drawn: cannot create %.200s: %.100s", gdir, strerror(errno));
+        return;
+    }
+    /* no stale base-mask picture of another results file */
+    DIR *d = opendir(gdir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strncmp(e->d_name, "base_", 5) == 0) {
+            char stale[PATH_CAP + 300];
+            if (fmt_ok(snprintf(stale, sizeof stale, "%s/%s", gdir, e->d_name), sizeof stale) == 0)
+                unlink(stale);
+        }
+    if (d) closedir(d);
+    snprintf(log, sizeof log, "%s/mask.log", gdir);
+    char primary[128] = "causal", seed[32] = "1";
+    if (n_masks > 0) {
+        snprintf(primary, sizeof primary, "%s", masks[0].spec);
+        snprintf(seed, sizeof seed, "%ld", masks[0].seed);
+    }
+    char *const args[] = {exe, (char *)"mask", (char *)"--gallery", (char *)"-n", n_arg,
+                          (char *)"--density", (char *)"0.1", (char *)"--mask", primary,
+                          (char *)"--seed", seed, (char *)"-o", gdir, NULL};
+    int st = run_prog(args, log);
+    if (st != 0) {
+        snprintf(note, len, "not drawn: `attnbench mask --gallery` exited with %d (see mask_gallery/mask.log)", st);
+        ab_errorf("plot: attnbench mask --gallery failed (exit %d); see %s", st, log);
+        return;
+    }
+    printf("wrote %s/\n", gdir);
+    int drawn = 0, failed = 0;
+    for (int k = 0; k < n_masks; k++) {
+        char png[PATH_CAP + 300], mn[32], ms[32], blog[PATH_CAP + 300];
+        int mn_v = masks[k].max_n > 0 ? masks[k].max_n : n;
+        if (mn_v > BASE_MASK_MAX_N) mn_v = BASE_MASK_MAX_N;
+        snprintf(mn, sizeof mn, "%d", mn_v);
+        snprintf(ms, sizeof ms, "%ld", masks[k].seed);
+        if (fmt_ok(snprintf(png, sizeof png, "%s/base_%s.png", gdir, masks[k].slug), sizeof png) ||
+            fmt_ok(snprintf(blog, sizeof blog, "%s/base_%s.log", gdir, masks[k].slug), sizeof blog))
+            continue;
+        char *const bargs[] = {exe, (char *)"mask", (char *)"dense", (char *)"--mask",
+                               (char *)masks[k].spec, (char *)"-n", mn, (char *)"--heads",
+                               (char *)"1", (char *)"--seed", ms, (char *)"-o", png, NULL};
+        int bst = run_prog(bargs, blog);
+        if (bst != 0) {
+            ab_errorf("plot: attnbench mask dense --mask %s failed (exit %d); see %s",
+                      masks[k].spec, bst, blog);
+            failed++;
+        } else {
+            unlink(blog);
+            printf("wrote %s\n", png);
+            drawn++;
+        }
+    }
+    int w = snprintf(note, len, "drawn by `attnbench mask --gallery -n %d --density 0.1 --mask %s` "
+                     "with each method's default parameters (not read from the results file)",
+                     n, primary);
+    if (w > 0 && (size_t)w < len && n_masks > 0)
+        snprintf(note + w, len - (size_t)w, "; the base masks alone by `attnbench mask dense "
+                 "--mask SPEC` at each mask's largest N (at most %d) and its first point's "
+                 "seed: %d drawn%s", BASE_MASK_MAX_N, drawn, failed ? ", some failed (see the .log files)" : "");
+}
+
+/* 1 when a figure file starts with export's "# mask: SPEC" line (a figure
+ * of one base mask), 0 for a figure across masks or no file. */
+static int has_mask_line(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[64] = "";
+    int yes = fgets(line, sizeof line, f) && strncmp(line, "# mask: ", 8) == 0;
+    fclose(f);
+    return yes;
+}
+
+/* Remove DIR/NAME.{png,svg,pdf} and DIR/NAME--*.{png,svg,pdf} left by an
+ * earlier plot into the same DIR. */
+static void remove_stale_figs(const char *dir, const char *name)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t nl = strlen(name);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *f = e->d_name;
+        size_t l = strlen(f);
+        if (strncmp(f, name, nl) != 0 || l < 4) continue;
+        if (f[nl] != '.' && strncmp(f + nl, "--", 2) != 0) continue;
+        const char *ext = f + l - 4;
+        if (strcmp(ext, ".png") && strcmp(ext, ".svg") && strcmp(ext, ".pdf")) continue;
+        if (f[nl] == '.' && l != nl + 4) continue; /* NAME.x.png is another name's */
+        char path[PATH_CAP + 300];
+        if (fmt_ok(snprintf(path, sizeof path, "%s/%s", dir, f), sizeof path) == 0) unlink(path);
+    }
+    closedir(d);
+}
+
+static int gp_filter(const struct dirent *d)
+{
+    size_t l = strlen(d->d_name);
+    return l > 3 && strcmp(d->d_name + l - 3, ".gp") == 0 && strcmp(d->d_name, "common.gp") != 0 &&
+           d->d_name[0] != '.';
+}
+
+static void plot_usage(FILE *f)
+{
+    fputs("usage: attnbench plot RESULTS.h5 -d DIR [--format png,svg] [--gnuplot PATH] [--no-gallery]\n"
+          "\n"
+          "Export the results into DIR (see attnbench export --help), draw every figure\n"
+          "of plots/*.gp with gnuplot (one file per format), then write DIR/index.html:\n"
+          "  latency_vs_n         latency vs N, log-log (dense, dense_blas: exact references)\n"
+          "  speedup_vs_density   speedup over dense vs density, one panel per N\n"
+          "  recall_vs_density    attention-mass and top-k recall vs density\n"
+          "  accuracy_vs_density  task accuracy vs density, one panel per task (Wilson 95%)\n"
+          "  accuracy_vs_latency  accuracy vs latency, each method's Pareto front\n"
+          "  needle_heatmap       needle accuracy by length x depth, one panel per method\n"
+          "  overhead_share       select() share of the latency vs N\n"
+          "  cpu_vs_gpu           latency on each device (files with several devices)\n"
+          "  breakeven            speedup over dense per method x (N, target density): log\n"
+          "                       colour centred at 1, the value, and whether its 95%\n"
+          "                       interval lies above or below 1\n"
+          "  dense_vs_mask        dense time per base mask relative to causal, against the\n"
+          "                       ideal (allowed-pair ratio; files with several masks)\n"
+          "  mask_gallery/        `attnbench mask --gallery` under the primary mask and\n"
+          "                       each base mask alone, when this build has it\n"
+          "No figure mixes base masks: with several, each figure is drawn once per mask\n"
+          "(NAME.png for the primary mask, NAME--SLUG.png for the others, masks.txt).\n"
+          "Only status-ok points are drawn (timing figures: those with a timing; their\n"
+          "error bars are 95% intervals, bootstrap over rounds); the others are counted\n"
+          "in each footnote, with the file, host, CPU/GPU, threads and commit. A figure\n"
+          "without data is skipped with a note. index.html is static (no scripts, no\n"
+          "network): copy DIR anywhere and open it.\n"
+          "\n"
+          "options:\n"
+          "  -d, --dir DIR     output directory (required)\n"
+          "  --format LIST     comma-separated: png, svg, pdf (default png,svg)\n"
+          "  --gnuplot PATH    the gnuplot to run (default: gnuplot on PATH)\n"
+          "  --no-gallery      do not run `attnbench mask --gallery`\n"
+          "  -h, --help        this text\n"
+          "environment: AB_PLOTS_DIR overrides where the plots/*.gp scripts are found\n"
+          "exit: 0 drawn, 1 gnuplot failed on a script, 2 usage or input error\n", f);
+}
+
+int ab_cmd_plot(int argc, char **argv)
+{
+    const char *path = NULL, *dir = NULL, *formats = "png,svg", *gnuplot_opt = NULL;
+    int gallery_on = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            plot_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--no-gallery") == 0) { gallery_on = 0; continue; }
+        if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0) dst = &dir;
+        else if (strcmp(a, "--format") == 0) dst = &formats;
+        else if (strcmp(a, "--gnuplot") == 0) dst = &gnuplot_opt;
+        else if (strncmp(a, "--dir=", 6) == 0) { dir = a + 6; continue; }
+        else if (strncmp(a, "--format=", 9) == 0) { formats = a + 9; continue; }
+        else if (strncmp(a, "--gnuplot=", 10) == 0) { gnuplot_opt = a + 10; continue; }
+        else if (a[0] == '-' && a[1] != '\0') {
+            ab_errorf("plot: unknown option '%s' (see attnbench plot --help)", a);
+            return 2;
+        } else if (!path) { path = a; continue; }
+        else {
+            ab_errorf("plot: more than one results file ('%s', '%s')", path, a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            ab_errorf("plot: %s needs a value (see attnbench plot --help)", a);
+            return 2;
+        }
+        *dst = argv[++i];
+    }
+    if (!path) {
+        ab_errorf("plot: no results file given (usage: attnbench plot RESULTS.h5 -d DIR)");
+        return 2;
+    }
+    if (!dir || !dir[0]) {
+        ab_errorf("plot: no output directory: -d DIR is required");
+        return 2;
+    }
+    if (strlen(dir) > 1024) {
+        ab_errorf("plot: output directory name too long");
+        return 2;
+    }
+
+    /* formats */
+    char fmt[MAX_FORMATS][8];
+    int nfmt = 0;
+    for (const char *s = formats; *s;) {
+        size_t l = strcspn(s, ",");
+        char one[16];
+        snprintf(one, sizeof one, "%.*s", (int)(l < 15 ? l : 15), s);
+        if (strcmp(one, "png") && strcmp(one, "svg") && strcmp(one, "pdf")) {
+            ab_errorf("plot: unknown format '%.*s' in --format (png, svg, pdf)", (int)l, s);
+            return 2;
+        }
+        int dup = 0;
+        for (int k = 0; k < nfmt; k++) dup |= strcmp(fmt[k], one) == 0;
+        if (!dup && nfmt < MAX_FORMATS) memcpy(fmt[nfmt++], one, 4); /* "png" + NUL */
+        s += l;
+        if (*s == ',') s++;
+    }
+    if (nfmt == 0) {
+        ab_errorf("plot: --format names no format (png, svg, pdf)");
+        return 2;
+    }
+
+    /* gnuplot, plots/ */
+    char gnuplot[PATH_CAP];
+    if (gnuplot_opt) {
+        snprintf(gnuplot, sizeof gnuplot, "%s", gnuplot_opt);
+        if (!strchr(gnuplot_opt, '/') && find_on_path(gnuplot_opt, gnuplot, sizeof gnuplot) != 0) {
+            ab_errorf("plot: '%s' not found on PATH", gnuplot_opt);
+            return 2;
+        }
+        if (!is_exec(gnuplot)) {
+            ab_errorf("plot: '%s' is not an executable gnuplot", gnuplot_opt);
+            return 2;
+        }
+    } else if (find_on_path("gnuplot", gnuplot, sizeof gnuplot) != 0) {
+        ab_errorf("plot: gnuplot not found on PATH; install it (apt-get install gnuplot-nox) "
+                  "or pass --gnuplot PATH");
+        return 2;
+    }
+    char plots[PATH_CAP];
+    int pr = find_plots_dir(plots, sizeof plots);
+    if (pr != 0) {
+        if (pr == -2) ab_errorf("plot: AB_PLOTS_DIR='%s' holds no common.gp", plots);
+        else ab_errorf("plot: cannot find the plots/ scripts (next to the executable or in ./plots); "
+                       "set AB_PLOTS_DIR");
+        return 2;
+    }
+
+    /* export */
+    char a0[] = "export", a2[] = "-d";
+    char *xargv[] = {a0, (char *)path, a2, (char *)dir, NULL};
+    int rc = ab_cmd_export(4, xargv);
+    if (rc != 0) return rc;
+
+    char file[1024], host[256], threads[64], sha[128], cpu[256], gpu[256], devs[64];
+    char foot[2048], foot2[1024], npts[32], nfail[32];
+    meta_get(dir, "host", host, sizeof host);
+    meta_get(dir, "threads", threads, sizeof threads);
+    meta_get(dir, "git_sha", sha, sizeof sha);
+    meta_get(dir, "cpu_model", cpu, sizeof cpu);
+    meta_get(dir, "gpu_name", gpu, sizeof gpu);
+    meta_get(dir, "devices", devs, sizeof devs);
+    meta_get(dir, "n_points", npts, sizeof npts);
+    meta_get(dir, "n_failed", nfail, sizeof nfail);
+    const char *base = strrchr(path, '/');
+    snprintf(file, sizeof file, "%s", base ? base + 1 : path);
+    int has_gpu = strstr(devs, "gpu") != NULL;
+    snprintf(foot, sizeof foot, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s",
+             file, host[0] ? host : "?", cpu[0] ? cpu : "?", has_gpu ? "   GPU: " : "",
+             has_gpu ? (gpu[0] ? gpu : "?") : "", threads[0] ? threads : "?", sha[0] ? sha : "?");
+    ab_report_mask masks[AB_REPORT_MAX_MASKS];
+    int n_masks = ab_report_read_masks(dir, masks, AB_REPORT_MAX_MASKS);
+    /* footnote line 2 of the figures across masks (dense_vs_mask): every mask,
+     * the points left out of the whole file */
+    int w = n_masks > 0 ? snprintf(foot2, sizeof foot2, "masks:") : 0;
+    size_t used = w > 0 ? (size_t)w : 0;
+    for (int k = 0; k < n_masks && used < sizeof foot2; k++) {
+        w = snprintf(foot2 + used, sizeof foot2 - used, "%s %s", k ? "," : "", masks[k].spec);
+        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+    }
+    if (n_masks > 0 && used < sizeof foot2) {
+        w = snprintf(foot2 + used, sizeof foot2 - used, "   ");
+        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+    }
+    if (atol(nfail) == 0) {
+        snprintf(foot2 + used, sizeof foot2 - used, "all %s points status ok", npts[0] ? npts : "0");
+    } else {
+        /* "57 of 270 points not ok, left out (calib_failed 50, timeout 7)" */
+        w = snprintf(foot2 + used, sizeof foot2 - used, "left out: %s of %s points not ok (", nfail, npts);
+        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+        char mpath[PATH_CAP + 16], line[256];
+        snprintf(mpath, sizeof mpath, "%s/meta.txt", dir);
+        FILE *mf = fopen(mpath, "r");
+        int k = 0;
+        while (mf && fgets(line, sizeof line, mf)) {
+            if (strncmp(line, "n_failed_", 9) != 0) continue;
+            line[strcspn(line, "\r\n")] = '\0';
+            char *tab = strchr(line, '\t');
+            if (!tab) continue;
+            *tab = '\0';
+            w = snprintf(foot2 + used, sizeof foot2 - used, "%s%s %s", k++ ? ", " : "", line + 9, tab + 1);
+            if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
+        }
+        if (mf) fclose(mf);
+        snprintf(foot2 + used, sizeof foot2 - used, ")");
+    }
+
+    struct dirent **ents = NULL;
+    int ne = scandir(plots, &ents, gp_filter, alphasort);
+    if (ne < 0) {
+        ab_errorf("plot: cannot list %s: %s", plots, strerror(errno));
+        return 2;
+    }
+    if (ne == 0) {
+        free(ents);
+        ab_errorf("plot: no *.gp scripts in %s", plots);
+        return 2;
+    }
+    rc = 0;
+    int written = 0;
+    for (int e = 0; e < ne; e++) {
+        char name[256], script[PATH_CAP + 300];
+        snprintf(name, sizeof name, "%.*s", (int)(strlen(ents[e]->d_name) - 3), ents[e]->d_name);
+        snprintf(script, sizeof script, "%s/%s", plots, ents[e]->d_name);
+        remove_stale_figs(dir, name);
+        /* variant 0: DIR/NAME.tsv (the primary mask, or a figure across masks);
+         * variant k: DIR/NAME--SLUG.tsv of mask k, when export wrote it */
+        for (int v = 0; v < (n_masks > 1 ? n_masks : 1); v++) {
+            char data[1400], outbase[1400], vname[400], foot2m[1024], mtitle[200] = "";
+            if (v == 0) snprintf(vname, sizeof vname, "%s", name);
+            else snprintf(vname, sizeof vname, "%s--%.128s", name, masks[v].slug);
+            snprintf(data, sizeof data, "%s/%s.tsv", dir, vname);
+            snprintf(outbase, sizeof outbase, "%s/%s", dir, vname);
+            long rows = data_rows(data);
+            if (v > 0 && rows < 0) continue; /* no per-mask copy: a figure across masks */
+            /* which mask this figure shows: the data file's "# mask:" line */
+            int mk = v;
+            if (v == 0 && !has_mask_line(data)) mk = -1;
+            if (mk >= 0 && mk < n_masks) {
+                mask_footnote(foot2m, sizeof foot2m, &masks[mk], n_masks);
+                if (n_masks > 1 || strcmp(masks[mk].spec, "causal") != 0)
+                    snprintf(mtitle, sizeof mtitle, "%.128s", masks[mk].spec);
+            } else snprintf(foot2m, sizeof foot2m, "%s", foot2);
+            char note[400];
+            note_line(data, note, sizeof note);
+            if (rows <= 0) {
+                char why[400];
+                skip_reason(data, why, sizeof why);
+                printf("note: skipped %s: %s\n", vname,
+                       rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
+                continue;
+            }
+            for (int k = 0; k < nfmt; k++) {
+                char expr[8192] = "";
+                gp_assign(expr, sizeof expr, "datadir", dir);
+                gp_assign(expr, sizeof expr, "datafile", data);
+                gp_assign(expr, sizeof expr, "outfile", outbase);
+                gp_assign(expr, sizeof expr, "term", fmt[k]);
+                gp_assign(expr, sizeof expr, "footnote", foot);
+                gp_assign(expr, sizeof expr, "footnote2", foot2m);
+                gp_assign(expr, sizeof expr, "footnote3", note);
+                gp_assign(expr, sizeof expr, "masktitle", mtitle);
+                gp_assign(expr, sizeof expr, "plotsdir", plots);
+                int st = run_gnuplot(gnuplot, expr, script);
+                char out[1420];
+                if (fmt_ok(snprintf(out, sizeof out, "%s.%s", outbase, fmt[k]), sizeof out) != 0) continue;
+                struct stat sb;
+                if (st != 0) {
+                    ab_errorf("plot: gnuplot failed on %s (%s, %s, exit %d)", script, vname, fmt[k], st);
+                    rc = 1;
+                } else if (stat(out, &sb) != 0 || sb.st_size == 0) {
+                    ab_errorf("plot: %s wrote no %s", script, out);
+                    rc = 1;
+                } else {
+                    printf("wrote %s\n", out);
+                    written++;
+                }
+            }
+        }
+    }
+    for (int e = 0; e < ne; e++) free(ents[e]);
+    free(ents);
+    if (rc == 0 && written == 0) printf("note: no figure had data; nothing drawn\n");
+
+    char gallery[512] = "";
+    if (gallery_on) draw_gallery(dir, masks, n_masks, gallery, sizeof gallery);
+    else snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
+    char err[512] = "";
+    if (ab_report_write(path, dir, gallery, err, sizeof err) != 0) {
+        ab_errorf("plot: %s", err);
+        return 2;
+    }
+    printf("wrote %s/index.html\n", dir);
+    return rc;
+}

@@ -1,0 +1,13 @@
+/* kernels.c — the kernel helpers of the ABI (include/attnbench.h), forwarded
+ * to the CPU kernels of kernels/cpu. A plugin calls these; the kernels
+ * themselves know nothing of plugins. */
+#include "kernels/kernels.h"
+
+int ab_kernel_flash(const ab_problem *pb, float *out) { return ab_cpu_flash(pb, out); }
+
+int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out)
+{
+    return ab_cpu_layout(pb, l, out);
+}
+
+double ab_exp_shift_sum(float *x, int n, float shift) { return ab_cpu_exp_shift_sum(x, n, shift); }

@@ -1,0 +1,113 @@
+/* answer.c — decoding and scoring of planted answers (TASKS.md §3, "Values
+ * and decoding"), shared by every synthetic task (RULER-style retrieval
+ * accuracy, Hsieh et al. 2024, arXiv:2404.06654).
+ *
+ * A query row's output o_r decodes as y^ = argmax_c <o_r, code_c>; it is
+ * correct only if y^ is the expected code and the winning projection is at
+ * least decode_floor * |code_y^|^2, so a method that dropped the planted key
+ * fails instead of guessing right 1/C of the time. A group (e.g. the digits
+ * of a passkey) is correct only if all its rows are.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attnbench.h"
+
+void ab_answer_free(ab_answer *a)
+{
+    if (!a)
+        return;
+    free(a->head);
+    free(a->row);
+    free(a->code);
+    free(a->key_pos);
+    free(a->group);
+    free(a->codebook);
+    memset(a, 0, sizeof *a);
+}
+
+/* 1 if row `i` of the answer decodes correctly from out. */
+static int decode_ok(const ab_answer *a, const float *o /* [head_dim] */,
+                     int expected)
+{
+    const int d = a->head_dim;
+    int best = -1;
+    double best_proj = 0.0, best_norm2 = 0.0;
+    for (int c = 0; c < a->n_codes; c++) {
+        const float *code = a->codebook + (size_t)c * d; /* [head_dim] */
+        double proj = 0.0, norm2 = 0.0;
+        for (int m = 0; m < d; m++) {
+            proj += (double)o[m] * code[m];
+            norm2 += (double)code[m] * code[m];
+        }
+        if (best < 0 ? proj == proj : proj > best_proj) { /* NaN never wins */
+            best = c;
+            best_proj = proj;
+            best_norm2 = norm2;
+        }
+    }
+    return best >= 0 && best == expected &&
+           best_proj >= a->decode_floor * best_norm2;
+}
+
+int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
+                    int *n_correct, int *n_total)
+{
+    if (!a || !n_correct || !n_total)
+        return AB_EINVAL;
+    *n_correct = 0;
+    *n_total = 0;
+    if (a->n <= 0)
+        return AB_OK;
+    if (!out || !a->head || !a->row || !a->code || !a->codebook ||
+        a->head_dim <= 0 || a->n_codes <= 0 || seq_len <= 0)
+        return AB_EINVAL;
+    const int n_groups = a->group ? a->n_groups : a->n;
+    if (n_groups <= 0)
+        return AB_EINVAL;
+    for (int i = 0; i < a->n; i++) {
+        if (a->row[i] < 0 || a->row[i] >= seq_len || a->head[i] < 0 ||
+            (a->group && (a->group[i] < 0 || a->group[i] >= n_groups)))
+            return AB_EINVAL;
+    }
+    /* group_ok[g]: 1 until one of its rows fails */
+    unsigned char *group_ok = malloc((size_t)n_groups); /* [n_groups] */
+    unsigned char *seen = calloc((size_t)n_groups, 1);   /* [n_groups] */
+    if (!group_ok || !seen) {
+        free(group_ok);
+        free(seen);
+        return AB_ENOMEM;
+    }
+    memset(group_ok, 1, (size_t)n_groups);
+    for (int i = 0; i < a->n; i++) {
+        int g = a->group ? a->group[i] : i;
+        const float *o = out + ((size_t)a->head[i] * (size_t)seq_len +
+                                (size_t)a->row[i]) * (size_t)a->head_dim;
+        seen[g] = 1;
+        if (!decode_ok(a, o, a->code[i]))
+            group_ok[g] = 0;
+    }
+    int correct = 0, total = 0;
+    for (int g = 0; g < n_groups; g++) {
+        if (!seen[g])
+            continue; /* a group id with no rows counts for nothing */
+        total++;
+        correct += group_ok[g];
+    }
+    free(group_ok);
+    free(seen);
+    *n_correct = correct;
+    *n_total = total;
+    return AB_OK;
+}
+
+void ab_task_errorf(const ab_task_input *in, const char *fmt, ...)
+{
+    if (!in || !in->err || !in->errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(in->err, in->errlen, fmt, ap);
+    va_end(ap);
+}
