@@ -5,6 +5,7 @@
 #   make SAN=1 test   the same under ASan + UBSan (objects in build-san/)
 #   make CUDA=no|yes|auto   WERROR=1 turns warnings into errors
 #   make V=1          show full commands
+#   make format      apply .clang-format (clang-format 14)
 #   make clean
 .SUFFIXES:
 .DEFAULT_GOAL := all
@@ -94,7 +95,7 @@ FIXTURE_OBJS := $(FIXTURE_SRCS:%.c=$(BUILD)/%.o)
 BIN   := $(BUILD)/attnbench
 TBIN  := $(BUILD)/attnbench_tests
 
-.PHONY: all test test-layers test-unit test-cli figures clean summary check-cuda bench
+.PHONY: all test test-layers test-unit test-cli figures clean summary check-cuda bench format
 all: summary $(BIN)
 
 summary:
@@ -172,6 +173,11 @@ figures: $(BIN)
 # Compile the CUDA sources even without a GPU (CI does this when nvcc exists).
 check-cuda:
 	$(MAKE) CUDA=yes WERROR=1 $(BIN)
+
+# The checked-in .clang-format over every tracked C/CUDA source.
+format:
+	@command -v clang-format >/dev/null || { echo "make format: clang-format not found (apt-get install clang-format)"; exit 2; }
+	git ls-files '*.c' '*.h' '*.cu' | xargs clang-format -i
 
 clean:
 	rm -rf build build-san

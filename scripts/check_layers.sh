@@ -13,10 +13,12 @@
 #       harness/cli/      everything
 #     (tests/, bench/ and fuzz/ may include anything.)
 #  2. only runtime/ defines the functions include/attnbench.h declares.
+# Usage: check_layers.sh [ROOT] (default: this repository).
 # Prints each violation as FILE:LINE: reason; exit 1 if any, else 0.
 set -eu
-cd "$(dirname "$0")/.."
-bad=0
+cd "${1:-$(dirname "$0")/..}"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 allowed() { # folder of the including file -> allowed include prefixes
     case "$1" in
     include/*) echo "include/" ;;
@@ -33,9 +35,7 @@ allowed() { # folder of the including file -> allowed include prefixes
     *) echo "*" ;;
     esac
 }
-files=$(git ls-files 'include/*' 'kernels/*' 'runtime/*' 'methods/*' 'masks/*' 'datasets/*' 'harness/*' 2>/dev/null |
-        grep -E '\.(c|h|cu)$' || true)
-[ -n "$files" ] || files=$(find include kernels runtime methods masks datasets harness -name '*.[ch]' -o -name '*.cu')
+files=$(find include kernels runtime methods masks datasets harness \( -name '*.[ch]' -o -name '*.cu' \) 2>/dev/null | sort)
 for f in $files; do
     ok=$(allowed "$f")
     [ "$ok" = "*" ] && continue
@@ -48,18 +48,16 @@ for f in $files; do
         for p in $ok; do case "$h" in "$p"*) hit=1 ;; esac; done
         [ $hit = 1 ] || echo "$f:$n: includes $h (allowed: $ok)"
     done
-done > /tmp/ab_layers.$$
+done > "$out"
 # 2. ABI functions: names declared (not static) in include/attnbench.h
 abi=$(sed -n 's/^[a-z_][a-z0-9_ *]*[ *]\(ab_[a-z0-9_]*\)(.*/\1/p' include/attnbench.h | sort -u)
 for fn in $abi; do
     grep -n "^[a-z_][a-zA-Z0-9_ *]*[ *]$fn(" $(echo "$files" | grep -E '\.(c|cu)$' | grep -v '^runtime/') 2>/dev/null |
-        sed "s/\$/  <- defines the ABI function $fn outside runtime\//" >> /tmp/ab_layers.$$ || true
+        sed "s/\$/  <- defines the ABI function $fn outside runtime\//" >> "$out" || true
 done
-if [ -s /tmp/ab_layers.$$ ]; then
-    cat /tmp/ab_layers.$$ >&2
-    echo "check_layers: $(wc -l < /tmp/ab_layers.$$) violation(s) of the layering in docs/architecture.md" >&2
-    rm -f /tmp/ab_layers.$$
+if [ -s "$out" ]; then
+    cat "$out" >&2
+    echo "check_layers: $(wc -l < "$out") violation(s) of the layering in docs/architecture.md" >&2
     exit 1
 fi
-rm -f /tmp/ab_layers.$$
 echo "check_layers: $(echo "$files" | wc -l) files, $(echo "$abi" | wc -w) ABI functions: layering holds"
