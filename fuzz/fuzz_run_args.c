@@ -1,5 +1,5 @@
 /* fuzz_run_args.c — libFuzzer target for the command line of `attnbench run`
- * (parse_run_args in harness/engine/sweep.c, reached through ab_cmd_run). The input
+ * (parse_run_args in harness/cli/run.c, reached through ab_cmd_run). The input
  * is split at NUL bytes and newlines into argv words; a small fixed config
  * and `--dry-run` twice are always added (an option's value may swallow
  * one, never two), so the parser, the --methods / --devices / --threads /

@@ -8,6 +8,7 @@
 #include "runtime/registry.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -192,13 +193,322 @@ static char *reader(char *str, int num, void *stream)
     return str;
 }
 
-#define FAIL(...) do { snprintf(why, sizeof why, __VA_ARGS__); goto bad; } while (0)
+/* Each section's keys: 0, or -1 with the reason in why (wl bytes). */
+#define FAIL(...) do { snprintf(why, wl, __VA_ARGS__); return -1; } while (0)
 
-static int handler(void *user, const char *section, const char *name, const char *value)
+/* `key = all` (blank around it allowed); tmp bytes of the value compared. */
+static int is_word(const char *value, const char *word, size_t tmp)
 {
-    parse_ctx *p = user;
+    char buf[2048];
+    snprintf(buf, tmp < sizeof buf ? tmp : sizeof buf, "%s", value);
+    return !strcmp(trim(buf), word);
+}
+
+/* The grid axes [sweep] and its [sweep.NAME] blocks share. */
+typedef struct grid_axes {
+    char (*tasks)[AB_CFG_NAME]; int *n_tasks;
+    char (*methods)[AB_CFG_NAME]; int *n_methods, *methods_set; /* methods_set: NULL in [sweep] */
+    int *seq_lens, *n_lens, *lens_line;
+    int *heads, *n_heads;
+    int *head_dims, *n_dims;
+    int64_t *seeds; int *n_seeds;
+    double *depths; int *n_depths;
+} grid_axes;
+
+/* One key of the axes: 1 set, 0 not an axis key, -1 bad. */
+static int grid_axis(const grid_axes *g, int line, const char *name, const char *value, char *why, size_t wl)
+{
+    if (!strcmp(name, "tasks")) {
+        if (ab_parse_name_list(value, g->tasks, AB_CFG_LIST, g->n_tasks, why, wl)) return -1;
+        for (int i = 0; i < *g->n_tasks; i++)
+            if (!ab_task_find(g->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", g->tasks[i]);
+    } else if (!strcmp(name, "methods")) {
+        if (g->methods_set) *g->methods_set = 1;
+        if (is_word(value, "all", 2048)) { *g->n_methods = 0; return 1; }
+        if (ab_parse_name_list(value, g->methods, AB_CFG_LIST, g->n_methods, why, wl)) return -1;
+        for (int i = 0; i < *g->n_methods; i++)
+            if (!ab_method_find(g->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", g->methods[i]);
+    } else if (!strcmp(name, "seq_lens")) {
+        if (parse_int_list(value, g->seq_lens, AB_CFG_LIST, g->n_lens, 1, 1 << 24, why, wl)) return -1;
+        *g->lens_line = line;
+    } else if (!strcmp(name, "heads")) {
+        if (parse_int_list(value, g->heads, AB_CFG_LIST, g->n_heads, 1, 1024, why, wl)) return -1;
+    } else if (!strcmp(name, "head_dims")) {
+        if (parse_int_list(value, g->head_dims, AB_CFG_LIST, g->n_dims, 16, 512, why, wl)) return -1;
+    } else if (!strcmp(name, "seeds")) {
+        double t[AB_CFG_LIST];
+        if (parse_num_list(value, t, AB_CFG_LIST, g->n_seeds, why, wl)) return -1;
+        for (int i = 0; i < *g->n_seeds; i++) {
+            if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
+            g->seeds[i] = (int64_t)t[i];
+        }
+    } else if (!strcmp(name, "depths")) {
+        if (parse_num_list(value, g->depths, AB_CFG_LIST, g->n_depths, why, wl)) return -1;
+        for (int i = 0; i < *g->n_depths; i++)
+            if (g->depths[i] < 0 || g->depths[i] > 1) FAIL("depth %g is outside [0, 1]", g->depths[i]);
+    } else return 0;
+    return 1;
+}
+
+/* [sweep] masks, or causal: 1 / 0 / 0,1, the old spelling of masks =
+ * causal / full / full, causal. */
+static int sweep_masks(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
+{
     ab_config *c = p->c;
-    char why[512] = "";
+    if (c->masks_line)
+        FAIL("give either masks or causal (the old spelling: causal = 1 is masks = causal, 0 is full), not both (%s is set at line %d)",
+             c->masks_key, c->masks_line);
+    if (name[0] == 'c') {
+        int v[2], n;
+        if (parse_int_list(value, v, 2, &n, 0, 1, why, wl)) return -1;
+        if (n == 2 && v[0] == v[1]) FAIL("'%d' listed twice", v[0]);
+        for (int i = 0; i < n; i++) strcpy(c->masks[i], v[i] ? "causal" : "full");
+        c->n_masks = n;
+    } else if (parse_mask_list(value, c->masks, &c->n_masks, why, wl)) return -1;
+    c->masks_line = p->line;
+    snprintf(c->masks_key, sizeof c->masks_key, "%s", name);
+    return 0;
+}
+
+static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
+{
+    ab_config *c = p->c;
+    const grid_axes g = { c->tasks, &c->n_tasks, c->methods, &c->n_methods, NULL, c->seq_lens, &c->n_lens,
+                          &c->lens_line, c->heads, &c->n_heads, c->head_dims, &c->n_dims, c->seeds, &c->n_seeds,
+                          c->depths, &c->n_depths };
+    int rc = grid_axis(&g, p->line, name, value, why, wl);
+    if (rc) return rc < 0 ? -1 : 0;
+    if (!strcmp(name, "masks") || !strcmp(name, "causal")) return sweep_masks(p, name, value, why, wl);
+    if (!strcmp(name, "densities")) {
+        if (is_word(value, "native", 64)) { c->native = 1; c->n_dens = 0; return 0; }
+        c->native = 0;
+        if (parse_num_list(value, c->densities, AB_CFG_LIST, &c->n_dens, why, wl)) return -1;
+        for (int i = 0; i < c->n_dens; i++)
+            if (!(c->densities[i] > 0 && c->densities[i] <= 1)) FAIL("density %g is outside (0, 1] (or write 'native')", c->densities[i]);
+    } else if (!strcmp(name, "devices")) {
+        char names[4][AB_CFG_NAME];
+        int n;
+        if (ab_parse_name_list(value, names, 4, &n, why, wl)) return -1;
+        c->devices = 0;
+        for (int i = 0; i < n; i++) {
+            if (!strcmp(names[i], "cpu")) c->devices |= AB_CPU;
+            else if (!strcmp(names[i], "gpu")) c->devices |= AB_GPU;
+            else FAIL("unknown device '%s' (cpu, gpu)", names[i]);
+        }
+    } else if (!strcmp(name, "block_q") || !strcmp(name, "block_k")) {
+        int v, n;
+        if (parse_int_list(value, &v, 1, &n, 1, 4096, why, wl)) return -1;
+        if (name[6] == 'q') c->block_q = v; else c->block_k = v;
+    } else if (!strcmp(name, "threads")) {
+        int n;
+        if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, wl)) return -1;
+    } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths densities devices block_q block_k threads)");
+    return 0;
+}
+
+/* [sweep.NAME]: the block, made at its first key. */
+static int sec_block(parse_ctx *p, const char *bn, const char *name, const char *value, char *why, size_t wl)
+{
+    ab_config *c = p->c;
+    ab_sweep_block *bk = NULL;
+    for (int i = 0; i < c->n_blocks; i++)
+        if (!strcmp(c->blocks[i].name, bn)) bk = &c->blocks[i];
+    if (!bk) {
+        if (!*bn || strlen(bn) >= AB_CFG_NAME) FAIL("a block needs a name of 1 to %d characters: [sweep.NAME]", AB_CFG_NAME - 1);
+        if (c->n_blocks >= AB_MAX_BLOCKS) FAIL("more than %d [sweep.NAME] blocks", AB_MAX_BLOCKS);
+        bk = &c->blocks[c->n_blocks++];
+        memset(bk, 0, sizeof *bk);
+        snprintf(bk->name, sizeof bk->name, "%s", bn);
+        bk->line = p->line;
+    }
+    const grid_axes g = { bk->tasks, &bk->n_tasks, bk->methods, &bk->n_methods, &bk->methods_set, bk->seq_lens,
+                          &bk->n_lens, &bk->lens_line, bk->heads, &bk->n_heads, bk->head_dims, &bk->n_dims,
+                          bk->seeds, &bk->n_seeds, bk->depths, &bk->n_depths };
+    int rc = grid_axis(&g, p->line, name, value, why, wl);
+    if (rc) return rc < 0 ? -1 : 0;
+    if (!strcmp(name, "masks")) {
+        if (parse_mask_list(value, bk->masks, &bk->n_masks, why, wl)) return -1;
+        bk->masks_line = p->line;
+    } else if (!strcmp(name, "densities")) {
+        if (parse_num_list(value, bk->densities, AB_CFG_LIST, &bk->n_dens, why, wl)) return -1;
+        for (int i = 0; i < bk->n_dens; i++)
+            if (!(bk->densities[i] > 0 && bk->densities[i] <= 1))
+                FAIL("density %g is outside (0, 1] ('native' is set once, in [sweep])", bk->densities[i]);
+    } else FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
+                "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
+    return 0;
+}
+
+/* A key of one number: its range and where it goes. */
+typedef struct num_key {
+    const char *name;
+    double lo, hi;
+    char lo_open, hi_open, whole; /* (lo, ...; ..., hi); whole numbers only */
+    char is_int;                  /* the field is an int, else a double */
+    size_t off;                   /* offsetof(ab_config, field) */
+    const char *why;              /* when out of range */
+} num_key;
+
+#define NK_INT(key, lo, hi, whole, why) { #key, lo, hi, 0, 0, whole, 1, offsetof(ab_config, key), why }
+#define NK_DBL(key, lo, hi, lo_open, hi_open, why) { #key, lo, hi, lo_open, hi_open, 0, 0, offsetof(ab_config, key), why }
+static const num_key timing_keys[] = {
+    NK_INT(warmup, 0, 1000, 1, "must be an integer in [0, 1000]"),
+    NK_INT(min_repeats, 1, 100000, 1, "must be an integer >= 1"),
+    NK_INT(max_repeats, 1, 1e6, 1, "must be an integer >= 1"),
+    NK_DBL(min_time_s, 0, 3600, 0, 0, "must be in [0, 3600]"),
+    NK_DBL(max_time_s, 0, 36000, 1, 0, "must be in (0, 36000]"),
+    NK_DBL(point_timeout_s, 0, 864000, 1, 0, "must be in (0, 864000]"),
+    NK_DBL(point_mem_gb, 0, 1e6, 0, 0, "must be in [0, 1e6] GB (0: no limit)"),
+    NK_INT(rounds, 1, 16, 1, "must be an integer in [1, 16]"),
+    NK_INT(shared_core_check, 0, 1, 1, "must be 0 or 1"),
+    NK_INT(paired, 0, 1, 1, "must be 0 or 1"),
+    NK_DBL(min_sample_ms, 0, 60000, 0, 0, "must be in [0, 60000] ms"),
+    NK_DBL(interference_pct, 0, 100, 1, 0, "must be in (0, 100]"),
+    { NULL, 0, 0, 0, 0, 0, 0, 0, NULL },
+};
+static const num_key calibration_keys[] = {
+    NK_DBL(tolerance, 0, 1, 1, 1, "must be in (0, 1)"),
+    NK_INT(max_iters, 1, 200, 1, "must be an integer in [1, 200]"),
+    { NULL, 0, 0, 0, 0, 0, 0, 0, NULL },
+};
+#undef NK_INT
+#undef NK_DBL
+
+/* A one-number key of the table: the value is read first (a bad value is
+ * reported before an unknown key); 1 set, 0 not in the table, -1 bad. */
+static int num_key_set(const num_key *t, ab_config *c, const char *name, const char *value, char *why, size_t wl)
+{
+    double v;
+    int n;
+    if (parse_num_list(value, &v, 1, &n, why, wl)) return -1;
+    for (; t->name; t++) {
+        if (strcmp(t->name, name)) continue;
+        if ((t->whole && v != floor(v)) || (t->lo_open ? v <= t->lo : v < t->lo) || (t->hi_open ? v >= t->hi : v > t->hi))
+            FAIL("%s", t->why);
+        if (t->is_int) *(int *)((char *)c + t->off) = (int)v;
+        else *(double *)((char *)c + t->off) = v;
+        return 1;
+    }
+    return 0;
+}
+
+static int sec_timing(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
+{
+    ab_config *c = p->c;
+    if (!strcmp(name, "timed_tasks")) {
+        if (is_word(value, "all", 64)) { c->n_timed_tasks = 0; return 0; }
+        if (ab_parse_name_list(value, c->timed_tasks, AB_CFG_LIST, &c->n_timed_tasks, why, wl)) return -1;
+        for (int i = 0; i < c->n_timed_tasks; i++)
+            if (!ab_task_find(c->timed_tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->timed_tasks[i]);
+        return 0;
+    }
+    if (!strcmp(name, "timed_depths")) {
+        if (is_word(value, "all", 64)) { c->n_timed_depths = 0; return 0; }
+        if (parse_num_list(value, c->timed_depths, AB_CFG_LIST, &c->n_timed_depths, why, wl)) return -1;
+        for (int i = 0; i < c->n_timed_depths; i++)
+            if (c->timed_depths[i] < 0 || c->timed_depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->timed_depths[i]);
+        return 0;
+    }
+    int rc = num_key_set(timing_keys, c, name, value, why, wl);
+    if (rc) return rc < 0 ? -1 : 0;
+    FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
+}
+
+static int sec_metrics(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
+{
+    ab_config *c = p->c;
+    int v, n;
+    if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, wl)) return -1; c->score_rows = v; }
+    else if (!strcmp(name, "exact_max_n")) { if (parse_int_list(value, &v, 1, &n, 0, 1 << 24, why, wl)) return -1; c->exact_max_n = v; }
+    else if (!strcmp(name, "topk")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, wl)) return -1; c->topk = v; }
+    else FAIL("unknown key (metrics keys: score_rows exact_max_n topk)");
+    return 0;
+}
+
+static int sec_calibration(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
+{
+    int rc = num_key_set(calibration_keys, p->c, name, value, why, wl);
+    if (rc) return rc < 0 ? -1 : 0;
+    FAIL("unknown key (calibration keys: tolerance max_iters)");
+}
+
+/* A task's string-valued key (e.g. file = ...): 1 set, 0 not one, -1 bad. */
+static int task_string(parse_ctx *p, const char *pname, const char *name, const char *value, char *why, size_t wl)
+{
+    ab_config *c = p->c;
+    const ab_task *t = ab_task_find(pname);
+    for (int i = 0; i < AB_TASK_MAX_STRINGS && t->string_params[i]; i++) {
+        if (strcmp(t->string_params[i], name)) continue;
+        if (c->n_to >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+        ab_override *o = &c->to[c->n_to];
+        memset(o, 0, sizeof *o);
+        snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+        snprintf(o->param, sizeof o->param, "%s", name);
+        char tmp[sizeof o->str + 1];
+        snprintf(tmp, sizeof tmp, "%s", value);
+        const char *tv = trim(tmp);
+        if (!*tv) FAIL("empty value");
+        if (strlen(tv) >= sizeof o->str) FAIL("value longer than %zu characters", sizeof o->str - 1);
+        snprintf(o->str, sizeof o->str, "%s", tv);
+        o->is_str = 1;
+        o->line = p->line;
+        c->n_to++;
+        return 1;
+    }
+    return 0;
+}
+
+/* [method.NAME] / [task.NAME]: a parameter override. */
+static int sec_plugin(parse_ctx *p, const char *section, const char *name, const char *value, char *why, size_t wl)
+{
+    ab_config *c = p->c;
+    int is_m = section[0] == 'm';
+    const char *pname = section + (is_m ? 7 : 5);
+    const ab_param *list;
+    int cap;
+    if (is_m) {
+        const ab_method *m = ab_method_find(pname);
+        if (!m) FAIL("unknown method '%s' in section name (see: attnbench list methods)", pname);
+        list = m->params; cap = AB_MAX_PARAMS;
+    } else {
+        const ab_task *t = ab_task_find(pname);
+        if (!t) FAIL("unknown task '%s' in section name (see: attnbench list tasks)", pname);
+        list = t->params; cap = AB_TASK_MAX_PARAMS;
+    }
+    int np = ab_param_count(list, cap), idx = -1;
+    for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
+    if (idx < 0 && !is_m) {
+        int rc = task_string(p, pname, name, value, why, wl);
+        if (rc) return rc < 0 ? -1 : 0;
+    }
+    if (idx < 0) {
+        char names[256] = "";
+        for (int i = 0; i < np; i++) {
+            strncat(names, " ", sizeof names - strlen(names) - 1);
+            strncat(names, list[i].name, sizeof names - strlen(names) - 1);
+        }
+        FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
+    }
+    if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+    ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
+    memset(o, 0, sizeof *o);
+    snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+    snprintf(o->param, sizeof o->param, "%s", name);
+    o->line = p->line;
+    if (parse_num_list(value, o->v, AB_CFG_LIST, &o->n, why, wl)) return -1;
+    if (!is_m && o->n != 1) FAIL("task parameters take one value");
+    for (int i = 0; i < o->n; i++) {
+        double v = o->v[i];
+        if (list[idx].is_int && v != floor(v)) FAIL("'%g' is not an integer", v);
+        if (v < list[idx].min || v > list[idx].max) FAIL("%g is outside [%g, %g]", v, list[idx].min, list[idx].max);
+    }
+    if (is_m) c->n_mo++; else c->n_to++;
+    return 0;
+}
+
+/* A key seen twice, or a section reopened after another: the reason. */
+static int check_order(parse_ctx *p, const char *section, const char *name, char *why, size_t wl)
+{
     char sk[72];
     snprintf(sk, sizeof sk, "%s.%s", section, name);
     for (int i = 0; i < p->n_seen; i++)
@@ -211,248 +521,34 @@ static int handler(void *user, const char *section, const char *name, const char
         p->cur_line = p->line;
     }
     if (p->n_seen < 256) strcpy(p->seen[p->n_seen++], sk);
+    return 0;
+}
 
-    if (!strcmp(section, "sweep")) {
-        if (!strcmp(name, "tasks")) {
-            if (ab_parse_name_list(value, c->tasks, AB_CFG_LIST, &c->n_tasks, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_tasks; i++)
-                if (!ab_task_find(c->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->tasks[i]);
-        } else if (!strcmp(name, "methods")) {
-            char tmp[2048];
-            snprintf(tmp, sizeof tmp, "%s", value);
-            if (!strcmp(trim(tmp), "all")) { c->n_methods = 0; return 1; }
-            if (ab_parse_name_list(value, c->methods, AB_CFG_LIST, &c->n_methods, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_methods; i++)
-                if (!ab_method_find(c->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", c->methods[i]);
-        } else if (!strcmp(name, "seq_lens")) {
-            if (parse_int_list(value, c->seq_lens, AB_CFG_LIST, &c->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
-            c->lens_line = p->line;
-        } else if (!strcmp(name, "heads")) {
-            if (parse_int_list(value, c->heads, AB_CFG_LIST, &c->n_heads, 1, 1024, why, sizeof why)) goto bad;
-        } else if (!strcmp(name, "head_dims")) {
-            if (parse_int_list(value, c->head_dims, AB_CFG_LIST, &c->n_dims, 16, 512, why, sizeof why)) goto bad;
-        } else if (!strcmp(name, "masks") || !strcmp(name, "causal")) {
-            /* causal = 1 / 0 / 0,1 is the old spelling of masks = causal / full / full, causal */
-            if (c->masks_line)
-                FAIL("give either masks or causal (the old spelling: causal = 1 is masks = causal, 0 is full), not both (%s is set at line %d)",
-                     c->masks_key, c->masks_line);
-            if (name[0] == 'c') {
-                int v[2], n;
-                if (parse_int_list(value, v, 2, &n, 0, 1, why, sizeof why)) goto bad;
-                if (n == 2 && v[0] == v[1]) FAIL("'%d' listed twice", v[0]);
-                for (int i = 0; i < n; i++) strcpy(c->masks[i], v[i] ? "causal" : "full");
-                c->n_masks = n;
-            } else if (parse_mask_list(value, c->masks, &c->n_masks, why, sizeof why)) goto bad;
-            c->masks_line = p->line;
-            snprintf(c->masks_key, sizeof c->masks_key, "%s", name);
-        } else if (!strcmp(name, "seeds")) {
-            double t[AB_CFG_LIST];
-            if (parse_num_list(value, t, AB_CFG_LIST, &c->n_seeds, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_seeds; i++) {
-                if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
-                c->seeds[i] = (int64_t)t[i];
-            }
-        } else if (!strcmp(name, "depths")) {
-            if (parse_num_list(value, c->depths, AB_CFG_LIST, &c->n_depths, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_depths; i++)
-                if (c->depths[i] < 0 || c->depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->depths[i]);
-        } else if (!strcmp(name, "densities")) {
-            char tmp[64];
-            snprintf(tmp, sizeof tmp, "%s", value);
-            if (!strcmp(trim(tmp), "native")) { c->native = 1; c->n_dens = 0; return 1; }
-            c->native = 0;
-            if (parse_num_list(value, c->densities, AB_CFG_LIST, &c->n_dens, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_dens; i++)
-                if (!(c->densities[i] > 0 && c->densities[i] <= 1)) FAIL("density %g is outside (0, 1] (or write 'native')", c->densities[i]);
-        } else if (!strcmp(name, "devices")) {
-            char names[4][AB_CFG_NAME];
-            int n;
-            if (ab_parse_name_list(value, names, 4, &n, why, sizeof why)) goto bad;
-            c->devices = 0;
-            for (int i = 0; i < n; i++) {
-                if (!strcmp(names[i], "cpu")) c->devices |= AB_CPU;
-                else if (!strcmp(names[i], "gpu")) c->devices |= AB_GPU;
-                else FAIL("unknown device '%s' (cpu, gpu)", names[i]);
-            }
-        } else if (!strcmp(name, "block_q") || !strcmp(name, "block_k")) {
-            int v, n;
-            if (parse_int_list(value, &v, 1, &n, 1, 4096, why, sizeof why)) goto bad;
-            if (name[6] == 'q') c->block_q = v; else c->block_k = v;
-        } else if (!strcmp(name, "threads")) {
-            int n;
-            if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, sizeof why)) goto bad;
-        } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths densities devices block_q block_k threads)");
-    } else if (!strncmp(section, "sweep.", 6)) {
-        const char *bn = section + 6;
-        ab_sweep_block *bk = NULL;
-        for (int i = 0; i < c->n_blocks; i++)
-            if (!strcmp(c->blocks[i].name, bn)) bk = &c->blocks[i];
-        if (!bk) {
-            if (!*bn || strlen(bn) >= AB_CFG_NAME) FAIL("a block needs a name of 1 to %d characters: [sweep.NAME]", AB_CFG_NAME - 1);
-            if (c->n_blocks >= AB_MAX_BLOCKS) FAIL("more than %d [sweep.NAME] blocks", AB_MAX_BLOCKS);
-            bk = &c->blocks[c->n_blocks++];
-            memset(bk, 0, sizeof *bk);
-            snprintf(bk->name, sizeof bk->name, "%s", bn);
-            bk->line = p->line;
-        }
-        if (!strcmp(name, "tasks")) {
-            if (ab_parse_name_list(value, bk->tasks, AB_CFG_LIST, &bk->n_tasks, why, sizeof why)) goto bad;
-            for (int i = 0; i < bk->n_tasks; i++)
-                if (!ab_task_find(bk->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", bk->tasks[i]);
-        } else if (!strcmp(name, "methods")) {
-            char tmp[2048];
-            snprintf(tmp, sizeof tmp, "%s", value);
-            bk->methods_set = 1;
-            if (!strcmp(trim(tmp), "all")) { bk->n_methods = 0; return 1; }
-            if (ab_parse_name_list(value, bk->methods, AB_CFG_LIST, &bk->n_methods, why, sizeof why)) goto bad;
-            for (int i = 0; i < bk->n_methods; i++)
-                if (!ab_method_find(bk->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", bk->methods[i]);
-        } else if (!strcmp(name, "seq_lens")) {
-            if (parse_int_list(value, bk->seq_lens, AB_CFG_LIST, &bk->n_lens, 1, 1 << 24, why, sizeof why)) goto bad;
-            bk->lens_line = p->line;
-        } else if (!strcmp(name, "heads")) {
-            if (parse_int_list(value, bk->heads, AB_CFG_LIST, &bk->n_heads, 1, 1024, why, sizeof why)) goto bad;
-        } else if (!strcmp(name, "head_dims")) {
-            if (parse_int_list(value, bk->head_dims, AB_CFG_LIST, &bk->n_dims, 16, 512, why, sizeof why)) goto bad;
-        } else if (!strcmp(name, "masks")) {
-            if (parse_mask_list(value, bk->masks, &bk->n_masks, why, sizeof why)) goto bad;
-            bk->masks_line = p->line;
-        } else if (!strcmp(name, "seeds")) {
-            double t[AB_CFG_LIST];
-            if (parse_num_list(value, t, AB_CFG_LIST, &bk->n_seeds, why, sizeof why)) goto bad;
-            for (int i = 0; i < bk->n_seeds; i++) {
-                if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
-                bk->seeds[i] = (int64_t)t[i];
-            }
-        } else if (!strcmp(name, "depths")) {
-            if (parse_num_list(value, bk->depths, AB_CFG_LIST, &bk->n_depths, why, sizeof why)) goto bad;
-            for (int i = 0; i < bk->n_depths; i++)
-                if (bk->depths[i] < 0 || bk->depths[i] > 1) FAIL("depth %g is outside [0, 1]", bk->depths[i]);
-        } else if (!strcmp(name, "densities")) {
-            if (parse_num_list(value, bk->densities, AB_CFG_LIST, &bk->n_dens, why, sizeof why)) goto bad;
-            for (int i = 0; i < bk->n_dens; i++)
-                if (!(bk->densities[i] > 0 && bk->densities[i] <= 1))
-                    FAIL("density %g is outside (0, 1] ('native' is set once, in [sweep])", bk->densities[i]);
-        } else FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
-                    "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
-    } else if (!strcmp(section, "timing")) {
-        double v;
-        int n;
-        if (!strcmp(name, "timed_tasks")) {
-            char tmp[64];
-            snprintf(tmp, sizeof tmp, "%s", value);
-            if (!strcmp(trim(tmp), "all")) { c->n_timed_tasks = 0; return 1; }
-            if (ab_parse_name_list(value, c->timed_tasks, AB_CFG_LIST, &c->n_timed_tasks, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_timed_tasks; i++)
-                if (!ab_task_find(c->timed_tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->timed_tasks[i]);
-            return 1;
-        }
-        if (!strcmp(name, "timed_depths")) {
-            char tmp[64];
-            snprintf(tmp, sizeof tmp, "%s", value);
-            if (!strcmp(trim(tmp), "all")) { c->n_timed_depths = 0; return 1; }
-            if (parse_num_list(value, c->timed_depths, AB_CFG_LIST, &c->n_timed_depths, why, sizeof why)) goto bad;
-            for (int i = 0; i < c->n_timed_depths; i++)
-                if (c->timed_depths[i] < 0 || c->timed_depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->timed_depths[i]);
-            return 1;
-        }
-        if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
-        if (!strcmp(name, "warmup")) { if (v < 0 || v > 1000 || v != floor(v)) FAIL("must be an integer in [0, 1000]"); c->warmup = (int)v; }
-        else if (!strcmp(name, "min_repeats")) { if (v < 1 || v > 100000 || v != floor(v)) FAIL("must be an integer >= 1"); c->min_repeats = (int)v; }
-        else if (!strcmp(name, "max_repeats")) { if (v < 1 || v > 1e6 || v != floor(v)) FAIL("must be an integer >= 1"); c->max_repeats = (int)v; }
-        else if (!strcmp(name, "min_time_s")) { if (v < 0 || v > 3600) FAIL("must be in [0, 3600]"); c->min_time_s = v; }
-        else if (!strcmp(name, "max_time_s")) { if (v <= 0 || v > 36000) FAIL("must be in (0, 36000]"); c->max_time_s = v; }
-        else if (!strcmp(name, "point_timeout_s")) { if (v <= 0 || v > 864000) FAIL("must be in (0, 864000]"); c->point_timeout_s = v; }
-        else if (!strcmp(name, "point_mem_gb")) { if (v < 0 || v > 1e6) FAIL("must be in [0, 1e6] GB (0: no limit)"); c->point_mem_gb = v; }
-        else if (!strcmp(name, "rounds")) { if (v < 1 || v > 16 || v != floor(v)) FAIL("must be an integer in [1, 16]"); c->rounds = (int)v; }
-        else if (!strcmp(name, "shared_core_check")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->shared_core_check = (int)v; }
-        else if (!strcmp(name, "paired")) { if (v != 0 && v != 1) FAIL("must be 0 or 1"); c->paired = (int)v; }
-        else if (!strcmp(name, "min_sample_ms")) { if (v < 0 || v > 60000) FAIL("must be in [0, 60000] ms"); c->min_sample_ms = v; }
-        else if (!strcmp(name, "interference_pct")) { if (v <= 0 || v > 100) FAIL("must be in (0, 100]"); c->interference_pct = v; }
-        else FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
-    } else if (!strcmp(section, "metrics")) {
-        int v, n;
-        if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->score_rows = v; }
-        else if (!strcmp(name, "exact_max_n")) { if (parse_int_list(value, &v, 1, &n, 0, 1 << 24, why, sizeof why)) goto bad; c->exact_max_n = v; }
-        else if (!strcmp(name, "topk")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, sizeof why)) goto bad; c->topk = v; }
-        else FAIL("unknown key (metrics keys: score_rows exact_max_n topk)");
-    } else if (!strcmp(section, "calibration")) {
-        double v;
-        int n;
-        if (parse_num_list(value, &v, 1, &n, why, sizeof why)) goto bad;
-        if (!strcmp(name, "tolerance")) { if (!(v > 0 && v < 1)) FAIL("must be in (0, 1)"); c->tolerance = v; }
-        else if (!strcmp(name, "max_iters")) { if (v < 1 || v > 200 || v != floor(v)) FAIL("must be an integer in [1, 200]"); c->max_iters = (int)v; }
-        else FAIL("unknown key (calibration keys: tolerance max_iters)");
-    } else if (!strncmp(section, "method.", 7) || !strncmp(section, "task.", 5)) {
-        int is_m = section[0] == 'm';
-        const char *pname = section + (is_m ? 7 : 5);
-        const ab_param *list;
-        int cap;
-        if (is_m) {
-            const ab_method *m = ab_method_find(pname);
-            if (!m) FAIL("unknown method '%s' in section name (see: attnbench list methods)", pname);
-            list = m->params; cap = AB_MAX_PARAMS;
-        } else {
-            const ab_task *t = ab_task_find(pname);
-            if (!t) FAIL("unknown task '%s' in section name (see: attnbench list tasks)", pname);
-            list = t->params; cap = AB_TASK_MAX_PARAMS;
-        }
-        int np = ab_param_count(list, cap), idx = -1;
-        for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
-        if (idx < 0 && !is_m) { /* a string-valued task key, e.g. file = ... */
-            const ab_task *t = ab_task_find(pname);
-            for (int i = 0; i < AB_TASK_MAX_STRINGS && t->string_params[i]; i++) {
-                if (strcmp(t->string_params[i], name)) continue;
-                if (c->n_to >= AB_CFG_OVERRIDES) FAIL("too many overrides");
-                ab_override *o = &c->to[c->n_to];
-                memset(o, 0, sizeof *o);
-                snprintf(o->plugin, sizeof o->plugin, "%s", pname);
-                snprintf(o->param, sizeof o->param, "%s", name);
-                char tmp[sizeof o->str + 1];
-                snprintf(tmp, sizeof tmp, "%s", value);
-                const char *tv = trim(tmp);
-                if (!*tv) FAIL("empty value");
-                if (strlen(tv) >= sizeof o->str) FAIL("value longer than %zu characters", sizeof o->str - 1);
-                snprintf(o->str, sizeof o->str, "%s", tv);
-                o->is_str = 1;
-                o->line = p->line;
-                c->n_to++;
-                return 1;
-            }
-        }
-        if (idx < 0) {
-            char names[256] = "";
-            for (int i = 0; i < np; i++) {
-                strncat(names, " ", sizeof names - strlen(names) - 1);
-                strncat(names, list[i].name, sizeof names - strlen(names) - 1);
-            }
-            FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
-        }
-        if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
-        ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
-        memset(o, 0, sizeof *o);
-        snprintf(o->plugin, sizeof o->plugin, "%s", pname);
-        snprintf(o->param, sizeof o->param, "%s", name);
-        o->line = p->line;
-        if (parse_num_list(value, o->v, AB_CFG_LIST, &o->n, why, sizeof why)) goto bad;
-        if (!is_m && o->n != 1) FAIL("task parameters take one value");
-        for (int i = 0; i < o->n; i++) {
-            double v = o->v[i];
-            if (list[idx].is_int && v != floor(v)) FAIL("'%g' is not an integer", v);
-            if (v < list[idx].min || v > list[idx].max) FAIL("%g is outside [%g, %g]", v, list[idx].min, list[idx].max);
-        }
-        if (is_m) c->n_mo++; else c->n_to++;
-    } else {
-        FAIL("unknown section [%s] (sections: sweep sweep.NAME timing metrics calibration method.NAME task.NAME)", section);
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx *p = user;
+    char why[512] = "";
+    const size_t wl = sizeof why;
+    int rc;
+    if (check_order(p, section, name, why, wl)) rc = -1;
+    else if (!strcmp(section, "sweep")) rc = sec_sweep(p, name, value, why, wl);
+    else if (!strncmp(section, "sweep.", 6)) rc = sec_block(p, section + 6, name, value, why, wl);
+    else if (!strcmp(section, "timing")) rc = sec_timing(p, name, value, why, wl);
+    else if (!strcmp(section, "metrics")) rc = sec_metrics(p, name, value, why, wl);
+    else if (!strcmp(section, "calibration")) rc = sec_calibration(p, name, value, why, wl);
+    else if (!strncmp(section, "method.", 7) || !strncmp(section, "task.", 5)) rc = sec_plugin(p, section, name, value, why, wl);
+    else {
+        snprintf(why, wl, "unknown section [%s] (sections: sweep sweep.NAME timing metrics calibration method.NAME task.NAME)", section);
+        rc = -1;
     }
-    return 1;
-bad:
+    if (rc == 0) return 1;
     if (!p->err_line) {
         p->err_line = p->line;
         snprintf(p->err, sizeof p->err, "[%s] key '%s': %s", section, name, why);
     }
     return 0;
 }
+#undef FAIL
 
 int ab_config_ngrids(const ab_config *c) { return 1 + c->n_blocks; }
 

@@ -100,7 +100,7 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
 #endif
     ab_env_set(e, "compiler_flags", AB_BUILD_FLAGS);
     /* how threads were placed: bound by attnbench in each child unless the
-     * environment says otherwise (harness/engine/sweep.c, docs/timing.md) */
+     * environment says otherwise (harness/engine/measure.c, docs/timing.md) */
     snprintf(buf, sizeof buf, "OMP_PROC_BIND=%s OMP_PLACES=%s OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s",
              getenv("OMP_PROC_BIND") ? getenv("OMP_PROC_BIND") : "(unset)",
              getenv("OMP_PLACES") ? getenv("OMP_PLACES") : "(unset)",

@@ -8,6 +8,6 @@
 void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int threads);
 /* Threads the sweep uses when the config says 0: online cores. */
 int ab_default_threads(void);
-/* How the sweep binds threads (harness/engine/sweep.c), for the results file. */
+/* How the sweep binds threads (harness/engine/measure.c), for the results file. */
 const char *ab_binding_mode(void);
 #endif
