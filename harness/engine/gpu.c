@@ -12,17 +12,15 @@
  * ab_gpu_env() ask a short-lived child and read the answer from a pipe.
  */
 #include "harness/engine/gpu.h"
+#include "runtime/isolate.h"
 #include "runtime/layout.h"
 
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/registry.h" /* ab_mask_fraction */
@@ -39,6 +37,15 @@ typedef struct probe_result {
 
 #define PROBE_TIMEOUT_MS 120000
 
+static void probe_child(void *arg, int fd)
+{
+    probe_result c;
+    memset(&c, 0, sizeof c);
+    c.count = ab_cuda_device_count(c.why, sizeof c.why);
+    if (c.count > 0 && ab_cuda_device_info(0, &c.info, c.why, sizeof c.why) != AB_OK) c.count = 0;
+    if (ab_write_all(fd, &c, sizeof c)) _exit(1);
+}
+
 /* Fill r from a child process; the caller never initialises CUDA. */
 static void probe(probe_result *r)
 {
@@ -47,56 +54,15 @@ static void probe(probe_result *r)
         r->count = ab_cuda_device_count(r->why, sizeof r->why);
         return;
     }
-    int fds[2];
-    if (pipe(fds)) {
-        snprintf(r->why, sizeof r->why, "GPU probe: pipe: %s", strerror(errno));
+    const ab_isolate_opts o = { PROBE_TIMEOUT_MS / 1e3, NULL, 0 };
+    ab_child ch;
+    if (ab_child_start(&ch, probe_child, NULL, &o) < 0) {
+        snprintf(r->why, sizeof r->why, "GPU probe: %s: %s", ch.failed, strerror(errno));
         return;
     }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(r->why, sizeof r->why, "GPU probe: fork: %s", strerror(errno));
-        close(fds[0]);
-        close(fds[1]);
-        return;
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        probe_result c;
-        memset(&c, 0, sizeof c);
-        c.count = ab_cuda_device_count(c.why, sizeof c.why);
-        if (c.count > 0 && ab_cuda_device_info(0, &c.info, c.why, sizeof c.why) != AB_OK) c.count = 0;
-        const char *p = (const char *)&c;
-        size_t left = sizeof c;
-        while (left) {
-            ssize_t w = write(fds[1], p, left);
-            if (w <= 0) _exit(1);
-            p += w;
-            left -= (size_t)w;
-        }
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    double deadline = ab_now_ms() + PROBE_TIMEOUT_MS;
-    while (got < sizeof *r) {
-        double left = deadline - ab_now_ms();
-        if (left <= 0) break;
-        struct pollfd pf = { fds[0], POLLIN, 0 };
-        int pr = poll(&pf, 1, (int)left + 1);
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) break;
-        ssize_t n = read(fds[0], (char *)r + got, sizeof *r - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    if (got < sizeof *r) kill(pid, SIGKILL);
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
-    if (got < sizeof *r) {
+    int got = ab_child_read(&ch, r, sizeof *r);
+    ab_child_reap(&ch, NULL, NULL);
+    if (got != 1) {
         memset(r, 0, sizeof *r);
         snprintf(r->why, sizeof r->why, "GPU probe child gave no answer (crashed or timed out)");
     }
