@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "runtime/errors.h"
 
 enum { LB_NONE = 0, LB_ENTRIES, LB_DENSE, LB_CUSTOM };
 
@@ -460,40 +461,26 @@ int ab_layout_finalize(ab_layout *l)
 
 /* ---- validation ------------------------------------------------------------ */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return AB_EINVAL;
-}
-
 static int check_csr(const int64_t *ptr, const int32_t *idx, int64_t rows, int range,
                      const char *what, char *err, size_t errlen)
 {
     if (!ptr)
-        return fail(err, errlen, "%s: missing CSR row pointer", what);
+        return ab_fail(err, errlen, AB_EINVAL, "%s: missing CSR row pointer", what);
     if (ptr[0] != 0)
-        return fail(err, errlen, "%s: row pointer starts at %lld", what, (long long)ptr[0]);
+        return ab_fail(err, errlen, AB_EINVAL, "%s: row pointer starts at %lld", what, (long long)ptr[0]);
     for (int64_t r = 0; r < rows; r++)
         if (ptr[r + 1] < ptr[r])
-            return fail(err, errlen, "%s: row pointer decreases at row %lld", what,
+            return ab_fail(err, errlen, AB_EINVAL, "%s: row pointer decreases at row %lld", what,
                         (long long)r);
     if (ptr[rows] > 0 && !idx)
-        return fail(err, errlen, "%s: missing index array", what);
+        return ab_fail(err, errlen, AB_EINVAL, "%s: missing index array", what);
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t e = ptr[r]; e < ptr[r + 1]; e++) {
             if (idx[e] < 0 || idx[e] >= range)
-                return fail(err, errlen, "%s: row %lld: index %d out of range [0, %d)", what,
+                return ab_fail(err, errlen, AB_EINVAL, "%s: row %lld: index %d out of range [0, %d)", what,
                             (long long)r, (int)idx[e], range);
             if (e > ptr[r] && idx[e] <= idx[e - 1])
-                return fail(err, errlen, "%s: row %lld: entries not sorted and unique (%d after %d)",
+                return ab_fail(err, errlen, AB_EINVAL, "%s: row %lld: entries not sorted and unique (%d after %d)",
                             what, (long long)r, (int)idx[e], (int)idx[e - 1]);
         }
     }
@@ -505,23 +492,23 @@ int ab_layout_validate(const ab_layout *l, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     if (!l)
-        return fail(err, errlen, "no layout");
+        return ab_fail(err, errlen, AB_EINVAL, "no layout");
     if ((int)l->kind < AB_LAYOUT_DENSE || (int)l->kind > AB_LAYOUT_CUSTOM)
-        return fail(err, errlen, "unknown layout kind %d", (int)l->kind);
+        return ab_fail(err, errlen, AB_EINVAL, "unknown layout kind %d", (int)l->kind);
     if (l->heads <= 0 || l->seq_len < 0)
-        return fail(err, errlen, "bad shape: heads %d, seq_len %d", l->heads, l->seq_len);
+        return ab_fail(err, errlen, AB_EINVAL, "bad shape: heads %d, seq_len %d", l->heads, l->seq_len);
     if (l->kind == AB_LAYOUT_CUSTOM) {
         if (!(l->custom_density >= 0.0 && l->custom_density <= 1.0))
-            return fail(err, errlen, "custom density %g not in [0, 1]", l->custom_density);
+            return ab_fail(err, errlen, AB_EINVAL, "custom density %g not in [0, 1]", l->custom_density);
         return AB_OK;
     }
     if (l->kind == AB_LAYOUT_DENSE)
         return AB_OK;
     if (l->block_q <= 0 || l->block_k <= 0)
-        return fail(err, errlen, "bad block sizes %d x %d", l->block_q, l->block_k);
+        return ab_fail(err, errlen, AB_EINVAL, "bad block sizes %d x %d", l->block_q, l->block_k);
     if (l->n_qblocks != ceil_div(l->seq_len, l->block_q) ||
         l->n_kblocks != ceil_div(l->seq_len, l->block_k))
-        return fail(err, errlen, "block counts %d x %d do not match the shape",
+        return ab_fail(err, errlen, AB_EINVAL, "block counts %d x %d do not match the shape",
                     l->n_qblocks, l->n_kblocks);
     int64_t rows = (int64_t)l->heads * l->n_qblocks;
     int rc;
@@ -540,7 +527,7 @@ int ab_layout_validate(const ab_layout *l, char *err, size_t errlen)
             for (int64_t t = l->tok_ptr[r]; t < l->tok_ptr[r + 1]; t++)
                 if (has_i32(l->blk_idx, l->blk_ptr[r], l->blk_ptr[r + 1],
                             l->tok_idx[t] / l->block_k))
-                    return fail(err, errlen, "row %lld: token %d inside a kept block",
+                    return ab_fail(err, errlen, AB_EINVAL, "row %lld: token %d inside a kept block",
                                 (long long)r, (int)l->tok_idx[t]);
     }
     return AB_OK;

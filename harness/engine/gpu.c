@@ -12,17 +12,15 @@
  * ab_gpu_env() ask a short-lived child and read the answer from a pipe.
  */
 #include "harness/engine/gpu.h"
+#include "runtime/isolate.h"
 #include "runtime/layout.h"
 
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/registry.h" /* ab_mask_fraction */
@@ -39,6 +37,15 @@ typedef struct probe_result {
 
 #define PROBE_TIMEOUT_MS 120000
 
+static void probe_child(void *arg, int fd)
+{
+    probe_result c;
+    memset(&c, 0, sizeof c);
+    c.count = ab_cuda_device_count(c.why, sizeof c.why);
+    if (c.count > 0 && ab_cuda_device_info(0, &c.info, c.why, sizeof c.why) != AB_OK) c.count = 0;
+    if (ab_write_all(fd, &c, sizeof c)) _exit(1);
+}
+
 /* Fill r from a child process; the caller never initialises CUDA. */
 static void probe(probe_result *r)
 {
@@ -47,56 +54,15 @@ static void probe(probe_result *r)
         r->count = ab_cuda_device_count(r->why, sizeof r->why);
         return;
     }
-    int fds[2];
-    if (pipe(fds)) {
-        snprintf(r->why, sizeof r->why, "GPU probe: pipe: %s", strerror(errno));
+    const ab_isolate_opts o = { PROBE_TIMEOUT_MS / 1e3, NULL, 0 };
+    ab_child ch;
+    if (ab_child_start(&ch, probe_child, NULL, &o) < 0) {
+        snprintf(r->why, sizeof r->why, "GPU probe: %s: %s", ch.failed, strerror(errno));
         return;
     }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(r->why, sizeof r->why, "GPU probe: fork: %s", strerror(errno));
-        close(fds[0]);
-        close(fds[1]);
-        return;
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        probe_result c;
-        memset(&c, 0, sizeof c);
-        c.count = ab_cuda_device_count(c.why, sizeof c.why);
-        if (c.count > 0 && ab_cuda_device_info(0, &c.info, c.why, sizeof c.why) != AB_OK) c.count = 0;
-        const char *p = (const char *)&c;
-        size_t left = sizeof c;
-        while (left) {
-            ssize_t w = write(fds[1], p, left);
-            if (w <= 0) _exit(1);
-            p += w;
-            left -= (size_t)w;
-        }
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    double deadline = ab_now_ms() + PROBE_TIMEOUT_MS;
-    while (got < sizeof *r) {
-        double left = deadline - ab_now_ms();
-        if (left <= 0) break;
-        struct pollfd pf = { fds[0], POLLIN, 0 };
-        int pr = poll(&pf, 1, (int)left + 1);
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) break;
-        ssize_t n = read(fds[0], (char *)r + got, sizeof *r - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    if (got < sizeof *r) kill(pid, SIGKILL);
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
-    if (got < sizeof *r) {
+    int got = ab_child_read(&ch, r, sizeof *r);
+    ab_child_reap(&ch, NULL, NULL);
+    if (got != 1) {
         memset(r, 0, sizeof *r);
         snprintf(r->why, sizeof r->why, "GPU probe child gave no answer (crashed or timed out)");
     }
@@ -253,6 +219,58 @@ int ab_gpu_layout_from_device(ab_cuda *g, ab_layout *l, char *err, size_t errlen
 
 /* ---- one point ------------------------------------------------------------ */
 
+/* A GPU point's timed calls (milliseconds). */
+typedef struct gpu_samples {
+    int n;
+    double sel[AB_MAX_SAMPLES], run[AB_MAX_SAMPLES], tot[AB_MAX_SAMPLES], copy[AB_MAX_SAMPLES];
+} gpu_samples;
+
+/* Statistics of the samples, the layout (l) and the downloaded output (out)
+ * scored against the reference, and the final status into p. */
+static void record_point(const ab_gpu_point_in *x, ab_point *p, const gpu_samples *t, const ab_layout *l,
+                         const float *out, const char *gpu_name)
+{
+    const ab_shape *s = &x->pb->s;
+    ab_stats ss, sr, st, sc_copy;
+    ab_stats_compute(t->sel, t->n, &ss);
+    ab_stats_compute(t->run, t->n, &sr);
+    ab_stats_compute(t->tot, t->n, &st);
+    ab_stats_compute(t->copy, t->n, &sc_copy);
+    p->select_ms = ss.median;
+    p->run_ms = sr.median;
+    p->total_ms = st.median;
+    p->min_ms = st.min;
+    p->p10_ms = st.p10;
+    p->p90_ms = st.p90;
+    p->cv = st.cv;
+    p->n_samples = t->n;
+    for (int i = 0; i < t->n; i++) {
+        p->sample_select_ms[i] = t->sel[i];
+        p->sample_run_ms[i] = t->run[i];
+    }
+    const ab_mask fm = ab_shape_mask(s); /* dense-equivalent work over the pairs the base mask allows */
+    const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
+    p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
+    p->achieved_density = ab_layout_density(l);
+    snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l->kind));
+    snprintf(p->kernel, sizeof p->kernel, "%s", ab_gpu_kernel_name(x->m, l->kind));
+    ab_scores sc;
+    ab_score(x->ref, x->pb, l, out, &sc);
+    p->recall_mass = sc.recall_mass;
+    p->recall_topk = sc.recall_topk;
+    p->rel_l2_err = sc.rel_l2;
+    p->max_abs_err = sc.max_abs;
+    p->rows_scored = sc.rows;
+    if (x->ans && x->ans->n > 0)
+        ab_accuracy(x->ans, out, s->seq_len, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
+    if (sc.nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
+    else if (ab_gpu_path_of(x->m) == AB_GPU_SEL_DEVICE)
+        ab_point_set_status(p, "ok", "fp16 on %s; selected on the device", gpu_name);
+    else
+        ab_point_set_status(p, "ok", "fp16 on %s; select on CPU, layout copy median %.3g ms included in select_ms",
+                   gpu_name, sc_copy.median);
+}
+
 void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
 {
     const ab_config *c = x->c;
@@ -302,8 +320,8 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
         goto done;
     }
     const ab_gpu_path path = ab_gpu_path_of(x->m);
-    int n = 0;
-    double sel[AB_MAX_SAMPLES], run[AB_MAX_SAMPLES], tot[AB_MAX_SAMPLES], copy[AB_MAX_SAMPLES];
+    gpu_samples smp;
+    smp.n = 0;
     const double t_start = ab_now_ms();
     for (int it = 0;; it++) {
         ab_layout_free(&l);
@@ -322,13 +340,13 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
             goto done;
         }
         if (it < c->warmup) continue;
-        sel[n] = sm + cm; /* the layout copy is selection overhead */
-        copy[n] = cm;
-        run[n] = rm;
-        tot[n] = sm + cm + rm;
-        n++;
+        smp.sel[smp.n] = sm + cm; /* the layout copy is selection overhead */
+        smp.copy[smp.n] = cm;
+        smp.run[smp.n] = rm;
+        smp.tot[smp.n] = sm + cm + rm;
+        smp.n++;
         double el = (ab_now_ms() - t_start) / 1e3;
-        if ((n >= c->min_repeats && el >= c->min_time_s) || n >= c->max_repeats || n >= AB_MAX_SAMPLES ||
+        if ((smp.n >= c->min_repeats && el >= c->min_time_s) || smp.n >= c->max_repeats || smp.n >= AB_MAX_SAMPLES ||
             el >= c->max_time_s)
             break;
     }
@@ -344,51 +362,7 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
         ab_point_set_status(p, ab_status_of_code(rc), "download output: %s", ab_cuda_error(g));
         goto done;
     }
-    {
-        ab_stats ss, sr, st, sc_copy;
-        ab_stats_compute(sel, n, &ss);
-        ab_stats_compute(run, n, &sr);
-        ab_stats_compute(tot, n, &st);
-        ab_stats_compute(copy, n, &sc_copy);
-        p->select_ms = ss.median;
-        p->run_ms = sr.median;
-        p->total_ms = st.median;
-        p->min_ms = st.min;
-        p->p10_ms = st.p10;
-        p->p90_ms = st.p90;
-        p->cv = st.cv;
-        p->n_samples = n;
-        for (int i = 0; i < n; i++) {
-            p->sample_select_ms[i] = sel[i];
-            p->sample_run_ms[i] = run[i];
-        }
-        const ab_mask fm = ab_shape_mask(s); /* dense-equivalent work over the pairs the base mask allows */
-        const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
-        p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
-        p->achieved_density = ab_layout_density(&l);
-        snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l.kind));
-        snprintf(p->kernel, sizeof p->kernel, "%s", ab_gpu_kernel_name(x->m, l.kind));
-        ab_scores sc;
-        ab_score(x->ref, pb, &l, out, &sc);
-        p->recall_mass = sc.recall_mass;
-        p->recall_topk = sc.recall_topk;
-        p->rel_l2_err = sc.rel_l2;
-        p->max_abs_err = sc.max_abs;
-        p->rows_scored = sc.rows;
-        if (x->ans && x->ans->n > 0) {
-            int ok = 0, all = 0;
-            ab_answer_score(x->ans, out, s->seq_len, &ok, &all);
-            p->accuracy = all ? (double)ok / all : NAN;
-            ab_wilson(ok, all, &p->acc_ci_lo, &p->acc_ci_hi);
-            p->acc_trials = all;
-        }
-        if (sc.nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
-        else if (path == AB_GPU_SEL_DEVICE)
-            ab_point_set_status(p, "ok", "fp16 on %s; selected on the device", info.name);
-        else
-            ab_point_set_status(p, "ok", "fp16 on %s; select on CPU, layout copy median %.3g ms included in select_ms",
-                       info.name, sc_copy.median);
-    }
+    record_point(x, p, &smp, &l, out, info.name);
 done:
     ab_layout_free(&l);
     free(out);

@@ -435,13 +435,8 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
         p->rel_l2_err = sc.rel_l2;
         p->max_abs_err = sc.max_abs;
         p->rows_scored = sc.rows;
-        if (a->ans.n > 0) {
-            int ok = 0, all = 0;
-            ab_answer_score(&a->ans, out, b->n, &ok, &all);
-            p->accuracy = all ? (double)ok / all : NAN;
-            ab_wilson(ok, all, &p->acc_ci_lo, &p->acc_ci_hi);
-            p->acc_trials = all;
-        }
+        if (a->ans.n > 0)
+            ab_accuracy(&a->ans, out, b->n, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
         char terr[200] = "";
         if (sc.nonfinite) {
             ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");

@@ -217,3 +217,13 @@ void ab_wilson(int k, int n, double *lo, double *hi)
     *lo = ctr - half < 0 ? 0 : ctr - half;
     *hi = ctr + half > 1 ? 1 : ctr + half;
 }
+
+void ab_accuracy(const ab_answer *ans, const float *out, int seq_len, double *acc, double *lo, double *hi,
+                 int32_t *trials)
+{
+    int ok = 0, all = 0;
+    ab_answer_score(ans, out, seq_len, &ok, &all);
+    *acc = all ? (double)ok / all : NAN;
+    ab_wilson(ok, all, lo, hi);
+    *trials = all;
+}

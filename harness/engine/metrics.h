@@ -45,4 +45,10 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
 
 /* Wilson score interval (95%) for k successes out of n. */
 void ab_wilson(int k, int n, double *lo, double *hi);
+
+/* The task's answers decoded from out (heads, seq_len, head_dim) and
+ * scored: *acc the fraction right (NaN with no trials), [*lo, *hi] its
+ * Wilson interval, *trials the answers (or answer groups) counted. */
+void ab_accuracy(const ab_answer *ans, const float *out, int seq_len, double *acc, double *lo, double *hi,
+                 int32_t *trials);
 #endif

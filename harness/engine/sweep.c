@@ -23,6 +23,7 @@
 #include "runtime/errors.h"
 #include "runtime/plugin.h"
 #include "runtime/registry.h"
+#include "runtime/isolate.h"
 
 #include <errno.h>
 #include <math.h>
@@ -45,47 +46,12 @@ static void on_signal(int sig) { g_stop = sig; }
 /* Fork fn(arg) into a child; wait up to timeout_s for it, reading `len`
  * bytes it writes into buf. Returns: 1 got the bytes, 0 no bytes (see
  * *wstatus), -2 timeout (child killed), -3 interrupted, -1 fork error. */
-typedef void (*child_fn)(void *arg, int fd);
 #define AB_EXIT_NOMEM 4 /* a point's child could not allocate its result */
-static int run_isolated(child_fn fn, void *arg, void *buf, size_t len, double timeout_s, int *wstatus,
+static int run_isolated(ab_child_fn fn, void *arg, void *buf, size_t len, double timeout_s, int *wstatus,
                         struct rusage *ru)
 {
-    int fds[2];
-    if (pipe(fds)) return -1;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) { close(fds[0]); close(fds[1]); return -1; }
-    if (pid == 0) {
-        close(fds[0]);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        fn(arg, fds[1]);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    double deadline = ab_now_ms() + timeout_s * 1e3;
-    int result = 0;
-    for (;;) {
-        if (g_stop) { result = -3; break; }
-        double left = deadline - ab_now_ms();
-        if (left <= 0) { result = -2; break; }
-        struct pollfd pf = { fds[0], POLLIN, 0 };
-        int pr = poll(&pf, 1, left > 200 ? 200 : (int)left + 1);
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) continue;
-        ssize_t r = read(fds[0], (char *)buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break; /* EOF */
-        got += (size_t)r;
-        if (got == len) { result = 1; break; }
-    }
-    if (result == -2 || result == -3) kill(pid, SIGKILL);
-    close(fds[0]);
-    if (ru) memset(ru, 0, sizeof *ru);
-    while (wait4(pid, wstatus, 0, ru) < 0 && errno == EINTR) {}
-    return result;
+    const ab_isolate_opts o = { timeout_s, &g_stop, AB_ISO_DFL_SIGNALS };
+    return ab_isolate(fn, arg, buf, len, &o, wstatus, ru);
 }
 
 typedef struct data_arg {
@@ -100,7 +66,7 @@ static void data_entry(void *arg, int fd)
     data_arg *d = arg;
     data_child(d->a, d->b, d->c, d->threads, d->save_dir, d->problem);
     char ok = 1;
-    if (write(fd, &ok, 1) != 1) _exit(3);
+    if (ab_write_all(fd, &ok, 1)) _exit(3);
 }
 
 /* This process's mapped address space (VmSize), 0 if unknown. */
@@ -135,14 +101,7 @@ static void point_entry(void *arg, int fd)
     if (!p) _exit(AB_EXIT_NOMEM);
     fill_point_ids(p, x->b, x->j, x->threads);
     measure_point(x, p);
-    const char *buf = (const char *)p;
-    size_t left = sizeof *p;
-    while (left) {
-        ssize_t w = write(fd, buf, left);
-        if (w <= 0) _exit(5);
-        buf += w;
-        left -= (size_t)w;
-    }
+    if (ab_write_all(fd, p, sizeof *p)) _exit(5);
     free(p);
 }
 

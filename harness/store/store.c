@@ -13,11 +13,10 @@
  * header (OUT holds everything), so it only ever holds the points of the
  * last interval.
  *
- * Journal OUT.journal (native byte order; it never leaves the machine):
- *   header  "ABJRNL01" | u32 sizeof(ab_point) | u32 AB_SCHEMA_VERSION
- *   record  u32 AB_JREC_MAGIC | u32 length | ab_point bytes | u32 CRC32
- * A reader stops silently at the first short or corrupt record (the torn
- * tail of a SIGKILL), so a record counts whole or not at all.
+ * The journal OUT.journal is journal.c's (its format is in journal.h); the
+ * point set, CRC, file I/O and the atomic rewrite have files of their own
+ * too (pset.c, crc32.c, fdio.c, atomic.c); this file is the HDF5 schema and
+ * the store API.
  *
  * Readers (ab_results_read, resume) load the file image into memory and open
  * it with the core driver too: no HDF5 file locking (which fails on some
@@ -37,22 +36,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define AB_JOURNAL_MAGIC "ABJRNL01"
-#define AB_JREC_MAGIC 0x52504241u /* "ABPR" little-endian */
+#include "harness/store/atomic.h"
+#include "harness/store/fdio.h"
+#include "harness/store/journal.h"
+#include "harness/store/pset.h"
+#include "runtime/errors.h"
+#include "runtime/isolate.h"
+
 #define AB_REWRITE_INTERVAL_S 1.0
 #define AB_POINTS_CHUNK 64
 /* Labels for in-memory HDF5 files: paths that can never exist on disk (the
@@ -61,22 +61,6 @@
 #define AB_IMAGE_LABEL_R "/dev/null/attnbench-read-image"
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        for (char *c = err; *c; c++) /* one line, always */
-            if (*c == '\n' || *c == '\r')
-                *c = ' ';
-    }
-    return -1;
-}
 
 static char *cat_path(const char *a, const char *b)
 {
@@ -89,110 +73,11 @@ static char *cat_path(const char *a, const char *b)
     return s;
 }
 
-static int write_all(int fd, const void *buf, size_t len, off_t off)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = pwrite(fd, p, len, off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = ENOSPC;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-        off += w;
-    }
-    return 0;
-}
-
-/* Reads up to len bytes; returns the count (short only at end of file), or
- * -1 with errno. */
-static ssize_t read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, p + got, len - got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
-/* fsync the directory holding path, so a rename/create/unlink is durable.
- * File systems that cannot fsync a directory (EINVAL) are accepted. */
-static int fsync_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash)
-        dir = cat_path(".", "");
-    else if (slash == path)
-        dir = cat_path("/", "");
-    else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = '\0';
-        }
-    }
-    if (!dir) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc < 0 && e != EINVAL && e != EROFS) {
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
-
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- CRC-32 (IEEE 802.3, reflected, as zlib/PNG) ------------------------ */
-
-typedef struct crc_table { uint32_t t[256]; } crc_table;
-
-static void crc32_init(crc_table *ct)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        ct->t[i] = c;
-    }
-}
-
-static uint32_t crc32_calc(const crc_table *ct, const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < len; i++)
-        c = ct->t[(c ^ p[i]) & 0xFFu] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
 }
 
 /* ---- the fields of ab_point that form a /points row ---------------------- */
@@ -350,110 +235,6 @@ static void h5_errdesc(char *buf, size_t len)
         snprintf(buf, len, "HDF5 error");
 }
 
-/* ---- point set: insertion-ordered array + open-addressing key index ----- */
-
-typedef struct pset {
-    ab_point *v;
-    size_t n, cap;
-    size_t *slot; /* index + 1; 0 = empty */
-    size_t nslot; /* power of two */
-} pset;
-
-static uint64_t key_hash(const char *k)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < sizeof(((ab_point *)0)->key) && k[i]; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static size_t pset_find(const pset *s, const char *key)
-{
-    if (!s->nslot)
-        return SIZE_MAX;
-    size_t mask = s->nslot - 1;
-    for (size_t h = (size_t)key_hash(key) & mask; s->slot[h]; h = (h + 1) & mask) {
-        const ab_point *p = &s->v[s->slot[h] - 1];
-        if (strncmp(p->key, key, sizeof p->key) == 0)
-            return s->slot[h] - 1;
-    }
-    return SIZE_MAX;
-}
-
-static int pset_rehash(pset *s, size_t nslot)
-{
-    size_t *slot = calloc(nslot, sizeof *slot);
-    if (!slot)
-        return -1;
-    for (size_t i = 0; i < s->n; i++) {
-        size_t h = (size_t)key_hash(s->v[i].key) & (nslot - 1);
-        while (slot[h])
-            h = (h + 1) & (nslot - 1);
-        slot[h] = i + 1;
-    }
-    free(s->slot);
-    s->slot = slot;
-    s->nslot = nslot;
-    return 0;
-}
-
-/* Make room for `extra` more points so that a following pset_put of new
- * keys cannot fail. */
-static int pset_reserve(pset *s, size_t extra)
-{
-    if (extra > SIZE_MAX / 4 - s->n)
-        return -1;
-    size_t need = s->n + extra;
-    if (need > s->cap) {
-        size_t cap = s->cap ? s->cap : 64;
-        while (cap < need)
-            cap *= 2;
-        if (cap > SIZE_MAX / sizeof(ab_point))
-            return -1;
-        ab_point *v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        s->v = v;
-        s->cap = cap;
-    }
-    if (need * 2 > s->nslot) {
-        size_t nslot = s->nslot ? s->nslot : 128;
-        while (need * 2 > nslot)
-            nslot *= 2;
-        if (pset_rehash(s, nslot) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* Insert or replace (the later row wins, keeping the first one's position). */
-static int pset_put(pset *s, const ab_point *p)
-{
-    size_t i = pset_find(s, p->key);
-    if (i != SIZE_MAX) {
-        s->v[i] = *p;
-        return 0;
-    }
-    if (pset_reserve(s, 1) < 0)
-        return -1;
-    s->v[s->n] = *p;
-    size_t mask = s->nslot - 1;
-    size_t h = (size_t)key_hash(p->key) & mask;
-    while (s->slot[h])
-        h = (h + 1) & mask;
-    s->slot[h] = ++s->n;
-    return 0;
-}
-
-static void pset_free(pset *s)
-{
-    free(s->v);
-    free(s->slot);
-    memset(s, 0, sizeof *s);
-}
-
 /* ---- building the HDF5 image -------------------------------------------- */
 
 static int attr_write_str(hid_t loc, const char *name, const char *value)
@@ -535,7 +316,7 @@ cleanup:
     return rc;
 }
 
-static int write_points(hid_t fid, const pset *s)
+static int write_points(hid_t fid, const ab_pset *s)
 {
     int rc = -1;
     hid_t mt = -1, ft = -1, sp = -1, dcpl = -1, ds = -1;
@@ -596,7 +377,7 @@ cleanup:
     return rc;
 }
 
-static int write_samples(hid_t fid, const pset *s)
+static int write_samples(hid_t fid, const ab_pset *s)
 {
     int rc = -1;
     hid_t g = -1, dcpl = -1;
@@ -700,7 +481,7 @@ static int write_shards(hid_t fid, const ab_env *shards, int nshards)
     return rc;
 }
 
-static int build_image(const ab_env *env, const pset *s, void **img, size_t *len,
+static int build_image(const ab_env *env, const ab_pset *s, void **img, size_t *len,
                        const char *path, const ab_env *shards, int nshards, char *err, size_t errlen)
 {
     int rc = -1;
@@ -748,7 +529,7 @@ static int build_image(const ab_env *env, const pset *s, void **img, size_t *len
     if (sz <= 0)
         goto h5err;
     if (!(buf = malloc((size_t)sz))) {
-        fail(err, errlen, "cannot write %s: out of memory (%zd-byte image)", path, sz);
+        ab_fail(err, errlen, -1, "cannot write %s: out of memory (%zd-byte image)", path, sz);
         goto cleanup;
     }
     if (H5Fget_file_image(fid, buf, (size_t)sz) != sz)
@@ -760,7 +541,7 @@ static int build_image(const ab_env *env, const pset *s, void **img, size_t *len
     goto cleanup;
 h5err:
     h5_errdesc(h5msg, sizeof h5msg);
-    fail(err, errlen, "cannot write %s: HDF5 failed while %s (%s)", path, what, h5msg);
+    ab_fail(err, errlen, -1, "cannot write %s: HDF5 failed while %s (%s)", path, what, h5msg);
 cleanup:
     free(buf);
     if (fid >= 0) H5Fclose(fid);
@@ -768,36 +549,6 @@ cleanup:
     if (fapl >= 0) H5Pclose(fapl);
     h5_restore(&q);
     return rc;
-}
-
-/* Write buf to tmp, fsync, rename over path, fsync the directory. On any
- * failure tmp is removed and path is untouched (except a failed directory
- * sync, after which path already holds the new content). */
-static int write_atomic(const char *path, const char *tmp, const void *buf,
-                        size_t len, char *err, size_t errlen)
-{
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    if (write_all(fd, buf, len, 0) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return fail(err, errlen, "cannot write %s: %s", tmp, strerror(e));
-    }
-    if (close(fd) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return fail(err, errlen, "cannot write %s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return fail(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(e));
-    }
-    if (fsync_dir(path) < 0)
-        return fail(err, errlen, "cannot sync the directory of %s: %s", path, strerror(errno));
-    return 0;
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -913,15 +664,73 @@ static void point_defaults(ab_point *p, const unsigned char *present)
     }
 }
 
+/* The rows of /points in file fid (*rows: n points, NULL when none; the
+ * caller frees it), the fields an older file lacks set to their defaults. */
+static int read_rows(hid_t fid, const char *path, ab_point **rows_out, hsize_t *n_out, char *err, size_t errlen)
+{
+    int rc = -1;
+    hid_t ds = -1, dt = -1, dsp = -1, mt = -1;
+    ab_point *rows = NULL;
+    unsigned char present[N_FIELDS];
+    char h5msg[160] = "";
+    hsize_t n = 0;
+
+    if (H5Lexists(fid, "points", H5P_DEFAULT) <= 0 ||
+        (ds = H5Dopen2(fid, "points", H5P_DEFAULT)) < 0 || (dt = H5Dget_type(ds)) < 0 ||
+        H5Tget_class(dt) != H5T_COMPOUND || (dsp = H5Dget_space(ds)) < 0 ||
+        H5Sget_simple_extent_ndims(dsp) != 1 || H5Sget_simple_extent_dims(dsp, &n, NULL) < 0) {
+        ab_fail(err, errlen, -1, "%s is not an attnbench results file (no readable /points)", path);
+        goto cleanup;
+    }
+    if (n > (hsize_t)(SIZE_MAX / sizeof(ab_point) / 2)) {
+        ab_fail(err, errlen, -1, "%s: /points is implausibly large (%llu rows)", path,
+                (unsigned long long)n);
+        goto cleanup;
+    }
+    if (n > 0) {
+        if (!(rows = calloc((size_t)n, sizeof *rows))) {
+            ab_fail(err, errlen, -1, "cannot read %s: out of memory for %llu points", path,
+                    (unsigned long long)n);
+            goto cleanup;
+        }
+        /* Read the fields the file has: a file written before a field
+         * existed (mask, mask_density: base masks) still reads, the
+         * missing fields get defaults below. */
+        for (size_t i = 0; i < N_FIELDS; i++)
+            present[i] = H5Tget_member_index(dt, point_fields[i].name) >= 0;
+        if (!present[field_index("key")]) {
+            ab_fail(err, errlen, -1, "%s is not an attnbench results file (/points has no key field)", path);
+            goto cleanup;
+        }
+        if ((mt = point_type_sub(1, present)) < 0 ||
+            H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0) {
+            h5_errdesc(h5msg, sizeof h5msg);
+            ab_fail(err, errlen, -1, "cannot read /points of %s (%s)", path, h5msg);
+            goto cleanup;
+        }
+        for (size_t r = 0; r < (size_t)n; r++)
+            point_defaults(&rows[r], present);
+    }
+    *rows_out = rows;
+    *n_out = n;
+    rows = NULL;
+    rc = 0;
+cleanup:
+    free(rows);
+    if (mt >= 0) H5Tclose(mt);
+    if (dsp >= 0) H5Sclose(dsp);
+    if (dt >= 0) H5Tclose(dt);
+    if (ds >= 0) H5Dclose(ds);
+    return rc;
+}
+
 /* Open file image `img` and read its points and env into set/env. */
-static int h5_read_image(const char *path, const void *img, size_t len, pset *set,
+static int h5_read_image(const char *path, const void *img, size_t len, ab_pset *set,
                          ab_env *env, char *err, size_t errlen)
 {
     int rc = -1;
-    hid_t fapl = -1, fid = -1, a = -1, at = -1, asp = -1, ds = -1, dt = -1, dsp = -1;
-    hid_t mt = -1, sg = -1;
+    hid_t fapl = -1, fid = -1, a = -1, at = -1, asp = -1, sg = -1;
     ab_point *rows = NULL;
-    unsigned char present[N_FIELDS];
     char h5msg[160] = "";
     int ver = 0;
     hsize_t n = 0;
@@ -931,69 +740,35 @@ static int h5_read_image(const char *path, const void *img, size_t len, pset *se
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
         H5Pset_file_image(fapl, (void *)img, len) < 0) {
         h5_errdesc(h5msg, sizeof h5msg);
-        fail(err, errlen, "cannot read %s: %s", path, h5msg);
+        ab_fail(err, errlen, -1, "cannot read %s: %s", path, h5msg);
         goto cleanup;
     }
     if ((fid = H5Fopen(AB_IMAGE_LABEL_R, H5F_ACC_RDONLY, fapl)) < 0) {
         h5_errdesc(h5msg, sizeof h5msg);
-        fail(err, errlen, "%s is a damaged HDF5 file (%s)", path, h5msg);
+        ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (%s)", path, h5msg);
         goto cleanup;
     }
     if (H5Aexists(fid, "schema_version") <= 0) {
-        fail(err, errlen, "%s is not an attnbench results file", path);
+        ab_fail(err, errlen, -1, "%s is not an attnbench results file", path);
         goto cleanup;
     }
     if ((a = H5Aopen(fid, "schema_version", H5P_DEFAULT)) < 0 || (at = H5Aget_type(a)) < 0 ||
         (asp = H5Aget_space(a)) < 0 || H5Tget_class(at) != H5T_INTEGER ||
         H5Sget_simple_extent_npoints(asp) != 1 || H5Aread(a, H5T_NATIVE_INT, &ver) < 0) {
-        fail(err, errlen, "%s is not an attnbench results file (bad schema_version)", path);
+        ab_fail(err, errlen, -1, "%s is not an attnbench results file (bad schema_version)", path);
         goto cleanup;
     }
     if (ver != AB_SCHEMA_VERSION) {
-        fail(err, errlen, "%s has schema version %d, this attnbench reads %d",
-             path, ver, AB_SCHEMA_VERSION);
+        ab_fail(err, errlen, -1, "%s has schema version %d, this attnbench reads %d",
+                path, ver, AB_SCHEMA_VERSION);
         goto cleanup;
     }
-    if (H5Lexists(fid, "points", H5P_DEFAULT) <= 0 ||
-        (ds = H5Dopen2(fid, "points", H5P_DEFAULT)) < 0 || (dt = H5Dget_type(ds)) < 0 ||
-        H5Tget_class(dt) != H5T_COMPOUND || (dsp = H5Dget_space(ds)) < 0 ||
-        H5Sget_simple_extent_ndims(dsp) != 1 || H5Sget_simple_extent_dims(dsp, &n, NULL) < 0) {
-        fail(err, errlen, "%s is not an attnbench results file (no readable /points)", path);
+    if (read_rows(fid, path, &rows, &n, err, errlen) < 0)
         goto cleanup;
-    }
-    if (n > (hsize_t)(SIZE_MAX / sizeof(ab_point) / 2)) {
-        fail(err, errlen, "%s: /points is implausibly large (%llu rows)", path,
-             (unsigned long long)n);
-        goto cleanup;
-    }
-    if (n > 0) {
-        if (!(rows = calloc((size_t)n, sizeof *rows))) {
-            fail(err, errlen, "cannot read %s: out of memory for %llu points", path,
-                 (unsigned long long)n);
-            goto cleanup;
-        }
-        /* Read the fields the file has: a file written before a field
-         * existed (mask, mask_density: base masks) still reads, the
-         * missing fields get defaults below. */
-        for (size_t i = 0; i < N_FIELDS; i++)
-            present[i] = H5Tget_member_index(dt, point_fields[i].name) >= 0;
-        if (!present[field_index("key")]) {
-            fail(err, errlen, "%s is not an attnbench results file (/points has no key field)", path);
-            goto cleanup;
-        }
-        if ((mt = point_type_sub(1, present)) < 0 ||
-            H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0) {
-            h5_errdesc(h5msg, sizeof h5msg);
-            fail(err, errlen, "cannot read /points of %s (%s)", path, h5msg);
-            goto cleanup;
-        }
-        for (size_t r = 0; r < (size_t)n; r++)
-            point_defaults(&rows[r], present);
-    }
     if (H5Lexists(fid, "samples", H5P_DEFAULT) > 0)
         sg = H5Gopen2(fid, "samples", H5P_DEFAULT);
-    if (pset_reserve(set, (size_t)n) < 0) {
-        fail(err, errlen, "cannot read %s: out of memory", path);
+    if (ab_pset_reserve(set, (size_t)n) < 0) {
+        ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);
         goto cleanup;
     }
     for (size_t i = 0; i < (size_t)n; i++) {
@@ -1006,8 +781,8 @@ static int h5_read_image(const char *path, const void *img, size_t len, pset *se
         memset(p->sample_calls, 0, sizeof p->sample_calls);
         if (sg >= 0 && p->n_samples > 0 && key_ok(p->key))
             read_one_samples(sg, p);
-        if (pset_put(set, p) < 0) {
-            fail(err, errlen, "cannot read %s: out of memory", path);
+        if (ab_pset_put(set, p) < 0) {
+            ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);
             goto cleanup;
         }
     }
@@ -1025,10 +800,6 @@ static int h5_read_image(const char *path, const void *img, size_t len, pset *se
 cleanup:
     free(rows);
     if (sg >= 0) H5Gclose(sg);
-    if (mt >= 0) H5Tclose(mt);
-    if (dsp >= 0) H5Sclose(dsp);
-    if (dt >= 0) H5Tclose(dt);
-    if (ds >= 0) H5Dclose(ds);
     if (asp >= 0) H5Sclose(asp);
     if (at >= 0) H5Tclose(at);
     if (a >= 0) H5Aclose(a);
@@ -1047,39 +818,39 @@ static int has_h5_signature(const unsigned char *b, size_t len)
     return 0;
 }
 
-static int h5_load_inproc(const char *path, pset *set, ab_env *env, char *err, size_t errlen)
+static int h5_load_inproc(const char *path, ab_pset *set, ab_env *env, char *err, size_t errlen)
 {
     int rc = -1;
     unsigned char *buf = NULL;
     struct stat sb;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return ab_fail(err, errlen, -1, "cannot open %s: %s", path, strerror(errno));
     if (fstat(fd, &sb) < 0) {
-        fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        ab_fail(err, errlen, -1, "cannot open %s: %s", path, strerror(errno));
         goto cleanup;
     }
     if (S_ISDIR(sb.st_mode)) {
-        fail(err, errlen, "cannot read %s: %s", path, strerror(EISDIR));
+        ab_fail(err, errlen, -1, "cannot read %s: %s", path, strerror(EISDIR));
         goto cleanup;
     }
     if (sb.st_size <= 0) {
-        fail(err, errlen, "%s is not an HDF5 file (it is empty)", path);
+        ab_fail(err, errlen, -1, "%s is not an HDF5 file (it is empty)", path);
         goto cleanup;
     }
     if ((unsigned long long)sb.st_size > SIZE_MAX / 2 ||
         !(buf = malloc((size_t)sb.st_size))) {
-        fail(err, errlen, "cannot read %s: out of memory (%lld bytes)", path,
-             (long long)sb.st_size);
+        ab_fail(err, errlen, -1, "cannot read %s: out of memory (%lld bytes)", path,
+                (long long)sb.st_size);
         goto cleanup;
     }
-    ssize_t got = read_full(fd, buf, (size_t)sb.st_size);
+    ssize_t got = ab_read_full(fd, buf, (size_t)sb.st_size);
     if (got < 0) {
-        fail(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        ab_fail(err, errlen, -1, "cannot read %s: %s", path, strerror(errno));
         goto cleanup;
     }
     if (!has_h5_signature(buf, (size_t)got)) {
-        fail(err, errlen, "%s is not an HDF5 file", path);
+        ab_fail(err, errlen, -1, "%s is not an HDF5 file", path);
         goto cleanup;
     }
     {
@@ -1113,127 +884,68 @@ typedef struct load_hdr {
     char msg[512];
 } load_hdr;
 
-static int write_full(int fd, const void *buf, size_t len)
+static void h5_load_child(void *arg, int fd)
 {
-    const char *p = buf;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* read_full with a deadline (monotonic seconds): -1 with ETIMEDOUT past it. */
-static ssize_t read_by(int fd, void *buf, size_t len, double deadline)
-{
-    char *p = buf;
-    size_t got = 0;
-    while (got < len) {
-        double left = deadline - now_s();
-        if (left <= 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        struct pollfd pf = { fd, POLLIN, 0 };
-        int pr = poll(&pf, 1, left > 1.0 ? 1000 : (int)(left * 1000) + 1);
-        if (pr < 0 && errno != EINTR)
-            return -1;
-        if (pr <= 0)
-            continue;
-        ssize_t r = read(fd, p + got, len - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
-static void h5_load_child(int fd, const char *path)
-{
-    pset s = { 0 };
+    const char *path = arg;
+    ab_pset s = { 0 };
     ab_env e = { 0 };
     load_hdr h;
     memset(&h, 0, sizeof h);
     h.rc = h5_load_inproc(path, &s, &e, h.msg, sizeof h.msg);
     h.n = h.rc == 0 ? s.n : 0;
     h.nenv = h.rc == 0 ? e.n : 0;
-    if (write_full(fd, &h, sizeof h) < 0)
+    if (ab_write_all(fd, &h, sizeof h) < 0)
         _exit(3);
     for (size_t i = 0; i < h.n; i++)
-        if (write_full(fd, &s.v[i], sizeof s.v[i]) < 0)
+        if (ab_write_all(fd, &s.v[i], sizeof s.v[i]) < 0)
             _exit(3);
     for (int i = 0; i < h.nenv; i++) {
         const char *v = e.value[i] ? e.value[i] : "";
         uint32_t l = (uint32_t)strlen(v);
         char name[sizeof e.name[0]] = { 0 }; /* no stray stack bytes down the pipe */
         strncpy(name, e.name[i], sizeof name - 1);
-        if (write_full(fd, name, sizeof name) < 0 || write_full(fd, &l, sizeof l) < 0 ||
-            write_full(fd, v, l) < 0)
+        if (ab_write_all(fd, name, sizeof name) < 0 || ab_write_all(fd, &l, sizeof l) < 0 ||
+            ab_write_all(fd, v, l) < 0)
             _exit(3);
     }
     _exit(0);
 }
 
-static int h5_load(const char *path, pset *set, ab_env *env, char *err, size_t errlen)
+static int h5_load(const char *path, ab_pset *set, ab_env *env, char *err, size_t errlen)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return fail(err, errlen, "cannot read %s: pipe: %s", path, strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(fds[0]);
-        close(fds[1]);
-        return fail(err, errlen, "cannot read %s: fork: %s", path, strerror(e));
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the reader */
-        h5_load_child(fds[1], path);
-    }
-    close(fds[1]);
-    int rc = -1, proto = 0, timed_out = 0;
-    load_hdr h;
-    ab_point *p = NULL;
-    char *val = NULL;
     struct stat sb;
     double limit = 60.0 + (stat(path, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0);
     const char *lim_env = getenv("AB_H5_READ_TIMEOUT_S"); /* tests: a shorter limit */
     if (lim_env && atof(lim_env) > 0)
         limit = atof(lim_env);
-    double deadline = now_s() + limit;
-#define READ(buf, len) (read_by(fds[0], (buf), (len), deadline) == (ssize_t)(len) || \
-                        ((timed_out = errno == ETIMEDOUT), 0))
+    const ab_isolate_opts o = { limit, NULL, AB_ISO_PDEATHSIG }; /* never outlive the reader */
+    ab_child ch;
+    if (ab_child_start(&ch, h5_load_child, (void *)path, &o) < 0)
+        return ab_fail(err, errlen, -1, "cannot read %s: %s: %s", path, ch.failed, strerror(errno));
+    int rc = -1, proto = 0;
+    load_hdr h;
+    ab_point *p = NULL;
+    char *val = NULL;
+#define READ(buf, len) (ab_child_read(&ch, (buf), (len)) == 1)
     if (!READ(&h, sizeof h))
         goto done;
     h.msg[sizeof h.msg - 1] = '\0';
     if (h.rc != 0) {
         proto = 1;
-        fail(err, errlen, "%s", h.msg);
+        ab_fail(err, errlen, -1, "%s", h.msg);
         goto done;
     }
     if (h.n > SIZE_MAX / sizeof(ab_point) / 2 || h.nenv < 0 || h.nenv > AB_ENV_MAX ||
-        pset_reserve(set, (size_t)h.n) < 0 || !(p = malloc(sizeof *p))) {
+        ab_pset_reserve(set, (size_t)h.n) < 0 || !(p = malloc(sizeof *p))) {
         proto = 1;
-        fail(err, errlen, "cannot read %s: out of memory for %llu points", path, (unsigned long long)h.n);
+        ab_fail(err, errlen, -1, "cannot read %s: out of memory for %llu points", path, (unsigned long long)h.n);
         goto done;
     }
     for (uint64_t i = 0; i < h.n; i++) {
         if (!READ(p, sizeof *p))
             goto done;
         point_sanitize(p);
-        pset_put(set, p); /* cannot fail after the reserve */
+        ab_pset_put(set, p); /* cannot fail after the reserve */
     }
     for (int i = 0; i < h.nenv; i++) {
         char name[sizeof env->name[0]];
@@ -1252,137 +964,63 @@ static int h5_load(const char *path, pset *set, ab_env *env, char *err, size_t e
 done:
     free(val);
     free(p);
-    close(fds[0]);
-    if (timed_out)
-        kill(pid, SIGKILL);
     int ws = 0;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
-    }
+    ab_child_reap(&ch, &ws, NULL); /* kills the child if it ran out of time */
     if (rc < 0 && !proto) {
-        if (timed_out)
-            fail(err, errlen, "%s is a damaged HDF5 file (libhdf5 did not finish reading it within %.0f s)", path, limit);
+        if (ch.ended == AB_CHILD_TIMEOUT)
+            ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (libhdf5 did not finish reading it within %.0f s)", path, limit);
         else if (WIFSIGNALED(ws))
-            fail(err, errlen, "%s is a damaged HDF5 file (libhdf5 crashed reading it: %s)", path,
-                 strsignal(WTERMSIG(ws)));
+            ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (libhdf5 crashed reading it: %s)", path,
+                    strsignal(WTERMSIG(ws)));
         else
-            fail(err, errlen, "%s is a damaged HDF5 file (its reader stopped early, status %d)", path,
-                 WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+            ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (its reader stopped early, status %d)", path,
+                    WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
     }
     if (rc < 0)
         ab_env_free(env);
     return rc;
 }
 
-typedef struct jheader {
-    char magic[8];
-    uint32_t point_size;
-    uint32_t schema;
-} jheader;
-
-/* Read the journal's complete records into set (later records win). A
- * missing journal is fine (*found = 0); a torn tail ends the read silently. */
-static int journal_load(const char *jpath, pset *set, int *found, char *err, size_t errlen)
+/* A journal record's point: made safe to use, kept unless its key is bad. */
+static int journal_take(void *set, ab_point *p)
 {
-    int rc = -1;
-    ab_point *p = NULL;
-    jheader h;
-    crc_table ct;
-    *found = 0;
-    int fd = open(jpath, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return fail(err, errlen, "cannot open %s: %s", jpath, strerror(errno));
-    }
-    *found = 1;
-    ssize_t got = read_full(fd, &h, sizeof h);
-    if (got < 0) {
-        fail(err, errlen, "cannot read %s: %s", jpath, strerror(errno));
-        goto cleanup;
-    }
-    if ((size_t)got < sizeof h) { /* torn while being created: empty */
-        rc = 0;
-        goto cleanup;
-    }
-    if (memcmp(h.magic, AB_JOURNAL_MAGIC, sizeof h.magic) != 0) {
-        fail(err, errlen, "%s is not an attnbench journal", jpath);
-        goto cleanup;
-    }
-    if (h.point_size != sizeof(ab_point)) {
-        fail(err, errlen, "%s was written by an attnbench build with %u-byte points, "
-             "this build uses %zu: read it with that build or remove it",
-             jpath, h.point_size, sizeof(ab_point));
-        goto cleanup;
-    }
-    if (h.schema != AB_SCHEMA_VERSION) {
-        fail(err, errlen, "%s has schema version %u, this attnbench reads %d",
-             jpath, h.schema, AB_SCHEMA_VERSION);
-        goto cleanup;
-    }
-    if (!(p = malloc(sizeof *p))) {
-        fail(err, errlen, "cannot read %s: out of memory", jpath);
-        goto cleanup;
-    }
-    crc32_init(&ct);
-    for (;;) {
-        uint32_t rh[2], crc;
-        got = read_full(fd, rh, sizeof rh);
-        if (got < 0) {
-            fail(err, errlen, "cannot read %s: %s", jpath, strerror(errno));
-            goto cleanup;
-        }
-        if ((size_t)got < sizeof rh || rh[0] != AB_JREC_MAGIC || rh[1] != sizeof *p)
-            break;
-        if (read_full(fd, p, sizeof *p) != (ssize_t)sizeof *p ||
-            read_full(fd, &crc, sizeof crc) != (ssize_t)sizeof crc ||
-            crc != crc32_calc(&ct, p, sizeof *p))
-            break;
-        point_sanitize(p);
-        if (!key_ok(p->key))
-            continue;
-        if (pset_put(set, p) < 0) {
-            fail(err, errlen, "cannot read %s: out of memory", jpath);
-            goto cleanup;
-        }
-    }
-    rc = 0;
-cleanup:
-    free(p);
-    close(fd);
-    return rc;
+    point_sanitize(p);
+    if (!key_ok(p->key))
+        return 0;
+    return ab_pset_put(set, p);
 }
 
 /* OUT plus its leftover journal (journal wins by key). missing_ok: neither
  * existing is an empty result instead of an error. The journal is read
  * first, so a reader racing a writer's final rewrite misses nothing. */
-static int results_load(const char *path, const char *jpath, pset *set, ab_env *env,
+static int results_load(const char *path, const char *jpath, ab_pset *set, ab_env *env,
                         int missing_ok, char *err, size_t errlen)
 {
-    pset jset = { 0 };
+    ab_pset jset = { 0 };
     int jfound = 0, rc = -1;
     struct stat sb;
-    if (journal_load(jpath, &jset, &jfound, err, errlen) < 0)
+    if (ab_journal_load(jpath, journal_take, &jset, &jfound, err, errlen) < 0)
         goto cleanup;
     if (stat(path, &sb) == 0 || errno != ENOENT || (!jfound && !missing_ok)) {
         if (h5_load(path, set, env, err, errlen) < 0)
             goto cleanup;
     }
-    if (pset_reserve(set, jset.n) < 0) {
-        fail(err, errlen, "cannot read %s: out of memory", jpath);
+    if (ab_pset_reserve(set, jset.n) < 0) {
+        ab_fail(err, errlen, -1, "cannot read %s: out of memory", jpath);
         goto cleanup;
     }
     for (size_t i = 0; i < jset.n; i++)
-        pset_put(set, &jset.v[i]); /* cannot fail after the reserve */
+        ab_pset_put(set, &jset.v[i]); /* cannot fail after the reserve */
     rc = 0;
 cleanup:
-    pset_free(&jset);
+    ab_pset_free(&jset);
     return rc;
 }
 
 int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env,
                     char *err, size_t errlen)
 {
-    pset set = { 0 };
+    ab_pset set = { 0 };
     ab_env e = { 0 };
     int rc = -1;
     char *jpath = NULL;
@@ -1391,9 +1029,9 @@ int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env,
     if (n)
         *n = 0;
     if (!path || !*path || !pts || !n)
-        return fail(err, errlen, "ab_results_read: invalid arguments");
+        return ab_fail(err, errlen, -1, "ab_results_read: invalid arguments");
     if (!(jpath = cat_path(path, ".journal")))
-        return fail(err, errlen, "cannot read %s: out of memory", path);
+        return ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);
     if (results_load(path, jpath, &set, &e, 0, err, errlen) < 0)
         goto cleanup;
     if (env)
@@ -1405,7 +1043,7 @@ int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env,
     rc = 0;
 cleanup:
     ab_env_free(&e);
-    pset_free(&set);
+    ab_pset_free(&set);
     free(jpath);
     return rc;
 }
@@ -1415,13 +1053,8 @@ cleanup:
 struct ab_store {
     char *path, *tmp, *jpath, *jtmp;
     ab_env env;
-    pset set;
-    int jfd;             /* journal, open for writing; -1 after close */
-    off_t joff;          /* end of the last complete record */
-    int jbroken;         /* a failed append could not be rolled back */
-    unsigned char *rec;  /* one record's buffer */
-    size_t reclen;
-    crc_table crc;
+    ab_pset set;
+    ab_journal j;        /* OUT.journal, open for appending; fd -1 after close */
     pid_t owner;         /* the process that opened the store */
     double last_write;   /* monotonic seconds of the last rewrite */
     double interval;     /* seconds between rewrites while appending */
@@ -1432,11 +1065,9 @@ static void store_free(ab_store *st)
 {
     if (!st)
         return;
-    if (st->jfd >= 0)
-        close(st->jfd);
+    ab_journal_free(&st->j);
     ab_env_free(&st->env);
-    pset_free(&st->set);
-    free(st->rec);
+    ab_pset_free(&st->set);
     free(st->path);
     free(st->tmp);
     free(st->jpath);
@@ -1451,7 +1082,7 @@ static int store_rewrite(ab_store *st, char *err, size_t errlen)
     double t0 = now_s();
     if (build_image(&st->env, &st->set, &img, &len, st->path, NULL, 0, err, errlen) < 0)
         return -1;
-    int rc = write_atomic(st->path, st->tmp, img, len, err, errlen);
+    int rc = ab_write_atomic(st->path, st->tmp, img, len, err, errlen);
     free(img);
     if (rc == 0) {
         st->last_write = now_s();
@@ -1464,32 +1095,9 @@ static int store_rewrite(ab_store *st, char *err, size_t errlen)
         /* OUT (renamed and its directory synced) now holds every journaled
          * point: restart the journal after its header, so it stays small. On
          * failure it just keeps growing (duplicates of OUT are harmless). */
-        if (st->jfd >= 0 && !st->jbroken && ftruncate(st->jfd, (off_t)sizeof(jheader)) == 0) {
-            st->joff = (off_t)sizeof(jheader);
-            fdatasync(st->jfd);
-        }
+        ab_journal_restart(&st->j);
     }
     return rc;
-}
-
-/* Create the journal (header only) under its temporary name; returns the fd. */
-static int journal_create(const char *jtmp, char *err, size_t errlen)
-{
-    jheader h;
-    memset(&h, 0, sizeof h);
-    memcpy(h.magic, AB_JOURNAL_MAGIC, sizeof h.magic);
-    h.point_size = (uint32_t)sizeof(ab_point);
-    h.schema = AB_SCHEMA_VERSION;
-    int fd = open(jtmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return fail(err, errlen, "cannot create %s: %s", jtmp, strerror(errno));
-    if (write_all(fd, &h, sizeof h, 0) < 0 || fdatasync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(jtmp);
-        return fail(err, errlen, "cannot write %s: %s", jtmp, strerror(e));
-    }
-    return fd;
 }
 
 int ab_store_open(const char *path, const ab_env *env, int resume,
@@ -1499,17 +1107,15 @@ int ab_store_open(const char *path, const ab_env *env, int resume,
     if (out)
         *out = NULL;
     if (!path || !*path || !out)
-        return fail(err, errlen, "ab_store_open: invalid arguments");
+        return ab_fail(err, errlen, -1, "ab_store_open: invalid arguments");
     if (!(st = calloc(1, sizeof *st)))
-        return fail(err, errlen, "cannot open %s: out of memory", path);
-    st->jfd = -1;
+        return ab_fail(err, errlen, -1, "cannot open %s: out of memory", path);
+    st->j.fd = -1;
     st->owner = getpid();
-    st->reclen = 2 * sizeof(uint32_t) + sizeof(ab_point) + sizeof(uint32_t);
-    crc32_init(&st->crc);
     if (!(st->path = cat_path(path, "")) || !(st->tmp = cat_path(path, ".tmp")) ||
         !(st->jpath = cat_path(path, ".journal")) ||
-        !(st->jtmp = cat_path(path, ".journal.tmp")) || !(st->rec = malloc(st->reclen))) {
-        fail(err, errlen, "cannot open %s: out of memory", path);
+        !(st->jtmp = cat_path(path, ".journal.tmp")) || ab_journal_init(&st->j) < 0) {
+        ab_fail(err, errlen, -1, "cannot open %s: out of memory", path);
         goto fail_free;
     }
     for (int i = 0; env && i < env->n && i < AB_ENV_MAX; i++)
@@ -1524,7 +1130,7 @@ int ab_store_open(const char *path, const ab_env *env, int resume,
             goto fail_free;
     }
     /* 2. a fresh journal under a temporary name (probes the directory) */
-    int fd = journal_create(st->jtmp, err, errlen);
+    int fd = ab_journal_create(st->jtmp, err, errlen);
     if (fd < 0)
         goto fail_free;
     /* 3. OUT with every loaded point (some may have come only from the old
@@ -1535,15 +1141,14 @@ int ab_store_open(const char *path, const ab_env *env, int resume,
         goto fail_free;
     }
     /* 4. the fresh journal replaces the old one, whose points OUT now holds */
-    if (rename(st->jtmp, st->jpath) < 0 || fsync_dir(st->jpath) < 0) {
+    if (rename(st->jtmp, st->jpath) < 0 || ab_fsync_dir(st->jpath) < 0) {
         int e = errno;
         close(fd);
         unlink(st->jtmp);
-        fail(err, errlen, "cannot create %s: %s", st->jpath, strerror(e));
+        ab_fail(err, errlen, -1, "cannot create %s: %s", st->jpath, strerror(e));
         goto fail_free;
     }
-    st->jfd = fd;
-    st->joff = (off_t)sizeof(jheader);
+    ab_journal_attach(&st->j, fd);
     *out = st;
     return 0;
 fail_free:
@@ -1555,7 +1160,7 @@ const ab_point *ab_store_get(const ab_store *st, const char *key)
 {
     if (!st || !key)
         return NULL;
-    size_t i = pset_find(&st->set, key);
+    size_t i = ab_pset_find(&st->set, key);
     return i == SIZE_MAX ? NULL : &st->set.v[i];
 }
 
@@ -1573,37 +1178,26 @@ size_t ab_store_count(const ab_store *st)
 int ab_store_append(ab_store *st, const ab_point *p, char *err, size_t errlen)
 {
     if (!st || !p)
-        return fail(err, errlen, "ab_store_append: invalid arguments");
+        return ab_fail(err, errlen, -1, "ab_store_append: invalid arguments");
     if (getpid() != st->owner)
-        return fail(err, errlen, "results store %s used from a forked child (refused)",
-                    st->path);
-    if (st->jfd < 0 || st->jbroken)
-        return fail(err, errlen, "journal %s is unusable after an earlier write error",
-                    st->jpath);
+        return ab_fail(err, errlen, -1, "results store %s used from a forked child (refused)",
+                       st->path);
+    if (st->j.fd < 0 || st->j.broken)
+        return ab_fail(err, errlen, -1, "journal %s is unusable after an earlier write error",
+                       st->jpath);
     if (!key_ok(p->key))
-        return fail(err, errlen, "cannot store a point with an invalid key \"%.*s\"",
-                    (int)sizeof p->key, p->key);
+        return ab_fail(err, errlen, -1, "cannot store a point with an invalid key \"%.*s\"",
+                       (int)sizeof p->key, p->key);
     /* room first: once journaled, the point must also make it into memory */
-    if (pset_reserve(&st->set, 1) < 0)
-        return fail(err, errlen, "cannot store a point in %s: out of memory", st->path);
+    if (ab_pset_reserve(&st->set, 1) < 0)
+        return ab_fail(err, errlen, -1, "cannot store a point in %s: out of memory", st->path);
 
-    uint32_t hdr[2] = { AB_JREC_MAGIC, (uint32_t)sizeof(ab_point) };
-    ab_point *q = (ab_point *)(void *)(st->rec + sizeof hdr);
-    memcpy(st->rec, hdr, sizeof hdr);
+    ab_point *q = ab_journal_slot(&st->j);
     memcpy(q, p, sizeof *q);
     point_sanitize(q);
-    uint32_t crc = crc32_calc(&st->crc, q, sizeof *q);
-    memcpy(st->rec + sizeof hdr + sizeof *q, &crc, sizeof crc);
-
-    if (write_all(st->jfd, st->rec, st->reclen, st->joff) < 0 || fdatasync(st->jfd) < 0) {
-        int e = errno;
-        /* drop the partial record, or later records would be unreadable */
-        if (ftruncate(st->jfd, st->joff) < 0)
-            st->jbroken = 1;
-        return fail(err, errlen, "cannot write %s: %s", st->jpath, strerror(e));
-    }
-    st->joff += (off_t)st->reclen;
-    pset_put(&st->set, q); /* cannot fail after the reserve */
+    if (ab_journal_append(&st->j, st->jpath, err, errlen) < 0)
+        return -1;
+    ab_pset_put(&st->set, q); /* cannot fail after the reserve */
     st->dirty = 1;
 
     if (now_s() - st->last_write >= st->interval)
@@ -1619,20 +1213,17 @@ int ab_store_close(ab_store *st, char *err, size_t errlen)
         return 0;
     if (getpid() != st->owner) {
         store_free(st);
-        return fail(err, errlen, "results store closed from a forked child (nothing written)");
+        return ab_fail(err, errlen, -1, "results store closed from a forked child (nothing written)");
     }
     if (st->dirty)
         rc = store_rewrite(st, err, errlen);
     if (rc == 0) {
         /* OUT holds everything: the journal has done its job */
-        if (st->jfd >= 0) {
-            close(st->jfd);
-            st->jfd = -1;
-        }
+        ab_journal_close(&st->j);
         if (unlink(st->jpath) < 0 && errno != ENOENT)
-            rc = fail(err, errlen, "cannot remove %s: %s", st->jpath, strerror(errno));
+            rc = ab_fail(err, errlen, -1, "cannot remove %s: %s", st->jpath, strerror(errno));
         else
-            fsync_dir(st->jpath);
+            ab_fsync_dir(st->jpath);
     }
     store_free(st);
     return rc;
@@ -1646,37 +1237,37 @@ void ab_store_abandon(ab_store *st)
 int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_env *env,
                      const ab_env *shards, int nshards, char *err, size_t errlen)
 {
-    pset set = { 0 };
+    ab_pset set = { 0 };
     void *img = NULL;
     size_t len = 0;
     char *tmp = NULL, *jpath = NULL;
     int rc = -1;
     if (!path || !*path || (n && !pts))
-        return fail(err, errlen, "ab_results_write: invalid arguments");
+        return ab_fail(err, errlen, -1, "ab_results_write: invalid arguments");
     if (!(tmp = cat_path(path, ".tmp")) || !(jpath = cat_path(path, ".journal")) ||
-        pset_reserve(&set, n) < 0) {
-        fail(err, errlen, "cannot write %s: out of memory", path);
+        ab_pset_reserve(&set, n) < 0) {
+        ab_fail(err, errlen, -1, "cannot write %s: out of memory", path);
         goto cleanup;
     }
     for (size_t i = 0; i < n; i++) {
         if (!key_ok(pts[i].key)) {
-            fail(err, errlen, "cannot write %s: point %zu has an invalid key", path, i);
+            ab_fail(err, errlen, -1, "cannot write %s: point %zu has an invalid key", path, i);
             goto cleanup;
         }
-        pset_put(&set, &pts[i]); /* cannot fail after the reserve */
-        point_sanitize(&set.v[pset_find(&set, pts[i].key)]);
+        ab_pset_put(&set, &pts[i]); /* cannot fail after the reserve */
+        point_sanitize(&set.v[ab_pset_find(&set, pts[i].key)]);
     }
     if (build_image(env, &set, &img, &len, path, shards, nshards, err, errlen) < 0 ||
-        write_atomic(path, tmp, img, len, err, errlen) < 0)
+        ab_write_atomic(path, tmp, img, len, err, errlen) < 0)
         goto cleanup;
     /* a journal left by an earlier writer of PATH would be merged into it by readers */
     if (unlink(jpath) == 0)
-        fsync_dir(jpath);
+        ab_fsync_dir(jpath);
     rc = 0;
 cleanup:
     free(img);
     free(tmp);
     free(jpath);
-    pset_free(&set);
+    ab_pset_free(&set);
     return rc;
 }
