@@ -331,6 +331,25 @@ void ab_answer_free(ab_answer *a);
 int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
                     int *n_correct, int *n_total);
 
+/* ---- helpers a plugin may call ------------------------------------------
+ * SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
+ * generators", OOPSLA 2014): a Weyl sequence with step 0x9e3779b97f4a7c15
+ * (the golden ratio) through a 64-bit bijective mix (Stafford's Mix13).
+ * A small, well-mixed seeded stream; not for cryptography. */
+/* The finaliser: a well-mixed 64-bit hash of z (a bijection). */
+static inline uint64_t ab_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The step: advance *state by the golden step and return its mix. */
+static inline uint64_t ab_splitmix64(uint64_t *state)
+{
+    return ab_mix64(*state += 0x9e3779b97f4a7c15ull);
+}
+
 #ifdef __cplusplus
 }
 #endif

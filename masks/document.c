@@ -106,18 +106,10 @@ static int doc_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
     return AB_OK;
 }
 
-/* splitmix64 (Steele et al., OOPSLA 2014): a small seeded stream. */
-static uint64_t doc_next(uint64_t *s)
+/* A uniform draw in (0, 1] from the seeded splitmix64 stream s. */
+static double doc_unit(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double doc_unit(uint64_t *s) /* (0, 1] */
-{
-    return ((double)(doc_next(s) >> 11) + 1.0) / 9007199254740992.0;
+    return ((double)(ab_splitmix64(s) >> 11) + 1.0) / 9007199254740992.0;
 }
 
 typedef struct doc_rem {
