@@ -16,8 +16,9 @@
 #include <time.h>
 
 #include "attnbench.h"
-#include "attnbench.h"
 #include "harness/engine/metrics.h"
+#include "runtime/kernels.h"
+#include "runtime/plugin.h"
 
 extern const ab_task needle_task, multikey_task, passkey_task, joint_recall_task;
 

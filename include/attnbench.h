@@ -148,11 +148,6 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key);
 int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblocks, int n);
 int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n);
 
-/* Read helpers (valid after the harness finalised the layout). */
-/* 1 if query row i of head h keeps key j (base mask included). */
-int ab_layout_contains(const ab_layout *l, int head, int i, int j);
-/* Kept allowed pairs / all pairs the base mask allows (CUSTOM: reported). */
-double ab_layout_density(const ab_layout *l);
 
 /* ---- base masks ----------------------------------------------------------
  * The mask a workload puts under every method: causal, full, sliding window,
@@ -200,7 +195,7 @@ struct ab_mask {
     int seq_len;                /* bound length (0 before binding) */
     uint64_t seed;              /* bound seed (document lengths) */
     double arg[AB_MASK_ARGS];   /* parsed numbers */
-    int32_t *aux;               /* plugin arrays, freed by ab_mask_free */
+    int32_t *aux;               /* plugin arrays (malloc), freed by ab_mask_free */
     int64_t naux;
     int32_t *aux2;
     int64_t naux2;
@@ -209,6 +204,8 @@ struct ab_mask {
 
 #define AB_REGISTER_MASK(sym) const ab_mask_def *const ab_mask_registered_##sym = &(sym);
 
+/* Free aux and aux2 (malloc'd by parse() or bind()) and zero their counts. */
+void ab_mask_free(ab_mask *m);
 /* The mask of a shape, by value: a shallow copy of *s->mask, or the
  * built-in causal / full mask bound to s->seq_len when s->mask is NULL. */
 ab_mask ab_shape_mask(const ab_shape *s);
@@ -216,12 +213,11 @@ ab_mask ab_shape_mask(const ab_shape *s);
 int ab_mask_allows(const ab_mask *m, int i, int j);
 /* Keys of row i lie in [*lo, *hi); exact for interval masks. */
 void ab_mask_span(const ab_mask *m, int i, int *lo, int *hi);
-/* Class of rows [q0, q1) x keys [k0, k1): AB_BLOCK_EMPTY/PARTIAL/FULL. */
+/* Class of rows [q0, q1) x keys [k0, k1): AB_BLOCK_EMPTY/PARTIAL/FULL.
+ * (The CPU kernels, which may include only this header, call it too.) */
 int ab_mask_block(const ab_mask *m, int q0, int q1, int k0, int k1);
 /* Allowed keys of row i within [k0, k1). */
 int64_t ab_mask_row_count(const ab_mask *m, int i, int k0, int k1);
-/* Allowed pairs of one head, over all N x N. */
-int64_t ab_mask_pairs(const ab_mask *m);
 
 /* ---- the method -------------------------------------------------------- */
 typedef struct ab_method {
@@ -251,8 +247,8 @@ typedef struct ab_method {
 #define AB_REGISTER(sym) const ab_method *const ab_registered_##sym = &(sym);
 
 /* ---- helpers a method may call ----------------------------------------- */
-/* Shared CPU kernels (kernels/cpu): out is (heads, seq_len, head_dim). */
-int ab_kernel_flash(const ab_problem *pb, float *out);
+/* The shared CPU kernel for a finalised layout's kind (kernels/cpu): out is
+ * (heads, seq_len, head_dim). */
 int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out);
 /* x[i] = exp(x[i] - shift) in place for i < n (a -inf input gives 0);
  * returns the sum. SLEEF's 1-ULP vector exp on the CPU's widest ISA. */
@@ -326,10 +322,6 @@ void ab_task_errorf(const ab_task_input *in, const char *fmt, ...) __attribute__
 
 /* Free the arrays of an answer (safe on a zeroed answer). */
 void ab_answer_free(ab_answer *a);
-/* Decode every answered row from out (heads, seq_len, head_dim) and count
- * correct groups. Returns AB_OK. */
-int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
-                    int *n_correct, int *n_total);
 
 /* ---- helpers a plugin may call ------------------------------------------
  * SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number

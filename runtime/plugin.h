@@ -31,4 +31,10 @@ void ab_instance_destroy(ab_instance *in);
 const char *ab_instance_error(const ab_instance *in);
 void ab_instance_clear_error(ab_instance *in);
 const char *ab_strerror(int code);
+
+/* ---- tasks (runtime/task.c) ---------------------------------------------- */
+/* Decode every answered row from out (heads, seq_len, head_dim) and count
+ * correct groups. Returns AB_OK, or AB_EINVAL / AB_ENOMEM. */
+int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
+                    int *n_correct, int *n_total);
 #endif

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attnbench.h"
+#include "runtime/plugin.h"
 
 void ab_answer_free(ab_answer *a)
 {

@@ -14,6 +14,7 @@
 #include "datasets/gen/haystack.h"
 #include "datasets/gen/rng.h"
 #include "attnbench.h"
+#include "runtime/plugin.h"
 
 extern const ab_task needle_task;
 

@@ -14,6 +14,7 @@
 #include "runtime/registry.h"
 #include "runtime/layout.h"
 #include "kernels/cpu/simd.h"
+#include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
 #define MT_TOL 1e-5

@@ -31,6 +31,8 @@
 #include "attnbench.h"
 #include "runtime/layout.h"
 #include "datasets/gen/trace.h"
+#include "runtime/kernels.h"
+#include "runtime/plugin.h"
 #include "runtime/registry.h"
 #include "kernels/kernels.h"
 

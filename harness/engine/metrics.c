@@ -5,6 +5,7 @@
  * the problem's shape): the dense top-k is chosen among them and a kept key
  * the mask forbids counts for nothing. */
 #include "harness/engine/metrics.h"
+#include "runtime/layout.h"
 #include "datasets/gen/rng.h"
 #include "kernels/kernels.h"
 
