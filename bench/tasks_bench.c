@@ -90,10 +90,10 @@ int main(int argc, char **argv)
             p.n++;
         }
         char err[256] = "";
-        ab_task_input in = {.p = &p, .s = s, .seed = 1, .depth = 0.5, .err = err, .errlen = sizeof err};
+        ab_task_input in = {.p = &p, .s = s, .seed = 1, .depth = 0.5};
         ab_answer ans;
         double t0 = now_s();
-        int rc = all[t]->generate(&in, q, k, v, &ans);
+        int rc = ab_task_generate(all[t], &in, q, k, v, &ans, err, sizeof err);
         double t1 = now_s();
         if (rc) {
             fprintf(stderr, "%s: %s\n", all[t]->name, err);

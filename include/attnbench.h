@@ -20,11 +20,11 @@
 extern "C" {
 #endif
 
-#define AB_ABI_VERSION 2 /* 2: base masks (ab_shape.mask, ab_layout.mask) */
+#define AB_ABI_VERSION 3 /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks */
 #define AB_MAX_PARAMS 8   /* per method */
 #define AB_MAX_VALUES 24  /* capacity of ab_params (tasks have more knobs) */
 
-/* ---- error codes: every entry returns 0 or one of these ---------------- */
+/* ---- error codes: every entry point returns AB_OK or one of these ------ */
 enum {
     AB_OK = 0,
     AB_EINVAL = -1,       /* bad parameter or shape */
@@ -33,9 +33,14 @@ enum {
     AB_EINTERNAL = -4     /* anything else: "error" */
 };
 
-/* Attach a message to the current failure. `state` is the pointer the
- * harness passed to the entry point (valid even when state_size is 0). */
-void ab_set_error(void *state, const char *fmt, ...)
+/* The one error rule of all three plugin kinds: an entry point that fails
+ * returns an AB_E* code and may say why with ab_set_error(handle, ...),
+ * where handle is the first pointer it was given: a method's state (valid
+ * even when state_size is 0), a mask's ab_mask * in parse() and bind(), a
+ * task's const ab_task_input *. The runtime keeps the message in front of
+ * that pointer; any other pointer is refused (the message goes to stderr).
+ * A code outside AB_E* becomes AB_EINTERNAL. */
+void ab_set_error(const void *handle, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* ---- capability flags -------------------------------------------------- */
@@ -178,10 +183,12 @@ typedef struct ab_mask_def {
     int causal;             /* 1: allows only j <= i */
     int interval;           /* 1: span() is exact */
     /* arg: the text after "name:", NULL when the spec has none. Fill
-     * m->arg / m->aux; on error write a reason into err, return AB_EINVAL. */
-    int (*parse)(ab_mask *m, const char *arg, char *err, size_t errlen);
-    /* Optional: fix the mask for m->seq_len and m->seed (set by the caller). */
-    int (*bind)(ab_mask *m, char *err, size_t errlen);
+     * m->arg / m->aux; on error return AB_EINVAL (or AB_ENOMEM) and say why
+     * with ab_set_error(m, ...). */
+    int (*parse)(ab_mask *m, const char *arg);
+    /* Optional: fix the mask for m->seq_len and m->seed (set by the caller);
+     * errors as in parse(). */
+    int (*bind)(ab_mask *m);
     int (*allows)(const ab_mask *m, int i, int j);
     /* The allowed keys of row i lie in [*lo, *hi) (0 <= lo <= hi <= N). */
     void (*span)(const ab_mask *m, int i, int *lo, int *hi);
@@ -290,8 +297,6 @@ typedef struct ab_task_input {
                                (NULL: plain causal / full by s.causal) */
     uint64_t seed;
     double depth;           /* [0, 1] */
-    char *err;              /* room for a one-line reason on failure (may be NULL) */
-    size_t errlen;
 } ab_task_input;
 
 typedef struct ab_task {
@@ -304,19 +309,16 @@ typedef struct ab_task {
     /* Fill q, k, v (heads, seq_len, head_dim) for in->seed and in->depth,
      * and the answer (may be left empty: n = 0, e.g. for traces).
      * Deterministic: a pure function of the input. On failure return AB_E*
-     * and say why with ab_task_errorf(in, ...). A planted key must be
+     * and say why with ab_set_error(in, ...). A planted key must be
      * visible to its query rows under in->s.mask (datasets/gen/plant.h); when
      * the mask leaves no valid trial, return AB_EUNSUPPORTED. */
     int (*generate)(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans);
     /* Optional, cheap: validate an input before any work (e.g. that a trace
      * file exists, is well-formed and fits the requested shape). Called for
      * every shape of the grid while the config is checked; a failure stops
-     * the run with exit 2 and the reason from ab_task_errorf. */
+     * the run with exit 2 and the reason given to ab_set_error(in, ...). */
     int (*check)(const ab_task_input *in);
 } ab_task;
-
-/* Write a one-line reason into in->err (if any). */
-void ab_task_errorf(const ab_task_input *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define AB_REGISTER_TASK(sym) const ab_task *const ab_task_registered_##sym = &(sym);
 

@@ -32,8 +32,8 @@ const ab_mask_def *ab_mask_find(const char *name);
 /* Check a spec ("name" or "name:arg") without a length. 0, or -1 with err. */
 int ab_mask_check_spec(const char *spec, char *err, size_t errlen);
 /* Parse spec and bind it to seq_len and seed into *m (zeroed first).
- * Returns AB_OK, or AB_EINVAL / AB_ENOMEM with err set; free with
- * ab_mask_free (include/attnbench.h). */
+ * Returns AB_OK, or an AB_E* code with err set (the plugin's message from
+ * ab_set_error, or a default); free with ab_mask_free (include/attnbench.h). */
 int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char *err,
                  size_t errlen);
 /* Allowed pairs of one head, over all N x N (runtime/mask.c). */

@@ -90,8 +90,8 @@ static int problem_make(cproblem *c, int heads, int n, int d, const char *spec, 
         ab_answer ans;
         memset(&ans, 0, sizeof ans);
         char tw[200] = "";
-        ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = seed, .depth = 0.5, .err = tw, .errlen = sizeof tw };
-        c->from_task = t->generate(&in, c->q, c->k, c->v, &ans) == AB_OK;
+        ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = seed, .depth = 0.5 };
+        c->from_task = ab_task_generate(t, &in, c->q, c->k, c->v, &ans, tw, sizeof tw) == AB_OK;
         ab_answer_free(&ans);
     }
     if (!c->from_task) {
