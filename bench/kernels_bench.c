@@ -43,6 +43,7 @@
 #include "harness/engine/blascore.h"
 #include "runtime/layout.h"
 #include "kernels/cpu/simd.h"
+#include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
 #define BMAX 16

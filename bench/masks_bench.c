@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/kernels.h"
 #include "runtime/registry.h"
 #include "runtime/layout.h"
 #include "kernels/kernels.h"

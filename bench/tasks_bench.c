@@ -16,8 +16,9 @@
 #include <time.h>
 
 #include "attnbench.h"
-#include "attnbench.h"
 #include "harness/engine/metrics.h"
+#include "runtime/kernels.h"
+#include "runtime/plugin.h"
 
 extern const ab_task needle_task, multikey_task, passkey_task, joint_recall_task;
 
@@ -77,7 +78,7 @@ int main(int argc, char **argv)
     printf("# N=%d heads=%d d=%d threads=%d score_rows=%d topk=%d\n", N, H, d,
            omp_get_max_threads(), score_rows, topk);
     printf("%-13s %9s %9s %9s %7s\n", "task", "gen_s", "ref_s", "rows", "answers");
-    const ab_shape s = {H, N, d, 1, (float)(1.0 / sqrt((double)d))};
+    const ab_shape s = {H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL};
     double last_data = 0.0;
     for (size_t t = 0; t < sizeof all / sizeof all[0]; t++) {
         if (!strstr(tasks, all[t]->name))
@@ -89,10 +90,10 @@ int main(int argc, char **argv)
             p.n++;
         }
         char err[256] = "";
-        ab_task_input in = {.p = &p, .s = s, .seed = 1, .depth = 0.5, .err = err, .errlen = sizeof err};
+        ab_task_input in = {.p = &p, .s = s, .seed = 1, .depth = 0.5};
         ab_answer ans;
         double t0 = now_s();
-        int rc = all[t]->generate(&in, q, k, v, &ans);
+        int rc = ab_task_generate(all[t], &in, q, k, v, &ans, err, sizeof err);
         double t1 = now_s();
         if (rc) {
             fprintf(stderr, "%s: %s\n", all[t]->name, err);

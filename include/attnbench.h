@@ -20,11 +20,11 @@
 extern "C" {
 #endif
 
-#define AB_ABI_VERSION 2 /* 2: base masks (ab_shape.mask, ab_layout.mask) */
+#define AB_ABI_VERSION 3 /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks */
 #define AB_MAX_PARAMS 8   /* per method */
 #define AB_MAX_VALUES 24  /* capacity of ab_params (tasks have more knobs) */
 
-/* ---- error codes: every entry returns 0 or one of these ---------------- */
+/* ---- error codes: every entry point returns AB_OK or one of these ------ */
 enum {
     AB_OK = 0,
     AB_EINVAL = -1,       /* bad parameter or shape */
@@ -33,9 +33,14 @@ enum {
     AB_EINTERNAL = -4     /* anything else: "error" */
 };
 
-/* Attach a message to the current failure. `state` is the pointer the
- * harness passed to the entry point (valid even when state_size is 0). */
-void ab_set_error(void *state, const char *fmt, ...)
+/* The one error rule of all three plugin kinds: an entry point that fails
+ * returns an AB_E* code and may say why with ab_set_error(handle, ...),
+ * where handle is the first pointer it was given: a method's state (valid
+ * even when state_size is 0), a mask's ab_mask * in parse() and bind(), a
+ * task's const ab_task_input *. The runtime keeps the message in front of
+ * that pointer; any other pointer is refused (the message goes to stderr).
+ * A code outside AB_E* becomes AB_EINTERNAL. */
+void ab_set_error(const void *handle, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* ---- capability flags -------------------------------------------------- */
@@ -148,11 +153,6 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key);
 int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblocks, int n);
 int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n);
 
-/* Read helpers (valid after the harness finalised the layout). */
-/* 1 if query row i of head h keeps key j (base mask included). */
-int ab_layout_contains(const ab_layout *l, int head, int i, int j);
-/* Kept allowed pairs / all pairs the base mask allows (CUSTOM: reported). */
-double ab_layout_density(const ab_layout *l);
 
 /* ---- base masks ----------------------------------------------------------
  * The mask a workload puts under every method: causal, full, sliding window,
@@ -183,10 +183,12 @@ typedef struct ab_mask_def {
     int causal;             /* 1: allows only j <= i */
     int interval;           /* 1: span() is exact */
     /* arg: the text after "name:", NULL when the spec has none. Fill
-     * m->arg / m->aux; on error write a reason into err, return AB_EINVAL. */
-    int (*parse)(ab_mask *m, const char *arg, char *err, size_t errlen);
-    /* Optional: fix the mask for m->seq_len and m->seed (set by the caller). */
-    int (*bind)(ab_mask *m, char *err, size_t errlen);
+     * m->arg / m->aux; on error return AB_EINVAL (or AB_ENOMEM) and say why
+     * with ab_set_error(m, ...). */
+    int (*parse)(ab_mask *m, const char *arg);
+    /* Optional: fix the mask for m->seq_len and m->seed (set by the caller);
+     * errors as in parse(). */
+    int (*bind)(ab_mask *m);
     int (*allows)(const ab_mask *m, int i, int j);
     /* The allowed keys of row i lie in [*lo, *hi) (0 <= lo <= hi <= N). */
     void (*span)(const ab_mask *m, int i, int *lo, int *hi);
@@ -200,7 +202,7 @@ struct ab_mask {
     int seq_len;                /* bound length (0 before binding) */
     uint64_t seed;              /* bound seed (document lengths) */
     double arg[AB_MASK_ARGS];   /* parsed numbers */
-    int32_t *aux;               /* plugin arrays, freed by ab_mask_free */
+    int32_t *aux;               /* plugin arrays (malloc), freed by ab_mask_free */
     int64_t naux;
     int32_t *aux2;
     int64_t naux2;
@@ -209,6 +211,8 @@ struct ab_mask {
 
 #define AB_REGISTER_MASK(sym) const ab_mask_def *const ab_mask_registered_##sym = &(sym);
 
+/* Free aux and aux2 (malloc'd by parse() or bind()) and zero their counts. */
+void ab_mask_free(ab_mask *m);
 /* The mask of a shape, by value: a shallow copy of *s->mask, or the
  * built-in causal / full mask bound to s->seq_len when s->mask is NULL. */
 ab_mask ab_shape_mask(const ab_shape *s);
@@ -216,12 +220,11 @@ ab_mask ab_shape_mask(const ab_shape *s);
 int ab_mask_allows(const ab_mask *m, int i, int j);
 /* Keys of row i lie in [*lo, *hi); exact for interval masks. */
 void ab_mask_span(const ab_mask *m, int i, int *lo, int *hi);
-/* Class of rows [q0, q1) x keys [k0, k1): AB_BLOCK_EMPTY/PARTIAL/FULL. */
+/* Class of rows [q0, q1) x keys [k0, k1): AB_BLOCK_EMPTY/PARTIAL/FULL.
+ * (The CPU kernels, which may include only this header, call it too.) */
 int ab_mask_block(const ab_mask *m, int q0, int q1, int k0, int k1);
 /* Allowed keys of row i within [k0, k1). */
 int64_t ab_mask_row_count(const ab_mask *m, int i, int k0, int k1);
-/* Allowed pairs of one head, over all N x N. */
-int64_t ab_mask_pairs(const ab_mask *m);
 
 /* ---- the method -------------------------------------------------------- */
 typedef struct ab_method {
@@ -251,8 +254,8 @@ typedef struct ab_method {
 #define AB_REGISTER(sym) const ab_method *const ab_registered_##sym = &(sym);
 
 /* ---- helpers a method may call ----------------------------------------- */
-/* Shared CPU kernels (kernels/cpu): out is (heads, seq_len, head_dim). */
-int ab_kernel_flash(const ab_problem *pb, float *out);
+/* The shared CPU kernel for a finalised layout's kind (kernels/cpu): out is
+ * (heads, seq_len, head_dim). */
 int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out);
 /* x[i] = exp(x[i] - shift) in place for i < n (a -inf input gives 0);
  * returns the sum. SLEEF's 1-ULP vector exp on the CPU's widest ISA. */
@@ -294,8 +297,6 @@ typedef struct ab_task_input {
                                (NULL: plain causal / full by s.causal) */
     uint64_t seed;
     double depth;           /* [0, 1] */
-    char *err;              /* room for a one-line reason on failure (may be NULL) */
-    size_t errlen;
 } ab_task_input;
 
 typedef struct ab_task {
@@ -308,28 +309,40 @@ typedef struct ab_task {
     /* Fill q, k, v (heads, seq_len, head_dim) for in->seed and in->depth,
      * and the answer (may be left empty: n = 0, e.g. for traces).
      * Deterministic: a pure function of the input. On failure return AB_E*
-     * and say why with ab_task_errorf(in, ...). A planted key must be
+     * and say why with ab_set_error(in, ...). A planted key must be
      * visible to its query rows under in->s.mask (datasets/gen/plant.h); when
      * the mask leaves no valid trial, return AB_EUNSUPPORTED. */
     int (*generate)(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans);
     /* Optional, cheap: validate an input before any work (e.g. that a trace
      * file exists, is well-formed and fits the requested shape). Called for
      * every shape of the grid while the config is checked; a failure stops
-     * the run with exit 2 and the reason from ab_task_errorf. */
+     * the run with exit 2 and the reason given to ab_set_error(in, ...). */
     int (*check)(const ab_task_input *in);
 } ab_task;
-
-/* Write a one-line reason into in->err (if any). */
-void ab_task_errorf(const ab_task_input *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define AB_REGISTER_TASK(sym) const ab_task *const ab_task_registered_##sym = &(sym);
 
 /* Free the arrays of an answer (safe on a zeroed answer). */
 void ab_answer_free(ab_answer *a);
-/* Decode every answered row from out (heads, seq_len, head_dim) and count
- * correct groups. Returns AB_OK. */
-int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
-                    int *n_correct, int *n_total);
+
+/* ---- helpers a plugin may call ------------------------------------------
+ * SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
+ * generators", OOPSLA 2014): a Weyl sequence with step 0x9e3779b97f4a7c15
+ * (the golden ratio) through a 64-bit bijective mix (Stafford's Mix13).
+ * A small, well-mixed seeded stream; not for cryptography. */
+/* The finaliser: a well-mixed 64-bit hash of z (a bijection). */
+static inline uint64_t ab_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The step: advance *state by the golden step and return its mix. */
+static inline uint64_t ab_splitmix64(uint64_t *state)
+{
+    return ab_mix64(*state += 0x9e3779b97f4a7c15ull);
+}
 
 #ifdef __cplusplus
 }

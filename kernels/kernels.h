@@ -4,9 +4,9 @@
  * and (for sparse kernels) a finalised ab_layout, and write
  * out (heads, seq_len, head_dim). They include only include/ and kernels/;
  * the ABI functions they call (mask queries, layout reads) are defined in
- * runtime/. The entry points a method may call (ab_kernel_flash,
- * ab_kernel_layout, ab_exp_shift_sum) are declared in include/attnbench.h
- * and forwarded here by runtime/kernels.c.
+ * runtime/. The entry points a method may call (ab_kernel_layout,
+ * ab_exp_shift_sum) are declared in include/attnbench.h, ab_kernel_flash in
+ * runtime/kernels.h; runtime/kernels.c forwards them here.
  */
 #ifndef AB_KERNELS_H
 #define AB_KERNELS_H

@@ -4,17 +4,16 @@
  * Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve", OSDI
  * 2024; block-causal masks of the FlexAttention examples). Spec:
  * "chunked:C", C >= 1; chunked:1 is causal. */
-#include <stdio.h>
 
 #include "attnbench.h"
 #include "masks/spec.h"
 
-static int chunked_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
+static int chunked_parse(ab_mask *m, const char *arg)
 {
     long long c;
     if (ab_spec_int(arg, 1, 1LL << 30, &c)) {
-        snprintf(err, errlen, "chunked needs a chunk size C >= 1 tokens (chunked:C), got '%s'",
-                 arg ? arg : "");
+        ab_set_error(m, "chunked needs a chunk size C >= 1 tokens (chunked:C), got '%s'",
+                     arg ? arg : "");
         return AB_EINVAL;
     }
     m->arg[0] = (double)c;

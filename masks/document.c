@@ -19,7 +19,6 @@
  * Explicit lengths are kept in aux2 between parse and bind. */
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,11 +28,11 @@
 enum { DOC_EQUAL = 0, DOC_UNIFORM = 1, DOC_EXPLICIT = 2, DOC_LONGTAIL = 3 };
 #define DOC_MAX (1 << 24)
 
-static int doc_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
+static int doc_parse(ab_mask *m, const char *arg)
 {
     if (!arg || !*arg) {
-        snprintf(err, errlen, "document needs a count (document:8, document:8:longtail) or "
-                              "lengths summing to N (document:4096+4096+8192)");
+        ab_set_error(m, "document needs a count (document:8, document:8:longtail) or "
+                        "lengths summing to N (document:4096+4096+8192)");
         return AB_EINVAL;
     }
     if (strchr(arg, '+')) {
@@ -52,14 +51,14 @@ static int doc_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
             size_t len = e ? (size_t)(e - p) : strlen(p);
             long long v;
             if (len == 0 || len >= sizeof tok) {
-                snprintf(err, errlen, "document lengths: empty or too long entry in '%s'", arg);
+                ab_set_error(m, "document lengths: empty or too long entry in '%s'", arg);
                 return AB_EINVAL;
             }
             memcpy(tok, p, len);
             tok[len] = 0;
             if (ab_spec_int(tok, 1, 1LL << 30, &v)) {
-                snprintf(err, errlen, "document lengths must be integers >= 1, got '%s' in '%s'",
-                         tok, arg);
+                ab_set_error(m, "document lengths must be integers >= 1, got '%s' in '%s'",
+                             tok, arg);
                 return AB_EINVAL;
             }
             m->aux2[m->naux2++] = (int32_t)v;
@@ -76,14 +75,14 @@ static int doc_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
     size_t len = colon ? (size_t)(colon - arg) : strlen(arg);
     long long k;
     if (len >= sizeof num) {
-        snprintf(err, errlen, "document count too long in '%s'", arg);
+        ab_set_error(m, "document count too long in '%s'", arg);
         return AB_EINVAL;
     }
     memcpy(num, arg, len);
     num[len] = 0;
     if (ab_spec_int(num, 1, DOC_MAX, &k)) {
-        snprintf(err, errlen, "document count must be an integer in [1, %d], got '%s'", DOC_MAX,
-                 num);
+        ab_set_error(m, "document count must be an integer in [1, %d], got '%s'", DOC_MAX,
+                     num);
         return AB_EINVAL;
     }
     int mode = DOC_UNIFORM;
@@ -96,8 +95,8 @@ static int doc_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
         else if (!strcmp(d, "longtail"))
             mode = DOC_LONGTAIL;
         else {
-            snprintf(err, errlen, "unknown document length distribution '%s' "
-                                  "(equal, uniform, longtail)", d);
+            ab_set_error(m, "unknown document length distribution '%s' "
+                            "(equal, uniform, longtail)", d);
             return AB_EINVAL;
         }
     }
@@ -106,18 +105,10 @@ static int doc_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
     return AB_OK;
 }
 
-/* splitmix64 (Steele et al., OOPSLA 2014): a small seeded stream. */
-static uint64_t doc_next(uint64_t *s)
+/* A uniform draw in (0, 1] from the seeded splitmix64 stream s. */
+static double doc_unit(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double doc_unit(uint64_t *s) /* (0, 1] */
-{
-    return ((double)(doc_next(s) >> 11) + 1.0) / 9007199254740992.0;
+    return ((double)(ab_splitmix64(s) >> 11) + 1.0) / 9007199254740992.0;
 }
 
 typedef struct doc_rem {
@@ -168,7 +159,7 @@ static int doc_split(int32_t *len, const double *w, int k, int n)
     return AB_OK;
 }
 
-static int doc_bind(ab_mask *m, char *err, size_t errlen)
+static int doc_bind(ab_mask *m)
 {
     const int n = m->seq_len, mode = (int)m->arg[1];
     const int k = (int)m->arg[0];
@@ -178,14 +169,14 @@ static int doc_bind(ab_mask *m, char *err, size_t errlen)
         for (int64_t i = 0; i < m->naux2; i++)
             sum += m->aux2[i];
         if (sum != n) {
-            snprintf(err, errlen, "document lengths sum to %lld, not N = %d", (long long)sum, n);
+            ab_set_error(m, "document lengths sum to %lld, not N = %d", (long long)sum, n);
             return AB_EINVAL;
         }
         len = m->aux2; /* reused in place below */
         m->aux2 = NULL;
     } else {
         if (k > n) {
-            snprintf(err, errlen, "%d documents do not fit in N = %d tokens", k, n);
+            ab_set_error(m, "%d documents do not fit in N = %d tokens", k, n);
             return AB_EINVAL;
         }
         len = malloc((size_t)k * sizeof(int32_t));

@@ -4,19 +4,18 @@
  * fraction F in [0, 1] of N (written with a '.', e.g. prefix:0.25), or
  * "prefix:P" with an integer token count P <= N. */
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "attnbench.h"
 #include "masks/spec.h"
 
 /* arg[0]: fraction (arg[1] = 0) or token count (arg[1] = 1) */
-static int prefix_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
+static int prefix_parse(ab_mask *m, const char *arg)
 {
     if (arg && strpbrk(arg, ".eE")) {
         double f;
         if (ab_spec_double(arg, &f) || !(f >= 0.0 && f <= 1.0)) {
-            snprintf(err, errlen, "prefix fraction must be in [0, 1] (prefix:0.25), got '%s'", arg);
+            ab_set_error(m, "prefix fraction must be in [0, 1] (prefix:0.25), got '%s'", arg);
             return AB_EINVAL;
         }
         m->arg[0] = f;
@@ -25,9 +24,9 @@ static int prefix_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
     }
     long long p;
     if (ab_spec_int(arg, 0, 1LL << 30, &p)) {
-        snprintf(err, errlen,
-                 "prefix needs a fraction of N (prefix:0.25) or a token count >= 0 (prefix:1024), "
-                 "got '%s'", arg ? arg : "");
+        ab_set_error(m,
+                     "prefix needs a fraction of N (prefix:0.25) or a token count >= 0 (prefix:1024), "
+                     "got '%s'", arg ? arg : "");
         return AB_EINVAL;
     }
     m->arg[0] = (double)p;
@@ -35,11 +34,11 @@ static int prefix_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
     return AB_OK;
 }
 
-static int prefix_bind(ab_mask *m, char *err, size_t errlen)
+static int prefix_bind(ab_mask *m)
 {
     long long p = m->arg[1] != 0 ? (long long)m->arg[0] : llround(m->arg[0] * m->seq_len);
     if (p > m->seq_len) {
-        snprintf(err, errlen, "prefix of %lld tokens is longer than N = %d", p, m->seq_len);
+        ab_set_error(m, "prefix of %lld tokens is longer than N = %d", p, m->seq_len);
         return AB_EINVAL;
     }
     m->arg[2] = (double)p; /* the bound prefix length */

@@ -2,17 +2,16 @@
  * (Mistral / Longformer-style local attention as a base mask; the
  * FlexAttention "sliding_window" mask_mod). Spec: "sliding:W", W >= 1
  * tokens; W >= N is plain causal. */
-#include <stdio.h>
 
 #include "attnbench.h"
 #include "masks/spec.h"
 
-static int sliding_parse(ab_mask *m, const char *arg, char *err, size_t errlen)
+static int sliding_parse(ab_mask *m, const char *arg)
 {
     long long w;
     if (ab_spec_int(arg, 1, 1LL << 30, &w)) {
-        snprintf(err, errlen, "sliding needs a window W >= 1 tokens (sliding:W), got '%s'",
-                 arg ? arg : "");
+        ab_set_error(m, "sliding needs a window W >= 1 tokens (sliding:W), got '%s'",
+                     arg ? arg : "");
         return AB_EINVAL;
     }
     m->arg[0] = (double)w;

@@ -37,14 +37,6 @@ enum { P_RANDOM = 0, P_WINDOW, P_GLOBAL, P_COUNT };
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static int bigbird_init(void *state, const ab_params *p, const ab_shape *s)
 {
     bigbird_state *st = state;
@@ -105,7 +97,7 @@ static int bigbird_select(void *state, const ab_problem *pb, ab_layout *l)
                          ((uint64_t)qb * 0xC2B2AE3D27D4EB4Full);
             const int take = imin(nr, nc);
             for (int t = 0; t < take; t++) {
-                const int u = t + (int)(splitmix64(&s) % (uint64_t)(nc - t));
+                const int u = t + (int)(ab_splitmix64(&s) % (uint64_t)(nc - t));
                 const int32_t x = cand[t];
                 cand[t] = cand[u];
                 cand[u] = x;

@@ -1,8 +1,8 @@
 /* common.h — small static helpers shared by method files: the golden-ratio
  * dithered fractional budget (the scheme of oracle_topk_block.c), a key
  * span written as whole key blocks plus edge tokens (the fixed patterns of
- * Child et al. 2019, arXiv 1904.10509, Longformer, StreamingLLM), and the
- * splitmix64 finaliser for seeded choices, and a typed quickselect
+ * Child et al. 2019, arXiv 1904.10509, Longformer, StreamingLLM), a
+ * splitmix64 hash for seeded choices, and a typed quickselect
  * (MC_DEFINE_SELECT_TOP). Header-only (static inline), not
  * a method: it registers nothing. methods/blocksel.h includes it.
  */
@@ -48,14 +48,9 @@ static inline int mc_add_span(ab_layout *l, int h, int qb, int a, int b)
     return AB_OK;
 }
 
-/* splitmix64's finaliser: a well-mixed 64-bit hash of z. */
-static inline uint64_t mc_mix64(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+/* A well-mixed 64-bit hash of z: one splitmix64 step from state z
+ * (include/attnbench.h). */
+static inline uint64_t mc_mix64(uint64_t z) { return ab_splitmix64(&z); }
 
 /* MC_DEFINE_SELECT_TOP(name, type, before): defines
  *   static void name(type *x, int n, int k)

@@ -18,7 +18,7 @@ BENCH_FLAGS := $(if $(filter 1,$(BENCH_QUICK)),--quick,) $(BENCH_ARGS)
 # selection; libc and OpenBLAS only): the bench does not depend on the rest
 # of the harness.
 BENCH_OBJS  := $(BUILD)/bench/kernels_bench.o $(BUILD)/harness/engine/blascore.o \
-               $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/% $(BUILD)/runtime/layout.o $(BUILD)/runtime/errors.o $(BUILD)/runtime/mask.o $(BUILD)/runtime/kernels.o,$(LIB_OBJS))
+               $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/% $(BUILD)/runtime/layout.o $(BUILD)/runtime/errors.o $(BUILD)/runtime/mask.o $(BUILD)/runtime/kernels.o $(BUILD)/runtime/handle.o,$(LIB_OBJS))
 
 $(BENCH_BIN): $(BENCH_OBJS)
 	@echo '  LD    $@'

@@ -1,6 +1,7 @@
-/* kernels.c — the kernel helpers of the ABI (include/attnbench.h), forwarded
- * to the CPU kernels of kernels/cpu. A plugin calls these; the kernels
- * themselves know nothing of plugins. */
+/* kernels.c — the kernel helpers of the ABI (include/attnbench.h) and the
+ * dense reference of runtime/kernels.h, forwarded to the CPU kernels of
+ * kernels/cpu. A plugin calls these; the kernels know nothing of plugins. */
+#include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
 int ab_kernel_flash(const ab_problem *pb, float *out) { return ab_cpu_flash(pb, out); }

@@ -25,6 +25,8 @@
 
 #include "kernels/kernels.h"
 #include "runtime/errors.h"
+#include "runtime/layout.h"
+#include "runtime/registry.h" /* ab_mask_pairs */
 
 enum { LB_NONE = 0, LB_ENTRIES, LB_DENSE, LB_CUSTOM };
 

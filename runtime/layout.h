@@ -1,6 +1,6 @@
 /* layout.h — the runtime side of layouts (runtime/layout.c): the lifecycle
  * the harness drives around a method's select() and the exact pair counts.
- * The builder and read functions a method calls are in include/attnbench.h. */
+ * The builder functions a method calls are in include/attnbench.h. */
 #ifndef AB_RUNTIME_LAYOUT_H
 #define AB_RUNTIME_LAYOUT_H
 
@@ -20,4 +20,10 @@ void ab_layout_free(ab_layout *l);
 int64_t ab_layout_kept_pairs(const ab_layout *l);
 int64_t ab_layout_valid_pairs(const ab_layout *l);
 const char *ab_layout_kind_name(ab_layout_kind k);
+
+/* ---- reads (valid after ab_layout_finalize) -------------------------- */
+/* 1 if query row i of head h keeps key j (base mask included). */
+int ab_layout_contains(const ab_layout *l, int head, int i, int j);
+/* Kept allowed pairs / all pairs the base mask allows (CUSTOM: reported). */
+double ab_layout_density(const ab_layout *l);
 #endif

@@ -5,7 +5,7 @@
  * to a length is harness work (runtime/maskspec.c). */
 #include <string.h>
 
-#include "attnbench.h"
+#include "runtime/registry.h" /* ab_mask_pairs */
 
 extern const ab_mask_def ab_mask_causal, ab_mask_full;
 

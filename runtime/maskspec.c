@@ -1,10 +1,12 @@
-/* basemask.c — base masks from their specs: lookup in the generated mask
+/* maskspec.c — base masks from their specs: lookup in the generated mask
  * registry, parse ("name" or "name:arg") and bind to a sequence length and
- * seed. The plugins are in masks/, the queries in runtime/mask.c. */
+ * seed, through checked calls of the plugin's parse() and bind(). The
+ * plugins are in masks/, the queries in runtime/mask.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/handle.h"
 #include "runtime/registry.h"
 
 const ab_mask_def *ab_mask_find(const char *name)
@@ -23,6 +25,29 @@ void ab_mask_free(ab_mask *m)
     free(m->aux2);
     m->aux = m->aux2 = NULL;
     m->naux = m->naux2 = 0;
+}
+
+/* The mask a plugin's parse() / bind() sees lives right after an error header. */
+typedef struct mask_call {
+    ab_handle h;
+    ab_mask m;
+} mask_call;
+_Static_assert(AB_HANDLE_FOLLOWS(mask_call, m), "ab_mask must follow the error header");
+
+/* m->def->bind(m) when bind, else m->def->parse(m, arg), on a copy of *m
+ * that is copied back; the plugin's message (or "") goes to err. */
+static int mask_call_plugin(ab_mask *m, int bind, const char *arg, char *err, size_t errlen)
+{
+    mask_call c;
+    ab_handle_open(&c.h);
+    c.m = *m;
+    int rc = bind ? m->def->bind(&c.m) : m->def->parse(&c.m, arg);
+    rc = ab_handle_checked(&c.h, rc, bind ? "bind()" : "parse()");
+    *m = c.m;
+    if (errlen)
+        snprintf(err, errlen, "%s", c.h.msg);
+    ab_handle_close(&c.h);
+    return rc;
 }
 
 /* Parse only: the def and args, no length. */
@@ -62,7 +87,7 @@ static int mask_parse(ab_mask *m, const char *spec, char *err, size_t errlen)
         }
         return AB_OK;
     }
-    int rc = m->def->parse(m, arg, err, errlen);
+    int rc = mask_call_plugin(m, 0, arg, err, errlen);
     if (rc) {
         if (rc == AB_EINVAL && !*err)
             snprintf(err, errlen, "bad '%s' (syntax: %s)", spec, m->def->syntax);
@@ -96,7 +121,7 @@ int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char 
     }
     m->seq_len = seq_len;
     m->seed = seed;
-    if (m->def->bind && (rc = m->def->bind(m, err, errlen)) != AB_OK) {
+    if (m->def->bind && (rc = mask_call_plugin(m, 1, NULL, err, errlen)) != AB_OK) {
         if (!*err)
             snprintf(err, errlen, "mask '%s' cannot be used at N = %d", spec, seq_len);
         ab_mask_free(m);

@@ -1,38 +1,19 @@
-/* plugin.c — method instances, checked calls into plugins, the registry
- * checks run at start-up, and ab_set_error (the one error API of the ABI).
+/* plugin.c — method instances, checked calls into methods and the registry
+ * checks run at start-up.
  *
  * The state a method sees is preceded by a hidden header holding its error
- * message, so ab_set_error(state, ...) needs no global state. */
+ * message (runtime/handle.h), so ab_set_error(state, ...) needs no global
+ * state; masks and tasks get the same header (maskspec.c, task.c). */
 #include "runtime/plugin.h"
+#include "runtime/handle.h"
 #include "runtime/registry.h"
 #include "kernels/kernels.h"
 
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct ab_state_hdr {
-    char err[256];
-    union { max_align_t a; char c[16]; } align_;
-} ab_state_hdr;
-
-#define HDR_SIZE (offsetof(ab_state_hdr, align_))
-#define HDR_PAD ((HDR_SIZE + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t))
-
-static ab_state_hdr *hdr_of(void *state) { return (ab_state_hdr *)((char *)state - HDR_PAD); }
-
-void ab_set_error(void *state, const char *fmt, ...)
-{
-    if (!state) return;
-    ab_state_hdr *h = hdr_of(state);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(h->err, sizeof h->err, fmt, ap);
-    va_end(ap);
-}
 
 const char *ab_strerror(int code)
 {
@@ -91,22 +72,17 @@ int ab_instance_create(ab_instance *in, const ab_method *m, const ab_params *p, 
     in->m = m;
     in->params = *p;
     in->shape = *s;
-    char *raw = calloc(1, HDR_PAD + m->state_size + 1);
-    if (!raw) return AB_ENOMEM;
-    in->state = raw + HDR_PAD;
+    ab_handle *h = calloc(1, sizeof *h + m->state_size + 1);
+    if (!h) return AB_ENOMEM;
+    ab_handle_open(h);
+    in->state = ab_handle_ptr(h);
     if (!m->init) return AB_OK;
-    int rc = m->init(in->state, &in->params, s);
-    if (rc > 0) rc = AB_EINTERNAL;
-    return rc;
+    return ab_handle_checked(h, m->init(in->state, &in->params, s), "init()");
 }
 
 static int checked(ab_instance *in, int rc, const char *what)
 {
-    if (rc > 0 || rc < AB_EINTERNAL) {
-        ab_set_error(in->state, "%s returned %d, not an AB_E* code", what, rc);
-        return AB_EINTERNAL;
-    }
-    return rc;
+    return ab_handle_checked(ab_handle_of(in->state), rc, what);
 }
 
 int ab_instance_select(ab_instance *in, const ab_problem *pb, ab_layout *l)
@@ -132,19 +108,21 @@ void ab_instance_destroy(ab_instance *in)
 {
     if (!in->state) return;
     if (in->m->fini) in->m->fini(in->state);
-    free((char *)in->state - HDR_PAD);
+    ab_handle *h = ab_handle_of(in->state);
+    ab_handle_close(h);
+    free(h);
     in->state = NULL;
 }
 
 const char *ab_instance_error(const ab_instance *in)
 {
     if (!in->state) return "";
-    return hdr_of(in->state)->err;
+    return ab_handle_of(in->state)->msg;
 }
 
 void ab_instance_clear_error(ab_instance *in)
 {
-    if (in->state) hdr_of(in->state)->err[0] = 0;
+    if (in->state) ab_handle_of(in->state)->msg[0] = 0;
 }
 
 /* ---- registry checks --------------------------------------------------- */

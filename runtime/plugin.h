@@ -1,6 +1,7 @@
 /* plugin.h — the harness side of the plugin ABI: a method instance with its
- * state and error buffer, and checked wrappers around every entry point
- * (SQLite-VFS style: the core never calls a plugin function directly). */
+ * state and error buffer, checked wrappers around every entry point
+ * (SQLite-VFS style: the core never calls a plugin function directly; masks
+ * are parsed and bound through runtime/registry.h), and answer scoring. */
 #ifndef AB_PLUGIN_H
 #define AB_PLUGIN_H
 
@@ -31,4 +32,16 @@ void ab_instance_destroy(ab_instance *in);
 const char *ab_instance_error(const ab_instance *in);
 void ab_instance_clear_error(ab_instance *in);
 const char *ab_strerror(int code);
+
+/* ---- tasks (runtime/task.c) ---------------------------------------------- */
+/* Call t->generate / t->check (AB_OK when it has none) on a copy of *in the
+ * task may pass to ab_set_error. The task's message (or "") goes to err.
+ * Returns AB_OK or an AB_E* code; any other code becomes AB_EINTERNAL. */
+int ab_task_generate(const ab_task *t, const ab_task_input *in, float *q, float *k, float *v,
+                     ab_answer *ans, char *err, size_t errlen);
+int ab_task_check(const ab_task *t, const ab_task_input *in, char *err, size_t errlen);
+/* Decode every answered row from out (heads, seq_len, head_dim) and count
+ * correct groups. Returns AB_OK, or AB_EINVAL / AB_ENOMEM. */
+int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
+                    int *n_correct, int *n_total);
 #endif

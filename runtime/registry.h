@@ -6,7 +6,6 @@
 
 #include <stddef.h>
 #include "attnbench.h"
-#include "attnbench.h"
 
 extern const ab_method *const *const ab_method_refs[]; /* generated */
 extern const int ab_method_count;
@@ -33,10 +32,12 @@ const ab_mask_def *ab_mask_find(const char *name);
 /* Check a spec ("name" or "name:arg") without a length. 0, or -1 with err. */
 int ab_mask_check_spec(const char *spec, char *err, size_t errlen);
 /* Parse spec and bind it to seq_len and seed into *m (zeroed first).
- * Returns AB_OK, or AB_EINVAL / AB_ENOMEM with err set; free with ab_mask_free. */
+ * Returns AB_OK, or an AB_E* code with err set (the plugin's message from
+ * ab_set_error, or a default); free with ab_mask_free (include/attnbench.h). */
 int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char *err,
                  size_t errlen);
-void ab_mask_free(ab_mask *m);
+/* Allowed pairs of one head, over all N x N (runtime/mask.c). */
+int64_t ab_mask_pairs(const ab_mask *m);
 /* Allowed pairs of one head over N^2 (the "mask density"). */
 double ab_mask_fraction(const ab_mask *m);
 /* Number of params of a plugin's NULL-terminated list. */

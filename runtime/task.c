@@ -1,6 +1,7 @@
-/* answer.c — decoding and scoring of planted answers (TASKS.md §3, "Values
+/* task.c — decoding and scoring of planted answers (TASKS.md §3, "Values
  * and decoding"), shared by every synthetic task (RULER-style retrieval
- * accuracy, Hsieh et al. 2024, arXiv:2404.06654).
+ * accuracy, Hsieh et al. 2024, arXiv:2404.06654), and the checked calls of
+ * a task's generate() and check() (runtime/plugin.h).
  *
  * A query row's output o_r decodes as y^ = argmax_c <o_r, code_c>; it is
  * correct only if y^ is the expected code and the winning projection is at
@@ -8,12 +9,12 @@
  * fails instead of guessing right 1/C of the time. A group (e.g. the digits
  * of a passkey) is correct only if all its rows are.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "attnbench.h"
+#include "runtime/handle.h"
+#include "runtime/plugin.h"
 
 void ab_answer_free(ab_answer *a)
 {
@@ -103,11 +104,35 @@ int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
     return AB_OK;
 }
 
-void ab_task_errorf(const ab_task_input *in, const char *fmt, ...)
+/* The task input a task sees lives right after an error header. */
+typedef struct task_call {
+    ab_handle h;
+    ab_task_input in;
+} task_call;
+_Static_assert(AB_HANDLE_FOLLOWS(task_call, in), "ab_task_input must follow the error header");
+
+static int task_done(task_call *c, int rc, const char *what, char *err, size_t errlen)
 {
-    if (!in || !in->err || !in->errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(in->err, in->errlen, fmt, ap);
-    va_end(ap);
+    rc = ab_handle_checked(&c->h, rc, what);
+    if (err && errlen)
+        snprintf(err, errlen, "%s", c->h.msg);
+    ab_handle_close(&c->h);
+    return rc;
+}
+
+int ab_task_generate(const ab_task *t, const ab_task_input *in, float *q, float *k, float *v,
+                     ab_answer *ans, char *err, size_t errlen)
+{
+    task_call c;
+    ab_handle_open(&c.h);
+    c.in = *in;
+    return task_done(&c, t->generate(&c.in, q, k, v, ans), "generate()", err, errlen);
+}
+
+int ab_task_check(const ab_task *t, const ab_task_input *in, char *err, size_t errlen)
+{
+    task_call c;
+    ab_handle_open(&c.h);
+    c.in = *in;
+    return task_done(&c, t->check ? t->check(&c.in) : AB_OK, "check()", err, errlen);
 }

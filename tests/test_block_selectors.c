@@ -93,9 +93,8 @@ static void problem_needle(tproblem *t, int heads, int n, int d, double depth, d
         p.n++;
     }
     char err[256] = "";
-    ab_task_input in = { .p = &p, .str = NULL, .s = t->pb.s, .seed = seed, .depth = depth, .err = err,
-                         .errlen = sizeof err };
-    cr_assert_eq(task->generate(&in, t->q, t->k, t->v, &t->ans), AB_OK, "needle: %s", err);
+    ab_task_input in = { .p = &p, .str = NULL, .s = t->pb.s, .seed = seed, .depth = depth };
+    cr_assert_eq(ab_task_generate(task, &in, t->q, t->k, t->v, &t->ans, err, sizeof err), AB_OK, "needle: %s", err);
     cr_assert(t->ans.n > 0);
 }
 

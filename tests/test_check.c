@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "harness/cli/check.h"
+#include "runtime/kernels.h"
 #include "runtime/registry.h"
 
 /* A correct fixture: the diagonal block and key block 0. */

@@ -14,6 +14,7 @@
 #include "datasets/gen/haystack.h"
 #include "datasets/gen/rng.h"
 #include "attnbench.h"
+#include "runtime/plugin.h"
 
 extern const ab_task needle_task;
 
@@ -42,8 +43,8 @@ static int task_gen(const ab_task *t, const ab_params *p, const ab_shape *s, uin
                     float *q, float *k, float *v, ab_answer *a)
 {
     char err[256] = "";
-    ab_task_input in = { .p = p, .str = NULL, .s = *s, .seed = seed, .depth = depth, .err = err, .errlen = sizeof err };
-    return t->generate(&in, q, k, v, a);
+    ab_task_input in = { .p = p, .str = NULL, .s = *s, .seed = seed, .depth = depth };
+    return ab_task_generate(t, &in, q, k, v, a, err, sizeof err);
 }
 
 typedef struct tensors {

@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/simd.h"
 #include "runtime/layout.h"
+#include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
 #define KT_TOL 1e-5 /* relative L2 error of an fp32 kernel against ref */

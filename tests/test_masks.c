@@ -14,6 +14,7 @@
 #include "runtime/registry.h"
 #include "runtime/layout.h"
 #include "kernels/cpu/simd.h"
+#include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
 #define MT_TOL 1e-5
@@ -118,6 +119,10 @@ Test(masks, bad_specs_are_rejected_with_a_reason)
     ab_mask_free(&m);
     cr_assert_neq(ab_mask_make(&m, "document:9", 8, 1, err, sizeof err), AB_OK);
     cr_assert_neq(ab_mask_make(&m, "prefix:100", 64, 1, err, sizeof err), AB_OK);
+    /* parse() and bind() say why with ab_set_error(m, ...): word for word */
+    cr_assert_str_eq(err, "prefix of 100 tokens is longer than N = 64");
+    cr_assert_neq(ab_mask_check_spec("sliding:0", err, sizeof err), 0);
+    cr_assert_str_eq(err, "sliding needs a window W >= 1 tokens (sliding:W), got '0'");
 }
 
 Test(masks, document_lengths)

@@ -29,6 +29,7 @@
 #include "runtime/layout.h"
 #include "runtime/plugin.h"
 #include "runtime/registry.h"
+#include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
 #define REL_TOL 1e-5

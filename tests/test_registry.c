@@ -1,7 +1,8 @@
 /* test_registry.c — the start-up checks of the plugin registry: an ABI
- * mismatch, a duplicate name, a bad name, a knob out of range and an
- * unterminated parameter list are each refused with a clear message; the
- * generated registry itself passes; param helpers round and range-check. */
+ * mismatch (methods, tasks, masks), a duplicate name, a bad name, a knob out
+ * of range and an unterminated parameter list are each refused with a clear
+ * message; the generated registry itself passes; param helpers round and
+ * range-check; ab_set_error reaches the caller of a method and of a task. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -44,6 +45,34 @@ Test(registry, abi_mismatch_is_refused)
     a.abi = AB_ABI_VERSION + 1;
     const ab_method *l[] = { &a };
     expect_refused(l, 1, "ABI");
+}
+
+static int gen_ok(const ab_task_input *in, float *q, float *k, float *v, ab_answer *a) { return AB_OK; }
+static int allows_all(const ab_mask *m, int i, int j) { return 1; }
+static void span_all(const ab_mask *m, int i, int *lo, int *hi)
+{
+    *lo = 0;
+    *hi = m->seq_len;
+}
+
+Test(registry, abi_mismatch_is_refused_for_tasks_and_masks)
+{
+    ab_task t = { .abi = AB_ABI_VERSION, .name = "tsk", .summary = "t", .generate = gen_ok };
+    ab_mask_def d = { .abi = AB_ABI_VERSION, .name = "msk", .allows = allows_all, .span = span_all };
+    const ab_task *tl[] = { &t };
+    const ab_mask_def *dl[] = { &d };
+    char err[512] = "";
+    cr_expect_eq(ab_task_registry_check(tl, 1, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(ab_mask_registry_check(dl, 1, err, sizeof err), 0, "%s", err);
+    for (int v = AB_ABI_VERSION - 1; v <= AB_ABI_VERSION + 1; v += 2) {
+        t.abi = d.abi = v;
+        err[0] = 0;
+        cr_expect_eq(ab_task_registry_check(tl, 1, err, sizeof err), -1, "task ABI %d accepted", v);
+        cr_expect(strstr(err, "task 'tsk'") && strstr(err, "ABI"), "%s", err);
+        err[0] = 0;
+        cr_expect_eq(ab_mask_registry_check(dl, 1, err, sizeof err), -1, "mask ABI %d accepted", v);
+        cr_expect(strstr(err, "mask 'msk'") && strstr(err, "ABI"), "%s", err);
+    }
 }
 
 Test(registry, duplicate_name_is_refused)
@@ -111,4 +140,28 @@ Test(registry, set_error_reaches_the_instance)
     cr_expect_eq(ab_instance_create(&in, &a, &p, &s), AB_EINVAL);
     cr_expect_str_eq(ab_instance_error(&in), "window 7 too small");
     ab_instance_destroy(&in);
+}
+
+/* A task's message reaches the caller of the checked wrappers the same way;
+ * a return value outside AB_E* becomes AB_EINTERNAL with its own message. */
+static int gen_fail(const ab_task_input *in, float *q, float *k, float *v, ab_answer *a)
+{
+    ab_set_error(in, "depth %.2f refused", in->depth);
+    return AB_EINVAL;
+}
+
+static int check_bad_code(const ab_task_input *in) { return 7; }
+
+Test(registry, set_error_reaches_the_caller_of_a_task)
+{
+    ab_task t = { .abi = AB_ABI_VERSION, .name = "tsk", .generate = gen_fail, .check = check_bad_code };
+    ab_task_input in = { .depth = 0.25 };
+    char err[64] = "stale";
+    cr_expect_eq(ab_task_generate(&t, &in, NULL, NULL, NULL, NULL, err, sizeof err), AB_EINVAL);
+    cr_expect_str_eq(err, "depth 0.25 refused");
+    cr_expect_eq(ab_task_check(&t, &in, err, sizeof err), AB_EINTERNAL);
+    cr_expect_str_eq(err, "check() returned 7, not an AB_E* code");
+    t.check = NULL;
+    cr_expect_eq(ab_task_check(&t, &in, err, sizeof err), AB_OK);
+    cr_expect_str_eq(err, "");
 }

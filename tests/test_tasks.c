@@ -31,6 +31,8 @@
 #include "attnbench.h"
 #include "runtime/layout.h"
 #include "datasets/gen/trace.h"
+#include "runtime/kernels.h"
+#include "runtime/plugin.h"
 #include "runtime/registry.h"
 #include "kernels/kernels.h"
 
@@ -74,9 +76,8 @@ static int gen(const ab_task *t, const ab_params *p, int H, int N, int d, uint64
     r->k = malloc(n * sizeof(float));
     r->v = malloc(n * sizeof(float));
     cr_assert(r->q && r->k && r->v);
-    ab_task_input in = {.p = p, .str = NULL, .s = r->s, .seed = seed, .depth = depth,
-                        .err = err, .errlen = errlen};
-    return t->generate(&in, r->q, r->k, r->v, &r->a);
+    ab_task_input in = {.p = p, .str = NULL, .s = r->s, .seed = seed, .depth = depth};
+    return ab_task_generate(t, &in, r->q, r->k, r->v, &r->a, err, errlen);
 }
 
 static run make(const ab_task *t, const ab_params *p, int H, int N, int d, uint64_t seed,
@@ -224,9 +225,9 @@ Test(tasks, bad_inputs_are_rejected_by_check)
         defaults(bad[i].t, &p);
         set_param(bad[i].t, &p, bad[i].param, bad[i].v);
         char err[300] = "";
-        ab_task_input in = {.p = &p, .s = {2, bad[i].N, bad[i].d, 1, 0.125f}, .err = err,
-                            .errlen = sizeof err};
-        cr_expect_neq(bad[i].t->check(&in), AB_OK, "case %zu passed check", i);
+        ab_task_input in = {.p = &p, .s = {2, bad[i].N, bad[i].d, 1, 0.125f}};
+        cr_expect_neq(ab_task_check(bad[i].t, &in, err, sizeof err), AB_OK, "case %zu passed check",
+                      i);
         cr_expect(strstr(err, bad[i].expect), "case %zu: '%s' lacks '%s'", i, err, bad[i].expect);
         run r;
         char err2[300] = "";
@@ -472,13 +473,12 @@ Test(joint_recall, pooled_blocks_miss_the_joint_match_token_topk_finds_it)
 /* ---- trace ------------------------------------------------------------------ */
 
 static void trace_input(ab_task_input *in, ab_params *p, const char **str, const char *file,
-                        int layer, int H, int N, int d, char *err, size_t errlen)
+                        int layer, int H, int N, int d)
 {
     defaults(&trace_task, p);
     p->v[0] = layer;
     str[0] = file;
-    *in = (ab_task_input){.p = p, .str = str, .s = {H, N, d, 1, (float)(1.0 / sqrt((double)d))},
-                          .err = err, .errlen = errlen};
+    *in = (ab_task_input){.p = p, .str = str, .s = {H, N, d, 1, (float)(1.0 / sqrt((double)d))}};
 }
 
 Test(trace, shipped_trace_loads_and_matches_hdf5_conversion)
@@ -501,10 +501,11 @@ Test(trace, shipped_trace_loads_and_matches_hdf5_conversion)
         const char *str[AB_TASK_MAX_STRINGS] = {0};
         ab_params p;
         ab_task_input in;
-        trace_input(&in, &p, str, SHIPPED_TRACE, layer, H, N, d, err, sizeof err);
-        cr_assert_eq(trace_task.check(&in), AB_OK, "%s", err);
+        trace_input(&in, &p, str, SHIPPED_TRACE, layer, H, N, d);
+        cr_assert_eq(ab_task_check(&trace_task, &in, err, sizeof err), AB_OK, "%s", err);
         ab_answer a;
-        cr_assert_eq(trace_task.generate(&in, q, k, v, &a), AB_OK, "%s", err);
+        cr_assert_eq(ab_task_generate(&trace_task, &in, q, k, v, &a, err, sizeof err), AB_OK, "%s",
+                     err);
         cr_expect_eq(a.n, 0);
         /* HDF5's own float16 -> float conversion agrees with ours */
         hid_t f = H5Fopen(SHIPPED_TRACE, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -533,11 +534,12 @@ Test(trace, shipped_trace_loads_and_matches_hdf5_conversion)
     const char *str[AB_TASK_MAX_STRINGS] = {0};
     ab_params p;
     ab_task_input in;
-    trace_input(&in, &p, str, SHIPPED_TRACE, 4, 3, 100, d, err, sizeof err);
+    trace_input(&in, &p, str, SHIPPED_TRACE, 4, 3, 100, d);
     float *q2 = malloc((size_t)3 * 100 * d * 4), *k2 = malloc((size_t)3 * 100 * d * 4),
           *v2 = malloc((size_t)3 * 100 * d * 4);
     ab_answer a;
-    cr_assert_eq(trace_task.generate(&in, q2, k2, v2, &a), AB_OK, "%s", err);
+    cr_assert_eq(ab_task_generate(&trace_task, &in, q2, k2, v2, &a, err, sizeof err), AB_OK, "%s",
+                 err);
     for (int h = 0; h < 3; h++)
         cr_expect(!memcmp(k2 + (size_t)h * 100 * d, k + (size_t)h * N * d, 100 * d * 4),
                   "head %d: truncated keys differ", h);
@@ -662,14 +664,14 @@ Test(trace, bad_files_give_the_right_error)
         const char *str[AB_TASK_MAX_STRINGS] = {0};
         ab_params p;
         ab_task_input in;
-        trace_input(&in, &p, str, path, 0, cases[i].H, cases[i].N, cases[i].d, err, sizeof err);
-        int rc = trace_task.check(&in);
+        trace_input(&in, &p, str, path, 0, cases[i].H, cases[i].N, cases[i].d);
+        int rc = ab_task_check(&trace_task, &in, err, sizeof err);
         if (cases[i].load_only) {
             cr_expect_eq(rc, AB_OK, "case %zu: check: %s", i, err);
             size_t n = (size_t)cases[i].H * cases[i].N * cases[i].d;
             float *q = malloc(n * 4), *k = malloc(n * 4), *v = malloc(n * 4);
             ab_answer a;
-            rc = trace_task.generate(&in, q, k, v, &a);
+            rc = ab_task_generate(&trace_task, &in, q, k, v, &a, err, sizeof err);
             free(q);
             free(k);
             free(v);
@@ -690,8 +692,8 @@ Test(trace, bad_files_give_the_right_error)
         const char *str[AB_TASK_MAX_STRINGS] = {0};
         ab_params p;
         ab_task_input in;
-        trace_input(&in, &p, str, path, 0, 1, 16, 32, err, sizeof err);
-        cr_expect_neq(trace_task.check(&in), AB_OK);
+        trace_input(&in, &p, str, path, 0, 1, 16, 32);
+        cr_expect_neq(ab_task_check(&trace_task, &in, err, sizeof err), AB_OK);
         cr_expect(strstr(err, expect[x]), "'%s' lacks '%s'", err, expect[x]);
     }
     /* no file at all */
@@ -700,8 +702,8 @@ Test(trace, bad_files_give_the_right_error)
         const char *str[AB_TASK_MAX_STRINGS] = {0};
         ab_params p;
         ab_task_input in;
-        trace_input(&in, &p, str, NULL, 0, 1, 16, 32, err, sizeof err);
-        cr_expect_neq(trace_task.check(&in), AB_OK);
+        trace_input(&in, &p, str, NULL, 0, 1, 16, 32);
+        cr_expect_neq(ab_task_check(&trace_task, &in, err, sizeof err), AB_OK);
         cr_expect(strstr(err, "file = PATH"), "%s", err);
     }
     rmdir(dir);
@@ -721,12 +723,13 @@ Test(trace, float16_gqa_expansion_and_scale)
     const char *str[AB_TASK_MAX_STRINGS] = {0};
     ab_params p;
     ab_task_input in;
-    trace_input(&in, &p, str, path, 3, 4, 32, d, err, sizeof err); /* first 4 heads, 32 tokens */
-    cr_assert_eq(trace_task.check(&in), AB_OK, "%s", err);
+    trace_input(&in, &p, str, path, 3, 4, 32, d); /* first 4 heads, 32 tokens */
+    cr_assert_eq(ab_task_check(&trace_task, &in, err, sizeof err), AB_OK, "%s", err);
     size_t n = (size_t)4 * 32 * d;
     float *q = malloc(n * 4), *k = malloc(n * 4), *v = malloc(n * 4);
     ab_answer a;
-    cr_assert_eq(trace_task.generate(&in, q, k, v, &a), AB_OK, "%s", err);
+    cr_assert_eq(ab_task_generate(&trace_task, &in, q, k, v, &a, err, sizeof err), AB_OK, "%s",
+                 err);
     /* group size 3: heads 0-2 read kv head 0, head 3 reads kv head 1 */
     for (int h = 0; h < 4; h++)
         for (int i = 0; i < 32; i++)
@@ -863,9 +866,8 @@ static int gen_shape(const ab_task *t, const ab_params *p, const ab_mask *m, int
     r->k = malloc(n * sizeof(float));
     r->v = malloc(n * sizeof(float));
     cr_assert(r->q && r->k && r->v);
-    ab_task_input in = {.p = p, .str = NULL, .s = r->s, .seed = seed, .depth = depth,
-                        .err = err, .errlen = errlen};
-    return t->generate(&in, r->q, r->k, r->v, &r->a);
+    ab_task_input in = {.p = p, .str = NULL, .s = r->s, .seed = seed, .depth = depth};
+    return ab_task_generate(t, &in, r->q, r->k, r->v, &r->a, err, errlen);
 }
 
 static int gen_masked(const ab_task *t, const ab_params *p, const ab_mask *m, int H, int N, int d,
@@ -1117,21 +1119,24 @@ Test(task_masks, trace_is_data_under_any_mask)
     const char *str[AB_TASK_MAX_STRINGS] = {0};
     char err[400] = "";
     ab_task_input in;
-    trace_input(&in, &p, str, SHIPPED_TRACE, 0, H, N, d, err, sizeof err);
+    trace_input(&in, &p, str, SHIPPED_TRACE, 0, H, N, d);
     const size_t n = (size_t)H * N * d;
     float *ref = malloc(3 * n * sizeof(float)), *got = malloc(3 * n * sizeof(float));
     cr_assert(ref && got);
     ab_answer a;
-    cr_assert_eq(trace_task.generate(&in, ref, ref + n, ref + 2 * n, &a), AB_OK, "%s", err);
+    cr_assert_eq(ab_task_generate(&trace_task, &in, ref, ref + n, ref + 2 * n, &a, err, sizeof err),
+                 AB_OK, "%s", err);
     ab_answer_free(&a);
     for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++) {
         ab_mask m;
         tm_mask(&m, specs[si], N, 2);
         in.s.mask = &m;
         in.s.causal = m.def->causal;
-        cr_expect_eq(trace_task.check(&in), AB_OK, "%s: %s", specs[si], err);
-        cr_assert_eq(trace_task.generate(&in, got, got + n, got + 2 * n, &a), AB_OK, "%s: %s",
-                     specs[si], err);
+        cr_expect_eq(ab_task_check(&trace_task, &in, err, sizeof err), AB_OK, "%s: %s", specs[si],
+                     err);
+        cr_assert_eq(ab_task_generate(&trace_task, &in, got, got + n, got + 2 * n, &a, err,
+                                      sizeof err),
+                     AB_OK, "%s: %s", specs[si], err);
         cr_expect_eq(a.n, 0, "%s: the trace has no answer", specs[si]);
         cr_expect(!memcmp(ref, got, 3 * n * sizeof(float)), "%s: the data changed", specs[si]);
         ab_answer_free(&a);

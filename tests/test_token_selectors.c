@@ -63,8 +63,8 @@ static void needle_make(tprob *t, int heads, int n, int d, uint64_t seed, int no
     memset(&t->ans, 0, sizeof t->ans);
     char err[256] = "";
     ab_shape s = { .heads = heads, .seq_len = n, .head_dim = d, .causal = 1, .scale = 1.0f / sqrtf((float)d) };
-    ab_task_input in = { .p = &p, .str = NULL, .s = s, .seed = seed, .depth = 0.5, .err = err, .errlen = sizeof err };
-    cr_assert_eq(task->generate(&in, t->q, t->k, t->v, &t->ans), AB_OK, "needle generate: %s", err);
+    ab_task_input in = { .p = &p, .str = NULL, .s = s, .seed = seed, .depth = 0.5 };
+    cr_assert_eq(ab_task_generate(task, &in, t->q, t->k, t->v, &t->ans, err, sizeof err), AB_OK, "needle generate: %s", err);
     memset(&t->pb, 0, sizeof t->pb);
     t->pb.s = s;
     t->pb.q = t->q;

@@ -122,8 +122,8 @@ int ab_plant_mask(const ab_task_input *in, const char *task, ab_mask *m)
 {
     *m = ab_shape_mask(&in->s);
     if (!m->def || m->seq_len != in->s.seq_len) {
-        ab_task_errorf(in, "%s: base mask %s is bound to N = %d, the shape has N = %d", task,
-                       m->def ? m->spec : "(none)", m->seq_len, in->s.seq_len);
+        ab_set_error(in, "%s: base mask %s is bound to N = %d, the shape has N = %d", task,
+                     m->def ? m->spec : "(none)", m->seq_len, in->s.seq_len);
         return AB_EINVAL;
     }
     return AB_OK;
@@ -231,8 +231,8 @@ double ab_plant_lse_row(const float *qr, const float *kh, int d, const ab_mask *
 int ab_plant_no_window(const ab_task_input *in, const char *task, const ab_mask *m, int q0,
                        int q1, int need, const char *what)
 {
-    ab_task_errorf(in, "%s: under mask %s no run of the query rows [%d, %d) sees %d common "
-                       "key%s outside those rows (%s): no valid trial",
-                   task, m->spec, q0, q1, need, need == 1 ? "" : "s", what);
+    ab_set_error(in, "%s: under mask %s no run of the query rows [%d, %d) sees %d common "
+                     "key%s outside those rows (%s): no valid trial",
+                 task, m->spec, q0, q1, need, need == 1 ? "" : "s", what);
     return AB_EUNSUPPORTED;
 }

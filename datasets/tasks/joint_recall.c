@@ -58,7 +58,7 @@ static int jr_check_in(const ab_task_input *in, ab_haystack_cfg *cfg)
 {
     const ab_params *p = in->p;
     if (!p || p->n < P_COUNT) {
-        ab_task_errorf(in, "joint_recall: expected %d parameters", P_COUNT);
+        ab_set_error(in, "joint_recall: expected %d parameters", P_COUNT);
         return AB_EINVAL;
     }
     int rc = ab_haystack_cfg_from_params(p, 0, cfg);
@@ -70,26 +70,26 @@ static int jr_check_in(const ab_task_input *in, ab_haystack_cfg *cfg)
     const int P = (int)lround(p->v[P_KEYS]);
     const int N = in->s.seq_len;
     if (C < 1 || P < 1 || R < 1 || Cd < C || Cd < P || Cd < 2) {
-        ab_task_errorf(in, "joint_recall: needs contexts >= 1, keys >= 1, query_rows >= 1 and "
-                           "n_codes >= max(2, contexts, keys) (n_codes = %d)", Cd);
+        ab_set_error(in, "joint_recall: needs contexts >= 1, keys >= 1, query_rows >= 1 and "
+                         "n_codes >= max(2, contexts, keys) (n_codes = %d)", Cd);
         return AB_EINVAL;
     }
     if (R > P * C) {
-        ab_task_errorf(in, "joint_recall: query_rows = %d asks more distinct (key, context) "
-                           "pairs than keys * contexts = %d", R, P * C);
+        ab_set_error(in, "joint_recall: query_rows = %d asks more distinct (key, context) "
+                         "pairs than keys * contexts = %d", R, P * C);
         return AB_EINVAL;
     }
     if (N - R < C * P) {
-        ab_task_errorf(in, "joint_recall: needs N >= query_rows + contexts * keys = %d (N = %d)",
-                       R + C * P, N);
+        ab_set_error(in, "joint_recall: needs N >= query_rows + contexts * keys = %d (N = %d)",
+                     R + C * P, N);
         return AB_EINVAL;
     }
     cfg->free_dims = P + C;
     char why[200] = "";
     rc = ab_haystack_check(cfg, &in->s, why, sizeof why);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "joint_recall: %s (the key band needs keys + contexts = %d dims)",
-                       why[0] ? why : "bad haystack knobs", P + C);
+        ab_set_error(in, "joint_recall: %s (the key band needs keys + contexts = %d dims)",
+                     why[0] ? why : "bad haystack knobs", P + C);
         return rc;
     }
     return AB_OK;
@@ -133,7 +133,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
         return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "joint_recall: haystack generation failed");
+        ab_set_error(in, "joint_recall: haystack generation failed");
         return rc;
     }
     /* the contexts cut wk[0, M): the keys the valid query rows [ra, ra + nv)

@@ -52,7 +52,7 @@ static int mk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg, int *nb_ou
 {
     const ab_params *p = in->p;
     if (!p || p->n < P_COUNT) {
-        ab_task_errorf(in, "multikey: expected %d parameters", P_COUNT);
+        ab_set_error(in, "multikey: expected %d parameters", P_COUNT);
         return AB_EINVAL;
     }
     int rc = ab_haystack_cfg_from_params(p, 0, cfg);
@@ -65,13 +65,13 @@ static int mk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg, int *nb_ou
     const double rho = p->v[P_RHO];
     const int N = in->s.seq_len, d = in->s.head_dim;
     if (C < 2 || R < 1 || D < 0 || nb_param < 2 || !(rho >= 0.0 && rho < 1.0)) {
-        ab_task_errorf(in, "multikey: needs n_codes >= 2, query_rows >= 1, distractors >= 0, "
-                           "needle_dims >= 2 and rho in [0, 1)");
+        ab_set_error(in, "multikey: needs n_codes >= 2, query_rows >= 1, distractors >= 0, "
+                         "needle_dims >= 2 and rho in [0, 1)");
         return AB_EINVAL;
     }
     if (N < R + D + 2 || !(in->depth >= 0.0 && in->depth <= 1.0)) {
-        ab_task_errorf(in, "multikey: needs N >= query_rows + distractors + 2 = %d (N = %d) "
-                           "and depth in [0, 1]", R + D + 2, N);
+        ab_set_error(in, "multikey: needs N >= query_rows + distractors + 2 = %d (N = %d) "
+                         "and depth in [0, 1]", R + D + 2, N);
         return AB_EINVAL;
     }
     const int nb_cap = d / 8 > 2 ? d / 8 : 2;
@@ -80,7 +80,7 @@ static int mk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg, int *nb_ou
     char why[200] = "";
     rc = ab_haystack_check(cfg, &in->s, why, sizeof why);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "multikey: %s", why[0] ? why : "bad haystack knobs");
+        ab_set_error(in, "multikey: %s", why[0] ? why : "bad haystack knobs");
         return rc;
     }
     return AB_OK;
@@ -119,7 +119,7 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
         return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "multikey: haystack generation failed");
+        ab_set_error(in, "multikey: haystack generation failed");
         return rc;
     }
     /* the needle and the distractors lie in the keys the valid query rows

@@ -51,7 +51,7 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     const uint64_t seed = in->seed;
     const double depth = in->depth;
     if (!p || p->n < P_COUNT) {
-        ab_task_errorf(in, "needle: expected %d parameters", P_COUNT);
+        ab_set_error(in, "needle: expected %d parameters", P_COUNT);
         return AB_EINVAL;
     }
     memset(ans, 0, sizeof *ans);
@@ -66,7 +66,7 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     const int nb_param = (int)lround(p->v[P_DIMS]);
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
     if (C < 1 || R < 1 || nb_param < 1 || N < R + 1 || !(depth >= 0.0 && depth <= 1.0)) {
-        ab_task_errorf(in, "needle: needs N >= query_rows + 1 = %d (N = %d) and depth in [0, 1]", R + 1, N);
+        ab_set_error(in, "needle: needs N >= query_rows + 1 = %d (N = %d) and depth in [0, 1]", R + 1, N);
         return AB_EINVAL;
     }
 
@@ -86,7 +86,7 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     rc = ab_haystack_check(&cfg, s, why, sizeof why);
     if (rc == AB_OK) rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "needle: %s", why[0] ? why : "haystack generation failed");
+        ab_set_error(in, "needle: %s", why[0] ? why : "haystack generation failed");
         return rc;
     }
 

@@ -49,7 +49,7 @@ static int pk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg)
 {
     const ab_params *p = in->p;
     if (!p || p->n < P_COUNT) {
-        ab_task_errorf(in, "passkey: expected %d parameters", P_COUNT);
+        ab_set_error(in, "passkey: expected %d parameters", P_COUNT);
         return AB_EINVAL;
     }
     int rc = ab_haystack_cfg_from_params(p, 0, cfg);
@@ -59,12 +59,12 @@ static int pk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg)
     const int nb_param = (int)lround(p->v[P_DIMS]);
     const int N = in->s.seq_len, d = in->s.head_dim;
     if (L < 1 || nb_param < 1) {
-        ab_task_errorf(in, "passkey: needs digits >= 1 and needle_dims >= 1");
+        ab_set_error(in, "passkey: needs digits >= 1 and needle_dims >= 1");
         return AB_EINVAL;
     }
     if (N < 2 * L + 1 || !(in->depth >= 0.0 && in->depth <= 1.0)) {
-        ab_task_errorf(in, "passkey: needs N >= 2 * digits + 1 = %d (N = %d) and depth in [0, 1]",
-                       2 * L + 1, N);
+        ab_set_error(in, "passkey: needs N >= 2 * digits + 1 = %d (N = %d) and depth in [0, 1]",
+                     2 * L + 1, N);
         return AB_EINVAL;
     }
     const int nb_cap = d / 8 > 2 ? d / 8 : 2;
@@ -75,8 +75,8 @@ static int pk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg)
     char why[200] = "";
     rc = ab_haystack_check(cfg, &in->s, why, sizeof why);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "passkey: %s (the key band needs digits + 1 = %d dims)",
-                       why[0] ? why : "bad haystack knobs", L + 1);
+        ab_set_error(in, "passkey: %s (the key band needs digits + 1 = %d dims)",
+                     why[0] ? why : "bad haystack knobs", L + 1);
         return rc;
     }
     return AB_OK;
@@ -112,7 +112,7 @@ static int pk_generate(const ab_task_input *in, float *q, float *k, float *v,
         return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
-        ab_task_errorf(in, "passkey: haystack generation failed");
+        ab_set_error(in, "passkey: haystack generation failed");
         return rc;
     }
     /* the digits lie in the keys the valid query rows [ra, ra + nv) all see */
@@ -124,9 +124,9 @@ static int pk_generate(const ab_task_input *in, float *q, float *k, float *v,
         ab_plant_window_free(&w);
         if (nrun == 0)
             return ab_plant_no_window(in, "passkey", &mk, N - L, N, L, "the digits");
-        ab_task_errorf(in, "passkey: under mask %s only %d of the %d digit rows see %d common "
-                           "keys before them; a trial needs every digit (per_digit = 1 scores "
-                           "the rows that do): no valid trial", mk.spec, nrun, L, L);
+        ab_set_error(in, "passkey: under mask %s only %d of the %d digit rows see %d common "
+                         "keys before them; a trial needs every digit (per_digit = 1 scores "
+                         "the rows that do): no valid trial", mk.spec, nrun, L, L);
         return AB_EUNSUPPORTED;
     }
     const int ra = w.a, nv = w.b - w.a, l0 = ra - (N - L); /* rows ask digits l0 .. */

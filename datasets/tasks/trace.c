@@ -36,7 +36,7 @@ static int trace_check(const ab_task_input *in)
     int rc = ab_trace_check(trace_file(in), (int)lround(in->p->v[P_LAYER]), &in->s, NULL,
                             why, sizeof why);
     if (rc != AB_OK)
-        ab_task_errorf(in, "%s", why);
+        ab_set_error(in, "%s", why);
     return rc;
 }
 
@@ -50,7 +50,7 @@ static int trace_generate(const ab_task_input *in, float *q, float *k, float *v,
     int rc = ab_trace_load(trace_file(in), (int)lround(in->p->v[P_LAYER]), &in->s, q, k, v,
                            why, sizeof why);
     if (rc != AB_OK)
-        ab_task_errorf(in, "%s", why);
+        ab_set_error(in, "%s", why);
     return rc;
 }
 

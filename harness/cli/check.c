@@ -49,17 +49,9 @@ typedef struct cproblem {
     int from_task;    /* 1: needle haystack, 0: Gaussian */
 } cproblem;
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static double gauss(uint64_t *s)
 {
-    const double u1 = ((splitmix64(s) >> 11) + 0.5) * 0x1.0p-53, u2 = ((splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
+    const double u1 = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53, u2 = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
@@ -98,8 +90,8 @@ static int problem_make(cproblem *c, int heads, int n, int d, const char *spec, 
         ab_answer ans;
         memset(&ans, 0, sizeof ans);
         char tw[200] = "";
-        ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = seed, .depth = 0.5, .err = tw, .errlen = sizeof tw };
-        c->from_task = t->generate(&in, c->q, c->k, c->v, &ans) == AB_OK;
+        ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = seed, .depth = 0.5 };
+        c->from_task = ab_task_generate(t, &in, c->q, c->k, c->v, &ans, tw, sizeof tw) == AB_OK;
         ab_answer_free(&ans);
     }
     if (!c->from_task) {

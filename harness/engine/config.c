@@ -753,9 +753,9 @@ static int check_tasks(const ab_config *c, char *err, size_t errlen)
                     for (int e = 0; e < ax.n_dims; e++) {
                         ab_task_input in = { .p = &p, .str = str,
                                              .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e], mk.def->causal, 0, &mk },
-                                             .seed = (uint64_t)ax.seeds[0], .depth = 0, .err = why, .errlen = sizeof why };
+                                             .seed = (uint64_t)ax.seeds[0], .depth = 0 };
                         in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
-                        if (t->check(&in) != AB_OK) {
+                        if (ab_task_check(t, &in, why, sizeof why) != AB_OK) {
                             if (line) snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name, why[0] ? why : "invalid input");
                             else snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name, why[0] ? why : "invalid input");
                             ab_mask_free(&mk);

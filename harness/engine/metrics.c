@@ -5,6 +5,8 @@
  * the problem's shape): the dense top-k is chosen among them and a kept key
  * the mask forbids counts for nothing. */
 #include "harness/engine/metrics.h"
+#include "runtime/layout.h"
+#include "runtime/plugin.h" /* ab_answer_score */
 #include "datasets/gen/rng.h"
 #include "kernels/kernels.h"
 

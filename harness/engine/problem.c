@@ -3,6 +3,7 @@
 #include "harness/engine/problem.h"
 #include "harness/engine/measure.h"
 #include "harness/engine/tensors.h"
+#include "runtime/plugin.h"
 #include "runtime/registry.h"
 
 #include <ctype.h>
@@ -47,8 +48,8 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
     memset(&ans, 0, sizeof ans);
     char why[200] = "";
     ab_task_input in = { .p = &b->tparams, .str = b->tstr, .s = s, .seed = (uint64_t)b->seed,
-                         .depth = b->depth, .err = why, .errlen = sizeof why };
-    int rc = b->task->generate(&in, a->q, a->k, a->v, &ans);
+                         .depth = b->depth };
+    int rc = ab_task_generate(b->task, &in, a->q, a->k, a->v, &ans, why, sizeof why);
     if (rc) {
         a->status = rc;
         snprintf(a->msg, sizeof a->msg, "task %s: %s", b->task->name, why[0] ? why : ab_strerror(rc));

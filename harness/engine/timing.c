@@ -1,5 +1,6 @@
 /* timing.c — CLOCK_MONOTONIC wall time and summary statistics of samples. */
 #include "harness/engine/timing.h"
+#include "attnbench.h" /* ab_splitmix64 */
 
 #include <math.h>
 #include <omp.h>
@@ -64,16 +65,8 @@ double ab_median(const double *x, int n)
     return s.median;
 }
 
-/* splitmix64: a small, well-mixed generator for the bootstrap. */
-static uint64_t mix_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int below(uint64_t *s, int n) { return (int)((mix_next(s) >> 11) % (uint64_t)n); }
+/* A draw in [0, n) for the bootstrap, from the splitmix64 stream s. */
+static int below(uint64_t *s, int n) { return (int)((ab_splitmix64(s) >> 11) % (uint64_t)n); }
 
 #define AB_CI_GROUPS 64
 void ab_median_ci(const double *x, const int *group, int n, double level, int reps, uint64_t seed, double *lo,

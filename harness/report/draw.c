@@ -74,8 +74,8 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
     ab_answer ans;
     memset(&ans, 0, sizeof ans);
     char why[200] = "";
-    ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = o->seed, .depth = 0.5, .err = why, .errlen = sizeof why };
-    const int rc = t->generate(&in, *q, *k, *v, &ans);
+    ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = o->seed, .depth = 0.5 };
+    const int rc = ab_task_generate(t, &in, *q, *k, *v, &ans, why, sizeof why);
     ab_answer_free(&ans);
     if (rc) { ab_errorf("mask: needle task: %s", why[0] ? why : ab_strerror(rc)); return 1; }
     *pb = (ab_problem){ s, *q, *k, *v, o->seed, 0 };
