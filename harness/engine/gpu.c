@@ -251,19 +251,9 @@ static void record_point(const ab_gpu_point_in *x, ab_point *p, const gpu_sample
     const ab_mask fm = ab_shape_mask(s); /* dense-equivalent work over the pairs the base mask allows */
     const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
     p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
-    p->achieved_density = ab_layout_density(l);
-    snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l->kind));
     snprintf(p->kernel, sizeof p->kernel, "%s", ab_gpu_kernel_name(x->m, l->kind));
-    ab_scores sc;
-    ab_score(x->ref, x->pb, l, out, &sc);
-    p->recall_mass = sc.recall_mass;
-    p->recall_topk = sc.recall_topk;
-    p->rel_l2_err = sc.rel_l2;
-    p->max_abs_err = sc.max_abs;
-    p->rows_scored = sc.rows;
-    if (x->ans && x->ans->n > 0)
-        ab_accuracy(x->ans, out, s->seq_len, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
-    if (sc.nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
+    const int nonfinite = ab_score_point(x->ref, x->pb, l, out, x->ans, p);
+    if (nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
     else if (ab_gpu_path_of(x->m) == AB_GPU_SEL_DEVICE)
         ab_point_set_status(p, "ok", "fp16 on %s; selected on the device", gpu_name);
     else

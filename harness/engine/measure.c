@@ -425,20 +425,10 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
         goto done;
     }
     {
-        p->achieved_density = ab_layout_density(&l);
-        snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l.kind));
         snprintf(p->kernel, sizeof p->kernel, "%s", m->run ? "method" : ab_kernel_name(&l));
-        ab_scores sc;
-        ab_score(&a->ref, &pb, &l, out, &sc);
-        p->recall_mass = sc.recall_mass;
-        p->recall_topk = sc.recall_topk;
-        p->rel_l2_err = sc.rel_l2;
-        p->max_abs_err = sc.max_abs;
-        p->rows_scored = sc.rows;
-        if (a->ans.n > 0)
-            ab_accuracy(&a->ans, out, b->n, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
+        const int nonfinite = ab_score_point(&a->ref, &pb, &l, out, &a->ans, p);
         char terr[200] = "";
-        if (sc.nonfinite) {
+        if (nonfinite) {
             ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
             goto done;
         }

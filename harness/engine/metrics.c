@@ -5,12 +5,14 @@
  * the problem's shape): the dense top-k is chosen among them and a kept key
  * the mask forbids counts for nothing. */
 #include "harness/engine/metrics.h"
+#include "harness/store/point.h"
 #include "runtime/layout.h"
 #include "runtime/plugin.h" /* ab_answer_score */
 #include "datasets/gen/rng.h"
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,4 +230,21 @@ void ab_accuracy(const ab_answer *ans, const float *out, int seq_len, double *ac
     *acc = all ? (double)ok / all : NAN;
     ab_wilson(ok, all, lo, hi);
     *trials = all;
+}
+
+int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out,
+                   const ab_answer *ans, ab_point *p)
+{
+    p->achieved_density = ab_layout_density(l);
+    snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l->kind));
+    ab_scores sc;
+    ab_score(r, pb, l, out, &sc);
+    p->recall_mass = sc.recall_mass;
+    p->recall_topk = sc.recall_topk;
+    p->rel_l2_err = sc.rel_l2;
+    p->max_abs_err = sc.max_abs;
+    p->rows_scored = sc.rows;
+    if (ans && ans->n > 0)
+        ab_accuracy(ans, out, pb->s.seq_len, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
+    return sc.nonfinite ? 1 : 0;
 }

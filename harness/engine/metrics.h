@@ -51,4 +51,10 @@ void ab_wilson(int k, int n, double *lo, double *hi);
  * Wilson interval, *trials the answers (or answer groups) counted. */
 void ab_accuracy(const ab_answer *ans, const float *out, int seq_len, double *acc, double *lo, double *hi,
                  int32_t *trials);
+/* Score out for one point: achieved density and layout kind from l, the
+ * scores against r, and the accuracy on ans (when it has answers) into p.
+ * Returns 1 when out has NaN or Inf on the scored rows, else 0. */
+struct ab_point;
+int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out,
+                   const ab_answer *ans, struct ab_point *p);
 #endif
