@@ -207,6 +207,22 @@ static int close_out(FILE *f, const char *name, int rc, char *err, size_t errlen
     return rc;
 }
 
+void ab_export_header(const char *path, const char *tag, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    size_t tl = strlen(tag);
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, tag, tl) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + tl);
+            break;
+        }
+    fclose(f);
+}
+
 /* ---- methods, series, ok rows ------------------------------------------- */
 
 static int build_ctx(xctx *c)

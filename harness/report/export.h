@@ -14,4 +14,8 @@ typedef struct ab_export_opts {
 /* Write every export file into o->dir. 0, or 2 with a one-line message in
  * err (unreadable results file, a file that cannot be written). */
 int ab_export(const ab_export_opts *o, char *err, size_t errlen);
+
+/* The text after `tag` ("# skip: ", "# note: ") in the header comment of an
+ * export file at path, at most 300 bytes; "" when none or no file. */
+void ab_export_header(const char *path, const char *tag, char *out, size_t len);
 #endif
