@@ -813,7 +813,8 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
             agg *x = &g[ng];
             memset(x, 0, sizeof *x);
             x->seq_len = scratch[a].p->seq_len;
-            x->n = ab_group_speedup(scratch + a, b - a, c->dense, c->n_dense, tmp, tmp2, &x->y1, &x->y4, &x->y5, &x->paired);
+            x->n = ab_group_speedup(scratch + a, b - a, c->dense, c->n_dense, tmp, tmp2, &x->y1, &x->y4,
+                                    &x->y5, &x->paired);
             AB_ROWS_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
             AB_ROWS_MEDIAN(x->y2, scratch + a, b - a, p_->total_ms, tmp);
             if (x->n > 0 && !isnan(x->y1) && !isnan(x->density)) ng++;
@@ -1202,7 +1203,8 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             size_t nt = timed_rows(scratch, nr, scratch2);
             double sp = NAN, lo = NAN, hi = NAN, dens = NAN, ms = NAN;
             int paired = 0;
-            size_t np = ab_group_speedup(scratch2, nt, c->dense, c->n_dense, tmp, tmp2, &sp, &lo, &hi, &paired);
+            size_t np = ab_group_speedup(scratch2, nt, c->dense, c->n_dense, tmp, tmp2, &sp, &lo, &hi,
+                                         &paired);
             char note[32] = "-", flags[64] = "";
             if (np > 0 && !isnan(sp)) {
                 AB_ROWS_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
@@ -1619,7 +1621,7 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
 
 /* ---- the command ------------------------------------------------------ */
 
-/* The per-figure files, in this order (export_all's switch); each is written
+/* The per-figure files, in this order (ab_export's first switch); each is written
  * once per base mask when the file holds several. */
 static const char *const FIG_FILES[] = {
     "latency_vs_n", "recall_vs_density", "accuracy_vs_density", "speedup_vs_density",
@@ -1684,7 +1686,7 @@ static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbu
     return close_out(f, name, 0, err, errlen);
 }
 
-/* The whole-file outputs, in this order (export_all's second switch). */
+/* The whole-file outputs, in this order (ab_export's second switch). */
 static const char *const OTHER_FILES[] = {"dense_vs_mask.tsv", "summary.tsv", "methods.txt",
                                           "masks.txt", "meta.txt"};
 

@@ -1,4 +1,4 @@
-/* report.c — DIR/index.html, the results page of `attnbench plot`.
+/* html.c — DIR/index.html, the results page of `attnbench plot`.
  *
  * A static page (no scripts, no fonts or anything else from the network, one
  * inline style sheet) that shows every figure drawn into DIR with a caption,
