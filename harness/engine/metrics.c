@@ -210,11 +210,11 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
     return AB_OK;
 }
 
-void ab_wilson(int k, int n, double *lo, double *hi)
+void ab_wilson(double k, double n, double *lo, double *hi)
 {
-    if (n <= 0) { *lo = NAN; *hi = NAN; return; }
+    if (!(n > 0)) { *lo = NAN; *hi = NAN; return; }
     const double z = 1.959963984540054;
-    double p = (double)k / n, z2 = z * z;
+    double p = k / n, z2 = z * z;
     double den = 1 + z2 / n;
     double ctr = (p + z2 / (2.0 * n)) / den;
     double half = z * sqrt(p * (1 - p) / n + z2 / (4.0 * n * n)) / den;

@@ -43,8 +43,10 @@ typedef struct ab_scores {
 int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
              const float *out, ab_scores *s);
 
-/* Wilson score interval (95%) for k successes out of n. */
-void ab_wilson(int k, int n, double *lo, double *hi);
+/* Wilson score interval (95%) for k successes out of n (Wilson 1927,
+ * JASA 22:209); k and n are counts, as doubles so pooled counts fit; NaN
+ * when n <= 0. */
+void ab_wilson(double k, double n, double *lo, double *hi);
 
 /* The task's answers decoded from out (heads, seq_len, head_dim) and
  * scored: *acc the fraction right (NaN with no trials), [*lo, *hi] its

@@ -1,4 +1,5 @@
-/* compare.c — `attnbench compare A.h5 B.h5`: do two results files agree?
+/* compare.c — `attnbench compare A.h5 B.h5` (harness/cli/compare.c parses
+ * its command line): do two results files agree?
  *
  * The check a user runs between two runs, two commits or two machines (in
  * the spirit of asv's `compare` and Criterion.rs's change detection): points
@@ -10,40 +11,16 @@
  * beyond its measurement uncertainty). The summary gives the median, p90
  * and largest |log ratio| per quantity; --fail-above X turns the median
  * into a gate (exit 1). */
-#include "harness/cli/cli.h"
+#include "harness/report/compare.h"
 #include "harness/store/point.h"
 #include "harness/store/store.h"
 #include "harness/engine/timing.h"
+#include "runtime/errors.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void usage_compare(FILE *f)
-{
-    fprintf(f,
-            "usage: attnbench compare A.h5 B.h5 [options]\n"
-            "Match the points of two results files by key and compare their timings:\n"
-            "latency (total_ms) and speedup over dense, each as the ratio B/A with the\n"
-            "interval the two points' 95%% intervals allow. A point 'changed' when its two\n"
-            "intervals do not overlap. The summary gives the median, p90 and max of\n"
-            "|log(B/A)| over the matched points (0.05 is about 5%%).\n\n"
-            "  --fail-above X    exit 1 when the median |log ratio| of --metric exceeds X\n"
-            "  --noise X         a change smaller than |log ratio| X is never 'changed' (default 0.02)\n"
-            "  --metric M        speedup (default), latency, or both: what --fail-above tests\n"
-            "  --all             list every matched point, not only the changed ones\n"
-            "  --tsv FILE        write one row per matched point to FILE\n"
-            "  -q, --quiet       the summary only\n"
-            "  -h, --help        this text\n\n"
-            "Speedups use the paired ratio to dense measured in the same child process\n"
-            "(rel_dense) when the file has it, else dense total_ms / total_ms of the\n"
-            "matching dense point (files written before the timing protocol). Points\n"
-            "of the method dense itself have speedup 1 by definition and are left out\n"
-            "of the speedup summary.\n\n"
-            "Exit: 0 compared (and under the gate), 1 the gate failed, 2 usage or an\n"
-            "unreadable file, or no timed point in common.\n");
-}
 
 typedef struct cmp_side {
     double ms, ms_lo, ms_hi;  /* latency and its interval (NaN: none) */
@@ -158,66 +135,17 @@ static int row_by_change(const void *x, const void *y)
     return (ka < kb) - (ka > kb);
 }
 
-int ab_cmd_compare(int argc, char **argv)
+/* Pair the points of A and B by key into rows[]: the timed, status-ok pairs
+ * with their ratios; counts what could not be paired. Returns the pairs. */
+static size_t match_rows(const ab_point *pa, size_t na, const ab_point *pb, size_t nb, double noise,
+                         cmp_row *rows, size_t *only_a, size_t *only_b, size_t *not_timed)
 {
-    const char *files[2] = { NULL, NULL }, *tsv = NULL, *metric = "speedup";
-    double fail_above = NAN, noise = 0.02;
-    int all = 0, quiet = 0, nf = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_compare(stdout); return 0; }
-        else if (!strcmp(a, "--all")) all = 1;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--fail-above") || !strcmp(a, "--metric") || !strcmp(a, "--tsv") || !strcmp(a, "--noise")) {
-            if (i + 1 >= argc) { ab_errorf("compare: option %s needs a value", a); return 2; }
-            const char *v = argv[++i];
-            if (a[2] == 'f' || a[2] == 'n') {
-                char *end;
-                double x = strtod(v, &end);
-                if (*end || end == v || !(x >= 0) || !isfinite(x)) {
-                    ab_errorf("compare: %s: '%s' is not a number >= 0", a, v);
-                    return 2;
-                }
-                if (a[2] == 'f') fail_above = x;
-                else noise = x;
-            } else if (a[2] == 'm') {
-                if (strcmp(v, "speedup") && strcmp(v, "latency") && strcmp(v, "both")) {
-                    ab_errorf("compare: --metric: '%s' is not speedup, latency or both", v);
-                    return 2;
-                }
-                metric = v;
-            } else tsv = v;
-        } else if (a[0] == '-' && a[1]) { ab_errorf("compare: unknown option '%s' (see: attnbench compare --help)", a); return 2; }
-        else if (nf < 2) files[nf++] = a;
-        else { ab_errorf("compare: give two results files (a third: '%s')", a); return 2; }
-    }
-    if (nf != 2) { ab_errorf("compare: give two results files: attnbench compare A.h5 B.h5 (see --help)"); return 2; }
-
-    ab_point *pa = NULL, *pb = NULL;
-    size_t na = 0, nb = 0;
-    ab_env ea, eb;
-    memset(&ea, 0, sizeof ea);
-    memset(&eb, 0, sizeof eb);
-    char err[1024];
-    int rc = 2;
-    cmp_row *rows = NULL;
-    double *tmp = NULL;
-    FILE *tf = NULL;
-    if (ab_results_read(files[0], &pa, &na, &ea, err, sizeof err) ||
-        ab_results_read(files[1], &pb, &nb, &eb, err, sizeof err)) {
-        ab_errorf("compare: %s", err);
-        goto done;
-    }
-    qsort(pa, na, sizeof *pa, key_cmp);
-    qsort(pb, nb, sizeof *pb, key_cmp);
-    rows = calloc(na + 1, sizeof *rows);
-    tmp = malloc(sizeof(double) * (na + 1));
-    if (!rows || !tmp) { ab_errorf("compare: out of memory"); goto done; }
-    size_t nr = 0, only_a = 0, only_b = 0, not_timed = 0;
+    size_t nr = 0;
+    *only_a = *only_b = *not_timed = 0;
     for (size_t i = 0; i < na; i++) {
         const ab_point *b = find_key(pb, nb, pa[i].key);
-        if (!b) { only_a++; continue; }
-        if (!timed_ok(&pa[i]) || !timed_ok(b)) { not_timed++; continue; }
+        if (!b) { (*only_a)++; continue; }
+        if (!timed_ok(&pa[i]) || !timed_ok(b)) { (*not_timed)++; continue; }
         cmp_row *r = &rows[nr++];
         r->a = &pa[i];
         r->b = b;
@@ -232,31 +160,30 @@ int ab_cmd_compare(int argc, char **argv)
                   &r->spd_hi, &r->spd_changed);
     }
     for (size_t i = 0; i < nb; i++)
-        if (!find_key(pa, na, pb[i].key)) only_b++;
+        if (!find_key(pa, na, pb[i].key)) (*only_b)++;
+    return nr;
+}
 
-    printf("attnbench compare: B/A\n");
-    env_line("A", &ea);
-    env_line("B", &eb);
-    printf("  %s = A, %s = B\n", files[0], files[1]);
-    printf("matched %zu timed points (%zu only in A, %zu only in B, %zu not timed or not ok in one of them)\n", nr,
-           only_a, only_b, not_timed);
-    if (!nr) {
-        ab_errorf("compare: no timed, status-ok point in common: nothing to compare");
-        goto done;
-    }
-    double lmed, lp90, lmax, smed = NAN, sp90 = NAN, smax = NAN;
-    size_t nl = 0, ns = 0, lch = 0, sch = 0;
+/* The summary table of |log ratio|; *lmed, *smed: the medians --fail-above
+ * tests, *ns: the rows with a speedup. tmp: nr doubles. */
+static void print_summary(const cmp_row *rows, size_t nr, double noise, double *tmp, double *lmed, double *smed,
+                          size_t *ns)
+{
+    double lp90, lmax, sp90 = NAN, smax = NAN;
+    size_t nl = 0, lch = 0, sch = 0;
+    *smed = NAN;
+    *ns = 0;
     for (size_t i = 0; i < nr; i++) {
         tmp[nl++] = fabs(log(rows[i].lat));
         lch += (size_t)rows[i].lat_changed;
     }
-    summary_of(tmp, nl, &lmed, &lp90, &lmax);
+    summary_of(tmp, nl, lmed, &lp90, &lmax);
     for (size_t i = 0; i < nr; i++)
         if (rows[i].spd > 0) {
-            tmp[ns++] = fabs(log(rows[i].spd));
+            tmp[(*ns)++] = fabs(log(rows[i].spd));
             sch += (size_t)rows[i].spd_changed;
         }
-    summary_of(tmp, ns, &smed, &sp90, &smax);
+    summary_of(tmp, *ns, smed, &sp90, &smax);
     /* the machine's own speed: on a VM the host may change the clock between
      * (and within) runs; latency moves with it, paired speedups do not. One
      * factor per file pair, the median over points of the FMA-probe ratio
@@ -272,8 +199,8 @@ int ab_cmd_compare(int argc, char **argv)
         summary_of(tmp, nl, &amed, &ap90, &amax);
     } else nc = 0;
     printf("\n%-22s %8s %8s %8s %8s   %s\n", "|log(B/A)|", "points", "median", "p90", "max", "changed beyond intervals");
-    printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "latency (total_ms)", nl, lmed, lp90, lmax, lch);
-    if (ns) printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "speedup over dense", ns, smed, sp90, smax, sch);
+    printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "latency (total_ms)", nl, *lmed, lp90, lmax, lch);
+    if (*ns) printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "speedup over dense", *ns, *smed, sp90, smax, sch);
     else printf("%-22s %8s   (no point with a speedup in both files)\n", "speedup over dense", "0");
     if (nc) {
         printf("%-22s %8zu %8.4f %8.4f %8.4f   (latency x the machine-speed ratio below)\n", "latency, equal clock", nl,
@@ -283,49 +210,101 @@ int ab_cmd_compare(int argc, char **argv)
     }
     printf("(a |log ratio| of 0.05 is a %.1f%% change; changed, '*' below: the two 95%% intervals do not overlap and\n"
            " the change exceeds --noise %g)\n", 100 * (exp(0.05) - 1), noise);
+}
 
-    if (!quiet) {
-        qsort(rows, nr, sizeof *rows, row_by_change);
-        size_t shown = 0;
-        for (size_t i = 0; i < nr; i++) {
-            if (!all && !rows[i].lat_changed && !rows[i].spd_changed) continue;
-            if (!shown++) printf("\n%s, largest change first:\n", all ? "every matched point" : "changed points");
-            print_row(&rows[i]);
-        }
-        if (!shown) printf("\nno point changed beyond its intervals\n");
+/* The changed rows (every row with all), largest change first; sorts rows. */
+static void list_rows(cmp_row *rows, size_t nr, int all)
+{
+    qsort(rows, nr, sizeof *rows, row_by_change);
+    size_t shown = 0;
+    for (size_t i = 0; i < nr; i++) {
+        if (!all && !rows[i].lat_changed && !rows[i].spd_changed) continue;
+        if (!shown++) printf("\n%s, largest change first:\n", all ? "every matched point" : "changed points");
+        print_row(&rows[i]);
     }
-    if (tsv) {
-        if (!(tf = fopen(tsv, "w"))) { ab_errorf("compare: cannot write %s", tsv); goto done; }
-        fprintf(tf, "key\tmethod\ttask\tseq_len\theads\thead_dim\tmask\tdepth\ttarget_density\tms_a\tms_a_lo\tms_a_hi\t"
-                    "ms_b\tms_b_lo\tms_b_hi\tlatency_ratio\tlatency_ratio_lo\tlatency_ratio_hi\tlatency_changed\t"
-                    "speedup_a\tspeedup_b\tspeedup_ratio\tspeedup_ratio_lo\tspeedup_ratio_hi\tspeedup_changed\n");
-        for (size_t i = 0; i < nr; i++) {
-            const cmp_row *r = &rows[i];
-            fprintf(tf, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\t"
-                        "%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\n",
-                    r->a->key, r->a->method, r->a->task, r->a->seq_len, r->a->heads, r->a->head_dim, ab_point_mask(r->a),
-                    r->a->depth, r->a->target_density, r->sa.ms, r->sa.ms_lo, r->sa.ms_hi, r->sb.ms, r->sb.ms_lo,
-                    r->sb.ms_hi, r->lat, r->lat_lo, r->lat_hi, r->lat_changed, r->sa.sp, r->sb.sp, r->spd, r->spd_lo,
-                    r->spd_hi, r->spd_changed);
-        }
-        if (fclose(tf)) { tf = NULL; ab_errorf("compare: cannot write %s", tsv); goto done; }
-        tf = NULL;
+    if (!shown) printf("\nno point changed beyond its intervals\n");
+}
+
+/* One row per matched point into path; -1 after an error message. */
+static int write_tsv(const char *path, const cmp_row *rows, size_t nr)
+{
+    FILE *tf = fopen(path, "w");
+    if (!tf) { ab_errorf("compare: cannot write %s", path); return -1; }
+    fprintf(tf, "key\tmethod\ttask\tseq_len\theads\thead_dim\tmask\tdepth\ttarget_density\tms_a\tms_a_lo\tms_a_hi\t"
+                "ms_b\tms_b_lo\tms_b_hi\tlatency_ratio\tlatency_ratio_lo\tlatency_ratio_hi\tlatency_changed\t"
+                "speedup_a\tspeedup_b\tspeedup_ratio\tspeedup_ratio_lo\tspeedup_ratio_hi\tspeedup_changed\n");
+    for (size_t i = 0; i < nr; i++) {
+        const cmp_row *r = &rows[i];
+        fprintf(tf, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\t"
+                    "%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\n",
+                r->a->key, r->a->method, r->a->task, r->a->seq_len, r->a->heads, r->a->head_dim, ab_point_mask(r->a),
+                r->a->depth, r->a->target_density, r->sa.ms, r->sa.ms_lo, r->sa.ms_hi, r->sb.ms, r->sb.ms_lo,
+                r->sb.ms_hi, r->lat, r->lat_lo, r->lat_hi, r->lat_changed, r->sa.sp, r->sb.sp, r->spd, r->spd_lo,
+                r->spd_hi, r->spd_changed);
     }
-    rc = 0;
-    if (!isnan(fail_above)) {
-        int bad = 0;
-        if ((!strcmp(metric, "speedup") || !strcmp(metric, "both")) && ns && smed > fail_above) bad = 1;
-        if ((!strcmp(metric, "latency") || !strcmp(metric, "both")) && lmed > fail_above) bad = 1;
-        if (!strcmp(metric, "speedup") && !ns) {
-            ab_errorf("compare: --fail-above: no speedups to test");
-            rc = 2;
-        } else if (bad) {
-            printf("\nFAIL: median |log ratio| of %s above %g\n", metric, fail_above);
-            rc = 1;
-        } else printf("\nok: median |log ratio| of %s within %g\n", metric, fail_above);
+    if (fclose(tf)) { ab_errorf("compare: cannot write %s", path); return -1; }
+    return 0;
+}
+
+/* --fail-above: 0 within, 1 above, 2 nothing to test. */
+static int gate(const ab_compare_opts *o, double lmed, double smed, size_t ns)
+{
+    const char *metric = o->metric;
+    int bad = 0;
+    if ((!strcmp(metric, "speedup") || !strcmp(metric, "both")) && ns && smed > o->fail_above) bad = 1;
+    if ((!strcmp(metric, "latency") || !strcmp(metric, "both")) && lmed > o->fail_above) bad = 1;
+    if (!strcmp(metric, "speedup") && !ns) {
+        ab_errorf("compare: --fail-above: no speedups to test");
+        return 2;
     }
+    if (bad) {
+        printf("\nFAIL: median |log ratio| of %s above %g\n", metric, o->fail_above);
+        return 1;
+    }
+    printf("\nok: median |log ratio| of %s within %g\n", metric, o->fail_above);
+    return 0;
+}
+
+int ab_compare(const ab_compare_opts *o)
+{
+    ab_point *pa = NULL, *pb = NULL;
+    size_t na = 0, nb = 0;
+    ab_env ea, eb;
+    memset(&ea, 0, sizeof ea);
+    memset(&eb, 0, sizeof eb);
+    char err[1024];
+    int rc = 2;
+    cmp_row *rows = NULL;
+    double *tmp = NULL;
+    if (ab_results_read(o->files[0], &pa, &na, &ea, err, sizeof err) ||
+        ab_results_read(o->files[1], &pb, &nb, &eb, err, sizeof err)) {
+        ab_errorf("compare: %s", err);
+        goto done;
+    }
+    qsort(pa, na, sizeof *pa, key_cmp);
+    qsort(pb, nb, sizeof *pb, key_cmp);
+    rows = calloc(na + 1, sizeof *rows);
+    tmp = malloc(sizeof(double) * (na + 1));
+    if (!rows || !tmp) { ab_errorf("compare: out of memory"); goto done; }
+    size_t only_a, only_b, not_timed;
+    size_t nr = match_rows(pa, na, pb, nb, o->noise, rows, &only_a, &only_b, &not_timed);
+    printf("attnbench compare: B/A\n");
+    env_line("A", &ea);
+    env_line("B", &eb);
+    printf("  %s = A, %s = B\n", o->files[0], o->files[1]);
+    printf("matched %zu timed points (%zu only in A, %zu only in B, %zu not timed or not ok in one of them)\n", nr,
+           only_a, only_b, not_timed);
+    if (!nr) {
+        ab_errorf("compare: no timed, status-ok point in common: nothing to compare");
+        goto done;
+    }
+    double lmed, smed;
+    size_t ns;
+    print_summary(rows, nr, o->noise, tmp, &lmed, &smed, &ns);
+    if (!o->quiet) list_rows(rows, nr, o->all);
+    if (o->tsv && write_tsv(o->tsv, rows, nr) != 0) goto done;
+    rc = isnan(o->fail_above) ? 0 : gate(o, lmed, smed, ns);
 done:
-    if (tf) fclose(tf);
     free(rows);
     free(tmp);
     free(pa);

@@ -1,4 +1,5 @@
-/* mask.c — `attnbench mask`: draw which (query, key) pairs a method keeps,
+/* draw.c — `attnbench mask` (harness/cli/mask.c parses its command line):
+ * draw which (query, key) pairs a method keeps,
  * like the pattern figures of MInference (Jiang et al. 2024, arXiv
  * 2407.02490, Fig. 2) and XAttention (Xu et al. 2025, arXiv 2503.16428).
  *
@@ -32,7 +33,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/cli/cli.h"
+#include "harness/report/draw.h"
+#include "runtime/errors.h"
 #include "runtime/layout.h"
 #include "runtime/plugin.h"
 #include "runtime/registry.h"
@@ -302,79 +304,83 @@ static int draw_one(const char *png, const ab_method *m, const mask_img *im, con
     return 0;
 }
 
-static void usage(FILE *f)
+/* Every registered CPU prefill method into DIR/mask_METHOD.png and one grid
+ * DIR/mask_gallery.png; the exit status (0, 1 a method or gnuplot failed). */
+static int draw_gallery(const mask_opts *o, const ab_problem *pb, const char *outp)
 {
-    fputs("usage: attnbench mask METHOD [-n N] [--mask SPEC] [--density D | --param k=v ...] [--head H] -o FILE.png\n"
-          "       attnbench mask --gallery [-n N] [--mask SPEC] [--density D] -o DIR\n"
-          "Draw which (query, key) pairs a method keeps on the needle task's haystack\n"
-          "(seeded; 8 heads, d = 64) under a base mask: query blocks down, key blocks across,\n"
-          "dark = kept, light grey = forbidden by the base mask. --density calibrates the\n"
-          "method's knob first (density over the pairs the mask allows).\n"
-          "`attnbench mask dense --mask SPEC` draws the base mask alone.\n"
-          "  -n N          sequence length (default 4096)\n"
-          "  --mask SPEC   base mask (default causal): full, sliding:W, prefix:F, document:K,\n"
-          "                chunked:C, ... (attnbench list masks); bound to N and --seed\n"
-          "  --density D   calibrate the density knob to D (gallery default 0.1)\n"
-          "  --param k=v   set a method parameter (repeatable; single method only)\n"
-          "  --head H      head to draw (default 0)\n"
-          "  --heads H     heads of the problem (default 8)\n"
-          "  --seed S      haystack seed, also the base mask's (document lengths; default 1)\n"
-          "  --gallery     every registered CPU prefill method: DIR/mask_METHOD.png + DIR/mask_gallery.png\n"
-          "Writes FILE.dat (cell matrix) and FILE.gp (gnuplot script) beside each PNG.\n"
-          "Exit: 0 drawn, 1 a method or gnuplot failed, 2 usage error.\n",
-          f);
+    char gp[4200], panels[1 << 15] = "";
+    int drawn = 0, cells = 0, status = 0;
+    for (int i = 0; i < ab_method_count; i++) {
+        const ab_method *mi = ab_method_at(i);
+        if (!(mi->devices & AB_CPU) || !(mi->phases & AB_PREFILL)) continue;
+        ab_params base;
+        ab_params_defaults(mi->params, AB_MAX_PARAMS, &base);
+        mask_img im;
+        const int mrc = mask_method(mi, &base, pb, o, &im);
+        if (mrc != AB_OK) { /* a custom layout has nothing to draw: skipped, not failed */
+            if (mrc != AB_EUNSUPPORTED) status = 1;
+            free(im.val);
+            continue;
+        }
+        char png[4200], dat[4200], title[512];
+        snprintf(png, sizeof png, "%s/mask_%s.png", outp, mi->name);
+        if (draw_one(png, mi, &im, o)) status = 1;
+        snprintf(dat, sizeof dat, "%s/mask_%s.dat", outp, mi->name);
+        panel_title(title, sizeof title, mi, &im, o);
+        char line[8600];
+        snprintf(line, sizeof line, "set title \"%s\\ndensity %.3f\" noenhanced\nplot '%s' matrix with image notitle\n",
+                 mi->name, im.density, dat);
+        if (strlen(panels) + strlen(line) < sizeof panels) strcat(panels, line);
+        cells = im.cells;
+        drawn++;
+        free(im.val);
+    }
+    if (!drawn) return status;
+    const int cols = (int)ceil(sqrt((double)drawn)), rows = (drawn + cols - 1) / cols;
+    snprintf(gp, sizeof gp, "%s/mask_gallery.gp", outp);
+    FILE *f = fopen(gp, "w");
+    if (!f) { ab_errorf("mask: cannot write %s", gp); return 1; }
+    fprintf(f, "# drawn by attnbench mask --gallery; redraw with: gnuplot %s\n", gp);
+    fprintf(f, "set terminal pngcairo size %d,%d font 'Helvetica,10'\nset output '%s/mask_gallery.png'\n", 300 * cols,
+            330 * rows + 40, outp);
+    gp_style(f);
+    fprintf(f, "unset xtics; unset ytics; unset xlabel; unset ylabel\n");
+    fprintf(f, "set xrange [-0.5:%d.5]; set yrange [%d.5:-0.5]\n", cells - 1, cells - 1);
+    fprintf(f, "set multiplot layout %d,%d title \"attnbench layouts: needle haystack, N=%d, head %d, base mask %s, "
+               "target density %.3g (dark = kept, grey = not allowed by the mask)\" noenhanced\n",
+            rows, cols, o->n, o->head, o->bm.spec, o->density);
+    fputs(panels, f);
+    fputs("unset multiplot\n", f);
+    fclose(f);
+    const int rc = run_gnuplot(gp);
+    if (rc) { ab_errorf("mask: gnuplot %s failed (%d)", gp, rc); return 1; }
+    printf("gallery: %d methods -> %s/mask_gallery.png\n", drawn, outp);
+    return status;
 }
 
-int ab_cmd_mask(int argc, char **argv)
+/* The method's defaults with the --param k=v settings; -1 after an error message. */
+static int method_params(const ab_method *m, const char *const *params, int nparams, ab_params *base)
 {
-    mask_opts o = { .n = 4096, .heads = 8, .d = 64, .head = 0, .block = 64, .seed = 1, .density = NAN,
-                    .spec = "causal" };
-    const char *method = NULL, *outp = NULL;
-    int gallery = 0;
-    const char *params[AB_MAX_PARAMS];
-    int nparams = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--gallery")) gallery = 1;
-        else if (!strcmp(a, "-n") && more) o.n = atoi(argv[++i]);
-        else if (!strcmp(a, "--density") && more) o.density = atof(argv[++i]);
-        else if (!strcmp(a, "--head") && more) o.head = atoi(argv[++i]);
-        else if (!strcmp(a, "--heads") && more) o.heads = atoi(argv[++i]);
-        else if (!strcmp(a, "--seed") && more) o.seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(a, "-o") && more) outp = argv[++i];
-        else if (!strcmp(a, "--mask") && more) o.spec = argv[++i];
-        else if (!strcmp(a, "--param") && more) {
-            if (nparams == AB_MAX_PARAMS) { ab_errorf("mask: too many --param"); return 2; }
-            params[nparams++] = argv[++i];
-        } else if (a[0] != '-' && !method) method = a;
-        else { ab_errorf("mask: unknown or incomplete argument '%s' (see attnbench mask --help)", a); return 2; }
+    ab_params_defaults(m->params, AB_MAX_PARAMS, base);
+    for (int p = 0; p < nparams; p++) {
+        char name[64];
+        const char *eq = strchr(params[p], '=');
+        if (!eq) { ab_errorf("mask: --param wants k=v, got '%s'", params[p]); return -1; }
+        snprintf(name, sizeof name, "%.*s", (int)(eq - params[p]), params[p]);
+        const int r = ab_params_set(m->params, AB_MAX_PARAMS, base, name, atof(eq + 1));
+        if (r) { ab_errorf("mask: %s: %s '%s'", m->name, r == -1 ? "unknown parameter" : "value out of range for", name); return -1; }
     }
-    if (!outp) { ab_errorf("mask: -o is required"); return 2; }
-    if (gallery == !!method) { ab_errorf("mask: give either METHOD or --gallery"); return 2; }
-    if (o.n < 32 || o.n > (1 << 20) || o.heads < 1 || o.head < 0 || o.head >= o.heads) {
-        ab_errorf("mask: need 32 <= N <= 2^20 and 0 <= head < heads");
-        return 2;
-    }
-    if (!isnan(o.density) && !(o.density > 0 && o.density <= 1)) { ab_errorf("mask: --density must be in (0, 1]"); return 2; }
-    if (gallery && nparams) { ab_errorf("mask: --param applies to one method, not --gallery"); return 2; }
-    if (gallery && isnan(o.density)) o.density = 0.1;
+    return 0;
+}
 
-    const ab_method *m = method ? ab_method_find(method) : NULL;
-    if (method && !m) { ab_errorf("mask: unknown method '%s' (attnbench list methods)", method); return 2; }
+int ab_draw(const ab_draw_opts *d)
+{
+    mask_opts o = { .n = d->n, .heads = d->heads, .d = 64, .head = d->head, .block = 64, .seed = d->seed,
+                    .density = d->density, .spec = d->spec };
+    const ab_method *m = d->method ? ab_method_find(d->method) : NULL;
+    if (d->method && !m) { ab_errorf("mask: unknown method '%s' (attnbench list methods)", d->method); return 2; }
     ab_params base;
-    if (m) {
-        ab_params_defaults(m->params, AB_MAX_PARAMS, &base);
-        for (int p = 0; p < nparams; p++) {
-            char name[64];
-            const char *eq = strchr(params[p], '=');
-            if (!eq) { ab_errorf("mask: --param wants k=v, got '%s'", params[p]); return 2; }
-            snprintf(name, sizeof name, "%.*s", (int)(eq - params[p]), params[p]);
-            const int r = ab_params_set(m->params, AB_MAX_PARAMS, &base, name, atof(eq + 1));
-            if (r) { ab_errorf("mask: %s: %s '%s'", m->name, r == -1 ? "unknown parameter" : "value out of range for", name); return 2; }
-        }
-    }
+    if (m && method_params(m, d->params, d->nparams, &base) != 0) return 2;
 
     char why[256] = "";
     if (ab_mask_make(&o.bm, o.spec, o.n, o.seed, why, sizeof why) != AB_OK) {
@@ -384,66 +390,16 @@ int ab_cmd_mask(int argc, char **argv)
     float *q = NULL, *k = NULL, *v = NULL;
     ab_problem pb;
     int status = 0;
-    if (make_problem(&o, &q, &k, &v, &pb)) { status = 1; goto out; }
-
-    if (m) {
+    if (make_problem(&o, &q, &k, &v, &pb)) status = 1;
+    else if (m) {
         mask_img im;
-        if (mask_method(m, &base, &pb, &o, &im) == AB_OK) status = draw_one(outp, m, &im, &o);
+        if (mask_method(m, &base, &pb, &o, &im) == AB_OK) status = draw_one(d->out, m, &im, &o);
         else status = 1;
         free(im.val);
-        goto out;
-    }
-
-    /* gallery */
-    if (mkdir(outp, 0777) && errno != EEXIST) { ab_errorf("mask: cannot create %s: %s", outp, strerror(errno)); status = 2; goto out; }
-    char gp[4200], panels[1 << 15] = "";
-    int drawn = 0, cells = 0;
-    for (int i = 0; i < ab_method_count; i++) {
-        const ab_method *mi = ab_method_at(i);
-        if (!(mi->devices & AB_CPU) || !(mi->phases & AB_PREFILL)) continue;
-        ab_params_defaults(mi->params, AB_MAX_PARAMS, &base);
-        mask_img im;
-        const int mrc = mask_method(mi, &base, &pb, &o, &im);
-        if (mrc != AB_OK) { /* a custom layout has nothing to draw: skipped, not failed */
-            if (mrc != AB_EUNSUPPORTED) status = 1;
-            free(im.val);
-            continue;
-        }
-        char png[4200], dat[4200], title[512];
-        snprintf(png, sizeof png, "%s/mask_%s.png", outp, mi->name);
-        if (draw_one(png, mi, &im, &o)) status = 1;
-        snprintf(dat, sizeof dat, "%s/mask_%s.dat", outp, mi->name);
-        panel_title(title, sizeof title, mi, &im, &o);
-        char line[8600];
-        snprintf(line, sizeof line, "set title \"%s\\ndensity %.3f\" noenhanced\nplot '%s' matrix with image notitle\n",
-                 mi->name, im.density, dat);
-        if (strlen(panels) + strlen(line) < sizeof panels) strcat(panels, line);
-        cells = im.cells;
-        drawn++;
-        free(im.val);
-    }
-    if (drawn) {
-        const int cols = (int)ceil(sqrt((double)drawn)), rows = (drawn + cols - 1) / cols;
-        snprintf(gp, sizeof gp, "%s/mask_gallery.gp", outp);
-        FILE *f = fopen(gp, "w");
-        if (!f) { ab_errorf("mask: cannot write %s", gp); status = 1; goto out; }
-        fprintf(f, "# drawn by attnbench mask --gallery; redraw with: gnuplot %s\n", gp);
-        fprintf(f, "set terminal pngcairo size %d,%d font 'Helvetica,10'\nset output '%s/mask_gallery.png'\n", 300 * cols,
-                330 * rows + 40, outp);
-        gp_style(f);
-        fprintf(f, "unset xtics; unset ytics; unset xlabel; unset ylabel\n");
-        fprintf(f, "set xrange [-0.5:%d.5]; set yrange [%d.5:-0.5]\n", cells - 1, cells - 1);
-        fprintf(f, "set multiplot layout %d,%d title \"attnbench layouts: needle haystack, N=%d, head %d, base mask %s, "
-                   "target density %.3g (dark = kept, grey = not allowed by the mask)\" noenhanced\n",
-                rows, cols, o.n, o.head, o.bm.spec, o.density);
-        fputs(panels, f);
-        fputs("unset multiplot\n", f);
-        fclose(f);
-        const int rc = run_gnuplot(gp);
-        if (rc) { ab_errorf("mask: gnuplot %s failed (%d)", gp, rc); status = 1; }
-        else printf("gallery: %d methods -> %s/mask_gallery.png\n", drawn, outp);
-    }
-out:
+    } else if (mkdir(d->out, 0777) && errno != EEXIST) {
+        ab_errorf("mask: cannot create %s: %s", d->out, strerror(errno));
+        status = 2;
+    } else status = draw_gallery(&o, &pb, d->out);
     free(q);
     free(k);
     free(v);

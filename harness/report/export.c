@@ -1,4 +1,5 @@
-/* export.c — `attnbench export RESULTS.h5 -d DIR`: the results file as TSV.
+/* export.c — `attnbench export RESULTS.h5 -d DIR` (harness/cli/export.c
+ * parses its command line): the results file as TSV.
  *
  * Writes into DIR (created with its parents):
  *   points.tsv               every row, every scalar column (failed rows too)
@@ -46,8 +47,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "harness/cli/cli.h"
 #include "harness/engine/metrics.h"
+#include "harness/report/aggregate.h"
+#include "harness/report/export.h"
 #include "harness/store/point.h"
 #include "harness/store/store.h"
 
@@ -62,14 +64,9 @@ typedef struct series {
     int method_idx;        /* 1-based position in methods.txt */
 } series;
 
-/* An ok point with what the figures group it by. */
-typedef struct xrow {
-    const ab_point *p;
-    int series;
-    int mask;              /* index into xctx.masks */
-    int native;            /* target_density is NaN: the knob_value is the setting */
-    double setting;        /* target_density, or knob_value when native */
-} xrow;
+/* An ok point with what the figures group it by (series: index into
+ * xctx.ser, mask: into xctx.masks). */
+typedef ab_row xrow;
 
 typedef struct xctx {
     const char *path;      /* the results file, as given */
@@ -109,6 +106,15 @@ static void put_num(FILE *f, double v)
     fputs(buf, f);
 }
 
+/* v[0..n) as put_num, each followed by a tab. */
+static void put_nums(FILE *f, const double *v, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        put_num(f, v[k]);
+        fputc('\t', f);
+    }
+}
+
 /* A string field: tabs and line breaks become spaces (TSV safety); with
  * nospace, blanks become '_' too (gnuplot reads columns split at blanks). */
 static void put_str(FILE *f, const char *s, size_t cap, int nospace)
@@ -124,41 +130,7 @@ static void put_str(FILE *f, const char *s, size_t cap, int nospace)
 }
 #define PUT_STR(f, field, ns) put_str((f), (field), sizeof(field), (ns))
 
-static int dbl_cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of the non-NaN values; NaN when there are none. Sorts v. */
-static double median_of(double *v, size_t n)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isnan(v[i])) v[m++] = v[i];
-    if (m == 0) return NAN;
-    qsort(v, m, sizeof *v, dbl_cmp);
-    return (m % 2) ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
-}
-
-/* Equality that treats NaN as equal to NaN (depth, settings). */
-static int same_num(double a, double b)
-{
-    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
-    return a == b;
-}
-
-static int cmp_num(double a, double b)
-{
-    if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* NaN last */
-    return (a > b) - (a < b);
-}
-
 /* ---- base masks ------------------------------------------------------- */
-
-/* The base mask a point ran under: its spec, or, for a row of a file written
- * before masks were recorded (no spec), causal or full by its flag. */
-static const char *mask_of(const ab_point *p) { return ab_point_mask(p); }
 
 /* Allowed pairs / N^2 of that mask (the plain causal or full value for a
  * row without a spec). */
@@ -168,59 +140,23 @@ static double mask_density_of(const ab_point *p)
     return p->causal ? (p->seq_len + 1.0) / (2.0 * p->seq_len) : 1.0;
 }
 
-/* Figure order of masks: causal, full, then the others by name, numbers
- * compared as numbers (sliding:512 before sliding:4096). */
-static int mask_order(const char *a0, const char *b0)
-{
-    const char *a = a0, *b = b0;
-    int ra = strcmp(a, "causal") == 0 ? 0 : strcmp(a, "full") == 0 ? 1 : 2;
-    int rb = strcmp(b, "causal") == 0 ? 0 : strcmp(b, "full") == 0 ? 1 : 2;
-    if (ra != rb) return ra - rb;
-    while (*a && *b) {
-        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
-            while (*a == '0') a++;
-            while (*b == '0') b++;
-            size_t la = strspn(a, "0123456789"), lb = strspn(b, "0123456789");
-            if (la != lb) return la < lb ? -1 : 1;
-            int o = strncmp(a, b, la);
-            if (o) return o;
-            a += la;
-            b += lb;
-            continue;
-        }
-        if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
-        a++;
-        b++;
-    }
-    if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
-    return strcmp(a0, b0); /* "x:08" vs "x:8": still a fixed order */
-}
-
 static int mask_cmp(const void *a, const void *b)
 {
-    return mask_order((const char *)a, (const char *)b);
+    return ab_mask_order((const char *)a, (const char *)b);
 }
 
 /* Index of p's mask in c->masks (-1 if absent, which build_ctx rules out). */
 static int mask_index(const xctx *c, const ab_point *p)
 {
-    const char *m = mask_of(p);
+    const char *m = ab_point_mask(p);
     for (size_t k = 0; k < c->n_masks; k++)
         if (strncmp(c->masks[k], m, AB_MASK_SPEC) == 0) return (int)k;
     return -1;
 }
 
-/* "dense" first, then by name. */
-static int method_order(const char *a, const char *b)
-{
-    int da = strcmp(a, "dense") == 0, db = strcmp(b, "dense") == 0;
-    if (da != db) return db - da;
-    return strcmp(a, b);
-}
-
 static int method_cmp(const void *a, const void *b)
 {
-    return method_order((const char *)a, (const char *)b);
+    return ab_method_order((const char *)a, (const char *)b);
 }
 
 static int mkdir_p(const char *dir, char *err, size_t errlen)
@@ -271,6 +207,22 @@ static int close_out(FILE *f, const char *name, int rc, char *err, size_t errlen
     return rc;
 }
 
+void ab_export_header(const char *path, const char *tag, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    size_t tl = strlen(tag);
+    while (fgets(line, sizeof line, f) && line[0] == '#')
+        if (strncmp(line, tag, tl) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, len, "%.300s", line + tl);
+            break;
+        }
+    fclose(f);
+}
+
 /* ---- methods, series, ok rows ------------------------------------------- */
 
 static int build_ctx(xctx *c)
@@ -285,7 +237,7 @@ static int build_ctx(xctx *c)
     if (!c->methods || !c->ser || !c->ok || !c->ok_all || !c->masks || !c->slugs) return -1;
     /* distinct base masks, in figure order, and their file-name forms */
     for (size_t i = 0; i < c->n; i++) {
-        const char *m = mask_of(&c->pts[i]);
+        const char *m = ab_point_mask(&c->pts[i]);
         size_t k = 0;
         while (k < c->n_masks && strncmp(c->masks[k], m, AB_MASK_SPEC) != 0) k++;
         if (k == c->n_masks) snprintf(c->masks[c->n_masks++], AB_MASK_SPEC, "%.*s", AB_MASK_SPEC - 1, m);
@@ -348,7 +300,7 @@ static int build_ctx(xctx *c)
         series t = c->ser[a];
         size_t b = a;
         while (b > 0) {
-            int o = method_order(c->ser[b - 1].method, t.method);
+            int o = ab_method_order(c->ser[b - 1].method, t.method);
             if (o == 0) o = strcmp(c->ser[b - 1].device, t.device);
             if (o <= 0) break;
             c->ser[b] = c->ser[b - 1];
@@ -382,7 +334,7 @@ static int xrow_cmp(const void *a, const void *b)
     if (x->series != y->series) return x->series - y->series;
     if (x->mask != y->mask) return x->mask - y->mask;
     if (x->native != y->native) return x->native - y->native;
-    int o = cmp_num(x->setting, y->setting);
+    int o = ab_cmp_num(x->setting, y->setting);
     if (o) return o;
     if (x->p->seq_len != y->p->seq_len) return (x->p->seq_len > y->p->seq_len) ? 1 : -1;
     o = strncmp(x->p->task, y->p->task, sizeof x->p->task);
@@ -434,24 +386,18 @@ static void write_points(FILE *f, const xctx *c)
         PUT_STR(f, p->layout, 0); fputs(sep, f);
         fprintf(f, "%d\t%d\t%d\t%d\t", (int)p->seq_len, (int)p->heads, (int)p->head_dim,
                 (int)p->causal);
-        put_str(f, mask_of(p), AB_MASK_SPEC, 0); fputs(sep, f);
+        put_str(f, ab_point_mask(p), AB_MASK_SPEC, 0); fputs(sep, f);
         put_num(f, mask_density_of(p)); fputs(sep, f);
         fprintf(f, "%d\t%lld\t", (int)p->threads, (long long)p->seed);
         const double d1[] = {p->depth, p->target_density, p->knob_value,
                              p->achieved_density, p->select_ms, p->run_ms,
                              p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
-        for (size_t k = 0; k < sizeof d1 / sizeof d1[0]; k++) {
-            put_num(f, d1[k]);
-            fputs(sep, f);
-        }
+        put_nums(f, d1, sizeof d1 / sizeof d1[0]);
         fprintf(f, "%d\t", (int)p->n_samples);
         const double d2[] = {p->dense_gflops, p->recall_mass, p->recall_topk,
                              p->rel_l2_err, p->max_abs_err, p->accuracy,
                              p->acc_ci_lo, p->acc_ci_hi};
-        for (size_t k = 0; k < sizeof d2 / sizeof d2[0]; k++) {
-            put_num(f, d2[k]);
-            fputs(sep, f);
-        }
+        put_nums(f, d2, sizeof d2 / sizeof d2[0]);
         fprintf(f, "%d\t%d\t", (int)p->acc_trials, (int)p->rows_scored);
         PUT_STR(f, p->status, 0); fputs(sep, f);
         PUT_STR(f, p->message, 0);
@@ -464,10 +410,7 @@ static void write_points(FILE *f, const xctx *c)
         const double d3[] = {p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense,
                              p->rel_lo, p->rel_hi, sp, sp_lo, sp_hi, p->foreign_pct,
                              p->steal_pct, p->load1};
-        for (size_t k = 0; k < sizeof d3 / sizeof d3[0]; k++) {
-            put_num(f, d3[k]);
-            fputs(sep, f);
-        }
+        put_nums(f, d3, sizeof d3 / sizeof d3[0]);
         PUT_STR(f, p->timing, 0);
         fputs(sep, f);
         put_num(f, p->point_s);
@@ -481,15 +424,27 @@ static void write_points(FILE *f, const xctx *c)
 
 /* ---- latency_vs_n.tsv, cpu_vs_gpu.tsv ----------------------------------- */
 
-/* Median of one field over rows[0..n). */
-#define FIELD_MEDIAN(out, rows, n, expr, tmp)                 \
-    do {                                                      \
-        for (size_t q_ = 0; q_ < (n); q_++) {                 \
-            const ab_point *p_ = (rows)[q_].p;                \
-            (tmp)[q_] = (expr);                               \
-        }                                                     \
-        (out) = median_of((tmp), (n));                        \
-    } while (0)
+/* The end of the run of c->ok rows from i that share its series. */
+static size_t series_end(const xctx *c, size_t i)
+{
+    size_t end = i;
+    while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+    return end;
+}
+
+/* What a group shares beside the setting: GRP_LEN the seq_len, GRP_TASK the task. */
+enum { GRP_LEN = 1, GRP_TASK = 2 };
+
+/* The end of the group of rows[a..n) that share rows[a]'s setting (and its
+ * seq_len and task as `by` says); rows sorted so that a group is a run. */
+static size_t group_end(const xrow *rows, size_t a, size_t n, int by)
+{
+    size_t b = a;
+    while (b < n && ab_same_setting(&rows[b], &rows[a]) &&
+           (!(by & GRP_LEN) || rows[b].p->seq_len == rows[a].p->seq_len) &&
+           (!(by & GRP_TASK) || strncmp(rows[b].p->task, rows[a].p->task, 32) == 0)) b++;
+    return b;
+}
 
 /* rows[0..n) are one series' rows in xrow_cmp order (grouped by setting).
  * Pick the setting a one-setting figure shows: the target density closest to
@@ -500,14 +455,12 @@ static void pick_setting(const xrow *rows, size_t n, double *tmp, size_t *b0, si
     double bestd = INFINITY;
     *b0 = *b1 = 0;
     for (size_t a = 0; a < n;) {
-        size_t b = a;
-        while (b < n && rows[b].native == rows[a].native &&
-               same_num(rows[b].setting, rows[a].setting)) b++;
+        size_t b = group_end(rows, a, n, 0);
         double d;
         if (!rows[a].native) d = fabs(rows[a].setting - LATENCY_TARGET);
         else {
             double ach;
-            FIELD_MEDIAN(ach, rows + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(ach, rows + a, b - a, p_->achieved_density, tmp);
             d = isnan(ach) ? INFINITY : fabs(ach - LATENCY_TARGET);
         }
         if (d < bestd - 1e-12 || *b1 == 0) {
@@ -535,6 +488,18 @@ static size_t timed_rows(const xrow *rows, size_t n, xrow *out)
     for (size_t i = 0; i < n; i++)
         if (ab_point_timed(rows[i].p)) out[m++] = rows[i];
     return m;
+}
+
+/* The timed rows of the series c->ok[i..end) into scratch and, among them,
+ * the setting a one-setting figure shows: scratch[*b0..*b1), by seq_len.
+ * 0 when the series has no timed row. */
+static int pick_timed(const xctx *c, size_t i, size_t end, xrow *scratch, double *tmp, size_t *b0,
+                      size_t *b1)
+{
+    size_t nt = timed_rows(c->ok + i, end - i, scratch);
+    if (nt == 0) return 0;
+    pick_setting(scratch, nt, tmp, b0, b1);
+    return 1;
 }
 
 /* "# note: ..." header line of a timing figure: the status-ok points of the
@@ -603,44 +568,35 @@ static void write_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, in
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i);
         const series *s = &c->ser[c->ok[i].series];
-        size_t nt = 0;
-        if (all_dev || strncmp(s->device, c->primary_dev, sizeof s->device) == 0)
-            nt = timed_rows(c->ok + i, end - i, scratch);
+        size_t b0, b1, i0 = i;
         i = end;
-        if (nt == 0) continue;
-        size_t b0, b1;
-        pick_setting(scratch, nt, tmp, &b0, &b1);
+        if (!all_dev && strncmp(s->device, c->primary_dev, sizeof s->device) != 0) continue;
+        if (!pick_timed(c, i0, end, scratch, tmp, &b0, &b1)) continue;
         /* rows of the chosen setting are sorted by seq_len */
         int started = 0;
         for (size_t a = b0; a < b1;) {
-            size_t b = a;
-            while (b < b1 && scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            size_t b = group_end(scratch, a, b1, GRP_LEN);
             double ms, lo, hi, ach, sel, clo, chi;
-            FIELD_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
-            FIELD_MEDIAN(lo, scratch + a, b - a, p_->p10_ms, tmp);
-            FIELD_MEDIAN(hi, scratch + a, b - a, p_->p90_ms, tmp);
-            FIELD_MEDIAN(ach, scratch + a, b - a, p_->achieved_density, tmp);
-            FIELD_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
-            FIELD_MEDIAN(clo, scratch + a, b - a, p_->total_lo_ms, tmp);
-            FIELD_MEDIAN(chi, scratch + a, b - a, p_->total_hi_ms, tmp);
+            AB_ROWS_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
+            AB_ROWS_MEDIAN(lo, scratch + a, b - a, p_->p10_ms, tmp);
+            AB_ROWS_MEDIAN(hi, scratch + a, b - a, p_->p90_ms, tmp);
+            AB_ROWS_MEDIAN(ach, scratch + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            AB_ROWS_MEDIAN(clo, scratch + a, b - a, p_->total_lo_ms, tmp);
+            AB_ROWS_MEDIAN(chi, scratch + a, b - a, p_->total_hi_ms, tmp);
             if (!isnan(ms) && ms > 0) {
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
                 fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
-                put_num(f, ms); fputc('\t', f);
-                put_num(f, lo); fputc('\t', f);
-                put_num(f, hi); fputc('\t', f);
-                put_num(f, ach); fputc('\t', f);
+                put_nums(f, (const double[]){ms, lo, hi, ach}, 4);
                 fprintf(f, "%zu\t", b - a);
                 put_num(f, scratch[a].setting); fputc('\t', f);
                 fprintf(f, "%s\t%d\t", s->name, s->method_idx);
                 put_str(f, s->device, sizeof s->device, 1);
                 fprintf(f, "\t%d\t", device_idx(s->device));
-                put_num(f, sel); fputc('\t', f);
-                put_num(f, clo); fputc('\t', f);
+                put_nums(f, (const double[]){sel, clo}, 2);
                 put_num(f, chi);
                 fputc('\n', f);
             }
@@ -667,9 +623,9 @@ static int agg_cmp(const void *a, const void *b)
     int o = strcmp(x->task, y->task);
     if (o) return o;
     if (x->seq_len != y->seq_len) return (x->seq_len > y->seq_len) ? 1 : -1;
-    o = cmp_num(x->density, y->density);
+    o = ab_cmp_num(x->density, y->density);
     if (o) return o;
-    return cmp_num(x->y1, y->y1);
+    return ab_cmp_num(x->y1, y->y1);
 }
 
 /* Write a block of aggregated rows: sorted by task, seq_len, density; a
@@ -713,20 +669,16 @@ static void write_recall(FILE *f, const xctx *c, double *tmp, agg *g)
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i, ng = 0;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i), ng = 0;
         for (size_t a = i; a < end;) {
-            size_t b = a;
-            while (b < end && c->ok[b].native == c->ok[a].native &&
-                   same_num(c->ok[b].setting, c->ok[a].setting) &&
-                   c->ok[b].p->seq_len == c->ok[a].p->seq_len) b++;
+            size_t b = group_end(c->ok, a, end, GRP_LEN);
             agg *x = &g[ng];
             memset(x, 0, sizeof *x);
             x->seq_len = c->ok[a].p->seq_len;
             x->n = b - a;
-            FIELD_MEDIAN(x->density, c->ok + a, b - a, p_->achieved_density, tmp);
-            FIELD_MEDIAN(x->y1, c->ok + a, b - a, p_->recall_mass, tmp);
-            FIELD_MEDIAN(x->y2, c->ok + a, b - a, p_->recall_topk, tmp);
+            AB_ROWS_MEDIAN(x->density, c->ok + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(x->y1, c->ok + a, b - a, p_->recall_mass, tmp);
+            AB_ROWS_MEDIAN(x->y2, c->ok + a, b - a, p_->recall_topk, tmp);
             if (!isnan(x->density) && !isnan(x->y1)) ng++;
             a = b;
         }
@@ -740,20 +692,6 @@ static int xrow_task_cmp(const void *a, const void *b)
     const xrow *x = a, *y = b;
     int o = strncmp(x->p->task, y->p->task, sizeof x->p->task);
     return o ? o : xrow_cmp(a, b);
-}
-
-/* Wilson score interval, 95%. */
-static void wilson(double k, double n, double *lo, double *hi)
-{
-    const double z = 1.959963984540054;
-    double ph = k / n, z2 = z * z;
-    double den = 1 + z2 / n;
-    double mid = (ph + z2 / (2 * n)) / den;
-    double half = z * sqrt(ph * (1 - ph) / n + z2 / (4 * n * n)) / den;
-    *lo = mid - half;
-    *hi = mid + half;
-    if (*lo < 0) *lo = 0;
-    if (*hi > 1) *hi = 1;
 }
 
 /* The number of answers behind a point's accuracy (stored as acc_trials);
@@ -798,7 +736,7 @@ static void pool_accuracy(const xrow *rows, size_t n, double *tmp, double *acc,
         *acc = *lo = *hi = NAN;
     } else if (counted && nn > 0) {
         *acc = k / nn;
-        wilson(k, nn, lo, hi);
+        ab_wilson(k, nn, lo, hi);
     } else {
         *acc = sum / (double)m;
         *lo = isinf(mlo) ? NAN : mlo;
@@ -821,23 +759,18 @@ static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *sc
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i, ng = 0, nr = 0;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i), ng = 0, nr = 0;
         for (size_t a = i; a < end; a++)
             if (!isnan(c->ok[a].p->accuracy)) scratch[nr++] = c->ok[a];
         qsort(scratch, nr, sizeof *scratch, xrow_task_cmp);
         for (size_t a = 0; a < nr;) {
-            size_t b = a;
-            while (b < nr && strncmp(scratch[b].p->task, scratch[a].p->task, 32) == 0 &&
-                   scratch[b].native == scratch[a].native &&
-                   same_num(scratch[b].setting, scratch[a].setting) &&
-                   scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            size_t b = group_end(scratch, a, nr, GRP_TASK | GRP_LEN);
             agg *x = &g[ng];
             memset(x, 0, sizeof *x);
             x->seq_len = scratch[a].p->seq_len;
             memcpy(x->task, scratch[a].p->task, sizeof x->task - 1);
             x->n = b - a;
-            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
             pool_accuracy(scratch + a, b - a, tmp, &x->y1, &x->y2, &x->y3);
             if (!isnan(x->density)) ng++;
             a = b;
@@ -848,77 +781,6 @@ static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *sc
 }
 
 /* ---- speedup_vs_density.tsv --------------------------------------------- */
-
-/* The workload a dense row is matched on. */
-static int match_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 1); }
-
-static int dense_cmp(const void *a, const void *b)
-{
-    const ab_point *const *x = a, *const *y = b;
-    return match_cmp(*x, *y);
-}
-
-/* Median dense total_ms for p's workload, NaN when there is none. */
-static double dense_ms_for(const ab_point *p, const ab_point **dense, size_t nd, double *tmp)
-{
-    size_t lo = 0, hi = nd;
-    while (lo < hi) { /* first >= p */
-        size_t mid = (lo + hi) / 2;
-        if (match_cmp(dense[mid], p) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    size_t m = 0;
-    for (size_t k = lo; k < nd && match_cmp(dense[k], p) == 0; k++) tmp[m++] = dense[k]->total_ms;
-    return median_of(tmp, m);
-}
-
-/* The speedup over dense of one timed point: paired (1 / rel_dense and its
- * interval; *paired = 1) when it has a paired ratio, else the median dense
- * total_ms of its workload / its total_ms (*paired = 0, no interval). NaN
- * when it has no timing or neither is known. */
-static double speedup_of(const xctx *c, const ab_point *p, double *tmp, double *lo, double *hi,
-                         int *paired)
-{
-    double sp;
-    *paired = ab_point_paired_speedup(p, &sp, lo, hi);
-    if (*paired) return sp;
-    if (!ab_point_timed(p)) return NAN;
-    double dms = dense_ms_for(p, c->dense, c->n_dense, tmp);
-    return isnan(dms) ? NAN : dms / p->total_ms;
-}
-
-/* The speedup of a group of rows (one setting and N of a method): the median
- * of the points' speedups (speedup_of; points without a timing are skipped).
- * When every point with a speedup is paired: *paired = 1 and [*lo, *hi] are
- * the medians of the points' interval ends; else *paired = 0 and no
- * interval (a mix of paired and fallback values has none). Returns the
- * number of points with a speedup. tmp, tmp2: n + 1 doubles each. */
-static size_t group_speedup(const xctx *c, const xrow *rows, size_t n, double *tmp, double *tmp2,
-                            double *sp, double *lo, double *hi, int *paired)
-{
-    size_t m = 0, np = 0;
-    double l, h;
-    int pr;
-    for (size_t q = 0; q < n; q++) {
-        double v = speedup_of(c, rows[q].p, tmp2, &l, &h, &pr);
-        if (isnan(v)) continue;
-        tmp[m++] = v;
-        np += pr != 0;
-    }
-    *sp = median_of(tmp, m);
-    *paired = m > 0 && np == m;
-    *lo = *hi = NAN;
-    if (!*paired) return m;
-    size_t k = 0;
-    for (size_t q = 0; q < n; q++)
-        if (ab_point_paired_speedup(rows[q].p, &tmp2[0], &l, &h)) tmp[k++] = l;
-    *lo = median_of(tmp, k);
-    k = 0;
-    for (size_t q = 0; q < n; q++)
-        if (ab_point_paired_speedup(rows[q].p, &tmp2[0], &l, &h)) tmp[k++] = h;
-    *hi = median_of(tmp, k);
-    return m;
-}
 
 static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g, xrow *scratch)
 {
@@ -942,22 +804,19 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i, ng = 0;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i), ng = 0;
         const series *s = &c->ser[c->ok[i].series];
         size_t nt = strcmp(s->method, "dense") == 0 ? 0 : timed_rows(c->ok + i, end - i, scratch);
         i = end;
         for (size_t a = 0; a < nt;) {
-            size_t b = a;
-            while (b < nt && scratch[b].native == scratch[a].native &&
-                   same_num(scratch[b].setting, scratch[a].setting) &&
-                   scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            size_t b = group_end(scratch, a, nt, GRP_LEN);
             agg *x = &g[ng];
             memset(x, 0, sizeof *x);
             x->seq_len = scratch[a].p->seq_len;
-            x->n = group_speedup(c, scratch + a, b - a, tmp, tmp2, &x->y1, &x->y4, &x->y5, &x->paired);
-            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
-            FIELD_MEDIAN(x->y2, scratch + a, b - a, p_->total_ms, tmp);
+            x->n = ab_group_speedup(scratch + a, b - a, c->dense, c->n_dense, tmp, tmp2, &x->y1, &x->y4,
+                                    &x->y5, &x->paired);
+            AB_ROWS_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(x->y2, scratch + a, b - a, p_->total_ms, tmp);
             if (x->n > 0 && !isnan(x->y1) && !isnan(x->density)) ng++;
             a = b;
         }
@@ -985,8 +844,8 @@ static int alpt_cmp(const void *a, const void *b)
     int o = strncmp(x->task, y->task, 32);
     if (o) return o;
     if (x->front != y->front) return y->front - x->front; /* front rows first */
-    o = cmp_num(x->ms, y->ms);
-    return o ? o : cmp_num(x->acc, y->acc);
+    o = ab_cmp_num(x->ms, y->ms);
+    return o ? o : ab_cmp_num(x->acc, y->acc);
 }
 
 /* The largest seq_len of each task among timed rows with an accuracy. */
@@ -1022,30 +881,26 @@ static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i, nr = 0, na = 0;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i), nr = 0, na = 0;
         for (size_t a = i; a < end; a++) {
             const ab_point *p = c->ok[a].p;
             if (!isnan(p->accuracy) && p->seq_len == task_maxn(c, p->task)) scratch[nr++] = c->ok[a];
         }
         qsort(scratch, nr, sizeof *scratch, xrow_task_cmp);
         for (size_t a = 0; a < nr;) {
-            size_t b = a;
-            while (b < nr && strncmp(scratch[b].p->task, scratch[a].p->task, 32) == 0 &&
-                   scratch[b].native == scratch[a].native &&
-                   same_num(scratch[b].setting, scratch[a].setting)) b++;
+            size_t b = group_end(scratch, a, nr, GRP_TASK);
             alpt *x = &al[na++];
             x->task = scratch[a].p->task;
             x->seq_len = scratch[a].p->seq_len;
             x->n = b - a;
             x->front = 0;
             /* latency from the timed points only; accuracy from all */
-            FIELD_MEDIAN(x->ms, scratch + a, b - a, ab_point_timed(p_) ? p_->total_ms : NAN, tmp);
-            FIELD_MEDIAN(x->ms_lo, scratch + a, b - a, ab_point_timed(p_) ? p_->total_lo_ms : NAN, tmp);
-            FIELD_MEDIAN(x->ms_hi, scratch + a, b - a, ab_point_timed(p_) ? p_->total_hi_ms : NAN, tmp);
+            AB_ROWS_MEDIAN(x->ms, scratch + a, b - a, ab_point_timed(p_) ? p_->total_ms : NAN, tmp);
+            AB_ROWS_MEDIAN(x->ms_lo, scratch + a, b - a, ab_point_timed(p_) ? p_->total_lo_ms : NAN, tmp);
+            AB_ROWS_MEDIAN(x->ms_hi, scratch + a, b - a, ab_point_timed(p_) ? p_->total_hi_ms : NAN, tmp);
             x->n_timed = 0;
             for (size_t q = a; q < b; q++) x->n_timed += ab_point_timed(scratch[q].p) != 0;
-            FIELD_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(x->density, scratch + a, b - a, p_->achieved_density, tmp);
             pool_accuracy(scratch + a, b - a, tmp, &x->acc, &x->lo, &x->hi);
             if (isnan(x->acc) || isnan(x->ms)) na--;
             a = b;
@@ -1089,17 +944,17 @@ static int is_needle(const ab_point *p)
 /* Sorted distinct values of v[0..n) in place; returns their count. */
 static size_t uniq_sorted(double *v, size_t n)
 {
-    qsort(v, n, sizeof *v, dbl_cmp);
+    qsort(v, n, sizeof *v, ab_dbl_cmp);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
-        if (m == 0 || !same_num(v[m - 1], v[i])) v[m++] = v[i];
+        if (m == 0 || !ab_same_num(v[m - 1], v[i])) v[m++] = v[i];
     return m;
 }
 
 static size_t index_of(const double *v, size_t n, double x)
 {
     for (size_t i = 0; i < n; i++)
-        if (same_num(v[i], x)) return i;
+        if (ab_same_num(v[i], x)) return i;
     return 0;
 }
 
@@ -1107,7 +962,7 @@ static int xrow_len_depth_cmp(const void *a, const void *b)
 {
     const xrow *x = a, *y = b;
     if (x->p->seq_len != y->p->seq_len) return x->p->seq_len > y->p->seq_len ? 1 : -1;
-    int o = cmp_num(x->p->depth, y->p->depth);
+    int o = ab_cmp_num(x->p->depth, y->p->depth);
     return o ? o : (x->p > y->p) - (x->p < y->p);
 }
 
@@ -1137,8 +992,7 @@ static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i, nr = 0;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i), nr = 0;
         for (size_t a = i; a < end; a++)
             if (is_needle(c->ok[a].p)) scratch[nr++] = c->ok[a];
         if (nr == 0) {
@@ -1155,10 +1009,10 @@ static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
         for (size_t a = 0; a < m;) {
             size_t b = a;
             while (b < m && r[b].p->seq_len == r[a].p->seq_len &&
-                   same_num(r[b].p->depth, r[a].p->depth)) b++;
+                   ab_same_num(r[b].p->depth, r[a].p->depth)) b++;
             double acc, lo, hi, dens;
             pool_accuracy(r + a, b - a, tmp, &acc, &lo, &hi);
-            FIELD_MEDIAN(dens, r + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(dens, r + a, b - a, p_->achieved_density, tmp);
             fprintf(f, "%zu\t%zu\t", index_of(lens, nl, r[a].p->seq_len),
                     index_of(depths, nd, r[a].p->depth));
             put_num(f, acc); fputc('\t', f);
@@ -1189,37 +1043,29 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
-        size_t end = i;
-        while (end < c->n_ok && c->ok[end].series == c->ok[i].series) end++;
+        size_t end = series_end(c, i);
         const series *s = &c->ser[c->ok[i].series];
         int selects = 0; /* a dense layout selects nothing: no overhead to show */
         for (size_t a = i; a < end && !selects; a++)
             selects = strncmp(c->ok[a].p->layout, "dense", sizeof c->ok[a].p->layout) != 0;
-        size_t nt = 0;
-        if (selects && strncmp(s->device, c->primary_dev, sizeof s->device) == 0)
-            nt = timed_rows(c->ok + i, end - i, scratch);
+        size_t b0, b1, i0 = i;
         i = end;
-        if (nt == 0) continue;
-        size_t b0, b1;
-        pick_setting(scratch, nt, tmp, &b0, &b1);
+        if (!selects || strncmp(s->device, c->primary_dev, sizeof s->device) != 0) continue;
+        if (!pick_timed(c, i0, end, scratch, tmp, &b0, &b1)) continue;
         int started = 0;
         for (size_t a = b0; a < b1;) {
-            size_t b = a;
-            while (b < b1 && scratch[b].p->seq_len == scratch[a].p->seq_len) b++;
+            size_t b = group_end(scratch, a, b1, GRP_LEN);
             double share, sel, ms, dens;
-            FIELD_MEDIAN(share, scratch + a, b - a,
+            AB_ROWS_MEDIAN(share, scratch + a, b - a,
                          !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
-            FIELD_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
-            FIELD_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
-            FIELD_MEDIAN(dens, scratch + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            AB_ROWS_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
+            AB_ROWS_MEDIAN(dens, scratch + a, b - a, p_->achieved_density, tmp);
             if (!isnan(share)) {
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
                 fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
-                put_num(f, share); fputc('\t', f);
-                put_num(f, sel); fputc('\t', f);
-                put_num(f, ms); fputc('\t', f);
-                put_num(f, dens); fputc('\t', f);
+                put_nums(f, (const double[]){share, sel, ms, dens}, 4);
                 fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
             }
             a = b;
@@ -1241,7 +1087,7 @@ static int bcol_cmp(const void *a, const void *b)
     const bcol *x = a, *y = b;
     if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
     if (x->native != y->native) return x->native - y->native; /* native last */
-    return cmp_num(x->target, y->target);
+    return ab_cmp_num(x->target, y->target);
 }
 
 static int in_bcol(const ab_point *p, const bcol *k)
@@ -1266,30 +1112,20 @@ static int breakeven_point(const xctx *c, const ab_point *p)
 static void cell_note(const xctx *c, const char *meth, const bcol *k, char *out, size_t len)
 {
     size_t any = 0, timed = 0;
-    char st[8][16];        /* the non-ok statuses seen, and how often */
-    size_t cnt[8], nst = 0;
+    ab_tally t = {0}; /* the non-ok statuses seen, and how often */
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
         if (strncmp(p->method, meth, 32) || !breakeven_point(c, p) || !in_bcol(p, k)) continue;
         any++;
-        if (ab_status_is_ok(p->status)) {
-            timed += ab_point_timed(p) != 0;
-            continue;
-        }
-        size_t j = 0;
-        while (j < nst && strncmp(st[j], p->status, sizeof st[j]) != 0) j++;
-        if (j == nst && nst < 8) {
-            snprintf(st[nst], sizeof st[nst], "%.15s", p->status);
-            cnt[nst++] = 0;
-        }
-        if (j < nst) cnt[j]++;
+        timed += ab_point_timed(p) != 0;
+        ab_tally_add(&t, p->status);
     }
     size_t best = 0;
-    for (size_t j = 1; j < nst; j++) /* most common, ties by name */
-        if (cnt[j] > cnt[best] || (cnt[j] == cnt[best] && strcmp(st[j], st[best]) < 0)) best = j;
+    for (size_t j = 1; j < t.n; j++) /* most common, ties by name */
+        if (t.count[j] > t.count[best]) best = j;
     if (!any) snprintf(out, len, "not_run");
     else if (timed) snprintf(out, len, "no_dense");
-    else if (nst) snprintf(out, len, "%s", st[best]);
+    else if (t.n) snprintf(out, len, "%.15s", t.status[best]);
     else snprintf(out, len, "untimed");
 }
 
@@ -1342,7 +1178,7 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
         const ab_point *p = c->ok[i].p;
         double l, h;
         int pr;
-        any = breakeven_point(c, p) && !isnan(speedup_of(c, p, tmp2, &l, &h, &pr));
+        any = breakeven_point(c, p) && !isnan(ab_speedup_of(p, c->dense, c->n_dense, tmp2, &l, &h, &pr));
     }
     if (!any) {
         fputs("# skip: no timed status-ok point with a speedup over dense on the primary "
@@ -1367,11 +1203,12 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             size_t nt = timed_rows(scratch, nr, scratch2);
             double sp = NAN, lo = NAN, hi = NAN, dens = NAN, ms = NAN;
             int paired = 0;
-            size_t np = group_speedup(c, scratch2, nt, tmp, tmp2, &sp, &lo, &hi, &paired);
+            size_t np = ab_group_speedup(scratch2, nt, c->dense, c->n_dense, tmp, tmp2, &sp, &lo, &hi,
+                                         &paired);
             char note[32] = "-", flags[64] = "";
             if (np > 0 && !isnan(sp)) {
-                FIELD_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
-                FIELD_MEDIAN(ms, scratch2, nt, p_->total_ms, tmp);
+                AB_ROWS_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
+                AB_ROWS_MEDIAN(ms, scratch2, nt, p_->total_ms, tmp);
                 static const char *const fl[] = {"interference", "rounds_disagree", "unpaired", "cores_shared"};
                 for (size_t q = 0; q < sizeof fl / sizeof fl[0]; q++) {
                     int hit = 0;
@@ -1410,34 +1247,20 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
 
 /* "timeout:2,crashed:1" for the non-ok points among pts[] with this method
  * (any when NULL), device (any when NULL) and base mask (any when NULL);
- * "-" when none. Returns the count. */
-static size_t not_ok_list(const xctx *c, const char *method, const char *dev, const char *mask,
-                          char *out, size_t len)
+ * "-" when none. */
+static void not_ok_list(const xctx *c, const char *method, const char *dev, const char *mask,
+                        char *out, size_t len)
 {
-    const char *prev = "";
-    size_t used = 0, total = 0;
-    out[0] = '\0';
-    for (;;) {
-        const char *next = NULL;
-        size_t count = 0;
-        for (size_t i = 0; i < c->n; i++) {
-            const ab_point *p = &c->pts[i];
-            const char *s = p->status;
-            if ((method && strncmp(p->method, method, 32)) || (dev && strncmp(p->device, dev, 8)) ||
-                (mask && strncmp(mask_of(p), mask, AB_MASK_SPEC)))
-                continue;
-            if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
-            if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
-            if (strncmp(s, next, 16) == 0) count++;
-        }
-        if (!next) break;
-        int w = snprintf(out + used, len - used, "%s%.15s:%zu", used ? "," : "", next, count);
-        if (w > 0 && (size_t)w < len - used) used += (size_t)w;
-        total += count;
-        prev = next;
+    ab_tally t = {0};
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if ((method && strncmp(p->method, method, 32)) || (dev && strncmp(p->device, dev, 8)) ||
+            (mask && strncmp(ab_point_mask(p), mask, AB_MASK_SPEC)))
+            continue;
+        ab_tally_add(&t, p->status);
     }
+    ab_tally_list(&t, out, len);
     if (!out[0]) snprintf(out, len, "-");
-    return total;
 }
 
 /* The summary.tsv row of one method (methods.txt line m + 1) on one device
@@ -1451,7 +1274,7 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
     for (size_t k = 0; k < c->n; k++) {
         const ab_point *p = &c->pts[k];
         if (strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8) ||
-            strncmp(mask_of(p), mask, AB_MASK_SPEC))
+            strncmp(ab_point_mask(p), mask, AB_MASK_SPEC))
             continue;
         npts++;
         if (ab_status_is_ok(p->status)) {
@@ -1490,24 +1313,24 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
          * timing from the timed ones */
         size_t g = 0;
         for (size_t k = 0; k < nr; k++)
-            if (scratch[k].native == native && same_num(scratch[k].setting, setting) &&
+            if (scratch[k].native == native && ab_same_num(scratch[k].setting, setting) &&
                 scratch[k].p->seq_len == seq_len)
                 scratch[g++] = scratch[k];
         const ab_point *p0 = scratch[0].p;
         target = p0->target_density;
         knob = p0->knob_value;
-        FIELD_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
-        FIELD_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
-        FIELD_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
+        AB_ROWS_MEDIAN(v[0], scratch, g, p_->achieved_density, tmp);
+        AB_ROWS_MEDIAN(v[3], scratch, g, p_->recall_mass, tmp);
+        AB_ROWS_MEDIAN(v[4], scratch, g, p_->recall_topk, tmp);
         double lo, hi;
         pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
         n_timed = timed_rows(scratch, g, scratch2);
-        FIELD_MEDIAN(v[1], scratch2, n_timed, p_->total_ms, tmp);
-        FIELD_MEDIAN(v[6], scratch2, n_timed,
+        AB_ROWS_MEDIAN(v[1], scratch2, n_timed, p_->total_ms, tmp);
+        AB_ROWS_MEDIAN(v[6], scratch2, n_timed,
                      !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
-        FIELD_MEDIAN(v[9], scratch2, n_timed, p_->total_lo_ms, tmp);
-        FIELD_MEDIAN(v[10], scratch2, n_timed, p_->total_hi_ms, tmp);
-        group_speedup(c, scratch2, n_timed, tmp, tmp2, &v[2], &v[7], &v[8], &paired);
+        AB_ROWS_MEDIAN(v[9], scratch2, n_timed, p_->total_lo_ms, tmp);
+        AB_ROWS_MEDIAN(v[10], scratch2, n_timed, p_->total_hi_ms, tmp);
+        ab_group_speedup(scratch2, n_timed, c->dense, c->n_dense, tmp, tmp2, &v[2], &v[7], &v[8], &paired);
     }
     put_str(f, meth, 32, 1); fputc('\t', f);
     put_str(f, dev, 8, 1); fputc('\t', f);
@@ -1650,21 +1473,12 @@ static void write_meta(FILE *f, const xctx *c)
     fprintf(f, "n_flag_interference\t%zu\nn_flag_rounds_disagree\t%zu\n", nint, ndis);
     fprintf(f, "n_failed\t%zu\n", c->n - c->n_ok);
     /* failures by status, statuses in name order */
-    const char *prev = "";
-    for (;;) {
-        const char *next = NULL;
-        size_t count = 0;
-        for (size_t i = 0; i < c->n; i++) {
-            const char *s = c->pts[i].status;
-            if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
-            if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
-            if (strncmp(s, next, 16) == 0) count++;
-        }
-        if (!next) break;
+    ab_tally t = {0};
+    for (size_t i = 0; i < c->n; i++) ab_tally_add(&t, c->pts[i].status);
+    for (size_t k = 0; k < t.n; k++) {
         fputs("n_failed_", f);
-        put_str(f, next, 16, 1);
-        fprintf(f, "\t%zu\n", count);
-        prev = next;
+        put_str(f, t.status[k], 16, 1);
+        fprintf(f, "\t%zu\n", t.count[k]);
     }
 }
 
@@ -1683,7 +1497,7 @@ static void write_masks(FILE *f, const xctx *c)
         const ab_point *first = NULL, *big = NULL;
         for (size_t i = 0; i < c->n; i++) {
             const ab_point *p = &c->pts[i];
-            if (strncmp(mask_of(p), c->masks[k], AB_MASK_SPEC)) continue;
+            if (strncmp(ab_point_mask(p), c->masks[k], AB_MASK_SPEC)) continue;
             np++;
             nok += ab_status_is_ok(p->status) != 0;
             if (!first) first = p;
@@ -1714,7 +1528,7 @@ static int dvm_cmp(const void *a, const void *b)
     const dvm *x = a, *y = b;
     if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
     if (x->mask != y->mask) return x->mask - y->mask;
-    return cmp_num(x->ratio, y->ratio);
+    return ab_cmp_num(x->ratio, y->ratio);
 }
 
 /* The workload of a point apart from its base mask. */
@@ -1758,7 +1572,7 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
             tmp[m++] = q->total_ms;
             cmd = mask_density_of(q);
         }
-        double cms = median_of(tmp, m);
+        double cms = ab_median_of(tmp, m);
         if (isnan(cms) || !(cms > 0)) continue;
         dvm *x = &w[nw++];
         x->seq_len = p->seq_len;
@@ -1782,15 +1596,15 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
         while (b < nw && w[b].seq_len == w[a].seq_len && w[b].mask == w[a].mask) b++;
         double v[5];
         for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ratio;
-        v[0] = median_of(tmp, b - a);
+        v[0] = ab_median_of(tmp, b - a);
         for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ideal;
-        v[1] = median_of(tmp, b - a);
+        v[1] = ab_median_of(tmp, b - a);
         for (size_t q = a; q < b; q++) tmp[q - a] = w[q].ms;
-        v[2] = median_of(tmp, b - a);
+        v[2] = ab_median_of(tmp, b - a);
         for (size_t q = a; q < b; q++) tmp[q - a] = w[q].cms;
-        v[3] = median_of(tmp, b - a);
+        v[3] = ab_median_of(tmp, b - a);
         for (size_t q = a; q < b; q++) tmp[q - a] = w[q].md;
-        v[4] = median_of(tmp, b - a);
+        v[4] = ab_median_of(tmp, b - a);
         fprintf(f, "%d\t", w[a].mask + 1);
         for (int k = 0; k < 5; k++) {
             put_num(f, v[k]);
@@ -1807,7 +1621,7 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
 
 /* ---- the command ------------------------------------------------------ */
 
-/* The per-figure files, in this order (export_all's switch); each is written
+/* The per-figure files, in this order (ab_export's first switch); each is written
  * once per base mask when the file holds several. */
 static const char *const FIG_FILES[] = {
     "latency_vs_n", "recall_vs_density", "accuracy_vs_density", "speedup_vs_density",
@@ -1872,12 +1686,13 @@ static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbu
     return close_out(f, name, 0, err, errlen);
 }
 
-/* The whole-file outputs, in this order (export_all's second switch). */
+/* The whole-file outputs, in this order (ab_export's second switch). */
 static const char *const OTHER_FILES[] = {"dense_vs_mask.tsv", "summary.tsv", "methods.txt",
                                           "masks.txt", "meta.txt"};
 
-static int export_all(const char *path, const char *dir, char *err, size_t errlen)
+int ab_export(const ab_export_opts *o, char *err, size_t errlen)
 {
+    const char *path = o->path, *dir = o->dir;
     ab_point *pts = NULL;
     size_t n = 0;
     ab_env env;
@@ -1911,7 +1726,7 @@ static int export_all(const char *path, const char *dir, char *err, size_t errle
     for (size_t i = 0; i < c.n_ok; i++)
         if (strcmp(c.ok[i].p->method, "dense") == 0 && ab_point_timed(c.ok[i].p))
             dense[c.n_dense++] = c.ok[i].p;
-    qsort(dense, c.n_dense, sizeof *dense, dense_cmp);
+    ab_dense_sort(dense, c.n_dense);
     if (mkdir_p(dir, err, errlen) != 0) goto done;
     remove_stale(dir);
 
@@ -1963,83 +1778,5 @@ done:
     free(dense);
     free(pts);
     ab_env_free(&env);
-    return rc;
-}
-
-static void export_usage(FILE *f)
-{
-    fputs("usage: attnbench export RESULTS.h5 -d DIR\n"
-          "\n"
-          "Write the results file as TSV into DIR (created if missing):\n"
-          "  points.tsv               every point, every column (failed points too)\n"
-          "  latency_vs_n.tsv         per method: median latency vs sequence length\n"
-          "  recall_vs_density.tsv    per method: attention recall vs density\n"
-          "  accuracy_vs_density.tsv  per method: task accuracy (Wilson 95%) vs density\n"
-          "  speedup_vs_density.tsv   per method: speedup over \"dense\" vs density\n"
-          "  accuracy_vs_latency.tsv  per method and task: accuracy vs latency, Pareto flag\n"
-          "  needle_heatmap.tsv       per method: needle accuracy by length x depth\n"
-          "  overhead_share.tsv       per method: select / total vs sequence length\n"
-          "  cpu_vs_gpu.tsv           latency vs length on each device (several devices)\n"
-          "  breakeven.tsv            speedup over dense per method x (N, target density),\n"
-          "                           with its 95% interval and significance\n"
-          "  dense_vs_mask.tsv        dense time per base mask relative to causal, and the\n"
-          "                           ideal (ratio of allowed pairs)\n"
-          "  summary.tsv              one row per method, device and base mask\n"
-          "  methods.txt, masks.txt   colour order; the base masks in figure order\n"
-          "  meta.txt                 file, machine, commit, counts\n"
-          "The per-figure files hold status-ok points only, one gnuplot block\n"
-          "(index) per method; their columns are listed in a header comment.\n"
-          "Latency, speedup, overhead and break-even use only points with a timing\n"
-          "(untimed points, scored only, count in accuracy and recall); the speedup\n"
-          "over dense is the paired ratio (1 / rel_dense, measured in the same child\n"
-          "process, with its 95% interval) where a point has it, else dense total_ms /\n"
-          "total_ms on the same workload (no interval).\n"
-          "No figure file mixes base masks: NAME.tsv holds the primary mask (causal\n"
-          "when present), and with several masks NAME--SLUG.tsv each other one\n"
-          "(e.g. latency_vs_n--document_8.tsv; masks.txt lists the slugs).\n"
-          "\n"
-          "options:\n"
-          "  -d, --dir DIR   output directory (required)\n"
-          "  -h, --help      this text\n"
-          "exit: 0 written, 2 usage or input error\n", f);
-}
-
-int ab_cmd_export(int argc, char **argv)
-{
-    const char *path = NULL, *dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            export_usage(stdout);
-            return 0;
-        } else if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0) {
-            if (i + 1 >= argc) {
-                ab_errorf("export: %s needs a directory (see attnbench export --help)", a);
-                return 2;
-            }
-            dir = argv[++i];
-        } else if (strncmp(a, "--dir=", 6) == 0) {
-            dir = a + 6;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            ab_errorf("export: unknown option '%s' (see attnbench export --help)", a);
-            return 2;
-        } else if (!path) {
-            path = a;
-        } else {
-            ab_errorf("export: more than one results file ('%s', '%s')", path, a);
-            return 2;
-        }
-    }
-    if (!path) {
-        ab_errorf("export: no results file given (usage: attnbench export RESULTS.h5 -d DIR)");
-        return 2;
-    }
-    if (!dir || !dir[0]) {
-        ab_errorf("export: no output directory: -d DIR is required");
-        return 2;
-    }
-    char err[512] = "";
-    int rc = export_all(path, dir, err, sizeof err);
-    if (rc != 0) ab_errorf("export: %s", err[0] ? err : "failed");
     return rc;
 }

@@ -1,4 +1,4 @@
-/* report.c — DIR/index.html, the results page of `attnbench plot`.
+/* html.c — DIR/index.html, the results page of `attnbench plot`.
  *
  * A static page (no scripts, no fonts or anything else from the network, one
  * inline style sheet) that shows every figure drawn into DIR with a caption,
@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "harness/report/aggregate.h"
+#include "harness/report/export.h"
 #include "harness/store/point.h"
 #include "harness/report/html.h"
 #include "harness/store/store.h"
@@ -74,18 +76,9 @@ static int exists_in(const char *dir, const char *name)
 /* The "# skip: REASON" of DIR/NAME.tsv into out ("" when none). */
 static void skip_of(const char *dir, const char *name, char *out, size_t len)
 {
-    char p[RPATH], line[512];
-    out[0] = '\0';
+    char p[RPATH];
     snprintf(p, sizeof p, "%s/%s.tsv", dir, name);
-    FILE *f = fopen(p, "r");
-    if (!f) return;
-    while (fgets(line, sizeof line, f) && line[0] == '#')
-        if (strncmp(line, "# skip: ", 8) == 0) {
-            line[strcspn(line, "\r\n")] = '\0';
-            snprintf(out, len, "%.300s", line + 8);
-            break;
-        }
-    fclose(f);
+    ab_export_header(p, "# skip: ", out, len);
 }
 
 /* ---- base masks (masks.txt) ---------------------------------------------- */
@@ -647,6 +640,63 @@ static const char *const CSS =
     ".note{color:#8a5a00;background:#fff7e6;border:1px solid #f0d9a8;padding:4px 8px}"
     ".meta{color:#555}code{font-size:.92em}";
 
+/* The count of points and of those left out, by status. */
+static void points_line(FILE *f, const ab_point *pts, size_t n)
+{
+    ab_tally t = {0};
+    for (size_t i = 0; i < n; i++) ab_tally_add(&t, pts[i].status);
+    fprintf(f, "<p>%zu points: %zu status ok", n, n - t.total);
+    if (t.total) {
+        fputs(", left out of every figure and table value: ", f);
+        for (size_t k = 0; k < t.n; k++) { /* statuses in name order */
+            fprintf(f, "%s%zu <code>", k ? ", " : "", t.count[k]);
+            esc(f, t.status[k], 16);
+            fputs("</code>", f);
+        }
+        fputs(" (see <a href=\"points.tsv\">points.tsv</a> for their messages)", f);
+    }
+    fputs(".</p>\n", f);
+}
+
+/* The environment: the file's root attributes (the usual ones first), then
+ * the config text. */
+static void env_section(FILE *f, const ab_env *env, const char *base)
+{
+    fputs("<h2 id=\"environment\">Environment</h2>\n<p>The root attributes of ", f);
+    ESC(f, base);
+    fputs(".</p>\n<table class=env>\n", f);
+    static const char *const first[][2] = {
+        {"host", "host"}, {"cpu_model", "CPU"}, {"threads", "threads"}, {"git_sha", "commit"},
+        {"created_utc", "created (UTC)"}, {"compiler", "compiler"},
+        {"openblas_version", "OpenBLAS"}, {"openblas_coretype", "OpenBLAS core"},
+        {"hdf5_version", "HDF5"}};
+    for (size_t k = 0; k < sizeof first / sizeof first[0]; k++) {
+        const char *v = ab_env_get(env, first[k][0]);
+        fputs("<tr><td>", f);
+        ESC(f, first[k][1]);
+        fputs("</td><td>", f);
+        if (v) ESC(f, v);
+        else fputs("<i>not recorded</i>", f);
+        fputs("</td></tr>\n", f);
+    }
+    for (int i = 0; i < env->n; i++) {
+        int shown = strcmp(env->name[i], "config_text") == 0;
+        for (size_t k = 0; k < sizeof first / sizeof first[0] && !shown; k++)
+            shown = strcmp(env->name[i], first[k][0]) == 0;
+        if (shown || !env->value[i]) continue;
+        fputs("<tr><td>", f);
+        esc(f, env->name[i], sizeof env->name[i]);
+        fputs("</td><td>", f);
+        ESC(f, env->value[i]);
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</table>\n<h3>Config</h3>\n<pre>", f);
+    const char *cfg = ab_env_get(env, "config_text");
+    if (cfg) ESC(f, cfg);
+    else fputs("(no config_text attribute)", f);
+    fputs("</pre>\n", f);
+}
+
 int ab_report_write(const char *path, const char *dir, const char *gallery_note, char *err,
                     size_t errlen)
 {
@@ -684,32 +734,7 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
     ESC(f, when ? when : "?");
     fputs("</p>\n", f);
 
-    /* points and what was left out */
-    size_t n_ok = 0;
-    for (size_t i = 0; i < n; i++) n_ok += ab_status_is_ok(pts[i].status) != 0;
-    fprintf(f, "<p>%zu points: %zu status ok", n, n_ok);
-    if (n_ok < n) {
-        fputs(", left out of every figure and table value: ", f);
-        const char *prev = "";
-        int k = 0;
-        for (;;) { /* statuses in name order */
-            const char *next = NULL;
-            size_t count = 0;
-            for (size_t i = 0; i < n; i++) {
-                const char *s = pts[i].status;
-                if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
-                if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
-                if (strncmp(s, next, 16) == 0) count++;
-            }
-            if (!next) break;
-            fprintf(f, "%s%zu <code>", k++ ? ", " : "", count);
-            esc(f, next, 16);
-            fputs("</code>", f);
-            prev = next;
-        }
-        fputs(" (see <a href=\"points.tsv\">points.tsv</a> for their messages)", f);
-    }
-    fputs(".</p>\n", f);
+    points_line(f, pts, n);
     ab_report_mask masks[AB_REPORT_MAX_MASKS];
     int nm = ab_report_read_masks(dir, masks, AB_REPORT_MAX_MASKS);
     fputs("<p>Contents: <a href=\"#methods\">methods</a> &middot; <a href=\"#masks\">base "
@@ -748,40 +773,8 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
         figure(f, dir, &FIGS[k], &num, has_blas, masks, nm);
     gallery(f, dir, gallery_note, &num, masks, nm);
 
-    /* environment */
-    fputs("<h2 id=\"environment\">Environment</h2>\n<p>The root attributes of ", f);
-    ESC(f, base);
-    fputs(".</p>\n<table class=env>\n", f);
-    static const char *const first[][2] = {
-        {"host", "host"}, {"cpu_model", "CPU"}, {"threads", "threads"}, {"git_sha", "commit"},
-        {"created_utc", "created (UTC)"}, {"compiler", "compiler"},
-        {"openblas_version", "OpenBLAS"}, {"openblas_coretype", "OpenBLAS core"},
-        {"hdf5_version", "HDF5"}};
-    for (size_t k = 0; k < sizeof first / sizeof first[0]; k++) {
-        const char *v = ab_env_get(&env, first[k][0]);
-        fputs("<tr><td>", f);
-        ESC(f, first[k][1]);
-        fputs("</td><td>", f);
-        if (v) ESC(f, v);
-        else fputs("<i>not recorded</i>", f);
-        fputs("</td></tr>\n", f);
-    }
-    for (int i = 0; i < env.n; i++) {
-        int shown = strcmp(env.name[i], "config_text") == 0;
-        for (size_t k = 0; k < sizeof first / sizeof first[0] && !shown; k++)
-            shown = strcmp(env.name[i], first[k][0]) == 0;
-        if (shown || !env.value[i]) continue;
-        fputs("<tr><td>", f);
-        esc(f, env.name[i], sizeof env.name[i]);
-        fputs("</td><td>", f);
-        ESC(f, env.value[i]);
-        fputs("</td></tr>\n", f);
-    }
-    fputs("</table>\n<h3>Config</h3>\n<pre>", f);
-    const char *cfg = ab_env_get(&env, "config_text");
-    if (cfg) ESC(f, cfg);
-    else fputs("(no config_text attribute)", f);
-    fputs("</pre>\n<p class=meta>Written by <code>attnbench plot</code>. Regenerate with "
+    env_section(f, &env, base);
+    fputs("<p class=meta>Written by <code>attnbench plot</code>. Regenerate with "
           "<code>attnbench plot ", f);
     ESC(f, base);
     fputs(" -d DIR</code>.</p>\n</body>\n</html>\n", f);

@@ -1,5 +1,5 @@
-/* report.h — DIR/index.html: the static results page `attnbench plot` writes
- * after the figures (report.c). */
+/* html.h — DIR/index.html: the static results page `attnbench plot` writes
+ * after the figures (html.c). */
 #ifndef AB_REPORT_H
 #define AB_REPORT_H
 

@@ -1,4 +1,5 @@
-/* plot.c — `attnbench plot RESULTS.h5 -d DIR`: every figure from the file.
+/* plot.c — `attnbench plot RESULTS.h5 -d DIR` (harness/cli/plot.c parses its
+ * command line): every figure from the file.
  *
  * Runs the export into DIR, then each script plots/NAME.gp (but common.gp,
  * which they all load) with gnuplot once per output format:
@@ -21,7 +22,7 @@
  * names them all. Then the mask gallery (`attnbench mask --gallery` under the
  * primary mask, plus the base mask alone for each mask of the file,
  * `attnbench mask dense --mask SPEC`; only when the binary has that command)
- * and DIR/index.html (report.c). Figures as in the paper-style list of DESIGN.md
+ * and DIR/index.html (html.c). Figures as in the paper-style list of DESIGN.md
  * section 8 (sparse-attention evaluations such as MInference, arXiv 2407.02490).
  */
 #include <dirent.h>
@@ -35,11 +36,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness/cli/cli.h"
+#include "harness/report/export.h"
 #include "harness/report/html.h"
+#include "harness/report/plot.h"
+#include "runtime/errors.h"
 
 #define PATH_CAP 4096
-#define MAX_FORMATS 3
 
 /* snprintf that reports truncation: 0 when all of it fitted. */
 static int fmt_ok(int w, size_t len)
@@ -133,17 +135,7 @@ static long data_rows(const char *path)
 /* The reason in a "# skip: REASON" header line of a figure file, "" if none. */
 static void skip_reason(const char *path, char *out, size_t len)
 {
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f) && line[0] == '#')
-        if (strncmp(line, "# skip: ", 8) == 0) {
-            line[strcspn(line, "\r\n")] = '\0';
-            snprintf(out, len, "%.300s", line + 8);
-            break;
-        }
-    fclose(f);
+    ab_export_header(path, "# skip: ", out, len);
 }
 
 /* The text of a "# note: TEXT" header line of a figure file (export's count
@@ -151,17 +143,7 @@ static void skip_reason(const char *path, char *out, size_t len)
  * those it uses), "" if none. */
 static void note_line(const char *path, char *out, size_t len)
 {
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f) && line[0] == '#')
-        if (strncmp(line, "# note: ", 8) == 0) {
-            line[strcspn(line, "\r\n")] = '\0';
-            snprintf(out, len, "%.300s", line + 8);
-            break;
-        }
-    fclose(f);
+    ab_export_header(path, "# note: ", out, len);
 }
 
 /* Value of KEY in DIR/meta.txt (key<TAB>value lines), "" when absent. */
@@ -437,282 +419,228 @@ static int gp_filter(const struct dirent *d)
            d->d_name[0] != '.';
 }
 
-static void plot_usage(FILE *f)
+/* The gnuplot to run into out: o->gnuplot (a path, or a name on PATH), else
+ * gnuplot on PATH; -1 after an error message. */
+static int find_gnuplot(const ab_plot_opts *o, char *out, size_t len)
 {
-    fputs("usage: attnbench plot RESULTS.h5 -d DIR [--format png,svg] [--gnuplot PATH] [--no-gallery]\n"
-          "\n"
-          "Export the results into DIR (see attnbench export --help), draw every figure\n"
-          "of plots/*.gp with gnuplot (one file per format), then write DIR/index.html:\n"
-          "  latency_vs_n         latency vs N, log-log (dense, dense_blas: exact references)\n"
-          "  speedup_vs_density   speedup over dense vs density, one panel per N\n"
-          "  recall_vs_density    attention-mass and top-k recall vs density\n"
-          "  accuracy_vs_density  task accuracy vs density, one panel per task (Wilson 95%)\n"
-          "  accuracy_vs_latency  accuracy vs latency, each method's Pareto front\n"
-          "  needle_heatmap       needle accuracy by length x depth, one panel per method\n"
-          "  overhead_share       select() share of the latency vs N\n"
-          "  cpu_vs_gpu           latency on each device (files with several devices)\n"
-          "  breakeven            speedup over dense per method x (N, target density): log\n"
-          "                       colour centred at 1, the value, and whether its 95%\n"
-          "                       interval lies above or below 1\n"
-          "  dense_vs_mask        dense time per base mask relative to causal, against the\n"
-          "                       ideal (allowed-pair ratio; files with several masks)\n"
-          "  mask_gallery/        `attnbench mask --gallery` under the primary mask and\n"
-          "                       each base mask alone, when this build has it\n"
-          "No figure mixes base masks: with several, each figure is drawn once per mask\n"
-          "(NAME.png for the primary mask, NAME--SLUG.png for the others, masks.txt).\n"
-          "Only status-ok points are drawn (timing figures: those with a timing; their\n"
-          "error bars are 95% intervals, bootstrap over rounds); the others are counted\n"
-          "in each footnote, with the file, host, CPU/GPU, threads and commit. A figure\n"
-          "without data is skipped with a note. index.html is static (no scripts, no\n"
-          "network): copy DIR anywhere and open it.\n"
-          "\n"
-          "options:\n"
-          "  -d, --dir DIR     output directory (required)\n"
-          "  --format LIST     comma-separated: png, svg, pdf (default png,svg)\n"
-          "  --gnuplot PATH    the gnuplot to run (default: gnuplot on PATH)\n"
-          "  --no-gallery      do not run `attnbench mask --gallery`\n"
-          "  -h, --help        this text\n"
-          "environment: AB_PLOTS_DIR overrides where the plots/*.gp scripts are found\n"
-          "exit: 0 drawn, 1 gnuplot failed on a script, 2 usage or input error\n", f);
-}
-
-int ab_cmd_plot(int argc, char **argv)
-{
-    const char *path = NULL, *dir = NULL, *formats = "png,svg", *gnuplot_opt = NULL;
-    int gallery_on = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **dst = NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            plot_usage(stdout);
-            return 0;
+    if (o->gnuplot) {
+        snprintf(out, len, "%s", o->gnuplot);
+        if (!strchr(o->gnuplot, '/') && find_on_path(o->gnuplot, out, len) != 0) {
+            ab_errorf("plot: '%s' not found on PATH", o->gnuplot);
+            return -1;
         }
-        if (strcmp(a, "--no-gallery") == 0) { gallery_on = 0; continue; }
-        if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0) dst = &dir;
-        else if (strcmp(a, "--format") == 0) dst = &formats;
-        else if (strcmp(a, "--gnuplot") == 0) dst = &gnuplot_opt;
-        else if (strncmp(a, "--dir=", 6) == 0) { dir = a + 6; continue; }
-        else if (strncmp(a, "--format=", 9) == 0) { formats = a + 9; continue; }
-        else if (strncmp(a, "--gnuplot=", 10) == 0) { gnuplot_opt = a + 10; continue; }
-        else if (a[0] == '-' && a[1] != '\0') {
-            ab_errorf("plot: unknown option '%s' (see attnbench plot --help)", a);
-            return 2;
-        } else if (!path) { path = a; continue; }
-        else {
-            ab_errorf("plot: more than one results file ('%s', '%s')", path, a);
-            return 2;
+        if (!is_exec(out)) {
+            ab_errorf("plot: '%s' is not an executable gnuplot", o->gnuplot);
+            return -1;
         }
-        if (i + 1 >= argc) {
-            ab_errorf("plot: %s needs a value (see attnbench plot --help)", a);
-            return 2;
-        }
-        *dst = argv[++i];
-    }
-    if (!path) {
-        ab_errorf("plot: no results file given (usage: attnbench plot RESULTS.h5 -d DIR)");
-        return 2;
-    }
-    if (!dir || !dir[0]) {
-        ab_errorf("plot: no output directory: -d DIR is required");
-        return 2;
-    }
-    if (strlen(dir) > 1024) {
-        ab_errorf("plot: output directory name too long");
-        return 2;
-    }
-
-    /* formats */
-    char fmt[MAX_FORMATS][8];
-    int nfmt = 0;
-    for (const char *s = formats; *s;) {
-        size_t l = strcspn(s, ",");
-        char one[16];
-        snprintf(one, sizeof one, "%.*s", (int)(l < 15 ? l : 15), s);
-        if (strcmp(one, "png") && strcmp(one, "svg") && strcmp(one, "pdf")) {
-            ab_errorf("plot: unknown format '%.*s' in --format (png, svg, pdf)", (int)l, s);
-            return 2;
-        }
-        int dup = 0;
-        for (int k = 0; k < nfmt; k++) dup |= strcmp(fmt[k], one) == 0;
-        if (!dup && nfmt < MAX_FORMATS) memcpy(fmt[nfmt++], one, 4); /* "png" + NUL */
-        s += l;
-        if (*s == ',') s++;
-    }
-    if (nfmt == 0) {
-        ab_errorf("plot: --format names no format (png, svg, pdf)");
-        return 2;
-    }
-
-    /* gnuplot, plots/ */
-    char gnuplot[PATH_CAP];
-    if (gnuplot_opt) {
-        snprintf(gnuplot, sizeof gnuplot, "%s", gnuplot_opt);
-        if (!strchr(gnuplot_opt, '/') && find_on_path(gnuplot_opt, gnuplot, sizeof gnuplot) != 0) {
-            ab_errorf("plot: '%s' not found on PATH", gnuplot_opt);
-            return 2;
-        }
-        if (!is_exec(gnuplot)) {
-            ab_errorf("plot: '%s' is not an executable gnuplot", gnuplot_opt);
-            return 2;
-        }
-    } else if (find_on_path("gnuplot", gnuplot, sizeof gnuplot) != 0) {
+    } else if (find_on_path("gnuplot", out, len) != 0) {
         ab_errorf("plot: gnuplot not found on PATH; install it (apt-get install gnuplot-nox) "
                   "or pass --gnuplot PATH");
-        return 2;
+        return -1;
     }
-    char plots[PATH_CAP];
-    int pr = find_plots_dir(plots, sizeof plots);
-    if (pr != 0) {
-        if (pr == -2) ab_errorf("plot: AB_PLOTS_DIR='%s' holds no common.gp", plots);
-        else ab_errorf("plot: cannot find the plots/ scripts (next to the executable or in ./plots); "
-                       "set AB_PLOTS_DIR");
-        return 2;
-    }
+    return 0;
+}
 
-    /* export */
-    char a0[] = "export", a2[] = "-d";
-    char *xargv[] = {a0, (char *)path, a2, (char *)dir, NULL};
-    int rc = ab_cmd_export(4, xargv);
-    if (rc != 0) return rc;
+/* Append to out[*used..len) what snprintf writes when all of it fits. */
+#define APPEND(out, len, used, ...)                                               \
+    do {                                                                          \
+        int w_ = snprintf((out) + *(used), (len) - *(used), __VA_ARGS__);          \
+        if (w_ > 0 && (size_t)w_ < (len) - *(used)) *(used) += (size_t)w_;        \
+    } while (0)
 
+/* Footnote line 1 of every figure: the file, host, CPU (GPU), threads, commit. */
+static void machine_footnote(const char *dir, const char *path, char *foot, size_t len)
+{
     char file[1024], host[256], threads[64], sha[128], cpu[256], gpu[256], devs[64];
-    char foot[2048], foot2[1024], npts[32], nfail[32];
     meta_get(dir, "host", host, sizeof host);
     meta_get(dir, "threads", threads, sizeof threads);
     meta_get(dir, "git_sha", sha, sizeof sha);
     meta_get(dir, "cpu_model", cpu, sizeof cpu);
     meta_get(dir, "gpu_name", gpu, sizeof gpu);
     meta_get(dir, "devices", devs, sizeof devs);
-    meta_get(dir, "n_points", npts, sizeof npts);
-    meta_get(dir, "n_failed", nfail, sizeof nfail);
     const char *base = strrchr(path, '/');
     snprintf(file, sizeof file, "%s", base ? base + 1 : path);
     int has_gpu = strstr(devs, "gpu") != NULL;
-    snprintf(foot, sizeof foot, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s",
+    snprintf(foot, len, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s",
              file, host[0] ? host : "?", cpu[0] ? cpu : "?", has_gpu ? "   GPU: " : "",
              has_gpu ? (gpu[0] ? gpu : "?") : "", threads[0] ? threads : "?", sha[0] ? sha : "?");
-    ab_report_mask masks[AB_REPORT_MAX_MASKS];
-    int n_masks = ab_report_read_masks(dir, masks, AB_REPORT_MAX_MASKS);
-    /* footnote line 2 of the figures across masks (dense_vs_mask): every mask,
-     * the points left out of the whole file */
-    int w = n_masks > 0 ? snprintf(foot2, sizeof foot2, "masks:") : 0;
-    size_t used = w > 0 ? (size_t)w : 0;
-    for (int k = 0; k < n_masks && used < sizeof foot2; k++) {
-        w = snprintf(foot2 + used, sizeof foot2 - used, "%s %s", k ? "," : "", masks[k].spec);
-        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
-    }
-    if (n_masks > 0 && used < sizeof foot2) {
-        w = snprintf(foot2 + used, sizeof foot2 - used, "   ");
-        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
-    }
-    if (atol(nfail) == 0) {
-        snprintf(foot2 + used, sizeof foot2 - used, "all %s points status ok", npts[0] ? npts : "0");
-    } else {
-        /* "57 of 270 points not ok, left out (calib_failed 50, timeout 7)" */
-        w = snprintf(foot2 + used, sizeof foot2 - used, "left out: %s of %s points not ok (", nfail, npts);
-        if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
-        char mpath[PATH_CAP + 16], line[256];
-        snprintf(mpath, sizeof mpath, "%s/meta.txt", dir);
-        FILE *mf = fopen(mpath, "r");
-        int k = 0;
-        while (mf && fgets(line, sizeof line, mf)) {
-            if (strncmp(line, "n_failed_", 9) != 0) continue;
-            line[strcspn(line, "\r\n")] = '\0';
-            char *tab = strchr(line, '\t');
-            if (!tab) continue;
-            *tab = '\0';
-            w = snprintf(foot2 + used, sizeof foot2 - used, "%s%s %s", k++ ? ", " : "", line + 9, tab + 1);
-            if (w > 0 && (size_t)w < sizeof foot2 - used) used += (size_t)w;
-        }
-        if (mf) fclose(mf);
-        snprintf(foot2 + used, sizeof foot2 - used, ")");
-    }
+}
 
+/* Footnote line 2 of the figures across masks (dense_vs_mask): every mask,
+ * the points left out of the whole file, e.g. "left out: 57 of 270 points
+ * not ok (calib_failed 50, timeout 7)". */
+static void file_footnote(const char *dir, const ab_report_mask *masks, int n_masks, char *foot2, size_t len)
+{
+    char npts[32], nfail[32];
+    meta_get(dir, "n_points", npts, sizeof npts);
+    meta_get(dir, "n_failed", nfail, sizeof nfail);
+    size_t used = 0;
+    foot2[0] = '\0';
+    if (n_masks > 0) APPEND(foot2, len, &used, "masks:");
+    for (int k = 0; k < n_masks && used < len; k++) APPEND(foot2, len, &used, "%s %s", k ? "," : "", masks[k].spec);
+    if (n_masks > 0 && used < len) APPEND(foot2, len, &used, "   ");
+    if (atol(nfail) == 0) {
+        snprintf(foot2 + used, len - used, "all %s points status ok", npts[0] ? npts : "0");
+        return;
+    }
+    APPEND(foot2, len, &used, "left out: %s of %s points not ok (", nfail, npts);
+    char mpath[PATH_CAP + 16], line[256];
+    snprintf(mpath, sizeof mpath, "%s/meta.txt", dir);
+    FILE *mf = fopen(mpath, "r");
+    int k = 0;
+    while (mf && fgets(line, sizeof line, mf)) {
+        if (strncmp(line, "n_failed_", 9) != 0) continue;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *tab = strchr(line, '\t');
+        if (!tab) continue;
+        *tab = '\0';
+        APPEND(foot2, len, &used, "%s%s %s", k++ ? ", " : "", line + 9, tab + 1);
+    }
+    if (mf) fclose(mf);
+    snprintf(foot2 + used, len - used, ")");
+}
+
+/* What every figure of one run shares. */
+typedef struct plot_run {
+    const ab_plot_opts *o;
+    char gnuplot[PATH_CAP], plots[PATH_CAP];
+    char foot[2048], foot2[1024]; /* footnote lines 1 and 2 (the latter across masks) */
+    ab_report_mask masks[AB_REPORT_MAX_MASKS];
+    int n_masks;
+    int written;           /* figure files drawn */
+} plot_run;
+
+/* Draw variant v of the figure NAME (0: DIR/NAME.tsv, the primary mask or
+ * a figure across masks; k: DIR/NAME--SLUG.tsv of mask k, when export wrote
+ * it) in every format. 0, or 1 when gnuplot failed. */
+static int plot_variant(plot_run *r, const char *name, const char *script, int v)
+{
+    const char *dir = r->o->dir;
+    char data[1400], outbase[1400], vname[400], foot2m[1024], mtitle[200] = "";
+    if (v == 0) snprintf(vname, sizeof vname, "%s", name);
+    else snprintf(vname, sizeof vname, "%s--%.128s", name, r->masks[v].slug);
+    snprintf(data, sizeof data, "%s/%s.tsv", dir, vname);
+    snprintf(outbase, sizeof outbase, "%s/%s", dir, vname);
+    long rows = data_rows(data);
+    if (v > 0 && rows < 0) return 0; /* no per-mask copy: a figure across masks */
+    /* which mask this figure shows: the data file's "# mask:" line */
+    int mk = v;
+    if (v == 0 && !has_mask_line(data)) mk = -1;
+    if (mk >= 0 && mk < r->n_masks) {
+        mask_footnote(foot2m, sizeof foot2m, &r->masks[mk], r->n_masks);
+        if (r->n_masks > 1 || strcmp(r->masks[mk].spec, "causal") != 0)
+            snprintf(mtitle, sizeof mtitle, "%.128s", r->masks[mk].spec);
+    } else snprintf(foot2m, sizeof foot2m, "%s", r->foot2);
+    char note[400];
+    note_line(data, note, sizeof note);
+    if (rows <= 0) {
+        char why[400];
+        skip_reason(data, why, sizeof why);
+        printf("note: skipped %s: %s\n", vname,
+               rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
+        return 0;
+    }
+    int rc = 0;
+    for (int k = 0; k < r->o->n_formats; k++) {
+        const char *fmt = r->o->formats[k];
+        char expr[8192] = "";
+        gp_assign(expr, sizeof expr, "datadir", dir);
+        gp_assign(expr, sizeof expr, "datafile", data);
+        gp_assign(expr, sizeof expr, "outfile", outbase);
+        gp_assign(expr, sizeof expr, "term", fmt);
+        gp_assign(expr, sizeof expr, "footnote", r->foot);
+        gp_assign(expr, sizeof expr, "footnote2", foot2m);
+        gp_assign(expr, sizeof expr, "footnote3", note);
+        gp_assign(expr, sizeof expr, "masktitle", mtitle);
+        gp_assign(expr, sizeof expr, "plotsdir", r->plots);
+        int st = run_gnuplot(r->gnuplot, expr, script);
+        char out[1420];
+        if (fmt_ok(snprintf(out, sizeof out, "%s.%s", outbase, fmt), sizeof out) != 0) continue;
+        struct stat sb;
+        if (st != 0) {
+            ab_errorf("plot: gnuplot failed on %s (%s, %s, exit %d)", script, vname, fmt, st);
+            rc = 1;
+        } else if (stat(out, &sb) != 0 || sb.st_size == 0) {
+            ab_errorf("plot: %s wrote no %s", script, out);
+            rc = 1;
+        } else {
+            printf("wrote %s\n", out);
+            r->written++;
+        }
+    }
+    return rc;
+}
+
+/* Every plots/NAME.gp but common.gp, each variant. 0, 1 gnuplot failed on
+ * one, 2 after an error message (no scripts). */
+static int plot_scripts(plot_run *r)
+{
     struct dirent **ents = NULL;
-    int ne = scandir(plots, &ents, gp_filter, alphasort);
+    int ne = scandir(r->plots, &ents, gp_filter, alphasort);
     if (ne < 0) {
-        ab_errorf("plot: cannot list %s: %s", plots, strerror(errno));
+        ab_errorf("plot: cannot list %s: %s", r->plots, strerror(errno));
         return 2;
     }
     if (ne == 0) {
         free(ents);
-        ab_errorf("plot: no *.gp scripts in %s", plots);
+        ab_errorf("plot: no *.gp scripts in %s", r->plots);
         return 2;
     }
-    rc = 0;
-    int written = 0;
+    int rc = 0;
     for (int e = 0; e < ne; e++) {
         char name[256], script[PATH_CAP + 300];
         snprintf(name, sizeof name, "%.*s", (int)(strlen(ents[e]->d_name) - 3), ents[e]->d_name);
-        snprintf(script, sizeof script, "%s/%s", plots, ents[e]->d_name);
-        remove_stale_figs(dir, name);
-        /* variant 0: DIR/NAME.tsv (the primary mask, or a figure across masks);
-         * variant k: DIR/NAME--SLUG.tsv of mask k, when export wrote it */
-        for (int v = 0; v < (n_masks > 1 ? n_masks : 1); v++) {
-            char data[1400], outbase[1400], vname[400], foot2m[1024], mtitle[200] = "";
-            if (v == 0) snprintf(vname, sizeof vname, "%s", name);
-            else snprintf(vname, sizeof vname, "%s--%.128s", name, masks[v].slug);
-            snprintf(data, sizeof data, "%s/%s.tsv", dir, vname);
-            snprintf(outbase, sizeof outbase, "%s/%s", dir, vname);
-            long rows = data_rows(data);
-            if (v > 0 && rows < 0) continue; /* no per-mask copy: a figure across masks */
-            /* which mask this figure shows: the data file's "# mask:" line */
-            int mk = v;
-            if (v == 0 && !has_mask_line(data)) mk = -1;
-            if (mk >= 0 && mk < n_masks) {
-                mask_footnote(foot2m, sizeof foot2m, &masks[mk], n_masks);
-                if (n_masks > 1 || strcmp(masks[mk].spec, "causal") != 0)
-                    snprintf(mtitle, sizeof mtitle, "%.128s", masks[mk].spec);
-            } else snprintf(foot2m, sizeof foot2m, "%s", foot2);
-            char note[400];
-            note_line(data, note, sizeof note);
-            if (rows <= 0) {
-                char why[400];
-                skip_reason(data, why, sizeof why);
-                printf("note: skipped %s: %s\n", vname,
-                       rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
-                continue;
-            }
-            for (int k = 0; k < nfmt; k++) {
-                char expr[8192] = "";
-                gp_assign(expr, sizeof expr, "datadir", dir);
-                gp_assign(expr, sizeof expr, "datafile", data);
-                gp_assign(expr, sizeof expr, "outfile", outbase);
-                gp_assign(expr, sizeof expr, "term", fmt[k]);
-                gp_assign(expr, sizeof expr, "footnote", foot);
-                gp_assign(expr, sizeof expr, "footnote2", foot2m);
-                gp_assign(expr, sizeof expr, "footnote3", note);
-                gp_assign(expr, sizeof expr, "masktitle", mtitle);
-                gp_assign(expr, sizeof expr, "plotsdir", plots);
-                int st = run_gnuplot(gnuplot, expr, script);
-                char out[1420];
-                if (fmt_ok(snprintf(out, sizeof out, "%s.%s", outbase, fmt[k]), sizeof out) != 0) continue;
-                struct stat sb;
-                if (st != 0) {
-                    ab_errorf("plot: gnuplot failed on %s (%s, %s, exit %d)", script, vname, fmt[k], st);
-                    rc = 1;
-                } else if (stat(out, &sb) != 0 || sb.st_size == 0) {
-                    ab_errorf("plot: %s wrote no %s", script, out);
-                    rc = 1;
-                } else {
-                    printf("wrote %s\n", out);
-                    written++;
-                }
-            }
-        }
+        snprintf(script, sizeof script, "%s/%s", r->plots, ents[e]->d_name);
+        remove_stale_figs(r->o->dir, name);
+        for (int v = 0; v < (r->n_masks > 1 ? r->n_masks : 1); v++)
+            if (plot_variant(r, name, script, v) != 0) rc = 1;
     }
     for (int e = 0; e < ne; e++) free(ents[e]);
     free(ents);
-    if (rc == 0 && written == 0) printf("note: no figure had data; nothing drawn\n");
+    return rc;
+}
 
-    char gallery[512] = "";
-    if (gallery_on) draw_gallery(dir, masks, n_masks, gallery, sizeof gallery);
-    else snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
-    char err[512] = "";
-    if (ab_report_write(path, dir, gallery, err, sizeof err) != 0) {
-        ab_errorf("plot: %s", err);
+int ab_plot(const ab_plot_opts *o)
+{
+    plot_run *r = calloc(1, sizeof *r);
+    if (!r) {
+        ab_errorf("plot: out of memory");
         return 2;
     }
-    printf("wrote %s/index.html\n", dir);
+    int rc = 2;
+    r->o = o;
+    if (find_gnuplot(o, r->gnuplot, sizeof r->gnuplot) != 0) goto done;
+    int pr = find_plots_dir(r->plots, sizeof r->plots);
+    if (pr != 0) {
+        if (pr == -2) ab_errorf("plot: AB_PLOTS_DIR='%s' holds no common.gp", r->plots);
+        else ab_errorf("plot: cannot find the plots/ scripts (next to the executable or in ./plots); "
+                       "set AB_PLOTS_DIR");
+        goto done;
+    }
+    char err[512] = "";
+    const ab_export_opts xo = {o->path, o->dir};
+    rc = ab_export(&xo, err, sizeof err);
+    if (rc != 0) {
+        ab_errorf("export: %s", err[0] ? err : "failed");
+        goto done;
+    }
+    machine_footnote(o->dir, o->path, r->foot, sizeof r->foot);
+    r->n_masks = ab_report_read_masks(o->dir, r->masks, AB_REPORT_MAX_MASKS);
+    file_footnote(o->dir, r->masks, r->n_masks, r->foot2, sizeof r->foot2);
+    rc = plot_scripts(r);
+    if (rc == 2) goto done;
+    if (rc == 0 && r->written == 0) printf("note: no figure had data; nothing drawn\n");
+
+    char gallery[512] = "";
+    if (o->gallery) draw_gallery(o->dir, r->masks, r->n_masks, gallery, sizeof gallery);
+    else snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
+    if (ab_report_write(o->path, o->dir, gallery, err, sizeof err) != 0) {
+        ab_errorf("plot: %s", err);
+        rc = 2;
+        goto done;
+    }
+    printf("wrote %s/index.html\n", o->dir);
+done:
+    free(r);
     return rc;
 }

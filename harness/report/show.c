@@ -1,4 +1,5 @@
-/* show.c — `attnbench show RESULTS.h5`: a summary table in the terminal.
+/* show.c — the table of `attnbench show RESULTS.h5` (harness/cli/show.c
+ * parses its command line): a summary table in the terminal.
  *
  * One row per (method, base mask, seq_len, target density) — per knob value
  * for native settings — with the median latency of the ok points that carry
@@ -17,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness/cli/cli.h"
+#include "harness/report/aggregate.h"
+#include "harness/report/show.h"
 #include "harness/store/point.h"
 #include "harness/store/store.h"
+#include "runtime/errors.h"
 
-enum { FMT_TEXT, FMT_TSV, FMT_MD };
+enum { FMT_TEXT = AB_SHOW_TEXT, FMT_TSV = AB_SHOW_TSV, FMT_MD = AB_SHOW_MD };
 
 /* The table's columns; --sort takes these names. */
 enum { C_METHOD, C_MASK, C_SEQ_LEN, C_TARGET, C_MS, C_SPEEDUP, C_DENSITY, C_RECALL,
@@ -55,102 +58,26 @@ typedef struct sterm {
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static int cmp_num(double a, double b)
-{
-    if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* NaN last */
-    return (a > b) - (a < b);
-}
-
-static int same_num(double a, double b)
-{
-    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
-    return a == b;
-}
-
-static int dbl_cmp(const void *a, const void *b)
-{
-    return cmp_num(*(const double *)a, *(const double *)b);
-}
-
-static double median_of(double *v, size_t n)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isnan(v[i])) v[m++] = v[i];
-    if (m == 0) return NAN;
-    qsort(v, m, sizeof *v, dbl_cmp);
-    return (m % 2) ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
-}
-
-/* The base mask a point ran under: its spec, or, for a row of a file written
- * before masks were recorded (no spec), causal or full by its flag. */
-static const char *mask_of(const ab_point *p) { return ab_point_mask(p); }
-
-/* causal, full, then the others by name (as export orders them, without
- * its numeric ordering of arguments). */
-static int mask_order(const char *a, const char *b)
-{
-    int ra = strcmp(a, "causal") == 0 ? 0 : strcmp(a, "full") == 0 ? 1 : 2;
-    int rb = strcmp(b, "causal") == 0 ? 0 : strcmp(b, "full") == 0 ? 1 : 2;
-    return ra != rb ? ra - rb : strncmp(a, b, AB_MASK_SPEC);
-}
-
-static int method_order(const char *a, const char *b)
-{
-    int da = strcmp(a, "dense") == 0, db = strcmp(b, "dense") == 0;
-    if (da != db) return db - da;
-    return strcmp(a, b);
-}
-
-static double setting_of(const ab_point *p, int *native)
-{
-    *native = isnan(p->target_density);
-    return *native ? p->knob_value : p->target_density;
-}
-
 /* Group key order: method, device, base mask, seq_len, setting. */
 static int group_cmp(const ab_point *x, const ab_point *y)
 {
-    int o = method_order(x->method, y->method);
+    int o = ab_method_order(x->method, y->method);
     if (o) return o;
     o = strncmp(x->device, y->device, sizeof x->device);
     if (o) return o;
-    o = mask_order(mask_of(x), mask_of(y));
+    o = ab_mask_order(ab_point_mask(x), ab_point_mask(y));
     if (o) return o;
     if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
-    int nx, ny;
-    double sx = setting_of(x, &nx), sy = setting_of(y, &ny);
-    if (nx != ny) return nx - ny;
-    return cmp_num(sx, sy);
+    ab_row rx = ab_row_of(x), ry = ab_row_of(y);
+    if (rx.native != ry.native) return rx.native - ry.native;
+    return ab_cmp_num(rx.setting, ry.setting);
 }
 
-static int ptr_group_cmp(const void *a, const void *b)
+static int row_group_cmp(const void *a, const void *b)
 {
-    const ab_point *const *x = a, *const *y = b;
-    int o = group_cmp(*x, *y);
-    return o ? o : (*x > *y) - (*x < *y);
-}
-
-/* The workload a dense point is matched on for the speedup. */
-static int match_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 1); }
-
-static int ptr_match_cmp(const void *a, const void *b)
-{
-    const ab_point *const *x = a, *const *y = b;
-    return match_cmp(*x, *y);
-}
-
-static double dense_ms_for(const ab_point *p, const ab_point **dense, size_t nd, double *tmp)
-{
-    size_t lo = 0, hi = nd;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (match_cmp(dense[mid], p) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    size_t m = 0;
-    for (size_t k = lo; k < nd && match_cmp(dense[k], p) == 0; k++) tmp[m++] = dense[k]->total_ms;
-    return median_of(tmp, m);
+    const ab_row *x = a, *y = b;
+    int o = group_cmp(x->p, y->p);
+    return o ? o : (x->p > y->p) - (x->p < y->p);
 }
 
 /* ---- filter ---------------------------------------------------------- */
@@ -202,7 +129,7 @@ static int term_matches(const sterm *t, const ab_point *p)
     else if (strcmp(t->key, "layout") == 0) { sv = p->layout; cap = sizeof p->layout; }
     else if (strcmp(t->key, "status") == 0) { sv = p->status; cap = sizeof p->status; }
     else if (strcmp(t->key, "key") == 0) { sv = p->key; cap = sizeof p->key; }
-    else if (strcmp(t->key, "mask") == 0) { sv = mask_of(p); cap = AB_MASK_SPEC; }
+    else if (strcmp(t->key, "mask") == 0) { sv = ab_point_mask(p); cap = AB_MASK_SPEC; }
     else if (strcmp(t->key, "seq_len") == 0) nv = p->seq_len;
     else if (strcmp(t->key, "heads") == 0) nv = p->heads;
     else if (strcmp(t->key, "head_dim") == 0) nv = p->head_dim;
@@ -216,7 +143,7 @@ static int term_matches(const sterm *t, const ab_point *p)
     double want = strtod(t->value, &end);
     if (end == t->value || *end) /* "native"/"nan" for NaN targets */
         return isnan(nv) && (strcmp(t->value, "native") == 0 || strcmp(t->value, "nan") == 0);
-    return same_num(nv, want) || fabs(nv - want) <= 1e-9 * fabs(want);
+    return ab_same_num(nv, want) || fabs(nv - want) <= 1e-9 * fabs(want);
 }
 
 /* AND over keys, OR over terms sharing a key. */
@@ -237,108 +164,59 @@ static int point_passes(const sterm *t, int nt, const ab_point *p)
 
 /* ---- building the table ------------------------------------------------ */
 
-/* A point's speedup over dense: paired (1 / rel_dense and its interval, *paired
- * = 1) when it has a paired ratio, else the median dense total_ms of its
- * workload / its total_ms (no interval); NaN without a timing. */
-static double speedup_of(const ab_point *p, const ab_point **dense, size_t nd, double *tmp,
-                         double *lo, double *hi, int *paired)
+static void fill_row(srow *r, const ab_row *g, size_t n, int multi_dev,
+                     const ab_point *const *dense, size_t nd, double *tmp, double *tmp2)
 {
-    double sp;
-    *paired = ab_point_paired_speedup(p, &sp, lo, hi);
-    if (*paired) return sp;
-    if (!ab_point_timed(p) || nd == 0) return NAN;
-    double dms = dense_ms_for(p, dense, nd, tmp);
-    return isnan(dms) ? NAN : dms / p->total_ms;
-}
-
-static void fill_row(srow *r, const ab_point **g, size_t n, int multi_dev,
-                     const ab_point **dense, size_t nd, double *tmp, double *tmp2)
-{
+    const ab_point *g0 = g[0].p;
     memset(r, 0, sizeof *r);
-    r->first = g[0];
-    if (multi_dev) snprintf(r->name, sizeof r->name, "%.31s@%.7s", g[0]->method, g[0]->device);
-    else snprintf(r->name, sizeof r->name, "%.31s", g[0]->method);
-    snprintf(r->mask, sizeof r->mask, "%.*s", AB_MASK_SPEC - 1, mask_of(g[0]));
-    r->setting = setting_of(g[0], &r->native);
+    r->first = g0;
+    if (multi_dev) snprintf(r->name, sizeof r->name, "%.31s@%.7s", g0->method, g0->device);
+    else snprintf(r->name, sizeof r->name, "%.31s", g0->method);
+    snprintf(r->mask, sizeof r->mask, "%.*s", AB_MASK_SPEC - 1, ab_point_mask(g0));
+    r->native = g[0].native;
+    r->setting = g[0].setting;
     for (int c = 0; c < C_COUNT; c++) r->v[c] = NAN;
-    r->v[C_SEQ_LEN] = g[0]->seq_len;
+    r->v[C_SEQ_LEN] = g0->seq_len;
     r->v[C_TARGET] = r->native ? NAN : r->setting;
 
-    size_t m = 0;
-#define OK_MEDIAN(col, cond, expr)                                          \
-    do {                                                                    \
-        m = 0;                                                              \
-        for (size_t k = 0; k < n; k++)                                      \
-            if (cond(g[k])) tmp[m++] = (expr);                              \
-        r->v[col] = median_of(tmp, m);                                      \
-    } while (0)
-#define IS_OK(p) ab_status_is_ok((p)->status)
     /* latency from the points with a timing; the rest from every ok point */
-    OK_MEDIAN(C_MS, ab_point_timed, g[k]->total_ms);
-    OK_MEDIAN(C_MS_LO, ab_point_timed, g[k]->total_lo_ms);
-    OK_MEDIAN(C_MS_HI, ab_point_timed, g[k]->total_hi_ms);
-    OK_MEDIAN(C_DENSITY, IS_OK, g[k]->achieved_density);
-    OK_MEDIAN(C_RECALL, IS_OK, g[k]->recall_mass);
-#undef IS_OK
-#undef OK_MEDIAN
-    double acc = 0, lo, hi;
-    size_t nacc = 0, ntimed = 0, npaired = 0;
-    int pr;
-    m = 0;
+#define TIMED(x) (ab_point_timed(p_) ? (x) : NAN)
+#define OK(x) (ab_status_is_ok(p_->status) ? (x) : NAN)
+    AB_ROWS_MEDIAN(r->v[C_MS], g, n, TIMED(p_->total_ms), tmp);
+    AB_ROWS_MEDIAN(r->v[C_MS_LO], g, n, TIMED(p_->total_lo_ms), tmp);
+    AB_ROWS_MEDIAN(r->v[C_MS_HI], g, n, TIMED(p_->total_hi_ms), tmp);
+    AB_ROWS_MEDIAN(r->v[C_DENSITY], g, n, OK(p_->achieved_density), tmp);
+    AB_ROWS_MEDIAN(r->v[C_RECALL], g, n, OK(p_->recall_mass), tmp);
+#undef OK
+#undef TIMED
+    int paired;
+    ab_group_speedup(g, n, dense, nd, tmp, tmp2, &r->v[C_SPEEDUP], &r->v[C_SP_LO], &r->v[C_SP_HI], &paired);
+    r->v[C_PAIRED] = paired;
+    double acc = 0;
+    size_t nacc = 0, ntimed = 0;
+    ab_tally bad = {0};
     for (size_t k = 0; k < n; k++) {
-        const ab_point *p = g[k];
-        if (!ab_status_is_ok(p->status)) { r->n_failed++; continue; }
-        r->n_ok++;
+        const ab_point *p = g[k].p;
+        ab_tally_add(&bad, p->status);
+        if (!ab_status_is_ok(p->status)) continue;
         if (!isnan(p->accuracy)) { acc += p->accuracy; nacc++; }
         ntimed += ab_point_timed(p) != 0;
-        double sp = speedup_of(p, dense, nd, tmp2, &lo, &hi, &pr);
-        if (!isnan(sp)) {
-            tmp[m++] = sp;
-            npaired += pr != 0;
-        }
     }
-    r->v[C_SPEEDUP] = median_of(tmp, m);
-    /* every point paired: the interval is the medians of their interval ends */
-    r->v[C_PAIRED] = m > 0 && npaired == m ? 1 : 0;
-    if (m > 0 && npaired == m) {
-        for (int end = 0; end < 2; end++) {
-            size_t q = 0;
-            for (size_t k = 0; k < n; k++)
-                if (ab_point_paired_speedup(g[k], &tmp2[0], &lo, &hi)) tmp[q++] = end ? hi : lo;
-            r->v[end ? C_SP_HI : C_SP_LO] = median_of(tmp, q);
-        }
-    }
+    r->n_failed = bad.total;
+    r->n_ok = n - bad.total;
     r->v[C_ACCURACY] = nacc ? acc / (double)nacc : NAN;
     r->v[C_OK] = (double)r->n_ok;
     r->v[C_FAILED] = (double)r->n_failed;
     r->v[C_TIMED] = (double)ntimed;
+    ab_tally_list(&bad, r->failed, sizeof r->failed); /* failures by status, in name order */
 
-    /* failures by status, in name order */
-    const char *prev = "";
-    size_t used = 0;
-    for (;;) {
-        const char *next = NULL;
-        size_t count = 0;
-        for (size_t k = 0; k < n; k++) {
-            const char *s = g[k]->status;
-            if (ab_status_is_ok(s) || strncmp(s, prev, 16) <= 0) continue;
-            if (!next || strncmp(s, next, 16) < 0) { next = s; count = 0; }
-            if (strncmp(s, next, 16) == 0) count++;
-        }
-        if (!next) break;
-        int w = snprintf(r->failed + used, sizeof r->failed - used, "%s%.15s:%zu",
-                         used ? "," : "", next, count);
-        if (w < 0 || (size_t)w >= sizeof r->failed - used) break;
-        used += (size_t)w;
-        prev = next;
-    }
     /* timing flags over the ok points */
     static const char *const flags[] = {"untimed", "unpaired", "interference", "rounds_disagree", "cores_shared"};
-    used = 0;
+    size_t used = 0;
     for (size_t q = 0; q < sizeof flags / sizeof flags[0]; q++) {
         size_t count = 0;
         for (size_t k = 0; k < n; k++)
-            count += ab_status_is_ok(g[k]->status) && ab_point_has_flag(g[k], flags[q]);
+            count += ab_status_is_ok(g[k].p->status) && ab_point_has_flag(g[k].p, flags[q]);
         if (!count) continue;
         int w = snprintf(r->timing + used, sizeof r->timing - used, "%s%s:%zu", used ? "," : "",
                          flags[q], count);
@@ -354,11 +232,11 @@ static int row_cmp_spec(const srow *x, const srow *y, const sortspec *s)
 {
     int o = 0;
     if (s && s->col >= 0) {
-        if (s->col == C_METHOD) o = method_order(x->name, y->name);
-        else if (s->col == C_MASK) o = mask_order(x->mask, y->mask);
+        if (s->col == C_METHOD) o = ab_method_order(x->name, y->name);
+        else if (s->col == C_MASK) o = ab_mask_order(x->mask, y->mask);
         else if (s->col == C_FAILED && x->n_failed == y->n_failed) o = strcmp(x->failed, y->failed);
         else if (s->col == C_TARGET && x->native != y->native) o = x->native - y->native;
-        else if (s->col == C_TARGET && x->native) o = cmp_num(x->setting, y->setting);
+        else if (s->col == C_TARGET && x->native) o = ab_cmp_num(x->setting, y->setting);
         else {
             double a = x->v[s->col], b = y->v[s->col];
             if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* missing last */
@@ -510,118 +388,75 @@ static void print_table(const srow *rows, size_t nr, int fmt)
 #undef LEFT
 }
 
-/* ---- the command --------------------------------------------------------- */
+/* ---- the table ---------------------------------------------------------- */
 
-static void show_usage(FILE *f)
+/* The --sort spec of name ("-COL": descending); -1 after an error message. */
+static int parse_sort(const char *sort, sortspec *spec)
 {
-    fputs("usage: attnbench show RESULTS.h5 [--sort COL] [--filter EXPR] [--format text|tsv|md]\n"
-          "\n"
-          "Print the run's environment and one row per (method, base mask, seq_len,\n"
-          "target density): median latency of the ok points with a timing (untimed\n"
-          "points are scored only), speedup over \"dense\" on the same workloads under\n"
-          "the same mask (the paired ratio measured in the same process, with its 95%\n"
-          "interval, where the points have it; else dense latency / latency), achieved\n"
-          "density (of the pairs the mask allows), attention (mass) recall, mean task\n"
-          "accuracy, ok points, failed points by status and the timing flags of the ok\n"
-          "points (untimed, unpaired, interference, rounds_disagree, cores_shared). --format tsv adds\n"
-          "speedup_lo speedup_hi paired ms_lo ms_hi timed.\n"
-          "\n"
-          "options:\n"
-          "  --sort COL       method mask seq_len target ms speedup density recall accuracy\n"
-          "                   ok failed; a leading '-' sorts descending (--sort -speedup)\n"
-          "  --filter EXPR    key=value terms joined by commas; terms with the same key\n"
-          "                   are alternatives (method=window,method=dense,seq_len=1024,\n"
-          "                   mask=document:8). keys: method task device dtype kernel\n"
-          "                   layout status key mask seq_len heads head_dim causal\n"
-          "                   threads seed depth target\n"
-          "  --format FMT     text (default), tsv, md\n"
-          "  -h, --help       this text\n"
-          "exit: 0 shown, 2 usage or input error\n", f);
+    const char *s = sort;
+    spec->col = -1;
+    spec->desc = 0;
+    if (!sort) return 0;
+    if (*s == '-') { spec->desc = 1; s++; }
+    for (int c = 0; c < C_SORTABLE; c++)
+        if (strcmp(s, COL_NAMES[c]) == 0 || (c == C_SEQ_LEN && strcmp(s, "N") == 0))
+            spec->col = c;
+    if (spec->col < 0) {
+        ab_errorf("show: unknown --sort column '%s' (method mask seq_len target ms speedup "
+                  "density recall accuracy ok failed)", sort);
+        return -1;
+    }
+    return 0;
 }
 
-/* "--opt VALUE" or "--opt=VALUE"; returns the value or NULL (not this option). */
-static const char *opt_value(int argc, char **argv, int *i, const char *name, int *bad)
+/* The rows of the points that pass the filter, in group order; dense[0..*nd)
+ * the timed ok dense points (all of them, filtered or not) for the speedups. */
+static size_t build_rows(const ab_point *pts, size_t n, const sterm *terms, int nt, srow *rows,
+                         ab_row *sel, const ab_point **dense, double *tmp, double *tmp2, size_t *n_ok)
 {
-    size_t len = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, len) != 0) return NULL;
-    if (a[len] == '=') return a + len + 1;
-    if (a[len] != '\0') return NULL;
-    if (*i + 1 >= argc) {
-        ab_errorf("show: %s needs a value (see attnbench show --help)", name);
-        *bad = 1;
-        return NULL;
+    size_t ns = 0, nd = 0;
+    int multi_dev = 0;
+    *n_ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ab_point *p = &pts[i];
+        if (strncmp(p->device, pts[0].device, sizeof p->device) != 0) multi_dev = 1;
+        if (ab_status_is_ok(p->status)) {
+            (*n_ok)++;
+            if (strcmp(p->method, "dense") == 0 && ab_point_timed(p)) dense[nd++] = p;
+        }
+        if (point_passes(terms, nt, p)) sel[ns++] = ab_row_of(p);
     }
-    return argv[++*i];
+    ab_dense_sort(dense, nd);
+    qsort(sel, ns, sizeof *sel, row_group_cmp);
+    size_t nr = 0;
+    for (size_t a = 0; a < ns;) {
+        size_t b = a + 1;
+        while (b < ns && group_cmp(sel[a].p, sel[b].p) == 0) b++;
+        fill_row(&rows[nr++], sel + a, b - a, multi_dev, dense, nd, tmp, tmp2);
+        a = b;
+    }
+    return nr;
 }
 
-int ab_cmd_show(int argc, char **argv)
+int ab_show(const ab_show_opts *o)
 {
-    const char *path = NULL, *sort = NULL, *filter = NULL, *format = "text";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        int bad = 0;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            show_usage(stdout);
-            return 0;
-        } else if ((v = opt_value(argc, argv, &i, "--sort", &bad))) {
-            sort = v;
-        } else if ((v = opt_value(argc, argv, &i, "--filter", &bad))) {
-            filter = v;
-        } else if ((v = opt_value(argc, argv, &i, "--format", &bad))) {
-            format = v;
-        } else if (bad) {
-            return 2;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            ab_errorf("show: unknown option '%s' (see attnbench show --help)", a);
-            return 2;
-        } else if (!path) {
-            path = a;
-        } else {
-            ab_errorf("show: more than one results file ('%s', '%s')", path, a);
-            return 2;
-        }
-    }
-    if (!path) {
-        ab_errorf("show: no results file given (usage: attnbench show RESULTS.h5)");
-        return 2;
-    }
-    int fmt;
-    if (strcmp(format, "text") == 0) fmt = FMT_TEXT;
-    else if (strcmp(format, "tsv") == 0) fmt = FMT_TSV;
-    else if (strcmp(format, "md") == 0) fmt = FMT_MD;
-    else {
-        ab_errorf("show: unknown --format '%s' (text, tsv or md)", format);
-        return 2;
-    }
-    sortspec spec = {-1, 0};
-    if (sort) {
-        const char *s = sort;
-        if (*s == '-') { spec.desc = 1; s++; }
-        for (int c = 0; c < C_SORTABLE; c++)
-            if (strcmp(s, COL_NAMES[c]) == 0 || (c == C_SEQ_LEN && strcmp(s, "N") == 0))
-                spec.col = c;
-        if (spec.col < 0) {
-            ab_errorf("show: unknown --sort column '%s' (method mask seq_len target ms speedup "
-                      "density recall accuracy ok failed)", sort);
-            return 2;
-        }
-    }
+    sortspec spec;
+    if (parse_sort(o->sort, &spec) != 0) return 2;
     sterm terms[MAX_TERMS];
     int nt = 0;
-    if (filter && parse_filter(filter, terms, &nt) != 0) return 2;
+    if (o->filter && parse_filter(o->filter, terms, &nt) != 0) return 2;
 
     ab_point *pts = NULL;
     size_t n = 0;
     ab_env env;
     memset(&env, 0, sizeof env);
     char err[512] = "";
-    if (ab_results_read(path, &pts, &n, &env, err, sizeof err) != 0) {
+    if (ab_results_read(o->path, &pts, &n, &env, err, sizeof err) != 0) {
         ab_errorf("show: %s", err[0] ? err : "cannot read the results file");
         return 2;
     }
     int rc = 0;
-    const ab_point **sel = malloc((n + 1) * sizeof *sel);
+    ab_row *sel = malloc((n + 1) * sizeof *sel);
     const ab_point **dense = malloc((n + 1) * sizeof *dense);
     srow *rows = malloc((n + 1) * sizeof *rows);
     double *tmp = malloc((n + 1) * sizeof *tmp);
@@ -629,33 +464,13 @@ int ab_cmd_show(int argc, char **argv)
     if (!sel || !dense || !rows || !tmp || !tmp2) {
         ab_errorf("show: out of memory");
         rc = 2;
-        goto done;
+    } else {
+        size_t n_ok;
+        size_t nr = build_rows(pts, n, terms, nt, rows, sel, dense, tmp, tmp2, &n_ok);
+        sort_rows(rows, nr, spec.col >= 0 ? &spec : NULL);
+        print_env(o->path, &env, n, n_ok, (int)nr, o->format);
+        print_table(rows, nr, o->format);
     }
-    size_t ns = 0, nd = 0, n_ok = 0;
-    int multi_dev = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ab_point *p = &pts[i];
-        if (strncmp(p->device, pts[0].device, sizeof p->device) != 0) multi_dev = 1;
-        if (ab_status_is_ok(p->status)) {
-            n_ok++;
-            /* dense is matched on every ok point, filtered or not */
-            if (strcmp(p->method, "dense") == 0 && ab_point_timed(p)) dense[nd++] = p;
-        }
-        if (point_passes(terms, nt, p)) sel[ns++] = p;
-    }
-    qsort(dense, nd, sizeof *dense, ptr_match_cmp);
-    qsort(sel, ns, sizeof *sel, ptr_group_cmp);
-    size_t nr = 0;
-    for (size_t a = 0; a < ns;) {
-        size_t b = a + 1;
-        while (b < ns && group_cmp(sel[a], sel[b]) == 0) b++;
-        fill_row(&rows[nr++], sel + a, b - a, multi_dev, dense, nd, tmp, tmp2);
-        a = b;
-    }
-    sort_rows(rows, nr, spec.col >= 0 ? &spec : NULL);
-    print_env(path, &env, n, n_ok, (int)nr, fmt);
-    print_table(rows, nr, fmt);
-done:
     free(sel);
     free(dense);
     free(rows);
