@@ -153,7 +153,7 @@ $(TEST_OBJS): CFLAGS += $(CRIT_CFLAGS)
 
 # ---- tests -----------------------------------------------------------------
 # Criterion runs each test in its own process; -j2 matches this machine.
-test: test-unit test-cli test-check
+test: test-layers test-unit test-cli test-check
 # OMP_WAIT_POLICY=passive: two test processes x 2 threads on 2 cores must
 # not spin-wait against each other.
 TEST_ENV := AB_BIN=$(abspath $(BIN)) OMP_WAIT_POLICY=passive LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp)

@@ -1,4 +1,4 @@
-/* tasks_bench.c — cost of the data side of one point (TASKS.md §5): time to
+/* tasks_bench.c — cost of the data side of one point (docs/spec/TASKS.md §5): time to
  * generate a task's Q, K, V with its planted answer and to build the fp64
  * reference on the scored rows (harness/engine/metrics.h ab_refset_build), against
  * one dense attention pass (the flash kernel) on the same problem.

@@ -23,7 +23,7 @@
  * Cost O(N^2 d / block_q) + O(N block d); memory O(N) per thread.
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdlib.h>

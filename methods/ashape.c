@@ -21,7 +21,7 @@
  * moves smoothly with it; it rises monotonically with the window.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 

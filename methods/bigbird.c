@@ -20,7 +20,7 @@
  * golden-ratio sequence), so a larger r keeps a superset: density is monotone.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
  *      ends before j when it has >= min_chunk tokens and c_j <= threshold, or
  *      when it reaches max_chunk tokens. (DHSA predicts boundaries with a
  *      small trained network; this similarity-drop rule is the training-free
- *      proxy ../shared/METHODS.md describes.)
+ *      proxy docs/spec/METHODS.md describes.)
  *   2. Chunk representations by length-normalised aggregation, as the paper:
  *      the chunk's mean query / key times sqrt(chunk length).
  *   3. Chunk-pair scores S_c = Q̂ K̂ᵀ · scale, upsampled to tokens (every
@@ -25,7 +25,7 @@
  * Cost O(N d + C² d) per head for C chunks, plus O(C log C) per query block.
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -20,7 +20,7 @@
  * Density knob: w, fractional (dithered over rows), monotone.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 

@@ -22,7 +22,7 @@
  * Spans are listed as whole key blocks plus edge tokens (MIXED layout).
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 

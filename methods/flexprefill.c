@@ -37,7 +37,7 @@
  * pooled scores (N^2/4096 at 64-blocks), never N x N. Cost O(block_q N d).
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdlib.h>

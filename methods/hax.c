@@ -23,7 +23,7 @@
  * Cost O(N² d / block_q) for the pooled logits, O(N d · buckets) hashing.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -95,7 +95,7 @@ typedef struct scored {
 /* a ranks before b: higher score, then lower index (a total order). */
 static int before(scored a, scored b) { return a.s > b.s || (a.s == b.s && a.i < b.i); }
 
-/* select_top(x, n, k): the k best first (common.h). */
+/* select_top(x, n, k): the k best first (keep.h). */
 MC_DEFINE_SELECT_TOP(select_top, scored, before)
 
 /* Selection for head h, added to l one query block at a time. */

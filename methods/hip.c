@@ -23,7 +23,7 @@
  * against every query of its block).
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -47,7 +47,7 @@ typedef struct branch {
  * are distinct among disjoint branches). */
 static int before(branch x, branch y) { return x.s > y.s || (x.s == y.s && x.a < y.a); }
 
-/* select_top(x, n, k): the k best first (common.h). */
+/* select_top(x, n, k): the k best first (keep.h). */
 MC_DEFINE_SELECT_TOP(select_top, branch, before)
 
 static int hip_init(void *state, const ab_params *p, const ab_shape *s)

@@ -19,7 +19,7 @@
  * Cost O(N^2 d / (block_q block_k)) + O(N d) pooling; memory O(N d / block).
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdlib.h>

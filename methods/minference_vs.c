@@ -35,7 +35,7 @@
  * per head in flight, never N × N.
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -22,7 +22,7 @@
  * block_q != block_k case) and monotone in it.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 #include <stdlib.h>

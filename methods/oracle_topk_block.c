@@ -18,7 +18,7 @@
  * Memory: O(block_q · N) per thread (one query block's scores), never N × N.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -23,7 +23,7 @@
  * Memory: O(block_q · N) per thread, never N × N.
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -31,7 +31,7 @@
  * (block_q, N) logit panel per thread; cost O(block_q N d + N^2 d / block_q).
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -14,7 +14,7 @@
  * and the harness records calib_failed, the honest outcome for this pattern.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 

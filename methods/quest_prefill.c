@@ -8,7 +8,7 @@
  * its largest logit on page p by
  *   U(p) = sum_c max(q_c * min_c(p), q_c * max_c(p)),
  * then attends the top pages by U within a token budget. The prefill variant
- * (METHODS.md) does this once per query block with the block's mean query.
+ * (docs/spec/METHODS.md) does this once per query block with the block's mean query.
  * The key block holding the diagonal is always kept (Quest always keeps the
  * current page; in prefill the local block plays that role); the budget is
  * spent on the other causally visible pages, and only on pages the base
@@ -25,7 +25,7 @@
  * Cost O(N^2 d / (block_q page)) + O(N d); memory O(N d / page).
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdlib.h>

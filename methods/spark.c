@@ -5,7 +5,7 @@
  * scores that keeps a fraction 1 − Φ(z) in linear time; Spark sets
  * z = Φ⁻¹(1 − k/n) for a target k).
  *
- * Here, as ../shared/METHODS.md describes it: per query row i, μ and σ of
+ * Here, as docs/spec/METHODS.md describes it: per query row i, μ and σ of
  * the scaled logits are estimated from `samples` = 64 keys drawn (seeded by
  * pb->seed, head and row, with replacement) among the keys the row may see
  * (its base-mask span: [0, i] under causal, its document's keys under a
@@ -22,7 +22,7 @@
  * Memory: O(block_q · N) per thread.
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdint.h>

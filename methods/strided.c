@@ -21,7 +21,7 @@
  * + block_k + N / s)) entries per head.
  */
 #include "attnbench.h"
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #include <math.h>
 

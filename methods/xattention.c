@@ -42,7 +42,7 @@
  * quadratic, S times cheaper than dense, reported as select time.
  */
 #include "attnbench.h"
-#include "methods/blocksel.h"
+#include "methods/block_score.h"
 
 #include <math.h>
 #include <stdlib.h>

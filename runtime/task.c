@@ -1,4 +1,4 @@
-/* task.c — decoding and scoring of planted answers (TASKS.md §3, "Values
+/* task.c — decoding and scoring of planted answers (docs/spec/TASKS.md §3, "Values
  * and decoding"), shared by every synthetic task (RULER-style retrieval
  * accuracy, Hsieh et al. 2024, arXiv:2404.06654), and the checked calls of
  * a task's generate() and check() (runtime/plugin.h).

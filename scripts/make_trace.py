@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """make_trace.py — write a tiny real attention trace for the `trace` task
-(TASKS.md §6): Q, K, V of a few heads of one or more layers of a small real
+(docs/spec/TASKS.md §6): Q, K, V of a few heads of one or more layers of a small real
 model, captured with forward hooks, stored as float16 in the attnbench trace
 layout:
 

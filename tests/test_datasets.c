@@ -1,4 +1,4 @@
-/* test_datasets.c — Criterion tests of the data side (TASKS.md §1-3):
+/* test_datasets.c — Criterion tests of the data side (docs/spec/TASKS.md §1-3):
  * Philox RNG (known answer, determinism across thread counts, per-row
  * regeneration, sampling without replacement), the haystack (closed-form
  * logits of each component and monotone knob effects measured with a naive

@@ -1,5 +1,5 @@
 /* test_export.c — export, show, plot and the results page on a small
- * fixture results file (the paper-style figures of DESIGN.md section 8).
+ * fixture results file (the paper-style figures of the README, "Figures").
  *
  * The fixture is written through the real store API: methods dense, window
  * (three densities), topk, lowrank (no recall) and broken (crashes only),

@@ -1,4 +1,4 @@
-/* test_tasks.c — Criterion tests of the tasks of TASKS.md §3 beyond the
+/* test_tasks.c — Criterion tests of the tasks of docs/spec/TASKS.md §3 beyond the
  * needle: multikey, passkey, joint_recall (the HAX paper's joint recall) and
  * trace (HDF5 trace import, §6). For every planted task: dense attention
  * (kernels' fp64 ab_ref_rows) decodes every valid trial; a layout dropping
@@ -136,7 +136,7 @@ static void layout_drop_key_block(const run *r, int bk, int drop, ab_layout *l)
 
 static const ab_task *planted_tasks[] = {&multikey_task, &passkey_task, &joint_recall_task};
 
-/* ---- sanity properties (TASKS.md §3) --------------------------------------- */
+/* ---- sanity properties (docs/spec/TASKS.md §3) --------------------------------------- */
 
 Test(tasks, dense_solves_every_trial_and_dropping_the_key_block_fails_it)
 {

@@ -1,4 +1,4 @@
-/* haystack.c — the synthetic background Q, K, V of every task (TASKS.md §2).
+/* haystack.c — the synthetic background Q, K, V of every task (docs/spec/TASKS.md §2).
  *
  * Each component lives in its own band of dimensions, so the logits are a sum
  * of closed forms (scale 1/sqrt(d)):

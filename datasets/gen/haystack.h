@@ -1,4 +1,4 @@
-/* haystack.h — the synthetic background attention layer (TASKS.md §2).
+/* haystack.h — the synthetic background attention layer (docs/spec/TASKS.md §2).
  *
  * Q and K are sums of components, each in its own band of dimensions, so each
  * component's effect on the logits s_ij = q_i.k_j/sqrt(d) is known in closed

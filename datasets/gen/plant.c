@@ -1,4 +1,4 @@
-/* plant.c — helpers shared by the planted-answer tasks (TASKS.md §3); see
+/* plant.c — helpers shared by the planted-answer tasks (docs/spec/TASKS.md §3); see
  * plant.h. RULER (Hsieh et al. 2024, arXiv:2404.06654) style retrieval
  * tasks at the Q/K/V level.
  */

@@ -1,7 +1,7 @@
-/* plant.h — helpers shared by the planted-answer tasks (TASKS.md §3):
+/* plant.h — helpers shared by the planted-answer tasks (docs/spec/TASKS.md §3):
  * log-partitions of a query row over the haystack, orthonormal key
  * directions in the task's free band, the answer codebook and answer arrays.
- * The planting rule follows TASKS.md ("Signal strength") and the needle task
+ * The planting rule follows docs/spec/TASKS.md ("Signal strength") and the needle task
  * (datasets/tasks/needle.c); where the base mask lets a planted key sit is
  * worked out here too (ab_plant_window). The tasks follow RULER (Hsieh et
  * al. 2024, arXiv:2404.06654) and the HAX joint-recall task (2025).
@@ -37,11 +37,11 @@ int ab_plant_orthonormal(ab_rng r, uint32_t head, uint32_t row0,
 int ab_plant_answer_alloc(ab_answer *a, ab_rng r, int n, int with_group, int C,
                           int d, double decode_floor);
 
-/* The haystack log-partition floor of TASKS.md: ln n + tau^2 / 2, with n
+/* The haystack log-partition floor of docs/spec/TASKS.md: ln n + tau^2 / 2, with n
  * the context length (ab_plant_context). */
 double ab_plant_lz_floor(int n, double temperature);
 
-/* ---- base masks (TASKS.md §3, "Base masks") -------------------------------
+/* ---- base masks (docs/spec/TASKS.md §3, "Base masks") -------------------------------
  * A planted key must lie where every query row that retrieves it may see it
  * under the shape's base mask (ab_shape.mask; NULL: plain causal / full).
  * The task's query rows are [q0, q1); a planted key is never one of them.

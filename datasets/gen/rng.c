@@ -1,5 +1,5 @@
 /* rng.c — Philox4x32-10 counter-based generator for the synthetic tasks
- * (TASKS.md §1; Salmon et al., SC 2011, via the header-only Random123).
+ * (docs/spec/TASKS.md §1; Salmon et al., SC 2011, via the header-only Random123).
  * Uniforms, Box-Muller normals, unit vectors in a dimension band, and
  * Floyd's sampling without replacement. No state: pure functions of the
  * counter and key.

@@ -1,4 +1,4 @@
-/* rng.h — counter-based randomness for the synthetic tasks (TASKS.md §1).
+/* rng.h — counter-based randomness for the synthetic tasks (docs/spec/TASKS.md §1).
  *
  * Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
  * 3", SC 2011; the Random123 library). Key = (seed low word, seed high word

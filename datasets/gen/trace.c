@@ -1,4 +1,4 @@
-/* trace.c — HDF5 reader of attnbench trace files (TASKS.md §6), used by the
+/* trace.c — HDF5 reader of attnbench trace files (docs/spec/TASKS.md §6), used by the
  * `trace` task: real Q, K, V of one layer (e.g. captured from a model with
  * scripts/make_trace.py), validated and loaded as float32.
  *

@@ -1,4 +1,4 @@
-/* trace.h — reader of attnbench trace files (TASKS.md §6): real Q, K, V of
+/* trace.h — reader of attnbench trace files (docs/spec/TASKS.md §6): real Q, K, V of
  * one attention layer stored in HDF5, for the `trace` task.
  *
  *   /              attrs format = "attnbench-trace", version = 1, source, dtype

@@ -1,4 +1,4 @@
-/* task_joint_recall.c — the `joint_recall` task (TASKS.md §3), the joint
+/* joint_recall.c — the `joint_recall` task (docs/spec/TASKS.md §3), the joint
  * recall task of the HAX paper ("Overcoming Long-Context Limitations of
  * State-Space Models via Context-Dependent Sparse Attention", 2025) at the
  * Q/K/V level. Associative recall asks for the value of a key; joint recall

@@ -1,4 +1,4 @@
-/* task_multikey.c — the `multikey` task (TASKS.md §3): RULER's multi-key
+/* multikey.c — the `multikey` task (docs/spec/TASKS.md §3): RULER's multi-key
  * needle (Hsieh et al. 2024, arXiv:2404.06654) at the Q/K/V level. One true
  * needle plus D distractor needles at other depths; the distractors' key
  * directions are correlated rho with the true one and carry their own codes.

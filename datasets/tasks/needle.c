@@ -1,4 +1,4 @@
-/* task_needle.c — the `needle` task (TASKS.md §3): one planted key in the
+/* needle.c — the `needle` task (docs/spec/TASKS.md §3): one planted key in the
  * synthetic haystack, retrieved by the last R query rows. The Q/K/V-level
  * analogue of needle-in-a-haystack (Kamradt 2023) and RULER's single needle
  * (Hsieh et al. 2024, arXiv:2404.06654).
@@ -12,7 +12,7 @@
  * haystack): k_p += lambda e, and query row r gets q_r += lambda_r e with
  * lambda_r chosen so that the planted logit q_r.k_p/sqrt(d) is exactly
  * `margin` nats above the log-partition of the rest of row r (the haystack's
- * own part of q_r.k_p is measured and made up for). TASKS.md's estimate of
+ * own part of q_r.k_p is measured and made up for). docs/spec/TASKS.md's estimate of
  * that log-partition, ln N + tau^2/2, counts only the noise band; with the
  * default sinks/local/slash/topic knobs the true value is several nats
  * higher (about 12.5 at N = 512 against 6.7), so the exact log-sum-exp of the

@@ -1,4 +1,4 @@
-/* task_passkey.c — the `passkey` task (TASKS.md §3): a multi-token secret
+/* passkey.c — the `passkey` task (docs/spec/TASKS.md §3): a multi-token secret
  * retrieved digit by digit, after the passkey retrieval test of Landmark
  * Attention (Mohtashami & Jaggi 2023, arXiv:2305.16300) and LAWCAT.
  *

@@ -1,4 +1,4 @@
-/* task_trace.c — the `trace` task (TASKS.md §3, §6): real Q, K, V of one
+/* trace.c — the `trace` task (docs/spec/TASKS.md §3, §6): real Q, K, V of one
  * attention layer loaded from an HDF5 trace file (datasets/gen/trace.h), e.g.
  * the shipped datasets/traces/minilm_l6.h5 captured from all-MiniLM-L6-v2
  * (Wang et al. 2020, arXiv:2002.10957) by scripts/make_trace.py.

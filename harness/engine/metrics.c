@@ -1,6 +1,6 @@
 /* metrics.c — mass recall (MInference's "attention recall"), top-k recall,
  * output error against the fp64 reference, and the Wilson interval.
- * See TASKS.md §4. Rows are processed one at a time; nothing is N×N.
+ * See docs/spec/TASKS.md §4. Rows are processed one at a time; nothing is N×N.
  * Every metric ranges over the keys the base mask allows (ab_shape_mask of
  * the problem's shape): the dense top-k is chosen among them and a kept key
  * the mask forbids counts for nothing. */

@@ -1,5 +1,5 @@
 /* metrics.h — quality of a method's output against the exact fp64
- * reference, on a set of scored rows (TASKS.md §4). Nothing is N×N: the
+ * reference, on a set of scored rows (docs/spec/TASKS.md §4). Nothing is N×N: the
  * reference is computed once per problem for the scored rows only, and each
  * method is scored by walking only the keys its layout keeps. */
 #ifndef AB_METRICS_H

@@ -10,7 +10,7 @@
  * it, the per-method table gains a mask column, and the dense-vs-mask
  * figure and the base-mask pictures of the gallery appear. Images are referenced by
  * relative name, so the folder can be copied off a cluster and opened on a
- * laptop. The figures are those of DESIGN.md section 8, in the style of
+ * laptop. The figures are those of the README ("Figures"), in the style of
  * sparse-attention evaluations (e.g. MInference, arXiv 2407.02490).
  */
 #include <dirent.h>

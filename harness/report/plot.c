@@ -22,8 +22,8 @@
  * names them all. Then the mask gallery (`attnbench mask --gallery` under the
  * primary mask, plus the base mask alone for each mask of the file,
  * `attnbench mask dense --mask SPEC`; only when the binary has that command)
- * and DIR/index.html (html.c). Figures as in the paper-style list of DESIGN.md
- * section 8 (sparse-attention evaluations such as MInference, arXiv 2407.02490).
+ * and DIR/index.html (html.c). Figures as in the paper-style list of the README
+ * ("Figures"; sparse-attention evaluations such as MInference, arXiv 2407.02490).
  */
 #include <dirent.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* env.c — the run environment (name -> string, written as root attributes of
+/* point.c — the run environment (name -> string, written as root attributes of
  * the results file) and the point status helpers declared in point.h. */
 #include <math.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* store.c — results storage (store.h): the HDF5 file of DESIGN.md §6 made
+/* store.c — results storage (store.h): the HDF5 file of the README ("Results file") made
  * crash-safe by a checksummed journal and whole-file atomic rewrites.
  *
  * Writer. All points live in memory (an insertion-ordered array with a hash

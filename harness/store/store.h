@@ -1,4 +1,4 @@
-/* store.h — results storage: the HDF5 file of DESIGN.md §6, made crash-safe.
+/* store.h — results storage: the HDF5 file of the README ("Results file"), made crash-safe.
  *
  * HDF5 1.10 is not crash-safe (a SIGKILL mid-write can leave a file that
  * does not open), so the HDF5 file is never modified in place:

@@ -1,20 +1,20 @@
-/* blocksel.h — small static helpers shared by the dynamic selectors
+/* block_score.h — scoring and ranking of blocks, shared by the dynamic selectors
  * (xattention, minference_block, flexprefill, seer_proxy, quest_prefill,
  * anchor, pbs, cca; the token selectors spark, oracle_topk_token,
  * minference_vs, dhsa): a vectorisable A·Bᵀ on row-major panels, scaled
  * logit panels, block mean pooling, a deterministic (score desc, index asc)
  * sort and a softmax. The dithered fractional budget (mc_dither) and the
- * other method-wide helpers are in methods/common.h, included here.
+ * other method-wide helpers are in methods/keep.h, included here.
  * Header-only (static inline), not a method: it registers nothing.
  */
-#ifndef AB_METHODS_BLOCKSEL_H
-#define AB_METHODS_BLOCKSEL_H
+#ifndef AB_METHODS_BLOCK_SCORE_H
+#define AB_METHODS_BLOCK_SCORE_H
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "methods/common.h"
+#include "methods/keep.h"
 
 #define BS_PANEL 64 /* B rows transposed at a time in bs_gemm_nt */
 

@@ -1,13 +1,13 @@
-/* common.h — small static helpers shared by method files: the golden-ratio
+/* keep.h — how many keys to keep and which, shared by method files: the golden-ratio
  * dithered fractional budget (the scheme of oracle_topk_block.c), a key
  * span written as whole key blocks plus edge tokens (the fixed patterns of
  * Child et al. 2019, arXiv 1904.10509, Longformer, StreamingLLM), a
  * splitmix64 hash for seeded choices, and a typed quickselect
  * (MC_DEFINE_SELECT_TOP). Header-only (static inline), not
- * a method: it registers nothing. methods/blocksel.h includes it.
+ * a method: it registers nothing. methods/block_score.h includes it.
  */
-#ifndef AB_METHODS_COMMON_H
-#define AB_METHODS_COMMON_H
+#ifndef AB_METHODS_KEEP_H
+#define AB_METHODS_KEEP_H
 
 #include <math.h>
 #include <stdint.h>
