@@ -12,6 +12,7 @@
  * ab_gpu_env() ask a short-lived child and read the answer from a pipe.
  */
 #include "harness/engine/gpu.h"
+#include "harness/engine/measure.h"
 #include "runtime/isolate.h"
 #include "runtime/layout.h"
 
@@ -231,18 +232,9 @@ static void record_point(const ab_gpu_point_in *x, ab_point *p, const gpu_sample
                          const float *out, const char *gpu_name)
 {
     const ab_shape *s = &x->pb->s;
-    ab_stats ss, sr, st, sc_copy;
-    ab_stats_compute(t->sel, t->n, &ss);
-    ab_stats_compute(t->run, t->n, &sr);
-    ab_stats_compute(t->tot, t->n, &st);
+    ab_stats sc_copy;
     ab_stats_compute(t->copy, t->n, &sc_copy);
-    p->select_ms = ss.median;
-    p->run_ms = sr.median;
-    p->total_ms = st.median;
-    p->min_ms = st.min;
-    p->p10_ms = st.p10;
-    p->p90_ms = st.p90;
-    p->cv = st.cv;
+    ab_point_latency(p, t->sel, t->run, t->tot, t->n);
     p->n_samples = t->n;
     for (int i = 0; i < t->n; i++) {
         p->sample_select_ms[i] = t->sel[i];
@@ -250,7 +242,7 @@ static void record_point(const ab_gpu_point_in *x, ab_point *p, const gpu_sample
     }
     const ab_mask fm = ab_shape_mask(s); /* dense-equivalent work over the pairs the base mask allows */
     const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
-    p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
+    p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     snprintf(p->kernel, sizeof p->kernel, "%s", ab_gpu_kernel_name(x->m, l->kind));
     const int nonfinite = ab_score_point(x->ref, x->pb, l, out, x->ans, p);
     if (nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");

@@ -467,6 +467,21 @@ void measure_point(const point_ctx *x, ab_point *p)
     ab_mask_free(&mk);
 }
 
+void ab_point_latency(ab_point *p, const double *sel, const double *run, const double *tot, int n)
+{
+    ab_stats st, ss, sr;
+    ab_stats_compute(tot, n, &st);
+    ab_stats_compute(sel, n, &ss);
+    ab_stats_compute(run, n, &sr);
+    p->select_ms = ss.median;
+    p->run_ms = sr.median;
+    p->total_ms = st.median;
+    p->min_ms = st.min;
+    p->p10_ms = st.p10;
+    p->p90_ms = st.p90;
+    p->cv = st.cv;
+}
+
 /* The point's figures from its samples (every round): medians, spread,
  * the bootstrap intervals and the flags. */
 void ab_finish_timing(ab_point *p, const ab_config *c)
@@ -485,21 +500,11 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
         if (p->sample_dense_ms[i] > 0) { rat[nr] = tot[i] / p->sample_dense_ms[i]; rgrp[nr++] = p->sample_round[i]; }
         else p->sample_dense_ms[i] = NAN;
     }
-    ab_stats st, ss, sr;
-    ab_stats_compute(tot, n, &st);
-    ab_stats_compute(p->sample_select_ms, n, &ss);
-    ab_stats_compute(p->sample_run_ms, n, &sr);
-    p->select_ms = ss.median;
-    p->run_ms = sr.median;
-    p->total_ms = st.median;
-    p->min_ms = st.min;
-    p->p10_ms = st.p10;
-    p->p90_ms = st.p90;
-    p->cv = st.cv;
+    ab_point_latency(p, p->sample_select_ms, p->sample_run_ms, tot, n);
     const uint64_t seed = ab_fnv1a(p->key);
     ab_median_ci(tot, grp, n, 0.95, 2000, seed, &p->total_lo_ms, &p->total_hi_ms);
     const double flops = 4.0 * p->heads * (double)p->seq_len * p->seq_len * p->head_dim * p->mask_density;
-    p->dense_gflops = flops / (st.median * 1e-3) / 1e9;
+    p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     p->rel_dense = p->rel_lo = p->rel_hi = p->dense_pair_ms = NAN;
     if (!strcmp(p->method, "dense") && !strcmp(p->device, "cpu")) {
         p->rel_dense = p->rel_lo = p->rel_hi = 1.0; /* the baseline, by definition */

@@ -36,6 +36,9 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads);
 void ab_add_round(ab_point *p, const ab_point *q);
 /* The point's figures from its samples (every round). */
 void ab_finish_timing(ab_point *p, const ab_config *c);
+/* The latency fields of p (select_ms, run_ms, total_ms and the spread of
+ * total: min, p10, p90, cv) from n samples of each part; CPU and GPU points. */
+void ab_point_latency(ab_point *p, const double *sel, const double *run, const double *tot, int n);
 
 /* One call: a fresh layout, select() (+ finalize) and run(); their times in
  * ms added to *sel and *run. */
