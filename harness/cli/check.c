@@ -442,6 +442,26 @@ static void list_add(char *list, size_t cap, const char *spec)
     if (len < cap) snprintf(list + len, cap - len, "%s%s", len ? ", " : "", spec);
 }
 
+/* The knob's effect on density (knob_sweep) on a causal N = 512 problem,
+ * with its verdict or warning in report. */
+static int check_knob(const ab_method *m, ab_check_result *r, char *report, size_t n)
+{
+    cproblem c;
+    char err[256], msg[320] = "";
+    if (problem_make(&c, 2, 512, 64, "causal", 4242, err, sizeof err)) {
+        say(report, n, "knob sweep: %s", err);
+        return AB_CHECK_FAIL;
+    }
+    const int verdict = knob_sweep(m, &c.pb, r, msg, sizeof msg);
+    problem_free(&c);
+    if (verdict == AB_CHECK_FAIL || r->inversions < 0)
+        say(report, n, "%s", msg);
+    else if (r->inversions > 0)
+        say(report, n, "ok; warning: density not monotone in %s (%d inversions over 7 values)",
+            m->params[m->density_knob.param].name, r->inversions);
+    return verdict;
+}
+
 int ab_check_method_masks(const ab_method *m, int quick, const char *const *specs, int nspecs,
                           ab_check_result *res, char *report, size_t n)
 {
@@ -524,19 +544,7 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
         say(report, n, "every configuration was unsupported");
         return AB_CHECK_FAIL;
     }
-    if (verdict == AB_CHECK_PASS && m->density_knob.param >= 0) {
-        cproblem c;
-        if (problem_make(&c, 2, 512, 64, "causal", 4242, err, sizeof err)) {
-            say(report, n, "knob sweep: %s", err);
-            return AB_CHECK_FAIL;
-        }
-        verdict = knob_sweep(m, &c.pb, r, msg, sizeof msg);
-        problem_free(&c);
-        if (verdict == AB_CHECK_FAIL || r->inversions < 0) say(report, n, "%s", msg);
-        else if (r->inversions > 0)
-            say(report, n, "ok; warning: density not monotone in %s (%d inversions over 7 values)",
-                m->params[m->density_knob.param].name, r->inversions);
-    }
+    if (verdict == AB_CHECK_PASS && m->density_knob.param >= 0) verdict = check_knob(m, r, report, n);
     if (verdict == AB_CHECK_PASS && r->masks_unsupported[0] && report && n) {
         const size_t len = strlen(report);
         snprintf(report + len, n - len, "; unsupported (declined) under %s", r->masks_unsupported);

@@ -105,78 +105,125 @@ static double from_u(const ab_knob *k, double u, double v_ref) { return k->log_s
  * Returns 0 and the knob, 1 if the target is out of reach (message says
  * the reachable range, or the nearest value), or an AB_E* code. */
 static int g_calib_evals; /* select() evaluations of the last calibration (AB_CALIB_TRACE) */
-static int calibrate(const point_ctx *x, const ab_problem *pb, double target, double *knob,
-                     double *achieved, char *msg, size_t ml)
+
+/* The state of one calibration: the nearest value so far and the bracket
+ * [va, vb] with densities da < target < db (NaN: that side not found yet). */
+typedef struct calib {
+    const point_ctx *x;
+    const ab_problem *pb;
+    const ab_knob *kn;
+    const ab_param *kp;
+    double target, tol;
+    double best, bestd;
+    double va, da, vb, db;
+    double knob, achieved; /* the answer, once found */
+    int evals;
+    char *msg;
+    size_t ml;
+} calib;
+
+/* select() at knob v: density *dv, the nearest value kept. Returns an AB_E*
+ * code, 1 when v is within tolerance (the answer), else 0. */
+static int calib_try(calib *cs, double v, double *dv)
 {
-    const ab_method *m = x->j->m;
-    const ab_knob *kn = &m->density_knob;
-    const ab_param *kp = &m->params[kn->param];
-    const double tol = x->c->tolerance;
-    const int inc = kn->increasing;
-    int rc, evals = 0;
+    g_calib_evals = ++cs->evals;
+    const int rc = eval_knob(cs->x, cs->pb, cs->x->j->params, v, dv, cs->msg, cs->ml);
+    if (rc) return rc;
+    if (isnan(cs->bestd) || fabs(*dv - cs->target) < fabs(cs->bestd - cs->target)) {
+        cs->best = v;
+        cs->bestd = *dv;
+    }
+    if (fabs(*dv - cs->target) > cs->tol * cs->target) return 0;
+    cs->knob = v;
+    cs->achieved = *dv;
+    return 1;
+}
+
+/* v becomes the bracket end on its side of the target. */
+static void calib_side(calib *cs, double v, double dv)
+{
+    if (dv < cs->target) {
+        cs->va = v;
+        cs->da = dv;
+    } else {
+        cs->vb = v;
+        cs->db = dv;
+    }
+}
+
+/* 1. From the guess g, step towards the other side: x2 (log knobs) or an
+ * eighth of the range, doubling, at most four steps. */
+static int calib_guess(calib *cs, double g)
+{
+    const ab_knob *kn = cs->kn;
+    const ab_param *kp = cs->kp;
     double dv;
-#define WITHIN(dd) (fabs((dd) - target) <= tol * target)
-#define EVAL(v, out) (evals++, g_calib_evals = evals, eval_knob(x, pb, x->j->params, (v), (out), msg, ml))
-    /* f > 0: density above the target */
-#define F_OF(dd) ((dd) > 0 ? log((dd) / target) : -50.0)
-    double best = NAN, bestd = NAN;
-#define KEEP(v, dd) do { if (isnan(bestd) || fabs((dd) - target) < fabs(bestd - target)) { best = (v); bestd = (dd); } } while (0)
-    /* bracket: a = the side whose density is below the target, b = above */
-    double va = NAN, da = NAN, vb = NAN, db = NAN;
-    if (!isnan(x->cached_knob) && x->cached_knob >= kp->min && x->cached_knob <= kp->max) {
-        double g = kp->is_int ? round(x->cached_knob) : x->cached_knob;
-        if ((rc = EVAL(g, &dv))) return rc;
-        KEEP(g, dv);
-        if (WITHIN(dv)) { *knob = g; *achieved = dv; return 0; }
-        if (dv < target) { va = g; da = dv; } else { vb = g; db = dv; }
-        /* step towards the other side: x2 (log knobs) or an eighth of the range */
-        double step_u = kn->log_scale ? log(2.0) : (kp->max - kp->min) / 8;
-        for (int e = 0; e < 4 && (isnan(va) || isnan(vb)); e++, step_u *= 2) {
-            const int up = isnan(vb) == (inc != 0); /* move the knob up? */
-            double u = to_u(kn, g) + (up ? step_u : -step_u);
-            double v = from_u(kn, u, g);
-            if (kp->is_int) v = round(v);
-            if (v < kp->min) v = kp->min;
-            if (v > kp->max) v = kp->max;
-            if (v == g) break;
-            if ((rc = EVAL(v, &dv))) return rc;
-            KEEP(v, dv);
-            if (WITHIN(dv)) { *knob = v; *achieved = dv; return 0; }
-            if (dv < target) { va = v; da = dv; } else { vb = v; db = dv; }
-            g = v;
-            if (v == kp->min || v == kp->max) break;
+    int rc = calib_try(cs, g, &dv);
+    if (rc) return rc;
+    calib_side(cs, g, dv);
+    double step_u = kn->log_scale ? log(2.0) : (kp->max - kp->min) / 8;
+    for (int e = 0; e < 4 && (isnan(cs->va) || isnan(cs->vb)); e++, step_u *= 2) {
+        const int up = isnan(cs->vb) == (kn->increasing != 0); /* move the knob up? */
+        double u = to_u(kn, g) + (up ? step_u : -step_u);
+        double v = from_u(kn, u, g);
+        if (kp->is_int) v = round(v);
+        if (v < kp->min) v = kp->min;
+        if (v > kp->max) v = kp->max;
+        if (v == g) break;
+        if ((rc = calib_try(cs, v, &dv))) return rc;
+        calib_side(cs, v, dv);
+        g = v;
+        if (v == kp->min || v == kp->max) break;
+    }
+    return 0;
+}
+
+/* 2. The range ends: the missing bracket ends, or proof that the target is
+ * out of reach (2, message set). */
+static int calib_ends(calib *cs)
+{
+    const ab_param *kp = cs->kp;
+    const int inc = cs->kn->increasing;
+    const double vlo_d = inc ? kp->min : kp->max, vhi_d = inc ? kp->max : kp->min; /* low / high density ends */
+    double dmin = NAN, dmax = NAN;
+    int rc;
+    if (isnan(cs->va)) {
+        if ((rc = calib_try(cs, vlo_d, &dmin))) return rc;
+        if (dmin < cs->target) {
+            cs->va = vlo_d;
+            cs->da = dmin;
         }
     }
-    if (isnan(va) || isnan(vb)) { /* the range ends: the bracket, or proof the target is out of reach */
-        const double vlo_d = inc ? kp->min : kp->max, vhi_d = inc ? kp->max : kp->min; /* low / high density ends */
-        double dmin = NAN, dmax = NAN;
-        if (isnan(va)) {
-            if ((rc = EVAL(vlo_d, &dmin))) return rc;
-            KEEP(vlo_d, dmin);
-            if (WITHIN(dmin)) { *knob = vlo_d; *achieved = dmin; return 0; }
-            if (dmin < target) { va = vlo_d; da = dmin; }
-        }
-        if (isnan(vb)) {
-            if ((rc = EVAL(vhi_d, &dmax))) return rc;
-            KEEP(vhi_d, dmax);
-            if (WITHIN(dmax)) { *knob = vhi_d; *achieved = dmax; return 0; }
-            if (dmax > target) { vb = vhi_d; db = dmax; }
-        }
-        if (isnan(va) || isnan(vb)) {
-            double lo_d = isnan(dmin) ? da : dmin, hi_d = isnan(dmax) ? db : dmax;
-            snprintf(msg, ml, "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]",
-                     target, lo_d, hi_d, kp->name, kp->min, kp->max);
-            *achieved = isnan(va) ? (isnan(dmin) ? da : dmin) : (isnan(dmax) ? db : dmax);
-            *knob = isnan(va) ? vlo_d : vhi_d;
-            return 1;
+    if (isnan(cs->vb)) {
+        if ((rc = calib_try(cs, vhi_d, &dmax))) return rc;
+        if (dmax > cs->target) {
+            cs->vb = vhi_d;
+            cs->db = dmax;
         }
     }
-    /* false position (Illinois) inside [va, vb] (densities da < target < db) */
-    double fa = F_OF(da), fb = F_OF(db);
+    if (!isnan(cs->va) && !isnan(cs->vb)) return 0;
+    const double lo_d = isnan(dmin) ? cs->da : dmin, hi_d = isnan(dmax) ? cs->db : dmax;
+    snprintf(cs->msg, cs->ml, "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]",
+             cs->target, lo_d, hi_d, kp->name, kp->min, kp->max);
+    cs->achieved = isnan(cs->va) ? lo_d : hi_d;
+    cs->knob = isnan(cs->va) ? vlo_d : vhi_d;
+    return 2;
+}
+
+/* f > 0: density above the target */
+static double calib_f(const calib *cs, double d) { return d > 0 ? log(d / cs->target) : -50.0; }
+
+/* 3. False position (Illinois) inside [va, vb]; 2 when the iterations run
+ * out (the nearest value, message set). */
+static int calib_false_position(calib *cs)
+{
+    const ab_param *kp = cs->kp;
+    double fa = calib_f(cs, cs->da), fb = calib_f(cs, cs->db), dv;
     int side = 0; /* which end stayed twice: halve its f (Illinois) */
-    for (int it = 0; it < x->c->max_iters; it++) {
+    for (int it = 0; it < cs->x->c->max_iters; it++) {
+        const double va = cs->va, vb = cs->vb;
         if (kp->is_int && fabs(vb - va) <= 1) break;
-        const int lg = kn->log_scale && va > 0 && vb > 0; /* both ends in one space */
+        const int lg = cs->kn->log_scale && va > 0 && vb > 0; /* both ends in one space */
         const double ua = lg ? log(va) : va, ub = lg ? log(vb) : vb;
         double u = fa != fb ? ua - fa * (ub - ua) / (fb - fa) : 0.5 * (ua + ub);
         /* safeguard: stay inside, away from the ends; bisect when the last
@@ -191,30 +238,46 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
             if (v <= lo) v = lo + 1;
             if (v >= hi) v = hi - 1;
         }
-        if ((rc = EVAL(v, &dv))) return rc;
-        KEEP(v, dv);
-        if (WITHIN(dv)) { *knob = v; *achieved = dv; return 0; }
-        const double fv = F_OF(dv);
-        if (dv < target) {
-            va = v; fa = fv;
+        const int rc = calib_try(cs, v, &dv);
+        if (rc) return rc;
+        const double fv = calib_f(cs, dv);
+        calib_side(cs, v, dv);
+        if (dv < cs->target) {
+            fa = fv;
             if (side < 0) fb *= 0.5;
             side = side < 0 ? side - 1 : -1;
         } else {
-            vb = v; fb = fv;
+            fb = fv;
             if (side > 0) fa *= 0.5;
             side = side > 0 ? side + 1 : 1;
         }
         if (side == 3 || side == -3) side = 0;
     }
-    *knob = best;
-    *achieved = bestd;
-    snprintf(msg, ml, "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g (%d evaluations)",
-             kp->name, target, tol * 100, bestd, kp->name, best, evals);
-    return 1;
-#undef WITHIN
-#undef EVAL
-#undef F_OF
-#undef KEEP
+    cs->knob = cs->best;
+    cs->achieved = cs->bestd;
+    snprintf(cs->msg, cs->ml,
+             "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g (%d evaluations)", kp->name,
+             cs->target, cs->tol * 100, cs->bestd, kp->name, cs->best, cs->evals);
+    return 2;
+}
+
+static int calibrate(const point_ctx *x, const ab_problem *pb, double target, double *knob, double *achieved,
+                     char *msg, size_t ml)
+{
+    const ab_method *m = x->j->m;
+    calib cs = { .x = x, .pb = pb, .kn = &m->density_knob, .kp = &m->params[m->density_knob.param],
+                 .target = target, .tol = x->c->tolerance, .best = NAN, .bestd = NAN, .va = NAN, .da = NAN,
+                 .vb = NAN, .db = NAN, .msg = msg, .ml = ml };
+    const ab_param *kp = cs.kp;
+    int rc = 0;
+    if (!isnan(x->cached_knob) && x->cached_knob >= kp->min && x->cached_knob <= kp->max)
+        rc = calib_guess(&cs, kp->is_int ? round(x->cached_knob) : x->cached_knob);
+    if (!rc && (isnan(cs.va) || isnan(cs.vb))) rc = calib_ends(&cs);
+    if (!rc) rc = calib_false_position(&cs);
+    if (rc < 0) return rc;
+    *knob = cs.knob;
+    *achieved = cs.achieved;
+    return rc == 1 ? 0 : 1;
 }
 
 /* One call: a fresh layout, select() (+ finalize) and run(); their times in
