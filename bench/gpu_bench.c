@@ -131,7 +131,9 @@ static int bench_shape(const opts *o, int n, int d, FILE *tsv, FILE *wide)
     const size_t t = (size_t)o->heads * n * d;
     float *q = malloc(t * sizeof *q), *k = malloc(t * sizeof *k), *v = malloc(t * sizeof *v);
     if (!q || !k || !v) {
-        free(q); free(k); free(v);
+        free(q);
+        free(k);
+        free(v);
         return AB_ENOMEM;
     }
     uint64_t seed = 42;
@@ -144,7 +146,9 @@ static int bench_shape(const opts *o, int n, int d, FILE *tsv, FILE *wide)
     ab_cuda *g = NULL;
     int rc = ab_cuda_open(&g, &s, o->dt, err, sizeof err);
     if (rc == AB_OK) rc = ab_cuda_upload_qkv(g, q, k, v);
-    free(q); free(k); free(v);
+    free(q);
+    free(k);
+    free(v);
     if (rc) {
         fprintf(stderr, "gpu_bench: N=%d d=%d: %s\n", n, d, g ? ab_cuda_error(g) : err);
         ab_cuda_close(g);
@@ -182,15 +186,16 @@ static int bench_shape(const opts *o, int n, int d, FILE *tsv, FILE *wide)
     if (wide) fprintf(wide, "%d", n);
     for (int i = 0; i < nr; i++) {
         r[i].tflops = r[i].ms > 0 ? dense_flops * r[i].density / (r[i].ms * 1e-3) / 1e12 : NAN;
-        fprintf(tsv, "%s\t%d\t%d\t%d\t%d\t%s\t%.4f\t%.4f\t%.2f\t%.3f\t%.3f\n", r[i].kernel, n, d, o->heads, o->causal,
-                dtn, r[i].density, r[i].ms, r[i].tflops, flash_ms / r[i].ms, isnan(sd) ? NAN : sd / r[i].ms);
-        printf("%-15s N=%-6d d=%-3d density=%.3f %9.3f ms %7.2f TFLOP/s  vs flash %6.2fx%s", r[i].kernel, n, d,
-               r[i].density, r[i].ms, r[i].tflops, flash_ms / r[i].ms, isnan(sd) ? "\n" : "");
+        fprintf(tsv, "%s\t%d\t%d\t%d\t%d\t%s\t%.4f\t%.4f\t%.2f\t%.3f\t%.3f\n", r[i].kernel, n, d, o->heads,
+                o->causal, dtn, r[i].density, r[i].ms, r[i].tflops, flash_ms / r[i].ms,
+                isnan(sd) ? NAN : sd / r[i].ms);
+        printf("%-15s N=%-6d d=%-3d density=%.3f %9.3f ms %7.2f TFLOP/s  vs flash %6.2fx%s", r[i].kernel, n,
+               d, r[i].density, r[i].ms, r[i].tflops, flash_ms / r[i].ms, isnan(sd) ? "\n" : "");
         if (!isnan(sd)) printf("  vs SDPA %5.2fx\n", sd / r[i].ms);
     }
     /* wide: flash bs5 bs10 bs20 bs50 gather10 cublas sdpa */
-    static const char *const cols[] = { "flash", "blocksparse_5", "blocksparse_10", "blocksparse_20",
-                                        "blocksparse_50", "gather_10", "cublas", "torch_sdpa" };
+    static const char *const cols[] = { "flash",          "blocksparse_5", "blocksparse_10", "blocksparse_20",
+                                        "blocksparse_50", "gather_10",     "cublas",         "torch_sdpa" };
     for (int c = 0; wide && c < 8; c++) {
         double v2 = NAN;
         for (int i = 0; i < nr; i++)
@@ -203,26 +208,59 @@ static int bench_shape(const opts *o, int n, int d, FILE *tsv, FILE *wide)
 
 int main(int argc, char **argv)
 {
-    opts o = { .nn = 0, .nd = 0, .heads = 16, .causal = 1, .reps = 10, .block = 128, .gather_max_n = 32768,
-               .dt = AB_CUDA_FP16, .sdpa = NULL, .out = "results/gpu_bench" };
+    opts o = { .nn = 0,
+               .nd = 0,
+               .heads = 16,
+               .causal = 1,
+               .reps = 10,
+               .block = 128,
+               .gather_max_n = 32768,
+               .dt = AB_CUDA_FP16,
+               .sdpa = NULL,
+               .out = "results/gpu_bench" };
     int probe_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--probe")) probe_only = 1;
-        else if (!strcmp(a, "--quick")) { o.nn = parse_list("4096,16384", o.n, MAXL); o.reps = 5; }
-        else if (v && !strcmp(a, "--n")) { o.nn = parse_list(v, o.n, MAXL); i++; }
-        else if (v && !strcmp(a, "--d")) { o.nd = parse_list(v, o.d, MAXL); i++; }
-        else if (v && !strcmp(a, "--heads")) { o.heads = atoi(v); i++; }
-        else if (v && !strcmp(a, "--causal")) { o.causal = atoi(v) != 0; i++; }
-        else if (v && !strcmp(a, "--reps")) { o.reps = atoi(v); i++; }
-        else if (v && !strcmp(a, "--block")) { o.block = atoi(v); i++; }
-        else if (v && !strcmp(a, "--dtype")) { o.dt = !strcmp(v, "bf16") ? AB_CUDA_BF16 : AB_CUDA_FP16; i++; }
-        else if (v && !strcmp(a, "--sdpa")) { o.sdpa = v; i++; }
-        else if (v && !strcmp(a, "--out")) { o.out = v; i++; }
-        else if (v && !strcmp(a, "--min-time")) i++; /* accepted for the SDPA peer's option set */
+        if (!strcmp(a, "--probe"))
+            probe_only = 1;
+        else if (!strcmp(a, "--quick")) {
+            o.nn = parse_list("4096,16384", o.n, MAXL);
+            o.reps = 5;
+        } else if (v && !strcmp(a, "--n")) {
+            o.nn = parse_list(v, o.n, MAXL);
+            i++;
+        } else if (v && !strcmp(a, "--d")) {
+            o.nd = parse_list(v, o.d, MAXL);
+            i++;
+        } else if (v && !strcmp(a, "--heads")) {
+            o.heads = atoi(v);
+            i++;
+        } else if (v && !strcmp(a, "--causal")) {
+            o.causal = atoi(v) != 0;
+            i++;
+        } else if (v && !strcmp(a, "--reps")) {
+            o.reps = atoi(v);
+            i++;
+        } else if (v && !strcmp(a, "--block")) {
+            o.block = atoi(v);
+            i++;
+        } else if (v && !strcmp(a, "--dtype")) {
+            o.dt = !strcmp(v, "bf16") ? AB_CUDA_BF16 : AB_CUDA_FP16;
+            i++;
+        } else if (v && !strcmp(a, "--sdpa")) {
+            o.sdpa = v;
+            i++;
+        } else if (v && !strcmp(a, "--out")) {
+            o.out = v;
+            i++;
+        } else if (v && !strcmp(a, "--min-time"))
+            i++; /* accepted for the SDPA peer's option set */
         else {
-            fprintf(stderr, "usage: gpu_bench [--probe] [--quick] [--n 4096,...] [--d 64,128] [--heads H] [--causal 0|1]\n"
-                            "                 [--reps R] [--block B] [--dtype fp16|bf16] [--sdpa FILE] [--out DIR]\n");
+            fprintf(
+                stderr,
+                "usage: gpu_bench [--probe] [--quick] [--n 4096,...] [--d 64,128] [--heads H] [--causal "
+                "0|1]\n"
+                "                 [--reps R] [--block B] [--dtype fp16|bf16] [--sdpa FILE] [--out DIR]\n");
             return 2;
         }
     }
@@ -236,7 +274,8 @@ int main(int argc, char **argv)
         memset(&e, 0, sizeof e);
         ab_gpu_env(&e);
         printf("gpu: %s (%s), CUDA %s, cuBLAS %s\n", ab_env_get(&e, "gpu_name"), ab_env_get(&e, "gpu_info"),
-               ab_env_get(&e, "cuda_version"), ab_env_get(&e, "cublas_version") ? ab_env_get(&e, "cublas_version") : "?");
+               ab_env_get(&e, "cuda_version"),
+               ab_env_get(&e, "cublas_version") ? ab_env_get(&e, "cublas_version") : "?");
         ab_env_free(&e);
         return 0;
     }
@@ -256,7 +295,8 @@ int main(int argc, char **argv)
         if (wide) fclose(wide);
         return 1;
     }
-    fprintf(tsv, "kernel\tn\td\theads\tcausal\tdtype\tdensity\tms\ttflops\tspeedup_vs_flash\tratio_vs_sdpa\n");
+    fprintf(tsv,
+            "kernel\tn\td\theads\tcausal\tdtype\tdensity\tms\ttflops\tspeedup_vs_flash\tratio_vs_sdpa\n");
     fprintf(wide, "n\tflash\tbs5\tbs10\tbs20\tbs50\tgather10\tcublas\tsdpa\n");
     int failed = 0;
     for (int di = 0; di < o.nd; di++)

@@ -61,8 +61,8 @@ typedef struct bench_cfg {
 typedef struct bench_row {
     char kind[16];
     int n, d, heads, causal, threads;
-    double density;       /* target (sparse kernels), 1 otherwise */
-    double actual;        /* measured layout density */
+    double density; /* target (sparse kernels), 1 otherwise */
+    double actual;  /* measured layout density */
     int reps;
     double med, p10, p90; /* seconds */
     double flops;         /* useful FLOPs of one run */
@@ -99,12 +99,10 @@ static int parse_list_int(const char *s, int *v, int max)
     char *end;
     while (*s && n < max) {
         long x = strtol(s, &end, 10);
-        if (end == s || x <= 0)
-            return -1;
+        if (end == s || x <= 0) return -1;
         v[n++] = (int)x;
         s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
-            return -1;
+        if (*end && *end != ',') return -1;
     }
     return n;
 }
@@ -115,12 +113,10 @@ static int parse_list_dbl(const char *s, double *v, int max)
     char *end;
     while (*s && n < max) {
         double x = strtod(s, &end);
-        if (end == s || !(x > 0.0 && x <= 1.0))
-            return -1;
+        if (end == s || !(x > 0.0 && x <= 1.0)) return -1;
         v[n++] = x;
         s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
-            return -1;
+        if (*end && *end != ',') return -1;
     }
     return n;
 }
@@ -132,8 +128,7 @@ static void loadavg(char *buf, size_t len)
     snprintf(buf, len, "?");
     FILE *f = fopen("/proc/loadavg", "r");
     if (f) {
-        if (!fgets(buf, (int)len, f))
-            snprintf(buf, len, "?");
+        if (!fgets(buf, (int)len, f)) snprintf(buf, len, "?");
         buf[strcspn(buf, " \n")] = 0;
         fclose(f);
     }
@@ -177,8 +172,7 @@ static int qkv_make(bench_qkv *x, int heads, int n, int d, int causal, uint64_t 
     x->k = aligned_alloc(64, bytes);
     x->v = aligned_alloc(64, bytes);
     x->out = aligned_alloc(64, bytes);
-    if (!x->q || !x->k || !x->v || !x->out)
-        return -1;
+    if (!x->q || !x->k || !x->v || !x->out) return -1;
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < heads; h++) {
         uint64_t s = seed * 1000003u + (uint64_t)h;
@@ -189,7 +183,7 @@ static int qkv_make(bench_qkv *x, int heads, int n, int d, int causal, uint64_t 
             x->out[i] = 0.0f;
         }
     }
-    x->pb.s = (ab_shape){heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL};
+    x->pb.s = (ab_shape){ heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL };
     x->pb.q = x->q;
     x->pb.k = x->k;
     x->pb.v = x->v;
@@ -213,14 +207,12 @@ typedef int (*bench_fn)(void *ctx);
 static int time_it(const bench_cfg *c, bench_fn fn, void *ctx, bench_row *row)
 {
     double t0 = now_s();
-    if (fn(ctx))
-        return -1;
+    if (fn(ctx)) return -1;
     double first = now_s() - t0;
     int reps = first > 0 ? (int)ceil(c->min_time / first) : c->max_reps;
     reps = reps < c->min_reps ? c->min_reps : reps > c->max_reps ? c->max_reps : reps;
     double *ts = malloc((size_t)reps * sizeof(double));
-    if (!ts)
-        return -1;
+    if (!ts) return -1;
     for (int i = 0; i < reps; i++) {
         t0 = now_s();
         if (fn(ctx)) {
@@ -249,10 +241,10 @@ static int run_sgemm(void *p)
 {
     sgemm_ctx *x = p;
     /* S = Q K^T (n x n, inner d); O = S V (n x d, inner n) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, x->n, x->n, x->d, 1.0f, x->q, x->d,
-                x->k, x->d, 0.0f, x->s, x->n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->n, x->d, x->n, 1.0f, x->s, x->n,
-                x->v, x->d, 0.0f, x->o, x->d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, x->n, x->n, x->d, 1.0f, x->q, x->d, x->k, x->d, 0.0f,
+                x->s, x->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->n, x->d, x->n, 1.0f, x->s, x->n, x->v, x->d,
+                0.0f, x->o, x->d);
     return 0;
 }
 
@@ -274,20 +266,29 @@ static int run_kernel(void *p)
  * (4-5 cycles on current x86) and a core issues up to 2 FMAs a cycle, so at
  * least 10 chains keep every FMA port busy; 12 fit in the 16 ymm registers
  * with the two constants. */
-#define PEAK_CHAINS 12
-#define PEAK_PORTABLE_W 8 /* floats per chain in the portable loop */
-#define PEAK_TARGET_S 0.2 /* seconds per timed repeat */
-#define PEAK_MAX_REPS 16
+#define PEAK_CHAINS     12
+#define PEAK_PORTABLE_W 8   /* floats per chain in the portable loop */
+#define PEAK_TARGET_S   0.2 /* seconds per timed repeat */
+#define PEAK_MAX_REPS   16
 
 /* x = x*a + b on every chain, `iters` times; returns the sum of the chains
  * so that the caller can consume them (and the loop cannot be removed). */
 typedef float (*peak_fn)(long iters, float a, float b);
 
-#define PEAK_CHAIN_STEP(F)                                                                         \
-    do {                                                                                           \
-        x0 = F(x0, va, vb); x1 = F(x1, va, vb); x2 = F(x2, va, vb); x3 = F(x3, va, vb);              \
-        x4 = F(x4, va, vb); x5 = F(x5, va, vb); x6 = F(x6, va, vb); x7 = F(x7, va, vb);              \
-        x8 = F(x8, va, vb); x9 = F(x9, va, vb); x10 = F(x10, va, vb); x11 = F(x11, va, vb);          \
+#define PEAK_CHAIN_STEP(F)    \
+    do {                      \
+        x0 = F(x0, va, vb);   \
+        x1 = F(x1, va, vb);   \
+        x2 = F(x2, va, vb);   \
+        x3 = F(x3, va, vb);   \
+        x4 = F(x4, va, vb);   \
+        x5 = F(x5, va, vb);   \
+        x6 = F(x6, va, vb);   \
+        x7 = F(x7, va, vb);   \
+        x8 = F(x8, va, vb);   \
+        x9 = F(x9, va, vb);   \
+        x10 = F(x10, va, vb); \
+        x11 = F(x11, va, vb); \
     } while (0)
 
 #ifdef PEAK_X86
@@ -298,8 +299,7 @@ __attribute__((target("avx512f"))) static float peak_avx512(long iters, float a,
            x3 = _mm512_set1_ps(1.03f), x4 = _mm512_set1_ps(1.04f), x5 = _mm512_set1_ps(1.05f),
            x6 = _mm512_set1_ps(1.06f), x7 = _mm512_set1_ps(1.07f), x8 = _mm512_set1_ps(1.08f),
            x9 = _mm512_set1_ps(1.09f), x10 = _mm512_set1_ps(1.10f), x11 = _mm512_set1_ps(1.11f);
-    for (long i = 0; i < iters; i++)
-        PEAK_CHAIN_STEP(_mm512_fmadd_ps);
+    for (long i = 0; i < iters; i++) PEAK_CHAIN_STEP(_mm512_fmadd_ps);
     x0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)),
                        _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7)));
     x0 = _mm512_add_ps(x0, _mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)));
@@ -313,8 +313,7 @@ __attribute__((target("avx2,fma"))) static float peak_avx2(long iters, float a, 
            x3 = _mm256_set1_ps(1.03f), x4 = _mm256_set1_ps(1.04f), x5 = _mm256_set1_ps(1.05f),
            x6 = _mm256_set1_ps(1.06f), x7 = _mm256_set1_ps(1.07f), x8 = _mm256_set1_ps(1.08f),
            x9 = _mm256_set1_ps(1.09f), x10 = _mm256_set1_ps(1.10f), x11 = _mm256_set1_ps(1.11f);
-    for (long i = 0; i < iters; i++)
-        PEAK_CHAIN_STEP(_mm256_fmadd_ps);
+    for (long i = 0; i < iters; i++) PEAK_CHAIN_STEP(_mm256_fmadd_ps);
     x0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
                        _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
     x0 = _mm256_add_ps(x0, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
@@ -330,16 +329,13 @@ static float peak_portable(long iters, float a, float b)
 {
     float x[PEAK_CHAINS][PEAK_PORTABLE_W];
     for (int j = 0; j < PEAK_CHAINS; j++)
-        for (int l = 0; l < PEAK_PORTABLE_W; l++)
-            x[j][l] = 1.0f + 0.01f * (float)j;
+        for (int l = 0; l < PEAK_PORTABLE_W; l++) x[j][l] = 1.0f + 0.01f * (float)j;
     for (long i = 0; i < iters; i++)
         for (int j = 0; j < PEAK_CHAINS; j++)
-            for (int l = 0; l < PEAK_PORTABLE_W; l++)
-                x[j][l] = x[j][l] * a + b;
+            for (int l = 0; l < PEAK_PORTABLE_W; l++) x[j][l] = x[j][l] * a + b;
     float sum = 0.0f;
     for (int j = 0; j < PEAK_CHAINS; j++)
-        for (int l = 0; l < PEAK_PORTABLE_W; l++)
-            sum += x[j][l];
+        for (int l = 0; l < PEAK_PORTABLE_W; l++) sum += x[j][l];
     return sum;
 }
 
@@ -408,14 +404,12 @@ static void peak_measure(int T, int reps, peak_res *r)
         iters *= 4;
         dt = peak_time(fn, T, iters);
     }
-    if (!(dt > 0))
-        return;
+    if (!(dt > 0)) return;
     iters = (long)((double)iters * (PEAK_TARGET_S / dt));
     iters = iters < 1 ? 1 : iters;
     const double flops = 2.0 * lanes * PEAK_CHAINS * (double)iters * T;
     double g[PEAK_MAX_REPS];
-    for (int i = 0; i < reps; i++)
-        g[i] = flops * 1e-9 / peak_time(fn, T, iters);
+    for (int i = 0; i < reps; i++) g[i] = flops * 1e-9 / peak_time(fn, T, iters);
     qsort(g, (size_t)reps, sizeof(double), cmp_dbl);
     r->reps = reps;
     r->gflops = reps % 2 ? g[reps / 2] : 0.5 * (g[reps / 2 - 1] + g[reps / 2]);
@@ -432,8 +426,7 @@ static int peak_all(const bench_cfg *c, int reps, peak_res *res)
     const size_t bytes = (size_t)c->nthr * sizeof(peak_res);
     memset(res, 0, bytes);
     int pfd[2];
-    if (pipe(pfd))
-        return -1;
+    if (pipe(pfd)) return -1;
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -445,16 +438,13 @@ static int peak_all(const bench_cfg *c, int reps, peak_res *res)
     if (pid == 0) {
         close(pfd[0]);
         peak_res out[BMAX];
-        for (int it = 0; it < c->nthr; it++)
-            peak_measure(c->thr[it], reps, &out[it]);
+        for (int it = 0; it < c->nthr; it++) peak_measure(c->thr[it], reps, &out[it]);
         const char *p = (const char *)out;
         size_t done = 0;
         while (done < bytes) {
             ssize_t w = write(pfd[1], p + done, bytes - done);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                _exit(1);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) _exit(1);
             done += (size_t)w;
         }
         _exit(0);
@@ -464,23 +454,19 @@ static int peak_all(const bench_cfg *c, int reps, peak_res *res)
     size_t got = 0;
     while (got < bytes) {
         ssize_t r = read(pfd[0], p + got, bytes - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
         got += (size_t)r;
     }
     close(pfd[0]);
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     if (got < bytes) {
         memset(res, 0, bytes);
         return -1;
     }
     for (int it = 0; it < c->nthr; it++)
-        if (!res[it].ok)
-            return -1;
+        if (!res[it].ok) return -1;
     return 0;
 }
 
@@ -488,8 +474,7 @@ static int peak_all(const bench_cfg *c, int reps, peak_res *res)
 static double peak_for(const peak_res *res, int n, int T)
 {
     for (int i = 0; i < n; i++)
-        if (res[i].ok && res[i].threads == T)
-            return res[i].gflops;
+        if (res[i].ok && res[i].threads == T) return res[i].gflops;
     return NAN;
 }
 
@@ -516,8 +501,7 @@ static int make_layout(ab_layout *l, const ab_shape *s, double dens, int token, 
     ab_layout_init(l, s, B, B);
     const int nqb = l->n_qblocks, nkb = l->n_kblocks, N = s->seq_len;
     int32_t *perm = malloc((size_t)(N > nkb ? N : nkb) * sizeof(int32_t));
-    if (!perm)
-        return -1;
+    if (!perm) return -1;
     uint64_t rng = seed;
     int rc = 0;
     for (int h = 0; h < s->heads && !rc; h++)
@@ -526,8 +510,7 @@ static int make_layout(ab_layout *l, const ab_shape *s, double dens, int token, 
                 const int valid = s->causal ? qb + 1 : nkb;
                 int m = (int)lround(dens * valid);
                 m = m < 1 ? 1 : m;
-                for (int i = 0; i < valid; i++)
-                    perm[i] = i;
+                for (int i = 0; i < valid; i++) perm[i] = i;
                 if (s->causal) { /* the diagonal block first */
                     perm[0] = qb;
                     perm[qb] = 0;
@@ -535,23 +518,19 @@ static int make_layout(ab_layout *l, const ab_shape *s, double dens, int token, 
                 } else {
                     pick(perm, valid, m, &rng);
                 }
-                for (int i = 0; i < m && !rc; i++)
-                    rc = ab_layout_add_block(l, h, qb, perm[i]);
+                for (int i = 0; i < m && !rc; i++) rc = ab_layout_add_block(l, h, qb, perm[i]);
             } else {
                 const int last = (qb + 1) * B < N ? (qb + 1) * B : N;
                 const int valid = s->causal ? last : N;
                 int m = (int)lround(dens * valid);
                 m = m < 1 ? 1 : m;
-                for (int i = 0; i < valid; i++)
-                    perm[i] = i;
+                for (int i = 0; i < valid; i++) perm[i] = i;
                 pick(perm, valid, m, &rng);
-                for (int i = 0; i < m && !rc; i++)
-                    rc = ab_layout_add_token(l, h, qb, perm[i]);
+                for (int i = 0; i < m && !rc; i++) rc = ab_layout_add_token(l, h, qb, perm[i]);
             }
         }
     free(perm);
-    if (!rc)
-        rc = ab_layout_finalize(l);
+    if (!rc) rc = ab_layout_finalize(l);
     return rc;
 }
 
@@ -562,8 +541,7 @@ static bench_row *rows_add(bench_rows *rs)
     if (rs->n == rs->cap) {
         size_t cap = rs->cap ? 2 * rs->cap : 64;
         bench_row *r = realloc(rs->r, cap * sizeof *r);
-        if (!r)
-            return NULL;
+        if (!r) return NULL;
         rs->r = r;
         rs->cap = cap;
     }
@@ -571,8 +549,8 @@ static bench_row *rows_add(bench_rows *rs)
     return &rs->r[rs->n++];
 }
 
-static const bench_row *rows_find(const bench_rows *rs, const char *kind, int n, int d,
-                                  int causal, int threads, double dens)
+static const bench_row *rows_find(const bench_rows *rs, const char *kind, int n, int d, int causal,
+                                  int threads, double dens)
 {
     for (size_t i = 0; i < rs->n; i++) {
         const bench_row *r = &rs->r[i];
@@ -586,14 +564,14 @@ static const bench_row *rows_find(const bench_rows *rs, const char *kind, int n,
 static void row_print(FILE *f, const bench_row *r)
 {
     const double g = r->flops * 1e-9;
-    fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%d\t%.6g\t%.6g\t%.6g\t%.2f\t%.2f\t%.2f\n",
-            r->kind, r->n, r->d, r->heads, r->causal, r->threads, r->density, r->actual, r->reps,
-            r->med, r->p10, r->p90, g / r->med, g / r->p90, g / r->p10);
+    fprintf(f, "%s\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%d\t%.6g\t%.6g\t%.6g\t%.2f\t%.2f\t%.2f\n", r->kind, r->n,
+            r->d, r->heads, r->causal, r->threads, r->density, r->actual, r->reps, r->med, r->p10, r->p90,
+            g / r->med, g / r->p90, g / r->p10);
 }
 
 /* Fill the identity of a timed row, append it, print it to tsv and stdout. */
-static int record(bench_rows *rs, FILE *tsv, bench_row t, const char *kind, int n, int d,
-                  int heads, int causal, int threads, double dens, double act, double flops)
+static int record(bench_rows *rs, FILE *tsv, bench_row t, const char *kind, int n, int d, int heads,
+                  int causal, int threads, double dens, double act, double flops)
 {
     snprintf(t.kind, sizeof t.kind, "%s", kind);
     t.n = n;
@@ -605,8 +583,7 @@ static int record(bench_rows *rs, FILE *tsv, bench_row t, const char *kind, int 
     t.actual = act;
     t.flops = flops;
     bench_row *r = rows_add(rs);
-    if (!r)
-        return -1;
+    if (!r) return -1;
     *r = t;
     row_print(tsv, r);
     row_print(stdout, r);
@@ -621,23 +598,20 @@ static const char *ROW_HEADER = "kind\tN\td\theads\tcausal\tthreads\tdensity\tac
 static int load_sdpa(const char *path, bench_rows *rs)
 {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     char line[1024];
     int n = 0;
     while (fgets(line, sizeof line, f)) {
         bench_row r;
         memset(&r, 0, sizeof r);
         double g;
-        if (sscanf(line, "%15s %d %d %d %d %d %lf %lf %d %lf %lf %lf %lf", r.kind, &r.n, &r.d,
-                   &r.heads, &r.causal, &r.threads, &r.density, &r.actual, &r.reps, &r.med,
-                   &r.p10, &r.p90, &g) != 13 ||
+        if (sscanf(line, "%15s %d %d %d %d %d %lf %lf %d %lf %lf %lf %lf", r.kind, &r.n, &r.d, &r.heads,
+                   &r.causal, &r.threads, &r.density, &r.actual, &r.reps, &r.med, &r.p10, &r.p90, &g) != 13 ||
             strcmp(r.kind, "sdpa"))
             continue;
         r.flops = g * 1e9 * r.med;
         bench_row *dst = rows_add(rs);
-        if (!dst)
-            break;
+        if (!dst) break;
         *dst = r;
         n++;
     }
@@ -654,11 +628,9 @@ static int big_run(const bench_cfg *c, FILE *tsv)
     const int H = c->big_heads, N = c->big_n, d = c->big_d;
     const int T = c->thr[c->nthr - 1];
     int pfd[2];
-    if (pipe(pfd))
-        return -1;
+    if (pipe(pfd)) return -1;
     pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    if (pid < 0) return -1;
     if (pid == 0) {
         close(pfd[0]);
         set_threads(T);
@@ -666,8 +638,7 @@ static int big_run(const bench_cfg *c, FILE *tsv)
         double sec = -1.0;
         if (qkv_make(&x, H, N, d, 1, 99) == 0) {
             double t0 = now_s();
-            if (ab_kernel_flash(&x.pb, x.out) == AB_OK)
-                sec = now_s() - t0;
+            if (ab_kernel_flash(&x.pb, x.out) == AB_OK) sec = now_s() - t0;
         }
         qkv_free(&x);
         struct rusage ru;
@@ -678,7 +649,7 @@ static int big_run(const bench_cfg *c, FILE *tsv)
         _exit(w == len ? 0 : 1);
     }
     close(pfd[1]);
-    char buf[128] = {0};
+    char buf[128] = { 0 };
     ssize_t got = read(pfd[0], buf, sizeof buf - 1);
     close(pfd[0]);
     int st = 0;
@@ -693,22 +664,17 @@ static int big_run(const bench_cfg *c, FILE *tsv)
     const double flops = 2.0 * H * (double)N * N * d; /* causal: half of 4 N^2 d */
     fprintf(tsv, "N\td\theads\tcausal\tthreads\tseconds\tgflops\tpeak_rss_mib\tqkvo_mib"
                  "\tdense_scores_mib\n");
-    fprintf(tsv, "%d\t%d\t%d\t1\t%d\t%.3f\t%.2f\t%.1f\t%.1f\t%.1f\n", N, d, H, T, sec,
-            flops * 1e-9 / sec, rss_kb / 1024.0, tensor_mib,
-            (double)N * N * 4.0 / 1048576.0);
+    fprintf(tsv, "%d\t%d\t%d\t1\t%d\t%.3f\t%.2f\t%.1f\t%.1f\t%.1f\n", N, d, H, T, sec, flops * 1e-9 / sec,
+            rss_kb / 1024.0, tensor_mib, (double)N * N * 4.0 / 1048576.0);
     printf("\nlong sequence: flash causal N=%d d=%d heads=%d threads=%d: %.2f s, %.1f GFLOP/s, "
            "peak RSS %.1f MiB (Q,K,V,out = %.1f MiB; one head's N x N scores would be %.0f MiB)\n",
-           N, d, H, T, sec, flops * 1e-9 / sec, rss_kb / 1024.0, tensor_mib,
-           (double)N * N * 4.0 / 1048576.0);
+           N, d, H, T, sec, flops * 1e-9 / sec, rss_kb / 1024.0, tensor_mib, (double)N * N * 4.0 / 1048576.0);
     return 0;
 }
 
 /* ---- header comments ---------------------------------------------------- */
 
-static const char *or_dash(const char *s)
-{
-    return s && *s ? s : "-";
-}
+static const char *or_dash(const char *s) { return s && *s ? s : "-"; }
 
 /* The `#` lines every TSV file of this run starts with: ISA, OpenBLAS build
  * and core (harness/engine/blascore.h; "-" when empty: detected is empty when the
@@ -717,20 +683,18 @@ static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_
 {
     const ab_blas_core *bc = ab_blas_core_info();
     const char *ct = getenv("OPENBLAS_CORETYPE");
-    fprintf(f, "# isa=%s openblas=%s core_detected=%s core_best=%s core_running=%s core_source=%s "
-               "OPENBLAS_CORETYPE=%s cpus=%ld loadavg_start=%s\n",
-            isa, openblas_get_config(), or_dash(bc->detected), or_dash(bc->best),
-            or_dash(bc->running), or_dash(bc->source), ct ? ct : "(unset)",
-            sysconf(_SC_NPROCESSORS_ONLN), load0);
+    fprintf(f,
+            "# isa=%s openblas=%s core_detected=%s core_best=%s core_running=%s core_source=%s "
+            "OPENBLAS_CORETYPE=%s cpus=%ld loadavg_start=%s\n",
+            isa, openblas_get_config(), or_dash(bc->detected), or_dash(bc->best), or_dash(bc->running),
+            or_dash(bc->source), ct ? ct : "(unset)", sysconf(_SC_NPROCESSORS_ONLN), load0);
     int any = 0;
     for (int i = 0; i < npk; i++)
         if (pk[i].ok) {
-            if (!any++)
-                fprintf(f, "# fma_peak isa=%s chains=%d", pk[i].isa, PEAK_CHAINS);
+            if (!any++) fprintf(f, "# fma_peak isa=%s chains=%d", pk[i].isa, PEAK_CHAINS);
             fprintf(f, " gflops_%dt=%.2f", pk[i].threads, pk[i].gflops);
         }
-    if (any)
-        fputc('\n', f);
+    if (any) fputc('\n', f);
 }
 
 /* ---- main ----------------------------------------------------------------- */
@@ -750,11 +714,20 @@ int main(int argc, char **argv)
     ab_blas_core_setup(argc, argv);
     ab_blas_core_announce();
     int peak_reps = 7;
-    bench_cfg c = {.nn = 0, .heads = 8, .sparse_max_n = 16384, .min_reps = 3, .max_reps = 11,
-                   .big_n = 131072, .big_heads = 1, .big_d = 128, .min_time = 1.0,
-                   .out = "results/bench", .sdpa = NULL, .only = NULL};
-    static const int def_n[] = {1024, 2048, 4096, 8192, 16384, 32768};
-    static const double def_dens[] = {0.05, 0.10, 0.20, 0.50, 1.00};
+    bench_cfg c = { .nn = 0,
+                    .heads = 8,
+                    .sparse_max_n = 16384,
+                    .min_reps = 3,
+                    .max_reps = 11,
+                    .big_n = 131072,
+                    .big_heads = 1,
+                    .big_d = 128,
+                    .min_time = 1.0,
+                    .out = "results/bench",
+                    .sdpa = NULL,
+                    .only = NULL };
+    static const int def_n[] = { 1024, 2048, 4096, 8192, 16384, 32768 };
+    static const double def_dens[] = { 0.05, 0.10, 0.20, 0.50, 1.00 };
     c.nn = 6;
     memcpy(c.n, def_n, sizeof def_n);
     c.nd = 2;
@@ -820,8 +793,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (c.max_reps < c.min_reps)
-        c.max_reps = c.min_reps;
+    if (c.max_reps < c.min_reps) c.max_reps = c.min_reps;
     const int do_flash = !c.only || !strcmp(c.only, "flash") || !strcmp(c.only, "sparse");
     const int do_sparse = !c.only || !strcmp(c.only, "sparse");
     const int do_big = (!c.only || !strcmp(c.only, "big")) && c.big_n > 0;
@@ -847,9 +819,9 @@ int main(int argc, char **argv)
     printf("kernels_bench: isa=%s openblas='%s' core_detected=%s core_best=%s core_running=%s "
            "core_source=%s OPENBLAS_CORETYPE=%s heads=%d min_time=%.2fs reps=%d..%d cpus=%ld "
            "loadavg=%s\n",
-           isa, openblas_get_config(), or_dash(bc->detected), or_dash(bc->best),
-           or_dash(bc->running), or_dash(bc->source), ct ? ct : "(unset)", c.heads, c.min_time,
-           c.min_reps, c.max_reps, sysconf(_SC_NPROCESSORS_ONLN), load0);
+           isa, openblas_get_config(), or_dash(bc->detected), or_dash(bc->best), or_dash(bc->running),
+           or_dash(bc->source), ct ? ct : "(unset)", c.heads, c.min_time, c.min_reps, c.max_reps,
+           sysconf(_SC_NPROCESSORS_ONLN), load0);
 
     int failed = 0;
     /* the machine's fp32 FMA peak per thread count, before any kernel */
@@ -869,20 +841,20 @@ int main(int argc, char **argv)
             return 1;
         }
         tsv_comment(pt, isa, load0, NULL, 0);
-        fprintf(pt, "# fp32 FMA peak: %d independent FMA chains per thread, %.1f s per repeat; "
-                    "gflops = 2 flops x lanes x FMAs / s, median and nearest-rank p10/p90 over the "
-                    "repeats\n",
+        fprintf(pt,
+                "# fp32 FMA peak: %d independent FMA chains per thread, %.1f s per repeat; "
+                "gflops = 2 flops x lanes x FMAs / s, median and nearest-rank p10/p90 over the "
+                "repeats\n",
                 PEAK_CHAINS, PEAK_TARGET_S);
         fprintf(pt, "isa\tthreads\tgflops\treps\tp10\tp90\n");
         for (int i = 0; i < npeak; i++) {
-            if (!peak[i].ok)
-                continue;
-            fprintf(pt, "%s\t%d\t%.2f\t%d\t%.2f\t%.2f\n", peak[i].isa, peak[i].threads,
-                    peak[i].gflops, peak[i].reps, peak[i].p10, peak[i].p90);
+            if (!peak[i].ok) continue;
+            fprintf(pt, "%s\t%d\t%.2f\t%d\t%.2f\t%.2f\n", peak[i].isa, peak[i].threads, peak[i].gflops,
+                    peak[i].reps, peak[i].p10, peak[i].p90);
             printf("kernels_bench: fp32 FMA peak isa=%s threads=%d: %.2f GFLOP/s (p10 %.2f, p90 "
                    "%.2f, %d reps of %.1f s, %d chains)\n",
-                   peak[i].isa, peak[i].threads, peak[i].gflops, peak[i].p10, peak[i].p90,
-                   peak[i].reps, PEAK_TARGET_S, PEAK_CHAINS);
+                   peak[i].isa, peak[i].threads, peak[i].gflops, peak[i].p10, peak[i].p90, peak[i].reps,
+                   PEAK_TARGET_S, PEAK_CHAINS);
         }
         fclose(pt);
         fflush(stdout);
@@ -890,7 +862,7 @@ int main(int argc, char **argv)
     tsv_comment(tsv, isa, load0, peak, npeak);
     fputs(ROW_HEADER, tsv);
 
-    bench_rows rs = {0};
+    bench_rows rs = { 0 };
     /* The long run first: it forks, and libgomp is not fork-safe once this
      * process has run an OpenMP region (the child would hang). */
     if (do_big) {
@@ -898,12 +870,9 @@ int main(int argc, char **argv)
         char bpath[4096];
         snprintf(bpath, sizeof bpath, "%s/big.tsv", c.out);
         FILE *bt = fopen(bpath, "w");
-        if (bt)
-            tsv_comment(bt, isa, load0, peak, npeak);
-        if (!bt || big_run(&c, bt))
-            failed = 1;
-        if (bt)
-            fclose(bt);
+        if (bt) tsv_comment(bt, isa, load0, peak, npeak);
+        if (!bt || big_run(&c, bt)) failed = 1;
+        if (bt) fclose(bt);
     }
     for (int in = 0; in < c.nn && do_flash; in++)
         for (int id = 0; id < c.nd; id++) {
@@ -919,11 +888,10 @@ int main(int argc, char **argv)
             float *sbuf = malloc((size_t)N * N * sizeof(float));
             for (int it = 0; it < c.nthr && sbuf; it++) {
                 set_threads(c.thr[it]);
-                sgemm_ctx g = {x.q, x.k, x.v, sbuf, x.out, N, d};
-                bench_row t = {0};
+                sgemm_ctx g = { x.q, x.k, x.v, sbuf, x.out, N, d };
+                bench_row t = { 0 };
                 if (time_it(&c, run_sgemm, &g, &t) ||
-                    record(&rs, tsv, t, "sgemm", N, d, 1, 0, c.thr[it], 1, 1,
-                           4.0 * N * (double)N * d))
+                    record(&rs, tsv, t, "sgemm", N, d, 1, 0, c.thr[it], 1, 1, 4.0 * N * (double)N * d))
                     return 1;
             }
             free(sbuf);
@@ -932,20 +900,17 @@ int main(int argc, char **argv)
                 const double dense_flops = 4.0 * H * (double)N * N * d * (causal ? 0.5 : 1.0);
                 for (int it = 0; it < c.nthr; it++) {
                     set_threads(c.thr[it]);
-                    kern_ctx k = {&x.pb, NULL, x.out};
-                    bench_row t = {0};
+                    kern_ctx k = { &x.pb, NULL, x.out };
+                    bench_row t = { 0 };
                     if (time_it(&c, run_kernel, &k, &t) ||
-                        record(&rs, tsv, t, "flash", N, d, H, causal, c.thr[it], 1, 1,
-                               dense_flops)) {
+                        record(&rs, tsv, t, "flash", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {
                         fprintf(stderr, "flash failed N=%d d=%d\n", N, d);
                         return 1;
                     }
                 }
                 int sparse_d = c.nsd == 0;
-                for (int i = 0; i < c.nsd; i++)
-                    sparse_d |= c.sd[i] == d;
-                if (!do_sparse || N > c.sparse_max_n || !sparse_d)
-                    continue;
+                for (int i = 0; i < c.nsd; i++) sparse_d |= c.sd[i] == d;
+                if (!do_sparse || N > c.sparse_max_n || !sparse_d) continue;
                 for (int kind = 0; kind < 2; kind++)
                     for (int ie = 0; ie < c.ndens; ie++) {
                         ab_layout l;
@@ -958,11 +923,11 @@ int main(int argc, char **argv)
                         const double act = ab_layout_density(&l);
                         for (int it = 0; it < c.nthr; it++) {
                             set_threads(c.thr[it]);
-                            kern_ctx k = {&x.pb, &l, x.out};
-                            bench_row t = {0};
+                            kern_ctx k = { &x.pb, &l, x.out };
+                            bench_row t = { 0 };
                             if (time_it(&c, run_kernel, &k, &t) ||
-                                record(&rs, tsv, t, ab_kernel_name(&l), N, d, H, causal,
-                                       c.thr[it], c.dens[ie], act, dense_flops * act)) {
+                                record(&rs, tsv, t, ab_kernel_name(&l), N, d, H, causal, c.thr[it],
+                                       c.dens[ie], act, dense_flops * act)) {
                                 fprintf(stderr, "%s failed\n", ab_kernel_name(&l));
                                 return 1;
                             }
@@ -1006,8 +971,7 @@ int main(int argc, char **argv)
                               kind ? "gather" : "blocksparse", 100 * c.dens[ie]);
         /* appended: achieved GFLOP/s (useful FLOPs) over the FMA peak of the
          * same thread count */
-        o += snprintf(hdr + o, sizeof hdr - (size_t)o,
-                      "\tpeak_gflops\tsgemm_frac_peak\tflash_frac_peak");
+        o += snprintf(hdr + o, sizeof hdr - (size_t)o, "\tpeak_gflops\tsgemm_frac_peak\tflash_frac_peak");
         for (int kind = 0; kind < 2; kind++)
             for (int ie = 0; ie < c.ndens; ie++)
                 o += snprintf(hdr + o, sizeof hdr - (size_t)o, "\t%s_%g_frac_peak",
@@ -1024,30 +988,30 @@ int main(int argc, char **argv)
                         const bench_row *f = rows_find(&rs, "flash", N, d, causal, T, 1);
                         const bench_row *f1 = rows_find(&rs, "flash", N, d, causal, c.thr[0], 1);
                         const bench_row *sd = rows_find(&rs, "sdpa", N, d, causal, T, 1);
-                        if (!f)
-                            continue;
+                        if (!f) continue;
                         const double gf = f->flops * 1e-9 / f->med;
                         const double gg = g ? g->flops * 1e-9 / g->med : NAN;
                         const double gs = sd ? sd->flops * 1e-9 / sd->med : NAN;
                         char line[4096];
-                        int p = snprintf(line, sizeof line, "%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.3f\t%.3f"
+                        int p = snprintf(line, sizeof line,
+                                         "%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.3f\t%.3f"
                                          "\t%.2f\t%.3f",
-                                         N, d, causal, T, gg, gf, gf / gg,
-                                         f1 ? f1->med / f->med : NAN, gs, gf / gs);
+                                         N, d, causal, T, gg, gf, gf / gg, f1 ? f1->med / f->med : NAN, gs,
+                                         gf / gs);
                         for (int kind = 0; kind < 2; kind++)
                             for (int ie = 0; ie < c.ndens; ie++) {
-                                const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse",
-                                                               N, d, causal, T, c.dens[ie]);
+                                const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse", N, d,
+                                                               causal, T, c.dens[ie]);
                                 p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
                                               s ? s->med / f->med : NAN);
                             }
                         const double pk = peak_for(peak, npeak, T);
-                        p += snprintf(line + p, sizeof line - (size_t)p, "\t%.2f\t%.4f\t%.4f",
-                                      pk, gg / pk, gf / pk);
+                        p += snprintf(line + p, sizeof line - (size_t)p, "\t%.2f\t%.4f\t%.4f", pk, gg / pk,
+                                      gf / pk);
                         for (int kind = 0; kind < 2; kind++)
                             for (int ie = 0; ie < c.ndens; ie++) {
-                                const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse",
-                                                               N, d, causal, T, c.dens[ie]);
+                                const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse", N, d,
+                                                               causal, T, c.dens[ie]);
                                 p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
                                               s ? s->flops * 1e-9 / s->med / pk : NAN);
                             }

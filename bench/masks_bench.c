@@ -63,12 +63,10 @@ typedef struct mb_time {
 } mb_time;
 
 /* Warm-up, then repeats until min_reps and min_time (at most max_reps). */
-static int time_kernel(const mb_cfg *c, const ab_problem *pb, const ab_layout *l, float *out,
-                       mb_time *t)
+static int time_kernel(const mb_cfg *c, const ab_problem *pb, const ab_layout *l, float *out, mb_time *t)
 {
     double t0 = now_s();
-    if ((l ? ab_kernel_layout(pb, l, out) : ab_kernel_flash(pb, out)) != AB_OK)
-        return -1;
+    if ((l ? ab_kernel_layout(pb, l, out) : ab_kernel_flash(pb, out)) != AB_OK) return -1;
     const double first = now_s() - t0;
     int reps = first > 0 ? (int)ceil(c->min_time / first) : c->max_reps;
     reps = reps < c->min_reps ? c->min_reps : reps > c->max_reps ? c->max_reps : reps;
@@ -76,8 +74,7 @@ static int time_kernel(const mb_cfg *c, const ab_problem *pb, const ab_layout *l
     reps = reps > 256 ? 256 : reps;
     for (int i = 0; i < reps; i++) {
         t0 = now_s();
-        if ((l ? ab_kernel_layout(pb, l, out) : ab_kernel_flash(pb, out)) != AB_OK)
-            return -1;
+        if ((l ? ab_kernel_layout(pb, l, out) : ab_kernel_flash(pb, out)) != AB_OK) return -1;
         ts[i] = now_s() - t0;
     }
     qsort(ts, (size_t)reps, sizeof(double), cmp_dbl);
@@ -90,22 +87,19 @@ static int time_kernel(const mb_cfg *c, const ab_problem *pb, const ab_layout *l
 
 /* A random block layout keeping about `dens` of each query block's key
  * blocks that the mask touches (the block the rows' span ends in always). */
-static int sparse_layout(ab_layout *l, const ab_shape *s, const ab_mask *m, double dens,
-                         uint64_t seed)
+static int sparse_layout(ab_layout *l, const ab_shape *s, const ab_mask *m, double dens, uint64_t seed)
 {
     ab_layout_init(l, s, 64, 64);
     const int nqb = l->n_qblocks, nkb = l->n_kblocks, N = s->seq_len;
     int32_t *cand = malloc((size_t)nkb * sizeof(int32_t)); /* [n_kblocks] */
-    if (!cand)
-        return AB_ENOMEM;
+    if (!cand) return AB_ENOMEM;
     uint64_t rng = seed;
     int rc = AB_OK;
     for (int qb = 0; qb < nqb && rc == AB_OK; qb++) {
         const int q0 = qb * 64, q1 = q0 + 64 < N ? q0 + 64 : N;
         int nc = 0;
         for (int kb = 0; kb < nkb; kb++)
-            if (ab_mask_block(m, q0, q1, kb * 64, kb * 64 + 64) != AB_BLOCK_EMPTY)
-                cand[nc++] = kb;
+            if (ab_mask_block(m, q0, q1, kb * 64, kb * 64 + 64) != AB_BLOCK_EMPTY) cand[nc++] = kb;
         int keep = (int)lround(dens * nc);
         keep = keep < 1 ? 1 : keep;
         for (int h = 0; h < s->heads && rc == AB_OK && nc > 0; h++) {
@@ -128,8 +122,7 @@ static int parse_masks(mb_cfg *c, const char *s)
     while (*s && c->nmask < MB_MAX) {
         const char *e = strchr(s, ',');
         const size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (len == 0 || len >= AB_MASK_SPEC)
-            return -1;
+        if (len == 0 || len >= AB_MASK_SPEC) return -1;
         memcpy(c->masks[c->nmask], s, len);
         c->masks[c->nmask++][len] = 0;
         s = e ? e + 1 : s + len;
@@ -146,8 +139,15 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    mb_cfg c = {.n = 16384, .d = 64, .heads = 8, .threads = 2, .min_reps = 3, .max_reps = 9,
-                .min_time = 1.0, .sparse = 0.1, .out = "results/bench/masks.tsv"};
+    mb_cfg c = { .n = 16384,
+                 .d = 64,
+                 .heads = 8,
+                 .threads = 2,
+                 .min_reps = 3,
+                 .max_reps = 9,
+                 .min_time = 1.0,
+                 .sparse = 0.1,
+                 .out = "results/bench/masks.tsv" };
     parse_masks(&c, "causal,full,sliding:4096,prefix:0.25,document:8:equal,document:8,"
                     "document:8:longtail,chunked:2048");
     for (int i = 1; i < argc; i++) {
@@ -215,37 +215,38 @@ int main(int argc, char **argv)
         k[i] = (float)((double)(rng_next(&s) >> 40) * 0x1.0p-23 - 1.0);
         v[i] = (float)((double)(rng_next(&s) >> 40) * 0x1.0p-23 - 1.0);
     }
-    double load[3] = {0};
+    double load[3] = { 0 };
     FILE *lf = fopen("/proc/loadavg", "r");
     if (lf) {
-        if (fscanf(lf, "%lf", &load[0]) != 1)
-            load[0] = NAN;
+        if (fscanf(lf, "%lf", &load[0]) != 1) load[0] = NAN;
         fclose(lf);
     }
-    printf("masks_bench: N=%d d=%d heads=%d threads=%d min_time=%.2fs loadavg=%.2f\n", c.n, c.d,
-           c.heads, c.threads, c.min_time, load[0]);
-    fprintf(tsv, "# N=%d d=%d heads=%d threads=%d loadavg_start=%.2f\n", c.n, c.d, c.heads,
-            c.threads, load[0]);
+    printf("masks_bench: N=%d d=%d heads=%d threads=%d min_time=%.2fs loadavg=%.2f\n", c.n, c.d, c.heads,
+           c.threads, c.min_time, load[0]);
+    fprintf(tsv, "# N=%d d=%d heads=%d threads=%d loadavg_start=%.2f\n", c.n, c.d, c.heads, c.threads,
+            load[0]);
     const char *hdr = "kernel\tmask\tmask_density\twork_over_causal\treps\tmedian_s\tp10_s\tp90_s"
                       "\ttime_over_causal\tideal\tefficiency\n";
     fputs(hdr, tsv);
     printf("%s", hdr);
-    double base[2] = {NAN, NAN};      /* causal time: flash, blocksparse */
-    double base_work[2] = {NAN, NAN}; /* causal pairs computed per head */
+    double base[2] = { NAN, NAN };      /* causal time: flash, blocksparse */
+    double base_work[2] = { NAN, NAN }; /* causal pairs computed per head */
     int failed = 0;
     /* causal first: every other mask is set against it */
     for (int pass = 0; pass < 2; pass++)
         for (int m = 0; m < c.nmask; m++) {
             const int is_causal = !strcmp(c.masks[m], "causal");
-            if ((pass == 0) != is_causal)
-                continue;
+            if ((pass == 0) != is_causal) continue;
             ab_mask mk;
-            if (ab_mask_make(&mk, c.masks[m], c.n, 1, err, sizeof err) != AB_OK)
-                return 1;
+            if (ab_mask_make(&mk, c.masks[m], c.n, 1, err, sizeof err) != AB_OK) return 1;
             const double pairs = (double)ab_mask_pairs(&mk);
-            ab_problem pb = {.s = {c.heads, c.n, c.d, mk.def->causal,
-                                   (float)(1.0 / sqrt((double)c.d)), &mk},
-                             .q = q, .k = k, .v = v, .seed = 1, .threads = c.threads};
+            ab_problem pb = { .s = { c.heads, c.n, c.d, mk.def->causal, (float)(1.0 / sqrt((double)c.d)),
+                                     &mk },
+                              .q = q,
+                              .k = k,
+                              .v = v,
+                              .seed = 1,
+                              .threads = c.threads };
             for (int kind = 0; kind < (c.sparse > 0 ? 2 : 1); kind++) {
                 ab_layout l;
                 if (kind && sparse_layout(&l, &pb.s, &mk, c.sparse, 7) != AB_OK) {
@@ -270,22 +271,19 @@ int main(int argc, char **argv)
                     char line[512];
                     snprintf(line, sizeof line,
                              "%s\t%s\t%.4f\t%.4f\t%d\t%.6g\t%.6g\t%.6g\t%.4f\t%.4f\t%.3f\n",
-                             kind ? "blocksparse" : "flash", c.masks[m],
-                             pairs / ((double)c.n * c.n), ideal, t.reps, t.med,
-                             t.p10, t.p90, ratio, ideal, ideal / ratio);
+                             kind ? "blocksparse" : "flash", c.masks[m], pairs / ((double)c.n * c.n), ideal,
+                             t.reps, t.med, t.p10, t.p90, ratio, ideal, ideal / ratio);
                     fputs(line, tsv);
                     fputs(line, stdout);
                     fflush(stdout);
                 }
-                if (kind)
-                    ab_layout_free(&l);
+                if (kind) ab_layout_free(&l);
             }
             ab_mask_free(&mk);
         }
     lf = fopen("/proc/loadavg", "r");
     if (lf) {
-        if (fscanf(lf, "%lf", &load[1]) != 1)
-            load[1] = NAN;
+        if (fscanf(lf, "%lf", &load[1]) != 1) load[1] = NAN;
         fclose(lf);
     }
     fprintf(tsv, "# loadavg_end=%.2f\n", load[1]);

@@ -31,8 +31,7 @@ static void *bump_alloc(void *ctx, size_t bytes)
 {
     bump *b = ctx;
     size_t off = (b->used + 63) & ~(size_t)63;
-    if (off + bytes > b->size)
-        return NULL;
+    if (off + bytes > b->size) return NULL;
     b->used = off + bytes;
     return b->base + off;
 }
@@ -49,40 +48,44 @@ int main(int argc, char **argv)
     int N = 32768, H = 8, d = 64, dense = 1;
     const char *tasks = "needle,multikey,passkey,joint_recall";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--n") && i + 1 < argc) N = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--heads") && i + 1 < argc) H = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--d") && i + 1 < argc) d = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tasks") && i + 1 < argc) tasks = argv[++i];
-        else if (!strcmp(argv[i], "--no-dense")) dense = 0;
+        if (!strcmp(argv[i], "--n") && i + 1 < argc)
+            N = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--heads") && i + 1 < argc)
+            H = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--d") && i + 1 < argc)
+            d = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
+            tasks = argv[++i];
+        else if (!strcmp(argv[i], "--no-dense"))
+            dense = 0;
         else {
             fprintf(stderr, "usage: %s [--n N] [--heads H] [--d D] [--tasks a,b] [--no-dense]\n", argv[0]);
             return 2;
         }
     }
-    const ab_task *all[] = {&needle_task, &multikey_task, &passkey_task, &joint_recall_task};
+    const ab_task *all[] = { &needle_task, &multikey_task, &passkey_task, &joint_recall_task };
     const size_t n = (size_t)H * N * d;
-    float *q = malloc(n * sizeof(float)); /* (heads, N, d) */
-    float *k = malloc(n * sizeof(float)); /* (heads, N, d) */
-    float *v = malloc(n * sizeof(float)); /* (heads, N, d) */
-    float *out = malloc(n * sizeof(float)); /* (heads, N, d) */
+    float *q = malloc(n * sizeof(float));        /* (heads, N, d) */
+    float *k = malloc(n * sizeof(float));        /* (heads, N, d) */
+    float *v = malloc(n * sizeof(float));        /* (heads, N, d) */
+    float *out = malloc(n * sizeof(float));      /* (heads, N, d) */
     int *rows = malloc((size_t)N * sizeof(int)); /* [N] */
     const int topk = 64, score_rows = 256, exact_max_n = 8192;
-    bump b = {0};
-    b.size = (size_t)H * ((size_t)score_rows + 64) * ((size_t)d * 8 + 16 + (size_t)topk * 4) +
-             (size_t)N * 4 + (1u << 20);
+    bump b = { 0 };
+    b.size = (size_t)H * ((size_t)score_rows + 64) * ((size_t)d * 8 + 16 + (size_t)topk * 4) + (size_t)N * 4 +
+             (1u << 20);
     b.base = malloc(b.size);
     if (!q || !k || !v || !out || !rows || !b.base) {
         fprintf(stderr, "tasks_bench: out of memory\n");
         return 1;
     }
-    printf("# N=%d heads=%d d=%d threads=%d score_rows=%d topk=%d\n", N, H, d,
-           omp_get_max_threads(), score_rows, topk);
+    printf("# N=%d heads=%d d=%d threads=%d score_rows=%d topk=%d\n", N, H, d, omp_get_max_threads(),
+           score_rows, topk);
     printf("%-13s %9s %9s %9s %7s\n", "task", "gen_s", "ref_s", "rows", "answers");
-    const ab_shape s = {H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL};
+    const ab_shape s = { H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL };
     double last_data = 0.0;
     for (size_t t = 0; t < sizeof all / sizeof all[0]; t++) {
-        if (!strstr(tasks, all[t]->name))
-            continue;
+        if (!strstr(tasks, all[t]->name)) continue;
         ab_params p;
         p.n = 0;
         while (p.n < AB_TASK_MAX_PARAMS && all[t]->params[p.n].name) {
@@ -90,7 +93,7 @@ int main(int argc, char **argv)
             p.n++;
         }
         char err[256] = "";
-        ab_task_input in = {.p = &p, .s = s, .seed = 1, .depth = 0.5};
+        ab_task_input in = { .p = &p, .s = s, .seed = 1, .depth = 0.5 };
         ab_answer ans;
         double t0 = now_s();
         int rc = ab_task_generate(all[t], &in, q, k, v, &ans, err, sizeof err);
@@ -100,7 +103,7 @@ int main(int argc, char **argv)
             return 1;
         }
         int nr = ab_choose_rows(N, exact_max_n, ans.row, ans.n, score_rows, 1, rows);
-        ab_problem pb = {s, q, k, v, 1, omp_get_max_threads()};
+        ab_problem pb = { s, q, k, v, 1, omp_get_max_threads() };
         ab_refset ref;
         b.used = 0;
         rc = ab_refset_build(&ref, &pb, rows, nr, topk, bump_alloc, &b);
@@ -115,12 +118,12 @@ int main(int argc, char **argv)
         ab_answer_free(&ans);
     }
     if (dense) {
-        ab_problem pb = {s, q, k, v, 1, omp_get_max_threads()};
+        ab_problem pb = { s, q, k, v, 1, omp_get_max_threads() };
         double t0 = now_s();
         int rc = ab_kernel_flash(&pb, out);
         double t1 = now_s();
-        printf("dense flash   %9.3f s (rc %d); last task's generate + reference / dense = %.3f\n",
-               t1 - t0, rc, last_data / (t1 - t0));
+        printf("dense flash   %9.3f s (rc %d); last task's generate + reference / dense = %.3f\n", t1 - t0,
+               rc, last_data / (t1 - t0));
     }
     free(q);
     free(k);

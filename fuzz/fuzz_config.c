@@ -17,7 +17,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int init;
-    if (!init) { ab_registry_init(); init = 1; }
+    if (!init) {
+        ab_registry_init();
+        init = 1;
+    }
     int fd = memfd_create("ab_fuzz_config", MFD_CLOEXEC);
     if (fd < 0) return 0;
     size_t off = 0;

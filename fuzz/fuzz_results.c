@@ -41,8 +41,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     unlink(h5);
     unlink(jr);
-    if (data[0] & 1) put(jr, data + 1, size - 1);
-    else put(h5, data + 1, size - 1);
+    if (data[0] & 1)
+        put(jr, data + 1, size - 1);
+    else
+        put(h5, data + 1, size - 1);
     ab_point *p = NULL;
     size_t n = 0;
     ab_env env;

@@ -20,9 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_WORDS 64
 
-static const char *cfg_text =
-    "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 256\nheads = 1\n"
-    "head_dims = 16\ndensities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 1\n";
+static const char *cfg_text = "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 256\nheads = 1\n"
+                              "head_dims = 16\ndensities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 1\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -31,7 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ab_registry_init();
         /* no terminal input, no output noise: a word like -c /dev/stdin must not block */
         int nul = open("/dev/null", O_RDWR);
-        if (nul >= 0) { dup2(nul, 0); dup2(nul, 1); close(nul); }
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            close(nul);
+        }
         snprintf(cfg, sizeof cfg, "/tmp/ab_fuzz_run_args_%d.ini", (int)getpid());
         FILE *f = fopen(cfg, "w");
         if (!f) abort();

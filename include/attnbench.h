@@ -20,9 +20,9 @@
 extern "C" {
 #endif
 
-#define AB_ABI_VERSION 3 /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks */
-#define AB_MAX_PARAMS 8   /* per method */
-#define AB_MAX_VALUES 24  /* capacity of ab_params (tasks have more knobs) */
+#define AB_ABI_VERSION 3  /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks */
+#define AB_MAX_PARAMS  8  /* per method */
+#define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
 /* ---- error codes: every entry point returns AB_OK or one of these ------ */
 enum {
@@ -40,20 +40,19 @@ enum {
  * task's const ab_task_input *. The runtime keeps the message in front of
  * that pointer; any other pointer is refused (the message goes to stderr).
  * A code outside AB_E* becomes AB_EINTERNAL. */
-void ab_set_error(const void *handle, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void ab_set_error(const void *handle, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- capability flags -------------------------------------------------- */
-#define AB_CPU 1u
-#define AB_GPU 2u
+#define AB_CPU     1u
+#define AB_GPU     2u
 #define AB_PREFILL 1u
-#define AB_DECODE 2u
+#define AB_DECODE  2u
 
 /* ---- parameters -------------------------------------------------------- */
 typedef struct ab_param {
     const char *name; /* NULL terminates the list */
     double def, min, max;
-    int is_int;       /* value rounded to an integer before init() */
+    int is_int; /* value rounded to an integer before init() */
     const char *help;
 } ab_param;
 
@@ -66,9 +65,9 @@ typedef struct ab_params {
 /* Which param moves density. param < 0: the method has no density knob
  * (dense, custom-with-fixed-cost); it then runs once per point. */
 typedef struct ab_knob {
-    int param;        /* index into ab_method.params, or -1 */
-    int increasing;   /* 1: density rises with the value; 0: falls */
-    int log_scale;    /* bisection in log space (value range must be > 0) */
+    int param;      /* index into ab_method.params, or -1 */
+    int increasing; /* 1: density rises with the value; 0: falls */
+    int log_scale;  /* bisection in log space (value range must be > 0) */
 } ab_knob;
 
 /* ---- problem ----------------------------------------------------------- */
@@ -116,19 +115,19 @@ typedef enum ab_layout_kind {
 typedef struct ab_layout {
     ab_layout_kind kind;
     int heads, seq_len, causal;
-    int block_q, block_k;      /* preset by the harness; a method may change
+    int block_q, block_k; /* preset by the harness; a method may change
                                   them with ab_layout_set_blocks() first */
     int n_qblocks, n_kblocks;
     /* BLOCK and MIXED: */
-    int64_t *blk_ptr;          /* [heads*n_qblocks + 1] */
-    int32_t *blk_idx;          /* key block indices */
+    int64_t *blk_ptr; /* [heads*n_qblocks + 1] */
+    int32_t *blk_idx; /* key block indices */
     /* TOKEN and MIXED: */
-    int64_t *tok_ptr;          /* [heads*n_qblocks + 1] */
-    int32_t *tok_idx;          /* key token indices */
+    int64_t *tok_ptr; /* [heads*n_qblocks + 1] */
+    int32_t *tok_idx; /* key token indices */
     /* CUSTOM: the method's score FLOPs over dense score FLOPs, in [0, 1] */
     double custom_density;
     const struct ab_mask *mask; /* the shape's base mask (NULL: by causal) */
-    void *priv;                /* builder state; harness only */
+    void *priv;                 /* builder state; harness only */
 } ab_layout;
 
 /* Builder API for select(). Each returns AB_OK or AB_ENOMEM/AB_EINVAL.
@@ -153,7 +152,6 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key);
 int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblocks, int n);
 int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n);
 
-
 /* ---- base masks ----------------------------------------------------------
  * The mask a workload puts under every method: causal, full, sliding window,
  * prefix-LM, packed documents, chunked (block-causal) prefill. Each is one
@@ -176,12 +174,12 @@ enum { AB_BLOCK_EMPTY = 0, AB_BLOCK_PARTIAL = 1, AB_BLOCK_FULL = 2 };
 typedef struct ab_mask ab_mask;
 
 typedef struct ab_mask_def {
-    int abi;                /* AB_ABI_VERSION */
-    const char *name;       /* [a-z0-9_]+: the spec's head */
-    const char *syntax;     /* e.g. "sliding:W" */
-    const char *summary;    /* one line for `attnbench list masks` */
-    int causal;             /* 1: allows only j <= i */
-    int interval;           /* 1: span() is exact */
+    int abi;             /* AB_ABI_VERSION */
+    const char *name;    /* [a-z0-9_]+: the spec's head */
+    const char *syntax;  /* e.g. "sliding:W" */
+    const char *summary; /* one line for `attnbench list masks` */
+    int causal;          /* 1: allows only j <= i */
+    int interval;        /* 1: span() is exact */
     /* arg: the text after "name:", NULL when the spec has none. Fill
      * m->arg / m->aux; on error return AB_EINVAL (or AB_ENOMEM) and say why
      * with ab_set_error(m, ...). */
@@ -199,14 +197,14 @@ typedef struct ab_mask_def {
 
 struct ab_mask {
     const ab_mask_def *def;
-    int seq_len;                /* bound length (0 before binding) */
-    uint64_t seed;              /* bound seed (document lengths) */
-    double arg[AB_MASK_ARGS];   /* parsed numbers */
-    int32_t *aux;               /* plugin arrays (malloc), freed by ab_mask_free */
+    int seq_len;              /* bound length (0 before binding) */
+    uint64_t seed;            /* bound seed (document lengths) */
+    double arg[AB_MASK_ARGS]; /* parsed numbers */
+    int32_t *aux;             /* plugin arrays (malloc), freed by ab_mask_free */
     int64_t naux;
     int32_t *aux2;
     int64_t naux2;
-    char spec[AB_MASK_SPEC];    /* the spec as written */
+    char spec[AB_MASK_SPEC]; /* the spec as written */
 };
 
 #define AB_REGISTER_MASK(sym) const ab_mask_def *const ab_mask_registered_##sym = &(sym);
@@ -228,15 +226,15 @@ int64_t ab_mask_row_count(const ab_mask *m, int i, int k0, int k1);
 
 /* ---- the method -------------------------------------------------------- */
 typedef struct ab_method {
-    int abi;                 /* AB_ABI_VERSION; a mismatch stops the program */
-    const char *name;        /* unique, [a-z0-9_]+ */
-    const char *summary;     /* one line for `attnbench list` */
-    const char *reference;   /* paper / arXiv id */
-    unsigned devices;        /* AB_CPU | AB_GPU */
-    unsigned phases;         /* AB_PREFILL | AB_DECODE */
+    int abi;                        /* AB_ABI_VERSION; a mismatch stops the program */
+    const char *name;               /* unique, [a-z0-9_]+ */
+    const char *summary;            /* one line for `attnbench list` */
+    const char *reference;          /* paper / arXiv id */
+    unsigned devices;               /* AB_CPU | AB_GPU */
+    unsigned phases;                /* AB_PREFILL | AB_DECODE */
     ab_param params[AB_MAX_PARAMS]; /* terminated by a NULL name */
     ab_knob density_knob;
-    size_t state_size;       /* bytes the harness allocates (zeroed) */
+    size_t state_size; /* bytes the harness allocates (zeroed) */
     /* All four take the state pointer; init/select/run return AB_OK or AB_E*.
      * init (optional) sees the same shape select/run later see in pb->s, so
      * it may allocate by shape; fini runs even when init failed, so it must
@@ -271,17 +269,17 @@ double ab_exp_shift_sum(float *x, int n, float shift);
 
 /* What a task planted: query rows that must retrieve a code. */
 typedef struct ab_answer {
-    int n;            /* number of (head, row) queries carrying an answer */
-    int *head;        /* [n] */
-    int *row;         /* [n] query row index */
-    int *code;        /* [n] expected code index into the codebook */
-    int *key_pos;     /* [n] position of the planted key it must retrieve */
-    int *group;       /* [n] trial group: a group counts as correct only if all
+    int n;        /* number of (head, row) queries carrying an answer */
+    int *head;    /* [n] */
+    int *row;     /* [n] query row index */
+    int *code;    /* [n] expected code index into the codebook */
+    int *key_pos; /* [n] position of the planted key it must retrieve */
+    int *group;   /* [n] trial group: a group counts as correct only if all
                          its rows are (passkey). NULL: each query is a group */
-    int n_groups;     /* number of groups (== n when group is NULL) */
+    int n_groups; /* number of groups (== n when group is NULL) */
     int n_codes;
     int head_dim;
-    float *codebook;  /* [n_codes][head_dim] */
+    float *codebook;     /* [n_codes][head_dim] */
     double decode_floor; /* winning projection must be >= floor * |code|^2 */
 } ab_answer;
 
@@ -296,11 +294,11 @@ typedef struct ab_task_input {
                                and s.mask, the point's base mask bound to seq_len
                                (NULL: plain causal / full by s.causal) */
     uint64_t seed;
-    double depth;           /* [0, 1] */
+    double depth; /* [0, 1] */
 } ab_task_input;
 
 typedef struct ab_task {
-    int abi;                 /* AB_ABI_VERSION */
+    int abi; /* AB_ABI_VERSION */
     const char *name;
     const char *summary;
     ab_param params[AB_TASK_MAX_PARAMS]; /* NULL name terminates */
@@ -339,10 +337,7 @@ static inline uint64_t ab_mix64(uint64_t z)
 }
 
 /* The step: advance *state by the golden step and return its mix. */
-static inline uint64_t ab_splitmix64(uint64_t *state)
-{
-    return ab_mix64(*state += 0x9e3779b97f4a7c15ull);
-}
+static inline uint64_t ab_splitmix64(uint64_t *state) { return ab_mix64(*state += 0x9e3779b97f4a7c15ull); }
 
 #ifdef __cplusplus
 }

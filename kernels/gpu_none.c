@@ -39,7 +39,10 @@ int ab_cuda_blocksparse(ab_cuda *g) { return AB_EUNSUPPORTED; }
 int ab_cuda_gather(ab_cuda *g) { return AB_EUNSUPPORTED; }
 int ab_cuda_run_layout(ab_cuda *g, ab_layout_kind kind) { return AB_EUNSUPPORTED; }
 int ab_cuda_dense_cublas(ab_cuda *g) { return AB_EUNSUPPORTED; }
-int ab_cuda_select_window(ab_cuda *g, int block_q, int block_k, int window, int sink_blocks) { return AB_EUNSUPPORTED; }
+int ab_cuda_select_window(ab_cuda *g, int block_q, int block_k, int window, int sink_blocks)
+{
+    return AB_EUNSUPPORTED;
+}
 int ab_cuda_select_oracle_topk(ab_cuda *g, int block_q, int block_k, double topk) { return AB_EUNSUPPORTED; }
 int ab_cuda_download_layout(ab_cuda *g, ab_layout *l) { return AB_EUNSUPPORTED; }
 int ab_cuda_timer_start(ab_cuda *g) { return AB_EUNSUPPORTED; }

@@ -19,8 +19,8 @@
  * keeps nothing yields zeros). out: nrows * head_dim doubles.
  * Optional outputs (may be NULL): row_max[nrows] = max logit over the used
  * keys (scaled), row_sum[nrows] = sum exp(logit - row_max). */
-int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
-                const ab_layout *l, double *out, double *row_max, double *row_sum);
+int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows, const ab_layout *l, double *out,
+                double *row_max, double *row_sum);
 
 /* The kernels behind the ABI helpers of include/attnbench.h (runtime/kernels.c
  * forwards ab_kernel_flash, ab_kernel_layout and ab_exp_shift_sum to these). */

@@ -12,8 +12,7 @@ static int chunked_parse(ab_mask *m, const char *arg)
 {
     long long c;
     if (ab_spec_int(arg, 1, 1LL << 30, &c)) {
-        ab_set_error(m, "chunked needs a chunk size C >= 1 tokens (chunked:C), got '%s'",
-                     arg ? arg : "");
+        ab_set_error(m, "chunked needs a chunk size C >= 1 tokens (chunked:C), got '%s'", arg ? arg : "");
         return AB_EINVAL;
     }
     m->arg[0] = (double)c;
@@ -27,10 +26,7 @@ static int chunk_end(const ab_mask *m, int i)
     return e < m->seq_len ? (int)e : m->seq_len;
 }
 
-static int chunked_allows(const ab_mask *m, int i, int j)
-{
-    return j < chunk_end(m, i);
-}
+static int chunked_allows(const ab_mask *m, int i, int j) { return j < chunk_end(m, i); }
 
 static void chunked_span(const ab_mask *m, int i, int *lo, int *hi)
 {

@@ -37,12 +37,10 @@ static int doc_parse(ab_mask *m, const char *arg)
     }
     if (strchr(arg, '+')) {
         int64_t n = 1;
-        for (const char *c = arg; *c; c++)
-            n += *c == '+';
+        for (const char *c = arg; *c; c++) n += *c == '+';
         free(m->aux2);
         m->aux2 = malloc((size_t)n * sizeof(int32_t)); /* [n] lengths */
-        if (!m->aux2)
-            return AB_ENOMEM;
+        if (!m->aux2) return AB_ENOMEM;
         m->naux2 = 0;
         const char *p = arg;
         for (;;) {
@@ -57,13 +55,11 @@ static int doc_parse(ab_mask *m, const char *arg)
             memcpy(tok, p, len);
             tok[len] = 0;
             if (ab_spec_int(tok, 1, 1LL << 30, &v)) {
-                ab_set_error(m, "document lengths must be integers >= 1, got '%s' in '%s'",
-                             tok, arg);
+                ab_set_error(m, "document lengths must be integers >= 1, got '%s' in '%s'", tok, arg);
                 return AB_EINVAL;
             }
             m->aux2[m->naux2++] = (int32_t)v;
-            if (!e)
-                break;
+            if (!e) break;
             p = e + 1;
         }
         m->arg[0] = (double)m->naux2;
@@ -81,8 +77,7 @@ static int doc_parse(ab_mask *m, const char *arg)
     memcpy(num, arg, len);
     num[len] = 0;
     if (ab_spec_int(num, 1, DOC_MAX, &k)) {
-        ab_set_error(m, "document count must be an integer in [1, %d], got '%s'", DOC_MAX,
-                     num);
+        ab_set_error(m, "document count must be an integer in [1, %d], got '%s'", DOC_MAX, num);
         return AB_EINVAL;
     }
     int mode = DOC_UNIFORM;
@@ -95,8 +90,10 @@ static int doc_parse(ab_mask *m, const char *arg)
         else if (!strcmp(d, "longtail"))
             mode = DOC_LONGTAIL;
         else {
-            ab_set_error(m, "unknown document length distribution '%s' "
-                            "(equal, uniform, longtail)", d);
+            ab_set_error(m,
+                         "unknown document length distribution '%s' "
+                         "(equal, uniform, longtail)",
+                         d);
             return AB_EINVAL;
         }
     }
@@ -106,10 +103,7 @@ static int doc_parse(ab_mask *m, const char *arg)
 }
 
 /* A uniform draw in (0, 1] from the seeded splitmix64 stream s. */
-static double doc_unit(uint64_t *s)
-{
-    return ((double)(ab_splitmix64(s) >> 11) + 1.0) / 9007199254740992.0;
-}
+static double doc_unit(uint64_t *s) { return ((double)(ab_splitmix64(s) >> 11) + 1.0) / 9007199254740992.0; }
 
 typedef struct doc_rem {
     double r; /* fractional part left by flooring */
@@ -119,8 +113,7 @@ typedef struct doc_rem {
 static int doc_rem_cmp(const void *a, const void *b)
 {
     const doc_rem *x = a, *y = b;
-    if (x->r != y->r)
-        return x->r < y->r ? 1 : -1; /* largest remainder first */
+    if (x->r != y->r) return x->r < y->r ? 1 : -1; /* largest remainder first */
     return (x->i > y->i) - (x->i < y->i);
 }
 
@@ -129,12 +122,10 @@ static int doc_rem_cmp(const void *a, const void *b)
 static int doc_split(int32_t *len, const double *w, int k, int n)
 {
     double tot = 0.0;
-    for (int i = 0; i < k; i++)
-        tot += w[i];
+    for (int i = 0; i < k; i++) tot += w[i];
     const int64_t spare = (int64_t)n - k;
     doc_rem *rem = malloc((size_t)k * sizeof(doc_rem)); /* [k] */
-    if (!rem)
-        return AB_ENOMEM;
+    if (!rem) return AB_ENOMEM;
     int64_t used = 0;
     for (int i = 0; i < k; i++) {
         const double x = w[i] / tot * (double)spare;
@@ -147,8 +138,7 @@ static int doc_split(int32_t *len, const double *w, int k, int n)
     }
     qsort(rem, (size_t)k, sizeof(doc_rem), doc_rem_cmp);
     /* hand out what flooring left, one token each, largest remainder first */
-    for (int64_t t = 0; used < spare; t++, used++)
-        len[rem[t % k].i]++;
+    for (int64_t t = 0; used < spare; t++, used++) len[rem[t % k].i]++;
     for (; used > spare; used--) /* rounding overshoot (cannot happen with exact floors) */
         for (int i = 0; i < k; i++)
             if (len[i] > 1) {
@@ -166,8 +156,7 @@ static int doc_bind(ab_mask *m)
     int32_t *len = NULL; /* [k] */
     if (mode == DOC_EXPLICIT) {
         int64_t sum = 0;
-        for (int64_t i = 0; i < m->naux2; i++)
-            sum += m->aux2[i];
+        for (int64_t i = 0; i < m->naux2; i++) sum += m->aux2[i];
         if (sum != n) {
             ab_set_error(m, "document lengths sum to %lld, not N = %d", (long long)sum, n);
             return AB_EINVAL;
@@ -192,7 +181,7 @@ static int doc_bind(ab_mask *m)
                 w[i] = 1.0;
             } else if (mode == DOC_UNIFORM) {
                 w[i] = -log(doc_unit(&st)); /* exponential spacings: Dirichlet(1) */
-            } else { /* log-normal, Box-Muller */
+            } else {                        /* log-normal, Box-Muller */
                 const double u1 = doc_unit(&st), u2 = doc_unit(&st);
                 w[i] = exp(1.5 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
             }
@@ -217,18 +206,14 @@ static int doc_bind(ab_mask *m)
     int pos = 0;
     for (int d = 0; d < k; d++) {
         m->aux2[d] = pos;
-        for (int t = 0; t < len[d]; t++)
-            m->aux[pos++] = d;
+        for (int t = 0; t < len[d]; t++) m->aux[pos++] = d;
     }
     m->aux2[k] = pos;
     free(len);
     return AB_OK;
 }
 
-static int doc_allows(const ab_mask *m, int i, int j)
-{
-    return j <= i && m->aux[i] == m->aux[j];
-}
+static int doc_allows(const ab_mask *m, int i, int j) { return j <= i && m->aux[i] == m->aux[j]; }
 
 static void doc_span(const ab_mask *m, int i, int *lo, int *hi)
 {

@@ -26,7 +26,8 @@ static int prefix_parse(ab_mask *m, const char *arg)
     if (ab_spec_int(arg, 0, 1LL << 30, &p)) {
         ab_set_error(m,
                      "prefix needs a fraction of N (prefix:0.25) or a token count >= 0 (prefix:1024), "
-                     "got '%s'", arg ? arg : "");
+                     "got '%s'",
+                     arg ? arg : "");
         return AB_EINVAL;
     }
     m->arg[0] = (double)p;
@@ -45,10 +46,7 @@ static int prefix_bind(ab_mask *m)
     return AB_OK;
 }
 
-static int prefix_allows(const ab_mask *m, int i, int j)
-{
-    return j <= i || j < (int)m->arg[2];
-}
+static int prefix_allows(const ab_mask *m, int i, int j) { return j <= i || j < (int)m->arg[2]; }
 
 static void prefix_span(const ab_mask *m, int i, int *lo, int *hi)
 {

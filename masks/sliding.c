@@ -10,8 +10,7 @@ static int sliding_parse(ab_mask *m, const char *arg)
 {
     long long w;
     if (ab_spec_int(arg, 1, 1LL << 30, &w)) {
-        ab_set_error(m, "sliding needs a window W >= 1 tokens (sliding:W), got '%s'",
-                     arg ? arg : "");
+        ab_set_error(m, "sliding needs a window W >= 1 tokens (sliding:W), got '%s'", arg ? arg : "");
         return AB_EINVAL;
     }
     m->arg[0] = (double)w;

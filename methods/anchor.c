@@ -64,7 +64,7 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
     {
         float *qm = malloc((size_t)d * sizeof *qm);
         float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
-        float *est = malloc((size_t)N * sizeof *est);         /* (N) estimated logits of one block */
+        float *est = malloc((size_t)N * sizeof *est);           /* (N) estimated logits of one block */
         int32_t *stripes = malloc((size_t)N * sizeof *stripes); /* (N) kept key tokens of one block */
         int ok = qm && bt && est && stripes;
         if (!ok) {
@@ -79,7 +79,9 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
             const int diag = bs_diag_block(qb, bq, bk, N);
             const int lo = diag - st->local_blocks + 1 > 0 ? diag - st->local_blocks + 1 : 0;
-            const int hi = causal ? diag : (diag + st->local_blocks - 1 < nkb - 1 ? diag + st->local_blocks - 1 : nkb - 1);
+            const int hi =
+                causal ? diag
+                       : (diag + st->local_blocks - 1 < nkb - 1 ? diag + st->local_blocks - 1 : nkb - 1);
             /* anchor: per row max logit over block 0 and blocks [lo, hi] */
             double asum = 0.0;
             for (int i = 0; i < nr; i++) {

@@ -44,9 +44,11 @@ static int bigbird_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "bigbird: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_RANDOM] >= 0 && p->v[P_RANDOM] <= (1 << 20)) || !(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 20)) ||
+    if (!(p->v[P_RANDOM] >= 0 && p->v[P_RANDOM] <= (1 << 20)) ||
+        !(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 20)) ||
         !(p->v[P_GLOBAL] >= 0 && p->v[P_GLOBAL] <= (1 << 20))) {
-        ab_set_error(state, "bigbird: random in [0, 2^20], window in [1, 2^20], global in [0, 2^20] required");
+        ab_set_error(state,
+                     "bigbird: random in [0, 2^20], window in [1, 2^20], global in [0, 2^20] required");
         return AB_EINVAL;
     }
     st->random = p->v[P_RANDOM];
@@ -60,7 +62,7 @@ static int bigbird_select(void *state, const ab_problem *pb, ab_layout *l)
     const bigbird_state *st = state;
     const int n = l->seq_len, bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
     const int gfirst = (st->global + 1) / 2, glast = st->global / 2;
-    unsigned char *kept = malloc((size_t)(nkb > 0 ? nkb : 1)); /* (n_kblocks) flags of one row */
+    unsigned char *kept = malloc((size_t)(nkb > 0 ? nkb : 1));          /* (n_kblocks) flags of one row */
     int32_t *cand = malloc((size_t)(nkb > 0 ? nkb : 1) * sizeof *cand); /* (n_kblocks) */
     int rc = kept && cand ? AB_OK : AB_ENOMEM;
     if (rc) ab_set_error(state, "bigbird: out of memory");
@@ -68,7 +70,7 @@ static int bigbird_select(void *state, const ab_problem *pb, ab_layout *l)
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
         const int r0 = qb * bq, r1 = imin(n, (qb + 1) * bq);
         const int kfirst = r0 / bk, klast = (r1 - 1) / bk; /* diagonal key blocks */
-        const int kmax = l->causal ? klast : nkb - 1;       /* last candidate */
+        const int kmax = l->causal ? klast : nkb - 1;      /* last candidate */
         /* global query blocks: the first gfirst and the last glast */
         const int gq = qb < gfirst || qb >= nqb - glast;
         int lo, hi;

@@ -152,14 +152,15 @@ static inline void bs_sort_desc(bs_cand *c, int n)
  * is the same. pq: (heads, n_qblocks, d) pooled queries; pk: (heads,
  * n_kblocks, d) pooled keys. Returns AB_OK, AB_ENOMEM or the builder's
  * error. */
-static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float *pq, const float *pk, double topk)
+static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float *pq, const float *pk,
+                                 double topk)
 {
     const int H = l->heads, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
     const int rows = H * nqb;
     const int keep = (int)ceil(topk) < nkb ? (int)ceil(topk) : nkb;
     const ab_mask mask = ab_shape_mask(&pb->s);
-    float *sc = malloc((size_t)rows * nkb * sizeof *sc); /* (heads*n_qblocks, n_kblocks) */
+    float *sc = malloc((size_t)rows * nkb * sizeof *sc);      /* (heads*n_qblocks, n_kblocks) */
     int32_t *cb = malloc((size_t)(2 * nqb + 1) * sizeof *cb); /* (n_qblocks, 2) candidate blocks [b0, b1) */
     int rc = sc && cb ? AB_OK : AB_ENOMEM;
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
@@ -182,8 +183,8 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
 #pragma omp for schedule(static)
             for (int h = 0; h < H; h++)
                 if (ok)
-                    bs_gemm_nt(pq + (size_t)h * nqb * d, d, nqb, pk + (size_t)h * nkb * d, d, nkb, d, pb->s.scale,
-                               sc + (size_t)h * nqb * nkb, nkb, bt);
+                    bs_gemm_nt(pq + (size_t)h * nqb * d, d, nqb, pk + (size_t)h * nkb * d, d, nkb, d,
+                               pb->s.scale, sc + (size_t)h * nqb * nkb, nkb, bt);
 #pragma omp for schedule(static)
             for (int r = 0; r < rows; r++) {
                 if (!ok) continue;

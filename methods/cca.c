@@ -56,7 +56,8 @@ static int cca_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "cca: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 24)) || !(p->v[P_GROUP] >= 1 && p->v[P_GROUP] <= 4096)) {
+    if (!(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 24)) ||
+        !(p->v[P_GROUP] >= 1 && p->v[P_GROUP] <= 4096)) {
         ab_set_error(state, "cca: window must be in [1, 2^24], group in [1, 4096]");
         return AB_EINVAL;
     }
@@ -86,8 +87,10 @@ static int cca_mask_ok(void *state, const ab_shape *s)
 {
     const ab_mask m = ab_shape_mask(s);
     if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
-    ab_set_error(state, "cca: base mask '%s' is not supported (core tokens pool keys across its "
-                        "boundaries); only causal and full", m.spec);
+    ab_set_error(state,
+                 "cca: base mask '%s' is not supported (core tokens pool keys across its "
+                 "boundaries); only causal and full",
+                 m.spec);
     return AB_EUNSUPPORTED;
 }
 
@@ -106,8 +109,10 @@ static int cca_select(void *state, const ab_problem *pb, ab_layout *l)
         const int cores = causal ? lo / g : lo / g + (ng - (hi + g - 1) / g);
         kept += (hi - lo) + cores;
         valid += causal ? i + 1 : n;
-        if (causal) used_groups = lo / g > used_groups ? lo / g : used_groups;
-        else if (cores > 0) used_groups = ng;
+        if (causal)
+            used_groups = lo / g > used_groups ? lo / g : used_groups;
+        else if (cores > 0)
+            used_groups = ng;
     }
     /* pooling: one importance logit per token of a group in use */
     kept += used_groups * (double)g < n ? used_groups * (double)g : n;
@@ -165,8 +170,9 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
 #pragma omp for schedule(static)
             for (int h = 0; h < H; h++)
                 if (w)
-                    pool_cores(pb->q + (size_t)h * n * d, pb->k + (size_t)h * n * d, pb->v + (size_t)h * n * d, n, d, g,
-                               scale, w, ck + (size_t)h * ng * d, cv + (size_t)h * ng * d);
+                    pool_cores(pb->q + (size_t)h * n * d, pb->k + (size_t)h * n * d,
+                               pb->v + (size_t)h * n * d, n, d, g, scale, w, ck + (size_t)h * ng * d,
+                               cv + (size_t)h * ng * d);
             free(w);
         }
     }
@@ -192,15 +198,17 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
                 if (!ok) continue;
                 const int h = tix / ntiles, r0 = (tix % ntiles) * CCA_TILE;
                 const int r1 = r0 + CCA_TILE < n ? r0 + CCA_TILE : n, nr = r1 - r0;
-                const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d, *v = pb->v + (size_t)h * n * d;
+                const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
+                            *v = pb->v + (size_t)h * n * d;
                 const float *hk = ck + (size_t)h * ng * d, *hv = cv + (size_t)h * ng * d;
                 int lo0, hi0, lo1, hi1;
                 raw_range(st, n, causal, r0, &lo0, &hi0);
                 raw_range(st, n, causal, r1 - 1, &lo1, &hi1);
-                const int tlo = lo0, thi = hi1; /* raw span of the tile */
+                const int tlo = lo0, thi = hi1;          /* raw span of the tile */
                 const int ncore = causal ? lo1 / g : ng; /* core logits needed */
                 if (ncore > 0) bs_gemm_nt(q + (size_t)r0 * d, d, nr, hk, d, ncore, d, scale, sc, ng, bt);
-                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap, bt);
+                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap,
+                           bt);
                 for (int i = r0; i < r1; i++) {
                     int lo, hi;
                     raw_range(st, n, causal, i, &lo, &hi);

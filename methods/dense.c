@@ -5,15 +5,9 @@
  */
 #include "attnbench.h"
 
-static int dense_init(void *state, const ab_params *p, const ab_shape *s)
-{
-    return AB_OK; /* no params */
-}
+static int dense_init(void *state, const ab_params *p, const ab_shape *s) { return AB_OK; /* no params */ }
 
-static int dense_select(void *state, const ab_problem *pb, ab_layout *l)
-{
-    return ab_layout_dense(l);
-}
+static int dense_select(void *state, const ab_problem *pb, ab_layout *l) { return ab_layout_dense(l); }
 
 const ab_method ab_dense = {
     .abi = AB_ABI_VERSION,

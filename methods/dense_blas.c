@@ -21,12 +21,12 @@ int openblas_get_num_threads(void);
 void openblas_set_num_threads(int n);
 
 typedef struct dense_blas_state {
-    int row_block;   /* query rows per SGEMM */
-    int rows;        /* rows the buffers hold: min(row_block, seq_len) */
-    int seq_len;     /* N the buffers were sized for */
-    int teams;       /* threads the buffers are sized for */
-    float *s;        /* per thread (rows, seq_len): scores, then unnormalised P */
-    float *inv_sum;  /* per thread (rows): 1 / row sum of P */
+    int row_block;  /* query rows per SGEMM */
+    int rows;       /* rows the buffers hold: min(row_block, seq_len) */
+    int seq_len;    /* N the buffers were sized for */
+    int teams;      /* threads the buffers are sized for */
+    float *s;       /* per thread (rows, seq_len): scores, then unnormalised P */
+    float *inv_sum; /* per thread (rows): 1 / row sum of P */
 } dense_blas_state;
 
 static int dense_blas_init(void *state, const ab_params *p, const ab_shape *s)
@@ -55,10 +55,7 @@ static int dense_blas_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-static int dense_blas_select(void *state, const ab_problem *pb, ab_layout *l)
-{
-    return ab_layout_dense(l);
-}
+static int dense_blas_select(void *state, const ab_problem *pb, ab_layout *l) { return ab_layout_dense(l); }
 
 /* Masked softmax of rows [0, nr) of s (nr, kc) in place, unnormalised:
  * s holds key columns [k0, k0 + kc) of query rows [r0, r0 + nr); entries the
@@ -68,7 +65,7 @@ static void softmax_rows(float *s, float *inv_sum, int nr, int kc, int r0, int k
 {
     for (int i = 0; i < nr; i++) {
         float *row = s + (size_t)i * kc; /* (kc) */
-        int lo, hi; /* allowed keys of this row lie in [lo, hi) */
+        int lo, hi;                      /* allowed keys of this row lie in [lo, hi) */
         ab_mask_span(mask, r0 + i, &lo, &hi);
         lo = lo - k0 > 0 ? lo - k0 : 0;
         hi = hi - k0 < kc ? hi - k0 : kc;
@@ -91,13 +88,13 @@ static void softmax_rows(float *s, float *inv_sum, int nr, int kc, int r0, int k
 }
 
 /* One block of query rows [r0, r0 + nr) of one head, on the calling thread. */
-static void block_rows(const ab_problem *pb, const ab_mask *mask, int h, int r0, int nr, float *sbuf, float *inv_sum,
-                       float *out)
+static void block_rows(const ab_problem *pb, const ab_mask *mask, int h, int r0, int nr, float *sbuf,
+                       float *inv_sum, float *out)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim;
     const size_t hoff = (size_t)h * N * d;
-    const float *k = pb->k + hoff; /* (N, d) */
-    const float *v = pb->v + hoff; /* (N, d) */
+    const float *k = pb->k + hoff;                  /* (N, d) */
+    const float *v = pb->v + hoff;                  /* (N, d) */
     const float *q = pb->q + hoff + (size_t)r0 * d; /* (nr, d) */
     float *o = out + hoff + (size_t)r0 * d;         /* (nr, d) */
     /* key columns [k0, k1) any row here may see: the union of spans */
@@ -116,12 +113,12 @@ static void block_rows(const ab_problem *pb, const ab_mask *mask, int h, int r0,
     }
     const int kc = k1 - k0;
     /* S (nr, kc) = scale · Q_blk K[k0:k1]ᵀ */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, pb->s.scale, q, d, k + (size_t)k0 * d, d, 0.0f,
-                sbuf, kc);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kc, d, pb->s.scale, q, d, k + (size_t)k0 * d, d,
+                0.0f, sbuf, kc);
     softmax_rows(sbuf, inv_sum, nr, kc, r0, k0, mask);
     /* O (nr, d) = P V[k0:k1] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, sbuf, kc, v + (size_t)k0 * d, d, 0.0f, o,
-                d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, kc, 1.0f, sbuf, kc, v + (size_t)k0 * d, d,
+                0.0f, o, d);
     for (int i = 0; i < nr; i++)
         for (int c = 0; c < d; c++) o[(size_t)i * d + c] *= inv_sum[i];
 }

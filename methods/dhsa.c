@@ -66,7 +66,8 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 }
 
 /* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc. */
-static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, float *sim, float *tmp, int32_t *start)
+static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, float *sim, float *tmp,
+                        int32_t *start)
 {
     for (int j = 1; j < N; j++) {
         const float *a = k + (size_t)(j - 1) * d, *b = k + (size_t)j * d;
@@ -102,15 +103,15 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, nqb = l->n_qblocks;
-    const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
-    const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
+    const float *q = pb->q + (size_t)h * N * d;               /* (N, d) */
+    const float *k = pb->k + (size_t)h * N * d;               /* (N, d) */
     float *sim = malloc((size_t)N * sizeof *sim);             /* (N) */
     float *tmp = malloc((size_t)N * sizeof *tmp);             /* (N) */
     int32_t *start = malloc((size_t)(N + 1) * sizeof *start); /* (C + 1) */
     int32_t *chunk_of = malloc((size_t)N * sizeof *chunk_of); /* (N) */
     float *qc = NULL, *kc = NULL;
-    bs_cand *sc = malloc((size_t)N * sizeof *sc);            /* (C) */
-    int32_t *keys = malloc((size_t)N * sizeof *keys);        /* (N) one chunk's keys */
+    bs_cand *sc = malloc((size_t)N * sizeof *sc);     /* (C) */
+    int32_t *keys = malloc((size_t)N * sizeof *keys); /* (N) one chunk's keys */
     int rc = (sim && tmp && start && chunk_of && sc && keys) ? AB_OK : AB_ENOMEM;
     int nc = 0;
     if (rc == AB_OK) {

@@ -44,7 +44,8 @@ static int dilated_init(void *state, const ab_params *p, const ab_shape *s)
     }
     if (!(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 24)) || !(p->v[P_DIL] >= 1 && p->v[P_DIL] <= 4096) ||
         !(p->v[P_GLOBAL] >= 0 && p->v[P_GLOBAL] <= (1 << 24))) {
-        ab_set_error(state, "dilated: window in [1, 2^24], max_dilation in [1, 4096], global in [0, 2^24] required");
+        ab_set_error(state,
+                     "dilated: window in [1, 2^24], max_dilation in [1, 4096], global in [0, 2^24] required");
         return AB_EINVAL;
     }
     st->window = p->v[P_WINDOW];

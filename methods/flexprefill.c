@@ -81,8 +81,10 @@ static int cover_count(const double *x, int n, double g, bs_cand *tmp)
     int c = 0;
     for (int i = 0; i < n; i++) {
         cum += tmp[i].score;
-        if (cum <= g) c++;
-        else break;
+        if (cum <= g)
+            c++;
+        else
+            break;
     }
     return c + 1;
 }
@@ -109,17 +111,17 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     const int nl = N < bq ? N : bq, r0 = N - nl; /* the last nl queries */
     const int nmax = N > nkb ? N : nkb;
 
-    float *s = malloc((size_t)nl * N * sizeof *s);          /* (nl, N) last-block logits */
+    float *s = malloc((size_t)nl * N * sizeof *s); /* (nl, N) last-block logits */
     float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
     double *row = malloc((size_t)N * sizeof *row);
-    double *vert = calloc((size_t)N, sizeof *vert);         /* (N) by key */
-    double *slash = calloc((size_t)N, sizeof *slash);       /* (N) by offset i - j */
-    double *vb = calloc((size_t)nkb, sizeof *vb);           /* (n_kblocks) pooled vertical */
-    double *sb = calloc((size_t)nkb, sizeof *sb);           /* (n_kblocks) pooled slash by block offset */
+    double *vert = calloc((size_t)N, sizeof *vert);   /* (N) by key */
+    double *slash = calloc((size_t)N, sizeof *slash); /* (N) by offset i - j */
+    double *vb = calloc((size_t)nkb, sizeof *vb);     /* (n_kblocks) pooled vertical */
+    double *sb = calloc((size_t)nkb, sizeof *sb);     /* (n_kblocks) pooled slash by block offset */
     double *a = malloc((size_t)nkb * sizeof *a);
-    float *pq = malloc((size_t)nqb * d * sizeof *pq);        /* (n_qblocks, d) */
-    float *pk = malloc((size_t)nkb * d * sizeof *pk);        /* (n_kblocks, d) */
-    float *ps = malloc((size_t)nqb * nkb * sizeof *ps);      /* (n_qblocks, n_kblocks) */
+    float *pq = malloc((size_t)nqb * d * sizeof *pq);   /* (n_qblocks, d) */
+    float *pk = malloc((size_t)nkb * d * sizeof *pk);   /* (n_kblocks, d) */
+    float *ps = malloc((size_t)nqb * nkb * sizeof *ps); /* (n_qblocks, n_kblocks) */
     bs_cand *tmp = malloc((size_t)nmax * sizeof *tmp);
     bs_cand *flat = NULL;
     int rc = (s && bt && row && vert && slash && vb && sb && a && pq && pk && ps && tmp) ? AB_OK : AB_ENOMEM;

@@ -33,10 +33,10 @@
 enum { P_KEYS = 0, P_BUCKETS, P_ROUNDS, P_WINDOW, P_COUNT };
 
 typedef struct hax_state {
-    double keys;  /* keys selected per query block (density knob) */
-    int buckets;  /* LSH buckets per round (even) */
-    int rounds;   /* hashing rounds */
-    int window;   /* local keys per query block */
+    double keys; /* keys selected per query block (density knob) */
+    int buckets; /* LSH buckets per round (even) */
+    int rounds;  /* hashing rounds */
+    int window;  /* local keys per query block */
 } hax_state;
 
 static double gauss(uint64_t *s)
@@ -80,8 +80,14 @@ static int lsh_bucket(const float *x, const float *rot, int d, int half)
     for (int t = 0; t < half; t++) {
         double acc = 0.0;
         for (int c = 0; c < d; c++) acc += (double)x[c] * rot[(size_t)c * half + t];
-        if (acc > bv) { bv = acc; best = t; }
-        if (-acc > bv) { bv = -acc; best = half + t; }
+        if (acc > bv) {
+            bv = acc;
+            best = t;
+        }
+        if (-acc > bv) {
+            bv = -acc;
+            best = half + t;
+        }
     }
     return best;
 }
@@ -103,16 +109,16 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, nqb = l->n_qblocks, half = st->buckets / 2, R = st->rounds;
-    const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
-    const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
-    float *kt = malloc((size_t)d * N * sizeof *kt);           /* (d, N) K transposed */
-    float *sc = malloc((size_t)N * sizeof *sc);               /* (N) logits or projections */
-    float *best = malloc((size_t)N * sizeof *best);           /* (N) best projection so far */
-    float *rot = malloc((size_t)R * d * half * sizeof *rot); /* (rounds, d, half) */
+    const float *q = pb->q + (size_t)h * N * d;                 /* (N, d) */
+    const float *k = pb->k + (size_t)h * N * d;                 /* (N, d) */
+    float *kt = malloc((size_t)d * N * sizeof *kt);             /* (d, N) K transposed */
+    float *sc = malloc((size_t)N * sizeof *sc);                 /* (N) logits or projections */
+    float *best = malloc((size_t)N * sizeof *best);             /* (N) best projection so far */
+    float *rot = malloc((size_t)R * d * half * sizeof *rot);    /* (rounds, d, half) */
     int32_t *kbucket = malloc((size_t)R * N * sizeof *kbucket); /* (rounds, N) */
-    float *qm = malloc((size_t)d * sizeof *qm);                /* (d) pooled query */
-    scored *cand = malloc((size_t)N * sizeof *cand);           /* (N) */
-    scored *rest = malloc((size_t)N * sizeof *rest);           /* (N) */
+    float *qm = malloc((size_t)d * sizeof *qm);                 /* (d) pooled query */
+    scored *cand = malloc((size_t)N * sizeof *cand);            /* (N) */
+    scored *rest = malloc((size_t)N * sizeof *rest);            /* (N) */
     unsigned char *in = malloc((size_t)N);                      /* (N) bucket-mate mark */
     int32_t *keys = malloc((size_t)2 * N * sizeof *keys);       /* (2N) one block's keys */
     int rc = (kt && sc && best && rot && kbucket && qm && cand && rest && in && keys) ? AB_OK : AB_ENOMEM;
@@ -133,8 +139,14 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                     for (int j = 0; j < N; j++) sc[j] += rc_ * kr[j];
                 }
                 for (int j = 0; j < N; j++) {
-                    if (t == 0 || sc[j] > best[j]) { best[j] = sc[j]; kb[j] = t; }
-                    if (-sc[j] > best[j]) { best[j] = -sc[j]; kb[j] = half + t; }
+                    if (t == 0 || sc[j] > best[j]) {
+                        best[j] = sc[j];
+                        kb[j] = t;
+                    }
+                    if (-sc[j] > best[j]) {
+                        best[j] = -sc[j];
+                        kb[j] = half + t;
+                    }
                 }
             }
         }
@@ -160,8 +172,10 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
         int nc = 0, nrest = 0;
         for (int j = 0; j < kc; j++) {
             const float acc = isnan(sc[j]) ? -INFINITY : sc[j];
-            if (in[j]) cand[nc++] = (scored){ acc, j };
-            else rest[nrest++] = (scored){ acc, j };
+            if (in[j])
+                cand[nc++] = (scored){ acc, j };
+            else
+                rest[nrest++] = (scored){ acc, j };
         }
         /* this block's budget, dithered */
         const int budget = mc_dither(st->keys, qb);

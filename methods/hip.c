@@ -54,7 +54,8 @@ static int hip_init(void *state, const ab_params *p, const ab_shape *s)
 {
     hip_state *st = state;
     if (p->n < P_COUNT || !(p->v[P_K] >= 1 && p->v[P_K] <= (1 << 24)) ||
-        !(p->v[P_SINKS] >= 0 && p->v[P_SINKS] <= (1 << 20)) || !(p->v[P_BLOCKQ] >= 1 && p->v[P_BLOCKQ] <= 4096)) {
+        !(p->v[P_SINKS] >= 0 && p->v[P_SINKS] <= (1 << 20)) ||
+        !(p->v[P_BLOCKQ] >= 1 && p->v[P_BLOCKQ] <= 4096)) {
         ab_set_error(state, "hip: k must be in [1, 2^24], sinks in [0, 2^20], block_q in [1, 4096]");
         return AB_EINVAL;
     }
@@ -89,9 +90,9 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
     const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
     const int kmax = (int)ceil(st->k) < N ? (int)ceil(st->k) : N;
     const ab_mask mask = ab_shape_mask(&pb->s);
-    float *qm = malloc((size_t)d * bq * sizeof *qm);            /* (d, block_q) queries, transposed */
-    float *acc = malloc((size_t)bq * sizeof *acc);              /* (block_q) */
-    branch *br = malloc((size_t)3 * (kmax + 1) * sizeof *br);   /* (3k): k kept + 2k children */
+    float *qm = malloc((size_t)d * bq * sizeof *qm);             /* (d, block_q) queries, transposed */
+    float *acc = malloc((size_t)bq * sizeof *acc);               /* (block_q) */
+    branch *br = malloc((size_t)3 * (kmax + 1) * sizeof *br);    /* (3k): k kept + 2k children */
     int32_t *keys = malloc((size_t)(2 * N + bq) * sizeof *keys); /* (2N + block_q) one block's keys */
     int rc = (qm && acc && br && keys) ? AB_OK : AB_ENOMEM;
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
@@ -111,7 +112,8 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
         } else if (kk > 0) {
             const int nr = r1 - r0;
             for (int i = 0; i < nr; i++)
-                for (int c = 0; c < d; c++) qm[(size_t)c * nr + i] = q[(size_t)(r0 + i) * d + c] * pb->s.scale;
+                for (int c = 0; c < d; c++)
+                    qm[(size_t)c * nr + i] = q[(size_t)(r0 + i) * d + c] * pb->s.scale;
             /* k equal branches over [A, R) */
             int nb = kk;
             for (int t = 0; t < nb; t++) {
@@ -121,7 +123,8 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
             }
             for (;;) {
                 int longest = 1, nc = 0;
-                for (int t = 0; t < nb; t++) longest = br[t].b - br[t].a > longest ? br[t].b - br[t].a : longest;
+                for (int t = 0; t < nb; t++)
+                    longest = br[t].b - br[t].a > longest ? br[t].b - br[t].a : longest;
                 if (longest <= 1) break;
                 /* halve every branch (children go to the end of br) */
                 branch *ch = br + nb;
@@ -158,8 +161,8 @@ static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int
 static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const hip_state *st = state;
-    int rc = ab_layout_set_blocks(l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1),
-                                  l->block_k);
+    int rc = ab_layout_set_blocks(
+        l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1), l->block_k);
     if (rc != AB_OK) return rc;
     const int H = l->heads;
 #pragma omp parallel for schedule(dynamic, 1)

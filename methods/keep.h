@@ -57,31 +57,48 @@ static inline uint64_t mc_mix64(uint64_t z) { return ab_splitmix64(&z); }
  * which reorders x[0, n) so that its first k entries are the k best by
  * before(a, b) ("a ranks before b", a total order, so the chosen set is
  * unique), unordered: quickselect with a median-of-three pivot. */
-#define MC_DEFINE_SELECT_TOP(name, type, before)                                     \
-    static void name(type *x, int n, int k)                                           \
-    {                                                                                 \
-        int lo = 0, hi = n - 1;                                                       \
-        while (lo < hi && k > lo && k <= hi) {                                        \
-            const int mid = lo + (hi - lo) / 2;                                       \
-            type t;                                                                   \
-            if (before(x[mid], x[lo])) { t = x[mid]; x[mid] = x[lo]; x[lo] = t; }     \
-            if (before(x[hi], x[lo])) { t = x[hi]; x[hi] = x[lo]; x[lo] = t; }        \
-            if (before(x[hi], x[mid])) { t = x[hi]; x[hi] = x[mid]; x[mid] = t; }     \
-            const type pv = x[mid];                                                   \
-            int i = lo, j = hi;                                                       \
-            while (i <= j) {                                                          \
-                while (before(x[i], pv)) i++;                                         \
-                while (before(pv, x[j])) j--;                                         \
-                if (i <= j) {                                                         \
-                    t = x[i]; x[i] = x[j]; x[j] = t;                                  \
-                    i++;                                                              \
-                    j--;                                                              \
-                }                                                                     \
-            }                                                                         \
-            if (k <= j + 1) hi = j;                                                   \
-            else if (k >= i + 1) lo = i;                                              \
-            else return;                                                              \
-        }                                                                             \
+#define MC_DEFINE_SELECT_TOP(name, type, before) \
+    static void name(type *x, int n, int k)      \
+    {                                            \
+        int lo = 0, hi = n - 1;                  \
+        while (lo < hi && k > lo && k <= hi) {   \
+            const int mid = lo + (hi - lo) / 2;  \
+            type t;                              \
+            if (before(x[mid], x[lo])) {         \
+                t = x[mid];                      \
+                x[mid] = x[lo];                  \
+                x[lo] = t;                       \
+            }                                    \
+            if (before(x[hi], x[lo])) {          \
+                t = x[hi];                       \
+                x[hi] = x[lo];                   \
+                x[lo] = t;                       \
+            }                                    \
+            if (before(x[hi], x[mid])) {         \
+                t = x[hi];                       \
+                x[hi] = x[mid];                  \
+                x[mid] = t;                      \
+            }                                    \
+            const type pv = x[mid];              \
+            int i = lo, j = hi;                  \
+            while (i <= j) {                     \
+                while (before(x[i], pv)) i++;    \
+                while (before(pv, x[j])) j--;    \
+                if (i <= j) {                    \
+                    t = x[i];                    \
+                    x[i] = x[j];                 \
+                    x[j] = t;                    \
+                    i++;                         \
+                    j--;                         \
+                }                                \
+            }                                    \
+            if (k <= j + 1)                      \
+                hi = j;                          \
+            else if (k >= i + 1)                 \
+                lo = i;                          \
+            else                                 \
+                return;                          \
+        }                                        \
     }
 
 #endif

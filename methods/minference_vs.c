@@ -45,12 +45,12 @@
 enum { P_SCALE = 0, P_NV, P_NS, P_LASTQ, P_SINKV, P_LOCALS, P_COUNT };
 
 typedef struct mvs_state {
-    double scale;      /* multiplies n_vertical and n_slash (density knob) */
-    int n_vertical;    /* authors' vertical_size at scale 1 */
-    int n_slash;       /* authors' slash_size at scale 1 */
-    int last_q;        /* estimation queries (the last rows) */
-    int sink_v;        /* leading columns always kept */
-    int local_s;       /* offsets nearest the diagonal always kept */
+    double scale;   /* multiplies n_vertical and n_slash (density knob) */
+    int n_vertical; /* authors' vertical_size at scale 1 */
+    int n_slash;    /* authors' slash_size at scale 1 */
+    int last_q;     /* estimation queries (the last rows) */
+    int sink_v;     /* leading columns always kept */
+    int local_s;    /* offsets nearest the diagonal always kept */
 } mvs_state;
 
 static int mvs_init(void *state, const ab_params *p, const ab_shape *s)
@@ -80,15 +80,15 @@ static int mvs_init(void *state, const ab_params *p, const ab_shape *s)
 
 /* Per-head scratch and result. */
 typedef struct head_work {
-    float *a;        /* (last_q, N) logits, then probabilities */
-    bs_cand *vert;   /* (N) column scores (a candidate: a column or an offset) */
-    bs_cand *slash;  /* (n_off) offset scores, index = o - o_min */
-    int32_t *v_keep; /* (n_v) kept columns, ascending */
-    int32_t *s_keep; /* (n_s) kept offsets, descending */
-    int32_t *lo, *hi;/* (n_s) merged ranges of one query block */
-    float *kt;       /* (head_dim, BS_PANEL) one key tile, transposed */
-    int32_t *blk;    /* (n_kblocks) key blocks of one query block */
-    int32_t *tok;    /* (N) key tokens of one query block */
+    float *a;         /* (last_q, N) logits, then probabilities */
+    bs_cand *vert;    /* (N) column scores (a candidate: a column or an offset) */
+    bs_cand *slash;   /* (n_off) offset scores, index = o - o_min */
+    int32_t *v_keep;  /* (n_v) kept columns, ascending */
+    int32_t *s_keep;  /* (n_s) kept offsets, descending */
+    int32_t *lo, *hi; /* (n_s) merged ranges of one query block */
+    float *kt;        /* (head_dim, BS_PANEL) one key tile, transposed */
+    int32_t *blk;     /* (n_kblocks) key blocks of one query block */
+    int32_t *tok;     /* (N) key tokens of one query block */
 } head_work;
 
 static void head_work_free(head_work *w)
@@ -120,8 +120,8 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
     const float scale = pb->s.scale;
     const int L = st->last_q < N ? st->last_q : N;
-    const int o_min = causal ? 0 : -(L - 1); /* offsets the last rows can see */
-    const int n_off = N - o_min;              /* offsets o in [o_min, N - 1] */
+    const int o_min = causal ? 0 : -(L - 1);    /* offsets the last rows can see */
+    const int n_off = N - o_min;                /* offsets o in [o_min, N - 1] */
     const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
     const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
 
@@ -139,7 +139,8 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     w.kt = malloc((size_t)d * BS_PANEL * sizeof *w.kt);
     w.blk = malloc((size_t)l->n_kblocks * sizeof *w.blk);
     w.tok = malloc((size_t)N * sizeof *w.tok);
-    if (!w.a || !w.vert || !w.slash || !w.v_keep || !w.s_keep || !w.lo || !w.hi || !w.kt || !w.blk || !w.tok) {
+    if (!w.a || !w.vert || !w.slash || !w.v_keep || !w.s_keep || !w.lo || !w.hi || !w.kt || !w.blk ||
+        !w.tok) {
         head_work_free(&w);
         return AB_ENOMEM;
     }
@@ -183,13 +184,17 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     }
     /* Forced parts: sinks and the local band; NaN ranks last. */
     for (int j = 0; j < N; j++) {
-        if (j < st->sink_v) w.vert[j].score = INFINITY;
-        else if (isnan(w.vert[j].score)) w.vert[j].score = -1.0;
+        if (j < st->sink_v)
+            w.vert[j].score = INFINITY;
+        else if (isnan(w.vert[j].score))
+            w.vert[j].score = -1.0;
     }
     for (int t = 0; t < n_off; t++) {
         const int o = t + o_min;
-        if (o < st->local_s && o > -st->local_s) w.slash[t].score = INFINITY;
-        else if (isnan(w.slash[t].score)) w.slash[t].score = -1.0;
+        if (o < st->local_s && o > -st->local_s)
+            w.slash[t].score = INFINITY;
+        else if (isnan(w.slash[t].score))
+            w.slash[t].score = -1.0;
         /* equal scores: the offset nearer the diagonal first */
         w.slash[t].idx = o;
     }
@@ -234,7 +239,7 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         int nb = 0, nt = 0;
         for (int x = 0; x < nr; x++) {
             const int a = w.lo[x], b = w.hi[x];
-            int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
+            int kb0 = (a + bk - 1) / bk, kb1 = b / bk;          /* whole blocks [kb0, kb1) */
             if (b == N && kb1 * bk < N && kb1 * bk >= a) kb1++; /* last, partial key block */
             if (kb0 < kb1) {
                 for (int kb = kb0; kb < kb1; kb++) w.blk[nb++] = kb;

@@ -48,7 +48,9 @@ static int moa_init(void *state, const ab_params *p, const ab_shape *s)
     }
     if (!(p->v[P_BUDGET] > 0 && p->v[P_BUDGET] <= 1) || !(p->v[P_SINK] >= 0 && p->v[P_SINK] <= (1 << 20)) ||
         !(p->v[P_ROWS] >= 1 && p->v[P_ROWS] <= 4096) || !(p->v[P_MASS] > 0 && p->v[P_MASS] <= 1)) {
-        ab_set_error(state, "moa: budget in (0, 1], sink_blocks in [0, 2^20], sample_rows in [1, 4096], mass in (0, 1]");
+        ab_set_error(
+            state,
+            "moa: budget in (0, 1], sink_blocks in [0, 2^20], sample_rows in [1, 4096], mass in (0, 1]");
         return AB_EINVAL;
     }
     st->budget = p->v[P_BUDGET];
@@ -103,9 +105,9 @@ static double band_density(const ab_layout *l, int sink_blocks, double x)
             const int k = (int)floor(x) + e;
             const double wgt = e ? f : 1.0 - f;
             if (wgt == 0.0) continue;
-            const int lo = imax(0, kfirst - k + 1) * bk; /* first kept key of the band */
+            const int lo = imax(0, kfirst - k + 1) * bk;              /* first kept key of the band */
             const int hi = l->causal ? n : imin(n, (klast + k) * bk); /* band end (exclusive) */
-            const int send = imin(imin(sink_blocks, nkb) * bk, lo); /* sink keys outside the band */
+            const int send = imin(imin(sink_blocks, nkb) * bk, lo);   /* sink keys outside the band */
             double p = 0.0;
             for (int i = r0; i < r1; i++) {
                 const int top = l->causal ? i + 1 : hi;
@@ -125,7 +127,7 @@ static int moa_select(void *state, const ab_problem *pb, ab_layout *l)
     const int R = imin(st->sample_rows, imax(1, N - N / 2));
     const int sink_end = imin(st->sink_blocks * bk, N);
     double *need = calloc((size_t)H * R, sizeof *need); /* (heads, sample_rows) spans, tokens */
-    double *span = malloc((size_t)H * sizeof *span);   /* (heads) */
+    double *span = malloc((size_t)H * sizeof *span);    /* (heads) */
     int rc = need && span ? AB_OK : AB_ENOMEM;
 
     if (rc == AB_OK && N > 0) {
@@ -161,7 +163,10 @@ static int moa_select(void *state, const ab_problem *pb, ab_layout *l)
                 const double w = fmin(fmax(lam * span[h], bk), (double)N + bk);
                 dens += band_density(l, st->sink_blocks, w / bk);
             }
-            if (dens / H < st->budget) lo = mid; else hi = mid;
+            if (dens / H < st->budget)
+                lo = mid;
+            else
+                hi = mid;
         }
         const double lam = exp(hi);
         for (int h = 0; h < H; h++) span[h] = fmin(fmax(lam * span[h], bk), (double)N + bk) / bk; /* blocks */
@@ -171,7 +176,8 @@ static int moa_select(void *state, const ab_problem *pb, ab_layout *l)
         const int kfirst = r0 / bk, klast = (r1 - 1) / bk;
         for (int h = 0; rc == AB_OK && h < H; h++) {
             const int k = imax(1, mc_dither(span[h], qb));
-            const int lo = imax(0, kfirst - k + 1), hi = l->causal ? klast : imin(l->n_kblocks - 1, klast + k - 1);
+            const int lo = imax(0, kfirst - k + 1),
+                      hi = l->causal ? klast : imin(l->n_kblocks - 1, klast + k - 1);
             rc = ab_layout_add_block_range(l, h, qb, lo, hi + 1);
             const int sb = imin(st->sink_blocks, lo);
             if (rc == AB_OK && sb > 0) rc = ab_layout_add_block_range(l, h, qb, 0, sb);

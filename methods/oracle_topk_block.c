@@ -81,10 +81,10 @@ static int qblock_masses(const ab_problem *pb, const ab_layout *l, const ab_mask
             k1 = hi > k1 ? hi : k1;
         }
     }
-    if (k0 >= k1) return 0; /* the mask gives these rows no key */
+    if (k0 >= k1) return 0;                            /* the mask gives these rows no key */
     const int kb0 = k0 / bk, kb1 = (k1 + bk - 1) / bk; /* blocks [kb0, kb1) */
     k0 = kb0 * bk;
-    const int kc = k1 - k0; /* logit columns per row */
+    const int kc = k1 - k0;                            /* logit columns per row */
     const float *q = pb->q + ((size_t)h * N + r0) * d; /* (nr, d) */
     const float *k = pb->k + (size_t)h * N * d;        /* (N, d) */
 
@@ -170,7 +170,8 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
         w.s = malloc((size_t)bq * N * sizeof *w.s);
         w.kt = malloc((size_t)d * bk * sizeof *w.kt);
         w.bm = malloc((size_t)nkb * sizeof *w.bm);
-        int32_t *chosen = malloc((size_t)(keep > 0 ? keep : 1) * sizeof *chosen); /* (keep) one row's blocks */
+        int32_t *chosen =
+            malloc((size_t)(keep > 0 ? keep : 1) * sizeof *chosen); /* (keep) one row's blocks */
         int ok = w.s && w.kt && w.bm && chosen;
         if (!ok) {
 #pragma omp atomic write
@@ -200,7 +201,8 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
         free(w.bm);
         free(chosen);
     }
-    if (rc == AB_ENOMEM) ab_set_error(state, "oracle_topk_block: out of memory (block_q x N scores per thread)");
+    if (rc == AB_ENOMEM)
+        ab_set_error(state, "oracle_topk_block: out of memory (block_q x N scores per thread)");
     return rc;
 }
 

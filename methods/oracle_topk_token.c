@@ -62,10 +62,7 @@ static int oracle_tok_init(void *state, const ab_params *p, const ab_shape *s)
 }
 
 /* a ranks before b: more mass, then lower index (a total order). */
-static int before(const double *m, int32_t a, int32_t b)
-{
-    return m[a] > m[b] || (m[a] == m[b] && a < b);
-}
+static int before(const double *m, int32_t a, int32_t b) { return m[a] > m[b] || (m[a] == m[b] && a < b); }
 
 /* Partial selection: reorder ix[0, n) so that its first k entries are the k
  * best by `before` (in no particular order). Quickselect with a
@@ -76,24 +73,41 @@ static void select_top(const double *m, int32_t *ix, int n, int k)
     while (lo < hi && k > lo && k <= hi) {
         const int mid = lo + (hi - lo) / 2;
         /* median of three to ix[mid] */
-        if (before(m, ix[mid], ix[lo])) { int32_t t = ix[mid]; ix[mid] = ix[lo]; ix[lo] = t; }
-        if (before(m, ix[hi], ix[lo])) { int32_t t = ix[hi]; ix[hi] = ix[lo]; ix[lo] = t; }
-        if (before(m, ix[hi], ix[mid])) { int32_t t = ix[hi]; ix[hi] = ix[mid]; ix[mid] = t; }
+        if (before(m, ix[mid], ix[lo])) {
+            int32_t t = ix[mid];
+            ix[mid] = ix[lo];
+            ix[lo] = t;
+        }
+        if (before(m, ix[hi], ix[lo])) {
+            int32_t t = ix[hi];
+            ix[hi] = ix[lo];
+            ix[lo] = t;
+        }
+        if (before(m, ix[hi], ix[mid])) {
+            int32_t t = ix[hi];
+            ix[hi] = ix[mid];
+            ix[mid] = t;
+        }
         const int32_t pv = ix[mid];
         int i = lo, j = hi;
         while (i <= j) {
             while (before(m, ix[i], pv)) i++;
             while (before(m, pv, ix[j])) j--;
             if (i <= j) {
-                int32_t t = ix[i]; ix[i] = ix[j]; ix[j] = t;
+                int32_t t = ix[i];
+                ix[i] = ix[j];
+                ix[j] = t;
                 i++;
                 j--;
             }
         }
         /* [lo, j] rank before-or-equal pv, [i, hi] after-or-equal */
-        if (k <= j + 1) hi = j;
-        else if (k >= i + 1) lo = i;
-        else return; /* the k-th lies between j and i: done */
+        if (k <= j + 1)
+            hi = j;
+        else if (k >= i + 1)
+            lo = i;
+        else
+            return; /* the k-th lies between j and i: done */
     }
 }
 
@@ -138,8 +152,8 @@ static void block_mass(const ab_problem *pb, const ab_mask *mask, int h, int r0,
 static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const oracle_tok_state *st = state;
-    int rc = ab_layout_set_blocks(l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1),
-                                  l->block_k);
+    int rc = ab_layout_set_blocks(
+        l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1), l->block_k);
     if (rc != AB_OK) return rc;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
     const int bq = l->block_q, nqb = l->n_qblocks, rows = H * nqb;

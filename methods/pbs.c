@@ -50,7 +50,8 @@ static int pbs_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "pbs: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_TOPK] >= 0 && p->v[P_TOPK] <= (1 << 16)) || !(p->v[P_SEG] >= 1 && p->v[P_SEG] <= (1 << 20))) {
+    if (!(p->v[P_TOPK] >= 0 && p->v[P_TOPK] <= (1 << 16)) ||
+        !(p->v[P_SEG] >= 1 && p->v[P_SEG] <= (1 << 20))) {
         ab_set_error(state, "pbs: topk must be in [0, 65536], segment in [1, 2^20]");
         return AB_EINVAL;
     }
@@ -76,11 +77,12 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     const int kcap = keep > 0 ? keep : 1;
     const int rows = H * nqb;
 
-    int32_t *perm = malloc((size_t)H * N * sizeof *perm);            /* (heads, N) key order */
-    float *pkm = malloc((size_t)H * npb * d * sizeof *pkm);          /* (heads, npb, d) permuted block means */
-    pblock *blk = malloc((size_t)H * npb * sizeof *blk);             /* (heads, npb) */
+    int32_t *perm = malloc((size_t)H * N * sizeof *perm);   /* (heads, N) key order */
+    float *pkm = malloc((size_t)H * npb * d * sizeof *pkm); /* (heads, npb, d) permuted block means */
+    pblock *blk = malloc((size_t)H * npb * sizeof *blk);    /* (heads, npb) */
     int *nblk = malloc((size_t)H * sizeof *nblk);
-    int *seg_first = malloc((size_t)H * ((N + seg - 1) / seg + 1) * sizeof *seg_first); /* first block of segment */
+    int *seg_first =
+        malloc((size_t)H * ((N + seg - 1) / seg + 1) * sizeof *seg_first); /* first block of segment */
     int rc = (perm && pkm && blk && nblk && seg_first) ? AB_OK : AB_ENOMEM;
     const int nseg = (N + seg - 1) / seg;
 
@@ -89,7 +91,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp parallel
         {
             const int nl = N < bq ? N : bq;
-            float *s = malloc((size_t)nl * N * sizeof *s);  /* (nl, N) */
+            float *s = malloc((size_t)nl * N * sizeof *s); /* (nl, N) */
             float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
             double *row = malloc((size_t)N * sizeof *row);
             bs_cand *imp = malloc((size_t)N * sizeof *imp);
@@ -152,7 +154,8 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
         {
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)npb * sizeof *cand);
-            int32_t *keys = malloc((size_t)(kcap + 1) * bk * sizeof *keys); /* (keep + 1 blocks) one row's keys */
+            int32_t *keys =
+                malloc((size_t)(kcap + 1) * bk * sizeof *keys); /* (keep + 1 blocks) one row's keys */
             int ok = qm && cand && keys;
             if (!ok) {
 #pragma omp atomic write
@@ -164,7 +167,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int h = r / nqb, qb = r % nqb;
                 const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
                 const int d0 = bs_diag_block(qb, bq, bk, N) * bk; /* diagonal block start */
-                const int dseg = d0 / seg;                         /* its segment */
+                const int dseg = d0 / seg;                        /* its segment */
                 const float *means = pkm + (size_t)h * npb * d;
                 const int *sf = seg_first + (size_t)h * (nseg + 1);
                 bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
@@ -185,8 +188,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
                     const int j0 = kb * bk;
                     double sc = 0.0;
                     for (int j = j0; j < j0 + bk; j++)
-                        for (int c = 0; c < d; c++)
-                            sc += (double)qm[c] * pb->k[((size_t)h * N + j) * d + c];
+                        for (int c = 0; c < d; c++) sc += (double)qm[c] * pb->k[((size_t)h * N + j) * d + c];
                     cand[m].score = sc / bk;
                     cand[m].idx = -kb - 1;
                     m++;

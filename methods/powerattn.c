@@ -36,7 +36,8 @@ static int power_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "powerattn: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_LOCAL] >= 0 && p->v[P_LOCAL] <= (1 << 20)) || !(p->v[P_SINK] >= 0 && p->v[P_SINK] <= (1 << 20))) {
+    if (!(p->v[P_LOCAL] >= 0 && p->v[P_LOCAL] <= (1 << 20)) ||
+        !(p->v[P_SINK] >= 0 && p->v[P_SINK] <= (1 << 20))) {
         ab_set_error(state, "powerattn: local_blocks and sink_blocks in [0, 2^20] required");
         return AB_EINVAL;
     }

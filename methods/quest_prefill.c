@@ -86,8 +86,8 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     const int rows = H * nqb;
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-    float *mn = malloc((size_t)H * np * d * sizeof *mn);               /* (heads, npages, d) */
-    float *mx = malloc((size_t)H * np * d * sizeof *mx);               /* (heads, npages, d) */
+    float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, npages, d) */
+    float *mx = malloc((size_t)H * np * d * sizeof *mx); /* (heads, npages, d) */
     int rc = (mn && mx) ? AB_OK : AB_ENOMEM;
 
     if (rc == AB_OK) {
@@ -119,8 +119,8 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                 for (int p = 0; p < np; p++) {
                     const int j0 = p * P, j1 = j0 + P;
                     if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
-                    if (causal && j0 >= d0) break;       /* at or past the diagonal */
-                    if (j1 <= lo || j0 >= hi) continue;  /* a page the base mask hides */
+                    if (causal && j0 >= d0) break;      /* at or past the diagonal */
+                    if (j1 <= lo || j0 >= hi) continue; /* a page the base mask hides */
                     const float *a = mn + ((size_t)h * np + p) * d, *b = mx + ((size_t)h * np + p) * d;
                     double u = 0.0;
                     for (int c = 0; c < d; c++) {

@@ -40,7 +40,8 @@ static int s2_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "s2attn: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_STRIDE] >= 1 && p->v[P_STRIDE] <= (1 << 20)) || !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 20))) {
+    if (!(p->v[P_STRIDE] >= 1 && p->v[P_STRIDE] <= (1 << 20)) ||
+        !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 20))) {
         ab_set_error(state, "s2attn: vert_stride in [1, 2^20] and local_blocks in [1, 2^20] required");
         return AB_EINVAL;
     }

@@ -32,11 +32,11 @@
 enum { P_Z = 0, P_SAMPLES, P_SINKS, P_LOCAL, P_BLOCKQ, P_COUNT };
 
 typedef struct spark_state {
-    double z;     /* threshold in standard deviations above the mean */
-    int samples;  /* keys sampled per row for mean/std */
-    int sinks;    /* leading keys always kept */
-    int local;    /* keys ending at the diagonal always kept */
-    int block_q;  /* query rows sharing one key list */
+    double z;    /* threshold in standard deviations above the mean */
+    int samples; /* keys sampled per row for mean/std */
+    int sinks;   /* leading keys always kept */
+    int local;   /* keys ending at the diagonal always kept */
+    int block_q; /* query rows sharing one key list */
 } spark_state;
 
 static int spark_init(void *state, const ab_params *p, const ab_shape *s)
@@ -50,8 +50,10 @@ static int spark_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "spark: z=%g outside [-16, 64]", p->v[P_Z]);
         return AB_EINVAL;
     }
-    if (!(p->v[P_SAMPLES] >= 2 && p->v[P_SAMPLES] <= (1 << 20)) || !(p->v[P_SINKS] >= 0 && p->v[P_SINKS] <= (1 << 20)) ||
-        !(p->v[P_LOCAL] >= 0 && p->v[P_LOCAL] <= (1 << 20)) || !(p->v[P_BLOCKQ] >= 1 && p->v[P_BLOCKQ] <= 4096)) {
+    if (!(p->v[P_SAMPLES] >= 2 && p->v[P_SAMPLES] <= (1 << 20)) ||
+        !(p->v[P_SINKS] >= 0 && p->v[P_SINKS] <= (1 << 20)) ||
+        !(p->v[P_LOCAL] >= 0 && p->v[P_LOCAL] <= (1 << 20)) ||
+        !(p->v[P_BLOCKQ] >= 1 && p->v[P_BLOCKQ] <= 4096)) {
         ab_set_error(state, "spark: samples/sinks/local/block_q out of range");
         return AB_EINVAL;
     }
@@ -66,8 +68,8 @@ static int spark_init(void *state, const ab_params *p, const ab_shape *s)
 static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const spark_state *st = state;
-    int rc = ab_layout_set_blocks(l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1),
-                                  l->block_k);
+    int rc = ab_layout_set_blocks(
+        l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1), l->block_k);
     if (rc != AB_OK) return rc;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, nqb = l->n_qblocks, rows = H * nqb;
@@ -90,7 +92,8 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
             const int h = r / nqb, qb = r % nqb;
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
             const int kc = causal ? r0 + nr : N;
-            bs_logits(pb->q + ((size_t)h * N + r0) * d, nr, pb->k + (size_t)h * N * d, kc, d, pb->s.scale, s, kt);
+            bs_logits(pb->q + ((size_t)h * N + r0) * d, nr, pb->k + (size_t)h * N * d, kc, d, pb->s.scale, s,
+                      kt);
             memset(keep, 0, (size_t)kc);
             for (int i = 0; i < nr; i++) {
                 const int gi = r0 + i, nv = causal ? gi + 1 : N;

@@ -109,15 +109,15 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
     const int S = gcd(gcd(st->stride, bq), bk);
-    const int nr = (N + S - 1) / S;     /* reduced rows (queries and keys) */
-    const int D = S * d;                /* reduced row length */
-    const int mq = bq / S;              /* reduced rows per query block */
+    const int nr = (N + S - 1) / S; /* reduced rows (queries and keys) */
+    const int D = S * d;            /* reduced row length */
+    const int mq = bq / S;          /* reduced rows per query block */
     const float alpha = pb->s.scale / (float)S;
     const int ngrp = (nqb + XA_GROUP - 1) / XA_GROUP;
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-    float *qr = malloc((size_t)H * nr * D * sizeof *qr);              /* (heads, nr, S*d) */
-    float *kr = malloc((size_t)H * nr * D * sizeof *kr);              /* (heads, nr, S*d) */
+    float *qr = malloc((size_t)H * nr * D * sizeof *qr); /* (heads, nr, S*d) */
+    float *kr = malloc((size_t)H * nr * D * sizeof *kr); /* (heads, nr, S*d) */
     int rc = (qr && kr) ? AB_OK : AB_ENOMEM;
 
     if (rc == AB_OK) {
@@ -127,13 +127,14 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                          qr + (size_t)h * nr * D, kr + (size_t)h * nr * D);
 #pragma omp parallel
         {
-            float *sc = malloc((size_t)XA_GROUP * mq * nr * sizeof *sc); /* (group*block_q/S, nr) reduced scores */
+            float *sc =
+                malloc((size_t)XA_GROUP * mq * nr * sizeof *sc); /* (group*block_q/S, nr) reduced scores */
             float *bt = malloc((size_t)D * BS_PANEL * sizeof *bt);
             double *row = malloc((size_t)nr * sizeof *row);
-            double *bsum = malloc((size_t)nkb * sizeof *bsum);        /* (n_kblocks) block scores */
+            double *bsum = malloc((size_t)nkb * sizeof *bsum); /* (n_kblocks) block scores */
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
-            uint8_t *kp = malloc((size_t)nkb * sizeof *kp);          /* (n_kblocks) kept blocks of one row */
-            int32_t *idx = malloc((size_t)nkb * sizeof *idx);        /* (n_kblocks) the same as a list */
+            uint8_t *kp = malloc((size_t)nkb * sizeof *kp);   /* (n_kblocks) kept blocks of one row */
+            int32_t *idx = malloc((size_t)nkb * sizeof *idx); /* (n_kblocks) the same as a list */
             int ok = sc && bt && row && bsum && cand && kp && idx;
             if (!ok) {
 #pragma omp atomic write
@@ -148,15 +149,16 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int qb1 = qb0 + XA_GROUP < nqb ? qb0 + XA_GROUP : nqb;
                 const int g0 = qb0 * mq, g1 = qb1 * mq < nr ? qb1 * mq : nr; /* reduced rows of the task */
                 const int gkc = causal ? g1 : nr;
-                bs_gemm_nt(qr + ((size_t)h * nr + g0) * D, D, g1 - g0, kr + (size_t)h * nr * D, D, gkc, D, alpha,
-                           sc, gkc, bt);
+                bs_gemm_nt(qr + ((size_t)h * nr + g0) * D, D, g1 - g0, kr + (size_t)h * nr * D, D, gkc, D,
+                           alpha, sc, gkc, bt);
                 for (int qb = qb0; ok && qb < qb1; qb++) {
                     const int rq0 = qb * mq;
                     const int nq = nr - rq0 < mq ? nr - rq0 : mq; /* >= 1 */
                     const int diag = bs_diag_block(qb, bq, bk, N);
                     int lo, hi; /* keys the query block may see */
                     bs_rows_span(&mask, qb * bq, (qb + 1) * bq, &lo, &hi);
-                    const int b0 = lo < hi ? lo / bk : 0, nc = lo < hi ? (hi + bk - 1) / bk : 0; /* candidates [b0, nc) */
+                    const int b0 = lo < hi ? lo / bk : 0,
+                              nc = lo < hi ? (hi + bk - 1) / bk : 0; /* candidates [b0, nc) */
                     for (int b = 0; b < nkb; b++) bsum[b] = 0.0;
                     for (int i = 0; i < nq; i++) {
                         /* reduced keys [j0, nv) of this reduced row's S queries */

@@ -23,8 +23,7 @@ int ab_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
         for (char *c = err; *c; c++) /* one line, always */
-            if (*c == '\n' || *c == '\r')
-                *c = ' ';
+            if (*c == '\n' || *c == '\r') *c = ' ';
     }
     return rc;
 }

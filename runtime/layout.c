@@ -43,16 +43,15 @@ typedef struct lb_list {
 typedef struct lb_state {
     pthread_mutex_t mu; /* held by every builder call: guards the fields
                            below and the layout's block geometry */
-    int touched;   /* some builder call succeeded */
-    int mode;      /* LB_* */
+    int touched;        /* some builder call succeeded */
+    int mode;           /* LB_* */
     int finalized;
     lb_list blk, tok;
 } lb_state;
 
 static int ceil_div(int n, int b)
 {
-    if (n <= 0 || b <= 0)
-        return 0;
+    if (n <= 0 || b <= 0) return 0;
     return (int)(((int64_t)n + b - 1) / b);
 }
 
@@ -65,17 +64,14 @@ static int64_t i64_max(int64_t a, int64_t b) { return a > b ? a : b; }
 static lb_state *lb_get(ab_layout *l)
 {
     void *cur = __atomic_load_n(&l->priv, __ATOMIC_ACQUIRE);
-    if (cur)
-        return (lb_state *)cur;
+    if (cur) return (lb_state *)cur;
     lb_state *st = calloc(1, sizeof(lb_state));
-    if (!st)
-        return NULL;
+    if (!st) return NULL;
     if (pthread_mutex_init(&st->mu, NULL)) {
         free(st);
         return NULL;
     }
-    if (__atomic_compare_exchange_n(&l->priv, &cur, (void *)st, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE))
+    if (__atomic_compare_exchange_n(&l->priv, &cur, (void *)st, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return st;
     pthread_mutex_destroy(&st->mu); /* another thread won: use its state */
     free(st);
@@ -86,8 +82,7 @@ static lb_state *lb_get(ab_layout *l)
 static lb_state *lb_lock(ab_layout *l)
 {
     lb_state *st = lb_get(l);
-    if (st)
-        pthread_mutex_lock(&st->mu);
+    if (st) pthread_mutex_lock(&st->mu);
     return st;
 }
 
@@ -102,17 +97,13 @@ static void lb_list_free(lb_list *li)
 
 static int lb_reserve(lb_list *li, size_t extra)
 {
-    if (extra > SIZE_MAX / sizeof(lb_entry) - li->n)
-        return AB_ENOMEM;
+    if (extra > SIZE_MAX / sizeof(lb_entry) - li->n) return AB_ENOMEM;
     size_t need = li->n + extra;
-    if (need <= li->cap)
-        return AB_OK;
+    if (need <= li->cap) return AB_OK;
     size_t cap = li->cap ? li->cap : 64;
-    while (cap < need)
-        cap = cap > SIZE_MAX / (2 * sizeof(lb_entry)) ? need : cap * 2;
+    while (cap < need) cap = cap > SIZE_MAX / (2 * sizeof(lb_entry)) ? need : cap * 2;
     lb_entry *e = realloc(li->e, cap * sizeof(lb_entry));
-    if (!e)
-        return AB_ENOMEM;
+    if (!e) return AB_ENOMEM;
     li->e = e;
     li->cap = cap;
     return AB_OK;
@@ -130,13 +121,11 @@ static int rows_ok(const ab_layout *l)
  * the lock and must lb_unlock(*out); on an error nothing is held. */
 static int lb_begin_entries(ab_layout *l, int head, int qblock, lb_state **out)
 {
-    if (!l)
-        return AB_EINVAL;
+    if (!l) return AB_EINVAL;
     lb_state *st = lb_lock(l);
-    if (!st)
-        return AB_ENOMEM;
-    if (!rows_ok(l) || st->finalized || st->mode == LB_DENSE || st->mode == LB_CUSTOM ||
-        head < 0 || head >= l->heads || qblock < 0 || qblock >= l->n_qblocks) {
+    if (!st) return AB_ENOMEM;
+    if (!rows_ok(l) || st->finalized || st->mode == LB_DENSE || st->mode == LB_CUSTOM || head < 0 ||
+        head >= l->heads || qblock < 0 || qblock >= l->n_qblocks) {
         lb_unlock(st);
         return AB_EINVAL;
     }
@@ -146,14 +135,11 @@ static int lb_begin_entries(ab_layout *l, int head, int qblock, lb_state **out)
 
 /* Append n entries of one row to li (validated, lock held). idx NULL: the
  * run first, first + 1, ... */
-static int lb_append(lb_state *st, lb_list *li, int32_t row, const int32_t *idx, int32_t first,
-                     size_t n)
+static int lb_append(lb_state *st, lb_list *li, int32_t row, const int32_t *idx, int32_t first, size_t n)
 {
-    if (lb_reserve(li, n))
-        return AB_ENOMEM;
+    if (lb_reserve(li, n)) return AB_ENOMEM;
     lb_entry *e = li->e + li->n;
-    for (size_t t = 0; t < n; t++)
-        e[t] = (lb_entry){row, idx ? idx[t] : first + (int32_t)t};
+    for (size_t t = 0; t < n; t++) e[t] = (lb_entry){ row, idx ? idx[t] : first + (int32_t)t };
     li->n += n;
     st->mode = LB_ENTRIES;
     st->touched = 1;
@@ -164,8 +150,7 @@ static int lb_append(lb_state *st, lb_list *li, int32_t row, const int32_t *idx,
 
 void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k)
 {
-    if (!l)
-        return;
+    if (!l) return;
     memset(l, 0, sizeof(*l));
     l->kind = AB_LAYOUT_BLOCK;
     if (s) {
@@ -182,8 +167,7 @@ void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k)
 
 void ab_layout_free(ab_layout *l)
 {
-    if (!l)
-        return;
+    if (!l) return;
     free(l->blk_ptr);
     free(l->blk_idx);
     free(l->tok_ptr);
@@ -206,11 +190,9 @@ void ab_layout_free(ab_layout *l)
 
 int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k)
 {
-    if (!l || block_q <= 0 || block_k <= 0)
-        return AB_EINVAL;
+    if (!l || block_q <= 0 || block_k <= 0) return AB_EINVAL;
     lb_state *st = lb_lock(l);
-    if (!st)
-        return AB_ENOMEM;
+    if (!st) return AB_ENOMEM;
     int rc = AB_EINVAL;
     if (!st->finalized && st->blk.n == 0 && st->tok.n == 0) {
         l->block_q = block_q;
@@ -226,11 +208,9 @@ int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k)
 
 int ab_layout_dense(ab_layout *l)
 {
-    if (!l)
-        return AB_EINVAL;
+    if (!l) return AB_EINVAL;
     lb_state *st = lb_lock(l);
-    if (!st)
-        return AB_ENOMEM;
+    if (!st) return AB_ENOMEM;
     int rc = AB_EINVAL;
     if (!st->finalized && (st->mode == LB_NONE || st->mode == LB_DENSE)) {
         st->mode = LB_DENSE;
@@ -246,8 +226,7 @@ int ab_layout_custom(ab_layout *l, double density)
     if (!l || !(density >= 0.0 && density <= 1.0)) /* also rejects NaN */
         return AB_EINVAL;
     lb_state *st = lb_lock(l);
-    if (!st)
-        return AB_ENOMEM;
+    if (!st) return AB_ENOMEM;
     int rc = AB_EINVAL;
     if (!st->finalized && (st->mode == LB_NONE || st->mode == LB_CUSTOM)) {
         st->mode = LB_CUSTOM;
@@ -263,8 +242,7 @@ int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int k
 {
     lb_state *st;
     int rc = lb_begin_entries(l, head, qblock, &st);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (kb0 < 0 || kb1 > l->n_kblocks || kb0 > kb1)
         rc = AB_EINVAL;
     else
@@ -276,8 +254,7 @@ int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int k
 
 int ab_layout_add_block(ab_layout *l, int head, int qblock, int kblock)
 {
-    if (kblock < 0 || kblock == INT_MAX)
-        return AB_EINVAL;
+    if (kblock < 0 || kblock == INT_MAX) return AB_EINVAL;
     return ab_layout_add_block_range(l, head, qblock, kblock, kblock + 1);
 }
 
@@ -285,8 +262,7 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
 {
     lb_state *st;
     int rc = lb_begin_entries(l, head, qblock, &st);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (key < 0 || key >= l->seq_len)
         rc = AB_EINVAL;
     else
@@ -299,12 +275,10 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
  * all or nothing; n == 0 checks the row and leaves the layout untouched. */
 static int add_many(ab_layout *l, int tokens, int head, int qblock, const int32_t *idx, int n)
 {
-    if (n < 0 || (n > 0 && !idx))
-        return AB_EINVAL;
+    if (n < 0 || (n > 0 && !idx)) return AB_EINVAL;
     lb_state *st;
     int rc = lb_begin_entries(l, head, qblock, &st);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     const int range = tokens ? l->seq_len : l->n_kblocks;
     for (int t = 0; t < n; t++)
         if (idx[t] < 0 || idx[t] >= range) {
@@ -312,8 +286,8 @@ static int add_many(ab_layout *l, int tokens, int head, int qblock, const int32_
             return AB_EINVAL;
         }
     if (n > 0)
-        rc = lb_append(st, tokens ? &st->tok : &st->blk,
-                       (int32_t)((int64_t)head * l->n_qblocks + qblock), idx, 0, (size_t)n);
+        rc = lb_append(st, tokens ? &st->tok : &st->blk, (int32_t)((int64_t)head * l->n_qblocks + qblock),
+                       idx, 0, (size_t)n);
     lb_unlock(st);
     return rc;
 }
@@ -332,8 +306,7 @@ int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys
 
 /* Sort li by (row, idx) with two stable counting sorts (idx, then row), drop
  * duplicates and build the CSR arrays. idx values lie in [0, range). */
-static int build_csr(lb_list *li, int64_t rows, int range, int64_t **ptr_out,
-                     int32_t **idx_out)
+static int build_csr(lb_list *li, int64_t rows, int range, int64_t **ptr_out, int32_t **idx_out)
 {
     size_t n = li->n;
     size_t ncnt = (size_t)i64_max(rows, range) + 1;
@@ -350,32 +323,24 @@ static int build_csr(lb_list *li, int64_t rows, int range, int64_t **ptr_out,
     }
     /* pass 1: by idx, li->e -> tmp */
     memset(cnt, 0, ncnt * sizeof(size_t));
-    for (size_t e = 0; e < n; e++)
-        cnt[li->e[e].idx + 1]++;
-    for (int c = 0; c < range; c++)
-        cnt[c + 1] += cnt[c];
-    for (size_t e = 0; e < n; e++)
-        tmp[cnt[li->e[e].idx]++] = li->e[e];
+    for (size_t e = 0; e < n; e++) cnt[li->e[e].idx + 1]++;
+    for (int c = 0; c < range; c++) cnt[c + 1] += cnt[c];
+    for (size_t e = 0; e < n; e++) tmp[cnt[li->e[e].idx]++] = li->e[e];
     /* pass 2: by row (stable), tmp -> li->e */
     memset(cnt, 0, ncnt * sizeof(size_t));
-    for (size_t e = 0; e < n; e++)
-        cnt[tmp[e].row + 1]++;
-    for (int64_t r = 0; r < rows; r++)
-        cnt[r + 1] += cnt[r];
-    for (size_t e = 0; e < n; e++)
-        li->e[cnt[tmp[e].row]++] = tmp[e];
+    for (size_t e = 0; e < n; e++) cnt[tmp[e].row + 1]++;
+    for (int64_t r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
+    for (size_t e = 0; e < n; e++) li->e[cnt[tmp[e].row]++] = tmp[e];
     free(tmp);
     free(cnt);
     /* dedup and CSR */
     size_t m = 0;
     for (size_t e = 0; e < n; e++) {
-        if (e > 0 && li->e[e].row == li->e[e - 1].row && li->e[e].idx == li->e[e - 1].idx)
-            continue;
+        if (e > 0 && li->e[e].row == li->e[e - 1].row && li->e[e].idx == li->e[e - 1].idx) continue;
         idx[m++] = li->e[e].idx;
         ptr[li->e[e].row + 1]++;
     }
-    for (int64_t r = 0; r < rows; r++)
-        ptr[r + 1] += ptr[r];
+    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
     *ptr_out = ptr;
     *idx_out = idx;
     return AB_OK;
@@ -406,8 +371,7 @@ static void drop_covered_tokens(ab_layout *l, int64_t rows)
         l->tok_ptr[r] = w;
         for (int64_t t = t0; t < t1; t++) {
             int32_t j = l->tok_idx[t];
-            if (!has_i32(l->blk_idx, b0, b1, j / l->block_k))
-                l->tok_idx[w++] = j;
+            if (!has_i32(l->blk_idx, b0, b1, j / l->block_k)) l->tok_idx[w++] = j;
         }
     }
     l->tok_ptr[rows] = w;
@@ -415,20 +379,16 @@ static void drop_covered_tokens(ab_layout *l, int64_t rows)
 
 int ab_layout_finalize(ab_layout *l)
 {
-    if (!l)
-        return AB_EINVAL;
+    if (!l) return AB_EINVAL;
     lb_state *st = (lb_state *)l->priv;
-    if (!st || !st->touched)
-        return AB_EINVAL;
-    if (st->finalized)
-        return AB_OK;
+    if (!st || !st->touched) return AB_EINVAL;
+    if (st->finalized) return AB_OK;
     if (st->mode == LB_DENSE) {
         l->kind = AB_LAYOUT_DENSE;
     } else if (st->mode == LB_CUSTOM) {
         l->kind = AB_LAYOUT_CUSTOM;
     } else {
-        if (!rows_ok(l))
-            return AB_EINVAL;
+        if (!rows_ok(l)) return AB_EINVAL;
         int64_t rows = (int64_t)l->heads * l->n_qblocks;
         int has_blk = st->blk.n > 0, has_tok = st->tok.n > 0;
         ab_layout_kind kind = has_blk && has_tok ? AB_LAYOUT_MIXED
@@ -440,11 +400,9 @@ int ab_layout_finalize(ab_layout *l)
         free(l->tok_idx);
         l->blk_ptr = l->tok_ptr = NULL;
         l->blk_idx = l->tok_idx = NULL;
-        if (kind != AB_LAYOUT_TOKEN &&
-            build_csr(&st->blk, rows, l->n_kblocks, &l->blk_ptr, &l->blk_idx))
+        if (kind != AB_LAYOUT_TOKEN && build_csr(&st->blk, rows, l->n_kblocks, &l->blk_ptr, &l->blk_idx))
             return AB_ENOMEM;
-        if (kind != AB_LAYOUT_BLOCK &&
-            build_csr(&st->tok, rows, l->seq_len, &l->tok_ptr, &l->tok_idx)) {
+        if (kind != AB_LAYOUT_BLOCK && build_csr(&st->tok, rows, l->seq_len, &l->tok_ptr, &l->tok_idx)) {
             free(l->blk_ptr);
             free(l->blk_idx);
             l->blk_ptr = NULL;
@@ -463,27 +421,26 @@ int ab_layout_finalize(ab_layout *l)
 
 /* ---- validation ------------------------------------------------------------ */
 
-static int check_csr(const int64_t *ptr, const int32_t *idx, int64_t rows, int range,
-                     const char *what, char *err, size_t errlen)
+static int check_csr(const int64_t *ptr, const int32_t *idx, int64_t rows, int range, const char *what,
+                     char *err, size_t errlen)
 {
-    if (!ptr)
-        return ab_fail(err, errlen, AB_EINVAL, "%s: missing CSR row pointer", what);
+    if (!ptr) return ab_fail(err, errlen, AB_EINVAL, "%s: missing CSR row pointer", what);
     if (ptr[0] != 0)
         return ab_fail(err, errlen, AB_EINVAL, "%s: row pointer starts at %lld", what, (long long)ptr[0]);
     for (int64_t r = 0; r < rows; r++)
         if (ptr[r + 1] < ptr[r])
             return ab_fail(err, errlen, AB_EINVAL, "%s: row pointer decreases at row %lld", what,
-                        (long long)r);
-    if (ptr[rows] > 0 && !idx)
-        return ab_fail(err, errlen, AB_EINVAL, "%s: missing index array", what);
+                           (long long)r);
+    if (ptr[rows] > 0 && !idx) return ab_fail(err, errlen, AB_EINVAL, "%s: missing index array", what);
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t e = ptr[r]; e < ptr[r + 1]; e++) {
             if (idx[e] < 0 || idx[e] >= range)
                 return ab_fail(err, errlen, AB_EINVAL, "%s: row %lld: index %d out of range [0, %d)", what,
-                            (long long)r, (int)idx[e], range);
+                               (long long)r, (int)idx[e], range);
             if (e > ptr[r] && idx[e] <= idx[e - 1])
-                return ab_fail(err, errlen, AB_EINVAL, "%s: row %lld: entries not sorted and unique (%d after %d)",
-                            what, (long long)r, (int)idx[e], (int)idx[e - 1]);
+                return ab_fail(err, errlen, AB_EINVAL,
+                               "%s: row %lld: entries not sorted and unique (%d after %d)", what,
+                               (long long)r, (int)idx[e], (int)idx[e - 1]);
         }
     }
     return AB_OK;
@@ -491,10 +448,8 @@ static int check_csr(const int64_t *ptr, const int32_t *idx, int64_t rows, int r
 
 int ab_layout_validate(const ab_layout *l, char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = '\0';
-    if (!l)
-        return ab_fail(err, errlen, AB_EINVAL, "no layout");
+    if (err && errlen) err[0] = '\0';
+    if (!l) return ab_fail(err, errlen, AB_EINVAL, "no layout");
     if ((int)l->kind < AB_LAYOUT_DENSE || (int)l->kind > AB_LAYOUT_CUSTOM)
         return ab_fail(err, errlen, AB_EINVAL, "unknown layout kind %d", (int)l->kind);
     if (l->heads <= 0 || l->seq_len < 0)
@@ -504,33 +459,28 @@ int ab_layout_validate(const ab_layout *l, char *err, size_t errlen)
             return ab_fail(err, errlen, AB_EINVAL, "custom density %g not in [0, 1]", l->custom_density);
         return AB_OK;
     }
-    if (l->kind == AB_LAYOUT_DENSE)
-        return AB_OK;
+    if (l->kind == AB_LAYOUT_DENSE) return AB_OK;
     if (l->block_q <= 0 || l->block_k <= 0)
         return ab_fail(err, errlen, AB_EINVAL, "bad block sizes %d x %d", l->block_q, l->block_k);
-    if (l->n_qblocks != ceil_div(l->seq_len, l->block_q) ||
-        l->n_kblocks != ceil_div(l->seq_len, l->block_k))
-        return ab_fail(err, errlen, AB_EINVAL, "block counts %d x %d do not match the shape",
-                    l->n_qblocks, l->n_kblocks);
+    if (l->n_qblocks != ceil_div(l->seq_len, l->block_q) || l->n_kblocks != ceil_div(l->seq_len, l->block_k))
+        return ab_fail(err, errlen, AB_EINVAL, "block counts %d x %d do not match the shape", l->n_qblocks,
+                       l->n_kblocks);
     int64_t rows = (int64_t)l->heads * l->n_qblocks;
     int rc;
     if (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) {
         rc = check_csr(l->blk_ptr, l->blk_idx, rows, l->n_kblocks, "blocks", err, errlen);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) {
         rc = check_csr(l->tok_ptr, l->tok_idx, rows, l->seq_len, "tokens", err, errlen);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     if (l->kind == AB_LAYOUT_MIXED) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t t = l->tok_ptr[r]; t < l->tok_ptr[r + 1]; t++)
-                if (has_i32(l->blk_idx, l->blk_ptr[r], l->blk_ptr[r + 1],
-                            l->tok_idx[t] / l->block_k))
+                if (has_i32(l->blk_idx, l->blk_ptr[r], l->blk_ptr[r + 1], l->tok_idx[t] / l->block_k))
                     return ab_fail(err, errlen, AB_EINVAL, "row %lld: token %d inside a kept block",
-                                (long long)r, (int)l->tok_idx[t]);
+                                   (long long)r, (int)l->tok_idx[t]);
     }
     return AB_OK;
 }
@@ -539,18 +489,12 @@ int ab_layout_validate(const ab_layout *l, char *err, size_t errlen)
 
 int ab_layout_contains(const ab_layout *l, int head, int i, int j)
 {
-    if (!l || head < 0 || head >= l->heads || i < 0 || i >= l->seq_len || j < 0 ||
-        j >= l->seq_len)
-        return 0;
-    const ab_shape sh = {.heads = l->heads, .seq_len = l->seq_len, .causal = l->causal,
-                         .mask = l->mask};
+    if (!l || head < 0 || head >= l->heads || i < 0 || i >= l->seq_len || j < 0 || j >= l->seq_len) return 0;
+    const ab_shape sh = { .heads = l->heads, .seq_len = l->seq_len, .causal = l->causal, .mask = l->mask };
     const ab_mask m = ab_shape_mask(&sh);
-    if (!ab_mask_allows(&m, i, j))
-        return 0;
-    if (l->kind == AB_LAYOUT_DENSE)
-        return 1;
-    if (l->kind == AB_LAYOUT_CUSTOM || l->block_q <= 0 || l->block_k <= 0)
-        return 0;
+    if (!ab_mask_allows(&m, i, j)) return 0;
+    if (l->kind == AB_LAYOUT_DENSE) return 1;
+    if (l->kind == AB_LAYOUT_CUSTOM || l->block_q <= 0 || l->block_k <= 0) return 0;
     int64_t r = (int64_t)head * l->n_qblocks + i / l->block_q;
     if ((l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) && l->blk_ptr &&
         has_i32(l->blk_idx, l->blk_ptr[r], l->blk_ptr[r + 1], j / l->block_k))
@@ -563,15 +507,13 @@ int ab_layout_contains(const ab_layout *l, int head, int i, int j)
 
 static ab_mask layout_mask(const ab_layout *l)
 {
-    const ab_shape sh = {.heads = l->heads, .seq_len = l->seq_len, .causal = l->causal,
-                         .mask = l->mask};
+    const ab_shape sh = { .heads = l->heads, .seq_len = l->seq_len, .causal = l->causal, .mask = l->mask };
     return ab_shape_mask(&sh);
 }
 
 int64_t ab_layout_valid_pairs(const ab_layout *l)
 {
-    if (!l || l->heads <= 0 || l->seq_len <= 0)
-        return 0;
+    if (!l || l->heads <= 0 || l->seq_len <= 0) return 0;
     const ab_mask m = layout_mask(l);
     return (int64_t)l->heads * ab_mask_pairs(&m);
 }
@@ -604,10 +546,8 @@ static void qspan_fill(qspan *g, const ab_mask *m, int q0, int q1)
 /* Allowed pairs in the rows of g x keys [k0, k1). */
 static int64_t qspan_rect(const qspan *g, const ab_mask *m, int64_t k0, int64_t k1)
 {
-    if (k1 <= g->minlo || k0 >= g->maxhi)
-        return 0;
-    if (m->def->interval && g->maxlo <= k0 && g->minhi >= k1)
-        return (int64_t)(g->q1 - g->q0) * (k1 - k0);
+    if (k1 <= g->minlo || k0 >= g->maxhi) return 0;
+    if (m->def->interval && g->maxlo <= k0 && g->minhi >= k1) return (int64_t)(g->q1 - g->q0) * (k1 - k0);
     int64_t s = 0;
     for (int i = g->q0; i < g->q1; i++) {
         if (m->def->interval) {
@@ -623,40 +563,32 @@ static int64_t qspan_rect(const qspan *g, const ab_mask *m, int64_t k0, int64_t 
 /* Rows of g that may see key j. */
 static int64_t qspan_col(const qspan *g, const ab_mask *m, int j)
 {
-    if (j < g->minlo || j >= g->maxhi)
-        return 0;
-    if (m->def->interval && g->maxlo <= j && j < g->minhi)
-        return g->q1 - g->q0;
+    if (j < g->minlo || j >= g->maxhi) return 0;
+    if (m->def->interval && g->maxlo <= j && j < g->minhi) return g->q1 - g->q0;
     int64_t s = 0;
     for (int i = g->q0; i < g->q1; i++)
-        s += m->def->interval ? (g->lo[i - g->q0] <= j && j < g->hi[i - g->q0])
-                              : ab_mask_allows(m, i, j);
+        s += m->def->interval ? (g->lo[i - g->q0] <= j && j < g->hi[i - g->q0]) : ab_mask_allows(m, i, j);
     return s;
 }
 
 int64_t ab_layout_kept_pairs(const ab_layout *l)
 {
-    if (!l)
-        return 0;
+    if (!l) return 0;
     int64_t valid = ab_layout_valid_pairs(l);
-    if (l->kind == AB_LAYOUT_DENSE)
-        return valid;
+    if (l->kind == AB_LAYOUT_DENSE) return valid;
     if (l->kind == AB_LAYOUT_CUSTOM) {
         double d = l->custom_density;
-        if (!(d >= 0.0))
-            return 0;
+        if (!(d >= 0.0)) return 0;
         return d >= 1.0 ? valid : (int64_t)llround(d * (double)valid);
     }
-    if (l->block_q <= 0 || l->block_k <= 0)
-        return 0;
+    if (l->block_q <= 0 || l->block_k <= 0) return 0;
     const ab_mask m = layout_mask(l);
     int64_t n = l->seq_len, bq = l->block_q, bk = l->block_k, total = 0;
     int use_blk = (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED) && l->blk_ptr;
     int use_tok = (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) && l->tok_ptr;
     qspan g;
     g.lo = malloc((size_t)bq * 2 * sizeof(int32_t)); /* [bq] lo, then [bq] hi */
-    if (!g.lo)
-        return -1;
+    if (!g.lo) return -1;
     g.hi = g.lo + bq;
     for (int qb = 0; qb < l->n_qblocks; qb++) {
         /* spans do not depend on the head: one pass per query block */
@@ -682,12 +614,9 @@ int64_t ab_layout_kept_pairs(const ab_layout *l)
 
 double ab_layout_density(const ab_layout *l)
 {
-    if (!l)
-        return 0.0;
-    if (l->kind == AB_LAYOUT_DENSE)
-        return 1.0;
-    if (l->kind == AB_LAYOUT_CUSTOM)
-        return l->custom_density;
+    if (!l) return 0.0;
+    if (l->kind == AB_LAYOUT_DENSE) return 1.0;
+    if (l->kind == AB_LAYOUT_CUSTOM) return l->custom_density;
     int64_t valid = ab_layout_valid_pairs(l);
     return valid > 0 ? (double)ab_layout_kept_pairs(l) / (double)valid : 0.0;
 }

@@ -12,15 +12,13 @@
 const ab_mask_def *ab_mask_find(const char *name)
 {
     for (int i = 0; i < ab_mask_count; i++)
-        if (strcmp(ab_mask_at(i)->name, name) == 0)
-            return ab_mask_at(i);
+        if (strcmp(ab_mask_at(i)->name, name) == 0) return ab_mask_at(i);
     return NULL;
 }
 
 void ab_mask_free(ab_mask *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     free(m->aux);
     free(m->aux2);
     m->aux = m->aux2 = NULL;
@@ -44,8 +42,7 @@ static int mask_call_plugin(ab_mask *m, int bind, const char *arg, char *err, si
     int rc = bind ? m->def->bind(&c.m) : m->def->parse(&c.m, arg);
     rc = ab_handle_checked(&c.h, rc, bind ? "bind()" : "parse()");
     *m = c.m;
-    if (errlen)
-        snprintf(err, errlen, "%s", c.h.msg);
+    if (errlen) snprintf(err, errlen, "%s", c.h.msg);
     ab_handle_close(&c.h);
     return rc;
 }
@@ -81,16 +78,14 @@ static int mask_parse(ab_mask *m, const char *spec, char *err, size_t errlen)
     const char *arg = colon ? colon + 1 : NULL;
     if (!m->def->parse) {
         if (arg) {
-            snprintf(err, errlen, "mask '%s' takes no argument (syntax: %s)", name,
-                     m->def->syntax);
+            snprintf(err, errlen, "mask '%s' takes no argument (syntax: %s)", name, m->def->syntax);
             return AB_EINVAL;
         }
         return AB_OK;
     }
     int rc = mask_call_plugin(m, 0, arg, err, errlen);
     if (rc) {
-        if (rc == AB_EINVAL && !*err)
-            snprintf(err, errlen, "bad '%s' (syntax: %s)", spec, m->def->syntax);
+        if (rc == AB_EINVAL && !*err) snprintf(err, errlen, "bad '%s' (syntax: %s)", spec, m->def->syntax);
         ab_mask_free(m);
     }
     return rc;
@@ -99,21 +94,17 @@ static int mask_parse(ab_mask *m, const char *spec, char *err, size_t errlen)
 int ab_mask_check_spec(const char *spec, char *err, size_t errlen)
 {
     ab_mask m;
-    if (errlen)
-        err[0] = 0;
+    if (errlen) err[0] = 0;
     int rc = mask_parse(&m, spec, err, errlen);
     ab_mask_free(&m);
     return rc ? -1 : 0;
 }
 
-int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char *err,
-                 size_t errlen)
+int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char *err, size_t errlen)
 {
-    if (errlen)
-        err[0] = 0;
+    if (errlen) err[0] = 0;
     int rc = mask_parse(m, spec, err, errlen);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (seq_len < 0) {
         snprintf(err, errlen, "negative sequence length");
         ab_mask_free(m);
@@ -122,8 +113,7 @@ int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char 
     m->seq_len = seq_len;
     m->seed = seed;
     if (m->def->bind && (rc = mask_call_plugin(m, 1, NULL, err, errlen)) != AB_OK) {
-        if (!*err)
-            snprintf(err, errlen, "mask '%s' cannot be used at N = %d", spec, seq_len);
+        if (!*err) snprintf(err, errlen, "mask '%s' cannot be used at N = %d", spec, seq_len);
         ab_mask_free(m);
         return rc;
     }
@@ -132,7 +122,6 @@ int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char 
 
 double ab_mask_fraction(const ab_mask *m)
 {
-    if (!m || m->seq_len <= 0)
-        return 0.0;
+    if (!m || m->seq_len <= 0) return 0.0;
     return (double)ab_mask_pairs(m) / ((double)m->seq_len * (double)m->seq_len);
 }

@@ -138,9 +138,14 @@ int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen
 {
     for (int i = 0; i < n; i++) {
         const ab_method *a = m[i];
-        if (!a) { snprintf(err, errlen, "method table entry %d is NULL", i); return -1; }
+        if (!a) {
+            snprintf(err, errlen, "method table entry %d is NULL", i);
+            return -1;
+        }
         if (a->abi != AB_ABI_VERSION) {
-            snprintf(err, errlen, "method '%s' was built for plugin ABI %d, this attnbench has ABI %d: rebuild it against include/attnbench.h",
+            snprintf(err, errlen,
+                     "method '%s' was built for plugin ABI %d, this attnbench has ABI %d: rebuild it against "
+                     "include/attnbench.h",
                      a->name ? a->name : "?", a->abi, AB_ABI_VERSION);
             return -1;
         }
@@ -148,26 +153,34 @@ int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen
             snprintf(err, errlen, "method name '%s' is not [a-z0-9_]{1,31}", a->name ? a->name : "(null)");
             return -1;
         }
-        if (!a->select) { snprintf(err, errlen, "method '%s' has no select()", a->name); return -1; }
+        if (!a->select) {
+            snprintf(err, errlen, "method '%s' has no select()", a->name);
+            return -1;
+        }
         int np = 0;
         while (np < AB_MAX_PARAMS && a->params[np].name) {
             const ab_param *p = &a->params[np];
             if (!(p->min <= p->def && p->def <= p->max)) {
-                snprintf(err, errlen, "method '%s': param '%s' default %g outside [%g, %g]", a->name, p->name, p->def, p->min, p->max);
+                snprintf(err, errlen, "method '%s': param '%s' default %g outside [%g, %g]", a->name, p->name,
+                         p->def, p->min, p->max);
                 return -1;
             }
             np++;
         }
         if (np == AB_MAX_PARAMS) {
-            snprintf(err, errlen, "method '%s': params list is not NULL-terminated (at most %d params)", a->name, AB_MAX_PARAMS - 1);
+            snprintf(err, errlen, "method '%s': params list is not NULL-terminated (at most %d params)",
+                     a->name, AB_MAX_PARAMS - 1);
             return -1;
         }
         if (a->density_knob.param >= np) {
-            snprintf(err, errlen, "method '%s': density knob index %d but only %d params", a->name, a->density_knob.param, np);
+            snprintf(err, errlen, "method '%s': density knob index %d but only %d params", a->name,
+                     a->density_knob.param, np);
             return -1;
         }
-        if (a->density_knob.param >= 0 && a->density_knob.log_scale && a->params[a->density_knob.param].min <= 0) {
-            snprintf(err, errlen, "method '%s': log-scale knob '%s' needs min > 0", a->name, a->params[a->density_knob.param].name);
+        if (a->density_knob.param >= 0 && a->density_knob.log_scale &&
+            a->params[a->density_knob.param].min <= 0) {
+            snprintf(err, errlen, "method '%s': log-scale knob '%s' needs min > 0", a->name,
+                     a->params[a->density_knob.param].name);
             return -1;
         }
         for (int j = 0; j < i; j++)
@@ -184,11 +197,13 @@ int ab_task_registry_check(const ab_task *const *t, int n, char *err, size_t err
     for (int i = 0; i < n; i++) {
         const ab_task *a = t[i];
         if (a->abi != AB_ABI_VERSION) {
-            snprintf(err, errlen, "task '%s' was built for ABI %d, this attnbench has ABI %d", a->name ? a->name : "?", a->abi, AB_ABI_VERSION);
+            snprintf(err, errlen, "task '%s' was built for ABI %d, this attnbench has ABI %d",
+                     a->name ? a->name : "?", a->abi, AB_ABI_VERSION);
             return -1;
         }
         if (!valid_name(a->name) || !a->generate) {
-            snprintf(err, errlen, "task '%s' has an invalid name or no generate()", a->name ? a->name : "(null)");
+            snprintf(err, errlen, "task '%s' has an invalid name or no generate()",
+                     a->name ? a->name : "(null)");
             return -1;
         }
         if (ab_param_count(a->params, AB_TASK_MAX_PARAMS) == AB_TASK_MAX_PARAMS) {

@@ -9,7 +9,7 @@
 
 typedef struct ab_instance {
     const ab_method *m;
-    void *state;        /* what the method sees; an error header precedes it */
+    void *state; /* what the method sees; an error header precedes it */
     ab_params params;
     ab_shape shape;
 } ab_instance;
@@ -37,11 +37,10 @@ const char *ab_strerror(int code);
 /* Call t->generate / t->check (AB_OK when it has none) on a copy of *in the
  * task may pass to ab_set_error. The task's message (or "") goes to err.
  * Returns AB_OK or an AB_E* code; any other code becomes AB_EINTERNAL. */
-int ab_task_generate(const ab_task *t, const ab_task_input *in, float *q, float *k, float *v,
-                     ab_answer *ans, char *err, size_t errlen);
+int ab_task_generate(const ab_task *t, const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans,
+                     char *err, size_t errlen);
 int ab_task_check(const ab_task *t, const ab_task_input *in, char *err, size_t errlen);
 /* Decode every answered row from out (heads, seq_len, head_dim) and count
  * correct groups. Returns AB_OK, or AB_EINVAL / AB_ENOMEM. */
-int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
-                    int *n_correct, int *n_total);
+int ab_answer_score(const ab_answer *a, const float *out, int seq_len, int *n_correct, int *n_total);
 #endif

@@ -9,13 +9,13 @@
 
 extern const ab_method *const *const ab_method_refs[]; /* generated */
 extern const int ab_method_count;
-extern const ab_task *const *const ab_task_refs[];     /* generated */
+extern const ab_task *const *const ab_task_refs[]; /* generated */
 extern const int ab_task_count;
 extern const ab_mask_def *const *const ab_mask_refs[]; /* generated */
 extern const int ab_mask_count;
 #define ab_method_at(i) (*ab_method_refs[(i)])
-#define ab_mask_at(i) (*ab_mask_refs[(i)])
-#define ab_task_at(i) (*ab_task_refs[(i)])
+#define ab_mask_at(i)   (*ab_mask_refs[(i)])
+#define ab_task_at(i)   (*ab_task_refs[(i)])
 
 /* Check both generated tables (exit(2) with a message on failure). */
 void ab_registry_init(void);
@@ -34,8 +34,7 @@ int ab_mask_check_spec(const char *spec, char *err, size_t errlen);
 /* Parse spec and bind it to seq_len and seed into *m (zeroed first).
  * Returns AB_OK, or an AB_E* code with err set (the plugin's message from
  * ab_set_error, or a default); free with ab_mask_free (include/attnbench.h). */
-int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char *err,
-                 size_t errlen);
+int ab_mask_make(ab_mask *m, const char *spec, int seq_len, uint64_t seed, char *err, size_t errlen);
 /* Allowed pairs of one head, over all N x N (runtime/mask.c). */
 int64_t ab_mask_pairs(const ab_mask *m);
 /* Allowed pairs of one head over N^2 (the "mask density"). */

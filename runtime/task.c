@@ -18,8 +18,7 @@
 
 void ab_answer_free(ab_answer *a)
 {
-    if (!a)
-        return;
+    if (!a) return;
     free(a->head);
     free(a->row);
     free(a->code);
@@ -30,8 +29,7 @@ void ab_answer_free(ab_answer *a)
 }
 
 /* 1 if row `i` of the answer decodes correctly from out. */
-static int decode_ok(const ab_answer *a, const float *o /* [head_dim] */,
-                     int expected)
+static int decode_ok(const ab_answer *a, const float *o /* [head_dim] */, int expected)
 {
     const int d = a->head_dim;
     int best = -1;
@@ -49,25 +47,20 @@ static int decode_ok(const ab_answer *a, const float *o /* [head_dim] */,
             best_norm2 = norm2;
         }
     }
-    return best >= 0 && best == expected &&
-           best_proj >= a->decode_floor * best_norm2;
+    return best >= 0 && best == expected && best_proj >= a->decode_floor * best_norm2;
 }
 
-int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
-                    int *n_correct, int *n_total)
+int ab_answer_score(const ab_answer *a, const float *out, int seq_len, int *n_correct, int *n_total)
 {
-    if (!a || !n_correct || !n_total)
-        return AB_EINVAL;
+    if (!a || !n_correct || !n_total) return AB_EINVAL;
     *n_correct = 0;
     *n_total = 0;
-    if (a->n <= 0)
-        return AB_OK;
-    if (!out || !a->head || !a->row || !a->code || !a->codebook ||
-        a->head_dim <= 0 || a->n_codes <= 0 || seq_len <= 0)
+    if (a->n <= 0) return AB_OK;
+    if (!out || !a->head || !a->row || !a->code || !a->codebook || a->head_dim <= 0 || a->n_codes <= 0 ||
+        seq_len <= 0)
         return AB_EINVAL;
     const int n_groups = a->group ? a->n_groups : a->n;
-    if (n_groups <= 0)
-        return AB_EINVAL;
+    if (n_groups <= 0) return AB_EINVAL;
     for (int i = 0; i < a->n; i++) {
         if (a->row[i] < 0 || a->row[i] >= seq_len || a->head[i] < 0 ||
             (a->group && (a->group[i] < 0 || a->group[i] >= n_groups)))
@@ -75,7 +68,7 @@ int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
     }
     /* group_ok[g]: 1 until one of its rows fails */
     unsigned char *group_ok = malloc((size_t)n_groups); /* [n_groups] */
-    unsigned char *seen = calloc((size_t)n_groups, 1);   /* [n_groups] */
+    unsigned char *seen = calloc((size_t)n_groups, 1);  /* [n_groups] */
     if (!group_ok || !seen) {
         free(group_ok);
         free(seen);
@@ -84,16 +77,14 @@ int ab_answer_score(const ab_answer *a, const float *out, int seq_len,
     memset(group_ok, 1, (size_t)n_groups);
     for (int i = 0; i < a->n; i++) {
         int g = a->group ? a->group[i] : i;
-        const float *o = out + ((size_t)a->head[i] * (size_t)seq_len +
-                                (size_t)a->row[i]) * (size_t)a->head_dim;
+        const float *o =
+            out + ((size_t)a->head[i] * (size_t)seq_len + (size_t)a->row[i]) * (size_t)a->head_dim;
         seen[g] = 1;
-        if (!decode_ok(a, o, a->code[i]))
-            group_ok[g] = 0;
+        if (!decode_ok(a, o, a->code[i])) group_ok[g] = 0;
     }
     int correct = 0, total = 0;
     for (int g = 0; g < n_groups; g++) {
-        if (!seen[g])
-            continue; /* a group id with no rows counts for nothing */
+        if (!seen[g]) continue; /* a group id with no rows counts for nothing */
         total++;
         correct += group_ok[g];
     }
@@ -114,14 +105,13 @@ _Static_assert(AB_HANDLE_FOLLOWS(task_call, in), "ab_task_input must follow the 
 static int task_done(task_call *c, int rc, const char *what, char *err, size_t errlen)
 {
     rc = ab_handle_checked(&c->h, rc, what);
-    if (err && errlen)
-        snprintf(err, errlen, "%s", c->h.msg);
+    if (err && errlen) snprintf(err, errlen, "%s", c->h.msg);
     ab_handle_close(&c->h);
     return rc;
 }
 
-int ab_task_generate(const ab_task *t, const ab_task_input *in, float *q, float *k, float *v,
-                     ab_answer *ans, char *err, size_t errlen)
+int ab_task_generate(const ab_task *t, const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans,
+                     char *err, size_t errlen)
 {
     task_call c;
     ab_handle_open(&c.h);

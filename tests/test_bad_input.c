@@ -81,7 +81,8 @@ static int run_ab(const char *args, char **err_out)
     snprintf(errf, sizeof errf, "%s/stderr.txt", g_dir);
     char plots[512] = "plots";
     if (!getenv("AB_PLOTS_DIR") && getcwd(plots, sizeof plots - 8)) strcat(plots, "/plots");
-    snprintf(cmd, sizeof cmd, "cd '%s' && AB_PLOTS_DIR=\"${AB_PLOTS_DIR:-%s}\" '%s' %s >/dev/null 2>'%s' </dev/null", g_dir,
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && AB_PLOTS_DIR=\"${AB_PLOTS_DIR:-%s}\" '%s' %s >/dev/null 2>'%s' </dev/null", g_dir,
              plots, bin(), args, errf);
     int st = system(cmd);
     size_t l;
@@ -125,7 +126,8 @@ static const struct bad_cfg cfgs[] = {
     { "[method.window]\nwindoww = 3\n", { "c.ini:2:", "key 'windoww'", "unknown parameter" } },
     { "[method.nosuch]\nx = 3\n", { "c.ini:2:", "key 'x'", "unknown method 'nosuch'" } },
     { "[task.needle]\nnosuch = 3\n", { "c.ini:2:", "key 'nosuch'", "unknown parameter" } },
-    { "[sweep]\nmethods = dense, nosuchmethod\n", { "c.ini:2:", "key 'methods'", "unknown method 'nosuchmethod'" } },
+    { "[sweep]\nmethods = dense, nosuchmethod\n",
+      { "c.ini:2:", "key 'methods'", "unknown method 'nosuchmethod'" } },
     { "[sweep]\ntasks = nosuchtask\n", { "c.ini:2:", "key 'tasks'", "unknown task 'nosuchtask'" } },
     { "[sweep]\ndevices = tpu\n", { "c.ini:2:", "key 'devices'", "tpu" } },
     /* bad numbers, NaN, Inf */
@@ -153,30 +155,39 @@ static const struct bad_cfg cfgs[] = {
     { "[timing]\nshared_core_check = 3\n", { "c.ini:2:", "key 'shared_core_check'", "0 or 1" } },
     { "[timing]\nmin_sample_ms = -1\n", { "c.ini:2:", "key 'min_sample_ms'", "must be" } },
     { "[timing]\ninterference_pct = 0\n", { "c.ini:2:", "key 'interference_pct'", "must be" } },
-    { "[timing]\ntimed_tasks = needle, nosuch\n", { "c.ini:2:", "key 'timed_tasks'", "unknown task 'nosuch'" } },
+    { "[timing]\ntimed_tasks = needle, nosuch\n",
+      { "c.ini:2:", "key 'timed_tasks'", "unknown task 'nosuch'" } },
     { "[timing]\ntimed_depths = 1.5\n", { "c.ini:2:", "key 'timed_depths'", "outside [0, 1]" } },
     { "[sweep.more]\ndevices = gpu\n", { "c.ini:2:", "[sweep.more] key 'devices'", "grid axes only" } },
     { "[sweep.more]\ntasks = nosuch\n", { "c.ini:2:", "[sweep.more] key 'tasks'", "unknown task" } },
-    { "[sweep.more]\nmethods = dense, nosuch\n", { "c.ini:2:", "[sweep.more] key 'methods'", "unknown method" } },
+    { "[sweep.more]\nmethods = dense, nosuch\n",
+      { "c.ini:2:", "[sweep.more] key 'methods'", "unknown method" } },
     { "[sweep.]\nseq_lens = 512\n", { "c.ini:2:", "[sweep.] key 'seq_lens'", "needs a name" } },
-    { "[sweep]\ndensities = native\n[sweep.b]\ndensities = 0.1\n", { "c.ini:4:", "[sweep.b] key 'densities'", "native" } },
-    { "[sweep]\nseq_lens = 512\n[sweep.b]\nmasks = document:100+200\n", { "c.ini:4:", "[sweep.b] key 'masks'", "not N = 512" } },
+    { "[sweep]\ndensities = native\n[sweep.b]\ndensities = 0.1\n",
+      { "c.ini:4:", "[sweep.b] key 'densities'", "native" } },
+    { "[sweep]\nseq_lens = 512\n[sweep.b]\nmasks = document:100+200\n",
+      { "c.ini:4:", "[sweep.b] key 'masks'", "not N = 512" } },
     { "[calibration]\ntolerance = 1.5\n", { "c.ini:2:", "key 'tolerance'", "must be" } },
     { "[calibration]\nmax_iters = 0\n", { "c.ini:2:", "key 'max_iters'", "must be" } },
     { "[method.window]\nwindow = -3\n", { "c.ini:2:", "key 'window'", "outside" } },
     /* base masks ([sweep] masks, and causal, its old spelling) */
-    { "[sweep]\nmasks = sliding:-1\n", { "c.ini:2:", "[sweep] key 'masks'", "sliding needs a window W >= 1" } },
+    { "[sweep]\nmasks = sliding:-1\n",
+      { "c.ini:2:", "[sweep] key 'masks'", "sliding needs a window W >= 1" } },
     { "[sweep]\nmasks = causal, nosuchmask\n", { "c.ini:2:", "key 'masks'", "unknown mask 'nosuchmask'" } },
-    { "[sweep]\nseq_lens = 1024\nmasks = document:256+512\n", { "c.ini:3:", "key 'masks'", "sum to 768, not N = 1024" } },
-    { "\n[sweep]\nmasks = causal, prefix:768\nseq_lens = 1024, 512\n", { "c.ini:3:", "key 'masks'", "prefix:768' at N = 512" } },
-    { "[sweep]\nseq_lens = 256\nmasks = document:300\n", { "c.ini:3:", "key 'masks'", "300 documents do not fit" } },
+    { "[sweep]\nseq_lens = 1024\nmasks = document:256+512\n",
+      { "c.ini:3:", "key 'masks'", "sum to 768, not N = 1024" } },
+    { "\n[sweep]\nmasks = causal, prefix:768\nseq_lens = 1024, 512\n",
+      { "c.ini:3:", "key 'masks'", "prefix:768' at N = 512" } },
+    { "[sweep]\nseq_lens = 256\nmasks = document:300\n",
+      { "c.ini:3:", "key 'masks'", "300 documents do not fit" } },
     { "[sweep]\nmasks = document\n", { "c.ini:2:", "key 'masks'", "document needs a count" } },
     { "[sweep]\nmasks = document:4:zipf\n", { "c.ini:2:", "key 'masks'", "zipf" } },
     { "[sweep]\nmasks = full:3\n", { "c.ini:2:", "key 'masks'", "takes no argument" } },
     { "[sweep]\nmasks = full, full\n", { "c.ini:2:", "key 'masks'", "listed twice" } },
     { "[sweep]\nmasks = causal,\n", { "c.ini:2:", "key 'masks'", "empty list element" } },
     { "[sweep]\nmasks =\n", { "c.ini:2:", "key 'masks'", "empty" } },
-    { "[sweep]\nmasks = causal\nheads = 2\ncausal = 1\n", { "c.ini:4:", "key 'causal'", "not both (masks is set at line 2)" } },
+    { "[sweep]\nmasks = causal\nheads = 2\ncausal = 1\n",
+      { "c.ini:4:", "key 'causal'", "not both (masks is set at line 2)" } },
     { "[sweep]\ncausal = 0\nmasks = full\n", { "c.ini:3:", "key 'masks'", "not both" } },
     /* huge lengths */
     { "[sweep]\nseq_lens = 99999999999\n", { "c.ini:2:", "key 'seq_lens'", "outside" } },
@@ -187,7 +198,8 @@ static const struct bad_cfg cfgs[] = {
     { "[sweep]\nmethods = ,\n", { "c.ini:2:", "key 'methods'", "empty" } },
     { "[sweep]\nseq_lens = 512,\n", { "c.ini:2:", "key 'seq_lens'", "empty list element" } },
     { "[sweep]\nmethods = dense, dense\n", { "c.ini:2:", "key 'methods'", "listed twice" } },
-    { "[sweep]\nseq_lens = 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,"
+    { "[sweep]\nseq_lens = "
+      "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,"
       "33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65\n",
       { "c.ini:2:", "key 'seq_lens'", "more than 64" } },
     /* duplicate keys and sections */
@@ -211,7 +223,8 @@ Test(bad_input, malformed_configs_exit_2_name_file_line_key_and_touch_nothing)
         put("c.ini", cfgs[i].text, strlen(cfgs[i].text));
         char *err = NULL;
         int rc = run_ab("run -c c.ini -o keep.h5", &err);
-        cr_expect_eq(rc, 2, "config %zu (%s): exit %d, want 2; stderr: %s", i, cfgs[i].text, rc, err ? err : "");
+        cr_expect_eq(rc, 2, "config %zu (%s): exit %d, want 2; stderr: %s", i, cfgs[i].text, rc,
+                     err ? err : "");
         for (int k = 0; k < 3; k++)
             if (cfgs[i].want[k] && *cfgs[i].want[k])
                 cr_expect(err && strstr(err, cfgs[i].want[k]), "config %zu (%s): stderr lacks \"%s\": %s", i,
@@ -223,7 +236,8 @@ Test(bad_input, malformed_configs_exit_2_name_file_line_key_and_touch_nothing)
         char *now = slurp("keep.h5", &l);
         cr_assert(now && l == klen && !memcmp(now, before, l), "config %zu touched the results file", i);
         free(now);
-        cr_expect(!exists("keep.h5.journal") && !exists("keep.h5.tmp"), "config %zu left a journal or tmp file", i);
+        cr_expect(!exists("keep.h5.journal") && !exists("keep.h5.tmp"),
+                  "config %zu left a journal or tmp file", i);
     }
     free(before);
     cr_expect_geq(ncfg, 30, "the table must hold at least 30 configs");
@@ -273,7 +287,8 @@ static const struct bad_cli clis[] = {
 Test(bad_input, malformed_command_lines_exit_2_and_touch_nothing)
 {
     make_results();
-    static const char *good = "[sweep]\ntasks = needle\nmethods = dense\nseq_lens = 256\nheads = 1\nhead_dims = 16\n";
+    static const char *good =
+        "[sweep]\ntasks = needle\nmethods = dense\nseq_lens = 256\nheads = 1\nhead_dims = 16\n";
     put("c.ini", good, strlen(good));
     put("bin.ini", "[sweep]\n\0\1\2", 11);
     put("text.h5", "just some text, not results\n", 28);

@@ -69,7 +69,8 @@ static int sweep(const char *envs, ab_env *env, char **err)
     cr_assert_not_null(f);
     fputs(cfg, f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "env -u OPENBLAS_CORETYPE -u AB_BLAS_SIMULATE %s '%s' run -c '%s' -o '%s' 2>'%s' >/dev/null",
+    snprintf(cmd, sizeof cmd,
+             "env -u OPENBLAS_CORETYPE -u AB_BLAS_SIMULATE %s '%s' run -c '%s' -o '%s' 2>'%s' >/dev/null",
              envs, b ? b : "build/attnbench", path, out, errf);
     int st = system(cmd);
     f = fopen(errf, "r");
@@ -102,8 +103,10 @@ Test(blas_run, a_fallback_core_is_replaced_checked_and_recorded)
     cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_detected"), "Prescott");
     cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_source"), "attnbench");
     cr_expect_str_eq(ab_env_get(&env, "openblas_coretype_best"), best);
-    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"), best, "running %s", ab_env_get(&env, "openblas_coretype"));
-    cr_expect(strstr(err, "OPENBLAS_CORETYPE=") && strstr(err, "SGEMM checked"), "nothing said on stderr: %s", err);
+    cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"), best, "running %s",
+                     ab_env_get(&env, "openblas_coretype"));
+    cr_expect(strstr(err, "OPENBLAS_CORETYPE=") && strstr(err, "SGEMM checked"), "nothing said on stderr: %s",
+              err);
     ab_env_free(&env);
     free(err);
 }
@@ -131,7 +134,8 @@ Test(blas_run, a_recognised_cpu_is_left_alone)
      * attnbench switched (both are right; never "environment") */
     cr_expect(!strcmp(src, "library") || !strcmp(src, "attnbench"), "source %s", src);
     if (!strcmp(src, "library"))
-        cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"), ab_env_get(&env, "openblas_coretype_detected"));
+        cr_expect_str_eq(ab_env_get(&env, "openblas_coretype"),
+                         ab_env_get(&env, "openblas_coretype_detected"));
     ab_env_free(&env);
     free(err);
 }
@@ -142,17 +146,19 @@ Test(vexp, exp_shift_sum_matches_expf_on_every_isa)
     for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
         if (!ab_cpu_isa_supported(isa)) continue;
         for (int n = 0; n < 1000; n = n * 3 + 1) {
-            for (int i = 0; i < n; i++) x[i] = y[i] = (i % 7 == 3) ? -INFINITY : (float)((i * 37) % 101) * 0.13f - 6.0f;
+            for (int i = 0; i < n; i++)
+                x[i] = y[i] = (i % 7 == 3) ? -INFINITY : (float)((i * 37) % 101) * 0.13f - 6.0f;
             double want = 0;
             for (int i = 0; i < n; i++) want += (double)expf(y[i] - 1.5f);
             double got = isa == AB_ISA_AVX512 ? ab_exp_shift_sum_avx512(x, n, 1.5f)
                          : isa == AB_ISA_AVX2 ? ab_exp_shift_sum_avx2(x, n, 1.5f)
                                               : ab_exp_shift_sum_portable(x, n, 1.5f);
-            cr_expect(fabs(got - want) <= 1e-6 * want + 1e-30, "%s n=%d: sum %.9g want %.9g", ab_cpu_isa_name(isa), n,
-                      got, want);
+            cr_expect(fabs(got - want) <= 1e-6 * want + 1e-30, "%s n=%d: sum %.9g want %.9g",
+                      ab_cpu_isa_name(isa), n, got, want);
             for (int i = 0; i < n; i++) {
                 float e = expf(y[i] - 1.5f);
-                cr_expect(fabsf(x[i] - e) <= 3e-7f * e, "%s n=%d i=%d: %.9g want %.9g", ab_cpu_isa_name(isa), n, i, x[i], e);
+                cr_expect(fabsf(x[i] - e) <= 3e-7f * e, "%s n=%d i=%d: %.9g want %.9g", ab_cpu_isa_name(isa),
+                          n, i, x[i], e);
                 if (fabsf(x[i] - e) > 3e-7f * e) break;
             }
         }

@@ -23,8 +23,8 @@
 #include "runtime/registry.h"
 #include "kernels/kernels.h"
 
-static const char *const selectors[] = { "xattention", "minference_block", "flexprefill", "seer_proxy",
-                                         "quest_prefill", "anchor", "pbs", "cca" };
+static const char *const selectors[] = { "xattention",    "minference_block", "flexprefill", "seer_proxy",
+                                         "quest_prefill", "anchor",           "pbs",         "cca" };
 #define N_SELECTORS ((int)(sizeof selectors / sizeof selectors[0]))
 
 /* ---- problems ------------------------------------------------------------ */
@@ -58,8 +58,9 @@ static void problem_alloc(tproblem *t, int heads, int n, int d, int causal, uint
     t->k = malloc(cnt * sizeof *t->k);
     t->v = malloc(cnt * sizeof *t->v);
     cr_assert(t->q && t->k && t->v);
-    t->pb.s = (ab_shape){ .heads = heads, .seq_len = n, .head_dim = d, .causal = causal,
-                          .scale = 1.0f / sqrtf((float)d) };
+    t->pb.s = (ab_shape){
+        .heads = heads, .seq_len = n, .head_dim = d, .causal = causal, .scale = 1.0f / sqrtf((float)d)
+    };
     t->pb.q = t->q;
     t->pb.k = t->k;
     t->pb.v = t->v;
@@ -79,7 +80,8 @@ static void problem_random(tproblem *t, int heads, int n, int d, int causal, uin
 }
 
 /* The needle task (haystack + one planted key) with `margin` nats. */
-static void problem_needle(tproblem *t, int heads, int n, int d, double depth, double margin, int rows, uint64_t seed)
+static void problem_needle(tproblem *t, int heads, int n, int d, double depth, double margin, int rows,
+                           uint64_t seed)
 {
     const ab_task *task = ab_task_find("needle");
     if (!task) cr_skip_test("needle task not registered");
@@ -94,7 +96,8 @@ static void problem_needle(tproblem *t, int heads, int n, int d, double depth, d
     }
     char err[256] = "";
     ab_task_input in = { .p = &p, .str = NULL, .s = t->pb.s, .seed = seed, .depth = depth };
-    cr_assert_eq(ab_task_generate(task, &in, t->q, t->k, t->v, &t->ans, err, sizeof err), AB_OK, "needle: %s", err);
+    cr_assert_eq(ab_task_generate(task, &in, t->q, t->k, t->v, &t->ans, err, sizeof err), AB_OK, "needle: %s",
+                 err);
     cr_assert(t->ans.n > 0);
 }
 
@@ -123,14 +126,16 @@ static void test_params(const ab_method *m, ab_params *p)
     memset(p, 0, sizeof *p);
     while (p->n < AB_MAX_PARAMS && m->params[p->n].name) {
         p->v[p->n] = m->params[p->n].def;
-        if (strcmp(m->name, "flexprefill") == 0 && strcmp(m->params[p->n].name, "min_budget") == 0) p->v[p->n] = 64;
+        if (strcmp(m->name, "flexprefill") == 0 && strcmp(m->params[p->n].name, "min_budget") == 0)
+            p->v[p->n] = 64;
         p->n++;
     }
 }
 
 /* select (and optionally run) with test_params and the knob at `knob`;
  * the layout is left finalised for the caller to read and free. */
-static int method_do(const ab_method *m, const ab_problem *pb, int block, double knob, ab_layout *l, float *out)
+static int method_do(const ab_method *m, const ab_problem *pb, int block, double knob, ab_layout *l,
+                     float *out)
 {
     ab_params p;
     test_params(m, &p);
@@ -177,8 +182,10 @@ static double knob_for(const ab_method *m, const ab_problem *pb, int block, doub
             best = kv;
         }
         if (fabs(dd - target) <= 0.02 * target) break;
-        if ((dd < target) == (m->density_knob.increasing != 0)) lo = mid;
-        else hi = mid;
+        if ((dd < target) == (m->density_knob.increasing != 0))
+            lo = mid;
+        else
+            hi = mid;
     }
     return best;
 }
@@ -227,8 +234,8 @@ Test(block_selectors, strong_needle_is_kept)
                     strict ? "" : " (not asserted)");
         cr_expect(dens > 0.2 && dens < 0.4, "%s: density %.3f not near 0.3", m->name, dens);
         if (strict)
-            cr_expect(kept == t.ans.n, "%s: needle key kept in only %d/%d answer rows at density %.3f", m->name,
-                      kept, t.ans.n, dens);
+            cr_expect(kept == t.ans.n, "%s: needle key kept in only %d/%d answer rows at density %.3f",
+                      m->name, kept, t.ans.n, dens);
         ab_layout_free(&l);
     }
     problem_free(&t);
@@ -282,10 +289,11 @@ Test(block_selectors, vertical_line_is_kept)
                     kept += ab_layout_contains(&l, h, i, vpos[h][x]);
                     total++;
                 }
-        cr_log_info("%s: density %.3f vertical keys kept for %d/%d query blocks", m->name, ab_layout_density(&l),
-                    kept, total);
+        cr_log_info("%s: density %.3f vertical keys kept for %d/%d query blocks", m->name,
+                    ab_layout_density(&l), kept, total);
         if (strcmp(m->name, "flexprefill") != 0)
-            cr_expect(kept >= 0.85 * total, "%s: vertical keys kept for only %d/%d query blocks", m->name, kept, total);
+            cr_expect(kept >= 0.85 * total, "%s: vertical keys kept for only %d/%d query blocks", m->name,
+                      kept, total);
         ab_layout_free(&l);
     }
     problem_free(&t);
@@ -322,9 +330,11 @@ Test(block_selectors, density_monotone_in_knob)
         double prev = -1;
         for (int i = 0; i <= 12; i++) {
             const double f = m->density_knob.increasing ? i / 12.0 : 1.0 - i / 12.0;
-            const double kv = lg ? exp(log(a->min) + f * (log(a->max) - log(a->min))) : a->min + f * (a->max - a->min);
+            const double kv =
+                lg ? exp(log(a->min) + f * (log(a->max) - log(a->min))) : a->min + f * (a->max - a->min);
             const double dd = density_at(m, &t.pb, 64, kv);
-            cr_expect(dd >= prev - 1e-12, "%s: density fell from %.4f to %.4f at knob %g", m->name, prev, dd, kv);
+            cr_expect(dd >= prev - 1e-12, "%s: density fell from %.4f to %.4f at knob %g", m->name, prev, dd,
+                      kv);
             prev = dd;
         }
         cr_expect(prev == 1.0, "%s: the knob's end keeps density %.4f, want 1", m->name, prev);
@@ -372,7 +382,8 @@ Test(block_selectors, knob_max_equals_dense)
 static void cca_naive(const ab_problem *pb, int h, int w, int g, double *out /* (n, d) */)
 {
     const int n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, ng = (n + g - 1) / g;
-    const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d, *v = pb->v + (size_t)h * n * d;
+    const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
+                *v = pb->v + (size_t)h * n * d;
     double *ck = calloc((size_t)ng * d, sizeof *ck), *cv = calloc((size_t)ng * d, sizeof *cv);
     double *lg = malloc((size_t)(n + ng) * sizeof *lg);
     double *vv = malloc((size_t)(n + ng) * d * sizeof *vv);
@@ -479,8 +490,8 @@ Test(block_selectors, cca_matches_naive_reference)
                         num += e * e;
                         den += ref[i] * ref[i];
                     }
-                    cr_expect(sqrt(num / den) <= 1e-5, "cca causal=%d w=%d g=%d head %d: rel err %.3g", causal,
-                              windows[wi], groups[gi], h, sqrt(num / den));
+                    cr_expect(sqrt(num / den) <= 1e-5, "cca causal=%d w=%d g=%d head %d: rel err %.3g",
+                              causal, windows[wi], groups[gi], h, sqrt(num / den));
                 }
                 ab_instance_destroy(&in);
                 ab_layout_free(&l);

@@ -85,12 +85,18 @@ static int dense_select(void *st, const ab_problem *pb, ab_layout *l) { return a
 /* Broken 4: select() says nothing (an untouched layout). */
 static int empty_select(void *st, const ab_problem *pb, ab_layout *l) { return AB_OK; }
 
-#define FIXTURE(sym, nm, sel, rn)                                                                              \
-    static const ab_method sym = {                                                                             \
-        .abi = AB_ABI_VERSION, .name = nm, .summary = "test fixture", .reference = "test",                      \
-        .devices = AB_CPU, .phases = AB_PREFILL,                                                               \
-        .params = { { .name = NULL } }, .density_knob = { .param = -1 },                                       \
-        .select = sel, .run = rn,                                                                              \
+#define FIXTURE(sym, nm, sel, rn)        \
+    static const ab_method sym = {       \
+        .abi = AB_ABI_VERSION,           \
+        .name = nm,                      \
+        .summary = "test fixture",       \
+        .reference = "test",             \
+        .devices = AB_CPU,               \
+        .phases = AB_PREFILL,            \
+        .params = { { .name = NULL } },  \
+        .density_knob = { .param = -1 }, \
+        .select = sel,                   \
+        .run = rn,                       \
     }
 FIXTURE(good, "good_fixture", diag_select, NULL);
 FIXTURE(drops_key, "drops_key", diag_select, drop_key_run);
@@ -113,12 +119,14 @@ Test(check, correct_fixture_passes)
 Test(check, broken_fixtures_fail)
 {
     const ab_method *broken[] = { &drops_key, &out_of_range, &noncausal, &empty };
-    const char *expect[] = { "relative L2 error", "select returned", "relative L2 error", "finalize returned" };
+    const char *expect[] = { "relative L2 error", "select returned", "relative L2 error",
+                             "finalize returned" };
     for (int i = 0; i < 4; i++) {
         char report[512];
         const int v = ab_check_method(broken[i], 1, NULL, report, sizeof report);
         cr_expect_eq(v, AB_CHECK_FAIL, "%s not caught: %s", broken[i]->name, report);
-        cr_expect(strstr(report, expect[i]) != NULL, "%s: report '%s' lacks '%s'", broken[i]->name, report, expect[i]);
+        cr_expect(strstr(report, expect[i]) != NULL, "%s: report '%s' lacks '%s'", broken[i]->name, report,
+                  expect[i]);
     }
 }
 
@@ -138,12 +146,13 @@ Test(check, mask_blind_fixtures_fail)
         cr_expect_eq(r.masks, 2);
         const int v = ab_check_method(blind[i], 1, NULL, report, sizeof report);
         cr_expect_eq(v, AB_CHECK_FAIL, "%s not caught by --quick: %s", blind[i]->name, report);
-        cr_expect(strstr(report, expect[i]) && strstr(report, "mask=document:3"), "%s: report '%s'", blind[i]->name,
-                  report);
+        cr_expect(strstr(report, expect[i]) && strstr(report, "mask=document:3"), "%s: report '%s'",
+                  blind[i]->name, report);
         for (int k = 0; k < 4; k++) {
-            cr_expect_eq(ab_check_method_masks(blind[i], 1, &masks[k], 1, NULL, report, sizeof report), AB_CHECK_FAIL,
-                         "%s not caught under %s: %s", blind[i]->name, masks[k], report);
-            cr_expect(strstr(report, expect[i]) != NULL, "%s under %s: report '%s'", blind[i]->name, masks[k], report);
+            cr_expect_eq(ab_check_method_masks(blind[i], 1, &masks[k], 1, NULL, report, sizeof report),
+                         AB_CHECK_FAIL, "%s not caught under %s: %s", blind[i]->name, masks[k], report);
+            cr_expect(strstr(report, expect[i]) != NULL, "%s under %s: report '%s'", blind[i]->name, masks[k],
+                      report);
         }
     }
 }
@@ -171,7 +180,8 @@ Test(check, default_mask_specs)
     }
     for (int k = 0; k < nf; k++) {
         ab_mask m;
-        cr_expect_eq(ab_mask_make(&m, specs[k], 257, 1, err, sizeof err), AB_OK, "%s at N=257: %s", specs[k], err);
+        cr_expect_eq(ab_mask_make(&m, specs[k], 257, 1, err, sizeof err), AB_OK, "%s at N=257: %s", specs[k],
+                     err);
         ab_mask_free(&m);
     }
     /* the correct fixture passes under all of them, and cca, which declines
@@ -183,10 +193,12 @@ Test(check, default_mask_specs)
     const ab_method *cca = ab_method_find("cca");
     if (cca) {
         const char *doc[] = { "causal", "document:3" };
-        cr_expect_eq(ab_check_method_masks(cca, 1, doc, 2, &r, report, sizeof report), AB_CHECK_PASS, "%s", report);
+        cr_expect_eq(ab_check_method_masks(cca, 1, doc, 2, &r, report, sizeof report), AB_CHECK_PASS, "%s",
+                     report);
         cr_expect(strstr(r.masks_unsupported, "document:3") && strstr(report, "unsupported"), "%s", report);
         /* declining every mask checked is a skip when none is plain */
-        cr_expect_eq(ab_check_method_masks(cca, 1, doc + 1, 1, &r, report, sizeof report), AB_CHECK_SKIP, "%s", report);
+        cr_expect_eq(ab_check_method_masks(cca, 1, doc + 1, 1, &r, report, sizeof report), AB_CHECK_SKIP,
+                     "%s", report);
     }
 }
 
@@ -209,12 +221,15 @@ Test(check, cli_quick_on_window)
     snprintf(cmd, sizeof cmd, "%s check --methods no_such_method >/dev/null 2>&1", bin);
     const int st = system(cmd);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "unknown method: status %d", st);
-    snprintf(cmd, sizeof cmd, "%s check --quick --methods dense,oracle_topk_token --masks sliding:37,document:4:longtail "
-                              ">/dev/null 2>&1", bin);
+    snprintf(cmd, sizeof cmd,
+             "%s check --quick --methods dense,oracle_topk_token --masks sliding:37,document:4:longtail "
+             ">/dev/null 2>&1",
+             bin);
     cr_expect_eq(system(cmd), 0, "check under --masks");
     static const char *const bad[] = { "sliding:-1", "no_such_mask", "document:", "causal,,full" };
     for (int i = 0; i < 4; i++) {
-        snprintf(cmd, sizeof cmd, "%s check --quick --methods dense --masks '%s' >/dev/null 2>&1", bin, bad[i]);
+        snprintf(cmd, sizeof cmd, "%s check --quick --methods dense --masks '%s' >/dev/null 2>&1", bin,
+                 bad[i]);
         const int sb = system(cmd);
         cr_expect(WIFEXITED(sb) && WEXITSTATUS(sb) == 2, "--masks %s: status %d, want exit 2", bad[i], sb);
     }

@@ -73,7 +73,8 @@ static int cmp(const char *args, char **out)
     const char *b = getenv("AB_BIN");
     char cmd[1200], of[400];
     snprintf(of, sizeof of, "%s/out.txt", g_dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' compare %s > '%s' 2>&1", g_dir, b ? b : "build/attnbench", args, of);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' compare %s > '%s' 2>&1", g_dir, b ? b : "build/attnbench",
+             args, of);
     int st = system(cmd);
     FILE *f = fopen(of, "r");
     *out = calloc(1, 65536);
@@ -96,8 +97,12 @@ static void make_pair(void)
     snprintf(a[4].timing, sizeof a[4].timing, "untimed");
     memcpy(b, a, sizeof a);
     /* xattention: 20% slower in B, and its speedup 20% lower */
-    b[2].total_ms *= 1.2; b[2].total_lo_ms *= 1.2; b[2].total_hi_ms *= 1.2;
-    b[2].rel_dense *= 1.2; b[2].rel_lo *= 1.2; b[2].rel_hi *= 1.2;
+    b[2].total_ms *= 1.2;
+    b[2].total_lo_ms *= 1.2;
+    b[2].total_hi_ms *= 1.2;
+    b[2].rel_dense *= 1.2;
+    b[2].rel_lo *= 1.2;
+    b[2].rel_hi *= 1.2;
     /* hip: 1% slower, inside the noise threshold */
     b[3].total_ms *= 1.01;
     write_file("a.h5", a, 5);
@@ -176,8 +181,13 @@ Test(compare, files_without_the_paired_ratio_use_the_dense_point)
 Test(compare, bad_arguments_exit_2)
 {
     make_pair();
-    const char *bad[] = { "a.h5", "a.h5 b.h5 c.h5", "a.h5 nosuch.h5", "a.h5 b.h5 --fail-above x",
-                          "a.h5 b.h5 --metric speed", "a.h5 b.h5 --bogus", "a.h5 b.h5 --noise -1" };
+    const char *bad[] = { "a.h5",
+                          "a.h5 b.h5 c.h5",
+                          "a.h5 nosuch.h5",
+                          "a.h5 b.h5 --fail-above x",
+                          "a.h5 b.h5 --metric speed",
+                          "a.h5 b.h5 --bogus",
+                          "a.h5 b.h5 --noise -1" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out;
         int rc = cmp(bad[i], &out);
@@ -200,7 +210,9 @@ Test(compare, a_faster_machine_is_told_apart_from_faster_code)
         point(&a[i], key, names[i], 2048, 10.0 + i, i ? 0.1 * i : 1.0);
         a[i].fma_gflops = 40.0;
         b[i] = a[i];
-        b[i].total_ms /= 1.1; b[i].total_lo_ms /= 1.1; b[i].total_hi_ms /= 1.1;
+        b[i].total_ms /= 1.1;
+        b[i].total_lo_ms /= 1.1;
+        b[i].total_hi_ms /= 1.1;
         b[i].fma_gflops = 44.0;
     }
     write_file("ca.h5", a, 6);
@@ -208,7 +220,8 @@ Test(compare, a_faster_machine_is_told_apart_from_faster_code)
     char *out;
     int rc = cmp("ca.h5 cb.h5 --fail-above 0.01", &out);
     cr_expect_eq(rc, 0, "speedups did not move: %s", out);
-    cr_expect(strstr(out, "latency (total_ms)            6   0.0953"), "raw latency moved by log 1.1:\n%s", out);
+    cr_expect(strstr(out, "latency (total_ms)            6   0.0953"), "raw latency moved by log 1.1:\n%s",
+              out);
     cr_expect(strstr(out, "latency, equal clock          6   0.0000"), "equal clock removes it:\n%s", out);
     cr_expect(strstr(out, "machine speed B/A (1-thread FMA probe in every round): x1.100"), "%s", out);
     free(out);

@@ -32,8 +32,7 @@ static void task_defaults(const ab_task *t, ab_params *p)
 static int param_index(const ab_task *t, const char *name)
 {
     for (int i = 0; i < AB_TASK_MAX_PARAMS && t->params[i].name; i++)
-        if (strcmp(t->params[i].name, name) == 0)
-            return i;
+        if (strcmp(t->params[i].name, name) == 0) return i;
     cr_assert_fail("no param %s", name);
     return -1;
 }
@@ -54,8 +53,9 @@ typedef struct tensors {
 
 static tensors tensors_new(int H, int N, int d)
 {
-    tensors t = {.s = {.heads = H, .seq_len = N, .head_dim = d, .causal = 1,
-                       .scale = (float)(1.0 / sqrt((double)d))}};
+    tensors t = {
+        .s = { .heads = H, .seq_len = N, .head_dim = d, .causal = 1, .scale = (float)(1.0 / sqrt((double)d)) }
+    };
     size_t n = (size_t)H * N * d;
     t.q = malloc(n * sizeof(float));
     t.k = malloc(n * sizeof(float));
@@ -80,8 +80,7 @@ static double logit(const tensors *t, int h, int i, int j)
 {
     const float *q = rowp(t, t->q, h, i), *k = rowp(t, t->k, h, j);
     double s = 0.0;
-    for (int m = 0; m < t->s.head_dim; m++)
-        s += (double)q[m] * k[m];
+    for (int m = 0; m < t->s.head_dim; m++) s += (double)q[m] * k[m];
     return s / sqrt((double)t->s.head_dim);
 }
 
@@ -91,16 +90,14 @@ static void softmax_row(const tensors *t, int h, int i, int drop, double *p)
     double mx = -INFINITY;
     for (int j = 0; j <= i; j++) {
         p[j] = (j == drop) ? -INFINITY : logit(t, h, i, j);
-        if (p[j] > mx)
-            mx = p[j];
+        if (p[j] > mx) mx = p[j];
     }
     double z = 0.0;
     for (int j = 0; j <= i; j++) {
         p[j] = (j == drop) ? 0.0 : exp(p[j] - mx);
         z += p[j];
     }
-    for (int j = 0; j <= i; j++)
-        p[j] /= z;
+    for (int j = 0; j <= i; j++) p[j] /= z;
 }
 
 /* ---- RNG ------------------------------------------------------------------ */
@@ -109,7 +106,7 @@ Test(rng, philox_known_answer)
 {
     /* Random123 KAT: philox4x32_10, counter 0, key 0. */
     uint32_t w[4];
-    ab_rng_u32x4((ab_rng){0, 0}, 0, 0, 0, 0, w);
+    ab_rng_u32x4((ab_rng){ 0, 0 }, 0, 0, 0, 0, w);
     cr_expect_eq(w[0], 0x6627e8d5u);
     cr_expect_eq(w[1], 0xe169c58du);
     cr_expect_eq(w[2], 0xbc57ac4cu);
@@ -119,8 +116,8 @@ Test(rng, philox_known_answer)
 Test(rng, streams_and_counters_differ)
 {
     uint32_t a[4], b[4], c[4];
-    ab_rng r1 = {42, ab_rng_stream_id("needle")};
-    ab_rng r2 = {42, ab_rng_stream_id("passkey")};
+    ab_rng r1 = { 42, ab_rng_stream_id("needle") };
+    ab_rng r2 = { 42, ab_rng_stream_id("passkey") };
     ab_rng_u32x4(r1, 1, 2, 3, 0, a);
     ab_rng_u32x4(r2, 1, 2, 3, 0, b);
     ab_rng_u32x4(r1, 1, 2, 4, 0, c);
@@ -130,12 +127,11 @@ Test(rng, streams_and_counters_differ)
 
 Test(rng, normals_moments)
 {
-    ab_rng r = {7, 1};
+    ab_rng r = { 7, 1 };
     const int n = 1 << 16;
     double *z = malloc(n * sizeof *z);
     cr_assert(z);
-    for (int i = 0; i < n / 64; i++)
-        ab_rng_normals(r, 0, (uint32_t)i, 1, 64, z + 64 * i);
+    for (int i = 0; i < n / 64; i++) ab_rng_normals(r, 0, (uint32_t)i, 1, 64, z + 64 * i);
     double m = 0, m2 = 0;
     for (int i = 0; i < n; i++) {
         m += z[i];
@@ -156,12 +152,11 @@ Test(rng, normals_moments)
 /* Bulk normals, parallel over rows with a given thread count. */
 static void bulk_normals(int threads, float *out, int rows, int d)
 {
-    ab_rng r = {123456789ull, 5};
+    ab_rng r = { 123456789ull, 5 };
     omp_set_num_threads(threads);
 #pragma omp parallel for schedule(dynamic, 3)
     for (int i = 0; i < rows; i++)
-        ab_rng_normals_f(r, (uint32_t)(i % 4), (uint32_t)i, 2, d, 1.0,
-                         out + (size_t)i * d);
+        ab_rng_normals_f(r, (uint32_t)(i % 4), (uint32_t)i, 2, d, 1.0, out + (size_t)i * d);
 }
 
 Test(rng, thread_count_and_order_invariance)
@@ -174,7 +169,7 @@ Test(rng, thread_count_and_order_invariance)
     bulk_normals(2, b, rows, d);
     cr_expect(memcmp(a, b, (size_t)rows * d * sizeof(float)) == 0);
     /* one row alone, in reverse order */
-    ab_rng r = {123456789ull, 5};
+    ab_rng r = { 123456789ull, 5 };
     for (int i = rows - 1; i >= 0; i -= 97) {
         float one[40];
         ab_rng_normals_f(r, (uint32_t)(i % 4), (uint32_t)i, 2, d, 1.0, one);
@@ -187,11 +182,10 @@ Test(rng, thread_count_and_order_invariance)
 Test(rng, unit_band)
 {
     double u[32];
-    ab_rng_unit_band((ab_rng){1, 2}, 0, 0, 3, 32, 10, 8, u);
+    ab_rng_unit_band((ab_rng){ 1, 2 }, 0, 0, 3, 32, 10, 8, u);
     double ss = 0;
     for (int i = 0; i < 32; i++) {
-        if (i < 10 || i >= 18)
-            cr_expect_eq(u[i], 0.0);
+        if (i < 10 || i >= 18) cr_expect_eq(u[i], 0.0);
         ss += u[i] * u[i];
     }
     cr_expect(fabs(ss - 1.0) < 1e-12);
@@ -199,32 +193,28 @@ Test(rng, unit_band)
 
 Test(rng, sample_rows)
 {
-    ab_rng r = {99, 3};
+    ab_rng r = { 99, 3 };
     int out[300], again[300];
     cr_assert_eq(ab_rng_sample_rows(r, 0, AB_PURPOSE_SAMPLE_ROWS, 100000, 256, out), AB_OK);
     cr_assert_eq(ab_rng_sample_rows(r, 0, AB_PURPOSE_SAMPLE_ROWS, 100000, 256, again), AB_OK);
     cr_expect(memcmp(out, again, 256 * sizeof(int)) == 0);
     for (int i = 0; i < 256; i++) {
         cr_expect(out[i] >= 0 && out[i] < 100000);
-        if (i)
-            cr_expect(out[i] > out[i - 1], "sorted and distinct");
+        if (i) cr_expect(out[i] > out[i - 1], "sorted and distinct");
     }
     /* k == n: everything; k > n: error; k = 0: nothing */
     cr_assert_eq(ab_rng_sample_rows(r, 0, 1, 10, 10, out), AB_OK);
-    for (int i = 0; i < 10; i++)
-        cr_expect_eq(out[i], i);
+    for (int i = 0; i < 10; i++) cr_expect_eq(out[i], i);
     cr_expect_eq(ab_rng_sample_rows(r, 0, 1, 10, 11, out), AB_EINVAL);
     cr_expect_eq(ab_rng_sample_rows(r, 0, 1, 10, 0, out), AB_OK);
     /* near-full draws stay distinct; frequencies are uniform */
-    int count[20] = {0};
+    int count[20] = { 0 };
     for (uint64_t seed = 0; seed < 4000; seed++) {
         int s5[19];
-        cr_assert_eq(ab_rng_sample_rows((ab_rng){seed, 3}, 0, 1, 20, 19, s5), AB_OK);
-        for (int i = 1; i < 19; i++)
-            cr_assert(s5[i] > s5[i - 1]);
-        cr_assert_eq(ab_rng_sample_rows((ab_rng){seed, 3}, 0, 2, 20, 5, s5), AB_OK);
-        for (int i = 0; i < 5; i++)
-            count[s5[i]]++;
+        cr_assert_eq(ab_rng_sample_rows((ab_rng){ seed, 3 }, 0, 1, 20, 19, s5), AB_OK);
+        for (int i = 1; i < 19; i++) cr_assert(s5[i] > s5[i - 1]);
+        cr_assert_eq(ab_rng_sample_rows((ab_rng){ seed, 3 }, 0, 2, 20, 5, s5), AB_OK);
+        for (int i = 0; i < 5; i++) count[s5[i]]++;
     }
     for (int i = 0; i < 20; i++) /* expected 1000, sd ~ 27 */
         cr_expect(count[i] > 880 && count[i] < 1120, "row %d drawn %d", i, count[i]);
@@ -270,7 +260,7 @@ Test(haystack, thread_invariance_and_row_regeneration)
     c.free_dims = 8;
     c.topic_len = 64; /* many segments */
     tensors a = tensors_new(3, 700, 64), b = tensors_new(3, 700, 64);
-    ab_rng r = {2024, ab_rng_stream_id("test")};
+    ab_rng r = { 2024, ab_rng_stream_id("test") };
     omp_set_num_threads(1);
     cr_assert_eq(ab_haystack_generate(&c, &a.s, r, a.q, a.k, a.v), AB_OK);
     omp_set_num_threads(2);
@@ -279,7 +269,7 @@ Test(haystack, thread_invariance_and_row_regeneration)
     cr_expect(memcmp(a.q, b.q, bytes) == 0);
     cr_expect(memcmp(a.k, b.k, bytes) == 0);
     cr_expect(memcmp(a.v, b.v, bytes) == 0);
-    const int probe[][2] = {{0, 0}, {2, 699}, {1, 345}, {0, 3}, {2, 128}};
+    const int probe[][2] = { { 0, 0 }, { 2, 699 }, { 1, 345 }, { 0, 3 }, { 2, 128 } };
     for (size_t t = 0; t < sizeof probe / sizeof probe[0]; t++) {
         int h = probe[t][0], i = probe[t][1];
         float q[64], k[64], v[64];
@@ -290,8 +280,7 @@ Test(haystack, thread_invariance_and_row_regeneration)
     }
     /* free band is zero in q and k */
     for (size_t x = 0; x < (size_t)3 * 700; x++)
-        for (int m = 56; m < 64; m++)
-            cr_assert(a.q[x * 64 + m] == 0.0f && a.k[x * 64 + m] == 0.0f);
+        for (int m = 56; m < 64; m++) cr_assert(a.q[x * 64 + m] == 0.0f && a.k[x * 64 + m] == 0.0f);
     tensors_free(&a);
     tensors_free(&b);
 }
@@ -308,7 +297,7 @@ Test(haystack, closed_form_logits)
 {
     const int N = 600, d = 64;
     tensors t = tensors_new(1, N, d);
-    ab_rng r = {5, 9};
+    ab_rng r = { 5, 9 };
     ab_haystack_cfg c;
 
     all_off(&c); /* sinks: sink_logit on j < S, nothing elsewhere */
@@ -331,8 +320,7 @@ Test(haystack, closed_form_logits)
     cr_assert_eq(ab_haystack_generate(&c, &t.s, r, t.q, t.k, t.v), AB_OK);
     cr_expect(fabs(logit(&t, 0, 450, 350) - 3.0) < 1e-4);
     for (int j = 0; j <= 450; j++)
-        if (j != 350)
-            cr_assert(logit(&t, 0, 450, j) < 3.0 - 1e-3, "j=%d", j);
+        if (j != 350) cr_assert(logit(&t, 0, 450, j) < 3.0 - 1e-3, "j=%d", j);
 
     all_off(&c); /* vertical: vertical_logit on flagged keys only */
     c.vertical_logit = 3.0;
@@ -354,8 +342,7 @@ Test(haystack, closed_form_logits)
     int nseg = ab_haystack_topics(&c, r, N, topic);
     cr_expect(nseg >= 5 && nseg <= 25, "segments %d", nseg);
     for (int i = 1; i < N; i++)
-        if (topic[i] == topic[i - 1])
-            cr_assert(fabs(logit(&t, 0, i, i - 1) - 2.0) < 1e-4);
+        if (topic[i] == topic[i - 1]) cr_assert(fabs(logit(&t, 0, i, i - 1) - 2.0) < 1e-4);
 
     all_off(&c); /* noise: logits ~ N(0, tau^2) */
     c.temperature = 1.5;
@@ -396,8 +383,7 @@ static double mean_stat(const ab_haystack_cfg *c, ab_rng r, row_stat f)
     x->r = r;
     ab_haystack_topics(c, r, KN, x->topic);
     for (int h = 0; h < KH; h++)
-        for (int j = 0; j < KN; j++)
-            x->vert[h][j] = (unsigned char)ab_haystack_is_vertical(c, r, h, j);
+        for (int j = 0; j < KN; j++) x->vert[h][j] = (unsigned char)ab_haystack_is_vertical(c, r, h, j);
     double *p = malloc(KN * sizeof *p);
     cr_assert(p);
     double sum = 0;
@@ -418,16 +404,14 @@ static double st_sinks(const double *p, int i, int h, const void *ctx)
 {
     const stat_ctx *x = ctx;
     double m = 0;
-    for (int j = 0; j < x->c->sinks && j <= i; j++)
-        m += p[j];
+    for (int j = 0; j < x->c->sinks && j <= i; j++) m += p[j];
     return m;
 }
 
 static double st_local(const double *p, int i, int h, const void *ctx)
 {
     double m = 0;
-    for (int j = i - 64; j <= i; j++)
-        m += p[j];
+    for (int j = i - 64; j <= i; j++) m += p[j];
     return m;
 }
 
@@ -436,8 +420,7 @@ static double st_vertical(const double *p, int i, int h, const void *ctx)
     const stat_ctx *x = ctx;
     double m = 0;
     for (int j = 0; j <= i; j++)
-        if (x->vert[h][j])
-            m += p[j];
+        if (x->vert[h][j]) m += p[j];
     return m;
 }
 
@@ -453,22 +436,19 @@ static double st_topic(const double *p, int i, int h, const void *ctx)
     const stat_ctx *x = ctx;
     double m = 0;
     for (int j = 0; j <= i; j++)
-        if (x->topic[j] == x->topic[i])
-            m += p[j];
+        if (x->topic[j] == x->topic[i]) m += p[j];
     return m;
 }
 
-static void sweep(double *knob, const double *vals, int n, row_stat f,
-                  ab_haystack_cfg *c, const char *what)
+static void sweep(double *knob, const double *vals, int n, row_stat f, ab_haystack_cfg *c, const char *what)
 {
-    ab_rng r = {31337, ab_rng_stream_id("haystack-test")};
+    ab_rng r = { 31337, ab_rng_stream_id("haystack-test") };
     double prev = -1.0;
     for (int i = 0; i < n; i++) {
         *knob = vals[i];
         double m = mean_stat(c, r, f);
         cr_log_info("%s = %g: mean mass %.4f", what, vals[i], m);
-        cr_expect(m > prev + 1e-3, "%s: mass %g at %g not above %g", what, m,
-                  vals[i], prev);
+        cr_expect(m > prev + 1e-3, "%s: mass %g at %g not above %g", what, m, vals[i], prev);
         prev = m;
     }
 }
@@ -477,7 +457,7 @@ Test(haystack, sink_logit_monotone)
 {
     ab_haystack_cfg c;
     ab_haystack_cfg_default(&c);
-    const double vals[] = {0, 2, 4, 6, 8};
+    const double vals[] = { 0, 2, 4, 6, 8 };
     sweep(&c.sink_logit, vals, 5, st_sinks, &c, "sink_logit");
 }
 
@@ -485,7 +465,7 @@ Test(haystack, local_logit_monotone)
 {
     ab_haystack_cfg c;
     ab_haystack_cfg_default(&c);
-    const double vals[] = {0, 2, 4, 6};
+    const double vals[] = { 0, 2, 4, 6 };
     sweep(&c.local_logit, vals, 4, st_local, &c, "local_logit");
 }
 
@@ -494,7 +474,7 @@ Test(haystack, vertical_logit_monotone)
     ab_haystack_cfg c;
     ab_haystack_cfg_default(&c);
     c.vertical_per_1k = 8;
-    const double vals[] = {0, 2, 4, 6};
+    const double vals[] = { 0, 2, 4, 6 };
     sweep(&c.vertical_logit, vals, 4, st_vertical, &c, "vertical_logit");
 }
 
@@ -502,7 +482,7 @@ Test(haystack, slash_logit_monotone)
 {
     ab_haystack_cfg c;
     ab_haystack_cfg_default(&c);
-    const double vals[] = {0, 2, 4, 6};
+    const double vals[] = { 0, 2, 4, 6 };
     sweep(&c.slash_logit, vals, 4, st_slash, &c, "slash_logit");
 }
 
@@ -511,7 +491,7 @@ Test(haystack, topic_logit_monotone)
     ab_haystack_cfg c;
     ab_haystack_cfg_default(&c);
     c.topic_len = 128;
-    const double vals[] = {0, 1, 2, 4};
+    const double vals[] = { 0, 1, 2, 4 };
     sweep(&c.topic_logit, vals, 4, st_topic, &c, "topic_logit");
 }
 
@@ -519,7 +499,7 @@ Test(haystack, bad_knobs)
 {
     ab_haystack_cfg c;
     ab_haystack_cfg_default(&c);
-    ab_shape s = {.heads = 1, .seq_len = 64, .head_dim = 64, .causal = 1};
+    ab_shape s = { .heads = 1, .seq_len = 64, .head_dim = 64, .causal = 1 };
     char why[200];
     c.temperature = -1;
     cr_expect_eq(ab_haystack_check(&c, &s, why, sizeof why), AB_EINVAL);
@@ -539,7 +519,7 @@ typedef struct needle_run {
 
 static needle_run needle_make(int H, int N, int d, uint64_t seed, double depth)
 {
-    needle_run n = {.t = tensors_new(H, N, d)};
+    needle_run n = { .t = tensors_new(H, N, d) };
     task_defaults(&needle_task, &n.p);
     int rc = task_gen(&needle_task, &n.p, &n.t.s, seed, depth, n.t.q, n.t.k, n.t.v, &n.a);
     cr_assert_eq(rc, AB_OK, "generate N=%d d=%d depth=%g: %d", N, d, depth, rc);
@@ -567,8 +547,7 @@ static double dense_accuracy(const needle_run *n, int drop_needle)
         float *o = out + ((size_t)h * N + i) * d;
         for (int m = 0; m < d; m++) {
             double acc = 0;
-            for (int j = 0; j <= i; j++)
-                acc += p[j] * rowp(t, t->v, h, j)[m];
+            for (int j = 0; j <= i; j++) acc += p[j] * rowp(t, t->v, h, j)[m];
             o[m] = (float)acc;
         }
     }
@@ -582,16 +561,14 @@ static double dense_accuracy(const needle_run *n, int drop_needle)
 
 Test(needle, dense_accuracy_one_and_zero_without_needle)
 {
-    const int Ns[] = {512, 1000, 2048};
-    const double depths[] = {0.0, 0.5, 1.0};
+    const int Ns[] = { 512, 1000, 2048 };
+    const double depths[] = { 0.0, 0.5, 1.0 };
     for (int a = 0; a < 3; a++)
         for (int b = 0; b < 3; b++) {
             needle_run n = needle_make(2, Ns[a], 64, 1000 + a * 3 + b, depths[b]);
             double acc = dense_accuracy(&n, 0), acc0 = dense_accuracy(&n, 1);
-            cr_expect_eq(acc, 1.0, "N=%d depth=%g: dense accuracy %g", Ns[a],
-                         depths[b], acc);
-            cr_expect_eq(acc0, 0.0, "N=%d depth=%g: accuracy %g without needle",
-                         Ns[a], depths[b], acc0);
+            cr_expect_eq(acc, 1.0, "N=%d depth=%g: dense accuracy %g", Ns[a], depths[b], acc);
+            cr_expect_eq(acc0, 0.0, "N=%d depth=%g: accuracy %g without needle", Ns[a], depths[b], acc0);
             needle_free(&n);
         }
 }
@@ -611,8 +588,7 @@ Test(needle, small_head_dim)
     ab_params p;
     ab_answer a;
     task_defaults(&needle_task, &p);
-    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 0.5, t.q, t.k, t.v, &a),
-                 AB_EUNSUPPORTED);
+    cr_expect_eq(task_gen(&needle_task, &p, &t.s, 1, 0.5, t.q, t.k, t.v, &a), AB_EUNSUPPORTED);
     tensors_free(&t);
 }
 
@@ -647,14 +623,12 @@ Test(needle, answer_layout_and_planted_logit)
     free(p);
     /* the needle's value is its code */
     for (int h = 0; h < H; h++)
-        cr_expect(memcmp(rowp(&n.t, n.t.v, h, pos),
-                         n.a.codebook + (size_t)n.a.code[h * R] * d,
+        cr_expect(memcmp(rowp(&n.t, n.t.v, h, pos), n.a.codebook + (size_t)n.a.code[h * R] * d,
                          d * sizeof(float)) == 0);
     /* codes have norm^2 = d */
     for (int c = 0; c < 16; c++) {
         double ss = 0;
-        for (int m = 0; m < d; m++)
-            ss += (double)n.a.codebook[c * d + m] * n.a.codebook[c * d + m];
+        for (int m = 0; m < d; m++) ss += (double)n.a.codebook[c * d + m] * n.a.codebook[c * d + m];
         cr_expect(fabs(ss - d) < 1e-3);
     }
     /* depth 0 and 1 land on the ends */
@@ -674,7 +648,7 @@ Test(needle, planting_only_adds_to_the_haystack)
     cr_assert_eq(ab_haystack_cfg_from_params(&n.p, 0, &c), AB_OK);
     c.free_dims = nb;
     tensors hay = tensors_new(H, N, d);
-    ab_rng r = {11, ab_rng_stream_id("needle")};
+    ab_rng r = { 11, ab_rng_stream_id("needle") };
     cr_assert_eq(ab_haystack_generate(&c, &hay.s, r, hay.q, hay.k, hay.v), AB_OK);
     const int pos = n.a.key_pos[0];
     for (int h = 0; h < H; h++)
@@ -682,12 +656,9 @@ Test(needle, planting_only_adds_to_the_haystack)
             for (int m = 0; m < d; m++) {
                 size_t x = ((size_t)h * N + i) * d + m;
                 int band = m >= d - nb;
-                if (!(band && i >= N - R))
-                    cr_assert(n.t.q[x] == hay.q[x], "q h=%d i=%d m=%d", h, i, m);
-                if (!(band && i == pos))
-                    cr_assert(n.t.k[x] == hay.k[x], "k h=%d i=%d m=%d", h, i, m);
-                if (i != pos)
-                    cr_assert(n.t.v[x] == hay.v[x], "v h=%d i=%d m=%d", h, i, m);
+                if (!(band && i >= N - R)) cr_assert(n.t.q[x] == hay.q[x], "q h=%d i=%d m=%d", h, i, m);
+                if (!(band && i == pos)) cr_assert(n.t.k[x] == hay.k[x], "k h=%d i=%d m=%d", h, i, m);
+                if (i != pos) cr_assert(n.t.v[x] == hay.v[x], "v h=%d i=%d m=%d", h, i, m);
             }
     tensors_free(&hay);
     needle_free(&n);
@@ -747,7 +718,7 @@ Test(needle, param_list)
     cr_expect_eq(needle_task.abi, AB_ABI_VERSION);
     for (int i = 0; i < p.n; i++)
         cr_expect(needle_task.params[i].def >= needle_task.params[i].min &&
-                  needle_task.params[i].def <= needle_task.params[i].max,
+                      needle_task.params[i].def <= needle_task.params[i].max,
                   "%s", needle_task.params[i].name);
 }
 
@@ -756,17 +727,25 @@ Test(needle, param_list)
 Test(answer, decode_floor_groups_and_nan)
 {
     enum { D = 4, NR = 4 };
-    float codebook[2 * D] = {2, 0, 0, 0, 0, 2, 0, 0}; /* |code|^2 = 4 */
-    int head[NR] = {0, 0, 0, 0}, row[NR] = {0, 1, 2, 3}, code[NR] = {0, 1, 0, 1};
-    int kp[NR] = {0, 0, 0, 0}, group[NR] = {0, 0, 1, 1};
-    ab_answer a = {.n = NR, .head = head, .row = row, .code = code, .key_pos = kp,
-                   .group = NULL, .n_groups = NR, .n_codes = 2, .head_dim = D,
-                   .codebook = codebook, .decode_floor = 0.25};
+    float codebook[2 * D] = { 2, 0, 0, 0, 0, 2, 0, 0 }; /* |code|^2 = 4 */
+    int head[NR] = { 0, 0, 0, 0 }, row[NR] = { 0, 1, 2, 3 }, code[NR] = { 0, 1, 0, 1 };
+    int kp[NR] = { 0, 0, 0, 0 }, group[NR] = { 0, 0, 1, 1 };
+    ab_answer a = { .n = NR,
+                    .head = head,
+                    .row = row,
+                    .code = code,
+                    .key_pos = kp,
+                    .group = NULL,
+                    .n_groups = NR,
+                    .n_codes = 2,
+                    .head_dim = D,
+                    .codebook = codebook,
+                    .decode_floor = 0.25 };
     float out[NR * D] = {
-        1.0f, 0.2f, 0, 0,  /* proj 2.0 >= 1.0: code 0, correct */
-        0.1f, 0.6f, 0, 0,  /* proj 1.2: code 1, correct */
-        0.3f, 0.1f, 0, 0,  /* proj 0.6 < floor 1.0: wrong */
-        NAN, NAN, 0, 0,    /* NaN: wrong */
+        1.0f, 0.2f, 0, 0, /* proj 2.0 >= 1.0: code 0, correct */
+        0.1f, 0.6f, 0, 0, /* proj 1.2: code 1, correct */
+        0.3f, 0.1f, 0, 0, /* proj 0.6 < floor 1.0: wrong */
+        NAN,  NAN,  0, 0, /* NaN: wrong */
     };
     int ok, tot;
     cr_assert_eq(ab_answer_score(&a, out, NR, &ok, &tot), AB_OK);
@@ -783,7 +762,7 @@ Test(answer, decode_floor_groups_and_nan)
     code[1] = 0; /* row 1 now expects code 0 but decodes 1 */
     cr_assert_eq(ab_answer_score(&a, out, NR, &ok, &tot), AB_OK);
     cr_expect_eq(ok, 0);
-    ab_answer empty = {0};
+    ab_answer empty = { 0 };
     cr_expect_eq(ab_answer_score(&empty, NULL, 1, &ok, &tot), AB_OK);
     cr_expect_eq(tot, 0);
 }

@@ -35,19 +35,19 @@
 #include "harness/store/point.h"
 #include "harness/store/store.h"
 
-#define FAILED_MS 1.0e6 /* latency of every failed fixture point */
-#define DOC_DENSE 0.3   /* latency of dense under the second mask / under causal */
-#define DOC_WINDOW 0.5  /* the same for window */
-#define DOC_PAIRS 0.25  /* allowed pairs of the second mask / causal's */
+#define FAILED_MS  1.0e6 /* latency of every failed fixture point */
+#define DOC_DENSE  0.3   /* latency of dense under the second mask / under causal */
+#define DOC_WINDOW 0.5   /* the same for window */
+#define DOC_PAIRS  0.25  /* allowed pairs of the second mask / causal's */
 
 typedef struct fixture {
-    char dir[64];       /* mkdtemp directory */
-    char h5[128];       /* results file */
-    char out[128];      /* export/plot directory */
+    char dir[64];  /* mkdtemp directory */
+    char h5[128];  /* results file */
+    char out[128]; /* export/plot directory */
 } fixture;
 
-static void fx_point(ab_point *p, int *serial, const char *method, const char *task,
-                     int n, int seed, double target, const char *status)
+static void fx_point(ab_point *p, int *serial, const char *method, const char *task, int n, int seed,
+                     double target, const char *status)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->key, sizeof p->key, "%016x", (unsigned)++*serial * 2654435761u);
@@ -127,9 +127,9 @@ static void fx_write(const char *path, int with_ok, int with_gpu, const char *ma
     ab_store *st = NULL;
     char err[256] = "";
     cr_assert_eq(ab_store_open(path, &env, 0, &st, err, sizeof err), 0, "%s", err);
-    static const char *const tasks[] = {"needle", "passkey"};
-    static const int lens[] = {1024, 4096};
-    static const double wt[] = {0.05, 0.1, 0.2};
+    static const char *const tasks[] = { "needle", "passkey" };
+    static const int lens[] = { 1024, 4096 };
+    static const double wt[] = { 0.05, 0.1, 0.2 };
     int serial = 0;
     ab_point *p = malloc(sizeof *p);
     cr_assert(p);
@@ -149,7 +149,7 @@ static void fx_write(const char *path, int with_ok, int with_gpu, const char *ma
                     cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err);
                 }
                 if (with_ok && with_gpu) { /* the same workloads, 20x faster */
-                    static const char *const gm[] = {"dense", "window"};
+                    static const char *const gm[] = { "dense", "window" };
                     for (int k = 0; k < 2; k++) {
                         fx_point(p, &serial, gm[k], tasks[t], lens[l], seed, k ? 0.1 : 1.0, "ok");
                         snprintf(p->device, sizeof p->device, "gpu");
@@ -191,10 +191,7 @@ static void fx_make3(fixture *fx, int with_ok, int with_gpu, const char *mask2)
     fx_write(fx->h5, with_ok, with_gpu, mask2);
 }
 
-static void fx_make(fixture *fx, int with_ok)
-{
-    fx_make3(fx, with_ok, 0, NULL);
-}
+static void fx_make(fixture *fx, int with_ok) { fx_make3(fx, with_ok, 0, NULL); }
 
 static void fx_clean(const fixture *fx)
 {
@@ -216,8 +213,8 @@ static int run_cmd(int (*cmd)(int, char **), int argc, const char *const *args)
 }
 
 /* Run with stdout and stderr sent to files; returns the exit code. */
-static int run_captured(int (*cmd)(int, char **), int argc, const char *const *args,
-                        const char *out_path, const char *err_path)
+static int run_captured(int (*cmd)(int, char **), int argc, const char *const *args, const char *out_path,
+                        const char *err_path)
 {
     fflush(stdout);
     fflush(stderr);
@@ -262,7 +259,7 @@ static long file_size(const char *path)
 
 static void export_to(const fixture *fx, const char *dir)
 {
-    const char *args[] = {"export", fx->h5, "-d", dir};
+    const char *args[] = { "export", fx->h5, "-d", dir };
     cr_assert_eq(run_cmd(ab_cmd_export, 4, args), 0);
 }
 
@@ -286,8 +283,10 @@ static void expect_num(const char *field, double want, const char *col)
     char *end;
     double got = strtod(field, &end);
     cr_assert(*end == '\0', "column %s: '%s' is not a number", col, field);
-    if (isnan(want)) cr_assert(isnan(got) && strcmp(field, "nan") == 0, "%s: %s", col, field);
-    else cr_assert(got == want, "column %s: %s != %.17g", col, field, want);
+    if (isnan(want))
+        cr_assert(isnan(got) && strcmp(field, "nan") == 0, "%s: %s", col, field);
+    else
+        cr_assert(got == want, "column %s: %s != %.17g", col, field, want);
 }
 
 Test(export, points_tsv_equals_file)
@@ -322,14 +321,13 @@ Test(export, points_tsv_equals_file)
         cr_assert_str_eq(f[12], p->mask, "mask");
         expect_num(f[13], p->mask_density, "mask_density");
         expect_num(f[15], (double)p->seed, "seed");
-        const double want[] = {p->depth, p->target_density, p->knob_value,
-                               p->achieved_density, p->select_ms, p->run_ms,
-                               p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
+        const double want[] = { p->depth,     p->target_density, p->knob_value, p->achieved_density,
+                                p->select_ms, p->run_ms,         p->total_ms,   p->min_ms,
+                                p->p10_ms,    p->p90_ms,         p->cv };
         for (int k = 0; k < 11; k++) expect_num(f[16 + k], want[k], "timing");
         expect_num(f[27], p->n_samples, "n_samples");
-        const double want2[] = {p->dense_gflops, p->recall_mass, p->recall_topk,
-                                p->rel_l2_err, p->max_abs_err, p->accuracy,
-                                p->acc_ci_lo, p->acc_ci_hi};
+        const double want2[] = { p->dense_gflops, p->recall_mass, p->recall_topk, p->rel_l2_err,
+                                 p->max_abs_err,  p->accuracy,    p->acc_ci_lo,   p->acc_ci_hi };
         for (int k = 0; k < 8; k++) expect_num(f[28 + k], want2[k], "metric");
         expect_num(f[36], p->acc_trials, "acc_trials");
         expect_num(f[37], p->rows_scored, "rows_scored");
@@ -341,9 +339,18 @@ Test(export, points_tsv_equals_file)
          * rel_dense is not a positive number (0 in this fixture) */
         expect_num(f[40], p->rounds, "rounds");
         expect_num(f[41], p->calls, "calls");
-        const double want3[] = {p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense,
-                                p->rel_lo, p->rel_hi, NAN, NAN, NAN, p->foreign_pct,
-                                p->steal_pct, p->load1};
+        const double want3[] = { p->total_lo_ms,
+                                 p->total_hi_ms,
+                                 p->dense_pair_ms,
+                                 p->rel_dense,
+                                 p->rel_lo,
+                                 p->rel_hi,
+                                 NAN,
+                                 NAN,
+                                 NAN,
+                                 p->foreign_pct,
+                                 p->steal_pct,
+                                 p->load1 };
         for (int k = 0; k < 12; k++) expect_num(f[42 + k], want3[k], "timing protocol");
         cr_assert_str_eq(f[54], p->timing);
         expect_num(f[55], p->point_s, "point_s");
@@ -379,8 +386,8 @@ static void check_figure(const char *dir, const char *name, int mcol, int *rows_
         cr_assert(strcmp(f[mcol], "broken") != 0);
         for (int k = 0; k < nf; k++) {
             double v = strtod(f[k], NULL);
-            cr_assert(v != FAILED_MS && strcmp(f[k], "0.123") != 0,
-                      "%s: a failed point leaked in: %s", name, f[k]);
+            cr_assert(v != FAILED_MS && strcmp(f[k], "0.123") != 0, "%s: a failed point leaked in: %s", name,
+                      f[k]);
         }
         rows++;
     }
@@ -456,13 +463,21 @@ Test(export, deterministic)
     snprintf(b, sizeof b, "%s/b", fx.dir);
     export_to(&fx, a);
     export_to(&fx, b);
-    static const char *const files[] = {"points.tsv", "latency_vs_n.tsv", "recall_vs_density.tsv",
-                                        "accuracy_vs_density.tsv", "speedup_vs_density.tsv",
-                                        "accuracy_vs_latency.tsv", "needle_heatmap.tsv",
-                                        "overhead_share.tsv", "cpu_vs_gpu.tsv", "summary.tsv",
-                                        "breakeven.tsv",
-                                        "methods.txt", "meta.txt", "masks.txt",
-                                        "dense_vs_mask.tsv"};
+    static const char *const files[] = { "points.tsv",
+                                         "latency_vs_n.tsv",
+                                         "recall_vs_density.tsv",
+                                         "accuracy_vs_density.tsv",
+                                         "speedup_vs_density.tsv",
+                                         "accuracy_vs_latency.tsv",
+                                         "needle_heatmap.tsv",
+                                         "overhead_share.tsv",
+                                         "cpu_vs_gpu.tsv",
+                                         "summary.tsv",
+                                         "breakeven.tsv",
+                                         "methods.txt",
+                                         "meta.txt",
+                                         "masks.txt",
+                                         "dense_vs_mask.tsv" };
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char pa[200], pb[200];
         snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
@@ -476,10 +491,10 @@ Test(export, deterministic)
     fx_clean(&fx);
 }
 
-static const char *const FIGS[] = {"latency_vs_n", "speedup_vs_density", "recall_vs_density",
-                                    "accuracy_vs_density", "accuracy_vs_latency",
-                                    "needle_heatmap", "overhead_share", "cpu_vs_gpu",
-                                    "dense_vs_mask", "breakeven"};
+static const char *const FIGS[] = {
+    "latency_vs_n",   "speedup_vs_density", "recall_vs_density", "accuracy_vs_density", "accuracy_vs_latency",
+    "needle_heatmap", "overhead_share",     "cpu_vs_gpu",        "dense_vs_mask",       "breakeven"
+};
 #define N_FIGS (sizeof FIGS / sizeof FIGS[0])
 
 /* Is figure i drawn for the fixture (mask: 0 the primary copy, 1 the second
@@ -504,7 +519,7 @@ static void check_plot(int with_ok, int with_gpu, const char *mask2)
     snprintf(err, sizeof err, "%s/plot.err", fx.dir);
     /* two masks: SVG only (half the gnuplot runs; its text can be read) */
     const char *fmts = mask2 ? "svg" : "png,svg";
-    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", fmts, "--no-gallery"};
+    const char *args[] = { "plot", fx.h5, "-d", fx.out, "--format", fmts, "--no-gallery" };
     int rc = run_captured(ab_cmd_plot, 7, args, out, err);
     char *e = slurp(err), *o = slurp(out);
     cr_assert_eq(rc, 0, "plot exit %d; stderr: %s", rc, e);
@@ -574,21 +589,22 @@ static void check_plot(int with_ok, int with_gpu, const char *mask2)
         b = slurp(path);
         cr_assert(strstr(b, ">base mask: causal<"), "title names the mask");
         cr_assert(strstr(b, "mask: causal   left out: 16 of 64 points under this mask not ok "
-                            "(crashed 8, timeout 8)"), "footnote of the primary mask");
+                            "(crashed 8, timeout 8)"),
+                  "footnote of the primary mask");
         free(b);
         snprintf(path, sizeof path, "%s/latency_vs_n--document_4.svg", fx.out);
         b = slurp(path);
         cr_assert(strstr(b, ">base mask: document:4<"), "title names the mask");
         cr_assert(strstr(b, "mask: document:4   left out: 8 of 40 points under this mask not ok "
-                            "(oom 8)"), "footnote of the second mask");
+                            "(oom 8)"),
+                  "footnote of the second mask");
         free(b);
         snprintf(path, sizeof path, "%s/dense_vs_mask.svg", fx.out);
         b = slurp(path);
         cr_assert(strstr(b, "masks: causal, document:4   left out: 24 of 104 points not ok"),
                   "footnote across masks");
         free(b);
-        cr_assert(strstr(html, "id=\"masks\"") && strstr(html, "<code>document:4</code>"),
-                  "base mask table");
+        cr_assert(strstr(html, "id=\"masks\"") && strstr(html, "<code>document:4</code>"), "base mask table");
         cr_assert(strstr(html, "<th>base mask</th>"), "mask column in the method table");
         cr_assert(strstr(html, "id=\"latency_vs_n--document_4\""), "per-mask figure anchor");
     } else {
@@ -600,25 +616,13 @@ static void check_plot(int with_ok, int with_gpu, const char *mask2)
     fx_clean(&fx);
 }
 
-Test(plot, every_figure_without_warnings)
-{
-    check_plot(1, 0, NULL);
-}
+Test(plot, every_figure_without_warnings) { check_plot(1, 0, NULL); }
 
-Test(plot, cpu_and_gpu)
-{
-    check_plot(1, 1, NULL);
-}
+Test(plot, cpu_and_gpu) { check_plot(1, 1, NULL); }
 
-Test(plot, failed_only_file_still_plots)
-{
-    check_plot(0, 0, NULL);
-}
+Test(plot, failed_only_file_still_plots) { check_plot(0, 0, NULL); }
 
-Test(plot, two_masks_drawn_apart)
-{
-    check_plot(1, 0, "document:4");
-}
+Test(plot, two_masks_drawn_apart) { check_plot(1, 0, "document:4"); }
 
 /* Pooled accuracy: window at 0.05 on one (task, N) has 2 seeds x 12/16, so
  * 24/32 with the Wilson interval of (24, 32); the answer counts are
@@ -670,7 +674,11 @@ Test(export, points_tsv_equals_hdf5)
     fixture fx;
     fx_make(&fx, 1);
     export_to(&fx, fx.out);
-    typedef struct { char key[24]; int seq_len; double total_ms, accuracy, recall_mass; } row;
+    typedef struct {
+        char key[24];
+        int seq_len;
+        double total_ms, accuracy, recall_mass;
+    } row;
     hid_t f = H5Fopen(fx.h5, H5F_ACC_RDONLY, H5P_DEFAULT);
     cr_assert(f >= 0);
     hid_t ds = H5Dopen2(f, "points", H5P_DEFAULT);
@@ -680,7 +688,7 @@ Test(export, points_tsv_equals_hdf5)
     H5Sget_simple_extent_dims(sp, &n, NULL);
     cr_assert_eq(n, 64);
     hid_t st = H5Tcopy(H5T_C_S1);
-    H5Tset_size(st, sizeof ((row *)0)->key);
+    H5Tset_size(st, sizeof((row *)0)->key);
     hid_t mt = H5Tcreate(H5T_COMPOUND, sizeof(row));
     H5Tinsert(mt, "key", offsetof(row, key), st);
     H5Tinsert(mt, "seq_len", offsetof(row, seq_len), H5T_NATIVE_INT);
@@ -738,9 +746,9 @@ Test(export_cli, older_schema_is_named)
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/o", fx.dir);
     snprintf(err, sizeof err, "%s/e", fx.dir);
-    const char *cases[][7] = {{"export", fx.h5, "-d", fx.out},
-                              {"show", fx.h5},
-                              {"plot", fx.h5, "-d", fx.out, "--no-gallery"}};
+    const char *cases[][7] = { { "export", fx.h5, "-d", fx.out },
+                               { "show", fx.h5 },
+                               { "plot", fx.h5, "-d", fx.out, "--no-gallery" } };
     for (size_t i = 0; i < 3; i++) {
         int argc = 0;
         while (argc < 7 && cases[i][argc]) argc++;
@@ -762,8 +770,7 @@ Test(show, markdown)
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/show.out", fx.dir);
     snprintf(err, sizeof err, "%s/show.err", fx.dir);
-    const char *args[] = {"show", fx.h5, "--format", "md", "--filter", "seq_len=4096",
-                          "--sort", "-ms"};
+    const char *args[] = { "show", fx.h5, "--format", "md", "--filter", "seq_len=4096", "--sort", "-ms" };
     cr_assert_eq(run_captured(ab_cmd_show, 8, args, out, err), 0);
     char *o = slurp(out);
     cr_assert(strstr(o, "- host: testhost\n"), "%s", o);
@@ -796,14 +803,15 @@ Test(show, tsv_rows)
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/show.out", fx.dir);
     snprintf(err, sizeof err, "%s/show.err", fx.dir);
-    const char *args[] = {"show", fx.h5, "--format", "tsv", "--filter",
-                          "method=window,method=broken,seq_len=1024"};
+    const char *args[] = { "show", fx.h5,      "--format",
+                           "tsv",  "--filter", "method=window,method=broken,seq_len=1024" };
     cr_assert_eq(run_captured(ab_cmd_show, 6, args, out, err), 0);
     char *o = slurp(out);
     cr_assert(strstr(o, "# host\ttesthost\n"), "%s", o);
     cr_assert(strstr(o, "# commit\t0123456789abcdef\n"));
-    cr_assert(strstr(o, "\nmethod\tmask\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\t"
-                        "timing\tspeedup_lo\tspeedup_hi\tpaired\tms_lo\tms_hi\ttimed\n"));
+    cr_assert(strstr(o,
+                     "\nmethod\tmask\tseq_len\ttarget\tms\tspeedup\tdensity\trecall\taccuracy\tok\tfailed\t"
+                     "timing\tspeedup_lo\tspeedup_hi\tpaired\tms_lo\tms_hi\ttimed\n"));
     /* window at 0.1 on 1024: 4 ok, 4 timeouts; speedup 1/0.15 */
     char want[256];
     snprintf(want, sizeof want, "\nwindow\tcausal\t1024\t0.1\t%.6g\t%.6g\t", 0.25 * 1.15 / 3.0 * 0.15,
@@ -812,7 +820,8 @@ Test(show, tsv_rows)
     /* fallback speedup (the fixture has no paired ratio): no interval, paired 0 */
     cr_assert(strstr(o, "\t1\t4\ttimeout:4\t-\tnan\tnan\t0\t0\t0\t4\n"), "%s", o);
     cr_assert(strstr(o, "\nbroken\tcausal\t1024\t0.1\tnan\tnan\tnan\tnan\tnan\t0\tcrashed:4\t-\t"
-                        "nan\tnan\t0\tnan\tnan\t0\n"), "%s", o);
+                        "nan\tnan\t0\tnan\tnan\t0\n"),
+              "%s", o);
     cr_assert(!strstr(o, "\ndense\t"), "filtered out");
     cr_assert(!strstr(o, "\t4096\t"), "filtered out");
     /* rows: window x3 densities, broken x1 */
@@ -821,14 +830,14 @@ Test(show, tsv_rows)
     cr_assert_eq(rows, 4, "%s", o);
     free(o);
 
-    const char *sorted[] = {"show", fx.h5, "--format", "tsv", "--sort", "-speedup"};
+    const char *sorted[] = { "show", fx.h5, "--format", "tsv", "--sort", "-speedup" };
     cr_assert_eq(run_captured(ab_cmd_show, 6, sorted, out, err), 0);
     o = slurp(out);
     char *first = strstr(o, "\nmethod\t");
     first = strchr(first + 1, '\n') + 1;
     cr_assert(strncmp(first, "window\tcausal\t1024\t0.05\t", 24) == 0, "fastest first: %s", first);
     free(o);
-    const char *text[] = {"show", fx.h5};
+    const char *text[] = { "show", fx.h5 };
     cr_assert_eq(run_captured(ab_cmd_show, 2, text, out, err), 0);
     fx_clean(&fx);
 }
@@ -847,19 +856,27 @@ Test(export_cli, bad_input_exits_2)
     fclose(f);
     const char *missing = "/nonexistent/run.h5";
     const char *cases[][6] = {
-        {"export", missing, "-d", dir}, {"export", garbage, "-d", dir},
-        {"export", fx.h5}, {"export", fx.h5, "-d"}, {"export", fx.h5, "-d", dir, "--bogus"},
-        {"show", missing}, {"show", garbage}, {"show", fx.h5, "--format", "xml"},
-        {"show", fx.h5, "--filter", "nokey=1"}, {"show", fx.h5, "--sort", "nocol"},
-        {"plot", missing, "-d", dir}, {"plot", garbage, "-d", dir},
-        {"plot", fx.h5, "-d", dir, "--format", "gif"},
-        {"plot", fx.h5, "-d", dir, "--gnuplot", "/nonexistent/gnuplot"},
+        { "export", missing, "-d", dir },
+        { "export", garbage, "-d", dir },
+        { "export", fx.h5 },
+        { "export", fx.h5, "-d" },
+        { "export", fx.h5, "-d", dir, "--bogus" },
+        { "show", missing },
+        { "show", garbage },
+        { "show", fx.h5, "--format", "xml" },
+        { "show", fx.h5, "--filter", "nokey=1" },
+        { "show", fx.h5, "--sort", "nocol" },
+        { "plot", missing, "-d", dir },
+        { "plot", garbage, "-d", dir },
+        { "plot", fx.h5, "-d", dir, "--format", "gif" },
+        { "plot", fx.h5, "-d", dir, "--gnuplot", "/nonexistent/gnuplot" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int argc = 0;
         while (argc < 6 && cases[i][argc]) argc++;
-        int (*cmd)(int, char **) = cases[i][0][0] == 'e' ? ab_cmd_export
-                                 : cases[i][0][0] == 's' ? ab_cmd_show : ab_cmd_plot;
+        int (*cmd)(int, char **) = cases[i][0][0] == 'e'   ? ab_cmd_export
+                                   : cases[i][0][0] == 's' ? ab_cmd_show
+                                                           : ab_cmd_plot;
         int rc = run_captured(cmd, argc, cases[i], out, err);
         cr_assert_eq(rc, 2, "case %zu (%s %s) gave %d", i, cases[i][0], cases[i][argc - 1], rc);
         char *e = slurp(err);
@@ -870,7 +887,7 @@ Test(export_cli, bad_input_exits_2)
         free(e);
     }
     cr_assert_eq(file_size(dir), -1, "nothing written on bad input");
-    const char *help[][2] = {{"export", "--help"}, {"show", "--help"}, {"plot", "-h"}};
+    const char *help[][2] = { { "export", "--help" }, { "show", "--help" }, { "plot", "-h" } };
     cr_assert_eq(run_captured(ab_cmd_export, 2, help[0], out, err), 0);
     cr_assert_eq(run_captured(ab_cmd_show, 2, help[1], out, err), 0);
     cr_assert_eq(run_captured(ab_cmd_plot, 2, help[2], out, err), 0);
@@ -908,11 +925,11 @@ Test(mask, cells_follow_the_base_mask)
     snprintf(gp, sizeof gp, "%s/doc.gp", fx.dir);
     snprintf(out, sizeof out, "%s/o", fx.dir);
     snprintf(err, sizeof err, "%s/e", fx.dir);
-    const char *args[] = {"mask", "dense", "--mask", "document:64+64+128", "-n", "256",
-                          "--heads", "1", "-o", png};
+    const char *args[] = { "mask", "dense", "--mask", "document:64+64+128", "-n", "256", "--heads",
+                           "1",    "-o",    png };
     cr_assert_eq(run_captured(ab_cmd_mask, 10, args, out, err), 0, "%s", slurp(err));
     cr_assert_gt(file_size(png), 1000);
-    static const double want[16] = {1, -1, -1, -1, -1, 1, -1, -1, -1, -1, 1, -1, -1, -1, 1, 1};
+    static const double want[16] = { 1, -1, -1, -1, -1, 1, -1, -1, -1, -1, 1, -1, -1, -1, 1, 1 };
     double v[16];
     read_cells(dat, v, 4);
     for (int k = 0; k < 16; k++)
@@ -921,15 +938,15 @@ Test(mask, cells_follow_the_base_mask)
     cr_assert(strstr(g, "base mask document:64+64+128: allows "), "title names the mask: %s", g);
     free(g);
     /* the default, causal: every cell on or below the diagonal is allowed */
-    const char *causal[] = {"mask", "dense", "-n", "256", "--heads", "1", "-o", png};
+    const char *causal[] = { "mask", "dense", "-n", "256", "--heads", "1", "-o", png };
     cr_assert_eq(run_captured(ab_cmd_mask, 8, causal, out, err), 0);
     read_cells(dat, v, 4);
     for (int k = 0; k < 16; k++)
         cr_assert_eq(v[k], k % 4 <= k / 4 ? 1.0 : -1.0, "causal cell (%d, %d): %g", k / 4, k % 4, v[k]);
     /* bad specs: exit 2, one line naming the spec */
-    const char *bad[][10] = {{"mask", "dense", "--mask", "sliding:-1", "-o", png},
-                             {"mask", "dense", "--mask", "document:100+100", "-n", "256", "-o", png},
-                             {"mask", "dense", "--mask", "nosuchmask", "-o", png}};
+    const char *bad[][10] = { { "mask", "dense", "--mask", "sliding:-1", "-o", png },
+                              { "mask", "dense", "--mask", "document:100+100", "-n", "256", "-o", png },
+                              { "mask", "dense", "--mask", "nosuchmask", "-o", png } };
     for (size_t i = 0; i < 3; i++) {
         int argc = 0;
         while (argc < 10 && bad[i][argc]) argc++;
@@ -974,13 +991,13 @@ static void fx_small(fixture *fx, const char *const *masks, int nm)
 Test(plot, gallery_per_base_mask)
 {
     if (!getenv("AB_BIN")) cr_skip_test("AB_BIN not set (the gallery runs attnbench mask)");
-    static const char *const masks[] = {"sliding:64", "document:4"};
+    static const char *const masks[] = { "sliding:64", "document:4" };
     fixture fx;
     fx_small(&fx, masks, 2);
     char out[200], err[200], path[300];
     snprintf(out, sizeof out, "%s/plot.out", fx.dir);
     snprintf(err, sizeof err, "%s/plot.err", fx.dir);
-    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "svg"};
+    const char *args[] = { "plot", fx.h5, "-d", fx.out, "--format", "svg" };
     int rc = run_captured(ab_cmd_plot, 6, args, out, err);
     char *e = slurp(err);
     cr_assert_eq(rc, 0, "plot exit %d: %s", rc, e);
@@ -992,7 +1009,7 @@ Test(plot, gallery_per_base_mask)
     free(g);
     snprintf(path, sizeof path, "%s/mask_gallery/mask_gallery.png", fx.out);
     cr_assert_gt(file_size(path), 1000);
-    static const char *const slugs[] = {"document_4", "sliding_64"};
+    static const char *const slugs[] = { "document_4", "sliding_64" };
     snprintf(path, sizeof path, "%s/index.html", fx.out);
     char *html = slurp(path);
     for (int k = 0; k < 2; k++) {
@@ -1011,7 +1028,8 @@ Test(plot, gallery_per_base_mask)
     cr_assert_eq(file_size(path), -1);
     cr_assert(strstr(html, "no point under the causal mask"), "dense_vs_mask note");
     /* the primary mask is document:4: its figure is NAME.svg, sliding's the copy */
-    cr_assert(strstr(html, "src=\"latency_vs_n.svg\"") && strstr(html, "src=\"latency_vs_n--sliding_64.svg\""));
+    cr_assert(strstr(html, "src=\"latency_vs_n.svg\"") &&
+              strstr(html, "src=\"latency_vs_n--sliding_64.svg\""));
     free(html);
     fx_clean(&fx);
 }
@@ -1042,7 +1060,7 @@ Test(export, mask_column_round_trips)
     snprintf(path, sizeof path, "%s/show.out", fx.dir);
     char epath[200];
     snprintf(epath, sizeof epath, "%s/show.err", fx.dir);
-    const char *args[] = {"show", fx.h5, "--format", "tsv", "--filter", "mask=document:4"};
+    const char *args[] = { "show", fx.h5, "--format", "tsv", "--filter", "mask=document:4" };
     cr_assert_eq(run_captured(ab_cmd_show, 6, args, path, epath), 0);
     char *o = slurp(path);
     /* dense x 2 lengths + window x 3 densities x 2 lengths; the oom points
@@ -1058,13 +1076,14 @@ Test(export, mask_column_round_trips)
     cr_assert(strstr(o, "\toom:4\t"), "%s", o);
     free(o);
     /* grouped by mask: every method's causal rows, then its document rows */
-    const char *all[] = {"show", fx.h5, "--format", "tsv", "--filter", "method=window,seq_len=1024"};
+    const char *all[] = { "show", fx.h5, "--format", "tsv", "--filter", "method=window,seq_len=1024" };
     cr_assert_eq(run_captured(ab_cmd_show, 6, all, path, epath), 0);
     o = slurp(path);
-    char *c = strstr(o, "\nwindow\tcausal\t1024\t0.2\t"), *d = strstr(o, "\nwindow\tdocument:4\t1024\t0.05\t");
+    char *c = strstr(o, "\nwindow\tcausal\t1024\t0.2\t"),
+         *d = strstr(o, "\nwindow\tdocument:4\t1024\t0.05\t");
     cr_assert(c && d && c < d, "%s", o);
     free(o);
-    const char *badkey[] = {"show", fx.h5, "--sort", "mask"};
+    const char *badkey[] = { "show", fx.h5, "--sort", "mask" };
     cr_assert_eq(run_captured(ab_cmd_show, 4, badkey, path, epath), 0, "--sort mask");
     fx_clean(&fx);
 }
@@ -1086,9 +1105,9 @@ Test(export, two_masks_never_mixed)
     cr_assert(strstr(t, "\nmasks\tcausal,document:4\n") && strstr(t, "\nprimary_mask\tcausal\n"), "%s", t);
     free(t);
     /* every figure file has a copy per mask, headed by its mask */
-    static const char *const figs[] = {"latency_vs_n", "recall_vs_density", "accuracy_vs_density",
-                                       "speedup_vs_density", "accuracy_vs_latency",
-                                       "needle_heatmap", "overhead_share", "cpu_vs_gpu"};
+    static const char *const figs[] = { "latency_vs_n",       "recall_vs_density",   "accuracy_vs_density",
+                                        "speedup_vs_density", "accuracy_vs_latency", "needle_heatmap",
+                                        "overhead_share",     "cpu_vs_gpu" };
     for (size_t i = 0; i < 8; i++)
         for (int mk = 0; mk < 2; mk++) {
             snprintf(path, sizeof path, "%s/%s%s.tsv", fx.out, figs[i], mk ? "--document_4" : "");
@@ -1100,8 +1119,14 @@ Test(export, two_masks_never_mixed)
             int r;
             char name[120];
             snprintf(name, sizeof name, "%s%s.tsv", figs[i], mk ? "--document_4" : "");
-            check_figure(fx.out, name, i == 0 || i == 7 ? 7 : i == 1 || i == 3 ? 5 :
-                                       i == 2 ? 7 : i == 4 ? 9 : i == 5 ? 7 : 6, &r);
+            check_figure(fx.out, name,
+                         i == 0 || i == 7   ? 7
+                         : i == 1 || i == 3 ? 5
+                         : i == 2           ? 7
+                         : i == 4           ? 9
+                         : i == 5           ? 7
+                                            : 6,
+                         &r);
         }
     /* latency: window at 0.1, N = 1024 under each mask (its own numbers) */
     double base = 0.25 * 1.15 / 3.0 * 0.15;
@@ -1147,7 +1172,8 @@ Test(export, two_masks_never_mixed)
             if (strcmp(f[11], "window") || strcmp(f[7], "1024") || strcmp(f[8], "0.1")) continue;
             found = 1;
             double cell = strtod(f[2], NULL);
-            cr_assert_float_eq(cell, mk ? DOC_DENSE / (DOC_WINDOW * 0.15) : 1.0 / 0.15, 1e-9, "mask %d: %g", mk, cell);
+            cr_assert_float_eq(cell, mk ? DOC_DENSE / (DOC_WINDOW * 0.15) : 1.0 / 0.15, 1e-9, "mask %d: %g",
+                               mk, cell);
             cr_assert_str_eq(f[6], "0", "no paired ratio in this fixture");
         }
         cr_assert(found, "%s: no window cell at (1024, 0.1)", path);
@@ -1180,8 +1206,8 @@ Test(export, two_masks_never_mixed)
  * (N = 2048), the method's time rel * D; with pair, the paired ratio rel
  * and its interval [lo, hi] as the sweep stores them (files before the timing
  * protocol: rel_dense NaN, rounds 0). */
-static void tf_point(ab_point *p, int *serial, const char *method, int n, int seed, double target,
-                     double rel, double lo, double hi, int pair)
+static void tf_point(ab_point *p, int *serial, const char *method, int n, int seed, double target, double rel,
+                     double lo, double hi, int pair)
 {
     fx_point(p, serial, method, "needle", n, seed, target, "ok");
     double dms = n == 1024 ? 10.0 : 40.0;
@@ -1251,7 +1277,7 @@ static void fx_timing(fixture *fx)
     cr_assert(p);
     int serial = 0;
 #define PUT() cr_assert_eq(ab_store_append(st, p, err, sizeof err), 0, "%s", err)
-    static const int lens[] = {1024, 2048};
+    static const int lens[] = { 1024, 2048 };
     for (int l = 0; l < 2; l++)
         for (int seed = 1; seed <= 2; seed++) {
             int n = lens[l];
@@ -1297,8 +1323,8 @@ static char *data_of(const fixture *fx, const char *name)
 
 /* The fields of the row of block `method` (a "# method NAME" block) whose
  * column col (0-based) is val; 0 when none. */
-static int block_row(const char *text, const char *method, int col, const char *val, char *line,
-                     size_t len, char **f, int max)
+static int block_row(const char *text, const char *method, int col, const char *val, char *line, size_t len,
+                     char **f, int max)
 {
     char head[64];
     snprintf(head, sizeof head, "# method %s\n", method);
@@ -1324,8 +1350,10 @@ static void expect_near(const char *field, double want, const char *what)
     char *end;
     double got = strtod(field, &end);
     cr_assert(*end == '\0', "%s: '%s' is not a number", what, field);
-    if (isnan(want)) cr_assert(isnan(got), "%s: %s, want nan", what, field);
-    else cr_assert(fabs(got - want) <= 1e-9 * fabs(want), "%s: %s, want %.17g", what, field, want);
+    if (isnan(want))
+        cr_assert(isnan(got), "%s: %s, want nan", what, field);
+    else
+        cr_assert(fabs(got - want) <= 1e-9 * fabs(want), "%s: %s, want %.17g", what, field, want);
 }
 
 /* No timing figure or table holds an untimed point's numbers, in any of its
@@ -1335,9 +1363,9 @@ Test(export, untimed_points_never_timed)
     fixture fx;
     fx_timing(&fx);
     export_to(&fx, fx.out);
-    static const char *const timing_files[] = {"latency_vs_n.tsv", "speedup_vs_density.tsv",
-                                               "overhead_share.tsv", "breakeven.tsv",
-                                               "accuracy_vs_latency.tsv", "summary.tsv"};
+    static const char *const timing_files[] = { "latency_vs_n.tsv",        "speedup_vs_density.tsv",
+                                                "overhead_share.tsv",      "breakeven.tsv",
+                                                "accuracy_vs_latency.tsv", "summary.tsv" };
     /* 777777: its latency; 77777.7: a speedup over the untimed dense point;
      * 1.2857: 1 / 777777, a speedup from its (bogus) paired ratio */
     for (size_t i = 0; i < sizeof timing_files / sizeof timing_files[0]; i++) {
@@ -1349,7 +1377,8 @@ Test(export, untimed_points_never_timed)
     /* latency: fast at 0.1, N = 1024: the 2 timed points (2.5 ms), not the 4 ok */
     char *t = data_of(&fx, "latency_vs_n.tsv"), line[512], *f[32];
     cr_assert(strstr(t, "# note: untimed (scored only): 9 ok points, left out   flagged (of 18 timed): "
-                        "interference 2\n"), "%s", t);
+                        "interference 2\n"),
+              "%s", t);
     cr_assert_eq(block_row(t, "fast", 0, "1024", line, sizeof line, f, 32), 14, "%s", t);
     expect_near(f[1], 2.5, "fast latency");
     expect_near(f[5], 2, "fast n_points");
@@ -1386,7 +1415,8 @@ Test(export, untimed_points_never_timed)
     free(t);
     /* points.tsv keeps every point and its flags */
     t = data_of(&fx, "points.tsv");
-    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\n"), "header ends with the timing flags, cost, clock, shared-core drops");
+    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\n"),
+              "header ends with the timing flags, cost, clock, shared-core drops");
     cr_assert(strstr(t, "\tuntimed\t") && strstr(t, "\tinterference\t"), "%s", t);
     free(t);
     t = data_of(&fx, "meta.txt");
@@ -1397,7 +1427,7 @@ Test(export, untimed_points_never_timed)
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/show.out", fx.dir);
     snprintf(err, sizeof err, "%s/show.err", fx.dir);
-    const char *args[] = {"show", fx.h5, "--format", "tsv", "--filter", "method=fast,seq_len=1024"};
+    const char *args[] = { "show", fx.h5, "--format", "tsv", "--filter", "method=fast,seq_len=1024" };
     cr_assert_eq(run_captured(ab_cmd_show, 6, args, out, err), 0);
     char *o = slurp(out);
     cr_assert(!strstr(o, "777777"), "%s", o);
@@ -1469,7 +1499,7 @@ Test(export, paired_speedup_and_fallback)
     char out[200], err[200];
     snprintf(out, sizeof out, "%s/show.out", fx.dir);
     snprintf(err, sizeof err, "%s/show.err", fx.dir);
-    const char *args[] = {"show", fx.h5, "--filter", "seq_len=1024"};
+    const char *args[] = { "show", fx.h5, "--filter", "seq_len=1024" };
     cr_assert_eq(run_captured(ab_cmd_show, 4, args, out, err), 0);
     char *o = slurp(out);
     cr_assert(strstr(o, " 4.00x [3.33, 5.00] "), "%s", o);
@@ -1529,7 +1559,7 @@ Test(plot, timing_figures)
     char out[200], err[200], path[300];
     snprintf(out, sizeof out, "%s/plot.out", fx.dir);
     snprintf(err, sizeof err, "%s/plot.err", fx.dir);
-    const char *args[] = {"plot", fx.h5, "-d", fx.out, "--format", "svg", "--no-gallery"};
+    const char *args[] = { "plot", fx.h5, "-d", fx.out, "--format", "svg", "--no-gallery" };
     int rc = run_captured(ab_cmd_plot, 7, args, out, err);
     char *e = slurp(err);
     cr_assert_eq(rc, 0, "plot exit %d: %s", rc, e);

@@ -91,16 +91,16 @@ static void replay_config(const char *path)
     ab_registry_init();
     ab_config *c = malloc(sizeof *c);
     char err[1024] = "";
-    if (ab_config_load(c, path, err, sizeof err) == 0) ab_config_check(c, err, sizeof err);
-    else cr_expect(strstr(err, path) && !strchr(err, '\n'), "%s: error does not name the file in one line: %s", path, err);
+    if (ab_config_load(c, path, err, sizeof err) == 0)
+        ab_config_check(c, err, sizeof err);
+    else
+        cr_expect(strstr(err, path) && !strchr(err, '\n'), "%s: error does not name the file in one line: %s",
+                  path, err);
     ab_config_free(c);
     free(c);
 }
 
-Test(fuzz_regressions, config_inputs)
-{
-    cr_expect_gt(each_input("config", replay_config), 0);
-}
+Test(fuzz_regressions, config_inputs) { cr_expect_gt(each_input("config", replay_config), 0); }
 
 static void replay_results(const char *path)
 {
@@ -111,8 +111,10 @@ static void replay_results(const char *path)
     snprintf(jr, sizeof jr, "%s/r.h5.journal", g_dir);
     unlink(h5);
     unlink(jr);
-    if (n && (b[0] & 1)) save(jr, b + 1, n - 1);
-    else save(h5, n ? b + 1 : b, n ? n - 1 : 0);
+    if (n && (b[0] & 1))
+        save(jr, b + 1, n - 1);
+    else
+        save(h5, n ? b + 1 : b, n ? n - 1 : 0);
     ab_point *p = NULL;
     size_t np = 0;
     ab_env env;
@@ -148,21 +150,21 @@ static void replay_run_args(const char *path)
     while (i <= n && l < (int)sizeof cmd - 64) {
         l += snprintf(cmd + l, sizeof cmd - (size_t)l, " '");
         for (; i < n && b[i] && b[i] != '\n' && l < (int)sizeof cmd - 64; i++) {
-            if (b[i] == '\'') l += snprintf(cmd + l, sizeof cmd - (size_t)l, "'\\''");
-            else cmd[l++] = (char)b[i];
+            if (b[i] == '\'')
+                l += snprintf(cmd + l, sizeof cmd - (size_t)l, "'\\''");
+            else
+                cmd[l++] = (char)b[i];
         }
         cmd[l++] = '\'';
         cmd[l] = 0;
         i++;
     }
-    snprintf(cmd + l, sizeof cmd - (size_t)l, " --dry-run --dry-run --no-estimate >/dev/null 2>&1 </dev/null");
+    snprintf(cmd + l, sizeof cmd - (size_t)l,
+             " --dry-run --dry-run --no-estimate >/dev/null 2>&1 </dev/null");
     int st = system(cmd);
-    cr_expect(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 2), "%s: attnbench %s (status %d)", path,
-              WIFEXITED(st) ? "exited with an unexpected code" : "died", st);
+    cr_expect(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 2), "%s: attnbench %s (status %d)",
+              path, WIFEXITED(st) ? "exited with an unexpected code" : "died", st);
     free(b);
 }
 
-Test(fuzz_regressions, run_args_inputs)
-{
-    cr_expect_gt(each_input("run_args", replay_run_args), 0);
-}
+Test(fuzz_regressions, run_args_inputs) { cr_expect_gt(each_input("run_args", replay_run_args), 0); }

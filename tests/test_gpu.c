@@ -27,10 +27,10 @@
 #define TOL_FP16 1e-2
 #define TOL_BF16 4e-2
 
-#define NEED_GPU()                                                                                 \
-    do {                                                                                           \
-        char why_[256] = "";                                                                       \
-        if (ab_gpu_count(why_, sizeof why_) == 0) cr_skip_test("no GPU: %s", why_);               \
+#define NEED_GPU()                                                                  \
+    do {                                                                            \
+        char why_[256] = "";                                                        \
+        if (ab_gpu_count(why_, sizeof why_) == 0) cr_skip_test("no GPU: %s", why_); \
     } while (0)
 
 typedef struct tprob {
@@ -82,7 +82,8 @@ static void tprob_free(tprob *t)
 
 /* Every row of every head of out against ab_ref_rows (restricted to l when
  * not NULL); rows that keep nothing must be zero. */
-static void check_rows(const ab_problem *pb, const ab_layout *l, const float *out, double tol, const char *what)
+static void check_rows(const ab_problem *pb, const ab_layout *l, const float *out, double tol,
+                       const char *what)
 {
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     int *rows = malloc(sizeof(int) * (size_t)N);
@@ -103,7 +104,11 @@ static void check_rows(const ab_problem *pb, const ab_layout *l, const float *ou
                 den += r[c] * r[c];
             }
             const double e = den > 0 ? sqrt(num / den) : sqrt(num);
-            if (e > worst) { worst = e; wi = i; wh = h; }
+            if (e > worst) {
+                worst = e;
+                wi = i;
+                wh = h;
+            }
         }
     }
     free(rows);
@@ -172,7 +177,9 @@ Test(gpu, no_device_point_is_unsupported)
 Test(gpu, flash_matches_reference)
 {
     NEED_GPU();
-    static const struct { int h, n, d, causal; } shapes[] = {
+    static const struct {
+        int h, n, d, causal;
+    } shapes[] = {
         { 2, 200, 64, 1 }, { 1, 333, 128, 0 }, { 2, 1024, 64, 1 }, { 1, 777, 128, 1 }, { 1, 1, 64, 1 },
     };
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
@@ -214,7 +221,8 @@ Test(gpu, cublas_matches_reference)
 /* A random layout: each (head, query block) keeps the diagonal block and
  * about `keep` of the others; tokens (kind TOKEN/MIXED) a random fraction
  * of the keys outside the kept blocks. */
-static void random_layout(ab_layout *l, const ab_shape *s, int bq, int bk, double keep, double tok, uint64_t seed)
+static void random_layout(ab_layout *l, const ab_shape *s, int bq, int bk, double keep, double tok,
+                          uint64_t seed)
 {
     ab_layout_init(l, s, bq, bk);
     for (int h = 0; h < s->heads; h++)
@@ -222,10 +230,12 @@ static void random_layout(ab_layout *l, const ab_shape *s, int bq, int bk, doubl
             const int diag = (((qb + 1) * bq < s->seq_len ? (qb + 1) * bq : s->seq_len) - 1) / bk;
             for (int kb = 0; kb < l->n_kblocks; kb++) {
                 const double u = (mix(&seed) >> 11) * 0x1.0p-53;
-                if (keep > 0 && (kb == diag || u < keep)) cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
+                if (keep > 0 && (kb == diag || u < keep))
+                    cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
             }
             for (int j = 0; tok > 0 && j < s->seq_len; j++)
-                if ((mix(&seed) >> 11) * 0x1.0p-53 < tok) cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
+                if ((mix(&seed) >> 11) * 0x1.0p-53 < tok)
+                    cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
         }
     cr_assert_eq(ab_layout_finalize(l), AB_OK);
     char err[200];
@@ -235,13 +245,16 @@ static void random_layout(ab_layout *l, const ab_shape *s, int bq, int bk, doubl
 Test(gpu, sparse_layouts_match_reference)
 {
     NEED_GPU();
-    static const struct { int n, d, causal, bq, bk; double keep, tok; } cases[] = {
-        { 500, 64, 1, 64, 64, 0.3, 0 },      /* BLOCK */
-        { 700, 128, 0, 128, 64, 0.2, 0 },    /* BLOCK, block_q != block_k */
-        { 600, 64, 1, 32, 128, 0.25, 0 },    /* BLOCK, small query blocks */
-        { 520, 64, 1, 64, 64, 0, 0.05 },     /* TOKEN */
+    static const struct {
+        int n, d, causal, bq, bk;
+        double keep, tok;
+    } cases[] = {
+        { 500, 64, 1, 64, 64, 0.3, 0 },       /* BLOCK */
+        { 700, 128, 0, 128, 64, 0.2, 0 },     /* BLOCK, block_q != block_k */
+        { 600, 64, 1, 32, 128, 0.25, 0 },     /* BLOCK, small query blocks */
+        { 520, 64, 1, 64, 64, 0, 0.05 },      /* TOKEN */
         { 640, 128, 1, 128, 128, 0.2, 0.03 }, /* MIXED */
-        { 300, 64, 0, 64, 64, 0, 0.2 },      /* TOKEN, non-causal */
+        { 300, 64, 0, 64, 64, 0, 0.2 },       /* TOKEN, non-causal */
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
         for (int dt = 0; dt < 2; dt++) {
@@ -255,7 +268,8 @@ Test(gpu, sparse_layouts_match_reference)
             cr_assert(out);
             run_and_download(g, ab_cuda_run_layout(g, l.kind), out);
             char what[96];
-            snprintf(what, sizeof what, "case %zu (%s, %s)", ci, ab_layout_kind_name(l.kind), dt ? "bf16" : "fp16");
+            snprintf(what, sizeof what, "case %zu (%s, %s)", ci, ab_layout_kind_name(l.kind),
+                     dt ? "bf16" : "fp16");
             check_rows(&t.pb, &l, out, dt ? TOL_BF16 : TOL_FP16, what);
             free(out);
             ab_cuda_close(g);
@@ -290,7 +304,8 @@ Test(gpu, registry_methods_match_reference)
             if (ab_gpu_path_of(m) == AB_GPU_SEL_DEVICE) {
                 ab_layout_free(&l);
                 ab_layout_init(&l, &t.pb.s, 64, 64);
-                cr_assert_eq(ab_gpu_layout_from_device(g, &l, err, sizeof err), AB_OK, "%s: %s", m->name, err);
+                cr_assert_eq(ab_gpu_layout_from_device(g, &l, err, sizeof err), AB_OK, "%s: %s", m->name,
+                             err);
             }
             float *out = malloc(sizeof(float) * 2 * 640 * 64);
             cr_assert(out);
@@ -371,9 +386,11 @@ Test(gpu, oracle_device_layout_close_to_cpu)
     const int rows = 2 * cpu.n_qblocks;
     int64_t same = 0;
     for (int r = 0; r < rows; r++) {
-        cr_assert_eq(cpu.blk_ptr[r + 1] - cpu.blk_ptr[r], dev.blk_ptr[r + 1] - dev.blk_ptr[r], "row %d count", r);
+        cr_assert_eq(cpu.blk_ptr[r + 1] - cpu.blk_ptr[r], dev.blk_ptr[r + 1] - dev.blk_ptr[r], "row %d count",
+                     r);
         for (int64_t p = cpu.blk_ptr[r]; p < cpu.blk_ptr[r + 1]; p++)
-            for (int64_t q = dev.blk_ptr[r]; q < dev.blk_ptr[r + 1]; q++) same += cpu.blk_idx[p] == dev.blk_idx[q];
+            for (int64_t q = dev.blk_ptr[r]; q < dev.blk_ptr[r + 1]; q++)
+                same += cpu.blk_idx[p] == dev.blk_idx[q];
     }
     cr_assert(same >= 0.95 * (double)cpu.blk_ptr[rows], "only %lld of %lld blocks agree", (long long)same,
               (long long)cpu.blk_ptr[rows]);

@@ -14,7 +14,11 @@
 #include "runtime/isolate.h"
 #include "harness/engine/timing.h"
 
-typedef struct answer { int a; double b; char s[100]; } answer;
+typedef struct answer {
+    int a;
+    double b;
+    char s[100];
+} answer;
 
 static void answers(void *arg, int fd)
 {
@@ -24,7 +28,10 @@ static void answers(void *arg, int fd)
 
 static void exits_7(void *arg, int fd) { _exit(7); }
 static void dies(void *arg, int fd) { raise(SIGUSR1); }
-static void hangs(void *arg, int fd) { for (;;) pause(); }
+static void hangs(void *arg, int fd)
+{
+    for (;;) pause();
+}
 
 static void streams(void *arg, int fd)
 {

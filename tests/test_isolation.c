@@ -49,24 +49,23 @@ TestSuite(isolation, .init = setup, .fini = teardown);
  * allocation must never race one (filling even a small budget can take
  * seconds on a fresh VM under the parallel test runner), so the oom case
  * runs alone with a generous limit and a small memory budget. */
-static const char *cfg_fmt =
-    "[sweep]\n"
-    "tasks = needle\n"
-    "methods = %s\n"
-    "seq_lens = 256\n"
-    "heads = 1\n"
-    "head_dims = 16\n"
-    "densities = 0.5\n"
-    "block_q = 32\n"
-    "block_k = 32\n"
-    "threads = 1\n"
-    "[timing]\n"
-    "warmup = 0\n"
-    "min_repeats = 2\n"
-    "max_repeats = 2\n"
-    "min_time_s = 0\n"
-    "point_timeout_s = %s\n"
-    "point_mem_gb = %s\n";
+static const char *cfg_fmt = "[sweep]\n"
+                             "tasks = needle\n"
+                             "methods = %s\n"
+                             "seq_lens = 256\n"
+                             "heads = 1\n"
+                             "head_dims = 16\n"
+                             "densities = 0.5\n"
+                             "block_q = 32\n"
+                             "block_k = 32\n"
+                             "threads = 1\n"
+                             "[timing]\n"
+                             "warmup = 0\n"
+                             "min_repeats = 2\n"
+                             "max_repeats = 2\n"
+                             "min_time_s = 0\n"
+                             "point_timeout_s = %s\n"
+                             "point_mem_gb = %s\n";
 
 static const ab_point *find(const ab_point *p, size_t n, const char *method)
 {
@@ -89,7 +88,9 @@ static int sweep(const char *name, const char *methods, const char *timeout_s, c
     fprintf(f, cfg_fmt, methods, timeout_s, mem_gb);
     fclose(f);
     const char *asan = getenv("ASAN_OPTIONS");
-    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS='%s%shandle_segv=0:handle_abort=0:detect_leaks=0' '%s' run -c '%s' -o '%s' >/dev/null 2>'%s'",
+    snprintf(cmd, sizeof cmd,
+             "ASAN_OPTIONS='%s%shandle_segv=0:handle_abort=0:detect_leaks=0' '%s' run -c '%s' -o '%s' "
+             ">/dev/null 2>'%s'",
              asan ? asan : "", asan && *asan ? ":" : "", fix, cfg, out, errf);
     int st = system(cmd);
     cr_assert(WIFEXITED(st), "the sweep %s itself died", name);
@@ -108,7 +109,8 @@ static void expect_status(const char *out, const char *method, const char *statu
     const ab_point *q = find(p, n, method);
     cr_expect_not_null(q, "%s: no point recorded", method);
     if (q) {
-        cr_expect_str_eq(q->status, status, "%s: status %s (%s), want %s", method, q->status, q->message, status);
+        cr_expect_str_eq(q->status, status, "%s: status %s (%s), want %s", method, q->status, q->message,
+                         status);
         if (*needle)
             cr_expect(strstr(q->message, needle), "%s: message lacks '%s': %s", method, needle, q->message);
         if (strcmp(status, "ok") && strcmp(status, "nan"))
@@ -120,7 +122,8 @@ static void expect_status(const char *out, const char *method, const char *statu
 Test(isolation, each_failure_gets_its_own_status)
 {
     const char *fix = getenv("AB_FIXTURE_BIN");
-    if (!fix || access(fix, X_OK)) cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
+    if (!fix || access(fix, X_OK))
+        cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
     char out[300];
     int rc = sweep("fx", "dense, fixture_segv, fixture_hang, fixture_nan, window", "3", "1", out, sizeof out);
     cr_expect_eq(rc, 1, "exit %d, want 1 (some points failed)", rc);
@@ -136,9 +139,11 @@ Test(isolation, each_failure_gets_its_own_status)
 Test(isolation, runaway_allocation_is_oom_not_timeout)
 {
     const char *fix = getenv("AB_FIXTURE_BIN");
-    if (!fix || access(fix, X_OK)) cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
+    if (!fix || access(fix, X_OK))
+        cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
     if (AB_TEST_ASAN) {
-        fprintf(stderr, "note: AddressSanitizer build: the oom case is skipped (RLIMIT_AS is not set under ASan)\n");
+        fprintf(stderr,
+                "note: AddressSanitizer build: the oom case is skipped (RLIMIT_AS is not set under ASan)\n");
         return;
     }
     char out[300];

@@ -62,7 +62,7 @@ static void kt_make(kt_case *c, int heads, int n, int d, int causal, uint64_t se
         c->v[e] = (float)kt_normal(&s);
         c->out[e] = NAN; /* every element must be written */
     }
-    c->pb.s = (ab_shape){heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL};
+    c->pb.s = (ab_shape){ heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL };
     c->pb.q = c->q;
     c->pb.k = c->k;
     c->pb.v = c->v;
@@ -87,12 +87,11 @@ static void kt_ref_all(kt_case *c, const ab_layout *l)
     const int H = c->pb.s.heads, N = c->pb.s.seq_len, d = c->pb.s.head_dim;
     int *rows = malloc((size_t)(N ? N : 1) * sizeof(int));
     cr_assert_not_null(rows);
-    for (int i = 0; i < N; i++)
-        rows[i] = i;
+    for (int i = 0; i < N; i++) rows[i] = i;
     for (int h = 0; h < H; h++)
-        cr_assert_eq(ab_ref_rows(&c->pb, h, rows, N, l, c->ref + (size_t)h * N * d, NULL,
-                                 c->rsum + (size_t)h * N),
-                     AB_OK);
+        cr_assert_eq(
+            ab_ref_rows(&c->pb, h, rows, N, l, c->ref + (size_t)h * N * d, NULL, c->rsum + (size_t)h * N),
+            AB_OK);
     free(rows);
 }
 
@@ -106,11 +105,9 @@ static double kt_rel_l2(const kt_case *c)
         double diff = (double)c->out[e] - c->ref[e];
         num += diff * diff;
         den += c->ref[e] * c->ref[e];
-        if (isnan(c->out[e]) || (c->rsum[e / d] == 0.0 && c->out[e] != 0.0f))
-            return INFINITY;
+        if (isnan(c->out[e]) || (c->rsum[e / d] == 0.0 && c->out[e] != 0.0f)) return INFINITY;
     }
-    if (den == 0.0)
-        return num == 0.0 ? 0.0 : INFINITY;
+    if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
     return sqrt(num / den);
 }
 
@@ -118,8 +115,7 @@ static double kt_rel_l2(const kt_case *c)
 static int kt_zero_rows(const kt_case *c)
 {
     int zero_rows = 0;
-    for (size_t r = 0; r < (size_t)c->pb.s.heads * c->pb.s.seq_len; r++)
-        zero_rows += c->rsum[r] == 0.0;
+    for (size_t r = 0; r < (size_t)c->pb.s.heads * c->pb.s.seq_len; r++) zero_rows += c->rsum[r] == 0.0;
     return zero_rows;
 }
 
@@ -127,12 +123,12 @@ static int kt_zero_rows(const kt_case *c)
 
 Test(kernels_cpu, ref_matches_naive_formula)
 {
-    static const int cases[][3] = {{1, 16, 1}, {7, 5, 0}, {63, 64, 1}, {65, 72, 0}, {130, 16, 1}};
+    static const int cases[][3] = { { 1, 16, 1 }, { 7, 5, 0 }, { 63, 64, 1 }, { 65, 72, 0 }, { 130, 16, 1 } };
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         const int N = cases[t][0], d = cases[t][1], causal = cases[t][2], H = 2;
         kt_case c;
         kt_make(&c, H, N, d, causal, 100 + t);
-        int rows[3] = {0, N / 2, N - 1};
+        int rows[3] = { 0, N / 2, N - 1 };
         double out[3 * 72], mx[3], sm[3];
         for (int h = 0; h < H; h++) {
             cr_assert_eq(ab_ref_rows(&c.pb, h, rows, 3, NULL, out, mx, sm), AB_OK);
@@ -140,19 +136,17 @@ Test(kernels_cpu, ref_matches_naive_formula)
                 /* naive: softmax without the max shift (logits are O(1)) */
                 const int i = rows[a], jend = causal ? i + 1 : N;
                 const float *qi = c.q + ((size_t)h * N + i) * d;
-                double z = 0.0, num[72] = {0}, lmax = -INFINITY;
+                double z = 0.0, num[72] = { 0 }, lmax = -INFINITY;
                 for (int j = 0; j < jend; j++) {
                     const float *kj = c.k + ((size_t)h * N + j) * d;
                     const float *vj = c.v + ((size_t)h * N + j) * d;
                     double s = 0.0;
-                    for (int x = 0; x < d; x++)
-                        s += (double)qi[x] * kj[x];
+                    for (int x = 0; x < d; x++) s += (double)qi[x] * kj[x];
                     s *= (double)c.pb.s.scale;
                     lmax = s > lmax ? s : lmax;
                     double e = exp(s);
                     z += e;
-                    for (int x = 0; x < d; x++)
-                        num[x] += e * vj[x];
+                    for (int x = 0; x < d; x++) num[x] += e * vj[x];
                 }
                 for (int x = 0; x < d; x++)
                     cr_assert_float_eq(out[a * d + x], num[x] / z, 1e-12,
@@ -171,7 +165,7 @@ Test(kernels_cpu, ref_with_layouts_and_errors)
     kt_case c;
     kt_make(&c, 2, 40, 8, 1, 7);
     ab_layout l;
-    int rows[2] = {5, 39};
+    int rows[2] = { 5, 39 };
     double o1[16], o2[16], mx[2], sm[2];
     /* a DENSE layout equals no layout */
     ab_layout_init(&l, &c.pb.s, 16, 16);
@@ -187,8 +181,7 @@ Test(kernels_cpu, ref_with_layouts_and_errors)
     cr_assert_eq(ab_layout_add_block(&l, 0, 0, 2), AB_OK);
     cr_assert_eq(ab_layout_finalize(&l), AB_OK);
     cr_assert_eq(ab_ref_rows(&c.pb, 0, rows, 2, &l, o1, mx, sm), AB_OK);
-    for (int x = 0; x < 16; x++)
-        cr_assert_eq(o1[x], 0.0);
+    for (int x = 0; x < 16; x++) cr_assert_eq(o1[x], 0.0);
     cr_assert(isinf(mx[0]) && mx[0] < 0);
     cr_assert_eq(sm[0], 0.0);
     cr_assert_eq(sm[1], 0.0);
@@ -208,8 +201,8 @@ Test(kernels_cpu, ref_with_layouts_and_errors)
 
 /* ---- flash ---------------------------------------------------------------- */
 
-static const int kt_ns[] = {1, 2, 63, 64, 65, 130, 257};
-static const int kt_ds[] = {1, 16, 64, 72, 128};
+static const int kt_ns[] = { 1, 2, 63, 64, 65, 130, 257 };
+static const int kt_ds[] = { 1, 16, 64, 72, 128 };
 
 Test(kernels_cpu, flash_matches_ref)
 {
@@ -222,8 +215,7 @@ Test(kernels_cpu, flash_matches_ref)
                 kt_ref_all(&c, NULL);
                 cr_assert_eq(ab_kernel_flash(&c.pb, c.out), AB_OK);
                 double err = kt_rel_l2(&c);
-                cr_assert_leq(err, KT_TOL, "flash N=%d d=%d causal=%d: rel L2 %g", N, d, causal,
-                              err);
+                cr_assert_leq(err, KT_TOL, "flash N=%d d=%d causal=%d: rel L2 %g", N, d, causal, err);
                 kt_free(&c);
             }
 }
@@ -272,20 +264,15 @@ static void kt_layout(ab_layout *l, const ab_shape *s, int bq, int bk, int style
     for (int h = 0; h < s->heads; h++)
         for (int qb = 0; qb < nqb; qb++) {
             switch (style) {
-            case KT_FULL_BLOCKS:
-                cr_assert_eq(ab_layout_add_block_range(l, h, qb, 0, nkb), AB_OK);
-                break;
+            case KT_FULL_BLOCKS: cr_assert_eq(ab_layout_add_block_range(l, h, qb, 0, nkb), AB_OK); break;
             case KT_ALL_TOKENS:
-                for (int j = N - 1; j >= 0; j--)
-                    cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
+                for (int j = N - 1; j >= 0; j--) cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
                 break;
             default:
-                if (kt_unif(&rng) < 0.25)
-                    break; /* this query block keeps nothing */
+                if (kt_unif(&rng) < 0.25) break; /* this query block keeps nothing */
                 if (style != KT_RAND_TOKEN)
                     for (int kb = 0; kb < nkb; kb++)
-                        if (kt_unif(&rng) < 0.3)
-                            cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
+                        if (kt_unif(&rng) < 0.3) cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
                 if (style != KT_RAND_BLOCK) {
                     int nt = kt_int(&rng, N < 150 ? N + 1 : 150);
                     for (int t = 0; t < nt; t++)
@@ -303,20 +290,19 @@ static void kt_layout(ab_layout *l, const ab_shape *s, int bq, int bk, int style
     cr_assert_eq(ab_layout_validate(l, err, sizeof err), AB_OK, "%s", err);
 }
 
-static const int kt_blocks[][2] = {{64, 64}, {16, 32}, {128, 128}, {100, 7}, {1, 1}, {200, 50}};
+static const int kt_blocks[][2] = { { 64, 64 }, { 16, 32 }, { 128, 128 }, { 100, 7 }, { 1, 1 }, { 200, 50 } };
 
 static void kt_check_layout_kernel(int style, ab_layout_kind kind)
 {
-    static const int ns[] = {1, 63, 65, 130, 257};
-    static const int ds[] = {16, 72, 128};
+    static const int ns[] = { 1, 63, 65, 130, 257 };
+    static const int ds[] = { 16, 72, 128 };
     int tested = 0, zero_rows = 0;
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof kt_blocks / sizeof kt_blocks[0]; b++)
             for (int causal = 0; causal < 2; causal++) {
                 const int N = ns[a], d = ds[(a + b) % 3];
                 const int bq = kt_blocks[b][0], bk = kt_blocks[b][1];
-                if (bq * bk == 1 && N > 65)
-                    continue; /* 1x1 blocks: keep the test fast */
+                if (bq * bk == 1 && N > 65) continue; /* 1x1 blocks: keep the test fast */
                 kt_case c;
                 kt_make(&c, 2, N, d, causal, 5000 + 100 * a + 10 * b + causal);
                 ab_layout l;
@@ -341,13 +327,12 @@ static void kt_check_layout_kernel(int style, ab_layout_kind kind)
 Test(kernels_cpu, blocksparse_full_mask_matches_dense_ref)
 {
     /* compare with the unrestricted reference: a full mask is dense */
-    static const int ns[] = {1, 63, 65, 130, 257};
+    static const int ns[] = { 1, 63, 65, 130, 257 };
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof kt_blocks / sizeof kt_blocks[0]; b++)
             for (int causal = 0; causal < 2; causal++) {
                 const int N = ns[a], d = kt_ds[1 + (a + b) % 4];
-                if (kt_blocks[b][0] == 1 && N > 65)
-                    continue;
+                if (kt_blocks[b][0] == 1 && N > 65) continue;
                 kt_case c;
                 kt_make(&c, 2, N, d, causal, 7000 + 10 * a + b);
                 ab_layout l;
@@ -356,8 +341,8 @@ Test(kernels_cpu, blocksparse_full_mask_matches_dense_ref)
                 kt_ref_all(&c, NULL);
                 cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, c.out), AB_OK);
                 double err = kt_rel_l2(&c);
-                cr_assert_leq(err, KT_TOL, "N=%d d=%d blocks %dx%d causal=%d: %g", N, d,
-                              kt_blocks[b][0], kt_blocks[b][1], causal, err);
+                cr_assert_leq(err, KT_TOL, "N=%d d=%d blocks %dx%d causal=%d: %g", N, d, kt_blocks[b][0],
+                              kt_blocks[b][1], causal, err);
                 ab_layout_free(&l);
                 kt_free(&c);
             }
@@ -365,8 +350,8 @@ Test(kernels_cpu, blocksparse_full_mask_matches_dense_ref)
 
 Test(kernels_cpu, gather_all_tokens_matches_dense_ref)
 {
-    static const int ns[] = {1, 63, 65, 130, 257};
-    static const int bqs[] = {64, 16, 100, 300};
+    static const int ns[] = { 1, 63, 65, 130, 257 };
+    static const int bqs[] = { 64, 16, 100, 300 };
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof bqs / sizeof bqs[0]; b++)
             for (int causal = 0; causal < 2; causal++) {
@@ -380,8 +365,7 @@ Test(kernels_cpu, gather_all_tokens_matches_dense_ref)
                 kt_ref_all(&c, NULL);
                 cr_assert_eq(ab_kernel_gather(&c.pb, &l, c.out), AB_OK);
                 double err = kt_rel_l2(&c);
-                cr_assert_leq(err, KT_TOL, "N=%d d=%d bq=%d causal=%d: %g", N, d, bqs[b], causal,
-                              err);
+                cr_assert_leq(err, KT_TOL, "N=%d d=%d bq=%d causal=%d: %g", N, d, bqs[b], causal, err);
                 ab_layout_free(&l);
                 kt_free(&c);
             }
@@ -414,20 +398,17 @@ Test(kernels_cpu, empty_rows_are_zero)
     cr_assert_eq(ab_layout_finalize(&l), AB_OK);
     cr_assert_eq(ab_layout_kept_pairs(&l), 0);
     cr_assert_eq(ab_kernel_blocksparse(&c.pb, &l, c.out), AB_OK);
-    for (size_t e = 0; e < c.n; e++)
-        cr_assert_eq(c.out[e], 0.0f);
+    for (size_t e = 0; e < c.n; e++) cr_assert_eq(c.out[e], 0.0f);
     ab_layout_free(&l);
     /* tokens beyond the diagonal only */
     ab_layout_init(&l, &c.pb.s, 32, 32);
     for (int qb = 0; qb < l.n_qblocks; qb++)
-        for (int j = (qb + 1) * 32; j < 130; j += 3)
-            cr_assert_eq(ab_layout_add_token(&l, 0, qb, j), AB_OK);
+        for (int j = (qb + 1) * 32; j < 130; j += 3) cr_assert_eq(ab_layout_add_token(&l, 0, qb, j), AB_OK);
     cr_assert_eq(ab_layout_finalize(&l), AB_OK);
     cr_assert_eq(ab_layout_kept_pairs(&l), 0);
     memset(c.out, 0xff, c.n * sizeof(float));
     cr_assert_eq(ab_kernel_gather(&c.pb, &l, c.out), AB_OK);
-    for (size_t e = 0; e < c.n; e++)
-        cr_assert_eq(c.out[e], 0.0f);
+    for (size_t e = 0; e < c.n; e++) cr_assert_eq(c.out[e], 0.0f);
     ab_layout_free(&l);
     kt_free(&c);
 }
@@ -532,8 +513,7 @@ static double kt_rel_l2_f(const float *a, const float *b, size_t n)
 {
     double num = 0.0, den = 0.0;
     for (size_t e = 0; e < n; e++) {
-        if (isnan(a[e]) || isnan(b[e]))
-            return INFINITY;
+        if (isnan(a[e]) || isnan(b[e])) return INFINITY;
         double diff = (double)a[e] - b[e];
         num += diff * diff;
         den += (double)b[e] * b[e];
@@ -572,8 +552,8 @@ Test(kernels_cpu, isa_dispatch)
  * register tile: N % 64, N % 4, d % 16, d % 8). */
 Test(kernels_cpu, simd_paths_match_portable_odd_shapes)
 {
-    static const int ns[] = {1, 3, 17, 67, 130};
-    static const int ds[] = {1, 3, 8, 17, 33, 64, 100, 128};
+    static const int ns[] = { 1, 3, 17, 67, 130 };
+    static const int ds[] = { 1, 3, 8, 17, 33, 64, 100, 128 };
     int compared = 0;
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++)
@@ -590,18 +570,16 @@ Test(kernels_cpu, simd_paths_match_portable_odd_shapes)
                     const ab_layout *l = kern == 0 ? NULL : kern == 1 ? &lb : &lt;
                     kt_ref_all(&c, l);
                     for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
-                        if (!ab_cpu_isa_supported(isa))
-                            continue;
+                        if (!ab_cpu_isa_supported(isa)) continue;
                         float *o = isa == AB_ISA_PORTABLE ? port : c.out;
                         int rc = kern == 0   ? ab_kernel_flash_isa(&c.pb, o, isa)
                                  : kern == 1 ? ab_kernel_blocksparse_isa(&c.pb, l, o, isa)
                                              : ab_kernel_gather_isa(&c.pb, l, o, isa);
                         cr_assert_eq(rc, AB_OK);
-                        if (isa == AB_ISA_PORTABLE)
-                            memcpy(c.out, port, c.n * sizeof(float));
+                        if (isa == AB_ISA_PORTABLE) memcpy(c.out, port, c.n * sizeof(float));
                         double err = kt_rel_l2(&c); /* against fp64, zero rows exact */
-                        cr_assert_leq(err, KT_TOL, "kernel %d isa %s N=%d d=%d causal=%d: %g",
-                                      kern, ab_cpu_isa_name(isa), N, d, causal, err);
+                        cr_assert_leq(err, KT_TOL, "kernel %d isa %s N=%d d=%d causal=%d: %g", kern,
+                                      ab_cpu_isa_name(isa), N, d, causal, err);
                         double diff = kt_rel_l2_f(c.out, port, c.n);
                         cr_assert_leq(diff, 2 * KT_TOL, "kernel %d isa %s vs portable: %g", kern,
                                       ab_cpu_isa_name(isa), diff);
@@ -625,8 +603,7 @@ Test(kernels_cpu, every_isa_bitwise_identical_for_1_and_2_threads)
     ab_layout lb;
     kt_layout(&lb, &c.pb.s, 32, 16, KT_RAND_BLOCK, 31);
     for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
-        if (!ab_cpu_isa_supported(isa))
-            continue;
+        if (!ab_cpu_isa_supported(isa)) continue;
         for (int kern = 0; kern < 2; kern++) {
             for (int pass = 0; pass < 2; pass++) {
                 omp_set_num_threads(pass == 0 ? 1 : 2);
@@ -635,8 +612,8 @@ Test(kernels_cpu, every_isa_bitwise_identical_for_1_and_2_threads)
                                    : ab_kernel_blocksparse_isa(&c.pb, &lb, o, isa);
                 cr_assert_eq(rc, AB_OK);
             }
-            cr_assert_eq(memcmp(o1, c.out, c.n * sizeof(float)), 0, "isa %s kernel %d",
-                         ab_cpu_isa_name(isa), kern);
+            cr_assert_eq(memcmp(o1, c.out, c.n * sizeof(float)), 0, "isa %s kernel %d", ab_cpu_isa_name(isa),
+                         kern);
         }
     }
     ab_layout_free(&lb);

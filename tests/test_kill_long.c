@@ -48,24 +48,23 @@ static const char *bin(void)
 /* 2 lengths x 4 seeds x (dense + window x 3 + oracle_topk_block x 3) = 56
  * points of ~0.1 s each: long enough that 50 stops land everywhere (store
  * open, data child, point children, rewrites), short enough for CI. */
-static const char *cfg =
-    "[sweep]\n"
-    "tasks = needle\n"
-    "methods = dense, window, oracle_topk_block\n"
-    "seq_lens = 256, 512\n"
-    "heads = 2\n"
-    "head_dims = 32\n"
-    "seeds = 1, 2, 3, 4\n"
-    "densities = 0.2, 0.35, 0.5\n"
-    "block_q = 32\n"
-    "block_k = 32\n"
-    "threads = 1\n"
-    "[timing]\n"
-    "warmup = 0\n"
-    "min_repeats = 3\n"
-    "max_repeats = 1000\n"
-    "min_time_s = 0.08\n"
-    "max_time_s = 1\n";
+static const char *cfg = "[sweep]\n"
+                         "tasks = needle\n"
+                         "methods = dense, window, oracle_topk_block\n"
+                         "seq_lens = 256, 512\n"
+                         "heads = 2\n"
+                         "head_dims = 32\n"
+                         "seeds = 1, 2, 3, 4\n"
+                         "densities = 0.2, 0.35, 0.5\n"
+                         "block_q = 32\n"
+                         "block_k = 32\n"
+                         "threads = 1\n"
+                         "[timing]\n"
+                         "warmup = 0\n"
+                         "min_repeats = 3\n"
+                         "max_repeats = 1000\n"
+                         "min_time_s = 0.08\n"
+                         "max_time_s = 1\n";
 
 static pid_t spawn(const char *args, const char *errname)
 {
@@ -140,31 +139,42 @@ Test(kill_long, stops_at_random_moments_then_resume_equals_uninterrupted)
             /* clean stop: exit 1, a message, no journal. The signal may land
              * before the handler is installed (then it kills, like SIGKILL). */
             if (WIFEXITED(st)) {
-                cr_expect_eq(WEXITSTATUS(st), 1, "round %d: a clean stop exits %d, want 1", r, WEXITSTATUS(st));
+                cr_expect_eq(WEXITSTATUS(st), 1, "round %d: a clean stop exits %d, want 1", r,
+                             WEXITSTATUS(st));
                 char ep[400];
                 snprintf(ep, sizeof ep, "%s/err.txt", g_dir);
                 FILE *e = fopen(ep, "r");
                 char buf[4096] = "";
-                if (e) { size_t l = fread(buf, 1, sizeof buf - 1, e); buf[l] = 0; fclose(e); }
+                if (e) {
+                    size_t l = fread(buf, 1, sizeof buf - 1, e);
+                    buf[l] = 0;
+                    fclose(e);
+                }
                 if (WEXITSTATUS(st) == 1)
                     cr_expect(strstr(buf, "interrupted by signal") && strstr(buf, "--resume"),
                               "round %d: no clean-stop message: %s", r, buf);
                 snprintf(ep, sizeof ep, "%s/k.h5.journal", g_dir);
                 cr_expect(access(ep, F_OK) != 0, "round %d: a clean stop left a journal", r);
-                if (sig == SIGTERM) terms++; else ints++;
-            } else kills++;
+                if (sig == SIGTERM)
+                    terms++;
+                else
+                    ints++;
+            } else
+                kills++;
         }
         snprintf(path, sizeof path, "%s/k.h5", g_dir);
         if (access(path, F_OK) == 0) {
             size_t n;
             ab_point *p = read_sorted("k.h5", &n);
-            for (size_t i = 1; i < n; i++) cr_assert(strcmp(p[i].key, p[i - 1].key), "round %d: key twice", r);
+            for (size_t i = 1; i < n; i++)
+                cr_assert(strcmp(p[i].key, p[i - 1].key), "round %d: key twice", r);
             free(p);
         }
     }
-    cr_log_info("kill_long: %d rounds: %d killed, %d SIGTERM and %d SIGINT clean stops, %d finished first", rounds,
-                kills, terms, ints, finished_early);
-    fprintf(stderr, "kill_long: %d rounds: %d killed, %d SIGTERM and %d SIGINT clean stops, %d finished first\n",
+    cr_log_info("kill_long: %d rounds: %d killed, %d SIGTERM and %d SIGINT clean stops, %d finished first",
+                rounds, kills, terms, ints, finished_early);
+    fprintf(stderr,
+            "kill_long: %d rounds: %d killed, %d SIGTERM and %d SIGINT clean stops, %d finished first\n",
             rounds, kills, terms, ints, finished_early);
     cr_assert_eq(run_wait("run -c c.ini -o k.h5 --resume"), 0, "the final --resume failed");
     size_t na, nb;
@@ -177,7 +187,8 @@ Test(kill_long, stops_at_random_moments_then_resume_equals_uninterrupted)
         cr_expect_str_eq(a[i].status, b[i].status);
 #define SAME(fl) (a[i].fl == b[i].fl || (isnan(a[i].fl) && isnan(b[i].fl)))
         cr_expect(SAME(achieved_density) && SAME(knob_value), "%s: density/knob differ", a[i].method);
-        cr_expect(SAME(recall_mass) && SAME(recall_topk) && SAME(accuracy), "%s: quality differs", a[i].method);
+        cr_expect(SAME(recall_mass) && SAME(recall_topk) && SAME(accuracy), "%s: quality differs",
+                  a[i].method);
         cr_expect(SAME(rel_l2_err) && SAME(max_abs_err), "%s: errors differ", a[i].method);
 #undef SAME
     }
@@ -188,7 +199,8 @@ Test(kill_long, stops_at_random_moments_then_resume_equals_uninterrupted)
     cr_expect_eq(system(cmd), 0, "h5dump cannot read the resumed file");
     const char *keep = getenv("AB_KILL_KEEP");
     if (keep) {
-        snprintf(cmd, sizeof cmd, "cp '%s/k.h5' '%s' && cp '%s/ref.h5' '%s.ref.h5'", g_dir, keep, g_dir, keep);
+        snprintf(cmd, sizeof cmd, "cp '%s/k.h5' '%s' && cp '%s/ref.h5' '%s.ref.h5'", g_dir, keep, g_dir,
+                 keep);
         cr_expect_eq(system(cmd), 0, "cannot copy the result to %s", keep);
     }
 }

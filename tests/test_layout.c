@@ -26,7 +26,7 @@ static int lt_int(uint64_t *s, int n) { return (int)(lt_next(s) % (uint64_t)n); 
 
 static ab_shape lt_shape(int heads, int n, int causal)
 {
-    ab_shape s = {heads, n, 16, causal, 0.25f, NULL};
+    ab_shape s = { heads, n, 16, causal, 0.25f, NULL };
     return s;
 }
 
@@ -169,12 +169,11 @@ Test(layout, finalize_sorts_and_dedups)
     cr_assert_eq(ab_layout_finalize(&l), AB_OK);
     cr_assert_eq(l.kind, AB_LAYOUT_BLOCK);
     cr_assert_null(l.tok_ptr);
-    const int64_t ptr[9] = {0, 1, 1, 3, 3, 3, 3, 3, 7};
-    const int32_t idx[7] = {0, 1, 5, 0, 1, 2, 6};
+    const int64_t ptr[9] = { 0, 1, 1, 3, 3, 3, 3, 3, 7 };
+    const int32_t idx[7] = { 0, 1, 5, 0, 1, 2, 6 };
     for (int r = 0; r < 9; r++)
         cr_assert_eq(l.blk_ptr[r], ptr[r], "blk_ptr[%d] = %lld", r, (long long)l.blk_ptr[r]);
-    for (int e = 0; e < 7; e++)
-        cr_assert_eq(l.blk_idx[e], idx[e], "blk_idx[%d] = %d", e, l.blk_idx[e]);
+    for (int e = 0; e < 7; e++) cr_assert_eq(l.blk_idx[e], idx[e], "blk_idx[%d] = %d", e, l.blk_idx[e]);
     cr_assert_eq(ab_layout_validate(&l, NULL, 0), AB_OK);
     cr_assert_str_eq(ab_layout_kind_name(l.kind), "block");
     ab_layout_free(&l);
@@ -282,8 +281,8 @@ typedef struct lt_model {
 enum { LT_BLOCK = 0, LT_TOKEN, LT_MIXED };
 
 /* Build a random finalised layout and the model of what it lists. */
-static void lt_random(uint64_t *rng, ab_layout *l, lt_model *md, int heads, int n, int causal,
-                      int bq, int bk, int kind, double p)
+static void lt_random(uint64_t *rng, ab_layout *l, lt_model *md, int heads, int n, int causal, int bq, int bk,
+                      int kind, double p)
 {
     ab_shape s = lt_shape(heads, n, causal);
     ab_layout_init(l, &s, 64, 64);
@@ -297,8 +296,7 @@ static void lt_random(uint64_t *rng, ab_layout *l, lt_model *md, int heads, int 
     for (int pass = 0; pass < 2; pass++) {
         for (int e = 0; e < heads * nqb * (nkb + 4); e++) {
             int h = lt_int(rng, heads), qb = lt_int(rng, nqb);
-            if (lt_unif(rng) > p)
-                continue;
+            if (lt_unif(rng) > p) continue;
             int use_blk = kind == LT_BLOCK || (kind == LT_MIXED && lt_unif(rng) < 0.4);
             int q0 = qb * bq, q1 = q0 + bq < n ? q0 + bq : n;
             if (use_blk) {
@@ -319,8 +317,7 @@ static void lt_random(uint64_t *rng, ab_layout *l, lt_model *md, int heads, int 
             } else {
                 int j = lt_int(rng, n);
                 cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
-                for (int i = q0; i < q1; i++)
-                    md->m[((size_t)h * n + i) * n + j] = 1;
+                for (int i = q0; i < q1; i++) md->m[((size_t)h * n + i) * n + j] = 1;
             }
         }
     }
@@ -329,9 +326,9 @@ static void lt_random(uint64_t *rng, ab_layout *l, lt_model *md, int heads, int 
 
 Test(layout, kept_pairs_match_brute_force)
 {
-    static const int ns[] = {1, 5, 17, 63, 64, 65, 100, 130};
-    static const int bs[] = {1, 3, 8, 16, 64, 100};
-    static const double ps[] = {0.0, 0.05, 0.3, 1.0};
+    static const int ns[] = { 1, 5, 17, 63, 64, 65, 100, 130 };
+    static const int bs[] = { 1, 3, 8, 16, 64, 100 };
+    static const double ps[] = { 0.0, 0.05, 0.3, 1.0 };
     uint64_t rng = 12345;
     int checked = 0;
     for (int trial = 0; trial < 240; trial++) {
@@ -353,15 +350,14 @@ Test(layout, kept_pairs_match_brute_force)
                     int want = md.m[((size_t)h * n + i) * n + j] && (!causal || j <= i);
                     brute += want;
                     cr_assert_eq(ab_layout_contains(&l, h, i, j), want,
-                                 "contains(h=%d,i=%d,j=%d) N=%d bq=%d bk=%d kind=%d causal=%d", h,
-                                 i, j, n, bq, bk, kind, causal);
+                                 "contains(h=%d,i=%d,j=%d) N=%d bq=%d bk=%d kind=%d causal=%d", h, i, j, n,
+                                 bq, bk, kind, causal);
                 }
         int64_t valid = (int64_t)heads * (causal ? (int64_t)n * (n + 1) / 2 : (int64_t)n * n);
         cr_assert_eq(ab_layout_valid_pairs(&l), valid);
         cr_assert_eq(ab_layout_kept_pairs(&l), brute,
                      "kept %lld != brute %lld: N=%d bq=%d bk=%d kind=%d causal=%d",
-                     (long long)ab_layout_kept_pairs(&l), (long long)brute, n, bq, bk, kind,
-                     causal);
+                     (long long)ab_layout_kept_pairs(&l), (long long)brute, n, bq, bk, kind, causal);
         cr_assert_float_eq(ab_layout_density(&l), (double)brute / (double)valid, 1e-12);
         checked++;
         free(md.m);
@@ -391,8 +387,7 @@ Test(layout, kept_pairs_is_exact_at_long_context)
     /* only the diagonal blocks: each full block keeps b(b+1)/2, the last
      * block (1 row) keeps 1 */
     ab_layout_init(&l, &s, b, b);
-    for (int qb = 0; qb < l.n_qblocks; qb++)
-        cr_assert_eq(ab_layout_add_block(&l, 0, qb, qb), AB_OK);
+    for (int qb = 0; qb < l.n_qblocks; qb++) cr_assert_eq(ab_layout_add_block(&l, 0, qb, qb), AB_OK);
     cr_assert_eq(ab_layout_finalize(&l), AB_OK);
     cr_assert_eq(ab_layout_kept_pairs(&l), (int64_t)(n / b) * b * (b + 1) / 2 + 1);
     ab_layout_free(&l);
@@ -405,8 +400,7 @@ static void lt_small_block(ab_layout *l, int kind)
     ab_shape s = lt_shape(1, 64, 0);
     ab_layout_init(l, &s, 16, 8); /* 4 query blocks, 8 key blocks */
     for (int qb = 0; qb < 4; qb++) {
-        if (kind != LT_TOKEN)
-            cr_assert_eq(ab_layout_add_block_range(l, 0, qb, 1, 4), AB_OK);
+        if (kind != LT_TOKEN) cr_assert_eq(ab_layout_add_block_range(l, 0, qb, 1, 4), AB_OK);
         if (kind != LT_BLOCK) {
             cr_assert_eq(ab_layout_add_token(l, 0, qb, 50), AB_OK);
             cr_assert_eq(ab_layout_add_token(l, 0, qb, 60), AB_OK);
@@ -486,8 +480,8 @@ Test(layout, bulk_adds_validate_like_single_adds)
     ab_layout l;
     ab_shape s = lt_shape(2, 65, 1);
     ab_layout_init(&l, &s, 32, 16); /* 3 query blocks, 5 key blocks */
-    const int32_t ok_blk[] = {4, 0, 2, 2}, ok_tok[] = {64, 0, 7, 7};
-    const int32_t bad_blk[][2] = {{0, -1}, {5, 1}}, bad_tok[][2] = {{3, -1}, {65, 2}};
+    const int32_t ok_blk[] = { 4, 0, 2, 2 }, ok_tok[] = { 64, 0, 7, 7 };
+    const int32_t bad_blk[][2] = { { 0, -1 }, { 5, 1 } }, bad_tok[][2] = { { 3, -1 }, { 65, 2 } };
     cr_assert_eq(ab_layout_add_blocks(&l, -1, 0, ok_blk, 4), AB_EINVAL);
     cr_assert_eq(ab_layout_add_blocks(&l, 2, 0, ok_blk, 4), AB_EINVAL);
     cr_assert_eq(ab_layout_add_blocks(&l, 0, -1, ok_blk, 4), AB_EINVAL);
@@ -541,11 +535,11 @@ static int lt_row_entries(int r, int nkb, int n, int32_t *blk, int *nb, int32_t 
     return nt;
 }
 
-static int lt_same_csr(const int64_t *pa, const int32_t *ia, const int64_t *pb, const int32_t *ib, int64_t rows)
+static int lt_same_csr(const int64_t *pa, const int32_t *ia, const int64_t *pb, const int32_t *ib,
+                       int64_t rows)
 {
     if (!pa || !pb) return pa == pb;
-    return !memcmp(pa, pb, (size_t)(rows + 1) * sizeof *pa) &&
-           !memcmp(ia, ib, (size_t)pa[rows] * sizeof *ia);
+    return !memcmp(pa, pb, (size_t)(rows + 1) * sizeof *pa) && !memcmp(ia, ib, (size_t)pa[rows] * sizeof *ia);
 }
 
 Test(layout, concurrent_adds_match_sequential)
@@ -586,8 +580,10 @@ Test(layout, concurrent_adds_match_sequential)
                     fails += ab_layout_add_tokens(&par, h, qb, k, nt) != AB_OK;
                     fails += ab_layout_add_blocks(&par, h, qb, b, n) != AB_OK;
                 } else {
-                    for (int t = nt - 1; t >= 0; t--) fails += ab_layout_add_token(&par, h, qb, k[t]) != AB_OK;
-                    for (int t = 0; t < n; t++) fails += ab_layout_add_block_range(&par, h, qb, b[t], b[t] + 1) != AB_OK;
+                    for (int t = nt - 1; t >= 0; t--)
+                        fails += ab_layout_add_token(&par, h, qb, k[t]) != AB_OK;
+                    for (int t = 0; t < n; t++)
+                        fails += ab_layout_add_block_range(&par, h, qb, b[t], b[t] + 1) != AB_OK;
                 }
             }
         }
@@ -595,8 +591,10 @@ Test(layout, concurrent_adds_match_sequential)
         cr_assert_eq(fails, 0);
         cr_assert_eq(ab_layout_finalize(&par), AB_OK);
         cr_assert_eq(par.kind, seq.kind);
-        cr_assert(lt_same_csr(seq.blk_ptr, seq.blk_idx, par.blk_ptr, par.blk_idx, rows), "trial %d: blocks differ", trial);
-        cr_assert(lt_same_csr(seq.tok_ptr, seq.tok_idx, par.tok_ptr, par.tok_idx, rows), "trial %d: tokens differ", trial);
+        cr_assert(lt_same_csr(seq.blk_ptr, seq.blk_idx, par.blk_ptr, par.blk_idx, rows),
+                  "trial %d: blocks differ", trial);
+        cr_assert(lt_same_csr(seq.tok_ptr, seq.tok_idx, par.tok_ptr, par.tok_idx, rows),
+                  "trial %d: tokens differ", trial);
         ab_layout_free(&par);
     }
     ab_layout_free(&seq);
@@ -620,8 +618,10 @@ Test(layout, concurrent_dense_and_custom_calls_agree)
     int ok_dense = 0, ok_add = 0;
 #pragma omp parallel num_threads(4) reduction(+ : ok_dense, ok_add)
     {
-        if (omp_get_thread_num() % 2) ok_dense += ab_layout_dense(&l) == AB_OK;
-        else ok_add += ab_layout_add_block(&l, 0, 0, 0) == AB_OK;
+        if (omp_get_thread_num() % 2)
+            ok_dense += ab_layout_dense(&l) == AB_OK;
+        else
+            ok_add += ab_layout_add_block(&l, 0, 0, 0) == AB_OK;
     }
     cr_assert((ok_dense > 0) != (ok_add > 0), "dense %d, adds %d", ok_dense, ok_add);
     cr_assert_eq(ab_layout_finalize(&l), AB_OK);

@@ -32,8 +32,8 @@ static int mt_int(uint64_t *s, int n) { return (int)(mt_next(s) % (uint64_t)n); 
 /* Specs exercised for every length below: each registered mask appears at
  * least once (checked), with arguments that make it differ from causal. */
 static const char *const mt_specs[] = {
-    "causal", "full", "sliding:37", "sliding:1", "prefix:0.3", "prefix:5", "chunked:50",
-    "chunked:64", "document:3", "document:4:equal", "document:5:longtail", "document:1",
+    "causal",     "full",       "sliding:37", "sliding:1",        "prefix:0.3",          "prefix:5",
+    "chunked:50", "chunked:64", "document:3", "document:4:equal", "document:5:longtail", "document:1",
 };
 #define MT_NSPECS (sizeof mt_specs / sizeof mt_specs[0])
 
@@ -52,8 +52,14 @@ static void odd_span(const ab_mask *m, int i, int *lo, int *hi)
     *hi = i + 1 > 3 ? i + 1 : 3;
 }
 static const ab_mask_def mt_odd_def = {
-    .abi = AB_ABI_VERSION, .name = "odd", .syntax = "odd", .summary = "test", .causal = 0,
-    .interval = 0, .allows = odd_allows, .span = odd_span,
+    .abi = AB_ABI_VERSION,
+    .name = "odd",
+    .syntax = "odd",
+    .summary = "test",
+    .causal = 0,
+    .interval = 0,
+    .allows = odd_allows,
+    .span = odd_span,
 };
 
 /* Bind spec (or the odd mask for "odd") to N. */
@@ -67,16 +73,13 @@ static void mt_mask(ab_mask *m, const char *spec, int n, uint64_t seed)
         strcpy(m->spec, "odd");
         return;
     }
-    cr_assert_eq(ab_mask_make(m, spec, n, seed, err, sizeof err), AB_OK, "%s at N=%d: %s", spec,
-                 n, err);
+    cr_assert_eq(ab_mask_make(m, spec, n, seed, err, sizeof err), AB_OK, "%s at N=%d: %s", spec, n, err);
 }
 
 Test(masks, registry_has_the_six_base_masks)
 {
-    static const char *const want[] = {"causal", "full", "sliding", "prefix", "document",
-                                       "chunked"};
-    for (size_t i = 0; i < 6; i++)
-        cr_assert_not_null(ab_mask_find(want[i]), "%s", want[i]);
+    static const char *const want[] = { "causal", "full", "sliding", "prefix", "document", "chunked" };
+    for (size_t i = 0; i < 6; i++) cr_assert_not_null(ab_mask_find(want[i]), "%s", want[i]);
     for (int i = 0; i < ab_mask_count; i++) {
         int seen = 0;
         for (size_t s = 0; s < MT_NSPECS; s++)
@@ -86,18 +89,34 @@ Test(masks, registry_has_the_six_base_masks)
     }
     const ab_mask_def *mk[64];
     char err[256];
-    for (int i = 0; i < ab_mask_count && i < 64; i++)
-        mk[i] = ab_mask_at(i);
+    for (int i = 0; i < ab_mask_count && i < 64; i++) mk[i] = ab_mask_at(i);
     cr_assert_eq(ab_mask_registry_check(mk, ab_mask_count, err, sizeof err), 0, "%s", err);
 }
 
 Test(masks, bad_specs_are_rejected_with_a_reason)
 {
     static const char *const bad[] = {
-        "", "nosuch", "sliding", "sliding:-1", "sliding:0", "sliding:abc", "sliding:4x",
-        "prefix", "prefix:1.5", "prefix:-0.1", "prefix:-3", "chunked:0", "chunked:",
-        "document", "document:0", "document:8:weird", "document:1+0+3", "document:+4",
-        "document:4++4", "causal:1", "full:x",
+        "",
+        "nosuch",
+        "sliding",
+        "sliding:-1",
+        "sliding:0",
+        "sliding:abc",
+        "sliding:4x",
+        "prefix",
+        "prefix:1.5",
+        "prefix:-0.1",
+        "prefix:-3",
+        "chunked:0",
+        "chunked:",
+        "document",
+        "document:0",
+        "document:8:weird",
+        "document:1+0+3",
+        "document:+4",
+        "document:4++4",
+        "causal:1",
+        "full:x",
     };
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -105,10 +124,17 @@ Test(masks, bad_specs_are_rejected_with_a_reason)
         cr_assert_neq(ab_mask_check_spec(bad[i], err, sizeof err), 0, "'%s' accepted", bad[i]);
         cr_assert_gt(strlen(err), 5, "'%s': no reason", bad[i]);
     }
-    static const char *const good[] = {"causal", "full", "sliding:4096", "prefix:0.25",
-                                       "prefix:0", "prefix:1.0", "prefix:100", "chunked:2048",
-                                       "document:8", "document:8:longtail",
-                                       "document:4096+4096+8192"};
+    static const char *const good[] = { "causal",
+                                        "full",
+                                        "sliding:4096",
+                                        "prefix:0.25",
+                                        "prefix:0",
+                                        "prefix:1.0",
+                                        "prefix:100",
+                                        "chunked:2048",
+                                        "document:8",
+                                        "document:8:longtail",
+                                        "document:4096+4096+8192" };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         cr_assert_eq(ab_mask_check_spec(good[i], err, sizeof err), 0, "'%s': %s", good[i], err);
     /* length-dependent errors come at bind time */
@@ -130,8 +156,7 @@ Test(masks, document_lengths)
     char err[256];
     ab_mask a, b, c;
     for (int dist = 0; dist < 3; dist++) {
-        const char *spec = dist == 0 ? "document:8:equal" : dist == 1 ? "document:8"
-                                                                       : "document:8:longtail";
+        const char *spec = dist == 0 ? "document:8:equal" : dist == 1 ? "document:8" : "document:8:longtail";
         cr_assert_eq(ab_mask_make(&a, spec, 16384, 7, err, sizeof err), AB_OK, "%s", err);
         cr_assert_eq(a.naux2, 9);
         cr_assert_eq(a.aux2[0], 0);
@@ -151,8 +176,7 @@ Test(masks, document_lengths)
         cr_assert_eq(ab_mask_make(&b, spec, 16384, 7, err, sizeof err), AB_OK);
         cr_assert_eq(memcmp(a.aux2, b.aux2, 9 * sizeof(int32_t)), 0);
         cr_assert_eq(ab_mask_make(&c, spec, 16384, 8, err, sizeof err), AB_OK);
-        if (dist)
-            cr_assert_neq(memcmp(a.aux2, c.aux2, 9 * sizeof(int32_t)), 0);
+        if (dist) cr_assert_neq(memcmp(a.aux2, c.aux2, 9 * sizeof(int32_t)), 0);
         ab_mask_free(&a);
         ab_mask_free(&b);
         ab_mask_free(&c);
@@ -167,17 +191,15 @@ Test(masks, document_lengths)
 /* The predicate, spans, block classes, row counts and pair totals agree. */
 Test(masks, spans_blocks_and_counts_match_brute_force)
 {
-    static const int ns[] = {1, 7, 130, 257};
+    static const int ns[] = { 1, 7, 130, 257 };
     uint64_t rng = 99;
     for (size_t s = 0; s <= MT_NSPECS; s++) {
         const char *spec = s < MT_NSPECS ? mt_specs[s] : "odd";
         for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
             const int n = ns[a];
             ab_mask m;
-            if (strstr(spec, "document:") && n < 5)
-                continue;
-            if (!strcmp(spec, "prefix:5") && n < 5)
-                continue;
+            if (strstr(spec, "document:") && n < 5) continue;
+            if (!strcmp(spec, "prefix:5") && n < 5) continue;
             mt_mask(&m, spec, n, 3);
             int64_t pairs = 0;
             for (int i = 0; i < n; i++) {
@@ -186,13 +208,10 @@ Test(masks, spans_blocks_and_counts_match_brute_force)
                 for (int j = 0; j < n; j++) {
                     const int ok = ab_mask_allows(&m, i, j);
                     pairs += ok;
-                    if (ok)
-                        cr_assert(j >= lo && j < hi, "%s N=%d: (%d,%d) outside span", spec, n, i,
-                                  j);
+                    if (ok) cr_assert(j >= lo && j < hi, "%s N=%d: (%d,%d) outside span", spec, n, i, j);
                     if (m.def->interval && j >= lo && j < hi)
                         cr_assert(ok, "%s N=%d: span of an interval mask not exact", spec, n);
-                    if (m.def->causal && j > i)
-                        cr_assert(!ok, "%s claims causal", spec);
+                    if (m.def->causal && j > i) cr_assert(!ok, "%s claims causal", spec);
                 }
             }
             cr_assert_eq(ab_mask_pairs(&m), pairs, "%s N=%d", spec, n);
@@ -201,20 +220,16 @@ Test(masks, spans_blocks_and_counts_match_brute_force)
                 int k0 = mt_int(&rng, n), k1 = k0 + 1 + mt_int(&rng, n - k0);
                 int64_t cnt = 0;
                 for (int i = q0; i < q1; i++)
-                    for (int j = k0; j < k1; j++)
-                        cnt += ab_mask_allows(&m, i, j);
+                    for (int j = k0; j < k1; j++) cnt += ab_mask_allows(&m, i, j);
                 const int64_t area = (int64_t)(q1 - q0) * (k1 - k0);
-                const int want = cnt == 0 ? AB_BLOCK_EMPTY
-                                 : cnt == area ? AB_BLOCK_FULL : AB_BLOCK_PARTIAL;
-                cr_assert_eq(ab_mask_block(&m, q0, q1, k0, k1), want,
-                             "%s N=%d [%d,%d)x[%d,%d)", spec, n, q0, q1, k0, k1);
+                const int want = cnt == 0 ? AB_BLOCK_EMPTY : cnt == area ? AB_BLOCK_FULL : AB_BLOCK_PARTIAL;
+                cr_assert_eq(ab_mask_block(&m, q0, q1, k0, k1), want, "%s N=%d [%d,%d)x[%d,%d)", spec, n, q0,
+                             q1, k0, k1);
                 int64_t rc = ab_mask_row_count(&m, q0, k0, k1), rb = 0;
-                for (int j = k0; j < k1; j++)
-                    rb += ab_mask_allows(&m, q0, j);
+                for (int j = k0; j < k1; j++) rb += ab_mask_allows(&m, q0, j);
                 cr_assert_eq(rc, rb);
             }
-            if (strcmp(spec, "odd"))
-                ab_mask_free(&m);
+            if (strcmp(spec, "odd")) ab_mask_free(&m);
         }
     }
 }
@@ -247,8 +262,7 @@ static void mt_make(mt_case *c, const char *spec, int heads, int n, int d, uint6
         c->k[e] = (float)(2.0 * mt_unif(&s) - 1.0) * 2.0f;
         c->v[e] = (float)(2.0 * mt_unif(&s) - 1.0);
     }
-    c->pb.s = (ab_shape){heads, n, d, c->mask.def->causal, (float)(1.0 / sqrt((double)d)),
-                         &c->mask};
+    c->pb.s = (ab_shape){ heads, n, d, c->mask.def->causal, (float)(1.0 / sqrt((double)d)), &c->mask };
     c->pb.q = c->q;
     c->pb.k = c->k;
     c->pb.v = c->v;
@@ -264,20 +278,18 @@ static void mt_free(mt_case *c)
     free(c->out);
     free(c->ref);
     free(c->rsum);
-    if (strcmp(c->mask.spec, "odd"))
-        ab_mask_free(&c->mask);
+    if (strcmp(c->mask.spec, "odd")) ab_mask_free(&c->mask);
 }
 
 static void mt_ref(mt_case *c, const ab_layout *l)
 {
     const int H = c->pb.s.heads, N = c->pb.s.seq_len, d = c->pb.s.head_dim;
     int *rows = malloc((size_t)N * sizeof(int));
-    for (int i = 0; i < N; i++)
-        rows[i] = i;
+    for (int i = 0; i < N; i++) rows[i] = i;
     for (int h = 0; h < H; h++)
-        cr_assert_eq(ab_ref_rows(&c->pb, h, rows, N, l, c->ref + (size_t)h * N * d, NULL,
-                                 c->rsum + (size_t)h * N),
-                     AB_OK);
+        cr_assert_eq(
+            ab_ref_rows(&c->pb, h, rows, N, l, c->ref + (size_t)h * N * d, NULL, c->rsum + (size_t)h * N),
+            AB_OK);
     free(rows);
 }
 
@@ -290,8 +302,7 @@ static double mt_err(const mt_case *c)
         const double diff = (double)c->out[e] - c->ref[e];
         num += diff * diff;
         den += c->ref[e] * c->ref[e];
-        if (isnan(c->out[e]) || (c->rsum[e / d] == 0.0 && c->out[e] != 0.0f))
-            return INFINITY;
+        if (isnan(c->out[e]) || (c->rsum[e / d] == 0.0 && c->out[e] != 0.0f)) return INFINITY;
     }
     return den == 0.0 ? (num == 0.0 ? 0.0 : INFINITY) : sqrt(num / den);
 }
@@ -307,18 +318,15 @@ static void mt_layout(ab_layout *l, const ab_shape *s, int bq, int bk, int style
         for (int qb = 0; qb < l->n_qblocks; qb++) {
             if (style != MT_TOKEN)
                 for (int kb = 0; kb < l->n_kblocks; kb++)
-                    if (mt_unif(&rng) < 0.4)
-                        cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
+                    if (mt_unif(&rng) < 0.4) cr_assert_eq(ab_layout_add_block(l, h, qb, kb), AB_OK);
             if (style != MT_BLOCK) {
                 const int nt = mt_int(&rng, 120);
                 for (int t = 0; t < nt; t++)
                     cr_assert_eq(ab_layout_add_token(l, h, qb, mt_int(&rng, s->seq_len)), AB_OK);
             }
         }
-    if (style != MT_TOKEN)
-        cr_assert_eq(ab_layout_add_block(l, 0, 0, 0), AB_OK);
-    if (style != MT_BLOCK)
-        cr_assert_eq(ab_layout_add_token(l, 0, 0, s->seq_len - 1), AB_OK);
+    if (style != MT_TOKEN) cr_assert_eq(ab_layout_add_block(l, 0, 0, 0), AB_OK);
+    if (style != MT_BLOCK) cr_assert_eq(ab_layout_add_token(l, 0, 0, s->seq_len - 1), AB_OK);
     cr_assert_eq(ab_layout_finalize(l), AB_OK);
     char err[256];
     cr_assert_eq(ab_layout_validate(l, err, sizeof err), AB_OK, "%s", err);
@@ -340,8 +348,8 @@ static void mt_check_density(const ab_layout *l, const ab_mask *m, const char *s
 
 Test(masks, kernels_match_reference_under_every_mask)
 {
-    static const int shapes[][2] = {{257, 16}, {130, 64}, {200, 72}};
-    static const int blocks[][2] = {{64, 64}, {16, 32}, {100, 7}};
+    static const int shapes[][2] = { { 257, 16 }, { 130, 64 }, { 200, 72 } };
+    static const int blocks[][2] = { { 64, 64 }, { 16, 32 }, { 100, 7 } };
     for (size_t s = 0; s <= MT_NSPECS; s++) {
         const char *spec = s < MT_NSPECS ? mt_specs[s] : "odd";
         for (size_t a = 0; a < sizeof shapes / sizeof shapes[0]; a++) {
@@ -350,13 +358,12 @@ Test(masks, kernels_match_reference_under_every_mask)
             /* dense */
             mt_ref(&c, NULL);
             for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
-                if (!ab_cpu_isa_supported(isa))
-                    continue;
+                if (!ab_cpu_isa_supported(isa)) continue;
                 memset(c.out, 0xff, c.n * sizeof(float)); /* NaN: every element written */
                 cr_assert_eq(ab_kernel_flash_isa(&c.pb, c.out, isa), AB_OK);
                 const double e = mt_err(&c);
-                cr_assert_leq(e, MT_TOL, "flash %s %s N=%d d=%d: rel L2 %g", spec,
-                              ab_cpu_isa_name(isa), shapes[a][0], shapes[a][1], e);
+                cr_assert_leq(e, MT_TOL, "flash %s %s N=%d d=%d: rel L2 %g", spec, ab_cpu_isa_name(isa),
+                              shapes[a][0], shapes[a][1], e);
             }
             /* sparse layouts */
             for (int style = MT_BLOCK; style <= MT_MIXED; style++) {
@@ -366,16 +373,15 @@ Test(masks, kernels_match_reference_under_every_mask)
                 mt_check_density(&l, &c.mask, spec);
                 mt_ref(&c, &l);
                 for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
-                    if (!ab_cpu_isa_supported(isa))
-                        continue;
+                    if (!ab_cpu_isa_supported(isa)) continue;
                     memset(c.out, 0xff, c.n * sizeof(float));
                     const int rc = style == MT_BLOCK ? ab_kernel_blocksparse_isa(&c.pb, &l, c.out, isa)
                                                      : ab_kernel_gather_isa(&c.pb, &l, c.out, isa);
                     cr_assert_eq(rc, AB_OK);
                     const double e = mt_err(&c);
                     cr_assert_leq(e, MT_TOL, "%s %s %s N=%d block %dx%d: rel L2 %g",
-                                  ab_layout_kind_name(l.kind), spec, ab_cpu_isa_name(isa),
-                                  shapes[a][0], blocks[bi][0], blocks[bi][1], e);
+                                  ab_layout_kind_name(l.kind), spec, ab_cpu_isa_name(isa), shapes[a][0],
+                                  blocks[bi][0], blocks[bi][1], e);
                 }
                 ab_layout_free(&l);
             }
@@ -403,10 +409,10 @@ Test(masks, kernels_refuse_a_layout_of_another_mask)
  * reference, under causal, full and a document mask. */
 Test(masks, flash_tall_tiles_match_reference)
 {
-    static const char *const specs[] = {"causal", "full", "document:5", "sliding:300"};
+    static const char *const specs[] = { "causal", "full", "document:5", "sliding:300" };
     const int N = 4200, d = 128; /* N d 8 bytes > 4 MiB; N % 128 != 0 */
-    static const int rows[] = {0, 1, 63, 64, 127, 128, 129, 255, 256, 1000, 2047, 2048,
-                               4095, 4096, 4150, 4199};
+    static const int rows[] = { 0,   1,    63,   64,   127,  128,  129,  255,
+                                256, 1000, 2047, 2048, 4095, 4096, 4150, 4199 };
     const int nr = (int)(sizeof rows / sizeof rows[0]);
     for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
         mt_case c;

@@ -82,8 +82,8 @@ static int merge(const char *args, char *errbuf, size_t len)
 {
     char cmd[2048], ef[300];
     snprintf(ef, sizeof ef, "%s/merge.err", g_dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' merge %s 2>'%s'", g_dir, getenv("AB_BIN") ? getenv("AB_BIN") : "build/attnbench",
-             args, ef);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' merge %s 2>'%s'", g_dir,
+             getenv("AB_BIN") ? getenv("AB_BIN") : "build/attnbench", args, ef);
     int st = system(cmd);
     FILE *f = fopen(ef, "r");
     size_t r = f ? fread(errbuf, 1, len - 1, f) : 0;
@@ -150,7 +150,8 @@ Test(merge, conflicting_rows_are_reported_first_kept_exit_1)
     char err[4096];
     int rc = merge("a.h5 b.h5 -o all.h5", err, sizeof err);
     cr_expect_eq(rc, 1, "exit %d, want 1: %s", rc, err);
-    cr_expect(strstr(err, "conflict: point 0000000000001001") && strstr(err, "b.h5") && strstr(err, "total_ms"),
+    cr_expect(strstr(err, "conflict: point 0000000000001001") && strstr(err, "b.h5") &&
+                  strstr(err, "total_ms"),
               "no per-conflict message naming key, file and field: %s", err);
     size_t n;
     ab_env env;
@@ -203,7 +204,8 @@ Test(merge, base_mask_is_part_of_the_row)
     char err[4096];
     int rc = merge("a.h5 b.h5 -o all.h5", err, sizeof err);
     cr_expect_eq(rc, 1, "exit %d, want 1: %s", rc, err);
-    cr_expect(strstr(err, "conflict: point 0000000000001001") && strstr(err, "mask: 'document:8' vs 'document:4'"),
+    cr_expect(strstr(err, "conflict: point 0000000000001001") &&
+                  strstr(err, "mask: 'document:8' vs 'document:4'"),
               "the conflict must name the mask: %s", err);
     size_t n;
     ab_env env;

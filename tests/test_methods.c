@@ -72,8 +72,9 @@ static void problem_make(tproblem *t, int heads, int n, int d, int causal, uint6
         t->v[i] = (float)gauss(&s);
     }
     memset(&t->pb, 0, sizeof t->pb);
-    t->pb.s = (ab_shape){ .heads = heads, .seq_len = n, .head_dim = d, .causal = causal,
-                          .scale = 1.0f / sqrtf((float)d) };
+    t->pb.s = (ab_shape){
+        .heads = heads, .seq_len = n, .head_dim = d, .causal = causal, .scale = 1.0f / sqrtf((float)d)
+    };
     t->pb.q = t->q;
     t->pb.k = t->k;
     t->pb.v = t->v;
@@ -87,7 +88,8 @@ static void problem_make_mask(tproblem *t, int heads, int n, int d, const char *
 {
     ab_mask m;
     char err[256];
-    cr_assert_eq(ab_mask_make(&m, spec, n, seed, err, sizeof err), AB_OK, "mask %s at N=%d: %s", spec, n, err);
+    cr_assert_eq(ab_mask_make(&m, spec, n, seed, err, sizeof err), AB_OK, "mask %s at N=%d: %s", spec, n,
+                 err);
     problem_make(t, heads, n, d, m.def->causal, seed);
     t->mask = m;
     t->pb.s.mask = &t->mask;
@@ -151,8 +153,8 @@ static int knob_values(const ab_method *m, double vals[3])
 /* init → layout → select → finalize → validate → run → fini. The layout is
  * left for the caller to read and ab_layout_free (always initialised).
  * Returns AB_OK or the failing code with `stage` naming the step. */
-static int method_run(const ab_method *m, const ab_problem *pb, int block, double knob,
-                      ab_layout *l, float *out, const char **stage, char *err, size_t errlen)
+static int method_run(const ab_method *m, const ab_problem *pb, int block, double knob, ab_layout *l,
+                      float *out, const char **stage, char *err, size_t errlen)
 {
     ab_params p;
     method_params(m, knob, &p);
@@ -263,7 +265,8 @@ ParameterizedTest(int *mi, methods, against_reference)
                         const char *stage;
                         char err[256];
                         for (size_t i = 0; i < (size_t)heads * n * d; i++) out[i] = NAN;
-                        const int rc = method_run(m, &t.pb, blocks[bi], knobs[ki], &l, out, &stage, err, sizeof err);
+                        const int rc =
+                            method_run(m, &t.pb, blocks[bi], knobs[ki], &l, out, &stage, err, sizeof err);
                         if (rc == AB_EUNSUPPORTED) {
                             unsupported++;
                             ab_layout_free(&l);
@@ -273,13 +276,15 @@ ParameterizedTest(int *mi, methods, against_reference)
                                      m->name, n, d, causal, blocks[bi], knobs[ki], stage, rc, err);
                         if (rc == AB_OK) {
                             const double dens = ab_layout_density(&l);
-                            cr_expect(dens >= 0.0 && dens <= 1.0, "%s N=%d d=%d causal=%d block=%d knob=%g: density %g",
-                                      m->name, n, d, causal, blocks[bi], knobs[ki], dens);
+                            cr_expect(dens >= 0.0 && dens <= 1.0,
+                                      "%s N=%d d=%d causal=%d block=%d knob=%g: density %g", m->name, n, d,
+                                      causal, blocks[bi], knobs[ki], dens);
                             if (l.kind != AB_LAYOUT_CUSTOM)
                                 for (int h = 0; h < heads; h++) {
                                     const double e = head_rel_err(&t.pb, &l, out, h);
                                     cr_expect(e <= REL_TOL,
-                                              "%s N=%d d=%d causal=%d block=%d knob=%g head %d: rel L2 error %.3g > %g (layout %s)",
+                                              "%s N=%d d=%d causal=%d block=%d knob=%g head %d: rel L2 error "
+                                              "%.3g > %g (layout %s)",
                                               m->name, n, d, causal, blocks[bi], knobs[ki], h, e, REL_TOL,
                                               ab_layout_kind_name(l.kind));
                                 }
@@ -333,8 +338,8 @@ ParameterizedTest(int *mi, methods, under_masks)
                     ab_layout_free(&l);
                     continue;
                 }
-                cr_expect_eq(rc, AB_OK, "%s mask=%s N=%d knob=%g: %s returned %d %s", m->name, test_masks[mk], n,
-                             knobs[ki], stage, rc, err);
+                cr_expect_eq(rc, AB_OK, "%s mask=%s N=%d knob=%g: %s returned %d %s", m->name, test_masks[mk],
+                             n, knobs[ki], stage, rc, err);
                 if (rc == AB_OK && l.kind != AB_LAYOUT_CUSTOM) {
                     /* brute force: kept allowed pairs over allowed pairs */
                     int64_t kept = 0, allowed = 0, forbidden = 0;
@@ -342,19 +347,24 @@ ParameterizedTest(int *mi, methods, under_masks)
                         for (int i = 0; i < n; i++)
                             for (int j = 0; j < n; j++) {
                                 const int c = ab_layout_contains(&l, h, i, j);
-                                if (ab_mask_allows(&t.mask, i, j)) allowed++, kept += c;
-                                else forbidden += c;
+                                if (ab_mask_allows(&t.mask, i, j))
+                                    allowed++, kept += c;
+                                else
+                                    forbidden += c;
                             }
                     cr_expect_eq(forbidden, 0, "%s mask=%s N=%d: %lld kept pairs the mask forbids", m->name,
                                  test_masks[mk], n, (long long)forbidden);
                     cr_expect_eq(allowed, heads * ab_mask_pairs(&t.mask));
                     cr_expect(ab_layout_density(&l) == (double)kept / (double)allowed,
-                              "%s mask=%s N=%d knob=%g: density %.17g, brute force %lld/%lld", m->name, test_masks[mk],
-                              n, knobs[ki], ab_layout_density(&l), (long long)kept, (long long)allowed);
+                              "%s mask=%s N=%d knob=%g: density %.17g, brute force %lld/%lld", m->name,
+                              test_masks[mk], n, knobs[ki], ab_layout_density(&l), (long long)kept,
+                              (long long)allowed);
                     for (int h = 0; h < heads; h++) {
                         const double e = head_rel_err(&t.pb, &l, out, h);
-                        cr_expect(e <= REL_TOL, "%s mask=%s N=%d knob=%g head %d: rel L2 error %.3g > %g (layout %s)",
-                                  m->name, test_masks[mk], n, knobs[ki], h, e, REL_TOL, ab_layout_kind_name(l.kind));
+                        cr_expect(e <= REL_TOL,
+                                  "%s mask=%s N=%d knob=%g head %d: rel L2 error %.3g > %g (layout %s)",
+                                  m->name, test_masks[mk], n, knobs[ki], h, e, REL_TOL,
+                                  ab_layout_kind_name(l.kind));
                     }
                 }
                 if (rc == AB_OK) checked++;
@@ -383,8 +393,14 @@ static void gaps_span(const ab_mask *m, int i, int *lo, int *hi)
     *hi = i + 1;
 }
 static const ab_mask_def gaps_def = {
-    .abi = AB_ABI_VERSION, .name = "test_gaps", .syntax = "test_gaps", .summary = "test fixture",
-    .causal = 1, .interval = 0, .allows = gaps_allows, .span = gaps_span,
+    .abi = AB_ABI_VERSION,
+    .name = "test_gaps",
+    .syntax = "test_gaps",
+    .summary = "test fixture",
+    .causal = 1,
+    .interval = 0,
+    .allows = gaps_allows,
+    .span = gaps_span,
 };
 
 ParameterizedTestParameters(methods, non_interval_mask) { return method_indices(); }
@@ -421,14 +437,18 @@ ParameterizedTest(int *mi, methods, non_interval_mask)
             for (int h = 0; h < heads; h++)
                 for (int i = 0; i < n; i++)
                     for (int j = 0; j < n; j++)
-                        if (gaps_allows(&t.mask, i, j)) allowed++, kept += ab_layout_contains(&l, h, i, j);
-                        else cr_expect(!ab_layout_contains(&l, h, i, j), "%s: keeps masked pair (%d, %d)", m->name, i, j);
-            cr_expect(ab_layout_density(&l) == (double)kept / (double)allowed, "%s knob=%g: density %.17g, brute %lld/%lld",
-                      m->name, knobs[ki], ab_layout_density(&l), (long long)kept, (long long)allowed);
+                        if (gaps_allows(&t.mask, i, j))
+                            allowed++, kept += ab_layout_contains(&l, h, i, j);
+                        else
+                            cr_expect(!ab_layout_contains(&l, h, i, j), "%s: keeps masked pair (%d, %d)",
+                                      m->name, i, j);
+            cr_expect(ab_layout_density(&l) == (double)kept / (double)allowed,
+                      "%s knob=%g: density %.17g, brute %lld/%lld", m->name, knobs[ki], ab_layout_density(&l),
+                      (long long)kept, (long long)allowed);
             for (int h = 0; h < heads; h++) {
                 const double e = head_rel_err(&t.pb, &l, out, h);
-                cr_expect(e <= REL_TOL, "%s knob=%g head %d: rel L2 error %.3g > %g (layout %s)", m->name, knobs[ki], h,
-                          e, REL_TOL, ab_layout_kind_name(l.kind));
+                cr_expect(e <= REL_TOL, "%s knob=%g head %d: rel L2 error %.3g > %g (layout %s)", m->name,
+                          knobs[ki], h, e, REL_TOL, ab_layout_kind_name(l.kind));
             }
         }
         ab_layout_free(&l);
@@ -457,8 +477,8 @@ ParameterizedTest(int *mi, methods, full_coverage_under_masks)
         const ab_param *a = &m->params[m->density_knob.param];
         full = m->density_knob.increasing ? a->max : a->min;
     }
-    static const char *const masks[] = { "causal", "full", "document:3", "document:6:longtail", "sliding:37",
-                                         "prefix:0.3", "chunked:50" };
+    static const char *const masks[] = { "causal",     "full",       "document:3", "document:6:longtail",
+                                         "sliding:37", "prefix:0.3", "chunked:50" };
     const int heads = 2, n = 200, d = 16;
     int baseline = 1, checked = 0;
     for (int mk = 0; mk < 7; mk++) {
@@ -470,8 +490,8 @@ ParameterizedTest(int *mi, methods, full_coverage_under_masks)
         ab_layout l;
         const char *stage;
         char err[256];
-        cr_assert_eq(method_run(dense, &t.pb, 64, NAN, &l, od, &stage, err, sizeof err), AB_OK, "dense: %s %s", stage,
-                     err);
+        cr_assert_eq(method_run(dense, &t.pb, 64, NAN, &l, od, &stage, err, sizeof err), AB_OK,
+                     "dense: %s %s", stage, err);
         ab_layout_free(&l);
         const int rc = method_run(m, &t.pb, 64, full, &l, om, &stage, err, sizeof err);
         if (rc == AB_EUNSUPPORTED) {
@@ -481,18 +501,20 @@ ParameterizedTest(int *mi, methods, full_coverage_under_masks)
             const double dens = rc == AB_OK ? ab_layout_density(&l) : NAN;
             if (mk < 2 && dens != 1.0) baseline = 0; /* not a full-coverage method */
             if (rc == AB_OK && baseline) {
-                cr_expect(dens == 1.0, "%s mask=%s at knob %g: density %.17g, but 1 under causal and full", m->name,
-                          masks[mk], full, dens);
+                cr_expect(dens == 1.0, "%s mask=%s at knob %g: density %.17g, but 1 under causal and full",
+                          m->name, masks[mk], full, dens);
                 if (l.kind != AB_LAYOUT_CUSTOM) {
                     const double frac = (double)ab_layout_kept_pairs(&l) / ((double)heads * n * n);
-                    cr_expect(ab_layout_kept_pairs(&l) == heads * ab_mask_pairs(&t.mask) &&
-                                  fabs(frac - ab_mask_fraction(&t.mask)) < 1e-15,
-                              "%s mask=%s: kept pairs %lld (%.6f of N^2), the mask allows %lld per head (%.6f)",
-                              m->name, masks[mk], (long long)ab_layout_kept_pairs(&l), frac,
-                              (long long)ab_mask_pairs(&t.mask), ab_mask_fraction(&t.mask));
+                    cr_expect(
+                        ab_layout_kept_pairs(&l) == heads * ab_mask_pairs(&t.mask) &&
+                            fabs(frac - ab_mask_fraction(&t.mask)) < 1e-15,
+                        "%s mask=%s: kept pairs %lld (%.6f of N^2), the mask allows %lld per head (%.6f)",
+                        m->name, masks[mk], (long long)ab_layout_kept_pairs(&l), frac,
+                        (long long)ab_mask_pairs(&t.mask), ab_mask_fraction(&t.mask));
                 }
                 const double e = out_rel_diff(om, od, heads, (size_t)n * d);
-                cr_expect(e <= REL_TOL, "%s mask=%s at knob %g: differs from dense by %.3g", m->name, masks[mk], full, e);
+                cr_expect(e <= REL_TOL, "%s mask=%s at knob %g: differs from dense by %.3g", m->name,
+                          masks[mk], full, e);
                 checked++;
             }
         }
@@ -530,16 +552,19 @@ ParameterizedTest(int *mi, methods, deterministic)
     cr_expect(ab_layout_density(&l[0]) == ab_layout_density(&l[1]), "%s: density differs", m->name);
     const size_t nrows = (size_t)l[0].heads * l[0].n_qblocks;
     if (l[0].kind == l[1].kind && (l[0].kind == AB_LAYOUT_BLOCK || l[0].kind == AB_LAYOUT_MIXED)) {
-        cr_assert(memcmp(l[0].blk_ptr, l[1].blk_ptr, (nrows + 1) * sizeof(int64_t)) == 0, "%s: blk_ptr differs", m->name);
+        cr_assert(memcmp(l[0].blk_ptr, l[1].blk_ptr, (nrows + 1) * sizeof(int64_t)) == 0,
+                  "%s: blk_ptr differs", m->name);
         cr_expect(memcmp(l[0].blk_idx, l[1].blk_idx, (size_t)l[0].blk_ptr[nrows] * sizeof(int32_t)) == 0,
                   "%s: blk_idx differs", m->name);
     }
     if (l[0].kind == l[1].kind && (l[0].kind == AB_LAYOUT_TOKEN || l[0].kind == AB_LAYOUT_MIXED)) {
-        cr_assert(memcmp(l[0].tok_ptr, l[1].tok_ptr, (nrows + 1) * sizeof(int64_t)) == 0, "%s: tok_ptr differs", m->name);
+        cr_assert(memcmp(l[0].tok_ptr, l[1].tok_ptr, (nrows + 1) * sizeof(int64_t)) == 0,
+                  "%s: tok_ptr differs", m->name);
         cr_expect(memcmp(l[0].tok_idx, l[1].tok_idx, (size_t)l[0].tok_ptr[nrows] * sizeof(int32_t)) == 0,
                   "%s: tok_idx differs", m->name);
     }
-    cr_expect(memcmp(out[0], out[1], cnt * sizeof(float)) == 0, "%s: outputs differ between two runs", m->name);
+    cr_expect(memcmp(out[0], out[1], cnt * sizeof(float)) == 0, "%s: outputs differ between two runs",
+              m->name);
     for (int r = 0; r < 2; r++) {
         ab_layout_free(&l[r]);
         free(out[r]);
@@ -566,7 +591,8 @@ Test(methods, full_coverage_equals_dense)
         ab_layout l;
         const char *stage;
         char err[256];
-        cr_assert_eq(method_run(dense, &t.pb, 64, NAN, &l, od, &stage, err, sizeof err), AB_OK, "dense: %s %s", stage, err);
+        cr_assert_eq(method_run(dense, &t.pb, 64, NAN, &l, od, &stage, err, sizeof err), AB_OK,
+                     "dense: %s %s", stage, err);
         ab_layout_free(&l);
         for (int i = 0; i < 2; i++) {
             const ab_method *m = method_by_name(names[i]);
@@ -578,7 +604,8 @@ Test(methods, full_coverage_equals_dense)
                 cr_expect(ab_layout_density(&l) == 1.0, "%s causal=%d at knob %g: density %.17g, want 1",
                           m->name, causal, full, ab_layout_density(&l));
                 const double e = out_rel_diff(om, od, heads, (size_t)n * d);
-                cr_expect(e <= REL_TOL, "%s causal=%d at knob %g: differs from dense by %.3g", m->name, causal, full, e);
+                cr_expect(e <= REL_TOL, "%s causal=%d at knob %g: differs from dense by %.3g", m->name,
+                          causal, full, e);
             }
             ab_layout_free(&l);
         }
@@ -647,7 +674,8 @@ Test(methods, oracle_recall_at_least_window)
     char err[256];
 
     ab_layout lw;
-    cr_assert_eq(method_run(win, &t.pb, block, 256, &lw, out, &stage, err, sizeof err), AB_OK, "window: %s %s", stage, err);
+    cr_assert_eq(method_run(win, &t.pb, block, 256, &lw, out, &stage, err, sizeof err), AB_OK,
+                 "window: %s %s", stage, err);
     const double dw = ab_layout_density(&lw), rw = mass_recall(&t.pb, &lw);
     ab_layout_free(&lw);
 
@@ -655,15 +683,18 @@ Test(methods, oracle_recall_at_least_window)
     int k;
     for (k = n / block; k >= 1; k--) {
         ab_layout lo;
-        cr_assert_eq(method_run(orc, &t.pb, block, k, &lo, out, &stage, err, sizeof err), AB_OK, "oracle: %s %s", stage, err);
+        cr_assert_eq(method_run(orc, &t.pb, block, k, &lo, out, &stage, err, sizeof err), AB_OK,
+                     "oracle: %s %s", stage, err);
         dor = ab_layout_density(&lo);
         if (dor <= dw) ror = mass_recall(&t.pb, &lo);
         ab_layout_free(&lo);
         if (dor <= dw) break;
     }
-    cr_log_info("window: density %.4f recall %.4f; oracle topk=%d: density %.4f recall %.4f", dw, rw, k, dor, ror);
+    cr_log_info("window: density %.4f recall %.4f; oracle topk=%d: density %.4f recall %.4f", dw, rw, k, dor,
+                ror);
     cr_assert(k >= 1, "oracle never reached the window's density %.4f", dw);
-    cr_expect(ror >= rw, "oracle recall %.4f < window recall %.4f (densities %.4f vs %.4f)", ror, rw, dor, dw);
+    cr_expect(ror >= rw, "oracle recall %.4f < window recall %.4f (densities %.4f vs %.4f)", ror, rw, dor,
+              dw);
     cr_expect(rw < 0.95, "test problem too easy: window recall %.4f", rw);
     free(out);
     problem_free(&t);
@@ -690,8 +721,8 @@ Test(methods, oracles_choose_allowed_keys)
             ab_layout l;
             const char *stage;
             char err[256];
-            cr_assert_eq(method_run(m, &t.pb, 32, budget, &l, out, &stage, err, sizeof err), AB_OK, "%s: %s %s",
-                         m->name, stage, err);
+            cr_assert_eq(method_run(m, &t.pb, 32, budget, &l, out, &stage, err, sizeof err), AB_OK,
+                         "%s: %s %s", m->name, stage, err);
             for (int h = 0; h < heads; h++)
                 for (int qb = 0; qb < l.n_qblocks; qb++) {
                     const int r0 = qb * l.block_q, r1 = r0 + l.block_q < n ? r0 + l.block_q : n;
@@ -699,22 +730,27 @@ Test(methods, oracles_choose_allowed_keys)
                     int cand = 0, kept = 0, wasted = 0;
                     if (!which) { /* key blocks */
                         for (int kb = 0; kb < l.n_kblocks; kb++)
-                            cand += ab_mask_block(&t.mask, r0, r1, kb * l.block_k, (kb + 1) * l.block_k) != AB_BLOCK_EMPTY;
+                            cand += ab_mask_block(&t.mask, r0, r1, kb * l.block_k, (kb + 1) * l.block_k) !=
+                                    AB_BLOCK_EMPTY;
                         for (int64_t e = l.blk_ptr[row]; e < l.blk_ptr[row + 1]; e++, kept++) {
                             const int kb = l.blk_idx[e];
-                            wasted += ab_mask_block(&t.mask, r0, r1, kb * l.block_k, (kb + 1) * l.block_k) == AB_BLOCK_EMPTY;
+                            wasted += ab_mask_block(&t.mask, r0, r1, kb * l.block_k, (kb + 1) * l.block_k) ==
+                                      AB_BLOCK_EMPTY;
                         }
                     } else { /* key tokens */
-                        for (int j = 0; j < n; j++) cand += ab_mask_block(&t.mask, r0, r1, j, j + 1) != AB_BLOCK_EMPTY;
+                        for (int j = 0; j < n; j++)
+                            cand += ab_mask_block(&t.mask, r0, r1, j, j + 1) != AB_BLOCK_EMPTY;
                         for (int64_t e = l.tok_ptr[row]; e < l.tok_ptr[row + 1]; e++, kept++) {
                             const int j = l.tok_idx[e];
                             wasted += ab_mask_block(&t.mask, r0, r1, j, j + 1) == AB_BLOCK_EMPTY;
                         }
                     }
-                    cr_expect_eq(wasted, 0, "%s mask=%s head %d qblock %d: %d of %d kept entries the mask empties",
+                    cr_expect_eq(wasted, 0,
+                                 "%s mask=%s head %d qblock %d: %d of %d kept entries the mask empties",
                                  m->name, masks[mk], h, qb, wasted, kept);
-                    cr_expect_eq(kept, budget < cand ? budget : cand, "%s mask=%s head %d qblock %d: %d kept, budget %d, %d candidates",
-                                 m->name, masks[mk], h, qb, kept, budget, cand);
+                    cr_expect_eq(kept, budget < cand ? budget : cand,
+                                 "%s mask=%s head %d qblock %d: %d kept, budget %d, %d candidates", m->name,
+                                 masks[mk], h, qb, kept, budget, cand);
                 }
             ab_layout_free(&l);
         }
@@ -746,8 +782,8 @@ static void *arena_alloc(void *ctx, size_t bytes)
  * recall equals the brute-force ratio of ab_ref_rows sums. */
 Test(metrics, recall_over_allowed_keys)
 {
-    static const char *const masks[] = { "document:4", "sliding:37", "prefix:0.3", "chunked:50", "causal", "full",
-                                         "test_gaps" };
+    static const char *const masks[] = { "document:4", "sliding:37", "prefix:0.3", "chunked:50",
+                                         "causal",     "full",       "test_gaps" };
     const int heads = 2, n = 300, d = 16, topk = 8;
     for (int mk = 0; mk < 7; mk++) {
         tproblem t;
@@ -772,11 +808,11 @@ Test(metrics, recall_over_allowed_keys)
                 for (int c = 0; c < topk; c++)
                     if (tk[c] >= 0) {
                         cnt++;
-                        cr_expect(ab_mask_allows(&t.mask, i, tk[c]), "%s row %d: top-k key %d is masked", masks[mk], i,
-                                  tk[c]);
+                        cr_expect(ab_mask_allows(&t.mask, i, tk[c]), "%s row %d: top-k key %d is masked",
+                                  masks[mk], i, tk[c]);
                     }
-                cr_expect_eq(cnt, allowed < topk ? allowed : topk, "%s row %d: %d top-k keys, %lld allowed", masks[mk],
-                             i, cnt, (long long)allowed);
+                cr_expect_eq(cnt, allowed < topk ? allowed : topk, "%s row %d: %d top-k keys, %lld allowed",
+                             masks[mk], i, cnt, (long long)allowed);
             }
         float *out = malloc((size_t)heads * n * d * sizeof *out);
         cr_assert(out);
@@ -788,16 +824,19 @@ Test(metrics, recall_over_allowed_keys)
             for (int h = 0; h < heads; h++)
                 for (int qb = 0; qb < l.n_qblocks; qb++)
                     cr_assert_eq(variant ? ab_layout_add_block(&l, h, qb, 0)
-                                         : ab_layout_add_block_range(&l, h, qb, 0, l.n_kblocks), AB_OK);
+                                         : ab_layout_add_block_range(&l, h, qb, 0, l.n_kblocks),
+                                 AB_OK);
             cr_assert_eq(ab_layout_finalize(&l), AB_OK);
             ab_scores sc;
             cr_assert_eq(ab_score(&r, &t.pb, &l, out, &sc), AB_OK);
             const double want = mass_recall(&t.pb, &l);
-            cr_expect(fabs(sc.recall_mass - want) < 1e-9, "%s variant %d: mass recall %.12f, brute force %.12f",
-                      masks[mk], variant, sc.recall_mass, want);
+            cr_expect(fabs(sc.recall_mass - want) < 1e-9,
+                      "%s variant %d: mass recall %.12f, brute force %.12f", masks[mk], variant,
+                      sc.recall_mass, want);
             if (!variant) {
                 cr_expect(fabs(sc.recall_mass - 1.0) < 1e-9 && sc.recall_topk == 1.0,
-                          "%s: full coverage scores mass %.12f top-k %.12f", masks[mk], sc.recall_mass, sc.recall_topk);
+                          "%s: full coverage scores mass %.12f top-k %.12f", masks[mk], sc.recall_mass,
+                          sc.recall_topk);
             } else {
                 /* brute-force top-k recall: the share of each row's top-k in key block 0 */
                 double tot = 0;
@@ -809,8 +848,9 @@ Test(metrics, recall_over_allowed_keys)
                             if (tk[c] >= 0) cnt++, hit += tk[c] < 64;
                         tot += cnt ? (double)hit / cnt : 1.0;
                     }
-                cr_expect(fabs(sc.recall_topk - tot / (heads * n)) < 1e-12, "%s: top-k recall %.12f, brute force %.12f",
-                          masks[mk], sc.recall_topk, tot / (heads * n));
+                cr_expect(fabs(sc.recall_topk - tot / (heads * n)) < 1e-12,
+                          "%s: top-k recall %.12f, brute force %.12f", masks[mk], sc.recall_topk,
+                          tot / (heads * n));
             }
             ab_layout_free(&l);
         }

@@ -13,9 +13,14 @@ static int sel_none(void *st, const ab_problem *pb, ab_layout *l) { return ab_la
 
 static ab_method make(const char *name)
 {
-    ab_method m = { .abi = AB_ABI_VERSION, .name = name, .summary = "t", .devices = AB_CPU,
-                    .phases = AB_PREFILL, .params = { { "k", 2, 1, 8, 1, "" } },
-                    .density_knob = { 0, 1, 1 }, .select = sel_none };
+    ab_method m = { .abi = AB_ABI_VERSION,
+                    .name = name,
+                    .summary = "t",
+                    .devices = AB_CPU,
+                    .phases = AB_PREFILL,
+                    .params = { { "k", 2, 1, 8, 1, "" } },
+                    .density_knob = { 0, 1, 1 },
+                    .select = sel_none };
     return m;
 }
 

@@ -45,7 +45,8 @@ static void tp_free(tp *t)
 }
 
 /* Select with `name`'s defaults plus overrides "k=v" pairs; finalised. */
-static void sel(const char *name, const ab_problem *pb, int block, const char *const *kv, int nkv, ab_layout *l)
+static void sel(const char *name, const ab_problem *pb, int block, const char *const *kv, int nkv,
+                ab_layout *l)
 {
     const ab_method *m = ab_method_find(name);
     cr_assert(m, "%s not registered", name);
@@ -55,7 +56,8 @@ static void sel(const char *name, const ab_problem *pb, int block, const char *c
         char key[64];
         const char *eq = strchr(kv[i], '=');
         snprintf(key, sizeof key, "%.*s", (int)(eq - kv[i]), kv[i]);
-        cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &p, key, atof(eq + 1)), 0, "%s: %s", name, kv[i]);
+        cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &p, key, atof(eq + 1)), 0, "%s: %s", name,
+                     kv[i]);
     }
     ab_layout_init(l, &pb->s, block, block);
     ab_instance in;
@@ -91,7 +93,8 @@ Test(static_methods, bigbird_seeded)
     /* the two heads draw different random blocks */
     int differ = 0;
     for (int i = 0; i < 1024 && !differ; i += 64)
-        for (int j = 0; j <= i; j += 64) differ |= ab_layout_contains(&a, 0, i, j) != ab_layout_contains(&a, 1, i, j);
+        for (int j = 0; j <= i; j += 64)
+            differ |= ab_layout_contains(&a, 0, i, j) != ab_layout_contains(&a, 1, i, j);
     cr_expect(differ, "heads 0 and 1 have the same random blocks");
     ab_layout_free(&a);
     ab_layout_free(&b);
@@ -111,7 +114,8 @@ Test(static_methods, bigbird_random_nested)
     for (int h = 0; h < 2; h++)
         for (int i = 0; i < 2048; i += 64)
             for (int j = 0; j <= i; j += 64)
-                if (ab_layout_contains(&a, h, i, j)) cr_assert(ab_layout_contains(&b, h, i, j), "h %d i %d j %d", h, i, j);
+                if (ab_layout_contains(&a, h, i, j))
+                    cr_assert(ab_layout_contains(&b, h, i, j), "h %d i %d j %d", h, i, j);
     cr_expect_lt(ab_layout_density(&a), ab_layout_density(&b));
     ab_layout_free(&a);
     ab_layout_free(&b);
@@ -138,7 +142,8 @@ Test(static_methods, s2attn_heads_cover_context)
         const int qb = N / B - 1;
         int cnt = 0;
         for (int kb = 0; kb < qb; kb++) cnt += ab_layout_contains(&l, h, qb * B, kb * B);
-        cr_expect(cnt >= qb / 4 - 1 && cnt <= qb / 4 + 1, "head %d keeps %d of %d earlier blocks, want ~1/4", h, cnt, qb);
+        cr_expect(cnt >= qb / 4 - 1 && cnt <= qb / 4 + 1, "head %d keeps %d of %d earlier blocks, want ~1/4",
+                  h, cnt, qb);
     }
     ab_layout_free(&l);
     tp_free(&t);
@@ -239,7 +244,8 @@ Test(static_methods, ashape_sinks_and_window)
  * layouts that can keep everything do (density 1). */
 Test(static_methods, knobs_monotone)
 {
-    static const char *const names[] = { "ashape", "strided", "fixed", "bigbird", "dilated", "s2attn", "powerattn", "moa" };
+    static const char *const names[] = { "ashape",  "strided", "fixed",     "bigbird",
+                                         "dilated", "s2attn",  "powerattn", "moa" };
     static const int full[] = { 1, 1, 1, 1, 0, 1, 1, 1 };
     tp t;
     tp_make(&t, 4, 1024, 16, 1, 11);
@@ -259,8 +265,10 @@ Test(static_methods, knobs_monotone)
             ab_layout l;
             sel(names[a], &t.pb, 64, kvs, 1, &l);
             const double dd = ab_layout_density(&l);
-            if (m->density_knob.increasing) cr_expect_geq(dd, prev - 1e-12, "%s: %s -> %g after %g", names[a], kv, dd, prev);
-            else cr_expect_leq(dd, prev + 1e-12, "%s: %s -> %g after %g", names[a], kv, dd, prev);
+            if (m->density_knob.increasing)
+                cr_expect_geq(dd, prev - 1e-12, "%s: %s -> %g after %g", names[a], kv, dd, prev);
+            else
+                cr_expect_leq(dd, prev + 1e-12, "%s: %s -> %g after %g", names[a], kv, dd, prev);
             if (full[a] && s == (m->density_knob.increasing ? 12 : 0))
                 cr_expect_eq(dd, 1.0, "%s: density %g at %s, want 1", names[a], dd, kv);
             prev = dd;

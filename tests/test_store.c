@@ -30,7 +30,7 @@
 
 typedef struct tdir {
     char dir[64];
-    char out[128];   /* DIR/out.h5 */
+    char out[128]; /* DIR/out.h5 */
     char journal[160];
 } tdir;
 
@@ -44,7 +44,9 @@ static void tdir_make(tdir *t)
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    (void)sb; (void)flag; (void)ftw;
+    (void)sb;
+    (void)flag;
+    (void)ftw;
     return remove(path);
 }
 
@@ -61,8 +63,7 @@ static int count_entries(const char *dir)
     FILE *f = popen(cmd, "r");
     int n = -1;
     if (f) {
-        if (fscanf(f, "%d", &n) != 1)
-            n = -1;
+        if (fscanf(f, "%d", &n) != 1) n = -1;
         pclose(f);
     }
     return n;
@@ -78,11 +79,9 @@ static int exists(const char *path)
 static unsigned char *slurp(const char *path, size_t *len)
 {
     struct stat sb;
-    if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
-        return NULL;
+    if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode)) return NULL;
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     long sz = (long)sb.st_size;
     unsigned char *b = malloc(sz > 0 ? (size_t)sz : 1);
     *len = b ? fread(b, 1, (size_t)sz, f) : 0;
@@ -104,8 +103,7 @@ static void make_point(size_t i, ab_point *p)
         "ok", "calib_failed", "unsupported", "error", "crashed", "timeout", "oom", "nan",
     };
     memset(p, 0, sizeof *p);
-    snprintf(p->key, sizeof p->key, "%016llx",
-             (unsigned long long)(0x9E3779B97F4A7C15ull * (i + 1)));
+    snprintf(p->key, sizeof p->key, "%016llx", (unsigned long long)(0x9E3779B97F4A7C15ull * (i + 1)));
     snprintf(p->method, sizeof p->method, "method_%zu", i % 7);
     snprintf(p->params, sizeof p->params, "block=%zu,topk=%zu,thr=0.%zu", (size_t)16 << (i % 4), i, i % 10);
     snprintf(p->device, sizeof p->device, "%s", i % 2 ? "gpu" : "cpu");
@@ -167,38 +165,78 @@ static void make_point(size_t i, ab_point *p)
     p->foreign_pct = 0.5 * (double)i;
     p->steal_pct = i % 2 ? 0.0 : NAN;
     p->load1 = 1.25;
-    snprintf(p->timing, sizeof p->timing, "%s", i % 3 == 0 ? "" : i % 3 == 1 ? "interference,rounds_disagree" : "untimed");
+    snprintf(p->timing, sizeof p->timing, "%s",
+             i % 3 == 0   ? ""
+             : i % 3 == 1 ? "interference,rounds_disagree"
+                          : "untimed");
 }
 
 #define EQ_STR(f) cr_assert_str_eq(a->f, b->f, "point %zu: field " #f, idx)
 #define EQ_INT(f) cr_assert_eq(a->f, b->f, "point %zu: field " #f, idx)
-#define EQ_DBL(f) cr_assert(memcmp(&a->f, &b->f, sizeof(double)) == 0, \
-                            "point %zu: field " #f ": %a != %a", idx, a->f, b->f)
+#define EQ_DBL(f) \
+    cr_assert(memcmp(&a->f, &b->f, sizeof(double)) == 0, "point %zu: field " #f ": %a != %a", idx, a->f, b->f)
 
 static void assert_point_eq(const ab_point *a, const ab_point *b, size_t idx)
 {
-    EQ_STR(key); EQ_STR(method); EQ_STR(params); EQ_STR(device); EQ_STR(dtype);
-    EQ_STR(task); EQ_STR(kernel); EQ_STR(layout);
-    EQ_INT(seq_len); EQ_INT(heads); EQ_INT(head_dim); EQ_INT(causal); EQ_INT(threads);
-    EQ_STR(mask); EQ_DBL(mask_density);
+    EQ_STR(key);
+    EQ_STR(method);
+    EQ_STR(params);
+    EQ_STR(device);
+    EQ_STR(dtype);
+    EQ_STR(task);
+    EQ_STR(kernel);
+    EQ_STR(layout);
+    EQ_INT(seq_len);
+    EQ_INT(heads);
+    EQ_INT(head_dim);
+    EQ_INT(causal);
+    EQ_INT(threads);
+    EQ_STR(mask);
+    EQ_DBL(mask_density);
     EQ_INT(seed);
-    EQ_DBL(depth); EQ_DBL(target_density); EQ_DBL(knob_value); EQ_DBL(achieved_density);
-    EQ_DBL(select_ms); EQ_DBL(run_ms); EQ_DBL(total_ms);
-    EQ_DBL(min_ms); EQ_DBL(p10_ms); EQ_DBL(p90_ms); EQ_DBL(cv);
+    EQ_DBL(depth);
+    EQ_DBL(target_density);
+    EQ_DBL(knob_value);
+    EQ_DBL(achieved_density);
+    EQ_DBL(select_ms);
+    EQ_DBL(run_ms);
+    EQ_DBL(total_ms);
+    EQ_DBL(min_ms);
+    EQ_DBL(p10_ms);
+    EQ_DBL(p90_ms);
+    EQ_DBL(cv);
     EQ_INT(n_samples);
-    EQ_DBL(dense_gflops); EQ_DBL(recall_mass); EQ_DBL(recall_topk);
-    EQ_DBL(rel_l2_err); EQ_DBL(max_abs_err);
-    EQ_DBL(accuracy); EQ_DBL(acc_ci_lo); EQ_DBL(acc_ci_hi);
+    EQ_DBL(dense_gflops);
+    EQ_DBL(recall_mass);
+    EQ_DBL(recall_topk);
+    EQ_DBL(rel_l2_err);
+    EQ_DBL(max_abs_err);
+    EQ_DBL(accuracy);
+    EQ_DBL(acc_ci_lo);
+    EQ_DBL(acc_ci_hi);
     EQ_INT(acc_trials);
     EQ_INT(rows_scored);
-    EQ_STR(status); EQ_STR(message);
-    EQ_INT(rounds); EQ_INT(calls); EQ_DBL(total_lo_ms); EQ_DBL(total_hi_ms); EQ_DBL(dense_pair_ms);
-    EQ_DBL(rel_dense); EQ_DBL(rel_lo); EQ_DBL(rel_hi); EQ_DBL(foreign_pct); EQ_DBL(steal_pct); EQ_DBL(load1);
+    EQ_STR(status);
+    EQ_STR(message);
+    EQ_INT(rounds);
+    EQ_INT(calls);
+    EQ_DBL(total_lo_ms);
+    EQ_DBL(total_hi_ms);
+    EQ_DBL(dense_pair_ms);
+    EQ_DBL(rel_dense);
+    EQ_DBL(rel_lo);
+    EQ_DBL(rel_hi);
+    EQ_DBL(foreign_pct);
+    EQ_DBL(steal_pct);
+    EQ_DBL(load1);
     EQ_STR(timing);
     size_t ns = (size_t)a->n_samples;
-    cr_assert(memcmp(a->sample_dense_ms, b->sample_dense_ms, ns * sizeof(double)) == 0, "point %zu: sample_dense_ms", idx);
-    cr_assert(memcmp(a->sample_round, b->sample_round, ns * sizeof(int32_t)) == 0, "point %zu: sample_round", idx);
-    cr_assert(memcmp(a->sample_calls, b->sample_calls, ns * sizeof(int32_t)) == 0, "point %zu: sample_calls", idx);
+    cr_assert(memcmp(a->sample_dense_ms, b->sample_dense_ms, ns * sizeof(double)) == 0,
+              "point %zu: sample_dense_ms", idx);
+    cr_assert(memcmp(a->sample_round, b->sample_round, ns * sizeof(int32_t)) == 0, "point %zu: sample_round",
+              idx);
+    cr_assert(memcmp(a->sample_calls, b->sample_calls, ns * sizeof(int32_t)) == 0, "point %zu: sample_calls",
+              idx);
     cr_assert(memcmp(a->sample_select_ms, b->sample_select_ms, ns * sizeof(double)) == 0,
               "point %zu: sample_select_ms", idx);
     cr_assert(memcmp(a->sample_run_ms, b->sample_run_ms, ns * sizeof(double)) == 0,
@@ -208,8 +246,7 @@ static void assert_point_eq(const ab_point *a, const ab_point *b, size_t idx)
 static void make_env(ab_env *e, const char *run)
 {
     char big[6000];
-    for (size_t i = 0; i + 1 < sizeof big; i++)
-        big[i] = i % 61 == 60 ? '\n' : (char)('a' + i % 26);
+    for (size_t i = 0; i + 1 < sizeof big; i++) big[i] = i % 61 == 60 ? '\n' : (char)('a' + i % 26);
     big[sizeof big - 1] = '\0';
     ab_env_set(e, "attnbench_version", "0.1.0");
     ab_env_set(e, "git_sha", "0123456789ab-dirty");
@@ -295,10 +332,8 @@ Test(env, set_get_replace_free)
 
 Test(env, statuses)
 {
-    const char *fin[] = { "ok", "calib_failed", "unsupported", "error",
-                          "crashed", "timeout", "oom", "nan" };
-    for (size_t i = 0; i < sizeof fin / sizeof *fin; i++)
-        cr_assert(ab_status_is_final(fin[i]), "%s", fin[i]);
+    const char *fin[] = { "ok", "calib_failed", "unsupported", "error", "crashed", "timeout", "oom", "nan" };
+    for (size_t i = 0; i < sizeof fin / sizeof *fin; i++) cr_assert(ab_status_is_final(fin[i]), "%s", fin[i]);
     cr_assert_not(ab_status_is_final("running"));
     cr_assert_not(ab_status_is_final(""));
     cr_assert_not(ab_status_is_final(NULL));
@@ -381,7 +416,10 @@ Test(store, file_layout_and_h5dump)
     cr_assert(H5Tget_member_index(ty, "rel_dense") >= 0);
     cr_assert(H5Tget_member_index(ty, "total_lo_ms") >= 0);
     cr_assert(H5Tget_member_index(ty, "timing") >= 0);
-    H5Tclose(ty); H5Pclose(pl); H5Sclose(sp); H5Dclose(d);
+    H5Tclose(ty);
+    H5Pclose(pl);
+    H5Sclose(sp);
+    H5Dclose(d);
     /* /samples/KEY of point 1: [AB_MAX_SAMPLES][5] round, calls, select, run, dense */
     char name[64];
     snprintf(name, sizeof name, "samples/%016llx", (unsigned long long)(0x9E3779B97F4A7C15ull * 2));
@@ -392,7 +430,8 @@ Test(store, file_layout_and_h5dump)
     cr_assert_eq(H5Sget_simple_extent_dims(sp, sd, NULL), 2);
     cr_assert_eq(sd[0], AB_MAX_SAMPLES);
     cr_assert_eq(sd[1], 5);
-    H5Sclose(sp); H5Dclose(d);
+    H5Sclose(sp);
+    H5Dclose(d);
     /* units */
     cr_assert(H5Aexists_by_name(f, "schema", "units", H5P_DEFAULT) > 0);
     cr_assert(H5Aexists(f, "schema_version") > 0);
@@ -427,9 +466,11 @@ static void make_old_schema_h5(const char *path)
         rows[i].total_ms = 1.5 + i;
         rows[i].achieved_density = 1.0;
     }
-    rows[0].seq_len = 1024; rows[0].causal = 1;
+    rows[0].seq_len = 1024;
+    rows[0].causal = 1;
     rows[0].n_samples = 3; /* /samples/KEY in the layout before the timing protocol: [n][2] select, run */
-    rows[1].seq_len = 512; rows[1].causal = 0;
+    rows[1].seq_len = 512;
+    rows[1].causal = 0;
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     cr_assert(f >= 0);
     hid_t s1 = H5Screate(H5S_SCALAR);
@@ -439,9 +480,17 @@ static void make_old_schema_h5(const char *path)
     H5Aclose(a);
     H5Sclose(s1);
     hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(old_row));
-#define STRF(fld) do { hid_t st = H5Tcopy(H5T_C_S1); H5Tset_size(st, sizeof rows[0].fld); \
-        H5Tinsert(t, #fld, offsetof(old_row, fld), st); H5Tclose(st); } while (0)
-    STRF(key); STRF(method); STRF(task); STRF(status);
+#define STRF(fld)                                       \
+    do {                                                \
+        hid_t st = H5Tcopy(H5T_C_S1);                   \
+        H5Tset_size(st, sizeof rows[0].fld);            \
+        H5Tinsert(t, #fld, offsetof(old_row, fld), st); \
+        H5Tclose(st);                                   \
+    } while (0)
+    STRF(key);
+    STRF(method);
+    STRF(task);
+    STRF(status);
 #undef STRF
     H5Tinsert(t, "seq_len", offsetof(old_row, seq_len), H5T_NATIVE_INT32);
     H5Tinsert(t, "heads", offsetof(old_row, heads), H5T_NATIVE_INT32);
@@ -485,13 +534,16 @@ static void assert_old_rows(const char *path)
     cr_assert_eq(pts[1].seq_len, 512);
     cr_assert_eq(pts[1].total_ms, 2.5);
     cr_assert_str_eq(pts[1].status, "ok");
-    cr_assert(isnan(pts[0].recall_mass) && isnan(pts[1].dense_gflops), "a number the file lacks reads as NaN");
-    cr_assert(isnan(pts[0].rel_dense) && pts[0].rounds == 0 && !pts[0].timing[0], "no timing protocol fields");
+    cr_assert(isnan(pts[0].recall_mass) && isnan(pts[1].dense_gflops),
+              "a number the file lacks reads as NaN");
+    cr_assert(isnan(pts[0].rel_dense) && pts[0].rounds == 0 && !pts[0].timing[0],
+              "no timing protocol fields");
     cr_assert_eq(pts[0].n_samples, 3);
     for (int k = 0; k < 3; k++) {
         cr_assert_eq(pts[0].sample_select_ms[k], 0.5 / (1 << k), "old [n][2] samples: select of %d", k);
         cr_assert_eq(pts[0].sample_run_ms[k], 1.0 + k);
-        cr_assert(isnan(pts[0].sample_dense_ms[k]) && pts[0].sample_round[k] == 0 && pts[0].sample_calls[k] == 1);
+        cr_assert(isnan(pts[0].sample_dense_ms[k]) && pts[0].sample_round[k] == 0 &&
+                  pts[0].sample_calls[k] == 1);
     }
     cr_assert_eq(pts[1].n_samples, 0);
     free(pts);
@@ -512,7 +564,9 @@ Test(store, old_schema_without_mask_columns_reads)
     hid_t f = H5Fopen(t.out, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t d = H5Dopen2(f, "points", H5P_DEFAULT), ty = H5Dget_type(d);
     cr_assert(H5Tget_member_index(ty, "mask") >= 0 && H5Tget_member_index(ty, "mask_density") >= 0);
-    H5Tclose(ty); H5Dclose(d); H5Fclose(f);
+    H5Tclose(ty);
+    H5Dclose(d);
+    H5Fclose(f);
     assert_old_rows(t.out);
     tdir_remove(&t);
 }
@@ -644,20 +698,17 @@ static void crash_child(const char *out, size_t from, size_t to, int how)
 {
     char err[512];
     ab_store *st = NULL;
-    if (ab_store_open(out, NULL, 1, &st, err, sizeof err) < 0)
-        _exit(3);
+    if (ab_store_open(out, NULL, 1, &st, err, sizeof err) < 0) _exit(3);
     for (size_t i = from; i < to; i++) {
         ab_point p;
         make_point(i, &p);
-        if (ab_store_append(st, &p, err, sizeof err) < 0)
-            _exit(4);
+        if (ab_store_append(st, &p, err, sizeof err) < 0) _exit(4);
     }
     if (how == END_ABORT) {
         signal(SIGABRT, SIG_DFL);
         abort();
     }
-    if (how == END_SIGKILL)
-        raise(SIGKILL);
+    if (how == END_SIGKILL) raise(SIGKILL);
     _exit(0);
 }
 
@@ -669,8 +720,7 @@ Test(store, journal_recovery_after_crash)
         write_file(&t, 5);
         pid_t pid = fork();
         cr_assert(pid >= 0);
-        if (pid == 0)
-            crash_child(t.out, 5, 12, how);
+        if (pid == 0) crash_child(t.out, 5, 12, how);
         int status;
         waitpid(pid, &status, 0);
         if (how == END_EXIT)
@@ -727,16 +777,13 @@ Test(store, sigkill_midstream, .timeout = 60)
             close(fds[0]);
             char err[512];
             ab_store *st = NULL;
-            if (ab_store_open(t.out, NULL, 1, &st, err, sizeof err) < 0)
-                _exit(3);
+            if (ab_store_open(t.out, NULL, 1, &st, err, sizeof err) < 0) _exit(3);
             for (size_t i = ab_store_count(st);; i++) {
                 ab_point p;
                 make_point(i, &p);
-                if (ab_store_append(st, &p, err, sizeof err) < 0)
-                    _exit(4);
+                if (ab_store_append(st, &p, err, sizeof err) < 0) _exit(4);
                 uint32_t done = (uint32_t)i;
-                if (write(fds[1], &done, sizeof done) != (ssize_t)sizeof done)
-                    _exit(5);
+                if (write(fds[1], &done, sizeof done) != (ssize_t)sizeof done) _exit(5);
             }
         }
         close(fds[1]);
@@ -762,8 +809,8 @@ Test(store, sigkill_midstream, .timeout = 60)
         size_t n = 0;
         char err[512] = "";
         cr_assert_eq(ab_results_read(t.out, &pts, &n, NULL, err, sizeof err), 0, "%s", err);
-        cr_assert(n == last + 1 || n == last + 2, "round %zu: %zu points, child reported %u",
-                  round, n, last + 1);
+        cr_assert(n == last + 1 || n == last + 2, "round %zu: %zu points, child reported %u", round, n,
+                  last + 1);
         for (size_t i = 0; i < n; i++) {
             ab_point p;
             make_point(i, &p);
@@ -803,8 +850,7 @@ Test(store, torn_journal_tail)
     const size_t k = 6;
     pid_t pid = fork();
     cr_assert(pid >= 0);
-    if (pid == 0)
-        crash_child(t.out, 0, k, END_EXIT);
+    if (pid == 0) crash_child(t.out, 0, k, END_EXIT);
     int status;
     waitpid(pid, &status, 0);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -1013,10 +1059,8 @@ static int run_child(const tdir *t, child_fn fn, char *msg, size_t msglen)
 /* 0: open failed as it should (message in err); 1: it succeeded; 77: skip */
 static int open_as_nobody(const tdir *t, char *err, size_t errlen)
 {
-    if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
-        return 77;
-    if (access(t->dir, W_OK) == 0)
-        return 77; /* still writable: nothing to test */
+    if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0)) return 77;
+    if (access(t->dir, W_OK) == 0) return 77; /* still writable: nothing to test */
     ab_store *st = NULL;
     if (ab_store_open(t->out, NULL, 0, &st, err, errlen) == 0) {
         ab_store_abandon(st);
@@ -1059,7 +1103,8 @@ Test(store, missing_directory)
     cr_assert_eq(ab_store_open(path, NULL, 0, &st, err, sizeof err), -1);
     cr_assert_null(st);
     cr_assert(strstr(err, "/nonexistent-attnbench-dir/sub/out.h5") &&
-              strstr(err, "No such file or directory"), "%s", err);
+                  strstr(err, "No such file or directory"),
+              "%s", err);
 }
 
 /* "disk full": a file size limit makes write() fail with EFBIG */
@@ -1067,8 +1112,7 @@ static int open_with_fsize_limit(const tdir *t, char *err, size_t errlen)
 {
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit rl = { 2048, RLIM_INFINITY };
-    if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
-        return 77;
+    if (setrlimit(RLIMIT_FSIZE, &rl) < 0) return 77;
     ab_store *st = NULL;
     if (ab_store_open(t->out, NULL, 0, &st, err, errlen) == 0) {
         ab_store_abandon(st);
@@ -1082,27 +1126,22 @@ static int append_with_fsize_limit(const tdir *t, char *err, size_t errlen)
 {
     signal(SIGXFSZ, SIG_IGN);
     ab_store *st = NULL;
-    if (ab_store_open(t->out, NULL, 0, &st, err, errlen) < 0)
-        return 2;
+    if (ab_store_open(t->out, NULL, 0, &st, err, errlen) < 0) return 2;
     struct rlimit rl = { (rlim_t)(16 + 2 * (12 + sizeof(ab_point)) + 100), RLIM_INFINITY };
-    if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
-        return 77;
+    if (setrlimit(RLIMIT_FSIZE, &rl) < 0) return 77;
     ab_point p;
     for (size_t i = 0; i < 2; i++) {
         make_point(i, &p);
-        if (ab_store_append(st, &p, err, errlen) < 0)
-            return 3;
+        if (ab_store_append(st, &p, err, errlen) < 0) return 3;
     }
     make_point(2, &p);
-    if (ab_store_append(st, &p, err, errlen) == 0)
-        return 4; /* should have failed */
+    if (ab_store_append(st, &p, err, errlen) == 0) return 4; /* should have failed */
     char keep[512];
     snprintf(keep, sizeof keep, "%s", err);
     rl.rlim_cur = RLIM_INFINITY;
     setrlimit(RLIMIT_FSIZE, &rl);
     make_point(3, &p);
-    if (ab_store_append(st, &p, err, errlen) < 0)
-        return 5;
+    if (ab_store_append(st, &p, err, errlen) < 0) return 5;
     ab_store_abandon(st); /* leave the journal to be read */
     snprintf(err, errlen, "%s", keep);
     return 0;
@@ -1114,8 +1153,7 @@ Test(store, write_errors_are_reported)
     tdir_make(&t);
     char msg[512];
     int rc = run_child(&t, open_with_fsize_limit, msg, sizeof msg);
-    if (rc == 77)
-        cr_skip_test("setrlimit failed");
+    if (rc == 77) cr_skip_test("setrlimit failed");
     cr_assert_eq(rc, 0, "open under a 2 KiB file size limit succeeded");
     cr_assert(strstr(msg, t.out) && strstr(msg, "File too large"), "message: %s", msg);
     cr_assert_not(exists(t.out), "no OUT after a failed open");

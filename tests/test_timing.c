@@ -53,8 +53,10 @@ Test(timing, median_ci_counts_the_spread_between_rounds)
     double lo1, hi1, lo2, hi2;
     ab_median_ci(x, mixed, 60, 0.95, 2000, 7, &lo1, &hi1);
     ab_median_ci(x, split, 60, 0.95, 2000, 7, &lo2, &hi2);
-    cr_expect(hi2 - lo2 > hi1 - lo1, "rounds that disagree give [%g, %g], mixed [%g, %g]", lo2, hi2, lo1, hi1);
-    cr_expect(lo2 <= 10.0 + 1e-12 && hi2 >= 12.0 - 1e-12, "between-round spread not covered: [%g, %g]", lo2, hi2);
+    cr_expect(hi2 - lo2 > hi1 - lo1, "rounds that disagree give [%g, %g], mixed [%g, %g]", lo2, hi2, lo1,
+              hi1);
+    cr_expect(lo2 <= 10.0 + 1e-12 && hi2 >= 12.0 - 1e-12, "between-round spread not covered: [%g, %g]", lo2,
+              hi2);
 }
 
 Test(timing, median_ci_with_unequal_rounds_and_edge_cases)
@@ -105,34 +107,33 @@ static void rm(void)
 }
 TestSuite(protocol, .init = mk, .fini = rm, .timeout = 240);
 
-static const char *proto_cfg =
-    "[sweep]\n"
-    "tasks = needle\n"
-    "methods = dense, window, oracle_topk_block\n"
-    "seq_lens = 512, 1024\n"
-    "heads = 1\n"
-    "head_dims = 32\n"
-    "depths = 0.25, 0.5\n"
-    "densities = 0.5\n"
-    "block_q = 32\n"
-    "block_k = 32\n"
-    "threads = 1\n"
-    "[timing]\n"
-    "rounds = 3\n"
-    "warmup = 0\n"
-    "min_repeats = 2\n"
-    "max_repeats = 4\n"
-    "min_time_s = 0\n"
-    "min_sample_ms = 2\n"
-    "timed_tasks = needle\n"
-    "timed_depths = 0.5\n"
-    "[sweep.pk]\n"
-    "tasks = passkey\n"
-    "seq_lens = 1024\n"
-    "depths = 0.75\n"
-    "[sweep.overlap]\n"
-    "seq_lens = 1024\n"
-    "depths = 0.5\n";
+static const char *proto_cfg = "[sweep]\n"
+                               "tasks = needle\n"
+                               "methods = dense, window, oracle_topk_block\n"
+                               "seq_lens = 512, 1024\n"
+                               "heads = 1\n"
+                               "head_dims = 32\n"
+                               "depths = 0.25, 0.5\n"
+                               "densities = 0.5\n"
+                               "block_q = 32\n"
+                               "block_k = 32\n"
+                               "threads = 1\n"
+                               "[timing]\n"
+                               "rounds = 3\n"
+                               "warmup = 0\n"
+                               "min_repeats = 2\n"
+                               "max_repeats = 4\n"
+                               "min_time_s = 0\n"
+                               "min_sample_ms = 2\n"
+                               "timed_tasks = needle\n"
+                               "timed_depths = 0.5\n"
+                               "[sweep.pk]\n"
+                               "tasks = passkey\n"
+                               "seq_lens = 1024\n"
+                               "depths = 0.75\n"
+                               "[sweep.overlap]\n"
+                               "seq_lens = 1024\n"
+                               "depths = 0.5\n";
 
 /* Write config `text` as g_dir/NAME.ini, run it into g_dir/NAME.h5 and
  * read the points back. */
@@ -171,31 +172,34 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
         const int want_timed = !strcmp(q->task, "needle") && q->depth == 0.5;
         if (!want_timed) {
             untimed++;
-            cr_expect(isnan(q->total_ms) && q->n_samples == 0 && q->rounds == 0, "%s: scored-only point carries a time",
-                      q->method);
+            cr_expect(isnan(q->total_ms) && q->n_samples == 0 && q->rounds == 0,
+                      "%s: scored-only point carries a time", q->method);
             cr_expect(strstr(q->timing, "untimed"), "%s: flags '%s'", q->method, q->timing);
             cr_expect(isfinite(q->recall_mass), "%s: scored-only point has no recall", q->method);
             continue;
         }
         timed++;
         cr_expect_eq(q->rounds, 3, "%s N=%d: %d rounds", q->method, q->seq_len, q->rounds);
-        cr_expect(isnan(q->shared_pct), "%s: 1 thread, yet a shared-core figure %g", q->method, q->shared_pct);
+        cr_expect(isnan(q->shared_pct), "%s: 1 thread, yet a shared-core figure %g", q->method,
+                  q->shared_pct);
         int seen[3] = { 0 };
         for (int k = 0; k < q->n_samples; k++) {
             cr_assert(q->sample_round[k] >= 0 && q->sample_round[k] < 3);
             seen[q->sample_round[k]]++;
             cr_expect(q->sample_calls[k] >= 1);
         }
-        for (int r = 0; r < 3; r++) cr_expect(seen[r] >= 2 && seen[r] <= 4, "%s: round %d has %d samples", q->method, r, seen[r]);
-        cr_expect(q->total_lo_ms <= q->total_ms && q->total_ms <= q->total_hi_ms, "%s: %g outside [%g, %g]", q->method,
-                  q->total_ms, q->total_lo_ms, q->total_hi_ms);
+        for (int r = 0; r < 3; r++)
+            cr_expect(seen[r] >= 2 && seen[r] <= 4, "%s: round %d has %d samples", q->method, r, seen[r]);
+        cr_expect(q->total_lo_ms <= q->total_ms && q->total_ms <= q->total_hi_ms, "%s: %g outside [%g, %g]",
+                  q->method, q->total_ms, q->total_lo_ms, q->total_hi_ms);
         if (!strcmp(q->method, "dense")) {
             cr_expect_eq(q->rel_dense, 1.0, "dense is its own baseline");
             continue;
         }
-        cr_expect(q->rel_dense > 0 && q->rel_lo <= q->rel_dense && q->rel_dense <= q->rel_hi, "%s: ratio %g [%g, %g]",
-                  q->method, q->rel_dense, q->rel_lo, q->rel_hi);
-        for (int k = 0; k < q->n_samples; k++) cr_expect(q->sample_dense_ms[k] > 0, "%s: unpaired sample %d", q->method, k);
+        cr_expect(q->rel_dense > 0 && q->rel_lo <= q->rel_dense && q->rel_dense <= q->rel_hi,
+                  "%s: ratio %g [%g, %g]", q->method, q->rel_dense, q->rel_lo, q->rel_hi);
+        for (int k = 0; k < q->n_samples; k++)
+            cr_expect(q->sample_dense_ms[k] > 0, "%s: unpaired sample %d", q->method, k);
         /* the paired ratio is the median of the stored samples' ratios
          * (recomputed here: exact, whatever the machine did) */
         double rs[64];
@@ -203,8 +207,8 @@ Test(protocol, rounds_pairs_intervals_and_untimed_points)
         for (int k = 0; k < q->n_samples && nr < 64; k++)
             rs[nr++] = (q->sample_select_ms[k] + q->sample_run_ms[k]) / q->sample_dense_ms[k];
         const double med = ab_median(rs, nr);
-        cr_expect(fabs(med - q->rel_dense) <= 1e-9 * med, "%s: rel_dense %.17g, median of sample ratios %.17g", q->method,
-                  q->rel_dense, med);
+        cr_expect(fabs(med - q->rel_dense) <= 1e-9 * med,
+                  "%s: rel_dense %.17g, median of sample ratios %.17g", q->method, q->rel_dense, med);
     }
     cr_expect_eq(timed, 6);
     cr_expect_eq(untimed, 9);
@@ -217,10 +221,12 @@ static void run_two_threads(int check, ab_point **p, size_t *n)
 {
     char text[512], name[16];
     snprintf(name, sizeof name, "two%d", check);
-    snprintf(text, sizeof text, "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 512\nheads = 2\nhead_dims = 32\n"
-               "densities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 2\n"
-               "[timing]\nrounds = 2\nwarmup = 0\nmin_repeats = 2\nmax_repeats = 3\nmin_time_s = 0\n"
-               "min_sample_ms = 1\nshared_core_check = %d\n", check);
+    snprintf(text, sizeof text,
+             "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 512\nheads = 2\nhead_dims = 32\n"
+             "densities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 2\n"
+             "[timing]\nrounds = 2\nwarmup = 0\nmin_repeats = 2\nmax_repeats = 3\nmin_time_s = 0\n"
+             "min_sample_ms = 1\nshared_core_check = %d\n",
+             check);
     run_config(name, text, p, n);
     cr_assert_eq(*n, 2u);
 }
@@ -232,18 +238,21 @@ Test(protocol, two_threads_record_shared_core_drops)
     run_two_threads(1, &p, &n);
     for (size_t i = 0; i < n; i++) {
         cr_assert_str_eq(p[i].status, "ok", "%s: %s", p[i].method, p[i].message);
-        cr_expect(p[i].shared_pct >= 0 && p[i].shared_pct <= 100, "%s: shared_pct %g", p[i].method, p[i].shared_pct);
+        cr_expect(p[i].shared_pct >= 0 && p[i].shared_pct <= 100, "%s: shared_pct %g", p[i].method,
+                  p[i].shared_pct);
         cr_expect(p[i].n_samples >= 4, "%s: %d samples kept", p[i].method, p[i].n_samples);
     }
     free(p);
     run_two_threads(0, &p, &n);
-    for (size_t i = 0; i < n; i++) cr_expect(isnan(p[i].shared_pct), "%s: check off, yet %g", p[i].method, p[i].shared_pct);
+    for (size_t i = 0; i < n; i++)
+        cr_expect(isnan(p[i].shared_pct), "%s: check off, yet %g", p[i].method, p[i].shared_pct);
     free(p);
 }
 
 Test(timing, team_probe_is_the_slowest_thread)
 {
-    const double one = ab_fma_probe(2.0), team1 = ab_fma_probe_team(1, 2.0), team2 = ab_fma_probe_team(2, 2.0);
+    const double one = ab_fma_probe(2.0), team1 = ab_fma_probe_team(1, 2.0),
+                 team2 = ab_fma_probe_team(2, 2.0);
     cr_expect(one > 0 && team1 > 0 && team2 > 0, "probes %g %g %g", one, team1, team2);
     /* one thread's rate; two threads each run at most one core's rate */
     cr_expect(team1 < 3 * one && one < 3 * team1, "1-thread team %g vs probe %g", team1, one);
@@ -263,8 +272,8 @@ Test(protocol, dry_run_prints_an_estimate)
     fputs(proto_cfg, f);
     fclose(f);
     for (int no = 0; no < 2; no++) {
-        snprintf(cmd, sizeof cmd, "'%s' run -c '%s' --dry-run %s > '%s' 2>/dev/null", bin ? bin : "build/attnbench", cfg,
-                 no ? "--no-estimate" : "", outf);
+        snprintf(cmd, sizeof cmd, "'%s' run -c '%s' --dry-run %s > '%s' 2>/dev/null",
+                 bin ? bin : "build/attnbench", cfg, no ? "--no-estimate" : "", outf);
         int st = system(cmd);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "dry run failed");
         f = fopen(outf, "r");
@@ -274,7 +283,9 @@ Test(protocol, dry_run_prints_an_estimate)
         buf[n] = 0;
         fclose(f);
         cr_expect(strstr(buf, "15 points"), "grid size missing:\n%s", buf);
-        if (no) cr_expect(!strstr(buf, "estimate:"), "--no-estimate still estimates");
-        else cr_expect(strstr(buf, "estimate: ") && strstr(buf, "timing"), "no estimate:\n%s", buf);
+        if (no)
+            cr_expect(!strstr(buf, "estimate:"), "--no-estimate still estimates");
+        else
+            cr_expect(strstr(buf, "estimate: ") && strstr(buf, "timing"), "no estimate:\n%s", buf);
     }
 }

@@ -62,9 +62,12 @@ static void needle_make(tprob *t, int heads, int n, int d, uint64_t seed, int no
     cr_assert(t->q && t->k && t->v);
     memset(&t->ans, 0, sizeof t->ans);
     char err[256] = "";
-    ab_shape s = { .heads = heads, .seq_len = n, .head_dim = d, .causal = 1, .scale = 1.0f / sqrtf((float)d) };
+    ab_shape s = {
+        .heads = heads, .seq_len = n, .head_dim = d, .causal = 1, .scale = 1.0f / sqrtf((float)d)
+    };
     ab_task_input in = { .p = &p, .str = NULL, .s = s, .seed = seed, .depth = 0.5 };
-    cr_assert_eq(ab_task_generate(task, &in, t->q, t->k, t->v, &t->ans, err, sizeof err), AB_OK, "needle generate: %s", err);
+    cr_assert_eq(ab_task_generate(task, &in, t->q, t->k, t->v, &t->ans, err, sizeof err), AB_OK,
+                 "needle generate: %s", err);
     memset(&t->pb, 0, sizeof t->pb);
     t->pb.s = s;
     t->pb.q = t->q;
@@ -189,8 +192,8 @@ Test(token_selectors, minference_vs_beats_window_on_lines)
     method_layout("minference_vs", &t.pb, lo, &lv, NULL);
     dv = ab_layout_density(&lv);
     rv = mass_recall(&t.pb, &lv);
-    cr_log_info("window: density %.4f recall %.4f; minference_vs scale %.4g: density %.4f recall %.4f (%s)", dw, rw,
-                lo, dv, rv, ab_layout_kind_name(lv.kind));
+    cr_log_info("window: density %.4f recall %.4f; minference_vs scale %.4g: density %.4f recall %.4f (%s)",
+                dw, rw, lo, dv, rv, ab_layout_kind_name(lv.kind));
     ab_layout_free(&lv);
     cr_expect(dv <= dw * 1.001, "minference_vs density %.4f above the window's %.4f", dv, dw);
     cr_expect(rv > rw, "minference_vs recall %.4f <= window recall %.4f", rv, rw);
@@ -224,7 +227,9 @@ Test(token_selectors, oracle_token_recall_monotone)
  * monotonically with its knob (and reach both low and high densities). */
 Test(token_selectors, density_monotone_in_knob)
 {
-    static const char *const names[] = { "minference_vs", "oracle_topk_token", "hip", "spark", "dhsa", "hax" };
+    static const char *const names[] = {
+        "minference_vs", "oracle_topk_token", "hip", "spark", "dhsa", "hax"
+    };
     tprob t;
     const int heads = 2, n = 1536, d = 64;
     needle_make(&t, heads, n, d, 9, 0, NULL, NULL);
@@ -235,8 +240,9 @@ Test(token_selectors, density_monotone_in_knob)
         double prev = meth->density_knob.increasing ? -1 : 2, first = NAN, last = NAN;
         for (int s = 0; s <= 8; s++) {
             const double f = s / 8.0;
-            double knob = meth->density_knob.log_scale ? exp(log(a->min) + f * (log(fmin(a->max, 1e5)) - log(a->min)))
-                                                       : a->min + f * (a->max - a->min);
+            double knob = meth->density_knob.log_scale
+                              ? exp(log(a->min) + f * (log(fmin(a->max, 1e5)) - log(a->min)))
+                              : a->min + f * (a->max - a->min);
             ab_layout l;
             method_layout(names[m], &t.pb, knob, &l, NULL);
             const double dd = ab_layout_density(&l);

@@ -20,22 +20,20 @@ double ab_plant_dot(const float *a /* [d] */, const float *b /* [d] */, int d);
 /* Log-sum-exp over keys j in [j0, j1) of q.k_j / sqrt(d), skipping keys with
  * skip[j] != 0 (skip may be NULL). kh points at the head's keys
  * (seq_len, head_dim). Returns -INFINITY when no key is summed. */
-double ab_plant_lse(const float *qr /* [d] */, const float *kh, int d, int j0,
-                    int j1, const unsigned char *skip /* [seq_len] or NULL */);
+double ab_plant_lse(const float *qr /* [d] */, const float *kh, int d, int j0, int j1,
+                    const unsigned char *skip /* [seq_len] or NULL */);
 
 /* n orthonormal vectors living in the band [b0, b0 + nb) of a d-dimensional
  * space (n <= nb): Gram-Schmidt on seeded normals drawn at counters
  * (head, row0 + i, purpose). out: (n, d), zero outside the band. */
-int ab_plant_orthonormal(ab_rng r, uint32_t head, uint32_t row0,
-                         uint32_t purpose, int d, int b0, int nb, int n,
-                         double *out /* [n][d] */);
+int ab_plant_orthonormal(ab_rng r, uint32_t head, uint32_t row0, uint32_t purpose, int d, int b0, int nb,
+                         int n, double *out /* [n][d] */);
 
 /* Allocate the answer arrays for n queries (group too when with_group) and a
  * codebook of C codes: random unit vectors scaled by sqrt(d), shared by all
  * heads, the same construction as the needle task. Returns AB_OK or
  * AB_ENOMEM (the answer is then freed). */
-int ab_plant_answer_alloc(ab_answer *a, ab_rng r, int n, int with_group, int C,
-                          int d, double decode_floor);
+int ab_plant_answer_alloc(ab_answer *a, ab_rng r, int n, int with_group, int C, int d, double decode_floor);
 
 /* The haystack log-partition floor of docs/spec/TASKS.md: ln n + tau^2 / 2, with n
  * the context length (ab_plant_context). */
@@ -67,8 +65,7 @@ typedef struct ab_plant_window {
 int ab_plant_mask(const ab_task_input *in, const char *task, ab_mask *m);
 
 /* Fill w (zeroed first). Returns AB_OK (check w->n) or AB_ENOMEM. */
-int ab_plant_window_find(const ab_mask *m, int q0, int q1, int need,
-                         ab_plant_window *w);
+int ab_plant_window_find(const ab_mask *m, int q0, int q1, int need, ab_plant_window *w);
 void ab_plant_window_free(ab_plant_window *w);
 
 /* The context length of rows [a, b): the most keys one of them may see.
@@ -77,15 +74,13 @@ int ab_plant_context(const ab_mask *m, int a, int b);
 
 /* ab_plant_lse over exactly the keys query row `row` may see under m (its
  * span, tested element by element for a non-interval mask). */
-double ab_plant_lse_row(const float *qr /* [d] */, const float *kh, int d,
-                        const ab_mask *m, int row,
+double ab_plant_lse_row(const float *qr /* [d] */, const float *kh, int d, const ab_mask *m, int row,
                         const unsigned char *skip /* [seq_len] or NULL */);
 
 /* One unsupported-trial reason: "TASK: under mask SPEC no run of the query
  * rows [q0, q1) sees NEED common keys before them (WHAT)". Returns
  * AB_EUNSUPPORTED. */
-int ab_plant_no_window(const ab_task_input *in, const char *task,
-                       const ab_mask *m, int q0, int q1, int need,
+int ab_plant_no_window(const ab_task_input *in, const char *task, const ab_mask *m, int q0, int q1, int need,
                        const char *what);
 
 #endif

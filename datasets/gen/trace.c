@@ -17,8 +17,7 @@
 
 #include "datasets/gen/trace.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {
@@ -48,8 +47,7 @@ static int read_str_attr(hid_t obj, const char *name, char *buf, size_t len)
 {
     buf[0] = 0;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0)
-        return -1;
+    if (a < 0) return -1;
     hid_t t = H5Aget_type(a);
     int rc = -1;
     if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
@@ -82,8 +80,7 @@ static int read_str_attr(hid_t obj, const char *name, char *buf, size_t len)
             free(tmp);
         }
     }
-    if (t >= 0)
-        H5Tclose(t);
+    if (t >= 0) H5Tclose(t);
     H5Aclose(a);
     return rc;
 }
@@ -91,95 +88,92 @@ static int read_str_attr(hid_t obj, const char *name, char *buf, size_t len)
 /* Read a numeric scalar attribute as double; 0 on success, -1 if absent. */
 static int read_num_attr(hid_t obj, const char *name, double *out)
 {
-    if (H5Aexists(obj, name) <= 0)
-        return -1;
+    if (H5Aexists(obj, name) <= 0) return -1;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0)
-        return -1;
+    if (a < 0) return -1;
     hid_t sp = H5Aget_space(a);
     int rc = -1;
-    if (sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1 &&
-        H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0)
-        rc = 0;
-    if (sp >= 0)
-        H5Sclose(sp);
+    if (sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0) rc = 0;
+    if (sp >= 0) H5Sclose(sp);
     H5Aclose(a);
     return rc;
 }
 
 /* One of q, k, v: open, check dtype and rank; dims[3] out. */
-static int probe_ds(hid_t g, const char *path, int layer, const char *name,
-                    hsize_t dims[3], int *elem, char *err, size_t errlen)
+static int probe_ds(hid_t g, const char *path, int layer, const char *name, hsize_t dims[3], int *elem,
+                    char *err, size_t errlen)
 {
     if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
         return fail(err, errlen, "trace %s: missing dataset /layer_%d/%s", path, layer, name);
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
-    if (ds < 0)
-        return fail(err, errlen, "trace %s: /layer_%d/%s is not a dataset", path, layer, name);
+    if (ds < 0) return fail(err, errlen, "trace %s: /layer_%d/%s is not a dataset", path, layer, name);
     hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds);
     int rc = AB_OK;
     if (t < 0 || sp < 0) {
         rc = fail(err, errlen, "trace %s: /layer_%d/%s: unreadable type or shape", path, layer, name);
     } else if (H5Tget_class(t) != H5T_FLOAT) {
-        rc = fail(err, errlen, "trace %s: /layer_%d/%s: dtype is not floating point "
-                  "(want float32 or float16)", path, layer, name);
+        rc = fail(err, errlen,
+                  "trace %s: /layer_%d/%s: dtype is not floating point "
+                  "(want float32 or float16)",
+                  path, layer, name);
     } else {
         size_t sz = H5Tget_size(t);
         size_t spos, epos, esize, mpos, msize;
         if (sz == 2) {
-            if (H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) < 0 || spos != 15 ||
-                epos != 10 || esize != 5 || mpos != 0 || msize != 10 || H5Tget_ebias(t) != 15)
-                rc = fail(err, errlen, "trace %s: /layer_%d/%s: 16-bit float is not IEEE "
-                          "binary16", path, layer, name);
+            if (H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) < 0 || spos != 15 || epos != 10 ||
+                esize != 5 || mpos != 0 || msize != 10 || H5Tget_ebias(t) != 15)
+                rc = fail(err, errlen,
+                          "trace %s: /layer_%d/%s: 16-bit float is not IEEE "
+                          "binary16",
+                          path, layer, name);
         } else if (sz != 4) {
-            rc = fail(err, errlen, "trace %s: /layer_%d/%s: dtype float%zu not supported "
-                      "(want float32 or float16)", path, layer, name, 8 * sz);
+            rc = fail(err, errlen,
+                      "trace %s: /layer_%d/%s: dtype float%zu not supported "
+                      "(want float32 or float16)",
+                      path, layer, name, 8 * sz);
         }
         *elem = (int)sz;
         if (rc == AB_OK) {
             int rank = H5Sget_simple_extent_ndims(sp);
             if (rank != 3) {
-                rc = fail(err, errlen, "trace %s: /layer_%d/%s: rank %d, want 3 "
-                          "([heads, N, d])", path, layer, name, rank);
+                rc = fail(err, errlen,
+                          "trace %s: /layer_%d/%s: rank %d, want 3 "
+                          "([heads, N, d])",
+                          path, layer, name, rank);
             } else {
                 H5Sget_simple_extent_dims(sp, dims, NULL);
                 if (dims[0] == 0 || dims[1] == 0 || dims[2] == 0 || dims[0] > 1u << 20 ||
                     dims[1] > 1u << 30 || dims[2] > 1u << 16)
-                    rc = fail(err, errlen, "trace %s: /layer_%d/%s: bad shape [%llu, %llu, %llu]",
-                              path, layer, name, (unsigned long long)dims[0],
-                              (unsigned long long)dims[1], (unsigned long long)dims[2]);
+                    rc = fail(err, errlen, "trace %s: /layer_%d/%s: bad shape [%llu, %llu, %llu]", path,
+                              layer, name, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                              (unsigned long long)dims[2]);
             }
         }
     }
-    if (t >= 0)
-        H5Tclose(t);
-    if (sp >= 0)
-        H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
     H5Dclose(ds);
     return rc;
 }
 
 /* Open the file and the layer group after validating the root; AB_OK with
  * *fo, *go open, else closed. */
-static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *err,
-                      size_t errlen)
+static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *err, size_t errlen)
 {
     *fo = *go = -1;
-    if (!path || !path[0])
-        return fail(err, errlen, "trace: no file given (set file = PATH in [task.trace])");
-    if (access(path, R_OK) != 0)
-        return fail(err, errlen, "trace %s: cannot read: %s", path, strerror(errno));
-    if (H5Fis_hdf5(path) <= 0)
-        return fail(err, errlen, "trace %s: not an HDF5 file", path);
+    if (!path || !path[0]) return fail(err, errlen, "trace: no file given (set file = PATH in [task.trace])");
+    if (access(path, R_OK) != 0) return fail(err, errlen, "trace %s: cannot read: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0) return fail(err, errlen, "trace %s: not an HDF5 file", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0)
-        return fail(err, errlen, "trace %s: HDF5 cannot open it", path);
+    if (f < 0) return fail(err, errlen, "trace %s: HDF5 cannot open it", path);
     char fmt[64];
     if (H5Aexists(f, "format") <= 0 || read_str_attr(f, "format", fmt, sizeof fmt) ||
         strcmp(fmt, "attnbench-trace")) {
         H5Fclose(f);
-        return fail(err, errlen, "trace %s: not an attnbench trace (root attribute "
-                    "format = \"attnbench-trace\" missing)", path);
+        return fail(err, errlen,
+                    "trace %s: not an attnbench trace (root attribute "
+                    "format = \"attnbench-trace\" missing)",
+                    path);
     }
     double ver = 1;
     if (!read_num_attr(f, "version", &ver) && ver != 1) {
@@ -190,8 +184,8 @@ static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *e
     snprintf(gname, sizeof gname, "layer_%d", layer);
     if (H5Lexists(f, gname, H5P_DEFAULT) <= 0) {
         H5Fclose(f);
-        return fail(err, errlen, "trace %s: missing group /%s (set layer = ... in [task.trace])",
-                    path, gname);
+        return fail(err, errlen, "trace %s: missing group /%s (set layer = ... in [task.trace])", path,
+                    gname);
     }
     hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
     if (g < 0) {
@@ -204,45 +198,50 @@ static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *e
 }
 
 /* Structure and request checks with an open group. */
-static int check_open(hid_t g, const char *path, int layer, const ab_shape *s,
-                      ab_trace_info *info, char *err, size_t errlen)
+static int check_open(hid_t g, const char *path, int layer, const ab_shape *s, ab_trace_info *info, char *err,
+                      size_t errlen)
 {
-    static const char *const names[3] = {"q", "k", "v"};
+    static const char *const names[3] = { "q", "k", "v" };
     hsize_t dims[3][3];
     int elem[3];
     for (int i = 0; i < 3; i++) {
         int rc = probe_ds(g, path, layer, names[i], dims[i], &elem[i], err, errlen);
-        if (rc != AB_OK)
-            return rc;
+        if (rc != AB_OK) return rc;
     }
     const unsigned long long H = dims[0][0], N = dims[0][1], d = dims[0][2];
     for (int i = 1; i < 3; i++) {
         if (dims[i][1] != N || dims[i][2] != d)
-            return fail(err, errlen, "trace %s: /layer_%d/%s has shape [%llu, %llu, %llu], "
-                        "want [H_kv, %llu, %llu] like q", path, layer, names[i],
-                        (unsigned long long)dims[i][0], (unsigned long long)dims[i][1],
+            return fail(err, errlen,
+                        "trace %s: /layer_%d/%s has shape [%llu, %llu, %llu], "
+                        "want [H_kv, %llu, %llu] like q",
+                        path, layer, names[i], (unsigned long long)dims[i][0], (unsigned long long)dims[i][1],
                         (unsigned long long)dims[i][2], N, d);
     }
     if (dims[1][0] != dims[2][0])
-        return fail(err, errlen, "trace %s: /layer_%d/k has %llu heads but /layer_%d/v has %llu",
-                    path, layer, (unsigned long long)dims[1][0], layer,
-                    (unsigned long long)dims[2][0]);
+        return fail(err, errlen, "trace %s: /layer_%d/k has %llu heads but /layer_%d/v has %llu", path, layer,
+                    (unsigned long long)dims[1][0], layer, (unsigned long long)dims[2][0]);
     const unsigned long long Hkv = dims[1][0];
     if (H % Hkv)
-        return fail(err, errlen, "trace %s: /layer_%d/k has %llu heads, which does not divide "
-                    "the %llu query heads of /layer_%d/q", path, layer, Hkv, H, layer);
+        return fail(err, errlen,
+                    "trace %s: /layer_%d/k has %llu heads, which does not divide "
+                    "the %llu query heads of /layer_%d/q",
+                    path, layer, Hkv, H, layer);
     if (elem[0] != elem[1] || elem[0] != elem[2])
         return fail(err, errlen, "trace %s: /layer_%d: q, k, v have different dtypes", path, layer);
     if (s) {
         if ((unsigned long long)s->seq_len > N)
-            return fail(err, errlen, "trace %s: /layer_%d/q has N = %llu tokens, fewer than "
-                        "seq_len = %d", path, layer, N, s->seq_len);
+            return fail(err, errlen,
+                        "trace %s: /layer_%d/q has N = %llu tokens, fewer than "
+                        "seq_len = %d",
+                        path, layer, N, s->seq_len);
         if ((unsigned long long)s->heads > H)
-            return fail(err, errlen, "trace %s: /layer_%d/q has %llu heads, fewer than heads = %d",
-                        path, layer, H, s->heads);
+            return fail(err, errlen, "trace %s: /layer_%d/q has %llu heads, fewer than heads = %d", path,
+                        layer, H, s->heads);
         if ((unsigned long long)s->head_dim != d)
-            return fail(err, errlen, "trace %s: /layer_%d/q has head dim d = %llu, but "
-                        "head_dim = %d", path, layer, d, s->head_dim);
+            return fail(err, errlen,
+                        "trace %s: /layer_%d/q has head dim d = %llu, but "
+                        "head_dim = %d",
+                        path, layer, d, s->head_dim);
     }
     if (info) {
         info->heads = (int)H;
@@ -255,14 +254,16 @@ static int check_open(hid_t g, const char *path, int layer, const ab_shape *s,
         info->rope_applied = read_num_attr(g, "rope_applied", &x) ? -1 : (int)x;
         info->scale = read_num_attr(g, "scale", &x) ? 1.0 / sqrt((double)d) : x;
         if (!(info->scale > 0.0) || !isfinite(info->scale))
-            return fail(err, errlen, "trace %s: /layer_%d: scale attribute %g is not a positive "
-                        "number", path, layer, info->scale);
+            return fail(err, errlen,
+                        "trace %s: /layer_%d: scale attribute %g is not a positive "
+                        "number",
+                        path, layer, info->scale);
     }
     return AB_OK;
 }
 
-int ab_trace_check(const char *path, int layer, const ab_shape *s,
-                   ab_trace_info *info, char *err, size_t errlen)
+int ab_trace_check(const char *path, int layer, const ab_shape *s, ab_trace_info *info, char *err,
+                   size_t errlen)
 {
     H5E_auto2_t efn;
     void *edata;
@@ -282,15 +283,13 @@ int ab_trace_check(const char *path, int layer, const ab_shape *s,
 
 /* Read [0:nh, 0:n, 0:d] of dataset `name` as float32 into out, checking every
  * value is finite. */
-static int read_slice(hid_t g, const char *path, int layer, const char *name, int elem,
-                      int nh, int n, int d, float *out /* (nh, n, d) */, char *err,
-                      size_t errlen)
+static int read_slice(hid_t g, const char *path, int layer, const char *name, int elem, int nh, int n, int d,
+                      float *out /* (nh, n, d) */, char *err, size_t errlen)
 {
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
-    if (ds < 0)
-        return fail(err, errlen, "trace %s: cannot open /layer_%d/%s", path, layer, name);
+    if (ds < 0) return fail(err, errlen, "trace %s: cannot open /layer_%d/%s", path, layer, name);
     hid_t fs = H5Dget_space(ds);
-    hsize_t start[3] = {0, 0, 0}, count[3] = {(hsize_t)nh, (hsize_t)n, (hsize_t)d};
+    hsize_t start[3] = { 0, 0, 0 }, count[3] = { (hsize_t)nh, (hsize_t)n, (hsize_t)d };
     hid_t ms = H5Screate_simple(3, count, NULL);
     const size_t cnt = (size_t)nh * n * d;
     int rc = AB_OK;
@@ -310,8 +309,7 @@ static int read_slice(hid_t g, const char *path, int layer, const char *name, in
         } else if (H5Dread(ds, mt, ms, fs, H5P_DEFAULT, hb) < 0) {
             rc = fail(err, errlen, "trace %s: reading /layer_%d/%s failed", path, layer, name);
         } else {
-            for (size_t i = 0; i < cnt; i++)
-                out[i] = ab_half_to_float(hb[i]);
+            for (size_t i = 0; i < cnt; i++) out[i] = ab_half_to_float(hb[i]);
         }
         H5Tclose(mt);
         H5Tclose(ft);
@@ -320,20 +318,19 @@ static int read_slice(hid_t g, const char *path, int layer, const char *name, in
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(ds);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     for (size_t i = 0; i < cnt; i++) {
         if (!isfinite(out[i])) {
             const size_t m = i % d, t = (i / d) % n, h = i / ((size_t)d * n);
-            return fail(err, errlen, "trace %s: /layer_%d/%s[%zu, %zu, %zu] is %s", path, layer,
-                        name, h, t, m, isnan(out[i]) ? "NaN" : "Inf");
+            return fail(err, errlen, "trace %s: /layer_%d/%s[%zu, %zu, %zu] is %s", path, layer, name, h, t,
+                        m, isnan(out[i]) ? "NaN" : "Inf");
         }
     }
     return AB_OK;
 }
 
-int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q,
-                  float *k, float *v, char *err, size_t errlen)
+int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q, float *k, float *v, char *err,
+                  size_t errlen)
 {
     if (!s || !q || !k || !v || s->heads <= 0 || s->seq_len <= 0 || s->head_dim <= 0)
         return fail(err, errlen, "trace: bad arguments");
@@ -351,8 +348,7 @@ int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q,
     rc = check_open(g, path, layer, s, &info, err, errlen);
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
     float *kt = NULL, *vt = NULL;
-    if (rc == AB_OK)
-        rc = read_slice(g, path, layer, "q", info.elem_bytes, H, N, d, q, err, errlen);
+    if (rc == AB_OK) rc = read_slice(g, path, layer, "q", info.elem_bytes, H, N, d, q, err, errlen);
     if (rc == AB_OK) {
         const int grp = info.heads / info.kv_heads;
         const int hk = (H + grp - 1) / grp; /* kv heads the first H heads use */
@@ -363,10 +359,8 @@ int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q,
             rc = AB_ENOMEM;
             fail(err, errlen, "trace %s: out of memory", path);
         }
-        if (rc == AB_OK)
-            rc = read_slice(g, path, layer, "k", info.elem_bytes, hk, N, d, kt, err, errlen);
-        if (rc == AB_OK)
-            rc = read_slice(g, path, layer, "v", info.elem_bytes, hk, N, d, vt, err, errlen);
+        if (rc == AB_OK) rc = read_slice(g, path, layer, "k", info.elem_bytes, hk, N, d, kt, err, errlen);
+        if (rc == AB_OK) rc = read_slice(g, path, layer, "v", info.elem_bytes, hk, N, d, vt, err, errlen);
         if (rc == AB_OK) {
             for (int h = 0; h < H; h++) {
                 memcpy(k + (size_t)h * per, kt + (size_t)(h / grp) * per, per * sizeof(float));
@@ -375,8 +369,7 @@ int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q,
             /* the model's logit scale, with the harness's 1/sqrt(d) applied on top */
             const double f_scale = info.scale / (double)s->scale;
             if (fabs(f_scale - 1.0) > 1e-6)
-                for (size_t i = 0; i < (size_t)H * per; i++)
-                    q[i] = (float)((double)q[i] * f_scale);
+                for (size_t i = 0; i < (size_t)H * per; i++) q[i] = (float)((double)q[i] * f_scale);
         }
     }
     free(kt);

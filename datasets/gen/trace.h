@@ -30,16 +30,16 @@ typedef struct ab_trace_info {
  * s->seq_len <= N (the first seq_len tokens are used), s->heads <= H (the
  * first heads), s->head_dim == d. Cheap: reads metadata only. Returns AB_OK,
  * or AB_EINVAL with a one-line reason in err. info may be NULL. */
-int ab_trace_check(const char *path, int layer, const ab_shape *s,
-                   ab_trace_info *info, char *err, size_t errlen);
+int ab_trace_check(const char *path, int layer, const ab_shape *s, ab_trace_info *info, char *err,
+                   size_t errlen);
 
 /* Load the requested slice as float32 (heads, seq_len, head_dim), converting
  * float16, expanding grouped K/V heads (head h reads kv head h / (H / H_kv)),
  * and scaling q by scale_trace / s->scale so that the logits are the model's.
  * Non-finite values are rejected naming the dataset and [head, token, dim]
  * (file coordinates). Returns AB_OK, AB_EINVAL or AB_ENOMEM. */
-int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q,
-                  float *k, float *v, char *err, size_t errlen);
+int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q, float *k, float *v, char *err,
+                  size_t errlen);
 
 /* IEEE 754 binary16 to float (exact). */
 float ab_half_to_float(unsigned short h);

@@ -43,13 +43,13 @@
 #include "attnbench.h"
 
 enum { /* the task's own params, after the haystack's */
-    P_MARGIN = AB_HAYSTACK_NPARAMS,
-    P_NCODES,
-    P_FLOOR,
-    P_ROWS,
-    P_CONTEXTS,
-    P_KEYS,
-    P_COUNT
+       P_MARGIN = AB_HAYSTACK_NPARAMS,
+       P_NCODES,
+       P_FLOOR,
+       P_ROWS,
+       P_CONTEXTS,
+       P_KEYS,
+       P_COUNT
 };
 
 enum { PURPOSE_DIR = AB_PURPOSE_TASK, PURPOSE_POS, PURPOSE_CODE, PURPOSE_PAIR };
@@ -62,26 +62,28 @@ static int jr_check_in(const ab_task_input *in, ab_haystack_cfg *cfg)
         return AB_EINVAL;
     }
     int rc = ab_haystack_cfg_from_params(p, 0, cfg);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     const int Cd = (int)lround(p->v[P_NCODES]);
     const int R = (int)lround(p->v[P_ROWS]);
     const int C = (int)lround(p->v[P_CONTEXTS]);
     const int P = (int)lround(p->v[P_KEYS]);
     const int N = in->s.seq_len;
     if (C < 1 || P < 1 || R < 1 || Cd < C || Cd < P || Cd < 2) {
-        ab_set_error(in, "joint_recall: needs contexts >= 1, keys >= 1, query_rows >= 1 and "
-                         "n_codes >= max(2, contexts, keys) (n_codes = %d)", Cd);
+        ab_set_error(in,
+                     "joint_recall: needs contexts >= 1, keys >= 1, query_rows >= 1 and "
+                     "n_codes >= max(2, contexts, keys) (n_codes = %d)",
+                     Cd);
         return AB_EINVAL;
     }
     if (R > P * C) {
-        ab_set_error(in, "joint_recall: query_rows = %d asks more distinct (key, context) "
-                         "pairs than keys * contexts = %d", R, P * C);
+        ab_set_error(in,
+                     "joint_recall: query_rows = %d asks more distinct (key, context) "
+                     "pairs than keys * contexts = %d",
+                     R, P * C);
         return AB_EINVAL;
     }
     if (N - R < C * P) {
-        ab_set_error(in, "joint_recall: needs N >= query_rows + contexts * keys = %d (N = %d)",
-                     R + C * P, N);
+        ab_set_error(in, "joint_recall: needs N >= query_rows + contexts * keys = %d (N = %d)", R + C * P, N);
         return AB_EINVAL;
     }
     cfg->free_dims = P + C;
@@ -102,21 +104,15 @@ static int jr_check(const ab_task_input *in)
 }
 
 /* Start of context c of C over a prefix of M tokens. */
-static int ctx_lo(int c, int C, int M)
-{
-    return (int)((int64_t)c * M / C);
-}
+static int ctx_lo(int c, int C, int M) { return (int)((int64_t)c * M / C); }
 
-static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
-                       ab_answer *ans)
+static int jr_generate(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans)
 {
-    if (!in || !q || !k || !v || !ans)
-        return AB_EINVAL;
+    if (!in || !q || !k || !v || !ans) return AB_EINVAL;
     memset(ans, 0, sizeof *ans);
     ab_haystack_cfg cfg;
     int rc = jr_check_in(in, &cfg);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     const ab_params *p = in->p;
     const ab_shape *s = &in->s;
     const double margin = p->v[P_MARGIN];
@@ -126,11 +122,10 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
     const int P = (int)lround(p->v[P_KEYS]);
     const int nb = P + C;
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
-    const ab_rng r = {.seed = in->seed, .stream = ab_rng_stream_id("joint_recall")};
+    const ab_rng r = { .seed = in->seed, .stream = ab_rng_stream_id("joint_recall") };
     ab_mask mk;
     rc = ab_plant_mask(in, "joint_recall", &mk);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
         ab_set_error(in, "joint_recall: haystack generation failed");
@@ -139,11 +134,9 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
     /* the contexts cut wk[0, M): the keys the valid query rows [ra, ra + nv)
      * all see (wk[i] = i, M = N - R under causal or full) */
     ab_plant_window win;
-    if (ab_plant_window_find(&mk, N - R, N, C * P, &win) != AB_OK)
-        return AB_ENOMEM;
+    if (ab_plant_window_find(&mk, N - R, N, C * P, &win) != AB_OK) return AB_ENOMEM;
     if (win.n == 0)
-        return ab_plant_no_window(in, "joint_recall", &mk, N - R, N, C * P,
-                                  "contexts * keys occurrences");
+        return ab_plant_no_window(in, "joint_recall", &mk, N - R, N, C * P, "contexts * keys occurrences");
     const int M = win.n, ra = win.a, nv = win.b - win.a, t0 = ra - (N - R);
     const int *wk = win.keys; /* [M] */
     rc = ab_plant_answer_alloc(ans, r, H * nv, 0, Cd, d, p->v[P_FLOOR]);
@@ -158,7 +151,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
     int *pairs = malloc((size_t)P * (size_t)C * sizeof(int));      /* [P*C] shuffled p*C + c */
     int *perm = malloc((size_t)Cd * sizeof(int));                  /* [n_codes] */
     double *half = malloc((size_t)R * sizeof(double));             /* [R] J_r / 2 */
-    int *ctx = malloc((size_t)N * sizeof(int)); /* [N] context of a key, -1: none */
+    int *ctx = malloc((size_t)N * sizeof(int));                    /* [N] context of a key, -1: none */
     if (!dir || !pos || !code || !pairs || !perm || !half || !ctx) {
         free(dir);
         free(pos);
@@ -171,11 +164,9 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
         ab_answer_free(ans);
         return AB_ENOMEM;
     }
-    for (int j = 0; j < N; j++)
-        ctx[j] = -1;
+    for (int j = 0; j < N; j++) ctx[j] = -1;
     for (int c = 0; c < C; c++)
-        for (int i = ctx_lo(c, C, M); i < ctx_lo(c + 1, C, M); i++)
-            ctx[wk[i]] = c;
+        for (int i = ctx_lo(c, C, M); i < ctx_lo(c + 1, C, M); i++) ctx[wk[i]] = c;
     const double sd = sqrt((double)d);
     const double em = exp(margin);
     const int b0 = d - nb;
@@ -190,8 +181,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
                     int x = wk[lo + (int)ab_rng_below(r, hu, (uint32_t)(a * C + c) + att * 65536u,
                                                       PURPOSE_POS, len)];
                     int dup = 0;
-                    for (int b = 0; b < a; b++)
-                        dup |= pos[b * C + c] == x;
+                    for (int b = 0; b < a; b++) dup |= pos[b * C + c] == x;
                     if (!dup) {
                         pos[a * C + c] = x;
                         break;
@@ -202,8 +192,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
         /* codes: y_{p,c} = sigma((p + c) mod n_codes) for a seeded permutation
          * sigma: distinct over the contexts of a key and over the keys of a
          * context, so without the joint match no boosted token holds its code */
-        for (int t = 0; t < Cd; t++)
-            perm[t] = t;
+        for (int t = 0; t < Cd; t++) perm[t] = t;
         for (int t = 0; t < Cd - 1; t++) {
             int u = t + (int)ab_rng_below(r, hu, (uint32_t)t, PURPOSE_CODE, Cd - t);
             int tmp = perm[t];
@@ -211,11 +200,9 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             perm[u] = tmp;
         }
         for (int a = 0; a < P; a++)
-            for (int c = 0; c < C; c++)
-                code[a * C + c] = perm[(a + c) % Cd];
+            for (int c = 0; c < C; c++) code[a * C + c] = perm[(a + c) % Cd];
         /* the asked pairs: a seeded partial Fisher-Yates shuffle */
-        for (int t = 0; t < P * C; t++)
-            pairs[t] = t;
+        for (int t = 0; t < P * C; t++) pairs[t] = t;
         for (int t = 0; t < R; t++) {
             int u = t + (int)ab_rng_below(r, hu, (uint32_t)t, PURPOSE_PAIR, P * C - t);
             int tmp = pairs[t];
@@ -239,41 +226,33 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             /* one pass: Zall (all but j*), Zc (context c* but j*), Zk (p* elsewhere) */
             double mx = -INFINITY;
             for (int j = j0; j < j1; j++) {
-                if (!all && !ab_mask_allows(&mk, row, j))
-                    continue;
+                if (!all && !ab_mask_allows(&mk, row, j)) continue;
                 double x = ab_plant_dot(qr, kh + (size_t)j * d, d) * isd;
-                if (j != js && x > mx)
-                    mx = x;
+                if (j != js && x > mx) mx = x;
             }
             double zall = 0.0, zc = 0.0, zk = 0.0;
             for (int j = j0; j < j1; j++) {
-                if (j == js || (!all && !ab_mask_allows(&mk, row, j)))
-                    continue;
+                if (j == js || (!all && !ab_mask_allows(&mk, row, j))) continue;
                 double w = exp(ab_plant_dot(qr, kh + (size_t)j * d, d) * isd - mx);
                 zall += w;
-                if (ctx[j] == cs)
-                    zc += w;
+                if (ctx[j] == cs) zc += w;
             }
             for (int c = 0; c < C; c++)
-                if (c != cs)
-                    zk += exp(ab_plant_dot(qr, kh + (size_t)pos[ps * C + c] * d, d) * isd - mx);
+                if (c != cs) zk += exp(ab_plant_dot(qr, kh + (size_t)pos[ps * C + c] * d, d) * isd - mx);
             const double S = zc + zk;
             double z0 = zall - S;
-            if (z0 < 0.0)
-                z0 = 0.0;
+            if (z0 < 0.0) z0 = 0.0;
             /* e^{hay} x^2 = e^m (Z0 + S x) with x = e^{J/2}; scaling hay,
              * Z0 and S by e^{-mx} leaves the root unchanged */
             const double hay = ab_plant_dot(qr, kh + (size_t)js * d, d) * isd - mx;
             const double A = exp(hay), B = em * S, Cc = em * z0;
             const double xs = (B + sqrt(B * B + 4.0 * A * Cc)) / (2.0 * A);
             double hj = log(xs);
-            if (!(hj >= 0.0))
-                hj = 0.0;
+            if (!(hj >= 0.0)) hj = 0.0;
             half[t] = hj;
         }
         double hmean = 0.0;
-        for (int t = t0; t < t0 + nv; t++)
-            hmean += half[t] / nv;
+        for (int t = t0; t < t0 + nv; t++) hmean += half[t] / nv;
         const double lambda = sqrt(hmean * sd > sd ? hmean * sd : sd);
 
         ab_plant_orthonormal(r, hu, 0, PURPOSE_DIR, d, b0, nb, nb, dir);
@@ -282,8 +261,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             const double *u = dir + (size_t)(P + c) * d; /* [d] */
             for (int i = ctx_lo(c, C, M); i < ctx_lo(c + 1, C, M); i++) {
                 float *kj = k + ((size_t)h * N + wk[i]) * d; /* [d] */
-                for (int m = b0; m < d; m++)
-                    kj[m] = (float)((double)kj[m] + lambda * u[m]);
+                for (int m = b0; m < d; m++) kj[m] = (float)((double)kj[m] + lambda * u[m]);
             }
         }
         /* the occurrences: key direction and value code */
@@ -292,8 +270,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             for (int c = 0; c < C; c++) {
                 const int j = pos[a * C + c];
                 float *kj = k + ((size_t)h * N + j) * d; /* [d] */
-                for (int m = b0; m < d; m++)
-                    kj[m] = (float)((double)kj[m] + lambda * e[m]);
+                for (int m = b0; m < d; m++) kj[m] = (float)((double)kj[m] + lambda * e[m]);
                 memcpy(v + ((size_t)h * N + j) * d, ans->codebook + (size_t)code[a * C + c] * d,
                        (size_t)d * sizeof(float));
             }
@@ -304,8 +281,7 @@ static int jr_generate(const ab_task_input *in, float *q, float *k, float *v,
             const double *e = dir + (size_t)ps * d, *u = dir + (size_t)(P + cs) * d;
             const double a_r = half[t] * sd / lambda;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
-            for (int m = b0; m < d; m++)
-                qr[m] = (float)((double)qr[m] + a_r * (e[m] + u[m]));
+            for (int m = b0; m < d; m++) qr[m] = (float)((double)qr[m] + a_r * (e[m] + u[m]));
             const int a = h * nv + t - t0;
             ans->head[a] = h;
             ans->row[a] = row;

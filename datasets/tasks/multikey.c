@@ -35,14 +35,14 @@
 #include "attnbench.h"
 
 enum { /* the task's own params, after the haystack's */
-    P_MARGIN = AB_HAYSTACK_NPARAMS,
-    P_NCODES,
-    P_FLOOR,
-    P_ROWS,
-    P_DIMS,
-    P_DISTRACT,
-    P_RHO,
-    P_COUNT
+       P_MARGIN = AB_HAYSTACK_NPARAMS,
+       P_NCODES,
+       P_FLOOR,
+       P_ROWS,
+       P_DIMS,
+       P_DISTRACT,
+       P_RHO,
+       P_COUNT
 };
 
 enum { PURPOSE_DIR = AB_PURPOSE_TASK, PURPOSE_CODE, PURPOSE_DPOS, PURPOSE_DCODE };
@@ -56,8 +56,7 @@ static int mk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg, int *nb_ou
         return AB_EINVAL;
     }
     int rc = ab_haystack_cfg_from_params(p, 0, cfg);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     const int C = (int)lround(p->v[P_NCODES]);
     const int R = (int)lround(p->v[P_ROWS]);
     const int D = (int)lround(p->v[P_DISTRACT]);
@@ -70,8 +69,10 @@ static int mk_check_in(const ab_task_input *in, ab_haystack_cfg *cfg, int *nb_ou
         return AB_EINVAL;
     }
     if (N < R + D + 2 || !(in->depth >= 0.0 && in->depth <= 1.0)) {
-        ab_set_error(in, "multikey: needs N >= query_rows + distractors + 2 = %d (N = %d) "
-                         "and depth in [0, 1]", R + D + 2, N);
+        ab_set_error(in,
+                     "multikey: needs N >= query_rows + distractors + 2 = %d (N = %d) "
+                     "and depth in [0, 1]",
+                     R + D + 2, N);
         return AB_EINVAL;
     }
     const int nb_cap = d / 8 > 2 ? d / 8 : 2;
@@ -93,17 +94,14 @@ static int mk_check(const ab_task_input *in)
     return mk_check_in(in, &cfg, &nb);
 }
 
-static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
-                       ab_answer *ans)
+static int mk_generate(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans)
 {
-    if (!in || !q || !k || !v || !ans)
-        return AB_EINVAL;
+    if (!in || !q || !k || !v || !ans) return AB_EINVAL;
     memset(ans, 0, sizeof *ans);
     ab_haystack_cfg cfg;
     int nb;
     int rc = mk_check_in(in, &cfg, &nb);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     const ab_params *p = in->p;
     const ab_shape *s = &in->s;
     const double margin = p->v[P_MARGIN];
@@ -112,11 +110,10 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
     const int D = (int)lround(p->v[P_DISTRACT]);
     const double rho = p->v[P_RHO];
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
-    const ab_rng r = {.seed = in->seed, .stream = ab_rng_stream_id("multikey")};
+    const ab_rng r = { .seed = in->seed, .stream = ab_rng_stream_id("multikey") };
     ab_mask mk;
     rc = ab_plant_mask(in, "multikey", &mk);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     rc = ab_haystack_generate(&cfg, s, r, q, k, v);
     if (rc != AB_OK) {
         ab_set_error(in, "multikey: haystack generation failed");
@@ -125,11 +122,9 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
     /* the needle and the distractors lie in the keys the valid query rows
      * [ra, ra + nv) all see: wk[0, nk) */
     ab_plant_window w;
-    if (ab_plant_window_find(&mk, N - R, N, D + 1, &w) != AB_OK)
-        return AB_ENOMEM;
+    if (ab_plant_window_find(&mk, N - R, N, D + 1, &w) != AB_OK) return AB_ENOMEM;
     if (w.n == 0)
-        return ab_plant_no_window(in, "multikey", &mk, N - R, N, D + 1,
-                                  "the needle and its distractors");
+        return ab_plant_no_window(in, "multikey", &mk, N - R, N, D + 1, "the needle and its distractors");
     const int ra = w.a, nv = w.b - w.a, nk = w.n;
     const int *wk = w.keys; /* [nk] */
     rc = ab_plant_answer_alloc(ans, r, H * nv, 0, C, d, p->v[P_FLOOR]);
@@ -161,11 +156,9 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
         dpos[0] = pos;
         for (int i = 1; i <= D; i++) {
             for (uint32_t att = 0;; att++) {
-                int c = wk[ab_rng_below(r, (uint32_t)h, (uint32_t)i + att * 4096u,
-                                        PURPOSE_DPOS, nk)];
+                int c = wk[ab_rng_below(r, (uint32_t)h, (uint32_t)i + att * 4096u, PURPOSE_DPOS, nk)];
                 int dup = 0;
-                for (int j = 0; j < i; j++)
-                    dup |= dpos[j] == c;
+                for (int j = 0; j < i; j++) dup |= dpos[j] == c;
                 if (!dup) {
                     dpos[i] = c;
                     break;
@@ -173,8 +166,7 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
             }
         }
         const int y = (int)ab_rng_below(r, (uint32_t)h, 0, PURPOSE_CODE, C);
-        for (int i = 0; i <= D; i++)
-            skip[dpos[i]] = 1;
+        for (int i = 0; i <= D; i++) skip[dpos[i]] = 1;
 
         const float *kh = k + (size_t)h * N * d; /* (seq_len, head_dim) */
         double *T = tgt, *hay = tgt + nv;
@@ -183,19 +175,17 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
             const int row = ra + t;
             const float *qr = q + ((size_t)h * N + row) * d; /* [d] */
             double lz = ab_plant_lse_row(qr, kh, d, &mk, row, skip);
-            if (!(lz >= floor_lz))
-                lz = floor_lz;
+            if (!(lz >= floor_lz)) lz = floor_lz;
             hay[t] = ab_plant_dot(qr, kh + (size_t)pos * d, d);
             /* planted logit J: J + hay_p = margin + ln(Z + sum_i e^{rho J + hay_i}),
              * the distractors included; a contraction (rho < 1), iterated */
             const double hp = hay[t] / sd;
             double J = margin + lz - hp;
             for (int it = 0; it < 200; it++) {
-                double mx = lz, terms[2] = {0.0, 0.0};
+                double mx = lz, terms[2] = { 0.0, 0.0 };
                 for (int i = 1; i <= D; i++) {
                     double x = rho * J + ab_plant_dot(qr, kh + (size_t)dpos[i] * d, d) / sd;
-                    if (x > mx)
-                        mx = x;
+                    if (x > mx) mx = x;
                 }
                 terms[0] = exp(lz - mx);
                 for (int i = 1; i <= D; i++)
@@ -203,39 +193,33 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
                 const double Jn = margin + mx + log(terms[0] + terms[1]) - hp;
                 const int done = fabs(Jn - J) < 1e-12 * (1.0 + fabs(J));
                 J = Jn;
-                if (done)
-                    break;
+                if (done) break;
             }
             T[t] = (J + hp) * sd; /* the full dot product q_r.k_p wanted */
         }
         double tmean = 0.0;
-        for (int t = 0; t < nv; t++)
-            tmean += T[t] / nv;
+        for (int t = 0; t < nv; t++) tmean += T[t] / nv;
         const double lambda = sqrt(tmean > sd ? tmean : sd);
 
         /* e (row 0) and the needle */
         ab_plant_orthonormal(r, (uint32_t)h, 0, PURPOSE_DIR, d, b0, nb, 1, dir);
         const double *e = dir;
         float *kp = k + ((size_t)h * N + pos) * d; /* [d] */
-        for (int m = b0; m < d; m++)
-            kp[m] = (float)((double)kp[m] + lambda * e[m]);
-        memcpy(v + ((size_t)h * N + pos) * d, ans->codebook + (size_t)y * d,
-               (size_t)d * sizeof(float));
+        for (int m = b0; m < d; m++) kp[m] = (float)((double)kp[m] + lambda * e[m]);
+        memcpy(v + ((size_t)h * N + pos) * d, ans->codebook + (size_t)y * d, (size_t)d * sizeof(float));
         /* distractors: e_i = rho e + sqrt(1 - rho^2) f_i, f_i orthogonal to e */
         const double c2 = sqrt(1.0 - rho * rho);
         for (int i = 1; i <= D; i++) {
             double *f = dir + d;
             ab_rng_unit_band(r, (uint32_t)h, (uint32_t)i, PURPOSE_DIR, d, b0, nb, f);
             double dp = 0.0, nn = 0.0;
-            for (int m = b0; m < d; m++)
-                dp += f[m] * e[m];
+            for (int m = b0; m < d; m++) dp += f[m] * e[m];
             for (int m = b0; m < d; m++) {
                 f[m] -= dp * e[m];
                 nn += f[m] * f[m];
             }
             const double inv = nn > 1e-12 ? 1.0 / sqrt(nn) : 0.0;
-            const int yi = (y + 1 + (int)ab_rng_below(r, (uint32_t)h, (uint32_t)i,
-                                                      PURPOSE_DCODE, C - 1)) % C;
+            const int yi = (y + 1 + (int)ab_rng_below(r, (uint32_t)h, (uint32_t)i, PURPOSE_DCODE, C - 1)) % C;
             float *kd = k + ((size_t)h * N + dpos[i]) * d; /* [d] */
             for (int m = b0; m < d; m++)
                 kd[m] = (float)((double)kd[m] + lambda * (rho * e[m] + c2 * f[m] * inv));
@@ -246,18 +230,15 @@ static int mk_generate(const ab_task_input *in, float *q, float *k, float *v,
             const int row = ra + t;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
             double lam_r = (T[t] - hay[t]) / lambda;
-            if (lam_r < 0.0)
-                lam_r = 0.0;
-            for (int m = b0; m < d; m++)
-                qr[m] = (float)((double)qr[m] + lam_r * e[m]);
+            if (lam_r < 0.0) lam_r = 0.0;
+            for (int m = b0; m < d; m++) qr[m] = (float)((double)qr[m] + lam_r * e[m]);
             const int a = h * nv + t;
             ans->head[a] = h;
             ans->row[a] = row;
             ans->code[a] = y;
             ans->key_pos[a] = pos;
         }
-        for (int i = 0; i <= D; i++)
-            skip[dpos[i]] = 0;
+        for (int i = 0; i <= D; i++) skip[dpos[i]] = 0;
     }
     free(dir);
     free(tgt);

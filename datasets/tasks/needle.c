@@ -31,21 +31,19 @@
 #include "attnbench.h"
 
 enum { /* indices of the needle's own params, after the haystack's */
-    P_MARGIN = AB_HAYSTACK_NPARAMS,
-    P_NCODES,
-    P_FLOOR,
-    P_ROWS,
-    P_DIMS,
-    P_COUNT
+       P_MARGIN = AB_HAYSTACK_NPARAMS,
+       P_NCODES,
+       P_FLOOR,
+       P_ROWS,
+       P_DIMS,
+       P_COUNT
 };
 
 enum { PURPOSE_NEEDLE_DIR = AB_PURPOSE_TASK, PURPOSE_NEEDLE_CODE };
 
-static int needle_generate(const ab_task_input *in, float *q, float *k, float *v,
-                           ab_answer *ans)
+static int needle_generate(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans)
 {
-    if (!in || !q || !k || !v || !ans)
-        return AB_EINVAL;
+    if (!in || !q || !k || !v || !ans) return AB_EINVAL;
     const ab_params *p = in->p;
     const ab_shape *s = &in->s;
     const uint64_t seed = in->seed;
@@ -57,8 +55,7 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     memset(ans, 0, sizeof *ans);
     ab_haystack_cfg cfg;
     int rc = ab_haystack_cfg_from_params(p, 0, &cfg);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     const double margin = p->v[P_MARGIN];
     const int C = (int)lround(p->v[P_NCODES]);
     const double floor_frac = p->v[P_FLOOR];
@@ -77,11 +74,10 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     const int nb_cap = d / 8 > 2 ? d / 8 : 2;
     const int nb = nb_param < nb_cap ? nb_param : nb_cap;
     cfg.free_dims = nb;
-    const ab_rng r = {.seed = seed, .stream = ab_rng_stream_id("needle")};
+    const ab_rng r = { .seed = seed, .stream = ab_rng_stream_id("needle") };
     ab_mask mk;
     rc = ab_plant_mask(in, "needle", &mk);
-    if (rc != AB_OK)
-        return rc;
+    if (rc != AB_OK) return rc;
     char why[200] = "";
     rc = ab_haystack_check(&cfg, s, why, sizeof why);
     if (rc == AB_OK) rc = ab_haystack_generate(&cfg, s, r, q, k, v);
@@ -92,24 +88,21 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
 
     /* where the needle may sit: the keys the valid query rows [ra, rb) see */
     ab_plant_window w;
-    if (ab_plant_window_find(&mk, N - R, N, 1, &w) != AB_OK)
-        return AB_ENOMEM;
-    if (w.n == 0)
-        return ab_plant_no_window(in, "needle", &mk, N - R, N, 1, "the needle");
+    if (ab_plant_window_find(&mk, N - R, N, 1, &w) != AB_OK) return AB_ENOMEM;
+    if (w.n == 0) return ab_plant_no_window(in, "needle", &mk, N - R, N, 1, "the needle");
     const int ra = w.a, nv = w.b - w.a; /* valid rows ra + t, t < nv */
     const int pos = w.keys[(int)floor(depth * (double)(w.n - 1))];
     ab_plant_window_free(&w);
 
     const int n = H * nv;
-    ans->head = malloc((size_t)n * sizeof(int));    /* [n] */
-    ans->row = malloc((size_t)n * sizeof(int));     /* [n] */
-    ans->code = malloc((size_t)n * sizeof(int));    /* [n] */
-    ans->key_pos = malloc((size_t)n * sizeof(int)); /* [n] */
+    ans->head = malloc((size_t)n * sizeof(int));                   /* [n] */
+    ans->row = malloc((size_t)n * sizeof(int));                    /* [n] */
+    ans->code = malloc((size_t)n * sizeof(int));                   /* [n] */
+    ans->key_pos = malloc((size_t)n * sizeof(int));                /* [n] */
     ans->codebook = malloc((size_t)C * (size_t)d * sizeof(float)); /* [C][d] */
-    double *e = malloc((size_t)d * sizeof(double)); /* [d] scratch */
-    double *tgt = malloc(2 * (size_t)nv * sizeof(double)); /* [2][nv] */
-    if (!ans->head || !ans->row || !ans->code || !ans->key_pos ||
-        !ans->codebook || !e || !tgt) {
+    double *e = malloc((size_t)d * sizeof(double));                /* [d] scratch */
+    double *tgt = malloc(2 * (size_t)nv * sizeof(double));         /* [2][nv] */
+    if (!ans->head || !ans->row || !ans->code || !ans->key_pos || !ans->codebook || !e || !tgt) {
         free(e);
         free(tgt);
         ab_answer_free(ans);
@@ -125,10 +118,8 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
     /* Codebook: random unit vectors scaled by sqrt(d), shared by all heads. */
     const double sd = sqrt((double)d);
     for (int c = 0; c < C; c++) {
-        ab_rng_unit_band(r, AB_RNG_ALL_HEADS, (uint32_t)c, AB_PURPOSE_CODEBOOK,
-                         d, 0, d, e);
-        for (int m = 0; m < d; m++)
-            ans->codebook[(size_t)c * d + m] = (float)(sd * e[m]);
+        ab_rng_unit_band(r, AB_RNG_ALL_HEADS, (uint32_t)c, AB_PURPOSE_CODEBOOK, d, 0, d, e);
+        for (int m = 0; m < d; m++) ans->codebook[(size_t)c * d + m] = (float)(sd * e[m]);
     }
 
     /* Planted logits: margin above each query row's haystack log-partition
@@ -152,12 +143,10 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
             ab_mask_span(&mk, row, &j0, &j1);
             double mx = -INFINITY, sum = 0.0; /* online log-sum-exp */
             for (int j = j0; j < j1; j++) {
-                if (!mk.def->interval && !ab_mask_allows(&mk, row, j))
-                    continue;
+                if (!mk.def->interval && !ab_mask_allows(&mk, row, j)) continue;
                 const float *kj = k + ((size_t)h * N + j) * d; /* [d] */
                 double dot = 0.0;
-                for (int m = 0; m < d; m++)
-                    dot += (double)qr[m] * kj[m];
+                for (int m = 0; m < d; m++) dot += (double)qr[m] * kj[m];
                 if (j == pos) {
                     hay[t] = dot;
                     continue;
@@ -171,26 +160,21 @@ static int needle_generate(const ab_task_input *in, float *q, float *k, float *v
                 }
             }
             double lz = sum > 0.0 ? mx + log(sum) : floor_lz;
-            if (lz < floor_lz)
-                lz = floor_lz;
+            if (lz < floor_lz) lz = floor_lz;
             T[t] = (margin + lz) * sd;
         }
         double tmean = 0.0;
-        for (int t = 0; t < nv; t++)
-            tmean += T[t] / nv;
+        for (int t = 0; t < nv; t++) tmean += T[t] / nv;
         const double lambda = sqrt(tmean > sd ? tmean : sd);
 
-        for (int m = b0; m < d; m++)
-            kp[m] = (float)((double)kp[m] + lambda * e[m]);
+        for (int m = b0; m < d; m++) kp[m] = (float)((double)kp[m] + lambda * e[m]);
         memcpy(vp, ans->codebook + (size_t)y * d, (size_t)d * sizeof(float));
         for (int t = 0; t < nv; t++) {
             const int row = ra + t;
             float *qr = q + ((size_t)h * N + row) * d; /* [d] */
             double lam_r = (T[t] - hay[t]) / lambda;
-            if (lam_r < 0.0)
-                lam_r = 0.0;
-            for (int m = b0; m < d; m++)
-                qr[m] = (float)((double)qr[m] + lam_r * e[m]);
+            if (lam_r < 0.0) lam_r = 0.0;
+            for (int m = b0; m < d; m++) qr[m] = (float)((double)qr[m] + lam_r * e[m]);
             const int a = h * nv + t;
             ans->head[a] = h;
             ans->row[a] = row;

@@ -23,34 +23,24 @@
 enum { P_LAYER, P_COUNT };
 enum { S_FILE };
 
-static const char *trace_file(const ab_task_input *in)
-{
-    return in->str ? in->str[S_FILE] : NULL;
-}
+static const char *trace_file(const ab_task_input *in) { return in->str ? in->str[S_FILE] : NULL; }
 
 static int trace_check(const ab_task_input *in)
 {
-    if (!in || !in->p || in->p->n < P_COUNT)
-        return AB_EINVAL;
+    if (!in || !in->p || in->p->n < P_COUNT) return AB_EINVAL;
     char why[400] = "";
-    int rc = ab_trace_check(trace_file(in), (int)lround(in->p->v[P_LAYER]), &in->s, NULL,
-                            why, sizeof why);
-    if (rc != AB_OK)
-        ab_set_error(in, "%s", why);
+    int rc = ab_trace_check(trace_file(in), (int)lround(in->p->v[P_LAYER]), &in->s, NULL, why, sizeof why);
+    if (rc != AB_OK) ab_set_error(in, "%s", why);
     return rc;
 }
 
-static int trace_generate(const ab_task_input *in, float *q, float *k, float *v,
-                          ab_answer *ans)
+static int trace_generate(const ab_task_input *in, float *q, float *k, float *v, ab_answer *ans)
 {
-    if (!in || !q || !k || !v || !ans || !in->p || in->p->n < P_COUNT)
-        return AB_EINVAL;
+    if (!in || !q || !k || !v || !ans || !in->p || in->p->n < P_COUNT) return AB_EINVAL;
     memset(ans, 0, sizeof *ans); /* no planted answer */
     char why[400] = "";
-    int rc = ab_trace_load(trace_file(in), (int)lround(in->p->v[P_LAYER]), &in->s, q, k, v,
-                           why, sizeof why);
-    if (rc != AB_OK)
-        ab_set_error(in, "%s", why);
+    int rc = ab_trace_load(trace_file(in), (int)lround(in->p->v[P_LAYER]), &in->s, q, k, v, why, sizeof why);
+    if (rc != AB_OK) ab_set_error(in, "%s", why);
     return rc;
 }
 

@@ -51,7 +51,8 @@ typedef struct cproblem {
 
 static double gauss(uint64_t *s)
 {
-    const double u1 = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53, u2 = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
+    const double u1 = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53,
+                 u2 = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
@@ -115,7 +116,7 @@ static const struct {
     const char *name, *spec;
     int quick;
 } mask_table[] = {
-    { "causal", "causal", 1 },     { "full", "full", 1 },         { "document", "document:3", 1 },
+    { "causal", "causal", 1 },      { "full", "full", 1 },         { "document", "document:3", 1 },
     { "sliding", "sliding:37", 0 }, { "prefix", "prefix:0.3", 0 }, { "chunked", "chunked:50", 0 },
 };
 #define MASK_TABLE_N ((int)(sizeof mask_table / sizeof mask_table[0]))
@@ -146,8 +147,10 @@ int ab_check_mask_specs(int quick, char specs[][AB_MASK_SPEC], int cap, char *er
             }
         }
         if (!ok) {
-            snprintf(err, errlen, "mask '%s': neither '%s', '%s:4' nor '%s:0.5' parses; give it a spec in "
-                                  "harness/cli/check.c's mask_table", name, name, name, name);
+            snprintf(err, errlen,
+                     "mask '%s': neither '%s', '%s:4' nor '%s:0.5' parses; give it a spec in "
+                     "harness/cli/check.c's mask_table",
+                     name, name, name, name);
             return -1;
         }
     }
@@ -196,8 +199,14 @@ static int do_select(const ab_method *m, const ab_problem *pb, int block, double
     ab_layout_init(l, &pb->s, block, block);
     int rc = ab_instance_create(in, m, &p, &pb->s);
     const char *stage = "init";
-    if (rc == AB_OK) { stage = "select"; rc = ab_instance_select(in, pb, l); }
-    if (rc == AB_OK) { stage = "finalize"; rc = ab_layout_finalize(l); }
+    if (rc == AB_OK) {
+        stage = "select";
+        rc = ab_instance_select(in, pb, l);
+    }
+    if (rc == AB_OK) {
+        stage = "finalize";
+        rc = ab_layout_finalize(l);
+    }
     if (rc != AB_OK) {
         const char *e = ab_instance_error(in);
         say(msg, ml, "%s returned %d (%s)%s%s", stage, rc, ab_strerror(rc), *e ? ": " : "", e);
@@ -241,8 +250,8 @@ static void note_kind(ab_check_result *r, ab_layout_kind k)
  * are perturbed and run() repeated; the rows the base mask hides all of
  * them from must come out the same (relative L2 change <= AB_CHECK_TOL per
  * row), or the method reads keys the mask forbids. Returns PASS or FAIL. */
-static int leak_range(ab_instance *in, const ab_problem *pb, const ab_layout *l, const float *out, int j0, int j1,
-                      char *msg, size_t ml)
+static int leak_range(ab_instance *in, const ab_problem *pb, const ab_layout *l, const float *out, int j0,
+                      int j1, char *msg, size_t ml)
 {
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     if (j1 <= j0) return AB_CHECK_PASS;
@@ -291,8 +300,9 @@ static int leak_range(ab_instance *in, const ab_problem *pb, const ab_layout *l,
             }
         }
     if (changed) {
-        say(msg, ml, "%d rows (first: row %d) changed by up to %.3g when keys [%d, %d), which the base mask %s hides "
-                     "from them, were perturbed: the method reads keys the mask forbids",
+        say(msg, ml,
+            "%d rows (first: row %d) changed by up to %.3g when keys [%d, %d), which the base mask %s hides "
+            "from them, were perturbed: the method reads keys the mask forbids",
             changed, first, worst, j0, j1, mk.spec);
         verdict = AB_CHECK_FAIL;
     }
@@ -323,8 +333,15 @@ static int check_config(const ab_method *m, const ab_problem *pb, int block, dou
     int verdict = AB_CHECK_PASS;
     float *out = NULL;
     int rc = do_select(m, pb, block, knob, &in, &l, e, sizeof e);
-    if (rc == AB_EUNSUPPORTED) { verdict = AB_CHECK_SKIP; goto done; }
-    if (rc != AB_OK) { say(msg, ml, "%s", e); verdict = AB_CHECK_FAIL; goto done; }
+    if (rc == AB_EUNSUPPORTED) {
+        verdict = AB_CHECK_SKIP;
+        goto done;
+    }
+    if (rc != AB_OK) {
+        say(msg, ml, "%s", e);
+        verdict = AB_CHECK_FAIL;
+        goto done;
+    }
     note_kind(r, l.kind);
     if (ab_layout_validate(&l, e, sizeof e) != AB_OK) {
         say(msg, ml, "invalid %s layout: %s", ab_layout_kind_name(l.kind), e);
@@ -346,7 +363,10 @@ static int check_config(const ab_method *m, const ab_problem *pb, int block, dou
             for (int i = 0; i < N; i++)
                 for (int j = 0; j < N; j++) {
                     const int c = ab_layout_contains(&l, h, i, j);
-                    if (!ab_mask_allows(&mk, i, j)) { forbidden += c; continue; }
+                    if (!ab_mask_allows(&mk, i, j)) {
+                        forbidden += c;
+                        continue;
+                    }
                     valid++;
                     kept += c;
                 }
@@ -356,7 +376,8 @@ static int check_config(const ab_method *m, const ab_problem *pb, int block, dou
             verdict = AB_CHECK_FAIL;
             goto done;
         }
-        if (fabs(bf - dens) > 1e-12 || kept != ab_layout_kept_pairs(&l) || valid != ab_layout_valid_pairs(&l)) {
+        if (fabs(bf - dens) > 1e-12 || kept != ab_layout_kept_pairs(&l) ||
+            valid != ab_layout_valid_pairs(&l)) {
             say(msg, ml, "reported density %.15g, brute-force count %.15g (%lld/%lld pairs)", dens, bf,
                 (long long)kept, (long long)valid);
             verdict = AB_CHECK_FAIL;
@@ -365,10 +386,17 @@ static int check_config(const ab_method *m, const ab_problem *pb, int block, dou
     }
     const size_t cnt = (size_t)H * N * d;
     out = malloc((cnt ? cnt : 1) * sizeof *out);
-    if (!out) { say(msg, ml, "out of memory"); verdict = AB_CHECK_FAIL; goto done; }
+    if (!out) {
+        say(msg, ml, "out of memory");
+        verdict = AB_CHECK_FAIL;
+        goto done;
+    }
     for (size_t i = 0; i < cnt; i++) out[i] = NAN;
     rc = ab_instance_run(&in, pb, &l, out);
-    if (rc == AB_EUNSUPPORTED) { verdict = AB_CHECK_SKIP; goto done; }
+    if (rc == AB_EUNSUPPORTED) {
+        verdict = AB_CHECK_SKIP;
+        goto done;
+    }
     if (rc != AB_OK) {
         const char *ie = ab_instance_error(&in);
         say(msg, ml, "run returned %d (%s)%s%s", rc, ab_strerror(rc), *ie ? ": " : "", ie);
@@ -392,8 +420,9 @@ static int check_config(const ab_method *m, const ab_problem *pb, int block, dou
             }
             if (err > r->worst_err || isnan(err)) r->worst_err = isnan(err) ? INFINITY : err;
             if (!(err <= AB_CHECK_TOL)) {
-                say(msg, ml, "head %d: relative L2 error %.3g > %g against the fp64 reference on its %s layout", h, err,
-                    AB_CHECK_TOL, ab_layout_kind_name(l.kind));
+                say(msg, ml,
+                    "head %d: relative L2 error %.3g > %g against the fp64 reference on its %s layout", h,
+                    err, AB_CHECK_TOL, ab_layout_kind_name(l.kind));
                 verdict = AB_CHECK_FAIL;
                 goto done;
             }
@@ -419,7 +448,10 @@ static int knob_sweep(const ab_method *m, const ab_problem *pb, ab_check_result 
         ab_layout_free(&l);
         ab_instance_destroy(&in);
         if (rc == AB_EUNSUPPORTED) continue;
-        if (rc != AB_OK) { say(msg, ml, "knob %s=%g: %s", m->params[m->density_knob.param].name, knob_at(m, t / 6.0), e); return AB_CHECK_FAIL; }
+        if (rc != AB_OK) {
+            say(msg, ml, "knob %s=%g: %s", m->params[m->density_knob.param].name, knob_at(m, t / 6.0), e);
+            return AB_CHECK_FAIL;
+        }
         if (isnan(first)) first = dv;
         last = dv;
         if (!isnan(prev) && (inc ? dv < prev - 1e-9 : dv > prev + 1e-9)) r->inversions++;
@@ -428,7 +460,8 @@ static int knob_sweep(const ab_method *m, const ab_problem *pb, ab_check_result 
     r->dens_lo = inc ? first : last;
     r->dens_hi = inc ? last : first;
     if (!isnan(first) && first == last) {
-        say(msg, ml, "ok; warning: the density knob %s does not move density at N = 512 (%.4g over its whole range)",
+        say(msg, ml,
+            "ok; warning: the density knob %s does not move density at N = 512 (%.4g over its whole range)",
             m->params[m->density_knob.param].name, first);
         r->inversions = -1;
     }
@@ -471,7 +504,10 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
     r->dens_lo = r->dens_hi = NAN;
     say(report, n, "ok");
     char err[256];
-    if (ab_registry_check(&m, 1, err, sizeof err)) { say(report, n, "registry check: %s", err); return AB_CHECK_FAIL; }
+    if (ab_registry_check(&m, 1, err, sizeof err)) {
+        say(report, n, "registry check: %s", err);
+        return AB_CHECK_FAIL;
+    }
     if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL)) {
         say(report, n, "skipped: not a CPU prefill method");
         return AB_CHECK_SKIP;
@@ -480,11 +516,17 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
     const char *dspecs[AB_CHECK_MAX_MASKS];
     if (!specs) {
         nspecs = ab_check_mask_specs(quick, defaults, AB_CHECK_MAX_MASKS, err, sizeof err);
-        if (nspecs < 0) { say(report, n, "%s", err); return AB_CHECK_FAIL; }
+        if (nspecs < 0) {
+            say(report, n, "%s", err);
+            return AB_CHECK_FAIL;
+        }
         for (int i = 0; i < nspecs; i++) dspecs[i] = defaults[i];
         specs = dspecs;
     }
-    if (nspecs <= 0) { say(report, n, "no base mask to check under"); return AB_CHECK_FAIL; }
+    if (nspecs <= 0) {
+        say(report, n, "no base mask to check under");
+        return AB_CHECK_FAIL;
+    }
     static const int lens_q[] = { 1, 77, 256 }, lens_f[] = { 1, 100, 257, 512 };
     static const int dims[] = { 16, 64 }, blocks[] = { 64, 32 };
     const int *lens = quick ? lens_q : lens_f;
@@ -497,7 +539,7 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
         if (!quick) knobs[nknobs++] = knob_at(m, 0.75);
     }
     char msg[320] = "";
-    char unbound[256] = "";     /* the last reason a mask could not be bound */
+    char unbound[256] = ""; /* the last reason a mask could not be bound */
     int verdict = AB_CHECK_PASS;
     for (int mi = 0; mi < nspecs && verdict != AB_CHECK_FAIL; mi++) {
         int bound = 0, ran = 0, declined = 0;
@@ -507,17 +549,26 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
                 const int N = lens[a], d = dims[b];
                 const uint64_t seed = 1000u + 17u * (unsigned)(a * 4 + b * 2) + 7919u * (unsigned)mi;
                 const int rc = problem_make(&c, heads, N, d, specs[mi], seed, unbound, sizeof unbound);
-                if (rc == AB_EINVAL) { r->mask_skips++; continue; } /* the spec does not fit this N */
-                if (rc != AB_OK) { say(report, n, "out of memory"); return AB_CHECK_FAIL; }
+                if (rc == AB_EINVAL) {
+                    r->mask_skips++;
+                    continue;
+                } /* the spec does not fit this N */
+                if (rc != AB_OK) {
+                    say(report, n, "out of memory");
+                    return AB_CHECK_FAIL;
+                }
                 bound++;
                 for (int bi = 0; bi < nblocks && verdict != AB_CHECK_FAIL; bi++)
                     for (int ki = 0; ki < nknobs && verdict != AB_CHECK_FAIL; ki++) {
                         const int v = check_config(m, &c.pb, blocks[bi], knobs[ki], r, msg, sizeof msg);
-                        if (v == AB_CHECK_SKIP) r->unsupported++, declined++;
-                        else r->configs++, ran++;
+                        if (v == AB_CHECK_SKIP)
+                            r->unsupported++, declined++;
+                        else
+                            r->configs++, ran++;
                         if (v == AB_CHECK_FAIL) {
                             verdict = AB_CHECK_FAIL;
-                            say(report, n, "N=%d d=%d mask=%s block=%d %s=%g: %s", N, d, specs[mi], blocks[bi],
+                            say(report, n, "N=%d d=%d mask=%s block=%d %s=%g: %s", N, d, specs[mi],
+                                blocks[bi],
                                 m->density_knob.param >= 0 ? m->params[m->density_knob.param].name : "knob",
                                 isnan(knobs[ki]) ? 0.0 : knobs[ki], msg);
                         }
@@ -536,7 +587,8 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
         /* declining everything is a failure when plain causal or full was
          * among the masks; under only other masks it is an honest skip */
         int plain = 0;
-        for (int mi = 0; mi < nspecs; mi++) plain |= !strcmp(specs[mi], "causal") || !strcmp(specs[mi], "full");
+        for (int mi = 0; mi < nspecs; mi++)
+            plain |= !strcmp(specs[mi], "causal") || !strcmp(specs[mi], "full");
         if (!plain) {
             say(report, n, "skipped: unsupported under every mask checked (%s)", r->masks_unsupported);
             return AB_CHECK_SKIP;
@@ -590,21 +642,33 @@ int ab_cmd_check(int argc, char **argv)
                    "count, and the output matches the fp64 reference restricted to the layout and\n"
                    "the mask within %g relative L2 error per head. A configuration a method\n"
                    "declines (unsupported) is counted, not failed.\n"
-                   "Exit: 0 all pass, 1 some method fails, 2 usage error.\n", AB_CHECK_TOL);
+                   "Exit: 0 all pass, 1 some method fails, 2 usage error.\n",
+                   AB_CHECK_TOL);
             return 0;
-        } else if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--methods") && i + 1 < argc) methods = argv[++i];
-        else if (!strncmp(argv[i], "--methods=", 10)) methods = argv[i] + 10;
-        else if (!strcmp(argv[i], "--masks") && i + 1 < argc) masks = argv[++i];
-        else if (!strncmp(argv[i], "--masks=", 8)) masks = argv[i] + 8;
-        else { ab_errorf("check: unknown argument '%s' (see attnbench check --help)", argv[i]); return 2; }
+        } else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--methods") && i + 1 < argc)
+            methods = argv[++i];
+        else if (!strncmp(argv[i], "--methods=", 10))
+            methods = argv[i] + 10;
+        else if (!strcmp(argv[i], "--masks") && i + 1 < argc)
+            masks = argv[++i];
+        else if (!strncmp(argv[i], "--masks=", 8))
+            masks = argv[i] + 8;
+        else {
+            ab_errorf("check: unknown argument '%s' (see attnbench check --help)", argv[i]);
+            return 2;
+        }
     }
     if (methods) /* every listed name must exist */
         for (const char *p = methods; *p;) {
             const char *c = strchr(p, ',');
             char name[64];
             snprintf(name, sizeof name, "%.*s", (int)(c ? c - p : (ptrdiff_t)strlen(p)), p);
-            if (!ab_method_find(name)) { ab_errorf("check: unknown method '%s' (attnbench list methods)", name); return 2; }
+            if (!ab_method_find(name)) {
+                ab_errorf("check: unknown method '%s' (attnbench list methods)", name);
+                return 2;
+            }
             p = c ? c + 1 : p + strlen(p);
         }
     char specs[AB_CHECK_MAX_MASKS][AB_MASK_SPEC];
@@ -625,11 +689,17 @@ int ab_cmd_check(int argc, char **argv)
             }
             memcpy(specs[nspecs], p, len);
             specs[nspecs][len] = 0;
-            if (ab_mask_check_spec(specs[nspecs], err, sizeof err)) { ab_errorf("check: --masks: %s", err); return 2; }
+            if (ab_mask_check_spec(specs[nspecs], err, sizeof err)) {
+                ab_errorf("check: --masks: %s", err);
+                return 2;
+            }
             nspecs++;
             p = c ? c + 1 : p + len;
         }
-    if (masks && !nspecs) { ab_errorf("check: --masks: no spec given"); return 2; }
+    if (masks && !nspecs) {
+        ab_errorf("check: --masks: no spec given");
+        return 2;
+    }
     if (!masks && (nspecs = ab_check_mask_specs(quick, specs, AB_CHECK_MAX_MASKS, err, sizeof err)) < 0) {
         ab_errorf("check: %s", err);
         return 2;
@@ -638,7 +708,8 @@ int ab_cmd_check(int argc, char **argv)
     ab_blas_core_announce();
     char gpu_why[256] = "";
     const int gpus = ab_gpu_count(gpu_why, sizeof gpu_why);
-    printf("attnbench check%s: tolerance %g relative L2 vs the fp64 reference on each method's layout\nbase masks:",
+    printf("attnbench check%s: tolerance %g relative L2 vs the fp64 reference on each method's layout\nbase "
+           "masks:",
            quick ? " --quick" : "", AB_CHECK_TOL);
     for (int i = 0; i < nspecs; i++) printf("%s %s", i ? "," : "", sp[i]);
     printf("\n\n");
@@ -654,15 +725,20 @@ int ab_cmd_check(int argc, char **argv)
         char dr[32] = "-";
         if (!isnan(r.dens_lo)) snprintf(dr, sizeof dr, "%.3f..%.3f", r.dens_lo, r.dens_hi);
         printf("%-20s %-6s %-6s %7d %10.2e  %-18s %-17s %s\n", m->name, "cpu",
-               v == AB_CHECK_PASS ? "pass" : v == AB_CHECK_FAIL ? "FAIL" : "skip", r.configs, r.worst_err, dr,
-               r.layouts[0] ? r.layouts : "-", report);
+               v == AB_CHECK_PASS   ? "pass"
+               : v == AB_CHECK_FAIL ? "FAIL"
+                                    : "skip",
+               r.configs, r.worst_err, dr, r.layouts[0] ? r.layouts : "-", report);
         fflush(stdout);
         failed += v == AB_CHECK_FAIL;
         passed += v == AB_CHECK_PASS;
-        printf("%-20s %-6s %-6s %7s %10s  %-18s %-17s skipped: %s%s%s%s\n", m->name, "gpu", "skip", "-", "-", "-", "-",
-               gpus == 0 ? "no GPU" : !(m->devices & AB_GPU) ? "method has no GPU implementation"
-                                                               : "check runs the CPU path; make test-gpu checks the GPU one",
-               gpus == 0 && gpu_why[0] ? " (" : "", gpus == 0 ? gpu_why : "", gpus == 0 && gpu_why[0] ? ")" : "");
+        printf("%-20s %-6s %-6s %7s %10s  %-18s %-17s skipped: %s%s%s%s\n", m->name, "gpu", "skip", "-", "-",
+               "-", "-",
+               gpus == 0                ? "no GPU"
+               : !(m->devices & AB_GPU) ? "method has no GPU implementation"
+                                        : "check runs the CPU path; make test-gpu checks the GPU one",
+               gpus == 0 && gpu_why[0] ? " (" : "", gpus == 0 ? gpu_why : "",
+               gpus == 0 && gpu_why[0] ? ")" : "");
     }
     printf("\n%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -13,18 +13,18 @@
 #define AB_CHECK_MAX_MASKS 32 /* base masks one check covers */
 
 typedef struct ab_check_result {
-    int configs;       /* (mask, N, d, block, knob) configurations run */
-    int unsupported;   /* configurations the method declined (AB_EUNSUPPORTED) */
-    int masks;         /* base masks checked (bound at some length) */
-    int mask_skips;    /* (mask, N, d) cases the mask spec cannot be bound at
+    int configs;                 /* (mask, N, d, block, knob) configurations run */
+    int unsupported;             /* configurations the method declined (AB_EUNSUPPORTED) */
+    int masks;                   /* base masks checked (bound at some length) */
+    int mask_skips;              /* (mask, N, d) cases the mask spec cannot be bound at
                           (e.g. document:3 at N = 1): not run */
     char masks_unsupported[160]; /* masks under which every configuration
                                     was declined, e.g. "document:3, sliding:37" */
-    double worst_err;  /* worst relative L2 error vs the restricted reference */
-    double dens_lo, dens_hi; /* density at the knob's low / high end (N = 512, causal) */
-    int inversions;    /* knob sweep steps where density moved the wrong way
+    double worst_err;            /* worst relative L2 error vs the restricted reference */
+    double dens_lo, dens_hi;     /* density at the knob's low / high end (N = 512, causal) */
+    int inversions;              /* knob sweep steps where density moved the wrong way
                           (-1: the knob did not move density at all) */
-    char layouts[64];  /* layout kinds seen, e.g. "block,mixed" */
+    char layouts[64];            /* layout kinds seen, e.g. "block,mixed" */
 } ab_check_result;
 
 enum { AB_CHECK_PASS = 0, AB_CHECK_FAIL = 1, AB_CHECK_SKIP = 2 };

@@ -41,7 +41,8 @@ static void export_usage(FILE *f)
           "options:\n"
           "  -d, --dir DIR   output directory (required)\n"
           "  -h, --help      this text\n"
-          "exit: 0 written, 2 usage or input error\n", f);
+          "exit: 0 written, 2 usage or input error\n",
+          f);
 }
 
 int ab_cmd_export(int argc, char **argv)
@@ -79,7 +80,7 @@ int ab_cmd_export(int argc, char **argv)
         return 2;
     }
     char err[512] = "";
-    const ab_export_opts o = {path, dir};
+    const ab_export_opts o = { path, dir };
     int rc = ab_export(&o, err, sizeof err);
     if (rc != 0) ab_errorf("export: %s", err[0] ? err : "failed");
     return rc;

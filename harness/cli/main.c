@@ -9,19 +9,20 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "attnbench — a reproducible benchmark and evaluation suite for sparse attention\n\n"
-            "usage: attnbench COMMAND [options]   (attnbench COMMAND --help for details)\n\n"
-            "  list [methods|tasks|masks]    what is registered, with summaries\n"
-            "  run -c CONFIG -o OUT.h5       run a sweep (--resume, --methods, --threads, --shard, --dry-run)\n"
-            "  show OUT.h5                   summary table in the terminal\n"
-            "  export OUT.h5 -d DIR          TSV per figure\n"
-            "  merge A.h5 B.h5 ... -o ALL.h5 merge result files (shards) by point key\n"
-            "  compare A.h5 B.h5             latency and speedup ratios B/A per point, with intervals\n"
-            "  plot OUT.h5 -d DIR            all figures (PNG + SVG) via gnuplot\n"
-            "  check [--methods a,b]         every method vs the fp64 reference on its own layout\n"
-            "  mask METHOD -o FILE.png       draw a method's layout (--gallery: every method)\n\n"
-            "Exit codes: 0 success, 1 some points failed (still recorded), 2 usage or config error.\n");
+    fprintf(
+        f,
+        "attnbench — a reproducible benchmark and evaluation suite for sparse attention\n\n"
+        "usage: attnbench COMMAND [options]   (attnbench COMMAND --help for details)\n\n"
+        "  list [methods|tasks|masks]    what is registered, with summaries\n"
+        "  run -c CONFIG -o OUT.h5       run a sweep (--resume, --methods, --threads, --shard, --dry-run)\n"
+        "  show OUT.h5                   summary table in the terminal\n"
+        "  export OUT.h5 -d DIR          TSV per figure\n"
+        "  merge A.h5 B.h5 ... -o ALL.h5 merge result files (shards) by point key\n"
+        "  compare A.h5 B.h5             latency and speedup ratios B/A per point, with intervals\n"
+        "  plot OUT.h5 -d DIR            all figures (PNG + SVG) via gnuplot\n"
+        "  check [--methods a,b]         every method vs the fp64 reference on its own layout\n"
+        "  mask METHOD -o FILE.png       draw a method's layout (--gallery: every method)\n\n"
+        "Exit codes: 0 success, 1 some points failed (still recorded), 2 usage or config error.\n");
 }
 
 static void print_params(const ab_param *p, int cap)
@@ -41,20 +42,27 @@ int ab_cmd_list(int argc, char **argv)
                    "List the registered methods, tasks and base masks (the [sweep] masks\n"
                    "axis); -v also lists the parameters of methods and tasks.\n");
             return 0;
-        } else if (!strcmp(argv[i], "methods")) tasks = masks = 0;
-        else if (!strcmp(argv[i], "tasks")) methods = masks = 0;
-        else if (!strcmp(argv[i], "masks")) methods = tasks = 0;
-        else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) verbose = 1;
-        else { ab_errorf("list: unknown argument '%s' (methods, tasks, masks, -v)", argv[i]); return 2; }
+        } else if (!strcmp(argv[i], "methods"))
+            tasks = masks = 0;
+        else if (!strcmp(argv[i], "tasks"))
+            methods = masks = 0;
+        else if (!strcmp(argv[i], "masks"))
+            methods = tasks = 0;
+        else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+            verbose = 1;
+        else {
+            ab_errorf("list: unknown argument '%s' (methods, tasks, masks, -v)", argv[i]);
+            return 2;
+        }
     }
     if (methods) {
         printf("methods (%d):\n", ab_method_count);
         for (int i = 0; i < ab_method_count; i++) {
             const ab_method *m = ab_method_at(i);
             const char *knob = m->density_knob.param >= 0 ? m->params[m->density_knob.param].name : "-";
-            printf("  %-20s %s\n  %-20s   knob: %s; devices: %s%s; ref: %s\n", m->name, m->summary ? m->summary : "", "",
-                   knob, m->devices & AB_CPU ? "cpu" : "", m->devices & AB_GPU ? " gpu" : "",
-                   m->reference ? m->reference : "-");
+            printf("  %-20s %s\n  %-20s   knob: %s; devices: %s%s; ref: %s\n", m->name,
+                   m->summary ? m->summary : "", "", knob, m->devices & AB_CPU ? "cpu" : "",
+                   m->devices & AB_GPU ? " gpu" : "", m->reference ? m->reference : "-");
             if (verbose) print_params(m->params, AB_MAX_PARAMS);
         }
     }
@@ -71,8 +79,8 @@ int ab_cmd_list(int argc, char **argv)
                methods || tasks ? "\n" : "", ab_mask_count);
         for (int i = 0; i < ab_mask_count; i++) {
             const ab_mask_def *m = ab_mask_at(i);
-            printf("  %-20s %s\n  %-20s   syntax: %s; causal: %s\n", m->name, m->summary ? m->summary : "", "",
-                   m->syntax ? m->syntax : m->name, m->causal ? "yes" : "no");
+            printf("  %-20s %s\n  %-20s   syntax: %s; causal: %s\n", m->name, m->summary ? m->summary : "",
+                   "", m->syntax ? m->syntax : m->name, m->causal ? "yes" : "no");
         }
     }
     return 0;
@@ -80,13 +88,20 @@ int ab_cmd_list(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) { usage(stderr); return 2; }
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
     const char *cmd = argv[1];
     /* Commands that compute: make OpenBLAS run the kernels this CPU deserves
      * (may re-execute the program once; harness/engine/blascore.h). */
-    if (!strcmp(cmd, "run") || !strcmp(cmd, "check") || !strcmp(cmd, "__blas-probe")) ab_blas_core_setup(argc, argv);
+    if (!strcmp(cmd, "run") || !strcmp(cmd, "check") || !strcmp(cmd, "__blas-probe"))
+        ab_blas_core_setup(argc, argv);
     ab_registry_init();
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
     if (!strcmp(cmd, "list")) return ab_cmd_list(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return ab_cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "show")) return ab_cmd_show(argc - 1, argv + 1);

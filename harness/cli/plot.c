@@ -42,7 +42,8 @@ static void plot_usage(FILE *f)
           "  --no-gallery      do not run `attnbench mask --gallery`\n"
           "  -h, --help        this text\n"
           "environment: AB_PLOTS_DIR overrides where the plots/*.gp scripts are found\n"
-          "exit: 0 drawn, 1 gnuplot failed on a script, 2 usage or input error\n", f);
+          "exit: 0 drawn, 1 gnuplot failed on a script, 2 usage or input error\n",
+          f);
 }
 
 /* The comma list of --format into o; -1 after an error message. */
@@ -59,7 +60,8 @@ static int parse_formats(const char *formats, ab_plot_opts *o)
         }
         int dup = 0;
         for (int k = 0; k < o->n_formats; k++) dup |= strcmp(o->formats[k], one) == 0;
-        if (!dup && o->n_formats < AB_PLOT_MAX_FORMATS) memcpy(o->formats[o->n_formats++], one, 4); /* "png" + NUL */
+        if (!dup && o->n_formats < AB_PLOT_MAX_FORMATS)
+            memcpy(o->formats[o->n_formats++], one, 4); /* "png" + NUL */
         s += l;
         if (*s == ',') s++;
     }
@@ -72,7 +74,7 @@ static int parse_formats(const char *formats, ab_plot_opts *o)
 
 int ab_cmd_plot(int argc, char **argv)
 {
-    ab_plot_opts o = {.gallery = 1};
+    ab_plot_opts o = { .gallery = 1 };
     const char *path = NULL, *dir = NULL, *formats = "png,svg", *gnuplot_opt = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -81,18 +83,32 @@ int ab_cmd_plot(int argc, char **argv)
             plot_usage(stdout);
             return 0;
         }
-        if (strcmp(a, "--no-gallery") == 0) { o.gallery = 0; continue; }
-        if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0) dst = &dir;
-        else if (strcmp(a, "--format") == 0) dst = &formats;
-        else if (strcmp(a, "--gnuplot") == 0) dst = &gnuplot_opt;
-        else if (strncmp(a, "--dir=", 6) == 0) { dir = a + 6; continue; }
-        else if (strncmp(a, "--format=", 9) == 0) { formats = a + 9; continue; }
-        else if (strncmp(a, "--gnuplot=", 10) == 0) { gnuplot_opt = a + 10; continue; }
-        else if (a[0] == '-' && a[1] != '\0') {
+        if (strcmp(a, "--no-gallery") == 0) {
+            o.gallery = 0;
+            continue;
+        }
+        if (strcmp(a, "-d") == 0 || strcmp(a, "--dir") == 0)
+            dst = &dir;
+        else if (strcmp(a, "--format") == 0)
+            dst = &formats;
+        else if (strcmp(a, "--gnuplot") == 0)
+            dst = &gnuplot_opt;
+        else if (strncmp(a, "--dir=", 6) == 0) {
+            dir = a + 6;
+            continue;
+        } else if (strncmp(a, "--format=", 9) == 0) {
+            formats = a + 9;
+            continue;
+        } else if (strncmp(a, "--gnuplot=", 10) == 0) {
+            gnuplot_opt = a + 10;
+            continue;
+        } else if (a[0] == '-' && a[1] != '\0') {
             ab_errorf("plot: unknown option '%s' (see attnbench plot --help)", a);
             return 2;
-        } else if (!path) { path = a; continue; }
-        else {
+        } else if (!path) {
+            path = a;
+            continue;
+        } else {
             ab_errorf("plot: more than one results file ('%s', '%s')", path, a);
             return 2;
         }

@@ -24,28 +24,27 @@ typedef struct run_opts {
 
 static void usage_run(FILE *f)
 {
-    fprintf(f,
-            "usage: attnbench run -c CONFIG -o OUT.h5 [options]\n"
-            "Run the sweep the config describes and store every point in OUT.h5.\n\n"
-            "  -c, --config FILE    INI config (see configs/quick.ini)\n"
-            "  -o, --out FILE       results file (HDF5); replaced unless --resume\n"
-            "      --resume         keep the points already in OUT.h5 and run the rest\n"
-            "      --methods a,b    only these methods (default: the config's list, else all)\n"
-            "      --devices cpu,gpu  override [sweep] devices\n"
-            "      --threads T      OpenMP/BLAS threads (default: [sweep] threads, 0 = all cores)\n"
-            "      --shard I/N      run every N-th calibration family (method x density, all lengths\n"
-            "                       and depths) starting at I (0 <= I < N)\n"
-            "      --dry-run        print the grid and an estimate of the run's time (from a short\n"
-            "                       timing of every method on the largest problem at N <= 4096,\n"
-            "                       scaled), then exit; nothing is written\n"
-            "      --no-estimate    with --dry-run: the grid only (no timing)\n"
-            "      --save-tensors   also store Q, K, V, the fp64 reference and every method's\n"
-            "                       output and layout under /tensors (small runs only)\n"
-            "  -q, --quiet          no progress output\n"
-            "  -h, --help           this text\n\n"
-            "Exit: 0 all points ok (or unsupported / calib_failed), 1 some points failed\n"
-            "(crashed, timeout, oom, error, nan: still recorded), 2 usage or config error\n"
-            "(nothing written).\n");
+    fprintf(f, "usage: attnbench run -c CONFIG -o OUT.h5 [options]\n"
+               "Run the sweep the config describes and store every point in OUT.h5.\n\n"
+               "  -c, --config FILE    INI config (see configs/quick.ini)\n"
+               "  -o, --out FILE       results file (HDF5); replaced unless --resume\n"
+               "      --resume         keep the points already in OUT.h5 and run the rest\n"
+               "      --methods a,b    only these methods (default: the config's list, else all)\n"
+               "      --devices cpu,gpu  override [sweep] devices\n"
+               "      --threads T      OpenMP/BLAS threads (default: [sweep] threads, 0 = all cores)\n"
+               "      --shard I/N      run every N-th calibration family (method x density, all lengths\n"
+               "                       and depths) starting at I (0 <= I < N)\n"
+               "      --dry-run        print the grid and an estimate of the run's time (from a short\n"
+               "                       timing of every method on the largest problem at N <= 4096,\n"
+               "                       scaled), then exit; nothing is written\n"
+               "      --no-estimate    with --dry-run: the grid only (no timing)\n"
+               "      --save-tensors   also store Q, K, V, the fp64 reference and every method's\n"
+               "                       output and layout under /tensors (small runs only)\n"
+               "  -q, --quiet          no progress output\n"
+               "  -h, --help           this text\n\n"
+               "Exit: 0 all points ok (or unsupported / calib_failed), 1 some points failed\n"
+               "(crashed, timeout, oom, error, nan: still recorded), 2 usage or config error\n"
+               "(nothing written).\n");
 }
 
 static int parse_run_args(int argc, char **argv, run_opts *o)
@@ -54,39 +53,72 @@ static int parse_run_args(int argc, char **argv, run_opts *o)
     o->threads = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define NEED_ARG() do { if (i + 1 >= argc) { ab_errorf("run: option %s needs a value", a); return 2; } } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_run(stdout); return 0; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--config")) { NEED_ARG(); o->config = argv[++i]; }
-        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) { NEED_ARG(); o->out = argv[++i]; }
-        else if (!strcmp(a, "--resume")) o->resume = 1;
-        else if (!strcmp(a, "--dry-run")) o->dry_run = 1;
-        else if (!strcmp(a, "--no-estimate")) o->no_estimate = 1;
-        else if (!strcmp(a, "--save-tensors")) o->save_tensors = 1;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = 1;
+#define NEED_ARG()                                        \
+    do {                                                  \
+        if (i + 1 >= argc) {                              \
+            ab_errorf("run: option %s needs a value", a); \
+            return 2;                                     \
+        }                                                 \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage_run(stdout);
+            return 0;
+        } else if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+            NEED_ARG();
+            o->config = argv[++i];
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
+            NEED_ARG();
+            o->out = argv[++i];
+        } else if (!strcmp(a, "--resume"))
+            o->resume = 1;
+        else if (!strcmp(a, "--dry-run"))
+            o->dry_run = 1;
+        else if (!strcmp(a, "--no-estimate"))
+            o->no_estimate = 1;
+        else if (!strcmp(a, "--save-tensors"))
+            o->save_tensors = 1;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))
+            o->quiet = 1;
         else if (!strcmp(a, "--methods")) {
             NEED_ARG();
             char err[256];
-            if (ab_parse_name_list(argv[++i], o->plan.methods, AB_CFG_LIST, &o->plan.n_methods, err, sizeof err)) {
+            if (ab_parse_name_list(argv[++i], o->plan.methods, AB_CFG_LIST, &o->plan.n_methods, err,
+                                   sizeof err)) {
                 ab_errorf("run: --methods: %s", err);
                 return 2;
             }
             for (int k = 0; k < o->plan.n_methods; k++)
-                if (!ab_method_find(o->plan.methods[k])) { ab_errorf("run: --methods: unknown method '%s' (see: attnbench list methods)", o->plan.methods[k]); return 2; }
+                if (!ab_method_find(o->plan.methods[k])) {
+                    ab_errorf("run: --methods: unknown method '%s' (see: attnbench list methods)",
+                              o->plan.methods[k]);
+                    return 2;
+                }
         } else if (!strcmp(a, "--devices")) {
             NEED_ARG();
             char names[4][AB_CFG_NAME], err[256];
             int n;
-            if (ab_parse_name_list(argv[++i], names, 4, &n, err, sizeof err)) { ab_errorf("run: --devices: %s", err); return 2; }
+            if (ab_parse_name_list(argv[++i], names, 4, &n, err, sizeof err)) {
+                ab_errorf("run: --devices: %s", err);
+                return 2;
+            }
             for (int k = 0; k < n; k++) {
-                if (!strcmp(names[k], "cpu")) o->plan.devices |= AB_CPU;
-                else if (!strcmp(names[k], "gpu")) o->plan.devices |= AB_GPU;
-                else { ab_errorf("run: --devices: unknown device '%s' (cpu, gpu)", names[k]); return 2; }
+                if (!strcmp(names[k], "cpu"))
+                    o->plan.devices |= AB_CPU;
+                else if (!strcmp(names[k], "gpu"))
+                    o->plan.devices |= AB_GPU;
+                else {
+                    ab_errorf("run: --devices: unknown device '%s' (cpu, gpu)", names[k]);
+                    return 2;
+                }
             }
         } else if (!strcmp(a, "--threads")) {
             NEED_ARG();
             char *end;
             long t = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || t < 0 || t > 4096) { ab_errorf("run: --threads: '%s' is not an integer in [0, 4096]", argv[i]); return 2; }
+            if (*end || end == argv[i] || t < 0 || t > 4096) {
+                ab_errorf("run: --threads: '%s' is not an integer in [0, 4096]", argv[i]);
+                return 2;
+            }
             o->threads = (int)t;
         } else if (!strcmp(a, "--shard")) {
             NEED_ARG();
@@ -96,28 +128,45 @@ static int parse_run_args(int argc, char **argv, run_opts *o)
                 ab_errorf("run: --shard: '%s' is not I/N with 0 <= I < N", argv[i]);
                 return 2;
             }
-            o->plan.shard_i = si; o->plan.shard_n = sn;
-        } else { ab_errorf("run: unknown option '%s' (see: attnbench run --help)", a); return 2; }
+            o->plan.shard_i = si;
+            o->plan.shard_n = sn;
+        } else {
+            ab_errorf("run: unknown option '%s' (see: attnbench run --help)", a);
+            return 2;
+        }
 #undef NEED_ARG
     }
-    if (!o->config) { ab_errorf("run: no config given (-c CONFIG); see: attnbench run --help"); return 2; }
-    if (!o->out && !o->dry_run) { ab_errorf("run: no output file given (-o OUT.h5); see: attnbench run --help"); return 2; }
+    if (!o->config) {
+        ab_errorf("run: no config given (-c CONFIG); see: attnbench run --help");
+        return 2;
+    }
+    if (!o->out && !o->dry_run) {
+        ab_errorf("run: no output file given (-o OUT.h5); see: attnbench run --help");
+        return 2;
+    }
     return -1;
 }
 
 static void fmt_dur(double s, char *buf, size_t n)
 {
-    if (!(s >= 0) || s > 864000) { snprintf(buf, n, "--:--"); return; }
+    if (!(s >= 0) || s > 864000) {
+        snprintf(buf, n, "--:--");
+        return;
+    }
     int t = (int)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+    if (t >= 3600)
+        snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%d:%02d", t / 60, t % 60);
 }
 
 /* h:mm:ss, or days beyond two of them */
 static void fmt_long(double s, char *buf, size_t n)
 {
-    if (s >= 2 * 86400) snprintf(buf, n, "%.1f days", s / 86400);
-    else fmt_dur(s, buf, n);
+    if (s >= 2 * 86400)
+        snprintf(buf, n, "%.1f days", s / 86400);
+    else
+        fmt_dur(s, buf, n);
 }
 
 /* --dry-run: every point of the plan, one a line. */
@@ -130,8 +179,9 @@ static void print_plan(const ab_plan *p, int threads, int shard)
         char mp[160];
         ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, mp, sizeof mp);
         printf("%s  %-18s %-4s %-8s N=%-6d H=%-2d d=%-3d mask=%s seed=%lld depth=%.2f density=%s%.3g  %s\n",
-               j->key, j->m->name, j->device == AB_GPU ? "gpu" : "cpu", b->task->name, b->n, b->heads, b->d, b->mask,
-               (long long)b->seed, b->depth, isnan(j->target) ? "native:" : "", isnan(j->target) ? 0.0 : j->target, mp);
+               j->key, j->m->name, j->device == AB_GPU ? "gpu" : "cpu", b->task->name, b->n, b->heads, b->d,
+               b->mask, (long long)b->seed, b->depth, isnan(j->target) ? "native:" : "",
+               isnan(j->target) ? 0.0 : j->target, mp);
     }
     fflush(stdout);
 }
@@ -143,26 +193,33 @@ static void print_estimate(const ab_config *c, const ab_plan *p, int threads)
 {
     static ab_estimate e;
     if (!ab_estimate_plan(p, &e)) return;
-    fprintf(stderr, "attnbench: estimating: timing %d methods once on %s at N = %d (H = %d, d = %d, mask %s)...\n",
+    fprintf(stderr,
+            "attnbench: estimating: timing %d methods once on %s at N = %d (H = %d, d = %d, mask %s)...\n",
             e.nm, e.probe.task->name, e.probe.n, e.probe.heads, e.probe.d, e.probe.mask);
-    if (ab_estimate_run(c, p, threads, &e)) { printf("estimate: not available (%s)\n", e.why); return; }
+    if (ab_estimate_run(c, p, threads, &e)) {
+        printf("estimate: not available (%s)\n", e.why);
+        return;
+    }
     char tb[32], db[32], cb[32], sb[32], mb[32];
     fmt_long(e.total_s, tb, sizeof tb);
     fmt_long(e.data_s, db, sizeof db);
     fmt_long(e.cal_s, cb, sizeof cb);
     fmt_long(e.score_s, sb, sizeof sb);
     fmt_long(e.time_s, mb, sizeof mb);
-    printf("estimate: %d points, about %s of wall time on this machine with %d thread%s\n", p->nj, tb, threads,
-           threads > 1 ? "s" : "");
-    printf("  data + fp64 reference %s, calibration %s, scoring %s, timing %s (%d round%s%s; h:mm:ss)\n", db, cb, sb, mb, c->rounds,
-           c->rounds > 1 ? "s" : "", c->paired ? ", paired with dense" : "");
-    printf("  points at the largest N = %d: %.0f%% of the time; dense at that N: ~%.3g ms per call\n", e.big_n,
-           100 * e.big_share, e.dense_big_ms);
-    printf("  (each method timed once at N = %d and scaled by N^2 x heads x d x allowed pairs; selectors that grow\n"
-           "   faster, or a machine under load, make it longer)\n", e.probe.n);
+    printf("estimate: %d points, about %s of wall time on this machine with %d thread%s\n", p->nj, tb,
+           threads, threads > 1 ? "s" : "");
+    printf("  data + fp64 reference %s, calibration %s, scoring %s, timing %s (%d round%s%s; h:mm:ss)\n", db,
+           cb, sb, mb, c->rounds, c->rounds > 1 ? "s" : "", c->paired ? ", paired with dense" : "");
+    printf("  points at the largest N = %d: %.0f%% of the time; dense at that N: ~%.3g ms per call\n",
+           e.big_n, 100 * e.big_share, e.dense_big_ms);
+    printf("  (each method timed once at N = %d and scaled by N^2 x heads x d x allowed pairs; selectors "
+           "that grow\n"
+           "   faster, or a machine under load, make it longer)\n",
+           e.probe.n);
     if (e.total_s > 2 * 3600)
         printf("  that is long for one machine: split it with --shard I/N, or on a cluster with\n"
-               "  scripts/slurm_sweep.sh %s -n 64 -o OUT.h5 (docs/scaling.md)\n", c->path);
+               "  scripts/slurm_sweep.sh %s -n 64 -o OUT.h5 (docs/scaling.md)\n",
+               c->path);
 }
 
 /* ---- progress on stderr -------------------------------------------------- */
@@ -179,14 +236,18 @@ static void eta_of(const ab_sweep_progress *s, char *buf, size_t n)
 
 static void density_of(const job *j, char *buf, size_t n)
 {
-    if (isnan(j->target)) snprintf(buf, n, "native");
-    else snprintf(buf, n, "%.3g", j->target);
+    if (isnan(j->target))
+        snprintf(buf, n, "native");
+    else
+        snprintf(buf, n, "%.3g", j->target);
 }
 
 static void on_start(void *ctx, const ab_sweep_progress *s)
 {
     const progress *g = ctx;
-    fprintf(stderr, "attnbench: %d points to run (%d already stored), %d threads, %d timing round%s per point%s, output %s\n",
+    fprintf(stderr,
+            "attnbench: %d points to run (%d already stored), %d threads, %d timing round%s per point%s, "
+            "output %s\n",
             s->todo, s->skipped, g->threads, g->c->rounds, g->c->rounds > 1 ? "s" : "",
             g->c->paired ? " (paired with dense)" : "", g->o->out);
 }
@@ -201,10 +262,13 @@ static void on_ran(void *ctx, const ab_sweep_progress *s)
     fmt_dur(s->elapsed_s, elb, sizeof elb);
     density_of(s->j, dens, sizeof dens);
     char last[48] = "scored";
-    if (pr->n_samples > 0) snprintf(last, sizeof last, "%.3g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
-    fprintf(stderr, "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s",
-            s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n, s->b->d, s->b->mask,
-            dens, pr->status, strcmp(pr->status, "ok") ? "" : last, elb, eta);
+    if (pr->n_samples > 0)
+        snprintf(last, sizeof last, "%.3g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
+    fprintf(
+        stderr,
+        "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s",
+        s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n, s->b->d,
+        s->b->mask, dens, pr->status, strcmp(pr->status, "ok") ? "" : last, elb, eta);
 }
 
 /* Elsewhere (a log): one line per stored point. */
@@ -215,17 +279,20 @@ static void on_stored(void *ctx, const ab_sweep_progress *s)
     char eta[32], dens[32];
     eta_of(s, eta, sizeof eta);
     density_of(s->j, dens, sizeof dens);
-    fprintf(stderr, "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g] x dense %.3g recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
-            s->done, s->todo, s->j->m->name, b->task->name, b->n, b->heads, b->d, b->mask, b->depth, dens, pr->status,
-            pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, pr->rel_dense, pr->recall_mass, pr->accuracy,
-            pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "", eta);
+    fprintf(stderr,
+            "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g] x "
+            "dense %.3g recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
+            s->done, s->todo, s->j->m->name, b->task->name, b->n, b->heads, b->d, b->mask, b->depth, dens,
+            pr->status, pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, pr->rel_dense, pr->recall_mass,
+            pr->accuracy, pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "", eta);
     if (pr->message[0]) fprintf(stderr, "    %s\n", pr->message);
 }
 
 static void on_end(void *ctx, const ab_sweep_progress *s) { fprintf(stderr, "\n"); }
 
 /* The sweep into o->out, with progress unless --quiet; the exit code. */
-static int run_sweep(const ab_config *c, const ab_plan *plan, const run_opts *o, int threads, int argc, char **argv)
+static int run_sweep(const ab_config *c, const ab_plan *plan, const run_opts *o, int threads, int argc,
+                     char **argv)
 {
     ab_env env;
     memset(&env, 0, sizeof env);
@@ -244,19 +311,24 @@ static int run_sweep(const ab_config *c, const ab_plan *plan, const run_opts *o,
         return 2;
     }
     if (res.signal) {
-        fprintf(stderr, "attnbench: interrupted by signal %d: %d completed points are stored in %s; run again with --resume to finish\n",
+        fprintf(stderr,
+                "attnbench: interrupted by signal %d: %d completed points are stored in %s; run again with "
+                "--resume to finish\n",
                 res.signal, res.done, o->out);
         return 1;
     }
     if (res.store_failed) {
-        fprintf(stderr, "attnbench: stopped because the results could not be written (see above); every point completed "
-                        "before that is kept in %s and its .journal; fix the cause (disk space, permissions) and run "
-                        "again with --resume\n", o->out);
+        fprintf(
+            stderr,
+            "attnbench: stopped because the results could not be written (see above); every point completed "
+            "before that is kept in %s and its .journal; fix the cause (disk space, permissions) and run "
+            "again with --resume\n",
+            o->out);
         return 1;
     }
     if (!o->quiet)
-        fprintf(stderr, "attnbench: %d points done (%d failed) in %.1f s -> %s\n", res.done, res.failed, res.elapsed_s,
-                o->out);
+        fprintf(stderr, "attnbench: %d points done (%d failed) in %.1f s -> %s\n", res.done, res.failed,
+                res.elapsed_s, o->out);
     return res.failed ? 1 : 0;
 }
 
@@ -267,7 +339,10 @@ int ab_cmd_run(int argc, char **argv)
     if (prc >= 0) return prc;
 
     ab_config *c = malloc(sizeof *c);
-    if (!c) { ab_errorf("out of memory"); return 2; }
+    if (!c) {
+        ab_errorf("out of memory");
+        return 2;
+    }
     char err[1024];
     ab_plan plan = { 0 };
     int rc = 2;
@@ -286,7 +361,8 @@ int ab_cmd_run(int argc, char **argv)
         print_plan(&plan, threads, o.plan.shard_n > 1);
         if (!o.no_estimate) print_estimate(c, &plan, threads);
         rc = 0;
-    } else rc = run_sweep(c, &plan, &o, threads, argc, argv);
+    } else
+        rc = run_sweep(c, &plan, &o, threads, argc, argv);
 done:
     ab_plan_free(&plan);
     ab_config_free(c);

@@ -30,7 +30,8 @@ static void show_usage(FILE *f)
           "                   threads seed depth target\n"
           "  --format FMT     text (default), tsv, md\n"
           "  -h, --help       this text\n"
-          "exit: 0 shown, 2 usage or input error\n", f);
+          "exit: 0 shown, 2 usage or input error\n",
+          f);
 }
 
 /* "--opt VALUE" or "--opt=VALUE"; returns the value or NULL (not this option). */
@@ -51,7 +52,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name, in
 
 int ab_cmd_show(int argc, char **argv)
 {
-    ab_show_opts o = {NULL, NULL, NULL, AB_SHOW_TEXT};
+    ab_show_opts o = { NULL, NULL, NULL, AB_SHOW_TEXT };
     const char *format = "text";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -81,9 +82,12 @@ int ab_cmd_show(int argc, char **argv)
         ab_errorf("show: no results file given (usage: attnbench show RESULTS.h5)");
         return 2;
     }
-    if (strcmp(format, "text") == 0) o.format = AB_SHOW_TEXT;
-    else if (strcmp(format, "tsv") == 0) o.format = AB_SHOW_TSV;
-    else if (strcmp(format, "md") == 0) o.format = AB_SHOW_MD;
+    if (strcmp(format, "text") == 0)
+        o.format = AB_SHOW_TEXT;
+    else if (strcmp(format, "tsv") == 0)
+        o.format = AB_SHOW_TSV;
+    else if (strcmp(format, "md") == 0)
+        o.format = AB_SHOW_MD;
     else {
         ab_errorf("show: unknown --format '%s' (text, tsv or md)", format);
         return 2;

@@ -42,14 +42,19 @@ const ab_blas_core *ab_blas_core_info(void)
 
 /* Core names of OpenBLAS 0.3.x (driver/others/dynamic.c) by the widest
  * vector ISA their SGEMM kernels use. */
-static const struct { const char *name; int rank; } core_ranks[] = {
+static const struct {
+    const char *name;
+    int rank;
+} core_ranks[] = {
     { "SapphireRapids", 4 }, { "Cooperlake", 4 }, { "SkylakeX", 4 },
-    { "Haswell", 3 }, { "Zen", 3 },
-    { "Sandybridge", 2 }, { "Bulldozer", 2 }, { "Piledriver", 2 }, { "Steamroller", 2 }, { "Excavator", 2 },
-    { "Prescott", 1 }, { "Core2", 1 }, { "Penryn", 1 }, { "Dunnington", 1 }, { "Nehalem", 1 },
-    { "Atom", 1 }, { "Opteron", 1 }, { "Opteron_SSE3", 1 }, { "Barcelona", 1 }, { "Bobcat", 1 },
-    { "Nano", 1 }, { "Athlon", 1 }, { "Katmai", 1 }, { "Coppermine", 1 }, { "Northwood", 1 },
-    { "Banias", 1 }, { "Generic", 1 },
+    { "Haswell", 3 },        { "Zen", 3 },        { "Sandybridge", 2 },
+    { "Bulldozer", 2 },      { "Piledriver", 2 }, { "Steamroller", 2 },
+    { "Excavator", 2 },      { "Prescott", 1 },   { "Core2", 1 },
+    { "Penryn", 1 },         { "Dunnington", 1 }, { "Nehalem", 1 },
+    { "Atom", 1 },           { "Opteron", 1 },    { "Opteron_SSE3", 1 },
+    { "Barcelona", 1 },      { "Bobcat", 1 },     { "Nano", 1 },
+    { "Athlon", 1 },         { "Katmai", 1 },     { "Coppermine", 1 },
+    { "Northwood", 1 },      { "Banias", 1 },     { "Generic", 1 },
 };
 
 int ab_blas_core_rank(const char *core)
@@ -86,8 +91,14 @@ static int sgemm_check(char *why, size_t wl)
     enum { M = 67, N = 53, K = 71 };
     static float a[M * K], b[K * N], c[M * N];
     uint32_t s = 12345u;
-    for (int i = 0; i < M * K; i++) { s = s * 1664525u + 1013904223u; a[i] = (float)((s >> 8) & 0xffff) / 32768.0f - 1.0f; }
-    for (int i = 0; i < K * N; i++) { s = s * 1664525u + 1013904223u; b[i] = (float)((s >> 8) & 0xffff) / 32768.0f - 1.0f; }
+    for (int i = 0; i < M * K; i++) {
+        s = s * 1664525u + 1013904223u;
+        a[i] = (float)((s >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (int i = 0; i < K * N; i++) {
+        s = s * 1664525u + 1013904223u;
+        b[i] = (float)((s >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
@@ -114,7 +125,8 @@ static void probe_main(const char *want)
     if (strcasecmp(run, want)) {
         snprintf(why, sizeof why, "OpenBLAS runs %s, not %s", run, want);
         rc = 1;
-    } else if (sgemm_check(why, sizeof why)) rc = 1;
+    } else if (sgemm_check(why, sizeof why))
+        rc = 1;
     printf("%s\n", rc ? why : "ok");
     fflush(stdout);
     _exit(rc);
@@ -124,11 +136,19 @@ static void probe_main(const char *want)
 static int probe(const char *core, char *why, size_t wl)
 {
     int fds[2];
-    if (pipe(fds)) { snprintf(why, wl, "pipe: %s", strerror(errno)); return -1; }
+    if (pipe(fds)) {
+        snprintf(why, wl, "pipe: %s", strerror(errno));
+        return -1;
+    }
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
-    if (pid < 0) { close(fds[0]); close(fds[1]); snprintf(why, wl, "fork: %s", strerror(errno)); return -1; }
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        snprintf(why, wl, "fork: %s", strerror(errno));
+        return -1;
+    }
     if (pid == 0) {
         close(fds[0]);
         dup2(fds[1], STDOUT_FILENO);
@@ -145,7 +165,8 @@ static int probe(const char *core, char *why, size_t wl)
     char buf[256];
     size_t got = 0;
     ssize_t r;
-    while (got < sizeof buf - 1 && ((r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0 || (r < 0 && errno == EINTR)))
+    while (got < sizeof buf - 1 &&
+           ((r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0 || (r < 0 && errno == EINTR)))
         if (r > 0) got += (size_t)r;
     buf[got] = 0;
     buf[strcspn(buf, "\n")] = 0;
@@ -153,8 +174,10 @@ static int probe(const char *core, char *why, size_t wl)
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
-    if (WIFSIGNALED(st)) snprintf(why, wl, "the check died of signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
-    else snprintf(why, wl, "%s", buf[0] ? buf : "the check failed");
+    if (WIFSIGNALED(st))
+        snprintf(why, wl, "the check died of signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        snprintf(why, wl, "%s", buf[0] ? buf : "the check failed");
     return -1;
 }
 
@@ -177,7 +200,8 @@ void ab_blas_core_setup(int argc, char **argv)
         snprintf(g->source, sizeof g->source, "attnbench");
         int sim_run = simulated != NULL;
         snprintf(g->note, sizeof g->note,
-                 "OpenBLAS chose its %.31s kernels%s on a CPU that runs %.31s: using OPENBLAS_CORETYPE=%.31s (SGEMM checked "
+                 "OpenBLAS chose its %.31s kernels%s on a CPU that runs %.31s: using OPENBLAS_CORETYPE=%.31s "
+                 "(SGEMM checked "
                  "against a double-precision reference; set OPENBLAS_CORETYPE yourself to choose)",
                  g->detected, sim_run ? " (simulated by AB_BLAS_SIMULATE)" : "", g->best, g->running);
         unsetenv("AB_BLAS_REEXEC");
@@ -197,21 +221,27 @@ void ab_blas_core_setup(int argc, char **argv)
         snprintf(g->source, sizeof g->source, "environment");
         if (ab_blas_pick_core(g->running, g->best))
             snprintf(g->note, sizeof g->note,
-                     "warning: OPENBLAS_CORETYPE=%.40s from the environment runs OpenBLAS's %.31s kernels, below this "
+                     "warning: OPENBLAS_CORETYPE=%.40s from the environment runs OpenBLAS's %.31s kernels, "
+                     "below this "
                      "CPU's %.31s: dense_blas and the SGEMM roofline will be slower than the machine can go",
                      ct, g->running, g->best);
         return;
     }
     memcpy(g->detected, g->running, sizeof g->detected);
     snprintf(g->source, sizeof g->source, "library");
-    if (simulated) { unsetenv("OPENBLAS_CORETYPE"); unsetenv("AB_BLAS_SIMULATED"); }
+    if (simulated) {
+        unsetenv("OPENBLAS_CORETYPE");
+        unsetenv("AB_BLAS_SIMULATED");
+    }
     const char *pick = ab_blas_pick_core(g->running, g->best);
     if (!pick) return;
     if (!strstr(openblas_get_config(), "DYNAMIC_ARCH")) {
-        snprintf(g->note, sizeof g->note,
-                 "warning: OpenBLAS runs its %.31s kernels on a CPU that supports %.31s, and this OpenBLAS build "
-                 "(without DYNAMIC_ARCH) cannot switch: dense_blas and the SGEMM roofline are slower than the machine",
-                 g->running, g->best);
+        snprintf(
+            g->note, sizeof g->note,
+            "warning: OpenBLAS runs its %.31s kernels on a CPU that supports %.31s, and this OpenBLAS build "
+            "(without DYNAMIC_ARCH) cannot switch: dense_blas and the SGEMM roofline are slower than the "
+            "machine",
+            g->running, g->best);
         return;
     }
     char why[256] = "";
@@ -227,7 +257,8 @@ void ab_blas_core_setup(int argc, char **argv)
         unsetenv("AB_BLAS_REEXEC");
     }
     snprintf(g->note, sizeof g->note,
-             "warning: OpenBLAS runs its %.31s kernels on a CPU that supports %.31s, and %.31s failed its check (%.300s): kept %.31s",
+             "warning: OpenBLAS runs its %.31s kernels on a CPU that supports %.31s, and %.31s failed its "
+             "check (%.300s): kept %.31s",
              g->running, g->best, pick, why, g->running);
 }
 

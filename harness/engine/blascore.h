@@ -31,7 +31,7 @@ typedef struct ab_blas_core {
     char detected[32]; /* the core OpenBLAS chose by itself ("" when the environment forced one) */
     char best[32];     /* the best core this CPU's ISA supports ("" if unknown) */
     char source[16];   /* library | environment | attnbench */
-    char note[1024];    /* one line for the terminal, "" when there is nothing to say */
+    char note[1024];   /* one line for the terminal, "" when there is nothing to say */
 } ab_blas_core;
 
 /* Call first in main(), before any thread exists. It may re-execute the

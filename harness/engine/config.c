@@ -20,23 +20,45 @@
 void ab_config_defaults(ab_config *c)
 {
     memset(c, 0, sizeof *c);
-    c->n_tasks = 1; strcpy(c->tasks[0], "needle");
-    c->n_lens = 1; c->seq_lens[0] = 1024;
-    c->n_heads = 1; c->heads[0] = 4;
-    c->n_dims = 1; c->head_dims[0] = 64;
-    c->n_masks = 1; strcpy(c->masks[0], "causal");
-    c->n_seeds = 1; c->seeds[0] = 1;
-    c->n_depths = 1; c->depths[0] = 0.5;
-    c->n_dens = 3; c->densities[0] = 0.1; c->densities[1] = 0.2; c->densities[2] = 0.4;
+    c->n_tasks = 1;
+    strcpy(c->tasks[0], "needle");
+    c->n_lens = 1;
+    c->seq_lens[0] = 1024;
+    c->n_heads = 1;
+    c->heads[0] = 4;
+    c->n_dims = 1;
+    c->head_dims[0] = 64;
+    c->n_masks = 1;
+    strcpy(c->masks[0], "causal");
+    c->n_seeds = 1;
+    c->seeds[0] = 1;
+    c->n_depths = 1;
+    c->depths[0] = 0.5;
+    c->n_dens = 3;
+    c->densities[0] = 0.1;
+    c->densities[1] = 0.2;
+    c->densities[2] = 0.4;
     c->devices = AB_CPU;
-    c->block_q = 64; c->block_k = 64;
+    c->block_q = 64;
+    c->block_k = 64;
     c->threads = 0;
-    c->warmup = 1; c->min_repeats = 3; c->max_repeats = 50;
-    c->min_time_s = 0.2; c->max_time_s = 5.0; c->point_timeout_s = 300;
+    c->warmup = 1;
+    c->min_repeats = 3;
+    c->max_repeats = 50;
+    c->min_time_s = 0.2;
+    c->max_time_s = 5.0;
+    c->point_timeout_s = 300;
     c->point_mem_gb = -1;
-    c->rounds = 3; c->paired = 1; c->min_sample_ms = 10; c->interference_pct = 10; c->shared_core_check = 1;
-    c->score_rows = 256; c->exact_max_n = 8192; c->topk = 64;
-    c->tolerance = 0.10; c->max_iters = 30;
+    c->rounds = 3;
+    c->paired = 1;
+    c->min_sample_ms = 10;
+    c->interference_pct = 10;
+    c->shared_core_check = 1;
+    c->score_rows = 256;
+    c->exact_max_n = 8192;
+    c->topk = 64;
+    c->tolerance = 0.10;
+    c->max_iters = 30;
 }
 
 void ab_config_free(ab_config *c)
@@ -68,8 +90,7 @@ static int parse_double(const char *s, double *out)
  * as lists without an empty element: catch them first. */
 static int has_empty_element(const char *s)
 {
-    if (!strchr(s, ','))
-        return 0;
+    if (!strchr(s, ',')) return 0;
     for (const char *p = s;; p++) {
         const char *e = strchr(p, ',');
         size_t len = e ? (size_t)(e - p) : strlen(p);
@@ -86,8 +107,14 @@ static int has_empty_element(const char *s)
 static int parse_num_list(const char *val, double *out, int cap, int *n, char *why, size_t wl)
 {
     char buf[2048];
-    if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
-    if (has_empty_element(val)) { snprintf(why, wl, "empty list element"); return -1; }
+    if (strlen(val) >= sizeof buf) {
+        snprintf(why, wl, "value too long");
+        return -1;
+    }
+    if (has_empty_element(val)) {
+        snprintf(why, wl, "empty list element");
+        return -1;
+    }
     strcpy(buf, val);
     *n = 0;
     char *save = NULL;
@@ -95,13 +122,25 @@ static int parse_num_list(const char *val, double *out, int cap, int *n, char *w
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *t = trim(tok);
         empty = 0;
-        if (!*t) { snprintf(why, wl, "empty list element"); return -1; }
-        if (*n >= cap) { snprintf(why, wl, "more than %d values", cap); return -1; }
+        if (!*t) {
+            snprintf(why, wl, "empty list element");
+            return -1;
+        }
+        if (*n >= cap) {
+            snprintf(why, wl, "more than %d values", cap);
+            return -1;
+        }
         double v;
-        if (parse_double(t, &v)) { snprintf(why, wl, "'%s' is not a finite number", t); return -1; }
+        if (parse_double(t, &v)) {
+            snprintf(why, wl, "'%s' is not a finite number", t);
+            return -1;
+        }
         out[(*n)++] = v;
     }
-    if (empty || *n == 0) { snprintf(why, wl, "empty list"); return -1; }
+    if (empty || *n == 0) {
+        snprintf(why, wl, "empty list");
+        return -1;
+    }
     return 0;
 }
 
@@ -110,8 +149,14 @@ static int parse_int_list(const char *val, int *out, int cap, int *n, long lo, l
     double tmp[AB_CFG_LIST];
     if (parse_num_list(val, tmp, cap < AB_CFG_LIST ? cap : AB_CFG_LIST, n, why, wl)) return -1;
     for (int i = 0; i < *n; i++) {
-        if (tmp[i] != floor(tmp[i])) { snprintf(why, wl, "'%g' is not an integer", tmp[i]); return -1; }
-        if (tmp[i] < lo || tmp[i] > hi) { snprintf(why, wl, "%g is outside [%ld, %ld]", tmp[i], lo, hi); return -1; }
+        if (tmp[i] != floor(tmp[i])) {
+            snprintf(why, wl, "'%g' is not an integer", tmp[i]);
+            return -1;
+        }
+        if (tmp[i] < lo || tmp[i] > hi) {
+            snprintf(why, wl, "%g is outside [%ld, %ld]", tmp[i], lo, hi);
+            return -1;
+        }
         out[i] = (int)tmp[i];
     }
     return 0;
@@ -120,21 +165,42 @@ static int parse_int_list(const char *val, int *out, int cap, int *n, long lo, l
 int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, char *err, size_t errlen)
 {
     char buf[2048];
-    if (strlen(s) >= sizeof buf) { snprintf(err, errlen, "list too long"); return -1; }
-    if (has_empty_element(s)) { snprintf(err, errlen, "empty list element"); return -1; }
+    if (strlen(s) >= sizeof buf) {
+        snprintf(err, errlen, "list too long");
+        return -1;
+    }
+    if (has_empty_element(s)) {
+        snprintf(err, errlen, "empty list element");
+        return -1;
+    }
     strcpy(buf, s);
     *n = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *t = trim(tok);
-        if (!*t) { snprintf(err, errlen, "empty list element"); return -1; }
-        if (strlen(t) >= AB_CFG_NAME) { snprintf(err, errlen, "name '%s' too long", t); return -1; }
-        if (*n >= cap) { snprintf(err, errlen, "more than %d names", cap); return -1; }
+        if (!*t) {
+            snprintf(err, errlen, "empty list element");
+            return -1;
+        }
+        if (strlen(t) >= AB_CFG_NAME) {
+            snprintf(err, errlen, "name '%s' too long", t);
+            return -1;
+        }
+        if (*n >= cap) {
+            snprintf(err, errlen, "more than %d names", cap);
+            return -1;
+        }
         for (int i = 0; i < *n; i++)
-            if (!strcmp(out[i], t)) { snprintf(err, errlen, "'%s' listed twice", t); return -1; }
+            if (!strcmp(out[i], t)) {
+                snprintf(err, errlen, "'%s' listed twice", t);
+                return -1;
+            }
         strcpy(out[(*n)++], t);
     }
-    if (*n == 0) { snprintf(err, errlen, "empty list"); return -1; }
+    if (*n == 0) {
+        snprintf(err, errlen, "empty list");
+        return -1;
+    }
     return 0;
 }
 
@@ -144,36 +210,60 @@ int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, 
 static int parse_mask_list(const char *val, char out[][AB_MASK_SPEC], int *n, char *why, size_t wl)
 {
     char buf[2048];
-    if (strlen(val) >= sizeof buf) { snprintf(why, wl, "value too long"); return -1; }
-    if (has_empty_element(val)) { snprintf(why, wl, "empty list element"); return -1; }
+    if (strlen(val) >= sizeof buf) {
+        snprintf(why, wl, "value too long");
+        return -1;
+    }
+    if (has_empty_element(val)) {
+        snprintf(why, wl, "empty list element");
+        return -1;
+    }
     strcpy(buf, val);
     *n = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *t = trim(tok);
-        if (!*t) { snprintf(why, wl, "empty list element"); return -1; }
-        if (strlen(t) >= AB_MASK_SPEC) { snprintf(why, wl, "mask spec '%.40s...' longer than %d characters", t, AB_MASK_SPEC - 1); return -1; }
-        if (*n >= AB_MAX_MASKS) { snprintf(why, wl, "more than %d masks", AB_MAX_MASKS); return -1; }
+        if (!*t) {
+            snprintf(why, wl, "empty list element");
+            return -1;
+        }
+        if (strlen(t) >= AB_MASK_SPEC) {
+            snprintf(why, wl, "mask spec '%.40s...' longer than %d characters", t, AB_MASK_SPEC - 1);
+            return -1;
+        }
+        if (*n >= AB_MAX_MASKS) {
+            snprintf(why, wl, "more than %d masks", AB_MAX_MASKS);
+            return -1;
+        }
         for (int i = 0; i < *n; i++)
-            if (!strcmp(out[i], t)) { snprintf(why, wl, "'%s' listed twice", t); return -1; }
+            if (!strcmp(out[i], t)) {
+                snprintf(why, wl, "'%s' listed twice", t);
+                return -1;
+            }
         char e[300];
-        if (ab_mask_check_spec(t, e, sizeof e)) { snprintf(why, wl, "'%s': %s (see: attnbench list masks)", t, e); return -1; }
+        if (ab_mask_check_spec(t, e, sizeof e)) {
+            snprintf(why, wl, "'%s': %s (see: attnbench list masks)", t, e);
+            return -1;
+        }
         strcpy(out[(*n)++], t);
     }
-    if (*n == 0) { snprintf(why, wl, "empty list"); return -1; }
+    if (*n == 0) {
+        snprintf(why, wl, "empty list");
+        return -1;
+    }
     return 0;
 }
 
 /* ---- the handler ------------------------------------------------------- */
 typedef struct parse_ctx {
     ab_config *c;
-    const char *text;   /* cursor for the reader */
-    int line;           /* current line (the reader counts) */
+    const char *text; /* cursor for the reader */
+    int line;         /* current line (the reader counts) */
     int err_line;
     char err[1024];
     char seen[256][72]; /* section.key pairs already set */
     int n_seen;
-    char cur[64];       /* the section being read, and those already closed */
+    char cur[64]; /* the section being read, and those already closed */
     char done[64][64];
     int done_line[64], n_done, cur_line;
 } parse_ctx;
@@ -194,7 +284,11 @@ static char *reader(char *str, int num, void *stream)
 }
 
 /* Each section's keys: 0, or -1 with the reason in why (wl bytes). */
-#define FAIL(...) do { snprintf(why, wl, __VA_ARGS__); return -1; } while (0)
+#define FAIL(...)                       \
+    do {                                \
+        snprintf(why, wl, __VA_ARGS__); \
+        return -1;                      \
+    } while (0)
 
 /* `key = all` (blank around it allowed); tmp bytes of the value compared. */
 static int is_word(const char *value, const char *word, size_t tmp)
@@ -206,13 +300,17 @@ static int is_word(const char *value, const char *word, size_t tmp)
 
 /* The grid axes [sweep] and its [sweep.NAME] blocks share. */
 typedef struct grid_axes {
-    char (*tasks)[AB_CFG_NAME]; int *n_tasks;
-    char (*methods)[AB_CFG_NAME]; int *n_methods, *methods_set; /* methods_set: NULL in [sweep] */
+    char (*tasks)[AB_CFG_NAME];
+    int *n_tasks;
+    char (*methods)[AB_CFG_NAME];
+    int *n_methods, *methods_set; /* methods_set: NULL in [sweep] */
     int *seq_lens, *n_lens, *lens_line;
     int *heads, *n_heads;
     int *head_dims, *n_dims;
-    int64_t *seeds; int *n_seeds;
-    double *depths; int *n_depths;
+    int64_t *seeds;
+    int *n_seeds;
+    double *depths;
+    int *n_depths;
 } grid_axes;
 
 /* One key of the axes: 1 set, 0 not an axis key, -1 bad. */
@@ -221,13 +319,18 @@ static int grid_axis(const grid_axes *g, int line, const char *name, const char 
     if (!strcmp(name, "tasks")) {
         if (ab_parse_name_list(value, g->tasks, AB_CFG_LIST, g->n_tasks, why, wl)) return -1;
         for (int i = 0; i < *g->n_tasks; i++)
-            if (!ab_task_find(g->tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", g->tasks[i]);
+            if (!ab_task_find(g->tasks[i]))
+                FAIL("unknown task '%s' (see: attnbench list tasks)", g->tasks[i]);
     } else if (!strcmp(name, "methods")) {
         if (g->methods_set) *g->methods_set = 1;
-        if (is_word(value, "all", 2048)) { *g->n_methods = 0; return 1; }
+        if (is_word(value, "all", 2048)) {
+            *g->n_methods = 0;
+            return 1;
+        }
         if (ab_parse_name_list(value, g->methods, AB_CFG_LIST, g->n_methods, why, wl)) return -1;
         for (int i = 0; i < *g->n_methods; i++)
-            if (!ab_method_find(g->methods[i])) FAIL("unknown method '%s' (see: attnbench list methods)", g->methods[i]);
+            if (!ab_method_find(g->methods[i]))
+                FAIL("unknown method '%s' (see: attnbench list methods)", g->methods[i]);
     } else if (!strcmp(name, "seq_lens")) {
         if (parse_int_list(value, g->seq_lens, AB_CFG_LIST, g->n_lens, 1, 1 << 24, why, wl)) return -1;
         *g->lens_line = line;
@@ -239,14 +342,16 @@ static int grid_axis(const grid_axes *g, int line, const char *name, const char 
         double t[AB_CFG_LIST];
         if (parse_num_list(value, t, AB_CFG_LIST, g->n_seeds, why, wl)) return -1;
         for (int i = 0; i < *g->n_seeds; i++) {
-            if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15) FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
+            if (t[i] != floor(t[i]) || t[i] < 0 || t[i] > 9.0e15)
+                FAIL("seed %g is not an integer in [0, 9e15]", t[i]);
             g->seeds[i] = (int64_t)t[i];
         }
     } else if (!strcmp(name, "depths")) {
         if (parse_num_list(value, g->depths, AB_CFG_LIST, g->n_depths, why, wl)) return -1;
         for (int i = 0; i < *g->n_depths; i++)
             if (g->depths[i] < 0 || g->depths[i] > 1) FAIL("depth %g is outside [0, 1]", g->depths[i]);
-    } else return 0;
+    } else
+        return 0;
     return 1;
 }
 
@@ -256,7 +361,8 @@ static int sweep_masks(parse_ctx *p, const char *name, const char *value, char *
 {
     ab_config *c = p->c;
     if (c->masks_line)
-        FAIL("give either masks or causal (the old spelling: causal = 1 is masks = causal, 0 is full), not both (%s is set at line %d)",
+        FAIL("give either masks or causal (the old spelling: causal = 1 is masks = causal, 0 is full), not "
+             "both (%s is set at line %d)",
              c->masks_key, c->masks_line);
     if (name[0] == 'c') {
         int v[2], n;
@@ -264,7 +370,8 @@ static int sweep_masks(parse_ctx *p, const char *name, const char *value, char *
         if (n == 2 && v[0] == v[1]) FAIL("'%d' listed twice", v[0]);
         for (int i = 0; i < n; i++) strcpy(c->masks[i], v[i] ? "causal" : "full");
         c->n_masks = n;
-    } else if (parse_mask_list(value, c->masks, &c->n_masks, why, wl)) return -1;
+    } else if (parse_mask_list(value, c->masks, &c->n_masks, why, wl))
+        return -1;
     c->masks_line = p->line;
     snprintf(c->masks_key, sizeof c->masks_key, "%s", name);
     return 0;
@@ -273,36 +380,49 @@ static int sweep_masks(parse_ctx *p, const char *name, const char *value, char *
 static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
 {
     ab_config *c = p->c;
-    const grid_axes g = { c->tasks, &c->n_tasks, c->methods, &c->n_methods, NULL, c->seq_lens, &c->n_lens,
-                          &c->lens_line, c->heads, &c->n_heads, c->head_dims, &c->n_dims, c->seeds, &c->n_seeds,
-                          c->depths, &c->n_depths };
+    const grid_axes g = { c->tasks,   &c->n_tasks,   c->methods, &c->n_methods, NULL,         c->seq_lens,
+                          &c->n_lens, &c->lens_line, c->heads,   &c->n_heads,   c->head_dims, &c->n_dims,
+                          c->seeds,   &c->n_seeds,   c->depths,  &c->n_depths };
     int rc = grid_axis(&g, p->line, name, value, why, wl);
     if (rc) return rc < 0 ? -1 : 0;
     if (!strcmp(name, "masks") || !strcmp(name, "causal")) return sweep_masks(p, name, value, why, wl);
     if (!strcmp(name, "densities")) {
-        if (is_word(value, "native", 64)) { c->native = 1; c->n_dens = 0; return 0; }
+        if (is_word(value, "native", 64)) {
+            c->native = 1;
+            c->n_dens = 0;
+            return 0;
+        }
         c->native = 0;
         if (parse_num_list(value, c->densities, AB_CFG_LIST, &c->n_dens, why, wl)) return -1;
         for (int i = 0; i < c->n_dens; i++)
-            if (!(c->densities[i] > 0 && c->densities[i] <= 1)) FAIL("density %g is outside (0, 1] (or write 'native')", c->densities[i]);
+            if (!(c->densities[i] > 0 && c->densities[i] <= 1))
+                FAIL("density %g is outside (0, 1] (or write 'native')", c->densities[i]);
     } else if (!strcmp(name, "devices")) {
         char names[4][AB_CFG_NAME];
         int n;
         if (ab_parse_name_list(value, names, 4, &n, why, wl)) return -1;
         c->devices = 0;
         for (int i = 0; i < n; i++) {
-            if (!strcmp(names[i], "cpu")) c->devices |= AB_CPU;
-            else if (!strcmp(names[i], "gpu")) c->devices |= AB_GPU;
-            else FAIL("unknown device '%s' (cpu, gpu)", names[i]);
+            if (!strcmp(names[i], "cpu"))
+                c->devices |= AB_CPU;
+            else if (!strcmp(names[i], "gpu"))
+                c->devices |= AB_GPU;
+            else
+                FAIL("unknown device '%s' (cpu, gpu)", names[i]);
         }
     } else if (!strcmp(name, "block_q") || !strcmp(name, "block_k")) {
         int v, n;
         if (parse_int_list(value, &v, 1, &n, 1, 4096, why, wl)) return -1;
-        if (name[6] == 'q') c->block_q = v; else c->block_k = v;
+        if (name[6] == 'q')
+            c->block_q = v;
+        else
+            c->block_k = v;
     } else if (!strcmp(name, "threads")) {
         int n;
         if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, wl)) return -1;
-    } else FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths densities devices block_q block_k threads)");
+    } else
+        FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths "
+             "densities devices block_q block_k threads)");
     return 0;
 }
 
@@ -314,16 +434,18 @@ static int sec_block(parse_ctx *p, const char *bn, const char *name, const char 
     for (int i = 0; i < c->n_blocks; i++)
         if (!strcmp(c->blocks[i].name, bn)) bk = &c->blocks[i];
     if (!bk) {
-        if (!*bn || strlen(bn) >= AB_CFG_NAME) FAIL("a block needs a name of 1 to %d characters: [sweep.NAME]", AB_CFG_NAME - 1);
+        if (!*bn || strlen(bn) >= AB_CFG_NAME)
+            FAIL("a block needs a name of 1 to %d characters: [sweep.NAME]", AB_CFG_NAME - 1);
         if (c->n_blocks >= AB_MAX_BLOCKS) FAIL("more than %d [sweep.NAME] blocks", AB_MAX_BLOCKS);
         bk = &c->blocks[c->n_blocks++];
         memset(bk, 0, sizeof *bk);
         snprintf(bk->name, sizeof bk->name, "%s", bn);
         bk->line = p->line;
     }
-    const grid_axes g = { bk->tasks, &bk->n_tasks, bk->methods, &bk->n_methods, &bk->methods_set, bk->seq_lens,
-                          &bk->n_lens, &bk->lens_line, bk->heads, &bk->n_heads, bk->head_dims, &bk->n_dims,
-                          bk->seeds, &bk->n_seeds, bk->depths, &bk->n_depths };
+    const grid_axes g = { bk->tasks,        &bk->n_tasks, bk->methods,   &bk->n_methods,
+                          &bk->methods_set, bk->seq_lens, &bk->n_lens,   &bk->lens_line,
+                          bk->heads,        &bk->n_heads, bk->head_dims, &bk->n_dims,
+                          bk->seeds,        &bk->n_seeds, bk->depths,    &bk->n_depths };
     int rc = grid_axis(&g, p->line, name, value, why, wl);
     if (rc) return rc < 0 ? -1 : 0;
     if (!strcmp(name, "masks")) {
@@ -334,8 +456,9 @@ static int sec_block(parse_ctx *p, const char *bn, const char *name, const char 
         for (int i = 0; i < bk->n_dens; i++)
             if (!(bk->densities[i] > 0 && bk->densities[i] <= 1))
                 FAIL("density %g is outside (0, 1] ('native' is set once, in [sweep])", bk->densities[i]);
-    } else FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
-                "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
+    } else
+        FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
+             "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
     return 0;
 }
 
@@ -349,8 +472,14 @@ typedef struct num_key {
     const char *why;              /* when out of range */
 } num_key;
 
-#define NK_INT(key, lo, hi, whole, why) { #key, lo, hi, 0, 0, whole, 1, offsetof(ab_config, key), why }
-#define NK_DBL(key, lo, hi, lo_open, hi_open, why) { #key, lo, hi, lo_open, hi_open, 0, 0, offsetof(ab_config, key), why }
+#define NK_INT(key, lo, hi, whole, why)                             \
+    {                                                               \
+#key, lo, hi, 0, 0, whole, 1, offsetof(ab_config, key), why \
+    }
+#define NK_DBL(key, lo, hi, lo_open, hi_open, why)                          \
+    {                                                                       \
+#key, lo, hi, lo_open, hi_open, 0, 0, offsetof(ab_config, key), why \
+    }
 static const num_key timing_keys[] = {
     NK_INT(warmup, 0, 1000, 1, "must be an integer in [0, 1000]"),
     NK_INT(min_repeats, 1, 100000, 1, "must be an integer >= 1"),
@@ -376,17 +505,21 @@ static const num_key calibration_keys[] = {
 
 /* A one-number key of the table: the value is read first (a bad value is
  * reported before an unknown key); 1 set, 0 not in the table, -1 bad. */
-static int num_key_set(const num_key *t, ab_config *c, const char *name, const char *value, char *why, size_t wl)
+static int num_key_set(const num_key *t, ab_config *c, const char *name, const char *value, char *why,
+                       size_t wl)
 {
     double v;
     int n;
     if (parse_num_list(value, &v, 1, &n, why, wl)) return -1;
     for (; t->name; t++) {
         if (strcmp(t->name, name)) continue;
-        if ((t->whole && v != floor(v)) || (t->lo_open ? v <= t->lo : v < t->lo) || (t->hi_open ? v >= t->hi : v > t->hi))
+        if ((t->whole && v != floor(v)) || (t->lo_open ? v <= t->lo : v < t->lo) ||
+            (t->hi_open ? v >= t->hi : v > t->hi))
             FAIL("%s", t->why);
-        if (t->is_int) *(int *)((char *)c + t->off) = (int)v;
-        else *(double *)((char *)c + t->off) = v;
+        if (t->is_int)
+            *(int *)((char *)c + t->off) = (int)v;
+        else
+            *(double *)((char *)c + t->off) = v;
         return 1;
     }
     return 0;
@@ -396,32 +529,49 @@ static int sec_timing(parse_ctx *p, const char *name, const char *value, char *w
 {
     ab_config *c = p->c;
     if (!strcmp(name, "timed_tasks")) {
-        if (is_word(value, "all", 64)) { c->n_timed_tasks = 0; return 0; }
+        if (is_word(value, "all", 64)) {
+            c->n_timed_tasks = 0;
+            return 0;
+        }
         if (ab_parse_name_list(value, c->timed_tasks, AB_CFG_LIST, &c->n_timed_tasks, why, wl)) return -1;
         for (int i = 0; i < c->n_timed_tasks; i++)
-            if (!ab_task_find(c->timed_tasks[i])) FAIL("unknown task '%s' (see: attnbench list tasks)", c->timed_tasks[i]);
+            if (!ab_task_find(c->timed_tasks[i]))
+                FAIL("unknown task '%s' (see: attnbench list tasks)", c->timed_tasks[i]);
         return 0;
     }
     if (!strcmp(name, "timed_depths")) {
-        if (is_word(value, "all", 64)) { c->n_timed_depths = 0; return 0; }
+        if (is_word(value, "all", 64)) {
+            c->n_timed_depths = 0;
+            return 0;
+        }
         if (parse_num_list(value, c->timed_depths, AB_CFG_LIST, &c->n_timed_depths, why, wl)) return -1;
         for (int i = 0; i < c->n_timed_depths; i++)
-            if (c->timed_depths[i] < 0 || c->timed_depths[i] > 1) FAIL("depth %g is outside [0, 1]", c->timed_depths[i]);
+            if (c->timed_depths[i] < 0 || c->timed_depths[i] > 1)
+                FAIL("depth %g is outside [0, 1]", c->timed_depths[i]);
         return 0;
     }
     int rc = num_key_set(timing_keys, c, name, value, why, wl);
     if (rc) return rc < 0 ? -1 : 0;
-    FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check warmup min_repeats max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s point_mem_gb)");
+    FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check warmup min_repeats "
+         "max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s "
+         "point_mem_gb)");
 }
 
 static int sec_metrics(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
 {
     ab_config *c = p->c;
     int v, n;
-    if (!strcmp(name, "score_rows")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, wl)) return -1; c->score_rows = v; }
-    else if (!strcmp(name, "exact_max_n")) { if (parse_int_list(value, &v, 1, &n, 0, 1 << 24, why, wl)) return -1; c->exact_max_n = v; }
-    else if (!strcmp(name, "topk")) { if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, wl)) return -1; c->topk = v; }
-    else FAIL("unknown key (metrics keys: score_rows exact_max_n topk)");
+    if (!strcmp(name, "score_rows")) {
+        if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, wl)) return -1;
+        c->score_rows = v;
+    } else if (!strcmp(name, "exact_max_n")) {
+        if (parse_int_list(value, &v, 1, &n, 0, 1 << 24, why, wl)) return -1;
+        c->exact_max_n = v;
+    } else if (!strcmp(name, "topk")) {
+        if (parse_int_list(value, &v, 1, &n, 1, 1 << 20, why, wl)) return -1;
+        c->topk = v;
+    } else
+        FAIL("unknown key (metrics keys: score_rows exact_max_n topk)");
     return 0;
 }
 
@@ -433,7 +583,8 @@ static int sec_calibration(parse_ctx *p, const char *name, const char *value, ch
 }
 
 /* A task's string-valued key (e.g. file = ...): 1 set, 0 not one, -1 bad. */
-static int task_string(parse_ctx *p, const char *pname, const char *name, const char *value, char *why, size_t wl)
+static int task_string(parse_ctx *p, const char *pname, const char *name, const char *value, char *why,
+                       size_t wl)
 {
     ab_config *c = p->c;
     const ab_task *t = ab_task_find(pname);
@@ -459,7 +610,8 @@ static int task_string(parse_ctx *p, const char *pname, const char *name, const 
 }
 
 /* [method.NAME] / [task.NAME]: a parameter override. */
-static int sec_plugin(parse_ctx *p, const char *section, const char *name, const char *value, char *why, size_t wl)
+static int sec_plugin(parse_ctx *p, const char *section, const char *name, const char *value, char *why,
+                      size_t wl)
 {
     ab_config *c = p->c;
     int is_m = section[0] == 'm';
@@ -469,14 +621,17 @@ static int sec_plugin(parse_ctx *p, const char *section, const char *name, const
     if (is_m) {
         const ab_method *m = ab_method_find(pname);
         if (!m) FAIL("unknown method '%s' in section name (see: attnbench list methods)", pname);
-        list = m->params; cap = AB_MAX_PARAMS;
+        list = m->params;
+        cap = AB_MAX_PARAMS;
     } else {
         const ab_task *t = ab_task_find(pname);
         if (!t) FAIL("unknown task '%s' in section name (see: attnbench list tasks)", pname);
-        list = t->params; cap = AB_TASK_MAX_PARAMS;
+        list = t->params;
+        cap = AB_TASK_MAX_PARAMS;
     }
     int np = ab_param_count(list, cap), idx = -1;
-    for (int i = 0; i < np; i++) if (!strcmp(list[i].name, name)) idx = i;
+    for (int i = 0; i < np; i++)
+        if (!strcmp(list[i].name, name)) idx = i;
     if (idx < 0 && !is_m) {
         int rc = task_string(p, pname, name, value, why, wl);
         if (rc) return rc < 0 ? -1 : 0;
@@ -487,7 +642,8 @@ static int sec_plugin(parse_ctx *p, const char *section, const char *name, const
             strncat(names, " ", sizeof names - strlen(names) - 1);
             strncat(names, list[i].name, sizeof names - strlen(names) - 1);
         }
-        FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname, np ? names : " none");
+        FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname,
+             np ? names : " none");
     }
     if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
     ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
@@ -500,9 +656,13 @@ static int sec_plugin(parse_ctx *p, const char *section, const char *name, const
     for (int i = 0; i < o->n; i++) {
         double v = o->v[i];
         if (list[idx].is_int && v != floor(v)) FAIL("'%g' is not an integer", v);
-        if (v < list[idx].min || v > list[idx].max) FAIL("%g is outside [%g, %g]", v, list[idx].min, list[idx].max);
+        if (v < list[idx].min || v > list[idx].max)
+            FAIL("%g is outside [%g, %g]", v, list[idx].min, list[idx].max);
     }
-    if (is_m) c->n_mo++; else c->n_to++;
+    if (is_m)
+        c->n_mo++;
+    else
+        c->n_to++;
     return 0;
 }
 
@@ -515,8 +675,12 @@ static int check_order(parse_ctx *p, const char *section, const char *name, char
         if (!strcmp(p->seen[i], sk)) FAIL("set twice");
     if (strcmp(section, p->cur)) { /* a new section: it must not be one already closed */
         for (int i = 0; i < p->n_done; i++)
-            if (!strcmp(p->done[i], section)) FAIL("section [%s] appears a second time (first used at line %d)", section, p->done_line[i]);
-        if (p->cur[0] && p->n_done < 64) { snprintf(p->done[p->n_done], 64, "%s", p->cur); p->done_line[p->n_done++] = p->cur_line; }
+            if (!strcmp(p->done[i], section))
+                FAIL("section [%s] appears a second time (first used at line %d)", section, p->done_line[i]);
+        if (p->cur[0] && p->n_done < 64) {
+            snprintf(p->done[p->n_done], 64, "%s", p->cur);
+            p->done_line[p->n_done++] = p->cur_line;
+        }
         snprintf(p->cur, sizeof p->cur, "%s", section);
         p->cur_line = p->line;
     }
@@ -530,15 +694,25 @@ static int handler(void *user, const char *section, const char *name, const char
     char why[512] = "";
     const size_t wl = sizeof why;
     int rc;
-    if (check_order(p, section, name, why, wl)) rc = -1;
-    else if (!strcmp(section, "sweep")) rc = sec_sweep(p, name, value, why, wl);
-    else if (!strncmp(section, "sweep.", 6)) rc = sec_block(p, section + 6, name, value, why, wl);
-    else if (!strcmp(section, "timing")) rc = sec_timing(p, name, value, why, wl);
-    else if (!strcmp(section, "metrics")) rc = sec_metrics(p, name, value, why, wl);
-    else if (!strcmp(section, "calibration")) rc = sec_calibration(p, name, value, why, wl);
-    else if (!strncmp(section, "method.", 7) || !strncmp(section, "task.", 5)) rc = sec_plugin(p, section, name, value, why, wl);
+    if (check_order(p, section, name, why, wl))
+        rc = -1;
+    else if (!strcmp(section, "sweep"))
+        rc = sec_sweep(p, name, value, why, wl);
+    else if (!strncmp(section, "sweep.", 6))
+        rc = sec_block(p, section + 6, name, value, why, wl);
+    else if (!strcmp(section, "timing"))
+        rc = sec_timing(p, name, value, why, wl);
+    else if (!strcmp(section, "metrics"))
+        rc = sec_metrics(p, name, value, why, wl);
+    else if (!strcmp(section, "calibration"))
+        rc = sec_calibration(p, name, value, why, wl);
+    else if (!strncmp(section, "method.", 7) || !strncmp(section, "task.", 5))
+        rc = sec_plugin(p, section, name, value, why, wl);
     else {
-        snprintf(why, wl, "unknown section [%s] (sections: sweep sweep.NAME timing metrics calibration method.NAME task.NAME)", section);
+        snprintf(why, wl,
+                 "unknown section [%s] (sections: sweep sweep.NAME timing metrics calibration method.NAME "
+                 "task.NAME)",
+                 section);
         rc = -1;
     }
     if (rc == 0) return 1;
@@ -556,35 +730,72 @@ void ab_config_grid(const ab_config *c, int g, ab_grid *o)
 {
     memset(o, 0, sizeof *o);
     o->name = "sweep";
-    o->n_tasks = c->n_tasks; o->tasks = (const char (*)[AB_CFG_NAME])c->tasks;
-    o->n_methods = c->n_methods; o->methods = (const char (*)[AB_CFG_NAME])c->methods;
-    o->n_lens = c->n_lens; o->seq_lens = c->seq_lens; o->lens_line = c->lens_line;
-    o->n_heads = c->n_heads; o->heads = c->heads;
-    o->n_dims = c->n_dims; o->head_dims = c->head_dims;
-    o->n_masks = c->n_masks; o->masks = (const char (*)[AB_MASK_SPEC])c->masks; o->masks_line = c->masks_line;
-    o->n_seeds = c->n_seeds; o->seeds = c->seeds;
-    o->n_depths = c->n_depths; o->depths = c->depths;
-    o->n_dens = c->n_dens; o->densities = c->densities;
+    o->n_tasks = c->n_tasks;
+    o->tasks = (const char(*)[AB_CFG_NAME])c->tasks;
+    o->n_methods = c->n_methods;
+    o->methods = (const char(*)[AB_CFG_NAME])c->methods;
+    o->n_lens = c->n_lens;
+    o->seq_lens = c->seq_lens;
+    o->lens_line = c->lens_line;
+    o->n_heads = c->n_heads;
+    o->heads = c->heads;
+    o->n_dims = c->n_dims;
+    o->head_dims = c->head_dims;
+    o->n_masks = c->n_masks;
+    o->masks = (const char(*)[AB_MASK_SPEC])c->masks;
+    o->masks_line = c->masks_line;
+    o->n_seeds = c->n_seeds;
+    o->seeds = c->seeds;
+    o->n_depths = c->n_depths;
+    o->depths = c->depths;
+    o->n_dens = c->n_dens;
+    o->densities = c->densities;
     snprintf(o->lens_where, sizeof o->lens_where, "[sweep] key 'seq_lens'");
-    snprintf(o->masks_where, sizeof o->masks_where, "[sweep] key '%s'", c->masks_key[0] == 'c' ? "causal" : "masks");
+    snprintf(o->masks_where, sizeof o->masks_where, "[sweep] key '%s'",
+             c->masks_key[0] == 'c' ? "causal" : "masks");
     if (g <= 0 || g > c->n_blocks) return;
     const ab_sweep_block *b = &c->blocks[g - 1];
     o->name = b->name;
-    if (b->n_tasks) { o->n_tasks = b->n_tasks; o->tasks = (const char (*)[AB_CFG_NAME])b->tasks; }
-    if (b->methods_set) { o->n_methods = b->n_methods; o->methods = (const char (*)[AB_CFG_NAME])b->methods; }
+    if (b->n_tasks) {
+        o->n_tasks = b->n_tasks;
+        o->tasks = (const char(*)[AB_CFG_NAME])b->tasks;
+    }
+    if (b->methods_set) {
+        o->n_methods = b->n_methods;
+        o->methods = (const char(*)[AB_CFG_NAME])b->methods;
+    }
     if (b->n_lens) {
-        o->n_lens = b->n_lens; o->seq_lens = b->seq_lens; o->lens_line = b->lens_line;
+        o->n_lens = b->n_lens;
+        o->seq_lens = b->seq_lens;
+        o->lens_line = b->lens_line;
         snprintf(o->lens_where, sizeof o->lens_where, "[sweep.%s] key 'seq_lens'", b->name);
     }
-    if (b->n_heads) { o->n_heads = b->n_heads; o->heads = b->heads; }
-    if (b->n_dims) { o->n_dims = b->n_dims; o->head_dims = b->head_dims; }
+    if (b->n_heads) {
+        o->n_heads = b->n_heads;
+        o->heads = b->heads;
+    }
+    if (b->n_dims) {
+        o->n_dims = b->n_dims;
+        o->head_dims = b->head_dims;
+    }
     if (b->n_masks) {
-        o->n_masks = b->n_masks; o->masks = (const char (*)[AB_MASK_SPEC])b->masks; o->masks_line = b->masks_line;
+        o->n_masks = b->n_masks;
+        o->masks = (const char(*)[AB_MASK_SPEC])b->masks;
+        o->masks_line = b->masks_line;
         snprintf(o->masks_where, sizeof o->masks_where, "[sweep.%s] key 'masks'", b->name);
     }
-    if (b->n_seeds) { o->n_seeds = b->n_seeds; o->seeds = b->seeds; }
-    if (b->n_depths) { o->n_depths = b->n_depths; o->depths = b->depths; }
-    if (b->n_dens) { o->n_dens = b->n_dens; o->densities = b->densities; }
+    if (b->n_seeds) {
+        o->n_seeds = b->n_seeds;
+        o->seeds = b->seeds;
+    }
+    if (b->n_depths) {
+        o->n_depths = b->n_depths;
+        o->depths = b->depths;
+    }
+    if (b->n_dens) {
+        o->n_dens = b->n_dens;
+        o->densities = b->densities;
+    }
 }
 
 int ab_config_timed(const ab_config *c, const char *task, double depth)
@@ -613,15 +824,16 @@ static int check_masks(const ab_config *c, char *err, size_t errlen)
                 if (seen) continue;
                 ab_mask m;
                 char why[400];
-                int rc = ab_mask_make(&m, ax.masks[k], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why);
+                int rc =
+                    ab_mask_make(&m, ax.masks[k], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why);
                 ab_mask_free(&m);
                 if (rc == AB_OK) continue;
                 if (ax.masks_line)
-                    snprintf(err, errlen, "%s:%d: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_line,
-                             ax.masks_where, ax.masks[k], ax.seq_lens[a], why);
+                    snprintf(err, errlen, "%s:%d: %s: mask '%s' at N = %d (seq_lens): %s", c->path,
+                             ax.masks_line, ax.masks_where, ax.masks[k], ax.seq_lens[a], why);
                 else
-                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d (seq_lens): %s", c->path, ax.masks_where,
-                             ax.masks[k], ax.seq_lens[a], why);
+                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d (seq_lens): %s", c->path,
+                             ax.masks_where, ax.masks[k], ax.seq_lens[a], why);
                 return -1;
             }
     }
@@ -633,7 +845,10 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
     ab_config_defaults(c);
     snprintf(c->path, sizeof c->path, "%s", path);
     FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(err, errlen, "%s: cannot open config: %s", path, strerror(errno)); return -1; }
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open config: %s", path, strerror(errno));
+        return -1;
+    }
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -642,10 +857,19 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
         len += r;
         if (r == 0) break;
         if (len + 1 >= cap) {
-            if (cap > (1u << 24)) { free(buf); buf = NULL; break; }
+            if (cap > (1u << 24)) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
             char *nb = realloc(buf, cap * 2);
-            if (!nb) { free(buf); buf = NULL; break; }
-            buf = nb; cap *= 2;
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
         }
     }
     int rerr = ferror(f);
@@ -663,7 +887,10 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
     }
     c->text = buf;
     parse_ctx *p = calloc(1, sizeof *p);
-    if (!p) { snprintf(err, errlen, "out of memory"); return -1; }
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     p->c = c;
     p->text = buf;
     int rc = ini_parse_stream(reader, p, handler, p);
@@ -677,7 +904,8 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
     }
     free(p);
     if (c->min_repeats > c->max_repeats) {
-        snprintf(err, errlen, "%s: [timing] key 'min_repeats': %d is larger than max_repeats %d", path, c->min_repeats, c->max_repeats);
+        snprintf(err, errlen, "%s: [timing] key 'min_repeats': %d is larger than max_repeats %d", path,
+                 c->min_repeats, c->max_repeats);
         return -1;
     }
     if (c->min_time_s > c->max_time_s) {
@@ -686,7 +914,8 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
     }
     for (int i = 0; i < c->n_blocks; i++)
         if (c->native && c->blocks[i].n_dens) {
-            snprintf(err, errlen, "%s:%d: [sweep.%s] key 'densities': [sweep] densities = native applies to every block",
+            snprintf(err, errlen,
+                     "%s:%d: [sweep.%s] key 'densities': [sweep] densities = native applies to every block",
                      path, c->blocks[i].line, c->blocks[i].name);
             return -1;
         }
@@ -719,52 +948,60 @@ double ab_point_bytes(int heads, int n, int d)
 static int check_tasks(const ab_config *c, char *err, size_t errlen)
 {
     for (int g = 0; g < ab_config_ngrids(c); g++) {
-    ab_grid ax;
-    ab_config_grid(c, g, &ax);
-    for (int ti = 0; ti < ax.n_tasks; ti++) {
-        const ab_task *t = ab_task_find(ax.tasks[ti]);
-        if (!t || !t->check) continue;
-        ab_params p;
-        ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &p);
-        const char *str[AB_TASK_MAX_STRINGS] = { 0 };
-        int line = 0;
-        for (int i = 0; i < c->n_to; i++) {
-            const ab_override *o = &c->to[i];
-            if (strcmp(o->plugin, t->name)) continue;
-            if (!line) line = o->line;
-            if (o->is_str) {
-                for (int k = 0; k < AB_TASK_MAX_STRINGS && t->string_params[k]; k++)
-                    if (!strcmp(t->string_params[k], o->param)) str[k] = o->str;
-            } else {
-                ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
-            }
-        }
-        for (int a = 0; a < ax.n_lens; a++)
-            for (int f = 0; f < ax.n_masks; f++) {
-                ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
-                char why[400] = "";
-                if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)ax.seeds[0], why, sizeof why) != AB_OK) {
-                    ab_mask_free(&mk);
-                    snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where, ax.masks[f],
-                             ax.seq_lens[a], why);
-                    return -1;
+        ab_grid ax;
+        ab_config_grid(c, g, &ax);
+        for (int ti = 0; ti < ax.n_tasks; ti++) {
+            const ab_task *t = ab_task_find(ax.tasks[ti]);
+            if (!t || !t->check) continue;
+            ab_params p;
+            ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &p);
+            const char *str[AB_TASK_MAX_STRINGS] = { 0 };
+            int line = 0;
+            for (int i = 0; i < c->n_to; i++) {
+                const ab_override *o = &c->to[i];
+                if (strcmp(o->plugin, t->name)) continue;
+                if (!line) line = o->line;
+                if (o->is_str) {
+                    for (int k = 0; k < AB_TASK_MAX_STRINGS && t->string_params[k]; k++)
+                        if (!strcmp(t->string_params[k], o->param)) str[k] = o->str;
+                } else {
+                    ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
                 }
-                for (int b = 0; b < ax.n_heads; b++)
-                    for (int e = 0; e < ax.n_dims; e++) {
-                        ab_task_input in = { .p = &p, .str = str,
-                                             .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e], mk.def->causal, 0, &mk },
-                                             .seed = (uint64_t)ax.seeds[0], .depth = 0 };
-                        in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
-                        if (ab_task_check(t, &in, why, sizeof why) != AB_OK) {
-                            if (line) snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name, why[0] ? why : "invalid input");
-                            else snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name, why[0] ? why : "invalid input");
-                            ab_mask_free(&mk);
-                            return -1;
-                        }
-                    }
-                ab_mask_free(&mk);
             }
-    }
+            for (int a = 0; a < ax.n_lens; a++)
+                for (int f = 0; f < ax.n_masks; f++) {
+                    ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
+                    char why[400] = "";
+                    if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)ax.seeds[0], why,
+                                     sizeof why) != AB_OK) {
+                        ab_mask_free(&mk);
+                        snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where,
+                                 ax.masks[f], ax.seq_lens[a], why);
+                        return -1;
+                    }
+                    for (int b = 0; b < ax.n_heads; b++)
+                        for (int e = 0; e < ax.n_dims; e++) {
+                            ab_task_input in = { .p = &p,
+                                                 .str = str,
+                                                 .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e],
+                                                        mk.def->causal, 0, &mk },
+                                                 .seed = (uint64_t)ax.seeds[0],
+                                                 .depth = 0 };
+                            in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
+                            if (ab_task_check(t, &in, why, sizeof why) != AB_OK) {
+                                if (line)
+                                    snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name,
+                                             why[0] ? why : "invalid input");
+                                else
+                                    snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name,
+                                             why[0] ? why : "invalid input");
+                                ab_mask_free(&mk);
+                                return -1;
+                            }
+                        }
+                    ab_mask_free(&mk);
+                }
+        }
     }
     return 0;
 }
@@ -781,9 +1018,11 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
                 for (int e = 0; e < ax.n_dims; e++) {
                     double need = ab_point_bytes(ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
                     if (avail > 0 && need > 0.9 * avail) {
-                        snprintf(err, errlen, "%s: %s: N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f GiB available",
-                                 c->path, ax.lens_where, ax.seq_lens[a], ax.heads[b], ax.head_dims[e], need / 1073741824.0,
-                                 avail / 1073741824.0);
+                        snprintf(err, errlen,
+                                 "%s: %s: N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f "
+                                 "GiB available",
+                                 c->path, ax.lens_where, ax.seq_lens[a], ax.heads[b], ax.head_dims[e],
+                                 need / 1073741824.0, avail / 1073741824.0);
                         return -1;
                     }
                 }

@@ -8,17 +8,17 @@
 #include <stdint.h>
 #include "attnbench.h"
 
-#define AB_CFG_LIST 64
-#define AB_CFG_NAME 32
+#define AB_CFG_LIST      64
+#define AB_CFG_NAME      32
 #define AB_CFG_OVERRIDES 64
-#define AB_MAX_MASKS 16       /* base masks in one sweep ([sweep] masks) */
+#define AB_MAX_MASKS     16 /* base masks in one sweep ([sweep] masks) */
 
 typedef struct ab_override {
     char plugin[AB_CFG_NAME]; /* method or task name */
     char param[AB_CFG_NAME];
     int n;
-    double v[AB_CFG_LIST];    /* a list is allowed (native densities) */
-    int is_str;               /* a task's string param (e.g. file): value in str */
+    double v[AB_CFG_LIST]; /* a list is allowed (native densities) */
+    int is_str;            /* a task's string param (e.g. file): value in str */
     char str[512];
     int line;
 } ab_override;
@@ -31,76 +31,110 @@ typedef struct ab_override {
 typedef struct ab_sweep_block {
     char name[AB_CFG_NAME];
     int line;
-    int n_tasks;    char tasks[AB_CFG_LIST][AB_CFG_NAME];   /* 0: inherit */
-    int methods_set, n_methods; char methods[AB_CFG_LIST][AB_CFG_NAME]; /* set and 0: all */
-    int n_lens;     int seq_lens[AB_CFG_LIST];  int lens_line;
-    int n_heads;    int heads[AB_CFG_LIST];
-    int n_dims;     int head_dims[AB_CFG_LIST];
-    int n_masks;    char masks[AB_MAX_MASKS][AB_MASK_SPEC]; int masks_line;
-    int n_seeds;    int64_t seeds[AB_CFG_LIST];
-    int n_depths;   double depths[AB_CFG_LIST];
-    int n_dens;     double densities[AB_CFG_LIST];
+    int n_tasks;
+    char tasks[AB_CFG_LIST][AB_CFG_NAME]; /* 0: inherit */
+    int methods_set, n_methods;
+    char methods[AB_CFG_LIST][AB_CFG_NAME]; /* set and 0: all */
+    int n_lens;
+    int seq_lens[AB_CFG_LIST];
+    int lens_line;
+    int n_heads;
+    int heads[AB_CFG_LIST];
+    int n_dims;
+    int head_dims[AB_CFG_LIST];
+    int n_masks;
+    char masks[AB_MAX_MASKS][AB_MASK_SPEC];
+    int masks_line;
+    int n_seeds;
+    int64_t seeds[AB_CFG_LIST];
+    int n_depths;
+    double depths[AB_CFG_LIST];
+    int n_dens;
+    double densities[AB_CFG_LIST];
 } ab_sweep_block;
 
 /* One grid as the sweep sees it: [sweep] (g = 0) or block g - 1 with the
  * axes it inherits (pointers into the config). */
 typedef struct ab_grid {
-    const char *name;  /* "sweep" or the block's NAME */
-    int n_tasks;   const char (*tasks)[AB_CFG_NAME];
-    int n_methods; const char (*methods)[AB_CFG_NAME]; /* 0: all */
-    int n_lens;    const int *seq_lens;
-    int n_heads;   const int *heads;
-    int n_dims;    const int *head_dims;
-    int n_masks;   const char (*masks)[AB_MASK_SPEC];
-    int n_seeds;   const int64_t *seeds;
-    int n_depths;  const double *depths;
-    int n_dens;    const double *densities;
+    const char *name; /* "sweep" or the block's NAME */
+    int n_tasks;
+    const char (*tasks)[AB_CFG_NAME];
+    int n_methods;
+    const char (*methods)[AB_CFG_NAME]; /* 0: all */
+    int n_lens;
+    const int *seq_lens;
+    int n_heads;
+    const int *heads;
+    int n_dims;
+    const int *head_dims;
+    int n_masks;
+    const char (*masks)[AB_MASK_SPEC];
+    int n_seeds;
+    const int64_t *seeds;
+    int n_depths;
+    const double *depths;
+    int n_dens;
+    const double *densities;
     int lens_line, masks_line;            /* where those lists were set (0: default) */
     char lens_where[80], masks_where[80]; /* "[sweep] key 'seq_lens'", "[sweep.X] key 'masks'" */
 } ab_grid;
 
 typedef struct ab_config {
     char path[512];
-    char *text;               /* the file's bytes, stored in the results */
+    char *text; /* the file's bytes, stored in the results */
     /* [sweep] */
-    int n_tasks;    char tasks[AB_CFG_LIST][AB_CFG_NAME];
-    int n_methods;  char methods[AB_CFG_LIST][AB_CFG_NAME]; /* 0: all */
-    int n_lens;     int seq_lens[AB_CFG_LIST];
-    int n_heads;    int heads[AB_CFG_LIST];
-    int n_dims;     int head_dims[AB_CFG_LIST];
+    int n_tasks;
+    char tasks[AB_CFG_LIST][AB_CFG_NAME];
+    int n_methods;
+    char methods[AB_CFG_LIST][AB_CFG_NAME]; /* 0: all */
+    int n_lens;
+    int seq_lens[AB_CFG_LIST];
+    int n_heads;
+    int heads[AB_CFG_LIST];
+    int n_dims;
+    int head_dims[AB_CFG_LIST];
     /* base masks, specs as written ("causal", "sliding:4096", "document:8");
      * `causal = 0,1` is the old spelling of masks = full, causal */
-    int n_masks;    char masks[AB_MAX_MASKS][AB_MASK_SPEC];
-    int masks_line;           /* line of the masks (or causal) key; 0: default */
-    char masks_key[8];        /* "masks" or "causal": the key that set them */
-    int n_seeds;    int64_t seeds[AB_CFG_LIST];
-    int n_depths;   double depths[AB_CFG_LIST];
-    int n_dens;     double densities[AB_CFG_LIST];
-    int native;     /* densities = native */
+    int n_masks;
+    char masks[AB_MAX_MASKS][AB_MASK_SPEC];
+    int masks_line;    /* line of the masks (or causal) key; 0: default */
+    char masks_key[8]; /* "masks" or "causal": the key that set them */
+    int n_seeds;
+    int64_t seeds[AB_CFG_LIST];
+    int n_depths;
+    double depths[AB_CFG_LIST];
+    int n_dens;
+    double densities[AB_CFG_LIST];
+    int native;       /* densities = native */
     unsigned devices; /* AB_CPU | AB_GPU */
     int block_q, block_k;
-    int threads;    /* 0 = all online cores */
+    int threads; /* 0 = all online cores */
     int lens_line;
-    int n_blocks; ab_sweep_block blocks[AB_MAX_BLOCKS];
+    int n_blocks;
+    ab_sweep_block blocks[AB_MAX_BLOCKS];
     /* [timing] (docs/timing.md); warmup..max_time_s are per round */
     int warmup, min_repeats, max_repeats;
     double min_time_s, max_time_s, point_timeout_s;
-    double point_mem_gb;  /* address-space limit of a point's child; <0: 80% of RAM, 0: none */
-    int rounds;           /* child processes each point is timed in, interleaved */
-    int shared_core_check; /* drop sample pairs measured while the point's threads shared a core */
-    int paired;           /* time dense alongside (same child, alternating): speedups are paired ratios */
-    double min_sample_ms; /* batch calls until one sample lasts this long */
+    double point_mem_gb;     /* address-space limit of a point's child; <0: 80% of RAM, 0: none */
+    int rounds;              /* child processes each point is timed in, interleaved */
+    int shared_core_check;   /* drop sample pairs measured while the point's threads shared a core */
+    int paired;              /* time dense alongside (same child, alternating): speedups are paired ratios */
+    double min_sample_ms;    /* batch calls until one sample lasts this long */
     double interference_pct; /* other processes' share of the CPU above which a point is flagged */
-    int n_timed_tasks;  char timed_tasks[AB_CFG_LIST][AB_CFG_NAME]; /* 0: every task is timed */
-    int n_timed_depths; double timed_depths[AB_CFG_LIST];           /* 0: every depth is timed */
+    int n_timed_tasks;
+    char timed_tasks[AB_CFG_LIST][AB_CFG_NAME]; /* 0: every task is timed */
+    int n_timed_depths;
+    double timed_depths[AB_CFG_LIST]; /* 0: every depth is timed */
     /* [metrics] */
     int score_rows, exact_max_n, topk;
     /* [calibration] */
     double tolerance;
     int max_iters;
     /* [method.NAME] / [task.NAME] */
-    int n_mo; ab_override mo[AB_CFG_OVERRIDES];
-    int n_to; ab_override to[AB_CFG_OVERRIDES];
+    int n_mo;
+    ab_override mo[AB_CFG_OVERRIDES];
+    int n_to;
+    ab_override to[AB_CFG_OVERRIDES];
 } ab_config;
 
 /* Grids of the sweep: [sweep] and each [sweep.NAME] block. */

@@ -105,9 +105,10 @@ void ab_gpu_env(ab_env *e)
     }
     const ab_cuda_info *i = &r.info;
     ab_env_set(e, "gpu_name", i->name);
-    snprintf(buf, sizeof buf, "compute capability %d.%d, %d SMs, %.1f GiB, SM clock %d MHz, memory clock %d MHz, %d-bit bus",
-             i->cc_major, i->cc_minor, i->sm_count, (double)i->total_mem / (1 << 30), i->clock_mhz, i->mem_clock_mhz,
-             i->mem_bus_bits);
+    snprintf(buf, sizeof buf,
+             "compute capability %d.%d, %d SMs, %.1f GiB, SM clock %d MHz, memory clock %d MHz, %d-bit bus",
+             i->cc_major, i->cc_minor, i->sm_count, (double)i->total_mem / (1 << 30), i->clock_mhz,
+             i->mem_clock_mhz, i->mem_bus_bits);
     ab_env_set(e, "gpu_info", buf);
     snprintf(buf, sizeof buf, "%d.%d", i->runtime_version / 1000, i->runtime_version % 1000 / 10);
     ab_env_set(e, "cuda_version", buf);
@@ -160,8 +161,8 @@ static int device_select(ab_cuda *g, const ab_instance *in, int bq, int bk)
     return ab_cuda_select_oracle_topk(g, bq, bk, param(in, "topk"));
 }
 
-int ab_gpu_select_run(ab_cuda *g, ab_instance *in, const ab_problem *pb, int block_q, int block_k, ab_layout *l,
-                      double *sel_ms, double *copy_ms, double *run_ms, char *err, size_t errlen)
+int ab_gpu_select_run(ab_cuda *g, ab_instance *in, const ab_problem *pb, int block_q, int block_k,
+                      ab_layout *l, double *sel_ms, double *copy_ms, double *run_ms, char *err, size_t errlen)
 {
     const ab_gpu_path path = ab_gpu_path_of(in->m);
     int rc;
@@ -179,7 +180,8 @@ int ab_gpu_select_run(ab_cuda *g, ab_instance *in, const ab_problem *pb, int blo
         if (rc == AB_OK) rc = ab_layout_finalize(l);
         double t1 = ab_now_ms();
         if (rc) {
-            snprintf(err, errlen, "select: %s", *ab_instance_error(in) ? ab_instance_error(in) : ab_strerror(rc));
+            snprintf(err, errlen, "select: %s",
+                     *ab_instance_error(in) ? ab_instance_error(in) : ab_strerror(rc));
             return rc;
         }
         *sel_ms = t1 - t0;
@@ -213,8 +215,10 @@ int ab_gpu_layout_from_device(ab_cuda *g, ab_layout *l, char *err, size_t errlen
 {
     int rc = ab_cuda_download_layout(g, l);
     if (rc == AB_OK) rc = ab_layout_finalize(l);
-    if (rc == AB_OK && ab_layout_validate(l, err, errlen)) rc = AB_EINTERNAL;
-    else if (rc) snprintf(err, errlen, "device layout: %s", *ab_cuda_error(g) ? ab_cuda_error(g) : ab_strerror(rc));
+    if (rc == AB_OK && ab_layout_validate(l, err, errlen))
+        rc = AB_EINTERNAL;
+    else if (rc)
+        snprintf(err, errlen, "device layout: %s", *ab_cuda_error(g) ? ab_cuda_error(g) : ab_strerror(rc));
     return rc;
 }
 
@@ -241,16 +245,19 @@ static void record_point(const ab_gpu_point_in *x, ab_point *p, const gpu_sample
         p->sample_run_ms[i] = t->run[i];
     }
     const ab_mask fm = ab_shape_mask(s); /* dense-equivalent work over the pairs the base mask allows */
-    const double flops = 4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
+    const double flops =
+        4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
     p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     snprintf(p->kernel, sizeof p->kernel, "%s", ab_gpu_kernel_name(x->m, l->kind));
     const int nonfinite = ab_score_point(x->ref, x->pb, l, out, x->ans, p);
-    if (nonfinite) ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
+    if (nonfinite)
+        ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
     else if (ab_gpu_path_of(x->m) == AB_GPU_SEL_DEVICE)
         ab_point_set_status(p, "ok", "fp16 on %s; selected on the device", gpu_name);
     else
-        ab_point_set_status(p, "ok", "fp16 on %s; select on CPU, layout copy median %.3g ms included in select_ms",
-                   gpu_name, sc_copy.median);
+        ab_point_set_status(p, "ok",
+                            "fp16 on %s; select on CPU, layout copy median %.3g ms included in select_ms",
+                            gpu_name, sc_copy.median);
 }
 
 void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
@@ -267,11 +274,13 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     if (s->mask && strcmp(s->mask->def->name, "causal") && strcmp(s->mask->def->name, "full")) {
         /* the CUDA kernels apply only the causal flag; other base masks
          * would need the block classifier on the device */
-        ab_point_set_status(p, "unsupported", "base mask %s: the GPU kernels support causal and full only", s->mask->spec);
+        ab_point_set_status(p, "unsupported", "base mask %s: the GPU kernels support causal and full only",
+                            s->mask->spec);
         return;
     }
     if (x->m->run && ab_gpu_path_of(x->m) != AB_GPU_CUBLAS) {
-        ab_point_set_status(p, "unsupported", "method %s runs its own CPU run(); it has no GPU kernel", x->m->name);
+        ab_point_set_status(p, "unsupported", "method %s runs its own CPU run(); it has no GPU kernel",
+                            x->m->name);
         return;
     }
     ab_cuda_info info;
@@ -298,7 +307,8 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     }
     rc = ab_instance_create(&in, x->m, x->prm, s);
     if (rc) {
-        ab_point_set_status(p, ab_status_of_code(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        ab_point_set_status(p, ab_status_of_code(rc), "init: %s",
+                            *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
         goto done;
     }
     const ab_gpu_path path = ab_gpu_path_of(x->m);
@@ -328,8 +338,8 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
         smp.tot[smp.n] = sm + cm + rm;
         smp.n++;
         double el = (ab_now_ms() - t_start) / 1e3;
-        if ((smp.n >= c->min_repeats && el >= c->min_time_s) || smp.n >= c->max_repeats || smp.n >= AB_MAX_SAMPLES ||
-            el >= c->max_time_s)
+        if ((smp.n >= c->min_repeats && el >= c->min_time_s) || smp.n >= c->max_repeats ||
+            smp.n >= AB_MAX_SAMPLES || el >= c->max_time_s)
             break;
     }
     if (path == AB_GPU_SEL_DEVICE) { /* the layout the device built, for density and scoring */

@@ -34,8 +34,9 @@ ab_gpu_path ab_gpu_path_of(const ab_method *m);
  * device selection), *run_ms the kernel (CUDA events). Host selection
  * leaves the finalised layout in l (initialised by the caller each call);
  * device selection leaves l untouched (see ab_gpu_layout_from_device). */
-int ab_gpu_select_run(ab_cuda *g, ab_instance *in, const ab_problem *pb, int block_q, int block_k, ab_layout *l,
-                      double *sel_ms, double *copy_ms, double *run_ms, char *err, size_t errlen);
+int ab_gpu_select_run(ab_cuda *g, ab_instance *in, const ab_problem *pb, int block_q, int block_k,
+                      ab_layout *l, double *sel_ms, double *copy_ms, double *run_ms, char *err,
+                      size_t errlen);
 /* After device selection: the device layout as a finalised host layout
  * (l initialised by the caller with the config's block sizes). */
 int ab_gpu_layout_from_device(ab_cuda *g, ab_layout *l, char *err, size_t errlen);
@@ -46,10 +47,10 @@ const char *ab_gpu_kernel_name(const ab_method *m, ab_layout_kind kind);
 typedef struct ab_gpu_point_in {
     const ab_config *c;
     const ab_method *m;
-    const ab_params *prm;   /* calibrated params */
-    const ab_problem *pb;   /* host fp32 Q, K, V */
-    const ab_refset *ref;   /* fp64 reference on the scored rows */
-    const ab_answer *ans;   /* the task's answer (n == 0: none) */
+    const ab_params *prm; /* calibrated params */
+    const ab_problem *pb; /* host fp32 Q, K, V */
+    const ab_refset *ref; /* fp64 reference on the scored rows */
+    const ab_answer *ans; /* the task's answer (n == 0: none) */
 } ab_gpu_point_in;
 
 /* Measure one GPU point into p (ids already filled): upload, warm-up and

@@ -11,10 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int override_values(const ab_override *o, int n, const char *plugin, const char *param, const double **v)
+static int override_values(const ab_override *o, int n, const char *plugin, const char *param,
+                           const double **v)
 {
     for (int i = 0; i < n; i++)
-        if (!o[i].is_str && !strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) { *v = o[i].v; return o[i].n; }
+        if (!o[i].is_str && !strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) {
+            *v = o[i].v;
+            return o[i].n;
+        }
     return 0;
 }
 
@@ -28,13 +32,17 @@ static const char *override_string(const ab_override *o, int n, const char *plug
 uint64_t ab_fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) { h ^= (unsigned char)*s; h *= 0x100000001b3ull; }
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
     return h;
 }
 
 /* The string a point's key hashes; n < 0 leaves out N and the depth (the
  * point's calibration family: see job_chain). */
-static void key_string(const base_pt *b, const job *j, const ab_config *c, int threads, int n, char *buf, size_t bl)
+static void key_string(const base_pt *b, const job *j, const ab_config *c, int threads, int n, char *buf,
+                       size_t bl)
 {
     char tp[2560], mp[256];
     ab_params_format(b->task->params, AB_TASK_MAX_PARAMS, &b->tparams, tp, sizeof tp);
@@ -46,12 +54,14 @@ static void key_string(const base_pt *b, const job *j, const ab_config *c, int t
     /* the plain masks keep the keys of files written before base masks
      * (c1 = causal, c0 = full); any other mask adds its spec */
     char mk[AB_MASK_SPEC + 8];
-    if (!strcmp(b->mask, "causal") || !strcmp(b->mask, "full")) snprintf(mk, sizeof mk, "c%d", b->causal);
-    else snprintf(mk, sizeof mk, "c%d|m%s", b->causal, b->mask);
-    snprintf(buf, bl, "v1|%s|%s|N%d|H%d|d%d|%s|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d",
-             b->task->name, tp, n, b->heads, b->d, mk, (long long)b->seed, n < 0 ? -1.0 : b->depth,
-             j->m->name, isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu",
-             j->target, c->block_q, c->block_k, threads);
+    if (!strcmp(b->mask, "causal") || !strcmp(b->mask, "full"))
+        snprintf(mk, sizeof mk, "c%d", b->causal);
+    else
+        snprintf(mk, sizeof mk, "c%d|m%s", b->causal, b->mask);
+    snprintf(buf, bl, "v1|%s|%s|N%d|H%d|d%d|%s|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d", b->task->name, tp, n,
+             b->heads, b->d, mk, (long long)b->seed, n < 0 ? -1.0 : b->depth, j->m->name,
+             isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu", j->target, c->block_q,
+             c->block_k, threads);
 }
 
 static void job_key(const base_pt *b, job *j, const ab_config *c, int threads)
@@ -74,8 +84,8 @@ void ab_method_params(const ab_config *c, const ab_method *m, ab_params *p)
 }
 
 /* Append the jobs of one problem: every method x device x density. */
-static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_grid *ax, int b,
-                     job *jobs, int *nj)
+static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_grid *ax,
+                     int b, job *jobs, int *nj)
 {
     for (int mi = 0; mi < nm; mi++)
         for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
@@ -91,7 +101,10 @@ static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, uns
                 const double *v;
                 int nv = override_values(c->mo, c->n_mo, m->name, m->params[kp].name, &v);
                 double def = m->params[kp].def;
-                if (nv == 0) { v = &def; nv = 1; }
+                if (nv == 0) {
+                    v = &def;
+                    nv = 1;
+                }
                 for (int k = 0; k < nv; k++) {
                     job jj = base_job;
                     jj.target = NAN;
@@ -115,7 +128,8 @@ static void base_task(const ab_config *c, const char *task, base_pt *bp)
     ab_params_defaults(bp->task->params, AB_TASK_MAX_PARAMS, &bp->tparams);
     for (int k = 0; k < bp->tparams.n; k++) {
         const double *v;
-        if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0) bp->tparams.v[k] = v[0];
+        if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0)
+            bp->tparams.v[k] = v[0];
     }
     for (int k = 0; k < AB_TASK_MAX_STRINGS && bp->task->string_params[k]; k++)
         bp->tstr[k] = override_string(c->to, c->n_to, bp->task->name, bp->task->string_params[k]);
@@ -123,7 +137,13 @@ static void base_task(const ab_config *c, const char *task, base_pt *bp)
 
 /* The mask's causal flag and allowed-pair fraction at (N, seed), once per
  * (mask, N, seed) (cached in *mc); the mask is bound again in each child. */
-typedef struct mask_memo { const char *mask; int n; int64_t seed; int causal; double frac; } mask_memo;
+typedef struct mask_memo {
+    const char *mask;
+    int n;
+    int64_t seed;
+    int causal;
+    double frac;
+} mask_memo;
 static int base_mask(const ab_config *c, base_pt *bp, mask_memo **mc, int *nmc, const char *where, char *err,
                      size_t errlen)
 {
@@ -144,14 +164,19 @@ static int base_mask(const ab_config *c, base_pt *bp, mask_memo **mc, int *nmc, 
             *mc = nm;
             nm[(*nmc)++] = (mask_memo){ bp->mask, bp->n, bp->seed, bp->causal, bp->mask_density };
         }
-    } else snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, where, bp->mask, bp->n, why);
+    } else
+        snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, where, bp->mask, bp->n, why);
     ab_mask_free(&mk);
     return rc == AB_OK ? 0 : -1;
 }
 
 /* Open-addressing set of 64-bit hashes -> index (dedupe of problems and
  * points across grids). */
-typedef struct hidx { uint64_t *h; int *v; size_t cap; } hidx;
+typedef struct hidx {
+    uint64_t *h;
+    int *v;
+    size_t cap;
+} hidx;
 static int hidx_init(hidx *x, size_t n)
 {
     x->cap = 16;
@@ -160,13 +185,21 @@ static int hidx_init(hidx *x, size_t n)
     x->v = malloc(x->cap * sizeof *x->v);
     return x->h && x->v ? 0 : -1;
 }
-static void hidx_free(hidx *x) { free(x->h); free(x->v); }
+static void hidx_free(hidx *x)
+{
+    free(x->h);
+    free(x->v);
+}
 /* index stored under h, else stores v and returns -1 (h != 0) */
 static int hidx_get_put(hidx *x, uint64_t h, int v)
 {
     if (!h) h = 1;
     for (size_t i = (size_t)h & (x->cap - 1);; i = (i + 1) & (x->cap - 1)) {
-        if (!x->h[i]) { x->h[i] = h; x->v[i] = v; return -1; }
+        if (!x->h[i]) {
+            x->h[i] = h;
+            x->v[i] = v;
+            return -1;
+        }
         if (x->h[i] == h) return x->v[i];
     }
 }
@@ -192,7 +225,13 @@ static int job_chain(job *jobs, int nj, int nb)
     int *ord = malloc(sizeof(int) * (size_t)(nj + 1)), *at = calloc((size_t)nb + 1, sizeof(int));
     int *last = malloc(sizeof(int) * (size_t)(nj + 1)), nf = 0;
     hidx hf = { 0 };
-    if (!ord || !at || !last || hidx_init(&hf, (size_t)nj)) { free(ord); free(at); free(last); hidx_free(&hf); return -1; }
+    if (!ord || !at || !last || hidx_init(&hf, (size_t)nj)) {
+        free(ord);
+        free(at);
+        free(last);
+        hidx_free(&hf);
+        return -1;
+    }
     /* families numbered in order of first appearance in the job list */
     for (int i = 0; i < nj; i++) {
         int f = hidx_get_put(&hf, jobs[i].fam, nf);
@@ -227,8 +266,8 @@ typedef struct grid_build {
     int nb;
     job *jobs;
     int nj;
-    hidx hb, hj;    /* problems and points seen (dedupe across grids) */
-    mask_memo *mc;  /* base_mask's cache */
+    hidx hb, hj;   /* problems and points seen (dedupe across grids) */
+    mask_memo *mc; /* base_mask's cache */
     int nmc;
 } grid_build;
 
@@ -239,8 +278,11 @@ static void grid_capacity(const ab_config *c, const ab_plan_opts *o, size_t *nb,
     for (int g = 0; g < ab_config_ngrids(c); g++) {
         ab_grid ax;
         ab_config_grid(c, g, &ax);
-        size_t nbg = (size_t)ax.n_tasks * ax.n_lens * ax.n_heads * ax.n_dims * ax.n_masks * ax.n_seeds * ax.n_depths;
-        size_t nm = o->n_methods ? (size_t)o->n_methods : ax.n_methods ? (size_t)ax.n_methods : (size_t)ab_method_count;
+        size_t nbg =
+            (size_t)ax.n_tasks * ax.n_lens * ax.n_heads * ax.n_dims * ax.n_masks * ax.n_seeds * ax.n_depths;
+        size_t nm = o->n_methods   ? (size_t)o->n_methods
+                    : ax.n_methods ? (size_t)ax.n_methods
+                                   : (size_t)ab_method_count;
         size_t per = (size_t)(c->native ? AB_CFG_LIST : ax.n_dens) + 1;
         *nb += nbg;
         *nj += nbg * nm * 2 * per;
@@ -327,7 +369,8 @@ static int grid_expand(grid_build *gb, const ab_plan_opts *o, int g, char *err, 
 /* Every grid of the config ([sweep] and its [sweep.NAME] blocks) expanded
  * in order; a problem or a point that two grids share is kept once (the
  * first), so blocks may overlap freely. */
-int ab_plan_build(const ab_config *c, const ab_plan_opts *o, int threads, ab_plan *p, char *err, size_t errlen)
+int ab_plan_build(const ab_config *c, const ab_plan_opts *o, int threads, ab_plan *p, char *err,
+                  size_t errlen)
 {
     size_t nb, nj_cap;
     grid_capacity(c, o, &nb, &nj_cap);

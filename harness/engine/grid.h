@@ -20,7 +20,7 @@ typedef struct base_pt {
     double mask_density; /* allowed pairs / N^2 of the mask bound to (n, seed) */
     int64_t seed;
     double depth;
-    int timed;           /* 0: the points are scored only ([timing] timed_tasks / timed_depths) */
+    int timed; /* 0: the points are scored only ([timing] timed_tasks / timed_depths) */
 } base_pt;
 
 typedef struct job {
@@ -28,18 +28,18 @@ typedef struct job {
     const ab_method *m;
     ab_params params;
     unsigned device;
-    double target;      /* NaN: native (knob fixed) */
+    double target; /* NaN: native (knob fixed) */
     char key[24];
-    uint64_t fam;       /* hash of the key without N and depth: the calibration family */
-    int family;         /* the family's number, in order of first appearance (job_chain) */
-    char pred[24];      /* key of the family's point just before this one ("": none) */
+    uint64_t fam;  /* hash of the key without N and depth: the calibration family */
+    int family;    /* the family's number, in order of first appearance (job_chain) */
+    char pred[24]; /* key of the family's point just before this one ("": none) */
 } job;
 
 /* What the command line narrows; each left 0 keeps the config's choice. */
 typedef struct ab_plan_opts {
     char methods[AB_CFG_LIST][AB_CFG_NAME];
-    int n_methods;      /* 0: each grid's methods, else all */
-    unsigned devices;   /* AB_CPU | AB_GPU; 0: [sweep] devices */
+    int n_methods;        /* 0: each grid's methods, else all */
+    unsigned devices;     /* AB_CPU | AB_GPU; 0: [sweep] devices */
     int shard_i, shard_n; /* shard_n > 1: every shard_n-th calibration family from shard_i */
 } ab_plan_opts;
 
@@ -54,7 +54,8 @@ typedef struct ab_plan {
 
 /* Expand the config's grids (threads is part of every point's key). 0, or
  * -1 with "FILE: where: why" in err (a base mask that cannot be bound). */
-int ab_plan_build(const ab_config *c, const ab_plan_opts *o, int threads, ab_plan *p, char *err, size_t errlen);
+int ab_plan_build(const ab_config *c, const ab_plan_opts *o, int threads, ab_plan *p, char *err,
+                  size_t errlen);
 void ab_plan_free(ab_plan *p);
 
 /* A method's parameters: its defaults with the config's overrides (the

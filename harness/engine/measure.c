@@ -58,13 +58,14 @@ void ab_bind_threads(int threads)
 
 const char *ab_binding_mode(void)
 {
-    if (getenv("OMP_PROC_BIND") || getenv("OMP_PLACES")) return "environment (OMP_PROC_BIND / OMP_PLACES as set)";
+    if (getenv("OMP_PROC_BIND") || getenv("OMP_PLACES"))
+        return "environment (OMP_PROC_BIND / OMP_PLACES as set)";
     return "attnbench: in each child, OpenMP thread i on the i-th allowed CPU; OpenBLAS pool unbound";
 }
 
 /* Instance with knob value v; select; finalize; density. Returns rc. */
-static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, double v,
-                     double *density, char *msg, size_t ml)
+static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, double v, double *density,
+                     char *msg, size_t ml)
 {
     const ab_method *m = x->j->m;
     int kp = m->density_knob.param;
@@ -85,7 +86,10 @@ static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, do
 /* The knob in the space where density moves most evenly: log for
  * log-scale knobs (when positive), else the knob itself. */
 static double to_u(const ab_knob *k, double v) { return k->log_scale && v > 0 ? log(v) : v; }
-static double from_u(const ab_knob *k, double u, double v_ref) { return k->log_scale && v_ref > 0 ? exp(u) : u; }
+static double from_u(const ab_knob *k, double u, double v_ref)
+{
+    return k->log_scale && v_ref > 0 ? exp(u) : u;
+}
 
 /* Calibration: find a knob value whose achieved density is within
  * tolerance of the target. select() only, so it is cheap next to timing,
@@ -184,7 +188,8 @@ static int calib_ends(calib *cs)
 {
     const ab_param *kp = cs->kp;
     const int inc = cs->kn->increasing;
-    const double vlo_d = inc ? kp->min : kp->max, vhi_d = inc ? kp->max : kp->min; /* low / high density ends */
+    const double vlo_d = inc ? kp->min : kp->max,
+                 vhi_d = inc ? kp->max : kp->min; /* low / high density ends */
     double dmin = NAN, dmax = NAN;
     int rc;
     if (isnan(cs->va)) {
@@ -203,8 +208,9 @@ static int calib_ends(calib *cs)
     }
     if (!isnan(cs->va) && !isnan(cs->vb)) return 0;
     const double lo_d = isnan(dmin) ? cs->da : dmin, hi_d = isnan(dmax) ? cs->db : dmax;
-    snprintf(cs->msg, cs->ml, "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]",
-             cs->target, lo_d, hi_d, kp->name, kp->min, kp->max);
+    snprintf(cs->msg, cs->ml,
+             "target density %.4g outside the reachable range [%.4g, %.4g] of %s in [%g, %g]", cs->target,
+             lo_d, hi_d, kp->name, kp->min, kp->max);
     cs->achieved = isnan(cs->va) ? lo_d : hi_d;
     cs->knob = isnan(cs->va) ? vlo_d : vhi_d;
     return 2;
@@ -256,8 +262,8 @@ static int calib_false_position(calib *cs)
     cs->knob = cs->best;
     cs->achieved = cs->bestd;
     snprintf(cs->msg, cs->ml,
-             "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g (%d evaluations)", kp->name,
-             cs->target, cs->tol * 100, cs->bestd, kp->name, cs->best, cs->evals);
+             "no value of %s reaches density %.4g within %.0f%%: nearest %.4g at %s=%.6g (%d evaluations)",
+             kp->name, cs->target, cs->tol * 100, cs->bestd, kp->name, cs->best, cs->evals);
     return 2;
 }
 
@@ -265,9 +271,20 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
                      char *msg, size_t ml)
 {
     const ab_method *m = x->j->m;
-    calib cs = { .x = x, .pb = pb, .kn = &m->density_knob, .kp = &m->params[m->density_knob.param],
-                 .target = target, .tol = x->c->tolerance, .best = NAN, .bestd = NAN, .va = NAN, .da = NAN,
-                 .vb = NAN, .db = NAN, .msg = msg, .ml = ml };
+    calib cs = { .x = x,
+                 .pb = pb,
+                 .kn = &m->density_knob,
+                 .kp = &m->params[m->density_knob.param],
+                 .target = target,
+                 .tol = x->c->tolerance,
+                 .best = NAN,
+                 .bestd = NAN,
+                 .va = NAN,
+                 .da = NAN,
+                 .vb = NAN,
+                 .db = NAN,
+                 .msg = msg,
+                 .ml = ml };
     const ab_param *kp = cs.kp;
     int rc = 0;
     if (!isnan(x->cached_knob) && x->cached_knob >= kp->min && x->cached_knob <= kp->max)
@@ -282,8 +299,8 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
 
 /* One call: a fresh layout, select() (+ finalize) and run(); their times in
  * ms added to *sel and *run. */
-int ab_one_call(ab_instance *in, const ab_problem *pb, const ab_config *c, ab_layout *l, float *out, double *sel,
-                double *run)
+int ab_one_call(ab_instance *in, const ab_problem *pb, const ab_config *c, ab_layout *l, float *out,
+                double *sel, double *run)
 {
     ab_layout_free(l);
     ab_layout_init(l, &pb->s, c->block_q, c->block_k);
@@ -314,7 +331,8 @@ static int batch_calls(double call_ms, double min_sample_ms)
  * round's repeat and time bounds are met. Records the samples (round 0 of
  * this child's numbering: the parent renumbers) and what other processes
  * and the hypervisor took meanwhile. */
-static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb, ab_layout *l, float *out, ab_point *p)
+static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb, ab_layout *l, float *out,
+                      ab_point *p)
 {
     const ab_config *c = x->c;
     const ab_method *dm = ab_method_find("dense");
@@ -329,9 +347,14 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
         ab_params_defaults(dm->params, AB_MAX_PARAMS, &dp);
         size_t t = (size_t)pb->s.heads * pb->s.seq_len * pb->s.head_dim;
         dout = malloc(t * sizeof *dout);
-        if (dout && ab_instance_create(&dn, dm, &dp, &pb->s) == AB_OK) dn_live = 1;
-        else if (dout) ab_instance_destroy(&dn);
-        if (!dn_live) { paired = 0; snprintf(p->timing, sizeof p->timing, "unpaired"); }
+        if (dout && ab_instance_create(&dn, dm, &dp, &pb->s) == AB_OK)
+            dn_live = 1;
+        else if (dout)
+            ab_instance_destroy(&dn);
+        if (!dn_live) {
+            paired = 0;
+            snprintf(p->timing, sizeof p->timing, "unpaired");
+        }
     }
     const double fma0 = ab_fma_probe(1.0); /* the machine's speed now (docs/timing.md) */
     /* warm-up (at least one call of each, which also sizes the batches) */
@@ -365,8 +388,10 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     int n = 0;
     while (rc == AB_OK) {
         double sel = 0, run = 0, dsel = 0, drun = 0;
-        const int dense_first = paired && (n + x->round) % 2 == 0; /* rounds alternate too: 1-pair rounds stay balanced */
-        for (int k = 0; dense_first && k < kd && rc == AB_OK; k++) rc = ab_one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
+        const int dense_first =
+            paired && (n + x->round) % 2 == 0; /* rounds alternate too: 1-pair rounds stay balanced */
+        for (int k = 0; dense_first && k < kd && rc == AB_OK; k++)
+            rc = ab_one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
         for (int k = 0; k < km && rc == AB_OK; k++) rc = ab_one_call(in, pb, c, l, out, &sel, &run);
         for (int k = 0; paired && !dense_first && k < kd && rc == AB_OK; k++)
             rc = ab_one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
@@ -389,7 +414,8 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
         p->sample_calls[n] = km;
         n++;
         const double el = (ab_now_ms() - start) / 1e3;
-        if ((n >= c->min_repeats && el >= c->min_time_s) || n >= c->max_repeats || n >= cap || el >= c->max_time_s)
+        if ((n >= c->min_repeats && el >= c->min_time_s) || n >= c->max_repeats || n >= cap ||
+            el >= c->max_time_s)
             break;
     }
     ab_cpuload_read(&lb);
@@ -406,7 +432,9 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     p->calls = km;
     p->rounds = 1;
     if (rc) {
-        const char *e = *ab_instance_error(in) ? ab_instance_error(in) : dn_live && *ab_instance_error(&dn) ? ab_instance_error(&dn) : ab_strerror(rc);
+        const char *e = *ab_instance_error(in)               ? ab_instance_error(in)
+                        : dn_live && *ab_instance_error(&dn) ? ab_instance_error(&dn)
+                                                             : ab_strerror(rc);
         ab_point_set_status(p, ab_status_of_code(rc), "timing round %d: %s", x->round + 1, e);
     }
     ab_layout_free(&dl);
@@ -435,12 +463,18 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
         g_calib_evals = 0;
         int rc = calibrate(x, &pb, j->target, &knob, &achieved, msg, sizeof msg);
         if (getenv("AB_CALIB_TRACE")) /* a debugging aid: how many select() calls calibration took */
-            fprintf(stderr, "\ncalibrate %s N=%d target %.3g: %d evaluations (guess %s), rc %d\n", m->name, b->n, j->target,
-                    g_calib_evals, isnan(x->cached_knob) ? "none" : "used", rc);
+            fprintf(stderr, "\ncalibrate %s N=%d target %.3g: %d evaluations (guess %s), rc %d\n", m->name,
+                    b->n, j->target, g_calib_evals, isnan(x->cached_knob) ? "none" : "used", rc);
         p->knob_value = knob;
         p->achieved_density = achieved;
-        if (rc == 1) { ab_point_set_status(p, "calib_failed", "%s", msg); return; }
-        if (rc) { ab_point_set_status(p, ab_status_of_code(rc), "calibration: %s", msg); return; }
+        if (rc == 1) {
+            ab_point_set_status(p, "calib_failed", "%s", msg);
+            return;
+        }
+        if (rc) {
+            ab_point_set_status(p, ab_status_of_code(rc), "calibration: %s", msg);
+            return;
+        }
     }
     if (kp >= 0) prm.v[kp] = m->params[kp].is_int ? round(knob) : knob;
     p->knob_value = knob;
@@ -456,13 +490,18 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     ab_instance in;
     int rc = ab_instance_create(&in, m, &prm, &s);
     if (rc) {
-        ab_point_set_status(p, ab_status_of_code(rc), "init: %s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        ab_point_set_status(p, ab_status_of_code(rc), "init: %s",
+                            *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
         ab_instance_destroy(&in);
         return;
     }
     size_t t = (size_t)b->heads * b->n * b->d;
     float *out = malloc(t * sizeof(float));
-    if (!out) { ab_point_set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof(float)); ab_instance_destroy(&in); return; }
+    if (!out) {
+        ab_point_set_status(p, "oom", "cannot allocate the output (%zu bytes)", t * sizeof(float));
+        ab_instance_destroy(&in);
+        return;
+    }
     ab_layout l;
     memset(&l, 0, sizeof l);
     if (x->round > 0) { /* timing only: round 0 scored this point */
@@ -495,7 +534,8 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
             ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
             goto done;
         }
-        if (x->save_dir && ab_tensors_write_point(x->save_dir, j->key, x->problem, &pb, &l, out, terr, sizeof terr)) {
+        if (x->save_dir &&
+            ab_tensors_write_point(x->save_dir, j->key, x->problem, &pb, &l, out, terr, sizeof terr)) {
             ab_point_set_status(p, "error", "--save-tensors: %s", terr);
             goto done;
         }
@@ -553,15 +593,22 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
     if (n <= 0 || strcmp(p->status, "ok")) return;
     double *tot = malloc(sizeof(double) * (size_t)n * 2);
     int *grp = malloc(sizeof(int) * (size_t)n * 2);
-    if (!tot || !grp) { free(tot); free(grp); return; }
+    if (!tot || !grp) {
+        free(tot);
+        free(grp);
+        return;
+    }
     double *rat = tot + n;
     int *rgrp = grp + n, nr = 0;
     for (int i = 0; i < n; i++) {
         tot[i] = p->sample_select_ms[i] + p->sample_run_ms[i];
         grp[i] = p->sample_round[i];
         if (p->sample_calls[i] < 1) p->sample_calls[i] = 1;
-        if (p->sample_dense_ms[i] > 0) { rat[nr] = tot[i] / p->sample_dense_ms[i]; rgrp[nr++] = p->sample_round[i]; }
-        else p->sample_dense_ms[i] = NAN;
+        if (p->sample_dense_ms[i] > 0) {
+            rat[nr] = tot[i] / p->sample_dense_ms[i];
+            rgrp[nr++] = p->sample_round[i];
+        } else
+            p->sample_dense_ms[i] = NAN;
     }
     ab_point_latency(p, p->sample_select_ms, p->sample_run_ms, tot, n);
     const uint64_t seed = ab_fnv1a(p->key);
@@ -589,8 +636,10 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
      * left idle plus interference_pct of the ones it used, or the
      * hypervisor stole more than interference_pct of them */
     const double ncpu = (double)ab_default_threads(), thr = p->threads > 0 ? p->threads : 1;
-    const double spare = ncpu > thr ? 100.0 * (ncpu - thr) / ncpu : 0, ours = 100.0 * (thr < ncpu ? thr : ncpu) / ncpu;
-    if ((p->foreign_pct > spare + c->interference_pct * ours / 100 || p->steal_pct > c->interference_pct * ours / 100) &&
+    const double spare = ncpu > thr ? 100.0 * (ncpu - thr) / ncpu : 0,
+                 ours = 100.0 * (thr < ncpu ? thr : ncpu) / ncpu;
+    if ((p->foreign_pct > spare + c->interference_pct * ours / 100 ||
+         p->steal_pct > c->interference_pct * ours / 100) &&
         !strstr(fl, "interference"))
         snprintf(fl + strlen(fl), sizeof fl - strlen(fl), "%sinterference", fl[0] ? "," : "");
     if (p->rounds > 1) {
@@ -598,7 +647,8 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
         for (int r = 0; v && r < p->rounds; r++) {
             int m = 0;
             for (int i = 0; i < n; i++)
-                if (p->sample_round[i] == r) v[m++] = nr > 0 && p->sample_dense_ms[i] > 0 ? tot[i] / p->sample_dense_ms[i] : tot[i];
+                if (p->sample_round[i] == r)
+                    v[m++] = nr > 0 && p->sample_dense_ms[i] > 0 ? tot[i] / p->sample_dense_ms[i] : tot[i];
             if (!m) continue;
             double md = ab_median(v, m);
             lo = md < lo ? md : lo;
@@ -630,11 +680,13 @@ void ab_add_round(ab_point *p, const ab_point *q)
     if (!(p->foreign_pct >= q->foreign_pct)) p->foreign_pct = q->foreign_pct;
     if (!(p->steal_pct >= q->steal_pct)) p->steal_pct = q->steal_pct;
     if (!(p->load1 >= q->load1)) p->load1 = q->load1;
-    if (q->fma_gflops > 0) p->fma_gflops = p->fma_gflops > 0 ? (p->fma_gflops * r + q->fma_gflops) / (r + 1) : q->fma_gflops;
-    if (q->shared_pct >= 0) p->shared_pct = p->shared_pct >= 0 ? (p->shared_pct * r + q->shared_pct) / (r + 1) : q->shared_pct;
+    if (q->fma_gflops > 0)
+        p->fma_gflops = p->fma_gflops > 0 ? (p->fma_gflops * r + q->fma_gflops) / (r + 1) : q->fma_gflops;
+    if (q->shared_pct >= 0)
+        p->shared_pct = p->shared_pct >= 0 ? (p->shared_pct * r + q->shared_pct) / (r + 1) : q->shared_pct;
     if (q->timing[0] && !strstr(p->timing, q->timing))
-        snprintf(p->timing + strlen(p->timing), sizeof p->timing - strlen(p->timing), "%s%s", p->timing[0] ? "," : "",
-                 q->timing);
+        snprintf(p->timing + strlen(p->timing), sizeof p->timing - strlen(p->timing), "%s%s",
+                 p->timing[0] ? "," : "", q->timing);
 }
 
 void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
@@ -646,7 +698,10 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
     snprintf(p->device, sizeof p->device, "%s", j->device == AB_GPU ? "gpu" : "cpu");
     snprintf(p->dtype, sizeof p->dtype, "fp32");
     snprintf(p->task, sizeof p->task, "%s", b->task->name);
-    p->seq_len = b->n; p->heads = b->heads; p->head_dim = b->d; p->causal = b->causal;
+    p->seq_len = b->n;
+    p->heads = b->heads;
+    p->head_dim = b->d;
+    p->causal = b->causal;
     snprintf(p->mask, sizeof p->mask, "%s", b->mask);
     p->mask_density = b->mask_density;
     p->threads = threads;
@@ -663,4 +718,3 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
     p->foreign_pct = p->steal_pct = p->load1 = p->fma_gflops = p->shared_pct = NAN;
     p->point_s = 0;
 }
-

@@ -22,8 +22,7 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int sample,
-                   uint64_t seed, int *rows)
+int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int sample, uint64_t seed, int *rows)
 {
     if (n <= exact_max_n) {
         for (int i = 0; i < n; i++) rows[i] = i;
@@ -42,9 +41,15 @@ int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int samp
     }
     int cnt = 0;
     for (int i = 0; i < n_must; i++)
-        if (must[i] >= 0 && must[i] < n && !used[must[i]]) { used[must[i]] = 1; rows[cnt++] = must[i]; }
+        if (must[i] >= 0 && must[i] < n && !used[must[i]]) {
+            used[must[i]] = 1;
+            rows[cnt++] = must[i];
+        }
     for (int i = 0; i < want; i++)
-        if (!used[draw[i]]) { used[draw[i]] = 1; rows[cnt++] = draw[i]; }
+        if (!used[draw[i]]) {
+            used[draw[i]] = 1;
+            rows[cnt++] = draw[i];
+        }
     free(draw);
     free(used);
     qsort(rows, (size_t)cnt, sizeof *rows, cmp_int);
@@ -63,23 +68,33 @@ static void select_topk(double *v, int32_t *ix, int n, int k)
             while (v[i] > pivot) i++;
             while (v[j] < pivot) j--;
             if (i <= j) {
-                double tv = v[i]; v[i] = v[j]; v[j] = tv;
-                int32_t ti = ix[i]; ix[i] = ix[j]; ix[j] = ti;
-                i++; j--;
+                double tv = v[i];
+                v[i] = v[j];
+                v[j] = tv;
+                int32_t ti = ix[i];
+                ix[i] = ix[j];
+                ix[j] = ti;
+                i++;
+                j--;
             }
         }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else break;
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            break;
     }
 }
 
-int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows,
-                    int topk, ab_alloc_fn alloc, void *actx)
+int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows, int topk,
+                    ab_alloc_fn alloc, void *actx)
 {
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     memset(r, 0, sizeof *r);
-    r->heads = H; r->d = d; r->n_rows = n_rows;
+    r->heads = H;
+    r->d = d;
+    r->n_rows = n_rows;
     r->topk = topk < N ? topk : N;
     r->rows = alloc(actx, sizeof(int) * (size_t)n_rows);
     r->out = alloc(actx, sizeof(double) * (size_t)H * n_rows * d);
@@ -133,8 +148,7 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
 
 /* Sum over the keys row i of head h keeps, among those the base mask
  * allows, of exp(logit - m). */
-static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask *mask, int h, int i,
-                        double m)
+static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask *mask, int h, int i, double m)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim;
     const float *q = pb->q + ((size_t)h * N + i) * d;
@@ -142,10 +156,13 @@ static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask 
     ab_mask_span(mask, i, &lo, &hi);
     const int exact = mask->def->interval; /* span exact: no per-key test */
     double acc = 0;
-#define ADD_KEY(j) do { \
-        const float *k_ = pb->k + ((size_t)h * N + (j)) * d; double s_ = 0; \
+#define ADD_KEY(j)                                                           \
+    do {                                                                     \
+        const float *k_ = pb->k + ((size_t)h * N + (j)) * d;                 \
+        double s_ = 0;                                                       \
         for (int c_ = 0; c_ < d; c_++) s_ += (double)q[c_] * (double)k_[c_]; \
-        acc += exp(s_ * pb->s.scale - m); } while (0)
+        acc += exp(s_ * pb->s.scale - m);                                    \
+    } while (0)
     size_t row = (size_t)h * l->n_qblocks + (size_t)(i / l->block_q);
     if (l->blk_ptr)
         for (int64_t e = l->blk_ptr[row]; e < l->blk_ptr[row + 1]; e++) {
@@ -164,8 +181,7 @@ static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask 
     return acc;
 }
 
-int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
-             const float *out, ab_scores *s)
+int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out, ab_scores *s)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim;
     memset(s, 0, sizeof *s);
@@ -190,8 +206,10 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
         sum_l2 += den > 0 ? sqrt(num / den) : sqrt(num);
         if (custom) continue;
         double z = r->rsum[(size_t)h * r->n_rows + ri];
-        if (dense) sum_mass += 1.0;
-        else if (z > 0) sum_mass += kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
+        if (dense)
+            sum_mass += 1.0;
+        else if (z > 0)
+            sum_mass += kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
         const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
         int hit = 0, cnt = 0;
         for (int c = 0; c < r->topk; c++) {
@@ -212,7 +230,11 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
 
 void ab_wilson(double k, double n, double *lo, double *hi)
 {
-    if (!(n > 0)) { *lo = NAN; *hi = NAN; return; }
+    if (!(n > 0)) {
+        *lo = NAN;
+        *hi = NAN;
+        return;
+    }
     const double z = 1.959963984540054;
     double p = k / n, z2 = z * z;
     double den = 1 + z2 / n;

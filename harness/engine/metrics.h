@@ -11,12 +11,12 @@
 /* Reference data for one problem. Arrays live wherever the caller's
  * allocator put them (the sweep uses a shared mapping). */
 typedef struct ab_refset {
-    int heads, d, n_rows, topk;  /* topk: entries per row in topk_idx */
-    int *rows;                   /* [n_rows] scored query rows (sorted, same for every head) */
-    double *out;                 /* (heads, n_rows, d) fp64 reference output */
-    double *rmax;                /* (heads, n_rows) max logit over allowed keys */
-    double *rsum;                /* (heads, n_rows) sum exp(logit - rmax) */
-    int32_t *topk_idx;           /* (heads, n_rows, topk) dense top-k keys; -1 pads */
+    int heads, d, n_rows, topk; /* topk: entries per row in topk_idx */
+    int *rows;                  /* [n_rows] scored query rows (sorted, same for every head) */
+    double *out;                /* (heads, n_rows, d) fp64 reference output */
+    double *rmax;               /* (heads, n_rows) max logit over allowed keys */
+    double *rsum;               /* (heads, n_rows) sum exp(logit - rmax) */
+    int32_t *topk_idx;          /* (heads, n_rows, topk) dense top-k keys; -1 pads */
 } ab_refset;
 
 typedef void *(*ab_alloc_fn)(void *ctx, size_t bytes);
@@ -25,23 +25,21 @@ typedef void *(*ab_alloc_fn)(void *ctx, size_t bytes);
  * (task query rows) plus `sample` rows drawn uniformly without replacement
  * with the seeded generator. Returns the count; rows (caller-allocated,
  * capacity N) sorted and unique. */
-int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int sample,
-                   uint64_t seed, int *rows);
+int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int sample, uint64_t seed, int *rows);
 /* Build the reference: O(heads * n_rows * N * d). Uses OpenMP over rows. */
-int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows,
-                    int topk, ab_alloc_fn alloc, void *alloc_ctx);
+int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows, int topk,
+                    ab_alloc_fn alloc, void *alloc_ctx);
 
 typedef struct ab_scores {
-    double recall_mass;  /* NaN for CUSTOM layouts */
-    double recall_topk;  /* NaN for CUSTOM layouts */
-    double rel_l2;       /* mean over scored rows of |o - ô| / |o| */
+    double recall_mass; /* NaN for CUSTOM layouts */
+    double recall_topk; /* NaN for CUSTOM layouts */
+    double rel_l2;      /* mean over scored rows of |o - ô| / |o| */
     double max_abs;
-    int rows;            /* (head, row) pairs scored */
-    int nonfinite;       /* 1 if the method's output has NaN/Inf on a scored row */
+    int rows;      /* (head, row) pairs scored */
+    int nonfinite; /* 1 if the method's output has NaN/Inf on a scored row */
 } ab_scores;
 
-int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
-             const float *out, ab_scores *s);
+int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out, ab_scores *s);
 
 /* Wilson score interval (95%) for k successes out of n (Wilson 1927,
  * JASA 22:209); k and n are counts, as doubles so pooled counts fit; NaN

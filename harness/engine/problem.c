@@ -34,21 +34,25 @@ static size_t arena_size(const base_pt *b, const ab_config *c)
 
 static int copy_ints(arena_hdr *a, int **dst, const int *src, int n)
 {
-    if (!src) { *dst = NULL; return 0; }
+    if (!src) {
+        *dst = NULL;
+        return 0;
+    }
     *dst = arena_alloc(a, sizeof(int) * (size_t)(n ? n : 1));
     if (!*dst) return -1;
     memcpy(*dst, src, sizeof(int) * (size_t)n);
     return 0;
 }
 
-static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, const char *save_dir,
-                         const char *problem, ab_shape s)
+static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
+                         const char *save_dir, const char *problem, ab_shape s)
 {
     ab_answer ans;
     memset(&ans, 0, sizeof ans);
     char why[200] = "";
-    ab_task_input in = { .p = &b->tparams, .str = b->tstr, .s = s, .seed = (uint64_t)b->seed,
-                         .depth = b->depth };
+    ab_task_input in = {
+        .p = &b->tparams, .str = b->tstr, .s = s, .seed = (uint64_t)b->seed, .depth = b->depth
+    };
     int rc = ab_task_generate(b->task, &in, a->q, a->k, a->v, &ans, why, sizeof why);
     if (rc) {
         a->status = rc;
@@ -60,7 +64,8 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
     if (copy_ints(a, &a->ans.head, ans.head, ans.n) || copy_ints(a, &a->ans.row, ans.row, ans.n) ||
         copy_ints(a, &a->ans.code, ans.code, ans.n) || copy_ints(a, &a->ans.key_pos, ans.key_pos, ans.n) ||
         copy_ints(a, &a->ans.group, ans.group, ans.n)) {
-        a->status = AB_ENOMEM; snprintf(a->msg, sizeof a->msg, "arena too small for the answer");
+        a->status = AB_ENOMEM;
+        snprintf(a->msg, sizeof a->msg, "arena too small for the answer");
         ab_answer_free(&ans);
         return;
     }
@@ -68,18 +73,31 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
     if (ans.codebook) {
         size_t cb = sizeof(float) * (size_t)ans.n_codes * ans.head_dim;
         a->ans.codebook = arena_alloc(a, cb);
-        if (!a->ans.codebook) { a->status = AB_ENOMEM; ab_answer_free(&ans); return; }
+        if (!a->ans.codebook) {
+            a->status = AB_ENOMEM;
+            ab_answer_free(&ans);
+            return;
+        }
         memcpy(a->ans.codebook, ans.codebook, cb);
     }
     int *rows = malloc(sizeof(int) * (size_t)b->n);
-    if (!rows) { a->status = AB_ENOMEM; ab_answer_free(&ans); return; }
+    if (!rows) {
+        a->status = AB_ENOMEM;
+        ab_answer_free(&ans);
+        return;
+    }
     int nr = ab_choose_rows(b->n, c->exact_max_n, ans.row, ans.n, c->score_rows, (uint64_t)b->seed, rows);
     ab_answer_free(&ans);
     ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads };
     rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
     free(rows);
-    if (rc) { a->status = rc; snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc)); return; }
-    if (save_dir && ab_tensors_write_problem(save_dir, problem, &pb, &a->ref, a->msg, sizeof a->msg)) a->status = AB_EINTERNAL;
+    if (rc) {
+        a->status = rc;
+        snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc));
+        return;
+    }
+    if (save_dir && ab_tensors_write_problem(save_dir, problem, &pb, &a->ref, a->msg, sizeof a->msg))
+        a->status = AB_EINTERNAL;
 }
 
 /* In the data child: generate and build the reference. */
@@ -92,10 +110,18 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
     a->q = arena_alloc(a, t * 4);
     a->k = arena_alloc(a, t * 4);
     a->v = arena_alloc(a, t * 4);
-    if (!a->q || !a->k || !a->v) { a->status = AB_ENOMEM; snprintf(a->msg, sizeof a->msg, "arena too small"); return; }
+    if (!a->q || !a->k || !a->v) {
+        a->status = AB_ENOMEM;
+        snprintf(a->msg, sizeof a->msg, "arena too small");
+        return;
+    }
     ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
     int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, a->msg, sizeof a->msg);
-    if (mrc) { a->status = mrc; ab_mask_free(&mk); return; }
+    if (mrc) {
+        a->status = mrc;
+        ab_mask_free(&mk);
+        return;
+    }
     ab_shape s = { b->heads, b->n, b->d, mk.def->causal, 1.0f / sqrtf((float)b->d), &mk };
     data_problem(a, b, c, threads, save_dir, problem, s);
     ab_mask_free(&mk);

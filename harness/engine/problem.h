@@ -13,7 +13,7 @@
 /* The arena's header; what it allocates follows it. */
 typedef struct arena_hdr {
     size_t size, used;
-    int status;              /* data child: 0 ok, else AB_E* */
+    int status; /* data child: 0 ok, else AB_E* */
     char msg[256];
     float *q, *k, *v;
     ab_answer ans;

@@ -117,18 +117,30 @@ static void classify_failure(ab_point *p, int res, int wstatus, double timeout_s
     int near_limit = mem_limit > 0 && peak >= 0.5 * mem_limit;
     char mem[160] = "";
     if (mem_limit > 0)
-        snprintf(mem, sizeof mem, " after reaching %.2f GiB resident of its %.2f GiB limit ([timing] point_mem_gb)",
+        snprintf(mem, sizeof mem,
+                 " after reaching %.2f GiB resident of its %.2f GiB limit ([timing] point_mem_gb)",
                  peak / 1073741824.0, mem_limit / 1073741824.0);
-    if (res == -2) ab_point_set_status(p, "timeout", "no result within point_timeout_s = %g s; child killed", timeout_s);
-    else if (res == -1) ab_point_set_status(p, "error", "fork failed: %s", strerror(errno));
+    if (res == -2)
+        ab_point_set_status(p, "timeout", "no result within point_timeout_s = %g s; child killed", timeout_s);
+    else if (res == -1)
+        ab_point_set_status(p, "error", "fork failed: %s", strerror(errno));
     else if (WIFSIGNALED(wstatus)) {
         int sg = WTERMSIG(wstatus);
-        if (sg == SIGKILL) ab_point_set_status(p, "oom", "child killed by a SIGKILL attnbench did not send (the out-of-memory killer), peak %.2f GiB resident", peak / 1073741824.0);
-        else if (near_limit) ab_point_set_status(p, "oom", "out of memory: child killed by signal %d (%s)%s", sg, strsignal(sg), mem);
-        else ab_point_set_status(p, "crashed", "child killed by signal %d (%s)", sg, strsignal(sg));
+        if (sg == SIGKILL)
+            ab_point_set_status(p, "oom",
+                                "child killed by a SIGKILL attnbench did not send (the out-of-memory "
+                                "killer), peak %.2f GiB resident",
+                                peak / 1073741824.0);
+        else if (near_limit)
+            ab_point_set_status(p, "oom", "out of memory: child killed by signal %d (%s)%s", sg,
+                                strsignal(sg), mem);
+        else
+            ab_point_set_status(p, "crashed", "child killed by signal %d (%s)", sg, strsignal(sg));
     } else if (WEXITSTATUS(wstatus) == AB_EXIT_NOMEM || near_limit)
-        ab_point_set_status(p, "oom", "out of memory: child exited with status %d without a result%s", WEXITSTATUS(wstatus), mem);
-    else ab_point_set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
+        ab_point_set_status(p, "oom", "out of memory: child exited with status %d without a result%s",
+                            WEXITSTATUS(wstatus), mem);
+    else
+        ab_point_set_status(p, "error", "child exited with status %d without a result", WEXITSTATUS(wstatus));
 }
 
 /* Run one point's child (x) into pr: a failure becomes pr's status, the
@@ -182,14 +194,14 @@ typedef struct sweep {
     const ab_sweep_opts *o;
     const ab_sweep_reporter *rep;
     ab_store *st;
-    const char *save_dir;   /* --save-tensors: the folder, else NULL */
-    double mem_limit;       /* point_mem_limit */
-    double t0;              /* ab_now_ms() at the first point */
+    const char *save_dir; /* --save-tensors: the folder, else NULL */
+    double mem_limit;     /* point_mem_limit */
+    double t0;            /* ab_now_ms() at the first point */
     ab_sweep_progress pg;
     ab_sweep_result *res;
-    ab_point *pt;           /* a later round's child result */
-    int *pj, *order;        /* the problem's pending jobs; one round's order of them */
-    unsigned char *live;    /* pending job k is still timed in later rounds */
+    ab_point *pt;        /* a later round's child result */
+    int *pj, *order;     /* the problem's pending jobs; one round's order of them */
+    unsigned char *live; /* pending job k is still timed in later rounds */
 } sweep;
 
 /* One problem in the parent: its arena, whether its data child made it,
@@ -204,8 +216,8 @@ typedef struct problem_run {
     ab_point *res;
 } problem_run;
 
-static void report(const sweep *s, void (*fn)(void *, const ab_sweep_progress *), const base_pt *b, const job *j,
-                   const ab_point *p)
+static void report(const sweep *s, void (*fn)(void *, const ab_sweep_progress *), const base_pt *b,
+                   const job *j, const ab_point *p)
 {
     if (!fn) return;
     ab_sweep_progress pg = s->pg;
@@ -233,8 +245,13 @@ static int sweep_data(const sweep *s, problem_run *pr)
     char okb;
     int ws = 0;
     int r = run_isolated(data_entry, &da, &okb, 1, c->point_timeout_s, &ws, NULL);
-    if (r == -3) { ab_arena_unmap(pr->a, pr->asz); pr->a = NULL; return -3; }
-    if (r == 1 && pr->a->status == 0) pr->data_ok = 1;
+    if (r == -3) {
+        ab_arena_unmap(pr->a, pr->asz);
+        pr->a = NULL;
+        return -3;
+    }
+    if (r == 1 && pr->a->status == 0)
+        pr->data_ok = 1;
     else if (r == 1) {
         snprintf(pr->data_msg, sizeof pr->data_msg, "data generation failed: %s", pr->a->msg);
         pr->data_unsup = pr->a->status == AB_EUNSUPPORTED;
@@ -251,7 +268,8 @@ static int sweep_data(const sweep *s, problem_run *pr)
 static const char *device_unsupported(const job *j, char *why, size_t wl)
 {
     if (!(j->m->devices & j->device)) {
-        snprintf(why, wl, "method %s has no %s implementation", j->m->name, j->device == AB_GPU ? "GPU" : "CPU");
+        snprintf(why, wl, "method %s has no %s implementation", j->m->name,
+                 j->device == AB_GPU ? "GPU" : "CPU");
         return why;
     }
     /* ab_gpu_count() probes in its own child: this process never initialises CUDA */
@@ -271,7 +289,10 @@ static int sweep_point(sweep *s, problem_run *pr, int k, int r)
     fill_point_ids(pt, b, j, s->o->threads);
     char why[256] = "";
     if (r == 0 && !pr->data_ok) {
-        ab_point_set_status(pt, pr->data_unsup ? "unsupported" : strstr(pr->data_msg, "oom") || strstr(pr->data_msg, "memory") ? "oom" : "error",
+        ab_point_set_status(pt,
+                            pr->data_unsup                                                  ? "unsupported"
+                            : strstr(pr->data_msg, "oom") || strstr(pr->data_msg, "memory") ? "oom"
+                                                                                            : "error",
                             "%s", pr->data_msg);
     } else if (r == 0 && device_unsupported(j, why, sizeof why)) {
         ab_point_set_status(pt, "unsupported", "%s", why);
@@ -280,24 +301,37 @@ static int sweep_point(sweep *s, problem_run *pr, int k, int r)
          * CUDA runtime reserves huge virtual ranges) and writes no tensors */
         const int gpu = j->device == AB_GPU;
         const double lim = gpu ? 0 : s->mem_limit;
-        point_ctx x = { c, b, j, pr->a, s->o->threads, NAN, gpu || r > 0 ? NULL : s->save_dir, pr->problem, lim, r,
+        point_ctx x = { c,
+                        b,
+                        j,
+                        pr->a,
+                        s->o->threads,
+                        NAN,
+                        gpu || r > 0 ? NULL : s->save_dir,
+                        pr->problem,
+                        lim,
+                        r,
                         r > 0 ? res->knob_value : NAN };
         if (r == 0) x.cached_knob = pred_knob(s->st, j);
         double ps = 0;
         if (point_child(&x, pt, r > 0 ? &res->point_s : &ps, lim) == -3) return -3;
-        if (r == 0) pt->point_s = ps;
-        else if (!strcmp(pt->status, "ok")) ab_add_round(res, pt);
+        if (r == 0)
+            pt->point_s = ps;
+        else if (!strcmp(pt->status, "ok"))
+            ab_add_round(res, pt);
         else { /* a round that failed fails the point: no timing from the others */
             snprintf(res->status, sizeof res->status, "%s", pt->status);
-            snprintf(res->message, sizeof res->message, "round %d of %d: %.200s", r + 1, c->rounds, pt->message);
+            snprintf(res->message, sizeof res->message, "round %d of %d: %.200s", r + 1, c->rounds,
+                     pt->message);
             res->n_samples = 0;
             res->rounds = 0;
             s->live[k] = 0;
         }
     }
     if (r > 0 && res->rounds >= c->rounds) s->live[k] = 0;
-    if (r == 0) s->live[k] = j->device == AB_CPU && b->timed && !strcmp(pt->status, "ok") && pt->rounds == 1 &&
-                             c->rounds > 1;
+    if (r == 0)
+        s->live[k] =
+            j->device == AB_CPU && b->timed && !strcmp(pt->status, "ok") && pt->rounds == 1 && c->rounds > 1;
     s->pg.units_done++;
     s->pg.round = r;
     report(s, s->rep->ran, b, j, pt);
@@ -347,7 +381,8 @@ static void sweep_store(sweep *s, problem_run *pr)
             break;
         }
         s->pg.done++;
-        if (!ab_status_is_ok(pt->status) && strcmp(pt->status, "unsupported") && strcmp(pt->status, "calib_failed"))
+        if (!ab_status_is_ok(pt->status) && strcmp(pt->status, "unsupported") &&
+            strcmp(pt->status, "calib_failed"))
             s->res->failed++;
         report(s, s->rep->stored, pr->b, j, pt);
     }
@@ -358,11 +393,17 @@ static void sweep_problem(sweep *s, int bi)
 {
     problem_run pr = { .b = &s->p->bases[bi] };
     for (int i = 0; i < s->p->nj; i++)
-        if (s->p->jobs[i].base == bi && !(s->o->resume && ab_store_has(s->st, s->p->jobs[i].key))) s->pj[pr.np++] = i;
+        if (s->p->jobs[i].base == bi && !(s->o->resume && ab_store_has(s->st, s->p->jobs[i].key)))
+            s->pj[pr.np++] = i;
     if (!pr.np) return;
     if (sweep_data(s, &pr) == -3) return;
     pr.res = calloc((size_t)pr.np, sizeof *pr.res);
-    if (!pr.res) { ab_errorf("out of memory"); g_stop = -1; ab_arena_unmap(pr.a, pr.asz); return; }
+    if (!pr.res) {
+        ab_errorf("out of memory");
+        g_stop = -1;
+        ab_arena_unmap(pr.a, pr.asz);
+        return;
+    }
     sweep_rounds(s, &pr);
     sweep_store(s, &pr);
     free(pr.res);
@@ -374,7 +415,10 @@ static void sweep_problems(sweep *s)
 {
     const ab_plan *p = s->p;
     for (int i = 0; i < p->nj; i++) {
-        if (s->o->resume && ab_store_has(s->st, p->jobs[i].key)) { s->pg.skipped++; continue; }
+        if (s->o->resume && ab_store_has(s->st, p->jobs[i].key)) {
+            s->pg.skipped++;
+            continue;
+        }
         s->pg.todo++;
         s->pg.units += p->jobs[i].device == AB_CPU && p->bases[p->jobs[i].base].timed ? s->c->rounds : 1;
     }
@@ -385,7 +429,10 @@ static void sweep_problems(sweep *s)
     s->pj = malloc(sizeof(int) * (size_t)(p->nj + 1));
     s->order = malloc(sizeof(int) * (size_t)(p->nj + 1));
     s->live = malloc((size_t)p->nj + 1);
-    if (!s->pt || !s->pj || !s->order || !s->live) { ab_errorf("out of memory"); g_stop = -1; }
+    if (!s->pt || !s->pj || !s->order || !s->live) {
+        ab_errorf("out of memory");
+        g_stop = -1;
+    }
     for (int bi = 0; bi < p->nb && !g_stop; bi++) sweep_problem(s, bi);
     report(s, s->rep->end, NULL, NULL, NULL);
     free(s->pt);
@@ -398,7 +445,9 @@ int ab_sweep_run(const ab_config *c, const ab_plan *p, const ab_sweep_opts *o, c
                  ab_sweep_result *res, char *err, size_t errlen)
 {
     static const ab_sweep_reporter quiet = { 0 };
-    sweep s = { .c = c, .p = p, .o = o, .rep = rep ? rep : &quiet, .mem_limit = point_mem_limit(c), .res = res };
+    sweep s = {
+        .c = c, .p = p, .o = o, .rep = rep ? rep : &quiet, .mem_limit = point_mem_limit(c), .res = res
+    };
     memset(res, 0, sizeof *res);
     if (ab_store_open(o->out, o->env, o->resume, &s.st, err, errlen)) return -1;
 
@@ -430,7 +479,10 @@ int ab_sweep_run(const ab_config *c, const ab_plan *p, const ab_sweep_opts *o, c
 
 /* ---- --dry-run: how long will this take? -------------------------------- */
 /* One method's cost on the probe problem (ms) and the density it ran at. */
-typedef struct probe_res { double sel_ms, run_ms, density; int ok; } probe_res;
+typedef struct probe_res {
+    double sel_ms, run_ms, density;
+    int ok;
+} probe_res;
 
 typedef struct probe_arg {
     const ab_config *c;
@@ -501,8 +553,10 @@ int ab_estimate_plan(const ab_plan *p, ab_estimate *e)
     if (pbase.n > AB_PROBE_N) pbase.n = AB_PROBE_N;
     ab_mask mk;
     char why[300];
-    if (ab_mask_make(&mk, pbase.mask, pbase.n, (uint64_t)pbase.seed, why, sizeof why) != AB_OK) pbase.mask = "causal";
-    else pbase.mask_density = ab_mask_fraction(&mk);
+    if (ab_mask_make(&mk, pbase.mask, pbase.n, (uint64_t)pbase.seed, why, sizeof why) != AB_OK)
+        pbase.mask = "causal";
+    else
+        pbase.mask_density = ab_mask_fraction(&mk);
     ab_mask_free(&mk);
     if (!strcmp(pbase.mask, "causal")) pbase.mask_density = (pbase.n + 1.0) / (2.0 * pbase.n);
     for (int i = 0; i < p->nj && e->nm < AB_PROBE_MAX; i++) {
@@ -519,7 +573,8 @@ int ab_estimate_plan(const ab_plan *p, ab_estimate *e)
  * work scales as N^2 * heads * d * allowed pairs; per point: calibration
  * (~3 select() calls), one scored call, and for timed points `rounds` x
  * (warm-up + samples) of the method and of dense, with batching. */
-static void estimate_model(const ab_config *c, const ab_plan *p, ab_estimate *e, const probe_res *res, double gen_ms)
+static void estimate_model(const ab_config *c, const ab_plan *p, ab_estimate *e, const probe_res *res,
+                           double gen_ms)
 {
     const base_pt *bases = p->bases, *pbase = &e->probe;
     const double np2 = (double)pbase->n * pbase->n * pbase->heads * pbase->d * pbase->mask_density;
@@ -571,8 +626,8 @@ static void estimate_model(const ab_config *c, const ab_plan *p, ab_estimate *e,
     e->time_s = t_time / 1e3;
     e->big_n = big_n;
     e->big_share = e->total_s > 0 ? t_big / 1e3 / e->total_s : 0;
-    e->dense_big_ms = dense_p * (double)bases[e->big].n * bases[e->big].n * bases[e->big].heads * bases[e->big].d *
-                      bases[e->big].mask_density / np2;
+    e->dense_big_ms = dense_p * (double)bases[e->big].n * bases[e->big].n * bases[e->big].heads *
+                      bases[e->big].d * bases[e->big].mask_density / np2;
 }
 
 /* Generate the probe problem and time every method once on it, each in a
@@ -581,7 +636,10 @@ int ab_estimate_run(const ab_config *c, const ab_plan *p, int threads, ab_estima
 {
     size_t asz;
     arena_hdr *a = ab_arena_map(&e->probe, c, &asz);
-    if (!a) { snprintf(e->why, sizeof e->why, "cannot map the probe problem"); return -1; }
+    if (!a) {
+        snprintf(e->why, sizeof e->why, "cannot map the probe problem");
+        return -1;
+    }
     data_arg da = { a, &e->probe, c, threads, NULL, "probe" };
     char okb;
     int ws = 0;
@@ -598,7 +656,10 @@ int ab_estimate_run(const ab_config *c, const ab_plan *p, int threads, ab_estima
     }
     r = run_isolated(probe_entry, &pa, res, sizeof res, c->point_timeout_s, &ws, NULL);
     ab_arena_unmap(a, asz);
-    if (r != 1 || !res[0].ok) { snprintf(e->why, sizeof e->why, "the probe did not finish"); return -1; }
+    if (r != 1 || !res[0].ok) {
+        snprintf(e->why, sizeof e->why, "the probe did not finish");
+        return -1;
+    }
     estimate_model(c, p, e, res, gen_ms);
     return 0;
 }

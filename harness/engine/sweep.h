@@ -12,23 +12,23 @@
 #include "harness/store/store.h"
 
 typedef struct ab_sweep_opts {
-    const char *out;      /* the results file (HDF5) */
-    const ab_env *env;    /* the run's environment, recorded in it (sysinfo.h) */
-    int resume;           /* keep the points already in `out` and run the rest; else replace it */
-    int threads;          /* OpenMP/BLAS threads of every child */
-    int save_tensors;     /* also write the tensors under OUT.tensors (tensors.h) */
+    const char *out;   /* the results file (HDF5) */
+    const ab_env *env; /* the run's environment, recorded in it (sysinfo.h) */
+    int resume;        /* keep the points already in `out` and run the rest; else replace it */
+    int threads;       /* OpenMP/BLAS threads of every child */
+    int save_tensors;  /* also write the tensors under OUT.tensors (tensors.h) */
 } ab_sweep_opts;
 
 /* Where the sweep stands, for a reporter. */
 typedef struct ab_sweep_progress {
-    int todo, skipped;    /* points to run, points already stored (resume) */
-    int done;             /* points stored so far */
+    int todo, skipped;      /* points to run, points already stored (resume) */
+    int done;               /* points stored so far */
     long units, units_done; /* child runs expected in all (`rounds` per timed CPU point, 1 otherwise), done */
-    double elapsed_s;     /* since the first point */
-    int round;            /* of the last child run, 0-based */
-    const base_pt *b;     /* the point's problem and job (NULL in start) */
+    double elapsed_s;       /* since the first point */
+    int round;              /* of the last child run, 0-based */
+    const base_pt *b;       /* the point's problem and job (NULL in start) */
     const job *j;
-    const ab_point *p;    /* the child's result (ran) or the stored point (stored) */
+    const ab_point *p; /* the child's result (ran) or the stored point (stored) */
 } ab_sweep_progress;
 
 /* Callbacks, each optional. */
@@ -41,9 +41,9 @@ typedef struct ab_sweep_reporter {
 } ab_sweep_reporter;
 
 typedef struct ab_sweep_result {
-    int done, failed;     /* points stored; those with a failure status (not unsupported / calib_failed) */
-    int store_failed;     /* an append (the sweep stopped) or the close failed (reported with ab_errorf) */
-    int signal;           /* SIGINT / SIGTERM stopped it (the signal), else 0 */
+    int done, failed; /* points stored; those with a failure status (not unsupported / calib_failed) */
+    int store_failed; /* an append (the sweep stopped) or the close failed (reported with ab_errorf) */
+    int signal;       /* SIGINT / SIGTERM stopped it (the signal), else 0 */
     double elapsed_s;
 } ab_sweep_result;
 
@@ -57,20 +57,20 @@ int ab_sweep_run(const ab_config *c, const ab_plan *p, const ab_sweep_opts *o, c
 
 /* ---- the estimate: every method timed once on the plan's largest problem
  * (shrunk to N <= AB_PROBE_N), a cost model for the whole plan ---------- */
-#define AB_PROBE_N 4096
+#define AB_PROBE_N   4096
 #define AB_PROBE_MAX 256
 typedef struct ab_estimate {
     /* the probe (ab_estimate_plan) */
-    base_pt probe;        /* the largest problem, shrunk */
-    int big;              /* its index in the plan */
+    base_pt probe; /* the largest problem, shrunk */
+    int big;       /* its index in the plan */
     const ab_method *ms[AB_PROBE_MAX];
     int nm;
     /* the figures (ab_estimate_run) */
     double total_s, data_s, cal_s, score_s, time_s; /* wall time and its parts */
-    double big_share;     /* of total: the points at the largest N */
-    double dense_big_ms;  /* dense at the largest N, per call */
+    double big_share;                               /* of total: the points at the largest N */
+    double dense_big_ms;                            /* dense at the largest N, per call */
     int big_n;
-    char why[320];        /* not available: why */
+    char why[320]; /* not available: why */
 } ab_estimate;
 
 /* Choose the probe problem and the methods; 0 when the plan has no points

@@ -108,9 +108,10 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
              getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(unset)");
     ab_env_set(e, "thread_placement", buf);
     ab_env_set(e, "thread_binding", ab_binding_mode());
-    ab_env_set(e, "timing_protocol", "docs/timing.md: rounds in fresh child processes, interleaved; samples paired with "
-                                     "dense flash (D M, M D, ...); calls batched to min_sample_ms; medians with "
-                                     "hierarchical-bootstrap 95% intervals");
+    ab_env_set(e, "timing_protocol",
+               "docs/timing.md: rounds in fresh child processes, interleaved; samples paired with "
+               "dense flash (D M, M D, ...); calls batched to min_sample_ms; medians with "
+               "hierarchical-bootstrap 95% intervals");
     /* GPU name, driver, CUDA / cuBLAS versions, clocks, memory: probed in a
      * short-lived child so this process never initialises CUDA (gpu.c) */
     ab_gpu_env(e);

@@ -77,21 +77,28 @@ static int finish_file(hid_t f, int ok, const char *tmp, const char *final, char
     return -1;
 }
 
-int ab_tensors_write_problem(const char *dir, const char *name, const ab_problem *pb,
-                             const ab_refset *ref, char *err, size_t errlen)
+int ab_tensors_write_problem(const char *dir, const char *name, const ab_problem *pb, const ab_refset *ref,
+                             char *err, size_t errlen)
 {
     char tmp[1200], final[1200];
     hid_t f = create_file(dir, name, tmp, sizeof tmp, final, sizeof final);
-    if (f < 0) { snprintf(err, errlen, "cannot create %s", final); return -1; }
+    if (f < 0) {
+        snprintf(err, errlen, "cannot create %s", final);
+        return -1;
+    }
     hsize_t d3[3] = { (hsize_t)pb->s.heads, (hsize_t)pb->s.seq_len, (hsize_t)pb->s.head_dim };
     hsize_t dr[1] = { (hsize_t)ref->n_rows };
     hsize_t dro[3] = { (hsize_t)ref->heads, (hsize_t)ref->n_rows, (hsize_t)ref->d };
-    int ok = put(f, "q", H5T_NATIVE_FLOAT, 3, d3, pb->q) == 0 && put(f, "k", H5T_NATIVE_FLOAT, 3, d3, pb->k) == 0 &&
-             put(f, "v", H5T_NATIVE_FLOAT, 3, d3, pb->v) == 0 &&
-             put(f, "scored_rows", H5T_NATIVE_INT, 1, dr, ref->rows) == 0 &&
-             put(f, "ref_out", H5T_NATIVE_DOUBLE, 3, dro, ref->out) == 0 &&
-             put_attr_int(f, "causal", pb->s.causal) == 0 &&
-             put_attr_str(f, "layout", "q, k, v: (heads, seq_len, head_dim) fp32; ref_out: (heads, scored_rows, head_dim) fp64") == 0;
+    int ok =
+        put(f, "q", H5T_NATIVE_FLOAT, 3, d3, pb->q) == 0 &&
+        put(f, "k", H5T_NATIVE_FLOAT, 3, d3, pb->k) == 0 &&
+        put(f, "v", H5T_NATIVE_FLOAT, 3, d3, pb->v) == 0 &&
+        put(f, "scored_rows", H5T_NATIVE_INT, 1, dr, ref->rows) == 0 &&
+        put(f, "ref_out", H5T_NATIVE_DOUBLE, 3, dro, ref->out) == 0 &&
+        put_attr_int(f, "causal", pb->s.causal) == 0 &&
+        put_attr_str(
+            f, "layout",
+            "q, k, v: (heads, seq_len, head_dim) fp32; ref_out: (heads, scored_rows, head_dim) fp64") == 0;
     return finish_file(f, ok, tmp, final, err, errlen);
 }
 
@@ -100,7 +107,10 @@ int ab_tensors_write_point(const char *dir, const char *key, const char *problem
 {
     char tmp[1200], final[1200];
     hid_t f = create_file(dir, key, tmp, sizeof tmp, final, sizeof final);
-    if (f < 0) { snprintf(err, errlen, "cannot create %s", final); return -1; }
+    if (f < 0) {
+        snprintf(err, errlen, "cannot create %s", final);
+        return -1;
+    }
     hsize_t d3[3] = { (hsize_t)pb->s.heads, (hsize_t)pb->s.seq_len, (hsize_t)pb->s.head_dim };
     int ok = put(f, "out", H5T_NATIVE_FLOAT, 3, d3, out) == 0 && put_attr_str(f, "problem", problem) == 0 &&
              put_attr_str(f, "layout_kind", ab_layout_kind_name(l->kind)) == 0 &&

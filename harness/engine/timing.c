@@ -42,7 +42,10 @@ void ab_stats_compute(const double *x, int n, ab_stats *s)
         return;
     }
     double *t = malloc(sizeof(double) * (size_t)n);
-    if (!t) { s->median = NAN; return; }
+    if (!t) {
+        s->median = NAN;
+        return;
+    }
     memcpy(t, x, sizeof(double) * (size_t)n);
     qsort(t, (size_t)n, sizeof *t, cmp_d);
     double sum = 0, sq = 0;
@@ -90,7 +93,12 @@ void ab_median_ci(const double *x, const int *group, int n, double level, int re
     int *idx = malloc(sizeof(int) * (size_t)n);
     double *buf = malloc(sizeof(double) * (size_t)gmax * (size_t)nonempty);
     double *med = malloc(sizeof(double) * (size_t)reps);
-    if (!idx || !buf || !med) { free(idx); free(buf); free(med); return; }
+    if (!idx || !buf || !med) {
+        free(idx);
+        free(buf);
+        free(med);
+        return;
+    }
     int gid[AB_CI_GROUPS];
     for (int g = 0; g < AB_CI_GROUPS; g++) {
         start[g + 1] = start[g] + count[g];
@@ -130,13 +138,13 @@ void ab_cpuload_read(ab_cpuload *c)
     memset(c, 0, sizeof *c);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
-        c->self_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
-                    1e-6 * (double)ru.ru_stime.tv_usec;
+        c->self_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+                    (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
     FILE *f = fopen("/proc/stat", "r");
     if (!f) return;
     unsigned long long v[10] = { 0 };
-    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-                     &v[5], &v[6], &v[7], &v[8], &v[9]);
+    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                     &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
     fclose(f);
     if (got < 8) return;
     const double tick = 1.0 / (double)sysconf(_SC_CLK_TCK);
@@ -147,7 +155,8 @@ void ab_cpuload_read(ab_cpuload *c)
     c->ok = 1;
 }
 
-void ab_cpuload_diff(const ab_cpuload *a, const ab_cpuload *b, double *foreign_s, double *steal_s, double *total_s)
+void ab_cpuload_diff(const ab_cpuload *a, const ab_cpuload *b, double *foreign_s, double *steal_s,
+                     double *total_s)
 {
     *foreign_s = *steal_s = *total_s = 0;
     if (!a->ok || !b->ok) return;

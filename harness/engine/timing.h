@@ -31,16 +31,17 @@ void ab_median_ci(const double *x, const int *group, int n, double level, int re
  * (getrusage, all threads), in seconds, to tell how much of the machine
  * other processes and the hypervisor took while we measured. */
 typedef struct ab_cpuload {
-    double total_s;  /* all CPUs, every state */
-    double busy_s;   /* all CPUs: user nice system irq softirq */
-    double steal_s;  /* all CPUs: stolen by the hypervisor */
-    double self_s;   /* this process: user + system */
-    int ok;          /* /proc/stat was readable */
+    double total_s; /* all CPUs, every state */
+    double busy_s;  /* all CPUs: user nice system irq softirq */
+    double steal_s; /* all CPUs: stolen by the hypervisor */
+    double self_s;  /* this process: user + system */
+    int ok;         /* /proc/stat was readable */
 } ab_cpuload;
 void ab_cpuload_read(ab_cpuload *c);
 /* Between a and b: seconds other processes ran (busy minus ours, >= 0),
  * seconds stolen, and the machine's total CPU seconds. 0 when unknown. */
-void ab_cpuload_diff(const ab_cpuload *a, const ab_cpuload *b, double *foreign_s, double *steal_s, double *total_s);
+void ab_cpuload_diff(const ab_cpuload *a, const ab_cpuload *b, double *foreign_s, double *steal_s,
+                     double *total_s);
 /* The 1-minute load average, NaN when unknown. */
 double ab_loadavg1(void);
 /* A machine-speed index: fp32 FMA GFLOP/s of the calling thread on a

@@ -10,7 +10,7 @@
 
 ab_row ab_row_of(const ab_point *p)
 {
-    ab_row r = {p, 0, 0, isnan(p->target_density), 0};
+    ab_row r = { p, 0, 0, isnan(p->target_density), 0 };
     r.setting = r.native ? p->knob_value : p->target_density;
     return r;
 }
@@ -34,10 +34,7 @@ int ab_same_num(double a, double b)
     return a == b;
 }
 
-int ab_dbl_cmp(const void *a, const void *b)
-{
-    return ab_cmp_num(*(const double *)a, *(const double *)b);
-}
+int ab_dbl_cmp(const void *a, const void *b) { return ab_cmp_num(*(const double *)a, *(const double *)b); }
 
 double ab_median_of(double *v, size_t n)
 {
@@ -95,10 +92,7 @@ static int ptr_match_cmp(const void *a, const void *b)
     return match_cmp(*x, *y);
 }
 
-void ab_dense_sort(const ab_point **dense, size_t nd)
-{
-    qsort(dense, nd, sizeof *dense, ptr_match_cmp);
-}
+void ab_dense_sort(const ab_point **dense, size_t nd) { qsort(dense, nd, sizeof *dense, ptr_match_cmp); }
 
 /* Median dense total_ms for p's workload, NaN when there is none. */
 static double dense_ms_for(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp)
@@ -106,16 +100,18 @@ static double dense_ms_for(const ab_point *p, const ab_point *const *dense, size
     size_t lo = 0, hi = nd;
     while (lo < hi) { /* first >= p */
         size_t mid = (lo + hi) / 2;
-        if (match_cmp(dense[mid], p) < 0) lo = mid + 1;
-        else hi = mid;
+        if (match_cmp(dense[mid], p) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     size_t m = 0;
     for (size_t k = lo; k < nd && match_cmp(dense[k], p) == 0; k++) tmp[m++] = dense[k]->total_ms;
     return ab_median_of(tmp, m);
 }
 
-double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp,
-                     double *lo, double *hi, int *paired)
+double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp, double *lo,
+                     double *hi, int *paired)
 {
     double sp;
     *paired = ab_point_paired_speedup(p, &sp, lo, hi);
@@ -125,8 +121,8 @@ double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd,
     return isnan(dms) ? NAN : dms / p->total_ms;
 }
 
-size_t ab_group_speedup(const ab_row *rows, size_t n, const ab_point *const *dense, size_t nd,
-                        double *tmp, double *tmp2, double *sp, double *lo, double *hi, int *paired)
+size_t ab_group_speedup(const ab_row *rows, size_t n, const ab_point *const *dense, size_t nd, double *tmp,
+                        double *tmp2, double *sp, double *lo, double *hi, int *paired)
 {
     size_t m = 0, np = 0;
     double l, h, s;

@@ -17,8 +17,8 @@ typedef struct ab_row {
     const ab_point *p;
     int series;
     int mask;
-    int native;            /* target_density is NaN: the knob_value is the setting */
-    double setting;        /* target_density, or knob_value when native */
+    int native;     /* target_density is NaN: the knob_value is the setting */
+    double setting; /* target_density, or knob_value when native */
 } ab_row;
 
 /* The row of p (series and mask 0). */
@@ -36,13 +36,13 @@ double ab_median_of(double *v, size_t n);
 
 /* out = the median of expr over rows[0..n) (expr reads the point p_; a NaN
  * value leaves the point out); tmp: n doubles. */
-#define AB_ROWS_MEDIAN(out, rows, n, expr, tmp)               \
-    do {                                                      \
-        for (size_t q_ = 0; q_ < (n); q_++) {                 \
-            const ab_point *p_ = (rows)[q_].p;                \
-            (tmp)[q_] = (expr);                               \
-        }                                                     \
-        (out) = ab_median_of((tmp), (n));                        \
+#define AB_ROWS_MEDIAN(out, rows, n, expr, tmp) \
+    do {                                        \
+        for (size_t q_ = 0; q_ < (n); q_++) {   \
+            const ab_point *p_ = (rows)[q_].p;  \
+            (tmp)[q_] = (expr);                 \
+        }                                       \
+        (out) = ab_median_of((tmp), (n));       \
     } while (0)
 
 /* "dense" first, then by name. */
@@ -59,23 +59,23 @@ void ab_dense_sort(const ab_point **dense, size_t nd);
  * interval, *paired = 1) when it has a paired ratio, else the median dense
  * total_ms of its workload / its total_ms (*paired = 0, no interval); NaN
  * without a timing or when neither is known. tmp: nd doubles. */
-double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp,
-                     double *lo, double *hi, int *paired);
+double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp, double *lo,
+                     double *hi, int *paired);
 /* The speedup of a group of rows: the median of the points' speedups.
  * When every point with a speedup is paired, *paired = 1 and [*lo, *hi] are
  * the medians of their interval ends; else *paired = 0 and no interval.
  * Returns the number of points with a speedup. tmp, tmp2: n + 1 and nd
  * doubles. */
-size_t ab_group_speedup(const ab_row *rows, size_t n, const ab_point *const *dense, size_t nd,
-                        double *tmp, double *tmp2, double *sp, double *lo, double *hi, int *paired);
+size_t ab_group_speedup(const ab_row *rows, size_t n, const ab_point *const *dense, size_t nd, double *tmp,
+                        double *tmp2, double *sp, double *lo, double *hi, int *paired);
 
 /* Points per non-ok status, statuses in name order. */
 #define AB_TALLY_MAX 32
 typedef struct ab_tally {
     char status[AB_TALLY_MAX][17];
     size_t count[AB_TALLY_MAX];
-    size_t n;              /* distinct statuses (more than AB_TALLY_MAX: the rest dropped) */
-    size_t total;          /* non-ok points counted */
+    size_t n;     /* distinct statuses (more than AB_TALLY_MAX: the rest dropped) */
+    size_t total; /* non-ok points counted */
 } ab_tally;
 
 /* Count a status (an ok one is not counted). */

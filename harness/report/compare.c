@@ -23,8 +23,8 @@
 #include <string.h>
 
 typedef struct cmp_side {
-    double ms, ms_lo, ms_hi;  /* latency and its interval (NaN: none) */
-    double sp, sp_lo, sp_hi;  /* speedup over dense and its interval (NaN: none) */
+    double ms, ms_lo, ms_hi; /* latency and its interval (NaN: none) */
+    double sp, sp_lo, sp_hi; /* speedup over dense and its interval (NaN: none) */
 } cmp_side;
 
 typedef struct cmp_row {
@@ -52,8 +52,10 @@ static const ab_point *find_key(const ab_point *v, size_t n, const char *key)
         size_t mid = (lo + hi) / 2;
         int o = strcmp(v[mid].key, key);
         if (!o) return &v[mid];
-        if (o < 0) lo = mid + 1;
-        else hi = mid;
+        if (o < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -80,7 +82,8 @@ static void side_of(const ab_point *v, size_t n, const ab_point *p, cmp_side *s)
     } else if (strcmp(p->method, "dense")) {
         const ab_point *d = dense_of(v, n, p);
         if (d) s->sp = d->total_ms / p->total_ms;
-    } else s->sp = 1.0;
+    } else
+        s->sp = 1.0;
 }
 
 /* ratio B/A with the interval its ends allow; changed: the intervals are disjoint */
@@ -106,24 +109,27 @@ static void summary_of(const double *x, size_t n, double *med, double *p90, doub
 
 static void env_line(const char *path, const ab_env *e)
 {
-    const char *sha = ab_env_get(e, "git_sha"), *host = ab_env_get(e, "host"), *when = ab_env_get(e, "created_utc");
+    const char *sha = ab_env_get(e, "git_sha"), *host = ab_env_get(e, "host"),
+               *when = ab_env_get(e, "created_utc");
     const char *cpu = ab_env_get(e, "cpu_model"), *thr = ab_env_get(e, "threads");
-    printf("  %s: commit %s, %s (%s), %s threads, %s\n", path, sha ? sha : "?", host ? host : "?", cpu ? cpu : "?",
-           thr ? thr : "?", when ? when : "?");
+    printf("  %s: commit %s, %s (%s), %s threads, %s\n", path, sha ? sha : "?", host ? host : "?",
+           cpu ? cpu : "?", thr ? thr : "?", when ? when : "?");
 }
 
 static void print_row(const cmp_row *r)
 {
     const ab_point *p = r->a;
     char dens[24];
-    if (isnan(p->target_density)) snprintf(dens, sizeof dens, "native");
-    else snprintf(dens, sizeof dens, "%.3g", p->target_density);
-    printf("  %-18s %-12s N=%-6d d=%-3d %-12s dens=%-6s  lat %9.4g -> %9.4g ms  x%-6.3g[%.3g, %.3g]%s", p->method, p->task,
-           p->seq_len, p->head_dim, ab_point_mask(p), dens, r->sa.ms, r->sb.ms, r->lat, r->lat_lo, r->lat_hi,
-           r->lat_changed ? " *" : "  ");
+    if (isnan(p->target_density))
+        snprintf(dens, sizeof dens, "native");
+    else
+        snprintf(dens, sizeof dens, "%.3g", p->target_density);
+    printf("  %-18s %-12s N=%-6d d=%-3d %-12s dens=%-6s  lat %9.4g -> %9.4g ms  x%-6.3g[%.3g, %.3g]%s",
+           p->method, p->task, p->seq_len, p->head_dim, ab_point_mask(p), dens, r->sa.ms, r->sb.ms, r->lat,
+           r->lat_lo, r->lat_hi, r->lat_changed ? " *" : "  ");
     if (!isnan(r->spd))
-        printf("  speedup %7.3g -> %7.3g  x%-6.3g[%.3g, %.3g]%s", r->sa.sp, r->sb.sp, r->spd, r->spd_lo, r->spd_hi,
-               r->spd_changed ? " *" : "");
+        printf("  speedup %7.3g -> %7.3g  x%-6.3g[%.3g, %.3g]%s", r->sa.sp, r->sb.sp, r->spd, r->spd_lo,
+               r->spd_hi, r->spd_changed ? " *" : "");
     printf("\n");
 }
 
@@ -144,20 +150,27 @@ static size_t match_rows(const ab_point *pa, size_t na, const ab_point *pb, size
     *only_a = *only_b = *not_timed = 0;
     for (size_t i = 0; i < na; i++) {
         const ab_point *b = find_key(pb, nb, pa[i].key);
-        if (!b) { (*only_a)++; continue; }
-        if (!timed_ok(&pa[i]) || !timed_ok(b)) { (*not_timed)++; continue; }
+        if (!b) {
+            (*only_a)++;
+            continue;
+        }
+        if (!timed_ok(&pa[i]) || !timed_ok(b)) {
+            (*not_timed)++;
+            continue;
+        }
         cmp_row *r = &rows[nr++];
         r->a = &pa[i];
         r->b = b;
         side_of(pa, na, r->a, &r->sa);
         side_of(pb, nb, r->b, &r->sb);
-        ratio(r->sa.ms, r->sa.ms_lo, r->sa.ms_hi, r->sb.ms, r->sb.ms_lo, r->sb.ms_hi, noise, &r->lat, &r->lat_lo,
-              &r->lat_hi, &r->lat_changed);
+        ratio(r->sa.ms, r->sa.ms_lo, r->sa.ms_hi, r->sb.ms, r->sb.ms_lo, r->sb.ms_hi, noise, &r->lat,
+              &r->lat_lo, &r->lat_hi, &r->lat_changed);
         r->clock = r->a->fma_gflops > 0 && r->b->fma_gflops > 0 ? r->b->fma_gflops / r->a->fma_gflops : NAN;
-        if (!strcmp(r->a->method, "dense")) r->spd = r->spd_lo = r->spd_hi = NAN;
+        if (!strcmp(r->a->method, "dense"))
+            r->spd = r->spd_lo = r->spd_hi = NAN;
         else
-            ratio(r->sa.sp, r->sa.sp_lo, r->sa.sp_hi, r->sb.sp, r->sb.sp_lo, r->sb.sp_hi, noise, &r->spd, &r->spd_lo,
-                  &r->spd_hi, &r->spd_changed);
+            ratio(r->sa.sp, r->sa.sp_lo, r->sa.sp_hi, r->sb.sp, r->sb.sp_lo, r->sb.sp_hi, noise, &r->spd,
+                  &r->spd_lo, &r->spd_hi, &r->spd_changed);
     }
     for (size_t i = 0; i < nb; i++)
         if (!find_key(pa, na, pb[i].key)) (*only_b)++;
@@ -166,8 +179,8 @@ static size_t match_rows(const ab_point *pa, size_t na, const ab_point *pb, size
 
 /* The summary table of |log ratio|; *lmed, *smed: the medians --fail-above
  * tests, *ns: the rows with a speedup. tmp: nr doubles. */
-static void print_summary(const cmp_row *rows, size_t nr, double noise, double *tmp, double *lmed, double *smed,
-                          size_t *ns)
+static void print_summary(const cmp_row *rows, size_t nr, double noise, double *tmp, double *lmed,
+                          double *smed, size_t *ns)
 {
     double lp90, lmax, sp90 = NAN, smax = NAN;
     size_t nl = 0, lch = 0, sch = 0;
@@ -197,19 +210,27 @@ static void print_summary(const cmp_row *rows, size_t nr, double noise, double *
         summary_of(tmp, nc, &cmed, &d1, &d2);
         for (size_t i = 0; i < nl; i++) tmp[i] = fabs(log(rows[i].lat * cmed));
         summary_of(tmp, nl, &amed, &ap90, &amax);
-    } else nc = 0;
-    printf("\n%-22s %8s %8s %8s %8s   %s\n", "|log(B/A)|", "points", "median", "p90", "max", "changed beyond intervals");
+    } else
+        nc = 0;
+    printf("\n%-22s %8s %8s %8s %8s   %s\n", "|log(B/A)|", "points", "median", "p90", "max",
+           "changed beyond intervals");
     printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "latency (total_ms)", nl, *lmed, lp90, lmax, lch);
-    if (*ns) printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "speedup over dense", *ns, *smed, sp90, smax, sch);
-    else printf("%-22s %8s   (no point with a speedup in both files)\n", "speedup over dense", "0");
+    if (*ns)
+        printf("%-22s %8zu %8.4f %8.4f %8.4f   %zu\n", "speedup over dense", *ns, *smed, sp90, smax, sch);
+    else
+        printf("%-22s %8s   (no point with a speedup in both files)\n", "speedup over dense", "0");
     if (nc) {
-        printf("%-22s %8zu %8.4f %8.4f %8.4f   (latency x the machine-speed ratio below)\n", "latency, equal clock", nl,
-               amed, ap90, amax);
+        printf("%-22s %8zu %8.4f %8.4f %8.4f   (latency x the machine-speed ratio below)\n",
+               "latency, equal clock", nl, amed, ap90, amax);
         printf("machine speed B/A (1-thread FMA probe in every round): x%.3f median%s\n", cmed,
-               fabs(log(cmed)) > 0.03 ? ": the machine itself ran at another speed, so latencies moved with it" : "");
+               fabs(log(cmed)) > 0.03
+                   ? ": the machine itself ran at another speed, so latencies moved with it"
+                   : "");
     }
-    printf("(a |log ratio| of 0.05 is a %.1f%% change; changed, '*' below: the two 95%% intervals do not overlap and\n"
-           " the change exceeds --noise %g)\n", 100 * (exp(0.05) - 1), noise);
+    printf("(a |log ratio| of 0.05 is a %.1f%% change; changed, '*' below: the two 95%% intervals do not "
+           "overlap and\n"
+           " the change exceeds --noise %g)\n",
+           100 * (exp(0.05) - 1), noise);
 }
 
 /* The changed rows (every row with all), largest change first; sorts rows. */
@@ -229,20 +250,30 @@ static void list_rows(cmp_row *rows, size_t nr, int all)
 static int write_tsv(const char *path, const cmp_row *rows, size_t nr)
 {
     FILE *tf = fopen(path, "w");
-    if (!tf) { ab_errorf("compare: cannot write %s", path); return -1; }
-    fprintf(tf, "key\tmethod\ttask\tseq_len\theads\thead_dim\tmask\tdepth\ttarget_density\tms_a\tms_a_lo\tms_a_hi\t"
-                "ms_b\tms_b_lo\tms_b_hi\tlatency_ratio\tlatency_ratio_lo\tlatency_ratio_hi\tlatency_changed\t"
-                "speedup_a\tspeedup_b\tspeedup_ratio\tspeedup_ratio_lo\tspeedup_ratio_hi\tspeedup_changed\n");
+    if (!tf) {
+        ab_errorf("compare: cannot write %s", path);
+        return -1;
+    }
+    fprintf(
+        tf,
+        "key\tmethod\ttask\tseq_len\theads\thead_dim\tmask\tdepth\ttarget_density\tms_a\tms_a_lo\tms_a_hi\t"
+        "ms_b\tms_b_lo\tms_b_hi\tlatency_ratio\tlatency_ratio_lo\tlatency_ratio_hi\tlatency_changed\t"
+        "speedup_a\tspeedup_b\tspeedup_ratio\tspeedup_ratio_lo\tspeedup_ratio_hi\tspeedup_changed\n");
     for (size_t i = 0; i < nr; i++) {
         const cmp_row *r = &rows[i];
-        fprintf(tf, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\t"
-                    "%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\n",
-                r->a->key, r->a->method, r->a->task, r->a->seq_len, r->a->heads, r->a->head_dim, ab_point_mask(r->a),
-                r->a->depth, r->a->target_density, r->sa.ms, r->sa.ms_lo, r->sa.ms_hi, r->sb.ms, r->sb.ms_lo,
-                r->sb.ms_hi, r->lat, r->lat_lo, r->lat_hi, r->lat_changed, r->sa.sp, r->sb.sp, r->spd, r->spd_lo,
-                r->spd_hi, r->spd_changed);
+        fprintf(tf,
+                "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%."
+                "6g\t%d\t"
+                "%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%d\n",
+                r->a->key, r->a->method, r->a->task, r->a->seq_len, r->a->heads, r->a->head_dim,
+                ab_point_mask(r->a), r->a->depth, r->a->target_density, r->sa.ms, r->sa.ms_lo, r->sa.ms_hi,
+                r->sb.ms, r->sb.ms_lo, r->sb.ms_hi, r->lat, r->lat_lo, r->lat_hi, r->lat_changed, r->sa.sp,
+                r->sb.sp, r->spd, r->spd_lo, r->spd_hi, r->spd_changed);
     }
-    if (fclose(tf)) { ab_errorf("compare: cannot write %s", path); return -1; }
+    if (fclose(tf)) {
+        ab_errorf("compare: cannot write %s", path);
+        return -1;
+    }
     return 0;
 }
 
@@ -285,15 +316,19 @@ int ab_compare(const ab_compare_opts *o)
     qsort(pb, nb, sizeof *pb, key_cmp);
     rows = calloc(na + 1, sizeof *rows);
     tmp = malloc(sizeof(double) * (na + 1));
-    if (!rows || !tmp) { ab_errorf("compare: out of memory"); goto done; }
+    if (!rows || !tmp) {
+        ab_errorf("compare: out of memory");
+        goto done;
+    }
     size_t only_a, only_b, not_timed;
     size_t nr = match_rows(pa, na, pb, nb, o->noise, rows, &only_a, &only_b, &not_timed);
     printf("attnbench compare: B/A\n");
     env_line("A", &ea);
     env_line("B", &eb);
     printf("  %s = A, %s = B\n", o->files[0], o->files[1]);
-    printf("matched %zu timed points (%zu only in A, %zu only in B, %zu not timed or not ok in one of them)\n", nr,
-           only_a, only_b, not_timed);
+    printf(
+        "matched %zu timed points (%zu only in A, %zu only in B, %zu not timed or not ok in one of them)\n",
+        nr, only_a, only_b, not_timed);
     if (!nr) {
         ab_errorf("compare: no timed, status-ok point in common: nothing to compare");
         goto done;

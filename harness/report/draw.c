@@ -45,17 +45,17 @@
 typedef struct mask_opts {
     int n, heads, d, head, block;
     uint64_t seed;
-    double density; /* NaN: no calibration */
+    double density;   /* NaN: no calibration */
     const char *spec; /* the base mask as given */
     ab_mask bm;       /* bound to n and seed */
 } mask_opts;
 
 /* One drawn layout. */
 typedef struct mask_img {
-    int cells, cell;   /* cells per side, tokens per cell */
-    double *val;       /* (cells, cells): kept fraction, -1 forbidden by the base mask */
-    double density;    /* the layout's density (all heads) */
-    double knob;       /* NaN: none */
+    int cells, cell; /* cells per side, tokens per cell */
+    double *val;     /* (cells, cells): kept fraction, -1 forbidden by the base mask */
+    double density;  /* the layout's density (all heads) */
+    double knob;     /* NaN: none */
     char kind[16];
 } mask_img;
 
@@ -68,9 +68,15 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
     *q = malloc(cnt * sizeof **q);
     *k = malloc(cnt * sizeof **k);
     *v = malloc(cnt * sizeof **v);
-    if (!*q || !*k || !*v) { ab_errorf("mask: out of memory for Q, K, V"); return 1; }
+    if (!*q || !*k || !*v) {
+        ab_errorf("mask: out of memory for Q, K, V");
+        return 1;
+    }
     const ab_shape s = { o->heads, o->n, o->d, o->bm.def->causal, 1.0f / sqrtf((float)o->d), &o->bm };
-    if (!t) { ab_errorf("mask: the needle task is not registered"); return 1; }
+    if (!t) {
+        ab_errorf("mask: the needle task is not registered");
+        return 1;
+    }
     ab_params tp;
     ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &tp);
     ab_answer ans;
@@ -79,7 +85,10 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
     ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = o->seed, .depth = 0.5 };
     const int rc = ab_task_generate(t, &in, *q, *k, *v, &ans, why, sizeof why);
     ab_answer_free(&ans);
-    if (rc) { ab_errorf("mask: needle task: %s", why[0] ? why : ab_strerror(rc)); return 1; }
+    if (rc) {
+        ab_errorf("mask: needle task: %s", why[0] ? why : ab_strerror(rc));
+        return 1;
+    }
     *pb = (ab_problem){ s, *q, *k, *v, o->seed, 0 };
     return 0;
 }
@@ -87,8 +96,8 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
 /* ---- select with a knob value -------------------------------------------------- */
 
 /* Select and finalize into l (initialised; the caller frees it). */
-static int select_layout(const ab_method *m, const ab_params *base, double knob, const ab_problem *pb, int block,
-                         ab_layout *l, char *msg, size_t ml)
+static int select_layout(const ab_method *m, const ab_params *base, double knob, const ab_problem *pb,
+                         int block, ab_layout *l, char *msg, size_t ml)
 {
     ab_params p = *base;
     const int kp = m->density_knob.param;
@@ -103,8 +112,8 @@ static int select_layout(const ab_method *m, const ab_params *base, double knob,
     return rc;
 }
 
-static double eval_density(const ab_method *m, const ab_params *base, double knob, const ab_problem *pb, int block,
-                           char *msg, size_t ml, int *rc)
+static double eval_density(const ab_method *m, const ab_params *base, double knob, const ab_problem *pb,
+                           int block, char *msg, size_t ml, int *rc)
 {
     ab_layout l;
     *rc = select_layout(m, base, knob, pb, block, &l, msg, ml);
@@ -114,8 +123,8 @@ static double eval_density(const ab_method *m, const ab_params *base, double kno
 }
 
 /* Bisection on the knob for the target density (within 2%, else nearest). */
-static int calibrate(const ab_method *m, const ab_params *base, const ab_problem *pb, int block, double target,
-                     double *knob, char *msg, size_t ml)
+static int calibrate(const ab_method *m, const ab_params *base, const ab_problem *pb, int block,
+                     double target, double *knob, char *msg, size_t ml)
 {
     const ab_param *a = &m->params[m->density_knob.param];
     const int lg = m->density_knob.log_scale && a->min > 0, inc = m->density_knob.increasing;
@@ -137,8 +146,14 @@ static int calibrate(const ab_method *m, const ab_params *base, const ab_problem
         }
         const double dv = eval_density(m, base, mid, pb, block, msg, ml, &rc);
         if (rc) return rc;
-        if (fabs(dv - target) < fabs(bestd - target)) { best = mid; bestd = dv; }
-        if ((dv < target) == (inc != 0)) lo = mid; else hi = mid;
+        if (fabs(dv - target) < fabs(bestd - target)) {
+            best = mid;
+            bestd = dv;
+        }
+        if ((dv < target) == (inc != 0))
+            lo = mid;
+        else
+            hi = mid;
     }
     *knob = best;
     return AB_OK;
@@ -166,9 +181,13 @@ static int draw_layout(const ab_layout *l, const ab_mask *bm, int h, mask_img *i
     im->cells = (N + im->cell - 1) / im->cell;
     const int C = im->cells;
     im->val = calloc((size_t)C * C, sizeof *im->val);
-    double *kept = calloc((size_t)C * C, sizeof *kept);  /* (cells, cells) */
+    double *kept = calloc((size_t)C * C, sizeof *kept);   /* (cells, cells) */
     double *valid = calloc((size_t)C * C, sizeof *valid); /* (cells, cells) */
-    if (!im->val || !kept || !valid) { free(kept); free(valid); return AB_ENOMEM; }
+    if (!im->val || !kept || !valid) {
+        free(kept);
+        free(valid);
+        return AB_ENOMEM;
+    }
     snprintf(im->kind, sizeof im->kind, "%s", ab_layout_kind_name(l->kind));
     im->density = ab_layout_density(l);
     for (int qb = 0; qb < l->n_qblocks; qb++) {
@@ -178,7 +197,10 @@ static int draw_layout(const ab_layout *l, const ab_mask *bm, int h, mask_img *i
             int lo, hi; /* the allowed keys of row i lie in [lo, hi) */
             ab_mask_span(bm, i, &lo, &hi);
             add_allowed(im, valid, bm, i, lo, hi);
-            if (l->kind == AB_LAYOUT_DENSE) { add_allowed(im, kept, bm, i, lo, hi); continue; }
+            if (l->kind == AB_LAYOUT_DENSE) {
+                add_allowed(im, kept, bm, i, lo, hi);
+                continue;
+            }
             if (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED)
                 for (int64_t e = l->blk_ptr[row]; e < l->blk_ptr[row + 1]; e++) {
                     int j0 = l->blk_idx[e] * l->block_k, j1 = j0 + l->block_k;
@@ -192,8 +214,7 @@ static int draw_layout(const ab_layout *l, const ab_mask *bm, int h, mask_img *i
                         kept[(size_t)(i / im->cell) * C + l->tok_idx[e] / im->cell] += 1;
         }
     }
-    for (size_t a = 0; a < (size_t)C * C; a++)
-        im->val[a] = valid[a] > 0 ? kept[a] / valid[a] : -1.0;
+    for (size_t a = 0; a < (size_t)C * C; a++) im->val[a] = valid[a] > 0 ? kept[a] / valid[a] : -1.0;
     free(kept);
     free(valid);
     return AB_OK;
@@ -202,9 +223,13 @@ static int draw_layout(const ab_layout *l, const ab_mask *bm, int h, mask_img *i
 static int write_dat(const char *path, const mask_img *im)
 {
     FILE *f = fopen(path, "w");
-    if (!f) { ab_errorf("mask: cannot write %s: %s", path, strerror(errno)); return 1; }
+    if (!f) {
+        ab_errorf("mask: cannot write %s: %s", path, strerror(errno));
+        return 1;
+    }
     for (int a = 0; a < im->cells; a++) {
-        for (int b = 0; b < im->cells; b++) fprintf(f, "%s%.4g", b ? " " : "", im->val[(size_t)a * im->cells + b]);
+        for (int b = 0; b < im->cells; b++)
+            fprintf(f, "%s%.4g", b ? " " : "", im->val[(size_t)a * im->cells + b]);
         fputc('\n', f);
     }
     return fclose(f) ? 1 : 0;
@@ -247,13 +272,15 @@ static int run_gnuplot(const char *script)
 static void panel_title(char *t, size_t n, const ab_method *m, const mask_img *im, const mask_opts *o)
 {
     char kn[64] = "";
-    if (!isnan(im->knob)) snprintf(kn, sizeof kn, ", %s=%.4g", m->params[m->density_knob.param].name, im->knob);
+    if (!isnan(im->knob))
+        snprintf(kn, sizeof kn, ", %s=%.4g", m->params[m->density_knob.param].name, im->knob);
     snprintf(t, n, "%s: density %.3f%s (%s, head %d, N=%d)\\nbase mask %s: allows %.1f%% of the N^2 pairs",
              m->name, im->density, kn, im->kind, o->head, o->n, o->bm.spec, 100.0 * ab_mask_fraction(&o->bm));
 }
 
 /* Select (calibrated) and draw one method into im. */
-static int mask_method(const ab_method *m, const ab_params *base, const ab_problem *pb, const mask_opts *o, mask_img *im)
+static int mask_method(const ab_method *m, const ab_params *base, const ab_problem *pb, const mask_opts *o,
+                       mask_img *im)
 {
     char msg[256] = "";
     memset(im, 0, sizeof *im);
@@ -270,8 +297,10 @@ static int mask_method(const ab_method *m, const ab_params *base, const ab_probl
     }
     if (rc == AB_OK) rc = draw_layout(&l, &o->bm, o->head, im);
     ab_layout_free(&l);
-    if (rc == AB_EUNSUPPORTED) fprintf(stderr, "attnbench: mask: %s skipped: %s\n", m->name, msg[0] ? msg : "unsupported");
-    else if (rc) ab_errorf("mask: %s: %s", m->name, msg[0] ? msg : ab_strerror(rc));
+    if (rc == AB_EUNSUPPORTED)
+        fprintf(stderr, "attnbench: mask: %s skipped: %s\n", m->name, msg[0] ? msg : "unsupported");
+    else if (rc)
+        ab_errorf("mask: %s: %s", m->name, msg[0] ? msg : ab_strerror(rc));
     return rc;
 }
 
@@ -291,7 +320,10 @@ static int draw_one(const char *png, const ab_method *m, const mask_img *im, con
     snprintf(gp, sizeof gp, "%s.gp", st);
     if (write_dat(dat, im)) return 1;
     FILE *f = fopen(gp, "w");
-    if (!f) { ab_errorf("mask: cannot write %s: %s", gp, strerror(errno)); return 1; }
+    if (!f) {
+        ab_errorf("mask: cannot write %s: %s", gp, strerror(errno));
+        return 1;
+    }
     panel_title(title, sizeof title, m, im, o);
     fprintf(f, "# drawn by attnbench mask; redraw with: gnuplot %s\n", gp);
     fprintf(f, "set terminal pngcairo size 720,760 font 'Helvetica,12'\nset output '%s'\n", png);
@@ -299,7 +331,10 @@ static int draw_one(const char *png, const ab_method *m, const mask_img *im, con
     gp_panel(f, dat, title, im);
     fclose(f);
     const int rc = run_gnuplot(gp);
-    if (rc) { ab_errorf("mask: gnuplot %s failed (%d)", gp, rc); return 1; }
+    if (rc) {
+        ab_errorf("mask: gnuplot %s failed (%d)", gp, rc);
+        return 1;
+    }
     printf("%s: density %.4f -> %s\n", m->name, im->density, png);
     return 0;
 }
@@ -328,7 +363,8 @@ static int draw_gallery(const mask_opts *o, const ab_problem *pb, const char *ou
         snprintf(dat, sizeof dat, "%s/mask_%s.dat", outp, mi->name);
         panel_title(title, sizeof title, mi, &im, o);
         char line[8600];
-        snprintf(line, sizeof line, "set title \"%s\\ndensity %.3f\" noenhanced\nplot '%s' matrix with image notitle\n",
+        snprintf(line, sizeof line,
+                 "set title \"%s\\ndensity %.3f\" noenhanced\nplot '%s' matrix with image notitle\n",
                  mi->name, im.density, dat);
         if (strlen(panels) + strlen(line) < sizeof panels) strcat(panels, line);
         cells = im.cells;
@@ -339,21 +375,29 @@ static int draw_gallery(const mask_opts *o, const ab_problem *pb, const char *ou
     const int cols = (int)ceil(sqrt((double)drawn)), rows = (drawn + cols - 1) / cols;
     snprintf(gp, sizeof gp, "%s/mask_gallery.gp", outp);
     FILE *f = fopen(gp, "w");
-    if (!f) { ab_errorf("mask: cannot write %s", gp); return 1; }
+    if (!f) {
+        ab_errorf("mask: cannot write %s", gp);
+        return 1;
+    }
     fprintf(f, "# drawn by attnbench mask --gallery; redraw with: gnuplot %s\n", gp);
-    fprintf(f, "set terminal pngcairo size %d,%d font 'Helvetica,10'\nset output '%s/mask_gallery.png'\n", 300 * cols,
-            330 * rows + 40, outp);
+    fprintf(f, "set terminal pngcairo size %d,%d font 'Helvetica,10'\nset output '%s/mask_gallery.png'\n",
+            300 * cols, 330 * rows + 40, outp);
     gp_style(f);
     fprintf(f, "unset xtics; unset ytics; unset xlabel; unset ylabel\n");
     fprintf(f, "set xrange [-0.5:%d.5]; set yrange [%d.5:-0.5]\n", cells - 1, cells - 1);
-    fprintf(f, "set multiplot layout %d,%d title \"attnbench layouts: needle haystack, N=%d, head %d, base mask %s, "
-               "target density %.3g (dark = kept, grey = not allowed by the mask)\" noenhanced\n",
-            rows, cols, o->n, o->head, o->bm.spec, o->density);
+    fprintf(
+        f,
+        "set multiplot layout %d,%d title \"attnbench layouts: needle haystack, N=%d, head %d, base mask %s, "
+        "target density %.3g (dark = kept, grey = not allowed by the mask)\" noenhanced\n",
+        rows, cols, o->n, o->head, o->bm.spec, o->density);
     fputs(panels, f);
     fputs("unset multiplot\n", f);
     fclose(f);
     const int rc = run_gnuplot(gp);
-    if (rc) { ab_errorf("mask: gnuplot %s failed (%d)", gp, rc); return 1; }
+    if (rc) {
+        ab_errorf("mask: gnuplot %s failed (%d)", gp, rc);
+        return 1;
+    }
     printf("gallery: %d methods -> %s/mask_gallery.png\n", drawn, outp);
     return status;
 }
@@ -365,20 +409,36 @@ static int method_params(const ab_method *m, const char *const *params, int npar
     for (int p = 0; p < nparams; p++) {
         char name[64];
         const char *eq = strchr(params[p], '=');
-        if (!eq) { ab_errorf("mask: --param wants k=v, got '%s'", params[p]); return -1; }
+        if (!eq) {
+            ab_errorf("mask: --param wants k=v, got '%s'", params[p]);
+            return -1;
+        }
         snprintf(name, sizeof name, "%.*s", (int)(eq - params[p]), params[p]);
         const int r = ab_params_set(m->params, AB_MAX_PARAMS, base, name, atof(eq + 1));
-        if (r) { ab_errorf("mask: %s: %s '%s'", m->name, r == -1 ? "unknown parameter" : "value out of range for", name); return -1; }
+        if (r) {
+            ab_errorf("mask: %s: %s '%s'", m->name, r == -1 ? "unknown parameter" : "value out of range for",
+                      name);
+            return -1;
+        }
     }
     return 0;
 }
 
 int ab_draw(const ab_draw_opts *d)
 {
-    mask_opts o = { .n = d->n, .heads = d->heads, .d = 64, .head = d->head, .block = 64, .seed = d->seed,
-                    .density = d->density, .spec = d->spec };
+    mask_opts o = { .n = d->n,
+                    .heads = d->heads,
+                    .d = 64,
+                    .head = d->head,
+                    .block = 64,
+                    .seed = d->seed,
+                    .density = d->density,
+                    .spec = d->spec };
     const ab_method *m = d->method ? ab_method_find(d->method) : NULL;
-    if (d->method && !m) { ab_errorf("mask: unknown method '%s' (attnbench list methods)", d->method); return 2; }
+    if (d->method && !m) {
+        ab_errorf("mask: unknown method '%s' (attnbench list methods)", d->method);
+        return 2;
+    }
     ab_params base;
     if (m && method_params(m, d->params, d->nparams, &base) != 0) return 2;
 
@@ -390,16 +450,20 @@ int ab_draw(const ab_draw_opts *d)
     float *q = NULL, *k = NULL, *v = NULL;
     ab_problem pb;
     int status = 0;
-    if (make_problem(&o, &q, &k, &v, &pb)) status = 1;
+    if (make_problem(&o, &q, &k, &v, &pb))
+        status = 1;
     else if (m) {
         mask_img im;
-        if (mask_method(m, &base, &pb, &o, &im) == AB_OK) status = draw_one(d->out, m, &im, &o);
-        else status = 1;
+        if (mask_method(m, &base, &pb, &o, &im) == AB_OK)
+            status = draw_one(d->out, m, &im, &o);
+        else
+            status = 1;
         free(im.val);
     } else if (mkdir(d->out, 0777) && errno != EEXIST) {
         ab_errorf("mask: cannot create %s: %s", d->out, strerror(errno));
         status = 2;
-    } else status = draw_gallery(&o, &pb, d->out);
+    } else
+        status = draw_gallery(&o, &pb, d->out);
     free(q);
     free(k);
     free(v);

@@ -7,12 +7,12 @@
 #include <stdint.h>
 
 typedef struct ab_draw_opts {
-    const char *method;    /* the method to draw; NULL: the gallery of every CPU prefill method */
-    const char *out;       /* FILE.png (one method) or DIR (gallery) */
-    const char *spec;      /* the base mask */
-    int n, heads, head;    /* sequence length, heads of the problem, head drawn */
-    uint64_t seed;         /* the haystack's and the base mask's */
-    double density;        /* calibrate the knob to this density; NaN: the defaults */
+    const char *method;        /* the method to draw; NULL: the gallery of every CPU prefill method */
+    const char *out;           /* FILE.png (one method) or DIR (gallery) */
+    const char *spec;          /* the base mask */
+    int n, heads, head;        /* sequence length, heads of the problem, head drawn */
+    uint64_t seed;             /* the haystack's and the base mask's */
+    double density;            /* calibrate the knob to this density; NaN: the defaults */
     const char *const *params; /* "k=v" settings of the method */
     int nparams;
 } ab_draw_opts;

@@ -61,7 +61,7 @@ typedef struct series {
     char name[48];
     char method[32];
     char device[8];
-    int method_idx;        /* 1-based position in methods.txt */
+    int method_idx; /* 1-based position in methods.txt */
 } series;
 
 /* An ok point with what the figures group it by (series: index into
@@ -69,26 +69,26 @@ typedef struct series {
 typedef ab_row xrow;
 
 typedef struct xctx {
-    const char *path;      /* the results file, as given */
+    const char *path; /* the results file, as given */
     const ab_point *pts;
     size_t n;
     const ab_env *env;
-    char (*methods)[32];   /* methods.txt order */
+    char (*methods)[32]; /* methods.txt order */
     size_t n_methods;
     series *ser;
     size_t n_ser;
-    xrow *ok;              /* status ok rows (of one mask while a figure is written) */
+    xrow *ok; /* status ok rows (of one mask while a figure is written) */
     size_t n_ok;
-    xrow *ok_all;          /* every status ok row, xrow_cmp order */
+    xrow *ok_all; /* every status ok row, xrow_cmp order */
     size_t n_ok_all;
     char (*masks)[AB_MASK_SPEC]; /* distinct base masks, mask_order: [0] is primary */
     char (*slugs)[AB_MASK_SPEC]; /* file-name form of each */
     size_t n_masks;
-    int multi_dev;         /* the file holds more than one device */
-    char primary_dev[8];   /* "cpu" when it holds cpu points, else the first */
+    int multi_dev;          /* the file holds more than one device */
+    char primary_dev[8];    /* "cpu" when it holds cpu points, else the first */
     const ab_point **dense; /* timed ok "dense" rows, sorted by match_cmp (speedups) */
     size_t n_dense;
-    int cur_mask;          /* the mask c->ok holds (select_mask), -1: every one */
+    int cur_mask; /* the mask c->ok holds (select_mask), -1: every one */
 } xctx;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -96,8 +96,14 @@ typedef struct xctx {
 /* Shortest "%.Ng" that reads back to the same double; "nan", "inf", "-inf". */
 static void put_num(FILE *f, double v)
 {
-    if (isnan(v)) { fputs("nan", f); return; }
-    if (isinf(v)) { fputs(v > 0 ? "inf" : "-inf", f); return; }
+    if (isnan(v)) {
+        fputs("nan", f);
+        return;
+    }
+    if (isinf(v)) {
+        fputs(v > 0 ? "inf" : "-inf", f);
+        return;
+    }
     char buf[40];
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*g", prec, v);
@@ -122,8 +128,10 @@ static void put_str(FILE *f, const char *s, size_t cap, int nospace)
     size_t i = 0;
     for (; i < cap && s[i]; i++) {
         char c = s[i];
-        if (c == '\t' || c == '\n' || c == '\r') c = nospace ? '_' : ' ';
-        else if (nospace && c == ' ') c = '_';
+        if (c == '\t' || c == '\n' || c == '\r')
+            c = nospace ? '_' : ' ';
+        else if (nospace && c == ' ')
+            c = '_';
         fputc(c, f);
     }
     if (nospace && i == 0) fputc('-', f);
@@ -140,10 +148,7 @@ static double mask_density_of(const ab_point *p)
     return p->causal ? (p->seq_len + 1.0) / (2.0 * p->seq_len) : 1.0;
 }
 
-static int mask_cmp(const void *a, const void *b)
-{
-    return ab_mask_order((const char *)a, (const char *)b);
-}
+static int mask_cmp(const void *a, const void *b) { return ab_mask_order((const char *)a, (const char *)b); }
 
 /* Index of p's mask in c->masks (-1 if absent, which build_ctx rules out). */
 static int mask_index(const xctx *c, const ab_point *p)
@@ -173,8 +178,7 @@ static int mkdir_p(const char *dir, char *err, size_t errlen)
         char c = buf[i];
         buf[i] = '\0';
         if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create directory '%.300s': %s", buf,
-                     strerror(errno));
+            snprintf(err, errlen, "cannot create directory '%.300s': %s", buf, strerror(errno));
             return -1;
         }
         buf[i] = c;
@@ -251,8 +255,7 @@ static int build_ctx(xctx *c)
         sl[l] = '\0';
         for (size_t j = 0; j < k; j++) /* two specs with one slug: the later gets its index */
             if (strcmp(c->slugs[j], sl) == 0) {
-                snprintf(sl + (l < AB_MASK_SPEC - 8 ? l : AB_MASK_SPEC - 8), 8, "_%d",
-                         (int)(k % 100000) + 1);
+                snprintf(sl + (l < AB_MASK_SPEC - 8 ? l : AB_MASK_SPEC - 8), 8, "_%d", (int)(k % 100000) + 1);
                 break;
             }
     }
@@ -267,8 +270,10 @@ static int build_ctx(xctx *c)
             c->methods[k][31] = '\0';
             c->n_methods++;
         }
-        if (i == 0) memcpy(first_dev, p->device, sizeof first_dev);
-        else if (strncmp(first_dev, p->device, sizeof first_dev) != 0) multi_dev = 1;
+        if (i == 0)
+            memcpy(first_dev, p->device, sizeof first_dev);
+        else if (strncmp(first_dev, p->device, sizeof first_dev) != 0)
+            multi_dev = 1;
         if (strncmp(p->device, "cpu", sizeof p->device) == 0) memcpy(c->primary_dev, "cpu", 4);
     }
     first_dev[sizeof first_dev - 1] = '\0';
@@ -283,14 +288,17 @@ static int build_ctx(xctx *c)
         size_t k = 0;
         for (; k < c->n_ser; k++)
             if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
-                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) break;
+                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0))
+                break;
         if (k == c->n_ser) {
             series *s = &c->ser[c->n_ser++];
             memset(s, 0, sizeof *s);
             memcpy(s->method, p->method, 31);
             memcpy(s->device, p->device, 7);
-            if (multi_dev) snprintf(s->name, sizeof s->name, "%s@%s", s->method, s->device);
-            else snprintf(s->name, sizeof s->name, "%s", s->method);
+            if (multi_dev)
+                snprintf(s->name, sizeof s->name, "%s@%s", s->method, s->device);
+            else
+                snprintf(s->name, sizeof s->name, "%s", s->method);
             for (size_t m = 0; m < c->n_methods; m++)
                 if (strcmp(c->methods[m], s->method) == 0) s->method_idx = (int)m + 1;
         }
@@ -376,30 +384,39 @@ static void write_points(FILE *f, const xctx *c)
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
         const char *sep = "\t";
-        PUT_STR(f, p->key, 0); fputs(sep, f);
-        PUT_STR(f, p->method, 0); fputs(sep, f);
-        PUT_STR(f, p->params, 0); fputs(sep, f);
-        PUT_STR(f, p->device, 0); fputs(sep, f);
-        PUT_STR(f, p->dtype, 0); fputs(sep, f);
-        PUT_STR(f, p->task, 0); fputs(sep, f);
-        PUT_STR(f, p->kernel, 0); fputs(sep, f);
-        PUT_STR(f, p->layout, 0); fputs(sep, f);
-        fprintf(f, "%d\t%d\t%d\t%d\t", (int)p->seq_len, (int)p->heads, (int)p->head_dim,
-                (int)p->causal);
-        put_str(f, ab_point_mask(p), AB_MASK_SPEC, 0); fputs(sep, f);
-        put_num(f, mask_density_of(p)); fputs(sep, f);
+        PUT_STR(f, p->key, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->method, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->params, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->device, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->dtype, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->task, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->kernel, 0);
+        fputs(sep, f);
+        PUT_STR(f, p->layout, 0);
+        fputs(sep, f);
+        fprintf(f, "%d\t%d\t%d\t%d\t", (int)p->seq_len, (int)p->heads, (int)p->head_dim, (int)p->causal);
+        put_str(f, ab_point_mask(p), AB_MASK_SPEC, 0);
+        fputs(sep, f);
+        put_num(f, mask_density_of(p));
+        fputs(sep, f);
         fprintf(f, "%d\t%lld\t", (int)p->threads, (long long)p->seed);
-        const double d1[] = {p->depth, p->target_density, p->knob_value,
-                             p->achieved_density, p->select_ms, p->run_ms,
-                             p->total_ms, p->min_ms, p->p10_ms, p->p90_ms, p->cv};
+        const double d1[] = { p->depth,     p->target_density, p->knob_value, p->achieved_density,
+                              p->select_ms, p->run_ms,         p->total_ms,   p->min_ms,
+                              p->p10_ms,    p->p90_ms,         p->cv };
         put_nums(f, d1, sizeof d1 / sizeof d1[0]);
         fprintf(f, "%d\t", (int)p->n_samples);
-        const double d2[] = {p->dense_gflops, p->recall_mass, p->recall_topk,
-                             p->rel_l2_err, p->max_abs_err, p->accuracy,
-                             p->acc_ci_lo, p->acc_ci_hi};
+        const double d2[] = { p->dense_gflops, p->recall_mass, p->recall_topk, p->rel_l2_err,
+                              p->max_abs_err,  p->accuracy,    p->acc_ci_lo,   p->acc_ci_hi };
         put_nums(f, d2, sizeof d2 / sizeof d2[0]);
         fprintf(f, "%d\t%d\t", (int)p->acc_trials, (int)p->rows_scored);
-        PUT_STR(f, p->status, 0); fputs(sep, f);
+        PUT_STR(f, p->status, 0);
+        fputs(sep, f);
         PUT_STR(f, p->message, 0);
         /* the timing protocol; speedup = 1 / rel_dense of a timed point (NaN
          * without a paired ratio: the figures then fall back to dense
@@ -407,9 +424,10 @@ static void write_points(FILE *f, const xctx *c)
         fprintf(f, "\t%d\t%d\t", (int)p->rounds, (int)p->calls);
         double sp, sp_lo, sp_hi;
         ab_point_paired_speedup(p, &sp, &sp_lo, &sp_hi);
-        const double d3[] = {p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense,
-                             p->rel_lo, p->rel_hi, sp, sp_lo, sp_hi, p->foreign_pct,
-                             p->steal_pct, p->load1};
+        const double d3[] = {
+            p->total_lo_ms, p->total_hi_ms, p->dense_pair_ms, p->rel_dense, p->rel_lo, p->rel_hi, sp,
+            sp_lo,          sp_hi,          p->foreign_pct,   p->steal_pct, p->load1
+        };
         put_nums(f, d3, sizeof d3 / sizeof d3[0]);
         PUT_STR(f, p->timing, 0);
         fputs(sep, f);
@@ -442,7 +460,8 @@ static size_t group_end(const xrow *rows, size_t a, size_t n, int by)
     size_t b = a;
     while (b < n && ab_same_setting(&rows[b], &rows[a]) &&
            (!(by & GRP_LEN) || rows[b].p->seq_len == rows[a].p->seq_len) &&
-           (!(by & GRP_TASK) || strncmp(rows[b].p->task, rows[a].p->task, 32) == 0)) b++;
+           (!(by & GRP_TASK) || strncmp(rows[b].p->task, rows[a].p->task, 32) == 0))
+        b++;
     return b;
 }
 
@@ -457,7 +476,8 @@ static void pick_setting(const xrow *rows, size_t n, double *tmp, size_t *b0, si
     for (size_t a = 0; a < n;) {
         size_t b = group_end(rows, a, n, 0);
         double d;
-        if (!rows[a].native) d = fabs(rows[a].setting - LATENCY_TARGET);
+        if (!rows[a].native)
+            d = fabs(rows[a].setting - LATENCY_TARGET);
         else {
             double ach;
             AB_ROWS_MEDIAN(ach, rows + a, b - a, p_->achieved_density, tmp);
@@ -493,8 +513,7 @@ static size_t timed_rows(const xrow *rows, size_t n, xrow *out)
 /* The timed rows of the series c->ok[i..end) into scratch and, among them,
  * the setting a one-setting figure shows: scratch[*b0..*b1), by seq_len.
  * 0 when the series has no timed row. */
-static int pick_timed(const xctx *c, size_t i, size_t end, xrow *scratch, double *tmp, size_t *b0,
-                      size_t *b1)
+static int pick_timed(const xctx *c, size_t i, size_t end, xrow *scratch, double *tmp, size_t *b0, size_t *b1)
 {
     size_t nt = timed_rows(c->ok + i, end - i, scratch);
     if (nt == 0) return 0;
@@ -547,7 +566,8 @@ static void write_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, in
         fputs("# attnbench export: latency vs sequence length (status ok rows with a timing only)\n", f);
     else
         fputs("# attnbench export: latency vs sequence length on every device (status ok rows\n"
-              "# with a timing only)\n", f);
+              "# with a timing only)\n",
+              f);
     fprintf(f, "# device: %s\n", all_dev ? "all" : c->primary_dev);
     timing_note(f, c, all_dev ? NULL : c->primary_dev, "left out");
     fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
@@ -560,7 +580,8 @@ static void write_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, in
           "# columns: 1 seq_len  2 total_ms  3 p10_ms  4 p90_ms  5 achieved_density\n"
           "#          6 n_points  7 target_density (knob value if native)  8 method\n"
           "#          9 method_idx (line in methods.txt)  10 device  11 device_idx\n"
-          "#          (1 cpu, 2 gpu, 3 other)  12 select_ms  13 total_lo_ms  14 total_hi_ms\n", f);
+          "#          (1 cpu, 2 gpu, 3 other)  12 select_ms  13 total_lo_ms  14 total_hi_ms\n",
+          f);
     if (all_dev && !c->multi_dev) {
         fprintf(f, "# skip: the file holds points of one device only (%s)\n", c->primary_dev);
         return;
@@ -590,13 +611,14 @@ static void write_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch, in
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
                 fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
-                put_nums(f, (const double[]){ms, lo, hi, ach}, 4);
+                put_nums(f, (const double[]){ ms, lo, hi, ach }, 4);
                 fprintf(f, "%zu\t", b - a);
-                put_num(f, scratch[a].setting); fputc('\t', f);
+                put_num(f, scratch[a].setting);
+                fputc('\t', f);
                 fprintf(f, "%s\t%d\t", s->name, s->method_idx);
                 put_str(f, s->device, sizeof s->device, 1);
                 fprintf(f, "\t%d\t", device_idx(s->device));
-                put_nums(f, (const double[]){sel, clo}, 2);
+                put_nums(f, (const double[]){ sel, clo }, 2);
                 put_num(f, chi);
                 fputc('\n', f);
             }
@@ -612,8 +634,8 @@ typedef struct agg {
     int seq_len;
     char task[32];
     double density, y1, y2, y3; /* per figure */
-    double y4, y5;         /* speedup: its interval */
-    int paired;            /* speedup: 1 when every point of the row is paired */
+    double y4, y5;              /* speedup: its interval */
+    int paired;                 /* speedup: 1 when every point of the row is paired */
     size_t n;
 } agg;
 
@@ -637,19 +659,24 @@ static void write_aggs(FILE *f, int *nblocks, const series *s, agg *g, size_t ng
     qsort(g, ng, sizeof *g, agg_cmp);
     block_start(f, nblocks, s);
     for (size_t k = 0; k < ng; k++) {
-        if (k > 0 && (g[k].seq_len != g[k - 1].seq_len || strcmp(g[k].task, g[k - 1].task)))
-            fputc('\n', f);
-        put_num(f, g[k].density); fputc('\t', f);
-        put_num(f, g[k].y1); fputc('\t', f);
-        put_num(f, g[k].y2); fputc('\t', f);
+        if (k > 0 && (g[k].seq_len != g[k - 1].seq_len || strcmp(g[k].task, g[k - 1].task))) fputc('\n', f);
+        put_num(f, g[k].density);
+        fputc('\t', f);
+        put_num(f, g[k].y1);
+        fputc('\t', f);
+        put_num(f, g[k].y2);
+        fputc('\t', f);
         if (kind == 'a') {
-            put_num(f, g[k].y3); fputc('\t', f);
-            put_str(f, g[k].task, sizeof g[k].task, 1); fputc('\t', f);
+            put_num(f, g[k].y3);
+            fputc('\t', f);
+            put_str(f, g[k].task, sizeof g[k].task, 1);
+            fputc('\t', f);
         }
         fprintf(f, "%d\t%zu\t%s\t%d", g[k].seq_len, g[k].n, s->name, s->method_idx);
         if (kind == 's') {
             fputc('\t', f);
-            put_num(f, g[k].y4); fputc('\t', f);
+            put_num(f, g[k].y4);
+            fputc('\t', f);
             put_num(f, g[k].y5);
             fprintf(f, "\t%d", g[k].paired);
         }
@@ -665,7 +692,8 @@ static void write_recall(FILE *f, const xctx *c, double *tmp, agg *g)
           "# rows sorted by seq_len then density, one blank line between seq_lens;\n"
           "# methods without recall (NaN, e.g. low-rank) are left out\n"
           "# columns: 1 achieved_density  2 recall_mass  3 recall_topk  4 seq_len\n"
-          "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n", f);
+          "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n",
+          f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -696,17 +724,13 @@ static int xrow_task_cmp(const void *a, const void *b)
 
 /* The number of answers behind a point's accuracy (stored as acc_trials);
  * NaN when the point has none. */
-static double answers_of(const ab_point *p)
-{
-    return p->acc_trials > 0 ? (double)p->acc_trials : NAN;
-}
+static double answers_of(const ab_point *p) { return p->acc_trials > 0 ? (double)p->acc_trials : NAN; }
 
 /* Accuracy of a group: a single point keeps its stored value and interval;
  * several are pooled: k and n summed over the points (n = acc_trials),
  * with a Wilson 95% interval on the pooled count. When some n cannot be
  * known (acc_trials 0): the plain mean, with the widest stored bounds. */
-static void pool_accuracy(const xrow *rows, size_t n, double *tmp, double *acc,
-                          double *lo, double *hi)
+static void pool_accuracy(const xrow *rows, size_t n, double *tmp, double *acc, double *lo, double *hi)
 {
     if (n == 1) {
         *acc = rows[0].p->accuracy;
@@ -725,7 +749,8 @@ static void pool_accuracy(const xrow *rows, size_t n, double *tmp, double *acc,
         if (p->acc_ci_lo < mlo) mlo = p->acc_ci_lo;
         if (p->acc_ci_hi > mhi) mhi = p->acc_ci_hi;
         double a = answers_of(p);
-        if (isnan(a)) counted = 0;
+        if (isnan(a))
+            counted = 0;
         else {
             k += floor(p->accuracy * a + 0.5);
             nn += a;
@@ -755,7 +780,8 @@ static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *sc
           "# with the widest stored bounds); rows sorted by task,\n"
           "# seq_len, density, one blank line between (task, seq_len) segments\n"
           "# columns: 1 achieved_density  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 task\n"
-          "#          6 seq_len  7 n_points  8 method  9 method_idx (line in methods.txt)\n", f);
+          "#          6 seq_len  7 n_points  8 method  9 method_idx (line in methods.txt)\n",
+          f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -785,7 +811,8 @@ static void write_accuracy(FILE *f, const xctx *c, double *tmp, agg *g, xrow *sc
 static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg *g, xrow *scratch)
 {
     fputs("# attnbench export: speedup over dense vs density (status ok rows with a\n"
-          "# timing only)\n", f);
+          "# timing only)\n",
+          f);
     timing_note(f, c, NULL, "left out");
     fputs("# a point's speedup, select() included: paired = 1 / rel_dense, the median over\n"
           "# its samples of time / dense-flash time measured in the same child process\n"
@@ -800,7 +827,8 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
           "# rows sorted by seq_len then density, one blank line between seq_lens\n"
           "# columns: 1 achieved_density  2 speedup  3 total_ms  4 seq_len\n"
           "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n"
-          "#          8 speedup_lo  9 speedup_hi  10 paired (1/0)\n", f);
+          "#          8 speedup_lo  9 speedup_hi  10 paired (1/0)\n",
+          f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -824,14 +852,15 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
     }
     if (nblocks == 0)
         fputs("# skip: no timed status-ok point with a speedup over dense (a paired ratio, "
-              "or a timed \"dense\" point on its workload)\n", f);
+              "or a timed \"dense\" point on its workload)\n",
+              f);
 }
 
 /* ---- accuracy_vs_latency.tsv -------------------------------------------- */
 
 /* One (series, task, setting) point of the accuracy-latency plane. */
 typedef struct alpt {
-    const char *task;      /* into the points */
+    const char *task; /* into the points */
     int seq_len;
     double ms, acc, lo, hi, density, ms_lo, ms_hi;
     size_t n, n_timed;
@@ -855,7 +884,8 @@ static int task_maxn(const xctx *c, const char *task)
     for (size_t i = 0; i < c->n_ok; i++) {
         const ab_point *p = c->ok[i].p;
         if (!isnan(p->accuracy) && ab_point_timed(p) && p->seq_len > m &&
-            strncmp(p->task, task, sizeof p->task) == 0) m = p->seq_len;
+            strncmp(p->task, task, sizeof p->task) == 0)
+            m = p->seq_len;
     }
     return m;
 }
@@ -877,7 +907,8 @@ static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch
           "# columns: 1 total_ms  2 accuracy  3 acc_ci_lo  4 acc_ci_hi  5 achieved_density\n"
           "#          6 on_front  7 task  8 seq_len  9 n_points  10 method\n"
           "#          11 method_idx (line in methods.txt)  12 n_timed  13 total_lo_ms\n"
-          "#          14 total_hi_ms\n", f);
+          "#          14 total_hi_ms\n",
+          f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -908,25 +939,31 @@ static void write_acc_latency(FILE *f, const xctx *c, double *tmp, xrow *scratch
         for (size_t a = 0; a < na; a++) {
             int dominated = 0;
             for (size_t b = 0; b < na && !dominated; b++)
-                if (b != a && strncmp(al[a].task, al[b].task, 32) == 0 &&
-                    al[b].ms <= al[a].ms && al[b].acc >= al[a].acc &&
-                    (al[b].ms < al[a].ms || al[b].acc > al[a].acc)) dominated = 1;
+                if (b != a && strncmp(al[a].task, al[b].task, 32) == 0 && al[b].ms <= al[a].ms &&
+                    al[b].acc >= al[a].acc && (al[b].ms < al[a].ms || al[b].acc > al[a].acc))
+                    dominated = 1;
             al[a].front = !dominated;
         }
         qsort(al, na, sizeof *al, alpt_cmp);
         const series *s = &c->ser[c->ok[i].series];
         if (na > 0) block_start(f, &nblocks, s);
         for (size_t a = 0; a < na; a++) {
-            put_num(f, al[a].ms); fputc('\t', f);
-            put_num(f, al[a].acc); fputc('\t', f);
-            put_num(f, al[a].lo); fputc('\t', f);
-            put_num(f, al[a].hi); fputc('\t', f);
-            put_num(f, al[a].density); fputc('\t', f);
+            put_num(f, al[a].ms);
+            fputc('\t', f);
+            put_num(f, al[a].acc);
+            fputc('\t', f);
+            put_num(f, al[a].lo);
+            fputc('\t', f);
+            put_num(f, al[a].hi);
+            fputc('\t', f);
+            put_num(f, al[a].density);
+            fputc('\t', f);
             fprintf(f, "%d\t", al[a].front);
             put_str(f, al[a].task, 32, 1);
             fprintf(f, "\t%d\t%zu\t%s\t%d\t%zu\t", al[a].seq_len, al[a].n, s->name, s->method_idx,
                     al[a].n_timed);
-            put_num(f, al[a].ms_lo); fputc('\t', f);
+            put_num(f, al[a].ms_lo);
+            fputc('\t', f);
             put_num(f, al[a].ms_hi);
             fputc('\n', f);
         }
@@ -966,8 +1003,7 @@ static int xrow_len_depth_cmp(const void *a, const void *b)
     return o ? o : (x->p > y->p) - (x->p < y->p);
 }
 
-static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
-                          double *lens, double *depths)
+static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch, double *lens, double *depths)
 {
     fputs("# attnbench export: needle accuracy by sequence length and depth (status ok\n"
           "# rows only); per method, the setting closest to density 0.1 (as in\n"
@@ -976,7 +1012,8 @@ static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
           "# lengths and depths of the whole file, so every method shares the grid\n"
           "# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# columns: 1 len_idx  2 depth_idx  3 accuracy  4 seq_len  5 depth\n"
-          "#          6 achieved_density  7 n_points  8 method  9 method_idx\n", f);
+          "#          6 achieved_density  7 n_points  8 method  9 method_idx\n",
+          f);
     size_t nl = 0, nd = 0;
     for (size_t i = 0; i < c->n_ok; i++)
         if (is_needle(c->ok[i].p)) {
@@ -1008,17 +1045,20 @@ static void write_heatmap(FILE *f, const xctx *c, double *tmp, xrow *scratch,
         block_start(f, &nblocks, s);
         for (size_t a = 0; a < m;) {
             size_t b = a;
-            while (b < m && r[b].p->seq_len == r[a].p->seq_len &&
-                   ab_same_num(r[b].p->depth, r[a].p->depth)) b++;
+            while (b < m && r[b].p->seq_len == r[a].p->seq_len && ab_same_num(r[b].p->depth, r[a].p->depth))
+                b++;
             double acc, lo, hi, dens;
             pool_accuracy(r + a, b - a, tmp, &acc, &lo, &hi);
             AB_ROWS_MEDIAN(dens, r + a, b - a, p_->achieved_density, tmp);
             fprintf(f, "%zu\t%zu\t", index_of(lens, nl, r[a].p->seq_len),
                     index_of(depths, nd, r[a].p->depth));
-            put_num(f, acc); fputc('\t', f);
+            put_num(f, acc);
+            fputc('\t', f);
             fprintf(f, "%d\t", (int)r[a].p->seq_len);
-            put_num(f, r[a].p->depth); fputc('\t', f);
-            put_num(f, dens); fputc('\t', f);
+            put_num(f, r[a].p->depth);
+            fputc('\t', f);
+            put_num(f, dens);
+            fputc('\t', f);
             fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
             a = b;
         }
@@ -1034,12 +1074,14 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
           "# rows with a timing only); share = select_ms / total_ms of each point (medians of the\n"
           "# timed repeats), then the median over seeds, tasks and depths; per method\n"
           "# the setting closest to density 0.1 (as in latency_vs_n.tsv); methods whose\n"
-          "# points all have a dense layout (nothing to select) are left out\n", f);
+          "# points all have a dense layout (nothing to select) are left out\n",
+          f);
     fprintf(f, "# device: %s\n", c->primary_dev);
     timing_note(f, c, c->primary_dev, "left out");
     fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# columns: 1 seq_len  2 share (0..1)  3 select_ms  4 total_ms\n"
-          "#          5 achieved_density  6 n_points  7 method  8 method_idx\n", f);
+          "#          5 achieved_density  6 n_points  7 method  8 method_idx\n",
+          f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -1057,7 +1099,7 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
             size_t b = group_end(scratch, a, b1, GRP_LEN);
             double share, sel, ms, dens;
             AB_ROWS_MEDIAN(share, scratch + a, b - a,
-                         !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
+                           !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
             AB_ROWS_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
             AB_ROWS_MEDIAN(ms, scratch + a, b - a, p_->total_ms, tmp);
             AB_ROWS_MEDIAN(dens, scratch + a, b - a, p_->achieved_density, tmp);
@@ -1065,7 +1107,7 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
                 fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
-                put_nums(f, (const double[]){share, sel, ms, dens}, 4);
+                put_nums(f, (const double[]){ share, sel, ms, dens }, 4);
                 fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
             }
             a = b;
@@ -1079,7 +1121,7 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
  * target density, or "native": the method's own knob value). */
 typedef struct bcol {
     int seq_len, native;
-    double target;         /* NaN when native */
+    double target; /* NaN when native */
 } bcol;
 
 static int bcol_cmp(const void *a, const void *b)
@@ -1100,8 +1142,7 @@ static int in_bcol(const ab_point *p, const bcol *k)
  * method "dense" (the baseline). */
 static int breakeven_point(const xctx *c, const ab_point *p)
 {
-    return strcmp(p->method, "dense") != 0 &&
-           strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
+    return strcmp(p->method, "dense") != 0 && strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
            (c->cur_mask < 0 || mask_index(c, p) == c->cur_mask);
 }
 
@@ -1112,7 +1153,7 @@ static int breakeven_point(const xctx *c, const ab_point *p)
 static void cell_note(const xctx *c, const char *meth, const bcol *k, char *out, size_t len)
 {
     size_t any = 0, timed = 0;
-    ab_tally t = {0}; /* the non-ok statuses seen, and how often */
+    ab_tally t = { 0 }; /* the non-ok statuses seen, and how often */
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
         if (strncmp(p->method, meth, 32) || !breakeven_point(c, p) || !in_bcol(p, k)) continue;
@@ -1123,17 +1164,21 @@ static void cell_note(const xctx *c, const char *meth, const bcol *k, char *out,
     size_t best = 0;
     for (size_t j = 1; j < t.n; j++) /* most common, ties by name */
         if (t.count[j] > t.count[best]) best = j;
-    if (!any) snprintf(out, len, "not_run");
-    else if (timed) snprintf(out, len, "no_dense");
-    else if (t.n) snprintf(out, len, "%.15s", t.status[best]);
-    else snprintf(out, len, "untimed");
+    if (!any)
+        snprintf(out, len, "not_run");
+    else if (timed)
+        snprintf(out, len, "no_dense");
+    else if (t.n)
+        snprintf(out, len, "%.15s", t.status[best]);
+    else
+        snprintf(out, len, "untimed");
 }
 
-static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch,
-                            xrow *scratch2)
+static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch, xrow *scratch2)
 {
     fputs("# attnbench export: break-even map, the speedup over dense of each method\n"
-          "# (rows) per sequence length and target density (columns), select() included\n", f);
+          "# (rows) per sequence length and target density (columns), select() included\n",
+          f);
     fprintf(f, "# device: %s\n", c->primary_dev);
     timing_note(f, c, c->primary_dev, "left out");
     fputs("# a cell is the median over the timed status-ok points of its method, N and\n"
@@ -1154,7 +1199,8 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
           "#          7 paired (1/0)  8 seq_len  9 target_density (nan: native)\n"
           "#          10 achieved_density  11 n_points  12 method  13 method_idx\n"
           "#          14 note (- when the cell has a value)  15 flags (timing flags of\n"
-          "#          its points, - when none)  16 total_ms\n", f);
+          "#          its points, - when none)  16 total_ms\n",
+          f);
     /* the columns: every (N, setting) a point of the set has, any status */
     bcol *cols = malloc((c->n + 1) * sizeof *cols);
     if (!cols) {
@@ -1165,7 +1211,7 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
         if (!breakeven_point(c, p)) continue;
-        bcol k = {p->seq_len, isnan(p->target_density), p->target_density};
+        bcol k = { p->seq_len, isnan(p->target_density), p->target_density };
         if (k.native) k.target = NAN;
         size_t j = 0;
         while (j < nc && bcol_cmp(&cols[j], &k) != 0) j++;
@@ -1182,7 +1228,8 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
     }
     if (!any) {
         fputs("# skip: no timed status-ok point with a speedup over dense on the primary "
-              "device\n", f);
+              "device\n",
+              f);
         free(cols);
         return;
     }
@@ -1203,13 +1250,14 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             size_t nt = timed_rows(scratch, nr, scratch2);
             double sp = NAN, lo = NAN, hi = NAN, dens = NAN, ms = NAN;
             int paired = 0;
-            size_t np = ab_group_speedup(scratch2, nt, c->dense, c->n_dense, tmp, tmp2, &sp, &lo, &hi,
-                                         &paired);
+            size_t np =
+                ab_group_speedup(scratch2, nt, c->dense, c->n_dense, tmp, tmp2, &sp, &lo, &hi, &paired);
             char note[32] = "-", flags[64] = "";
             if (np > 0 && !isnan(sp)) {
                 AB_ROWS_MEDIAN(dens, scratch2, nt, p_->achieved_density, tmp);
                 AB_ROWS_MEDIAN(ms, scratch2, nt, p_->total_ms, tmp);
-                static const char *const fl[] = {"interference", "rounds_disagree", "unpaired", "cores_shared"};
+                static const char *const fl[] = { "interference", "rounds_disagree", "unpaired",
+                                                  "cores_shared" };
                 for (size_t q = 0; q < sizeof fl / sizeof fl[0]; q++) {
                     int hit = 0;
                     for (size_t t = 0; t < nt && !hit; t++) hit = ab_point_has_flag(scratch2[t].p, fl[q]);
@@ -1225,12 +1273,16 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             }
             double sig = isnan(sp) ? NAN : (lo > 1) ? 1 : (hi < 1) ? -1 : 0;
             fprintf(f, "%zu\t%d\t", k, row);
-            put_num(f, sp); fputc('\t', f);
-            put_num(f, lo); fputc('\t', f);
-            put_num(f, hi); fputc('\t', f);
+            put_num(f, sp);
+            fputc('\t', f);
+            put_num(f, lo);
+            fputc('\t', f);
+            put_num(f, hi);
+            fputc('\t', f);
             put_num(f, sig);
             fprintf(f, "\t%d\t%d\t", paired, cols[k].seq_len);
-            put_num(f, cols[k].target); fputc('\t', f);
+            put_num(f, cols[k].target);
+            fputc('\t', f);
             put_num(f, dens);
             fprintf(f, "\t%zu\t", np);
             put_str(f, meth, 32, 1);
@@ -1248,10 +1300,10 @@ static void write_breakeven(FILE *f, const xctx *c, double *tmp, double *tmp2, x
 /* "timeout:2,crashed:1" for the non-ok points among pts[] with this method
  * (any when NULL), device (any when NULL) and base mask (any when NULL);
  * "-" when none. */
-static void not_ok_list(const xctx *c, const char *method, const char *dev, const char *mask,
-                        char *out, size_t len)
+static void not_ok_list(const xctx *c, const char *method, const char *dev, const char *mask, char *out,
+                        size_t len)
 {
-    ab_tally t = {0};
+    ab_tally t = { 0 };
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
         if ((method && strncmp(p->method, method, 32)) || (dev && strncmp(p->device, dev, 8)) ||
@@ -1265,8 +1317,8 @@ static void not_ok_list(const xctx *c, const char *method, const char *dev, cons
 
 /* The summary.tsv row of one method (methods.txt line m + 1) on one device
  * under base mask mk; nothing when it has no point there. */
-static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_t mk,
-                        double *tmp, double *tmp2, xrow *scratch, xrow *scratch2)
+static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_t mk, double *tmp,
+                        double *tmp2, xrow *scratch, xrow *scratch2)
 {
     const char *meth = c->methods[m], *mask = c->masks[mk];
     const ab_point *first = NULL;
@@ -1280,7 +1332,8 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
         if (ab_status_is_ok(p->status)) {
             nok++;
             if (!first || !ab_status_is_ok(first->status)) first = p;
-        } else if (!first) first = p;
+        } else if (!first)
+            first = p;
     }
     if (npts == 0) return;
     char bad[160];
@@ -1326,18 +1379,22 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
         pool_accuracy(scratch, g, tmp, &v[5], &lo, &hi);
         n_timed = timed_rows(scratch, g, scratch2);
         AB_ROWS_MEDIAN(v[1], scratch2, n_timed, p_->total_ms, tmp);
-        AB_ROWS_MEDIAN(v[6], scratch2, n_timed,
-                     !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN, tmp);
+        AB_ROWS_MEDIAN(v[6], scratch2, n_timed, !isnan(p_->select_ms) ? p_->select_ms / p_->total_ms : NAN,
+                       tmp);
         AB_ROWS_MEDIAN(v[9], scratch2, n_timed, p_->total_lo_ms, tmp);
         AB_ROWS_MEDIAN(v[10], scratch2, n_timed, p_->total_hi_ms, tmp);
         ab_group_speedup(scratch2, n_timed, c->dense, c->n_dense, tmp, tmp2, &v[2], &v[7], &v[8], &paired);
     }
-    put_str(f, meth, 32, 1); fputc('\t', f);
-    put_str(f, dev, 8, 1); fputc('\t', f);
-    put_str(f, first->layout, sizeof first->layout, 1); fputc('\t', f);
+    put_str(f, meth, 32, 1);
+    fputc('\t', f);
+    put_str(f, dev, 8, 1);
+    fputc('\t', f);
+    put_str(f, first->layout, sizeof first->layout, 1);
+    fputc('\t', f);
     put_str(f, first->kernel, sizeof first->kernel, 1);
     fprintf(f, "\t%zu\t%zu\t%s\t%d\t", npts, nok, bad, seq_len);
-    put_num(f, target); fputc('\t', f);
+    put_num(f, target);
+    fputc('\t', f);
     put_num(f, knob);
     for (int k = 0; k < 7; k++) {
         fputc('\t', f);
@@ -1346,16 +1403,17 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
     fprintf(f, "\t%zu\t", m + 1);
     put_str(f, mask, AB_MASK_SPEC, 1);
     fputc('\t', f);
-    put_num(f, v[7]); fputc('\t', f);
+    put_num(f, v[7]);
+    fputc('\t', f);
     put_num(f, v[8]);
     fprintf(f, "\t%d\t", paired);
-    put_num(f, v[9]); fputc('\t', f);
+    put_num(f, v[9]);
+    fputc('\t', f);
     put_num(f, v[10]);
     fprintf(f, "\t%zu\n", n_timed);
 }
 
-static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch,
-                          xrow *scratch2)
+static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch, xrow *scratch2)
 {
     fputs("# attnbench export: one row per method, device and base mask (masks in\n"
           "# masks.txt order); the values are those of the setting closest to density\n"
@@ -1376,21 +1434,22 @@ static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xro
           "#          14 recall_mass  15 recall_topk  16 accuracy  17 select_share\n"
           "#          18 method_idx (line in methods.txt)  19 mask  20 speedup_lo\n"
           "#          21 speedup_hi  22 paired (1/0)  23 total_lo_ms  24 total_hi_ms\n"
-          "#          25 n_timed\n", f);
-    static const char *const devs[] = {"cpu", "gpu"};
+          "#          25 n_timed\n",
+          f);
+    static const char *const devs[] = { "cpu", "gpu" };
     for (size_t m = 0; m < c->n_methods; m++) {
         const char *meth = c->methods[m];
         /* devices: cpu, gpu, then any other in file order */
         for (size_t d = 0; d < 2 + c->n; d++) {
             const char *dev = NULL;
-            if (d < 2) dev = devs[d];
+            if (d < 2)
+                dev = devs[d];
             else {
                 const ab_point *p = &c->pts[d - 2];
                 if (strncmp(p->method, meth, 32) || device_idx(p->device) < 3) continue;
                 int seen = 0;
                 for (size_t k = 0; k < d - 2 && !seen; k++)
-                    seen = !strncmp(c->pts[k].method, meth, 32) &&
-                           !strncmp(c->pts[k].device, p->device, 8);
+                    seen = !strncmp(c->pts[k].method, meth, 32) && !strncmp(c->pts[k].device, p->device, 8);
                 if (seen) continue;
                 dev = p->device;
             }
@@ -1404,9 +1463,9 @@ static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xro
 
 static void write_meta(FILE *f, const xctx *c)
 {
-    static const char *const keys[] = {"host", "cpu_model", "threads", "git_sha",
-                                       "created_utc", "attnbench_version", "gpu_name",
-                                       "gpu_count", "cuda_build"};
+    static const char *const keys[] = { "host",     "cpu_model",   "threads",
+                                        "git_sha",  "created_utc", "attnbench_version",
+                                        "gpu_name", "gpu_count",   "cuda_build" };
     fprintf(f, "file\t%s\n", c->path);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const char *v = ab_env_get(c->env, keys[k]);
@@ -1473,7 +1532,7 @@ static void write_meta(FILE *f, const xctx *c)
     fprintf(f, "n_flag_interference\t%zu\nn_flag_rounds_disagree\t%zu\n", nint, ndis);
     fprintf(f, "n_failed\t%zu\n", c->n - c->n_ok);
     /* failures by status, statuses in name order */
-    ab_tally t = {0};
+    ab_tally t = { 0 };
     for (size_t i = 0; i < c->n; i++) ab_tally_add(&t, c->pts[i].status);
     for (size_t k = 0; k < t.n; k++) {
         fputs("n_failed_", f);
@@ -1491,7 +1550,8 @@ static void write_masks(FILE *f, const xctx *c)
           "# other mask (files written only when the file holds several masks)\n"
           "# columns: 1 mask_idx  2 mask  3 slug  4 n_points  5 n_ok\n"
           "#          6 not_ok (status:count,... or -)  7 seed (of its first point)\n"
-          "#          8 seq_len (its largest)  9 mask_density (allowed pairs / N^2 there)\n", f);
+          "#          8 seq_len (its largest)  9 mask_density (allowed pairs / N^2 there)\n",
+          f);
     for (size_t k = 0; k < c->n_masks; k++) {
         size_t np = 0, nok = 0;
         const ab_point *first = NULL, *big = NULL;
@@ -1506,10 +1566,11 @@ static void write_masks(FILE *f, const xctx *c)
         char bad[160];
         not_ok_list(c, NULL, NULL, c->masks[k], bad, sizeof bad);
         fprintf(f, "%zu\t", k + 1);
-        put_str(f, c->masks[k], AB_MASK_SPEC, 1); fputc('\t', f);
+        put_str(f, c->masks[k], AB_MASK_SPEC, 1);
+        fputc('\t', f);
         put_str(f, c->slugs[k], AB_MASK_SPEC, 1);
-        fprintf(f, "\t%zu\t%zu\t%s\t%lld\t%d\t", np, nok, bad,
-                first ? (long long)first->seed : 0LL, big ? (int)big->seq_len : 0);
+        fprintf(f, "\t%zu\t%zu\t%s\t%lld\t%d\t", np, nok, bad, first ? (long long)first->seed : 0LL,
+                big ? (int)big->seq_len : 0);
         put_num(f, big ? mask_density_of(big) : NAN);
         fputc('\n', f);
     }
@@ -1537,7 +1598,8 @@ static int work_cmp(const ab_point *x, const ab_point *y) { return ab_point_work
 static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
 {
     fputs("# attnbench export: dense attention time under each base mask relative to\n"
-          "# causal (status ok points of method \"dense\" with a timing only)\n", f);
+          "# causal (status ok points of method \"dense\" with a timing only)\n",
+          f);
     fprintf(f, "# device: %s\n", c->primary_dev);
     fputs("# time_ratio = total_ms of dense under the mask / total_ms of dense under\n"
           "# causal on the same (task, dtype, seq_len, heads, head_dim, seed, depth);\n"
@@ -1547,13 +1609,13 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
           "# one block per seq_len (gnuplot index), blocks separated by two blank lines\n"
           "# columns: 1 mask_idx (line in masks.txt)  2 time_ratio  3 ideal_ratio\n"
           "#          4 dense_ms  5 causal_ms  6 mask_density  7 seq_len  8 n_points\n"
-          "#          9 mask  10 efficiency\n", f);
+          "#          9 mask  10 efficiency\n",
+          f);
     int causal = -1;
     for (size_t k = 0; k < c->n_masks; k++)
         if (strcmp(c->masks[k], "causal") == 0) causal = (int)k;
     if (c->n_masks < 2) {
-        fprintf(f, "# skip: the file holds one base mask only (%s)\n",
-                c->n_masks ? c->masks[0] : "none");
+        fprintf(f, "# skip: the file holds one base mask only (%s)\n", c->n_masks ? c->masks[0] : "none");
         return;
     }
     if (causal < 0) {
@@ -1585,7 +1647,8 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
     }
     if (nw == 0) {
         fputs("# skip: no status-ok dense points under causal and another mask on the "
-              "same workload\n", f);
+              "same workload\n",
+              f);
         return;
     }
     qsort(w, nw, sizeof *w, dvm_cmp);
@@ -1623,9 +1686,9 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
 
 /* The per-figure files, in this order (ab_export's first switch); each is written
  * once per base mask when the file holds several. */
-static const char *const FIG_FILES[] = {
-    "latency_vs_n", "recall_vs_density", "accuracy_vs_density", "speedup_vs_density",
-    "accuracy_vs_latency", "needle_heatmap", "overhead_share", "cpu_vs_gpu", "breakeven"};
+static const char *const FIG_FILES[] = { "latency_vs_n",       "recall_vs_density",   "accuracy_vs_density",
+                                         "speedup_vs_density", "accuracy_vs_latency", "needle_heatmap",
+                                         "overhead_share",     "cpu_vs_gpu",          "breakeven" };
 #define N_FIG_FILES (sizeof FIG_FILES / sizeof FIG_FILES[0])
 
 /* Remove DIR/FIG--*.tsv left by an earlier export (of another file): each
@@ -1660,12 +1723,14 @@ typedef struct xbufs {
 } xbufs;
 
 /* Write figure file k for base mask mk (c->ok already holds its rows). */
-static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbufs *x,
-                        char *err, size_t errlen)
+static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbufs *x, char *err,
+                        size_t errlen)
 {
     char name[256];
-    if (mk == 0) snprintf(name, sizeof name, "%s.tsv", FIG_FILES[k]);
-    else snprintf(name, sizeof name, "%s--%s.tsv", FIG_FILES[k], c->slugs[mk]);
+    if (mk == 0)
+        snprintf(name, sizeof name, "%s.tsv", FIG_FILES[k]);
+    else
+        snprintf(name, sizeof name, "%s--%s.tsv", FIG_FILES[k], c->slugs[mk]);
     FILE *f = open_out(dir, name, err, errlen);
     if (!f) return -1;
     fputs("# mask: ", f);
@@ -1687,8 +1752,8 @@ static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbu
 }
 
 /* The whole-file outputs, in this order (ab_export's second switch). */
-static const char *const OTHER_FILES[] = {"dense_vs_mask.tsv", "summary.tsv", "methods.txt",
-                                          "masks.txt", "meta.txt"};
+static const char *const OTHER_FILES[] = { "dense_vs_mask.tsv", "summary.tsv", "methods.txt", "masks.txt",
+                                           "meta.txt" };
 
 int ab_export(const ab_export_opts *o, char *err, size_t errlen)
 {

@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 typedef struct ab_export_opts {
-    const char *path;      /* the results file */
-    const char *dir;       /* the output directory (created with its parents) */
+    const char *path; /* the results file */
+    const char *dir;  /* the output directory (created with its parents) */
 } ab_export_opts;
 
 /* Write every export file into o->dir. 0, or 2 with a one-line message in

@@ -32,9 +32,8 @@
 
 /* The method colours of plots/common.gp (palette), in the same order: a
  * method's swatch here matches its lines in the figures. */
-static const char *const PALETTE[] = {"#000000", "#0072B2", "#D55E00", "#009E73",
-                                      "#CC79A7", "#E69F00", "#56B4E9", "#8C564B",
-                                      "#7F7F7F", "#B8860B", "#1B3B6F", "#A6192E"};
+static const char *const PALETTE[] = { "#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00",
+                                       "#56B4E9", "#8C564B", "#7F7F7F", "#B8860B", "#1B3B6F", "#A6192E" };
 
 /* HTML-escape s (at most cap bytes) into f. */
 static void esc(FILE *f, const char *s, size_t cap)
@@ -125,9 +124,12 @@ static void counts_cell(FILE *f, const char *list)
         return;
     }
     for (const char *s = list; *s; s++) {
-        if (*s == ':') fputc(' ', f);
-        else if (*s == ',') fputs(", ", f);
-        else esc(f, s, 1);
+        if (*s == ':')
+            fputc(' ', f);
+        else if (*s == ',')
+            fputs(", ", f);
+        else
+            esc(f, s, 1);
     }
 }
 
@@ -136,7 +138,8 @@ static void mask_table(FILE *f, const char *dir, const ab_report_mask *m, int nm
 {
     fputs("<table class=sum>\n<thead><tr><th>base mask</th><th>points ok</th><th>not ok</th>"
           "<th>largest N</th><th>allowed pairs at that N</th><th>figures</th></tr></thead>\n"
-          "<tbody>\n", f);
+          "<tbody>\n",
+          f);
     for (int k = 0; k < nm; k++) {
         char pic[300];
         snprintf(pic, sizeof pic, "mask_gallery/base_%.200s.png", m[k].slug);
@@ -147,10 +150,14 @@ static void mask_table(FILE *f, const char *dir, const ab_report_mask *m, int nm
         fprintf(f, "</td><td class=n>%ld / %ld</td><td>", m[k].n_ok, m[k].n_points);
         counts_cell(f, m[k].notok);
         fputs("</td>", f);
-        if (m[k].max_n > 0) fprintf(f, "<td class=n>%d</td>", m[k].max_n);
-        else fputs("<td class=n>&ndash;</td>", f);
-        if (isnan(m[k].mask_density)) fputs("<td class=n>&ndash;</td>", f);
-        else fprintf(f, "<td class=n>%.2f%%</td>", 100.0 * m[k].mask_density);
+        if (m[k].max_n > 0)
+            fprintf(f, "<td class=n>%d</td>", m[k].max_n);
+        else
+            fputs("<td class=n>&ndash;</td>", f);
+        if (isnan(m[k].mask_density))
+            fputs("<td class=n>&ndash;</td>", f);
+        else
+            fprintf(f, "<td class=n>%.2f%%</td>", 100.0 * m[k].mask_density);
         fputs("<td>", f);
         if (exists_in(dir, pic)) {
             fprintf(f, "<a href=\"%s\">picture</a>", pic);
@@ -171,7 +178,7 @@ static void mask_table(FILE *f, const char *dir, const ab_report_mask *m, int nm
 
 /* ---- the per-method table (summary.tsv) ------------------------------- */
 
-#define SUM_COLS 25     /* columns of summary.tsv; the first 19 are the older layout's */
+#define SUM_COLS     25 /* columns of summary.tsv; the first 19 are the older layout's */
 #define SUM_COLS_OLD 19
 
 /* Split at tabs in place; the field count. */
@@ -195,8 +202,10 @@ static void num_cell(FILE *f, const char *s, const char *fmt, double scale)
     char *end;
     double v = strtod(s, &end);
     fputs("<td class=n>", f);
-    if (end == s || *end || isnan(v)) fputs("&ndash;", f);
-    else fprintf(f, fmt, v * scale);
+    if (end == s || *end || isnan(v))
+        fputs("&ndash;", f);
+    else
+        fprintf(f, fmt, v * scale);
     fputs("</td>", f);
 }
 
@@ -218,7 +227,8 @@ static void latency_cell(FILE *f, const char *ms, const char *lo, const char *hi
     }
     if (!isnan(l) && !isnan(h))
         fprintf(f, "<td class=n title=\"95%% interval %.4g&ndash;%.4g ms\">%.4g</td>", l, h, v);
-    else fprintf(f, "<td class=n>%.4g</td>", v);
+    else
+        fprintf(f, "<td class=n>%.4g</td>", v);
 }
 
 /* The speedup cell: the paired ratio with its 95% interval, or the ratio of
@@ -231,8 +241,10 @@ static void speedup_cell(FILE *f, const char *sp, const char *lo, const char *hi
         return;
     }
     fprintf(f, "<td class=n>%.2f&times;", v);
-    if (paired && !isnan(l) && !isnan(h)) fprintf(f, " <span class=ci>[%.2f, %.2f]</span>", l, h);
-    else if (!paired) fputs("<sup>&dagger;</sup>", f);
+    if (paired && !isnan(l) && !isnan(h))
+        fprintf(f, " <span class=ci>[%.2f, %.2f]</span>", l, h);
+    else if (!paired)
+        fputs("<sup>&dagger;</sup>", f);
     fputs("</td>", f);
 }
 
@@ -253,7 +265,8 @@ static void summary_table(FILE *f, const char *dir, int multi_mask, int *has_bla
           "<th>points ok</th><th>not ok</th><th>N</th><th>target density</th>"
           "<th>achieved density</th><th>latency (ms)</th><th>speedup over dense</th>"
           "<th>mass recall</th><th>top-k recall</th><th>accuracy</th><th>select share</th>"
-          "</tr></thead>\n<tbody>\n", f);
+          "</tr></thead>\n<tbody>\n",
+          f);
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, in) > 0) {
@@ -282,17 +295,21 @@ static void summary_table(FILE *f, const char *dir, int multi_mask, int *has_bla
         fprintf(f, "</td><td class=n>%s / %s</td><td>", c[5], c[4]);
         counts_cell(f, c[6]);
         fputs("</td>", f);
-        if (atoi(c[7]) > 0) fprintf(f, "<td class=n>%s</td>", c[7]);
-        else fputs("<td class=n>&ndash;</td>", f);
+        if (atoi(c[7]) > 0)
+            fprintf(f, "<td class=n>%s</td>", c[7]);
+        else
+            fputs("<td class=n>&ndash;</td>", f);
         char *end;
         double tgt = strtod(c[8], &end);
-        if (end != c[8] && !isnan(tgt)) fprintf(f, "<td class=n>%.3g%%</td>", 100.0 * tgt);
+        if (end != c[8] && !isnan(tgt))
+            fprintf(f, "<td class=n>%.3g%%</td>", 100.0 * tgt);
         else if (atoi(c[7]) > 0) {
             fputs("<td class=n>native", f);
             double knob = strtod(c[9], &end);
             if (end != c[9] && !isnan(knob)) fprintf(f, " (knob %g)", knob);
             fputs("</td>", f);
-        } else fputs("<td class=n>&ndash;</td>", f);
+        } else
+            fputs("<td class=n>&ndash;</td>", f);
         num_cell(f, c[10], "%.3g%%", 100.0);
         latency_cell(f, c[11], timing ? c[22] : "nan", timing ? c[23] : "nan");
         speedup_cell(f, c[12], timing ? c[19] : "nan", timing ? c[20] : "nan", timing && !strcmp(c[21], "1"));
@@ -317,77 +334,87 @@ typedef struct fig {
 } fig;
 
 static const fig FIGS[] = {
-    {"latency_vs_n", "Latency vs sequence length",
-     "Latency per attention call (all heads) vs sequence length N, log-log. One line per "
-     "method at its setting closest to 10% density (methods without a knob at 100%); the "
-     "median of the timed repeats, then the median over seeds, tasks and depths; bars: the "
-     "95% interval of the median (hierarchical bootstrap over rounds, i.e. child processes, "
-     "and samples; p10&ndash;p90 of the repeats for files written before the timing "
-     "protocol). Points without a timing (untimed, scored only) are left out and counted in "
-     "the footnote with the timing flags of the points drawn. <b>dense</b> (the shared "
-     "tiled online-softmax kernel) and "
-     "<b>dense_blas</b> (row-blocked OpenBLAS SGEMM + softmax) are the exact references, "
-     "drawn thicker; dense_blas stands in for an SGEMM roofline, which the results file "
-     "does not measure. Points of the primary device only (see CPU vs GPU).", 0},
-    {"speedup_vs_density", "Speedup over dense vs density",
-     "Speedup over <b>dense</b> (select() included), vs the achieved density (share of the "
-     "(query, key) pairs the base mask allows that are computed, log scale), one panel per "
-     "sequence length: the median over its samples of the method's time / the time of dense "
-     "measured in the same child process on adjacent calls (the paired ratio), inverted; "
-     "bars: its 95% interval (bootstrap over rounds). Points without a paired ratio (files "
-     "written before the timing protocol, unpaired points) fall back to latency of dense / "
-     "latency of the method on the same workload (task, N, heads, head dim, base mask, seed, "
-     "depth) and have no bar. Above the dashed line the method is faster than dense.", 0},
-    {"breakeven", "Break-even map: where each method beats dense",
-     "Speedup over <b>dense</b> on the same workload, select() included, per method (rows) "
-     "and per sequence length and target density (columns, grouped by N): red slower, green "
-     "faster, on a log scale centred at 1 (clamped to 1/8&ndash;8), the value printed in the "
-     "cell (the median over tasks, seeds and depths of the paired ratio, or of dense latency "
-     "/ latency where there is none). Marker: &#9650; the 95% interval (bootstrap over "
-     "rounds) lies above 1 (significantly faster), &#9660; below 1 (significantly slower), "
-     "&#9675; it holds 1, or there is no interval. A grey cell has no timed status-ok point; "
-     "its label says why (<code>calib.</code>: no knob value reached the target density, "
-     "<code>unsup.</code>: unsupported, <code>untimed</code>: scored only, a failure status; "
-     "blank: not run there). Points of the primary device only.", 0},
-    {"recall_vs_density", "Attention recall vs density",
-     "Left: attention-mass recall, the share of each scored row's exact softmax mass that "
-     "falls on the computed keys. Right: top-k recall, the share of each row's exact top-k "
-     "keys (k = <code>[metrics] topk</code>) that are computed. Means over scored rows, "
-     "medians over seeds, tasks and depths, at the largest N (a method that stops short "
-     "shows its N in the key).", 0},
-    {"accuracy_vs_density", "Task accuracy vs density",
-     "Accuracy on the synthetic retrieval tasks (share of scored query rows whose output "
-     "retrieves the planted answer) vs achieved density, one panel per task at its largest "
-     "N. Pooled over seeds and depths (answers summed); bars are Wilson 95% score "
-     "intervals on the pooled count.", 0},
-    {"accuracy_vs_latency", "Accuracy vs latency, Pareto fronts",
-     "Each point is one setting (density) of a method at the task's largest N: median "
-     "latency per call against pooled accuracy. The line joins the method's Pareto-optimal "
-     "settings: no other setting of that method is both at least as fast and at least as "
-     "accurate. Up and to the left is better.", 0},
-    {"needle_heatmap", "Needle heatmaps",
-     "Needle-in-a-haystack accuracy by sequence length (x) and needle depth (y, 0 = the "
-     "start of the context, 1 = the end), one panel per method at its setting closest to "
-     "10% density (the panel title gives the achieved density). The number in each cell is "
-     "the accuracy; a grey cell has no status-ok point (not measured, or e.g. calib_failed).", 0},
-    {"overhead_share", "Selector overhead",
-     "Share of each call spent in <code>select()</code> (deciding what to compute) out of "
-     "select + run, vs sequence length, at each method's setting closest to 10% density; "
-     "median over seeds, tasks and depths. Methods that score the whole attention matrix "
-     "to select (oracles, estimators) show a large share by design.", 0},
-    {"cpu_vs_gpu", "CPU vs GPU latency",
-     "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
-     "lines and filled points are the CPU, dashed lines and open points the GPU; each "
-     "method at its setting closest to 10% density.", 0},
-    {"dense_vs_mask", "Dense attention per base mask",
-     "Latency of <b>dense</b> (the exact tiled kernel) under each base mask divided by its "
-     "latency under <b>causal</b> on the same workload (task, N, heads, head dim, seed, "
-     "depth; median over them), one colour per sequence length; the black bar is the ideal, "
-     "the ratio of the (query, key) pairs the mask allows to those causal allows. On the bar, "
-     "time is proportional to the allowed pairs; above it, the mask costs more than its work "
-     "(partial blocks tested element by element, blocks that cannot be skipped). For a "
-     "<code>document</code> mask, 1 / ratio is the speedup block skipping gives over causal. "
-     "Points of the primary device only.", 1},
+    { "latency_vs_n", "Latency vs sequence length",
+      "Latency per attention call (all heads) vs sequence length N, log-log. One line per "
+      "method at its setting closest to 10% density (methods without a knob at 100%); the "
+      "median of the timed repeats, then the median over seeds, tasks and depths; bars: the "
+      "95% interval of the median (hierarchical bootstrap over rounds, i.e. child processes, "
+      "and samples; p10&ndash;p90 of the repeats for files written before the timing "
+      "protocol). Points without a timing (untimed, scored only) are left out and counted in "
+      "the footnote with the timing flags of the points drawn. <b>dense</b> (the shared "
+      "tiled online-softmax kernel) and "
+      "<b>dense_blas</b> (row-blocked OpenBLAS SGEMM + softmax) are the exact references, "
+      "drawn thicker; dense_blas stands in for an SGEMM roofline, which the results file "
+      "does not measure. Points of the primary device only (see CPU vs GPU).",
+      0 },
+    { "speedup_vs_density", "Speedup over dense vs density",
+      "Speedup over <b>dense</b> (select() included), vs the achieved density (share of the "
+      "(query, key) pairs the base mask allows that are computed, log scale), one panel per "
+      "sequence length: the median over its samples of the method's time / the time of dense "
+      "measured in the same child process on adjacent calls (the paired ratio), inverted; "
+      "bars: its 95% interval (bootstrap over rounds). Points without a paired ratio (files "
+      "written before the timing protocol, unpaired points) fall back to latency of dense / "
+      "latency of the method on the same workload (task, N, heads, head dim, base mask, seed, "
+      "depth) and have no bar. Above the dashed line the method is faster than dense.",
+      0 },
+    { "breakeven", "Break-even map: where each method beats dense",
+      "Speedup over <b>dense</b> on the same workload, select() included, per method (rows) "
+      "and per sequence length and target density (columns, grouped by N): red slower, green "
+      "faster, on a log scale centred at 1 (clamped to 1/8&ndash;8), the value printed in the "
+      "cell (the median over tasks, seeds and depths of the paired ratio, or of dense latency "
+      "/ latency where there is none). Marker: &#9650; the 95% interval (bootstrap over "
+      "rounds) lies above 1 (significantly faster), &#9660; below 1 (significantly slower), "
+      "&#9675; it holds 1, or there is no interval. A grey cell has no timed status-ok point; "
+      "its label says why (<code>calib.</code>: no knob value reached the target density, "
+      "<code>unsup.</code>: unsupported, <code>untimed</code>: scored only, a failure status; "
+      "blank: not run there). Points of the primary device only.",
+      0 },
+    { "recall_vs_density", "Attention recall vs density",
+      "Left: attention-mass recall, the share of each scored row's exact softmax mass that "
+      "falls on the computed keys. Right: top-k recall, the share of each row's exact top-k "
+      "keys (k = <code>[metrics] topk</code>) that are computed. Means over scored rows, "
+      "medians over seeds, tasks and depths, at the largest N (a method that stops short "
+      "shows its N in the key).",
+      0 },
+    { "accuracy_vs_density", "Task accuracy vs density",
+      "Accuracy on the synthetic retrieval tasks (share of scored query rows whose output "
+      "retrieves the planted answer) vs achieved density, one panel per task at its largest "
+      "N. Pooled over seeds and depths (answers summed); bars are Wilson 95% score "
+      "intervals on the pooled count.",
+      0 },
+    { "accuracy_vs_latency", "Accuracy vs latency, Pareto fronts",
+      "Each point is one setting (density) of a method at the task's largest N: median "
+      "latency per call against pooled accuracy. The line joins the method's Pareto-optimal "
+      "settings: no other setting of that method is both at least as fast and at least as "
+      "accurate. Up and to the left is better.",
+      0 },
+    { "needle_heatmap", "Needle heatmaps",
+      "Needle-in-a-haystack accuracy by sequence length (x) and needle depth (y, 0 = the "
+      "start of the context, 1 = the end), one panel per method at its setting closest to "
+      "10% density (the panel title gives the achieved density). The number in each cell is "
+      "the accuracy; a grey cell has no status-ok point (not measured, or e.g. calib_failed).",
+      0 },
+    { "overhead_share", "Selector overhead",
+      "Share of each call spent in <code>select()</code> (deciding what to compute) out of "
+      "select + run, vs sequence length, at each method's setting closest to 10% density; "
+      "median over seeds, tasks and depths. Methods that score the whole attention matrix "
+      "to select (oracles, estimators) show a large share by design.",
+      0 },
+    { "cpu_vs_gpu", "CPU vs GPU latency",
+      "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
+      "lines and filled points are the CPU, dashed lines and open points the GPU; each "
+      "method at its setting closest to 10% density.",
+      0 },
+    { "dense_vs_mask", "Dense attention per base mask",
+      "Latency of <b>dense</b> (the exact tiled kernel) under each base mask divided by its "
+      "latency under <b>causal</b> on the same workload (task, N, heads, head dim, seed, "
+      "depth; median over them), one colour per sequence length; the black bar is the ideal, "
+      "the ratio of the (query, key) pairs the mask allows to those causal allows. On the bar, "
+      "time is proportional to the allowed pairs; above it, the mask costs more than its work "
+      "(partial blocks tested element by element, blocks that cannot be skipped). For a "
+      "<code>document</code> mask, 1 / ratio is the speedup block skipping gives over causal. "
+      "Points of the primary device only.",
+      1 },
 };
 
 /* Which of NAME.png / .svg / .pdf exist in dir (bits 1, 2, 4). */
@@ -395,7 +422,7 @@ static int fig_files(const char *dir, const char *name)
 {
     char p[400];
     int have = 0;
-    static const char *const ext[] = {"png", "svg", "pdf"};
+    static const char *const ext[] = { "png", "svg", "pdf" };
     for (int k = 0; k < 3; k++) {
         snprintf(p, sizeof p, "%.380s.%s", name, ext[k]);
         if (exists_in(dir, p)) have |= 1 << k;
@@ -424,16 +451,16 @@ static void fig_img(FILE *f, const char *dir, const char *name, int have, const 
     unsigned w = (have & 1) && scale ? png_width(dir, png) : 0;
     char style[64] = "";
     if (w > 0) snprintf(style, sizeof style, " style=\"width:%upx\"", w / (unsigned)scale);
-    fprintf(f, "<a href=\"%s.%s\"><img%s src=\"%s.%s\" alt=\"", name, (have & 2) ? "svg" : "png", style,
-            name, (have & 1) ? "png" : "svg");
+    fprintf(f, "<a href=\"%s.%s\"><img%s src=\"%s.%s\" alt=\"", name, (have & 2) ? "svg" : "png", style, name,
+            (have & 1) ? "png" : "svg");
     ESC(f, alt);
     fputs("\"></a>", f);
 }
 
 /* One figure: the primary mask's (or the one across masks) large, then, when
  * the file holds several base masks, each other mask's copy NAME--SLUG. */
-static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_blas,
-                   const ab_report_mask *m, int nm)
+static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_blas, const ab_report_mask *m,
+                   int nm)
 {
     int have = fig_files(dir, g->name);
     if (g->across && !have && nm < 2) return; /* nothing to compare across */
@@ -451,8 +478,10 @@ static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_bla
             fputs("</code>", f);
         }
         fputs(": ", f);
-        if (why[0]) ESC(f, why);
-        else fputs("no status-ok points with the values this figure needs", f);
+        if (why[0])
+            ESC(f, why);
+        else
+            fputs("no status-ok points with the values this figure needs", f);
         fputs(".</p>\n", f);
     } else {
         fputs("<figure>", f);
@@ -461,7 +490,8 @@ static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_bla
         fputs(g->caption, f);
         if (strcmp(g->name, "latency_vs_n") == 0 && !has_blas)
             fputs(" <i>This sweep has no status-ok dense_blas points, so the BLAS reference "
-                  "is missing.</i>", f);
+                  "is missing.</i>",
+                  f);
         if (!g->across && nm > 0 && (nm > 1 || strcmp(m[0].spec, "causal") != 0)) {
             fputs(" <b>Base mask: <code>", f);
             ESC(f, m[0].spec);
@@ -495,8 +525,10 @@ static void figure(FILE *f, const char *dir, const fig *g, int *num, int has_bla
                 char why[400];
                 skip_of(dir, vname, why, sizeof why);
                 fputs(": not drawn: ", f);
-                if (why[0]) ESC(f, why);
-                else fputs("no status-ok points with the values this figure needs", f);
+                if (why[0])
+                    ESC(f, why);
+                else
+                    fputs("no status-ok points with the values this figure needs", f);
                 fputs(".", f);
             }
             fputs("</figcaption></figure>\n", f);
@@ -526,7 +558,8 @@ static void base_masks(FILE *f, const char *dir, const ab_report_mask *m, int nm
             fputs("<p>The base masks of this file alone (the dense layout under each, head 0, at "
                   "the mask's largest N up to 64k and its first point's seed, so document "
                   "lengths are the sweep's): dark = allowed, grey = forbidden.</p>\n"
-                  "<div class=permask>\n", f);
+                  "<div class=permask>\n",
+                  f);
         fprintf(f, "<figure id=\"base_");
         ESC(f, m[k].slug);
         fprintf(f, "\"><a href=\"%s\"><img src=\"%s\" alt=\"base mask ", pic, pic);
@@ -565,7 +598,8 @@ static void gallery(FILE *f, const char *dir, const char *note, int *num, const 
             snprintf(cap, sizeof cap, "%s", note);
             cap[0] = (char)(cap[0] == 'n' ? 'N' : cap[0]);
             ESC(f, cap);
-        } else fputs("Not drawn: no images in mask_gallery/", f);
+        } else
+            fputs("Not drawn: no images in mask_gallery/", f);
         fputs(".</p>\n</section>\n", f);
         if (ents) free(ents);
         return;
@@ -589,7 +623,8 @@ static void gallery(FILE *f, const char *dir, const char *note, int *num, const 
     }
     fputs("\n<figcaption>Which (query block, key block) pairs each method computes: query "
           "blocks down, key blocks across, dark = computed. These are every registered "
-          "method, not only those in the results file; ", f);
+          "method, not only those in the results file; ",
+          f);
     if (note) ESC(f, note);
     fputs(".", f);
     if (combined) {
@@ -643,7 +678,7 @@ static const char *const CSS =
 /* The count of points and of those left out, by status. */
 static void points_line(FILE *f, const ab_point *pts, size_t n)
 {
-    ab_tally t = {0};
+    ab_tally t = { 0 };
     for (size_t i = 0; i < n; i++) ab_tally_add(&t, pts[i].status);
     fprintf(f, "<p>%zu points: %zu status ok", n, n - t.total);
     if (t.total) {
@@ -665,18 +700,24 @@ static void env_section(FILE *f, const ab_env *env, const char *base)
     fputs("<h2 id=\"environment\">Environment</h2>\n<p>The root attributes of ", f);
     ESC(f, base);
     fputs(".</p>\n<table class=env>\n", f);
-    static const char *const first[][2] = {
-        {"host", "host"}, {"cpu_model", "CPU"}, {"threads", "threads"}, {"git_sha", "commit"},
-        {"created_utc", "created (UTC)"}, {"compiler", "compiler"},
-        {"openblas_version", "OpenBLAS"}, {"openblas_coretype", "OpenBLAS core"},
-        {"hdf5_version", "HDF5"}};
+    static const char *const first[][2] = { { "host", "host" },
+                                            { "cpu_model", "CPU" },
+                                            { "threads", "threads" },
+                                            { "git_sha", "commit" },
+                                            { "created_utc", "created (UTC)" },
+                                            { "compiler", "compiler" },
+                                            { "openblas_version", "OpenBLAS" },
+                                            { "openblas_coretype", "OpenBLAS core" },
+                                            { "hdf5_version", "HDF5" } };
     for (size_t k = 0; k < sizeof first / sizeof first[0]; k++) {
         const char *v = ab_env_get(env, first[k][0]);
         fputs("<tr><td>", f);
         ESC(f, first[k][1]);
         fputs("</td><td>", f);
-        if (v) ESC(f, v);
-        else fputs("<i>not recorded</i>", f);
+        if (v)
+            ESC(f, v);
+        else
+            fputs("<i>not recorded</i>", f);
         fputs("</td></tr>\n", f);
     }
     for (int i = 0; i < env->n; i++) {
@@ -692,13 +733,14 @@ static void env_section(FILE *f, const ab_env *env, const char *base)
     }
     fputs("</table>\n<h3>Config</h3>\n<pre>", f);
     const char *cfg = ab_env_get(env, "config_text");
-    if (cfg) ESC(f, cfg);
-    else fputs("(no config_text attribute)", f);
+    if (cfg)
+        ESC(f, cfg);
+    else
+        fputs("(no config_text attribute)", f);
     fputs("</pre>\n", f);
 }
 
-int ab_report_write(const char *path, const char *dir, const char *gallery_note, char *err,
-                    size_t errlen)
+int ab_report_write(const char *path, const char *dir, const char *gallery_note, char *err, size_t errlen)
 {
     ab_point *pts = NULL;
     size_t n = 0;
@@ -719,7 +761,8 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>attnbench: ", f);
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>attnbench: ",
+          f);
     ESC(f, base);
     fprintf(f, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>attnbench results: ", CSS);
     ESC(f, base);
@@ -739,7 +782,8 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
     int nm = ab_report_read_masks(dir, masks, AB_REPORT_MAX_MASKS);
     fputs("<p>Contents: <a href=\"#methods\">methods</a> &middot; <a href=\"#masks\">base "
           "masks</a> &middot; <a href=\"#figures\">figures</a> &middot; <a "
-          "href=\"#environment\">environment</a></p>\n", f);
+          "href=\"#environment\">environment</a></p>\n",
+          f);
 
     fputs("<h2 id=\"methods\">Methods</h2>\n<p>One row per method", f);
     fputs(nm > 1 ? ", device and base mask" : " and device", f);
@@ -750,24 +794,30 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
           "same process, with its 95% interval (bootstrap over rounds) in brackets, or, marked "
           "&dagger;, dense latency / latency from separate runs where there is no paired "
           "measurement. The swatch is the method's colour in every figure. Data: <a "
-          "href=\"summary.tsv\">summary.tsv</a>.</p>\n", f);
+          "href=\"summary.tsv\">summary.tsv</a>.</p>\n",
+          f);
     int has_blas = 0;
     summary_table(f, dir, nm > 1, &has_blas);
 
     fputs("<h2 id=\"masks\">Base masks</h2>\n<p>The base mask is the attention mask of the "
           "workload (causal, full, sliding window, prefix-LM, packed documents, chunked "
           "prefill); every method's layout is intersected with it, and density counts only "
-          "the pairs it allows. ", f);
+          "the pairs it allows. ",
+          f);
     if (nm > 1)
         fputs("No figure mixes masks: each is drawn under the primary mask (first row) and, "
-              "beside it, under each other mask. ", f);
+              "beside it, under each other mask. ",
+              f);
     fputs("Data: <a href=\"masks.txt\">masks.txt</a>.</p>\n", f);
-    if (nm > 0) mask_table(f, dir, masks, nm);
-    else fputs("<p class=note>No masks.txt in this folder.</p>\n", f);
+    if (nm > 0)
+        mask_table(f, dir, masks, nm);
+    else
+        fputs("<p class=note>No masks.txt in this folder.</p>\n", f);
 
     fputs("<h2 id=\"figures\">Figures</h2>\n<p>Every figure is drawn from the results file "
           "alone, status-ok points only; each carries a footnote with the file, host, CPU/GPU, "
-          "threads, commit and the count of points left out. Click a figure for its SVG.</p>\n", f);
+          "threads, commit and the count of points left out. Click a figure for its SVG.</p>\n",
+          f);
     int num = 0;
     for (size_t k = 0; k < sizeof FIGS / sizeof FIGS[0]; k++)
         figure(f, dir, &FIGS[k], &num, has_blas, masks, nm);
@@ -775,7 +825,8 @@ int ab_report_write(const char *path, const char *dir, const char *gallery_note,
 
     env_section(f, &env, base);
     fputs("<p class=meta>Written by <code>attnbench plot</code>. Regenerate with "
-          "<code>attnbench plot ", f);
+          "<code>attnbench plot ",
+          f);
     ESC(f, base);
     fputs(" -d DIR</code>.</p>\n</body>\n</html>\n", f);
 

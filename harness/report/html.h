@@ -8,8 +8,7 @@
 /* Write DIR/index.html for the results file `path`, whose export (TSV) and
  * figures are already in DIR. gallery_note says what became of the mask
  * gallery. 0 on success, -1 with a one-line message. */
-int ab_report_write(const char *path, const char *dir, const char *gallery_note, char *err,
-                    size_t errlen);
+int ab_report_write(const char *path, const char *dir, const char *gallery_note, char *err, size_t errlen);
 
 /* One line of DIR/masks.txt (written by export): a base mask of the file. */
 typedef struct ab_report_mask {

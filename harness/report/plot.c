@@ -44,10 +44,7 @@
 #define PATH_CAP 4096
 
 /* snprintf that reports truncation: 0 when all of it fitted. */
-static int fmt_ok(int w, size_t len)
-{
-    return (w >= 0 && (size_t)w < len) ? 0 : -1;
-}
+static int fmt_ok(int w, size_t len) { return (w >= 0 && (size_t)w < len) ? 0 : -1; }
 
 static int is_exec(const char *p)
 {
@@ -94,7 +91,7 @@ static int find_plots_dir(char *out, size_t len)
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            static const char *const rel[] = {"/../plots", "/plots"};
+            static const char *const rel[] = { "/../plots", "/plots" };
             for (size_t k = 0; k < 2; k++) {
                 char cand[PATH_CAP + 16];
                 snprintf(cand, sizeof cand, "%s%s", exe, rel[k]);
@@ -108,8 +105,10 @@ static int find_plots_dir(char *out, size_t len)
     }
     if (has_common("plots")) {
         char real[PATH_MAX];
-        if (realpath("plots", real)) snprintf(out, len, "%s", real);
-        else snprintf(out, len, "plots");
+        if (realpath("plots", real))
+            snprintf(out, len, "%s", real);
+        else
+            snprintf(out, len, "plots");
         return 0;
     }
     return -1;
@@ -190,9 +189,13 @@ static void append_counts(char *out, size_t len, const char *list)
 {
     size_t o = strlen(out);
     for (const char *s = list; *s && o + 3 < len; s++) {
-        if (*s == ':') out[o++] = ' ';
-        else if (*s == ',') { out[o++] = ','; out[o++] = ' '; }
-        else out[o++] = *s;
+        if (*s == ':')
+            out[o++] = ' ';
+        else if (*s == ',') {
+            out[o++] = ',';
+            out[o++] = ' ';
+        } else
+            out[o++] = *s;
     }
     out[o] = '\0';
 }
@@ -207,8 +210,8 @@ static void mask_footnote(char *out, size_t len, const ab_report_mask *m, int n_
                  n_masks > 1 ? " under this mask" : "");
         return;
     }
-    snprintf(out, len, "mask: %s   left out: %ld of %ld points%s not ok (", m->spec, bad,
-             m->n_points, n_masks > 1 ? " under this mask" : "");
+    snprintf(out, len, "mask: %s   left out: %ld of %ld points%s not ok (", m->spec, bad, m->n_points,
+             n_masks > 1 ? " under this mask" : "");
     append_counts(out, len, m->notok);
     size_t o = strlen(out);
     snprintf(out + o, len - o, ")");
@@ -243,7 +246,7 @@ static int run_prog(char *const argv[], const char *log)
 /* Run gnuplot -e EXPR SCRIPT; its exit status, or -1 if it could not start. */
 static int run_gnuplot(const char *gnuplot, const char *expr, const char *script)
 {
-    char *const args[] = {(char *)gnuplot, (char *)"-e", (char *)expr, (char *)script, NULL};
+    char *const args[] = { (char *)gnuplot, (char *)"-e", (char *)expr, (char *)script, NULL };
     return run_prog(args, NULL);
 }
 
@@ -275,7 +278,7 @@ static int has_mask_cmd(const char *exe, const char *dir)
 {
     char log[PATH_CAP + 32];
     snprintf(log, sizeof log, "%s/.help.txt", dir);
-    char *const args[] = {(char *)exe, (char *)"--help", NULL};
+    char *const args[] = { (char *)exe, (char *)"--help", NULL };
     int st = run_prog(args, log);
     int found = 0;
     FILE *f = fopen(log, "r");
@@ -336,12 +339,24 @@ static void draw_gallery(const char *dir, const ab_report_mask *masks, int n_mas
         snprintf(primary, sizeof primary, "%s", masks[0].spec);
         snprintf(seed, sizeof seed, "%ld", masks[0].seed);
     }
-    char *const args[] = {exe, (char *)"mask", (char *)"--gallery", (char *)"-n", n_arg,
-                          (char *)"--density", (char *)"0.1", (char *)"--mask", primary,
-                          (char *)"--seed", seed, (char *)"-o", gdir, NULL};
+    char *const args[] = { exe,
+                           (char *)"mask",
+                           (char *)"--gallery",
+                           (char *)"-n",
+                           n_arg,
+                           (char *)"--density",
+                           (char *)"0.1",
+                           (char *)"--mask",
+                           primary,
+                           (char *)"--seed",
+                           seed,
+                           (char *)"-o",
+                           gdir,
+                           NULL };
     int st = run_prog(args, log);
     if (st != 0) {
-        snprintf(note, len, "not drawn: `attnbench mask --gallery` exited with %d (see mask_gallery/mask.log)", st);
+        snprintf(note, len,
+                 "not drawn: `attnbench mask --gallery` exited with %d (see mask_gallery/mask.log)", st);
         ab_errorf("plot: attnbench mask --gallery failed (exit %d); see %s", st, log);
         return;
     }
@@ -356,13 +371,24 @@ static void draw_gallery(const char *dir, const ab_report_mask *masks, int n_mas
         if (fmt_ok(snprintf(png, sizeof png, "%s/base_%s.png", gdir, masks[k].slug), sizeof png) ||
             fmt_ok(snprintf(blog, sizeof blog, "%s/base_%s.log", gdir, masks[k].slug), sizeof blog))
             continue;
-        char *const bargs[] = {exe, (char *)"mask", (char *)"dense", (char *)"--mask",
-                               (char *)masks[k].spec, (char *)"-n", mn, (char *)"--heads",
-                               (char *)"1", (char *)"--seed", ms, (char *)"-o", png, NULL};
+        char *const bargs[] = { exe,
+                                (char *)"mask",
+                                (char *)"dense",
+                                (char *)"--mask",
+                                (char *)masks[k].spec,
+                                (char *)"-n",
+                                mn,
+                                (char *)"--heads",
+                                (char *)"1",
+                                (char *)"--seed",
+                                ms,
+                                (char *)"-o",
+                                png,
+                                NULL };
         int bst = run_prog(bargs, blog);
         if (bst != 0) {
-            ab_errorf("plot: attnbench mask dense --mask %s failed (exit %d); see %s",
-                      masks[k].spec, bst, blog);
+            ab_errorf("plot: attnbench mask dense --mask %s failed (exit %d); see %s", masks[k].spec, bst,
+                      blog);
             failed++;
         } else {
             unlink(blog);
@@ -370,13 +396,16 @@ static void draw_gallery(const char *dir, const ab_report_mask *masks, int n_mas
             drawn++;
         }
     }
-    int w = snprintf(note, len, "drawn by `attnbench mask --gallery -n %d --density 0.1 --mask %s` "
+    int w = snprintf(note, len,
+                     "drawn by `attnbench mask --gallery -n %d --density 0.1 --mask %s` "
                      "with each method's default parameters (not read from the results file)",
                      n, primary);
     if (w > 0 && (size_t)w < len && n_masks > 0)
-        snprintf(note + w, len - (size_t)w, "; the base masks alone by `attnbench mask dense "
+        snprintf(note + w, len - (size_t)w,
+                 "; the base masks alone by `attnbench mask dense "
                  "--mask SPEC` at each mask's largest N (at most %d) and its first point's "
-                 "seed: %d drawn%s", BASE_MASK_MAX_N, drawn, failed ? ", some failed (see the .log files)" : "");
+                 "seed: %d drawn%s",
+                 BASE_MASK_MAX_N, drawn, failed ? ", some failed (see the .log files)" : "");
 }
 
 /* 1 when a figure file starts with export's "# mask: SPEC" line (a figure
@@ -442,10 +471,10 @@ static int find_gnuplot(const ab_plot_opts *o, char *out, size_t len)
 }
 
 /* Append to out[*used..len) what snprintf writes when all of it fits. */
-#define APPEND(out, len, used, ...)                                               \
-    do {                                                                          \
-        int w_ = snprintf((out) + *(used), (len) - *(used), __VA_ARGS__);          \
-        if (w_ > 0 && (size_t)w_ < (len) - *(used)) *(used) += (size_t)w_;        \
+#define APPEND(out, len, used, ...)                                        \
+    do {                                                                   \
+        int w_ = snprintf((out) + *(used), (len) - *(used), __VA_ARGS__);  \
+        if (w_ > 0 && (size_t)w_ < (len) - *(used)) *(used) += (size_t)w_; \
     } while (0)
 
 /* Footnote line 1 of every figure: the file, host, CPU (GPU), threads, commit. */
@@ -461,8 +490,8 @@ static void machine_footnote(const char *dir, const char *path, char *foot, size
     const char *base = strrchr(path, '/');
     snprintf(file, sizeof file, "%s", base ? base + 1 : path);
     int has_gpu = strstr(devs, "gpu") != NULL;
-    snprintf(foot, len, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s",
-             file, host[0] ? host : "?", cpu[0] ? cpu : "?", has_gpu ? "   GPU: " : "",
+    snprintf(foot, len, "data: %s   host: %s   CPU: %s%s%s   threads: %s   commit: %.18s", file,
+             host[0] ? host : "?", cpu[0] ? cpu : "?", has_gpu ? "   GPU: " : "",
              has_gpu ? (gpu[0] ? gpu : "?") : "", threads[0] ? threads : "?", sha[0] ? sha : "?");
 }
 
@@ -477,7 +506,8 @@ static void file_footnote(const char *dir, const ab_report_mask *masks, int n_ma
     size_t used = 0;
     foot2[0] = '\0';
     if (n_masks > 0) APPEND(foot2, len, &used, "masks:");
-    for (int k = 0; k < n_masks && used < len; k++) APPEND(foot2, len, &used, "%s %s", k ? "," : "", masks[k].spec);
+    for (int k = 0; k < n_masks && used < len; k++)
+        APPEND(foot2, len, &used, "%s %s", k ? "," : "", masks[k].spec);
     if (n_masks > 0 && used < len) APPEND(foot2, len, &used, "   ");
     if (atol(nfail) == 0) {
         snprintf(foot2 + used, len - used, "all %s points status ok", npts[0] ? npts : "0");
@@ -507,7 +537,7 @@ typedef struct plot_run {
     char foot[2048], foot2[1024]; /* footnote lines 1 and 2 (the latter across masks) */
     ab_report_mask masks[AB_REPORT_MAX_MASKS];
     int n_masks;
-    int written;           /* figure files drawn */
+    int written; /* figure files drawn */
 } plot_run;
 
 /* Draw variant v of the figure NAME (0: DIR/NAME.tsv, the primary mask or
@@ -517,8 +547,10 @@ static int plot_variant(plot_run *r, const char *name, const char *script, int v
 {
     const char *dir = r->o->dir;
     char data[1400], outbase[1400], vname[400], foot2m[1024], mtitle[200] = "";
-    if (v == 0) snprintf(vname, sizeof vname, "%s", name);
-    else snprintf(vname, sizeof vname, "%s--%.128s", name, r->masks[v].slug);
+    if (v == 0)
+        snprintf(vname, sizeof vname, "%s", name);
+    else
+        snprintf(vname, sizeof vname, "%s--%.128s", name, r->masks[v].slug);
     snprintf(data, sizeof data, "%s/%s.tsv", dir, vname);
     snprintf(outbase, sizeof outbase, "%s/%s", dir, vname);
     long rows = data_rows(data);
@@ -530,14 +562,17 @@ static int plot_variant(plot_run *r, const char *name, const char *script, int v
         mask_footnote(foot2m, sizeof foot2m, &r->masks[mk], r->n_masks);
         if (r->n_masks > 1 || strcmp(r->masks[mk].spec, "causal") != 0)
             snprintf(mtitle, sizeof mtitle, "%.128s", r->masks[mk].spec);
-    } else snprintf(foot2m, sizeof foot2m, "%s", r->foot2);
+    } else
+        snprintf(foot2m, sizeof foot2m, "%s", r->foot2);
     char note[400];
     note_line(data, note, sizeof note);
     if (rows <= 0) {
         char why[400];
         skip_reason(data, why, sizeof why);
         printf("note: skipped %s: %s\n", vname,
-               rows < 0 ? "no data file" : why[0] ? why : "no status-ok points with the needed values");
+               rows < 0 ? "no data file"
+               : why[0] ? why
+                        : "no status-ok points with the needed values");
         return 0;
     }
     int rc = 0;
@@ -612,13 +647,15 @@ int ab_plot(const ab_plot_opts *o)
     if (find_gnuplot(o, r->gnuplot, sizeof r->gnuplot) != 0) goto done;
     int pr = find_plots_dir(r->plots, sizeof r->plots);
     if (pr != 0) {
-        if (pr == -2) ab_errorf("plot: AB_PLOTS_DIR='%s' holds no common.gp", r->plots);
-        else ab_errorf("plot: cannot find the plots/ scripts (next to the executable or in ./plots); "
-                       "set AB_PLOTS_DIR");
+        if (pr == -2)
+            ab_errorf("plot: AB_PLOTS_DIR='%s' holds no common.gp", r->plots);
+        else
+            ab_errorf("plot: cannot find the plots/ scripts (next to the executable or in ./plots); "
+                      "set AB_PLOTS_DIR");
         goto done;
     }
     char err[512] = "";
-    const ab_export_opts xo = {o->path, o->dir};
+    const ab_export_opts xo = { o->path, o->dir };
     rc = ab_export(&xo, err, sizeof err);
     if (rc != 0) {
         ab_errorf("export: %s", err[0] ? err : "failed");
@@ -632,8 +669,10 @@ int ab_plot(const ab_plot_opts *o)
     if (rc == 0 && r->written == 0) printf("note: no figure had data; nothing drawn\n");
 
     char gallery[512] = "";
-    if (o->gallery) draw_gallery(o->dir, r->masks, r->n_masks, gallery, sizeof gallery);
-    else snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
+    if (o->gallery)
+        draw_gallery(o->dir, r->masks, r->n_masks, gallery, sizeof gallery);
+    else
+        snprintf(gallery, sizeof gallery, "not drawn: plot ran with --no-gallery");
     if (ab_report_write(o->path, o->dir, gallery, err, sizeof err) != 0) {
         ab_errorf("plot: %s", err);
         rc = 2;

@@ -6,12 +6,12 @@
 #define AB_PLOT_MAX_FORMATS 3
 
 typedef struct ab_plot_opts {
-    const char *path;      /* the results file */
-    const char *dir;       /* the output directory */
+    const char *path;                     /* the results file */
+    const char *dir;                      /* the output directory */
     char formats[AB_PLOT_MAX_FORMATS][8]; /* "png", "svg", "pdf", no repeats */
     int n_formats;
-    const char *gnuplot;   /* --gnuplot: a path or a name on PATH; NULL: gnuplot on PATH */
-    int gallery;           /* draw the mask gallery (`attnbench mask --gallery`) */
+    const char *gnuplot; /* --gnuplot: a path or a name on PATH; NULL: gnuplot on PATH */
+    int gallery;         /* draw the mask gallery (`attnbench mask --gallery`) */
 } ab_plot_opts;
 
 /* Export into o->dir, draw every plots/NAME.gp, the gallery, index.html.

@@ -27,8 +27,7 @@ int ab_fsync_dir(const char *path)
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     free(dir);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     int rc = fsync(fd);
     int e = errno;
     close(fd);
@@ -42,8 +41,7 @@ int ab_fsync_dir(const char *path)
 int ab_write_atomic(const char *path, const char *tmp, const void *buf, size_t len, char *err, size_t errlen)
 {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ab_fail(err, errlen, -1, "cannot create %s: %s", tmp, strerror(errno));
+    if (fd < 0) return ab_fail(err, errlen, -1, "cannot create %s: %s", tmp, strerror(errno));
     if (ab_pwrite_all(fd, buf, len, 0) < 0 || fsync(fd) < 0) {
         int e = errno;
         close(fd);

@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct ab_crc32_table { uint32_t t[256]; } ab_crc32_table;
+typedef struct ab_crc32_table {
+    uint32_t t[256];
+} ab_crc32_table;
 
 void ab_crc32_init(ab_crc32_table *ct);
 uint32_t ab_crc32(const ab_crc32_table *ct, const void *buf, size_t len);

@@ -10,8 +10,7 @@ int ab_pwrite_all(int fd, const void *buf, size_t len, off_t off)
     while (len > 0) {
         ssize_t w = pwrite(fd, p, len, off);
         if (w < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return -1;
         }
         if (w == 0) {
@@ -32,12 +31,10 @@ ssize_t ab_read_full(int fd, void *buf, size_t len)
     while (got < len) {
         ssize_t r = read(fd, p + got, len - got);
         if (r < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return -1;
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         got += (size_t)r;
     }
     return (ssize_t)got;

@@ -12,7 +12,7 @@
 #include "runtime/errors.h"
 
 #define AB_JOURNAL_MAGIC "ABJRNL01"
-#define AB_JREC_MAGIC 0x52504241u /* "ABPR" little-endian */
+#define AB_JREC_MAGIC    0x52504241u /* "ABPR" little-endian */
 
 typedef struct jheader {
     char magic[8];
@@ -46,8 +46,7 @@ int ab_journal_create(const char *path, char *err, size_t errlen)
     h.point_size = (uint32_t)sizeof(ab_point);
     h.schema = AB_SCHEMA_VERSION;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ab_fail(err, errlen, -1, "cannot create %s: %s", path, strerror(errno));
+    if (fd < 0) return ab_fail(err, errlen, -1, "cannot create %s: %s", path, strerror(errno));
     if (ab_pwrite_all(fd, &h, sizeof h, 0) < 0 || fdatasync(fd) < 0) {
         int e = errno;
         close(fd);
@@ -63,10 +62,7 @@ void ab_journal_attach(ab_journal *j, int fd)
     j->off = (off_t)sizeof(jheader);
 }
 
-ab_point *ab_journal_slot(ab_journal *j)
-{
-    return (ab_point *)(void *)(j->rec + REC_HDR);
-}
+ab_point *ab_journal_slot(ab_journal *j) { return (ab_point *)(void *)(j->rec + REC_HDR); }
 
 int ab_journal_append(ab_journal *j, const char *path, char *err, size_t errlen)
 {
@@ -77,8 +73,7 @@ int ab_journal_append(ab_journal *j, const char *path, char *err, size_t errlen)
     if (ab_pwrite_all(j->fd, j->rec, REC_LEN, j->off) < 0 || fdatasync(j->fd) < 0) {
         int e = errno;
         /* drop the partial record, or later records would be unreadable */
-        if (ftruncate(j->fd, j->off) < 0)
-            j->broken = 1;
+        if (ftruncate(j->fd, j->off) < 0) j->broken = 1;
         return ab_fail(err, errlen, -1, "cannot write %s: %s", path, strerror(e));
     }
     j->off += (off_t)REC_LEN;
@@ -95,8 +90,7 @@ void ab_journal_restart(ab_journal *j)
 
 void ab_journal_close(ab_journal *j)
 {
-    if (j->fd >= 0)
-        close(j->fd);
+    if (j->fd >= 0) close(j->fd);
     j->fd = -1;
 }
 
@@ -106,19 +100,18 @@ static int read_header(int fd, const char *path, char *err, size_t errlen)
 {
     jheader h;
     ssize_t got = ab_read_full(fd, &h, sizeof h);
-    if (got < 0)
-        return ab_fail(err, errlen, -1, "cannot read %s: %s", path, strerror(errno));
-    if ((size_t)got < sizeof h)
-        return 0;
+    if (got < 0) return ab_fail(err, errlen, -1, "cannot read %s: %s", path, strerror(errno));
+    if ((size_t)got < sizeof h) return 0;
     if (memcmp(h.magic, AB_JOURNAL_MAGIC, sizeof h.magic) != 0)
         return ab_fail(err, errlen, -1, "%s is not an attnbench journal", path);
     if (h.point_size != sizeof(ab_point))
-        return ab_fail(err, errlen, -1, "%s was written by an attnbench build with %u-byte points, "
+        return ab_fail(err, errlen, -1,
+                       "%s was written by an attnbench build with %u-byte points, "
                        "this build uses %zu: read it with that build or remove it",
                        path, h.point_size, sizeof(ab_point));
     if (h.schema != AB_SCHEMA_VERSION)
-        return ab_fail(err, errlen, -1, "%s has schema version %u, this attnbench reads %d",
-                       path, h.schema, AB_SCHEMA_VERSION);
+        return ab_fail(err, errlen, -1, "%s has schema version %u, this attnbench reads %d", path, h.schema,
+                       AB_SCHEMA_VERSION);
     return 1;
 }
 
@@ -131,8 +124,7 @@ int ab_journal_load(const char *path, int (*take)(void *ctx, ab_point *p), void 
     *found = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
+        if (errno == ENOENT) return 0;
         return ab_fail(err, errlen, -1, "cannot open %s: %s", path, strerror(errno));
     }
     *found = 1;
@@ -153,11 +145,9 @@ int ab_journal_load(const char *path, int (*take)(void *ctx, ab_point *p), void 
             ab_fail(err, errlen, -1, "cannot read %s: %s", path, strerror(errno));
             goto cleanup;
         }
-        if ((size_t)got < sizeof rh || rh[0] != AB_JREC_MAGIC || rh[1] != sizeof *p)
-            break;
+        if ((size_t)got < sizeof rh || rh[0] != AB_JREC_MAGIC || rh[1] != sizeof *p) break;
         if (ab_read_full(fd, p, sizeof *p) != (ssize_t)sizeof *p ||
-            ab_read_full(fd, &crc, sizeof crc) != (ssize_t)sizeof crc ||
-            crc != ab_crc32(&ct, p, sizeof *p))
+            ab_read_full(fd, &crc, sizeof crc) != (ssize_t)sizeof crc || crc != ab_crc32(&ct, p, sizeof *p))
             break;
         if (take(ctx, p) < 0) {
             ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);

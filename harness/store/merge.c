@@ -21,40 +21,47 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int same_double(double a, double b)
-{
-    return a == b || (isnan(a) && isnan(b));
-}
+static int same_double(double a, double b) { return a == b || (isnan(a) && isnan(b)); }
 
 /* 0 if the rows are identical; else 1 with the first differing field named. */
 static int row_diff(const ab_point *a, const ab_point *b, char *why, size_t wl)
 {
-#define S(f) if (strcmp(a->f, b->f)) { snprintf(why, wl, "%s: '%s' vs '%s'", #f, a->f, b->f); return 1; }
-#define I(f) if (a->f != b->f) { snprintf(why, wl, "%s: %lld vs %lld", #f, (long long)a->f, (long long)b->f); return 1; }
-#define D(f) if (!same_double(a->f, b->f)) { snprintf(why, wl, "%s: %.17g vs %.17g", #f, a->f, b->f); return 1; }
-    S(method) S(params) S(device) S(dtype) S(task) S(kernel) S(layout)
-    I(seq_len) I(heads) I(head_dim) I(causal) S(mask) D(mask_density) I(threads) I(seed)
-    D(depth) D(target_density) D(knob_value) D(achieved_density)
-    D(select_ms) D(run_ms) D(total_ms) D(min_ms) D(p10_ms) D(p90_ms) D(cv)
-    I(n_samples)
-    D(dense_gflops) D(recall_mass) D(recall_topk) D(rel_l2_err) D(max_abs_err)
-    D(accuracy) D(acc_ci_lo) D(acc_ci_hi)
-    I(acc_trials)
-    I(rows_scored)
-    S(status) S(message)
-    I(rounds) I(calls) D(total_lo_ms) D(total_hi_ms) D(dense_pair_ms) D(rel_dense) D(rel_lo) D(rel_hi)
-    D(foreign_pct) D(steal_pct) D(load1) D(fma_gflops) D(shared_pct) D(point_s) S(timing)
+#define S(f)                                                   \
+    if (strcmp(a->f, b->f)) {                                  \
+        snprintf(why, wl, "%s: '%s' vs '%s'", #f, a->f, b->f); \
+        return 1;                                              \
+    }
+#define I(f)                                                                         \
+    if (a->f != b->f) {                                                              \
+        snprintf(why, wl, "%s: %lld vs %lld", #f, (long long)a->f, (long long)b->f); \
+        return 1;                                                                    \
+    }
+#define D(f)                                                     \
+    if (!same_double(a->f, b->f)) {                              \
+        snprintf(why, wl, "%s: %.17g vs %.17g", #f, a->f, b->f); \
+        return 1;                                                \
+    }
+    S(method)
+    S(params) S(device) S(dtype) S(task) S(kernel) S(layout) I(seq_len) I(heads) I(head_dim) I(causal) S(mask)
+        D(mask_density) I(threads) I(seed) D(depth) D(target_density) D(knob_value) D(achieved_density) D(
+            select_ms) D(run_ms) D(total_ms) D(min_ms) D(p10_ms) D(p90_ms) D(cv) I(n_samples) D(dense_gflops)
+            D(recall_mass) D(recall_topk) D(rel_l2_err) D(max_abs_err) D(accuracy) D(acc_ci_lo) D(acc_ci_hi)
+                I(acc_trials) I(rows_scored) S(status) S(message) I(rounds) I(calls) D(total_lo_ms)
+                    D(total_hi_ms) D(dense_pair_ms) D(rel_dense) D(rel_lo) D(rel_hi) D(foreign_pct)
+                        D(steal_pct) D(load1) D(fma_gflops) D(shared_pct) D(point_s) S(timing)
 #undef S
 #undef I
 #undef D
-    for (int i = 0; i < a->n_samples && i < AB_MAX_SAMPLES; i++)
-        if (!same_double(a->sample_select_ms[i], b->sample_select_ms[i]) ||
-            !same_double(a->sample_run_ms[i], b->sample_run_ms[i]) ||
-            !same_double(a->sample_dense_ms[i], b->sample_dense_ms[i]) || a->sample_round[i] != b->sample_round[i] ||
-            a->sample_calls[i] != b->sample_calls[i]) {
-            snprintf(why, wl, "raw sample %d", i);
-            return 1;
-        }
+                            for (int i = 0; i < a->n_samples && i < AB_MAX_SAMPLES;
+                                 i++) if (!same_double(a->sample_select_ms[i], b->sample_select_ms[i]) ||
+                                          !same_double(a->sample_run_ms[i], b->sample_run_ms[i]) ||
+                                          !same_double(a->sample_dense_ms[i], b->sample_dense_ms[i]) ||
+                                          a->sample_round[i] != b->sample_round[i] ||
+                                          a->sample_calls[i] != b->sample_calls[i])
+    {
+        snprintf(why, wl, "raw sample %d", i);
+        return 1;
+    }
     return 0;
 }
 
@@ -65,7 +72,8 @@ static void warn_env_mismatch(const ab_env *first, const ab_env *e, const char *
     for (size_t k = 0; k < sizeof keys / sizeof keys[0] && !quiet; k++) {
         const char *a = ab_env_get(first, keys[k]), *b = ab_env_get(e, keys[k]);
         if (a && b && strcmp(a, b))
-            fprintf(stderr, "attnbench: merge: warning: %s and %s differ in %s: are they shards of one sweep?\n", f0,
+            fprintf(stderr,
+                    "attnbench: merge: warning: %s and %s differ in %s: are they shards of one sweep?\n", f0,
                     fi, keys[k]);
     }
 }
@@ -81,7 +89,10 @@ static void merged_root(ab_env *root, const ab_env *first, const char *const *in
     char *list = malloc(len), num[32];
     if (list) {
         list[0] = 0;
-        for (int f = 0; f < nin; f++) { strcat(list, in[f]); if (f + 1 < nin) strcat(list, " "); }
+        for (int f = 0; f < nin; f++) {
+            strcat(list, in[f]);
+            if (f + 1 < nin) strcat(list, " ");
+        }
         ab_env_set(root, "merged_from", list);
         free(list);
     }
@@ -101,22 +112,30 @@ static int merge_points(ab_pset *set, const ab_point *p, size_t np, const char *
             continue;
         }
         char why[600];
-        if (!row_diff(&set->v[k], &p[i], why, sizeof why)) { st->dups++; continue; }
+        if (!row_diff(&set->v[k], &p[i], why, sizeof why)) {
+            st->dups++;
+            continue;
+        }
         st->conflicts++;
-        fprintf(stderr, "attnbench: merge: conflict: point %s (%s %s N=%d mask=%s) differs in %s from an earlier input (%s); keeping the earlier row\n",
+        fprintf(stderr,
+                "attnbench: merge: conflict: point %s (%s %s N=%d mask=%s) differs in %s from an earlier "
+                "input (%s); keeping the earlier row\n",
                 p[i].key, p[i].method, p[i].task, p[i].seq_len, p[i].mask, file, why);
     }
     return 0;
 }
 
-int ab_results_merge(const char *const *in, int nin, const char *out, int quiet, ab_merge_stats *st, char *err,
-                     size_t errlen)
+int ab_results_merge(const char *const *in, int nin, const char *out, int quiet, ab_merge_stats *st,
+                     char *err, size_t errlen)
 {
     memset(st, 0, sizeof *st);
     ab_env *envs = calloc((size_t)nin, sizeof *envs);
     ab_pset set = { 0 };
     int rc = -1;
-    if (!envs) { snprintf(err, errlen, "merge: out of memory"); return -1; }
+    if (!envs) {
+        snprintf(err, errlen, "merge: out of memory");
+        return -1;
+    }
     for (int f = 0; f < nin; f++) {
         ab_point *p = NULL;
         size_t np = 0;
@@ -130,7 +149,10 @@ int ab_results_merge(const char *const *in, int nin, const char *out, int quiet,
         ab_env_set(&envs[f], "merge_source", in[f]);
         const int mrc = merge_points(&set, p, np, in[f], st);
         free(p);
-        if (mrc) { snprintf(err, errlen, "merge: out of memory for %zu points", set.n + np); goto done; }
+        if (mrc) {
+            snprintf(err, errlen, "merge: out of memory for %zu points", set.n + np);
+            goto done;
+        }
     }
     st->unique = set.n;
     ab_env root;
@@ -138,7 +160,10 @@ int ab_results_merge(const char *const *in, int nin, const char *out, int quiet,
     char why[1024];
     const int wr = ab_results_write(out, set.v, set.n, &root, envs, nin, why, sizeof why);
     ab_env_free(&root);
-    if (wr) { snprintf(err, errlen, "merge: %s", why); goto done; }
+    if (wr) {
+        snprintf(err, errlen, "merge: %s", why);
+        goto done;
+    }
     rc = 0;
 done:
     for (int f = 0; f < nin; f++) ab_env_free(&envs[f]);

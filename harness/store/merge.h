@@ -16,6 +16,6 @@ typedef struct ab_merge_stats {
  * quiet) is one line on stderr. Returns 0 (see st->conflicts), or -1 with
  * err when an input cannot be read or out cannot be written (then out is
  * left as it was). */
-int ab_results_merge(const char *const *in, int nin, const char *out, int quiet, ab_merge_stats *st, char *err,
-                     size_t errlen);
+int ab_results_merge(const char *const *in, int nin, const char *out, int quiet, ab_merge_stats *st,
+                     char *err, size_t errlen);
 #endif

@@ -11,24 +11,18 @@
 
 /* Every status a point can end with; all of them are final for --resume. */
 static const char *const known_statuses[] = {
-    "ok", "calib_failed", "unsupported", "error",
-    "crashed", "timeout", "oom", "nan",
+    "ok", "calib_failed", "unsupported", "error", "crashed", "timeout", "oom", "nan",
 };
 
 int ab_status_is_final(const char *status)
 {
-    if (!status)
-        return 0;
+    if (!status) return 0;
     for (size_t i = 0; i < sizeof known_statuses / sizeof *known_statuses; i++)
-        if (strcmp(status, known_statuses[i]) == 0)
-            return 1;
+        if (strcmp(status, known_statuses[i]) == 0) return 1;
     return 0;
 }
 
-int ab_status_is_ok(const char *status)
-{
-    return status && strcmp(status, "ok") == 0;
-}
+int ab_status_is_ok(const char *status) { return status && strcmp(status, "ok") == 0; }
 
 /* Names longer than the slot are truncated; a NULL value counts as "".
  * An existing name is replaced in place (order kept). When the table is full
@@ -36,16 +30,13 @@ int ab_status_is_ok(const char *status)
  * the environment is descriptive and never worth stopping a run for. */
 void ab_env_set(ab_env *e, const char *name, const char *value)
 {
-    if (!e || !name || !name[0])
-        return;
-    if (!value)
-        value = "";
+    if (!e || !name || !name[0]) return;
+    if (!value) value = "";
     char key[sizeof e->name[0]];
     snprintf(key, sizeof key, "%s", name);
 
     char *copy = strdup(value);
-    if (!copy)
-        return;
+    if (!copy) return;
     for (int i = 0; i < e->n; i++) {
         if (strcmp(e->name[i], key) == 0) {
             free(e->value[i]);
@@ -64,20 +55,17 @@ void ab_env_set(ab_env *e, const char *name, const char *value)
 
 const char *ab_env_get(const ab_env *e, const char *name)
 {
-    if (!e || !name)
-        return NULL;
+    if (!e || !name) return NULL;
     char key[sizeof e->name[0]];
     snprintf(key, sizeof key, "%s", name);
     for (int i = 0; i < e->n; i++)
-        if (strcmp(e->name[i], key) == 0)
-            return e->value[i];
+        if (strcmp(e->name[i], key) == 0) return e->value[i];
     return NULL;
 }
 
 void ab_env_free(ab_env *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     for (int i = 0; i < e->n && i < AB_ENV_MAX; i++) {
         free(e->value[i]);
         e->value[i] = NULL;
@@ -99,10 +87,7 @@ const char *ab_status_of_code(int rc)
     return rc == AB_ENOMEM ? "oom" : rc == AB_EUNSUPPORTED ? "unsupported" : "error";
 }
 
-const char *ab_point_mask(const ab_point *p)
-{
-    return p->mask[0] ? p->mask : p->causal ? "causal" : "full";
-}
+const char *ab_point_mask(const ab_point *p) { return p->mask[0] ? p->mask : p->causal ? "causal" : "full"; }
 
 static int num_cmp(double a, double b)
 {

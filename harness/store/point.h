@@ -13,20 +13,20 @@
 #include "attnbench.h" /* AB_MASK_SPEC */
 
 #define AB_SCHEMA_VERSION 1
-#define AB_MAX_SAMPLES 256
+#define AB_MAX_SAMPLES    256
 
 typedef struct ab_point {
-    char key[24];          /* 16 hex digits: hash of everything defining it */
+    char key[24]; /* 16 hex digits: hash of everything defining it */
     char method[32];
-    char params[160];      /* "name=value,..." of the method's params */
-    char device[8];        /* "cpu" | "gpu" */
-    char dtype[8];         /* "fp32" | "fp16" | "bf16" */
+    char params[160]; /* "name=value,..." of the method's params */
+    char device[8];   /* "cpu" | "gpu" */
+    char dtype[8];    /* "fp32" | "fp16" | "bf16" */
     char task[32];
-    char kernel[16];       /* kernel that executed the layout */
-    char layout[8];        /* dense | block | token | mixed | custom */
+    char kernel[16];                                   /* kernel that executed the layout */
+    char layout[8];                                    /* dense | block | token | mixed | custom */
     int32_t seq_len, heads, head_dim, causal, threads; /* causal: the mask's def->causal */
     char mask[AB_MASK_SPEC]; /* base mask spec as written: "causal", "full", "document:8" */
-    double mask_density;   /* pairs the base mask allows / N^2 (ab_mask_fraction) */
+    double mask_density;     /* pairs the base mask allows / N^2 (ab_mask_fraction) */
     int64_t seed;
     double depth;
     double target_density; /* 1.0 for methods without a knob; NaN = native */
@@ -35,32 +35,32 @@ typedef struct ab_point {
     double select_ms, run_ms, total_ms; /* medians */
     double min_ms, p10_ms, p90_ms, cv;  /* of total */
     int32_t n_samples;
-    double dense_gflops;   /* dense-equivalent GFLOP/s at total_ms */
+    double dense_gflops; /* dense-equivalent GFLOP/s at total_ms */
     double recall_mass, recall_topk, rel_l2_err, max_abs_err;
     double accuracy, acc_ci_lo, acc_ci_hi;
-    int32_t acc_trials;    /* answers (or answer groups) behind accuracy; 0 = none */
+    int32_t acc_trials; /* answers (or answer groups) behind accuracy; 0 = none */
     int32_t rows_scored;
-    char status[16];       /* ok calib_failed unsupported error crashed timeout oom nan */
+    char status[16]; /* ok calib_failed unsupported error crashed timeout oom nan */
     char message[256];
     /* the timing protocol (docs/timing.md); NaN / 0 in files written before it */
-    int32_t rounds;        /* child processes the point was timed in (0: not timed) */
-    int32_t calls;         /* calls per timed sample (batching), largest over rounds */
+    int32_t rounds;                  /* child processes the point was timed in (0: not timed) */
+    int32_t calls;                   /* calls per timed sample (batching), largest over rounds */
     double total_lo_ms, total_hi_ms; /* 95% interval of total_ms (bootstrap over rounds and samples) */
-    double dense_pair_ms;  /* median of the dense samples paired with this point's */
-    double rel_dense;      /* median over paired samples of total / dense (same child,
+    double dense_pair_ms;            /* median of the dense samples paired with this point's */
+    double rel_dense;                /* median over paired samples of total / dense (same child,
                             * adjacent calls); 1/rel_dense is the speedup. NaN: unpaired */
-    double rel_lo, rel_hi; /* its 95% interval */
-    double foreign_pct;    /* CPU time other processes used while this point was timed, % of the machine */
-    double steal_pct;      /* CPU time the hypervisor stole meanwhile, % of the machine */
-    double load1;          /* largest 1-minute load average seen at the start of a round */
-    double fma_gflops;     /* machine-speed index: 1-thread FMA GFLOP/s probed around each
+    double rel_lo, rel_hi;           /* its 95% interval */
+    double foreign_pct; /* CPU time other processes used while this point was timed, % of the machine */
+    double steal_pct;   /* CPU time the hypervisor stole meanwhile, % of the machine */
+    double load1;       /* largest 1-minute load average seen at the start of a round */
+    double fma_gflops;  /* machine-speed index: 1-thread FMA GFLOP/s probed around each
                             * round, mean over rounds (ab_fma_probe); NaN untimed */
-    double shared_pct;     /* % of sample pairs dropped because the point's threads shared
+    double shared_pct;  /* % of sample pairs dropped because the point's threads shared
                             * one physical core (a T-thread FMA probe around every pair ran
                             * below 0.7x the child's best); NaN untimed or 1 thread */
-    double point_s;        /* wall seconds of the point's child processes (calibration,
+    double point_s;     /* wall seconds of the point's child processes (calibration,
                             * scoring, every round): what the point cost to measure */
-    char timing[48];       /* flags: "" (clean), or a comma list of interference,
+    char timing[48];    /* flags: "" (clean), or a comma list of interference,
                             * unpaired, untimed (scored only), rounds_disagree, cores_shared */
     /* raw per-sample timings (stored under /samples/KEY): per call of the
      * sample's batch, in ms; dense: the paired dense sample (NaN unpaired) */
@@ -107,7 +107,7 @@ int ab_point_paired_speedup(const ab_point *p, double *speedup, double *lo, doub
 typedef struct ab_env {
     int n;
     char name[AB_ENV_MAX][32];
-    char *value[AB_ENV_MAX];   /* malloc'd */
+    char *value[AB_ENV_MAX]; /* malloc'd */
 } ab_env;
 
 void ab_env_set(ab_env *e, const char *name, const char *value);

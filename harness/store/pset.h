@@ -8,7 +8,7 @@
 #include "harness/store/point.h"
 
 typedef struct ab_pset {
-    ab_point *v;  /* the points, in order of first insertion */
+    ab_point *v; /* the points, in order of first insertion */
     size_t n, cap;
     size_t *slot; /* index + 1; 0 = empty */
     size_t nslot; /* power of two */

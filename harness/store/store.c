@@ -54,7 +54,7 @@
 #include "runtime/isolate.h"
 
 #define AB_REWRITE_INTERVAL_S 1.0
-#define AB_POINTS_CHUNK 64
+#define AB_POINTS_CHUNK       64
 /* Labels for in-memory HDF5 files: paths that can never exist on disk (the
  * core driver refuses to open an image under the name of an existing file). */
 #define AB_IMAGE_LABEL_W "/dev/null/attnbench-write-image"
@@ -89,31 +89,65 @@ typedef struct field_desc {
     int kind;
 } field_desc;
 
-#define FLD(f, k) { #f, offsetof(ab_point, f), sizeof(((ab_point *)0)->f), k }
+#define FLD(f, k)                                                \
+    {                                                            \
+#f, offsetof(ab_point, f), sizeof(((ab_point *)0)->f), k \
+    }
 static const field_desc point_fields[] = {
-    FLD(key, F_STR), FLD(method, F_STR), FLD(params, F_STR),
-    FLD(device, F_STR), FLD(dtype, F_STR), FLD(task, F_STR),
-    FLD(kernel, F_STR), FLD(layout, F_STR),
-    FLD(seq_len, F_I32), FLD(heads, F_I32), FLD(head_dim, F_I32),
-    FLD(causal, F_I32), FLD(mask, F_STR), FLD(mask_density, F_F64),
+    FLD(key, F_STR),
+    FLD(method, F_STR),
+    FLD(params, F_STR),
+    FLD(device, F_STR),
+    FLD(dtype, F_STR),
+    FLD(task, F_STR),
+    FLD(kernel, F_STR),
+    FLD(layout, F_STR),
+    FLD(seq_len, F_I32),
+    FLD(heads, F_I32),
+    FLD(head_dim, F_I32),
+    FLD(causal, F_I32),
+    FLD(mask, F_STR),
+    FLD(mask_density, F_F64),
     FLD(threads, F_I32),
     FLD(seed, F_I64),
-    FLD(depth, F_F64), FLD(target_density, F_F64), FLD(knob_value, F_F64),
+    FLD(depth, F_F64),
+    FLD(target_density, F_F64),
+    FLD(knob_value, F_F64),
     FLD(achieved_density, F_F64),
-    FLD(select_ms, F_F64), FLD(run_ms, F_F64), FLD(total_ms, F_F64),
-    FLD(min_ms, F_F64), FLD(p10_ms, F_F64), FLD(p90_ms, F_F64),
+    FLD(select_ms, F_F64),
+    FLD(run_ms, F_F64),
+    FLD(total_ms, F_F64),
+    FLD(min_ms, F_F64),
+    FLD(p10_ms, F_F64),
+    FLD(p90_ms, F_F64),
     FLD(cv, F_F64),
     FLD(n_samples, F_I32),
-    FLD(dense_gflops, F_F64), FLD(recall_mass, F_F64),
-    FLD(recall_topk, F_F64), FLD(rel_l2_err, F_F64), FLD(max_abs_err, F_F64),
-    FLD(accuracy, F_F64), FLD(acc_ci_lo, F_F64), FLD(acc_ci_hi, F_F64),
+    FLD(dense_gflops, F_F64),
+    FLD(recall_mass, F_F64),
+    FLD(recall_topk, F_F64),
+    FLD(rel_l2_err, F_F64),
+    FLD(max_abs_err, F_F64),
+    FLD(accuracy, F_F64),
+    FLD(acc_ci_lo, F_F64),
+    FLD(acc_ci_hi, F_F64),
     FLD(acc_trials, F_I32),
     FLD(rows_scored, F_I32),
-    FLD(status, F_STR), FLD(message, F_STR),
-    FLD(rounds, F_I32), FLD(calls, F_I32),
-    FLD(total_lo_ms, F_F64), FLD(total_hi_ms, F_F64), FLD(dense_pair_ms, F_F64),
-    FLD(rel_dense, F_F64), FLD(rel_lo, F_F64), FLD(rel_hi, F_F64),
-    FLD(foreign_pct, F_F64), FLD(steal_pct, F_F64), FLD(load1, F_F64), FLD(fma_gflops, F_F64), FLD(shared_pct, F_F64), FLD(point_s, F_F64),
+    FLD(status, F_STR),
+    FLD(message, F_STR),
+    FLD(rounds, F_I32),
+    FLD(calls, F_I32),
+    FLD(total_lo_ms, F_F64),
+    FLD(total_hi_ms, F_F64),
+    FLD(dense_pair_ms, F_F64),
+    FLD(rel_dense, F_F64),
+    FLD(rel_lo, F_F64),
+    FLD(rel_hi, F_F64),
+    FLD(foreign_pct, F_F64),
+    FLD(steal_pct, F_F64),
+    FLD(load1, F_F64),
+    FLD(fma_gflops, F_F64),
+    FLD(shared_pct, F_F64),
+    FLD(point_s, F_F64),
     FLD(timing, F_STR),
 };
 #undef FLD
@@ -124,22 +158,17 @@ static const field_desc point_fields[] = {
 static void point_sanitize(ab_point *p)
 {
     for (size_t i = 0; i < N_FIELDS; i++)
-        if (point_fields[i].kind == F_STR)
-            ((char *)p)[point_fields[i].off + point_fields[i].size - 1] = '\0';
-    if (p->n_samples < 0)
-        p->n_samples = 0;
-    if (p->n_samples > AB_MAX_SAMPLES)
-        p->n_samples = AB_MAX_SAMPLES;
+        if (point_fields[i].kind == F_STR) ((char *)p)[point_fields[i].off + point_fields[i].size - 1] = '\0';
+    if (p->n_samples < 0) p->n_samples = 0;
+    if (p->n_samples > AB_MAX_SAMPLES) p->n_samples = AB_MAX_SAMPLES;
 }
 
 /* A key names /samples/KEY, so it must be a plain HDF5 link name. */
 static int key_ok(const char *key)
 {
     size_t n = strnlen(key, sizeof(((ab_point *)0)->key));
-    if (n == 0 || n >= sizeof(((ab_point *)0)->key))
-        return 0;
-    if (strcmp(key, ".") == 0 || strcmp(key, "..") == 0)
-        return 0;
+    if (n == 0 || n >= sizeof(((ab_point *)0)->key)) return 0;
+    if (strcmp(key, ".") == 0 || strcmp(key, "..") == 0) return 0;
     return strchr(key, '/') == NULL;
 }
 
@@ -148,46 +177,31 @@ static int key_ok(const char *key)
  * little-endian file type. present (mem = 1 only, may be NULL): include
  * only the fields with present[i] != 0 (those an older file has). */
 static hid_t point_type_sub(int mem, const unsigned char *present);
-static hid_t point_type(int mem)
-{
-    return point_type_sub(mem, NULL);
-}
+static hid_t point_type(int mem) { return point_type_sub(mem, NULL); }
 
 static hid_t point_type_sub(int mem, const unsigned char *present)
 {
     size_t total = 0;
-    for (size_t i = 0; i < N_FIELDS; i++)
-        total += point_fields[i].size;
+    for (size_t i = 0; i < N_FIELDS; i++) total += point_fields[i].size;
     hid_t t = H5Tcreate(H5T_COMPOUND, mem ? sizeof(ab_point) : total);
-    if (t < 0)
-        return -1;
+    if (t < 0) return -1;
     size_t off = 0;
     for (size_t i = 0; i < N_FIELDS; i++) {
         const field_desc *f = &point_fields[i];
         hid_t m = -1;
         int ok = 1;
-        if (present && !present[i])
-            continue;
+        if (present && !present[i]) continue;
         switch (f->kind) {
         case F_STR:
             m = H5Tcopy(H5T_C_S1);
-            ok = m >= 0 && H5Tset_size(m, f->size) >= 0 &&
-                 H5Tset_strpad(m, H5T_STR_NULLTERM) >= 0;
+            ok = m >= 0 && H5Tset_size(m, f->size) >= 0 && H5Tset_strpad(m, H5T_STR_NULLTERM) >= 0;
             break;
-        case F_I32:
-            m = H5Tcopy(mem ? H5T_NATIVE_INT32 : H5T_STD_I32LE);
-            break;
-        case F_I64:
-            m = H5Tcopy(mem ? H5T_NATIVE_INT64 : H5T_STD_I64LE);
-            break;
-        default:
-            m = H5Tcopy(mem ? H5T_NATIVE_DOUBLE : H5T_IEEE_F64LE);
-            break;
+        case F_I32: m = H5Tcopy(mem ? H5T_NATIVE_INT32 : H5T_STD_I32LE); break;
+        case F_I64: m = H5Tcopy(mem ? H5T_NATIVE_INT64 : H5T_STD_I64LE); break;
+        default: m = H5Tcopy(mem ? H5T_NATIVE_DOUBLE : H5T_IEEE_F64LE); break;
         }
-        ok = ok && m >= 0 &&
-             H5Tinsert(t, f->name, mem ? f->off : off, m) >= 0;
-        if (m >= 0)
-            H5Tclose(m);
+        ok = ok && m >= 0 && H5Tinsert(t, f->name, mem ? f->off : off, m) >= 0;
+        if (m >= 0) H5Tclose(m);
         if (!ok) {
             H5Tclose(t);
             return -1;
@@ -199,7 +213,10 @@ static hid_t point_type_sub(int mem, const unsigned char *present)
 
 /* ---- HDF5 error plumbing ------------------------------------------------ */
 
-typedef struct h5quiet { H5E_auto2_t fn; void *data; } h5quiet;
+typedef struct h5quiet {
+    H5E_auto2_t fn;
+    void *data;
+} h5quiet;
 
 static void h5_quiet(h5quiet *q)
 {
@@ -209,18 +226,17 @@ static void h5_quiet(h5quiet *q)
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-static void h5_restore(const h5quiet *q)
-{
-    H5Eset_auto2(H5E_DEFAULT, q->fn, q->data);
-}
+static void h5_restore(const h5quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->fn, q->data); }
 
-typedef struct errbuf { char *buf; size_t len; } errbuf;
+typedef struct errbuf {
+    char *buf;
+    size_t len;
+} errbuf;
 
 static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
     errbuf *eb = data;
-    if (n == 0 && e && e->desc)
-        snprintf(eb->buf, eb->len, "%s", e->desc);
+    if (n == 0 && e && e->desc) snprintf(eb->buf, eb->len, "%s", e->desc);
     return 0;
 }
 
@@ -231,8 +247,7 @@ static void h5_errdesc(char *buf, size_t len)
     errbuf eb = { buf, len };
     buf[0] = '\0';
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, &eb);
-    if (!buf[0])
-        snprintf(buf, len, "HDF5 error");
+    if (!buf[0]) snprintf(buf, len, "HDF5 error");
 }
 
 /* ---- building the HDF5 image -------------------------------------------- */
@@ -241,15 +256,11 @@ static int attr_write_str(hid_t loc, const char *name, const char *value)
 {
     int rc = -1;
     hid_t t = -1, sp = -1, a = -1;
-    if ((t = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(t, H5T_VARIABLE) < 0 ||
-        H5Tset_cset(t, H5T_CSET_UTF8) < 0)
+    if ((t = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0)
         goto cleanup;
-    if ((sp = H5Screate(H5S_SCALAR)) < 0)
-        goto cleanup;
-    if ((a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0)
-        goto cleanup;
-    if (H5Awrite(a, t, &value) < 0)
-        goto cleanup;
+    if ((sp = H5Screate(H5S_SCALAR)) < 0) goto cleanup;
+    if ((a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0) goto cleanup;
+    if (H5Awrite(a, t, &value) < 0) goto cleanup;
     rc = 0;
 cleanup:
     if (a >= 0) H5Aclose(a);
@@ -262,12 +273,9 @@ static int attr_write_int(hid_t loc, const char *name, int value)
 {
     int rc = -1;
     hid_t sp = -1, a = -1;
-    if ((sp = H5Screate(H5S_SCALAR)) < 0)
-        goto cleanup;
-    if ((a = H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0)
-        goto cleanup;
-    if (H5Awrite(a, H5T_NATIVE_INT, &value) < 0)
-        goto cleanup;
+    if ((sp = H5Screate(H5S_SCALAR)) < 0) goto cleanup;
+    if ((a = H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0) goto cleanup;
+    if (H5Awrite(a, H5T_NATIVE_INT, &value) < 0) goto cleanup;
     rc = 0;
 cleanup:
     if (a >= 0) H5Aclose(a);
@@ -277,11 +285,9 @@ cleanup:
 
 static int write_root_attrs(hid_t fid, const ab_env *env)
 {
-    if (attr_write_int(fid, "schema_version", AB_SCHEMA_VERSION) < 0)
-        return -1;
+    if (attr_write_int(fid, "schema_version", AB_SCHEMA_VERSION) < 0) return -1;
     for (int i = 0; env && i < env->n && i < AB_ENV_MAX; i++) {
-        if (!env->name[i][0] || strcmp(env->name[i], "schema_version") == 0)
-            continue;
+        if (!env->name[i][0] || strcmp(env->name[i], "schema_version") == 0) continue;
         /* best effort: a name HDF5 refuses must not stop the results */
         attr_write_str(fid, env->name[i], env->value[i] ? env->value[i] : "");
     }
@@ -292,8 +298,7 @@ static int write_schema(hid_t fid)
 {
     int rc = -1;
     hid_t g = H5Gcreate2(fid, "schema", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0)
-        return -1;
+    if (g < 0) return -1;
     if (attr_write_str(g, "units", "ms") < 0 ||
         attr_write_str(g, "time_fields",
                        "select_ms run_ms total_ms min_ms p10_ms p90_ms "
@@ -324,21 +329,14 @@ static int write_points(hid_t fid, const ab_pset *s)
     hsize_t chunk[1] = { AB_POINTS_CHUNK };
     unsigned filt = 0;
 
-    if ((mt = point_type(1)) < 0 || (ft = point_type(0)) < 0)
+    if ((mt = point_type(1)) < 0 || (ft = point_type(0)) < 0) goto cleanup;
+    if ((sp = H5Screate_simple(1, dims, maxd)) < 0) goto cleanup;
+    if ((dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 || H5Pset_chunk(dcpl, 1, chunk) < 0) goto cleanup;
+    if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 && H5Zget_filter_info(H5Z_FILTER_DEFLATE, &filt) >= 0 &&
+        (filt & H5Z_FILTER_CONFIG_ENCODE_ENABLED) && H5Pset_deflate(dcpl, 1) < 0)
         goto cleanup;
-    if ((sp = H5Screate_simple(1, dims, maxd)) < 0)
-        goto cleanup;
-    if ((dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 || H5Pset_chunk(dcpl, 1, chunk) < 0)
-        goto cleanup;
-    if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 &&
-        H5Zget_filter_info(H5Z_FILTER_DEFLATE, &filt) >= 0 &&
-        (filt & H5Z_FILTER_CONFIG_ENCODE_ENABLED) &&
-        H5Pset_deflate(dcpl, 1) < 0)
-        goto cleanup;
-    if ((ds = H5Dcreate2(fid, "points", ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
-        goto cleanup;
-    if (s->n && H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->v) < 0)
-        goto cleanup;
+    if ((ds = H5Dcreate2(fid, "points", ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0) goto cleanup;
+    if (s->n && H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->v) < 0) goto cleanup;
     rc = 0;
 cleanup:
     if (ds >= 0) H5Dclose(ds);
@@ -364,12 +362,9 @@ static int write_one_samples(hid_t g, hid_t dcpl, const ab_point *p)
         buf[i][3] = p->sample_run_ms[i];
         buf[i][4] = p->sample_dense_ms[i];
     }
-    if ((sp = H5Screate_simple(2, dims, NULL)) < 0)
-        goto cleanup;
-    if ((ds = H5Dcreate2(g, p->key, H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
-        goto cleanup;
-    if (H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        goto cleanup;
+    if ((sp = H5Screate_simple(2, dims, NULL)) < 0) goto cleanup;
+    if ((ds = H5Dcreate2(g, p->key, H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0) goto cleanup;
+    if (H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) goto cleanup;
     rc = 0;
 cleanup:
     if (ds >= 0) H5Dclose(ds);
@@ -381,18 +376,15 @@ static int write_samples(hid_t fid, const ab_pset *s)
 {
     int rc = -1;
     hid_t g = -1, dcpl = -1;
-    if ((g = H5Gcreate2(fid, "samples", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
-        goto cleanup;
+    if ((g = H5Gcreate2(fid, "samples", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) goto cleanup;
     if (attr_write_str(g, "columns", "round,calls,select_ms,run_ms,dense_ms") < 0 ||
         attr_write_str(g, "units", "ms") < 0)
         goto cleanup;
     /* at most 10 KiB per point: compact (inside the object header) */
-    if ((dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 || H5Pset_layout(dcpl, H5D_COMPACT) < 0)
-        goto cleanup;
+    if ((dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 || H5Pset_layout(dcpl, H5D_COMPACT) < 0) goto cleanup;
     for (size_t i = 0; i < s->n; i++) {
         const ab_point *p = &s->v[i];
-        if (p->n_samples > 0 && key_ok(p->key) && write_one_samples(g, dcpl, p) < 0)
-            goto cleanup;
+        if (p->n_samples > 0 && key_ok(p->key) && write_one_samples(g, dcpl, p) < 0) goto cleanup;
     }
     rc = 0;
 cleanup:
@@ -402,10 +394,7 @@ cleanup:
 }
 
 /* Build the whole results file in memory; *img is malloc'd (free()). */
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* `run --save-tensors` leaves one small HDF5 file per problem and point in
  * PATH.tensors/ (harness/engine/tensors.c); copy each into /tensors/NAME, in name
@@ -415,44 +404,43 @@ static int write_tensors(hid_t fid, const char *path)
     char dir[1200];
     snprintf(dir, sizeof dir, "%s.tensors", path);
     DIR *dp = opendir(dir);
-    if (!dp)
-        return 0;
+    if (!dp) return 0;
     char **names = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;
     struct dirent *de;
     while ((de = readdir(dp))) {
         size_t l = strlen(de->d_name);
-        if (de->d_name[0] == '.' || l < 4 || strcmp(de->d_name + l - 3, ".h5"))
-            continue;
+        if (de->d_name[0] == '.' || l < 4 || strcmp(de->d_name + l - 3, ".h5")) continue;
         if (n == cap) {
             char **nn = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names);
-            if (!nn) { rc = -1; break; }
+            if (!nn) {
+                rc = -1;
+                break;
+            }
             names = nn;
         }
-        if (!(names[n] = strdup(de->d_name))) { rc = -1; break; }
+        if (!(names[n] = strdup(de->d_name))) {
+            rc = -1;
+            break;
+        }
         n++;
     }
     closedir(dp);
     if (n) qsort(names, n, sizeof *names, cmp_str);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
-        rc = -1;
+    if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) rc = -1;
     for (size_t i = 0; i < n && rc == 0; i++) {
         char src[1400], dst[300];
         snprintf(src, sizeof src, "%s/%s", dir, names[i]);
         snprintf(dst, sizeof dst, "/tensors/%.*s", (int)(strlen(names[i]) - 3), names[i]);
         hid_t f = H5Fopen(src, H5F_ACC_RDONLY, H5P_DEFAULT);
-        if (f < 0)
-            continue; /* a torn file from a killed child: its point is not stored either */
-        if (H5Ocopy(f, ".", fid, dst, H5P_DEFAULT, lcpl) < 0)
-            rc = -1;
+        if (f < 0) continue; /* a torn file from a killed child: its point is not stored either */
+        if (H5Ocopy(f, ".", fid, dst, H5P_DEFAULT, lcpl) < 0) rc = -1;
         H5Fclose(f);
     }
-    if (lcpl >= 0)
-        H5Pclose(lcpl);
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
+    if (lcpl >= 0) H5Pclose(lcpl);
+    for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
     return rc;
 }
@@ -460,18 +448,20 @@ static int write_tensors(hid_t fid, const char *path)
 /* /shards/shard_I: the environment of each input of `attnbench merge`. */
 static int write_shards(hid_t fid, const ab_env *shards, int nshards)
 {
-    if (nshards <= 0)
-        return 0;
+    if (nshards <= 0) return 0;
     hid_t g = H5Gcreate2(fid, "shards", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0)
-        return -1;
-    int rc = attr_write_str(g, "about", "one group per merged input file, in merge order: "
-                                        "its root attributes (the run environment of that shard)");
+    if (g < 0) return -1;
+    int rc = attr_write_str(g, "about",
+                            "one group per merged input file, in merge order: "
+                            "its root attributes (the run environment of that shard)");
     for (int i = 0; i < nshards && rc == 0; i++) {
         char name[32];
         snprintf(name, sizeof name, "shard_%d", i);
         hid_t sg = H5Gcreate2(g, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (sg < 0) { rc = -1; break; }
+        if (sg < 0) {
+            rc = -1;
+            break;
+        }
         for (int k = 0; k < shards[i].n && k < AB_ENV_MAX; k++)
             if (shards[i].name[k][0]) /* best effort, as for the root */
                 attr_write_str(sg, shards[i].name[k], shards[i].value[k] ? shards[i].value[k] : "");
@@ -481,8 +471,8 @@ static int write_shards(hid_t fid, const ab_env *shards, int nshards)
     return rc;
 }
 
-static int build_image(const ab_env *env, const ab_pset *s, void **img, size_t *len,
-                       const char *path, const ab_env *shards, int nshards, char *err, size_t errlen)
+static int build_image(const ab_env *env, const ab_pset *s, void **img, size_t *len, const char *path,
+                       const ab_env *shards, int nshards, char *err, size_t errlen)
 {
     int rc = -1;
     hid_t fapl = -1, fcpl = -1, fid = -1;
@@ -494,46 +484,35 @@ static int build_image(const ab_env *env, const ab_pset *s, void **img, size_t *
 
     *img = NULL;
     *len = 0;
-    if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 ||
-        H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0 ||
+    if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0 ||
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0)
         goto h5err;
     /* root attributes keep their creation order (the env order) */
     if ((fcpl = H5Pcreate(H5P_FILE_CREATE)) < 0 ||
         H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0)
         goto h5err;
-    if ((fid = H5Fcreate(AB_IMAGE_LABEL_W, H5F_ACC_TRUNC, fcpl, fapl)) < 0)
-        goto h5err;
+    if ((fid = H5Fcreate(AB_IMAGE_LABEL_W, H5F_ACC_TRUNC, fcpl, fapl)) < 0) goto h5err;
     what = "writing the root attributes";
-    if (write_root_attrs(fid, env) < 0)
-        goto h5err;
+    if (write_root_attrs(fid, env) < 0) goto h5err;
     what = "writing /shards";
-    if (write_shards(fid, shards, nshards) < 0)
-        goto h5err;
+    if (write_shards(fid, shards, nshards) < 0) goto h5err;
     what = "writing /schema";
-    if (write_schema(fid) < 0)
-        goto h5err;
+    if (write_schema(fid) < 0) goto h5err;
     what = "writing /points";
-    if (write_points(fid, s) < 0)
-        goto h5err;
+    if (write_points(fid, s) < 0) goto h5err;
     what = "writing /samples";
-    if (write_samples(fid, s) < 0)
-        goto h5err;
+    if (write_samples(fid, s) < 0) goto h5err;
     what = "copying the saved tensors into /tensors";
-    if (write_tensors(fid, path) < 0)
-        goto h5err;
+    if (write_tensors(fid, path) < 0) goto h5err;
     what = "taking the file image";
-    if (H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0)
-        goto h5err;
+    if (H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0) goto h5err;
     ssize_t sz = H5Fget_file_image(fid, NULL, 0);
-    if (sz <= 0)
-        goto h5err;
+    if (sz <= 0) goto h5err;
     if (!(buf = malloc((size_t)sz))) {
         ab_fail(err, errlen, -1, "cannot write %s: out of memory (%zd-byte image)", path, sz);
         goto cleanup;
     }
-    if (H5Fget_file_image(fid, buf, (size_t)sz) != sz)
-        goto h5err;
+    if (H5Fget_file_image(fid, buf, (size_t)sz) != sz) goto h5err;
     *img = buf;
     *len = (size_t)sz;
     buf = NULL;
@@ -553,7 +532,9 @@ cleanup:
 
 /* ---- reading ------------------------------------------------------------ */
 
-typedef struct env_iter { ab_env *env; } env_iter;
+typedef struct env_iter {
+    ab_env *env;
+} env_iter;
 
 static herr_t env_attr_cb(hid_t loc, const char *name, const H5A_info_t *info, void *data)
 {
@@ -561,30 +542,23 @@ static herr_t env_attr_cb(hid_t loc, const char *name, const H5A_info_t *info, v
     hid_t a = -1, t = -1, sp = -1, mt = -1;
     char *fixed = NULL;
     (void)info;
-    if (strcmp(name, "schema_version") == 0)
-        return 0;
-    if ((a = H5Aopen(loc, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 ||
-        (sp = H5Aget_space(a)) < 0)
+    if (strcmp(name, "schema_version") == 0) return 0;
+    if ((a = H5Aopen(loc, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 || (sp = H5Aget_space(a)) < 0)
         goto cleanup;
     if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1)
         goto cleanup; /* not an env string: ignore */
     /* HDF5 converts no strings between character sets: read in the file's */
     H5T_cset_t cset = H5Tget_cset(t);
-    if ((mt = H5Tcopy(H5T_C_S1)) < 0 || cset < 0 || H5Tset_cset(mt, cset) < 0)
-        goto cleanup;
+    if ((mt = H5Tcopy(H5T_C_S1)) < 0 || cset < 0 || H5Tset_cset(mt, cset) < 0) goto cleanup;
     if (H5Tis_variable_str(t) > 0) {
         char *s = NULL;
-        if (H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &s) < 0)
-            goto cleanup;
+        if (H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &s) < 0) goto cleanup;
         ab_env_set(it->env, name, s ? s : "");
-        if (s)
-            H5free_memory(s);
+        if (s) H5free_memory(s);
     } else {
         size_t n = H5Tget_size(t);
-        if (n == 0 || n > ((size_t)1 << 30) || !(fixed = calloc(n + 1, 1)))
-            goto cleanup;
-        if (H5Tset_size(mt, n + 1) < 0 || H5Aread(a, mt, fixed) < 0)
-            goto cleanup;
+        if (n == 0 || n > ((size_t)1 << 30) || !(fixed = calloc(n + 1, 1))) goto cleanup;
+        if (H5Tset_size(mt, n + 1) < 0 || H5Aread(a, mt, fixed) < 0) goto cleanup;
         fixed[n] = '\0';
         ab_env_set(it->env, name, fixed);
     }
@@ -605,15 +579,12 @@ static void read_one_samples(hid_t g, ab_point *p)
     hid_t ds = -1, sp = -1;
     double buf[AB_MAX_SAMPLES][AB_SAMPLE_COLS];
     hsize_t dims[2];
-    if (H5Lexists(g, p->key, H5P_DEFAULT) <= 0)
-        return;
-    if ((ds = H5Dopen2(g, p->key, H5P_DEFAULT)) < 0 || (sp = H5Dget_space(ds)) < 0)
-        goto cleanup;
+    if (H5Lexists(g, p->key, H5P_DEFAULT) <= 0) return;
+    if ((ds = H5Dopen2(g, p->key, H5P_DEFAULT)) < 0 || (sp = H5Dget_space(ds)) < 0) goto cleanup;
     if (H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0 ||
         (dims[1] != 2 && dims[1] != AB_SAMPLE_COLS) || dims[0] > AB_MAX_SAMPLES)
         goto cleanup;
-    if (dims[0] > 0 && H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        goto cleanup;
+    if (dims[0] > 0 && H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) goto cleanup;
     for (int i = 0; i < p->n_samples && (hsize_t)i < dims[0]; i++) {
         if (dims[1] == 2) { /* old layout, rows packed two doubles apart */
             const double *row = &buf[0][0] + 2 * (size_t)i;
@@ -639,8 +610,7 @@ cleanup:
 static size_t field_index(const char *name)
 {
     size_t i = 0;
-    while (i < N_FIELDS && strcmp(point_fields[i].name, name))
-        i++;
+    while (i < N_FIELDS && strcmp(point_fields[i].name, name)) i++;
     return i;
 }
 
@@ -651,13 +621,11 @@ static void point_defaults(ab_point *p, const unsigned char *present)
 {
     for (size_t i = 0; i < N_FIELDS; i++) {
         const field_desc *f = &point_fields[i];
-        if (present[i] || f->kind != F_F64)
-            continue;
+        if (present[i] || f->kind != F_F64) continue;
         const double nan = NAN;
         memcpy((char *)p + f->off, &nan, sizeof nan);
     }
-    if (!present[field_index("mask")])
-        snprintf(p->mask, sizeof p->mask, "%s", p->causal ? "causal" : "full");
+    if (!present[field_index("mask")]) snprintf(p->mask, sizeof p->mask, "%s", p->causal ? "causal" : "full");
     if (!present[field_index("mask_density")]) {
         const double n = p->seq_len > 0 ? (double)p->seq_len : 1.0;
         p->mask_density = p->causal ? (n + 1.0) / (2.0 * n) : 1.0;
@@ -666,7 +634,8 @@ static void point_defaults(ab_point *p, const unsigned char *present)
 
 /* The rows of /points in file fid (*rows: n points, NULL when none; the
  * caller frees it), the fields an older file lacks set to their defaults. */
-static int read_rows(hid_t fid, const char *path, ab_point **rows_out, hsize_t *n_out, char *err, size_t errlen)
+static int read_rows(hid_t fid, const char *path, ab_point **rows_out, hsize_t *n_out, char *err,
+                     size_t errlen)
 {
     int rc = -1;
     hid_t ds = -1, dt = -1, dsp = -1, mt = -1;
@@ -675,16 +644,14 @@ static int read_rows(hid_t fid, const char *path, ab_point **rows_out, hsize_t *
     char h5msg[160] = "";
     hsize_t n = 0;
 
-    if (H5Lexists(fid, "points", H5P_DEFAULT) <= 0 ||
-        (ds = H5Dopen2(fid, "points", H5P_DEFAULT)) < 0 || (dt = H5Dget_type(ds)) < 0 ||
-        H5Tget_class(dt) != H5T_COMPOUND || (dsp = H5Dget_space(ds)) < 0 ||
+    if (H5Lexists(fid, "points", H5P_DEFAULT) <= 0 || (ds = H5Dopen2(fid, "points", H5P_DEFAULT)) < 0 ||
+        (dt = H5Dget_type(ds)) < 0 || H5Tget_class(dt) != H5T_COMPOUND || (dsp = H5Dget_space(ds)) < 0 ||
         H5Sget_simple_extent_ndims(dsp) != 1 || H5Sget_simple_extent_dims(dsp, &n, NULL) < 0) {
         ab_fail(err, errlen, -1, "%s is not an attnbench results file (no readable /points)", path);
         goto cleanup;
     }
     if (n > (hsize_t)(SIZE_MAX / sizeof(ab_point) / 2)) {
-        ab_fail(err, errlen, -1, "%s: /points is implausibly large (%llu rows)", path,
-                (unsigned long long)n);
+        ab_fail(err, errlen, -1, "%s: /points is implausibly large (%llu rows)", path, (unsigned long long)n);
         goto cleanup;
     }
     if (n > 0) {
@@ -696,8 +663,7 @@ static int read_rows(hid_t fid, const char *path, ab_point **rows_out, hsize_t *
         /* Read the fields the file has: a file written before a field
          * existed (mask, mask_density: base masks) still reads, the
          * missing fields get defaults below. */
-        for (size_t i = 0; i < N_FIELDS; i++)
-            present[i] = H5Tget_member_index(dt, point_fields[i].name) >= 0;
+        for (size_t i = 0; i < N_FIELDS; i++) present[i] = H5Tget_member_index(dt, point_fields[i].name) >= 0;
         if (!present[field_index("key")]) {
             ab_fail(err, errlen, -1, "%s is not an attnbench results file (/points has no key field)", path);
             goto cleanup;
@@ -708,8 +674,7 @@ static int read_rows(hid_t fid, const char *path, ab_point **rows_out, hsize_t *
             ab_fail(err, errlen, -1, "cannot read /points of %s (%s)", path, h5msg);
             goto cleanup;
         }
-        for (size_t r = 0; r < (size_t)n; r++)
-            point_defaults(&rows[r], present);
+        for (size_t r = 0; r < (size_t)n; r++) point_defaults(&rows[r], present);
     }
     *rows_out = rows;
     *n_out = n;
@@ -725,8 +690,8 @@ cleanup:
 }
 
 /* Open file image `img` and read its points and env into set/env. */
-static int h5_read_image(const char *path, const void *img, size_t len, ab_pset *set,
-                         ab_env *env, char *err, size_t errlen)
+static int h5_read_image(const char *path, const void *img, size_t len, ab_pset *set, ab_env *env, char *err,
+                         size_t errlen)
 {
     int rc = -1;
     hid_t fapl = -1, fid = -1, a = -1, at = -1, asp = -1, sg = -1;
@@ -735,10 +700,8 @@ static int h5_read_image(const char *path, const void *img, size_t len, ab_pset 
     int ver = 0;
     hsize_t n = 0;
 
-    if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 ||
-        H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0 ||
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
-        H5Pset_file_image(fapl, (void *)img, len) < 0) {
+    if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0 ||
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 || H5Pset_file_image(fapl, (void *)img, len) < 0) {
         h5_errdesc(h5msg, sizeof h5msg);
         ab_fail(err, errlen, -1, "cannot read %s: %s", path, h5msg);
         goto cleanup;
@@ -759,14 +722,12 @@ static int h5_read_image(const char *path, const void *img, size_t len, ab_pset 
         goto cleanup;
     }
     if (ver != AB_SCHEMA_VERSION) {
-        ab_fail(err, errlen, -1, "%s has schema version %d, this attnbench reads %d",
-                path, ver, AB_SCHEMA_VERSION);
+        ab_fail(err, errlen, -1, "%s has schema version %d, this attnbench reads %d", path, ver,
+                AB_SCHEMA_VERSION);
         goto cleanup;
     }
-    if (read_rows(fid, path, &rows, &n, err, errlen) < 0)
-        goto cleanup;
-    if (H5Lexists(fid, "samples", H5P_DEFAULT) > 0)
-        sg = H5Gopen2(fid, "samples", H5P_DEFAULT);
+    if (read_rows(fid, path, &rows, &n, err, errlen) < 0) goto cleanup;
+    if (H5Lexists(fid, "samples", H5P_DEFAULT) > 0) sg = H5Gopen2(fid, "samples", H5P_DEFAULT);
     if (ab_pset_reserve(set, (size_t)n) < 0) {
         ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);
         goto cleanup;
@@ -779,8 +740,7 @@ static int h5_read_image(const char *path, const void *img, size_t len, ab_pset 
         memset(p->sample_dense_ms, 0, sizeof p->sample_dense_ms);
         memset(p->sample_round, 0, sizeof p->sample_round);
         memset(p->sample_calls, 0, sizeof p->sample_calls);
-        if (sg >= 0 && p->n_samples > 0 && key_ok(p->key))
-            read_one_samples(sg, p);
+        if (sg >= 0 && p->n_samples > 0 && key_ok(p->key)) read_one_samples(sg, p);
         if (ab_pset_put(set, p) < 0) {
             ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);
             goto cleanup;
@@ -813,8 +773,7 @@ static int has_h5_signature(const unsigned char *b, size_t len)
 {
     static const unsigned char sig[8] = { 0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n' };
     for (size_t off = 0; off + 8 <= len; off = off ? off * 2 : 512)
-        if (memcmp(b + off, sig, 8) == 0)
-            return 1;
+        if (memcmp(b + off, sig, 8) == 0) return 1;
     return 0;
 }
 
@@ -824,8 +783,7 @@ static int h5_load_inproc(const char *path, ab_pset *set, ab_env *env, char *err
     unsigned char *buf = NULL;
     struct stat sb;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return ab_fail(err, errlen, -1, "cannot open %s: %s", path, strerror(errno));
+    if (fd < 0) return ab_fail(err, errlen, -1, "cannot open %s: %s", path, strerror(errno));
     if (fstat(fd, &sb) < 0) {
         ab_fail(err, errlen, -1, "cannot open %s: %s", path, strerror(errno));
         goto cleanup;
@@ -838,10 +796,8 @@ static int h5_load_inproc(const char *path, ab_pset *set, ab_env *env, char *err
         ab_fail(err, errlen, -1, "%s is not an HDF5 file (it is empty)", path);
         goto cleanup;
     }
-    if ((unsigned long long)sb.st_size > SIZE_MAX / 2 ||
-        !(buf = malloc((size_t)sb.st_size))) {
-        ab_fail(err, errlen, -1, "cannot read %s: out of memory (%lld bytes)", path,
-                (long long)sb.st_size);
+    if ((unsigned long long)sb.st_size > SIZE_MAX / 2 || !(buf = malloc((size_t)sb.st_size))) {
+        ab_fail(err, errlen, -1, "cannot read %s: out of memory (%lld bytes)", path, (long long)sb.st_size);
         goto cleanup;
     }
     ssize_t got = ab_read_full(fd, buf, (size_t)sb.st_size);
@@ -894,11 +850,9 @@ static void h5_load_child(void *arg, int fd)
     h.rc = h5_load_inproc(path, &s, &e, h.msg, sizeof h.msg);
     h.n = h.rc == 0 ? s.n : 0;
     h.nenv = h.rc == 0 ? e.n : 0;
-    if (ab_write_all(fd, &h, sizeof h) < 0)
-        _exit(3);
+    if (ab_write_all(fd, &h, sizeof h) < 0) _exit(3);
     for (size_t i = 0; i < h.n; i++)
-        if (ab_write_all(fd, &s.v[i], sizeof s.v[i]) < 0)
-            _exit(3);
+        if (ab_write_all(fd, &s.v[i], sizeof s.v[i]) < 0) _exit(3);
     for (int i = 0; i < h.nenv; i++) {
         const char *v = e.value[i] ? e.value[i] : "";
         uint32_t l = (uint32_t)strlen(v);
@@ -916,8 +870,7 @@ static int h5_load(const char *path, ab_pset *set, ab_env *env, char *err, size_
     struct stat sb;
     double limit = 60.0 + (stat(path, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0);
     const char *lim_env = getenv("AB_H5_READ_TIMEOUT_S"); /* tests: a shorter limit */
-    if (lim_env && atof(lim_env) > 0)
-        limit = atof(lim_env);
+    if (lim_env && atof(lim_env) > 0) limit = atof(lim_env);
     const ab_isolate_opts o = { limit, NULL, AB_ISO_PDEATHSIG }; /* never outlive the reader */
     ab_child ch;
     if (ab_child_start(&ch, h5_load_child, (void *)path, &o) < 0)
@@ -927,8 +880,7 @@ static int h5_load(const char *path, ab_pset *set, ab_env *env, char *err, size_
     ab_point *p = NULL;
     char *val = NULL;
 #define READ(buf, len) (ab_child_read(&ch, (buf), (len)) == 1)
-    if (!READ(&h, sizeof h))
-        goto done;
+    if (!READ(&h, sizeof h)) goto done;
     h.msg[sizeof h.msg - 1] = '\0';
     if (h.rc != 0) {
         proto = 1;
@@ -938,12 +890,12 @@ static int h5_load(const char *path, ab_pset *set, ab_env *env, char *err, size_
     if (h.n > SIZE_MAX / sizeof(ab_point) / 2 || h.nenv < 0 || h.nenv > AB_ENV_MAX ||
         ab_pset_reserve(set, (size_t)h.n) < 0 || !(p = malloc(sizeof *p))) {
         proto = 1;
-        ab_fail(err, errlen, -1, "cannot read %s: out of memory for %llu points", path, (unsigned long long)h.n);
+        ab_fail(err, errlen, -1, "cannot read %s: out of memory for %llu points", path,
+                (unsigned long long)h.n);
         goto done;
     }
     for (uint64_t i = 0; i < h.n; i++) {
-        if (!READ(p, sizeof *p))
-            goto done;
+        if (!READ(p, sizeof *p)) goto done;
         point_sanitize(p);
         ab_pset_put(set, p); /* cannot fail after the reserve */
     }
@@ -968,7 +920,9 @@ done:
     ab_child_reap(&ch, &ws, NULL); /* kills the child if it ran out of time */
     if (rc < 0 && !proto) {
         if (ch.ended == AB_CHILD_TIMEOUT)
-            ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (libhdf5 did not finish reading it within %.0f s)", path, limit);
+            ab_fail(err, errlen, -1,
+                    "%s is a damaged HDF5 file (libhdf5 did not finish reading it within %.0f s)", path,
+                    limit);
         else if (WIFSIGNALED(ws))
             ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (libhdf5 crashed reading it: %s)", path,
                     strsignal(WTERMSIG(ws)));
@@ -976,8 +930,7 @@ done:
             ab_fail(err, errlen, -1, "%s is a damaged HDF5 file (its reader stopped early, status %d)", path,
                     WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
     }
-    if (rc < 0)
-        ab_env_free(env);
+    if (rc < 0) ab_env_free(env);
     return rc;
 }
 
@@ -985,58 +938,48 @@ done:
 static int journal_take(void *set, ab_point *p)
 {
     point_sanitize(p);
-    if (!key_ok(p->key))
-        return 0;
+    if (!key_ok(p->key)) return 0;
     return ab_pset_put(set, p);
 }
 
 /* OUT plus its leftover journal (journal wins by key). missing_ok: neither
  * existing is an empty result instead of an error. The journal is read
  * first, so a reader racing a writer's final rewrite misses nothing. */
-static int results_load(const char *path, const char *jpath, ab_pset *set, ab_env *env,
-                        int missing_ok, char *err, size_t errlen)
+static int results_load(const char *path, const char *jpath, ab_pset *set, ab_env *env, int missing_ok,
+                        char *err, size_t errlen)
 {
     ab_pset jset = { 0 };
     int jfound = 0, rc = -1;
     struct stat sb;
-    if (ab_journal_load(jpath, journal_take, &jset, &jfound, err, errlen) < 0)
-        goto cleanup;
+    if (ab_journal_load(jpath, journal_take, &jset, &jfound, err, errlen) < 0) goto cleanup;
     if (stat(path, &sb) == 0 || errno != ENOENT || (!jfound && !missing_ok)) {
-        if (h5_load(path, set, env, err, errlen) < 0)
-            goto cleanup;
+        if (h5_load(path, set, env, err, errlen) < 0) goto cleanup;
     }
     if (ab_pset_reserve(set, jset.n) < 0) {
         ab_fail(err, errlen, -1, "cannot read %s: out of memory", jpath);
         goto cleanup;
     }
-    for (size_t i = 0; i < jset.n; i++)
-        ab_pset_put(set, &jset.v[i]); /* cannot fail after the reserve */
+    for (size_t i = 0; i < jset.n; i++) ab_pset_put(set, &jset.v[i]); /* cannot fail after the reserve */
     rc = 0;
 cleanup:
     ab_pset_free(&jset);
     return rc;
 }
 
-int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env,
-                    char *err, size_t errlen)
+int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env, char *err, size_t errlen)
 {
     ab_pset set = { 0 };
     ab_env e = { 0 };
     int rc = -1;
     char *jpath = NULL;
-    if (pts)
-        *pts = NULL;
-    if (n)
-        *n = 0;
-    if (!path || !*path || !pts || !n)
-        return ab_fail(err, errlen, -1, "ab_results_read: invalid arguments");
+    if (pts) *pts = NULL;
+    if (n) *n = 0;
+    if (!path || !*path || !pts || !n) return ab_fail(err, errlen, -1, "ab_results_read: invalid arguments");
     if (!(jpath = cat_path(path, ".journal")))
         return ab_fail(err, errlen, -1, "cannot read %s: out of memory", path);
-    if (results_load(path, jpath, &set, &e, 0, err, errlen) < 0)
-        goto cleanup;
+    if (results_load(path, jpath, &set, &e, 0, err, errlen) < 0) goto cleanup;
     if (env)
-        for (int i = 0; i < e.n; i++)
-            ab_env_set(env, e.name[i], e.value[i]);
+        for (int i = 0; i < e.n; i++) ab_env_set(env, e.name[i], e.value[i]);
     *n = set.n;
     *pts = set.v; /* ownership passes to the caller: free(*pts) */
     set.v = NULL;
@@ -1054,17 +997,16 @@ struct ab_store {
     char *path, *tmp, *jpath, *jtmp;
     ab_env env;
     ab_pset set;
-    ab_journal j;        /* OUT.journal, open for appending; fd -1 after close */
-    pid_t owner;         /* the process that opened the store */
-    double last_write;   /* monotonic seconds of the last rewrite */
-    double interval;     /* seconds between rewrites while appending */
-    int dirty;           /* points not yet in OUT */
+    ab_journal j;      /* OUT.journal, open for appending; fd -1 after close */
+    pid_t owner;       /* the process that opened the store */
+    double last_write; /* monotonic seconds of the last rewrite */
+    double interval;   /* seconds between rewrites while appending */
+    int dirty;         /* points not yet in OUT */
 };
 
 static void store_free(ab_store *st)
 {
-    if (!st)
-        return;
+    if (!st) return;
     ab_journal_free(&st->j);
     ab_env_free(&st->env);
     ab_pset_free(&st->set);
@@ -1080,8 +1022,7 @@ static int store_rewrite(ab_store *st, char *err, size_t errlen)
     void *img = NULL;
     size_t len = 0;
     double t0 = now_s();
-    if (build_image(&st->env, &st->set, &img, &len, st->path, NULL, 0, err, errlen) < 0)
-        return -1;
+    if (build_image(&st->env, &st->set, &img, &len, st->path, NULL, 0, err, errlen) < 0) return -1;
     int rc = ab_write_atomic(st->path, st->tmp, img, len, err, errlen);
     free(img);
     if (rc == 0) {
@@ -1090,8 +1031,7 @@ static int store_rewrite(ab_store *st, char *err, size_t errlen)
         /* at most once a second, and never more than ~10% of the time: a
          * huge file is rewritten less often (the journal covers the gap) */
         st->interval = 10.0 * (st->last_write - t0);
-        if (st->interval < AB_REWRITE_INTERVAL_S)
-            st->interval = AB_REWRITE_INTERVAL_S;
+        if (st->interval < AB_REWRITE_INTERVAL_S) st->interval = AB_REWRITE_INTERVAL_S;
         /* OUT (renamed and its directory synced) now holds every journaled
          * point: restart the journal after its header, so it stays small. On
          * failure it just keeps growing (duplicates of OUT are harmless). */
@@ -1100,21 +1040,17 @@ static int store_rewrite(ab_store *st, char *err, size_t errlen)
     return rc;
 }
 
-int ab_store_open(const char *path, const ab_env *env, int resume,
-                  ab_store **out, char *err, size_t errlen)
+int ab_store_open(const char *path, const ab_env *env, int resume, ab_store **out, char *err, size_t errlen)
 {
     ab_store *st = NULL;
-    if (out)
-        *out = NULL;
-    if (!path || !*path || !out)
-        return ab_fail(err, errlen, -1, "ab_store_open: invalid arguments");
-    if (!(st = calloc(1, sizeof *st)))
-        return ab_fail(err, errlen, -1, "cannot open %s: out of memory", path);
+    if (out) *out = NULL;
+    if (!path || !*path || !out) return ab_fail(err, errlen, -1, "ab_store_open: invalid arguments");
+    if (!(st = calloc(1, sizeof *st))) return ab_fail(err, errlen, -1, "cannot open %s: out of memory", path);
     st->j.fd = -1;
     st->owner = getpid();
     if (!(st->path = cat_path(path, "")) || !(st->tmp = cat_path(path, ".tmp")) ||
-        !(st->jpath = cat_path(path, ".journal")) ||
-        !(st->jtmp = cat_path(path, ".journal.tmp")) || ab_journal_init(&st->j) < 0) {
+        !(st->jpath = cat_path(path, ".journal")) || !(st->jtmp = cat_path(path, ".journal.tmp")) ||
+        ab_journal_init(&st->j) < 0) {
         ab_fail(err, errlen, -1, "cannot open %s: out of memory", path);
         goto fail_free;
     }
@@ -1126,13 +1062,11 @@ int ab_store_open(const char *path, const ab_env *env, int resume,
         ab_env old = { 0 };
         int rc = results_load(st->path, st->jpath, &st->set, &old, 1, err, errlen);
         ab_env_free(&old); /* the new run's env replaces the old one */
-        if (rc < 0)
-            goto fail_free;
+        if (rc < 0) goto fail_free;
     }
     /* 2. a fresh journal under a temporary name (probes the directory) */
     int fd = ab_journal_create(st->jtmp, err, errlen);
-    if (fd < 0)
-        goto fail_free;
+    if (fd < 0) goto fail_free;
     /* 3. OUT with every loaded point (some may have come only from the old
      *    journal), or empty: from here on a file exists */
     if (store_rewrite(st, err, errlen) < 0) {
@@ -1158,8 +1092,7 @@ fail_free:
 
 const ab_point *ab_store_get(const ab_store *st, const char *key)
 {
-    if (!st || !key)
-        return NULL;
+    if (!st || !key) return NULL;
     size_t i = ab_pset_find(&st->set, key);
     return i == SIZE_MAX ? NULL : &st->set.v[i];
 }
@@ -1170,21 +1103,15 @@ int ab_store_has(const ab_store *st, const char *key)
     return p && ab_status_is_final(p->status);
 }
 
-size_t ab_store_count(const ab_store *st)
-{
-    return st ? st->set.n : 0;
-}
+size_t ab_store_count(const ab_store *st) { return st ? st->set.n : 0; }
 
 int ab_store_append(ab_store *st, const ab_point *p, char *err, size_t errlen)
 {
-    if (!st || !p)
-        return ab_fail(err, errlen, -1, "ab_store_append: invalid arguments");
+    if (!st || !p) return ab_fail(err, errlen, -1, "ab_store_append: invalid arguments");
     if (getpid() != st->owner)
-        return ab_fail(err, errlen, -1, "results store %s used from a forked child (refused)",
-                       st->path);
+        return ab_fail(err, errlen, -1, "results store %s used from a forked child (refused)", st->path);
     if (st->j.fd < 0 || st->j.broken)
-        return ab_fail(err, errlen, -1, "journal %s is unusable after an earlier write error",
-                       st->jpath);
+        return ab_fail(err, errlen, -1, "journal %s is unusable after an earlier write error", st->jpath);
     if (!key_ok(p->key))
         return ab_fail(err, errlen, -1, "cannot store a point with an invalid key \"%.*s\"",
                        (int)sizeof p->key, p->key);
@@ -1195,8 +1122,7 @@ int ab_store_append(ab_store *st, const ab_point *p, char *err, size_t errlen)
     ab_point *q = ab_journal_slot(&st->j);
     memcpy(q, p, sizeof *q);
     point_sanitize(q);
-    if (ab_journal_append(&st->j, st->jpath, err, errlen) < 0)
-        return -1;
+    if (ab_journal_append(&st->j, st->jpath, err, errlen) < 0) return -1;
     ab_pset_put(&st->set, q); /* cannot fail after the reserve */
     st->dirty = 1;
 
@@ -1209,14 +1135,12 @@ int ab_store_append(ab_store *st, const ab_point *p, char *err, size_t errlen)
 int ab_store_close(ab_store *st, char *err, size_t errlen)
 {
     int rc = 0;
-    if (!st)
-        return 0;
+    if (!st) return 0;
     if (getpid() != st->owner) {
         store_free(st);
         return ab_fail(err, errlen, -1, "results store closed from a forked child (nothing written)");
     }
-    if (st->dirty)
-        rc = store_rewrite(st, err, errlen);
+    if (st->dirty) rc = store_rewrite(st, err, errlen);
     if (rc == 0) {
         /* OUT holds everything: the journal has done its job */
         ab_journal_close(&st->j);
@@ -1229,13 +1153,10 @@ int ab_store_close(ab_store *st, char *err, size_t errlen)
     return rc;
 }
 
-void ab_store_abandon(ab_store *st)
-{
-    store_free(st);
-}
+void ab_store_abandon(ab_store *st) { store_free(st); }
 
-int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_env *env,
-                     const ab_env *shards, int nshards, char *err, size_t errlen)
+int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_env *env, const ab_env *shards,
+                     int nshards, char *err, size_t errlen)
 {
     ab_pset set = { 0 };
     void *img = NULL;
@@ -1261,8 +1182,7 @@ int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_e
         ab_write_atomic(path, tmp, img, len, err, errlen) < 0)
         goto cleanup;
     /* a journal left by an earlier writer of PATH would be merged into it by readers */
-    if (unlink(jpath) == 0)
-        ab_fsync_dir(jpath);
+    if (unlink(jpath) == 0) ab_fsync_dir(jpath);
     rc = 0;
 cleanup:
     free(img);

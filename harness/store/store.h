@@ -23,8 +23,7 @@ typedef struct ab_store ab_store;
  * replaced once the first rewrite happens. resume = 1: existing points of
  * OUT and its journal are loaded (a malformed OUT is an error, nothing is
  * touched). env is copied and written as root attributes. */
-int ab_store_open(const char *path, const ab_env *env, int resume,
-                  ab_store **out, char *err, size_t errlen);
+int ab_store_open(const char *path, const ab_env *env, int resume, ab_store **out, char *err, size_t errlen);
 /* 1 if a point with this key and a final status is stored. */
 int ab_store_has(const ab_store *st, const char *key);
 /* The stored point with this key (loaded on resume or appended since
@@ -41,14 +40,13 @@ size_t ab_store_count(const ab_store *st);
 /* Read every point of a results file (plus its leftover journal, if any),
  * ordered as written. Errors (missing file, not HDF5, not an attnbench file,
  * newer/older schema) return -1 with a one-line message. */
-int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env,
-                    char *err, size_t errlen);
+int ab_results_read(const char *path, ab_point **pts, size_t *n, ab_env *env, char *err, size_t errlen);
 
 /* Write a complete results file in one go (for `attnbench merge`): the
  * points in order (keys must be unique; a repeated key keeps the last row),
  * env as root attributes and, when nshards > 0, /shards/shard_I holding
  * shards[I] as attributes. Atomic like the store (PATH.tmp, fsync, rename);
  * a leftover PATH.journal is removed. 0, or -1 with a one-line message. */
-int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_env *env,
-                     const ab_env *shards, int nshards, char *err, size_t errlen);
+int ab_results_write(const char *path, const ab_point *pts, size_t n, const ab_env *env, const ab_env *shards,
+                     int nshards, char *err, size_t errlen);
 #endif

@@ -15,10 +15,8 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
                          float *out /* (heads, seq_len, head_dim) */, int isa)
 {
     int rc = ab_tile_check_problem(pb, out);
-    if (rc)
-        return rc;
-    if (!ab_cpu_isa_supported(isa))
-        return AB_EUNSUPPORTED;
+    if (rc) return rc;
+    if (!ab_cpu_isa_supported(isa)) return AB_EUNSUPPORTED;
     if (ab_tile_check_layout(pb, l) || !l->tok_ptr ||
         (l->kind != AB_LAYOUT_TOKEN && l->kind != AB_LAYOUT_MIXED) ||
         (l->kind == AB_LAYOUT_MIXED && !l->blk_ptr))
@@ -26,8 +24,7 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     const ab_mask mask = ab_shape_mask(&pb->s);
     const float scale = pb->s.scale;
-    if (N == 0)
-        return AB_OK;
+    if (N == 0) return AB_OK;
     const int mixed = l->kind == AB_LAYOUT_MIXED;
     const int bq = l->block_q, nqb = l->n_qblocks;
     const int nsub = (bq + AB_TILE_Q - 1) / AB_TILE_Q;
@@ -46,8 +43,7 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
 #pragma omp for schedule(dynamic)
         for (int64_t it = 0; it < items; it++) {
             int h, qb, i0, nq;
-            if (!ok || !ab_tile_item(it, H, nqb, nsub, bq, N, &h, &qb, &i0, &nq))
-                continue;
+            if (!ok || !ab_tile_item(it, H, nqb, nsub, bq, N, &h, &qb, &i0, &nq)) continue;
             const size_t hoff = (size_t)h * N * d;
             const float *qt = pb->q + hoff + (size_t)i0 * d; /* (nq, head_dim) */
             const float *kh = pb->k + hoff;                  /* (seq_len, head_dim) */
@@ -66,44 +62,36 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
             }
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
-        if (ok)
-            ab_tile_free(&t);
+        if (ok) ab_tile_free(&t);
     }
     return failed ? AB_ENOMEM : AB_OK;
 }
 
-int ab_kernel_gather(const ab_problem *pb, const ab_layout *l,
-                     float *out /* (heads, seq_len, head_dim) */)
+int ab_kernel_gather(const ab_problem *pb, const ab_layout *l, float *out /* (heads, seq_len, head_dim) */)
 {
     return ab_kernel_gather_isa(pb, l, out, ab_cpu_isa_pick());
 }
 
-int ab_cpu_layout(const ab_problem *pb, const ab_layout *l,
-                     float *out /* (heads, seq_len, head_dim) */)
+int ab_cpu_layout(const ab_problem *pb, const ab_layout *l, float *out /* (heads, seq_len, head_dim) */)
 {
-    if (!l)
-        return AB_EINVAL;
+    if (!l) return AB_EINVAL;
     switch (l->kind) {
     case AB_LAYOUT_DENSE:
         if (pb && (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
                    (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask))
             return AB_EINVAL;
         return ab_cpu_flash(pb, out);
-    case AB_LAYOUT_BLOCK:
-        return ab_kernel_blocksparse(pb, l, out);
+    case AB_LAYOUT_BLOCK: return ab_kernel_blocksparse(pb, l, out);
     case AB_LAYOUT_TOKEN:
-    case AB_LAYOUT_MIXED:
-        return ab_kernel_gather(pb, l, out);
-    case AB_LAYOUT_CUSTOM:
-        return AB_EINVAL; /* the method runs itself */
+    case AB_LAYOUT_MIXED: return ab_kernel_gather(pb, l, out);
+    case AB_LAYOUT_CUSTOM: return AB_EINVAL; /* the method runs itself */
     }
     return AB_EINVAL;
 }
 
 const char *ab_kernel_name(const ab_layout *l)
 {
-    if (!l)
-        return "custom";
+    if (!l) return "custom";
     switch (l->kind) {
     case AB_LAYOUT_DENSE: return "flash";
     case AB_LAYOUT_BLOCK: return "blocksparse";

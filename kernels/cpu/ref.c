@@ -34,8 +34,7 @@ static int row_keys(const ab_layout *l, const ab_mask *m, int N, int h, int i, i
     int n = 0;
     if (!l || l->kind == AB_LAYOUT_DENSE) {
         for (int j = jbeg; j < jend; j++)
-            if (ab_mask_allows(m, i, j))
-                keys[n++] = j;
+            if (ab_mask_allows(m, i, j)) keys[n++] = j;
         return n;
     }
     const int64_t r = (int64_t)h * l->n_qblocks + i / l->block_q;
@@ -46,15 +45,13 @@ static int row_keys(const ab_layout *l, const ab_mask *m, int N, int h, int i, i
             const int64_t k1 = k0 + l->block_k < jend ? k0 + l->block_k : jend;
             k0 = k0 > jbeg ? k0 : jbeg;
             for (int64_t j = k0; j < k1 && n < N; j++) /* n < N: a valid layout */
-                if (ab_mask_allows(m, i, (int)j))
-                    keys[n++] = (int)j;
+                if (ab_mask_allows(m, i, (int)j)) keys[n++] = (int)j;
         }
     }
     if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) {
         for (int64_t e = l->tok_ptr[r]; e < l->tok_ptr[r + 1]; e++) {
             const int j = l->tok_idx[e];
-            if (!ab_mask_allows(m, i, j) || n >= N ||
-                (has_blk && row_has_block(l, r, j / l->block_k)))
+            if (!ab_mask_allows(m, i, j) || n >= N || (has_blk && row_has_block(l, r, j / l->block_k)))
                 continue; /* masked, or already counted with its block */
             keys[n++] = j;
         }
@@ -62,24 +59,21 @@ static int row_keys(const ab_layout *l, const ab_mask *m, int N, int h, int i, i
     return n;
 }
 
-int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
-                const ab_layout *l, double *out /* (nrows, head_dim) */,
-                double *row_max /* [nrows] or NULL */, double *row_sum /* [nrows] or NULL */)
+int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows, const ab_layout *l,
+                double *out /* (nrows, head_dim) */, double *row_max /* [nrows] or NULL */,
+                double *row_sum /* [nrows] or NULL */)
 {
-    if (!pb || !pb->q || !pb->k || !pb->v || nrows < 0 || (nrows > 0 && (!rows || !out)))
-        return AB_EINVAL;
+    if (!pb || !pb->q || !pb->k || !pb->v || nrows < 0 || (nrows > 0 && (!rows || !out))) return AB_EINVAL;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
     const int causal = pb->s.causal != 0;
     const ab_mask mask = ab_shape_mask(&pb->s);
     const double scale = pb->s.scale;
-    if (H <= 0 || N < 0 || d <= 0 || head < 0 || head >= H)
-        return AB_EINVAL;
+    if (H <= 0 || N < 0 || d <= 0 || head < 0 || head >= H) return AB_EINVAL;
     for (int a = 0; a < nrows; a++)
-        if (rows[a] < 0 || rows[a] >= N)
-            return AB_EINVAL;
+        if (rows[a] < 0 || rows[a] >= N) return AB_EINVAL;
     if (l) {
-        if (l->kind == AB_LAYOUT_CUSTOM || l->heads != H || l->seq_len != N ||
-            (l->causal != 0) != causal || l->mask != pb->s.mask)
+        if (l->kind == AB_LAYOUT_CUSTOM || l->heads != H || l->seq_len != N || (l->causal != 0) != causal ||
+            l->mask != pb->s.mask)
             return AB_EINVAL;
         if (l->kind != AB_LAYOUT_DENSE &&
             (l->block_q <= 0 || l->block_k <= 0 ||
@@ -87,8 +81,7 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
              ((l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) && !l->tok_ptr)))
             return AB_EINVAL;
     }
-    if (nrows == 0)
-        return AB_OK;
+    if (nrows == 0) return AB_OK;
     const size_t hoff = (size_t)head * N * d;
     const float *q = pb->q + hoff; /* (seq_len, head_dim) */
     const float *k = pb->k + hoff; /* (seq_len, head_dim) */
@@ -107,17 +100,14 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
         }
 #pragma omp for schedule(dynamic, 4)
         for (int a = 0; a < nrows; a++) {
-            if (!ok)
-                continue;
+            if (!ok) continue;
             const int i = rows[a];
             double *o = out + (size_t)a * d;
             const int nk = row_keys(l, &mask, N, head, i, keys);
             memset(o, 0, (size_t)d * sizeof(double));
             if (nk == 0) {
-                if (row_max)
-                    row_max[a] = -INFINITY;
-                if (row_sum)
-                    row_sum[a] = 0.0;
+                if (row_max) row_max[a] = -INFINITY;
+                if (row_sum) row_sum[a] = 0.0;
                 continue;
             }
             const float *qi = q + (size_t)i * d;
@@ -125,26 +115,20 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows,
             for (int c = 0; c < nk; c++) {
                 const float *kj = k + (size_t)keys[c] * d;
                 double dot = 0.0;
-                for (int x = 0; x < d; x++)
-                    dot += (double)qi[x] * (double)kj[x];
+                for (int x = 0; x < d; x++) dot += (double)qi[x] * (double)kj[x];
                 logit[c] = dot * scale;
-                if (logit[c] > mx)
-                    mx = logit[c];
+                if (logit[c] > mx) mx = logit[c];
             }
             double sum = 0.0;
             for (int c = 0; c < nk; c++) {
                 const double p = exp(logit[c] - mx);
                 const float *vj = v + (size_t)keys[c] * d;
                 sum += p;
-                for (int x = 0; x < d; x++)
-                    o[x] += p * (double)vj[x];
+                for (int x = 0; x < d; x++) o[x] += p * (double)vj[x];
             }
-            for (int x = 0; x < d; x++)
-                o[x] /= sum;
-            if (row_max)
-                row_max[a] = mx;
-            if (row_sum)
-                row_sum[a] = sum;
+            for (int x = 0; x < d; x++) o[x] /= sum;
+            if (row_max) row_max[a] = mx;
+            if (row_sum) row_sum[a] = sum;
         }
         free(keys);
         free(logit);

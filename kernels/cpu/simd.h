@@ -34,8 +34,7 @@ const char *ab_cpu_isa_name(int isa);
  * k, v: (nk, d) rows of the chunk, row stride d; masked: 0 when every row
  * of the tile sees all nk columns; 1: row r sees columns [lo[r], lim[r]);
  * 2: row r sees column c iff em[c * ld + r]. */
-typedef void (*ab_chunk_fn)(struct ab_tile *t, const float *k, const float *v, int nk,
-                            int masked);
+typedef void (*ab_chunk_fn)(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_portable(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx2(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, int masked);

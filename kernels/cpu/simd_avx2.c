@@ -21,38 +21,36 @@
 /* sleef.h declares this only when the file is compiled with -mavx2 */
 __m256 Sleef_expf8_u10avx2(__m256);
 
-#define VT __m256
-#define W 8
-#define SFX avx2
-#define SB_R 4
-#define SB_NV 2
-#define PV_NX 2
-#define VZERO() _mm256_setzero_ps()
-#define VSET1(x) _mm256_set1_ps(x)
-#define VLOAD(p) _mm256_load_ps(p)
+#define VT        __m256
+#define W         8
+#define SFX       avx2
+#define SB_R      4
+#define SB_NV     2
+#define PV_NX     2
+#define VZERO()   _mm256_setzero_ps()
+#define VSET1(x)  _mm256_set1_ps(x)
+#define VLOAD(p)  _mm256_load_ps(p)
 #define VLOADU(p) _mm256_loadu_ps(p)
-#define VLOADU_TAIL(p, n)                                                                     \
-    _mm256_maskload_ps((p), _mm256_cmpgt_epi32(_mm256_set1_epi32(n),                         \
-                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
-#define VSTORE(p, v) _mm256_store_ps((p), (v))
+#define VLOADU_TAIL(p, n)   \
+    _mm256_maskload_ps((p), \
+                       _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
+#define VSTORE(p, v)  _mm256_store_ps((p), (v))
 #define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define VMUL(a, b) _mm256_mul_ps((a), (b))
-#define VADD(a, b) _mm256_add_ps((a), (b))
-#define VSUB(a, b) _mm256_sub_ps((a), (b))
-#define VMAX(a, b) _mm256_max_ps((a), (b))
-#define VEXP(a) Sleef_expf8_u10avx2(a)
-#define VMASK_LIM(s, limp, c, ninf)                                                           \
-    _mm256_blendv_ps((ninf), (s),                                                             \
-                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(                                  \
-                         _mm256_loadu_si256((const __m256i *)(const void *)(limp)),           \
-                         _mm256_set1_epi32(c))))
-#define VMASK_LO(s, lop, c, ninf)                                                             \
-    _mm256_blendv_ps((s), (ninf),                                                             \
-                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(                                  \
-                         _mm256_loadu_si256((const __m256i *)(const void *)(lop)),            \
-                         _mm256_set1_epi32(c))))
-#define VZERO_IF_NEGINF(v, ninf)                                                              \
+#define VMUL(a, b)    _mm256_mul_ps((a), (b))
+#define VADD(a, b)    _mm256_add_ps((a), (b))
+#define VSUB(a, b)    _mm256_sub_ps((a), (b))
+#define VMAX(a, b)    _mm256_max_ps((a), (b))
+#define VEXP(a)       Sleef_expf8_u10avx2(a)
+#define VMASK_LIM(s, limp, c, ninf)                          \
+    _mm256_blendv_ps((ninf), (s),                            \
+                     _mm256_castsi256_ps(_mm256_cmpgt_epi32( \
+                         _mm256_loadu_si256((const __m256i *)(const void *)(limp)), _mm256_set1_epi32(c))))
+#define VMASK_LO(s, lop, c, ninf)                            \
+    _mm256_blendv_ps((s), (ninf),                            \
+                     _mm256_castsi256_ps(_mm256_cmpgt_epi32( \
+                         _mm256_loadu_si256((const __m256i *)(const void *)(lop)), _mm256_set1_epi32(c))))
+#define VZERO_IF_NEGINF(v, ninf) \
     _mm256_blendv_ps((v), _mm256_setzero_ps(), _mm256_cmp_ps((v), (ninf), _CMP_EQ_OQ))
 
 _Static_assert(SB_R == 4, "simd_body.h handles row remainders up to 3");

@@ -21,34 +21,33 @@
 /* sleef.h declares this only when the file is compiled with -mavx512f */
 __m512 Sleef_expf16_u10avx512f(__m512);
 
-#define VT __m512
-#define W 16
-#define SFX avx512
-#define SB_R 4
-#define SB_NV 4
-#define PV_NX 4
-#define VZERO() _mm512_setzero_ps()
-#define VSET1(x) _mm512_set1_ps(x)
-#define VLOAD(p) _mm512_load_ps(p)
-#define VLOADU(p) _mm512_loadu_ps(p)
+#define VT                __m512
+#define W                 16
+#define SFX               avx512
+#define SB_R              4
+#define SB_NV             4
+#define PV_NX             4
+#define VZERO()           _mm512_setzero_ps()
+#define VSET1(x)          _mm512_set1_ps(x)
+#define VLOAD(p)          _mm512_load_ps(p)
+#define VLOADU(p)         _mm512_loadu_ps(p)
 #define VLOADU_TAIL(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
-#define VSTORE(p, v) _mm512_store_ps((p), (v))
-#define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
-#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define VMUL(a, b) _mm512_mul_ps((a), (b))
-#define VADD(a, b) _mm512_add_ps((a), (b))
-#define VSUB(a, b) _mm512_sub_ps((a), (b))
-#define VMAX(a, b) _mm512_max_ps((a), (b))
-#define VEXP(a) Sleef_expf16_u10avx512f(a)
-#define VMASK_LIM(s, limp, c, ninf)                                                           \
-    _mm512_mask_blend_ps(                                                                     \
-        _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(limp)), _mm512_set1_epi32(c)), \
-        (ninf), (s))
-#define VMASK_LO(s, lop, c, ninf)                                                             \
-    _mm512_mask_blend_ps(                                                                     \
-        _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(lop)), _mm512_set1_epi32(c)), \
-        (s), (ninf))
-#define VZERO_IF_NEGINF(v, ninf)                                                              \
+#define VSTORE(p, v)      _mm512_store_ps((p), (v))
+#define VSTOREU(p, v)     _mm512_storeu_ps((p), (v))
+#define VFMA(a, b, c)     _mm512_fmadd_ps((a), (b), (c))
+#define VMUL(a, b)        _mm512_mul_ps((a), (b))
+#define VADD(a, b)        _mm512_add_ps((a), (b))
+#define VSUB(a, b)        _mm512_sub_ps((a), (b))
+#define VMAX(a, b)        _mm512_max_ps((a), (b))
+#define VEXP(a)           Sleef_expf16_u10avx512f(a)
+#define VMASK_LIM(s, limp, c, ninf)                                                                      \
+    _mm512_mask_blend_ps(                                                                                \
+        _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(limp)), _mm512_set1_epi32(c)), (ninf), \
+        (s))
+#define VMASK_LO(s, lop, c, ninf) \
+    _mm512_mask_blend_ps(         \
+        _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(lop)), _mm512_set1_epi32(c)), (s), (ninf))
+#define VZERO_IF_NEGINF(v, ninf) \
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask((v), (ninf), _CMP_EQ_OQ), (v), _mm512_setzero_ps())
 
 _Static_assert(SB_R == 4, "simd_body.h handles row remainders up to 3");

@@ -27,36 +27,32 @@
  * VZERO_IF_NEGINF(v), and SB_R, SB_NV, PV_NX (register tile sizes). */
 
 #define AB_CAT_(a, b) a##_##b
-#define AB_CAT(a, b) AB_CAT_(a, b)
-#define F(name) AB_CAT(name, SFX)
-#define AI static inline __attribute__((always_inline))
+#define AB_CAT(a, b)  AB_CAT_(a, b)
+#define F(name)       AB_CAT(name, SFX)
+#define AI            static inline __attribute__((always_inline))
 
 /* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. */
-AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d,
-                   const float *restrict qt, float *restrict st, const int ld)
+AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d, const float *restrict qt,
+                   float *restrict st, const int ld)
 {
     VT acc[SB_R][SB_NV];
     for (int i = 0; i < R; i++)
-        for (int j = 0; j < NV; j++)
-            acc[i][j] = VZERO();
+        for (int j = 0; j < NV; j++) acc[i][j] = VZERO();
     for (int x = 0; x < d; x++) {
         VT qv[SB_NV];
-        for (int j = 0; j < NV; j++)
-            qv[j] = VLOAD(qt + (size_t)x * ld + j * W);
+        for (int j = 0; j < NV; j++) qv[j] = VLOAD(qt + (size_t)x * ld + j * W);
         for (int i = 0; i < R; i++) {
             const VT kb = VSET1(k[(size_t)i * d + x]);
-            for (int j = 0; j < NV; j++)
-                acc[i][j] = VFMA(kb, qv[j], acc[i][j]);
+            for (int j = 0; j < NV; j++) acc[i][j] = VFMA(kb, qv[j], acc[i][j]);
         }
     }
     for (int i = 0; i < R; i++)
-        for (int j = 0; j < NV; j++)
-            VSTORE(st + (size_t)i * ld + j * W, acc[i][j]);
+        for (int j = 0; j < NV; j++) VSTORE(st + (size_t)i * ld + j * W, acc[i][j]);
 }
 
 /* One row block of pass 1 for all column blocks of NV vectors (nv total). */
-AI void F(qk_rows)(const int R, const float *restrict k, int d, const float *restrict qt,
-                   float *restrict st, int nv, const int ld)
+AI void F(qk_rows)(const int R, const float *restrict k, int d, const float *restrict qt, float *restrict st,
+                   int nv, const int ld)
 {
     for (int j0 = 0; j0 < nv; j0 += SB_NV) {
         const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
@@ -86,8 +82,7 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
     VT a[SB_R][PV_NX];
     for (int i = 0; i < R; i++) {
         const VT al = VSET1(alpha[i]);
-        for (int j = 0; j < NX; j++)
-            a[i][j] = VMUL(VLOAD(acc + (size_t)i * dp + j * W), al);
+        for (int j = 0; j < NX; j++) a[i][j] = VMUL(VLOAD(acc + (size_t)i * dp + j * W), al);
     }
     for (int c = 0; c < nk; c++) {
         VT vv[PV_NX];
@@ -96,17 +91,15 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
             vv[j] = (TAIL && j == NX - 1) ? VLOADU_TAIL(vc + j * W, tail) : VLOADU(vc + j * W);
         for (int i = 0; i < R; i++) {
             const VT p = VSET1(st[(size_t)c * ld + i]);
-            for (int j = 0; j < NX; j++)
-                a[i][j] = VFMA(p, vv[j], a[i][j]);
+            for (int j = 0; j < NX; j++) a[i][j] = VFMA(p, vv[j], a[i][j]);
         }
     }
     for (int i = 0; i < R; i++)
-        for (int j = 0; j < NX; j++)
-            VSTORE(acc + (size_t)i * dp + j * W, a[i][j]);
+        for (int j = 0; j < NX; j++) VSTORE(acc + (size_t)i * dp + j * W, a[i][j]);
 }
 
-AI void F(pv_nx)(const int R, const int TAIL, int nx, const float *st, const float *v, int d,
-                 int nk, float *acc, int dp, const float *alpha, int tail, const int ld)
+AI void F(pv_nx)(const int R, const int TAIL, int nx, const float *st, const float *v, int d, int nk,
+                 float *acc, int dp, const float *alpha, int tail, const int ld)
 {
     switch (nx) {
     case 1: F(pv_tile)(R, 1, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
@@ -123,8 +116,8 @@ AI void F(pv_nx)(const int R, const int TAIL, int nx, const float *st, const flo
 }
 
 /* One row block of pass 3 over all of head_dim. */
-AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, float *acc,
-                   int dp, const float *alpha, const int ld)
+AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, float *acc, int dp,
+                   const float *alpha, const int ld)
 {
     const int nxv = (d + W - 1) / W, tail = d - (nxv - 1) * W;
     for (int x0 = 0; x0 < nxv; x0 += PV_NX) {
@@ -138,8 +131,7 @@ AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, 
     }
 }
 
-void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */,
-                 int nk, int masked)
+void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk, int masked)
 {
     const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
@@ -166,8 +158,7 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
             const unsigned char *e = t->em + (size_t)cc * ld;
             float *s = st + (size_t)cc * ld;
             for (int r = 0; r < nq; r++)
-                if (!e[r])
-                    s[r] = -INFINITY;
+                if (!e[r]) s[r] = -INFINITY;
         }
         masked = 0;
     }
@@ -186,8 +177,7 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
                 mx = VMAX(mx, s);
             }
         } else {
-            for (int cc = 0; cc < nk; cc++)
-                mx = VMAX(mx, VLOAD(sj + (size_t)cc * ld));
+            for (int cc = 0; cc < nk; cc++) mx = VMAX(mx, VLOAD(sj + (size_t)cc * ld));
         }
         const VT muse = VZERO_IF_NEGINF(mx, ninf);
         const VT alpha = VEXP(VSUB(mold, muse));

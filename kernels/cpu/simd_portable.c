@@ -13,16 +13,12 @@
 int ab_cpu_isa_supported(int isa)
 {
     switch (isa) {
-    case AB_ISA_PORTABLE:
-        return 1;
+    case AB_ISA_PORTABLE: return 1;
 #if defined(__x86_64__) || defined(__i386__)
-    case AB_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case AB_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f");
+    case AB_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case AB_ISA_AVX512: return __builtin_cpu_supports("avx512f");
 #endif
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -42,12 +38,10 @@ int ab_cpu_isa_pick(void)
     const char *env = getenv("AB_CPU_ISA");
     if (env && *env) {
         for (int i = 0; i < AB_ISA_COUNT; i++)
-            if (!strcmp(env, ab_cpu_isa_name(i)))
-                cap = i;
+            if (!strcmp(env, ab_cpu_isa_name(i))) cap = i;
     }
     for (int isa = cap; isa > AB_ISA_PORTABLE; isa--)
-        if (ab_cpu_isa_supported(isa))
-            return isa;
+        if (ab_cpu_isa_supported(isa)) return isa;
     return AB_ISA_PORTABLE;
 }
 
@@ -72,8 +66,8 @@ double ab_cpu_exp_shift_sum(float *x, int n, float shift)
     }
 }
 
-void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */,
-                       int nk, int masked)
+void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk,
+                       int masked)
 {
     const int d = t->d, dp = t->dp, nq = t->nq;
     float *restrict st = t->st; /* (nk, ld) */
@@ -81,21 +75,18 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
     for (int c = 0; c < nk; c++) {
         float *restrict sc = st + (size_t)c * t->ld;
         const float *restrict kc = k + (size_t)c * d;
-        for (int r = 0; r < nq; r++)
-            sc[r] = 0.0f;
+        for (int r = 0; r < nq; r++) sc[r] = 0.0f;
         for (int x = 0; x < d; x++) {
             const float kx = kc[x];
             const float *restrict qx = t->qt + (size_t)x * t->ld;
-            for (int r = 0; r < nq; r++)
-                sc[r] += kx * qx[r];
+            for (int r = 0; r < nq; r++) sc[r] += kx * qx[r];
         }
     }
     /* the base mask: masked columns become -inf (exp gives exactly 0) */
     if (masked)
         for (int c = 0; c < nk; c++)
             for (int r = 0; r < nq; r++)
-                if (masked == 1 ? c < t->lo[r] || c >= t->lim[r]
-                                : !t->em[(size_t)c * t->ld + r])
+                if (masked == 1 ? c < t->lo[r] || c >= t->lim[r] : !t->em[(size_t)c * t->ld + r])
                     st[(size_t)c * t->ld + r] = -INFINITY;
     /* online softmax per query row */
     for (int r = 0; r < nq; r++) {
@@ -120,13 +111,11 @@ void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v 
     for (int r = 0; r < nq; r++) {
         float *restrict acc = t->acc + (size_t)r * dp;
         const float alpha = t->alpha[r];
-        for (int x = 0; x < d; x++)
-            acc[x] *= alpha;
+        for (int x = 0; x < d; x++) acc[x] *= alpha;
         for (int c = 0; c < nk; c++) {
             const float p = st[(size_t)c * t->ld + r];
             const float *restrict vc = v + (size_t)c * d;
-            for (int x = 0; x < d; x++)
-                acc[x] += p * vc[x];
+            for (int x = 0; x < d; x++) acc[x] += p * vc[x];
         }
     }
 }

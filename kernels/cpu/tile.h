@@ -36,48 +36,45 @@
 #include "attnbench.h"
 #include "kernels/cpu/simd.h"
 
-#define AB_TILE_Q 128         /* query rows per work item at most (= qt/st columns) */
-#define AB_TILE_K 64          /* key columns per gathered chunk */
-#define AB_TILE_KMAX 256      /* key columns per chunk at most */
-#define AB_MAX_HEAD_DIM 512   /* larger head_dim: AB_EUNSUPPORTED */
+#define AB_TILE_Q       128 /* query rows per work item at most (= qt/st columns) */
+#define AB_TILE_K       64  /* key columns per gathered chunk */
+#define AB_TILE_KMAX    256 /* key columns per chunk at most */
+#define AB_MAX_HEAD_DIM 512 /* larger head_dim: AB_EUNSUPPORTED */
 
 typedef struct ab_tile {
-    int d, dp;        /* head_dim; acc row stride (d rounded up to 16) */
-    int tq, tk;       /* capacity: query rows, key columns per chunk */
-    int ld;           /* row stride of qt, st, em: tq rounded up to 16 (a
+    int d, dp;  /* head_dim; acc row stride (d rounded up to 16) */
+    int tq, tk; /* capacity: query rows, key columns per chunk */
+    int ld;     /* row stride of qt, st, em: tq rounded up to 16 (a
                          64-row tile keeps 64-float rows: L1-sized) */
-    int nq;           /* rows of the current query tile */
-    int isa;          /* ab_cpu_isa of chunk */
+    int nq;     /* rows of the current query tile */
+    int isa;    /* ab_cpu_isa of chunk */
     ab_chunk_fn chunk;
-    float *buf;       /* one aligned allocation holding the arrays below */
-    float *qt;        /* (d, ld): scale * Q^T; columns >= nq are 0 */
-    float *kp;        /* (tk, d): packed key chunk (gather) */
-    float *vp;        /* (tk, d): packed value chunk (gather) */
-    float *st;        /* (tk, ld): S^T logits, then probabilities */
-    float *m;         /* (AB_TILE_Q): running max of the scaled logits */
-    float *l;         /* (AB_TILE_Q): running sum of exp(logit - m) */
-    float *alpha;     /* (AB_TILE_Q): rescale factor of the current chunk */
-    float *acc;       /* (tq, dp): unnormalised output */
-    int32_t *lim;     /* (AB_TILE_Q): end of the valid columns of the chunk per row */
-    int32_t *lo;      /* (AB_TILE_Q): first valid column (masked == 1) */
+    float *buf;        /* one aligned allocation holding the arrays below */
+    float *qt;         /* (d, ld): scale * Q^T; columns >= nq are 0 */
+    float *kp;         /* (tk, d): packed key chunk (gather) */
+    float *vp;         /* (tk, d): packed value chunk (gather) */
+    float *st;         /* (tk, ld): S^T logits, then probabilities */
+    float *m;          /* (AB_TILE_Q): running max of the scaled logits */
+    float *l;          /* (AB_TILE_Q): running sum of exp(logit - m) */
+    float *alpha;      /* (AB_TILE_Q): rescale factor of the current chunk */
+    float *acc;        /* (tq, dp): unnormalised output */
+    int32_t *lim;      /* (AB_TILE_Q): end of the valid columns of the chunk per row */
+    int32_t *lo;       /* (AB_TILE_Q): first valid column (masked == 1) */
     unsigned char *em; /* (tk, ld): 1 = allowed (masked == 2) */
     /* the base mask over the current tile's rows */
     const ab_mask *mask;
-    int i0;           /* first query row of the tile */
-    int interval;     /* mask->def->interval */
-    int32_t *slo, *shi; /* (AB_TILE_Q): row spans [slo, shi), absolute keys */
+    int i0;                         /* first query row of the tile */
+    int interval;                   /* mask->def->interval */
+    int32_t *slo, *shi;             /* (AB_TILE_Q): row spans [slo, shi), absolute keys */
     int minlo, maxlo, minhi, maxhi; /* over the tile's rows */
 } ab_tile;
 
 /* Check the problem's shape and pointers. */
 static inline int ab_tile_check_problem(const ab_problem *pb, const float *out)
 {
-    if (!pb || !out || !pb->q || !pb->k || !pb->v)
-        return AB_EINVAL;
-    if (pb->s.heads <= 0 || pb->s.seq_len < 0 || pb->s.head_dim <= 0)
-        return AB_EINVAL;
-    if (pb->s.head_dim > AB_MAX_HEAD_DIM)
-        return AB_EUNSUPPORTED;
+    if (!pb || !out || !pb->q || !pb->k || !pb->v) return AB_EINVAL;
+    if (pb->s.heads <= 0 || pb->s.seq_len < 0 || pb->s.head_dim <= 0) return AB_EINVAL;
+    if (pb->s.head_dim > AB_MAX_HEAD_DIM) return AB_EUNSUPPORTED;
     return AB_OK;
 }
 
@@ -98,9 +95,8 @@ static inline ab_chunk_fn ab_tile_chunk_fn(int isa)
 static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
 {
     memset(t, 0, sizeof(*t));
-    if (tq <= 0 || tq > AB_TILE_Q || tk <= 0 || tk > AB_TILE_KMAX || !ab_tile_chunk_fn(isa))
-        return AB_EINVAL;
-    /* every array starts on a 64-byte boundary */
+    if (tq <= 0 || tq > AB_TILE_Q || tk <= 0 || tk > AB_TILE_KMAX || !ab_tile_chunk_fn(isa)) return AB_EINVAL;
+        /* every array starts on a 64-byte boundary */
 #define AB_TILE_PAD(n) ((((size_t)(n)) + 15) & ~(size_t)15)
     const size_t dp = AB_TILE_PAD(d);
     const size_t ld = AB_TILE_PAD(tq);
@@ -151,8 +147,7 @@ static inline void ab_tile_free(ab_tile *t)
 /* Start a query tile of rows [i0, i0 + nq), nq <= tq: q holds those rows
  * (nq, d); qt = scale * q^T; the rows' spans under the base mask m (which
  * must outlive the tile's use). */
-static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, float scale,
-                                 const ab_mask *m)
+static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, float scale, const ab_mask *m)
 {
     const int d = t->d;
     t->nq = nq;
@@ -173,10 +168,8 @@ static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, flo
     }
     for (int x = 0; x < d; x++) {
         float *restrict row = t->qt + (size_t)x * t->ld;
-        for (int r = 0; r < nq; r++)
-            row[r] = scale * q[(size_t)r * d + x];
-        for (int r = nq; r < t->ld; r++)
-            row[r] = 0.0f;
+        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * d + x];
+        for (int r = nq; r < t->ld; r++) row[r] = 0.0f;
     }
     for (int r = 0; r < AB_TILE_Q; r++) {
         t->m[r] = -INFINITY;
@@ -206,8 +199,7 @@ static inline int64_t ab_tile_fill_em(ab_tile *t, int j0, const int32_t *idx, in
             e[r] = (unsigned char)(ab_mask_allows(t->mask, t->i0 + r, j) != 0);
             any += e[r];
         }
-        for (int r = t->nq; r < t->ld; r++)
-            e[r] = 1;
+        for (int r = t->nq; r < t->ld; r++) e[r] = 1;
     }
     return any;
 }
@@ -217,12 +209,9 @@ static inline int64_t ab_tile_fill_em(ab_tile *t, int j0, const int32_t *idx, in
 static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, int j0, int nk)
 {
     int j1 = j0 + nk;
-    if (j0 < t->minlo)
-        j0 = t->minlo; /* columns no row of the tile can see */
-    if (j1 > t->maxhi)
-        j1 = t->maxhi;
-    if (j1 <= j0)
-        return;
+    if (j0 < t->minlo) j0 = t->minlo; /* columns no row of the tile can see */
+    if (j1 > t->maxhi) j1 = t->maxhi;
+    if (j1 <= j0) return;
     nk = j1 - j0;
     int masked = 0;
     if (t->interval) {
@@ -237,8 +226,7 @@ static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, in
         }
     } else {
         const int cls = ab_mask_block(t->mask, t->i0, t->i0 + t->nq, j0, j1);
-        if (cls == AB_BLOCK_EMPTY)
-            return;
+        if (cls == AB_BLOCK_EMPTY) return;
         if (cls == AB_BLOCK_PARTIAL) {
             masked = 2;
             ab_tile_fill_em(t, j0, NULL, nk);
@@ -264,12 +252,10 @@ static inline int ab_tile_lower(const int32_t *idx, int n, int key)
 /* Gathered key chunk: the nk <= tk keys idx[0..nk) (sorted ascending),
  * packed into kp and vp first. The caller has already dropped keys outside
  * [minlo, maxhi) (ab_tile_token_range). */
-static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v,
-                                  const int32_t *idx, int nk)
+static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v, const int32_t *idx, int nk)
 {
     const int d = t->d;
-    if (nk <= 0)
-        return;
+    if (nk <= 0) return;
     int masked = 0;
     if (t->interval) {
         if (!(idx[0] >= t->maxlo && idx[nk - 1] < t->minhi)) {
@@ -278,18 +264,15 @@ static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v,
             for (int r = 0; r < t->nq; r++) {
                 t->lo[r] = ab_tile_lower(idx, nk, t->slo[r]);
                 t->lim[r] = ab_tile_lower(idx, nk, t->shi[r]);
-                if (t->lim[r] < t->lo[r])
-                    t->lim[r] = t->lo[r];
+                if (t->lim[r] < t->lo[r]) t->lim[r] = t->lo[r];
                 any |= t->lim[r] > t->lo[r];
             }
-            if (!any)
-                return;
+            if (!any) return;
             ab_tile_pad_lanes(t, nk);
         }
     } else {
         const int64_t any = ab_tile_fill_em(t, 0, idx, nk);
-        if (any == 0)
-            return;
+        if (any == 0) return;
         masked = any == (int64_t)nk * t->nq ? 0 : 2;
     }
     for (int c = 0; c < nk; c++) {
@@ -301,8 +284,7 @@ static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v,
 
 /* The part [*t0, *t1) of a sorted token list tok[] some row of the tile may
  * see: keys in [minlo, maxhi). */
-static inline void ab_tile_token_range(const ab_tile *t, const int32_t *tok, int64_t *t0,
-                                       int64_t *t1)
+static inline void ab_tile_token_range(const ab_tile *t, const int32_t *tok, int64_t *t0, int64_t *t1)
 {
     int64_t a = *t0, b = *t1;
     while (a < b) { /* first key >= minlo */
@@ -326,16 +308,14 @@ static inline void ab_tile_token_range(const ab_tile *t, const int32_t *tok, int
 
 /* The kept key blocks blk[0..nblk) (sorted) of the current tile; block_k
  * may exceed tk: each block is streamed in chunks. */
-static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v,
-                                  const int32_t *blk, int64_t nblk, int block_k, int seq_len)
+static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v, const int32_t *blk,
+                                  int64_t nblk, int block_k, int seq_len)
 {
     for (int64_t e = 0; e < nblk; e++) {
         const int64_t k0 = (int64_t)blk[e] * block_k;
-        if (k0 >= t->maxhi)
-            break; /* sorted: no row sees this block or any later one */
+        if (k0 >= t->maxhi) break; /* sorted: no row sees this block or any later one */
         const int k1 = (int)(k0 + block_k < seq_len ? k0 + block_k : seq_len);
-        if (k1 <= t->minlo)
-            continue;
+        if (k1 <= t->minlo) continue;
         for (int j0 = (int)k0; j0 < k1; j0 += t->tk) {
             const int nk = k1 - j0 < t->tk ? k1 - j0 : t->tk;
             ab_tile_contig(t, k, v, j0, nk);
@@ -352,8 +332,7 @@ static inline void ab_tile_end(const ab_tile *t, float *out)
         const float *restrict a = t->acc + (size_t)r * t->dp;
         const float lr = t->l[r];
         if (lr > 0.0f) {
-            for (int x = 0; x < d; x++)
-                o[x] = a[x] / lr;
+            for (int x = 0; x < d; x++) o[x] = a[x] / lr;
         } else {
             memset(o, 0, (size_t)d * sizeof(float));
         }
@@ -363,18 +342,16 @@ static inline void ab_tile_end(const ab_tile *t, float *out)
 /* Work items of a layout kernel: (head, query block, sub-tile of at most
  * AB_TILE_Q rows). Item `it` is mapped heaviest-first for causal balance.
  * Returns 0 if the sub-tile is empty (partial last block). */
-static inline int ab_tile_item(int64_t it, int heads, int n_qblocks, int nsub, int block_q,
-                               int seq_len, int *h, int *qb, int *i0, int *nq)
+static inline int ab_tile_item(int64_t it, int heads, int n_qblocks, int nsub, int block_q, int seq_len,
+                               int *h, int *qb, int *i0, int *nq)
 {
     const int64_t rest = it / heads;
     *h = (int)(it % heads);
     *qb = n_qblocks - 1 - (int)(rest / nsub);
     const int64_t start = (int64_t)*qb * block_q + (rest % nsub) * (int64_t)AB_TILE_Q;
     int64_t end = (int64_t)*qb * block_q + block_q;
-    if (end > seq_len)
-        end = seq_len;
-    if (start >= end)
-        return 0;
+    if (end > seq_len) end = seq_len;
+    if (start >= end) return 0;
     *i0 = (int)start;
     *nq = (int)(end - start < AB_TILE_Q ? end - start : AB_TILE_Q);
     return 1;
@@ -384,8 +361,8 @@ static inline int ab_tile_item(int64_t it, int heads, int n_qblocks, int nsub, i
 static inline int ab_tile_check_layout(const ab_problem *pb, const ab_layout *l)
 {
     if (!l || l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
-        (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask ||
-        l->block_q <= 0 || l->block_k <= 0)
+        (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask || l->block_q <= 0 ||
+        l->block_k <= 0)
         return AB_EINVAL;
     if (l->n_qblocks != (int)(((int64_t)l->seq_len + l->block_q - 1) / l->block_q) ||
         l->n_kblocks != (int)(((int64_t)l->seq_len + l->block_k - 1) / l->block_k))

@@ -45,13 +45,13 @@ typedef struct ab_cuda_info {
     char name[128];
     int cc_major, cc_minor;
     int sm_count;
-    int driver_version;   /* CUDA driver API version, e.g. 12040 */
-    int runtime_version;  /* CUDA runtime version */
-    int cublas_version;   /* cublasGetVersion, e.g. 120403 */
-    int clock_mhz;        /* SM clock (cudaDevAttrClockRate) */
-    int mem_clock_mhz;    /* memory clock (cudaDevAttrMemoryClockRate) */
-    int mem_bus_bits;     /* memory bus width */
-    size_t total_mem;     /* bytes */
+    int driver_version;          /* CUDA driver API version, e.g. 12040 */
+    int runtime_version;         /* CUDA runtime version */
+    int cublas_version;          /* cublasGetVersion, e.g. 120403 */
+    int clock_mhz;               /* SM clock (cudaDevAttrClockRate) */
+    int mem_clock_mhz;           /* memory clock (cudaDevAttrMemoryClockRate) */
+    int mem_bus_bits;            /* memory bus width */
+    size_t total_mem;            /* bytes */
     size_t smem_per_block_optin; /* bytes of shared memory a CTA may opt into */
 } ab_cuda_info;
 

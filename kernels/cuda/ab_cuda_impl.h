@@ -22,16 +22,16 @@ struct ab_cuda {
     /* the current layout on the device */
     int lay_kind; /* ab_layout_kind, or -1 when none */
     int block_q, block_k, n_qblocks, n_kblocks;
-    int64_t *blk_ptr; /* [heads*n_qblocks + 1] */
-    int32_t *blk_idx; /* [cap_blk_idx] */
-    int64_t *tok_ptr; /* [heads*n_qblocks + 1] */
-    int32_t *tok_idx; /* [cap_tok_idx] */
+    int64_t *blk_ptr;                                          /* [heads*n_qblocks + 1] */
+    int32_t *blk_idx;                                          /* [cap_blk_idx] */
+    int64_t *tok_ptr;                                          /* [heads*n_qblocks + 1] */
+    int32_t *tok_idx;                                          /* [cap_tok_idx] */
     size_t cap_blk_ptr, cap_blk_idx, cap_tok_ptr, cap_tok_idx; /* elements */
     /* cuBLAS baseline */
     cublasHandle_t blas;
-    int blas_rows;  /* query rows per block of the baseline */
-    float *S;       /* (heads, blas_rows, seq_len) scores */
-    void *P;        /* (heads, blas_rows, seq_len) probabilities, storage dtype */
+    int blas_rows; /* query rows per block of the baseline */
+    float *S;      /* (heads, blas_rows, seq_len) scores */
+    void *P;       /* (heads, blas_rows, seq_len) probabilities, storage dtype */
     char err[256];
 };
 
@@ -46,10 +46,10 @@ static inline int ab_cuda_fail(ab_cuda *g, cudaError_t e, const char *what, cons
 }
 
 /* Evaluate a CUDA runtime call; on failure record it and return. */
-#define AB_CU(g, call)                                                                             \
-    do {                                                                                           \
-        cudaError_t ab_e_ = (call);                                                                \
-        if (ab_e_ != cudaSuccess) return ab_cuda_fail((g), ab_e_, #call, __FILE__, __LINE__);      \
+#define AB_CU(g, call)                                                                        \
+    do {                                                                                      \
+        cudaError_t ab_e_ = (call);                                                           \
+        if (ab_e_ != cudaSuccess) return ab_cuda_fail((g), ab_e_, #call, __FILE__, __LINE__); \
     } while (0)
 
 /* Check the launch of the kernel just enqueued. */

@@ -26,7 +26,8 @@
 
 using namespace nvcuda;
 
-namespace {
+namespace
+{
 
 constexpr int BM = AB_CUDA_TILE_Q; /* query rows per CTA */
 constexpr int BN = AB_CUDA_TILE_K; /* key columns per tile */
@@ -39,10 +40,12 @@ template <typename T> struct attn_args {
     const T *q, *k, *v; /* (heads, N, D) */
     T *o;               /* (heads, N, D) */
     int N, causal, mode;
-    float scale_log2;   /* scale · log2(e): softmax in base 2 */
+    float scale_log2;                      /* scale · log2(e): softmax in base 2 */
     int block_q, block_k, n_qblocks, nsub; /* CTA x = (query block, sub-tile) */
-    const int64_t *blk_ptr; const int32_t *blk_idx; /* block CSR */
-    const int64_t *tok_ptr; const int32_t *tok_idx; /* token CSR */
+    const int64_t *blk_ptr;
+    const int32_t *blk_idx; /* block CSR */
+    const int64_t *tok_ptr;
+    const int32_t *tok_idx; /* token CSR */
 };
 
 /* Shared-memory layout for head dim D; leading dimensions padded against
@@ -75,7 +78,10 @@ template <typename T, int D> struct cta {
 };
 
 /* 16-byte copy of 8 storage elements. */
-__device__ __forceinline__ void copy16(void *dst, const void *src) { *(uint4 *)dst = __ldg((const uint4 *)src); }
+__device__ __forceinline__ void copy16(void *dst, const void *src)
+{
+    *(uint4 *)dst = __ldg((const uint4 *)src);
+}
 
 /* Load the tile rows listed in kidx (K and V). */
 template <typename T, int D> __device__ __forceinline__ void load_kv(cta<T, D> &c, const T *kh, const T *vh)
@@ -99,8 +105,8 @@ template <typename T, int D> __device__ __forceinline__ void load_kv(cta<T, D> &
 /* One key tile: columns are keys kidx[0..nk) = contiguous j0.. (idx NULL) or
  * idx[0..nk). Every thread of the CTA calls it. */
 template <typename T, int D>
-__device__ __forceinline__ void tile_step(cta<T, D> &c, const attn_args<T> &a, const T *kh, const T *vh, int j0,
-                          const int32_t *idx, int nk)
+__device__ __forceinline__ void tile_step(cta<T, D> &c, const attn_args<T> &a, const T *kh, const T *vh,
+                                          int j0, const int32_t *idx, int nk)
 {
     using L = smem<D>;
     __syncthreads(); /* every warp is done with the previous K, V and kidx */
@@ -116,7 +122,8 @@ __device__ __forceinline__ void tile_step(cta<T, D> &c, const attn_args<T> &a, c
         wmma::fill_fragment(sf, 0.0f);
         for (int kk = 0; kk < D / 16; kk++) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
-            wmma::load_matrix_sync(kf, c.ks + n * 16 * L::LDH + kk * 16, L::LDH); /* Kᵀ: col-major view of K */
+            wmma::load_matrix_sync(kf, c.ks + n * 16 * L::LDH + kk * 16,
+                                   L::LDH); /* Kᵀ: col-major view of K */
             wmma::mma_sync(sf, c.qf[kk], kf, sf);
         }
         wmma::store_matrix_sync(c.ss + c.warp * 16 * L::LDS + n * 16, sf, L::LDS, wmma::mem_row_major);
@@ -175,8 +182,10 @@ __device__ int64_t upper_bound(const int32_t *idx, int64_t lo, int64_t hi, int64
 {
     while (lo < hi) {
         const int64_t mid = lo + (hi - lo) / 2;
-        if (idx[mid] <= v) lo = mid + 1;
-        else hi = mid;
+        if (idx[mid] <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -218,12 +227,15 @@ template <typename T, int D> __global__ void __launch_bounds__(THREADS) attn_ker
     for (int e = threadIdx.x; e < BM * VEC; e += THREADS) {
         const int r = e / VEC, part = e % VEC;
         T *dst = c.qs + r * L::LDH + part * 8;
-        if (r < nq) copy16(dst, qh + (size_t)(r0 + r) * D + part * 8);
-        else *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+        if (r < nq)
+            copy16(dst, qh + (size_t)(r0 + r) * D + part * 8);
+        else
+            *(uint4 *)dst = make_uint4(0, 0, 0, 0);
     }
     for (int e = threadIdx.x; e < BM * L::LDO; e += THREADS) c.os[e] = 0.0f;
     __syncthreads();
-    for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(c.qf[kk], c.qs + c.warp * 16 * L::LDH + kk * 16, L::LDH);
+    for (int kk = 0; kk < D / 16; kk++)
+        wmma::load_matrix_sync(c.qf[kk], c.qs + c.warp * 16 * L::LDH + kk * 16, L::LDH);
 
     /* keys any row of this tile may see under the causal mask: [0, kcut) */
     const int kcut = a.causal ? r0 + nq : a.N;
@@ -240,8 +252,10 @@ template <typename T, int D> __global__ void __launch_bounds__(THREADS) attn_ker
     }
     if (a.mode == MODE_TOKEN || a.mode == MODE_MIXED) {
         const int64_t t0 = a.tok_ptr[lrow];
-        const int64_t t1 = a.causal ? upper_bound(a.tok_idx, t0, a.tok_ptr[lrow + 1], kcut - 1) : a.tok_ptr[lrow + 1];
-        for (int64_t p = t0; p < t1; p += BN) tile_step<T, D>(c, a, kh, vh, 0, a.tok_idx + p, (int)min((int64_t)BN, t1 - p));
+        const int64_t t1 =
+            a.causal ? upper_bound(a.tok_idx, t0, a.tok_ptr[lrow + 1], kcut - 1) : a.tok_ptr[lrow + 1];
+        for (int64_t p = t0; p < t1; p += BN)
+            tile_step<T, D>(c, a, kh, vh, 0, a.tok_idx + p, (int)min((int64_t)BN, t1 - p));
     }
     __syncthreads();
 
@@ -281,7 +295,8 @@ template <typename T, int D> int launch(ab_cuda *g, int mode)
     a.tok_ptr = g->tok_ptr;
     a.tok_idx = g->tok_idx;
     const size_t bytes = smem<D>::BYTES;
-    AB_CU(g, cudaFuncSetAttribute(attn_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    AB_CU(g,
+          cudaFuncSetAttribute(attn_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     const dim3 grid((unsigned)((int64_t)a.n_qblocks * a.nsub), (unsigned)g->s.heads);
     attn_kernel<T, D><<<grid, THREADS, bytes, g->stream>>>(a);
     AB_CU_LAUNCH(g, "attn_kernel");

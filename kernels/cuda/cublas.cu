@@ -11,7 +11,8 @@
  * in column-major, so S (R x Nk, row-major) is computed as Sᵀ = K Q_blkᵀ. */
 #include "kernels/cuda/ab_cuda_impl.h"
 
-namespace {
+namespace
+{
 
 constexpr int SOFTMAX_THREADS = 256;
 
@@ -44,7 +45,7 @@ __global__ void softmax_rows(const float *__restrict__ S, T *__restrict__ P, int
     const int i = r0 + blockIdx.x;
     const int nv = causal ? min(i + 1, nk) : nk;
     const float *s = S + blockIdx.y * head_stride + (size_t)blockIdx.x * ld; /* (nk) */
-    T *p = P + blockIdx.y * head_stride + (size_t)blockIdx.x * ld;          /* (nk) */
+    T *p = P + blockIdx.y * head_stride + (size_t)blockIdx.x * ld;           /* (nk) */
     float m = -INFINITY;
     for (int j = threadIdx.x; j < nv; j += blockDim.x) m = fmaxf(m, s[j] * scale_log2);
     m = block_reduce(m, true, red);
@@ -88,27 +89,23 @@ extern "C" int ab_cuda_dense_cublas(ab_cuda *g)
         const int nk = causal ? r0 + rb : N; /* keys this block can see */
         /* Sᵀ (nk x rb, ld nk) = K (nk x D) · Q_blkᵀ (D x rb) */
         cublasStatus_t st = cublasGemmStridedBatchedEx(
-            g->blas, CUBLAS_OP_T, CUBLAS_OP_N, nk, rb, D, &one,
-            g->k, dt, D, qkv_stride,
-            (const char *)g->q + (size_t)r0 * D * es, dt, D, qkv_stride,
-            &zero, g->S, CUDA_R_32F, nk, (long long)head_stride, H,
-            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            g->blas, CUBLAS_OP_T, CUBLAS_OP_N, nk, rb, D, &one, g->k, dt, D, qkv_stride,
+            (const char *)g->q + (size_t)r0 * D * es, dt, D, qkv_stride, &zero, g->S, CUDA_R_32F, nk,
+            (long long)head_stride, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS) return blas_fail(g, st, "S = Q K^T");
         const dim3 grid((unsigned)rb, (unsigned)H);
         if (g->dt == AB_CUDA_FP16)
-            softmax_rows<__half><<<grid, SOFTMAX_THREADS, 0, g->stream>>>(g->S, (__half *)g->P, nk, head_stride, r0,
-                                                                          nk, causal, scale_log2);
+            softmax_rows<__half><<<grid, SOFTMAX_THREADS, 0, g->stream>>>(
+                g->S, (__half *)g->P, nk, head_stride, r0, nk, causal, scale_log2);
         else
             softmax_rows<__nv_bfloat16><<<grid, SOFTMAX_THREADS, 0, g->stream>>>(
                 g->S, (__nv_bfloat16 *)g->P, nk, head_stride, r0, nk, causal, scale_log2);
         AB_CU_LAUNCH(g, "softmax_rows");
         /* O_blkᵀ (D x rb, ld D) = Vᵀ (D x nk) · Pᵀ (nk x rb) */
-        st = cublasGemmStridedBatchedEx(
-            g->blas, CUBLAS_OP_N, CUBLAS_OP_N, D, rb, nk, &one,
-            g->v, dt, D, qkv_stride,
-            g->P, dt, nk, (long long)head_stride,
-            &zero, (char *)g->o + (size_t)r0 * D * es, dt, D, qkv_stride, H,
-            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        st = cublasGemmStridedBatchedEx(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, D, rb, nk, &one, g->v, dt, D,
+                                        qkv_stride, g->P, dt, nk, (long long)head_stride, &zero,
+                                        (char *)g->o + (size_t)r0 * D * es, dt, D, qkv_stride, H,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS) return blas_fail(g, st, "O = P V");
     }
     return AB_OK;

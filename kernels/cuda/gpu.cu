@@ -33,7 +33,8 @@ extern "C" int ab_cuda_device_info(int dev, ab_cuda_info *info, char *why, size_
     cudaDeviceProp p;
     cudaError_t e = cudaGetDeviceProperties(&p, dev);
     if (e != cudaSuccess) {
-        if (why && whylen) snprintf(why, whylen, "cudaGetDeviceProperties(%d): %s", dev, cudaGetErrorString(e));
+        if (why && whylen)
+            snprintf(why, whylen, "cudaGetDeviceProperties(%d): %s", dev, cudaGetErrorString(e));
         return AB_EUNSUPPORTED;
     }
     snprintf(info->name, sizeof info->name, "%.127s", p.name);
@@ -44,8 +45,10 @@ extern "C" int ab_cuda_device_info(int dev, ab_cuda_info *info, char *why, size_
     info->smem_per_block_optin = p.sharedMemPerBlockOptin;
     int v = 0;
     if (cudaDeviceGetAttribute(&v, cudaDevAttrClockRate, dev) == cudaSuccess) info->clock_mhz = v / 1000;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMemoryClockRate, dev) == cudaSuccess) info->mem_clock_mhz = v / 1000;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrGlobalMemoryBusWidth, dev) == cudaSuccess) info->mem_bus_bits = v;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMemoryClockRate, dev) == cudaSuccess)
+        info->mem_clock_mhz = v / 1000;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrGlobalMemoryBusWidth, dev) == cudaSuccess)
+        info->mem_bus_bits = v;
     cudaDriverGetVersion(&info->driver_version);
     cudaRuntimeGetVersion(&info->runtime_version);
     cublasHandle_t h;
@@ -103,12 +106,12 @@ extern "C" int ab_cuda_open(ab_cuda **out, const ab_shape *s, ab_cuda_dtype dt, 
     const size_t t = (size_t)s->heads * s->seq_len * s->head_dim;
     const size_t es = ab_cuda_esize(dt);
     int rc = AB_OK;
-#define OPEN_CU(call)                                                                              \
-    do {                                                                                           \
-        if (rc == AB_OK) {                                                                         \
-            cudaError_t e_ = (call);                                                               \
-            if (e_ != cudaSuccess) rc = ab_cuda_fail(g, e_, #call, __FILE__, __LINE__);            \
-        }                                                                                          \
+#define OPEN_CU(call)                                                                   \
+    do {                                                                                \
+        if (rc == AB_OK) {                                                              \
+            cudaError_t e_ = (call);                                                    \
+            if (e_ != cudaSuccess) rc = ab_cuda_fail(g, e_, #call, __FILE__, __LINE__); \
+        }                                                                               \
     } while (0)
     OPEN_CU(cudaSetDevice(0));
     OPEN_CU(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
@@ -181,8 +184,10 @@ static int convert_in(ab_cuda *g, const float *host, void *dev)
     const size_t t = (size_t)g->s.heads * g->s.seq_len * g->s.head_dim;
     AB_CU(g, cudaMemcpyAsync(g->stage, host, t * sizeof(float), cudaMemcpyHostToDevice, g->stream));
     const int grid = (int)((t + 255) / 256 < 65536 ? (t + 255) / 256 : 65536);
-    if (g->dt == AB_CUDA_FP16) f32_to_t<__half><<<grid, 256, 0, g->stream>>>(g->stage, (__half *)dev, t);
-    else f32_to_t<__nv_bfloat16><<<grid, 256, 0, g->stream>>>(g->stage, (__nv_bfloat16 *)dev, t);
+    if (g->dt == AB_CUDA_FP16)
+        f32_to_t<__half><<<grid, 256, 0, g->stream>>>(g->stage, (__half *)dev, t);
+    else
+        f32_to_t<__nv_bfloat16><<<grid, 256, 0, g->stream>>>(g->stage, (__nv_bfloat16 *)dev, t);
     AB_CU_LAUNCH(g, "f32_to_t");
     return AB_OK;
 }
@@ -190,7 +195,8 @@ static int convert_in(ab_cuda *g, const float *host, void *dev)
 extern "C" int ab_cuda_upload_qkv(ab_cuda *g, const float *q, const float *k, const float *v)
 {
     int rc;
-    if ((rc = convert_in(g, q, g->q)) || (rc = convert_in(g, k, g->k)) || (rc = convert_in(g, v, g->v))) return rc;
+    if ((rc = convert_in(g, q, g->q)) || (rc = convert_in(g, k, g->k)) || (rc = convert_in(g, v, g->v)))
+        return rc;
     AB_CU(g, cudaStreamSynchronize(g->stream));
     return AB_OK;
 }
@@ -199,8 +205,10 @@ extern "C" int ab_cuda_download_out(ab_cuda *g, float *out)
 {
     const size_t t = (size_t)g->s.heads * g->s.seq_len * g->s.head_dim;
     const int grid = (int)((t + 255) / 256 < 65536 ? (t + 255) / 256 : 65536);
-    if (g->dt == AB_CUDA_FP16) t_to_f32<__half><<<grid, 256, 0, g->stream>>>((const __half *)g->o, g->stage, t);
-    else t_to_f32<__nv_bfloat16><<<grid, 256, 0, g->stream>>>((const __nv_bfloat16 *)g->o, g->stage, t);
+    if (g->dt == AB_CUDA_FP16)
+        t_to_f32<__half><<<grid, 256, 0, g->stream>>>((const __half *)g->o, g->stage, t);
+    else
+        t_to_f32<__nv_bfloat16><<<grid, 256, 0, g->stream>>>((const __nv_bfloat16 *)g->o, g->stage, t);
     AB_CU_LAUNCH(g, "t_to_f32");
     AB_CU(g, cudaMemcpyAsync(out, g->stage, t * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
     AB_CU(g, cudaStreamSynchronize(g->stream));
@@ -216,7 +224,8 @@ extern "C" int ab_cuda_upload_layout(ab_cuda *g, const ab_layout *l)
         return AB_EINVAL;
     }
     if (l->kind == AB_LAYOUT_CUSTOM) {
-        snprintf(g->err, sizeof g->err, "CUSTOM layouts have no GPU kernel (the method runs itself on the CPU)");
+        snprintf(g->err, sizeof g->err,
+                 "CUSTOM layouts have no GPU kernel (the method runs itself on the CPU)");
         return AB_EUNSUPPORTED;
     }
     g->lay_kind = l->kind;
@@ -232,16 +241,22 @@ extern "C" int ab_cuda_upload_layout(ab_cuda *g, const ab_layout *l)
         if ((rc = ab_cuda_grow(g, (void **)&g->blk_ptr, &g->cap_blk_ptr, rows + 1, sizeof(int64_t))) ||
             (rc = ab_cuda_grow(g, (void **)&g->blk_idx, &g->cap_blk_idx, n, sizeof(int32_t))))
             return rc;
-        AB_CU(g, cudaMemcpyAsync(g->blk_ptr, l->blk_ptr, (rows + 1) * sizeof(int64_t), cudaMemcpyHostToDevice, g->stream));
-        if (n) AB_CU(g, cudaMemcpyAsync(g->blk_idx, l->blk_idx, n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+        AB_CU(g, cudaMemcpyAsync(g->blk_ptr, l->blk_ptr, (rows + 1) * sizeof(int64_t), cudaMemcpyHostToDevice,
+                                 g->stream));
+        if (n)
+            AB_CU(g, cudaMemcpyAsync(g->blk_idx, l->blk_idx, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                     g->stream));
     }
     if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED) {
         const size_t n = (size_t)l->tok_ptr[rows];
         if ((rc = ab_cuda_grow(g, (void **)&g->tok_ptr, &g->cap_tok_ptr, rows + 1, sizeof(int64_t))) ||
             (rc = ab_cuda_grow(g, (void **)&g->tok_idx, &g->cap_tok_idx, n, sizeof(int32_t))))
             return rc;
-        AB_CU(g, cudaMemcpyAsync(g->tok_ptr, l->tok_ptr, (rows + 1) * sizeof(int64_t), cudaMemcpyHostToDevice, g->stream));
-        if (n) AB_CU(g, cudaMemcpyAsync(g->tok_idx, l->tok_idx, n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+        AB_CU(g, cudaMemcpyAsync(g->tok_ptr, l->tok_ptr, (rows + 1) * sizeof(int64_t), cudaMemcpyHostToDevice,
+                                 g->stream));
+        if (n)
+            AB_CU(g, cudaMemcpyAsync(g->tok_idx, l->tok_idx, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                     g->stream));
     }
     AB_CU(g, cudaStreamSynchronize(g->stream));
     return AB_OK;

@@ -16,7 +16,8 @@
  * ab_cuda_download_layout() goes through the builder, which sorts). */
 #include "kernels/cuda/ab_cuda_impl.h"
 
-namespace {
+namespace
+{
 
 constexpr int SCAN_THREADS = 1024;
 
@@ -62,8 +63,8 @@ __device__ window_row window_of(int qb, int N, int bq, int bk, int nkb, int w, i
     return r;
 }
 
-__global__ void window_count(int64_t *ptr, int rows, int nqb, int N, int bq, int bk, int nkb, int w, int sinks,
-                             int causal)
+__global__ void window_count(int64_t *ptr, int rows, int nqb, int N, int bq, int bk, int nkb, int w,
+                             int sinks, int causal)
 {
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
@@ -72,8 +73,8 @@ __global__ void window_count(int64_t *ptr, int rows, int nqb, int N, int bq, int
     ptr[r + 1] = (x.hi - x.lo + 1) + min(x.sinks, x.lo) + max(0, x.sinks - x.hi - 1);
 }
 
-__global__ void window_fill(const int64_t *ptr, int32_t *idx, int rows, int nqb, int N, int bq, int bk, int nkb,
-                            int w, int sinks, int causal)
+__global__ void window_fill(const int64_t *ptr, int32_t *idx, int rows, int nqb, int N, int bq, int bk,
+                            int nkb, int w, int sinks, int causal)
 {
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
@@ -103,30 +104,34 @@ __device__ int oracle_keep(int qb, int N, int bq, int bk, int nkb, int causal, d
     return min(nc, min(kr, keep));
 }
 
-__global__ void oracle_count(int64_t *ptr, int rows, int nqb, int N, int bq, int bk, int nkb, int causal, double topk)
+__global__ void oracle_count(int64_t *ptr, int rows, int nqb, int N, int bq, int bk, int nkb, int causal,
+                             double topk)
 {
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r < rows) ptr[r + 1] = oracle_keep(r % nqb, N, bq, bk, nkb, causal, topk);
 }
 
 /* (mass, block) pairs compare by mass descending, then index ascending. */
-__device__ __forceinline__ bool before(float ma, int ia, float mb, int ib) { return ma > mb || (ma == mb && ia < ib); }
+__device__ __forceinline__ bool before(float ma, int ia, float mb, int ib)
+{
+    return ma > mb || (ma == mb && ia < ib);
+}
 
 /* One CTA per (query block, head). Shared: q (OR_ROWS, D), k (OR_KEYS, D+1),
  * s (OR_ROWS, OR_KEYS), row m/l (OR_ROWS), mass (npow2), order (npow2). */
 template <typename T, int D>
 __global__ void __launch_bounds__(OR_THREADS)
-oracle_blocks(const T *__restrict__ q, const T *__restrict__ k, const int64_t *ptr, int32_t *idx, int N, int bq,
-              int bk, int nqb, int causal, float scale_log2, int npow2)
+    oracle_blocks(const T *__restrict__ q, const T *__restrict__ k, const int64_t *ptr, int32_t *idx, int N,
+                  int bq, int bk, int nqb, int causal, float scale_log2, int npow2)
 {
     extern __shared__ __align__(16) unsigned char sm[];
-    float *qs = (float *)sm;                 /* (OR_ROWS, D) */
-    float *ks = qs + OR_ROWS * D;            /* (OR_KEYS, D + 1) */
-    float *ss = ks + OR_KEYS * (D + 1);      /* (OR_ROWS, OR_KEYS) */
-    float *rm = ss + OR_ROWS * OR_KEYS;      /* (OR_ROWS) running max, base 2 */
-    float *rl = rm + OR_ROWS;                /* (OR_ROWS) running sum */
-    float *mass = rl + OR_ROWS;              /* (npow2) */
-    int *order = (int *)(mass + npow2);      /* (npow2) */
+    float *qs = (float *)sm;            /* (OR_ROWS, D) */
+    float *ks = qs + OR_ROWS * D;       /* (OR_KEYS, D + 1) */
+    float *ss = ks + OR_KEYS * (D + 1); /* (OR_ROWS, OR_KEYS) */
+    float *rm = ss + OR_ROWS * OR_KEYS; /* (OR_ROWS) running max, base 2 */
+    float *rl = rm + OR_ROWS;           /* (OR_ROWS) running sum */
+    float *mass = rl + OR_ROWS;         /* (npow2) */
+    int *order = (int *)(mass + npow2); /* (npow2) */
     const int qb = blockIdx.x, h = blockIdx.y;
     const int r0 = qb * bq, rend = min(N, r0 + bq);
     const int kc = causal ? rend : N, nc = (kc + bk - 1) / bk;
@@ -217,8 +222,10 @@ oracle_blocks(const T *__restrict__ q, const T *__restrict__ k, const int64_t *p
                 const float mi = mass[i], mj = mass[j];
                 const int ii = order[i], ij = order[j];
                 if (before(mj, ij, mi, ii) == up) {
-                    mass[i] = mj; mass[j] = mi;
-                    order[i] = ij; order[j] = ii;
+                    mass[i] = mj;
+                    mass[j] = mi;
+                    order[i] = ij;
+                    order[j] = ii;
                 }
             }
             __syncthreads();
@@ -255,21 +262,24 @@ void set_block_layout(ab_cuda *g, int bq, int bk)
 
 template <typename T, int D> int launch_oracle(ab_cuda *g, int npow2, float scale_log2)
 {
-    const size_t bytes = sizeof(float) * ((size_t)OR_ROWS * D + (size_t)OR_KEYS * (D + 1) + OR_ROWS * OR_KEYS +
-                                          2 * OR_ROWS + npow2) + sizeof(int) * (size_t)npow2;
+    const size_t bytes = sizeof(float) * ((size_t)OR_ROWS * D + (size_t)OR_KEYS * (D + 1) +
+                                          OR_ROWS * OR_KEYS + 2 * OR_ROWS + npow2) +
+                         sizeof(int) * (size_t)npow2;
     int dev = 0, optin = 0;
     AB_CU(g, cudaGetDevice(&dev));
     AB_CU(g, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (bytes > (size_t)optin) {
-        snprintf(g->err, sizeof g->err, "oracle selector: %d key blocks need %zu bytes of shared memory (> %d)",
-                 g->n_kblocks, bytes, optin);
+        snprintf(g->err, sizeof g->err,
+                 "oracle selector: %d key blocks need %zu bytes of shared memory (> %d)", g->n_kblocks, bytes,
+                 optin);
         return AB_EUNSUPPORTED;
     }
-    AB_CU(g, cudaFuncSetAttribute(oracle_blocks<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    AB_CU(g,
+          cudaFuncSetAttribute(oracle_blocks<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     const dim3 grid((unsigned)g->n_qblocks, (unsigned)g->s.heads);
-    oracle_blocks<T, D><<<grid, OR_THREADS, bytes, g->stream>>>((const T *)g->q, (const T *)g->k, g->blk_ptr,
-                                                                 g->blk_idx, g->s.seq_len, g->block_q, g->block_k,
-                                                                 g->n_qblocks, g->s.causal != 0, scale_log2, npow2);
+    oracle_blocks<T, D><<<grid, OR_THREADS, bytes, g->stream>>>(
+        (const T *)g->q, (const T *)g->k, g->blk_ptr, g->blk_idx, g->s.seq_len, g->block_q, g->block_k,
+        g->n_qblocks, g->s.causal != 0, scale_log2, npow2);
     AB_CU_LAUNCH(g, "oracle_blocks");
     return AB_OK;
 }
@@ -311,8 +321,8 @@ extern "C" int ab_cuda_select_oracle_topk(ab_cuda *g, int block_q, int block_k, 
     int64_t total = 0;
     int rc = prepare_csr(g, rows);
     if (rc) return rc;
-    oracle_count<<<(rows + 255) / 256, 256, 0, g->stream>>>(g->blk_ptr, rows, g->n_qblocks, g->s.seq_len, block_q,
-                                                           block_k, g->n_kblocks, g->s.causal != 0, topk);
+    oracle_count<<<(rows + 255) / 256, 256, 0, g->stream>>>(
+        g->blk_ptr, rows, g->n_qblocks, g->s.seq_len, block_q, block_k, g->n_kblocks, g->s.causal != 0, topk);
     AB_CU_LAUNCH(g, "oracle_count");
     if ((rc = finish_csr(g, rows, &total))) return rc;
     const float sl2 = g->s.scale * 1.4426950408889634f;
