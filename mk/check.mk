@@ -1,6 +1,6 @@
 # check.mk — `attnbench check --quick` over the whole registry: every method
 # against the fp64 reference on its own layout, layout validity, exact
-# density (harness/cli/check.c). An extra step of `make test`, no prerequisites
+# density (harness/engine/check.c). An extra step of `make test`, no prerequisites
 # beyond the binary.
 .PHONY: test-check
 test-check: $(BIN)

@@ -1,5 +1,5 @@
 /* test_check.c — `attnbench check` catches broken methods: ab_check_method
- * (harness/cli/check.h) on deliberately broken ab_method fixtures defined here
+ * (harness/engine/check.h) on deliberately broken ab_method fixtures defined here
  * (not registered), including mask-blind ones that are right under causal
  * and full but ignore any other base mask, and on a correct one. Also the
  * default base-mask list and the CLI. */
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "harness/cli/check.h"
+#include "harness/engine/check.h"
 #include "runtime/kernels.h"
 #include "runtime/registry.h"
 
