@@ -152,8 +152,14 @@ static inline void bs_sort_desc(bs_cand *c, int n)
  * is the same. pq: (heads, n_qblocks, d) pooled queries; pk: (heads,
  * n_kblocks, d) pooled keys. Returns AB_OK, AB_ENOMEM or the builder's
  * error. */
+/* Blocks a pooled selector keeps whatever their score (bs_topk_pooled's
+ * force): key block 0 (when the row's mask lets it see any of it) and the
+ * diagonal block. */
+#define BS_FORCE_SINK 1u
+#define BS_FORCE_DIAG 2u
+
 static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float *pq, const float *pk,
-                                 double topk)
+                                 double topk, unsigned force)
 {
     const int H = l->heads, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
@@ -174,7 +180,7 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
         {
             float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
-            int32_t *idx = malloc((size_t)(keep > 0 ? keep : 1) * sizeof *idx); /* (keep) one row's blocks */
+            int32_t *idx = malloc((size_t)(keep + 2) * sizeof *idx); /* (keep + forced) one row's blocks */
             int ok = bt && cand && idx;
             if (!ok) {
 #pragma omp atomic write
@@ -197,8 +203,18 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
                 bs_sort_desc(cand, nc);
                 int kr = mc_dither(topk, qb);
                 kr = kr < keep ? kr : keep;
-                const int n = nc < kr ? nc : kr;
-                for (int t = 0; t < n; t++) idx[t] = cand[t].idx;
+                /* forced blocks first (they count towards the budget, and
+                 * are kept even beyond it), then the best of the rest */
+                const int diag = bs_diag_block(qb, bq, bk, l->seq_len);
+                int n = 0;
+                if ((force & BS_FORCE_SINK) && nc > 0 && b0 == 0) idx[n++] = 0;
+                if ((force & BS_FORCE_DIAG) && diag >= b0 && diag < b0 + nc && !(n == 1 && diag == 0))
+                    idx[n++] = diag;
+                const int nf = n;
+                for (int t = 0; t < nc && n < kr; t++) {
+                    const int b = cand[t].idx;
+                    if (!(nf > 0 && b == idx[0]) && !(nf > 1 && b == idx[1])) idx[n++] = b;
+                }
                 const int ra = ab_layout_add_blocks(l, r / nqb, qb, idx, n);
                 if (ra != AB_OK) {
                     ok = 0;
@@ -223,7 +239,7 @@ typedef void (*bs_pool_fn)(const float *x, int n, int d, int blk, float *out);
  * SeerAttention proxy): mean-pooled queries, keys pooled by pool_k, then
  * bs_topk_pooled. name prefixes the out-of-memory message. */
 static inline int bs_select_pooled(void *state, const char *name, const ab_problem *pb, ab_layout *l,
-                                   bs_pool_fn pool_k, double topk)
+                                   bs_pool_fn pool_k, double topk, unsigned force)
 {
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
@@ -236,7 +252,7 @@ static inline int bs_select_pooled(void *state, const char *name, const ab_probl
             bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
             pool_k(pb->k + (size_t)h * N * d, N, d, bk, pk + (size_t)h * nkb * d);
         }
-        rc = bs_topk_pooled(pb, l, pq, pk, topk);
+        rc = bs_topk_pooled(pb, l, pq, pk, topk, force);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "%s: out of memory", name);
     free(pq);

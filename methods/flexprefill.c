@@ -27,10 +27,13 @@
  * gamma >= 1 keeps everything. The result is a BLOCK layout (the authors'
  * execution is block-sparse too; no token lists are needed).
  *
- * Defaults as the authors': gamma 0.9, tau 0.1, min_budget 1024 tokens. Note
- * min_budget is meant for 128K contexts: at N <= 16K it alone keeps ~2 x
- * 1024 keys per row and puts a floor of tens of percent under density; set
- * min_budget lower to reach low densities at short N.
+ * Defaults: gamma 0.9 and tau 0.1 as the authors'; min_budget 1 token, i.e.
+ * one block, the default of the authors' library function (their paper's
+ * runs at 128K set 1024 tokens, which at N <= 16K alone keeps ~2 x 1024
+ * keys per row: a density floor of 0.7-0.9 at N = 2K, so no low target
+ * could be calibrated). For long contexts set it per config:
+ *   [method.flexprefill]
+ *   min_budget = 1024
  *
  * Density knob: gamma (rises with gamma). Memory: O(block_q N) per head for
  * the last-block probabilities and O(n_qblocks n_kblocks) per head for the
@@ -281,8 +284,9 @@ const ab_method ab_flexprefill = {
                       .help = "cumulative attention coverage (1 keeps all)" },
         [P_TAU] = { .name = "tau", .def = 0.1, .min = 0, .max = 1, .is_int = 0,
                     .help = "sqrt-JSD threshold below which a head is query-aware" },
-        [P_MINB] = { .name = "min_budget", .def = 1024, .min = 0, .max = 1 << 30, .is_int = 1,
-                     .help = "minimum vertical and slash tokens per head (authors' 1024, for 128K contexts)" },
+        [P_MINB] = { .name = "min_budget", .def = 1, .min = 0, .max = 1 << 30, .is_int = 1,
+                     .help = "minimum vertical and slash tokens per head, rounded up to blocks (1: one "
+                             "block, the library default; the paper's 128K runs: 1024)" },
         [P_COUNT] = { .name = NULL },
     },
     .density_knob = { .param = P_GAMMA, .increasing = 1, .log_scale = 0 },

@@ -42,7 +42,7 @@ static int mib_init(void *state, const ab_params *p, const ab_shape *s)
 static int mib_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const mib_state *st = state;
-    return bs_select_pooled(state, "minference_block", pb, l, bs_pool_mean, st->topk);
+    return bs_select_pooled(state, "minference_block", pb, l, bs_pool_mean, st->topk, 0);
 }
 
 const ab_method ab_minference_block = {

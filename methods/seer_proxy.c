@@ -11,9 +11,11 @@
  * block, i.e.
  *   score(qb, kb) = scale * mean_q(qb) . (avg_k(kb) + max_k(kb) + min_k(kb)),
  * softmax over the causally valid key blocks (monotone, so the ranking of the
- * logits), keep the top-k key blocks per query block (ties to the lower
- * index). No learned weights, no RoPE inside the gate: this is a proxy of
- * the trained gate, not SeerAttention's quality.
+ * logits). Key block 0 and the diagonal block are always kept, as the proxy
+ * definition (docs/spec/METHODS.md §3.4) requires; they count towards the
+ * per-query-block budget k, which the best-scoring other blocks fill (ties
+ * to the lower index). No learned weights, no RoPE inside the gate: this is
+ * a proxy of the trained gate, not SeerAttention's quality.
  *
  * Fractional budget dithered over query blocks (golden-ratio sequence, as in
  * oracle_topk_block.c), so the density knob topk moves smoothly.
@@ -64,7 +66,8 @@ static void pool_avg_max_min(const float *x, int n, int d, int blk, float *out)
 static int seer_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const seer_state *st = state;
-    return bs_select_pooled(state, "seer_proxy", pb, l, pool_avg_max_min, st->topk);
+    return bs_select_pooled(state, "seer_proxy", pb, l, pool_avg_max_min, st->topk,
+                            BS_FORCE_SINK | BS_FORCE_DIAG);
 }
 
 const ab_method ab_seer_proxy = {

@@ -3,7 +3,7 @@
 # missing ones when running as root with apt-get, else say what to install.
 # Usage: scripts/deps.sh [--check]   (exit 0 when everything is present)
 set -u
-PKGS="build-essential pkg-config libopenblas-dev libhdf5-dev hdf5-tools gnuplot-nox libcriterion-dev libinih-dev librandom123-dev libsleef-dev"
+PKGS="build-essential pkg-config libopenblas-dev libhdf5-dev hdf5-tools gnuplot-nox libcriterion-dev libinih-dev librandom123-dev libsleef-dev python3-numpy python3-h5py"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""rederive.py RESULTS.h5 — re-derive each dynamic selector's layout from the
+saved Q and K (`attnbench run --save-tensors`) with an independent NumPy
+implementation written from the method's definition (the paper, the official
+code and docs/spec/METHODS.md, cited per method below), and compare it with
+the layout the C method built.
+
+Per point: agreement = 1 - |C xor ref| / |C or ref| over all (head, query
+block, key block) cells; it must be >= 0.99 (near-ties of scores computed in
+float32 by the C code and float64 here may flip a block or two). Blocks the
+definition forces (key block 0, the diagonal) must be present in every row of
+the C layout, without exception. Only causal points are re-derived.
+
+Exit 0 all pass, 1 a point fails (listed), 2 usage / nothing to check.
+Needs Debian's python3-numpy and python3-h5py (scripts/deps.sh)."""
+import math
+import sys
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # a missing dependency is a failure, not a skip
+    print("rederive: %s (scripts/deps.sh installs python3-numpy and python3-h5py)" % e, file=sys.stderr)
+    sys.exit(1)
+
+MIN_AGREEMENT = 0.99
+
+
+def dither(k, row):
+    """The harness's fractional budget (methods/keep.h): row gets floor(k)
+    plus one when the golden-ratio sequence of its index is below frac(k)."""
+    u = math.fmod((row + 1) * 0.6180339887498949, 1.0)
+    return int(math.floor(k)) + (1 if u < k - math.floor(k) else 0)
+
+
+def diag_block(qb, bq, bk, n):
+    return (min((qb + 1) * bq, n) - 1) // bk
+
+
+def seer_proxy(q, k, knob, bq, bk):
+    """SeerAttention's gate (Gao et al. 2024, arXiv 2410.13276; AttnGate in
+    microsoft/SeerAttention) with identity weights, the training-free proxy of
+    docs/spec/METHODS.md §3.4: pooled query = mean of Q over the query block;
+    pooled key = max, min and mean of K over the key block, one weight each
+    (identity gate: q̄ · (k̄max + k̄min + k̄mean)); row-softmax over the
+    causal key blocks (monotone: the ranking of the logits); always keep
+    key block 0 and the diagonal block, then the best-scoring others up to
+    k blocks per query block (k fractional: dithered). Returns per head a
+    list over query blocks of kept key-block sets."""
+    H, N, d = q.shape
+    nqb, nkb = (N + bq - 1) // bq, (N + bk - 1) // bk
+    out = []
+    for h in range(H):
+        qbar = np.stack([q[h, i * bq:min(N, (i + 1) * bq)].astype(np.float64).mean(0) for i in range(nqb)])
+        kf = []
+        for j in range(nkb):
+            blk = k[h, j * bk:min(N, (j + 1) * bk)].astype(np.float64)
+            kf.append(blk.max(0) + blk.min(0) + blk.mean(0))
+        logits = qbar @ np.stack(kf).T / math.sqrt(d)
+        rows = []
+        for i in range(nqb):
+            dg = diag_block(i, bq, bk, N)
+            budget = min(dither(knob, i), min(math.ceil(knob), nkb))
+            kept = {0, dg}
+            order = sorted(range(dg + 1), key=lambda j: (-logits[i, j], j))
+            for j in order:
+                if len(kept) >= budget:
+                    break
+                kept.add(j)
+            rows.append(kept)
+        out.append(rows)
+    return out
+
+
+# method -> (re-derivation, forced blocks per row: f(qb, bq, bk, N) -> set)
+METHODS = {
+    "seer_proxy": (seer_proxy, lambda qb, bq, bk, n: {0, diag_block(qb, bq, bk, n)}),
+}
+
+
+def c_layout(g, heads, nqb):
+    ptr, idx = g["blk_ptr"][()], g["blk_idx"][()] if "blk_idx" in g else np.zeros(0, np.int32)
+    return [[set(idx[ptr[h * nqb + i]:ptr[h * nqb + i + 1]].tolist()) for i in range(nqb)] for h in range(heads)]
+
+
+def check_point(f, p):
+    key = p["key"].decode()
+    g = f["tensors"][key]
+    prob = f["tensors"][g.attrs["problem"].decode()]
+    q, k = prob["q"][()], prob["k"][()]
+    H, N, _ = q.shape
+    bq, bk = int(g.attrs["block_q"]), int(g.attrs["block_k"])
+    nqb = (N + bq - 1) // bq
+    derive, forced = METHODS[p["method"].decode()]
+    ref = derive(q, k, float(p["knob_value"]), bq, bk)
+    got = c_layout(g, H, nqb)
+    inter = union = missing = 0
+    for h in range(H):
+        for i in range(nqb):
+            a, b = got[h][i], ref[h][i]
+            inter += len(a & b)
+            union += len(a | b)
+            missing += len(forced(i, bq, bk, N) - a)
+    agree = inter / union if union else 1.0
+    return agree, missing
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    bad = checked = 0
+    with h5py.File(sys.argv[1], "r") as f:
+        for p in f["points"][()]:
+            m = p["method"].decode()
+            if m not in METHODS or p["status"] != b"ok" or p["mask"] not in (b"causal", b""):
+                continue
+            agree, missing = check_point(f, p)
+            checked += 1
+            ok = agree >= MIN_AGREEMENT and missing == 0
+            bad += not ok
+            print("%-4s %-14s %-8s N=%-5d seed=%d target=%.2f knob=%.4g: agreement %.4f, forced blocks missing %d"
+                  % ("ok" if ok else "FAIL", m, p["task"].decode(), p["seq_len"], p["seed"],
+                     p["target_density"], p["knob_value"], agree, missing))
+    if not checked:
+        print("rederive: no point to check in %s" % sys.argv[1], file=sys.stderr)
+        return 2
+    print("rederive: %d points, %d failed" % (checked, bad))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
