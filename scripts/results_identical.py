@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """results_identical.py A.h5 B.h5 — are two results files the same point for
 point, apart from the fields a clock or the machine's load decides?
 
