@@ -37,7 +37,7 @@ def diag_block(qb, bq, bk, n):
     return (min((qb + 1) * bq, n) - 1) // bk
 
 
-def seer_proxy(q, k, knob, bq, bk):
+def seer_proxy(q, k, point, bq, bk):
     """SeerAttention's gate (Gao et al. 2024, arXiv 2410.13276; AttnGate in
     microsoft/SeerAttention) with identity weights, the training-free proxy of
     docs/spec/METHODS.md §3.4: pooled query = mean of Q over the query block;
@@ -48,6 +48,7 @@ def seer_proxy(q, k, knob, bq, bk):
     k blocks per query block (k fractional: dithered). Returns per head a
     list over query blocks of kept key-block sets."""
     H, N, d = q.shape
+    knob = float(point["knob_value"])
     nqb, nkb = (N + bq - 1) // bq, (N + bk - 1) // bk
     out = []
     for h in range(H):
@@ -72,9 +73,96 @@ def seer_proxy(q, k, knob, bq, bk):
     return out
 
 
+def params_of(point):
+    """The point's method params, "name=value,..." (as recorded)."""
+    out = {}
+    for kv in point["params"].decode().split(","):
+        if "=" in kv:
+            name, value = kv.split("=", 1)
+            out[name.strip()] = float(value)
+    return out
+
+
+def xattention(q, k, point, bq, bk):
+    """XAttention (Xu et al. 2025, arXiv 2503.16428; mit-han-lab/x-attention,
+    xattn/src/Xattention.py). xattn_estimate: with stride S the keys are
+    reshaped by concatenating k[t::S] for t = 0..S-1 and the queries, in the
+    "inverse" select mode, by concatenating q[S-1-t::S]; reduced logits are
+    their product / sqrt(d) / S, causal on the reduced grid (rk <= rq),
+    softmaxed per reduced row and summed over the (block/S) x (block/S)
+    cells of each block. find_blocks_chunked (prefill, causal): key block 0
+    and the diagonal block are forced and their mass counts first; the other
+    blocks, in descending score, are kept while the cumulative mass before
+    them is below tau times the row total."""
+    H, N, d = q.shape
+    prm = params_of(point)
+    tau = float(point["knob_value"])
+    S = int(prm.get("stride", 8))
+    keep_first = int(prm.get("keep_first", 1)) != 0
+    assert N % bq == 0 and N % bk == 0 and bq % S == 0 and bk % S == 0, "re-derived on whole blocks only"
+    nqb, nkb, R = N // bq, N // bk, N // S
+    out = []
+    for h in range(H):
+        qh, kh = q[h].astype(np.float64), k[h].astype(np.float64)
+        rk = np.concatenate([kh[t::S] for t in range(S)], axis=1)          # (R, S d)
+        rq = np.concatenate([qh[S - 1 - t::S] for t in range(S)], axis=1)  # (R, S d)
+        a = rq @ rk.T / math.sqrt(d) / S
+        a[np.triu(np.ones((R, R), bool), 1)] = -np.inf
+        a = np.exp(a - a.max(1, keepdims=True))
+        a /= a.sum(1, keepdims=True)
+        blocks = a.reshape(nqb, bq // S, nkb, bk // S).sum(axis=(1, 3))  # (nqb, nkb)
+        rows = []
+        for i in range(nqb):
+            dg = diag_block(i, bq, bk, N)
+            total = blocks[i].sum()
+            if tau >= 1.0:
+                rows.append(set(range(dg + 1)))
+                continue
+            forced = {dg} | ({0} if keep_first else set())
+            cum = sum(blocks[i, j] for j in forced)
+            kept = set(forced)
+            for j in sorted(set(range(dg + 1)) - forced, key=lambda j: (-blocks[i, j], j)):
+                if cum >= tau * total:
+                    break
+                kept.add(j)
+                cum += blocks[i, j]
+            rows.append(kept)
+        out.append(rows)
+    return out
+
+
+def minference_block(q, k, point, bq, bk):
+    """MInference's block-sparse pattern (Jiang et al. 2024, arXiv 2407.02490;
+    microsoft/MInference, minference/ops/block_sparse_flash_attention.py,
+    _build_block_index): Q and K mean-pooled over 64-blocks, pooled logits
+    q̄ · k̄ with key blocks starting after the query block's start masked
+    out, torch.topk of each row (no block forced), top_k clipped to the
+    number of key blocks. Masked (future) blocks that topk returns for early
+    rows keep nothing, so only the causal ones are compared. k fractional:
+    dithered (the harness's density knob)."""
+    H, N, d = q.shape
+    knob = float(point["knob_value"])
+    nqb, nkb = (N + bq - 1) // bq, (N + bk - 1) // bk
+    out = []
+    for h in range(H):
+        qbar = np.stack([q[h, i * bq:min(N, (i + 1) * bq)].astype(np.float64).mean(0) for i in range(nqb)])
+        kbar = np.stack([k[h, j * bk:min(N, (j + 1) * bk)].astype(np.float64).mean(0) for j in range(nkb)])
+        logits = qbar @ kbar.T
+        rows = []
+        for i in range(nqb):
+            dg = diag_block(i, bq, bk, N)
+            top = min(dither(knob, i), min(math.ceil(knob), nkb))
+            order = sorted(range(dg + 1), key=lambda j: (-logits[i, j], j))
+            rows.append(set(order[:top]))
+        out.append(rows)
+    return out
+
+
 # method -> (re-derivation, forced blocks per row: f(qb, bq, bk, N) -> set)
 METHODS = {
     "seer_proxy": (seer_proxy, lambda qb, bq, bk, n: {0, diag_block(qb, bq, bk, n)}),
+    "minference_block": (minference_block, lambda qb, bq, bk, n: set()),
+    "xattention": (xattention, lambda qb, bq, bk, n: {0, diag_block(qb, bq, bk, n)}),
 }
 
 
@@ -92,7 +180,7 @@ def check_point(f, p):
     bq, bk = int(g.attrs["block_q"]), int(g.attrs["block_k"])
     nqb = (N + bq - 1) // bq
     derive, forced = METHODS[p["method"].decode()]
-    ref = derive(q, k, float(p["knob_value"]), bq, bk)
+    ref = derive(q, k, p, bq, bk)
     got = c_layout(g, H, nqb)
     inter = union = missing = 0
     for h in range(H):
@@ -119,7 +207,7 @@ def main():
             checked += 1
             ok = agree >= MIN_AGREEMENT and missing == 0
             bad += not ok
-            print("%-4s %-14s %-8s N=%-5d seed=%d target=%.2f knob=%.4g: agreement %.4f, forced blocks missing %d"
+            print("%-4s %-16s %-8s N=%-5d seed=%d target=%.2f knob=%.4g: agreement %.4f, forced blocks missing %d"
                   % ("ok" if ok else "FAIL", m, p["task"].decode(), p["seq_len"], p["seed"],
                      p["target_density"], p["knob_value"], agree, missing))
     if not checked:
