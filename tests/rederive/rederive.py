@@ -33,6 +33,11 @@ def dither(k, row):
     return int(math.floor(k)) + (1 if u < k - math.floor(k) else 0)
 
 
+def pool(x, blk, f=lambda b: b.mean(0)):
+    """f over each block of blk rows of x (n, d), in float64: (n_blocks, d)."""
+    return np.stack([f(x[j:j + blk].astype(np.float64)) for j in range(0, x.shape[0], blk)])
+
+
 def diag_block(qb, bq, bk, n):
     return (min((qb + 1) * bq, n) - 1) // bk
 
@@ -52,12 +57,8 @@ def seer_proxy(q, k, point, bq, bk):
     nqb, nkb = (N + bq - 1) // bq, (N + bk - 1) // bk
     out = []
     for h in range(H):
-        qbar = np.stack([q[h, i * bq:min(N, (i + 1) * bq)].astype(np.float64).mean(0) for i in range(nqb)])
-        kf = []
-        for j in range(nkb):
-            blk = k[h, j * bk:min(N, (j + 1) * bk)].astype(np.float64)
-            kf.append(blk.max(0) + blk.min(0) + blk.mean(0))
-        logits = qbar @ np.stack(kf).T / math.sqrt(d)
+        kf = pool(k[h], bk, lambda b: b.max(0) + b.min(0) + b.mean(0))
+        logits = pool(q[h], bq) @ kf.T / math.sqrt(d)
         rows = []
         for i in range(nqb):
             dg = diag_block(i, bq, bk, N)
@@ -145,9 +146,7 @@ def minference_block(q, k, point, bq, bk):
     nqb, nkb = (N + bq - 1) // bq, (N + bk - 1) // bk
     out = []
     for h in range(H):
-        qbar = np.stack([q[h, i * bq:min(N, (i + 1) * bq)].astype(np.float64).mean(0) for i in range(nqb)])
-        kbar = np.stack([k[h, j * bk:min(N, (j + 1) * bk)].astype(np.float64).mean(0) for j in range(nkb)])
-        logits = qbar @ kbar.T
+        logits = pool(q[h], bq) @ pool(k[h], bk).T
         rows = []
         for i in range(nqb):
             dg = diag_block(i, bq, bk, N)
