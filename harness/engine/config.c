@@ -103,12 +103,17 @@ static int has_empty_element(const char *s)
     }
 }
 
-/* Split a comma list into numbers. "why" gets the reason on failure. */
-static int parse_num_list(const char *val, double *out, int cap, int *n, char *why, size_t wl)
+/* The items of a comma list, trimmed, each handed to take(ctx, item, i, ...),
+ * which stores it or says why not; *n counts the items taken. Refused: a
+ * value of 2048 characters or more (the message toolong), an empty item, an
+ * empty list. "why" gets the reason on failure. */
+typedef int (*item_fn)(void *ctx, const char *item, int i, char *why, size_t wl);
+static int each_item(const char *val, const char *toolong, item_fn take, void *ctx, int *n, char *why,
+                     size_t wl)
 {
     char buf[2048];
     if (strlen(val) >= sizeof buf) {
-        snprintf(why, wl, "value too long");
+        snprintf(why, wl, "%s", toolong);
         return -1;
     }
     if (has_empty_element(val)) {
@@ -118,30 +123,46 @@ static int parse_num_list(const char *val, double *out, int cap, int *n, char *w
     strcpy(buf, val);
     *n = 0;
     char *save = NULL;
-    int empty = 1;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *t = trim(tok);
-        empty = 0;
         if (!*t) {
             snprintf(why, wl, "empty list element");
             return -1;
         }
-        if (*n >= cap) {
-            snprintf(why, wl, "more than %d values", cap);
-            return -1;
-        }
-        double v;
-        if (parse_double(t, &v)) {
-            snprintf(why, wl, "'%s' is not a finite number", t);
-            return -1;
-        }
-        out[(*n)++] = v;
+        if (take(ctx, t, *n, why, wl)) return -1;
+        (*n)++;
     }
-    if (empty || *n == 0) {
+    if (*n == 0) {
         snprintf(why, wl, "empty list");
         return -1;
     }
     return 0;
+}
+
+typedef struct num_out {
+    double *v;
+    int cap;
+} num_out;
+
+static int take_num(void *ctx, const char *t, int i, char *why, size_t wl)
+{
+    num_out *o = ctx;
+    if (i >= o->cap) {
+        snprintf(why, wl, "more than %d values", o->cap);
+        return -1;
+    }
+    if (parse_double(t, &o->v[i])) {
+        snprintf(why, wl, "'%s' is not a finite number", t);
+        return -1;
+    }
+    return 0;
+}
+
+/* Split a comma list into numbers. "why" gets the reason on failure. */
+static int parse_num_list(const char *val, double *out, int cap, int *n, char *why, size_t wl)
+{
+    num_out o = { out, cap };
+    return each_item(val, "value too long", take_num, &o, n, why, wl);
 }
 
 static int parse_int_list(const char *val, int *out, int cap, int *n, long lo, long hi, char *why, size_t wl)
@@ -162,45 +183,59 @@ static int parse_int_list(const char *val, int *out, int cap, int *n, long lo, l
     return 0;
 }
 
+typedef struct name_out {
+    char (*v)[AB_CFG_NAME];
+    int cap;
+} name_out;
+
+static int take_name(void *ctx, const char *t, int i, char *why, size_t wl)
+{
+    name_out *o = ctx;
+    if (strlen(t) >= AB_CFG_NAME) {
+        snprintf(why, wl, "name '%s' too long", t);
+        return -1;
+    }
+    if (i >= o->cap) {
+        snprintf(why, wl, "more than %d names", o->cap);
+        return -1;
+    }
+    for (int k = 0; k < i; k++)
+        if (!strcmp(o->v[k], t)) {
+            snprintf(why, wl, "'%s' listed twice", t);
+            return -1;
+        }
+    strcpy(o->v[i], t);
+    return 0;
+}
+
 int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, char *err, size_t errlen)
 {
-    char buf[2048];
-    if (strlen(s) >= sizeof buf) {
-        snprintf(err, errlen, "list too long");
+    name_out o = { out, cap };
+    return each_item(s, "list too long", take_name, &o, n, err, errlen);
+}
+
+static int take_mask(void *ctx, const char *t, int i, char *why, size_t wl)
+{
+    char(*out)[AB_MASK_SPEC] = ctx;
+    if (strlen(t) >= AB_MASK_SPEC) {
+        snprintf(why, wl, "mask spec '%.40s...' longer than %d characters", t, AB_MASK_SPEC - 1);
         return -1;
     }
-    if (has_empty_element(s)) {
-        snprintf(err, errlen, "empty list element");
+    if (i >= AB_MAX_MASKS) {
+        snprintf(why, wl, "more than %d masks", AB_MAX_MASKS);
         return -1;
     }
-    strcpy(buf, s);
-    *n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *t = trim(tok);
-        if (!*t) {
-            snprintf(err, errlen, "empty list element");
+    for (int k = 0; k < i; k++)
+        if (!strcmp(out[k], t)) {
+            snprintf(why, wl, "'%s' listed twice", t);
             return -1;
         }
-        if (strlen(t) >= AB_CFG_NAME) {
-            snprintf(err, errlen, "name '%s' too long", t);
-            return -1;
-        }
-        if (*n >= cap) {
-            snprintf(err, errlen, "more than %d names", cap);
-            return -1;
-        }
-        for (int i = 0; i < *n; i++)
-            if (!strcmp(out[i], t)) {
-                snprintf(err, errlen, "'%s' listed twice", t);
-                return -1;
-            }
-        strcpy(out[(*n)++], t);
-    }
-    if (*n == 0) {
-        snprintf(err, errlen, "empty list");
+    char e[300];
+    if (ab_mask_check_spec(t, e, sizeof e)) {
+        snprintf(why, wl, "'%s': %s (see: attnbench list masks)", t, e);
         return -1;
     }
+    strcpy(out[i], t);
     return 0;
 }
 
@@ -209,49 +244,7 @@ int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, 
  * lengths of the sweep are checked once all keys are read (check_masks). */
 static int parse_mask_list(const char *val, char out[][AB_MASK_SPEC], int *n, char *why, size_t wl)
 {
-    char buf[2048];
-    if (strlen(val) >= sizeof buf) {
-        snprintf(why, wl, "value too long");
-        return -1;
-    }
-    if (has_empty_element(val)) {
-        snprintf(why, wl, "empty list element");
-        return -1;
-    }
-    strcpy(buf, val);
-    *n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *t = trim(tok);
-        if (!*t) {
-            snprintf(why, wl, "empty list element");
-            return -1;
-        }
-        if (strlen(t) >= AB_MASK_SPEC) {
-            snprintf(why, wl, "mask spec '%.40s...' longer than %d characters", t, AB_MASK_SPEC - 1);
-            return -1;
-        }
-        if (*n >= AB_MAX_MASKS) {
-            snprintf(why, wl, "more than %d masks", AB_MAX_MASKS);
-            return -1;
-        }
-        for (int i = 0; i < *n; i++)
-            if (!strcmp(out[i], t)) {
-                snprintf(why, wl, "'%s' listed twice", t);
-                return -1;
-            }
-        char e[300];
-        if (ab_mask_check_spec(t, e, sizeof e)) {
-            snprintf(why, wl, "'%s': %s (see: attnbench list masks)", t, e);
-            return -1;
-        }
-        strcpy(out[(*n)++], t);
-    }
-    if (*n == 0) {
-        snprintf(why, wl, "empty list");
-        return -1;
-    }
-    return 0;
+    return each_item(val, "value too long", take_mask, out, n, why, wl);
 }
 
 /* ---- the handler ------------------------------------------------------- */
