@@ -20,9 +20,11 @@
 extern "C" {
 #endif
 
-#define AB_ABI_VERSION 3  /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks */
-#define AB_MAX_PARAMS  8  /* per method */
-#define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
+#define AB_ABI_VERSION \
+    4                    /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks;
+                          * 4: a method declares its native block (ab_method.block_q/_k) */
+#define AB_MAX_PARAMS 8  /* per method */
+#define AB_MAX_VALUES 24 /* capacity of ab_params (tasks have more knobs) */
 
 /* ---- error codes: every entry point returns AB_OK or one of these ------ */
 enum {
@@ -226,12 +228,17 @@ int64_t ab_mask_row_count(const ab_mask *m, int i, int k0, int k1);
 
 /* ---- the method -------------------------------------------------------- */
 typedef struct ab_method {
-    int abi;                        /* AB_ABI_VERSION; a mismatch stops the program */
-    const char *name;               /* unique, [a-z0-9_]+ */
-    const char *summary;            /* one line for `attnbench list` */
-    const char *reference;          /* paper / arXiv id */
-    unsigned devices;               /* AB_CPU | AB_GPU */
-    unsigned phases;                /* AB_PREFILL | AB_DECODE */
+    int abi;               /* AB_ABI_VERSION; a mismatch stops the program */
+    const char *name;      /* unique, [a-z0-9_]+ */
+    const char *summary;   /* one line for `attnbench list` */
+    const char *reference; /* paper / arXiv id */
+    unsigned devices;      /* AB_CPU | AB_GPU */
+    unsigned phases;       /* AB_PREFILL | AB_DECODE */
+    /* Native block geometry: the block size the method's authors define it
+     * on (XAttention, FlexPrefill: 128). The harness presets the layout with
+     * it unless the config overrides it ([method.NAME] or [sweep] block_q /
+     * block_k); 0 = the harness default (64); block_k 0 = block_q. */
+    int block_q, block_k;
     ab_param params[AB_MAX_PARAMS]; /* terminated by a NULL name */
     ab_knob density_knob;
     size_t state_size; /* bytes the harness allocates (zeroed) */

@@ -279,6 +279,7 @@ const ab_method ab_flexprefill = {
     .reference = "Lai et al. 2025, FlexPrefill, arXiv 2502.20766 (bytedance/FlexPrefill)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
+    .block_q = 128, /* the official block_size (flex_prefill_attention) */
     .params = {
         [P_GAMMA] = { .name = "gamma", .def = 0.9, .min = 0, .max = 1, .is_int = 0,
                       .help = "cumulative attention coverage (1 keeps all)" },

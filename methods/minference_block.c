@@ -52,6 +52,7 @@ const ab_method ab_minference_block = {
     .reference = "Jiang et al. 2024, MInference 1.0, arXiv 2407.02490 (microsoft/MInference)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
+    .block_q = 64, /* the official block (_build_block_index) */
     .params = {
         { .name = "topk", .def = 100, .min = 1, .max = 1 << 16, .is_int = 0,
           .help = "mean key blocks kept per query block (official 100; fractional budgets dithered)" },

@@ -228,6 +228,7 @@ const ab_method ab_pbs = {
     .reference = "Wang et al. 2025, PBS-Attn (Permuted Block-Sparse), arXiv 2510.21270 (xinghaow99/pbs-attn)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
+    .block_q = 128, /* the official block_size (pbs_attn; the paper's configs) */
     .params = {
         [P_TAU] = { .name = "tau", .def = 0.9, .min = 0, .max = 1, .is_int = 0,
                     .help = "cumulative softmax mass of permuted blocks to keep (official threshold; 1 keeps all)" },

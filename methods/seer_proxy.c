@@ -77,6 +77,7 @@ const ab_method ab_seer_proxy = {
     .reference = "Gao et al. 2024, SeerAttention, arXiv 2410.13276 (microsoft/SeerAttention); training-free proxy",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
+    .block_q = 64, /* SeerAttention's gate block size */
     .params = {
         { .name = "topk", .def = 16, .min = 1, .max = 1 << 16, .is_int = 0,
           .help = "mean key blocks kept per query block (fractional budgets dithered)" },

@@ -235,6 +235,7 @@ const ab_method ab_xattention = {
     .reference = "Xu et al. 2025, XAttention, arXiv 2503.16428 (mit-han-lab/x-attention)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
+    .block_q = 128, /* the official block_size (xattn_estimate, find_blocks_chunked) */
     .params = {
         [P_TAU] = { .name = "threshold", .def = 0.9, .min = 0, .max = 1, .is_int = 0,
                     .help = "cumulative block mass to keep per query block (tau; 1 keeps all)" },

@@ -129,6 +129,8 @@ static const struct bad_cfg bad_cfgs[] = {
     { "[nosection]\nx = 1\n", "unknown section" },
     { "[method.window]\nwindoww = 3\n", "key 'windoww'" },
     { "[method.nosuch]\nx = 3\n", "unknown method 'nosuch'" },
+    { "[method.xattention]\nblock_q = 0\n", "c.ini:2: [method.xattention] key 'block_q'" },
+    { "[method.window]\nblock_k = 64, 128\n", "key 'block_k'" },
     { "[sweep]\nseq_lens = 16777216\nheads = 64\nhead_dims = 512\n", "GiB" },
     { "this is not ini\n", "c.ini:1:" },
     { "[timing]\nmin_repeats = 10\nmax_repeats = 2\n", "min_repeats" },
@@ -212,6 +214,51 @@ static ab_point *read_points(const char *path, size_t *n)
     ab_env_free(&env);
     qsort(p, *n, sizeof *p, cmp_key);
     return p;
+}
+
+/* Blocks: each method's native block unless the config overrides it, per
+ * method over sweep-wide; every point records the blocks it used. */
+static void blocks_of(const char *cfg, const char *method, int *bq, int *bk)
+{
+    char path[300], out[300];
+    snprintf(path, sizeof path, "%s/b.ini", g_dir);
+    write_file(path, cfg);
+    char *err = NULL;
+    int rc = run_ab("run -c b.ini -o b.h5 -q", &err);
+    cr_assert_eq(rc, 0, "sweep failed (%d): %s", rc, err ? err : "");
+    free(err);
+    snprintf(out, sizeof out, "%s/b.h5", g_dir);
+    size_t n;
+    ab_point *p = read_points(out, &n);
+    *bq = *bk = -1;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(p[i].method, method) && !strcmp(p[i].status, "ok")) {
+            *bq = p[i].block_q;
+            *bk = p[i].block_k;
+        }
+    free(p);
+}
+
+Test(cli, blocks_native_unless_overridden)
+{
+    static const char *base =
+        "[sweep]\ntasks = needle\nmethods = dense, xattention, window\nseq_lens = 1024\n"
+        "heads = 1\nhead_dims = 32\ndensities = 0.5\nthreads = 1\n%s"
+        "[timing]\nrounds = 1\ntimed_depths = 0.123\n%s";
+    char cfg[1024];
+    int bq, bk;
+    snprintf(cfg, sizeof cfg, base, "", "");
+    blocks_of(cfg, "xattention", &bq, &bk);
+    cr_expect(bq == 128 && bk == 128, "xattention native: %d x %d", bq, bk);
+    blocks_of(cfg, "window", &bq, &bk);
+    cr_expect(bq == 64 && bk == 64, "window (no native): %d x %d", bq, bk);
+    blocks_of(cfg, "dense", &bq, &bk);
+    cr_expect(bq == 0 && bk == 0, "dense has no blocks: %d x %d", bq, bk);
+    snprintf(cfg, sizeof cfg, base, "block_q = 32\nblock_k = 32\n", "[method.xattention]\nblock_q = 64\n");
+    blocks_of(cfg, "xattention", &bq, &bk);
+    cr_expect(bq == 64 && bk == 32, "per method over sweep-wide: %d x %d", bq, bk);
+    blocks_of(cfg, "window", &bq, &bk);
+    cr_expect(bq == 32 && bk == 32, "sweep-wide: %d x %d", bq, bk);
 }
 
 Test(cli, small_sweep_records_every_point)

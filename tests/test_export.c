@@ -46,6 +46,8 @@ typedef struct fixture {
     char out[128]; /* export/plot directory */
 } fixture;
 
+static int fx_topk_block; /* 0: topk on 64 x 64 like the rest */
+
 static void fx_point(ab_point *p, int *serial, const char *method, const char *task, int n, int seed,
                      double target, const char *status)
 {
@@ -58,6 +60,9 @@ static void fx_point(ab_point *p, int *serial, const char *method, const char *t
     snprintf(p->task, sizeof p->task, "%s", task);
     snprintf(p->kernel, sizeof p->kernel, "block");
     snprintf(p->layout, sizeof p->layout, "block");
+    /* blocks: 64 x 64, or fx_topk_block for topk (the legend test) */
+    p->block_q = strcmp(method, "topk") == 0 && fx_topk_block ? fx_topk_block : 64;
+    p->block_k = p->block_q;
     p->seq_len = n;
     p->heads = 4;
     p->head_dim = 64;
@@ -309,7 +314,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 58, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 60, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -356,6 +361,8 @@ Test(export, points_tsv_equals_file)
         expect_num(f[55], p->point_s, "point_s");
         expect_num(f[56], p->fma_gflops, "fma_gflops");
         expect_num(f[57], p->shared_pct, "shared_pct");
+        expect_num(f[58], p->block_q, "block_q");
+        expect_num(f[59], p->block_k, "block_k");
         rows++;
     }
     cr_assert_eq(rows, n);
@@ -710,7 +717,7 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[64];
-        cr_assert_eq(split_tabs(line, fl, 64), 58);
+        cr_assert_eq(split_tabs(line, fl, 64), 60);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
@@ -1415,8 +1422,8 @@ Test(export, untimed_points_never_timed)
     free(t);
     /* points.tsv keeps every point and its flags */
     t = data_of(&fx, "points.tsv");
-    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\n"),
-              "header ends with the timing flags, cost, clock, shared-core drops");
+    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\tblock_q\tblock_k\n"),
+              "header ends with the timing flags, cost, clock, shared-core drops, blocks");
     cr_assert(strstr(t, "\tuntimed\t") && strstr(t, "\tinterference\t"), "%s", t);
     free(t);
     t = data_of(&fx, "meta.txt");
@@ -1589,5 +1596,28 @@ Test(plot, timing_figures)
     cr_assert(strstr(html, "4.00&times; <span class=ci>[3.33, 5.00]</span>"), "paired speedup in the table");
     cr_assert(strstr(html, "2.00&times;<sup>&dagger;</sup>"), "fallback speedup marked");
     free(html);
+    fx_clean(&fx);
+}
+
+/* Methods on different blocks: every blocked series' legend names its
+ * block; on one block (every other test) the names stay plain. */
+Test(export, legend_names_blocks_when_they_differ)
+{
+    fixture fx;
+    fx_topk_block = 128;
+    fx_make(&fx, 1);
+    fx_topk_block = 0;
+    export_to(&fx, fx.out);
+    char *t = data_of(&fx, "speedup_vs_density.tsv");
+    cr_assert(strstr(t, "# method topk(b128)\n"), "%s", t);
+    cr_assert(strstr(t, "# method window(b64)\n"), "%s", t);
+    cr_assert(!strstr(t, "# method window\n"));
+    free(t);
+    fx_clean(&fx);
+    fx_make(&fx, 1);
+    export_to(&fx, fx.out);
+    t = data_of(&fx, "speedup_vs_density.tsv");
+    cr_assert(strstr(t, "# method topk\n") && strstr(t, "# method window\n"), "%s", t);
+    free(t);
     fx_clean(&fx);
 }

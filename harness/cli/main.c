@@ -63,7 +63,13 @@ int ab_cmd_list(int argc, char **argv)
             printf("  %-20s %s\n  %-20s   knob: %s; devices: %s%s; ref: %s\n", m->name,
                    m->summary ? m->summary : "", "", knob, m->devices & AB_CPU ? "cpu" : "",
                    m->devices & AB_GPU ? " gpu" : "", m->reference ? m->reference : "-");
-            if (verbose) print_params(m->params, AB_MAX_PARAMS);
+            if (verbose) {
+                if (m->block_q > 0)
+                    printf(
+                        "  %-20s   native block: %d x %d (used unless the config sets block_q / block_k)\n",
+                        "", m->block_q, m->block_k > 0 ? m->block_k : m->block_q);
+                print_params(m->params, AB_MAX_PARAMS);
+            }
         }
     }
     if (tasks) {

@@ -39,8 +39,8 @@ void ab_config_defaults(ab_config *c)
     c->densities[1] = 0.2;
     c->densities[2] = 0.4;
     c->devices = AB_CPU;
-    c->block_q = 64;
-    c->block_k = 64;
+    c->block_q = 0; /* 0: each method's native block (ab_config_blocks) */
+    c->block_k = 0;
     c->threads = 0;
     c->warmup = 1;
     c->min_repeats = 3;
@@ -629,14 +629,28 @@ static int sec_plugin(parse_ctx *p, const char *section, const char *name, const
         int rc = task_string(p, pname, name, value, why, wl);
         if (rc) return rc < 0 ? -1 : 0;
     }
+    if (idx < 0 && is_m && (!strcmp(name, "block_q") || !strcmp(name, "block_k"))) {
+        /* the harness's block geometry for this method (ab_config_blocks) */
+        if (c->n_mo >= AB_CFG_OVERRIDES) FAIL("too many overrides");
+        ab_override *o = &c->mo[c->n_mo];
+        memset(o, 0, sizeof *o);
+        snprintf(o->plugin, sizeof o->plugin, "%s", pname);
+        snprintf(o->param, sizeof o->param, "%s", name);
+        o->line = p->line;
+        int v;
+        if (parse_int_list(value, &v, 1, &o->n, 1, 4096, why, wl)) return -1;
+        o->v[0] = v;
+        c->n_mo++;
+        return 0;
+    }
     if (idx < 0) {
         char names[256] = "";
         for (int i = 0; i < np; i++) {
             strncat(names, " ", sizeof names - strlen(names) - 1);
             strncat(names, list[i].name, sizeof names - strlen(names) - 1);
         }
-        FAIL("unknown parameter of %s '%s' (its parameters:%s)", is_m ? "method" : "task", pname,
-             np ? names : " none");
+        FAIL("unknown parameter of %s '%s' (its parameters:%s%s)", is_m ? "method" : "task", pname,
+             np ? names : " none", is_m ? "; and the harness's block_q block_k" : "");
     }
     if ((is_m ? c->n_mo : c->n_to) >= AB_CFG_OVERRIDES) FAIL("too many overrides");
     ab_override *o = is_m ? &c->mo[c->n_mo] : &c->to[c->n_to];
@@ -1021,4 +1035,24 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
                 }
     }
     return 0;
+}
+
+/* The block geometry a method runs on: [method.NAME] block_q / block_k, else
+ * [sweep] block_q / block_k, else the method's native block, else 64. A
+ * method whose own parameter is named block_q (its row grouping) sets its
+ * blocks itself; the override then is that parameter. */
+void ab_config_blocks(const ab_config *c, const ab_method *m, int *bq, int *bk)
+{
+    int q = m->block_q > 0 ? m->block_q : AB_DEFAULT_BLOCK;
+    int k = m->block_k > 0 ? m->block_k : m->block_q > 0 ? m->block_q : AB_DEFAULT_BLOCK;
+    if (c->block_q > 0) q = c->block_q;
+    if (c->block_k > 0) k = c->block_k;
+    for (int i = 0; i < c->n_mo; i++) {
+        const ab_override *o = &c->mo[i];
+        if (o->is_str || o->n < 1 || strcmp(o->plugin, m->name)) continue;
+        if (!strcmp(o->param, "block_q")) q = (int)o->v[0];
+        if (!strcmp(o->param, "block_k")) k = (int)o->v[0];
+    }
+    *bq = q;
+    *bk = k;
 }

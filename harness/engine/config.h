@@ -12,6 +12,7 @@
 #define AB_CFG_NAME      32
 #define AB_CFG_OVERRIDES 64
 #define AB_MAX_MASKS     16 /* base masks in one sweep ([sweep] masks) */
+#define AB_DEFAULT_BLOCK 64 /* block of a method that declares none */
 
 typedef struct ab_override {
     char plugin[AB_CFG_NAME]; /* method or task name */
@@ -105,10 +106,10 @@ typedef struct ab_config {
     double depths[AB_CFG_LIST];
     int n_dens;
     double densities[AB_CFG_LIST];
-    int native;       /* densities = native */
-    unsigned devices; /* AB_CPU | AB_GPU */
-    int block_q, block_k;
-    int threads; /* 0 = all online cores */
+    int native;           /* densities = native */
+    unsigned devices;     /* AB_CPU | AB_GPU */
+    int block_q, block_k; /* 0: each method's native block (ab_config_blocks) */
+    int threads;          /* 0 = all online cores */
     int lens_line;
     int n_blocks;
     ab_sweep_block blocks[AB_MAX_BLOCKS];
@@ -153,6 +154,9 @@ int ab_parse_name_list(const char *s, char out[][AB_CFG_NAME], int cap, int *n, 
 /* Validate cross-field constraints that need the registry and memory
  * (called after CLI overrides). */
 int ab_config_check(const ab_config *c, char *err, size_t errlen);
+/* The block geometry method m runs on under this config: [method.NAME]
+ * block_q / block_k, else [sweep]'s, else the method's native, else 64. */
+void ab_config_blocks(const ab_config *c, const ab_method *m, int *bq, int *bk);
 /* Bytes one point of this shape needs at most (Q, K, V, outputs, layout). */
 double ab_point_bytes(int heads, int n, int d);
 #endif

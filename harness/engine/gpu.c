@@ -317,9 +317,9 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     const double t_start = ab_now_ms();
     for (int it = 0;; it++) {
         ab_layout_free(&l);
-        ab_layout_init(&l, s, c->block_q, c->block_k);
+        ab_layout_init(&l, s, x->block_q, x->block_k);
         double sm, cm, rm;
-        rc = ab_gpu_select_run(g, &in, pb, c->block_q, c->block_k, &l, &sm, &cm, &rm, err, sizeof err);
+        rc = ab_gpu_select_run(g, &in, pb, x->block_q, x->block_k, &l, &sm, &cm, &rm, err, sizeof err);
         if (rc == AB_OK && it == 0 && path != AB_GPU_SEL_DEVICE) {
             char verr[200];
             if (ab_layout_validate(&l, verr, sizeof verr)) {
@@ -344,7 +344,7 @@ void ab_gpu_measure(const ab_gpu_point_in *x, ab_point *p)
     }
     if (path == AB_GPU_SEL_DEVICE) { /* the layout the device built, for density and scoring */
         ab_layout_free(&l);
-        ab_layout_init(&l, s, c->block_q, c->block_k);
+        ab_layout_init(&l, s, x->block_q, x->block_k);
         if ((rc = ab_gpu_layout_from_device(g, &l, err, sizeof err))) {
             ab_point_set_status(p, ab_status_of_code(rc), "%s", err);
             goto done;

@@ -51,6 +51,7 @@ typedef struct ab_gpu_point_in {
     const ab_problem *pb; /* host fp32 Q, K, V */
     const ab_refset *ref; /* fp64 reference on the scored rows */
     const ab_answer *ans; /* the task's answer (n == 0: none) */
+    int block_q, block_k; /* the layout's preset blocks (the job's) */
 } ab_gpu_point_in;
 
 /* Measure one GPU point into p (ids already filled): upload, warm-up and

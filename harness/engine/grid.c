@@ -60,8 +60,8 @@ static void key_string(const base_pt *b, const job *j, const ab_config *c, int t
         snprintf(mk, sizeof mk, "c%d|m%s", b->causal, b->mask);
     snprintf(buf, bl, "v1|%s|%s|N%d|H%d|d%d|%s|s%lld|z%.6g|%s|%s|%s|t%.6g|b%dx%d|T%d", b->task->name, tp, n,
              b->heads, b->d, mk, (long long)b->seed, n < 0 ? -1.0 : b->depth, j->m->name,
-             isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu", j->target, c->block_q,
-             c->block_k, threads);
+             isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu", j->target, j->block_q,
+             j->block_k, threads);
 }
 
 static void job_key(const base_pt *b, job *j, const ab_config *c, int threads)
@@ -93,6 +93,7 @@ static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, uns
             const ab_method *m = ms[mi];
             job base_job = { .base = b, .m = m, .device = dv };
             ab_method_params(c, m, &base_job.params);
+            ab_config_blocks(c, m, &base_job.block_q, &base_job.block_k);
             int kp = m->density_knob.param;
             if (kp < 0) {
                 base_job.target = 1.0;

@@ -28,7 +28,8 @@ typedef struct job {
     const ab_method *m;
     ab_params params;
     unsigned device;
-    double target; /* NaN: native (knob fixed) */
+    double target;        /* NaN: native (knob fixed) */
+    int block_q, block_k; /* the layout's preset blocks (ab_config_blocks) */
     char key[24];
     uint64_t fam;  /* hash of the key without N and depth: the calibration family */
     int family;    /* the family's number, in order of first appearance (job_chain) */

@@ -73,7 +73,7 @@ static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, do
     ab_instance in;
     int rc = ab_instance_create(&in, m, &prm, &pb->s);
     ab_layout l;
-    ab_layout_init(&l, &pb->s, x->c->block_q, x->c->block_k);
+    ab_layout_init(&l, &pb->s, x->j->block_q, x->j->block_k);
     if (rc == AB_OK) rc = ab_instance_select(&in, pb, &l);
     if (rc == AB_OK) rc = ab_layout_finalize(&l);
     if (rc == AB_OK) *density = ab_layout_density(&l);
@@ -299,11 +299,11 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
 
 /* One call: a fresh layout, select() (+ finalize) and run(); their times in
  * ms added to *sel and *run. */
-int ab_one_call(ab_instance *in, const ab_problem *pb, const ab_config *c, ab_layout *l, float *out,
+int ab_one_call(ab_instance *in, const ab_problem *pb, int block_q, int block_k, ab_layout *l, float *out,
                 double *sel, double *run)
 {
     ab_layout_free(l);
-    ab_layout_init(l, &pb->s, c->block_q, c->block_k);
+    ab_layout_init(l, &pb->s, block_q, block_k);
     double t0 = ab_now_ms();
     int rc = ab_instance_select(in, pb, l);
     if (rc == AB_OK) rc = ab_layout_finalize(l);
@@ -361,11 +361,11 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     double tm = 0, td = 0;
     for (int w = 0; w < (c->warmup > 1 ? c->warmup : 1) && rc == AB_OK; w++) {
         double s0 = 0, r0 = 0;
-        rc = ab_one_call(in, pb, c, l, out, &s0, &r0);
+        rc = ab_one_call(in, pb, x->j->block_q, x->j->block_k, l, out, &s0, &r0);
         tm = s0 + r0;
         if (rc == AB_OK && paired) {
             double s1 = 0, r1 = 0;
-            rc = ab_one_call(&dn, pb, c, &dl, dout, &s1, &r1);
+            rc = ab_one_call(&dn, pb, x->j->block_q, x->j->block_k, &dl, dout, &s1, &r1);
             td = s1 + r1;
         }
     }
@@ -391,10 +391,11 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
         const int dense_first =
             paired && (n + x->round) % 2 == 0; /* rounds alternate too: 1-pair rounds stay balanced */
         for (int k = 0; dense_first && k < kd && rc == AB_OK; k++)
-            rc = ab_one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
-        for (int k = 0; k < km && rc == AB_OK; k++) rc = ab_one_call(in, pb, c, l, out, &sel, &run);
+            rc = ab_one_call(&dn, pb, x->j->block_q, x->j->block_k, &dl, dout, &dsel, &drun);
+        for (int k = 0; k < km && rc == AB_OK; k++)
+            rc = ab_one_call(in, pb, x->j->block_q, x->j->block_k, l, out, &sel, &run);
         for (int k = 0; paired && !dense_first && k < kd && rc == AB_OK; k++)
-            rc = ab_one_call(&dn, pb, c, &dl, dout, &dsel, &drun);
+            rc = ab_one_call(&dn, pb, x->j->block_q, x->j->block_k, &dl, dout, &dsel, &drun);
         if (rc) break;
         if (guard) {
             team = ab_fma_probe_team(x->threads, 0.5);
@@ -480,7 +481,7 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     p->knob_value = knob;
     ab_params_format(m->params, AB_MAX_PARAMS, &prm, p->params, sizeof p->params);
     if (j->device == AB_GPU) { /* harness/engine/gpu.c: upload, select, run, time with CUDA events, score */
-        ab_gpu_point_in gi = { c, m, &prm, &pb, &a->ref, &a->ans };
+        ab_gpu_point_in gi = { c, m, &prm, &pb, &a->ref, &a->ans, x->j->block_q, x->j->block_k };
         ab_gpu_measure(&gi, p);
         snprintf(p->timing, sizeof p->timing, "unpaired");
         p->rounds = 1;
@@ -510,7 +511,7 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     }
     /* round 0: one call, checked and scored (every call computes the same) */
     ab_layout_free(&l);
-    ab_layout_init(&l, &s, c->block_q, c->block_k);
+    ab_layout_init(&l, &s, x->j->block_q, x->j->block_k);
     rc = ab_instance_select(&in, &pb, &l);
     if (rc == AB_OK) rc = ab_layout_finalize(&l);
     if (rc == AB_OK) {

@@ -42,7 +42,7 @@ void ab_point_latency(ab_point *p, const double *sel, const double *run, const d
 
 /* One call: a fresh layout, select() (+ finalize) and run(); their times in
  * ms added to *sel and *run. */
-int ab_one_call(ab_instance *in, const ab_problem *pb, const ab_config *c, ab_layout *l, float *out,
+int ab_one_call(ab_instance *in, const ab_problem *pb, int block_q, int block_k, ab_layout *l, float *out,
                 double *sel, double *run);
 /* Bind this process's OpenMP threads, one per allowed CPU (docs/timing.md). */
 void ab_bind_threads(int threads);

@@ -259,6 +259,10 @@ int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
 {
     p->achieved_density = ab_layout_density(l);
     snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l->kind));
+    /* the blocks the layout was built on (dense and custom have none) */
+    const int blocky = l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED;
+    p->block_q = blocky ? l->block_q : 0;
+    p->block_k = blocky ? l->block_k : 0;
     ab_scores sc;
     ab_score(r, pb, l, out, &sc);
     p->recall_mass = sc.recall_mass;

@@ -515,13 +515,15 @@ static void probe_entry(void *arg, int fd)
             if (!m || !(m->devices & AB_CPU)) continue;
             ab_params prm;
             ab_method_params(pa->c, m, &prm);
+            int bq, bk;
+            ab_config_blocks(pa->c, m, &bq, &bk);
             ab_instance in;
             ab_layout l;
             memset(&l, 0, sizeof l);
             if (ab_instance_create(&in, m, &prm, &s) == AB_OK) {
                 double s0 = 0, r0 = 0, s1 = 0, r1 = 0;
-                if (ab_one_call(&in, &pb, pa->c, &l, out, &s0, &r0) == AB_OK &&
-                    ab_one_call(&in, &pb, pa->c, &l, out, &s1, &r1) == AB_OK) {
+                if (ab_one_call(&in, &pb, bq, bk, &l, out, &s0, &r0) == AB_OK &&
+                    ab_one_call(&in, &pb, bq, bk, &l, out, &s1, &r1) == AB_OK) {
                     r->sel_ms = s1;
                     r->run_ms = r1;
                     r->density = ab_layout_density(&l);

@@ -61,7 +61,8 @@ typedef struct series {
     char name[48];
     char method[32];
     char device[8];
-    int method_idx; /* 1-based position in methods.txt */
+    int method_idx;       /* 1-based position in methods.txt */
+    int block_q, block_k; /* of the series' first ok point with blocks (0: none) */
 } series;
 
 /* An ok point with what the figures group it by (series: index into
@@ -229,6 +230,39 @@ void ab_export_header(const char *path, const char *tag, char *out, size_t len)
 
 /* ---- methods, series, ok rows ------------------------------------------- */
 
+/* When the series ran on different block sizes (methods at their native
+ * blocks, docs/methods.md), each blocked series' legend names its block:
+ * "xattention(b128)", "pbs(b128x64)"; one block for all: names unchanged. */
+static void block_labels(xctx *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!ab_status_is_ok(p->status) || p->block_q <= 0) continue;
+        for (size_t k = 0; k < c->n_ser; k++)
+            if (!c->ser[k].block_q && strncmp(c->ser[k].method, p->method, 32) == 0 &&
+                (!c->multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) {
+                c->ser[k].block_q = p->block_q;
+                c->ser[k].block_k = p->block_k;
+            }
+    }
+    int differ = 0;
+    for (size_t k = 1; k < c->n_ser; k++)
+        for (size_t j = 0; j < k && !differ; j++)
+            if (c->ser[k].block_q && c->ser[j].block_q &&
+                (c->ser[k].block_q != c->ser[j].block_q || c->ser[k].block_k != c->ser[j].block_k))
+                differ = 1;
+    if (!differ) return;
+    for (size_t k = 0; k < c->n_ser; k++) {
+        series *s = &c->ser[k];
+        size_t l = strlen(s->name);
+        if (!s->block_q) continue;
+        if (s->block_q == s->block_k)
+            snprintf(s->name + l, sizeof s->name - l, "(b%d)", s->block_q);
+        else
+            snprintf(s->name + l, sizeof s->name - l, "(b%dx%d)", s->block_q, s->block_k);
+    }
+}
+
 static int build_ctx(xctx *c)
 {
     /* distinct methods and devices */
@@ -303,6 +337,7 @@ static int build_ctx(xctx *c)
                 if (strcmp(c->methods[m], s->method) == 0) s->method_idx = (int)m + 1;
         }
     }
+    block_labels(c);
     /* sort series; remember the permutation through the names */
     for (size_t a = 1; a < c->n_ser; a++) {
         series t = c->ser[a];
@@ -376,7 +411,8 @@ static const char *const POINT_COLS =
     "n_samples\tdense_gflops\trecall_mass\trecall_topk\trel_l2_err\tmax_abs_err\t"
     "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage\t"
     "rounds\tcalls\ttotal_lo_ms\ttotal_hi_ms\tdense_pair_ms\trel_dense\trel_lo\trel_hi\t"
-    "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct";
+    "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\tshared_"
+    "pct\tblock_q\tblock_k";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -436,7 +472,7 @@ static void write_points(FILE *f, const xctx *c)
         put_num(f, p->fma_gflops);
         fputs(sep, f);
         put_num(f, p->shared_pct);
-        fputc('\n', f);
+        fprintf(f, "\t%d\t%d\n", (int)p->block_q, (int)p->block_k);
     }
 }
 

@@ -22,8 +22,10 @@ typedef struct ab_point {
     char device[8];   /* "cpu" | "gpu" */
     char dtype[8];    /* "fp32" | "fp16" | "bf16" */
     char task[32];
-    char kernel[16];                                   /* kernel that executed the layout */
-    char layout[8];                                    /* dense | block | token | mixed | custom */
+    char kernel[16];          /* kernel that executed the layout */
+    char layout[8];           /* dense | block | token | mixed | custom */
+    int32_t block_q, block_k; /* the layout's blocks (token: rows per key list); 0: dense,
+                               * custom, unscored, or a file written before them */
     int32_t seq_len, heads, head_dim, causal, threads; /* causal: the mask's def->causal */
     char mask[AB_MASK_SPEC]; /* base mask spec as written: "causal", "full", "document:8" */
     double mask_density;     /* pairs the base mask allows / N^2 (ab_mask_fraction) */
