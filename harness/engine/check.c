@@ -527,9 +527,12 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
         return AB_CHECK_FAIL;
     }
     static const int lens_q[] = { 1, 77, 256 }, lens_f[] = { 1, 100, 257, 512 };
-    static const int dims[] = { 16, 64 }, blocks[] = { 64, 32 };
+    static const int dims[] = { 16, 64 };
+    /* 64 (the default), 32 (full check), and the method's native block */
+    int blocks[3] = { 64, 32, 0 }, nblocks = quick ? 1 : 2;
+    if (m->block_q > 0 && m->block_q != 64 && m->block_q != 32) blocks[nblocks++] = m->block_q;
     const int *lens = quick ? lens_q : lens_f;
-    const int nlens = quick ? 3 : 4, nblocks = quick ? 1 : 2, heads = quick ? 2 : 3;
+    const int nlens = quick ? 3 : 4, heads = quick ? 2 : 3;
     double knobs[3] = { NAN, NAN, NAN };
     int nknobs = 1;
     if (m->density_knob.param >= 0) {

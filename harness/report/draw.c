@@ -439,6 +439,7 @@ int ab_draw(const ab_draw_opts *d)
         ab_errorf("mask: unknown method '%s' (attnbench list methods)", d->method);
         return 2;
     }
+    if (m && m->block_q > 0) o.block = m->block_q; /* the method's native block */
     ab_params base;
     if (m && method_params(m, d->params, d->nparams, &base) != 0) return 2;
 
