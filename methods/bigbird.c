@@ -1,17 +1,24 @@
 /* bigbird.c — `bigbird`: the block-sparse pattern of BigBird (Zaheer et al.
  * 2020, "Big Bird: Transformers for Longer Sequences", arXiv 2007.14062;
  * google-research/bigbird, "ITC" variant). Per head and query block:
- *   - window: w key blocks (default 3) around the query block: centred
- *     (qb - 1 .. qb + 1) without a causal mask, ending at the diagonal block
- *     with one;
+ *   - window: w key blocks (default 3) centred on the query block
+ *     (qb - 1 .. qb + 1, bigbird/core/attention.py); with a causal mask the
+ *     blocks after the diagonal are dropped (docs/spec/METHODS.md 2.4: the
+ *     official code is an encoder pattern; its decoder uses full attention),
+ *     so w = 3 keeps qb - 1 and qb;
  *   - global: g blocks (default 2, BigBird's first and last block): every
  *     query block keeps the first ceil(g/2) and the last floor(g/2) key
  *     blocks, and those query blocks keep every key block ("global tokens
  *     attend everywhere"); with a causal mask the last block is only seen by
  *     the last query block;
  *   - random: r key blocks (default 3) drawn without replacement among the
- *     blocks not already kept (causal: at or before the diagonal), seeded per
- *     head and query block from pb->seed.
+ *     blocks not already kept (causal: at or before the diagonal), as
+ *     bigbird_block_rand_mask draws from the blocks outside the window and
+ *     the globals. The draw is seeded per head and query block: the
+ *     candidates in ascending order are shuffled by a partial Fisher-Yates
+ *     whose t-th swap partner is t + x_t mod (n_cand - t), x_t the t-th
+ *     ab_splitmix64 output from the state seed ^ (0xB16B1D << 40) ^
+ *     h * 0x9E3779B97F4A7C15 ^ qb * 0xC2B2AE3D27D4EB4F (mod 2^64).
  * Executed by the shared block-sparse kernel.
  *
  * Density knob: r, fractional. Each (head, query block) draws one random
@@ -73,14 +80,8 @@ static int bigbird_select(void *state, const ab_problem *pb, ab_layout *l)
         const int kmax = l->causal ? klast : nkb - 1;      /* last candidate */
         /* global query blocks: the first gfirst and the last glast */
         const int gq = qb < gfirst || qb >= nqb - glast;
-        int lo, hi;
-        if (l->causal) {
-            lo = imax(0, kfirst - st->window + 1);
-            hi = klast;
-        } else {
-            lo = imax(0, kfirst - (st->window - 1) / 2);
-            hi = imin(nkb - 1, klast + st->window / 2);
-        }
+        const int lo = imax(0, kfirst - (st->window - 1) / 2);
+        const int hi = l->causal ? klast : imin(nkb - 1, klast + st->window / 2); /* causal: J > I dropped */
         const int nr = mc_dither(st->random, qb);
         for (int h = 0; rc == AB_OK && h < l->heads; h++) {
             if (gq) {
@@ -125,7 +126,7 @@ const ab_method ab_bigbird = {
         [P_RANDOM] = { .name = "random", .def = 3, .min = 0, .max = 1 << 20, .is_int = 0,
                        .help = "r: random key blocks per query block (fractional: dithered over query blocks)" },
         [P_WINDOW] = { .name = "window", .def = 3, .min = 1, .max = 1 << 20, .is_int = 1,
-                       .help = "w: local key blocks (centred; causal: ending at the diagonal)" },
+                       .help = "w: local key blocks, centred (causal: those after the diagonal dropped)" },
         [P_GLOBAL] = { .name = "global", .def = 2, .min = 0, .max = 1 << 20, .is_int = 1,
                        .help = "g: global blocks, first ceil(g/2) and last floor(g/2)" },
         [P_COUNT] = { .name = NULL },

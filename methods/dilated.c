@@ -3,7 +3,8 @@
  * arXiv 2004.05150; allenai/longformer). Head h has dilation
  * δ_h = 1 + (h mod max_dilation): row i keeps the w keys i - kδ_h,
  * k = 0 .. w-1 (causal), or w keys centred on i (i + kδ_h, |k| <= w/2,
- * non-causal), so heads with δ = 1 attend the local context and the others
+ * non-causal; w counts the keys: Longformer's one-sided window w' keeps
+ * k = 0 .. w' in its autoregressive mode, i.e. w = w' + 1), so heads with δ = 1 attend the local context and the others
  * reach δ times further with the same budget ("different dilation
  * configurations per head improves performance", §3.1). Optional global
  * tokens (Longformer's task-specific global attention): the first G keys

@@ -7,7 +7,11 @@
  * see are candidates (causal: up to the diagonal; document: the blocks of
  * the block's own documents), so no budget goes to blocks the mask empties.
  * No practical selector can beat it at equal block count, the yardstick for
- * MInference / XAttention-style block selectors.
+ * MInference / XAttention-style block selectors. No block is forced, not
+ * even the diagonal that docs/spec/METHODS.md 3.13 lists as kept: a forced
+ * block would make it no longer the optimum at its block count (on the
+ * needle and passkey tasks the diagonal is outside the top-k for about one
+ * query block in six at densities 0.2-0.6).
  *
  * The budget may be fractional: k = 2.4 keeps 2 blocks in 60% of the query
  * blocks and 3 in 40%, spread evenly over the rows by a fixed golden-ratio

@@ -3,9 +3,13 @@
  * Attention Heads", arXiv 2407.17678; the DKernel library,
  * linxihui/dkernel, also the block-sparse attention of Phi-3-small).
  * Head h keeps, per query block,
- *   - the vertical stripes: key blocks kb with (kb + h*step + 1) mod s == 0,
- *     step = max(1, s / H) — each head reads a different shard of the
- *     context and, when H >= s, the union over heads covers all of it;
+ *   - the vertical stripes: key blocks kb with (kb + h*step + o) mod s == 0,
+ *     step = max(1, floor(s / H)), o = head_sliding_offset (DKernel's
+ *     get_sparse_attn_mask in dkernel/utils.py, absolute positions, the
+ *     causal default; o = 0 by default there, so head 0 keeps block 0;
+ *     Phi-3-small's copy of the kernel uses o = 1) — each head reads a
+ *     different shard of the context and, when H >= s, the union over heads
+ *     covers all of it;
  *   - a shared local window of `local_blocks` key blocks ending at the
  *     diagonal block (non-causal: local_blocks - 1 on each side).
  * Executed by the shared block-sparse kernel. DKernel's defaults are
@@ -15,9 +19,10 @@
  * 16K). Set s2attn.local_blocks in a config to reproduce them.
  *
  * Density knob: the vertical stride s, real-valued: block kb is a stripe of
- * head h when (kb + off_h, kb + off_h + 1] holds a multiple of s, which for an
- * integer s is DKernel's rule and for a real s keeps an evenly spread 1/s of
- * the blocks; density falls as s grows (s = 1: dense).
+ * head h when (x - 1, x] holds a multiple of s, x = kb + h*step + o, which
+ * for an integer s is DKernel's rule (x mod s == 0) and for a real s keeps
+ * an evenly spread 1/s of the blocks; density falls as s grows (s = 1:
+ * dense).
  */
 #include "attnbench.h"
 
@@ -26,9 +31,10 @@
 typedef struct s2_state {
     double stride;    /* s (>= 1) */
     int local_blocks; /* shared local window in key blocks (>= 1) */
+    int offset;       /* o: DKernel's head_sliding_offset */
 } s2_state;
 
-enum { P_STRIDE = 0, P_LOCAL, P_COUNT };
+enum { P_STRIDE = 0, P_LOCAL, P_OFFSET, P_COUNT };
 
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
@@ -41,19 +47,24 @@ static int s2_init(void *state, const ab_params *p, const ab_shape *s)
         return AB_EINVAL;
     }
     if (!(p->v[P_STRIDE] >= 1 && p->v[P_STRIDE] <= (1 << 20)) ||
-        !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 20))) {
-        ab_set_error(state, "s2attn: vert_stride in [1, 2^20] and local_blocks in [1, 2^20] required");
+        !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 20)) ||
+        !(p->v[P_OFFSET] >= 0 && p->v[P_OFFSET] <= (1 << 20))) {
+        ab_set_error(state, "s2attn: vert_stride in [1, 2^20], local_blocks in [1, 2^20] and "
+                            "head_sliding_offset in [0, 2^20] required");
         return AB_EINVAL;
     }
     st->stride = p->v[P_STRIDE];
     st->local_blocks = (int)p->v[P_LOCAL];
+    st->offset = (int)p->v[P_OFFSET];
     return AB_OK;
 }
 
-/* 1 if key block kb is one of head h's stripes. */
+/* 1 if key block kb is a stripe of the head whose shift is off
+ * (h * step + o): (x - 1, x] holds a multiple of s, x = kb + off. */
 static int is_stripe(double s, double off, int kb)
 {
-    return floor((kb + off + 1) / s) > floor((kb + off) / s);
+    const double x = kb + off;
+    return floor(x / s) > floor((x - 1) / s);
 }
 
 static int s2_select(void *state, const ab_problem *pb, ab_layout *l)
@@ -68,7 +79,7 @@ static int s2_select(void *state, const ab_problem *pb, ab_layout *l)
         const int hi = l->causal ? klast : imin(nkb - 1, klast + st->local_blocks - 1);
         const int kmax = l->causal ? klast : nkb - 1;
         for (int h = 0; h < l->heads; h++) {
-            const double off = h * step;
+            const double off = h * step + st->offset;
             if ((rc = ab_layout_add_block_range(l, h, qb, lo, hi + 1))) return rc;
             for (int kb = 0; kb <= kmax; kb++)
                 if ((kb < lo || kb > hi) && is_stripe(s, off, kb) && (rc = ab_layout_add_block(l, h, qb, kb)))
@@ -81,7 +92,7 @@ static int s2_select(void *state, const ab_problem *pb, ab_layout *l)
 const ab_method ab_s2attn = {
     .abi = AB_ABI_VERSION,
     .name = "s2attn",
-    .summary = "S2-Attention, untrained pattern (the paper trains with it): head h keeps key blocks = -h*step-1 mod s (heads shard the context) + shared local blocks",
+    .summary = "S2-Attention, untrained pattern (the paper trains with it): head h keeps key blocks = -(h*step+o) mod s (heads shard the context; DKernel) + shared local blocks",
     .reference = "S2-Attention (Lin et al. 2024, arXiv 2407.17678); DKernel",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
@@ -90,6 +101,8 @@ const ab_method ab_s2attn = {
                        .help = "s: each head keeps 1/s of the key blocks (real-valued; 1 = dense)" },
         [P_LOCAL] = { .name = "local_blocks", .def = 1, .min = 1, .max = 1 << 20, .is_int = 1,
                       .help = "shared local window in key blocks, incl. the diagonal (DKernel 4, Phi-3-small 16)" },
+        [P_OFFSET] = { .name = "head_sliding_offset", .def = 0, .min = 0, .max = 1 << 20, .is_int = 1,
+                       .help = "o: head h keeps blocks kb with (kb + h*step + o) mod s == 0 (DKernel 0, Phi-3-small 1)" },
         [P_COUNT] = { .name = NULL },
     },
     .density_knob = { .param = P_STRIDE, .increasing = 0, .log_scale = 1 },

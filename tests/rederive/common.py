@@ -1,5 +1,6 @@
 """common.py — helpers the re-derivations share: the harness's fractional
-budget, block pooling, the diagonal block, the point's params."""
+budget, block pooling, the diagonal block, the point's params, exact
+causal attention probabilities (the oracles)."""
 import math
 
 import numpy as np
@@ -29,3 +30,14 @@ def params_of(point):
             name, value = kv.split("=", 1)
             out[name.strip()] = float(value)
     return out
+
+
+def causal_probs(qh, kh):
+    """Exact causal softmax attention of one head in float64: (n, n), row i
+    over keys j <= i, scale 1/sqrt(d)."""
+    qh, kh = qh.astype(np.float64), kh.astype(np.float64)
+    s = qh @ kh.T / math.sqrt(qh.shape[1])
+    s[np.triu(np.ones(s.shape, bool), 1)] = -np.inf
+    p = np.exp(s - s.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+

@@ -94,9 +94,10 @@ def c_layout(g, heads, nqb, n, units):
             last = min(n, (i + 1) * bq) - 1
             keys = set()
             for b in (blk[h][i] if blk else []):
-                keys.update(range(b * bk, min(n, (b + 1) * bk)))
-            keys.update(tok[h][i] if tok else [])
-            hr.append({j for j in keys if j <= last})
+                keys.update(range(b * bk, min(last + 1, (b + 1) * bk)))
+            t = tok[h][i] if tok else []
+            keys.update(t if not t or max(t) <= last else [j for j in t if j <= last])
+            hr.append(keys)
         out.append(hr)
     return out
 
@@ -119,7 +120,8 @@ def check_point(f, p, mod):
             if compare:
                 x, y = compare(a, b, p)
             else:
-                x, y = len(a & b), len(a | b)
+                x = len(a & b)
+                y = len(a) + len(b) - x
             inter += x
             union += y
             if forced:
