@@ -12,7 +12,8 @@ def derive(q, k, point, bq, bk):
     per query block — our labelled prefill adaptation of a decode method.
 
     Quest's criticality estimate (evaluation/quest_attention.py; the CUDA
-    estimate kernel quest/ops/csrc/estimate.cu, MaxPossibleSample): the keys
+    estimate op quest/ops/csrc/estimate.cu, whose kernel is
+    compute_max_possible in kernels/include/decode/decode_attn.cuh): the keys
     are cut into pages of `page` consecutive tokens (16 in the paper), each
     page keeps the channel-wise min and max of its keys, and a query q bounds
     its logit on the page by U = sum_c max(q_c min_c, q_c max_c). The decode
