@@ -2,25 +2,55 @@
  * "HiP Attention: Sparse Sub-Quadratic Attention with Hierarchical
  * Attention Pruning", arXiv 2406.09827; code DeepAuto-AI/hip-attention).
  *
- * Training-free top-k key estimation in O(N log N): per query block, the
- * candidate keys (causal: the keys before the block; under a base mask
- * they start where the block's first visible key is, e.g. its document's
- * start, so the search stays inside what the mask allows) are split into k equal
- * branches; each iteration halves every branch, scores each half by one
- * representative key (here the half's middle token) by its largest logit
- * over the block's queries (max-pooled, as HiP), and keeps the k best
- * halves (a branch already down to one token competes as it is). After
- * ~log2(N / k) iterations every kept branch is a single token: the block's
- * k keys. The block's own rows (the diagonal block) and the first `sinks`
- * keys are always kept. Token layout.
+ * Training-free top-k key estimation in O(N log N), as the mask estimation
+ * of HiP v1.1 (src/hip_attn/v1_1/attention2_draft_prefetch.py: the
+ * HiPAttentionArgs defaults sample_method "center", branch_method "half";
+ * kernels masking_iteration_draft_cuda_initialize, _dup_and_score,
+ * _partial_softmax, _argsort, _gather; block_sparse_attention for what is
+ * attended). Per query block of block_q rows [r0, r1), in key blocks of
+ * block_k tokens (HiP's block_size_k, 2):
+ *  - candidates: the keys [sinks, r1 - window) (HiP attends the sink tokens
+ *    and the sliding window anyway, so the search skips them), B blocks of
+ *    block_k from key `sinks` on; m = k / block_k branches (HiP: mask_k /
+ *    block_size_k). B <= m: every candidate block.
+ *  - initial branches (initialize): branch t starts at
+ *    floor(floor(B / m * t) / step) * step (B / m * t in float32, clipped
+ *    to B), step = ceil(2^floor(log2 B) / m), and ends where t + 1 starts
+ *    (branches aligned to a power-of-two grid; empty ones drop out).
+ *  - rounds, while the largest initial branch, halved once per round, is
+ *    above 1 (the kernel's max_group_size): every branch [s, s + g) splits
+ *    into [s, s + g/2) and [s + g/2, s + g) (an empty child drops out, so a
+ *    one-block branch goes on as itself); each child [c, c + n) is scored
+ *    by its centre key block c + n/2: the largest q_i . k_j over that
+ *    block's keys j and over every stride_q-th query of the block (rows
+ *    r0 + stride_q - 1 + t stride_q, HiP's block_stride_q), counting a pair
+ *    only if j <= i - window (the scoring kernel's causal sliding-window
+ *    exclusion); the m best children survive (ties: the lower start).
+ *  - kept: the surviving blocks' keys, the sinks [0, sinks) and the sliding
+ *    window of the block's rows ((i - window, i] for each row i, so
+ *    (r0 - window, r1) for the block); HiP's attention lets row i use a
+ *    selected key only if j <= i - window, which the per-block union
+ *    covers. Token layout, one row per query block.
+ * Re-derived in NumPy in tests/rederive/methods/hip.py.
  *
- * block_q = 32 query rows per block (the paper's block_size_q); k = 512
- * (the paper's default). Deviation: HiP prunes down to key blocks of
- * block_size_k (2 in the paper's kernels); we go down to single tokens.
- * The knob k may be fractional: blocks keep floor(k) or floor(k) + 1 keys,
- * dithered by a golden-ratio sequence over query blocks.
- * Cost O(N · k · log(N / k) · d) per head (each representative is scored
- * against every query of its block).
+ * Defaults: block_q 32, block_k 2, k 512 (the paper's runs:
+ * docs/REPRODUCE.md, --k 512 --block_size_q 32 --block_size_k 2),
+ * stride_q 2 and sinks 16 (HiPAttentionArgs). Deviations, on purpose:
+ *  - window defaults to 32, not HiPAttentionArgs' 256: a 256-key band alone
+ *    is a 0.25-0.45 density floor at N = 1-2K (set window = 256 per config
+ *    for the official value at long N);
+ *  - the official ranking is an argsort of bfloat16 sigmoids of bfloat16
+ *    scores (ties of saturated sigmoids fall in the sort's order); we rank
+ *    the float scores, ties to the lower start; a logit of exactly 0, which
+ *    the official kernel takes for padding, counts as a logit here;
+ *  - the knob k may be fractional: k / block_k branches, dithered over
+ *    query blocks by the golden-ratio sequence (keep.h);
+ *  - under a base mask the candidates start at the block's first visible
+ *    key if that is after the sinks (blocks counted from there);
+ *  - non-causal (HiP requires window = sinks = 0 there): every visible key
+ *    is a candidate, no pair is excluded, and the sinks and the block's own
+ *    rows are kept.
+ * Cost O(N / block_q · k · log(N / k) · block_q / stride_q · d) per head.
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -29,18 +59,21 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { P_K = 0, P_SINKS, P_BLOCKQ, P_COUNT };
+enum { P_K = 0, P_SINKS, P_BLOCKQ, P_BLOCKK, P_STRIDEQ, P_WINDOW, P_COUNT };
 
 typedef struct hip_state {
     double k;    /* keys per query block (density knob) */
-    int sinks;   /* leading keys always kept */
+    int sinks;   /* leading keys always kept (HiP's sink_token_size) */
     int block_q; /* query rows per block (HiP's block_size_q) */
+    int block_k; /* keys per key block of the search (HiP's block_size_k) */
+    int stride;  /* every stride-th query scores (HiP's block_stride_q) */
+    int window;  /* sliding window per row (HiP's sliding_window_size) */
 } hip_state;
 
-/* A branch: keys [a, b) with the score of its representative. */
+/* A branch: key blocks [a, a + g) with the score of its centre block. */
 typedef struct branch {
     float s;
-    int32_t a, b;
+    int32_t a, g;
 } branch;
 
 /* x ranks before y: higher score, then lower start (a total order: starts
@@ -55,107 +88,119 @@ static int hip_init(void *state, const ab_params *p, const ab_shape *s)
     hip_state *st = state;
     if (p->n < P_COUNT || !(p->v[P_K] >= 1 && p->v[P_K] <= (1 << 24)) ||
         !(p->v[P_SINKS] >= 0 && p->v[P_SINKS] <= (1 << 20)) ||
-        !(p->v[P_BLOCKQ] >= 1 && p->v[P_BLOCKQ] <= 4096)) {
-        ab_set_error(state, "hip: k must be in [1, 2^24], sinks in [0, 2^20], block_q in [1, 4096]");
+        !(p->v[P_BLOCKQ] >= 1 && p->v[P_BLOCKQ] <= 4096) ||
+        !(p->v[P_BLOCKK] >= 1 && p->v[P_BLOCKK] <= 4096) ||
+        !(p->v[P_STRIDEQ] >= 1 && p->v[P_STRIDEQ] <= p->v[P_BLOCKQ]) ||
+        !(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 24))) {
+        ab_set_error(state,
+                     "hip: k must be in [1, 2^24], sinks in [0, 2^20], block_q and block_k in [1, 4096], "
+                     "stride_q in [1, block_q], window in [1, 2^24]");
         return AB_EINVAL;
     }
-    st->block_q = (int)p->v[P_BLOCKQ];
     st->k = p->v[P_K];
     st->sinks = (int)p->v[P_SINKS];
+    st->block_q = (int)p->v[P_BLOCKQ];
+    st->block_k = (int)p->v[P_BLOCKK];
+    st->stride = (int)p->v[P_STRIDEQ];
+    st->window = (int)p->v[P_WINDOW];
     return AB_OK;
 }
 
-/* Score of the representative (middle) key of [a, b): the largest logit
- * over the block's nr queries, qt (d, nr) transposed and scaled; acc (nr). */
-static float rep_score(const float *k, const float *qt, float *acc, int d, int nr, int a, int b)
+/* Score of the key block at key j0 (keys [j0, min(j0 + bk, N))): the largest
+ * logit over the nr scoring queries, qt (d, nr) transposed, rows[i] their
+ * positions; under causal a pair counts only if key <= row - window. -inf
+ * when no pair counts. acc (nr). */
+static float block_score(const float *k, const float *qt, const int *rows, float *acc, int d, int nr, int j0,
+                         int j1, int causal, int window)
 {
-    const float *kr = k + (size_t)(a + (b - a) / 2) * d;
-    for (int i = 0; i < nr; i++) acc[i] = 0.0f;
-    for (int c = 0; c < d; c++) {
-        const float kc = kr[c];
-        const float *qr = qt + (size_t)c * nr;
-        for (int i = 0; i < nr; i++) acc[i] += kc * qr[i];
-    }
     float mx = -INFINITY;
-    for (int i = 0; i < nr; i++) mx = acc[i] > mx ? acc[i] : mx; /* NaN never wins */
+    for (int j = j0; j < j1; j++) {
+        const float *kr = k + (size_t)j * d;
+        for (int i = 0; i < nr; i++) acc[i] = 0.0f;
+        for (int c = 0; c < d; c++) {
+            const float kc = kr[c];
+            const float *qr = qt + (size_t)c * nr;
+            for (int i = 0; i < nr; i++) acc[i] += kc * qr[i];
+        }
+        for (int i = 0; i < nr; i++)
+            if ((!causal || j <= rows[i] - window) && acc[i] > mx) mx = acc[i]; /* NaN never wins */
+    }
     return mx;
 }
 
-/* Selection for head h, added to l one query block at a time. */
-static int hip_head(const hip_state *st, const ab_problem *pb, ab_layout *l, int h)
+/* Selection for one query block (h, qb), added to l. Scratch: qt (d,
+ * block_q), rows and acc (block_q), br (3 m + 3) branches, keys (3 N +
+ * block_k + 1). */
+static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int h, int qb, float *qt,
+                   int *rows, float *acc, branch *br, int32_t *keys)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
-    const int bq = l->block_q, nqb = l->n_qblocks;
+    const int bq = l->block_q, bk = st->block_k, W = st->window;
     const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
     const float *k = pb->k + (size_t)h * N * d; /* (N, d) */
-    const int kmax = (int)ceil(st->k) < N ? (int)ceil(st->k) : N;
     const ab_mask mask = ab_shape_mask(&pb->s);
-    float *qm = malloc((size_t)d * bq * sizeof *qm);             /* (d, block_q) queries, transposed */
-    float *acc = malloc((size_t)bq * sizeof *acc);               /* (block_q) */
-    branch *br = malloc((size_t)3 * (kmax + 1) * sizeof *br);    /* (3k): k kept + 2k children */
-    int32_t *keys = malloc((size_t)(2 * N + bq) * sizeof *keys); /* (2N + block_q) one block's keys */
-    int rc = (qm && acc && br && keys) ? AB_OK : AB_ENOMEM;
-    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
-        const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-        /* candidates: keys [A, R) (non-causal: everything but the block),
-         * A the first key the base mask lets a row of the block see (0
-         * under causal, full, prefix and chunked) */
-        const int R = causal ? r0 : N;
-        int A, hi_;
-        bs_rows_span(&mask, r0, r1, &A, &hi_);
-        A = A >= hi_ || A > R ? R : A; /* no visible key before the block: none */
-        int kk = mc_dither(st->k, qb);
-        kk = kk < kmax ? kk : kmax;
-        int n = 0;
-        if (R - A <= kk) {
-            for (int j = A; j < R; j++) keys[n++] = j;
-        } else if (kk > 0) {
-            const int nr = r1 - r0;
-            for (int i = 0; i < nr; i++)
-                for (int c = 0; c < d; c++)
-                    qm[(size_t)c * nr + i] = q[(size_t)(r0 + i) * d + c] * pb->s.scale;
-            /* k equal branches over [A, R) */
-            int nb = kk;
-            for (int t = 0; t < nb; t++) {
-                br[t].a = (int32_t)(A + (int64_t)t * (R - A) / nb);
-                br[t].b = (int32_t)(A + (int64_t)(t + 1) * (R - A) / nb);
-                br[t].s = 0.0f;
+    const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+    const int s1 = st->sinks < r1 ? st->sinks : r1;
+    int n = 0;
+    /* candidates [lo, hi): after the sinks and the first key the base mask
+     * lets a row of the block see; causal: before the window of the block's
+     * last row; non-causal: up to the last visible key */
+    int A, V;
+    bs_rows_span(&mask, r0, r1, &A, &V);
+    const int lo = A > st->sinks ? A : st->sinks;
+    const int hi = causal ? (r1 - W < V ? r1 - W : V) : V;
+    const int B = hi > lo ? (hi - lo + bk - 1) / bk : 0; /* candidate key blocks */
+    const int m = mc_dither(st->k / bk, qb);             /* branches */
+    int nb = 0;
+    if (B > 0 && B <= m) {
+        br[nb++] = (branch){ 0.0f, 0, B };
+    } else if (B > 0 && m > 0) {
+        int nr = 0; /* scoring queries: every stride-th row, the last of each stride */
+        for (int i = r0 + st->stride - 1; i < r1 && nr < bq / st->stride; i += st->stride) rows[nr++] = i;
+        for (int i = 0; i < nr; i++)
+            for (int c = 0; c < d; c++) qt[(size_t)c * nr + i] = q[(size_t)rows[i] * d + c];
+        /* initial branches on the power-of-two grid of the official kernel */
+        const int step = (int)(((int64_t)1 << (int)floor(log2((double)B))) + m - 1) / m;
+        const float ratio = (float)B / (float)m;
+        int g0 = 0, prev = 0;
+        for (int t = 1; t <= m; t++) {
+            int x = (int)(ratio * (float)t) / step * step;
+            x = x < B ? x : B;
+            if (x > prev) {
+                br[nb++] = (branch){ 0.0f, prev, x - prev };
+                g0 = x - prev > g0 ? x - prev : g0;
             }
-            for (;;) {
-                int longest = 1, nc = 0;
-                for (int t = 0; t < nb; t++)
-                    longest = br[t].b - br[t].a > longest ? br[t].b - br[t].a : longest;
-                if (longest <= 1) break;
-                /* halve every branch (children go to the end of br) */
-                branch *ch = br + nb;
-                for (int t = 0; t < nb; t++) {
-                    const int a = br[t].a, b = br[t].b;
-                    if (b - a <= 1) {
-                        ch[nc++] = (branch){ rep_score(k, qm, acc, d, nr, a, b), a, b };
-                    } else {
-                        const int m = a + (b - a) / 2;
-                        ch[nc++] = (branch){ rep_score(k, qm, acc, d, nr, a, m), a, m };
-                        ch[nc++] = (branch){ rep_score(k, qm, acc, d, nr, m, b), m, b };
-                    }
-                }
-                select_top(ch, nc, kk);
-                for (int t = 0; t < kk; t++) br[t] = ch[t];
-                nb = kk;
-            }
-            for (int t = 0; t < nb; t++) /* disjoint branches inside [A, R) */
-                for (int j = br[t].a; j < br[t].b; j++) keys[n++] = j;
+            prev = x > prev ? x : prev;
         }
-        /* always: the block's own rows (the diagonal) and the sinks */
-        for (int j = r0; j < r1; j++) keys[n++] = j;
-        const int s1 = st->sinks < N ? st->sinks : N;
-        for (int j = 0; j < s1; j++) keys[n++] = j;
-        rc = ab_layout_add_tokens(l, h, qb, keys, n);
+        for (double g = g0; g > 1; g *= 0.5) {
+            /* halve every branch (children go to the end of br) */
+            branch *ch = br + nb;
+            int nc = 0;
+            for (int t = 0; t < nb; t++) {
+                const int a = br[t].a, gl = br[t].g / 2, gr = br[t].g - gl;
+                const int c[2] = { a, a + gl }, cn[2] = { gl, gr };
+                for (int u = 0; u < 2; u++) {
+                    if (cn[u] <= 0) continue;
+                    const int j0 = lo + (c[u] + cn[u] / 2) * bk, j1 = j0 + bk < N ? j0 + bk : N;
+                    ch[nc++] =
+                        (branch){ block_score(k, qt, rows, acc, d, nr, j0, j1, causal, W), c[u], cn[u] };
+                }
+            }
+            const int keep = nc < m ? nc : m;
+            select_top(ch, nc, keep);
+            for (int t = 0; t < keep; t++) br[t] = ch[t];
+            nb = keep;
+        }
     }
-    free(qm);
-    free(acc);
-    free(br);
-    free(keys);
-    return rc;
+    for (int t = 0; t < nb; t++) { /* the chosen key blocks */
+        const int j0 = lo + br[t].a * bk, j1 = lo + (br[t].a + br[t].g) * bk;
+        for (int j = j0; j < j1 && j < N; j++) keys[n++] = j;
+    }
+    /* always: the sinks and the sliding window of the block's rows
+     * (non-causal: the block's own rows) */
+    for (int j = 0; j < s1; j++) keys[n++] = j;
+    for (int j = causal ? (r0 - W + 1 > 0 ? r0 - W + 1 : 0) : r0; j < r1; j++) keys[n++] = j;
+    return ab_layout_add_tokens(l, h, qb, keys, n);
 }
 
 static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
@@ -164,14 +209,37 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = ab_layout_set_blocks(
         l, st->block_q < l->seq_len ? st->block_q : (l->seq_len > 0 ? l->seq_len : 1), l->block_k);
     if (rc != AB_OK) return rc;
-    const int H = l->heads;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int h = 0; h < H; h++) {
-        const int r = hip_head(st, pb, l, h);
-        if (r != AB_OK) {
+    const int N = pb->s.seq_len, d = pb->s.head_dim, bq = l->block_q, nqb = l->n_qblocks;
+    const int rows = l->heads * nqb;
+    const double mmax = ceil(st->k / st->block_k) + 1;
+    const size_t nbr = 3 * (size_t)(mmax < N ? mmax : N) + 3;
+#pragma omp parallel
+    {
+        float *qt = malloc((size_t)d * bq * sizeof *qt);                          /* (d, block_q) */
+        float *acc = malloc((size_t)bq * sizeof *acc);                            /* (block_q) */
+        int *qrows = malloc((size_t)bq * sizeof *qrows);                          /* (block_q) */
+        branch *br = malloc(nbr * sizeof *br);                                    /* kept + children */
+        int32_t *keys = malloc(((size_t)3 * N + st->block_k + 1) * sizeof *keys); /* one row's keys */
+        int ok = qt && acc && qrows && br && keys;
+        if (!ok) {
 #pragma omp atomic write
-            rc = r;
+            rc = AB_ENOMEM;
         }
+#pragma omp for schedule(dynamic, 4)
+        for (int r = 0; r < rows; r++) {
+            if (!ok) continue;
+            const int ra = hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys);
+            if (ra != AB_OK) {
+                ok = 0;
+#pragma omp atomic write
+                rc = ra;
+            }
+        }
+        free(qt);
+        free(acc);
+        free(qrows);
+        free(br);
+        free(keys);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "hip: out of memory");
     return rc;
@@ -180,17 +248,23 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
 const ab_method ab_hip = {
     .abi = AB_ABI_VERSION,
     .name = "hip",
-    .summary = "HiP: per 32-query block, hierarchical halving of k branches scored by a middle key (max over queries)",
+    .summary = "HiP (v1.1 mask estimation): per 32-query block, k/2 branches of 2-key blocks halved each round, scored by the centre block's max logit over every 2nd query; + 16 sinks and a sliding window",
     .reference = "HiP Attention (Lee et al. 2024, arXiv 2406.09827; DeepAuto-AI/hip-attention)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
     .params = {
         [P_K] = { .name = "k", .def = 512, .min = 1, .max = 1 << 24, .is_int = 0,
-                  .help = "keys kept per query block (fractional budgets dithered over blocks)" },
-        [P_SINKS] = { .name = "sinks", .def = 0, .min = 0, .max = 1 << 20, .is_int = 1,
-                      .help = "leading keys always kept" },
+                  .help = "keys searched per query block: k / block_k branches (fractional budgets dithered over blocks)" },
+        [P_SINKS] = { .name = "sinks", .def = 16, .min = 0, .max = 1 << 20, .is_int = 1,
+                      .help = "leading keys always kept (HiP sink_token_size)" },
         [P_BLOCKQ] = { .name = "block_q", .def = 32, .min = 1, .max = 4096, .is_int = 1,
-                       .help = "query rows per block (HiP block_size_q); representatives scored by their max logit" },
+                       .help = "query rows per block (HiP block_size_q)" },
+        [P_BLOCKK] = { .name = "block_k", .def = 2, .min = 1, .max = 4096, .is_int = 1,
+                       .help = "keys per key block of the search (HiP block_size_k)" },
+        [P_STRIDEQ] = { .name = "stride_q", .def = 2, .min = 1, .max = 4096, .is_int = 1,
+                        .help = "every stride_q-th query of a block scores the branches (HiP block_stride_q)" },
+        [P_WINDOW] = { .name = "window", .def = 32, .min = 1, .max = 1 << 24, .is_int = 1,
+                       .help = "sliding window per row, always kept and left out of the search (HiP: 256)" },
         [P_COUNT] = { .name = NULL },
     },
     .density_knob = { .param = P_K, .increasing = 1, .log_scale = 1 },

@@ -23,6 +23,19 @@
  * block; budget/page pages, fractional part dithered over query blocks by the
  * golden-ratio sequence (as oracle_topk_block.c), so density moves smoothly.
  * Cost O(N^2 d / (block_q page)) + O(N d); memory O(N d / page).
+ *
+ * The adaptation's own choices (not in Quest, which scores one decode query
+ * against the pages of its past): (1) the query is the block's mean query,
+ * so U bounds the mean query's logits, not every row's; (2) the forced
+ * "current page" is the layout's key block holding the block's last row,
+ * and the budget excludes it (Quest's controller, quest/utils/controller.py,
+ * counts the last page inside page_budget); (3) the candidates are the pages
+ * that begin before that block, on a grid of `page` keys from key 0 (Quest's
+ * pages are absolute too); (4) ties go to the lower page; (5) no floor of 3
+ * pages (evaluation/quest_attention.py uses max(3, budget / 16); the CUDA
+ * path has none). The bound itself is Quest's (the estimate kernel,
+ * quest/ops/csrc/estimate.cu). Re-derived in tests/rederive/methods/
+ * quest_prefill.py.
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
