@@ -1,28 +1,42 @@
-/* dhsa.c — `dhsa`: DHSA, Dynamic Hierarchical Sparse Attention (2025,
- * "Long-Context Modeling with Dynamic Hierarchical Sparse Attention for
- * On-Device LLMs", arXiv 2510.24606).
+/* dhsa.c — `dhsa`: DHSA, Dynamic Hierarchical Sparse Attention (Xiong, Zou,
+ * Fekri, Cho 2025, "Long-Context Modeling with Dynamic Hierarchical Sparse
+ * Attention for On-Device LLMs", arXiv 2510.24606 v1; official code
+ * xiongsiheng/DHSA, legacy/utils/helper.py: _obtain_dhsa_mask and
+ * dhsa_sdpa, called from legacy/utils/gemma_model.py).
  *
  * Per head:
- *   1. Adaptive chunking: a boundary goes where neighbouring keys stop
- *      resembling each other. With c_j = cos(k_{j-1}, k_j), the threshold is
- *      the (N / chunk_len)-th smallest c_j; scanning left to right a chunk
- *      ends before j when it has >= min_chunk tokens and c_j <= threshold, or
- *      when it reaches max_chunk tokens. (DHSA predicts boundaries with a
- *      small trained network; this similarity-drop rule is the training-free
- *      proxy docs/spec/METHODS.md describes.)
- *   2. Chunk representations by length-normalised aggregation, as the paper:
- *      the chunk's mean query / key times sqrt(chunk length).
- *   3. Chunk-pair scores S_c = Q̂ K̂ᵀ · scale, upsampled to tokens (every
- *      token pair inherits its chunks' score); each query keeps its top-k
- *      tokens, i.e. whole key chunks in descending score order until k
- *      tokens (the last chunk cut; equal scores: lower positions first). A
- *      query's own chunk is always kept (causal: the chunks after it are not
- *      candidates).
- * All queries of a chunk share one selection; the layout holds one list per
- * query block (harness block_q), so a block keeps the union over the chunks
- * its rows belong to (measured in the density). Knob k (tokens per query,
- * fractional budgets dithered over chunks by a golden-ratio sequence).
- * Cost O(N d + C² d) per head for C chunks, plus O(C log C) per query block.
+ *   1. Adaptive chunking of the keys: a boundary goes where neighbouring keys
+ *      stop resembling each other. With c_j = cos(k_{j-1}, k_j), the
+ *      threshold is the (N / chunk_len)-th smallest c_j; scanning left to
+ *      right a chunk ends before j when it has >= min_chunk tokens and
+ *      c_j <= threshold, or when it reaches max_chunk tokens. (DHSA predicts
+ *      boundaries with a small trained network; this similarity-drop rule is
+ *      the training-free proxy docs/spec/METHODS.md 3.8 describes.)
+ *   2. Length-normalised representations ("avgpool_norm"): each key chunk's
+ *      mean key times sqrt(chunk length); each query block's (the harness
+ *      block_q rows, as the official code's fixed query blocks) mean query
+ *      times sqrt(rows).
+ *   3. Chunk scores q̂·k̂ · scale, upsampled to tokens (every key inherits
+ *      its chunk's score). Candidates: the keys up to the block's last row
+ *      (the chunk straddling it only up to that row).
+ *   4. Budget N_b = k tokens per query block, as the official topk_tokens:
+ *      the local window — the `window` most recent candidates, and at least
+ *      the block's own rows so every row keeps its diagonal — then the best
+ *      k - |local| other candidates by score: whole key chunks in descending
+ *      score order, the last one cut (equal scores: lower positions first).
+ *   5. Sink ("global") tokens: keys [0, sink) are always kept; as in
+ *      dhsa_sdpa they take the places of the `sink` lowest-position
+ *      selected keys (the local window is never displaced).
+ * Official defaults (gemma_model.py calls dhsa_sdpa without overriding
+ * them): local_tokens = 128, global_tokens = 128; budget 1024 (needle) or
+ * 2048 (LongBench) with query blocks of 128. Not reproduced: the official
+ * selection is shared by all heads of a layer (Q and K averaged over
+ * heads; ours is per head), and its last instruction_tokens queries attend
+ * densely (a prompt property, not of the pattern).
+ * Non-causal base masks: every key is a candidate (the official code is
+ * causal only). Knob k (fractional budgets dithered over query blocks by a
+ * golden-ratio sequence). Cost O(N d + C d · N / block_q + C log C) per head
+ * for C chunks.
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -31,13 +45,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { P_K = 0, P_CHUNK, P_MIN, P_MAX, P_COUNT };
+enum { P_K = 0, P_CHUNK, P_MIN, P_MAX, P_WINDOW, P_SINK, P_COUNT };
 
 typedef struct dhsa_state {
-    double k;      /* tokens per query (density knob) */
+    double k;      /* token budget N_b per query block (density knob) */
     int chunk_len; /* mean chunk length aimed at */
     int min_chunk; /* shortest chunk (except the last) */
     int max_chunk; /* longest chunk */
+    int window;    /* local window: most recent keys always kept */
+    int sink;      /* global tokens [0, sink) always kept */
 } dhsa_state;
 
 static int cmp_float(const void *pa, const void *pb)
@@ -46,9 +62,21 @@ static int cmp_float(const void *pa, const void *pb)
     return (a > b) - (a < b);
 }
 
+/* A run of selected keys [a, b). */
+typedef struct run {
+    int32_t a, b;
+} run;
+
+static int cmp_run(const void *pa, const void *pb)
+{
+    const run *a = pa, *b = pb;
+    return (a->a > b->a) - (a->a < b->a);
+}
+
 static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 {
     dhsa_state *st = state;
+    (void)s;
     if (p->n < P_COUNT || !(p->v[P_K] >= 1 && p->v[P_K] <= (1 << 24))) {
         ab_set_error(state, "dhsa: k must be in [1, 2^24]");
         return AB_EINVAL;
@@ -58,10 +86,17 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "dhsa: need 1 <= min_chunk <= chunk_len <= max_chunk <= 2^20");
         return AB_EINVAL;
     }
+    if (!(p->v[P_WINDOW] >= 0 && p->v[P_WINDOW] <= (1 << 24) && p->v[P_SINK] >= 0 &&
+          p->v[P_SINK] <= (1 << 24))) {
+        ab_set_error(state, "dhsa: window and sink must be in [0, 2^24]");
+        return AB_EINVAL;
+    }
     st->k = p->v[P_K];
     st->chunk_len = (int)c;
     st->min_chunk = (int)mn;
     st->max_chunk = (int)mx;
+    st->window = (int)p->v[P_WINDOW];
+    st->sink = (int)p->v[P_SINK];
     return AB_OK;
 }
 
@@ -98,7 +133,7 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
     return nc;
 }
 
-/* Selection for head h, added to l one (query block, chunk) at a time. */
+/* Selection for head h, added to l one query block at a time. */
 static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
@@ -108,67 +143,80 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     float *sim = malloc((size_t)N * sizeof *sim);             /* (N) */
     float *tmp = malloc((size_t)N * sizeof *tmp);             /* (N) */
     int32_t *start = malloc((size_t)(N + 1) * sizeof *start); /* (C + 1) */
-    int32_t *chunk_of = malloc((size_t)N * sizeof *chunk_of); /* (N) */
-    float *qc = NULL, *kc = NULL;
-    bs_cand *sc = malloc((size_t)N * sizeof *sc);     /* (C) */
-    int32_t *keys = malloc((size_t)N * sizeof *keys); /* (N) one chunk's keys */
-    int rc = (sim && tmp && start && chunk_of && sc && keys) ? AB_OK : AB_ENOMEM;
+    float *kc = NULL;
+    double *qm = malloc((size_t)d * sizeof *qm);          /* (d) pooled query */
+    bs_cand *sc = malloc((size_t)N * sizeof *sc);         /* (C) */
+    run *runs = malloc((size_t)N * sizeof *runs);         /* (C) selected runs */
+    int32_t *keys = malloc((size_t)3 * N * sizeof *keys); /* (3N) one block's keys */
+    int rc = (sim && tmp && start && qm && sc && runs && keys) ? AB_OK : AB_ENOMEM;
     int nc = 0;
     if (rc == AB_OK) {
         nc = chunk_bounds(st, k, N, d, sim, tmp, start);
-        qc = calloc((size_t)nc * d, sizeof *qc); /* (C, d) */
         kc = calloc((size_t)nc * d, sizeof *kc); /* (C, d) */
-        if (!qc || !kc) rc = AB_ENOMEM;
+        if (!kc) rc = AB_ENOMEM;
     }
     if (rc == AB_OK) {
-        for (int c = 0; c < nc; c++) {
+        for (int c = 0; c < nc; c++) { /* mean · sqrt(len) = sum / sqrt(len) */
             const int a = start[c], b = start[c + 1];
-            const float w = 1.0f / sqrtf((float)(b - a)); /* mean · sqrt(len) */
-            for (int j = a; j < b; j++) {
-                chunk_of[j] = c;
-                for (int x = 0; x < d; x++) {
-                    qc[(size_t)c * d + x] += q[(size_t)j * d + x];
-                    kc[(size_t)c * d + x] += k[(size_t)j * d + x];
-                }
-            }
-            for (int x = 0; x < d; x++) {
-                qc[(size_t)c * d + x] *= w;
-                kc[(size_t)c * d + x] *= w;
-            }
+            const float w = 1.0f / sqrtf((float)(b - a));
+            for (int j = a; j < b; j++)
+                for (int x = 0; x < d; x++) kc[(size_t)c * d + x] += k[(size_t)j * d + x];
+            for (int x = 0; x < d; x++) kc[(size_t)c * d + x] *= w;
         }
     }
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
         const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-        for (int c = chunk_of[r0]; rc == AB_OK && c <= chunk_of[r1 - 1]; c++) {
-            /* own chunk always */
-            int nk = 0;
-            for (int j = start[c]; j < start[c + 1]; j++) keys[nk++] = j;
-            const int ncand = causal ? c : nc; /* candidate key chunks */
+        const int e = causal ? r1 : N; /* candidates [0, e) */
+        /* local window: the `window` most recent candidates, at least the
+         * block's own rows */
+        int lo = e - st->window < r0 ? e - st->window : r0;
+        lo = lo > 0 ? lo : 0;
+        const int budget = mc_dither(st->k, qb);
+        int m = budget - (e - lo); /* selected besides the window */
+        m = m < lo ? m : lo;       /* candidates outside it: [0, lo) */
+        int nk = 0, nr = 0;
+        for (int j = lo; j < e; j++) keys[nk++] = j;
+        if (m > 0) {
+            for (int x = 0; x < d; x++) qm[x] = 0.0;
+            for (int i = r0; i < r1; i++)
+                for (int x = 0; x < d; x++) qm[x] += q[(size_t)i * d + x];
+            const double w = 1.0 / sqrt((double)(r1 - r0)); /* mean · sqrt(rows) */
             int n = 0;
-            for (int t = 0; t < ncand; t++) {
-                if (t == c) continue;
-                float acc = 0.0f;
-                for (int x = 0; x < d; x++) acc += qc[(size_t)c * d + x] * kc[(size_t)t * d + x];
+            for (int t = 0; t < nc && start[t] < lo; t++) {
+                double acc = 0.0;
+                for (int x = 0; x < d; x++) acc += qm[x] * w * kc[(size_t)t * d + x];
                 sc[n++] = (bs_cand){ isnan(acc) ? -INFINITY : acc * pb->s.scale, t };
             }
             bs_sort_desc(sc, n);
-            int64_t left = mc_dither(st->k, c);
-            for (int t = 0; t < n && left > 0; t++) { /* chunks other than c: disjoint */
-                const int a = start[sc[t].idx], b = start[sc[t].idx + 1];
-                const int take = (int64_t)(b - a) < left ? b - a : (int)left;
-                for (int j = a; j < a + take; j++) keys[nk++] = j;
-                left -= take;
+            int left = m;
+            for (int t = 0; t < n && left > 0; t++) { /* chunks: disjoint runs */
+                const int a = start[sc[t].idx];
+                int b = start[sc[t].idx + 1] < lo ? start[sc[t].idx + 1] : lo;
+                if (b - a > left) b = a + left;
+                runs[nr++] = (run){ a, b };
+                left -= b - a;
             }
-            rc = ab_layout_add_tokens(l, h, qb, keys, nk);
+            /* the sinks take the places of the lowest-position selected keys */
+            qsort(runs, (size_t)nr, sizeof *runs, cmp_run);
+            int drop = st->sink < m - left ? st->sink : m - left;
+            for (int t = 0; t < nr; t++) {
+                int a = runs[t].a;
+                const int skip = drop < runs[t].b - a ? drop : runs[t].b - a;
+                a += skip;
+                drop -= skip;
+                for (int j = a; j < runs[t].b; j++) keys[nk++] = j;
+            }
         }
+        for (int j = 0; j < st->sink && j < e; j++) keys[nk++] = j;
+        rc = ab_layout_add_tokens(l, h, qb, keys, nk);
     }
     free(sim);
     free(tmp);
     free(start);
-    free(chunk_of);
-    free(qc);
     free(kc);
+    free(qm);
     free(sc);
+    free(runs);
     free(keys);
     return rc;
 }
@@ -193,19 +241,23 @@ static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
 const ab_method ab_dhsa = {
     .abi = AB_ABI_VERSION,
     .name = "dhsa",
-    .summary = "DHSA: adaptive chunks at key-similarity drops, length-normalised chunk scores, top-k tokens",
-    .reference = "DHSA (Long-Context Modeling with Dynamic Hierarchical Sparse Attention, 2025, arXiv 2510.24606)",
+    .summary = "DHSA: adaptive chunks at key-similarity drops, length-normalised chunk scores, top-N_b tokens + local window + sinks",
+    .reference = "DHSA (Long-Context Modeling with Dynamic Hierarchical Sparse Attention, 2025, arXiv 2510.24606; xiongsiheng/DHSA)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
     .params = {
         [P_K] = { .name = "k", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,
-                  .help = "tokens kept per query besides its own chunk (fractional: dithered)" },
+                  .help = "token budget N_b per query block, local window included (fractional: dithered)" },
         [P_CHUNK] = { .name = "chunk_len", .def = 64, .min = 1, .max = 1 << 20, .is_int = 1,
                       .help = "mean chunk length aimed at (sets the similarity threshold)" },
         [P_MIN] = { .name = "min_chunk", .def = 16, .min = 1, .max = 1 << 20, .is_int = 1,
                     .help = "shortest chunk" },
         [P_MAX] = { .name = "max_chunk", .def = 256, .min = 1, .max = 1 << 20, .is_int = 1,
                     .help = "longest chunk" },
+        [P_WINDOW] = { .name = "window", .def = 128, .min = 0, .max = 1 << 24, .is_int = 1,
+                       .help = "local window: the most recent keys always kept (official local_tokens)" },
+        [P_SINK] = { .name = "sink", .def = 128, .min = 0, .max = 1 << 24, .is_int = 1,
+                     .help = "global tokens [0, sink) always kept (official global_tokens)" },
         [P_COUNT] = { .name = NULL },
     },
     .density_knob = { .param = P_K, .increasing = 1, .log_scale = 1 },

@@ -1,26 +1,36 @@
 /* hax.c — `hax`: HAX, locality-sensitive Hashing Attention with sparse Key
  * Selection (Zhan, Zhao, Zhu, Tang 2025, "Overcoming Long-Context
  * Limitations of State-Space Models via Context-Dependent Sparse
- * Attention", arXiv 2507.00449; code DeepGraphLearning/HAX), the paper that
- * defines the joint-recall task. HAX combines two context-dependent sparse
- * patterns: LSH attention (queries routed to keys hashed to the same bucket,
- * as in Reformer, Kitaev et al. 2020) and key selection (KS: every query also
- * attends a few globally important keys), plus local attention.
- *
- * Training-free proxy, per head:
- *   - LSH: `rounds` seeded random rotations R (head_dim × buckets/2, Gaussian,
- *     from pb->seed and the head); a vector x falls in bucket
- *     argmax([xR, −xR]) (angular LSH). Keys are hashed one by one; a query
- *     block is hashed by its mean query.
- *   - Each query block ranks the keys sharing its bucket in any round by
- *     the mean query's logit and keeps the best `keys` of them.
- *   - KS: if the bucket-mates run out before the budget, the rest of the
- *     budget goes to the keys with the highest mean-query logit overall
- *     (HAX learns its key scorer; the pooled-query logit stands in for it).
- *   - Local: each query block's own rows and the `window` keys before them.
- * Knob `keys` (keys per query block, fractional budgets dithered over
- * blocks by a golden-ratio sequence): density rises with it. Token layout.
- * Cost O(N² d / block_q) for the pooled logits, O(N d · buckets) hashing.
+ * Attention", arXiv 2507.00449; code DeepGraphLearning/HAX,
+ * src/modeling_enhanced_mamba2.py, sparse_arch "sign_bin_lsh+key_selection"),
+ * the paper that defines the joint-recall task. HAX is trained end to end
+ * (an SSM with a sparse-attention branch and a learned key scorer); this is
+ * the training-free proxy of docs/spec/METHODS.md 4.2. Per head, query i
+ * (causal: keys j <= i) keeps:
+ *   - LSH (as the official sign_bin_lsh): Q and K are centred by their mean
+ *     over the sequence and each coordinate is divided by its L2 norm over
+ *     the sequence (the official F.normalize(x) on (batch, length, dim)
+ *     normalises dim 1, the length); `bits` seeded Gaussian hyperplanes H
+ *     (head_dim x bits, from pb->seed and the head by splitmix64 and
+ *     Box-Muller, see hax_head) give the bucket sum_t [x.H_t > 0] 2^t; the
+ *     query keeps the b most recent keys of its bucket (lsh_sliding_window).
+ *   - KS (key selection, official cumtopk): the b keys j <= i of highest
+ *     importance u_j. HAX learns u with an MLP; the proxy uses METHODS.md
+ *     4.2's training-free score, the column sum of the causal softmax of the
+ *     last 64 queries (MInference's vertical estimate).
+ *   - Local (METHODS.md 4.2 (c), not in the official HAX): the `window` keys
+ *     before the query block and the block's own rows (so every row keeps
+ *     its diagonal, which the official LSH + KS do not guarantee).
+ * b = keys / 2: the official sparse_keys (64 in scripts/joint_recall.py)
+ * split evenly between the two sources (sparse_keys // 2); num_hash = 8
+ * bits there. The layout holds one key list per query block (harness
+ * block_q): the union over its rows. Non-causal base masks: every key is a
+ * candidate of every row (the official code is causal only) and the window
+ * extends `window` keys past the block too.
+ * Knob `keys` (fractional budgets dithered over query blocks by a
+ * golden-ratio sequence): density rises with it. Token layout.
+ * Cost O(N d (bits + 64) + N log N) per head, plus O(N + block_q * b) per
+ * query block.
  */
 #include "attnbench.h"
 #include "methods/keep.h"
@@ -30,15 +40,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_KEYS = 0, P_BUCKETS, P_ROUNDS, P_WINDOW, P_COUNT };
+enum { P_KEYS = 0, P_BITS, P_WINDOW, P_COUNT };
+
+#define KS_QUERIES 64 /* queries whose softmax columns score the keys */
 
 typedef struct hax_state {
-    double keys; /* keys selected per query block (density knob) */
-    int buckets; /* LSH buckets per round (even) */
-    int rounds;  /* hashing rounds */
-    int window;  /* local keys per query block */
+    double keys; /* keys per query from LSH + KS, half each (density knob) */
+    int bits;    /* sign-bit hash length (num_hash) */
+    int window;  /* local keys before each query block */
 } hax_state;
 
+/* One standard normal draw from the splitmix64 stream *s (Box-Muller, the
+ * cosine branch, two 53-bit uniforms in (0, 1)). */
 static double gauss(uint64_t *s)
 {
     *s = mc_mix64(*s);
@@ -51,6 +64,7 @@ static double gauss(uint64_t *s)
 static int hax_init(void *state, const ab_params *p, const ab_shape *s)
 {
     hax_state *st = state;
+    (void)s;
     if (p->n < P_COUNT) {
         ab_set_error(state, "hax: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
@@ -59,151 +73,189 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "hax: keys=%g outside [1, 2^24]", p->v[P_KEYS]);
         return AB_EINVAL;
     }
-    const int b = (int)p->v[P_BUCKETS];
-    if (b < 2 || b > 4096 || b % 2 || !(p->v[P_ROUNDS] >= 1 && p->v[P_ROUNDS] <= 16) ||
-        !(p->v[P_WINDOW] >= 1 && p->v[P_WINDOW] <= (1 << 20))) {
-        ab_set_error(state, "hax: buckets must be even in [2, 4096], rounds in [1, 16], window in [1, 2^20]");
+    if (!(p->v[P_BITS] >= 1 && p->v[P_BITS] <= 30) || !(p->v[P_WINDOW] >= 0 && p->v[P_WINDOW] <= (1 << 24))) {
+        ab_set_error(state, "hax: bits must be in [1, 30], window in [0, 2^24]");
         return AB_EINVAL;
     }
     st->keys = p->v[P_KEYS];
-    st->buckets = b;
-    st->rounds = (int)p->v[P_ROUNDS];
+    st->bits = (int)p->v[P_BITS];
     st->window = (int)p->v[P_WINDOW];
     return AB_OK;
 }
 
-/* Bucket of x (d) under rotation rot (d, half): argmax over [xR, -xR]. */
-static int lsh_bucket(const float *x, const float *rot, int d, int half)
+/* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
+ * mean over the rows, divide it by its L2 norm over the rows (eps 1e-12, as
+ * F.normalize), project on H (d, bits). In double throughout. */
+static void sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
+                         int32_t *out)
 {
-    int best = 0;
-    double bv = -INFINITY;
-    for (int t = 0; t < half; t++) {
-        double acc = 0.0;
-        for (int c = 0; c < d; c++) acc += (double)x[c] * rot[(size_t)c * half + t];
-        if (acc > bv) {
-            bv = acc;
-            best = t;
+    for (int c = 0; c < d; c++) mu[c] = nrm[c] = 0.0;
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < d; c++) mu[c] += x[(size_t)i * d + c];
+    for (int c = 0; c < d; c++) mu[c] /= N;
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < d; c++) {
+            const double v = x[(size_t)i * d + c] - mu[c];
+            nrm[c] += v * v;
         }
-        if (-acc > bv) {
-            bv = -acc;
-            best = half + t;
+    for (int c = 0; c < d; c++) nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
+    for (int i = 0; i < N; i++) {
+        double proj[30] = { 0 }; /* bits <= 30 */
+        for (int c = 0; c < d; c++) {
+            const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
+            const double *hr = H + (size_t)c * bits;
+            for (int t = 0; t < bits; t++) proj[t] += v * hr[t];
         }
+        int32_t b = 0;
+        for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
+        out[i] = b;
     }
-    return best;
 }
 
-/* A scored key. */
-typedef struct scored {
-    float s;
-    int32_t i;
-} scored;
+/* A key with its bucket, or with its importance. */
+typedef struct bkey {
+    int32_t b, j;
+} bkey;
 
-/* a ranks before b: higher score, then lower index (a total order). */
-static int before(scored a, scored b) { return a.s > b.s || (a.s == b.s && a.i < b.i); }
+static int cmp_bkey(const void *pa, const void *pb)
+{
+    const bkey *a = pa, *b = pb;
+    if (a->b != b->b) return (a->b > b->b) - (a->b < b->b);
+    return (a->j > b->j) - (a->j < b->j);
+}
 
-/* select_top(x, n, k): the k best first (keep.h). */
-MC_DEFINE_SELECT_TOP(select_top, scored, before)
+typedef struct ukey {
+    double u;
+    int32_t j;
+} ukey;
+
+/* Higher importance first, then lower position (NaN last). */
+static int cmp_ukey(const void *pa, const void *pb)
+{
+    const ukey *a = pa, *b = pb;
+    if (a->u != b->u) return a->u > b->u ? -1 : 1;
+    return (a->j > b->j) - (a->j < b->j);
+}
 
 /* Selection for head h, added to l one query block at a time. */
 static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h)
 {
-    const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
-    const int bq = l->block_q, nqb = l->n_qblocks, half = st->buckets / 2, R = st->rounds;
-    const float *q = pb->q + (size_t)h * N * d;                 /* (N, d) */
-    const float *k = pb->k + (size_t)h * N * d;                 /* (N, d) */
-    float *kt = malloc((size_t)d * N * sizeof *kt);             /* (d, N) K transposed */
-    float *sc = malloc((size_t)N * sizeof *sc);                 /* (N) logits or projections */
-    float *best = malloc((size_t)N * sizeof *best);             /* (N) best projection so far */
-    float *rot = malloc((size_t)R * d * half * sizeof *rot);    /* (rounds, d, half) */
-    int32_t *kbucket = malloc((size_t)R * N * sizeof *kbucket); /* (rounds, N) */
-    float *qm = malloc((size_t)d * sizeof *qm);                 /* (d) pooled query */
-    scored *cand = malloc((size_t)N * sizeof *cand);            /* (N) */
-    scored *rest = malloc((size_t)N * sizeof *rest);            /* (N) */
-    unsigned char *in = malloc((size_t)N);                      /* (N) bucket-mate mark */
-    int32_t *keys = malloc((size_t)2 * N * sizeof *keys);       /* (2N) one block's keys */
-    int rc = (kt && sc && best && rot && kbucket && qm && cand && rest && in && keys) ? AB_OK : AB_ENOMEM;
+    const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bits = st->bits;
+    const int bq = l->block_q, nqb = l->n_qblocks;
+    const float *q = pb->q + (size_t)h * N * d;           /* (N, d) */
+    const float *k = pb->k + (size_t)h * N * d;           /* (N, d) */
+    double *H = malloc((size_t)d * bits * sizeof *H);     /* (d, bits) */
+    double *mu = malloc((size_t)d * sizeof *mu);          /* (d) */
+    double *nrm = malloc((size_t)d * sizeof *nrm);        /* (d) */
+    int32_t *hq = malloc((size_t)N * sizeof *hq);         /* (N) query buckets */
+    int32_t *hk = malloc((size_t)N * sizeof *hk);         /* (N) key buckets */
+    bkey *by = malloc((size_t)N * sizeof *by);            /* (N) keys by (bucket, position) */
+    double *u = calloc((size_t)N, sizeof *u);             /* (N) key importance */
+    double *lg = malloc((size_t)N * sizeof *lg);          /* (N) one query's logits */
+    ukey *rk = malloc((size_t)N * sizeof *rk);            /* (N) keys by importance */
+    int32_t *rank = malloc((size_t)N * sizeof *rank);     /* (N) rank of key j */
+    int32_t *fen = calloc((size_t)N + 1, sizeof *fen);    /* (N + 1) Fenwick tree on ranks */
+    int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
+    int32_t *stamp = malloc((size_t)N * sizeof *stamp);   /* (N) last block that took key j */
+    int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
+    int rc = (H && mu && nrm && hq && hk && by && u && lg && rk && rank && fen && before && stamp && keys)
+                 ? AB_OK
+                 : AB_ENOMEM;
     if (rc == AB_OK) {
+        /* hyperplanes: the splitmix64 stream of seed and head, (d, bits)
+         * row-major, bits fastest */
         uint64_t s = mc_mix64(pb->seed ^ mc_mix64(0x4841580000000000ull + (uint64_t)h));
-        for (size_t t = 0; t < (size_t)R * d * half; t++) rot[t] = (float)gauss(&s);
-        for (int j = 0; j < N; j++)
-            for (int c = 0; c < d; c++) kt[(size_t)c * N + j] = k[(size_t)j * d + c];
-        /* key buckets: argmax over [kR, -kR], one rotation column at a time
-         * (inner loops over keys vectorise) */
-        for (int r = 0; r < R; r++) {
-            int32_t *kb = kbucket + (size_t)r * N;
-            for (int t = 0; t < half; t++) {
-                for (int j = 0; j < N; j++) sc[j] = 0.0f;
-                for (int c = 0; c < d; c++) {
-                    const float rc_ = rot[((size_t)r * d + c) * half + t];
-                    const float *kr = kt + (size_t)c * N;
-                    for (int j = 0; j < N; j++) sc[j] += rc_ * kr[j];
-                }
-                for (int j = 0; j < N; j++) {
-                    if (t == 0 || sc[j] > best[j]) {
-                        best[j] = sc[j];
-                        kb[j] = t;
-                    }
-                    if (-sc[j] > best[j]) {
-                        best[j] = -sc[j];
-                        kb[j] = half + t;
-                    }
-                }
+        for (size_t t = 0; t < (size_t)d * bits; t++) H[t] = gauss(&s);
+        sign_buckets(q, N, d, H, bits, mu, nrm, hq);
+        sign_buckets(k, N, d, H, bits, mu, nrm, hk);
+        for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
+        qsort(by, (size_t)N, sizeof *by, cmp_bkey);
+        /* KS importance: column sums of the last KS_QUERIES queries' softmax */
+        for (int i = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0; i < N; i++) {
+            const int kc = causal ? i + 1 : N;
+            double mx = -INFINITY, sum = 0.0;
+            for (int j = 0; j < kc; j++) {
+                double acc = 0.0;
+                for (int c = 0; c < d; c++) acc += (double)q[(size_t)i * d + c] * k[(size_t)j * d + c];
+                lg[j] = acc * pb->s.scale;
+                mx = lg[j] > mx ? lg[j] : mx;
             }
+            if (!isfinite(mx)) continue;
+            for (int j = 0; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
+            for (int j = 0; j < kc; j++) u[j] += lg[j] / sum;
         }
+        for (int j = 0; j < N; j++) rk[j] = (ukey){ isnan(u[j]) ? -INFINITY : u[j], j };
+        qsort(rk, (size_t)N, sizeof *rk, cmp_ukey);
+        for (int r = 0; r < N; r++) rank[rk[r].j] = r;
+        for (int j = 0; j < N; j++) { /* keys before j ranked before j */
+            int c = 0;
+            for (int x = rank[j]; x > 0; x -= x & -x) c += fen[x];
+            before[j] = c;
+            for (int x = rank[j] + 1; x <= N; x += x & -x) fen[x]++;
+        }
+        for (int j = 0; j < N; j++) stamp[j] = -1;
     }
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
         const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-        const int kc = causal ? r1 : N;
-        for (int c = 0; c < d; c++) qm[c] = 0.0f;
-        for (int i = r0; i < r1; i++)
-            for (int c = 0; c < d; c++) qm[c] += q[(size_t)i * d + c];
-        for (int c = 0; c < d; c++) qm[c] /= (float)(r1 - r0);
-        memset(in, 0, (size_t)kc);
-        for (int r = 0; r < R; r++) {
-            const int b = lsh_bucket(qm, rot + (size_t)r * d * half, d, half);
-            for (int j = 0; j < kc; j++) in[j] |= kbucket[(size_t)r * N + j] == b;
-        }
-        for (int j = 0; j < kc; j++) sc[j] = 0.0f;
-        for (int c = 0; c < d; c++) {
-            const float qc = qm[c];
-            const float *kr = kt + (size_t)c * N;
-            for (int j = 0; j < kc; j++) sc[j] += qc * kr[j];
-        }
-        int nc = 0, nrest = 0;
-        for (int j = 0; j < kc; j++) {
-            const float acc = isnan(sc[j]) ? -INFINITY : sc[j];
-            if (in[j])
-                cand[nc++] = (scored){ acc, j };
-            else
-                rest[nrest++] = (scored){ acc, j };
-        }
-        /* this block's budget, dithered */
-        const int budget = mc_dither(st->keys, qb);
-        const int from_lsh = budget < nc ? budget : nc;
-        const int from_ks = budget - from_lsh < nrest ? budget - from_lsh : nrest;
+        const int b = mc_dither(st->keys / 2, qb); /* per source and query */
         int n = 0;
-        select_top(cand, nc, from_lsh);
-        for (int t = 0; t < from_lsh; t++) keys[n++] = cand[t].i;
-        if (from_ks > 0) {
-            select_top(rest, nrest, from_ks);
-            for (int t = 0; t < from_ks; t++) keys[n++] = rest[t].i;
+#define TAKE(j)               \
+    do {                      \
+        if (stamp[j] != qb) { \
+            stamp[j] = qb;    \
+            keys[n++] = (j);  \
+        }                     \
+    } while (0)
+        /* local: the block's rows and `window` keys before (non-causal: and
+         * after) them */
+        {
+            const int lo = r0 - st->window > 0 ? r0 - st->window : 0;
+            const int hi = causal ? r1 : (r1 + st->window < N ? r1 + st->window : N);
+            for (int j = lo; j < hi; j++) TAKE(j);
         }
-        /* local: the block's own rows and `window` keys before them
-         * (non-causal: also after them) */
-        const int lo = r0 - st->window;
-        const int hi = causal ? r1 : r1 + st->window;
-        for (int j = lo < 0 ? 0 : lo; j < hi && j < N; j++) keys[n++] = j;
+        for (int i = r0; b > 0 && i < r1; i++) {
+            /* LSH: the b most recent keys j <= i (non-causal: any j) in
+             * query i's bucket; `by` is sorted by (bucket, position) */
+            const int last = causal ? i : N - 1;
+            int a = 0, z = N; /* first entry after (hq[i], last) */
+            while (a < z) {
+                const int m = a + (z - a) / 2;
+                if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
+                    a = m + 1;
+                else
+                    z = m;
+            }
+            for (int t = a - 1, c = 0; t >= 0 && by[t].b == hq[i] && c < b; t--, c++) TAKE(by[t].j);
+        }
+        if (b > 0) {
+            /* KS: the union over the rows i of the top b keys of [0, i]: the
+             * top b of [0, r0], and each later key of the block that ranks
+             * among the top b of its own prefix */
+            const int first = causal ? r0 : N - 1;
+            for (int r = 0, c = 0; r < N && c < b; r++)
+                if (rk[r].j <= first) {
+                    TAKE(rk[r].j);
+                    c++;
+                }
+            for (int j = r0 + 1; causal && j < r1; j++)
+                if (before[j] < b) TAKE(j);
+        }
+#undef TAKE
         rc = ab_layout_add_tokens(l, h, qb, keys, n);
     }
-    free(kt);
-    free(sc);
-    free(best);
-    free(rot);
-    free(kbucket);
-    free(qm);
-    free(cand);
-    free(rest);
-    free(in);
+    free(H);
+    free(mu);
+    free(nrm);
+    free(hq);
+    free(hk);
+    free(by);
+    free(u);
+    free(lg);
+    free(rk);
+    free(rank);
+    free(fen);
+    free(before);
+    free(stamp);
     free(keys);
     return rc;
 }
@@ -228,18 +280,16 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
 const ab_method ab_hax = {
     .abi = AB_ABI_VERSION,
     .name = "hax",
-    .summary = "HAX proxy: LSH bucket-mates ranked by pooled-query logit + key selection + local window (token)",
+    .summary = "HAX proxy: sign-bit LSH bucket-mates + key selection by last-64-query softmax mass + local window (token)",
     .reference = "HAX (Zhan et al. 2025, arXiv 2507.00449; DeepGraphLearning/HAX)",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
     .params = {
-        [P_KEYS] = { .name = "keys", .def = 256, .min = 1, .max = 1 << 24, .is_int = 0,
-                     .help = "keys selected per query block (bucket-mates first, then key selection)" },
-        [P_BUCKETS] = { .name = "buckets", .def = 16, .min = 2, .max = 4096, .is_int = 1,
-                        .help = "LSH buckets per round (even)" },
-        [P_ROUNDS] = { .name = "rounds", .def = 2, .min = 1, .max = 16, .is_int = 1,
-                       .help = "LSH hashing rounds" },
-        [P_WINDOW] = { .name = "window", .def = 64, .min = 1, .max = 1 << 20, .is_int = 1,
+        [P_KEYS] = { .name = "keys", .def = 64, .min = 1, .max = 1 << 24, .is_int = 0,
+                     .help = "keys per query from LSH and key selection, half each (official sparse_keys)" },
+        [P_BITS] = { .name = "bits", .def = 8, .min = 1, .max = 30, .is_int = 1,
+                     .help = "sign-bit hash length (official num_hash)" },
+        [P_WINDOW] = { .name = "window", .def = 64, .min = 0, .max = 1 << 24, .is_int = 1,
                        .help = "local keys before each query block's own rows (always kept)" },
         [P_COUNT] = { .name = NULL },
     },
