@@ -2,42 +2,55 @@
  * between query-aware block selection and vertical-slash, with cumulative
  * attention budgets (Lai et al. 2025, "FlexPrefill: A Context-Aware Sparse
  * Attention Mechanism for Efficient Long-Sequence Inference",
- * arXiv 2502.20766; code bytedance/FlexPrefill, get_active_blocks, also
- * ported in sgl-project/sglang flex_prefill_attention.py).
+ * arXiv 2502.20766; code bytedance/FlexPrefill,
+ * flex_prefill/ops/flex_prefill_attention.py: flex_prefill_attention and
+ * get_active_blocks, also copied in microsoft/MInference
+ * minference/modules/flexprefill.py and ported in sglang).
  *
- * Per head, following get_active_blocks:
- *  1. A = softmax(Q_last K^T * scale) for the last block_q queries (causal);
+ * Per head, with B the layout's (square) block, following get_active_blocks:
+ *  0. N <= max(2 B, ceil(min_budget / B) B): dense (flex_prefill_attention).
+ *  1. A = softmax(Q_last K^T * scale) for the last B queries (causal);
  *     vertical[j] = mean over those rows of A[., j]; slash[o] = mean over
  *     rows of the sum of A along the diagonal at offset o = i - j.
  *  2. Budgets by cumulative attention: n_v = (keys needed for vertical to
- *     cover gamma) / block + 1, likewise n_s for slash; both clamped to
- *     [min_budget/block, n_blocks].
+ *     cover gamma) / 128 + 1, likewise n_s for slash — the authors divide
+ *     by a literal 128 (their default block) whatever the block size; both
+ *     clamped to [ceil(min_budget / B), n_blocks].
  *  3. Pattern choice: a = softmax(mean(Q_last) . meanpool(K)^T * scale) over
  *     key blocks, v = vertical sum-pooled to key blocks; if
- *     sqrt(JSD(a, v)) < tau the head is query-aware, else vertical-slash.
- *  4. Vertical-slash (at block granularity, as the authors' kernel): keep the
- *     top n_v key-block columns of v and the top n_s block diagonals of the
- *     pooled slash (column 0 and the main block diagonal always kept); a
- *     column kb is kept by every query block at or after it, a diagonal s by
- *     query block qb as key block diag(qb) - s.
+ *     sqrt(JSD(a, v)) < tau the head is query-aware, else vertical-slash. As
+ *     in torch, a zero entry in a or v makes the divergence NaN (0 log 0),
+ *     and NaN < tau is false: vertical-slash.
+ *  4. Vertical-slash (at block granularity, as the authors' kernel): the
+ *     slash profile is sum-pooled over runs of B entries of its reversed
+ *     index x = N - 1 - o (the authors' layout; zero-padded at the end, so
+ *     with N not a multiple of B the last run, the main block diagonal,
+ *     holds the offsets 0 .. (N - 1) mod B); pooled run x stands for the
+ *     block offset n_blocks - 1 - x. Keep the top n_v key-block columns of
+ *     v and the top n_s block offsets (column 0 and the main block diagonal
+ *     always kept); a column kb is kept by every query block at or after
+ *     it, an offset s by query block qb as key block qb - s.
  *  5. Query-aware: n_v = n_s = min budget, plus the blocks of
  *     softmax_row(meanpool(Q) meanpool(K)^T * scale) (causal) flattened over
  *     all query blocks, sorted, kept while the cumulative sum is
  *     <= gamma * n_qblocks (each row sums to 1).
  * gamma >= 1 keeps everything. The result is a BLOCK layout (the authors'
- * execution is block-sparse too; no token lists are needed).
+ * execution is block-sparse too; no token lists are needed). The estimate
+ * uses the shape's logit scale (the authors hard-code 1/sqrt(d), the
+ * default here).
  *
- * Defaults: gamma 0.9 and tau 0.1 as the authors'; min_budget 1 token, i.e.
- * one block, the default of the authors' library function (their paper's
- * runs at 128K set 1024 tokens, which at N <= 16K alone keeps ~2 x 1024
- * keys per row: a density floor of 0.7-0.9 at N = 2K, so no low target
- * could be calibrated). For long contexts set it per config:
+ * Defaults: gamma 0.9 and tau 0.1 as the authors' paper; min_budget 1
+ * token, i.e. one block, the default of the authors' library function
+ * (their paper's runs at 128K set 1024 tokens, which at N <= 16K alone
+ * keeps ~2 x 1024 keys per row: a density floor of 0.7-0.9 at N = 2K, so no
+ * low target could be calibrated). For long contexts set it per config:
  *   [method.flexprefill]
  *   min_budget = 1024
  *
- * Density knob: gamma (rises with gamma). Memory: O(block_q N) per head for
- * the last-block probabilities and O(n_qblocks n_kblocks) per head for the
- * pooled scores (N^2/4096 at 64-blocks), never N x N. Cost O(block_q N d).
+ * Density knob: gamma (rises with gamma). Memory: O(B N) per head for the
+ * last-block probabilities and O(n_blocks^2) per head for the pooled
+ * scores, never N x N. Cost O(B N d). Re-derived in
+ * tests/rederive/methods/flexprefill.py.
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -52,6 +65,10 @@ typedef struct flex_state {
 } flex_state;
 
 enum { P_GAMMA = 0, P_TAU, P_MINB, P_COUNT };
+
+/* The authors turn cover counts (keys, diagonals) into blocks by dividing by
+ * 128, a literal, not their block_size argument (get_active_blocks). */
+enum { FLEX_BUDGET_DIV = 128 };
 
 static int flex_init(void *state, const ab_params *p, const ab_shape *s)
 {
@@ -92,13 +109,16 @@ static int cover_count(const double *x, int n, double g, bs_cand *tmp)
     return c + 1;
 }
 
+/* sqrt of the Jensen-Shannon divergence of p and q (n entries each); NaN
+ * when an entry is not positive, as the authors' torch expression gives
+ * (0 * log 0 = NaN), so that head is never query-aware. */
 static double sqrt_jsd(const double *p, const double *q, int n)
 {
     double s = 0.0;
     for (int i = 0; i < n; i++) {
+        if (!(p[i] > 0) || !(q[i] > 0)) return NAN;
         const double m = 0.5 * (p[i] + q[i]);
-        if (p[i] > 0) s += 0.5 * p[i] * log(p[i] / m);
-        if (q[i] > 0) s += 0.5 * q[i] * log(q[i] / m);
+        s += 0.5 * p[i] * log(p[i] / m) + 0.5 * q[i] * log(q[i] / m);
     }
     return sqrt(s > 0 ? s : 0);
 }
@@ -120,7 +140,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     double *vert = calloc((size_t)N, sizeof *vert);   /* (N) by key */
     double *slash = calloc((size_t)N, sizeof *slash); /* (N) by offset i - j */
     double *vb = calloc((size_t)nkb, sizeof *vb);     /* (n_kblocks) pooled vertical */
-    double *sb = calloc((size_t)nkb, sizeof *sb);     /* (n_kblocks) pooled slash by block offset */
+    double *sb = calloc((size_t)nkb, sizeof *sb);     /* (n_kblocks) pooled slash by run of x = N-1-o */
     double *a = malloc((size_t)nkb * sizeof *a);
     float *pq = malloc((size_t)nqb * d * sizeof *pq);   /* (n_qblocks, d) */
     float *pk = malloc((size_t)nkb * d * sizeof *pk);   /* (n_kblocks, d) */
@@ -131,7 +151,9 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     if (rc != AB_OK) goto out;
 
     for (size_t i = 0; i < (size_t)nqb * nkb; i++) keep[i] = 0;
-    if (st->gamma >= 1.0) {
+    /* min budget in blocks; short sequences run dense (flex_prefill_attention) */
+    const int minb = (int)ceil(st->min_budget / bk);
+    if (st->gamma >= 1.0 || N <= (2 > minb ? 2 : minb) * bk) {
         for (int qb = 0; qb < nqb; qb++)
             for (int kb = 0; kb < nkb; kb++) keep[(size_t)qb * nkb + kb] = 1;
         goto out;
@@ -150,13 +172,12 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     }
     for (int j = 0; j < N; j++) {
         vb[j / bk] += vert[j];
-        sb[j / bk < nkb ? j / bk : nkb - 1] += slash[j];
+        sb[(N - 1 - j) / bk] += slash[j]; /* offset j sits at x = N - 1 - j */
     }
 
     /* 2. budgets in blocks */
-    const int minb = (int)ceil(st->min_budget / bk);
-    int nv = cover_count(vert, N, st->gamma, tmp) / bk + 1;
-    int ns = cover_count(slash, N, st->gamma, tmp) / bk + 1;
+    int nv = cover_count(vert, N, st->gamma, tmp) / FLEX_BUDGET_DIV + 1;
+    int ns = cover_count(slash, N, st->gamma, tmp) / FLEX_BUDGET_DIV + 1;
 
     /* 3. pattern choice */
     bs_pool_mean(k, N, d, bk, pk);
@@ -171,7 +192,8 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     nv = nv > nkb ? nkb : nv;
     ns = ns > nkb ? nkb : ns;
 
-    /* 4. vertical columns and slash diagonals (column 0, diagonal 0 forced) */
+    /* 4. vertical columns and slash diagonals (column 0 and the last slash
+     * run, the main block diagonal, forced) */
     for (int b = 0; b < nkb; b++) {
         tmp[b].score = b == 0 ? INFINITY : vb[b];
         tmp[b].idx = b;
@@ -183,12 +205,12 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
             if (!causal || kb <= bs_diag_block(qb, bq, bk, N)) keep[(size_t)qb * nkb + kb] = 1;
     }
     for (int b = 0; b < nkb; b++) {
-        tmp[b].score = b == 0 ? INFINITY : sb[b];
+        tmp[b].score = b == nkb - 1 ? INFINITY : sb[b];
         tmp[b].idx = b;
     }
     bs_sort_desc(tmp, nkb);
     for (int t = 0; t < ns; t++) {
-        const int off = tmp[t].idx;
+        const int off = nkb - 1 - tmp[t].idx; /* block offset of run x */
         for (int qb = 0; qb < nqb; qb++) {
             const int kb = bs_diag_block(qb, bq, bk, N) - off;
             if (kb >= 0) keep[(size_t)qb * nkb + kb] = 1;

@@ -16,19 +16,29 @@
  * config; the single knob `scale` moves both together and is continuous in
  * effect (one column / one diagonal per step of 1/n).
  *
- * Index construction, as the authors' kernel does it: a slash of offset o
- * seen from query block [r0, r1) is the key range [r0 − o, r1 − o) (the
- * rectangle around the diagonal segment, BLOCK_SIZE_M wide); ranges of all
- * kept offsets are merged, vertical columns inside a merged range are
- * dropped, the others become per-query-block column lists. Here the merged
- * ranges are written as whole key blocks where they cover an aligned block
- * (MIXED layout: the near-diagonal band and dense slash clusters run through
- * the block path) and as tokens elsewhere; vertical columns are tokens.
- * Differences from the authors: the kernel's ranges may start off the block
- * grid (ours split into aligned blocks + tokens, the same key set); every
- * head uses vertical-slash (the offline per-head pattern search is not
- * reproduced); non-causal input (not in the paper) uses the same estimator
- * with negative offsets allowed and a symmetric local band.
+ * Index construction, as the authors' kernel does it
+ * (csrc/vertical_slash_index.cu, convert_vertical_slash_indexes_kernel, via
+ * minference/ops/pit_sparse_flash_attention_v2.py), per query block of
+ * bq rows ending at end_m (BLOCK_SIZE_M = bq, BLOCK_SIZE_N = bk; 64 / 64 in
+ * the authors' code): kept offsets in descending order, those >= end_m
+ * skipped; offset o stands for the bq keys ending at
+ * e = max(end_m - o, bq) (the diagonal's segment, pushed to [0, bq) near the
+ * first key); e more than bq past the current range's end opens a new
+ * range, e past it by at most bq extends the range by exactly bq (so a
+ * range may cover keys on no kept diagonal, as the kernel computes them).
+ * Each range runs as bk-wide key tiles from its start; vertical columns
+ * inside a range are dropped, the others before the last range's end become
+ * column (token) indices, those after it are dropped. Here the tiles are
+ * written as whole key blocks where they cover an aligned block (MIXED
+ * layout) and as tokens elsewhere, the same key set.
+ * Differences from the authors: every head uses vertical-slash (the
+ * offline per-head pattern search is not reproduced); equal scores (the
+ * +inf of the forced parts, when n_s < local_slashes) go to the smaller
+ * offset where torch.topk leaves the order open; the estimate uses the
+ * shape's logit scale (the authors hard-code 1/sqrt(d), the default here);
+ * non-causal input (not in the paper) uses the same estimator with
+ * negative offsets allowed and a symmetric local band. Re-derived in
+ * tests/rederive/methods/minference_vs.py.
  *
  * Cost: O(last_q · N · d) for the estimate plus O(N log N) ranking per head
  * and O(n_qblocks · (n_v + n_s)) to write the layout; memory O(last_q · N)
@@ -216,24 +226,47 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
 
     int rc = AB_OK;
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
-        const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+        /* end_m: the query block's end unclipped (the kernel pads rows) */
+        const int r0 = qb * bq, end_m = r0 + bq, r1 = end_m < N ? end_m : N;
         const int kend = causal ? r1 : N; /* keys any row here may see */
-        /* Slash ranges [r0 - o, r1 - o), offsets descending = starts
-         * ascending; merge overlapping or touching ranges. */
+        /* The kernel's ranges (convert_vertical_slash_indexes_kernel):
+         * offsets descending; one at or past end_m reaches no row here; an
+         * offset o stands for the bq keys ending at e = max(end_m - o, bq);
+         * e more than bq past the current range's end opens a new range,
+         * e past it by at most bq extends the range by exactly bq. */
         int nr = 0;
         for (int t = 0; t < n_s; t++) {
-            int a = r0 - w.s_keep[t], b = r1 - w.s_keep[t];
-            a = a < 0 ? 0 : a;
-            b = b > kend ? kend : b;
-            if (a >= b) continue;
-            if (nr > 0 && a <= w.hi[nr - 1]) {
-                if (b > w.hi[nr - 1]) w.hi[nr - 1] = b;
+            const int o = w.s_keep[t];
+            if (o >= end_m) continue;
+            const int e = end_m - o > bq ? end_m - o : bq;
+            if (nr > 0 && e <= w.hi[nr - 1] + bq) {
+                if (e > w.hi[nr - 1]) w.hi[nr - 1] += bq;
             } else {
-                w.lo[nr] = a;
-                w.hi[nr] = b;
+                w.lo[nr] = e - bq;
+                w.hi[nr] = e;
                 nr++;
             }
         }
+        /* Columns count up to the last range's end only (the kernel stops
+         * there), and not past the keys the rows may see. */
+        int vlim = nr > 0 ? w.hi[nr - 1] : 0;
+        vlim = vlim < kend ? vlim : kend;
+        /* Each range is run as bk-wide key tiles from its start; clip to
+         * [0, kend) and merge what the rounding made overlap. */
+        int nm = 0;
+        for (int x = 0; x < nr; x++) {
+            int a = w.lo[x], b = a + (w.hi[x] - a + bk - 1) / bk * bk;
+            b = b < kend ? b : kend;
+            if (a >= b) continue;
+            if (nm > 0 && a <= w.hi[nm - 1]) {
+                if (b > w.hi[nm - 1]) w.hi[nm - 1] = b;
+            } else {
+                w.lo[nm] = a;
+                w.hi[nm] = b;
+                nm++;
+            }
+        }
+        nr = nm;
         /* Each range: aligned key blocks it covers whole, tokens at the
          * ragged ends (ranges are disjoint, so no block or token repeats). */
         int nb = 0, nt = 0;
@@ -250,11 +283,11 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
                 for (int j = a; j < b; j++) w.tok[nt++] = j;
             }
         }
-        /* Vertical columns outside the merged ranges. */
+        /* Vertical columns outside the ranges. */
         int x = 0;
         for (int t = 0; t < n_v; t++) {
             const int j = w.v_keep[t];
-            if (j >= kend) break;
+            if (j >= vlim) break;
             while (x < nr && w.hi[x] <= j) x++;
             if (x < nr && w.lo[x] <= j) continue; /* inside a slash range */
             w.tok[nt++] = j;

@@ -246,7 +246,7 @@ Test(block_selectors, strong_needle_is_kept)
  * pooling and antidiagonal scoring do catch: every block selector keeps the
  * vertical keys for at least 85% of the query blocks at density ~0.3.
  * flexprefill is only logged: as in the authors' get_active_blocks its
- * vertical budget is (keys needed to cover gamma) / block + 1 columns, with
+ * vertical budget is (keys needed to cover gamma) / 128 + 1 columns, with
  * column 0 forced among them, so 3 dominant keys buy a single column unless
  * min_budget adds more (the authors' 1024 tokens do at 128K). */
 Test(block_selectors, vertical_line_is_kept)
