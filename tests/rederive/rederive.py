@@ -135,7 +135,9 @@ def write_config(out, mods):
     names = [n for n, m in sorted(mods.items()) if m not in own]
     lines = []
     for line in base.splitlines():
-        if line.replace(" ", "").startswith("methods="):
+        if line.replace(" ", "").startswith("methods=") and names:
+            # (no names: every selected module has its own sweep block; the
+            # base keeps its placeholder, whose points nothing checks)
             line = "methods = " + ", ".join(names)
         lines.append(line)
     text = "\n".join(lines) + "\n"
