@@ -133,8 +133,8 @@ def write_config(out, mods):
     names = [n for n, m in sorted(mods.items()) if m not in own]
     lines = []
     for line in base.splitlines():
-        if line.replace(" ", "").startswith("methods="):
-            line = "methods = " + ", ".join(names)
+        if line.replace(" ", "").startswith("methods="):  # never empty: else the own blocks' methods
+            line = "methods = " + ", ".join(names or sorted(n for n, m in mods.items() if m in own))
         lines.append(line)
     text = "\n".join(lines) + "\n"
     for n, m in sorted(mods.items()):
