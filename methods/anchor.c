@@ -1,53 +1,80 @@
 /* anchor.c — `anchor`: AnchorAttention's difference-aware stripe selection
- * (Zhang et al. 2025, "AnchorAttention: Difference-Aware Sparse Attention
- * with Stripe Granularity", arXiv 2505.23520).
+ * in the official geometry (Zhang et al. 2025, "AnchorAttention:
+ * Difference-Aware Sparse Attention with Stripe Granularity", arXiv
+ * 2505.23520; code YuzhongHuangCS/AnchorAttention: the Triton kernels
+ * get_mask_fused_anchor_triton (step 1), get_q_mask_triton (step 2) and
+ * _triton_stripe_sparse_attn_fwd_kernel_step3, with the torch reference
+ * get_mask_block; defaults of anchor_attn: block_size 128, step 16,
+ * difference 12, init_cnt = local_cnt = 1).
  *
- * 1. Pattern-based anchor: the largest logits sit on the initial tokens and
- *    the local window, so each query row's anchor is
- *      x_a(i) = max_j in [init, window] q_i . k_j * scale,
- *    over the first key block and the local key blocks (causal).
- * 2. Difference-aware stripes: queries are compressed by block averaging;
- *    for query block qb the estimated logit of every visible key j is
- *    qbar(qb) . k_j * scale, compared with the block's mean anchor
- *    avgpool(x_a): key j is kept (a "stripe", i.e. a key column for the whole
- *    query block) iff  avgpool(x_a) - qbar . k_j * scale <= theta.
- * 3. Execution: the initial and local blocks densely plus the discrete
- *    stripes, a MIXED layout here (blocks + key tokens; the gather kernel
- *    loads the discrete keys, as the paper's kernel does).
+ * Queries are taken in groups of `group` sub-blocks of `block` rows
+ * (official: 16 x 128 = 2048 queries). For group G (rows [G*gs, (G+1)*gs),
+ * gs = block * group):
+ *  - initial region: the first group's keys [0, gs); local region: the
+ *    group's own keys [G*gs, (G+1)*gs), both causal, both attended densely;
+ *  - anchor a_i = the largest logit s * q_i . k_j over those two regions;
+ *  - per sub-block t of `block` rows: pooled query qbar_t (mean) and pooled
+ *    anchor abar_t (mean of a_i);
+ *  - stripes: a key j of the middle region [gs, G*gs) is kept iff for some
+ *    t, s * qbar_t . k_j + theta >= abar_t (theta in natural-log units: the
+ *    official code scales theta and the logits by log2(e) alike); the list
+ *    is shared by every row of the group (the union over its sub-blocks).
+ * The shared selection is methods/anchor_core.h.
  *
- * Density knob: theta (the margin, in logit units; rises with theta,
- * continuous). The local window is `local_blocks` key blocks ending at the
- * diagonal (default 1, the query block's own block, as the paper computes
- * the anchor on the initial block and the local block). The paper's theta
- * depends on the model's logit scale; our default 3 nats is not theirs.
- * Cost O(N^2 d / block_q) + O(N block d); memory O(N) per thread.
+ * Our choices, where the official code has none or differs:
+ *  - Regions are disjoint and leave no gap: the middle region is every key
+ *    between the initial region and the group. The official stripe scan
+ *    runs over keys [block, G*gs - block): it starts inside the initial
+ *    region (those keys are kept anyway; its step 3 would count them twice)
+ *    and never tests the `block` keys just before the group, which then no
+ *    row of the group attends (docs/spec/METHODS.md 3.5: disjoint regions).
+ *  - The official code requires N to be a multiple of gs; a partial last
+ *    group or sub-block is pooled over the rows it has.
+ *  - Non-causal base masks (the paper is causal only): the local region is
+ *    the whole group and the middle region every key outside both regions.
+ *  - Layout: MIXED, per harness query block (block_q must divide gs, else
+ *    unsupported): the initial and local regions as key blocks (ragged edges
+ *    as tokens), plus the group's stripe list as tokens (the gather kernel
+ *    loads discrete keys, as the paper's kernel does).
+ * Short sequences: with N <= 2 gs (causal) or N <= gs (non-causal) every
+ * key is in an initial or local region: dense, as the official method.
+ * `anchor_small` (methods/anchor_small.c) is our variant with one-block
+ * regions, which selects at a few thousand tokens.
+ *
+ * Density knob: theta (rises with theta, continuous). Cost per head
+ * O(N * 2gs * d) for the anchors plus O(N^2 d / block) for the stripe test;
+ * memory O(N) per thread.
  */
 #include "attnbench.h"
-#include "methods/block_score.h"
+#include "methods/anchor_core.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 typedef struct anchor_state {
-    double theta;     /* margin below the anchor */
-    int local_blocks; /* key blocks of the local window, ending at the diagonal */
+    double theta; /* margin below the pooled anchor */
+    int block;    /* rows per pooled sub-block */
+    int group;    /* sub-blocks per group */
 } anchor_state;
 
-enum { P_THETA = 0, P_LOCAL, P_COUNT };
+enum { P_THETA = 0, P_BLOCK, P_GROUP, P_COUNT };
 
 static int anchor_init(void *state, const ab_params *p, const ab_shape *s)
 {
     anchor_state *st = state;
+    (void)s;
     if (p->n < P_COUNT) {
         ab_set_error(state, "anchor: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_THETA] >= 0 && p->v[P_THETA] <= 1e4) || !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= 1024)) {
-        ab_set_error(state, "anchor: theta must be in [0, 1e4], local_blocks in [1, 1024]");
+    if (!(p->v[P_THETA] >= 0 && p->v[P_THETA] <= 1e4) || !(p->v[P_BLOCK] >= 1 && p->v[P_BLOCK] <= 4096) ||
+        !(p->v[P_GROUP] >= 1 && p->v[P_GROUP] <= 256)) {
+        ab_set_error(state, "anchor: theta must be in [0, 1e4], block in [1, 4096], group in [1, 256]");
         return AB_EINVAL;
     }
     st->theta = p->v[P_THETA];
-    st->local_blocks = (int)p->v[P_LOCAL];
+    st->block = (int)p->v[P_BLOCK];
+    st->group = (int)p->v[P_GROUP];
     return AB_OK;
 }
 
@@ -55,73 +82,55 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const anchor_state *st = state;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
-    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
-    const float scale = pb->s.scale;
-    const int rows = H * nqb;
+    const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
+    const int gs = st->block * st->group;
+    if (causal ? N <= 2 * gs : N <= gs) return ab_layout_dense(l); /* only initial and local keys */
+    if (gs % bq != 0) {
+        ab_set_error(state,
+                     "anchor: a group of %d queries must be a whole number of query blocks (block_q %d)", gs,
+                     bq);
+        return AB_EUNSUPPORTED;
+    }
+    const int ng = (N + gs - 1) / gs, tasks = H * ng;
     int rc = AB_OK;
 
 #pragma omp parallel
     {
-        float *qm = malloc((size_t)d * sizeof *qm);
-        float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
-        float *est = malloc((size_t)N * sizeof *est);           /* (N) estimated logits of one block */
-        int32_t *stripes = malloc((size_t)N * sizeof *stripes); /* (N) kept key tokens of one block */
-        int ok = qm && bt && est && stripes;
+        anc_scratch sc;
+        int32_t *stripes = malloc((size_t)N * sizeof *stripes); /* (N) one group's kept keys */
+        int ok = anc_scratch_alloc(&sc, st->block, st->group, d) && stripes;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
         }
-#pragma omp for schedule(dynamic, 2)
-        for (int r = 0; r < rows; r++) {
+#pragma omp for schedule(dynamic, 1)
+        for (int r = 0; r < tasks; r++) {
             if (!ok) continue;
-            const int h = r / nqb, qb = r % nqb;
-            const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
-            const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
-            const int diag = bs_diag_block(qb, bq, bk, N);
-            const int lo = diag - st->local_blocks + 1 > 0 ? diag - st->local_blocks + 1 : 0;
-            const int hi =
-                causal ? diag
-                       : (diag + st->local_blocks - 1 < nkb - 1 ? diag + st->local_blocks - 1 : nkb - 1);
-            /* anchor: per row max logit over block 0 and blocks [lo, hi] */
-            double asum = 0.0;
-            for (int i = 0; i < nr; i++) {
-                const int qi = r0 + i;
-                float m = -INFINITY;
-                for (int b = 0; b <= hi; b = (b == 0 && lo > 1) ? lo : b + 1) {
-                    const int j0 = b * bk, j1 = (b + 1) * bk < N ? (b + 1) * bk : N;
-                    for (int j = j0; j < j1 && (!causal || j <= qi); j++) {
-                        float s = 0.0f;
-                        for (int c = 0; c < d; c++) s += q[(size_t)qi * d + c] * k[(size_t)j * d + c];
-                        s *= scale;
-                        m = s > m ? s : m;
-                    }
-                }
-                asum += m;
-            }
-            const double anchor = asum / nr;
-            /* stripes: pooled query against every visible key outside the dense blocks */
-            bs_mean_rows(q, d, r0, nr, qm);
-            const int kc = causal ? r0 + nr : N;
-            bs_gemm_nt(qm, d, 1, k, d, kc, d, scale, est, kc, bt);
-            int n = 0;
-            for (int j = 0; j < kc; j++) {
-                const int b = j / bk;
-                if (b == 0 || (b >= lo && b <= hi)) continue;
-                if (anchor - est[j] <= st->theta) stripes[n++] = j;
-            }
-            /* the first and the local blocks densely, plus the stripes */
-            int ra = ab_layout_add_block(l, h, qb, 0);
-            if (ra == AB_OK) ra = ab_layout_add_block_range(l, h, qb, lo, hi + 1);
-            if (ra == AB_OK) ra = ab_layout_add_tokens(l, h, qb, stripes, n);
-            if (ra != AB_OK) {
-                ok = 0;
+            const int h = r / ng, G = ng - 1 - r % ng; /* the costliest (last) groups first */
+            const anc_group g = { .r0 = G * gs,
+                                  .r1 = (G + 1) * gs < N ? (G + 1) * gs : N,
+                                  .sub = st->block,
+                                  .init1 = gs,
+                                  .loc0 = G * gs,
+                                  .loc1 = (G + 1) * gs < N ? (G + 1) * gs : N };
+            const size_t off = (size_t)h * N * d;
+            const int n =
+                anc_stripes(pb->q + off, pb->k + off, N, d, causal, pb->s.scale, st->theta, &g, &sc, stripes);
+            /* every query block of the group: both regions (causal: up to its
+             * diagonal block) and the group's stripes */
+            for (int qb = g.r0 / bq; ok && qb < nqb && qb * bq < g.r1; qb++) {
+                const int end = causal ? (bs_diag_block(qb, bq, bk, N) + 1) * bk : N;
+                int ra = mc_add_span(l, h, qb, 0, end < g.init1 ? end : g.init1);
+                if (ra == AB_OK) ra = mc_add_span(l, h, qb, g.loc0, end < g.loc1 ? end : g.loc1);
+                if (ra == AB_OK) ra = ab_layout_add_tokens(l, h, qb, stripes, n);
+                if (ra != AB_OK) {
+                    ok = 0;
 #pragma omp atomic write
-                rc = ra;
+                    rc = ra;
+                }
             }
         }
-        free(qm);
-        free(bt);
-        free(est);
+        anc_scratch_free(&sc);
         free(stripes);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "anchor: out of memory");
@@ -131,15 +140,18 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
 const ab_method ab_anchor = {
     .abi = AB_ABI_VERSION,
     .name = "anchor",
-    .summary = "AnchorAttention: anchor = max logit on first + local blocks; key stripes within theta of it (pooled queries)",
+    .summary = "AnchorAttention (official geometry): dense first group + own group (2048 keys each); middle key "
+               "stripes within theta of the pooled anchor, shared by the group's 16 sub-blocks",
     .reference = "Zhang et al. 2025, AnchorAttention: Difference-Aware Sparse Attention with Stripe Granularity, arXiv 2505.23520",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
     .params = {
-        [P_THETA] = { .name = "theta", .def = 3.0, .min = 0, .max = 1e4, .is_int = 0,
-                      .help = "keep key j if anchor - pooled-query logit(j) <= theta (logit units)" },
-        [P_LOCAL] = { .name = "local_blocks", .def = 1, .min = 1, .max = 1024, .is_int = 1,
-                      .help = "local window in key blocks ending at the diagonal (computed densely)" },
+        [P_THETA] = { .name = "theta", .def = 12.0, .min = 0, .max = 1e4, .is_int = 0,
+                      .help = "keep key j if s*qbar.k_j + theta >= pooled anchor for some sub-block (natural-log units; official 12)" },
+        [P_BLOCK] = { .name = "block", .def = 128, .min = 1, .max = 4096, .is_int = 1,
+                      .help = "query rows per pooled sub-block (official block_size 128)" },
+        [P_GROUP] = { .name = "group", .def = 16, .min = 1, .max = 256, .is_int = 1,
+                      .help = "sub-blocks per query group; init and local regions are one group of keys (official step 16)" },
         [P_COUNT] = { .name = NULL },
     },
     .density_knob = { .param = P_THETA, .increasing = 1, .log_scale = 0 },

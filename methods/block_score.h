@@ -1,7 +1,7 @@
 /* block_score.h — scoring and ranking of blocks, shared by the dynamic selectors
  * (xattention, minference_block, flexprefill, seer_proxy, quest_prefill,
- * anchor, pbs, cca; the token selectors spark, oracle_topk_token,
- * minference_vs, dhsa): a vectorisable A·Bᵀ on row-major panels, scaled
+ * anchor and anchor_small through anchor_core.h, pbs, cca; the token
+ * selectors spark, oracle_topk_token, minference_vs, dhsa): a vectorisable A·Bᵀ on row-major panels, scaled
  * logit panels, block mean pooling, a deterministic (score desc, index asc)
  * sort and a softmax. The dithered fractional budget (mc_dither) and the
  * other method-wide helpers are in methods/keep.h, included here.

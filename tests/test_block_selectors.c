@@ -1,6 +1,6 @@
 /* test_block_selectors.c — sanity properties of the dynamic block-level
  * selectors (xattention, minference_block, flexprefill, seer_proxy,
- * quest_prefill, anchor, pbs, cca) beyond tests/test_methods.c's check
+ * quest_prefill, anchor, anchor_small, pbs, cca) beyond tests/test_methods.c's check
  * against the restricted fp64 reference:
  *  - on the needle task with a strong needle, at moderate density, the
  *    selectors keep the needle key for the query rows that must retrieve it;
@@ -23,8 +23,10 @@
 #include "runtime/registry.h"
 #include "kernels/kernels.h"
 
-static const char *const selectors[] = { "xattention",    "minference_block", "flexprefill", "seer_proxy",
-                                         "quest_prefill", "anchor",           "pbs",         "cca" };
+static const char *const selectors[] = {
+    "xattention", "minference_block", "flexprefill", "seer_proxy", "quest_prefill",
+    "anchor",     "anchor_small",     "pbs",         "cca"
+};
 #define N_SELECTORS ((int)(sizeof selectors / sizeof selectors[0]))
 
 /* ---- problems ------------------------------------------------------------ */
@@ -120,14 +122,19 @@ static const ab_method *need_method(const char *name)
 
 /* Params of m other than the knob: defaults, except flexprefill's
  * min_budget (the authors' 1024 tokens, meant for 128K contexts, alone
- * keeps most of a 2K-token problem) set to one 64-block. */
+ * keeps most of a 2K-token problem) set to one 64-block, and anchor's
+ * groups (the authors' 16 sub-blocks of 128 queries: dense up to N = 4096)
+ * scaled down to 4 sub-blocks of 32 (groups of 128 queries). The official
+ * geometry has its own test (anchor_official_geometry). */
 static void test_params(const ab_method *m, ab_params *p)
 {
     memset(p, 0, sizeof *p);
     while (p->n < AB_MAX_PARAMS && m->params[p->n].name) {
+        const char *pn = m->params[p->n].name;
         p->v[p->n] = m->params[p->n].def;
-        if (strcmp(m->name, "flexprefill") == 0 && strcmp(m->params[p->n].name, "min_budget") == 0)
-            p->v[p->n] = 64;
+        if (strcmp(m->name, "flexprefill") == 0 && strcmp(pn, "min_budget") == 0) p->v[p->n] = 64;
+        if (strcmp(m->name, "anchor") == 0 && strcmp(pn, "block") == 0) p->v[p->n] = 32;
+        if (strcmp(m->name, "anchor") == 0 && strcmp(pn, "group") == 0) p->v[p->n] = 4;
         p->n++;
     }
 }
@@ -205,7 +212,7 @@ static double rel_l2(const float *a, const float *b, size_t n)
 
 /* A strong needle (margin 10 nats, read by the last 16 rows) at N = 2048 and
  * density ~0.3. Selectors that score keys (or pages) against the query
- * block — quest_prefill (page bounds), anchor (stripes) — or read the last
+ * block — quest_prefill (page bounds), anchor and anchor_small (stripes) — or read the last
  * queries' exact attention — flexprefill — must keep the needle key for every
  * answer row. Selectors that mean-pool the keys of a block (minference_block,
  * seer_proxy, pbs's permuted blocks) or average 8 logits per antidiagonal
@@ -214,7 +221,7 @@ static double rel_l2(const float *a, const float *b, size_t n)
  * joint_recall figures show it). cca pools keys and is not a layout. */
 Test(block_selectors, strong_needle_is_kept)
 {
-    static const char *const must[] = { "quest_prefill", "anchor", "flexprefill" };
+    static const char *const must[] = { "quest_prefill", "anchor", "anchor_small", "flexprefill" };
     const int heads = 2, n = 2048, d = 64, block = 64;
     tproblem t;
     problem_needle(&t, heads, n, d, 0.4, 10.0, 0, 7);
@@ -222,7 +229,7 @@ Test(block_selectors, strong_needle_is_kept)
         const ab_method *m = need_method(selectors[s]);
         if (strcmp(m->name, "cca") == 0) continue;
         int strict = 0;
-        for (int i = 0; i < 3; i++) strict |= strcmp(m->name, must[i]) == 0;
+        for (int i = 0; i < 4; i++) strict |= strcmp(m->name, must[i]) == 0;
         const double kv = knob_for(m, &t.pb, block, 0.3);
         ab_layout l;
         cr_assert_eq(method_do(m, &t.pb, block, kv, &l, NULL), AB_OK);
@@ -372,6 +379,95 @@ Test(block_selectors, knob_max_equals_dense)
         free(om);
         problem_free(&t);
     }
+}
+
+/* ---- anchor's official geometry ------------------------------------------- */
+
+/* anchor with its default params (the authors' groups of 16 x 128 queries)
+ * and theta, 64 x 64 blocks: the finalised layout. */
+static void anchor_official(const ab_problem *pb, double theta, ab_layout *l)
+{
+    const ab_method *m = need_method("anchor");
+    ab_params p;
+    memset(&p, 0, sizeof p);
+    while (p.n < AB_MAX_PARAMS && m->params[p.n].name) {
+        p.v[p.n] = strcmp(m->params[p.n].name, "theta") == 0 ? theta : m->params[p.n].def;
+        p.n++;
+    }
+    ab_layout_init(l, &pb->s, 64, 64);
+    ab_instance in;
+    cr_assert_eq(ab_instance_create(&in, m, &p, &pb->s), AB_OK);
+    cr_assert_eq(ab_instance_select(&in, pb, l), AB_OK, "%s", ab_instance_error(&in));
+    cr_assert_eq(ab_layout_finalize(l), AB_OK);
+    ab_instance_destroy(&in);
+}
+
+/* In the official geometry the first group's keys [0, 2048) and the query's
+ * own group are attended densely, so at N <= 4096 (causal) everything is
+ * dense. At N = 6144 the third group's 32 query blocks keep key blocks
+ * [0, 32) and their own group up to the diagonal, and one stripe list,
+ * the same for all of them, inside the middle region [2048, 4096); the
+ * first two groups are dense; the list grows with theta, from none to the
+ * whole middle region. (Random Q, K: the pooled logits are near 0 and the
+ * mean row maximum near 3.3, so the list fills between theta 3 and 3.5.) */
+Test(block_selectors, anchor_official_geometry)
+{
+    tproblem t;
+    ab_layout l;
+    problem_random(&t, 1, 4096, 32, 1, 91);
+    anchor_official(&t.pb, 0.0, &l);
+    cr_expect_eq(l.kind, AB_LAYOUT_DENSE, "N = 4096: layout %s, want dense", ab_layout_kind_name(l.kind));
+    ab_layout_free(&l);
+    problem_free(&t);
+
+    const int n = 6144, nqb = n / 64;
+    problem_random(&t, 1, n, 32, 1, 92);
+    static const double thetas[] = { 0, 3.1, 3.2, 3.3, 3.4, 3.45, 1e4 };
+    int64_t prev = -1, between = 0;
+    for (int ti = 0; ti < 7; ti++) {
+        anchor_official(&t.pb, thetas[ti], &l);
+        cr_assert(l.kind == AB_LAYOUT_MIXED || l.kind == AB_LAYOUT_BLOCK, "theta %g: layout %s", thetas[ti],
+                  ab_layout_kind_name(l.kind));
+        static const int64_t none[1] = { 0 };
+        const int64_t *tp = l.tok_ptr ? l.tok_ptr : none, *bp = l.blk_ptr;
+        const int64_t t0 = l.tok_ptr ? tp[64] : 0, nt = l.tok_ptr ? tp[65] - t0 : 0;
+        for (int qb = 0; qb < nqb; qb++) {
+            int expect_blocks = qb + 1;
+            if (qb >= 64) expect_blocks = 32 + (qb - 64 + 1);
+            cr_expect_eq(bp[qb + 1] - bp[qb], expect_blocks, "theta %g qb %d: %lld key blocks, want %d",
+                         thetas[ti], qb, (long long)(bp[qb + 1] - bp[qb]), expect_blocks);
+            for (int64_t e = bp[qb]; e < bp[qb + 1]; e++) {
+                const int b = l.blk_idx[e];
+                cr_expect(b <= qb && (qb < 64 || b < 32 || b >= 64), "theta %g qb %d: key block %d",
+                          thetas[ti], qb, b);
+            }
+            if (!l.tok_ptr) continue;
+            if (qb < 64) {
+                cr_expect_eq(tp[qb + 1], tp[qb], "theta %g qb %d: tokens in a dense group", thetas[ti], qb);
+                continue;
+            }
+            cr_expect_eq(tp[qb + 1] - tp[qb], nt, "theta %g qb %d: %lld stripes, block 64 has %lld",
+                         thetas[ti], qb, (long long)(tp[qb + 1] - tp[qb]), (long long)nt);
+            for (int64_t e = 0; e < nt && e < tp[qb + 1] - tp[qb]; e++)
+                cr_expect_eq(l.tok_idx[tp[qb] + e], l.tok_idx[t0 + e], "theta %g qb %d: stripe lists differ",
+                             thetas[ti], qb);
+        }
+        for (int64_t e = t0; e < t0 + nt; e++)
+            cr_expect(l.tok_idx[e] >= 2048 && l.tok_idx[e] < 4096, "stripe %d outside the middle region",
+                      l.tok_idx[e]);
+        cr_log_info("anchor N=%d theta %g: %lld stripes, density %.4f", n, thetas[ti], (long long)nt,
+                    ab_layout_density(&l));
+        cr_expect(nt >= prev, "theta %g: stripes fell from %lld to %lld", thetas[ti], (long long)prev,
+                  (long long)nt);
+        between += nt > 0 && nt < 2048;
+        prev = nt;
+        if (ti == 0) cr_expect_eq(nt, 0, "theta 0 keeps %lld stripes of random keys", (long long)nt);
+        if (ti == 6)
+            cr_expect(ab_layout_density(&l) == 1.0, "theta 1e4: density %.6f", ab_layout_density(&l));
+        ab_layout_free(&l);
+    }
+    cr_expect(between > 0, "no theta selected part of the middle region");
+    problem_free(&t);
 }
 
 /* ---- cca ----------------------------------------------------------------- */

@@ -1,0 +1,143 @@
+/* anchor_core.h — the stripe selection of AnchorAttention (Zhang et al.
+ * 2025, "AnchorAttention: Difference-Aware Sparse Attention with Stripe
+ * Granularity", arXiv 2505.23520), shared by `anchor` (the official
+ * geometry, methods/anchor.c) and `anchor_small` (our small-region variant,
+ * methods/anchor_small.c). Header-only (static inline), not a method: it
+ * registers nothing.
+ *
+ * For one group of query rows [r0, r1) with a dense initial region of keys
+ * [0, init1) and a dense local region [loc0, loc1):
+ *  1. anchor (pattern-based anchor computation): a_i = the largest logit
+ *     s * q_i . k_j of row i over the initial and local regions (causal:
+ *     j <= i), the row max the official step 1 leaves in its M buffer;
+ *  2. the group's rows are cut into sub-blocks of `sub` rows; each gives a
+ *     pooled query qbar_t (mean of its rows) and a pooled anchor abar_t
+ *     (mean of its a_i);
+ *  3. difference-aware stripes: a key j outside both regions (causal: j <
+ *     r1) is kept iff for SOME sub-block t, s * qbar_t . k_j + theta >=
+ *     abar_t; the kept keys form one sorted list for the whole group.
+ * The anchor pass runs only when the group has a candidate key.
+ */
+#ifndef AB_METHODS_ANCHOR_CORE_H
+#define AB_METHODS_ANCHOR_CORE_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "methods/block_score.h"
+
+#define ANC_CHUNK 1024 /* keys scored per panel */
+
+/* One group: query rows [r0, r1), pooled in sub-blocks of `sub` rows; dense
+ * regions [0, init1) and [loc0, loc1) (keys). */
+typedef struct anc_group {
+    int r0, r1, sub;
+    int init1;
+    int loc0, loc1;
+} anc_group;
+
+/* Per-thread scratch for groups of at most max_sub rows per sub-block and
+ * max_t sub-blocks, head dim d. */
+typedef struct anc_scratch {
+    float *panel; /* (max(max_sub, max_t), ANC_CHUNK) logits */
+    float *qbar;  /* (max_t, d) pooled queries */
+    double *abar; /* (max_t) pooled anchors */
+    float *rmax;  /* (max_sub) running row maxima */
+    float *bt;    /* (d, BS_PANEL) gemm scratch */
+} anc_scratch;
+
+static inline int anc_scratch_alloc(anc_scratch *s, int max_sub, int max_t, int d)
+{
+    const int rows = max_sub > max_t ? max_sub : max_t;
+    s->panel = malloc((size_t)rows * ANC_CHUNK * sizeof *s->panel);
+    s->qbar = malloc((size_t)max_t * d * sizeof *s->qbar);
+    s->abar = malloc((size_t)max_t * sizeof *s->abar);
+    s->rmax = malloc((size_t)max_sub * sizeof *s->rmax);
+    s->bt = malloc((size_t)d * BS_PANEL * sizeof *s->bt);
+    return s->panel && s->qbar && s->abar && s->rmax && s->bt;
+}
+
+static inline void anc_scratch_free(anc_scratch *s)
+{
+    free(s->panel);
+    free(s->qbar);
+    free(s->abar);
+    free(s->rmax);
+    free(s->bt);
+}
+
+/* The candidate key ranges of g: [0, kend) minus the two dense regions, as
+ * at most two ranges c[0..1] = [c0, c1); returns their total size. */
+static inline int anc_candidates(const anc_group *g, int kend, int c[2][2])
+{
+    const int a = g->loc0 > g->init1 ? g->loc0 : g->init1; /* the local region beyond the initial one */
+    c[0][0] = g->init1;
+    c[0][1] = a < kend ? a : kend; /* between the regions */
+    c[1][0] = g->loc1 > g->init1 ? g->loc1 : g->init1;
+    c[1][1] = kend; /* after both */
+    int n = 0;
+    for (int r = 0; r < 2; r++) {
+        if (c[r][1] < c[r][0]) c[r][1] = c[r][0];
+        n += c[r][1] - c[r][0];
+    }
+    return n;
+}
+
+/* Running max over keys [k0, k1) of the logits of rows [a, b): rmax[i - a]
+ * (causal: keys j <= i only). */
+static inline void anc_rowmax(const float *q, const float *k, int d, float scale, int causal, int a, int b,
+                              int k0, int k1, anc_scratch *s)
+{
+    for (int j0 = k0; j0 < k1; j0 += ANC_CHUNK) {
+        const int nj = k1 - j0 < ANC_CHUNK ? k1 - j0 : ANC_CHUNK;
+        if (causal && j0 >= b) break;
+        bs_gemm_nt(q + (size_t)a * d, d, b - a, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+        for (int i = a; i < b; i++) {
+            const float *row = s->panel + (size_t)(i - a) * nj;
+            const int n = causal ? (i - j0 + 1 < nj ? i - j0 + 1 : nj) : nj;
+            float m = s->rmax[i - a];
+            for (int j = 0; j < n; j++) m = row[j] > m ? row[j] : m;
+            s->rmax[i - a] = m;
+        }
+    }
+}
+
+/* Steps 1-3 for group g of one head (q, k: (N, d)); the kept keys, sorted,
+ * into stripes; returns their count. */
+static inline int anc_stripes(const float *q, const float *k, int N, int d, int causal, float scale,
+                              double theta, const anc_group *g, anc_scratch *s, int32_t *stripes)
+{
+    const int kend = causal ? (g->r1 < N ? g->r1 : N) : N;
+    int c[2][2];
+    if (anc_candidates(g, kend, c) == 0) return 0;
+    /* the two dense regions, the local one without what the initial one has */
+    const int dr[2][2] = {
+        { 0, g->init1 }, { g->loc0 > g->init1 ? g->loc0 : g->init1, g->loc1 > g->init1 ? g->loc1 : g->init1 }
+    };
+    const int T = (g->r1 - g->r0 + g->sub - 1) / g->sub;
+    for (int t = 0; t < T; t++) {
+        const int a = g->r0 + t * g->sub, b = a + g->sub < g->r1 ? a + g->sub : g->r1;
+        for (int i = a; i < b; i++) s->rmax[i - a] = -INFINITY;
+        for (int r = 0; r < 2; r++) anc_rowmax(q, k, d, scale, causal, a, b, dr[r][0], dr[r][1], s);
+        double sum = 0.0;
+        for (int i = a; i < b; i++) sum += s->rmax[i - a];
+        s->abar[t] = sum / (b - a);
+        bs_mean_rows(q, d, a, b - a, s->qbar + (size_t)t * d);
+    }
+    int n = 0;
+    for (int r = 0; r < 2; r++)
+        for (int j0 = c[r][0]; j0 < c[r][1]; j0 += ANC_CHUNK) {
+            const int nj = c[r][1] - j0 < ANC_CHUNK ? c[r][1] - j0 : ANC_CHUNK;
+            bs_gemm_nt(s->qbar, d, T, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+            for (int j = 0; j < nj; j++)
+                for (int t = 0; t < T; t++)
+                    if ((double)s->panel[(size_t)t * nj + j] + theta >= s->abar[t]) {
+                        stripes[n++] = j0 + j;
+                        break;
+                    }
+        }
+    return n;
+}
+
+#endif
