@@ -20,11 +20,12 @@
 extern "C" {
 #endif
 
-#define AB_ABI_VERSION \
-    4                    /* 3: one error rule, ab_set_error(handle) for methods, masks, tasks;
-                          * 4: a method declares its native block (ab_method.block_q/_k) */
-#define AB_MAX_PARAMS 8  /* per method */
-#define AB_MAX_VALUES 24 /* capacity of ab_params (tasks have more knobs) */
+/* ABI 3: one error rule, ab_set_error(handle) for methods, masks, tasks.
+ * ABI 4: a method declares its native block (ab_method.block_q/_k), and
+ * held-out draws (ab_problem.heldout, ab_method.heldout). */
+#define AB_ABI_VERSION 4
+#define AB_MAX_PARAMS  8  /* per method */
+#define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
 /* ---- error codes: every entry point returns AB_OK or one of these ------ */
 enum {
@@ -94,6 +95,13 @@ typedef struct ab_problem {
     const float *v; /* (heads, seq_len, head_dim) */
     uint64_t seed;  /* for seeded selectors (random blocks, hashing) */
     int threads;    /* OpenMP threads the harness set; informational */
+    /* A held-out draw: the same task, shape, base mask and depth generated
+     * with seed ab_heldout_seed(seed), so never the scored input. It is the
+     * calibration data of a method that its authors profile offline (MoA):
+     * same distribution, another sample. Given only to methods that set
+     * ab_method.heldout, else NULL; NULL too when the task ignores its seed
+     * (a trace: no other draw exists). Its own heldout is NULL. */
+    const struct ab_problem *heldout;
 } ab_problem;
 
 /* ---- layouts: the contract between selectors and kernels --------------- */
@@ -239,6 +247,8 @@ typedef struct ab_method {
      * it unless the config overrides it ([method.NAME] or [sweep] block_q /
      * block_k); 0 = the harness default (64); block_k 0 = block_q. */
     int block_q, block_k;
+    int heldout;                    /* 1: select() reads pb->heldout (the harness then
+                  * generates it: memory and time for a second draw) */
     ab_param params[AB_MAX_PARAMS]; /* terminated by a NULL name */
     ab_knob density_knob;
     size_t state_size; /* bytes the harness allocates (zeroed) */
@@ -345,6 +355,13 @@ static inline uint64_t ab_mix64(uint64_t z)
 
 /* The step: advance *state by the golden step and return its mix. */
 static inline uint64_t ab_splitmix64(uint64_t *state) { return ab_mix64(*state += 0x9e3779b97f4a7c15ull); }
+
+/* The seed of a problem's held-out draw (ab_problem.heldout): a mix of the
+ * scored seed, so it is never a seed a grid lists by hand (1, 2, ...). */
+static inline uint64_t ab_heldout_seed(uint64_t seed)
+{
+    return ab_mix64(seed ^ 0x68656c646f7574ull); /* "heldout" */
+}
 
 #ifdef __cplusplus
 }

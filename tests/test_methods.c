@@ -37,9 +37,11 @@
 /* ---- problems ------------------------------------------------------------ */
 
 typedef struct tproblem {
-    ab_problem pb;    /* pb.s.mask: &mask when made with a spec, else NULL */
-    ab_mask mask;     /* the bound base mask (problem_make_mask) */
-    float *q, *k, *v; /* (heads, seq_len, head_dim) each */
+    ab_problem pb;       /* pb.s.mask: &mask when made with a spec, else NULL; pb.heldout: &held */
+    ab_problem held;     /* the held-out draw (ab_problem.heldout): the same generator at another seed */
+    ab_mask mask;        /* the bound base mask (problem_make_mask) */
+    float *q, *k, *v;    /* (heads, seq_len, head_dim) each */
+    float *hq, *hk, *hv; /* the held-out draw's */
 } tproblem;
 
 static uint64_t splitmix64(uint64_t *s)
@@ -61,15 +63,19 @@ static void problem_make(tproblem *t, int heads, int n, int d, int causal, uint6
 {
     memset(&t->mask, 0, sizeof t->mask);
     const size_t cnt = (size_t)heads * n * d;
-    t->q = malloc(cnt * sizeof *t->q);
-    t->k = malloc(cnt * sizeof *t->k);
-    t->v = malloc(cnt * sizeof *t->v);
-    cr_assert(t->q && t->k && t->v);
-    uint64_t s = seed;
-    for (size_t i = 0; i < cnt; i++) {
-        t->q[i] = (float)gauss(&s);
-        t->k[i] = (float)gauss(&s);
-        t->v[i] = (float)gauss(&s);
+    float **arr[6] = { &t->q, &t->k, &t->v, &t->hq, &t->hk, &t->hv };
+    for (int i = 0; i < 6; i++) {
+        *arr[i] = malloc(cnt * sizeof(float));
+        cr_assert(*arr[i]);
+    }
+    for (int r = 0; r < 2; r++) { /* the draw, then the held-out draw */
+        uint64_t s = r ? ab_heldout_seed(seed) : seed;
+        float *q = r ? t->hq : t->q, *k = r ? t->hk : t->k, *v = r ? t->hv : t->v;
+        for (size_t i = 0; i < cnt; i++) {
+            q[i] = (float)gauss(&s);
+            k[i] = (float)gauss(&s);
+            v[i] = (float)gauss(&s);
+        }
     }
     memset(&t->pb, 0, sizeof t->pb);
     t->pb.s = (ab_shape){
@@ -80,6 +86,12 @@ static void problem_make(tproblem *t, int heads, int n, int d, int causal, uint6
     t->pb.v = t->v;
     t->pb.seed = seed;
     t->pb.threads = 1;
+    t->held = t->pb;
+    t->held.q = t->hq;
+    t->held.k = t->hk;
+    t->held.v = t->hv;
+    t->held.seed = ab_heldout_seed(seed);
+    t->pb.heldout = &t->held;
 }
 
 /* The same under the base mask `spec` bound to n and seed (s.mask and
@@ -92,7 +104,7 @@ static void problem_make_mask(tproblem *t, int heads, int n, int d, const char *
                  err);
     problem_make(t, heads, n, d, m.def->causal, seed);
     t->mask = m;
-    t->pb.s.mask = &t->mask;
+    t->pb.s.mask = t->held.s.mask = &t->mask;
 }
 
 static void problem_free(tproblem *t)
@@ -100,6 +112,9 @@ static void problem_free(tproblem *t)
     free(t->q);
     free(t->k);
     free(t->v);
+    free(t->hq);
+    free(t->hk);
+    free(t->hv);
     ab_mask_free(&t->mask);
 }
 
@@ -416,7 +431,7 @@ ParameterizedTest(int *mi, methods, non_interval_mask)
     t.mask.def = &gaps_def;
     t.mask.seq_len = n;
     strcpy(t.mask.spec, "test_gaps");
-    t.pb.s.mask = &t.mask;
+    t.pb.s.mask = t.held.s.mask = &t.mask;
     float *out = malloc((size_t)heads * n * d * sizeof *out);
     cr_assert(out);
     double knobs[3];
@@ -793,7 +808,7 @@ Test(metrics, recall_over_allowed_keys)
             problem_make(&t, heads, n, d, 1, 31u + (uint64_t)mk);
             t.mask.def = &gaps_def;
             t.mask.seq_len = n;
-            t.pb.s.mask = &t.mask;
+            t.pb.s.mask = t.held.s.mask = &t.mask;
         }
         int rows[300];
         for (int i = 0; i < n; i++) rows[i] = i;

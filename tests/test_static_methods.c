@@ -15,26 +15,34 @@
 #include "kernels/kernels.h"
 
 typedef struct tp {
-    ab_problem pb;
-    float *q, *k, *v; /* (heads, seq_len, head_dim) */
+    ab_problem pb;       /* pb.heldout points at held: a tp must not move */
+    ab_problem held;     /* the held-out draw (ab_problem.heldout): the same generator at another seed */
+    float *q, *k, *v;    /* (heads, seq_len, head_dim) */
+    float *hq, *hk, *hv; /* the held-out draw's */
 } tp;
 
-static void tp_make(tp *t, int heads, int n, int d, int causal, uint64_t seed)
+static void tp_fill(float *q, float *k, float *v, size_t cnt, uint64_t seed)
 {
-    const size_t cnt = (size_t)heads * n * d;
-    t->q = malloc(cnt * sizeof(float));
-    t->k = malloc(cnt * sizeof(float));
-    t->v = malloc(cnt * sizeof(float));
-    cr_assert(t->q && t->k && t->v);
     uint64_t s = seed * 2654435761u + 1;
     for (size_t i = 0; i < cnt; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         const float x = (float)((double)(s >> 11) * 0x1.0p-53 - 0.5);
-        t->q[i] = x;
-        t->k[i] = -x * 0.7f + 0.1f;
-        t->v[i] = x * 2.0f;
+        q[i] = x;
+        k[i] = -x * 0.7f + 0.1f;
+        v[i] = x * 2.0f;
     }
-    t->pb = (ab_problem){ { heads, n, d, causal, 1.0f / sqrtf((float)d), NULL }, t->q, t->k, t->v, seed, 1 };
+}
+
+static void tp_make(tp *t, int heads, int n, int d, int causal, uint64_t seed)
+{
+    const size_t cnt = (size_t)heads * n * d;
+    float **arr[6] = { &t->q, &t->k, &t->v, &t->hq, &t->hk, &t->hv };
+    for (int i = 0; i < 6; i++) cr_assert((*arr[i] = malloc(cnt * sizeof(float))));
+    tp_fill(t->q, t->k, t->v, cnt, seed);
+    tp_fill(t->hq, t->hk, t->hv, cnt, ab_heldout_seed(seed));
+    const ab_shape s = { heads, n, d, causal, 1.0f / sqrtf((float)d), NULL };
+    t->held = (ab_problem){ s, t->hq, t->hk, t->hv, ab_heldout_seed(seed), 1, NULL };
+    t->pb = (ab_problem){ s, t->q, t->k, t->v, seed, 1, &t->held };
 }
 
 static void tp_free(tp *t)
@@ -42,6 +50,9 @@ static void tp_free(tp *t)
     free(t->q);
     free(t->k);
     free(t->v);
+    free(t->hq);
+    free(t->hk);
+    free(t->hv);
 }
 
 /* Select with `name`'s defaults plus overrides "k=v" pairs; finalised. */
@@ -278,30 +289,87 @@ Test(static_methods, knobs_monotone)
     tp_free(&t);
 }
 
-/* moa: heads with more distant attention get longer spans. Head 1's rows
- * get zero queries (uniform, long-range attention); head 0 a rotary code
- * peaked at i = j (local attention). */
-Test(static_methods, moa_spans_follow_locality)
+/* Head h of (q, k), rows [0, n): a rotary code peaked at i = j (local
+ * attention) when local, else zero queries (uniform, long-range attention). */
+static void moa_head(float *q, float *k, int h, int n, int d, int local)
+{
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < d / 2; c++) {
+            const size_t e = ((size_t)h * n + i) * d + 2 * c;
+            const double w = 0.23 * pow(1.37, c); /* incommensurate: no period */
+            /* q_i . k_j = 25 sum_c cos(w_c (i - j)): peaked at i = j */
+            k[e] = (float)(5.0 * cos(w * i));
+            k[e + 1] = (float)(5.0 * sin(w * i));
+            q[e] = local ? k[e] : 0.0f;
+            q[e + 1] = local ? k[e + 1] : 0.0f;
+        }
+}
+
+/* moa: spans follow the locality of the HELD-OUT draw, not of the scored
+ * input. In the held-out draw head 0 attends locally and head 1 uniformly;
+ * the scored input is the opposite. The uniform head of the held-out draw
+ * must get the longer span (MoA profiles offline on calibration data), and
+ * the layout must not change when the scored input does. Without a
+ * held-out draw the method is unsupported. */
+Test(static_methods, moa_spans_follow_heldout_locality)
 {
     tp t;
     const int N = 1024, d = 16;
     tp_make(&t, 2, N, d, 1, 12);
-    for (int i = 0; i < N; i++)
-        for (int c = 0; c < d / 2; c++) {
-            /* head 0: a rotary code, q_i.k_j = 25 sum_m cos(w_m (i - j)): peaked at i = j */
-            const double w = 0.23 * pow(1.37, c); /* incommensurate: no period */
-            t.q[(size_t)i * d + 2 * c] = t.k[(size_t)i * d + 2 * c] = (float)(5.0 * cos(w * i));
-            t.q[(size_t)i * d + 2 * c + 1] = t.k[(size_t)i * d + 2 * c + 1] = (float)(5.0 * sin(w * i));
-            /* head 1: uniform attention */
-            t.q[((size_t)N + i) * d + 2 * c] = t.q[((size_t)N + i) * d + 2 * c + 1] = 0.0f;
-        }
+    moa_head(t.hq, t.hk, 0, N, d, 1);
+    moa_head(t.hq, t.hk, 1, N, d, 0);
+    moa_head(t.q, t.k, 0, N, d, 0);
+    moa_head(t.q, t.k, 1, N, d, 1);
     const char *kv[] = { "budget=0.3" };
-    ab_layout l;
+    ab_layout l, l2;
     sel("moa", &t.pb, 64, kv, 1, &l);
     int span[2] = { 0, 0 };
     for (int h = 0; h < 2; h++)
         for (int j = 0; j < N; j += 64) span[h] += ab_layout_contains(&l, h, N - 1, j);
-    cr_expect_lt(span[0], span[1], "local head span %d blocks >= uniform head span %d", span[0], span[1]);
+    cr_expect_lt(span[0], span[1], "held-out local head span %d blocks >= held-out uniform head span %d",
+                 span[0], span[1]);
+    /* the scored input does not move the layout: swap it for the held-out draw's twin */
+    moa_head(t.q, t.k, 0, N, d, 1);
+    moa_head(t.q, t.k, 1, N, d, 0);
+    sel("moa", &t.pb, 64, kv, 1, &l2);
+    cr_expect(same_layout(&l, &l2), "moa's layout changed with the scored input");
+    ab_layout_free(&l2);
+    /* no held-out draw: unsupported, not a profile of the scored input */
+    const ab_method *m = ab_method_find("moa");
+    ab_params p;
+    ab_params_defaults(m->params, AB_MAX_PARAMS, &p);
+    ab_problem bare = t.pb;
+    bare.heldout = NULL;
+    ab_layout_init(&l2, &bare.s, 64, 64);
+    ab_instance in;
+    cr_assert_eq(ab_instance_create(&in, m, &p, &bare.s), AB_OK);
+    cr_expect_eq(ab_instance_select(&in, &bare, &l2), AB_EUNSUPPORTED);
+    ab_instance_destroy(&in);
+    ab_layout_free(&l2);
     ab_layout_free(&l);
+    tp_free(&t);
+}
+
+/* moa: 64 sink tokens are one key block at block 64 and at block 128 (the
+ * official kernel keeps sink_size / 64 blocks of 64); the band of the
+ * smallest span is the diagonal block. */
+Test(static_methods, moa_sinks_and_band)
+{
+    tp t;
+    const int N = 1024;
+    tp_make(&t, 2, N, 16, 1, 13);
+    const char *kv[] = { "budget=0.0001" };
+    for (int B = 64; B <= 128; B *= 2) {
+        ab_layout l;
+        sel("moa", &t.pb, B, kv, 1, &l);
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < N; i += 37)
+                for (int j = 0; j <= i; j++) {
+                    const int want = j < B || j / B == i / B;
+                    cr_expect_eq(ab_layout_contains(&l, h, i, j), want, "block %d head %d i %d j %d", B, h, i,
+                                 j);
+                }
+        ab_layout_free(&l);
+    }
     tp_free(&t);
 }

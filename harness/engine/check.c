@@ -20,7 +20,8 @@
  * file in masks/ is checked with no new code. --quick: causal, full and
  * document only.
  * Problems come from the needle task's haystack (random Gaussian Q, K, V
- * when the shape is too small for it). GPU rows say "skip": this command
+ * when the shape is too small for it), each with a held-out draw of the
+ * same generator at ab_heldout_seed(seed) (ab_problem.heldout). GPU rows say "skip": this command
  * checks the CPU path; GPU points run in `run` (harness/engine/gpu.c) and the CUDA
  * kernels are checked against the fp64 reference by `make test-gpu`.
  */
@@ -42,10 +43,12 @@
 /* ---- problems ------------------------------------------------------------ */
 
 typedef struct cproblem {
-    ab_problem pb;    /* pb.s.mask points at mask below: never copy a cproblem */
-    ab_mask mask;     /* the bound base mask */
-    float *q, *k, *v; /* (heads, seq_len, head_dim) each */
-    int from_task;    /* 1: needle haystack, 0: Gaussian */
+    ab_problem pb;       /* pb.s.mask points at mask below, pb.heldout at held: never copy a cproblem */
+    ab_problem held;     /* the held-out draw (ab_problem.heldout), the same generator at another seed */
+    ab_mask mask;        /* the bound base mask */
+    float *q, *k, *v;    /* (heads, seq_len, head_dim) each */
+    float *hq, *hk, *hv; /* the held-out draw's */
+    int from_task;       /* 1: needle haystack, 0: Gaussian */
 } cproblem;
 
 static double gauss(uint64_t *s)
@@ -60,8 +63,38 @@ static void problem_free(cproblem *c)
     free(c->q);
     free(c->k);
     free(c->v);
-    c->q = c->k = c->v = NULL;
+    free(c->hq);
+    free(c->hk);
+    free(c->hv);
+    c->q = c->k = c->v = c->hq = c->hk = c->hv = NULL;
     ab_mask_free(&c->mask);
+}
+
+/* Q, K, V of shape s at seed: the needle haystack, or Gaussian when the
+ * shape is too small for it (*from_task says which). */
+static void draw_qkv(const ab_shape *s, uint64_t seed, float *q, float *k, float *v, int *from_task)
+{
+    const size_t cnt = (size_t)s->heads * s->seq_len * s->head_dim;
+    const ab_task *t = ab_task_find("needle");
+    *from_task = 0;
+    if (t) {
+        ab_params tp;
+        ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &tp);
+        ab_answer ans;
+        memset(&ans, 0, sizeof ans);
+        char tw[200] = "";
+        ab_task_input in = { .p = &tp, .str = NULL, .s = *s, .seed = seed, .depth = 0.5 };
+        *from_task = ab_task_generate(t, &in, q, k, v, &ans, tw, sizeof tw) == AB_OK;
+        ab_answer_free(&ans);
+    }
+    if (!*from_task) {
+        uint64_t st = seed;
+        for (size_t i = 0; i < cnt; i++) {
+            q[i] = (float)gauss(&st);
+            k[i] = (float)gauss(&st);
+            v[i] = (float)gauss(&st);
+        }
+    }
 }
 
 /* A problem of shape (heads, n, d) under the base mask `spec` bound to n and
@@ -74,35 +107,20 @@ static int problem_make(cproblem *c, int heads, int n, int d, const char *spec, 
     int rc = ab_mask_make(&c->mask, spec, n, seed, why, wl);
     if (rc != AB_OK) return rc;
     const size_t cnt = (size_t)heads * n * d;
-    c->q = malloc((cnt ? cnt : 1) * sizeof *c->q);
-    c->k = malloc((cnt ? cnt : 1) * sizeof *c->k);
-    c->v = malloc((cnt ? cnt : 1) * sizeof *c->v);
-    if (!c->q || !c->k || !c->v) {
-        problem_free(c);
-        snprintf(why, wl, "out of memory");
-        return AB_ENOMEM;
-    }
-    const ab_shape s = { heads, n, d, c->mask.def->causal, 1.0f / sqrtf((float)d), &c->mask };
-    const ab_task *t = ab_task_find("needle");
-    if (t) {
-        ab_params tp;
-        ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &tp);
-        ab_answer ans;
-        memset(&ans, 0, sizeof ans);
-        char tw[200] = "";
-        ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = seed, .depth = 0.5 };
-        c->from_task = ab_task_generate(t, &in, c->q, c->k, c->v, &ans, tw, sizeof tw) == AB_OK;
-        ab_answer_free(&ans);
-    }
-    if (!c->from_task) {
-        uint64_t st = seed;
-        for (size_t i = 0; i < cnt; i++) {
-            c->q[i] = (float)gauss(&st);
-            c->k[i] = (float)gauss(&st);
-            c->v[i] = (float)gauss(&st);
+    float **arr[6] = { &c->q, &c->k, &c->v, &c->hq, &c->hk, &c->hv };
+    for (int i = 0; i < 6; i++)
+        if (!(*arr[i] = malloc((cnt ? cnt : 1) * sizeof(float)))) {
+            problem_free(c);
+            snprintf(why, wl, "out of memory");
+            return AB_ENOMEM;
         }
-    }
-    c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1 };
+    const ab_shape s = { heads, n, d, c->mask.def->causal, 1.0f / sqrtf((float)d), &c->mask };
+    const uint64_t hseed = ab_heldout_seed(seed);
+    int held_task;
+    draw_qkv(&s, seed, c->q, c->k, c->v, &c->from_task);
+    draw_qkv(&s, hseed, c->hq, c->hk, c->hv, &held_task);
+    c->held = (ab_problem){ s, c->hq, c->hk, c->hv, hseed, 1, NULL };
+    c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1, &c->held };
     return AB_OK;
 }
 

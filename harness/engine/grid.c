@@ -397,6 +397,8 @@ int ab_plan_build(const ab_config *c, const ab_plan_opts *o, int threads, ab_pla
             if (gb.jobs[i].family % o->shard_n == o->shard_i) gb.jobs[k++] = gb.jobs[i];
         gb.nj = k;
     }
+    for (int i = 0; i < gb.nj; i++) /* the data child generates a held-out draw only where it is read */
+        if (gb.jobs[i].m->heldout) gb.bases[gb.jobs[i].base].heldout = 1;
     *p = (ab_plan){ gb.bases, gb.nb, gb.jobs, gb.nj };
     gb.bases = NULL;
     gb.jobs = NULL;

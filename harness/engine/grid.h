@@ -20,7 +20,8 @@ typedef struct base_pt {
     double mask_density; /* allowed pairs / N^2 of the mask bound to (n, seed) */
     int64_t seed;
     double depth;
-    int timed; /* 0: the points are scored only ([timing] timed_tasks / timed_depths) */
+    int timed;   /* 0: the points are scored only ([timing] timed_tasks / timed_depths) */
+    int heldout; /* 1: a method of its points reads a held-out draw (ab_method.heldout) */
 } base_pt;
 
 typedef struct job {

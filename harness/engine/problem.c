@@ -29,7 +29,7 @@ static size_t arena_size(const base_pt *b, const ab_config *c)
     size_t rows = (size_t)b->n;
     size_t ref = (size_t)b->heads * rows * ((size_t)b->d * 8 + 16 + (size_t)c->topk * 4) + rows * 4;
     size_t ans = (size_t)b->heads * rows * 6 * 4 + ((size_t)1 << 22);
-    return sizeof(arena_hdr) + 3 * t * 4 + ref + ans + ((size_t)1 << 20);
+    return sizeof(arena_hdr) + (b->heldout ? 6 : 3) * t * 4 + ref + ans + ((size_t)1 << 20);
 }
 
 static int copy_ints(arena_hdr *a, int **dst, const int *src, int n)
@@ -60,6 +60,24 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
         ab_answer_free(&ans);
         return;
     }
+    if (a->hq) { /* the held-out draw: the same task at another seed; its answer is not needed */
+        ab_answer hans;
+        memset(&hans, 0, sizeof hans);
+        ab_task_input hin = in;
+        hin.seed = a->hseed = ab_heldout_seed((uint64_t)b->seed);
+        rc = ab_task_generate(b->task, &hin, a->hq, a->hk, a->hv, &hans, why, sizeof why);
+        ab_answer_free(&hans);
+        if (rc) {
+            a->status = rc;
+            snprintf(a->msg, sizeof a->msg, "task %s (held-out draw): %s", b->task->name,
+                     why[0] ? why : ab_strerror(rc));
+            ab_answer_free(&ans);
+            return;
+        }
+        const size_t t = sizeof(float) * (size_t)s.heads * s.seq_len * s.head_dim;
+        if (!memcmp(a->hq, a->q, t) && !memcmp(a->hk, a->k, t)) /* the task ignores its seed (a trace) */
+            a->hq = a->hk = a->hv = NULL;
+    }
     a->ans = ans;
     if (copy_ints(a, &a->ans.head, ans.head, ans.n) || copy_ints(a, &a->ans.row, ans.row, ans.n) ||
         copy_ints(a, &a->ans.code, ans.code, ans.n) || copy_ints(a, &a->ans.key_pos, ans.key_pos, ans.n) ||
@@ -88,7 +106,8 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
     }
     int nr = ab_choose_rows(b->n, c->exact_max_n, ans.row, ans.n, c->score_rows, (uint64_t)b->seed, rows);
     ab_answer_free(&ans);
-    ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads };
+    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads, NULL };
+    pb.heldout = ab_arena_heldout(a, s, threads, &hpb); /* saved with the tensors */
     rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
     free(rows);
     if (rc) {
@@ -110,7 +129,12 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
     a->q = arena_alloc(a, t * 4);
     a->k = arena_alloc(a, t * 4);
     a->v = arena_alloc(a, t * 4);
-    if (!a->q || !a->k || !a->v) {
+    if (b->heldout) {
+        a->hq = arena_alloc(a, t * 4);
+        a->hk = arena_alloc(a, t * 4);
+        a->hv = arena_alloc(a, t * 4);
+    }
+    if (!a->q || !a->k || !a->v || (b->heldout && (!a->hq || !a->hk || !a->hv))) {
         a->status = AB_ENOMEM;
         snprintf(a->msg, sizeof a->msg, "arena too small");
         return;
@@ -125,6 +149,13 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
     ab_shape s = { b->heads, b->n, b->d, mk.def->causal, 1.0f / sqrtf((float)b->d), &mk };
     data_problem(a, b, c, threads, save_dir, problem, s);
     ab_mask_free(&mk);
+}
+
+const ab_problem *ab_arena_heldout(const arena_hdr *a, ab_shape s, int threads, ab_problem *out)
+{
+    if (!a->hq) return NULL;
+    *out = (ab_problem){ s, a->hq, a->hk, a->hv, a->hseed, threads, NULL };
+    return out;
 }
 
 arena_hdr *ab_arena_map(const base_pt *b, const ab_config *c, size_t *size)

@@ -16,6 +16,8 @@ typedef struct arena_hdr {
     int status; /* data child: 0 ok, else AB_E* */
     char msg[256];
     float *q, *k, *v;
+    float *hq, *hk, *hv; /* the held-out draw (base_pt.heldout), else NULL */
+    uint64_t hseed;      /* its seed, ab_heldout_seed(seed) */
     ab_answer ans;
     ab_refset ref;
 } arena_hdr;
@@ -26,10 +28,16 @@ arena_hdr *ab_arena_map(const base_pt *b, const ab_config *c, size_t *size);
 void ab_arena_unmap(arena_hdr *a, size_t size);
 
 /* In the data child: generate the problem into the arena and build the
- * reference (a->status and a->msg say what failed); with save_dir, also
- * write its tensors there as `problem`. */
+ * reference (a->status and a->msg say what failed); when b->heldout, also
+ * its held-out draw (left NULL if it equals the scored draw: a task that
+ * ignores its seed); with save_dir, also write its tensors there as
+ * `problem`. */
 void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, const char *save_dir,
                 const char *problem);
+
+/* The held-out draw of the arena's problem as a problem of shape s
+ * (*out filled, returned), or NULL when the arena has none. */
+const ab_problem *ab_arena_heldout(const arena_hdr *a, ab_shape s, int threads, ab_problem *out);
 
 /* The problem's name after what defines it (--save-tensors file names). */
 void ab_problem_name(const base_pt *b, char *buf, size_t n);

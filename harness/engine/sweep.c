@@ -506,7 +506,8 @@ static void probe_entry(void *arg, int fd)
     char why[200];
     if (ab_mask_make(&mk, pa->b->mask, pa->b->n, (uint64_t)pa->b->seed, why, sizeof why) == AB_OK) {
         ab_shape s = { pa->b->heads, pa->b->n, pa->b->d, mk.def->causal, 1.0f / sqrtf((float)pa->b->d), &mk };
-        ab_problem pb = { s, pa->a->q, pa->a->k, pa->a->v, (uint64_t)pa->b->seed, pa->threads };
+        ab_problem hpb, pb = { s, pa->a->q, pa->a->k, pa->a->v, (uint64_t)pa->b->seed, pa->threads, NULL };
+        const ab_problem *held = ab_arena_heldout(pa->a, s, pa->threads, &hpb);
         float *out = malloc((size_t)s.heads * s.seq_len * s.head_dim * sizeof(float));
         const ab_method *dm = ab_method_find("dense");
         for (int i = -1; out && i < pa->nm; i++) {
@@ -517,6 +518,7 @@ static void probe_entry(void *arg, int fd)
             ab_method_params(pa->c, m, &prm);
             int bq, bk;
             ab_config_blocks(pa->c, m, &bq, &bk);
+            pb.heldout = m->heldout ? held : NULL;
             ab_instance in;
             ab_layout l;
             memset(&l, 0, sizeof l);
@@ -566,6 +568,8 @@ int ab_estimate_plan(const ab_plan *p, ab_estimate *e)
         for (int k = 0; k < e->nm; k++) seen |= e->ms[k] == p->jobs[i].m;
         if (!seen) e->ms[e->nm++] = p->jobs[i].m;
     }
+    pbase.heldout = 0;
+    for (int k = 0; k < e->nm; k++) pbase.heldout |= e->ms[k]->heldout;
     e->probe = pbase;
     e->big = big;
     return 1;

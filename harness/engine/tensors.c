@@ -1,8 +1,9 @@
 /* tensors.c — `run --save-tensors`: the raw tensors behind a point, so anyone
  * can re-check a number outside attnbench (h5py, MATLAB, Julia).
  *
- * Each problem (Q, K, V, the scored rows and their fp64 reference output)
- * and each point (the method's output and its layout) is written by the
+ * Each problem (Q, K, V, the scored rows and their fp64 reference output;
+ * heldout_q, heldout_k, heldout_v when a method of the run reads a held-out
+ * draw) and each point (the method's output and its layout) is written by the
  * child that produced it into its own small HDF5 file in OUT.h5.tensors/;
  * the results store copies every file of that directory into /tensors/NAME
  * of OUT.h5 on each rewrite (harness/store/store.c). The directory stays the
@@ -99,6 +100,11 @@ int ab_tensors_write_problem(const char *dir, const char *name, const ab_problem
         put_attr_str(
             f, "layout",
             "q, k, v: (heads, seq_len, head_dim) fp32; ref_out: (heads, scored_rows, head_dim) fp64") == 0;
+    if (ok && pb->heldout) /* the held-out draw the methods with ab_method.heldout profiled */
+        ok = put(f, "heldout_q", H5T_NATIVE_FLOAT, 3, d3, pb->heldout->q) == 0 &&
+             put(f, "heldout_k", H5T_NATIVE_FLOAT, 3, d3, pb->heldout->k) == 0 &&
+             put(f, "heldout_v", H5T_NATIVE_FLOAT, 3, d3, pb->heldout->v) == 0 &&
+             put_attr_int(f, "heldout_seed", (long long)pb->heldout->seed) == 0;
     return finish_file(f, ok, tmp, final, err, errlen);
 }
 

@@ -61,17 +61,18 @@ typedef struct mask_img {
 
 /* ---- problem ---------------------------------------------------------------- */
 
-static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_problem *pb)
+/* The needle task's Q, K, V at o->seed into buf[0..2] and its held-out draw
+ * (ab_problem.heldout, seed ab_heldout_seed) into buf[3..5]; pb->heldout
+ * points at *held. buf[] must be NULL on entry; the caller frees it. */
+static int make_problem(const mask_opts *o, float *buf[6], ab_problem *pb, ab_problem *held)
 {
     const ab_task *t = ab_task_find("needle");
     const size_t cnt = (size_t)o->heads * o->n * o->d;
-    *q = malloc(cnt * sizeof **q);
-    *k = malloc(cnt * sizeof **k);
-    *v = malloc(cnt * sizeof **v);
-    if (!*q || !*k || !*v) {
-        ab_errorf("mask: out of memory for Q, K, V");
-        return 1;
-    }
+    for (int i = 0; i < 6; i++)
+        if (!(buf[i] = malloc(cnt * sizeof(float)))) {
+            ab_errorf("mask: out of memory for Q, K, V");
+            return 1;
+        }
     const ab_shape s = { o->heads, o->n, o->d, o->bm.def->causal, 1.0f / sqrtf((float)o->d), &o->bm };
     if (!t) {
         ab_errorf("mask: the needle task is not registered");
@@ -79,17 +80,22 @@ static int make_problem(const mask_opts *o, float **q, float **k, float **v, ab_
     }
     ab_params tp;
     ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &tp);
-    ab_answer ans;
-    memset(&ans, 0, sizeof ans);
-    char why[200] = "";
-    ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = o->seed, .depth = 0.5 };
-    const int rc = ab_task_generate(t, &in, *q, *k, *v, &ans, why, sizeof why);
-    ab_answer_free(&ans);
-    if (rc) {
-        ab_errorf("mask: needle task: %s", why[0] ? why : ab_strerror(rc));
-        return 1;
+    const uint64_t seeds[2] = { o->seed, ab_heldout_seed(o->seed) };
+    for (int r = 0; r < 2; r++) {
+        ab_answer ans;
+        memset(&ans, 0, sizeof ans);
+        char why[200] = "";
+        ab_task_input in = { .p = &tp, .str = NULL, .s = s, .seed = seeds[r], .depth = 0.5 };
+        const int rc =
+            ab_task_generate(t, &in, buf[3 * r], buf[3 * r + 1], buf[3 * r + 2], &ans, why, sizeof why);
+        ab_answer_free(&ans);
+        if (rc) {
+            ab_errorf("mask: needle task: %s", why[0] ? why : ab_strerror(rc));
+            return 1;
+        }
     }
-    *pb = (ab_problem){ s, *q, *k, *v, o->seed, 0 };
+    *held = (ab_problem){ s, buf[3], buf[4], buf[5], seeds[1], 0, NULL };
+    *pb = (ab_problem){ s, buf[0], buf[1], buf[2], seeds[0], 0, held };
     return 0;
 }
 
@@ -448,10 +454,10 @@ int ab_draw(const ab_draw_opts *d)
         ab_errorf("mask: --mask '%s': %s", o.spec, why[0] ? why : "cannot be used");
         return 2;
     }
-    float *q = NULL, *k = NULL, *v = NULL;
-    ab_problem pb;
+    float *qkv[6] = { NULL, NULL, NULL, NULL, NULL, NULL }; /* the draw's Q, K, V, the held-out draw's */
+    ab_problem pb, held;
     int status = 0;
-    if (make_problem(&o, &q, &k, &v, &pb))
+    if (make_problem(&o, qkv, &pb, &held))
         status = 1;
     else if (m) {
         mask_img im;
@@ -465,9 +471,7 @@ int ab_draw(const ab_draw_opts *d)
         status = 2;
     } else
         status = draw_gallery(&o, &pb, d->out);
-    free(q);
-    free(k);
-    free(v);
+    for (int i = 0; i < 6; i++) free(qkv[i]);
     ab_mask_free(&o.bm);
     return status;
 }

@@ -25,6 +25,11 @@ One module per method in methods/NAME.py (common.py has shared helpers):
            is left out of the base methods list)
   compare(got, ref, point) -> optional: (intersection, union) for one row,
            for methods whose rows are not plain sets
+  HELDOUT  optional, True for a method that profiles a held-out draw
+           (ab_method.heldout, e.g. moa): derive() is given the problem's
+           heldout_q, heldout_k instead of the scored q, k, so the check
+           also proves the layout depends on the held-out draw alone; the
+           point fails when the problem has none or it equals the scored one
 
 Per point: agreement = |C and ref| / |C or ref| over all rows; it must be
 >= 0.99 (near-ties of scores computed in float32 by the C code and float64
@@ -106,6 +111,13 @@ def check_point(f, p, mod):
     g = f["tensors"][p["key"].decode()]
     prob = f["tensors"][g.attrs["problem"].decode()]
     q, k = prob["q"][()], prob["k"][()]
+    if getattr(mod, "HELDOUT", False):
+        if "heldout_q" not in prob or (np.array_equal(prob["heldout_q"][()], q)
+                                       and np.array_equal(prob["heldout_k"][()], k)):
+            print("rederive: %s: problem %s has no held-out draw distinct from the scored input"
+                  % (mod.METHOD, g.attrs["problem"].decode()))
+            return 0.0, 0
+        q, k = prob["heldout_q"][()], prob["heldout_k"][()]
     H, N, _ = q.shape
     bq, bk = int(g.attrs["block_q"]), int(g.attrs["block_k"])
     nqb = (N + bq - 1) // bq
