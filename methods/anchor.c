@@ -145,6 +145,7 @@ const ab_method ab_anchor = {
     .reference = "Zhang et al. 2025, AnchorAttention: Difference-Aware Sparse Attention with Stripe Granularity, arXiv 2505.23520",
     .devices = AB_CPU,
     .phases = AB_PREFILL,
+    .block_q = 128, /* the official block_size (anchor_attn; groups of step = 16 blocks) */
     .params = {
         [P_THETA] = { .name = "theta", .def = 12.0, .min = 0, .max = 1e4, .is_int = 0,
                       .help = "keep key j if s*qbar.k_j + theta >= pooled anchor for some sub-block (natural-log units; official 12)" },

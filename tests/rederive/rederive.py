@@ -7,8 +7,8 @@ layout the C method built.
 
   rederive.py RESULTS.h5        check every point of a method with a module
   rederive.py --config OUT.ini  write the config that produces those points:
-                                rederive.ini, its methods = every module's
-                                method, plus each module's INI text
+                                rederive.ini, a [sweep.rdK] block per few
+                                modules' methods, plus each module's INI text
   RD_METHODS=a,b                (environment) only these modules
 
 One module per method in methods/NAME.py (common.py has shared helpers):
@@ -145,14 +145,13 @@ def write_config(out, mods):
     base = open(os.path.join(HERE, "rederive.ini")).read()
     own = [m for m in mods.values() if "[sweep." in getattr(m, "INI", "")]
     names = [n for n, m in sorted(mods.items()) if m not in own]
-    lines = []
-    for line in base.splitlines():
-        if line.replace(" ", "").startswith("methods=") and names:
-            # (no names: every selected module has its own sweep block; the
-            # base keeps its placeholder, whose points nothing checks)
-            line = "methods = " + ", ".join(names)
-        lines.append(line)
-    text = "\n".join(lines) + "\n"
+    # The base [sweep] keeps its placeholder method (dense, checked by
+    # nothing); the methods go into [sweep.rdK] blocks of a few names each
+    # (one long list would pass the INI reader's line limit) that inherit the
+    # base grid.
+    text = base if base.endswith("\n") else base + "\n"
+    for k in range(0, len(names), 6):
+        text += "\n[sweep.rd%d]\nmethods = %s\n" % (k // 6 + 1, ", ".join(names[k:k + 6]))
     for n, m in sorted(mods.items()):
         if getattr(m, "INI", ""):
             text += "\n; from methods/%s.py\n%s\n" % (n, m.INI.strip())
