@@ -22,11 +22,12 @@
  * is kept while the mass kept before it is < tau * total, i.e. the smallest
  * prefix whose cumulative mass reaches tau. tau >= 1 keeps every block.
  *
- * Block and stride. The official defaults are 128-token blocks and stride 8
- * or 16 (16 in the paper's main results, i.e. 8 x 8 samples per block). On
- * the harness's 64-token blocks we use stride 8 by default, which keeps the
- * same 8 x 8 samples per block; S must divide block_q and block_k, otherwise
- * the largest common divisor of the three is used.
+ * Block and stride. The method declares its official 128-token block
+ * (Xattention_prefill's block_size default), so the sweep runs it on
+ * 128 x 128 blocks unless a config overrides that; the stride has no default
+ * in the official code (the paper uses 8 and 16); ours is 8, i.e. 16 x 16
+ * samples per 128-block (8 x 8 on 64-blocks). S must divide block_q and
+ * block_k, otherwise the largest common divisor of the three is used.
  *
  * Base masks: the reduced mask generalises the causal one. A reduced row
  * softmaxes over the reduced keys its S queries may see under the base mask
