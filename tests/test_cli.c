@@ -256,7 +256,8 @@ Test(cli, blocks_native_unless_overridden)
     cr_expect(bq == 0 && bk == 0, "dense has no blocks: %d x %d", bq, bk);
     snprintf(cfg, sizeof cfg, base, "block_q = 32\nblock_k = 32\n", "[method.xattention]\nblock_q = 64\n");
     blocks_of(cfg, "xattention", &bq, &bk);
-    cr_expect(bq == 64 && bk == 32, "per method over sweep-wide: %d x %d", bq, bk);
+    cr_expect(bq == 64 && bk == 64, "per method over sweep-wide (block_k follows its block_q): %d x %d", bq,
+              bk);
     blocks_of(cfg, "window", &bq, &bk);
     cr_expect(bq == 32 && bk == 32, "sweep-wide: %d x %d", bq, bk);
 }

@@ -1038,20 +1038,29 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
 }
 
 /* The block geometry a method runs on: [method.NAME] block_q / block_k, else
- * [sweep] block_q / block_k, else the method's native block, else 64. A
+ * [sweep] block_q / block_k, else the method's native block, else 64; a
+ * level that sets block_q but not block_k sets both. A
  * method whose own parameter is named block_q (its row grouping) sets its
  * blocks itself; the override then is that parameter. */
 void ab_config_blocks(const ab_config *c, const ab_method *m, int *bq, int *bk)
 {
+    /* each level: block_k unset there follows that level's block_q */
     int q = m->block_q > 0 ? m->block_q : AB_DEFAULT_BLOCK;
-    int k = m->block_k > 0 ? m->block_k : m->block_q > 0 ? m->block_q : AB_DEFAULT_BLOCK;
-    if (c->block_q > 0) q = c->block_q;
-    if (c->block_k > 0) k = c->block_k;
+    int k = m->block_k > 0 ? m->block_k : q;
+    if (c->block_q > 0 || c->block_k > 0) {
+        if (c->block_q > 0) q = c->block_q;
+        k = c->block_k > 0 ? c->block_k : q;
+    }
+    int oq = 0, ok = 0;
     for (int i = 0; i < c->n_mo; i++) {
         const ab_override *o = &c->mo[i];
         if (o->is_str || o->n < 1 || strcmp(o->plugin, m->name)) continue;
-        if (!strcmp(o->param, "block_q")) q = (int)o->v[0];
-        if (!strcmp(o->param, "block_k")) k = (int)o->v[0];
+        if (!strcmp(o->param, "block_q")) oq = (int)o->v[0];
+        if (!strcmp(o->param, "block_k")) ok = (int)o->v[0];
+    }
+    if (oq > 0 || ok > 0) {
+        if (oq > 0) q = oq;
+        k = ok > 0 ? ok : q;
     }
     *bq = q;
     *bk = k;
