@@ -161,7 +161,7 @@ Test(gpu, no_device_point_is_unsupported)
     const ab_method *m = ab_method_find("dense");
     cr_assert(m);
     ab_params prm = { 0 };
-    ab_gpu_point_in in = { c, m, &prm, &t.pb, NULL, NULL };
+    ab_gpu_point_in in = { c, m, &prm, &t.pb, NULL, NULL, 64, 64 };
     ab_point *p = calloc(1, sizeof *p);
     cr_assert(p);
     ab_gpu_measure(&in, p);
