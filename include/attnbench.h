@@ -247,8 +247,9 @@ typedef struct ab_method {
      * it unless the config overrides it ([method.NAME] or [sweep] block_q /
      * block_k); 0 = the harness default (64); block_k 0 = block_q. */
     int block_q, block_k;
-    int heldout;                    /* 1: select() reads pb->heldout (the harness then
-                  * generates it: memory and time for a second draw) */
+    /* 1: select() reads pb->heldout (the harness then generates it: memory
+     * and time for a second draw) */
+    int heldout;
     ab_param params[AB_MAX_PARAMS]; /* terminated by a NULL name */
     ab_knob density_knob;
     size_t state_size; /* bytes the harness allocates (zeroed) */

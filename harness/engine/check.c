@@ -20,8 +20,8 @@
  * file in masks/ is checked with no new code. --quick: causal, full and
  * document only.
  * Problems come from the needle task's haystack (random Gaussian Q, K, V
- * when the shape is too small for it), each with a held-out draw of the
- * same generator at ab_heldout_seed(seed) (ab_problem.heldout). GPU rows say "skip": this command
+ * when the shape is too small for it); a method that reads a held-out draw
+ * (ab_method.heldout) also gets the same generator at ab_heldout_seed(seed). GPU rows say "skip": this command
  * checks the CPU path; GPU points run in `run` (harness/engine/gpu.c) and the CUDA
  * kernels are checked against the fp64 reference by `make test-gpu`.
  */
@@ -98,29 +98,33 @@ static void draw_qkv(const ab_shape *s, uint64_t seed, float *q, float *k, float
 }
 
 /* A problem of shape (heads, n, d) under the base mask `spec` bound to n and
- * seed (s.mask and s.causal set from it). AB_EINVAL with why[] when the
- * spec cannot be bound at this length (e.g. document:3 at N = 1). */
-static int problem_make(cproblem *c, int heads, int n, int d, const char *spec, uint64_t seed, char *why,
-                        size_t wl)
+ * seed (s.mask and s.causal set from it), with its held-out draw when the
+ * method m reads one (as the sweep does: grid.c). AB_EINVAL with why[] when
+ * the spec cannot be bound at this length (e.g. document:3 at N = 1). */
+static int problem_make(cproblem *c, const ab_method *m, int heads, int n, int d, const char *spec,
+                        uint64_t seed, char *why, size_t wl)
 {
     memset(c, 0, sizeof *c);
     int rc = ab_mask_make(&c->mask, spec, n, seed, why, wl);
     if (rc != AB_OK) return rc;
     const size_t cnt = (size_t)heads * n * d;
     float **arr[6] = { &c->q, &c->k, &c->v, &c->hq, &c->hk, &c->hv };
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < (m->heldout ? 6 : 3); i++)
         if (!(*arr[i] = malloc((cnt ? cnt : 1) * sizeof(float)))) {
             problem_free(c);
             snprintf(why, wl, "out of memory");
             return AB_ENOMEM;
         }
     const ab_shape s = { heads, n, d, c->mask.def->causal, 1.0f / sqrtf((float)d), &c->mask };
-    const uint64_t hseed = ab_heldout_seed(seed);
-    int held_task;
     draw_qkv(&s, seed, c->q, c->k, c->v, &c->from_task);
-    draw_qkv(&s, hseed, c->hq, c->hk, c->hv, &held_task);
-    c->held = (ab_problem){ s, c->hq, c->hk, c->hv, hseed, 1, NULL };
-    c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1, &c->held };
+    c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1, NULL };
+    if (m->heldout) {
+        const uint64_t hseed = ab_heldout_seed(seed);
+        int held_task;
+        draw_qkv(&s, hseed, c->hq, c->hk, c->hv, &held_task);
+        c->held = (ab_problem){ s, c->hq, c->hk, c->hv, hseed, 1, NULL };
+        c->pb.heldout = &c->held;
+    }
     return AB_OK;
 }
 
@@ -498,7 +502,7 @@ static int check_knob(const ab_method *m, ab_check_result *r, char *report, size
 {
     cproblem c;
     char err[256], msg[320] = "";
-    if (problem_make(&c, 2, 512, 64, "causal", 4242, err, sizeof err)) {
+    if (problem_make(&c, m, 2, 512, 64, "causal", 4242, err, sizeof err)) {
         say(report, n, "knob sweep: %s", err);
         return AB_CHECK_FAIL;
     }
@@ -568,7 +572,7 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
                 cproblem c;
                 const int N = lens[a], d = dims[b];
                 const uint64_t seed = 1000u + 17u * (unsigned)(a * 4 + b * 2) + 7919u * (unsigned)mi;
-                const int rc = problem_make(&c, heads, N, d, specs[mi], seed, unbound, sizeof unbound);
+                const int rc = problem_make(&c, m, heads, N, d, specs[mi], seed, unbound, sizeof unbound);
                 if (rc == AB_EINVAL) {
                     r->mask_skips++;
                     continue;
