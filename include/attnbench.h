@@ -22,8 +22,10 @@ extern "C" {
 
 /* ABI 3: one error rule, ab_set_error(handle) for methods, masks, tasks.
  * ABI 4: a method declares its native block (ab_method.block_q/_k), and
- * held-out draws (ab_problem.heldout, ab_method.heldout). */
-#define AB_ABI_VERSION 4
+ * held-out draws (ab_problem.heldout, ab_method.heldout).
+ * ABI 5: select() states its work (ab_layout_set_cost; ab_layout.select_flops
+ * and select_bytes), so each point records its selector's cost. */
+#define AB_ABI_VERSION 5
 #define AB_MAX_PARAMS  8  /* per method */
 #define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
@@ -138,6 +140,10 @@ typedef struct ab_layout {
     double custom_density;
     const struct ab_mask *mask; /* the shape's base mask (NULL: by causal) */
     void *priv;                 /* builder state; harness only */
+    /* What this select() computed, as its author counts it (ab_layout_set_cost):
+     * FLOPs (a multiply-add is 2, a compare, exp or max 1; a sort of n items
+     * n log2 n) and bytes it had to read and write at least. NaN: not stated. */
+    double select_flops, select_bytes;
 } ab_layout;
 
 /* Builder API for select(). Each returns AB_OK or AB_ENOMEM/AB_EINVAL.
@@ -161,6 +167,12 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key);
  * n == 0 checks the row and adds nothing. */
 int ab_layout_add_blocks(ab_layout *l, int head, int qblock, const int32_t *kblocks, int n);
 int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys, int n);
+/* State the work this select() did (see ab_layout.select_flops): call it
+ * once, from one thread, typically at the end of select(); a later call
+ * replaces the figures. A static pattern states 0, 0. The harness records
+ * them per point and reports the selector against this bound (docs/selectors.md).
+ * AB_EINVAL for negative or non-finite figures. */
+int ab_layout_set_cost(ab_layout *l, double flops, double bytes);
 
 /* ---- base masks ----------------------------------------------------------
  * The mask a workload puts under every method: causal, full, sliding window,

@@ -7,7 +7,11 @@
 
 static int dense_init(void *state, const ab_params *p, const ab_shape *s) { return AB_OK; /* no params */ }
 
-static int dense_select(void *state, const ab_problem *pb, ab_layout *l) { return ab_layout_dense(l); }
+static int dense_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const int rc = ab_layout_dense(l);
+    return rc == AB_OK ? ab_layout_set_cost(l, 0, 0) : rc; /* nothing to select */
+}
 
 const ab_method ab_dense = {
     .abi = AB_ABI_VERSION,

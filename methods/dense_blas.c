@@ -55,7 +55,11 @@ static int dense_blas_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-static int dense_blas_select(void *state, const ab_problem *pb, ab_layout *l) { return ab_layout_dense(l); }
+static int dense_blas_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const int rc = ab_layout_dense(l);
+    return rc == AB_OK ? ab_layout_set_cost(l, 0, 0) : rc; /* nothing to select */
+}
 
 /* Masked softmax of rows [0, nr) of s (nr, kc) in place, unnormalised:
  * s holds key columns [k0, k0 + kc) of query rows [r0, r0 + nr); entries the

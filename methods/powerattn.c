@@ -62,7 +62,7 @@ static int power_select(void *state, const ab_problem *pb, ab_layout *l)
                     if ((rc = ab_layout_add_block(l, h, qb, kb))) return rc;
             }
     }
-    return rc;
+    return rc == AB_OK ? ab_layout_set_cost(l, 0, 0) : rc; /* static: no selection work */
 }
 
 const ab_method ab_powerattn = {

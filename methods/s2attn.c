@@ -86,7 +86,7 @@ static int s2_select(void *state, const ab_problem *pb, ab_layout *l)
                     return rc;
         }
     }
-    return rc;
+    return rc == AB_OK ? ab_layout_set_cost(l, 0, 0) : rc; /* static: no selection work */
 }
 
 const ab_method ab_s2attn = {

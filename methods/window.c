@@ -80,7 +80,7 @@ static int window_select(void *state, const ab_problem *pb, ab_layout *l)
             if (rc != AB_OK) return rc; /* AB_ENOMEM: the harness records "oom" */
         }
     }
-    return AB_OK;
+    return ab_layout_set_cost(l, 0, 0); /* a static pattern: no selection work */
 }
 
 const ab_method ab_window = {

@@ -50,3 +50,22 @@ $(MASKS_BENCH_BIN): $(BUILD)/bench/masks_bench.o $(LIB_OBJS)
 bench-masks: $(MASKS_BENCH_BIN)
 	@mkdir -p $(BENCH_OUT)
 	OMP_WAIT_POLICY=passive $(MASKS_BENCH_BIN) --out $(BENCH_OUT)/masks.tsv $(MASKS_BENCH_ARGS)
+
+# `make bench-methods`: every registered method at the speed issue's shape
+# (configs/speed.ini: N = 16K, H = 4, d = 64, causal, needle, density 0.1,
+# timed and paired with dense), then the figures and the table of
+# selectors.tsv: select / dense against the bound each select() states,
+# run / dense against the density, the paired speedup (docs/selectors.md).
+# `make bench` runs it after the kernels.
+#   make bench-methods SPEED_ARGS='--methods xattention,hip --threads 1'
+SPEED_CONFIG ?= configs/speed.ini
+SPEED_OUT    ?= $(BENCH_OUT)/methods
+SPEED_ARGS   ?=
+
+.PHONY: bench-methods bench-kernels
+bench-methods: $(BIN)
+	@mkdir -p $(SPEED_OUT)
+	OMP_WAIT_POLICY=passive $(BIN) run -c $(SPEED_CONFIG) -o $(SPEED_OUT)/speed.h5 $(SPEED_ARGS) || [ $$? -eq 1 ]
+	@if command -v gnuplot >/dev/null; then $(BIN) plot $(SPEED_OUT)/speed.h5 -d $(SPEED_OUT) --no-gallery; \
+	else $(BIN) export $(SPEED_OUT)/speed.h5 -d $(SPEED_OUT); fi
+	@scripts/selectors_table.sh $(SPEED_OUT)/selectors.tsv | tee $(SPEED_OUT)/selectors.txt

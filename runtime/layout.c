@@ -161,6 +161,7 @@ void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k)
     }
     l->block_q = block_q;
     l->block_k = block_k;
+    l->select_flops = l->select_bytes = NAN;
     l->n_qblocks = ceil_div(l->seq_len, block_q);
     l->n_kblocks = ceil_div(l->seq_len, block_k);
 }
@@ -204,6 +205,14 @@ int ab_layout_set_blocks(ab_layout *l, int block_q, int block_k)
     }
     lb_unlock(st);
     return rc;
+}
+
+int ab_layout_set_cost(ab_layout *l, double flops, double bytes)
+{
+    if (!l || !(flops >= 0.0 && flops < INFINITY) || !(bytes >= 0.0 && bytes < INFINITY)) return AB_EINVAL;
+    l->select_flops = flops;
+    l->select_bytes = bytes;
+    return AB_OK;
 }
 
 int ab_layout_dense(ab_layout *l)

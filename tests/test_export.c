@@ -75,6 +75,8 @@ static void fx_point(ab_point *p, int *serial, const char *method, const char *t
     p->target_density = target;
     p->knob_value = strcmp(method, "dense") == 0 ? NAN : target * 1.7;
     p->achieved_density = target * (1.0 + 0.01 * seed) / 1.02;
+    p->select_flops = strcmp(method, "dense") == 0 ? 0.0 : 1e6 * n * target;
+    p->select_bytes = strcmp(method, "dense") == 0 ? NAN : 4.0 * n * 64;
     double dense_ms = 0.25 * (n / 1024.0) * (n / 1024.0) * (1.0 + 0.1 * seed) / 3.0;
     p->total_ms = dense_ms * (strcmp(method, "dense") == 0 ? 1.0 : (0.05 + target));
     p->select_ms = p->total_ms / 7.0;
@@ -314,7 +316,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[64];
         int nf = split_tabs(line, f, 64);
-        cr_assert_eq(nf, 60, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 62, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -363,6 +365,8 @@ Test(export, points_tsv_equals_file)
         expect_num(f[57], p->shared_pct, "shared_pct");
         expect_num(f[58], p->block_q, "block_q");
         expect_num(f[59], p->block_k, "block_k");
+        expect_num(f[60], p->select_flops, "select_flops");
+        expect_num(f[61], p->select_bytes, "select_bytes");
         rows++;
     }
     cr_assert_eq(rows, n);
@@ -481,6 +485,7 @@ Test(export, deterministic)
                                          "cpu_vs_gpu.tsv",
                                          "summary.tsv",
                                          "breakeven.tsv",
+                                         "selectors.tsv",
                                          "methods.txt",
                                          "meta.txt",
                                          "masks.txt",
@@ -499,8 +504,9 @@ Test(export, deterministic)
 }
 
 static const char *const FIGS[] = {
-    "latency_vs_n",   "speedup_vs_density", "recall_vs_density", "accuracy_vs_density", "accuracy_vs_latency",
-    "needle_heatmap", "overhead_share",     "cpu_vs_gpu",        "dense_vs_mask",       "breakeven"
+    "latency_vs_n",        "speedup_vs_density", "recall_vs_density", "accuracy_vs_density",
+    "accuracy_vs_latency", "needle_heatmap",     "overhead_share",    "cpu_vs_gpu",
+    "dense_vs_mask",       "breakeven",          "selectors"
 };
 #define N_FIGS (sizeof FIGS / sizeof FIGS[0])
 
@@ -717,7 +723,7 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[64];
-        cr_assert_eq(split_tabs(line, fl, 64), 60);
+        cr_assert_eq(split_tabs(line, fl, 64), 62);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
@@ -1370,9 +1376,11 @@ Test(export, untimed_points_never_timed)
     fixture fx;
     fx_timing(&fx);
     export_to(&fx, fx.out);
-    static const char *const timing_files[] = { "latency_vs_n.tsv",        "speedup_vs_density.tsv",
-                                                "overhead_share.tsv",      "breakeven.tsv",
-                                                "accuracy_vs_latency.tsv", "summary.tsv" };
+    static const char *const timing_files[] = {
+        "latency_vs_n.tsv", "speedup_vs_density.tsv",  "overhead_share.tsv",
+        "breakeven.tsv",    "accuracy_vs_latency.tsv", "summary.tsv",
+        "selectors.tsv"
+    };
     /* 777777: its latency; 77777.7: a speedup over the untimed dense point;
      * 1.2857: 1 / 777777, a speedup from its (bogus) paired ratio */
     for (size_t i = 0; i < sizeof timing_files / sizeof timing_files[0]; i++) {
@@ -1422,8 +1430,9 @@ Test(export, untimed_points_never_timed)
     free(t);
     /* points.tsv keeps every point and its flags */
     t = data_of(&fx, "points.tsv");
-    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\tblock_q\tblock_k\n"),
-              "header ends with the timing flags, cost, clock, shared-core drops, blocks");
+    cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\tblock_q\tblock_k\tselect_"
+                        "flops\tselect_bytes\n"),
+              "header ends with the timing flags, cost, clock, shared-core drops, blocks, selection work");
     cr_assert(strstr(t, "\tuntimed\t") && strstr(t, "\tinterference\t"), "%s", t);
     free(t);
     t = data_of(&fx, "meta.txt");

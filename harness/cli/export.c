@@ -19,6 +19,7 @@ static void export_usage(FILE *f)
           "  accuracy_vs_latency.tsv  per method and task: accuracy vs latency, Pareto flag\n"
           "  needle_heatmap.tsv       per method: needle accuracy by length x depth\n"
           "  overhead_share.tsv       per method: select / total vs sequence length\n"
+          "  selectors.tsv            per method: select and run / dense, the stated bound\n"
           "  cpu_vs_gpu.tsv           latency vs length on each device (several devices)\n"
           "  breakeven.tsv            speedup over dense per method x (N, target density),\n"
           "                           with its 95% interval and significance\n"

@@ -19,6 +19,7 @@ static void plot_usage(FILE *f)
           "  accuracy_vs_latency  accuracy vs latency, each method's Pareto front\n"
           "  needle_heatmap       needle accuracy by length x depth, one panel per method\n"
           "  overhead_share       select() share of the latency vs N\n"
+          "  selectors            select / dense against the stated bound, per method\n"
           "  cpu_vs_gpu           latency on each device (files with several devices)\n"
           "  breakeven            speedup over dense per method x (N, target density): log\n"
           "                       colour centred at 1, the value, and whether its 95%\n"

@@ -258,6 +258,8 @@ int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
                    const ab_answer *ans, ab_point *p)
 {
     p->achieved_density = ab_layout_density(l);
+    p->select_flops = l->select_flops;
+    p->select_bytes = l->select_bytes;
     snprintf(p->layout, sizeof p->layout, "%s", ab_layout_kind_name(l->kind));
     /* the blocks the layout was built on (dense and custom have none) */
     const int blocky = l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED;

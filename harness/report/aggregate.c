@@ -110,6 +110,12 @@ static double dense_ms_for(const ab_point *p, const ab_point *const *dense, size
     return ab_median_of(tmp, m);
 }
 
+double ab_dense_ms_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp)
+{
+    if (isfinite(p->dense_pair_ms) && p->dense_pair_ms > 0) return p->dense_pair_ms;
+    return nd ? dense_ms_for(p, dense, nd, tmp) : NAN;
+}
+
 double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp, double *lo,
                      double *hi, int *paired)
 {

@@ -66,6 +66,10 @@ double ab_speedup_of(const ab_point *p, const ab_point *const *dense, size_t nd,
  * the medians of their interval ends; else *paired = 0 and no interval.
  * Returns the number of points with a speedup. tmp, tmp2: n + 1 and nd
  * doubles. */
+/* The dense time p is compared with: its paired dense median (dense_pair_ms)
+ * when it has one, else the median total_ms of the "dense" points of its
+ * workload (as ab_speedup_of); NaN when neither. tmp: nd doubles. */
+double ab_dense_ms_of(const ab_point *p, const ab_point *const *dense, size_t nd, double *tmp);
 size_t ab_group_speedup(const ab_row *rows, size_t n, const ab_point *const *dense, size_t nd, double *tmp,
                         double *tmp2, double *sp, double *lo, double *hi, int *paired);
 

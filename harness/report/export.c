@@ -11,7 +11,8 @@
  *   needle_heatmap.tsv        |  be drawn from this file
  *   overhead_share.tsv        |
  *   cpu_vs_gpu.tsv            |
- *   breakeven.tsv            /   speedup over dense per method x (N, density)
+ *   breakeven.tsv             |  speedup over dense per method x (N, density)
+ *   selectors.tsv            /   select and run vs dense, against the stated bound
  *   dense_vs_mask.tsv        dense time per base mask relative to causal,
  *                            with the ideal (allowed-pair ratio)
  *   summary.tsv              one row per method, device and base mask (index.html)
@@ -412,7 +413,7 @@ static const char *const POINT_COLS =
     "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage\t"
     "rounds\tcalls\ttotal_lo_ms\ttotal_hi_ms\tdense_pair_ms\trel_dense\trel_lo\trel_hi\t"
     "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\t"
-    "shared_pct\tblock_q\tblock_k";
+    "shared_pct\tblock_q\tblock_k\tselect_flops\tselect_bytes";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -472,7 +473,11 @@ static void write_points(FILE *f, const xctx *c)
         put_num(f, p->fma_gflops);
         fputs(sep, f);
         put_num(f, p->shared_pct);
-        fprintf(f, "\t%d\t%d\n", (int)p->block_q, (int)p->block_k);
+        fprintf(f, "\t%d\t%d\t", (int)p->block_q, (int)p->block_k);
+        put_num(f, p->select_flops);
+        fputs(sep, f);
+        put_num(f, p->select_bytes);
+        fputc('\n', f);
     }
 }
 
@@ -1151,6 +1156,82 @@ static void write_overhead(FILE *f, const xctx *c, double *tmp, xrow *scratch)
     }
 }
 
+/* ---- selectors.tsv ------------------------------------------------------ */
+
+/* Dense attention's FLOPs on p's workload: 4 d per allowed (query, key)
+ * pair per head (QK^T and PV, a multiply-add counting 2). */
+static double dense_flops_of(const ab_point *p)
+{
+    const double n = (double)p->seq_len;
+    return 4.0 * (double)p->head_dim * (double)p->heads * mask_density_of(p) * n * n;
+}
+
+static void write_selectors(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch)
+{
+    fputs("# attnbench export: each selector against its stated bound (status ok rows with a\n"
+          "# timing only; docs/selectors.md). select_rel = select_ms / dense_ms and run_rel =\n"
+          "# run_ms / dense_ms, dense_ms the paired dense calls (dense_pair_ms; unpaired: the\n"
+          "# \"dense\" points of the workload); speedup as in speedup_vs_density.tsv; bound_rel =\n"
+          "# select_flops / dense FLOPs (4 d pairs heads), the work the method states with\n"
+          "# ab_layout_set_cost; efficiency = bound_rel / select_rel (1: select runs as fast\n"
+          "# as dense runs its FLOPs; issue target >= 0.5); sel_gflops = select_flops /\n"
+          "# select_ms. Medians over seeds, tasks and depths at the setting closest to\n"
+          "# density 0.1 (as in latency_vs_n.tsv); methods with a dense layout are left out\n",
+          f);
+    fprintf(f, "# device: %s\n", c->primary_dev);
+    timing_note(f, c, c->primary_dev, "left out");
+    fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
+          "# columns: 1 seq_len  2 select_rel  3 run_rel  4 speedup  5 bound_rel  6 efficiency\n"
+          "#          7 sel_gflops  8 achieved_density  9 select_ms  10 run_ms  11 dense_ms\n"
+          "#          12 select_flops  13 n_points  14 method  15 method_idx\n",
+          f);
+    int nblocks = 0;
+    size_t i = 0;
+    while (i < c->n_ok) {
+        size_t end = series_end(c, i);
+        const series *s = &c->ser[c->ok[i].series];
+        int selects = 0;
+        for (size_t a = i; a < end && !selects; a++)
+            selects = strncmp(c->ok[a].p->layout, "dense", sizeof c->ok[a].p->layout) != 0;
+        size_t b0, b1, i0 = i;
+        i = end;
+        if (!selects || strcmp(s->method, "dense") == 0 ||
+            strncmp(s->device, c->primary_dev, sizeof s->device) != 0)
+            continue;
+        if (!pick_timed(c, i0, end, scratch, tmp, &b0, &b1)) continue;
+        int started = 0;
+        for (size_t a = b0; a < b1;) {
+            size_t b = group_end(scratch, a, b1, GRP_LEN);
+            double srel, rrel, sp, brel, gfl, dens, sel, run, dms, fl, lo_, hi_;
+            int pr_;
+            AB_ROWS_MEDIAN(dms, scratch + a, b - a, ab_dense_ms_of(p_, c->dense, c->n_dense, tmp2), tmp);
+            AB_ROWS_MEDIAN(srel, scratch + a, b - a,
+                           p_->select_ms / ab_dense_ms_of(p_, c->dense, c->n_dense, tmp2), tmp);
+            AB_ROWS_MEDIAN(rrel, scratch + a, b - a,
+                           p_->run_ms / ab_dense_ms_of(p_, c->dense, c->n_dense, tmp2), tmp);
+            AB_ROWS_MEDIAN(sp, scratch + a, b - a,
+                           ab_speedup_of(p_, c->dense, c->n_dense, tmp2, &lo_, &hi_, &pr_), tmp);
+            AB_ROWS_MEDIAN(brel, scratch + a, b - a, p_->select_flops / dense_flops_of(p_), tmp);
+            AB_ROWS_MEDIAN(gfl, scratch + a, b - a, p_->select_flops / (1e6 * p_->select_ms), tmp);
+            AB_ROWS_MEDIAN(dens, scratch + a, b - a, p_->achieved_density, tmp);
+            AB_ROWS_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
+            AB_ROWS_MEDIAN(run, scratch + a, b - a, p_->run_ms, tmp);
+            AB_ROWS_MEDIAN(fl, scratch + a, b - a, p_->select_flops, tmp);
+            if (isfinite(srel) && srel > 0) {
+                if (!started) block_start(f, &nblocks, s);
+                started = 1;
+                fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
+                const double eff = srel > 0 ? brel / srel : NAN;
+                put_nums(f, (const double[]){ srel, rrel, sp, brel, eff, gfl, dens, sel, run, dms, fl }, 11);
+                fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
+            }
+            a = b;
+        }
+    }
+    if (nblocks == 0)
+        fputs("# skip: no timed status-ok point of a selecting method with a paired dense timing\n", f);
+}
+
 /* ---- breakeven.tsv ------------------------------------------------------ */
 
 /* One column of the break-even map: a sequence length and a setting (a
@@ -1724,7 +1805,8 @@ static void write_dense_mask(FILE *f, const xctx *c, double *tmp, dvm *w)
  * once per base mask when the file holds several. */
 static const char *const FIG_FILES[] = { "latency_vs_n",       "recall_vs_density",   "accuracy_vs_density",
                                          "speedup_vs_density", "accuracy_vs_latency", "needle_heatmap",
-                                         "overhead_share",     "cpu_vs_gpu",          "breakeven" };
+                                         "overhead_share",     "cpu_vs_gpu",          "breakeven",
+                                         "selectors" };
 #define N_FIG_FILES (sizeof FIG_FILES / sizeof FIG_FILES[0])
 
 /* Remove DIR/FIG--*.tsv left by an earlier export (of another file): each
@@ -1782,7 +1864,8 @@ static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbu
     case 5: write_heatmap(f, c, x->tmp, x->scratch, x->tmp2, x->tmp3); break;
     case 6: write_overhead(f, c, x->tmp, x->scratch); break;
     case 7: write_latency(f, c, x->tmp, x->scratch, 1); break;
-    default: write_breakeven(f, c, x->tmp, x->tmp2, x->scratch, x->scratch2); break;
+    case 8: write_breakeven(f, c, x->tmp, x->tmp2, x->scratch, x->scratch2); break;
+    default: write_selectors(f, c, x->tmp, x->tmp2, x->scratch); break;
     }
     return close_out(f, name, 0, err, errlen);
 }

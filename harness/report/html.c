@@ -400,6 +400,14 @@ static const fig FIGS[] = {
       "median over seeds, tasks and depths. Methods that score the whole attention matrix "
       "to select (oracles, estimators) show a large share by design.",
       0 },
+    { "selectors", "Selectors against their bound",
+      "Per method, the time <code>select()</code> takes over the paired dense call (filled), "
+      "the work the method states for it over dense attention's FLOPs (open: the arithmetic "
+      "bound, <code>ab_layout_set_cost</code>; docs/selectors.md) and the time <code>run()</code> "
+      "takes over dense (grey cross), at the setting closest to 10% density, one point per "
+      "sequence length. A filled point within 2x of its open one is a selector at its bound; "
+      "static patterns state 0 and show no bound.",
+      0 },
     { "cpu_vs_gpu", "CPU vs GPU latency",
       "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
       "lines and filled points are the CPU, dashed lines and open points the GPU; each "

@@ -34,6 +34,8 @@ typedef struct ab_point {
     double target_density; /* 1.0 for methods without a knob; NaN = native */
     double knob_value;     /* NaN when there is no knob */
     double achieved_density;
+    double select_flops, select_bytes;  /* the selector's stated work (ab_layout_set_cost); NaN: not
+                                        * stated, or a file written before it */
     double select_ms, run_ms, total_ms; /* medians */
     double min_ms, p10_ms, p90_ms, cv;  /* of total */
     int32_t n_samples;

@@ -116,6 +116,8 @@ static const field_desc point_fields[] = {
     FLD(target_density, F_F64),
     FLD(knob_value, F_F64),
     FLD(achieved_density, F_F64),
+    FLD(select_flops, F_F64),
+    FLD(select_bytes, F_F64),
     FLD(select_ms, F_F64),
     FLD(run_ms, F_F64),
     FLD(total_ms, F_F64),
