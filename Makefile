@@ -157,6 +157,10 @@ test: test-layers test-unit test-cli test-check
 # OMP_WAIT_POLICY=passive: two test processes x 2 threads on 2 cores must
 # not spin-wait against each other.
 TEST_ENV := AB_BIN=$(abspath $(BIN)) OMP_WAIT_POLICY=passive LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp)
+# the sanitizer build re-derives the selectors on a smaller grid (tests/rederive/rederive.py)
+ifeq ($(SAN),1)
+TEST_ENV += RD_QUICK=1
+endif
 test-unit: $(TBIN) $(BIN)
 	$(TEST_ENV) $(TBIN) -j2 --short-filename
 # The folder layering of docs/architecture.md (who may include whom, and

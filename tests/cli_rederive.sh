@@ -2,7 +2,8 @@
 # cli_rederive.sh — the dynamic selectors against independent NumPy
 # re-derivations of their definitions (tests/rederive/methods/*.py, driven by
 # tests/rederive/rederive.py) on the Q/K that `run --save-tensors` saved (run
-# by make test-cli). RD_METHODS=a,b limits the run to those methods.
+# by make test-cli). RD_METHODS=a,b limits the run to those methods;
+# RD_QUICK=1 (set by make SAN=1 test) runs one length and one seed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${AB_BIN:-$here/build/attnbench}
