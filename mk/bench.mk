@@ -5,6 +5,7 @@
 #   make bench                 full grid: N = 1K..32K, d = 64,128, 1 and 2 threads
 #   make bench BENCH_QUICK=1   N = 1K..4K, shorter repeats (CI-size)
 #   make bench BENCH_ARGS='--n 4096 --d 128'   any kernels_bench option
+#   make bench BENCH_METHODS=0    the kernels only (else bench-methods follows, below)
 # The PyTorch peer: python3 -m venv build/venv && build/venv/bin/pip install torch
 # (never needed by `make test`). See docs/kernels.md.
 BENCH_BIN   := $(BUILD)/bench/kernels_bench
@@ -12,6 +13,7 @@ BENCH_OUT   ?= results/bench
 BENCH_QUICK ?= 0
 BENCH_ARGS  ?=
 BENCH_PY    ?= build/venv/bin/python
+BENCH_METHODS ?= 1
 BENCH_FLAGS := $(if $(filter 1,$(BENCH_QUICK)),--quick,) $(BENCH_ARGS)
 
 # Only the CPU kernels are linked, plus harness/engine/blascore.o (OpenBLAS core
@@ -35,6 +37,8 @@ bench: $(BENCH_BIN)
 	@if command -v gnuplot >/dev/null; then \
 	  gnuplot -e "dir='$(BENCH_OUT)'" bench/roofline.gp && echo "bench: wrote $(BENCH_OUT)/roofline.png"; \
 	else echo "bench: no gnuplot: roofline.png skipped"; fi
+	@if [ "$(BENCH_QUICK)" != 1 ] && [ "$(BENCH_METHODS)" != 0 ]; then $(MAKE) --no-print-directory bench-methods; \
+	else echo "bench: methods table skipped (BENCH_QUICK=1 or BENCH_METHODS=0; make bench-methods runs it)"; fi
 
 # `make bench-masks`: dense flash (and block-sparse at 10%) under every base
 # mask against causal, with the ideal ratio (allowed pairs); bench/masks_bench.c.
