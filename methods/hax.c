@@ -48,6 +48,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#include <sleef.h>
+#endif
 
 enum { P_KEYS = 0, P_BITS, P_WINDOW, P_COUNT };
 
@@ -92,12 +96,20 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
+typedef double vd __attribute__((vector_size(8 * sizeof(double))));
+
 /* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
  * mean over the rows, divide it by its L2 norm over the rows (eps 1e-12, as
  * F.normalize), project on H (d, bits). In double throughout. */
-static void sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
-                         int32_t *out)
+static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
+                        int32_t *out)
 {
+    const int nw = (bits + 7) / 8;
+    vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to 8s */
+    if (!Hv) return AB_ENOMEM;
+    for (int c = 0; c < d; c++)
+        for (int t = 0; t < nw * 8; t++)
+            Hv[(size_t)c * nw + t / 8][t % 8] = t < bits ? H[(size_t)c * bits + t] : 0.0;
     for (int c = 0; c < d; c++) mu[c] = nrm[c] = 0.0;
     for (int i = 0; i < N; i++)
         for (int c = 0; c < d; c++) mu[c] += x[(size_t)i * d + c];
@@ -109,16 +121,23 @@ static void sign_buckets(const float *x, int N, int d, const double *H, int bits
         }
     for (int c = 0; c < d; c++) nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
     for (int i = 0; i < N; i++) {
-        double proj[30] = { 0 }; /* bits <= 30 */
+        /* bits in vector lanes: the same products and per-bit order of sums
+         * as a scalar loop */
+        vd pv[4] = { { 0 } }; /* bits <= 30 < 32 */
+        const int nv = (bits + 7) / 8;
         for (int c = 0; c < d; c++) {
             const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
-            const double *hr = H + (size_t)c * bits;
-            for (int t = 0; t < bits; t++) proj[t] += v * hr[t];
+            const vd *hr = Hv + (size_t)c * nv;
+            for (int t = 0; t < nv; t++) pv[t] += v * hr[t];
         }
+        double proj[32];
+        memcpy(proj, pv, sizeof pv);
         int32_t b = 0;
         for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
         out[i] = b;
     }
+    free(Hv);
+    return AB_OK;
 }
 
 /* Logits of query qi (d) against keys [0, kc) in double, lg[j] = scale *
@@ -126,7 +145,6 @@ static void sign_buckets(const float *x, int N, int d, const double *H, int bits
  * ldk a multiple of KT. Each fp32 product is exact in double; tiles of KT
  * keys in double vectors, as GEMV. */
 enum { KT = 32 };
-typedef double vd __attribute__((vector_size(8 * sizeof(double))));
 typedef float vf8 __attribute__((vector_size(8 * sizeof(float))));
 static void ks_logits(const float *qi, const float *kt, int ldk, int d, int j, int kc, double scale,
                       double *lg)
@@ -212,16 +230,19 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
          * row-major, bits fastest */
         uint64_t s = mc_mix64(pb->seed ^ mc_mix64(0x4841580000000000ull + (uint64_t)h));
         for (size_t t = 0; t < (size_t)d * bits; t++) H[t] = gauss(&s);
-        sign_buckets(q, N, d, H, bits, mu, nrm, hq);
-        sign_buckets(k, N, d, H, bits, mu, nrm, hk);
+        if (sign_buckets(q, N, d, H, bits, mu, nrm, hq) != AB_OK ||
+            sign_buckets(k, N, d, H, bits, mu, nrm, hk) != AB_OK)
+            rc = AB_ENOMEM;
+    }
+    if (rc == AB_OK) {
         for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
         qsort(by, (size_t)N, sizeof *by, cmp_bkey);
         /* KS importance: column sums of the last KS_QUERIES queries' softmax */
-        for (int c = 0; c < d; c++) {
-            float *o = kt + (size_t)c * ldk;
-            for (int j = 0; j < N; j++) o[j] = k[(size_t)j * d + c];
-            for (int j = N; j < ldk; j++) o[j] = 0.0f;
-        }
+        for (int j0 = 0; j0 < ldk; j0 += KT) /* transpose in tiles of KT keys */
+            for (int c = 0; c < d; c++) {
+                float *o = kt + (size_t)c * ldk;
+                for (int j = j0; j < j0 + KT; j++) o[j] = j < N ? k[(size_t)j * d + c] : 0.0f;
+            }
         /* the logits of the last KS_QUERIES queries, key tile by key tile
          * (the tile of kt stays in cache across the queries) */
         const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
@@ -238,8 +259,21 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             double *lg = lgall + (size_t)(i - i0) * ldk;
             for (int j = 0; j < kc; j++) mx = lg[j] > mx ? lg[j] : mx;
             if (!isfinite(mx)) continue;
-            for (int j = 0; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
-            for (int j = 0; j < kc; j++) u[j] += lg[j] / sum;
+            int j = 0;
+#if defined(__AVX512F__)
+            { /* exp 8 at a time (SLEEF, 1.0 ulp) */
+                __m512d acc = _mm512_setzero_pd();
+                const __m512d m = _mm512_set1_pd(mx);
+                for (; j + 8 <= kc; j += 8) {
+                    const __m512d e = Sleef_expd8_u10avx512f(_mm512_sub_pd(_mm512_loadu_pd(lg + j), m));
+                    _mm512_storeu_pd(lg + j, e);
+                    acc = _mm512_add_pd(acc, e);
+                }
+                sum = _mm512_reduce_add_pd(acc);
+            }
+#endif
+            for (; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
+            for (j = 0; j < kc; j++) u[j] += lg[j] / sum;
         }
         for (int j = 0; j < N; j++) rk[j] = (ukey){ isnan(u[j]) ? -INFINITY : u[j], j };
         qsort(rk, (size_t)N, sizeof *rk, cmp_ukey);
