@@ -218,7 +218,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
     int32_t *stamp = malloc((size_t)N * sizeof *stamp);   /* (N) last block that took key j */
     int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
-    const int ldk = (N + KT - 1) / KT * KT;
+    const int ldk = (N + KT - 1) / KT * KT + KT;      /* + KT: no power-of-two stride (L1 set conflicts) */
     float *kt = malloc((size_t)d * ldk * sizeof *kt); /* (d, ldk) K transposed */
     double *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * ldk * sizeof *lgall); /* logits */
     int rc =
