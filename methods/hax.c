@@ -30,7 +30,16 @@
  * Knob `keys` (fractional budgets dithered over query blocks by a
  * golden-ratio sequence): density rises with it. Token layout.
  * Cost O(N d (bits + 64) + N log N) per head, plus O(N + block_q * b) per
- * query block.
+ * query block. The KS logits go key tile by key tile (a tile of K
+ * transposed stays in cache across the 64 queries), in double vectors (each
+ * fp32 product exact in double, as before).
+ * Stated cost (ab_layout_set_cost), per head, S = the keys the KS queries
+ * see (about 64 N causal): FLOPs = 2 N d (6 + 2 bits) (centre, normalise,
+ * project Q and K) + S (2d + 7) (logits, softmax, column sums) + 4 N log2 N
+ * (two sorts, the Fenwick pass) + N (log2 N + keys) (bucket search and
+ * takes); bytes = 8 N d (Q and K in fp32) + 16 S (the logits in double
+ * written and read back). At N = 16K, d = 64, bits = 8: about 0.55 % of
+ * dense (64 / N of it is the KS logits).
  */
 #include "attnbench.h"
 #include "methods/keep.h"
@@ -39,6 +48,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#include <sleef.h>
+#endif
 
 enum { P_KEYS = 0, P_BITS, P_WINDOW, P_COUNT };
 
@@ -83,12 +96,20 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
+typedef double vd __attribute__((vector_size(8 * sizeof(double))));
+
 /* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
  * mean over the rows, divide it by its L2 norm over the rows (eps 1e-12, as
  * F.normalize), project on H (d, bits). In double throughout. */
-static void sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
-                         int32_t *out)
+static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
+                        int32_t *out)
 {
+    const int nw = (bits + 7) / 8;
+    vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to 8s */
+    if (!Hv) return AB_ENOMEM;
+    for (int c = 0; c < d; c++)
+        for (int t = 0; t < nw * 8; t++)
+            Hv[(size_t)c * nw + t / 8][t % 8] = t < bits ? H[(size_t)c * bits + t] : 0.0;
     for (int c = 0; c < d; c++) mu[c] = nrm[c] = 0.0;
     for (int i = 0; i < N; i++)
         for (int c = 0; c < d; c++) mu[c] += x[(size_t)i * d + c];
@@ -100,15 +121,55 @@ static void sign_buckets(const float *x, int N, int d, const double *H, int bits
         }
     for (int c = 0; c < d; c++) nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
     for (int i = 0; i < N; i++) {
-        double proj[30] = { 0 }; /* bits <= 30 */
+        /* bits in vector lanes: the same products and per-bit order of sums
+         * as a scalar loop */
+        vd pv[4] = { { 0 } }; /* bits <= 30 < 32 */
+        const int nv = (bits + 7) / 8;
         for (int c = 0; c < d; c++) {
             const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
-            const double *hr = H + (size_t)c * bits;
-            for (int t = 0; t < bits; t++) proj[t] += v * hr[t];
+            const vd *hr = Hv + (size_t)c * nv;
+            for (int t = 0; t < nv; t++) pv[t] += v * hr[t];
         }
+        double proj[32];
+        memcpy(proj, pv, sizeof pv);
         int32_t b = 0;
         for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
         out[i] = b;
+    }
+    free(Hv);
+    return AB_OK;
+}
+
+/* Logits of query qi (d) against keys [0, kc) in double, lg[j] = scale *
+ * sum_c qi[c] kt[c][j]: kt is K transposed (d, ldk) in fp32, zero past N,
+ * ldk a multiple of KT. Each fp32 product is exact in double; tiles of KT
+ * keys in double vectors, as GEMV. */
+enum { KT = 32 };
+typedef float vf8 __attribute__((vector_size(8 * sizeof(float))));
+static void ks_logits(const float *qi, const float *kt, int ldk, int d, int j, int kc, double scale,
+                      double *lg)
+{
+    {
+        vd a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+        for (int c = 0; c < d; c++) {
+            const float *kr = kt + (size_t)c * ldk + j;
+            const double x = qi[c];
+            vf8 k0, k1, k2, k3;
+            memcpy(&k0, kr, sizeof k0);
+            memcpy(&k1, kr + 8, sizeof k1);
+            memcpy(&k2, kr + 16, sizeof k2);
+            memcpy(&k3, kr + 24, sizeof k3);
+            a0 += x * __builtin_convertvector(k0, vd);
+            a1 += x * __builtin_convertvector(k1, vd);
+            a2 += x * __builtin_convertvector(k2, vd);
+            a3 += x * __builtin_convertvector(k3, vd);
+        }
+        double t[KT];
+        memcpy(t, &a0, sizeof a0);
+        memcpy(t + 8, &a1, sizeof a1);
+        memcpy(t + 16, &a2, sizeof a2);
+        memcpy(t + 24, &a3, sizeof a3);
+        for (int u = 0; u < KT && j + u < kc; u++) lg[j + u] = t[u] * scale;
     }
 }
 
@@ -151,38 +212,68 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     int32_t *hk = malloc((size_t)N * sizeof *hk);         /* (N) key buckets */
     bkey *by = malloc((size_t)N * sizeof *by);            /* (N) keys by (bucket, position) */
     double *u = calloc((size_t)N, sizeof *u);             /* (N) key importance */
-    double *lg = malloc((size_t)N * sizeof *lg);          /* (N) one query's logits */
     ukey *rk = malloc((size_t)N * sizeof *rk);            /* (N) keys by importance */
     int32_t *rank = malloc((size_t)N * sizeof *rank);     /* (N) rank of key j */
     int32_t *fen = calloc((size_t)N + 1, sizeof *fen);    /* (N + 1) Fenwick tree on ranks */
     int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
     int32_t *stamp = malloc((size_t)N * sizeof *stamp);   /* (N) last block that took key j */
     int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
-    int rc = (H && mu && nrm && hq && hk && by && u && lg && rk && rank && fen && before && stamp && keys)
-                 ? AB_OK
-                 : AB_ENOMEM;
+    const int ldk = (N + KT - 1) / KT * KT + KT;      /* + KT: no power-of-two stride (L1 set conflicts) */
+    float *kt = malloc((size_t)d * ldk * sizeof *kt); /* (d, ldk) K transposed */
+    double *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * ldk * sizeof *lgall); /* logits */
+    int rc =
+        (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && stamp && keys && kt && lgall)
+            ? AB_OK
+            : AB_ENOMEM;
     if (rc == AB_OK) {
         /* hyperplanes: the splitmix64 stream of seed and head, (d, bits)
          * row-major, bits fastest */
         uint64_t s = mc_mix64(pb->seed ^ mc_mix64(0x4841580000000000ull + (uint64_t)h));
         for (size_t t = 0; t < (size_t)d * bits; t++) H[t] = gauss(&s);
-        sign_buckets(q, N, d, H, bits, mu, nrm, hq);
-        sign_buckets(k, N, d, H, bits, mu, nrm, hk);
+        if (sign_buckets(q, N, d, H, bits, mu, nrm, hq) != AB_OK ||
+            sign_buckets(k, N, d, H, bits, mu, nrm, hk) != AB_OK)
+            rc = AB_ENOMEM;
+    }
+    if (rc == AB_OK) {
         for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
         qsort(by, (size_t)N, sizeof *by, cmp_bkey);
         /* KS importance: column sums of the last KS_QUERIES queries' softmax */
-        for (int i = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0; i < N; i++) {
+        for (int j0 = 0; j0 < ldk; j0 += KT) /* transpose in tiles of KT keys */
+            for (int c = 0; c < d; c++) {
+                float *o = kt + (size_t)c * ldk;
+                for (int j = j0; j < j0 + KT; j++) o[j] = j < N ? k[(size_t)j * d + c] : 0.0f;
+            }
+        /* the logits of the last KS_QUERIES queries, key tile by key tile
+         * (the tile of kt stays in cache across the queries) */
+        const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
+        for (int j = 0; j < N; j += KT)
+            for (int i = i0; i < N; i++) {
+                const int kc = causal ? i + 1 : N;
+                if (j < kc)
+                    ks_logits(q + (size_t)i * d, kt, ldk, d, j, kc, pb->s.scale,
+                              lgall + (size_t)(i - i0) * ldk);
+            }
+        for (int i = i0; i < N; i++) {
             const int kc = causal ? i + 1 : N;
             double mx = -INFINITY, sum = 0.0;
-            for (int j = 0; j < kc; j++) {
-                double acc = 0.0;
-                for (int c = 0; c < d; c++) acc += (double)q[(size_t)i * d + c] * k[(size_t)j * d + c];
-                lg[j] = acc * pb->s.scale;
-                mx = lg[j] > mx ? lg[j] : mx;
-            }
+            double *lg = lgall + (size_t)(i - i0) * ldk;
+            for (int j = 0; j < kc; j++) mx = lg[j] > mx ? lg[j] : mx;
             if (!isfinite(mx)) continue;
-            for (int j = 0; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
-            for (int j = 0; j < kc; j++) u[j] += lg[j] / sum;
+            int j = 0;
+#if defined(__AVX512F__)
+            { /* exp 8 at a time (SLEEF, 1.0 ulp) */
+                __m512d acc = _mm512_setzero_pd();
+                const __m512d m = _mm512_set1_pd(mx);
+                for (; j + 8 <= kc; j += 8) {
+                    const __m512d e = Sleef_expd8_u10avx512f(_mm512_sub_pd(_mm512_loadu_pd(lg + j), m));
+                    _mm512_storeu_pd(lg + j, e);
+                    acc = _mm512_add_pd(acc, e);
+                }
+                sum = _mm512_reduce_add_pd(acc);
+            }
+#endif
+            for (; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
+            for (j = 0; j < kc; j++) u[j] += lg[j] / sum;
         }
         for (int j = 0; j < N; j++) rk[j] = (ukey){ isnan(u[j]) ? -INFINITY : u[j], j };
         qsort(rk, (size_t)N, sizeof *rk, cmp_ukey);
@@ -250,20 +341,21 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     free(hk);
     free(by);
     free(u);
-    free(lg);
     free(rk);
     free(rank);
     free(fen);
     free(before);
     free(stamp);
     free(keys);
+    free(kt);
+    free(lgall);
     return rc;
 }
 
 static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const hax_state *st = state;
-    const int H = l->heads;
+    const int H = l->heads, N = pb->s.seq_len, d = pb->s.head_dim;
     int rc = AB_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int h = 0; h < H; h++) {
@@ -274,7 +366,15 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "hax: out of memory");
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* cost: see the header comment */
+    double kcs = 0.0; /* keys seen by the KS queries */
+    for (int i = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0; i < N; i++) kcs += pb->s.causal ? i + 1 : N;
+    const double lg = N > 1 ? log2((double)N) : 1.0;
+    const double flops = (double)H * (2.0 * N * d * (6.0 + 2.0 * st->bits) + kcs * (2.0 * d + 7.0) +
+                                      4.0 * N * lg + N * (lg + st->keys));
+    const double bytes = (double)H * (8.0 * N * d + 16.0 * kcs);
+    return ab_layout_set_cost(l, flops, bytes);
 }
 
 const ab_method ab_hax = {

@@ -51,6 +51,15 @@
  *    is a candidate, no pair is excluded, and the sinks and the block's own
  *    rows are kept.
  * Cost O(N / block_q · k · log(N / k) · block_q / stride_q · d) per head.
+ * Each round is GEMM-shaped when block_q / stride_q fits one vector (16
+ * under AVX-512): the centre blocks' keys of all children in tiles of KU
+ * keys x the scoring queries in the lanes, a masked lane max per key; the
+ * top m by quickselect (keep.h), no sort.
+ * Stated cost (ab_layout_set_cost), counted as the rounds run: per scored
+ * key and scoring query 2d + 1 FLOPs (dot product, masked max), per round
+ * nc log2 nc for the top-m of its nc children; bytes = the scored key rows
+ * and the scoring query rows in fp32. At the defaults (k 512, block_q 32,
+ * block_k 2, stride_q 2) this is about 0.156 of dense at N = 8K.
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -58,6 +67,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { P_K = 0, P_SINKS, P_BLOCKQ, P_BLOCKK, P_STRIDEQ, P_WINDOW, P_COUNT };
 
@@ -128,11 +138,92 @@ static float block_score(const float *k, const float *qt, const int *rows, float
     return mx;
 }
 
+/* GNU C vectors of VW lanes (one AVX-512 / AVX2 register, else 4): the
+ * scoring queries of a block sit in the lanes when nr <= VW. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VW 16
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+typedef int vi __attribute__((vector_size(VW * sizeof(int))));
+enum { KU = 8 }; /* keys per register tile */
+
+static inline vf v_splat(float x)
+{
+#if defined(__AVX512F__)
+    return _mm512_set1_ps(x);
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_set1_ps(x);
+#else
+    vf v = { 0 };
+    return v + x;
+#endif
+}
+static inline vf v_fma(vf a, vf b, vf c) /* a * b + c */
+{
+#if defined(__AVX512F__)
+    return _mm512_fmadd_ps(a, b, c);
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* GEMM-shaped scoring of one round: out[t] = the largest logit of keys
+ * kj[t] over the nr (<= VW) scoring queries in the lanes of qv (d, VW),
+ * zero-padded, counting lane i only if it is a query (i < nr) and, under
+ * causal, kj[t] <= rows[i] - window; -inf if none. Tiles of KU keys x VW
+ * queries, each qv row loaded once per tile. */
+static void score_keys(const float *k, int d, const vf *qv, const int *rows, int nr, int causal, int window,
+                       const int *kj, int nk, float *out)
+{
+    vi rv, lane;
+    for (int i = 0; i < VW; i++) {
+        rv[i] = i < nr ? rows[i] : -(1 << 30);
+        lane[i] = i;
+    }
+    for (int g = 0; g < nk; g += KU) {
+        const int nu = nk - g < KU ? nk - g : KU;
+        const float *kr[KU];
+        for (int u = 0; u < KU; u++) kr[u] = k + (size_t)kj[g + (u < nu ? u : 0)] * d;
+        vf acc[KU];
+        for (int u = 0; u < KU; u++) acc[u] = (vf){ 0 };
+        for (int c = 0; c < d; c++) {
+            const vf x = qv[c];
+            for (int u = 0; u < KU; u++) acc[u] = v_fma(x, v_splat(kr[u][c]), acc[u]);
+        }
+        const vi ninf = (vi){ 0 } + (int)0xff800000u; /* -inf bits */
+        for (int u = 0; u < nu; u++) {
+            /* lanes that count and are not NaN (NaN never wins), the rest
+             * -inf; then an exact max over the lanes */
+            const vi ok = (causal ? rv >= kj[g + u] + window : lane < nr) & (acc[u] == acc[u]);
+            vi bits;
+            memcpy(&bits, &acc[u], sizeof bits);
+            bits = (bits & ok) | (ninf & ~ok);
+            vf x;
+            memcpy(&x, &bits, sizeof x);
+#if defined(__AVX512F__)
+            out[g + u] = _mm512_reduce_max_ps(x);
+#else
+            float mx = x[0];
+            for (int i = 1; i < VW; i++) mx = x[i] > mx ? x[i] : mx;
+            out[g + u] = mx;
+#endif
+        }
+    }
+}
+
 /* Selection for one query block (h, qb), added to l. Scratch: qt (d,
  * block_q), rows and acc (block_q), br (3 m + 3) branches, keys (3 N +
  * block_k + 1). */
 static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int h, int qb, float *qt,
-                   int *rows, float *acc, branch *br, int32_t *keys)
+                   int *rows, float *acc, branch *br, int32_t *keys, vf *qv, int *kj, float *ks, double *cost)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = st->block_k, W = st->window;
@@ -159,6 +250,7 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
         for (int i = r0 + st->stride - 1; i < r1 && nr < bq / st->stride; i += st->stride) rows[nr++] = i;
         for (int i = 0; i < nr; i++)
             for (int c = 0; c < d; c++) qt[(size_t)c * nr + i] = q[(size_t)rows[i] * d + c];
+        cost[1] += (double)nr * d * sizeof(float);
         /* initial branches on the power-of-two grid of the official kernel */
         const int step = (int)(((int64_t)1 << (int)floor(log2((double)B))) + m - 1) / m;
         const float ratio = (float)B / (float)m;
@@ -172,22 +264,44 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
             }
             prev = x > prev ? x : prev;
         }
+        const int fast = nr <= VW;
+        if (fast) /* the scoring queries in the lanes, zero-padded */
+            for (int c = 0; c < d; c++)
+                for (int i = 0; i < VW; i++) qv[c][i] = i < nr ? qt[(size_t)c * nr + i] : 0.0f;
         for (double g = g0; g > 1; g *= 0.5) {
             /* halve every branch (children go to the end of br) */
             branch *ch = br + nb;
-            int nc = 0;
+            int nc = 0, nk = 0;
             for (int t = 0; t < nb; t++) {
                 const int a = br[t].a, gl = br[t].g / 2, gr = br[t].g - gl;
                 const int c[2] = { a, a + gl }, cn[2] = { gl, gr };
                 for (int u = 0; u < 2; u++) {
                     if (cn[u] <= 0) continue;
                     const int j0 = lo + (c[u] + cn[u] / 2) * bk, j1 = j0 + bk < N ? j0 + bk : N;
-                    ch[nc++] =
-                        (branch){ block_score(k, qt, rows, acc, d, nr, j0, j1, causal, W), c[u], cn[u] };
+                    if (fast) {
+                        for (int j = j0; j < j1; j++) kj[nk++] = j;
+                        ch[nc++] = (branch){ 0.0f, c[u], cn[u] };
+                    } else {
+                        ch[nc++] =
+                            (branch){ block_score(k, qt, rows, acc, d, nr, j0, j1, causal, W), c[u], cn[u] };
+                    }
+                    cost[0] += (double)(j1 - j0) * nr * (2.0 * d + 1.0);
+                    cost[1] += (double)(j1 - j0) * d * sizeof(float);
+                }
+            }
+            if (fast) { /* one GEMM-shaped pass, then each child's max over its keys */
+                score_keys(k, d, qv, rows, nr, causal, W, kj, nk, ks);
+                for (int t = 0, x = 0; t < nc; t++) {
+                    const int j0 = lo + (ch[t].a + ch[t].g / 2) * bk, j1 = j0 + bk < N ? j0 + bk : N;
+                    float mx = -INFINITY;
+                    for (int j = j0; j < j1; j++, x++)
+                        if (ks[x] > mx) mx = ks[x];
+                    ch[t].s = mx;
                 }
             }
             const int keep = nc < m ? nc : m;
             select_top(ch, nc, keep);
+            cost[0] += nc > 1 ? nc * log2((double)nc) : 0.0;
             for (int t = 0; t < keep; t++) br[t] = ch[t];
             nb = keep;
         }
@@ -213,6 +327,7 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
     const int rows = l->heads * nqb;
     const double mmax = ceil(st->k / st->block_k) + 1;
     const size_t nbr = 3 * (size_t)(mmax < N ? mmax : N) + 3;
+    double flops = 0.0, bytes = 0.0; /* counted as the rounds run (see the header) */
 #pragma omp parallel
     {
         float *qt = malloc((size_t)d * bq * sizeof *qt);                          /* (d, block_q) */
@@ -220,7 +335,11 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         int *qrows = malloc((size_t)bq * sizeof *qrows);                          /* (block_q) */
         branch *br = malloc(nbr * sizeof *br);                                    /* kept + children */
         int32_t *keys = malloc(((size_t)3 * N + st->block_k + 1) * sizeof *keys); /* one row's keys */
-        int ok = qt && acc && qrows && br && keys;
+        vf *qv = aligned_alloc(sizeof(vf), (size_t)d * sizeof *qv);               /* (d) lanes */
+        int *kj = malloc(nbr * st->block_k * sizeof *kj);                         /* a round's keys */
+        float *ks = malloc(nbr * st->block_k * sizeof *ks);                       /* their scores */
+        double cost[2] = { 0.0, 0.0 };
+        int ok = qt && acc && qrows && br && keys && qv && kj && ks;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -228,7 +347,7 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp for schedule(dynamic, 4)
         for (int r = 0; r < rows; r++) {
             if (!ok) continue;
-            const int ra = hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys);
+            const int ra = hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys, qv, kj, ks, cost);
             if (ra != AB_OK) {
                 ok = 0;
 #pragma omp atomic write
@@ -240,9 +359,17 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         free(qrows);
         free(br);
         free(keys);
+        free(qv);
+        free(kj);
+        free(ks);
+#pragma omp atomic
+        flops += cost[0];
+#pragma omp atomic
+        bytes += cost[1];
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "hip: out of memory");
-    return rc;
+    if (rc != AB_OK) return rc;
+    return ab_layout_set_cost(l, flops, bytes);
 }
 
 const ab_method ab_hip = {

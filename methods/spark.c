@@ -38,13 +38,25 @@
  * Knob k: keys per query row, continuous (1 − k/n moves Φ⁻¹ smoothly);
  * density rises with k (θ falls, so a larger k keeps a superset).
  *
- * Cost of select: K[:, :r] is packed once per head into panels of PW keys;
- * per query block a register-tiled kernel (GNU C vector types: 4 rows × PW
- * keys, PW = 2 vectors) forms the (rows × r)·(r × keys) approximate scores,
- * about r/d = 1/4 of the multiply-adds of dense QKᵀ, then three vectorised
- * passes over each row (mean, centred sum of squares, threshold):
- * O(N² r) + O(N²). (OpenBLAS SGEMM was slower here: with an inner
- * dimension of 16 it spends twice its multiply time re-packing K per call.)
+ * Cost of select: K[:, :r] is packed once per head into panels of PW keys.
+ * Interval base masks (all shipped ones): a row's mean and variance come
+ * from prefix moments of K[:, :r] (S1 = sum k[:r], S2 = sum k[:r] k[:r]^T,
+ * checkpoints every CPS keys, in double): mean = q.S1/n, E[x^2] = q^T S2 q/n,
+ * so no pass over the scores is needed for them; one fused register-tiled
+ * kernel (GNU C vectors: 8 rows x PW keys) forms q[:r].k[:r] and compares
+ * it with the row's threshold in registers, OR-ing the kept keys of the
+ * block. (OpenBLAS SGEMM was slower here: with an inner dimension of 16 it
+ * spends twice its multiply time re-packing K per call.) Other masks: the
+ * scores are stored and a row takes three passes (mean, centred sum of
+ * squares, threshold).
+ * Stated cost (ab_layout_set_cost), per head, P = the (row, key) pairs the
+ * base mask allows (N(N+1)/2 causal), mw = r + r(r+1)/2: FLOPs = P (2r + 1)
+ * (one r-term dot product and one compare per pair) + 2 N mw (prefix sums)
+ * + N (2 CPS mw + 2 r^2) (each row's span sums and quadratic form);
+ * bytes = 8 N r (Q[:, :r] and K[:, :r] in fp32). Non-interval masks: FLOPs
+ * P (2r + 5) (+ mean, centred square, compare) and bytes + 8 P (scores
+ * written and read back). At d = 64 (r = 16), causal: bound = 33 / 256 =
+ * 0.129 of dense (4 d per pair).
  * Memory: O(block_q · N) per thread, plus the packed K[:, :r] (H·N·r).
  */
 #include "attnbench.h"
@@ -321,6 +333,136 @@ static void row_keep(const float *srow, int k0, int sa, int sb, double kk, const
         for (int j = 0; j < sb - sa; j++) kp[j] |= x[j] > thf && ab_mask_allows(mask, gi, sa + j);
 }
 
+/* Prefix moments of K[:, :r] (one head), for the rows' mean and variance
+ * without a pass over their scores: mean_j(q.k_j) = q.S1 / n and
+ * mean_j((q.k_j)^2) = q^T S2 q / n over a key span, S1 = sum k_j[:r], S2 =
+ * sum k_j[:r] k_j[:r]^T (upper triangle, MW = r + r(r+1)/2 doubles per
+ * entry). cp[x] holds the sums over keys [0, x * CPS); a span's sums are
+ * two checkpoints plus at most CPS - 1 keys each. */
+enum { CPS = 16 };
+static void add_key(const float *kr, int r, double sgn, double *m)
+{
+    for (int c = 0; c < r; c++) m[c] += sgn * kr[c];
+    double *t = m + r;
+    for (int c = 0; c < r; c++)
+        for (int e = c; e < r; e++) *t++ += sgn * ((double)kr[c] * kr[e]);
+}
+static void prefix_moments(const float *k, int N, int d, int r, double *cp)
+{
+    const int mw = r + r * (r + 1) / 2, ncp = N / CPS + 1;
+    double *m = cp;
+    for (int c = 0; c < mw; c++) m[c] = 0.0;
+    for (int x = 1; x < ncp; x++) {
+        double *o = cp + (size_t)x * mw;
+        for (int c = 0; c < mw; c++) o[c] = m[c];
+        for (int j = (x - 1) * CPS; j < x * CPS; j++) add_key(k + (size_t)j * d, r, 1.0, o);
+        m = o;
+    }
+}
+/* Sums over keys [0, x) added to m with sign sgn. */
+static void span_sums(const double *cp, const float *k, int d, int r, int x, double sgn, double *m)
+{
+    const int mw = r + r * (r + 1) / 2, c0 = x / CPS;
+    const double *b = cp + (size_t)c0 * mw;
+    for (int c = 0; c < mw; c++) m[c] += sgn * b[c];
+    for (int j = c0 * CPS; j < x; j++) add_key(k + (size_t)j * d, r, sgn, m);
+}
+/* The threshold of a row seeing keys [sa, sb) (n = sb - sa > kk): the
+ * largest float <= mean + std * z of its approximate scores. */
+static float span_threshold(const double *cp, const float *k, int d, int r, const float *qi, int sa, int sb,
+                            double z, double *m)
+{
+    const int mw = r + r * (r + 1) / 2, n = sb - sa;
+    for (int c = 0; c < mw; c++) m[c] = 0.0;
+    span_sums(cp, k, d, r, sb, 1.0, m);
+    span_sums(cp, k, d, r, sa, -1.0, m);
+    double s1 = 0.0, s2 = 0.0;
+    const double *t = m + r;
+    for (int c = 0; c < r; c++) {
+        s1 += (double)qi[c] * m[c];
+        s2 += (double)qi[c] * qi[c] * *t++;
+        for (int e = c + 1; e < r; e++) s2 += 2.0 * ((double)qi[c] * qi[e]) * *t++;
+    }
+    const double mu = s1 / n, v = s2 / n - mu * mu;
+    const double thr = mu + sqrt(v > 0.0 ? v : 0.0) * z;
+    float thf = (float)thr;
+    if ((double)thf > thr) thf = nextafterf(thf, -INFINITY);
+    return thf;
+}
+
+typedef int vi __attribute__((vector_size(VW * sizeof(int))));
+typedef unsigned char vb __attribute__((vector_size(VW)));
+
+/* OR (x > th) into kp[0, VW) */
+static inline void or_mask(unsigned char *kp, vi m)
+{
+    vb b;
+    memcpy(&b, kp, sizeof b);
+    b |= __builtin_convertvector(m, vb) & 1;
+    memcpy(kp, &b, sizeof b);
+}
+
+/* Fused predictor + statistical threshold: for rows i < nr (q stride ldq)
+ * with thresholds th[i] and spans [sa[i], sb[i]), keep[j - kb] |= q_i[:r] .
+ * k_j[:r] > th[i] for the keys j in the span, j in [kb, kb + kc) (kb = p0 *
+ * PW). Register tiles of 4 rows x PW keys; a panel inside every tile row's
+ * span is compared in registers, a panel at a span edge key by key. */
+enum { RU = 8 }; /* rows per register tile */
+static void approx_keep(const float *q, int ldq, int nr, const float *kp, int p0, int kc, int r,
+                        const float *th, const int *sa, const int *sb, unsigned char *keep)
+{
+    const int kb = p0 * PW;
+    for (int i = 0; i < nr; i += RU) {
+        const int nu = nr - i < RU ? nr - i : RU;
+        const float *qr[RU];
+        int ca = 0, cb = 1 << 30, ua = 1 << 30, ub = 0; /* common span; union span */
+        vf tv[RU];
+        for (int u = 0; u < RU; u++) {
+            const int w = u < nu ? i + u : i;
+            qr[u] = q + (size_t)w * ldq;
+            tv[u] = v_splat(th[w]);
+            ca = sa[w] > ca ? sa[w] : ca;
+            cb = sb[w] < cb ? sb[w] : cb;
+            ua = sa[w] < ua ? sa[w] : ua;
+            ub = sb[w] > ub ? sb[w] : ub;
+        }
+        if (ua >= ub) continue;
+        for (int p = (ua - kb) / PW; p * PW < kc && kb + p * PW < ub; p++) {
+            const float *b = kp + (size_t)(p0 + p) * r * PW;
+            const int j0 = kb + p * PW;
+            vf a0[RU], a1[RU];
+            for (int u = 0; u < RU; u++) a0[u] = a1[u] = v_splat(0.0f);
+            for (int c = 0; c < r; c++) {
+                const vf b0 = v_load(b + (size_t)c * PW), b1 = v_load(b + (size_t)c * PW + VW);
+                for (int u = 0; u < RU; u++) {
+                    const vf x = v_splat(qr[u][c]);
+                    a0[u] = v_fma(x, b0, a0[u]);
+                    a1[u] = v_fma(x, b1, a1[u]);
+                }
+            }
+            unsigned char *o = keep + (j0 - kb);
+            if (j0 >= ca && j0 + PW <= cb && j0 + PW <= kb + kc) {
+                vi m0 = a0[0] > tv[0], m1 = a1[0] > tv[0];
+                for (int u = 1; u < RU; u++) {
+                    m0 |= a0[u] > tv[u];
+                    m1 |= a1[u] > tv[u];
+                }
+                or_mask(o, m0);
+                or_mask(o + VW, m1);
+            } else {
+                for (int u = 0; u < nu; u++) {
+                    float t[PW];
+                    v_store(t, a0[u]);
+                    v_store(t + VW, a1[u]);
+                    const int w = i + u, lo = sa[w] > j0 ? sa[w] : j0;
+                    const int hi = sb[w] < j0 + PW ? sb[w] : j0 + PW;
+                    for (int j = lo; j < hi && j < kb + kc; j++) o[j - j0] |= t[j - j0] > th[w];
+                }
+            }
+        }
+    }
+}
+
 static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const spark_state *st = state;
@@ -342,6 +484,20 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
     for (int x = 0; x < H * npan; x++)
         pack_keys(pb->k + (size_t)(x / npan) * N * d, N, d, r, kp + (size_t)(x / npan) * npan * r * PW,
                   x % npan);
+    /* interval masks: each row's mean and variance from prefix moments of
+     * K[:, :r], so one fused pass scores and thresholds */
+    const int interval = mask.def->interval, mw = r + r * (r + 1) / 2, ncp = N / CPS + 1;
+    double *cp = interval ? malloc((size_t)H * ncp * mw * sizeof *cp) : NULL;
+    if (interval && !cp) {
+        free(kp);
+        ab_set_error(state, "spark: out of memory");
+        return AB_ENOMEM;
+    }
+    if (interval) {
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++)
+            prefix_moments(pb->k + (size_t)h * N * d, N, d, r, cp + (size_t)h * ncp * mw);
+    }
 
 #pragma omp parallel
     {
@@ -350,7 +506,10 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
         float *s = malloc((size_t)bq * (N + PW) * sizeof *s);
         unsigned char *keep = malloc((size_t)N + PW); /* union mark, same key origin */
         int32_t *keys = malloc((size_t)N * sizeof *keys);
-        int ok = s && keep && keys;
+        float *th = malloc((size_t)bq * sizeof *th);
+        int *sa = malloc((size_t)bq * 2 * sizeof *sa), *sb = sa ? sa + bq : NULL;
+        double *mom = malloc((size_t)mw * sizeof *mom);
+        int ok = s && keep && keys && th && sa && mom;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -366,18 +525,47 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
             int n = 0;
             if (k0 < k1) {
                 const int p0 = k0 / PW, kb = p0 * PW, kc = k1 - kb; /* s column j: key kb + j */
-                approx_scores(pb->q + ((size_t)h * N + r0) * d, d, nr, kp + (size_t)h * npan * r * PW, p0, kc,
-                              r, s, kc);
-                memset(keep, 0, (size_t)kc);
-                for (int i = 0; i < nr; i++) {
-                    const int gi = r0 + i;
-                    int sa, sb;
-                    ab_mask_span(&mask, gi, &sa, &sb);
-                    sa = sa > k0 ? sa : k0;
-                    sb = sb < k1 ? sb : k1;
-                    if (sa < sb) row_keep(s + (size_t)i * kc, kb, sa, sb, st->k, &mask, gi, keep);
-                    if (gi >= k0 && gi < k1 && ab_mask_allows(&mask, gi, gi))
-                        keep[gi - kb] = 1; /* diagonal */
+                if (interval) {
+                    memset(keep, 0, (size_t)kc + PW);
+                    const float *kh = pb->k + (size_t)h * N * d;
+                    for (int i = 0; i < nr; i++) {
+                        const int gi = r0 + i;
+                        ab_mask_span(&mask, gi, &sa[i], &sb[i]);
+                        sa[i] = sa[i] > k0 ? sa[i] : k0;
+                        sb[i] = sb[i] < k1 ? sb[i] : k1;
+                        const int nn = sb[i] - sa[i];
+                        th[i] = INFINITY;
+                        if (nn <= 0) {
+                            sa[i] = sb[i] = k0;
+                        } else if (st->k >= nn) { /* Phi^-1(1 - k/n) = -inf: the whole row */
+                            memset(keep + (sa[i] - kb), 1, (size_t)nn);
+                        } else {
+                            th[i] = span_threshold(cp + (size_t)h * ncp * mw, kh, d, r,
+                                                   pb->q + ((size_t)h * N + gi) * d, sa[i], sb[i],
+                                                   -norm_quantile(st->k / nn), mom);
+                        }
+                    }
+                    approx_keep(pb->q + ((size_t)h * N + r0) * d, d, nr, kp + (size_t)h * npan * r * PW, p0,
+                                kc, r, th, sa, sb, keep);
+                    for (int i = 0; i < nr; i++) {
+                        const int gi = r0 + i;
+                        if (gi >= k0 && gi < k1 && ab_mask_allows(&mask, gi, gi))
+                            keep[gi - kb] = 1; /* diagonal */
+                    }
+                } else {
+                    approx_scores(pb->q + ((size_t)h * N + r0) * d, d, nr, kp + (size_t)h * npan * r * PW, p0,
+                                  kc, r, s, kc);
+                    memset(keep, 0, (size_t)kc);
+                    for (int i = 0; i < nr; i++) {
+                        const int gi = r0 + i;
+                        int ra_, rb_;
+                        ab_mask_span(&mask, gi, &ra_, &rb_);
+                        ra_ = ra_ > k0 ? ra_ : k0;
+                        rb_ = rb_ < k1 ? rb_ : k1;
+                        if (ra_ < rb_) row_keep(s + (size_t)i * kc, kb, ra_, rb_, st->k, &mask, gi, keep);
+                        if (gi >= k0 && gi < k1 && ab_mask_allows(&mask, gi, gi))
+                            keep[gi - kb] = 1; /* diagonal */
+                    }
                 }
                 for (int j = k0 - kb; j < kc; j++)
                     if (keep[j]) keys[n++] = kb + j;
@@ -392,10 +580,29 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
         free(s);
         free(keep);
         free(keys);
+        free(th);
+        free(sa);
+        free(mom);
     }
     free(kp);
+    free(cp);
     if (rc == AB_ENOMEM) ab_set_error(state, "spark: out of memory");
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* cost: see the header comment */
+    double pairs = 0.0;
+    for (int i = 0; i < N; i++) {
+        int a, b;
+        ab_mask_span(&mask, i, &a, &b);
+        pairs += b > a ? b - a : 0;
+    }
+    double flops, bytes = 8.0 * H * N * r; /* Q[:, :r] and K[:, :r] in fp32 */
+    if (interval) {
+        flops = H * (pairs * (2.0 * r + 1.0) + 2.0 * N * mw + N * (2.0 * CPS * mw + 2.0 * r * r));
+    } else {
+        flops = H * pairs * (2.0 * r + 5.0);
+        bytes += 8.0 * H * pairs; /* the score rows written and read back */
+    }
+    return ab_layout_set_cost(l, flops, bytes);
 }
 
 const ab_method ab_spark = {
