@@ -298,8 +298,9 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
 #pragma omp parallel
     {
         ab_tile t;
-        ab_group_scratch *gs = malloc(sizeof(*gs));
-        int ok = gs && ab_tile_alloc(&t, d, g * bq, AB_TILE_K, isa) == AB_OK;
+        ab_group_scratch *gs = calloc(1, sizeof(*gs));
+        const int tile_ok = ab_tile_alloc(&t, d, g * bq, AB_TILE_K, isa) == AB_OK;
+        int ok = gs && tile_ok;
         if (gs) {
             gs->own = calloc((size_t)N, sizeof(uint64_t));
             gs->bown = calloc((size_t)l->n_kblocks + 1, sizeof(uint64_t));
@@ -335,7 +336,7 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
             free(gs->sbuf);
             free(gs);
         }
-        if (ok) ab_tile_free(&t);
+        if (tile_ok) ab_tile_free(&t);
     }
     return failed ? AB_ENOMEM : AB_OK;
 }
