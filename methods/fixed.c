@@ -19,12 +19,15 @@
  *
  * Granularity: A(1) and A(2) depend only on the query's l-block, so query
  * blocks of gcd(l, block_q) rows make the per-query-block token lists exact.
- * Spans are listed as whole key blocks plus edge tokens (MIXED layout).
+ * Spans are listed as whole key blocks plus edge tokens (MIXED layout),
+ * collected per row and added in bulk (one builder call per row and kind).
  */
 #include "attnbench.h"
 #include "methods/keep.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 typedef struct fixed_state {
     int len;        /* l: block length in tokens */
@@ -65,35 +68,68 @@ static int fixed_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
+/* Append the span [a, b) to one row's entry lists: whole key blocks to
+ * blk[], the ragged edges to tok[] (as mc_add_span, but collected for one
+ * bulk add per row instead of one locked add per entry). */
+static void fixed_span(int a, int b, int bk, int n, int32_t *blk, int *nb, int32_t *tok, int *nt)
+{
+    a = a > 0 ? a : 0;
+    b = b < n ? b : n;
+    if (a >= b) return;
+    const int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
+    if (kb0 >= kb1) {
+        for (int j = a; j < b; j++) tok[(*nt)++] = j;
+        return;
+    }
+    for (int j = a; j < kb0 * bk; j++) tok[(*nt)++] = j;
+    for (int kb = kb0; kb < kb1; kb++) blk[(*nb)++] = kb;
+    for (int j = kb1 * bk; j < b; j++) tok[(*nt)++] = j;
+}
+
 static int fixed_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const fixed_state *st = state;
     const int n = l->seq_len, L = st->len;
     int rc = ab_layout_set_blocks(l, gcd(L, l->block_q), l->block_k);
     if (rc != AB_OK) return rc;
-    const int bq = l->block_q, nlb = (n + L - 1) / L; /* length-l blocks */
-    for (int qb = 0; qb < l->n_qblocks; qb++) {
+    const int bq = l->block_q, bk = l->block_k, nlb = (n + L - 1) / L; /* length-l blocks */
+    /* one row's entries: every span lies in [0, n) and spans are disjoint,
+     * so at most n tokens and n_kblocks blocks */
+    int32_t *blk = malloc(((size_t)l->n_kblocks + 1) * sizeof(int32_t));
+    int32_t *tok = malloc(((size_t)n + 1) * sizeof(int32_t));
+    if (!blk || !tok) {
+        free(blk);
+        free(tok);
+        return AB_ENOMEM;
+    }
+    for (int qb = 0; qb < l->n_qblocks && rc == AB_OK; qb++) {
         const int r0 = qb * bq, r1 = imin(n, (qb + 1) * bq);
         const int lb = r0 / L; /* the query block lies inside l-block lb */
         const int c = imin(L, mc_dither(st->summary, qb));
-        for (int h = 0; h < l->heads; h++) {
+        for (int h = 0; h < l->heads && rc == AB_OK; h++) {
+            int nb = 0, nt = 0;
             /* A(1): own l-block (causal: up to the last row; the mask does the rest) */
-            if ((rc = mc_add_span(l, h, qb, lb * L, l->causal ? r1 : (lb + 1) * L))) return rc;
-            if (c <= 0) continue;
-            const int t = ((L - (int)(((int64_t)(h + 1) * c) % L)) % L); /* first cell of head h */
-            for (int b = 0; b < (l->causal ? lb : nlb); b++) {
-                if (b == lb) continue;
-                const int base = b * L;
-                if (t + c <= L) {
-                    rc = mc_add_span(l, h, qb, base + t, base + t + c);
-                } else { /* wraps inside the block */
-                    rc = mc_add_span(l, h, qb, base + t, base + L);
-                    if (rc == AB_OK) rc = mc_add_span(l, h, qb, base, base + t + c - L);
+            fixed_span(lb * L, l->causal ? r1 : (lb + 1) * L, bk, n, blk, &nb, tok, &nt);
+            if (c > 0) {
+                const int t = ((L - (int)(((int64_t)(h + 1) * c) % L)) % L); /* first cell of head h */
+                for (int b = 0; b < (l->causal ? lb : nlb); b++) {
+                    if (b == lb) continue;
+                    const int base = b * L;
+                    if (t + c <= L) {
+                        fixed_span(base + t, base + t + c, bk, n, blk, &nb, tok, &nt);
+                    } else { /* wraps inside the block */
+                        fixed_span(base + t, base + L, bk, n, blk, &nb, tok, &nt);
+                        fixed_span(base, base + t + c - L, bk, n, blk, &nb, tok, &nt);
+                    }
                 }
-                if (rc) return rc;
             }
+            rc = ab_layout_add_blocks(l, h, qb, blk, nb);
+            if (rc == AB_OK) rc = ab_layout_add_tokens(l, h, qb, tok, nt);
         }
     }
+    free(blk);
+    free(tok);
+    if (rc) return rc;
     return ab_layout_set_cost(l, 0, 0); /* a static pattern: no selection work */
 }
 

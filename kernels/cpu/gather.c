@@ -7,9 +7,339 @@
  * OpenMP over (head, query block, sub-tile), dynamic schedule; the inner
  * loop is the vectorised chunk step of simd_*.c (ISA picked at run time).
  * Also the kernel dispatch by layout kind (ab_cpu_layout). */
+#if defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/tile.h"
 #include "kernels/kernels.h"
+
+/* ---- one-row (small) query blocks: grouped tiles -------------------------
+ * Layouts whose rows differ row by row (strided, dilated: block_q = 1) would
+ * run one query row per tile (15 of 16 vector lanes idle, a tile begin/end
+ * per row). Instead g = AB_GROUP_ROWS / block_q consecutive query blocks of
+ * one head share a tile, and each key is sent where it is cheapest:
+ *  - key blocks (MIXED) in the union of the group's rows, and key tokens
+ *    kept by many of the group's rows, run as tile chunks with an element
+ *    map (row r sees key j iff r's query block lists j and the base mask
+ *    allows it), so shared windows cost what a block does;
+ *  - tokens kept by few rows of the group (a row's private lattice) update
+ *    that row's softmax state alone (ab_row_update): no lanes wasted.
+ * Both update the same online-softmax state, so the result equals the
+ * per-row kernel up to float rounding. */
+#define AB_GROUP_ROWS   64 /* rows per grouped tile */
+#define AB_GROUP_SMALL  16 /* block_q below this: grouped path */
+#define AB_ROW_PREFETCH 8  /* keys ahead in a row update */
+
+typedef struct ab_group_scratch {
+    uint64_t *own;   /* (seq_len): bit b = query block qb0 + b lists the token */
+    uint64_t *bown;  /* (n_kblocks): the same for key blocks */
+    int32_t *touch;  /* (seq_len): tokens with own != 0 */
+    int32_t *btouch; /* (n_kblocks): blocks with bown != 0 */
+    int32_t *sh;     /* (seq_len): shared tokens of the group, sorted */
+    float *sbuf;     /* (AB_TILE_K): logits of a row update */
+    float qrow[AB_MAX_HEAD_DIM];
+} ab_group_scratch;
+
+static int cmp_i32(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The tile rows (bit r) whose query block is in the owner bits o (bit b:
+ * query block qb0 + b), rows of bq each. */
+static inline uint64_t ab_group_rows(uint64_t o, int bq, int nq)
+{
+    if (bq == 1) return o;
+    uint64_t m = 0;
+    for (int r = 0; r < nq; r++) m |= ((o >> (r / bq)) & 1u) << r;
+    return m;
+}
+
+/* The tile rows the base mask lets see key j. Spans non-decreasing in the
+ * row (t->mono: causal, sliding window, full): the rows [ra, rb) with
+ * shi > j and slo <= j, by binary search; otherwise row by row. */
+static inline uint64_t ab_group_allowed(const ab_tile *t, int mono, int j)
+{
+    const int nq = t->nq;
+    if (mono) {
+        int a = 0, b = nq; /* first row with shi > j */
+        while (a < b) {
+            const int mid = (a + b) / 2;
+            if (t->shi[mid] > j)
+                b = mid;
+            else
+                a = mid + 1;
+        }
+        int c = a, e = nq; /* first row with slo > j */
+        while (c < e) {
+            const int mid = (c + e) / 2;
+            if (t->slo[mid] > j)
+                e = mid;
+            else
+                c = mid + 1;
+        }
+        if (c <= a) return 0;
+        const uint64_t hi = c >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << c) - 1);
+        return hi & ~(((uint64_t)1 << a) - 1);
+    }
+    uint64_t m = 0;
+    for (int r = 0; r < nq; r++) {
+        const int ok =
+            t->interval ? (t->slo[r] <= j && j < t->shi[r]) : ab_mask_allows(t->mask, t->i0 + r, j) != 0;
+        m |= (uint64_t)ok << r;
+    }
+    return m;
+}
+
+/* em column of one key from its row mask (padding lanes 1). */
+static inline void ab_group_em_col(const ab_tile *t, unsigned char *e, uint64_t m)
+{
+#if defined(__AVX512BW__)
+    _mm512_storeu_si512((void *)e, _mm512_maskz_mov_epi8((__mmask64)m, _mm512_set1_epi8(1)));
+#else
+    for (int r = 0; r < 64; r++) e[r] = (unsigned char)((m >> r) & 1u);
+#endif
+    for (int r = t->nq; r < t->ld; r++) e[r] = 1;
+}
+
+/* Element map of the gathered chunk idx[0, nk): row r sees key idx[c] iff
+ * its query block lists it (own) and the base mask allows it. Returns 0
+ * (nothing seen), 1 (every row sees every key: no mask needed) or 2 (em). */
+static int ab_group_em(ab_tile *t, int mono, const int32_t *idx, const uint64_t *own, int nk, int bq)
+{
+    const uint64_t full = t->nq >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << t->nq) - 1);
+    uint64_t any = 0, all = full;
+    for (int c = 0; c < nk; c++) {
+        const int j = idx[c];
+        const uint64_t m = ab_group_rows(own[j], bq, t->nq) & ab_group_allowed(t, mono, j);
+        any |= m;
+        all &= m;
+        ab_group_em_col(t, t->em + (size_t)c * t->ld, m);
+    }
+    return !any ? 0 : all == full ? 1 : 2;
+}
+
+/* Row r of the tile attends to the keys idx[0, n) (its own, allowed by the
+ * base mask): the online-softmax update of that row alone. */
+static void ab_row_update(ab_tile *t, ab_group_scratch *g, int r, const float *k, const float *v,
+                          const int32_t *idx, int n)
+{
+    const int d = t->d;
+    float *restrict q = g->qrow;
+    for (int x = 0; x < d; x++) q[x] = t->qt[(size_t)x * t->ld + r];
+    float *restrict acc = t->acc + (size_t)r * t->dp;
+    for (int c0 = 0; c0 < n; c0 += AB_TILE_K) {
+        const int nk = n - c0 < AB_TILE_K ? n - c0 : AB_TILE_K;
+        float *restrict s = g->sbuf;
+        float mx = t->m[r];
+        for (int c = 0; c < nk; c++) {
+            const float *restrict kr = k + (size_t)idx[c0 + c] * d;
+            if (c0 + c + AB_ROW_PREFETCH < n) { /* a private list is scattered (lattice): fetch ahead */
+                const size_t o = (size_t)idx[c0 + c + AB_ROW_PREFETCH] * d;
+                for (int x = 0; x < d; x += 16) {
+                    __builtin_prefetch(k + o + x);
+                    __builtin_prefetch(v + o + x);
+                }
+            }
+            float part[16] = { 0 }; /* 16 independent partial sums: vectorised */
+            int x = 0;
+            for (; x + 16 <= d; x += 16)
+                for (int u = 0; u < 16; u++) part[u] += q[x + u] * kr[x + u];
+            float a = 0.0f;
+            for (; x < d; x++) a += q[x] * kr[x];
+            for (int u = 0; u < 16; u++) a += part[u];
+            s[c] = a;
+            mx = a > mx ? a : mx;
+        }
+        const float alpha = expf(t->m[r] - mx); /* 0 when m was -inf */
+        float sum = 0.0f;
+        for (int x = 0; x < d; x++) acc[x] *= alpha;
+        for (int c = 0; c < nk; c++) {
+            const float p = expf(s[c] - mx);
+            const float *restrict vr = v + (size_t)idx[c0 + c] * d;
+            sum += p;
+            for (int x = 0; x < d; x++) acc[x] += p * vr[x];
+        }
+        t->l[r] = t->l[r] * alpha + sum;
+        t->m[r] = mx;
+    }
+}
+
+/* Contiguous chunk [j0, j0 + nk) of a key block that only the query
+ * blocks in o list: rows outside o see nothing, the others what the base
+ * mask allows (per-row ranges for interval masks, else an element map). */
+static void ab_group_block_chunk(ab_tile *t, const float *kh, const float *vh, int j0, int nk, uint64_t o,
+                                 int bq)
+{
+    const uint64_t rows = ab_group_rows(o, bq, t->nq);
+    int any = 0;
+    if (t->interval) {
+        for (int r = 0; r < t->nq; r++) {
+            int a = 0, b = 0;
+            if ((rows >> r) & 1u) {
+                a = t->slo[r] - j0;
+                b = t->shi[r] - j0;
+                a = a < 0 ? 0 : a > nk ? nk : a;
+                b = b < a ? a : b > nk ? nk : b;
+            }
+            t->lo[r] = a;
+            t->lim[r] = b;
+            any |= b > a;
+        }
+        if (!any) return;
+        ab_tile_pad_lanes(t, nk);
+        t->chunk(t, kh + (size_t)j0 * t->d, vh + (size_t)j0 * t->d, nk, 1);
+        return;
+    }
+    for (int c = 0; c < nk; c++) {
+        unsigned char *e = t->em + (size_t)c * t->ld;
+        for (int r = 0; r < t->nq; r++) {
+            e[r] = (unsigned char)(((rows >> r) & 1u) && ab_mask_allows(t->mask, t->i0 + r, j0 + c));
+            any |= e[r];
+        }
+        for (int r = t->nq; r < t->ld; r++) e[r] = 1;
+    }
+    if (any) t->chunk(t, kh + (size_t)j0 * t->d, vh + (size_t)j0 * t->d, nk, 2);
+}
+
+/* One grouped tile: query blocks [qb0, qb0 + g) of head h (rows [i0, i0 + nq)). */
+static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, int h, int qb0, int g,
+                          const float *kh, const float *vh)
+{
+    const int bq = l->block_q, bk = l->block_k, N = l->seq_len;
+    const int64_t r0 = (int64_t)h * l->n_qblocks + qb0;
+    int mono = t->interval;
+    for (int r = 1; mono && r < t->nq; r++) mono = t->slo[r] >= t->slo[r - 1] && t->shi[r] >= t->shi[r - 1];
+    /* key blocks: union over the group, by owner bits */
+    if (l->kind == AB_LAYOUT_MIXED) {
+        int nb = 0;
+        for (int b = 0; b < g; b++)
+            for (int64_t e = l->blk_ptr[r0 + b]; e < l->blk_ptr[r0 + b + 1]; e++) {
+                const int kb = l->blk_idx[e];
+                if (!gs->bown[kb]) gs->btouch[nb++] = kb;
+                gs->bown[kb] |= (uint64_t)1 << b;
+            }
+        qsort(gs->btouch, (size_t)nb, sizeof(int32_t), cmp_i32);
+        const uint64_t all = g == 64 ? ~(uint64_t)0 : (((uint64_t)1 << g) - 1);
+        for (int e = 0; e < nb; e++) {
+            const int kb = gs->btouch[e];
+            const uint64_t o = gs->bown[kb];
+            gs->bown[kb] = 0;
+            int k0 = kb * bk, k1 = k0 + bk < N ? k0 + bk : N;
+            if (k0 < t->minlo) k0 = t->minlo;
+            if (k1 > t->maxhi) k1 = t->maxhi;
+            for (int j0 = k0; j0 < k1; j0 += t->tk) {
+                const int nk = k1 - j0 < t->tk ? k1 - j0 : t->tk;
+                if (o == all) {
+                    ab_tile_contig(t, kh, vh, j0, nk);
+                } else {
+                    ab_group_block_chunk(t, kh, vh, j0, nk, o, bq);
+                }
+            }
+        }
+    }
+    /* tokens: owner bits, then shared ones as tile chunks, the rest per row */
+    int nt = 0;
+    for (int b = 0; b < g; b++)
+        for (int64_t e = l->tok_ptr[r0 + b]; e < l->tok_ptr[r0 + b + 1]; e++) {
+            const int j = l->tok_idx[e];
+            if (!gs->own[j]) gs->touch[nt++] = j;
+            gs->own[j] |= (uint64_t)1 << b;
+        }
+    int ns = 0;
+    const int thresh = (t->nq + 8 * bq - 1) / (8 * bq) > 2 ? (t->nq + 8 * bq - 1) / (8 * bq) : 2;
+    for (int e = 0; e < nt; e++) {
+        const int j = gs->touch[e];
+        if (__builtin_popcountll(gs->own[j]) >= thresh) gs->sh[ns++] = j;
+    }
+    if (ns > 0) {
+        qsort(gs->sh, (size_t)ns, sizeof(int32_t), cmp_i32);
+        for (int c0 = 0; c0 < ns; c0 += AB_TILE_K) {
+            const int nk = ns - c0 < AB_TILE_K ? ns - c0 : AB_TILE_K;
+            const int32_t *idx = gs->sh + c0;
+            const int how = ab_group_em(t, mono, idx, gs->own, nk, bq);
+            if (how == 0) continue;
+            for (int c = 0; c < nk; c++) {
+                memcpy(t->kp + (size_t)c * t->d, kh + (size_t)idx[c] * t->d, (size_t)t->d * sizeof(float));
+                memcpy(t->vp + (size_t)c * t->d, vh + (size_t)idx[c] * t->d, (size_t)t->d * sizeof(float));
+            }
+            t->chunk(t, t->kp, t->vp, nk, how == 1 ? 0 : 2);
+        }
+    }
+    /* private tokens, row by row (a row's list is sorted; keep its order) */
+    for (int r = 0; r < t->nq; r++) {
+        const int b = r / bq, i = t->i0 + r;
+        int n = 0;
+        int32_t *row = gs->sh; /* reuse: the shared list is done */
+        for (int64_t e = l->tok_ptr[r0 + b]; e < l->tok_ptr[r0 + b + 1]; e++) {
+            const int j = l->tok_idx[e];
+            if (__builtin_popcountll(gs->own[j]) >= thresh) continue;
+            if (t->interval ? (j < t->slo[r] || j >= t->shi[r]) : !ab_mask_allows(t->mask, i, j)) continue;
+            row[n++] = j;
+        }
+        if (n) ab_row_update(t, gs, r, kh, vh, row, n);
+    }
+    for (int e = 0; e < nt; e++) gs->own[gs->touch[e]] = 0;
+}
+
+static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, float *out, int isa)
+{
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
+    const ab_mask mask = ab_shape_mask(&pb->s);
+    const float scale = pb->s.scale;
+    const int bq = l->block_q, nqb = l->n_qblocks;
+    const int g = AB_GROUP_ROWS / bq; /* query blocks per tile */
+    const int ngr = (nqb + g - 1) / g;
+    const int64_t items = (int64_t)H * ngr;
+    int failed = 0;
+
+#pragma omp parallel
+    {
+        ab_tile t;
+        ab_group_scratch *gs = calloc(1, sizeof(*gs));
+        const int tile_ok = ab_tile_alloc(&t, d, g * bq, AB_TILE_K, isa) == AB_OK;
+        int ok = gs && tile_ok;
+        if (gs) {
+            gs->own = calloc((size_t)N, sizeof(uint64_t));
+            gs->bown = calloc((size_t)l->n_kblocks + 1, sizeof(uint64_t));
+            gs->touch = malloc((size_t)N * sizeof(int32_t));
+            gs->btouch = malloc(((size_t)l->n_kblocks + 1) * sizeof(int32_t));
+            gs->sh = malloc((size_t)N * sizeof(int32_t));
+            gs->sbuf = malloc(AB_TILE_K * sizeof(float));
+            ok = ok && gs->own && gs->bown && gs->touch && gs->btouch && gs->sh && gs->sbuf;
+        }
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            const int h = (int)(it % H);
+            const int grp = ngr - 1 - (int)(it / H); /* heaviest first */
+            const int qb0 = grp * g, gg = nqb - qb0 < g ? nqb - qb0 : g;
+            const int i0 = qb0 * bq;
+            const int nq = (int)((int64_t)(qb0 + gg) * bq < N ? gg * bq : N - i0);
+            const size_t hoff = (size_t)h * N * d;
+            ab_tile_begin(&t, pb->q + hoff + (size_t)i0 * d, i0, nq, scale, &mask);
+            ab_group_tile(&t, gs, l, h, qb0, gg, pb->k + hoff, pb->v + hoff);
+            ab_tile_end(&t, out + hoff + (size_t)i0 * d);
+        }
+        if (gs) {
+            free(gs->own);
+            free(gs->bown);
+            free(gs->touch);
+            free(gs->btouch);
+            free(gs->sh);
+            free(gs->sbuf);
+            free(gs);
+        }
+        if (tile_ok) ab_tile_free(&t);
+    }
+    return failed ? AB_ENOMEM : AB_OK;
+}
 
 int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
                          float *out /* (heads, seq_len, head_dim) */, int isa)
@@ -25,6 +355,7 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
     const ab_mask mask = ab_shape_mask(&pb->s);
     const float scale = pb->s.scale;
     if (N == 0) return AB_OK;
+    if (l->block_q < AB_GROUP_SMALL) return ab_kernel_gather_grouped(pb, l, out, isa);
     const int mixed = l->kind == AB_LAYOUT_MIXED;
     const int bq = l->block_q, nqb = l->n_qblocks;
     const int nsub = (bq + AB_TILE_Q - 1) / AB_TILE_Q;
