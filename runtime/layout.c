@@ -313,16 +313,24 @@ int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys
 
 /* ---- finalisation --------------------------------------------------------- */
 
-/* Sort li by (row, idx) with two stable counting sorts (idx, then row), drop
- * duplicates and build the CSR arrays. idx values lie in [0, range). */
-static int build_csr(lb_list *li, int64_t rows, int range, int64_t **ptr_out, int32_t **idx_out)
+static int lb_idx_cmp(const void *a, const void *b)
+{
+    const int32_t x = ((const lb_entry *)a)->idx, y = ((const lb_entry *)b)->idx;
+    return (x > y) - (x < y);
+}
+
+/* Sort li by (row, idx), drop duplicates and build the CSR arrays: one
+ * stable counting sort by row, then each row's run is sorted by idx unless
+ * it already is (the common case: a method adds a row's entries in one
+ * sorted bulk call), so the cost is two linear passes over the entries
+ * rather than a scatter over every key index. */
+static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx_out)
 {
     size_t n = li->n;
-    size_t ncnt = (size_t)i64_max(rows, range) + 1;
     int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
     int32_t *idx = malloc((n ? n : 1) * sizeof(int32_t));
     lb_entry *tmp = malloc((n ? n : 1) * sizeof(lb_entry));
-    size_t *cnt = malloc(ncnt * sizeof(size_t));
+    size_t *cnt = calloc((size_t)rows + 1, sizeof(size_t));
     if (!ptr || !idx || !tmp || !cnt) {
         free(ptr);
         free(idx);
@@ -330,25 +338,26 @@ static int build_csr(lb_list *li, int64_t rows, int range, int64_t **ptr_out, in
         free(cnt);
         return AB_ENOMEM;
     }
-    /* pass 1: by idx, li->e -> tmp */
-    memset(cnt, 0, ncnt * sizeof(size_t));
-    for (size_t e = 0; e < n; e++) cnt[li->e[e].idx + 1]++;
-    for (int c = 0; c < range; c++) cnt[c + 1] += cnt[c];
-    for (size_t e = 0; e < n; e++) tmp[cnt[li->e[e].idx]++] = li->e[e];
-    /* pass 2: by row (stable), tmp -> li->e */
-    memset(cnt, 0, ncnt * sizeof(size_t));
-    for (size_t e = 0; e < n; e++) cnt[tmp[e].row + 1]++;
+    /* by row (stable), li->e -> tmp; cnt[r] ends as the end of row r */
+    for (size_t e = 0; e < n; e++) cnt[li->e[e].row + 1]++;
     for (int64_t r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
-    for (size_t e = 0; e < n; e++) li->e[cnt[tmp[e].row]++] = tmp[e];
+    for (size_t e = 0; e < n; e++) tmp[cnt[li->e[e].row]++] = li->e[e];
+    /* each row's run by idx, then dedup and CSR */
+    size_t m = 0, e0 = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const size_t e1 = cnt[r];
+        int sorted = 1;
+        for (size_t e = e0 + 1; e < e1 && sorted; e++) sorted = tmp[e].idx >= tmp[e - 1].idx;
+        if (!sorted) qsort(tmp + e0, e1 - e0, sizeof *tmp, lb_idx_cmp);
+        for (size_t e = e0; e < e1; e++) {
+            if (e > e0 && tmp[e].idx == tmp[e - 1].idx) continue;
+            idx[m++] = tmp[e].idx;
+            ptr[r + 1]++;
+        }
+        e0 = e1;
+    }
     free(tmp);
     free(cnt);
-    /* dedup and CSR */
-    size_t m = 0;
-    for (size_t e = 0; e < n; e++) {
-        if (e > 0 && li->e[e].row == li->e[e - 1].row && li->e[e].idx == li->e[e - 1].idx) continue;
-        idx[m++] = li->e[e].idx;
-        ptr[li->e[e].row + 1]++;
-    }
     for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
     *ptr_out = ptr;
     *idx_out = idx;
@@ -409,9 +418,8 @@ int ab_layout_finalize(ab_layout *l)
         free(l->tok_idx);
         l->blk_ptr = l->tok_ptr = NULL;
         l->blk_idx = l->tok_idx = NULL;
-        if (kind != AB_LAYOUT_TOKEN && build_csr(&st->blk, rows, l->n_kblocks, &l->blk_ptr, &l->blk_idx))
-            return AB_ENOMEM;
-        if (kind != AB_LAYOUT_BLOCK && build_csr(&st->tok, rows, l->seq_len, &l->tok_ptr, &l->tok_idx)) {
+        if (kind != AB_LAYOUT_TOKEN && build_csr(&st->blk, rows, &l->blk_ptr, &l->blk_idx)) return AB_ENOMEM;
+        if (kind != AB_LAYOUT_BLOCK && build_csr(&st->tok, rows, &l->tok_ptr, &l->tok_idx)) {
             free(l->blk_ptr);
             free(l->blk_idx);
             l->blk_ptr = NULL;
