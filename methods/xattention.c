@@ -119,6 +119,8 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
 
     float *qr = malloc((size_t)H * nr * D * sizeof *qr); /* (heads, nr, S*d) */
     float *kr = malloc((size_t)H * nr * D * sizeof *kr); /* (heads, nr, S*d) */
+    const int kpb = bk / S;                              /* reduced keys per key block */
+    double cells = 0.0, sorted = 0.0;                    /* reduced scores used; sort work */
     int rc = (qr && kr) ? AB_OK : AB_ENOMEM;
 
     if (rc == AB_OK) {
@@ -126,17 +128,16 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
         for (int h = 0; h < H; h++)
             reshape_head(pb->q + (size_t)h * N * d, pb->k + (size_t)h * N * d, N, d, S, nr,
                          qr + (size_t)h * nr * D, kr + (size_t)h * nr * D);
-#pragma omp parallel
+#pragma omp parallel reduction(+ : cells, sorted)
         {
             float *sc =
                 malloc((size_t)XA_GROUP * mq * nr * sizeof *sc); /* (group*block_q/S, nr) reduced scores */
             float *bt = malloc((size_t)D * BS_PANEL * sizeof *bt);
-            double *row = malloc((size_t)nr * sizeof *row);
             double *bsum = malloc((size_t)nkb * sizeof *bsum); /* (n_kblocks) block scores */
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
             uint8_t *kp = malloc((size_t)nkb * sizeof *kp);   /* (n_kblocks) kept blocks of one row */
             int32_t *idx = malloc((size_t)nkb * sizeof *idx); /* (n_kblocks) the same as a list */
-            int ok = sc && bt && row && bsum && cand && kp && idx;
+            int ok = sc && bt && bsum && cand && kp && idx;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -168,12 +169,19 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                         const int j0 = a0 < a1 ? a0 / S : 0, jv = a0 < a1 ? (a1 + S - 1) / S : 0;
                         const int nv = jv < gkc ? jv : gkc;
                         if (j0 >= nv) continue;
-                        const float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
-                        for (int j = j0; j < nv; j++) row[j] = srow[j];
-                        bs_softmax(row + j0, nv - j0);
-                        for (int j = j0; j < nv; j++) {
-                            const int b = (j * S) / bk;
-                            bsum[b < nkb ? b : nkb - 1] += row[j];
+                        /* softmax in place (float, SLEEF exp), then the
+                         * probabilities summed per key block (kpb reduced
+                         * keys each) and added in double */
+                        float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
+                        float mx = srow[j0];
+                        for (int j = j0 + 1; j < nv; j++) mx = srow[j] > mx ? srow[j] : mx;
+                        const double inv = 1.0 / ab_exp_shift_sum(srow + j0, nv - j0, mx);
+                        cells += nv - j0;
+                        for (int j = j0; j < nv;) {
+                            const int b = j / kpb, je = (b + 1) * kpb < nv ? (b + 1) * kpb : nv;
+                            float part = 0.0f;
+                            for (; j < je; j++) part += srow[j];
+                            bsum[b < nkb ? b : nkb - 1] += (double)part * inv;
                         }
                     }
                     double total = 0.0;
@@ -197,6 +205,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                                 m++;
                             }
                         bs_sort_desc(cand, m);
+                        sorted += m > 1 ? m * log2((double)m) : 0.0;
                         const double need = st->tau * total;
                         for (int t = 0; t < m && cum < need; t++) {
                             kp[cand[t].idx] = 1;
@@ -216,12 +225,19 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
             }
             free(sc);
             free(bt);
-            free(row);
             free(bsum);
             free(cand);
             free(kp);
             free(idx);
         }
+    }
+    if (rc == AB_OK) {
+        /* per reduced score used: a dot product of length S*d (2*S*d), max, exp,
+         * sum, block sum (4); the sorts; bytes: Q and K read, each reduced score
+         * written and read back */
+        const double flops = cells * (2.0 * D + 4.0) + sorted;
+        const double bytes = 2.0 * H * (double)N * d * sizeof(float) + 2.0 * cells * sizeof(float);
+        rc = ab_layout_set_cost(l, flops, bytes);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "xattention: out of memory");
     free(qr);
