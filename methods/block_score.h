@@ -113,6 +113,42 @@ static inline void bs_kern_avx512(const float *A, int lda, int i0, int R, const 
 }
 #endif
 
+/* max(x[0, n)) as the loop "m = x[j] > m ? x[j] : m" from m = x[0] gives it
+ * (NaN entries after the first are skipped); -INFINITY for n <= 0. Vector
+ * lanes with AVX-512 (the scalar loop is a serial dependency chain). */
+static inline float bs_max(const float *x, int n)
+{
+    if (n <= 0) return -INFINITY;
+    float m = x[0];
+    int j = 1;
+#if defined(__AVX512F__)
+    if (n >= 17) {
+        __m512 v = _mm512_set1_ps(m);
+        for (; j + 16 <= n; j += 16) v = _mm512_max_ps(_mm512_loadu_ps(x + j), v); /* NaN in x: keeps v */
+        m = _mm512_reduce_max_ps(v);
+    }
+#endif
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* B (n, D) row stride ldb packed for bs_gemm_nt_packed: panel p (rows
+ * 64p .. 64p+63) as D x 64 floats, bp[(p * D + c) * 64 + j] = B[64p + j][c],
+ * rows past n zero. bp holds ceil(n / 64) * 64 * D floats. */
+static inline void bs_pack_nt(const float *B, int ldb, int n, int D, float *bp)
+{
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        float *dst = bp + (size_t)p * D * BS_PANEL;
+        for (int j = 0; j < nj; j++) {
+            const float *b = B + (size_t)(j0 + j) * ldb;
+            for (int c = 0; c < D; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
+        }
+        for (int c = 0; c < D; c++)
+            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
+    }
+}
+
 /* The shared panel loop: C[i][j] = post * sum_c (pre * A[i][c]) * B[j][c]. */
 static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
                                 float pre, float post, float *C, int ldc, float *bt)
@@ -194,6 +230,44 @@ static inline void bs_gemm_nn(const float *A, int lda, int m, const float *B, in
             }
 #endif
         }
+    }
+}
+
+/* bs_gemm_nt on a B packed once by bs_pack_nt (for a B reused by many
+ * calls): C[i][j] = alpha * sum_c A[i][c] * B[j][c], i < m, j < n (n at most
+ * the packed rows). Same arithmetic as bs_gemm_nt. */
+static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float *bp, int n, int D,
+                                     float alpha, float *C, int ldc)
+{
+    if (D <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = 0.0f;
+        return;
+    }
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        const float *pan = bp + (size_t)p * D * BS_PANEL;
+#if defined(__AVX512F__)
+        for (int c0 = 0; c0 < D; c0 += BS_KC) {
+            const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
+            for (int i = 0; i < m; i += 4)
+                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, pan + (size_t)c0 * BS_PANEL, c0, c1, 1.0f,
+                               alpha, c0 == 0, c1 == D, C, ldc, j0, nj);
+        }
+#else
+        for (int i = 0; i < m; i++) {
+            float acc[BS_PANEL];
+            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
+            const float *a = A + (size_t)i * lda;
+            for (int c = 0; c < D; c++) {
+                const float ac = a[c];
+                const float *br = pan + (size_t)c * BS_PANEL;
+                for (int j = 0; j < nj; j++) acc[j] += ac * br[j];
+            }
+            float *crow = C + (size_t)i * ldc + j0;
+            for (int j = 0; j < nj; j++) crow[j] = alpha * acc[j];
+        }
+#endif
     }
 }
 

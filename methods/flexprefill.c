@@ -220,8 +220,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
          * in double to its column and to its diagonal */
         const int qi = r0 + i, nv = causal ? qi + 1 : N;
         float *sr = s + (size_t)i * N;
-        float mx = sr[0];
-        for (int j = 1; j < nv; j++) mx = sr[j] > mx ? sr[j] : mx;
+        const float mx = bs_max(sr, nv);
         const double w = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
         const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
         for (int j = 0; j < nv; j++) vert[j] += sr[j] * w;

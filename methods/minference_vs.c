@@ -168,8 +168,7 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     for (int m = 0; m < L; m++) {
         const int i = N - L + m, nv = causal ? i + 1 : N;
         float *row = w.a + (size_t)m * N; /* (N) */
-        float mx = -INFINITY;
-        for (int j = 0; j < nv; j++) mx = row[j] > mx ? row[j] : mx;
+        const float mx = bs_max(row, nv);
         const double sum = ab_exp_shift_sum(row, nv, mx); /* SLEEF vector exp */
         cells += nv;
         const float inv = (float)(1.0 / sum);

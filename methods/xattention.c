@@ -117,27 +117,33 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
     const int ngrp = (nqb + XA_GROUP - 1) / XA_GROUP;
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-    float *qr = malloc((size_t)H * nr * D * sizeof *qr); /* (heads, nr, S*d) */
-    float *kr = malloc((size_t)H * nr * D * sizeof *kr); /* (heads, nr, S*d) */
-    const int kpb = bk / S;                              /* reduced keys per key block */
-    double cells = 0.0, sorted = 0.0;                    /* reduced scores used; sort work */
-    int rc = (qr && kr) ? AB_OK : AB_ENOMEM;
+    float *qr = malloc((size_t)H * nr * D * sizeof *qr);          /* (heads, nr, S*d) */
+    float *kr = malloc((size_t)H * nr * D * sizeof *kr);          /* (heads, nr, S*d) */
+    const int kpb = bk / S;                                       /* reduced keys per key block */
+    double cells = 0.0, sorted = 0.0;                             /* reduced scores used; sort work */
+    const int npk = (nr + BS_PANEL - 1) / BS_PANEL * BS_PANEL;    /* packed key rows */
+    float *kp_all = malloc((size_t)H * npk * D * sizeof *kp_all); /* (heads, npk, S*d) packed */
+    int rc = (qr && kr && kp_all) ? AB_OK : AB_ENOMEM;
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
         for (int h = 0; h < H; h++)
             reshape_head(pb->q + (size_t)h * N * d, pb->k + (size_t)h * N * d, N, d, S, nr,
                          qr + (size_t)h * nr * D, kr + (size_t)h * nr * D);
+            /* the reduced keys packed once per head (bs_pack_nt): every task
+         * of the head reuses the panels instead of transposing them again */
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++)
+            bs_pack_nt(kr + (size_t)h * nr * D, D, nr, D, kp_all + (size_t)h * npk * D);
 #pragma omp parallel reduction(+ : cells, sorted)
         {
             float *sc =
                 malloc((size_t)XA_GROUP * mq * nr * sizeof *sc); /* (group*block_q/S, nr) reduced scores */
-            float *bt = malloc((size_t)D * BS_PANEL * sizeof *bt);
-            double *bsum = malloc((size_t)nkb * sizeof *bsum); /* (n_kblocks) block scores */
+            double *bsum = malloc((size_t)nkb * sizeof *bsum);   /* (n_kblocks) block scores */
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
             uint8_t *kp = malloc((size_t)nkb * sizeof *kp);   /* (n_kblocks) kept blocks of one row */
             int32_t *idx = malloc((size_t)nkb * sizeof *idx); /* (n_kblocks) the same as a list */
-            int ok = sc && bt && bsum && cand && kp && idx;
+            int ok = sc && bsum && cand && kp && idx;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -151,8 +157,8 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int qb1 = qb0 + XA_GROUP < nqb ? qb0 + XA_GROUP : nqb;
                 const int g0 = qb0 * mq, g1 = qb1 * mq < nr ? qb1 * mq : nr; /* reduced rows of the task */
                 const int gkc = causal ? g1 : nr;
-                bs_gemm_nt(qr + ((size_t)h * nr + g0) * D, D, g1 - g0, kr + (size_t)h * nr * D, D, gkc, D,
-                           alpha, sc, gkc, bt);
+                bs_gemm_nt_packed(qr + ((size_t)h * nr + g0) * D, D, g1 - g0, kp_all + (size_t)h * npk * D,
+                                  gkc, D, alpha, sc, gkc);
                 for (int qb = qb0; ok && qb < qb1; qb++) {
                     const int rq0 = qb * mq;
                     const int nq = nr - rq0 < mq ? nr - rq0 : mq; /* >= 1 */
@@ -173,8 +179,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                          * probabilities summed per key block (kpb reduced
                          * keys each) and added in double */
                         float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
-                        float mx = srow[j0];
-                        for (int j = j0 + 1; j < nv; j++) mx = srow[j] > mx ? srow[j] : mx;
+                        const float mx = bs_max(srow + j0, nv - j0);
                         const double inv = 1.0 / ab_exp_shift_sum(srow + j0, nv - j0, mx);
                         cells += nv - j0;
                         for (int j = j0; j < nv;) {
@@ -224,7 +229,6 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                 }
             }
             free(sc);
-            free(bt);
             free(bsum);
             free(cand);
             free(kp);
@@ -242,6 +246,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc == AB_ENOMEM) ab_set_error(state, "xattention: out of memory");
     free(qr);
     free(kr);
+    free(kp_all);
     return rc;
 }
 
