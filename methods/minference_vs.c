@@ -185,16 +185,25 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         w.slash[t].score = 0.0;
         w.slash[t].idx = t + o_min; /* the offset itself */
     }
+    /* summed in plain double arrays (vectorisable; same order per entry as
+     * summing into the candidates), then copied into them */
+    double *vs = calloc((size_t)N + n_off, sizeof *vs), *ss = vs ? vs + N : NULL;
+    if (!vs) {
+        head_work_free(&w);
+        return AB_ENOMEM;
+    }
     for (int m = 0; m < L; m++) {
         const int i = N - L + m;
         const float *row = w.a + (size_t)m * N;
-        for (int j = 0; j < N; j++) {
-            const double p = row[j];
-            w.vert[j].score += p;
-            const int o = i - j;
-            if (o >= o_min) w.slash[o - o_min].score += p;
-        }
+        for (int j = 0; j < N; j++) vs[j] += row[j];
+        /* offsets o = i - j >= o_min: j <= i - o_min */
+        const int je = i - o_min + 1 < N ? i - o_min + 1 : N;
+        double *sd = ss + (i - o_min); /* sd[-j] is offset i - j */
+        for (int j = 0; j < je; j++) sd[-j] += row[j];
     }
+    for (int j = 0; j < N; j++) w.vert[j].score = vs[j];
+    for (int t = 0; t < n_off; t++) w.slash[t].score = ss[t];
+    free(vs);
     /* Forced parts: sinks and the local band; NaN ranks last. */
     for (int j = 0; j < N; j++) {
         if (j < st->sink_v)
