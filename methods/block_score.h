@@ -16,33 +16,272 @@
 
 #include "methods/keep.h"
 
-#define BS_PANEL 64 /* B rows transposed at a time in bs_gemm_nt */
+#define BS_PANEL 64  /* B rows transposed at a time in bs_gemm_nt */
+#define BS_KC    128 /* depth (columns of A and B) per transposed chunk, AVX-512 path */
 
-/* C[i][j] = alpha * sum_c A[i][c] * B[j][c] for i < m, j < n.
- * A: (m, D) with row stride lda; B: (n, D) with row stride ldb;
- * C: (m, n) with row stride ldc; bt: scratch of D * BS_PANEL floats.
- * B is transposed one panel at a time so the inner loop runs over B rows and
- * vectorises without reassociation: results are independent of threading. */
-static inline void bs_gemm_nt(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
-                              float alpha, float *C, int ldc, float *bt)
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+/* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)
+ * into the panel bt[(c - c0) * BS_PANEL + j]; columns j >= nj of the panel are zeroed so the
+ * vector kernel may read the whole panel width. */
+static inline void bs_panel_t(const float *B, int ldb, int j0, int nj, int c0, int c1, float *bt)
 {
+    for (int j = 0; j < nj; j++) {
+        const float *b = B + (size_t)(j0 + j) * ldb;
+        for (int c = c0; c < c1; c++) bt[(size_t)(c - c0) * BS_PANEL + j] = b[c];
+    }
+    if (nj < BS_PANEL)
+        for (int c = c0; c < c1; c++)
+            for (int j = nj; j < BS_PANEL; j++) bt[(size_t)(c - c0) * BS_PANEL + j] = 0.0f;
+}
+
+#if defined(__AVX512F__)
+/* rows [i0, i0 + R) of A (R <= 4) against one transposed panel: C[i][j0 + j]
+ * = post * sum_c (pre * A[i][c]) * bt[c][j] for j < nj; 4 x 64 accumulators
+ * in registers, one FMA chain per element in c order (the result does not
+ * depend on the thread count or on the tiling of rows). */
+static inline void bs_kern_avx512(const float *A, int lda, int i0, int R, const float *bt, int c0, int c1,
+                                  float pre, float post, int first, int last, float *C, int ldc, int j0,
+                                  int nj)
+{
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+    if (!first) /* resume the partial sums of the previous depth chunk */
+        for (int r = 0; r < R; r++) {
+            const float *crow = C + (size_t)(i0 + r) * ldc + j0;
+            for (int v = 0; v < 4; v++) {
+                const int rem = nj - 16 * v;
+                if (rem <= 0) break;
+                const __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+                acc[r][v] = _mm512_maskz_loadu_ps(mk, crow + 16 * v);
+            }
+        }
+    const float *a0 = A + (size_t)i0 * lda;
+    if (R == 4) {
+        const float *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (int c = c0; c < c1; c++) {
+            const float *br = bt + (size_t)(c - c0) * BS_PANEL;
+            const __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16),
+                         b2 = _mm512_loadu_ps(br + 32), b3 = _mm512_loadu_ps(br + 48);
+            __m512 x = _mm512_set1_ps(a0[c] * pre);
+            acc[0][0] = _mm512_fmadd_ps(x, b0, acc[0][0]);
+            acc[0][1] = _mm512_fmadd_ps(x, b1, acc[0][1]);
+            acc[0][2] = _mm512_fmadd_ps(x, b2, acc[0][2]);
+            acc[0][3] = _mm512_fmadd_ps(x, b3, acc[0][3]);
+            x = _mm512_set1_ps(a1[c] * pre);
+            acc[1][0] = _mm512_fmadd_ps(x, b0, acc[1][0]);
+            acc[1][1] = _mm512_fmadd_ps(x, b1, acc[1][1]);
+            acc[1][2] = _mm512_fmadd_ps(x, b2, acc[1][2]);
+            acc[1][3] = _mm512_fmadd_ps(x, b3, acc[1][3]);
+            x = _mm512_set1_ps(a2[c] * pre);
+            acc[2][0] = _mm512_fmadd_ps(x, b0, acc[2][0]);
+            acc[2][1] = _mm512_fmadd_ps(x, b1, acc[2][1]);
+            acc[2][2] = _mm512_fmadd_ps(x, b2, acc[2][2]);
+            acc[2][3] = _mm512_fmadd_ps(x, b3, acc[2][3]);
+            x = _mm512_set1_ps(a3[c] * pre);
+            acc[3][0] = _mm512_fmadd_ps(x, b0, acc[3][0]);
+            acc[3][1] = _mm512_fmadd_ps(x, b1, acc[3][1]);
+            acc[3][2] = _mm512_fmadd_ps(x, b2, acc[3][2]);
+            acc[3][3] = _mm512_fmadd_ps(x, b3, acc[3][3]);
+        }
+    } else {
+        for (int r = 0; r < R; r++) {
+            const float *a = a0 + (size_t)r * lda;
+            for (int c = c0; c < c1; c++) {
+                const float *br = bt + (size_t)(c - c0) * BS_PANEL;
+                const __m512 x = _mm512_set1_ps(a[c] * pre);
+                acc[r][0] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br), acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 16), acc[r][1]);
+                acc[r][2] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 32), acc[r][2]);
+                acc[r][3] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 48), acc[r][3]);
+            }
+        }
+    }
+    const __m512 ps = _mm512_set1_ps(last ? post : 1.0f);
+    for (int r = 0; r < R; r++) {
+        float *crow = C + (size_t)(i0 + r) * ldc + j0;
+        for (int v = 0; v < 4; v++) {
+            const int rem = nj - 16 * v;
+            if (rem <= 0) break;
+            const __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+            _mm512_mask_storeu_ps(crow + 16 * v, mk, last ? _mm512_mul_ps(ps, acc[r][v]) : acc[r][v]);
+        }
+    }
+}
+#endif
+
+/* max(x[0, n)) as the loop "m = x[j] > m ? x[j] : m" from m = x[0] gives it
+ * (NaN entries after the first are skipped); -INFINITY for n <= 0. Vector
+ * lanes with AVX-512 (the scalar loop is a serial dependency chain). */
+static inline float bs_max(const float *x, int n)
+{
+    if (n <= 0) return -INFINITY;
+    float m = x[0];
+    int j = 1;
+#if defined(__AVX512F__)
+    if (n >= 17) {
+        __m512 v = _mm512_set1_ps(m);
+        for (; j + 16 <= n; j += 16) v = _mm512_max_ps(_mm512_loadu_ps(x + j), v); /* NaN in x: keeps v */
+        m = _mm512_reduce_max_ps(v);
+    }
+#endif
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* B (n, D) row stride ldb packed for bs_gemm_nt_packed: panel p (rows
+ * 64p .. 64p+63) as D x 64 floats, bp[(p * D + c) * 64 + j] = B[64p + j][c],
+ * rows past n zero. bp holds ceil(n / 64) * 64 * D floats. */
+static inline void bs_pack_nt(const float *B, int ldb, int n, int D, float *bp)
+{
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        float *dst = bp + (size_t)p * D * BS_PANEL;
+        for (int j = 0; j < nj; j++) {
+            const float *b = B + (size_t)(j0 + j) * ldb;
+            for (int c = 0; c < D; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
+        }
+        for (int c = 0; c < D; c++)
+            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
+    }
+}
+
+/* The shared panel loop: C[i][j] = post * sum_c (pre * A[i][c]) * B[j][c]. */
+static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
+                                float pre, float post, float *C, int ldc, float *bt)
+{
+    if (D <= 0) { /* empty sums */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = 0.0f;
+        return;
+    }
     for (int j0 = 0; j0 < n; j0 += BS_PANEL) {
         const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
-        for (int j = 0; j < nj; j++)
-            for (int c = 0; c < D; c++) bt[(size_t)c * BS_PANEL + j] = B[(size_t)(j0 + j) * ldb + c];
+#if defined(__AVX512F__)
+        /* depth chunks of BS_KC so the transposed panel stays in L1; the
+         * partial sums wait in C (exact: each element is still one chain) */
+        for (int c0 = 0; c0 < D; c0 += BS_KC) {
+            const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
+            bs_panel_t(B, ldb, j0, nj, c0, c1, bt);
+            for (int i = 0; i < m; i += 4)
+                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, bt, c0, c1, pre, post, c0 == 0, c1 == D, C,
+                               ldc, j0, nj);
+        }
+#else
+        bs_panel_t(B, ldb, j0, nj, 0, D, bt);
+        for (int i = 0; i < m; i++) {
+            float acc[BS_PANEL];
+            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
+            const float *a = A + (size_t)i * lda;
+            for (int c = 0; c < D; c++) {
+                const float ac = a[c] * pre;
+                const float *br = bt + (size_t)c * BS_PANEL;
+                for (int j = 0; j < nj; j++) acc[j] += ac * br[j];
+            }
+            float *crow = C + (size_t)i * ldc + j0;
+            for (int j = 0; j < nj; j++) crow[j] = post * acc[j];
+        }
+#endif
+    }
+}
+
+/* C[i][j] (+)= sum_c A[i][c] * B[c][j] for i < m, j < n: A (m, K) row
+ * stride lda, B (K, n) row stride ldb, C (m, n) row stride ldc; acc != 0 adds
+ * to C, else overwrites it. bt: scratch of BS_KC * BS_PANEL floats (B is
+ * copied one (depth chunk, 64-column) panel at a time). The P.V product of a
+ * custom run(); each element one chain in c order, as bs_gemm_nt. */
+static inline void bs_gemm_nn(const float *A, int lda, int m, const float *B, int ldb, int K, int n, float *C,
+                              int ldc, int acc, float *bt)
+{
+    if (K <= 0) {
+        if (!acc)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = 0.0f;
+        return;
+    }
+    for (int j0 = 0; j0 < n; j0 += BS_PANEL) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        for (int c0 = 0; c0 < K; c0 += BS_KC) {
+            const int c1 = K - c0 < BS_KC ? K : c0 + BS_KC;
+            for (int c = c0; c < c1; c++) {
+                const float *b = B + (size_t)c * ldb + j0;
+                float *d = bt + (size_t)(c - c0) * BS_PANEL;
+                for (int j = 0; j < nj; j++) d[j] = b[j];
+                for (int j = nj; j < BS_PANEL; j++) d[j] = 0.0f;
+            }
+#if defined(__AVX512F__)
+            for (int i = 0; i < m; i += 4)
+                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, bt, c0, c1, 1.0f, 1.0f, c0 == 0 && !acc, 1,
+                               C, ldc, j0, nj);
+#else
+            for (int i = 0; i < m; i++) {
+                float *crow = C + (size_t)i * ldc + j0;
+                if (c0 == 0 && !acc)
+                    for (int j = 0; j < nj; j++) crow[j] = 0.0f;
+                const float *a = A + (size_t)i * lda;
+                for (int c = c0; c < c1; c++) {
+                    const float ac = a[c];
+                    const float *br = bt + (size_t)(c - c0) * BS_PANEL;
+                    for (int j = 0; j < nj; j++) crow[j] += ac * br[j];
+                }
+            }
+#endif
+        }
+    }
+}
+
+/* bs_gemm_nt on a B packed once by bs_pack_nt (for a B reused by many
+ * calls): C[i][j] = alpha * sum_c A[i][c] * B[j][c], i < m, j < n (n at most
+ * the packed rows). Same arithmetic as bs_gemm_nt. */
+static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float *bp, int n, int D,
+                                     float alpha, float *C, int ldc)
+{
+    if (D <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = 0.0f;
+        return;
+    }
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        const float *pan = bp + (size_t)p * D * BS_PANEL;
+#if defined(__AVX512F__)
+        for (int c0 = 0; c0 < D; c0 += BS_KC) {
+            const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
+            for (int i = 0; i < m; i += 4)
+                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, pan + (size_t)c0 * BS_PANEL, c0, c1, 1.0f,
+                               alpha, c0 == 0, c1 == D, C, ldc, j0, nj);
+        }
+#else
         for (int i = 0; i < m; i++) {
             float acc[BS_PANEL];
             for (int j = 0; j < nj; j++) acc[j] = 0.0f;
             const float *a = A + (size_t)i * lda;
             for (int c = 0; c < D; c++) {
                 const float ac = a[c];
-                const float *br = bt + (size_t)c * BS_PANEL;
+                const float *br = pan + (size_t)c * BS_PANEL;
                 for (int j = 0; j < nj; j++) acc[j] += ac * br[j];
             }
             float *crow = C + (size_t)i * ldc + j0;
             for (int j = 0; j < nj; j++) crow[j] = alpha * acc[j];
         }
+#endif
     }
+}
+
+/* C[i][j] = alpha * sum_c A[i][c] * B[j][c] for i < m, j < n.
+ * A: (m, D) with row stride lda; B: (n, D) with row stride ldb;
+ * C: (m, n) with row stride ldc; bt: scratch of D * BS_PANEL floats.
+ * B is transposed one panel at a time; with AVX-512 a 4 x 64 register tile
+ * of C accumulates with FMA, else a plain loop that vectorises over B rows.
+ * Each element is one chain in c order: results are independent of
+ * threading (they differ from the scalar loop only by FMA rounding). */
+static inline void bs_gemm_nt(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
+                              float alpha, float *C, int ldc, float *bt)
+{
+    bs_gemm_core(A, lda, m, B, ldb, n, D, 1.0f, alpha, C, ldc, bt);
 }
 
 /* Scaled logits s[i][j] = sum_c (q[i][c] * scale) * k[j][c] for i < nr,
@@ -52,20 +291,7 @@ static inline void bs_gemm_nt(const float *A, int lda, int m, const float *B, in
 static inline void bs_logits(const float *q, int nr, const float *k, int kc, int d, float scale, float *s,
                              float *kt)
 {
-    for (int j0 = 0; j0 < kc; j0 += BS_PANEL) {
-        const int nj = kc - j0 < BS_PANEL ? kc - j0 : BS_PANEL;
-        for (int j = 0; j < nj; j++)
-            for (int c = 0; c < d; c++) kt[(size_t)c * BS_PANEL + j] = k[(size_t)(j0 + j) * d + c];
-        for (int i = 0; i < nr; i++) {
-            float *srow = s + (size_t)i * kc + j0; /* (nj) */
-            for (int j = 0; j < nj; j++) srow[j] = 0.0f;
-            for (int c = 0; c < d; c++) {
-                const float qc = q[(size_t)i * d + c] * scale;
-                const float *kr = kt + (size_t)c * BS_PANEL;
-                for (int j = 0; j < nj; j++) srow[j] += qc * kr[j];
-            }
-        }
-    }
+    bs_gemm_core(q, d, nr, k, d, kc, d, scale, 1.0f, s, kc, kt);
 }
 
 /* Mean of rows [r0, r0 + nr) of x (rows of length d) into out (d). */
@@ -142,6 +368,72 @@ static inline void bs_sort_desc(bs_cand *c, int n)
     if (n > 1) qsort(c, (size_t)n, sizeof *c, bs_cand_cmp);
 }
 
+/* Partial selection: reorders c[0, n) so that c[0, k) hold its k first
+ * entries in bs_cand_cmp order (higher score, then lower index; NaN last),
+ * in no particular order among themselves. Expected O(n) (quickselect with a
+ * median-of-three pivot); the chosen set is exactly the one a full sort
+ * would put first, since the order is total. */
+static inline void bs_select_top(bs_cand *c, int n, int k)
+{
+    int lo = 0, hi = n; /* the k-th boundary lies in [lo, hi) */
+    if (k <= 0 || k >= n) return;
+    while (hi - lo > 16) {
+        const int mid = lo + (hi - lo) / 2;
+        /* median of three to c[lo] as the pivot */
+        if (bs_cand_cmp(&c[mid], &c[lo]) < 0) {
+            const bs_cand t = c[mid];
+            c[mid] = c[lo];
+            c[lo] = t;
+        }
+        if (bs_cand_cmp(&c[hi - 1], &c[lo]) < 0) {
+            const bs_cand t = c[hi - 1];
+            c[hi - 1] = c[lo];
+            c[lo] = t;
+        }
+        if (bs_cand_cmp(&c[mid], &c[hi - 1]) < 0) {
+            const bs_cand t = c[mid];
+            c[mid] = c[hi - 1];
+            c[hi - 1] = t;
+        }
+        /* now c[lo] <= c[hi-1] <= c[mid] in rank: use c[hi-1] as pivot */
+        const bs_cand pv = c[hi - 1];
+        int st = lo;
+        for (int i = lo; i < hi - 1; i++)
+            if (bs_cand_cmp(&c[i], &pv) < 0) {
+                const bs_cand t = c[i];
+                c[i] = c[st];
+                c[st] = t;
+                st++;
+            }
+        c[hi - 1] = c[st];
+        c[st] = pv; /* c[lo, st) rank before pv, c(st, hi) after */
+        if (st == k || st + 1 == k) return;
+        if (st > k)
+            hi = st;
+        else
+            lo = st + 1;
+    }
+    /* small range: insertion sort settles it */
+    for (int i = lo + 1; i < hi; i++) {
+        const bs_cand t = c[i];
+        int j = i;
+        while (j > lo && bs_cand_cmp(&t, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = t;
+    }
+}
+
+/* The k first entries of c[0, n) in bs_cand_cmp order, sorted, in c[0, k)
+ * (k clamped to n): bs_select_top, then a sort of those k only. */
+static inline void bs_sort_top(bs_cand *c, int n, int k)
+{
+    k = k < n ? k : n;
+    bs_select_top(c, n, k);
+    bs_sort_desc(c, k);
+}
+
 /* The block choice of minference_block (and of seer_proxy's proxy gate):
  * per head and query block, the logits scale * pq(qb) . pk(kb) of the
  * candidate key blocks (those the base mask lets some row of the query
@@ -150,8 +442,8 @@ static inline void bs_sort_desc(bs_cand *c, int n)
  * ceil(topk), are added to l as key blocks, one bulk call per query block.
  * The softmax the papers apply per row is monotone, so ranking the logits
  * is the same. pq: (heads, n_qblocks, d) pooled queries; pk: (heads,
- * n_kblocks, d) pooled keys. Returns AB_OK, AB_ENOMEM or the builder's
- * error. */
+ * n_kblocks, d) pooled keys. Adds its work (ab_layout_set_cost's units)
+ * to *flops and *bytes. Returns AB_OK, AB_ENOMEM or the builder's error. */
 /* Blocks a pooled selector keeps whatever their score (bs_topk_pooled's
  * force): key block 0 (when the row's mask lets it see any of it) and the
  * diagonal block. */
@@ -159,7 +451,7 @@ static inline void bs_sort_desc(bs_cand *c, int n)
 #define BS_FORCE_DIAG 2u
 
 static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float *pq, const float *pk,
-                                 double topk, unsigned force)
+                                 double topk, unsigned force, double *flops, double *bytes)
 {
     const int H = l->heads, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
@@ -174,6 +466,13 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
         bs_rows_span(&mask, qb * bq, (qb + 1) * bq, &lo, &hi);
         cb[2 * qb] = lo < hi ? lo / bk : 0;
         cb[2 * qb + 1] = lo < hi ? (hi + bk - 1) / bk : 0;
+    }
+    double cands = 0.0, sorted = 0.0; /* candidate blocks over all rows; sort work */
+    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
+        const double nc = cb[2 * qb + 1] - cb[2 * qb];
+        const double kk = ceil(topk) + 2 < nc ? ceil(topk) + 2 : nc; /* the few sorted */
+        cands += H * nc;
+        sorted += H * (2.0 * nc + (kk > 1 ? kk * log2(kk) : 0.0)); /* select, then sort kk */
     }
     if (rc == AB_OK) {
 #pragma omp parallel
@@ -200,9 +499,11 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
                     cand[b].score = sc[(size_t)r * nkb + b0 + b];
                     cand[b].idx = b0 + b;
                 }
-                bs_sort_desc(cand, nc);
                 int kr = mc_dither(topk, qb);
                 kr = kr < keep ? kr : keep;
+                /* only the best kr + 2 (the forced ones may be among them)
+                 * are ever read: select them, sort those */
+                bs_sort_top(cand, nc, kr + 2);
                 /* forced blocks first (they count towards the budget, and
                  * are kept even beyond it), then the best of the rest */
                 const int diag = bs_diag_block(qb, bq, bk, l->seq_len);
@@ -229,6 +530,13 @@ static inline int bs_topk_pooled(const ab_problem *pb, ab_layout *l, const float
     }
     free(sc);
     free(cb);
+    /* the logits of the candidate blocks (a d-long dot product each, 2d) and
+     * the ranking (a selection of ~2 C compares per row, then a sort of the
+     * best topk + 2); bytes: each logit written and read back */
+    if (rc == AB_OK) {
+        *flops += cands * 2.0 * d + sorted;
+        *bytes += 2.0 * cands * sizeof(float);
+    }
     return rc;
 }
 
@@ -237,9 +545,10 @@ typedef void (*bs_pool_fn)(const float *x, int n, int d, int blk, float *out);
 
 /* The select() of the pooled block selectors (MInference block, the
  * SeerAttention proxy): mean-pooled queries, keys pooled by pool_k, then
- * bs_topk_pooled. name prefixes the out-of-memory message. */
+ * bs_topk_pooled; states the cost (kops: operations pool_k spends per key
+ * element). name prefixes the out-of-memory message. */
 static inline int bs_select_pooled(void *state, const char *name, const ab_problem *pb, ab_layout *l,
-                                   bs_pool_fn pool_k, double topk, unsigned force)
+                                   bs_pool_fn pool_k, double kops, double topk, unsigned force)
 {
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
@@ -252,7 +561,12 @@ static inline int bs_select_pooled(void *state, const char *name, const ab_probl
             bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
             pool_k(pb->k + (size_t)h * N * d, N, d, bk, pk + (size_t)h * nkb * d);
         }
-        rc = bs_topk_pooled(pb, l, pq, pk, topk, force);
+        /* pooling: one add per query element, kops operations per key
+         * element (and one scale per pooled element); Q and K read once */
+        double flops = (double)H * N * d * (1.0 + kops) + (double)H * (nqb + nkb) * d;
+        double bytes = 2.0 * H * (double)N * d * sizeof(float) + (double)H * (nqb + nkb) * d * sizeof(float);
+        rc = bs_topk_pooled(pb, l, pq, pk, topk, force, &flops, &bytes);
+        if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "%s: out of memory", name);
     free(pq);

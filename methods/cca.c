@@ -31,7 +31,10 @@
  * its floor is ~1/g). Defaults g = 16, window = 1024 (ours; the paper's
  * group size and window depend on the model and context length). Memory:
  * core keys/values (N/g, d) per head and one (64, N/g + window) logit tile per
- * thread; never N x N.
+ * thread; never N x N. Selection cost (ab_layout_set_cost): 0, 0 — select()
+ * only states the static pattern's density; the pooling and the attention
+ * over core and raw keys are run()'s work (per 64-row tile: float logits
+ * via bs_gemm_nt, SLEEF exp in place, P.V as two bs_gemm_nn products).
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -118,7 +121,9 @@ static int cca_select(void *state, const ab_problem *pb, ab_layout *l)
     kept += used_groups * (double)g < n ? used_groups * (double)g : n;
     double dens = valid > 0 ? kept / valid : 1.0;
     dens = dens > 1.0 ? 1.0 : dens;
-    return ab_layout_custom(l, dens);
+    const int rc = ab_layout_custom(l, dens);
+    /* a static pattern: the pooling and the attention are run()'s work */
+    return rc == AB_OK ? ab_layout_set_cost(l, 0.0, 0.0) : rc;
 }
 
 /* Core keys and values of one head: ck, cv (ng, d). */
@@ -185,10 +190,9 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
             const int rcap = span_cap < n ? (int)span_cap : n;
             float *sc = malloc((size_t)CCA_TILE * ng * sizeof *sc);   /* (tile, ng) core logits */
             float *sr = malloc((size_t)CCA_TILE * rcap * sizeof *sr); /* (tile, raw span) raw logits */
-            float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
-            double *p = malloc((size_t)(ng + rcap) * sizeof *p);
-            double *acc = malloc((size_t)d * sizeof *acc);
-            const int ok = sc && sr && bt && p && acc;
+            float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
+            float *p = malloc((size_t)CCA_TILE * sizeof *p); /* (tile) 1 / row sums */
+            const int ok = sc && sr && bt && p;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -209,50 +213,40 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
                 if (ncore > 0) bs_gemm_nt(q + (size_t)r0 * d, d, nr, hk, d, ncore, d, scale, sc, ng, bt);
                 bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap,
                            bt);
+                /* probabilities in place: per row the used core logits
+                 * (groups entirely outside [lo, hi): [0, lo/g) and, without
+                 * causality, [ceil(hi/g), ncore)) and the raw ones [lo, hi)
+                 * are exponentiated (float, SLEEF), every other entry of the
+                 * tile row set to 0; then O = Pc . CV + Pr . V[tlo, thi) as
+                 * two register-tiled products and a row scale */
                 for (int i = r0; i < r1; i++) {
                     int lo, hi;
                     raw_range(st, n, causal, i, &lo, &hi);
-                    const int ti = i - r0;
-                    int m = 0;
-                    double mx = -INFINITY;
-                    /* cores: groups entirely outside [lo, hi) */
-                    for (int c = 0; c < ncore; c++)
-                        if ((c + 1) * g <= lo || (!causal && c * g >= hi)) {
-                            p[m] = sc[(size_t)ti * ng + c];
-                            mx = p[m] > mx ? p[m] : mx;
-                            m++;
-                        }
-                    const int mc = m;
-                    for (int j = lo; j < hi; j++) {
-                        p[m] = sr[(size_t)ti * rcap + (j - tlo)];
-                        mx = p[m] > mx ? p[m] : mx;
-                        m++;
-                    }
-                    double sum = 0.0;
-                    for (int t = 0; t < m; t++) {
-                        p[t] = exp(p[t] - mx);
-                        sum += p[t];
-                    }
-                    for (int e = 0; e < d; e++) acc[e] = 0.0;
-                    int t = 0;
-                    for (int c = 0; c < ncore; c++)
-                        if ((c + 1) * g <= lo || (!causal && c * g >= hi)) {
-                            const double pt = p[t++];
-                            for (int e = 0; e < d; e++) acc[e] += pt * hv[(size_t)c * d + e];
-                        }
-                    for (int j = lo; j < hi; j++) {
-                        const double pt = p[mc + (j - lo)];
-                        for (int e = 0; e < d; e++) acc[e] += pt * v[(size_t)j * d + e];
-                    }
-                    float *o = out + ((size_t)h * n + i) * d;
-                    for (int e = 0; e < d; e++) o[e] = (float)(acc[e] / sum);
+                    float *pc = sc + (size_t)(i - r0) * ng, *pr = sr + (size_t)(i - r0) * rcap;
+                    const int ca = lo / g < ncore ? lo / g : ncore;
+                    const int cb = causal ? ncore : ((hi + g - 1) / g < ncore ? (hi + g - 1) / g : ncore);
+                    float mx = -INFINITY;
+                    for (int c = 0; c < ca; c++) mx = pc[c] > mx ? pc[c] : mx;
+                    for (int c = cb; c < ncore; c++) mx = pc[c] > mx ? pc[c] : mx;
+                    for (int j = lo - tlo; j < hi - tlo; j++) mx = pr[j] > mx ? pr[j] : mx;
+                    double sum =
+                        ab_exp_shift_sum(pc, ca, mx) + ab_exp_shift_sum(pr + (lo - tlo), hi - lo, mx);
+                    if (cb < ncore) sum += ab_exp_shift_sum(pc + cb, ncore - cb, mx);
+                    for (int c = ca; c < cb; c++) pc[c] = 0.0f;
+                    for (int j = 0; j < lo - tlo; j++) pr[j] = 0.0f;
+                    for (int j = hi - tlo; j < thi - tlo; j++) pr[j] = 0.0f;
+                    p[i - r0] = (float)(1.0 / sum);
                 }
+                float *o = out + ((size_t)h * n + r0) * d;
+                bs_gemm_nn(sc, ng, nr, hv, d, ncore, d, o, d, 0, bt);
+                bs_gemm_nn(sr, rcap, nr, v + (size_t)tlo * d, d, thi - tlo, d, o, d, 1, bt);
+                for (int i = 0; i < nr; i++)
+                    for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= p[i];
             }
             free(sc);
             free(sr);
             free(bt);
             free(p);
-            free(acc);
         }
     }
     if (rc != AB_OK) ab_set_error(state, "cca: out of memory");

@@ -49,7 +49,14 @@
  *
  * Density knob: gamma (rises with gamma). Memory: O(B N) per head for the
  * last-block probabilities and O(n_blocks^2) per head for the pooled
- * scores, never N x N. Cost O(B N d). Re-derived in
+ * scores, never N x N. Cost O(B N d). Stated cost (ab_layout_set_cost), per
+ * head: FLOPs = C (2 d + 7) (C = logits of the last B rows, sum of their
+ * causal lengths: the dot product, max, exp, sum, scale, vertical and slash
+ * adds) + 4 N (the two cover counts, weighted quickselects of ~2 N steps) +
+ * (N + B) d + nkb (2 d + 9) + 4 nkb (two block selections) + 2 N, plus for a query-aware head N d + M (2 d + 3) +
+ * M log2 M (M pooled causal logits); bytes = 4 (N d + B d + 2 C) (+ 4 N d
+ * query-aware): K and the last queries read, logits written and read.
+ * Re-derived in
  * tests/rederive/methods/flexprefill.py.
  */
 #include "attnbench.h"
@@ -89,24 +96,69 @@ static int flex_init(void *state, const ab_params *p, const ab_shape *s)
 }
 
 /* Number of largest entries of x (n, sums to ~1) whose cumulative sum first
- * exceeds g: count of sorted prefix sums <= g, plus one (score_cover_topk). */
-static int cover_count(const double *x, int n, double g, bs_cand *tmp)
+ * exceeds g: count of sorted prefix sums <= g, plus one (score_cover_topk).
+ * The entries are >= 0, so the prefix sums grow and the count is the largest
+ * c whose c best entries sum to <= g: found by a weighted quickselect
+ * (expected O(n)) instead of a full sort — partition around a pivot, keep
+ * the better part whole when its mass still fits, else descend into it;
+ * the last few entries are sorted and walked as the authors do. */
+static int cover_count(const double *x, int n, double g, bs_cand *c)
 {
     for (int i = 0; i < n; i++) {
-        tmp[i].score = x[i];
-        tmp[i].idx = i;
+        c[i].score = x[i];
+        c[i].idx = i;
     }
-    bs_sort_desc(tmp, n);
+    int lo = 0, hi = n; /* c[0, lo) kept (mass cum); the boundary in [lo, hi] */
     double cum = 0.0;
-    int c = 0;
-    for (int i = 0; i < n; i++) {
-        cum += tmp[i].score;
+    while (hi - lo > 32) {
+        const int mid = lo + (hi - lo) / 2;
+        if (bs_cand_cmp(&c[mid], &c[lo]) < 0) {
+            const bs_cand t = c[mid];
+            c[mid] = c[lo];
+            c[lo] = t;
+        }
+        if (bs_cand_cmp(&c[hi - 1], &c[lo]) < 0) {
+            const bs_cand t = c[hi - 1];
+            c[hi - 1] = c[lo];
+            c[lo] = t;
+        }
+        if (bs_cand_cmp(&c[mid], &c[hi - 1]) < 0) {
+            const bs_cand t = c[mid];
+            c[mid] = c[hi - 1];
+            c[hi - 1] = t;
+        }
+        const bs_cand pv = c[hi - 1]; /* the median of three */
+        int st = lo;
+        double mass = 0.0; /* of the entries ranked before the pivot */
+        for (int i = lo; i < hi - 1; i++)
+            if (bs_cand_cmp(&c[i], &pv) < 0) {
+                const bs_cand t = c[i];
+                c[i] = c[st];
+                c[st] = t;
+                mass += t.score;
+                st++;
+            }
+        c[hi - 1] = c[st];
+        c[st] = pv;
+        if (!(cum + mass <= g)) {
+            hi = st; /* the boundary is among the better ones */
+        } else {
+            cum += mass;
+            if (!(cum + pv.score <= g)) return st + 1; /* st kept, the pivot exceeds */
+            cum += pv.score;
+            lo = st + 1;
+        }
+    }
+    bs_sort_desc(c + lo, hi - lo);
+    int k = lo;
+    for (int i = lo; i < hi; i++) {
+        cum += c[i].score;
         if (cum <= g)
-            c++;
+            k++;
         else
             break;
     }
-    return c + 1;
+    return k + 1;
 }
 
 /* sqrt of the Jensen-Shannon divergence of p and q (n entries each); NaN
@@ -123,9 +175,10 @@ static double sqrt_jsd(const double *p, const double *q, int n)
     return sqrt(s > 0 ? s : 0);
 }
 
-/* Select for one head into keep (n_qblocks, n_kblocks); returns AB_OK or
- * AB_ENOMEM. */
-static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout *l, int h, uint8_t *keep)
+/* Select for one head into keep (n_qblocks, n_kblocks), adding its work
+ * (ab_layout_set_cost's units) to *fl and *by; returns AB_OK or AB_ENOMEM. */
+static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout *l, int h, uint8_t *keep,
+                     double *fl, double *by)
 {
     const int N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
@@ -136,7 +189,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
 
     float *s = malloc((size_t)nl * N * sizeof *s); /* (nl, N) last-block logits */
     float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
-    double *row = malloc((size_t)N * sizeof *row);
+    double *row = malloc((size_t)(N > nkb ? N : nkb) * sizeof *row);
     double *vert = calloc((size_t)N, sizeof *vert);   /* (N) by key */
     double *slash = calloc((size_t)N, sizeof *slash); /* (N) by offset i - j */
     double *vb = calloc((size_t)nkb, sizeof *vb);     /* (n_kblocks) pooled vertical */
@@ -161,15 +214,21 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
 
     /* 1. last-block attention, vertical and slash profiles */
     bs_gemm_nt(q + (size_t)r0 * d, d, nl, k, d, N, d, scale, s, N, bt);
+    double cells = 0.0; /* logits used */
     for (int i = 0; i < nl; i++) {
+        /* softmax in place (float, SLEEF exp), each probability / nl added
+         * in double to its column and to its diagonal */
         const int qi = r0 + i, nv = causal ? qi + 1 : N;
-        for (int j = 0; j < nv; j++) row[j] = s[(size_t)i * N + j];
-        bs_softmax(row, nv);
-        for (int j = 0; j < nv; j++) {
-            vert[j] += row[j] / nl;
-            if (qi >= j) slash[qi - j] += row[j] / nl;
-        }
+        float *sr = s + (size_t)i * N;
+        const float mx = bs_max(sr, nv);
+        const double w = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
+        const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
+        for (int j = 0; j < nv; j++) vert[j] += sr[j] * w;
+        for (int j = 0; j < nd; j++) slash[qi - j] += sr[j] * w;
+        cells += nv;
     }
+    *fl += cells * (2.0 * d + 7.0); /* logit; max, exp, sum, scale, vertical (2), slash */
+    *by += (double)N * d * sizeof(float) + (double)nl * d * sizeof(float) + 2.0 * cells * sizeof(float);
     for (int j = 0; j < N; j++) {
         vb[j / bk] += vert[j];
         sb[(N - 1 - j) / bk] += slash[j]; /* offset j sits at x = N - 1 - j */
@@ -183,6 +242,10 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     bs_pool_mean(k, N, d, bk, pk);
     bs_mean_rows(q, d, r0, nl, pq);
     bs_gemm_nt(pq, d, 1, pk, d, nkb, d, scale, ps, nkb, bt);
+    /* profiles pooled (2 N), two cover counts (a weighted selection, ~2 N
+     * compares and adds each), K and last Q pooled, nkb logits and their
+     * softmax (3), the JSD (~6 per block), two block selections (~2 nkb) */
+    *fl += 2.0 * N + 4.0 * N + (double)(N + nl) * d + nkb * (2.0 * d + 9.0) + 4.0 * nkb;
     for (int b = 0; b < nkb; b++) a[b] = ps[b];
     bs_softmax(a, nkb);
     const int query_aware = sqrt_jsd(a, vb, nkb) < st->tau;
@@ -198,7 +261,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
         tmp[b].score = b == 0 ? INFINITY : vb[b];
         tmp[b].idx = b;
     }
-    bs_sort_desc(tmp, nkb);
+    bs_sort_top(tmp, nkb, nv); /* only the best nv are read */
     for (int t = 0; t < nv; t++) {
         const int kb = tmp[t].idx;
         for (int qb = 0; qb < nqb; qb++)
@@ -208,7 +271,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
         tmp[b].score = b == nkb - 1 ? INFINITY : sb[b];
         tmp[b].idx = b;
     }
-    bs_sort_desc(tmp, nkb);
+    bs_sort_top(tmp, nkb, ns);
     for (int t = 0; t < ns; t++) {
         const int off = nkb - 1 - tmp[t].idx; /* block offset of run x */
         for (int qb = 0; qb < nqb; qb++) {
@@ -238,6 +301,9 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
             }
         }
         bs_sort_desc(flat, m);
+        /* Q pooled, the causal pooled logits, softmax (3 each), flat sort */
+        *fl += (double)N * d + m * (2.0 * d + 3.0) + (m > 1 ? m * log2((double)m) : 0.0);
+        *by += (double)N * d * sizeof(float);
         const double budget = st->gamma * nqb;
         double cum = 0.0;
         for (int t = 0; t < m; t++) {
@@ -268,14 +334,15 @@ static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
     const flex_state *st = state;
     const int H = l->heads, nqb = l->n_qblocks, nkb = l->n_kblocks;
     int rc = AB_OK;
-#pragma omp parallel
+    double flops = 0.0, bytes = 0.0;
+#pragma omp parallel reduction(+ : flops, bytes)
     {
         uint8_t *keep = malloc((size_t)nqb * nkb * sizeof *keep); /* (n_qblocks, n_kblocks) one head */
         int32_t *idx = malloc((size_t)nkb * sizeof *idx);         /* (n_kblocks) one row's blocks */
         int r = keep && idx ? AB_OK : AB_ENOMEM;
 #pragma omp for schedule(dynamic, 1)
         for (int h = 0; h < H; h++) {
-            if (r == AB_OK) r = flex_head(st, pb, l, h, keep);
+            if (r == AB_OK) r = flex_head(st, pb, l, h, keep, &flops, &bytes);
             for (int qb = 0; r == AB_OK && qb < nqb; qb++) {
                 int n = 0;
                 for (int kb = 0; kb < nkb; kb++)
@@ -290,6 +357,7 @@ static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
         free(keep);
         free(idx);
     }
+    if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "flexprefill: out of memory");
     return rc;
 }

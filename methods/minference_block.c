@@ -17,6 +17,11 @@
  * official default is topk = 100 blocks of 64 (MInference's block size).
  *
  * Cost O(N^2 d / (block_q block_k)) + O(N d) pooling; memory O(N d / block).
+ * Stated cost (ab_layout_set_cost, via bs_select_pooled): FLOPs = 2 H N d
+ * (pool Q and K: one add per element) + H (nqb + nkb) d (the 1/blk scale) +
+ * sum over rows of (2 d C_r + 2 C_r + k log2 k) (a d-long logit per candidate key
+ * block C_r, a selection of the best k = topk + 2, their sort); bytes = 4 (2 H N d + H (nqb + nkb) d
+ * + 2 sum C_r) (Q and K read, pooled rows written, logits written and read).
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -42,7 +47,7 @@ static int mib_init(void *state, const ab_params *p, const ab_shape *s)
 static int mib_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const mib_state *st = state;
-    return bs_select_pooled(state, "minference_block", pb, l, bs_pool_mean, st->topk, 0);
+    return bs_select_pooled(state, "minference_block", pb, l, bs_pool_mean, 1.0, st->topk, 0);
 }
 
 const ab_method ab_minference_block = {

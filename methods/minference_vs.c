@@ -40,9 +40,14 @@
  * negative offsets allowed and a symmetric local band. Re-derived in
  * tests/rederive/methods/minference_vs.py.
  *
- * Cost: O(last_q · N · d) for the estimate plus O(N log N) ranking per head
+ * Cost: O(last_q · N · d) for the estimate plus O(N) ranking per head
  * and O(n_qblocks · (n_v + n_s)) to write the layout; memory O(last_q · N)
- * per head in flight, never N × N.
+ * per head in flight, never N × N. Stated cost (ab_layout_set_cost), per head:
+ * FLOPs = C (2 d + 6) (C = causally valid logits of the last L rows: dot
+ * product, max, exp, sum, scale, column and diagonal adds) + 2 N + 2 n_off
+ * (quickselect of the top n_v columns, n_s offsets) + n_v log2 n_v +
+ * n_s log2 n_s (their sorts by index) +
+ * n_qblocks (n_v + n_s) (the index pass); bytes = 4 (L d + N d + 2 C).
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -123,8 +128,9 @@ static int cmp_i32_asc(const void *pa, const void *pb)
 
 static int cmp_i32_desc(const void *pa, const void *pb) { return cmp_i32_asc(pb, pa); }
 
-/* The whole selection of head h, added to l one query block at a time. */
-static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int h)
+/* The whole selection of head h, added to l one query block at a time; its
+ * work (ab_layout_set_cost's units) added to *fl and *by. */
+static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int h, double *fl, double *by)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
@@ -155,19 +161,16 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         return AB_ENOMEM;
     }
 
+    double cells = 0.0; /* logits used (causally valid) */
     /* Logits of the last L rows against all keys. */
     bs_logits(q + (size_t)(N - L) * d, L, k, N, d, scale, w.a, w.kt);
     /* A = softmax of the last L rows (row i = N - L + m sees j <= i). */
     for (int m = 0; m < L; m++) {
         const int i = N - L + m, nv = causal ? i + 1 : N;
         float *row = w.a + (size_t)m * N; /* (N) */
-        float mx = -INFINITY;
-        for (int j = 0; j < nv; j++) mx = row[j] > mx ? row[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < nv; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
+        const float mx = bs_max(row, nv);
+        const double sum = ab_exp_shift_sum(row, nv, mx); /* SLEEF vector exp */
+        cells += nv;
         const float inv = (float)(1.0 / sum);
         for (int j = 0; j < nv; j++) row[j] *= inv;
         for (int j = nv; j < N; j++) row[j] = 0.0f;
@@ -182,16 +185,25 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         w.slash[t].score = 0.0;
         w.slash[t].idx = t + o_min; /* the offset itself */
     }
+    /* summed in plain double arrays (vectorisable; same order per entry as
+     * summing into the candidates), then copied into them */
+    double *vs = calloc((size_t)N + n_off, sizeof *vs), *ss = vs ? vs + N : NULL;
+    if (!vs) {
+        head_work_free(&w);
+        return AB_ENOMEM;
+    }
     for (int m = 0; m < L; m++) {
         const int i = N - L + m;
         const float *row = w.a + (size_t)m * N;
-        for (int j = 0; j < N; j++) {
-            const double p = row[j];
-            w.vert[j].score += p;
-            const int o = i - j;
-            if (o >= o_min) w.slash[o - o_min].score += p;
-        }
+        for (int j = 0; j < N; j++) vs[j] += row[j];
+        /* offsets o = i - j >= o_min: j <= i - o_min */
+        const int je = i - o_min + 1 < N ? i - o_min + 1 : N;
+        double *sd = ss + (i - o_min); /* sd[-j] is offset i - j */
+        for (int j = 0; j < je; j++) sd[-j] += row[j];
     }
+    for (int j = 0; j < N; j++) w.vert[j].score = vs[j];
+    for (int t = 0; t < n_off; t++) w.slash[t].score = ss[t];
+    free(vs);
     /* Forced parts: sinks and the local band; NaN ranks last. */
     for (int j = 0; j < N; j++) {
         if (j < st->sink_v)
@@ -208,14 +220,14 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         /* equal scores: the offset nearer the diagonal first */
         w.slash[t].idx = o;
     }
-    bs_sort_desc(w.vert, N);
+    bs_select_top(w.vert, N, n_v); /* the set only: v_keep is sorted by index below */
     /* Rank offsets by score, ties by |o| then o: sort on a key with the
      * index replaced by a rank of |o|. */
     for (int t = 0; t < n_off; t++) {
         const int o = w.slash[t].idx;
         w.slash[t].idx = 2 * (o < 0 ? -o : o) + (o < 0); /* 0, 1(-)... : bijective */
     }
-    bs_sort_desc(w.slash, n_off);
+    bs_select_top(w.slash, n_off, n_s); /* the set only: s_keep is sorted below */
     for (int t = 0; t < n_v; t++) w.v_keep[t] = w.vert[t].idx;
     for (int t = 0; t < n_s; t++) {
         const int c = w.slash[t].idx;
@@ -223,6 +235,14 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     }
     qsort(w.v_keep, (size_t)n_v, sizeof *w.v_keep, cmp_i32_asc);
     qsort(w.s_keep, (size_t)n_s, sizeof *w.s_keep, cmp_i32_desc);
+
+    /* stated work: per logit the dot product (2 d), max, exp, sum, scale,
+     * column and diagonal adds (6); the four sorts; per query block a pass
+     * over the kept offsets and columns. Bytes: the last L queries and K
+     * read, the probabilities written and read back. */
+    *fl += cells * (2.0 * d + 6.0) + 2.0 * N + 2.0 * n_off + n_v * log2((double)n_v + 1.0) +
+           n_s * log2((double)n_s + 1.0) + (double)nqb * (n_v + n_s);
+    *by += ((double)L * d + (double)N * d + 2.0 * cells) * sizeof(float);
 
     int rc = AB_OK;
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
@@ -303,16 +323,21 @@ static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const mvs_state *st = state;
     const int H = l->heads;
-    if (l->seq_len < 1) return ab_layout_dense(l);
+    if (l->seq_len < 1) {
+        const int rd = ab_layout_dense(l);
+        return rd == AB_OK ? ab_layout_set_cost(l, 0.0, 0.0) : rd;
+    }
     int rc = AB_OK;
-#pragma omp parallel for schedule(dynamic, 1)
+    double flops = 0.0, bytes = 0.0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
     for (int h = 0; h < H; h++) {
-        const int r = mvs_head(st, pb, l, h);
+        const int r = mvs_head(st, pb, l, h, &flops, &bytes);
         if (r != AB_OK) {
 #pragma omp atomic write
             rc = r;
         }
     }
+    if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "minference_vs: out of memory");
     return rc;
 }

@@ -20,6 +20,10 @@
  * Fractional budget dithered over query blocks (golden-ratio sequence, as in
  * oracle_topk_block.c), so the density knob topk moves smoothly.
  * Cost O(N^2 d / (block_q block_k)) + O(N d); memory O(N d / block).
+ * Stated cost (ab_layout_set_cost, via bs_select_pooled): FLOPs = H N d (1 + 3)
+ * (Q mean: one add per element; K avg, max, min: three per element) +
+ * H (nqb + nkb) d + sum over rows of (2 d C_r + 2 C_r + k log2 k) (candidate logits,
+ * the selection and sort of the best k = topk + 2); bytes = 4 (2 H N d + H (nqb + nkb) d + 2 sum C_r).
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -66,7 +70,7 @@ static void pool_avg_max_min(const float *x, int n, int d, int blk, float *out)
 static int seer_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const seer_state *st = state;
-    return bs_select_pooled(state, "seer_proxy", pb, l, pool_avg_max_min, st->topk,
+    return bs_select_pooled(state, "seer_proxy", pb, l, pool_avg_max_min, 3.0, st->topk,
                             BS_FORCE_SINK | BS_FORCE_DIAG);
 }
 

@@ -117,26 +117,33 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
     const int ngrp = (nqb + XA_GROUP - 1) / XA_GROUP;
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-    float *qr = malloc((size_t)H * nr * D * sizeof *qr); /* (heads, nr, S*d) */
-    float *kr = malloc((size_t)H * nr * D * sizeof *kr); /* (heads, nr, S*d) */
-    int rc = (qr && kr) ? AB_OK : AB_ENOMEM;
+    float *qr = malloc((size_t)H * nr * D * sizeof *qr);          /* (heads, nr, S*d) */
+    float *kr = malloc((size_t)H * nr * D * sizeof *kr);          /* (heads, nr, S*d) */
+    const int kpb = bk / S;                                       /* reduced keys per key block */
+    double cells = 0.0, sorted = 0.0;                             /* reduced scores used; sort work */
+    const int npk = (nr + BS_PANEL - 1) / BS_PANEL * BS_PANEL;    /* packed key rows */
+    float *kp_all = malloc((size_t)H * npk * D * sizeof *kp_all); /* (heads, npk, S*d) packed */
+    int rc = (qr && kr && kp_all) ? AB_OK : AB_ENOMEM;
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
         for (int h = 0; h < H; h++)
             reshape_head(pb->q + (size_t)h * N * d, pb->k + (size_t)h * N * d, N, d, S, nr,
                          qr + (size_t)h * nr * D, kr + (size_t)h * nr * D);
-#pragma omp parallel
+            /* the reduced keys packed once per head (bs_pack_nt): every task
+         * of the head reuses the panels instead of transposing them again */
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++)
+            bs_pack_nt(kr + (size_t)h * nr * D, D, nr, D, kp_all + (size_t)h * npk * D);
+#pragma omp parallel reduction(+ : cells, sorted)
         {
             float *sc =
                 malloc((size_t)XA_GROUP * mq * nr * sizeof *sc); /* (group*block_q/S, nr) reduced scores */
-            float *bt = malloc((size_t)D * BS_PANEL * sizeof *bt);
-            double *row = malloc((size_t)nr * sizeof *row);
-            double *bsum = malloc((size_t)nkb * sizeof *bsum); /* (n_kblocks) block scores */
+            double *bsum = malloc((size_t)nkb * sizeof *bsum);   /* (n_kblocks) block scores */
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
             uint8_t *kp = malloc((size_t)nkb * sizeof *kp);   /* (n_kblocks) kept blocks of one row */
             int32_t *idx = malloc((size_t)nkb * sizeof *idx); /* (n_kblocks) the same as a list */
-            int ok = sc && bt && row && bsum && cand && kp && idx;
+            int ok = sc && bsum && cand && kp && idx;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -150,8 +157,8 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int qb1 = qb0 + XA_GROUP < nqb ? qb0 + XA_GROUP : nqb;
                 const int g0 = qb0 * mq, g1 = qb1 * mq < nr ? qb1 * mq : nr; /* reduced rows of the task */
                 const int gkc = causal ? g1 : nr;
-                bs_gemm_nt(qr + ((size_t)h * nr + g0) * D, D, g1 - g0, kr + (size_t)h * nr * D, D, gkc, D,
-                           alpha, sc, gkc, bt);
+                bs_gemm_nt_packed(qr + ((size_t)h * nr + g0) * D, D, g1 - g0, kp_all + (size_t)h * npk * D,
+                                  gkc, D, alpha, sc, gkc);
                 for (int qb = qb0; ok && qb < qb1; qb++) {
                     const int rq0 = qb * mq;
                     const int nq = nr - rq0 < mq ? nr - rq0 : mq; /* >= 1 */
@@ -168,12 +175,18 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                         const int j0 = a0 < a1 ? a0 / S : 0, jv = a0 < a1 ? (a1 + S - 1) / S : 0;
                         const int nv = jv < gkc ? jv : gkc;
                         if (j0 >= nv) continue;
-                        const float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
-                        for (int j = j0; j < nv; j++) row[j] = srow[j];
-                        bs_softmax(row + j0, nv - j0);
-                        for (int j = j0; j < nv; j++) {
-                            const int b = (j * S) / bk;
-                            bsum[b < nkb ? b : nkb - 1] += row[j];
+                        /* softmax in place (float, SLEEF exp), then the
+                         * probabilities summed per key block (kpb reduced
+                         * keys each) and added in double */
+                        float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
+                        const float mx = bs_max(srow + j0, nv - j0);
+                        const double inv = 1.0 / ab_exp_shift_sum(srow + j0, nv - j0, mx);
+                        cells += nv - j0;
+                        for (int j = j0; j < nv;) {
+                            const int b = j / kpb, je = (b + 1) * kpb < nv ? (b + 1) * kpb : nv;
+                            float part = 0.0f;
+                            for (; j < je; j++) part += srow[j];
+                            bsum[b < nkb ? b : nkb - 1] += (double)part * inv;
                         }
                     }
                     double total = 0.0;
@@ -197,6 +210,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                                 m++;
                             }
                         bs_sort_desc(cand, m);
+                        sorted += m > 1 ? m * log2((double)m) : 0.0;
                         const double need = st->tau * total;
                         for (int t = 0; t < m && cum < need; t++) {
                             kp[cand[t].idx] = 1;
@@ -215,17 +229,24 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                 }
             }
             free(sc);
-            free(bt);
-            free(row);
             free(bsum);
             free(cand);
             free(kp);
             free(idx);
         }
     }
+    if (rc == AB_OK) {
+        /* per reduced score used: a dot product of length S*d (2*S*d), max, exp,
+         * sum, block sum (4); the sorts; bytes: Q and K read, each reduced score
+         * written and read back */
+        const double flops = cells * (2.0 * D + 4.0) + sorted;
+        const double bytes = 2.0 * H * (double)N * d * sizeof(float) + 2.0 * cells * sizeof(float);
+        rc = ab_layout_set_cost(l, flops, bytes);
+    }
     if (rc == AB_ENOMEM) ab_set_error(state, "xattention: out of memory");
     free(qr);
     free(kr);
+    free(kp_all);
     return rc;
 }
 
