@@ -87,6 +87,10 @@ static void page_minmax(const float *k, int n, int d, int P, float *mn, float *m
     }
 }
 
+/* a ranks before b: higher bound, then lower page (bs_cand_cmp's order). */
+#define QUEST_BEFORE(a, b) (bs_cand_cmp(&(a), &(b)) < 0)
+MC_DEFINE_SELECT_TOP(quest_select_top, bs_cand, QUEST_BEFORE)
+
 static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const quest_state *st = state;
@@ -102,12 +106,13 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, npages, d) */
     float *mx = malloc((size_t)H * np * d * sizeof *mx); /* (heads, npages, d) */
     int rc = (mn && mx) ? AB_OK : AB_ENOMEM;
+    double cands = 0.0, sorted = 0.0; /* candidate pages scored; n log2 n of the kept ones ordered */
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
         for (int h = 0; h < H; h++)
             page_minmax(pb->k + (size_t)h * N * d, N, d, P, mn + (size_t)h * np * d, mx + (size_t)h * np * d);
-#pragma omp parallel
+#pragma omp parallel reduction(+ : cands, sorted)
         {
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)np * sizeof *cand);
@@ -144,10 +149,14 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                     cand[m].idx = p;
                     m++;
                 }
-                bs_sort_desc(cand, m);
                 int kr = mc_dither(pages, qb);
                 kr = kr < keep ? kr : keep;
                 const int n = m < kr ? m : kr;
+                /* the n best pages (linear partial selection), then in order */
+                quest_select_top(cand, m, n);
+                bs_sort_desc(cand, n);
+                cands += m;
+                sorted += n > 1 ? n * log2((double)n) : 0.0;
                 /* the diagonal block and the chosen pages: as key blocks when
                  * pages are key blocks, else as their key tokens */
                 int ni = 0, ra;
@@ -177,7 +186,13 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc == AB_ENOMEM) ab_set_error(state, "quest_prefill: out of memory");
     free(mn);
     free(mx);
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* page min/max 2 compares per key element; per query block the mean
+     * query (rows*d adds); per candidate page the bound U, 4d (2 mul, max,
+     * add), and 1 for the linear top-k pass; the kept pages ordered */
+    const double flops = 2.0 * H * N * d + (double)H * N * d + 4.0 * d * cands + cands + sorted;
+    const double bytes = 4.0 * (2.0 * H * N * d + 2.0 * H * np * d + 2.0 * d * cands);
+    return ab_layout_set_cost(l, flops, bytes);
 }
 
 const ab_method ab_quest_prefill = {
