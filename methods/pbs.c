@@ -39,6 +39,32 @@
 #include <math.h>
 #include <stdlib.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* SLEEF's 1-ULP vector exp, linked for the CPU kernels (kernels/cpu/simd_avx512.c) */
+__m512 Sleef_expf16_u10avx512f(__m512);
+#endif
+
+/* x[j] = exp(x[j] - m) for j < n; returns their sum (float lanes, then
+ * double). AVX-512: SLEEF's vector expf; else the C library's expf. */
+static double pbs_exp_sum(float *x, int n, float m)
+{
+    double sum = 0.0;
+    int j = 0;
+#if defined(__AVX512F__)
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (; j + 16 <= n; j += 16) {
+        const __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm));
+        _mm512_storeu_ps(x + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; j < n; j++) sum += (x[j] = expf(x[j] - m));
+    return sum;
+}
+
 typedef struct pbs_state {
     double tau;  /* cumulative block mass to keep per query block */
     int segment; /* permutation segment in tokens (rounded up to block_k) */
@@ -76,14 +102,18 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
      * the harness's OpenMP region) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, C, d, scale, q + (size_t)(N - nl) * d, d, k, d,
                 0.0f, s, C);
-    for (int j = 0; j < C; j++) {
-        imp[j].score = 0.0;
-        imp[j].idx = j;
+    for (int j = 0; j < C; j++) row[j] = 0.0;
+    for (int i = 0; i < nl; i++) { /* row softmax (max, exp, sum), mean over the rows */
+        float *si = s + (size_t)i * C;
+        float mx = si[0];
+        for (int j = 1; j < C; j++) mx = si[j] > mx ? si[j] : mx;
+        const double sum = pbs_exp_sum(si, C, mx);
+        const float w = (float)(1.0 / (sum * nl));
+        for (int j = 0; j < C; j++) row[j] += si[j] * w;
     }
-    for (int i = 0; i < nl; i++) {
-        for (int j = 0; j < C; j++) row[j] = s[(size_t)i * C + j];
-        bs_softmax(row, C);
-        for (int j = 0; j < C; j++) imp[j].score += row[j] / nl;
+    for (int j = 0; j < C; j++) {
+        imp[j].score = row[j];
+        imp[j].idx = j;
     }
     for (int g0 = 0; g0 < C; g0 += seg) {
         bs_sort_desc(imp + g0, seg);
