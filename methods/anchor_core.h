@@ -21,6 +21,7 @@
 #ifndef AB_METHODS_ANCHOR_CORE_H
 #define AB_METHODS_ANCHOR_CORE_H
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -95,7 +96,8 @@ static inline void anc_rowmax(const float *q, const float *k, int d, float scale
     for (int j0 = k0; j0 < k1; j0 += ANC_CHUNK) {
         const int nj = k1 - j0 < ANC_CHUNK ? k1 - j0 : ANC_CHUNK;
         if (causal && j0 >= b) break;
-        bs_gemm_nt(q + (size_t)a * d, d, b - a, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b - a, nj, d, scale, q + (size_t)a * d, d,
+                    k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
         for (int i = a; i < b; i++) {
             const float *row = s->panel + (size_t)(i - a) * nj;
             const int n = causal ? (i - j0 + 1 < nj ? i - j0 + 1 : nj) : nj;
@@ -158,7 +160,8 @@ static inline int anc_stripes(const float *q, const float *k, int N, int d, int 
     for (int r = 0; r < 2; r++)
         for (int j0 = c[r][0]; j0 < c[r][1]; j0 += ANC_CHUNK) {
             const int nj = c[r][1] - j0 < ANC_CHUNK ? c[r][1] - j0 : ANC_CHUNK;
-            bs_gemm_nt(s->qbar, d, T, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nj, d, scale, s->qbar, d,
+                        k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
             for (int j = 0; j < nj; j++)
                 for (int t = 0; t < T; t++)
                     if ((double)s->panel[(size_t)t * nj + j] + theta >= s->abar[t]) {
