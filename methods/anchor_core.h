@@ -102,6 +102,7 @@ static inline void anc_rowmax(const float *q, const float *k, int d, float scale
             const float *row = s->panel + (size_t)(i - a) * nj;
             const int n = causal ? (i - j0 + 1 < nj ? i - j0 + 1 : nj) : nj;
             float m = s->rmax[i - a];
+#pragma omp simd reduction(max : m)
             for (int j = 0; j < n; j++) m = row[j] > m ? row[j] : m;
             s->rmax[i - a] = m;
         }
