@@ -84,7 +84,10 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
     const int gs = st->block * st->group;
-    if (causal ? N <= 2 * gs : N <= gs) return ab_layout_dense(l); /* only initial and local keys */
+    if (causal ? N <= 2 * gs : N <= gs) { /* only initial and local keys */
+        const int rd = ab_layout_dense(l);
+        return rd == AB_OK ? ab_layout_set_cost(l, 0, 0) : rd;
+    }
     if (gs % bq != 0) {
         ab_set_error(state,
                      "anchor: a group of %d queries must be a whole number of query blocks (block_q %d)", gs,
@@ -93,8 +96,9 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     const int ng = (N + gs - 1) / gs, tasks = H * ng;
     int rc = AB_OK;
+    double flops = 0.0, bytes = 0.0;
 
-#pragma omp parallel
+#pragma omp parallel reduction(+ : flops, bytes)
     {
         anc_scratch sc;
         int32_t *stripes = malloc((size_t)N * sizeof *stripes); /* (N) one group's kept keys */
@@ -130,11 +134,13 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
                 }
             }
         }
+        flops += sc.flops;
+        bytes += sc.bytes;
         anc_scratch_free(&sc);
         free(stripes);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "anchor: out of memory");
-    return rc;
+    return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }
 
 const ab_method ab_anchor = {

@@ -21,6 +21,7 @@
 #ifndef AB_METHODS_ANCHOR_CORE_H
 #define AB_METHODS_ANCHOR_CORE_H
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,6 +46,8 @@ typedef struct anc_scratch {
     double *abar; /* (max_t) pooled anchors */
     float *rmax;  /* (max_sub) running row maxima */
     float *bt;    /* (d, BS_PANEL) gemm scratch */
+    double flops; /* work of the groups this scratch scored (anc_stripes adds) */
+    double bytes;
 } anc_scratch;
 
 static inline int anc_scratch_alloc(anc_scratch *s, int max_sub, int max_t, int d)
@@ -55,6 +58,7 @@ static inline int anc_scratch_alloc(anc_scratch *s, int max_sub, int max_t, int 
     s->abar = malloc((size_t)max_t * sizeof *s->abar);
     s->rmax = malloc((size_t)max_sub * sizeof *s->rmax);
     s->bt = malloc((size_t)d * BS_PANEL * sizeof *s->bt);
+    s->flops = s->bytes = 0.0;
     return s->panel && s->qbar && s->abar && s->rmax && s->bt;
 }
 
@@ -92,25 +96,44 @@ static inline void anc_rowmax(const float *q, const float *k, int d, float scale
     for (int j0 = k0; j0 < k1; j0 += ANC_CHUNK) {
         const int nj = k1 - j0 < ANC_CHUNK ? k1 - j0 : ANC_CHUNK;
         if (causal && j0 >= b) break;
-        bs_gemm_nt(q + (size_t)a * d, d, b - a, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b - a, nj, d, scale, q + (size_t)a * d, d,
+                    k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
         for (int i = a; i < b; i++) {
             const float *row = s->panel + (size_t)(i - a) * nj;
             const int n = causal ? (i - j0 + 1 < nj ? i - j0 + 1 : nj) : nj;
             float m = s->rmax[i - a];
+#pragma omp simd reduction(max : m)
             for (int j = 0; j < n; j++) m = row[j] > m ? row[j] : m;
             s->rmax[i - a] = m;
         }
     }
 }
 
+/* Pairs (row i in [a, b), key j in [x0, x1)) with j <= i under causal. */
+static inline double anc_pairs(int a, int b, int x0, int x1, int causal)
+{
+    if (x1 <= x0 || b <= a) return 0.0;
+    if (!causal) return (double)(b - a) * (x1 - x0);
+    double n = 0.0;
+    for (int i = a; i < b; i++) {
+        const int e = i + 1 < x1 ? i + 1 : x1;
+        n += e > x0 ? e - x0 : 0;
+    }
+    return n;
+}
+
 /* Steps 1-3 for group g of one head (q, k: (N, d)); the kept keys, sorted,
- * into stripes; returns their count. */
+ * into stripes; returns their count. Adds the algorithm's work to s->flops
+ * and s->bytes: anchors 2d+1 per (row, region key) pair (causal), pooling
+ * rows*(d+1) adds, stripe logits 2d+1 per (sub-block, candidate key); bytes
+ * the group's Q rows, the region and candidate K rows, the kept list. */
 static inline int anc_stripes(const float *q, const float *k, int N, int d, int causal, float scale,
                               double theta, const anc_group *g, anc_scratch *s, int32_t *stripes)
 {
     const int kend = causal ? (g->r1 < N ? g->r1 : N) : N;
     int c[2][2];
-    if (anc_candidates(g, kend, c) == 0) return 0;
+    const int ncand = anc_candidates(g, kend, c);
+    if (ncand == 0) return 0;
     /* the two dense regions, the local one without what the initial one has */
     const int dr[2][2] = {
         { 0, g->init1 }, { g->loc0 > g->init1 ? g->loc0 : g->init1, g->loc1 > g->init1 ? g->loc1 : g->init1 }
@@ -125,11 +148,21 @@ static inline int anc_stripes(const float *q, const float *k, int N, int d, int 
         s->abar[t] = sum / (b - a);
         bs_mean_rows(q, d, a, b - a, s->qbar + (size_t)t * d);
     }
+    const int rows = g->r1 - g->r0;
+    double pairs = 0.0, rkeys = 0.0;
+    for (int r = 0; r < 2; r++) {
+        pairs += anc_pairs(g->r0, g->r1, dr[r][0], dr[r][1], causal);
+        const int e = causal && dr[r][1] > g->r1 ? g->r1 : dr[r][1];
+        rkeys += e > dr[r][0] ? e - dr[r][0] : 0;
+    }
+    s->flops += (2.0 * d + 1) * pairs + (double)rows * (d + 1) + (2.0 * d + 1) * T * ncand;
+    s->bytes += 4.0 * ((double)rows * d + (rkeys + ncand) * d);
     int n = 0;
     for (int r = 0; r < 2; r++)
         for (int j0 = c[r][0]; j0 < c[r][1]; j0 += ANC_CHUNK) {
             const int nj = c[r][1] - j0 < ANC_CHUNK ? c[r][1] - j0 : ANC_CHUNK;
-            bs_gemm_nt(s->qbar, d, T, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nj, d, scale, s->qbar, d,
+                        k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
             for (int j = 0; j < nj; j++)
                 for (int t = 0; t < T; t++)
                     if ((double)s->panel[(size_t)t * nj + j] + theta >= s->abar[t]) {
@@ -137,6 +170,7 @@ static inline int anc_stripes(const float *q, const float *k, int N, int d, int 
                         break;
                     }
         }
+    s->bytes += 4.0 * n;
     return n;
 }
 

@@ -62,8 +62,9 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
     const int rows = H * nqb;
     int rc = AB_OK;
+    double flops = 0.0, bytes = 0.0;
 
-#pragma omp parallel
+#pragma omp parallel reduction(+ : flops, bytes)
     {
         anc_scratch sc;
         int32_t *stripes = malloc((size_t)N * sizeof *stripes); /* (N) one block's kept keys */
@@ -100,11 +101,13 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
                 rc = ra;
             }
         }
+        flops += sc.flops;
+        bytes += sc.bytes;
         anc_scratch_free(&sc);
         free(stripes);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "anchor_small: out of memory");
-    return rc;
+    return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }
 
 const ab_method ab_anchor_small = {

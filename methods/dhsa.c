@@ -56,11 +56,10 @@ typedef struct dhsa_state {
     int sink;      /* global tokens [0, sink) always kept */
 } dhsa_state;
 
-static int cmp_float(const void *pa, const void *pb)
-{
-    const float a = *(const float *)pa, b = *(const float *)pb;
-    return (a > b) - (a < b);
-}
+/* The k smallest similarities first (linear partial selection): the
+ * threshold is the largest of them, the k-th smallest. */
+#define DHSA_LESS(a, b) ((a) < (b))
+MC_DEFINE_SELECT_TOP(select_smallest, float, DHSA_LESS)
 
 /* A run of selected keys [a, b). */
 typedef struct run {
@@ -120,8 +119,10 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
     float thr = -INFINITY;
     const int cuts = (N + st->chunk_len - 1) / st->chunk_len - 1; /* boundaries aimed at */
     if (cuts > 0 && N > 1) {
-        qsort(tmp, (size_t)(N - 1), sizeof *tmp, cmp_float);
-        thr = tmp[cuts - 1 < N - 2 ? cuts - 1 : N - 2];
+        const int kth = (cuts - 1 < N - 2 ? cuts - 1 : N - 2) + 1; /* the kth smallest, 1-based */
+        select_smallest(tmp, N - 1, kth);
+        thr = tmp[0];
+        for (int j = 1; j < kth; j++) thr = tmp[j] > thr ? tmp[j] : thr;
     }
     int nc = 0;
     start[nc++] = 0;
@@ -134,7 +135,7 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
 }
 
 /* Selection for head h, added to l one query block at a time. */
-static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h)
+static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, double *cost)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, nqb = l->n_qblocks;
@@ -188,6 +189,8 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
                 sc[n++] = (bs_cand){ isnan(acc) ? -INFINITY : acc * pb->s.scale, t };
             }
             bs_sort_desc(sc, n);
+            cost[0] += (double)(r1 - r0) * d + (2.0 * d + 1) * n + (n > 1 ? n * log2((double)n) : 0.0);
+            cost[1] += 4.0 * ((double)(r1 - r0) * d + (double)n * d);
             int left = m;
             for (int t = 0; t < n && left > 0; t++) { /* chunks: disjoint runs */
                 const int a = start[sc[t].idx];
@@ -210,6 +213,11 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
         for (int j = 0; j < st->sink && j < e; j++) keys[nk++] = j;
         rc = ab_layout_add_tokens(l, h, qb, keys, nk);
     }
+    /* chunking: cosine of neighbouring keys 6d + 2 (three dot products, the
+     * division), the k-th smallest by a linear selection (~2N), the
+     * boundary scan N; representatives N d adds + C d scales */
+    cost[0] += (6.0 * d + 2) * N + 2.0 * N + N + (double)N * d + (double)nc * d;
+    cost[1] += 4.0 * ((double)N * d + (double)nc * d + N);
     free(sim);
     free(tmp);
     free(start);
@@ -226,16 +234,20 @@ static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
     const dhsa_state *st = state;
     const int H = l->heads;
     int rc = AB_OK;
-#pragma omp parallel for schedule(dynamic, 1)
+    double flops = 0.0, bytes = 0.0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
     for (int h = 0; h < H; h++) {
-        const int r = dhsa_head(st, pb, l, h);
+        double cost[2] = { 0.0, 0.0 };
+        const int r = dhsa_head(st, pb, l, h, cost);
+        flops += cost[0];
+        bytes += cost[1];
         if (r != AB_OK) {
 #pragma omp atomic write
             rc = r;
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "dhsa: out of memory");
-    return rc;
+    return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }
 
 const ab_method ab_dhsa = {

@@ -251,7 +251,7 @@ static int moa_select(void *state, const ab_problem *pb, ab_layout *l)
         return AB_EUNSUPPORTED;
     }
     const int H = l->heads, N = l->seq_len, bk = l->block_k;
-    if (N <= 0 || H <= 0) return AB_OK;
+    if (N <= 0 || H <= 0) return ab_layout_set_cost(l, 0, 0);
     const int sb = (int)(((int64_t)st->sink_tokens + bk - 1) / bk); /* sink tokens in whole key blocks */
     int rc = AB_OK;
     if (!st->mass || st->key_q != hp->q || st->key_k != hp->k || st->key_seed != hp->seed ||
@@ -284,7 +284,14 @@ static int moa_select(void *state, const ab_problem *pb, ab_layout *l)
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "moa: out of memory");
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* MoA's run-time selection is input-independent: the spans come from the
+     * offline profile (our held-out draw, cached in the state like MoA's
+     * per-model profile, not counted per call). Per call: the bisection of
+     * the common mass level, 64 steps of a span look-up per head (K compares)
+     * over the (H, K) mass table; the density table is memoised. */
+    const int K = l->n_kblocks;
+    return ab_layout_set_cost(l, 65.0 * H * K, 8.0 * H * (K + 1));
 }
 
 const ab_method ab_moa = {

@@ -167,8 +167,9 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
     const ab_mask mask = ab_shape_mask(&pb->s);
 
     int rc = AB_OK;
+    double pairs = 0.0, sorted = 0.0; /* allowed (row, key) pairs scored; nc log2 nc of the block sorts */
 
-#pragma omp parallel
+#pragma omp parallel reduction(+ : pairs, sorted)
     {
         scratch w;
         w.s = malloc((size_t)bq * N * sizeof *w.s);
@@ -187,6 +188,8 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
             const int h = r / nqb, qb = r % nqb;
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
             const int nc = qblock_masses(pb, l, &mask, h, r0, nr, &w);
+            for (int i = r0; i < r0 + nr; i++) pairs += (double)ab_mask_row_count(&mask, i, 0, N);
+            sorted += nc > 1 ? nc * log2((double)nc) : 0.0;
             /* this row's budget: floor(topk), plus one with probability
              * frac(topk), dithered by the golden-ratio sequence of qb */
             const int kr = mc_dither(st->topk, qb);
@@ -207,7 +210,11 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     if (rc == AB_ENOMEM)
         ab_set_error(state, "oracle_topk_block: out of memory (block_q x N scores per thread)");
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* exact logits 2d per allowed pair, softmax max + exp + sum + block-sum
+     * 4 per pair, the block sort; bytes: Q and K once, each logit written
+     * and read back */
+    return ab_layout_set_cost(l, (2.0 * d + 4.0) * pairs + sorted, 4.0 * (2.0 * H * N * d) + 8.0 * pairs);
 }
 
 const ab_method ab_oracle_topk_block = {

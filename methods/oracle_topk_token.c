@@ -159,7 +159,8 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
     const int bq = l->block_q, nqb = l->n_qblocks, rows = H * nqb;
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-#pragma omp parallel
+    double pairs = 0.0, cands = 0.0; /* allowed (row, key) pairs; candidates of the top-k */
+#pragma omp parallel reduction(+ : pairs, cands)
     {
         scratch w;
         w.s = malloc((size_t)bq * N * sizeof *w.s);
@@ -199,6 +200,8 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
             const int kd = mc_dither(st->topk, qb);
             const int kk = kd < nc ? kd : nc;
             select_top(w.mass, w.ix, nc, kk);
+            for (int i = r0; i < r0 + nr; i++) pairs += (double)ab_mask_row_count(&mask, i, 0, N);
+            cands += nc;
             for (int t = 0; t < kk; t++) w.ix[t] += k0;
             const int ra = ab_layout_add_tokens(l, h, qb, w.ix, kk);
             if (ra != AB_OK) {
@@ -214,7 +217,12 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
         free(w.seen);
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "oracle_topk_token: out of memory");
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* exact logits 2d per allowed pair, softmax max + exp + sum + the mass
+     * multiply-add 5 per pair, a linear top-k over the candidates (~2 per
+     * candidate); bytes: Q and K once, each logit written and read back */
+    return ab_layout_set_cost(l, (2.0 * d + 5.0) * pairs + 2.0 * cands,
+                              4.0 * (2.0 * H * N * d) + 8.0 * pairs);
 }
 
 const ab_method ab_oracle_topk_token = {

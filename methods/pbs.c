@@ -35,8 +35,35 @@
 #include "attnbench.h"
 #include "methods/block_score.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* SLEEF's 1-ULP vector exp, linked for the CPU kernels (kernels/cpu/simd_avx512.c) */
+__m512 Sleef_expf16_u10avx512f(__m512);
+#endif
+
+/* x[j] = exp(x[j] - m) for j < n; returns their sum (float lanes, then
+ * double). AVX-512: SLEEF's vector expf; else the C library's expf. */
+static double pbs_exp_sum(float *x, int n, float m)
+{
+    double sum = 0.0;
+    int j = 0;
+#if defined(__AVX512F__)
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (; j + 16 <= n; j += 16) {
+        const __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm));
+        _mm512_storeu_ps(x + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; j < n; j++) sum += (x[j] = expf(x[j] - m));
+    return sum;
+}
 
 typedef struct pbs_state {
     double tau;  /* cumulative block mass to keep per query block */
@@ -70,15 +97,23 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
     const int C = N / seg * seg;
     for (int j = 0; j < N; j++) perm[j] = j;
     if (C == 0) return;
-    bs_gemm_nt(q + (size_t)(N - nl) * d, d, nl, k, d, C, d, scale, s, C, bt);
-    for (int j = 0; j < C; j++) {
-        imp[j].score = 0.0;
-        imp[j].idx = j;
+    (void)bt;
+    /* the (nl, C) logit panel as one GEMM (OpenBLAS; single-threaded inside
+     * the harness's OpenMP region) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, C, d, scale, q + (size_t)(N - nl) * d, d, k, d,
+                0.0f, s, C);
+    for (int j = 0; j < C; j++) row[j] = 0.0;
+    for (int i = 0; i < nl; i++) { /* row softmax (max, exp, sum), mean over the rows */
+        float *si = s + (size_t)i * C;
+        float mx = si[0];
+        for (int j = 1; j < C; j++) mx = si[j] > mx ? si[j] : mx;
+        const double sum = pbs_exp_sum(si, C, mx);
+        const float w = (float)(1.0 / (sum * nl));
+        for (int j = 0; j < C; j++) row[j] += si[j] * w;
     }
-    for (int i = 0; i < nl; i++) {
-        for (int j = 0; j < C; j++) row[j] = s[(size_t)i * C + j];
-        bs_softmax(row, C);
-        for (int j = 0; j < C; j++) imp[j].score += row[j] / nl;
+    for (int j = 0; j < C; j++) {
+        imp[j].score = row[j];
+        imp[j].idx = j;
     }
     for (int g0 = 0; g0 < C; g0 += seg) {
         bs_sort_desc(imp + g0, seg);
@@ -91,7 +126,7 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
  * of the permuted key blocks; cand: nkb; qm: d. */
 static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l, int h, int qb, int seg,
                    const int32_t *perm, const float *pkm, int first_blk, float *qm, bs_cand *cand,
-                   int32_t *keys)
+                   int32_t *keys, int *ncand)
 {
     const int N = l->seq_len, d = pb->s.head_dim, bq = l->block_q, bk = l->block_k, nkb = l->n_kblocks;
     const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
@@ -107,6 +142,7 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
         cand[m].idx = kb;
         m++;
     }
+    *ncand = m;
     int n = 0;
     if (m > 0) {
         double mx = cand[0].score, tot = 0.0;
@@ -142,12 +178,16 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
     const int seg = (st->segment + bk - 1) / bk * bk;
-    if (N <= seg) return ab_layout_dense(l); /* the official fallback */
+    if (N <= seg) { /* the official fallback */
+        const int rd = ab_layout_dense(l);
+        return rd == AB_OK ? ab_layout_set_cost(l, 0, 0) : rd;
+    }
     const int nl = N < bq ? N : bq;
     int32_t *perm = malloc((size_t)H * N * sizeof *perm);   /* (heads, N) key order */
     float *pkm = malloc((size_t)H * nkb * d * sizeof *pkm); /* (heads, n_kblocks, d) permuted block means */
     int *first = malloc((size_t)H * sizeof *first);         /* permuted block holding token 0 */
     int rc = (perm && pkm && first) ? AB_OK : AB_ENOMEM;
+    double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
     if (rc == AB_OK) {
 #pragma omp parallel
         {
@@ -186,7 +226,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
         }
     }
     if (rc == AB_OK) {
-#pragma omp parallel
+#pragma omp parallel reduction(+ : cands, sorted)
         {
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
@@ -200,8 +240,11 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
             for (int r = 0; r < H * nqb; r++) {
                 if (!ok) continue;
                 const int h = r / nqb, qb = r % nqb;
+                int m = 0;
                 const int nk = pbs_row(st, pb, l, h, qb, seg, perm + (size_t)h * N, pkm + (size_t)h * nkb * d,
-                                       first[h], qm, cand, keys);
+                                       first[h], qm, cand, keys, &m);
+                cands += m;
+                sorted += m > 1 ? m * log2((double)m) : 0.0;
                 const int ra = ab_layout_add_tokens(l, h, qb, keys, nk);
                 if (ra != AB_OK) {
                     ok = 0;
@@ -218,7 +261,20 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     free(perm);
     free(pkm);
     free(first);
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* per head: importance logits 2d per (last-block row, key) of the
+     * complete segments C, their softmax and mean 6 per entry (max, exp,
+     * sum, divide, scale, add), the segment sorts C log2(seg), the permuted
+     * block means N d adds; per query block the pooled query (rows d), per
+     * candidate block its logit 2d + 1 and softmax 4, the sort m log2 m */
+    const double C = (double)(N / seg * seg);
+    const double flops = H * (2.0 * d * nl * C + 6.0 * nl * C + C * log2((double)seg) + (double)N * d) +
+                         (double)H * N * d + (2.0 * d + 5.0) * cands + sorted;
+    /* Q and K once each, K again for the means, the logit panel written and
+     * read, the block means written and read per candidate */
+    const double bytes =
+        4.0 * (H * (2.0 * N * d + (double)N * d + 2.0 * nl * C + (double)nkb * d) + d * cands);
+    return ab_layout_set_cost(l, flops, bytes);
 }
 
 const ab_method ab_pbs = {

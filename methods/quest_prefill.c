@@ -70,13 +70,17 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Elementwise min and max of each page of k (n, d) into mn, mx (npages, d). */
-static void page_minmax(const float *k, int n, int d, int P, float *mn, float *mx)
+/* Elementwise min and max of each page of k (n, d) into mn, mx, stored
+ * transposed as (d, npages): the bound pass then runs over pages in the
+ * vector lanes, each page's sum still taken over c in order. */
+static int page_minmax(const float *k, int n, int d, int P, float *mn, float *mx)
 {
     const int np = (n + P - 1) / P;
+    float *a = malloc((size_t)2 * d * sizeof *a), *b;
+    if (!a) return AB_ENOMEM;
+    b = a + d;
     for (int p = 0; p < np; p++) {
         const int j0 = p * P, nj = n - j0 < P ? n - j0 : P;
-        float *a = mn + (size_t)p * d, *b = mx + (size_t)p * d;
         for (int c = 0; c < d; c++) a[c] = b[c] = k[(size_t)j0 * d + c];
         for (int j = 1; j < nj; j++)
             for (int c = 0; c < d; c++) {
@@ -84,8 +88,18 @@ static void page_minmax(const float *k, int n, int d, int P, float *mn, float *m
                 a[c] = v < a[c] ? v : a[c];
                 b[c] = v > b[c] ? v : b[c];
             }
+        for (int c = 0; c < d; c++) {
+            mn[(size_t)c * np + p] = a[c];
+            mx[(size_t)c * np + p] = b[c];
+        }
     }
+    free(a);
+    return AB_OK;
 }
+
+/* a ranks before b: higher bound, then lower page (bs_cand_cmp's order). */
+#define QUEST_BEFORE(a, b) (bs_cand_cmp(&(a), &(b)) < 0)
+MC_DEFINE_SELECT_TOP(quest_select_top, bs_cand, QUEST_BEFORE)
 
 static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
 {
@@ -99,21 +113,29 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     const int rows = H * nqb;
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-    float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, npages, d) */
-    float *mx = malloc((size_t)H * np * d * sizeof *mx); /* (heads, npages, d) */
+    float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, d, npages) */
+    float *mx = malloc((size_t)H * np * d * sizeof *mx); /* (heads, d, npages) */
     int rc = (mn && mx) ? AB_OK : AB_ENOMEM;
+    double cands = 0.0, sorted = 0.0; /* candidate pages scored; n log2 n of the kept ones ordered */
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
         for (int h = 0; h < H; h++)
-            page_minmax(pb->k + (size_t)h * N * d, N, d, P, mn + (size_t)h * np * d, mx + (size_t)h * np * d);
-#pragma omp parallel
+            if (page_minmax(pb->k + (size_t)h * N * d, N, d, P, mn + (size_t)h * np * d,
+                            mx + (size_t)h * np * d) != AB_OK) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+    }
+    if (rc == AB_OK) {
+#pragma omp parallel reduction(+ : cands, sorted)
         {
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)np * sizeof *cand);
+            double *u = malloc((size_t)np * sizeof *u); /* (npages) bounds of a page range */
             /* one row's key blocks (diagonal + pages) or key tokens */
             int32_t *idx = malloc(((size_t)bk + (size_t)keep * P + 1) * sizeof *idx);
-            int ok = qm && cand && idx;
+            int ok = qm && cand && u && idx;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -128,26 +150,43 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                 bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
                 int lo, hi; /* keys the base mask lets some row here see */
                 bs_rows_span(&mask, r0, r0 + nr, &lo, &hi);
+                /* candidate pages: [pa, pe) (visible to the base mask; causal:
+                 * beginning before the diagonal block) minus those inside the
+                 * diagonal block */
+                int pa = 0, pe = 0;
+                if (lo < hi) {
+                    pa = lo / P;
+                    pe = (hi + P - 1) / P;
+                    if (causal && (d0 + P - 1) / P < pe) pe = (d0 + P - 1) / P;
+                    pe = pe < np ? pe : np;
+                }
+                const int nu = pe > pa ? pe - pa : 0;
+                for (int p = 0; p < nu; p++) u[p] = 0.0;
+                for (int c = 0; c < d; c++) {
+                    const double qc = (double)qm[c];
+                    const float *a = mn + ((size_t)h * d + c) * np + pa,
+                                *b = mx + ((size_t)h * d + c) * np + pa;
+                    for (int p = 0; p < nu; p++) {
+                        const double x = qc * a[p], y = qc * b[p];
+                        u[p] += x > y ? x : y;
+                    }
+                }
                 int m = 0;
-                for (int p = 0; p < np; p++) {
+                for (int p = pa; p < pe; p++) {
                     const int j0 = p * P, j1 = j0 + P;
                     if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
-                    if (causal && j0 >= d0) break;      /* at or past the diagonal */
-                    if (j1 <= lo || j0 >= hi) continue; /* a page the base mask hides */
-                    const float *a = mn + ((size_t)h * np + p) * d, *b = mx + ((size_t)h * np + p) * d;
-                    double u = 0.0;
-                    for (int c = 0; c < d; c++) {
-                        const double x = (double)qm[c] * a[c], y = (double)qm[c] * b[c];
-                        u += x > y ? x : y;
-                    }
-                    cand[m].score = u;
+                    cand[m].score = u[p - pa];
                     cand[m].idx = p;
                     m++;
                 }
-                bs_sort_desc(cand, m);
                 int kr = mc_dither(pages, qb);
                 kr = kr < keep ? kr : keep;
                 const int n = m < kr ? m : kr;
+                /* the n best pages (linear partial selection), then in order */
+                quest_select_top(cand, m, n);
+                bs_sort_desc(cand, n);
+                cands += m;
+                sorted += n > 1 ? n * log2((double)n) : 0.0;
                 /* the diagonal block and the chosen pages: as key blocks when
                  * pages are key blocks, else as their key tokens */
                 int ni = 0, ra;
@@ -171,13 +210,20 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
             }
             free(qm);
             free(cand);
+            free(u);
             free(idx);
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "quest_prefill: out of memory");
     free(mn);
     free(mx);
-    return rc;
+    if (rc != AB_OK) return rc;
+    /* page min/max 2 compares per key element; per query block the mean
+     * query (rows*d adds); per candidate page the bound U, 4d (2 mul, max,
+     * add), and 1 for the linear top-k pass; the kept pages ordered */
+    const double flops = 2.0 * H * N * d + (double)H * N * d + 4.0 * d * cands + cands + sorted;
+    const double bytes = 4.0 * (2.0 * H * N * d + 2.0 * H * np * d + 2.0 * d * cands);
+    return ab_layout_set_cost(l, flops, bytes);
 }
 
 const ab_method ab_quest_prefill = {
