@@ -290,6 +290,13 @@ ParameterizedTest(int *mi, methods, against_reference)
                         cr_expect_eq(rc, AB_OK, "%s N=%d d=%d causal=%d block=%d knob=%g: %s returned %d %s",
                                      m->name, n, d, causal, blocks[bi], knobs[ki], stage, rc, err);
                         if (rc == AB_OK) {
+                            /* ABI 5: select() states its work (docs/selectors.md) */
+                            cr_expect(isfinite(l.select_flops) && l.select_flops >= 0 &&
+                                          isfinite(l.select_bytes) && l.select_bytes >= 0,
+                                      "%s N=%d d=%d causal=%d block=%d knob=%g: select() stated no cost "
+                                      "(ab_layout_set_cost): flops %g bytes %g",
+                                      m->name, n, d, causal, blocks[bi], knobs[ki], l.select_flops,
+                                      l.select_bytes);
                             const double dens = ab_layout_density(&l);
                             cr_expect(dens >= 0.0 && dens <= 1.0,
                                       "%s N=%d d=%d causal=%d block=%d knob=%g: density %g", m->name, n, d,
