@@ -313,17 +313,45 @@ int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys
 
 /* ---- finalisation --------------------------------------------------------- */
 
-static int lb_idx_cmp(const void *a, const void *b)
+/* Sort e[0, m) by idx (non-negative), using t[0, m) as scratch: insertion
+ * sort for short runs, else an LSD radix sort on 8-bit digits that skips the
+ * digits every entry shares. Not stable; equal idx are duplicates anyway. */
+static void lb_sort_run(lb_entry *e, lb_entry *t, size_t m)
 {
-    const int32_t x = ((const lb_entry *)a)->idx, y = ((const lb_entry *)b)->idx;
-    return (x > y) - (x < y);
+    if (m <= 48) {
+        for (size_t a = 1; a < m; a++) {
+            const lb_entry x = e[a];
+            size_t b = a;
+            for (; b > 0 && e[b - 1].idx > x.idx; b--) e[b] = e[b - 1];
+            e[b] = x;
+        }
+        return;
+    }
+    uint32_t all_or = 0, all_and = ~0u;
+    for (size_t a = 0; a < m; a++) {
+        all_or |= (uint32_t)e[a].idx;
+        all_and &= (uint32_t)e[a].idx;
+    }
+    lb_entry *src = e, *dst = t;
+    for (int sh = 0; sh < 32; sh += 8) {
+        if ((((all_or ^ all_and) >> sh) & 0xffu) == 0) continue; /* same digit everywhere */
+        size_t cnt[257] = { 0 };
+        for (size_t a = 0; a < m; a++) cnt[(((uint32_t)src[a].idx >> sh) & 0xffu) + 1]++;
+        for (int c = 0; c < 256; c++) cnt[c + 1] += cnt[c];
+        for (size_t a = 0; a < m; a++) dst[cnt[((uint32_t)src[a].idx >> sh) & 0xffu]++] = src[a];
+        lb_entry *x = src;
+        src = dst;
+        dst = x;
+    }
+    if (src != e) memcpy(e, src, m * sizeof *e);
 }
 
 /* Sort li by (row, idx), drop duplicates and build the CSR arrays: one
- * stable counting sort by row, then each row's run is sorted by idx unless
- * it already is (the common case: a method adds a row's entries in one
- * sorted bulk call), so the cost is two linear passes over the entries
- * rather than a scatter over every key index. */
+ * stable counting sort by row; then, in parallel over rows, each row's run
+ * is sorted by idx unless it already is (the common case: a method adds a
+ * row's entries in one sorted bulk call) and deduplicated in place; then
+ * the runs are packed. Two linear passes over the entries plus cache-local
+ * work per row, rather than scatters over every key index. */
 static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx_out)
 {
     size_t n = li->n;
@@ -338,27 +366,30 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
         free(cnt);
         return AB_ENOMEM;
     }
-    /* by row (stable), li->e -> tmp; cnt[r] ends as the end of row r */
+    /* by row (stable), li->e -> tmp; afterwards row r is tmp[cnt[r - 1], cnt[r]) */
     for (size_t e = 0; e < n; e++) cnt[li->e[e].row + 1]++;
     for (int64_t r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
     for (size_t e = 0; e < n; e++) tmp[cnt[li->e[e].row]++] = li->e[e];
-    /* each row's run by idx, then dedup and CSR */
-    size_t m = 0, e0 = 0;
+        /* per row: sort (li->e, free now, is the scratch), dedup in place; ptr[r + 1] = kept */
+#pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
-        const size_t e1 = cnt[r];
+        const size_t e0 = r > 0 ? cnt[r - 1] : 0, e1 = cnt[r];
         int sorted = 1;
         for (size_t e = e0 + 1; e < e1 && sorted; e++) sorted = tmp[e].idx >= tmp[e - 1].idx;
-        if (!sorted) qsort(tmp + e0, e1 - e0, sizeof *tmp, lb_idx_cmp);
-        for (size_t e = e0; e < e1; e++) {
-            if (e > e0 && tmp[e].idx == tmp[e - 1].idx) continue;
-            idx[m++] = tmp[e].idx;
-            ptr[r + 1]++;
-        }
-        e0 = e1;
+        if (!sorted) lb_sort_run(tmp + e0, li->e + e0, e1 - e0);
+        size_t k = e0;
+        for (size_t e = e0; e < e1; e++)
+            if (e == e0 || tmp[e].idx != tmp[k - 1].idx) tmp[k++] = tmp[e];
+        ptr[r + 1] = (int64_t)(k - e0);
+    }
+    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const size_t e0 = r > 0 ? cnt[r - 1] : 0;
+        for (int64_t q = ptr[r]; q < ptr[r + 1]; q++) idx[q] = tmp[e0 + (size_t)(q - ptr[r])].idx;
     }
     free(tmp);
     free(cnt);
-    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
     *ptr_out = ptr;
     *idx_out = idx;
     return AB_OK;
