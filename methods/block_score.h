@@ -368,6 +368,22 @@ static inline void bs_sort_desc(bs_cand *c, int n)
     if (n > 1) qsort(c, (size_t)n, sizeof *c, bs_cand_cmp);
 }
 
+/* Order c[lo], c[mid], c[last] so that c[last] is their median by
+ * bs_cand_cmp (the quickselect pivot of bs_select_top and flexprefill). */
+static inline void bs_median3(bs_cand *c, int lo, int mid, int last)
+{
+#define BS_SWAP_(x, y)           \
+    do {                         \
+        const bs_cand t_ = c[x]; \
+        c[x] = c[y];             \
+        c[y] = t_;               \
+    } while (0)
+    if (bs_cand_cmp(&c[mid], &c[lo]) < 0) BS_SWAP_(mid, lo);
+    if (bs_cand_cmp(&c[last], &c[lo]) < 0) BS_SWAP_(last, lo);
+    if (bs_cand_cmp(&c[mid], &c[last]) < 0) BS_SWAP_(mid, last);
+#undef BS_SWAP_
+}
+
 /* Partial selection: reorders c[0, n) so that c[0, k) hold its k first
  * entries in bs_cand_cmp order (higher score, then lower index; NaN last),
  * in no particular order among themselves. Expected O(n) (quickselect with a
@@ -380,21 +396,7 @@ static inline void bs_select_top(bs_cand *c, int n, int k)
     while (hi - lo > 16) {
         const int mid = lo + (hi - lo) / 2;
         /* median of three to c[lo] as the pivot */
-        if (bs_cand_cmp(&c[mid], &c[lo]) < 0) {
-            const bs_cand t = c[mid];
-            c[mid] = c[lo];
-            c[lo] = t;
-        }
-        if (bs_cand_cmp(&c[hi - 1], &c[lo]) < 0) {
-            const bs_cand t = c[hi - 1];
-            c[hi - 1] = c[lo];
-            c[lo] = t;
-        }
-        if (bs_cand_cmp(&c[mid], &c[hi - 1]) < 0) {
-            const bs_cand t = c[mid];
-            c[mid] = c[hi - 1];
-            c[hi - 1] = t;
-        }
+        bs_median3(c, lo, mid, hi - 1);
         /* now c[lo] <= c[hi-1] <= c[mid] in rank: use c[hi-1] as pivot */
         const bs_cand pv = c[hi - 1];
         int st = lo;

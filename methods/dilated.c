@@ -57,43 +57,6 @@ static int dilated_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Append the span [a, b) to one row's entry lists: whole key blocks to
- * blk[], the ragged edges to tok[] (as mc_add_span, but collected for one
- * bulk add per row instead of one locked builder call per token). */
-static void dilated_span(int a, int b, int bk, int n, int32_t *blk, int *nb, int32_t *tok, int *nt)
-{
-    a = a > 0 ? a : 0;
-    b = b < n ? b : n;
-    if (a >= b) return;
-    const int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
-    if (kb0 >= kb1) {
-        for (int j = a; j < b; j++) tok[(*nt)++] = j;
-        return;
-    }
-    for (int j = a; j < kb0 * bk; j++) tok[(*nt)++] = j;
-    for (int kb = kb0; kb < kb1; kb++) blk[(*nb)++] = kb;
-    for (int j = kb1 * bk; j < b; j++) tok[(*nt)++] = j;
-}
-
-/* One row's entry buffers: spans of a row may overlap (the builder drops
- * duplicates), so up to 2 n tokens. */
-static int dilated_bufs(const ab_layout *l, int32_t **blk, int32_t **tok)
-{
-    *blk = malloc((2 * (size_t)l->n_kblocks + 1) * sizeof(int32_t));
-    *tok = malloc((2 * (size_t)l->seq_len + 1) * sizeof(int32_t));
-    if (*blk && *tok) return AB_OK;
-    free(*blk);
-    free(*tok);
-    return AB_ENOMEM;
-}
-
-/* Add one row's collected entries (two bulk calls). */
-static int dilated_flush(ab_layout *l, int h, int qb, const int32_t *blk, int nb, const int32_t *tok, int nt)
-{
-    int rc = ab_layout_add_blocks(l, h, qb, blk, nb);
-    return rc ? rc : ab_layout_add_tokens(l, h, qb, tok, nt);
-}
-
 static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const dilated_state *st = state;
@@ -101,7 +64,7 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = ab_layout_set_blocks(l, 1, l->block_k); /* one query row per layout row */
     if (rc != AB_OK) return rc;
     int32_t *blk, *tok;
-    if ((rc = dilated_bufs(l, &blk, &tok))) return rc;
+    if ((rc = mc_row_bufs(l, &blk, &tok))) return rc;
     for (int i = 0; i < n && rc == AB_OK; i++) {
         const int w = imax(1, mc_dither(st->window, i));
         const int left = l->causal ? w - 1 : (w - 1) - (w - 1) / 2; /* steps back */
@@ -110,11 +73,11 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
             const int dl = 1 + h % st->max_dilation;
             int nb = 0, nt = 0;
             if (i < G) { /* a global row keeps every key */
-                dilated_span(0, l->causal ? i + 1 : n, bk, n, blk, &nb, tok, &nt);
+                mc_span_collect(0, l->causal ? i + 1 : n, bk, n, blk, &nb, tok, &nt);
             } else {
-                if (G > 0) dilated_span(0, G, bk, n, blk, &nb, tok, &nt);
+                if (G > 0) mc_span_collect(0, G, bk, n, blk, &nb, tok, &nt);
                 if (dl == 1) {
-                    dilated_span(i - left, i + right + 1, bk, n, blk, &nb, tok, &nt);
+                    mc_span_collect(i - left, i + right + 1, bk, n, blk, &nb, tok, &nt);
                 } else {
                     const int j0 = i - imin(left, i / dl) * dl; /* lowest key i - k dl >= 0 */
                     const int j1 = (int)(i + (int64_t)imin(right, (n - 1 - i) / dl) * dl);
@@ -122,7 +85,7 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
                         if (j >= G) tok[nt++] = j;
                 }
             }
-            rc = dilated_flush(l, h, i, blk, nb, tok, nt);
+            rc = mc_flush_row(l, h, i, blk, nb, tok, nt);
         }
     }
     free(blk);

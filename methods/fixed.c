@@ -68,24 +68,6 @@ static int fixed_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Append the span [a, b) to one row's entry lists: whole key blocks to
- * blk[], the ragged edges to tok[] (as mc_add_span, but collected for one
- * bulk add per row instead of one locked add per entry). */
-static void fixed_span(int a, int b, int bk, int n, int32_t *blk, int *nb, int32_t *tok, int *nt)
-{
-    a = a > 0 ? a : 0;
-    b = b < n ? b : n;
-    if (a >= b) return;
-    const int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
-    if (kb0 >= kb1) {
-        for (int j = a; j < b; j++) tok[(*nt)++] = j;
-        return;
-    }
-    for (int j = a; j < kb0 * bk; j++) tok[(*nt)++] = j;
-    for (int kb = kb0; kb < kb1; kb++) blk[(*nb)++] = kb;
-    for (int j = kb1 * bk; j < b; j++) tok[(*nt)++] = j;
-}
-
 static int fixed_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const fixed_state *st = state;
@@ -109,22 +91,21 @@ static int fixed_select(void *state, const ab_problem *pb, ab_layout *l)
         for (int h = 0; h < l->heads && rc == AB_OK; h++) {
             int nb = 0, nt = 0;
             /* A(1): own l-block (causal: up to the last row; the mask does the rest) */
-            fixed_span(lb * L, l->causal ? r1 : (lb + 1) * L, bk, n, blk, &nb, tok, &nt);
+            mc_span_collect(lb * L, l->causal ? r1 : (lb + 1) * L, bk, n, blk, &nb, tok, &nt);
             if (c > 0) {
                 const int t = ((L - (int)(((int64_t)(h + 1) * c) % L)) % L); /* first cell of head h */
                 for (int b = 0; b < (l->causal ? lb : nlb); b++) {
                     if (b == lb) continue;
                     const int base = b * L;
                     if (t + c <= L) {
-                        fixed_span(base + t, base + t + c, bk, n, blk, &nb, tok, &nt);
+                        mc_span_collect(base + t, base + t + c, bk, n, blk, &nb, tok, &nt);
                     } else { /* wraps inside the block */
-                        fixed_span(base + t, base + L, bk, n, blk, &nb, tok, &nt);
-                        fixed_span(base, base + t + c - L, bk, n, blk, &nb, tok, &nt);
+                        mc_span_collect(base + t, base + L, bk, n, blk, &nb, tok, &nt);
+                        mc_span_collect(base, base + t + c - L, bk, n, blk, &nb, tok, &nt);
                     }
                 }
             }
-            rc = ab_layout_add_blocks(l, h, qb, blk, nb);
-            if (rc == AB_OK) rc = ab_layout_add_tokens(l, h, qb, tok, nt);
+            rc = mc_flush_row(l, h, qb, blk, nb, tok, nt);
         }
     }
     free(blk);

@@ -112,21 +112,7 @@ static int cover_count(const double *x, int n, double g, bs_cand *c)
     double cum = 0.0;
     while (hi - lo > 32) {
         const int mid = lo + (hi - lo) / 2;
-        if (bs_cand_cmp(&c[mid], &c[lo]) < 0) {
-            const bs_cand t = c[mid];
-            c[mid] = c[lo];
-            c[lo] = t;
-        }
-        if (bs_cand_cmp(&c[hi - 1], &c[lo]) < 0) {
-            const bs_cand t = c[hi - 1];
-            c[hi - 1] = c[lo];
-            c[lo] = t;
-        }
-        if (bs_cand_cmp(&c[mid], &c[hi - 1]) < 0) {
-            const bs_cand t = c[mid];
-            c[mid] = c[hi - 1];
-            c[hi - 1] = t;
-        }
+        bs_median3(c, lo, mid, hi - 1);
         const bs_cand pv = c[hi - 1]; /* the median of three */
         int st = lo;
         double mass = 0.0; /* of the entries ranked before the pivot */

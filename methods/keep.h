@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "attnbench.h"
 
@@ -46,6 +47,47 @@ static inline int mc_add_span(ab_layout *l, int h, int qb, int a, int b)
     for (int j = kb1 * bk; j < b; j++)
         if (ab_layout_add_token(l, h, qb, j)) return AB_ENOMEM;
     return AB_OK;
+}
+
+/* Append the keys [a, b) (clipped to [0, n)) to one row's entry lists, as
+ * mc_add_span does but collected for one bulk add per row (mc_flush_row)
+ * instead of one locked builder call per token: the key blocks of size bk
+ * the span covers whole go to blk[*nb ...], the ragged edges to tok[*nt ...]. */
+static inline void mc_span_collect(int a, int b, int bk, int n, int32_t *blk, int *nb, int32_t *tok, int *nt)
+{
+    a = a > 0 ? a : 0;
+    b = b < n ? b : n;
+    if (a >= b) return;
+    const int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
+    if (kb0 >= kb1) {
+        for (int j = a; j < b; j++) tok[(*nt)++] = j;
+        return;
+    }
+    for (int j = a; j < kb0 * bk; j++) tok[(*nt)++] = j;
+    for (int kb = kb0; kb < kb1; kb++) blk[(*nb)++] = kb;
+    for (int j = kb1 * bk; j < b; j++) tok[(*nt)++] = j;
+}
+
+/* One row's entry buffers for mc_span_collect: room for 2 n_kblocks blocks
+ * and 2 seq_len tokens (a row's spans may overlap; the builder drops the
+ * duplicates). AB_OK or AB_ENOMEM (both NULL). */
+static inline int mc_row_bufs(const ab_layout *l, int32_t **blk, int32_t **tok)
+{
+    *blk = malloc((2 * (size_t)l->n_kblocks + 1) * sizeof(int32_t));
+    *tok = malloc((2 * (size_t)l->seq_len + 1) * sizeof(int32_t));
+    if (*blk && *tok) return AB_OK;
+    free(*blk);
+    free(*tok);
+    *blk = *tok = NULL;
+    return AB_ENOMEM;
+}
+
+/* Add one row's collected entries: two bulk builder calls. */
+static inline int mc_flush_row(ab_layout *l, int h, int qb, const int32_t *blk, int nb, const int32_t *tok,
+                               int nt)
+{
+    const int rc = ab_layout_add_blocks(l, h, qb, blk, nb);
+    return rc ? rc : ab_layout_add_tokens(l, h, qb, tok, nt);
 }
 
 /* A well-mixed 64-bit hash of z: one splitmix64 step from state z

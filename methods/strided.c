@@ -56,43 +56,6 @@ static int strided_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Append the span [a, b) to one row's entry lists: whole key blocks to
- * blk[], the ragged edges to tok[] (as mc_add_span, but collected for one
- * bulk add per row instead of one locked builder call per token). */
-static void strided_span(int a, int b, int bk, int n, int32_t *blk, int *nb, int32_t *tok, int *nt)
-{
-    a = a > 0 ? a : 0;
-    b = b < n ? b : n;
-    if (a >= b) return;
-    const int kb0 = (a + bk - 1) / bk, kb1 = b / bk; /* whole blocks [kb0, kb1) */
-    if (kb0 >= kb1) {
-        for (int j = a; j < b; j++) tok[(*nt)++] = j;
-        return;
-    }
-    for (int j = a; j < kb0 * bk; j++) tok[(*nt)++] = j;
-    for (int kb = kb0; kb < kb1; kb++) blk[(*nb)++] = kb;
-    for (int j = kb1 * bk; j < b; j++) tok[(*nt)++] = j;
-}
-
-/* One row's entry buffers: spans of a row may overlap (the builder drops
- * duplicates), so up to 2 n tokens. */
-static int strided_bufs(const ab_layout *l, int32_t **blk, int32_t **tok)
-{
-    *blk = malloc((2 * (size_t)l->n_kblocks + 1) * sizeof(int32_t));
-    *tok = malloc((2 * (size_t)l->seq_len + 1) * sizeof(int32_t));
-    if (*blk && *tok) return AB_OK;
-    free(*blk);
-    free(*tok);
-    return AB_ENOMEM;
-}
-
-/* Add one row's collected entries (two bulk calls). */
-static int strided_flush(ab_layout *l, int h, int qb, const int32_t *blk, int nb, const int32_t *tok, int nt)
-{
-    int rc = ab_layout_add_blocks(l, h, qb, blk, nb);
-    return rc ? rc : ab_layout_add_tokens(l, h, qb, tok, nt);
-}
-
 static int strided_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const strided_state *st = state;
@@ -101,18 +64,18 @@ static int strided_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = ab_layout_set_blocks(l, 1, l->block_k); /* one query row per layout row */
     if (rc != AB_OK) return rc;
     int32_t *blk, *tok;
-    if ((rc = strided_bufs(l, &blk, &tok))) return rc;
+    if ((rc = mc_row_bufs(l, &blk, &tok))) return rc;
     for (int i = 0; i < n && rc == AB_OK; i++) {
         const int w = imax(1, mc_dither(st->window, i));
         const int lo = i - w + 1, hi = l->causal ? i + 1 : i + w; /* window [lo, hi) */
         int nb = 0, nt = 0;                                       /* the row is the same for every head */
-        strided_span(lo, hi, l->block_k, n, blk, &nb, tok, &nt);
+        mc_span_collect(lo, hi, l->block_k, n, blk, &nb, tok, &nt);
         for (int j = i - s; j >= 0; j -= s) /* strided keys outside the window */
             if (j < lo) tok[nt++] = j;
         if (!l->causal)
             for (int j = i + s; j < n; j += s)
                 if (j >= hi) tok[nt++] = j;
-        for (int h = 0; h < l->heads && rc == AB_OK; h++) rc = strided_flush(l, h, i, blk, nb, tok, nt);
+        for (int h = 0; h < l->heads && rc == AB_OK; h++) rc = mc_flush_row(l, h, i, blk, nb, tok, nt);
     }
     free(blk);
     free(tok);

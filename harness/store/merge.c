@@ -47,13 +47,14 @@ static int row_diff(const ab_point *a, const ab_point *b, char *why, size_t wl)
     S(dtype)
     S(task)
     S(kernel)
-    S(layout) I(block_q) I(block_k) I(seq_len) I(heads) I(head_dim) I(causal) S(mask) D(mask_density)
-        I(threads) I(seed) D(depth) D(target_density) D(knob_value) D(achieved_density) D(select_flops) D(
-            select_bytes) D(select_ms) D(run_ms) D(total_ms) D(min_ms) D(p10_ms) D(p90_ms) D(cv) I(n_samples)
-            D(dense_gflops) D(recall_mass) D(recall_topk) D(rel_l2_err) D(max_abs_err) D(accuracy)
-                D(acc_ci_lo) D(acc_ci_hi) I(acc_trials) I(rows_scored) S(status) S(message) I(rounds) I(calls)
-                    D(total_lo_ms) D(total_hi_ms) D(dense_pair_ms) D(rel_dense) D(rel_lo) D(rel_hi)
-                        D(foreign_pct) D(steal_pct) D(load1) D(fma_gflops) D(shared_pct) D(point_s) S(timing)
+    S(layout)
+    I(block_q) I(block_k) I(seq_len) I(heads) I(head_dim) I(causal) S(mask) D(mask_density) I(threads) I(seed)
+        D(depth) D(target_density) D(knob_value) D(achieved_density) D(select_flops) D(select_bytes) D(
+            select_ms) D(run_ms) D(total_ms) D(min_ms) D(p10_ms) D(p90_ms) D(cv) I(n_samples) D(dense_gflops)
+            D(recall_mass) D(recall_topk) D(rel_l2_err) D(max_abs_err) D(accuracy) D(acc_ci_lo) D(acc_ci_hi)
+                I(acc_trials) I(rows_scored) S(status) S(message) I(rounds) I(calls) D(total_lo_ms)
+                    D(total_hi_ms) D(dense_pair_ms) D(rel_dense) D(rel_lo) D(rel_hi) D(foreign_pct)
+                        D(steal_pct) D(load1) D(fma_gflops) D(shared_pct) D(point_s) S(timing)
 #undef S
 #undef I
 #undef D
