@@ -63,6 +63,7 @@
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
+#include "methods/vecf.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -138,42 +139,10 @@ static float block_score(const float *k, const float *qt, const int *rows, float
     return mx;
 }
 
-/* GNU C vectors of VW lanes (one AVX-512 / AVX2 register, else 4): the
- * scoring queries of a block sit in the lanes when nr <= VW. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define VW 16
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define VW 8
-#else
-#define VW 4
-#endif
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+/* Float vectors of VW lanes (methods/vecf.h): the scoring queries of a
+ * block sit in the lanes when nr <= VW. */
 typedef int vi __attribute__((vector_size(VW * sizeof(int))));
 enum { KU = 8 }; /* keys per register tile */
-
-static inline vf v_splat(float x)
-{
-#if defined(__AVX512F__)
-    return _mm512_set1_ps(x);
-#elif defined(__AVX2__) && defined(__FMA__)
-    return _mm256_set1_ps(x);
-#else
-    vf v = { 0 };
-    return v + x;
-#endif
-}
-static inline vf v_fma(vf a, vf b, vf c) /* a * b + c */
-{
-#if defined(__AVX512F__)
-    return _mm512_fmadd_ps(a, b, c);
-#elif defined(__AVX2__) && defined(__FMA__)
-    return _mm256_fmadd_ps(a, b, c);
-#else
-    return a * b + c;
-#endif
-}
 
 /* GEMM-shaped scoring of one round: out[t] = the largest logit of keys
  * kj[t] over the nr (<= VW) scoring queries in the lanes of qv (d, VW),

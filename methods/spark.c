@@ -61,6 +61,7 @@
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
+#include "methods/vecf.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -127,51 +128,9 @@ static double norm_quantile(double p)
     return x - u / (1.0 + 0.5 * x * u);
 }
 
-/* GNU C vector types: one AVX-512 register where the build targets it,
- * 8 floats under AVX2 + FMA. The multiply-adds go through v_fma: with -std=c11 GCC does
- * not contract a*b + c, so the x86 builds call the FMA intrinsic (and
- * broadcast with set1, which GCC compiles to one vbroadcastss); elsewhere
- * 4-float vectors and a multiply and an add. Unaligned loads and stores via memcpy. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define VW 16
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define VW 8
-#else
-#define VW 4 /* SSE / NEON width: wider generic vectors would change the ABI */
-#endif
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+/* Float vectors of one register (methods/vecf.h). */
 enum { PW = 2 * VW, CHUNK = 1024 }; /* keys per packed panel; moment chunk */
 
-static inline vf v_load(const float *p)
-{
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void v_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static inline vf v_splat(float x)
-{
-#if defined(__AVX512F__)
-    return _mm512_set1_ps(x);
-#elif defined(__AVX2__) && defined(__FMA__)
-    return _mm256_set1_ps(x);
-#else
-    vf v = { 0 };
-    return v + x;
-#endif
-}
-static inline vf v_fma(vf a, vf b, vf c) /* a * b + c */
-{
-#if defined(__AVX512F__)
-    return _mm512_fmadd_ps(a, b, c);
-#elif defined(__AVX2__) && defined(__FMA__)
-    return _mm256_fmadd_ps(a, b, c);
-#else
-    return a * b + c;
-#endif
-}
 static inline double v_sum(vf v)
 {
     double t = 0.0;

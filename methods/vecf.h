@@ -1,0 +1,53 @@
+/* vecf.h — GNU C float vectors of one register for the hand-tiled selector
+ * kernels (methods/hip.c, methods/spark.c): VW lanes (16 where the build
+ * targets AVX-512, 8 under AVX2 + FMA, else 4), the vector type vf, and
+ * v_load / v_store (unaligned, via memcpy), v_splat and v_fma. With -std=c11
+ * GCC does not contract a*b + c, so the x86 builds call the FMA intrinsic
+ * (and broadcast with set1: one vbroadcastss); elsewhere a multiply and an
+ * add. Header-only (static inline), not a method: it registers nothing. */
+#ifndef AB_METHODS_VECF_H
+#define AB_METHODS_VECF_H
+
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VW 16
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define VW 8
+#else
+#define VW 4 /* SSE / NEON width: wider generic vectors would change the ABI */
+#endif
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+
+static inline vf v_load(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void v_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf v_splat(float x)
+{
+#if defined(__AVX512F__)
+    return _mm512_set1_ps(x);
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_set1_ps(x);
+#else
+    vf v = { 0 };
+    return v + x;
+#endif
+}
+static inline vf v_fma(vf a, vf b, vf c) /* a * b + c */
+{
+#if defined(__AVX512F__)
+    return _mm512_fmadd_ps(a, b, c);
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
+#endif
