@@ -24,8 +24,11 @@ extern "C" {
  * ABI 4: a method declares its native block (ab_method.block_q/_k), and
  * held-out draws (ab_problem.heldout, ab_method.heldout).
  * ABI 5: select() states its work (ab_layout_set_cost; ab_layout.select_flops
- * and select_bytes), so each point records its selector's cost. */
-#define AB_ABI_VERSION 5
+ * and select_bytes), so each point records its selector's cost.
+ * ABI 6: a method names its family (ab_method.family, the figures' colour),
+ * and a CUSTOM-layout method states its error bound (approx_tol) and may
+ * expose its implied attention weights (weights(): effective recall). */
+#define AB_ABI_VERSION 6
 #define AB_MAX_PARAMS  8  /* per method */
 #define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
@@ -276,7 +279,31 @@ typedef struct ab_method {
      * shared kernel for the layout's kind runs it. Must be deterministic. */
     int (*run)(void *state, const ab_problem *pb, const ab_layout *l, float *out);
     void (*fini)(void *state); /* optional */
+    /* ABI 6. The family the figures colour the method by: one of "dense",
+     * "static", "block", "token", "hashing" (LSH buckets, clusters),
+     * "lowrank" (feature maps, pooled or summary keys) or "linear" (a
+     * recurrence instead of softmax). Required. */
+    const char *family;
+    /* CUSTOM layouts only (run() approximates softmax attention): the
+     * relative L2 error against the exact fp64 attention under the base mask
+     * that run() stays within at its default params, on the registry test's
+     * fixed-seed problems (tests/test_methods.c: approximation_bounded;
+     * N = 512, d = 64, causal and not). Required (> 0) for a CUSTOM method;
+     * 0 otherwise. */
+    double approx_tol;
+    /* Optional, CUSTOM layouts: the weights run() implicitly gives the keys
+     * of query `row` of head `head`: w[0, seq_len) >= 0, zero on keys the base
+     * mask hides, such that run()'s output row equals sum_j w[j] v[j] /
+     * sum_j w[j] (tested). Called after run() with the same problem and
+     * layout, concurrently from several threads: read the state only. The
+     * harness ranks keys by w to score "effective recall" (docs/metrics:
+     * the exact attention mass on the keys w ranks highest, as many as the
+     * reported density allows). */
+    int (*weights)(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w);
 } ab_method;
+
+/* The families of ab_method.family, in legend order. */
+#define AB_FAMILIES "dense static block token hashing lowrank linear"
 
 /* End a method file with AB_REGISTER(symbol_of_your_ab_method). */
 #define AB_REGISTER(sym) const ab_method *const ab_registered_##sym = &(sym);

@@ -145,6 +145,7 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_anchor = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "anchor",
     .summary = "AnchorAttention (official geometry): dense first group + own group (2048 keys each); middle key "
                "stripes within theta of the pooled anchor, shared by the group's 16 sub-blocks",

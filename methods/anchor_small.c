@@ -112,6 +112,7 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_anchor_small = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "anchor_small",
     .summary = "our AnchorAttention variant: one-block first/local regions and per-block stripes (the official "
                "2048-key regions are dense below 4K; this selects at a few thousand tokens)",

@@ -89,6 +89,7 @@ static int ashape_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_ashape = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "ashape",
     .summary = "A-shape: S sink tokens + recent window (StreamingLLM); block_granular=1: MInference's block A-shape",
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",

@@ -117,6 +117,7 @@ static int bigbird_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_bigbird = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "bigbird",
     .summary = "BigBird: window (3) + global (first/last, 2) + r seeded random key blocks per query block",
     .reference = "BigBird (Zaheer et al. 2020, arXiv 2007.14062)",

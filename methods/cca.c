@@ -257,6 +257,8 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
 
 const ab_method ab_cca = {
     .abi = AB_ABI_VERSION,
+    .family = "lowrank",
+    .approx_tol = 1e-5, /* default window 1024 >= N of the test: exact */
     .name = "cca",
     .summary = "CCA-attention, untrained pattern (the paper fine-tunes for it): groups of g keys pooled into importance-weighted core tokens + raw local window (custom run)",
     .reference = "Chen et al. 2024, Core Context Aware attention (CCA-Attention), arXiv 2412.12465",

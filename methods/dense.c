@@ -15,6 +15,7 @@ static int dense_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_dense = {
     .abi = AB_ABI_VERSION,
+    .family = "dense",
     .name = "dense",
     .summary = "exact dense attention (shared FlashAttention-style kernel)",
     .reference = "FlashAttention (Dao et al. 2022, arXiv 2205.14135); FA2 (arXiv 2307.08691)",

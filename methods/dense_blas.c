@@ -171,6 +171,7 @@ static void dense_blas_fini(void *state)
 
 const ab_method ab_dense_blas = {
     .abi = AB_ABI_VERSION,
+    .family = "dense",
     .name = "dense_blas",
     .summary = "textbook dense attention: row-blocked OpenBLAS SGEMM + fp32 softmax",
     .reference = "Vaswani et al. 2017 (arXiv 1706.03762), computed with BLAS SGEMM",

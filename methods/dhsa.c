@@ -252,6 +252,7 @@ static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_dhsa = {
     .abi = AB_ABI_VERSION,
+    .family = "token",
     .name = "dhsa",
     .summary = "DHSA: adaptive chunks at key-similarity drops, length-normalised chunk scores, top-N_b tokens + local window + sinks",
     .reference = "DHSA (Long-Context Modeling with Dynamic Hierarchical Sparse Attention, 2025, arXiv 2510.24606; xiongsiheng/DHSA)",

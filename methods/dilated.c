@@ -96,6 +96,7 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_dilated = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "dilated",
     .summary = "Longformer dilated sliding window: w keys at stride 1 + (h mod max_dilation) per head, + G global tokens",
     .reference = "Longformer (Beltagy et al. 2020, arXiv 2004.05150)",

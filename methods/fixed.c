@@ -116,6 +116,7 @@ static int fixed_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_fixed = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "fixed",
     .summary = "Sparse Transformer fixed: own length-l block + c summary cells of every block (distinct per head)",
     .reference = "Sparse Transformer (Child et al. 2019, arXiv 1904.10509)",

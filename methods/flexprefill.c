@@ -350,6 +350,7 @@ static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_flexprefill = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "flexprefill",
     .summary = "FlexPrefill: per head query-aware blocks or vertical-slash (by sqrt-JSD), cumulative-attention budgets",
     .reference = "Lai et al. 2025, FlexPrefill, arXiv 2502.20766 (bytedance/FlexPrefill)",

@@ -379,6 +379,7 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_hax = {
     .abi = AB_ABI_VERSION,
+    .family = "hashing",
     .name = "hax",
     .summary = "HAX proxy: sign-bit LSH bucket-mates + key selection by last-64-query softmax mass + local window (token)",
     .reference = "HAX (Zhan et al. 2025, arXiv 2507.00449; DeepGraphLearning/HAX)",

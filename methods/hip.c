@@ -343,6 +343,7 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_hip = {
     .abi = AB_ABI_VERSION,
+    .family = "token",
     .name = "hip",
     .summary = "HiP (v1.1 mask estimation): per 32-query block, k/2 branches of 2-key blocks halved each round, scored by the centre block's max logit over every 2nd query; + 16 sinks and a sliding window",
     .reference = "HiP Attention (Lee et al. 2024, arXiv 2406.09827; DeepAuto-AI/hip-attention)",

@@ -52,6 +52,7 @@ static int mib_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_minference_block = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "minference_block",
     .summary = "MInference block-sparse: mean-pooled Q.K^T block scores, top-k key blocks per query block",
     .reference = "Jiang et al. 2024, MInference 1.0, arXiv 2407.02490 (microsoft/MInference)",

@@ -344,6 +344,7 @@ static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_minference_vs = {
     .abi = AB_ABI_VERSION,
+    .family = "token",
     .name = "minference_vs",
     .summary = "MInference vertical-slash: last-64-query estimate, top verticals + top diagonals (mixed layout)",
     .reference = "MInference (Jiang et al. 2024, arXiv 2407.02490; microsoft/MInference)",

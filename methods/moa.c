@@ -296,6 +296,7 @@ static int moa_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_moa = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "moa",
     .summary = "MoA proxy: per-head band spans from the attention-mass profile of a held-out draw, one "
                "common mass level bisected to the budget, + 64 sink tokens (not MoA's gradient profiler, "

@@ -219,6 +219,7 @@ static int oracle_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_oracle_topk_block = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "oracle_topk_block",
     .summary = "upper bound: per query block, the top-k key blocks by exact attention mass",
     .reference = "oracle upper bound (cf. MInference / XAttention block-sparse analyses)",

@@ -227,6 +227,7 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_oracle_topk_token = {
     .abi = AB_ABI_VERSION,
+    .family = "token",
     .name = "oracle_topk_token",
     .summary = "upper bound: per query block of 16 rows, the top-k keys by exact summed attention mass",
     .reference = "oracle upper bound (cf. MInference arXiv 2407.02490, HiP arXiv 2406.09827 top-k analyses)",

@@ -279,6 +279,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_pbs = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "pbs",
     .summary = "PBS-Attn: keys permuted within segments by last-block importance, permuted blocks to cumulative mass tau + own segment + token-0 block",
     .reference = "Wang et al. 2025, PBS-Attn (Permuted Block-Sparse), arXiv 2510.21270 (xinghaow99/pbs-attn)",

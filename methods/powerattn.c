@@ -67,6 +67,7 @@ static int power_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_powerattn = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "powerattn",
     .summary = "PowerAttention: key blocks at distance 0 or a power of two from the query block, + sink and local blocks",
     .reference = "PowerAttention (Chen et al. 2025, arXiv 2503.03588)",

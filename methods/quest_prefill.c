@@ -228,6 +228,7 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_quest_prefill = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "quest_prefill",
     .summary = "Quest, prefill adaptation (ours; Quest is defined for decode): page (16-key) min/max upper bounds vs the block's mean query, top pages + diagonal",
     .reference = "Tang et al. 2024, Quest, arXiv 2406.10774 (mit-han-lab/Quest); prefill variant per query block",

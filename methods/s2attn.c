@@ -91,6 +91,7 @@ static int s2_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_s2attn = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "s2attn",
     .summary = "S2-Attention, untrained pattern (the paper trains with it): head h keeps key blocks = -(h*step+o) mod s (heads shard the context; DKernel) + shared local blocks",
     .reference = "S2-Attention (Lin et al. 2024, arXiv 2407.17678); DKernel",

@@ -76,6 +76,7 @@ static int seer_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_seer_proxy = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "seer_proxy",
     .summary = "SeerAttention training-free proxy: pooled Q . [avg;max;min] pooled K gate, top-k key blocks",
     .reference = "Gao et al. 2024, SeerAttention, arXiv 2410.13276 (microsoft/SeerAttention); training-free proxy",

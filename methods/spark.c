@@ -566,6 +566,7 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_spark = {
     .abi = AB_ABI_VERSION,
+    .family = "token",
     .name = "spark",
     .summary = "training-free proxy (paper pretrains the predictor): per row, statistical top-k (mean + "
                "std*invPhi(1-k/n)) of q[:d/4].k[:d/4] + diagonal; union per 16-row block",

@@ -85,6 +85,7 @@ static int strided_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_strided = {
     .abi = AB_ABI_VERSION,
+    .family = "static",
     .name = "strided",
     .summary = "Sparse Transformer strided: local window l + every key at distance = 0 mod s (per row, mixed layout)",
     .reference = "Sparse Transformer (Child et al. 2019, arXiv 1904.10509)",

@@ -85,6 +85,7 @@ static int window_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_window = {
     .abi = AB_ABI_VERSION,   /* checked at start-up against the harness */
+    .family = "static", /* figure colour: dense static block token hashing lowrank linear */
     .name = "window",        /* unique, [a-z0-9_]+: used in configs and HDF5 */
     .summary = "sliding window + sink blocks (A-shape / StreamingLLM), block granularity",
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",

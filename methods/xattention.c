@@ -252,6 +252,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
 
 const ab_method ab_xattention = {
     .abi = AB_ABI_VERSION,
+    .family = "block",
     .name = "xattention",
     .summary = "XAttention: antidiagonal (stride S) block scores, keep blocks to cumulative mass tau",
     .reference = "Xu et al. 2025, XAttention, arXiv 2503.16428 (mit-han-lab/x-attention)",

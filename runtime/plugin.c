@@ -104,6 +104,16 @@ int ab_instance_run(ab_instance *in, const ab_problem *pb, const ab_layout *l, f
     return ab_kernel_layout(pb, l, out);
 }
 
+int ab_instance_weights(const ab_instance *in, const ab_problem *pb, const ab_layout *l, int head, int row,
+                        double *w)
+{
+    if (!in->m->weights || l->kind != AB_LAYOUT_CUSTOM) return AB_EUNSUPPORTED;
+    if (head < 0 || head >= pb->s.heads || row < 0 || row >= pb->s.seq_len) return AB_EINVAL;
+    /* no error message through the handle: called from many threads at once */
+    const int rc = in->m->weights(in->state, pb, l, head, row, w);
+    return rc <= 0 && rc >= AB_EINTERNAL ? rc : AB_EINTERNAL;
+}
+
 void ab_instance_destroy(ab_instance *in)
 {
     if (!in->state) return;
@@ -126,6 +136,21 @@ void ab_instance_clear_error(ab_instance *in)
 }
 
 /* ---- registry checks --------------------------------------------------- */
+int ab_family_index(const char *family)
+{
+    if (!family || !*family) return -1;
+    const size_t n = strlen(family);
+    const char *p = AB_FAMILIES;
+    for (int i = 0; *p; i++) {
+        const char *e = strchr(p, ' ');
+        const size_t w = e ? (size_t)(e - p) : strlen(p);
+        if (w == n && !strncmp(p, family, n)) return i;
+        if (!e) break;
+        p = e + 1;
+    }
+    return -1;
+}
+
 static int valid_name(const char *s)
 {
     if (!s || !*s || strlen(s) >= 32) return 0;
@@ -155,6 +180,16 @@ int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen
         }
         if (!a->select) {
             snprintf(err, errlen, "method '%s' has no select()", a->name);
+            return -1;
+        }
+        if (ab_family_index(a->family) < 0) {
+            snprintf(err, errlen, "method '%s': family '%s' is not one of: %s", a->name,
+                     a->family ? a->family : "(null)", AB_FAMILIES);
+            return -1;
+        }
+        if (!(a->approx_tol >= 0.0 && a->approx_tol < 1e300)) {
+            snprintf(err, errlen, "method '%s': approx_tol %g must be finite and >= 0", a->name,
+                     a->approx_tol);
             return -1;
         }
         int np = 0;

@@ -27,6 +27,11 @@ void ab_params_format(const ab_param *list, int cap, const ab_params *p, char *b
 int ab_instance_create(ab_instance *in, const ab_method *m, const ab_params *p, const ab_shape *s);
 int ab_instance_select(ab_instance *in, const ab_problem *pb, ab_layout *l);
 int ab_instance_run(ab_instance *in, const ab_problem *pb, const ab_layout *l, float *out);
+/* A CUSTOM method's implied weights of (head, row) into w[seq_len] (ABI 6,
+ * ab_method.weights); AB_EUNSUPPORTED when it has none. Thread-safe when the
+ * method's weights() is (it must be: it reads its state only). */
+int ab_instance_weights(const ab_instance *in, const ab_problem *pb, const ab_layout *l, int head, int row,
+                        double *w);
 void ab_instance_destroy(ab_instance *in);
 /* The last message set with ab_set_error, or a description of the code. */
 const char *ab_instance_error(const ab_instance *in);

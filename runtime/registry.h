@@ -22,6 +22,8 @@ void ab_registry_init(void);
 /* Start-up check of a method table: ABI version, unique valid names, param
  * lists terminated, knob index in range. Returns 0 or -1 with err set. */
 int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen);
+/* Position of a family name in AB_FAMILIES (legend order), -1 when unknown. */
+int ab_family_index(const char *family);
 int ab_task_registry_check(const ab_task *const *t, int n, char *err, size_t errlen);
 const ab_method *ab_method_find(const char *name);
 const ab_task *ab_task_find(const char *name);

@@ -88,6 +88,7 @@ static int empty_select(void *st, const ab_problem *pb, ab_layout *l) { return A
 #define FIXTURE(sym, nm, sel, rn)        \
     static const ab_method sym = {       \
         .abi = AB_ABI_VERSION,           \
+        .family = "static",              \
         .name = nm,                      \
         .summary = "test fixture",       \
         .reference = "test",             \

@@ -168,8 +168,8 @@ static int knob_values(const ab_method *m, double vals[3])
 /* init → layout → select → finalize → validate → run → fini. The layout is
  * left for the caller to read and ab_layout_free (always initialised).
  * Returns AB_OK or the failing code with `stage` naming the step. */
-static int method_run(const ab_method *m, const ab_problem *pb, int block, double knob, ab_layout *l,
-                      float *out, const char **stage, char *err, size_t errlen)
+static int method_run_in(const ab_method *m, const ab_problem *pb, int block, double knob, ab_layout *l,
+                         float *out, const char **stage, char *err, size_t errlen, ab_instance *keep)
 {
     ab_params p;
     method_params(m, knob, &p);
@@ -197,8 +197,17 @@ static int method_run(const ab_method *m, const ab_problem *pb, int block, doubl
         rc = ab_instance_run(&in, pb, l, out);
     }
     if (rc != AB_OK && !err[0]) snprintf(err, errlen, "%s", ab_instance_error(&in));
-    ab_instance_destroy(&in);
+    if (keep && rc == AB_OK)
+        *keep = in; /* the caller destroys it */
+    else
+        ab_instance_destroy(&in);
     return rc;
+}
+
+static int method_run(const ab_method *m, const ab_problem *pb, int block, double knob, ab_layout *l,
+                      float *out, const char **stage, char *err, size_t errlen)
+{
+    return method_run_in(m, pb, block, knob, l, out, stage, err, errlen, NULL);
 }
 
 /* Relative L2 error of head h of out against the fp64 reference restricted
@@ -546,6 +555,133 @@ ParameterizedTest(int *mi, methods, full_coverage_under_masks)
         problem_free(&t);
     }
     cr_log_info("%s: full coverage %s (%d masks)", m->name, baseline ? "checked" : "not reached", checked);
+}
+
+/* ABI 6: a CUSTOM-layout method approximates softmax attention; at its
+ * default params its output stays within the relative L2 error it states
+ * (ab_method.approx_tol) of the exact fp64 attention under the base mask, on
+ * fixed-seed Gaussian problems (N = 512, d = 64, causal and not, 2 heads).
+ * Methods with an exact layout state no bound (0). */
+ParameterizedTestParameters(methods, approximation_bounded) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, approximation_bounded)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: not a CPU prefill method", m->name);
+    const int heads = 2, n = 512, d = 64;
+    double worst = 0;
+    int custom = 0;
+    for (int causal = 0; causal <= 1; causal++) {
+        tproblem t;
+        problem_make(&t, heads, n, d, causal, 4242u + (uint64_t)causal);
+        float *out = malloc((size_t)heads * n * d * sizeof *out);
+        cr_assert(out);
+        ab_layout l;
+        const char *stage;
+        char err[256];
+        const int rc = method_run(m, &t.pb, 64, NAN, &l, out, &stage, err, sizeof err);
+        if (rc == AB_OK && l.kind == AB_LAYOUT_CUSTOM) {
+            custom = 1;
+            cr_expect(m->approx_tol > 0, "%s: a CUSTOM layout must state approx_tol (ABI 6)", m->name);
+            for (int h = 0; h < heads; h++) {
+                const double e = head_rel_err(&t.pb, NULL, out, h);
+                worst = e > worst || isnan(e) ? e : worst;
+                cr_expect(e <= m->approx_tol,
+                          "%s causal=%d head %d: rel L2 error %.4g against exact attention > stated bound %g",
+                          m->name, causal, h, e, m->approx_tol);
+            }
+        } else if (rc == AB_OK) {
+            cr_expect(m->approx_tol == 0, "%s: exact %s layout but approx_tol %g (CUSTOM only)", m->name,
+                      ab_layout_kind_name(l.kind), m->approx_tol);
+        } else {
+            cr_expect_eq(rc, AB_EUNSUPPORTED, "%s causal=%d: %s returned %d %s", m->name, causal, stage, rc,
+                         err);
+        }
+        ab_layout_free(&l);
+        free(out);
+        problem_free(&t);
+    }
+    if (custom) cr_log_info("%s: worst rel L2 error %.4g (stated bound %g)", m->name, worst, m->approx_tol);
+}
+
+/* ABI 6: the implied weights of a CUSTOM method (ab_method.weights) are
+ * non-negative, zero on keys the base mask hides, and reproduce run()'s
+ * output: out[i] = sum_j w[j] v[j] / sum_j w[j] for every row of every head
+ * (fp32 rounding), under causal, full and a document mask. */
+ParameterizedTestParameters(methods, implied_weights) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, implied_weights)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!m->weights) cr_skip_test("%s: no weights()", m->name);
+    static const char *const masks[] = { "causal", "full", "document:3" };
+    const int heads = 2, n = 257, d = 32;
+    int checked = 0;
+    for (int mk = 0; mk < 3; mk++) {
+        tproblem t;
+        problem_make_mask(&t, heads, n, d, masks[mk], 99u + (uint64_t)mk);
+        float *out = malloc((size_t)heads * n * d * sizeof *out);
+        double *w = malloc((size_t)n * sizeof *w), *o = malloc((size_t)d * sizeof *o);
+        cr_assert(out && w && o);
+        ab_layout l;
+        ab_instance in;
+        const char *stage;
+        char err[256];
+        const int rc = method_run_in(m, &t.pb, 64, NAN, &l, out, &stage, err, sizeof err, &in);
+        if (rc == AB_OK && l.kind == AB_LAYOUT_CUSTOM) {
+            for (int h = 0; h < heads; h++) {
+                double num = 0, den = 0;
+                int bad = 0;
+                for (int i = 0; i < n && !bad; i++) {
+                    const int wr = ab_instance_weights(&in, &t.pb, &l, h, i, w);
+                    cr_assert_eq(wr, AB_OK, "%s mask=%s: weights(%d, %d) returned %d", m->name, masks[mk], h,
+                                 i, wr);
+                    double sw = 0;
+                    for (int c = 0; c < d; c++) o[c] = 0;
+                    for (int j = 0; j < n; j++) {
+                        if (!(w[j] >= 0 && isfinite(w[j]))) {
+                            cr_expect(0, "%s mask=%s: w[%d][%d] = %g", m->name, masks[mk], i, j, w[j]);
+                            bad = 1;
+                            break;
+                        }
+                        if (w[j] > 0 && !ab_mask_allows(&t.mask, i, j)) {
+                            cr_expect(0, "%s mask=%s: row %d weighs key %d, which the mask hides", m->name,
+                                      masks[mk], i, j);
+                            bad = 1;
+                            break;
+                        }
+                        sw += w[j];
+                        const float *vj = t.pb.v + ((size_t)h * n + j) * d;
+                        for (int c = 0; c < d; c++) o[c] += w[j] * vj[c];
+                    }
+                    if (bad) break;
+                    cr_expect(sw > 0, "%s mask=%s: row %d has no weight", m->name, masks[mk], i);
+                    const float *oi = out + ((size_t)h * n + i) * d;
+                    for (int c = 0; c < d; c++) {
+                        const double e = oi[c] - o[c] / sw;
+                        num += e * e;
+                        den += (o[c] / sw) * (o[c] / sw);
+                    }
+                }
+                const double e = den > 0 ? sqrt(num / den) : sqrt(num);
+                cr_expect(e <= 1e-4, "%s mask=%s head %d: run() and its weights disagree by %.3g (rel L2)",
+                          m->name, masks[mk], h, e);
+            }
+            checked++;
+        } else if (rc != AB_EUNSUPPORTED) {
+            cr_expect_eq(rc, AB_OK, "%s mask=%s: %s returned %d %s", m->name, masks[mk], stage, rc, err);
+            cr_expect(rc != AB_OK, "%s has weights() but its layout is %s, not custom", m->name,
+                      ab_layout_kind_name(l.kind));
+        }
+        if (rc == AB_OK) ab_instance_destroy(&in);
+        ab_layout_free(&l);
+        free(out);
+        free(w);
+        free(o);
+        problem_free(&t);
+    }
+    cr_expect(checked > 0, "%s: weights() never checked", m->name);
 }
 
 /* Two complete runs give bit-identical layouts and outputs. */

@@ -14,6 +14,7 @@ static int sel_none(void *st, const ab_problem *pb, ab_layout *l) { return ab_la
 static ab_method make(const char *name)
 {
     ab_method m = { .abi = AB_ABI_VERSION,
+                    .family = "static",
                     .name = name,
                     .summary = "t",
                     .devices = AB_CPU,
@@ -50,6 +51,22 @@ Test(registry, abi_mismatch_is_refused)
     a.abi = AB_ABI_VERSION + 1;
     const ab_method *l[] = { &a };
     expect_refused(l, 1, "ABI");
+}
+
+Test(registry, family_must_be_known)
+{
+    ab_method a = make("alpha"), b = make("beta"), c = make("gamma");
+    a.family = NULL;
+    b.family = "sparse"; /* not a family */
+    c.approx_tol = -0.5;
+    const ab_method *la[] = { &a }, *lb[] = { &b }, *lc[] = { &c };
+    expect_refused(la, 1, "family");
+    expect_refused(lb, 1, "family 'sparse'");
+    expect_refused(lc, 1, "approx_tol");
+    cr_expect_eq(ab_family_index("dense"), 0);
+    cr_expect_eq(ab_family_index("linear"), 6);
+    cr_expect_eq(ab_family_index("line"), -1);
+    cr_expect_eq(ab_family_index("static block"), -1);
 }
 
 static int gen_ok(const ab_task_input *in, float *q, float *k, float *v, ab_answer *a) { return AB_OK; }

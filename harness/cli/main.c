@@ -60,8 +60,8 @@ int ab_cmd_list(int argc, char **argv)
         for (int i = 0; i < ab_method_count; i++) {
             const ab_method *m = ab_method_at(i);
             const char *knob = m->density_knob.param >= 0 ? m->params[m->density_knob.param].name : "-";
-            printf("  %-20s %s\n  %-20s   knob: %s; devices: %s%s; ref: %s\n", m->name,
-                   m->summary ? m->summary : "", "", knob, m->devices & AB_CPU ? "cpu" : "",
+            printf("  %-20s %s\n  %-20s   family: %s; knob: %s; devices: %s%s; ref: %s\n", m->name,
+                   m->summary ? m->summary : "", "", m->family, knob, m->devices & AB_CPU ? "cpu" : "",
                    m->devices & AB_GPU ? " gpu" : "", m->reference ? m->reference : "-");
             if (verbose) {
                 if (m->block_q > 0)

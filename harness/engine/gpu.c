@@ -249,7 +249,7 @@ static void record_point(const ab_gpu_point_in *x, ab_point *p, const gpu_sample
         4.0 * s->heads * (double)s->seq_len * s->seq_len * s->head_dim * ab_mask_fraction(&fm);
     p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     snprintf(p->kernel, sizeof p->kernel, "%s", ab_gpu_kernel_name(x->m, l->kind));
-    const int nonfinite = ab_score_point(x->ref, x->pb, l, out, x->ans, p);
+    const int nonfinite = ab_score_point(x->ref, x->pb, l, NULL, out, x->ans, p);
     if (nonfinite)
         ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
     else if (ab_gpu_path_of(x->m) == AB_GPU_SEL_DEVICE)

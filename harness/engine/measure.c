@@ -530,7 +530,7 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     }
     {
         snprintf(p->kernel, sizeof p->kernel, "%s", m->run ? "method" : ab_kernel_name(&l));
-        const int nonfinite = ab_score_point(&a->ref, &pb, &l, out, &a->ans, p);
+        const int nonfinite = ab_score_point(&a->ref, &pb, &l, &in, out, &a->ans, p);
         char terr[200] = "";
         if (nonfinite) {
             ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");

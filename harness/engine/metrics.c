@@ -181,16 +181,108 @@ static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask 
     return acc;
 }
 
+/* The k-th largest of a[0, n) (1 <= k <= n), by quickselect; a is permuted. */
+static double kth_largest(double *a, int n, int k)
+{
+    int lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        const double p = a[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > p) i++;
+            while (a[j] < p) j--;
+            if (i <= j) {
+                const double t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return a[want];
+    }
+    return a[want];
+}
+
+/* Effective recall of a CUSTOM method (ABI 6) on row i of head h: rank the
+ * allowed keys by the method's implied weights w, keep the top k =
+ * max(1, round(density x allowed keys)) (ties in key order), and return the
+ * exact attention mass on them (*mass) and the share of the dense top-k keys
+ * among them (*topk). -1 when the method gives no weights. */
+static int effective_recall(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
+                            const ab_instance *in, const ab_mask *mask, int h, int ri, double *mass,
+                            double *topk)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim, i = r->rows[ri];
+    double *w = malloc((size_t)N * 2 * sizeof *w);
+    unsigned char *keep = calloc((size_t)N, 1);
+    if (!w || !keep || ab_instance_weights(in, pb, l, h, i, w) != AB_OK) {
+        free(w);
+        free(keep);
+        return -1;
+    }
+    double *tmp = w + N;
+    int lo, hi, na = 0;
+    ab_mask_span(mask, i, &lo, &hi);
+    for (int j = lo; j < hi; j++)
+        if (ab_mask_allows(mask, i, j)) tmp[na++] = isfinite(w[j]) && w[j] > 0 ? w[j] : 0;
+    double m_ = 0, z = r->rsum[(size_t)h * r->n_rows + ri], acc = 0;
+    if (na > 0) {
+        long k = lround(l->custom_density * na);
+        k = k < 1 ? 1 : (k > na ? na : k);
+        const double t = kth_largest(tmp, na, (int)k);
+        long above = 0;
+        for (int j = lo; j < hi; j++)
+            if (ab_mask_allows(mask, i, j) && w[j] > t) above++;
+        long ties = k - above; /* keys at the threshold, taken in key order */
+        const float *q = pb->q + ((size_t)h * N + i) * d;
+        m_ = r->rmax[(size_t)h * r->n_rows + ri];
+        for (int j = lo; j < hi; j++) {
+            if (!ab_mask_allows(mask, i, j)) continue;
+            const double wj = isfinite(w[j]) && w[j] > 0 ? w[j] : 0;
+            if (!(wj > t || (wj == t && ties > 0))) continue;
+            if (!(wj > t)) ties--;
+            keep[j] = 1;
+            const float *kj = pb->k + ((size_t)h * N + j) * d;
+            double s_ = 0;
+            for (int c = 0; c < d; c++) s_ += (double)q[c] * (double)kj[c];
+            acc += exp(s_ * pb->s.scale - m_);
+        }
+    }
+    *mass = z > 0 ? acc / z : 0;
+    const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
+    int hit = 0, cnt = 0;
+    for (int c = 0; c < r->topk; c++) {
+        if (tk[c] < 0) continue;
+        cnt++;
+        hit += keep[tk[c]];
+    }
+    *topk = cnt ? (double)hit / cnt : 1.0;
+    free(w);
+    free(keep);
+    return 0;
+}
+
 int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out, ab_scores *s)
+{
+    return ab_score_in(r, pb, l, NULL, out, s);
+}
+
+int ab_score_in(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const ab_instance *in,
+                const float *out, ab_scores *s)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim;
     memset(s, 0, sizeof *s);
     int dense = l->kind == AB_LAYOUT_DENSE, custom = l->kind == AB_LAYOUT_CUSTOM;
     double sum_mass = 0, sum_topk = 0, sum_l2 = 0, max_abs = 0;
-    int nonfinite = 0;
+    int nonfinite = 0, no_weights = 0;
+    const int effective = custom && in && in->m->weights;
     const int total = r->heads * r->n_rows;
     const ab_mask mask = ab_shape_mask(&pb->s);
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2) reduction(max : max_abs) reduction(| : nonfinite)
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2) reduction(max : max_abs) reduction(| : nonfinite, no_weights)
     for (int t = 0; t < total; t++) {
         int h = t / r->n_rows, ri = t % r->n_rows, i = r->rows[ri];
         const double *o = r->out + ((size_t)h * r->n_rows + ri) * d;
@@ -204,7 +296,15 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const
             if (fabs(e) > max_abs) max_abs = fabs(e);
         }
         sum_l2 += den > 0 ? sqrt(num / den) : sqrt(num);
-        if (custom) continue;
+        if (custom) {
+            double em = 0, et = 0;
+            if (effective && effective_recall(r, pb, l, in, &mask, h, ri, &em, &et) == 0) {
+                sum_mass += em;
+                sum_topk += et;
+            } else
+                no_weights = 1;
+            continue;
+        }
         double z = r->rsum[(size_t)h * r->n_rows + ri];
         if (dense)
             sum_mass += 1.0;
@@ -223,8 +323,9 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const
     s->rel_l2 = total ? sum_l2 / total : NAN;
     s->max_abs = max_abs;
     s->nonfinite = nonfinite;
-    s->recall_mass = custom || !total ? NAN : sum_mass / total;
-    s->recall_topk = custom || !total ? NAN : sum_topk / total;
+    s->recall_mass = (custom && no_weights) || !total ? NAN : sum_mass / total;
+    s->recall_topk = (custom && no_weights) || !total ? NAN : sum_topk / total;
+    s->effective = custom && !no_weights && total;
     return AB_OK;
 }
 
@@ -254,8 +355,8 @@ void ab_accuracy(const ab_answer *ans, const float *out, int seq_len, double *ac
     *trials = all;
 }
 
-int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out,
-                   const ab_answer *ans, ab_point *p)
+int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const ab_instance *in,
+                   const float *out, const ab_answer *ans, ab_point *p)
 {
     p->achieved_density = ab_layout_density(l);
     p->select_flops = l->select_flops;
@@ -266,7 +367,7 @@ int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
     p->block_q = blocky ? l->block_q : 0;
     p->block_k = blocky ? l->block_k : 0;
     ab_scores sc;
-    ab_score(r, pb, l, out, &sc);
+    ab_score_in(r, pb, l, in, out, &sc);
     p->recall_mass = sc.recall_mass;
     p->recall_topk = sc.recall_topk;
     p->rel_l2_err = sc.rel_l2;

@@ -31,15 +31,26 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
                     ab_alloc_fn alloc, void *alloc_ctx);
 
 typedef struct ab_scores {
-    double recall_mass; /* NaN for CUSTOM layouts */
-    double recall_topk; /* NaN for CUSTOM layouts */
-    double rel_l2;      /* mean over scored rows of |o - ô| / |o| */
+    /* CUSTOM layouts: the effective recall (ab_score_in) when the method
+     * gives its implied weights, else NaN */
+    double recall_mass;
+    double recall_topk;
+    double rel_l2; /* mean over scored rows of |o - ô| / |o| */
     double max_abs;
     int rows;      /* (head, row) pairs scored */
     int nonfinite; /* 1 if the method's output has NaN/Inf on a scored row */
+    int effective; /* 1: the recalls are effective recalls (CUSTOM, weights()) */
 } ab_scores;
 
 int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out, ab_scores *s);
+/* The same, given the method instance that ran (NULL: none): a CUSTOM
+ * layout is then scored by effective recall when the method has weights()
+ * (ABI 6): per scored row, the exact attention mass on the allowed keys its
+ * implied weights rank highest, max(1, round(density x allowed)) of them,
+ * and the share of the dense top-k keys among them (docs/tasks.md). */
+struct ab_instance;
+int ab_score_in(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const struct ab_instance *in,
+                const float *out, ab_scores *s);
 
 /* Wilson score interval (95%) for k successes out of n (Wilson 1927,
  * JASA 22:209); k and n are counts, as doubles so pooled counts fit; NaN
@@ -55,6 +66,6 @@ void ab_accuracy(const ab_answer *ans, const float *out, int seq_len, double *ac
  * scores against r, and the accuracy on ans (when it has answers) into p.
  * Returns 1 when out has NaN or Inf on the scored rows, else 0. */
 struct ab_point;
-int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out,
-                   const ab_answer *ans, struct ab_point *p);
+int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const struct ab_instance *in,
+                   const float *out, const ab_answer *ans, struct ab_point *p);
 #endif
