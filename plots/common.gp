@@ -7,9 +7,11 @@
 # (datafile: one base mask's copy of the figure data, default DATADIR/NAME.tsv)
 # term: png (pngcairo when built in, else png), svg or pdf; the output is outfile.'.'.term.
 #
-# Colours: a method's colour, point type and dash are fixed by its position in
-# methods.txt (the 9th column or so of every figure file: method_idx), so each
-# method looks the same in every figure.
+# Colours: a method's colour is its family's (methods.txt column 3: dense,
+# static, block, token, hashing, lowrank, linear), its point type and dash its
+# place inside the family (column 4); the figure files give each curve its
+# line in methods.txt (method_idx), so each method looks the same in every
+# figure. A methods.txt of one column (an older export) colours by line.
 
 if (!exists("datadir"))  datadir = '.'
 if (!exists("term"))     term = 'png'
@@ -55,12 +57,32 @@ set_term = "if (term eq 'svg') { " . \
     "set output outfile . '.' . term"
 eval set_term
 
-# ---- palette: Okabe-Ito (colour-blind safe) then extras; index 1 is "dense" when present ----
-palette = "#000000 #0072B2 #D55E00 #009E73 #CC79A7 #E69F00 #56B4E9 #8C564B #7F7F7F #B8860B #1B3B6F #A6192E"
+# ---- palette: Okabe-Ito (colour-blind safe), one colour per family, grey for unknown ----
+palette = "#000000 #0072B2 #D55E00 #009E73 #CC79A7 #E69F00 #56B4E9 #7F7F7F #8C564B #B8860B #1B3B6F #A6192E"
+families = "dense static block token hashing lowrank linear other"
 points = "7 5 9 11 13 15 4 6 8 10 12 14"
-mcolor(i) = word(palette, (int(i) - 1) % words(palette) + 1)
-mpoint(i) = word(points, (int(i) - 1) % words(points) + 1) + 0
-mdash(i)  = 1 + ((int(i) - 1) / words(palette)) % 5
+# per line of methods.txt: colour (family) and marker (place in family) indices
+mcol_s = ''
+mpt_s = ''
+mfams = ''
+if (nmethods > 0) { \
+  mcol_s = system(sprintf("awk -F'\t' '{printf \" %%d\", (NF >= 3 ? $3 : NR)}' '%s/methods.txt'", datadir)); \
+  mpt_s = system(sprintf("awk -F'\t' '{printf \" %%d\", (NF >= 4 ? $4 : NR)}' '%s/methods.txt'", datadir)); \
+  mfams = system(sprintf("awk -F'\t' 'NF >= 3 && !s[$3]++ {printf \" %%d\", $3}' '%s/methods.txt'", datadir)) }
+mcol(i) = (int(i) >= 1 && int(i) <= words(mcol_s)) ? word(mcol_s, int(i)) + 0 : int(i)
+mpt(i)  = (int(i) >= 1 && int(i) <= words(mpt_s)) ? word(mpt_s, int(i)) + 0 : int(i)
+mcolor(i) = word(palette, (mcol(i) - 1) % words(palette) + 1)
+mpoint(i) = word(points, (mpt(i) - 1) % words(points) + 1) + 0
+mdash(i)  = 1 + ((mpt(i) - 1) / words(points)) % 5
+# the family legend: "families:" then one coloured name per family present,
+# at the top left of the canvas (labels 80-88); every figure gets it
+famx_ = 0
+if (words(mfams) > 0) { set label 80 'families:' at screen 0.004, screen 0.985 left front textcolor rgb '#555555' font fnfont; famx_ = 7 }
+do for [f_ = 1:words(mfams)] { \
+  fi_ = word(mfams, f_) + 0; fw_ = word(families, fi_ <= words(families) ? fi_ : words(families)); \
+  set label 80 + f_ fw_ at screen 0.004, screen 0.985 offset character famx_, 0 left front \
+      textcolor rgb word(palette, fi_) font fnfont; \
+  famx_ = famx_ + 0.7 * (strlen(fw_) + 1.5) }
 
 # ---- axes, grid, key ----
 set border 3 lw 1 lc rgb '#444444'

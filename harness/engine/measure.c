@@ -696,6 +696,7 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
     memset(p, 0, sizeof *p);
     snprintf(p->key, sizeof p->key, "%s", j->key);
     snprintf(p->method, sizeof p->method, "%s", j->m->name);
+    snprintf(p->family, sizeof p->family, "%s", j->m->family ? j->m->family : "");
     ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, p->params, sizeof p->params);
     snprintf(p->device, sizeof p->device, "%s", j->device == AB_GPU ? "gpu" : "cpu");
     snprintf(p->dtype, sizeof p->dtype, "fp32");

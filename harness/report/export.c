@@ -64,6 +64,7 @@ typedef struct series {
     char device[8];
     int method_idx;       /* 1-based position in methods.txt */
     int block_q, block_k; /* of the series' first ok point with blocks (0: none) */
+    int custom;           /* its points have a custom layout (effective recall) */
 } series;
 
 /* An ok point with what the figures group it by (series: index into
@@ -75,8 +76,9 @@ typedef struct xctx {
     const ab_point *pts;
     size_t n;
     const ab_env *env;
-    char (*methods)[32]; /* methods.txt order */
+    char (*methods)[32]; /* methods.txt order: by family (AB_FAMILIES order), then name */
     size_t n_methods;
+    int *mfam; /* per method: index in AB_FAMILIES, or N_FAMILIES when unknown */
     series *ser;
     size_t n_ser;
     xrow *ok; /* status ok rows (of one mask while a figure is written) */
@@ -161,9 +163,62 @@ static int mask_index(const xctx *c, const ab_point *p)
     return -1;
 }
 
-static int method_cmp(const void *a, const void *b)
+#define N_FAMILIES 7 /* the words of AB_FAMILIES, in its (legend) order */
+static const char *const fam_names[N_FAMILIES] = { "dense", "static", "block", "token", "hashing", "lowrank", "linear" };
+
+static int fam_index(const char *f)
 {
-    return ab_method_order((const char *)a, (const char *)b);
+    for (int i = 0; i < N_FAMILIES; i++)
+        if (strcmp(f, fam_names[i]) == 0) return i;
+    return N_FAMILIES;
+}
+
+/* methods.txt order: family (AB_FAMILIES order, unknown last), then
+ * ab_method_order (dense first, then by name) inside a family */
+typedef struct mfam_key {
+    char name[32];
+    int fam;
+} mfam_key;
+
+static int mfam_cmp(const void *a, const void *b)
+{
+    const mfam_key *x = a, *y = b;
+    if (x->fam != y->fam) return x->fam < y->fam ? -1 : 1;
+    return ab_method_order(x->name, y->name);
+}
+
+static void sort_methods(xctx *c)
+{
+    mfam_key *k = malloc((c->n_methods ? c->n_methods : 1) * sizeof *k);
+    if (!k) { /* by name only */
+        qsort(c->methods, c->n_methods, sizeof *c->methods, (int (*)(const void *, const void *))strcmp);
+        for (size_t i = 0; i < c->n_methods; i++) c->mfam[i] = N_FAMILIES;
+        return;
+    }
+    for (size_t i = 0; i < c->n_methods; i++) {
+        memcpy(k[i].name, c->methods[i], 32);
+        k[i].fam = c->mfam[i];
+    }
+    qsort(k, c->n_methods, sizeof *k, mfam_cmp);
+    for (size_t i = 0; i < c->n_methods; i++) {
+        memcpy(c->methods[i], k[i].name, 32);
+        c->mfam[i] = k[i].fam;
+    }
+    free(k);
+}
+
+/* methods.txt: one line per method, in colour order: name, family ("-"
+ * unknown), colour (1-based family position; N_FAMILIES + 1 unknown),
+ * marker (1-based position inside its family). plots/common.gp reads them. */
+static void write_methods(FILE *f, const xctx *c)
+{
+    int rank = 0;
+    for (size_t m = 0; m < c->n_methods; m++) {
+        rank = (m > 0 && c->mfam[m] == c->mfam[m - 1]) ? rank + 1 : 1;
+        put_str(f, c->methods[m], sizeof c->methods[m], 1);
+        fprintf(f, "\t%s\t%d\t%d\n", c->mfam[m] < N_FAMILIES ? fam_names[c->mfam[m]] : "-", c->mfam[m] + 1,
+                rank);
+    }
 }
 
 static int mkdir_p(const char *dir, char *err, size_t errlen)
@@ -268,12 +323,13 @@ static int build_ctx(xctx *c)
 {
     /* distinct methods and devices */
     c->methods = malloc((c->n + 1) * sizeof *c->methods);
+    c->mfam = malloc((c->n + 1) * sizeof *c->mfam);
     c->ser = malloc((c->n + 1) * sizeof *c->ser);
     c->ok = malloc((c->n + 1) * sizeof *c->ok);
     c->ok_all = malloc((c->n + 1) * sizeof *c->ok_all);
     c->masks = malloc((c->n + 1) * sizeof *c->masks);
     c->slugs = malloc((c->n + 1) * sizeof *c->slugs);
-    if (!c->methods || !c->ser || !c->ok || !c->ok_all || !c->masks || !c->slugs) return -1;
+    if (!c->methods || !c->mfam || !c->ser || !c->ok || !c->ok_all || !c->masks || !c->slugs) return -1;
     /* distinct base masks, in figure order, and their file-name forms */
     for (size_t i = 0; i < c->n; i++) {
         const char *m = ab_point_mask(&c->pts[i]);
@@ -303,7 +359,13 @@ static int build_ctx(xctx *c)
         if (k == c->n_methods) {
             memcpy(c->methods[k], p->method, 32);
             c->methods[k][31] = '\0';
+            c->mfam[k] = N_FAMILIES;
             c->n_methods++;
+        }
+        if (c->mfam[k] == N_FAMILIES && p->family[0]) {
+            char fam[sizeof p->family + 1];
+            snprintf(fam, sizeof fam, "%.*s", (int)sizeof p->family, p->family);
+            c->mfam[k] = fam_index(fam);
         }
         if (i == 0)
             memcpy(first_dev, p->device, sizeof first_dev);
@@ -314,7 +376,7 @@ static int build_ctx(xctx *c)
     first_dev[sizeof first_dev - 1] = '\0';
     if (!c->primary_dev[0]) memcpy(c->primary_dev, first_dev, sizeof c->primary_dev);
     c->multi_dev = multi_dev;
-    qsort(c->methods, c->n_methods, sizeof *c->methods, method_cmp);
+    sort_methods(c);
 
     /* series: over ok rows, in method order then device name */
     for (size_t i = 0; i < c->n; i++) {
@@ -337,6 +399,7 @@ static int build_ctx(xctx *c)
             for (size_t m = 0; m < c->n_methods; m++)
                 if (strcmp(c->methods[m], s->method) == 0) s->method_idx = (int)m + 1;
         }
+        if (strncmp(p->layout, "custom", sizeof p->layout) == 0) c->ser[k].custom = 1;
     }
     block_labels(c);
     /* sort series; remember the permutation through the names */
@@ -413,7 +476,7 @@ static const char *const POINT_COLS =
     "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage\t"
     "rounds\tcalls\ttotal_lo_ms\ttotal_hi_ms\tdense_pair_ms\trel_dense\trel_lo\trel_hi\t"
     "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\t"
-    "shared_pct\tblock_q\tblock_k\tselect_flops\tselect_bytes";
+    "shared_pct\tblock_q\tblock_k\tselect_flops\tselect_bytes\tfamily";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -477,6 +540,8 @@ static void write_points(FILE *f, const xctx *c)
         put_num(f, p->select_flops);
         fputs(sep, f);
         put_num(f, p->select_bytes);
+        fputc('\t', f);
+        put_str(f, p->family, sizeof p->family, 1);
         fputc('\n', f);
     }
 }
@@ -735,6 +800,12 @@ static void write_recall(FILE *f, const xctx *c, double *tmp, agg *g)
           "# columns: 1 achieved_density  2 recall_mass  3 recall_topk  4 seq_len\n"
           "#          5 n_points  6 method  7 method_idx (line in methods.txt)\n",
           f);
+    int any_custom = 0;
+    for (size_t i = 0; i < c->n_ok; i++) any_custom |= c->ser[c->ok[i].series].custom;
+    if (any_custom)
+        fputs("# note: * custom layout (low-rank, pooled, linear): effective recall, the exact attention mass on "
+              "the keys its implied weights rank highest, as many as its density allows (docs/tasks.md)\n",
+              f);
     int nblocks = 0;
     size_t i = 0;
     while (i < c->n_ok) {
@@ -751,7 +822,12 @@ static void write_recall(FILE *f, const xctx *c, double *tmp, agg *g)
             if (!isnan(x->density) && !isnan(x->y1)) ng++;
             a = b;
         }
-        write_aggs(f, &nblocks, &c->ser[c->ok[i].series], g, ng, 'r');
+        series sr = c->ser[c->ok[i].series];
+        if (sr.custom) { /* marked: its recall is an effective recall */
+            const size_t l = strnlen(sr.name, sizeof sr.name);
+            if (l + 2 < sizeof sr.name) memcpy(sr.name + l, "*", 2);
+        }
+        write_aggs(f, &nblocks, &sr, g, ng, 'r');
         i = end;
     }
 }
@@ -1932,12 +2008,7 @@ int ab_export(const ab_export_opts *o, char *err, size_t errlen)
         switch (k) {
         case 0: write_dense_mask(f, &c, x.tmp, x.dv); break;
         case 1: write_summary(f, &c, x.tmp, x.tmp2, x.scratch, x.scratch2); break;
-        case 2:
-            for (size_t m = 0; m < c.n_methods; m++) {
-                put_str(f, c.methods[m], sizeof c.methods[m], 1);
-                fputc('\n', f);
-            }
-            break;
+        case 2: write_methods(f, &c); break;
         case 3: write_masks(f, &c); break;
         default: write_meta(f, &c); break;
         }
@@ -1946,6 +2017,7 @@ int ab_export(const ab_export_opts *o, char *err, size_t errlen)
     rc = 0;
 done:
     free(c.methods);
+    free(c.mfam);
     free(c.ser);
     free(c.ok);
     free(c.ok_all);

@@ -48,6 +48,7 @@ static int row_diff(const ab_point *a, const ab_point *b, char *why, size_t wl)
     S(task)
     S(kernel)
     S(layout)
+    S(family)
     I(block_q) I(block_k) I(seq_len) I(heads) I(head_dim) I(causal) S(mask) D(mask_density) I(threads) I(seed)
         D(depth) D(target_density) D(knob_value) D(achieved_density) D(select_flops) D(select_bytes) D(
             select_ms) D(run_ms) D(total_ms) D(min_ms) D(p10_ms) D(p90_ms) D(cv) I(n_samples) D(dense_gflops)

@@ -24,6 +24,7 @@ typedef struct ab_point {
     char task[32];
     char kernel[16];          /* kernel that executed the layout */
     char layout[8];           /* dense | block | token | mixed | custom */
+    char family[8];           /* the method's family (ABI 6, AB_FAMILIES); "": a file written before it */
     int32_t block_q, block_k; /* the layout's blocks (token: rows per key list); 0: dense,
                                * custom, unscored, or a file written before them */
     int32_t seq_len, heads, head_dim, causal, threads; /* causal: the mask's def->causal */

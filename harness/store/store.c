@@ -102,6 +102,7 @@ static const field_desc point_fields[] = {
     FLD(task, F_STR),
     FLD(kernel, F_STR),
     FLD(layout, F_STR),
+    FLD(family, F_STR),
     FLD(block_q, F_I32),
     FLD(block_k, F_I32),
     FLD(seq_len, F_I32),
