@@ -144,7 +144,9 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
     const int kc = d > BS_KC ? d : BS_KC;
     float *x = malloc((size_t)P * d * sizeof *x);                  /* (P, d) unit points: Q then K */
     float *cen = malloc((size_t)C * d * sizeof *cen);              /* (C, d) centroids */
-    float *dot = malloc((size_t)P * C * sizeof *dot);              /* (P, C) point . centroid */
+    float *dot = malloc((size_t)C * P * sizeof *dot);              /* (C, P) centroid . point */
+    float *best = malloc((size_t)P * sizeof *best);                /* (P) best dot so far */
+    int32_t *asg = malloc((size_t)P * sizeof *asg);                /* (P) nearest centroid */
     float *bt = malloc((size_t)kc * BS_PANEL * sizeof *bt);        /* GEMM scratch */
     double *sum = malloc((size_t)C * d * sizeof *sum);             /* (C, d) cluster sums */
     int32_t *cnt = malloc((size_t)C * sizeof *cnt);                /* (C) cluster sizes */
@@ -156,7 +158,7 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
     int32_t *mcl = malloc((size_t)C * w * sizeof *mcl);
     int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
     int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
-    int rc = (x && cen && dot && bt && sum && cnt && perm && cand && qsel && ksel && mptr && mcl && blk && tok)
+    int rc = (x && cen && dot && best && asg && bt && sum && cnt && perm && cand && qsel && ksel && mptr && mcl && blk && tok)
                  ? AB_OK
                  : AB_ENOMEM;
     if (rc == AB_OK) {
@@ -177,18 +179,25 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
         }
         /* Lloyd steps of spherical k-means */
         for (int it = 0; it < st->iters; it++) {
-            bs_gemm_nt(x, d, P, cen, d, C, d, 1.0f, dot, C, bt);
+            /* (C, P): the points fill the GEMM's 64-wide panels */
+            bs_gemm_nt(cen, d, C, x, d, P, d, 1.0f, dot, P, bt);
+            memcpy(best, dot, (size_t)P * sizeof *best);
+            memset(asg, 0, (size_t)P * sizeof *asg);
+            for (int c = 1; c < C; c++) { /* ties to the lower centroid */
+                const float *dr = dot + (size_t)c * P;
+                for (int p = 0; p < P; p++)
+                    if (dr[p] > best[p]) {
+                        best[p] = dr[p];
+                        asg[p] = c;
+                    }
+            }
             memset(sum, 0, (size_t)C * d * sizeof *sum);
             memset(cnt, 0, (size_t)C * sizeof *cnt);
             for (int p = 0; p < P; p++) {
-                const float *dr = dot + (size_t)p * C;
-                int best = 0;
-                for (int c = 1; c < C; c++)
-                    if (dr[c] > dr[best]) best = c;
-                double *sr = sum + (size_t)best * d;
+                double *sr = sum + (size_t)asg[p] * d;
                 const float *xr = x + (size_t)p * d;
                 for (int c = 0; c < d; c++) sr[c] += xr[c];
-                cnt[best]++;
+                cnt[asg[p]]++;
             }
             for (int c = 0; c < C; c++) {
                 if (cnt[c] == 0) continue; /* empty: keep the centroid */
@@ -201,11 +210,11 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
             }
         }
         /* balanced routing: each centroid's w nearest queries and keys */
-        bs_gemm_nt(x, d, P, cen, d, C, d, 1.0f, dot, C, bt);
+        bs_gemm_nt(cen, d, C, x, d, P, d, 1.0f, dot, P, bt);
         for (int c = 0; c < C; c++)
             for (int side = 0; side < 2; side++) {
-                const float *col = dot + (size_t)side * N * C + c;
-                for (int i = 0; i < N; i++) cand[i] = (bs_cand){ col[(size_t)i * C], i };
+                const float *row = dot + (size_t)c * P + (size_t)side * N;
+                for (int i = 0; i < N; i++) cand[i] = (bs_cand){ row[i], i };
                 bs_select_top(cand, N, w);
                 int32_t *out = (side ? ksel : qsel) + (size_t)c * w;
                 for (int t = 0; t < w; t++) out[t] = cand[t].idx;
@@ -242,6 +251,8 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
     free(x);
     free(cen);
     free(dot);
+    free(best);
+    free(asg);
     free(bt);
     free(sum);
     free(cnt);
