@@ -1,0 +1,333 @@
+/* routing.c — `routing`: Routing Transformer attention, content-based
+ * clusters of queries and keys by k-means (Roy, Saffar, Vaswani, Grangier
+ * 2021, "Efficient Content-Based Sparse Attention with Routing
+ * Transformers", TACL 9, arXiv 2003.05997; official code
+ * google-research/google-research routing_transformer/utils.py:
+ * clustered_local_attention_helper, cluster_items / nearest_neighbor,
+ * gather_cluster_attention_items). Training-free: the paper learns the
+ * centroids by online mini-batch k-means over training; here each problem
+ * clusters its own Q and K. Per head:
+ *   1. Normalise (official: layer_norm(scaling=False) on q and k): each
+ *      query and key row is centred over its d features and scaled to unit
+ *      L2 norm (the official layer norm divided by sqrt(d), the same
+ *      directions: the paper's points on the unit sphere).
+ *   2. Shared centroids: spherical k-means over the 2N points (N queries and
+ *      N keys together, one set of C = n_clusters centroids, as the paper's
+ *      shared update of mu from Q and K). Init: C distinct points drawn by a
+ *      partial Fisher-Yates shuffle of the 2N points, seeded from pb->seed
+ *      and the head (splitmix64). Then `iters` Lloyd steps: every point to
+ *      its nearest centroid (largest dot product: the official distance is
+ *      -x.mu; ties to the lower centroid), each centroid the normalised mean
+ *      of its points (an empty cluster keeps its centroid). The dot products
+ *      of all points with all centroids are one SIMD GEMM (bs_gemm_nt).
+ *   3. Balanced routing, as gather_cluster_attention_items: with the final
+ *      centroids, every centroid takes its w = ceil(N / C) nearest queries
+ *      and, separately, its w nearest keys (top-w by dot product, ties to
+ *      the lower position), so each cluster holds exactly w of each.
+ *   4. Query i keeps the keys of every cluster that took it (a query may be
+ *      in several clusters or in none), plus the local window: the `window`
+ *      keys (i - window, i] (non-causal base masks: also [i, i + window)).
+ * Deviations from the paper and the official code:
+ *   - centroids are fitted per problem by Lloyd's algorithm (a fixed number
+ *     of iterations from a seeded init) instead of learned online (EMA) over
+ *     training;
+ *   - the paper's routing and local attention are separate heads; here one
+ *     head keeps the union of its cluster keys and its local window;
+ *   - a query taken by several clusters attends the union of their keys in
+ *     one softmax (the official code averages the per-cluster outputs,
+ *     scatter_cluster_items); a query no cluster took keeps only its window
+ *     (official: a zero output);
+ *   - causality by original position (and any base mask, applied by the
+ *     kernels): the official code masks by rank inside the cluster's sorted
+ *     lists, exact only when queries and keys share positions (share_qk);
+ *   - the C < 1 / w < 1 corner: C is capped at N (w >= 1).
+ * Defaults: n_clusters 16, iters 4, window 32 (a window of 64 alone keeps
+ * 12.5 % of the causal pairs at N = 1K, above the quick sweep's 10 % point).
+ * n_clusters = 1 gives w = N: every query keeps every key (dense).
+ * Layout: MIXED with one-row query blocks (the window as whole key blocks
+ * plus edge tokens, the cluster keys as tokens); each row lists only keys
+ * inside the base mask's span of that row. run = NULL (gather kernel).
+ * Knob n_clusters (density falls as it rises, log scale): density ~ 1/C
+ * plus the window's share.
+ * Stated cost per head, P = 2N points, I = iters:
+ *   FLOPs = 5 P d (normalise) + (I + 1) 2 P d C (point-centroid dot
+ *   products, the GEMMs) + I (P C + P d + 3 C d) (argmax, sums, normalise
+ *   the centroids) + 2 C * 2 N (quickselect of the top w queries and keys
+ *   per cluster, ~2 compares per item) + 2 C w log2 w (sorting the chosen
+ *   positions);
+ *   bytes = 4 P d (read Q, K) + 4 P d (write the normalised points) +
+ *   (I + 1) (4 P d + 8 P C) (read the points, write and read back the dot
+ *   products) + 8 C w (the cluster lists).
+ * Selection is O(N C d) per head; building the rows is O(N w) (the layout
+ * itself).
+ */
+#include "attnbench.h"
+#include "methods/block_score.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { P_CLUSTERS = 0, P_ITERS, P_WINDOW, P_COUNT };
+
+typedef struct routing_state {
+    int clusters; /* C, before capping at N */
+    int iters;    /* Lloyd iterations */
+    int window;   /* local keys per query */
+} routing_state;
+
+static int routing_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    routing_state *st = state;
+    (void)s;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "routing: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_CLUSTERS] >= 1 && p->v[P_CLUSTERS] <= (1 << 20))) {
+        ab_set_error(state, "routing: n_clusters=%g outside [1, 2^20]", p->v[P_CLUSTERS]);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_ITERS] >= 0 && p->v[P_ITERS] <= 100)) {
+        ab_set_error(state, "routing: iters=%g outside [0, 100]", p->v[P_ITERS]);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_WINDOW] >= 0 && p->v[P_WINDOW] <= (1 << 24))) {
+        ab_set_error(state, "routing: window=%g outside [0, 2^24]", p->v[P_WINDOW]);
+        return AB_EINVAL;
+    }
+    st->clusters = (int)p->v[P_CLUSTERS];
+    st->iters = (int)p->v[P_ITERS];
+    st->window = (int)p->v[P_WINDOW];
+    return AB_OK;
+}
+
+static int cmp_i32(const void *pa, const void *pb)
+{
+    const int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+    return (a > b) - (a < b);
+}
+
+/* Centre row x (d) over its features and scale it to unit L2 norm into o
+ * (a constant row becomes zero). In double, stored as float. */
+static void unit_row(const float *x, int d, float *o)
+{
+    double mu = 0.0, ss = 0.0;
+    for (int c = 0; c < d; c++) mu += x[c];
+    mu /= d;
+    for (int c = 0; c < d; c++) {
+        const double v = x[c] - mu;
+        ss += v * v;
+    }
+    const double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
+    for (int c = 0; c < d; c++) o[c] = (float)((x[c] - mu) * inv);
+}
+
+/* First index of a sorted list a[0, n) with a[t] >= x. */
+static int lower_bound(const int32_t *a, int n, int x)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int m = lo + (hi - lo) / 2;
+        if (a[m] < x)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    return lo;
+}
+
+/* Clustering, routing and rows of head h. */
+static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout *l, const ab_mask *mask,
+                        int h, int C, int w)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim, P = 2 * N, bk = l->block_k;
+    const int kc = d > BS_KC ? d : BS_KC;
+    float *x = malloc((size_t)P * d * sizeof *x);           /* (P, d) unit points: Q then K */
+    float *cen = malloc((size_t)C * d * sizeof *cen);       /* (C, d) centroids */
+    float *dot = malloc((size_t)C * P * sizeof *dot);       /* (C, P) centroid . point */
+    float *best = malloc((size_t)P * sizeof *best);         /* (P) best dot so far */
+    int32_t *asg = malloc((size_t)P * sizeof *asg);         /* (P) nearest centroid */
+    float *bt = malloc((size_t)kc * BS_PANEL * sizeof *bt); /* GEMM scratch */
+    double *sum = malloc((size_t)C * d * sizeof *sum);      /* (C, d) cluster sums */
+    int32_t *cnt = malloc((size_t)C * sizeof *cnt);         /* (C) cluster sizes */
+    int32_t *perm = malloc((size_t)P * sizeof *perm);       /* init shuffle */
+    bs_cand *cand = malloc((size_t)N * sizeof *cand);       /* one top-w selection */
+    int32_t *qsel = malloc((size_t)C * w * sizeof *qsel);   /* (C, w) queries per cluster */
+    int32_t *ksel = malloc((size_t)C * w * sizeof *ksel);   /* (C, w) keys per cluster, sorted */
+    int32_t *mptr = calloc((size_t)N + 1, sizeof *mptr);    /* query -> clusters (CSR) */
+    int32_t *mcl = malloc((size_t)C * w * sizeof *mcl);
+    int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
+    int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
+    int rc = (x && cen && dot && best && asg && bt && sum && cnt && perm && cand && qsel && ksel && mptr &&
+              mcl && blk && tok)
+                 ? AB_OK
+                 : AB_ENOMEM;
+    if (rc == AB_OK) {
+        const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
+        for (int i = 0; i < N; i++) {
+            unit_row(q + (size_t)i * d, d, x + (size_t)i * d);
+            unit_row(k + (size_t)i * d, d, x + (size_t)(N + i) * d);
+        }
+        /* init: C distinct points, a partial Fisher-Yates shuffle */
+        uint64_t s = ab_mix64(pb->seed ^ ab_mix64(0x524f555445000000ull + (uint64_t)h)); /* "ROUTE" */
+        for (int t = 0; t < P; t++) perm[t] = t;
+        for (int c = 0; c < C; c++) {
+            const int r = c + (int)(ab_splitmix64(&s) % (uint64_t)(P - c));
+            const int32_t t = perm[c];
+            perm[c] = perm[r];
+            perm[r] = t;
+            memcpy(cen + (size_t)c * d, x + (size_t)perm[c] * d, (size_t)d * sizeof *cen);
+        }
+        /* Lloyd steps of spherical k-means */
+        for (int it = 0; it < st->iters; it++) {
+            /* (C, P): the points fill the GEMM's 64-wide panels */
+            bs_gemm_nt(cen, d, C, x, d, P, d, 1.0f, dot, P, bt);
+            memcpy(best, dot, (size_t)P * sizeof *best);
+            memset(asg, 0, (size_t)P * sizeof *asg);
+            for (int c = 1; c < C; c++) { /* ties to the lower centroid */
+                const float *dr = dot + (size_t)c * P;
+                for (int p = 0; p < P; p++)
+                    if (dr[p] > best[p]) {
+                        best[p] = dr[p];
+                        asg[p] = c;
+                    }
+            }
+            memset(sum, 0, (size_t)C * d * sizeof *sum);
+            memset(cnt, 0, (size_t)C * sizeof *cnt);
+            for (int p = 0; p < P; p++) {
+                double *sr = sum + (size_t)asg[p] * d;
+                const float *xr = x + (size_t)p * d;
+                for (int c = 0; c < d; c++) sr[c] += xr[c];
+                cnt[asg[p]]++;
+            }
+            for (int c = 0; c < C; c++) {
+                if (cnt[c] == 0) continue; /* empty: keep the centroid */
+                const double *sr = sum + (size_t)c * d;
+                double ss = 0.0;
+                for (int u = 0; u < d; u++) ss += sr[u] * sr[u];
+                if (!(ss > 0.0)) continue; /* points cancel out: keep it */
+                const double inv = 1.0 / sqrt(ss);
+                for (int u = 0; u < d; u++) cen[(size_t)c * d + u] = (float)(sr[u] * inv);
+            }
+        }
+        /* balanced routing: each centroid's w nearest queries and keys */
+        bs_gemm_nt(cen, d, C, x, d, P, d, 1.0f, dot, P, bt);
+        for (int c = 0; c < C; c++)
+            for (int side = 0; side < 2; side++) {
+                const float *row = dot + (size_t)c * P + (size_t)side * N;
+                for (int i = 0; i < N; i++) cand[i] = (bs_cand){ row[i], i };
+                bs_select_top(cand, N, w);
+                int32_t *out = (side ? ksel : qsel) + (size_t)c * w;
+                for (int t = 0; t < w; t++) out[t] = cand[t].idx;
+                qsort(out, (size_t)w, sizeof *out, cmp_i32);
+            }
+        /* the clusters of each query (CSR, clusters ascending) */
+        for (int t = 0; t < C * w; t++) mptr[qsel[t] + 1]++;
+        for (int i = 0; i < N; i++) mptr[i + 1] += mptr[i];
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < w; t++) mcl[mptr[qsel[(size_t)c * w + t]]++] = c;
+        for (int i = N; i > 0; i--) mptr[i] = mptr[i - 1]; /* undo the fill's shift */
+        mptr[0] = 0;
+    }
+    /* rows: the window as blocks + edge tokens, the cluster keys as tokens,
+     * all within the base mask's span of the row */
+    for (int i = 0; rc == AB_OK && i < N; i++) {
+        int lo, hi;
+        ab_mask_span(mask, i, &lo, &hi);
+        int nb = 0, nt = 0;
+        if (st->window > 0) {
+            int a = i - st->window + 1, b = l->causal ? i + 1 : i + st->window;
+            a = a > lo ? a : lo;
+            b = b < hi ? b : hi;
+            mc_span_collect(a, b, bk, N, blk, &nb, tok, &nt);
+        }
+        for (int t = mptr[i]; t < mptr[i + 1]; t++) {
+            const int32_t *ks = ksel + (size_t)mcl[t] * w;
+            const int t0 = lower_bound(ks, w, lo), t1 = lower_bound(ks, w, hi);
+            memcpy(tok + nt, ks + t0, (size_t)(t1 - t0) * sizeof *tok);
+            nt += t1 - t0;
+        }
+        rc = mc_flush_row(l, h, i, blk, nb, tok, nt);
+    }
+    free(x);
+    free(cen);
+    free(dot);
+    free(best);
+    free(asg);
+    free(bt);
+    free(sum);
+    free(cnt);
+    free(perm);
+    free(cand);
+    free(qsel);
+    free(ksel);
+    free(mptr);
+    free(mcl);
+    free(blk);
+    free(tok);
+    return rc;
+}
+
+static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const routing_state *st = state;
+    const int N = pb->s.seq_len, d = pb->s.head_dim, H = pb->s.heads;
+    if (N < 1 || d < 1) {
+        ab_set_error(state, "routing: empty shape");
+        return AB_EINVAL;
+    }
+    int rc = ab_layout_set_blocks(l, 1, l->block_k); /* one query row per layout row */
+    if (rc != AB_OK) return rc;
+    const int C = st->clusters < N ? st->clusters : N;
+    const int w = (int)(((int64_t)N + C - 1) / C);
+    const ab_mask mask = ab_shape_mask(&pb->s);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int h = 0; h < H; h++) {
+        int r;
+#pragma omp atomic read
+        r = rc;
+        if (r != AB_OK) continue;
+        r = routing_head(st, pb, l, &mask, h, C, w);
+        if (r != AB_OK) {
+#pragma omp atomic write
+            rc = r;
+        }
+    }
+    if (rc != AB_OK) return rc;
+    const double P = 2.0 * N, I = st->iters;
+    const double flops = H * (5.0 * P * d + (I + 1) * 2.0 * P * d * C + I * (P * C + P * d + 3.0 * C * d) +
+                              4.0 * C * N + 2.0 * C * w * log2(w > 1 ? w : 1));
+    const double bytes = H * (8.0 * P * d + (I + 1) * (4.0 * P * d + 8.0 * P * C) + 8.0 * C * w);
+    return ab_layout_set_cost(l, flops, bytes);
+}
+
+const ab_method ab_routing = {
+    .abi = AB_ABI_VERSION,
+    .family = "hashing",
+    .name = "routing",
+    .summary = "Routing Transformer: shared spherical k-means on Q and K, each centroid takes its N/C nearest "
+               "queries and keys (balanced), query keeps its clusters' keys + a local window (token rows)",
+    .reference = "Routing Transformer (Roy, Saffar, Vaswani, Grangier 2021, TACL, arXiv 2003.05997); "
+                 "google-research/google-research routing_transformer/utils.py",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_CLUSTERS] = { .name = "n_clusters", .def = 16, .min = 1, .max = 4096, .is_int = 1,
+                         .help = "k-means centroids C per head; each takes ceil(N/C) queries and keys "
+                                 "(capped at N; 1 = dense)" },
+        [P_ITERS] = { .name = "iters", .def = 4, .min = 0, .max = 100, .is_int = 1,
+                      .help = "Lloyd iterations from the seeded init (random distinct points)" },
+        [P_WINDOW] = { .name = "window", .def = 32, .min = 0, .max = 1 << 24, .is_int = 1,
+                       .help = "local keys (i - window, i] every query keeps besides its clusters' keys" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_CLUSTERS, .increasing = 0, .log_scale = 1 },
+    .state_size = sizeof(routing_state),
+    .init = routing_init,
+    .select = routing_select,
+    .run = NULL, /* the shared mixed (gather) kernel */
+    .fini = NULL,
+};
+AB_REGISTER(ab_routing)
