@@ -19,7 +19,8 @@
  *     boundary-triggered selection does; the adapters are identities, so
  *     the score is scale * q_boundary . k_boundary;
  *   - the chunk holding the query rows and the `local` - 1 chunks before it
- *     and the first (`sink`) chunks are always kept (ours: the paper's own
+ *     and the first `sink` chunks the query chunk may see (under a document
+ *     mask, those of its document) are always kept (ours: the paper's own
  *     locality rule and budgets could not be checked offline), then the
  *     best k other chunks the base mask leaves non-empty (ties to the lower
  *     index); k is real-valued, dithered over query chunks (mc_dither);
@@ -71,7 +72,7 @@ static int ckl_row(const void *cfg, const ab_layout *l, int qb, const float *sco
     (void)agn;
     int n = 0;
     for (int t = 0; t < st->local && diag - t >= 0; t++) n = rs_force(live, taken, nkb, diag - t, idx, n);
-    for (int b = 0; b < st->sink && b < nkb; b++) n = rs_force(live, taken, nkb, b, idx, n);
+    n = rs_force_first(live, taken, nkb, st->sink, idx, n);
     return rs_take_best(score, live, taken, nkb, mc_dither(st->k, qb), cand, idx, n, ops);
 }
 

@@ -13,7 +13,8 @@
  * block, the same for every query (only causally visible blocks compete).
  * This proxy keeps that structure and split:
  *   - budget split as the official defaults, scaled with the knob topk:
- *     1 initial block, local = floor(topk * 16/64) blocks ending at the
+ *     1 initial block (the first the query block may see: under a document
+ *     mask its document's first), local = floor(topk * 16/64) blocks ending at the
  *     diagonal (at least the diagonal), query-aware = topk * 16/64 (dithered),
  *     the rest of topk query-agnostic (all dithered over query blocks with
  *     mc_dither, so density moves smoothly; forced blocks beyond a small topk
@@ -82,7 +83,7 @@ static int nosa_row(const void *cfg, const ab_layout *l, int qb, const float *sc
     int nloc = (int)floor(st->topk * st->f_loc);
     nloc = nloc > 1 ? nloc : 1;
     int n = 0;
-    for (int b = 0; b < st->init && b < nkb; b++) n = rs_force(live, taken, nkb, b, idx, n);
+    n = rs_force_first(live, taken, nkb, st->init, idx, n);
     for (int t = 0; t < nloc && diag - t >= 0; t++) n = rs_force(live, taken, nkb, diag - t, idx, n);
     /* query-aware share (forced in the official code), then the query-agnostic rest */
     n = rs_take_best(score, live, taken, nkb, mc_dither(st->topk * st->f_qaw, qb), cand, idx, n, ops);

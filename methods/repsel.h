@@ -104,6 +104,19 @@ static inline int rs_force(const uint8_t *live, uint8_t *taken, int nkb, int kb,
     return n;
 }
 
+/* Keep the first `count` live key blocks of the row (the sink / initial
+ * blocks: under a document mask those of the row's own document); returns
+ * the new count n. */
+static inline int rs_force_first(const uint8_t *live, uint8_t *taken, int nkb, int count, int32_t *idx, int n)
+{
+    for (int kb = 0; kb < nkb && count > 0; kb++)
+        if (live[kb]) {
+            n = rs_force(live, taken, nkb, kb, idx, n);
+            count--;
+        }
+    return n;
+}
+
 /* Add the best `take` live, not yet taken key blocks of the row by score
  * (higher first, ties to the lower index, NaN last) to idx[n ...]; returns
  * the new count. cand: scratch of nkb. *ops += the selection's compares. */
