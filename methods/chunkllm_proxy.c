@@ -32,8 +32,8 @@
  *
  * Cost: FLOPs = 2 d H nqb nkb (every boundary logit, computed whole) +
  * 2 sum_r C_r (the selection over each row's C_r candidates); no pooling
- * (the representatives are copied rows); bytes = 4 (2 H (nqb + nkb) d
- * (rows read and copied) + 2 H nqb nkb).
+ * (the representatives are copied rows); bytes = 4 (3 H (nqb + nkb) d
+ * (rows read, copied, read by the GEMM) + 2 H nqb nkb).
  */
 #include "attnbench.h"
 #include "methods/repsel.h"
@@ -54,7 +54,8 @@ static int ckl_init(void *state, const ab_params *p, const ab_shape *s)
     ckl_state *st = state;
     (void)s;
     if (p->n < P_COUNT || !(p->v[P_K] >= 0.125 && p->v[P_K] <= (1 << 16)) ||
-        !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 16)) || !(p->v[P_SINK] >= 0 && p->v[P_SINK] <= (1 << 16))) {
+        !(p->v[P_LOCAL] >= 1 && p->v[P_LOCAL] <= (1 << 16)) ||
+        !(p->v[P_SINK] >= 0 && p->v[P_SINK] <= (1 << 16))) {
         ab_set_error(state, "chunkllm_proxy: k in [0.125, 65536], local in [1, 65536], sink in [0, 65536]");
         return AB_EINVAL;
     }
@@ -93,8 +94,9 @@ static int ckl_select(void *state, const ab_problem *pb, ab_layout *l)
         }
         double flops = 0.0;
         double bytes = 2.0 * H * (double)(nqb + nkb) * d * sizeof(float);
-        const rs_spec sp = { .name = "chunkllm_proxy", .qrep = rq, .krep = rk, .nrep = nkb, .row = ckl_row,
-                             .cfg = st };
+        const rs_spec sp = {
+            .name = "chunkllm_proxy", .qrep = rq, .krep = rk, .nrep = nkb, .row = ckl_row, .cfg = st
+        };
         rc = rs_select(state, pb, l, &sp, &flops, &bytes);
         if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     } else {

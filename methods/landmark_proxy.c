@@ -87,8 +87,9 @@ static int lmk_select(void *state, const ab_problem *pb, ab_layout *l)
         }
         double flops = 2.0 * H * N * d + (double)H * (nqb + nkb) * d;
         double bytes = (2.0 * H * N * d + (double)H * (nqb + nkb) * d) * sizeof(float);
-        const rs_spec sp = { .name = "landmark_proxy", .qrep = pq, .krep = pk, .nrep = nkb, .row = lmk_row,
-                             .cfg = st };
+        const rs_spec sp = {
+            .name = "landmark_proxy", .qrep = pq, .krep = pk, .nrep = nkb, .row = lmk_row, .cfg = st
+        };
         rc = rs_select(state, pb, l, &sp, &flops, &bytes);
         if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     } else {

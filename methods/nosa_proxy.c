@@ -35,11 +35,13 @@
  * trains the model with this sparsity (a native method), which a proxy on an
  * untrained input cannot reflect.
  *
- * Cost: FLOPs = H N d (window means: one add per key per window, two windows
- * per key) + 2 H N d (value norms) + 2 d H nqb nw (every window logit,
- * computed whole, nw ~ 4 N / block_k) + H nqb nw' (the max over a block's
- * windows) + H N d (the query means) + 2 sum_r C_r (selections); bytes = 4
- * (3 H N d (Q, K, V read) + H (nqb + nw) d + 2 H nqb nw + H nkb).
+ * Cost: FLOPs = H N d (1 + kernel/stride + 2) (query means; window means,
+ * kernel/stride = 2 windows per key; value norms) + H (nqb + nw) d (the
+ * 1/count scales) + 2 d H nqb nw (every window logit, computed whole;
+ * nw = ceil(N / stride) ~ 4 N / block_k) + H nqb sum_kb w_kb (the max over
+ * each block's w_kb ~ 3 windows) + 2 sum_r (C_r + C'_r) (the two selections
+ * of each row); bytes = 4 (3 H N d (Q, K, V read) + 2 H (nqb + nw) d (means
+ * written, read) + H nkb + 2 H nqb nw (logits written, read)).
  */
 #include "attnbench.h"
 #include "methods/repsel.h"
@@ -48,10 +50,10 @@
 #include <stdlib.h>
 
 typedef struct nosa_state {
-    double topk;   /* key blocks per query block, in all (mean) */
-    double f_loc;  /* share of topk for the local window */
-    double f_qaw;  /* share of topk chosen query-aware */
-    int init;      /* initial blocks always kept */
+    double topk;  /* key blocks per query block, in all (mean) */
+    double f_loc; /* share of topk for the local window */
+    double f_qaw; /* share of topk chosen query-aware */
+    int init;     /* initial blocks always kept */
 } nosa_state;
 
 enum { P_TOPK = 0, P_LOCAL, P_QAWARE, P_INIT, P_COUNT };
@@ -63,8 +65,9 @@ static int nosa_init(void *state, const ab_params *p, const ab_shape *s)
     if (p->n < P_COUNT || !(p->v[P_TOPK] >= 1 && p->v[P_TOPK] <= (1 << 16)) ||
         !(p->v[P_LOCAL] >= 0 && p->v[P_LOCAL] <= 1) || !(p->v[P_QAWARE] >= 0 && p->v[P_QAWARE] <= 1) ||
         !(p->v[P_LOCAL] + p->v[P_QAWARE] <= 1) || !(p->v[P_INIT] >= 0 && p->v[P_INIT] <= (1 << 16))) {
-        ab_set_error(state, "nosa_proxy: topk in [1, 65536], local_frac and qaware_frac in [0, 1] with sum <= 1, "
-                            "init in [0, 65536]");
+        ab_set_error(state,
+                     "nosa_proxy: topk in [1, 65536], local_frac and qaware_frac in [0, 1] with sum <= 1, "
+                     "init in [0, 65536]");
         return AB_EINVAL;
     }
     st->topk = p->v[P_TOPK];
@@ -103,13 +106,11 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
     int32_t *lo = malloc(((size_t)nkb + 1) * sizeof *lo), *hi = malloc(((size_t)nkb + 1) * sizeof *hi);
     int rc = pq && ck && agn && lo && hi ? AB_OK : AB_ENOMEM;
     if (rc == AB_OK) {
-        double wmax = 0.0; /* windows per block, summed */
         for (int kb = 0; kb < nkb; kb++) {
             int a, b;
             rs_window_range(kb, bk, N, kern, stride, &a, &b);
             lo[kb] = a;
             hi[kb] = b;
-            wmax += b - a;
         }
 #pragma omp parallel for schedule(static)
         for (int h = 0; h < H; h++) {
@@ -127,11 +128,17 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
                 agn[(size_t)h * nkb + kb] = (float)(s / (r1 - r0));
             }
         }
-        double flops = (double)H * N * d * (1.0 + (double)kern / stride + 2.0) + (double)H * (nqb + nw) * d +
-                       (double)H * nqb * wmax;
+        double flops = (double)H * N * d * (1.0 + (double)kern / stride + 2.0) + (double)H * (nqb + nw) * d;
         double bytes = (3.0 * H * N * d + (double)H * (nqb + nw) * d + (double)H * nkb) * sizeof(float);
-        const rs_spec sp = { .name = "nosa_proxy", .qrep = pq, .krep = ck, .nrep = nw, .rep_lo = lo,
-                             .rep_hi = hi, .agn = agn, .row = nosa_row, .cfg = st };
+        const rs_spec sp = { .name = "nosa_proxy",
+                             .qrep = pq,
+                             .krep = ck,
+                             .nrep = nw,
+                             .rep_lo = lo,
+                             .rep_hi = hi,
+                             .agn = agn,
+                             .row = nosa_row,
+                             .cfg = st };
         rc = rs_select(state, pb, l, &sp, &flops, &bytes);
         if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     } else {

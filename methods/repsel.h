@@ -189,8 +189,8 @@ static inline int rs_select(void *state, const ab_problem *pb, ab_layout *l, con
 #pragma omp for schedule(static)
             for (int h = 0; h < H; h++) {
                 if (!ok) continue;
-                bs_gemm_nt(sp->qrep + (size_t)h * nqb * d, d, nqb, sp->krep + (size_t)h * nrep * d, d, nrep, d,
-                           pb->s.scale, lg, nrep, bt);
+                bs_gemm_nt(sp->qrep + (size_t)h * nqb * d, d, nqb, sp->krep + (size_t)h * nrep * d, d, nrep,
+                           d, pb->s.scale, lg, nrep, bt);
                 if (sp->rep_lo)
                     for (int qb = 0; qb < nqb; qb++)
                         for (int kb = 0; kb < nkb; kb++) {
@@ -205,7 +205,8 @@ static inline int rs_select(void *state, const ab_problem *pb, ab_layout *l, con
                 const float *agn = sp->agn ? sp->agn + (size_t)h * nkb : NULL;
                 for (int qb = 0; ok && qb < nqb; qb++) {
                     const uint8_t *lv = live + (size_t)qb * nkb;
-                    const int n = sp->row(sp->cfg, l, qb, sc + (size_t)qb * nkb, agn, lv, taken, cand, idx, &ops);
+                    const int n =
+                        sp->row(sp->cfg, l, qb, sc + (size_t)qb * nkb, agn, lv, taken, cand, idx, &ops);
                     for (int t = 0; t < n; t++) taken[idx[t]] = 0;
                     const int ra = ab_layout_add_blocks(l, h, qb, idx, n);
                     if (ra != AB_OK) {
