@@ -122,7 +122,10 @@ def check_point(f, p, mod):
     H, N, _ = q.shape
     bq, bk = int(g.attrs["block_q"]), int(g.attrs["block_k"])
     nqb = (N + bq - 1) // bq
-    ref = mod.derive(q, k, p, bq, bk)
+    if getattr(mod, "NEEDS_V", False):  # a selector that reads V (nosa_proxy's key-only score)
+        ref = mod.derive(q, k, p, bq, bk, v=prob["v"][()])
+    else:
+        ref = mod.derive(q, k, p, bq, bk)
     got = c_layout(g, H, nqb, N, mod.UNITS)
     inter = union = missing = 0
     forced = getattr(mod, "forced", None)
