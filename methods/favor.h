@@ -33,7 +33,10 @@
  *       for weights(): out[r] = (exp(u_r - c) + eps) / sqrt(m) with u as
  *       favor_project; c < -1e300 (e.g. -INFINITY) means "this row's max".
  * Stabilisers: the official code subtracts the per-row max of w . x for
- * queries and the global max for keys, then adds eps = 1e-6. With eps = 0 the
+ * queries and the global max for keys, then adds eps = 1e-6. Pass eps = 0
+ * for keys stabilised by a max over the whole sequence under a causal mask:
+ * with eps > 0 a key's feature would depend (by ~eps) on later keys'
+ * values through c (performer.c adds eps to queries only). With eps = 0 the
  * true features are recovered exactly as phi_true = phi_out * exp(c), so a
  * per-row query shift cancels in any row-normalised ratio and a global key
  * shift cancels everywhere (scatterbrain, which mixes with exact exp logits,
