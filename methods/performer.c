@@ -228,7 +228,7 @@ static int performer_weights(void *state, const ab_problem *pb, const ab_layout 
 const ab_method ab_performer = {
     .abi = AB_ABI_VERSION,
     .family = "lowrank",
-    .approx_tol = 1.0, /* set from measurement below */
+    .approx_tol = 5.0, /* measured worst 3.28 (Gaussian N=512 d=64: FAVOR+ variance at |x|^2 = 8), x1.5 */
     .name = "performer",
     .summary = "Performer FAVOR+: positive orthogonal random features (m per head, redrawn per seed), normalised linear attention, causal prefix sums (custom run)",
     .reference = "Choromanski et al. 2021, Rethinking Attention with Performers, arXiv 2009.14794",
