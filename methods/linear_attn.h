@@ -208,7 +208,7 @@ static inline int la_run(const la_args *a)
 {
     const int H = a->heads, n = a->n, m = a->m, d = a->d;
     if (H < 1 || n < 1 || m < 1 || d < 1 || (a->logdecay && !a->causal)) return AB_EINVAL;
-    const int nseg = a->causal ? la_segments(H, n) : la_segments(H, n);
+    const int nseg = la_segments(H, n);
     const int nch = (n + LA_CHUNK - 1) / LA_CHUNK;
     const size_t md = (size_t)m * d;
     /* per (head, segment): state S (m, d), z (m), segment log-decay */
