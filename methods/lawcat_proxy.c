@@ -69,7 +69,8 @@ static int lawcat_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "lawcat_proxy: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_CONV] >= 1 && p->v[P_CONV] <= LC_MAXCONV) || !(p->v[P_LAMBDA] >= 0.5 && p->v[P_LAMBDA] <= 1.0)) {
+    if (!(p->v[P_CONV] >= 1 && p->v[P_CONV] <= LC_MAXCONV) ||
+        !(p->v[P_LAMBDA] >= 0.5 && p->v[P_LAMBDA] <= 1.0)) {
         ab_set_error(state, "lawcat_proxy: conv must be in [1, %d], lambda in [0.5, 1]", LC_MAXCONV);
         return AB_EINVAL;
     }
@@ -198,8 +199,17 @@ static int lawcat_run(void *state, const ab_problem *pb, const ab_layout *l, flo
         }
     }
     if (rc == AB_OK) {
-        const la_args a = { .heads = H, .n = n, .m = m, .d = d, .causal = pb->s.causal, .pq = pq, .pk = st->pk,
-                            .v = pb->v, .logdecay = ld, .ld_stride = 0, .out = out };
+        const la_args a = { .heads = H,
+                            .n = n,
+                            .m = m,
+                            .d = d,
+                            .causal = pb->s.causal,
+                            .pq = pq,
+                            .pk = st->pk,
+                            .v = pb->v,
+                            .logdecay = ld,
+                            .ld_stride = 0,
+                            .out = out };
         rc = la_run(&a);
     }
     free(pq);

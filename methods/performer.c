@@ -109,7 +109,8 @@ static double performer_flops(int n, int m, int d, int causal)
 {
     const double N = n, M = m, D = d;
     const double feat = 4 * N * M * D + 2 * N * M;
-    const double lin = causal ? 4 * N * M * D + 2 * N * LA_CHUNK * (M + D) + 3 * N * M : 4 * N * M * D + 3 * N * M;
+    const double lin =
+        causal ? 4 * N * M * D + 2 * N * LA_CHUNK * (M + D) + 3 * N * M : 4 * N * M * D + 3 * N * M;
     return feat + lin;
 }
 
@@ -191,8 +192,17 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
         }
     }
     if (rc == AB_OK) {
-        const la_args a = { .heads = H, .n = n, .m = m, .d = d, .causal = pb->s.causal, .pq = pq, .pk = st->pk,
-                            .v = pb->v, .logdecay = NULL, .ld_stride = 0, .out = out };
+        const la_args a = { .heads = H,
+                            .n = n,
+                            .m = m,
+                            .d = d,
+                            .causal = pb->s.causal,
+                            .pq = pq,
+                            .pk = st->pk,
+                            .v = pb->v,
+                            .logdecay = NULL,
+                            .ld_stride = 0,
+                            .out = out };
         rc = la_run(&a);
     }
     free(pq);
@@ -204,7 +214,8 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
     return rc;
 }
 
-static int performer_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w)
+static int performer_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row,
+                             double *w)
 {
     const performer_state *st = state;
     (void)l;
