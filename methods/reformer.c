@@ -20,18 +20,22 @@
  *    in positions: a chunk holds about c queries and c keys, as the paper's
  *    chunk of c shared-QK positions). A query attends the keys of its own
  *    chunk and of the previous one (wrapping around from the first chunk to
- *    the last, as trax's and HF's look_adjacent). So queries attend the keys
+ *    the last of the same round; trax's and HF's look_adjacent run over the
+ *    rounds' sorted sequences concatenated, so there a round's first chunk
+ *    sees the previous round's last one). So queries attend the keys
  *    that collide with them (same bucket, neighbouring positions in the
  *    sort), and the cost stays chunk-bounded: at most 4c keys per query and
  *    round whatever the bucket sizes. As in the official code (attend across
  *    buckets), chunk neighbours in other buckets are not masked out.
  *  - chunk c: the param `chunk`, or when it is 0 (default) the paper's
- *    m = 2N / n_buckets (Sec. 2: a chunk twice the mean bucket size; HF's
- *    num_buckets default is the same relation), c = ceil(2N / n_buckets).
+ *    m = 2N / n_buckets (a chunk twice the mean bucket size; trax's
+ *    hash_vectors default n_buckets = 2 N / chunk_len is the same relation),
+ *    c = ceil(2N / n_buckets).
  *    So n_buckets = 1 gives one chunk: dense attention.
  * The row's key set is the union over rounds, each key counted once (the
  * paper's duplicate correction, here exact: a pair already attended in an
- * earlier round is masked, not down-weighted by log counts), intersected
+ * earlier round is masked, not down-weighted by log counts; the current
+ * trax code combines the rounds by their logsumexp without it), intersected
  * with the base mask (causal by original position, documents, windows...).
  * "No attention to self" (the paper: a token attends itself only when it has
  * no other target) is `no_self` (default 0): it exists because with shared
