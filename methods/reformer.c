@@ -49,8 +49,9 @@
  * masks, online softmax across rounds, P.V by bs_gemm_nn), the same set in
  * the same softmax. The sort in select() is handed to run() in the state
  * (checked against a fingerprint of the problem: shape, seed and a checksum
- * of Q and K; recomputed when it differs). With one chunk and no_self = 0
- * select() states a DENSE layout (the same keys).
+ * of Q and K; recomputed when it differs). With one or two chunks (every
+ * query then sees every key) and no_self = 0 select() states a DENSE layout
+ * (the same keys, without N^2 token entries).
  *
  * Knob: n_buckets (density falls as it rises, log scale; chunk = 0). Causal
  * density is about 6.5 / n_buckets with 2 rounds, nearly independent of N
@@ -328,8 +329,8 @@ static int reformer_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc != AB_OK) return rc;
     const rf_sort *s = &st->cache;
     double visits = 0.0;
-    if (s->nch == 1 && !st->noself) {
-        rc = ab_layout_dense(l); /* one chunk: every key of every row */
+    if (bk_nlook(1, s->nch) == s->nch && !st->noself) {
+        rc = ab_layout_dense(l); /* one or two chunks: every key of every row */
         visits = (double)H * R * N * N;
     } else {
         const ab_mask m = ab_shape_mask(&pb->s);
