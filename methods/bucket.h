@@ -1,0 +1,239 @@
+/* bucket.h — bucketed (sorted, chunked) exact softmax attention, the shared
+ * inner loop of the hashing / clustering methods (reformer; a routing-style
+ * method whose clusters' sorted members attend each other fits the same
+ * interface). Header-only (static inline), not a method: it registers nothing.
+ *
+ * Input, per head and round: a permutation of the query positions and one of
+ * the key positions, each cut into the same number of chunks (chunk t of the
+ * queries: qperm[qptr[t], qptr[t+1]); of the keys: kperm[kptr[t], kptr[t+1])).
+ * Query chunk t attends the key chunks t, t-1, ..., t-look_back, taken
+ * modulo the chunk count (Reformer's look-one-back, wrapping around as the
+ * official implementations do; look_back 0: each chunk attends only its own
+ * keys, as a cluster does). A (query i, key j) pair of round r counts when
+ *   - the base mask allows it (ab_shape_mask: causal by original position,
+ *     documents, windows, ...),
+ *   - it was not a pair of an earlier round r' < r (the union over rounds
+ *     counts each key once: Reformer's duplicate correction, done exactly by
+ *     masking instead of subtracting log counts), and
+ *   - not (noself[i] and j == i) (Reformer's "no attention to self").
+ * The output row is the exact softmax over the union of the row's counted
+ * pairs over all rounds (zero when the row has none), so it equals the fp64
+ * reference restricted to that key set up to float rounding.
+ *
+ * Kernel: rounds in order; inside a round OpenMP over (head, chunk) (a query
+ * sits in one chunk per round, so no two threads touch one output row). Per
+ * chunk the queries are gathered into a contiguous tile; the candidate keys
+ * and values are gathered BK_KT at a time; logits by bs_gemm_core
+ * (methods/block_score.h) on BK_QT x BK_KT tiles, the mask applied as -inf,
+ * an online softmax (running max in float, running sum in double, per query
+ * position, carried across key tiles and rounds) and P.V by bs_gemm_nn, then
+ * scattered back into the output rows (which hold the running numerator).
+ * Each row's updates come in a fixed order (round, key chunk, key tile), so
+ * the result does not depend on the thread count. Memory: O(heads * N)
+ * besides the output, plus per thread one chunk's queries and one key tile.
+ */
+#ifndef AB_METHODS_BUCKET_H
+#define AB_METHODS_BUCKET_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attnbench.h"
+#include "methods/block_score.h"
+
+#define BK_QT 64  /* query rows per logit tile */
+#define BK_KT 256 /* keys per gathered key tile */
+
+/* One round of one head. */
+typedef struct bk_round {
+    int nchunks;          /* >= 1 */
+    const int32_t *qperm; /* [N] query positions, chunk by chunk */
+    const int32_t *qptr;  /* [nchunks + 1] */
+    const int32_t *kperm; /* [N] key positions, chunk by chunk */
+    const int32_t *kptr;  /* [nchunks + 1] */
+} bk_round;
+
+typedef struct bk_spec {
+    int rounds;            /* per head, >= 1 */
+    int look_back;         /* >= 0 */
+    const bk_round *r;     /* [heads * rounds]: head h, round r at h * rounds + r */
+    const uint8_t *noself; /* [heads * N] or NULL: 1 = the row skips its own position */
+} bk_spec;
+
+/* Distinct key chunks a query chunk of a round with nch chunks attends. */
+static inline int bk_nlook(int look_back, int nch) { return (look_back < nch - 1 ? look_back : nch - 1) + 1; }
+
+/* 1 when key chunk kc is among those query chunk qc attends. */
+static inline int bk_attends(int qc, int kc, int nch, int nlook) { return ((qc - kc) % nch + nch) % nch < nlook; }
+
+/* Chunk index of every position: cidx[perm[ptr[t] .. ptr[t+1])] = t. */
+static inline void bk_chunk_index(const int32_t *perm, const int32_t *ptr, int nch, int32_t *cidx)
+{
+    for (int t = 0; t < nch; t++)
+        for (int32_t x = ptr[t]; x < ptr[t + 1]; x++) cidx[perm[x]] = t;
+}
+
+/* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
+ * or AB_EINVAL (a malformed spec). */
+static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
+{
+    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim, R = sp->rounds;
+    const float scale = pb->s.scale;
+    if (N <= 0 || H <= 0) return AB_OK;
+    if (R < 1 || sp->look_back < 0) return AB_EINVAL;
+    int maxq = 1, maxch = 1;
+    for (int x = 0; x < H * R; x++) {
+        const bk_round *b = &sp->r[x];
+        if (b->nchunks < 1 || b->qptr[0] != 0 || b->kptr[0] != 0 || b->qptr[b->nchunks] != N ||
+            b->kptr[b->nchunks] != N)
+            return AB_EINVAL;
+        maxch = b->nchunks > maxch ? b->nchunks : maxch;
+        for (int t = 0; t < b->nchunks; t++) {
+            const int nq = b->qptr[t + 1] - b->qptr[t];
+            if (nq < 0 || b->kptr[t + 1] < b->kptr[t]) return AB_EINVAL;
+            maxq = nq > maxq ? nq : maxq;
+        }
+    }
+    const ab_mask mask = ab_shape_mask(&pb->s);
+    const int interval = mask.def->interval;
+    int32_t *qc = malloc((size_t)H * R * N * sizeof *qc); /* (heads, rounds, N) query chunk by position */
+    int32_t *kc = malloc((size_t)H * R * N * sizeof *kc); /* (heads, rounds, N) key chunk by position */
+    float *rmax = malloc((size_t)H * N * sizeof *rmax);   /* (heads, N) running max */
+    double *rsum = malloc((size_t)H * N * sizeof *rsum);  /* (heads, N) running sum */
+    int rc = qc && kc && rmax && rsum ? AB_OK : AB_ENOMEM;
+    if (rc == AB_OK) {
+        for (int x = 0; x < H * R; x++) {
+            const bk_round *b = &sp->r[x];
+            bk_chunk_index(b->qperm, b->qptr, b->nchunks, qc + (size_t)x * N);
+            bk_chunk_index(b->kperm, b->kptr, b->nchunks, kc + (size_t)x * N);
+        }
+        for (size_t x = 0; x < (size_t)H * N; x++) {
+            rmax[x] = -INFINITY;
+            rsum[x] = 0.0;
+        }
+        memset(out, 0, (size_t)H * N * d * sizeof *out);
+    }
+    for (int r = 0; rc == AB_OK && r < R; r++) {
+#pragma omp parallel
+        {
+            float *qg = malloc((size_t)maxq * d * sizeof *qg);     /* one chunk's queries */
+            float *kg = malloc((size_t)BK_KT * d * sizeof *kg);    /* key tile */
+            float *vg = malloc((size_t)BK_KT * d * sizeof *vg);    /* value tile */
+            float *sc = malloc((size_t)BK_QT * BK_KT * sizeof *sc); /* logits / probabilities */
+            float *o = malloc((size_t)BK_QT * d * sizeof *o);      /* P.V of a tile */
+            float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
+            int32_t *kp = malloc((size_t)BK_KT * sizeof *kp);
+            int lo[BK_QT], hi[BK_QT];
+            unsigned char upd[BK_QT]; /* 1: the row counted keys in this tile */
+            const int ok = qg && kg && vg && sc && o && bt && kp;
+            if (!ok) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int x = 0; x < H * maxch; x++) {
+                const int h = x / maxch, t = x % maxch;
+                const bk_round *b = &sp->r[(size_t)h * R + r];
+                if (!ok || t >= b->nchunks) continue;
+                const int nch = b->nchunks, nlook = bk_nlook(sp->look_back, nch);
+                const int32_t *qs = b->qperm + b->qptr[t];
+                const int nq = b->qptr[t + 1] - b->qptr[t];
+                if (nq == 0) continue;
+                const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
+                            *V = pb->v + (size_t)h * N * d;
+                float *O = out + (size_t)h * N * d;
+                float *mx = rmax + (size_t)h * N;
+                double *sm = rsum + (size_t)h * N;
+                const uint8_t *ns = sp->noself ? sp->noself + (size_t)h * N : NULL;
+                for (int a = 0; a < nq; a++) memcpy(qg + (size_t)a * d, Q + (size_t)qs[a] * d, d * sizeof *qg);
+                /* key chunks in ascending order of look-back distance from the
+                 * farthest: t - nlook + 1, ..., t (mod nch) */
+                for (int lb = nlook - 1; lb >= 0; lb--) {
+                    const int kcix = ((t - lb) % nch + nch) % nch;
+                    for (int32_t k0 = b->kptr[kcix]; k0 < b->kptr[kcix + 1]; k0 += BK_KT) {
+                        const int nk = b->kptr[kcix + 1] - k0 < BK_KT ? b->kptr[kcix + 1] - k0 : BK_KT;
+                        for (int c = 0; c < nk; c++) {
+                            const int j = b->kperm[k0 + c];
+                            kp[c] = j;
+                            memcpy(kg + (size_t)c * d, K + (size_t)j * d, d * sizeof *kg);
+                            memcpy(vg + (size_t)c * d, V + (size_t)j * d, d * sizeof *vg);
+                        }
+                        for (int a0 = 0; a0 < nq; a0 += BK_QT) {
+                            const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
+                            bs_gemm_core(qg + (size_t)a0 * d, d, na, kg, d, nk, d, scale, 1.0f, sc, BK_KT, bt);
+                            int any = 0;
+                            for (int a = 0; a < na; a++) {
+                                const int i = qs[a0 + a];
+                                float *s = sc + (size_t)a * BK_KT;
+                                if (interval) ab_mask_span(&mask, i, &lo[a], &hi[a]);
+                                for (int c = 0; c < nk; c++) {
+                                    const int j = kp[c];
+                                    int keep = interval ? (j >= lo[a] && j < hi[a]) : ab_mask_allows(&mask, i, j);
+                                    if (keep && ns && ns[i] && j == i) keep = 0;
+                                    for (int rp = 0; keep && rp < r; rp++) {
+                                        const size_t off = ((size_t)h * R + rp) * N;
+                                        const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
+                                        if (bk_attends(qc[off + i], kc[off + j], nc2, bk_nlook(sp->look_back, nc2)))
+                                            keep = 0;
+                                    }
+                                    if (!keep) s[c] = -INFINITY;
+                                }
+                                const float tm = bs_max(s, nk);
+                                const float mo = mx[i];
+                                if (!(tm > -INFINITY)) { /* nothing counted in this tile */
+                                    for (int c = 0; c < nk; c++) s[c] = 0.0f;
+                                    upd[a] = 0;
+                                    continue;
+                                }
+                                const float mn = tm > mo ? tm : mo;
+                                const double alpha = mo > -INFINITY ? exp((double)mo - (double)mn) : 0.0;
+                                const double ps = ab_exp_shift_sum(s, nk, mn);
+                                sm[i] = sm[i] * alpha + ps;
+                                mx[i] = mn;
+                                if (alpha != 1.0) {
+                                    float *orow = O + (size_t)i * d;
+                                    const float fa = (float)alpha;
+                                    for (int e = 0; e < d; e++) orow[e] *= fa;
+                                }
+                                upd[a] = 1;
+                                any = 1;
+                            }
+                            if (!any) continue;
+                            bs_gemm_nn(sc, BK_KT, na, vg, d, nk, d, o, d, 0, bt);
+                            for (int a = 0; a < na; a++) {
+                                if (!upd[a]) continue;
+                                float *orow = O + (size_t)qs[a0 + a] * d;
+                                const float *src = o + (size_t)a * d;
+                                for (int e = 0; e < d; e++) orow[e] += src[e];
+                            }
+                        }
+                    }
+                }
+            }
+            free(qg);
+            free(kg);
+            free(vg);
+            free(sc);
+            free(o);
+            free(bt);
+            free(kp);
+        }
+    }
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static)
+        for (int x = 0; x < H * N; x++) {
+            float *orow = out + (size_t)x * d;
+            const float inv = rsum[x] > 0.0 ? (float)(1.0 / rsum[x]) : 0.0f;
+            for (int e = 0; e < d; e++) orow[e] = rsum[x] > 0.0 ? orow[e] * inv : 0.0f;
+        }
+    }
+    free(qc);
+    free(kc);
+    free(rmax);
+    free(rsum);
+    return rc;
+}
+
+#endif
