@@ -1,0 +1,300 @@
+/* linear_attn.h — normalised linear attention over given feature maps, the
+ * shared kernel of methods/performer.c and methods/lawcat_proxy.c. Header-only
+ * (static inline), not a method: it registers nothing.
+ *
+ * Given per head the query features PQ (N, m), key features PK (N, m) (non-
+ * negative, so every weight below is >= 0), values V (N, d) and optionally a
+ * per-step decay a_t = exp(logdecay[t]) in (0, 1], it computes
+ *     out_i = sum_j g_ij (pq_i . pk_j) v_j / sum_j g_ij (pq_i . pk_j)
+ * with, causal: j <= i and g_ij = prod_{t=j+1..i} a_t (1 without decay), i.e.
+ * the recurrence S_t = a_t S_{t-1} + pk_t v_t^T, z_t = a_t z_{t-1} + pk_t,
+ * out_t = pq_t S_t / pq_t . z_t; non-causal: all j, g = 1 (no decay).
+ *
+ * Causal is chunked (LA_CHUNK rows; the "chunkwise parallel" form of linear
+ * attention, Katharopoulos et al. 2020 / Yang et al. 2023 GLA): inside a chunk
+ * a masked L x L score tile (bs_gemm_nt, decay exp(lb_i - lb_j) with lb the
+ * running log-decay, never > 1) times V (bs_gemm_nn); across chunks the
+ * carried state S (m, d) and z (m): out += diag(exp(lb_i)) PQ S, then
+ * S <- exp(lb_L) S + (f * PK)^T V with f_j = exp(lb_L - lb_j). O(N (m d + C (m
+ * + d))) time, O(m d) state per worker: linear in N.
+ * Parallelism: over heads, and when heads < threads also over segments of
+ * whole chunks of one head with a prefix pass (phase 1: each segment's own end
+ * state from zero, in parallel; phase 2: per head, the start state of each
+ * segment by the recurrence over segments; phase 3: every segment's outputs
+ * from its start state, in parallel). Non-causal: phase 1 partial sums, phase
+ * 2 their total (fixed order), phase 3 out = PQ S / PQ z. The result depends
+ * on the segment count (thread count) only by float rounding; for a given
+ * thread count it is deterministic.
+ */
+#ifndef AB_METHODS_LINEAR_ATTN_H
+#define AB_METHODS_LINEAR_ATTN_H
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "attnbench.h"
+#include "methods/block_score.h"
+
+#define LA_CHUNK 64
+
+typedef struct la_args {
+    int heads, n, m, d;
+    int causal;
+    const float *pq, *pk; /* (heads, n, m) */
+    const float *v;       /* (heads, n, d) */
+    /* NULL (no decay) or log a_t <= 0 per step: (heads, n) with head stride
+     * ld_stride (0: one array for every head). Causal only. */
+    const float *logdecay;
+    size_t ld_stride;
+    float *out; /* (heads, n, d) */
+} la_args;
+
+typedef struct la_work {
+    float *t;   /* (C, C) score tile */
+    float *kt;  /* (m, C) decayed PK^T of a chunk */
+    float *qs;  /* (C, m) decayed PQ of a chunk */
+    float *bt;  /* gemm scratch */
+    double *lb; /* (C) running log-decay */
+    double *den;
+} la_work;
+
+static inline void la_work_free(la_work *w)
+{
+    free(w->t);
+    free(w->kt);
+    free(w->qs);
+    free(w->bt);
+    free(w->lb);
+    free(w->den);
+}
+
+static inline int la_work_alloc(la_work *w, int m, int d)
+{
+    int deep = m > d ? m : d;
+    deep = deep > BS_KC ? deep : BS_KC;
+    w->t = malloc((size_t)LA_CHUNK * LA_CHUNK * sizeof(float));
+    w->kt = malloc((size_t)m * LA_CHUNK * sizeof(float));
+    w->qs = malloc((size_t)LA_CHUNK * m * sizeof(float));
+    w->bt = malloc((size_t)deep * BS_PANEL * sizeof(float));
+    w->lb = malloc(LA_CHUNK * sizeof(double));
+    w->den = malloc(LA_CHUNK * sizeof(double));
+    return w->t && w->kt && w->qs && w->bt && w->lb && w->den;
+}
+
+/* One causal chunk of L rows. S (m, d), z (m) hold the state before the chunk
+ * (have_state: nonzero); out (L, d) or NULL (state update only); the state is
+ * advanced past the chunk when upd. */
+static inline void la_chunk(const float *pq, const float *pk, const float *v, const float *ld, int L, int m,
+                            int d, float *S, double *z, int have_state, float *out, int upd, la_work *w)
+{
+    double acc = 0;
+    for (int t = 0; t < L; t++) {
+        acc += ld ? (double)ld[t] : 0.0;
+        w->lb[t] = acc;
+    }
+    if (out) {
+        bs_gemm_nt(pq, m, L, pk, m, L, m, 1.0f, w->t, LA_CHUNK, w->bt);
+        for (int i = 0; i < L; i++) {
+            float *tr = w->t + (size_t)i * LA_CHUNK;
+            double s = 0;
+            for (int j = 0; j <= i; j++) {
+                if (ld) tr[j] *= (float)exp(w->lb[i] - w->lb[j]);
+                s += tr[j];
+            }
+            for (int j = i + 1; j < L; j++) tr[j] = 0.0f;
+            w->den[i] = s;
+        }
+        bs_gemm_nn(w->t, LA_CHUNK, L, v, d, L, d, out, d, 0, w->bt);
+        if (have_state) {
+            const float *qa = pq;
+            if (ld) {
+                for (int i = 0; i < L; i++) {
+                    const float f = (float)exp(w->lb[i]);
+                    for (int r = 0; r < m; r++) w->qs[(size_t)i * m + r] = pq[(size_t)i * m + r] * f;
+                }
+                qa = w->qs;
+            }
+            bs_gemm_nn(qa, m, L, S, d, m, d, out, d, 1, w->bt);
+            for (int i = 0; i < L; i++) {
+                double s = 0;
+                for (int r = 0; r < m; r++) s += (double)qa[(size_t)i * m + r] * z[r];
+                w->den[i] += s;
+            }
+        }
+        for (int i = 0; i < L; i++) {
+            const float inv = w->den[i] > 0 ? (float)(1.0 / w->den[i]) : 0.0f;
+            for (int e = 0; e < d; e++) out[(size_t)i * d + e] *= inv;
+        }
+    }
+    if (upd) {
+        const double end = w->lb[L - 1];
+        for (int j = 0; j < L; j++) {
+            const float f = ld ? (float)exp(end - w->lb[j]) : 1.0f;
+            for (int r = 0; r < m; r++) w->kt[(size_t)r * LA_CHUNK + j] = pk[(size_t)j * m + r] * f;
+        }
+        if (!have_state) {
+            memset(S, 0, (size_t)m * d * sizeof *S);
+            for (int r = 0; r < m; r++) z[r] = 0;
+        } else if (ld) {
+            const float f = (float)exp(end);
+            for (size_t t = 0; t < (size_t)m * d; t++) S[t] *= f;
+            for (int r = 0; r < m; r++) z[r] *= f;
+        }
+        bs_gemm_nn(w->kt, LA_CHUNK, m, v, d, L, d, S, d, 1, w->bt);
+        for (int r = 0; r < m; r++) {
+            const float *kr = w->kt + (size_t)r * LA_CHUNK;
+            double s = 0;
+            for (int j = 0; j < L; j++) s += kr[j];
+            z[r] += s;
+        }
+    }
+}
+
+/* Rows [r0, r1) of one head: causal from the state (S, z) (have_state) and
+ * writing out when out != NULL; leaves the state after row r1 - 1 in (S, z)
+ * when upd. Non-causal (S, z are the totals): out = PQ S / PQ z. */
+static inline void la_segment(const la_args *a, int h, int r0, int r1, float *S, double *z, int have_state,
+                              int write, int upd, la_work *w)
+{
+    const int m = a->m, d = a->d, n = a->n;
+    const float *pq = a->pq + (size_t)h * n * m, *pk = a->pk + (size_t)h * n * m, *v = a->v + (size_t)h * n * d;
+    const float *ld = a->logdecay ? a->logdecay + (size_t)h * a->ld_stride : NULL;
+    float *out = a->out + (size_t)h * n * d;
+    for (int c0 = r0; c0 < r1; c0 += LA_CHUNK) {
+        const int L = r1 - c0 < LA_CHUNK ? r1 - c0 : LA_CHUNK;
+        if (a->causal) {
+            const int more = upd || c0 + L < r1;
+            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, ld ? ld + c0 : NULL, L, m, d, S,
+                     z, have_state, write ? out + (size_t)c0 * d : NULL, more, w);
+            have_state = have_state || more;
+        } else if (write) {
+            float *o = out + (size_t)c0 * d;
+            bs_gemm_nn(pq + (size_t)c0 * m, m, L, S, d, m, d, o, d, 0, w->bt);
+            for (int i = 0; i < L; i++) {
+                double s = 0;
+                for (int r = 0; r < m; r++) s += (double)pq[(size_t)(c0 + i) * m + r] * z[r];
+                const float inv = s > 0 ? (float)(1.0 / s) : 0.0f;
+                for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= inv;
+            }
+        } else { /* non-causal partial sums */
+            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, NULL, L, m, d, S, z, have_state,
+                     NULL, 1, w);
+            have_state = 1;
+        }
+    }
+}
+
+/* Segments per head for the current thread count. */
+static inline int la_segments(int heads, int n)
+{
+#ifdef _OPENMP
+    const int T = omp_get_max_threads();
+#else
+    const int T = 1;
+#endif
+    const int nch = (n + LA_CHUNK - 1) / LA_CHUNK;
+    int s = (T + heads - 1) / heads;
+    s = s < nch ? s : nch;
+    return s > 1 ? s : 1;
+}
+
+/* The whole (heads, n) problem; AB_OK, AB_EINVAL (decay without causality,
+ * bad sizes) or AB_ENOMEM. */
+static inline int la_run(const la_args *a)
+{
+    const int H = a->heads, n = a->n, m = a->m, d = a->d;
+    if (H < 1 || n < 1 || m < 1 || d < 1 || (a->logdecay && !a->causal)) return AB_EINVAL;
+    const int nseg = a->causal ? la_segments(H, n) : la_segments(H, n);
+    const int nch = (n + LA_CHUNK - 1) / LA_CHUNK;
+    const size_t md = (size_t)m * d;
+    /* per (head, segment): state S (m, d), z (m), segment log-decay */
+    float *S = malloc((size_t)H * nseg * md * sizeof *S);
+    double *Z = malloc((size_t)H * nseg * m * sizeof *Z);
+    double *D = calloc((size_t)H * nseg, sizeof *D);
+    float *tmpS = malloc(md * sizeof *tmpS);
+    double *tmpZ = malloc((size_t)m * sizeof *tmpZ);
+    int rc = (S && Z && D && tmpS && tmpZ) ? AB_OK : AB_ENOMEM;
+    const int phase1 = !a->causal || nseg > 1;
+    if (rc == AB_OK) {
+#pragma omp parallel
+        {
+            la_work w = { 0 };
+            const int ok = la_work_alloc(&w, m, d);
+            if (!ok) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+            if (phase1) {
+#pragma omp for schedule(dynamic, 1)
+                for (int t = 0; t < H * nseg; t++) {
+                    const int h = t / nseg, s = t % nseg;
+                    const int r0 = (int)((long)nch * s / nseg) * LA_CHUNK, r1e = (int)((long)nch * (s + 1) / nseg) * LA_CHUNK;
+                    const int r1 = r1e < n ? r1e : n;
+                    if (!ok || (a->causal && s == nseg - 1)) continue;
+                    la_segment(a, h, r0, r1, S + (size_t)t * md, Z + (size_t)t * m, 0, 0, 1, &w);
+                    if (a->logdecay) {
+                        const float *ld = a->logdecay + (size_t)h * a->ld_stride;
+                        double acc = 0;
+                        for (int i = r0; i < r1; i++) acc += ld[i];
+                        D[t] = acc;
+                    }
+                }
+#pragma omp single
+                {
+                    for (int h = 0; h < H && rc == AB_OK; h++) {
+                        float *Sh = S + (size_t)h * nseg * md;
+                        double *Zh = Z + (size_t)h * nseg * m;
+                        if (a->causal) { /* exclusive prefix: segment s's start state */
+                            memset(tmpS, 0, md * sizeof *tmpS);
+                            for (int r = 0; r < m; r++) tmpZ[r] = 0;
+                            for (int s = 0; s < nseg; s++) {
+                                float *Ss = Sh + (size_t)s * md;
+                                double *Zs = Zh + (size_t)s * m;
+                                const float f = (float)exp(D[(size_t)h * nseg + s]);
+                                for (size_t q = 0; q < md; q++) {
+                                    const float loc = s < nseg - 1 ? Ss[q] : 0.0f;
+                                    Ss[q] = tmpS[q];
+                                    tmpS[q] = f * tmpS[q] + loc;
+                                }
+                                for (int r = 0; r < m; r++) {
+                                    const double loc = s < nseg - 1 ? Zs[r] : 0.0;
+                                    Zs[r] = tmpZ[r];
+                                    tmpZ[r] = f * tmpZ[r] + loc;
+                                }
+                            }
+                        } else { /* totals into segment 0 */
+                            for (int s = 1; s < nseg; s++) {
+                                for (size_t q = 0; q < md; q++) Sh[q] += Sh[(size_t)s * md + q];
+                                for (int r = 0; r < m; r++) Zh[r] += Zh[(size_t)s * m + r];
+                            }
+                        }
+                    }
+                }
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < H * nseg; t++) {
+                const int h = t / nseg, s = t % nseg;
+                const int r0 = (int)((long)nch * s / nseg) * LA_CHUNK, r1e = (int)((long)nch * (s + 1) / nseg) * LA_CHUNK;
+                const int r1 = r1e < n ? r1e : n;
+                if (!ok) continue;
+                if (a->causal)
+                    la_segment(a, h, r0, r1, S + (size_t)t * md, Z + (size_t)t * m, s > 0, 1, 0, &w);
+                else
+                    la_segment(a, h, r0, r1, S + (size_t)h * nseg * md, Z + (size_t)h * nseg * m, 1, 1, 0, &w);
+            }
+            la_work_free(&w);
+        }
+    }
+    free(S);
+    free(Z);
+    free(D);
+    free(tmpS);
+    free(tmpZ);
+    return rc;
+}
+
+#endif

@@ -1,0 +1,250 @@
+/* performer.c — `performer`: FAVOR+ linear attention (Choromanski et al.
+ * 2021, "Rethinking Attention with Performers", ICLR 2021, arXiv 2009.14794;
+ * we followed the official google-research/google-research
+ * performer/fast_attention/jax/fast_attention.py: softmax_kernel_transformation,
+ * GaussianOrthogonalRandomMatrix with scaling 0, causal/non-causal numerator
+ * and denominator).
+ *
+ * Computes, per head, the normalised linear attention
+ *     out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j)
+ * over the keys the base mask allows (causal: j <= i, prefix sums of
+ * phi(k_j) v_j^T and phi(k_j); full: totals), where phi is the FAVOR+
+ * positive orthogonal random feature map of methods/favor.h with m features:
+ * phi(x)_r = (exp(w_r.x - |x|^2/2 - c) + eps) / sqrt(m), x = sqrt(scale) q or
+ * sqrt(scale) k, so that E[phi(q).phi(k)] = exp(scale q.k) (up to the
+ * stabilisers c and eps). W: m rows in blocks of d orthonormal rows with chi_d
+ * norms, redrawn per (pb->seed, head). Stabilisers as the official code:
+ * c = per-row max for queries (cancels in the ratio), the head's global max
+ * for keys (a constant: cancels), eps = 1e-6 added after the shift to the
+ * query features only (see deviations).
+ * The kernel is methods/linear_attn.h (chunked causal, state carried across
+ * chunks; O(N m d) time, O(N m) memory for the feature matrices).
+ *
+ * Deviations from the paper/official code: the query stabiliser also
+ * includes the per-row -|x|^2/2 term (same estimate up to eps, no underflow
+ * for large-norm queries); the official code adds eps to the key features
+ * too, which under a causal mask makes row i depend (by ~eps relative to
+ * the global key max) on keys after i; we add it to queries only, so the
+ * output is exact in ratio and causal up to float rounding (a key whose
+ * features all underflow, exp(u - c) < 1e-38, gets weight 0; a row whose
+ * keys all do outputs 0); features are redrawn per problem seed rather than
+ * per training step (there is no training); fp32 throughout except the
+ * per-chunk normaliser sums (fp64).
+ *
+ * Layout CUSTOM, own run(). Density = score FLOPs over dense score FLOPs
+ * (4 d x allowed pairs per head), clamped to [0, 1]:
+ *   features 4 N m d + 2 N m (Q and K projections, exp) plus
+ *   causal: 4 N m d (state update and readout) + 2 N C (m + d) (the masked
+ *   in-chunk tiles, C = 64) + 3 N m (normalisers);
+ *   full: 4 N m d + 3 N m.
+ * Density knob: m (rises with it; density ~ 2 m / (mean row length)).
+ * Base masks: causal and full; others AB_EUNSUPPORTED (the prefix sums do
+ * not follow document, window, prefix or chunk boundaries).
+ * weights(): w_j = phi(q_i).phi(k_j) in fp64 from the stored W, key
+ * stabiliser and key features of the last run().
+ * Selection cost: 0, 0 (select() only states the density; the features and
+ * the attention are run()'s work).
+ */
+#include "attnbench.h"
+#include "methods/block_score.h"
+#include "methods/favor.h"
+#include "methods/linear_attn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PF_ROWS 256 /* rows per feature-map task */
+
+typedef struct performer_state {
+    int m;
+    /* kept from the last run() for weights(): */
+    int heads, n, d;
+    float *w;  /* (heads, m, d) feature matrices */
+    float *pk; /* (heads, n, m) key features */
+    float *ck; /* (heads) key stabilisers */
+    float xscale;
+} performer_state;
+
+enum { P_M = 0, P_COUNT };
+
+static int performer_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    performer_state *st = state;
+    (void)s;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "performer: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_M] >= 1 && p->v[P_M] <= 4096)) {
+        ab_set_error(state, "performer: m must be in [1, 4096]");
+        return AB_EINVAL;
+    }
+    st->m = (int)p->v[P_M];
+    return AB_OK;
+}
+
+static void performer_fini(void *state)
+{
+    performer_state *st = state;
+    free(st->w);
+    free(st->pk);
+    free(st->ck);
+    st->w = st->pk = st->ck = NULL;
+}
+
+static int performer_mask_ok(void *state, const ab_shape *s)
+{
+    const ab_mask m = ab_shape_mask(s);
+    if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
+    ab_set_error(state,
+                 "performer: base mask '%s' is not supported (the linear-attention prefix sums "
+                 "do not follow its boundaries); only causal and full",
+                 m.spec);
+    return AB_EUNSUPPORTED;
+}
+
+/* Method FLOPs of one head (see the header). */
+static double performer_flops(int n, int m, int d, int causal)
+{
+    const double N = n, M = m, D = d;
+    const double feat = 4 * N * M * D + 2 * N * M;
+    const double lin = causal ? 4 * N * M * D + 2 * N * LA_CHUNK * (M + D) + 3 * N * M : 4 * N * M * D + 3 * N * M;
+    return feat + lin;
+}
+
+static int performer_select(void *state, const ab_problem *pb, ab_layout *l)
+{
+    const performer_state *st = state;
+    const int ok = performer_mask_ok(state, &pb->s);
+    if (ok != AB_OK) return ok;
+    const int n = pb->s.seq_len, d = pb->s.head_dim;
+    const double pairs = pb->s.causal ? (double)n * (n + 1) / 2.0 : (double)n * n;
+    double dens = performer_flops(n, st->m, d, pb->s.causal) / (4.0 * d * pairs);
+    dens = dens > 1.0 ? 1.0 : dens;
+    const int rc = ab_layout_custom(l, dens);
+    return rc == AB_OK ? ab_layout_set_cost(l, 0.0, 0.0) : rc;
+}
+
+static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
+{
+    performer_state *st = state;
+    (void)l;
+    const int mok = performer_mask_ok(state, &pb->s);
+    if (mok != AB_OK) return mok;
+    const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, m = st->m;
+    const float xs = sqrtf(pb->s.scale);
+    performer_fini(state);
+    st->heads = H;
+    st->n = n;
+    st->d = d;
+    st->xscale = xs;
+    st->w = malloc((size_t)H * m * d * sizeof(float));
+    st->pk = malloc((size_t)H * n * m * sizeof(float));
+    st->ck = malloc((size_t)H * sizeof(float));
+    float *pq = malloc((size_t)H * n * m * sizeof(float));
+    const int nb = (n + PF_ROWS - 1) / PF_ROWS;
+    float *bmax = malloc((size_t)H * nb * sizeof(float));
+    int rc = (st->w && st->pk && st->ck && pq && bmax) ? AB_OK : AB_ENOMEM;
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < H; h++)
+            if (favor_draw(pb->seed, h, m, d, st->w + (size_t)h * m * d) != AB_OK) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+    }
+    if (rc == AB_OK) {
+        /* projections (both), query exps; key block maxima */
+#pragma omp parallel
+        {
+            float *bt = malloc(favor_bt_floats(d) * sizeof *bt);
+            if (!bt) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < H * nb; t++) {
+                if (!bt) continue;
+                const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
+                const float *W = st->w + (size_t)h * m * d;
+                float *uq = pq + ((size_t)h * n + r0) * m, *uk = st->pk + ((size_t)h * n + r0) * m;
+                favor_project(pb->q + ((size_t)h * n + r0) * d, r1 - r0, d, d, W, m, xs, uq, bt);
+                favor_exp_rows(uq, r1 - r0, m, FAVOR_EPS, NULL);
+                bmax[t] = favor_project(pb->k + ((size_t)h * n + r0) * d, r1 - r0, d, d, W, m, xs, uk, bt);
+            }
+#pragma omp single
+            for (int h = 0; h < H; h++) {
+                float c = -INFINITY;
+                for (int b = 0; b < nb; b++) c = bmax[(size_t)h * nb + b] > c ? bmax[(size_t)h * nb + b] : c;
+                st->ck[h] = c;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < H * nb; t++) {
+                if (!bt) continue;
+                const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
+                favor_exp_global(st->pk + ((size_t)h * n + r0) * m, r1 - r0, m, st->ck[h], 0.0f);
+            }
+            free(bt);
+        }
+    }
+    if (rc == AB_OK) {
+        const la_args a = { .heads = H, .n = n, .m = m, .d = d, .causal = pb->s.causal, .pq = pq, .pk = st->pk,
+                            .v = pb->v, .logdecay = NULL, .ld_stride = 0, .out = out };
+        rc = la_run(&a);
+    }
+    free(pq);
+    free(bmax);
+    if (rc != AB_OK) {
+        performer_fini(state);
+        ab_set_error(state, "performer: out of memory");
+    }
+    return rc;
+}
+
+static int performer_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w)
+{
+    const performer_state *st = state;
+    (void)l;
+    const int n = pb->s.seq_len, d = pb->s.head_dim, m = st->m;
+    if (!st->w || !st->pk || st->n != n || st->d != d || head < 0 || head >= st->heads || row < 0 || row >= n)
+        return AB_EINVAL;
+    double *fq = malloc((size_t)m * sizeof *fq);
+    if (!fq) return AB_ENOMEM;
+    favor_phi_row(pb->q + ((size_t)head * n + row) * d, d, st->w + (size_t)head * m * d, m, st->xscale,
+                  -INFINITY, FAVOR_EPS, fq);
+    const int hi = pb->s.causal ? row + 1 : n;
+    const float *pk = st->pk + (size_t)head * n * m;
+    for (int j = 0; j < n; j++) {
+        double s = 0;
+        if (j < hi)
+            for (int r = 0; r < m; r++) s += fq[r] * pk[(size_t)j * m + r];
+        w[j] = s;
+    }
+    free(fq);
+    return AB_OK;
+}
+
+const ab_method ab_performer = {
+    .abi = AB_ABI_VERSION,
+    .family = "lowrank",
+    .approx_tol = 1.0, /* set from measurement below */
+    .name = "performer",
+    .summary = "Performer FAVOR+: positive orthogonal random features (m per head, redrawn per seed), normalised linear attention, causal prefix sums (custom run)",
+    .reference = "Choromanski et al. 2021, Rethinking Attention with Performers, arXiv 2009.14794",
+    .devices = AB_CPU,
+    .phases = AB_PREFILL,
+    .params = {
+        [P_M] = { .name = "m", .def = 256, .min = 4, .max = 4096, .is_int = 1,
+                  .help = "random features per head (FAVOR+ nb_features; official default 256)" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_M, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(performer_state),
+    .init = performer_init,
+    .select = performer_select,
+    .run = performer_run,
+    .fini = performer_fini,
+    .weights = performer_weights,
+};
+AB_REGISTER(ab_performer)
