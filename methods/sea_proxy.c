@@ -150,20 +150,20 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
                 ab_mask_span(&mask, r0 + i, &lo, &hi);
                 lo = lo > k0 ? lo : k0;
                 hi = hi < k1 ? hi : k1;
-                const float *srow = sc + (size_t)i * kc;
-                float mx = -INFINITY;
-                for (int j = lo; j < hi; j++)
-                    if ((mask.def->interval || ab_mask_allows(&mask, r0 + i, j)) && srow[j - k0] > mx)
-                        mx = srow[j - k0];
+                if (lo >= hi) continue;
+                float *srow = sc + (size_t)i * kc + (lo - k0);
+                const int len = hi - lo;
+                if (!mask.def->interval) /* keys the mask hides in the span: exp gives 0 */
+                    for (int j = 0; j < len; j++)
+                        if (!ab_mask_allows(&mask, r0 + i, lo + j)) srow[j] = -INFINITY;
+                const float mx = bs_max(srow, len);
                 if (mx == -INFINITY) continue;
-                double sum = 0.0;
-                for (int j = lo; j < hi; j++)
-                    if (mask.def->interval || ab_mask_allows(&mask, r0 + i, j)) sum += exp(srow[j - k0] - mx);
-                const double inv = 1.0 / sum;
-                for (int j = lo; j < hi; j++)
-                    if (mask.def->interval || ab_mask_allows(&mask, r0 + i, j)) {
-                        mass[j - k0] += exp(srow[j - k0] - mx) * inv;
-                        seen[j - k0] = 1;
+                const double sum = ab_exp_shift_sum(srow, len, mx); /* vector exp in place */
+                const float inv = (float)(1.0 / sum);
+                for (int j = 0; j < len; j++)
+                    if (srow[j] > 0.0f || mask.def->interval || ab_mask_allows(&mask, r0 + i, lo + j)) {
+                        mass[lo - k0 + j] += srow[j] * inv;
+                        seen[lo - k0 + j] = 1;
                         pairs += 1.0;
                     }
             }
