@@ -379,7 +379,7 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
                 w.v1[(size_t)j * d1 + d] = 1.0f;
             }
             sb_lowrank(&w, n, d, m, causal);
-            memset(w.mark, 0, (size_t)n);
+            memset(w.mark, 0, n > 0 ? (size_t)n : 0);
             for (int i = 0; i < n; i++) {
                 /* S_i: bucket-mates over the rounds, deduplicated, plus i */
                 int ns = 0;
