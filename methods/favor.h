@@ -152,8 +152,8 @@ static inline void favor_exp_global(float *U, int n, int m, float c, float eps)
 }
 
 /* One row in double (weights()): out (m). c <= -1e300: the row's own max. */
-static inline void favor_phi_row(const float *x, int d, const float *W, int m, float xscale, double c, double eps,
-                                 double *out)
+static inline void favor_phi_row(const float *x, int d, const float *W, int m, float xscale, double c,
+                                 double eps, double *out)
 {
     double sq = 0;
     for (int e = 0; e < d; e++) sq += (double)x[e] * x[e];

@@ -161,15 +161,16 @@ static inline void la_segment(const la_args *a, int h, int r0, int r1, float *S,
                               int write, int upd, la_work *w)
 {
     const int m = a->m, d = a->d, n = a->n;
-    const float *pq = a->pq + (size_t)h * n * m, *pk = a->pk + (size_t)h * n * m, *v = a->v + (size_t)h * n * d;
+    const float *pq = a->pq + (size_t)h * n * m, *pk = a->pk + (size_t)h * n * m,
+                *v = a->v + (size_t)h * n * d;
     const float *ld = a->logdecay ? a->logdecay + (size_t)h * a->ld_stride : NULL;
     float *out = a->out + (size_t)h * n * d;
     for (int c0 = r0; c0 < r1; c0 += LA_CHUNK) {
         const int L = r1 - c0 < LA_CHUNK ? r1 - c0 : LA_CHUNK;
         if (a->causal) {
             const int more = upd || c0 + L < r1;
-            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, ld ? ld + c0 : NULL, L, m, d, S,
-                     z, have_state, write ? out + (size_t)c0 * d : NULL, more, w);
+            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, ld ? ld + c0 : NULL, L, m,
+                     d, S, z, have_state, write ? out + (size_t)c0 * d : NULL, more, w);
             have_state = have_state || more;
         } else if (write) {
             float *o = out + (size_t)c0 * d;
@@ -181,8 +182,8 @@ static inline void la_segment(const la_args *a, int h, int r0, int r1, float *S,
                 for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= inv;
             }
         } else { /* non-causal partial sums */
-            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, NULL, L, m, d, S, z, have_state,
-                     NULL, 1, w);
+            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, NULL, L, m, d, S, z,
+                     have_state, NULL, 1, w);
             have_state = 1;
         }
     }
@@ -208,7 +209,7 @@ static inline int la_run(const la_args *a)
 {
     const int H = a->heads, n = a->n, m = a->m, d = a->d;
     if (H < 1 || n < 1 || m < 1 || d < 1 || (a->logdecay && !a->causal)) return AB_EINVAL;
-    const int nseg = a->causal ? la_segments(H, n) : la_segments(H, n);
+    const int nseg = la_segments(H, n);
     const int nch = (n + LA_CHUNK - 1) / LA_CHUNK;
     const size_t md = (size_t)m * d;
     /* per (head, segment): state S (m, d), z (m), segment log-decay */
@@ -232,7 +233,8 @@ static inline int la_run(const la_args *a)
 #pragma omp for schedule(dynamic, 1)
                 for (int t = 0; t < H * nseg; t++) {
                     const int h = t / nseg, s = t % nseg;
-                    const int r0 = (int)((long)nch * s / nseg) * LA_CHUNK, r1e = (int)((long)nch * (s + 1) / nseg) * LA_CHUNK;
+                    const int r0 = (int)((long)nch * s / nseg) * LA_CHUNK,
+                              r1e = (int)((long)nch * (s + 1) / nseg) * LA_CHUNK;
                     const int r1 = r1e < n ? r1e : n;
                     if (!ok || (a->causal && s == nseg - 1)) continue;
                     la_segment(a, h, r0, r1, S + (size_t)t * md, Z + (size_t)t * m, 0, 0, 1, &w);
@@ -278,13 +280,15 @@ static inline int la_run(const la_args *a)
 #pragma omp for schedule(dynamic, 1)
             for (int t = 0; t < H * nseg; t++) {
                 const int h = t / nseg, s = t % nseg;
-                const int r0 = (int)((long)nch * s / nseg) * LA_CHUNK, r1e = (int)((long)nch * (s + 1) / nseg) * LA_CHUNK;
+                const int r0 = (int)((long)nch * s / nseg) * LA_CHUNK,
+                          r1e = (int)((long)nch * (s + 1) / nseg) * LA_CHUNK;
                 const int r1 = r1e < n ? r1e : n;
                 if (!ok) continue;
                 if (a->causal)
                     la_segment(a, h, r0, r1, S + (size_t)t * md, Z + (size_t)t * m, s > 0, 1, 0, &w);
                 else
-                    la_segment(a, h, r0, r1, S + (size_t)h * nseg * md, Z + (size_t)h * nseg * m, 1, 1, 0, &w);
+                    la_segment(a, h, r0, r1, S + (size_t)h * nseg * md, Z + (size_t)h * nseg * m, 1, 1, 0,
+                               &w);
             }
             la_work_free(&w);
         }

@@ -32,7 +32,7 @@
  * per-chunk normaliser sums (fp64).
  *
  * Layout CUSTOM, own run(). Density = score FLOPs over dense score FLOPs
- * (4 d x allowed pairs per head), clamped to [0, 1]:
+ * (4 d x allowed pairs per head), clamped to [0, 1) (never exactly 1: not exact):
  *   features 4 N m d + 2 N m (Q and K projections, exp) plus
  *   causal: 4 N m d (state update and readout) + 2 N C (m + d) (the masked
  *   in-chunk tiles, C = 64) + 3 N m (normalisers);
@@ -109,7 +109,8 @@ static double performer_flops(int n, int m, int d, int causal)
 {
     const double N = n, M = m, D = d;
     const double feat = 4 * N * M * D + 2 * N * M;
-    const double lin = causal ? 4 * N * M * D + 2 * N * LA_CHUNK * (M + D) + 3 * N * M : 4 * N * M * D + 3 * N * M;
+    const double lin =
+        causal ? 4 * N * M * D + 2 * N * LA_CHUNK * (M + D) + 3 * N * M : 4 * N * M * D + 3 * N * M;
     return feat + lin;
 }
 
@@ -121,7 +122,9 @@ static int performer_select(void *state, const ab_problem *pb, ab_layout *l)
     const int n = pb->s.seq_len, d = pb->s.head_dim;
     const double pairs = pb->s.causal ? (double)n * (n + 1) / 2.0 : (double)n * n;
     double dens = performer_flops(n, st->m, d, pb->s.causal) / (4.0 * d * pairs);
-    dens = dens > 1.0 ? 1.0 : dens;
+    /* clamped below 1: an approximation never covers like dense (the registry
+     * test full_coverage_under_masks reads density 1 as exact coverage) */
+    dens = dens < 1.0 ? dens : nextafter(1.0, 0.0);
     const int rc = ab_layout_custom(l, dens);
     return rc == AB_OK ? ab_layout_set_cost(l, 0.0, 0.0) : rc;
 }
@@ -189,8 +192,17 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
         }
     }
     if (rc == AB_OK) {
-        const la_args a = { .heads = H, .n = n, .m = m, .d = d, .causal = pb->s.causal, .pq = pq, .pk = st->pk,
-                            .v = pb->v, .logdecay = NULL, .ld_stride = 0, .out = out };
+        const la_args a = { .heads = H,
+                            .n = n,
+                            .m = m,
+                            .d = d,
+                            .causal = pb->s.causal,
+                            .pq = pq,
+                            .pk = st->pk,
+                            .v = pb->v,
+                            .logdecay = NULL,
+                            .ld_stride = 0,
+                            .out = out };
         rc = la_run(&a);
     }
     free(pq);
@@ -202,7 +214,8 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
     return rc;
 }
 
-static int performer_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w)
+static int performer_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row,
+                             double *w)
 {
     const performer_state *st = state;
     (void)l;
@@ -228,7 +241,7 @@ static int performer_weights(void *state, const ab_problem *pb, const ab_layout 
 const ab_method ab_performer = {
     .abi = AB_ABI_VERSION,
     .family = "lowrank",
-    .approx_tol = 1.0, /* set from measurement below */
+    .approx_tol = 5.0, /* measured worst 3.28 (Gaussian N=512 d=64: FAVOR+ variance at |x|^2 = 8), x1.5 */
     .name = "performer",
     .summary = "Performer FAVOR+: positive orthogonal random features (m per head, redrawn per seed), normalised linear attention, causal prefix sums (custom run)",
     .reference = "Choromanski et al. 2021, Rethinking Attention with Performers, arXiv 2009.14794",
