@@ -35,6 +35,10 @@
  * only states the static pattern's density; the pooling and the attention
  * over core and raw keys are run()'s work (per 64-row tile: float logits
  * via bs_gemm_nt, SLEEF exp in place, P.V as two bs_gemm_nn products).
+ *
+ * weights() (ABI 6): a raw key weighs exp(its logit); a core token's
+ * exp(q . k_core) is split over its group's keys by the pooling weights,
+ * so run()'s row is sum w v / sum w (the core value is the pooled one).
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -255,6 +259,76 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
     return rc;
 }
 
+/* weights(): the implied weight of every key for row `row` of head `head`,
+ * consistent with run(): a raw key j in [lo, hi) weighs exp(l_ij - m); a
+ * key j of a pooled group c weighs exp(l_ic - m) * pw_j, the core token's
+ * weight split over its group by the pooling weights pw (which sum to 1),
+ * so that sum_j w_j v_j = exp(l_ic - m) cv_c. l: scaled logits, m their max
+ * over the row. Recomputes the pooling of the groups in use (double
+ * accumulation; run() uses float: they agree to fp32 rounding). O(N d) per
+ * row; reads the state only. */
+static int cca_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w)
+{
+    (void)l;
+    const cca_state *st = state;
+    const int mok = cca_mask_ok(state, &pb->s);
+    if (mok != AB_OK) return mok;
+    const int n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, g = st->group;
+    const int ng = (n + g - 1) / g;
+    const double scale = pb->s.scale;
+    const float *q = pb->q + (size_t)head * n * d, *k = pb->k + (size_t)head * n * d;
+    const float *qi = q + (size_t)row * d;
+    double *pw = malloc((size_t)g * sizeof *pw), *ckc = malloc((size_t)d * sizeof *ckc);
+    if (!pw || !ckc) {
+        free(pw);
+        free(ckc);
+        ab_set_error(state, "cca: out of memory");
+        return AB_ENOMEM;
+    }
+    int lo, hi;
+    raw_range(st, n, causal, row, &lo, &hi);
+    const int ca = lo / g, cb = causal ? ng : (hi + g - 1) / g;
+    for (int j = 0; j < n; j++) w[j] = -INFINITY; /* logits first, then weights */
+    for (int j = lo; j < hi; j++) {
+        double s = 0.0;
+        for (int e = 0; e < d; e++) s += (double)qi[e] * k[(size_t)j * d + e];
+        w[j] = s * scale;
+    }
+    double mx = -INFINITY;
+    for (int j = lo; j < hi; j++) mx = w[j] > mx ? w[j] : mx;
+    /* pass 1: core logits (stored at the group's first key), pass 2: weights */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int c = 0; c < ng; c++) {
+            if (c >= ca && c < cb) continue;
+            const int j0 = c * g, j1 = j0 + g < n ? j0 + g : n, t = j1 - 1;
+            for (int j = j0; j < j1; j++) {
+                double s = 0.0;
+                for (int e = 0; e < d; e++) s += (double)q[(size_t)t * d + e] * k[(size_t)j * d + e];
+                pw[j - j0] = s * scale;
+            }
+            bs_softmax(pw, j1 - j0);
+            if (pass == 0) {
+                for (int e = 0; e < d; e++) ckc[e] = 0.0;
+                for (int j = j0; j < j1; j++)
+                    for (int e = 0; e < d; e++) ckc[e] += pw[j - j0] * k[(size_t)j * d + e];
+                double s = 0.0;
+                for (int e = 0; e < d; e++) s += (double)qi[e] * ckc[e];
+                w[j0] = s * scale; /* the core logit, until pass 2 */
+                mx = w[j0] > mx ? w[j0] : mx;
+            } else {
+                const double wc = exp(w[j0] - mx);
+                for (int j = j0; j < j1; j++) w[j] = wc * pw[j - j0];
+            }
+        }
+    }
+    for (int j = lo; j < hi; j++) w[j] = exp(w[j] - mx);
+    for (int j = 0; j < n; j++)
+        if (w[j] == -INFINITY) w[j] = 0.0;
+    free(pw);
+    free(ckc);
+    return AB_OK;
+}
+
 const ab_method ab_cca = {
     .abi = AB_ABI_VERSION,
     .family = "lowrank",
@@ -277,5 +351,6 @@ const ab_method ab_cca = {
     .select = cca_select,
     .run = cca_run,
     .fini = NULL,
+    .weights = cca_weights,
 };
 AB_REGISTER(ab_cca)
