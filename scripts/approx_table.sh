@@ -1,6 +1,7 @@
 #!/bin/sh
 # approx_table.sh RESULTS.h5|points.tsv — the matched-cost table of
-# docs/approx.md: per method and N, its family and layout, the achieved
+# docs/approx.md: per method, N and target density (1: a method without
+# a knob, run at its own cost), its family and layout, the achieved
 # density (for a custom layout: its score FLOPs over dense), the speedup over
 # dense (median of the timed points' paired speedups), the attention-mass
 # recall (effective recall for custom layouts, marked *) and the accuracy on
@@ -30,7 +31,7 @@ function show(x, fmt) { return x == "nan" ? "-" : sprintf(fmt, x) }
 NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
 $c["status"] != "ok" { next }
 {
-    m = $c["method"]; n = $c["seq_len"]; t = $c["task"]; k = m SUBSEP n
+    m = $c["method"]; n = $c["seq_len"]; t = $c["task"]; k = m SUBSEP n SUBSEP $c["target_density"]
     if (!(k in seen)) { seen[k] = 1; rows[++nr] = k; fam[k] = $c["family"]; lay[k] = $c["layout"] }
     if (!(t in tseen)) { tseen[t] = 1; tasks[++nt] = t }
     add(k SUBSEP "dens", $c["achieved_density"])
@@ -39,12 +40,12 @@ $c["status"] != "ok" { next }
     add(k SUBSEP "acc" SUBSEP t, $c["accuracy"])
 }
 END {
-    printf "%-18s %-8s %-7s %6s %8s %8s %8s", "method", "family", "layout", "N", "density", "speedup", "recall"
+    printf "%-18s %-8s %-7s %6s %7s %8s %8s %8s", "method", "family", "layout", "N", "target", "density", "speedup", "recall"
     for (i = 1; i <= nt; i++) printf " %12s", "acc:" tasks[i]
     printf "\n"
     for (r = 1; r <= nr; r++) {
         k = rows[r]; split(k, p, SUBSEP)
-        printf "%-18s %-8s %-7s %6d %8s %8s %8s", p[1], fam[k] == "" ? "-" : fam[k], lay[k], p[2],
+        printf "%-18s %-8s %-7s %6d %7s %8s %8s %8s", p[1], fam[k] == "" ? "-" : fam[k], lay[k], p[2], p[3],
             show(med(k SUBSEP "dens"), "%.3f"), show(med(k SUBSEP "sp"), "%.2fx"),
             show(med(k SUBSEP "rec"), "%.3f") (lay[k] == "custom" ? "*" : " ")
         for (i = 1; i <= nt; i++) printf " %12s", show(med(k SUBSEP "acc" SUBSEP tasks[i]), "%.2f")
