@@ -41,6 +41,7 @@
  * so run()'s row is sum w v / sum w (the core value is the pooled one).
  */
 #include "attnbench.h"
+#include "methods/plain_mask.h"
 #include "methods/block_score.h"
 
 #include <math.h>
@@ -92,13 +93,7 @@ static void raw_range(const cca_state *st, int n, int causal, int i, int *lo, in
 /* AB_OK under the plain causal / full base masks, else AB_EUNSUPPORTED. */
 static int cca_mask_ok(void *state, const ab_shape *s)
 {
-    const ab_mask m = ab_shape_mask(s);
-    if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
-    ab_set_error(state,
-                 "cca: base mask '%s' is not supported (core tokens pool keys across its "
-                 "boundaries); only causal and full",
-                 m.spec);
-    return AB_EUNSUPPORTED;
+    return mc_plain_mask_only(state, s, 1, "cca", "core tokens pool keys across its boundaries");
 }
 
 static int cca_select(void *state, const ab_problem *pb, ab_layout *l)

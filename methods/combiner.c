@@ -44,6 +44,7 @@
  * attention are run()'s work (bs_gemm_nt logits, SLEEF exp, bs_gemm_nn P.V).
  */
 #include "attnbench.h"
+#include "methods/plain_mask.h"
 #include "methods/block_score.h"
 
 #include <math.h>
@@ -93,13 +94,7 @@ static void own_range(int s, int n, int causal, int i, int *lo, int *hi)
 
 static int combiner_mask_ok(void *state, const ab_shape *s)
 {
-    const ab_mask m = ab_shape_mask(s);
-    if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
-    ab_set_error(state,
-                 "combiner: base mask '%s' is not supported (region summaries pool keys across its "
-                 "boundaries); only causal and full",
-                 m.spec);
-    return AB_EUNSUPPORTED;
+    return mc_plain_mask_only(state, s, 1, "combiner", "region summaries pool keys across its boundaries");
 }
 
 static int combiner_select(void *state, const ab_problem *pb, ab_layout *l)
@@ -223,9 +218,10 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
                 const int tlo = lo0, thi = hi1;
                 const int nrg = causal ? (r1 - 1) / s : nreg; /* region logits needed */
                 if (nrg > 0)
-                    bs_gemm_nt(q + (size_t)r0 * d, d, nr, rk + (size_t)h * nreg * d, d, nrg, d, scale, sc, nreg,
-                               bt);
-                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap, bt);
+                    bs_gemm_nt(q + (size_t)r0 * d, d, nr, rk + (size_t)h * nreg * d, d, nrg, d, scale, sc,
+                               nreg, bt);
+                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap,
+                           bt);
                 for (int i = r0; i < r1; i++) {
                     int lo, hi;
                     own_range(s, n, causal, i, &lo, &hi);
@@ -243,7 +239,8 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
                         mx = pc[c] > mx ? pc[c] : mx;
                     }
                     for (int j = lo - tlo; j < hi - tlo; j++) mx = pr[j] > mx ? pr[j] : mx;
-                    double sum = ab_exp_shift_sum(pc, ca, mx) + ab_exp_shift_sum(pr + (lo - tlo), hi - lo, mx);
+                    double sum =
+                        ab_exp_shift_sum(pc, ca, mx) + ab_exp_shift_sum(pr + (lo - tlo), hi - lo, mx);
                     if (cb < nrg) sum += ab_exp_shift_sum(pc + cb, nrg - cb, mx);
                     for (int c = ca; c < cb && c < nrg; c++) pc[c] = 0.0f;
                     for (int j = 0; j < lo - tlo; j++) pr[j] = 0.0f;
@@ -271,7 +268,8 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
 
 /* Implied weights of row `row` (see the header): O(N d) per row, recomputes
  * the summaries in double; reads the state only. */
-static int combiner_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w)
+static int combiner_weights(void *state, const ab_problem *pb, const ab_layout *l, int head, int row,
+                            double *w)
 {
     (void)l;
     const combiner_state *st = state;

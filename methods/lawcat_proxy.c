@@ -39,6 +39,7 @@
  * features kept from run()). Selection cost: 0, 0 (run() does the work).
  */
 #include "attnbench.h"
+#include "methods/plain_mask.h"
 #include "methods/block_score.h"
 #include "methods/linear_attn.h"
 
@@ -92,14 +93,8 @@ static void lawcat_fini(void *state)
 
 static int lawcat_mask_ok(const lawcat_state *st, void *state, const ab_shape *s)
 {
-    const ab_mask m = ab_shape_mask(s);
-    if (!strcmp(m.def->name, "causal")) return AB_OK;
-    if (!strcmp(m.def->name, "full") && st->lambda == 1.0f) return AB_OK;
-    ab_set_error(state,
-                 "lawcat_proxy: base mask '%s' is not supported (a causal recurrence and conv across "
-                 "its boundaries); only causal, and full with lambda = 1",
-                 m.spec);
-    return AB_EUNSUPPORTED;
+    return mc_plain_mask_only(state, s, st->lambda == 1.0f, "lawcat_proxy",
+                              "a causal recurrence and conv across its boundaries; full needs lambda = 1");
 }
 
 static double lawcat_flops(const lawcat_state *st, int n, int d, int causal)

@@ -46,6 +46,7 @@
  * the attention are run()'s work).
  */
 #include "attnbench.h"
+#include "methods/plain_mask.h"
 #include "methods/block_score.h"
 #include "methods/favor.h"
 #include "methods/linear_attn.h"
@@ -95,13 +96,8 @@ static void performer_fini(void *state)
 
 static int performer_mask_ok(void *state, const ab_shape *s)
 {
-    const ab_mask m = ab_shape_mask(s);
-    if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
-    ab_set_error(state,
-                 "performer: base mask '%s' is not supported (the linear-attention prefix sums "
-                 "do not follow its boundaries); only causal and full",
-                 m.spec);
-    return AB_EUNSUPPORTED;
+    return mc_plain_mask_only(state, s, 1, "performer",
+                              "the linear-attention prefix sums do not follow its boundaries");
 }
 
 /* Method FLOPs of one head (see the header). */

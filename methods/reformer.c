@@ -87,7 +87,7 @@ enum { P_BUCKETS = 0, P_ROUNDS, P_CHUNK, P_NOSELF, P_COUNT };
 /* The sort of one select(): every head's rounds. */
 typedef struct rf_sort {
     int heads, n, d, rounds, nch;
-    uint64_t seed, sum; /* fingerprint: seed and checksum of Q, K */
+    uint64_t seed, sum;     /* fingerprint: seed and checksum of Q, K */
     int32_t *qperm, *kperm; /* (heads, rounds, N) */
     int32_t *qptr, *kptr;   /* (heads, rounds, nch + 1) */
     bk_round *r;            /* (heads, rounds) */
@@ -116,10 +116,14 @@ static int reformer_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "reformer: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_BUCKETS] >= 1 && p->v[P_BUCKETS] <= RF_MAX_BUCKETS) || !(p->v[P_ROUNDS] >= 1 && p->v[P_ROUNDS] <= 16) ||
-        !(p->v[P_CHUNK] >= 0 && p->v[P_CHUNK] <= (1 << 24)) || !(p->v[P_NOSELF] == 0 || p->v[P_NOSELF] == 1)) {
-        ab_set_error(state, "reformer: n_buckets must be in [1, %d], n_rounds in [1, 16], chunk in [0, 2^24], "
-                            "no_self 0 or 1", RF_MAX_BUCKETS);
+    if (!(p->v[P_BUCKETS] >= 1 && p->v[P_BUCKETS] <= RF_MAX_BUCKETS) ||
+        !(p->v[P_ROUNDS] >= 1 && p->v[P_ROUNDS] <= 16) ||
+        !(p->v[P_CHUNK] >= 0 && p->v[P_CHUNK] <= (1 << 24)) ||
+        !(p->v[P_NOSELF] == 0 || p->v[P_NOSELF] == 1)) {
+        ab_set_error(state,
+                     "reformer: n_buckets must be in [1, %d], n_rounds in [1, 16], chunk in [0, 2^24], "
+                     "no_self 0 or 1",
+                     RF_MAX_BUCKETS);
         return AB_EINVAL;
     }
     st->buckets = (int)p->v[P_BUCKETS];
@@ -223,7 +227,8 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
     int rc = rot && pj && bt && bq && bk && cnt && items ? AB_OK : AB_ENOMEM;
     for (int r = 0; rc == AB_OK && r < R; r++) {
         const size_t x = (size_t)h * R + r;
-        uint64_t sd = ab_mix64(pb->seed ^ ab_mix64(0x5245464f524d4552ull + ((uint64_t)h << 20) + (uint64_t)r));
+        uint64_t sd =
+            ab_mix64(pb->seed ^ ab_mix64(0x5245464f524d4552ull + ((uint64_t)h << 20) + (uint64_t)r));
         for (size_t t = 0; t < (size_t)b2 * d; t++) rot[t] = (float)rf_gauss(&sd);
         rf_buckets(pb->q + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bq);
         rf_buckets(pb->k + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bk);
@@ -395,7 +400,9 @@ static int reformer_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc != AB_OK) return rc;
     /* cost: see the header comment */
     const double b2 = nb > 1 ? (nb + 1) / 2 : 0, n2 = 2.0 * N;
-    const double flops = (double)H * R * (2.0 * n2 * d * b2 + (nb > 1 ? n2 * nb : 0.0) + (n2 > 1 ? n2 * log2(n2) : 0.0)) + visits;
+    const double flops =
+        (double)H * R * (2.0 * n2 * d * b2 + (nb > 1 ? n2 * nb : 0.0) + (n2 > 1 ? n2 * log2(n2) : 0.0)) +
+        visits;
     const double bytes = (double)H * (8.0 * N * d + 16.0 * N * R);
     return ab_layout_set_cost(l, flops, bytes);
 }

@@ -54,6 +54,7 @@
  * reads the state only.
  */
 #include "attnbench.h"
+#include "methods/plain_mask.h"
 #include "methods/block_score.h"
 #include "methods/favor.h"
 
@@ -63,7 +64,7 @@
 #include <string.h>
 
 #define SB_CHUNK 64
-#define SB_MAXB 64
+#define SB_MAXB  64
 
 enum { P_BUCKETS = 0, P_HASHES, P_FEATURES, P_COUNT };
 
@@ -81,9 +82,11 @@ static int sb_init(void *state, const ab_params *p, const ab_shape *s)
         ab_set_error(state, "scatterbrain: expected %d params, got %d", P_COUNT, p->n);
         return AB_EINVAL;
     }
-    if (!(p->v[P_BUCKETS] >= 1 && p->v[P_BUCKETS] <= SB_MAXB) || !(p->v[P_HASHES] >= 1 && p->v[P_HASHES] <= 2) ||
+    if (!(p->v[P_BUCKETS] >= 1 && p->v[P_BUCKETS] <= SB_MAXB) ||
+        !(p->v[P_HASHES] >= 1 && p->v[P_HASHES] <= 2) ||
         !(p->v[P_FEATURES] >= 1 && p->v[P_FEATURES] <= 4096)) {
-        ab_set_error(state, "scatterbrain: buckets in [1, %d], hashes in [1, 2], features in [1, 4096]", SB_MAXB);
+        ab_set_error(state, "scatterbrain: buckets in [1, %d], hashes in [1, 2], features in [1, 4096]",
+                     SB_MAXB);
         return AB_EINVAL;
     }
     st->buckets = (int)p->v[P_BUCKETS];
@@ -94,13 +97,7 @@ static int sb_init(void *state, const ab_params *p, const ab_shape *s)
 
 static int sb_mask_ok(void *state, const ab_shape *s)
 {
-    const ab_mask m = ab_shape_mask(s);
-    if (!strcmp(m.def->name, "causal") || !strcmp(m.def->name, "full")) return AB_OK;
-    ab_set_error(state,
-                 "scatterbrain: base mask '%s' is not supported (the low-rank state sums a prefix or "
-                 "all keys); only causal and full",
-                 m.spec);
-    return AB_EUNSUPPORTED;
+    return mc_plain_mask_only(state, s, 1, "scatterbrain", "the low-rank state sums a prefix or all keys");
 }
 
 /* The rotations of (seed, head): R (hashes, d, hb), hb = ceil(b / 2). */
@@ -158,7 +155,8 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp parallel reduction(+ : sparse)
     {
         double *R = malloc((size_t)r * d * hb * sizeof *R);
-        int *qc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *qc), *kc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *kc);
+        int *qc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *qc),
+            *kc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *kc);
         int *cnt = malloc((size_t)(b + b + b * b) * sizeof *cnt); /* round 0, round 1, both */
         const int okw = R && qc && kc && cnt;
         if (!okw) {
@@ -281,7 +279,8 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->lg = malloc(nn * sizeof *w->lg);
     w->mark = malloc(nn);
     return w->R && w->qc && w->kc && w->bstart && w->blist && w->W && w->pq && w->pk && w->lr && w->v1 &&
-           w->kv && w->tile && w->bt && w->kvd && w->cq && w->sel && w->kg && w->fg && w->sg && w->lg && w->mark;
+           w->kv && w->tile && w->bt && w->kvd && w->cq && w->sel && w->kg && w->fg && w->sg && w->lg &&
+           w->mark;
 }
 
 /* Low-rank sums of one head in feature units: lr[i] = pq_i . sum_j pk_j [v_j 1]
@@ -309,7 +308,8 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
         for (size_t t = 0; t < (size_t)m * d1; t++) w->kv[t] = (float)w->kvd[t];
         bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kv, d1, m, d1, o, d1, 0, w->bt);
         /* in-chunk: tril(PQ PK^T) [V 1] */
-        bs_gemm_nt(w->pq + (size_t)c0 * m, m, L, w->pk + (size_t)c0 * m, m, L, m, 1.0f, w->tile, SB_CHUNK, w->bt);
+        bs_gemm_nt(w->pq + (size_t)c0 * m, m, L, w->pk + (size_t)c0 * m, m, L, m, 1.0f, w->tile, SB_CHUNK,
+                   w->bt);
         for (int i = 0; i < L; i++)
             for (int j = i + 1; j < L; j++) w->tile[(size_t)i * SB_CHUNK + j] = 0.0f;
         bs_gemm_nn(w->tile, SB_CHUNK, L, w->v1 + (size_t)c0 * d1, d1, L, d1, o, d1, 1, w->bt);
@@ -445,7 +445,8 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
     const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features;
     const double scale = pb->s.scale;
     const float xsf = sqrtf(pb->s.scale); /* as run() */
-    const float *q = pb->q + (size_t)head * n * d, *k = pb->k + (size_t)head * n * d, *qi = q + (size_t)row * d;
+    const float *q = pb->q + (size_t)head * n * d, *k = pb->k + (size_t)head * n * d,
+                *qi = q + (size_t)row * d;
     double *R = malloc((size_t)r * d * hb * sizeof *R);
     float *W = malloc((size_t)m * d * sizeof *W);
     double *fq = malloc((size_t)m * sizeof *fq), *u = malloc((size_t)m * sizeof *u);

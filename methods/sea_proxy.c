@@ -139,8 +139,8 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
             bs_rows_span(&mask, r0, r0 + nr, &k0, &k1);
             const int kc = k1 > k0 ? k1 - k0 : 0;
             if (kc == 0) continue;
-            bs_gemm_nt(pq + ((size_t)h * N + r0) * r, r, nr, pk + ((size_t)h * N + k0) * r, r, kc, r, 1.0f, sc,
-                       kc, bt);
+            bs_gemm_nt(pq + ((size_t)h * N + r0) * r, r, nr, pk + ((size_t)h * N + k0) * r, r, kc, r, 1.0f,
+                       sc, kc, bt);
             for (int j = 0; j < kc; j++) {
                 mass[j] = 0.0;
                 seen[j] = 0;
