@@ -66,7 +66,10 @@ typedef struct bk_spec {
 static inline int bk_nlook(int look_back, int nch) { return (look_back < nch - 1 ? look_back : nch - 1) + 1; }
 
 /* 1 when key chunk kc is among those query chunk qc attends. */
-static inline int bk_attends(int qc, int kc, int nch, int nlook) { return ((qc - kc) % nch + nch) % nch < nlook; }
+static inline int bk_attends(int qc, int kc, int nch, int nlook)
+{
+    return ((qc - kc) % nch + nch) % nch < nlook;
+}
 
 /* Chunk index of every position: cidx[perm[ptr[t] .. ptr[t+1])] = t. */
 static inline void bk_chunk_index(const int32_t *perm, const int32_t *ptr, int nch, int32_t *cidx)
@@ -118,11 +121,11 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
     for (int r = 0; rc == AB_OK && r < R; r++) {
 #pragma omp parallel
         {
-            float *qg = malloc((size_t)maxq * d * sizeof *qg);     /* one chunk's queries */
-            float *kg = malloc((size_t)BK_KT * d * sizeof *kg);    /* key tile */
-            float *vg = malloc((size_t)BK_KT * d * sizeof *vg);    /* value tile */
+            float *qg = malloc((size_t)maxq * d * sizeof *qg);      /* one chunk's queries */
+            float *kg = malloc((size_t)BK_KT * d * sizeof *kg);     /* key tile */
+            float *vg = malloc((size_t)BK_KT * d * sizeof *vg);     /* value tile */
             float *sc = malloc((size_t)BK_QT * BK_KT * sizeof *sc); /* logits / probabilities */
-            float *o = malloc((size_t)BK_QT * d * sizeof *o);      /* P.V of a tile */
+            float *o = malloc((size_t)BK_QT * d * sizeof *o);       /* P.V of a tile */
             float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
             int32_t *kp = malloc((size_t)BK_KT * sizeof *kp);
             int lo[BK_QT], hi[BK_QT];
@@ -147,7 +150,8 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                 float *mx = rmax + (size_t)h * N;
                 double *sm = rsum + (size_t)h * N;
                 const uint8_t *ns = sp->noself ? sp->noself + (size_t)h * N : NULL;
-                for (int a = 0; a < nq; a++) memcpy(qg + (size_t)a * d, Q + (size_t)qs[a] * d, d * sizeof *qg);
+                for (int a = 0; a < nq; a++)
+                    memcpy(qg + (size_t)a * d, Q + (size_t)qs[a] * d, d * sizeof *qg);
                 /* key chunks in ascending order of look-back distance from the
                  * farthest: t - nlook + 1, ..., t (mod nch) */
                 for (int lb = nlook - 1; lb >= 0; lb--) {
@@ -162,7 +166,8 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         }
                         for (int a0 = 0; a0 < nq; a0 += BK_QT) {
                             const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
-                            bs_gemm_core(qg + (size_t)a0 * d, d, na, kg, d, nk, d, scale, 1.0f, sc, BK_KT, bt);
+                            bs_gemm_core(qg + (size_t)a0 * d, d, na, kg, d, nk, d, scale, 1.0f, sc, BK_KT,
+                                         bt);
                             int any = 0;
                             for (int a = 0; a < na; a++) {
                                 const int i = qs[a0 + a];
@@ -170,12 +175,14 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                                 if (interval) ab_mask_span(&mask, i, &lo[a], &hi[a]);
                                 for (int c = 0; c < nk; c++) {
                                     const int j = kp[c];
-                                    int keep = interval ? (j >= lo[a] && j < hi[a]) : ab_mask_allows(&mask, i, j);
+                                    int keep =
+                                        interval ? (j >= lo[a] && j < hi[a]) : ab_mask_allows(&mask, i, j);
                                     if (keep && ns && ns[i] && j == i) keep = 0;
                                     for (int rp = 0; keep && rp < r; rp++) {
                                         const size_t off = ((size_t)h * R + rp) * N;
                                         const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
-                                        if (bk_attends(qc[off + i], kc[off + j], nc2, bk_nlook(sp->look_back, nc2)))
+                                        if (bk_attends(qc[off + i], kc[off + j], nc2,
+                                                       bk_nlook(sp->look_back, nc2)))
                                             keep = 0;
                                     }
                                     if (!keep) s[c] = -INFINITY;

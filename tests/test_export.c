@@ -426,7 +426,8 @@ Test(export, figure_files_hold_ok_rows_only)
     char *m = slurp(path);
     /* name, family ("-": the fixture's points name none, as a file written
      * before ABI 6), colour (family position; 8 unknown), marker (place in it) */
-    cr_assert_str_eq(m, "dense\t-\t8\t1\nbroken\t-\t8\t2\nlowrank\t-\t8\t3\ntopk\t-\t8\t4\nwindow\t-\t8\t5\n");
+    cr_assert_str_eq(m,
+                     "dense\t-\t8\t1\nbroken\t-\t8\t2\nlowrank\t-\t8\t3\ntopk\t-\t8\t4\nwindow\t-\t8\t5\n");
     free(m);
     snprintf(path, sizeof path, "%s/meta.txt", fx.out);
     m = slurp(path);

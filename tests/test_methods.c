@@ -532,7 +532,8 @@ ParameterizedTest(int *mi, methods, full_coverage_under_masks)
             const double dens = rc == AB_OK ? ab_layout_density(&l) : NAN;
             /* not a full-coverage method, or an approximation (a CUSTOM layout
              * with a stated error bound: its density counts work, not keys) */
-            if (mk < 2 && (dens != 1.0 || (l.kind == AB_LAYOUT_CUSTOM && m->approx_tol > REL_TOL))) baseline = 0;
+            if (mk < 2 && (dens != 1.0 || (l.kind == AB_LAYOUT_CUSTOM && m->approx_tol > REL_TOL)))
+                baseline = 0;
             if (rc == AB_OK && baseline) {
                 cr_expect(dens == 1.0, "%s mask=%s at knob %g: density %.17g, but 1 under causal and full",
                           m->name, masks[mk], full, dens);

@@ -164,7 +164,8 @@ static int mask_index(const xctx *c, const ab_point *p)
 }
 
 #define N_FAMILIES 7 /* the words of AB_FAMILIES, in its (legend) order */
-static const char *const fam_names[N_FAMILIES] = { "dense", "static", "block", "token", "hashing", "lowrank", "linear" };
+static const char *const fam_names[N_FAMILIES] = { "dense",   "static",  "block", "token",
+                                                   "hashing", "lowrank", "linear" };
 
 static int fam_index(const char *f)
 {
@@ -803,7 +804,8 @@ static void write_recall(FILE *f, const xctx *c, double *tmp, agg *g)
     int any_custom = 0;
     for (size_t i = 0; i < c->n_ok; i++) any_custom |= c->ser[c->ok[i].series].custom;
     if (any_custom)
-        fputs("# note: * custom layout (low-rank, pooled, linear): effective recall, the exact attention mass on "
+        fputs("# note: * custom layout (low-rank, pooled, linear): effective recall, the exact attention "
+              "mass on "
               "the keys its implied weights rank highest, as many as its density allows (docs/tasks.md)\n",
               f);
     int nblocks = 0;
