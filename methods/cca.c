@@ -277,7 +277,6 @@ static int cca_weights(void *state, const ab_problem *pb, const ab_layout *l, in
     if (!pw || !ckc) {
         free(pw);
         free(ckc);
-        ab_set_error(state, "cca: out of memory");
         return AB_ENOMEM;
     }
     int lo, hi;

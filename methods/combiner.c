@@ -286,7 +286,6 @@ static int combiner_weights(void *state, const ab_problem *pb, const ab_layout *
         free(p);
         free(qk);
         free(rl);
-        ab_set_error(state, "combiner: out of memory");
         return AB_ENOMEM;
     }
     int lo, hi;

@@ -459,7 +459,6 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
         free(fq);
         free(u);
         free(kc);
-        ab_set_error(state, "scatterbrain: out of memory");
         return rc;
     }
     sb_rotations(pb->seed, head, r, d, hb, R);
