@@ -127,7 +127,7 @@ static double sdpa_ms(const char *path, int n, int d, int heads, int causal, con
 static int bench_shape(const opts *o, int n, int d, FILE *tsv, FILE *wide)
 {
     const char *dtn = o->dt == AB_CUDA_BF16 ? "bf16" : "fp16";
-    ab_shape s = { o->heads, n, d, o->causal, 1.0f / sqrtf((float)d) };
+    ab_shape s = { o->heads, n, d, o->causal, 1.0f / sqrtf((float)d), NULL, 0, 1, AB_PREFILL };
     const size_t t = (size_t)o->heads * n * d;
     float *q = malloc(t * sizeof *q), *k = malloc(t * sizeof *k), *v = malloc(t * sizeof *v);
     if (!q || !k || !v) {

@@ -183,7 +183,7 @@ static int qkv_make(bench_qkv *x, int heads, int n, int d, int causal, uint64_t 
             x->out[i] = 0.0f;
         }
     }
-    x->pb.s = (ab_shape){ heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL };
+    x->pb.s = (ab_shape){ heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL, 0, 1, AB_PREFILL };
     x->pb.q = x->q;
     x->pb.k = x->k;
     x->pb.v = x->v;

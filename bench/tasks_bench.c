@@ -82,7 +82,7 @@ int main(int argc, char **argv)
     printf("# N=%d heads=%d d=%d threads=%d score_rows=%d topk=%d\n", N, H, d, omp_get_max_threads(),
            score_rows, topk);
     printf("%-13s %9s %9s %9s %7s\n", "task", "gen_s", "ref_s", "rows", "answers");
-    const ab_shape s = { H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL };
+    const ab_shape s = { H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL, 0, 1, AB_PREFILL };
     double last_data = 0.0;
     for (size_t t = 0; t < sizeof all / sizeof all[0]; t++) {
         if (!strstr(tasks, all[t]->name)) continue;

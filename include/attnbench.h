@@ -27,8 +27,10 @@ extern "C" {
  * and select_bytes), so each point records its selector's cost.
  * ABI 6: a method names its family (ab_method.family, the figures' colour),
  * and a CUSTOM-layout method states its error bound (approx_tol) and may
- * expose its implied attention weights (weights(): effective recall). */
-#define AB_ABI_VERSION 6
+ * expose its implied attention weights (weights(): effective recall).
+ * ABI 7: the decode phase (ab_decode, prepare/dselect/drun, ab_kernel_decode)
+ * and grouped KV heads (ab_shape.kv_heads), see "decode" below. */
+#define AB_ABI_VERSION 7
 #define AB_MAX_PARAMS  8  /* per method */
 #define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
@@ -91,6 +93,14 @@ typedef struct ab_shape {
     /* The base mask every method's layout is intersected with (see "base
      * masks" below). NULL: plain causal when causal = 1, else full. */
     const struct ab_mask *mask;
+    /* ABI 7. Prefill: always 0 (a GQA problem reaches a prefill method with
+     * its KV heads repeated to `heads`, as the reference implementations'
+     * repeat_kv does). Decode init(): the KV heads of the cache (query head h
+     * reads KV head h / (heads / kv_heads)), and seq_len is the cache's
+     * capacity (the length after the last step). */
+    int kv_heads;
+    int layers; /* decode init(): the layer stack (1 unless ab_method.layered); prefill: 0 or 1 */
+    int phase;  /* AB_DECODE: decode entry points follow init(); else (AB_PREFILL or 0) prefill */
 } ab_shape;
 
 typedef struct ab_problem {
@@ -249,6 +259,48 @@ int ab_mask_block(const ab_mask *m, int q0, int q1, int k0, int k1);
 /* Allowed keys of row i within [k0, k1). */
 int64_t ab_mask_row_count(const ab_mask *m, int i, int k0, int k1);
 
+/* ---- decode ---------------------------------------------------------------
+ * A decode point (docs/decode.md): a cache of N keys, then S steps; step s
+ * appends one key per KV head and asks one query per head, which sees every
+ * key of the cache, its own included (len = N + s + 1). A decode layout has
+ * one row per (layer, head) query, r = layer * heads + head, query block 0
+ * spanning all rows (block_q = len); block_k is the page size (Quest: 16).
+ * Tensors: q (layers, heads, head_dim); k, v (layers, kv_heads, cap,
+ * head_dim) with rows [0, len) valid; out (layers, heads, head_dim). A
+ * batch of B sequences is folded into heads (B*H query heads, B*kv_heads KV
+ * heads): head h of any sequence still reads KV head h / (heads/kv_heads). */
+typedef struct ab_decode {
+    int layers;     /* L (1 for a method that is not ab_method.layered) */
+    int heads;      /* query heads per layer */
+    int kv_heads;   /* KV heads per layer; divides heads */
+    int head_dim;   /* d */
+    float scale;    /* logit scale */
+    int len;        /* keys in the cache now, this step's own included */
+    int cap;        /* rows per KV head in k and v (>= len): their stride */
+    int step;       /* 0: the first step after prepare(); s: s keys appended since */
+    const float *q; /* (layers, heads, head_dim) this step's queries */
+    const float *k; /* (layers, kv_heads, cap, head_dim) */
+    const float *v; /* (layers, kv_heads, cap, head_dim) */
+    uint64_t seed;
+    int threads;
+} ab_decode;
+
+/* The KV head query head h (of one layer) reads. */
+static inline int ab_kv_head(const ab_decode *dp, int h) { return h / (dp->heads / dp->kv_heads); }
+
+/* The decode kernel for a finalised decode layout (DENSE, BLOCK, TOKEN or
+ * MIXED): out (layers, heads, head_dim). strategy: how the keys are split
+ * over threads (docs/decode.md); splits: chunks per row for SPLITK (0: as
+ * many as make every thread busy). Exact softmax over the kept keys, fp32
+ * with partials merged by the log-sum-exp rule. */
+enum {
+    AB_DECODE_AUTO = 0,   /* the kernel's choice (LEAN) */
+    AB_DECODE_HEADS = 1,  /* one row per thread, no split (FlashAttention-2 style) */
+    AB_DECODE_SPLITK = 2, /* flash-decoding: each row's keys in `splits` chunks */
+    AB_DECODE_LEAN = 3    /* Lean Attention: all (row, tile) work split evenly (stream-K) */
+};
+int ab_kernel_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits);
+
 /* ---- the method -------------------------------------------------------- */
 typedef struct ab_method {
     int abi;               /* AB_ABI_VERSION; a mismatch stops the program */
@@ -300,6 +352,21 @@ typedef struct ab_method {
      * the exact attention mass on the keys w ranks highest, as many as the
      * reported density allows). */
     int (*weights)(void *state, const ab_problem *pb, const ab_layout *l, int head, int row, double *w);
+    /* ABI 7, decode (phases & AB_DECODE; see "decode" below). dselect() is
+     * required for decode, and select() for prefill; a method may have both. */
+    int layered; /* 1: decode calls see the layer stack (ab_decode.layers = L,
+                    TidalDecode, DELTA); 0: layers are folded into heads */
+    /* Optional: build state from the cache of dp->len keys before the first
+     * step (Quest's page bounds: work a server does while prefilling). Timed
+     * apart from the steps (prepare_ms). */
+    int (*prepare)(void *state, const ab_decode *dp);
+    /* One decode step: choose the keys each query (row = layer*heads + head,
+     * query block 0) reads, through the builder API; keys [dp->len - appended,
+     * dp->len) are new since the last call (dp->step). Timed per step. */
+    int (*dselect)(void *state, const ab_decode *dp, ab_layout *out);
+    /* Optional: compute out (layers, heads, head_dim) itself. NULL: the shared
+     * decode kernel (ab_kernel_decode, AB_DECODE_AUTO). */
+    int (*drun)(void *state, const ab_decode *dp, const ab_layout *l, float *out);
 } ab_method;
 
 /* The families of ab_method.family, in legend order. */

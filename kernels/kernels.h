@@ -28,6 +28,13 @@ int ab_cpu_flash(const ab_problem *pb, float *out);
 int ab_cpu_layout(const ab_problem *pb, const ab_layout *l, float *out);
 double ab_cpu_exp_shift_sum(float *x, int n, float shift);
 
+/* Decode (include/attnbench.h "decode"; kernels/cpu/decode.c). */
+int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits);
+/* fp64 reference of one decode row (row = layer*heads + head) over the keys
+ * l keeps (NULL: all len keys): out[d]; *rmax, *rsum as in ab_ref_rows. */
+int ab_ref_decode_row(const ab_decode *dp, int row, const ab_layout *l, double *out, double *rmax,
+                      double *rsum);
+
 /* Tiled online-softmax kernels (fp32). All handle N % block != 0. */
 int ab_kernel_blocksparse(const ab_problem *pb, const ab_layout *l, float *out);
 int ab_kernel_gather(const ab_problem *pb, const ab_layout *l, float *out); /* TOKEN and MIXED */

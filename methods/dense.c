@@ -2,6 +2,7 @@
  * pair, executed by the shared tiled online-softmax kernel (FlashAttention,
  * Dao et al. 2022; FA2, Dao 2023). The density-1 reference point every
  * sparse method is compared with; it has no params and no density knob.
+ * In decode, every key of the cache through the shared decode kernel.
  */
 #include "attnbench.h"
 
@@ -13,6 +14,14 @@ static int dense_select(void *state, const ab_problem *pb, ab_layout *l)
     return rc == AB_OK ? ab_layout_set_cost(l, 0, 0) : rc; /* nothing to select */
 }
 
+/* decode: every key of the cache, run by the shared decode kernel
+ * (ab_kernel_decode, AB_DECODE_AUTO: Lean Attention's even split) */
+static int dense_dselect(void *state, const ab_decode *dp, ab_layout *l)
+{
+    const int rc = ab_layout_dense(l);
+    return rc == AB_OK ? ab_layout_set_cost(l, 0, 0) : rc;
+}
+
 const ab_method ab_dense = {
     .abi = AB_ABI_VERSION,
     .family = "dense",
@@ -20,7 +29,7 @@ const ab_method ab_dense = {
     .summary = "exact dense attention (shared FlashAttention-style kernel)",
     .reference = "FlashAttention (Dao et al. 2022, arXiv 2205.14135); FA2 (arXiv 2307.08691)",
     .devices = AB_CPU | AB_GPU,
-    .phases = AB_PREFILL,
+    .phases = AB_PREFILL | AB_DECODE,
     .params = { { .name = NULL } },
     .density_knob = { .param = -1 },
     .state_size = 0,
@@ -28,5 +37,6 @@ const ab_method ab_dense = {
     .select = dense_select,
     .run = NULL, /* the shared flash kernel */
     .fini = NULL,
+    .dselect = dense_dselect,
 };
 AB_REGISTER(ab_dense)

@@ -12,3 +12,8 @@ int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out)
 }
 
 double ab_exp_shift_sum(float *x, int n, float shift) { return ab_cpu_exp_shift_sum(x, n, shift); }
+
+int ab_kernel_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits)
+{
+    return ab_cpu_decode(dp, l, out, strategy, splits);
+}

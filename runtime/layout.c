@@ -166,6 +166,15 @@ void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k)
     l->n_kblocks = ceil_div(l->seq_len, block_k);
 }
 
+void ab_layout_init_decode(ab_layout *l, const ab_decode *dp, int block_k)
+{
+    ab_shape s = { 0 };
+    s.heads = dp->layers * dp->heads;
+    s.seq_len = dp->len;
+    s.causal = 0; /* the step's query sees every key of the cache */
+    ab_layout_init(l, &s, dp->len > 0 ? dp->len : 1, block_k > 0 ? block_k : 16);
+}
+
 void ab_layout_free(ab_layout *l)
 {
     if (!l) return;

@@ -9,6 +9,11 @@
 /* ---- layout lifecycle (runtime/layout.c) --------------------------- */
 /* Prepare an empty layout for shape s with the given default block sizes. */
 void ab_layout_init(ab_layout *l, const ab_shape *s, int block_q, int block_k);
+/* Prepare an empty decode layout for one step (include/attnbench.h,
+ * "decode"): one row per (layer, head), query block 0 spanning all of them
+ * (block_q = len, full mask over the len keys), key blocks of block_k
+ * (0: 16, Quest's page). Its density is kept keys / len, averaged. */
+void ab_layout_init_decode(ab_layout *l, const ab_decode *dp, int block_k);
 /* After select(): sort, dedup and build the CSR arrays; set kind.
  * An untouched layout (no call at all) is an error (AB_EINVAL). */
 int ab_layout_finalize(ab_layout *l);

@@ -114,6 +114,31 @@ int ab_instance_weights(const ab_instance *in, const ab_problem *pb, const ab_la
     return rc <= 0 && rc >= AB_EINTERNAL ? rc : AB_EINTERNAL;
 }
 
+int ab_instance_prepare(ab_instance *in, const ab_decode *dp)
+{
+    if (!in->m->prepare) return AB_OK;
+    return checked(in, in->m->prepare(in->state, dp), "prepare()");
+}
+
+int ab_instance_dselect(ab_instance *in, const ab_decode *dp, ab_layout *l)
+{
+    if (!in->m->dselect) {
+        ab_set_error(in->state, "method has no dselect(): it does not decode");
+        return AB_EUNSUPPORTED;
+    }
+    return checked(in, in->m->dselect(in->state, dp, l), "dselect()");
+}
+
+int ab_instance_drun(ab_instance *in, const ab_decode *dp, const ab_layout *l, float *out)
+{
+    if (in->m->drun) return checked(in, in->m->drun(in->state, dp, l, out), "drun()");
+    if (l->kind == AB_LAYOUT_CUSTOM) {
+        ab_set_error(in->state, "custom decode layout but the method has no drun()");
+        return AB_EINTERNAL;
+    }
+    return ab_kernel_decode(dp, l, out, AB_DECODE_AUTO, 0);
+}
+
 void ab_instance_destroy(ab_instance *in)
 {
     if (!in->state) return;
@@ -178,8 +203,23 @@ int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen
             snprintf(err, errlen, "method name '%s' is not [a-z0-9_]{1,31}", a->name ? a->name : "(null)");
             return -1;
         }
-        if (!a->select) {
-            snprintf(err, errlen, "method '%s' has no select()", a->name);
+        if (!(a->phases & (AB_PREFILL | AB_DECODE)) || (a->phases & ~(AB_PREFILL | AB_DECODE))) {
+            snprintf(err, errlen, "method '%s': phases must be AB_PREFILL and/or AB_DECODE", a->name);
+            return -1;
+        }
+        if ((a->phases & AB_PREFILL) && !a->select) {
+            snprintf(err, errlen, "method '%s' has no select() (required for AB_PREFILL)", a->name);
+            return -1;
+        }
+        if (!(a->phases & AB_DECODE) != !a->dselect) {
+            snprintf(err, errlen,
+                     "method '%s': AB_DECODE in phases needs dselect(), and dselect() needs AB_DECODE",
+                     a->name);
+            return -1;
+        }
+        if (!(a->phases & AB_DECODE) && (a->prepare || a->drun || a->layered)) {
+            snprintf(err, errlen,
+                     "method '%s': prepare(), drun() and layered are decode entries: add AB_DECODE", a->name);
             return -1;
         }
         if (ab_family_index(a->family) < 0) {

@@ -32,6 +32,11 @@ int ab_instance_run(ab_instance *in, const ab_problem *pb, const ab_layout *l, f
  * method's weights() is (it must be: it reads its state only). */
 int ab_instance_weights(const ab_instance *in, const ab_problem *pb, const ab_layout *l, int head, int row,
                         double *w);
+/* Decode (ABI 7): prepare() (AB_OK when the method has none), dselect() and
+ * drun() (NULL: ab_kernel_decode with AB_DECODE_AUTO). */
+int ab_instance_prepare(ab_instance *in, const ab_decode *dp);
+int ab_instance_dselect(ab_instance *in, const ab_decode *dp, ab_layout *l);
+int ab_instance_drun(ab_instance *in, const ab_decode *dp, const ab_layout *l, float *out);
 void ab_instance_destroy(ab_instance *in);
 /* The last message set with ab_set_error, or a description of the code. */
 const char *ab_instance_error(const ab_instance *in);

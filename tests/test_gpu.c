@@ -65,7 +65,7 @@ static void tprob_make(tprob *t, int heads, int n, int d, int causal, uint64_t s
         t->v[i] = (float)gauss(&seed);
     }
     memset(&t->pb, 0, sizeof t->pb);
-    t->pb.s = (ab_shape){ heads, n, d, causal, 1.0f / sqrtf((float)d), NULL };
+    t->pb.s = (ab_shape){ heads, n, d, causal, 1.0f / sqrtf((float)d), NULL, 0, 1, AB_PREFILL };
     t->pb.q = t->q;
     t->pb.k = t->k;
     t->pb.v = t->v;
@@ -404,7 +404,7 @@ Test(gpu, oracle_device_layout_close_to_cpu)
 Test(gpu, unsupported_head_dim_says_so)
 {
     NEED_GPU();
-    ab_shape s = { 1, 128, 96, 1, 0.1f, NULL };
+    ab_shape s = { 1, 128, 96, 1, 0.1f, NULL, 0, 1, AB_PREFILL };
     ab_cuda *g = NULL;
     char err[256] = "";
     cr_assert_eq(ab_cuda_open(&g, &s, AB_CUDA_FP16, err, sizeof err), AB_EUNSUPPORTED);

@@ -62,7 +62,7 @@ static void kt_make(kt_case *c, int heads, int n, int d, int causal, uint64_t se
         c->v[e] = (float)kt_normal(&s);
         c->out[e] = NAN; /* every element must be written */
     }
-    c->pb.s = (ab_shape){ heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL };
+    c->pb.s = (ab_shape){ heads, n, d, causal, (float)(1.0 / sqrt((double)d)), NULL, 0, 1, AB_PREFILL };
     c->pb.q = c->q;
     c->pb.k = c->k;
     c->pb.v = c->v;

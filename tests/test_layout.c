@@ -26,7 +26,7 @@ static int lt_int(uint64_t *s, int n) { return (int)(lt_next(s) % (uint64_t)n); 
 
 static ab_shape lt_shape(int heads, int n, int causal)
 {
-    ab_shape s = { heads, n, 16, causal, 0.25f, NULL };
+    ab_shape s = { heads, n, 16, causal, 0.25f, NULL, 0, 1, AB_PREFILL };
     return s;
 }
 

@@ -262,7 +262,8 @@ static void mt_make(mt_case *c, const char *spec, int heads, int n, int d, uint6
         c->k[e] = (float)(2.0 * mt_unif(&s) - 1.0) * 2.0f;
         c->v[e] = (float)(2.0 * mt_unif(&s) - 1.0);
     }
-    c->pb.s = (ab_shape){ heads, n, d, c->mask.def->causal, (float)(1.0 / sqrt((double)d)), &c->mask };
+    c->pb.s = (ab_shape){ heads,    n, d, c->mask.def->causal, (float)(1.0 / sqrt((double)d)),
+                          &c->mask, 0, 1, AB_PREFILL };
     c->pb.q = c->q;
     c->pb.k = c->k;
     c->pb.v = c->v;

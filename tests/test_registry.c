@@ -157,7 +157,7 @@ Test(registry, set_error_reaches_the_instance)
     a.state_size = 0;
     ab_params p;
     ab_params_defaults(a.params, AB_MAX_PARAMS, &p);
-    ab_shape s = { 1, 16, 16, 1, 0.25f, NULL };
+    ab_shape s = { 1, 16, 16, 1, 0.25f, NULL, 0, 1, AB_PREFILL };
     ab_instance in;
     cr_expect_eq(ab_instance_create(&in, &a, &p, &s), AB_EINVAL);
     cr_expect_str_eq(ab_instance_error(&in), "window 7 too small");

@@ -70,7 +70,7 @@ typedef struct run {
 static int gen(const ab_task *t, const ab_params *p, int H, int N, int d, uint64_t seed, double depth, run *r,
                char *err, size_t errlen)
 {
-    r->s = (ab_shape){ H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL };
+    r->s = (ab_shape){ H, N, d, 1, (float)(1.0 / sqrt((double)d)), NULL, 0, 1, AB_PREFILL };
     size_t n = (size_t)H * N * d;
     r->q = malloc(n * sizeof(float));
     r->k = malloc(n * sizeof(float));
@@ -473,7 +473,7 @@ Test(trace, shipped_trace_loads_and_matches_hdf5_conversion)
     const int H = 4, N = 512, d = 32;
     char err[400] = "";
     ab_trace_info info;
-    ab_shape s = { H, N, d, 1, (float)(1.0 / sqrt(32.0)), NULL };
+    ab_shape s = { H, N, d, 1, (float)(1.0 / sqrt(32.0)), NULL, 0, 1, AB_PREFILL };
     cr_assert_eq(ab_trace_check(SHIPPED_TRACE, 4, &s, &info, err, sizeof err), AB_OK, "%s", err);
     cr_expect_eq(info.heads, 4);
     cr_expect_eq(info.kv_heads, 4);
@@ -850,7 +850,8 @@ static int gen_shape(const ab_task *t, const ab_params *p, const ab_mask *m, int
                      uint64_t seed, double depth, run *r, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
-    r->s = (ab_shape){ H, N, d, m ? m->def->causal : causal, (float)(1.0 / sqrt((double)d)), m };
+    r->s = (ab_shape){ H, N, d,         m ? m->def->causal : causal, (float)(1.0 / sqrt((double)d)), m,
+                       0, 1, AB_PREFILL };
     size_t n = (size_t)H * N * d;
     r->q = malloc(n * sizeof(float));
     r->k = malloc(n * sizeof(float));

@@ -115,7 +115,9 @@ static int problem_make(cproblem *c, const ab_method *m, int heads, int n, int d
             snprintf(why, wl, "out of memory");
             return AB_ENOMEM;
         }
-    const ab_shape s = { heads, n, d, c->mask.def->causal, 1.0f / sqrtf((float)d), &c->mask };
+    const ab_shape s = {
+        heads, n, d, c->mask.def->causal, 1.0f / sqrtf((float)d), &c->mask, 0, 1, AB_PREFILL
+    };
     draw_qkv(&s, seed, c->q, c->k, c->v, &c->from_task);
     c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1, NULL };
     if (m->heldout) {

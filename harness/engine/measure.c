@@ -451,7 +451,7 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     const job *j = x->j;
     const ab_method *m = j->m;
     const arena_hdr *a = x->a;
-    ab_shape s = { b->heads, b->n, b->d, mk->def->causal, 1.0f / sqrtf((float)b->d), mk };
+    ab_shape s = { b->heads, b->n, b->d, mk->def->causal, 1.0f / sqrtf((float)b->d), mk, 0, 1, AB_PREFILL };
     ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads, NULL };
     if (m->heldout) pb.heldout = ab_arena_heldout(a, s, x->threads, &hpb);
     ab_params prm = j->params;

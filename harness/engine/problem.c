@@ -146,7 +146,7 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
         ab_mask_free(&mk);
         return;
     }
-    ab_shape s = { b->heads, b->n, b->d, mk.def->causal, 1.0f / sqrtf((float)b->d), &mk };
+    ab_shape s = { b->heads, b->n, b->d, mk.def->causal, 1.0f / sqrtf((float)b->d), &mk, 0, 1, AB_PREFILL };
     data_problem(a, b, c, threads, save_dir, problem, s);
     ab_mask_free(&mk);
 }

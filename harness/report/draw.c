@@ -73,7 +73,8 @@ static int make_problem(const mask_opts *o, float *buf[6], ab_problem *pb, ab_pr
             ab_errorf("mask: out of memory for Q, K, V");
             return 1;
         }
-    const ab_shape s = { o->heads, o->n, o->d, o->bm.def->causal, 1.0f / sqrtf((float)o->d), &o->bm };
+    const ab_shape s = { o->heads, o->n, o->d, o->bm.def->causal, 1.0f / sqrtf((float)o->d),
+                         &o->bm,   0,    1,    AB_PREFILL };
     if (!t) {
         ab_errorf("mask: the needle task is not registered");
         return 1;

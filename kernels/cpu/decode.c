@@ -1,0 +1,352 @@
+/* decode.c — attention for one decode step (include/attnbench.h, "decode";
+ * docs/decode.md): one query per (layer, head) row against a KV cache of
+ * len keys, over the keys a finalised decode layout keeps.
+ *
+ * Decode reads every kept key and value once and does 4d FLOPs with them:
+ * it is bound by memory bandwidth, and with few rows (one query per head)
+ * one thread per row leaves cores idle. The work is therefore cut along the
+ * keys and the pieces merged by the log-sum-exp rule of FlashAttention's
+ * online softmax (Dao et al., arXiv 2205.14135):
+ *   m = max(m1, m2); l = l1 e^(m1-m) + l2 e^(m2-m); acc likewise; o = acc / l.
+ * Three ways to cut (ab_kernel_decode's strategy):
+ *   HEADS  one unit per thread, no cut (FlashAttention-2's grid: idle
+ *          cores when there are fewer units than threads);
+ *   SPLITK flash-decoding (Dao, Haziza, Massa, Sizov, "Flash-Decoding for
+ *          long-context inference", 2023): each unit's keys in `splits`
+ *          equal chunks, then a reduction per unit;
+ *   LEAN   Lean Attention (Sanovar et al., arXiv 2405.10480): every unit's
+ *          key tiles laid end to end and the whole list cut into one equal
+ *          contiguous range per thread (stream-K); a range may end inside
+ *          one unit and begin the next; the partials of a unit are merged
+ *          afterwards in key order (the "host" step), so the result does not
+ *          depend on timing.
+ * A unit is a group of rows that read the same keys: with grouped KV heads
+ * (GQA) and a DENSE layout, the heads/kv_heads query heads of one KV head
+ * share one pass over its keys (each key read once for the group); a sparse
+ * layout may keep other keys per head, so there a unit is one row.
+ * The inner step: logits of up to AB_DEC_TILE keys (dot products), the
+ * tile's exp through the kernels' vector exp (ab_cpu_exp_shift_sum), then
+ * the value update. */
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AB_DEC_TILE   64 /* keys per inner step; also LEAN's unit of work */
+#define AB_DEC_MAXG   16 /* query heads per unit (GQA group) handled at once */
+#define AB_DEC_MAXPAR 64 /* partial segments per thread at most (LEAN) */
+
+/* The kept keys of one row, in key order, as an ordinal space [0, count):
+ * ordinal u is key key_at(u). DENSE: all len keys; BLOCK and MIXED: the
+ * kept pages (only the last page of the cache may be short, and it sorts
+ * last), then MIXED's tokens; TOKEN: the list. */
+typedef struct rowkeys {
+    int kind; /* ab_layout_kind */
+    int len, bk;
+    const int32_t *blk; /* kept pages */
+    int nblk;
+    int64_t blk_keys; /* keys in the kept pages */
+    const int32_t *tok;
+    int ntok;
+    int64_t count;
+} rowkeys;
+
+static void rowkeys_of(rowkeys *r, const ab_layout *l, int row, int len)
+{
+    memset(r, 0, sizeof *r);
+    r->len = len;
+    if (!l || l->kind == AB_LAYOUT_DENSE) {
+        r->kind = AB_LAYOUT_DENSE;
+        r->count = len;
+        return;
+    }
+    r->kind = l->kind;
+    r->bk = l->block_k;
+    if (l->blk_ptr && (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED)) {
+        r->blk = l->blk_idx + l->blk_ptr[row];
+        r->nblk = (int)(l->blk_ptr[row + 1] - l->blk_ptr[row]);
+        r->blk_keys = (int64_t)r->nblk * r->bk;
+        if (r->nblk > 0) {
+            const int64_t end = (int64_t)(r->blk[r->nblk - 1] + 1) * r->bk;
+            if (end > len) r->blk_keys -= end - len;
+        }
+    }
+    if (l->tok_ptr && (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED)) {
+        r->tok = l->tok_idx + l->tok_ptr[row];
+        r->ntok = (int)(l->tok_ptr[row + 1] - l->tok_ptr[row]);
+    }
+    r->count = r->blk_keys + r->ntok;
+}
+
+/* Keys of ordinals [u, u + n) into idx (n <= AB_DEC_TILE); returns the
+ * length of the leading run of consecutive keys (a run is read in place). */
+static int rowkeys_fill(const rowkeys *r, int64_t u, int n, int32_t *idx)
+{
+    for (int t = 0; t < n; t++) {
+        const int64_t o = u + t;
+        if (r->kind == AB_LAYOUT_DENSE)
+            idx[t] = (int32_t)o;
+        else if (o < r->blk_keys)
+            idx[t] = r->blk[o / r->bk] * r->bk + (int32_t)(o % r->bk);
+        else
+            idx[t] = r->tok[o - r->blk_keys];
+    }
+    int run = 1;
+    while (run < n && idx[run] == idx[0] + run) run++;
+    return run;
+}
+
+/* Online-softmax state of g rows over one segment of keys. */
+typedef struct part {
+    float m[AB_DEC_MAXG], l[AB_DEC_MAXG];
+    float *acc; /* (g, d) */
+} part;
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float dot(const float *a, const float *b,
+                                                                             int d)
+{
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < d; c++) s += a[c] * b[c];
+    return s;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy_scale(float *acc, float alpha,
+                                                                                   const float *v, float p,
+                                                                                   int d)
+{
+#pragma omp simd
+    for (int c = 0; c < d; c++) acc[c] = acc[c] * alpha + p * v[c];
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy(float *acc, const float *v, float p,
+                                                                             int d)
+{
+#pragma omp simd
+    for (int c = 0; c < d; c++) acc[c] += p * v[c];
+}
+
+/* Fold keys of ordinals [u0, u1) of r into the g rows' state: queries q
+ * (g, d), keys and values of one KV head (kh, vh: rows of d floats). */
+static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q, int g, const float *kh,
+                        const float *vh, int d, float scale, part *pt)
+{
+    float s[AB_DEC_TILE];
+    int32_t idx[AB_DEC_TILE];
+    for (int64_t u = u0; u < u1; u += AB_DEC_TILE) {
+        const int n = (int)(u1 - u < AB_DEC_TILE ? u1 - u : AB_DEC_TILE);
+        rowkeys_fill(r, u, n, idx);
+        for (int a = 0; a < g; a++) {
+            const float *qa = q + (size_t)a * d;
+            float mx = -INFINITY;
+            for (int t = 0; t < n; t++) {
+                s[t] = scale * dot(qa, kh + (size_t)idx[t] * d, d);
+                mx = s[t] > mx ? s[t] : mx;
+            }
+            const float m_new = mx > pt->m[a] ? mx : pt->m[a];
+            const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
+            const double sum = ab_cpu_exp_shift_sum(s, n, m_new);
+            float *acc = pt->acc + (size_t)a * d;
+            pt->l[a] = pt->l[a] * alpha + (float)sum;
+            pt->m[a] = m_new;
+            axpy_scale(acc, alpha, vh + (size_t)idx[0] * d, s[0], d);
+            for (int t = 1; t < n; t++) axpy(acc, vh + (size_t)idx[t] * d, s[t], d);
+        }
+    }
+}
+
+/* b into a (both over the same g rows): the log-sum-exp merge. */
+static void merge_part(part *a, const part *b, int g, int d)
+{
+    for (int r = 0; r < g; r++) {
+        if (b->m[r] == -INFINITY) continue;
+        const float m = a->m[r] > b->m[r] ? a->m[r] : b->m[r];
+        const float ea = a->m[r] == -INFINITY ? 0.0f : expf(a->m[r] - m), eb = expf(b->m[r] - m);
+        a->l[r] = a->l[r] * ea + b->l[r] * eb;
+        a->m[r] = m;
+        float *x = a->acc + (size_t)r * d;
+        const float *y = b->acc + (size_t)r * d;
+        for (int c = 0; c < d; c++) x[c] = x[c] * ea + y[c] * eb;
+    }
+}
+
+/* One unit: g rows starting at row0 that read the same keys. */
+typedef struct unit {
+    int row0, g;
+    int64_t kvh; /* KV head index over layers: layer * kv_heads + kv head */
+    rowkeys keys;
+} unit;
+
+/* A piece of work: ordinals [u0, u1) of unit `unit`, its partial in slot. */
+typedef struct piece {
+    int unit, owner; /* owner: LEAN's thread */
+    int64_t u0, u1;
+} piece;
+
+static void part_init(part *p, float *acc, int g, int d)
+{
+    for (int a = 0; a < g; a++) {
+        p->m[a] = -INFINITY;
+        p->l[a] = 0;
+    }
+    p->acc = acc;
+    memset(acc, 0, sizeof(float) * (size_t)g * d);
+}
+
+int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits)
+{
+    if (!dp || !out || dp->layers < 1 || dp->heads < 1 || dp->kv_heads < 1 || dp->heads % dp->kv_heads ||
+        dp->head_dim < 1 || dp->len < 1 || dp->cap < dp->len)
+        return AB_EINVAL;
+    if (l && l->kind == AB_LAYOUT_CUSTOM) return AB_EINVAL;
+    if (l && (l->heads != dp->layers * dp->heads || l->n_qblocks != 1)) return AB_EINVAL;
+    const int H = dp->heads, G = dp->heads / dp->kv_heads, d = dp->head_dim, rows = dp->layers * H;
+    const int grouped = (!l || l->kind == AB_LAYOUT_DENSE) && G > 1;
+    int gsz = 1; /* the largest divisor of G up to AB_DEC_MAXG: a unit never spans two KV heads */
+    for (int x = grouped ? AB_DEC_MAXG : 1; x > 1; x--)
+        if (G % x == 0) {
+            gsz = x;
+            break;
+        }
+    const int nu = rows / gsz;
+    const int T = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    unit *u = malloc(sizeof *u * (size_t)nu);
+    if (!u) return AB_ENOMEM;
+    int64_t total = 0;
+    for (int i = 0; i < nu; i++) {
+        const int row0 = i * gsz, layer = row0 / H, h = row0 % H;
+        u[i].row0 = row0;
+        u[i].g = gsz;
+        u[i].kvh = (int64_t)layer * dp->kv_heads + h / G;
+        rowkeys_of(&u[i].keys, l, row0, dp->len);
+        total += (u[i].keys.count + AB_DEC_TILE - 1) / AB_DEC_TILE;
+    }
+    /* the pieces, in unit and key order */
+    if (strategy == AB_DECODE_AUTO) strategy = AB_DECODE_LEAN;
+    int per = 1;
+    if (strategy == AB_DECODE_SPLITK) per = splits > 0 ? splits : (T + nu - 1) / nu;
+    const int64_t cap_p = strategy == AB_DECODE_LEAN ? (int64_t)nu + T : (int64_t)nu * per;
+    piece *pc = malloc(sizeof *pc * (size_t)cap_p);
+    int64_t np = 0;
+    if (!pc) {
+        free(u);
+        return AB_ENOMEM;
+    }
+    if (strategy == AB_DECODE_LEAN) {
+        /* tile w of the flattened list belongs to thread w * T / total */
+        int64_t w = 0;
+        for (int i = 0; i < nu; i++) {
+            const int64_t tiles = (u[i].keys.count + AB_DEC_TILE - 1) / AB_DEC_TILE;
+            int64_t t0 = 0;
+            while (t0 < tiles) {
+                const int64_t owner = (w + t0) * T / (total > 0 ? total : 1);
+                int64_t end_w = ((owner + 1) * total + T - 1) / T; /* first tile of the next thread */
+                int64_t t1 = end_w - w;
+                if (t1 <= t0) t1 = t0 + 1;
+                if (t1 > tiles) t1 = tiles;
+                int64_t a = t0 * AB_DEC_TILE, b = t1 * AB_DEC_TILE;
+                if (b > u[i].keys.count) b = u[i].keys.count;
+                pc[np++] = (piece){ i, (int)owner, a, b };
+                t0 = t1;
+            }
+            if (tiles == 0) pc[np++] = (piece){ i, (int)(w * T / (total > 0 ? total : 1) % T), 0, 0 };
+            w += tiles;
+        }
+    } else {
+        for (int i = 0; i < nu; i++) {
+            const int64_t c = u[i].keys.count;
+            const int k = strategy == AB_DECODE_SPLITK ? per : 1;
+            for (int s = 0; s < k; s++) {
+                /* chunk bounds on tile edges, so every strategy runs the same tiles */
+                const int64_t tiles = (c + AB_DEC_TILE - 1) / AB_DEC_TILE;
+                int64_t a = tiles * s / k * AB_DEC_TILE, b = tiles * (s + 1) / k * AB_DEC_TILE;
+                if (b > c) b = c;
+                if (a > c) a = c;
+                if (s == 0 || b > a) pc[np++] = (piece){ i, 0, a, b };
+            }
+        }
+    }
+    part *pt = malloc(sizeof *pt * (size_t)np);
+    float *acc = malloc(sizeof(float) * (size_t)np * gsz * d);
+    if (!pt || !acc) {
+        free(pt);
+        free(acc);
+        free(pc);
+        free(u);
+        return AB_ENOMEM;
+    }
+    const size_t kvs = (size_t)dp->cap * d;
+    const int lean = strategy == AB_DECODE_LEAN;
+#pragma omp parallel num_threads(T) if (np > 1)
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        /* LEAN: a thread runs the pieces it owns (equal work by construction);
+         * HEADS and SPLITK: pieces dealt round-robin (equal size within a unit) */
+        for (int64_t i = 0; i < np; i++) {
+            if (lean ? pc[i].owner % nt != tid : i % nt != tid) continue;
+            const unit *un = &u[pc[i].unit];
+            part_init(&pt[i], acc + (size_t)i * gsz * d, un->g, d);
+            run_segment(&un->keys, pc[i].u0, pc[i].u1, dp->q + (size_t)un->row0 * d, un->g,
+                        dp->k + (size_t)un->kvh * kvs, dp->v + (size_t)un->kvh * kvs, d, dp->scale, &pt[i]);
+        }
+    }
+    /* merge each unit's pieces in key order, then normalise */
+    int64_t i = 0;
+    while (i < np) {
+        int64_t j = i + 1;
+        while (j < np && pc[j].unit == pc[i].unit) merge_part(&pt[i], &pt[j++], gsz, d);
+        const unit *un = &u[pc[i].unit];
+        for (int a = 0; a < un->g; a++) {
+            float *o = out + (size_t)(un->row0 + a) * d;
+            const float inv = pt[i].l[a] > 0 ? 1.0f / pt[i].l[a] : 0.0f;
+            for (int c = 0; c < d; c++) o[c] = pt[i].acc[(size_t)a * d + c] * inv;
+        }
+        i = j;
+    }
+    free(pt);
+    free(acc);
+    free(pc);
+    free(u);
+    return AB_OK;
+}
+
+int ab_ref_decode_row(const ab_decode *dp, int row, const ab_layout *l, double *out, double *rmax, double *rsum)
+{
+    const int H = dp->heads, d = dp->head_dim, layer = row / H, h = row % H;
+    const int64_t kvh = (int64_t)layer * dp->kv_heads + h / (H / dp->kv_heads);
+    const float *q = dp->q + (size_t)row * d, *k = dp->k + (size_t)kvh * dp->cap * d,
+                *v = dp->v + (size_t)kvh * dp->cap * d;
+    rowkeys r;
+    rowkeys_of(&r, l, row, dp->len);
+    double m = -INFINITY, s = 0;
+    for (int c = 0; c < d; c++) out[c] = 0;
+    int32_t idx[AB_DEC_TILE];
+    for (int64_t u = 0; u < r.count; u += AB_DEC_TILE) { /* max first: then one exp per key */
+        const int n = (int)(r.count - u < AB_DEC_TILE ? r.count - u : AB_DEC_TILE);
+        rowkeys_fill(&r, u, n, idx);
+        for (int t = 0; t < n; t++) {
+            double x = 0;
+            for (int c = 0; c < d; c++) x += (double)q[c] * k[(size_t)idx[t] * d + c];
+            x *= dp->scale;
+            m = x > m ? x : m;
+        }
+    }
+    for (int64_t u = 0; u < r.count; u += AB_DEC_TILE) {
+        const int n = (int)(r.count - u < AB_DEC_TILE ? r.count - u : AB_DEC_TILE);
+        rowkeys_fill(&r, u, n, idx);
+        for (int t = 0; t < n; t++) {
+            double x = 0;
+            for (int c = 0; c < d; c++) x += (double)q[c] * k[(size_t)idx[t] * d + c];
+            const double p = exp(x * dp->scale - m);
+            s += p;
+            for (int c = 0; c < d; c++) out[c] += p * v[(size_t)idx[t] * d + c];
+        }
+    }
+    for (int c = 0; c < d; c++) out[c] = s > 0 ? out[c] / s : 0;
+    if (rmax) *rmax = m;
+    if (rsum) *rsum = s;
+    return AB_OK;
+}
