@@ -27,7 +27,8 @@
 
 static double gauss(uint64_t *s)
 {
-    const double u = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53, w = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
+    const double u = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53,
+                 w = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * w);
 }
 
@@ -147,8 +148,11 @@ Test(decode, kernel_every_strategy_and_layout_matches_fp64)
     const int kinds[] = { AB_LAYOUT_DENSE, AB_LAYOUT_BLOCK, AB_LAYOUT_TOKEN, AB_LAYOUT_MIXED };
     const int strat[] = { AB_DECODE_AUTO, AB_DECODE_HEADS, AB_DECODE_SPLITK, AB_DECODE_LEAN };
     /* (L, H, kv, d, len): GQA groups of 1, 2 and 4, a length off every tile */
-    const int shapes[][5] = { { 1, 1, 1, 64, 1 }, { 1, 1, 1, 64, 1000 }, { 2, 4, 2, 32, 333 },
-                              { 1, 8, 2, 128, 517 }, { 1, 3, 3, 16, 64 } };
+    const int shapes[][5] = { { 1, 1, 1, 64, 1 },
+                              { 1, 1, 1, 64, 1000 },
+                              { 2, 4, 2, 32, 333 },
+                              { 1, 8, 2, 128, 517 },
+                              { 1, 3, 3, 16, 64 } };
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const int *sh = shapes[si];
         dprob p;
@@ -194,7 +198,8 @@ Test(decode, split_and_lean_merges_equal_the_unsplit_pass)
                 for (int r = 0; r < 2; r++) {
                     double e = 0, nn = 0;
                     for (int c = 0; c < 128; c++) {
-                        e += (out[r * 128 + c] - ref[r * 128 + c]) * (double)(out[r * 128 + c] - ref[r * 128 + c]);
+                        e += (out[r * 128 + c] - ref[r * 128 + c]) *
+                             (double)(out[r * 128 + c] - ref[r * 128 + c]);
                         nn += ref[r * 128 + c] * (double)ref[r * 128 + c];
                     }
                     worst = sqrt(e / nn) > worst ? sqrt(e / nn) : worst;

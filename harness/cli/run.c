@@ -169,6 +169,19 @@ static void fmt_long(double s, char *buf, size_t n)
         fmt_dur(s, buf, n);
 }
 
+/* The mask, or for the phase axis what else defines the problem. */
+static const char *where_of(const base_pt *b, char *buf, size_t n)
+{
+    if (b->phase == AB_DECODE)
+        snprintf(buf, n, "%s decode kv=%d S=%d L=%d B=%d", b->mask, b->kv_heads, b->steps, b->layers,
+                 b->batch);
+    else if (b->kv_heads != b->heads)
+        snprintf(buf, n, "%s kv=%d", b->mask, b->kv_heads);
+    else
+        snprintf(buf, n, "%s", b->mask);
+    return buf;
+}
+
 /* --dry-run: every point of the plan, one a line. */
 static void print_plan(const ab_plan *p, int threads, int shard)
 {
@@ -176,11 +189,11 @@ static void print_plan(const ab_plan *p, int threads, int shard)
     for (int i = 0; i < p->nj; i++) {
         const job *j = &p->jobs[i];
         const base_pt *b = &p->bases[j->base];
-        char mp[160];
+        char mp[160], wb[AB_MASK_SPEC + 64];
         ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, mp, sizeof mp);
         printf("%s  %-18s %-4s %-8s N=%-6d H=%-2d d=%-3d mask=%s seed=%lld depth=%.2f density=%s%.3g  %s\n",
                j->key, j->m->name, j->device == AB_GPU ? "gpu" : "cpu", b->task->name, b->n, b->heads, b->d,
-               b->mask, (long long)b->seed, b->depth, isnan(j->target) ? "native:" : "",
+               where_of(b, wb, sizeof wb), (long long)b->seed, b->depth, isnan(j->target) ? "native:" : "",
                isnan(j->target) ? 0.0 : j->target, mp);
     }
     fflush(stdout);
@@ -261,14 +274,14 @@ static void on_ran(void *ctx, const ab_sweep_progress *s)
     eta_of(s, eta, sizeof eta);
     fmt_dur(s->elapsed_s, elb, sizeof elb);
     density_of(s->j, dens, sizeof dens);
-    char last[48] = "scored";
+    char last[48] = "scored", wb[AB_MASK_SPEC + 64];
     if (pr->n_samples > 0)
         snprintf(last, sizeof last, "%.3g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
     fprintf(
         stderr,
         "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s",
         s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n, s->b->d,
-        s->b->mask, dens, pr->status, strcmp(pr->status, "ok") ? "" : last, elb, eta);
+        where_of(s->b, wb, sizeof wb), dens, pr->status, strcmp(pr->status, "ok") ? "" : last, elb, eta);
 }
 
 /* Elsewhere (a log): one line per stored point. */
@@ -276,15 +289,16 @@ static void on_stored(void *ctx, const ab_sweep_progress *s)
 {
     const ab_point *pr = s->p;
     const base_pt *b = s->b;
-    char eta[32], dens[32];
+    char eta[32], dens[32], wb[AB_MASK_SPEC + 64];
     eta_of(s, eta, sizeof eta);
     density_of(s->j, dens, sizeof dens);
     fprintf(stderr,
             "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g] x "
             "dense %.3g recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
-            s->done, s->todo, s->j->m->name, b->task->name, b->n, b->heads, b->d, b->mask, b->depth, dens,
-            pr->status, pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, pr->rel_dense, pr->recall_mass,
-            pr->accuracy, pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "", eta);
+            s->done, s->todo, s->j->m->name, b->task->name, b->n, b->heads, b->d, where_of(b, wb, sizeof wb),
+            b->depth, dens, pr->status, pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, pr->rel_dense,
+            pr->recall_mass, pr->accuracy, pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "",
+            eta);
     if (pr->message[0]) fprintf(stderr, "    %s\n", pr->message);
 }
 

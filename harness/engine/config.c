@@ -42,6 +42,13 @@ void ab_config_defaults(ab_config *c)
     c->block_q = 0; /* 0: each method's native block (ab_config_blocks) */
     c->block_k = 0;
     c->threads = 0;
+    c->phases = AB_PREFILL;
+    c->n_kv = 1;
+    c->kv_heads[0] = 0;
+    c->batch = 1;
+    c->steps = 16;
+    c->layers = 1;
+    c->layer_corr = 0.9;
     c->warmup = 1;
     c->min_repeats = 3;
     c->max_repeats = 50;
@@ -413,9 +420,35 @@ static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *wh
     } else if (!strcmp(name, "threads")) {
         int n;
         if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, wl)) return -1;
+    } else if (!strcmp(name, "phases")) {
+        char names[4][AB_CFG_NAME];
+        int n;
+        if (ab_parse_name_list(value, names, 4, &n, why, wl)) return -1;
+        c->phases = 0;
+        for (int i = 0; i < n; i++) {
+            const unsigned ph = !strcmp(names[i], "prefill")  ? AB_PREFILL
+                                : !strcmp(names[i], "decode") ? AB_DECODE
+                                                              : 0;
+            if (!ph) FAIL("unknown phase '%s' (prefill, decode)", names[i]);
+            if (c->phases & ph) FAIL("'%s' listed twice", names[i]);
+            c->phases |= ph;
+        }
+    } else if (!strcmp(name, "kv_heads")) {
+        if (parse_int_list(value, c->kv_heads, AB_CFG_LIST, &c->n_kv, 0, 1024, why, wl)) return -1;
+        c->kv_line = p->line;
+    } else if (!strcmp(name, "batch") || !strcmp(name, "steps") || !strcmp(name, "layers")) {
+        int v, n;
+        if (parse_int_list(value, &v, 1, &n, 1, name[0] == 'l' ? 64 : 4096, why, wl)) return -1;
+        *(name[0] == 'b' ? &c->batch : name[0] == 's' ? &c->steps : &c->layers) = v;
+    } else if (!strcmp(name, "layer_corr")) {
+        double v;
+        int n;
+        if (parse_num_list(value, &v, 1, &n, why, wl)) return -1;
+        if (!(v >= 0 && v <= 1)) FAIL("%g is outside [0, 1]", v);
+        c->layer_corr = v;
     } else
         FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths "
-             "densities devices block_q block_k threads)");
+             "densities devices block_q block_k threads phases kv_heads batch steps layers layer_corr)");
     return 0;
 }
 
@@ -1020,10 +1053,21 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
     for (int g = 0; g < ab_config_ngrids(c); g++) {
         ab_grid ax;
         ab_config_grid(c, g, &ax);
+        for (int b = 0; b < ax.n_heads; b++)
+            for (int k = 0; k < c->n_kv; k++)
+                if (c->kv_heads[k] > 0 && (c->kv_heads[k] > ax.heads[b] || ax.heads[b] % c->kv_heads[k])) {
+                    snprintf(err, errlen, "%s:%d: [sweep] key 'kv_heads': %d does not divide heads = %d",
+                             c->path, c->kv_line, c->kv_heads[k], ax.heads[b]);
+                    return -1;
+                }
         for (int a = 0; a < ax.n_lens; a++)
             for (int b = 0; b < ax.n_heads; b++)
                 for (int e = 0; e < ax.n_dims; e++) {
                     double need = ab_point_bytes(ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
+                    if (c->phases & AB_DECODE) {
+                        const double dn = ab_decode_bytes(c, ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
+                        need = (c->phases & AB_PREFILL) && need > dn ? need : dn;
+                    }
                     if (avail > 0 && need > 0.9 * avail) {
                         snprintf(err, errlen,
                                  "%s: %s: N=%d with %d heads, d=%d needs about %.1f GiB, more than the %.1f "
@@ -1035,6 +1079,15 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
                 }
     }
     return 0;
+}
+
+/* A decode problem's memory: the generator's draw of every layer at the
+ * KV heads (Q, K, V of N + steps rows; the worst kv_heads is all heads),
+ * the stack's K, V (kept) and Q, and its reference rows. */
+double ab_decode_bytes(const ab_config *c, int heads, int n, int d)
+{
+    const double t = (double)n + c->steps, hb = (double)heads * c->batch;
+    return 4.0 * t * d * hb * (3.0 + 3.0 * c->layers) + 64.0 * c->steps * hb * c->layers * d;
 }
 
 /* The block geometry a method runs on: [method.NAME] block_q / block_k, else

@@ -111,6 +111,15 @@ typedef struct ab_config {
     int block_q, block_k; /* 0: each method's native block (ab_config_blocks) */
     int threads;          /* 0 = all online cores */
     int lens_line;
+    /* the phase axis and its shape (docs/decode.md); [sweep] only */
+    unsigned phases; /* AB_PREFILL | AB_DECODE (default AB_PREFILL) */
+    int n_kv;
+    int kv_heads[AB_CFG_LIST]; /* 0: = heads (no grouping) */
+    int kv_line;               /* line of kv_heads (0: default) */
+    int batch;                 /* decode: sequences per step, folded into heads (1) */
+    int steps;                 /* decode: steps per point, the cache growing by one key each (16) */
+    int layers;                /* decode: layers of the generated stack (1) */
+    double layer_corr;         /* decode: correlation of a layer's Q/K with the layer before (0.9) */
     int n_blocks;
     ab_sweep_block blocks[AB_MAX_BLOCKS];
     /* [timing] (docs/timing.md); warmup..max_time_s are per round */
@@ -157,6 +166,8 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen);
 /* The block geometry method m runs on under this config: [method.NAME]
  * block_q / block_k, else [sweep]'s, else the method's native, else 64. */
 void ab_config_blocks(const ab_config *c, const ab_method *m, int *bq, int *bk);
+/* Bytes a decode problem of this shape needs at most (config.c). */
+double ab_decode_bytes(const ab_config *c, int heads, int n, int d);
 /* Bytes one point of this shape needs at most (Q, K, V, outputs, layout). */
 double ab_point_bytes(int heads, int n, int d);
 #endif

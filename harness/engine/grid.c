@@ -64,12 +64,28 @@ static void key_string(const base_pt *b, const job *j, const ab_config *c, int t
              j->block_k, threads);
 }
 
+void ab_base_phase_tag(const base_pt *b, char *buf, size_t n)
+{
+    if (b->phase != AB_DECODE && b->kv_heads == b->heads) {
+        buf[0] = 0;
+        return;
+    }
+    if (b->phase != AB_DECODE)
+        snprintf(buf, n, "|kv%d", b->kv_heads);
+    else
+        snprintf(buf, n, "|dec|kv%d|B%d|S%d|L%d|r%.6g", b->kv_heads, b->batch, b->steps, b->layers,
+                 b->layer_corr);
+}
+
 static void job_key(const base_pt *b, job *j, const ab_config *c, int threads)
 {
-    char buf[4096];
+    char buf[4096], tag[96];
     key_string(b, j, c, threads, b->n, buf, sizeof buf);
+    ab_base_phase_tag(b, tag, sizeof tag);
+    strncat(buf, tag, sizeof buf - strlen(buf) - 1);
     snprintf(j->key, sizeof j->key, "%016llx", (unsigned long long)ab_fnv1a(buf));
     key_string(b, j, c, threads, -1, buf, sizeof buf);
+    strncat(buf, tag, sizeof buf - strlen(buf) - 1);
     j->fam = ab_fnv1a(buf);
 }
 
@@ -207,9 +223,10 @@ static int hidx_get_put(hidx *x, uint64_t h, int v)
 
 static uint64_t base_hash(const base_pt *b)
 {
-    char buf[AB_MASK_SPEC + 160];
-    snprintf(buf, sizeof buf, "%s|%d|%d|%d|%s|%lld|%.17g", b->task->name, b->n, b->heads, b->d, b->mask,
-             (long long)b->seed, b->depth);
+    char buf[AB_MASK_SPEC + 260], tag[96];
+    ab_base_phase_tag(b, tag, sizeof tag);
+    snprintf(buf, sizeof buf, "%s|%d|%d|%d|%s|%lld|%.17g%s", b->task->name, b->n, b->heads, b->d, b->mask,
+             (long long)b->seed, b->depth, tag);
     return ab_fnv1a(buf);
 }
 
@@ -268,6 +285,7 @@ typedef struct grid_build {
     job *jobs;
     int nj;
     hidx hb, hj;   /* problems and points seen (dedupe across grids) */
+    int phase, kv; /* the phase axis position being expanded (kv 0: = heads) */
     mask_memo *mc; /* base_mask's cache */
     int nmc;
 } grid_build;
@@ -285,6 +303,7 @@ static void grid_capacity(const ab_config *c, const ab_plan_opts *o, size_t *nb,
                     : ax.n_methods ? (size_t)ax.n_methods
                                    : (size_t)ab_method_count;
         size_t per = (size_t)(c->native ? AB_CFG_LIST : ax.n_dens) + 1;
+        nbg *= (size_t)c->n_kv * 2; /* kv_heads x phases */
         *nb += nbg;
         *nj += nbg * nm * 2 * per;
     }
@@ -335,6 +354,14 @@ static int grid_problem(grid_build *gb, const ab_grid *ax, const int *ix, const 
     bp->seed = ax->seeds[ix[AX_SEED]];
     bp->depth = ax->depths[ix[AX_DEPTH]];
     bp->timed = ab_config_timed(c, bp->task->name, bp->depth);
+    bp->phase = gb->phase;
+    bp->kv_heads = gb->kv > 0 ? gb->kv : bp->heads;
+    bp->batch = gb->phase == AB_DECODE ? c->batch : 1;
+    bp->steps = gb->phase == AB_DECODE ? c->steps : 0;
+    bp->layers = gb->phase == AB_DECODE ? c->layers : 1;
+    bp->layer_corr = gb->phase == AB_DECODE ? c->layer_corr : 0;
+    if (gb->phase == AB_DECODE && strcmp(bp->mask, "causal"))
+        return 0; /* a decode query sees the whole cache */
     int bi = hidx_get_put(&gb->hb, base_hash(bp), gb->nb);
     if (bi < 0) { /* a new problem */
         if (base_mask(c, bp, &gb->mc, &gb->nmc, ax->masks_where, err, errlen)) return -1;
@@ -358,12 +385,20 @@ static int grid_expand(grid_build *gb, const ab_plan_opts *o, int g, char *err, 
     const ab_method *ms[256];
     const int nm = grid_methods(o, &ax, ms);
     const int n[AX_N] = { ax.n_tasks, ax.n_lens, ax.n_heads, ax.n_dims, ax.n_masks, ax.n_seeds, ax.n_depths };
-    int ix[AX_N] = { 0 };
     for (int a = 0; a < AX_N; a++)
         if (n[a] <= 0) return 0;
-    do {
-        if (grid_problem(gb, &ax, ix, ms, nm, err, errlen)) return -1;
-    } while (odometer_next(ix, n));
+    /* the phase axis outermost (every prefill point first), then kv_heads */
+    for (unsigned ph = AB_PREFILL; ph <= AB_DECODE; ph <<= 1) {
+        if (!(gb->c->phases & ph)) continue;
+        for (int k = 0; k < gb->c->n_kv; k++) {
+            int ix[AX_N] = { 0 };
+            gb->phase = (int)ph;
+            gb->kv = gb->c->kv_heads[k];
+            do {
+                if (grid_problem(gb, &ax, ix, ms, nm, err, errlen)) return -1;
+            } while (odometer_next(ix, n));
+        }
+    }
     return 0;
 }
 

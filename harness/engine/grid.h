@@ -22,7 +22,19 @@ typedef struct base_pt {
     double depth;
     int timed;   /* 0: the points are scored only ([timing] timed_tasks / timed_depths) */
     int heldout; /* 1: a method of its points reads a held-out draw (ab_method.heldout) */
+    /* the phase axis (docs/decode.md) */
+    int phase;         /* AB_PREFILL or AB_DECODE */
+    int kv_heads;      /* KV heads (== heads: no grouping) */
+    int batch, steps;  /* decode: sequences folded into heads; steps (prefill: 1, 0) */
+    int layers;        /* decode: layers of the stack (prefill: 1) */
+    double layer_corr; /* decode: Q/K correlation between adjacent layers */
 } base_pt;
+
+/* The rows a problem generates: N (prefill) or N + steps (decode). */
+static inline int ab_base_rows(const base_pt *b) { return b->phase == AB_DECODE ? b->n + b->steps : b->n; }
+/* The suffix the phase axis adds to problem hashes and point keys ("" for
+ * a prefill problem without grouped heads: older files keep their keys). */
+void ab_base_phase_tag(const base_pt *b, char *buf, size_t n);
 
 typedef struct job {
     int base;

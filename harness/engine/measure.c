@@ -2,6 +2,7 @@
  * calibration of the density knob, the scored first call, timing rounds;
  * in the parent, the point's identity and its figures from the samples. */
 #include "harness/engine/measure.h"
+#include "harness/engine/decode.h"
 #include "harness/engine/gpu.h"
 #include "harness/engine/metrics.h"
 #include "harness/engine/sysinfo.h"
@@ -71,6 +72,15 @@ static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, do
     int kp = m->density_knob.param;
     if (kp >= 0) prm.v[kp] = m->params[kp].is_int ? round(v) : v;
     ab_instance in;
+    if (x->b->phase == AB_DECODE) { /* the mean density over the steps */
+        const ab_dec_ctx dx = { x->b, x->a, x->threads, x->j->block_k };
+        const ab_shape ds = ab_dec_shape(&dx, m);
+        int rc = ab_instance_create(&in, m, &prm, &ds);
+        if (rc == AB_OK) rc = ab_dec_density(&dx, &in, density);
+        if (rc) snprintf(msg, ml, "%s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        ab_instance_destroy(&in);
+        return rc;
+    }
     int rc = ab_instance_create(&in, m, &prm, &pb->s);
     ab_layout l;
     ab_layout_init(&l, &pb->s, x->j->block_q, x->j->block_k);
@@ -331,9 +341,20 @@ static int batch_calls(double call_ms, double min_sample_ms)
  * round's repeat and time bounds are met. Records the samples (round 0 of
  * this child's numbering: the parent renumbers) and what other processes
  * and the hypervisor took meanwhile. */
-static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb, ab_layout *l, float *out,
-                      ab_point *p)
+/* One call of either phase (dx: the decode context, else NULL): select +
+ * run times added to *sel and *run; decode's prepare() to *prep. */
+static int call1(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in, const ab_problem *pb,
+                 ab_layout *l, float *out, double *sel, double *run, double *prep)
 {
+    if (dx) return ab_dec_call(dx, in, out, sel, run, prep);
+    return ab_one_call(in, pb, x->j->block_q, x->j->block_k, l, out, sel, run);
+}
+
+static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in, const ab_problem *pb,
+                      ab_layout *l, float *out, ab_point *p)
+{
+    double prep = 0, dprep = 0;
+    int nprep = 0;
     const ab_config *c = x->c;
     const ab_method *dm = ab_method_find("dense");
     int paired = c->paired && dm && x->j->m != dm;
@@ -345,9 +366,10 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     if (paired) {
         ab_params dp;
         ab_params_defaults(dm->params, AB_MAX_PARAMS, &dp);
-        size_t t = (size_t)pb->s.heads * pb->s.seq_len * pb->s.head_dim;
+        size_t t = dx ? ab_dec_out_floats(dx) : (size_t)pb->s.heads * pb->s.seq_len * pb->s.head_dim;
+        const ab_shape dsh = dx ? ab_dec_shape(dx, dm) : pb->s;
         dout = malloc(t * sizeof *dout);
-        if (dout && ab_instance_create(&dn, dm, &dp, &pb->s) == AB_OK)
+        if (dout && ab_instance_create(&dn, dm, &dp, &dsh) == AB_OK)
             dn_live = 1;
         else if (dout)
             ab_instance_destroy(&dn);
@@ -361,11 +383,11 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     double tm = 0, td = 0;
     for (int w = 0; w < (c->warmup > 1 ? c->warmup : 1) && rc == AB_OK; w++) {
         double s0 = 0, r0 = 0;
-        rc = ab_one_call(in, pb, x->j->block_q, x->j->block_k, l, out, &s0, &r0);
+        rc = call1(x, dx, in, pb, l, out, &s0, &r0, &dprep);
         tm = s0 + r0;
         if (rc == AB_OK && paired) {
             double s1 = 0, r1 = 0;
-            rc = ab_one_call(&dn, pb, x->j->block_q, x->j->block_k, &dl, dout, &s1, &r1);
+            rc = call1(x, dx, &dn, pb, &dl, dout, &s1, &r1, &dprep);
             td = s1 + r1;
         }
     }
@@ -391,11 +413,11 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
         const int dense_first =
             paired && (n + x->round) % 2 == 0; /* rounds alternate too: 1-pair rounds stay balanced */
         for (int k = 0; dense_first && k < kd && rc == AB_OK; k++)
-            rc = ab_one_call(&dn, pb, x->j->block_q, x->j->block_k, &dl, dout, &dsel, &drun);
-        for (int k = 0; k < km && rc == AB_OK; k++)
-            rc = ab_one_call(in, pb, x->j->block_q, x->j->block_k, l, out, &sel, &run);
+            rc = call1(x, dx, &dn, pb, &dl, dout, &dsel, &drun, &dprep);
+        for (int k = 0; k < km && rc == AB_OK; k++, nprep++)
+            rc = call1(x, dx, in, pb, l, out, &sel, &run, &prep);
         for (int k = 0; paired && !dense_first && k < kd && rc == AB_OK; k++)
-            rc = ab_one_call(&dn, pb, x->j->block_q, x->j->block_k, &dl, dout, &dsel, &drun);
+            rc = call1(x, dx, &dn, pb, &dl, dout, &dsel, &drun, &dprep);
         if (rc) break;
         if (guard) {
             team = ab_fma_probe_team(x->threads, 0.5);
@@ -432,6 +454,7 @@ static int time_round(const point_ctx *x, ab_instance *in, const ab_problem *pb,
     p->n_samples = n;
     p->calls = km;
     p->rounds = 1;
+    if (dx && nprep > 0) p->prepare_ms = prep / nprep;
     if (rc) {
         const char *e = *ab_instance_error(in)               ? ab_instance_error(in)
                         : dn_live && *ab_instance_error(&dn) ? ab_instance_error(&dn)
@@ -507,7 +530,7 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     ab_layout l;
     memset(&l, 0, sizeof l);
     if (x->round > 0) { /* timing only: round 0 scored this point */
-        if (time_round(x, &in, &pb, &l, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
+        if (time_round(x, NULL, &in, &pb, &l, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
         goto done;
     }
     /* round 0: one call, checked and scored (every call computes the same) */
@@ -547,9 +570,83 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
         ab_point_set_status(p, "ok", "%s", "");
         goto done;
     }
-    if (time_round(x, &in, &pb, &l, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
+    if (time_round(x, NULL, &in, &pb, &l, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
 done:
     ab_layout_free(&l);
+    free(out);
+    ab_instance_destroy(&in);
+}
+
+/* A decode point (docs/decode.md): calibrate on the mean density over the
+ * steps, one scored call, then timing rounds of whole calls (prepare and S
+ * steps) paired with dense decode; the times are per step. */
+static void measure_decode(const point_ctx *x, ab_point *p)
+{
+    const base_pt *b = x->b;
+    const job *j = x->j;
+    const ab_method *m = j->m;
+    if (!(m->phases & AB_DECODE)) {
+        ab_point_set_status(p, "unsupported", "%s has no decode phase (prefill only)", m->name);
+        return;
+    }
+    if (j->device != AB_CPU) {
+        ab_point_set_status(p, "unsupported", "decode runs on the CPU only");
+        return;
+    }
+    const ab_dec_ctx dx = { b, x->a, x->threads, j->block_k };
+    ab_params prm = j->params;
+    const int kp = m->density_knob.param;
+    char msg[256] = "";
+    double knob = kp >= 0 ? prm.v[kp] : NAN, achieved = NAN;
+    if (x->round > 0) {
+        if (kp >= 0 && !isnan(x->knob)) knob = x->knob;
+    } else if (kp >= 0 && !isnan(j->target)) {
+        const int rc = calibrate(x, NULL, j->target, &knob, &achieved, msg, sizeof msg);
+        p->knob_value = knob;
+        p->achieved_density = achieved;
+        if (rc) {
+            ab_point_set_status(p, rc == 1 ? "calib_failed" : ab_status_of_code(rc), "%s%s",
+                                rc == 1 ? "" : "calibration: ", msg);
+            return;
+        }
+    }
+    if (kp >= 0) prm.v[kp] = m->params[kp].is_int ? round(knob) : knob;
+    p->knob_value = knob;
+    ab_params_format(m->params, AB_MAX_PARAMS, &prm, p->params, sizeof p->params);
+    const ab_shape s = ab_dec_shape(&dx, m);
+    ab_instance in;
+    int rc = ab_instance_create(&in, m, &prm, &s);
+    float *out = rc == AB_OK ? malloc(ab_dec_out_floats(&dx) * sizeof(float)) : NULL;
+    if (rc == AB_OK && !out) {
+        ab_point_set_status(p, "oom", "cannot allocate the output");
+        goto done;
+    }
+    if (rc) {
+        ab_point_set_status(p, ab_status_of_code(rc), "init: %s",
+                            *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        goto done;
+    }
+    snprintf(p->kernel, sizeof p->kernel, "%s", m->drun ? "method" : "decode");
+    if (x->round == 0) {
+        rc = ab_dec_scored_call(&dx, &in, out, p);
+        if (rc == 1) {
+            ab_point_set_status(p, "nan", "output has NaN or Inf on scored rows");
+            goto done;
+        }
+        if (rc) {
+            if (!p->status[0])
+                ab_point_set_status(p, ab_status_of_code(rc), "first call: %s",
+                                    *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+            goto done;
+        }
+        if (!b->timed) {
+            snprintf(p->timing, sizeof p->timing, "untimed");
+            ab_point_set_status(p, "ok", "%s", "");
+            goto done;
+        }
+    }
+    if (time_round(x, &dx, &in, NULL, NULL, out, p) == AB_OK) ab_point_set_status(p, "ok", "%s", "");
+done:
     free(out);
     ab_instance_destroy(&in);
 }
@@ -560,6 +657,10 @@ void measure_point(const point_ctx *x, ab_point *p)
     omp_set_num_threads(x->threads);
     ab_bind_threads(x->threads);
     openblas_set_num_threads(x->threads);
+    if (b->phase == AB_DECODE) {
+        measure_decode(x, p);
+        return;
+    }
     ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
     char merr[200];
     int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, merr, sizeof merr);
@@ -615,7 +716,10 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
     ab_point_latency(p, p->sample_select_ms, p->sample_run_ms, tot, n);
     const uint64_t seed = ab_fnv1a(p->key);
     ab_median_ci(tot, grp, n, 0.95, 2000, seed, &p->total_lo_ms, &p->total_hi_ms);
-    const double flops = 4.0 * p->heads * (double)p->seq_len * p->seq_len * p->head_dim * p->mask_density;
+    const double flops =
+        ab_point_is_decode(p) /* a step: every query head over the whole cache */
+            ? 4.0 * p->heads * p->layers * p->batch * (p->seq_len + 0.5 * p->steps) * p->head_dim
+            : 4.0 * p->heads * (double)p->seq_len * p->seq_len * p->head_dim * p->mask_density;
     p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     p->rel_dense = p->rel_lo = p->rel_hi = p->dense_pair_ms = NAN;
     if (!strcmp(p->method, "dense") && !strcmp(p->device, "cpu")) {
@@ -720,4 +824,11 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
     p->total_lo_ms = p->total_hi_ms = p->dense_pair_ms = p->rel_dense = p->rel_lo = p->rel_hi = NAN;
     p->foreign_pct = p->steal_pct = p->load1 = p->fma_gflops = p->shared_pct = NAN;
     p->point_s = 0;
+    snprintf(p->phase, sizeof p->phase, "%s", b->phase == AB_DECODE ? "decode" : "prefill");
+    p->kv_heads = b->kv_heads;
+    p->batch = b->batch;
+    p->steps = b->steps;
+    p->layers = b->layers;
+    p->layer_corr = b->phase == AB_DECODE ? b->layer_corr : NAN;
+    p->prepare_ms = p->kv_bytes = p->cache_bytes = NAN;
 }

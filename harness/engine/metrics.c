@@ -146,6 +146,59 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
     return err ? AB_ENOMEM : AB_OK;
 }
 
+int ab_refset_build_decode(ab_refset *r, const ab_decode *dp, int n, int steps, int topk, ab_alloc_fn alloc,
+                           void *actx)
+{
+    const int H = dp->heads, d = dp->head_dim, N = n + steps;
+    memset(r, 0, sizeof *r);
+    r->heads = H;
+    r->d = d;
+    r->n_rows = steps;
+    r->topk = topk < n + 1 ? topk : n + 1;
+    r->rows = alloc(actx, sizeof(int) * (size_t)steps);
+    r->out = alloc(actx, sizeof(double) * (size_t)H * steps * d);
+    r->rmax = alloc(actx, sizeof(double) * (size_t)H * steps);
+    r->rsum = alloc(actx, sizeof(double) * (size_t)H * steps);
+    r->topk_idx = alloc(actx, sizeof(int32_t) * (size_t)H * steps * (size_t)r->topk);
+    if (!r->rows || !r->out || !r->rmax || !r->rsum || !r->topk_idx) return AB_ENOMEM;
+    for (int s = 0; s < steps; s++) r->rows[s] = n + s;
+    int err = 0;
+#pragma omp parallel
+    {
+        double *lg = malloc(sizeof(double) * (size_t)N);
+        int32_t *ix = malloc(sizeof(int32_t) * (size_t)N);
+        if (!lg || !ix) {
+#pragma omp atomic write
+            err = 1;
+        }
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int s = 0; s < steps; s++)
+            for (int h = 0; h < H; h++) {
+                if (!lg || !ix) continue;
+                ab_decode v = *dp;
+                v.len = n + s + 1;
+                v.step = s;
+                v.q = dp->q + (size_t)s * H * d;
+                const size_t o = (size_t)h * steps + s;
+                ab_ref_decode_row(&v, h, NULL, r->out + o * d, r->rmax + o, r->rsum + o);
+                const float *q = v.q + (size_t)h * d, *k = dp->k + (size_t)ab_kv_head(dp, h) * dp->cap * d;
+                for (int j = 0; j < v.len; j++) {
+                    double x = 0;
+                    for (int c = 0; c < d; c++) x += (double)q[c] * k[(size_t)j * d + c];
+                    lg[j] = x * dp->scale;
+                    ix[j] = j;
+                }
+                const int kk = r->topk < v.len ? r->topk : v.len;
+                select_topk(lg, ix, v.len, kk);
+                int32_t *dst = r->topk_idx + o * (size_t)r->topk;
+                for (int c = 0; c < r->topk; c++) dst[c] = c < kk ? ix[c] : -1;
+            }
+        free(lg);
+        free(ix);
+    }
+    return err ? AB_ENOMEM : AB_OK;
+}
+
 /* Sum over the keys row i of head h keeps, among those the base mask
  * allows, of exp(logit - m). */
 static double kept_mass(const ab_problem *pb, const ab_layout *l, const ab_mask *mask, int h, int i, double m)

@@ -30,6 +30,14 @@ int ab_choose_rows(int n, int exact_max_n, const int *must, int n_must, int samp
 int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows, int topk,
                     ab_alloc_fn alloc, void *alloc_ctx);
 
+/* The reference of a decode problem (docs/decode.md): dp is the whole stack
+ * folded (layers 1, heads L*B*H, kv_heads L*B*kv, cap N + steps), q its steps'
+ * queries (steps, heads, d); rows are the steps (rows[s] = n + s, the key
+ * count before the step), out (heads, steps, d), the top-k over the step's
+ * n + s + 1 keys. */
+int ab_refset_build_decode(ab_refset *r, const ab_decode *dp, int n, int steps, int topk, ab_alloc_fn alloc,
+                           void *alloc_ctx);
+
 typedef struct ab_scores {
     /* CUSTOM layouts: the effective recall (ab_score_in) when the method
      * gives its implied weights, else NaN */

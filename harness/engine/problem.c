@@ -25,6 +25,14 @@ static void *arena_alloc(void *ctx, size_t bytes)
 
 static size_t arena_size(const base_pt *b, const ab_config *c)
 {
+    if (b->phase == AB_DECODE) { /* K, V at the KV heads, the steps' queries, the reference rows */
+        const size_t rows = (size_t)b->n + b->steps, qh = (size_t)b->layers * b->batch * b->heads;
+        const size_t kv = (size_t)b->layers * b->batch * b->kv_heads * rows * b->d * 4;
+        const size_t ref =
+            qh * b->steps * ((size_t)b->d * 8 + 16 + (size_t)c->topk * 4) + (size_t)b->steps * 4;
+        const size_t ans = qh * rows * 6 * 4 + ((size_t)1 << 22);
+        return sizeof(arena_hdr) + 2 * kv + qh * b->steps * b->d * 4 + ref + ans + ((size_t)1 << 20);
+    }
     size_t t = (size_t)b->heads * b->n * b->d;
     size_t rows = (size_t)b->n;
     size_t ref = (size_t)b->heads * rows * ((size_t)b->d * 8 + 16 + (size_t)c->topk * 4) + rows * 4;
@@ -119,6 +127,205 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
         a->status = AB_EINTERNAL;
 }
 
+/* ---- grouped KV heads and the decode stack (docs/decode.md) ---------------
+ * The task generates B * kv_heads heads (one per KV head of each sequence);
+ * a query head of group g is a correlated copy of the group's query,
+ * sqrt(1 - tau^2) q_g + tau sigma z (tau = AB_GQA_TAU, sigma the row's RMS,
+ * z seeded per head and row), so every head of a group retrieves what its
+ * KV head holds, with its own noise; the answers are replicated per head.
+ * Decode stacks L layers: layer l's Q and K are rho * (layer l-1's) +
+ * sqrt(1 - rho^2) * (a fresh draw of the task at seed mix(seed, l)), so the
+ * planted logits keep their size (rho^2 + (1 - rho^2) = 1) and a key heavy
+ * in one layer stays heavy in the next with weight rho^2: position
+ * persistence is the knob layer_corr. V is layer 0's in every layer, so
+ * every layer's answer is layer 0's code. */
+#define AB_GQA_TAU 0.3
+
+/* the replicated head index of (layer, sequence b, KV head k, member i) */
+static int rep_head(const base_pt *b, int layer, int hg, int i)
+{
+    const int G = b->heads / b->kv_heads, bb = hg / b->kv_heads, k = hg % b->kv_heads;
+    return (layer * b->batch + bb) * b->heads + k * G + i;
+}
+
+/* q_out (d) = the copy of q_g for member i of its group at row `row` */
+static void gqa_copy(const float *qg, float *out, int d, int G, uint64_t seed, int head, int row)
+{
+    if (G == 1) {
+        memcpy(out, qg, sizeof(float) * (size_t)d);
+        return;
+    }
+    double ss = 0;
+    for (int c = 0; c < d; c++) ss += (double)qg[c] * qg[c];
+    const double sig = sqrt(ss / d), a = sqrt(1.0 - AB_GQA_TAU * AB_GQA_TAU);
+    uint64_t st = ab_mix64(seed ^ ab_mix64(((uint64_t)head << 32) ^ (uint64_t)row ^ 0x677161ull));
+    for (int c = 0; c < d; c += 2) { /* Box-Muller pairs */
+        const double u = ((ab_splitmix64(&st) >> 11) + 0.5) * 0x1.0p-53,
+                     w = ((ab_splitmix64(&st) >> 11) + 0.5) * 0x1.0p-53;
+        const double r = sqrt(-2.0 * log(u));
+        out[c] = (float)(a * qg[c] + AB_GQA_TAU * sig * r * cos(6.283185307179586 * w));
+        if (c + 1 < d)
+            out[c + 1] = (float)(a * qg[c + 1] + AB_GQA_TAU * sig * r * sin(6.283185307179586 * w));
+    }
+}
+
+static void data_grouped(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, ab_shape s)
+{
+    const int dec = b->phase == AB_DECODE, T = ab_base_rows(b), d = b->d, L = b->layers;
+    const int G = b->heads / b->kv_heads, hg_n = b->batch * b->kv_heads;
+    const size_t per = (size_t)hg_n * T * d; /* one draw */
+    const size_t qh = (size_t)L * b->batch * b->heads;
+    float *gq = malloc(per * 4), *gk = malloc(per * 4), *gv = malloc(per * 4),
+          *pq = dec && L > 1 ? malloc(per * 4) : NULL;
+    int *rows = NULL;
+    ab_answer ans0, all;
+    memset(&ans0, 0, sizeof ans0);
+    memset(&all, 0, sizeof all);
+    char why[200] = "";
+    if (!gq || !gk || !gv || (dec && L > 1 && !pq)) {
+        a->status = AB_ENOMEM;
+        snprintf(a->msg, sizeof a->msg, "cannot allocate the task's draw (%zu bytes)", 3 * per * 4);
+        goto out;
+    }
+    s.heads = hg_n;
+    s.seq_len = T;
+    const double rho = b->layer_corr, sr = sqrt(1.0 - rho * rho);
+    for (int l = 0; l < L; l++) {
+        ab_answer an;
+        memset(&an, 0, sizeof an);
+        const uint64_t seed =
+            l ? ab_mix64((uint64_t)b->seed ^ ((uint64_t)l * 0x9e3779b97f4a7c15ull)) : (uint64_t)b->seed;
+        ab_task_input in = { .p = &b->tparams, .str = b->tstr, .s = s, .seed = seed, .depth = b->depth };
+        int rc = ab_task_generate(b->task, &in, gq, gk, gv, &an, why, sizeof why);
+        if (rc) {
+            a->status = rc;
+            snprintf(a->msg, sizeof a->msg, "task %s (layer %d): %s", b->task->name, l,
+                     why[0] ? why : ab_strerror(rc));
+            ab_answer_free(&an);
+            goto out;
+        }
+        if (l == 0)
+            ans0 = an;
+        else
+            ab_answer_free(&an);
+        if (!dec) { /* prefill: K, V repeated to every head of a group, Q copies */
+            for (int h = 0; h < b->heads; h++) {
+                const int g = h / G;
+                memcpy(a->k + (size_t)h * T * d, gk + (size_t)g * T * d, (size_t)T * d * 4);
+                memcpy(a->v + (size_t)h * T * d, gv + (size_t)g * T * d, (size_t)T * d * 4);
+                for (int r = 0; r < T; r++)
+                    gqa_copy(gq + ((size_t)g * T + r) * d, a->q + ((size_t)h * T + r) * d, d, G,
+                             (uint64_t)b->seed, h, r);
+            }
+            break;
+        }
+        float *kl = a->k + (size_t)l * per, *vl = a->v + (size_t)l * per;
+        if (l == 0) {
+            memcpy(kl, gk, per * 4);
+            memcpy(vl, gv, per * 4);
+            if (pq) memcpy(pq, gq, per * 4);
+        } else {
+            const float *kp = a->k + (size_t)(l - 1) * per;
+            for (size_t i = 0; i < per; i++) {
+                kl[i] = (float)(rho * kp[i] + sr * gk[i]);
+                pq[i] = (float)(rho * pq[i] + sr * gq[i]);
+            }
+            memcpy(vl, a->v, per * 4); /* layer 0's values */
+        }
+        const float *ql = pq ? pq : gq;
+        for (int st = 0; st < b->steps; st++) /* the steps' queries: (step, layer, seq, head, d) */
+            for (int hg = 0; hg < hg_n; hg++)
+                for (int i = 0; i < G; i++) {
+                    const int h = rep_head(b, l, hg, i);
+                    gqa_copy(ql + ((size_t)hg * T + b->n + st) * d, a->q + ((size_t)st * qh + h) * d, d, G,
+                             (uint64_t)b->seed, h, b->n + st);
+                }
+    }
+    { /* the answers, replicated per layer and group member; decode keeps the steps' rows, as steps */
+        const int reps = (dec ? L : 1) * G, ng = ans0.group ? ans0.n_groups : ans0.n;
+        int n = 0;
+        all = ans0;
+        all.head = malloc(sizeof(int) * (size_t)(ans0.n * reps + 1));
+        all.row = malloc(sizeof(int) * (size_t)(ans0.n * reps + 1));
+        all.code = malloc(sizeof(int) * (size_t)(ans0.n * reps + 1));
+        all.key_pos = malloc(sizeof(int) * (size_t)(ans0.n * reps + 1));
+        all.group = malloc(sizeof(int) * (size_t)(ans0.n * reps + 1));
+        if (!all.head || !all.row || !all.code || !all.key_pos || !all.group) {
+            a->status = AB_ENOMEM;
+            goto out;
+        }
+        for (int l = 0; l < (dec ? L : 1); l++)
+            for (int i = 0; i < G; i++)
+                for (int e = 0; e < ans0.n; e++) {
+                    if (dec && ans0.row[e] < b->n) continue;
+                    all.head[n] = rep_head(b, l, ans0.head[e], i);
+                    all.row[n] = dec ? ans0.row[e] - b->n : ans0.row[e];
+                    all.code[n] = ans0.code[e];
+                    all.key_pos[n] = ans0.key_pos[e];
+                    all.group[n] = (ans0.group ? ans0.group[e] : e) + (l * G + i) * ng;
+                    n++;
+                }
+        all.n = n;
+        all.n_groups = ng * reps;
+    }
+    a->ans = all;
+    if (copy_ints(a, &a->ans.head, all.head, all.n) || copy_ints(a, &a->ans.row, all.row, all.n) ||
+        copy_ints(a, &a->ans.code, all.code, all.n) || copy_ints(a, &a->ans.key_pos, all.key_pos, all.n) ||
+        copy_ints(a, &a->ans.group, all.group, all.n)) {
+        a->status = AB_ENOMEM;
+        snprintf(a->msg, sizeof a->msg, "arena too small for the answer");
+        goto out;
+    }
+    a->ans.codebook = NULL;
+    if (ans0.codebook) {
+        size_t cb = sizeof(float) * (size_t)ans0.n_codes * ans0.head_dim;
+        if (!(a->ans.codebook = arena_alloc(a, cb))) {
+            a->status = AB_ENOMEM;
+            goto out;
+        }
+        memcpy(a->ans.codebook, ans0.codebook, cb);
+    }
+    int rc;
+    if (dec) {
+        ab_decode dp = { .layers = 1,
+                         .heads = (int)qh,
+                         .kv_heads = L * hg_n,
+                         .head_dim = d,
+                         .scale = 1.0f / sqrtf((float)d),
+                         .cap = T,
+                         .q = a->q,
+                         .k = a->k,
+                         .v = a->v,
+                         .seed = (uint64_t)b->seed,
+                         .threads = threads };
+        rc = ab_refset_build_decode(&a->ref, &dp, b->n, b->steps, c->topk, arena_alloc, a);
+    } else {
+        rows = malloc(sizeof(int) * (size_t)T);
+        const int nr = rows ? ab_choose_rows(T, c->exact_max_n, a->ans.row, a->ans.n, c->score_rows,
+                                             (uint64_t)b->seed, rows)
+                            : -1;
+        s.heads = b->heads;
+        ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads, NULL };
+        rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
+    }
+    if (rc) {
+        a->status = rc;
+        snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc));
+    }
+out:
+    free(rows);
+    free(all.head);
+    free(all.row);
+    free(all.code);
+    free(all.key_pos);
+    free(all.group);
+    ab_answer_free(&ans0);
+    free(gq);
+    free(gk);
+    free(gv);
+    free(pq);
+}
+
 /* In the data child: generate and build the reference. */
 void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads, const char *save_dir,
                 const char *problem)
@@ -126,7 +333,12 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
     omp_set_num_threads(threads);
     ab_bind_threads(threads);
     size_t t = (size_t)b->heads * b->n * b->d;
-    a->q = arena_alloc(a, t * 4);
+    if (b->phase == AB_DECODE) {
+        const size_t rows = (size_t)b->n + b->steps;
+        t = (size_t)b->layers * b->batch * b->kv_heads * rows * b->d;
+        a->q = arena_alloc(a, (size_t)b->steps * b->layers * b->batch * b->heads * b->d * 4);
+    } else
+        a->q = arena_alloc(a, t * 4);
     a->k = arena_alloc(a, t * 4);
     a->v = arena_alloc(a, t * 4);
     if (b->heldout) {
@@ -140,14 +352,17 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
         return;
     }
     ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
-    int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, a->msg, sizeof a->msg);
+    int mrc = ab_mask_make(&mk, b->mask, ab_base_rows(b), (uint64_t)b->seed, a->msg, sizeof a->msg);
     if (mrc) {
         a->status = mrc;
         ab_mask_free(&mk);
         return;
     }
     ab_shape s = { b->heads, b->n, b->d, mk.def->causal, 1.0f / sqrtf((float)b->d), &mk, 0, 1, AB_PREFILL };
-    data_problem(a, b, c, threads, save_dir, problem, s);
+    if (b->phase == AB_DECODE || b->kv_heads != b->heads)
+        data_grouped(a, b, c, threads, s);
+    else
+        data_problem(a, b, c, threads, save_dir, problem, s);
     ab_mask_free(&mk);
 }
 

@@ -556,6 +556,12 @@ int ab_estimate_plan(const ab_plan *p, ab_estimate *e)
             big = i;
     base_pt pbase = bases[big];
     if (pbase.n > AB_PROBE_N) pbase.n = AB_PROBE_N;
+    /* the probe is a prefill problem (a decode plan is estimated from it too) */
+    pbase.phase = AB_PREFILL;
+    pbase.kv_heads = pbase.heads;
+    pbase.batch = pbase.layers = 1;
+    pbase.steps = 0;
+    if (strcmp(pbase.mask, "causal") && bases[big].phase == AB_DECODE) pbase.mask = "causal";
     ab_mask mk;
     char why[300];
     if (ab_mask_make(&mk, pbase.mask, pbase.n, (uint64_t)pbase.seed, why, sizeof why) != AB_OK)

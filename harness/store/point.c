@@ -103,8 +103,17 @@ int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask)
     if (o) return o;
     o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
     if (o) return o;
+    if (ab_point_is_decode(x) != ab_point_is_decode(y)) return ab_point_is_decode(x) ? 1 : -1;
     if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
     if (x->heads != y->heads) return x->heads > y->heads ? 1 : -1;
+    {
+        const int32_t a[4] = { x->kv_heads, x->batch, x->steps, x->layers },
+                      b[4] = { y->kv_heads, y->batch, y->steps, y->layers };
+        for (int i = 0; i < 4; i++)
+            if (a[i] != b[i]) return a[i] > b[i] ? 1 : -1;
+        o = num_cmp(x->layer_corr, y->layer_corr);
+        if (o) return o;
+    }
     if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
     if (with_mask) {
         if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
@@ -114,6 +123,8 @@ int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask)
     if (x->seed != y->seed) return x->seed > y->seed ? 1 : -1;
     return num_cmp(x->depth, y->depth);
 }
+
+int ab_point_is_decode(const ab_point *p) { return !strncmp(p->phase, "decode", sizeof p->phase); }
 
 int ab_point_has_flag(const ab_point *p, const char *flag)
 {

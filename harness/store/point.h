@@ -65,7 +65,20 @@ typedef struct ab_point {
                             * below 0.7x the child's best); NaN untimed or 1 thread */
     double point_s;     /* wall seconds of the point's child processes (calibration,
                             * scoring, every round): what the point cost to measure */
-    char timing[48];    /* flags: "" (clean), or a comma list of interference,
+    /* the phase axis (docs/decode.md); "" / 0 / NaN in files written before it
+     * (read as prefill with kv_heads = heads) */
+    char phase[8];          /* "prefill" | "decode" */
+    int32_t kv_heads;       /* KV heads (GQA; == heads: none) */
+    int32_t batch;          /* decode: sequences per step (folded into heads) */
+    int32_t steps;          /* decode: steps per call; the times are per step */
+    int32_t layers;         /* decode: layers of the stack */
+    double layer_corr;      /* decode: the stack's Q/K correlation between layers */
+    double prepare_ms;      /* decode: median of prepare() (the selector's state from the cache) */
+    double kv_bytes;        /* decode: K and V bytes the attention read per step, mean over steps
+                           * (per KV head, the union of its query heads' kept keys) */
+    double cache_bytes;     /* decode: bytes of the whole K and V cache, mean over steps */
+    char layer_recall[128]; /* decode, layers > 1: mass recall per layer, "r0,r1,..." */
+    char timing[48];        /* flags: "" (clean), or a comma list of interference,
                             * unpaired, untimed (scored only), rounds_disagree, cores_shared */
     /* raw per-sample timings (stored under /samples/KEY): per call of the
      * sample's batch, in ms; dense: the paired dense sample (NaN unpaired) */
@@ -93,6 +106,8 @@ const char *ab_point_mask(const ab_point *p);
  * head_dim, [causal and mask when with_mask], seed, depth. Export and show
  * match a dense point to a method's point with it (speedups). */
 int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask);
+/* 1 for a decode point (phase "decode"). */
+int ab_point_is_decode(const ab_point *p);
 /* 1 when the point's timing flags (the comma list in p->timing) hold flag
  * ("interference", "unpaired", "untimed", "rounds_disagree"). */
 int ab_point_has_flag(const ab_point *p, const char *flag);

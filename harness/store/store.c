@@ -154,6 +154,16 @@ static const field_desc point_fields[] = {
     FLD(shared_pct, F_F64),
     FLD(point_s, F_F64),
     FLD(timing, F_STR),
+    FLD(phase, F_STR),
+    FLD(kv_heads, F_I32),
+    FLD(batch, F_I32),
+    FLD(steps, F_I32),
+    FLD(layers, F_I32),
+    FLD(layer_corr, F_F64),
+    FLD(prepare_ms, F_F64),
+    FLD(kv_bytes, F_F64),
+    FLD(cache_bytes, F_F64),
+    FLD(layer_recall, F_STR),
 };
 #undef FLD
 #define N_FIELDS (sizeof point_fields / sizeof point_fields[0])
@@ -630,6 +640,10 @@ static void point_defaults(ab_point *p, const unsigned char *present)
         const double nan = NAN;
         memcpy((char *)p + f->off, &nan, sizeof nan);
     }
+    if (!present[field_index("phase")]) snprintf(p->phase, sizeof p->phase, "prefill");
+    if (!present[field_index("kv_heads")]) p->kv_heads = p->heads;
+    if (!present[field_index("batch")]) p->batch = 1;
+    if (!present[field_index("layers")]) p->layers = 1;
     if (!present[field_index("mask")]) snprintf(p->mask, sizeof p->mask, "%s", p->causal ? "causal" : "full");
     if (!present[field_index("mask_density")]) {
         const double n = p->seq_len > 0 ? (double)p->seq_len : 1.0;

@@ -106,7 +106,7 @@ typedef struct part {
 } part;
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) static float dot(const float *a, const float *b,
-                                                                             int d)
+                                                                              int d)
 {
     float s = 0;
 #pragma omp simd reduction(+ : s)
@@ -115,15 +115,15 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static float dot(co
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy_scale(float *acc, float alpha,
-                                                                                   const float *v, float p,
-                                                                                   int d)
+                                                                                    const float *v, float p,
+                                                                                    int d)
 {
 #pragma omp simd
     for (int c = 0; c < d; c++) acc[c] = acc[c] * alpha + p * v[c];
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy(float *acc, const float *v, float p,
-                                                                             int d)
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy(float *acc, const float *v,
+                                                                              float p, int d)
 {
 #pragma omp simd
     for (int c = 0; c < d; c++) acc[c] += p * v[c];
@@ -313,7 +313,8 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
     return AB_OK;
 }
 
-int ab_ref_decode_row(const ab_decode *dp, int row, const ab_layout *l, double *out, double *rmax, double *rsum)
+int ab_ref_decode_row(const ab_decode *dp, int row, const ab_layout *l, double *out, double *rmax,
+                      double *rsum)
 {
     const int H = dp->heads, d = dp->head_dim, layer = row / H, h = row % H;
     const int64_t kvh = (int64_t)layer * dp->kv_heads + h / (H / dp->kv_heads);
