@@ -186,7 +186,8 @@ int ab_dec_scored_call(const ab_dec_ctx *x, ab_instance *in, float *out, ab_poin
         if (l.kind == AB_LAYOUT_CUSTOM) have_recall = 0;
         const ab_decode fd = view(x, 0, s); /* folded: row r reads KV head r / G */
         for (int kh = 0; kh < fd.kv_heads; kh++) {
-            const int64_t nk = l.kind == AB_LAYOUT_CUSTOM ? fd.len : group_keys(&l, kh * G, G, fd.len, stamp, ++mark);
+            const int64_t nk =
+                l.kind == AB_LAYOUT_CUSTOM ? fd.len : group_keys(&l, kh * G, G, fd.len, stamp, ++mark);
             kvb += 2.0 * nk * d * sizeof(float);
             cab += 2.0 * fd.len * d * sizeof(float);
         }
@@ -238,14 +239,16 @@ int ab_dec_scored_call(const ab_dec_ctx *x, ab_instance *in, float *out, ab_poin
         if (have_recall && L > 1) {
             size_t off = 0;
             for (int k = 0; k < L && off + 8 < sizeof p->layer_recall; k++)
-                off += (size_t)snprintf(p->layer_recall + off, sizeof p->layer_recall - off, "%s%.4f", k ? "," : "",
-                                        lrec[k] / ((double)S * (QH / L)));
+                off += (size_t)snprintf(p->layer_recall + off, sizeof p->layer_recall - off, "%s%.4f",
+                                        k ? "," : "", lrec[k] / ((double)S * (QH / L)));
         }
         /* accuracy: the answers' rows are steps; out transposed to (head, step, d) */
         for (int s = 0; s < S; s++)
             for (int r = 0; r < QH; r++)
-                memcpy(tr + ((size_t)r * S + s) * d, out + ((size_t)s * QH + r) * d, sizeof(float) * (size_t)d);
-        if (x->a->ans.n > 0) ab_accuracy(&x->a->ans, tr, S, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
+                memcpy(tr + ((size_t)r * S + s) * d, out + ((size_t)s * QH + r) * d,
+                       sizeof(float) * (size_t)d);
+        if (x->a->ans.n > 0)
+            ab_accuracy(&x->a->ans, tr, S, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
     }
     ab_layout_free(&l);
     free(stamp);

@@ -2,10 +2,13 @@
 #include "harness/engine/sysinfo.h"
 #include "harness/engine/blascore.h"
 #include "harness/engine/gpu.h"
+#include "harness/engine/timing.h"
 #include "kernels/kernels.h"
 
 #include <cblas.h>
 #include <hdf5.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +115,88 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
                "docs/timing.md: rounds in fresh child processes, interleaved; samples paired with "
                "dense flash (D M, M D, ...); calls batched to min_sample_ms; medians with "
                "hierarchical-bootstrap 95% intervals");
+    if (c->phases & AB_DECODE) { /* decode is bound by memory bandwidth: the figures draw this limit */
+        snprintf(buf, sizeof buf, "%.2f", ab_stream_triad_gbs(threads, 64));
+        ab_env_set(e, "stream_triad_gbs", buf);
+        snprintf(buf, sizeof buf,
+                 "STREAM triad a = b + s*c (McCalpin), 3 x 64 MiB fp32, best of 5, %d threads, "
+                 "counted as 3 arrays moved (no write-allocate)",
+                 threads);
+        ab_env_set(e, "stream_triad_method", buf);
+    }
     /* GPU name, driver, CUDA / cuBLAS versions, clocks, memory: probed in a
      * short-lived child so this process never initialises CUDA (gpu.c) */
     ab_gpu_env(e);
+}
+
+/* STREAM's triad (McCalpin, "Memory Bandwidth and Machine Balance", 1995):
+ * a[i] = b[i] + s * c[i] over three arrays of `mib` MiB each (far larger
+ * than the last-level cache), split in `threads` equal parts, each part
+ * first touched and then run by its own thread; the best of 5 runs, counting
+ * 3 arrays moved per pass as STREAM does. GB/s (1e9 bytes); NaN when the
+ * arrays cannot be allocated. Plain pthreads, not OpenMP: the sweep's parent
+ * calls it, and a process that forks children must not start an OpenMP
+ * team (libgomp's pool does not survive fork). */
+typedef struct triad_part {
+    float *a, *b, *c;
+    size_t lo, hi;
+    int init;
+} triad_part;
+
+static void *triad_run(void *arg)
+{
+    triad_part *t = arg;
+    if (t->init)
+        for (size_t i = t->lo; i < t->hi; i++) {
+            t->a[i] = 0.0f;
+            t->b[i] = 1.0f;
+            t->c[i] = 2.0f;
+        }
+    else
+        for (size_t i = t->lo; i < t->hi; i++) t->a[i] = t->b[i] + 3.0f * t->c[i];
+    return NULL;
+}
+
+static int triad_pass(triad_part *parts, int threads, int init)
+{
+    pthread_t tid[64];
+    int started = 0;
+    for (int t = 0; t < threads; t++) {
+        parts[t].init = init;
+        if (t > 0 && pthread_create(&tid[t], NULL, triad_run, &parts[t]) == 0)
+            started |= 1 << (t < 30 ? t : 30);
+        else if (t > 0)
+            triad_run(&parts[t]);
+    }
+    triad_run(&parts[0]);
+    for (int t = 1; t < threads; t++)
+        if (started & (1 << (t < 30 ? t : 30))) pthread_join(tid[t], NULL);
+    return 0;
+}
+
+double ab_stream_triad_gbs(int threads, int mib)
+{
+    if (threads < 1) threads = 1;
+    if (threads > 30) threads = 30;
+    const size_t n = (size_t)mib * 1048576 / sizeof(float);
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *cc = malloc(n * sizeof *cc);
+    double best = NAN;
+    if (a && b && cc) {
+        triad_part parts[30];
+        for (int t = 0; t < threads; t++)
+            parts[t] = (triad_part){ a, b, cc, n * t / threads, n * (t + 1) / threads, 1 };
+        triad_pass(parts, threads, 1);
+        for (int r = 0; r < 5; r++) {
+            const double t0 = ab_now_ms();
+            triad_pass(parts, threads, 0);
+            const double ms = ab_now_ms() - t0;
+            const double gbs = 3.0 * n * sizeof(float) / (ms * 1e6);
+            if (!(best >= gbs)) best = gbs;
+        }
+        if (a[n / 2] != 7.0f) best = NAN; /* the loop ran */
+    }
+    free(a);
+    free(b);
+    free(cc);
+    return best;
 }

@@ -294,7 +294,7 @@ static void block_labels(xctx *c)
 {
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
-        if (!ab_status_is_ok(p->status) || p->block_q <= 0) continue;
+        if (!ab_status_is_ok(p->status) || p->block_q <= 0 || ab_point_is_decode(p)) continue;
         for (size_t k = 0; k < c->n_ser; k++)
             if (!c->ser[k].block_q && strncmp(c->ser[k].method, p->method, 32) == 0 &&
                 (!c->multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) {
@@ -380,9 +380,9 @@ static int build_ctx(xctx *c)
     sort_methods(c);
 
     /* series: over ok rows, in method order then device name */
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->n; i++) { /* decode points have their own table (decode.tsv) */
         const ab_point *p = &c->pts[i];
-        if (!ab_status_is_ok(p->status)) continue;
+        if (!ab_status_is_ok(p->status) || ab_point_is_decode(p)) continue;
         size_t k = 0;
         for (; k < c->n_ser; k++)
             if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
@@ -418,7 +418,7 @@ static int build_ctx(xctx *c)
     }
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
-        if (!ab_status_is_ok(p->status)) continue;
+        if (!ab_status_is_ok(p->status) || ab_point_is_decode(p)) continue;
         xrow *r = &c->ok_all[c->n_ok_all++];
         r->p = p;
         r->series = 0;
@@ -477,7 +477,9 @@ static const char *const POINT_COLS =
     "accuracy\tacc_ci_lo\tacc_ci_hi\tacc_trials\trows_scored\tstatus\tmessage\t"
     "rounds\tcalls\ttotal_lo_ms\ttotal_hi_ms\tdense_pair_ms\trel_dense\trel_lo\trel_hi\t"
     "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\t"
-    "shared_pct\tblock_q\tblock_k\tselect_flops\tselect_bytes\tfamily";
+    "shared_pct\tblock_q\tblock_k\tselect_flops\tselect_bytes\tfamily\tphase\tkv_"
+    "heads\tbatch\tsteps\tlayers\t"
+    "layer_corr\tprepare_ms\tkv_bytes\tcache_bytes\tlayer_recall";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -543,6 +545,12 @@ static void write_points(FILE *f, const xctx *c)
         put_num(f, p->select_bytes);
         fputc('\t', f);
         put_str(f, p->family, sizeof p->family, 1);
+        fputc('\t', f);
+        put_str(f, p->phase[0] ? p->phase : "prefill", sizeof p->phase, 1);
+        fprintf(f, "\t%d\t%d\t%d\t%d\t", (int)p->kv_heads, (int)p->batch, (int)p->steps, (int)p->layers);
+        const double d4[] = { p->layer_corr, p->prepare_ms, p->kv_bytes, p->cache_bytes };
+        put_nums(f, d4, 4);
+        put_str(f, p->layer_recall, sizeof p->layer_recall, 1);
         fputc('\n', f);
     }
 }
@@ -1337,7 +1345,8 @@ static int in_bcol(const ab_point *p, const bcol *k)
  * method "dense" (the baseline). */
 static int breakeven_point(const xctx *c, const ab_point *p)
 {
-    return strcmp(p->method, "dense") != 0 && strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
+    return strcmp(p->method, "dense") != 0 && !ab_point_is_decode(p) &&
+           strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
            (c->cur_mask < 0 || mask_index(c, p) == c->cur_mask);
 }
 
@@ -1501,6 +1510,7 @@ static void not_ok_list(const xctx *c, const char *method, const char *dev, cons
     ab_tally t = { 0 };
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
+        if (ab_point_is_decode(p)) continue;
         if ((method && strncmp(p->method, method, 32)) || (dev && strncmp(p->device, dev, 8)) ||
             (mask && strncmp(ab_point_mask(p), mask, AB_MASK_SPEC)))
             continue;
@@ -1520,7 +1530,7 @@ static void summary_row(FILE *f, const xctx *c, size_t m, const char *dev, size_
     size_t npts = 0, nok = 0;
     for (size_t k = 0; k < c->n; k++) {
         const ab_point *p = &c->pts[k];
-        if (strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8) ||
+        if (ab_point_is_decode(p) || strncmp(p->method, meth, 32) || strncmp(p->device, dev, 8) ||
             strncmp(ab_point_mask(p), mask, AB_MASK_SPEC))
             continue;
         npts++;
@@ -1656,6 +1666,14 @@ static void write_summary(FILE *f, const xctx *c, double *tmp, double *tmp2, xro
 
 /* ---- methods.txt, meta.txt ------------------------------------------- */
 
+/* points not status ok, both phases (c->n_ok holds the prefill rows only) */
+static size_t nfailed_of(const xctx *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n; i++) n += !ab_status_is_ok(c->pts[i].status);
+    return n;
+}
+
 static void write_meta(FILE *f, const xctx *c)
 {
     static const char *const keys[] = { "host",     "cpu_model",   "threads",
@@ -1707,7 +1725,7 @@ static void write_meta(FILE *f, const xctx *c)
     }
     fputc('\n', f);
     fprintf(f, "n_points\t%zu\n", c->n);
-    fprintf(f, "n_ok\t%zu\n", c->n_ok);
+    fprintf(f, "n_ok\t%zu\n", c->n - nfailed_of(c));
     /* the timing protocol: ok points with a timing, scored only, paired,
      * and the timing flags of the timed ones */
     size_t nt = 0, nu = 0, npair = 0, nint = 0, ndis = 0;
@@ -1725,7 +1743,7 @@ static void write_meta(FILE *f, const xctx *c)
     }
     fprintf(f, "n_timed\t%zu\nn_untimed\t%zu\nn_paired\t%zu\n", nt, nu, npair);
     fprintf(f, "n_flag_interference\t%zu\nn_flag_rounds_disagree\t%zu\n", nint, ndis);
-    fprintf(f, "n_failed\t%zu\n", c->n - c->n_ok);
+    fprintf(f, "n_failed\t%zu\n", nfailed_of(c));
     /* failures by status, statuses in name order */
     ab_tally t = { 0 };
     for (size_t i = 0; i < c->n; i++) ab_tally_add(&t, c->pts[i].status);
@@ -1948,6 +1966,146 @@ static int write_figure(const char *dir, xctx *c, size_t k, size_t mk, const xbu
     return close_out(f, name, 0, err, errlen);
 }
 
+/* ---- decode: decode_*.tsv (docs/decode.md) ------------------------------
+ * Decode points stay out of every prefill figure above (their workload is a
+ * step, not a prefill) and get their own four files, one block per method
+ * in methods.txt order. Columns of each file are in its header. */
+enum { DEC_LATENCY, DEC_SPEEDUP, DEC_ACCURACY, DEC_LAYERS, N_DEC };
+static const char *const DEC_FILES[N_DEC] = { "decode_latency.tsv", "decode_speedup.tsv",
+                                              "decode_accuracy.tsv", "decode_layers.tsv" };
+#define DEC_REF 0.0625 /* the setting figures pick: 1/16 of the cache (Quest's budget in the issue) */
+
+static int dec_ok(const ab_point *p) { return ab_point_is_decode(p) && ab_status_is_ok(p->status); }
+
+/* distance of a point's setting from DEC_REF (log), methods without a knob 0 */
+static double dec_dist(const ab_point *p)
+{
+    const double t = isnan(p->target_density) ? p->achieved_density : p->target_density;
+    return t > 0 && !isnan(p->knob_value) ? fabs(log(t / DEC_REF)) : 0;
+}
+
+/* the largest cache length of method meth's decode points (0: none) */
+static int dec_maxn(const xctx *c, const char *meth)
+{
+    int n = 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (dec_ok(&c->pts[i]) && !strncmp(c->pts[i].method, meth, 32) && c->pts[i].seq_len > n)
+            n = c->pts[i].seq_len;
+    return n;
+}
+
+/* the point of meth at cache length n closest to DEC_REF (NULL: none) */
+static const ab_point *dec_pick(const xctx *c, const char *meth, int n)
+{
+    const ab_point *best = NULL;
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!dec_ok(p) || strncmp(p->method, meth, 32) || p->seq_len != n) continue;
+        if (!best || dec_dist(p) < dec_dist(best)) best = p;
+    }
+    return best;
+}
+
+static void write_decode(FILE *f, const xctx *c, int which)
+{
+    const char *bw_s = ab_env_get(c->env, "stream_triad_gbs");
+    const double bw = bw_s ? strtod(bw_s, NULL) : NAN; /* GB/s = bytes per ns */
+    static const char *const head[N_DEC] = {
+        "# decode latency per step vs cache length, each method at its setting closest to 1/16 of the cache\n"
+        "# columns: 1 N  2 step_ms (median)  3 lo  4 hi (95%)  5 kv_GBps (K/V bytes read / run time)\n"
+        "#          6 bw_fraction (kv_GBps / STREAM triad)  7 limit_ms (whole cache / triad)  8 method  9 "
+        "method_idx\n"
+        "#          10 density  11 threads  12 prepare_ms\n",
+        "# decode speedup over dense decode (paired) vs the fraction of the K/V cache read per step, at "
+        "each\n"
+        "# method's largest N. columns: 1 kv_fraction  2 speedup  3 lo  4 hi  5 N  6 density  7 method  8 "
+        "method_idx\n"
+        "#          9 select_share (select / step)\n",
+        "# decode accuracy at the decode queries vs density (budget), at each method's largest N\n"
+        "# columns: 1 density  2 accuracy  3 lo  4 hi (Wilson 95%)  5 dense_accuracy  6 N  7 method  8 "
+        "method_idx\n"
+        "#          9 recall_mass  10 trials\n",
+        "# mass recall per layer of the stack (layered problems), at the largest N, setting closest to 1/16\n"
+        "# columns: 1 layer  2 recall_mass  3 method  4 method_idx  5 N  6 density\n"
+    };
+    fputs(head[which], f);
+    if (which == DEC_LATENCY && !(bw > 0))
+        fputs("# note: no stream_triad_gbs in the file: no bandwidth line\n", f);
+    int nblocks = 0;
+    for (size_t m = 0; m < c->n_methods; m++) {
+        const char *meth = c->methods[m];
+        const int maxn = dec_maxn(c, meth);
+        if (!maxn) continue;
+        if (nblocks++) fputs("\n\n", f);
+        fprintf(f, "# method %s\n", meth);
+        if (which == DEC_LATENCY) {
+            for (int prev = 0;;) { /* each N, ascending */
+                int n = 0;
+                for (size_t i = 0; i < c->n; i++)
+                    if (dec_ok(&c->pts[i]) && !strncmp(c->pts[i].method, meth, 32) &&
+                        c->pts[i].seq_len > prev && (!n || c->pts[i].seq_len < n))
+                        n = c->pts[i].seq_len;
+                if (!n) break;
+                prev = n;
+                const ab_point *p = dec_pick(c, meth, n);
+                if (!p || !ab_point_timed(p)) continue;
+                const double gbs = p->kv_bytes / (p->run_ms * 1e6);
+                const double v[] = {
+                    n, p->total_ms, p->total_lo_ms, p->total_hi_ms, gbs, gbs / bw, p->cache_bytes / (bw * 1e6)
+                };
+                put_nums(f, v, 7);
+                fprintf(f, "%s\t%zu\t", meth, m + 1);
+                put_num(f, p->achieved_density);
+                fprintf(f, "\t%d\t", (int)p->threads);
+                put_num(f, p->prepare_ms);
+                fputc('\n', f);
+            }
+            continue;
+        }
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            if (!dec_ok(p) || strncmp(p->method, meth, 32) || p->seq_len != maxn) continue;
+            if (which == DEC_SPEEDUP) {
+                double sp, lo, hi;
+                if (!ab_point_timed(p)) continue;
+                ab_point_paired_speedup(p, &sp, &lo, &hi);
+                const double v[] = { p->kv_bytes / p->cache_bytes, sp, lo, hi, maxn, p->achieved_density };
+                put_nums(f, v, 6);
+                fprintf(f, "%s\t%zu\t", meth, m + 1);
+                put_num(f, p->select_ms / p->total_ms);
+                fputc('\n', f);
+            } else if (which == DEC_ACCURACY) {
+                if (p->acc_trials <= 0) continue;
+                double dacc = NAN;
+                for (size_t k = 0; k < c->n; k++)
+                    if (dec_ok(&c->pts[k]) && !strcmp(c->pts[k].method, "dense") &&
+                        !ab_point_work_cmp(&c->pts[k], p, 1))
+                        dacc = c->pts[k].accuracy;
+                const double v[] = {
+                    p->achieved_density, p->accuracy, p->acc_ci_lo, p->acc_ci_hi, dacc, maxn
+                };
+                put_nums(f, v, 6);
+                fprintf(f, "%s\t%zu\t", meth, m + 1);
+                put_num(f, p->recall_mass);
+                fprintf(f, "\t%d\n", (int)p->acc_trials);
+            } else if (p == dec_pick(c, meth, maxn) && p->layer_recall[0]) {
+                const char *q = p->layer_recall;
+                for (int layer = 0; *q; layer++) {
+                    char *end;
+                    const double r = strtod(q, &end);
+                    if (end == q) break;
+                    fprintf(f, "%d\t", layer);
+                    put_num(f, r);
+                    fprintf(f, "\t%s\t%zu\t%d\t", meth, m + 1, maxn);
+                    put_num(f, p->achieved_density);
+                    fputc('\n', f);
+                    q = *end == ',' ? end + 1 : end;
+                }
+            }
+        }
+    }
+}
+
 /* The whole-file outputs, in this order (ab_export's second switch). */
 static const char *const OTHER_FILES[] = { "dense_vs_mask.tsv", "summary.tsv", "methods.txt", "masks.txt",
                                            "meta.txt" };
@@ -2015,6 +2173,12 @@ int ab_export(const ab_export_opts *o, char *err, size_t errlen)
         default: write_meta(f, &c); break;
         }
         if (close_out(f, OTHER_FILES[k], 0, err, errlen) != 0) goto done;
+    }
+    for (int k = 0; k < N_DEC; k++) {
+        f = open_out(dir, DEC_FILES[k], err, errlen);
+        if (!f) goto done;
+        write_decode(f, &c, k);
+        if (close_out(f, DEC_FILES[k], 0, err, errlen) != 0) goto done;
     }
     rc = 0;
 done:

@@ -408,6 +408,31 @@ static const fig FIGS[] = {
       "sequence length. A filled point within 2x of its open one is a selector at its bound; "
       "static patterns state 0 and show no bound.",
       0 },
+    { "decode_latency", "Decode: latency per step vs cache length",
+      "Decode phase (docs/decode.md): the latency of one decode step (one query per head against "
+      "the KV cache; select() included, prepare() not) vs the cache length N, log-log, each "
+      "method at its setting closest to 1/16 of the cache (methods without a knob: all of it). "
+      "The dashed black line is the memory-bandwidth limit of dense decode: the whole K and V "
+      "cache read once at the STREAM triad bandwidth measured when the file was written "
+      "(<code>stream_triad_gbs</code> in meta.txt). Bars: 95% interval of the median.",
+      1 },
+    { "decode_speedup", "Decode: speedup vs fraction of the cache read",
+      "Speedup over dense decode (the paired ratio, select() included) vs the fraction of the "
+      "K and V cache the attention reads per step (per KV head, the union of the keys its "
+      "query heads keep), at each method's largest N. The dotted line is the bandwidth ideal, "
+      "1 / fraction read: a method on it is limited by memory alone.",
+      1 },
+    { "decode_accuracy", "Decode: accuracy vs budget",
+      "Task accuracy at the decode queries (the query that must retrieve the needle or "
+      "passkey is a decode step's query) vs the share of the cache kept, at each method's "
+      "largest N; Wilson 95% intervals; grey dashed: dense decode on the same problems.",
+      1 },
+    { "decode_layers", "Decode: recall per layer",
+      "On a layer stack (<code>[sweep] layers</code>, Q and K correlated across layers by "
+      "<code>layer_corr</code>): the attention-mass recall of each layer, for the methods that "
+      "select in one layer and reuse the positions in later ones (TidalDecode, DELTA) and any "
+      "other method run on the stack.",
+      1 },
     { "cpu_vs_gpu", "CPU vs GPU latency",
       "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
       "lines and filled points are the CPU, dashed lines and open points the GPU; each "
