@@ -59,12 +59,12 @@
 enum { P_K = 0, P_DENSE, P_PERIOD, P_RECENT, P_COUNT };
 
 typedef struct delta_state {
-    double k;          /* tokens chosen outside the recency window */
-    int dense_layers;  /* leading full-attention layers */
-    int period;        /* layers from one Δ-layer to the next */
-    int recent;        /* recency window in tokens (whole pages) */
+    double k;           /* tokens chosen outside the recency window */
+    int dense_layers;   /* leading full-attention layers */
+    int period;         /* layers from one Δ-layer to the next */
+    int recent;         /* recency window in tokens (whole pages) */
     int L, H, kvh, cap; /* the stack init() saw */
-    int nsel;          /* Δ-layers followed by a sparse layer (0: all dense) */
+    int nsel;           /* Δ-layers followed by a sparse layer (0: all dense) */
 } delta_state;
 
 typedef struct delta_item {
@@ -89,7 +89,8 @@ static int delta_init(void *state, const ab_params *p, const ab_shape *s)
         return AB_EINVAL;
     }
     if (!(dl >= 0 && dl <= 4096) || !(per >= 1 && per <= 4096) || !(rc >= 0 && rc <= (1 << 24))) {
-        ab_set_error(state, "delta: dense_layers in [0, 4096], period in [1, 4096], recent in [0, 2^24] required");
+        ab_set_error(state,
+                     "delta: dense_layers in [0, 4096], period in [1, 4096], recent in [0, 2^24] required");
         return AB_EINVAL;
     }
     if (s->phase != AB_DECODE) {
@@ -126,8 +127,8 @@ static int delta_dselect(void *state, const ab_decode *dp, ab_layout *l)
     const delta_state *st = state;
     if (dp->layers != st->L || dp->heads != st->H || dp->kv_heads != st->kvh || dp->len < 1 ||
         dp->len > dp->cap || dp->len > st->cap) {
-        ab_set_error(state, "delta: step shape (L %d, H %d, kv %d, len %d) is not the one init() saw", dp->layers,
-                     dp->heads, dp->kv_heads, dp->len);
+        ab_set_error(state, "delta: step shape (L %d, H %d, kv %d, len %d) is not the one init() saw",
+                     dp->layers, dp->heads, dp->kv_heads, dp->len);
         return AB_EINVAL;
     }
     if (st->nsel == 0) { /* every layer is a full-attention layer */

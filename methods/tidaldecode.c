@@ -125,8 +125,8 @@ static int td_init(void *state, const ab_params *p, const ab_shape *s)
     st->kvh = s->kv_heads > 0 ? s->kv_heads : s->heads;
     st->cap = s->seq_len;
     if (st->H < 1 || st->kvh < 1 || st->H % st->kvh || s->seq_len < 1) {
-        ab_set_error(state, "tidaldecode: bad shape (heads %d, kv_heads %d, capacity %d)", s->heads, s->kv_heads,
-                     s->seq_len);
+        ab_set_error(state, "tidaldecode: bad shape (heads %d, kv_heads %d, capacity %d)", s->heads,
+                     s->kv_heads, s->seq_len);
         return AB_EINVAL;
     }
     /* the selection layers */
@@ -186,8 +186,8 @@ static int td_dselect(void *state, const ab_decode *dp, ab_layout *l)
     td_state *st = state;
     if (dp->layers != st->L || dp->heads != st->H || dp->kv_heads != st->kvh || dp->len < 1 ||
         dp->len > dp->cap || dp->len > st->cap) {
-        ab_set_error(state, "tidaldecode: step shape (L %d, H %d, kv %d, len %d) is not the one init() saw", dp->layers,
-                     dp->heads, dp->kv_heads, dp->len);
+        ab_set_error(state, "tidaldecode: step shape (L %d, H %d, kv %d, len %d) is not the one init() saw",
+                     dp->layers, dp->heads, dp->kv_heads, dp->len);
         return AB_EINVAL;
     }
     if (st->nsel == 0) { /* every layer is a full-attention layer */
@@ -218,16 +218,16 @@ static int td_dselect(void *state, const ab_decode *dp, ab_layout *l)
             const int m = kd - 1 < n - 1 ? kd - 1 : n - 1; /* picked among keys [0, n - 1) */
             if (!st->share) {
                 const int kv = ab_kv_head(dp, g);
-                td_logits(dp->q + ((size_t)layer * H + g) * d, dp->k + ((size_t)layer * st->kvh + kv) * kvs, n - 1,
-                          d, dp->scale, z);
+                td_logits(dp->q + ((size_t)layer * H + g) * d, dp->k + ((size_t)layer * st->kvh + kv) * kvs,
+                          n - 1, d, dp->scale, z);
                 for (int j = 0; j < n - 1; j++) it[j] = (td_item){ z[j], j };
             } else {
                 /* the group's summed softmax probabilities over all n keys */
                 for (int j = 0; j < n; j++) acc[j] = 0;
                 for (int a = 0; a < G; a++) {
                     const int h = g * G + a;
-                    td_logits(dp->q + ((size_t)layer * H + h) * d, dp->k + ((size_t)layer * st->kvh + g) * kvs, n,
-                              d, dp->scale, z);
+                    td_logits(dp->q + ((size_t)layer * H + h) * d,
+                              dp->k + ((size_t)layer * st->kvh + g) * kvs, n, d, dp->scale, z);
                     float mx = -INFINITY;
                     for (int j = 0; j < n; j++) mx = z[j] > mx ? z[j] : mx;
                     const double sum = ab_exp_shift_sum(z, n, mx);

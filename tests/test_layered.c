@@ -29,7 +29,8 @@
 
 static double gauss(uint64_t *s)
 {
-    const double u = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53, w = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
+    const double u = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53,
+                 w = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * w);
 }
 
@@ -63,7 +64,8 @@ static void plant(stack *p, int l0, int l1, int pos, float amount)
 {
     for (int l = l0; l < l1; l++)
         for (int h = 0; h < p->kv; h++)
-            for (int c = 0; c < p->d; c++) p->k[(((size_t)l * p->kv + h) * p->cap + pos) * p->d + c] += amount;
+            for (int c = 0; c < p->d; c++)
+                p->k[(((size_t)l * p->kv + h) * p->cap + pos) * p->d + c] += amount;
 }
 
 static void stack_free(stack *p)
@@ -140,7 +142,8 @@ static int row_keys(const ab_layout *l, int r, int len, char *mark)
     }
     if (l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED)
         for (int64_t t = l->blk_ptr[r]; t < l->blk_ptr[r + 1]; t++)
-            for (int j = l->blk_idx[t] * l->block_k; j < (l->blk_idx[t] + 1) * l->block_k && j < len; j++) mark[j] = 1;
+            for (int j = l->blk_idx[t] * l->block_k; j < (l->blk_idx[t] + 1) * l->block_k && j < len; j++)
+                mark[j] = 1;
     if (l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED)
         for (int64_t t = l->tok_ptr[r]; t < l->tok_ptr[r + 1]; t++) mark[l->tok_idx[t]] = 1;
     int c = 0;
@@ -220,23 +223,25 @@ Test(layered, tidaldecode_dense_then_persistent_positions)
             for (int layer = 0; layer < L; layer++) {
                 const int r = layer * H + h, c = row_keys(&l, r, len, mark);
                 if (layer <= 2) { /* dense layers 0, 1 and the selection layer 2 */
-                    cr_expect_eq(c, len, "step %d layer %d head %d: %d of %d keys, want dense", s, layer, h, c, len);
+                    cr_expect_eq(c, len, "step %d layer %d head %d: %d of %d keys, want dense", s, layer, h,
+                                 c, len);
                     continue;
                 }
                 cr_expect_eq(c, K, "step %d layer %d head %d: %d keys, want k = %d", s, layer, h, c, K);
                 cr_expect(mark[len - 1], "step %d layer %d head %d: the newest key is missing", s, layer, h);
                 for (int t = 0; t < 6; t++)
-                    cr_expect(mark[heavy[t]], "step %d layer %d head %d: heavy key %d not reused", s, layer, h,
-                              heavy[t]);
+                    cr_expect(mark[heavy[t]], "step %d layer %d head %d: heavy key %d not reused", s, layer,
+                              h, heavy[t]);
                 if (layer == 3)
                     memcpy(first, mark, (size_t)len);
                 else
-                    cr_expect(memcmp(first, mark, (size_t)len) == 0, "step %d head %d: layer %d differs from layer 3",
-                              s, h, layer);
+                    cr_expect(memcmp(first, mark, (size_t)len) == 0,
+                              "step %d head %d: layer %d differs from layer 3", s, h, layer);
             }
         /* per-layer density as designed: 3 dense layers, 3 of K keys */
         const double want = (3.0 * len + 3.0 * K) / (6.0 * len);
-        cr_expect(fabs(ab_layout_density(&l) - want) < 1e-12, "density %.6f, want %.6f", ab_layout_density(&l), want);
+        cr_expect(fabs(ab_layout_density(&l) - want) < 1e-12, "density %.6f, want %.6f",
+                  ab_layout_density(&l), want);
         expect_kernel_matches(&dp, &l, "tidaldecode");
         ab_layout_free(&l);
     }
@@ -335,7 +340,8 @@ Test(layered, tidaldecode_default_reselection_in_the_middle)
     const int dense[] = { 1, 1, 1, 0, 1, 0, 0, 0 };
     for (int layer = 0; layer < L; layer++)
         for (int h = 0; h < H; h++)
-            cr_expect_eq(row_keys(&l, layer * H + h, n, mark), dense[layer] ? n : 10, "layer %d head %d", layer, h);
+            cr_expect_eq(row_keys(&l, layer * H + h, n, mark), dense[layer] ? n : 10, "layer %d head %d",
+                         layer, h);
     free(mark);
     ab_layout_free(&l);
     ab_instance_destroy(&in);
@@ -393,9 +399,11 @@ Test(layered, short_stacks_decode_dense)
             ab_layout l;
             step_layout(&in, &dp, &l);
             if (Ls[li] < 4)
-                cr_expect_eq(l.kind, AB_LAYOUT_DENSE, "%s L=%d: %s", methods[mi], Ls[li], ab_layout_kind_name(l.kind));
+                cr_expect_eq(l.kind, AB_LAYOUT_DENSE, "%s L=%d: %s", methods[mi], Ls[li],
+                             ab_layout_kind_name(l.kind));
             else
-                cr_expect(ab_layout_density(&l) < 1, "%s L=4: density %g", methods[mi], ab_layout_density(&l));
+                cr_expect(ab_layout_density(&l) < 1, "%s L=4: density %g", methods[mi],
+                          ab_layout_density(&l));
             ab_layout_free(&l);
             ab_instance_destroy(&in);
             stack_free(&p);
@@ -433,17 +441,20 @@ Test(layered, delta_delta_layers_pages_and_recency_window)
             }
             /* 10 full pages by score, then pages 59-62 (3 full and 8 keys) */
             cr_expect_eq(c, 10 * bk + 3 * bk + 8, "layer %d head %d: %d keys", layer, h, c);
-            for (int j = 59 * bk; j < n; j++) cr_expect(mark[j], "layer %d: recency window key %d missing", layer, j);
+            for (int j = 59 * bk; j < n; j++)
+                cr_expect(mark[j], "layer %d: recency window key %d missing", layer, j);
             for (int t = 0; t < 5; t++)
-                cr_expect(mark[heavy[t]], "layer %d head %d: heavy key %d's page not chosen", layer, h, heavy[t]);
+                cr_expect(mark[heavy[t]], "layer %d head %d: heavy key %d's page not chosen", layer, h,
+                          heavy[t]);
             /* one set for all heads of the layer, and layer 4 reads layer 3's */
             if (layer == 3 && h == 0) memcpy(ref, mark, n);
             if (layer == 3 || layer == 4)
-                cr_expect(memcmp(ref, mark, n) == 0, "layer %d head %d reads another set than layer 3 head 0", layer,
-                          h);
+                cr_expect(memcmp(ref, mark, n) == 0, "layer %d head %d reads another set than layer 3 head 0",
+                          layer, h);
         }
     const double want = (4.0 * n + 3.0 * (13 * bk + 8)) / (7.0 * n);
-    cr_expect(fabs(ab_layout_density(&l) - want) < 1e-12, "density %.6f, want %.6f", ab_layout_density(&l), want);
+    cr_expect(fabs(ab_layout_density(&l) - want) < 1e-12, "density %.6f, want %.6f", ab_layout_density(&l),
+              want);
     expect_kernel_matches(&dp, &l, "delta");
     free(mark);
     free(ref);
@@ -465,7 +476,8 @@ Test(layered, delta_pages_by_head_summed_page_max)
     ab_decode dp = view(&p, 0, n);
     ab_layout l;
     step_layout(&in, &dp, &l);
-    double *z = malloc(sizeof(double) * n), *score = calloc(nb, sizeof(double)), *tmp = malloc(sizeof(double) * nb);
+    double *z = malloc(sizeof(double) * n), *score = calloc(nb, sizeof(double)),
+           *tmp = malloc(sizeof(double) * nb);
     char *mark = malloc(n);
     cr_assert(z && score && tmp && mark);
     for (int h = 0; h < H; h++) {
@@ -485,8 +497,8 @@ Test(layered, delta_pages_by_head_summed_page_max)
     for (int h = 0; h < H; h++) {
         cr_expect_eq(row_keys(&l, 3 * H + h, n, mark), (m + win - 1) * bk + (n - (nb - 1) * bk));
         for (int b = 0; b < pre; b++)
-            cr_expect_eq(mark[b * bk], score[b] >= th, "head %d page %d: score %.6g, threshold %.6g", h, b, score[b],
-                         th);
+            cr_expect_eq(mark[b * bk], score[b] >= th, "head %d page %d: score %.6g, threshold %.6g", h, b,
+                         score[b], th);
     }
     free(z);
     free(score);
