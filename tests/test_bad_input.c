@@ -192,6 +192,16 @@ static const struct bad_cfg cfgs[] = {
     /* huge lengths */
     { "[sweep]\nseq_lens = 99999999999\n", { "c.ini:2:", "key 'seq_lens'", "outside" } },
     { "[sweep]\nseq_lens = 16777216\nheads = 64\nhead_dims = 512\n", { "c.ini", "key 'seq_lens'", "GiB" } },
+    /* the phase axis (docs/decode.md) */
+    { "[sweep]\nphases = prefill, dekode\n", { "c.ini:2:", "key 'phases'", "unknown phase 'dekode'" } },
+    { "[sweep]\nphases = decode, decode\n", { "c.ini:2:", "key 'phases'", "listed twice" } },
+    { "[sweep]\nheads = 8\nkv_heads = 3\n", { "c.ini:3:", "key 'kv_heads'", "3 does not divide heads = 8" } },
+    { "[sweep]\nheads = 4\nkv_heads = 8\n", { "c.ini:3:", "key 'kv_heads'", "does not divide" } },
+    { "[sweep]\nphases = decode\nsteps = 0\n", { "c.ini:3:", "key 'steps'", "outside" } },
+    { "[sweep]\nphases = decode\nlayers = 2.5\n", { "c.ini:3:", "key 'layers'", "not an integer" } },
+    { "[sweep]\nphases = decode\nlayer_corr = 1.5\n", { "c.ini:3:", "key 'layer_corr'", "outside [0, 1]" } },
+    { "[sweep]\nphases = decode\nseq_lens = 16000000\nheads = 64\nhead_dims = 256\nbatch = 8\n",
+      { "c.ini", "key 'seq_lens'", "GiB" } },
     /* empty lists and elements, repeated names */
     { "[sweep]\nseq_lens =\n", { "c.ini:2:", "key 'seq_lens'", "empty" } },
     { "[sweep]\nheads = 2,,4\n", { "c.ini:2:", "key 'heads'", "empty list element" } },

@@ -246,8 +246,10 @@ ParameterizedTestParameters(decode, methods_match_fp64_on_their_layout)
     for (int i = 0; i < ab_method_count && n + 2 <= sizeof cs / sizeof *cs; i++) {
         const ab_method *m = ab_method_at(i);
         if (!(m->phases & AB_DECODE) || !(m->devices & AB_CPU)) continue;
-        cs[n++] = (dcase){ i, 1, 2, 2, 32, 700, 4 };  /* MHA, one layer */
-        cs[n++] = (dcase){ i, 3, 4, 2, 64, 1100, 5 }; /* GQA, a layer stack */
+        cs[n++] = (dcase){ i, 1, 2, 2, 32, 700, 4 }; /* MHA, one layer */
+        cs[n++] = (dcase){
+            i, 4, 4, 2, 64, 1100, 5
+        }; /* GQA, a layer stack (reuse layers after 2 dense + 1 selecting) */
     }
     return cr_make_param_array(dcase, cs, n);
 }

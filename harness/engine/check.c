@@ -518,6 +518,127 @@ static int check_knob(const ab_method *m, ab_check_result *r, char *report, size
     return verdict;
 }
 
+/* ---- decode (docs/decode.md) ----------------------------------------------
+ * A decode method on small stacks: a cache of Gaussian keys with a few heavy
+ * positions shared by every layer and KV head (so selectors have something to
+ * find), S steps each appending one key: prepare(), then per step dselect ->
+ * finalize -> validate -> drun, every row against the fp64 reference over
+ * the keys its layout keeps (ab_ref_decode_row), at the default knob and a
+ * quarter of the way up its range. Shapes: (L, H, kv, d, N, S). */
+static int check_decode_one(const ab_method *m, const int *sh, double knob, ab_check_result *r, char *msg,
+                            size_t ml)
+{
+    const int L = sh[0], H = sh[1], kv = sh[2], d = sh[3], N = sh[4], S = sh[5], cap = N + S;
+    const int lay = m->layered, rows = L * H;
+    const size_t nk = (size_t)L * kv * cap * d, nq = (size_t)S * rows * d;
+    float *k = malloc(nk * 4), *v = malloc(nk * 4), *q = malloc(nq * 4), *out = malloc((size_t)rows * d * 4);
+    double *ref = malloc(sizeof(double) * (size_t)d);
+    int verdict = AB_CHECK_PASS;
+    ab_instance in;
+    memset(&in, 0, sizeof in);
+    if (!k || !v || !q || !out || !ref) {
+        say(msg, ml, "out of memory");
+        verdict = AB_CHECK_FAIL;
+        goto out;
+    }
+    uint64_t st = 0xdec0deull + (uint64_t)N;
+    for (size_t i = 0; i < nk; i++) {
+        k[i] = (float)gauss(&st);
+        v[i] = (float)gauss(&st);
+    }
+    for (size_t i = 0; i < nq; i++) q[i] = (float)gauss(&st) + 0.5f;
+    for (int t = 0; t < 5; t++) {
+        const int pos = (int)(ab_splitmix64(&st) % (uint64_t)N);
+        for (int h = 0; h < L * kv; h++)
+            for (int c = 0; c < d; c++) k[((size_t)h * cap + pos) * d + c] += 1.5f;
+    }
+    ab_params prm;
+    knob_params(m, knob, &prm);
+    ab_shape s = { 0 };
+    s.heads = lay ? H : rows;
+    s.kv_heads = lay ? kv : L * kv;
+    s.layers = lay ? L : 1;
+    s.seq_len = cap;
+    s.head_dim = d;
+    s.causal = 1;
+    s.scale = 1.0f / sqrtf((float)d);
+    s.phase = AB_DECODE;
+    ab_decode dp = { s.layers, s.heads, s.kv_heads, d, s.scale, N, cap, 0, q, k, v, 7, 1 };
+    int rc = ab_instance_create(&in, m, &prm, &s);
+    if (rc == AB_OK) rc = ab_instance_prepare(&in, &dp);
+    for (int t = 0; t < S && rc == AB_OK && verdict == AB_CHECK_PASS; t++) {
+        dp.len = N + t + 1;
+        dp.step = t;
+        dp.q = q + (size_t)t * rows * d;
+        ab_layout l;
+        ab_layout_init_decode(&l, &dp, m->block_k);
+        rc = ab_instance_dselect(&in, &dp, &l);
+        if (rc == AB_OK) rc = ab_layout_finalize(&l);
+        char verr[200];
+        if (rc == AB_OK && ab_layout_validate(&l, verr, sizeof verr)) {
+            say(msg, ml, "step %d: invalid layout: %s", t, verr);
+            verdict = AB_CHECK_FAIL;
+        }
+        if (rc == AB_OK && verdict == AB_CHECK_PASS) rc = ab_instance_drun(&in, &dp, &l, out);
+        for (int row = 0; rc == AB_OK && verdict == AB_CHECK_PASS && l.kind != AB_LAYOUT_CUSTOM && row < rows;
+             row++) {
+            ab_ref_decode_row(&dp, row, &l, ref, NULL, NULL);
+            double e2 = 0, n2 = 0;
+            for (int c = 0; c < d; c++) {
+                const double x = out[(size_t)row * d + c] - ref[c];
+                e2 += x * x;
+                n2 += ref[c] * ref[c];
+            }
+            const double e = sqrt(e2) / (sqrt(n2) > 1e-30 ? sqrt(n2) : 1e-30);
+            if (!(e <= 1e-4)) {
+                say(msg, ml, "step %d row %d: relative error %.3g against fp64 on its layout", t, row, e);
+                verdict = AB_CHECK_FAIL;
+            }
+            if (e > r->worst_err) r->worst_err = e;
+        }
+        if (rc == AB_OK) note_kind(r, l.kind);
+        ab_layout_free(&l);
+    }
+    if (rc == AB_EUNSUPPORTED) {
+        verdict = AB_CHECK_SKIP;
+        r->unsupported++;
+    } else if (rc != AB_OK) {
+        say(msg, ml, "%s", *ab_instance_error(&in) ? ab_instance_error(&in) : ab_strerror(rc));
+        verdict = AB_CHECK_FAIL;
+    } else
+        r->configs++;
+out:
+    if (in.state) ab_instance_destroy(&in);
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    free(ref);
+    return verdict;
+}
+
+static int check_decode(const ab_method *m, int quick, ab_check_result *r, char *report, size_t n)
+{
+    static const int shapes[][6] = { { 1, 2, 1, 64, 300, 3 },
+                                     { 4, 4, 2, 64, 1000, 3 },
+                                     { 1, 8, 8, 128, 2049, 2 } };
+    double knobs[2] = { NAN, NAN };
+    int nknobs = 1;
+    if (m->density_knob.param >= 0) {
+        knobs[0] = m->params[m->density_knob.param].def;
+        knobs[nknobs++] = knob_at(m, 0.25);
+    }
+    char msg[320] = "";
+    for (int a = 0; a < (quick ? 2 : 3); a++)
+        for (int ki = 0; ki < nknobs; ki++)
+            if (check_decode_one(m, shapes[a], knobs[ki], r, msg, sizeof msg) == AB_CHECK_FAIL) {
+                say(report, n, "decode L=%d H=%d kv=%d d=%d N=%d: %s", shapes[a][0], shapes[a][1],
+                    shapes[a][2], shapes[a][3], shapes[a][4], msg);
+                return AB_CHECK_FAIL;
+            }
+    return AB_CHECK_PASS;
+}
+
 int ab_check_method_masks(const ab_method *m, int quick, const char *const *specs, int nspecs,
                           ab_check_result *res, char *report, size_t n)
 {
@@ -531,9 +652,13 @@ int ab_check_method_masks(const ab_method *m, int quick, const char *const *spec
         say(report, n, "registry check: %s", err);
         return AB_CHECK_FAIL;
     }
-    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL)) {
-        say(report, n, "skipped: not a CPU prefill method");
+    if (!(m->devices & AB_CPU)) {
+        say(report, n, "skipped: not a CPU method");
         return AB_CHECK_SKIP;
+    }
+    if (m->phases & AB_DECODE) { /* the decode entry points first: a prefill method goes on below */
+        const int dv = check_decode(m, quick, r, report, n);
+        if (dv == AB_CHECK_FAIL || !(m->phases & AB_PREFILL)) return dv;
     }
     char defaults[AB_CHECK_MAX_MASKS][AB_MASK_SPEC];
     const char *dspecs[AB_CHECK_MAX_MASKS];
