@@ -24,9 +24,44 @@
  * (GQA) and a DENSE layout, the heads/kv_heads query heads of one KV head
  * share one pass over its keys (each key read once for the group); a sparse
  * layout may keep other keys per head, so there a unit is one row.
- * The inner step: logits of up to AB_DEC_TILE keys (dot products), the
- * tile's exp through the kernels' vector exp (ab_cpu_exp_shift_sum), then
- * the value update. */
+ * The inner step, per tile of up to AB_DEC_TILE keys: the logits of every
+ * row of the unit (dot products), the tile's exp through the kernels' vector
+ * exp, then the value update.
+ *
+ * Speed (issue "Decode kernels on the CPU, near the memory limit"): a step
+ * reads 2 N d 4 bytes per KV head and does 4 N d FLOPs per query head, so a
+ * dense step should run at the memory bandwidth. On AVX-512 CPUs (the ISA
+ * of kernels/cpu/simd.h, ab_cpu_isa_pick: AB_CPU_ISA=portable|avx2 forces
+ * the plain path) run_segment takes the vector path, seg_tile_avx512:
+ *  - the tile's key and value row addresses are resolved once (pages and
+ *    token lists included), so the loops make no call per key;
+ *  - logits: eight keys in flight, eight independent 16-wide FMA chains
+ *    over d sharing each query vector, one horizontal reduce per key;
+ *  - values: a 128-column block of a row's accumulator lives in eight zmm
+ *    registers for the whole tile (rescaled by the online-softmax factor
+ *    once per tile, stored once), each value row streamed in with one FMA
+ *    per 16 floats (software-pipelined by the out-of-order core: eight
+ *    independent chains);
+ *  - d need not be a multiple of 16: the last vector of a row is a masked
+ *    load, lanes past d are never read; d > 128 takes several blocks;
+ *  - GQA: all rows of a unit compute their logits on the tile before any
+ *    value update, so the tile's keys, then its values, are read from
+ *    memory once and reused from L1 by the group (64 keys x d = 128: 32 KiB);
+ *  - prefetch: a tile whose keys are one contiguous run (dense, or
+ *    consecutive pages) is left to the hardware stream prefetcher, which
+ *    measured as good as software prefetch here; otherwise (scattered
+ *    pages, token lists) the next tile's key and value rows are prefetched
+ *    while this tile computes;
+ *  - threads: LEAN (the default) gives every thread one contiguous range of
+ *    the flattened tile list, so with H = 1 both cores stream half of the
+ *    cache each; the pieces and their merge order depend only on the shape
+ *    and the thread count, never on timing (results are bitwise repeatable).
+ * Other CPUs keep the plain path below (dot / axpy per key, vectorised by
+ * the compiler through target_clones). bench/decode_bench.c measures both
+ * the STREAM triad bandwidth and the achieved GB/s of every strategy.
+ * Deviation from the papers: fp32 throughout, one query per head (no
+ * batching of queries), CPU threads where the papers use GPU thread blocks;
+ * Lean Attention's tile is AB_DEC_TILE keys. */
 #include "kernels/kernels.h"
 
 #include <math.h>
@@ -34,6 +69,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/cpu/simd.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define AB_DEC_X86 1
+#else
+#define AB_DEC_X86 0
+#endif
 
 #define AB_DEC_TILE   64 /* keys per inner step; also LEAN's unit of work */
 #define AB_DEC_MAXG   16 /* query heads per unit (GQA group) handled at once */
@@ -129,11 +173,122 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy(fl
     for (int c = 0; c < d; c++) acc[c] += p * v[c];
 }
 
+/* The AVX-512 inner step (the fast path): the tile's key rows are known up
+ * front (kp[t], vp[t]), the logits of eight keys are in flight at once
+ * (eight 16-wide FMA chains over d, one horizontal reduce per key), and the
+ * value update keeps a 128-column block of the accumulator in eight zmm
+ * registers across all keys of the tile (rescaled once per tile), so the
+ * value rows stream through with one FMA per 16 floats and no call per key.
+ * d need not be a multiple of 16: the last vector of a row is a masked load
+ * (masked-off lanes are never read). The next tile's rows are prefetched
+ * when the layout is not one contiguous run (pages, tokens); a contiguous
+ * run is left to the hardware prefetcher. */
+#if AB_DEC_X86
+__attribute__((target("avx512f"))) static void seg_tile_avx512(const float *q, int g, const float *const *kp,
+                                                               const float *const *vp, int n, int d, float scale,
+                                                               part *pt)
+{
+    const int nv = (d + 15) / 16;
+    const __mmask16 tail = (__mmask16)(d % 16 ? (1u << (d % 16)) - 1u : 0xFFFFu);
+    float sg[AB_DEC_MAXG][AB_DEC_TILE];
+    /* logits of every row first, then the values of every row: the tile's
+     * keys (then values) stay in L1 while the g rows of a GQA group reuse them */
+    for (int a = 0; a < g; a++) {
+        float *s = sg[a];
+        const float *qa = q + (size_t)a * d;
+        /* logits, eight keys at a time: eight independent FMA chains */
+        int t = 0;
+        for (; t + 8 <= n; t += 8) {
+            __m512 c[8];
+            for (int e = 0; e < 8; e++) c[e] = _mm512_setzero_ps();
+            for (int j = 0; j < nv; j++) {
+                const __mmask16 m = j == nv - 1 ? tail : (__mmask16)0xFFFFu;
+                const int o = 16 * j;
+                const __m512 x = _mm512_maskz_loadu_ps(m, qa + o);
+                for (int e = 0; e < 8; e++) c[e] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, kp[t + e] + o), c[e]);
+            }
+            for (int e = 0; e < 8; e++) s[t + e] = scale * _mm512_reduce_add_ps(c[e]);
+        }
+        for (; t < n; t++) {
+            __m512 c0 = _mm512_setzero_ps();
+            for (int j = 0; j < nv; j++) {
+                const __mmask16 m = j == nv - 1 ? tail : (__mmask16)0xFFFFu;
+                c0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qa + 16 * j), _mm512_maskz_loadu_ps(m, kp[t] + 16 * j),
+                                     c0);
+            }
+            s[t] = scale * _mm512_reduce_add_ps(c0);
+        }
+    }
+    for (int a = 0; a < g; a++) {
+        float *s = sg[a];
+        int t;
+        float mx = -INFINITY;
+        for (t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+        const float m_new = mx > pt->m[a] ? mx : pt->m[a];
+        const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
+        const double sum = ab_exp_shift_sum_avx512(s, n, m_new);
+        pt->l[a] = pt->l[a] * alpha + (float)sum;
+        pt->m[a] = m_new;
+        /* values: 128 columns (8 vectors) of the accumulator in registers */
+        float *acc = pt->acc + (size_t)a * d;
+        const __m512 al = _mm512_set1_ps(alpha);
+        for (int j0 = 0; j0 < nv; j0 += 8) {
+            __mmask16 mk[8];
+            __m512 r[8];
+            for (int j = 0; j < 8; j++) {
+                mk[j] = j0 + j < nv - 1 ? (__mmask16)0xFFFFu : j0 + j == nv - 1 ? tail : (__mmask16)0;
+                r[j] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(mk[j], acc + 16 * (j0 + j)));
+            }
+            for (t = 0; t < n; t++) {
+                const __m512 p = _mm512_set1_ps(s[t]);
+                const float *vr = vp[t] + 16 * j0;
+                for (int j = 0; j < 8; j++) r[j] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk[j], vr + 16 * j), r[j]);
+            }
+            for (int j = 0; j < 8; j++) _mm512_mask_storeu_ps(acc + 16 * (j0 + j), mk[j], r[j]);
+        }
+    }
+}
+#endif
+
 /* Fold keys of ordinals [u0, u1) of r into the g rows' state: queries q
  * (g, d), keys and values of one KV head (kh, vh: rows of d floats). */
 static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q, int g, const float *kh,
-                        const float *vh, int d, float scale, part *pt)
+                        const float *vh, int d, float scale, part *pt, int isa)
 {
+#if AB_DEC_X86
+    if (isa == AB_ISA_AVX512) {
+        const float *kp[AB_DEC_TILE], *vp[AB_DEC_TILE];
+        int32_t idx[AB_DEC_TILE], nidx[AB_DEC_TILE];
+        int n = (int)(u1 - u0 < AB_DEC_TILE ? u1 - u0 : AB_DEC_TILE), run = 0;
+        if (u1 > u0) run = rowkeys_fill(r, u0, n, idx);
+        for (int64_t u = u0; u < u1; u += AB_DEC_TILE) {
+            for (int t = 0; t < n; t++) {
+                kp[t] = kh + (size_t)idx[t] * d;
+                vp[t] = vh + (size_t)idx[t] * d;
+            }
+            /* the next tile's keys; prefetched when they are not one run */
+            const int64_t un = u + AB_DEC_TILE;
+            int nn = 0, nrun = 0;
+            if (un < u1) {
+                nn = (int)(u1 - un < AB_DEC_TILE ? u1 - un : AB_DEC_TILE);
+                nrun = rowkeys_fill(r, un, nn, nidx);
+                if (nrun < nn || run < n)
+                    for (int t = 0; t < nn; t++)
+                        for (int c = 0; c < d; c += 16) {
+                            _mm_prefetch((const char *)(kh + (size_t)nidx[t] * d + c), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(vh + (size_t)nidx[t] * d + c), _MM_HINT_T0);
+                        }
+            }
+            seg_tile_avx512(q, g, kp, vp, n, d, scale, pt);
+            memcpy(idx, nidx, sizeof(int32_t) * (size_t)nn);
+            n = nn;
+            run = nrun;
+        }
+        return;
+    }
+#else
+    (void)isa;
+#endif
     float s[AB_DEC_TILE];
     int32_t idx[AB_DEC_TILE];
     for (int64_t u = u0; u < u1; u += AB_DEC_TILE) {
@@ -279,7 +434,7 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
         return AB_ENOMEM;
     }
     const size_t kvs = (size_t)dp->cap * d;
-    const int lean = strategy == AB_DECODE_LEAN;
+    const int lean = strategy == AB_DECODE_LEAN, isa = ab_cpu_isa_pick();
 #pragma omp parallel num_threads(T) if (np > 1)
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -290,7 +445,7 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
             const unit *un = &u[pc[i].unit];
             part_init(&pt[i], acc + (size_t)i * gsz * d, un->g, d);
             run_segment(&un->keys, pc[i].u0, pc[i].u1, dp->q + (size_t)un->row0 * d, un->g,
-                        dp->k + (size_t)un->kvh * kvs, dp->v + (size_t)un->kvh * kvs, d, dp->scale, &pt[i]);
+                        dp->k + (size_t)un->kvh * kvs, dp->v + (size_t)un->kvh * kvs, d, dp->scale, &pt[i], isa);
         }
     }
     /* merge each unit's pieces in key order, then normalise */
