@@ -137,7 +137,10 @@ typedef struct dres {
 
 static const char *strat_name(int s)
 {
-    return s == AB_DECODE_HEADS ? "heads" : s == AB_DECODE_SPLITK ? "splitk" : s == AB_DECODE_LEAN ? "lean" : "auto";
+    return s == AB_DECODE_HEADS    ? "heads"
+           : s == AB_DECODE_SPLITK ? "splitk"
+           : s == AB_DECODE_LEAN   ? "lean"
+                                   : "auto";
 }
 
 /* Median seconds per step of `steps` (>= 20) steps, cycling through the
@@ -203,14 +206,22 @@ int main(int argc, char **argv)
             return 2;
         }
         int ok = 1;
-        if (!strcmp(a, "--n")) ok = (nn = parse_list_int(v, ns, BMAX)) > 0;
-        else if (!strcmp(a, "--threads")) ok = (nthr = parse_list_int(v, thr, BMAX)) > 0;
-        else if (!strcmp(a, "--triad-mib")) ok = (triad_mib = atoi(v)) > 0;
-        else if (!strcmp(a, "--steps")) ok = (steps = atoi(v)) >= 20;
-        else if (!strcmp(a, "--max-mib")) ok = (max_mib = atoi(v)) > 0;
-        else if (!strcmp(a, "--rotate")) ok = (rotate_mib = atoi(v)) >= 0;
-        else if (!strcmp(a, "--out")) outdir = v;
-        else ok = 0;
+        if (!strcmp(a, "--n"))
+            ok = (nn = parse_list_int(v, ns, BMAX)) > 0;
+        else if (!strcmp(a, "--threads"))
+            ok = (nthr = parse_list_int(v, thr, BMAX)) > 0;
+        else if (!strcmp(a, "--triad-mib"))
+            ok = (triad_mib = atoi(v)) > 0;
+        else if (!strcmp(a, "--steps"))
+            ok = (steps = atoi(v)) >= 20;
+        else if (!strcmp(a, "--max-mib"))
+            ok = (max_mib = atoi(v)) > 0;
+        else if (!strcmp(a, "--rotate"))
+            ok = (rotate_mib = atoi(v)) >= 0;
+        else if (!strcmp(a, "--out"))
+            outdir = v;
+        else
+            ok = 0;
         if (!ok) {
             usage();
             return 2;
@@ -241,8 +252,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "decode_bench: cannot write %s\n", path);
         return 1;
     }
-    fprintf(ft, "# isa=%s cpus=%ld loadavg_start=%s; STREAM triad a = b + s c, 24 bytes per element\n", isa, cpus,
-            load0);
+    fprintf(ft, "# isa=%s cpus=%ld loadavg_start=%s; STREAM triad a = b + s c, 24 bytes per element\n", isa,
+            cpus, load0);
     fprintf(ft, "threads\tarray_mib\treps\tbest_gbs\tmedian_gbs\n");
     printf("decode_bench: isa %s, %ld cpus, load %s\n", isa, cpus, load0);
     const size_t tn = (size_t)triad_mib * 1024 * 1024 / sizeof(double);
@@ -255,8 +266,8 @@ int main(int argc, char **argv)
             return 1;
         }
         fprintf(ft, "%d\t%d\t%d\t%.3f\t%.3f\n", thr[i], triad_mib, treps, bw[i], bw_med[i]);
-        printf("triad  %d thread%s  3 x %d MiB  best %.2f GB/s  median %.2f GB/s\n", thr[i], thr[i] > 1 ? "s" : "",
-               triad_mib, bw[i], bw_med[i]);
+        printf("triad  %d thread%s  3 x %d MiB  best %.2f GB/s  median %.2f GB/s\n", thr[i],
+               thr[i] > 1 ? "s" : "", triad_mib, bw[i], bw_med[i]);
     }
     fclose(ft);
 
@@ -270,10 +281,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < nthr; i++) fprintf(f, " %dt=%.3f", thr[i], bw[i]);
     fprintf(f, "\n# gbs = 2 N d 4 kv_heads bytes / median step; frac_triad = gbs / triad best at the same "
                "threads; speedup = median at the first thread count / median at this one\n");
-    fprintf(f, "n\td\theads\tkv_heads\tstrategy\tthreads\tsteps\tcopies\tmedian_ms\tp10_ms\tp90_ms\tgbs\tfrac_"
-               "triad\tspeedup\n");
-    printf("%8s %3s %5s %3s %-7s %3s %9s %8s %6s %7s\n", "N", "d", "heads", "kv", "strat", "thr", "median_ms", "GB/s",
-           "triad", "speedup");
+    fprintf(f,
+            "n\td\theads\tkv_heads\tstrategy\tthreads\tsteps\tcopies\tmedian_ms\tp10_ms\tp90_ms\tgbs\tfrac_"
+            "triad\tspeedup\n");
+    printf("%8s %3s %5s %3s %-7s %3s %9s %8s %6s %7s\n", "N", "d", "heads", "kv", "strat", "thr", "median_ms",
+           "GB/s", "triad", "speedup");
     const int d = 128;
     const int hk[3][2] = { { 1, 1 }, { 8, 1 }, { 8, 8 } };
     const int strats[3] = { AB_DECODE_HEADS, AB_DECODE_SPLITK, AB_DECODE_LEAN };
@@ -317,16 +329,17 @@ int main(int argc, char **argv)
                     dres r1 = { 0 };
                     for (int ti = 0; ti < nthr; ti++) {
                         dres r = { n, heads, kv, thr[ti], strats[si], 0, copies, 0, 0, 0, bytes };
-                        if (time_decode(k, v, q, out, n, heads, kv, d, copies, thr[ti], strats[si], steps, &r)) {
+                        if (time_decode(k, v, q, out, n, heads, kv, d, copies, thr[ti], strats[si], steps,
+                                        &r)) {
                             printf("%8d: decode failed\n", n);
                             continue;
                         }
                         if (ti == 0) r1 = r;
                         const double gbs = bytes / r.med * 1e-9, frac = bw[ti] > 0 ? gbs / bw[ti] : 0;
                         const double sp = ti > 0 && r1.med > 0 ? r1.med / r.med : 1.0;
-                        fprintf(f, "%d\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.3f\n", n, d, heads,
-                                kv, strat_name(strats[si]), thr[ti], r.steps, copies, r.med * 1e3, r.p10 * 1e3,
-                                r.p90 * 1e3, gbs, frac, sp);
+                        fprintf(f, "%d\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%.4f\t%.4f\t%.4f\t%.3f\t%.3f\t%.3f\n", n,
+                                d, heads, kv, strat_name(strats[si]), thr[ti], r.steps, copies, r.med * 1e3,
+                                r.p10 * 1e3, r.p90 * 1e3, gbs, frac, sp);
                         printf("%8d %3d %5d %3d %-7s %3d %9.3f %8.2f %6.2f %7.2f\n", n, d, heads, kv,
                                strat_name(strats[si]), thr[ti], r.med * 1e3, gbs, frac, sp);
                         fflush(stdout);

@@ -29,7 +29,8 @@
 
 static double gauss(uint64_t *s)
 {
-    const double u = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53, w = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
+    const double u = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53,
+                 w = ((ab_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * w);
 }
 
@@ -153,8 +154,8 @@ static void check_problem(kprob *p, const char *what)
             cr_expect(worst <= REL_TOL, "%s kind %s strategy %d: rel err %.3g vs fp64", what,
                       ab_layout_kind_name(l.kind), st, worst);
             cr_assert_eq(ab_kernel_decode(dp, &l, o2, st, splits), AB_OK);
-            cr_expect(!memcmp(o, o2, sizeof(float) * rows * d), "%s kind %s strategy %d: two runs differ", what,
-                      ab_layout_kind_name(l.kind), st);
+            cr_expect(!memcmp(o, o2, sizeof(float) * rows * d), "%s kind %s strategy %d: two runs differ",
+                      what, ab_layout_kind_name(l.kind), st);
             setenv("AB_CPU_ISA", "portable", 1);
             cr_assert_eq(ab_kernel_decode(dp, &l, op, st, splits), AB_OK);
             unsetenv("AB_CPU_ISA");
