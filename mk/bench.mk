@@ -37,6 +37,8 @@ bench: $(BENCH_BIN)
 	@if command -v gnuplot >/dev/null; then \
 	  gnuplot -e "dir='$(BENCH_OUT)'" bench/roofline.gp && echo "bench: wrote $(BENCH_OUT)/roofline.png"; \
 	else echo "bench: no gnuplot: roofline.png skipped"; fi
+	@if [ "$(BENCH_QUICK)" != 1 ]; then $(MAKE) --no-print-directory bench-decode; \
+	else echo "bench: decode bandwidth skipped (BENCH_QUICK=1; make bench-decode runs it)"; fi
 	@if [ "$(BENCH_QUICK)" != 1 ] && [ "$(BENCH_METHODS)" != 0 ]; then $(MAKE) --no-print-directory bench-methods; \
 	else echo "bench: methods table skipped (BENCH_QUICK=1 or BENCH_METHODS=0; make bench-methods runs it)"; fi
 
@@ -73,3 +75,23 @@ bench-methods: $(BIN)
 	@if command -v gnuplot >/dev/null; then $(BIN) plot $(SPEED_OUT)/speed.h5 -d $(SPEED_OUT) --no-gallery; \
 	else $(BIN) export $(SPEED_OUT)/speed.h5 -d $(SPEED_OUT); fi
 	@scripts/selectors_table.sh $(SPEED_OUT)/selectors.tsv | tee $(SPEED_OUT)/selectors.txt
+
+# `make bench-decode`: STREAM triad bandwidth at 1 and 2 threads, then the
+# decode kernel (dense, d = 128, N = 16K..512K, H = 1 and 8, kv_heads = 1 and
+# 8, HEADS / SPLITK / LEAN) as GB/s and a fraction of the triad;
+# bench/decode_bench.c, $(BENCH_OUT)/triad.tsv and decode.tsv (about a
+# minute). `make bench` runs it unless BENCH_QUICK=1.
+#   make bench-decode DECODE_BENCH_ARGS='--n 65536 --threads 1,2'
+DECODE_BENCH_BIN  := $(BUILD)/bench/decode_bench
+DECODE_BENCH_ARGS ?=
+DECODE_BENCH_OBJS := $(BUILD)/bench/decode_bench.o \
+               $(filter $(BUILD)/kernels/cpu/% $(BUILD)/masks/% $(BUILD)/runtime/layout.o $(BUILD)/runtime/errors.o $(BUILD)/runtime/mask.o $(BUILD)/runtime/kernels.o $(BUILD)/runtime/handle.o,$(LIB_OBJS))
+
+$(DECODE_BENCH_BIN): $(DECODE_BENCH_OBJS)
+	@echo '  LD    $@'
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+.PHONY: bench-decode
+bench-decode: $(DECODE_BENCH_BIN)
+	@mkdir -p $(BENCH_OUT)
+	OMP_WAIT_POLICY=passive $(DECODE_BENCH_BIN) $(if $(filter 1,$(BENCH_QUICK)),--quick,) --out $(BENCH_OUT) $(DECODE_BENCH_ARGS)

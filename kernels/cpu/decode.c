@@ -24,9 +24,51 @@
  * (GQA) and a DENSE layout, the heads/kv_heads query heads of one KV head
  * share one pass over its keys (each key read once for the group); a sparse
  * layout may keep other keys per head, so there a unit is one row.
- * The inner step: logits of up to AB_DEC_TILE keys (dot products), the
- * tile's exp through the kernels' vector exp (ab_cpu_exp_shift_sum), then
- * the value update. */
+ * The inner step, per tile of up to AB_DEC_TILE keys: the logits of every
+ * row of the unit (dot products), the tile's exp through the kernels' vector
+ * exp, then the value update.
+ *
+ * Speed (issue "Decode kernels on the CPU, near the memory limit"): a step
+ * reads 2 N d 4 bytes per KV head and does 4 N d FLOPs per query head, so a
+ * dense step should run at the memory bandwidth. On AVX-512 CPUs (the ISA
+ * of kernels/cpu/simd.h, ab_cpu_isa_pick: AB_CPU_ISA=portable|avx2 forces
+ * the plain path) run_segment takes the vector path, seg_tile_avx512:
+ *  - the tile's key and value row addresses are resolved once (pages and
+ *    token lists included), so the loops make no call per key;
+ *  - logits: eight keys in flight, eight independent 16-wide FMA chains
+ *    over d sharing each query vector, one horizontal reduce per key;
+ *  - values: a 128-column block of a row's accumulator lives in eight zmm
+ *    registers for the whole tile (rescaled by the online-softmax factor
+ *    once per tile, stored once), each value row streamed in with one FMA
+ *    per 16 floats (software-pipelined by the out-of-order core: eight
+ *    independent chains);
+ *  - d need not be a multiple of 16: full vectors are plain loads (a mask
+ *    per register measured 1.7x slower), the last d % 16 columns one masked
+ *    register (lanes past d are never read); d > 128 takes several blocks;
+ *  - GQA: all rows of a unit compute their logits on the tile before any
+ *    value update, so the tile's keys, then its values, are read from
+ *    memory once and reused from L1 by the group (64 keys x d = 128: 32 KiB);
+ *    when the group is a multiple of 4 rows, four rows go together
+ *    (logits4x4: 4 rows x 4 keys, 16 FMA chains, 8 loads per 16 FMAs;
+ *    vblock4: 4 rows x 64 columns of accumulators, each value vector loaded
+ *    once for the four rows), 1.35x faster on L2-resident data than one row
+ *    at a time: a group reads 1/G of the bytes per FLOP, so it is the one
+ *    case where the FMA units, not memory, set the pace;
+ *  - prefetch: a tile whose keys are one contiguous run (dense, or
+ *    consecutive pages) is left to the hardware stream prefetcher, which
+ *    measured as good as software prefetch here; otherwise (scattered
+ *    pages, token lists) the next tile's key and value rows are prefetched
+ *    while this tile computes;
+ *  - threads: LEAN (the default) gives every thread one contiguous range of
+ *    the flattened tile list, so with H = 1 both cores stream half of the
+ *    cache each; the pieces and their merge order depend only on the shape
+ *    and the thread count, never on timing (results are bitwise repeatable).
+ * Other CPUs keep the plain path below (dot / axpy per key, vectorised by
+ * the compiler through target_clones). bench/decode_bench.c measures both
+ * the STREAM triad bandwidth and the achieved GB/s of every strategy.
+ * Deviation from the papers: fp32 throughout, one query per head (no
+ * batching of queries), CPU threads where the papers use GPU thread blocks;
+ * Lean Attention's tile is AB_DEC_TILE keys. */
 #include "kernels/kernels.h"
 
 #include <math.h>
@@ -34,6 +76,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/cpu/simd.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define AB_DEC_X86 1
+#else
+#define AB_DEC_X86 0
+#endif
 
 #define AB_DEC_TILE   64 /* keys per inner step; also LEAN's unit of work */
 #define AB_DEC_MAXG   16 /* query heads per unit (GQA group) handled at once */
@@ -129,11 +180,228 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void axpy(fl
     for (int c = 0; c < d; c++) acc[c] += p * v[c];
 }
 
+/* The AVX-512 inner step (the fast path): the tile's key rows are known up
+ * front (kp[t], vp[t]), the logits of eight keys are in flight at once
+ * (eight 16-wide FMA chains over d, one horizontal reduce per key), and the
+ * value update keeps a 128-column block of the accumulator in eight zmm
+ * registers across all keys of the tile (rescaled once per tile), so the
+ * value rows stream through with one FMA per 16 floats and no call per key.
+ * d need not be a multiple of 16: full vectors are plain loads, the last d % 16 columns a masked load
+ * (masked-off lanes are never read). The next tile's rows are prefetched
+ * when the layout is not one contiguous run (pages, tokens); a contiguous
+ * run is left to the hardware prefetcher. */
+#if AB_DEC_X86
+/* nb (1..8, a constant after inlining) full vectors of columns [o, o + 16 nb)
+ * of one row's accumulator, in registers across the tile's n keys. Plain
+ * loads: masked ones with a mask per register measured 1.7x slower. */
+__attribute__((target("avx512f"), always_inline)) static inline void vblock(float *acc,
+                                                                            const float *const *vp,
+                                                                            const float *s, int n, __m512 al,
+                                                                            int o, const int nb)
+{
+    __m512 r[8];
+    for (int j = 0; j < nb; j++) r[j] = _mm512_mul_ps(al, _mm512_loadu_ps(acc + o + 16 * j));
+    for (int t = 0; t < n; t++) {
+        const __m512 p = _mm512_set1_ps(s[t]);
+        const float *vr = vp[t] + o;
+        for (int j = 0; j < nb; j++) r[j] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 16 * j), r[j]);
+    }
+    for (int j = 0; j < nb; j++) _mm512_storeu_ps(acc + o + 16 * j, r[j]);
+}
+
+/* GQA, four rows at a time (the rows of one KV head read the same keys):
+ * logits of rows a..a+3 against keys t..t+3, 16 FMA chains; per 16 columns
+ * four query and four key loads feed 16 FMAs (one row at a time: 9 loads
+ * per 8). */
+__attribute__((target("avx512f"), always_inline)) static inline void logits4x4(const float *q, int d, int nf,
+                                                                               int rem, __mmask16 tail,
+                                                                               const float *const *kp,
+                                                                               float scale,
+                                                                               float (*s)[AB_DEC_TILE], int t)
+{
+    __m512 c[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int e = 0; e < 4; e++) c[r][e] = _mm512_setzero_ps();
+    for (int j = 0; j <= nf; j++) {
+        if (j == nf && !rem) break;
+        const __mmask16 m = j < nf ? (__mmask16)0xFFFFu : tail;
+        __m512 x[4], k[4];
+        for (int r = 0; r < 4; r++) x[r] = _mm512_maskz_loadu_ps(m, q + (size_t)r * d + 16 * j);
+        for (int e = 0; e < 4; e++) k[e] = _mm512_maskz_loadu_ps(m, kp[t + e] + 16 * j);
+        for (int r = 0; r < 4; r++)
+            for (int e = 0; e < 4; e++) c[r][e] = _mm512_fmadd_ps(x[r], k[e], c[r][e]);
+    }
+    for (int r = 0; r < 4; r++)
+        for (int e = 0; e < 4; e++) s[r][t + e] = scale * _mm512_reduce_add_ps(c[r][e]);
+}
+
+/* Values of rows a..a+3: nb (1..4, constant after inlining) vectors of
+ * columns from o, 4 x nb accumulators in registers across the tile; per key
+ * nb value loads and four broadcasts feed 4 nb FMAs. m: the load mask
+ * (all ones but for the d % 16 tail). */
+__attribute__((target("avx512f"), always_inline)) static inline void vblock4(float *acc, int d,
+                                                                             const float *const *vp,
+                                                                             float (*s)[AB_DEC_TILE], int n,
+                                                                             const float *alpha, int o,
+                                                                             const int nb, __mmask16 m)
+{
+    __m512 r[4][4];
+    for (int a = 0; a < 4; a++)
+        for (int j = 0; j < nb; j++)
+            r[a][j] = _mm512_mul_ps(_mm512_set1_ps(alpha[a]),
+                                    _mm512_maskz_loadu_ps(m, acc + (size_t)a * d + o + 16 * j));
+    for (int t = 0; t < n; t++) {
+        __m512 v[4];
+        for (int j = 0; j < nb; j++) v[j] = _mm512_maskz_loadu_ps(m, vp[t] + o + 16 * j);
+        for (int a = 0; a < 4; a++) {
+            const __m512 p = _mm512_set1_ps(s[a][t]);
+            for (int j = 0; j < nb; j++) r[a][j] = _mm512_fmadd_ps(p, v[j], r[a][j]);
+        }
+    }
+    for (int a = 0; a < 4; a++)
+        for (int j = 0; j < nb; j++) _mm512_mask_storeu_ps(acc + (size_t)a * d + o + 16 * j, m, r[a][j]);
+}
+
+__attribute__((target("avx512f"))) static void seg_tile_avx512(const float *q, int g, const float *const *kp,
+                                                               const float *const *vp, int n, int d,
+                                                               float scale, part *pt)
+{
+    const int nf = d / 16, rem = d % 16, of = 16 * nf; /* full vectors; the masked tail at of */
+    const __mmask16 tail = (__mmask16)((1u << rem) - 1u);
+    float sg[AB_DEC_MAXG][AB_DEC_TILE];
+    /* logits of every row first, then the values of every row: the tile's
+     * keys (then values) stay in L1 while the g rows of a GQA group reuse them */
+    const int g4 = g % 4 == 0 ? g : 0; /* rows done four at a time (GQA) */
+    for (int a = 0; a < g4; a += 4) {
+        int t = 0;
+        for (; t + 4 <= n; t += 4) logits4x4(q + (size_t)a * d, d, nf, rem, tail, kp, scale, sg + a, t);
+        for (int r = a; r < a + 4; r++) /* the last n % 4 keys */
+            for (int u = t; u < n; u++) {
+                __m512 c0 = _mm512_setzero_ps();
+                for (int j = 0; j <= nf; j++) {
+                    if (j == nf && !rem) break;
+                    const __mmask16 m = j < nf ? (__mmask16)0xFFFFu : tail;
+                    c0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + (size_t)r * d + 16 * j),
+                                         _mm512_maskz_loadu_ps(m, kp[u] + 16 * j), c0);
+                }
+                sg[r][u] = scale * _mm512_reduce_add_ps(c0);
+            }
+    }
+    for (int a = g4; a < g; a++) {
+        float *s = sg[a];
+        const float *qa = q + (size_t)a * d;
+        /* logits, eight keys at a time: eight independent FMA chains */
+        int t = 0;
+        for (; t + 8 <= n; t += 8) {
+            __m512 c[8];
+            for (int e = 0; e < 8; e++) c[e] = _mm512_setzero_ps();
+            for (int j = 0; j < nf; j++) {
+                const __m512 x = _mm512_loadu_ps(qa + 16 * j);
+                for (int e = 0; e < 8; e++)
+                    c[e] = _mm512_fmadd_ps(x, _mm512_loadu_ps(kp[t + e] + 16 * j), c[e]);
+            }
+            if (rem) {
+                const __m512 x = _mm512_maskz_loadu_ps(tail, qa + of);
+                for (int e = 0; e < 8; e++)
+                    c[e] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, kp[t + e] + of), c[e]);
+            }
+            for (int e = 0; e < 8; e++) s[t + e] = scale * _mm512_reduce_add_ps(c[e]);
+        }
+        for (; t < n; t++) {
+            __m512 c0 = _mm512_setzero_ps();
+            for (int j = 0; j < nf; j++)
+                c0 = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 16 * j), _mm512_loadu_ps(kp[t] + 16 * j), c0);
+            if (rem)
+                c0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, qa + of),
+                                     _mm512_maskz_loadu_ps(tail, kp[t] + of), c0);
+            s[t] = scale * _mm512_reduce_add_ps(c0);
+        }
+    }
+    float alphas[AB_DEC_MAXG];
+    for (int a = 0; a < g; a++) {
+        float *s = sg[a];
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+        const float m_new = mx > pt->m[a] ? mx : pt->m[a];
+        const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
+        const double sum = ab_exp_shift_sum_avx512(s, n, m_new);
+        pt->l[a] = pt->l[a] * alpha + (float)sum;
+        pt->m[a] = m_new;
+        alphas[a] = alpha;
+    }
+    for (int a = 0; a < g4; a += 4) {
+        float *acc = pt->acc + (size_t)a * d;
+        int j = 0;
+        for (; j + 4 <= nf; j += 4) vblock4(acc, d, vp, sg + a, n, alphas + a, 16 * j, 4, (__mmask16)0xFFFFu);
+        for (; j < nf; j++) vblock4(acc, d, vp, sg + a, n, alphas + a, 16 * j, 1, (__mmask16)0xFFFFu);
+        if (rem) vblock4(acc, d, vp, sg + a, n, alphas + a, of, 1, tail);
+    }
+    for (int a = g4; a < g; a++) {
+        float *s = sg[a];
+        /* values: up to 128 columns (8 vectors) of the accumulator in registers */
+        float *acc = pt->acc + (size_t)a * d;
+        const __m512 al = _mm512_set1_ps(alphas[a]);
+        for (int j0 = 0; j0 < nf; j0 += 8) {
+            switch (nf - j0 < 8 ? nf - j0 : 8) {
+            case 1: vblock(acc, vp, s, n, al, 16 * j0, 1); break;
+            case 2: vblock(acc, vp, s, n, al, 16 * j0, 2); break;
+            case 3: vblock(acc, vp, s, n, al, 16 * j0, 3); break;
+            case 4: vblock(acc, vp, s, n, al, 16 * j0, 4); break;
+            case 5: vblock(acc, vp, s, n, al, 16 * j0, 5); break;
+            case 6: vblock(acc, vp, s, n, al, 16 * j0, 6); break;
+            case 7: vblock(acc, vp, s, n, al, 16 * j0, 7); break;
+            default: vblock(acc, vp, s, n, al, 16 * j0, 8); break;
+            }
+        }
+        if (rem) { /* the last d % 16 columns: one masked register */
+            __m512 r = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(tail, acc + of));
+            for (int t = 0; t < n; t++)
+                r = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(tail, vp[t] + of), r);
+            _mm512_mask_storeu_ps(acc + of, tail, r);
+        }
+    }
+}
+#endif
+
 /* Fold keys of ordinals [u0, u1) of r into the g rows' state: queries q
  * (g, d), keys and values of one KV head (kh, vh: rows of d floats). */
 static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q, int g, const float *kh,
-                        const float *vh, int d, float scale, part *pt)
+                        const float *vh, int d, float scale, part *pt, int isa)
 {
+#if AB_DEC_X86
+    if (isa == AB_ISA_AVX512) {
+        const float *kp[AB_DEC_TILE], *vp[AB_DEC_TILE];
+        int32_t idx[AB_DEC_TILE], nidx[AB_DEC_TILE];
+        int n = (int)(u1 - u0 < AB_DEC_TILE ? u1 - u0 : AB_DEC_TILE), run = 0;
+        if (u1 > u0) run = rowkeys_fill(r, u0, n, idx);
+        for (int64_t u = u0; u < u1; u += AB_DEC_TILE) {
+            for (int t = 0; t < n; t++) {
+                kp[t] = kh + (size_t)idx[t] * d;
+                vp[t] = vh + (size_t)idx[t] * d;
+            }
+            /* the next tile's keys; prefetched when they are not one run */
+            const int64_t un = u + AB_DEC_TILE;
+            int nn = 0, nrun = 0;
+            if (un < u1) {
+                nn = (int)(u1 - un < AB_DEC_TILE ? u1 - un : AB_DEC_TILE);
+                nrun = rowkeys_fill(r, un, nn, nidx);
+                if (nrun < nn || run < n)
+                    for (int t = 0; t < nn; t++)
+                        for (int c = 0; c < d; c += 16) {
+                            _mm_prefetch((const char *)(kh + (size_t)nidx[t] * d + c), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(vh + (size_t)nidx[t] * d + c), _MM_HINT_T0);
+                        }
+            }
+            seg_tile_avx512(q, g, kp, vp, n, d, scale, pt);
+            memcpy(idx, nidx, sizeof(int32_t) * (size_t)nn);
+            n = nn;
+            run = nrun;
+        }
+        return;
+    }
+#else
+    (void)isa;
+#endif
     float s[AB_DEC_TILE];
     int32_t idx[AB_DEC_TILE];
     for (int64_t u = u0; u < u1; u += AB_DEC_TILE) {
@@ -279,7 +547,7 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
         return AB_ENOMEM;
     }
     const size_t kvs = (size_t)dp->cap * d;
-    const int lean = strategy == AB_DECODE_LEAN;
+    const int lean = strategy == AB_DECODE_LEAN, isa = ab_cpu_isa_pick();
 #pragma omp parallel num_threads(T) if (np > 1)
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -290,7 +558,8 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
             const unit *un = &u[pc[i].unit];
             part_init(&pt[i], acc + (size_t)i * gsz * d, un->g, d);
             run_segment(&un->keys, pc[i].u0, pc[i].u1, dp->q + (size_t)un->row0 * d, un->g,
-                        dp->k + (size_t)un->kvh * kvs, dp->v + (size_t)un->kvh * kvs, d, dp->scale, &pt[i]);
+                        dp->k + (size_t)un->kvh * kvs, dp->v + (size_t)un->kvh * kvs, d, dp->scale, &pt[i],
+                        isa);
         }
     }
     /* merge each unit's pieces in key order, then normalise */
