@@ -68,10 +68,11 @@ typedef struct quest_state {
     int rows;      /* query rows: layers * heads */
     int kvh;       /* KV heads over layers: layers * kv_heads */
     int d, cap;
-    int pmax;  /* pages of a full cache: the metadata stride */
-    int have;  /* keys folded into the metadata */
-    float *mn; /* (kvh, d, pmax) channel minimum per page */
-    float *mx; /* (kvh, d, pmax) channel maximum per page */
+    int pmax;   /* pages of a full cache: the metadata stride */
+    int have;   /* keys folded into the metadata */
+    float *mn;  /* (kvh, d, pmax) channel minimum per page */
+    float *mx;  /* (kvh, d, pmax) channel maximum per page */
+    float *tmp; /* (kvh, 2, d) one page's running min and max (update) */
 } quest_state;
 
 enum { P_BUDGET = 0, P_PAGE, P_COUNT };
@@ -119,7 +120,8 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
     const size_t n = (size_t)st->kvh * st->d * st->pmax;
     st->mn = malloc(n * sizeof *st->mn);
     st->mx = malloc(n * sizeof *st->mx);
-    if (!st->mn || !st->mx) {
+    st->tmp = malloc((size_t)st->kvh * 2 * st->d * sizeof *st->tmp);
+    if (!st->mn || !st->mx || !st->tmp) {
         ab_set_error(state, "quest: out of memory for page metadata (%zu floats)", 2 * n);
         return AB_ENOMEM;
     }
@@ -131,7 +133,8 @@ static void quest_fini(void *state)
     quest_state *st = state;
     free(st->mn);
     free(st->mx);
-    st->mn = st->mx = NULL;
+    free(st->tmp);
+    st->mn = st->mx = st->tmp = NULL;
 }
 
 /* The decode view must match the shape init() allocated for. */
@@ -150,8 +153,10 @@ static int quest_check(quest_state *st, const ab_decode *dp)
     return AB_OK;
 }
 
-/* Fold keys [from, to) of every KV head into their pages' min and max. A
- * key that opens a page (j % page == 0) initialises it. */
+/* Fold keys [from, to) of every KV head into their pages' min and max, one
+ * page at a time: the page's running min/max in a contiguous scratch of 2d
+ * floats (its old values when the page already holds keys), the keys folded
+ * in channel order (vectorised), then one write of d values per array. */
 static void quest_update(quest_state *st, const ab_decode *dp, int from, int to)
 {
     const int d = st->d, P = st->page, pm = st->pmax;
@@ -160,18 +165,33 @@ static void quest_update(quest_state *st, const ab_decode *dp, int from, int to)
     for (int g = 0; g < st->kvh; g++) {
         const float *k = dp->k + (size_t)g * dp->cap * d;
         float *mn = st->mn + (size_t)g * d * pm, *mx = st->mx + (size_t)g * d * pm;
-        for (int j = from; j < to; j++) {
-            const int p = j / P;
-            const float *kj = k + (size_t)j * d;
-            if (j % P == 0) {
-                for (int c = 0; c < d; c++) mn[(size_t)c * pm + p] = mx[(size_t)c * pm + p] = kj[c];
+        float *a = st->tmp + (size_t)g * 2 * d, *b = a + d;
+        for (int j0 = from; j0 < to;) {
+            const int p = j0 / P, j1 = (p + 1) * P < to ? (p + 1) * P : to;
+            int j = j0;
+            if (j0 % P == 0) { /* the page opens here */
+                memcpy(a, k + (size_t)j0 * d, sizeof(float) * d);
+                memcpy(b, k + (size_t)j0 * d, sizeof(float) * d);
+                j++;
             } else {
                 for (int c = 0; c < d; c++) {
-                    float *a = &mn[(size_t)c * pm + p], *b = &mx[(size_t)c * pm + p];
-                    *a = kj[c] < *a ? kj[c] : *a;
-                    *b = kj[c] > *b ? kj[c] : *b;
+                    a[c] = mn[(size_t)c * pm + p];
+                    b[c] = mx[(size_t)c * pm + p];
                 }
             }
+            for (; j < j1; j++) {
+                const float *kj = k + (size_t)j * d;
+#pragma omp simd
+                for (int c = 0; c < d; c++) {
+                    a[c] = kj[c] < a[c] ? kj[c] : a[c];
+                    b[c] = kj[c] > b[c] ? kj[c] : b[c];
+                }
+            }
+            for (int c = 0; c < d; c++) {
+                mn[(size_t)c * pm + p] = a[c];
+                mx[(size_t)c * pm + p] = b[c];
+            }
+            j0 = j1;
         }
     }
 }
