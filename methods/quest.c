@@ -1,8 +1,9 @@
 /* quest.c — `quest`: Quest's query-aware page selection for decode (Tang,
  * Zhao, Zhu, Xiao, Kasikci, Han, "Quest: Query-Aware Sparsity for Efficient
  * Long-Context LLM Inference", ICML 2024, arXiv 2406.10774; official code
- * mit-han-lab/Quest, of which quest/utils/controller.py was read for the
- * page-budget rule below).
+ * mit-han-lab/Quest, of which quest/utils/controller.py (the page budget of
+ * the CUDA path) and evaluation/quest_attention.py (the accuracy path:
+ * bound, floor of 3 pages, dense first two layers) were read).
  *
  * The KV cache of each KV head is cut into pages of `page` keys (16). Each
  * page stores the channel-wise minimum and maximum of its keys. For this
@@ -11,7 +12,7 @@
  * and the query attends, exactly, to the pages with the largest bounds:
  *   - the page budget K = max(3, ceil(budget / page)) pages (`budget` in
  *     tokens, 1024 by default: 64 pages; the floor of 3 pages is the
- *     official evaluation code's max(3, budget / chunk));
+ *     evaluation code's max(3, token_budget // chunk_size));
  *   - K counts the page holding the newest key (the cache's last page),
  *     which is always kept ("page budget including the last page",
  *     quest/utils/controller.py), so the top-(K - 1) of the other pages by U
@@ -28,9 +29,9 @@
  * so the bound pass runs over pages in the vector lanes (methods/vecf.h).
  *
  * The bound pass uses max(q_c a, q_c b) = q_c * (q_c >= 0 ? b : a) for
- * a <= b: per channel one of the two arrays is read (the value is the same
- * as Quest's estimate kernel, both products rounded alike), one multiply-add
- * per (page, channel). The selection is a quickselect (no full sort) with
+ * a <= b: per channel one of the two arrays is read, one multiply-add per
+ * (page, channel); the evaluation code computes the bound the same way
+ * (|q| against the page max of sign(q)-flipped keys). The selection is a quickselect (no full sort) with
  * ties to the lower page and a NaN bound ranked last.
  *
  * Stated cost per step (ab_layout_set_cost), with P = pages before the last,
@@ -46,12 +47,16 @@
  *    has no layer index (layers are folded into heads), so every row is
  *    selected alike. A layered harness would need `layered = 1` and a
  *    per-layer rule; not done here.
- *  - GQA: the official code is for multi-head attention; here each query
- *    head bounds the pages of the KV head it reads (ab_kv_head) with its own
- *    query and keeps its own pages.
+ *  - GQA: each query head bounds the pages of the KV head it reads
+ *    (ab_kv_head) with its own query and keeps its own pages, as the
+ *    evaluation code does after repeat_kv (the CUDA path is MHA only).
+ *  - The page count is ceil(budget / page), and the last page is forced and
+ *    counted (the CUDA path's controller); the evaluation code takes
+ *    floor(budget / page) pages by bound among all pages, the last
+ *    included, without forcing it. The floor of 3 pages is the evaluation
+ *    code's (the CUDA path has none).
  *  - fp32 bounds on whatever keys the problem has (the paper's keys are
- *    post-RoPE fp16); the floor of 3 pages applies as in the evaluation
- *    code, not the CUDA path.
+ *    post-RoPE fp16); ties go to the lower page (torch.topk: unspecified).
  */
 #include "attnbench.h"
 #include "methods/keep.h"
