@@ -16,6 +16,18 @@
  *     arXiv 2407.02490): ceil(S / block_k) sink blocks and ceil(w / block_k)
  *     local key blocks ending at the diagonal block (BLOCK layout).
  *
+ * Decode (dselect), StreamingLLM's KV policy (its cache keeps the start_size
+ * sink tokens and the recent_size newest ones): each (layer, head) row of
+ * the step keeps the newest w keys [len - w, len), the newest included, and
+ * the first S keys not already in them; w is `window` dithered over the
+ * rows (floor or ceil, golden-ratio sequence of the row index, >= 1).
+ * block_granular = 0: tokens, whole pages of the decode layout as pages and
+ * the ragged edges as tokens (MIXED); 1: the ceil(w / block_k) pages ending
+ * at the newest key's page plus ceil(S / block_k) sink pages (BLOCK).
+ * Deviation: StreamingLLM evicts the keys in between and re-numbers
+ * positions inside its cache (rolling RoPE); here the cache is kept whole
+ * and the layout only skips them, positions unchanged.
+ *
  * Density knob: `window`, fractional: a non-integer window is dithered over
  * the query blocks (floor or ceil, by a golden-ratio sequence) so density
  * moves smoothly with it; it rises monotonically with the window.
@@ -87,14 +99,42 @@ static int ashape_select(void *state, const ab_problem *pb, ab_layout *l)
     return ab_layout_set_cost(l, 0, 0); /* a static pattern: no selection work */
 }
 
+/* dselect (decode): row r keeps its newest w keys and the first S keys. A
+ * static pattern: nothing read, cost 0. */
+static int ashape_dselect(void *state, const ab_decode *dp, ab_layout *l)
+{
+    const ashape_state *st = state;
+    const int n = l->seq_len, bk = l->block_k, np = l->n_kblocks, last = np - 1;
+    int32_t *blk = NULL, *tok = NULL;
+    if (!st->block_granular && mc_row_bufs(l, &blk, &tok) != AB_OK) return AB_ENOMEM;
+    int rc = AB_OK;
+    for (int r = 0; r < l->heads && rc == AB_OK; r++) {
+        const int w = imax(1, mc_dither(st->window, r));
+        if (st->block_granular) {
+            const int wb = (w + bk - 1) / bk, sb = imin(np, (st->sinks + bk - 1) / bk);
+            rc = ab_layout_add_block_range(l, r, 0, imax(0, last - wb + 1), last + 1);
+            if (rc == AB_OK && sb > 0) rc = ab_layout_add_block_range(l, r, 0, 0, sb);
+        } else {
+            const int lo = imax(0, n - w);
+            int nb = 0, nt = 0;
+            mc_span_collect(lo, n, bk, n, blk, &nb, tok, &nt);
+            mc_span_collect(0, imin(st->sinks, lo), bk, n, blk, &nb, tok, &nt);
+            rc = mc_flush_row(l, r, 0, blk, nb, tok, nt);
+        }
+    }
+    free(blk);
+    free(tok);
+    return rc != AB_OK ? rc : ab_layout_set_cost(l, 0, 0);
+}
+
 const ab_method ab_ashape = {
     .abi = AB_ABI_VERSION,
     .family = "static",
     .name = "ashape",
-    .summary = "A-shape: S sink tokens + recent window (StreamingLLM); block_granular=1: MInference's block A-shape",
+    .summary = "A-shape: S sink tokens + recent window (StreamingLLM); block_granular=1: MInference's block A-shape; decode: sinks + the newest w keys",
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",
     .devices = AB_CPU,
-    .phases = AB_PREFILL,
+    .phases = AB_PREFILL | AB_DECODE,
     .params = {
         [P_WINDOW] = { .name = "window", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,
                        .help = "recent keys per query block, tokens (fractional: dithered over query blocks)" },
@@ -110,5 +150,6 @@ const ab_method ab_ashape = {
     .select = ashape_select,
     .run = NULL,
     .fini = NULL,
+    .dselect = ashape_dselect,
 };
 AB_REGISTER(ab_ashape)

@@ -21,6 +21,18 @@
  *
  * Cost: O(N² d) exact scores, like dense attention, reported as select time.
  * Memory: O(block_q · N) per thread, never N × N.
+ *
+ * Decode (dselect): each (layer, head) row of the step keeps the newest key
+ * and the k - 1 other keys with the largest exact logit q·k_j of this
+ * step's query (the softmax is monotone in the logit, so these are the keys
+ * of largest attention probability): the per-row top-k, exact, recomputed
+ * every step (no state). k = `topk` dithered over the rows (floor or ceil,
+ * golden-ratio sequence of the row index), at least 1, at most len; the
+ * newest key counts inside k. block_q is ignored (one query per row). Ties
+ * go to the lower key, a NaN logit ranks last. Layout TOKEN. Cost: 2d per
+ * key per row (the logits), ~2 per key (quickselect); bytes: every key of
+ * every KV head once (a row reads its KV head's keys; the query heads of a
+ * GQA group re-read them from cache), the queries, the logits.
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
@@ -225,14 +237,89 @@ static int oracle_tok_select(void *state, const ab_problem *pb, ab_layout *l)
                               4.0 * (2.0 * H * N * d) + 8.0 * pairs);
 }
 
+/* a logit and its key, for the decode selection */
+typedef struct dcand {
+    float s;
+    int32_t j;
+} dcand;
+
+static inline int dc_before(dcand a, dcand b) { return a.s > b.s || (a.s == b.s && a.j < b.j); }
+MC_DEFINE_SELECT_TOP(dcand_top, dcand, dc_before)
+
+static float dot_row(const float *q, const float *k, int d)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < d; c++) s += q[c] * k[c];
+    return s;
+}
+
+/* dselect (decode): per row, the newest key plus the top k - 1 others by
+ * the exact logit. */
+static int oracle_tok_dselect(void *state, const ab_decode *dp, ab_layout *l)
+{
+    const oracle_tok_state *st = state;
+    const int d = dp->head_dim, H = dp->heads, len = dp->len, rows = dp->layers * H;
+    if (l->heads != rows || len < 1) {
+        ab_set_error(state, "oracle_topk_token: layout has %d rows for %d (layer, head) queries", l->heads,
+                     rows);
+        return AB_EINVAL;
+    }
+    int rc = AB_OK;
+    double kept_cands = 0.0;
+#pragma omp parallel if ((double)rows * len * d > 32768.0) reduction(+ : kept_cands)
+    {
+        dcand *c = malloc((size_t)len * sizeof *c);
+        int32_t *keys = malloc((size_t)len * sizeof *keys);
+        int ok = c && keys;
+        if (!ok) {
+#pragma omp atomic write
+            rc = AB_ENOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            if (!ok) continue;
+            const int layer = r / H, h = r % H;
+            const size_t g = (size_t)layer * dp->kv_heads + ab_kv_head(dp, h);
+            const float *q = dp->q + (size_t)r * d, *k = dp->k + g * dp->cap * d;
+            int k_r = mc_dither(st->topk, r);
+            k_r = k_r < 1 ? 1 : (k_r > len ? len : k_r);
+            const int others = len - 1; /* keys [0, len - 1): the candidates */
+            for (int j = 0; j < others; j++) {
+                const float x = dot_row(q, k + (size_t)j * d, d);
+                c[j] = (dcand){ isnan(x) ? -INFINITY : x, j };
+            }
+            dcand_top(c, others, k_r - 1);
+            for (int t = 0; t < k_r - 1; t++) keys[t] = c[t].j;
+            keys[k_r - 1] = len - 1; /* the newest key: always kept */
+            kept_cands += others;
+            const int ra = ab_layout_add_tokens(l, r, 0, keys, k_r);
+            if (ra != AB_OK) {
+                ok = 0;
+#pragma omp atomic write
+                rc = ra;
+            }
+        }
+        free(c);
+        free(keys);
+    }
+    if (rc == AB_ENOMEM) ab_set_error(state, "oracle_topk_token: out of memory");
+    if (rc != AB_OK) return rc;
+    /* logits 2d per candidate, quickselect ~2 per candidate; bytes: K of
+     * every KV head once, the queries, each logit written and read */
+    return ab_layout_set_cost(l, (2.0 * d + 2.0) * kept_cands,
+                              4.0 * d * (double)dp->layers * dp->kv_heads * (len - 1) + 4.0 * d * rows +
+                                  8.0 * kept_cands);
+}
+
 const ab_method ab_oracle_topk_token = {
     .abi = AB_ABI_VERSION,
     .family = "token",
     .name = "oracle_topk_token",
-    .summary = "upper bound: per query block of 16 rows, the top-k keys by exact summed attention mass",
+    .summary = "upper bound: per query block of 16 rows, the top-k keys by exact summed attention mass; decode: per-row top-k by exact logit",
     .reference = "oracle upper bound (cf. MInference arXiv 2407.02490, HiP arXiv 2406.09827 top-k analyses)",
     .devices = AB_CPU,
-    .phases = AB_PREFILL,
+    .phases = AB_PREFILL | AB_DECODE,
     .params = {
         [P_TOPK] = { .name = "topk", .def = 256, .min = 1, .max = 1 << 24, .is_int = 0,
                      .help = "mean keys kept per query block (fractional budgets dithered over blocks)" },
@@ -246,5 +333,6 @@ const ab_method ab_oracle_topk_token = {
     .select = oracle_tok_select,
     .run = NULL, /* gather kernel */
     .fini = NULL,
+    .dselect = oracle_tok_dselect,
 };
 AB_REGISTER(ab_oracle_topk_token)

@@ -9,6 +9,15 @@
  *   - the first sink_blocks key blocks (the "attention sinks").
  * The shared block-sparse kernel executes the layout (run = NULL).
  *
+ * Decode (dselect): the step's query keeps, on the decode layout's page grid
+ * (block_k, the page: 16 unless configured), the w = ceil(window / block_k)
+ * pages ending at the page of the newest key (so the newest `window` keys
+ * and up to a page more) and the first sink_blocks pages (sink_blocks *
+ * block_k first keys): the prefill band seen from the last row, whole
+ * pages, BLOCK layout. The newest key's page is always kept (w >= 1).
+ * Deviation: the decode page is the decode layout's block_k, not the
+ * prefill key block, so the sinks are sink_blocks pages of the cache.
+ *
  * THIS FILE IS THE TEMPLATE FOR NEW METHODS. To add one: copy it to
  * methods/mine.c, rename the symbols, change the params and select().
  * The Makefile finds the AB_REGISTER line at the end; the harness then times
@@ -83,14 +92,30 @@ static int window_select(void *state, const ab_problem *pb, ab_layout *l)
     return ab_layout_set_cost(l, 0, 0); /* a static pattern: no selection work */
 }
 
+/* dselect (decode): one row per (layer, head), all alike: the pages
+ * [last - w + 1, last] and [0, sink_blocks). Nothing read: cost 0. */
+static int window_dselect(void *state, const ab_decode *dp, ab_layout *l)
+{
+    const window_state *st = state;
+    const int bk = l->block_k, np = l->n_kblocks, last = np - 1;
+    const int w = (st->window + bk - 1) / bk;
+    const int lo = imax(0, last - w + 1), sinks = imin(st->sink_blocks, np);
+    for (int r = 0; r < l->heads; r++) {
+        int rc = ab_layout_add_block_range(l, r, 0, lo, last + 1);
+        if (rc == AB_OK && sinks > 0) rc = ab_layout_add_block_range(l, r, 0, 0, sinks);
+        if (rc != AB_OK) return rc;
+    }
+    return ab_layout_set_cost(l, 0, 0);
+}
+
 const ab_method ab_window = {
     .abi = AB_ABI_VERSION,   /* checked at start-up against the harness */
     .family = "static", /* figure colour: dense static block token hashing lowrank linear */
     .name = "window",        /* unique, [a-z0-9_]+: used in configs and HDF5 */
-    .summary = "sliding window + sink blocks (A-shape / StreamingLLM), block granularity",
+    .summary = "sliding window + sink blocks (A-shape / StreamingLLM), block granularity; decode: the newest window keys + sink pages",
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",
     .devices = AB_CPU | AB_GPU, /* where run() (or the shared kernel) can execute */
-    .phases = AB_PREFILL,    /* prefill (N queries) and/or decode */
+    .phases = AB_PREFILL | AB_DECODE, /* prefill (N queries) and/or decode */
     /* Settable from configs as window.window=...; NULL name terminates. */
     .params = {
         [P_WINDOW] = { .name = "window", .def = 1024, .min = 1, .max = 1 << 20, .is_int = 1,
@@ -107,5 +132,6 @@ const ab_method ab_window = {
     .select = window_select,
     .run = NULL,  /* NULL: ab_kernel_layout runs the layout (block-sparse) */
     .fini = NULL, /* nothing allocated, nothing to free */
+    .dselect = window_dselect, /* decode: the band seen from the newest key, in pages */
 };
 AB_REGISTER(ab_window)

@@ -1,0 +1,345 @@
+/* quest.c — `quest`: Quest's query-aware page selection for decode (Tang,
+ * Zhao, Zhu, Xiao, Kasikci, Han, "Quest: Query-Aware Sparsity for Efficient
+ * Long-Context LLM Inference", ICML 2024, arXiv 2406.10774; official code
+ * mit-han-lab/Quest, of which quest/utils/controller.py (the page budget of
+ * the CUDA path) and evaluation/quest_attention.py (the accuracy path:
+ * bound, floor of 3 pages, dense first two layers) were read).
+ *
+ * The KV cache of each KV head is cut into pages of `page` keys (16). Each
+ * page stores the channel-wise minimum and maximum of its keys. For this
+ * step's query q, the largest logit any key of page p can reach is bounded by
+ *   U(p) = sum_c max(q_c * min_c(p), q_c * max_c(p)),
+ * and the query attends, exactly, to the pages with the largest bounds:
+ *   - the page budget K = max(3, ceil(budget / page)) pages (`budget` in
+ *     tokens, 1024 by default: 64 pages; the floor of 3 pages is the
+ *     evaluation code's max(3, token_budget // chunk_size));
+ *   - K counts the page holding the newest key (the cache's last page),
+ *     which is always kept ("page budget including the last page",
+ *     quest/utils/controller.py), so the top-(K - 1) of the other pages by U
+ *     are chosen among all pages but the last;
+ *   - K >= pages in the cache: every page (nothing is estimated).
+ * Layout BLOCK, block_k = page (the decode layout's block_q = len is left
+ * alone); the shared decode kernel runs the kept pages.
+ *
+ * State, incremental as in Quest: prepare() builds min/max for the first
+ * dp->len keys (what a server computes while prefilling; timed apart);
+ * every dselect() first folds the keys appended since into the pages they
+ * land in (an update of one page per new key and KV head, timed with the
+ * step). The metadata lives per KV head and channel as (d, pages) arrays,
+ * so the bound pass runs over pages in the vector lanes (methods/vecf.h).
+ *
+ * The bound pass uses max(q_c a, q_c b) = q_c * (q_c >= 0 ? b : a) for
+ * a <= b: per channel one of the two arrays is read, one multiply-add per
+ * (page, channel); the evaluation code computes the bound the same way
+ * (|q| against the page max of sign(q)-flipped keys). The selection is a quickselect (no full sort) with
+ * ties to the lower page and a NaN bound ranked last.
+ *
+ * Stated cost per step (ab_layout_set_cost), with P = pages before the last,
+ * R = query rows, A = keys appended, KV = KV heads (over layers):
+ *   FLOPs: 2 d P R (bounds) + 2 P R (quickselect) + 2 d A KV (min and max);
+ *   bytes: 4 d P R (one of min/max per channel; Quest's kernel reads both,
+ *   8 d P R) + 4 d R (queries) + 4 P R (bounds) + 4 d A KV (new keys) +
+ *   8 d KV per touched page (its min and max rewritten).
+ * Memory: 2 d ceil(cap / page) floats per KV head, an eighth of K at page 16.
+ *
+ * Deviations from the paper and the official code:
+ *  - Quest keeps the first two layers dense; a non-layered decode problem
+ *    has no layer index (layers are folded into heads), so every row is
+ *    selected alike. A layered harness would need `layered = 1` and a
+ *    per-layer rule; not done here.
+ *  - GQA: each query head bounds the pages of the KV head it reads
+ *    (ab_kv_head) with its own query and keeps its own pages, as the
+ *    evaluation code does after repeat_kv (the CUDA path is MHA only).
+ *  - The page count is ceil(budget / page), and the last page is forced and
+ *    counted (the CUDA path's controller); the evaluation code takes
+ *    floor(budget / page) pages by bound among all pages, the last
+ *    included, without forcing it. The floor of 3 pages is the evaluation
+ *    code's (the CUDA path has none).
+ *  - fp32 bounds on whatever keys the problem has (the paper's keys are
+ *    post-RoPE fp16); ties go to the lower page (torch.topk: unspecified).
+ */
+#include "attnbench.h"
+#include "methods/keep.h"
+#include "methods/vecf.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct quest_state {
+    double budget; /* tokens per row, the last page included */
+    int page;      /* keys per page */
+    int rows;      /* query rows: layers * heads */
+    int kvh;       /* KV heads over layers: layers * kv_heads */
+    int d, cap;
+    int pmax;   /* pages of a full cache: the metadata stride */
+    int have;   /* keys folded into the metadata */
+    float *mn;  /* (kvh, d, pmax) channel minimum per page */
+    float *mx;  /* (kvh, d, pmax) channel maximum per page */
+    float *tmp; /* (kvh, 2, d) one page's running min and max (update) */
+} quest_state;
+
+enum { P_BUDGET = 0, P_PAGE, P_COUNT };
+
+/* a candidate page and its bound */
+typedef struct qcand {
+    float u;
+    int32_t p;
+} qcand;
+
+/* a ranks before b: larger bound, then lower page (a total order) */
+static inline int qc_before(qcand a, qcand b) { return a.u > b.u || (a.u == b.u && a.p < b.p); }
+MC_DEFINE_SELECT_TOP(quest_top, qcand, qc_before)
+
+static int quest_init(void *state, const ab_params *p, const ab_shape *s)
+{
+    quest_state *st = state;
+    if (p->n < P_COUNT) {
+        ab_set_error(state, "quest: expected %d params, got %d", P_COUNT, p->n);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_BUDGET] >= 1 && p->v[P_BUDGET] <= (1 << 24))) {
+        ab_set_error(state, "quest: budget=%g outside [1, 2^24]", p->v[P_BUDGET]);
+        return AB_EINVAL;
+    }
+    if (!(p->v[P_PAGE] >= 1 && p->v[P_PAGE] <= 4096)) {
+        ab_set_error(state, "quest: page=%g outside [1, 4096]", p->v[P_PAGE]);
+        return AB_EINVAL;
+    }
+    const int layers = s->layers > 0 ? s->layers : 1;
+    if (s->phase != AB_DECODE || s->kv_heads < 1 || s->heads < 1 || s->heads % s->kv_heads ||
+        s->head_dim < 1 || s->seq_len < 1) {
+        ab_set_error(state, "quest: decode only (heads %d, kv_heads %d, head_dim %d, capacity %d)", s->heads,
+                     s->kv_heads, s->head_dim, s->seq_len);
+        return AB_EINVAL;
+    }
+    st->budget = p->v[P_BUDGET];
+    st->page = (int)p->v[P_PAGE];
+    st->rows = layers * s->heads;
+    st->kvh = layers * s->kv_heads;
+    st->d = s->head_dim;
+    st->cap = s->seq_len;
+    st->pmax = (s->seq_len + st->page - 1) / st->page;
+    st->have = 0;
+    const size_t n = (size_t)st->kvh * st->d * st->pmax;
+    st->mn = malloc(n * sizeof *st->mn);
+    st->mx = malloc(n * sizeof *st->mx);
+    st->tmp = malloc((size_t)st->kvh * 2 * st->d * sizeof *st->tmp);
+    if (!st->mn || !st->mx || !st->tmp) {
+        ab_set_error(state, "quest: out of memory for page metadata (%zu floats)", 2 * n);
+        return AB_ENOMEM;
+    }
+    return AB_OK;
+}
+
+static void quest_fini(void *state)
+{
+    quest_state *st = state;
+    free(st->mn);
+    free(st->mx);
+    free(st->tmp);
+    st->mn = st->mx = st->tmp = NULL;
+}
+
+/* The decode view must match the shape init() allocated for. */
+static int quest_check(quest_state *st, const ab_decode *dp)
+{
+    if (dp->layers * dp->heads != st->rows || dp->layers * dp->kv_heads != st->kvh || dp->head_dim != st->d ||
+        dp->len < 1 || dp->len > st->cap || dp->cap < dp->len) {
+        ab_set_error(
+            st,
+            "quest: decode view (rows %d, KV heads %d, d %d, len %d) does not match init (%d, %d, %d, "
+            "capacity %d)",
+            dp->layers * dp->heads, dp->layers * dp->kv_heads, dp->head_dim, dp->len, st->rows, st->kvh,
+            st->d, st->cap);
+        return AB_EINVAL;
+    }
+    return AB_OK;
+}
+
+/* Fold keys [from, to) of every KV head into their pages' min and max, one
+ * page at a time: the page's running min/max in a contiguous scratch of 2d
+ * floats (its old values when the page already holds keys), the keys folded
+ * in channel order (vectorised), then one write of d values per array. */
+static void quest_update(quest_state *st, const ab_decode *dp, int from, int to)
+{
+    const int d = st->d, P = st->page, pm = st->pmax;
+    const double work = (double)(to - from) * st->kvh * d;
+#pragma omp parallel for schedule(static) if (work > 65536.0)
+    for (int g = 0; g < st->kvh; g++) {
+        const float *k = dp->k + (size_t)g * dp->cap * d;
+        float *mn = st->mn + (size_t)g * d * pm, *mx = st->mx + (size_t)g * d * pm;
+        float *a = st->tmp + (size_t)g * 2 * d, *b = a + d;
+        for (int j0 = from; j0 < to;) {
+            const int p = j0 / P, j1 = (p + 1) * P < to ? (p + 1) * P : to;
+            int j = j0;
+            if (j0 % P == 0) { /* the page opens here */
+                memcpy(a, k + (size_t)j0 * d, sizeof(float) * d);
+                memcpy(b, k + (size_t)j0 * d, sizeof(float) * d);
+                j++;
+            } else {
+                for (int c = 0; c < d; c++) {
+                    a[c] = mn[(size_t)c * pm + p];
+                    b[c] = mx[(size_t)c * pm + p];
+                }
+            }
+            for (; j < j1; j++) {
+                const float *kj = k + (size_t)j * d;
+#pragma omp simd
+                for (int c = 0; c < d; c++) {
+                    a[c] = kj[c] < a[c] ? kj[c] : a[c];
+                    b[c] = kj[c] > b[c] ? kj[c] : b[c];
+                }
+            }
+            for (int c = 0; c < d; c++) {
+                mn[(size_t)c * pm + p] = a[c];
+                mx[(size_t)c * pm + p] = b[c];
+            }
+            j0 = j1;
+        }
+    }
+}
+
+/* Bring the metadata to dp->len keys; returns the keys appended (for the
+ * cost) and the pages they touched. A shorter cache than before is a new
+ * sequence: rebuild. */
+static void quest_sync(quest_state *st, const ab_decode *dp, int *appended, int *touched)
+{
+    if (dp->len < st->have) st->have = 0;
+    const int from = st->have, to = dp->len;
+    *appended = to - from;
+    *touched = to > from ? (to - 1) / st->page - from / st->page + 1 : 0;
+    if (to > from) quest_update(st, dp, from, to);
+    st->have = to;
+}
+
+static int quest_prepare(void *state, const ab_decode *dp)
+{
+    quest_state *st = state;
+    const int rc = quest_check(st, dp);
+    if (rc != AB_OK) return rc;
+    int a, t;
+    st->have = 0;
+    quest_sync(st, dp, &a, &t);
+    return AB_OK;
+}
+
+/* U(p) for pages [0, np) of KV head g and query q, into u: per channel one
+ * multiply-add with the array the sign of q_c picks, pages in the lanes. */
+static void quest_bounds(const quest_state *st, int g, const float *q, int np, float *u)
+{
+    const int d = st->d, pm = st->pmax;
+    const float *mn = st->mn + (size_t)g * d * pm, *mx = st->mx + (size_t)g * d * pm;
+    enum { CH = 4 * VW };
+    int p0 = 0;
+    for (; p0 + CH <= np; p0 += CH) {
+        vf a0 = v_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int c = 0; c < d; c++) {
+            const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * pm + p0;
+            const vf qc = v_splat(q[c]);
+            a0 = v_fma(qc, v_load(src), a0);
+            a1 = v_fma(qc, v_load(src + VW), a1);
+            a2 = v_fma(qc, v_load(src + 2 * VW), a2);
+            a3 = v_fma(qc, v_load(src + 3 * VW), a3);
+        }
+        v_store(u + p0, a0);
+        v_store(u + p0 + VW, a1);
+        v_store(u + p0 + 2 * VW, a2);
+        v_store(u + p0 + 3 * VW, a3);
+    }
+    if (p0 < np) {
+        for (int p = p0; p < np; p++) u[p] = 0.0f;
+        for (int c = 0; c < d; c++) {
+            const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * pm;
+            for (int p = p0; p < np; p++) u[p] += q[c] * src[p];
+        }
+    }
+}
+
+static int quest_dselect(void *state, const ab_decode *dp, ab_layout *l)
+{
+    quest_state *st = state;
+    int rc = quest_check(st, dp);
+    if (rc != AB_OK) return rc;
+    if (l->heads != st->rows) {
+        ab_set_error(state, "quest: layout has %d rows, expected %d", l->heads, st->rows);
+        return AB_EINVAL;
+    }
+    int appended, touched;
+    quest_sync(st, dp, &appended, &touched);
+    rc = ab_layout_set_blocks(l, l->block_q, st->page);
+    if (rc != AB_OK) return rc;
+
+    const int d = st->d, H = dp->heads, rows = st->rows;
+    const int np = (dp->len + st->page - 1) / st->page, last = np - 1;
+    double K = ceil(st->budget / st->page);
+    K = K < 3 ? 3 : K;
+    const double update_flops = 2.0 * d * appended * st->kvh;
+    const double update_bytes = 4.0 * d * appended * st->kvh + 8.0 * d * st->kvh * touched;
+    if (K >= np) { /* the budget covers the cache: every page, no estimate */
+        for (int r = 0; r < rows && rc == AB_OK; r++) rc = ab_layout_add_block_range(l, r, 0, 0, np);
+        return rc != AB_OK ? rc : ab_layout_set_cost(l, update_flops, update_bytes);
+    }
+    const int keep = (int)K - 1; /* pages chosen among the `last` pages before the last */
+#pragma omp parallel if ((double)rows * last * d > 32768.0)
+    {
+        float *u = malloc(((size_t)last + 4 * VW) * sizeof *u);
+        qcand *cand = malloc((size_t)last * sizeof *cand);
+        int32_t *pages = malloc(((size_t)keep + 1) * sizeof *pages);
+        int ok = u && cand && pages;
+        if (!ok) {
+#pragma omp atomic write
+            rc = AB_ENOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            if (!ok) continue;
+            const int layer = r / H, h = r % H;
+            const int g = layer * dp->kv_heads + ab_kv_head(dp, h);
+            quest_bounds(st, g, dp->q + (size_t)r * d, last, u);
+            for (int p = 0; p < last; p++) cand[p] = (qcand){ isnan(u[p]) ? -INFINITY : u[p], p };
+            quest_top(cand, last, keep);
+            for (int t = 0; t < keep; t++) pages[t] = cand[t].p;
+            pages[keep] = last; /* the newest key's page: always kept */
+            const int ra = ab_layout_add_blocks(l, r, 0, pages, keep + 1);
+            if (ra != AB_OK) {
+                ok = 0;
+#pragma omp atomic write
+                rc = ra;
+            }
+        }
+        free(u);
+        free(cand);
+        free(pages);
+    }
+    if (rc == AB_ENOMEM) ab_set_error(state, "quest: out of memory");
+    if (rc != AB_OK) return rc;
+    const double PR = (double)last * rows;
+    return ab_layout_set_cost(l, 2.0 * d * PR + 2.0 * PR + update_flops,
+                              4.0 * d * PR + 4.0 * d * rows + 4.0 * PR + update_bytes);
+}
+
+const ab_method ab_quest = {
+    .abi = AB_ABI_VERSION,
+    .family = "block",
+    .name = "quest",
+    .summary = "Quest decode: per-page key min/max bound U = sum max(q*min, q*max), top pages within a token budget + the last page",
+    .reference = "Quest (Tang et al. 2024, arXiv 2406.10774; mit-han-lab/Quest)",
+    .devices = AB_CPU,
+    .phases = AB_DECODE,
+    .params = {
+        [P_BUDGET] = { .name = "budget", .def = 1024, .min = 16, .max = 1 << 20, .is_int = 0,
+                       .help = "tokens per query head, the last page included: max(3, ceil(budget/page)) pages" },
+        [P_PAGE] = { .name = "page", .def = 16, .min = 1, .max = 4096, .is_int = 1,
+                     .help = "keys per page (Quest: 16)" },
+        [P_COUNT] = { .name = NULL },
+    },
+    .density_knob = { .param = P_BUDGET, .increasing = 1, .log_scale = 1 },
+    .state_size = sizeof(quest_state),
+    .init = quest_init,
+    .fini = quest_fini,
+    .prepare = quest_prepare,
+    .dselect = quest_dselect,
+};
+AB_REGISTER(ab_quest)
