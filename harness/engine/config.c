@@ -377,6 +377,44 @@ static int sweep_masks(parse_ctx *p, const char *name, const char *value, char *
     return 0;
 }
 
+/* The phase-axis keys [sweep] and a [sweep.NAME] block share: phases,
+ * kv_heads, layers. */
+static int phase_axis(int line, const char *name, const char *value, unsigned *phases, int *kv, int *n_kv,
+                      int *kv_line, int *layers, char *why, size_t wl)
+{
+    if (!strcmp(name, "phases")) {
+        char names[4][AB_CFG_NAME];
+        int n;
+        if (ab_parse_name_list(value, names, 4, &n, why, wl)) return -1;
+        *phases = 0;
+        for (int i = 0; i < n; i++) {
+            const unsigned ph = !strcmp(names[i], "prefill")  ? AB_PREFILL
+                                : !strcmp(names[i], "decode") ? AB_DECODE
+                                                              : 0;
+            if (!ph) FAIL("unknown phase '%s' (prefill, decode)", names[i]);
+            if (*phases & ph) FAIL("'%s' listed twice", names[i]);
+            *phases |= ph;
+        }
+    } else if (!strcmp(name, "kv_heads")) {
+        if (parse_int_list(value, kv, AB_CFG_LIST, n_kv, 0, 1024, why, wl)) return -1;
+        *kv_line = line;
+    } else {
+        int n;
+        if (parse_int_list(value, layers, 1, &n, 1, 64, why, wl)) return -1;
+    }
+    return 0;
+}
+
+static int parse_corr(const char *value, double *out, char *why, size_t wl)
+{
+    double v;
+    int n;
+    if (parse_num_list(value, &v, 1, &n, why, wl)) return -1;
+    if (!(v >= 0 && v <= 1)) FAIL("%g is outside [0, 1]", v);
+    *out = v;
+    return 0;
+}
+
 static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *why, size_t wl)
 {
     ab_config *c = p->c;
@@ -420,32 +458,16 @@ static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *wh
     } else if (!strcmp(name, "threads")) {
         int n;
         if (parse_int_list(value, &c->threads, 1, &n, 0, 4096, why, wl)) return -1;
-    } else if (!strcmp(name, "phases")) {
-        char names[4][AB_CFG_NAME];
-        int n;
-        if (ab_parse_name_list(value, names, 4, &n, why, wl)) return -1;
-        c->phases = 0;
-        for (int i = 0; i < n; i++) {
-            const unsigned ph = !strcmp(names[i], "prefill")  ? AB_PREFILL
-                                : !strcmp(names[i], "decode") ? AB_DECODE
-                                                              : 0;
-            if (!ph) FAIL("unknown phase '%s' (prefill, decode)", names[i]);
-            if (c->phases & ph) FAIL("'%s' listed twice", names[i]);
-            c->phases |= ph;
-        }
-    } else if (!strcmp(name, "kv_heads")) {
-        if (parse_int_list(value, c->kv_heads, AB_CFG_LIST, &c->n_kv, 0, 1024, why, wl)) return -1;
-        c->kv_line = p->line;
-    } else if (!strcmp(name, "batch") || !strcmp(name, "steps") || !strcmp(name, "layers")) {
+    } else if (!strcmp(name, "phases") || !strcmp(name, "kv_heads") || !strcmp(name, "layers")) {
+        if (phase_axis(p->line, name, value, &c->phases, c->kv_heads, &c->n_kv, &c->kv_line, &c->layers, why,
+                       wl))
+            return -1;
+    } else if (!strcmp(name, "batch") || !strcmp(name, "steps")) {
         int v, n;
-        if (parse_int_list(value, &v, 1, &n, 1, name[0] == 'l' ? 64 : 4096, why, wl)) return -1;
-        *(name[0] == 'b' ? &c->batch : name[0] == 's' ? &c->steps : &c->layers) = v;
+        if (parse_int_list(value, &v, 1, &n, 1, 4096, why, wl)) return -1;
+        *(name[0] == 'b' ? &c->batch : &c->steps) = v;
     } else if (!strcmp(name, "layer_corr")) {
-        double v;
-        int n;
-        if (parse_num_list(value, &v, 1, &n, why, wl)) return -1;
-        if (!(v >= 0 && v <= 1)) FAIL("%g is outside [0, 1]", v);
-        c->layer_corr = v;
+        if (parse_corr(value, &c->layer_corr, why, wl)) return -1;
     } else
         FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths "
              "densities devices block_q block_k threads phases kv_heads batch steps layers layer_corr)");
@@ -482,9 +504,17 @@ static int sec_block(parse_ctx *p, const char *bn, const char *name, const char 
         for (int i = 0; i < bk->n_dens; i++)
             if (!(bk->densities[i] > 0 && bk->densities[i] <= 1))
                 FAIL("density %g is outside (0, 1] ('native' is set once, in [sweep])", bk->densities[i]);
+    } else if (!strcmp(name, "phases") || !strcmp(name, "kv_heads") || !strcmp(name, "layers")) {
+        if (phase_axis(p->line, name, value, &bk->phases, bk->kv_heads, &bk->n_kv, &bk->kv_line, &bk->layers,
+                       why, wl))
+            return -1;
+    } else if (!strcmp(name, "layer_corr")) {
+        if (parse_corr(value, &bk->layer_corr, why, wl)) return -1;
+        bk->corr_set = 1;
     } else
         FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
-             "masks seeds depths densities; devices, block sizes and threads are set once in [sweep])");
+             "masks seeds depths densities phases kv_heads layers layer_corr; devices, block sizes, threads, "
+             "batch and steps are set once in [sweep])");
     return 0;
 }
 
@@ -790,6 +820,12 @@ void ab_config_grid(const ab_config *c, int g, ab_grid *o)
     o->depths = c->depths;
     o->n_dens = c->n_dens;
     o->densities = c->densities;
+    o->phases = c->phases;
+    o->n_kv = c->n_kv;
+    o->kv_heads = c->kv_heads;
+    o->kv_line = c->kv_line;
+    o->layers = c->layers;
+    o->layer_corr = c->layer_corr;
     snprintf(o->lens_where, sizeof o->lens_where, "[sweep] key 'seq_lens'");
     snprintf(o->masks_where, sizeof o->masks_where, "[sweep] key '%s'",
              c->masks_key[0] == 'c' ? "causal" : "masks");
@@ -828,6 +864,14 @@ void ab_config_grid(const ab_config *c, int g, ab_grid *o)
         o->n_seeds = b->n_seeds;
         o->seeds = b->seeds;
     }
+    if (b->phases) o->phases = b->phases;
+    if (b->n_kv) {
+        o->n_kv = b->n_kv;
+        o->kv_heads = b->kv_heads;
+        o->kv_line = b->kv_line;
+    }
+    if (b->layers) o->layers = b->layers;
+    if (b->corr_set) o->layer_corr = b->layer_corr;
     if (b->n_depths) {
         o->n_depths = b->n_depths;
         o->depths = b->depths;
@@ -1054,19 +1098,22 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
         ab_grid ax;
         ab_config_grid(c, g, &ax);
         for (int b = 0; b < ax.n_heads; b++)
-            for (int k = 0; k < c->n_kv; k++)
-                if (c->kv_heads[k] > 0 && (c->kv_heads[k] > ax.heads[b] || ax.heads[b] % c->kv_heads[k])) {
-                    snprintf(err, errlen, "%s:%d: [sweep] key 'kv_heads': %d does not divide heads = %d",
-                             c->path, c->kv_line, c->kv_heads[k], ax.heads[b]);
+            for (int k = 0; k < ax.n_kv; k++)
+                if (ax.kv_heads[k] > 0 && (ax.kv_heads[k] > ax.heads[b] || ax.heads[b] % ax.kv_heads[k])) {
+                    char sec[AB_CFG_NAME + 16];
+                    snprintf(sec, sizeof sec, g ? "[sweep.%s]" : "[sweep]", ax.name);
+                    snprintf(err, errlen, "%s:%d: %s key 'kv_heads': %d does not divide heads = %d", c->path,
+                             ax.kv_line, sec, ax.kv_heads[k], ax.heads[b]);
                     return -1;
                 }
         for (int a = 0; a < ax.n_lens; a++)
             for (int b = 0; b < ax.n_heads; b++)
                 for (int e = 0; e < ax.n_dims; e++) {
                     double need = ab_point_bytes(ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
-                    if (c->phases & AB_DECODE) {
-                        const double dn = ab_decode_bytes(c, ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
-                        need = (c->phases & AB_PREFILL) && need > dn ? need : dn;
+                    if (ax.phases & AB_DECODE) {
+                        const double dn =
+                            ab_decode_bytes(c, ax.layers, ax.heads[b], ax.seq_lens[a], ax.head_dims[e]);
+                        need = (ax.phases & AB_PREFILL) && need > dn ? need : dn;
                     }
                     if (avail > 0 && need > 0.9 * avail) {
                         snprintf(err, errlen,
@@ -1084,10 +1131,10 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen)
 /* A decode problem's memory: the generator's draw of every layer at the
  * KV heads (Q, K, V of N + steps rows; the worst kv_heads is all heads),
  * the stack's K, V (kept) and Q, and its reference rows. */
-double ab_decode_bytes(const ab_config *c, int heads, int n, int d)
+double ab_decode_bytes(const ab_config *c, int layers, int heads, int n, int d)
 {
     const double t = (double)n + c->steps, hb = (double)heads * c->batch;
-    return 4.0 * t * d * hb * (3.0 + 3.0 * c->layers) + 64.0 * c->steps * hb * c->layers * d;
+    return 4.0 * t * d * hb * (3.0 + 3.0 * layers) + 64.0 * c->steps * hb * layers * d;
 }
 
 /* The block geometry a method runs on: [method.NAME] block_q / block_k, else

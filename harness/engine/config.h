@@ -52,6 +52,13 @@ typedef struct ab_sweep_block {
     double depths[AB_CFG_LIST];
     int n_dens;
     double densities[AB_CFG_LIST];
+    unsigned phases; /* 0: inherit */
+    int n_kv;
+    int kv_heads[AB_CFG_LIST];
+    int kv_line;
+    int layers; /* 0: inherit */
+    int corr_set;
+    double layer_corr;
 } ab_sweep_block;
 
 /* One grid as the sweep sees it: [sweep] (g = 0) or block g - 1 with the
@@ -76,6 +83,12 @@ typedef struct ab_grid {
     const double *depths;
     int n_dens;
     const double *densities;
+    unsigned phases; /* the phase axis (docs/decode.md) */
+    int n_kv;
+    const int *kv_heads;
+    int kv_line;
+    int layers;
+    double layer_corr;
     int lens_line, masks_line;            /* where those lists were set (0: default) */
     char lens_where[80], masks_where[80]; /* "[sweep] key 'seq_lens'", "[sweep.X] key 'masks'" */
 } ab_grid;
@@ -167,7 +180,7 @@ int ab_config_check(const ab_config *c, char *err, size_t errlen);
  * block_q / block_k, else [sweep]'s, else the method's native, else 64. */
 void ab_config_blocks(const ab_config *c, const ab_method *m, int *bq, int *bk);
 /* Bytes a decode problem of this shape needs at most (config.c). */
-double ab_decode_bytes(const ab_config *c, int heads, int n, int d);
+double ab_decode_bytes(const ab_config *c, int layers, int heads, int n, int d);
 /* Bytes one point of this shape needs at most (Q, K, V, outputs, layout). */
 double ab_point_bytes(int heads, int n, int d);
 #endif

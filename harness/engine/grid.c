@@ -101,12 +101,15 @@ void ab_method_params(const ab_config *c, const ab_method *m, ab_params *p)
 
 /* Append the jobs of one problem: every method x device x density. */
 static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_grid *ax,
-                     int b, job *jobs, int *nj)
+                     int b, job *jobs, int *nj, int phase, int all)
 {
     for (int mi = 0; mi < nm; mi++)
         for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
             if (!(devs & dv)) continue;
             const ab_method *m = ms[mi];
+            /* `methods = all` means every method of the phase; a method
+             * listed by name that lacks it is run and recorded unsupported */
+            if (all && !(m->phases & (unsigned)phase)) continue;
             job base_job = { .base = b, .m = m, .device = dv };
             ab_method_params(c, m, &base_job.params);
             ab_config_blocks(c, m, &base_job.block_q, &base_job.block_k);
@@ -286,6 +289,7 @@ typedef struct grid_build {
     int nj;
     hidx hb, hj;   /* problems and points seen (dedupe across grids) */
     int phase, kv; /* the phase axis position being expanded (kv 0: = heads) */
+    int all;       /* the grid's methods are `all` (not listed by name) */
     mask_memo *mc; /* base_mask's cache */
     int nmc;
 } grid_build;
@@ -303,7 +307,7 @@ static void grid_capacity(const ab_config *c, const ab_plan_opts *o, size_t *nb,
                     : ax.n_methods ? (size_t)ax.n_methods
                                    : (size_t)ab_method_count;
         size_t per = (size_t)(c->native ? AB_CFG_LIST : ax.n_dens) + 1;
-        nbg *= (size_t)c->n_kv * 2; /* kv_heads x phases */
+        nbg *= (size_t)ax.n_kv * 2; /* kv_heads x phases */
         *nb += nbg;
         *nj += nbg * nm * 2 * per;
     }
@@ -358,8 +362,8 @@ static int grid_problem(grid_build *gb, const ab_grid *ax, const int *ix, const 
     bp->kv_heads = gb->kv > 0 ? gb->kv : bp->heads;
     bp->batch = gb->phase == AB_DECODE ? c->batch : 1;
     bp->steps = gb->phase == AB_DECODE ? c->steps : 0;
-    bp->layers = gb->phase == AB_DECODE ? c->layers : 1;
-    bp->layer_corr = gb->phase == AB_DECODE ? c->layer_corr : 0;
+    bp->layers = gb->phase == AB_DECODE ? ax->layers : 1;
+    bp->layer_corr = gb->phase == AB_DECODE ? ax->layer_corr : 0;
     if (gb->phase == AB_DECODE && strcmp(bp->mask, "causal"))
         return 0; /* a decode query sees the whole cache */
     int bi = hidx_get_put(&gb->hb, base_hash(bp), gb->nb);
@@ -368,7 +372,7 @@ static int grid_problem(grid_build *gb, const ab_grid *ax, const int *ix, const 
         bi = gb->nb++;
     }
     int j0 = gb->nj, k = j0;
-    add_jobs(c, ms, nm, gb->devs, ax, bi, gb->jobs, &gb->nj);
+    add_jobs(c, ms, nm, gb->devs, ax, bi, gb->jobs, &gb->nj, gb->phase, gb->all);
     for (int q = j0; q < gb->nj; q++) { /* keep points no earlier grid had */
         job_key(&gb->bases[bi], &gb->jobs[q], c, gb->threads);
         if (hidx_get_put(&gb->hj, ab_fnv1a(gb->jobs[q].key), q) < 0) gb->jobs[k++] = gb->jobs[q];
@@ -384,16 +388,17 @@ static int grid_expand(grid_build *gb, const ab_plan_opts *o, int g, char *err, 
     ab_config_grid(gb->c, g, &ax);
     const ab_method *ms[256];
     const int nm = grid_methods(o, &ax, ms);
+    gb->all = !o->n_methods && !ax.n_methods;
     const int n[AX_N] = { ax.n_tasks, ax.n_lens, ax.n_heads, ax.n_dims, ax.n_masks, ax.n_seeds, ax.n_depths };
     for (int a = 0; a < AX_N; a++)
         if (n[a] <= 0) return 0;
     /* the phase axis outermost (every prefill point first), then kv_heads */
     for (unsigned ph = AB_PREFILL; ph <= AB_DECODE; ph <<= 1) {
-        if (!(gb->c->phases & ph)) continue;
-        for (int k = 0; k < gb->c->n_kv; k++) {
+        if (!(ax.phases & ph)) continue;
+        for (int k = 0; k < ax.n_kv; k++) {
             int ix[AX_N] = { 0 };
             gb->phase = (int)ph;
-            gb->kv = gb->c->kv_heads[k];
+            gb->kv = ax.kv_heads[k];
             do {
                 if (grid_problem(gb, &ax, ix, ms, nm, err, errlen)) return -1;
             } while (odometer_next(ix, n));

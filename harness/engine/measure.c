@@ -661,6 +661,10 @@ void measure_point(const point_ctx *x, ab_point *p)
         measure_decode(x, p);
         return;
     }
+    if (!(x->j->m->phases & AB_PREFILL)) {
+        ab_point_set_status(p, "unsupported", "%s is a decode method (no prefill phase)", x->j->m->name);
+        return;
+    }
     ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
     char merr[200];
     int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, merr, sizeof merr);
