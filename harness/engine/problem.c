@@ -133,12 +133,17 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
  * sqrt(1 - tau^2) q_g + tau sigma z (tau = AB_GQA_TAU, sigma the row's RMS,
  * z seeded per head and row), so every head of a group retrieves what its
  * KV head holds, with its own noise; the answers are replicated per head.
- * Decode stacks L layers: layer l's Q and K are rho * (layer l-1's) +
- * sqrt(1 - rho^2) * (a fresh draw of the task at seed mix(seed, l)), so the
- * planted logits keep their size (rho^2 + (1 - rho^2) = 1) and a key heavy
- * in one layer stays heavy in the next with weight rho^2: position
- * persistence is the knob layer_corr. V is layer 0's in every layer, so
- * every layer's answer is layer 0's code. */
+ * Decode stacks L layers: layer l's cache is layer l-1's with each of the
+ * first N keys left in place with probability rho = layer_corr and the
+ * others shuffled among themselves (a key and its value move together); the
+ * answers' keys and the steps' own keys never move, and every layer asks the
+ * steps' queries of layer 0. So a key heavy for a query in one layer is at
+ * the same position in the next with probability rho: position persistence
+ * is the knob layer_corr. Each layer holds the same set of keys, so every
+ * row's log-partition, and dense attention's answer, is the same in every
+ * layer. (A first version mixed fresh draws of the task, rho x layer l-1 +
+ * sqrt(1 - rho^2) x draw l; the planted query then met haystacks it was not
+ * planted against, and dense decode lost half the needles by layer 8.) */
 #define AB_GQA_TAU 0.3
 
 /* the replicated head index of (layer, sequence b, KV head k, member i) */
@@ -148,16 +153,24 @@ static int rep_head(const base_pt *b, int layer, int hg, int i)
     return (layer * b->batch + bb) * b->heads + k * G + i;
 }
 
+/* The RMS of a head's queries over its T rows: the noise scale of its
+ * group's copies (a row's own norm would scale the noise with a planted
+ * query's spike and drown the answer). */
+static double head_rms(const float *q, int T, int d)
+{
+    double ss = 0;
+    for (size_t i = 0; i < (size_t)T * d; i++) ss += (double)q[i] * q[i];
+    return sqrt(ss / ((double)T * d));
+}
+
 /* q_out (d) = the copy of q_g for member i of its group at row `row` */
-static void gqa_copy(const float *qg, float *out, int d, int G, uint64_t seed, int head, int row)
+static void gqa_copy(const float *qg, float *out, int d, int G, double sig, uint64_t seed, int head, int row)
 {
     if (G == 1) {
         memcpy(out, qg, sizeof(float) * (size_t)d);
         return;
     }
-    double ss = 0;
-    for (int c = 0; c < d; c++) ss += (double)qg[c] * qg[c];
-    const double sig = sqrt(ss / d), a = sqrt(1.0 - AB_GQA_TAU * AB_GQA_TAU);
+    const double a = sqrt(1.0 - AB_GQA_TAU * AB_GQA_TAU);
     uint64_t st = ab_mix64(seed ^ ab_mix64(((uint64_t)head << 32) ^ (uint64_t)row ^ 0x677161ull));
     for (int c = 0; c < d; c += 2) { /* Box-Muller pairs */
         const double u = ((ab_splitmix64(&st) >> 11) + 0.5) * 0x1.0p-53,
@@ -173,73 +186,91 @@ static void data_grouped(arena_hdr *a, const base_pt *b, const ab_config *c, int
 {
     const int dec = b->phase == AB_DECODE, T = ab_base_rows(b), d = b->d, L = b->layers;
     const int G = b->heads / b->kv_heads, hg_n = b->batch * b->kv_heads;
-    const size_t per = (size_t)hg_n * T * d; /* one draw */
+    const size_t per = (size_t)hg_n * T * d; /* one layer's K (or V) */
     const size_t qh = (size_t)L * b->batch * b->heads;
-    float *gq = malloc(per * 4), *gk = malloc(per * 4), *gv = malloc(per * 4),
-          *pq = dec && L > 1 ? malloc(per * 4) : NULL;
-    int *rows = NULL;
+    float *gq = malloc(per * 4), *gk = dec ? NULL : malloc(per * 4), *gv = dec ? NULL : malloc(per * 4);
+    int *rows = NULL, *pos = NULL;
+    unsigned char *keep = NULL;                          /* decode stacks: the answers' keys, never moved */
+    double *sig = malloc(sizeof(double) * (size_t)hg_n); /* per KV head: its queries' RMS */
     ab_answer ans0, all;
     memset(&ans0, 0, sizeof ans0);
     memset(&all, 0, sizeof all);
     char why[200] = "";
-    if (!gq || !gk || !gv || (dec && L > 1 && !pq)) {
+    if (!gq || (!dec && (!gk || !gv)) || !sig) {
         a->status = AB_ENOMEM;
         snprintf(a->msg, sizeof a->msg, "cannot allocate the task's draw (%zu bytes)", 3 * per * 4);
         goto out;
     }
     s.heads = hg_n;
     s.seq_len = T;
-    const double rho = b->layer_corr, sr = sqrt(1.0 - rho * rho);
-    for (int l = 0; l < L; l++) {
-        ab_answer an;
-        memset(&an, 0, sizeof an);
-        const uint64_t seed =
-            l ? ab_mix64((uint64_t)b->seed ^ ((uint64_t)l * 0x9e3779b97f4a7c15ull)) : (uint64_t)b->seed;
-        ab_task_input in = { .p = &b->tparams, .str = b->tstr, .s = s, .seed = seed, .depth = b->depth };
-        int rc = ab_task_generate(b->task, &in, gq, gk, gv, &an, why, sizeof why);
+    { /* the task's draw at the KV heads (decode: K and V straight into layer 0) */
+        ab_task_input in = {
+            .p = &b->tparams, .str = b->tstr, .s = s, .seed = (uint64_t)b->seed, .depth = b->depth
+        };
+        int rc = ab_task_generate(b->task, &in, gq, dec ? a->k : gk, dec ? a->v : gv, &ans0, why, sizeof why);
         if (rc) {
             a->status = rc;
-            snprintf(a->msg, sizeof a->msg, "task %s (layer %d): %s", b->task->name, l,
-                     why[0] ? why : ab_strerror(rc));
-            ab_answer_free(&an);
+            snprintf(a->msg, sizeof a->msg, "task %s: %s", b->task->name, why[0] ? why : ab_strerror(rc));
             goto out;
         }
-        if (l == 0)
-            ans0 = an;
-        else
-            ab_answer_free(&an);
-        if (!dec) { /* prefill: K, V repeated to every head of a group, Q copies */
-            for (int h = 0; h < b->heads; h++) {
-                const int g = h / G;
-                memcpy(a->k + (size_t)h * T * d, gk + (size_t)g * T * d, (size_t)T * d * 4);
-                memcpy(a->v + (size_t)h * T * d, gv + (size_t)g * T * d, (size_t)T * d * 4);
-                for (int r = 0; r < T; r++)
-                    gqa_copy(gq + ((size_t)g * T + r) * d, a->q + ((size_t)h * T + r) * d, d, G,
-                             (uint64_t)b->seed, h, r);
-            }
-            break;
+    }
+    for (int g = 0; g < hg_n; g++) sig[g] = head_rms(gq + (size_t)g * T * d, T, d);
+    if (!dec) { /* prefill: K, V repeated to every head of a group, Q copies */
+        for (int h = 0; h < b->heads; h++) {
+            const int g = h / G;
+            memcpy(a->k + (size_t)h * T * d, gk + (size_t)g * T * d, (size_t)T * d * 4);
+            memcpy(a->v + (size_t)h * T * d, gv + (size_t)g * T * d, (size_t)T * d * 4);
+            for (int r = 0; r < T; r++)
+                gqa_copy(gq + ((size_t)g * T + r) * d, a->q + ((size_t)h * T + r) * d, d, G, sig[g],
+                         (uint64_t)b->seed, h, r);
         }
-        float *kl = a->k + (size_t)l * per, *vl = a->v + (size_t)l * per;
-        if (l == 0) {
-            memcpy(kl, gk, per * 4);
-            memcpy(vl, gv, per * 4);
-            if (pq) memcpy(pq, gq, per * 4);
-        } else {
-            const float *kp = a->k + (size_t)(l - 1) * per;
-            for (size_t i = 0; i < per; i++) {
-                kl[i] = (float)(rho * kp[i] + sr * gk[i]);
-                pq[i] = (float)(rho * pq[i] + sr * gq[i]);
+    } else {
+        if (L > 1) { /* the answers' keys (KV head, position) */
+            keep = calloc((size_t)hg_n * T, 1);
+            pos = malloc(sizeof(int) * 2 * (size_t)b->n);
+            if (!keep || !pos) {
+                a->status = AB_ENOMEM;
+                goto out;
             }
-            memcpy(vl, a->v, per * 4); /* layer 0's values */
+            for (int e = 0; e < ans0.n; e++) keep[(size_t)ans0.head[e] * T + ans0.key_pos[e]] = 1;
         }
-        const float *ql = pq ? pq : gq;
-        for (int st = 0; st < b->steps; st++) /* the steps' queries: (step, layer, seq, head, d) */
-            for (int hg = 0; hg < hg_n; hg++)
-                for (int i = 0; i < G; i++) {
-                    const int h = rep_head(b, l, hg, i);
-                    gqa_copy(ql + ((size_t)hg * T + b->n + st) * d, a->q + ((size_t)st * qh + h) * d, d, G,
-                             (uint64_t)b->seed, h, b->n + st);
+        for (int l = 1; l < L; l++) {
+            /* layer l's cache: layer l-1's with each key of the first N left in
+             * place with probability rho, the others shuffled among themselves
+             * (K and V move together; the answers' keys and the steps' keys stay) */
+            uint64_t st =
+                ab_mix64((uint64_t)b->seed ^ ((uint64_t)l * 0x9e3779b97f4a7c15ull) ^ 0x6c61796572ull);
+            for (int g = 0; g < hg_n; g++) {
+                const size_t src = ((size_t)(l - 1) * hg_n + g) * T * d, dst = ((size_t)l * hg_n + g) * T * d;
+                memcpy(a->k + dst, a->k + src, (size_t)T * d * 4);
+                memcpy(a->v + dst, a->v + src, (size_t)T * d * 4);
+                int m = 0; /* pos[0, m): the moving positions, ascending; pos[n, n + m): a shuffle of them */
+                for (int j = 0; j < b->n; j++)
+                    if (!keep[(size_t)g * T + j] &&
+                        ((ab_splitmix64(&st) >> 11) + 0.5) * 0x1.0p-53 >= b->layer_corr)
+                        pos[m++] = j;
+                int *sh = pos + b->n;
+                memcpy(sh, pos, sizeof(int) * (size_t)m);
+                for (int i = m - 1; i > 0; i--) { /* Fisher-Yates */
+                    const int r = (int)(ab_splitmix64(&st) % (uint64_t)(i + 1)), t = sh[r];
+                    sh[r] = sh[i];
+                    sh[i] = t;
                 }
+                for (int t = 0; t < m; t++) {
+                    memcpy(a->k + dst + (size_t)pos[t] * d, a->k + src + (size_t)sh[t] * d, (size_t)d * 4);
+                    memcpy(a->v + dst + (size_t)pos[t] * d, a->v + src + (size_t)sh[t] * d, (size_t)d * 4);
+                }
+            }
+        }
+        for (int l = 0; l < L;
+             l++) /* the steps' queries: (step, layer, seq, head, d), the same in every layer */
+            for (int st = 0; st < b->steps; st++)
+                for (int hg = 0; hg < hg_n; hg++)
+                    for (int i = 0; i < G; i++) {
+                        const int h = rep_head(b, l, hg, i);
+                        gqa_copy(gq + ((size_t)hg * T + b->n + st) * d, a->q + ((size_t)st * qh + h) * d, d,
+                                 G, sig[hg], (uint64_t)b->seed, h, b->n + st);
+                    }
     }
     { /* the answers, replicated per layer and group member; decode keeps the steps' rows, as steps */
         const int reps = (dec ? L : 1) * G, ng = ans0.group ? ans0.n_groups : ans0.n;
@@ -313,6 +344,8 @@ static void data_grouped(arena_hdr *a, const base_pt *b, const ab_config *c, int
         snprintf(a->msg, sizeof a->msg, "reference: %s", ab_strerror(rc));
     }
 out:
+    free(sig);
+    free(keep);
     free(rows);
     free(all.head);
     free(all.row);
@@ -323,7 +356,7 @@ out:
     free(gq);
     free(gk);
     free(gv);
-    free(pq);
+    free(pos);
 }
 
 /* In the data child: generate and build the reference. */
