@@ -14,7 +14,12 @@ typedef struct ab_dec_ctx {
     const arena_hdr *a;
     int threads;
     int block_k; /* the layouts' page (the job's block_k) */
+    int cold;    /* evict the CPU caches before every timed step ([timing] decode_cold) */
 } ab_dec_ctx;
+
+/* Bytes the eviction before a cold step streams through: twice the
+ * last-level cache (sysfs), at least 64 MiB, at most 1 GiB. */
+size_t ab_dec_flush_bytes(void);
 
 /* The shape init() of method m sees for this problem (phase AB_DECODE; the
  * stack folded into heads unless m->layered). */

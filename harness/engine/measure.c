@@ -73,7 +73,7 @@ static int eval_knob(const point_ctx *x, const ab_problem *pb, ab_params prm, do
     if (kp >= 0) prm.v[kp] = m->params[kp].is_int ? round(v) : v;
     ab_instance in;
     if (x->b->phase == AB_DECODE) { /* the mean density over the steps */
-        const ab_dec_ctx dx = { x->b, x->a, x->threads, x->j->block_k };
+        const ab_dec_ctx dx = { x->b, x->a, x->threads, x->j->block_k, x->c->decode_cold };
         const ab_shape ds = ab_dec_shape(&dx, m);
         int rc = ab_instance_create(&in, m, &prm, &ds);
         if (rc == AB_OK) rc = ab_dec_density(&dx, &in, density);
@@ -593,7 +593,7 @@ static void measure_decode(const point_ctx *x, ab_point *p)
         ab_point_set_status(p, "unsupported", "decode runs on the CPU only");
         return;
     }
-    const ab_dec_ctx dx = { b, x->a, x->threads, j->block_k };
+    const ab_dec_ctx dx = { b, x->a, x->threads, j->block_k, x->c->decode_cold };
     ab_params prm = j->params;
     const int kp = m->density_knob.param;
     char msg[256] = "";

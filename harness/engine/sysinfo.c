@@ -1,6 +1,7 @@
 /* sysinfo.c — what machine, libraries and build produced a results file. */
 #include "harness/engine/sysinfo.h"
 #include "harness/engine/blascore.h"
+#include "harness/engine/decode.h"
 #include "harness/engine/gpu.h"
 #include "harness/engine/timing.h"
 #include "kernels/kernels.h"
@@ -123,6 +124,11 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
                  "counted as 3 arrays moved (no write-allocate)",
                  threads);
         ab_env_set(e, "stream_triad_method", buf);
+        snprintf(buf, sizeof buf,
+                 c->decode_cold ? "cold: %zu MiB streamed through before every timed step (docs/decode.md)"
+                                : "warm: steps run back to back (decode_cold = 0)",
+                 ab_dec_flush_bytes() >> 20);
+        ab_env_set(e, "decode_cache", buf);
     }
     /* GPU name, driver, CUDA / cuBLAS versions, clocks, memory: probed in a
      * short-lived child so this process never initialises CUDA (gpu.c) */
