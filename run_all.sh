@@ -12,8 +12,8 @@ usage: ./run_all.sh [--quick | --full | --config FILE] [--gpu] [--resume] [--thr
                  causal + packed documents, a needle heatmap; about 4 minutes on 2 cores
   --full         configs/full.ini: the paper sweep (many hours on 2 cores; see
                  build/attnbench run -c configs/full.ini --dry-run for an estimate),
-                 then the decode phase: configs/decode.ini and configs/decode_layers.ini
-                 (results/decode.h5, results/decode_layers.h5, their own figures)
+                 then the decode phase: configs/decode.ini (results/decode.h5 and
+                 its own figures)
   --config FILE  any config
   --gpu          also run the GPU points (configs/gpu.ini unless --config is given)
   --resume       keep points already in the results file, run the rest
@@ -35,7 +35,7 @@ gpu=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) config=configs/quick.ini ;;
-        --full) config=configs/full.ini; extra="configs/decode.ini configs/decode_layers.ini" ;;
+        --full) config=configs/full.ini; extra="configs/decode.ini" ;;
         --config) shift; config="${1:?--config needs a file}" ;;
         --gpu) gpu=1 ;;
         --resume) resume=--resume ;;
