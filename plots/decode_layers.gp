@@ -12,7 +12,7 @@ eval scan_blocks
 set yrange [0:1.05]
 set xlabel 'layer'
 set ylabel 'mass recall'
-set title 'Decode recall per layer (largest N, setting closest to 1/16)' . mtitle_line
+set title 'Decode recall per layer (layer stacks: largest N, setting closest to 1/16)' . mtitle_line
 set offsets graph 0.04, graph 0.04, 0, 0
 plot for [i=1:nblocks] datafile index (i-1) using 1:2 \
      with linespoints lc rgb bcolor(i) pt bpoint(i) dt bdash(i) title word(names, i)

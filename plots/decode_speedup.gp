@@ -1,6 +1,6 @@
 # decode_speedup.gp — decode: speedup over dense decode (paired ratio,
 # select included) vs the fraction of the K/V cache the attention reads per
-# step, at each method's largest cache length, log-log. The dotted diagonal
+# step, every timed point (all cache lengths), log-log. The dotted diagonal
 # is the bandwidth ideal, 1 / fraction read. Bars: 95% interval.
 # Data: DATADIR/decode_speedup.tsv (attnbench export). Style: common.gp.
 if (!exists("plotsdir")) plotsdir = 'plots'
@@ -15,7 +15,7 @@ set format y '%gx'
 set xlabel 'fraction of the K/V cache read per step'
 set ylabel 'speedup over dense decode'
 set key maxrows (keyrows + 1)
-set title 'Decode speedup vs cache read (largest N)' . mtitle_line
+set title 'Decode speedup vs cache read' . mtitle_line
 set offsets graph 0.04, graph 0.04, graph 0.04, graph 0.04
 bar_ok(a, b) = (valid(a) && valid(b) && column(a) > 0 && column(b) > 0)
 plot for [i=1:nblocks] datafile index (i-1) using 1:2 \

@@ -1984,26 +1984,47 @@ static double dec_dist(const ab_point *p)
     return t > 0 && !isnan(p->knob_value) ? fabs(log(t / DEC_REF)) : 0;
 }
 
-/* the largest cache length of method meth's decode points (0: none) */
-static int dec_maxn(const xctx *c, const char *meth)
+/* a decode point of the figure `which` draws: ok, and for the layer figure
+ * one with per-layer recall */
+static int dec_use(const ab_point *p, int which)
+{
+    return dec_ok(p) && (which != DEC_LAYERS || p->layer_recall[0]);
+}
+
+/* the largest cache length of method meth's points for figure which (0: none) */
+static int dec_maxn(const xctx *c, const char *meth, int which)
 {
     int n = 0;
     for (size_t i = 0; i < c->n; i++)
-        if (dec_ok(&c->pts[i]) && !strncmp(c->pts[i].method, meth, 32) && c->pts[i].seq_len > n)
+        if (dec_use(&c->pts[i], which) && !strncmp(c->pts[i].method, meth, 32) && c->pts[i].seq_len > n)
             n = c->pts[i].seq_len;
     return n;
 }
 
 /* the point of meth at cache length n closest to DEC_REF (NULL: none) */
-static const ab_point *dec_pick(const xctx *c, const char *meth, int n)
+static const ab_point *dec_pick(const xctx *c, const char *meth, int n, int which)
 {
     const ab_point *best = NULL;
     for (size_t i = 0; i < c->n; i++) {
         const ab_point *p = &c->pts[i];
-        if (!dec_ok(p) || strncmp(p->method, meth, 32) || p->seq_len != n) continue;
+        if (!dec_use(p, which) || strncmp(p->method, meth, 32) || p->seq_len != n) continue;
         if (!best || dec_dist(p) < dec_dist(best)) best = p;
     }
     return best;
+}
+
+/* 1 when method meth has a row in figure which */
+static int dec_has_rows(const xctx *c, const char *meth, int which)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const ab_point *p = &c->pts[i];
+        if (!dec_use(p, which) || strncmp(p->method, meth, 32)) continue;
+        if (which == DEC_LATENCY && p == dec_pick(c, meth, p->seq_len, which) && ab_point_timed(p)) return 1;
+        if (which == DEC_SPEEDUP && ab_point_timed(p)) return 1;
+        if (which == DEC_ACCURACY && p->acc_trials > 0) return 1;
+        if (which == DEC_LAYERS && p == dec_pick(c, meth, dec_maxn(c, meth, which), which)) return 1;
+    }
+    return 0;
 }
 
 static void write_decode(FILE *f, const xctx *c, int which)
@@ -2021,7 +2042,7 @@ static void write_decode(FILE *f, const xctx *c, int which)
         "# method's largest N. columns: 1 kv_fraction  2 speedup  3 lo  4 hi  5 N  6 density  7 method  8 "
         "method_idx\n"
         "#          9 select_share (select / step)\n",
-        "# decode accuracy at the decode queries vs density (budget), at each method's largest N\n"
+        "# decode accuracy at the decode queries vs density (budget), every point with answers\n"
         "# columns: 1 density  2 accuracy  3 lo  4 hi (Wilson 95%)  5 dense_accuracy  6 N  7 method  8 "
         "method_idx\n"
         "#          9 recall_mass  10 trials\n",
@@ -2034,8 +2055,8 @@ static void write_decode(FILE *f, const xctx *c, int which)
     int nblocks = 0;
     for (size_t m = 0; m < c->n_methods; m++) {
         const char *meth = c->methods[m];
-        const int maxn = dec_maxn(c, meth);
-        if (!maxn) continue;
+        const int maxn = dec_maxn(c, meth, which);
+        if (!maxn || !dec_has_rows(c, meth, which)) continue;
         if (nblocks++) fputs("\n\n", f);
         fprintf(f, "# method %s\n", meth);
         if (which == DEC_LATENCY) {
@@ -2047,7 +2068,7 @@ static void write_decode(FILE *f, const xctx *c, int which)
                         n = c->pts[i].seq_len;
                 if (!n) break;
                 prev = n;
-                const ab_point *p = dec_pick(c, meth, n);
+                const ab_point *p = dec_pick(c, meth, n, which);
                 if (!p || !ab_point_timed(p)) continue;
                 const double gbs = p->kv_bytes / (p->run_ms * 1e6);
                 const double v[] = {
@@ -2064,12 +2085,13 @@ static void write_decode(FILE *f, const xctx *c, int which)
         }
         for (size_t i = 0; i < c->n; i++) {
             const ab_point *p = &c->pts[i];
-            if (!dec_ok(p) || strncmp(p->method, meth, 32) || p->seq_len != maxn) continue;
+            if (!dec_use(p, which) || strncmp(p->method, meth, 32)) continue;
+            if (which == DEC_LAYERS && p->seq_len != maxn) continue;
             if (which == DEC_SPEEDUP) {
                 double sp, lo, hi;
                 if (!ab_point_timed(p)) continue;
                 ab_point_paired_speedup(p, &sp, &lo, &hi);
-                const double v[] = { p->kv_bytes / p->cache_bytes, sp, lo, hi, maxn, p->achieved_density };
+                const double v[] = { p->kv_bytes / p->cache_bytes, sp, lo, hi, p->seq_len, p->achieved_density };
                 put_nums(f, v, 6);
                 fprintf(f, "%s\t%zu\t", meth, m + 1);
                 put_num(f, p->select_ms / p->total_ms);
@@ -2088,7 +2110,7 @@ static void write_decode(FILE *f, const xctx *c, int which)
                 fprintf(f, "%s\t%zu\t", meth, m + 1);
                 put_num(f, p->recall_mass);
                 fprintf(f, "\t%d\n", (int)p->acc_trials);
-            } else if (p == dec_pick(c, meth, maxn) && p->layer_recall[0]) {
+            } else if (which == DEC_LAYERS && p == dec_pick(c, meth, maxn, which)) {
                 const char *q = p->layer_recall;
                 for (int layer = 0; *q; layer++) {
                     char *end;

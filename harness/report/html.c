@@ -419,13 +419,15 @@ static const fig FIGS[] = {
     { "decode_speedup", "Decode: speedup vs fraction of the cache read",
       "Speedup over dense decode (the paired ratio, select() included) vs the fraction of the "
       "K and V cache the attention reads per step (per KV head, the union of the keys its "
-      "query heads keep), at each method's largest N. The dotted line is the bandwidth ideal, "
-      "1 / fraction read: a method on it is limited by memory alone.",
+      "query heads keep), every timed point (all cache lengths and stacks). The dotted line "
+      "is the bandwidth ideal, 1 / fraction read: a method on it is limited by memory alone. "
+      "Under GQA a method that selects per query head reads the union of its group's keys, "
+      "so its fraction read exceeds its density.",
       1 },
     { "decode_accuracy", "Decode: accuracy vs budget",
       "Task accuracy at the decode queries (the query that must retrieve the needle or "
-      "passkey is a decode step's query) vs the share of the cache kept, at each method's "
-      "largest N; Wilson 95% intervals; grey dashed: dense decode on the same problems.",
+      "passkey is a decode step's query) vs the share of the cache kept, every point with "
+      "answers; Wilson 95% intervals; grey crosses: dense decode on the same problems.",
       1 },
     { "decode_layers", "Decode: recall per layer",
       "On a layer stack (<code>[sweep] layers</code>, Q and K correlated across layers by "

@@ -77,7 +77,7 @@ typedef struct ab_point {
     double kv_bytes;        /* decode: K and V bytes the attention read per step, mean over steps
                            * (per KV head, the union of its query heads' kept keys) */
     double cache_bytes;     /* decode: bytes of the whole K and V cache, mean over steps */
-    char layer_recall[128]; /* decode, layers > 1: mass recall per layer, "r0,r1,..." */
+    char layer_recall[512]; /* decode, layers > 1: mass recall per layer, "r0,r1,..." (64 layers) */
     char timing[48];        /* flags: "" (clean), or a comma list of interference,
                             * unpaired, untimed (scored only), rounds_disagree, cores_shared */
     /* raw per-sample timings (stored under /samples/KEY): per call of the
