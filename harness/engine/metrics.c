@@ -87,6 +87,18 @@ static void select_topk(double *v, int32_t *ix, int n, int k)
     }
 }
 
+/* The per-(head, row) arrays of r (heads, n_rows, d, topk set): 0, or -1
+ * when the allocator is out of room. */
+static int refset_arrays(ab_refset *r, ab_alloc_fn alloc, void *actx)
+{
+    const size_t hr = (size_t)r->heads * r->n_rows;
+    r->out = alloc(actx, sizeof(double) * hr * r->d);
+    r->rmax = alloc(actx, sizeof(double) * hr);
+    r->rsum = alloc(actx, sizeof(double) * hr);
+    r->topk_idx = alloc(actx, sizeof(int32_t) * hr * (size_t)r->topk);
+    return r->out && r->rmax && r->rsum && r->topk_idx ? 0 : -1;
+}
+
 int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_rows, int topk,
                     ab_alloc_fn alloc, void *actx)
 {
@@ -97,11 +109,7 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
     r->n_rows = n_rows;
     r->topk = topk < N ? topk : N;
     r->rows = alloc(actx, sizeof(int) * (size_t)n_rows);
-    r->out = alloc(actx, sizeof(double) * (size_t)H * n_rows * d);
-    r->rmax = alloc(actx, sizeof(double) * (size_t)H * n_rows);
-    r->rsum = alloc(actx, sizeof(double) * (size_t)H * n_rows);
-    r->topk_idx = alloc(actx, sizeof(int32_t) * (size_t)H * n_rows * (size_t)r->topk);
-    if (!r->rows || !r->out || !r->rmax || !r->rsum || !r->topk_idx) return AB_ENOMEM;
+    if (!r->rows || refset_arrays(r, alloc, actx)) return AB_ENOMEM;
     memcpy(r->rows, rows, sizeof(int) * (size_t)n_rows);
     int rc = AB_OK;
     for (int h = 0; h < H && rc == AB_OK; h++)
@@ -156,11 +164,7 @@ int ab_refset_build_decode(ab_refset *r, const ab_decode *dp, int n, int steps, 
     r->n_rows = steps;
     r->topk = topk < n + 1 ? topk : n + 1;
     r->rows = alloc(actx, sizeof(int) * (size_t)steps);
-    r->out = alloc(actx, sizeof(double) * (size_t)H * steps * d);
-    r->rmax = alloc(actx, sizeof(double) * (size_t)H * steps);
-    r->rsum = alloc(actx, sizeof(double) * (size_t)H * steps);
-    r->topk_idx = alloc(actx, sizeof(int32_t) * (size_t)H * steps * (size_t)r->topk);
-    if (!r->rows || !r->out || !r->rmax || !r->rsum || !r->topk_idx) return AB_ENOMEM;
+    if (!r->rows || refset_arrays(r, alloc, actx)) return AB_ENOMEM;
     for (int s = 0; s < steps; s++) r->rows[s] = n + s;
     int err = 0;
 #pragma omp parallel

@@ -2091,7 +2091,9 @@ static void write_decode(FILE *f, const xctx *c, int which)
                 double sp, lo, hi;
                 if (!ab_point_timed(p)) continue;
                 ab_point_paired_speedup(p, &sp, &lo, &hi);
-                const double v[] = { p->kv_bytes / p->cache_bytes, sp, lo, hi, p->seq_len, p->achieved_density };
+                const double v[] = {
+                    p->kv_bytes / p->cache_bytes, sp, lo, hi, p->seq_len, p->achieved_density
+                };
                 put_nums(f, v, 6);
                 fprintf(f, "%s\t%zu\t", meth, m + 1);
                 put_num(f, p->select_ms / p->total_ms);
