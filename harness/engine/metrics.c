@@ -87,6 +87,15 @@ static void select_topk(double *v, int32_t *ix, int n, int k)
     }
 }
 
+/* The top r->topk of nk candidate keys (logits lg, indices ix, reordered)
+ * into dst[0, r->topk), -1 where there are fewer. */
+static void store_topk(const ab_refset *r, double *lg, int32_t *ix, int nk, int32_t *dst)
+{
+    const int kk = r->topk < nk ? r->topk : nk;
+    select_topk(lg, ix, nk, kk);
+    for (int c = 0; c < r->topk; c++) dst[c] = c < kk ? ix[c] : -1;
+}
+
 /* The per-(head, row) arrays of r (heads, n_rows, d, topk set): 0, or -1
  * when the allocator is out of room. */
 static int refset_arrays(ab_refset *r, ab_alloc_fn alloc, void *actx)
@@ -143,10 +152,7 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
                     lg[nk] = s * pb->s.scale;
                     ix[nk++] = j;
                 }
-                int kk = r->topk < nk ? r->topk : nk;
-                select_topk(lg, ix, nk, kk);
-                int32_t *dst = r->topk_idx + ((size_t)h * n_rows + t) * (size_t)r->topk;
-                for (int c = 0; c < r->topk; c++) dst[c] = c < kk ? ix[c] : -1;
+                store_topk(r, lg, ix, nk, r->topk_idx + ((size_t)h * n_rows + t) * (size_t)r->topk);
             }
         free(lg);
         free(ix);
@@ -192,10 +198,7 @@ int ab_refset_build_decode(ab_refset *r, const ab_decode *dp, int n, int steps, 
                     lg[j] = x * dp->scale;
                     ix[j] = j;
                 }
-                const int kk = r->topk < v.len ? r->topk : v.len;
-                select_topk(lg, ix, v.len, kk);
-                int32_t *dst = r->topk_idx + o * (size_t)r->topk;
-                for (int c = 0; c < r->topk; c++) dst[c] = c < kk ? ix[c] : -1;
+                store_topk(r, lg, ix, v.len, r->topk_idx + o * (size_t)r->topk);
             }
         free(lg);
         free(ix);
