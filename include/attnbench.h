@@ -406,6 +406,13 @@ typedef struct ab_answer {
     int head_dim;
     float *codebook;     /* [n_codes][head_dim] */
     double decode_floor; /* winning projection must be >= floor * |code|^2 */
+    /* Mass answers (answer-bearing traces, docs/traces.md): when span_hi >
+     * span_lo, query (head, row) is right when the keys the method keeps
+     * hold at least mass_share of the exact attention mass the row puts on
+     * keys [span_lo, span_hi) (the needle's tokens). code, key_pos and the
+     * codebook are unused (NULL). Zero in every other answer. */
+    int span_lo, span_hi;
+    double mass_share;
 } ab_answer;
 
 #define AB_TASK_MAX_STRINGS 4

@@ -55,7 +55,7 @@ int ab_answer_score(const ab_answer *a, const float *out, int seq_len, int *n_co
     if (!a || !n_correct || !n_total) return AB_EINVAL;
     *n_correct = 0;
     *n_total = 0;
-    if (a->n <= 0) return AB_OK;
+    if (a->n <= 0 || a->span_hi > a->span_lo) return AB_OK; /* mass answers need the layout (metrics.c) */
     if (!out || !a->head || !a->row || !a->code || !a->codebook || a->head_dim <= 0 || a->n_codes <= 0 ||
         seq_len <= 0)
         return AB_EINVAL;

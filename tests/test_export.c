@@ -316,7 +316,7 @@ Test(export, points_tsv_equals_file)
     while ((line = strtok_r(NULL, "\n", &save))) {
         char *f[80];
         int nf = split_tabs(line, f, 80);
-        cr_assert_eq(nf, 73, "row %zu has %d fields", rows, nf);
+        cr_assert_eq(nf, 75, "row %zu has %d fields", rows, nf);
         const ab_point *p = NULL;
         for (size_t i = 0; i < n && !p; i++)
             if (strcmp(pts[i].key, f[0]) == 0) p = &pts[i];
@@ -726,7 +726,7 @@ Test(export, points_tsv_equals_hdf5)
     size_t rows = 0;
     for (char *line; (line = strtok_r(NULL, "\n", &save)); rows++) {
         char *fl[80];
-        cr_assert_eq(split_tabs(line, fl, 80), 73);
+        cr_assert_eq(split_tabs(line, fl, 80), 75);
         const row *x = NULL;
         for (size_t i = 0; i < n && !x; i++)
             if (strcmp(r[i].key, fl[0]) == 0) x = &r[i];
@@ -1435,9 +1435,9 @@ Test(export, untimed_points_never_timed)
     t = data_of(&fx, "points.tsv");
     cr_assert(strstr(t, "\tload1\ttiming\tpoint_s\tfma_gflops\tshared_pct\tblock_q\tblock_k\tselect_"
                         "flops\tselect_bytes\tfamily\tphase\tkv_heads\tbatch\tsteps\tlayers\tlayer_corr\t"
-                        "prepare_ms\tkv_bytes\tcache_bytes\tlayer_recall\n"),
+                        "prepare_ms\tkv_bytes\tcache_bytes\tlayer_recall\ttparams\thead_recall\n"),
               "header ends with the timing flags, cost, clock, shared-core drops, blocks, selection work, "
-              "the phase axis");
+              "the phase axis, the task parameters and per-head recall");
     cr_assert(strstr(t, "\tuntimed\t") && strstr(t, "\tinterference\t"), "%s", t);
     free(t);
     t = data_of(&fx, "meta.txt");

@@ -168,3 +168,37 @@ static void replay_run_args(const char *path)
 }
 
 Test(fuzz_regressions, run_args_inputs) { cr_expect_gt(each_input("run_args", replay_run_args), 0); }
+
+/* trace/: structured trace files (fuzz/trace_case.h), replayed together
+ * with the target's seed corpus fuzz/corpus/trace. */
+#include "fuzz/trace_case.h"
+
+static int trace_replays;
+static void replay_trace(const char *path)
+{
+    size_t n;
+    unsigned char *b = load(path, &n);
+    char h5[300], why[800] = "";
+    snprintf(h5, sizeof h5, "%s/t.h5", g_dir);
+    cr_expect_eq(fuzz_trace_case(b, n, h5, why, sizeof why), 0, "%s: %s", path, why);
+    trace_replays++;
+    free(b);
+}
+
+Test(fuzz_regressions, trace_inputs)
+{
+    const char *dirs[2] = { REG_DIR "/trace", "fuzz/corpus/trace" };
+    for (int i = 0; i < 2; i++) {
+        DIR *d = opendir(dirs[i]);
+        if (!d) continue; /* no regressions yet */
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char p[600];
+            snprintf(p, sizeof p, "%s/%s", dirs[i], e->d_name);
+            replay_trace(p);
+        }
+        closedir(d);
+    }
+    cr_expect_gt(trace_replays, 0, "no trace inputs (run from the repository root)");
+}

@@ -1,4 +1,4 @@
-/* trace.c — HDF5 reader of attnbench trace files (docs/spec/TASKS.md §6), used by the
+/* trace.c — HDF5 reader of attnbench trace files (docs/traces.md), used by the
  * `trace` task: real Q, K, V of one layer (e.g. captured from a model with
  * scripts/make_trace.py), validated and loaded as float32.
  *
@@ -10,6 +10,7 @@
 #include <hdf5.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,10 +112,19 @@ static int probe_ds(hid_t g, const char *path, int layer, const char *name, hsiz
     int rc = AB_OK;
     if (t < 0 || sp < 0) {
         rc = fail(err, errlen, "trace %s: /layer_%d/%s: unreadable type or shape", path, layer, name);
+    } else if (H5Tget_class(t) == H5T_INTEGER) {
+        /* bfloat16: raw 16-bit patterns, tagged by the dataset's dtype attribute */
+        char tag[32];
+        if (H5Tget_size(t) != 2 || read_str_attr(ds, "dtype", tag, sizeof tag) || strcmp(tag, "bfloat16"))
+            rc = fail(err, errlen,
+                      "trace %s: /layer_%d/%s: integer dataset without dtype = \"bfloat16\" "
+                      "(want float32, float16 or bfloat16 bits)",
+                      path, layer, name);
+        *elem = AB_TRACE_BF16;
     } else if (H5Tget_class(t) != H5T_FLOAT) {
         rc = fail(err, errlen,
                   "trace %s: /layer_%d/%s: dtype is not floating point "
-                  "(want float32 or float16)",
+                  "(want float32, float16 or bfloat16)",
                   path, layer, name);
     } else {
         size_t sz = H5Tget_size(t);
@@ -133,21 +143,21 @@ static int probe_ds(hid_t g, const char *path, int layer, const char *name, hsiz
                       path, layer, name, 8 * sz);
         }
         *elem = (int)sz;
-        if (rc == AB_OK) {
-            int rank = H5Sget_simple_extent_ndims(sp);
-            if (rank != 3) {
-                rc = fail(err, errlen,
-                          "trace %s: /layer_%d/%s: rank %d, want 3 "
-                          "([heads, N, d])",
-                          path, layer, name, rank);
-            } else {
-                H5Sget_simple_extent_dims(sp, dims, NULL);
-                if (dims[0] == 0 || dims[1] == 0 || dims[2] == 0 || dims[0] > 1u << 20 ||
-                    dims[1] > 1u << 30 || dims[2] > 1u << 16)
-                    rc = fail(err, errlen, "trace %s: /layer_%d/%s: bad shape [%llu, %llu, %llu]", path,
-                              layer, name, (unsigned long long)dims[0], (unsigned long long)dims[1],
-                              (unsigned long long)dims[2]);
-            }
+    }
+    if (rc == AB_OK) {
+        int rank = H5Sget_simple_extent_ndims(sp);
+        if (rank != 3) {
+            rc = fail(err, errlen,
+                      "trace %s: /layer_%d/%s: rank %d, want 3 "
+                      "([heads, N, d])",
+                      path, layer, name, rank);
+        } else {
+            H5Sget_simple_extent_dims(sp, dims, NULL);
+            if (dims[0] == 0 || dims[1] == 0 || dims[2] == 0 || dims[0] > 1u << 20 || dims[1] > 1u << 30 ||
+                dims[2] > 1u << 16)
+                rc = fail(err, errlen, "trace %s: /layer_%d/%s: bad shape [%llu, %llu, %llu]", path, layer,
+                          name, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                          (unsigned long long)dims[2]);
         }
     }
     if (t >= 0) H5Tclose(t);
@@ -176,9 +186,9 @@ static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *e
                     path);
     }
     double ver = 1;
-    if (!read_num_attr(f, "version", &ver) && ver != 1) {
+    if (!read_num_attr(f, "version", &ver) && ver != 1 && ver != 2) {
         H5Fclose(f);
-        return fail(err, errlen, "trace %s: format version %g, this reader knows 1", path, ver);
+        return fail(err, errlen, "trace %s: format version %g, this reader knows 1 and 2", path, ver);
     }
     char gname[32];
     snprintf(gname, sizeof gname, "layer_%d", layer);
@@ -195,6 +205,37 @@ static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *e
     *fo = f;
     *go = g;
     return AB_OK;
+}
+
+/* The query-head -> K/V-head map of a layer: /layer_L/kv_map (int [H], each
+ * in [0, Hkv)) when present, else head h reads K/V head h / (H / Hkv). */
+static int read_kv_map(hid_t g, const char *path, int layer, int H, int Hkv, int *map, char *err,
+                       size_t errlen)
+{
+    if (H5Lexists(g, "kv_map", H5P_DEFAULT) <= 0) {
+        for (int h = 0; h < H; h++) map[h] = h / (H / Hkv);
+        return AB_OK;
+    }
+    hid_t ds = H5Dopen2(g, "kv_map", H5P_DEFAULT);
+    if (ds < 0) return fail(err, errlen, "trace %s: /layer_%d/kv_map is not a dataset", path, layer);
+    hid_t sp = H5Dget_space(ds), t = H5Dget_type(ds);
+    hsize_t n = 0;
+    int rc = AB_OK;
+    if (sp < 0 || t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_ndims(sp) != 1)
+        rc = fail(err, errlen, "trace %s: /layer_%d/kv_map: want a 1-D integer dataset [%d]", path, layer, H);
+    else if (H5Sget_simple_extent_dims(sp, &n, NULL), n != (hsize_t)H)
+        rc = fail(err, errlen, "trace %s: /layer_%d/kv_map has %llu entries, want one per query head (%d)",
+                  path, layer, (unsigned long long)n, H);
+    else if (H5Dread(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, map) < 0)
+        rc = fail(err, errlen, "trace %s: reading /layer_%d/kv_map failed", path, layer);
+    for (int h = 0; rc == AB_OK && h < H; h++)
+        if (map[h] < 0 || map[h] >= Hkv)
+            rc = fail(err, errlen, "trace %s: /layer_%d/kv_map[%d] = %d is not a K/V head (there are %d)",
+                      path, layer, h, map[h], Hkv);
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(ds);
+    return rc;
 }
 
 /* Structure and request checks with an open group. */
@@ -221,11 +262,19 @@ static int check_open(hid_t g, const char *path, int layer, const ab_shape *s, a
         return fail(err, errlen, "trace %s: /layer_%d/k has %llu heads but /layer_%d/v has %llu", path, layer,
                     (unsigned long long)dims[1][0], layer, (unsigned long long)dims[2][0]);
     const unsigned long long Hkv = dims[1][0];
-    if (H % Hkv)
+    const int has_map = H5Lexists(g, "kv_map", H5P_DEFAULT) > 0;
+    if (!has_map && H % Hkv)
         return fail(err, errlen,
                     "trace %s: /layer_%d/k has %llu heads, which does not divide "
-                    "the %llu query heads of /layer_%d/q",
-                    path, layer, Hkv, H, layer);
+                    "the %llu query heads of /layer_%d/q (and there is no /layer_%d/kv_map)",
+                    path, layer, Hkv, H, layer, layer);
+    if (has_map) {
+        int *map = malloc(sizeof(int) * (size_t)H); /* [H] */
+        if (!map) return fail(err, errlen, "trace %s: out of memory", path);
+        int rc = read_kv_map(g, path, layer, (int)H, (int)Hkv, map, err, errlen);
+        free(map);
+        if (rc != AB_OK) return rc;
+    }
     if (elem[0] != elem[1] || elem[0] != elem[2])
         return fail(err, errlen, "trace %s: /layer_%d: q, k, v have different dtypes", path, layer);
     if (s) {
@@ -248,7 +297,9 @@ static int check_open(hid_t g, const char *path, int layer, const ab_shape *s, a
         info->kv_heads = (int)Hkv;
         info->n = (int)N;
         info->d = (int)d;
-        info->elem_bytes = elem[0];
+        info->elem_bytes = elem[0] == AB_TRACE_BF16 ? 2 : elem[0];
+        info->bf16 = elem[0] == AB_TRACE_BF16;
+        info->has_kv_map = has_map;
         double x;
         info->causal = read_num_attr(g, "causal", &x) ? -1 : (int)x;
         info->rope_applied = read_num_attr(g, "rope_applied", &x) ? -1 : (int)x;
@@ -297,6 +348,21 @@ static int read_slice(hid_t g, const char *path, int layer, const char *name, in
     if (elem == 4) {
         if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0)
             rc = fail(err, errlen, "trace %s: reading /layer_%d/%s failed", path, layer, name);
+    } else if (elem == AB_TRACE_BF16) {
+        /* bfloat16 bits: the top half of a float32 */
+        unsigned short *hb = malloc(cnt * sizeof *hb); /* [cnt] */
+        if (!hb) {
+            rc = AB_ENOMEM;
+            fail(err, errlen, "trace %s: out of memory reading /layer_%d/%s", path, layer, name);
+        } else if (H5Dread(ds, H5T_NATIVE_USHORT, ms, fs, H5P_DEFAULT, hb) < 0) {
+            rc = fail(err, errlen, "trace %s: reading /layer_%d/%s failed", path, layer, name);
+        } else {
+            for (size_t i = 0; i < cnt; i++) {
+                uint32_t u = (uint32_t)hb[i] << 16;
+                memcpy(&out[i], &u, sizeof u);
+            }
+        }
+        free(hb);
     } else {
         /* float16: read the raw halves in native byte order, convert here */
         unsigned short *hb = malloc(cnt * sizeof *hb); /* [cnt] */
@@ -348,10 +414,18 @@ int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q, floa
     rc = check_open(g, path, layer, s, &info, err, errlen);
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
     float *kt = NULL, *vt = NULL;
-    if (rc == AB_OK) rc = read_slice(g, path, layer, "q", info.elem_bytes, H, N, d, q, err, errlen);
+    int *map = NULL;
+    const int ecode = info.bf16 ? AB_TRACE_BF16 : info.elem_bytes;
+    if (rc == AB_OK) rc = read_slice(g, path, layer, "q", ecode, H, N, d, q, err, errlen);
     if (rc == AB_OK) {
-        const int grp = info.heads / info.kv_heads;
-        const int hk = (H + grp - 1) / grp; /* kv heads the first H heads use */
+        map = malloc(sizeof(int) * (size_t)info.heads); /* [heads in the file] */
+        rc = map ? read_kv_map(g, path, layer, info.heads, info.kv_heads, map, err, errlen)
+                 : fail(err, errlen, "trace %s: out of memory", path);
+    }
+    if (rc == AB_OK) {
+        int hk = 0; /* kv heads the first H heads use: [0, hk) */
+        for (int h = 0; h < H; h++)
+            if (map[h] + 1 > hk) hk = map[h] + 1;
         const size_t per = (size_t)N * d;
         kt = malloc((size_t)hk * per * sizeof(float)); /* (hk, N, d) */
         vt = malloc((size_t)hk * per * sizeof(float)); /* (hk, N, d) */
@@ -359,12 +433,12 @@ int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q, floa
             rc = AB_ENOMEM;
             fail(err, errlen, "trace %s: out of memory", path);
         }
-        if (rc == AB_OK) rc = read_slice(g, path, layer, "k", info.elem_bytes, hk, N, d, kt, err, errlen);
-        if (rc == AB_OK) rc = read_slice(g, path, layer, "v", info.elem_bytes, hk, N, d, vt, err, errlen);
+        if (rc == AB_OK) rc = read_slice(g, path, layer, "k", ecode, hk, N, d, kt, err, errlen);
+        if (rc == AB_OK) rc = read_slice(g, path, layer, "v", ecode, hk, N, d, vt, err, errlen);
         if (rc == AB_OK) {
             for (int h = 0; h < H; h++) {
-                memcpy(k + (size_t)h * per, kt + (size_t)(h / grp) * per, per * sizeof(float));
-                memcpy(v + (size_t)h * per, vt + (size_t)(h / grp) * per, per * sizeof(float));
+                memcpy(k + (size_t)h * per, kt + (size_t)map[h] * per, per * sizeof(float));
+                memcpy(v + (size_t)h * per, vt + (size_t)map[h] * per, per * sizeof(float));
             }
             /* the model's logit scale, with the harness's 1/sqrt(d) applied on top */
             const double f_scale = info.scale / (double)s->scale;
@@ -374,8 +448,103 @@ int ab_trace_load(const char *path, int layer, const ab_shape *s, float *q, floa
     }
     free(kt);
     free(vt);
+    free(map);
     H5Gclose(g);
     H5Fclose(f);
+    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    return rc;
+}
+
+static herr_t collect_layer(hid_t g, const char *name, const H5L_info_t *li, void *op)
+{
+    (void)g;
+    (void)li;
+    ab_trace_meta *m = op;
+    int L, used = 0;
+    if (sscanf(name, "layer_%d%n", &L, &used) == 1 && name[used] == 0 && L >= 0 &&
+        m->n_layers < AB_TRACE_MAX_LAYERS)
+        m->layers[m->n_layers++] = L;
+    return 0;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+
+static int int_attr(hid_t f, const char *name)
+{
+    double x;
+    return read_num_attr(f, name, &x) || !(x >= 0 && x < 2147483647.0) ? -1 : (int)x;
+}
+
+int ab_trace_meta_read(const char *path, ab_trace_meta *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    H5E_auto2_t efn;
+    void *edata;
+    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = -1, g = -1;
+    /* open_layer validates the root; layer -1 never exists, so open the file alone */
+    int rc = AB_OK;
+    if (!path || !path[0])
+        rc = fail(err, errlen, "trace: no file given");
+    else if (access(path, R_OK) != 0)
+        rc = fail(err, errlen, "trace %s: cannot read: %s", path, strerror(errno));
+    else if (H5Fis_hdf5(path) <= 0)
+        rc = fail(err, errlen, "trace %s: not an HDF5 file", path);
+    else if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
+        rc = fail(err, errlen, "trace %s: HDF5 cannot open it", path);
+    char fmt[64] = "";
+    if (rc == AB_OK && (read_str_attr(f, "format", fmt, sizeof fmt) || strcmp(fmt, "attnbench-trace")))
+        rc = fail(err, errlen,
+                  "trace %s: not an attnbench trace (root attribute format = \"attnbench-trace\" missing)",
+                  path);
+    double ver = 1;
+    if (rc == AB_OK && !read_num_attr(f, "version", &ver) && ver != 1 && ver != 2)
+        rc = fail(err, errlen, "trace %s: format version %g, this reader knows 1 and 2", path, ver);
+    if (rc == AB_OK) {
+        m->version = (int)ver;
+        read_str_attr(f, "source", m->source, sizeof m->source);
+        read_str_attr(f, "model_type", m->model_type, sizeof m->model_type);
+        read_str_attr(f, "dtype", m->dtype, sizeof m->dtype);
+        read_str_attr(f, "passkey", m->passkey, sizeof m->passkey);
+        read_str_attr(f, "config_sha256", m->config_sha256, sizeof m->config_sha256);
+        read_str_attr(f, "prompt_sha256", m->prompt_sha256, sizeof m->prompt_sha256);
+        m->synthetic = int_attr(f, "synthetic");
+        m->n_tokens = int_attr(f, "n_tokens");
+        if (m->n_tokens < 0 && H5Lexists(f, "tokens", H5P_DEFAULT) > 0 &&
+            (g = H5Dopen2(f, "tokens", H5P_DEFAULT)) >= 0) {
+            hid_t sp = H5Dget_space(g);
+            hsize_t n = 0;
+            if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1) {
+                H5Sget_simple_extent_dims(sp, &n, NULL);
+                m->n_tokens = (long long)n;
+            }
+            if (sp >= 0) H5Sclose(sp);
+            H5Dclose(g);
+        }
+        m->needle_start = int_attr(f, "needle_start");
+        m->needle_end = int_attr(f, "needle_end");
+        m->question_start = int_attr(f, "question_start");
+        m->question_end = int_attr(f, "question_end");
+        const int any =
+            m->needle_start >= 0 || m->needle_end >= 0 || m->question_start >= 0 || m->question_end >= 0;
+        if (any &&
+            !(m->needle_start >= 0 && m->needle_start < m->needle_end && m->needle_end <= m->question_start &&
+              m->question_start < m->question_end && (m->n_tokens < 0 || m->question_end <= m->n_tokens)))
+            rc = fail(err, errlen,
+                      "trace %s: answer span attributes inconsistent: needle [%d, %d), question [%d, %d), "
+                      "n_tokens %lld (want 0 <= needle_start < needle_end <= question_start < "
+                      "question_end <= n_tokens, all four set)",
+                      path, m->needle_start, m->needle_end, m->question_start, m->question_end, m->n_tokens);
+        hsize_t idx = 0;
+        if (rc == AB_OK) H5Literate(f, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, collect_layer, m);
+        qsort(m->layers, (size_t)m->n_layers, sizeof(int), cmp_int);
+        if (rc == AB_OK && m->n_layers == 0) rc = fail(err, errlen, "trace %s: no /layer_<L> groups", path);
+    }
+    if (f >= 0) H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
     return rc;
 }

@@ -21,7 +21,9 @@ static void usage(FILE *f)
         "  compare A.h5 B.h5             latency and speedup ratios B/A per point, with intervals\n"
         "  plot OUT.h5 -d DIR            all figures (PNG + SVG) via gnuplot\n"
         "  check [--methods a,b]         every method vs the fp64 reference on its own layout\n"
-        "  mask METHOD -o FILE.png       draw a method's layout (--gallery: every method)\n\n"
+        "  mask METHOD -o FILE.png       draw a method's layout (--gallery: every method)\n"
+        "  trace-info T.h5               what a trace file holds, validated (docs/traces.md)\n"
+        "  trace-run T.h5 --layer L -o F one method's output on a trace layer (raw float32)\n\n"
         "Exit codes: 0 success, 1 some points failed (still recorded), 2 usage or config error.\n");
 }
 
@@ -117,6 +119,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check")) return ab_cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "mask")) return ab_cmd_mask(argc - 1, argv + 1);
     if (!strcmp(cmd, "compare")) return ab_cmd_compare(argc - 1, argv + 1);
+    if (!strcmp(cmd, "trace-info")) return ab_cmd_trace_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "trace-run")) return ab_cmd_trace_run(argc - 1, argv + 1);
     ab_errorf("unknown command '%s' (see: attnbench --help)", cmd);
     return 2;
 }

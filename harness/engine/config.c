@@ -725,7 +725,6 @@ static int sec_plugin(parse_ctx *p, const char *section, const char *name, const
     snprintf(o->param, sizeof o->param, "%s", name);
     o->line = p->line;
     if (parse_num_list(value, o->v, AB_CFG_LIST, &o->n, why, wl)) return -1;
-    if (!is_m && o->n != 1) FAIL("task parameters take one value");
     for (int i = 0; i < o->n; i++) {
         double v = o->v[i];
         if (list[idx].is_int && v != floor(v)) FAIL("'%g' is not an integer", v);
@@ -798,6 +797,32 @@ static int handler(void *user, const char *section, const char *name, const char
 #undef FAIL
 
 int ab_config_ngrids(const ab_config *c) { return 1 + c->n_blocks; }
+
+int ab_config_task_variants(const ab_config *c, const ab_task *t)
+{
+    int nv = 1;
+    for (int i = 0; i < c->n_to; i++)
+        if (!c->to[i].is_str && !strcmp(c->to[i].plugin, t->name) && c->to[i].n > 1) nv *= c->to[i].n;
+    return nv;
+}
+
+void ab_config_task_params(const ab_config *c, const ab_task *t, int v, ab_params *p, const char **str)
+{
+    ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, p);
+    if (str)
+        for (int k = 0; k < AB_TASK_MAX_STRINGS; k++) str[k] = NULL;
+    for (int i = 0; i < c->n_to; i++) {
+        const ab_override *o = &c->to[i];
+        if (strcmp(o->plugin, t->name)) continue;
+        if (o->is_str) {
+            for (int k = 0; str && k < AB_TASK_MAX_STRINGS && t->string_params[k]; k++)
+                if (!strcmp(t->string_params[k], o->param)) str[k] = o->str;
+        } else if (o->n > 0) {
+            ab_params_set(t->params, AB_TASK_MAX_PARAMS, p, o->param, o->v[v % o->n]);
+            if (o->n > 1) v /= o->n;
+        }
+    }
+}
 
 void ab_config_grid(const ab_config *c, int g, ab_grid *o)
 {
@@ -1041,53 +1066,47 @@ static int check_tasks(const ab_config *c, char *err, size_t errlen)
             const ab_task *t = ab_task_find(ax.tasks[ti]);
             if (!t || !t->check) continue;
             ab_params p;
-            ab_params_defaults(t->params, AB_TASK_MAX_PARAMS, &p);
             const char *str[AB_TASK_MAX_STRINGS] = { 0 };
             int line = 0;
-            for (int i = 0; i < c->n_to; i++) {
-                const ab_override *o = &c->to[i];
-                if (strcmp(o->plugin, t->name)) continue;
-                if (!line) line = o->line;
-                if (o->is_str) {
-                    for (int k = 0; k < AB_TASK_MAX_STRINGS && t->string_params[k]; k++)
-                        if (!strcmp(t->string_params[k], o->param)) str[k] = o->str;
-                } else {
-                    ab_params_set(t->params, AB_TASK_MAX_PARAMS, &p, o->param, o->v[0]);
-                }
-            }
-            for (int a = 0; a < ax.n_lens; a++)
-                for (int f = 0; f < ax.n_masks; f++) {
-                    ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
-                    char why[400] = "";
-                    if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)ax.seeds[0], why,
-                                     sizeof why) != AB_OK) {
-                        ab_mask_free(&mk);
-                        snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where,
-                                 ax.masks[f], ax.seq_lens[a], why);
-                        return -1;
-                    }
-                    for (int b = 0; b < ax.n_heads; b++)
-                        for (int e = 0; e < ax.n_dims; e++) {
-                            ab_task_input in = { .p = &p,
-                                                 .str = str,
-                                                 .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e],
-                                                        mk.def->causal, 0, &mk },
-                                                 .seed = (uint64_t)ax.seeds[0],
-                                                 .depth = 0 };
-                            in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
-                            if (ab_task_check(t, &in, why, sizeof why) != AB_OK) {
-                                if (line)
-                                    snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name,
-                                             why[0] ? why : "invalid input");
-                                else
-                                    snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name,
-                                             why[0] ? why : "invalid input");
-                                ab_mask_free(&mk);
-                                return -1;
-                            }
+            for (int i = 0; i < c->n_to && !line; i++)
+                if (!strcmp(c->to[i].plugin, t->name)) line = c->to[i].line;
+            const int nv = ab_config_task_variants(c, t);
+            for (int var = 0; var < nv; var++) {
+                ab_config_task_params(c, t, var, &p, str);
+                for (int a = 0; a < ax.n_lens; a++)
+                    for (int f = 0; f < ax.n_masks; f++) {
+                        ab_mask mk; /* bound as the sweep binds it (seeds[0]; checked by check_masks) */
+                        char why[400] = "";
+                        if (ab_mask_make(&mk, ax.masks[f], ax.seq_lens[a], (uint64_t)ax.seeds[0], why,
+                                         sizeof why) != AB_OK) {
+                            ab_mask_free(&mk);
+                            snprintf(err, errlen, "%s: %s: mask '%s' at N = %d: %s", c->path, ax.masks_where,
+                                     ax.masks[f], ax.seq_lens[a], why);
+                            return -1;
                         }
-                    ab_mask_free(&mk);
-                }
+                        for (int b = 0; b < ax.n_heads; b++)
+                            for (int e = 0; e < ax.n_dims; e++) {
+                                ab_task_input in = { .p = &p,
+                                                     .str = str,
+                                                     .s = { ax.heads[b], ax.seq_lens[a], ax.head_dims[e],
+                                                            mk.def->causal, 0, &mk },
+                                                     .seed = (uint64_t)ax.seeds[0],
+                                                     .depth = 0 };
+                                in.s.scale = 1.0f / sqrtf((float)in.s.head_dim);
+                                if (ab_task_check(t, &in, why, sizeof why) != AB_OK) {
+                                    if (line)
+                                        snprintf(err, errlen, "%s:%d: [task.%s]: %s", c->path, line, t->name,
+                                                 why[0] ? why : "invalid input");
+                                    else
+                                        snprintf(err, errlen, "%s: [task.%s]: %s", c->path, t->name,
+                                                 why[0] ? why : "invalid input");
+                                    ab_mask_free(&mk);
+                                    return -1;
+                                }
+                            }
+                        ab_mask_free(&mk);
+                    }
+            }
         }
     }
     return 0;

@@ -163,6 +163,13 @@ typedef struct ab_config {
 
 /* Grids of the sweep: [sweep] and each [sweep.NAME] block. */
 int ab_config_ngrids(const ab_config *c);
+/* A task's parameter lists: a list-valued numeric parameter of [task.NAME]
+ * (e.g. the trace's `layer = 0, 8, 15`) makes the task an axis of variants,
+ * the product of the lists' lengths. ab_config_task_params fills p with the
+ * defaults and the config's values of variant v (the first parameter's
+ * list turns fastest) and str (may be NULL) with the string parameters. */
+int ab_config_task_variants(const ab_config *c, const ab_task *t);
+void ab_config_task_params(const ab_config *c, const ab_task *t, int v, ab_params *p, const char **str);
 void ab_config_grid(const ab_config *c, int g, ab_grid *out);
 /* 1 when points of this task and depth are timed, 0 when only scored. */
 int ab_config_timed(const ab_config *c, const char *task, double depth);

@@ -141,16 +141,12 @@ static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, uns
         }
 }
 
-/* The problem's task, its parameters and string parameters from the config. */
-static void base_task(const ab_config *c, const char *task, base_pt *bp)
+/* The problem's task, its parameters (variant `var` of its lists) and
+ * string parameters from the config. */
+static void base_task(const ab_config *c, const char *task, int var, base_pt *bp)
 {
     bp->task = ab_task_find(task);
-    ab_params_defaults(bp->task->params, AB_TASK_MAX_PARAMS, &bp->tparams);
-    for (int k = 0; k < bp->tparams.n; k++) {
-        const double *v;
-        if (override_values(c->to, c->n_to, bp->task->name, bp->task->params[k].name, &v) > 0)
-            bp->tparams.v[k] = v[0];
-    }
+    ab_config_task_params(c, bp->task, var, &bp->tparams, NULL);
     for (int k = 0; k < AB_TASK_MAX_STRINGS && bp->task->string_params[k]; k++)
         bp->tstr[k] = override_string(c->to, c->n_to, bp->task->name, bp->task->string_params[k]);
 }
@@ -226,10 +222,11 @@ static int hidx_get_put(hidx *x, uint64_t h, int v)
 
 static uint64_t base_hash(const base_pt *b)
 {
-    char buf[AB_MASK_SPEC + 260], tag[96];
+    char buf[AB_MASK_SPEC + 2900], tag[96], tp[2560];
     ab_base_phase_tag(b, tag, sizeof tag);
-    snprintf(buf, sizeof buf, "%s|%d|%d|%d|%s|%lld|%.17g%s", b->task->name, b->n, b->heads, b->d, b->mask,
-             (long long)b->seed, b->depth, tag);
+    ab_params_format(b->task->params, AB_TASK_MAX_PARAMS, &b->tparams, tp, sizeof tp);
+    snprintf(buf, sizeof buf, "%s|%d|%d|%d|%s|%lld|%.17g%s|%s", b->task->name, b->n, b->heads, b->d, b->mask,
+             (long long)b->seed, b->depth, tag, tp);
     return ab_fnv1a(buf);
 }
 
@@ -292,6 +289,7 @@ typedef struct grid_build {
     int all;       /* the grid's methods are `all` (not listed by name) */
     mask_memo *mc; /* base_mask's cache */
     int nmc;
+    int *vtask, *vvar; /* the task axis: grid task index and variant of each position */
 } grid_build;
 
 /* Upper bounds of the problems and jobs of every grid. */
@@ -301,8 +299,10 @@ static void grid_capacity(const ab_config *c, const ab_plan_opts *o, size_t *nb,
     for (int g = 0; g < ab_config_ngrids(c); g++) {
         ab_grid ax;
         ab_config_grid(c, g, &ax);
-        size_t nbg =
-            (size_t)ax.n_tasks * ax.n_lens * ax.n_heads * ax.n_dims * ax.n_masks * ax.n_seeds * ax.n_depths;
+        size_t nvar = 0;
+        for (int t = 0; t < ax.n_tasks; t++)
+            nvar += (size_t)ab_config_task_variants(c, ab_task_find(ax.tasks[t]));
+        size_t nbg = nvar * ax.n_lens * ax.n_heads * ax.n_dims * ax.n_masks * ax.n_seeds * ax.n_depths;
         size_t nm = o->n_methods   ? (size_t)o->n_methods
                     : ax.n_methods ? (size_t)ax.n_methods
                                    : (size_t)ab_method_count;
@@ -350,7 +350,7 @@ static int grid_problem(grid_build *gb, const ab_grid *ax, const int *ix, const 
     const ab_config *c = gb->c;
     base_pt *bp = &gb->bases[gb->nb];
     memset(bp, 0, sizeof *bp);
-    base_task(c, ax->tasks[ix[AX_TASK]], bp);
+    base_task(c, ax->tasks[gb->vtask[ix[AX_TASK]]], gb->vvar[ix[AX_TASK]], bp);
     bp->n = ax->seq_lens[ix[AX_LEN]];
     bp->heads = ax->heads[ix[AX_HEADS]];
     bp->d = ax->head_dims[ix[AX_DIM]];
@@ -389,7 +389,22 @@ static int grid_expand(grid_build *gb, const ab_plan_opts *o, int g, char *err, 
     const ab_method *ms[256];
     const int nm = grid_methods(o, &ax, ms);
     gb->all = !o->n_methods && !ax.n_methods;
-    const int n[AX_N] = { ax.n_tasks, ax.n_lens, ax.n_heads, ax.n_dims, ax.n_masks, ax.n_seeds, ax.n_depths };
+    int nvar = 0; /* the task axis: every variant of every task */
+    for (int t = 0; t < ax.n_tasks; t++) nvar += ab_config_task_variants(gb->c, ab_task_find(ax.tasks[t]));
+    free(gb->vtask);
+    free(gb->vvar);
+    gb->vtask = malloc(sizeof(int) * (size_t)(nvar + 1));
+    gb->vvar = malloc(sizeof(int) * (size_t)(nvar + 1));
+    if (!gb->vtask || !gb->vvar) {
+        snprintf(err, errlen, "out of memory building the grid");
+        return -1;
+    }
+    for (int t = 0, i = 0; t < ax.n_tasks; t++)
+        for (int v = 0; v < ab_config_task_variants(gb->c, ab_task_find(ax.tasks[t])); v++, i++) {
+            gb->vtask[i] = t;
+            gb->vvar[i] = v;
+        }
+    const int n[AX_N] = { nvar, ax.n_lens, ax.n_heads, ax.n_dims, ax.n_masks, ax.n_seeds, ax.n_depths };
     for (int a = 0; a < AX_N; a++)
         if (n[a] <= 0) return 0;
     /* the phase axis outermost (every prefill point first), then kv_heads */
@@ -447,6 +462,8 @@ fail:
     hidx_free(&gb.hb);
     hidx_free(&gb.hj);
     free(gb.mc);
+    free(gb.vtask);
+    free(gb.vvar);
     free(gb.bases);
     free(gb.jobs);
     return rc;

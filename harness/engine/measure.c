@@ -809,6 +809,10 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
     snprintf(p->device, sizeof p->device, "%s", j->device == AB_GPU ? "gpu" : "cpu");
     snprintf(p->dtype, sizeof p->dtype, "fp32");
     snprintf(p->task, sizeof p->task, "%s", b->task->name);
+    for (int i = 0, off = 0; i < ab_param_count(b->task->params, AB_TASK_MAX_PARAMS); i++)
+        if (b->tparams.v[i] != b->task->params[i].def && off < (int)sizeof p->tparams)
+            off += snprintf(p->tparams + off, sizeof p->tparams - (size_t)off, "%s%s=%.6g", off ? "," : "",
+                            b->task->params[i].name, b->tparams.v[i]);
     p->seq_len = b->n;
     p->heads = b->heads;
     p->head_dim = b->d;

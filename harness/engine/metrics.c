@@ -342,9 +342,11 @@ int ab_score_in(const ab_refset *r, const ab_problem *pb, const ab_layout *l, co
     const int effective = custom && in && in->m->weights;
     const int total = r->heads * r->n_rows;
     const ab_mask mask = ab_shape_mask(&pb->s);
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2) reduction(max : max_abs) reduction(| : nonfinite, no_weights)
+    double hm[AB_SCORE_HEADS] = { 0 }; /* per-head sums of mass recall */
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2, hm[ : AB_SCORE_HEADS]) reduction(max : max_abs) reduction(| : nonfinite, no_weights)
     for (int t = 0; t < total; t++) {
         int h = t / r->n_rows, ri = t % r->n_rows, i = r->rows[ri];
+        double row_mass = 0;
         const double *o = r->out + ((size_t)h * r->n_rows + ri) * d;
         const float *oh = out + ((size_t)h * N + i) * d;
         double num = 0, den = 0;
@@ -361,15 +363,18 @@ int ab_score_in(const ab_refset *r, const ab_problem *pb, const ab_layout *l, co
             if (effective && effective_recall(r, pb, l, in, &mask, h, ri, &em, &et) == 0) {
                 sum_mass += em;
                 sum_topk += et;
+                if (h < AB_SCORE_HEADS) hm[h] += em;
             } else
                 no_weights = 1;
             continue;
         }
         double z = r->rsum[(size_t)h * r->n_rows + ri];
         if (dense)
-            sum_mass += 1.0;
+            row_mass = 1.0;
         else if (z > 0)
-            sum_mass += kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
+            row_mass = kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
+        sum_mass += row_mass;
+        if (h < AB_SCORE_HEADS) hm[h] += row_mass;
         const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
         int hit = 0, cnt = 0;
         for (int c = 0; c < r->topk; c++) {
@@ -386,7 +391,55 @@ int ab_score_in(const ab_refset *r, const ab_problem *pb, const ab_layout *l, co
     s->recall_mass = (custom && no_weights) || !total ? NAN : sum_mass / total;
     s->recall_topk = (custom && no_weights) || !total ? NAN : sum_topk / total;
     s->effective = custom && !no_weights && total;
+    for (int h = 0; h < AB_SCORE_HEADS; h++)
+        s->head_mass[h] = h < r->heads && r->n_rows && !(custom && no_weights) ? hm[h] / r->n_rows : NAN;
     return AB_OK;
+}
+
+/* Accuracy of mass answers (ab_answer.span_hi > span_lo: an answer-bearing
+ * trace): query (h, i) is right when the keys the layout keeps hold at
+ * least mass_share of the exact mass row i puts on the span's allowed keys.
+ * Dense keeps everything; a CUSTOM layout has no kept set (NaN). */
+static void mass_accuracy(const ab_answer *a, const ab_problem *pb, const ab_layout *l, double *acc,
+                          double *lo, double *hi, int32_t *trials)
+{
+    *acc = *lo = *hi = NAN;
+    *trials = 0;
+    if (l->kind == AB_LAYOUT_CUSTOM) return;
+    const int N = pb->s.seq_len, d = pb->s.head_dim;
+    const ab_mask mask = ab_shape_mask(&pb->s);
+    int ok = 0, all = 0;
+    for (int t = 0; t < a->n; t++) {
+        const int h = a->head[t], i = a->row[t];
+        if (h < 0 || h >= pb->s.heads || i < 0 || i >= N) continue;
+        const float *q = pb->q + ((size_t)h * N + i) * d;
+        const int j1 = a->span_hi < N ? a->span_hi : N;
+        double m = -INFINITY;
+        double *lg = malloc(sizeof(double) * (size_t)(j1 > a->span_lo ? j1 - a->span_lo : 1));
+        if (!lg) continue;
+        for (int j = a->span_lo; j < j1; j++) {
+            lg[j - a->span_lo] = -INFINITY;
+            if (!ab_mask_allows(&mask, i, j)) continue;
+            const float *k = pb->k + ((size_t)h * N + j) * d;
+            double x = 0;
+            for (int c = 0; c < d; c++) x += (double)q[c] * k[c];
+            lg[j - a->span_lo] = x * pb->s.scale;
+            if (lg[j - a->span_lo] > m) m = lg[j - a->span_lo];
+        }
+        double all_m = 0, kept = 0;
+        for (int j = a->span_lo; j < j1 && m > -INFINITY; j++) {
+            const double e = exp(lg[j - a->span_lo] - m);
+            all_m += e;
+            if (l->kind == AB_LAYOUT_DENSE || ab_layout_contains(l, h, i, j)) kept += e;
+        }
+        free(lg);
+        if (!(all_m > 0)) continue;
+        all++;
+        ok += kept >= a->mass_share * all_m;
+    }
+    *trials = all;
+    if (all) *acc = (double)ok / all;
+    ab_wilson(ok, all, lo, hi);
 }
 
 void ab_wilson(double k, double n, double *lo, double *hi)
@@ -433,7 +486,16 @@ int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
     p->rel_l2_err = sc.rel_l2;
     p->max_abs_err = sc.max_abs;
     p->rows_scored = sc.rows;
-    if (ans && ans->n > 0)
+    if (ans && ans->n > 0 && ans->span_hi > ans->span_lo)
+        mass_accuracy(ans, pb, l, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
+    else if (ans && ans->n > 0)
         ab_accuracy(ans, out, pb->s.seq_len, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
+    p->head_recall[0] = 0;
+    if (r->heads > 1) {
+        size_t off = 0;
+        for (int h = 0; h < r->heads && h < AB_SCORE_HEADS && off + 8 < sizeof p->head_recall; h++)
+            off += (size_t)snprintf(p->head_recall + off, sizeof p->head_recall - off, "%s%.3f", h ? "," : "",
+                                    sc.head_mass[h]);
+    }
     return sc.nonfinite ? 1 : 0;
 }

@@ -38,6 +38,7 @@ int ab_refset_build(ab_refset *r, const ab_problem *pb, const int *rows, int n_r
 int ab_refset_build_decode(ab_refset *r, const ab_decode *dp, int n, int steps, int topk, ab_alloc_fn alloc,
                            void *alloc_ctx);
 
+#define AB_SCORE_HEADS 64
 typedef struct ab_scores {
     /* CUSTOM layouts: the effective recall (ab_score_in) when the method
      * gives its implied weights, else NaN */
@@ -45,9 +46,10 @@ typedef struct ab_scores {
     double recall_topk;
     double rel_l2; /* mean over scored rows of |o - ô| / |o| */
     double max_abs;
-    int rows;      /* (head, row) pairs scored */
-    int nonfinite; /* 1 if the method's output has NaN/Inf on a scored row */
-    int effective; /* 1: the recalls are effective recalls (CUSTOM, weights()) */
+    int rows;                         /* (head, row) pairs scored */
+    int nonfinite;                    /* 1 if the method's output has NaN/Inf on a scored row */
+    int effective;                    /* 1: the recalls are effective recalls (CUSTOM, weights()) */
+    double head_mass[AB_SCORE_HEADS]; /* mass recall of each of the first 64 heads (NaN as above) */
 } ab_scores;
 
 int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const float *out, ab_scores *s);

@@ -479,7 +479,7 @@ static const char *const POINT_COLS =
     "speedup\tspeedup_lo\tspeedup_hi\tforeign_pct\tsteal_pct\tload1\ttiming\tpoint_s\tfma_gflops\t"
     "shared_pct\tblock_q\tblock_k\tselect_flops\tselect_bytes\tfamily\tphase\tkv_"
     "heads\tbatch\tsteps\tlayers\t"
-    "layer_corr\tprepare_ms\tkv_bytes\tcache_bytes\tlayer_recall";
+    "layer_corr\tprepare_ms\tkv_bytes\tcache_bytes\tlayer_recall\ttparams\thead_recall";
 
 static void write_points(FILE *f, const xctx *c)
 {
@@ -551,6 +551,10 @@ static void write_points(FILE *f, const xctx *c)
         const double d4[] = { p->layer_corr, p->prepare_ms, p->kv_bytes, p->cache_bytes };
         put_nums(f, d4, 4);
         put_str(f, p->layer_recall, sizeof p->layer_recall, 1);
+        fputc('\t', f);
+        put_str(f, p->tparams, sizeof p->tparams, 1);
+        fputc('\t', f);
+        put_str(f, p->head_recall, sizeof p->head_recall, 1);
         fputc('\n', f);
     }
 }
@@ -2130,6 +2134,154 @@ static void write_decode(FILE *f, const xctx *c, int which)
     }
 }
 
+/* ---- traces: trace_heads.tsv, trace_head_recall.tsv (docs/traces.md) ----
+ * Points of the trace task (prefill, status ok, with per-head recall) at
+ * each method's largest N. trace_heads.tsv: per method and setting, the
+ * spread of mass recall over every (layer, head) of the trace (min,
+ * quartiles, max) and the pooled needle accuracy; trace_head_recall.tsv:
+ * one row per (point, head) for one's own analysis. */
+enum { TR_HEADS, TR_LONG, N_TR };
+static const char *const TR_FILES[N_TR] = { "trace_heads.tsv", "trace_head_recall.tsv" };
+
+static int tr_use(const ab_point *p)
+{
+    return !strcmp(p->task, "trace") && !ab_point_is_decode(p) && ab_status_is_ok(p->status) &&
+           p->head_recall[0];
+}
+
+/* the layer of a trace point (its `layer=` task parameter; absent: 0) */
+static int tr_layer(const ab_point *p)
+{
+    const char *l = strstr(p->tparams, "layer=");
+    return l ? atoi(l + 6) : 0;
+}
+
+/* the per-head recalls of p appended to v (returns the new count) */
+static size_t tr_heads(const ab_point *p, double *v, size_t nv)
+{
+    for (const char *q = p->head_recall; *q;) {
+        char *end;
+        const double r = strtod(q, &end);
+        if (end == q) break;
+        v[nv++] = r;
+        q = *end == ',' ? end + 1 : end;
+    }
+    return nv;
+}
+
+static int dbl_cmp(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the q-quantile of sorted v[0, n) (linear interpolation) */
+static double tr_quantile(const double *v, size_t n, double q)
+{
+    const double at = q * (double)(n - 1);
+    const size_t i = (size_t)at;
+    return i + 1 < n ? v[i] + (at - (double)i) * (v[i + 1] - v[i]) : v[n - 1];
+}
+
+static void write_trace_figs(FILE *f, const xctx *c, int which)
+{
+    if (which == TR_HEADS)
+        fputs(
+            "# trace task: mass recall spread over every stored (layer, head), each method at its largest N\n"
+            "# columns: 1 density (mean achieved)  2 median  3 q25  4 q75  5 min  6 max  7 method  8 "
+            "method_idx\n"
+            "#          9 N  10 heads_pooled  11 layers  12 accuracy (needle, pooled)  13 trials\n",
+            f);
+    else
+        fputs("# trace task: mass recall of every head of every point\n"
+              "# columns: 1 method  2 N  3 target  4 density  5 layer  6 head  7 recall_mass  8 accuracy\n",
+              f);
+    int nblocks = 0;
+    double *v = malloc(sizeof(double) * (c->n * 64 + 1));
+    unsigned char *done = calloc(c->n + 1, 1);
+    if (!v || !done) {
+        free(v);
+        free(done);
+        return;
+    }
+    for (size_t m = 0; m < c->n_methods; m++) {
+        const char *meth = c->methods[m];
+        int maxn = 0;
+        for (size_t i = 0; i < c->n; i++)
+            if (tr_use(&c->pts[i]) && !strncmp(c->pts[i].method, meth, 32) && c->pts[i].seq_len > maxn)
+                maxn = c->pts[i].seq_len;
+        if (!maxn) continue;
+        if (which == TR_LONG) {
+            for (size_t i = 0; i < c->n; i++) {
+                const ab_point *p = &c->pts[i];
+                if (!tr_use(p) || strncmp(p->method, meth, 32)) continue;
+                const size_t nh = tr_heads(p, v, 0);
+                for (size_t h = 0; h < nh; h++) {
+                    fprintf(f, "%s\t%d\t", meth, (int)p->seq_len);
+                    const double x[] = { p->target_density, p->achieved_density };
+                    put_nums(f, x, 2);
+                    fprintf(f, "%d\t%zu\t", tr_layer(p), h);
+                    put_num(f, v[h]);
+                    fputc('\t', f);
+                    put_num(f, p->accuracy);
+                    fputc('\n', f);
+                }
+            }
+            continue;
+        }
+        if (nblocks++) fputs("\n\n", f);
+        fprintf(f, "# method %s\n", meth);
+        memset(done, 0, c->n);
+        for (;;) { /* each setting (target density), ascending */
+            const ab_point *first = NULL;
+            for (size_t i = 0; i < c->n; i++) {
+                const ab_point *p = &c->pts[i];
+                if (done[i] || !tr_use(p) || strncmp(p->method, meth, 32) || p->seq_len != maxn) continue;
+                if (!first || p->target_density < first->target_density) first = p;
+            }
+            if (!first) break;
+            size_t nv = 0;
+            int layers = 0, seen[64] = { 0 };
+            double dens = 0, acc_k = 0, acc_n = 0;
+            int np = 0;
+            for (size_t i = 0; i < c->n; i++) {
+                const ab_point *p = &c->pts[i];
+                if (done[i] || !tr_use(p) || strncmp(p->method, meth, 32) || p->seq_len != maxn) continue;
+                const int same = isnan(first->target_density)
+                                     ? isnan(p->target_density) && !strcmp(p->params, first->params)
+                                     : p->target_density == first->target_density;
+                if (!same) continue;
+                done[i] = 1;
+                nv = tr_heads(p, v, nv);
+                dens += p->achieved_density;
+                np++;
+                const int L = tr_layer(p);
+                if (L >= 0 && L < 64 && !seen[L]) {
+                    seen[L] = 1;
+                    layers++;
+                }
+                if (p->acc_trials > 0) {
+                    acc_k += p->accuracy * p->acc_trials;
+                    acc_n += p->acc_trials;
+                }
+            }
+            if (!nv) continue;
+            qsort(v, nv, sizeof *v, dbl_cmp);
+            const double x[] = {
+                dens / np, tr_quantile(v, nv, 0.5), tr_quantile(v, nv, 0.25), tr_quantile(v, nv, 0.75), v[0],
+                v[nv - 1]
+            };
+            put_nums(f, x, 6);
+            fprintf(f, "%s\t%zu\t%d\t%zu\t%d\t", meth, m + 1, maxn, nv, layers);
+            const double a[] = { acc_n > 0 ? acc_k / acc_n : NAN };
+            put_nums(f, a, 1);
+            fprintf(f, "%.0f\n", acc_n);
+        }
+    }
+    free(v);
+    free(done);
+}
+
 /* The whole-file outputs, in this order (ab_export's second switch). */
 static const char *const OTHER_FILES[] = { "dense_vs_mask.tsv", "summary.tsv", "methods.txt", "masks.txt",
                                            "meta.txt" };
@@ -2203,6 +2355,12 @@ int ab_export(const ab_export_opts *o, char *err, size_t errlen)
         if (!f) goto done;
         write_decode(f, &c, k);
         if (close_out(f, DEC_FILES[k], 0, err, errlen) != 0) goto done;
+    }
+    for (int k = 0; k < N_TR; k++) {
+        f = open_out(dir, TR_FILES[k], err, errlen);
+        if (!f) goto done;
+        write_trace_figs(f, &c, k);
+        if (close_out(f, TR_FILES[k], 0, err, errlen) != 0) goto done;
     }
     rc = 0;
 done:

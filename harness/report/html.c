@@ -435,6 +435,13 @@ static const fig FIGS[] = {
       "select in one layer and reuse the positions in later ones (TidalDecode, DELTA) and any "
       "other method run on the stack.",
       1 },
+    { "trace_heads", "Real traces: recall spread over heads",
+      "On a real attention trace (<code>tasks = trace</code>; docs/traces.md): the attention-mass "
+      "recall of every stored (layer, head) at each method's largest prefix length, vs the "
+      "achieved density. The line is the median over heads, the band the middle half (25th to "
+      "75th percentile), the bars the worst and best head: real heads differ, and a method that "
+      "keeps most of the mass on average can still starve a few heads.",
+      1 },
     { "cpu_vs_gpu", "CPU vs GPU latency",
       "Latency per call vs N on each device, log-log: a method keeps its colour; solid "
       "lines and filled points are the CPU, dashed lines and open points the GPU; each "

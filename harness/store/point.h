@@ -78,6 +78,10 @@ typedef struct ab_point {
                            * (per KV head, the union of its query heads' kept keys) */
     double cache_bytes;     /* decode: bytes of the whole K and V cache, mean over steps */
     char layer_recall[512]; /* decode, layers > 1: mass recall per layer, "r0,r1,..." (64 layers) */
+    char tparams[48];       /* "name=value,..." of the task's params where they differ from its
+                             * defaults (a trace's layer); "" otherwise or in older files */
+    char head_recall[384];  /* prefill: mass recall per head, "r0,r1,..." (first 64 heads;
+                             * "" with one head, unscored, or in older files) */
     char timing[48];        /* flags: "" (clean), or a comma list of interference,
                             * unpaired, untimed (scored only), rounds_disagree, cores_shared */
     /* raw per-sample timings (stored under /samples/KEY): per call of the

@@ -164,6 +164,8 @@ static const field_desc point_fields[] = {
     FLD(kv_bytes, F_F64),
     FLD(cache_bytes, F_F64),
     FLD(layer_recall, F_STR),
+    FLD(tparams, F_STR),
+    FLD(head_recall, F_STR),
 };
 #undef FLD
 #define N_FIELDS (sizeof point_fields / sizeof point_fields[0])
