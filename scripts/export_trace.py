@@ -425,9 +425,9 @@ def run(a):
     ids_arr = np.asarray(ids, dtype="<i4")
     synthetic = 1 if (a.synthetic_weights or os.path.exists(os.path.join(a.model, SYNTHETIC_MARKER))) else 0
     theta, scaling_json = rope_info(cfg, cfg_json)
-    source = getattr(cfg, "_name_or_path", "") or ""
-    if not source or os.path.isabs(source) or source.startswith("."):
-        source = os.path.basename(os.path.normpath(a.model))
+    source = str(getattr(cfg, "_name_or_path", "") or "")
+    if not source or os.path.exists(source):  # a local path, not a hub name: the dir's basename
+        source = os.path.basename(os.path.abspath(a.model))
 
     tmp = a.output + ".tmp"
     t0 = time.time()

@@ -15,7 +15,8 @@ GQA, RoPE, float32) is saved to a temp dir and exported with --tokens 200
      attention) equals out (1e-4 rel; skipped while the binary has no
      trace-run);
   4. a --heads subset stores the right slices and only the needed K/V heads;
-and once (llama): an answer-bearing export with a word-level tokenizer
+and once (llama): float16 and bfloat16 copies keep their dtype in the file
+(bfloat16 as uint16 bits) and --dtype float32 converts; an answer-bearing export with a word-level tokenizer
 (--text, --needle-depth 0.5 --passkey 4242) whose span attributes point at
 the needle and the question; plus the exporter's exit status 2 on bad flags
 and on a directory that holds no model.
@@ -282,6 +283,45 @@ def family_checks(family, root, ab_bin, have_trace_run, figures):
     print("  " + line, flush=True)
 
 
+def dtype_checks(root):
+    """Half-precision models: the trace keeps the model's dtype (float16 as HDF5
+    float16, bfloat16 as uint16 bits with dtype = "bfloat16"); --dtype float32 converts."""
+    src = os.path.join(root, "llama")  # made by family_checks
+    figs = []
+    for name, tdt in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        mdir = os.path.join(root, f"llama_{name}")
+        transformers.AutoModelForCausalLM.from_pretrained(src, dtype=tdt).save_pretrained(mdir)
+        t = os.path.join(root, f"{name}.h5")
+        export(["--model", mdir, "--tokens", "96", "--chunk", "32", "--layers", "1", "--with-output",
+                "--synthetic-weights", "--quiet", "-o", t])
+        with h5py.File(t, "r") as f:
+            check(f.attrs["dtype"] == name, f"{name}: root dtype {f.attrs['dtype']}")
+            g = f["layer_1"]
+            want = np.float16 if name == "float16" else np.uint16
+            for x in ("q", "k", "v"):
+                check(g[x].dtype == want, f"{name}: {x} stored as {g[x].dtype}")
+                if name == "bfloat16":
+                    check(g[x].attrs.get("dtype") == "bfloat16", f"{name}: {x} lacks attribute dtype = bfloat16")
+            check(g["out"].dtype == np.float32, f"{name}: out stored as {g['out'].dtype}")
+
+            def as_f32(a):
+                return (a.astype(np.uint32) << 16).view(np.float32) if name == "bfloat16" else a.astype(np.float32)
+            q, k, v = (as_f32(g[x][()]) for x in ("q", "k", "v"))
+            check(np.isfinite(q).all() and np.abs(q).max() > 0, f"{name}: q values")
+            ref = reference(q, k, v, g["kv_map"][()], float(g.attrs["scale"]))
+            e = rel_err(g["out"][()], ref)
+            check(e <= 3e-2, f"{name}: out vs fp64 attention of the stored q, k, v: rel {e:.2e}")
+            figs.append(f"{name} {e:.1e}")
+        t32 = os.path.join(root, f"{name}_f32.h5")
+        export(["--model", mdir, "--tokens", "96", "--layers", "1", "--dtype", "float32", "--synthetic-weights",
+                "--quiet", "-o", t32])
+        with h5py.File(t32, "r") as f:
+            check(f.attrs["dtype"] == "float32" and f["layer_1/q"].dtype == np.float32, f"{name}: --dtype float32")
+            e = rel_err(f["layer_1/q"][()], q)
+            check(e <= 3e-2, f"{name}: --dtype float32 q vs the {name} trace: rel {e:.2e}")
+    print(f"  dtypes: half-precision traces, out vs fp64 from the stored q, k, v: {', '.join(figs)}", flush=True)
+
+
 HAY_WORDS = ("the grass is green and the sky is blue while the river runs past a quiet town where "
              "people walk to the market every morning to buy bread fish and fruit").split()
 
@@ -359,6 +399,7 @@ def main():
         try:
             for family in ("llama", "mistral", "qwen2", "gpt_neox"):
                 family_checks(family, root, ab_bin, have_trace_run, figures)
+            dtype_checks(root)
             needle_check(root)
             cli_checks(root)
         except Fail as e:
@@ -366,7 +407,7 @@ def main():
             return 1
     fams = ",".join(f for f, _, _ in figures)
     print(f"trace_roundtrip: PASS ({fams}; chunked, stock model, fp64 reference"
-          f"{', attnbench trace-run' if have_trace_run else ''}, head subset, needle spans, exit codes; "
+          f"{', attnbench trace-run' if have_trace_run else ''}, head subset, fp16/bf16 storage, needle spans, exit codes; "
           f"transformers {transformers.__version__}, torch {torch.__version__}; {time.time() - t0:.0f} s)")
     return 0
 
