@@ -368,10 +368,15 @@ def run(a):
     except ImportError as e:
         raise ExportError(f"{e} (make trace-venv, then run with build/venv-trace/bin/python)") from None
     try:
-        from transformers import AttentionInterface
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        try:
+            from transformers import AttentionInterface
+            register = AttentionInterface.register
+        except ImportError:  # 4.48, 4.49: a plain dict
+            from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+            register = ALL_ATTENTION_FUNCTIONS.__setitem__
     except ImportError:
-        raise ExportError(f"transformers {transformers.__version__} has no AttentionInterface "
+        raise ExportError(f"transformers {transformers.__version__} has no attention function interface "
                           "(need >= 4.48)") from None
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -385,7 +390,7 @@ def run(a):
     def traced(module, query, key, value, attention_mask, **kw):
         return rec_holder["rec"](module, query, key, value, attention_mask, **kw)
 
-    AttentionInterface.register(ATTN_NAME, traced)
+    register(ATTN_NAME, traced)
     try:  # transformers >= 4.53: the mask is built per attention implementation
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
         AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)

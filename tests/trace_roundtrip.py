@@ -54,6 +54,8 @@ torch.set_num_threads(2)
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
+_TV = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+DTYPE_KW = "dtype" if _TV >= (4, 56) else "torch_dtype"
 N_TOK = 200
 CHUNK = 64
 VOCAB = 500
@@ -290,7 +292,7 @@ def dtype_checks(root):
     figs = []
     for name, tdt in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
         mdir = os.path.join(root, f"llama_{name}")
-        transformers.AutoModelForCausalLM.from_pretrained(src, dtype=tdt).save_pretrained(mdir)
+        transformers.AutoModelForCausalLM.from_pretrained(src, **{DTYPE_KW: tdt}).save_pretrained(mdir)
         t = os.path.join(root, f"{name}.h5")
         export(["--model", mdir, "--tokens", "96", "--chunk", "32", "--layers", "1", "--with-output",
                 "--synthetic-weights", "--quiet", "-o", t])
@@ -366,6 +368,17 @@ def needle_check(root):
     print(f"  needle: N {N}, needle [{ns},{ne}) = {needle_txt!r}, question [{qs},{qe})", flush=True)
 
 
+def refused_check(family, root):
+    """Before transformers 4.50 GPT-NeoX's attention did not go through the
+    attention interface: the exporter must refuse it with the reason."""
+    mdir = make_model(family, root)
+    r = subprocess.run([sys.executable, EXPORTER, "--model", mdir, "--tokens", "16", "-o",
+                        os.path.join(root, "x.h5")], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 2 and "custom attention function" in r.stderr,
+          f"{family} on transformers {transformers.__version__}: want a refusal, got exit {r.returncode}: {r.stderr}")
+    print(f"  {family}: skipped, transformers {transformers.__version__} < 4.50 (refused with the reason, exit 2)")
+
+
 def cli_checks(root):
     """Exit status 2 with a reason: bad flags, no model in the directory."""
     py = sys.executable
@@ -398,6 +411,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="trace_roundtrip.") as root:
         try:
             for family in ("llama", "mistral", "qwen2", "gpt_neox"):
+                if family == "gpt_neox" and _TV < (4, 50):
+                    refused_check(family, root)
+                    continue
                 family_checks(family, root, ab_bin, have_trace_run, figures)
             dtype_checks(root)
             needle_check(root)
@@ -406,6 +422,9 @@ def main():
             print(f"trace_roundtrip: FAIL: {e}", file=sys.stderr)
             return 1
     fams = ",".join(f for f, _, _ in figures)
+    if not figures:
+        print("trace_roundtrip: FAIL: no family was checked", file=sys.stderr)
+        return 1
     print(f"trace_roundtrip: PASS ({fams}; chunked, stock model, fp64 reference"
           f"{', attnbench trace-run' if have_trace_run else ''}, head subset, fp16/bf16 storage, needle spans, exit codes; "
           f"transformers {transformers.__version__}, torch {torch.__version__}; {time.time() - t0:.0f} s)")
