@@ -12,8 +12,8 @@ GQA, RoPE, float32) is saved to a temp dir and exported with --tokens 200
   2. out equals softmax(q k^T * scale, causal) v in numpy fp64 from the
      stored q, k, v (1e-4 rel), through kv_map;
   3. `$AB_BIN trace-run T.h5 --layer L -o OUT.f32` (attnbench's dense
-     attention) equals out (1e-4 rel; skipped while the binary has no
-     trace-run);
+     attention) equals out (1e-4 rel; also on the head-subset and the
+     float16/bfloat16 files below; skipped while the binary has no trace-run);
   4. a --heads subset of layer 0 alone (the forward stops after it) stores
      the same slices and only the needed K/V heads;
 and once (llama): float16 and bfloat16 copies keep their dtype in the file
@@ -191,6 +191,18 @@ def trace_run_available(ab_bin):
     return r.returncode == 0
 
 
+def ab_trace_run(ab_bin, trace, L, shape, root, what):
+    """attnbench's dense attention on /layer_L of trace, as float32 [H, N, d]."""
+    of = os.path.join(root, f"ab_{os.path.basename(trace)}_L{L}.f32")
+    r = subprocess.run([ab_bin, "trace-run", trace, "--layer", str(L), "-o", of],
+                       capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0, f"{what} layer {L}: trace-run exit {r.returncode}: {r.stderr.strip()}")
+    got = np.fromfile(of, dtype="<f4")
+    n = int(np.prod(shape))
+    check(got.size == n, f"{what} layer {L}: trace-run wrote {got.size} floats, want {n} {tuple(shape)}")
+    return got.reshape(shape)
+
+
 def family_checks(family, root, ab_bin, have_trace_run, figures):
     mdir = make_model(family, root)
     cfg = json.load(open(os.path.join(mdir, "config.json")))
@@ -253,14 +265,8 @@ def family_checks(family, root, ab_bin, have_trace_run, figures):
         check(e <= 1e-4, f"{family} layer {L}: out vs fp64 softmax(qk^T*scale)v: rel {e:.2e}")
         # 3. attnbench's dense attention on the file
         if have_trace_run:
-            of = os.path.join(root, f"{family}_L{L}.f32")
-            r = subprocess.run([ab_bin, "trace-run", t_a, "--layer", str(L), "-o", of],
-                               capture_output=True, text=True, timeout=300)
-            check(r.returncode == 0, f"{family} layer {L}: trace-run exit {r.returncode}: {r.stderr.strip()}")
-            got = np.fromfile(of, dtype="<f4")
-            check(got.size == n_heads * N_TOK * d, f"{family} layer {L}: trace-run wrote {got.size} floats, "
-                  f"want {n_heads * N_TOK * d}")
-            e = rel_err(got.reshape(n_heads, N_TOK, d), a["out"])
+            got = ab_trace_run(ab_bin, t_a, L, a["out"].shape, root, family)
+            e = rel_err(got, a["out"])
             worst["ab"] = max(worst["ab"] or 0.0, e)
             print(f"  {family} layer {L}: attnbench trace-run vs model out: max rel {e:.2e}")
             check(e <= 1e-4, f"{family} layer {L}: attnbench dense vs model out: rel {e:.2e}")
@@ -281,6 +287,9 @@ def family_checks(family, root, ab_bin, have_trace_run, figures):
     for x, idx in (("q", hs), ("out", hs), ("k", kvs), ("v", kvs)):
         e = rel_err(c[x], a[x][idx])
         check(e <= 1e-6, f"{family}: --heads subset {x} differs from the full export: rel {e:.2e}")
+    if have_trace_run:
+        e = rel_err(ab_trace_run(ab_bin, t_c, L, c["out"].shape, root, family), c["out"])
+        check(e <= 1e-4, f"{family}: --heads subset: attnbench dense vs model out: rel {e:.2e}")
     figures.append((family, n_layers, worst))
     line = (f"{family}: {n_layers} layers, H {n_heads}, Hkv {n_kv}, d {d}: chunked vs whole {worst['chunk']:.1e}, "
             f"vs stock model {worst['stock']:.1e}, vs fp64 {worst['ref']:.1e}")
@@ -289,7 +298,7 @@ def family_checks(family, root, ab_bin, have_trace_run, figures):
     print("  " + line, flush=True)
 
 
-def dtype_checks(root):
+def dtype_checks(root, ab_bin, have_trace_run):
     """Half-precision models: the trace keeps the model's dtype (float16 as HDF5
     float16, bfloat16 as uint16 bits with dtype = "bfloat16"); --dtype float32 converts."""
     src = os.path.join(root, "llama")  # made by family_checks
@@ -318,6 +327,10 @@ def dtype_checks(root):
             e = rel_err(g["out"][()], ref)
             check(e <= 3e-2, f"{name}: out vs fp64 attention of the stored q, k, v: rel {e:.2e}")
             figs.append(f"{name} {e:.1e}")
+            if have_trace_run:  # attnbench reads the half-precision file (bf16 bits) into float32
+                e = rel_err(ab_trace_run(ab_bin, t, 1, g["out"].shape, root, name), ref)
+                check(e <= 1e-5, f"{name}: attnbench dense vs fp64 attention of the stored q, k, v: rel {e:.2e}")
+                figs[-1] += f" (attnbench {e:.1e})"
         t32 = os.path.join(root, f"{name}_f32.h5")
         export(["--model", mdir, "--tokens", "96", "--layers", "1", "--dtype", "float32", "--synthetic-weights",
                 "--quiet", "-o", t32])
@@ -419,7 +432,7 @@ def main():
                     refused_check(family, root)
                     continue
                 family_checks(family, root, ab_bin, have_trace_run, figures)
-            dtype_checks(root)
+            dtype_checks(root, ab_bin, have_trace_run)
             needle_check(root)
             cli_checks(root)
         except Fail as e:
