@@ -312,7 +312,7 @@ Test(traces, needle_layers_and_heads_end_to_end, .timeout = 300)
     fprintf(f,
             "[sweep]\ntasks = trace\nmethods = dense, window, oracle_topk_token\nseq_lens = 384, 512\n"
             "heads = 4\nhead_dims = 32\ndensities = 0.2\nblock_q = 16\nblock_k = 16\nthreads = 1\n\n"
-            "[timing]\ntimed_tasks = needle\n\n[task.trace]\nfile = %s\nlayer = 0, 1\n",
+            "[timing]\ntimed_tasks = none\n\n[task.trace]\nfile = %s\nlayer = 0, 1\n",
             path);
     fclose(f);
     snprintf(cmd, sizeof cmd, "cd '%s' && '%s' run -c c.ini -o r.h5 2>&1", dir, bin());
@@ -329,6 +329,7 @@ Test(traces, needle_layers_and_heads_end_to_end, .timeout = 300)
         const ab_point *p = &pts[i];
         cr_assert(ab_status_is_ok(p->status), "%s N=%d %s: %s %s", p->method, p->seq_len, p->tparams,
                   p->status, p->message);
+        cr_expect(ab_point_has_flag(p, "untimed"), "timed_tasks = none: %s is timed", p->method);
         const int layer = strstr(p->tparams, "layer=1") ? 1 : 0;
         cr_expect(layer == 1 || !p->tparams[0], "tparams '%s'", p->tparams);
         int nh = 0;

@@ -587,8 +587,14 @@ static int sec_timing(parse_ctx *p, const char *name, const char *value, char *w
 {
     ab_config *c = p->c;
     if (!strcmp(name, "timed_tasks")) {
+        c->timed_none = 0;
         if (is_word(value, "all", 64)) {
             c->n_timed_tasks = 0;
+            return 0;
+        }
+        if (is_word(value, "none", 64)) { /* every point scored only */
+            c->n_timed_tasks = 0;
+            c->timed_none = 1;
             return 0;
         }
         if (ab_parse_name_list(value, c->timed_tasks, AB_CFG_LIST, &c->n_timed_tasks, why, wl)) return -1;
@@ -912,6 +918,7 @@ void ab_config_grid(const ab_config *c, int g, ab_grid *o)
 
 int ab_config_timed(const ab_config *c, const char *task, double depth)
 {
+    if (c->timed_none) return 0;
     int ok = c->n_timed_tasks == 0;
     for (int i = 0; i < c->n_timed_tasks; i++) ok |= !strcmp(c->timed_tasks[i], task);
     if (!ok) return 0;

@@ -145,6 +145,7 @@ typedef struct ab_config {
     int paired;              /* time dense alongside (same child, alternating): speedups are paired ratios */
     double min_sample_ms;    /* batch calls until one sample lasts this long */
     double interference_pct; /* other processes' share of the CPU above which a point is flagged */
+    int timed_none; /* [timing] timed_tasks = none: every point scored only */
     int n_timed_tasks;
     char timed_tasks[AB_CFG_LIST][AB_CFG_NAME]; /* 0: every task is timed */
     int n_timed_depths;
