@@ -29,9 +29,9 @@ typedef struct fz_in {
 } fz_in;
 
 /* the next input byte (0 once the input is used up) */
-static unsigned fz_byte(fz_in *x) { return x->at < x->n ? x->d[x->at++] : 0u; }
+static inline unsigned fz_byte(fz_in *x) { return x->at < x->n ? x->d[x->at++] : 0u; }
 
-static void fz_attr_int(hid_t o, const char *name, int v)
+static inline void fz_attr_int(hid_t o, const char *name, int v)
 {
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(o, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
@@ -42,7 +42,7 @@ static void fz_attr_int(hid_t o, const char *name, int v)
     H5Sclose(sp);
 }
 
-static void fz_attr_str(hid_t o, const char *name, const char *v)
+static inline void fz_attr_str(hid_t o, const char *name, const char *v)
 {
     hid_t st = H5Tcopy(H5T_C_S1);
     H5Tset_size(st, strlen(v) + 1);
@@ -59,7 +59,7 @@ static void fz_attr_str(hid_t o, const char *name, const char *v)
 /* a dataset of rank `rank` with dims (dims[0..rank)), element kind k:
  * 0 f32, 1 f16, 2 bf16 bits tagged, 3 u16 untagged, 4 f64, 5 i32; values a
  * seeded pattern, one NaN at flat index nan_at (< 0: none) */
-static void fz_dataset(hid_t g, const char *name, int rank, const hsize_t *dims, int kind, long nan_at)
+static inline void fz_dataset(hid_t g, const char *name, int rank, const hsize_t *dims, int kind, long nan_at)
 {
     size_t cnt = 1;
     for (int r = 0; r < rank; r++) cnt *= (size_t)dims[r];
@@ -108,14 +108,14 @@ static void fz_dataset(hid_t g, const char *name, int rank, const hsize_t *dims,
 }
 
 /* An error message must be one line that names the file. */
-static int fz_msg_ok(const char *err, const char *path)
+static inline int fz_msg_ok(const char *err, const char *path)
 {
     return err[0] && strstr(err, path) && !strchr(err, '\n');
 }
 
 /* Build the case's file at path and run the readers on it. 0: every
  * invariant held; -1 with the broken one in why. */
-static int fuzz_trace_case(const uint8_t *data, size_t size, const char *path, char *why, size_t wl)
+static inline int fuzz_trace_case(const uint8_t *data, size_t size, const char *path, char *why, size_t wl)
 {
     fz_in x = { data, size, 0 };
     H5E_auto2_t efn;

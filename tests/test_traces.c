@@ -17,6 +17,7 @@
 
 #include "attnbench.h"
 #include "datasets/gen/trace.h"
+#include "fuzz/trace_case.h" /* fz_attr_int, fz_attr_str */
 #include "harness/store/point.h"
 #include "harness/store/store.h"
 #include "runtime/plugin.h"
@@ -43,27 +44,6 @@ typedef struct wtrace {
     int n_tokens_attr; /* 0: not written */
 } wtrace;
 
-static void attr_int(hid_t o, const char *name, int v)
-{
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(o, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, H5T_NATIVE_INT, &v);
-    H5Aclose(a);
-    H5Sclose(sp);
-}
-
-static void attr_str(hid_t o, const char *name, const char *v)
-{
-    hid_t st = H5Tcopy(H5T_C_S1);
-    H5Tset_size(st, strlen(v) + 1);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(o, name, st, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, st, v);
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(st);
-}
-
 static void write_tensor(hid_t g, const char *name, int H, int N, int d, const float *x, int bf16)
 {
     hsize_t dims[3] = { (hsize_t)H, (hsize_t)N, (hsize_t)d };
@@ -79,7 +59,7 @@ static void write_tensor(hid_t g, const char *name, int H, int N, int d, const f
         }
         ds = H5Dcreate2(g, name, H5T_STD_U16LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         H5Dwrite(ds, H5T_NATIVE_USHORT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b);
-        attr_str(ds, "dtype", "bfloat16");
+        fz_attr_str(ds, "dtype", "bfloat16");
         free(b);
     } else {
         ds = H5Dcreate2(g, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -94,25 +74,25 @@ static void write_v2(const char *path, const wtrace *t)
 {
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     cr_assert_geq(f, 0);
-    attr_str(f, "format", "attnbench-trace");
-    attr_int(f, "version", t->version ? t->version : 2);
-    attr_str(f, "source", "test_traces.c");
-    attr_int(f, "synthetic", 1);
-    if (t->n_tokens_attr) attr_int(f, "n_tokens", t->n_tokens_attr);
+    fz_attr_str(f, "format", "attnbench-trace");
+    fz_attr_int(f, "version", t->version ? t->version : 2);
+    fz_attr_str(f, "source", "test_traces.c");
+    fz_attr_int(f, "synthetic", 1);
+    if (t->n_tokens_attr) fz_attr_int(f, "n_tokens", t->n_tokens_attr);
     if (t->span[1] > 0) {
-        attr_int(f, "needle_start", t->span[0]);
-        attr_int(f, "needle_end", t->span[1]);
-        attr_int(f, "question_start", t->span[2]);
-        attr_int(f, "question_end", t->span[3]);
-        attr_str(f, "passkey", "4242");
+        fz_attr_int(f, "needle_start", t->span[0]);
+        fz_attr_int(f, "needle_end", t->span[1]);
+        fz_attr_int(f, "question_start", t->span[2]);
+        fz_attr_int(f, "question_end", t->span[3]);
+        fz_attr_str(f, "passkey", "4242");
     }
     for (int l = 0; l < t->n_layers; l++) {
         const wlayer *w = &t->L[l];
         char gname[32];
         snprintf(gname, sizeof gname, "layer_%d", w->layer);
         hid_t g = H5Gcreate2(f, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        attr_int(g, "causal", w->causal);
-        attr_int(g, "rope_applied", 1);
+        fz_attr_int(g, "causal", w->causal);
+        fz_attr_int(g, "rope_applied", 1);
         write_tensor(g, "q", w->H, w->N, w->d, w->q, w->bf16);
         write_tensor(g, "k", w->Hkv, w->N, w->d, w->k, w->bf16);
         write_tensor(g, "v", w->Hkv, w->N, w->d, w->v, w->bf16);
@@ -235,7 +215,7 @@ Test(traces, bad_version_2_files_name_the_problem)
     }
     /* an integer dataset without the bfloat16 tag */
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    attr_str(f, "format", "attnbench-trace");
+    fz_attr_str(f, "format", "attnbench-trace");
     hid_t g = H5Gcreate2(f, "layer_0", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t dims[3] = { 1, 4, 4 };
     uint16_t z[16] = { 0 };

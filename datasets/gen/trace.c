@@ -348,32 +348,23 @@ static int read_slice(hid_t g, const char *path, int layer, const char *name, in
     if (elem == 4) {
         if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0)
             rc = fail(err, errlen, "trace %s: reading /layer_%d/%s failed", path, layer, name);
-    } else if (elem == AB_TRACE_BF16) {
-        /* bfloat16 bits: the top half of a float32 */
-        unsigned short *hb = malloc(cnt * sizeof *hb); /* [cnt] */
-        if (!hb) {
-            rc = AB_ENOMEM;
-            fail(err, errlen, "trace %s: out of memory reading /layer_%d/%s", path, layer, name);
-        } else if (H5Dread(ds, H5T_NATIVE_USHORT, ms, fs, H5P_DEFAULT, hb) < 0) {
-            rc = fail(err, errlen, "trace %s: reading /layer_%d/%s failed", path, layer, name);
-        } else {
-            for (size_t i = 0; i < cnt; i++) {
-                uint32_t u = (uint32_t)hb[i] << 16;
-                memcpy(&out[i], &u, sizeof u);
-            }
-        }
-        free(hb);
     } else {
-        /* float16: read the raw halves in native byte order, convert here */
+        /* 16-bit: read the raw patterns in native byte order, convert here
+         * (float16: IEEE binary16; bfloat16: the top half of a float32) */
         unsigned short *hb = malloc(cnt * sizeof *hb); /* [cnt] */
         hid_t ft = H5Dget_type(ds);
-        hid_t mt = H5Tcopy(ft);
+        hid_t mt = elem == AB_TRACE_BF16 ? H5Tcopy(H5T_NATIVE_USHORT) : H5Tcopy(ft);
         H5Tset_order(mt, H5Tget_order(H5T_NATIVE_USHORT));
         if (!hb) {
             rc = AB_ENOMEM;
             fail(err, errlen, "trace %s: out of memory reading /layer_%d/%s", path, layer, name);
         } else if (H5Dread(ds, mt, ms, fs, H5P_DEFAULT, hb) < 0) {
             rc = fail(err, errlen, "trace %s: reading /layer_%d/%s failed", path, layer, name);
+        } else if (elem == AB_TRACE_BF16) {
+            for (size_t i = 0; i < cnt; i++) {
+                const uint32_t u = (uint32_t)hb[i] << 16;
+                memcpy(&out[i], &u, sizeof u);
+            }
         } else {
             for (size_t i = 0; i < cnt; i++) out[i] = ab_half_to_float(hb[i]);
         }
