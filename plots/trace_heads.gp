@@ -1,7 +1,7 @@
 # trace_heads.gp — real traces: attention-mass recall over every stored
-# (layer, head) vs achieved density, each method at its largest prefix
-# length: median line, the middle half of the heads as a band, the worst and
-# best head as bars.
+# (layer, head) vs achieved density, each method at its longest prefix with
+# every layer measured: median line, the middle half of the heads as a band,
+# the worst and best head as bars.
 # Data: DATADIR/trace_heads.tsv (attnbench export). Style: common.gp.
 if (!exists("plotsdir")) plotsdir = 'plots'
 load plotsdir.'/common.gp'

@@ -2186,12 +2186,12 @@ static double tr_quantile(const double *v, size_t n, double q)
 static void write_trace_figs(FILE *f, const xctx *c, int which)
 {
     if (which == TR_HEADS)
-        fputs(
-            "# trace task: mass recall spread over every stored (layer, head), each method at its largest N\n"
-            "# columns: 1 density (mean achieved)  2 median  3 q25  4 q75  5 min  6 max  7 method  8 "
-            "method_idx\n"
-            "#          9 N  10 heads_pooled  11 layers  12 accuracy (needle, pooled)  13 trials\n",
-            f);
+        fputs("# trace task: mass recall spread over every stored (layer, head), each method at the prefix\n"
+              "# N with the most layers measured (the largest such N)\n"
+              "# columns: 1 density (mean achieved)  2 median  3 q25  4 q75  5 min  6 max  7 method  8 "
+              "method_idx\n"
+              "#          9 N  10 heads_pooled  11 layers  12 accuracy (needle, pooled)  13 trials\n",
+              f);
     else
         fputs("# trace task: mass recall of every head of every point\n"
               "# columns: 1 method  2 N  3 target  4 density  5 layer  6 head  7 recall_mass  8 accuracy\n",
@@ -2206,10 +2206,29 @@ static void write_trace_figs(FILE *f, const xctx *c, int which)
     }
     for (size_t m = 0; m < c->n_methods; m++) {
         const char *meth = c->methods[m];
-        int maxn = 0;
-        for (size_t i = 0; i < c->n; i++)
-            if (tr_use(&c->pts[i]) && !strncmp(c->pts[i].method, meth, 32) && c->pts[i].seq_len > maxn)
-                maxn = c->pts[i].seq_len;
+        /* the prefix drawn: the one with the most layers measured (a sweep
+         * cut short at the longest prefix must not compare a few heads
+         * there with every head elsewhere), the largest of those */
+        int maxn = 0, best_layers = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            const ab_point *p = &c->pts[i];
+            if (!tr_use(p) || strncmp(p->method, meth, 32) || p->seq_len == maxn) continue;
+            unsigned char seen[64] = { 0 };
+            int nl = 0;
+            for (size_t k = 0; k < c->n; k++) {
+                const ab_point *o = &c->pts[k];
+                if (!tr_use(o) || strncmp(o->method, meth, 32) || o->seq_len != p->seq_len) continue;
+                const int L = tr_layer(o);
+                if (L >= 0 && L < 64 && !seen[L]) {
+                    seen[L] = 1;
+                    nl++;
+                }
+            }
+            if (nl > best_layers || (nl == best_layers && p->seq_len > maxn)) {
+                best_layers = nl;
+                maxn = p->seq_len;
+            }
+        }
         if (!maxn) continue;
         if (which == TR_LONG) {
             for (size_t i = 0; i < c->n; i++) {

@@ -437,7 +437,8 @@ static const fig FIGS[] = {
       1 },
     { "trace_heads", "Real traces: recall spread over heads",
       "On a real attention trace (<code>tasks = trace</code>; docs/traces.md): the attention-mass "
-      "recall of every stored (layer, head) at each method's largest prefix length, vs the "
+      "recall of every stored (layer, head) at each method's longest prefix with every layer measured, vs "
+      "the "
       "achieved density. The line is the median over heads, the band the middle half (25th to "
       "75th percentile), the bars the worst and best head: real heads differ, and a method that "
       "keeps most of the mass on average can still starve a few heads.",
