@@ -166,11 +166,11 @@ static int probe_ds(hid_t g, const char *path, int layer, const char *name, hsiz
     return rc;
 }
 
-/* Open the file and the layer group after validating the root; AB_OK with
- * *fo, *go open, else closed. */
-static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *err, size_t errlen)
+/* Open the file and validate its root (format, version); AB_OK with *fo
+ * open and *version set, else closed. */
+static int open_root(const char *path, hid_t *fo, double *version, char *err, size_t errlen)
 {
-    *fo = *go = -1;
+    *fo = -1;
     if (!path || !path[0]) return fail(err, errlen, "trace: no file given (set file = PATH in [task.trace])");
     if (access(path, R_OK) != 0) return fail(err, errlen, "trace %s: cannot read: %s", path, strerror(errno));
     if (H5Fis_hdf5(path) <= 0) return fail(err, errlen, "trace %s: not an HDF5 file", path);
@@ -190,6 +190,21 @@ static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *e
         H5Fclose(f);
         return fail(err, errlen, "trace %s: format version %g, this reader knows 1 and 2", path, ver);
     }
+    *fo = f;
+    *version = ver;
+    return AB_OK;
+}
+
+/* Open the file (root validated by open_root) and the layer group; AB_OK
+ * with *fo, *go open, else closed. */
+static int open_layer(const char *path, int layer, hid_t *fo, hid_t *go, char *err, size_t errlen)
+{
+    *go = -1;
+    hid_t f;
+    double ver;
+    int rc = open_root(path, &f, &ver, err, errlen);
+    *fo = -1;
+    if (rc != AB_OK) return rc;
     char gname[32];
     snprintf(gname, sizeof gname, "layer_%d", layer);
     if (H5Lexists(f, gname, H5P_DEFAULT) <= 0) {
@@ -477,24 +492,8 @@ int ab_trace_meta_read(const char *path, ab_trace_meta *m, char *err, size_t err
     H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = -1, g = -1;
-    /* open_layer validates the root; layer -1 never exists, so open the file alone */
-    int rc = AB_OK;
-    if (!path || !path[0])
-        rc = fail(err, errlen, "trace: no file given");
-    else if (access(path, R_OK) != 0)
-        rc = fail(err, errlen, "trace %s: cannot read: %s", path, strerror(errno));
-    else if (H5Fis_hdf5(path) <= 0)
-        rc = fail(err, errlen, "trace %s: not an HDF5 file", path);
-    else if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
-        rc = fail(err, errlen, "trace %s: HDF5 cannot open it", path);
-    char fmt[64] = "";
-    if (rc == AB_OK && (read_str_attr(f, "format", fmt, sizeof fmt) || strcmp(fmt, "attnbench-trace")))
-        rc = fail(err, errlen,
-                  "trace %s: not an attnbench trace (root attribute format = \"attnbench-trace\" missing)",
-                  path);
     double ver = 1;
-    if (rc == AB_OK && !read_num_attr(f, "version", &ver) && ver != 1 && ver != 2)
-        rc = fail(err, errlen, "trace %s: format version %g, this reader knows 1 and 2", path, ver);
+    int rc = open_root(path, &f, &ver, err, errlen);
     if (rc == AB_OK) {
         m->version = (int)ver;
         read_str_attr(f, "source", m->source, sizeof m->source);

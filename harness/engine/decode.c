@@ -280,10 +280,8 @@ int ab_dec_scored_call(const ab_dec_ctx *x, ab_instance *in, float *out, ab_poin
         p->max_abs_err = mabs;
         p->rows_scored = nscored;
         if (have_recall && L > 1) {
-            size_t off = 0;
-            for (int k = 0; k < L && off + 8 < sizeof p->layer_recall; k++)
-                off += (size_t)snprintf(p->layer_recall + off, sizeof p->layer_recall - off, "%s%.4f",
-                                        k ? "," : "", lrec[k] / ((double)S * (QH / L)));
+            for (int k = 0; k < L; k++) lrec[k] /= (double)S * (QH / L);
+            ab_point_put_list(p->layer_recall, sizeof p->layer_recall, lrec, L, 4);
         }
         /* accuracy: the answers' rows are steps; out transposed to (head, step, d) */
         for (int s = 0; s < S; s++)

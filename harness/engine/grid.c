@@ -22,13 +22,6 @@ static int override_values(const ab_override *o, int n, const char *plugin, cons
     return 0;
 }
 
-static const char *override_string(const ab_override *o, int n, const char *plugin, const char *param)
-{
-    for (int i = 0; i < n; i++)
-        if (o[i].is_str && !strcmp(o[i].plugin, plugin) && !strcmp(o[i].param, param)) return o[i].str;
-    return NULL;
-}
-
 uint64_t ab_fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -146,9 +139,7 @@ static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, uns
 static void base_task(const ab_config *c, const char *task, int var, base_pt *bp)
 {
     bp->task = ab_task_find(task);
-    ab_config_task_params(c, bp->task, var, &bp->tparams, NULL);
-    for (int k = 0; k < AB_TASK_MAX_STRINGS && bp->task->string_params[k]; k++)
-        bp->tstr[k] = override_string(c->to, c->n_to, bp->task->name, bp->task->string_params[k]);
+    ab_config_task_params(c, bp->task, var, &bp->tparams, bp->tstr);
 }
 
 /* The mask's causal flag and allowed-pair fraction at (N, seed), once per

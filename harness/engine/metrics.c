@@ -491,11 +491,8 @@ int ab_score_point(const ab_refset *r, const ab_problem *pb, const ab_layout *l,
     else if (ans && ans->n > 0)
         ab_accuracy(ans, out, pb->s.seq_len, &p->accuracy, &p->acc_ci_lo, &p->acc_ci_hi, &p->acc_trials);
     p->head_recall[0] = 0;
-    if (r->heads > 1) {
-        size_t off = 0;
-        for (int h = 0; h < r->heads && h < AB_SCORE_HEADS && off + 8 < sizeof p->head_recall; h++)
-            off += (size_t)snprintf(p->head_recall + off, sizeof p->head_recall - off, "%s%.3f", h ? "," : "",
-                                    sc.head_mass[h]);
-    }
+    if (r->heads > 1)
+        ab_point_put_list(p->head_recall, sizeof p->head_recall, sc.head_mass,
+                          r->heads < AB_SCORE_HEADS ? r->heads : AB_SCORE_HEADS, 3);
     return sc.nonfinite ? 1 : 0;
 }

@@ -2117,17 +2117,14 @@ static void write_decode(FILE *f, const xctx *c, int which)
                 put_num(f, p->recall_mass);
                 fprintf(f, "\t%d\n", (int)p->acc_trials);
             } else if (which == DEC_LAYERS && p == dec_pick(c, meth, maxn, which)) {
-                const char *q = p->layer_recall;
-                for (int layer = 0; *q; layer++) {
-                    char *end;
-                    const double r = strtod(q, &end);
-                    if (end == q) break;
-                    fprintf(f, "%d\t", layer);
-                    put_num(f, r);
+                double r[64];
+                const size_t nl = ab_point_get_list(p->layer_recall, r, 64);
+                for (size_t layer = 0; layer < nl; layer++) {
+                    fprintf(f, "%zu\t", layer);
+                    put_num(f, r[layer]);
                     fprintf(f, "\t%s\t%zu\t%d\t", meth, m + 1, maxn);
                     put_num(f, p->achieved_density);
                     fputc('\n', f);
-                    q = *end == ',' ? end + 1 : end;
                 }
             }
         }
@@ -2154,25 +2151,6 @@ static int tr_layer(const ab_point *p)
 {
     const char *l = strstr(p->tparams, "layer=");
     return l ? atoi(l + 6) : 0;
-}
-
-/* the per-head recalls of p appended to v (returns the new count) */
-static size_t tr_heads(const ab_point *p, double *v, size_t nv)
-{
-    for (const char *q = p->head_recall; *q;) {
-        char *end;
-        const double r = strtod(q, &end);
-        if (end == q) break;
-        v[nv++] = r;
-        q = *end == ',' ? end + 1 : end;
-    }
-    return nv;
-}
-
-static int dbl_cmp(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* the q-quantile of sorted v[0, n) (linear interpolation) */
@@ -2234,7 +2212,7 @@ static void write_trace_figs(FILE *f, const xctx *c, int which)
             for (size_t i = 0; i < c->n; i++) {
                 const ab_point *p = &c->pts[i];
                 if (!tr_use(p) || strncmp(p->method, meth, 32)) continue;
-                const size_t nh = tr_heads(p, v, 0);
+                const size_t nh = ab_point_get_list(p->head_recall, v, 64);
                 for (size_t h = 0; h < nh; h++) {
                     fprintf(f, "%s\t%d\t", meth, (int)p->seq_len);
                     const double x[] = { p->target_density, p->achieved_density };
@@ -2271,7 +2249,7 @@ static void write_trace_figs(FILE *f, const xctx *c, int which)
                                      : p->target_density == first->target_density;
                 if (!same) continue;
                 done[i] = 1;
-                nv = tr_heads(p, v, nv);
+                nv += ab_point_get_list(p->head_recall, v + nv, 64);
                 dens += p->achieved_density;
                 np++;
                 const int L = tr_layer(p);
@@ -2285,7 +2263,7 @@ static void write_trace_figs(FILE *f, const xctx *c, int which)
                 }
             }
             if (!nv) continue;
-            qsort(v, nv, sizeof *v, dbl_cmp);
+            qsort(v, nv, sizeof *v, ab_dbl_cmp);
             const double x[] = {
                 dens / np, tr_quantile(v, nv, 0.5), tr_quantile(v, nv, 0.25), tr_quantile(v, nv, 0.75), v[0],
                 v[nv - 1]

@@ -154,3 +154,24 @@ int ab_point_paired_speedup(const ab_point *p, double *speedup, double *lo, doub
     if (isfinite(p->rel_lo) && p->rel_lo > 0) *hi = 1.0 / p->rel_lo;
     return 1;
 }
+
+void ab_point_put_list(char *buf, size_t n, const double *v, int count, int decimals)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    for (int k = 0; k < count && off + 8 < n; k++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%.*f", k ? "," : "", decimals, v[k]);
+}
+
+size_t ab_point_get_list(const char *s, double *v, size_t cap)
+{
+    size_t nv = 0;
+    while (*s && nv < cap) {
+        char *end;
+        const double r = strtod(s, &end);
+        if (end == s) break;
+        v[nv++] = r;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return nv;
+}

@@ -126,6 +126,13 @@ int ab_point_timed(const ab_point *p);
  * caller falls back to dense total_ms / total_ms on the matching workload. */
 int ab_point_paired_speedup(const ab_point *p, double *speedup, double *lo, double *hi);
 
+/* The comma lists of per-layer / per-head recall (layer_recall,
+ * head_recall): v[0, count) written with `decimals` digits, as many as fit
+ * in buf (n bytes); read back into v (at most cap values), returning the
+ * count. */
+void ab_point_put_list(char *buf, size_t n, const double *v, int count, int decimals);
+size_t ab_point_get_list(const char *s, double *v, size_t cap);
+
 /* Run environment: string attributes of the file's root group. */
 #define AB_ENV_MAX 48
 typedef struct ab_env {
