@@ -28,13 +28,24 @@
  * step). The metadata lives per KV head in blocks of QB = 64 pages, each
  * block (d, QB) contiguous (32 KiB at d = 128), so the bound pass streams a
  * block with its pages in the vector lanes (methods/vecf.h); the bounds of
- * every (row, block) are computed in parallel, so one head uses every
- * thread, then the top pages per row. (Per-channel (d, pages) arrays read
- * d strided rows per page block and ran 5% slower at 128K.) Measured at
- * N = 128K, 8 heads, d = 128, cold: bounds 2.7 ms for 32 MiB (the sign
- * choice between the min and max arrays defeats the prefetcher: about half
- * the triad bandwidth), the top pages 0.6 ms, the attention over 1/16 of
- * the cache 4.5 ms.
+ * every (KV head, block) are computed in parallel, so one head uses every
+ * thread (the G query heads of a GQA group take turns on a block while it
+ * is in cache, so the metadata is read from memory once per KV head), then
+ * the top pages per row. (Per-channel (d, pages) arrays read d strided rows
+ * per page block and ran 5% slower at 128K.) Measured at N = 128K, 8 heads,
+ * d = 128, cold, float bounds on an AVX-512 Xeon: bounds 2.7 ms for 32 MiB
+ * (the sign choice between the min and max arrays defeats the prefetcher:
+ * about half the triad bandwidth), the top pages 0.6 ms, the attention over
+ * 1/16 of the cache 4.5 ms.
+ *
+ * Bounds in bfloat16 (`bits` = 16, the default): each page's minimum is
+ * stored rounded down and its maximum rounded up to bfloat16, so they still
+ * bracket every key of the page and U(p) stays an upper bound (looser by
+ * at most 2^-8 relative per channel); a row's bound pass then reads 2d
+ * bytes per page, 1/64 of the page's K and V at fp32, instead of 4d (1/32).
+ * At a 1/16 budget the step reads 0.0625 + 0.0156 of the cache rather than
+ * 0.0625 + 0.0313 (Quest's own kernel reads both arrays in fp16 beside an
+ * fp16 cache: 1/16 of it). `bits` = 32 keeps float bounds.
  *
  * The bound pass uses max(q_c a, q_c b) = q_c * (q_c >= 0 ? b : a) for
  * a <= b: per channel one of the two arrays is read, one multiply-add per
@@ -45,10 +56,13 @@
  * Stated cost per step (ab_layout_set_cost), with P = pages before the last,
  * R = query rows, A = keys appended, KV = KV heads (over layers):
  *   FLOPs: 2 d P R (bounds) + 2 P R (quickselect) + 2 d A KV (min and max);
- *   bytes: 4 d P R (one of min/max per channel; Quest's kernel reads both,
- *   8 d P R) + 4 d R (queries) + 4 P R (bounds) + 4 d A KV (new keys) +
- *   8 d KV per touched page (its min and max rewritten).
- * Memory: 2 d ceil(cap / page) floats per KV head, an eighth of K at page 16.
+ *   bytes, with e = bits / 8 bytes per bound and G = R / KV query heads per
+ *   KV head: e d P KV min(G, 2) (per channel the array the sign of q_c
+ *   picks; a group's rows may pick both; Quest's kernel reads both) +
+ *   4 d R (queries) + 4 P R (bounds) + 4 d A KV (new keys) + 2 e d KV per
+ *   touched page (its min and max rewritten).
+ * Memory: 2 e d ceil(cap / page) bytes per KV head: 1/16 of K at page 16
+ * and bits 16 (1/8 at bits 32).
  *
  * Deviations from the paper and the official code:
  *  - Quest keeps the first two layers dense; a non-layered decode problem
@@ -63,8 +77,10 @@
  *    floor(budget / page) pages by bound among all pages, the last
  *    included, without forcing it. The floor of 3 pages is the evaluation
  *    code's (the CUDA path has none).
- *  - fp32 bounds on whatever keys the problem has (the paper's keys are
- *    post-RoPE fp16); ties go to the lower page (torch.topk: unspecified).
+ *  - bfloat16 bounds rounded outward by default (above; `bits` = 32 for
+ *    float) on whatever fp32 keys the problem has (the paper's keys and
+ *    bounds are post-RoPE fp16); ties go to the lower page (torch.topk:
+ *    unspecified).
  */
 #include "attnbench.h"
 #include "methods/keep.h"
@@ -84,8 +100,9 @@ typedef struct quest_state {
     int pmax;   /* pages of a full cache */
     int pblk;   /* blocks of QB pages: ceil(pmax / QB) */
     int have;   /* keys folded into the metadata */
-    float *mn;  /* (kvh, pblk, d, QB) channel minimum per page, QB pages in a row */
-    float *mx;  /* (kvh, pblk, d, QB) channel maximum per page */
+    int bits;   /* 16: bfloat16 bounds rounded outward; 32: float */
+    void *mn;   /* (kvh, pblk, d, QB) channel minimum per page, QB pages in a row */
+    void *mx;   /* (kvh, pblk, d, QB) channel maximum per page */
     float *tmp; /* (kvh, 2, d) one page's running min and max (update) */
     float *u;   /* (rows, pblk * QB) bounds of the last step */
 } quest_state;
@@ -101,7 +118,47 @@ static inline size_t qidx(const quest_state *st, int g, int c, int p)
     return (((size_t)g * st->pblk + (size_t)(p / QB)) * st->d + (size_t)c) * QB + (size_t)(p % QB);
 }
 
-enum { P_BUDGET = 0, P_PAGE, P_COUNT };
+enum { P_BUDGET = 0, P_PAGE, P_BITS, P_COUNT };
+
+/* bfloat16 with directed rounding: the bf16 value nearest x on the side
+ * `up` asks for (up: the least bf16 >= x; else the greatest <= x). A bf16 is
+ * the top half of a float's bits, so truncation rounds toward zero; one more
+ * unit in the last place moves away from zero, which is up for a positive x
+ * and down for a negative one. A page's minimum rounded down and maximum
+ * rounded up still bracket every key of the page, so U(p) stays an upper
+ * bound; the rounding is monotone, so folding keys in one at a time or all
+ * at once stores the same bits. */
+static inline uint16_t bf16_dir(float x, int up)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint16_t h = (uint16_t)(u >> 16);
+    if ((u & 0xFFFFu) && (int)(u >> 31) != up) h++;
+    return h;
+}
+
+static inline float bf16_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* One bound of the metadata (arr: st->mn or st->mx) at index i, as a float;
+ * and the store, rounded outward (down for mn, up for mx) in bfloat16. */
+static inline float meta_get(const quest_state *st, const void *arr, size_t i)
+{
+    return st->bits == 16 ? bf16_f32(((const uint16_t *)arr)[i]) : ((const float *)arr)[i];
+}
+
+static inline void meta_put(const quest_state *st, void *arr, size_t i, float x)
+{
+    if (st->bits == 16)
+        ((uint16_t *)arr)[i] = bf16_dir(x, arr == st->mx);
+    else
+        ((float *)arr)[i] = x;
+}
 
 /* a candidate page and its bound */
 typedef struct qcand {
@@ -135,8 +192,14 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
                      s->kv_heads, s->head_dim, s->seq_len);
         return AB_EINVAL;
     }
+    if (p->v[P_BITS] != 16 && p->v[P_BITS] != 32) {
+        ab_set_error(state, "quest: bits=%g: page bounds are stored in 16 (bfloat16) or 32 (float) bits",
+                     p->v[P_BITS]);
+        return AB_EINVAL;
+    }
     st->budget = p->v[P_BUDGET];
     st->page = (int)p->v[P_PAGE];
+    st->bits = (int)p->v[P_BITS];
     st->rows = layers * s->heads;
     st->kvh = layers * s->kv_heads;
     st->d = s->head_dim;
@@ -145,12 +208,13 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
     st->pblk = (st->pmax + QB - 1) / QB;
     st->have = 0;
     const size_t n = (size_t)st->kvh * st->d * st->pblk * QB;
-    st->mn = calloc(n, sizeof *st->mn); /* zeroed: a block's unused pages are computed, never read */
-    st->mx = calloc(n, sizeof *st->mx);
+    const size_t es = st->bits / 8;
+    st->mn = calloc(n, es); /* zeroed: a block's unused pages are computed, never read */
+    st->mx = calloc(n, es);
     st->tmp = malloc((size_t)st->kvh * 2 * st->d * sizeof *st->tmp);
     st->u = malloc((size_t)st->rows * st->pblk * QB * sizeof *st->u);
     if (!st->mn || !st->mx || !st->tmp || !st->u) {
-        ab_set_error(state, "quest: out of memory for page metadata (%zu floats)", 2 * n);
+        ab_set_error(state, "quest: out of memory for page metadata (%zu values)", 2 * n);
         return AB_ENOMEM;
     }
     return AB_OK;
@@ -193,7 +257,7 @@ static void quest_update(quest_state *st, const ab_decode *dp, int from, int to)
 #pragma omp parallel for schedule(static) if (work > 65536.0)
     for (int g = 0; g < st->kvh; g++) {
         const float *k = dp->k + (size_t)g * dp->cap * d;
-        float *mn = st->mn, *mx = st->mx;
+        void *mn = st->mn, *mx = st->mx;
         float *a = st->tmp + (size_t)g * 2 * d, *b = a + d;
         for (int j0 = from; j0 < to;) {
             const int p = j0 / P, j1 = (p + 1) * P < to ? (p + 1) * P : to;
@@ -204,8 +268,8 @@ static void quest_update(quest_state *st, const ab_decode *dp, int from, int to)
                 j++;
             } else {
                 for (int c = 0; c < d; c++) {
-                    a[c] = mn[qidx(st, g, c, p)];
-                    b[c] = mx[qidx(st, g, c, p)];
+                    a[c] = meta_get(st, mn, qidx(st, g, c, p));
+                    b[c] = meta_get(st, mx, qidx(st, g, c, p));
                 }
             }
             for (; j < j1; j++) {
@@ -217,8 +281,8 @@ static void quest_update(quest_state *st, const ab_decode *dp, int from, int to)
                 }
             }
             for (int c = 0; c < d; c++) {
-                mn[qidx(st, g, c, p)] = a[c];
-                mx[qidx(st, g, c, p)] = b[c];
+                meta_put(st, mn, qidx(st, g, c, p), a[c]);
+                meta_put(st, mx, qidx(st, g, c, p), b[c]);
             }
             j0 = j1;
         }
@@ -251,21 +315,33 @@ static int quest_prepare(void *state, const ab_decode *dp)
 
 /* U(p) for the QB pages of block blk of KV head g and query q, into u[0,
  * QB): per channel one multiply-add with the array the sign of q_c picks,
- * the block's pages in the lanes; the block is d * QB contiguous floats. */
+ * the block's pages in the lanes; the block is d * QB contiguous values. */
 static void quest_bounds(const quest_state *st, int g, int blk, const float *q, float *u)
 {
     const int d = st->d;
     const size_t base = qidx(st, g, 0, blk * QB);
-    const float *mn = st->mn + base, *mx = st->mx + base;
     for (int o = 0; o < QB; o += 4 * VW) { /* 4 vectors of pages at a time (QB is a multiple of 4 * VW) */
         vf a0 = v_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        for (int c = 0; c < d; c++) {
-            const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB + o;
-            const vf qc = v_splat(q[c]);
-            a0 = v_fma(qc, v_load(src), a0);
-            a1 = v_fma(qc, v_load(src + VW), a1);
-            a2 = v_fma(qc, v_load(src + 2 * VW), a2);
-            a3 = v_fma(qc, v_load(src + 3 * VW), a3);
+        if (st->bits == 16) {
+            const uint16_t *mn = (const uint16_t *)st->mn + base, *mx = (const uint16_t *)st->mx + base;
+            for (int c = 0; c < d; c++) {
+                const uint16_t *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB + o;
+                const vf qc = v_splat(q[c]);
+                a0 = v_fma(qc, v_load_bf16(src), a0);
+                a1 = v_fma(qc, v_load_bf16(src + VW), a1);
+                a2 = v_fma(qc, v_load_bf16(src + 2 * VW), a2);
+                a3 = v_fma(qc, v_load_bf16(src + 3 * VW), a3);
+            }
+        } else {
+            const float *mn = (const float *)st->mn + base, *mx = (const float *)st->mx + base;
+            for (int c = 0; c < d; c++) {
+                const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB + o;
+                const vf qc = v_splat(q[c]);
+                a0 = v_fma(qc, v_load(src), a0);
+                a1 = v_fma(qc, v_load(src + VW), a1);
+                a2 = v_fma(qc, v_load(src + 2 * VW), a2);
+                a3 = v_fma(qc, v_load(src + 3 * VW), a3);
+            }
         }
         v_store(u + o, a0);
         v_store(u + o + VW, a1);
@@ -293,22 +369,25 @@ static int quest_dselect(void *state, const ab_decode *dp, ab_layout *l)
     double K = ceil(st->budget / st->page);
     K = K < 3 ? 3 : K;
     const double update_flops = 2.0 * d * appended * st->kvh;
-    const double update_bytes = 4.0 * d * appended * st->kvh + 8.0 * d * st->kvh * touched;
+    const double es = st->bits / 8; /* bytes per stored bound */
+    const double update_bytes = 4.0 * d * appended * st->kvh + 2.0 * es * d * st->kvh * touched;
     if (K >= np) { /* the budget covers the cache: every page, no estimate */
         for (int r = 0; r < rows && rc == AB_OK; r++) rc = ab_layout_add_block_range(l, r, 0, 0, np);
         return rc != AB_OK ? rc : ab_layout_set_cost(l, update_flops, update_bytes);
     }
     const int keep = (int)K - 1; /* pages chosen among the `last` pages before the last */
     const int nb = (last + QB - 1) / QB, ustride = st->pblk * QB;
-    /* 1. bounds, every (row, block) in parallel: a single row still uses every thread */
+    const int G = H / dp->kv_heads; /* query heads per KV head: rows g * G .. g * G + G - 1 */
+    /* 1. bounds, every (KV head, block) in parallel, so a single head still
+     * uses every thread; the G query heads of a KV head go over the block
+     * one after the other while it is in cache (read from memory once) */
 #pragma omp parallel for collapse(2) schedule(static) if ((double)rows * last * d > 32768.0)
-    for (int r = 0; r < rows; r++)
-        for (int blk = 0; blk < nb; blk++) {
-            const int layer = r / H, h = r % H;
-            const int g = layer * dp->kv_heads + ab_kv_head(dp, h);
-            quest_bounds(st, g, blk, dp->q + (size_t)r * d, st->u + (size_t)r * ustride + (size_t)blk * QB);
-        }
-        /* 2. the top pages per row */
+    for (int g = 0; g < st->kvh; g++)
+        for (int blk = 0; blk < nb; blk++)
+            for (int r = g * G; r < (g + 1) * G; r++)
+                quest_bounds(st, g, blk, dp->q + (size_t)r * d,
+                             st->u + (size_t)r * ustride + (size_t)blk * QB);
+                /* 2. the top pages per row */
 #pragma omp parallel if ((double)rows * last > 8192.0)
     {
         qcand *cand = malloc((size_t)last * sizeof *cand);
@@ -338,9 +417,9 @@ static int quest_dselect(void *state, const ab_decode *dp, ab_layout *l)
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "quest: out of memory");
     if (rc != AB_OK) return rc;
-    const double PR = (double)last * rows;
+    const double PR = (double)last * rows, PKV = (double)last * st->kvh * (G < 2 ? G : 2);
     return ab_layout_set_cost(l, 2.0 * d * PR + 2.0 * PR + update_flops,
-                              4.0 * d * PR + 4.0 * d * rows + 4.0 * PR + update_bytes);
+                              es * d * PKV + 4.0 * d * rows + 4.0 * PR + update_bytes);
 }
 
 const ab_method ab_quest = {
@@ -356,6 +435,8 @@ const ab_method ab_quest = {
                        .help = "tokens per query head, the last page included: max(3, ceil(budget/page)) pages" },
         [P_PAGE] = { .name = "page", .def = 16, .min = 1, .max = 4096, .is_int = 1,
                      .help = "keys per page (Quest: 16)" },
+        [P_BITS] = { .name = "bits", .def = 16, .min = 16, .max = 32, .is_int = 1,
+                     .help = "bits per stored page bound: 16 (bfloat16, min rounded down, max up) or 32 (float)" },
         [P_COUNT] = { .name = NULL },
     },
     .density_knob = { .param = P_BUDGET, .increasing = 1, .log_scale = 1 },

@@ -8,6 +8,7 @@
 #ifndef AB_METHODS_VECF_H
 #define AB_METHODS_VECF_H
 
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -28,6 +29,18 @@ static inline vf v_load(const float *p)
     return v;
 }
 static inline void v_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+/* VW bfloat16 values (the top 16 bits of a float) as floats: widen, shift */
+typedef uint16_t vbf16 __attribute__((vector_size(VW * sizeof(uint16_t))));
+typedef uint32_t vu32 __attribute__((vector_size(VW * sizeof(uint32_t))));
+static inline vf v_load_bf16(const uint16_t *p)
+{
+    vbf16 h;
+    memcpy(&h, p, sizeof h);
+    const vu32 u = __builtin_convertvector(h, vu32) << 16;
+    vf f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 static inline vf v_splat(float x)
 {
 #if defined(__AVX512F__)

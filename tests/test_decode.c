@@ -302,3 +302,156 @@ ParameterizedTest(dcase *c, decode, methods_match_fp64_on_their_layout)
     ab_instance_destroy(&in);
     dprob_free(&p);
 }
+
+/* ---- Quest's page choice ------------------------------------------------------- */
+
+/* x rounded to bfloat16 toward -inf (up = 0) or +inf (up = 1), in double:
+ * the bf16 grid at x's binade has 8 significant bits. */
+static double bf16_round(double x, int up)
+{
+    if (x == 0) return 0;
+    int e;
+    frexp(x, &e);                         /* |x| in [2^(e-1), 2^e) */
+    const double ulp = ldexp(1.0, e - 8); /* 8 significant bits */
+    return (up ? ceil(x / ulp) : floor(x / ulp)) * ulp;
+}
+
+/* Quest keeps the page of the newest key and the K - 1 other pages of
+ * largest bound U(p) = sum_c max(q_c min_c, q_c max_c), re-derived here in
+ * double from the keys (min and max rounded outward to bfloat16 when
+ * bits = 16): every kept page's bound is at least every dropped page's
+ * (up to float rounding of the sum), over steps that append keys into a
+ * partly filled page and open a new one (the incremental update), with
+ * GQA groups of 2 and a head dim off the vector width. */
+Test(decode, quest_keeps_the_pages_of_largest_bound)
+{
+    const ab_method *m = ab_method_find("quest");
+    cr_assert(m);
+    const int H = 4, kv = 2, d = 37, n = 1000, S = 20, page = 16, budget = 160;
+    for (int bits = 16; bits <= 32; bits += 16) {
+        dprob p;
+        dprob_make(&p, 1, H, kv, d, n + S, S, 4242 + bits);
+        ab_params prm;
+        ab_params_defaults(m->params, AB_MAX_PARAMS, &prm);
+        cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "budget", budget), 0);
+        cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "bits", bits), 0);
+        ab_shape s = { 0 };
+        s.heads = H;
+        s.kv_heads = kv;
+        s.layers = 1;
+        s.seq_len = n + S;
+        s.head_dim = d;
+        s.causal = 1;
+        s.scale = 1.0f / sqrtf((float)d);
+        s.phase = AB_DECODE;
+        ab_instance in;
+        cr_assert_eq(ab_instance_create(&in, m, &prm, &s), AB_OK, "init: %s", ab_instance_error(&in));
+        ab_decode d0 = dview(&p, 0, n, 0);
+        cr_assert_eq(ab_instance_prepare(&in, &d0), AB_OK, "prepare: %s", ab_instance_error(&in));
+        double *U = malloc(sizeof(double) * (size_t)(n + S) / page + sizeof(double) * 2);
+        cr_assert(U);
+        for (int st = 0; st < S; st++) {
+            const int len = n + st + 1, np = (len + page - 1) / page, K = budget / page;
+            ab_decode dp = dview(&p, st, len, 0);
+            ab_layout l;
+            ab_layout_init_decode(&l, &dp, page);
+            cr_assert_eq(ab_instance_dselect(&in, &dp, &l), AB_OK, "dselect: %s", ab_instance_error(&in));
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            for (int h = 0; h < H; h++) {
+                const float *q = dp.q + (size_t)h * d;
+                const float *k = p.k + (size_t)(h / (H / kv)) * p.cap * d;
+                double umax = 0;
+                for (int pg = 0; pg < np; pg++) {
+                    double u = 0;
+                    for (int c = 0; c < d; c++) {
+                        double lo = INFINITY, hi = -INFINITY;
+                        for (int j = pg * page; j < (pg + 1) * page && j < len; j++) {
+                            lo = fmin(lo, k[(size_t)j * d + c]);
+                            hi = fmax(hi, k[(size_t)j * d + c]);
+                        }
+                        if (bits == 16) {
+                            lo = bf16_round(lo, 0);
+                            hi = bf16_round(hi, 1);
+                        }
+                        u += fmax(q[c] * lo, q[c] * hi);
+                    }
+                    U[pg] = u;
+                    umax = fmax(umax, fabs(u));
+                }
+                const double tol = 1e-5 * umax;
+                int kept = 0;
+                double kmin = INFINITY, dmax = -INFINITY;
+                for (int pg = 0; pg < np - 1; pg++) {
+                    const int in_l = ab_layout_contains(&l, h, 0, pg * page);
+                    kept += in_l;
+                    if (in_l)
+                        kmin = fmin(kmin, U[pg]);
+                    else
+                        dmax = fmax(dmax, U[pg]);
+                }
+                cr_expect(ab_layout_contains(&l, h, 0, len - 1),
+                          "bits %d step %d head %d: newest key dropped", bits, st, h);
+                cr_expect_eq(kept, K - 1, "bits %d step %d head %d: %d pages besides the last, expected %d",
+                             bits, st, h, kept, K - 1);
+                cr_expect(kmin >= dmax - tol,
+                          "bits %d step %d head %d: a kept page's bound %.9g < a dropped %.9g", bits, st, h,
+                          kmin, dmax);
+            }
+            ab_layout_free(&l);
+        }
+        free(U);
+        ab_instance_destroy(&in);
+        dprob_free(&p);
+    }
+}
+
+/* The rounding direction of bfloat16 bounds, where it decides the page: one
+ * channel (d = 1), five pages, two chosen besides the last. Page 2 holds the
+ * largest key; page 0's extreme key is 0.9999 and page 1's 1.0 (times the
+ * query's sign, so the maximum decides for q = 1 and the minimum for
+ * q = -1). Float bounds keep page 1. In bfloat16 rounded outward 0.9999
+ * becomes 1.0, a tie that goes to the lower page: page 0; rounded the other
+ * way it would become 0.996 and lose. */
+Test(decode, quest_bf16_bounds_round_outward)
+{
+    const ab_method *m = ab_method_find("quest");
+    cr_assert(m);
+    enum { N = 80, PAGE = 16 };
+    for (int sign = -1; sign <= 1; sign += 2)
+        for (int bits = 16; bits <= 32; bits += 16) {
+            float q = (float)sign, k[N] = { 0 }, v[N] = { 0 };
+            k[0 * PAGE + 3] = sign * 0.9999f;
+            k[1 * PAGE + 5] = sign * 1.0f;
+            k[2 * PAGE + 7] = sign * 1.5f;
+            dprob p = { 1, 1, 1, 1, N, 1, &q, k, v };
+            ab_params prm;
+            ab_params_defaults(m->params, AB_MAX_PARAMS, &prm);
+            cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "budget", 3 * PAGE), 0);
+            cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "bits", bits), 0);
+            ab_shape s = { 0 };
+            s.heads = s.kv_heads = s.layers = 1;
+            s.seq_len = N;
+            s.head_dim = 1;
+            s.scale = 1.0f;
+            s.phase = AB_DECODE;
+            ab_instance in;
+            cr_assert_eq(ab_instance_create(&in, m, &prm, &s), AB_OK, "init: %s", ab_instance_error(&in));
+            ab_decode dp = dview(&p, 0, N, 0);
+            dp.threads = 1;
+            cr_assert_eq(ab_instance_prepare(&in, &dp), AB_OK);
+            ab_layout l;
+            ab_layout_init_decode(&l, &dp, PAGE);
+            cr_assert_eq(ab_instance_dselect(&in, &dp, &l), AB_OK, "dselect: %s", ab_instance_error(&in));
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            const int want = bits == 16 ? 0 : 1;
+            cr_expect(ab_layout_contains(&l, 0, 0, 2 * PAGE), "sign %d bits %d: page 2 dropped", sign, bits);
+            cr_expect(ab_layout_contains(&l, 0, 0, N - 1), "sign %d bits %d: the last page dropped", sign,
+                      bits);
+            cr_expect(ab_layout_contains(&l, 0, 0, want * PAGE), "sign %d bits %d: page %d dropped", sign,
+                      bits, want);
+            cr_expect(!ab_layout_contains(&l, 0, 0, (1 - want) * PAGE), "sign %d bits %d: page %d kept", sign,
+                      bits, 1 - want);
+            ab_layout_free(&l);
+            ab_instance_destroy(&in);
+        }
+}

@@ -2041,11 +2041,11 @@ static void write_decode(FILE *f, const xctx *c, int which)
         "#          6 bw_fraction (kv_GBps / STREAM triad)  7 limit_ms (whole cache / triad)  8 method  9 "
         "method_idx\n"
         "#          10 density  11 threads  12 prepare_ms\n",
-        "# decode speedup over dense decode (paired) vs the fraction of the K/V cache read per step, at "
-        "each\n"
-        "# method's largest N. columns: 1 kv_fraction  2 speedup  3 lo  4 hi  5 N  6 density  7 method  8 "
-        "method_idx\n"
-        "#          9 select_share (select / step)\n",
+        "# decode speedup over dense decode (paired) vs the fraction of the K/V cache read per step, every\n"
+        "# timed point. columns: 1 kv_fraction (K/V bytes the attention reads / cache bytes)  2 speedup  3 "
+        "lo\n"
+        "#          4 hi  5 N  6 density  7 method  8 method_idx  9 select_share (select / step)\n"
+        "#          10 read_fraction ((K/V bytes + the bytes select() states it moves) / cache bytes)\n",
         "# decode accuracy at the decode queries vs density (budget), every point with answers\n"
         "# columns: 1 density  2 accuracy  3 lo  4 hi (Wilson 95%)  5 dense_accuracy  6 N  7 method  8 "
         "method_idx\n"
@@ -2101,6 +2101,9 @@ static void write_decode(FILE *f, const xctx *c, int which)
                 put_nums(f, v, 6);
                 fprintf(f, "%s\t%zu\t", meth, m + 1);
                 put_num(f, p->select_ms / p->total_ms);
+                fputc('\t', f);
+                put_num(f,
+                        (p->kv_bytes + (isfinite(p->select_bytes) ? p->select_bytes : 0)) / p->cache_bytes);
                 fputc('\n', f);
             } else if (which == DEC_ACCURACY) {
                 if (p->acc_trials <= 0) continue;

@@ -418,8 +418,9 @@ static const fig FIGS[] = {
       1 },
     { "decode_speedup", "Decode: speedup vs fraction of the cache read",
       "Speedup over dense decode (the paired ratio, select() included) vs the fraction of the "
-      "K and V cache the attention reads per step (per KV head, the union of the keys its "
-      "query heads keep), every timed point (all cache lengths and stacks). The dotted line "
+      "K and V cache read per step: per KV head, the union of the keys its query heads keep, "
+      "plus the bytes select() states it moves (Quest's page bounds), every timed point (all cache lengths "
+      "and stacks). The dotted line "
       "is the bandwidth ideal, 1 / fraction read: a method on it is limited by memory alone. "
       "Under GQA a method that selects per query head reads the union of its group's keys, "
       "so its fraction read exceeds its density.",
