@@ -116,8 +116,10 @@ static double max_rel(const ab_decode *dp, const ab_layout *l, const float *out)
 /* ---- the kernel ------------------------------------------------------------ */
 
 /* A layout of kind `kind` over step view dp: pages / tokens chosen by a
- * seeded draw, the current key always kept. */
-static void make_layout(ab_layout *l, const ab_decode *dp, int kind, int bk, uint64_t seed)
+ * seeded draw, the current key always kept. pat: each row's pattern (rows
+ * with the same pattern keep the same keys); NULL: every row its own. */
+static void make_layout_pat(ab_layout *l, const ab_decode *dp, int kind, int bk, uint64_t seed,
+                            const int *pat)
 {
     ab_layout_init_decode(l, dp, bk);
     const int rows = dp->layers * dp->heads;
@@ -126,6 +128,7 @@ static void make_layout(ab_layout *l, const ab_decode *dp, int kind, int bk, uin
     } else {
         uint64_t s = seed;
         for (int r = 0; r < rows; r++) {
+            if (pat) s = seed + 7919u * (uint64_t)pat[r];
             for (int b = 0; b < l->n_kblocks; b++)
                 if (kind != AB_LAYOUT_TOKEN && ab_splitmix64(&s) % 3 == 0)
                     cr_assert_eq(ab_layout_add_block(l, r, 0, b), AB_OK);
@@ -141,6 +144,38 @@ static void make_layout(ab_layout *l, const ab_decode *dp, int kind, int bk, uin
     cr_assert_eq(ab_layout_finalize(l), AB_OK);
     char err[200];
     cr_assert_eq(ab_layout_validate(l, err, sizeof err), AB_OK, "%s", err);
+}
+
+static void make_layout(ab_layout *l, const ab_decode *dp, int kind, int bk, uint64_t seed)
+{
+    make_layout_pat(l, dp, kind, bk, seed, NULL);
+}
+
+/* GQA rows of a sparse layout that keep the same keys are run as one unit
+ * (their keys read once): groups of 4 with runs of equal rows of every
+ * length (4; 3 + 1; 1 + 2 + 1; 1 + 1 + 1 + 1; a run broken and resumed),
+ * every layout kind and strategy, against fp64 row by row. */
+Test(decode, kernel_joins_gqa_rows_with_equal_keys)
+{
+    const int pat[20] = { 0, 0, 0, 0, 1, 1, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 10, 10 };
+    const int kinds[] = { AB_LAYOUT_BLOCK, AB_LAYOUT_TOKEN, AB_LAYOUT_MIXED };
+    dprob p;
+    dprob_make(&p, 1, 20, 5, 72, 700, 1, 77);
+    ab_decode dp = dview(&p, 0, 697, 0);
+    float *out = malloc(sizeof(float) * 20 * 72);
+    cr_assert(out);
+    for (int ki = 0; ki < 3; ki++) {
+        ab_layout l;
+        make_layout_pat(&l, &dp, kinds[ki], 16, 31 + ki, pat);
+        for (int st = AB_DECODE_AUTO; st <= AB_DECODE_LEAN; st++) {
+            cr_assert_eq(ab_kernel_decode(&dp, &l, out, st, 3), AB_OK);
+            const double e = max_rel(&dp, &l, out);
+            cr_expect(e <= REL_TOL, "kind %s strategy %d: rel err %.3g", ab_layout_kind_name(l.kind), st, e);
+        }
+        ab_layout_free(&l);
+    }
+    free(out);
+    dprob_free(&p);
 }
 
 Test(decode, kernel_every_strategy_and_layout_matches_fp64)

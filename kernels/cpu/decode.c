@@ -23,7 +23,9 @@
  * A unit is a group of rows that read the same keys: with grouped KV heads
  * (GQA) and a DENSE layout, the heads/kv_heads query heads of one KV head
  * share one pass over its keys (each key read once for the group); a sparse
- * layout may keep other keys per head, so there a unit is one row.
+ * layout may keep other keys per head, so there a unit is a run of rows of
+ * one group that keep identical key lists (a static pattern such as a
+ * window, or a selection shared by the group), one row when they differ.
  * The inner step, per tile of up to AB_DEC_TILE keys: the logits of every
  * row of the unit (dot products), the tile's exp through the kernels' vector
  * exp, then the value update.
@@ -464,6 +466,23 @@ static void part_init(part *p, float *acc, int g, int d)
     memset(acc, 0, sizeof(float) * (size_t)g * d);
 }
 
+/* Rows a and b of a finalised decode layout keep the same keys (the same
+ * page list and the same token list). */
+static int same_keys(const ab_layout *l, int a, int b)
+{
+    if (l->blk_ptr) {
+        const int64_t na = l->blk_ptr[a + 1] - l->blk_ptr[a], nb = l->blk_ptr[b + 1] - l->blk_ptr[b];
+        if (na != nb || memcmp(l->blk_idx + l->blk_ptr[a], l->blk_idx + l->blk_ptr[b], sizeof(int32_t) * na))
+            return 0;
+    }
+    if (l->tok_ptr) {
+        const int64_t na = l->tok_ptr[a + 1] - l->tok_ptr[a], nb = l->tok_ptr[b + 1] - l->tok_ptr[b];
+        if (na != nb || memcmp(l->tok_idx + l->tok_ptr[a], l->tok_idx + l->tok_ptr[b], sizeof(int32_t) * na))
+            return 0;
+    }
+    return 1;
+}
+
 int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits)
 {
     if (!dp || !out || dp->layers < 1 || dp->heads < 1 || dp->kv_heads < 1 || dp->heads % dp->kv_heads ||
@@ -472,25 +491,35 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
     if (l && l->kind == AB_LAYOUT_CUSTOM) return AB_EINVAL;
     if (l && (l->heads != dp->layers * dp->heads || l->n_qblocks != 1)) return AB_EINVAL;
     const int H = dp->heads, G = dp->heads / dp->kv_heads, d = dp->head_dim, rows = dp->layers * H;
-    const int grouped = (!l || l->kind == AB_LAYOUT_DENSE) && G > 1;
-    int gsz = 1; /* the largest divisor of G up to AB_DEC_MAXG: a unit never spans two KV heads */
-    for (int x = grouped ? AB_DEC_MAXG : 1; x > 1; x--)
+    const int dense = !l || l->kind == AB_LAYOUT_DENSE;
+    int gsz = 1; /* dense: the largest divisor of G up to AB_DEC_MAXG */
+    for (int x = dense && G > 1 ? AB_DEC_MAXG : 1; x > 1; x--)
         if (G % x == 0) {
             gsz = x;
             break;
         }
-    const int nu = rows / gsz;
     const int T = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
-    unit *u = malloc(sizeof *u * (size_t)nu);
+    unit *u = malloc(sizeof *u * (size_t)rows);
     if (!u) return AB_ENOMEM;
+    /* Units: a dense layout cuts each GQA group into units of gsz rows; a
+     * sparse one joins consecutive rows of a group that keep the same keys
+     * (a static pattern, a group-shared selection), up to AB_DEC_MAXG, so
+     * their keys are read once. A unit never spans two KV heads. */
     int64_t total = 0;
-    for (int i = 0; i < nu; i++) {
-        const int row0 = i * gsz, layer = row0 / H, h = row0 % H;
-        u[i].row0 = row0;
-        u[i].g = gsz;
-        u[i].kvh = (int64_t)layer * dp->kv_heads + h / G;
-        rowkeys_of(&u[i].keys, l, row0, dp->len);
-        total += (u[i].keys.count + AB_DEC_TILE - 1) / AB_DEC_TILE;
+    int nu = 0, gmax = 1;
+    for (int row0 = 0; row0 < rows;) {
+        const int layer = row0 / H, h = row0 % H, gend = row0 - h % G + G; /* end of the group */
+        int g = gsz;
+        if (!dense)
+            while (g < AB_DEC_MAXG && row0 + g < gend && same_keys(l, row0, row0 + g)) g++;
+        u[nu].row0 = row0;
+        u[nu].g = g;
+        u[nu].kvh = (int64_t)layer * dp->kv_heads + h / G;
+        rowkeys_of(&u[nu].keys, l, row0, dp->len);
+        total += (u[nu].keys.count + AB_DEC_TILE - 1) / AB_DEC_TILE;
+        gmax = g > gmax ? g : gmax;
+        row0 += g;
+        nu++;
     }
     /* the pieces, in unit and key order */
     if (strategy == AB_DECODE_AUTO) strategy = AB_DECODE_LEAN;
@@ -538,7 +567,7 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
         }
     }
     part *pt = malloc(sizeof *pt * (size_t)np);
-    float *acc = malloc(sizeof(float) * (size_t)np * gsz * d);
+    float *acc = malloc(sizeof(float) * (size_t)np * gmax * d);
     if (!pt || !acc) {
         free(pt);
         free(acc);
@@ -556,7 +585,7 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
         for (int64_t i = 0; i < np; i++) {
             if (lean ? pc[i].owner % nt != tid : i % nt != tid) continue;
             const unit *un = &u[pc[i].unit];
-            part_init(&pt[i], acc + (size_t)i * gsz * d, un->g, d);
+            part_init(&pt[i], acc + (size_t)i * gmax * d, un->g, d);
             run_segment(&un->keys, pc[i].u0, pc[i].u1, dp->q + (size_t)un->row0 * d, un->g,
                         dp->k + (size_t)un->kvh * kvs, dp->v + (size_t)un->kvh * kvs, d, dp->scale, &pt[i],
                         isa);
@@ -566,8 +595,8 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
     int64_t i = 0;
     while (i < np) {
         int64_t j = i + 1;
-        while (j < np && pc[j].unit == pc[i].unit) merge_part(&pt[i], &pt[j++], gsz, d);
         const unit *un = &u[pc[i].unit];
+        while (j < np && pc[j].unit == pc[i].unit) merge_part(&pt[i], &pt[j++], un->g, d);
         for (int a = 0; a < un->g; a++) {
             float *o = out + (size_t)(un->row0 + a) * d;
             const float inv = pt[i].l[a] > 0 ? 1.0f / pt[i].l[a] : 0.0f;
