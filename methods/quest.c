@@ -315,39 +315,43 @@ static int quest_prepare(void *state, const ab_decode *dp)
 
 /* U(p) for the QB pages of block blk of KV head g and query q, into u[0,
  * QB): per channel one multiply-add with the array the sign of q_c picks,
- * the block's pages in the lanes; the block is d * QB contiguous values. */
+ * the block's pages in the lanes (QB / VW accumulators, every page of the
+ * block at once, so a channel's QB bounds are read as one contiguous run);
+ * the block is d * QB contiguous values per array. Which array a channel
+ * reads depends on the sign of q_c, a pattern the hardware prefetcher
+ * cannot follow, so the run PF channels ahead is prefetched in software. */
+#define QNA (QB / VW) /* accumulators */
+#define QPF 8         /* channels prefetched ahead */
 static void quest_bounds(const quest_state *st, int g, int blk, const float *q, float *u)
 {
     const int d = st->d;
     const size_t base = qidx(st, g, 0, blk * QB);
-    for (int o = 0; o < QB; o += 4 * VW) { /* 4 vectors of pages at a time (QB is a multiple of 4 * VW) */
-        vf a0 = v_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        if (st->bits == 16) {
-            const uint16_t *mn = (const uint16_t *)st->mn + base, *mx = (const uint16_t *)st->mx + base;
-            for (int c = 0; c < d; c++) {
-                const uint16_t *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB + o;
-                const vf qc = v_splat(q[c]);
-                a0 = v_fma(qc, v_load_bf16(src), a0);
-                a1 = v_fma(qc, v_load_bf16(src + VW), a1);
-                a2 = v_fma(qc, v_load_bf16(src + 2 * VW), a2);
-                a3 = v_fma(qc, v_load_bf16(src + 3 * VW), a3);
+    vf a[QNA];
+    for (int i = 0; i < QNA; i++) a[i] = v_splat(0.0f);
+    if (st->bits == 16) {
+        const uint16_t *mn = (const uint16_t *)st->mn + base, *mx = (const uint16_t *)st->mx + base;
+        for (int c = 0; c < d; c++) {
+            if (c + QPF < d) {
+                const uint16_t *pf = (q[c + QPF] >= 0.0f ? mx : mn) + (size_t)(c + QPF) * QB;
+                for (int o = 0; o < QB; o += 32) __builtin_prefetch(pf + o);
             }
-        } else {
-            const float *mn = (const float *)st->mn + base, *mx = (const float *)st->mx + base;
-            for (int c = 0; c < d; c++) {
-                const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB + o;
-                const vf qc = v_splat(q[c]);
-                a0 = v_fma(qc, v_load(src), a0);
-                a1 = v_fma(qc, v_load(src + VW), a1);
-                a2 = v_fma(qc, v_load(src + 2 * VW), a2);
-                a3 = v_fma(qc, v_load(src + 3 * VW), a3);
-            }
+            const uint16_t *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB;
+            const vf qc = v_splat(q[c]);
+            for (int i = 0; i < QNA; i++) a[i] = v_fma(qc, v_load_bf16(src + i * VW), a[i]);
         }
-        v_store(u + o, a0);
-        v_store(u + o + VW, a1);
-        v_store(u + o + 2 * VW, a2);
-        v_store(u + o + 3 * VW, a3);
+    } else {
+        const float *mn = (const float *)st->mn + base, *mx = (const float *)st->mx + base;
+        for (int c = 0; c < d; c++) {
+            if (c + QPF < d) {
+                const float *pf = (q[c + QPF] >= 0.0f ? mx : mn) + (size_t)(c + QPF) * QB;
+                for (int o = 0; o < QB; o += 16) __builtin_prefetch(pf + o);
+            }
+            const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * QB;
+            const vf qc = v_splat(q[c]);
+            for (int i = 0; i < QNA; i++) a[i] = v_fma(qc, v_load(src + i * VW), a[i]);
+        }
     }
+    for (int i = 0; i < QNA; i++) v_store(u + i * VW, a[i]);
 }
 
 static int quest_dselect(void *state, const ab_decode *dp, ab_layout *l)

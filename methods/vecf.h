@@ -34,12 +34,20 @@ typedef uint16_t vbf16 __attribute__((vector_size(VW * sizeof(uint16_t))));
 typedef uint32_t vu32 __attribute__((vector_size(VW * sizeof(uint32_t))));
 static inline vf v_load_bf16(const uint16_t *p)
 {
+#if defined(__AVX512F__)
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
+#else
     vbf16 h;
     memcpy(&h, p, sizeof h);
     const vu32 u = __builtin_convertvector(h, vu32) << 16;
     vf f;
     memcpy(&f, &u, sizeof f);
     return f;
+#endif
 }
 static inline vf v_splat(float x)
 {
