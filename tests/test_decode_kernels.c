@@ -1,18 +1,23 @@
-/* test_decode_kernels.c — edge cases of the decode kernel's vector path
- * (kernels/cpu/decode.c, seg_tile_avx512 and its driver), beyond
- * tests/test_decode.c:
- *  - head dims that are not a multiple of 16 (masked last vector), from 1
- *    to 256, and more than 128 columns (several accumulator blocks);
+/* test_decode_kernels.c — edge cases of the decode kernel's vector paths
+ * (kernels/cpu/decode.c: seg_tile_avx512, seg_tile_avx2 and their shared
+ * tile driver), beyond tests/test_decode.c:
+ *  - head dims that are not a multiple of 8 or 16 (masked last vector),
+ *    from 1 to 256, and more than 64 / 128 columns (several accumulator
+ *    blocks);
  *  - cache lengths of 1, under one tile, one tile exactly, one key past a
  *    tile, and a partly filled last tile, with a short last page;
  *  - every layout kind (DENSE, BLOCK, TOKEN, MIXED) and strategy, GQA groups
- *    of 1, 3, 4, 8 and 16 (and more than 16: two units per KV head);
- *  - the vector path against the fp64 reference, against the portable path
+ *    of 1, 3, 4, 8, 12 and 16 (odd groups: AVX2 pairs rows, the last alone;
+ *    more than 16: two units per KV head);
+ *  - each vector path against the fp64 reference, against the portable path
  *    (AB_CPU_ISA=portable; same maths, other summation and FMA order: to
- *    1e-5, d = 1 leaves a single output column, sensitive to rounding), and run twice
- *    at 2 threads with the same bits (no dependence on thread timing).
- * On a CPU without AVX-512 both paths are the portable one and the
- * comparisons hold trivially. */
+ *    1e-5, d = 1 leaves a single output column, sensitive to rounding), and
+ *    run twice at 2 threads with the same bits (no dependence on thread
+ *    timing).
+ * The vector paths tested are every one the CPU has, selected through
+ * AB_CPU_ISA: the AVX2 path, and on an AVX-512 CPU also the AVX-512 one
+ * (ab_cpu_isa_pick's own choice there). On a CPU with neither, the kernel
+ * runs the portable path both times and the comparisons hold trivially. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 #include "runtime/layout.h"
 
@@ -128,12 +134,13 @@ static double rel_f(const float *a, const float *b, int rows, int d)
     return w;
 }
 
-/* Every kind and strategy on one problem: vs fp64, vs the portable path,
- * and the same bits twice. */
-static void check_problem(kprob *p, const char *what)
+/* Every kind and strategy on one problem, on one path (AB_CPU_ISA = isa):
+ * vs fp64, vs the portable path, and the same bits twice. */
+static void check_problem_isa(kprob *p, const char *what, int isa)
 {
     const ab_decode *dp = &p->dp;
     const int d = dp->head_dim, rows = dp->heads;
+    const char *in = ab_cpu_isa_name(isa);
     const int kinds[] = { AB_LAYOUT_DENSE, AB_LAYOUT_BLOCK, AB_LAYOUT_TOKEN, AB_LAYOUT_MIXED };
     float *o = malloc(sizeof(float) * rows * d), *o2 = malloc(sizeof(float) * rows * d),
           *op = malloc(sizeof(float) * rows * d);
@@ -144,6 +151,7 @@ static void check_problem(kprob *p, const char *what)
         klayout(&l, dp, kinds[ki], ki == 3 ? 7 : 16, 100 + ki + d);
         for (int st = AB_DECODE_AUTO; st <= AB_DECODE_LEAN; st++) {
             const int splits = st == AB_DECODE_SPLITK ? 3 : 0;
+            setenv("AB_CPU_ISA", in, 1);
             cr_assert_eq(ab_kernel_decode(dp, &l, o, st, splits), AB_OK);
             double worst = 0;
             for (int r = 0; r < rows; r++) {
@@ -151,16 +159,16 @@ static void check_problem(kprob *p, const char *what)
                 const double e = rel_l2(o + (size_t)r * d, ref, d);
                 worst = e > worst ? e : worst;
             }
-            cr_expect(worst <= REL_TOL, "%s kind %s strategy %d: rel err %.3g vs fp64", what,
+            cr_expect(worst <= REL_TOL, "%s %s kind %s strategy %d: rel err %.3g vs fp64", in, what,
                       ab_layout_kind_name(l.kind), st, worst);
             cr_assert_eq(ab_kernel_decode(dp, &l, o2, st, splits), AB_OK);
-            cr_expect(!memcmp(o, o2, sizeof(float) * rows * d), "%s kind %s strategy %d: two runs differ",
-                      what, ab_layout_kind_name(l.kind), st);
+            cr_expect(!memcmp(o, o2, sizeof(float) * rows * d), "%s %s kind %s strategy %d: two runs differ",
+                      in, what, ab_layout_kind_name(l.kind), st);
             setenv("AB_CPU_ISA", "portable", 1);
             cr_assert_eq(ab_kernel_decode(dp, &l, op, st, splits), AB_OK);
             unsetenv("AB_CPU_ISA");
             const double ep = rel_f(o, op, rows, d);
-            cr_expect(ep <= 1e-5, "%s kind %s strategy %d: %.3g from the portable path", what,
+            cr_expect(ep <= 1e-5, "%s %s kind %s strategy %d: %.3g from the portable path", in, what,
                       ab_layout_kind_name(l.kind), st, ep);
         }
         ab_layout_free(&l);
@@ -169,6 +177,19 @@ static void check_problem(kprob *p, const char *what)
     free(o2);
     free(op);
     free(ref);
+}
+
+/* check_problem_isa on every vector path this CPU has (AVX2, AVX-512);
+ * on a CPU with neither, on the portable path. */
+static void check_problem(kprob *p, const char *what)
+{
+    int ran = 0;
+    for (int isa = AB_ISA_AVX2; isa < AB_ISA_COUNT; isa++)
+        if (ab_cpu_isa_supported(isa)) {
+            check_problem_isa(p, what, isa);
+            ran++;
+        }
+    if (!ran) check_problem_isa(p, what, AB_ISA_PORTABLE);
 }
 
 Test(decode_kernels, head_dims_off_the_vector_width)
