@@ -171,6 +171,22 @@ typedef struct part {
     float *acc; /* (g, d) */
 } part;
 
+/* Row a's online-softmax step over a tile's n logits s (exponentiated in
+ * place, shifted by the new running max, by the ISA's expsum): updates
+ * m and l and returns alpha, the factor that rescales the row's
+ * accumulator before the tile's values are added. */
+static float online_step(part *pt, int a, float *s, int n, double (*expsum)(float *, int, float))
+{
+    float mx = -INFINITY;
+    for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+    const float m_new = mx > pt->m[a] ? mx : pt->m[a];
+    const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
+    const double sum = expsum(s, n, m_new);
+    pt->l[a] = pt->l[a] * alpha + (float)sum;
+    pt->m[a] = m_new;
+    return alpha;
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) static float dot(const float *a, const float *b,
                                                                               int d)
 {
@@ -334,17 +350,7 @@ __attribute__((target("avx512f"))) static void seg_tile_avx512(const float *q, i
         }
     }
     float alphas[AB_DEC_MAXG];
-    for (int a = 0; a < g; a++) {
-        float *s = sg[a];
-        float mx = -INFINITY;
-        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
-        const float m_new = mx > pt->m[a] ? mx : pt->m[a];
-        const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
-        const double sum = ab_exp_shift_sum_avx512(s, n, m_new);
-        pt->l[a] = pt->l[a] * alpha + (float)sum;
-        pt->m[a] = m_new;
-        alphas[a] = alpha;
-    }
+    for (int a = 0; a < g; a++) alphas[a] = online_step(pt, a, sg[a], n, ab_exp_shift_sum_avx512);
     for (int a = 0; a < g4; a += 4) {
         float *acc = pt->acc + (size_t)a * d;
         int j = 0;
@@ -619,17 +625,7 @@ __attribute__((target("avx2,fma"))) static void seg_tile_avx2(const float *q, in
     for (; t < n; t++) /* the last n % 8 keys, one at a time */
         for (int a = 0; a < g; a++) sg[a][t] = scale * dot8(q + (size_t)a * d, kp[t], nf, rem, tail);
     __m256 al[AB_DEC_MAXG];
-    for (int a = 0; a < g; a++) {
-        float *s = sg[a];
-        float mx = -INFINITY;
-        for (int u = 0; u < n; u++) mx = s[u] > mx ? s[u] : mx;
-        const float m_new = mx > pt->m[a] ? mx : pt->m[a];
-        const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
-        const double sum = ab_exp_shift_sum_avx2(s, n, m_new);
-        pt->l[a] = pt->l[a] * alpha + (float)sum;
-        pt->m[a] = m_new;
-        al[a] = _mm256_set1_ps(alpha);
-    }
+    for (int a = 0; a < g; a++) al[a] = _mm256_set1_ps(online_step(pt, a, sg[a], n, ab_exp_shift_sum_avx2));
     /* values: one block of columns at a time for every row; the first row
      * (pair) of a block prefetches the value rows ahead */
     float *acc = pt->acc;
@@ -710,17 +706,9 @@ static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q
         rowkeys_fill(r, u, n, idx);
         for (int a = 0; a < g; a++) {
             const float *qa = q + (size_t)a * d;
-            float mx = -INFINITY;
-            for (int t = 0; t < n; t++) {
-                s[t] = scale * dot(qa, kh + (size_t)idx[t] * d, d);
-                mx = s[t] > mx ? s[t] : mx;
-            }
-            const float m_new = mx > pt->m[a] ? mx : pt->m[a];
-            const float alpha = pt->m[a] == -INFINITY ? 0.0f : expf(pt->m[a] - m_new);
-            const double sum = ab_cpu_exp_shift_sum(s, n, m_new);
+            for (int t = 0; t < n; t++) s[t] = scale * dot(qa, kh + (size_t)idx[t] * d, d);
+            const float alpha = online_step(pt, a, s, n, ab_cpu_exp_shift_sum);
             float *acc = pt->acc + (size_t)a * d;
-            pt->l[a] = pt->l[a] * alpha + (float)sum;
-            pt->m[a] = m_new;
             axpy_scale(acc, alpha, vh + (size_t)idx[0] * d, s[0], d);
             for (int t = 1; t < n; t++) axpy(acc, vh + (size_t)idx[t] * d, s[t], d);
         }
