@@ -650,6 +650,21 @@ typedef void (*seg_tile_fn)(const float *q, int g, const float *const *kp, const
                             int d, float scale, part *pt, int np);
 #endif
 
+#if AB_DEC_X86
+/* The key and value row addresses of ordinals [u, u + n) of r into kp, vp
+ * (idx: scratch of n); returns rowkeys_fill's contiguous run. */
+static int tile_rows(const rowkeys *r, int64_t u, int n, int32_t *idx, const float *kh, const float *vh,
+                     int d, const float **kp, const float **vp)
+{
+    const int run = rowkeys_fill(r, u, n, idx);
+    for (int t = 0; t < n; t++) {
+        kp[t] = kh + (size_t)idx[t] * d;
+        vp[t] = vh + (size_t)idx[t] * d;
+    }
+    return run;
+}
+#endif
+
 /* Fold keys of ordinals [u0, u1) of r into the g rows' state: queries q
  * (g, d), keys and values of one KV head (kh, vh: rows of d floats). */
 static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q, int g, const float *kh,
@@ -665,21 +680,13 @@ static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q
         const float *kp[2 * AB_DEC_TILE], *vp[2 * AB_DEC_TILE];
         int32_t idx[AB_DEC_TILE];
         int n = (int)(u1 - u0 < AB_DEC_TILE ? u1 - u0 : AB_DEC_TILE), run = 0;
-        if (u1 > u0) run = rowkeys_fill(r, u0, n, idx);
-        for (int t = 0; t < n; t++) {
-            kp[t] = kh + (size_t)idx[t] * d;
-            vp[t] = vh + (size_t)idx[t] * d;
-        }
+        if (u1 > u0) run = tile_rows(r, u0, n, idx, kh, vh, d, kp, vp);
         for (int64_t u = u0; u < u1; u += AB_DEC_TILE) {
             const int64_t un = u + AB_DEC_TILE;
             int nn = 0, nrun = 0;
             if (un < u1) {
                 nn = (int)(u1 - un < AB_DEC_TILE ? u1 - un : AB_DEC_TILE);
-                nrun = rowkeys_fill(r, un, nn, idx);
-                for (int t = 0; t < nn; t++) {
-                    kp[n + t] = kh + (size_t)idx[t] * d;
-                    vp[n + t] = vh + (size_t)idx[t] * d;
-                }
+                nrun = tile_rows(r, un, nn, idx, kh, vh, d, kp + n, vp + n);
                 /* AVX-512: the next tile prefetched here when it is not one run */
                 if (isa == AB_ISA_AVX512 && (nrun < nn || run < n))
                     for (int t = n; t < n + nn; t++)
