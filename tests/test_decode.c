@@ -92,6 +92,22 @@ static ab_decode dview(const dprob *p, int s, int len, int layered)
     return dp;
 }
 
+/* The shape a decode method is created with: layers, heads and KV heads as
+ * it sees them, a cache of capacity cap, head dim d. */
+static ab_shape dshape(int layers, int heads, int kv, int cap, int d)
+{
+    ab_shape s = { 0 };
+    s.heads = heads;
+    s.kv_heads = kv;
+    s.layers = layers;
+    s.seq_len = cap;
+    s.head_dim = d;
+    s.causal = 1;
+    s.scale = 1.0f / sqrtf((float)d);
+    s.phase = AB_DECODE;
+    return s;
+}
+
 /* max over rows of |o - ref| / |ref| */
 static double max_rel(const ab_decode *dp, const ab_layout *l, const float *out)
 {
@@ -297,15 +313,8 @@ ParameterizedTest(dcase *c, decode, methods_match_fp64_on_their_layout)
     const int layered = m->layered;
     ab_params prm;
     ab_params_defaults(m->params, AB_MAX_PARAMS, &prm);
-    ab_shape s = { 0 };
-    s.heads = layered ? c->H : c->L * c->H;
-    s.kv_heads = layered ? c->kv : c->L * c->kv;
-    s.layers = layered ? c->L : 1;
-    s.seq_len = c->n + c->S;
-    s.head_dim = c->d;
-    s.causal = 1;
-    s.scale = 1.0f / sqrtf((float)c->d);
-    s.phase = AB_DECODE;
+    const ab_shape s = layered ? dshape(c->L, c->H, c->kv, c->n + c->S, c->d)
+                               : dshape(1, c->L * c->H, c->L * c->kv, c->n + c->S, c->d);
     ab_instance in;
     cr_assert_eq(ab_instance_create(&in, m, &prm, &s), AB_OK, "%s init: %s", m->name, ab_instance_error(&in));
     ab_decode d0 = dview(&p, 0, c->n, layered);
@@ -370,15 +379,7 @@ Test(decode, quest_keeps_the_pages_of_largest_bound)
         ab_params_defaults(m->params, AB_MAX_PARAMS, &prm);
         cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "budget", budget), 0);
         cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "bits", bits), 0);
-        ab_shape s = { 0 };
-        s.heads = H;
-        s.kv_heads = kv;
-        s.layers = 1;
-        s.seq_len = n + S;
-        s.head_dim = d;
-        s.causal = 1;
-        s.scale = 1.0f / sqrtf((float)d);
-        s.phase = AB_DECODE;
+        const ab_shape s = dshape(1, H, kv, n + S, d);
         ab_instance in;
         cr_assert_eq(ab_instance_create(&in, m, &prm, &s), AB_OK, "init: %s", ab_instance_error(&in));
         ab_decode d0 = dview(&p, 0, n, 0);
@@ -463,12 +464,7 @@ Test(decode, quest_bf16_bounds_round_outward)
             ab_params_defaults(m->params, AB_MAX_PARAMS, &prm);
             cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "budget", 3 * PAGE), 0);
             cr_assert_eq(ab_params_set(m->params, AB_MAX_PARAMS, &prm, "bits", bits), 0);
-            ab_shape s = { 0 };
-            s.heads = s.kv_heads = s.layers = 1;
-            s.seq_len = N;
-            s.head_dim = 1;
-            s.scale = 1.0f;
-            s.phase = AB_DECODE;
+            const ab_shape s = dshape(1, 1, 1, N, 1);
             ab_instance in;
             cr_assert_eq(ab_instance_create(&in, m, &prm, &s), AB_OK, "init: %s", ab_instance_error(&in));
             ab_decode dp = dview(&p, 0, N, 0);
