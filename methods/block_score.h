@@ -17,10 +17,22 @@
 #include "methods/keep.h"
 
 #define BS_PANEL 64  /* B rows transposed at a time in bs_gemm_nt */
-#define BS_KC    128 /* depth (columns of A and B) per transposed chunk, AVX-512 path */
+#define BS_KC    128 /* depth (columns of A and B) per transposed chunk (kept in L1) */
+#if defined(__AVX512F__)
+#define BS_MR 4 /* rows of A per register tile (bs_kern) */
+#else
+#define BS_MR 6
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#else
+#include <string.h>
+
+#include "methods/vecf.h"
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #endif
 
 /* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)
@@ -111,11 +123,86 @@ static inline void bs_kern_avx512(const float *A, int lda, int i0, int R, const 
         }
     }
 }
+#define bs_kern bs_kern_avx512
+#else
+/* The same tile without AVX-512, on the VW-lane vectors of methods/vecf.h
+ * (8 under AVX2 + FMA, else 4): rows [i0, i0 + R) (R <= BS_MR) against one
+ * transposed panel, BS_NV vectors of columns at a time (6 x 2 accumulators
+ * + 2 panel vectors + 1 broadcast fit AVX2's 16 registers). Each element is
+ * the same chain as bs_kern_avx512's, fl(pre * A[i][c]) fused into it in c
+ * order (v_fma; without FMA a multiply and an add), so the AVX2 and AVX-512
+ * builds score alike. R is a constant at every call (bs_kern_vf's switch),
+ * so the loops over it unroll and acc stays in registers. */
+#define BS_NV 2
+static inline __attribute__((always_inline)) void bs_kern_vf_r(const int R, const float *A, int lda, int i0,
+                                                               const float *bt, int c0, int c1, float pre,
+                                                               float post, int first, int last, float *C,
+                                                               int ldc, int j0, int nj)
+{
+    const float *a[BS_MR];
+    for (int r = 0; r < R; r++) a[r] = A + (size_t)(i0 + r) * lda;
+    const vf ps = v_splat(last ? post : 1.0f);
+    for (int g = 0; g < nj; g += BS_NV * VW) {
+        vf acc[BS_MR][BS_NV];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < BS_NV; v++) {
+                const int rem = nj - g - v * VW;
+                const float *crow = C + (size_t)(i0 + r) * ldc + j0 + g + v * VW;
+                acc[r][v] = v_splat(0.0f);
+                if (first || rem <= 0) /* a fresh sum, or columns past nj (never stored) */
+                    continue;
+                if (rem >= VW)
+                    acc[r][v] = v_load(crow);
+                else /* resume the partial sums of the previous depth chunk */
+                    memcpy(&acc[r][v], crow, (size_t)rem * sizeof(float));
+            }
+        for (int c = c0; c < c1; c++) {
+            const float *br = bt + (size_t)(c - c0) * BS_PANEL + g;
+            vf b[BS_NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < BS_NV; v++) b[v] = v_load(br + v * VW);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const vf x = v_splat(a[r][c] * pre);
+#pragma GCC unroll 4
+                for (int v = 0; v < BS_NV; v++) acc[r][v] = v_fma(x, b[v], acc[r][v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < BS_NV; v++) {
+                const int rem = nj - g - v * VW;
+                float *crow = C + (size_t)(i0 + r) * ldc + j0 + g + v * VW;
+                const vf y = last ? ps * acc[r][v] : acc[r][v];
+                if (rem >= VW)
+                    v_store(crow, y);
+                else if (rem > 0)
+                    memcpy(crow, &y, (size_t)rem * sizeof(float));
+            }
+    }
+}
+
+static inline void bs_kern_vf(const float *A, int lda, int i0, int R, const float *bt, int c0, int c1,
+                              float pre, float post, int first, int last, float *C, int ldc, int j0, int nj)
+{
+    switch (R) {
+    case 6: bs_kern_vf_r(6, A, lda, i0, bt, c0, c1, pre, post, first, last, C, ldc, j0, nj); break;
+    case 5: bs_kern_vf_r(5, A, lda, i0, bt, c0, c1, pre, post, first, last, C, ldc, j0, nj); break;
+    case 4: bs_kern_vf_r(4, A, lda, i0, bt, c0, c1, pre, post, first, last, C, ldc, j0, nj); break;
+    case 3: bs_kern_vf_r(3, A, lda, i0, bt, c0, c1, pre, post, first, last, C, ldc, j0, nj); break;
+    case 2: bs_kern_vf_r(2, A, lda, i0, bt, c0, c1, pre, post, first, last, C, ldc, j0, nj); break;
+    default: bs_kern_vf_r(1, A, lda, i0, bt, c0, c1, pre, post, first, last, C, ldc, j0, nj); break;
+    }
+}
+#define bs_kern bs_kern_vf
 #endif
 
 /* max(x[0, n)) as the loop "m = x[j] > m ? x[j] : m" from m = x[0] gives it
  * (NaN entries after the first are skipped); -INFINITY for n <= 0. Vector
- * lanes with AVX-512 (the scalar loop is a serial dependency chain). */
+ * lanes with AVX-512 or AVX2 (the scalar loop is a serial dependency chain). */
 static inline float bs_max(const float *x, int n)
 {
     if (n <= 0) return -INFINITY;
@@ -126,6 +213,15 @@ static inline float bs_max(const float *x, int n)
         __m512 v = _mm512_set1_ps(m);
         for (; j + 16 <= n; j += 16) v = _mm512_max_ps(_mm512_loadu_ps(x + j), v); /* NaN in x: keeps v */
         m = _mm512_reduce_max_ps(v);
+    }
+#elif defined(__AVX2__)
+    if (n >= 9) {
+        __m256 v = _mm256_set1_ps(m);
+        for (; j + 8 <= n; j += 8) v = _mm256_max_ps(_mm256_loadu_ps(x + j), v); /* NaN in x: keeps v */
+        float lanes[8];
+        _mm256_storeu_ps(lanes, v);
+        m = lanes[0];
+        for (int t = 1; t < 8; t++) m = lanes[t] > m ? lanes[t] : m;
     }
 #endif
     for (; j < n; j++) m = x[j] > m ? x[j] : m;
@@ -160,31 +256,15 @@ static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, 
     }
     for (int j0 = 0; j0 < n; j0 += BS_PANEL) {
         const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
-#if defined(__AVX512F__)
         /* depth chunks of BS_KC so the transposed panel stays in L1; the
          * partial sums wait in C (exact: each element is still one chain) */
         for (int c0 = 0; c0 < D; c0 += BS_KC) {
             const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
             bs_panel_t(B, ldb, j0, nj, c0, c1, bt);
-            for (int i = 0; i < m; i += 4)
-                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, bt, c0, c1, pre, post, c0 == 0, c1 == D, C,
-                               ldc, j0, nj);
+            for (int i = 0; i < m; i += BS_MR)
+                bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, bt, c0, c1, pre, post, c0 == 0, c1 == D, C,
+                        ldc, j0, nj);
         }
-#else
-        bs_panel_t(B, ldb, j0, nj, 0, D, bt);
-        for (int i = 0; i < m; i++) {
-            float acc[BS_PANEL];
-            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
-            const float *a = A + (size_t)i * lda;
-            for (int c = 0; c < D; c++) {
-                const float ac = a[c] * pre;
-                const float *br = bt + (size_t)c * BS_PANEL;
-                for (int j = 0; j < nj; j++) acc[j] += ac * br[j];
-            }
-            float *crow = C + (size_t)i * ldc + j0;
-            for (int j = 0; j < nj; j++) crow[j] = post * acc[j];
-        }
-#endif
     }
 }
 
@@ -212,23 +292,9 @@ static inline void bs_gemm_nn(const float *A, int lda, int m, const float *B, in
                 for (int j = 0; j < nj; j++) d[j] = b[j];
                 for (int j = nj; j < BS_PANEL; j++) d[j] = 0.0f;
             }
-#if defined(__AVX512F__)
-            for (int i = 0; i < m; i += 4)
-                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, bt, c0, c1, 1.0f, 1.0f, c0 == 0 && !acc, 1,
-                               C, ldc, j0, nj);
-#else
-            for (int i = 0; i < m; i++) {
-                float *crow = C + (size_t)i * ldc + j0;
-                if (c0 == 0 && !acc)
-                    for (int j = 0; j < nj; j++) crow[j] = 0.0f;
-                const float *a = A + (size_t)i * lda;
-                for (int c = c0; c < c1; c++) {
-                    const float ac = a[c];
-                    const float *br = bt + (size_t)(c - c0) * BS_PANEL;
-                    for (int j = 0; j < nj; j++) crow[j] += ac * br[j];
-                }
-            }
-#endif
+            for (int i = 0; i < m; i += BS_MR)
+                bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, bt, c0, c1, 1.0f, 1.0f, c0 == 0 && !acc, 1,
+                        C, ldc, j0, nj);
         }
     }
 }
@@ -247,37 +313,22 @@ static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float
     for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
         const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
         const float *pan = bp + (size_t)p * D * BS_PANEL;
-#if defined(__AVX512F__)
         for (int c0 = 0; c0 < D; c0 += BS_KC) {
             const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
-            for (int i = 0; i < m; i += 4)
-                bs_kern_avx512(A, lda, i, m - i < 4 ? m - i : 4, pan + (size_t)c0 * BS_PANEL, c0, c1, 1.0f,
-                               alpha, c0 == 0, c1 == D, C, ldc, j0, nj);
+            for (int i = 0; i < m; i += BS_MR)
+                bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, pan + (size_t)c0 * BS_PANEL, c0, c1, 1.0f,
+                        alpha, c0 == 0, c1 == D, C, ldc, j0, nj);
         }
-#else
-        for (int i = 0; i < m; i++) {
-            float acc[BS_PANEL];
-            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
-            const float *a = A + (size_t)i * lda;
-            for (int c = 0; c < D; c++) {
-                const float ac = a[c];
-                const float *br = pan + (size_t)c * BS_PANEL;
-                for (int j = 0; j < nj; j++) acc[j] += ac * br[j];
-            }
-            float *crow = C + (size_t)i * ldc + j0;
-            for (int j = 0; j < nj; j++) crow[j] = alpha * acc[j];
-        }
-#endif
     }
 }
 
 /* C[i][j] = alpha * sum_c A[i][c] * B[j][c] for i < m, j < n.
  * A: (m, D) with row stride lda; B: (n, D) with row stride ldb;
  * C: (m, n) with row stride ldc; bt: scratch of D * BS_PANEL floats.
- * B is transposed one panel at a time; with AVX-512 a 4 x 64 register tile
- * of C accumulates with FMA, else a plain loop that vectorises over B rows.
- * Each element is one chain in c order: results are independent of
- * threading (they differ from the scalar loop only by FMA rounding). */
+ * B is transposed one panel at a time; a register tile of C (4 x 64 with
+ * AVX-512, 6 x 16 on the 8 lanes of AVX2) accumulates with FMA. Each
+ * element is one chain in c order: results are independent of threading
+ * and tiling, and the same under AVX2 and AVX-512. */
 static inline void bs_gemm_nt(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
                               float alpha, float *C, int ldc, float *bt)
 {

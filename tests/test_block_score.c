@@ -1,0 +1,162 @@
+/* test_block_score.c — the register-tiled products of methods/block_score.h
+ * that every dynamic selector and custom run() scores with (bs_gemm_nt,
+ * bs_logits, bs_gemm_nt_packed, bs_gemm_nn) and bs_max, on shapes that
+ * cross every edge of the tiling: rows not a multiple of the tile's
+ * (BS_MR), columns not a multiple of the vector width or of the 64-column
+ * panel, depths below, at and across the BS_KC chunk.
+ *
+ * Each output element is specified as one chain in depth order: acc =
+ * fl(pre * a[c]) * b[c] + acc, fused where the build has FMA, then scaled by
+ * post. The test recomputes that chain in scalar code (fmaf under FMA) and
+ * asks for the same bits, so a lost tail, a misplaced column or a partial
+ * sum resumed from the wrong place fails, and the AVX2 and AVX-512 builds
+ * are held to the same numbers; it also checks the result against fp64.
+ */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "methods/block_score.h"
+
+static float urand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) * 0x1.0p-24) - 0.5f;
+}
+
+static float *rnd(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof *x);
+    cr_assert(x);
+    for (size_t i = 0; i < n; i++) x[i] = urand(&seed);
+    return x;
+}
+
+/* the specified chain: acc = fl(pre a) b + acc in c order, then post */
+static float chain(const float *a, int sa, const float *b, int sb, int D, float pre, float post, float init)
+{
+    float acc = init;
+    for (int c = 0; c < D; c++) {
+#if defined(__FMA__)
+        acc = fmaf(a[(size_t)c * sa] * pre, b[(size_t)c * sb], acc);
+#else
+        acc = a[(size_t)c * sa] * pre * b[(size_t)c * sb] + acc;
+#endif
+    }
+    return post * acc;
+}
+
+static double dot64(const float *a, int sa, const float *b, int sb, int D)
+{
+    double s = 0;
+    for (int c = 0; c < D; c++) s += (double)a[(size_t)c * sa] * b[(size_t)c * sb];
+    return s;
+}
+
+static const int ms[] = { 1, 2, 5, 6, 7, 13 };
+static const int ns[] = { 1, 7, 8, 9, 16, 63, 64, 65, 130 };
+static const int ds[] = { 1, 5, 64, 127, 128, 129, 300 };
+#define NA(x) ((int)(sizeof x / sizeof x[0]))
+
+Test(block_score, gemm_nt_is_the_specified_chain_on_every_tile_edge)
+{
+    for (int a = 0; a < NA(ms); a++)
+        for (int b = 0; b < NA(ns); b++)
+            for (int e = 0; e < NA(ds); e++) {
+                const int m = ms[a], n = ns[b], D = ds[e];
+                const int lda = D + 3, ldb = D + 1, ldc = n + 2; /* strides wider than the rows */
+                float *A = rnd((size_t)m * lda, 11u + (uint64_t)m),
+                      *B = rnd((size_t)n * ldb, 7u + (uint64_t)n);
+                float *C = malloc((size_t)m * ldc * sizeof *C), *L = malloc((size_t)m * ldc * sizeof *L);
+                float *P = malloc((size_t)m * ldc * sizeof *P);
+                float *bt = malloc((size_t)(D > BS_KC ? D : BS_KC) * BS_PANEL * sizeof *bt);
+                float *bp = malloc((size_t)((n + BS_PANEL - 1) / BS_PANEL) * BS_PANEL * D * sizeof *bp);
+                cr_assert(C && L && P && bt && bp);
+                for (int i = 0; i < m * ldc; i++) C[i] = L[i] = P[i] = 1234.5f; /* the gaps stay */
+                bs_gemm_nt(A, lda, m, B, ldb, n, D, 0.37f, C, ldc, bt);
+                bs_logits(A, m, B, n, D, 0.37f, L, bt); /* rows packed: lda = ldb = D, ldc = n */
+                bs_pack_nt(B, ldb, n, D, bp);
+                bs_gemm_nt_packed(A, lda, m, bp, n, D, 0.37f, P, ldc);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < ldc; j++) {
+                        const float *ar = A + (size_t)i * lda, *br = B + (size_t)j * ldb;
+                        if (j >= n) {
+                            cr_assert(C[(size_t)i * ldc + j] == 1234.5f && P[(size_t)i * ldc + j] == 1234.5f,
+                                      "m %d n %d D %d: column %d past n written", m, n, D, j);
+                            continue;
+                        }
+                        const float want = chain(ar, 1, br, 1, D, 1.0f, 0.37f, 0.0f);
+                        cr_assert(C[(size_t)i * ldc + j] == want,
+                                  "nt m %d n %d D %d (%d, %d): %.9g, chain %.9g", m, n, D, i, j,
+                                  C[(size_t)i * ldc + j], want);
+                        cr_assert(P[(size_t)i * ldc + j] == want,
+                                  "packed m %d n %d D %d (%d, %d): %.9g, chain %.9g", m, n, D, i, j,
+                                  P[(size_t)i * ldc + j], want);
+                        cr_assert(fabs(want - 0.37 * dot64(ar, 1, br, 1, D)) <= 1e-5 * (1 + sqrt(D)),
+                                  "nt m %d n %d D %d: far from fp64", m, n, D);
+                    }
+                /* bs_logits: the scale multiplies the query element, the rows
+                 * are packed (A and B read as (m, D) and (n, D) contiguous) */
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        const float want =
+                            chain(A + (size_t)i * D, 1, B + (size_t)j * D, 1, D, 0.37f, 1.0f, 0.0f);
+                        cr_assert(L[(size_t)i * n + j] == want, "logits m %d n %d D %d (%d, %d)", m, n, D, i,
+                                  j);
+                    }
+                free(A), free(B), free(C), free(L), free(P), free(bt), free(bp);
+            }
+}
+
+Test(block_score, gemm_nn_overwrites_or_adds_as_asked)
+{
+    for (int a = 0; a < NA(ms); a++)
+        for (int b = 0; b < NA(ns); b++)
+            for (int e = 0; e < NA(ds); e++) {
+                const int m = ms[a], n = ns[b], K = ds[e];
+                const int lda = K + 2, ldb = n + 5, ldc = n + 1;
+                float *A = rnd((size_t)m * lda, 3u + (uint64_t)K),
+                      *B = rnd((size_t)K * ldb, 5u + (uint64_t)n);
+                float *C0 = rnd((size_t)m * ldc, 9u), *C = malloc((size_t)m * ldc * sizeof *C);
+                float *bt = malloc((size_t)BS_KC * BS_PANEL * sizeof *bt);
+                cr_assert(C && bt);
+                for (int add = 0; add < 2; add++) {
+                    memcpy(C, C0, (size_t)m * ldc * sizeof *C);
+                    bs_gemm_nn(A, lda, m, B, ldb, K, n, C, ldc, add, bt);
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < ldc; j++) {
+                            const float got = C[(size_t)i * ldc + j], c0 = C0[(size_t)i * ldc + j];
+                            if (j >= n) {
+                                cr_assert(got == c0, "nn: column %d past n written", j);
+                                continue;
+                            }
+                            const float want =
+                                chain(A + (size_t)i * lda, 1, B + j, ldb, K, 1.0f, 1.0f, add ? c0 : 0);
+                            cr_assert(got == want, "nn add %d m %d n %d K %d (%d, %d): %.9g, chain %.9g", add,
+                                      m, n, K, i, j, got, want);
+                        }
+                }
+                free(A), free(B), free(C0), free(C), free(bt);
+            }
+}
+
+Test(block_score, max_is_the_scalar_loop)
+{
+    uint64_t s = 42;
+    for (int n = 0; n < 80; n++) {
+        float x[80];
+        for (int i = 0; i < n; i++) x[i] = urand(&s);
+        float want = n ? x[0] : -INFINITY;
+        for (int i = 1; i < n; i++) want = x[i] > want ? x[i] : want;
+        cr_assert(bs_max(x, n) == want || (n == 0 && isinf(bs_max(x, n))), "n %d", n);
+        if (n > 20) { /* a NaN after the first entry is skipped */
+            x[n / 2] = NAN;
+            want = x[0];
+            for (int i = 1; i < n; i++) want = x[i] > want ? x[i] : want;
+            cr_assert(bs_max(x, n) == want, "n %d with a NaN", n);
+        }
+    }
+}
