@@ -48,7 +48,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #include <sleef.h>
 #endif
@@ -270,6 +270,19 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                     acc = _mm512_add_pd(acc, e);
                 }
                 sum = _mm512_reduce_add_pd(acc);
+            }
+#elif defined(__AVX2__)
+            { /* exp 4 at a time (SLEEF, 1.0 ulp) */
+                __m256d acc = _mm256_setzero_pd();
+                const __m256d m = _mm256_set1_pd(mx);
+                for (; j + 4 <= kc; j += 4) {
+                    const __m256d e = Sleef_expd4_u10avx2(_mm256_sub_pd(_mm256_loadu_pd(lg + j), m));
+                    _mm256_storeu_pd(lg + j, e);
+                    acc = _mm256_add_pd(acc, e);
+                }
+                double lanes[4];
+                _mm256_storeu_pd(lanes, acc);
+                sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
             }
 #endif
             for (; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));

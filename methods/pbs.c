@@ -39,32 +39,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-/* SLEEF's 1-ULP vector exp, linked for the CPU kernels (kernels/cpu/simd_avx512.c) */
-__m512 Sleef_expf16_u10avx512f(__m512);
-#endif
-
-/* x[j] = exp(x[j] - m) for j < n; returns their sum (float lanes, then
- * double). AVX-512: SLEEF's vector expf; else the C library's expf. */
-static double pbs_exp_sum(float *x, int n, float m)
-{
-    double sum = 0.0;
-    int j = 0;
-#if defined(__AVX512F__)
-    const __m512 vm = _mm512_set1_ps(m);
-    __m512 acc = _mm512_setzero_ps();
-    for (; j + 16 <= n; j += 16) {
-        const __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm));
-        _mm512_storeu_ps(x + j, e);
-        acc = _mm512_add_ps(acc, e);
-    }
-    sum = _mm512_reduce_add_ps(acc);
-#endif
-    for (; j < n; j++) sum += (x[j] = expf(x[j] - m));
-    return sum;
-}
-
 typedef struct pbs_state {
     double tau;  /* cumulative block mass to keep per query block */
     int segment; /* permutation segment in tokens (rounded up to block_k) */
@@ -105,9 +79,8 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
     for (int j = 0; j < C; j++) row[j] = 0.0;
     for (int i = 0; i < nl; i++) { /* row softmax (max, exp, sum), mean over the rows */
         float *si = s + (size_t)i * C;
-        float mx = si[0];
-        for (int j = 1; j < C; j++) mx = si[j] > mx ? si[j] : mx;
-        const double sum = pbs_exp_sum(si, C, mx);
+        const float mx = bs_max(si, C);
+        const double sum = ab_exp_shift_sum(si, C, mx); /* the kernels' vector exp, any ISA */
         const float w = (float)(1.0 / (sum * nl));
         for (int j = 0; j < C; j++) row[j] += si[j] * w;
     }
