@@ -284,6 +284,27 @@ static void on_ran(void *ctx, const ab_sweep_progress *s)
         where_of(s->b, wb, sizeof wb), dens, pr->status, strcmp(pr->status, "ok") ? "" : last, elb, eta);
 }
 
+/* Elsewhere (a log): one line per child run as it ends. A problem's points
+ * are stored together after the last round of all of them (the rounds
+ * interleave its methods, docs/timing.md), so without these a long problem
+ * would leave the log silent until its end. */
+static void on_ran_log(void *ctx, const ab_sweep_progress *s)
+{
+    const progress *g = ctx;
+    const ab_point *pr = s->p;
+    char eta[32], elb[32], dens[32], wb[AB_MASK_SPEC + 64], last[48] = "";
+    eta_of(s, eta, sizeof eta);
+    fmt_dur(s->elapsed_s, elb, sizeof elb);
+    density_of(s->j, dens, sizeof dens);
+    if (pr->n_samples > 0 && !strcmp(pr->status, "ok"))
+        snprintf(last, sizeof last, " %.4g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
+    fprintf(
+        stderr,
+        "  run %ld/%ld (round %d/%d) %s %s N=%d H=%d d=%d mask=%s density=%s: %s%s | %s elapsed, ETA %s\n",
+        s->units_done, s->units, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n,
+        s->b->heads, s->b->d, where_of(s->b, wb, sizeof wb), dens, pr->status, last, elb, eta);
+}
+
 /* Elsewhere (a log): one line per stored point. */
 static void on_stored(void *ctx, const ab_sweep_progress *s)
 {
@@ -313,7 +334,10 @@ static int run_sweep(const ab_config *c, const ab_plan *plan, const run_opts *o,
     ab_env_capture(&env, c, argc + 1, argv - 1, threads); /* argv[-1]: the program, as main() passes it */
     const int tty = !o->quiet && isatty(STDERR_FILENO);
     progress g = { c, o, threads };
-    const ab_sweep_reporter rep = { &g, o->quiet ? NULL : on_start, tty ? on_ran : NULL,
+    const ab_sweep_reporter rep = { &g, o->quiet ? NULL : on_start,
+                                    tty        ? on_ran
+                                    : o->quiet ? NULL
+                                               : on_ran_log,
                                     !o->quiet && !tty ? on_stored : NULL, tty ? on_end : NULL };
     const ab_sweep_opts so = { o->out, &env, o->resume, threads, o->save_tensors };
     ab_sweep_result res;
