@@ -620,3 +620,60 @@ Test(kernels_cpu, every_isa_bitwise_identical_for_1_and_2_threads)
     free(o1);
     kt_free(&c);
 }
+
+/* Row-periodic layouts with one-row query blocks: head h keeps, for row i,
+ * the keys i, i - r_h, i - 2 r_h, ... (w of them; non-causal: also w / 2
+ * after i), a few random extra tokens, and some rows nothing. Rows i and
+ * i + p share keys only when r_h divides p, so the grouped gather path
+ * tiles every r_h-th row (kernels/cpu/gather.c, ab_group_period). Every ISA
+ * against fp64 (zero rows exactly zero), and 1 vs 2 threads bitwise. */
+Test(kernels_cpu, gather_row_periodic_layouts_match_ref)
+{
+    static const int rper[] = { 1, 2, 3, 5, 8 }; /* per head */
+    static const int ns[] = { 64, 200, 517 };
+    const int H = (int)(sizeof rper / sizeof rper[0]);
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int causal = 0; causal < 2; causal++) {
+            const int N = ns[a];
+            kt_case c;
+            kt_make(&c, H, N, 40, causal, 4200 + 10 * a + causal);
+            float *o1 = malloc(c.n * sizeof(float));
+            cr_assert_not_null(o1);
+            ab_layout l;
+            ab_layout_init(&l, &c.pb.s, 64, 64);
+            cr_assert_eq(ab_layout_set_blocks(&l, 1, 16), AB_OK);
+            uint64_t rng = 17 + a;
+            for (int h = 0; h < H; h++) {
+                const int r = rper[h], w = 20 + 7 * h;
+                for (int i = 0; i < N; i++) {
+                    if (i % 37 == 5) continue; /* keeps nothing */
+                    int32_t keys[200];
+                    int n = 0;
+                    for (int k = 0; k < w && i - k * r >= 0; k++) keys[n++] = i - k * r;
+                    if (!causal)
+                        for (int k = 1; k <= w / 2 && i + k * r < N; k++) keys[n++] = i + k * r;
+                    if (kt_unif(&rng) < 0.1) keys[n++] = kt_int(&rng, N);
+                    cr_assert_eq(ab_layout_add_tokens(&l, h, i, keys, n), AB_OK);
+                }
+            }
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            char err[256];
+            cr_assert_eq(ab_layout_validate(&l, err, sizeof err), AB_OK, "%s", err);
+            kt_ref_all(&c, &l);
+            for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+                if (!ab_cpu_isa_supported(isa)) continue;
+                for (int pass = 0; pass < 2; pass++) {
+                    omp_set_num_threads(pass == 0 ? 1 : 2);
+                    cr_assert_eq(ab_kernel_gather_isa(&c.pb, &l, pass == 0 ? o1 : c.out, isa), AB_OK);
+                }
+                const double e = kt_rel_l2(&c);
+                cr_assert_leq(e, KT_TOL, "isa %s N=%d causal=%d: rel L2 %g", ab_cpu_isa_name(isa), N, causal,
+                              e);
+                cr_assert_eq(memcmp(o1, c.out, c.n * sizeof(float)), 0, "isa %s N=%d: 1 vs 2 threads",
+                             ab_cpu_isa_name(isa), N);
+            }
+            ab_layout_free(&l);
+            free(o1);
+            kt_free(&c);
+        }
+}

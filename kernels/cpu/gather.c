@@ -26,7 +26,10 @@
  *  - tokens kept by few rows of the group (a row's private lattice) update
  *    that row's softmax state alone (ab_row_update): no lanes wasted.
  * Both update the same online-softmax state, so the result equals the
- * per-row kernel up to float rounding. */
+ * per-row kernel up to float rounding. With one-row blocks whose rows share
+ * keys only at a period p > 1 (a dilated window), a tile takes every p-th
+ * row instead (ab_group_period): one residue class, whose windows overlap.
+ */
 #define AB_GROUP_ROWS   64 /* rows per grouped tile */
 #define AB_GROUP_SMALL  16 /* block_q below this: grouped path */
 #define AB_ROW_PREFETCH 8  /* keys ahead in a row update */
@@ -86,8 +89,8 @@ static inline uint64_t ab_group_allowed(const ab_tile *t, int mono, int j)
     }
     uint64_t m = 0;
     for (int r = 0; r < nq; r++) {
-        const int ok =
-            t->interval ? (t->slo[r] <= j && j < t->shi[r]) : ab_mask_allows(t->mask, t->i0 + r, j) != 0;
+        const int ok = t->interval ? (t->slo[r] <= j && j < t->shi[r])
+                                   : ab_mask_allows(t->mask, ab_tile_row(t, r), j) != 0;
         m |= (uint64_t)ok << r;
     }
     return m;
@@ -196,7 +199,7 @@ static void ab_group_block_chunk(ab_tile *t, const float *kh, const float *vh, i
     for (int c = 0; c < nk; c++) {
         unsigned char *e = t->em + (size_t)c * t->ld;
         for (int r = 0; r < t->nq; r++) {
-            e[r] = (unsigned char)(((rows >> r) & 1u) && ab_mask_allows(t->mask, t->i0 + r, j0 + c));
+            e[r] = (unsigned char)(((rows >> r) & 1u) && ab_mask_allows(t->mask, ab_tile_row(t, r), j0 + c));
             any |= e[r];
         }
         for (int r = t->nq; r < t->ld; r++) e[r] = 1;
@@ -204,8 +207,10 @@ static void ab_group_block_chunk(ab_tile *t, const float *kh, const float *vh, i
     if (any) t->chunk(t, kh + (size_t)j0 * t->d, vh + (size_t)j0 * t->d, nk, 2);
 }
 
-/* One grouped tile: query blocks [qb0, qb0 + g) of head h (rows [i0, i0 + nq)). */
-static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, int h, int qb0, int g,
+/* One grouped tile: the g query blocks qb0, qb0 + qs, ..., qb0 + (g - 1) qs
+ * of head h (qs = 1: rows [i0, i0 + nq); qs > 1 only with one-row blocks,
+ * tile row b = query block qb0 + b qs). */
+static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, int h, int qb0, int g, int qs,
                           const float *kh, const float *vh)
 {
     const int bq = l->block_q, bk = l->block_k, N = l->seq_len;
@@ -216,7 +221,8 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
     if (l->kind == AB_LAYOUT_MIXED) {
         int nb = 0;
         for (int b = 0; b < g; b++)
-            for (int64_t e = l->blk_ptr[r0 + b]; e < l->blk_ptr[r0 + b + 1]; e++) {
+            for (int64_t e = l->blk_ptr[r0 + (int64_t)b * qs]; e < l->blk_ptr[r0 + (int64_t)b * qs + 1];
+                 e++) {
                 const int kb = l->blk_idx[e];
                 if (!gs->bown[kb]) gs->btouch[nb++] = kb;
                 gs->bown[kb] |= (uint64_t)1 << b;
@@ -243,7 +249,7 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
     /* tokens: owner bits, then shared ones as tile chunks, the rest per row */
     int nt = 0;
     for (int b = 0; b < g; b++)
-        for (int64_t e = l->tok_ptr[r0 + b]; e < l->tok_ptr[r0 + b + 1]; e++) {
+        for (int64_t e = l->tok_ptr[r0 + (int64_t)b * qs]; e < l->tok_ptr[r0 + (int64_t)b * qs + 1]; e++) {
             const int j = l->tok_idx[e];
             if (!gs->own[j]) gs->touch[nt++] = j;
             gs->own[j] |= (uint64_t)1 << b;
@@ -270,10 +276,11 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
     }
     /* private tokens, row by row (a row's list is sorted; keep its order) */
     for (int r = 0; r < t->nq; r++) {
-        const int b = r / bq, i = t->i0 + r;
+        const int64_t rb = r0 + (int64_t)(r / bq) * qs;
+        const int i = ab_tile_row(t, r);
         int n = 0;
         int32_t *row = gs->sh; /* reuse: the shared list is done */
-        for (int64_t e = l->tok_ptr[r0 + b]; e < l->tok_ptr[r0 + b + 1]; e++) {
+        for (int64_t e = l->tok_ptr[rb]; e < l->tok_ptr[rb + 1]; e++) {
             const int j = l->tok_idx[e];
             if (__builtin_popcountll(gs->own[j]) >= thresh) continue;
             if (t->interval ? (j < t->slo[r] || j >= t->shi[r]) : !ab_mask_allows(t->mask, i, j)) continue;
@@ -284,6 +291,72 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
     for (int e = 0; e < nt; e++) gs->own[gs->touch[e]] = 0;
 }
 
+/* Keys rows a and b of a finalised layout both list (sorted token lists;
+ * MIXED: plus the shared key blocks, counted in keys). */
+static int64_t ab_rows_shared(const ab_layout *l, int64_t a, int64_t b)
+{
+    int64_t n = 0;
+    for (int blk = 0; blk < 2; blk++) {
+        const int64_t *ptr = blk ? l->blk_ptr : l->tok_ptr;
+        const int32_t *idx = blk ? l->blk_idx : l->tok_idx;
+        if (!ptr) continue;
+        int64_t x = ptr[a], y = ptr[b];
+        const int64_t xe = ptr[a + 1], ye = ptr[b + 1];
+        int64_t c = 0;
+        while (x < xe && y < ye) {
+            if (idx[x] < idx[y])
+                x++;
+            else if (idx[x] > idx[y])
+                y++;
+            else
+                c++, x++, y++;
+        }
+        n += blk ? c * l->block_k : c;
+    }
+    return n;
+}
+
+/* Row-periodic layouts with one-row query blocks (a dilated window: row i
+ * keeps i, i - r, i - 2r, ...): rows i and i + p share keys only when r
+ * divides p, so a tile of 64 consecutive rows would hold r classes of 64 / r
+ * rows that share nothing, each key a private update of few rows. The
+ * period of head h is the p in [1, AB_GROUP_PMAX] for which rows i and
+ * i + p share the most keys at three sample rows (ties: the smaller p);
+ * 1 when none shares any. Its tiles then take every p-th row. */
+#define AB_GROUP_PMAX 8
+static int ab_group_period(const ab_layout *l, int h)
+{
+    const int nqb = l->n_qblocks;
+    if (l->block_q != 1 || nqb < 8 * AB_GROUP_PMAX) return 1;
+    int64_t best = 0;
+    int bp = 1;
+    for (int p = 1; p <= AB_GROUP_PMAX; p++) {
+        int64_t sh = 0;
+        for (int s = 1; s <= 3; s++) {
+            const int64_t i = (int64_t)h * nqb + (int64_t)nqb * s / 4;
+            sh += ab_rows_shared(l, i, i + p);
+        }
+        if (sh > best) {
+            best = sh;
+            bp = p;
+        }
+    }
+    return bp;
+}
+
+/* One grouped tile of the driver: head h, query blocks qb0 + b qs, b < g. */
+typedef struct ab_group_item {
+    int h, qb0, g, qs;
+} ab_group_item;
+
+/* Heaviest first under causal: the later rows first (stable by head). */
+static int ab_group_item_cmp(const void *pa, const void *pb)
+{
+    const ab_group_item *a = pa, *b = pb;
+    if (a->qb0 != b->qb0) return b->qb0 - a->qb0;
+    return a->h - b->h;
+}
+
 static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, float *out, int isa)
 {
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
@@ -291,8 +364,24 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
     const float scale = pb->s.scale;
     const int bq = l->block_q, nqb = l->n_qblocks;
     const int g = AB_GROUP_ROWS / bq; /* query blocks per tile */
-    const int ngr = (nqb + g - 1) / g;
-    const int64_t items = (int64_t)H * ngr;
+    /* the tiles: per head, spans of g p blocks cut into p classes */
+    int64_t items = 0;
+    for (int h = 0; h < H; h++) {
+        const int p = ab_group_period(l, h), span = g * p;
+        items += (int64_t)((nqb + span - 1) / span) * p;
+    }
+    ab_group_item *it_list = malloc((size_t)(items ? items : 1) * sizeof *it_list);
+    if (!it_list) return AB_ENOMEM;
+    int64_t ni = 0;
+    for (int h = 0; h < H; h++) {
+        const int p = ab_group_period(l, h), span = g * p;
+        for (int s0 = 0; s0 < nqb; s0 += span) {
+            const int end = nqb - s0 < span ? nqb : s0 + span;
+            for (int c = 0; c < p && s0 + c < end; c++)
+                it_list[ni++] = (ab_group_item){ h, s0 + c, (end - (s0 + c) + p - 1) / p, p };
+        }
+    }
+    qsort(it_list, (size_t)ni, sizeof *it_list, ab_group_item_cmp);
     int failed = 0;
 
 #pragma omp parallel
@@ -315,16 +404,15 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
             failed = 1;
         }
 #pragma omp for schedule(dynamic)
-        for (int64_t it = 0; it < items; it++) {
+        for (int64_t it = 0; it < ni; it++) {
             if (!ok) continue;
-            const int h = (int)(it % H);
-            const int grp = ngr - 1 - (int)(it / H); /* heaviest first */
-            const int qb0 = grp * g, gg = nqb - qb0 < g ? nqb - qb0 : g;
-            const int i0 = qb0 * bq;
-            const int nq = (int)((int64_t)(qb0 + gg) * bq < N ? gg * bq : N - i0);
-            const size_t hoff = (size_t)h * N * d;
-            ab_tile_begin(&t, pb->q + hoff + (size_t)i0 * d, i0, nq, scale, &mask);
-            ab_group_tile(&t, gs, l, h, qb0, gg, pb->k + hoff, pb->v + hoff);
+            const ab_group_item *w = &it_list[it];
+            const int i0 = w->qb0 * bq;
+            /* qs > 1 only with one-row blocks: g rows; else the blocks' rows */
+            const int nq = w->qs > 1 ? w->g : (int)((int64_t)(w->qb0 + w->g) * bq < N ? w->g * bq : N - i0);
+            const size_t hoff = (size_t)w->h * N * d;
+            ab_tile_begin_rs(&t, pb->q + hoff + (size_t)i0 * d, i0, nq, w->qs, scale, &mask);
+            ab_group_tile(&t, gs, l, w->h, w->qb0, w->g, w->qs, pb->k + hoff, pb->v + hoff);
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
         if (gs) {
@@ -338,6 +426,7 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
         }
         if (tile_ok) ab_tile_free(&t);
     }
+    free(it_list);
     return failed ? AB_ENOMEM : AB_OK;
 }
 

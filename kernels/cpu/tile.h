@@ -64,6 +64,7 @@ typedef struct ab_tile {
     /* the base mask over the current tile's rows */
     const ab_mask *mask;
     int i0;                         /* first query row of the tile */
+    int rs;                         /* row stride: tile row r is query row i0 + r rs (ab_tile_row) */
     int interval;                   /* mask->def->interval */
     int32_t *slo, *shi;             /* (AB_TILE_Q): row spans [slo, shi), absolute keys */
     int minlo, maxlo, minhi, maxhi; /* over the tile's rows */
@@ -144,21 +145,25 @@ static inline void ab_tile_free(ab_tile *t)
     t->lim = NULL;
 }
 
-/* Start a query tile of rows [i0, i0 + nq), nq <= tq: q holds those rows
- * (nq, d); qt = scale * q^T; the rows' spans under the base mask m (which
- * must outlive the tile's use). */
-static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, float scale, const ab_mask *m)
+/* Start a query tile of the nq <= tq rows i0, i0 + rs, ..., i0 + (nq - 1) rs
+ * (rs = 1: the rows [i0, i0 + nq); rs > 1: one residue class of a
+ * row-periodic layout, gather.c): q points at row i0 of the head's (N, d)
+ * rows; qt = scale * q^T; the rows' spans under the base mask m (which must
+ * outlive the tile's use). */
+static inline void ab_tile_begin_rs(ab_tile *t, const float *q, int i0, int nq, int rs, float scale,
+                                    const ab_mask *m)
 {
     const int d = t->d;
     t->nq = nq;
     t->i0 = i0;
+    t->rs = rs;
     t->mask = m;
     t->interval = m->def->interval != 0;
     t->minlo = t->minhi = INT32_MAX;
     t->maxlo = t->maxhi = 0;
     for (int r = 0; r < nq; r++) {
         int lo, hi;
-        ab_mask_span(m, i0 + r, &lo, &hi);
+        ab_mask_span(m, i0 + r * rs, &lo, &hi);
         t->slo[r] = lo;
         t->shi[r] = hi;
         t->minlo = lo < t->minlo ? lo : t->minlo;
@@ -168,7 +173,7 @@ static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, flo
     }
     for (int x = 0; x < d; x++) {
         float *restrict row = t->qt + (size_t)x * t->ld;
-        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * d + x];
+        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * rs * d + x];
         for (int r = nq; r < t->ld; r++) row[r] = 0.0f;
     }
     for (int r = 0; r < AB_TILE_Q; r++) {
@@ -176,6 +181,14 @@ static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, flo
         t->l[r] = 0.0f;
     }
     memset(t->acc, 0, (size_t)nq * t->dp * sizeof(float));
+}
+
+/* Query row of tile row r. */
+static inline int ab_tile_row(const ab_tile *t, int r) { return t->i0 + r * t->rs; }
+
+static inline void ab_tile_begin(ab_tile *t, const float *q, int i0, int nq, float scale, const ab_mask *m)
+{
+    ab_tile_begin_rs(t, q, i0, nq, 1, scale, m);
 }
 
 /* Padding lanes (rows >= nq) of the per-row column ranges: unmasked. */
@@ -196,7 +209,7 @@ static inline int64_t ab_tile_fill_em(ab_tile *t, int j0, const int32_t *idx, in
         unsigned char *e = t->em + (size_t)c * t->ld;
         const int j = idx ? idx[c] : j0 + c;
         for (int r = 0; r < t->nq; r++) {
-            e[r] = (unsigned char)(ab_mask_allows(t->mask, t->i0 + r, j) != 0);
+            e[r] = (unsigned char)(ab_mask_allows(t->mask, ab_tile_row(t, r), j) != 0);
             any += e[r];
         }
         for (int r = t->nq; r < t->ld; r++) e[r] = 1;
@@ -225,7 +238,8 @@ static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, in
             ab_tile_pad_lanes(t, nk);
         }
     } else {
-        const int cls = ab_mask_block(t->mask, t->i0, t->i0 + t->nq, j0, j1);
+        /* rows [i0, last + 1) hold the tile's (every rs-th): their class bounds it */
+        const int cls = ab_mask_block(t->mask, t->i0, ab_tile_row(t, t->nq - 1) + 1, j0, j1);
         if (cls == AB_BLOCK_EMPTY) return;
         if (cls == AB_BLOCK_PARTIAL) {
             masked = 2;
@@ -323,12 +337,13 @@ static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v, co
     }
 }
 
-/* Write the tile's rows: out (nq, d) = acc / l; a row that kept nothing is 0. */
+/* Write the tile's rows: out row r rs (out: row i0 of the head) = acc / l;
+ * a row that kept nothing is 0. */
 static inline void ab_tile_end(const ab_tile *t, float *out)
 {
     const int d = t->d;
     for (int r = 0; r < t->nq; r++) {
-        float *restrict o = out + (size_t)r * d;
+        float *restrict o = out + (size_t)r * t->rs * d;
         const float *restrict a = t->acc + (size_t)r * t->dp;
         const float lr = t->l[r];
         if (lr > 0.0f) {
