@@ -17,6 +17,7 @@
  * queries are not thread-safe: the harness calls them on one thread. */
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -365,21 +366,51 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
 {
     size_t n = li->n;
     int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
-    int32_t *idx = malloc((n ? n : 1) * sizeof(int32_t));
     lb_entry *tmp = malloc((n ? n : 1) * sizeof(lb_entry));
     size_t *cnt = calloc((size_t)rows + 1, sizeof(size_t));
-    if (!ptr || !idx || !tmp || !cnt) {
+    if (!ptr || !tmp || !cnt) {
         free(ptr);
-        free(idx);
         free(tmp);
         free(cnt);
         return AB_ENOMEM;
     }
-    /* by row (stable), li->e -> tmp; afterwards row r is tmp[cnt[r - 1], cnt[r]) */
-    for (size_t e = 0; e < n; e++) cnt[li->e[e].row + 1]++;
-    for (int64_t r = 0; r < rows; r++) cnt[r + 1] += cnt[r];
-    for (size_t e = 0; e < n; e++) tmp[cnt[li->e[e].row]++] = li->e[e];
-        /* per row: sort (li->e, free now, is the scratch), dedup in place; ptr[r + 1] = kept */
+    /* by row (stable), li->e -> tmp; afterwards row r is tmp[cnt[r - 1], cnt[r]).
+     * In parallel: thread t counts and then scatters the t-th slice of the
+     * entries, its entries of row r going after those of slices < t. */
+    const int nt = n > 65536 ? omp_get_max_threads() : 1;
+    size_t *tc = calloc((size_t)nt * ((size_t)rows + 1), sizeof(size_t)); /* tc[t][r]: slice t, row r */
+    if (!tc) {
+        free(ptr);
+        free(tmp);
+        free(cnt);
+        return AB_ENOMEM;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), got = omp_get_num_threads();
+        const size_t a =
+            n / (size_t)got * (size_t)t + (t < (int)(n % (size_t)got) ? (size_t)t : n % (size_t)got);
+        const size_t b = a + n / (size_t)got + (t < (int)(n % (size_t)got) ? 1u : 0u);
+        size_t *c = tc + (size_t)t * ((size_t)rows + 1);
+        for (size_t e = a; e < b; e++) c[li->e[e].row]++;
+#pragma omp barrier
+#pragma omp single
+        { /* slice t's first place in row r; cnt[r] = the row's end */
+            size_t run = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                for (int u = 0; u < got; u++) {
+                    size_t *x = tc + (size_t)u * ((size_t)rows + 1) + r;
+                    const size_t k = *x;
+                    *x = run;
+                    run += k;
+                }
+                cnt[r] = run;
+            }
+        }
+        for (size_t e = a; e < b; e++) tmp[c[li->e[e].row]++] = li->e[e];
+    }
+    free(tc);
+    /* per row: sort (li->e, free now, is the scratch), dedup in place; ptr[r + 1] = kept */
 #pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         const size_t e0 = r > 0 ? cnt[r - 1] : 0, e1 = cnt[r];
@@ -392,6 +423,19 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
         ptr[r + 1] = (int64_t)(k - e0);
     }
     for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
+    /* the packed indices go into li->e's memory (sorting is done, and a
+     * fresh array of 10^8 entries costs as much in page faults as the pass):
+     * idx[q] lies at byte 4 q, below every entry tmp still holds for it */
+    int32_t *idx =
+        li->e ? (int32_t *)(void *)li->e : malloc(sizeof(int32_t)); /* no entries: never allocated */
+    li->e = NULL;
+    li->n = li->cap = 0;
+    if (!idx) {
+        free(ptr);
+        free(tmp);
+        free(cnt);
+        return AB_ENOMEM;
+    }
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         const size_t e0 = r > 0 ? cnt[r - 1] : 0;
@@ -399,8 +443,9 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
     }
     free(tmp);
     free(cnt);
+    int32_t *shrunk = realloc(idx, ((size_t)ptr[rows] ? (size_t)ptr[rows] : 1) * sizeof(int32_t));
     *ptr_out = ptr;
-    *idx_out = idx;
+    *idx_out = shrunk ? shrunk : idx;
     return AB_OK;
 }
 
@@ -427,6 +472,11 @@ static void drop_covered_tokens(ab_layout *l, int64_t rows)
         int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
         int64_t b0 = l->blk_ptr[r], b1 = l->blk_ptr[r + 1];
         l->tok_ptr[r] = w;
+        if (b0 == b1) { /* no block covers anything: the row's tokens stay, moved only if earlier ones went */
+            if (w != t0) memmove(l->tok_idx + w, l->tok_idx + t0, (size_t)(t1 - t0) * sizeof(int32_t));
+            w += t1 - t0;
+            continue;
+        }
         for (int64_t t = t0; t < t1; t++) {
             int32_t j = l->tok_idx[t];
             if (!has_i32(l->blk_idx, b0, b1, j / l->block_k)) l->tok_idx[w++] = j;
