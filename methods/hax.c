@@ -96,7 +96,16 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-typedef double vd __attribute__((vector_size(8 * sizeof(double))));
+/* double vectors of one register (8 lanes under AVX-512, else 4: a wider
+ * GNU vector than the ISA's registers is split through the stack) and the
+ * floats that widen into one */
+#if defined(__AVX512F__)
+#define HX_VL 8
+#else
+#define HX_VL 4
+#endif
+typedef double vd __attribute__((vector_size(HX_VL * sizeof(double))));
+typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
 
 /* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
  * mean over the rows, divide it by its L2 norm over the rows (eps 1e-12, as
@@ -104,12 +113,12 @@ typedef double vd __attribute__((vector_size(8 * sizeof(double))));
 static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
                         int32_t *out)
 {
-    const int nw = (bits + 7) / 8;
+    const int nw = (bits + HX_VL - 1) / HX_VL;
     vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to 8s */
     if (!Hv) return AB_ENOMEM;
     for (int c = 0; c < d; c++)
-        for (int t = 0; t < nw * 8; t++)
-            Hv[(size_t)c * nw + t / 8][t % 8] = t < bits ? H[(size_t)c * bits + t] : 0.0;
+        for (int t = 0; t < nw * HX_VL; t++)
+            Hv[(size_t)c * nw + t / HX_VL][t % HX_VL] = t < bits ? H[(size_t)c * bits + t] : 0.0;
     for (int c = 0; c < d; c++) mu[c] = nrm[c] = 0.0;
     for (int i = 0; i < N; i++)
         for (int c = 0; c < d; c++) mu[c] += x[(size_t)i * d + c];
@@ -120,21 +129,29 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
             nrm[c] += v * v;
         }
     for (int c = 0; c < d; c++) nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
-    for (int i = 0; i < N; i++) {
-        /* bits in vector lanes: the same products and per-bit order of sums
-         * as a scalar loop */
-        vd pv[4] = { { 0 } }; /* bits <= 30 < 32 */
-        const int nv = (bits + 7) / 8;
+    /* bits in vector lanes: the same products and per-bit order of sums as
+     * a scalar loop; SB_ROWS rows at a time, so their sums are independent
+     * chains (one row's chain of d dependent adds left the FP units idle) */
+    enum { SB_ROWS = 4 };
+    const int nv = nw;
+    for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
+        const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
+        vd pv[SB_ROWS][32 / HX_VL] = { { { 0 } } }; /* bits <= 30 < 32 */
         for (int c = 0; c < d; c++) {
-            const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
             const vd *hr = Hv + (size_t)c * nv;
-            for (int t = 0; t < nv; t++) pv[t] += v * hr[t];
+            for (int r = 0; r < SB_ROWS; r++) {
+                const int i = i0 + (r < nr ? r : 0);
+                const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
+                for (int t = 0; t < nv; t++) pv[r][t] += v * hr[t];
+            }
         }
-        double proj[32];
-        memcpy(proj, pv, sizeof pv);
-        int32_t b = 0;
-        for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
-        out[i] = b;
+        for (int r = 0; r < nr; r++) {
+            double proj[32];
+            memcpy(proj, pv[r], sizeof pv[r]);
+            int32_t b = 0;
+            for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
+            out[i0 + r] = b;
+        }
     }
     free(Hv);
     return AB_OK;
@@ -144,34 +161,31 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
  * sum_c qi[c] kt[c][j]: kt is K transposed (d, ldk) in fp32, zero past N,
  * ldk a multiple of KT. Each fp32 product is exact in double; tiles of KT
  * keys in double vectors, as GEMV. */
-enum { KT = 32 };
-typedef float vf8 __attribute__((vector_size(8 * sizeof(float))));
+enum { KT = 32, KV = KT / HX_VL };
+/* a product of two floats is exact in double, so a fused multiply-add gives
+ * the same sums as the multiply and add: let the compiler fuse them */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
 static void ks_logits(const float *qi, const float *kt, int ldk, int d, int j, int kc, double scale,
                       double *lg)
 {
-    {
-        vd a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-        for (int c = 0; c < d; c++) {
-            const float *kr = kt + (size_t)c * ldk + j;
-            const double x = qi[c];
-            vf8 k0, k1, k2, k3;
-            memcpy(&k0, kr, sizeof k0);
-            memcpy(&k1, kr + 8, sizeof k1);
-            memcpy(&k2, kr + 16, sizeof k2);
-            memcpy(&k3, kr + 24, sizeof k3);
-            a0 += x * __builtin_convertvector(k0, vd);
-            a1 += x * __builtin_convertvector(k1, vd);
-            a2 += x * __builtin_convertvector(k2, vd);
-            a3 += x * __builtin_convertvector(k3, vd);
+    vd a[KV];
+    for (int u = 0; u < KV; u++) a[u] = (vd){ 0 };
+    for (int c = 0; c < d; c++) {
+        const float *kr = kt + (size_t)c * ldk + j;
+        const double x = qi[c];
+#pragma GCC unroll 8
+        for (int u = 0; u < KV; u++) {
+            vfh k;
+            memcpy(&k, kr + u * HX_VL, sizeof k);
+            a[u] += x * __builtin_convertvector(k, vd);
         }
-        double t[KT];
-        memcpy(t, &a0, sizeof a0);
-        memcpy(t + 8, &a1, sizeof a1);
-        memcpy(t + 16, &a2, sizeof a2);
-        memcpy(t + 24, &a3, sizeof a3);
-        for (int u = 0; u < KT && j + u < kc; u++) lg[j + u] = t[u] * scale;
     }
+    double t[KT];
+    memcpy(t, a, sizeof a);
+    for (int u = 0; u < KT && j + u < kc; u++) lg[j + u] = t[u] * scale;
 }
+#pragma GCC pop_options
 
 /* A key with its bucket, or with its importance. */
 typedef struct bkey {
