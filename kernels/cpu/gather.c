@@ -365,22 +365,29 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
     const int bq = l->block_q, nqb = l->n_qblocks;
     const int g = AB_GROUP_ROWS / bq; /* query blocks per tile */
     /* the tiles: per head, spans of g p blocks cut into p classes */
+    int *per = malloc((size_t)H * sizeof *per);
+    if (!per) return AB_ENOMEM;
     int64_t items = 0;
     for (int h = 0; h < H; h++) {
-        const int p = ab_group_period(l, h), span = g * p;
-        items += (int64_t)((nqb + span - 1) / span) * p;
+        per[h] = ab_group_period(l, h);
+        const int span = g * per[h];
+        items += (int64_t)((nqb + span - 1) / span) * per[h];
     }
     ab_group_item *it_list = malloc((size_t)(items ? items : 1) * sizeof *it_list);
-    if (!it_list) return AB_ENOMEM;
+    if (!it_list) {
+        free(per);
+        return AB_ENOMEM;
+    }
     int64_t ni = 0;
     for (int h = 0; h < H; h++) {
-        const int p = ab_group_period(l, h), span = g * p;
+        const int p = per[h], span = g * p;
         for (int s0 = 0; s0 < nqb; s0 += span) {
             const int end = nqb - s0 < span ? nqb : s0 + span;
             for (int c = 0; c < p && s0 + c < end; c++)
                 it_list[ni++] = (ab_group_item){ h, s0 + c, (end - (s0 + c) + p - 1) / p, p };
         }
     }
+    free(per);
     qsort(it_list, (size_t)ni, sizeof *it_list, ab_group_item_cmp);
     int failed = 0;
 
