@@ -365,32 +365,29 @@ static void lb_sort_run(lb_entry *e, lb_entry *t, size_t m)
 static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx_out)
 {
     size_t n = li->n;
+    const int nt = n > 65536 ? omp_get_max_threads() : 1;
     int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
     lb_entry *tmp = malloc((n ? n : 1) * sizeof(lb_entry));
     size_t *cnt = calloc((size_t)rows + 1, sizeof(size_t));
-    if (!ptr || !tmp || !cnt) {
+    size_t *tc = calloc((size_t)nt * ((size_t)rows + 1), sizeof(size_t)); /* tc[t][r]: slice t, row r */
+    /* the packed indices go into li->e's memory (below); a list that never
+     * got an entry has none, so it gets one slot */
+    int32_t *spare = li->e ? NULL : malloc(sizeof(int32_t));
+    if (!ptr || !tmp || !cnt || !tc || (!li->e && !spare)) {
         free(ptr);
         free(tmp);
         free(cnt);
+        free(tc);
+        free(spare);
         return AB_ENOMEM;
     }
     /* by row (stable), li->e -> tmp; afterwards row r is tmp[cnt[r - 1], cnt[r]).
      * In parallel: thread t counts and then scatters the t-th slice of the
      * entries, its entries of row r going after those of slices < t. */
-    const int nt = n > 65536 ? omp_get_max_threads() : 1;
-    size_t *tc = calloc((size_t)nt * ((size_t)rows + 1), sizeof(size_t)); /* tc[t][r]: slice t, row r */
-    if (!tc) {
-        free(ptr);
-        free(tmp);
-        free(cnt);
-        return AB_ENOMEM;
-    }
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), got = omp_get_num_threads();
-        const size_t a =
-            n / (size_t)got * (size_t)t + (t < (int)(n % (size_t)got) ? (size_t)t : n % (size_t)got);
-        const size_t b = a + n / (size_t)got + (t < (int)(n % (size_t)got) ? 1u : 0u);
+        const size_t a = n * (size_t)t / (size_t)got, b = n * (size_t)(t + 1) / (size_t)got;
         size_t *c = tc + (size_t)t * ((size_t)rows + 1);
         for (size_t e = a; e < b; e++) c[li->e[e].row]++;
 #pragma omp barrier
@@ -426,16 +423,9 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
     /* the packed indices go into li->e's memory (sorting is done, and a
      * fresh array of 10^8 entries costs as much in page faults as the pass):
      * idx[q] lies at byte 4 q, below every entry tmp still holds for it */
-    int32_t *idx =
-        li->e ? (int32_t *)(void *)li->e : malloc(sizeof(int32_t)); /* no entries: never allocated */
+    int32_t *idx = li->e ? (int32_t *)(void *)li->e : spare;
     li->e = NULL;
     li->n = li->cap = 0;
-    if (!idx) {
-        free(ptr);
-        free(tmp);
-        free(cnt);
-        return AB_ENOMEM;
-    }
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         const size_t e0 = r > 0 ? cnt[r - 1] : 0;
