@@ -100,9 +100,15 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
  * GNU vector than the ISA's registers is split through the stack) and the
  * floats that widen into one */
 #if defined(__AVX512F__)
-#define HX_VL 8
+#define HX_VL   8
+#define HX_EXPD Sleef_expd8_u10avx512f /* the KS softmax's exp, one register */
+#define HX_MD   __m512d
 #else
 #define HX_VL 4
+#if defined(__AVX2__)
+#define HX_EXPD Sleef_expd4_u10avx2
+#define HX_MD   __m256d
+#endif
 #endif
 typedef double vd __attribute__((vector_size(HX_VL * sizeof(double))));
 typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
@@ -114,7 +120,7 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
                         int32_t *out)
 {
     const int nw = (bits + HX_VL - 1) / HX_VL;
-    vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to 8s */
+    vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to HX_VL */
     if (!Hv) return AB_ENOMEM;
     for (int c = 0; c < d; c++)
         for (int t = 0; t < nw * HX_VL; t++)
@@ -133,16 +139,15 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
      * a scalar loop; SB_ROWS rows at a time, so their sums are independent
      * chains (one row's chain of d dependent adds left the FP units idle) */
     enum { SB_ROWS = 4 };
-    const int nv = nw;
     for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
         const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
         vd pv[SB_ROWS][32 / HX_VL] = { { { 0 } } }; /* bits <= 30 < 32 */
         for (int c = 0; c < d; c++) {
-            const vd *hr = Hv + (size_t)c * nv;
+            const vd *hr = Hv + (size_t)c * nw;
             for (int r = 0; r < SB_ROWS; r++) {
                 const int i = i0 + (r < nr ? r : 0);
                 const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
-                for (int t = 0; t < nv; t++) pv[r][t] += v * hr[t];
+                for (int t = 0; t < nw; t++) pv[r][t] += v * hr[t];
             }
         }
         for (int r = 0; r < nr; r++) {
@@ -274,29 +279,21 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             for (int j = 0; j < kc; j++) mx = lg[j] > mx ? lg[j] : mx;
             if (!isfinite(mx)) continue;
             int j = 0;
-#if defined(__AVX512F__)
-            { /* exp 8 at a time (SLEEF, 1.0 ulp) */
-                __m512d acc = _mm512_setzero_pd();
-                const __m512d m = _mm512_set1_pd(mx);
-                for (; j + 8 <= kc; j += 8) {
-                    const __m512d e = Sleef_expd8_u10avx512f(_mm512_sub_pd(_mm512_loadu_pd(lg + j), m));
-                    _mm512_storeu_pd(lg + j, e);
-                    acc = _mm512_add_pd(acc, e);
+#if defined(HX_EXPD)
+            { /* exp HX_VL at a time (SLEEF, 1.0 ulp); lanes summed by halving */
+                vd acc = { 0 };
+                for (; j + HX_VL <= kc; j += HX_VL) {
+                    vd x;
+                    memcpy(&x, lg + j, sizeof x);
+                    const vd e = (vd)HX_EXPD((HX_MD)(x - mx));
+                    memcpy(lg + j, &e, sizeof e);
+                    acc += e;
                 }
-                sum = _mm512_reduce_add_pd(acc);
-            }
-#elif defined(__AVX2__)
-            { /* exp 4 at a time (SLEEF, 1.0 ulp) */
-                __m256d acc = _mm256_setzero_pd();
-                const __m256d m = _mm256_set1_pd(mx);
-                for (; j + 4 <= kc; j += 4) {
-                    const __m256d e = Sleef_expd4_u10avx2(_mm256_sub_pd(_mm256_loadu_pd(lg + j), m));
-                    _mm256_storeu_pd(lg + j, e);
-                    acc = _mm256_add_pd(acc, e);
-                }
-                double lanes[4];
-                _mm256_storeu_pd(lanes, acc);
-                sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+                double lanes[HX_VL];
+                memcpy(lanes, &acc, sizeof lanes);
+                for (int w = HX_VL / 2; w >= 1; w /= 2)
+                    for (int t = 0; t < w; t++) lanes[t] += lanes[t + w];
+                sum = lanes[0];
             }
 #endif
             for (; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
