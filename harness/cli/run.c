@@ -265,23 +265,39 @@ static void on_start(void *ctx, const ab_sweep_progress *s)
             g->c->paired ? " (paired with dense)" : "", g->o->out);
 }
 
+/* The fields of a child run's progress line: ETA, elapsed time, density,
+ * base mask, and what the run gave ("12.3 ms", "scored" when it had no
+ * timed sample, "" unless ok). */
+typedef struct ran_fields {
+    char eta[32], elb[32], dens[32], wb[AB_MASK_SPEC + 64], last[48];
+} ran_fields;
+
+static void ran_fields_of(const ab_sweep_progress *s, ran_fields *f)
+{
+    const ab_point *pr = s->p;
+    eta_of(s, f->eta, sizeof f->eta);
+    fmt_dur(s->elapsed_s, f->elb, sizeof f->elb);
+    density_of(s->j, f->dens, sizeof f->dens);
+    where_of(s->b, f->wb, sizeof f->wb);
+    if (strcmp(pr->status, "ok"))
+        f->last[0] = 0;
+    else if (pr->n_samples > 0)
+        snprintf(f->last, sizeof f->last, "%.3g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
+    else
+        snprintf(f->last, sizeof f->last, "scored");
+}
+
 /* On a terminal: one line, rewritten after every child. */
 static void on_ran(void *ctx, const ab_sweep_progress *s)
 {
     const progress *g = ctx;
-    const ab_point *pr = s->p;
-    char eta[32], elb[32], dens[32];
-    eta_of(s, eta, sizeof eta);
-    fmt_dur(s->elapsed_s, elb, sizeof elb);
-    density_of(s->j, dens, sizeof dens);
-    char last[48] = "scored", wb[AB_MASK_SPEC + 64];
-    if (pr->n_samples > 0)
-        snprintf(last, sizeof last, "%.3g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
+    ran_fields f;
+    ran_fields_of(s, &f);
     fprintf(
         stderr,
         "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s",
-        s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n, s->b->d,
-        where_of(s->b, wb, sizeof wb), dens, pr->status, strcmp(pr->status, "ok") ? "" : last, elb, eta);
+        s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n, s->b->d, f.wb,
+        f.dens, s->p->status, f.last, f.elb, f.eta);
 }
 
 /* Elsewhere (a log): one line per child run as it ends. A problem's points
@@ -291,18 +307,13 @@ static void on_ran(void *ctx, const ab_sweep_progress *s)
 static void on_ran_log(void *ctx, const ab_sweep_progress *s)
 {
     const progress *g = ctx;
-    const ab_point *pr = s->p;
-    char eta[32], elb[32], dens[32], wb[AB_MASK_SPEC + 64], last[48] = "";
-    eta_of(s, eta, sizeof eta);
-    fmt_dur(s->elapsed_s, elb, sizeof elb);
-    density_of(s->j, dens, sizeof dens);
-    if (pr->n_samples > 0 && !strcmp(pr->status, "ok"))
-        snprintf(last, sizeof last, " %.4g ms", pr->sample_select_ms[0] + pr->sample_run_ms[0]);
+    ran_fields f;
+    ran_fields_of(s, &f);
     fprintf(
         stderr,
-        "  run %ld/%ld (round %d/%d) %s %s N=%d H=%d d=%d mask=%s density=%s: %s%s | %s elapsed, ETA %s\n",
+        "  run %ld/%ld (round %d/%d) %s %s N=%d H=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s\n",
         s->units_done, s->units, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n,
-        s->b->heads, s->b->d, where_of(s->b, wb, sizeof wb), dens, pr->status, last, elb, eta);
+        s->b->heads, s->b->d, f.wb, f.dens, s->p->status, f.last, f.elb, f.eta);
 }
 
 /* Elsewhere (a log): one line per stored point. */
