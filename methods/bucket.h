@@ -44,7 +44,7 @@
 #include "methods/block_score.h"
 
 #define BK_QT 64  /* query rows per logit tile */
-#define BK_KT 256 /* keys per gathered key tile */
+#define BK_KT 256 /* keys per gathered key tile (a multiple of BS_PANEL: packed whole) */
 
 /* One round of one head. */
 typedef struct bk_round {
@@ -76,6 +76,23 @@ static inline void bk_chunk_index(const int32_t *perm, const int32_t *ptr, int n
 {
     for (int t = 0; t < nch; t++)
         for (int32_t x = ptr[t]; x < ptr[t + 1]; x++) cidx[perm[x]] = t;
+}
+
+/* The rows idx[0, n) of K (row length d) packed as bs_pack_nt packs a
+ * contiguous B: panel p (rows 64p .. 64p+63) as d x 64 floats, rows past n
+ * zero. bp holds ceil(n / 64) * 64 * d floats. */
+static inline void bk_pack_gather(const float *K, int d, const int32_t *idx, int n, float *bp)
+{
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        float *dst = bp + (size_t)p * d * BS_PANEL;
+        for (int j = 0; j < nj; j++) {
+            const float *b = K + (size_t)idx[j0 + j] * d;
+            for (int c = 0; c < d; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
+        }
+        for (int c = 0; c < d; c++)
+            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
+    }
 }
 
 /* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
@@ -122,15 +139,17 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
 #pragma omp parallel
         {
             float *qg = malloc((size_t)maxq * d * sizeof *qg);      /* one chunk's queries */
-            float *kg = malloc((size_t)BK_KT * d * sizeof *kg);     /* key tile */
+            float *kg = malloc((size_t)BK_KT * d * sizeof *kg);     /* key tile, packed (bs_pack_nt) */
             float *vg = malloc((size_t)BK_KT * d * sizeof *vg);     /* value tile */
             float *sc = malloc((size_t)BK_QT * BK_KT * sizeof *sc); /* logits / probabilities */
             float *o = malloc((size_t)BK_QT * d * sizeof *o);       /* P.V of a tile */
             float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
             int32_t *kp = malloc((size_t)BK_KT * sizeof *kp);
+            int32_t *kr =
+                malloc((size_t)(R > 1 ? R - 1 : 1) * BK_KT * sizeof *kr); /* earlier rounds' key chunks */
             int lo[BK_QT], hi[BK_QT];
             unsigned char upd[BK_QT]; /* 1: the row counted keys in this tile */
-            const int ok = qg && kg && vg && sc && o && bt && kp;
+            const int ok = qg && kg && vg && sc && o && bt && kp && kr;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -150,8 +169,13 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                 float *mx = rmax + (size_t)h * N;
                 double *sm = rsum + (size_t)h * N;
                 const uint8_t *ns = sp->noself ? sp->noself + (size_t)h * N : NULL;
-                for (int a = 0; a < nq; a++)
-                    memcpy(qg + (size_t)a * d, Q + (size_t)qs[a] * d, d * sizeof *qg);
+                /* the queries pre-scaled: bs_gemm_nt_packed's (1 * q s) k chain is
+                 * bs_gemm_core's (s * q) k with pre = s, bit for bit */
+                for (int a = 0; a < nq; a++) {
+                    const float *src = Q + (size_t)qs[a] * d;
+                    float *dst = qg + (size_t)a * d;
+                    for (int e = 0; e < d; e++) dst[e] = scale * src[e];
+                }
                 /* key chunks in ascending order of look-back distance from the
                  * farthest: t - nlook + 1, ..., t (mod nch) */
                 for (int lb = nlook - 1; lb >= 0; lb--) {
@@ -161,31 +185,43 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         for (int c = 0; c < nk; c++) {
                             const int j = b->kperm[k0 + c];
                             kp[c] = j;
-                            memcpy(kg + (size_t)c * d, K + (size_t)j * d, d * sizeof *kg);
                             memcpy(vg + (size_t)c * d, V + (size_t)j * d, d * sizeof *vg);
+                            for (int rp = 0; rp < r; rp++)
+                                kr[(size_t)rp * BK_KT + c] = kc[((size_t)h * R + rp) * N + j];
                         }
+                        bk_pack_gather(K, d, kp, nk, kg);
                         for (int a0 = 0; a0 < nq; a0 += BK_QT) {
                             const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
-                            bs_gemm_core(qg + (size_t)a0 * d, d, na, kg, d, nk, d, scale, 1.0f, sc, BK_KT,
-                                         bt);
+                            bs_gemm_nt_packed(qg + (size_t)a0 * d, d, na, kg, nk, d, 1.0f, sc, BK_KT);
                             int any = 0;
                             for (int a = 0; a < na; a++) {
                                 const int i = qs[a0 + a];
                                 float *s = sc + (size_t)a * BK_KT;
-                                if (interval) ab_mask_span(&mask, i, &lo[a], &hi[a]);
-                                for (int c = 0; c < nk; c++) {
-                                    const int j = kp[c];
-                                    int keep =
-                                        interval ? (j >= lo[a] && j < hi[a]) : ab_mask_allows(&mask, i, j);
-                                    if (keep && ns && ns[i] && j == i) keep = 0;
-                                    for (int rp = 0; keep && rp < r; rp++) {
-                                        const size_t off = ((size_t)h * R + rp) * N;
-                                        const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
-                                        if (bk_attends(qc[off + i], kc[off + j], nc2,
-                                                       bk_nlook(sp->look_back, nc2)))
-                                            keep = 0;
+                                if (interval) {
+                                    ab_mask_span(&mask, i, &lo[a], &hi[a]);
+                                    const int l0 = lo[a], h0 = hi[a];
+                                    for (int c = 0; c < nk; c++)
+                                        s[c] = kp[c] >= l0 && kp[c] < h0 ? s[c] : -INFINITY;
+                                } else {
+                                    for (int c = 0; c < nk; c++)
+                                        if (!ab_mask_allows(&mask, i, kp[c])) s[c] = -INFINITY;
+                                }
+                                if (ns && ns[i])
+                                    for (int c = 0; c < nk; c++)
+                                        if (kp[c] == i) s[c] = -INFINITY;
+                                /* pairs of an earlier round: its key chunk is among
+                                 * those the query's chunk attended (bk_attends, the
+                                 * chunk distance without a division: both in [0, nch)) */
+                                for (int rp = 0; rp < r; rp++) {
+                                    const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
+                                    const int nl2 = bk_nlook(sp->look_back, nc2);
+                                    const int qv = qc[((size_t)h * R + rp) * N + i];
+                                    const int32_t *kq = kr + (size_t)rp * BK_KT;
+                                    for (int c = 0; c < nk; c++) {
+                                        int dd = qv - kq[c];
+                                        dd += dd < 0 ? nc2 : 0;
+                                        s[c] = dd < nl2 ? -INFINITY : s[c];
                                     }
-                                    if (!keep) s[c] = -INFINITY;
                                 }
                                 const float tm = bs_max(s, nk);
                                 const float mo = mx[i];
@@ -226,6 +262,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             free(o);
             free(bt);
             free(kp);
+            free(kr);
         }
     }
     if (rc == AB_OK) {
