@@ -78,6 +78,43 @@ static inline void bk_chunk_index(const int32_t *perm, const int32_t *ptr, int n
         for (int32_t x = ptr[t]; x < ptr[t + 1]; x++) cidx[perm[x]] = t;
 }
 
+/* A checksum of the bits of Q and K: the fingerprint with which a method's
+ * run() recognises the problem its select() left state for. Per head four
+ * independent multiply-xor lanes over 64-bit words (so it is not one long
+ * dependency chain), heads in parallel, combined in head order. */
+static inline uint64_t bk_checksum(const ab_problem *pb)
+{
+    const int H = pb->s.heads;
+    const size_t per = (size_t)pb->s.seq_len * pb->s.head_dim; /* floats per head */
+    uint64_t *hs = malloc((size_t)(H > 0 ? H : 1) * sizeof *hs);
+    if (!hs) return 0; /* 0: never a valid fingerprint (the result is odd) */
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < H; h++) {
+        uint64_t lane[4] = { 0x9e3779b97f4a7c15ull, 0x243f6a8885a308d3ull, 0x13198a2e03707344ull,
+                             0xa4093822299f31d0ull };
+        for (int t = 0; t < 2; t++) {
+            const float *x = (t ? pb->k : pb->q) + (size_t)h * per;
+            size_t i = 0;
+            for (; i + 8 <= per; i += 8)
+                for (int u = 0; u < 4; u++) {
+                    uint64_t w;
+                    memcpy(&w, x + i + 2 * u, 8);
+                    lane[u] = (lane[u] ^ w) * 0x100000001b3ull;
+                }
+            for (; i < per; i++) {
+                uint32_t w;
+                memcpy(&w, x + i, 4);
+                lane[0] = (lane[0] ^ w) * 0x100000001b3ull;
+            }
+        }
+        hs[h] = ab_mix64(lane[0] ^ ab_mix64(lane[1] ^ ab_mix64(lane[2] ^ ab_mix64(lane[3]))));
+    }
+    uint64_t z = 0x5245464f524d4552ull;
+    for (int h = 0; h < H; h++) z = ab_mix64(z ^ hs[h]);
+    free(hs);
+    return z | 1u;
+}
+
 /* The rows idx[0, n) of K (row length d) packed as bs_pack_nt packs a
  * contiguous B: panel p (rows 64p .. 64p+63) as d x 64 floats, rows past n
  * zero. bp holds ceil(n / 64) * 64 * d floats. */
@@ -92,6 +129,52 @@ static inline void bk_pack_gather(const float *K, int d, const int32_t *idx, int
         }
         for (int c = 0; c < d; c++)
             for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
+    }
+}
+
+/* One tile of an online softmax: sc (na, nk) row stride ldsc holds the
+ * logits of rows rows[0, na) against the nk keys whose values are vg (nk,
+ * d), masked pairs at -inf. Each row r = rows[a] carries a running max
+ * mx[r] (float), sum sm[r] (double) and numerator O[r] (d floats): they are
+ * rescaled to the new max and the tile's exp(logit - max) sum and P.V added.
+ * A row with nothing counted in the tile is left as it was. sc is
+ * overwritten by the probabilities; o: scratch of na * d floats; bt: the
+ * bs_gemm_nn panel scratch. */
+static inline void bk_tile_update(float *sc, int ldsc, int na, int nk, const float *vg, int d,
+                                  const int32_t *rows, float *mx, double *sm, float *O, float *o, float *bt)
+{
+    unsigned char upd[BK_QT]; /* 1: the row counted keys in this tile */
+    int any = 0;
+    for (int a = 0; a < na; a++) {
+        float *s = sc + (size_t)a * ldsc;
+        const int r = rows[a];
+        const float tm = bs_max(s, nk);
+        const float mo = mx[r];
+        if (!(tm > -INFINITY)) { /* nothing counted in this tile */
+            for (int c = 0; c < nk; c++) s[c] = 0.0f;
+            upd[a] = 0;
+            continue;
+        }
+        const float mn = tm > mo ? tm : mo;
+        const double alpha = mo > -INFINITY ? exp((double)mo - (double)mn) : 0.0;
+        const double ps = ab_exp_shift_sum(s, nk, mn);
+        sm[r] = sm[r] * alpha + ps;
+        mx[r] = mn;
+        if (alpha != 1.0) {
+            float *orow = O + (size_t)r * d;
+            const float fa = (float)alpha;
+            for (int e = 0; e < d; e++) orow[e] *= fa;
+        }
+        upd[a] = 1;
+        any = 1;
+    }
+    if (!any) return;
+    bs_gemm_nn(sc, ldsc, na, vg, d, nk, d, o, d, 0, bt);
+    for (int a = 0; a < na; a++) {
+        if (!upd[a]) continue;
+        float *orow = O + (size_t)rows[a] * d;
+        const float *src = o + (size_t)a * d;
+        for (int e = 0; e < d; e++) orow[e] += src[e];
     }
 }
 
@@ -148,7 +231,6 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             int32_t *kr =
                 malloc((size_t)(R > 1 ? R - 1 : 1) * BK_KT * sizeof *kr); /* earlier rounds' key chunks */
             int lo[BK_QT], hi[BK_QT];
-            unsigned char upd[BK_QT]; /* 1: the row counted keys in this tile */
             const int ok = qg && kg && vg && sc && o && bt && kp && kr;
             if (!ok) {
 #pragma omp atomic write
@@ -193,7 +275,6 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         for (int a0 = 0; a0 < nq; a0 += BK_QT) {
                             const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
                             bs_gemm_nt_packed(qg + (size_t)a0 * d, d, na, kg, nk, d, 1.0f, sc, BK_KT);
-                            int any = 0;
                             for (int a = 0; a < na; a++) {
                                 const int i = qs[a0 + a];
                                 float *s = sc + (size_t)a * BK_KT;
@@ -223,34 +304,8 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                                         s[c] = dd < nl2 ? -INFINITY : s[c];
                                     }
                                 }
-                                const float tm = bs_max(s, nk);
-                                const float mo = mx[i];
-                                if (!(tm > -INFINITY)) { /* nothing counted in this tile */
-                                    for (int c = 0; c < nk; c++) s[c] = 0.0f;
-                                    upd[a] = 0;
-                                    continue;
-                                }
-                                const float mn = tm > mo ? tm : mo;
-                                const double alpha = mo > -INFINITY ? exp((double)mo - (double)mn) : 0.0;
-                                const double ps = ab_exp_shift_sum(s, nk, mn);
-                                sm[i] = sm[i] * alpha + ps;
-                                mx[i] = mn;
-                                if (alpha != 1.0) {
-                                    float *orow = O + (size_t)i * d;
-                                    const float fa = (float)alpha;
-                                    for (int e = 0; e < d; e++) orow[e] *= fa;
-                                }
-                                upd[a] = 1;
-                                any = 1;
                             }
-                            if (!any) continue;
-                            bs_gemm_nn(sc, BK_KT, na, vg, d, nk, d, o, d, 0, bt);
-                            for (int a = 0; a < na; a++) {
-                                if (!upd[a]) continue;
-                                float *orow = O + (size_t)qs[a0 + a] * d;
-                                const float *src = o + (size_t)a * d;
-                                for (int e = 0; e < d; e++) orow[e] += src[e];
-                            }
+                            bk_tile_update(sc, BK_KT, na, nk, vg, d, qs + a0, mx, sm, O, o, bt);
                         }
                     }
                 }

@@ -146,42 +146,6 @@ static int rf_chunk(const reformer_state *st, int n)
     return c > 0 ? (int)c : 1;
 }
 
-/* A checksum of the bits of Q and K (the cache fingerprint): per head four
- * independent multiply-xor lanes over 64-bit words (so it is not one long
- * dependency chain), heads in parallel, combined in head order. */
-static uint64_t rf_checksum(const ab_problem *pb)
-{
-    const int H = pb->s.heads;
-    const size_t per = (size_t)pb->s.seq_len * pb->s.head_dim; /* floats per head */
-    uint64_t *hs = malloc((size_t)(H > 0 ? H : 1) * sizeof *hs);
-    if (!hs) return 0; /* 0 never matches a stored sum (see rf_sort_make) */
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < H; h++) {
-        uint64_t lane[4] = { 0x9e3779b97f4a7c15ull, 0x243f6a8885a308d3ull, 0x13198a2e03707344ull,
-                             0xa4093822299f31d0ull };
-        for (int t = 0; t < 2; t++) {
-            const float *x = (t ? pb->k : pb->q) + (size_t)h * per;
-            size_t i = 0;
-            for (; i + 8 <= per; i += 8)
-                for (int u = 0; u < 4; u++) {
-                    uint64_t w;
-                    memcpy(&w, x + i + 2 * u, 8);
-                    lane[u] = (lane[u] ^ w) * 0x100000001b3ull;
-                }
-            for (; i < per; i++) {
-                uint32_t w;
-                memcpy(&w, x + i, 4);
-                lane[0] = (lane[0] ^ w) * 0x100000001b3ull;
-            }
-        }
-        hs[h] = ab_mix64(lane[0] ^ ab_mix64(lane[1] ^ ab_mix64(lane[2] ^ ab_mix64(lane[3]))));
-    }
-    uint64_t z = 0x5245464f524d4552ull;
-    for (int h = 0; h < H; h++) z = ab_mix64(z ^ hs[h]);
-    free(hs);
-    return z | 1u;
-}
-
 /* One standard normal draw from the splitmix64 stream *s (Box-Muller). */
 static double rf_gauss(uint64_t *s)
 {
@@ -287,7 +251,7 @@ static int rf_sort_make(const reformer_state *st, const ab_problem *pb, rf_sort 
     s->rounds = R;
     s->nch = N > 0 ? (int)((N + (long)c - 1) / c) : 1;
     s->seed = pb->seed;
-    s->sum = rf_checksum(pb);
+    s->sum = bk_checksum(pb);
     const size_t hr = (size_t)H * R;
     s->qperm = malloc((hr * N + 1) * sizeof *s->qperm);
     s->kperm = malloc((hr * N + 1) * sizeof *s->kperm);
@@ -312,7 +276,7 @@ static int rf_sort_make(const reformer_state *st, const ab_problem *pb, rf_sort 
 static int rf_sort_matches(const reformer_state *st, const rf_sort *s, const ab_problem *pb)
 {
     return s->r && s->heads == pb->s.heads && s->n == pb->s.seq_len && s->d == pb->s.head_dim &&
-           s->rounds == st->rounds && s->seed == pb->seed && s->sum != 0 && s->sum == rf_checksum(pb);
+           s->rounds == st->rounds && s->seed == pb->seed && s->sum != 0 && s->sum == bk_checksum(pb);
 }
 
 /* Row i's key union of head h (base mask applied, no_self rule) into keys;
