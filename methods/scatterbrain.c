@@ -110,11 +110,19 @@ static void sb_rotations(uint64_t seed, int head, int hashes, int d, int hb, dou
 /* The LSH code of x in round t (double, the same in select, run, weights). */
 static int sb_code(const float *x, int d, const double *Rt, int hb, int b)
 {
+    /* the hb projections together, e outer: each a[c] is still one chain in
+     * e order, and the inner loop runs along R's contiguous rows (vectorised) */
+    double acc[(SB_MAXB + 1) / 2];
+    for (int c = 0; c < hb; c++) acc[c] = 0.0;
+    for (int e = 0; e < d; e++) {
+        const double xe = x[e];
+        const double *re = Rt + (size_t)e * hb;
+        for (int c = 0; c < hb; c++) acc[c] += xe * re[c];
+    }
     int best = 0;
     double bv = -INFINITY;
     for (int c = 0; c < hb; c++) {
-        double a = 0.0;
-        for (int e = 0; e < d; e++) a += (double)x[e] * Rt[(size_t)e * hb + c];
+        const double a = acc[c];
         if (c < b && a > bv) {
             bv = a;
             best = c;

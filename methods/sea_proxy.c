@@ -100,11 +100,16 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
     const ab_mask mask = ab_shape_mask(&pb->s);
 
     double *R = malloc((size_t)d * r * sizeof *R);
+    /* pk: each head's key projections, packed once for bs_gemm_nt_packed
+     * (panels of 64 keys from key 0): no per-block transposition */
+    const size_t npan = ((size_t)N + BS_PANEL - 1) / BS_PANEL * BS_PANEL;
     float *pq = malloc((size_t)H * N * r * sizeof *pq), *pk = malloc((size_t)H * N * r * sizeof *pk);
-    if (!R || !pq || !pk) {
+    float *pkp = malloc((size_t)H * (npan > 0 ? npan : 1) * r * sizeof *pkp);
+    if (!R || !pq || !pk || !pkp) {
         free(R);
         free(pq);
         free(pk);
+        free(pkp);
         ab_set_error(state, "sea_proxy: out of memory");
         return AB_ENOMEM;
     }
@@ -114,18 +119,18 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
     for (int h = 0; h < H; h++) {
         project(pb->q + (size_t)h * N * d, N, d, R, r, (double)pb->s.scale / r, pq + (size_t)h * N * r);
         project(pb->k + (size_t)h * N * d, N, d, R, r, 1.0, pk + (size_t)h * N * r);
+        bs_pack_nt(pk + (size_t)h * N * r, r, N, r, pkp + (size_t)h * npan * r);
     }
 
     double pairs = 0.0, cands = 0.0;
 #pragma omp parallel reduction(+ : pairs, cands)
     {
         float *sc = malloc((size_t)bq * (N > 0 ? N : 1) * sizeof *sc);
-        float *bt = malloc((size_t)r * BS_PANEL * sizeof *bt);
         double *mass = malloc((size_t)(N > 0 ? N : 1) * sizeof *mass);
         char *seen = malloc((size_t)(N > 0 ? N : 1));
         bs_cand *cd = malloc((size_t)(N > 0 ? N : 1) * sizeof *cd);
         int32_t *keys = malloc((size_t)(N > 0 ? N : 1) * sizeof *keys);
-        int ok = sc && bt && mass && seen && cd && keys;
+        int ok = sc && mass && seen && cd && keys;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -137,10 +142,11 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
             int k0, k1;
             bs_rows_span(&mask, r0, r0 + nr, &k0, &k1);
-            const int kc = k1 > k0 ? k1 - k0 : 0;
-            if (kc == 0) continue;
-            bs_gemm_nt(pq + ((size_t)h * N + r0) * r, r, nr, pk + ((size_t)h * N + k0) * r, r, kc, r, 1.0f,
-                       sc, kc, bt);
+            if (k1 <= k0) continue;
+            k0 -= k0 % BS_PANEL; /* from a panel start: the keys added lie outside every row's span */
+            const int kc = k1 - k0;
+            bs_gemm_nt_packed(pq + ((size_t)h * N + r0) * r, r, nr, pkp + ((size_t)h * npan + k0) * r, kc, r,
+                              1.0f, sc, kc);
             for (int j = 0; j < kc; j++) {
                 mass[j] = 0.0;
                 seen[j] = 0;
@@ -160,6 +166,16 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
                 if (mx == -INFINITY) continue;
                 const double sum = ab_exp_shift_sum(srow, len, mx); /* vector exp in place */
                 const float inv = (float)(1.0 / sum);
+                if (mask.def->interval) { /* every key of the span counts */
+                    double *ms = mass + (lo - k0);
+                    char *sn = seen + (lo - k0);
+                    for (int j = 0; j < len; j++) {
+                        ms[j] += srow[j] * inv;
+                        sn[j] = 1;
+                    }
+                    pairs += len;
+                    continue;
+                }
                 for (int j = 0; j < len; j++)
                     if (srow[j] > 0.0f || mask.def->interval || ab_mask_allows(&mask, r0 + i, lo + j)) {
                         mass[lo - k0 + j] += srow[j] * inv;
@@ -182,7 +198,6 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
             }
         }
         free(sc);
-        free(bt);
         free(mass);
         free(seen);
         free(cd);
@@ -191,6 +206,7 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
     free(R);
     free(pq);
     free(pk);
+    free(pkp);
     if (rc == AB_ENOMEM) ab_set_error(state, "sea_proxy: out of memory");
     if (rc != AB_OK) return rc;
     const double proj = 2.0 * (2.0 * H * (double)N * d * r);
