@@ -160,3 +160,57 @@ Test(block_score, max_is_the_scalar_loop)
         }
     }
 }
+
+/* bs_select_top (every token selector's top-k) leaves in c[0, k) exactly
+ * the k entries a full sort by bs_cand_cmp puts first, and a permutation of
+ * the input in c: scores with many ties (few distinct values), NaNs, sorted
+ * and reversed inputs, n across the 16-entry insertion-sort cut-off. */
+Test(block_score, select_top_is_the_sorted_prefix)
+{
+    static const int sizes[] = { 2, 16, 17, 100, 1023, 5000 };
+    uint64_t seed = 7;
+    int checked = 0;
+    for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
+        for (int kind = 0; kind < 5; kind++) {
+            const int n = sizes[a];
+            bs_cand *c = malloc((size_t)n * sizeof *c), *ref = malloc((size_t)n * sizeof *ref);
+            cr_assert(c && ref);
+            for (int i = 0; i < n; i++) {
+                const double u = urand(&seed);
+                double sc = kind == 0   ? u
+                            : kind == 1 ? floor((u + 0.5) * 8.0) /* 8 distinct values: ties */
+                            : kind == 2 ? (double)i              /* ascending */
+                            : kind == 3 ? (double)(n - i)        /* descending */
+                                        : (u > 0.3 ? NAN : u);   /* mostly NaN */
+                c[i] = (bs_cand){ sc, i };
+            }
+            memcpy(ref, c, (size_t)n * sizeof *c);
+            bs_sort_desc(ref, n);
+            const int ks[] = { 1, 2, n / 10, n / 4, n / 2, n - 1 };
+            for (size_t b = 0; b < sizeof ks / sizeof *ks; b++) {
+                const int k = ks[b];
+                if (k < 1) continue;
+                bs_cand *w = malloc((size_t)n * sizeof *w);
+                cr_assert(w);
+                memcpy(w, c, (size_t)n * sizeof *c);
+                bs_select_top(w, n, k);
+                bs_sort_desc(w, k);
+                for (int i = 0; i < k; i++)
+                    cr_assert_eq(w[i].idx, ref[i].idx, "n %d k %d kind %d: entry %d is %d, want %d", n, k,
+                                 kind, i, w[i].idx, ref[i].idx);
+                /* still a permutation of the input */
+                char *seen = calloc((size_t)n, 1);
+                cr_assert(seen);
+                bs_select_top(memcpy(w, c, (size_t)n * sizeof *c), n, k);
+                for (int i = 0; i < n; i++) seen[w[i].idx]++;
+                for (int i = 0; i < n; i++)
+                    cr_assert_eq(seen[i], 1, "n %d k %d kind %d: index %d", n, k, kind, i);
+                free(seen);
+                free(w);
+                checked++;
+            }
+            free(c);
+            free(ref);
+        }
+    cr_expect(checked > 100);
+}
