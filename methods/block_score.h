@@ -245,6 +245,23 @@ static inline void bs_pack_nt(const float *B, int ldb, int n, int D, float *bp)
     }
 }
 
+/* The rows idx[0, n) of K (row length d) packed as bs_pack_nt packs a
+ * contiguous B: panel p (rows 64p .. 64p+63) as d x 64 floats, rows past n
+ * zero. bp holds ceil(n / 64) * 64 * d floats. */
+static inline void bs_pack_gather(const float *K, int d, const int32_t *idx, int n, float *bp)
+{
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        float *dst = bp + (size_t)p * d * BS_PANEL;
+        for (int j = 0; j < nj; j++) {
+            const float *b = K + (size_t)idx[j0 + j] * d;
+            for (int c = 0; c < d; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
+        }
+        for (int c = 0; c < d; c++)
+            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
+    }
+}
+
 /* The shared panel loop: C[i][j] = post * sum_c (pre * A[i][c]) * B[j][c]. */
 static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
                                 float pre, float post, float *C, int ldc, float *bt)

@@ -115,23 +115,6 @@ static inline uint64_t bk_checksum(const ab_problem *pb)
     return z | 1u;
 }
 
-/* The rows idx[0, n) of K (row length d) packed as bs_pack_nt packs a
- * contiguous B: panel p (rows 64p .. 64p+63) as d x 64 floats, rows past n
- * zero. bp holds ceil(n / 64) * 64 * d floats. */
-static inline void bk_pack_gather(const float *K, int d, const int32_t *idx, int n, float *bp)
-{
-    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
-        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
-        float *dst = bp + (size_t)p * d * BS_PANEL;
-        for (int j = 0; j < nj; j++) {
-            const float *b = K + (size_t)idx[j0 + j] * d;
-            for (int c = 0; c < d; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
-        }
-        for (int c = 0; c < d; c++)
-            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
-    }
-}
-
 /* One tile of an online softmax: sc (na, nk) row stride ldsc holds the
  * logits of rows rows[0, na) against the nk keys whose values are vg (nk,
  * d), masked pairs at -inf. Each row r = rows[a] carries a running max
@@ -271,7 +254,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                             for (int rp = 0; rp < r; rp++)
                                 kr[(size_t)rp * BK_KT + c] = kc[((size_t)h * R + rp) * N + j];
                         }
-                        bk_pack_gather(K, d, kp, nk, kg);
+                        bs_pack_gather(K, d, kp, nk, kg);
                         for (int a0 = 0; a0 < nq; a0 += BK_QT) {
                             const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
                             bs_gemm_nt_packed(qg + (size_t)a0 * d, d, na, kg, nk, d, 1.0f, sc, BK_KT);

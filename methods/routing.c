@@ -446,7 +446,7 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
             const int a0 = t * BK_QT, na = w - a0 < BK_QT ? w - a0 : BK_QT;
             if (kp[0] >= x->thi[t] || kp[nk - 1] < x->tlo[t]) continue; /* keys ascending */
             if (!packed) {
-                bk_pack_gather(K, d, kp, nk, x->kg);
+                bs_pack_gather(K, d, kp, nk, x->kg);
                 for (int b = 0; b < nk; b++)
                     memcpy(x->vg + (size_t)b * d, V + (size_t)kp[b] * d, d * sizeof(float));
                 packed = 1;
