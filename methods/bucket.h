@@ -22,9 +22,11 @@
  *
  * Kernel: rounds in order; inside a round OpenMP over (head, chunk) (a query
  * sits in one chunk per round, so no two threads touch one output row). Per
- * chunk the queries are gathered into a contiguous tile; the candidate keys
- * and values are gathered BK_KT at a time; logits by bs_gemm_core
- * (methods/block_score.h) on BK_QT x BK_KT tiles, the mask applied as -inf,
+ * chunk the queries are gathered (pre-scaled) into a contiguous tile; the
+ * candidate keys are gathered BK_KT at a time straight into packed panels
+ * (bs_pack_gather, once for all query tiles) and the values beside them;
+ * logits by bs_gemm_nt_packed (methods/block_score.h) on BK_QT x BK_KT
+ * tiles, the masks applied as -inf in branch-free passes,
  * an online softmax (running max in float, running sum in double, per query
  * position, carried across key tiles and rounds) and P.V by bs_gemm_nn, then
  * scattered back into the output rows (which hold the running numerator).
