@@ -262,6 +262,20 @@ static inline void bs_pack_gather(const float *K, int d, const int32_t *idx, int
     }
 }
 
+/* dst (n, d) = scale * the rows idx[0, n) of X (row length d), or the rows
+ * i0 .. i0+n-1 when idx is NULL: the pre-scaled query tile of a custom
+ * run(). bs_gemm_nt_packed with alpha 1 on it gives bs_gemm_core's
+ * (scale * q) . k chains with pre = scale, bit for bit. */
+static inline void bs_scale_rows(const float *X, int d, const int32_t *idx, int i0, int n, float scale,
+                                 float *dst)
+{
+    for (int a = 0; a < n; a++) {
+        const float *src = X + (size_t)(idx ? idx[a] : i0 + a) * d;
+        float *o = dst + (size_t)a * d;
+        for (int e = 0; e < d; e++) o[e] = scale * src[e];
+    }
+}
+
 /* The shared panel loop: C[i][j] = post * sum_c (pre * A[i][c]) * B[j][c]. */
 static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
                                 float pre, float post, float *C, int ldc, float *bt)

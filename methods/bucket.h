@@ -236,13 +236,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                 float *mx = rmax + (size_t)h * N;
                 double *sm = rsum + (size_t)h * N;
                 const uint8_t *ns = sp->noself ? sp->noself + (size_t)h * N : NULL;
-                /* the queries pre-scaled: bs_gemm_nt_packed's (1 * q s) k chain is
-                 * bs_gemm_core's (s * q) k with pre = s, bit for bit */
-                for (int a = 0; a < nq; a++) {
-                    const float *src = Q + (size_t)qs[a] * d;
-                    float *dst = qg + (size_t)a * d;
-                    for (int e = 0; e < d; e++) dst[e] = scale * src[e];
-                }
+                bs_scale_rows(Q, d, qs, 0, nq, scale, qg); /* the queries, pre-scaled */
                 /* key chunks in ascending order of look-back distance from the
                  * farthest: t - nlook + 1, ..., t (mod nch) */
                 for (int lb = nlook - 1; lb >= 0; lb--) {

@@ -423,10 +423,8 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
     const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
                 *V = pb->v + (size_t)h * N * d;
     const int nt = (w + BK_QT - 1) / BK_QT;
+    bs_scale_rows(Q, d, qs, 0, w, scale, x->qg);
     for (int a = 0; a < w; a++) {
-        const float *src = Q + (size_t)qs[a] * d;
-        float *dst = x->qg + (size_t)a * d;
-        for (int e = 0; e < d; e++) dst[e] = scale * src[e];
         ab_mask_span(mask, qs[a], &x->lo[a], &x->hi[a]);
         x->rows[a] = c * w + a;
     }
@@ -494,9 +492,8 @@ static void rt_rows(const routing_state *st, const ab_problem *pb, const ab_mask
     double sm[BK_QT];
     int32_t rows[BK_QT];
     float *O = x->qg + (size_t)BK_QT * d; /* (na, d) numerators; qg's first BK_QT rows: the queries */
+    bs_scale_rows(Q, d, NULL, i0, na, scale, x->qg);
     for (int a = 0; a < na; a++) {
-        const float *src = Q + (size_t)(i0 + a) * d;
-        for (int e = 0; e < d; e++) x->qg[(size_t)a * d + e] = scale * src[e];
         ab_mask_span(mask, i0 + a, &x->lo[a], &x->hi[a]);
         mx[a] = -INFINITY;
         sm[a] = 0.0;
