@@ -19,9 +19,17 @@
  * density 10%).
  *
  * Density knob: w, fractional (dithered over rows), monotone.
+ *
+ * run() computes the pattern, not the layout (methods/periodic.h): a δ = 1
+ * head's windows as 64-row tiles over contiguous keys, a dilated head's as
+ * each residue class mod δ's rows against the class's keys (a sliding window
+ * in the class), the global keys as the window part beside them. Timed
+ * calls (ABI 8) build no rows; scored calls build them for the metrics and
+ * the check, which compares run() with the fp64 reference on them.
  */
 #include "attnbench.h"
 #include "methods/keep.h"
+#include "methods/periodic.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -37,6 +45,9 @@ enum { P_WINDOW = 0, P_DIL, P_GLOBAL, P_COUNT };
 
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
+
+/* Head h's dilation. */
+static int dilated_delta(const dilated_state *st, int h) { return 1 + h % st->max_dilation; }
 
 static int dilated_init(void *state, const ab_params *p, const ab_shape *s)
 {
@@ -63,6 +74,7 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
     const int n = l->seq_len, G = imin(st->global, n), bk = l->block_k;
     int rc = ab_layout_set_blocks(l, 1, l->block_k); /* one query row per layout row */
     if (rc != AB_OK) return rc;
+    if (pb->timed) return ab_layout_set_cost(l, 0, 0); /* run() reads no rows */
     int32_t *blk, *tok;
     if ((rc = mc_row_bufs(l, &blk, &tok))) return rc;
     for (int i = 0; i < n && rc == AB_OK; i++) {
@@ -70,7 +82,7 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
         const int left = l->causal ? w - 1 : (w - 1) - (w - 1) / 2; /* steps back */
         const int right = l->causal ? 0 : (w - 1) / 2;              /* steps forward */
         for (int h = 0; h < l->heads && rc == AB_OK; h++) {
-            const int dl = 1 + h % st->max_dilation;
+            const int dl = dilated_delta(st, h);
             int nb = 0, nt = 0;
             if (i < G) { /* a global row keeps every key */
                 mc_span_collect(0, l->causal ? i + 1 : n, bk, n, blk, &nb, tok, &nt);
@@ -94,6 +106,54 @@ static int dilated_select(void *state, const ab_problem *pb, ab_layout *l)
     return ab_layout_set_cost(l, 0, 0); /* a static pattern: no selection work */
 }
 
+/* run(): rows i < G keep W = every key; the others keep W = the G global
+ * keys and S = their dilated window, i - left δ .. i + right δ in i's class
+ * mod δ (a δ = 1 head without global keys: W = the window, S empty). */
+typedef struct dilated_ctx {
+    const dilated_state *st;
+    int n, causal;
+} dilated_ctx;
+
+static void dilated_row(const void *ctx, int h, int i, pd_row *r)
+{
+    const dilated_ctx *c = ctx;
+    const int n = c->n, G = imin(c->st->global, n), dl = dilated_delta(c->st, h);
+    const int w = imax(1, mc_dither(c->st->window, i));
+    const int left = c->causal ? w - 1 : (w - 1) - (w - 1) / 2, right = c->causal ? 0 : (w - 1) / 2;
+    const int64_t lo = i - (int64_t)left * dl, hi = i + (int64_t)right * dl + 1;
+    const int clo = (int)(lo > 0 ? lo : 0), chi = (int)(hi < n ? hi : n);
+    r->slo = r->shi = 0;
+    if (i < G) {
+        r->wlo = 0;
+        r->whi = c->causal ? i + 1 : n;
+    } else if (dl == 1 && G == 0) {
+        r->wlo = clo;
+        r->whi = chi;
+    } else {
+        r->wlo = 0;
+        r->whi = G;
+        r->slo = clo;
+        r->shi = chi;
+    }
+}
+
+static int dilated_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
+{
+    (void)l;
+    const dilated_state *st = state;
+    const dilated_ctx c = { st, pb->s.seq_len, pb->s.causal };
+    int *period = malloc((size_t)(pb->s.heads > 0 ? pb->s.heads : 1) * sizeof *period);
+    if (!period) return AB_ENOMEM;
+    for (int h = 0; h < pb->s.heads; h++) {
+        const int dl = dilated_delta(st, h);
+        period[h] = dl > 1 ? dl : st->global > 0 ? 1 : 0;
+    }
+    const pd_spec sp = { &c, dilated_row, period };
+    const int rc = pd_attend(pb, &sp, out);
+    free(period);
+    return rc;
+}
+
 const ab_method ab_dilated = {
     .abi = AB_ABI_VERSION,
     .family = "static",
@@ -115,7 +175,7 @@ const ab_method ab_dilated = {
     .state_size = sizeof(dilated_state),
     .init = dilated_init,
     .select = dilated_select,
-    .run = NULL,
+    .run = dilated_run,
     .fini = NULL,
 };
 AB_REGISTER(ab_dilated)

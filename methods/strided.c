@@ -19,9 +19,16 @@
  * residues instead of one. The window is listed as whole key blocks plus
  * ragged-edge tokens (MIXED layout, exact per row). Memory: O(N (l / block_k
  * + block_k + N / s)) entries per head.
+ *
+ * run() computes the pattern, not the layout (methods/periodic.h): the
+ * windows as 64-row tiles over contiguous keys, the strided keys as each
+ * residue class's rows against the class's keys. Timed calls (ABI 8) build
+ * no rows; scored calls build them for the metrics and the check, which
+ * compares run() with the fp64 reference on them.
  */
 #include "attnbench.h"
 #include "methods/keep.h"
+#include "methods/periodic.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -56,13 +63,20 @@ static int strided_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
+/* The stride for length n. */
+static int strided_s(const strided_state *st, int n)
+{
+    return st->stride > 0 ? st->stride : imax(1, (int)lround(sqrt((double)n)));
+}
+
 static int strided_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const strided_state *st = state;
     const int n = l->seq_len;
-    const int s = st->stride > 0 ? st->stride : imax(1, (int)lround(sqrt((double)n)));
+    const int s = strided_s(st, n);
     int rc = ab_layout_set_blocks(l, 1, l->block_k); /* one query row per layout row */
     if (rc != AB_OK) return rc;
+    if (pb->timed) return ab_layout_set_cost(l, 0, 0); /* run() reads no rows */
     int32_t *blk, *tok;
     if ((rc = mc_row_bufs(l, &blk, &tok))) return rc;
     for (int i = 0; i < n && rc == AB_OK; i++) {
@@ -81,6 +95,38 @@ static int strided_select(void *state, const ab_problem *pb, ab_layout *l)
     free(tok);
     if (rc) return rc;
     return ab_layout_set_cost(l, 0, 0); /* a static pattern: no selection work */
+}
+
+/* run(): row i keeps the window W = [i - w + 1, i] (non-causal: up to
+ * i + w - 1) and its residue class mod s, the class's keys outside W being
+ * the strided ones (causal: those before i). */
+typedef struct strided_ctx {
+    const strided_state *st;
+    int n, causal;
+} strided_ctx;
+
+static void strided_row(const void *ctx, int h, int i, pd_row *r)
+{
+    const strided_ctx *c = ctx;
+    (void)h;
+    const int w = imax(1, mc_dither(c->st->window, i));
+    r->wlo = i - w + 1;
+    r->whi = c->causal ? i + 1 : (int)(i + (int64_t)w < c->n ? i + w : c->n);
+    r->slo = 0;
+    r->shi = c->causal ? i + 1 : c->n;
+}
+
+static int strided_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
+{
+    (void)l;
+    const strided_ctx c = { state, pb->s.seq_len, pb->s.causal };
+    int *period = malloc((size_t)(pb->s.heads > 0 ? pb->s.heads : 1) * sizeof *period);
+    if (!period) return AB_ENOMEM;
+    for (int h = 0; h < pb->s.heads; h++) period[h] = strided_s(state, pb->s.seq_len);
+    const pd_spec sp = { &c, strided_row, period };
+    const int rc = pd_attend(pb, &sp, out);
+    free(period);
+    return rc;
 }
 
 const ab_method ab_strided = {
@@ -102,7 +148,7 @@ const ab_method ab_strided = {
     .state_size = sizeof(strided_state),
     .init = strided_init,
     .select = strided_select,
-    .run = NULL,
+    .run = strided_run,
     .fini = NULL,
 };
 AB_REGISTER(ab_strided)

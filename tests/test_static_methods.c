@@ -373,3 +373,72 @@ Test(static_methods, moa_sinks_and_band)
     }
     tp_free(&t);
 }
+
+/* strided's and dilated's run() computes the pattern from its parameters
+ * (methods/periodic.h: windows as row tiles, the rest per residue class),
+ * not from the layout: over knobs the registry tests leave at their
+ * defaults (global keys, one dilation, strides below and above the
+ * window, windows past N), both masks kinds (interval spans and the
+ * per-pair documents mask) and causal and not, its output is the fp64
+ * reference on the layout select() built. */
+Test(static_methods, periodic_run_matches_layout_reference)
+{
+    static const char *const masks[] = { "causal", "full", "document:3", "sliding:37", "prefix:0.3" };
+    static const char *const cfg[][3] = {
+        { "strided", "window=40", "stride=25" },        { "strided", "window=3.5", "stride=7" },
+        { "strided", "window=900", "stride=1" },        { "strided", "window=1", "stride=0" },
+        { "dilated", "window=20", "max_dilation=3" },   { "dilated", "window=9.3", "global=5" },
+        { "dilated", "window=1000", "max_dilation=1" }, { "dilated", "window=7", "global=300" },
+    };
+    const int H = 3, N = 301, d = 16;
+    for (size_t mk = 0; mk < sizeof masks / sizeof *masks; mk++)
+        for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
+            ab_mask m;
+            char err[256];
+            cr_assert_eq(ab_mask_make(&m, masks[mk], N, 40 + mk, err, sizeof err), AB_OK, "%s", err);
+            tp t;
+            tp_make(&t, H, N, d, m.def->causal, 40 + c);
+            t.pb.s.mask = t.held.s.mask = &m;
+            const ab_method *me = ab_method_find(cfg[c][0]);
+            cr_assert(me);
+            ab_params p;
+            ab_params_defaults(me->params, AB_MAX_PARAMS, &p);
+            for (int a = 1; a < 3; a++) {
+                char key[64];
+                const char *eq = strchr(cfg[c][a], '=');
+                snprintf(key, sizeof key, "%.*s", (int)(eq - cfg[c][a]), cfg[c][a]);
+                cr_assert_eq(ab_params_set(me->params, AB_MAX_PARAMS, &p, key, atof(eq + 1)), 0);
+            }
+            ab_layout l;
+            ab_layout_init(&l, &t.pb.s, 32, 32);
+            ab_instance in;
+            float *out = malloc((size_t)H * N * d * sizeof *out);
+            double *ref = malloc((size_t)N * d * sizeof *ref);
+            int *rows = malloc((size_t)N * sizeof *rows);
+            cr_assert(out && ref && rows);
+            for (int i = 0; i < N; i++) rows[i] = i;
+            cr_assert_eq(ab_instance_create(&in, me, &p, &t.pb.s), AB_OK);
+            cr_assert_eq(ab_instance_select(&in, &t.pb, &l), AB_OK);
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            cr_assert_eq(ab_instance_run(&in, &t.pb, &l, out), AB_OK, "%s", ab_instance_error(&in));
+            for (int h = 0; h < H; h++) {
+                cr_assert_eq(ab_ref_rows(&t.pb, h, rows, N, &l, ref, NULL, NULL), AB_OK);
+                double num = 0, den = 0;
+                for (size_t e = 0; e < (size_t)N * d; e++) {
+                    const double x = (double)out[(size_t)h * N * d + e] - ref[e];
+                    num += x * x;
+                    den += ref[e] * ref[e];
+                }
+                cr_expect_leq(sqrt(num / (den > 0 ? den : 1)), 1e-5,
+                              "%s %s %s, mask %s, head %d: rel. error %g", cfg[c][0], cfg[c][1], cfg[c][2],
+                              masks[mk], h, sqrt(num / (den > 0 ? den : 1)));
+            }
+            ab_instance_destroy(&in);
+            ab_layout_free(&l);
+            free(out);
+            free(ref);
+            free(rows);
+            tp_free(&t);
+            ab_mask_free(&m);
+        }
+}
