@@ -24,16 +24,19 @@
  *    plus key i itself (which every mask here allows).
  * run() computes the low-rank sums over all allowed keys as linear attention
  * (full: totals phi(K)^T [V 1]; causal: chunks of 64 rows, a masked in-chunk
- * tile plus the carried prefix state), then per row gathers S_i and adds
- * exp(s_ij) - phi(q_i).phi(k_j) on it (one bs_gemm_nt row of exact logits and
- * one of feature products), all shifted by M_i = max(max_S s_ij, c_q,i + c_k)
- * (the row's exact-logit max and the features' shifts, so nothing overflows).
+ * tile plus the carried prefix state), then the sparse correction bucket by
+ * bucket: in round t the queries of code c attend the keys of code c (j <= i
+ * under causal) in tiles of 64 queries x 256 keys (exact logits and feature
+ * products as two packed GEMMs), skipping pairs an earlier round already
+ * gave, each pair weighing exp(s_ij) - phi(q_i).phi(k_j) in an online
+ * softmax whose running max starts at the row's feature shift c_q,i + c_k
+ * (so nothing overflows); then key i itself where no round shares its code;
+ * then low-rank sums plus correction over the same combination of [v 1].
  *
  * Deviations: the official code's sparse part is SMYRF (asymmetric LSH with
  * balanced clusters) or a local window; we use plain angular LSH with
  * unbalanced buckets and 1 or 2 rounds; no training; features redrawn per
- * problem seed. The sparse correction is computed per row on a gathered key
- * list (not bucket-sorted tiles).
+ * problem seed.
  *
  * Density knob: buckets b in [1, 64] (density falls as b rises; b = 1 puts
  * every key in S_i: exact attention; capped at 64 because the hashing cost,
@@ -65,6 +68,8 @@
 
 #define SB_CHUNK 64
 #define SB_MAXB  64
+#define SB_QT    64  /* queries per bucket tile */
+#define SB_KT    256 /* keys per bucket tile (a multiple of BS_PANEL) */
 
 enum { P_BUCKETS = 0, P_HASHES, P_FEATURES, P_COUNT };
 
@@ -225,38 +230,27 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
 typedef struct sb_work {
     double *R;
     int *qc, *kc;
-    int *bstart, *blist; /* keys sorted by code per round: (r, b + 1), (r, n) */
+    int *qstart, *qlist; /* queries sorted by code per round: (r, b + 1), (r, n) */
+    int *kstart, *klist; /* keys likewise */
     float *W, *pq, *pk, *lr, *v1, *kv, *tile, *bt;
     double *kvd;
     float *cq;
-    int32_t *sel;
-    float *kg, *fg, *sg, *lg;
-    char *mark;
+    /* the sparse correction: per-row running max, sum and numerator */
+    float *rmx, *racc;
+    double *rsm;
+    /* one bucket tile: queries and their features pre-gathered, keys and
+     * their features packed, values, logits / weights, feature products */
+    float *qg, *pg, *kp, *fp, *vg, *sc, *lt, *o;
+    int32_t *kidx;
+    int32_t rows[SB_QT];
 } sb_work;
 
 static void sb_work_free(sb_work *w)
 {
-    free(w->R);
-    free(w->qc);
-    free(w->kc);
-    free(w->bstart);
-    free(w->blist);
-    free(w->W);
-    free(w->pq);
-    free(w->pk);
-    free(w->lr);
-    free(w->v1);
-    free(w->kv);
-    free(w->tile);
-    free(w->bt);
-    free(w->kvd);
-    free(w->cq);
-    free(w->sel);
-    free(w->kg);
-    free(w->fg);
-    free(w->sg);
-    free(w->lg);
-    free(w->mark);
+    void *p[] = { w->R,  w->qc, w->kc, w->qstart, w->qlist, w->kstart, w->klist, w->W,   w->pq,   w->pk,
+                  w->lr, w->v1, w->kv, w->tile,   w->bt,    w->kvd,    w->cq,    w->rmx, w->racc, w->rsm,
+                  w->qg, w->pg, w->kp, w->fp,     w->vg,    w->sc,     w->lt,    w->o,   w->kidx };
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
 static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
@@ -268,8 +262,10 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->R = malloc((size_t)r * d * hb * sizeof *w->R);
     w->qc = malloc((size_t)r * nn * sizeof *w->qc);
     w->kc = malloc((size_t)r * nn * sizeof *w->kc);
-    w->bstart = malloc((size_t)r * (b + 1) * sizeof *w->bstart);
-    w->blist = malloc((size_t)r * nn * sizeof *w->blist);
+    w->qstart = malloc((size_t)r * (b + 1) * sizeof *w->qstart);
+    w->qlist = malloc((size_t)r * nn * sizeof *w->qlist);
+    w->kstart = malloc((size_t)r * (b + 1) * sizeof *w->kstart);
+    w->klist = malloc((size_t)r * nn * sizeof *w->klist);
     w->W = malloc((size_t)m * d * sizeof *w->W);
     w->pq = malloc(nn * m * sizeof *w->pq);
     w->pk = malloc(nn * m * sizeof *w->pk);
@@ -280,15 +276,21 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->bt = malloc(btf * sizeof *w->bt);
     w->kvd = malloc((size_t)m * d1 * sizeof *w->kvd);
     w->cq = malloc(nn * sizeof *w->cq);
-    w->sel = malloc(nn * sizeof *w->sel);
-    w->kg = malloc(nn * d * sizeof *w->kg);
-    w->fg = malloc(nn * m * sizeof *w->fg);
-    w->sg = malloc(nn * sizeof *w->sg);
-    w->lg = malloc(nn * sizeof *w->lg);
-    w->mark = malloc(nn);
-    return w->R && w->qc && w->kc && w->bstart && w->blist && w->W && w->pq && w->pk && w->lr && w->v1 &&
-           w->kv && w->tile && w->bt && w->kvd && w->cq && w->sel && w->kg && w->fg && w->sg && w->lg &&
-           w->mark;
+    w->rmx = malloc(nn * sizeof *w->rmx);
+    w->racc = malloc(nn * d * sizeof *w->racc);
+    w->rsm = malloc(nn * sizeof *w->rsm);
+    w->qg = malloc((size_t)SB_QT * d * sizeof *w->qg);
+    w->pg = malloc((size_t)SB_QT * m * sizeof *w->pg);
+    w->kp = malloc((size_t)SB_KT * d * sizeof *w->kp);
+    w->fp = malloc((size_t)SB_KT * m * sizeof *w->fp);
+    w->vg = malloc((size_t)SB_KT * d * sizeof *w->vg);
+    w->sc = malloc((size_t)SB_QT * SB_KT * sizeof *w->sc);
+    w->lt = malloc((size_t)SB_QT * SB_KT * sizeof *w->lt);
+    w->o = malloc((size_t)SB_QT * d * sizeof *w->o);
+    w->kidx = malloc((size_t)SB_KT * sizeof *w->kidx);
+    return w->R && w->qc && w->kc && w->qstart && w->qlist && w->kstart && w->klist && w->W && w->pq &&
+           w->pk && w->lr && w->v1 && w->kv && w->tile && w->bt && w->kvd && w->cq && w->rmx && w->racc &&
+           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kidx;
 }
 
 /* Low-rank sums of one head in feature units: lr[i] = pq_i . sum_j pk_j [v_j 1]
@@ -331,18 +333,147 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
     }
 }
 
-/* Bucket lists of the keys per round (ascending key index in each bucket). */
-static void sb_buckets(sb_work *w, int n, int r, int b)
+/* Positions sorted by code per round, ascending inside each bucket: the
+ * positions of bucket c of round t are list[t n + start[t (b+1) + c] ..
+ * start[t (b+1) + c + 1]). */
+static void sb_buckets(const int *code, int n, int r, int b, int *start, int *list)
 {
     for (int t = 0; t < r; t++) {
-        int *st = w->bstart + (size_t)t * (b + 1), *li = w->blist + (size_t)t * n;
-        const int *kc = w->kc + (size_t)t * n;
+        int *st = start + (size_t)t * (b + 1), *li = list + (size_t)t * n;
+        const int *kc = code + (size_t)t * n;
         for (int c = 0; c <= b; c++) st[c] = 0;
         for (int j = 0; j < n; j++) st[kc[j] + 1]++;
         for (int c = 0; c < b; c++) st[c + 1] += st[c];
         for (int j = 0; j < n; j++) li[st[kc[j]]++] = j;
         for (int c = b; c > 0; c--) st[c] = st[c - 1];
         st[0] = 0;
+    }
+}
+
+/* One tile of the sparse correction: rows w->rows[0, na) (their queries in
+ * w->qg, features in w->pg) against nk keys w->kidx (packed in w->kp and
+ * w->fp, values in w->vg). Pair (i, j) counts when j <= i (causal) and no
+ * earlier round gave i and j one code; its weight, in the row's running
+ * units exp(-mx), is exp(s_ij) - exp(lrs_i) phi_i.phi_j (the exact weight
+ * minus the low-rank estimate the low-rank sums already hold). The running
+ * max starts at lrs_i, so nothing the final combination adds overflows. */
+static void sb_tile(sb_work *w, int na, int nk, int d, int m, int n, int t, int causal, float scale, float ck)
+{
+    bs_gemm_nt_packed(w->qg, d, na, w->kp, nk, d, scale, w->sc, SB_KT);
+    bs_gemm_nt_packed(w->pg, m, na, w->fp, nk, m, 1.0f, w->lt, SB_KT);
+    int any = 0;
+    unsigned char upd[SB_QT];
+    for (int a = 0; a < na; a++) {
+        const int i = w->rows[a];
+        float *s = w->sc + (size_t)a * SB_KT, *g = w->lt + (size_t)a * SB_KT;
+        const int jmax = causal ? i : n - 1;
+        for (int c = 0; c < nk; c++) s[c] = w->kidx[c] <= jmax ? s[c] : -INFINITY;
+        for (int tp = 0; tp < t; tp++) { /* pairs of an earlier round */
+            const int qv = w->qc[(size_t)tp * n + i];
+            const int *kc = w->kc + (size_t)tp * n;
+            for (int c = 0; c < nk; c++) s[c] = kc[w->kidx[c]] == qv ? -INFINITY : s[c];
+        }
+        const float tm = bs_max(s, nk);
+        if (!(tm > -INFINITY)) {
+            for (int c = 0; c < nk; c++) s[c] = 0.0f;
+            upd[a] = 0;
+            continue;
+        }
+        const float mo = w->rmx[i], mn = tm > mo ? tm : mo;
+        const double alpha = exp((double)mo - (double)mn);
+        const float gl = (float)exp((double)(w->cq[i] + ck) - (double)mn); /* exp(lrs - mn) */
+        for (int c = 0; c < nk; c++) g[c] = s[c] > -INFINITY ? g[c] * gl : 0.0f;
+        ab_exp_shift_sum(s, nk, mn);
+        double ps = 0.0;
+        for (int c = 0; c < nk; c++) {
+            s[c] -= g[c];
+            ps += s[c];
+        }
+        w->rsm[i] = w->rsm[i] * alpha + ps;
+        w->rmx[i] = mn;
+        if (alpha != 1.0) {
+            float *orow = w->racc + (size_t)i * d;
+            const float fa = (float)alpha;
+            for (int e = 0; e < d; e++) orow[e] *= fa;
+        }
+        upd[a] = 1;
+        any = 1;
+    }
+    if (!any) return;
+    bs_gemm_nn(w->sc, SB_KT, na, w->vg, d, nk, d, w->o, d, 0, w->bt);
+    for (int a = 0; a < na; a++) {
+        if (!upd[a]) continue;
+        float *orow = w->racc + (size_t)w->rows[a] * d;
+        const float *src = w->o + (size_t)a * d;
+        for (int e = 0; e < d; e++) orow[e] += src[e];
+    }
+}
+
+/* The sparse correction of one head over its buckets, round by round, then
+ * each row's own key when no round gave it the row's code, then the
+ * combination with the low-rank sums into out (n, d). */
+static void sb_sparse(sb_work *w, const float *q, const float *k, const float *v, int n, int d, int m, int r,
+                      int b, int causal, float scale, float ck, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        w->rmx[i] = w->cq[i] + ck; /* lrs_i: the low-rank part's log units */
+        w->rsm[i] = 0.0;
+    }
+    memset(w->racc, 0, (size_t)n * d * sizeof *w->racc);
+    for (int t = 0; t < r; t++)
+        for (int c = 0; c < b; c++) {
+            const int *qs = w->qlist + (size_t)t * n + w->qstart[(size_t)t * (b + 1) + c];
+            const int nq = w->qstart[(size_t)t * (b + 1) + c + 1] - w->qstart[(size_t)t * (b + 1) + c];
+            const int *ks = w->klist + (size_t)t * n + w->kstart[(size_t)t * (b + 1) + c];
+            const int nkb = w->kstart[(size_t)t * (b + 1) + c + 1] - w->kstart[(size_t)t * (b + 1) + c];
+            int kend = 0; /* keys of the bucket at or before the tile's last query (causal) */
+            for (int a0 = 0; a0 < nq; a0 += SB_QT) {
+                const int na = nq - a0 < SB_QT ? nq - a0 : SB_QT;
+                const int ilast = qs[a0 + na - 1];
+                if (causal)
+                    while (kend < nkb && ks[kend] <= ilast) kend++;
+                else
+                    kend = nkb;
+                if (kend == 0) continue;
+                for (int a = 0; a < na; a++) {
+                    const int i = qs[a0 + a];
+                    w->rows[a] = i;
+                    memcpy(w->qg + (size_t)a * d, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
+                    memcpy(w->pg + (size_t)a * m, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
+                }
+                for (int k0 = 0; k0 < kend; k0 += SB_KT) {
+                    const int nk = kend - k0 < SB_KT ? kend - k0 : SB_KT;
+                    for (int x = 0; x < nk; x++) {
+                        w->kidx[x] = ks[k0 + x];
+                        memcpy(w->vg + (size_t)x * d, v + (size_t)ks[k0 + x] * d, (size_t)d * sizeof *w->vg);
+                    }
+                    bs_pack_gather(k, d, w->kidx, nk, w->kp);
+                    bs_pack_gather(w->pk, m, w->kidx, nk, w->fp);
+                    sb_tile(w, na, nk, d, m, n, t, causal, scale, ck);
+                }
+            }
+        }
+    /* the row's own key, when it shares no code with the query */
+    for (int i = 0; i < n; i++) {
+        if (sb_shared(w->qc, w->kc, n, r, i, i)) continue;
+        w->rows[0] = i;
+        w->kidx[0] = i;
+        memcpy(w->qg, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
+        memcpy(w->pg, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
+        memcpy(w->vg, v + (size_t)i * d, (size_t)d * sizeof *w->vg);
+        bs_pack_gather(k, d, w->kidx, 1, w->kp);
+        bs_pack_gather(w->pk, m, w->kidx, 1, w->fp);
+        sb_tile(w, 1, 1, d, m, n, 0, causal, scale, ck);
+    }
+    const int d1 = d + 1;
+    for (int i = 0; i < n; i++) {
+        const float lrs = w->cq[i] + ck;
+        const double f = exp((double)lrs - (double)w->rmx[i]); /* low-rank units in the row's */
+        const float *lri = w->lr + (size_t)i * d1, *acc = w->racc + (size_t)i * d;
+        const double den = f * lri[d] + w->rsm[i];
+        const float inv = (float)(1.0 / den);
+        float *o = out + (size_t)i * d;
+        for (int e = 0; e < d; e++) o[e] = ((float)(f * lri[e]) + acc[e]) * inv;
     }
 }
 
@@ -372,7 +503,8 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
             sb_rotations(pb->seed, h, r, d, hb, w.R);
             sb_codes(q, n, d, w.R, r, hb, b, w.qc);
             sb_codes(k, n, d, w.R, r, hb, b, w.kc);
-            sb_buckets(&w, n, r, b);
+            sb_buckets(w.qc, n, r, b, w.qstart, w.qlist);
+            sb_buckets(w.kc, n, r, b, w.kstart, w.klist);
             if (favor_draw(pb->seed, h, m, d, w.W) != AB_OK) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -387,52 +519,7 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
                 w.v1[(size_t)j * d1 + d] = 1.0f;
             }
             sb_lowrank(&w, n, d, m, causal);
-            memset(w.mark, 0, n > 0 ? (size_t)n : 0);
-            for (int i = 0; i < n; i++) {
-                /* S_i: bucket-mates over the rounds, deduplicated, plus i */
-                int ns = 0;
-                const int jmax = causal ? i : n - 1;
-                for (int t = 0; t < r; t++) {
-                    const int c = w.qc[(size_t)t * n + i];
-                    const int *li = w.blist + (size_t)t * n;
-                    const int *bs = w.bstart + (size_t)t * (b + 1);
-                    for (int x = bs[c]; x < bs[c + 1] && li[x] <= jmax; x++)
-                        if (!w.mark[li[x]]) {
-                            w.mark[li[x]] = 1;
-                            w.sel[ns++] = li[x];
-                        }
-                }
-                if (!w.mark[i]) w.sel[ns++] = i;
-                for (int x = 0; x < ns; x++) {
-                    const int j = w.sel[x];
-                    w.mark[j] = 0;
-                    memcpy(w.kg + (size_t)x * d, k + (size_t)j * d, (size_t)d * sizeof(float));
-                    memcpy(w.fg + (size_t)x * m, w.pk + (size_t)j * m, (size_t)m * sizeof(float));
-                }
-                bs_gemm_nt(q + (size_t)i * d, d, 1, w.kg, d, ns, d, scale, w.sg, ns, w.bt);
-                bs_gemm_nt(w.pq + (size_t)i * m, m, 1, w.fg, m, ns, m, 1.0f, w.lg, ns, w.bt);
-                const float lrs = w.cq[i] + ck; /* log scale of the feature units */
-                float mx = lrs;
-                for (int x = 0; x < ns; x++) mx = w.sg[x] > mx ? w.sg[x] : mx;
-                const double f = exp((double)lrs - mx);
-                double den;
-                float *o = out + ((size_t)h * n + i) * d;
-                const float *lri = w.lr + (size_t)i * d1;
-                den = f * lri[d];
-                for (int e = 0; e < d; e++) o[e] = (float)(f * lri[e]);
-                double acc_den = 0.0;
-                /* o accumulates in float; the sparse correction per key */
-                for (int x = 0; x < ns; x++) {
-                    const double pj = exp((double)w.sg[x] - mx) - f * w.lg[x];
-                    acc_den += pj;
-                    const float pf = (float)pj;
-                    const float *vj = v + (size_t)w.sel[x] * d;
-                    for (int e = 0; e < d; e++) o[e] += pf * vj[e];
-                }
-                den += acc_den;
-                const float inv = (float)(1.0 / den);
-                for (int e = 0; e < d; e++) o[e] *= inv;
-            }
+            sb_sparse(&w, q, k, v, n, d, m, r, b, causal, scale, ck, out + (size_t)h * n * d);
         }
         sb_work_free(&w); /* frees what was allocated (NULLs are fine) */
     }
