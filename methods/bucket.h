@@ -163,6 +163,18 @@ static inline void bk_tile_update(float *sc, int ldsc, int na, int nk, const flo
     }
 }
 
+/* The rows' running numerators out (nrows, d) divided by their sums rsum:
+ * the softmax's end (a row with nothing counted becomes zero). */
+static inline void bk_normalize(float *out, const double *rsum, int64_t nrows, int d)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t x = 0; x < nrows; x++) {
+        float *orow = out + (size_t)x * d;
+        const float inv = rsum[x] > 0.0 ? (float)(1.0 / rsum[x]) : 0.0f;
+        for (int e = 0; e < d; e++) orow[e] = rsum[x] > 0.0 ? orow[e] * inv : 0.0f;
+    }
+}
+
 /* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
  * or AB_EINVAL (a malformed spec). */
 static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
@@ -299,14 +311,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             free(kr);
         }
     }
-    if (rc == AB_OK) {
-#pragma omp parallel for schedule(static)
-        for (int x = 0; x < H * N; x++) {
-            float *orow = out + (size_t)x * d;
-            const float inv = rsum[x] > 0.0 ? (float)(1.0 / rsum[x]) : 0.0f;
-            for (int e = 0; e < d; e++) orow[e] = rsum[x] > 0.0 ? orow[e] * inv : 0.0f;
-        }
-    }
+    if (rc == AB_OK) bk_normalize(out, rsum, (int64_t)H * N, d);
     free(qc);
     free(kc);
     free(rmax);

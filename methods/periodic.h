@@ -277,14 +277,7 @@ static inline int pd_attend(const ab_problem *pb, const pd_spec *sp, float *out)
             if (ok) pd_scratch_free(&x);
         }
     }
-    if (rc == AB_OK) {
-#pragma omp parallel for schedule(static)
-        for (int64_t x = 0; x < (int64_t)H * N; x++) {
-            float *orow = out + (size_t)x * d;
-            const float inv = rsum[x] > 0.0 ? (float)(1.0 / rsum[x]) : 0.0f;
-            for (int e = 0; e < d; e++) orow[e] = rsum[x] > 0.0 ? orow[e] * inv : 0.0f;
-        }
-    }
+    if (rc == AB_OK) bk_normalize(out, rsum, (int64_t)H * N, d);
     free(rmax);
     free(rsum);
     free(it);
