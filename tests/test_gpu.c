@@ -386,8 +386,10 @@ Test(gpu, oracle_device_layout_close_to_cpu)
     const int rows = 2 * cpu.n_qblocks;
     int64_t same = 0;
     for (int r = 0; r < rows; r++) {
-        cr_assert_eq(cpu.blk_ptr[r + 1] - cpu.blk_ptr[r], dev.blk_ptr[r + 1] - dev.blk_ptr[r], "row %d count",
-                     r);
+        cr_assert_eq(cpu.blk_ptr[r + 1] - cpu.blk_ptr[r], dev.blk_ptr[r + 1] - dev.blk_ptr[r],
+                     "row %d: %lld blocks on the CPU, %lld on the device", r,
+                     (long long)(cpu.blk_ptr[r + 1] - cpu.blk_ptr[r]),
+                     (long long)(dev.blk_ptr[r + 1] - dev.blk_ptr[r]));
         for (int64_t p = cpu.blk_ptr[r]; p < cpu.blk_ptr[r + 1]; p++)
             for (int64_t q = dev.blk_ptr[r]; q < dev.blk_ptr[r + 1]; q++)
                 same += cpu.blk_idx[p] == dev.blk_idx[q];

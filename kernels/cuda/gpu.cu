@@ -275,7 +275,11 @@ extern "C" int ab_cuda_download_layout(ab_cuda *g, ab_layout *l)
     const size_t rows = (size_t)g->s.heads * g->n_qblocks;
     int64_t *ptr = (int64_t *)malloc((rows + 1) * sizeof *ptr); /* [rows + 1] */
     if (!ptr) return AB_ENOMEM;
-    cudaError_t e = cudaMemcpy(ptr, g->blk_ptr, (rows + 1) * sizeof *ptr, cudaMemcpyDeviceToHost);
+    /* on the session's stream: it is non-blocking, so a plain cudaMemcpy
+     * (legacy default stream) would not wait for the selector's kernels */
+    cudaError_t e =
+        cudaMemcpyAsync(ptr, g->blk_ptr, (rows + 1) * sizeof *ptr, cudaMemcpyDeviceToHost, g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess) {
         free(ptr);
         return ab_cuda_fail(g, e, "download block pointers", __FILE__, __LINE__);
@@ -286,7 +290,9 @@ extern "C" int ab_cuda_download_layout(ab_cuda *g, ab_layout *l)
         free(ptr);
         return AB_ENOMEM;
     }
-    e = n ? cudaMemcpy(idx, g->blk_idx, n * sizeof *idx, cudaMemcpyDeviceToHost) : cudaSuccess;
+    e = n ? cudaMemcpyAsync(idx, g->blk_idx, n * sizeof *idx, cudaMemcpyDeviceToHost, g->stream)
+          : cudaSuccess;
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     int rc = e == cudaSuccess ? AB_OK : ab_cuda_fail(g, e, "download block indices", __FILE__, __LINE__);
     for (size_t r = 0; rc == AB_OK && r < rows; r++)
         for (int64_t p = ptr[r]; rc == AB_OK && p < ptr[r + 1]; p++)
