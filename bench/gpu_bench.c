@@ -12,11 +12,13 @@
  * bench/gpu_bench.gp). `gpu_bench --probe` prints the device and exits 0,
  * or prints why there is none and exits 3.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness/engine/gpu.h"
 #include "runtime/layout.h"
@@ -245,6 +247,10 @@ int main(int argc, char **argv)
             o.block = atoi(v);
             i++;
         } else if (v && !strcmp(a, "--dtype")) {
+            if (strcmp(v, "bf16") && strcmp(v, "fp16")) {
+                fprintf(stderr, "gpu_bench: --dtype %s: expected fp16 or bf16\n", v);
+                return 2;
+            }
             o.dt = !strcmp(v, "bf16") ? AB_CUDA_BF16 : AB_CUDA_FP16;
             i++;
         } else if (v && !strcmp(a, "--sdpa")) {
@@ -284,6 +290,10 @@ int main(int argc, char **argv)
     if (o.nn < 0 || o.nd < 0 || o.heads < 1 || o.reps < 1 || o.block < 1) {
         fprintf(stderr, "gpu_bench: bad option value\n");
         return 2;
+    }
+    if (mkdir(o.out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "gpu_bench: cannot create %s: %s\n", o.out, strerror(errno));
+        return 1;
     }
     char path[1200], wpath[1200];
     snprintf(path, sizeof path, "%s/gpu_bench.tsv", o.out);
