@@ -1,7 +1,7 @@
 /* ab_cuda.h — the CUDA backend's C interface (kernels/cuda, C linkage).
  *
  * Kernels: FlashAttention-2 style tiled attention (Dao 2023, arXiv
- * 2307.08691) with tensor cores (WMMA 16x16x16, fp16/bf16 in, fp32
+ * 2307.08691) with tensor cores (mma.sync m16n8k16, fp16/bf16 in, fp32
  * accumulate) in three variants sharing one inner step — dense `flash`,
  * `blocksparse` over the layout's block CSR and `gather` over its token
  * lists (MIXED: blocks then tokens) — plus the textbook cuBLAS baseline

@@ -91,8 +91,9 @@ extern "C" int ab_cuda_open(ab_cuda **out, const ab_shape *s, ab_cuda_dtype dt, 
     }
     ab_cuda_info info;
     if (ab_cuda_device_info(0, &info, why, sizeof why) == AB_OK && info.cc_major < 8) {
-        snprintf(err, errlen, "%s has compute capability %d.%d; the kernels need 8.0 or newer (bf16 WMMA)",
-                 info.name, info.cc_major, info.cc_minor);
+        snprintf(err, errlen,
+                 "%s has compute capability %d.%d; the kernels need 8.0 or newer (bf16 mma.sync)", info.name,
+                 info.cc_major, info.cc_minor);
         return AB_EUNSUPPORTED;
     }
     ab_cuda *g = (ab_cuda *)calloc(1, sizeof *g);
