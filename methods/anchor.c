@@ -150,7 +150,7 @@ const ab_method ab_anchor = {
     .summary = "AnchorAttention (official geometry): dense first group + own group (2048 keys each); middle key "
                "stripes within theta of the pooled anchor, shared by the group's 16 sub-blocks",
     .reference = "Zhang et al. 2025, AnchorAttention: Difference-Aware Sparse Attention with Stripe Granularity, arXiv 2505.23520",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .block_q = 128, /* the official block_size (anchor_attn; groups of step = 16 blocks) */
     .params = {

@@ -117,7 +117,7 @@ const ab_method ab_anchor_small = {
     .summary = "our AnchorAttention variant: one-block first/local regions and per-block stripes (the official "
                "2048-key regions are dense below 4K; this selects at a few thousand tokens)",
     .reference = "Zhang et al. 2025, AnchorAttention: Difference-Aware Sparse Attention with Stripe Granularity, arXiv 2505.23520",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_THETA] = { .name = "theta", .def = 3.0, .min = 0, .max = 1e4, .is_int = 0,

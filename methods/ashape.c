@@ -133,7 +133,7 @@ const ab_method ab_ashape = {
     .name = "ashape",
     .summary = "A-shape: S sink tokens + recent window (StreamingLLM); block_granular=1: MInference's block A-shape; decode: sinks + the newest w keys",
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL | AB_DECODE,
     .params = {
         [P_WINDOW] = { .name = "window", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,

@@ -121,7 +121,7 @@ const ab_method ab_bigbird = {
     .name = "bigbird",
     .summary = "BigBird: window (3) + global (first/last, 2) + r seeded random key blocks per query block",
     .reference = "BigBird (Zaheer et al. 2020, arXiv 2007.14062)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_RANDOM] = { .name = "random", .def = 3, .min = 0, .max = 1 << 20, .is_int = 0,

@@ -114,7 +114,7 @@ const ab_method ab_chunkllm_proxy = {
     .summary = "ChunkLLM PROXY: fixed 64-token chunks (paper: learned semantic boundaries) scored by boundary "
                "q.k (paper: trained QK adapters), top-k + sink + local chunks",
     .reference = "Ouyang et al. 2025, ChunkLLM, arXiv 2510.02361",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .block_q = 64,
     .params = {

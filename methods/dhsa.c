@@ -256,7 +256,7 @@ const ab_method ab_dhsa = {
     .name = "dhsa",
     .summary = "DHSA: adaptive chunks at key-similarity drops, length-normalised chunk scores, top-N_b tokens + local window + sinks",
     .reference = "DHSA (Long-Context Modeling with Dynamic Hierarchical Sparse Attention, 2025, arXiv 2510.24606; xiongsiheng/DHSA)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_K] = { .name = "k", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,

@@ -120,7 +120,7 @@ const ab_method ab_fixed = {
     .name = "fixed",
     .summary = "Sparse Transformer fixed: own length-l block + c summary cells of every block (distinct per head)",
     .reference = "Sparse Transformer (Child et al. 2019, arXiv 1904.10509)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_SUMMARY] = { .name = "summary", .def = 8, .min = 0.01, .max = 1 << 16, .is_int = 0,

@@ -407,7 +407,7 @@ const ab_method ab_hax = {
     .name = "hax",
     .summary = "HAX proxy: sign-bit LSH bucket-mates + key selection by last-64-query softmax mass + local window (token)",
     .reference = "HAX (Zhan et al. 2025, arXiv 2507.00449; DeepGraphLearning/HAX)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_KEYS] = { .name = "keys", .def = 64, .min = 1, .max = 1 << 24, .is_int = 0,

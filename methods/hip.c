@@ -347,7 +347,7 @@ const ab_method ab_hip = {
     .name = "hip",
     .summary = "HiP (v1.1 mask estimation): per 32-query block, k/2 branches of 2-key blocks halved each round, scored by the centre block's max logit over every 2nd query; + 16 sinks and a sliding window",
     .reference = "HiP Attention (Lee et al. 2024, arXiv 2406.09827; DeepAuto-AI/hip-attention)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_K] = { .name = "k", .def = 512, .min = 1, .max = 1 << 24, .is_int = 0,

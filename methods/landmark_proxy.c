@@ -107,7 +107,7 @@ const ab_method ab_landmark_proxy = {
     .summary = "Landmark Attention PROXY: mean-key block landmarks (paper: trained landmark tokens), "
                "top-k per query block + local blocks; no per-token retrieval or landmark-weighted softmax",
     .reference = "Mohtashami & Jaggi 2023, Landmark Attention, arXiv 2305.16300 (epfml/landmark-attention)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .block_q = 64,
     .params = {

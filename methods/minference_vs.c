@@ -348,7 +348,7 @@ const ab_method ab_minference_vs = {
     .name = "minference_vs",
     .summary = "MInference vertical-slash: last-64-query estimate, top verticals + top diagonals (mixed layout)",
     .reference = "MInference (Jiang et al. 2024, arXiv 2407.02490; microsoft/MInference)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_SCALE] = { .name = "scale", .def = 1.0, .min = 1e-3, .max = 1e4, .is_int = 0,

@@ -302,7 +302,7 @@ const ab_method ab_moa = {
                "common mass level bisected to the budget, + 64 sink tokens (not MoA's gradient profiler, "
                "nor its alpha+beta*N spans across lengths)",
     .reference = "MoA (Fu et al. 2024, arXiv 2406.14909; thu-nics/MoA), proxy of docs/spec/METHODS.md 2.8",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .heldout = 1,
     .params = {

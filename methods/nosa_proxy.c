@@ -159,7 +159,7 @@ const ab_method ab_nosa_proxy = {
     .summary = "NOSA PROXY: init + local + query-aware (compressed-key) blocks + query-agnostic rest by value "
                "norm (paper: trained eviction head); no decode-time reuse",
     .reference = "Huang et al. 2025, NOSA: Native and Offloadable Sparse Attention, arXiv 2510.13602 (thunlp/NOSA)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .block_q = 64, /* InfLLM-v2 / NOSA block_size */
     .params = {

@@ -318,7 +318,7 @@ const ab_method ab_oracle_topk_token = {
     .name = "oracle_topk_token",
     .summary = "upper bound: per query block of 16 rows, the top-k keys by exact summed attention mass; decode: per-row top-k by exact logit",
     .reference = "oracle upper bound (cf. MInference arXiv 2407.02490, HiP arXiv 2406.09827 top-k analyses)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL | AB_DECODE,
     .params = {
         [P_TOPK] = { .name = "topk", .def = 256, .min = 1, .max = 1 << 24, .is_int = 0,

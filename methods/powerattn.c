@@ -71,7 +71,7 @@ const ab_method ab_powerattn = {
     .name = "powerattn",
     .summary = "PowerAttention: key blocks at distance 0 or a power of two from the query block, + sink and local blocks",
     .reference = "PowerAttention (Chen et al. 2025, arXiv 2503.03588)",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_LOCAL] = { .name = "local_blocks", .def = 1, .min = 0, .max = 1 << 20, .is_int = 0,

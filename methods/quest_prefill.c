@@ -232,7 +232,7 @@ const ab_method ab_quest_prefill = {
     .name = "quest_prefill",
     .summary = "Quest, prefill adaptation (ours; Quest is defined for decode): page (16-key) min/max upper bounds vs the block's mean query, top pages + diagonal",
     .reference = "Tang et al. 2024, Quest, arXiv 2406.10774 (mit-han-lab/Quest); prefill variant per query block",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_BUDGET] = { .name = "token_budget", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,

@@ -95,7 +95,7 @@ const ab_method ab_s2attn = {
     .name = "s2attn",
     .summary = "S2-Attention, untrained pattern (the paper trains with it): head h keeps key blocks = -(h*step+o) mod s (heads shard the context; DKernel) + shared local blocks",
     .reference = "S2-Attention (Lin et al. 2024, arXiv 2407.17678); DKernel",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_STRIDE] = { .name = "vert_stride", .def = 8, .min = 1, .max = 1 << 20, .is_int = 0,

@@ -221,7 +221,7 @@ const ab_method ab_sea_proxy = {
     .name = "sea_proxy",
     .summary = "SEA proxy (SEA trains its estimator): top-k keys per query block from a low-rank random-projection estimate of the attention, exact attention on them",
     .reference = "Lee et al. 2023, SEA: Sparse Linear Attention with Estimated Attention Mask, arXiv 2310.01777",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_TOPK] = { .name = "topk", .def = 64, .min = 1, .max = 1 << 24, .is_int = 0,

@@ -571,7 +571,7 @@ const ab_method ab_spark = {
     .summary = "training-free proxy (paper pretrains the predictor): per row, statistical top-k (mean + "
                "std*invPhi(1-k/n)) of q[:d/4].k[:d/4] + diagonal; union per 16-row block",
     .reference = "Spark Transformer (You et al. 2025, arXiv 2506.06644): low-rank predictor + statistical top-k",
-    .devices = AB_CPU,
+    .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
     .params = {
         [P_K] = { .name = "k", .def = 256, .min = 1, .max = 1 << 24, .is_int = 0,
