@@ -20,7 +20,7 @@
  *    rotations"): per round t a d x ceil(b/2) Gaussian matrix R_t drawn from
  *    (pb->seed, head, t); code(x) = argmax of the first b entries of
  *    [x R_t, -x R_t] (ties to the lower index), the same R_t for queries and
- *    keys; S_i = keys the mask allows sharing a code with q_i in some round,
+ *    keys, x R_t in fp32 as a packed GEMM (one FMA chain per entry); S_i = keys the mask allows sharing a code with q_i in some round,
  *    plus key i itself (which every mask here allows).
  * run() computes the low-rank sums over all allowed keys as linear attention
  * (full: totals phi(K)^T [V 1]; causal: chunks of 64 rows, a masked in-chunk
@@ -105,47 +105,59 @@ static int sb_mask_ok(void *state, const ab_shape *s)
     return mc_plain_mask_only(state, s, 1, "scatterbrain", "the low-rank state sums a prefix or all keys");
 }
 
-/* The rotations of (seed, head): R (hashes, d, hb), hb = ceil(b / 2). */
-static void sb_rotations(uint64_t seed, int head, int hashes, int d, int hb, double *R)
+/* The rotations of (seed, head), drawn in (round, e, c) order and stored
+ * as rows for bs_gemm_nt: Rf[(t hb + c) d + e] = R_t[e][c], hb = ceil(b / 2). */
+static void sb_rotations(uint64_t seed, int head, int hashes, int d, int hb, float *Rf)
 {
     uint64_t s = ab_mix64(seed ^ 0x7363617474657242ull) ^ ab_mix64((uint64_t)head + 0x1234ull);
-    for (size_t t = 0; t < (size_t)hashes * d * hb; t++) R[t] = favor_gauss(&s);
-}
-
-/* The LSH code of x in round t (double, the same in select, run, weights). */
-static int sb_code(const float *x, int d, const double *Rt, int hb, int b)
-{
-    /* the hb projections together, e outer: each a[c] is still one chain in
-     * e order, and the inner loop runs along R's contiguous rows (vectorised) */
-    double acc[(SB_MAXB + 1) / 2];
-    for (int c = 0; c < hb; c++) acc[c] = 0.0;
-    for (int e = 0; e < d; e++) {
-        const double xe = x[e];
-        const double *re = Rt + (size_t)e * hb;
-        for (int c = 0; c < hb; c++) acc[c] += xe * re[c];
-    }
-    int best = 0;
-    double bv = -INFINITY;
-    for (int c = 0; c < hb; c++) {
-        const double a = acc[c];
-        if (c < b && a > bv) {
-            bv = a;
-            best = c;
-        }
-        if (hb + c < b && -a > bv) {
-            bv = -a;
-            best = hb + c;
-        }
-    }
-    return best;
-}
-
-/* Codes of n rows of x: code[t * n + i]. */
-static void sb_codes(const float *x, int n, int d, const double *R, int hashes, int hb, int b, int *code)
-{
     for (int t = 0; t < hashes; t++)
-        for (int i = 0; i < n; i++)
-            code[(size_t)t * n + i] = sb_code(x + (size_t)i * d, d, R + (size_t)t * d * hb, hb, b);
+        for (int e = 0; e < d; e++)
+            for (int c = 0; c < hb; c++) Rf[((size_t)t * hb + c) * d + e] = (float)favor_gauss(&s);
+}
+
+/* Rows hashed per projection GEMM; the scratch P holds SB_HC x hb floats. */
+#define SB_HC 256
+
+/* LSH codes of n rows of x: code[t * n + i] = argmax of the first b entries
+ * of [x R_t, -x R_t] (ties to the earlier entry). The projections of a
+ * chunk of rows are one bs_gemm_nt with R_t's hb rows as A and the rows of
+ * x as the 64-wide panels (hb is small: as the panel side it would be
+ * mostly padding); each entry is one FMA chain in e order, so a row's code
+ * does not depend on the chunking or on n (select, run and weights, which
+ * hashes one query row, agree bit for bit). P: SB_HC * hb floats; bt:
+ * favor_bt_floats(d) floats. */
+static void sb_codes(const float *x, int n, int d, const float *Rf, int hashes, int hb, int b, int *code,
+                     float *P, float *bt)
+{
+    float bv[SB_HC];
+    for (int t = 0; t < hashes; t++)
+        for (int i0 = 0; i0 < n; i0 += SB_HC) {
+            const int rows = n - i0 < SB_HC ? n - i0 : SB_HC;
+            int *best = code + (size_t)t * n + i0;
+            /* P (hb, rows): P[c][i] = R_t[:, c] . x[i0 + i] */
+            bs_gemm_nt(Rf + (size_t)t * hb * d, d, hb, x + (size_t)i0 * d, d, rows, d, 1.0f, P, rows, bt);
+            for (int i = 0; i < rows; i++) {
+                bv[i] = -INFINITY;
+                best[i] = 0;
+            }
+            /* per row the candidates in the order c, hb + c, c + 1, ...;
+             * the loops over rows are branch-free (vector selects) */
+            for (int c = 0; c < hb; c++) {
+                const float *a = P + (size_t)c * rows;
+                if (c < b)
+                    for (int i = 0; i < rows; i++) {
+                        const int gt = a[i] > bv[i];
+                        bv[i] = gt ? a[i] : bv[i];
+                        best[i] = gt ? c : best[i];
+                    }
+                if (hb + c < b)
+                    for (int i = 0; i < rows; i++) {
+                        const int gt = -a[i] > bv[i];
+                        bv[i] = gt ? -a[i] : bv[i];
+                        best[i] = gt ? hb + c : best[i];
+                    }
+            }
+        }
 }
 
 /* 1 if key j shares a code with query i in some round before `upto`. */
@@ -167,11 +179,12 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = AB_OK;
 #pragma omp parallel reduction(+ : sparse)
     {
-        double *R = malloc((size_t)r * d * hb * sizeof *R);
+        float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc((size_t)SB_HC * hb * sizeof *P),
+              *bt = malloc(favor_bt_floats(d) * sizeof *bt);
         int *qc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *qc),
             *kc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *kc);
         int *cnt = malloc((size_t)(b + b + b * b) * sizeof *cnt); /* round 0, round 1, both */
-        const int okw = R && qc && kc && cnt;
+        const int okw = R && P && bt && qc && kc && cnt;
         if (!okw) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -180,8 +193,8 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
         for (int h = 0; h < H; h++) {
             if (!okw) continue;
             sb_rotations(pb->seed, h, r, d, hb, R);
-            sb_codes(pb->q + (size_t)h * n * d, n, d, R, r, hb, b, qc);
-            sb_codes(pb->k + (size_t)h * n * d, n, d, R, r, hb, b, kc);
+            sb_codes(pb->q + (size_t)h * n * d, n, d, R, r, hb, b, qc, P, bt);
+            sb_codes(pb->k + (size_t)h * n * d, n, d, R, r, hb, b, kc, P, bt);
             memset(cnt, 0, (size_t)(b + b + b * b) * sizeof *cnt);
             if (!causal)
                 for (int j = 0; j < n; j++) {
@@ -206,6 +219,8 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
             }
         }
         free(R);
+        free(P);
+        free(bt);
         free(qc);
         free(kc);
         free(cnt);
@@ -228,7 +243,7 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
 
 /* Per-head scratch of run(). */
 typedef struct sb_work {
-    double *R;
+    float *R;
     int *qc, *kc;
     int *qstart, *qlist; /* queries sorted by code per round: (r, b + 1), (r, n) */
     int *kstart, *klist; /* keys likewise */
@@ -409,6 +424,32 @@ static void sb_tile(sb_work *w, int na, int nk, int d, int m, int n, int t, int 
     }
 }
 
+/* sb_tile for the single pair (i, i): the same weight exp(s_ii) -
+ * exp(lrs_i) phi_i.phi_i in the row's running units, the logit and the
+ * feature product as one FMA chain each in element order (as the tile's
+ * GEMMs compute them). */
+static void sb_own(sb_work *w, const float *q, const float *k, const float *v, int i, int d, int m,
+                   float scale, float ck)
+{
+    const float *qi = q + (size_t)i * d, *ki = k + (size_t)i * d, *vi = v + (size_t)i * d;
+    const float *fq = w->pq + (size_t)i * m, *fk = w->pk + (size_t)i * m;
+    float dot = 0.0f, fd = 0.0f;
+    for (int e = 0; e < d; e++) dot = fmaf(qi[e], ki[e], dot);
+    for (int x = 0; x < m; x++) fd = fmaf(fq[x], fk[x], fd);
+    float s = scale * dot;
+    if (!(s > -INFINITY)) return; /* NaN input: as the tile, no update */
+    const float mo = w->rmx[i], mn = s > mo ? s : mo;
+    const double alpha = exp((double)mo - (double)mn);
+    const float g = fd * (float)exp((double)(w->cq[i] + ck) - (double)mn);
+    ab_exp_shift_sum(&s, 1, mn);
+    s -= g;
+    w->rsm[i] = w->rsm[i] * alpha + s;
+    w->rmx[i] = mn;
+    float *orow = w->racc + (size_t)i * d;
+    const float fa = (float)alpha;
+    for (int e = 0; e < d; e++) orow[e] = orow[e] * fa + s * vi[e];
+}
+
 /* The sparse correction of one head over its buckets, round by round, then
  * each row's own key when no round gave it the row's code, then the
  * combination with the low-rank sums into out (n, d). */
@@ -453,18 +494,11 @@ static void sb_sparse(sb_work *w, const float *q, const float *k, const float *v
                 }
             }
         }
-    /* the row's own key, when it shares no code with the query */
-    for (int i = 0; i < n; i++) {
-        if (sb_shared(w->qc, w->kc, n, r, i, i)) continue;
-        w->rows[0] = i;
-        w->kidx[0] = i;
-        memcpy(w->qg, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
-        memcpy(w->pg, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
-        memcpy(w->vg, v + (size_t)i * d, (size_t)d * sizeof *w->vg);
-        bs_pack_gather(k, d, w->kidx, 1, w->kp);
-        bs_pack_gather(w->pk, m, w->kidx, 1, w->fp);
-        sb_tile(w, 1, 1, d, m, n, 0, causal, scale, ck);
-    }
+    /* the row's own key, when it shares no code with the query: one pair,
+     * sb_tile's update without a tile (a 1 x 1 tile would pack and zero
+     * two 64-wide panels per row) */
+    for (int i = 0; i < n; i++)
+        if (!sb_shared(w->qc, w->kc, n, r, i, i)) sb_own(w, q, k, v, i, d, m, scale, ck);
     const int d1 = d + 1;
     for (int i = 0; i < n; i++) {
         const float lrs = w->cq[i] + ck;
@@ -501,8 +535,8 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
             const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
                         *v = pb->v + (size_t)h * n * d;
             sb_rotations(pb->seed, h, r, d, hb, w.R);
-            sb_codes(q, n, d, w.R, r, hb, b, w.qc);
-            sb_codes(k, n, d, w.R, r, hb, b, w.kc);
+            sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, w.bt); /* sc: SB_QT * SB_KT >= SB_HC * hb */
+            sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, w.bt);
             sb_buckets(w.qc, n, r, b, w.qstart, w.qlist);
             sb_buckets(w.kc, n, r, b, w.kstart, w.klist);
             if (favor_draw(pb->seed, h, m, d, w.W) != AB_OK) {
@@ -542,14 +576,17 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
     const float xsf = sqrtf(pb->s.scale); /* as run() */
     const float *q = pb->q + (size_t)head * n * d, *k = pb->k + (size_t)head * n * d,
                 *qi = q + (size_t)row * d;
-    double *R = malloc((size_t)r * d * hb * sizeof *R);
+    float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc((size_t)SB_HC * hb * sizeof *P),
+          *bt = malloc(favor_bt_floats(d) * sizeof *bt);
     float *W = malloc((size_t)m * d * sizeof *W);
     double *fq = malloc((size_t)m * sizeof *fq), *u = malloc((size_t)m * sizeof *u);
     int *kc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *kc);
-    int rc = (R && W && fq && u && kc) ? AB_OK : AB_ENOMEM;
+    int rc = (R && P && bt && W && fq && u && kc) ? AB_OK : AB_ENOMEM;
     if (rc == AB_OK) rc = favor_draw(pb->seed, head, m, d, W);
     if (rc != AB_OK) {
         free(R);
+        free(P);
+        free(bt);
         free(W);
         free(fq);
         free(u);
@@ -557,9 +594,9 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
         return rc;
     }
     sb_rotations(pb->seed, head, r, d, hb, R);
-    sb_codes(k, n, d, R, r, hb, b, kc);
+    sb_codes(k, n, d, R, r, hb, b, kc, P, bt);
     int qc[2];
-    for (int t = 0; t < r; t++) qc[t] = sb_code(qi, d, R + (size_t)t * d * hb, hb, b);
+    sb_codes(qi, 1, d, R, r, hb, b, qc, P, bt); /* qc[t * 1 + 0] */
     /* query features in run()'s form: per-row shift cq (its max), + eps */
     double sq = 0.0, cq = -INFINITY;
     for (int e = 0; e < d; e++) sq += (double)qi[e] * qi[e];
@@ -601,6 +638,8 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
     }
     for (int j = 0; j < n; j++) w[j] = w[j] == -INFINITY ? 0.0 : exp(w[j] - mx);
     free(R);
+    free(P);
+    free(bt);
     free(W);
     free(fq);
     free(u);
