@@ -79,6 +79,7 @@
 #include "attnbench.h"
 #include "methods/block_score.h"
 #include "methods/bucket.h"
+#include "methods/lsh.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -154,41 +155,13 @@ static double rf_gauss(uint64_t *s)
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* Buckets of the rows of x (n, d) under the rotation rot (b2, d): argmax
- * over the first nb of [x rot^T ; -x rot^T] (first maximum wins). */
-static void rf_buckets(const float *x, int n, int d, const float *rot, int b2, int nb, float *pj, float *bt,
-                       int32_t *out)
-{
-    if (nb == 1) {
-        for (int i = 0; i < n; i++) out[i] = 0;
-        return;
-    }
-    for (int i0 = 0; i0 < n; i0 += 64) {
-        const int nr = n - i0 < 64 ? n - i0 : 64;
-        bs_gemm_nt(x + (size_t)i0 * d, d, nr, rot, d, b2, d, 1.0f, pj, b2, bt);
-        for (int a = 0; a < nr; a++) {
-            const float *p = pj + (size_t)a * b2;
-            int best = 0;
-            float bv = p[0];
-            for (int t = 1; t < nb; t++) {
-                const float v = t < b2 ? p[t] : -p[t - b2];
-                if (v > bv) {
-                    bv = v;
-                    best = t;
-                }
-            }
-            out[i0 + a] = best;
-        }
-    }
-}
-
 /* The sort of head h, all rounds, into s (allocated by the caller). */
 static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort *s, int h)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, nb = st->buckets, b2 = (nb + 1) / 2, R = st->rounds;
     const int c2 = 2 * rf_chunk(st, N) > 0 ? 2 * rf_chunk(st, N) : 1; /* items per chunk */
     float *rot = malloc((size_t)b2 * d * sizeof *rot);
-    float *pj = malloc((size_t)64 * b2 * sizeof *pj);
+    float *pj = malloc(lsh_scratch_floats(b2) * sizeof *pj);
     float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
     int32_t *bq = malloc((size_t)N * sizeof *bq), *bk = malloc((size_t)N * sizeof *bk);
     int32_t *cnt = malloc((size_t)(nb + 1) * sizeof *cnt);
@@ -199,8 +172,8 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
         uint64_t sd =
             ab_mix64(pb->seed ^ ab_mix64(0x5245464f524d4552ull + ((uint64_t)h << 20) + (uint64_t)r));
         for (size_t t = 0; t < (size_t)b2 * d; t++) rot[t] = (float)rf_gauss(&sd);
-        rf_buckets(pb->q + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bq);
-        rf_buckets(pb->k + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bk);
+        lsh_codes(pb->q + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bq);
+        lsh_codes(pb->k + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bk);
         /* counting sort of the 2N items (2 pos + 0 key / + 1 query) by bucket,
          * stable in (position, key first) order */
         for (int b = 0; b <= nb; b++) cnt[b] = 0;

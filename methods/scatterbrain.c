@@ -20,7 +20,8 @@
  *    rotations"): per round t a d x ceil(b/2) Gaussian matrix R_t drawn from
  *    (pb->seed, head, t); code(x) = argmax of the first b entries of
  *    [x R_t, -x R_t] (ties to the lower index), the same R_t for queries and
- *    keys, x R_t in fp32 as a packed GEMM (one FMA chain per entry); S_i = keys the mask allows sharing a code with q_i in some round,
+ *    keys, x R_t in fp32 as a packed GEMM (methods/lsh.h, shared with
+ *    reformer); S_i = keys the mask allows sharing a code with q_i in some round,
  *    plus key i itself (which every mask here allows).
  * run() computes the low-rank sums over all allowed keys as linear attention
  * (full: totals phi(K)^T [V 1]; causal: chunks of 64 rows, a masked in-chunk
@@ -60,6 +61,7 @@
 #include "methods/plain_mask.h"
 #include "methods/block_score.h"
 #include "methods/favor.h"
+#include "methods/lsh.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -115,49 +117,16 @@ static void sb_rotations(uint64_t seed, int head, int hashes, int d, int hb, flo
             for (int c = 0; c < hb; c++) Rf[((size_t)t * hb + c) * d + e] = (float)favor_gauss(&s);
 }
 
-/* Rows hashed per projection GEMM; the scratch P holds SB_HC x hb floats. */
-#define SB_HC 256
-
-/* LSH codes of n rows of x: code[t * n + i] = argmax of the first b entries
- * of [x R_t, -x R_t] (ties to the earlier entry). The projections of a
- * chunk of rows are one bs_gemm_nt with R_t's hb rows as A and the rows of
- * x as the 64-wide panels (hb is small: as the panel side it would be
- * mostly padding); each entry is one FMA chain in e order, so a row's code
- * does not depend on the chunking or on n (select, run and weights, which
- * hashes one query row, agree bit for bit). P: SB_HC * hb floats; bt:
- * favor_bt_floats(d) floats. */
+/* LSH codes of n rows of x: code[t * n + i] = the code of row i in round t
+ * (methods/lsh.h: argmax of the first b entries of [x R_t, -x R_t], the
+ * first maximum winning; fp32 projections as one FMA chain each, so
+ * select(), run() and weights(), which hashes one query row, agree bit for
+ * bit). P: lsh_scratch_floats(hb) floats; bt: favor_bt_floats(d) floats. */
 static void sb_codes(const float *x, int n, int d, const float *Rf, int hashes, int hb, int b, int *code,
                      float *P, float *bt)
 {
-    float bv[SB_HC];
     for (int t = 0; t < hashes; t++)
-        for (int i0 = 0; i0 < n; i0 += SB_HC) {
-            const int rows = n - i0 < SB_HC ? n - i0 : SB_HC;
-            int *best = code + (size_t)t * n + i0;
-            /* P (hb, rows): P[c][i] = R_t[:, c] . x[i0 + i] */
-            bs_gemm_nt(Rf + (size_t)t * hb * d, d, hb, x + (size_t)i0 * d, d, rows, d, 1.0f, P, rows, bt);
-            for (int i = 0; i < rows; i++) {
-                bv[i] = -INFINITY;
-                best[i] = 0;
-            }
-            /* per row the candidates in the order c, hb + c, c + 1, ...;
-             * the loops over rows are branch-free (vector selects) */
-            for (int c = 0; c < hb; c++) {
-                const float *a = P + (size_t)c * rows;
-                if (c < b)
-                    for (int i = 0; i < rows; i++) {
-                        const int gt = a[i] > bv[i];
-                        bv[i] = gt ? a[i] : bv[i];
-                        best[i] = gt ? c : best[i];
-                    }
-                if (hb + c < b)
-                    for (int i = 0; i < rows; i++) {
-                        const int gt = -a[i] > bv[i];
-                        bv[i] = gt ? -a[i] : bv[i];
-                        best[i] = gt ? hb + c : best[i];
-                    }
-            }
-        }
+        lsh_codes(x, n, d, Rf + (size_t)t * hb * d, hb, b, P, bt, code + (size_t)t * n);
 }
 
 /* 1 if key j shares a code with query i in some round before `upto`. */
@@ -179,7 +148,7 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = AB_OK;
 #pragma omp parallel reduction(+ : sparse)
     {
-        float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc((size_t)SB_HC * hb * sizeof *P),
+        float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc(lsh_scratch_floats(hb) * sizeof *P),
               *bt = malloc(favor_bt_floats(d) * sizeof *bt);
         int *qc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *qc),
             *kc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *kc);
@@ -535,7 +504,7 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
             const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
                         *v = pb->v + (size_t)h * n * d;
             sb_rotations(pb->seed, h, r, d, hb, w.R);
-            sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, w.bt); /* sc: SB_QT * SB_KT >= SB_HC * hb */
+            sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, w.bt); /* sc: SB_QT * SB_KT >= LSH_ROWS * hb */
             sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, w.bt);
             sb_buckets(w.qc, n, r, b, w.qstart, w.qlist);
             sb_buckets(w.kc, n, r, b, w.kstart, w.klist);
@@ -576,7 +545,7 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
     const float xsf = sqrtf(pb->s.scale); /* as run() */
     const float *q = pb->q + (size_t)head * n * d, *k = pb->k + (size_t)head * n * d,
                 *qi = q + (size_t)row * d;
-    float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc((size_t)SB_HC * hb * sizeof *P),
+    float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc(lsh_scratch_floats(hb) * sizeof *P),
           *bt = malloc(favor_bt_floats(d) * sizeof *bt);
     float *W = malloc((size_t)m * d * sizeof *W);
     double *fq = malloc((size_t)m * sizeof *fq), *u = malloc((size_t)m * sizeof *u);
