@@ -331,59 +331,83 @@ int ab_score(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const
     return ab_score_in(r, pb, l, NULL, out, s);
 }
 
+/* One scored row's figures (ab_score_in). */
+typedef struct row_score {
+    double l2, mass, topk, max_abs;
+    int nonfinite, no_weights;
+} row_score;
+
+static void score_row(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const ab_instance *in,
+                      const ab_mask *mask, const float *out, int t, row_score *x)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim;
+    const int dense = l->kind == AB_LAYOUT_DENSE, custom = l->kind == AB_LAYOUT_CUSTOM;
+    const int effective = custom && in && in->m->weights;
+    const int h = t / r->n_rows, ri = t % r->n_rows, i = r->rows[ri];
+    const double *o = r->out + ((size_t)h * r->n_rows + ri) * d;
+    const float *oh = out + ((size_t)h * N + i) * d;
+    double num = 0, den = 0;
+    memset(x, 0, sizeof *x);
+    for (int c = 0; c < d; c++) {
+        if (!isfinite(oh[c])) x->nonfinite = 1;
+        double e = (double)oh[c] - o[c];
+        num += e * e;
+        den += o[c] * o[c];
+        if (fabs(e) > x->max_abs) x->max_abs = fabs(e);
+    }
+    x->l2 = den > 0 ? sqrt(num / den) : sqrt(num);
+    if (custom) {
+        if (!(effective && effective_recall(r, pb, l, in, mask, h, ri, &x->mass, &x->topk) == 0))
+            x->no_weights = 1;
+        return;
+    }
+    double z = r->rsum[(size_t)h * r->n_rows + ri];
+    if (dense)
+        x->mass = 1.0;
+    else if (z > 0)
+        x->mass = kept_mass(pb, l, mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
+    const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
+    int hit = 0, cnt = 0;
+    for (int c = 0; c < r->topk; c++) {
+        if (tk[c] < 0) continue;
+        cnt++;
+        hit += dense ? 1 : ab_layout_contains(l, h, i, tk[c]);
+    }
+    x->topk = cnt ? (double)hit / cnt : 1.0;
+}
+
+/* The rows are scored in parallel into one record each and summed in row
+ * order, so the figures do not depend on the thread count or schedule (an
+ * OpenMP reduction adds in whatever order the threads finish). */
 int ab_score_in(const ab_refset *r, const ab_problem *pb, const ab_layout *l, const ab_instance *in,
                 const float *out, ab_scores *s)
 {
-    const int N = pb->s.seq_len, d = pb->s.head_dim;
     memset(s, 0, sizeof *s);
-    int dense = l->kind == AB_LAYOUT_DENSE, custom = l->kind == AB_LAYOUT_CUSTOM;
-    double sum_mass = 0, sum_topk = 0, sum_l2 = 0, max_abs = 0;
-    int nonfinite = 0, no_weights = 0;
-    const int effective = custom && in && in->m->weights;
+    const int custom = l->kind == AB_LAYOUT_CUSTOM;
     const int total = r->heads * r->n_rows;
     const ab_mask mask = ab_shape_mask(&pb->s);
-    double hm[AB_SCORE_HEADS] = { 0 }; /* per-head sums of mass recall */
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : sum_mass, sum_topk, sum_l2, hm[ : AB_SCORE_HEADS]) reduction(max : max_abs) reduction(| : nonfinite, no_weights)
-    for (int t = 0; t < total; t++) {
-        int h = t / r->n_rows, ri = t % r->n_rows, i = r->rows[ri];
-        double row_mass = 0;
-        const double *o = r->out + ((size_t)h * r->n_rows + ri) * d;
-        const float *oh = out + ((size_t)h * N + i) * d;
-        double num = 0, den = 0;
-        for (int c = 0; c < d; c++) {
-            if (!isfinite(oh[c])) nonfinite = 1;
-            double e = (double)oh[c] - o[c];
-            num += e * e;
-            den += o[c] * o[c];
-            if (fabs(e) > max_abs) max_abs = fabs(e);
-        }
-        sum_l2 += den > 0 ? sqrt(num / den) : sqrt(num);
-        if (custom) {
-            double em = 0, et = 0;
-            if (effective && effective_recall(r, pb, l, in, &mask, h, ri, &em, &et) == 0) {
-                sum_mass += em;
-                sum_topk += et;
-                if (h < AB_SCORE_HEADS) hm[h] += em;
-            } else
-                no_weights = 1;
-            continue;
-        }
-        double z = r->rsum[(size_t)h * r->n_rows + ri];
-        if (dense)
-            row_mass = 1.0;
-        else if (z > 0)
-            row_mass = kept_mass(pb, l, &mask, h, i, r->rmax[(size_t)h * r->n_rows + ri]) / z;
-        sum_mass += row_mass;
-        if (h < AB_SCORE_HEADS) hm[h] += row_mass;
-        const int32_t *tk = r->topk_idx + ((size_t)h * r->n_rows + ri) * (size_t)r->topk;
-        int hit = 0, cnt = 0;
-        for (int c = 0; c < r->topk; c++) {
-            if (tk[c] < 0) continue;
-            cnt++;
-            hit += dense ? 1 : ab_layout_contains(l, h, i, tk[c]);
-        }
-        sum_topk += cnt ? (double)hit / cnt : 1.0;
+    row_score *rs = malloc(sizeof *rs * (size_t)(total > 0 ? total : 1));
+    if (rs) {
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int t = 0; t < total; t++) score_row(r, pb, l, in, &mask, out, t, &rs[t]);
     }
+    double sum_mass = 0, sum_topk = 0, sum_l2 = 0, max_abs = 0;
+    double hm[AB_SCORE_HEADS] = { 0 }; /* per-head sums of mass recall */
+    int nonfinite = 0, no_weights = 0;
+    for (int t = 0; t < total; t++) {
+        row_score one, *x = rs ? &rs[t] : &one;
+        if (!rs) score_row(r, pb, l, in, &mask, out, t, &one); /* no memory for the records: serially */
+        const int h = t / r->n_rows;
+        sum_l2 += x->l2;
+        max_abs = x->max_abs > max_abs ? x->max_abs : max_abs;
+        nonfinite |= x->nonfinite;
+        no_weights |= x->no_weights;
+        if (x->no_weights) continue;
+        sum_mass += x->mass;
+        sum_topk += x->topk;
+        if (h < AB_SCORE_HEADS) hm[h] += x->mass;
+    }
+    free(rs);
     s->rows = total;
     s->rel_l2 = total ? sum_l2 / total : NAN;
     s->max_abs = max_abs;
