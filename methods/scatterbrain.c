@@ -334,6 +334,25 @@ static void sb_buckets(const int *code, int n, int r, int b, int *start, int *li
     }
 }
 
+/* Moves row i's running state to the max mn = max(tm, its running max):
+ * scales its sum and numerator by exp(old max - mn) and returns mn, with
+ * exp(lrs_i - mn) in *gl (the factor of the low-rank estimate phi_i.phi_j
+ * in the new units). The caller then adds the new pairs' weights. */
+static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
+{
+    const float mo = w->rmx[i], mn = tm > mo ? tm : mo;
+    const double alpha = exp((double)mo - (double)mn);
+    *gl = (float)exp((double)(w->cq[i] + ck) - (double)mn); /* exp(lrs - mn) */
+    w->rsm[i] *= alpha;
+    w->rmx[i] = mn;
+    if (alpha != 1.0) {
+        float *orow = w->racc + (size_t)i * d;
+        const float fa = (float)alpha;
+        for (int e = 0; e < d; e++) orow[e] *= fa;
+    }
+    return mn;
+}
+
 /* One tile of the sparse correction: rows w->rows[0, na) (their queries in
  * w->qg, features in w->pg) against nk keys w->kidx (packed in w->kp and
  * w->fp, values in w->vg). Pair (i, j) counts when j <= i (causal) and no
@@ -363,9 +382,8 @@ static void sb_tile(sb_work *w, int na, int nk, int d, int m, int n, int t, int 
             upd[a] = 0;
             continue;
         }
-        const float mo = w->rmx[i], mn = tm > mo ? tm : mo;
-        const double alpha = exp((double)mo - (double)mn);
-        const float gl = (float)exp((double)(w->cq[i] + ck) - (double)mn); /* exp(lrs - mn) */
+        float gl;
+        const float mn = sb_rebase(w, i, tm, d, ck, &gl);
         for (int c = 0; c < nk; c++) g[c] = s[c] > -INFINITY ? g[c] * gl : 0.0f;
         ab_exp_shift_sum(s, nk, mn);
         double ps = 0.0;
@@ -373,13 +391,7 @@ static void sb_tile(sb_work *w, int na, int nk, int d, int m, int n, int t, int 
             s[c] -= g[c];
             ps += s[c];
         }
-        w->rsm[i] = w->rsm[i] * alpha + ps;
-        w->rmx[i] = mn;
-        if (alpha != 1.0) {
-            float *orow = w->racc + (size_t)i * d;
-            const float fa = (float)alpha;
-            for (int e = 0; e < d; e++) orow[e] *= fa;
-        }
+        w->rsm[i] += ps;
         upd[a] = 1;
         any = 1;
     }
@@ -407,16 +419,13 @@ static void sb_own(sb_work *w, const float *q, const float *k, const float *v, i
     for (int x = 0; x < m; x++) fd = fmaf(fq[x], fk[x], fd);
     float s = scale * dot;
     if (!(s > -INFINITY)) return; /* NaN input: as the tile, no update */
-    const float mo = w->rmx[i], mn = s > mo ? s : mo;
-    const double alpha = exp((double)mo - (double)mn);
-    const float g = fd * (float)exp((double)(w->cq[i] + ck) - (double)mn);
+    float gl;
+    const float mn = sb_rebase(w, i, s, d, ck, &gl);
     ab_exp_shift_sum(&s, 1, mn);
-    s -= g;
-    w->rsm[i] = w->rsm[i] * alpha + s;
-    w->rmx[i] = mn;
+    s -= fd * gl;
+    w->rsm[i] += s;
     float *orow = w->racc + (size_t)i * d;
-    const float fa = (float)alpha;
-    for (int e = 0; e < d; e++) orow[e] = orow[e] * fa + s * vi[e];
+    for (int e = 0; e < d; e++) orow[e] += s * vi[e];
 }
 
 /* The sparse correction of one head over its buckets, round by round, then
