@@ -215,6 +215,14 @@ static const struct bad_cfg cfgs[] = {
       "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,"
       "33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65\n",
       { "c.ini:2:", "key 'seq_lens'", "more than 64" } },
+    /* long lines and continuation lines */
+    { "[sweep]\nheads = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, "
+      "24, 25,"
+      " 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, "
+      "51, 52, 53, 54, 55, 56, 57, 58, 59, 60\n",
+      { "c.ini:2:", "line longer than", "indented lines" } },
+    { "[sweep]\nmethods = dense,\n    nosuch\n", { "c.ini:2:", "key 'methods'", "unknown method 'nosuch'" } },
+    { "[sweep]\nheads = 2\n  4,\n", { "c.ini:2:", "key 'heads'", "empty list element" } },
     /* duplicate keys and sections */
     { "\n\n[timing]\nwarmup = 1\nwarmup = 2\n", { "c.ini:5:", "[timing] key 'warmup'", "set twice" } },
     { "[sweep]\nheads = 2\n[timing]\nwarmup = 1\n[sweep]\nhead_dims = 32\n",

@@ -241,10 +241,10 @@ static void blocks_of(const char *cfg, const char *method, int *bq, int *bk)
 
 Test(cli, blocks_native_unless_overridden)
 {
-    static const char *base =
-        "[sweep]\ntasks = needle\nmethods = dense, xattention, window\nseq_lens = 1024\n"
-        "heads = 1\nhead_dims = 32\ndensities = 0.5\nthreads = 1\n%s"
-        "[timing]\nrounds = 1\ntimed_depths = 0.123\n%s";
+    static const char *base = "[sweep]\ntasks = needle\nmethods = dense,\n    xattention\n\twindow\nseq_lens "
+                              "= 1024\n" /* continued */
+                              "heads = 1\nhead_dims = 32\ndensities = 0.5\nthreads = 1\n%s"
+                              "[timing]\nrounds = 1\ntimed_depths = 0.123\n%s";
     char cfg[1024];
     int bq, bk;
     snprintf(cfg, sizeof cfg, base, "", "");

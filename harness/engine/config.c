@@ -267,6 +267,11 @@ typedef struct parse_ctx {
     char cur[64]; /* the section being read, and those already closed */
     char done[64][64];
     int done_line[64], n_done, cur_line;
+    int indented;                    /* the current line starts with blank: inih's continuation */
+    int long_line, max_line;         /* first line longer than inih's buffer (0: none), its size */
+    char pend_sec[64], pend_key[64]; /* the key being read (pend_line 0: none) and its value so far */
+    int pend_line;
+    char acc[8192];
 } parse_ctx;
 
 static char *reader(char *str, int num, void *stream)
@@ -274,13 +279,19 @@ static char *reader(char *str, int num, void *stream)
     parse_ctx *p = stream;
     if (!*p->text) return NULL;
     int i = 0;
+    p->line++;
+    p->indented = *p->text == ' ' || *p->text == '\t';
     while (i < num - 1 && p->text[0]) {
         char ch = *p->text++;
         str[i++] = ch;
         if (ch == '\n') break;
     }
+    if (i == num - 1 && str[i - 1] != '\n' && *p->text) { /* inih would read the rest as a new line */
+        if (!p->long_line) p->long_line = p->line, p->max_line = num - 1;
+        while (*p->text && *p->text != '\n') p->text++;
+        if (*p->text) p->text++;
+    }
     str[i] = 0;
-    p->line++;
     return str;
 }
 
@@ -766,9 +777,9 @@ static int check_order(parse_ctx *p, const char *section, const char *name, char
     return 0;
 }
 
-static int handler(void *user, const char *section, const char *name, const char *value)
+/* One key's whole value, as read from the config at p->line. */
+static int dispatch(parse_ctx *p, const char *section, const char *name, const char *value)
 {
-    parse_ctx *p = user;
     char why[512] = "";
     const size_t wl = sizeof why;
     int rc;
@@ -799,6 +810,48 @@ static int handler(void *user, const char *section, const char *name, const char
         snprintf(p->err, sizeof p->err, "[%s] key '%s': %s", section, name, why);
     }
     return 0;
+}
+
+/* Hand the pending key (if any) to dispatch(), as of the line it began on. */
+static int flush(parse_ctx *p)
+{
+    if (!p->pend_line) return 1;
+    const int now = p->line;
+    p->line = p->pend_line;
+    p->pend_line = 0;
+    int ok = dispatch(p, p->pend_sec, p->pend_key, p->acc);
+    p->line = now;
+    return ok;
+}
+
+/* inih's callback. A key is held until the next one (or the end) so that
+ * indented lines after it, which inih hands over under the same name, extend
+ * its value: a long list may span lines, joined by commas ("a,\n  b" and
+ * "a\n  b" both read "a, b"). Errors name the key's first line. */
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx *p = user;
+    if (p->pend_line && p->indented && !strcmp(section, p->pend_sec) && !strcmp(name, p->pend_key)) {
+        size_t n = strlen(p->acc);
+        while (n && (p->acc[n - 1] == ' ' || p->acc[n - 1] == '\t')) n--;
+        const char *sep = n && p->acc[n - 1] == ',' ? " " : ", ";
+        if (n + strlen(sep) + strlen(value) + 1 > sizeof p->acc) {
+            if (!p->err_line) {
+                p->err_line = p->pend_line;
+                snprintf(p->err, sizeof p->err, "[%s] key '%s': value longer than %zu characters", section,
+                         name, sizeof p->acc - 1);
+            }
+            return 0;
+        }
+        snprintf(p->acc + n, sizeof p->acc - n, "%s%s", sep, value);
+        return 1;
+    }
+    if (!flush(p)) return 0;
+    snprintf(p->pend_sec, sizeof p->pend_sec, "%s", section);
+    snprintf(p->pend_key, sizeof p->pend_key, "%s", name);
+    snprintf(p->acc, sizeof p->acc, "%s", value);
+    p->pend_line = p->line;
+    return 1;
 }
 #undef FAIL
 
@@ -1013,6 +1066,14 @@ int ab_config_load(ab_config *c, const char *path, char *err, size_t errlen)
     p->c = c;
     p->text = buf;
     int rc = ini_parse_stream(reader, p, handler, p);
+    if (!p->err_line && !flush(p) && rc == 0) rc = p->err_line;
+    if (p->long_line && (rc == 0 || !p->err_line || p->err_line >= p->long_line) &&
+        !(rc > 0 && rc < p->long_line)) {
+        snprintf(err, errlen, "%s:%d: line longer than %d characters; continue a long list on indented lines",
+                 path, p->long_line, p->max_line);
+        free(p);
+        return -1;
+    }
     if (rc != 0) {
         if (p->err_line && !(rc > 0 && rc < p->err_line)) /* else inih's syntax error came first */
             snprintf(err, errlen, "%s:%d: %s", path, p->err_line, p->err);
