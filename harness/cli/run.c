@@ -321,16 +321,18 @@ static void on_stored(void *ctx, const ab_sweep_progress *s)
 {
     const ab_point *pr = s->p;
     const base_pt *b = s->b;
-    char eta[32], dens[32], wb[AB_MASK_SPEC + 64];
+    char eta[32], dens[32], wb[AB_MASK_SPEC + 64], rel[48] = "";
     eta_of(s, eta, sizeof eta);
     density_of(s->j, dens, sizeof dens);
+    /* GPU points have no paired dense (a CPU protocol): export divides by
+     * the GPU dense point instead, so print nothing rather than "nan". */
+    if (isfinite(pr->rel_dense)) snprintf(rel, sizeof rel, " x dense %.3g", pr->rel_dense);
     fprintf(stderr,
-            "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g] x "
-            "dense %.3g recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
+            "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g]%s "
+            "recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
             s->done, s->todo, s->j->m->name, b->task->name, b->n, b->heads, b->d, where_of(b, wb, sizeof wb),
-            b->depth, dens, pr->status, pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, pr->rel_dense,
-            pr->recall_mass, pr->accuracy, pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "",
-            eta);
+            b->depth, dens, pr->status, pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, rel, pr->recall_mass,
+            pr->accuracy, pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "", eta);
     if (pr->message[0]) fprintf(stderr, "    %s\n", pr->message);
 }
 
