@@ -2,7 +2,9 @@
  * against this machine's GEMM roofline: OpenBLAS SGEMM on the same matrix
  * shapes as attention (S = Q K^T, O = S V per head), dense flash attention
  * (FlashAttention-2 style tiling, Dao 2023) causal and not, and the
- * block-sparse and gather kernels at fixed densities, for 1 and 2 threads.
+ * block-sparse and gather kernels at fixed densities, for 1 and 2 threads,
+ * and flash on bf16 inputs (ab_cpu_flash_bf16, widened to fp32; and its
+ * native AVX-512 BF16 products where the CPU has them, kind flash_bf16n).
  * Optionally joins a PyTorch SDPA peer measured by bench/sdpa_peer.py, and
  * runs one long dense causal sequence in a child process to report its peak
  * RSS (memory O(N d)). Before the kernels it measures the machine's fp32
@@ -258,6 +260,34 @@ static int run_kernel(void *p)
 {
     kern_ctx *x = p;
     return x->l ? ab_kernel_layout(x->pb, x->l, x->out) : ab_kernel_flash(x->pb, x->out);
+}
+
+typedef struct bf16_ctx {
+    const ab_shape *s;
+    const uint16_t *q, *k, *v; /* the problem's Q, K, V rounded to bf16 */
+    float *out;
+    int native; /* 0: ab_cpu_flash_bf16 (widened), 1: the AVX-512 BF16 products */
+} bf16_ctx;
+
+static int run_bf16(void *p)
+{
+    bf16_ctx *x = p;
+    return x->native ? ab_kernel_flash_bf16_isa(x->s, x->q, x->k, x->v, x->out, AB_ISA_AVX512, 1)
+                     : ab_cpu_flash_bf16(x->s, x->q, x->k, x->v, x->out);
+}
+
+/* Q, K, V of x rounded to bf16 (one allocation, three tensors); NULL if out of memory. */
+static uint16_t *bf16_copy(const bench_qkv *x)
+{
+    const size_t e = (size_t)x->pb.s.heads * x->pb.s.seq_len * x->pb.s.head_dim;
+    uint16_t *b = aligned_alloc(64, (3 * e * sizeof(uint16_t) + 63) & ~(size_t)63);
+    if (!b) return NULL;
+    for (size_t i = 0; i < e; i++) {
+        b[i] = ab_bf16_from_float(x->q[i]);
+        b[e + i] = ab_bf16_from_float(x->k[i]);
+        b[2 * e + i] = ab_bf16_from_float(x->v[i]);
+    }
+    return b;
 }
 
 /* ---- the machine's fp32 FMA peak ----------------------------------------- */
@@ -607,7 +637,7 @@ static int load_sdpa(const char *path, bench_rows *rs)
         double g;
         if (sscanf(line, "%15s %d %d %d %d %d %lf %lf %d %lf %lf %lf %lf", r.kind, &r.n, &r.d, &r.heads,
                    &r.causal, &r.threads, &r.density, &r.actual, &r.reps, &r.med, &r.p10, &r.p90, &g) != 13 ||
-            strcmp(r.kind, "sdpa"))
+            (strcmp(r.kind, "sdpa") && strcmp(r.kind, "sdpa_bf16")))
             continue;
         r.flops = g * 1e9 * r.med;
         bench_row *dst = rows_add(rs);
@@ -908,6 +938,28 @@ int main(int argc, char **argv)
                         return 1;
                     }
                 }
+                /* bf16 inputs */
+                uint16_t *b16 = bf16_copy(&x);
+                const size_t e16 = (size_t)H * N * d;
+                for (int it = 0; it < c.nthr && b16; it++) {
+                    set_threads(c.thr[it]);
+                    bf16_ctx k = { &x.pb.s, b16, b16 + e16, b16 + 2 * e16, x.out, 0 };
+                    bench_row t = { 0 };
+                    if (time_it(&c, run_bf16, &k, &t) ||
+                        record(&rs, tsv, t, "flash_bf16", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {
+                        fprintf(stderr, "flash_bf16 failed N=%d d=%d\n", N, d);
+                        return 1;
+                    }
+                    /* and the native AVX-512 BF16 products, where the CPU has them */
+                    if (!ab_cpu_bf16_supported() || d % 2 || d < 16) continue;
+                    k.native = 1;
+                    if (time_it(&c, run_bf16, &k, &t) ||
+                        record(&rs, tsv, t, "flash_bf16n", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {
+                        fprintf(stderr, "flash_bf16 (native) failed N=%d d=%d\n", N, d);
+                        return 1;
+                    }
+                }
+                free(b16);
                 int sparse_d = c.nsd == 0;
                 for (int i = 0; i < c.nsd; i++) sparse_d |= c.sd[i] == d;
                 if (!do_sparse || N > c.sparse_max_n || !sparse_d) continue;
@@ -976,6 +1028,12 @@ int main(int argc, char **argv)
             for (int ie = 0; ie < c.ndens; ie++)
                 o += snprintf(hdr + o, sizeof hdr - (size_t)o, "\t%s_%g_frac_peak",
                               kind ? "gather" : "blocksparse", 100 * c.dens[ie]);
+        /* appended: bf16 inputs (ab_cpu_flash_bf16), against SDPA on bf16
+         * tensors and our fp32 flash; the native AVX-512 BF16 products */
+        o +=
+            snprintf(hdr + o, sizeof hdr - (size_t)o,
+                     "\tflash_bf16_gflops\tsdpa_bf16_gflops\tflash_bf16_over_sdpa_bf16\tflash_bf16_over_flash"
+                     "\tflash_bf16_native_gflops");
         tsv_comment(sum, isa, load0, peak, npeak);
         fprintf(sum, "%s\n", hdr);
         printf("\n%s\n", hdr);
@@ -1015,6 +1073,13 @@ int main(int argc, char **argv)
                                 p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
                                               s ? s->flops * 1e-9 / s->med / pk : NAN);
                             }
+                        const bench_row *b = rows_find(&rs, "flash_bf16", N, d, causal, T, 1);
+                        const bench_row *sb = rows_find(&rs, "sdpa_bf16", N, d, causal, T, 1);
+                        const bench_row *bn = rows_find(&rs, "flash_bf16n", N, d, causal, T, 1);
+                        const double gb = b ? b->flops * 1e-9 / b->med : NAN;
+                        const double gsb = sb ? sb->flops * 1e-9 / sb->med : NAN;
+                        p += snprintf(line + p, sizeof line - (size_t)p, "\t%.2f\t%.2f\t%.3f\t%.3f\t%.2f", gb,
+                                      gsb, gb / gsb, gb / gf, bn ? bn->flops * 1e-9 / bn->med : NAN);
                         fprintf(sum, "%s\n", line);
                         printf("%s\n", line);
                     }

@@ -2,7 +2,8 @@
 """sdpa_peer.py — the PyTorch peer of bench/kernels_bench.c: times
 torch.nn.functional.scaled_dot_product_attention on the CPU (fp32) for the
 same shapes, thread counts and repeat rule, and writes rows in the same TSV
-columns (kind = sdpa), which kernels_bench joins with --sdpa FILE.
+columns (kind = sdpa; sdpa_bf16 for the same tensors in bfloat16), which
+kernels_bench joins with --sdpa FILE.
 
 Run by `make bench` only when build/venv has torch (>= 2.1); never needed by
 `make test`. Usage: sdpa_peer.py [--quick] [--n 1024,...] [--d 64,128]
@@ -56,33 +57,36 @@ def main():
             for d in args.d:
                 g = torch.Generator().manual_seed(n * 131 + d)
                 q, k, v = (torch.rand(1, args.heads, n, d, generator=g) * 2 - 1 for _ in range(3))
-                for causal in (0, 1):
-                    for t in args.threads:
-                        torch.set_num_threads(t)
-                        run = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal))
-                        with torch.no_grad():
+                qkv16 = tuple(x.to(torch.bfloat16) for x in (q, k, v))
+                cases = [(causal, kind, t) for causal in (0, 1) for kind in ("sdpa", "sdpa_bf16")
+                         for t in args.threads]
+                for causal, kind, t in cases:
+                    torch.set_num_threads(t)
+                    tq, tk, tv = qkv16 if kind == "sdpa_bf16" else (q, k, v)
+                    run = lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=bool(causal))
+                    with torch.no_grad():
+                        t0 = time.perf_counter()
+                        run()  # warm-up
+                        first = time.perf_counter() - t0
+                        reps = math.ceil(args.min_time / first) if first > 0 else args.max_reps
+                        reps = max(args.min_reps, min(args.max_reps, reps))
+                        ts = []
+                        for _ in range(reps):
                             t0 = time.perf_counter()
-                            run()  # warm-up
-                            first = time.perf_counter() - t0
-                            reps = math.ceil(args.min_time / first) if first > 0 else args.max_reps
-                            reps = max(args.min_reps, min(args.max_reps, reps))
-                            ts = []
-                            for _ in range(reps):
-                                t0 = time.perf_counter()
-                                run()
-                                ts.append(time.perf_counter() - t0)
-                        ts.sort()
-                        med = ts[reps // 2] if reps % 2 else 0.5 * (ts[reps // 2 - 1] + ts[reps // 2])
-                        q10 = ts[max(0, math.ceil(0.1 * reps) - 1)]
-                        q90 = ts[min(reps - 1, math.ceil(0.9 * reps) - 1)]
-                        gfl = 4.0 * args.heads * n * n * d * (0.5 if causal else 1.0) * 1e-9
-                        line = (f"sdpa\t{n}\t{d}\t{args.heads}\t{causal}\t{t}\t1.0000\t1.0000\t{reps}"
-                                f"\t{med:.6g}\t{q10:.6g}\t{q90:.6g}\t{gfl / med:.2f}"
-                                f"\t{gfl / q90:.2f}\t{gfl / q10:.2f}")
-                        f.write(line + "\n")
-                        f.flush()
-                        print(line, flush=True)
-                del q, k, v
+                            run()
+                            ts.append(time.perf_counter() - t0)
+                    ts.sort()
+                    med = ts[reps // 2] if reps % 2 else 0.5 * (ts[reps // 2 - 1] + ts[reps // 2])
+                    q10 = ts[max(0, math.ceil(0.1 * reps) - 1)]
+                    q90 = ts[min(reps - 1, math.ceil(0.9 * reps) - 1)]
+                    gfl = 4.0 * args.heads * n * n * d * (0.5 if causal else 1.0) * 1e-9
+                    line = (f"{kind}\t{n}\t{d}\t{args.heads}\t{causal}\t{t}\t1.0000\t1.0000\t{reps}"
+                            f"\t{med:.6g}\t{q10:.6g}\t{q90:.6g}\t{gfl / med:.2f}"
+                            f"\t{gfl / q90:.2f}\t{gfl / q10:.2f}")
+                    f.write(line + "\n")
+                    f.flush()
+                    print(line, flush=True)
+                del q, k, v, qkv16
     return 0
 
 

@@ -11,6 +11,9 @@
 #ifndef AB_KERNELS_H
 #define AB_KERNELS_H
 
+#include <stdint.h>
+#include <string.h>
+
 #include "attnbench.h"
 
 /* ---- CPU kernels ------------------------------------------------------- */
@@ -34,6 +37,37 @@ int ab_cpu_decode(const ab_decode *dp, const ab_layout *l, float *out, int strat
  * l keeps (NULL: all len keys): out[d]; *rmax, *rsum as in ab_ref_rows. */
 int ab_ref_decode_row(const ab_decode *dp, int row, const ab_layout *l, double *out, double *rmax,
                       double *rsum);
+
+/* ---- bf16 inputs (docs/kernels.md "bf16") ------------------------------
+ * bfloat16: the upper 16 bits of an IEEE binary32. Q, K and V are stored as
+ * bf16, (heads, seq_len, head_dim) like the fp32 problem; logits, softmax,
+ * accumulation and the output are fp32. */
+static inline uint16_t ab_bf16_from_float(float x) /* round to nearest even */
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float ab_bf16_to_float(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+/* Dense attention of bf16 Q, K, V (s: shape and base mask, as in
+ * ab_problem) into fp32 out. By default each key chunk is widened to fp32
+ * as it is read and the fp32 kernel runs (exact products of the bf16
+ * values). With AB_BF16=native in the environment, on a CPU with AVX-512
+ * BF16, the products run as bf16 pairs instead (vdpbf16ps: QK^T from the
+ * stored bf16, PV with P rounded to bf16, both accumulated in fp32: the
+ * FlashAttention recipe); see ab_cpu_bf16_native in flash.c for why that is
+ * not the default. */
+int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out);
+/* 1 if ab_cpu_flash_bf16 runs the native bf16 products here. */
+int ab_cpu_bf16_native(void);
 
 /* Tiled online-softmax kernels (fp32). All handle N % block != 0. */
 int ab_kernel_blocksparse(const ab_problem *pb, const ab_layout *l, float *out);

@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/simd.h"
 #include "runtime/layout.h"
+#include "runtime/registry.h"
 #include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
@@ -676,4 +677,101 @@ Test(kernels_cpu, gather_row_periodic_layouts_match_ref)
             free(o1);
             kt_free(&c);
         }
+}
+
+/* ---- bf16 inputs ---------------------------------------------------------- */
+
+Test(kernels_cpu, bf16_rounding)
+{
+    cr_assert_eq(ab_bf16_from_float(1.0f), 0x3f80);
+    cr_assert_eq(ab_bf16_to_float(0x3f80), 1.0f);
+    cr_assert_eq(ab_bf16_from_float(1.0f + 0x1.0p-8f), 0x3f80, "a tie rounds to even (down)");
+    cr_assert_eq(ab_bf16_from_float(1.0f + 0x1.8p-7f), 0x3f82, "a tie rounds to even (up)");
+    cr_assert_eq(ab_bf16_from_float(1.0f + 0x1.2p-8f), 0x3f81, "above the tie rounds up");
+    cr_assert_eq(ab_bf16_from_float(-INFINITY), 0xff80);
+    cr_assert(isnan(ab_bf16_to_float(ab_bf16_from_float(NAN))));
+    cr_assert(isinf(ab_bf16_to_float(ab_bf16_from_float(3.4e38f))), "beyond the bf16 range: inf");
+}
+
+/* The bf16 kernel on inputs already rounded to bf16, against the fp64
+ * reference of those same values: widened to fp32 it must be as exact as
+ * the fp32 kernel; the native bf16 products (P rounded to bf16, 8 bits of
+ * mantissa) within 8e-3 relative L2. Every base-mask shape (causal, full,
+ * sliding, document), N and head_dim tails, a large scale. */
+Test(kernels_cpu, bf16_flash_matches_ref)
+{
+    static const int ns[] = { 3, 5, 64, 67, 130, 300 };
+    static const int ds[] = { 2, 16, 18, 64, 72, 128 };
+    static const char *masks[] = { "causal", "full", "sliding:40", "document:3" };
+    int native_runs = 0;
+    double worst = 0;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++)
+            for (size_t mi = 0; mi < sizeof masks / sizeof masks[0]; mi++) {
+                const int N = ns[a], d = ds[b];
+                kt_case c;
+                kt_make(&c, 2, N, d, 0, 4000 + 50 * a + 7 * b + mi);
+                ab_mask m;
+                char err[256];
+                cr_assert_eq(ab_mask_make(&m, masks[mi], N, 5, err, sizeof err), AB_OK, "%s", err);
+                c.pb.s.mask = &m;
+                c.pb.s.causal = m.def->causal;
+                if (a == 3) c.pb.s.scale = 1.5f; /* large logits: the running-max rescaling */
+                uint16_t *q = malloc(c.n * sizeof *q + 1), *k = malloc(c.n * sizeof *k + 1),
+                         *v = malloc(c.n * sizeof *v + 1);
+                cr_assert(q && k && v);
+                for (size_t e = 0; e < c.n; e++) {
+                    q[e] = ab_bf16_from_float(c.q[e]);
+                    k[e] = ab_bf16_from_float(c.k[e]);
+                    v[e] = ab_bf16_from_float(c.v[e]);
+                    c.q[e] = ab_bf16_to_float(q[e]);
+                    c.k[e] = ab_bf16_to_float(k[e]);
+                    c.v[e] = ab_bf16_to_float(v[e]);
+                }
+                kt_ref_all(&c, NULL);
+                for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+                    if (!ab_cpu_isa_supported(isa)) continue;
+                    for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
+                    cr_assert_eq(ab_kernel_flash_bf16_isa(&c.pb.s, q, k, v, c.out, isa, 0), AB_OK);
+                    const double e = kt_rel_l2(&c);
+                    cr_assert_leq(e, KT_TOL, "widened, isa %s, N=%d d=%d %s: rel L2 %g", ab_cpu_isa_name(isa),
+                                  N, d, masks[mi], e);
+                }
+                for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
+                const int rc = ab_kernel_flash_bf16_isa(&c.pb.s, q, k, v, c.out, AB_ISA_AVX512, 1);
+                if (ab_cpu_bf16_supported() && d >= 16) {
+                    cr_assert_eq(rc, AB_OK);
+                    const double e = kt_rel_l2(&c);
+                    cr_assert_leq(e, 8e-3, "native bf16, N=%d d=%d %s: rel L2 %g", N, d, masks[mi], e);
+                    worst = e > worst ? e : worst;
+                    native_runs++;
+                } else {
+                    cr_assert_eq(rc, AB_EUNSUPPORTED, "native bf16 without the ISA or with d = %d", d);
+                }
+                /* the dispatcher: native where it can, else widened */
+                for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
+                cr_assert_eq(ab_cpu_flash_bf16(&c.pb.s, q, k, v, c.out), AB_OK);
+                cr_assert_leq(kt_rel_l2(&c), 8e-3);
+                free(q);
+                free(k);
+                free(v);
+                ab_mask_free(&m);
+                kt_free(&c);
+            }
+    if (!ab_cpu_bf16_supported())
+        cr_log_info("no AVX-512 BF16 on this CPU: the native bf16 path was not run");
+    else
+        cr_assert_gt(native_runs, 0);
+    /* AB_BF16=native asks the dispatcher for the native products */
+    cr_assert_not(ab_cpu_bf16_native());
+    cr_assert_eq(setenv("AB_BF16", "native", 1), 0);
+    cr_assert_eq(ab_cpu_bf16_native(), ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512);
+    cr_assert_eq(unsetenv("AB_BF16"), 0);
+    uint16_t x = 0;
+    float o = 0;
+    ab_shape s = { 1, 1, 16, 0, 0.25f, NULL, 0, 1, AB_PREFILL };
+    cr_assert_eq(ab_cpu_flash_bf16(NULL, &x, &x, &x, &o), AB_EINVAL);
+    cr_assert_eq(ab_cpu_flash_bf16(&s, &x, NULL, &x, &o), AB_EINVAL);
+    s.head_dim = 513;
+    cr_assert_eq(ab_cpu_flash_bf16(&s, &x, &x, &x, &o), AB_EUNSUPPORTED);
 }

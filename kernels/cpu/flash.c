@@ -7,7 +7,8 @@
  * skipped, chunks every row sees run unmasked and only partial chunks
  * (the diagonal under causal) are masked per element.
  * OpenMP over (head, query tile), heaviest tiles first with a dynamic
- * schedule (causal rows are uneven). fp32 storage and math; the vectorised
+ * schedule (causal rows are uneven). fp32 storage and math (bf16 storage:
+ * ab_cpu_flash_bf16 below, docs/kernels.md); the vectorised
  * inner loop (AVX-512 / AVX2 / portable, picked at run time) is in
  * simd_*.c, the tile state in tile.h. */
 #include "kernels/cpu/simd.h"
@@ -27,18 +28,66 @@
 _Static_assert(AB_FLASH_BQ_BIG <= AB_TILE_Q, "a flash query tile is one work item");
 _Static_assert(AB_FLASH_BK <= AB_TILE_KMAX, "a flash key chunk fits the tile");
 
-int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */, int isa)
+/* Where a query tile's inputs come from: fp32 rows, or bf16 rows either
+ * widened to fp32 (kp, vp) for the fp32 chunk step, or fed to the bf16 one. */
+enum { SRC_F32, SRC_BF16_WIDEN, SRC_BF16_NATIVE };
+
+/* Query tile from bf16 rows q (row i0 of the head): qt = scale * q^T in fp32
+ * (widen), or the unscaled bf16 pairs of ab_chunk_bf16_avx512 (native). */
+static void begin_bf16(ab_tile *t, const uint16_t *q, int i0, int nq, float scale, const ab_mask *m,
+                       int native)
 {
-    int rc = ab_tile_check_problem(pb, out);
-    if (rc) return rc;
-    if (!ab_cpu_isa_supported(isa)) return AB_EUNSUPPORTED;
-    const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim;
-    const ab_mask mask = ab_shape_mask(&pb->s);
-    const float scale = pb->s.scale;
+    const int d = t->d, ld = t->ld;
+    ab_tile_begin_spans(t, i0, nq, 1, m);
+    if (native) {
+        uint16_t *qt = (uint16_t *)t->qt;
+        for (int p = 0; p < d / 2; p++) {
+            uint16_t *row = qt + (size_t)p * ld * 2;
+            for (int r = 0; r < nq; r++) {
+                row[2 * r] = q[(size_t)r * d + 2 * p];
+                row[2 * r + 1] = q[(size_t)r * d + 2 * p + 1];
+            }
+            memset(row + 2 * nq, 0, (size_t)(ld - nq) * 2 * sizeof(uint16_t));
+        }
+        return;
+    }
+    for (int x = 0; x < d; x++) {
+        float *restrict row = t->qt + (size_t)x * ld;
+        for (int r = 0; r < nq; r++) row[r] = scale * ab_bf16_to_float(q[(size_t)r * d + x]);
+        for (int r = nq; r < ld; r++) row[r] = 0.0f;
+    }
+}
+
+/* Key chunk [j0, j0 + nk) of bf16 rows k, v (the head's). */
+static void chunk_bf16(ab_tile *t, const uint16_t *k, const uint16_t *v, int j0, int nk, float scale,
+                       int native)
+{
+    const int masked = ab_tile_contig_mask(t, &j0, &nk);
+    if (masked < 0) return;
+    const size_t d = (size_t)t->d, off = (size_t)j0 * d;
+    if (native) {
+        ab_chunk_bf16_avx512(t, k + off, v + off, nk, masked, scale);
+        return;
+    }
+    for (size_t e = 0; e < (size_t)nk * d; e++) {
+        t->kp[e] = ab_bf16_to_float(k[off + e]);
+        t->vp[e] = ab_bf16_to_float(v[off + e]);
+    }
+    t->chunk(t, t->kp, t->vp, nk, masked);
+}
+
+/* The dense kernel over any source (q, k, v: float or uint16_t rows). */
+static int flash_run(const ab_shape *s, const void *q, const void *k, const void *v, int src,
+                     float *out /* (heads, seq_len, head_dim) */, int isa)
+{
+    const int H = s->heads, N = s->seq_len, d = s->head_dim;
+    const ab_mask mask = ab_shape_mask(s);
+    const float scale = s->scale;
     if (N == 0) return AB_OK;
     const int bq = (size_t)N * d * 8 > AB_FLASH_KV_BIG ? AB_FLASH_BQ_BIG : AB_FLASH_BQ;
     const int nt = (N + bq - 1) / bq;
     const int64_t items = (int64_t)H * nt;
+    const size_t esz = src == SRC_F32 ? sizeof(float) : sizeof(uint16_t);
     int failed = 0;
 
 #pragma omp parallel
@@ -53,14 +102,21 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, hea
         for (int64_t it = 0; it < items; it++) {
             int h, qt, i0, nq;
             if (!ok || !ab_tile_item(it, H, nt, 1, bq, N, &h, &qt, &i0, &nq)) continue;
-            const size_t hoff = (size_t)h * N * d;
-            const float *qh = pb->q + hoff; /* (seq_len, head_dim) */
-            const float *kh = pb->k + hoff; /* (seq_len, head_dim) */
-            const float *vh = pb->v + hoff; /* (seq_len, head_dim) */
-            ab_tile_begin(&t, qh + (size_t)i0 * d, i0, nq, scale, &mask);
+            const size_t hoff = (size_t)h * N * d; /* (seq_len, head_dim) per head */
+            const char *qh = (const char *)q + hoff * esz, *kh = (const char *)k + hoff * esz;
+            const char *vh = (const char *)v + hoff * esz;
+            if (src == SRC_F32)
+                ab_tile_begin(&t, (const float *)qh + (size_t)i0 * d, i0, nq, scale, &mask);
+            else
+                begin_bf16(&t, (const uint16_t *)qh + (size_t)i0 * d, i0, nq, scale, &mask,
+                           src == SRC_BF16_NATIVE);
             for (int j0 = t.minlo; j0 < t.maxhi; j0 += AB_FLASH_BK) {
                 const int nk = t.maxhi - j0 < AB_FLASH_BK ? t.maxhi - j0 : AB_FLASH_BK;
-                ab_tile_contig(&t, kh, vh, j0, nk);
+                if (src == SRC_F32)
+                    ab_tile_contig(&t, (const float *)kh, (const float *)vh, j0, nk);
+                else
+                    chunk_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh, j0, nk, scale,
+                               src == SRC_BF16_NATIVE);
             }
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
@@ -69,7 +125,48 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, hea
     return failed ? AB_ENOMEM : AB_OK;
 }
 
+int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */, int isa)
+{
+    int rc = ab_tile_check_problem(pb, out);
+    if (rc) return rc;
+    if (!ab_cpu_isa_supported(isa)) return AB_EUNSUPPORTED;
+    return flash_run(&pb->s, pb->q, pb->k, pb->v, SRC_F32, out, isa);
+}
+
 int ab_cpu_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
 {
     return ab_kernel_flash_isa(pb, out, ab_cpu_isa_pick());
+}
+
+/* native needs head_dim >= 16 (the pair buffers reuse the tile's fp32
+ * arrays) and even (pairs along head_dim). */
+int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                             float *out, int isa, int native)
+{
+    if (!s || !q || !k || !v || !out || s->heads <= 0 || s->seq_len < 0 || s->head_dim <= 0) return AB_EINVAL;
+    if (s->head_dim > AB_MAX_HEAD_DIM) return AB_EUNSUPPORTED;
+    if (native) {
+        if (!ab_cpu_bf16_supported() || s->head_dim % 2 || s->head_dim < 16) return AB_EUNSUPPORTED;
+        isa = AB_ISA_AVX512;
+    } else if (!ab_cpu_isa_supported(isa)) {
+        return AB_EUNSUPPORTED;
+    }
+    return flash_run(s, q, k, v, native ? SRC_BF16_NATIVE : SRC_BF16_WIDEN, out, isa);
+}
+
+/* The native products only on request (AB_BF16=native): here (Xeon with
+ * AVX-512 BF16, 2026-12-04) vdpbf16ps issues at half the rate of vfmadd231ps,
+ * so it does the same multiply-adds per cycle as fp32 FMA, and the packing
+ * of P and V makes the native path 0.7x of the widened one (docs/kernels.md
+ * "bf16"). A CPU whose bf16 products outrun its fp32 FMAs would flip this. */
+int ab_cpu_bf16_native(void)
+{
+    const char *e = getenv("AB_BF16");
+    return e && !strcmp(e, "native") && ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512;
+}
+
+int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out)
+{
+    const int native = ab_cpu_bf16_native() && s && s->head_dim % 2 == 0 && s->head_dim >= 16;
+    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), native);
 }

@@ -12,6 +12,8 @@
 #ifndef AB_CPU_SIMD_H
 #define AB_CPU_SIMD_H
 
+#include <stdint.h>
+
 #include "attnbench.h"
 
 typedef enum ab_cpu_isa {
@@ -38,6 +40,17 @@ typedef void (*ab_chunk_fn)(struct ab_tile *t, const float *k, const float *v, i
 void ab_chunk_portable(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx2(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
+
+/* bf16 (kernels.h): 1 if the CPU has AVX-512 BF16 (with F, BW and VL), the
+ * chunk step on bf16 K, V rows with the tile's qt holding bf16 pairs
+ * (ab_tile_begin_bf16 of flash.c), and the dense kernel with an explicit
+ * path: native 1 = that chunk step (AB_EUNSUPPORTED without the ISA or
+ * with an odd head_dim), 0 = widen to fp32 and run isa's fp32 chunk. */
+int ab_cpu_bf16_supported(void);
+void ab_chunk_bf16_avx512(struct ab_tile *t, const uint16_t *k, const uint16_t *v, int nk, int masked,
+                          float scale);
+int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                             float *out, int isa, int native);
 
 /* ab_cpu_exp_shift_sum of kernels.h for each ISA. */
 double ab_exp_shift_sum_portable(float *x, int n, float shift);

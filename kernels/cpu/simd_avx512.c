@@ -17,6 +17,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/tile.h"
@@ -77,11 +78,183 @@ _Static_assert(SB_R == 4, "simd_body.h handles row remainders up to 3");
 
 #pragma GCC pop_options
 
+/* ---- bf16 pairs (AVX-512 BF16) ------------------------------------------
+ * vdpbf16ps multiplies bf16 pairs and adds both products to one fp32 lane:
+ * dst[i] += a[2i] b[2i] + a[2i+1] b[2i+1]. The pairs run along the
+ * reduction: in QK^T the head_dim pairs (2p, 2p+1) (qt holds, for pair p and
+ * query row r, (q[r][2p], q[r][2p+1]) at ((p ld + r) 2), so a query vector
+ * is 16 rows x one pair and a key row's pair is one broadcast 32-bit word
+ * of the stored bf16); in P V the key pairs (2c, 2c+1): P is rounded to bf16
+ * and packed in place over st (row c of the result: lane r holds
+ * (P[2c][r], P[2c+1][r])), V's rows interleaved into vp (pair c, column x
+ * at ((c dp + x) 2)). An odd last key pairs with zeros; vp's columns past
+ * head_dim are zero. The softmax between the passes is the fp32 one. */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+
+/* lane 2i <- element i of the low half, lane 2i+1 <- element i of the high */
+static const uint16_t ab_bf16_interleave[32] = {
+    0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+};
+
+static inline __attribute__((always_inline)) __m512bh ab_pair_bcast(const uint16_t *p)
+{
+    int32_t w;
+    memcpy(&w, p, sizeof w);
+    return (__m512bh)_mm512_set1_epi32(w);
+}
+
+/* st[i][0 : NV*16] = scale sum_p k[i] pair p . qt pair p, i < R */
+static inline __attribute__((always_inline)) void bf16_qk_tile(const int R, const int NV, const uint16_t *k,
+                                                               int d, const uint16_t *qt, float *st, int ld,
+                                                               float scale)
+{
+    __m512 acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int p = 0; p < d / 2; p++) {
+        __m512bh qv[4];
+        for (int j = 0; j < NV; j++) qv[j] = (__m512bh)_mm512_load_si512(qt + ((size_t)p * ld + j * 16) * 2);
+        for (int i = 0; i < R; i++) {
+            const __m512bh kb = ab_pair_bcast(k + (size_t)i * d + 2 * p);
+            for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], qv[j], kb);
+        }
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < NV; j++)
+            _mm512_store_ps(st + (size_t)i * ld + j * 16, _mm512_mul_ps(acc[i][j], sc));
+}
+
+static inline __attribute__((always_inline)) void bf16_qk_rows(const int R, const uint16_t *k, int d,
+                                                               const uint16_t *qt, float *st, int nv, int ld,
+                                                               float scale)
+{
+    for (int j0 = 0; j0 < nv; j0 += 4) {
+        const uint16_t *q = qt + (size_t)j0 * 32;
+        float *s = st + j0 * 16;
+        switch (nv - j0 < 4 ? nv - j0 : 4) {
+        case 1: bf16_qk_tile(R, 1, k, d, q, s, ld, scale); break;
+        case 2: bf16_qk_tile(R, 2, k, d, q, s, ld, scale); break;
+        case 3: bf16_qk_tile(R, 3, k, d, q, s, ld, scale); break;
+        case 4: bf16_qk_tile(R, 4, k, d, q, s, ld, scale); break;
+        }
+    }
+}
+
+/* acc[i][0 : NX*16] = alpha[i] acc[i] + sum_c P pair c (row i) . vp pair c */
+static inline __attribute__((always_inline)) void bf16_pv_tile(const int R, const int NX, const uint16_t *pt,
+                                                               const uint16_t *vp, int dp, int ncp,
+                                                               float *acc, const float *alpha, int ld)
+{
+    __m512 a[4][4];
+    for (int i = 0; i < R; i++) {
+        const __m512 al = _mm512_set1_ps(alpha[i]);
+        for (int j = 0; j < NX; j++)
+            a[i][j] = _mm512_mul_ps(_mm512_load_ps(acc + (size_t)i * dp + j * 16), al);
+    }
+    for (int c = 0; c < ncp; c++) {
+        __m512bh vv[4];
+        for (int j = 0; j < NX; j++) vv[j] = (__m512bh)_mm512_load_si512(vp + ((size_t)c * dp + j * 16) * 2);
+        for (int i = 0; i < R; i++) {
+            const __m512bh pb = ab_pair_bcast(pt + ((size_t)c * ld + i) * 2);
+            for (int j = 0; j < NX; j++) a[i][j] = _mm512_dpbf16_ps(a[i][j], pb, vv[j]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < NX; j++) _mm512_store_ps(acc + (size_t)i * dp + j * 16, a[i][j]);
+}
+
+static inline __attribute__((always_inline)) void bf16_pv_rows(const int R, const uint16_t *pt,
+                                                               const uint16_t *vp, int dp, int ncp,
+                                                               float *acc, const float *alpha, int ld)
+{
+    const int nxv = dp / 16;
+    for (int x0 = 0; x0 < nxv; x0 += 4) {
+        const uint16_t *vx = vp + (size_t)x0 * 32;
+        float *ax = acc + x0 * 16;
+        switch (nxv - x0 < 4 ? nxv - x0 : 4) {
+        case 1: bf16_pv_tile(R, 1, pt, vx, dp, ncp, ax, alpha, ld); break;
+        case 2: bf16_pv_tile(R, 2, pt, vx, dp, ncp, ax, alpha, ld); break;
+        case 3: bf16_pv_tile(R, 3, pt, vx, dp, ncp, ax, alpha, ld); break;
+        case 4: bf16_pv_tile(R, 4, pt, vx, dp, ncp, ax, alpha, ld); break;
+        }
+    }
+}
+
+void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int nk, int masked, float scale)
+{
+    const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
+    const int nv = (nq + 15) / 16, ncp = (nk + 1) / 2;
+    const uint16_t *qt = (const uint16_t *)t->qt;
+    float *st = t->st;
+    const __m512i il = _mm512_loadu_si512(ab_bf16_interleave);
+
+    /* 1. S^T = scale K Q^T over head_dim pairs */
+    int c = 0;
+    for (; c + 4 <= nk; c += 4) bf16_qk_rows(4, k + (size_t)c * d, d, qt, st + (size_t)c * ld, nv, ld, scale);
+    switch (nk - c) {
+    case 1: bf16_qk_rows(1, k + (size_t)c * d, d, qt, st + (size_t)c * ld, nv, ld, scale); break;
+    case 2: bf16_qk_rows(2, k + (size_t)c * d, d, qt, st + (size_t)c * ld, nv, ld, scale); break;
+    case 3: bf16_qk_rows(3, k + (size_t)c * d, d, qt, st + (size_t)c * ld, nv, ld, scale); break;
+    }
+
+    /* 2. the fp32 online softmax */
+    softmax_pass_avx512(t, nk, masked);
+
+    /* P to bf16 key pairs, in place: row cp is written after rows 2cp and
+     * 2cp + 1 are read, and every row below 2cp was read by an earlier pair */
+    for (int cp = 0; cp < ncp; cp++) {
+        const float *a = st + (size_t)(2 * cp) * ld;
+        const int has_b = 2 * cp + 1 < nk;
+        uint16_t *o = (uint16_t *)(st + (size_t)cp * ld);
+        for (int j = 0; j < nv; j++) {
+            const __m512 va = _mm512_load_ps(a + j * 16);
+            const __m512 vb = has_b ? _mm512_load_ps(a + ld + j * 16) : _mm512_setzero_ps();
+            const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(vb, va);
+            _mm512_store_si512(o + (size_t)j * 32, _mm512_permutexvar_epi16(il, x));
+        }
+    }
+    /* V rows to key pairs, columns padded with zeros to dp */
+    uint16_t *vp = (uint16_t *)t->vp;
+    for (int cp = 0; cp < ncp; cp++) {
+        const uint16_t *a = v + (size_t)(2 * cp) * d;
+        const int has_b = 2 * cp + 1 < nk;
+        for (int x0 = 0; x0 < dp; x0 += 16) {
+            const int n = d - x0 >= 16 ? 16 : d - x0;
+            const __mmask16 m = (__mmask16)((1u << n) - 1u);
+            const __m256i va = _mm256_maskz_loadu_epi16(m, a + x0);
+            const __m256i vb = has_b ? _mm256_maskz_loadu_epi16(m, a + d + x0) : _mm256_setzero_si256();
+            const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
+            _mm512_store_si512(vp + ((size_t)cp * dp + x0) * 2, _mm512_permutexvar_epi16(il, x));
+        }
+    }
+
+    /* 3. acc = alpha acc + P V over key pairs */
+    const uint16_t *pt = (const uint16_t *)st;
+    int r = 0;
+    for (; r + 4 <= nq; r += 4)
+        bf16_pv_rows(4, pt + 2 * r, vp, dp, ncp, t->acc + (size_t)r * dp, t->alpha + r, ld);
+    switch (nq - r) {
+    case 1: bf16_pv_rows(1, pt + 2 * r, vp, dp, ncp, t->acc + (size_t)r * dp, t->alpha + r, ld); break;
+    case 2: bf16_pv_rows(2, pt + 2 * r, vp, dp, ncp, t->acc + (size_t)r * dp, t->alpha + r, ld); break;
+    case 3: bf16_pv_rows(3, pt + 2 * r, vp, dp, ncp, t->acc + (size_t)r * dp, t->alpha + r, ld); break;
+    }
+}
+
+#pragma GCC pop_options
+
 #else /* not x86 with GCC/Clang: never dispatched (ab_cpu_isa_supported says 0) */
 
 void ab_chunk_avx512(ab_tile *t, const float *k, const float *v, int nk, int masked)
 {
     ab_chunk_portable(t, k, v, nk, masked);
+}
+
+void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int nk, int masked, float scale)
+{
+    (void)t, (void)k, (void)v, (void)nk, (void)masked, (void)scale;
 }
 
 #endif

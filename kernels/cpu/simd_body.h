@@ -131,28 +131,14 @@ AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, 
     }
 }
 
-void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk, int masked)
+/* Pass 2 on st (nk, ld): mask (masked == 1: the column range [lo[r],
+ * lim[r]) of each row; masked == 2: the element map em), running max,
+ * alpha = exp(m_old - m_new), p = exp(s - m_new) in place, row sums. */
+AI void F(softmax_pass)(ab_tile *t, int nk, int masked)
 {
-    const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
-    const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
-    float *restrict st = t->st;      /* (nk, ld) */
-
-    /* 1. S^T = K (scale Q)^T */
-    int c = 0;
-    for (; c + SB_R <= nk; c += SB_R)
-        F(qk_rows)(SB_R, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld);
-    switch (nk - c) {
-    case 0: break;
-    case 1: F(qk_rows)(1, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
-#if SB_R >= 3
-    case 2: F(qk_rows)(2, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
-#endif
-#if SB_R >= 4
-    case 3: F(qk_rows)(3, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
-#endif
-    }
-
-    /* 2. online softmax, lane-wise over query rows */
+    const int nq = t->nq, ld = t->ld;
+    const int nv = (nq + W - 1) / W;
+    float *restrict st = t->st;
     if (masked == 2) { /* element map of a non-interval base mask */
         for (int cc = 0; cc < nk; cc++) {
             const unsigned char *e = t->em + (size_t)cc * ld;
@@ -191,6 +177,31 @@ void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk
         VSTORE(t->m + j * W, mx);
         VSTORE(t->alpha + j * W, alpha);
     }
+}
+
+void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk, int masked)
+{
+    const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
+    const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
+    float *restrict st = t->st;      /* (nk, ld) */
+
+    /* 1. S^T = K (scale Q)^T */
+    int c = 0;
+    for (; c + SB_R <= nk; c += SB_R)
+        F(qk_rows)(SB_R, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld);
+    switch (nk - c) {
+    case 0: break;
+    case 1: F(qk_rows)(1, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+#if SB_R >= 3
+    case 2: F(qk_rows)(2, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+#endif
+#if SB_R >= 4
+    case 3: F(qk_rows)(3, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+#endif
+    }
+
+    /* 2. online softmax, lane-wise over query rows */
+    F(softmax_pass)(t, nk, masked);
 
     /* 3. acc = alpha acc + P V */
     int r = 0;

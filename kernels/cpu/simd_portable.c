@@ -22,6 +22,16 @@ int ab_cpu_isa_supported(int isa)
     }
 }
 
+int ab_cpu_bf16_supported(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
 const char *ab_cpu_isa_name(int isa)
 {
     switch (isa) {

@@ -150,10 +150,9 @@ static inline void ab_tile_free(ab_tile *t)
  * row-periodic layout, gather.c): q points at row i0 of the head's (N, d)
  * rows; qt = scale * q^T; the rows' spans under the base mask m (which must
  * outlive the tile's use). */
-static inline void ab_tile_begin_rs(ab_tile *t, const float *q, int i0, int nq, int rs, float scale,
-                                    const ab_mask *m)
+/* The part of ab_tile_begin_rs that does not read q: spans, m, l, acc. */
+static inline void ab_tile_begin_spans(ab_tile *t, int i0, int nq, int rs, const ab_mask *m)
 {
-    const int d = t->d;
     t->nq = nq;
     t->i0 = i0;
     t->rs = rs;
@@ -171,16 +170,23 @@ static inline void ab_tile_begin_rs(ab_tile *t, const float *q, int i0, int nq, 
         t->minhi = hi < t->minhi ? hi : t->minhi;
         t->maxhi = hi > t->maxhi ? hi : t->maxhi;
     }
-    for (int x = 0; x < d; x++) {
-        float *restrict row = t->qt + (size_t)x * t->ld;
-        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * rs * d + x];
-        for (int r = nq; r < t->ld; r++) row[r] = 0.0f;
-    }
     for (int r = 0; r < AB_TILE_Q; r++) {
         t->m[r] = -INFINITY;
         t->l[r] = 0.0f;
     }
     memset(t->acc, 0, (size_t)nq * t->dp * sizeof(float));
+}
+
+static inline void ab_tile_begin_rs(ab_tile *t, const float *q, int i0, int nq, int rs, float scale,
+                                    const ab_mask *m)
+{
+    const int d = t->d;
+    ab_tile_begin_spans(t, i0, nq, rs, m);
+    for (int x = 0; x < d; x++) {
+        float *restrict row = t->qt + (size_t)x * t->ld;
+        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * rs * d + x];
+        for (int r = nq; r < t->ld; r++) row[r] = 0.0f;
+    }
 }
 
 /* Query row of tile row r. */
@@ -217,15 +223,18 @@ static inline int64_t ab_tile_fill_em(ab_tile *t, int j0, const int32_t *idx, in
     return any;
 }
 
-/* Contiguous key chunk [j0, j0 + nk), nk <= tk, of one head for the
- * current tile. k, v: (seq_len, d) of the head. */
-static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, int j0, int nk)
+/* The base mask over the contiguous key chunk [*j0, *j0 + *nk): narrows it
+ * to the columns some row of the tile can see and returns the chunk step's
+ * `masked` argument (filling lo/lim or em), or -1 when no row sees any. */
+static inline int ab_tile_contig_mask(ab_tile *t, int *j0p, int *nkp)
 {
-    int j1 = j0 + nk;
+    int j0 = *j0p, j1 = j0 + *nkp;
     if (j0 < t->minlo) j0 = t->minlo; /* columns no row of the tile can see */
     if (j1 > t->maxhi) j1 = t->maxhi;
-    if (j1 <= j0) return;
-    nk = j1 - j0;
+    if (j1 <= j0) return -1;
+    const int nk = j1 - j0;
+    *j0p = j0;
+    *nkp = nk;
     int masked = 0;
     if (t->interval) {
         if (!(t->maxlo <= j0 && t->minhi >= j1)) { /* some row misses some column */
@@ -240,13 +249,21 @@ static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, in
     } else {
         /* rows [i0, last + 1) hold the tile's (every rs-th): their class bounds it */
         const int cls = ab_mask_block(t->mask, t->i0, ab_tile_row(t, t->nq - 1) + 1, j0, j1);
-        if (cls == AB_BLOCK_EMPTY) return;
+        if (cls == AB_BLOCK_EMPTY) return -1;
         if (cls == AB_BLOCK_PARTIAL) {
             masked = 2;
             ab_tile_fill_em(t, j0, NULL, nk);
         }
     }
-    t->chunk(t, k + (size_t)j0 * t->d, v + (size_t)j0 * t->d, nk, masked);
+    return masked;
+}
+
+/* Contiguous key chunk [j0, j0 + nk), nk <= tk, of one head for the
+ * current tile. k, v: (seq_len, d) of the head. */
+static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, int j0, int nk)
+{
+    const int masked = ab_tile_contig_mask(t, &j0, &nk);
+    if (masked >= 0) t->chunk(t, k + (size_t)j0 * t->d, v + (size_t)j0 * t->d, nk, masked);
 }
 
 /* First position in idx[0, n) whose key is >= key (idx sorted). */
