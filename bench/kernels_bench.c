@@ -3,8 +3,9 @@
  * shapes as attention (S = Q K^T, O = S V per head), dense flash attention
  * (FlashAttention-2 style tiling, Dao 2023) causal and not, and the
  * block-sparse and gather kernels at fixed densities, for 1 and 2 threads,
- * and flash on bf16 inputs (ab_cpu_flash_bf16, widened to fp32; and its
- * native AVX-512 BF16 products where the CPU has them, kind flash_bf16n).
+ * and flash on bf16 inputs (ab_cpu_flash_bf16 on its default path: AMX
+ * where the CPU has it, else widened to fp32; and the AVX-512 BF16 pair
+ * products where the CPU has them, kind flash_bf16n).
  * Optionally joins a PyTorch SDPA peer measured by bench/sdpa_peer.py, and
  * runs one long dense causal sequence in a child process to report its peak
  * RSS (memory O(N d)). Before the kernels it measures the machine's fp32
@@ -266,7 +267,7 @@ typedef struct bf16_ctx {
     const ab_shape *s;
     const uint16_t *q, *k, *v; /* the problem's Q, K, V rounded to bf16 */
     float *out;
-    int native; /* 0: ab_cpu_flash_bf16 (widened), 1: the AVX-512 BF16 products */
+    int native; /* 0: ab_cpu_flash_bf16 (its default path), 1: the AVX-512 BF16 products */
 } bf16_ctx;
 
 static int run_bf16(void *p)
@@ -725,6 +726,9 @@ static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_
             fprintf(f, " gflops_%dt=%.2f", pk[i].threads, pk[i].gflops);
         }
     if (any) fputc('\n', f);
+    fprintf(f, "# bf16_path d=64:%s d=128:%s (ab_cpu_bf16_path; AB_BF16=%s)\n",
+            ab_cpu_bf16_path_name(ab_cpu_bf16_path(64)), ab_cpu_bf16_path_name(ab_cpu_bf16_path(128)),
+            getenv("AB_BF16") ? getenv("AB_BF16") : "(unset)");
 }
 
 /* ---- main ----------------------------------------------------------------- */

@@ -58,16 +58,19 @@ static inline float ab_bf16_to_float(uint16_t h)
     return x;
 }
 /* Dense attention of bf16 Q, K, V (s: shape and base mask, as in
- * ab_problem) into fp32 out. By default each key chunk is widened to fp32
- * as it is read and the fp32 kernel runs (exact products of the bf16
- * values). With AB_BF16=native in the environment, on a CPU with AVX-512
- * BF16, the products run as bf16 pairs instead (vdpbf16ps: QK^T from the
- * stored bf16, PV with P rounded to bf16, both accumulated in fp32: the
- * FlashAttention recipe); see ab_cpu_bf16_native in flash.c for why that is
- * not the default. */
+ * ab_problem) into fp32 out, by one of three paths (ab_cpu_bf16_path):
+ *   AB_BF16_AMX     the AMX tile unit (TDPBF16PS) for QK^T and PV, P rounded
+ *                   to bf16, fp32 accumulation (the FlashAttention recipe;
+ *                   the default where the CPU has AMX and d % 32 == 0);
+ *   AB_BF16_AVX512  AVX-512 BF16 pair products (vdpbf16ps), same numerics;
+ *   AB_BF16_WIDEN   each key chunk widened to fp32 as it is read and the
+ *                   fp32 kernel run: exact products of the bf16 values.
+ * The environment variable AB_BF16=widen|avx512|amx picks one. */
+enum { AB_BF16_WIDEN = 0, AB_BF16_AVX512 = 1, AB_BF16_AMX = 2 };
 int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out);
-/* 1 if ab_cpu_flash_bf16 runs the native bf16 products here. */
-int ab_cpu_bf16_native(void);
+/* The path ab_cpu_flash_bf16 takes here for head_dim d; its name. */
+int ab_cpu_bf16_path(int d);
+const char *ab_cpu_bf16_path_name(int path);
 
 /* Tiled online-softmax kernels (fp32). All handle N % block != 0. */
 int ab_kernel_blocksparse(const ab_problem *pb, const ab_layout *l, float *out);

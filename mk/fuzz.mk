@@ -70,7 +70,7 @@ fuzz: fuzz-build
 # clang ignores `#pragma GCC target`: give the ISA-specific kernels their
 # flags on the command line (they are only called after a CPUID check).
 $(FUZZ_DIR)/kernels/cpu/simd_avx2.o: FUZZ_CFLAGS += -mavx2 -mfma
-$(FUZZ_DIR)/kernels/cpu/simd_avx512.o: FUZZ_CFLAGS += -mavx512f -mfma
+$(FUZZ_DIR)/kernels/cpu/simd_avx512.o: FUZZ_CFLAGS += -mavx512f -mfma -mavx512bw -mavx512vl -mavx512bf16 -mamx-tile -mamx-bf16
 
 .PHONY: fuzz-clean
 clean: fuzz-clean

@@ -695,15 +695,15 @@ Test(kernels_cpu, bf16_rounding)
 
 /* The bf16 kernel on inputs already rounded to bf16, against the fp64
  * reference of those same values: widened to fp32 it must be as exact as
- * the fp32 kernel; the native bf16 products (P rounded to bf16, 8 bits of
+ * the fp32 kernel; the AVX-512 BF16 and AMX products (P rounded to bf16, 8 bits of
  * mantissa) within 8e-3 relative L2. Every base-mask shape (causal, full,
  * sliding, document), N and head_dim tails, a large scale. */
 Test(kernels_cpu, bf16_flash_matches_ref)
 {
     static const int ns[] = { 3, 5, 64, 67, 130, 300 };
-    static const int ds[] = { 2, 16, 18, 64, 72, 128 };
+    static const int ds[] = { 2, 16, 18, 32, 64, 72, 128 };
     static const char *masks[] = { "causal", "full", "sliding:40", "document:3" };
-    int native_runs = 0;
+    int native_runs = 0, amx_runs = 0;
     double worst = 0;
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++)
@@ -737,18 +737,25 @@ Test(kernels_cpu, bf16_flash_matches_ref)
                     cr_assert_leq(e, KT_TOL, "widened, isa %s, N=%d d=%d %s: rel L2 %g", ab_cpu_isa_name(isa),
                                   N, d, masks[mi], e);
                 }
-                for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
-                const int rc = ab_kernel_flash_bf16_isa(&c.pb.s, q, k, v, c.out, AB_ISA_AVX512, 1);
-                if (ab_cpu_bf16_supported() && d >= 16) {
-                    cr_assert_eq(rc, AB_OK);
-                    const double e = kt_rel_l2(&c);
-                    cr_assert_leq(e, 8e-3, "native bf16, N=%d d=%d %s: rel L2 %g", N, d, masks[mi], e);
-                    worst = e > worst ? e : worst;
-                    native_runs++;
-                } else {
-                    cr_assert_eq(rc, AB_EUNSUPPORTED, "native bf16 without the ISA or with d = %d", d);
+                for (int nat = 1; nat <= 2; nat++) { /* 1: AVX-512 BF16 pairs, 2: AMX tiles */
+                    for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
+                    const int rc = ab_kernel_flash_bf16_isa(&c.pb.s, q, k, v, c.out, AB_ISA_AVX512, nat);
+                    const int can =
+                        nat == 1 ? ab_cpu_bf16_supported() && d >= 16 : ab_cpu_amx_supported() && d % 32 == 0;
+                    if (can) {
+                        cr_assert_eq(rc, AB_OK);
+                        const double e = kt_rel_l2(&c);
+                        cr_assert_leq(e, 8e-3, "%s, N=%d d=%d %s: rel L2 %g",
+                                      nat == 1 ? "avx512-bf16" : "amx", N, d, masks[mi], e);
+                        worst = e > worst ? e : worst;
+                        native_runs += nat == 1;
+                        amx_runs += nat == 2;
+                    } else {
+                        cr_assert_eq(rc, AB_EUNSUPPORTED, "native path %d without the ISA or with d = %d",
+                                     nat, d);
+                    }
                 }
-                /* the dispatcher: native where it can, else widened */
+                /* the dispatcher: AMX where it can, else widened */
                 for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
                 cr_assert_eq(ab_cpu_flash_bf16(&c.pb.s, q, k, v, c.out), AB_OK);
                 cr_assert_leq(kt_rel_l2(&c), 8e-3);
@@ -762,11 +769,19 @@ Test(kernels_cpu, bf16_flash_matches_ref)
         cr_log_info("no AVX-512 BF16 on this CPU: the native bf16 path was not run");
     else
         cr_assert_gt(native_runs, 0);
-    /* AB_BF16=native asks the dispatcher for the native products */
-    cr_assert_not(ab_cpu_bf16_native());
-    cr_assert_eq(setenv("AB_BF16", "native", 1), 0);
-    cr_assert_eq(ab_cpu_bf16_native(), ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512);
+    cr_assert(amx_runs > 0 || !ab_cpu_amx_supported());
+    /* the dispatcher's path, and AB_BF16 choosing one */
+    const int amx = ab_cpu_amx_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512;
+    cr_assert_eq(ab_cpu_bf16_path(128), amx ? AB_BF16_AMX : AB_BF16_WIDEN);
+    cr_assert_eq(ab_cpu_bf16_path(48), AB_BF16_WIDEN, "AMX needs head_dim % 32 == 0");
+    cr_assert_eq(setenv("AB_BF16", "avx512", 1), 0);
+    cr_assert_eq(ab_cpu_bf16_path(128), ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512
+                                            ? AB_BF16_AVX512
+                                            : AB_BF16_WIDEN);
+    cr_assert_eq(setenv("AB_BF16", "widen", 1), 0);
+    cr_assert_eq(ab_cpu_bf16_path(128), AB_BF16_WIDEN);
     cr_assert_eq(unsetenv("AB_BF16"), 0);
+    cr_assert_str_eq(ab_cpu_bf16_path_name(AB_BF16_AMX), "amx");
     uint16_t x = 0;
     float o = 0;
     ab_shape s = { 1, 1, 16, 0, 0.25f, NULL, 0, 1, AB_PREFILL };

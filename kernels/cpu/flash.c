@@ -24,22 +24,65 @@
 #define AB_FLASH_BQ_BIG 128
 #define AB_FLASH_KV_BIG ((size_t)4 << 20)
 #define AB_FLASH_BK     64 /* key columns per chunk */
+#ifndef AB_FLASH_BK_AMX
+#define AB_FLASH_BK_AMX 256 /* the AMX chunk: acc^T's tiles are loaded and stored once per chunk */
+#endif
 
 _Static_assert(AB_FLASH_BQ_BIG <= AB_TILE_Q, "a flash query tile is one work item");
-_Static_assert(AB_FLASH_BK <= AB_TILE_KMAX, "a flash key chunk fits the tile");
+_Static_assert(AB_FLASH_BK <= AB_TILE_KMAX && AB_FLASH_BK_AMX <= AB_TILE_KMAX,
+               "a flash key chunk fits the tile");
 
 /* Where a query tile's inputs come from: fp32 rows, or bf16 rows either
- * widened to fp32 (kp, vp) for the fp32 chunk step, or fed to the bf16 one. */
-enum { SRC_F32, SRC_BF16_WIDEN, SRC_BF16_NATIVE };
+ * widened to fp32 (kp, vp) for the fp32 chunk step, or fed to the AVX-512
+ * BF16 one or to the AMX one (which holds acc transposed). */
+enum { SRC_F32, SRC_BF16_WIDEN, SRC_BF16_NATIVE, SRC_BF16_AMX };
+
+/* V^T of every head, bf16, (heads, d, ldv) with ldv = N rounded up to 32
+ * plus 64 zero columns: the AMX chunk reads 32-key steps past a chunk's
+ * end. NULL if out of memory. */
+static uint16_t *transpose_v(const ab_shape *s, const uint16_t *v, int *ldv)
+{
+    const int H = s->heads, N = s->seq_len, d = s->head_dim;
+    const int l = (N + 31) / 32 * 32 + 64;
+    uint16_t *vt = aligned_alloc(64, ((size_t)H * d * l * sizeof(uint16_t) + 63) & ~(size_t)63);
+    if (!vt) return NULL;
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < H; h++) {
+        const uint16_t *vh = v + (size_t)h * N * d;
+        uint16_t *th = vt + (size_t)h * d * l;
+        for (int x = 0; x < d; x++) memset(th + (size_t)x * l + N, 0, (size_t)(l - N) * sizeof(uint16_t));
+        for (int j0 = 0; j0 < N; j0 += 16) /* 16 keys at a time: rows stay in L1 */
+            for (int x = 0; x < d; x++)
+                for (int j = j0; j < N && j < j0 + 16; j++) th[(size_t)x * l + j] = vh[(size_t)j * d + x];
+    }
+    *ldv = l;
+    return vt;
+}
+
+/* Write the AMX tile's rows: out row r = acc^T[., r] / l[r]. */
+static void end_transposed(const ab_tile *t, float *out)
+{
+    const int d = t->d, ld = t->ld;
+    for (int r = 0; r < t->nq; r++) {
+        float *restrict o = out + (size_t)r * d;
+        const float lr = t->l[r];
+        if (lr > 0.0f) {
+            const float inv = 1.0f / lr;
+            for (int x = 0; x < d; x++) o[x] = t->acc[(size_t)x * ld + r] * inv;
+        } else {
+            memset(o, 0, (size_t)d * sizeof(float));
+        }
+    }
+}
 
 /* Query tile from bf16 rows q (row i0 of the head): qt = scale * q^T in fp32
  * (widen), or the unscaled bf16 pairs of ab_chunk_bf16_avx512 (native). */
-static void begin_bf16(ab_tile *t, const uint16_t *q, int i0, int nq, float scale, const ab_mask *m,
-                       int native)
+static void begin_bf16(ab_tile *t, const uint16_t *q, int i0, int nq, float scale, const ab_mask *m, int src)
 {
     const int d = t->d, ld = t->ld;
     ab_tile_begin_spans(t, i0, nq, 1, m);
-    if (native) {
+    if (src == SRC_BF16_AMX) memset(t->acc, 0, (size_t)d * ld * sizeof(float)); /* acc^T: d x ld */
+    if (src != SRC_BF16_WIDEN) {
         uint16_t *qt = (uint16_t *)t->qt;
         for (int p = 0; p < d / 2; p++) {
             uint16_t *row = qt + (size_t)p * ld * 2;
@@ -58,15 +101,28 @@ static void begin_bf16(ab_tile *t, const uint16_t *q, int i0, int nq, float scal
     }
 }
 
-/* Key chunk [j0, j0 + nk) of bf16 rows k, v (the head's). */
-static void chunk_bf16(ab_tile *t, const uint16_t *k, const uint16_t *v, int j0, int nk, float scale,
-                       int native)
+/* Key chunk [j0, j0 + nk) of bf16 rows k, v (the head's; n of them);
+ * vt, ldv: the head's V^T (AMX only). */
+static void chunk_bf16(ab_tile *t, const uint16_t *k, const uint16_t *v, const uint16_t *vt, int ldv, int n,
+                       int j0, int nk, float scale, int src)
 {
     const int masked = ab_tile_contig_mask(t, &j0, &nk);
     if (masked < 0) return;
     const size_t d = (size_t)t->d, off = (size_t)j0 * d;
-    if (native) {
+    if (src == SRC_BF16_NATIVE) {
         ab_chunk_bf16_avx512(t, k + off, v + off, nk, masked, scale);
+        return;
+    }
+    if (src == SRC_BF16_AMX) {
+        const int rows = (nk + 15) / 16 * 16; /* the tile unit reads 16-key groups */
+        const uint16_t *kk = k + off;
+        if (j0 + rows > n) { /* past the last key: a zero-padded copy (kp holds tk * d floats) */
+            uint16_t *kp = (uint16_t *)t->kp;
+            memcpy(kp, kk, (size_t)nk * d * sizeof(uint16_t));
+            memset(kp + (size_t)nk * d, 0, (size_t)(rows - nk) * d * sizeof(uint16_t));
+            kk = kp;
+        }
+        ab_chunk_bf16_amx(t, kk, vt + j0, ldv, nk, masked, scale);
         return;
     }
     for (size_t e = 0; e < (size_t)nk * d; e++) {
@@ -84,16 +140,20 @@ static int flash_run(const ab_shape *s, const void *q, const void *k, const void
     const ab_mask mask = ab_shape_mask(s);
     const float scale = s->scale;
     if (N == 0) return AB_OK;
-    const int bq = (size_t)N * d * 8 > AB_FLASH_KV_BIG ? AB_FLASH_BQ_BIG : AB_FLASH_BQ;
+    const int bq = src == SRC_BF16_AMX || (size_t)N * d * 8 > AB_FLASH_KV_BIG ? AB_FLASH_BQ_BIG : AB_FLASH_BQ;
     const int nt = (N + bq - 1) / bq;
     const int64_t items = (int64_t)H * nt;
     const size_t esz = src == SRC_F32 ? sizeof(float) : sizeof(uint16_t);
-    int failed = 0;
+    int failed = 0, ldv = 0;
+    uint16_t *vt = NULL;
+    if (src == SRC_BF16_AMX && !(vt = transpose_v(s, v, &ldv))) return AB_ENOMEM;
 
 #pragma omp parallel
     {
         ab_tile t;
-        const int ok = ab_tile_alloc(&t, d, bq, AB_FLASH_BK, isa) == AB_OK;
+        const int bk = src == SRC_BF16_AMX ? AB_FLASH_BK_AMX : AB_FLASH_BK;
+        const int ok = ab_tile_alloc(&t, d, bq, bk, isa) == AB_OK;
+        if (src == SRC_BF16_AMX) ab_amx_begin();
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -108,20 +168,24 @@ static int flash_run(const ab_shape *s, const void *q, const void *k, const void
             if (src == SRC_F32)
                 ab_tile_begin(&t, (const float *)qh + (size_t)i0 * d, i0, nq, scale, &mask);
             else
-                begin_bf16(&t, (const uint16_t *)qh + (size_t)i0 * d, i0, nq, scale, &mask,
-                           src == SRC_BF16_NATIVE);
-            for (int j0 = t.minlo; j0 < t.maxhi; j0 += AB_FLASH_BK) {
-                const int nk = t.maxhi - j0 < AB_FLASH_BK ? t.maxhi - j0 : AB_FLASH_BK;
+                begin_bf16(&t, (const uint16_t *)qh + (size_t)i0 * d, i0, nq, scale, &mask, src);
+            for (int j0 = t.minlo; j0 < t.maxhi; j0 += bk) {
+                const int nk = t.maxhi - j0 < bk ? t.maxhi - j0 : bk;
                 if (src == SRC_F32)
                     ab_tile_contig(&t, (const float *)kh, (const float *)vh, j0, nk);
                 else
-                    chunk_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh, j0, nk, scale,
-                               src == SRC_BF16_NATIVE);
+                    chunk_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh,
+                               vt ? vt + (size_t)h * d * ldv : NULL, ldv, N, j0, nk, scale, src);
             }
-            ab_tile_end(&t, out + hoff + (size_t)i0 * d);
+            if (src == SRC_BF16_AMX)
+                end_transposed(&t, out + hoff + (size_t)i0 * d);
+            else
+                ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
+        if (src == SRC_BF16_AMX) ab_amx_end();
         if (ok) ab_tile_free(&t);
     }
+    free(vt);
     return failed ? AB_ENOMEM : AB_OK;
 }
 
@@ -145,28 +209,46 @@ int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_
 {
     if (!s || !q || !k || !v || !out || s->heads <= 0 || s->seq_len < 0 || s->head_dim <= 0) return AB_EINVAL;
     if (s->head_dim > AB_MAX_HEAD_DIM) return AB_EUNSUPPORTED;
-    if (native) {
+    if (native == 2) {
+        if (!ab_cpu_amx_supported() || s->head_dim % 32 || !(s->scale > 0)) return AB_EUNSUPPORTED;
+        isa = AB_ISA_AVX512;
+    } else if (native) {
         if (!ab_cpu_bf16_supported() || s->head_dim % 2 || s->head_dim < 16) return AB_EUNSUPPORTED;
         isa = AB_ISA_AVX512;
     } else if (!ab_cpu_isa_supported(isa)) {
         return AB_EUNSUPPORTED;
     }
-    return flash_run(s, q, k, v, native ? SRC_BF16_NATIVE : SRC_BF16_WIDEN, out, isa);
+    return flash_run(s, q, k, v,
+                     native == 2 ? SRC_BF16_AMX
+                     : native    ? SRC_BF16_NATIVE
+                                 : SRC_BF16_WIDEN,
+                     out, isa);
 }
 
-/* The native products only on request (AB_BF16=native): here (Xeon with
- * AVX-512 BF16, 2026-12-04) vdpbf16ps issues at half the rate of vfmadd231ps,
- * so it does the same multiply-adds per cycle as fp32 FMA, and the packing
- * of P and V makes the native path 0.7x of the widened one (docs/kernels.md
- * "bf16"). A CPU whose bf16 products outrun its fp32 FMAs would flip this. */
-int ab_cpu_bf16_native(void)
+/* The path ab_cpu_flash_bf16 takes for head_dim d: AMX where the CPU and
+ * OS allow it (d % 32 == 0), else widened. The AVX-512 BF16 pair products
+ * only on request: here (Xeon with AMX and AVX-512 BF16, 2026-12-04)
+ * vdpbf16ps issues at half the rate of vfmadd231ps, so it does as many
+ * multiply-adds per cycle as fp32 FMA, and packing P and V makes that path
+ * 0.7x of the widened one (docs/kernels.md "bf16"). AB_BF16=widen|avx512|amx
+ * asks for one (an unavailable one falls back to widen). */
+int ab_cpu_bf16_path(int d)
 {
     const char *e = getenv("AB_BF16");
-    return e && !strcmp(e, "native") && ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512;
+    const int avx512 = ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512;
+    const int amx = avx512 && ab_cpu_amx_supported() && d % 32 == 0;
+    if (e && !strcmp(e, "widen")) return AB_BF16_WIDEN;
+    if (e && !strcmp(e, "avx512")) return avx512 && d % 2 == 0 && d >= 16 ? AB_BF16_AVX512 : AB_BF16_WIDEN;
+    return amx ? AB_BF16_AMX : AB_BF16_WIDEN;
+}
+
+const char *ab_cpu_bf16_path_name(int path)
+{
+    return path == AB_BF16_AMX ? "amx" : path == AB_BF16_AVX512 ? "avx512-bf16" : "widen";
 }
 
 int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out)
 {
-    const int native = ab_cpu_bf16_native() && s && s->head_dim % 2 == 0 && s->head_dim >= 16;
-    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), native);
+    if (!s) return AB_EINVAL;
+    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), ab_cpu_bf16_path(s->head_dim));
 }

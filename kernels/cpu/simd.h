@@ -43,12 +43,24 @@ void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, 
 
 /* bf16 (kernels.h): 1 if the CPU has AVX-512 BF16 (with F, BW and VL), the
  * chunk step on bf16 K, V rows with the tile's qt holding bf16 pairs
- * (ab_tile_begin_bf16 of flash.c), and the dense kernel with an explicit
- * path: native 1 = that chunk step (AB_EUNSUPPORTED without the ISA or
- * with an odd head_dim), 0 = widen to fp32 and run isa's fp32 chunk. */
+ * (begin_bf16 of flash.c), and the dense kernel with an explicit path
+ * (native = AB_BF16_*): AB_BF16_AVX512 = that chunk step (AB_EUNSUPPORTED
+ * without the ISA or unless head_dim is even and >= 16), AB_BF16_AMX = the
+ * AMX one (AB_EUNSUPPORTED without AMX, unless head_dim % 32 == 0 and
+ * scale > 0), AB_BF16_WIDEN = widen to fp32 and run isa's fp32 chunk. */
 int ab_cpu_bf16_supported(void);
 void ab_chunk_bf16_avx512(struct ab_tile *t, const uint16_t *k, const uint16_t *v, int nk, int masked,
                           float scale);
+/* AMX (simd_avx512.c): 1 if the CPU has AMX-TILE and AMX-BF16 and the OS
+ * granted this process the tile state (asked once); the per-thread tile
+ * configuration and release; the chunk step on the tile unit (acc held
+ * transposed, head_dim x ld; vt: V^T of the head from the chunk's first
+ * key, row stride ldv). */
+int ab_cpu_amx_supported(void);
+void ab_amx_begin(void);
+void ab_amx_end(void);
+void ab_chunk_bf16_amx(struct ab_tile *t, const uint16_t *k, const uint16_t *vt, int ldv, int nk, int masked,
+                       float scale);
 int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                              float *out, int isa, int native);
 

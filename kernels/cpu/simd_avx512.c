@@ -245,6 +245,190 @@ void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int 
 
 #pragma GCC pop_options
 
+/* ---- AMX (Advanced Matrix Extensions) -------------------------------------
+ * The same chunk as ab_chunk_bf16_avx512 with both products on the AMX tile
+ * unit (TDPBF16PS: C[m][n] += A[m][2k] B[k][2n] + A[m][2k+1] B[k][2n+1],
+ * 16 x 16 fp32 from 16 x 32 bf16 times 16 x (16 pairs)). Every operand is
+ * already in a tile shape, so nothing but P and V^T is repacked:
+ *   S^T (16 keys x 16 queries) = A: 16 key rows x 32 of head_dim, read in
+ *     place (row stride d), times B: qt's pairs (16 pairs x 16 queries);
+ *   acc^T (16 of head_dim x 16 queries) += A: V^T (16 of head_dim x 32
+ *     keys, the caller transposes V once per call) times B: P's key pairs
+ *     (16 pairs x 16 queries, packed in place over st as above).
+ * So acc is held transposed here: acc[x ld + r] (head_dim x ld); the
+ * caller rescales and writes it out with the _t helpers below. Needs
+ * head_dim % 32 == 0, k readable for 16-row groups and vt for 32-key
+ * steps past nk (the caller pads). Tiles, each 16 rows x 64 bytes
+ * (ab_amx_begin): 2 x 2 blocks of C in tiles 0-3 from A in 4, 5 and B in
+ * 6, 7 (each loaded tile used twice); odd edges 1 x 1 in tiles 0, 4, 6. */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma,amx-tile,amx-bf16")
+
+typedef struct ab_amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} ab_amx_cfg;
+
+/* Static: the intrinsic's asm names only the config's first byte as an
+ * input, so a configuration built on the stack loses its other stores to
+ * dead-store elimination (seen with gcc 12: ldtilecfg of zero rows, #GP). */
+static const ab_amx_cfg ab_amx_config __attribute__((aligned(64))) = {
+    .palette = 1,
+    .colsb = { 64, 64, 64, 64, 64, 64, 64, 64 },
+    .rows = { 16, 16, 16, 16, 16, 16, 16, 16 },
+};
+
+void ab_amx_begin(void) { _tile_loadconfig(&ab_amx_config); }
+
+void ab_amx_end(void) { _tile_release(); }
+
+void ab_chunk_bf16_amx(ab_tile *t, const uint16_t *k, const uint16_t *vt, int ldv, int nk, int masked,
+                       float scale)
+{
+    const int d = t->d, ld = t->ld, nq = t->nq;
+    const int nv = (nq + 15) / 16, nkg = (nk + 15) / 16, ncp = (nk + 1) / 2, nkc = (nk + 31) / 32;
+    const uint16_t *qt = (const uint16_t *)t->qt;
+    float *st = t->st, *acc = t->acc;
+    const __m512i il = _mm512_loadu_si512(ab_bf16_interleave);
+
+    /* 1. S^T, then the scale */
+    for (int g = 0; g < nkg; g += 2)
+        for (int j = 0; j < nv; j += 2) {
+            if (g + 1 < nkg && j + 1 < nv) {
+                const uint16_t *a = k + (size_t)g * 16 * d, *b = qt + (size_t)j * 32;
+                float *c = st + (size_t)g * 16 * ld + j * 16;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int x0 = 0; x0 < d; x0 += 32) {
+                    const uint16_t *bx = b + (size_t)(x0 / 2) * ld * 2;
+                    _tile_loadd(4, a + x0, d * 2);
+                    _tile_loadd(5, a + (size_t)16 * d + x0, d * 2);
+                    _tile_loadd(6, bx, ld * 4);
+                    _tile_loadd(7, bx + 32, ld * 4);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, c, ld * 4);
+                _tile_stored(1, c + 16, ld * 4);
+                _tile_stored(2, c + (size_t)16 * ld, ld * 4);
+                _tile_stored(3, c + (size_t)16 * ld + 16, ld * 4);
+                continue;
+            }
+            for (int gg = g; gg < nkg && gg < g + 2; gg++) /* odd edge: 1 x 1 */
+                for (int jj = j; jj < nv && jj < j + 2; jj++) {
+                    _tile_zero(0);
+                    for (int x0 = 0; x0 < d; x0 += 32) {
+                        _tile_loadd(4, k + (size_t)gg * 16 * d + x0, d * 2);
+                        _tile_loadd(6, qt + ((size_t)(x0 / 2) * ld + jj * 16) * 2, ld * 4);
+                        _tile_dpbf16ps(0, 4, 6);
+                    }
+                    _tile_stored(0, st + (size_t)gg * 16 * ld + jj * 16, ld * 4);
+                }
+        }
+    /* 2. the online softmax fused with the packing of P into key pairs in
+     * place (rows as above; the pairs up to the 32-key step zero): the max
+     * runs over the unscaled logits, m is kept in scaled units and
+     * p = exp(scale s - m) is one FMA and the exp (scale > 0) */
+    if (masked == 2) { /* element map of a non-interval base mask */
+        for (int cc = 0; cc < nk; cc++) {
+            const unsigned char *e = t->em + (size_t)cc * ld;
+            float *s = st + (size_t)cc * ld;
+            for (int r = 0; r < nq; r++)
+                if (!e[r]) s[r] = -INFINITY;
+        }
+        masked = 0;
+    }
+    const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < nv; j++) {
+        float *sj = st + j * 16;
+        const __m512 mold = _mm512_load_ps(t->m + j * 16);
+        __m512 mx = ninf;
+        if (masked) {
+            const int32_t *limp = t->lim + j * 16, *lop = t->lo + j * 16;
+            for (int cc = 0; cc < nk; cc++) {
+                __m512 s = _mm512_load_ps(sj + (size_t)cc * ld);
+                s = VMASK_LIM(s, limp, cc, ninf);
+                s = VMASK_LO(s, lop, cc, ninf);
+                _mm512_store_ps(sj + (size_t)cc * ld, s);
+                mx = _mm512_max_ps(mx, s);
+            }
+        } else {
+            for (int cc = 0; cc < nk; cc++) mx = _mm512_max_ps(mx, _mm512_load_ps(sj + (size_t)cc * ld));
+        }
+        const __m512 mnew = _mm512_max_ps(mold, _mm512_mul_ps(mx, sc));
+        const __m512 muse = VZERO_IF_NEGINF(mnew, ninf), nm = _mm512_sub_ps(_mm512_setzero_ps(), muse);
+        const __m512 alpha = ab_exp16(_mm512_sub_ps(mold, muse));
+        __m512 sum = _mm512_setzero_ps();
+        for (int cp = 0; cp < ncp; cp++) {
+            const float *a = sj + (size_t)(2 * cp) * ld;
+            const __m512 va = ab_exp16(_mm512_fmadd_ps(_mm512_load_ps(a), sc, nm));
+            const __m512 vb = 2 * cp + 1 < nk ? ab_exp16(_mm512_fmadd_ps(_mm512_load_ps(a + ld), sc, nm))
+                                              : _mm512_setzero_ps();
+            sum = _mm512_add_ps(sum, _mm512_add_ps(va, vb));
+            const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(vb, va);
+            _mm512_store_si512((uint16_t *)(st + (size_t)cp * ld) + (size_t)j * 32,
+                               _mm512_permutexvar_epi16(il, x));
+        }
+        _mm512_store_ps(t->l + j * 16, _mm512_fmadd_ps(_mm512_load_ps(t->l + j * 16), alpha, sum));
+        _mm512_store_ps(t->m + j * 16, mnew);
+        _mm512_store_ps(t->alpha + j * 16, alpha);
+    }
+    memset(st + (size_t)ncp * ld, 0, (size_t)(nkc * 16 - ncp) * ld * sizeof(float));
+
+    /* 3. acc^T = alpha acc^T + V^T P^T */
+    for (int x = 0; x < d; x++)
+        for (int j = 0; j < nv; j++) {
+            float *p = acc + (size_t)x * ld + j * 16;
+            _mm512_store_ps(p, _mm512_mul_ps(_mm512_load_ps(p), _mm512_load_ps(t->alpha + j * 16)));
+        }
+    const uint16_t *pt = (const uint16_t *)st;
+    for (int xg = 0; xg < d / 16; xg += 2)
+        for (int j = 0; j < nv; j += 2) {
+            if (xg + 1 < d / 16 && j + 1 < nv) {
+                float *c = acc + (size_t)xg * 16 * ld + j * 16;
+                _tile_loadd(0, c, ld * 4);
+                _tile_loadd(1, c + 16, ld * 4);
+                _tile_loadd(2, c + (size_t)16 * ld, ld * 4);
+                _tile_loadd(3, c + (size_t)16 * ld + 16, ld * 4);
+                for (int kc = 0; kc < nkc; kc++) {
+                    const uint16_t *a = vt + (size_t)xg * 16 * ldv + kc * 32;
+                    const uint16_t *b = pt + ((size_t)kc * 16 * ld + j * 16) * 2;
+                    _tile_loadd(4, a, ldv * 2);
+                    _tile_loadd(5, a + (size_t)16 * ldv, ldv * 2);
+                    _tile_loadd(6, b, ld * 4);
+                    _tile_loadd(7, b + 32, ld * 4);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, c, ld * 4);
+                _tile_stored(1, c + 16, ld * 4);
+                _tile_stored(2, c + (size_t)16 * ld, ld * 4);
+                _tile_stored(3, c + (size_t)16 * ld + 16, ld * 4);
+                continue;
+            }
+            for (int xx = xg; xx < d / 16 && xx < xg + 2; xx++) /* odd edge: 1 x 1 */
+                for (int jj = j; jj < nv && jj < j + 2; jj++) {
+                    float *c = acc + (size_t)xx * 16 * ld + jj * 16;
+                    _tile_loadd(0, c, ld * 4);
+                    for (int kc = 0; kc < nkc; kc++) {
+                        _tile_loadd(4, vt + (size_t)xx * 16 * ldv + kc * 32, ldv * 2);
+                        _tile_loadd(6, pt + ((size_t)kc * 16 * ld + jj * 16) * 2, ld * 4);
+                        _tile_dpbf16ps(0, 4, 6);
+                    }
+                    _tile_stored(0, c, ld * 4);
+                }
+        }
+}
+
+#pragma GCC pop_options
+
 #else /* not x86 with GCC/Clang: never dispatched (ab_cpu_isa_supported says 0) */
 
 void ab_chunk_avx512(ab_tile *t, const float *k, const float *v, int nk, int masked)
@@ -255,6 +439,14 @@ void ab_chunk_avx512(ab_tile *t, const float *k, const float *v, int nk, int mas
 void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int nk, int masked, float scale)
 {
     (void)t, (void)k, (void)v, (void)nk, (void)masked, (void)scale;
+}
+
+void ab_amx_begin(void) {}
+void ab_amx_end(void) {}
+void ab_chunk_bf16_amx(ab_tile *t, const uint16_t *k, const uint16_t *vt, int ldv, int nk, int masked,
+                       float scale)
+{
+    (void)t, (void)k, (void)vt, (void)ldv, (void)nk, (void)masked, (void)scale;
 }
 
 #endif

@@ -32,6 +32,37 @@ int ab_cpu_bf16_supported(void)
 #endif
 }
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* AMX: CPUID.(7,0):EDX bits 22 (AMX-BF16) and 24 (AMX-TILE), then Linux's
+ * permission for the tile data state (ARCH_REQ_XCOMP_PERM = 0x1023,
+ * XFEATURE_XTILEDATA = 18), asked once per process. */
+static int amx_probe(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return 0;
+    return ab_cpu_bf16_supported() && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+#else
+static int amx_probe(void) { return 0; }
+#endif
+
+int ab_cpu_amx_supported(void)
+{
+    static int state = -1; /* -1: not asked yet */
+    int s;
+#pragma omp atomic read
+    s = state;
+    if (s < 0) {
+        s = amx_probe();
+#pragma omp atomic write
+        state = s;
+    }
+    return s;
+}
+
 const char *ab_cpu_isa_name(int isa)
 {
     switch (isa) {
