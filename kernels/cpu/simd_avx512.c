@@ -283,6 +283,81 @@ void ab_amx_begin(void) { _tile_loadconfig(&ab_amx_config); }
 
 void ab_amx_end(void) { _tile_release(); }
 
+/* One 2 x 2 block of C tiles (rows ldc floats apart; accumulate 0: from
+ * zero, 1: onto what is there) += sum over `steps` of A (two 16-row tiles:
+ * a and a + 16 lda, rows lda elements apart; step s at + s astep) times B
+ * (two 16-column tiles: b and b + 32, rows ldb elements apart; step s at
+ * + s bstep). */
+static inline __attribute__((always_inline)) void amx_2x2(const uint16_t *a, int lda, int astep,
+                                                          const uint16_t *b, int ldb, int bstep, int steps,
+                                                          float *c, int ldc, int accumulate)
+{
+    float *c1 = c + 16, *c2 = c + (size_t)16 * ldc, *c3 = c2 + 16;
+    if (accumulate) {
+        _tile_loadd(0, c, ldc * 4);
+        _tile_loadd(1, c1, ldc * 4);
+        _tile_loadd(2, c2, ldc * 4);
+        _tile_loadd(3, c3, ldc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int s = 0; s < steps; s++) {
+        const uint16_t *as = a + (size_t)s * astep, *bs = b + (size_t)s * bstep;
+        _tile_loadd(4, as, lda * 2);
+        _tile_loadd(5, as + (size_t)16 * lda, lda * 2);
+        _tile_loadd(6, bs, ldb * 2);
+        _tile_loadd(7, bs + 32, ldb * 2);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c1, ldc * 4);
+    _tile_stored(2, c2, ldc * 4);
+    _tile_stored(3, c3, ldc * 4);
+}
+
+/* The same for one C tile (an odd edge). */
+static inline __attribute__((always_inline)) void amx_1x1(const uint16_t *a, int lda, int astep,
+                                                          const uint16_t *b, int ldb, int bstep, int steps,
+                                                          float *c, int ldc, int accumulate)
+{
+    if (accumulate)
+        _tile_loadd(0, c, ldc * 4);
+    else
+        _tile_zero(0);
+    for (int s = 0; s < steps; s++) {
+        _tile_loadd(4, a + (size_t)s * astep, lda * 2);
+        _tile_loadd(6, b + (size_t)s * bstep, ldb * 2);
+        _tile_dpbf16ps(0, 4, 6);
+    }
+    _tile_stored(0, c, ldc * 4);
+}
+
+/* C (M x Ng 16-column groups of 16 x 16 tiles; Mg groups of 16 rows) over
+ * the 2 x 2 blocks, odd edges 1 x 1: row group i of A at a + i 16 lda,
+ * column group j of B at b + j 32 and of C at c + i 16 ldc + j 16. */
+static void amx_gemm(const uint16_t *a, int lda, int astep, const uint16_t *b, int ldb, int bstep, int steps,
+                     float *c, int ldc, int mg, int ng, int accumulate)
+{
+    for (int i = 0; i < mg; i += 2)
+        for (int j = 0; j < ng; j += 2) {
+            if (i + 1 < mg && j + 1 < ng) {
+                amx_2x2(a + (size_t)i * 16 * lda, lda, astep, b + (size_t)j * 32, ldb, bstep, steps,
+                        c + (size_t)i * 16 * ldc + j * 16, ldc, accumulate);
+                continue;
+            }
+            for (int ii = i; ii < mg && ii < i + 2; ii++)
+                for (int jj = j; jj < ng && jj < j + 2; jj++)
+                    amx_1x1(a + (size_t)ii * 16 * lda, lda, astep, b + (size_t)jj * 32, ldb, bstep, steps,
+                            c + (size_t)ii * 16 * ldc + jj * 16, ldc, accumulate);
+        }
+}
+
 void ab_chunk_bf16_amx(ab_tile *t, const uint16_t *k, const uint16_t *vt, int ldv, int nk, int masked,
                        float scale)
 {
@@ -292,74 +367,23 @@ void ab_chunk_bf16_amx(ab_tile *t, const uint16_t *k, const uint16_t *vt, int ld
     float *st = t->st, *acc = t->acc;
     const __m512i il = _mm512_loadu_si512(ab_bf16_interleave);
 
-    /* 1. S^T, then the scale */
-    for (int g = 0; g < nkg; g += 2)
-        for (int j = 0; j < nv; j += 2) {
-            if (g + 1 < nkg && j + 1 < nv) {
-                const uint16_t *a = k + (size_t)g * 16 * d, *b = qt + (size_t)j * 32;
-                float *c = st + (size_t)g * 16 * ld + j * 16;
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                for (int x0 = 0; x0 < d; x0 += 32) {
-                    const uint16_t *bx = b + (size_t)(x0 / 2) * ld * 2;
-                    _tile_loadd(4, a + x0, d * 2);
-                    _tile_loadd(5, a + (size_t)16 * d + x0, d * 2);
-                    _tile_loadd(6, bx, ld * 4);
-                    _tile_loadd(7, bx + 32, ld * 4);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
-                _tile_stored(0, c, ld * 4);
-                _tile_stored(1, c + 16, ld * 4);
-                _tile_stored(2, c + (size_t)16 * ld, ld * 4);
-                _tile_stored(3, c + (size_t)16 * ld + 16, ld * 4);
-                continue;
-            }
-            for (int gg = g; gg < nkg && gg < g + 2; gg++) /* odd edge: 1 x 1 */
-                for (int jj = j; jj < nv && jj < j + 2; jj++) {
-                    _tile_zero(0);
-                    for (int x0 = 0; x0 < d; x0 += 32) {
-                        _tile_loadd(4, k + (size_t)gg * 16 * d + x0, d * 2);
-                        _tile_loadd(6, qt + ((size_t)(x0 / 2) * ld + jj * 16) * 2, ld * 4);
-                        _tile_dpbf16ps(0, 4, 6);
-                    }
-                    _tile_stored(0, st + (size_t)gg * 16 * ld + jj * 16, ld * 4);
-                }
-        }
+    /* 1. S^T = K Q^T (unscaled): A = 16 key rows x 32 of head_dim in place,
+     * B = qt's pairs, 16 of them (32 of head_dim) per step */
+    amx_gemm(k, d, 32, qt, ld * 2, 16 * ld * 2, d / 32, st, ld, nkg, nv, 0);
+
     /* 2. the online softmax fused with the packing of P into key pairs in
      * place (rows as above; the pairs up to the 32-key step zero): the max
      * runs over the unscaled logits, m is kept in scaled units and
      * p = exp(scale s - m) is one FMA and the exp (scale > 0) */
-    if (masked == 2) { /* element map of a non-interval base mask */
-        for (int cc = 0; cc < nk; cc++) {
-            const unsigned char *e = t->em + (size_t)cc * ld;
-            float *s = st + (size_t)cc * ld;
-            for (int r = 0; r < nq; r++)
-                if (!e[r]) s[r] = -INFINITY;
-        }
+    if (masked == 2) {
+        apply_em_avx512(t, nk);
         masked = 0;
     }
     const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < nv; j++) {
         float *sj = st + j * 16;
         const __m512 mold = _mm512_load_ps(t->m + j * 16);
-        __m512 mx = ninf;
-        if (masked) {
-            const int32_t *limp = t->lim + j * 16, *lop = t->lo + j * 16;
-            for (int cc = 0; cc < nk; cc++) {
-                __m512 s = _mm512_load_ps(sj + (size_t)cc * ld);
-                s = VMASK_LIM(s, limp, cc, ninf);
-                s = VMASK_LO(s, lop, cc, ninf);
-                _mm512_store_ps(sj + (size_t)cc * ld, s);
-                mx = _mm512_max_ps(mx, s);
-            }
-        } else {
-            for (int cc = 0; cc < nk; cc++) mx = _mm512_max_ps(mx, _mm512_load_ps(sj + (size_t)cc * ld));
-        }
+        const __m512 mx = masked_max_avx512(t, sj, j, nk, masked, ninf); /* raw logits */
         const __m512 mnew = _mm512_max_ps(mold, _mm512_mul_ps(mx, sc));
         const __m512 muse = VZERO_IF_NEGINF(mnew, ninf), nm = _mm512_sub_ps(_mm512_setzero_ps(), muse);
         const __m512 alpha = ab_exp16(_mm512_sub_ps(mold, muse));
@@ -386,45 +410,9 @@ void ab_chunk_bf16_amx(ab_tile *t, const uint16_t *k, const uint16_t *vt, int ld
             float *p = acc + (size_t)x * ld + j * 16;
             _mm512_store_ps(p, _mm512_mul_ps(_mm512_load_ps(p), _mm512_load_ps(t->alpha + j * 16)));
         }
-    const uint16_t *pt = (const uint16_t *)st;
-    for (int xg = 0; xg < d / 16; xg += 2)
-        for (int j = 0; j < nv; j += 2) {
-            if (xg + 1 < d / 16 && j + 1 < nv) {
-                float *c = acc + (size_t)xg * 16 * ld + j * 16;
-                _tile_loadd(0, c, ld * 4);
-                _tile_loadd(1, c + 16, ld * 4);
-                _tile_loadd(2, c + (size_t)16 * ld, ld * 4);
-                _tile_loadd(3, c + (size_t)16 * ld + 16, ld * 4);
-                for (int kc = 0; kc < nkc; kc++) {
-                    const uint16_t *a = vt + (size_t)xg * 16 * ldv + kc * 32;
-                    const uint16_t *b = pt + ((size_t)kc * 16 * ld + j * 16) * 2;
-                    _tile_loadd(4, a, ldv * 2);
-                    _tile_loadd(5, a + (size_t)16 * ldv, ldv * 2);
-                    _tile_loadd(6, b, ld * 4);
-                    _tile_loadd(7, b + 32, ld * 4);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
-                _tile_stored(0, c, ld * 4);
-                _tile_stored(1, c + 16, ld * 4);
-                _tile_stored(2, c + (size_t)16 * ld, ld * 4);
-                _tile_stored(3, c + (size_t)16 * ld + 16, ld * 4);
-                continue;
-            }
-            for (int xx = xg; xx < d / 16 && xx < xg + 2; xx++) /* odd edge: 1 x 1 */
-                for (int jj = j; jj < nv && jj < j + 2; jj++) {
-                    float *c = acc + (size_t)xx * 16 * ld + jj * 16;
-                    _tile_loadd(0, c, ld * 4);
-                    for (int kc = 0; kc < nkc; kc++) {
-                        _tile_loadd(4, vt + (size_t)xx * 16 * ldv + kc * 32, ldv * 2);
-                        _tile_loadd(6, pt + ((size_t)kc * 16 * ld + jj * 16) * 2, ld * 4);
-                        _tile_dpbf16ps(0, 4, 6);
-                    }
-                    _tile_stored(0, c, ld * 4);
-                }
-        }
+    /* acc^T += V^T P^T: A = 16 rows of V^T x 32 keys, B = P's key pairs, 16
+     * pairs (32 keys) per step */
+    amx_gemm(vt, ldv, 32, (const uint16_t *)st, ld * 2, 16 * ld * 2, nkc, acc, ld, d / 16, nv, 1);
 }
 
 #pragma GCC pop_options

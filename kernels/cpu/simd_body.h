@@ -134,37 +134,54 @@ AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, 
 /* Pass 2 on st (nk, ld): mask (masked == 1: the column range [lo[r],
  * lim[r]) of each row; masked == 2: the element map em), running max,
  * alpha = exp(m_old - m_new), p = exp(s - m_new) in place, row sums. */
+/* masked == 2 (the element map of a non-interval base mask): -inf where
+ * em is 0, in place. */
+AI void F(apply_em)(ab_tile *t, int nk)
+{
+    for (int cc = 0; cc < nk; cc++) {
+        const unsigned char *e = t->em + (size_t)cc * t->ld;
+        float *s = t->st + (size_t)cc * t->ld;
+        for (int r = 0; r < t->nq; r++)
+            if (!e[r]) s[r] = -INFINITY;
+    }
+}
+
+/* The max over the nk logits of query vector j (sj = st + j W), starting
+ * from mx; masked == 1 first sets the columns outside [lo[r], lim[r]) to
+ * -inf in place. */
+AI VT F(masked_max)(const ab_tile *t, float *sj, int j, int nk, int masked, VT mx)
+{
+    const int ld = t->ld;
+    if (masked) {
+        const VT ninf = VSET1(-INFINITY);
+        const int32_t *limp = t->lim + j * W, *lop = t->lo + j * W;
+        for (int cc = 0; cc < nk; cc++) {
+            VT s = VLOAD(sj + (size_t)cc * ld);
+            s = VMASK_LIM(s, limp, cc, ninf);
+            s = VMASK_LO(s, lop, cc, ninf);
+            VSTORE(sj + (size_t)cc * ld, s);
+            mx = VMAX(mx, s);
+        }
+    } else {
+        for (int cc = 0; cc < nk; cc++) mx = VMAX(mx, VLOAD(sj + (size_t)cc * ld));
+    }
+    return mx;
+}
+
 AI void F(softmax_pass)(ab_tile *t, int nk, int masked)
 {
     const int nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W;
     float *restrict st = t->st;
-    if (masked == 2) { /* element map of a non-interval base mask */
-        for (int cc = 0; cc < nk; cc++) {
-            const unsigned char *e = t->em + (size_t)cc * ld;
-            float *s = st + (size_t)cc * ld;
-            for (int r = 0; r < nq; r++)
-                if (!e[r]) s[r] = -INFINITY;
-        }
+    if (masked == 2) {
+        F(apply_em)(t, nk);
         masked = 0;
     }
     const VT ninf = VSET1(-INFINITY);
     for (int j = 0; j < nv; j++) {
         float *sj = st + j * W;
         const VT mold = VLOAD(t->m + j * W);
-        VT mx = mold;
-        if (masked) {
-            const int32_t *limp = t->lim + j * W, *lop = t->lo + j * W;
-            for (int cc = 0; cc < nk; cc++) {
-                VT s = VLOAD(sj + (size_t)cc * ld);
-                s = VMASK_LIM(s, limp, cc, ninf);
-                s = VMASK_LO(s, lop, cc, ninf);
-                VSTORE(sj + (size_t)cc * ld, s);
-                mx = VMAX(mx, s);
-            }
-        } else {
-            for (int cc = 0; cc < nk; cc++) mx = VMAX(mx, VLOAD(sj + (size_t)cc * ld));
-        }
+        const VT mx = F(masked_max)(t, sj, j, nk, masked, mold);
         const VT muse = VZERO_IF_NEGINF(mx, ninf);
         const VT alpha = VEXP(VSUB(mold, muse));
         VT sum = VZERO();
