@@ -2,7 +2,8 @@
 # (and sdpa.tsv when the PyTorch peer ran): achieved GFLOP/s against N for
 # OpenBLAS SGEMM on the same shapes (the roofline), flash (non-causal and
 # causal), block-sparse at each density (effective: useful FLOPs kept over
-# time) and torch SDPA; one panel per (head_dim, threads), non-causal unless
+# time), torch SDPA, and both on bf16 inputs (ab_cpu_flash_bf16's default
+# path: AMX where the CPU has it); one panel per (head_dim, threads), non-causal unless
 # marked. The machine's measured fp32 FMA peak for the panel's thread count
 # (peak.tsv, when kernels_bench wrote it) is the grey horizontal line: the
 # physical limit above every curve.
@@ -11,6 +12,8 @@ if (!exists("dir")) dir = "results/bench"
 k = dir."/kernels.tsv"
 s = dir."/sdpa.tsv"
 have_sdpa = system("test -s ".s." && grep -q '^sdpa' ".s." && echo 1 || echo 0") + 0
+have_sdpa16 = system("test -s ".s." && grep -q '^sdpa_bf16' ".s." && echo 1 || echo 0") + 0
+have_bf16 = system("grep -q '^flash_bf16	' ".k." && echo 1 || echo 0") + 0
 pk = dir."/peak.tsv"
 have_peak = system("test -s ".pk." && echo 1 || echo 0") + 0
 # the peak (GFLOP/s) for T threads, 0 when not measured
@@ -45,7 +48,9 @@ do for [it = 1:nt] {
          sel(k, "flash", D, 0, T) u 2:13:14:15 w yerrorlines lw 2 lc rgb "#d62728" t "flash", \
          sel(k, "flash", D, 1, T) u 2:13:14:15 w yerrorlines lw 2 dt 2 lc rgb "#d62728" t "flash causal", \
          for [e = 1:words(dens)] seld("blocksparse", D, 0, T, word(dens, e) + 0) u 2:13 w lp pt 7 ps 0.5 lc e+2 t sprintf("blocksparse %g%% (effective)", 100 * word(dens, e)), \
-         (have_sdpa ? sel(s, "sdpa", D, 0, T) : "< true") u 2:13:14:15 w yerrorlines lw 2 lc rgb "#1f77b4" t (have_sdpa ? "torch SDPA" : "")
+         (have_sdpa ? sel(s, "sdpa", D, 0, T) : "< true") u 2:13:14:15 w yerrorlines lw 2 lc rgb "#1f77b4" t (have_sdpa ? "torch SDPA" : ""), \
+         (have_bf16 ? sel(k, "flash_bf16", D, 0, T) : "< true") u 2:13:14:15 w yerrorlines lw 2 lc rgb "#9467bd" t (have_bf16 ? "flash, bf16 inputs" : ""), \
+         (have_sdpa16 ? sel(s, "sdpa_bf16", D, 0, T) : "< true") u 2:13:14:15 w yerrorlines lw 2 dt 4 lc rgb "#1f77b4" t (have_sdpa16 ? "torch SDPA, bf16" : "")
   }
 }
 unset multiplot
