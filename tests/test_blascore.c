@@ -10,6 +10,7 @@
  *   - ab_exp_shift_sum equals expf and a fp64 sum on every ISA this CPU has. */
 #include <criterion/criterion.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,4 +164,24 @@ Test(vexp, exp_shift_sum_matches_expf_on_every_isa)
             }
         }
     }
+}
+
+/* The AVX-512 exp flushes results below FLT_MIN to zero (no subnormal p:
+ * they cost microcode assists downstream), keeps the normal range and NaN. */
+Test(vexp, avx512_exp_flushes_subnormal_results)
+{
+    if (!ab_cpu_isa_supported(AB_ISA_AVX512)) return;
+    float x[32];
+    for (int i = 0; i < 32; i++) x[i] = i < 16 ? -88.0f - (float)i : -87.0f + 0.1f * (float)(i - 16);
+    x[31] = NAN;
+    double s = ab_exp_shift_sum_avx512(x, 31, 0.0f); /* the NaN lane is left out of the sum */
+    for (int i = 0; i < 16; i++) cr_expect_eq(x[i], 0.0f, "x[%d] = %g: want 0 (subnormal flushed)", i, x[i]);
+    for (int i = 16; i < 31; i++)
+        cr_expect(x[i] >= FLT_MIN && fabsf(x[i] - expf(-87.0f + 0.1f * (float)(i - 16))) <= 3e-7f * x[i],
+                  "x[%d] = %g", i, x[i]);
+    cr_expect(s > 0);
+    float y[16];
+    for (int i = 0; i < 16; i++) y[i] = i == 5 ? NAN : -1.0f;
+    ab_exp_shift_sum_avx512(y, 16, 0.0f);
+    cr_expect(isnan(y[5]), "NaN stays NaN");
 }
