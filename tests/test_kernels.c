@@ -8,6 +8,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -529,6 +530,12 @@ Test(kernels_cpu, isa_dispatch)
     cr_assert_not(ab_cpu_isa_supported(AB_ISA_COUNT));
     cr_assert_str_eq(ab_cpu_isa_name(AB_ISA_AVX512), "avx512");
     cr_assert_str_eq(ab_cpu_isa_name(99), "?");
+    /* the pick without AB_CPU_ISA (the caller's environment may set it: the
+     * test runs the same under AB_CPU_ISA=avx2, the variable restored) */
+    const char *was = getenv("AB_CPU_ISA");
+    char saved[32] = "";
+    if (was) snprintf(saved, sizeof saved, "%s", was);
+    cr_assert_eq(unsetenv("AB_CPU_ISA"), 0);
     const int best = ab_cpu_isa_pick();
     cr_assert(ab_cpu_isa_supported(best));
     /* AB_CPU_ISA lowers the choice, never raises it (this test's own process) */
@@ -538,7 +545,7 @@ Test(kernels_cpu, isa_dispatch)
     cr_assert_eq(ab_cpu_isa_pick(), ab_cpu_isa_supported(AB_ISA_AVX2) ? AB_ISA_AVX2 : AB_ISA_PORTABLE);
     cr_assert_eq(setenv("AB_CPU_ISA", "nonsense", 1), 0);
     cr_assert_eq(ab_cpu_isa_pick(), best);
-    cr_assert_eq(unsetenv("AB_CPU_ISA"), 0);
+    cr_assert_eq(was ? setenv("AB_CPU_ISA", saved, 1) : unsetenv("AB_CPU_ISA"), 0);
     /* an ISA the CPU lacks (or no ISA at all) is refused, not run */
     kt_case c;
     kt_make(&c, 1, 20, 8, 0, 3);
