@@ -273,7 +273,7 @@ typedef struct bf16_ctx {
 static int run_bf16(void *p)
 {
     bf16_ctx *x = p;
-    return x->native ? ab_kernel_flash_bf16_isa(x->s, x->q, x->k, x->v, x->out, AB_ISA_AVX512, 1)
+    return x->native ? ab_kernel_flash_bf16_isa(x->s, x->q, x->k, x->v, x->out, AB_ISA_AVX512, AB_BF16_AVX512)
                      : ab_cpu_flash_bf16(x->s, x->q, x->k, x->v, x->out);
 }
 
@@ -955,7 +955,7 @@ int main(int argc, char **argv)
                         return 1;
                     }
                     /* and the native AVX-512 BF16 products, where the CPU has them */
-                    if (!ab_cpu_bf16_supported() || d % 2 || d < 16) continue;
+                    if (!ab_cpu_bf16_path_ok(AB_BF16_AVX512, d, x.pb.s.scale)) continue;
                     k.native = 1;
                     if (time_it(&c, run_bf16, &k, &t) ||
                         record(&rs, tsv, t, "flash_bf16n", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {

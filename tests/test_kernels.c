@@ -777,6 +777,33 @@ Test(kernels_cpu, bf16_flash_matches_ref)
     else
         cr_assert_gt(native_runs, 0);
     cr_assert(amx_runs > 0 || !ab_cpu_amx_supported());
+    /* a scale <= 0 (amx takes the max of the unscaled logits): the
+     * dispatcher widens instead of failing, the explicit amx path refuses */
+    {
+        kt_case c;
+        kt_make(&c, 2, 67, 64, 1, 4999);
+        c.pb.s.scale = -0.3f;
+        uint16_t *b = malloc(3 * c.n * sizeof *b);
+        cr_assert(b);
+        for (size_t e = 0; e < c.n; e++) {
+            b[e] = ab_bf16_from_float(c.q[e]);
+            b[c.n + e] = ab_bf16_from_float(c.k[e]);
+            b[2 * c.n + e] = ab_bf16_from_float(c.v[e]);
+            c.q[e] = ab_bf16_to_float(b[e]);
+            c.k[e] = ab_bf16_to_float(b[c.n + e]);
+            c.v[e] = ab_bf16_to_float(b[2 * c.n + e]);
+        }
+        kt_ref_all(&c, NULL);
+        cr_assert_eq(ab_cpu_flash_bf16(&c.pb.s, b, b + c.n, b + 2 * c.n, c.out), AB_OK);
+        cr_assert_leq(kt_rel_l2(&c), KT_TOL, "scale -0.3: %g", kt_rel_l2(&c));
+        cr_assert_eq(
+            ab_kernel_flash_bf16_isa(&c.pb.s, b, b + c.n, b + 2 * c.n, c.out, AB_ISA_AVX512, AB_BF16_AMX),
+            AB_EUNSUPPORTED);
+        cr_assert_eq(ab_kernel_flash_bf16_isa(&c.pb.s, b, b + c.n, b + 2 * c.n, c.out, AB_ISA_AVX512, 3),
+                     AB_EINVAL);
+        free(b);
+        kt_free(&c);
+    }
     /* the dispatcher's path, and AB_BF16 choosing one */
     const int amx = ab_cpu_amx_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512;
     cr_assert_eq(ab_cpu_bf16_path(128), amx ? AB_BF16_AMX : AB_BF16_WIDEN);

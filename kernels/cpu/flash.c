@@ -32,10 +32,16 @@ _Static_assert(AB_FLASH_BQ_BIG <= AB_TILE_Q, "a flash query tile is one work ite
 _Static_assert(AB_FLASH_BK <= AB_TILE_KMAX && AB_FLASH_BK_AMX <= AB_TILE_KMAX,
                "a flash key chunk fits the tile");
 
-/* Where a query tile's inputs come from: fp32 rows, or bf16 rows either
- * widened to fp32 (kp, vp) for the fp32 chunk step, or fed to the AVX-512
- * BF16 one or to the AMX one (which holds acc transposed). */
-enum { SRC_F32, SRC_BF16_WIDEN, SRC_BF16_NATIVE, SRC_BF16_AMX };
+/* Where a query tile's inputs come from: bf16 rows by one of the paths of
+ * kernels.h (widened to fp32 in kp, vp for the fp32 chunk step, or fed to
+ * the AVX-512 BF16 one or to the AMX one, which holds acc transposed), or
+ * fp32 rows. */
+enum {
+    SRC_BF16_WIDEN = AB_BF16_WIDEN,
+    SRC_BF16_NATIVE = AB_BF16_AVX512,
+    SRC_BF16_AMX = AB_BF16_AMX,
+    SRC_F32
+};
 
 /* V^T of every head, bf16, (heads, d, ldv) with ldv = N rounded up to 32
  * plus 64 zero columns: the AMX chunk reads 32-key steps past a chunk's
@@ -202,27 +208,33 @@ int ab_cpu_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) 
     return ab_kernel_flash_isa(pb, out, ab_cpu_isa_pick());
 }
 
-/* native needs head_dim >= 16 (the pair buffers reuse the tile's fp32
- * arrays) and even (pairs along head_dim). */
+/* The conditions of each path: avx512 needs head_dim even (pairs along
+ * it) and >= 16 (the pair buffers reuse the tile's fp32 arrays); amx needs
+ * head_dim % 32 == 0 (one tile row) and scale > 0 (its softmax takes the
+ * max of the unscaled logits). */
+int ab_cpu_bf16_path_ok(int path, int d, float scale)
+{
+    switch (path) {
+    case AB_BF16_WIDEN: return 1;
+    case AB_BF16_AVX512: return ab_cpu_bf16_supported() && d % 2 == 0 && d >= 16;
+    case AB_BF16_AMX: return ab_cpu_amx_supported() && d % 32 == 0 && scale > 0;
+    }
+    return 0;
+}
+
 int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                             float *out, int isa, int native)
+                             float *out, int isa, int path)
 {
     if (!s || !q || !k || !v || !out || s->heads <= 0 || s->seq_len < 0 || s->head_dim <= 0) return AB_EINVAL;
+    if (path < AB_BF16_WIDEN || path > AB_BF16_AMX) return AB_EINVAL;
     if (s->head_dim > AB_MAX_HEAD_DIM) return AB_EUNSUPPORTED;
-    if (native == 2) {
-        if (!ab_cpu_amx_supported() || s->head_dim % 32 || !(s->scale > 0)) return AB_EUNSUPPORTED;
+    if (path == AB_BF16_WIDEN) {
+        if (!ab_cpu_isa_supported(isa)) return AB_EUNSUPPORTED;
+    } else {
+        if (!ab_cpu_bf16_path_ok(path, s->head_dim, s->scale)) return AB_EUNSUPPORTED;
         isa = AB_ISA_AVX512;
-    } else if (native) {
-        if (!ab_cpu_bf16_supported() || s->head_dim % 2 || s->head_dim < 16) return AB_EUNSUPPORTED;
-        isa = AB_ISA_AVX512;
-    } else if (!ab_cpu_isa_supported(isa)) {
-        return AB_EUNSUPPORTED;
     }
-    return flash_run(s, q, k, v,
-                     native == 2 ? SRC_BF16_AMX
-                     : native    ? SRC_BF16_NATIVE
-                                 : SRC_BF16_WIDEN,
-                     out, isa);
+    return flash_run(s, q, k, v, path, out, isa);
 }
 
 /* The path ab_cpu_flash_bf16 takes for head_dim d: AMX where the CPU and
@@ -231,15 +243,15 @@ int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_
  * vdpbf16ps issues at half the rate of vfmadd231ps, so it does as many
  * multiply-adds per cycle as fp32 FMA, and packing P and V makes that path
  * 0.7x of the widened one (docs/kernels.md "bf16"). AB_BF16=widen|avx512|amx
- * asks for one (an unavailable one falls back to widen). */
+ * asks for one (an unavailable one falls back to widen); AB_CPU_ISA below
+ * avx512 keeps both bf16 paths off. */
 int ab_cpu_bf16_path(int d)
 {
     const char *e = getenv("AB_BF16");
-    const int avx512 = ab_cpu_bf16_supported() && ab_cpu_isa_pick() == AB_ISA_AVX512;
-    const int amx = avx512 && ab_cpu_amx_supported() && d % 32 == 0;
-    if (e && !strcmp(e, "widen")) return AB_BF16_WIDEN;
-    if (e && !strcmp(e, "avx512")) return avx512 && d % 2 == 0 && d >= 16 ? AB_BF16_AVX512 : AB_BF16_WIDEN;
-    return amx ? AB_BF16_AMX : AB_BF16_WIDEN;
+    int want = AB_BF16_AMX;
+    if (e && !strcmp(e, "widen")) want = AB_BF16_WIDEN;
+    if (e && !strcmp(e, "avx512")) want = AB_BF16_AVX512;
+    return ab_cpu_isa_pick() == AB_ISA_AVX512 && ab_cpu_bf16_path_ok(want, d, 1.0f) ? want : AB_BF16_WIDEN;
 }
 
 const char *ab_cpu_bf16_path_name(int path)
@@ -250,5 +262,7 @@ const char *ab_cpu_bf16_path_name(int path)
 int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out)
 {
     if (!s) return AB_EINVAL;
-    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), ab_cpu_bf16_path(s->head_dim));
+    int path = ab_cpu_bf16_path(s->head_dim);
+    if (!ab_cpu_bf16_path_ok(path, s->head_dim, s->scale)) path = AB_BF16_WIDEN; /* scale <= 0 under amx */
+    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), path);
 }

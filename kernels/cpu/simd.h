@@ -43,11 +43,10 @@ void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, 
 
 /* bf16 (kernels.h): 1 if the CPU has AVX-512 BF16 (with F, BW and VL), the
  * chunk step on bf16 K, V rows with the tile's qt holding bf16 pairs
- * (begin_bf16 of flash.c), and the dense kernel with an explicit path
- * (native = AB_BF16_*): AB_BF16_AVX512 = that chunk step (AB_EUNSUPPORTED
- * without the ISA or unless head_dim is even and >= 16), AB_BF16_AMX = the
- * AMX one (AB_EUNSUPPORTED without AMX, unless head_dim % 32 == 0 and
- * scale > 0), AB_BF16_WIDEN = widen to fp32 and run isa's fp32 chunk. */
+ * (begin_bf16 of flash.c), and the dense kernel on an explicit path
+ * (AB_BF16_*): AB_BF16_WIDEN runs isa's fp32 chunk on widened rows, the
+ * others are AB_EUNSUPPORTED unless ab_cpu_bf16_path_ok (1 if the path can
+ * run head_dim d with this scale on this CPU). */
 int ab_cpu_bf16_supported(void);
 void ab_chunk_bf16_avx512(struct ab_tile *t, const uint16_t *k, const uint16_t *v, int nk, int masked,
                           float scale);
@@ -61,8 +60,9 @@ void ab_amx_begin(void);
 void ab_amx_end(void);
 void ab_chunk_bf16_amx(struct ab_tile *t, const uint16_t *k, const uint16_t *vt, int ldv, int nk, int masked,
                        float scale);
+int ab_cpu_bf16_path_ok(int path, int d, float scale);
 int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                             float *out, int isa, int native);
+                             float *out, int isa, int path);
 
 /* ab_cpu_exp_shift_sum of kernels.h for each ISA. */
 double ab_exp_shift_sum_portable(float *x, int n, float shift);

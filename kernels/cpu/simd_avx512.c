@@ -104,6 +104,17 @@ static const uint16_t ab_bf16_interleave[32] = {
     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
 };
 
+/* 32 bf16 with lane 2i = lo[i], lane 2i + 1 = hi[i] (il: the table above):
+ * 16 key pairs of P (fp32, rounded) or 16 columns of two V rows (bf16). */
+static inline __attribute__((always_inline)) __m512i ab_pairs_ps(__m512 lo, __m512 hi, __m512i il)
+{
+    return _mm512_permutexvar_epi16(il, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+static inline __attribute__((always_inline)) __m512i ab_pairs_bf16(__m256i lo, __m256i hi, __m512i il)
+{
+    return _mm512_permutexvar_epi16(il, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+}
+
 static inline __attribute__((always_inline)) __m512bh ab_pair_bcast(const uint16_t *p)
 {
     int32_t w;
@@ -218,8 +229,7 @@ void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int 
         for (int j = 0; j < nv; j++) {
             const __m512 va = _mm512_load_ps(a + j * 16);
             const __m512 vb = has_b ? _mm512_load_ps(a + ld + j * 16) : _mm512_setzero_ps();
-            const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(vb, va);
-            _mm512_store_si512(o + (size_t)j * 32, _mm512_permutexvar_epi16(il, x));
+            _mm512_store_si512(o + (size_t)j * 32, ab_pairs_ps(va, vb, il));
         }
     }
     /* V rows to key pairs, columns padded with zeros to dp */
@@ -232,8 +242,7 @@ void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int 
             const __mmask16 m = (__mmask16)((1u << n) - 1u);
             const __m256i va = _mm256_maskz_loadu_epi16(m, a + x0);
             const __m256i vb = has_b ? _mm256_maskz_loadu_epi16(m, a + d + x0) : _mm256_setzero_si256();
-            const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
-            _mm512_store_si512(vp + ((size_t)cp * dp + x0) * 2, _mm512_permutexvar_epi16(il, x));
+            _mm512_store_si512(vp + ((size_t)cp * dp + x0) * 2, ab_pairs_bf16(va, vb, il));
         }
     }
 
@@ -261,8 +270,8 @@ void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int 
  *   acc^T (16 of head_dim x 16 queries) += A: V^T (16 of head_dim x 32
  *     keys, the caller transposes V once per call) times B: P's key pairs
  *     (16 pairs x 16 queries, packed in place over st as above).
- * So acc is held transposed here: acc[x ld + r] (head_dim x ld); the
- * caller rescales and writes it out with the _t helpers below. Needs
+ * So acc is held transposed here: acc[x ld + r] (head_dim x ld), rescaled
+ * here; the caller writes it out transposed (flash.c end_transposed). Needs
  * head_dim % 32 == 0, k readable for 16-row groups and vt for 32-key
  * steps past nk (the caller pads). Tiles, each 16 rows x 64 bytes
  * (ab_amx_begin): 2 x 2 blocks of C in tiles 0-3 from A in 4, 5 and B in
@@ -400,9 +409,7 @@ void ab_chunk_bf16_amx(ab_tile *t, const uint16_t *k, const uint16_t *vt, int ld
             const __m512 vb = 2 * cp + 1 < nk ? ab_exp16(_mm512_fmadd_ps(_mm512_load_ps(a + ld), sc, nm))
                                               : _mm512_setzero_ps();
             sum = _mm512_add_ps(sum, _mm512_add_ps(va, vb));
-            const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(vb, va);
-            _mm512_store_si512((uint16_t *)(st + (size_t)cp * ld) + (size_t)j * 32,
-                               _mm512_permutexvar_epi16(il, x));
+            _mm512_store_si512((uint16_t *)(st + (size_t)cp * ld) + (size_t)j * 32, ab_pairs_ps(va, vb, il));
         }
         _mm512_store_ps(t->l + j * 16, _mm512_fmadd_ps(_mm512_load_ps(t->l + j * 16), alpha, sum));
         _mm512_store_ps(t->m + j * 16, mnew);
