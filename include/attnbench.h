@@ -31,8 +31,11 @@ extern "C" {
  * ABI 7: the decode phase (ab_decode, prepare/dselect/drun, ab_kernel_decode)
  * and grouped KV heads (ab_shape.kv_heads), see "decode" below.
  * ABI 8: ab_problem.timed: in a timed call select() may skip the layout
- * entries that only the harness's metrics read (a method with its own run()). */
-#define AB_ABI_VERSION 8
+ * entries that only the harness's metrics read (a method with its own run()).
+ * ABI 9: the dtype axis: a method lists the input types it takes
+ * (ab_method.dtypes), and a bf16 problem carries bf16 copies of Q, K, V
+ * (ab_problem.q16, k16, v16). */
+#define AB_ABI_VERSION 9
 #define AB_MAX_PARAMS  8  /* per method */
 #define AB_MAX_VALUES  24 /* capacity of ab_params (tasks have more knobs) */
 
@@ -59,6 +62,10 @@ void ab_set_error(const void *handle, const char *fmt, ...) __attribute__((forma
 #define AB_GPU     2u
 #define AB_PREFILL 1u
 #define AB_DECODE  2u
+/* input types (ab_method.dtypes; [sweep] dtypes): fp32, or bfloat16 (the
+ * upper 16 bits of a binary32; logits, softmax and output stay fp32) */
+#define AB_FP32 1u
+#define AB_BF16 2u
 
 /* ---- parameters -------------------------------------------------------- */
 typedef struct ab_param {
@@ -129,6 +136,14 @@ typedef struct ab_problem {
      * method: tests/test_methods.c, timed_call_computes_the_same). A zeroed
      * problem has timed = 0: the whole layout. */
     int timed;
+    /* ABI 9. A bf16 problem (the sweep's dtypes axis): the inputs rounded to
+     * bf16 (nearest even), as uint16_t in the layout of q, k, v; q, k, v then
+     * hold the same values widened to fp32, so a selector reads them as in
+     * any problem. NULL in an fp32 problem. Only a method that lists AB_BF16
+     * in ab_method.dtypes is given one; the shared layout kernel runs it
+     * for a DENSE layout (ab_kernel_layout) and answers AB_EUNSUPPORTED for
+     * the other kinds. */
+    const uint16_t *q16, *k16, *v16;
 } ab_problem;
 
 /* ---- layouts: the contract between selectors and kernels --------------- */
@@ -321,6 +336,7 @@ typedef struct ab_method {
     const char *reference; /* paper / arXiv id */
     unsigned devices;      /* AB_CPU | AB_GPU */
     unsigned phases;       /* AB_PREFILL | AB_DECODE */
+    unsigned dtypes;       /* ABI 9: AB_FP32 | AB_BF16, the CPU inputs it takes; 0 = AB_FP32 */
     /* Native block geometry: the block size the method's authors define it
      * on (XAttention, FlexPrefill: 128). The harness presets the layout with
      * it unless the config overrides it ([method.NAME] or [sweep] block_q /

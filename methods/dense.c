@@ -3,6 +3,7 @@
  * Dao et al. 2022; FA2, Dao 2023). The density-1 reference point every
  * sparse method is compared with; it has no params and no density knob.
  * In decode, every key of the cache through the shared decode kernel.
+ * On bf16 inputs (the sweep's dtypes axis) the same kernel's bf16 path.
  */
 #include "attnbench.h"
 
@@ -30,6 +31,7 @@ const ab_method ab_dense = {
     .reference = "FlashAttention (Dao et al. 2022, arXiv 2205.14135); FA2 (arXiv 2307.08691)",
     .devices = AB_CPU | AB_GPU,
     .phases = AB_PREFILL | AB_DECODE,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: ab_kernel_layout's bf16 flash (kernels/cpu/flash.c) */
     .params = { { .name = NULL } },
     .density_knob = { .param = -1 },
     .state_size = 0,

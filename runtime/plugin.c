@@ -207,6 +207,10 @@ int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen
             snprintf(err, errlen, "method '%s': phases must be AB_PREFILL and/or AB_DECODE", a->name);
             return -1;
         }
+        if (a->dtypes & ~(AB_FP32 | AB_BF16)) {
+            snprintf(err, errlen, "method '%s': dtypes must be AB_FP32 and/or AB_BF16 (0: AB_FP32)", a->name);
+            return -1;
+        }
         if ((a->phases & AB_PREFILL) && !a->select) {
             snprintf(err, errlen, "method '%s' has no select() (required for AB_PREFILL)", a->name);
             return -1;

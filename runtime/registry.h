@@ -26,6 +26,8 @@ int ab_registry_check(const ab_method *const *m, int n, char *err, size_t errlen
 int ab_family_index(const char *family);
 int ab_task_registry_check(const ab_task *const *t, int n, char *err, size_t errlen);
 const ab_method *ab_method_find(const char *name);
+/* The input types a method takes (ab_method.dtypes; 0 there means fp32). */
+static inline unsigned ab_method_dtypes(const ab_method *m) { return m->dtypes ? m->dtypes : AB_FP32; }
 const ab_task *ab_task_find(const char *name);
 int ab_mask_registry_check(const ab_mask_def *const *m, int n, char *err, size_t errlen);
 const ab_mask_def *ab_mask_find(const char *name);

@@ -130,6 +130,9 @@ static const struct bad_cfg cfgs[] = {
       { "c.ini:2:", "key 'methods'", "unknown method 'nosuchmethod'" } },
     { "[sweep]\ntasks = nosuchtask\n", { "c.ini:2:", "key 'tasks'", "unknown task 'nosuchtask'" } },
     { "[sweep]\ndevices = tpu\n", { "c.ini:2:", "key 'devices'", "tpu" } },
+    { "[sweep]\ndtypes = fp32, fp8\n", { "c.ini:2:", "key 'dtypes'", "unknown dtype 'fp8'" } },
+    { "[sweep]\ndtypes = bf16, bf16\n", { "c.ini:2:", "key 'dtypes'", "listed twice" } },
+    { "[sweep.more]\ndtypes = bf16\n", { "c.ini:2:", "[sweep.more] key 'dtypes'", "grid axes only" } },
     /* bad numbers, NaN, Inf */
     { "[sweep]\nseq_lens = 1024, abc\n", { "c.ini:2:", "key 'seq_lens'", "'abc' is not a finite number" } },
     { "[sweep]\nseq_lens = 1024x\n", { "c.ini:2:", "key 'seq_lens'", "1024x" } },

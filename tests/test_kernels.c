@@ -801,6 +801,29 @@ Test(kernels_cpu, bf16_flash_matches_ref)
             AB_EUNSUPPORTED);
         cr_assert_eq(ab_kernel_flash_bf16_isa(&c.pb.s, b, b + c.n, b + 2 * c.n, c.out, AB_ISA_AVX512, 3),
                      AB_EINVAL);
+        /* a bf16 problem (ABI 9) through the layout kernel: a DENSE layout
+         * runs the bf16 flash on q16, k16, v16 (the fp32 views zeroed here,
+         * so reading them instead fails), any other kind is unsupported */
+        c.pb.q16 = b;
+        c.pb.k16 = b + c.n;
+        c.pb.v16 = b + 2 * c.n;
+        float *zero = calloc(c.n, sizeof *zero);
+        cr_assert(zero);
+        c.pb.q = c.pb.k = c.pb.v = zero;
+        ab_layout l;
+        ab_layout_init(&l, &c.pb.s, 16, 16);
+        cr_assert_eq(ab_layout_dense(&l), AB_OK);
+        cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+        for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
+        cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_OK);
+        cr_assert_leq(kt_rel_l2(&c), KT_TOL, "layout kernel, bf16 problem: %g", kt_rel_l2(&c));
+        ab_layout_free(&l);
+        ab_layout_init(&l, &c.pb.s, 16, 16);
+        cr_assert_eq(ab_layout_add_block(&l, 0, 0, 0), AB_OK);
+        cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+        cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_EUNSUPPORTED, "a block layout on bf16 inputs");
+        ab_layout_free(&l);
+        free(zero);
         free(b);
         kt_free(&c);
     }

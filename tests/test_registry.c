@@ -53,6 +53,17 @@ Test(registry, abi_mismatch_is_refused)
     expect_refused(l, 1, "ABI");
 }
 
+Test(registry, dtypes_must_be_known)
+{
+    ab_method a = make("alpha"), b = make("beta");
+    a.dtypes = 4u; /* no such input type */
+    b.dtypes = AB_FP32 | AB_BF16;
+    const ab_method *la[] = { &a }, *lb[] = { &b };
+    expect_refused(la, 1, "dtypes");
+    char err[256] = "";
+    cr_expect_eq(ab_registry_check(lb, 1, err, sizeof err), 0, "%s", err);
+}
+
 Test(registry, family_must_be_known)
 {
     ab_method a = make("alpha"), b = make("beta"), c = make("gamma");

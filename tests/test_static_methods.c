@@ -41,8 +41,8 @@ static void tp_make(tp *t, int heads, int n, int d, int causal, uint64_t seed)
     tp_fill(t->q, t->k, t->v, cnt, seed);
     tp_fill(t->hq, t->hk, t->hv, cnt, ab_heldout_seed(seed));
     const ab_shape s = { heads, n, d, causal, 1.0f / sqrtf((float)d), NULL, 0, 1, AB_PREFILL };
-    t->held = (ab_problem){ s, t->hq, t->hk, t->hv, ab_heldout_seed(seed), 1, NULL, 0 };
-    t->pb = (ab_problem){ s, t->q, t->k, t->v, seed, 1, &t->held, 0 };
+    t->held = (ab_problem){ s, t->hq, t->hk, t->hv, ab_heldout_seed(seed), 1, NULL, 0, NULL, NULL, NULL };
+    t->pb = (ab_problem){ s, t->q, t->k, t->v, seed, 1, &t->held, 0, NULL, NULL, NULL };
 }
 
 static void tp_free(tp *t)

@@ -102,7 +102,7 @@ static void run_free(run *r)
 static double accuracy(const run *r, const ab_layout *l)
 {
     const int N = r->s.seq_len, d = r->s.head_dim;
-    ab_problem pb = { r->s, r->q, r->k, r->v, 0, 1, NULL, 0 };
+    ab_problem pb = { r->s, r->q, r->k, r->v, 0, 1, NULL, 0, NULL, NULL, NULL };
     float *out = calloc((size_t)r->s.heads * N * d, sizeof(float)); /* (heads, N, d) */
     double *o = malloc((size_t)d * sizeof(double));                 /* [d] */
     cr_assert(out && o);
@@ -871,7 +871,7 @@ static int gen_masked(const ab_task *t, const ab_params *p, const ab_mask *m, in
 static void dense_masked(const run *r, int *ok, int *all)
 {
     const int N = r->s.seq_len;
-    ab_problem pb = { r->s, r->q, r->k, r->v, 0, 1, NULL, 0 };
+    ab_problem pb = { r->s, r->q, r->k, r->v, 0, 1, NULL, 0, NULL, NULL, NULL };
     float *out = malloc((size_t)r->s.heads * N * r->s.head_dim * sizeof(float)); /* (H, N, d) */
     cr_assert(out);
     cr_assert_eq(ab_kernel_flash(&pb, out), AB_OK);

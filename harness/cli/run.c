@@ -182,6 +182,9 @@ static const char *where_of(const base_pt *b, char *buf, size_t n)
     return buf;
 }
 
+/* ":bf16" after a method's name on the dtype axis (the series names). */
+static const char *dt_tag(const job *j) { return j->dtype == AB_BF16 ? ":bf16" : ""; }
+
 /* --dry-run: every point of the plan, one a line. */
 static void print_plan(const ab_plan *p, int threads, int shard)
 {
@@ -191,10 +194,14 @@ static void print_plan(const ab_plan *p, int threads, int shard)
         const base_pt *b = &p->bases[j->base];
         char mp[160], wb[AB_MASK_SPEC + 64];
         ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, mp, sizeof mp);
-        printf("%s  %-18s %-4s %-8s N=%-6d H=%-2d d=%-3d mask=%s seed=%lld depth=%.2f density=%s%.3g  %s\n",
-               j->key, j->m->name, j->device == AB_GPU ? "gpu" : "cpu", b->task->name, b->n, b->heads, b->d,
-               where_of(b, wb, sizeof wb), (long long)b->seed, b->depth, isnan(j->target) ? "native:" : "",
-               isnan(j->target) ? 0.0 : j->target, mp);
+        printf(
+            "%s  %-18s %-4s %-4s %-8s N=%-6d H=%-2d d=%-3d mask=%s seed=%lld depth=%.2f density=%s%.3g  %s\n",
+            j->key, j->m->name, j->device == AB_GPU ? "gpu" : "cpu",
+            j->device == AB_GPU   ? "fp16"
+            : j->dtype == AB_BF16 ? "bf16"
+                                  : "fp32",
+            b->task->name, b->n, b->heads, b->d, where_of(b, wb, sizeof wb), (long long)b->seed, b->depth,
+            isnan(j->target) ? "native:" : "", isnan(j->target) ? 0.0 : j->target, mp);
     }
     fflush(stdout);
 }
@@ -293,11 +300,11 @@ static void on_ran(void *ctx, const ab_sweep_progress *s)
     const progress *g = ctx;
     ran_fields f;
     ran_fields_of(s, &f);
-    fprintf(
-        stderr,
-        "\r\033[K[%d/%d points, round %d/%d] %s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s",
-        s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n, s->b->d, f.wb,
-        f.dens, s->p->status, f.last, f.elb, f.eta);
+    fprintf(stderr,
+            "\r\033[K[%d/%d points, round %d/%d] %s%s %s N=%d d=%d mask=%s density=%s: %s %s | %s elapsed, "
+            "ETA %s",
+            s->done, s->todo, s->round + 1, g->c->rounds, s->j->m->name, dt_tag(s->j), s->b->task->name,
+            s->b->n, s->b->d, f.wb, f.dens, s->p->status, f.last, f.elb, f.eta);
 }
 
 /* Elsewhere (a log): one line per child run as it ends. A problem's points
@@ -311,9 +318,9 @@ static void on_ran_log(void *ctx, const ab_sweep_progress *s)
     ran_fields_of(s, &f);
     fprintf(
         stderr,
-        "  run %ld/%ld (round %d/%d) %s %s N=%d H=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s\n",
-        s->units_done, s->units, s->round + 1, g->c->rounds, s->j->m->name, s->b->task->name, s->b->n,
-        s->b->heads, s->b->d, f.wb, f.dens, s->p->status, f.last, f.elb, f.eta);
+        "  run %ld/%ld (round %d/%d) %s%s %s N=%d H=%d d=%d mask=%s density=%s: %s %s | %s elapsed, ETA %s\n",
+        s->units_done, s->units, s->round + 1, g->c->rounds, s->j->m->name, dt_tag(s->j), s->b->task->name,
+        s->b->n, s->b->heads, s->b->d, f.wb, f.dens, s->p->status, f.last, f.elb, f.eta);
 }
 
 /* Elsewhere (a log): one line per stored point. */
@@ -328,11 +335,12 @@ static void on_stored(void *ctx, const ab_sweep_progress *s)
      * the GPU dense point instead, so print nothing rather than "nan". */
     if (isfinite(pr->rel_dense)) snprintf(rel, sizeof rel, " x dense %.3g", pr->rel_dense);
     fprintf(stderr,
-            "[%d/%d] %s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g]%s "
+            "[%d/%d] %s%s %s N=%d H=%d d=%d mask=%s depth=%.2g density=%s -> %s total=%.4g ms [%.4g, %.4g]%s "
             "recall=%.3f acc=%.3f%s%s%s (ETA %s)\n",
-            s->done, s->todo, s->j->m->name, b->task->name, b->n, b->heads, b->d, where_of(b, wb, sizeof wb),
-            b->depth, dens, pr->status, pr->total_ms, pr->total_lo_ms, pr->total_hi_ms, rel, pr->recall_mass,
-            pr->accuracy, pr->timing[0] ? " [" : "", pr->timing, pr->timing[0] ? "]" : "", eta);
+            s->done, s->todo, s->j->m->name, dt_tag(s->j), b->task->name, b->n, b->heads, b->d,
+            where_of(b, wb, sizeof wb), b->depth, dens, pr->status, pr->total_ms, pr->total_lo_ms,
+            pr->total_hi_ms, rel, pr->recall_mass, pr->accuracy, pr->timing[0] ? " [" : "", pr->timing,
+            pr->timing[0] ? "]" : "", eta);
     if (pr->message[0]) fprintf(stderr, "    %s\n", pr->message);
 }
 

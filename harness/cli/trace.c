@@ -252,7 +252,7 @@ int ab_cmd_trace_run(int argc, char **argv)
         ab_errorf("trace-run: %s", err);
         goto done;
     }
-    ab_problem pb = { s, q, k, v, 1, 0, NULL, 0 };
+    ab_problem pb = { s, q, k, v, 1, 0, NULL, 0, NULL, NULL, NULL };
     ab_layout_init(&l, &s, 64, 64);
     made = 1;
     int r = ab_instance_create(&in, m, &prm, &s);

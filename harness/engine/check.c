@@ -119,12 +119,12 @@ static int problem_make(cproblem *c, const ab_method *m, int heads, int n, int d
         heads, n, d, c->mask.def->causal, 1.0f / sqrtf((float)d), &c->mask, 0, 1, AB_PREFILL
     };
     draw_qkv(&s, seed, c->q, c->k, c->v, &c->from_task);
-    c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1, NULL, 0 };
+    c->pb = (ab_problem){ s, c->q, c->k, c->v, seed, 1, NULL, 0, NULL, NULL, NULL };
     if (m->heldout) {
         const uint64_t hseed = ab_heldout_seed(seed);
         int held_task;
         draw_qkv(&s, hseed, c->hq, c->hk, c->hv, &held_task);
-        c->held = (ab_problem){ s, c->hq, c->hk, c->hv, hseed, 1, NULL, 0 };
+        c->held = (ab_problem){ s, c->hq, c->hk, c->hv, hseed, 1, NULL, 0, NULL, NULL, NULL };
         c->pb.heldout = &c->held;
     }
     return AB_OK;

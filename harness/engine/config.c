@@ -39,6 +39,7 @@ void ab_config_defaults(ab_config *c)
     c->densities[1] = 0.2;
     c->densities[2] = 0.4;
     c->devices = AB_CPU;
+    c->dtypes = AB_FP32;
     c->block_q = 0; /* 0: each method's native block (ab_config_blocks) */
     c->block_k = 0;
     c->threads = 0;
@@ -460,6 +461,17 @@ static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *wh
             else
                 FAIL("unknown device '%s' (cpu, gpu)", names[i]);
         }
+    } else if (!strcmp(name, "dtypes")) {
+        char names[4][AB_CFG_NAME];
+        int n;
+        if (ab_parse_name_list(value, names, 4, &n, why, wl)) return -1;
+        c->dtypes = 0;
+        for (int i = 0; i < n; i++) {
+            const unsigned t = !strcmp(names[i], "fp32") ? AB_FP32 : !strcmp(names[i], "bf16") ? AB_BF16 : 0;
+            if (!t) FAIL("unknown dtype '%s' (fp32, bf16)", names[i]);
+            if (c->dtypes & t) FAIL("'%s' listed twice", names[i]);
+            c->dtypes |= t;
+        }
     } else if (!strcmp(name, "block_q") || !strcmp(name, "block_k")) {
         int v, n;
         if (parse_int_list(value, &v, 1, &n, 1, 4096, why, wl)) return -1;
@@ -482,7 +494,8 @@ static int sec_sweep(parse_ctx *p, const char *name, const char *value, char *wh
         if (parse_corr(value, &c->layer_corr, why, wl)) return -1;
     } else
         FAIL("unknown key (sweep keys: tasks methods seq_lens heads head_dims masks causal seeds depths "
-             "densities devices block_q block_k threads phases kv_heads batch steps layers layer_corr)");
+             "densities devices dtypes block_q block_k threads phases kv_heads batch steps layers "
+             "layer_corr)");
     return 0;
 }
 
@@ -525,8 +538,8 @@ static int sec_block(parse_ctx *p, const char *bn, const char *name, const char 
         bk->corr_set = 1;
     } else
         FAIL("unknown key (a [sweep.NAME] block sets grid axes only: tasks methods seq_lens heads head_dims "
-             "masks seeds depths densities phases kv_heads layers layer_corr; devices, block sizes, threads, "
-             "batch and steps are set once in [sweep])");
+             "masks seeds depths densities phases kv_heads layers layer_corr; devices, dtypes, block sizes, "
+             "threads, batch and steps are set once in [sweep])");
     return 0;
 }
 

@@ -121,6 +121,7 @@ typedef struct ab_config {
     double densities[AB_CFG_LIST];
     int native;           /* densities = native */
     unsigned devices;     /* AB_CPU | AB_GPU */
+    unsigned dtypes;      /* AB_FP32 | AB_BF16: the CPU points' input types (default AB_FP32) */
     int block_q, block_k; /* 0: each method's native block (ab_config_blocks) */
     int threads;          /* 0 = all online cores */
     int lens_line;
@@ -145,7 +146,7 @@ typedef struct ab_config {
     int paired;              /* time dense alongside (same child, alternating): speedups are paired ratios */
     double min_sample_ms;    /* batch calls until one sample lasts this long */
     double interference_pct; /* other processes' share of the CPU above which a point is flagged */
-    int timed_none; /* [timing] timed_tasks = none: every point scored only */
+    int timed_none;          /* [timing] timed_tasks = none: every point scored only */
     int n_timed_tasks;
     char timed_tasks[AB_CFG_LIST][AB_CFG_NAME]; /* 0: every task is timed */
     int n_timed_depths;

@@ -55,6 +55,10 @@ static void key_string(const base_pt *b, const job *j, const ab_config *c, int t
              b->heads, b->d, mk, (long long)b->seed, n < 0 ? -1.0 : b->depth, j->m->name,
              isnan(j->target) ? mp : "", j->device == AB_GPU ? "gpu" : "cpu", j->target, j->block_q,
              j->block_k, threads);
+    if (j->dtype == AB_BF16) { /* fp32 points keep the keys of files written before the dtype axis */
+        const size_t l = strlen(buf);
+        snprintf(buf + l, bl - l, "|bf16");
+    }
 }
 
 void ab_base_phase_tag(const base_pt *b, char *buf, size_t n)
@@ -92,18 +96,22 @@ void ab_method_params(const ab_config *c, const ab_method *m, ab_params *p)
     }
 }
 
-/* Append the jobs of one problem: every method x device x density. */
+/* Append the jobs of one problem: every method x device (x dtype on the
+ * CPU) x density. */
 static void add_jobs(const ab_config *c, const ab_method *const *ms, int nm, unsigned devs, const ab_grid *ax,
                      int b, job *jobs, int *nj, int phase, int all)
 {
     for (int mi = 0; mi < nm; mi++)
-        for (unsigned dv = AB_CPU; dv <= AB_GPU; dv <<= 1) {
-            if (!(devs & dv)) continue;
+        for (int slot = 0; slot < 3; slot++) { /* cpu fp32, cpu bf16, gpu (fp16: docs/gpu.md) */
+            const unsigned dv = slot < 2 ? AB_CPU : AB_GPU, dt = slot == 1 ? AB_BF16 : AB_FP32;
+            if (!(devs & dv) || (dv == AB_CPU && !(c->dtypes & dt))) continue;
             const ab_method *m = ms[mi];
-            /* `methods = all` means every method of the phase; a method
-             * listed by name that lacks it is run and recorded unsupported */
+            /* `methods = all` means every method of the phase and dtype; a
+             * method listed by name that lacks either is run and recorded
+             * unsupported */
             if (all && !(m->phases & (unsigned)phase)) continue;
-            job base_job = { .base = b, .m = m, .device = dv };
+            if (all && dt == AB_BF16 && !(ab_method_dtypes(m) & dt)) continue;
+            job base_job = { .base = b, .m = m, .device = dv, .dtype = dt };
             ab_method_params(c, m, &base_job.params);
             ab_config_blocks(c, m, &base_job.block_q, &base_job.block_k);
             int kp = m->density_knob.param;
@@ -300,7 +308,7 @@ static void grid_capacity(const ab_config *c, const ab_plan_opts *o, size_t *nb,
         size_t per = (size_t)(c->native ? AB_CFG_LIST : ax.n_dens) + 1;
         nbg *= (size_t)ax.n_kv * 2; /* kv_heads x phases */
         *nb += nbg;
-        *nj += nbg * nm * 2 * per;
+        *nj += nbg * nm * 3 * per; /* cpu fp32, cpu bf16, gpu */
     }
 }
 

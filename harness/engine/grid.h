@@ -41,6 +41,7 @@ typedef struct job {
     const ab_method *m;
     ab_params params;
     unsigned device;
+    unsigned dtype;       /* AB_FP32 or AB_BF16 (CPU); AB_FP32 on the GPU: its fp16 */
     double target;        /* NaN: native (knob fixed) */
     int block_q, block_k; /* the layout's preset blocks (ab_config_blocks) */
     char key[24];

@@ -357,7 +357,10 @@ static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in,
     int nprep = 0;
     const ab_config *c = x->c;
     const ab_method *dm = ab_method_find("dense");
-    int paired = c->paired && dm && x->j->m != dm;
+    /* a bf16 point pairs with fp32 dense, the sweep's one baseline (dense
+     * on bf16 too: its ratio is what bf16 buys) */
+    const int bf16 = pb && pb->q16;
+    int paired = c->paired && dm && (x->j->m != dm || bf16);
     ab_instance dn;
     ab_layout dl;
     memset(&dl, 0, sizeof dl);
@@ -378,11 +381,20 @@ static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in,
             snprintf(p->timing, sizeof p->timing, "unpaired");
         }
     }
-    ab_problem tpb; /* the timed calls' view: nothing but run() reads their layouts */
+    ab_problem tpb, dpb;        /* the timed calls' view: nothing but run() reads their layouts */
+    const ab_problem *dpp = pb; /* dense's: the fp32 inputs */
     if (pb) {
         tpb = *pb;
         tpb.timed = 1;
-        pb = &tpb;
+        pb = dpp = &tpb;
+    }
+    if (bf16) {
+        dpb = tpb;
+        dpb.q = x->a->q;
+        dpb.k = x->a->k;
+        dpb.v = x->a->v;
+        dpb.q16 = dpb.k16 = dpb.v16 = NULL;
+        dpp = &dpb;
     }
     const double fma0 = ab_fma_probe(1.0); /* the machine's speed now (docs/timing.md) */
     /* warm-up (at least one call of each, which also sizes the batches) */
@@ -393,7 +405,7 @@ static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in,
         tm = s0 + r0;
         if (rc == AB_OK && paired) {
             double s1 = 0, r1 = 0;
-            rc = call1(x, dx, &dn, pb, &dl, dout, &s1, &r1, &dprep);
+            rc = call1(x, dx, &dn, dpp, &dl, dout, &s1, &r1, &dprep);
             td = s1 + r1;
         }
     }
@@ -419,11 +431,11 @@ static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in,
         const int dense_first =
             paired && (n + x->round) % 2 == 0; /* rounds alternate too: 1-pair rounds stay balanced */
         for (int k = 0; dense_first && k < kd && rc == AB_OK; k++)
-            rc = call1(x, dx, &dn, pb, &dl, dout, &dsel, &drun, &dprep);
+            rc = call1(x, dx, &dn, dpp, &dl, dout, &dsel, &drun, &dprep);
         for (int k = 0; k < km && rc == AB_OK; k++, nprep++)
             rc = call1(x, dx, in, pb, l, out, &sel, &run, &prep);
         for (int k = 0; paired && !dense_first && k < kd && rc == AB_OK; k++)
-            rc = call1(x, dx, &dn, pb, &dl, dout, &dsel, &drun, &dprep);
+            rc = call1(x, dx, &dn, dpp, &dl, dout, &dsel, &drun, &dprep);
         if (rc) break;
         if (guard) {
             team = ab_fma_probe_team(x->threads, 0.5);
@@ -473,16 +485,16 @@ static int time_round(const point_ctx *x, const ab_dec_ctx *dx, ab_instance *in,
     return rc;
 }
 
-static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
+/* A prefill point on its problem pb (fp32 or bf16 inputs). */
+static void measure_problem(const point_ctx *x, ab_point *p, const ab_problem *ppb)
 {
     const ab_config *c = x->c;
     const base_pt *b = x->b;
     const job *j = x->j;
     const ab_method *m = j->m;
     const arena_hdr *a = x->a;
-    ab_shape s = { b->heads, b->n, b->d, mk->def->causal, 1.0f / sqrtf((float)b->d), mk, 0, 1, AB_PREFILL };
-    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads, NULL, 0 };
-    if (m->heldout) pb.heldout = ab_arena_heldout(a, s, x->threads, &hpb);
+    const ab_problem pb = *ppb;
+    const ab_shape s = pb.s;
     ab_params prm = j->params;
     int kp = m->density_knob.param;
     char msg[256] = "";
@@ -558,7 +570,8 @@ static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
         goto done;
     }
     {
-        snprintf(p->kernel, sizeof p->kernel, "%s", m->run ? "method" : ab_kernel_name(&l));
+        snprintf(p->kernel, sizeof p->kernel, "%.10s%s", m->run ? "method" : ab_kernel_name(&l),
+                 pb.q16 ? "_bf16" : ""); /* "flash_bf16": the layout kernel on bf16 inputs */
         const int nonfinite = ab_score_point(&a->ref, &pb, &l, &in, out, &a->ans, p);
         char terr[200] = "";
         if (nonfinite) {
@@ -583,6 +596,52 @@ done:
     ab_instance_destroy(&in);
 }
 
+/* The bf16 inputs of a problem (ABI 9): Q, K, V rounded to bf16, and the
+ * same values widened to fp32 for the selectors and the checks. */
+typedef struct bf16_inputs {
+    uint16_t *h;
+    float *f;
+} bf16_inputs;
+
+static int bf16_inputs_make(bf16_inputs *bi, ab_problem *pb)
+{
+    const size_t t = (size_t)pb->s.heads * pb->s.seq_len * pb->s.head_dim;
+    bi->h = malloc(3 * t * sizeof *bi->h);
+    bi->f = malloc(3 * t * sizeof *bi->f);
+    if (!bi->h || !bi->f) return AB_ENOMEM;
+    const float *src[3] = { pb->q, pb->k, pb->v };
+    for (int w = 0; w < 3; w++)
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < t; i++) {
+            const uint16_t h = ab_bf16_from_float(src[w][i]);
+            bi->h[w * t + i] = h;
+            bi->f[w * t + i] = ab_bf16_to_float(h);
+        }
+    pb->q = bi->f;
+    pb->k = bi->f + t;
+    pb->v = bi->f + 2 * t;
+    pb->q16 = bi->h;
+    pb->k16 = bi->h + t;
+    pb->v16 = bi->h + 2 * t;
+    return AB_OK;
+}
+
+static void measure_masked(const point_ctx *x, ab_point *p, const ab_mask *mk)
+{
+    const base_pt *b = x->b;
+    const arena_hdr *a = x->a;
+    ab_shape s = { b->heads, b->n, b->d, mk->def->causal, 1.0f / sqrtf((float)b->d), mk, 0, 1, AB_PREFILL };
+    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, x->threads, NULL, 0, NULL, NULL, NULL };
+    if (x->j->m->heldout) pb.heldout = ab_arena_heldout(a, s, x->threads, &hpb);
+    bf16_inputs bi = { NULL, NULL };
+    if (x->j->dtype == AB_BF16 && bf16_inputs_make(&bi, &pb))
+        ab_point_set_status(p, "oom", "cannot allocate the bf16 inputs");
+    else
+        measure_problem(x, p, &pb);
+    free(bi.h);
+    free(bi.f);
+}
+
 /* A decode point (docs/decode.md): calibrate on the mean density over the
  * steps, one scored call, then timing rounds of whole calls (prepare and S
  * steps) paired with dense decode; the times are per step. */
@@ -597,6 +656,10 @@ static void measure_decode(const point_ctx *x, ab_point *p)
     }
     if (j->device != AB_CPU) {
         ab_point_set_status(p, "unsupported", "decode runs on the CPU only");
+        return;
+    }
+    if (j->dtype != AB_FP32) {
+        ab_point_set_status(p, "unsupported", "decode takes fp32 inputs only");
         return;
     }
     const ab_dec_ctx dx = { b, x->a, x->threads, j->block_k, x->c->decode_cold };
@@ -671,6 +734,11 @@ void measure_point(const point_ctx *x, ab_point *p)
         ab_point_set_status(p, "unsupported", "%s is a decode method (no prefill phase)", x->j->m->name);
         return;
     }
+    if (!(ab_method_dtypes(x->j->m) & x->j->dtype)) {
+        ab_point_set_status(p, "unsupported", "%s takes %s inputs only (ab_method.dtypes)", x->j->m->name,
+                            ab_method_dtypes(x->j->m) & AB_FP32 ? "fp32" : "bf16");
+        return;
+    }
     ab_mask mk; /* this process's own copy of the base mask, bound to (N, data seed) */
     char merr[200];
     int mrc = ab_mask_make(&mk, b->mask, b->n, (uint64_t)b->seed, merr, sizeof merr);
@@ -732,7 +800,7 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
             : 4.0 * p->heads * (double)p->seq_len * p->seq_len * p->head_dim * p->mask_density;
     p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     p->rel_dense = p->rel_lo = p->rel_hi = p->dense_pair_ms = NAN;
-    if (!strcmp(p->method, "dense") && !strcmp(p->device, "cpu")) {
+    if (!strcmp(p->method, "dense") && !strcmp(p->device, "cpu") && !strcmp(p->dtype, "fp32")) {
         p->rel_dense = p->rel_lo = p->rel_hi = 1.0; /* the baseline, by definition */
         p->dense_pair_ms = p->total_ms;
     } else if (nr > 0) {
@@ -813,7 +881,7 @@ void fill_point_ids(ab_point *p, const base_pt *b, const job *j, int threads)
     snprintf(p->family, sizeof p->family, "%s", j->m->family ? j->m->family : "");
     ab_params_format(j->m->params, AB_MAX_PARAMS, &j->params, p->params, sizeof p->params);
     snprintf(p->device, sizeof p->device, "%s", j->device == AB_GPU ? "gpu" : "cpu");
-    snprintf(p->dtype, sizeof p->dtype, "fp32");
+    snprintf(p->dtype, sizeof p->dtype, "%s", j->dtype == AB_BF16 ? "bf16" : "fp32");
     snprintf(p->task, sizeof p->task, "%s", b->task->name);
     for (int i = 0, off = 0; i < ab_param_count(b->task->params, AB_TASK_MAX_PARAMS); i++)
         if (b->tparams.v[i] != b->task->params[i].def && off < (int)sizeof p->tparams)

@@ -114,7 +114,7 @@ static void data_problem(arena_hdr *a, const base_pt *b, const ab_config *c, int
     }
     int nr = ab_choose_rows(b->n, c->exact_max_n, ans.row, ans.n, c->score_rows, (uint64_t)b->seed, rows);
     ab_answer_free(&ans);
-    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads, NULL, 0 };
+    ab_problem hpb, pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads, NULL, 0, NULL, NULL, NULL };
     pb.heldout = ab_arena_heldout(a, s, threads, &hpb); /* saved with the tensors */
     rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
     free(rows);
@@ -336,7 +336,7 @@ static void data_grouped(arena_hdr *a, const base_pt *b, const ab_config *c, int
                                              (uint64_t)b->seed, rows)
                             : -1;
         s.heads = b->heads;
-        ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads, NULL, 0 };
+        ab_problem pb = { s, a->q, a->k, a->v, (uint64_t)b->seed, threads, NULL, 0, NULL, NULL, NULL };
         rc = nr < 0 ? AB_ENOMEM : ab_refset_build(&a->ref, &pb, rows, nr, c->topk, arena_alloc, a);
     }
     if (rc) {
@@ -402,7 +402,7 @@ void data_child(arena_hdr *a, const base_pt *b, const ab_config *c, int threads,
 const ab_problem *ab_arena_heldout(const arena_hdr *a, ab_shape s, int threads, ab_problem *out)
 {
     if (!a->hq) return NULL;
-    *out = (ab_problem){ s, a->hq, a->hk, a->hv, a->hseed, threads, NULL, 0 };
+    *out = (ab_problem){ s, a->hq, a->hk, a->hv, a->hseed, threads, NULL, 0, NULL, NULL, NULL };
     return out;
 }
 

@@ -507,7 +507,8 @@ static void probe_entry(void *arg, int fd)
     if (ab_mask_make(&mk, pa->b->mask, pa->b->n, (uint64_t)pa->b->seed, why, sizeof why) == AB_OK) {
         ab_shape s = { pa->b->heads, pa->b->n, pa->b->d, mk.def->causal, 1.0f / sqrtf((float)pa->b->d),
                        &mk,          0,        1,        AB_PREFILL };
-        ab_problem hpb, pb = { s, pa->a->q, pa->a->k, pa->a->v, (uint64_t)pa->b->seed, pa->threads, NULL, 0 };
+        ab_problem hpb, pb = { s, pa->a->q, pa->a->k, pa->a->v, (uint64_t)pa->b->seed, pa->threads, NULL,
+                               0, NULL,     NULL,     NULL };
         const ab_problem *held = ab_arena_heldout(pa->a, s, pa->threads, &hpb);
         float *out = malloc((size_t)s.heads * s.seq_len * s.head_dim * sizeof(float));
         const ab_method *dm = ab_method_find("dense");

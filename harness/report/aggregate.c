@@ -83,8 +83,11 @@ int ab_mask_order(const char *a0, const char *b0)
 
 /* ---- speedup over dense ------------------------------------------------ */
 
-/* The workload a dense point is matched on. */
-static int match_cmp(const ab_point *x, const ab_point *y) { return ab_point_work_cmp(x, y, 1); }
+/* The workload a dense point is matched on (a bf16 point on fp32 dense). */
+static int match_cmp(const ab_point *x, const ab_point *y)
+{
+    return ab_point_work_cmp(x, y, AB_WORK_MASK | AB_WORK_BASELINE);
+}
 
 static int ptr_match_cmp(const void *a, const void *b)
 {

@@ -65,7 +65,9 @@ static const ab_point *find_key(const ab_point *v, size_t n, const char *key)
 static const ab_point *dense_of(const ab_point *v, size_t n, const ab_point *p)
 {
     for (size_t i = 0; i < n; i++)
-        if (!strcmp(v[i].method, "dense") && timed_ok(&v[i]) && !ab_point_work_cmp(&v[i], p, 1)) return &v[i];
+        if (ab_point_is_baseline(&v[i]) && timed_ok(&v[i]) &&
+            !ab_point_work_cmp(&v[i], p, AB_WORK_MASK | AB_WORK_BASELINE))
+            return &v[i];
     return NULL;
 }
 

@@ -95,8 +95,8 @@ static int make_problem(const mask_opts *o, float *buf[6], ab_problem *pb, ab_pr
             return 1;
         }
     }
-    *held = (ab_problem){ s, buf[3], buf[4], buf[5], seeds[1], 0, NULL, 0 };
-    *pb = (ab_problem){ s, buf[0], buf[1], buf[2], seeds[0], 0, held, 0 };
+    *held = (ab_problem){ s, buf[3], buf[4], buf[5], seeds[1], 0, NULL, 0, NULL, NULL, NULL };
+    *pb = (ab_problem){ s, buf[0], buf[1], buf[2], seeds[0], 0, held, 0, NULL, NULL, NULL };
     return 0;
 }
 

@@ -62,10 +62,18 @@ typedef struct series {
     char name[48];
     char method[32];
     char device[8];
+    char dtype[8];        /* of its points (the dtype axis: "bf16" has its own series) */
+    int baseline;         /* method "dense" on the device's own inputs (ab_point_is_baseline) */
     int method_idx;       /* 1-based position in methods.txt */
     int block_q, block_k; /* of the series' first ok point with blocks (0: none) */
     int custom;           /* its points have a custom layout (effective recall) */
 } series;
+
+/* fp32 series before the others of a method (then fp16, bf16). */
+static int ser_dtype_rank(const series *s)
+{
+    return !strcmp(s->dtype, "fp32") ? 0 : !strcmp(s->dtype, "fp16") ? 1 : 2;
+}
 
 /* An ok point with what the figures group it by (series: index into
  * xctx.ser, mask: into xctx.masks). */
@@ -386,17 +394,17 @@ static int build_ctx(xctx *c)
         size_t k = 0;
         for (; k < c->n_ser; k++)
             if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
-                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0))
+                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0) &&
+                strncmp(c->ser[k].dtype, p->dtype, 8) == 0)
                 break;
         if (k == c->n_ser) {
             series *s = &c->ser[c->n_ser++];
             memset(s, 0, sizeof *s);
             memcpy(s->method, p->method, 31);
             memcpy(s->device, p->device, 7);
-            if (multi_dev)
-                snprintf(s->name, sizeof s->name, "%s@%s", s->method, s->device);
-            else
-                snprintf(s->name, sizeof s->name, "%s", s->method);
+            memcpy(s->dtype, p->dtype, 7);
+            s->baseline = ab_point_is_baseline(p);
+            ab_point_series_name(p, multi_dev, s->name, sizeof s->name);
             for (size_t m = 0; m < c->n_methods; m++)
                 if (strcmp(c->methods[m], s->method) == 0) s->method_idx = (int)m + 1;
         }
@@ -410,6 +418,7 @@ static int build_ctx(xctx *c)
         while (b > 0) {
             int o = ab_method_order(c->ser[b - 1].method, t.method);
             if (o == 0) o = strcmp(c->ser[b - 1].device, t.device);
+            if (o == 0) o = ser_dtype_rank(&c->ser[b - 1]) - ser_dtype_rank(&t); /* fp32 first */
             if (o <= 0) break;
             c->ser[b] = c->ser[b - 1];
             b--;
@@ -425,7 +434,8 @@ static int build_ctx(xctx *c)
         r->mask = mask_index(c, p);
         for (size_t k = 0; k < c->n_ser; k++)
             if (strncmp(c->ser[k].method, p->method, 32) == 0 &&
-                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0)) {
+                (!multi_dev || strncmp(c->ser[k].device, p->device, 8) == 0) &&
+                strncmp(c->ser[k].dtype, p->dtype, 8) == 0) {
                 r->series = (int)k;
                 break;
             }
@@ -965,7 +975,7 @@ static void write_speedup(FILE *f, const xctx *c, double *tmp, double *tmp2, agg
     while (i < c->n_ok) {
         size_t end = series_end(c, i), ng = 0;
         const series *s = &c->ser[c->ok[i].series];
-        size_t nt = strcmp(s->method, "dense") == 0 ? 0 : timed_rows(c->ok + i, end - i, scratch);
+        size_t nt = s->baseline ? 0 : timed_rows(c->ok + i, end - i, scratch);
         i = end;
         for (size_t a = 0; a < nt;) {
             size_t b = group_end(scratch, a, nt, GRP_LEN);
@@ -1285,9 +1295,7 @@ static void write_selectors(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             selects = strncmp(c->ok[a].p->layout, "dense", sizeof c->ok[a].p->layout) != 0;
         size_t b0, b1, i0 = i;
         i = end;
-        if (!selects || strcmp(s->method, "dense") == 0 ||
-            strncmp(s->device, c->primary_dev, sizeof s->device) != 0)
-            continue;
+        if (!selects || s->baseline || strncmp(s->device, c->primary_dev, sizeof s->device) != 0) continue;
         if (!pick_timed(c, i0, end, scratch, tmp, &b0, &b1)) continue;
         int started = 0;
         for (size_t a = b0; a < b1;) {
@@ -1346,10 +1354,10 @@ static int in_bcol(const ab_point *p, const bcol *k)
 }
 
 /* A point of the map's set: this figure's base mask, the primary device, not
- * method "dense" (the baseline). */
+ * the baseline (fp32 dense). */
 static int breakeven_point(const xctx *c, const ab_point *p)
 {
-    return strcmp(p->method, "dense") != 0 && !ab_point_is_decode(p) &&
+    return !ab_point_is_baseline(p) && !ab_point_is_decode(p) &&
            strncmp(p->device, c->primary_dev, sizeof p->device) == 0 &&
            (c->cur_mask < 0 || mask_index(c, p) == c->cur_mask);
 }
@@ -2110,7 +2118,7 @@ static void write_decode(FILE *f, const xctx *c, int which)
                 double dacc = NAN;
                 for (size_t k = 0; k < c->n; k++)
                     if (dec_ok(&c->pts[k]) && !strcmp(c->pts[k].method, "dense") &&
-                        !ab_point_work_cmp(&c->pts[k], p, 1))
+                        !ab_point_work_cmp(&c->pts[k], p, AB_WORK_MASK))
                         dacc = c->pts[k].accuracy;
                 const double v[] = {
                     p->achieved_density, p->accuracy, p->acc_ci_lo, p->acc_ci_hi, dacc, maxn
@@ -2320,8 +2328,7 @@ int ab_export(const ab_export_opts *o, char *err, size_t errlen)
     select_mask(&c, -1);
     c.dense = dense;
     for (size_t i = 0; i < c.n_ok; i++)
-        if (strcmp(c.ok[i].p->method, "dense") == 0 && ab_point_timed(c.ok[i].p))
-            dense[c.n_dense++] = c.ok[i].p;
+        if (ab_point_is_baseline(c.ok[i].p) && ab_point_timed(c.ok[i].p)) dense[c.n_dense++] = c.ok[i].p;
     ab_dense_sort(dense, c.n_dense);
     if (mkdir_p(dir, err, errlen) != 0) goto done;
     remove_stale(dir);

@@ -76,12 +76,14 @@ typedef struct sterm {
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* Group key order: method, device, base mask, seq_len, setting. */
+/* Group key order: method, device, dtype, base mask, seq_len, setting. */
 static int group_cmp(const ab_point *x, const ab_point *y)
 {
     int o = ab_method_order(x->method, y->method);
     if (o) return o;
     o = strncmp(x->device, y->device, sizeof x->device);
+    if (o) return o;
+    o = ab_point_dtype_cmp(x, y);
     if (o) return o;
     o = ab_mask_order(ab_point_mask(x), ab_point_mask(y));
     if (o) return o;
@@ -213,10 +215,7 @@ static void fill_row(srow *r, const ab_row *g, size_t n, int multi_dev, const ab
     const ab_point *g0 = g[0].p;
     memset(r, 0, sizeof *r);
     r->first = g0;
-    if (multi_dev)
-        snprintf(r->name, sizeof r->name, "%.31s@%.7s", g0->method, g0->device);
-    else
-        snprintf(r->name, sizeof r->name, "%.31s", g0->method);
+    ab_point_series_name(g0, multi_dev, r->name, sizeof r->name);
     snprintf(r->mask, sizeof r->mask, "%.*s", AB_MASK_SPEC - 1, ab_point_mask(g0));
     r->native = g[0].native;
     r->setting = g[0].setting;
@@ -505,7 +504,7 @@ static size_t build_rows(const ab_point *pts, size_t n, const sterm *terms, int 
         if (strncmp(p->device, pts[0].device, sizeof p->device) != 0) multi_dev = 1;
         if (ab_status_is_ok(p->status)) {
             (*n_ok)++;
-            if (strcmp(p->method, "dense") == 0 && ab_point_timed(p)) dense[nd++] = p;
+            if (ab_point_is_baseline(p) && ab_point_timed(p)) dense[nd++] = p;
         }
         if (point_passes(terms, nt, p)) sel[ns++] = ab_row_of(p);
     }

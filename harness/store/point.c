@@ -95,13 +95,43 @@ static int num_cmp(double a, double b)
     return (a > b) - (a < b);
 }
 
-int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask)
+static int is_bf16(const ab_point *p) { return !strncmp(p->dtype, "bf16", sizeof p->dtype); }
+
+int ab_point_is_baseline(const ab_point *p)
+{
+    return !strncmp(p->method, "dense", sizeof p->method) && !is_bf16(p);
+}
+
+static int dtype_rank(const ab_point *p)
+{
+    return !strncmp(p->dtype, "fp32", sizeof p->dtype)   ? 0
+           : !strncmp(p->dtype, "fp16", sizeof p->dtype) ? 1
+                                                         : 2;
+}
+
+int ab_point_dtype_cmp(const ab_point *x, const ab_point *y)
+{
+    const int a = dtype_rank(x), b = dtype_rank(y);
+    return a != b ? a - b : strncmp(x->dtype, y->dtype, sizeof x->dtype);
+}
+
+void ab_point_series_name(const ab_point *p, int multi_dev, char *buf, size_t n)
+{
+    snprintf(buf, n, "%.*s%s%.*s%s", (int)strnlen(p->method, sizeof p->method), p->method,
+             multi_dev ? "@" : "", multi_dev ? (int)strnlen(p->device, sizeof p->device) : 0, p->device,
+             is_bf16(p) ? ":bf16" : "");
+}
+
+int ab_point_work_cmp(const ab_point *x, const ab_point *y, int flags)
 {
     int o = strncmp(x->task, y->task, sizeof x->task);
     if (o) return o;
     o = strncmp(x->device, y->device, sizeof x->device);
     if (o) return o;
-    o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
+    if (flags & AB_WORK_BASELINE)
+        o = strncmp(is_bf16(x) ? "fp32" : x->dtype, is_bf16(y) ? "fp32" : y->dtype, sizeof x->dtype);
+    else
+        o = strncmp(x->dtype, y->dtype, sizeof x->dtype);
     if (o) return o;
     if (ab_point_is_decode(x) != ab_point_is_decode(y)) return ab_point_is_decode(x) ? 1 : -1;
     if (x->seq_len != y->seq_len) return x->seq_len > y->seq_len ? 1 : -1;
@@ -115,7 +145,7 @@ int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask)
         if (o) return o;
     }
     if (x->head_dim != y->head_dim) return x->head_dim > y->head_dim ? 1 : -1;
-    if (with_mask) {
+    if (flags & AB_WORK_MASK) {
         if (x->causal != y->causal) return x->causal > y->causal ? 1 : -1;
         o = strncmp(ab_point_mask(x), ab_point_mask(y), AB_MASK_SPEC);
         if (o) return o;

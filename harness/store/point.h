@@ -107,9 +107,22 @@ const char *ab_status_of_code(int rc);
  * base masks, by their causal column). */
 const char *ab_point_mask(const ab_point *p);
 /* Order of points by workload: task, device, dtype, seq_len, heads,
- * head_dim, [causal and mask when with_mask], seed, depth. Export and show
- * match a dense point to a method's point with it (speedups). */
-int ab_point_work_cmp(const ab_point *x, const ab_point *y, int with_mask);
+ * head_dim, [causal and mask with AB_WORK_MASK], seed, depth. Export and
+ * show match a dense point to a method's point with it (speedups), with
+ * AB_WORK_BASELINE: a bf16 point's dtype compares as fp32 (its baseline is
+ * fp32 dense, as in its paired ratio: docs/timing.md). */
+#define AB_WORK_MASK     1
+#define AB_WORK_BASELINE 2
+int ab_point_work_cmp(const ab_point *x, const ab_point *y, int flags);
+/* 1: the point is the speedups' baseline, method "dense" on its device's
+ * own inputs (fp32 on the CPU; not dense on bf16, which is a point of the
+ * dtype axis measured against it). */
+int ab_point_is_baseline(const ab_point *p);
+/* Order of dtypes in tables: fp32, fp16, bf16, then by name. */
+int ab_point_dtype_cmp(const ab_point *x, const ab_point *y);
+/* A point's series label in tables and legends: its method, "@device" when
+ * the file has several devices, ":bf16" on bf16 inputs (the dtype axis). */
+void ab_point_series_name(const ab_point *p, int multi_dev, char *buf, size_t n);
 /* 1 for a decode point (phase "decode"). */
 int ab_point_is_decode(const ab_point *p);
 /* 1 when the point's timing flags (the comma list in p->timing) hold flag
