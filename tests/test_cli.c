@@ -21,6 +21,7 @@
 
 #include "harness/store/point.h"
 #include "harness/store/store.h"
+#include "runtime/registry.h"
 
 static char g_dir[256];
 
@@ -330,15 +331,16 @@ Test(cli, gpu_points_without_gpu_are_unsupported)
     free(p);
 }
 
-/* The dtype axis (ABI 9): dense runs on bf16 inputs, paired with fp32
- * dense; a method without AB_BF16 is recorded unsupported, never run on
- * fp32 in its place; `methods = all` adds bf16 points for dense only. */
-Test(cli, bf16_dtype_axis_runs_dense_and_refuses_the_rest)
+/* The dtype axis (ABI 9): dense and a block method run on bf16 inputs,
+ * paired with fp32 dense; a method without AB_BF16 (a token layout) is
+ * recorded unsupported, never run on fp32 in its place; `methods = all`
+ * adds bf16 points for exactly the methods that take bf16. */
+Test(cli, bf16_dtype_axis_runs_what_takes_bf16_and_refuses_the_rest)
 {
-    static const char *cfg = "[sweep]\ntasks = needle\nmethods = dense, window\nseq_lens = 256\nheads = 2\n"
-                             "head_dims = 32\ndensities = 0.5\nblock_q = 32\nblock_k = 32\nthreads = 1\n"
-                             "dtypes = fp32, bf16\n[timing]\nwarmup = 0\nmin_repeats = 2\nmax_repeats = 3\n"
-                             "min_time_s = 0\nmax_time_s = 1\n";
+    static const char *cfg = "[sweep]\ntasks = needle\nmethods = dense, window, oracle_topk_token\n"
+                             "seq_lens = 256\nheads = 2\nhead_dims = 32\ndensities = 0.5\nblock_q = 32\n"
+                             "block_k = 32\nthreads = 1\ndtypes = fp32, bf16\n[timing]\nwarmup = 0\n"
+                             "min_repeats = 2\nmax_repeats = 3\nmin_time_s = 0\nmax_time_s = 1\n";
     char path[300], out[300];
     snprintf(path, sizeof path, "%s/c.ini", g_dir);
     write_file(path, cfg);
@@ -349,53 +351,70 @@ Test(cli, bf16_dtype_axis_runs_dense_and_refuses_the_rest)
     snprintf(out, sizeof out, "%s/bf.h5", g_dir);
     size_t n;
     ab_point *p = read_points(out, &n);
-    cr_assert_eq(n, 4, "points: %zu", n);
+    cr_assert_eq(n, 6, "points: %zu", n);
     int seen = 0;
+    double werr[2] = { NAN, NAN }; /* window's rel L2 error: fp32, bf16 */
     for (size_t i = 0; i < n; i++) {
         const int bf = !strcmp(p[i].dtype, "bf16"), dense = !strcmp(p[i].method, "dense");
+        const int token = !strcmp(p[i].method, "oracle_topk_token");
         cr_expect(bf || !strcmp(p[i].dtype, "fp32"), "dtype '%s'", p[i].dtype);
-        if (bf && dense) {
-            seen |= 1;
-            cr_expect_str_eq(p[i].status, "ok", "%s", p[i].message);
-            cr_expect_str_eq(p[i].kernel, "flash_bf16");
-            /* the inputs were rounded to bf16: fp32 dense gives ~1e-6 */
-            cr_expect(p[i].rel_l2_err > 1e-4 && p[i].rel_l2_err < 3e-2, "dense bf16 rel err %g",
-                      p[i].rel_l2_err);
-            cr_expect_float_eq(p[i].recall_mass, 1.0, 1e-12);
-            cr_expect(p[i].rel_dense > 0 && p[i].rel_lo <= p[i].rel_dense && p[i].rel_dense <= p[i].rel_hi,
-                      "dense bf16 against fp32 dense: %g [%g, %g]", p[i].rel_dense, p[i].rel_lo, p[i].rel_hi);
-            cr_expect(isfinite(p[i].dense_pair_ms) && p[i].dense_pair_ms > 0, "no paired fp32 dense");
-        } else if (bf) {
+        if (bf && token) {
             seen |= 2;
             cr_expect_str_eq(p[i].status, "unsupported");
             cr_expect(strstr(p[i].message, "fp32 inputs only"), "message: %s", p[i].message);
             cr_expect(isnan(p[i].total_ms), "a number was recorded for an unsupported point");
+        } else if (bf) {
+            seen |= dense ? 1 : 8;
+            cr_expect_str_eq(p[i].status, "ok", "%s: %s", p[i].method, p[i].message);
+            cr_expect_str_eq(p[i].kernel, dense ? "flash" : "blocksparse");
+            /* the inputs were rounded to bf16: fp32 dense gives ~1e-6 */
+            if (dense) {
+                cr_expect(p[i].rel_l2_err > 1e-4 && p[i].rel_l2_err < 3e-2, "dense bf16 rel err %g",
+                          p[i].rel_l2_err);
+                cr_expect_float_eq(p[i].recall_mass, 1.0, 1e-12);
+            } else {
+                werr[1] = p[i].rel_l2_err;
+            }
+            cr_expect(p[i].rel_dense > 0 && p[i].rel_lo <= p[i].rel_dense && p[i].rel_dense <= p[i].rel_hi,
+                      "%s bf16 against fp32 dense: %g [%g, %g]", p[i].method, p[i].rel_dense, p[i].rel_lo,
+                      p[i].rel_hi);
+            cr_expect(isfinite(p[i].dense_pair_ms) && p[i].dense_pair_ms > 0, "no paired fp32 dense");
         } else if (dense) {
             seen |= 4;
             cr_expect_float_eq(p[i].rel_dense, 1.0, 1e-12);
             cr_expect(p[i].rel_l2_err < 1e-5);
+        } else if (!token) {
+            werr[0] = p[i].rel_l2_err;
         }
     }
-    cr_expect_eq(seen, 7, "missing kinds of points: %d", seen);
+    cr_expect_eq(seen, 15, "missing kinds of points: %d", seen);
+    /* window's error against dense is its sparsity's, bf16 or not */
+    cr_expect(werr[0] > 0 && fabs(werr[1] - werr[0]) < 2e-2 && werr[1] != werr[0],
+              "window rel err fp32 %g, bf16 %g", werr[0], werr[1]);
     free(p);
     char *sh = run_ab_stdout("show bf.h5", &rc);
-    cr_expect(rc == 0 && sh && strstr(sh, "dense:bf16"), "show lacks the bf16 series:\n%s", sh ? sh : "");
+    cr_expect(rc == 0 && sh && strstr(sh, "dense:bf16") && strstr(sh, "window:bf16"),
+              "show lacks the bf16 series:\n%s", sh ? sh : "");
     free(sh);
-    /* methods = all: the bf16 points are the methods that take bf16 */
+    /* methods = all: bf16 points for the methods that take bf16, only */
     write_file(path, "[sweep]\ntasks = needle\nmethods = all\nseq_lens = 256\nheads = 2\nhead_dims = 32\n"
                      "densities = 0.5\nthreads = 1\ndtypes = fp32, bf16\n");
     char *dry = run_ab_stdout("run -c c.ini --dry-run --no-estimate", &rc);
     cr_assert_eq(rc, 0, "dry run failed: %s", dry ? dry : "");
-    int nbf = 0, nall = 0;
+    int nbf = 0, nall = 0, want = 0;
+    for (int i = 0; i < ab_method_count; i++)
+        want += (ab_method_dtypes(ab_method_at(i)) & AB_BF16) && (ab_method_at(i)->phases & AB_PREFILL);
     for (char *line = strtok(dry, "\n"); line; line = strtok(NULL, "\n")) {
         if (strlen(line) <= 16 || line[16] != ' ') continue;
         nall++;
-        if (strstr(line, " bf16 ")) {
-            nbf++;
-            cr_expect(strstr(line, " dense "), "a bf16 point of a method without AB_BF16: %s", line);
-        }
+        char name[64] = "", dev[8] = "", dt[8] = "";
+        if (sscanf(line + 16, "%63s %7s %7s", name, dev, dt) != 3 || strcmp(dt, "bf16")) continue;
+        nbf++;
+        const ab_method *m = ab_method_find(name);
+        cr_expect(m && (ab_method_dtypes(m) & AB_BF16), "a bf16 point of a method without AB_BF16: %s", line);
     }
-    cr_expect(nbf == 1 && nall > 20, "bf16 points %d of %d", nbf, nall);
+    cr_expect(nbf == want && want >= 2 && nall > nbf, "bf16 points %d (methods taking bf16: %d) of %d", nbf,
+              want, nall);
     free(dry);
 }
 

@@ -330,6 +330,69 @@ ParameterizedTest(int *mi, methods, against_reference)
     cr_expect(checked > 0, "%s: no configuration ran", m->name);
 }
 
+/* Every method that takes bf16 inputs (ab_method.dtypes, ABI 9) on a bf16
+ * problem: Q, K, V rounded to bf16, the copies in q16, k16, v16 and the
+ * widened values in q, k, v; the output matches the fp64 reference of the
+ * rounded values on the method's own layout within 8e-3 relative L2 (the
+ * AMX path rounds P to bf16; widened, it is exact), causal, full and a
+ * document mask, head_dim 32 (amx) and 16 (widened). */
+ParameterizedTestParameters(methods, bf16_against_reference) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, bf16_against_reference)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!(ab_method_dtypes(m) & AB_BF16) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: takes no bf16 inputs", m->name);
+    static const char *const specs[] = { "causal", "full", "document:3" };
+    static const int lens[] = { 100, 300 };
+    static const int dims[] = { 32, 16 };
+    double knobs[3];
+    const int nknobs = knob_values(m, knobs);
+    int checked = 0;
+    for (int a = 0; a < 2; a++)
+        for (int si = 0; si < 3; si++) {
+            tproblem t;
+            const int n = lens[a], d = dims[(a + si) % 2], heads = 2;
+            problem_make_mask(&t, heads, n, d, specs[si], 3000u + 7u * (unsigned)(a * 3 + si));
+            const size_t cnt = (size_t)heads * n * d;
+            uint16_t *h16 = malloc(3 * cnt * sizeof *h16);
+            float *out = malloc(cnt * sizeof *out);
+            cr_assert(h16 && out);
+            float *src[3] = { t.q, t.k, t.v };
+            for (int w = 0; w < 3; w++)
+                for (size_t i = 0; i < cnt; i++) {
+                    h16[w * cnt + i] = ab_bf16_from_float(src[w][i]);
+                    src[w][i] = ab_bf16_to_float(h16[w * cnt + i]);
+                }
+            t.pb.q16 = h16;
+            t.pb.k16 = h16 + cnt;
+            t.pb.v16 = h16 + 2 * cnt;
+            for (int ki = 0; ki < nknobs; ki++) {
+                ab_layout l;
+                const char *stage;
+                char err[256];
+                for (size_t i = 0; i < cnt; i++) out[i] = NAN;
+                const int rc = method_run(m, &t.pb, 32, knobs[ki], &l, out, &stage, err, sizeof err);
+                cr_expect_eq(rc, AB_OK, "%s N=%d d=%d %s knob=%g: %s returned %d %s (layout %s)", m->name, n,
+                             d, specs[si], knobs[ki], stage, rc, err, ab_layout_kind_name(l.kind));
+                if (rc == AB_OK) {
+                    for (int h = 0; h < heads; h++) {
+                        const double e = head_rel_err(&t.pb, &l, out, h);
+                        cr_expect(e <= 8e-3, "%s N=%d d=%d %s knob=%g head %d: rel L2 error %.3g (layout %s)",
+                                  m->name, n, d, specs[si], knobs[ki], h, e, ab_layout_kind_name(l.kind));
+                    }
+                    checked++;
+                }
+                ab_layout_free(&l);
+            }
+            free(out);
+            free(h16);
+            problem_free(&t);
+        }
+    cr_log_info("%s: %d bf16 configurations checked", m->name, checked);
+    cr_expect(checked > 0, "%s: no configuration ran", m->name);
+}
+
 /* Every method under the non-trivial base masks: the output matches the
  * fp64 reference restricted to its layout and the mask, and the reported
  * density equals kept allowed pairs over allowed pairs (a smaller grid than

@@ -570,8 +570,7 @@ static void measure_problem(const point_ctx *x, ab_point *p, const ab_problem *p
         goto done;
     }
     {
-        snprintf(p->kernel, sizeof p->kernel, "%.10s%s", m->run ? "method" : ab_kernel_name(&l),
-                 pb.q16 ? "_bf16" : ""); /* "flash_bf16": the layout kernel on bf16 inputs */
+        snprintf(p->kernel, sizeof p->kernel, "%s", m->run ? "method" : ab_kernel_name(&l));
         const int nonfinite = ab_score_point(&a->ref, &pb, &l, &in, out, &a->ans, p);
         char terr[200] = "";
         if (nonfinite) {

@@ -8,7 +8,8 @@
  * (the diagonal under causal) are masked per element.
  * OpenMP over (head, query tile), heaviest tiles first with a dynamic
  * schedule (causal rows are uneven). fp32 storage and math (bf16 storage:
- * ab_cpu_flash_bf16 below, docs/kernels.md); the vectorised
+ * ab_cpu_flash_bf16 below, and its block-sparse form ab_cpu_blocksparse_bf16
+ * over a BLOCK layout; docs/kernels.md); the vectorised
  * inner loop (AVX-512 / AVX2 / portable, picked at run time) is in
  * simd_*.c, the tile state in tile.h. */
 #include "kernels/cpu/simd.h"
@@ -138,17 +139,40 @@ static void chunk_bf16(ab_tile *t, const uint16_t *k, const uint16_t *v, const u
     t->chunk(t, t->kp, t->vp, nk, masked);
 }
 
-/* The dense kernel over any source (q, k, v: float or uint16_t rows). */
+/* The key chunks of one query tile in [j0, j1), at most bk keys each. */
+static void tile_range(ab_tile *t, const void *kh, const void *vh, const uint16_t *vt, int ldv, int n, int j0,
+                       int j1, int bk, float scale, int src)
+{
+    if (j0 < t->minlo) j0 = t->minlo; /* keys no row of the tile sees */
+    if (j1 > t->maxhi) j1 = t->maxhi;
+    for (; j0 < j1; j0 += bk) {
+        const int nk = j1 - j0 < bk ? j1 - j0 : bk;
+        if (src == SRC_F32)
+            ab_tile_contig(t, (const float *)kh, (const float *)vh, j0, nk);
+        else
+            chunk_bf16(t, (const uint16_t *)kh, (const uint16_t *)vh, vt, ldv, n, j0, nk, scale, src);
+    }
+}
+
+/* The exact kernel over any source (q, k, v: float or uint16_t rows): dense
+ * (l NULL: every key of the rows' spans) or block-sparse (l a finalised
+ * BLOCK layout: each query block's kept key blocks, runs of consecutive
+ * blocks taken as one key range so a chunk may span several blocks). */
 static int flash_run(const ab_shape *s, const void *q, const void *k, const void *v, int src,
-                     float *out /* (heads, seq_len, head_dim) */, int isa)
+                     const ab_layout *l, float *out /* (heads, seq_len, head_dim) */, int isa)
 {
     const int H = s->heads, N = s->seq_len, d = s->head_dim;
     const ab_mask mask = ab_shape_mask(s);
     const float scale = s->scale;
     if (N == 0) return AB_OK;
-    const int bq = src == SRC_BF16_AMX || (size_t)N * d * 8 > AB_FLASH_KV_BIG ? AB_FLASH_BQ_BIG : AB_FLASH_BQ;
-    const int nt = (N + bq - 1) / bq;
-    const int64_t items = (int64_t)H * nt;
+    /* work items: (head, query tile) for dense, (head, query block,
+     * sub-tile of <= AB_TILE_Q rows) for a layout */
+    const int bq = l                                                            ? l->block_q
+                   : src == SRC_BF16_AMX || (size_t)N * d * 8 > AB_FLASH_KV_BIG ? AB_FLASH_BQ_BIG
+                                                                                : AB_FLASH_BQ;
+    const int nt = l ? l->n_qblocks : (N + bq - 1) / bq, nsub = l ? (bq + AB_TILE_Q - 1) / AB_TILE_Q : 1;
+    const int tq = bq < AB_TILE_Q ? bq : AB_TILE_Q;
+    const int64_t items = (int64_t)H * nt * nsub;
     const size_t esz = src == SRC_F32 ? sizeof(float) : sizeof(uint16_t);
     int failed = 0, ldv = 0;
     uint16_t *vt = NULL;
@@ -158,7 +182,8 @@ static int flash_run(const ab_shape *s, const void *q, const void *k, const void
     {
         ab_tile t;
         const int bk = src == SRC_BF16_AMX ? AB_FLASH_BK_AMX : AB_FLASH_BK;
-        const int ok = ab_tile_alloc(&t, d, bq, bk, isa) == AB_OK;
+        /* amx holds acc^T (d x ld, ld = tq rounded up to 16) in acc (tq x d) */
+        const int ok = ab_tile_alloc(&t, d, src == SRC_BF16_AMX ? (tq + 15) / 16 * 16 : tq, bk, isa) == AB_OK;
         if (src == SRC_BF16_AMX) ab_amx_begin();
         if (!ok) {
 #pragma omp atomic write
@@ -167,21 +192,26 @@ static int flash_run(const ab_shape *s, const void *q, const void *k, const void
 #pragma omp for schedule(dynamic)
         for (int64_t it = 0; it < items; it++) {
             int h, qt, i0, nq;
-            if (!ok || !ab_tile_item(it, H, nt, 1, bq, N, &h, &qt, &i0, &nq)) continue;
+            if (!ok || !ab_tile_item(it, H, nt, nsub, bq, N, &h, &qt, &i0, &nq)) continue;
             const size_t hoff = (size_t)h * N * d; /* (seq_len, head_dim) per head */
             const char *qh = (const char *)q + hoff * esz, *kh = (const char *)k + hoff * esz;
             const char *vh = (const char *)v + hoff * esz;
+            const uint16_t *vth = vt ? vt + (size_t)h * d * ldv : NULL;
             if (src == SRC_F32)
                 ab_tile_begin(&t, (const float *)qh + (size_t)i0 * d, i0, nq, scale, &mask);
             else
                 begin_bf16(&t, (const uint16_t *)qh + (size_t)i0 * d, i0, nq, scale, &mask, src);
-            for (int j0 = t.minlo; j0 < t.maxhi; j0 += bk) {
-                const int nk = t.maxhi - j0 < bk ? t.maxhi - j0 : bk;
-                if (src == SRC_F32)
-                    ab_tile_contig(&t, (const float *)kh, (const float *)vh, j0, nk);
-                else
-                    chunk_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh,
-                               vt ? vt + (size_t)h * d * ldv : NULL, ldv, N, j0, nk, scale, src);
+            if (!l) {
+                tile_range(&t, kh, vh, vth, ldv, N, t.minlo, t.maxhi, bk, scale, src);
+            } else {
+                const int64_t r = (int64_t)h * nt + qt, p1 = l->blk_ptr[r + 1];
+                for (int64_t e = l->blk_ptr[r]; e < p1; e++) {
+                    const int64_t b0 = l->blk_idx[e];
+                    while (e + 1 < p1 && l->blk_idx[e + 1] == l->blk_idx[e] + 1) e++;
+                    const int64_t k0 = b0 * l->block_k, k1 = ((int64_t)l->blk_idx[e] + 1) * l->block_k;
+                    if (k0 >= t.maxhi) break; /* sorted: no row sees this run or a later one */
+                    tile_range(&t, kh, vh, vth, ldv, N, (int)k0, (int)(k1 < N ? k1 : N), bk, scale, src);
+                }
             }
             if (src == SRC_BF16_AMX)
                 end_transposed(&t, out + hoff + (size_t)i0 * d);
@@ -200,7 +230,7 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out /* (heads, seq_len, hea
     int rc = ab_tile_check_problem(pb, out);
     if (rc) return rc;
     if (!ab_cpu_isa_supported(isa)) return AB_EUNSUPPORTED;
-    return flash_run(&pb->s, pb->q, pb->k, pb->v, SRC_F32, out, isa);
+    return flash_run(&pb->s, pb->q, pb->k, pb->v, SRC_F32, NULL, out, isa);
 }
 
 int ab_cpu_flash(const ab_problem *pb, float *out /* (heads, seq_len, head_dim) */)
@@ -222,8 +252,9 @@ int ab_cpu_bf16_path_ok(int path, int d, float scale)
     return 0;
 }
 
-int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                             float *out, int isa, int path)
+/* bf16 inputs by path, dense (l NULL) or over a finalised BLOCK layout. */
+static int bf16_run(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                    const ab_layout *l, float *out, int isa, int path)
 {
     if (!s || !q || !k || !v || !out || s->heads <= 0 || s->seq_len < 0 || s->head_dim <= 0) return AB_EINVAL;
     if (path < AB_BF16_WIDEN || path > AB_BF16_AMX) return AB_EINVAL;
@@ -234,7 +265,23 @@ int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_
         if (!ab_cpu_bf16_path_ok(path, s->head_dim, s->scale)) return AB_EUNSUPPORTED;
         isa = AB_ISA_AVX512;
     }
-    return flash_run(s, q, k, v, path, out, isa);
+    return flash_run(s, q, k, v, path, l, out, isa);
+}
+
+int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                             float *out, int isa, int path)
+{
+    return bf16_run(s, q, k, v, NULL, out, isa, path);
+}
+
+int ab_kernel_blocksparse_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path)
+{
+    if (!pb || !pb->q16 || !pb->k16 || !pb->v16) return AB_EINVAL;
+    if (!l || l->kind != AB_LAYOUT_BLOCK || !l->blk_ptr || l->heads != pb->s.heads ||
+        l->seq_len != pb->s.seq_len || l->block_q <= 0 || l->block_k <= 0 || l->mask != pb->s.mask ||
+        (l->causal != 0) != (pb->s.causal != 0))
+        return AB_EINVAL;
+    return bf16_run(&pb->s, pb->q16, pb->k16, pb->v16, l, out, isa, path);
 }
 
 /* The path ab_cpu_flash_bf16 takes for head_dim d: AMX where the CPU and
@@ -259,10 +306,21 @@ const char *ab_cpu_bf16_path_name(int path)
     return path == AB_BF16_AMX ? "amx" : path == AB_BF16_AVX512 ? "avx512-bf16" : "widen";
 }
 
+/* The dispatcher's path for shape s (amx needs scale > 0: else widened). */
+static int bf16_pick(const ab_shape *s)
+{
+    const int path = ab_cpu_bf16_path(s->head_dim);
+    return ab_cpu_bf16_path_ok(path, s->head_dim, s->scale) ? path : AB_BF16_WIDEN;
+}
+
 int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out)
 {
     if (!s) return AB_EINVAL;
-    int path = ab_cpu_bf16_path(s->head_dim);
-    if (!ab_cpu_bf16_path_ok(path, s->head_dim, s->scale)) path = AB_BF16_WIDEN; /* scale <= 0 under amx */
-    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), path);
+    return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), bf16_pick(s));
+}
+
+int ab_cpu_blocksparse_bf16(const ab_problem *pb, const ab_layout *l, float *out)
+{
+    if (!pb) return AB_EINVAL;
+    return ab_kernel_blocksparse_bf16_isa(pb, l, out, ab_cpu_isa_pick(), bf16_pick(&pb->s));
 }

@@ -63,6 +63,7 @@ void ab_chunk_bf16_amx(struct ab_tile *t, const uint16_t *k, const uint16_t *vt,
 int ab_cpu_bf16_path_ok(int path, int d, float scale);
 int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                              float *out, int isa, int path);
+int ab_kernel_blocksparse_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path);
 
 /* ab_cpu_exp_shift_sum of kernels.h for each ISA. */
 double ab_exp_shift_sum_portable(float *x, int n, float shift);
