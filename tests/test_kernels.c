@@ -688,6 +688,33 @@ Test(kernels_cpu, gather_row_periodic_layouts_match_ref)
 
 /* ---- bf16 inputs ---------------------------------------------------------- */
 
+/* kt_make (2 heads) under the base mask spec bound to (n, mseed) in *m
+ * (which must outlive c's use; the caller frees it). */
+static void kt_make_mask(kt_case *c, ab_mask *m, int n, int d, const char *spec, uint64_t seed,
+                         uint64_t mseed)
+{
+    kt_make(c, 2, n, d, 0, seed);
+    char err[256];
+    cr_assert_eq(ab_mask_make(m, spec, n, mseed, err, sizeof err), AB_OK, "%s: %s", spec, err);
+    c->pb.s.mask = m;
+    c->pb.s.causal = m->def->causal;
+}
+
+/* Q, K, V of c rounded to bf16 in place (fp32 values of the bf16 numbers);
+ * returns the bf16 copies q | k | v (3 n, the caller frees). */
+static uint16_t *kt_round_bf16(kt_case *c)
+{
+    uint16_t *b = malloc(3 * c->n * sizeof *b);
+    cr_assert(b);
+    float *src[3] = { c->q, c->k, c->v };
+    for (int w = 0; w < 3; w++)
+        for (size_t e = 0; e < c->n; e++) {
+            b[w * c->n + e] = ab_bf16_from_float(src[w][e]);
+            src[w][e] = ab_bf16_to_float(b[w * c->n + e]);
+        }
+    return b;
+}
+
 Test(kernels_cpu, bf16_rounding)
 {
     cr_assert_eq(ab_bf16_from_float(1.0f), 0x3f80);
@@ -717,12 +744,8 @@ Test(kernels_cpu, bf16_flash_matches_ref)
             for (size_t mi = 0; mi < sizeof masks / sizeof masks[0]; mi++) {
                 const int N = ns[a], d = ds[b];
                 kt_case c;
-                kt_make(&c, 2, N, d, 0, 4000 + 50 * a + 7 * b + mi);
                 ab_mask m;
-                char err[256];
-                cr_assert_eq(ab_mask_make(&m, masks[mi], N, 5, err, sizeof err), AB_OK, "%s", err);
-                c.pb.s.mask = &m;
-                c.pb.s.causal = m.def->causal;
+                kt_make_mask(&c, &m, N, d, masks[mi], 4000 + 50 * a + 7 * b + mi, 5);
                 if (a == 3) c.pb.s.scale = 1.5f; /* large logits: the running-max rescaling */
                 uint16_t *q = malloc(c.n * sizeof *q + 1), *k = malloc(c.n * sizeof *k + 1),
                          *v = malloc(c.n * sizeof *v + 1);
@@ -783,16 +806,7 @@ Test(kernels_cpu, bf16_flash_matches_ref)
         kt_case c;
         kt_make(&c, 2, 67, 64, 1, 4999);
         c.pb.s.scale = -0.3f;
-        uint16_t *b = malloc(3 * c.n * sizeof *b);
-        cr_assert(b);
-        for (size_t e = 0; e < c.n; e++) {
-            b[e] = ab_bf16_from_float(c.q[e]);
-            b[c.n + e] = ab_bf16_from_float(c.k[e]);
-            b[2 * c.n + e] = ab_bf16_from_float(c.v[e]);
-            c.q[e] = ab_bf16_to_float(b[e]);
-            c.k[e] = ab_bf16_to_float(b[c.n + e]);
-            c.v[e] = ab_bf16_to_float(b[2 * c.n + e]);
-        }
+        uint16_t *b = kt_round_bf16(&c);
         kt_ref_all(&c, NULL);
         cr_assert_eq(ab_cpu_flash_bf16(&c.pb.s, b, b + c.n, b + 2 * c.n, c.out), AB_OK);
         cr_assert_leq(kt_rel_l2(&c), KT_TOL, "scale -0.3: %g", kt_rel_l2(&c));
@@ -876,22 +890,9 @@ Test(kernels_cpu, bf16_blocksparse_matches_ref)
                 const int N = ns[a], d = ds[(a + b + mi) % 4], bq = kt_blocks[b][0], bk = kt_blocks[b][1];
                 if (bq * bk == 1 && N > 63) continue; /* 1x1 blocks: keep the test fast */
                 kt_case c;
-                kt_make(&c, 2, N, d, 0, 7000 + 100 * a + 10 * b + mi);
                 ab_mask m;
-                char err[256];
-                cr_assert_eq(ab_mask_make(&m, masks[mi], N, 3, err, sizeof err), AB_OK, "%s", err);
-                c.pb.s.mask = &m;
-                c.pb.s.causal = m.def->causal;
-                uint16_t *h16 = malloc(3 * c.n * sizeof *h16);
-                cr_assert(h16);
-                for (size_t e = 0; e < c.n; e++) {
-                    h16[e] = ab_bf16_from_float(c.q[e]);
-                    h16[c.n + e] = ab_bf16_from_float(c.k[e]);
-                    h16[2 * c.n + e] = ab_bf16_from_float(c.v[e]);
-                    c.q[e] = ab_bf16_to_float(h16[e]);
-                    c.k[e] = ab_bf16_to_float(h16[c.n + e]);
-                    c.v[e] = ab_bf16_to_float(h16[2 * c.n + e]);
-                }
+                kt_make_mask(&c, &m, N, d, masks[mi], 7000 + 100 * a + 10 * b + mi, 3);
+                uint16_t *h16 = kt_round_bf16(&c);
                 c.pb.q16 = h16;
                 c.pb.k16 = h16 + c.n;
                 c.pb.v16 = h16 + 2 * c.n;
