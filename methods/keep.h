@@ -143,4 +143,21 @@ static inline uint64_t mc_mix64(uint64_t z) { return ab_splitmix64(&z); }
         }                                        \
     }
 
+/* OpenBLAS called from inside an OpenMP parallel region (one SGEMM per
+ * head or group, each thread its own): the pthread OpenBLAS would start
+ * its own threads for every call, as many as the harness set for the
+ * point, so 2 threads x 2 calls shared 2 cores and waited in sched_yield
+ * (pbs's select() took 28 ms instead of 17 at N = 16K, 2 threads). Begin
+ * before the region (one BLAS thread per call), end after it with the
+ * value begin returned. */
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int n);
+static inline int mc_blas_serial_begin(void)
+{
+    const int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
+static inline void mc_blas_serial_end(int n) { openblas_set_num_threads(n); }
+
 #endif

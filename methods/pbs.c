@@ -162,6 +162,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = (perm && pkm && first) ? AB_OK : AB_ENOMEM;
     double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
     if (rc == AB_OK) {
+        const int blas = mc_blas_serial_begin(); /* one SGEMM per head, each thread its own */
 #pragma omp parallel
         {
             const int C = N / seg * seg;
@@ -197,6 +198,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
             free(row);
             free(imp);
         }
+        mc_blas_serial_end(blas);
     }
     if (rc == AB_OK) {
 #pragma omp parallel reduction(+ : cands, sorted)
