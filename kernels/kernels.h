@@ -68,9 +68,11 @@ static inline float ab_bf16_to_float(uint16_t h)
  * The environment variable AB_BF16=widen|avx512|amx picks one. */
 enum { AB_BF16_WIDEN = 0, AB_BF16_AVX512 = 1, AB_BF16_AMX = 2 };
 int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v, float *out);
-/* The same over a finalised BLOCK layout (block-sparse), on pb's bf16
- * copies q16, k16, v16 (ABI 9; pb->s as for ab_cpu_flash_bf16). */
-int ab_cpu_blocksparse_bf16(const ab_problem *pb, const ab_layout *l, float *out);
+/* The same over a finalised layout on pb's bf16 copies q16, k16, v16
+ * (ABI 9): DENSE, BLOCK (block-sparse), TOKEN and MIXED (gathered keys);
+ * AB_EUNSUPPORTED for TOKEN or MIXED with block_q < 16 (the fp32 gather
+ * kernel's grouped one-row tiles) and AB_EINVAL for CUSTOM. */
+int ab_cpu_layout_bf16(const ab_problem *pb, const ab_layout *l, float *out);
 /* The path ab_cpu_flash_bf16 takes here for head_dim d; its name. */
 int ab_cpu_bf16_path(int d);
 const char *ab_cpu_bf16_path_name(int path);

@@ -154,6 +154,7 @@ const ab_method ab_anchor = {
     .reference = "Zhang et al. 2025, AnchorAttention: Difference-Aware Sparse Attention with Stripe Granularity, arXiv 2505.23520",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 128, /* the official block_size (anchor_attn; groups of step = 16 blocks) */
     .params = {
         [P_THETA] = { .name = "theta", .def = 12.0, .min = 0, .max = 1e4, .is_int = 0,

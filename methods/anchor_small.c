@@ -121,6 +121,7 @@ const ab_method ab_anchor_small = {
     .reference = "Zhang et al. 2025, AnchorAttention: Difference-Aware Sparse Attention with Stripe Granularity, arXiv 2505.23520",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_THETA] = { .name = "theta", .def = 3.0, .min = 0, .max = 1e4, .is_int = 0,
                       .help = "keep key j if s*qbar.k_j + theta >= the block's pooled anchor (logit units)" },

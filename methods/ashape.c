@@ -135,6 +135,7 @@ const ab_method ab_ashape = {
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL | AB_DECODE,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_WINDOW] = { .name = "window", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,
                        .help = "recent keys per query block, tokens (fractional: dithered over query blocks)" },

@@ -123,7 +123,7 @@ const ab_method ab_bigbird = {
     .reference = "BigBird (Zaheer et al. 2020, arXiv 2007.14062)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_RANDOM] = { .name = "random", .def = 3, .min = 0, .max = 1 << 20, .is_int = 0,
                        .help = "r: random key blocks per query block (fractional: dithered over query blocks)" },

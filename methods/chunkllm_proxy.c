@@ -116,7 +116,7 @@ const ab_method ab_chunkllm_proxy = {
     .reference = "Ouyang et al. 2025, ChunkLLM, arXiv 2510.02361",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 64,
     .params = {
         [P_K] = { .name = "k", .def = 8, .min = 0.125, .max = 1 << 16, .is_int = 0,

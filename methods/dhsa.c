@@ -258,6 +258,7 @@ const ab_method ab_dhsa = {
     .reference = "DHSA (Long-Context Modeling with Dynamic Hierarchical Sparse Attention, 2025, arXiv 2510.24606; xiongsiheng/DHSA)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_K] = { .name = "k", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,
                   .help = "token budget N_b per query block, local window included (fractional: dithered)" },

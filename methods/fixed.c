@@ -122,6 +122,7 @@ const ab_method ab_fixed = {
     .reference = "Sparse Transformer (Child et al. 2019, arXiv 1904.10509)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_SUMMARY] = { .name = "summary", .def = 8, .min = 0.01, .max = 1 << 16, .is_int = 0,
                         .help = "c: summary cells per length-l block (fractional: dithered; capped at l)" },

@@ -356,7 +356,7 @@ const ab_method ab_flexprefill = {
     .reference = "Lai et al. 2025, FlexPrefill, arXiv 2502.20766 (bytedance/FlexPrefill)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 128, /* the official block_size (flex_prefill_attention) */
     .params = {
         [P_GAMMA] = { .name = "gamma", .def = 0.9, .min = 0, .max = 1, .is_int = 0,

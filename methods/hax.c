@@ -409,6 +409,7 @@ const ab_method ab_hax = {
     .reference = "HAX (Zhan et al. 2025, arXiv 2507.00449; DeepGraphLearning/HAX)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_KEYS] = { .name = "keys", .def = 64, .min = 1, .max = 1 << 24, .is_int = 0,
                      .help = "keys per query from LSH and key selection, half each (official sparse_keys)" },

@@ -349,6 +349,7 @@ const ab_method ab_hip = {
     .reference = "HiP Attention (Lee et al. 2024, arXiv 2406.09827; DeepAuto-AI/hip-attention)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_K] = { .name = "k", .def = 512, .min = 1, .max = 1 << 24, .is_int = 0,
                   .help = "keys searched per query block: k / block_k branches (fractional budgets dithered over blocks)" },

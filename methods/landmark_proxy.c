@@ -109,7 +109,7 @@ const ab_method ab_landmark_proxy = {
     .reference = "Mohtashami & Jaggi 2023, Landmark Attention, arXiv 2305.16300 (epfml/landmark-attention)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 64,
     .params = {
         [P_K] = { .name = "k", .def = 4, .min = 0.125, .max = 1 << 16, .is_int = 0,

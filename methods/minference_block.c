@@ -58,7 +58,7 @@ const ab_method ab_minference_block = {
     .reference = "Jiang et al. 2024, MInference 1.0, arXiv 2407.02490 (microsoft/MInference)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 64, /* the official block (_build_block_index) */
     .params = {
         { .name = "topk", .def = 100, .min = 1, .max = 1 << 16, .is_int = 0,

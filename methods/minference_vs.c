@@ -350,6 +350,7 @@ const ab_method ab_minference_vs = {
     .reference = "MInference (Jiang et al. 2024, arXiv 2407.02490; microsoft/MInference)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_SCALE] = { .name = "scale", .def = 1.0, .min = 1e-3, .max = 1e4, .is_int = 0,
                       .help = "multiplies n_vertical and n_slash together (density knob)" },

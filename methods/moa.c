@@ -304,7 +304,7 @@ const ab_method ab_moa = {
     .reference = "MoA (Fu et al. 2024, arXiv 2406.14909; thu-nics/MoA), proxy of docs/spec/METHODS.md 2.8",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .heldout = 1,
     .params = {
         [P_BUDGET] = { .name = "budget", .def = 0.1, .min = 1e-4, .max = 1, .is_int = 0,

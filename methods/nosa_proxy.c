@@ -161,7 +161,7 @@ const ab_method ab_nosa_proxy = {
     .reference = "Huang et al. 2025, NOSA: Native and Offloadable Sparse Attention, arXiv 2510.13602 (thunlp/NOSA)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 64, /* InfLLM-v2 / NOSA block_size */
     .params = {
         [P_TOPK] = { .name = "topk", .def = 64, .min = 1, .max = 1 << 16, .is_int = 0,

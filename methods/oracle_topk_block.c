@@ -225,7 +225,7 @@ const ab_method ab_oracle_topk_block = {
     .reference = "oracle upper bound (cf. MInference / XAttention block-sparse analyses)",
     .devices = AB_CPU | AB_GPU,
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         { .name = "topk", .def = 8, .min = 1, .max = 1 << 16, .is_int = 0,
           .help = "mean key blocks kept per query block (fractional budgets dithered over rows)" },

@@ -320,6 +320,7 @@ const ab_method ab_oracle_topk_token = {
     .reference = "oracle upper bound (cf. MInference arXiv 2407.02490, HiP arXiv 2406.09827 top-k analyses)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL | AB_DECODE,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_TOPK] = { .name = "topk", .def = 256, .min = 1, .max = 1 << 24, .is_int = 0,
                      .help = "mean keys kept per query block (fractional budgets dithered over blocks)" },

@@ -260,6 +260,7 @@ const ab_method ab_pbs = {
     .reference = "Wang et al. 2025, PBS-Attn (Permuted Block-Sparse), arXiv 2510.21270 (xinghaow99/pbs-attn)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 128, /* the official block_size (pbs_attn; the paper's configs) */
     .params = {
         [P_TAU] = { .name = "tau", .def = 0.9, .min = 0, .max = 1, .is_int = 0,

@@ -73,7 +73,7 @@ const ab_method ab_powerattn = {
     .reference = "PowerAttention (Chen et al. 2025, arXiv 2503.03588)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_LOCAL] = { .name = "local_blocks", .def = 1, .min = 0, .max = 1 << 20, .is_int = 0,
                       .help = "keep blocks at distance < local_blocks (fractional: dithered over query blocks)" },

@@ -234,6 +234,7 @@ const ab_method ab_quest_prefill = {
     .reference = "Tang et al. 2024, Quest, arXiv 2406.10774 (mit-han-lab/Quest); prefill variant per query block",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_BUDGET] = { .name = "token_budget", .def = 1024, .min = 1, .max = 1 << 24, .is_int = 0,
                        .help = "key tokens per query block beyond the diagonal block (budget/page pages, dithered)" },

@@ -97,7 +97,7 @@ const ab_method ab_s2attn = {
     .reference = "S2-Attention (Lin et al. 2024, arXiv 2407.17678); DKernel",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_STRIDE] = { .name = "vert_stride", .def = 8, .min = 1, .max = 1 << 20, .is_int = 0,
                        .help = "s: each head keeps 1/s of the key blocks (real-valued; 1 = dense)" },

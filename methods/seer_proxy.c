@@ -82,7 +82,7 @@ const ab_method ab_seer_proxy = {
     .reference = "Gao et al. 2024, SeerAttention, arXiv 2410.13276 (microsoft/SeerAttention); training-free proxy",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 64, /* SeerAttention's gate block size */
     .params = {
         { .name = "topk", .def = 16, .min = 1, .max = 1 << 16, .is_int = 0,

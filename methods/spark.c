@@ -573,6 +573,7 @@ const ab_method ab_spark = {
     .reference = "Spark Transformer (You et al. 2025, arXiv 2506.06644): low-rank predictor + statistical top-k",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .params = {
         [P_K] = { .name = "k", .def = 256, .min = 1, .max = 1 << 24, .is_int = 0,
                   .help = "keys per query row: keep approximate scores > mean + std*invPhi(1 - k/n)" },

@@ -116,7 +116,7 @@ const ab_method ab_window = {
     .reference = "StreamingLLM (Xiao et al. 2023, arXiv 2309.17453); MInference A-shape (arXiv 2407.02490)",
     .devices = AB_CPU | AB_GPU, /* where run() (or the shared kernel) can execute */
     .phases = AB_PREFILL | AB_DECODE, /* prefill (N queries) and/or decode */
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     /* Settable from configs as window.window=...; NULL name terminates. */
     .params = {
         [P_WINDOW] = { .name = "window", .def = 1024, .min = 1, .max = 1 << 20, .is_int = 1,

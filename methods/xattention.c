@@ -258,7 +258,7 @@ const ab_method ab_xattention = {
     .reference = "Xu et al. 2025, XAttention, arXiv 2503.16428 (mit-han-lab/x-attention)",
     .devices = AB_CPU | AB_GPU, /* CPU select(); the shared kernels on either device */
     .phases = AB_PREFILL,
-    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared block-sparse kernel (ABI 9) */
+    .dtypes = AB_FP32 | AB_BF16, /* bf16: the shared layout kernels (ABI 9) */
     .block_q = 128, /* the official block_size (xattn_estimate, find_blocks_chunked) */
     .params = {
         [P_TAU] = { .name = "threshold", .def = 0.9, .min = 0, .max = 1, .is_int = 0,

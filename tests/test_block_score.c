@@ -233,7 +233,7 @@ Test(block_score, sort_desc_is_the_comparator_order)
                 const double specials[] = { 0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-310, -1e300 };
                 double sc = kind == 0   ? u * 2.0 - 1.0
                             : kind == 1 ? floor(u * 5.0) - 2.0 /* ties, negatives */
-                            : kind == 2 ? specials[(int)(u * 7.0) % 7]
+                            : kind == 2 ? specials[(int)(fabs(u) * 7.0) % 7]
                                         : (u < 0.5 ? -u : u * 1e-3);
                 /* indices a permutation, not in order */
                 c[i] = (bs_cand){ sc, (int32_t)(((int64_t)i * 7919) % n) };

@@ -332,12 +332,12 @@ Test(cli, gpu_points_without_gpu_are_unsupported)
 }
 
 /* The dtype axis (ABI 9): dense and a block method run on bf16 inputs,
- * paired with fp32 dense; a method without AB_BF16 (a token layout) is
- * recorded unsupported, never run on fp32 in its place; `methods = all`
+ * paired with fp32 dense; a method without AB_BF16 (its own run() in
+ * fp32) is recorded unsupported, never run on fp32 in its place; `methods = all`
  * adds bf16 points for exactly the methods that take bf16. */
 Test(cli, bf16_dtype_axis_runs_what_takes_bf16_and_refuses_the_rest)
 {
-    static const char *cfg = "[sweep]\ntasks = needle\nmethods = dense, window, oracle_topk_token\n"
+    static const char *cfg = "[sweep]\ntasks = needle\nmethods = dense, window, strided\n"
                              "seq_lens = 256\nheads = 2\nhead_dims = 32\ndensities = 0.5\nblock_q = 32\n"
                              "block_k = 32\nthreads = 1\ndtypes = fp32, bf16\n[timing]\nwarmup = 0\n"
                              "min_repeats = 2\nmax_repeats = 3\nmin_time_s = 0\nmax_time_s = 1\n";
@@ -356,9 +356,9 @@ Test(cli, bf16_dtype_axis_runs_what_takes_bf16_and_refuses_the_rest)
     double werr[2] = { NAN, NAN }; /* window's rel L2 error: fp32, bf16 */
     for (size_t i = 0; i < n; i++) {
         const int bf = !strcmp(p[i].dtype, "bf16"), dense = !strcmp(p[i].method, "dense");
-        const int token = !strcmp(p[i].method, "oracle_topk_token");
+        const int fp32only = !strcmp(p[i].method, "strided");
         cr_expect(bf || !strcmp(p[i].dtype, "fp32"), "dtype '%s'", p[i].dtype);
-        if (bf && token) {
+        if (bf && fp32only) {
             seen |= 2;
             cr_expect_str_eq(p[i].status, "unsupported");
             cr_expect(strstr(p[i].message, "fp32 inputs only"), "message: %s", p[i].message);
@@ -383,7 +383,7 @@ Test(cli, bf16_dtype_axis_runs_what_takes_bf16_and_refuses_the_rest)
             seen |= 4;
             cr_expect_float_eq(p[i].rel_dense, 1.0, 1e-12);
             cr_expect(p[i].rel_l2_err < 1e-5);
-        } else if (!token) {
+        } else if (!fp32only) {
             werr[0] = p[i].rel_l2_err;
         }
     }

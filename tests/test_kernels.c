@@ -815,10 +815,10 @@ Test(kernels_cpu, bf16_flash_matches_ref)
             AB_EUNSUPPORTED);
         cr_assert_eq(ab_kernel_flash_bf16_isa(&c.pb.s, b, b + c.n, b + 2 * c.n, c.out, AB_ISA_AVX512, 3),
                      AB_EINVAL);
-        /* a bf16 problem (ABI 9) through the layout kernel: a DENSE or
-         * BLOCK layout runs the bf16 kernels on q16, k16, v16 (the fp32 views
-         * zeroed here, so reading them instead fails), TOKEN and MIXED are
-         * unsupported */
+        /* a bf16 problem (ABI 9) through the layout kernel: DENSE, BLOCK and
+         * TOKEN layouts run the bf16 kernels on q16, k16, v16 (the fp32 views
+         * zeroed here, so reading them instead fails); tokens with query
+         * blocks below 16 are unsupported */
         c.pb.q16 = b;
         c.pb.k16 = b + c.n;
         c.pb.v16 = b + 2 * c.n;
@@ -843,11 +843,23 @@ Test(kernels_cpu, bf16_flash_matches_ref)
         cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_OK);
         cr_assert_leq(kt_rel_l2(&c), KT_TOL, "every block, bf16 problem: %g", kt_rel_l2(&c));
         ab_layout_free(&l);
-        ab_layout_init(&l, &c.pb.s, 16, 16);
-        cr_assert_eq(ab_layout_add_token(&l, 0, 0, 0), AB_OK);
-        cr_assert_eq(ab_layout_finalize(&l), AB_OK);
-        cr_assert_eq(ab_kernel_layout(&c.pb, &l, c.out), AB_EUNSUPPORTED, "a token layout on bf16 inputs");
-        ab_layout_free(&l);
+        for (int bq = 16; bq >= 8; bq -= 8) { /* every key as a token; block_q 8: the grouped path */
+            ab_layout_init(&l, &c.pb.s, bq, 16);
+            for (int h = 0; h < 2; h++)
+                for (int qb = 0; qb < l.n_qblocks; qb++)
+                    for (int j = 0; j < 67; j++) cr_assert_eq(ab_layout_add_token(&l, h, qb, j), AB_OK);
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            cr_assert_eq(l.kind, AB_LAYOUT_TOKEN);
+            for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
+            const int rc = ab_kernel_layout(&c.pb, &l, c.out);
+            if (bq == 16) {
+                cr_assert_eq(rc, AB_OK);
+                cr_assert_leq(kt_rel_l2(&c), KT_TOL, "every token, bf16 problem: %g", kt_rel_l2(&c));
+            } else {
+                cr_assert_eq(rc, AB_EUNSUPPORTED, "block_q 8 tokens on bf16 inputs");
+            }
+            ab_layout_free(&l);
+        }
         free(zero);
         free(b);
         kt_free(&c);
@@ -873,22 +885,27 @@ Test(kernels_cpu, bf16_flash_matches_ref)
     cr_assert_eq(ab_cpu_flash_bf16(&s, &x, &x, &x, &o), AB_EUNSUPPORTED);
 }
 
-/* The block-sparse bf16 kernel (flash.c over a BLOCK layout) on random
- * layouts (runs of consecutive blocks included: they are one key range,
- * chunked across block edges), every path, against the fp64 reference of
- * the same bf16 values on the layout: widen as exact as fp32, avx512 and
- * amx within 8e-3; causal, full and two other base masks. */
-Test(kernels_cpu, bf16_blocksparse_matches_ref)
+/* The bf16 layout kernels (flash.c over BLOCK, TOKEN and MIXED layouts) on
+ * random layouts (runs of consecutive blocks included: they are one key
+ * range, chunked across block edges; token chunks gathered), every path,
+ * against the fp64 reference of the same bf16 values on the layout: widen
+ * as exact as fp32, avx512 and amx within 8e-3; causal, full and two other
+ * base masks. */
+Test(kernels_cpu, bf16_layouts_match_ref)
 {
     static const int ns[] = { 63, 130, 257, 300 };
     static const int ds[] = { 16, 32, 64, 128 };
     static const char *masks[] = { "causal", "full", "sliding:40", "document:3" };
-    int runs[3] = { 0, 0, 0 }, zero_rows = 0;
+    int runs[3] = { 0, 0, 0 }, kinds[3] = { 0, 0, 0 }, zero_rows = 0;
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof kt_blocks / sizeof kt_blocks[0]; b++)
             for (size_t mi = 0; mi < 4; mi++) {
                 const int N = ns[a], d = ds[(a + b + mi) % 4], bq = kt_blocks[b][0], bk = kt_blocks[b][1];
                 if (bq * bk == 1 && N > 63) continue; /* 1x1 blocks: keep the test fast */
+                const int style = (int)((a + b + mi) % 3), kind = style == 0   ? AB_LAYOUT_BLOCK
+                                                                  : style == 1 ? AB_LAYOUT_TOKEN
+                                                                               : AB_LAYOUT_MIXED;
+                if (kind != AB_LAYOUT_BLOCK && bq < AB_BF16_MIN_BLOCK_Q) continue; /* unsupported, above */
                 kt_case c;
                 ab_mask m;
                 kt_make_mask(&c, &m, N, d, masks[mi], 7000 + 100 * a + 10 * b + mi, 3);
@@ -897,22 +914,27 @@ Test(kernels_cpu, bf16_blocksparse_matches_ref)
                 c.pb.k16 = h16 + c.n;
                 c.pb.v16 = h16 + 2 * c.n;
                 ab_layout l;
-                kt_layout(&l, &c.pb.s, bq, bk, KT_RAND_BLOCK, 3 + a * 31 + b * 7 + mi);
-                cr_assert_eq(l.kind, AB_LAYOUT_BLOCK);
+                kt_layout(&l, &c.pb.s, bq, bk,
+                          kind == AB_LAYOUT_BLOCK   ? KT_RAND_BLOCK
+                          : kind == AB_LAYOUT_TOKEN ? KT_RAND_TOKEN
+                                                    : KT_RAND_MIXED,
+                          3 + a * 31 + b * 7 + mi);
+                cr_assert_eq((int)l.kind, kind);
+                kinds[style]++;
                 kt_ref_all(&c, &l);
                 for (int path = AB_BF16_WIDEN; path <= AB_BF16_AMX; path++) {
                     if (!ab_cpu_bf16_path_ok(path, d, c.pb.s.scale)) continue;
                     const int isa = path == AB_BF16_WIDEN ? ab_cpu_isa_pick() : AB_ISA_AVX512;
                     for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
-                    cr_assert_eq(ab_kernel_blocksparse_bf16_isa(&c.pb, &l, c.out, isa, path), AB_OK);
+                    cr_assert_eq(ab_kernel_layout_bf16_isa(&c.pb, &l, c.out, isa, path), AB_OK);
                     const double e = kt_rel_l2(&c);
                     cr_assert_leq(e, path == AB_BF16_WIDEN ? KT_TOL : 8e-3,
-                                  "%s N=%d d=%d bq=%d bk=%d %s: rel L2 %g", ab_cpu_bf16_path_name(path), N, d,
-                                  bq, bk, masks[mi], e);
+                                  "%s %s N=%d d=%d bq=%d bk=%d %s: rel L2 %g", ab_layout_kind_name(l.kind),
+                                  ab_cpu_bf16_path_name(path), N, d, bq, bk, masks[mi], e);
                     runs[path]++;
                 }
                 for (size_t e = 0; e < c.n; e++) c.out[e] = NAN;
-                cr_assert_eq(ab_cpu_blocksparse_bf16(&c.pb, &l, c.out), AB_OK);
+                cr_assert_eq(ab_cpu_layout_bf16(&c.pb, &l, c.out), AB_OK);
                 cr_assert_leq(kt_rel_l2(&c), 8e-3);
                 zero_rows += kt_zero_rows(&c);
                 ab_layout_free(&l);
@@ -920,8 +942,10 @@ Test(kernels_cpu, bf16_blocksparse_matches_ref)
                 ab_mask_free(&m);
                 kt_free(&c);
             }
-    cr_log_info("bf16 block-sparse runs: widen %d, avx512 %d, amx %d", runs[0], runs[1], runs[2]);
-    cr_assert_gt(runs[AB_BF16_WIDEN], 60);
+    cr_log_info("bf16 layout runs: widen %d, avx512 %d, amx %d; block %d, token %d, mixed %d layouts",
+                runs[0], runs[1], runs[2], kinds[0], kinds[1], kinds[2]);
+    cr_assert(kinds[0] > 10 && kinds[1] > 10 && kinds[2] > 10);
+    cr_assert_gt(runs[AB_BF16_WIDEN], 50);
     cr_assert(runs[AB_BF16_AMX] > 0 || !ab_cpu_amx_supported());
     cr_assert(runs[AB_BF16_AVX512] > 0 || !ab_cpu_bf16_supported());
     cr_assert_gt(zero_rows, 100, "rows keeping nothing are exercised");

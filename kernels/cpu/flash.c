@@ -8,8 +8,8 @@
  * (the diagonal under causal) are masked per element.
  * OpenMP over (head, query tile), heaviest tiles first with a dynamic
  * schedule (causal rows are uneven). fp32 storage and math (bf16 storage:
- * ab_cpu_flash_bf16 below, and its block-sparse form ab_cpu_blocksparse_bf16
- * over a BLOCK layout; docs/kernels.md); the vectorised
+ * ab_cpu_flash_bf16 below, and ab_cpu_layout_bf16 over a BLOCK, TOKEN or
+ * MIXED layout; docs/kernels.md); the vectorised
  * inner loop (AVX-512 / AVX2 / portable, picked at run time) is in
  * simd_*.c, the tile state in tile.h. */
 #include "kernels/cpu/simd.h"
@@ -139,6 +139,47 @@ static void chunk_bf16(ab_tile *t, const uint16_t *k, const uint16_t *v, const u
     t->chunk(t, t->kp, t->vp, nk, masked);
 }
 
+/* Gathered key chunk: the keys idx[0, nk) (sorted; nk <= the tile's tk)
+ * of bf16 rows k, v (the head's), packed for the path: widened to fp32 in
+ * kp, vp (widen); as bf16 rows, K then V, in kp (avx512); K rows in kp zero-padded
+ * to 16 and V^T in vp, d x (nk rounded up to 32) with zero columns after nk
+ * (amx: it reads whole 32-key steps, and P's zeros must not meet NaN). */
+static void gather_bf16(ab_tile *t, const uint16_t *k, const uint16_t *v, const int32_t *idx, int nk,
+                        float scale, int src)
+{
+    const int masked = ab_tile_gather_mask(t, idx, nk);
+    if (masked < 0) return;
+    const size_t d = (size_t)t->d;
+    if (src == SRC_BF16_WIDEN) {
+        for (int c = 0; c < nk; c++)
+            for (size_t x = 0; x < d; x++) {
+                t->kp[c * d + x] = ab_bf16_to_float(k[(size_t)idx[c] * d + x]);
+                t->vp[c * d + x] = ab_bf16_to_float(v[(size_t)idx[c] * d + x]);
+            }
+        t->chunk(t, t->kp, t->vp, nk, masked);
+        return;
+    }
+    uint16_t *kb = (uint16_t *)t->kp, *vb = (uint16_t *)t->vp;
+    if (src == SRC_BF16_NATIVE) { /* V rows after K's in kp (2 tk d halves): the step interleaves V into vp */
+        vb = kb + (size_t)t->tk * d;
+        for (int c = 0; c < nk; c++) {
+            memcpy(kb + c * d, k + (size_t)idx[c] * d, d * sizeof *kb);
+            memcpy(vb + c * d, v + (size_t)idx[c] * d, d * sizeof *vb);
+        }
+        ab_chunk_bf16_avx512(t, kb, vb, nk, masked, scale);
+        return;
+    }
+    const int rows = (nk + 15) / 16 * 16, ldv = (nk + 31) / 32 * 32;
+    for (int c = 0; c < nk; c++) memcpy(kb + c * d, k + (size_t)idx[c] * d, d * sizeof *kb);
+    memset(kb + (size_t)nk * d, 0, (size_t)(rows - nk) * d * sizeof *kb);
+    for (size_t x = 0; x < d; x++) memset(vb + x * ldv + nk, 0, (size_t)(ldv - nk) * sizeof *vb);
+    for (int c = 0; c < nk; c++) {
+        const uint16_t *vr = v + (size_t)idx[c] * d;
+        for (size_t x = 0; x < d; x++) vb[x * ldv + c] = vr[x];
+    }
+    ab_chunk_bf16_amx(t, kb, vb, ldv, nk, masked, scale);
+}
+
 /* The key chunks of one query tile in [j0, j1), at most bk keys each. */
 static void tile_range(ab_tile *t, const void *kh, const void *vh, const uint16_t *vt, int ldv, int n, int j0,
                        int j1, int bk, float scale, int src)
@@ -155,9 +196,11 @@ static void tile_range(ab_tile *t, const void *kh, const void *vh, const uint16_
 }
 
 /* The exact kernel over any source (q, k, v: float or uint16_t rows): dense
- * (l NULL: every key of the rows' spans) or block-sparse (l a finalised
- * BLOCK layout: each query block's kept key blocks, runs of consecutive
- * blocks taken as one key range so a chunk may span several blocks). */
+ * (l NULL: every key of the rows' spans) or over a finalised layout: BLOCK
+ * (each query block's kept key blocks, runs of consecutive blocks taken as
+ * one key range so a chunk may span several blocks), TOKEN (the listed keys
+ * gathered in chunks, bf16 sources only) or MIXED (its blocks, then its
+ * tokens, in one softmax state). */
 static int flash_run(const ab_shape *s, const void *q, const void *k, const void *v, int src,
                      const ab_layout *l, float *out /* (heads, seq_len, head_dim) */, int isa)
 {
@@ -204,13 +247,21 @@ static int flash_run(const ab_shape *s, const void *q, const void *k, const void
             if (!l) {
                 tile_range(&t, kh, vh, vth, ldv, N, t.minlo, t.maxhi, bk, scale, src);
             } else {
-                const int64_t r = (int64_t)h * nt + qt, p1 = l->blk_ptr[r + 1];
-                for (int64_t e = l->blk_ptr[r]; e < p1; e++) {
+                const int64_t r = (int64_t)h * nt + qt;
+                const int64_t p1 = l->kind != AB_LAYOUT_TOKEN ? l->blk_ptr[r + 1] : 0;
+                for (int64_t e = l->kind != AB_LAYOUT_TOKEN ? l->blk_ptr[r] : 0; e < p1; e++) {
                     const int64_t b0 = l->blk_idx[e];
                     while (e + 1 < p1 && l->blk_idx[e + 1] == l->blk_idx[e] + 1) e++;
                     const int64_t k0 = b0 * l->block_k, k1 = ((int64_t)l->blk_idx[e] + 1) * l->block_k;
                     if (k0 >= t.maxhi) break; /* sorted: no row sees this run or a later one */
                     tile_range(&t, kh, vh, vth, ldv, N, (int)k0, (int)(k1 < N ? k1 : N), bk, scale, src);
+                }
+                if (l->kind != AB_LAYOUT_BLOCK) {
+                    int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
+                    ab_tile_token_range(&t, l->tok_idx, &t0, &t1); /* keys some row may see */
+                    for (int64_t c0 = t0; c0 < t1; c0 += bk)
+                        gather_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh, l->tok_idx + c0,
+                                    (int)(t1 - c0 < bk ? t1 - c0 : bk), scale, src);
                 }
             }
             if (src == SRC_BF16_AMX)
@@ -274,13 +325,23 @@ int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_
     return bf16_run(s, q, k, v, NULL, out, isa, path);
 }
 
-int ab_kernel_blocksparse_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path)
+int ab_kernel_layout_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path)
 {
-    if (!pb || !pb->q16 || !pb->k16 || !pb->v16) return AB_EINVAL;
-    if (!l || l->kind != AB_LAYOUT_BLOCK || !l->blk_ptr || l->heads != pb->s.heads ||
-        l->seq_len != pb->s.seq_len || l->block_q <= 0 || l->block_k <= 0 || l->mask != pb->s.mask ||
-        (l->causal != 0) != (pb->s.causal != 0))
+    if (!pb || !pb->q16 || !pb->k16 || !pb->v16 || !l) return AB_EINVAL;
+    if (l->kind == AB_LAYOUT_DENSE) {
+        if (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len || l->mask != pb->s.mask ||
+            (l->causal != 0) != (pb->s.causal != 0))
+            return AB_EINVAL;
+        return bf16_run(&pb->s, pb->q16, pb->k16, pb->v16, NULL, out, isa, path);
+    }
+    if (l->kind == AB_LAYOUT_CUSTOM) return AB_EINVAL; /* the method runs itself */
+    if (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len || l->block_q <= 0 || l->block_k <= 0 ||
+        l->mask != pb->s.mask || (l->causal != 0) != (pb->s.causal != 0) ||
+        (l->kind != AB_LAYOUT_TOKEN && !l->blk_ptr) || (l->kind != AB_LAYOUT_BLOCK && !l->tok_ptr))
         return AB_EINVAL;
+    /* one-row query blocks (strided, dilated): the fp32 gather kernel's
+     * grouped tiles have no bf16 form */
+    if (l->kind != AB_LAYOUT_BLOCK && l->block_q < AB_BF16_MIN_BLOCK_Q) return AB_EUNSUPPORTED;
     return bf16_run(&pb->s, pb->q16, pb->k16, pb->v16, l, out, isa, path);
 }
 
@@ -319,8 +380,8 @@ int ab_cpu_flash_bf16(const ab_shape *s, const uint16_t *q, const uint16_t *k, c
     return ab_kernel_flash_bf16_isa(s, q, k, v, out, ab_cpu_isa_pick(), bf16_pick(s));
 }
 
-int ab_cpu_blocksparse_bf16(const ab_problem *pb, const ab_layout *l, float *out)
+int ab_cpu_layout_bf16(const ab_problem *pb, const ab_layout *l, float *out)
 {
     if (!pb) return AB_EINVAL;
-    return ab_kernel_blocksparse_bf16_isa(pb, l, out, ab_cpu_isa_pick(), bf16_pick(&pb->s));
+    return ab_kernel_layout_bf16_isa(pb, l, out, ab_cpu_isa_pick(), bf16_pick(&pb->s));
 }

@@ -502,17 +502,14 @@ int ab_kernel_gather(const ab_problem *pb, const ab_layout *l, float *out /* (he
 int ab_cpu_layout(const ab_problem *pb, const ab_layout *l, float *out /* (heads, seq_len, head_dim) */)
 {
     if (!l) return AB_EINVAL;
-    const int bf16 = pb && pb->q16;
-    if (bf16 && l->kind != AB_LAYOUT_DENSE && l->kind != AB_LAYOUT_BLOCK)
-        return AB_EUNSUPPORTED; /* bf16 inputs: the dense and block-sparse kernels */
+    if (pb && pb->q16) return ab_cpu_layout_bf16(pb, l, out); /* bf16 inputs (ABI 9): kernels/cpu/flash.c */
     switch (l->kind) {
     case AB_LAYOUT_DENSE:
         if (pb && (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len ||
                    (l->causal != 0) != (pb->s.causal != 0) || l->mask != pb->s.mask))
             return AB_EINVAL;
-        return bf16 ? ab_cpu_flash_bf16(&pb->s, pb->q16, pb->k16, pb->v16, out) : ab_cpu_flash(pb, out);
-    case AB_LAYOUT_BLOCK:
-        return bf16 ? ab_cpu_blocksparse_bf16(pb, l, out) : ab_kernel_blocksparse(pb, l, out);
+        return ab_cpu_flash(pb, out);
+    case AB_LAYOUT_BLOCK: return ab_kernel_blocksparse(pb, l, out);
     case AB_LAYOUT_TOKEN:
     case AB_LAYOUT_MIXED: return ab_kernel_gather(pb, l, out);
     case AB_LAYOUT_CUSTOM: return AB_EINVAL; /* the method runs itself */

@@ -63,7 +63,10 @@ void ab_chunk_bf16_amx(struct ab_tile *t, const uint16_t *k, const uint16_t *vt,
 int ab_cpu_bf16_path_ok(int path, int d, float scale);
 int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                              float *out, int isa, int path);
-int ab_kernel_blocksparse_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path);
+int ab_kernel_layout_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path);
+/* TOKEN and MIXED layouts with query blocks below this run on bf16 only
+ * through the fp32 kernel's grouped tiles, which have no bf16 form. */
+#define AB_BF16_MIN_BLOCK_Q 16
 
 /* ab_cpu_exp_shift_sum of kernels.h for each ISA. */
 double ab_exp_shift_sum_portable(float *x, int n, float shift);

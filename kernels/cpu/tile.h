@@ -283,10 +283,12 @@ static inline int ab_tile_lower(const int32_t *idx, int n, int key)
 /* Gathered key chunk: the nk <= tk keys idx[0..nk) (sorted ascending),
  * packed into kp and vp first. The caller has already dropped keys outside
  * [minlo, maxhi) (ab_tile_token_range). */
-static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v, const int32_t *idx, int nk)
+/* The base mask over the gathered keys idx[0..nk) (sorted): the chunk
+ * step's `masked` argument (filling lo/lim or em), or -1 when no row sees
+ * any of them. */
+static inline int ab_tile_gather_mask(ab_tile *t, const int32_t *idx, int nk)
 {
-    const int d = t->d;
-    if (nk <= 0) return;
+    if (nk <= 0) return -1;
     int masked = 0;
     if (t->interval) {
         if (!(idx[0] >= t->maxlo && idx[nk - 1] < t->minhi)) {
@@ -298,14 +300,22 @@ static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v, co
                 if (t->lim[r] < t->lo[r]) t->lim[r] = t->lo[r];
                 any |= t->lim[r] > t->lo[r];
             }
-            if (!any) return;
+            if (!any) return -1;
             ab_tile_pad_lanes(t, nk);
         }
     } else {
         const int64_t any = ab_tile_fill_em(t, 0, idx, nk);
-        if (any == 0) return;
+        if (any == 0) return -1;
         masked = any == (int64_t)nk * t->nq ? 0 : 2;
     }
+    return masked;
+}
+
+static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v, const int32_t *idx, int nk)
+{
+    const int d = t->d;
+    const int masked = ab_tile_gather_mask(t, idx, nk);
+    if (masked < 0) return;
     for (int c = 0; c < nk; c++) {
         memcpy(t->kp + (size_t)c * d, k + (size_t)idx[c] * d, (size_t)d * sizeof(float));
         memcpy(t->vp + (size_t)c * d, v + (size_t)idx[c] * d, (size_t)d * sizeof(float));
