@@ -140,9 +140,9 @@ typedef struct ab_problem {
      * bf16 (nearest even), as uint16_t in the layout of q, k, v; q, k, v then
      * hold the same values widened to fp32, so a selector reads them as in
      * any problem. NULL in an fp32 problem. Only a method that lists AB_BF16
-     * in ab_method.dtypes is given one; the shared layout kernel runs it
-     * for a DENSE layout (ab_kernel_layout) and answers AB_EUNSUPPORTED for
-     * the other kinds. */
+     * in ab_method.dtypes is given one; the shared layout kernel
+     * (ab_kernel_layout) runs it for every kind but CUSTOM, and answers
+     * AB_EUNSUPPORTED for TOKEN or MIXED layouts with block_q < 16. */
     const uint16_t *q16, *k16, *v16;
 } ab_problem;
 
