@@ -303,7 +303,7 @@ int ab_cpu_bf16_path_ok(int path, int d, float scale)
     return 0;
 }
 
-/* bf16 inputs by path, dense (l NULL) or over a finalised BLOCK layout. */
+/* bf16 inputs by path, dense (l NULL) or over a finalised layout. */
 static int bf16_run(const ab_shape *s, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                     const ab_layout *l, float *out, int isa, int path)
 {
