@@ -279,6 +279,11 @@ static void kt_layout(ab_layout *l, const ab_shape *s, int bq, int bk, int style
                     int nt = kt_int(&rng, N < 150 ? N + 1 : 150);
                     for (int t = 0; t < nt; t++)
                         cr_assert_eq(ab_layout_add_token(l, h, qb, kt_int(&rng, N)), AB_OK);
+                    if (kt_unif(&rng) < 0.5) { /* a run of consecutive keys (read in place: AB_TILE_RUN) */
+                        const int a = kt_int(&rng, N), len = 16 + kt_int(&rng, 80);
+                        for (int j = a; j < a + len && j < N; j++)
+                            cr_assert_eq(ab_layout_add_token(l, h, qb, j), AB_OK);
+                    }
                 }
             }
         }

@@ -259,9 +259,16 @@ static int flash_run(const ab_shape *s, const void *q, const void *k, const void
                 if (l->kind != AB_LAYOUT_BLOCK) {
                     int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
                     ab_tile_token_range(&t, l->tok_idx, &t0, &t1); /* keys some row may see */
-                    for (int64_t c0 = t0; c0 < t1; c0 += bk)
-                        gather_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh, l->tok_idx + c0,
-                                    (int)(t1 - c0 < bk ? t1 - c0 : bk), scale, src);
+                    for (int64_t c = t0, e; c < t1; c = e) { /* runs in place, the rest gathered (tile.h) */
+                        const int32_t *tok = l->tok_idx;
+                        if (ab_tile_token_piece(tok, c, t1, &e)) {
+                            tile_range(&t, kh, vh, vth, ldv, N, tok[c], tok[e - 1] + 1, bk, scale, src);
+                            continue;
+                        }
+                        for (int64_t j = c; j < e; j += bk)
+                            gather_bf16(&t, (const uint16_t *)kh, (const uint16_t *)vh, tok + j,
+                                        (int)(e - j < bk ? e - j : bk), scale, src);
+                    }
                 }
             }
             if (src == SRC_BF16_AMX)

@@ -483,10 +483,7 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
             }
             int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
             ab_tile_token_range(&t, l->tok_idx, &t0, &t1); /* keys some row may see */
-            for (int64_t c0 = t0; c0 < t1; c0 += AB_TILE_K) {
-                const int nk = (int)(t1 - c0 < AB_TILE_K ? t1 - c0 : AB_TILE_K);
-                ab_tile_gather(&t, kh, vh, l->tok_idx + c0, nk);
-            }
+            ab_tile_tokens(&t, kh, vh, l->tok_idx, t0, t1);
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
         if (ok) ab_tile_free(&t);
