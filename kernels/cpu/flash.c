@@ -334,21 +334,15 @@ int ab_kernel_flash_bf16_isa(const ab_shape *s, const uint16_t *q, const uint16_
 
 int ab_kernel_layout_bf16_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa, int path)
 {
-    if (!pb || !pb->q16 || !pb->k16 || !pb->v16 || !l) return AB_EINVAL;
-    if (l->kind == AB_LAYOUT_DENSE) {
-        if (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len || l->mask != pb->s.mask ||
-            (l->causal != 0) != (pb->s.causal != 0))
-            return AB_EINVAL;
-        return bf16_run(&pb->s, pb->q16, pb->k16, pb->v16, NULL, out, isa, path);
-    }
-    if (l->kind == AB_LAYOUT_CUSTOM) return AB_EINVAL; /* the method runs itself */
-    if (l->heads != pb->s.heads || l->seq_len != pb->s.seq_len || l->block_q <= 0 || l->block_k <= 0 ||
-        l->mask != pb->s.mask || (l->causal != 0) != (pb->s.causal != 0) ||
-        (l->kind != AB_LAYOUT_TOKEN && !l->blk_ptr) || (l->kind != AB_LAYOUT_BLOCK && !l->tok_ptr))
-        return AB_EINVAL;
+    if (!pb || !pb->q16 || !pb->k16 || !pb->v16 || ab_tile_check_layout(pb, l)) return AB_EINVAL;
+    if (l->kind == AB_LAYOUT_DENSE) return bf16_run(&pb->s, pb->q16, pb->k16, pb->v16, NULL, out, isa, path);
+    const int blocks = l->kind == AB_LAYOUT_BLOCK || l->kind == AB_LAYOUT_MIXED,
+              tokens = l->kind == AB_LAYOUT_TOKEN || l->kind == AB_LAYOUT_MIXED;
+    if (!(blocks || tokens) || (blocks && !l->blk_ptr) || (tokens && !l->tok_ptr))
+        return AB_EINVAL; /* CUSTOM: the method runs itself */
     /* one-row query blocks (strided, dilated): the fp32 gather kernel's
      * grouped tiles have no bf16 form */
-    if (l->kind != AB_LAYOUT_BLOCK && l->block_q < AB_BF16_MIN_BLOCK_Q) return AB_EUNSUPPORTED;
+    if (tokens && l->block_q < AB_BF16_MIN_BLOCK_Q) return AB_EUNSUPPORTED;
     return bf16_run(&pb->s, pb->q16, pb->k16, pb->v16, l, out, isa, path);
 }
 
