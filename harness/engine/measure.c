@@ -799,7 +799,7 @@ void ab_finish_timing(ab_point *p, const ab_config *c)
             : 4.0 * p->heads * (double)p->seq_len * p->seq_len * p->head_dim * p->mask_density;
     p->dense_gflops = flops / (p->total_ms * 1e-3) / 1e9;
     p->rel_dense = p->rel_lo = p->rel_hi = p->dense_pair_ms = NAN;
-    if (!strcmp(p->method, "dense") && !strcmp(p->device, "cpu") && !strcmp(p->dtype, "fp32")) {
+    if (ab_point_is_baseline(p) && !strcmp(p->device, "cpu")) {
         p->rel_dense = p->rel_lo = p->rel_hi = 1.0; /* the baseline, by definition */
         p->dense_pair_ms = p->total_ms;
     } else if (nr > 0) {

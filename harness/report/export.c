@@ -69,12 +69,6 @@ typedef struct series {
     int custom;           /* its points have a custom layout (effective recall) */
 } series;
 
-/* fp32 series before the others of a method (then fp16, bf16). */
-static int ser_dtype_rank(const series *s)
-{
-    return !strcmp(s->dtype, "fp32") ? 0 : !strcmp(s->dtype, "fp16") ? 1 : 2;
-}
-
 /* An ok point with what the figures group it by (series: index into
  * xctx.ser, mask: into xctx.masks). */
 typedef ab_row xrow;
@@ -418,7 +412,7 @@ static int build_ctx(xctx *c)
         while (b > 0) {
             int o = ab_method_order(c->ser[b - 1].method, t.method);
             if (o == 0) o = strcmp(c->ser[b - 1].device, t.device);
-            if (o == 0) o = ser_dtype_rank(&c->ser[b - 1]) - ser_dtype_rank(&t); /* fp32 first */
+            if (o == 0) o = ab_dtype_cmp(c->ser[b - 1].dtype, t.dtype); /* fp32 first */
             if (o <= 0) break;
             c->ser[b] = c->ser[b - 1];
             b--;

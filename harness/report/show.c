@@ -83,7 +83,7 @@ static int group_cmp(const ab_point *x, const ab_point *y)
     if (o) return o;
     o = strncmp(x->device, y->device, sizeof x->device);
     if (o) return o;
-    o = ab_point_dtype_cmp(x, y);
+    o = ab_dtype_cmp(x->dtype, y->dtype);
     if (o) return o;
     o = ab_mask_order(ab_point_mask(x), ab_point_mask(y));
     if (o) return o;

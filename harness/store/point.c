@@ -102,17 +102,12 @@ int ab_point_is_baseline(const ab_point *p)
     return !strncmp(p->method, "dense", sizeof p->method) && !is_bf16(p);
 }
 
-static int dtype_rank(const ab_point *p)
-{
-    return !strncmp(p->dtype, "fp32", sizeof p->dtype)   ? 0
-           : !strncmp(p->dtype, "fp16", sizeof p->dtype) ? 1
-                                                         : 2;
-}
+static int dtype_rank(const char *t) { return !strncmp(t, "fp32", 8) ? 0 : !strncmp(t, "fp16", 8) ? 1 : 2; }
 
-int ab_point_dtype_cmp(const ab_point *x, const ab_point *y)
+int ab_dtype_cmp(const char *x, const char *y)
 {
     const int a = dtype_rank(x), b = dtype_rank(y);
-    return a != b ? a - b : strncmp(x->dtype, y->dtype, sizeof x->dtype);
+    return a != b ? a - b : strncmp(x, y, 8);
 }
 
 void ab_point_series_name(const ab_point *p, int multi_dev, char *buf, size_t n)

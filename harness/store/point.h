@@ -118,8 +118,9 @@ int ab_point_work_cmp(const ab_point *x, const ab_point *y, int flags);
  * own inputs (fp32 on the CPU; not dense on bf16, which is a point of the
  * dtype axis measured against it). */
 int ab_point_is_baseline(const ab_point *p);
-/* Order of dtypes in tables: fp32, fp16, bf16, then by name. */
-int ab_point_dtype_cmp(const ab_point *x, const ab_point *y);
+/* Order of dtypes (ab_point.dtype, at most 8 chars) in tables: fp32,
+ * fp16, bf16, then by name. */
+int ab_dtype_cmp(const char *x, const char *y);
 /* A point's series label in tables and legends: its method, "@device" when
  * the file has several devices, ":bf16" on bf16 inputs (the dtype axis). */
 void ab_point_series_name(const ab_point *p, int multi_dev, char *buf, size_t n);
