@@ -407,6 +407,24 @@ typedef struct ab_method {
 /* The shared CPU kernel for a finalised layout's kind (kernels/cpu): out is
  * (heads, seq_len, head_dim). */
 int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out);
+/* Exact attention over a row-periodic pattern, from the pattern itself
+ * (no layout; kernels/cpu/periodic.c): head h has a period p_h >= 0 and row
+ * i keeps the keys of W = [wlo, whi) and those of S = { j in [slo, shi) :
+ * j = i mod p_h } outside W (S empty when p_h = 0), both as row() states
+ * them for (h, i), clipped to [0, N) and to the base mask. The strided and
+ * dilated patterns of Sparse Transformer and Longformer. out is (heads,
+ * seq_len, head_dim); a row that keeps nothing is 0. AB_OK, AB_EINVAL,
+ * AB_EUNSUPPORTED (head_dim) or AB_ENOMEM. */
+typedef struct ab_periodic_row {
+    int wlo, whi; /* W; empty when wlo >= whi */
+    int slo, shi; /* S's span before taking the class and removing W */
+} ab_periodic_row;
+typedef struct ab_periodic {
+    const void *ctx; /* passed to row() */
+    void (*row)(const void *ctx, int h, int i, ab_periodic_row *r);
+    const int *period; /* [heads]: p_h >= 0 */
+} ab_periodic;
+int ab_kernel_periodic(const ab_problem *pb, const ab_periodic *pat, float *out);
 /* x[i] = exp(x[i] - shift) in place for i < n (a -inf input gives 0);
  * returns the sum. A vector exp on the CPU's widest ISA
  * (AVX-512: our inline exp, <= 1.24 ULP; AVX2: SLEEF, 1 ULP). */

@@ -26,9 +26,11 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows, cons
                 double *row_max, double *row_sum);
 
 /* The kernels behind the ABI helpers of include/attnbench.h (runtime/kernels.c
- * forwards ab_kernel_flash, ab_kernel_layout and ab_exp_shift_sum to these). */
+ * forwards ab_kernel_flash, ab_kernel_layout, ab_kernel_periodic and
+ * ab_exp_shift_sum to these). */
 int ab_cpu_flash(const ab_problem *pb, float *out);
 int ab_cpu_layout(const ab_problem *pb, const ab_layout *l, float *out);
+int ab_cpu_periodic(const ab_problem *pb, const ab_periodic *pat, float *out);
 double ab_cpu_exp_shift_sum(float *x, int n, float shift);
 
 /* Decode (include/attnbench.h "decode"; kernels/cpu/decode.c). */

@@ -20,16 +20,16 @@
  *
  * Density knob: w, fractional (dithered over rows), monotone.
  *
- * run() computes the pattern, not the layout (methods/periodic.h): a δ = 1
- * head's windows as 64-row tiles over contiguous keys, a dilated head's as
- * each residue class mod δ's rows against the class's keys (a sliding window
- * in the class), the global keys as the window part beside them. Timed
+ * run() computes the pattern, not the layout (ab_kernel_periodic,
+ * kernels/cpu/periodic.c): a δ = 1 head's windows as 64-row tiles over
+ * contiguous keys, a dilated head's as each residue class mod δ's rows
+ * against the class's keys (a sliding window in the class), the global
+ * keys as the window part beside them. Timed
  * calls (ABI 8) build no rows; scored calls build them for the metrics and
  * the check, which compares run() with the fp64 reference on them.
  */
 #include "attnbench.h"
 #include "methods/keep.h"
-#include "methods/periodic.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -114,7 +114,7 @@ typedef struct dilated_ctx {
     int n, causal;
 } dilated_ctx;
 
-static void dilated_row(const void *ctx, int h, int i, pd_row *r)
+static void dilated_row(const void *ctx, int h, int i, ab_periodic_row *r)
 {
     const dilated_ctx *c = ctx;
     const int n = c->n, G = imin(c->st->global, n), dl = dilated_delta(c->st, h);
@@ -148,8 +148,8 @@ static int dilated_run(void *state, const ab_problem *pb, const ab_layout *l, fl
         const int dl = dilated_delta(st, h);
         period[h] = dl > 1 ? dl : st->global > 0 ? 1 : 0;
     }
-    const pd_spec sp = { &c, dilated_row, period };
-    const int rc = pd_attend(pb, &sp, out);
+    const ab_periodic sp = { &c, dilated_row, period };
+    const int rc = ab_kernel_periodic(pb, &sp, out);
     free(period);
     return rc;
 }

@@ -20,15 +20,15 @@
  * ragged-edge tokens (MIXED layout, exact per row). Memory: O(N (l / block_k
  * + block_k + N / s)) entries per head.
  *
- * run() computes the pattern, not the layout (methods/periodic.h): the
- * windows as 64-row tiles over contiguous keys, the strided keys as each
- * residue class's rows against the class's keys. Timed calls (ABI 8) build
- * no rows; scored calls build them for the metrics and the check, which
- * compares run() with the fp64 reference on them.
+ * run() computes the pattern, not the layout (ab_kernel_periodic,
+ * kernels/cpu/periodic.c): the windows as 64-row tiles over contiguous
+ * keys, the strided keys as each residue class's rows against the class's
+ * keys. Timed calls (ABI 8) build no rows; scored calls build them for the
+ * metrics and the check, which compares run() with the fp64 reference on
+ * them.
  */
 #include "attnbench.h"
 #include "methods/keep.h"
-#include "methods/periodic.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -105,7 +105,7 @@ typedef struct strided_ctx {
     int n, causal;
 } strided_ctx;
 
-static void strided_row(const void *ctx, int h, int i, pd_row *r)
+static void strided_row(const void *ctx, int h, int i, ab_periodic_row *r)
 {
     const strided_ctx *c = ctx;
     (void)h;
@@ -123,8 +123,8 @@ static int strided_run(void *state, const ab_problem *pb, const ab_layout *l, fl
     int *period = malloc((size_t)(pb->s.heads > 0 ? pb->s.heads : 1) * sizeof *period);
     if (!period) return AB_ENOMEM;
     for (int h = 0; h < pb->s.heads; h++) period[h] = strided_s(state, pb->s.seq_len);
-    const pd_spec sp = { &c, strided_row, period };
-    const int rc = pd_attend(pb, &sp, out);
+    const ab_periodic sp = { &c, strided_row, period };
+    const int rc = ab_kernel_periodic(pb, &sp, out);
     free(period);
     return rc;
 }

@@ -11,6 +11,11 @@ int ab_kernel_layout(const ab_problem *pb, const ab_layout *l, float *out)
     return ab_cpu_layout(pb, l, out);
 }
 
+int ab_kernel_periodic(const ab_problem *pb, const ab_periodic *pat, float *out)
+{
+    return ab_cpu_periodic(pb, pat, out);
+}
+
 double ab_exp_shift_sum(float *x, int n, float shift) { return ab_cpu_exp_shift_sum(x, n, shift); }
 
 int ab_kernel_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits)

@@ -691,6 +691,125 @@ Test(kernels_cpu, gather_row_periodic_layouts_match_ref)
         }
 }
 
+/* ab_kernel_periodic against fp64 on the layout of the same pattern: per
+ * head a period (0: no class part; 1; small; larger than some rows' class
+ * spans; larger than N), per row a random window W and class span S (some
+ * empty, some past [0, N), W inside S so that a non-causal row keeps two
+ * class ranges (element maps), W covering S's start), under the interval
+ * masks and a mask that is not one (element maps). Every ISA, d = 16 and 40; zero rows
+ * exactly zero; 1 vs 2 threads bitwise. */
+typedef struct kt_pd {
+    int n;
+    ab_periodic_row *rows; /* [heads * n] */
+} kt_pd;
+
+static void kt_pd_row(const void *ctx, int h, int i, ab_periodic_row *r)
+{
+    const kt_pd *p = ctx;
+    *r = p->rows[(size_t)h * p->n + i];
+}
+
+/* A non-causal base mask whose spans are not exact (element maps). */
+static int kt_gaps_allows(const ab_mask *m, int i, int j)
+{
+    (void)m;
+    return (i + 2 * j) % 5 != 1 && j != 5;
+}
+static void kt_gaps_span(const ab_mask *m, int i, int *lo, int *hi)
+{
+    (void)i;
+    *lo = 0;
+    *hi = m->seq_len;
+}
+static const ab_mask_def kt_gaps = {
+    .abi = AB_ABI_VERSION,
+    .name = "kt_gaps",
+    .syntax = "kt_gaps",
+    .summary = "test fixture",
+    .interval = 0,
+    .allows = kt_gaps_allows,
+    .span = kt_gaps_span,
+};
+
+Test(kernels_cpu, periodic_matches_ref)
+{
+    static const int per[] = { 0, 1, 3, 7, 90, 1000 }; /* per head */
+    static const char *const masks[] = { "causal", "full", "sliding:40", "document:3", "kt_gaps" };
+    const int H = (int)(sizeof per / sizeof per[0]);
+    int cases = 0;
+    for (size_t mk = 0; mk < sizeof masks / sizeof *masks; mk++)
+        for (int d = 16; d <= 40; d += 24) {
+            const int N = mk % 2 ? 157 : 300;
+            kt_case c;
+            ab_mask m;
+            char err[256];
+            kt_make(&c, H, N, d, 0, 5100 + 10 * mk + d);
+            if (strcmp(masks[mk], "kt_gaps") == 0) {
+                memset(&m, 0, sizeof m);
+                m.def = &kt_gaps;
+                m.seq_len = N;
+            } else {
+                cr_assert_eq(ab_mask_make(&m, masks[mk], N, 3 + mk, err, sizeof err), AB_OK, "%s", err);
+            }
+            c.pb.s.mask = &m;
+            c.pb.s.causal = m.def->causal;
+            kt_pd pd = { N, malloc((size_t)H * N * sizeof(ab_periodic_row)) };
+            float *o1 = malloc(c.n * sizeof(float));
+            int32_t *keys = malloc((size_t)2 * N * sizeof *keys);
+            cr_assert(pd.rows && o1 && keys);
+            ab_layout l;
+            ab_layout_init(&l, &c.pb.s, 64, 64);
+            cr_assert_eq(ab_layout_set_blocks(&l, 1, 16), AB_OK);
+            uint64_t rng = 91 + mk + d;
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < N; i++) {
+                    ab_periodic_row *r = &pd.rows[(size_t)h * N + i];
+                    const int kind = kt_int(&rng, 6);
+                    const int w = kt_int(&rng, 70), s = kt_int(&rng, 2 * N);
+                    r->wlo = i - w + kt_int(&rng, 3);
+                    r->whi = i + 1 + (kind == 1 ? w / 2 : 0);
+                    r->slo = i - s;
+                    r->shi = kind == 2 ? r->wlo : i + 1 + (kind >= 3 ? s / 3 : 0); /* kind 3-5: W inside S */
+                    if (kind == 0) r->whi = r->wlo - 1;                            /* no window */
+                    if (kind == 4) r->slo = r->wlo + 1;                            /* W covers S's start */
+                    if (i % 41 == 7) r->shi = r->slo;                              /* no class part */
+                    int n = 0;
+                    for (int j = r->wlo > 0 ? r->wlo : 0; j < r->whi && j < N; j++) keys[n++] = j;
+                    const int p = per[h];
+                    for (int j = r->slo > 0 ? r->slo : 0; p > 0 && j < r->shi && j < N; j++)
+                        if (((j - i) % p + p) % p == 0 && !(j >= r->wlo && j < r->whi)) keys[n++] = j;
+                    cr_assert_eq(ab_layout_add_tokens(&l, h, i, keys, n), AB_OK);
+                }
+            cr_assert_eq(ab_layout_finalize(&l), AB_OK);
+            kt_ref_all(&c, &l);
+            cr_assert_gt(kt_zero_rows(&c), 0);
+            const ab_periodic pat = { &pd, kt_pd_row, per };
+            for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+                if (!ab_cpu_isa_supported(isa)) continue;
+                for (int pass = 0; pass < 2; pass++) {
+                    omp_set_num_threads(pass == 0 ? 1 : 2);
+                    cr_assert_eq(ab_kernel_periodic_isa(&c.pb, &pat, pass == 0 ? o1 : c.out, isa), AB_OK);
+                }
+                const double e = kt_rel_l2(&c);
+                cr_expect_leq(e, KT_TOL, "isa %s mask %s d=%d: rel L2 %g", ab_cpu_isa_name(isa), masks[mk], d,
+                              e);
+                cr_expect_eq(memcmp(o1, c.out, c.n * sizeof(float)), 0, "isa %s mask %s: 1 vs 2 threads",
+                             ab_cpu_isa_name(isa), masks[mk]);
+                cases++;
+            }
+            const int bad[] = { 1, -1, 0, 0, 0, 0 };
+            const ab_periodic neg = { &pd, kt_pd_row, bad };
+            cr_expect_eq(ab_kernel_periodic_isa(&c.pb, &neg, c.out, AB_ISA_PORTABLE), AB_EINVAL);
+            ab_layout_free(&l);
+            ab_mask_free(&m);
+            free(pd.rows);
+            free(o1);
+            free(keys);
+            kt_free(&c);
+        }
+    cr_log_info("periodic cases: %d", cases);
+}
+
 /* ---- bf16 inputs ---------------------------------------------------------- */
 
 /* kt_make (2 heads) under the base mask spec bound to (n, mseed) in *m

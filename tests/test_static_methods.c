@@ -375,7 +375,7 @@ Test(static_methods, moa_sinks_and_band)
 }
 
 /* strided's and dilated's run() computes the pattern from its parameters
- * (methods/periodic.h: windows as row tiles, the rest per residue class),
+ * (ab_kernel_periodic: windows as row tiles, the rest per residue class),
  * not from the layout: over knobs the registry tests leave at their
  * defaults (global keys, one dilation, strides below and above the
  * window, windows past N), both masks kinds (interval spans and the

@@ -78,5 +78,6 @@ double ab_exp_shift_sum_avx512(float *x, int n, float shift);
 int ab_kernel_flash_isa(const ab_problem *pb, float *out, int isa);
 int ab_kernel_blocksparse_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa);
 int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa);
+int ab_kernel_periodic_isa(const ab_problem *pb, const ab_periodic *pat, float *out, int isa);
 
 #endif /* AB_CPU_SIMD_H */
