@@ -425,6 +425,23 @@ typedef struct ab_periodic {
     const int *period; /* [heads]: p_h >= 0 */
 } ab_periodic;
 int ab_kernel_periodic(const ab_problem *pb, const ab_periodic *pat, float *out);
+/* The attention tile: the kernels' online-softmax inner loop (the flash
+ * chunk step, vectorised for the CPU) over keys a method lays out itself,
+ * e.g. pooled core tokens beside a raw window (kernels/cpu/tileapi.c). One
+ * tile per thread, of at most `rows` (<= 128) query rows of head_dim (<=
+ * 512); NULL when out of memory or out of range. begin() starts nq <= rows
+ * query rows, row r at q + r * ldq, logits scale * q.k. keys() folds in nk
+ * keys (rows of k and v, row stride head_dim): row r sees keys [lo[r],
+ * hi[r]) of them (lo NULL: from 0; hi NULL: to nk); keys of later calls
+ * simply follow. end() writes row r, the softmax-weighted sum of the values
+ * it saw (0 if none), at out + r * ldo, and, when lse is not NULL, its
+ * log-sum-exp of the logits (-inf if none), to merge with other parts. */
+typedef struct ab_attn_tile ab_attn_tile;
+ab_attn_tile *ab_attn_tile_new(int head_dim, int rows);
+void ab_attn_tile_free(ab_attn_tile *t);
+void ab_attn_tile_begin(ab_attn_tile *t, const float *q, size_t ldq, int nq, float scale);
+void ab_attn_tile_keys(ab_attn_tile *t, const float *k, const float *v, int nk, const int *lo, const int *hi);
+void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse);
 /* x[i] = exp(x[i] - shift) in place for i < n (a -inf input gives 0);
  * returns the sum. A vector exp on the CPU's widest ISA
  * (AVX-512: our inline exp, <= 1.24 ULP; AVX2: SLEEF, 1 ULP). */

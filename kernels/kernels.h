@@ -26,11 +26,17 @@ int ab_ref_rows(const ab_problem *pb, int head, const int *rows, int nrows, cons
                 double *row_max, double *row_sum);
 
 /* The kernels behind the ABI helpers of include/attnbench.h (runtime/kernels.c
- * forwards ab_kernel_flash, ab_kernel_layout, ab_kernel_periodic and
- * ab_exp_shift_sum to these). */
+ * forwards ab_kernel_flash, ab_kernel_layout, ab_kernel_periodic,
+ * ab_attn_tile_* and ab_exp_shift_sum to these). */
 int ab_cpu_flash(const ab_problem *pb, float *out);
 int ab_cpu_layout(const ab_problem *pb, const ab_layout *l, float *out);
 int ab_cpu_periodic(const ab_problem *pb, const ab_periodic *pat, float *out);
+ab_attn_tile *ab_cpu_attn_tile_new(int head_dim, int rows);
+void ab_cpu_attn_tile_free(ab_attn_tile *t);
+void ab_cpu_attn_tile_begin(ab_attn_tile *t, const float *q, size_t ldq, int nq, float scale);
+void ab_cpu_attn_tile_keys(ab_attn_tile *t, const float *k, const float *v, int nk, const int *lo,
+                           const int *hi);
+void ab_cpu_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse);
 double ab_cpu_exp_shift_sum(float *x, int n, float shift);
 
 /* Decode (include/attnbench.h "decode"; kernels/cpu/decode.c). */

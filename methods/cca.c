@@ -30,11 +30,12 @@
  * Density knob: window (rises with it; density ~ (w + i/g) / i per row, so
  * its floor is ~1/g). Defaults g = 16, window = 1024 (ours; the paper's
  * group size and window depend on the model and context length). Memory:
- * core keys/values (N/g, d) per head and one (64, N/g + window) logit tile per
+ * core keys/values (N/g, d) per head and one 64-row attention tile per
  * thread; never N x N. Selection cost (ab_layout_set_cost): 0, 0 — select()
  * only states the static pattern's density; the pooling and the attention
- * over core and raw keys are run()'s work (per 64-row tile: float logits
- * via bs_gemm_nt, SLEEF exp in place, P.V as two bs_gemm_nn products).
+ * over core and raw keys are run()'s work (per 64-row tile: one online
+ * softmax over the core tokens, then the raw keys, on the kernels' chunk
+ * step through ab_attn_tile).
  *
  * weights() (ABI 6): a raw key weighs exp(its logit); a core token's
  * exp(q . k_core) is split over its group's keys by the pooling weights,
@@ -183,69 +184,50 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
     if (rc == AB_OK) {
 #pragma omp parallel
         {
-            /* raw span of a tile: at most (causal) window + tile + 2 groups
-             * wide, twice the window when non-causal */
-            const long span_cap = (causal ? 1L : 2L) * st->window + CCA_TILE + 2L * g + 1;
-            const int rcap = span_cap < n ? (int)span_cap : n;
-            float *sc = malloc((size_t)CCA_TILE * ng * sizeof *sc);   /* (tile, ng) core logits */
-            float *sr = malloc((size_t)CCA_TILE * rcap * sizeof *sr); /* (tile, raw span) raw logits */
-            float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
-            float *p = malloc((size_t)CCA_TILE * sizeof *p); /* (tile) 1 / row sums */
-            const int ok = sc && sr && bt && p;
-            if (!ok) {
+            ab_attn_tile *at = ab_attn_tile_new(d, CCA_TILE);
+            if (!at) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
             }
 #pragma omp for schedule(dynamic, 1)
             for (int tix = 0; tix < H * ntiles; tix++) {
-                if (!ok) continue;
+                if (!at) continue;
                 const int h = tix / ntiles, r0 = (tix % ntiles) * CCA_TILE;
                 const int r1 = r0 + CCA_TILE < n ? r0 + CCA_TILE : n, nr = r1 - r0;
                 const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
                             *v = pb->v + (size_t)h * n * d;
                 const float *hk = ck + (size_t)h * ng * d, *hv = cv + (size_t)h * ng * d;
-                int lo0, hi0, lo1, hi1;
-                raw_range(st, n, causal, r0, &lo0, &hi0);
-                raw_range(st, n, causal, r1 - 1, &lo1, &hi1);
-                const int tlo = lo0, thi = hi1;          /* raw span of the tile */
-                const int ncore = causal ? lo1 / g : ng; /* core logits needed */
-                if (ncore > 0) bs_gemm_nt(q + (size_t)r0 * d, d, nr, hk, d, ncore, d, scale, sc, ng, bt);
-                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap,
-                           bt);
-                /* probabilities in place: per row the used core logits
-                 * (groups entirely outside [lo, hi): [0, lo/g) and, without
-                 * causality, [ceil(hi/g), ncore)) and the raw ones [lo, hi)
-                 * are exponentiated (float, SLEEF), every other entry of the
-                 * tile row set to 0; then O = Pc . CV + Pr . V[tlo, thi) as
-                 * two register-tiled products and a row scale */
+                /* per row: core tokens [0, ca) and [cb, ng) (groups entirely
+                 * outside the raw range), raw keys [lo, hi) */
+                int ca[CCA_TILE], cb[CCA_TILE], lo[CCA_TILE], hi[CCA_TILE];
+                int cam = 0, cbm = ng, tlo = n, thi = 0;
                 for (int i = r0; i < r1; i++) {
-                    int lo, hi;
-                    raw_range(st, n, causal, i, &lo, &hi);
-                    float *pc = sc + (size_t)(i - r0) * ng, *pr = sr + (size_t)(i - r0) * rcap;
-                    const int ca = lo / g < ncore ? lo / g : ncore;
-                    const int cb = causal ? ncore : ((hi + g - 1) / g < ncore ? (hi + g - 1) / g : ncore);
-                    float mx = -INFINITY;
-                    for (int c = 0; c < ca; c++) mx = pc[c] > mx ? pc[c] : mx;
-                    for (int c = cb; c < ncore; c++) mx = pc[c] > mx ? pc[c] : mx;
-                    for (int j = lo - tlo; j < hi - tlo; j++) mx = pr[j] > mx ? pr[j] : mx;
-                    double sum =
-                        ab_exp_shift_sum(pc, ca, mx) + ab_exp_shift_sum(pr + (lo - tlo), hi - lo, mx);
-                    if (cb < ncore) sum += ab_exp_shift_sum(pc + cb, ncore - cb, mx);
-                    for (int c = ca; c < cb; c++) pc[c] = 0.0f;
-                    for (int j = 0; j < lo - tlo; j++) pr[j] = 0.0f;
-                    for (int j = hi - tlo; j < thi - tlo; j++) pr[j] = 0.0f;
-                    p[i - r0] = (float)(1.0 / sum);
+                    const int x = i - r0;
+                    raw_range(st, n, causal, i, &lo[x], &hi[x]);
+                    ca[x] = lo[x] / g;
+                    cb[x] = causal ? ng : (hi[x] + g - 1) / g;
+                    cam = ca[x] > cam ? ca[x] : cam;
+                    cbm = cb[x] < cbm ? cb[x] : cbm;
+                    tlo = lo[x] < tlo ? lo[x] : tlo;
+                    thi = hi[x] > thi ? hi[x] : thi;
                 }
-                float *o = out + ((size_t)h * n + r0) * d;
-                bs_gemm_nn(sc, ng, nr, hv, d, ncore, d, o, d, 0, bt);
-                bs_gemm_nn(sr, rcap, nr, v + (size_t)tlo * d, d, thi - tlo, d, o, d, 1, bt);
-                for (int i = 0; i < nr; i++)
-                    for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= p[i];
+                /* one softmax over the core tokens, then the raw keys (the
+                 * kernels' chunk step, ab_attn_tile) */
+                ab_attn_tile_begin(at, q + (size_t)r0 * d, d, nr, scale);
+                if (cam > 0) ab_attn_tile_keys(at, hk, hv, cam, NULL, ca);
+                if (cbm < ng) {
+                    for (int x = 0; x < nr; x++) cb[x] -= cbm;
+                    ab_attn_tile_keys(at, hk + (size_t)cbm * d, hv + (size_t)cbm * d, ng - cbm, cb, NULL);
+                }
+                for (int x = 0; x < nr; x++) {
+                    lo[x] -= tlo;
+                    hi[x] -= tlo;
+                }
+                if (thi > tlo)
+                    ab_attn_tile_keys(at, k + (size_t)tlo * d, v + (size_t)tlo * d, thi - tlo, lo, hi);
+                ab_attn_tile_end(at, out + ((size_t)h * n + r0) * d, d, NULL);
             }
-            free(sc);
-            free(sr);
-            free(bt);
-            free(p);
+            ab_attn_tile_free(at);
         }
     }
     if (rc != AB_OK) ab_set_error(state, "cca: out of memory");

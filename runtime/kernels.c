@@ -16,6 +16,25 @@ int ab_kernel_periodic(const ab_problem *pb, const ab_periodic *pat, float *out)
     return ab_cpu_periodic(pb, pat, out);
 }
 
+ab_attn_tile *ab_attn_tile_new(int head_dim, int rows) { return ab_cpu_attn_tile_new(head_dim, rows); }
+
+void ab_attn_tile_free(ab_attn_tile *t) { ab_cpu_attn_tile_free(t); }
+
+void ab_attn_tile_begin(ab_attn_tile *t, const float *q, size_t ldq, int nq, float scale)
+{
+    ab_cpu_attn_tile_begin(t, q, ldq, nq, scale);
+}
+
+void ab_attn_tile_keys(ab_attn_tile *t, const float *k, const float *v, int nk, const int *lo, const int *hi)
+{
+    ab_cpu_attn_tile_keys(t, k, v, nk, lo, hi);
+}
+
+void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse)
+{
+    ab_cpu_attn_tile_end(t, out, ldo, lse);
+}
+
 double ab_exp_shift_sum(float *x, int n, float shift) { return ab_cpu_exp_shift_sum(x, n, shift); }
 
 int ab_kernel_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits)

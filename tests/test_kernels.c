@@ -810,6 +810,93 @@ Test(kernels_cpu, periodic_matches_ref)
     cr_log_info("periodic cases: %d", cases);
 }
 
+/* The attention tile of the ABI (ab_attn_tile_*): every ISA, query rows
+ * with a row stride, three key calls per tile (counts below, at and above
+ * the chunk; lo/hi both given or one NULL; some rows seeing nothing in a
+ * call or at all) and an empty call against the fp64 softmax over the union of what
+ * each row saw, and the log-sum-exp of its logits. */
+Test(kernels_cpu, attn_tile_matches_ref)
+{
+    const int nks[3] = { 13, 64, 150 };
+    uint64_t rng = 77;
+    int cases = 0;
+    for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+        if (!ab_cpu_isa_supported(isa)) continue;
+        for (int d = 8; d <= 72; d += 32)
+            for (int nq = 1; nq <= 70; nq += 23) {
+                const int ldq = d + 5;
+                float *q = malloc((size_t)nq * ldq * sizeof *q), *kv[3][2], *out = malloc((size_t)nq * d * 4);
+                float lse[80];
+                int lo[3][80], hi[3][80];
+                cr_assert(q && out);
+                for (size_t e = 0; e < (size_t)nq * ldq; e++) q[e] = (float)(2 * kt_normal(&rng));
+                for (int c = 0; c < 3; c++)
+                    for (int w = 0; w < 2; w++) {
+                        kv[c][w] = malloc((size_t)nks[c] * d * sizeof(float));
+                        cr_assert(kv[c][w]);
+                        for (int e = 0; e < nks[c] * d; e++) kv[c][w][e] = (float)kt_normal(&rng);
+                    }
+                for (int c = 0; c < 3; c++)
+                    for (int r = 0; r < nq; r++) {
+                        lo[c][r] = kt_int(&rng, nks[c] + 1) - 2;
+                        hi[c][r] = lo[c][r] + kt_int(&rng, nks[c]);
+                        if (r % 7 == 3) hi[c][r] = lo[c][r]; /* sees nothing in calls 0 and 1 */
+                        if (c == 2) lo[c][r] = r % 7 == 3 ? nks[2] : r % 5 == 1 ? 1 : 0; /* nothing at all */
+                    }
+                ab_attn_tile *t = ab_attn_tile_new_isa(d, 80, isa);
+                cr_assert(t);
+                const float scale = 0.3f;
+                ab_attn_tile_begin(t, q, ldq, nq, scale);
+                ab_attn_tile_keys(t, kv[0][0], kv[0][1], nks[0], lo[0], hi[0]);
+                ab_attn_tile_keys(t, kv[1][0], kv[1][1], nks[1], NULL, hi[1]);
+                ab_attn_tile_keys(t, kv[2][0], kv[2][1], nks[2], lo[2], NULL);
+                if (d == 8) ab_attn_tile_keys(t, kv[2][0], kv[2][1], 0, NULL, NULL); /* no keys */
+                ab_attn_tile_end(t, out, d, lse);
+                ab_attn_tile_free(t);
+                double num = 0, den = 0;
+                for (int r = 0; r < nq; r++) {
+                    double m = -INFINITY, sum = 0, o[72] = { 0 };
+                    for (int pass = 0; pass < 2; pass++)
+                        for (int c = 0; c < 3; c++) {
+                            const int a = c == 1 ? 0 : lo[c][r], b = c == 2 ? nks[2] : hi[c][r];
+                            for (int j = a < 0 ? 0 : a; j < b && j < nks[c]; j++) {
+                                double x = 0;
+                                for (int e = 0; e < d; e++)
+                                    x += (double)q[(size_t)r * ldq + e] * kv[c][0][(size_t)j * d + e];
+                                x *= scale;
+                                if (pass == 0) {
+                                    m = x > m ? x : m;
+                                    continue;
+                                }
+                                sum += exp(x - m);
+                                for (int e = 0; e < d; e++) o[e] += exp(x - m) * kv[c][1][(size_t)j * d + e];
+                            }
+                        }
+                    for (int e = 0; e < d; e++) {
+                        const double ref = sum > 0 ? o[e] / sum : 0;
+                        num += (out[(size_t)r * d + e] - ref) * (out[(size_t)r * d + e] - ref);
+                        den += ref * ref;
+                    }
+                    if (sum > 0)
+                        cr_expect(fabs(lse[r] - (m + log(sum))) <= 1e-5 * (1 + fabs(m + log(sum))),
+                                  "isa %s row %d: lse %g, want %g", ab_cpu_isa_name(isa), r, lse[r],
+                                  m + log(sum));
+                    else
+                        cr_expect(isinf(lse[r]) && lse[r] < 0, "row %d saw nothing: lse %g", r, lse[r]);
+                }
+                cr_expect_leq(sqrt(num / den), KT_TOL, "isa %s d=%d nq=%d: rel L2 %g", ab_cpu_isa_name(isa),
+                              d, nq, sqrt(num / den));
+                cases++;
+                for (int c = 0; c < 3; c++) free(kv[c][0]), free(kv[c][1]);
+                free(q);
+                free(out);
+            }
+    }
+    cr_assert_null(ab_attn_tile_new_isa(16, 129, AB_ISA_PORTABLE));
+    cr_assert_null(ab_attn_tile_new_isa(0, 16, AB_ISA_PORTABLE));
+    cr_log_info("attention tile cases: %d", cases);
+}
+
 /* ---- bf16 inputs ---------------------------------------------------------- */
 
 /* kt_make (2 heads) under the base mask spec bound to (n, mseed) in *m

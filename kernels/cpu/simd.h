@@ -79,5 +79,6 @@ int ab_kernel_flash_isa(const ab_problem *pb, float *out, int isa);
 int ab_kernel_blocksparse_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa);
 int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l, float *out, int isa);
 int ab_kernel_periodic_isa(const ab_problem *pb, const ab_periodic *pat, float *out, int isa);
+ab_attn_tile *ab_attn_tile_new_isa(int head_dim, int rows, int isa);
 
 #endif /* AB_CPU_SIMD_H */
