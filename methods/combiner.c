@@ -39,9 +39,11 @@
  * Base masks: plain causal and full only; regions and their summaries would
  * cross document, window, prefix or chunk boundaries, so select() and run()
  * return AB_EUNSUPPORTED for the others. Memory: region keys and values
- * (N/s, d) per head and one 64-row tile of logits per thread. Selection
+ * (N/s, d) per head and one 64-row attention tile per thread. Selection
  * cost (ab_layout_set_cost): 0, 0 — a static pattern; the summaries and the
- * attention are run()'s work (bs_gemm_nt logits, SLEEF exp, bs_gemm_nn P.V).
+ * attention are run()'s work (per 64-row tile: the own keys and the region
+ * summaries as online softmaxes on the kernels' chunk step, ab_attn_tile,
+ * merged by log-sum-exp with the regions' log |r|).
  */
 #include "attnbench.h"
 #include "methods/plain_mask.h"
@@ -149,6 +151,26 @@ static void region_pool(const float *q, const float *k, int d, int j0, int j1, d
     bs_softmax(p, m);
 }
 
+/* Merge part 2 (rows o2, log-sum-exps lse2, its logits shifted by bias)
+ * into part 1 (o, lse): one softmax over both parts' keys. */
+static void cmb_merge(float *o, float *lse, const float *o2, const float *lse2, float bias, int nr, int d)
+{
+    for (int x = 0; x < nr; x++) {
+        const float a = lse[x], b = lse2[x] + bias;
+        if (b == -INFINITY) continue;
+        float *r = o + (size_t)x * d;
+        const float *r2 = o2 + (size_t)x * d;
+        if (a == -INFINITY) {
+            memcpy(r, r2, (size_t)d * sizeof *r);
+            lse[x] = b;
+            continue;
+        }
+        const float m = a > b ? a : b, wa = expf(a - m), wb = expf(b - m), inv = 1.0f / (wa + wb);
+        for (int e = 0; e < d; e++) r[e] = (wa * r[e] + wb * r2[e]) * inv;
+        lse[x] = m + logf(wa + wb);
+    }
+}
+
 static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
 {
     (void)l;
@@ -194,13 +216,9 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
     if (rc == AB_OK) {
 #pragma omp parallel
         {
-            const long span_cap = (long)CMB_TILE + 2L * s;
-            const int rcap = span_cap < n ? (int)span_cap : n;
-            float *sc = malloc((size_t)CMB_TILE * nreg * sizeof *sc); /* region logits */
-            float *sr = malloc((size_t)CMB_TILE * rcap * sizeof *sr); /* direct logits */
-            float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
-            float *inv = malloc((size_t)CMB_TILE * sizeof *inv);
-            const int ok = sc && sr && bt && inv;
+            ab_attn_tile *at = ab_attn_tile_new(d, CMB_TILE);
+            float *o2 = malloc((size_t)CMB_TILE * d * sizeof *o2);
+            const int ok = at && o2;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -210,53 +228,59 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
                 if (!ok) continue;
                 const int h = tix / ntiles, r0 = (tix % ntiles) * CMB_TILE;
                 const int r1 = r0 + CMB_TILE < n ? r0 + CMB_TILE : n, nr = r1 - r0;
-                const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
+                const float *q = pb->q + ((size_t)h * n + r0) * d, *k = pb->k + (size_t)h * n * d,
                             *v = pb->v + (size_t)h * n * d;
-                int lo0, hi0, lo1, hi1;
-                own_range(s, n, causal, r0, &lo0, &hi0);
-                own_range(s, n, causal, r1 - 1, &lo1, &hi1);
-                const int tlo = lo0, thi = hi1;
-                const int nrg = causal ? (r1 - 1) / s : nreg; /* region logits needed */
-                if (nrg > 0)
-                    bs_gemm_nt(q + (size_t)r0 * d, d, nr, rk + (size_t)h * nreg * d, d, nrg, d, scale, sc,
-                               nreg, bt);
-                bs_gemm_nt(q + (size_t)r0 * d, d, nr, k + (size_t)tlo * d, d, thi - tlo, d, scale, sr, rcap,
-                           bt);
-                for (int i = r0; i < r1; i++) {
-                    int lo, hi;
-                    own_range(s, n, causal, i, &lo, &hi);
-                    const int own = i / s;
-                    float *pc = sc + (size_t)(i - r0) * nreg, *pr = sr + (size_t)(i - r0) * rcap;
-                    /* summarised regions: [0, own) and, non-causal, (own, nrg) */
-                    const int ca = own < nrg ? own : nrg, cb = causal ? nrg : own + 1;
-                    float mx = -INFINITY;
-                    for (int c = 0; c < ca; c++) {
-                        pc[c] += lb[c];
-                        mx = pc[c] > mx ? pc[c] : mx;
-                    }
-                    for (int c = cb; c < nrg; c++) {
-                        pc[c] += lb[c];
-                        mx = pc[c] > mx ? pc[c] : mx;
-                    }
-                    for (int j = lo - tlo; j < hi - tlo; j++) mx = pr[j] > mx ? pr[j] : mx;
-                    double sum =
-                        ab_exp_shift_sum(pc, ca, mx) + ab_exp_shift_sum(pr + (lo - tlo), hi - lo, mx);
-                    if (cb < nrg) sum += ab_exp_shift_sum(pc + cb, nrg - cb, mx);
-                    for (int c = ca; c < cb && c < nrg; c++) pc[c] = 0.0f;
-                    for (int j = 0; j < lo - tlo; j++) pr[j] = 0.0f;
-                    for (int j = hi - tlo; j < thi - tlo; j++) pr[j] = 0.0f;
-                    inv[i - r0] = (float)(1.0 / sum);
-                }
+                const float *hk = rk + (size_t)h * nreg * d, *hv = rv + (size_t)h * nreg * d;
                 float *o = out + ((size_t)h * n + r0) * d;
-                if (nrg > 0) bs_gemm_nn(sc, nreg, nr, rv + (size_t)h * nreg * d, d, nrg, d, o, d, 0, bt);
-                bs_gemm_nn(sr, rcap, nr, v + (size_t)tlo * d, d, thi - tlo, d, o, d, nrg > 0, bt);
-                for (int i = 0; i < nr; i++)
-                    for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= inv[i];
+                /* per row: own keys [lo, hi); summarised regions [0, ca) and,
+                 * non-causal, [cb, nfull) of the full ones, and the partial
+                 * last region (index nfull) when it is not the row's own */
+                const int nfull = n / s;
+                int lo[CMB_TILE], hi[CMB_TILE], ca[CMB_TILE], cb[CMB_TILE], lp[CMB_TILE];
+                float lse[CMB_TILE], lse2[CMB_TILE];
+                int tlo = n, thi = 0, cam = 0, cbm = nfull, anyp = 0;
+                for (int x = 0; x < nr; x++) {
+                    const int i = r0 + x, own = i / s;
+                    own_range(s, n, causal, i, &lo[x], &hi[x]);
+                    ca[x] = own < nfull ? own : nfull;
+                    cb[x] = causal ? nfull : own + 1 < nfull ? own + 1 : nfull;
+                    lp[x] = !causal && nfull < nreg && own != nfull;
+                    tlo = lo[x] < tlo ? lo[x] : tlo;
+                    thi = hi[x] > thi ? hi[x] : thi;
+                    cam = ca[x] > cam ? ca[x] : cam;
+                    cbm = cb[x] < cbm ? cb[x] : cbm;
+                    anyp |= lp[x];
+                }
+                /* the own keys, then each summary part with its log |r|
+                 * (full regions: log s), merged by log-sum-exp; each part
+                 * is one online softmax on the kernels' chunk step */
+                for (int x = 0; x < nr; x++) {
+                    lo[x] -= tlo;
+                    hi[x] -= tlo;
+                }
+                ab_attn_tile_begin(at, q, d, nr, scale);
+                ab_attn_tile_keys(at, k + (size_t)tlo * d, v + (size_t)tlo * d, thi - tlo, lo, hi);
+                ab_attn_tile_end(at, o, d, lse);
+                if (cam > 0 || cbm < nfull) {
+                    ab_attn_tile_begin(at, q, d, nr, scale);
+                    if (cam > 0) ab_attn_tile_keys(at, hk, hv, cam, NULL, ca);
+                    if (cbm < nfull) {
+                        for (int x = 0; x < nr; x++) cb[x] -= cbm;
+                        ab_attn_tile_keys(at, hk + (size_t)cbm * d, hv + (size_t)cbm * d, nfull - cbm, cb,
+                                          NULL);
+                    }
+                    ab_attn_tile_end(at, o2, d, lse2);
+                    cmb_merge(o, lse, o2, lse2, lb[0], nr, d);
+                }
+                if (anyp) {
+                    ab_attn_tile_begin(at, q, d, nr, scale);
+                    ab_attn_tile_keys(at, hk + (size_t)nfull * d, hv + (size_t)nfull * d, 1, NULL, lp);
+                    ab_attn_tile_end(at, o2, d, lse2);
+                    cmb_merge(o, lse, o2, lse2, lb[nfull], nr, d);
+                }
             }
-            free(sc);
-            free(sr);
-            free(bt);
-            free(inv);
+            ab_attn_tile_free(at);
+            free(o2);
         }
     }
     if (rc != AB_OK) ab_set_error(state, "combiner: out of memory");
