@@ -478,6 +478,48 @@ static inline int bs_skey_before(const bs_skey *a, const bs_skey *b)
     return a->key < b->key || (a->key == b->key && a->idx < b->idx);
 }
 
+/* The n first of c[0, m) in bs_cand_cmp order, kept in c[0, n) in their
+ * original order; c must be in ascending idx order (a scan of candidates),
+ * so ties at the n-th score go to the lower indices. The scores as ordered
+ * keys (key[m], scratch) and a quickselect on a copy (key + m, so 2 m
+ * scratch) for the n-th key; then one stable pass. Returns n (or m if
+ * smaller). The same set as a partial sort by bs_cand_cmp. */
+static inline int bs_top_ascending(bs_cand *c, int m, int n, uint64_t *key)
+{
+    if (n >= m) return m;
+    if (n <= 0) return 0;
+    uint64_t *w = key + m;
+    for (int i = 0; i < m; i++) w[i] = key[i] = bs_key_of(c[i].score);
+    int lo = 0, hi = m - 1;
+    const int k = n - 1;
+    while (lo < hi) { /* w[k] = the k-th smallest key */
+        const uint64_t pv = w[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (w[i] < pv) i++;
+            while (w[j] > pv) j--;
+            if (i <= j) {
+                const uint64_t t = w[i];
+                w[i++] = w[j];
+                w[j--] = t;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            break;
+    }
+    const uint64_t kth = w[k];
+    int less = 0;
+    for (int i = 0; i < m; i++) less += key[i] < kth;
+    int ties = n - less, o = 0;
+    for (int i = 0; i < m; i++)
+        if (key[i] < kth || (key[i] == kth && ties-- > 0)) c[o++] = c[i];
+    return n;
+}
+
 /* Sort c into bs_cand_cmp order (higher score, then lower index; NaN last):
  * the scores as ordered keys, insertion sort on runs of 16, then bottom-up
  * merges; comparisons inline (qsort's comparator calls were half of the

@@ -42,6 +42,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct quest_state {
     double budget; /* tokens per query block, beyond the diagonal block */
@@ -97,9 +98,40 @@ static int page_minmax(const float *k, int n, int d, int P, float *mn, float *mx
     return AB_OK;
 }
 
-/* a ranks before b: higher bound, then lower page (bs_cand_cmp's order). */
-#define QUEST_BEFORE(a, b) (bs_cand_cmp(&(a), &(b)) < 0)
-MC_DEFINE_SELECT_TOP(quest_select_top, bs_cand, QUEST_BEFORE)
+/* Quest's bound of nu pages: u[p] = sum over c, in order, of
+ * max(q_c min_c(p), q_c max_c(p)), in double. min <= max, so the larger
+ * product is q_c max_c(p) when q_c >= 0 and q_c min_c(p) otherwise: one
+ * product per element, from the row the sign of q_c picks. A float times
+ * a float is exact in double, so the sums are those of the two-product
+ * form bit for bit. QB_W pages at a time stay in registers over c. mn, mx:
+ * (d, ld) rows, from the first page. */
+#define QB_W 32
+typedef double qb_vd __attribute__((vector_size(QB_W / 4 * sizeof(double))));
+typedef float qb_vf __attribute__((vector_size(QB_W / 4 * sizeof(float))));
+
+static void quest_bounds(const float *qm, const float *mn, const float *mx, int ld, int d, int nu, double *u)
+{
+    int p0 = 0;
+    for (; p0 + QB_W <= nu; p0 += QB_W) {
+        qb_vd acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+        for (int c = 0; c < d; c++) {
+            const float *src = (qm[c] >= 0.0f ? mx : mn) + (size_t)c * ld + p0;
+            const double qc = (double)qm[c];
+            for (int g = 0; g < 4; g++) {
+                qb_vf f;
+                memcpy(&f, src + g * (QB_W / 4), sizeof f);
+                acc[g] += qc * __builtin_convertvector(f, qb_vd);
+            }
+        }
+        memcpy(u + p0, acc, sizeof acc);
+    }
+    for (int p = p0; p < nu; p++) u[p] = 0.0;
+    for (int c = 0; c < d && p0 < nu; c++) {
+        const double qc = (double)qm[c];
+        const float *src = (qm[c] >= 0.0f ? mx : mn) + (size_t)c * ld;
+        for (int p = p0; p < nu; p++) u[p] += qc * src[p];
+    }
+}
 
 static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
 {
@@ -116,7 +148,7 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, d, npages) */
     float *mx = malloc((size_t)H * np * d * sizeof *mx); /* (heads, d, npages) */
     int rc = (mn && mx) ? AB_OK : AB_ENOMEM;
-    double cands = 0.0, sorted = 0.0; /* candidate pages scored; n log2 n of the kept ones ordered */
+    double cands = 0.0; /* candidate pages scored */
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
@@ -128,14 +160,15 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
             }
     }
     if (rc == AB_OK) {
-#pragma omp parallel reduction(+ : cands, sorted)
+#pragma omp parallel reduction(+ : cands)
         {
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)np * sizeof *cand);
             double *u = malloc((size_t)np * sizeof *u); /* (npages) bounds of a page range */
             /* one row's key blocks (diagonal + pages) or key tokens */
             int32_t *idx = malloc(((size_t)bk + (size_t)keep * P + 1) * sizeof *idx);
-            int ok = qm && cand && u && idx;
+            uint64_t *key = malloc((size_t)2 * np * sizeof *key + 1); /* bs_top_ascending's scratch */
+            int ok = qm && cand && u && idx && key;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -161,16 +194,7 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                     pe = pe < np ? pe : np;
                 }
                 const int nu = pe > pa ? pe - pa : 0;
-                for (int p = 0; p < nu; p++) u[p] = 0.0;
-                for (int c = 0; c < d; c++) {
-                    const double qc = (double)qm[c];
-                    const float *a = mn + ((size_t)h * d + c) * np + pa,
-                                *b = mx + ((size_t)h * d + c) * np + pa;
-                    for (int p = 0; p < nu; p++) {
-                        const double x = qc * a[p], y = qc * b[p];
-                        u[p] += x > y ? x : y;
-                    }
-                }
+                quest_bounds(qm, mn + (size_t)h * d * np + pa, mx + (size_t)h * d * np + pa, np, d, nu, u);
                 int m = 0;
                 for (int p = pa; p < pe; p++) {
                     const int j0 = p * P, j1 = j0 + P;
@@ -182,24 +206,34 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                 int kr = mc_dither(pages, qb);
                 kr = kr < keep ? kr : keep;
                 const int n = m < kr ? m : kr;
-                /* the n best pages (linear partial selection), then in order */
-                quest_select_top(cand, m, n);
-                bs_sort_desc(cand, n);
+                /* the n best pages, in page order */
+                bs_top_ascending(cand, m, n, key);
                 cands += m;
-                sorted += n > 1 ? n * log2((double)n) : 0.0;
-                /* the diagonal block and the chosen pages: as key blocks when
-                 * pages are key blocks, else as their key tokens */
-                int ni = 0, ra;
+                /* the diagonal block and the chosen pages, ascending (so
+                 * finalize has no sorting to do): as key blocks when pages
+                 * are key blocks, else as their key tokens */
+                int ni = 0, ra, diag_out = 0;
                 if (as_blocks) {
-                    idx[ni++] = diag;
-                    for (int t = 0; t < n; t++) idx[ni++] = cand[t].idx;
+                    for (int t = 0; t < n; t++) {
+                        if (!diag_out && cand[t].idx > diag) idx[ni++] = diag, diag_out = 1;
+                        idx[ni++] = cand[t].idx;
+                    }
+                    if (!diag_out) idx[ni++] = diag;
                     ra = ab_layout_add_blocks(l, h, qb, idx, ni);
                 } else {
-                    for (int j = d0; j < d1 && j < N; j++) idx[ni++] = j;
+                    const int e1 = d1 < N ? d1 : N;
                     for (int t = 0; t < n; t++) {
                         const int j0 = cand[t].idx * P, j1 = j0 + P < N ? j0 + P : N;
-                        for (int j = j0; j < j1; j++) idx[ni++] = j;
+                        for (int j = j0; j < j1; j++) {
+                            if (!diag_out && j >= d0) {
+                                for (int x = d0; x < e1; x++) idx[ni++] = x;
+                                diag_out = 1;
+                            }
+                            if (j < d0 || j >= e1) idx[ni++] = j;
+                        }
                     }
+                    if (!diag_out)
+                        for (int x = d0; x < e1; x++) idx[ni++] = x;
                     ra = ab_layout_add_tokens(l, h, qb, idx, ni);
                 }
                 if (ra != AB_OK) {
@@ -212,6 +246,7 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
             free(cand);
             free(u);
             free(idx);
+            free(key);
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "quest_prefill: out of memory");
@@ -220,8 +255,8 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc != AB_OK) return rc;
     /* page min/max 2 compares per key element; per query block the mean
      * query (rows*d adds); per candidate page the bound U, 4d (2 mul, max,
-     * add), and 1 for the linear top-k pass; the kept pages ordered */
-    const double flops = 2.0 * H * N * d + (double)H * N * d + 4.0 * d * cands + cands + sorted;
+     * add), and 3 for the top-n pass (key, quickselect, stable pass) */
+    const double flops = 2.0 * H * N * d + (double)H * N * d + 4.0 * d * cands + 3.0 * cands;
     const double bytes = 4.0 * (2.0 * H * N * d + 2.0 * H * np * d + 2.0 * d * cands);
     return ab_layout_set_cost(l, flops, bytes);
 }

@@ -251,3 +251,47 @@ Test(block_score, sort_desc_is_the_comparator_order)
             free(ref);
         }
 }
+
+/* bs_top_ascending keeps the same set as the first n of qsort with
+ * bs_cand_cmp (ties at the n-th score to the lower indices, NaN last),
+ * in ascending index order, for candidates listed in index order: random,
+ * tied and special scores, n from 0 past m. */
+Test(block_score, top_ascending_is_the_comparator_prefix)
+{
+    static const int sizes[] = { 1, 2, 5, 16, 100, 1000 };
+    uint64_t seed = 23;
+    for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int f = 0; f <= 5; f++) {
+                const int m = sizes[a], n = f == 5 ? m + 3 : m * f / 4;
+                bs_cand *c = malloc((size_t)m * sizeof *c), *ref = malloc((size_t)m * sizeof *ref);
+                uint64_t *key = malloc((size_t)2 * m * sizeof *key);
+                char *in = calloc((size_t)m + 10, 1);
+                cr_assert(c && ref && key && in);
+                for (int i = 0; i < m; i++) {
+                    const double u = urand(&seed);
+                    const double specials[] = { 0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-310, -1e300 };
+                    const double sc = kind == 0   ? u * 2.0 - 1.0
+                                      : kind == 1 ? floor(u * 3.0) - 1.0
+                                      : kind == 2 ? specials[(int)(fabs(u) * 7.0) % 7]
+                                                  : 0.5;
+                    c[i] = (bs_cand){ sc, (int32_t)(3 * i + 1) };
+                }
+                memcpy(ref, c, (size_t)m * sizeof *c);
+                qsort(ref, (size_t)m, sizeof *ref, bs_cand_cmp);
+                const int got = bs_top_ascending(c, m, n, key), want = n < m ? n : m;
+                cr_assert_eq(got, want, "m %d n %d: returned %d", m, n, got);
+                for (int i = 0; i < want; i++) in[(ref[i].idx - 1) / 3] = 1;
+                for (int i = 0; i < want; i++) {
+                    cr_assert(in[(c[i].idx - 1) / 3], "m %d n %d kind %d: page %d kept, not in the first %d",
+                              m, n, kind, c[i].idx, want);
+                    in[(c[i].idx - 1) / 3] = 0; /* each once */
+                    cr_assert(i == 0 || c[i].idx > c[i - 1].idx, "m %d n %d kind %d: not ascending at %d", m,
+                              n, kind, i);
+                }
+                free(c);
+                free(ref);
+                free(key);
+                free(in);
+            }
+}

@@ -13,6 +13,8 @@
 #include "kernels/kernels.h"
 
 #include <cblas.h>
+#include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -55,6 +57,37 @@ void ab_bind_threads(int threads)
         CPU_SET(cpus[omp_get_thread_num() % n], &one);
         pthread_setaffinity_np(pthread_self(), sizeof one, &one);
     }
+}
+
+/* Freed memory stays in the process. glibc serves a block of 128 KiB or
+ * more with mmap and unmaps it on free, so a select() that builds a layout
+ * of megabytes page-faults it all in again on every timed call (at N = 16K,
+ * 4 heads, quest_prefill's select() + finalize: 23.0 ms, 5.3 ms of them
+ * first-touch faults), a cost of the allocator, not of the method (a
+ * caching allocator, as deep-learning frameworks use, pays it once). Each
+ * child raises the mmap threshold to its maximum (32 MiB on 64-bit glibc)
+ * and turns trimming off, once, before it measures: every call after the
+ * warm-up reuses the memory of the one before. Larger blocks are still
+ * mapped per call. Leave it to the environment by setting MALLOC_* or
+ * GLIBC_TUNABLES (ab_malloc_mode says which). */
+static int malloc_from_env(void)
+{
+    return getenv("GLIBC_TUNABLES") || getenv("MALLOC_MMAP_THRESHOLD_") || getenv("MALLOC_TRIM_THRESHOLD_");
+}
+
+void ab_malloc_keep(void)
+{
+    static int done;
+    if (done || malloc_from_env()) return;
+    done = 1;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);
+}
+
+const char *ab_malloc_mode(void)
+{
+    if (malloc_from_env()) return "environment (GLIBC_TUNABLES / MALLOC_* as set)";
+    return "attnbench: glibc mmap threshold 32 MiB, no trim (freed memory reused across timed calls)";
 }
 
 const char *ab_binding_mode(void)
@@ -725,6 +758,7 @@ void measure_point(const point_ctx *x, ab_point *p)
     omp_set_num_threads(x->threads);
     ab_bind_threads(x->threads);
     openblas_set_num_threads(x->threads);
+    ab_malloc_keep();
     if (b->phase == AB_DECODE) {
         measure_decode(x, p);
         return;

@@ -46,4 +46,6 @@ int ab_one_call(ab_instance *in, const ab_problem *pb, int block_q, int block_k,
                 double *sel, double *run);
 /* Bind this process's OpenMP threads, one per allowed CPU (docs/timing.md). */
 void ab_bind_threads(int threads);
+/* Keep freed memory in the process for the timed calls (measure.c). */
+void ab_malloc_keep(void);
 #endif

@@ -112,6 +112,7 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
              getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "(unset)");
     ab_env_set(e, "thread_placement", buf);
     ab_env_set(e, "thread_binding", ab_binding_mode());
+    ab_env_set(e, "malloc", ab_malloc_mode());
     ab_env_set(e, "timing_protocol",
                "docs/timing.md: rounds in fresh child processes, interleaved; samples paired with "
                "dense flash (D M, M D, ...); calls batched to min_sample_ms; medians with "

@@ -13,4 +13,6 @@ int ab_default_threads(void);
 double ab_stream_triad_gbs(int threads, int mib);
 /* How the sweep binds threads (harness/engine/measure.c), for the results file. */
 const char *ab_binding_mode(void);
+/* How the timing children allocate (measure.c, ab_malloc_keep). */
+const char *ab_malloc_mode(void);
 #endif
