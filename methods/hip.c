@@ -144,6 +144,37 @@ static float block_score(const float *k, const float *qt, const int *rows, float
 typedef int vi __attribute__((vector_size(VW * sizeof(int))));
 enum { KU = 8 }; /* keys per register tile */
 
+/* acc[u] = sum_c qv[c] kr_u[c] for the KU = 8 key rows: a function of its
+ * own, so that the eight row pointers stay in registers (inlined into
+ * score_keys, GCC kept five of them on the stack and reloaded them on
+ * every c: hip's select() ran load-bound). */
+_Static_assert(KU == 8, "score_tile takes eight rows");
+static __attribute__((noinline)) void score_tile(const vf *qv, int d, const float *k0, const float *k1,
+                                                 const float *k2, const float *k3, const float *k4,
+                                                 const float *k5, const float *k6, const float *k7, vf *acc)
+{
+    vf a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 }, a4 = { 0 }, a5 = { 0 }, a6 = { 0 }, a7 = { 0 };
+    for (int c = 0; c < d; c++) {
+        const vf x = qv[c];
+        a0 = v_fma(x, v_splat(k0[c]), a0);
+        a1 = v_fma(x, v_splat(k1[c]), a1);
+        a2 = v_fma(x, v_splat(k2[c]), a2);
+        a3 = v_fma(x, v_splat(k3[c]), a3);
+        a4 = v_fma(x, v_splat(k4[c]), a4);
+        a5 = v_fma(x, v_splat(k5[c]), a5);
+        a6 = v_fma(x, v_splat(k6[c]), a6);
+        a7 = v_fma(x, v_splat(k7[c]), a7);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    acc[4] = a4;
+    acc[5] = a5;
+    acc[6] = a6;
+    acc[7] = a7;
+}
+
 /* GEMM-shaped scoring of one round: out[t] = the largest logit of keys
  * kj[t] over the nr (<= VW) scoring queries in the lanes of qv (d, VW),
  * zero-padded, counting lane i only if it is a query (i < nr) and, under
@@ -162,11 +193,7 @@ static void score_keys(const float *k, int d, const vf *qv, const int *rows, int
         const float *kr[KU];
         for (int u = 0; u < KU; u++) kr[u] = k + (size_t)kj[g + (u < nu ? u : 0)] * d;
         vf acc[KU];
-        for (int u = 0; u < KU; u++) acc[u] = (vf){ 0 };
-        for (int c = 0; c < d; c++) {
-            const vf x = qv[c];
-            for (int u = 0; u < KU; u++) acc[u] = v_fma(x, v_splat(kr[u][c]), acc[u]);
-        }
+        score_tile(qv, d, kr[0], kr[1], kr[2], kr[3], kr[4], kr[5], kr[6], kr[7], acc);
         const vi ninf = (vi){ 0 } + (int)0xff800000u; /* -inf bits */
         for (int u = 0; u < nu; u++) {
             /* lanes that count and are not NaN (NaN never wins), the rest
