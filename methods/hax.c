@@ -119,9 +119,15 @@ typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
 static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
                         int32_t *out)
 {
+    enum { SB_ROWS = 4 };
     const int nw = (bits + HX_VL - 1) / HX_VL;
     vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to HX_VL */
-    if (!Hv) return AB_ENOMEM;
+    double *xs = malloc((size_t)SB_ROWS * d * sizeof *xs);           /* the rows centred and scaled */
+    if (!Hv || !xs) {
+        free(Hv);
+        free(xs);
+        return AB_ENOMEM;
+    }
     for (int c = 0; c < d; c++)
         for (int t = 0; t < nw * HX_VL; t++)
             Hv[(size_t)c * nw + t / HX_VL][t % HX_VL] = t < bits ? H[(size_t)c * bits + t] : 0.0;
@@ -138,15 +144,18 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
     /* bits in vector lanes: the same products and per-bit order of sums as
      * a scalar loop; SB_ROWS rows at a time, so their sums are independent
      * chains (one row's chain of d dependent adds left the FP units idle) */
-    enum { SB_ROWS = 4 };
     for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
         const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
         vd pv[SB_ROWS][32 / HX_VL] = { { { 0 } } }; /* bits <= 30 < 32 */
+        for (int r = 0; r < SB_ROWS; r++) {         /* the rows centred and scaled, vectorised over c */
+            const float *xr = x + (size_t)(i0 + (r < nr ? r : 0)) * d;
+            double *vr = xs + (size_t)r * d;
+            for (int c = 0; c < d; c++) vr[c] = (xr[c] - mu[c]) / nrm[c];
+        }
         for (int c = 0; c < d; c++) {
             const vd *hr = Hv + (size_t)c * nw;
             for (int r = 0; r < SB_ROWS; r++) {
-                const int i = i0 + (r < nr ? r : 0);
-                const double v = (x[(size_t)i * d + c] - mu[c]) / nrm[c];
+                const double v = xs[(size_t)r * d + c];
                 for (int t = 0; t < nw; t++) pv[r][t] += v * hr[t];
             }
         }
@@ -159,6 +168,7 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
         }
     }
     free(Hv);
+    free(xs);
     return AB_OK;
 }
 
@@ -166,29 +176,39 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
  * sum_c qi[c] kt[c][j]: kt is K transposed (d, ldk) in fp32, zero past N,
  * ldk a multiple of KT. Each fp32 product is exact in double; tiles of KT
  * keys in double vectors, as GEMV. */
-enum { KT = 32, KV = KT / HX_VL };
+enum { KT = 32, KV = KT / HX_VL, KS_QB = 4 };
 /* a product of two floats is exact in double, so a fused multiply-add gives
  * the same sums as the multiply and add: let the compiler fuse them */
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
-static void ks_logits(const float *qi, const float *kt, int ldk, int d, int j, int kc, double scale,
-                      double *lg)
+static void ks_logits(const float *qi, int nqi, const float *kt, int ldk, int d, int j, const int *kc,
+                      double scale, double *lg, size_t ldl)
 {
-    vd a[KV];
-    for (int u = 0; u < KV; u++) a[u] = (vd){ 0 };
+    /* KS_QB queries at a time: each widened key vector serves all of them */
+    vd a[KS_QB][KV];
+    for (int r = 0; r < KS_QB; r++)
+        for (int u = 0; u < KV; u++) a[r][u] = (vd){ 0 };
     for (int c = 0; c < d; c++) {
         const float *kr = kt + (size_t)c * ldk + j;
-        const double x = qi[c];
+        vd kv[KV];
 #pragma GCC unroll 8
         for (int u = 0; u < KV; u++) {
             vfh k;
             memcpy(&k, kr + u * HX_VL, sizeof k);
-            a[u] += x * __builtin_convertvector(k, vd);
+            kv[u] = __builtin_convertvector(k, vd);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < KS_QB; r++) {
+            const double x = qi[(size_t)(r < nqi ? r : 0) * d + c];
+#pragma GCC unroll 8
+            for (int u = 0; u < KV; u++) a[r][u] += x * kv[u];
         }
     }
-    double t[KT];
-    memcpy(t, a, sizeof a);
-    for (int u = 0; u < KT && j + u < kc; u++) lg[j + u] = t[u] * scale;
+    for (int r = 0; r < nqi; r++) {
+        double t[KT];
+        memcpy(t, a[r], sizeof a[r]);
+        for (int u = 0; u < KT && j + u < kc[r]; u++) lg[(size_t)r * ldl + j + u] = t[u] * scale;
+    }
 }
 #pragma GCC pop_options
 
@@ -266,11 +286,19 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
          * (the tile of kt stays in cache across the queries) */
         const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
         for (int j = 0; j < N; j += KT)
-            for (int i = i0; i < N; i++) {
-                const int kc = causal ? i + 1 : N;
-                if (j < kc)
-                    ks_logits(q + (size_t)i * d, kt, ldk, d, j, kc, pb->s.scale,
-                              lgall + (size_t)(i - i0) * ldk);
+            for (int i = i0; i < N;) {
+                int kc[KS_QB], nqi = 0; /* the queries from i that see key j */
+                while (nqi < KS_QB && i + nqi < N && (!causal || j < i + nqi + 1)) {
+                    kc[nqi] = causal ? i + nqi + 1 : N;
+                    nqi++;
+                }
+                if (nqi == 0) {
+                    i++;
+                    continue;
+                }
+                ks_logits(q + (size_t)i * d, nqi, kt, ldk, d, j, kc, pb->s.scale,
+                          lgall + (size_t)(i - i0) * ldk, ldk);
+                i += nqi;
             }
         for (int i = i0; i < N; i++) {
             const int kc = causal ? i + 1 : N;
