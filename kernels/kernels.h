@@ -36,6 +36,8 @@ void ab_cpu_attn_tile_free(ab_attn_tile *t);
 void ab_cpu_attn_tile_begin(ab_attn_tile *t, const float *q, size_t ldq, int nq, float scale);
 void ab_cpu_attn_tile_keys(ab_attn_tile *t, const float *k, const float *v, int nk, const int *lo,
                            const int *hi);
+void ab_cpu_attn_tile_keys_map(ab_attn_tile *t, const float *k, const float *v, int nk,
+                               const unsigned char *allow, size_t lda);
 void ab_cpu_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse);
 double ab_cpu_exp_shift_sum(float *x, int n, float shift);
 

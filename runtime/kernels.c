@@ -30,6 +30,12 @@ void ab_attn_tile_keys(ab_attn_tile *t, const float *k, const float *v, int nk, 
     ab_cpu_attn_tile_keys(t, k, v, nk, lo, hi);
 }
 
+void ab_attn_tile_keys_map(ab_attn_tile *t, const float *k, const float *v, int nk,
+                           const unsigned char *allow, size_t lda)
+{
+    ab_cpu_attn_tile_keys_map(t, k, v, nk, allow, lda);
+}
+
 void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse)
 {
     ab_cpu_attn_tile_end(t, out, ldo, lse);

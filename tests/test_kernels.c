@@ -817,7 +817,7 @@ Test(kernels_cpu, periodic_matches_ref)
  * each row saw, and the log-sum-exp of its logits. */
 Test(kernels_cpu, attn_tile_matches_ref)
 {
-    const int nks[3] = { 13, 64, 150 };
+    const int nks[4] = { 13, 64, 150, 100 };
     uint64_t rng = 77;
     int cases = 0;
     for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
@@ -825,12 +825,12 @@ Test(kernels_cpu, attn_tile_matches_ref)
         for (int d = 8; d <= 72; d += 32)
             for (int nq = 1; nq <= 70; nq += 23) {
                 const int ldq = d + 5;
-                float *q = malloc((size_t)nq * ldq * sizeof *q), *kv[3][2], *out = malloc((size_t)nq * d * 4);
+                float *q = malloc((size_t)nq * ldq * sizeof *q), *kv[4][2], *out = malloc((size_t)nq * d * 4);
                 float lse[80];
                 int lo[3][80], hi[3][80];
                 cr_assert(q && out);
                 for (size_t e = 0; e < (size_t)nq * ldq; e++) q[e] = (float)(2 * kt_normal(&rng));
-                for (int c = 0; c < 3; c++)
+                for (int c = 0; c < 4; c++)
                     for (int w = 0; w < 2; w++) {
                         kv[c][w] = malloc((size_t)nks[c] * d * sizeof(float));
                         cr_assert(kv[c][w]);
@@ -843,6 +843,12 @@ Test(kernels_cpu, attn_tile_matches_ref)
                         if (r % 7 == 3) hi[c][r] = lo[c][r]; /* sees nothing in calls 0 and 1 */
                         if (c == 2) lo[c][r] = r % 7 == 3 ? nks[2] : r % 5 == 1 ? 1 : 0; /* nothing at all */
                     }
+                unsigned char *allow = malloc((size_t)nq * 104);
+                cr_assert(allow);
+                for (int r = 0; r < nq; r++)
+                    for (int j = 0; j < nks[3]; j++)
+                        allow[(size_t)r * 104 + j] =
+                            r % 9 != 4 && kt_int(&rng, 3) == 0; /* rows 4, 13, ...: none */
                 ab_attn_tile *t = ab_attn_tile_new_isa(d, 80, isa);
                 cr_assert(t);
                 const float scale = 0.3f;
@@ -851,15 +857,17 @@ Test(kernels_cpu, attn_tile_matches_ref)
                 ab_attn_tile_keys(t, kv[1][0], kv[1][1], nks[1], NULL, hi[1]);
                 ab_attn_tile_keys(t, kv[2][0], kv[2][1], nks[2], lo[2], NULL);
                 if (d == 8) ab_attn_tile_keys(t, kv[2][0], kv[2][1], 0, NULL, NULL); /* no keys */
+                ab_attn_tile_keys_map(t, kv[3][0], kv[3][1], nks[3], allow, 104);
                 ab_attn_tile_end(t, out, d, lse);
                 ab_attn_tile_free(t);
                 double num = 0, den = 0;
                 for (int r = 0; r < nq; r++) {
                     double m = -INFINITY, sum = 0, o[72] = { 0 };
                     for (int pass = 0; pass < 2; pass++)
-                        for (int c = 0; c < 3; c++) {
-                            const int a = c == 1 ? 0 : lo[c][r], b = c == 2 ? nks[2] : hi[c][r];
+                        for (int c = 0; c < 4; c++) {
+                            const int a = c == 1 || c == 3 ? 0 : lo[c][r], b = c >= 2 ? nks[c] : hi[c][r];
                             for (int j = a < 0 ? 0 : a; j < b && j < nks[c]; j++) {
+                                if (c == 3 && !allow[(size_t)r * 104 + j]) continue;
                                 double x = 0;
                                 for (int e = 0; e < d; e++)
                                     x += (double)q[(size_t)r * ldq + e] * kv[c][0][(size_t)j * d + e];
@@ -887,7 +895,8 @@ Test(kernels_cpu, attn_tile_matches_ref)
                 cr_expect_leq(sqrt(num / den), KT_TOL, "isa %s d=%d nq=%d: rel L2 %g", ab_cpu_isa_name(isa),
                               d, nq, sqrt(num / den));
                 cases++;
-                for (int c = 0; c < 3; c++) free(kv[c][0]), free(kv[c][1]);
+                for (int c = 0; c < 4; c++) free(kv[c][0]), free(kv[c][1]);
+                free(allow);
                 free(q);
                 free(out);
             }

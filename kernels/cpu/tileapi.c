@@ -97,6 +97,34 @@ void ab_cpu_attn_tile_keys(ab_attn_tile *a, const float *k, const float *v, int 
     }
 }
 
+void ab_cpu_attn_tile_keys_map(ab_attn_tile *a, const float *k, const float *v, int nk,
+                               const unsigned char *allow, size_t lda)
+{
+    ab_tile *t = &a->t;
+    const int d = t->d;
+    if (t->nq <= 0) return;
+    if (!allow) {
+        ab_cpu_attn_tile_keys(a, k, v, nk, NULL, NULL);
+        return;
+    }
+    for (int c0 = 0; c0 < nk; c0 += t->tk) {
+        const int n = nk - c0 < t->tk ? nk - c0 : t->tk;
+        int64_t any = 0;
+        for (int r = 0; r < t->nq; r++) {
+            const unsigned char *ar = allow + (size_t)r * lda + c0;
+            for (int c = 0; c < n; c++) {
+                const unsigned char e = ar[c] != 0;
+                t->em[(size_t)c * t->ld + r] = e;
+                any += e;
+            }
+        }
+        if (!any) continue;
+        for (int c = 0; c < n; c++)
+            for (int r = t->nq; r < t->ld; r++) t->em[(size_t)c * t->ld + r] = 1;
+        t->chunk(t, k + (size_t)c0 * d, v + (size_t)c0 * d, n, any == (int64_t)n * t->nq ? 0 : 2);
+    }
+}
+
 void ab_cpu_attn_tile_end(const ab_attn_tile *a, float *out, size_t ldo, float *lse)
 {
     const ab_tile *t = &a->t;
