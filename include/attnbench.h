@@ -441,8 +441,8 @@ ab_attn_tile *ab_attn_tile_new(int head_dim, int rows);
 void ab_attn_tile_free(ab_attn_tile *t);
 void ab_attn_tile_begin(ab_attn_tile *t, const float *q, size_t ldq, int nq, float scale);
 void ab_attn_tile_keys(ab_attn_tile *t, const float *k, const float *v, int nk, const int *lo, const int *hi);
-/* keys() with any pattern: row r sees key c when allow[r * lda + c] != 0
- * (allow NULL: every key). */
+/* keys() with any pattern: row r sees key c when allow[c * lda + r] != 0
+ * (key-major: one row of flags per key; allow NULL: every key). */
 void ab_attn_tile_keys_map(ab_attn_tile *t, const float *k, const float *v, int nk,
                            const unsigned char *allow, size_t lda);
 void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse);

@@ -22,17 +22,15 @@
  *
  * Kernel: rounds in order; inside a round OpenMP over (head, chunk) (a query
  * sits in one chunk per round, so no two threads touch one output row). Per
- * chunk the queries are gathered (pre-scaled) into a contiguous tile; the
- * candidate keys are gathered BK_KT at a time straight into packed panels
- * (bs_pack_gather, once for all query tiles) and the values beside them;
- * logits by bs_gemm_nt_packed (methods/block_score.h) on BK_QT x BK_KT
- * tiles, the masks applied as -inf in branch-free passes,
- * an online softmax (running max in float, running sum in double, per query
- * position, carried across key tiles and rounds) and P.V by bs_gemm_nn, then
- * scattered back into the output rows (which hold the running numerator).
- * Each row's updates come in a fixed order (round, key chunk, key tile), so
- * the result does not depend on the thread count. Memory: O(heads * N)
- * besides the output, plus per thread one chunk's queries and one key tile.
+ * chunk the candidate keys are gathered once with their values, then
+ * tiles of BK_QT queries run on the attention tile of the ABI (ab_attn_tile:
+ * the kernels' vectorised chunk step), the pairs that count (the three
+ * rules above) marked in an element map (ab_attn_tile_keys_map),
+ * and the tile's rows, normalised, merged into the output rows by their
+ * log-sum-exps (methods/lse.h), round after round. Each row's keys come in
+ * a fixed order (round, key chunk, key tile), so the result does not depend
+ * on the thread count. Memory: O(heads * N) besides the output, plus per
+ * thread one query tile and the keys one query chunk attends.
  */
 #ifndef AB_METHODS_BUCKET_H
 #define AB_METHODS_BUCKET_H
@@ -44,6 +42,7 @@
 
 #include "attnbench.h"
 #include "methods/block_score.h"
+#include "methods/lse.h"
 
 #define BK_QT 64  /* query rows per logit tile */
 #define BK_KT 256 /* keys per gathered key tile (a multiple of BS_PANEL: packed whole) */
@@ -163,18 +162,6 @@ static inline void bk_tile_update(float *sc, int ldsc, int na, int nk, const flo
     }
 }
 
-/* The rows' running numerators out (nrows, d) divided by their sums rsum:
- * the softmax's end (a row with nothing counted becomes zero). */
-static inline void bk_normalize(float *out, const double *rsum, int64_t nrows, int d)
-{
-#pragma omp parallel for schedule(static)
-    for (int64_t x = 0; x < nrows; x++) {
-        float *orow = out + (size_t)x * d;
-        const float inv = rsum[x] > 0.0 ? (float)(1.0 / rsum[x]) : 0.0f;
-        for (int e = 0; e < d; e++) orow[e] = rsum[x] > 0.0 ? orow[e] * inv : 0.0f;
-    }
-}
-
 /* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
  * or AB_EINVAL (a malformed spec). */
 static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
@@ -183,7 +170,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
     const float scale = pb->s.scale;
     if (N <= 0 || H <= 0) return AB_OK;
     if (R < 1 || sp->look_back < 0) return AB_EINVAL;
-    int maxq = 1, maxch = 1;
+    int maxch = 1;
     for (int x = 0; x < H * R; x++) {
         const bk_round *b = &sp->r[x];
         if (b->nchunks < 1 || b->qptr[0] != 0 || b->kptr[0] != 0 || b->qptr[b->nchunks] != N ||
@@ -191,44 +178,52 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             return AB_EINVAL;
         maxch = b->nchunks > maxch ? b->nchunks : maxch;
         for (int t = 0; t < b->nchunks; t++) {
-            const int nq = b->qptr[t + 1] - b->qptr[t];
-            if (nq < 0 || b->kptr[t + 1] < b->kptr[t]) return AB_EINVAL;
-            maxq = nq > maxq ? nq : maxq;
+            if (b->qptr[t + 1] < b->qptr[t] || b->kptr[t + 1] < b->kptr[t]) return AB_EINVAL;
         }
     }
     const ab_mask mask = ab_shape_mask(&pb->s);
     const int interval = mask.def->interval;
     int32_t *qc = malloc((size_t)H * R * N * sizeof *qc); /* (heads, rounds, N) query chunk by position */
     int32_t *kc = malloc((size_t)H * R * N * sizeof *kc); /* (heads, rounds, N) key chunk by position */
-    float *rmax = malloc((size_t)H * N * sizeof *rmax);   /* (heads, N) running max */
-    double *rsum = malloc((size_t)H * N * sizeof *rsum);  /* (heads, N) running sum */
-    int rc = qc && kc && rmax && rsum ? AB_OK : AB_ENOMEM;
+    float *lse = malloc((size_t)H * N * sizeof *lse);     /* (heads, N) log-sum-exp so far */
+    int rc = qc && kc && lse ? AB_OK : AB_ENOMEM;
     if (rc == AB_OK) {
         for (int x = 0; x < H * R; x++) {
             const bk_round *b = &sp->r[x];
             bk_chunk_index(b->qperm, b->qptr, b->nchunks, qc + (size_t)x * N);
             bk_chunk_index(b->kperm, b->kptr, b->nchunks, kc + (size_t)x * N);
         }
-        for (size_t x = 0; x < (size_t)H * N; x++) {
-            rmax[x] = -INFINITY;
-            rsum[x] = 0.0;
-        }
+        for (size_t x = 0; x < (size_t)H * N; x++) lse[x] = -INFINITY;
         memset(out, 0, (size_t)H * N * d * sizeof *out);
+    }
+    int maxk = 1; /* keys a query chunk attends in one round, at most */
+    for (int x = 0; x < H * R; x++) {
+        const bk_round *b = &sp->r[x];
+        const int nlook = bk_nlook(sp->look_back, b->nchunks);
+        for (int t = 0; t < b->nchunks; t++) {
+            int64_t nk = 0;
+            for (int lb = 0; lb < nlook; lb++) {
+                const int kcix = ((t - lb) % b->nchunks + b->nchunks) % b->nchunks;
+                nk += b->kptr[kcix + 1] - b->kptr[kcix];
+            }
+            maxk = nk > maxk ? (int)nk : maxk;
+        }
     }
     for (int r = 0; rc == AB_OK && r < R; r++) {
 #pragma omp parallel
         {
-            float *qg = malloc((size_t)maxq * d * sizeof *qg);      /* one chunk's queries */
-            float *kg = malloc((size_t)BK_KT * d * sizeof *kg);     /* key tile, packed (bs_pack_nt) */
-            float *vg = malloc((size_t)BK_KT * d * sizeof *vg);     /* value tile */
-            float *sc = malloc((size_t)BK_QT * BK_KT * sizeof *sc); /* logits / probabilities */
-            float *o = malloc((size_t)BK_QT * d * sizeof *o);       /* P.V of a tile */
-            float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
-            int32_t *kp = malloc((size_t)BK_KT * sizeof *kp);
+            ab_attn_tile *at = ab_attn_tile_new(d, BK_QT);
+            float *qg = malloc((size_t)BK_QT * d * sizeof *qg);  /* a query tile */
+            float *kg = malloc((size_t)maxk * d * sizeof *kg);   /* the chunk's keys */
+            float *vg = malloc((size_t)maxk * d * sizeof *vg);   /* and values */
+            float *o2 = malloc((size_t)BK_QT * d * sizeof *o2);  /* the round's rows */
+            unsigned char *allow = malloc((size_t)maxk * BK_QT); /* pairs that count, key-major */
+            int32_t *kp = malloc((size_t)maxk * sizeof *kp);
             int32_t *kr =
-                malloc((size_t)(R > 1 ? R - 1 : 1) * BK_KT * sizeof *kr); /* earlier rounds' key chunks */
-            int lo[BK_QT], hi[BK_QT];
-            const int ok = qg && kg && vg && sc && o && bt && kp && kr;
+                malloc((size_t)(R > 1 ? R - 1 : 1) * maxk * sizeof *kr); /* earlier rounds' key chunks */
+            float l2[BK_QT];
+            int lo[BK_QT], hi[BK_QT], qv[BK_QT];
+            const int ok = at && qg && kg && vg && o2 && allow && kp && kr;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -244,78 +239,78 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                 if (nq == 0) continue;
                 const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
                             *V = pb->v + (size_t)h * N * d;
-                float *O = out + (size_t)h * N * d;
-                float *mx = rmax + (size_t)h * N;
-                double *sm = rsum + (size_t)h * N;
+                float *O = out + (size_t)h * N * d, *L = lse + (size_t)h * N;
                 const uint8_t *ns = sp->noself ? sp->noself + (size_t)h * N : NULL;
-                bs_scale_rows(Q, d, qs, 0, nq, scale, qg); /* the queries, pre-scaled */
-                /* key chunks in ascending order of look-back distance from the
-                 * farthest: t - nlook + 1, ..., t (mod nch) */
+                /* the keys of chunks t - nlook + 1, ..., t (mod nch), in that
+                 * order (farthest first), gathered once for every query tile */
+                int nk = 0;
                 for (int lb = nlook - 1; lb >= 0; lb--) {
                     const int kcix = ((t - lb) % nch + nch) % nch;
-                    for (int32_t k0 = b->kptr[kcix]; k0 < b->kptr[kcix + 1]; k0 += BK_KT) {
-                        const int nk = b->kptr[kcix + 1] - k0 < BK_KT ? b->kptr[kcix + 1] - k0 : BK_KT;
+                    for (int32_t e = b->kptr[kcix]; e < b->kptr[kcix + 1]; e++, nk++) {
+                        const int j = b->kperm[e];
+                        kp[nk] = j;
+                        memcpy(kg + (size_t)nk * d, K + (size_t)j * d, (size_t)d * sizeof *kg);
+                        memcpy(vg + (size_t)nk * d, V + (size_t)j * d, (size_t)d * sizeof *vg);
+                        for (int rp = 0; rp < r; rp++)
+                            kr[(size_t)rp * maxk + nk] = kc[((size_t)h * R + rp) * N + j];
+                    }
+                }
+                for (int a0 = 0; a0 < nq; a0 += BK_QT) {
+                    const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
+                    for (int a = 0; a < na; a++) {
+                        memcpy(qg + (size_t)a * d, Q + (size_t)qs[a0 + a] * d, (size_t)d * sizeof *qg);
+                        if (interval) ab_mask_span(&mask, qs[a0 + a], &lo[a], &hi[a]);
+                    }
+                    /* the pairs that count: the base mask, no self (noself), and
+                     * not a pair of an earlier round, whose key chunk was among
+                     * those the query's chunk attended (bk_attends, the chunk
+                     * distance without a division: both in [0, nch)) */
+                    for (int c = 0; c < nk; c++) {
+                        unsigned char *al = allow + (size_t)c * BK_QT;
+                        const int j = kp[c];
+                        if (interval)
+                            for (int a = 0; a < na; a++) al[a] = j >= lo[a] && j < hi[a];
+                        else
+                            for (int a = 0; a < na; a++) al[a] = ab_mask_allows(&mask, qs[a0 + a], j) != 0;
+                        if (ns)
+                            for (int a = 0; a < na; a++) al[a] &= !(ns[qs[a0 + a]] && j == qs[a0 + a]);
+                    }
+                    for (int rp = 0; rp < r; rp++) {
+                        const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
+                        const int nl2 = bk_nlook(sp->look_back, nc2);
+                        for (int a = 0; a < na; a++) qv[a] = qc[((size_t)h * R + rp) * N + qs[a0 + a]];
                         for (int c = 0; c < nk; c++) {
-                            const int j = b->kperm[k0 + c];
-                            kp[c] = j;
-                            memcpy(vg + (size_t)c * d, V + (size_t)j * d, d * sizeof *vg);
-                            for (int rp = 0; rp < r; rp++)
-                                kr[(size_t)rp * BK_KT + c] = kc[((size_t)h * R + rp) * N + j];
-                        }
-                        bs_pack_gather(K, d, kp, nk, kg);
-                        for (int a0 = 0; a0 < nq; a0 += BK_QT) {
-                            const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
-                            bs_gemm_nt_packed(qg + (size_t)a0 * d, d, na, kg, nk, d, 1.0f, sc, BK_KT);
+                            unsigned char *al = allow + (size_t)c * BK_QT;
+                            const int kq = kr[(size_t)rp * maxk + c];
                             for (int a = 0; a < na; a++) {
-                                const int i = qs[a0 + a];
-                                float *s = sc + (size_t)a * BK_KT;
-                                if (interval) {
-                                    ab_mask_span(&mask, i, &lo[a], &hi[a]);
-                                    const int l0 = lo[a], h0 = hi[a];
-                                    for (int c = 0; c < nk; c++)
-                                        s[c] = kp[c] >= l0 && kp[c] < h0 ? s[c] : -INFINITY;
-                                } else {
-                                    for (int c = 0; c < nk; c++)
-                                        if (!ab_mask_allows(&mask, i, kp[c])) s[c] = -INFINITY;
-                                }
-                                if (ns && ns[i])
-                                    for (int c = 0; c < nk; c++)
-                                        if (kp[c] == i) s[c] = -INFINITY;
-                                /* pairs of an earlier round: its key chunk is among
-                                 * those the query's chunk attended (bk_attends, the
-                                 * chunk distance without a division: both in [0, nch)) */
-                                for (int rp = 0; rp < r; rp++) {
-                                    const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
-                                    const int nl2 = bk_nlook(sp->look_back, nc2);
-                                    const int qv = qc[((size_t)h * R + rp) * N + i];
-                                    const int32_t *kq = kr + (size_t)rp * BK_KT;
-                                    for (int c = 0; c < nk; c++) {
-                                        int dd = qv - kq[c];
-                                        dd += dd < 0 ? nc2 : 0;
-                                        s[c] = dd < nl2 ? -INFINITY : s[c];
-                                    }
-                                }
+                                int dd = qv[a] - kq;
+                                dd += dd < 0 ? nc2 : 0;
+                                al[a] &= dd >= nl2;
                             }
-                            bk_tile_update(sc, BK_KT, na, nk, vg, d, qs + a0, mx, sm, O, o, bt);
                         }
+                    }
+                    ab_attn_tile_begin(at, qg, d, na, scale);
+                    ab_attn_tile_keys_map(at, kg, vg, nk, allow, BK_QT);
+                    ab_attn_tile_end(at, o2, d, l2);
+                    for (int a = 0; a < na; a++) { /* a query sits in one chunk per round */
+                        const int i = qs[a0 + a];
+                        lse_merge(O + (size_t)i * d, &L[i], o2 + (size_t)a * d, l2[a], 0.0f, d);
                     }
                 }
             }
+            ab_attn_tile_free(at);
             free(qg);
             free(kg);
             free(vg);
-            free(sc);
-            free(o);
-            free(bt);
+            free(o2);
+            free(allow);
             free(kp);
             free(kr);
         }
     }
-    if (rc == AB_OK) bk_normalize(out, rsum, (int64_t)H * N, d);
     free(qc);
     free(kc);
-    free(rmax);
-    free(rsum);
+    free(lse);
     return rc;
 }
 

@@ -48,6 +48,7 @@
 #include "attnbench.h"
 #include "methods/plain_mask.h"
 #include "methods/block_score.h"
+#include "methods/lse.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -151,26 +152,6 @@ static void region_pool(const float *q, const float *k, int d, int j0, int j1, d
     bs_softmax(p, m);
 }
 
-/* Merge part 2 (rows o2, log-sum-exps lse2, its logits shifted by bias)
- * into part 1 (o, lse): one softmax over both parts' keys. */
-static void cmb_merge(float *o, float *lse, const float *o2, const float *lse2, float bias, int nr, int d)
-{
-    for (int x = 0; x < nr; x++) {
-        const float a = lse[x], b = lse2[x] + bias;
-        if (b == -INFINITY) continue;
-        float *r = o + (size_t)x * d;
-        const float *r2 = o2 + (size_t)x * d;
-        if (a == -INFINITY) {
-            memcpy(r, r2, (size_t)d * sizeof *r);
-            lse[x] = b;
-            continue;
-        }
-        const float m = a > b ? a : b, wa = expf(a - m), wb = expf(b - m), inv = 1.0f / (wa + wb);
-        for (int e = 0; e < d; e++) r[e] = (wa * r[e] + wb * r2[e]) * inv;
-        lse[x] = m + logf(wa + wb);
-    }
-}
-
 static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
 {
     (void)l;
@@ -270,13 +251,15 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
                                           NULL);
                     }
                     ab_attn_tile_end(at, o2, d, lse2);
-                    cmb_merge(o, lse, o2, lse2, lb[0], nr, d);
+                    for (int x = 0; x < nr; x++)
+                        lse_merge(o + (size_t)x * d, &lse[x], o2 + (size_t)x * d, lse2[x], lb[0], d);
                 }
                 if (anyp) {
                     ab_attn_tile_begin(at, q, d, nr, scale);
                     ab_attn_tile_keys(at, hk + (size_t)nfull * d, hv + (size_t)nfull * d, 1, NULL, lp);
                     ab_attn_tile_end(at, o2, d, lse2);
-                    cmb_merge(o, lse, o2, lse2, lb[nfull], nr, d);
+                    for (int x = 0; x < nr; x++)
+                        lse_merge(o + (size_t)x * d, &lse[x], o2 + (size_t)x * d, lse2[x], lb[nfull], d);
                 }
             }
             ab_attn_tile_free(at);

@@ -107,21 +107,24 @@ void ab_cpu_attn_tile_keys_map(ab_attn_tile *a, const float *k, const float *v, 
         ab_cpu_attn_tile_keys(a, k, v, nk, NULL, NULL);
         return;
     }
+    const int nq = t->nq, ld = t->ld; /* (em's byte stores may alias *t) */
     for (int c0 = 0; c0 < nk; c0 += t->tk) {
         const int n = nk - c0 < t->tk ? nk - c0 : t->tk;
-        int64_t any = 0;
-        for (int r = 0; r < t->nq; r++) {
-            const unsigned char *ar = allow + (size_t)r * lda + c0;
-            for (int c = 0; c < n; c++) {
-                const unsigned char e = ar[c] != 0;
-                t->em[(size_t)c * t->ld + r] = e;
-                any += e;
+        int any = 0, all = 1;
+        for (int c = 0; c < n; c++) {
+            unsigned char *restrict e = t->em + (size_t)c * ld;
+            const unsigned char *restrict ac = allow + (size_t)(c0 + c) * lda;
+            int cnt = 0;
+            for (int r = 0; r < nq; r++) { /* (restrict, nq local: vectorised) */
+                const unsigned char f = ac[r] != 0;
+                e[r] = f;
+                cnt += f;
             }
+            for (int r = nq; r < ld; r++) e[r] = 1;
+            any |= cnt > 0;
+            all &= cnt == nq;
         }
-        if (!any) continue;
-        for (int c = 0; c < n; c++)
-            for (int r = t->nq; r < t->ld; r++) t->em[(size_t)c * t->ld + r] = 1;
-        t->chunk(t, k + (size_t)c0 * d, v + (size_t)c0 * d, n, any == (int64_t)n * t->nq ? 0 : 2);
+        if (any) t->chunk(t, k + (size_t)c0 * d, v + (size_t)c0 * d, n, all ? 0 : 2);
     }
 }
 
