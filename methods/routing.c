@@ -52,16 +52,17 @@
  * run(): clustered, as the official code computes it. select() leaves the
  * routing in the state (cluster lists, each query's and each key's
  * clusters; fingerprinted by bk_checksum of Q and K). Every (head, cluster)
- * attends its w queries to its w keys on its own (methods/bucket.h tiles:
- * gathered queries and packed keys, bs_gemm logits, online softmax,
- * bs_gemm_nn P.V), counting a pair only when the base mask allows it, the
- * key is outside the row's window and no earlier cluster that took the
- * query also took the key; key tiles wholly outside a query tile's span
- * (causal: later keys) are skipped. Each query slot keeps its partial
- * (max, sum, numerator). Then each tile of 64 consecutive rows computes its
- * window part (contiguous keys: one bs_gemm) and merges its clusters'
- * partials in ascending cluster order, so every row is the exact softmax
- * over the union, each key once, whatever the thread count. On another
+ * attends its w queries to its w keys on its own (the attention tile of
+ * the ABI, ab_attn_tile: gathered queries and keys, the kernels' chunk
+ * step), counting a pair only when the base mask allows it, the key is
+ * outside the row's window and no earlier cluster that took the query also
+ * took the key (an element map); keys outside a query tile's span (causal:
+ * later keys) are skipped. Each query slot keeps its part (normalised row
+ * and log-sum-exp). Then each tile of 64 consecutive rows computes its
+ * window part (contiguous keys read in place, per-row ranges) and merges
+ * its clusters' parts in ascending cluster order (methods/lse.h), so every
+ * row is the exact softmax over the union, each key once, whatever the
+ * thread count. On another
  * problem than select()'s (the check's perturbed keys) run() runs the
  * shared kernel on the layout: the same key sets.
  * Knob n_clusters (density falls as it rises, log scale): density ~ 1/C
@@ -81,6 +82,7 @@
 #include "attnbench.h"
 #include "methods/block_score.h"
 #include "methods/bucket.h"
+#include "methods/lse.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -398,188 +400,152 @@ static int rt_matches(const routing_state *st, const ab_problem *pb)
            c->seed == pb->seed && c->sum != 0 && c->sum == bk_checksum(pb);
 }
 
-/* Cluster c of head h against its own keys: the partial softmax (running
- * max pm, sum ps, numerator po) of each of its w query slots over the keys
- * of c that the row counts here: allowed by the base mask, outside the
- * row's window (the window part counts those) and in no earlier cluster
- * that also took the query (the union counts each key once). Scratch: qg
- * (w, d), kg and vg (BK_KT, d), sc (BK_QT, BK_KT), o (BK_QT, d), bt, lo/hi
- * (w), tlo/thi (tiles of BK_QT queries). */
+/* Per thread: the attention tile (ab_attn_tile: the kernels' chunk step),
+ * a query tile qg (BK_QT, d), a cluster's keys and values kg, vg (kcap, d)
+ * and the pairs that count, key-major (kcap, BK_QT). */
 typedef struct rt_scratch {
-    float *qg, *kg, *vg, *sc, *o, *bt;
-    int32_t *lo, *hi, *tlo, *thi, *rows;
+    ab_attn_tile *at;
+    float *qg, *kg, *vg;
+    unsigned char *allow;
+    int kcap;
 } rt_scratch;
 
+/* Cluster c of head h against its own keys: the softmax (normalised rows
+ * po, log-sum-exps pl, per query slot) of each of its w query slots over
+ * the keys of c that the row counts here: allowed by the base mask,
+ * outside the row's window (the window part counts those) and in no
+ * earlier cluster that also took the query (the union counts each key
+ * once). Keys are gathered once; each tile of BK_QT queries sees the run of
+ * them inside its rows' spans. */
 static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_mask *mask, int h, int c,
-                       float *pm, double *ps, float *po, const rt_scratch *x)
+                       float *pl, float *po, const rt_scratch *x)
 {
     const rt_cache *rt = &st->rt;
     const int N = pb->s.seq_len, d = pb->s.head_dim, C = rt->C, w = rt->w, W = st->window;
     const int causal = pb->s.causal, interval = mask->def->interval;
-    const float scale = pb->s.scale;
     const int32_t *qs = rt->qsel + ((size_t)h * C + c) * w, *ks = rt->ksel + ((size_t)h * C + c) * w;
     const int32_t *qptr = rt->qptr + (size_t)h * (N + 1), *qcl = rt->qcl + (size_t)h * C * w;
     const int32_t *kptr = rt->kptr + (size_t)h * (N + 1), *kcl = rt->kcl + (size_t)h * C * w;
     const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
                 *V = pb->v + (size_t)h * N * d;
-    const int nt = (w + BK_QT - 1) / BK_QT;
-    bs_scale_rows(Q, d, qs, 0, w, scale, x->qg);
-    for (int a = 0; a < w; a++) {
-        ab_mask_span(mask, qs[a], &x->lo[a], &x->hi[a]);
-        x->rows[a] = c * w + a;
+    for (int u = 0; u < w; u++) {
+        memcpy(x->kg + (size_t)u * d, K + (size_t)ks[u] * d, (size_t)d * sizeof(float));
+        memcpy(x->vg + (size_t)u * d, V + (size_t)ks[u] * d, (size_t)d * sizeof(float));
     }
-    for (int t = 0; t < nt; t++) { /* each query tile's span: keys outside it are all masked */
-        x->tlo[t] = N;
-        x->thi[t] = 0;
-        for (int a = t * BK_QT; a < w && a < (t + 1) * BK_QT; a++) {
-            x->tlo[t] = x->lo[a] < x->tlo[t] ? x->lo[a] : x->tlo[t];
-            x->thi[t] = x->hi[a] > x->thi[t] ? x->hi[a] : x->thi[t];
+    for (int a0 = 0; a0 < w; a0 += BK_QT) {
+        const int na = w - a0 < BK_QT ? w - a0 : BK_QT;
+        int lo[BK_QT], hi[BK_QT], ws[BK_QT], we[BK_QT], multi[BK_QT], tlo = N, thi = 0;
+        for (int a = 0; a < na; a++) {
+            const int i = qs[a0 + a];
+            memcpy(x->qg + (size_t)a * d, Q + (size_t)i * d, (size_t)d * sizeof(float));
+            ab_mask_span(mask, i, &lo[a], &hi[a]);
+            ws[a] = W > 0 ? i - W + 1 : i + 1;
+            we[a] = W > 0 ? (causal ? i + 1 : i + W) : i + 1;
+            multi[a] = qcl[qptr[i]] != c; /* i sits in earlier clusters: their keys were counted */
+            tlo = lo[a] < tlo ? lo[a] : tlo;
+            thi = hi[a] > thi ? hi[a] : thi;
         }
-    }
-    for (int k0 = 0; k0 < w; k0 += BK_KT) {
-        const int nk = w - k0 < BK_KT ? w - k0 : BK_KT;
-        const int32_t *kp = ks + k0;
-        int packed = 0;
-        for (int t = 0; t < nt; t++) {
-            const int a0 = t * BK_QT, na = w - a0 < BK_QT ? w - a0 : BK_QT;
-            if (kp[0] >= x->thi[t] || kp[nk - 1] < x->tlo[t]) continue; /* keys ascending */
-            if (!packed) {
-                bs_pack_gather(K, d, kp, nk, x->kg);
-                for (int b = 0; b < nk; b++)
-                    memcpy(x->vg + (size_t)b * d, V + (size_t)kp[b] * d, d * sizeof(float));
-                packed = 1;
-            }
-            bs_gemm_nt_packed(x->qg + (size_t)a0 * d, d, na, x->kg, nk, d, 1.0f, x->sc, BK_KT);
+        /* the keys (ascending) inside the tile's span: [u0, u1) */
+        int u0 = 0, u1 = w;
+        while (u0 < w && ks[u0] < tlo) u0++;
+        while (u1 > u0 && ks[u1 - 1] >= thi) u1--;
+        for (int u = u0; u < u1; u++) {
+            unsigned char *al = x->allow + (size_t)(u - u0) * BK_QT;
+            const int j = ks[u];
+            for (int a = 0; a < na; a++) al[a] = j >= lo[a] && j < hi[a] && !(j >= ws[a] && j < we[a]);
+            if (!interval)
+                for (int a = 0; a < na; a++) al[a] &= ab_mask_allows(mask, qs[a0 + a], j) != 0;
             for (int a = 0; a < na; a++) {
+                if (!multi[a] || !al[a]) continue;
                 const int i = qs[a0 + a];
-                float *sr = x->sc + (size_t)a * BK_KT;
-                const int l0 = x->lo[a0 + a], h0 = x->hi[a0 + a];
-                const int ws = W > 0 ? i - W + 1 : i + 1, we = W > 0 ? (causal ? i + 1 : i + W) : i + 1;
-                for (int b = 0; b < nk; b++) {
-                    const int j = kp[b];
-                    sr[b] = j >= l0 && j < h0 && !(j >= ws && j < we) ? sr[b] : -INFINITY;
-                }
-                if (!interval)
-                    for (int b = 0; b < nk; b++)
-                        if (!ab_mask_allows(mask, i, kp[b])) sr[b] = -INFINITY;
-                if (qcl[qptr[i]] != c) /* i sits in earlier clusters: their keys were counted */
-                    for (int b = 0; b < nk; b++) {
-                        const int j = kp[b];
-                        for (int u = qptr[i]; u < qptr[i + 1] && qcl[u] < c && sr[b] > -INFINITY; u++)
-                            for (int v = kptr[j]; v < kptr[j + 1] && kcl[v] <= qcl[u]; v++)
-                                if (kcl[v] == qcl[u]) sr[b] = -INFINITY;
-                    }
+                for (int q = qptr[i]; q < qptr[i + 1] && qcl[q] < c && al[a]; q++)
+                    for (int v = kptr[j]; v < kptr[j + 1] && kcl[v] <= qcl[q]; v++)
+                        if (kcl[v] == qcl[q]) al[a] = 0;
             }
-            bk_tile_update(x->sc, BK_KT, na, nk, x->vg, d, x->rows + a0, pm, ps, po, x->o, x->bt);
         }
+        ab_attn_tile_begin(x->at, x->qg, d, na, pb->s.scale);
+        if (u1 > u0)
+            ab_attn_tile_keys_map(x->at, x->kg + (size_t)u0 * d, x->vg + (size_t)u0 * d, u1 - u0, x->allow,
+                                  BK_QT);
+        ab_attn_tile_end(x->at, po + ((size_t)c * w + a0) * d, d, pl + (size_t)c * w + a0);
     }
 }
 
 /* Rows i0 .. i0 + na - 1 of head h (na <= BK_QT): the softmax over each
- * row's window keys (inside its base-mask span), merged with the partials
- * of the row's clusters in ascending cluster order, into out. The window
- * keys of the tile are contiguous: logits by bs_gemm_nt on the pre-scaled
- * queries, V read in place. */
+ * row's window keys (inside its base-mask span; contiguous keys, read in
+ * place), merged with the parts of the row's clusters in ascending cluster
+ * order by their log-sum-exps, into out. */
 static void rt_rows(const routing_state *st, const ab_problem *pb, const ab_mask *mask, int h, int i0, int na,
-                    const float *pm, const double *ps, const float *po, const rt_scratch *x, float *out)
+                    const float *pl, const float *po, const rt_scratch *x, float *out)
 {
     const rt_cache *rt = &st->rt;
     const int N = pb->s.seq_len, d = pb->s.head_dim, W = st->window, causal = pb->s.causal;
-    const float scale = pb->s.scale;
     const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
                 *V = pb->v + (size_t)h * N * d;
-    float mx[BK_QT];
-    double sm[BK_QT];
-    int32_t rows[BK_QT];
-    float *O = x->qg + (size_t)BK_QT * d; /* (na, d) numerators; qg's first BK_QT rows: the queries */
-    bs_scale_rows(Q, d, NULL, i0, na, scale, x->qg);
-    for (int a = 0; a < na; a++) {
-        ab_mask_span(mask, i0 + a, &x->lo[a], &x->hi[a]);
-        mx[a] = -INFINITY;
-        sm[a] = 0.0;
-        rows[a] = a;
-    }
-    memset(O, 0, (size_t)na * d * sizeof *O);
+    float *o = out + ((size_t)h * N + i0) * d, lse[BK_QT];
+    ab_attn_tile_begin(x->at, Q + (size_t)i0 * d, d, na, pb->s.scale);
     if (W > 0) {
         const int ka = i0 - W + 1 > 0 ? i0 - W + 1 : 0;
         const int kb = causal ? i0 + na : (i0 + na - 1 + W < N ? i0 + na - 1 + W : N);
-        for (int k0 = ka; k0 < kb; k0 += BK_KT) {
-            const int nk = kb - k0 < BK_KT ? kb - k0 : BK_KT;
-            bs_gemm_nt(x->qg, d, na, K + (size_t)k0 * d, d, nk, d, 1.0f, x->sc, BK_KT, x->bt);
-            for (int a = 0; a < na; a++) {
-                const int i = i0 + a;
-                int l0 = i - W + 1, h0 = causal ? i + 1 : i + W;
-                l0 = l0 > x->lo[a] ? l0 : x->lo[a];
-                h0 = h0 < x->hi[a] ? h0 : x->hi[a];
-                float *sr = x->sc + (size_t)a * BK_KT;
-                for (int b = 0; b < nk; b++) sr[b] = k0 + b >= l0 && k0 + b < h0 ? sr[b] : -INFINITY;
-                if (!mask->def->interval)
-                    for (int b = 0; b < nk; b++)
-                        if (!ab_mask_allows(mask, i, k0 + b)) sr[b] = -INFINITY;
+        int lo[BK_QT], hi[BK_QT];
+        for (int a = 0; a < na; a++) {
+            const int i = i0 + a;
+            int ml, mh;
+            ab_mask_span(mask, i, &ml, &mh);
+            const int l0 = i - W + 1 > ml ? i - W + 1 : ml,
+                      h0 = (causal ? i + 1 : i + W) < mh ? (causal ? i + 1 : i + W) : mh;
+            lo[a] = l0 - ka;
+            hi[a] = h0 - ka;
+        }
+        if (mask->def->interval) {
+            ab_attn_tile_keys(x->at, K + (size_t)ka * d, V + (size_t)ka * d, kb - ka, lo, hi);
+        } else {
+            for (int j = ka; j < kb; j++) {
+                unsigned char *al = x->allow + (size_t)(j - ka) * BK_QT;
+                for (int a = 0; a < na; a++)
+                    al[a] = j - ka >= lo[a] && j - ka < hi[a] && ab_mask_allows(mask, i0 + a, j);
             }
-            bk_tile_update(x->sc, BK_KT, na, nk, V + (size_t)k0 * d, d, rows, mx, sm, O, x->o, x->bt);
+            ab_attn_tile_keys_map(x->at, K + (size_t)ka * d, V + (size_t)ka * d, kb - ka, x->allow, BK_QT);
         }
     }
+    ab_attn_tile_end(x->at, o, d, lse);
     const size_t off = (size_t)h * rt->C * rt->w;
     const int32_t *qptr = rt->qptr + (size_t)h * (N + 1);
     for (int a = 0; a < na; a++) {
         const int i = i0 + a;
-        double M = mx[a], S = sm[a];
-        float *orow = out + ((size_t)h * N + i) * d;
-        const float *wo = O + (size_t)a * d;
-        double acc[BS_PANEL];
-        for (int e0 = 0; e0 < d; e0 += BS_PANEL) { /* d in pieces: acc stays on the stack */
-            const int ne = d - e0 < BS_PANEL ? d - e0 : BS_PANEL;
-            double Mc = M, Sc = S;
-            for (int e = 0; e < ne; e++) acc[e] = wo[e0 + e];
-            for (int u = qptr[i]; u < qptr[i + 1]; u++) {
-                const size_t sl = off + (size_t)rt->qslot[off + u];
-                if (!(pm[sl] > -INFINITY)) continue; /* nothing counted in that cluster */
-                const double mn = pm[sl] > Mc ? pm[sl] : Mc;
-                const double fa = Mc > -INFINITY ? exp(Mc - mn) : 0.0, fb = exp((double)pm[sl] - mn);
-                Sc = Sc * fa + ps[sl] * fb;
-                const float *pr = po + sl * d + e0;
-                for (int e = 0; e < ne; e++) acc[e] = acc[e] * fa + (double)pr[e] * fb;
-                Mc = mn;
-            }
-            for (int e = 0; e < ne; e++) orow[e0 + e] = Sc > 0.0 ? (float)(acc[e] / Sc) : 0.0f;
+        for (int u = qptr[i]; u < qptr[i + 1]; u++) {
+            const size_t sl = off + (size_t)rt->qslot[off + u];
+            lse_merge(o + (size_t)a * d, &lse[a], po + sl * d, pl[sl], 0.0f, d);
         }
     }
 }
 
 /* The clustered run: every (head, cluster) against its own keys in parallel
- * (partials per query slot), then every row merges its window and its
- * clusters' partials in cluster order (thread-count independent). */
+ * (a part per query slot), then every row merges its window and its
+ * clusters' parts in cluster order (thread-count independent). */
 static int rt_attend(const routing_state *st, const ab_problem *pb, float *out)
 {
     const rt_cache *rt = &st->rt;
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim, C = rt->C, w = rt->w;
     const size_t slots = (size_t)H * C * w;
     const int ntq = (N + BK_QT - 1) / BK_QT; /* rt_rows' query tiles per head */
-    float *pm = malloc(slots * sizeof *pm), *po = calloc(slots * d, sizeof *po);
-    double *ps = calloc(slots, sizeof *ps);
-    int rc = pm && po && ps ? AB_OK : AB_ENOMEM;
+    const long span = (long)BK_QT + 2L * st->window;
+    const int kcap = w > span ? w : (int)(span < N ? span : N);
+    float *pl = malloc(slots * sizeof *pl), *po = malloc(slots * d * sizeof *po);
+    int rc = pl && po ? AB_OK : AB_ENOMEM;
     const ab_mask mask = ab_shape_mask(&pb->s);
-    for (size_t t = 0; rc == AB_OK && t < slots; t++) pm[t] = -INFINITY;
     if (rc == AB_OK) {
 #pragma omp parallel
         {
-            const int nt = (w + BK_QT - 1) / BK_QT, ql = w > 2 * BK_QT ? w : 2 * BK_QT;
             rt_scratch x = {
-                .qg = malloc((size_t)ql * d * sizeof(float)), /* rt_rows: 2 BK_QT rows */
-                .kg = malloc((size_t)BK_KT * d * sizeof(float)),
-                .vg = malloc((size_t)BK_KT * d * sizeof(float)),
-                .sc = malloc((size_t)BK_QT * BK_KT * sizeof(float)),
-                .o = malloc((size_t)BK_QT * d * sizeof(float)),
-                .bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof(float)),
-                .lo = malloc((size_t)ql * sizeof(int32_t)),
-                .hi = malloc((size_t)ql * sizeof(int32_t)),
-                .rows = malloc((size_t)w * sizeof(int32_t)),
-                .tlo = malloc((size_t)nt * sizeof(int32_t)),
-                .thi = malloc((size_t)nt * sizeof(int32_t)),
+                .at = ab_attn_tile_new(d, BK_QT),
+                .qg = malloc((size_t)BK_QT * d * sizeof(float)),
+                .kg = malloc((size_t)w * d * sizeof(float)),
+                .vg = malloc((size_t)w * d * sizeof(float)),
+                .allow = malloc((size_t)kcap * BK_QT),
+                .kcap = kcap,
             };
-            const int ok =
-                x.qg && x.kg && x.vg && x.sc && x.o && x.bt && x.lo && x.hi && x.rows && x.tlo && x.thi;
+            const int ok = x.at && x.qg && x.kg && x.vg && x.allow;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -588,28 +554,21 @@ static int rt_attend(const routing_state *st, const ab_problem *pb, float *out)
             for (int hc = 0; hc < H * C; hc++) {
                 if (!ok) continue;
                 const size_t off = (size_t)(hc / C) * C * w;
-                rt_cluster(st, pb, &mask, hc / C, hc % C, pm + off, ps + off, po + off * d, &x);
+                rt_cluster(st, pb, &mask, hc / C, hc % C, pl + off, po + off * d, &x);
             }
 #pragma omp for schedule(dynamic, 4)
             for (int t = 0; t < H * ntq; t++) {
                 const int h = t / ntq, i0 = (t % ntq) * BK_QT;
-                if (ok) rt_rows(st, pb, &mask, h, i0, N - i0 < BK_QT ? N - i0 : BK_QT, pm, ps, po, &x, out);
+                if (ok) rt_rows(st, pb, &mask, h, i0, N - i0 < BK_QT ? N - i0 : BK_QT, pl, po, &x, out);
             }
+            ab_attn_tile_free(x.at);
             free(x.qg);
             free(x.kg);
             free(x.vg);
-            free(x.sc);
-            free(x.o);
-            free(x.bt);
-            free(x.lo);
-            free(x.hi);
-            free(x.rows);
-            free(x.tlo);
-            free(x.thi);
+            free(x.allow);
         }
     }
-    free(pm);
-    free(ps);
+    free(pl);
     free(po);
     return rc;
 }
