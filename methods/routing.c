@@ -418,7 +418,7 @@ typedef struct rt_scratch {
  * once). Keys are gathered once; each tile of BK_QT queries sees the run of
  * them inside its rows' spans. */
 static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_mask *mask, int h, int c,
-                       float *pl, float *po, const rt_scratch *x)
+                       const uint64_t *qm, const uint64_t *km, float *pl, float *po, const rt_scratch *x)
 {
     const rt_cache *rt = &st->rt;
     const int N = pb->s.seq_len, d = pb->s.head_dim, C = rt->C, w = rt->w, W = st->window;
@@ -435,6 +435,7 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
     for (int a0 = 0; a0 < w; a0 += BK_QT) {
         const int na = w - a0 < BK_QT ? w - a0 : BK_QT;
         int lo[BK_QT], hi[BK_QT], ws[BK_QT], we[BK_QT], multi[BK_QT], tlo = N, thi = 0;
+        uint64_t qe[BK_QT]; /* (C <= 64) the clusters before c that took the row */
         for (int a = 0; a < na; a++) {
             const int i = qs[a0 + a];
             memcpy(x->qg + (size_t)a * d, Q + (size_t)i * d, (size_t)d * sizeof(float));
@@ -442,6 +443,7 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
             ws[a] = W > 0 ? i - W + 1 : i + 1;
             we[a] = W > 0 ? (causal ? i + 1 : i + W) : i + 1;
             multi[a] = qcl[qptr[i]] != c; /* i sits in earlier clusters: their keys were counted */
+            qe[a] = qm ? qm[i] & (((uint64_t)1 << c) - 1) : 0;
             tlo = lo[a] < tlo ? lo[a] : tlo;
             thi = hi[a] > thi ? hi[a] : thi;
         }
@@ -455,6 +457,11 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
             for (int a = 0; a < na; a++) al[a] = j >= lo[a] && j < hi[a] && !(j >= ws[a] && j < we[a]);
             if (!interval)
                 for (int a = 0; a < na; a++) al[a] &= ab_mask_allows(mask, qs[a0 + a], j) != 0;
+            if (km) { /* C <= 64: the clusters as bit sets */
+                const uint64_t kj = km[j];
+                for (int a = 0; a < na; a++) al[a] &= (qe[a] & kj) == 0;
+                continue;
+            }
             for (int a = 0; a < na; a++) {
                 if (!multi[a] || !al[a]) continue;
                 const int i = qs[a0 + a];
@@ -532,8 +539,19 @@ static int rt_attend(const routing_state *st, const ab_problem *pb, float *out)
     const long span = (long)BK_QT + 2L * st->window;
     const int kcap = w > span ? w : (int)(span < N ? span : N);
     float *pl = malloc(slots * sizeof *pl), *po = malloc(slots * d * sizeof *po);
-    int rc = pl && po ? AB_OK : AB_ENOMEM;
+    /* C <= 64: each query's and key's clusters as a bit set (heads, N) */
+    uint64_t *qm = C <= 64 ? calloc((size_t)H * N, sizeof *qm) : NULL;
+    uint64_t *km = C <= 64 ? calloc((size_t)H * N, sizeof *km) : NULL;
+    int rc = pl && po && (C > 64 || (qm && km)) ? AB_OK : AB_ENOMEM;
     const ab_mask mask = ab_shape_mask(&pb->s);
+    for (int h = 0; rc == AB_OK && qm && h < H; h++) {
+        const int32_t *qptr = rt->qptr + (size_t)h * (N + 1), *qcl = rt->qcl + (size_t)h * C * w;
+        const int32_t *kptr = rt->kptr + (size_t)h * (N + 1), *kcl = rt->kcl + (size_t)h * C * w;
+        for (int i = 0; i < N; i++) {
+            for (int u = qptr[i]; u < qptr[i + 1]; u++) qm[(size_t)h * N + i] |= (uint64_t)1 << qcl[u];
+            for (int u = kptr[i]; u < kptr[i + 1]; u++) km[(size_t)h * N + i] |= (uint64_t)1 << kcl[u];
+        }
+    }
     if (rc == AB_OK) {
 #pragma omp parallel
         {
@@ -554,7 +572,9 @@ static int rt_attend(const routing_state *st, const ab_problem *pb, float *out)
             for (int hc = 0; hc < H * C; hc++) {
                 if (!ok) continue;
                 const size_t off = (size_t)(hc / C) * C * w;
-                rt_cluster(st, pb, &mask, hc / C, hc % C, pl + off, po + off * d, &x);
+                const size_t ho = (size_t)(hc / C) * N;
+                rt_cluster(st, pb, &mask, hc / C, hc % C, qm ? qm + ho : NULL, km ? km + ho : NULL, pl + off,
+                           po + off * d, &x);
             }
 #pragma omp for schedule(dynamic, 4)
             for (int t = 0; t < H * ntq; t++) {
@@ -570,6 +590,8 @@ static int rt_attend(const routing_state *st, const ab_problem *pb, float *out)
     }
     free(pl);
     free(po);
+    free(qm);
+    free(km);
     return rc;
 }
 
