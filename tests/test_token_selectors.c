@@ -286,3 +286,42 @@ Test(token_selectors, density_monotone_in_knob)
     }
     tprob_free(&t);
 }
+
+/* routing's run() with more than 64 clusters (the cluster lists walked per
+ * pair, not bit sets) and with few (bit sets), causal and not: the fp64
+ * reference on the layout its select() built. */
+Test(token_selectors, routing_many_clusters_matches_reference)
+{
+    static const double clusters[] = { 100, 12 };
+    for (int causal = 0; causal < 2; causal++)
+        for (int c = 0; c < 2; c++) {
+            tprob t;
+            needle_make(&t, 2, 700, 16, 31 + causal, 0, NULL, NULL);
+            t.pb.s.causal = causal;
+            const int H = t.pb.s.heads, N = t.pb.s.seq_len, d = t.pb.s.head_dim;
+            float *out = malloc((size_t)H * N * d * sizeof *out);
+            double *ref = malloc((size_t)N * d * sizeof *ref);
+            int *rows = malloc((size_t)N * sizeof *rows);
+            cr_assert(out && ref && rows);
+            for (int i = 0; i < N; i++) rows[i] = i;
+            ab_layout l;
+            const char *const over[] = { "window=8", NULL };
+            method_layout_with("routing", &t.pb, clusters[c], &l, out, over);
+            for (int h = 0; h < H; h++) {
+                cr_assert_eq(ab_ref_rows(&t.pb, h, rows, N, &l, ref, NULL, NULL), AB_OK);
+                double num = 0, den = 0;
+                for (size_t e = 0; e < (size_t)N * d; e++) {
+                    const double x = (double)out[(size_t)h * N * d + e] - ref[e];
+                    num += x * x;
+                    den += ref[e] * ref[e];
+                }
+                cr_expect_leq(sqrt(num / den), 1e-5, "clusters %g causal %d head %d: rel L2 %g", clusters[c],
+                              causal, h, sqrt(num / den));
+            }
+            ab_layout_free(&l);
+            free(out);
+            free(ref);
+            free(rows);
+            tprob_free(&t);
+        }
+}
