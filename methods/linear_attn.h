@@ -132,9 +132,14 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
     }
     if (upd) {
         const double end = w->lb[L - 1];
-        for (int j = 0; j < L; j++) {
-            const float f = ld ? (float)exp(end - w->lb[j]) : 1.0f;
-            for (int r = 0; r < m; r++) w->kt[(size_t)r * LA_CHUNK + j] = pk[(size_t)j * m + r] * f;
+        float fj[LA_CHUNK];
+        for (int j = 0; j < L; j++) fj[j] = ld ? (float)exp(end - w->lb[j]) : 1.0f;
+        /* kt = (pk scaled)^T, row by row of kt: contiguous stores, the L
+         * rows of pk read stay in L1 (a store per element at stride
+         * LA_CHUNK was a quarter of performer's run) */
+        for (int r = 0; r < m; r++) {
+            float *restrict kr = w->kt + (size_t)r * LA_CHUNK;
+            for (int j = 0; j < L; j++) kr[j] = pk[(size_t)j * m + r] * fj[j];
         }
         if (!have_state) {
             memset(S, 0, (size_t)m * d * sizeof *S);
