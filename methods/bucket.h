@@ -44,8 +44,7 @@
 #include "methods/block_score.h"
 #include "methods/lse.h"
 
-#define BK_QT 64  /* query rows per logit tile */
-#define BK_KT 256 /* keys per gathered key tile (a multiple of BS_PANEL: packed whole) */
+#define BK_QT 64 /* query rows per attention tile */
 
 /* One round of one head. */
 typedef struct bk_round {
@@ -114,52 +113,6 @@ static inline uint64_t bk_checksum(const ab_problem *pb)
     for (int h = 0; h < H; h++) z = ab_mix64(z ^ hs[h]);
     free(hs);
     return z | 1u;
-}
-
-/* One tile of an online softmax: sc (na, nk) row stride ldsc holds the
- * logits of rows rows[0, na) against the nk keys whose values are vg (nk,
- * d), masked pairs at -inf. Each row r = rows[a] carries a running max
- * mx[r] (float), sum sm[r] (double) and numerator O[r] (d floats): they are
- * rescaled to the new max and the tile's exp(logit - max) sum and P.V added.
- * A row with nothing counted in the tile is left as it was. sc is
- * overwritten by the probabilities; o: scratch of na * d floats; bt: the
- * bs_gemm_nn panel scratch. */
-static inline void bk_tile_update(float *sc, int ldsc, int na, int nk, const float *vg, int d,
-                                  const int32_t *rows, float *mx, double *sm, float *O, float *o, float *bt)
-{
-    unsigned char upd[BK_QT]; /* 1: the row counted keys in this tile */
-    int any = 0;
-    for (int a = 0; a < na; a++) {
-        float *s = sc + (size_t)a * ldsc;
-        const int r = rows[a];
-        const float tm = bs_max(s, nk);
-        const float mo = mx[r];
-        if (!(tm > -INFINITY)) { /* nothing counted in this tile */
-            for (int c = 0; c < nk; c++) s[c] = 0.0f;
-            upd[a] = 0;
-            continue;
-        }
-        const float mn = tm > mo ? tm : mo;
-        const double alpha = mo > -INFINITY ? exp((double)mo - (double)mn) : 0.0;
-        const double ps = ab_exp_shift_sum(s, nk, mn);
-        sm[r] = sm[r] * alpha + ps;
-        mx[r] = mn;
-        if (alpha != 1.0) {
-            float *orow = O + (size_t)r * d;
-            const float fa = (float)alpha;
-            for (int e = 0; e < d; e++) orow[e] *= fa;
-        }
-        upd[a] = 1;
-        any = 1;
-    }
-    if (!any) return;
-    bs_gemm_nn(sc, ldsc, na, vg, d, nk, d, o, d, 0, bt);
-    for (int a = 0; a < na; a++) {
-        if (!upd[a]) continue;
-        float *orow = O + (size_t)rows[a] * d;
-        const float *src = o + (size_t)a * d;
-        for (int e = 0; e < d; e++) orow[e] += src[e];
-    }
 }
 
 /* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
