@@ -478,40 +478,26 @@ static inline int bs_skey_before(const bs_skey *a, const bs_skey *b)
     return a->key < b->key || (a->key == b->key && a->idx < b->idx);
 }
 
+/* Smaller ordered key first (bs_key_of: the higher score). */
+#define BS_KEY_LESS(a, b) ((a) < (b))
+MC_DEFINE_SELECT_TOP(bs_key_select_top, uint64_t, BS_KEY_LESS)
+
 /* The n first of c[0, m) in bs_cand_cmp order, kept in c[0, n) in their
  * original order; c must be in ascending idx order (a scan of candidates),
  * so ties at the n-th score go to the lower indices. The scores as ordered
- * keys (key[m], scratch) and a quickselect on a copy (key + m, so 2 m
- * scratch) for the n-th key; then one stable pass. Returns n (or m if
- * smaller). The same set as a partial sort by bs_cand_cmp. */
+ * keys (key[m], scratch), the n smallest of a copy (key + m, so 2 m
+ * scratch) by quickselect (keep.h), the largest of those the n-th key;
+ * then one stable pass. Returns n (or m if smaller). The same set as a
+ * partial sort by bs_cand_cmp. */
 static inline int bs_top_ascending(bs_cand *c, int m, int n, uint64_t *key)
 {
     if (n >= m) return m;
     if (n <= 0) return 0;
     uint64_t *w = key + m;
     for (int i = 0; i < m; i++) w[i] = key[i] = bs_key_of(c[i].score);
-    int lo = 0, hi = m - 1;
-    const int k = n - 1;
-    while (lo < hi) { /* w[k] = the k-th smallest key */
-        const uint64_t pv = w[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (w[i] < pv) i++;
-            while (w[j] > pv) j--;
-            if (i <= j) {
-                const uint64_t t = w[i];
-                w[i++] = w[j];
-                w[j--] = t;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            break;
-    }
-    const uint64_t kth = w[k];
+    bs_key_select_top(w, m, n);
+    uint64_t kth = w[0];
+    for (int i = 1; i < n; i++) kth = w[i] > kth ? w[i] : kth;
     int less = 0;
     for (int i = 0; i < m; i++) less += key[i] < kth;
     int ties = n - less, o = 0;
