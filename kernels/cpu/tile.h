@@ -150,10 +150,32 @@ static inline void ab_tile_free(ab_tile *t)
  * row-periodic layout, gather.c): q points at row i0 of the head's (N, d)
  * rows; qt = scale * q^T; the rows' spans under the base mask m (which must
  * outlive the tile's use). */
+/* A fresh online softmax for nq rows: m = -inf, l = 0, acc = 0. */
+static inline void ab_tile_reset(ab_tile *t, int nq)
+{
+    t->nq = nq;
+    for (int r = 0; r < AB_TILE_Q; r++) {
+        t->m[r] = -INFINITY;
+        t->l[r] = 0.0f;
+    }
+    memset(t->acc, 0, (size_t)nq * t->dp * sizeof(float));
+}
+
+/* qt = scale * Q^T for the tile's nq rows, row r at q + r ldq; columns
+ * from nq up to ld zero. */
+static inline void ab_tile_load_q(ab_tile *t, const float *q, size_t ldq, float scale)
+{
+    for (int x = 0; x < t->d; x++) {
+        float *restrict row = t->qt + (size_t)x * t->ld;
+        for (int r = 0; r < t->nq; r++) row[r] = scale * q[(size_t)r * ldq + x];
+        for (int r = t->nq; r < t->ld; r++) row[r] = 0.0f;
+    }
+}
+
 /* The part of ab_tile_begin_rs that does not read q: spans, m, l, acc. */
 static inline void ab_tile_begin_spans(ab_tile *t, int i0, int nq, int rs, const ab_mask *m)
 {
-    t->nq = nq;
+    ab_tile_reset(t, nq);
     t->i0 = i0;
     t->rs = rs;
     t->mask = m;
@@ -170,23 +192,13 @@ static inline void ab_tile_begin_spans(ab_tile *t, int i0, int nq, int rs, const
         t->minhi = hi < t->minhi ? hi : t->minhi;
         t->maxhi = hi > t->maxhi ? hi : t->maxhi;
     }
-    for (int r = 0; r < AB_TILE_Q; r++) {
-        t->m[r] = -INFINITY;
-        t->l[r] = 0.0f;
-    }
-    memset(t->acc, 0, (size_t)nq * t->dp * sizeof(float));
 }
 
 static inline void ab_tile_begin_rs(ab_tile *t, const float *q, int i0, int nq, int rs, float scale,
                                     const ab_mask *m)
 {
-    const int d = t->d;
     ab_tile_begin_spans(t, i0, nq, rs, m);
-    for (int x = 0; x < d; x++) {
-        float *restrict row = t->qt + (size_t)x * t->ld;
-        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * rs * d + x];
-        for (int r = nq; r < t->ld; r++) row[r] = 0.0f;
-    }
+    ab_tile_load_q(t, q, (size_t)rs * t->d, scale);
 }
 
 /* Query row of tile row r. */
@@ -409,13 +421,14 @@ static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v, co
     }
 }
 
-/* Write the tile's rows: out row r rs (out: row i0 of the head) = acc / l;
- * a row that kept nothing is 0. */
-static inline void ab_tile_end(const ab_tile *t, float *out)
+/* Write the tile's rows: row r at out + r ldo = acc / l, a row that kept
+ * nothing 0; lse (NULL: not written): each row's log-sum-exp of its
+ * logits, -inf when it kept nothing. */
+static inline void ab_tile_end_ld(const ab_tile *t, float *out, size_t ldo, float *lse)
 {
     const int d = t->d;
     for (int r = 0; r < t->nq; r++) {
-        float *restrict o = out + (size_t)r * t->rs * d;
+        float *restrict o = out + (size_t)r * ldo;
         const float *restrict a = t->acc + (size_t)r * t->dp;
         const float lr = t->l[r];
         if (lr > 0.0f) {
@@ -423,7 +436,14 @@ static inline void ab_tile_end(const ab_tile *t, float *out)
         } else {
             memset(o, 0, (size_t)d * sizeof(float));
         }
+        if (lse) lse[r] = lr > 0.0f ? t->m[r] + logf(lr) : -INFINITY;
     }
+}
+
+/* Write the tile's rows: out row r rs (out: row i0 of the head). */
+static inline void ab_tile_end(const ab_tile *t, float *out)
+{
+    ab_tile_end_ld(t, out, (size_t)t->rs * t->d, NULL);
 }
 
 /* Work items of a layout kernel: (head, query block, sub-tile of at most

@@ -49,22 +49,10 @@ void ab_cpu_attn_tile_free(ab_attn_tile *a)
 void ab_cpu_attn_tile_begin(ab_attn_tile *a, const float *q, size_t ldq, int nq, float scale)
 {
     ab_tile *t = &a->t;
-    const int d = t->d;
-    if (nq > t->tq) nq = t->tq;
-    if (nq < 0) nq = 0;
-    t->nq = nq;
     t->i0 = 0;
     t->rs = 1;
-    for (int r = 0; r < AB_TILE_Q; r++) {
-        t->m[r] = -INFINITY;
-        t->l[r] = 0.0f;
-    }
-    memset(t->acc, 0, (size_t)t->tq * t->dp * sizeof(float));
-    for (int x = 0; x < d; x++) {
-        float *restrict row = t->qt + (size_t)x * t->ld;
-        for (int r = 0; r < nq; r++) row[r] = scale * q[(size_t)r * ldq + x];
-        for (int r = nq; r < t->ld; r++) row[r] = 0.0f;
-    }
+    ab_tile_reset(t, nq < 0 ? 0 : nq > t->tq ? t->tq : nq);
+    ab_tile_load_q(t, q, ldq, scale);
 }
 
 void ab_cpu_attn_tile_keys(ab_attn_tile *a, const float *k, const float *v, int nk, const int *lo,
@@ -130,17 +118,5 @@ void ab_cpu_attn_tile_keys_map(ab_attn_tile *a, const float *k, const float *v, 
 
 void ab_cpu_attn_tile_end(const ab_attn_tile *a, float *out, size_t ldo, float *lse)
 {
-    const ab_tile *t = &a->t;
-    const int d = t->d;
-    for (int r = 0; r < t->nq; r++) {
-        float *restrict o = out + (size_t)r * ldo;
-        const float *restrict s = t->acc + (size_t)r * t->dp;
-        const float lr = t->l[r];
-        if (lr > 0.0f) {
-            for (int x = 0; x < d; x++) o[x] = s[x] / lr; /* as ab_tile_end */
-        } else {
-            memset(o, 0, (size_t)d * sizeof(float));
-        }
-        if (lse) lse[r] = lr > 0.0f ? t->m[r] + logf(lr) : -INFINITY;
-    }
+    ab_tile_end_ld(&a->t, out, ldo, lse);
 }
