@@ -44,6 +44,7 @@
 #include "attnbench.h"
 #include "methods/plain_mask.h"
 #include "methods/block_score.h"
+#include "methods/lse.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -200,31 +201,17 @@ static int cca_run(void *state, const ab_problem *pb, const ab_layout *l, float 
                 /* per row: core tokens [0, ca) and [cb, ng) (groups entirely
                  * outside the raw range), raw keys [lo, hi) */
                 int ca[CCA_TILE], cb[CCA_TILE], lo[CCA_TILE], hi[CCA_TILE];
-                int cam = 0, cbm = ng, tlo = n, thi = 0;
                 for (int i = r0; i < r1; i++) {
                     const int x = i - r0;
                     raw_range(st, n, causal, i, &lo[x], &hi[x]);
                     ca[x] = lo[x] / g;
                     cb[x] = causal ? ng : (hi[x] + g - 1) / g;
-                    cam = ca[x] > cam ? ca[x] : cam;
-                    cbm = cb[x] < cbm ? cb[x] : cbm;
-                    tlo = lo[x] < tlo ? lo[x] : tlo;
-                    thi = hi[x] > thi ? hi[x] : thi;
                 }
                 /* one softmax over the core tokens, then the raw keys (the
-                 * kernels' chunk step, ab_attn_tile) */
+                 * kernels' chunk step, ab_attn_tile; methods/lse.h) */
                 ab_attn_tile_begin(at, q + (size_t)r0 * d, d, nr, scale);
-                if (cam > 0) ab_attn_tile_keys(at, hk, hv, cam, NULL, ca);
-                if (cbm < ng) {
-                    for (int x = 0; x < nr; x++) cb[x] -= cbm;
-                    ab_attn_tile_keys(at, hk + (size_t)cbm * d, hv + (size_t)cbm * d, ng - cbm, cb, NULL);
-                }
-                for (int x = 0; x < nr; x++) {
-                    lo[x] -= tlo;
-                    hi[x] -= tlo;
-                }
-                if (thi > tlo)
-                    ab_attn_tile_keys(at, k + (size_t)tlo * d, v + (size_t)tlo * d, thi - tlo, lo, hi);
+                lse_keys_outside(at, hk, hv, ng, d, nr, ca, cb);
+                lse_keys_ranges(at, k, v, d, nr, lo, hi);
                 ab_attn_tile_end(at, out + ((size_t)h * n + r0) * d, d, NULL);
             }
             ab_attn_tile_free(at);

@@ -219,41 +219,27 @@ static int combiner_run(void *state, const ab_problem *pb, const ab_layout *l, f
                 const int nfull = n / s;
                 int lo[CMB_TILE], hi[CMB_TILE], ca[CMB_TILE], cb[CMB_TILE], lp[CMB_TILE];
                 float lse[CMB_TILE], lse2[CMB_TILE];
-                int tlo = n, thi = 0, cam = 0, cbm = nfull, anyp = 0;
+                int anyp = 0;
                 for (int x = 0; x < nr; x++) {
                     const int i = r0 + x, own = i / s;
                     own_range(s, n, causal, i, &lo[x], &hi[x]);
                     ca[x] = own < nfull ? own : nfull;
                     cb[x] = causal ? nfull : own + 1 < nfull ? own + 1 : nfull;
                     lp[x] = !causal && nfull < nreg && own != nfull;
-                    tlo = lo[x] < tlo ? lo[x] : tlo;
-                    thi = hi[x] > thi ? hi[x] : thi;
-                    cam = ca[x] > cam ? ca[x] : cam;
-                    cbm = cb[x] < cbm ? cb[x] : cbm;
                     anyp |= lp[x];
                 }
                 /* the own keys, then each summary part with its log |r|
                  * (full regions: log s), merged by log-sum-exp; each part
-                 * is one online softmax on the kernels' chunk step */
-                for (int x = 0; x < nr; x++) {
-                    lo[x] -= tlo;
-                    hi[x] -= tlo;
-                }
+                 * is one online softmax on the kernels' chunk step
+                 * (ab_attn_tile; methods/lse.h) */
                 ab_attn_tile_begin(at, q, d, nr, scale);
-                ab_attn_tile_keys(at, k + (size_t)tlo * d, v + (size_t)tlo * d, thi - tlo, lo, hi);
+                lse_keys_ranges(at, k, v, d, nr, lo, hi);
                 ab_attn_tile_end(at, o, d, lse);
-                if (cam > 0 || cbm < nfull) {
-                    ab_attn_tile_begin(at, q, d, nr, scale);
-                    if (cam > 0) ab_attn_tile_keys(at, hk, hv, cam, NULL, ca);
-                    if (cbm < nfull) {
-                        for (int x = 0; x < nr; x++) cb[x] -= cbm;
-                        ab_attn_tile_keys(at, hk + (size_t)cbm * d, hv + (size_t)cbm * d, nfull - cbm, cb,
-                                          NULL);
-                    }
-                    ab_attn_tile_end(at, o2, d, lse2);
-                    for (int x = 0; x < nr; x++)
-                        lse_merge(o + (size_t)x * d, &lse[x], o2 + (size_t)x * d, lse2[x], lb[0], d);
-                }
+                ab_attn_tile_begin(at, q, d, nr, scale);
+                lse_keys_outside(at, hk, hv, nfull, d, nr, ca, cb);
+                ab_attn_tile_end(at, o2, d, lse2);
+                for (int x = 0; x < nr; x++)
+                    lse_merge(o + (size_t)x * d, &lse[x], o2 + (size_t)x * d, lse2[x], lb[0], d);
                 if (anyp) {
                     ab_attn_tile_begin(at, q, d, nr, scale);
                     ab_attn_tile_keys(at, hk + (size_t)nfull * d, hv + (size_t)nfull * d, 1, NULL, lp);
