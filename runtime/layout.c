@@ -39,6 +39,14 @@ typedef struct lb_entry {
 typedef struct lb_list {
     lb_entry *e; /* [cap] */
     size_t n, cap;
+    /* While every row has come in one append (a method adding each row in
+     * one bulk call): run[r] = 1 + the row's first entry, 0 if none yet
+     * (its entries are the next runlen[r]). NULL once some row came twice
+     * (multi), or before the first append. Finalize then skips the
+     * counting sort by row. */
+    size_t *run;
+    size_t *runlen;
+    int multi;
 } lb_list;
 
 typedef struct lb_state {
@@ -92,8 +100,33 @@ static void lb_unlock(lb_state *st) { pthread_mutex_unlock(&st->mu); }
 static void lb_list_free(lb_list *li)
 {
     free(li->e);
+    free(li->run);
     li->e = NULL;
+    li->run = li->runlen = NULL;
     li->n = li->cap = 0;
+    li->multi = 0;
+}
+
+/* Note that row `row` of `rows` gets the next n entries (lb_append). */
+static void lb_note_run(lb_list *li, int64_t rows, int32_t row, size_t n)
+{
+    if (li->multi) return;
+    if (!li->run) {
+        li->run = calloc(2 * (size_t)rows, sizeof(size_t));
+        if (!li->run) { /* no bookkeeping: the general finalize */
+            li->multi = 1;
+            return;
+        }
+        li->runlen = li->run + rows;
+    }
+    if (li->run[row]) {
+        li->multi = 1;
+        free(li->run);
+        li->run = li->runlen = NULL;
+        return;
+    }
+    li->run[row] = li->n + 1;
+    li->runlen[row] = n;
 }
 
 static int lb_reserve(lb_list *li, size_t extra)
@@ -136,9 +169,11 @@ static int lb_begin_entries(ab_layout *l, int head, int qblock, lb_state **out)
 
 /* Append n entries of one row to li (validated, lock held). idx NULL: the
  * run first, first + 1, ... */
-static int lb_append(lb_state *st, lb_list *li, int32_t row, const int32_t *idx, int32_t first, size_t n)
+static int lb_append(lb_state *st, lb_list *li, int64_t rows, int32_t row, const int32_t *idx, int32_t first,
+                     size_t n)
 {
     if (lb_reserve(li, n)) return AB_ENOMEM;
+    lb_note_run(li, rows, row, n);
     lb_entry *e = li->e + li->n;
     for (size_t t = 0; t < n; t++) e[t] = (lb_entry){ row, idx ? idx[t] : first + (int32_t)t };
     li->n += n;
@@ -265,8 +300,8 @@ int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int k
     if (kb0 < 0 || kb1 > l->n_kblocks || kb0 > kb1)
         rc = AB_EINVAL;
     else
-        rc = lb_append(st, &st->blk, (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, kb0,
-                       (size_t)(kb1 - kb0));
+        rc = lb_append(st, &st->blk, (int64_t)l->heads * l->n_qblocks,
+                       (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, kb0, (size_t)(kb1 - kb0));
     lb_unlock(st);
     return rc;
 }
@@ -285,7 +320,8 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
     if (key < 0 || key >= l->seq_len)
         rc = AB_EINVAL;
     else
-        rc = lb_append(st, &st->tok, (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, key, 1);
+        rc = lb_append(st, &st->tok, (int64_t)l->heads * l->n_qblocks,
+                       (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, key, 1);
     lb_unlock(st);
     return rc;
 }
@@ -305,8 +341,8 @@ static int add_many(ab_layout *l, int tokens, int head, int qblock, const int32_
             return AB_EINVAL;
         }
     if (n > 0)
-        rc = lb_append(st, tokens ? &st->tok : &st->blk, (int32_t)((int64_t)head * l->n_qblocks + qblock),
-                       idx, 0, (size_t)n);
+        rc = lb_append(st, tokens ? &st->tok : &st->blk, (int64_t)l->heads * l->n_qblocks,
+                       (int32_t)((int64_t)head * l->n_qblocks + qblock), idx, 0, (size_t)n);
     lb_unlock(st);
     return rc;
 }
@@ -362,8 +398,65 @@ static void lb_sort_run(lb_entry *e, lb_entry *t, size_t m)
  * row's entries in one sorted bulk call) and deduplicated in place; then
  * the runs are packed. Two linear passes over the entries plus cache-local
  * work per row, rather than scatters over every key index. */
+/* build_csr when every row came in one append (li->run): each row's run
+ * is sorted (unless it already is) and deduplicated where it lies, then
+ * the runs are packed in row order. One pass over the entries and the
+ * packing, instead of the counting sort's count, scatter and pack. */
+static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx_out)
+{
+    const size_t n = li->n;
+    int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
+    lb_entry *tmp = NULL; /* sort scratch, only if some row needs it */
+    if (!ptr) return AB_ENOMEM;
+    int unsorted = 0;
+#pragma omp parallel for schedule(dynamic, 64) reduction(| : unsorted) if (n > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const lb_entry *e = li->e + (li->run[r] ? li->run[r] - 1 : 0);
+        const size_t m = li->run[r] ? li->runlen[r] : 0;
+        for (size_t a = 1; a < m; a++)
+            if (e[a].idx < e[a - 1].idx) {
+                unsorted = 1;
+                break;
+            }
+    }
+    if (unsorted && !(tmp = malloc(n * sizeof *tmp))) {
+        free(ptr);
+        return AB_ENOMEM;
+    }
+#pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        if (!li->run[r]) continue;
+        const size_t e0 = li->run[r] - 1, m = li->runlen[r];
+        lb_entry *e = li->e + e0;
+        int sorted = 1;
+        for (size_t a = 1; a < m && sorted; a++) sorted = e[a].idx >= e[a - 1].idx;
+        if (!sorted) lb_sort_run(e, tmp + e0, m);
+        size_t k = 0;
+        for (size_t a = 0; a < m; a++)
+            if (a == 0 || e[a].idx != e[k - 1].idx) e[k++] = e[a];
+        ptr[r + 1] = (int64_t)k;
+    }
+    free(tmp);
+    for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
+    int32_t *idx = malloc(((size_t)ptr[rows] ? (size_t)ptr[rows] : 1) * sizeof(int32_t));
+    if (!idx) {
+        free(ptr);
+        return AB_ENOMEM;
+    }
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const lb_entry *e = li->e + (li->run[r] ? li->run[r] - 1 : 0);
+        for (int64_t q = ptr[r]; q < ptr[r + 1]; q++) idx[q] = e[q - ptr[r]].idx;
+    }
+    lb_list_free(li);
+    *ptr_out = ptr;
+    *idx_out = idx;
+    return AB_OK;
+}
+
 static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx_out)
 {
+    if (li->run && !li->multi) return build_csr_runs(li, rows, ptr_out, idx_out);
     size_t n = li->n;
     const int nt = n > 65536 ? omp_get_max_threads() : 1;
     int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
