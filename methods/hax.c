@@ -42,6 +42,7 @@
  * dense (64 / N of it is the KS logits).
  */
 #include "attnbench.h"
+#include "methods/block_score.h"
 #include "methods/keep.h"
 
 #include <math.h>
@@ -113,14 +114,76 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
 typedef double vd __attribute__((vector_size(HX_VL * sizeof(double))));
 typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
 
+/* The sign bits of SB_ROWS rows xs (SB_ROWS, d; centred and scaled) on
+ * Hv (d, NW vectors): each row's projections as NW vectors in registers
+ * (NW a constant: with a run-time count GCC kept them on the stack, and
+ * every add went through a store and a reload), the same products and
+ * per-bit order of sums as a scalar loop. */
+enum { SB_ROWS = 8 };
+static inline __attribute__((always_inline)) void sb_project(const int NW, const double *xs, const vd *Hv,
+                                                             int d, int bits, int nr, int32_t *out)
+{
+    vd pv[SB_ROWS][NW];
+    for (int r = 0; r < SB_ROWS; r++)
+        for (int t = 0; t < NW; t++) pv[r][t] = (vd){ 0 };
+    for (int c = 0; c < d; c++) {
+        const vd *hr = Hv + (size_t)c * NW;
+        for (int r = 0; r < SB_ROWS; r++) {
+            const double v = xs[(size_t)r * d + c];
+            for (int t = 0; t < NW; t++) pv[r][t] += v * hr[t];
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        double proj[NW * HX_VL];
+        memcpy(proj, pv[r], sizeof pv[r]);
+        int32_t b = 0;
+        for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
+        out[r] = b;
+    }
+}
+
+/* s[c] = sum_i x[i][c] (mu NULL) or sum_i (x[i][c] - mu[c])^2 over the
+ * rows of x (N, d), in double, each a sum in row order (the same sums as
+ * a scalar loop): SB_COLS columns at a time, their sums in registers.
+ * (Whole-vector conversions: a version that filled the vector lane by
+ * lane gave wrong sums with GCC 12 at -O3, right ones at -O0.) */
+enum { SB_COLS = 8 * HX_VL };
+static void col_sums(const float *x, int N, int d, const double *mu, double *s)
+{
+    int c0 = 0;
+    for (; c0 + SB_COLS <= d; c0 += SB_COLS) {
+        vd acc[8], m[8];
+        for (int v = 0; v < 8; v++) {
+            acc[v] = (vd){ 0 };
+            m[v] = (vd){ 0 };
+            if (mu) memcpy(&m[v], mu + c0 + v * HX_VL, sizeof m[v]);
+        }
+        for (int i = 0; i < N; i++) {
+            const float *xr = x + (size_t)i * d + c0;
+            for (int v = 0; v < 8; v++) {
+                vfh f;
+                memcpy(&f, xr + v * HX_VL, sizeof f);
+                const vd y = __builtin_convertvector(f, vd) - m[v];
+                acc[v] += mu ? y * y : y;
+            }
+        }
+        for (int v = 0; v < 8; v++) memcpy(s + c0 + v * HX_VL, &acc[v], sizeof acc[v]);
+    }
+    for (int c = c0; c < d; c++) s[c] = 0.0;
+    for (int i = 0; i < N; i++)
+        for (int c = c0; c < d; c++) {
+            const double y = mu ? x[(size_t)i * d + c] - mu[c] : x[(size_t)i * d + c];
+            s[c] += mu ? y * y : y;
+        }
+}
+
 /* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
  * mean over the rows, divide it by its L2 norm over the rows (eps 1e-12, as
  * F.normalize), project on H (d, bits). In double throughout. */
 static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
                         int32_t *out)
 {
-    enum { SB_ROWS = 4 };
-    const int nw = (bits + HX_VL - 1) / HX_VL;
+    const int nw = (bits + HX_VL - 1) / HX_VL;                       /* <= 32 / HX_VL: bits <= 30 */
     vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to HX_VL */
     double *xs = malloc((size_t)SB_ROWS * d * sizeof *xs);           /* the rows centred and scaled */
     if (!Hv || !xs) {
@@ -131,40 +194,33 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
     for (int c = 0; c < d; c++)
         for (int t = 0; t < nw * HX_VL; t++)
             Hv[(size_t)c * nw + t / HX_VL][t % HX_VL] = t < bits ? H[(size_t)c * bits + t] : 0.0;
-    for (int c = 0; c < d; c++) mu[c] = nrm[c] = 0.0;
-    for (int i = 0; i < N; i++)
-        for (int c = 0; c < d; c++) mu[c] += x[(size_t)i * d + c];
+    col_sums(x, N, d, NULL, mu);
     for (int c = 0; c < d; c++) mu[c] /= N;
-    for (int i = 0; i < N; i++)
-        for (int c = 0; c < d; c++) {
-            const double v = x[(size_t)i * d + c] - mu[c];
-            nrm[c] += v * v;
-        }
+    col_sums(x, N, d, mu, nrm);
     for (int c = 0; c < d; c++) nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
-    /* bits in vector lanes: the same products and per-bit order of sums as
-     * a scalar loop; SB_ROWS rows at a time, so their sums are independent
-     * chains (one row's chain of d dependent adds left the FP units idle) */
+    /* SB_ROWS rows at a time, so their sums are independent chains (one
+     * row's chain of d dependent adds left the FP units idle) */
     for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
         const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
-        vd pv[SB_ROWS][32 / HX_VL] = { { { 0 } } }; /* bits <= 30 < 32 */
-        for (int r = 0; r < SB_ROWS; r++) {         /* the rows centred and scaled, vectorised over c */
+        for (int r = 0; r < SB_ROWS; r++) { /* the rows centred and scaled, vectorised over c */
             const float *xr = x + (size_t)(i0 + (r < nr ? r : 0)) * d;
             double *vr = xs + (size_t)r * d;
             for (int c = 0; c < d; c++) vr[c] = (xr[c] - mu[c]) / nrm[c];
         }
-        for (int c = 0; c < d; c++) {
-            const vd *hr = Hv + (size_t)c * nw;
-            for (int r = 0; r < SB_ROWS; r++) {
-                const double v = xs[(size_t)r * d + c];
-                for (int t = 0; t < nw; t++) pv[r][t] += v * hr[t];
-            }
-        }
-        for (int r = 0; r < nr; r++) {
-            double proj[32];
-            memcpy(proj, pv[r], sizeof pv[r]);
-            int32_t b = 0;
-            for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
-            out[i0 + r] = b;
+        switch (nw) {
+#define SB_CASE(n) \
+    case n: sb_project(n, xs, Hv, d, bits, nr, out + i0); break;
+            SB_CASE(1)
+            SB_CASE(2)
+            SB_CASE(3)
+            SB_CASE(4)
+#if HX_VL < 8
+            SB_CASE(5)
+            SB_CASE(6)
+            SB_CASE(7)
+            SB_CASE(8)
+#endif
+#undef SB_CASE
         }
     }
     free(Hv);
@@ -172,31 +228,30 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
     return AB_OK;
 }
 
-/* Logits of query qi (d) against keys [0, kc) in double, lg[j] = scale *
- * sum_c qi[c] kt[c][j]: kt is K transposed (d, ldk) in fp32, zero past N,
- * ldk a multiple of KT. Each fp32 product is exact in double; tiles of KT
- * keys in double vectors, as GEMV. */
+/* Logits of up to KS_QB queries qi (nqi rows of d) against the key tile
+ * [j, j + KT) in double, lg[r][j + u] = scale sum_c qi[r][c] kt[c][u] for
+ * j + u < kc[r]: kt is that tile of K transposed (d, KT), contiguous (a
+ * tile's d rows at the stride of the whole of K^T fell on d pages),
+ * widened to double once (widening each key vector for every 4 queries
+ * took a third of the loop's issue slots), zero past N. Each fp32
+ * product is exact in double; tiles of KT keys in double vectors, as GEMV. */
 enum { KT = 32, KV = KT / HX_VL, KS_QB = 4 };
 /* a product of two floats is exact in double, so a fused multiply-add gives
  * the same sums as the multiply and add: let the compiler fuse them */
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
-static void ks_logits(const float *qi, int nqi, const float *kt, int ldk, int d, int j, const int *kc,
-                      double scale, double *lg, size_t ldl)
+static void ks_logits(const float *qi, int nqi, const double *kt, int d, int j, const int *kc, double scale,
+                      double *lg, size_t ldl)
 {
     /* KS_QB queries at a time: each widened key vector serves all of them */
     vd a[KS_QB][KV];
     for (int r = 0; r < KS_QB; r++)
         for (int u = 0; u < KV; u++) a[r][u] = (vd){ 0 };
     for (int c = 0; c < d; c++) {
-        const float *kr = kt + (size_t)c * ldk + j;
+        const double *kr = kt + (size_t)c * KT;
         vd kv[KV];
 #pragma GCC unroll 8
-        for (int u = 0; u < KV; u++) {
-            vfh k;
-            memcpy(&k, kr + u * HX_VL, sizeof k);
-            kv[u] = __builtin_convertvector(k, vd);
-        }
+        for (int u = 0; u < KV; u++) memcpy(&kv[u], kr + u * HX_VL, sizeof kv[u]);
 #pragma GCC unroll 4
         for (int r = 0; r < KS_QB; r++) {
             const double x = qi[(size_t)(r < nqi ? r : 0) * d + c];
@@ -206,42 +261,72 @@ static void ks_logits(const float *qi, int nqi, const float *kt, int ldk, int d,
     }
     for (int r = 0; r < nqi; r++) {
         double t[KT];
+        for (int u = 0; u < KV; u++) a[r][u] *= scale;
         memcpy(t, a[r], sizeof a[r]);
-        for (int u = 0; u < KT && j + u < kc[r]; u++) lg[(size_t)r * ldl + j + u] = t[u] * scale;
+        double *o = lg + (size_t)r * ldl + j;
+        if (kc[r] - j >= KT)
+            memcpy(o, t, sizeof t); /* a constant size: inline stores, not a libc call */
+        else
+            for (int x = 0; x < kc[r] - j; x++) o[x] = t[x];
     }
 }
 #pragma GCC pop_options
 
-/* A key with its bucket, or with its importance. */
+/* A key with its bucket. */
 typedef struct bkey {
     int32_t b, j;
 } bkey;
 
-static int cmp_bkey(const void *pa, const void *pb)
+/* Sort by (bucket, position): a stable LSD radix sort on the bucket's
+ * 8-bit digits of a[0, N), which is in position order (t: N scratch). */
+static void sort_by_bucket(bkey *a, bkey *t, int N, int bits)
 {
-    const bkey *a = pa, *b = pb;
-    if (a->b != b->b) return (a->b > b->b) - (a->b < b->b);
-    return (a->j > b->j) - (a->j < b->j);
+    bkey *src = a, *dst = t;
+    for (int sh = 0; sh < bits; sh += 8) {
+        int cnt[257] = { 0 };
+        for (int i = 0; i < N; i++) cnt[((src[i].b >> sh) & 255) + 1]++;
+        for (int c = 0; c < 256; c++) cnt[c + 1] += cnt[c];
+        for (int i = 0; i < N; i++) dst[cnt[(src[i].b >> sh) & 255]++] = src[i];
+        bkey *x = src;
+        src = dst;
+        dst = x;
+    }
+    if (src != a) memcpy(a, src, (size_t)N * sizeof *a);
 }
 
-typedef struct ukey {
-    double u;
-    int32_t j;
-} ukey;
-
-/* Higher importance first, then lower position (NaN last). */
-static int cmp_ukey(const void *pa, const void *pb)
+/* The max of x[0, n) ignoring NaN (-inf if none): eight independent
+ * running maxima (one chain of compares cost a quarter of select()), then
+ * theirs; max is exact, so the order does not matter. */
+static double max_of(const double *x, int n)
 {
-    const ukey *a = pa, *b = pb;
-    if (a->u != b->u) return a->u > b->u ? -1 : 1;
-    return (a->j > b->j) - (a->j < b->j);
+    double m8[8], mx = -INFINITY;
+    for (int t = 0; t < 8; t++) m8[t] = -INFINITY;
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int t = 0; t < 8; t++) m8[t] = x[j + t] > m8[t] ? x[j + t] : m8[t];
+    for (int t = 0; t < 8; t++) mx = m8[t] > mx ? m8[t] : mx;
+    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
+/* Append the set bits of bm[0, nw) in ascending order to keys (as bit
+ * positions) and clear them; returns the new count. */
+static int take_bits(uint64_t *bm, int nw, int32_t *keys, int n)
+{
+    for (int w = 0; w < nw; w++) {
+        uint64_t x = bm[w];
+        if (!x) continue;
+        bm[w] = 0;
+        for (; x; x &= x - 1) keys[n++] = w * 64 + __builtin_ctzll(x);
+    }
+    return n;
 }
 
 /* Selection for head h, added to l one query block at a time. */
 static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bits = st->bits;
-    const int bq = l->block_q, nqb = l->n_qblocks;
+    const int bq = l->block_q, nqb = l->n_qblocks, nw = (N + 63) / 64;
     const float *q = pb->q + (size_t)h * N * d;           /* (N, d) */
     const float *k = pb->k + (size_t)h * N * d;           /* (N, d) */
     double *H = malloc((size_t)d * bits * sizeof *H);     /* (d, bits) */
@@ -249,19 +334,21 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     double *nrm = malloc((size_t)d * sizeof *nrm);        /* (d) */
     int32_t *hq = malloc((size_t)N * sizeof *hq);         /* (N) query buckets */
     int32_t *hk = malloc((size_t)N * sizeof *hk);         /* (N) key buckets */
-    bkey *by = malloc((size_t)N * sizeof *by);            /* (N) keys by (bucket, position) */
+    bkey *by = malloc(2 * (size_t)N * sizeof *by);        /* (N) keys by (bucket, position); N scratch */
     double *u = calloc((size_t)N, sizeof *u);             /* (N) key importance */
-    ukey *rk = malloc((size_t)N * sizeof *rk);            /* (N) keys by importance */
+    bs_cand *rk = malloc((size_t)N * sizeof *rk);         /* (N) keys by importance */
     int32_t *rank = malloc((size_t)N * sizeof *rank);     /* (N) rank of key j */
     int32_t *fen = calloc((size_t)N + 1, sizeof *fen);    /* (N + 1) Fenwick tree on ranks */
     int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
-    int32_t *stamp = malloc((size_t)N * sizeof *stamp);   /* (N) last block that took key j */
     int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
-    const int ldk = (N + KT - 1) / KT * KT + KT;      /* + KT: no power-of-two stride (L1 set conflicts) */
-    float *kt = malloc((size_t)d * ldk * sizeof *kt); /* (d, ldk) K transposed */
+    uint64_t *kbm = calloc(2 * (size_t)nw, sizeof *kbm);  /* (nw) one block's keys as bits; (nw) ranks seen */
+    const int ldk = (N + KT - 1) / KT * KT + KT;       /* + KT: no power-of-two stride (L1 set conflicts) */
+    const int nkt = (N + KT - 1) / KT * KT;            /* keys in whole tiles */
+    double *kt = malloc((size_t)d * nkt * sizeof *kt); /* (nkt / KT, d, KT) K^T by key tile, in double */
     double *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * ldk * sizeof *lgall); /* logits */
+    uint64_t *rbm = kbm + nw; /* ranks of the keys some row so far may see */
     int rc =
-        (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && stamp && keys && kt && lgall)
+        (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && keys && kbm && kt && lgall)
             ? AB_OK
             : AB_ENOMEM;
     if (rc == AB_OK) {
@@ -275,13 +362,15 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     }
     if (rc == AB_OK) {
         for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
-        qsort(by, (size_t)N, sizeof *by, cmp_bkey);
+        sort_by_bucket(by, by + N, N, bits);
         /* KS importance: column sums of the last KS_QUERIES queries' softmax */
-        for (int j0 = 0; j0 < ldk; j0 += KT) /* transpose in tiles of KT keys */
-            for (int c = 0; c < d; c++) {
-                float *o = kt + (size_t)c * ldk;
-                for (int j = j0; j < j0 + KT; j++) o[j] = j < N ? k[(size_t)j * d + c] : 0.0f;
-            }
+        for (int j = 0; j < nkt; j++) { /* K^T in double: rows read once, columns written */
+            double *o = kt + (size_t)(j / KT) * d * KT + j % KT;
+            if (j < N)
+                for (int c = 0; c < d; c++) o[(size_t)c * KT] = k[(size_t)j * d + c];
+            else
+                for (int c = 0; c < d; c++) o[(size_t)c * KT] = 0.0;
+        }
         /* the logits of the last KS_QUERIES queries, key tile by key tile
          * (the tile of kt stays in cache across the queries) */
         const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
@@ -296,15 +385,15 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                     i++;
                     continue;
                 }
-                ks_logits(q + (size_t)i * d, nqi, kt, ldk, d, j, kc, pb->s.scale,
+                ks_logits(q + (size_t)i * d, nqi, kt + (size_t)j * d, d, j, kc, pb->s.scale,
                           lgall + (size_t)(i - i0) * ldk, ldk);
                 i += nqi;
             }
         for (int i = i0; i < N; i++) {
             const int kc = causal ? i + 1 : N;
-            double mx = -INFINITY, sum = 0.0;
+            double sum = 0.0;
             double *lg = lgall + (size_t)(i - i0) * ldk;
-            for (int j = 0; j < kc; j++) mx = lg[j] > mx ? lg[j] : mx;
+            const double mx = max_of(lg, kc);
             if (!isfinite(mx)) continue;
             int j = 0;
 #if defined(HX_EXPD)
@@ -327,28 +416,33 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             for (; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
             for (j = 0; j < kc; j++) u[j] += lg[j] / sum;
         }
-        for (int j = 0; j < N; j++) rk[j] = (ukey){ isnan(u[j]) ? -INFINITY : u[j], j };
-        qsort(rk, (size_t)N, sizeof *rk, cmp_ukey);
-        for (int r = 0; r < N; r++) rank[rk[r].j] = r;
+        /* higher importance first, then lower position (NaN as -inf) */
+        for (int j = 0; j < N; j++) rk[j] = (bs_cand){ isnan(u[j]) ? -INFINITY : u[j], j };
+        bs_sort_desc(rk, N);
+        for (int r = 0; r < N; r++) rank[rk[r].idx] = r;
         for (int j = 0; j < N; j++) { /* keys before j ranked before j */
             int c = 0;
             for (int x = rank[j]; x > 0; x -= x & -x) c += fen[x];
             before[j] = c;
             for (int x = rank[j] + 1; x <= N; x += x & -x) fen[x]++;
         }
-        for (int j = 0; j < N; j++) stamp[j] = -1;
     }
-    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
+#define TAKE(j) (kbm[(j) >> 6] |= 1ull << ((j)&63))
+    /* with at most 2^16 buckets, each bucket's start in `by` and its count
+     * of keys j <= the current row (rows come in order): no binary search
+     * per row, whose unpredictable branches took a quarter of the loop */
+    const int nbk = bits <= 16 ? 1 << bits : 0;
+    int32_t *bstart = NULL, *bcnt = NULL;
+    if (rc == AB_OK && nbk) {
+        bstart = calloc((size_t)nbk + 1, sizeof *bstart);
+        bcnt = calloc((size_t)nbk, sizeof *bcnt);
+        if (!bstart || !bcnt) rc = AB_ENOMEM;
+        for (int j = 0; rc == AB_OK && j < N; j++) bstart[hk[j] + 1]++;
+        for (int c = 0; rc == AB_OK && c < nbk; c++) bstart[c + 1] += bstart[c];
+    }
+    for (int qb = 0, seen = 0, added = 0; rc == AB_OK && qb < nqb; qb++) {
         const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
         const int b = mc_dither(st->keys / 2, qb); /* per source and query */
-        int n = 0;
-#define TAKE(j)               \
-    do {                      \
-        if (stamp[j] != qb) { \
-            stamp[j] = qb;    \
-            keys[n++] = (j);  \
-        }                     \
-    } while (0)
         /* local: the block's rows and `window` keys before (non-causal: and
          * after) them */
         {
@@ -361,31 +455,38 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
              * query i's bucket; `by` is sorted by (bucket, position) */
             const int last = causal ? i : N - 1;
             int a = 0, z = N; /* first entry after (hq[i], last) */
-            while (a < z) {
-                const int m = a + (z - a) / 2;
-                if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
-                    a = m + 1;
-                else
-                    z = m;
+            if (bstart) {     /* the bucket's start and its keys <= last so far */
+                for (; added <= last; added++) bcnt[hk[added]]++;
+                a = bstart[hq[i]] + bcnt[hq[i]];
+            } else {
+                while (a < z) {
+                    const int m = a + (z - a) / 2;
+                    if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
+                        a = m + 1;
+                    else
+                        z = m;
+                }
             }
             for (int t = a - 1, c = 0; t >= 0 && by[t].b == hq[i] && c < b; t--, c++) TAKE(by[t].j);
         }
         if (b > 0) {
             /* KS: the union over the rows i of the top b keys of [0, i]: the
-             * top b of [0, r0], and each later key of the block that ranks
+             * top b of [0, r0] (the b lowest ranks among the keys seen so
+             * far, from rbm), and each later key of the block that ranks
              * among the top b of its own prefix */
             const int first = causal ? r0 : N - 1;
-            for (int r = 0, c = 0; r < N && c < b; r++)
-                if (rk[r].j <= first) {
-                    TAKE(rk[r].j);
-                    c++;
-                }
+            for (; seen <= first; seen++) rbm[rank[seen] >> 6] |= 1ull << (rank[seen] & 63);
+            int c = 0;
+            for (int w = 0; w < nw && c < b; w++)
+                for (uint64_t x = rbm[w]; x && c < b; x &= x - 1, c++)
+                    TAKE(rk[w * 64 + __builtin_ctzll(x)].idx);
             for (int j = r0 + 1; causal && j < r1; j++)
                 if (before[j] < b) TAKE(j);
         }
-#undef TAKE
-        rc = ab_layout_add_tokens(l, h, qb, keys, n);
+        /* the block's keys in ascending order, once each */
+        rc = ab_layout_add_tokens(l, h, qb, keys, take_bits(kbm, nw, keys, 0));
     }
+#undef TAKE
     free(H);
     free(mu);
     free(nrm);
@@ -397,8 +498,10 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     free(rank);
     free(fen);
     free(before);
-    free(stamp);
     free(keys);
+    free(kbm);
+    free(bstart);
+    free(bcnt);
     free(kt);
     free(lgall);
     return rc;
