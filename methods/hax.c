@@ -230,10 +230,12 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
 
 /* Logits of up to KS_QB queries qi (nqi rows of d) against the key tile
  * [j, j + KT) in double, lg[r][j + u] = scale sum_c qi[r][c] kt[c][u] for
- * j + u < kc[r]: kt is that tile of K transposed (d, KT), contiguous (a
- * tile's d rows at the stride of the whole of K^T fell on d pages),
- * widened to double once (widening each key vector for every 4 queries
- * took a third of the loop's issue slots), zero past N. Each fp32
+ * j + u < kc[r]: kt is that tile of K transposed (d, KT), built once per
+ * tile in a small buffer (a whole K^T, 2 N d doubles written and read
+ * back, had cost as much as the logits; with the whole K^T's row stride
+ * a tile's rows fell on d pages), widened to double once (widening each
+ * key vector for every 4 queries took a third of the loop's issue
+ * slots), zero past N. Each fp32
  * product is exact in double; tiles of KT keys in double vectors, as GEMV. */
 enum { KT = 32, KV = KT / HX_VL, KS_QB = 4 };
 /* a product of two floats is exact in double, so a fused multiply-add gives
@@ -342,15 +344,15 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
     int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
     uint64_t *kbm = calloc(2 * (size_t)nw, sizeof *kbm);  /* (nw) one block's keys as bits; (nw) ranks seen */
-    const int ldk = (N + KT - 1) / KT * KT + KT;       /* + KT: no power-of-two stride (L1 set conflicts) */
-    const int nkt = (N + KT - 1) / KT * KT;            /* keys in whole tiles */
-    double *kt = malloc((size_t)d * nkt * sizeof *kt); /* (nkt / KT, d, KT) K^T by key tile, in double */
+    const int ldk = (N + KT - 1) / KT * KT + KT;      /* + KT: no power-of-two stride (L1 set conflicts) */
+    double *kt = malloc((size_t)d * KT * sizeof *kt); /* (d, KT) one key tile of K^T, in double */
+    double *er = malloc((size_t)N * sizeof *er);      /* (N) one KS row's probabilities */
     double *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * ldk * sizeof *lgall); /* logits */
     uint64_t *rbm = kbm + nw; /* ranks of the keys some row so far may see */
-    int rc =
-        (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && keys && kbm && kt && lgall)
-            ? AB_OK
-            : AB_ENOMEM;
+    int rc = (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && keys && kbm && kt &&
+              er && lgall)
+                 ? AB_OK
+                 : AB_ENOMEM;
     if (rc == AB_OK) {
         /* hyperplanes: the splitmix64 stream of seed and head, (d, bits)
          * row-major, bits fastest */
@@ -364,17 +366,15 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
         for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
         sort_by_bucket(by, by + N, N, bits);
         /* KS importance: column sums of the last KS_QUERIES queries' softmax */
-        for (int j = 0; j < nkt; j++) { /* K^T in double: rows read once, columns written */
-            double *o = kt + (size_t)(j / KT) * d * KT + j % KT;
-            if (j < N)
-                for (int c = 0; c < d; c++) o[(size_t)c * KT] = k[(size_t)j * d + c];
-            else
-                for (int c = 0; c < d; c++) o[(size_t)c * KT] = 0.0;
-        }
         /* the logits of the last KS_QUERIES queries, key tile by key tile
          * (the tile of kt stays in cache across the queries) */
         const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
-        for (int j = 0; j < N; j += KT)
+        for (int j = 0; j < N; j += KT) {
+            for (int x = 0; x < KT; x++) /* the tile's K^T in double */
+                if (j + x < N)
+                    for (int c = 0; c < d; c++) kt[(size_t)c * KT + x] = k[(size_t)(j + x) * d + c];
+                else
+                    for (int c = 0; c < d; c++) kt[(size_t)c * KT + x] = 0.0;
             for (int i = i0; i < N;) {
                 int kc[KS_QB], nqi = 0; /* the queries from i that see key j */
                 while (nqi < KS_QB && i + nqi < N && (!causal || j < i + nqi + 1)) {
@@ -385,14 +385,17 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                     i++;
                     continue;
                 }
-                ks_logits(q + (size_t)i * d, nqi, kt + (size_t)j * d, d, j, kc, pb->s.scale,
-                          lgall + (size_t)(i - i0) * ldk, ldk);
+                ks_logits(q + (size_t)i * d, nqi, kt, d, j, kc, pb->s.scale, lgall + (size_t)(i - i0) * ldk,
+                          ldk);
                 i += nqi;
             }
+        }
         for (int i = i0; i < N; i++) {
+            /* the probabilities go to er, one row reused (written back
+             * over the logits, they were 8 N more bytes to memory) */
             const int kc = causal ? i + 1 : N;
             double sum = 0.0;
-            double *lg = lgall + (size_t)(i - i0) * ldk;
+            const double *lg = lgall + (size_t)(i - i0) * ldk;
             const double mx = max_of(lg, kc);
             if (!isfinite(mx)) continue;
             int j = 0;
@@ -403,7 +406,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                     vd x;
                     memcpy(&x, lg + j, sizeof x);
                     const vd e = (vd)HX_EXPD((HX_MD)(x - mx));
-                    memcpy(lg + j, &e, sizeof e);
+                    memcpy(er + j, &e, sizeof e);
                     acc += e;
                 }
                 double lanes[HX_VL];
@@ -413,8 +416,8 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                 sum = lanes[0];
             }
 #endif
-            for (; j < kc; j++) sum += (lg[j] = exp(lg[j] - mx));
-            for (j = 0; j < kc; j++) u[j] += lg[j] / sum;
+            for (; j < kc; j++) sum += (er[j] = exp(lg[j] - mx));
+            for (j = 0; j < kc; j++) u[j] += er[j] / sum;
         }
         /* higher importance first, then lower position (NaN as -inf) */
         for (int j = 0; j < N; j++) rk[j] = (bs_cand){ isnan(u[j]) ? -INFINITY : u[j], j };
@@ -503,6 +506,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     free(bstart);
     free(bcnt);
     free(kt);
+    free(er);
     free(lgall);
     return rc;
 }
