@@ -19,7 +19,8 @@
  *      its nearest centroid (largest dot product: the official distance is
  *      -x.mu; ties to the lower centroid), each centroid the normalised mean
  *      of its points (an empty cluster keeps its centroid). The dot products
- *      of all points with all centroids are one SIMD GEMM (bs_gemm_nt).
+ *      of all points with all centroids are one SIMD GEMM (bs_gemm_nt_packed,
+ *      the points packed once for every step).
  *   3. Balanced routing, as gather_cluster_attention_items: with the final
  *      centroids, every centroid takes its w = ceil(N / C) nearest queries
  *      and, separately, its w nearest keys (top-w by dot product, ties to
@@ -192,25 +193,26 @@ static void routing_fini(void *state)
     rt_free(&st->rt);
 }
 
-static int cmp_i32(const void *pa, const void *pb)
+/* Centre each of the n <= UR_ROWS rows x (n, d) over its features and
+ * scale it to unit L2 norm into o (n, d) (a constant row becomes zero). In
+ * double, stored as float. Each row's sums run over c in order; UR_ROWS
+ * rows at a time make them independent chains. */
+enum { UR_ROWS = 8 };
+static void unit_rows(const float *x, int n, int d, float *o)
 {
-    const int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-    return (a > b) - (a < b);
-}
-
-/* Centre row x (d) over its features and scale it to unit L2 norm into o
- * (a constant row becomes zero). In double, stored as float. */
-static void unit_row(const float *x, int d, float *o)
-{
-    double mu = 0.0, ss = 0.0;
-    for (int c = 0; c < d; c++) mu += x[c];
-    mu /= d;
-    for (int c = 0; c < d; c++) {
-        const double v = x[c] - mu;
-        ss += v * v;
+    double mu[UR_ROWS] = { 0 }, ss[UR_ROWS] = { 0 };
+    for (int c = 0; c < d; c++)
+        for (int r = 0; r < UR_ROWS; r++) mu[r] += r < n ? x[(size_t)r * d + c] : 0.0f;
+    for (int r = 0; r < UR_ROWS; r++) mu[r] /= d;
+    for (int c = 0; c < d; c++)
+        for (int r = 0; r < UR_ROWS; r++) {
+            const double v = (r < n ? x[(size_t)r * d + c] : 0.0f) - mu[r];
+            ss[r] += v * v;
+        }
+    for (int r = 0; r < n; r++) {
+        const double inv = ss[r] > 0.0 ? 1.0 / sqrt(ss[r]) : 0.0;
+        for (int c = 0; c < d; c++) o[(size_t)r * d + c] = (float)((x[(size_t)r * d + c] - mu[r]) * inv);
     }
-    const double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
-    for (int c = 0; c < d; c++) o[c] = (float)((x[c] - mu) * inv);
 }
 
 /* First index of a sorted list a[0, n) with a[t] >= x. */
@@ -234,29 +236,32 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     rt_cache *rt = &st->rt;
     const size_t cwo = (size_t)h * C * w, npo = (size_t)h * (pb->s.seq_len + 1);
     const int N = pb->s.seq_len, d = pb->s.head_dim, P = 2 * N, bk = l->block_k;
-    const int kc = d > BS_KC ? d : BS_KC;
-    float *x = malloc((size_t)P * d * sizeof *x);           /* (P, d) unit points: Q then K */
-    float *cen = malloc((size_t)C * d * sizeof *cen);       /* (C, d) centroids */
-    float *dot = malloc((size_t)C * P * sizeof *dot);       /* (C, P) centroid . point */
-    float *best = malloc((size_t)P * sizeof *best);         /* (P) best dot so far */
-    int32_t *asg = malloc((size_t)P * sizeof *asg);         /* (P) nearest centroid */
-    float *bt = malloc((size_t)kc * BS_PANEL * sizeof *bt); /* GEMM scratch */
+    float *x = malloc((size_t)P * d * sizeof *x);     /* (P, d) unit points: Q then K */
+    float *cen = malloc((size_t)C * d * sizeof *cen); /* (C, d) centroids */
+    float *dot = malloc((size_t)C * P * sizeof *dot); /* (C, P) centroid . point */
+    float *best = malloc((size_t)P * sizeof *best);   /* (P) best dot so far */
+    int32_t *asg = malloc((size_t)P * sizeof *asg);   /* (P) nearest centroid */
+    float *xp = malloc((size_t)(P + BS_PANEL - 1) / BS_PANEL * BS_PANEL * d * sizeof *xp); /* x packed */
     double *sum = malloc((size_t)C * d * sizeof *sum);      /* (C, d) cluster sums */
     int32_t *cnt = malloc((size_t)C * sizeof *cnt);         /* (C) cluster sizes */
     int32_t *perm = malloc((size_t)P * sizeof *perm);       /* init shuffle */
     bs_cand *cand = malloc((size_t)N * sizeof *cand);       /* one top-w selection */
+    uint64_t *skey = malloc(2 * (size_t)N * sizeof *skey);  /* its ordered keys (bs_top_ascending) */
     int32_t *qsel = rt->qsel + cwo, *ksel = rt->ksel + cwo; /* (C, w) queries, keys per cluster, sorted */
     int32_t *mptr = rt->qptr + npo, *mcl = rt->qcl + cwo;   /* query -> clusters (CSR) */
     int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
     int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
-    int rc = (x && cen && dot && best && asg && bt && sum && cnt && perm && cand && blk && tok) ? AB_OK
-                                                                                                : AB_ENOMEM;
+    int rc = (x && cen && dot && best && asg && xp && sum && cnt && perm && cand && skey && blk && tok)
+                 ? AB_OK
+                 : AB_ENOMEM;
     if (rc == AB_OK) {
         const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
-        for (int i = 0; i < N; i++) {
-            unit_row(q + (size_t)i * d, d, x + (size_t)i * d);
-            unit_row(k + (size_t)i * d, d, x + (size_t)(N + i) * d);
+        for (int i = 0; i < N; i += UR_ROWS) {
+            const int n = N - i < UR_ROWS ? N - i : UR_ROWS;
+            unit_rows(q + (size_t)i * d, n, d, x + (size_t)i * d);
+            unit_rows(k + (size_t)i * d, n, d, x + (size_t)(N + i) * d);
         }
+        bs_pack_nt(x, d, P, d, xp); /* once for the iters + 1 products with the centroids */
         /* init: C distinct points, a partial Fisher-Yates shuffle */
         uint64_t s = ab_mix64(pb->seed ^ ab_mix64(0x524f555445000000ull + (uint64_t)h)); /* "ROUTE" */
         for (int t = 0; t < P; t++) perm[t] = t;
@@ -270,7 +275,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
         /* Lloyd steps of spherical k-means */
         for (int it = 0; it < st->iters; it++) {
             /* (C, P): the points fill the GEMM's 64-wide panels */
-            bs_gemm_nt(cen, d, C, x, d, P, d, 1.0f, dot, P, bt);
+            bs_gemm_nt_packed(cen, d, C, xp, P, d, 1.0f, dot, P);
             memcpy(best, dot, (size_t)P * sizeof *best);
             memset(asg, 0, (size_t)P * sizeof *asg);
             for (int c = 1; c < C; c++) { /* ties to the lower centroid */
@@ -300,15 +305,14 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             }
         }
         /* balanced routing: each centroid's w nearest queries and keys */
-        bs_gemm_nt(cen, d, C, x, d, P, d, 1.0f, dot, P, bt);
+        bs_gemm_nt_packed(cen, d, C, xp, P, d, 1.0f, dot, P);
         for (int c = 0; c < C; c++)
             for (int side = 0; side < 2; side++) {
                 const float *row = dot + (size_t)c * P + (size_t)side * N;
                 for (int i = 0; i < N; i++) cand[i] = (bs_cand){ row[i], i };
-                bs_select_top(cand, N, w);
+                bs_top_ascending(cand, N, w, skey); /* the top w, in position order */
                 int32_t *out = (side ? ksel : qsel) + (size_t)c * w;
                 for (int t = 0; t < w; t++) out[t] = cand[t].idx;
-                qsort(out, (size_t)w, sizeof *out, cmp_i32);
             }
         /* the clusters of each query and of each key (CSR, clusters ascending) */
         rt_csr(qsel, C, w, N, mptr, mcl, rt->qslot + cwo);
@@ -340,11 +344,12 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     free(dot);
     free(best);
     free(asg);
-    free(bt);
+    free(xp);
     free(sum);
     free(cnt);
     free(perm);
     free(cand);
+    free(skey);
     free(blk);
     free(tok);
     return rc;
