@@ -297,7 +297,8 @@ static void sort_by_bucket(bkey *a, bkey *t, int N, int bits)
 }
 
 /* The max of x[0, n) ignoring NaN (-inf if none): eight independent
- * running maxima (one chain of compares cost a quarter of select()), then
+ * running maxima (as one chain of compares it was a quarter of hax_head's
+ * own time in a profile), then
  * theirs; max is exact, so the order does not matter. */
 static double max_of(const double *x, int n)
 {
@@ -433,7 +434,8 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
 #define TAKE(j) (kbm[(j) >> 6] |= 1ull << ((j)&63))
     /* with at most 2^16 buckets, each bucket's start in `by` and its count
      * of keys j <= the current row (rows come in order): no binary search
-     * per row, whose unpredictable branches took a quarter of the loop */
+     * per row, whose unpredictable branches were a quarter of hax_head's
+     * own time in a profile */
     const int nbk = bits <= 16 ? 1 << bits : 0;
     int32_t *bstart = NULL, *bcnt = NULL;
     if (rc == AB_OK && nbk) {

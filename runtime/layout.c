@@ -392,12 +392,6 @@ static void lb_sort_run(lb_entry *e, lb_entry *t, size_t m)
     if (src != e) memcpy(e, src, m * sizeof *e);
 }
 
-/* Sort li by (row, idx), drop duplicates and build the CSR arrays: one
- * stable counting sort by row; then, in parallel over rows, each row's run
- * is sorted by idx unless it already is (the common case: a method adds a
- * row's entries in one sorted bulk call) and deduplicated in place; then
- * the runs are packed. Two linear passes over the entries plus cache-local
- * work per row, rather than scatters over every key index. */
 /* build_csr when every row came in one append (li->run): each row's run
  * is sorted (unless it already is) and deduplicated where it lies, then
  * the runs are packed in row order. One pass over the entries and the
@@ -454,6 +448,13 @@ static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t 
     return AB_OK;
 }
 
+/* Sort li by (row, idx), drop duplicates and build the CSR arrays
+ * (build_csr_runs when every row came in one append). Otherwise one
+ * stable counting sort by row; then, in parallel over rows, each row's run
+ * is sorted by idx unless it already is (the common case: a method adds a
+ * row's entries in one sorted bulk call) and deduplicated in place; then
+ * the runs are packed. Two linear passes over the entries plus cache-local
+ * work per row, rather than scatters over every key index. */
 static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx_out)
 {
     if (li->run && !li->multi) return build_csr_runs(li, rows, ptr_out, idx_out);
