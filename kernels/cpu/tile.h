@@ -145,11 +145,6 @@ static inline void ab_tile_free(ab_tile *t)
     t->lim = NULL;
 }
 
-/* Start a query tile of the nq <= tq rows i0, i0 + rs, ..., i0 + (nq - 1) rs
- * (rs = 1: the rows [i0, i0 + nq); rs > 1: one residue class of a
- * row-periodic layout, gather.c): q points at row i0 of the head's (N, d)
- * rows; qt = scale * q^T; the rows' spans under the base mask m (which must
- * outlive the tile's use). */
 /* A fresh online softmax for nq rows: m = -inf, l = 0, acc = 0. */
 static inline void ab_tile_reset(ab_tile *t, int nq)
 {
@@ -194,6 +189,11 @@ static inline void ab_tile_begin_spans(ab_tile *t, int i0, int nq, int rs, const
     }
 }
 
+/* Start a query tile of the nq <= tq rows i0, i0 + rs, ..., i0 + (nq - 1) rs
+ * (rs = 1: the rows [i0, i0 + nq); rs > 1: one residue class of a
+ * row-periodic layout, gather.c): q points at row i0 of the head's (N, d)
+ * rows; qt = scale * q^T; the rows' spans under the base mask m (which must
+ * outlive the tile's use). */
 static inline void ab_tile_begin_rs(ab_tile *t, const float *q, int i0, int nq, int rs, float scale,
                                     const ab_mask *m)
 {
