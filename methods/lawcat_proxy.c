@@ -55,13 +55,9 @@ typedef struct lawcat_state {
     float lambda; /* decay per step */
     float logl;   /* log(lambda) as the kernel uses it */
     double filt[LC_MAXCONV];
-    /* kept from the last run() for weights(): */
-    int heads, n, d;
-    float *pk; /* (heads, n, 2d) key features */
-    /* run() scratch, kept with pk for the next call of the same shape
-     * (32 MB each at 16K: mapped afresh and page-faulted in on every timed
-     * call when allocated per call; as performer.c) */
-    float *pq; /* (heads, n, 2d) query features */
+    /* kept from the last run() for weights() (and, of the same shape, for
+     * the next run()): key features pk, query-feature scratch pq, m = 2d */
+    la_feats f;
 } lawcat_state;
 
 enum { P_CONV = 0, P_LAMBDA, P_COUNT };
@@ -91,9 +87,7 @@ static int lawcat_init(void *state, const ab_params *p, const ab_shape *s)
 static void lawcat_fini(void *state)
 {
     lawcat_state *st = state;
-    free(st->pk);
-    free(st->pq);
-    st->pk = st->pq = NULL;
+    la_feats_free(&st->f);
 }
 
 static int lawcat_mask_ok(const lawcat_state *st, void *state, const ab_shape *s)
@@ -160,17 +154,10 @@ static int lawcat_run(void *state, const ab_problem *pb, const ab_layout *l, flo
     const int mok = lawcat_mask_ok(st, state, &pb->s);
     if (mok != AB_OK) return mok;
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, m = 2 * d;
-    if (!(st->pk && st->heads == H && st->n == n && st->d == d)) { /* else: the last call's arrays */
-        lawcat_fini(state);
-        st->heads = H;
-        st->n = n;
-        st->d = d;
-        st->pk = malloc((size_t)H * n * m * sizeof(float));
-        st->pq = malloc((size_t)H * n * m * sizeof(float));
-    }
-    float *pq = st->pq;
+    la_feats_ensure(&st->f, H, n, d, m); /* the last call's arrays when the shape matches */
+    float *pq = st->f.pq, *pk = st->f.pk;
     float *ld = st->lambda != 1.0f ? malloc((size_t)n * sizeof(float)) : NULL;
-    int rc = (st->pk && pq && (st->lambda == 1.0f || ld)) ? AB_OK : AB_ENOMEM;
+    int rc = (pk && pq && (st->lambda == 1.0f || ld)) ? AB_OK : AB_ENOMEM;
     if (rc == AB_OK) {
         if (ld)
             for (int t = 0; t < n; t++) ld[t] = st->logl;
@@ -188,7 +175,7 @@ static int lawcat_run(void *state, const ab_problem *pb, const ab_layout *l, flo
                 const int h = t / nb, r0 = (t % nb) * LC_ROWS, r1 = r0 + LC_ROWS < n ? r0 + LC_ROWS : n;
                 const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d;
                 for (int i = r0; i < r1; i++) {
-                    float *oq = pq + ((size_t)h * n + i) * m, *ok = st->pk + ((size_t)h * n + i) * m;
+                    float *oq = pq + ((size_t)h * n + i) * m, *ok = pk + ((size_t)h * n + i) * m;
                     lawcat_phi(st, q, i, d, tmp, f);
                     for (int e = 0; e < m; e++) oq[e] = (float)f[e];
                     lawcat_phi(st, k, i, d, tmp, f);
@@ -206,7 +193,7 @@ static int lawcat_run(void *state, const ab_problem *pb, const ab_layout *l, flo
                             .d = d,
                             .causal = pb->s.causal,
                             .pq = pq,
-                            .pk = st->pk,
+                            .pk = pk,
                             .v = pb->v,
                             .logdecay = ld,
                             .ld_stride = 0,
@@ -226,8 +213,7 @@ static int lawcat_weights(void *state, const ab_problem *pb, const ab_layout *l,
     const lawcat_state *st = state;
     (void)l;
     const int n = pb->s.seq_len, d = pb->s.head_dim, m = 2 * d;
-    if (!st->pk || st->n != n || st->d != d || head < 0 || head >= st->heads || row < 0 || row >= n)
-        return AB_EINVAL;
+    if (!la_feats_hold(&st->f, n, d, head) || row < 0 || row >= n) return AB_EINVAL;
     double *tmp = malloc((size_t)d * sizeof *tmp), *fq = malloc((size_t)m * sizeof *fq);
     if (!tmp || !fq) {
         free(tmp);
@@ -238,7 +224,7 @@ static int lawcat_weights(void *state, const ab_problem *pb, const ab_layout *l,
     /* the kernel's q features are fp32: round as it does */
     for (int e = 0; e < m; e++) fq[e] = (float)fq[e];
     const int hi = pb->s.causal ? row + 1 : n;
-    const float *pk = st->pk + (size_t)head * n * m;
+    const float *pk = st->f.pk + (size_t)head * n * m;
     for (int j = 0; j < n; j++) {
         double s = 0;
         if (j < hi) {

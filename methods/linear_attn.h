@@ -53,6 +53,47 @@ typedef struct la_args {
     float *out; /* (heads, n, d) */
 } la_args;
 
+/* The feature arrays of a linear-attention run(), held in the method's
+ * state: pk, the last run's key features (weights() reads them), and pq,
+ * query-feature scratch; both (heads, n, m) floats for head_dim d. Kept
+ * for the next run() of the same shape: freed and allocated per call,
+ * arrays at or above the timing's 32 MiB mmap threshold (64 MB at 16K for
+ * performer) were mapped afresh and page-faulted in on every timed call. */
+typedef struct la_feats {
+    int heads, n, d, m;
+    float *pk, *pq;
+} la_feats;
+
+static inline void la_feats_free(la_feats *f)
+{
+    free(f->pk);
+    free(f->pq);
+    f->pk = f->pq = NULL;
+}
+
+/* f's arrays for this shape: the kept ones when it matches, else fresh
+ * ones. Returns 1 when fresh (arrays of the caller's that follow the
+ * shape must be made again), 0 when kept; on allocation failure pk or pq
+ * is NULL. */
+static inline int la_feats_ensure(la_feats *f, int heads, int n, int d, int m)
+{
+    if (f->pk && f->pq && f->heads == heads && f->n == n && f->d == d && f->m == m) return 0;
+    la_feats_free(f);
+    f->heads = heads;
+    f->n = n;
+    f->d = d;
+    f->m = m;
+    f->pk = malloc((size_t)heads * n * m * sizeof(float));
+    f->pq = malloc((size_t)heads * n * m * sizeof(float));
+    return 1;
+}
+
+/* 1 if f holds key features of head `head` of an (n, d) problem. */
+static inline int la_feats_hold(const la_feats *f, int n, int d, int head)
+{
+    return f->pk && f->n == n && f->d == d && head >= 0 && head < f->heads;
+}
+
 typedef struct la_work {
     float *t;   /* (C, C) score tile */
     float *kt;  /* (m, C) decayed PK^T of a chunk */

@@ -59,17 +59,12 @@
 
 typedef struct performer_state {
     int m;
-    /* kept from the last run() for weights(): */
-    int heads, n, d;
-    float *w;  /* (heads, m, d) feature matrices */
-    float *pk; /* (heads, n, m) key features */
-    float *ck; /* (heads) key stabilisers */
+    /* kept from the last run() for weights() (and, of the same shape, for
+     * the next run()): */
+    la_feats f; /* key features pk, query-feature scratch pq */
+    float *w;   /* (heads, m, d) feature matrices */
+    float *ck;  /* (heads) key stabilisers */
     float xscale;
-    /* run() scratch, kept with pk for the next call of the same shape:
-     * freed and allocated again, the two (heads, n, m) arrays (64 MB each
-     * at 16K, above the timing's mmap threshold) were mapped afresh and
-     * page-faulted in on every timed call */
-    float *pq; /* (heads, n, m) query features */
 } performer_state;
 
 enum { P_M = 0, P_COUNT };
@@ -94,10 +89,9 @@ static void performer_fini(void *state)
 {
     performer_state *st = state;
     free(st->w);
-    free(st->pk);
     free(st->ck);
-    free(st->pq);
-    st->w = st->pk = st->ck = st->pq = NULL;
+    la_feats_free(&st->f);
+    st->w = st->ck = NULL;
 }
 
 static int performer_mask_ok(void *state, const ab_shape *s)
@@ -137,21 +131,17 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
     if (mok != AB_OK) return mok;
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, m = st->m;
     const float xs = sqrtf(pb->s.scale);
-    if (!(st->w && st->heads == H && st->n == n && st->d == d)) { /* else: the last call's arrays */
-        performer_fini(state);
-        st->heads = H;
-        st->n = n;
-        st->d = d;
+    if (la_feats_ensure(&st->f, H, n, d, m) || !st->w) { /* else: the last call's arrays */
+        free(st->w);
+        free(st->ck);
         st->w = malloc((size_t)H * m * d * sizeof(float));
-        st->pk = malloc((size_t)H * n * m * sizeof(float));
         st->ck = malloc((size_t)H * sizeof(float));
-        st->pq = malloc((size_t)H * n * m * sizeof(float));
     }
     st->xscale = xs;
-    float *pq = st->pq;
+    float *pq = st->f.pq, *pk = st->f.pk;
     const int nb = (n + PF_ROWS - 1) / PF_ROWS;
     float *bmax = malloc((size_t)H * nb * sizeof(float));
-    int rc = (st->w && st->pk && st->ck && pq && bmax) ? AB_OK : AB_ENOMEM;
+    int rc = (st->w && pk && st->ck && pq && bmax) ? AB_OK : AB_ENOMEM;
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
         for (int h = 0; h < H; h++)
@@ -174,7 +164,7 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
                 if (!bt) continue;
                 const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
                 const float *W = st->w + (size_t)h * m * d;
-                float *uq = pq + ((size_t)h * n + r0) * m, *uk = st->pk + ((size_t)h * n + r0) * m;
+                float *uq = pq + ((size_t)h * n + r0) * m, *uk = pk + ((size_t)h * n + r0) * m;
                 favor_project(pb->q + ((size_t)h * n + r0) * d, r1 - r0, d, d, W, m, xs, uq, bt);
                 favor_exp_rows(uq, r1 - r0, m, FAVOR_EPS, NULL);
                 bmax[t] = favor_project(pb->k + ((size_t)h * n + r0) * d, r1 - r0, d, d, W, m, xs, uk, bt);
@@ -189,7 +179,7 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
             for (int t = 0; t < H * nb; t++) {
                 if (!bt) continue;
                 const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
-                favor_exp_global(st->pk + ((size_t)h * n + r0) * m, r1 - r0, m, st->ck[h], 0.0f);
+                favor_exp_global(pk + ((size_t)h * n + r0) * m, r1 - r0, m, st->ck[h], 0.0f);
             }
             free(bt);
         }
@@ -201,7 +191,7 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
                             .d = d,
                             .causal = pb->s.causal,
                             .pq = pq,
-                            .pk = st->pk,
+                            .pk = pk,
                             .v = pb->v,
                             .logdecay = NULL,
                             .ld_stride = 0,
@@ -222,14 +212,13 @@ static int performer_weights(void *state, const ab_problem *pb, const ab_layout 
     const performer_state *st = state;
     (void)l;
     const int n = pb->s.seq_len, d = pb->s.head_dim, m = st->m;
-    if (!st->w || !st->pk || st->n != n || st->d != d || head < 0 || head >= st->heads || row < 0 || row >= n)
-        return AB_EINVAL;
+    if (!st->w || !la_feats_hold(&st->f, n, d, head) || row < 0 || row >= n) return AB_EINVAL;
     double *fq = malloc((size_t)m * sizeof *fq);
     if (!fq) return AB_ENOMEM;
     favor_phi_row(pb->q + ((size_t)head * n + row) * d, d, st->w + (size_t)head * m * d, m, st->xscale,
                   -INFINITY, FAVOR_EPS, fq);
     const int hi = pb->s.causal ? row + 1 : n;
-    const float *pk = st->pk + (size_t)head * n * m;
+    const float *pk = st->f.pk + (size_t)head * n * m;
     for (int j = 0; j < n; j++) {
         double s = 0;
         if (j < hi)
