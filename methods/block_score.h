@@ -36,11 +36,59 @@
 #endif
 #endif
 
+#if defined(__AVX512F__)
+/* dst[c][i] = src[i][c] for i, c < 16 (row strides ls, ld): four
+ * block-swap stages (b = 8, 4, 2, 1: an element whose row and column
+ * differ in bit b moves across it), one two-source permute per row each;
+ * 64 permutes for 256 elements, where the scalar copy takes a load and a
+ * store each and its strided stores or loads miss L1. */
+static inline void bs_transpose16(const float *src, size_t ls, float *dst, size_t ld)
+{
+    static const int32_t ix[4][2][16] = {
+        { { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 },
+          { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 } },
+        { { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 },
+          { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 } },
+        { { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 },
+          { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 } },
+        { { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 },
+          { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 } },
+    };
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * ls);
+    for (int s = 0; s < 4; s++) {
+        const int b = 8 >> s;
+        const __m512i lo = _mm512_loadu_si512(ix[s][0]), hi = _mm512_loadu_si512(ix[s][1]);
+        for (int i = 0; i < 16; i++)
+            if (!(i & b)) {
+                const __m512 a = r[i], c = r[i + b];
+                r[i] = _mm512_permutex2var_ps(a, lo, c);
+                r[i + b] = _mm512_permutex2var_ps(a, hi, c);
+            }
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)i * ld, r[i]);
+}
+#endif
+
 /* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)
  * into the panel bt[(c - c0) * BS_PANEL + j]; columns j >= nj of the panel are zeroed so the
  * vector kernel may read the whole panel width. */
 static inline void bs_panel_t(const float *B, int ldb, int j0, int nj, int c0, int c1, float *bt)
 {
+#if defined(__AVX512F__)
+    if (nj == BS_PANEL) { /* 16 x 16 blocks, the columns past the last whole block below */
+        const int c16 = c0 + (c1 - c0) / 16 * 16;
+        for (int c = c0; c < c16; c += 16)
+            for (int j = 0; j < BS_PANEL; j += 16)
+                bs_transpose16(B + (size_t)(j0 + j) * ldb + c, (size_t)ldb,
+                               bt + (size_t)(c - c0) * BS_PANEL + j, BS_PANEL);
+        for (int j = 0; j < nj; j++) {
+            const float *b = B + (size_t)(j0 + j) * ldb;
+            for (int c = c16; c < c1; c++) bt[(size_t)(c - c0) * BS_PANEL + j] = b[c];
+        }
+        return;
+    }
+#endif
     for (int j = 0; j < nj; j++) {
         const float *b = B + (size_t)(j0 + j) * ldb;
         for (int c = c0; c < c1; c++) bt[(size_t)(c - c0) * BS_PANEL + j] = b[c];

@@ -96,7 +96,7 @@ static inline int la_feats_hold(const la_feats *f, int n, int d, int head)
 
 typedef struct la_work {
     float *t;   /* (C, C) score tile */
-    float *kt;  /* (m, C) decayed PK^T of a chunk */
+    float *kt;  /* (m, C) PK^T of a chunk (decayed for the state update) */
     float *qs;  /* (C, m) decayed PQ of a chunk */
     float *bt;  /* gemm scratch */
     double *lb; /* (C) running log-decay */
@@ -126,6 +126,86 @@ static inline int la_work_alloc(la_work *w, int m, int d)
     return w->t && w->kt && w->qs && w->bt && w->lb && w->den;
 }
 
+/* Double-precision sums over float data, vectorised (8 double lanes; GNU C
+ * vectors, so they build without AVX-512 too). */
+typedef double la_vd __attribute__((vector_size(8 * sizeof(double))));
+typedef float la_vf __attribute__((vector_size(8 * sizeof(float))));
+
+/* sum_r x[r] z[r] in double: two accumulators of eight lanes (r mod 16),
+ * added lane pairs first, then the scalar tail. The normaliser of a row
+ * (pq_i . z); a scalar chain of m dependent adds was a quarter of
+ * la_chunk's own time. */
+static inline double la_dot(const float *x, const double *z, int m)
+{
+    la_vd a0 = { 0 }, a1 = { 0 };
+    int r = 0;
+    for (; r + 16 <= m; r += 16) {
+        la_vf x0, x1;
+        la_vd z0, z1;
+        memcpy(&x0, x + r, sizeof x0);
+        memcpy(&x1, x + r + 8, sizeof x1);
+        memcpy(&z0, z + r, sizeof z0);
+        memcpy(&z1, z + r + 8, sizeof z1);
+        a0 += __builtin_convertvector(x0, la_vd) * z0;
+        a1 += __builtin_convertvector(x1, la_vd) * z1;
+    }
+    for (; r + 8 <= m; r += 8) {
+        la_vf x0;
+        la_vd z0;
+        memcpy(&x0, x + r, sizeof x0);
+        memcpy(&z0, z + r, sizeof z0);
+        a0 += __builtin_convertvector(x0, la_vd) * z0;
+    }
+    a0 += a1;
+    double s = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + ((a0[4] + a0[5]) + (a0[6] + a0[7]));
+    for (; r < m; r++) s += (double)x[r] * z[r];
+    return s;
+}
+
+/* z[r] += sum_{j < L} fl(pk[j][r] f[j]) for r < m (f NULL: 1), each sum in
+ * double in j order from zero, as the scalar loop over kt's rows: the
+ * same bits, 32 columns of pk at a time along its rows. Returns the
+ * first column it left (the caller sums the rest). */
+static inline int la_colsums(const float *pk, int L, int m, const float *f, double *z)
+{
+    int r = 0;
+    for (; r + 32 <= m; r += 32) {
+        la_vd s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+        for (int j = 0; j < L; j++) {
+            const float *p = pk + (size_t)j * m + r;
+            la_vf x0, x1, x2, x3;
+            memcpy(&x0, p, sizeof x0);
+            memcpy(&x1, p + 8, sizeof x1);
+            memcpy(&x2, p + 16, sizeof x2);
+            memcpy(&x3, p + 24, sizeof x3);
+            if (f) {
+                x0 *= f[j];
+                x1 *= f[j];
+                x2 *= f[j];
+                x3 *= f[j];
+            }
+            s0 += __builtin_convertvector(x0, la_vd);
+            s1 += __builtin_convertvector(x1, la_vd);
+            s2 += __builtin_convertvector(x2, la_vd);
+            s3 += __builtin_convertvector(x3, la_vd);
+        }
+        la_vd z0, z1, z2, z3;
+        memcpy(&z0, z + r, sizeof z0);
+        memcpy(&z1, z + r + 8, sizeof z1);
+        memcpy(&z2, z + r + 16, sizeof z2);
+        memcpy(&z3, z + r + 24, sizeof z3);
+        z0 += s0;
+        z1 += s1;
+        z2 += s2;
+        z3 += s3;
+        memcpy(z + r, &z0, sizeof z0);
+        memcpy(z + r + 8, &z1, sizeof z1);
+        memcpy(z + r + 16, &z2, sizeof z2);
+        memcpy(z + r + 24, &z3, sizeof z3);
+    }
+    return r;
+}
+
 /* One causal chunk of L rows. S (m, d), z (m) hold the state before the chunk
  * (have_state: nonzero); out (L, d) or NULL (state update only); the state is
  * advanced past the chunk when upd. */
@@ -137,8 +217,26 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
         acc += ld ? (double)ld[t] : 0.0;
         w->lb[t] = acc;
     }
+    /* kt = pk^T, row by row of kt: contiguous stores, the L rows of pk
+     * read stay in L1 (a store per element at stride LA_CHUNK was a
+     * quarter of performer's run). The score tile reads it as B of a
+     * plain product (the same chains as bs_gemm_nt on pk, which
+     * transposed pk again into its panel); the state update after the
+     * decay scaling below. */
+    int r16 = 0;
+#if defined(__AVX512F__)
+    if (L == LA_CHUNK) /* 16 x 16 blocks in registers */
+        for (; r16 + 16 <= m; r16 += 16)
+            for (int j = 0; j < L; j += 16)
+                bs_transpose16(pk + (size_t)j * m + r16, (size_t)m, w->kt + (size_t)r16 * LA_CHUNK + j,
+                               LA_CHUNK);
+#endif
+    for (int r = r16; r < m; r++) {
+        float *restrict kr = w->kt + (size_t)r * LA_CHUNK;
+        for (int j = 0; j < L; j++) kr[j] = pk[(size_t)j * m + r];
+    }
     if (out) {
-        bs_gemm_nt(pq, m, L, pk, m, L, m, 1.0f, w->t, LA_CHUNK, w->bt);
+        bs_gemm_nn(pq, m, L, w->kt, LA_CHUNK, m, L, w->t, LA_CHUNK, 0, w->bt);
         for (int i = 0; i < L; i++) {
             float *tr = w->t + (size_t)i * LA_CHUNK;
             double s = 0;
@@ -160,11 +258,7 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
                 qa = w->qs;
             }
             bs_gemm_nn(qa, m, L, S, d, m, d, out, d, 1, w->bt);
-            for (int i = 0; i < L; i++) {
-                double s = 0;
-                for (int r = 0; r < m; r++) s += (double)qa[(size_t)i * m + r] * z[r];
-                w->den[i] += s;
-            }
+            for (int i = 0; i < L; i++) w->den[i] += la_dot(qa + (size_t)i * m, z, m);
         }
         for (int i = 0; i < L; i++) {
             const float inv = w->den[i] > 0 ? (float)(1.0 / w->den[i]) : 0.0f;
@@ -175,13 +269,11 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
         const double end = w->lb[L - 1];
         float fj[LA_CHUNK];
         for (int j = 0; j < L; j++) fj[j] = ld ? (float)exp(end - w->lb[j]) : 1.0f;
-        /* kt = (pk scaled)^T, row by row of kt: contiguous stores, the L
-         * rows of pk read stay in L1 (a store per element at stride
-         * LA_CHUNK was a quarter of performer's run) */
-        for (int r = 0; r < m; r++) {
-            float *restrict kr = w->kt + (size_t)r * LA_CHUNK;
-            for (int j = 0; j < L; j++) kr[j] = pk[(size_t)j * m + r] * fj[j];
-        }
+        if (ld)
+            for (int r = 0; r < m; r++) {
+                float *restrict kr = w->kt + (size_t)r * LA_CHUNK;
+                for (int j = 0; j < L; j++) kr[j] *= fj[j];
+            }
         if (!have_state) {
             memset(S, 0, (size_t)m * d * sizeof *S);
             for (int r = 0; r < m; r++) z[r] = 0;
@@ -191,7 +283,7 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
             for (int r = 0; r < m; r++) z[r] *= f;
         }
         bs_gemm_nn(w->kt, LA_CHUNK, m, v, d, L, d, S, d, 1, w->bt);
-        for (int r = 0; r < m; r++) {
+        for (int r = la_colsums(pk, L, m, ld ? fj : NULL, z); r < m; r++) {
             const float *kr = w->kt + (size_t)r * LA_CHUNK;
             double s = 0;
             for (int j = 0; j < L; j++) s += kr[j];
@@ -222,8 +314,7 @@ static inline void la_segment(const la_args *a, int h, int r0, int r1, float *S,
             float *o = out + (size_t)c0 * d;
             bs_gemm_nn(pq + (size_t)c0 * m, m, L, S, d, m, d, o, d, 0, w->bt);
             for (int i = 0; i < L; i++) {
-                double s = 0;
-                for (int r = 0; r < m; r++) s += (double)pq[(size_t)(c0 + i) * m + r] * z[r];
+                const double s = la_dot(pq + (size_t)(c0 + i) * m, z, m);
                 const float inv = s > 0 ? (float)(1.0 / s) : 0.0f;
                 for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= inv;
             }
