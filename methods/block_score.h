@@ -37,12 +37,12 @@
 #endif
 
 #if defined(__AVX512F__)
-/* dst[c][i] = src[i][c] for i, c < 16 (row strides ls, ld): four
- * block-swap stages (b = 8, 4, 2, 1: an element whose row and column
- * differ in bit b moves across it), one two-source permute per row each;
- * 64 permutes for 256 elements, where the scalar copy takes a load and a
- * store each and its strided stores or loads miss L1. */
-static inline void bs_transpose16(const float *src, size_t ls, float *dst, size_t ld)
+/* dst[c * ld + i] = row[i][c] for i, c < 16: four block-swap stages (b =
+ * 8, 4, 2, 1: an element whose row and column differ in bit b moves
+ * across it), one two-source permute per row each; 64 permutes for 256
+ * elements, where the scalar copy takes a load and a store each and its
+ * strided stores or loads miss L1. */
+static inline void bs_transpose16p(const float *const row[16], float *dst, size_t ld)
 {
     static const int32_t ix[4][2][16] = {
         { { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 },
@@ -55,7 +55,7 @@ static inline void bs_transpose16(const float *src, size_t ls, float *dst, size_
           { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 } },
     };
     __m512 r[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * ls);
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(row[i]);
     for (int s = 0; s < 4; s++) {
         const int b = 8 >> s;
         const __m512i lo = _mm512_loadu_si512(ix[s][0]), hi = _mm512_loadu_si512(ix[s][1]);
@@ -70,29 +70,37 @@ static inline void bs_transpose16(const float *src, size_t ls, float *dst, size_
 }
 #endif
 
+/* dst[c * ldd + j] = row[j][c] for j < nj, c < nc, row[j] = src + j * lds,
+ * or K + idx[j] * lds when idx is given (gathered rows): 16 x 16 blocks in
+ * registers where the build has AVX-512, the edges one element at a time. */
+static inline void bs_transpose(const float *src, size_t lds, const int32_t *idx, int nj, int nc, float *dst,
+                                size_t ldd)
+{
+    int j16 = 0, c16 = 0;
+#if defined(__AVX512F__)
+    j16 = nj / 16 * 16;
+    c16 = nc / 16 * 16;
+    for (int j = 0; j < j16; j += 16) {
+        const float *row[16];
+        for (int i = 0; i < 16; i++) row[i] = src + (size_t)(idx ? idx[j + i] : j + i) * lds;
+        for (int c = 0; c < c16; c += 16) {
+            bs_transpose16p(row, dst + (size_t)c * ldd + j, ldd);
+            for (int i = 0; i < 16; i++) row[i] += 16;
+        }
+    }
+#endif
+    for (int c = 0; c < nc; c++) { /* contiguous stores; the nj rows read stay in L1 */
+        float *restrict o = dst + (size_t)c * ldd;
+        for (int j = c < c16 ? j16 : 0; j < nj; j++) o[j] = src[(size_t)(idx ? idx[j] : j) * lds + c];
+    }
+}
+
 /* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)
  * into the panel bt[(c - c0) * BS_PANEL + j]; columns j >= nj of the panel are zeroed so the
  * vector kernel may read the whole panel width. */
 static inline void bs_panel_t(const float *B, int ldb, int j0, int nj, int c0, int c1, float *bt)
 {
-#if defined(__AVX512F__)
-    if (nj == BS_PANEL) { /* 16 x 16 blocks, the columns past the last whole block below */
-        const int c16 = c0 + (c1 - c0) / 16 * 16;
-        for (int c = c0; c < c16; c += 16)
-            for (int j = 0; j < BS_PANEL; j += 16)
-                bs_transpose16(B + (size_t)(j0 + j) * ldb + c, (size_t)ldb,
-                               bt + (size_t)(c - c0) * BS_PANEL + j, BS_PANEL);
-        for (int j = 0; j < nj; j++) {
-            const float *b = B + (size_t)(j0 + j) * ldb;
-            for (int c = c16; c < c1; c++) bt[(size_t)(c - c0) * BS_PANEL + j] = b[c];
-        }
-        return;
-    }
-#endif
-    for (int j = 0; j < nj; j++) {
-        const float *b = B + (size_t)(j0 + j) * ldb;
-        for (int c = c0; c < c1; c++) bt[(size_t)(c - c0) * BS_PANEL + j] = b[c];
-    }
+    bs_transpose(B + (size_t)j0 * ldb + c0, (size_t)ldb, NULL, nj, c1 - c0, bt, BS_PANEL);
     if (nj < BS_PANEL)
         for (int c = c0; c < c1; c++)
             for (int j = nj; j < BS_PANEL; j++) bt[(size_t)(c - c0) * BS_PANEL + j] = 0.0f;
@@ -285,10 +293,7 @@ static inline void bs_pack_nt(const float *B, int ldb, int n, int D, float *bp)
     for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
         const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
         float *dst = bp + (size_t)p * D * BS_PANEL;
-        for (int j = 0; j < nj; j++) {
-            const float *b = B + (size_t)(j0 + j) * ldb;
-            for (int c = 0; c < D; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
-        }
+        bs_transpose(B + (size_t)j0 * ldb, (size_t)ldb, NULL, nj, D, dst, BS_PANEL);
         for (int c = 0; c < D; c++)
             for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
     }
@@ -302,10 +307,7 @@ static inline void bs_pack_gather(const float *K, int d, const int32_t *idx, int
     for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
         const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
         float *dst = bp + (size_t)p * d * BS_PANEL;
-        for (int j = 0; j < nj; j++) {
-            const float *b = K + (size_t)idx[j0 + j] * d;
-            for (int c = 0; c < d; c++) dst[(size_t)c * BS_PANEL + j] = b[c];
-        }
+        bs_transpose(K, (size_t)d, idx + j0, nj, d, dst, BS_PANEL);
         for (int c = 0; c < d; c++)
             for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
     }

@@ -217,24 +217,12 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
         acc += ld ? (double)ld[t] : 0.0;
         w->lb[t] = acc;
     }
-    /* kt = pk^T, row by row of kt: contiguous stores, the L rows of pk
-     * read stay in L1 (a store per element at stride LA_CHUNK was a
-     * quarter of performer's run). The score tile reads it as B of a
-     * plain product (the same chains as bs_gemm_nt on pk, which
+    /* kt = pk^T (bs_transpose: a store per element at stride LA_CHUNK
+     * was a quarter of performer's run). The score tile reads it as B of
+     * a plain product (the same chains as bs_gemm_nt on pk, which
      * transposed pk again into its panel); the state update after the
      * decay scaling below. */
-    int r16 = 0;
-#if defined(__AVX512F__)
-    if (L == LA_CHUNK) /* 16 x 16 blocks in registers */
-        for (; r16 + 16 <= m; r16 += 16)
-            for (int j = 0; j < L; j += 16)
-                bs_transpose16(pk + (size_t)j * m + r16, (size_t)m, w->kt + (size_t)r16 * LA_CHUNK + j,
-                               LA_CHUNK);
-#endif
-    for (int r = r16; r < m; r++) {
-        float *restrict kr = w->kt + (size_t)r * LA_CHUNK;
-        for (int j = 0; j < L; j++) kr[j] = pk[(size_t)j * m + r];
-    }
+    bs_transpose(pk, (size_t)m, NULL, L, m, w->kt, LA_CHUNK);
     if (out) {
         bs_gemm_nn(pq, m, L, w->kt, LA_CHUNK, m, L, w->t, LA_CHUNK, 0, w->bt);
         for (int i = 0; i < L; i++) {

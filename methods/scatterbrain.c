@@ -25,7 +25,8 @@
  *    plus key i itself (which every mask here allows).
  * run() computes the low-rank sums over all allowed keys as linear attention
  * (full: totals phi(K)^T [V 1]; causal: chunks of 64 rows, a masked in-chunk
- * tile plus the carried prefix state), then the sparse correction bucket by
+ * tile plus the carried prefix state; the state in double, each chunk's
+ * phi(K)^T [V 1] added as one fp32 product), then the sparse correction bucket by
  * bucket: in round t the queries of code c attend the keys of code c (j <= i
  * under causal) in tiles of 64 queries x 256 keys (exact logits and feature
  * products as two packed GEMMs), skipping pairs an earlier round already
@@ -217,6 +218,7 @@ typedef struct sb_work {
     int *qstart, *qlist; /* queries sorted by code per round: (r, b + 1), (r, n) */
     int *kstart, *klist; /* keys likewise */
     float *W, *pq, *pk, *lr, *v1, *kv, *tile, *bt;
+    float *kt; /* (m, SB_CHUNK): a chunk's key features transposed */
     double *kvd;
     float *cq;
     /* the sparse correction: per-row running max, sum and numerator */
@@ -233,7 +235,7 @@ static void sb_work_free(sb_work *w)
 {
     void *p[] = { w->R,  w->qc, w->kc, w->qstart, w->qlist, w->kstart, w->klist, w->W,   w->pq,   w->pk,
                   w->lr, w->v1, w->kv, w->tile,   w->bt,    w->kvd,    w->cq,    w->rmx, w->racc, w->rsm,
-                  w->qg, w->pg, w->kp, w->fp,     w->vg,    w->sc,     w->lt,    w->o,   w->kidx };
+                  w->qg, w->pg, w->kp, w->fp,     w->vg,    w->sc,     w->lt,    w->o,   w->kidx, w->kt };
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
@@ -257,6 +259,7 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->v1 = malloc(nn * d1 * sizeof *w->v1);
     w->kv = malloc((size_t)m * d1 * sizeof *w->kv);
     w->tile = malloc((size_t)SB_CHUNK * SB_CHUNK * sizeof *w->tile);
+    w->kt = malloc((size_t)m * SB_CHUNK * sizeof *w->kt);
     w->bt = malloc(btf * sizeof *w->bt);
     w->kvd = malloc((size_t)m * d1 * sizeof *w->kvd);
     w->cq = malloc(nn * sizeof *w->cq);
@@ -274,7 +277,19 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->kidx = malloc((size_t)SB_KT * sizeof *w->kidx);
     return w->R && w->qc && w->kc && w->qstart && w->qlist && w->kstart && w->klist && w->W && w->pq &&
            w->pk && w->lr && w->v1 && w->kv && w->tile && w->bt && w->kvd && w->cq && w->rmx && w->racc &&
-           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kidx;
+           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kidx && w->kt;
+}
+
+/* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L): the chunk's key features
+ * transposed into w->kt (which the caller may read after), their product
+ * with the values as one GEMM into w->kv (float sums over the chunk's L
+ * keys), added to the double state. A per-key double update of the (m, d
+ * + 1) state was most of the low-rank part's time. */
+static void sb_state_add(sb_work *w, int c0, int L, int d1, int m)
+{
+    bs_transpose(w->pk + (size_t)c0 * m, (size_t)m, NULL, L, m, w->kt, SB_CHUNK);
+    bs_gemm_nn(w->kt, SB_CHUNK, m, w->v1 + (size_t)c0 * d1, d1, L, d1, w->kv, d1, 0, w->bt);
+    for (size_t t = 0; t < (size_t)m * d1; t++) w->kvd[t] += w->kv[t];
 }
 
 /* Low-rank sums of one head in feature units: lr[i] = pq_i . sum_j pk_j [v_j 1]
@@ -284,13 +299,8 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
     const int d1 = d + 1;
     for (size_t t = 0; t < (size_t)m * d1; t++) w->kvd[t] = 0.0;
     if (!causal) {
-        for (int j = 0; j < n; j++)
-            for (int r = 0; r < m; r++) {
-                const double f = w->pk[(size_t)j * m + r];
-                double *row = w->kvd + (size_t)r * d1;
-                const float *vj = w->v1 + (size_t)j * d1;
-                for (int c = 0; c < d1; c++) row[c] += f * vj[c];
-            }
+        for (int c0 = 0; c0 < n; c0 += SB_CHUNK)
+            sb_state_add(w, c0, n - c0 < SB_CHUNK ? n - c0 : SB_CHUNK, d1, m);
         for (size_t t = 0; t < (size_t)m * d1; t++) w->kv[t] = (float)w->kvd[t];
         bs_gemm_nn(w->pq, m, n, w->kv, d1, m, d1, w->lr, d1, 0, w->bt);
         return;
@@ -301,19 +311,13 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
         /* carried state (keys < c0) */
         for (size_t t = 0; t < (size_t)m * d1; t++) w->kv[t] = (float)w->kvd[t];
         bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kv, d1, m, d1, o, d1, 0, w->bt);
-        /* in-chunk: tril(PQ PK^T) [V 1] */
-        bs_gemm_nt(w->pq + (size_t)c0 * m, m, L, w->pk + (size_t)c0 * m, m, L, m, 1.0f, w->tile, SB_CHUNK,
-                   w->bt);
+        /* the state past the chunk; its transposed features give the tile */
+        sb_state_add(w, c0, L, d1, m);
+        /* in-chunk: tril(PQ PK^T) [V 1] (the chains of bs_gemm_nt on pk) */
+        bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kt, SB_CHUNK, m, L, w->tile, SB_CHUNK, 0, w->bt);
         for (int i = 0; i < L; i++)
             for (int j = i + 1; j < L; j++) w->tile[(size_t)i * SB_CHUNK + j] = 0.0f;
         bs_gemm_nn(w->tile, SB_CHUNK, L, w->v1 + (size_t)c0 * d1, d1, L, d1, o, d1, 1, w->bt);
-        for (int j = c0; j < c0 + L; j++)
-            for (int r = 0; r < m; r++) {
-                const double f = w->pk[(size_t)j * m + r];
-                double *row = w->kvd + (size_t)r * d1;
-                const float *vj = w->v1 + (size_t)j * d1;
-                for (int c = 0; c < d1; c++) row[c] += f * vj[c];
-            }
     }
 }
 
