@@ -54,19 +54,78 @@ static inline void bs_transpose16p(const float *const row[16], float *dst, size_
         { { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 },
           { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 } },
     };
-    __m512 r[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(row[i]);
-    for (int s = 0; s < 4; s++) {
-        const int b = 8 >> s;
-        const __m512i lo = _mm512_loadu_si512(ix[s][0]), hi = _mm512_loadu_si512(ix[s][1]);
-        for (int i = 0; i < 16; i++)
-            if (!(i & b)) {
-                const __m512 a = r[i], c = r[i + b];
-                r[i] = _mm512_permutex2var_ps(a, lo, c);
-                r[i + b] = _mm512_permutex2var_ps(a, hi, c);
-            }
-    }
-    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)i * ld, r[i]);
+    /* sixteen named registers and every swap written out: with an array
+     * and loops GCC kept the rows on the stack */
+    __m512 r0 = _mm512_loadu_ps(row[0]), r1 = _mm512_loadu_ps(row[1]), r2 = _mm512_loadu_ps(row[2]),
+           r3 = _mm512_loadu_ps(row[3]), r4 = _mm512_loadu_ps(row[4]), r5 = _mm512_loadu_ps(row[5]),
+           r6 = _mm512_loadu_ps(row[6]), r7 = _mm512_loadu_ps(row[7]), r8 = _mm512_loadu_ps(row[8]),
+           r9 = _mm512_loadu_ps(row[9]), r10 = _mm512_loadu_ps(row[10]), r11 = _mm512_loadu_ps(row[11]),
+           r12 = _mm512_loadu_ps(row[12]), r13 = _mm512_loadu_ps(row[13]), r14 = _mm512_loadu_ps(row[14]),
+           r15 = _mm512_loadu_ps(row[15]);
+    __m512i lo, hi;
+#define BS_T16_SWAP(a, b)                       \
+    do {                                        \
+        const __m512 x_ = a, y_ = b;            \
+        a = _mm512_permutex2var_ps(x_, lo, y_); \
+        b = _mm512_permutex2var_ps(x_, hi, y_); \
+    } while (0)
+    lo = _mm512_loadu_si512(ix[0][0]);
+    hi = _mm512_loadu_si512(ix[0][1]);
+    BS_T16_SWAP(r0, r8);
+    BS_T16_SWAP(r1, r9);
+    BS_T16_SWAP(r2, r10);
+    BS_T16_SWAP(r3, r11);
+    BS_T16_SWAP(r4, r12);
+    BS_T16_SWAP(r5, r13);
+    BS_T16_SWAP(r6, r14);
+    BS_T16_SWAP(r7, r15);
+    lo = _mm512_loadu_si512(ix[1][0]);
+    hi = _mm512_loadu_si512(ix[1][1]);
+    BS_T16_SWAP(r0, r4);
+    BS_T16_SWAP(r1, r5);
+    BS_T16_SWAP(r2, r6);
+    BS_T16_SWAP(r3, r7);
+    BS_T16_SWAP(r8, r12);
+    BS_T16_SWAP(r9, r13);
+    BS_T16_SWAP(r10, r14);
+    BS_T16_SWAP(r11, r15);
+    lo = _mm512_loadu_si512(ix[2][0]);
+    hi = _mm512_loadu_si512(ix[2][1]);
+    BS_T16_SWAP(r0, r2);
+    BS_T16_SWAP(r1, r3);
+    BS_T16_SWAP(r4, r6);
+    BS_T16_SWAP(r5, r7);
+    BS_T16_SWAP(r8, r10);
+    BS_T16_SWAP(r9, r11);
+    BS_T16_SWAP(r12, r14);
+    BS_T16_SWAP(r13, r15);
+    lo = _mm512_loadu_si512(ix[3][0]);
+    hi = _mm512_loadu_si512(ix[3][1]);
+    BS_T16_SWAP(r0, r1);
+    BS_T16_SWAP(r2, r3);
+    BS_T16_SWAP(r4, r5);
+    BS_T16_SWAP(r6, r7);
+    BS_T16_SWAP(r8, r9);
+    BS_T16_SWAP(r10, r11);
+    BS_T16_SWAP(r12, r13);
+    BS_T16_SWAP(r14, r15);
+#undef BS_T16_SWAP
+    _mm512_storeu_ps(dst + 0 * ld, r0);
+    _mm512_storeu_ps(dst + 1 * ld, r1);
+    _mm512_storeu_ps(dst + 2 * ld, r2);
+    _mm512_storeu_ps(dst + 3 * ld, r3);
+    _mm512_storeu_ps(dst + 4 * ld, r4);
+    _mm512_storeu_ps(dst + 5 * ld, r5);
+    _mm512_storeu_ps(dst + 6 * ld, r6);
+    _mm512_storeu_ps(dst + 7 * ld, r7);
+    _mm512_storeu_ps(dst + 8 * ld, r8);
+    _mm512_storeu_ps(dst + 9 * ld, r9);
+    _mm512_storeu_ps(dst + 10 * ld, r10);
+    _mm512_storeu_ps(dst + 11 * ld, r11);
+    _mm512_storeu_ps(dst + 12 * ld, r12);
+    _mm512_storeu_ps(dst + 13 * ld, r13);
+    _mm512_storeu_ps(dst + 14 * ld, r14);
+    _mm512_storeu_ps(dst + 15 * ld, r15);
 }
 #endif
 
