@@ -328,6 +328,11 @@ static inline float bs_max(const float *x, int n)
     if (n >= 17) {
         __m512 v = _mm512_set1_ps(m);
         for (; j + 16 <= n; j += 16) v = _mm512_max_ps(_mm512_loadu_ps(x + j), v); /* NaN in x: keeps v */
+        if (j < n) { /* the tail under a mask (a scalar chain of up to 15 compares) */
+            const __mmask16 k = (__mmask16)((1u << (n - j)) - 1u);
+            v = _mm512_mask_max_ps(v, k, _mm512_maskz_loadu_ps(k, x + j), v);
+            j = n;
+        }
         m = _mm512_reduce_max_ps(v);
     }
 #elif defined(__AVX2__)

@@ -224,10 +224,13 @@ typedef struct sb_work {
     /* the sparse correction: per-row running max, sum and numerator */
     float *rmx, *racc;
     double *rsm;
-    /* one bucket tile: queries and their features pre-gathered, keys and
-     * their features packed, values, logits / weights, feature products */
+    /* one bucket tile: queries and their features pre-gathered, logits /
+     * weights, feature products; the bucket's keys (and their features)
+     * packed and values gathered once for all its query tiles, kcap keys
+     * (a multiple of BS_PANEL) */
     float *qg, *pg, *kp, *fp, *vg, *sc, *lt, *o;
-    int32_t *kidx;
+    int kcap;
+    int32_t *kcode; /* (r, SB_KT): the tile keys' codes per round */
     int32_t rows[SB_QT];
 } sb_work;
 
@@ -235,7 +238,7 @@ static void sb_work_free(sb_work *w)
 {
     void *p[] = { w->R,  w->qc, w->kc, w->qstart, w->qlist, w->kstart, w->klist, w->W,   w->pq,   w->pk,
                   w->lr, w->v1, w->kv, w->tile,   w->bt,    w->kvd,    w->cq,    w->rmx, w->racc, w->rsm,
-                  w->qg, w->pg, w->kp, w->fp,     w->vg,    w->sc,     w->lt,    w->o,   w->kidx, w->kt };
+                  w->qg, w->pg, w->kp, w->fp,     w->vg,    w->sc,     w->lt,    w->o,   w->kt,   w->kcode };
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
@@ -274,10 +277,11 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->sc = malloc((size_t)SB_QT * SB_KT * sizeof *w->sc);
     w->lt = malloc((size_t)SB_QT * SB_KT * sizeof *w->lt);
     w->o = malloc((size_t)SB_QT * d * sizeof *w->o);
-    w->kidx = malloc((size_t)SB_KT * sizeof *w->kidx);
+    w->kcap = SB_KT;
+    w->kcode = malloc((size_t)r * SB_KT * sizeof *w->kcode);
     return w->R && w->qc && w->kc && w->qstart && w->qlist && w->kstart && w->klist && w->W && w->pq &&
            w->pk && w->lr && w->v1 && w->kv && w->tile && w->bt && w->kvd && w->cq && w->rmx && w->racc &&
-           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kidx && w->kt;
+           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kt && w->kcode;
 }
 
 /* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L): the chunk's key features
@@ -357,6 +361,38 @@ static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
     return mn;
 }
 
+typedef float sb_vf __attribute__((vector_size(8 * sizeof(float))));
+typedef double sb_vd __attribute__((vector_size(8 * sizeof(double))));
+
+/* s[c] -= g[c] for c < n; returns the sum of the new s[c] in double: two
+ * accumulators of eight lanes, added lane pairs first, then the tail (one
+ * chain of n dependent adds was the largest part of a tile's own time). */
+static double sb_sub_sum(float *s, const float *g, int n)
+{
+    sb_vd a0 = { 0 }, a1 = { 0 };
+    int c = 0;
+    for (; c + 16 <= n; c += 16) {
+        sb_vf x0, x1, y0, y1;
+        memcpy(&x0, s + c, sizeof x0);
+        memcpy(&x1, s + c + 8, sizeof x1);
+        memcpy(&y0, g + c, sizeof y0);
+        memcpy(&y1, g + c + 8, sizeof y1);
+        x0 -= y0;
+        x1 -= y1;
+        memcpy(s + c, &x0, sizeof x0);
+        memcpy(s + c + 8, &x1, sizeof x1);
+        a0 += __builtin_convertvector(x0, sb_vd);
+        a1 += __builtin_convertvector(x1, sb_vd);
+    }
+    a0 += a1;
+    double ps = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + ((a0[4] + a0[5]) + (a0[6] + a0[7]));
+    for (; c < n; c++) {
+        s[c] -= g[c];
+        ps += s[c];
+    }
+    return ps;
+}
+
 /* One tile of the sparse correction: rows w->rows[0, na) (their queries in
  * w->qg, features in w->pg) against nk keys w->kidx (packed in w->kp and
  * w->fp, values in w->vg). Pair (i, j) counts when j <= i (causal) and no
@@ -364,21 +400,24 @@ static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
  * units exp(-mx), is exp(s_ij) - exp(lrs_i) phi_i.phi_j (the exact weight
  * minus the low-rank estimate the low-rank sums already hold). The running
  * max starts at lrs_i, so nothing the final combination adds overflows. */
-static void sb_tile(sb_work *w, int na, int nk, int d, int m, int n, int t, int causal, float scale, float ck)
+static void sb_tile(sb_work *w, const float *kp, const float *fp, const float *vg, const int32_t *kidx,
+                    int na, int nk, int d, int m, int n, int t, int causal, float scale, float ck)
 {
-    bs_gemm_nt_packed(w->qg, d, na, w->kp, nk, d, scale, w->sc, SB_KT);
-    bs_gemm_nt_packed(w->pg, m, na, w->fp, nk, m, 1.0f, w->lt, SB_KT);
+    bs_gemm_nt_packed(w->qg, d, na, kp, nk, d, scale, w->sc, SB_KT);
+    bs_gemm_nt_packed(w->pg, m, na, fp, nk, m, 1.0f, w->lt, SB_KT);
+    for (int tp = 0; tp < t; tp++) /* the keys' codes of the earlier rounds, once per tile */
+        for (int c = 0; c < nk; c++) w->kcode[(size_t)tp * SB_KT + c] = w->kc[(size_t)tp * n + kidx[c]];
     int any = 0;
     unsigned char upd[SB_QT];
     for (int a = 0; a < na; a++) {
         const int i = w->rows[a];
         float *s = w->sc + (size_t)a * SB_KT, *g = w->lt + (size_t)a * SB_KT;
         const int jmax = causal ? i : n - 1;
-        for (int c = 0; c < nk; c++) s[c] = w->kidx[c] <= jmax ? s[c] : -INFINITY;
+        for (int c = 0; c < nk; c++) s[c] = kidx[c] <= jmax ? s[c] : -INFINITY;
         for (int tp = 0; tp < t; tp++) { /* pairs of an earlier round */
             const int qv = w->qc[(size_t)tp * n + i];
-            const int *kc = w->kc + (size_t)tp * n;
-            for (int c = 0; c < nk; c++) s[c] = kc[w->kidx[c]] == qv ? -INFINITY : s[c];
+            const int32_t *kc = w->kcode + (size_t)tp * SB_KT;
+            for (int c = 0; c < nk; c++) s[c] = kc[c] == qv ? -INFINITY : s[c];
         }
         const float tm = bs_max(s, nk);
         if (!(tm > -INFINITY)) {
@@ -390,17 +429,12 @@ static void sb_tile(sb_work *w, int na, int nk, int d, int m, int n, int t, int 
         const float mn = sb_rebase(w, i, tm, d, ck, &gl);
         for (int c = 0; c < nk; c++) g[c] = s[c] > -INFINITY ? g[c] * gl : 0.0f;
         ab_exp_shift_sum(s, nk, mn);
-        double ps = 0.0;
-        for (int c = 0; c < nk; c++) {
-            s[c] -= g[c];
-            ps += s[c];
-        }
-        w->rsm[i] += ps;
+        w->rsm[i] += sb_sub_sum(s, g, nk);
         upd[a] = 1;
         any = 1;
     }
     if (!any) return;
-    bs_gemm_nn(w->sc, SB_KT, na, w->vg, d, nk, d, w->o, d, 0, w->bt);
+    bs_gemm_nn(w->sc, SB_KT, na, vg, d, nk, d, w->o, d, 0, w->bt);
     for (int a = 0; a < na; a++) {
         if (!upd[a]) continue;
         float *orow = w->racc + (size_t)w->rows[a] * d;
@@ -432,11 +466,31 @@ static void sb_own(sb_work *w, const float *q, const float *k, const float *v, i
     for (int e = 0; e < d; e++) orow[e] += s * vi[e];
 }
 
+/* Room in w->kp, w->fp and w->vg for a bucket's first nk keys, the packed
+ * ones kept; 0 when out of memory. */
+static int sb_bucket_room(sb_work *w, int nk, int d, int m)
+{
+    if (nk <= w->kcap) return 1;
+    int cap = w->kcap;
+    while (cap < nk) cap *= 2; /* stays a multiple of BS_PANEL */
+    float *kp = realloc(w->kp, (size_t)cap * d * sizeof *kp);
+    if (!kp) return 0;
+    w->kp = kp;
+    float *fp = realloc(w->fp, (size_t)cap * m * sizeof *fp);
+    if (!fp) return 0;
+    w->fp = fp;
+    float *vg = realloc(w->vg, (size_t)cap * d * sizeof *vg);
+    if (!vg) return 0;
+    w->vg = vg;
+    w->kcap = cap;
+    return 1;
+}
+
 /* The sparse correction of one head over its buckets, round by round, then
  * each row's own key when no round gave it the row's code, then the
  * combination with the low-rank sums into out (n, d). */
-static void sb_sparse(sb_work *w, const float *q, const float *k, const float *v, int n, int d, int m, int r,
-                      int b, int causal, float scale, float ck, float *out)
+static int sb_sparse(sb_work *w, const float *q, const float *k, const float *v, int n, int d, int m, int r,
+                     int b, int causal, float scale, float ck, float *out)
 {
     for (int i = 0; i < n; i++) {
         w->rmx[i] = w->cq[i] + ck; /* lrs_i: the low-rank part's log units */
@@ -449,7 +503,8 @@ static void sb_sparse(sb_work *w, const float *q, const float *k, const float *v
             const int nq = w->qstart[(size_t)t * (b + 1) + c + 1] - w->qstart[(size_t)t * (b + 1) + c];
             const int *ks = w->klist + (size_t)t * n + w->kstart[(size_t)t * (b + 1) + c];
             const int nkb = w->kstart[(size_t)t * (b + 1) + c + 1] - w->kstart[(size_t)t * (b + 1) + c];
-            int kend = 0; /* keys of the bucket at or before the tile's last query (causal) */
+            int kend = 0;   /* keys of the bucket at or before the tile's last query (causal) */
+            int packed = 0; /* keys of the bucket in w->kp, w->fp, w->vg */
             for (int a0 = 0; a0 < nq; a0 += SB_QT) {
                 const int na = nq - a0 < SB_QT ? nq - a0 : SB_QT;
                 const int ilast = qs[a0 + na - 1];
@@ -464,15 +519,22 @@ static void sb_sparse(sb_work *w, const float *q, const float *k, const float *v
                     memcpy(w->qg + (size_t)a * d, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
                     memcpy(w->pg + (size_t)a * m, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
                 }
+                if (kend > packed) { /* the bucket's keys up to kend, from the partial panel on */
+                    if (!sb_bucket_room(w, kend, d, m)) return AB_ENOMEM;
+                    const int p0 = packed / BS_PANEL * BS_PANEL;
+                    bs_pack_gather(k, d, ks + p0, kend - p0, w->kp + (size_t)p0 * d);
+                    bs_pack_gather(w->pk, m, ks + p0, kend - p0, w->fp + (size_t)p0 * m);
+                    for (int x = packed; x < kend; x++) {
+                        const float *src = v + (size_t)ks[x] * d;
+                        float *dst = w->vg + (size_t)x * d;
+                        for (int e = 0; e < d; e++) dst[e] = src[e];
+                    }
+                    packed = kend;
+                }
                 for (int k0 = 0; k0 < kend; k0 += SB_KT) {
                     const int nk = kend - k0 < SB_KT ? kend - k0 : SB_KT;
-                    for (int x = 0; x < nk; x++) {
-                        w->kidx[x] = ks[k0 + x];
-                        memcpy(w->vg + (size_t)x * d, v + (size_t)ks[k0 + x] * d, (size_t)d * sizeof *w->vg);
-                    }
-                    bs_pack_gather(k, d, w->kidx, nk, w->kp);
-                    bs_pack_gather(w->pk, m, w->kidx, nk, w->fp);
-                    sb_tile(w, na, nk, d, m, n, t, causal, scale, ck);
+                    sb_tile(w, w->kp + (size_t)k0 * d, w->fp + (size_t)k0 * m, w->vg + (size_t)k0 * d,
+                            ks + k0, na, nk, d, m, n, t, causal, scale, ck);
                 }
             }
         }
@@ -491,6 +553,7 @@ static void sb_sparse(sb_work *w, const float *q, const float *k, const float *v
         float *o = out + (size_t)i * d;
         for (int e = 0; e < d; e++) o[e] = ((float)(f * lri[e]) + acc[e]) * inv;
     }
+    return AB_OK;
 }
 
 static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
@@ -535,7 +598,10 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
                 w.v1[(size_t)j * d1 + d] = 1.0f;
             }
             sb_lowrank(&w, n, d, m, causal);
-            sb_sparse(&w, q, k, v, n, d, m, r, b, causal, scale, ck, out + (size_t)h * n * d);
+            if (sb_sparse(&w, q, k, v, n, d, m, r, b, causal, scale, ck, out + (size_t)h * n * d) != AB_OK) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
         }
         sb_work_free(&w); /* frees what was allocated (NULLs are fine) */
     }
