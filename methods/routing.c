@@ -415,6 +415,30 @@ typedef struct rt_scratch {
     int kcap;
 } rt_scratch;
 
+#if defined(__AVX512BW__)
+/* The allow-map row of key j for the BK_QT rows of a cluster tile (interval
+ * base mask, clusters as bit sets): row a counts j when lo[a] <= j < hi[a],
+ * j is outside [ws[a], we[a]) and no earlier cluster that took the row also
+ * took j ((qe[a] & kj) == 0); rows outside `live` never. As the byte loop
+ * below, on 16 rows per compare. */
+static inline void rt_allow_row(unsigned char *al, int j, uint64_t kj, const int *lo, const int *hi,
+                                const int *ws, const int *we, const uint64_t *qe, uint64_t live)
+{
+    const __m512i vj = _mm512_set1_epi32(j), vk = _mm512_set1_epi64((long long)kj);
+    uint64_t m = 0, e = 0;
+    for (int g = 0; g < BK_QT / 16; g++) {
+        const __mmask16 in = _mm512_cmple_epi32_mask(_mm512_loadu_si512(lo + 16 * g), vj) &
+                             _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(hi + 16 * g), vj);
+        const __mmask16 win = _mm512_cmple_epi32_mask(_mm512_loadu_si512(ws + 16 * g), vj) &
+                              _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(we + 16 * g), vj);
+        m |= (uint64_t)(uint16_t)(in & ~win) << (16 * g);
+    }
+    for (int g = 0; g < BK_QT / 8; g++)
+        e |= (uint64_t)_mm512_testn_epi64_mask(_mm512_loadu_si512(qe + 8 * g), vk) << (8 * g);
+    _mm512_storeu_si512(al, _mm512_maskz_set1_epi8(m & e & live, 1));
+}
+#endif
+
 /* Cluster c of head h against its own keys: the softmax (normalised rows
  * po, log-sum-exps pl, per query slot) of each of its w query slots over
  * the keys of c that the row counts here: allowed by the base mask,
@@ -456,7 +480,20 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
         int u0 = 0, u1 = w;
         while (u0 < w && ks[u0] < tlo) u0++;
         while (u1 > u0 && ks[u1 - 1] >= thi) u1--;
-        for (int u = u0; u < u1; u++) {
+        int mapped = 0; /* the allow map already written */
+#if defined(__AVX512BW__)
+        if (interval && km) {                  /* the common case: 64-bit row masks per key, one byte store */
+            for (int a = na; a < BK_QT; a++) { /* rows past na: none (and defined) */
+                lo[a] = hi[a] = ws[a] = we[a] = 0;
+                qe[a] = 0;
+            }
+            const uint64_t live = na == BK_QT ? ~(uint64_t)0 : ((uint64_t)1 << na) - 1;
+            for (int u = u0; u < u1; u++)
+                rt_allow_row(x->allow + (size_t)(u - u0) * BK_QT, ks[u], km[ks[u]], lo, hi, ws, we, qe, live);
+            mapped = 1;
+        }
+#endif
+        for (int u = u0; !mapped && u < u1; u++) {
             unsigned char *al = x->allow + (size_t)(u - u0) * BK_QT;
             const int j = ks[u];
             for (int a = 0; a < na; a++) al[a] = j >= lo[a] && j < hi[a] && !(j >= ws[a] && j < we[a]);
