@@ -62,53 +62,29 @@ static inline void bs_transpose16p(const float *const row[16], float *dst, size_
            r9 = _mm512_loadu_ps(row[9]), r10 = _mm512_loadu_ps(row[10]), r11 = _mm512_loadu_ps(row[11]),
            r12 = _mm512_loadu_ps(row[12]), r13 = _mm512_loadu_ps(row[13]), r14 = _mm512_loadu_ps(row[14]),
            r15 = _mm512_loadu_ps(row[15]);
-    __m512i lo, hi;
-#define BS_T16_SWAP(a, b)                       \
+#define BS_T16_SWAP(a, b, lo, hi)               \
     do {                                        \
         const __m512 x_ = a, y_ = b;            \
         a = _mm512_permutex2var_ps(x_, lo, y_); \
         b = _mm512_permutex2var_ps(x_, hi, y_); \
     } while (0)
-    lo = _mm512_loadu_si512(ix[0][0]);
-    hi = _mm512_loadu_si512(ix[0][1]);
-    BS_T16_SWAP(r0, r8);
-    BS_T16_SWAP(r1, r9);
-    BS_T16_SWAP(r2, r10);
-    BS_T16_SWAP(r3, r11);
-    BS_T16_SWAP(r4, r12);
-    BS_T16_SWAP(r5, r13);
-    BS_T16_SWAP(r6, r14);
-    BS_T16_SWAP(r7, r15);
-    lo = _mm512_loadu_si512(ix[1][0]);
-    hi = _mm512_loadu_si512(ix[1][1]);
-    BS_T16_SWAP(r0, r4);
-    BS_T16_SWAP(r1, r5);
-    BS_T16_SWAP(r2, r6);
-    BS_T16_SWAP(r3, r7);
-    BS_T16_SWAP(r8, r12);
-    BS_T16_SWAP(r9, r13);
-    BS_T16_SWAP(r10, r14);
-    BS_T16_SWAP(r11, r15);
-    lo = _mm512_loadu_si512(ix[2][0]);
-    hi = _mm512_loadu_si512(ix[2][1]);
-    BS_T16_SWAP(r0, r2);
-    BS_T16_SWAP(r1, r3);
-    BS_T16_SWAP(r4, r6);
-    BS_T16_SWAP(r5, r7);
-    BS_T16_SWAP(r8, r10);
-    BS_T16_SWAP(r9, r11);
-    BS_T16_SWAP(r12, r14);
-    BS_T16_SWAP(r13, r15);
-    lo = _mm512_loadu_si512(ix[3][0]);
-    hi = _mm512_loadu_si512(ix[3][1]);
-    BS_T16_SWAP(r0, r1);
-    BS_T16_SWAP(r2, r3);
-    BS_T16_SWAP(r4, r5);
-    BS_T16_SWAP(r6, r7);
-    BS_T16_SWAP(r8, r9);
-    BS_T16_SWAP(r10, r11);
-    BS_T16_SWAP(r12, r13);
-    BS_T16_SWAP(r14, r15);
+#define BS_T16_STAGE(s, a0, b0, a1, b1, a2, b2, a3, b3, a4, b4, a5, b5, a6, b6, a7, b7)       \
+    do {                                                                                      \
+        const __m512i lo_ = _mm512_loadu_si512(ix[s][0]), hi_ = _mm512_loadu_si512(ix[s][1]); \
+        BS_T16_SWAP(a0, b0, lo_, hi_);                                                        \
+        BS_T16_SWAP(a1, b1, lo_, hi_);                                                        \
+        BS_T16_SWAP(a2, b2, lo_, hi_);                                                        \
+        BS_T16_SWAP(a3, b3, lo_, hi_);                                                        \
+        BS_T16_SWAP(a4, b4, lo_, hi_);                                                        \
+        BS_T16_SWAP(a5, b5, lo_, hi_);                                                        \
+        BS_T16_SWAP(a6, b6, lo_, hi_);                                                        \
+        BS_T16_SWAP(a7, b7, lo_, hi_);                                                        \
+    } while (0)
+    BS_T16_STAGE(0, r0, r8, r1, r9, r2, r10, r3, r11, r4, r12, r5, r13, r6, r14, r7, r15);
+    BS_T16_STAGE(1, r0, r4, r1, r5, r2, r6, r3, r7, r8, r12, r9, r13, r10, r14, r11, r15);
+    BS_T16_STAGE(2, r0, r2, r1, r3, r4, r6, r5, r7, r8, r10, r9, r11, r12, r14, r13, r15);
+    BS_T16_STAGE(3, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
+#undef BS_T16_STAGE
 #undef BS_T16_SWAP
     _mm512_storeu_ps(dst + 0 * ld, r0);
     _mm512_storeu_ps(dst + 1 * ld, r1);
