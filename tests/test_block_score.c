@@ -1,6 +1,6 @@
 /* test_block_score.c — the register-tiled products of methods/block_score.h
  * that every dynamic selector and custom run() scores with (bs_gemm_nt,
- * bs_logits, bs_gemm_nt_packed, bs_gemm_nn) and bs_max, on shapes that
+ * bs_logits, bs_gemm_nt_packed, bs_gemm_nn), bs_transpose and bs_max, on shapes that
  * cross every edge of the tiling: rows not a multiple of the tile's
  * (BS_MR), columns not a multiple of the vector width or of the 64-column
  * panel, depths below, at and across the BS_KC chunk.
@@ -108,6 +108,61 @@ Test(block_score, gemm_nt_is_the_specified_chain_on_every_tile_edge)
                                   j);
                     }
                 free(A), free(B), free(C), free(L), free(P), free(bt), free(bp);
+            }
+}
+
+/* bs_transpose (the 16 x 16 register blocks behind every panel, pack and
+ * gather) against the copy loop: row counts and column counts across the
+ * 16-block edges, source rows at a stride wider than the columns or
+ * gathered by index (out of order, with repeats), and a destination
+ * stride wider than the rows whose gaps must stay untouched. bs_pack_gather
+ * on the same rows: panels of 64, the rows past n zero. */
+Test(block_score, transpose_is_the_copy_loop)
+{
+    static const int njs[] = { 1, 15, 16, 17, 33, 64, 70 }, ncs[] = { 1, 15, 16, 17, 64, 65, 130 };
+    uint64_t s = 9;
+    for (int a = 0; a < NA(njs); a++)
+        for (int b = 0; b < NA(ncs); b++)
+            for (int g = 0; g < 2; g++) {
+                const int nj = njs[a], nc = ncs[b], lds = nc + 5, ldd = nj + 3, nsrc = 2 * nj + 7;
+                float *src = rnd((size_t)nsrc * lds, 31u + (uint64_t)(nj * 1000 + nc));
+                int32_t *idx = malloc((size_t)nj * sizeof *idx);
+                float *dst = malloc((size_t)nc * ldd * sizeof *dst);
+                const int np = (nj + BS_PANEL - 1) / BS_PANEL;
+                float *bp = malloc((size_t)np * BS_PANEL * nc * sizeof *bp);
+                cr_assert(idx && dst && bp);
+                for (int j = 0; j < nj; j++) {
+                    s = s * 6364136223846793005ull + 1442695040888963407ull;
+                    idx[j] = (int32_t)((s >> 33) % (uint64_t)nsrc); /* any order, repeats */
+                }
+                for (int t = 0; t < nc * ldd; t++) dst[t] = 1234.5f;
+                bs_transpose(src, (size_t)lds, g ? idx : NULL, nj, nc, dst, (size_t)ldd);
+                for (int c = 0; c < nc; c++)
+                    for (int j = 0; j < ldd; j++) {
+                        const float got = dst[(size_t)c * ldd + j];
+                        if (j >= nj) {
+                            cr_assert(got == 1234.5f, "nj %d nc %d gather %d: gap (%d, %d) written", nj, nc,
+                                      g, c, j);
+                            continue;
+                        }
+                        const float want = src[(size_t)(g ? idx[j] : j) * lds + c];
+                        cr_assert(got == want, "nj %d nc %d gather %d: (%d, %d) %g, want %g", nj, nc, g, c, j,
+                                  got, want);
+                    }
+                if (g) { /* rows of length lds gathered into 64-row panels */
+                    float *K = rnd((size_t)nsrc * nc, 77u + (uint64_t)nc);
+                    bs_pack_gather(K, nc, idx, nj, bp);
+                    for (int p = 0; p < np; p++)
+                        for (int c = 0; c < nc; c++)
+                            for (int j = 0; j < BS_PANEL; j++) {
+                                const int row = p * BS_PANEL + j;
+                                const float want = row < nj ? K[(size_t)idx[row] * nc + c] : 0.0f;
+                                cr_assert(bp[((size_t)p * nc + c) * BS_PANEL + j] == want,
+                                          "pack_gather nj %d nc %d: panel %d (%d, %d)", nj, nc, p, c, j);
+                            }
+                    free(K);
+                }
+                free(src), free(idx), free(dst), free(bp);
             }
 }
 
