@@ -19,8 +19,9 @@
  *      its nearest centroid (largest dot product: the official distance is
  *      -x.mu; ties to the lower centroid), each centroid the normalised mean
  *      of its points (an empty cluster keeps its centroid). The dot products
- *      of all points with all centroids are one SIMD GEMM (bs_gemm_nt_packed,
- *      the points packed once for every step).
+ *      of all points with all centroids are a SIMD GEMM (bs_gemm_nt), 64
+ *      points at a time, followed by their assignment and the cluster sums
+ *      while those points are in cache (rt_lloyd_pass).
  *   3. Balanced routing, as gather_cluster_attention_items: with the final
  *      centroids, every centroid takes its w = ceil(N / C) nearest queries
  *      and, separately, its w nearest keys (top-w by dot product, ties to
@@ -237,6 +238,45 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
     }
 }
 
+/* One pass over the P points x (P, d), 64 at a time while they are in
+ * cache: dot[c][p] = cen_c . x_p (bs_gemm_nt: the chains of a product on
+ * packed points) and, when sum is given, each point's nearest centroid
+ * (largest dot, ties to the lower) in asg, the clusters' sums (double, in
+ * point order) and sizes. One stream over x per Lloyd step; the points
+ * packed once and read by the product and again by the sums were two. */
+static void rt_lloyd_pass(const float *x, int P, int d, const float *cen, int C, float *dot, int32_t *asg,
+                          double *sum, int32_t *cnt, float *bt)
+{
+    if (sum) {
+        memset(sum, 0, (size_t)C * d * sizeof *sum);
+        memset(cnt, 0, (size_t)C * sizeof *cnt);
+    }
+    for (int p0 = 0; p0 < P; p0 += BS_PANEL) {
+        const int np = P - p0 < BS_PANEL ? P - p0 : BS_PANEL;
+        bs_gemm_nt(cen, d, C, x + (size_t)p0 * d, d, np, d, 1.0f, dot + p0, P, bt);
+        if (!sum) continue;
+        float best[BS_PANEL];
+        for (int j = 0; j < np; j++) {
+            best[j] = dot[p0 + j];
+            asg[p0 + j] = 0;
+        }
+        for (int c = 1; c < C; c++) {
+            const float *dr = dot + (size_t)c * P + p0;
+            for (int j = 0; j < np; j++)
+                if (dr[j] > best[j]) {
+                    best[j] = dr[j];
+                    asg[p0 + j] = c;
+                }
+        }
+        for (int p = p0; p < p0 + np; p++) {
+            double *sr = sum + (size_t)asg[p] * d;
+            const float *xr = x + (size_t)p * d;
+            for (int c = 0; c < d; c++) sr[c] += xr[c];
+            cnt[asg[p]]++;
+        }
+    }
+}
+
 /* First index of a sorted list a[0, n) with a[t] >= x. */
 static int lower_bound(const int32_t *a, int n, int x)
 {
@@ -261,20 +301,19 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     float *x = malloc((size_t)P * d * sizeof *x);     /* (P, d) unit points: Q then K */
     float *cen = malloc((size_t)C * d * sizeof *cen); /* (C, d) centroids */
     float *dot = malloc((size_t)C * P * sizeof *dot); /* (C, P) centroid . point */
-    float *best = malloc((size_t)P * sizeof *best);   /* (P) best dot so far */
     int32_t *asg = malloc((size_t)P * sizeof *asg);   /* (P) nearest centroid */
-    float *xp = malloc((size_t)(P + BS_PANEL - 1) / BS_PANEL * BS_PANEL * d * sizeof *xp); /* x packed */
-    double *sum = malloc((size_t)C * d * sizeof *sum);      /* (C, d) cluster sums */
-    int32_t *cnt = malloc((size_t)C * sizeof *cnt);         /* (C) cluster sizes */
-    int32_t *perm = malloc((size_t)P * sizeof *perm);       /* init shuffle */
-    bs_cand *cand = malloc((size_t)N * sizeof *cand);       /* one top-w selection */
+    float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt); /* a transposed panel */
+    double *sum = malloc((size_t)C * d * sizeof *sum);                           /* (C, d) cluster sums */
+    int32_t *cnt = malloc((size_t)C * sizeof *cnt);                              /* (C) cluster sizes */
+    int32_t *perm = malloc((size_t)P * sizeof *perm);                            /* init shuffle */
+    bs_cand *cand = malloc((size_t)N * sizeof *cand);                            /* one top-w selection */
     uint64_t *skey = malloc(2 * (size_t)N * sizeof *skey);  /* its ordered keys (bs_top_ascending) */
     int32_t *qsel = rt->qsel + cwo, *ksel = rt->ksel + cwo; /* (C, w) queries, keys per cluster, sorted */
     int32_t *mptr = rt->qptr + npo, *mcl = rt->qcl + cwo;   /* query -> clusters (CSR) */
     int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
     int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
     float *xt = malloc((size_t)d * UR_ROWS * sizeof *xt); /* unit_rows' transposed rows */
-    int rc = (x && cen && dot && best && asg && xp && sum && cnt && perm && cand && skey && blk && tok && xt)
+    int rc = (x && cen && dot && asg && bt && sum && cnt && perm && cand && skey && blk && tok && xt)
                  ? AB_OK
                  : AB_ENOMEM;
     if (rc == AB_OK) {
@@ -284,7 +323,6 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             unit_rows(q + (size_t)i * d, n, d, x + (size_t)i * d, xt);
             unit_rows(k + (size_t)i * d, n, d, x + (size_t)(N + i) * d, xt);
         }
-        bs_pack_nt(x, d, P, d, xp); /* once for the iters + 1 products with the centroids */
         /* init: C distinct points, a partial Fisher-Yates shuffle */
         uint64_t s = ab_mix64(pb->seed ^ ab_mix64(0x524f555445000000ull + (uint64_t)h)); /* "ROUTE" */
         for (int t = 0; t < P; t++) perm[t] = t;
@@ -297,26 +335,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
         }
         /* Lloyd steps of spherical k-means */
         for (int it = 0; it < st->iters; it++) {
-            /* (C, P): the points fill the GEMM's 64-wide panels */
-            bs_gemm_nt_packed(cen, d, C, xp, P, d, 1.0f, dot, P);
-            memcpy(best, dot, (size_t)P * sizeof *best);
-            memset(asg, 0, (size_t)P * sizeof *asg);
-            for (int c = 1; c < C; c++) { /* ties to the lower centroid */
-                const float *dr = dot + (size_t)c * P;
-                for (int p = 0; p < P; p++)
-                    if (dr[p] > best[p]) {
-                        best[p] = dr[p];
-                        asg[p] = c;
-                    }
-            }
-            memset(sum, 0, (size_t)C * d * sizeof *sum);
-            memset(cnt, 0, (size_t)C * sizeof *cnt);
-            for (int p = 0; p < P; p++) {
-                double *sr = sum + (size_t)asg[p] * d;
-                const float *xr = x + (size_t)p * d;
-                for (int c = 0; c < d; c++) sr[c] += xr[c];
-                cnt[asg[p]]++;
-            }
+            rt_lloyd_pass(x, P, d, cen, C, dot, asg, sum, cnt, bt);
             for (int c = 0; c < C; c++) {
                 if (cnt[c] == 0) continue; /* empty: keep the centroid */
                 const double *sr = sum + (size_t)c * d;
@@ -328,7 +347,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             }
         }
         /* balanced routing: each centroid's w nearest queries and keys */
-        bs_gemm_nt_packed(cen, d, C, xp, P, d, 1.0f, dot, P);
+        rt_lloyd_pass(x, P, d, cen, C, dot, NULL, NULL, NULL, bt);
         for (int c = 0; c < C; c++)
             for (int side = 0; side < 2; side++) {
                 const float *row = dot + (size_t)c * P + (size_t)side * N;
@@ -365,9 +384,8 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     free(x);
     free(cen);
     free(dot);
-    free(best);
     free(asg);
-    free(xp);
+    free(bt);
     free(sum);
     free(cnt);
     free(perm);
