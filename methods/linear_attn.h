@@ -38,6 +38,7 @@
 
 #include "attnbench.h"
 #include "methods/block_score.h"
+#include "methods/vecf.h"
 
 #define LA_CHUNK 64
 
@@ -126,38 +127,33 @@ static inline int la_work_alloc(la_work *w, int m, int d)
     return w->t && w->kt && w->qs && w->bt && w->lb && w->den;
 }
 
-/* Double-precision sums over float data, vectorised (8 double lanes; GNU C
- * vectors, so they build without AVX-512 too). */
-typedef double la_vd __attribute__((vector_size(8 * sizeof(double))));
-typedef float la_vf __attribute__((vector_size(8 * sizeof(float))));
-
 /* sum_r x[r] z[r] in double: two accumulators of eight lanes (r mod 16),
  * added lane pairs first, then the scalar tail. The normaliser of a row
  * (pq_i . z); a scalar chain of m dependent adds was a quarter of
  * la_chunk's own time. */
 static inline double la_dot(const float *x, const double *z, int m)
 {
-    la_vd a0 = { 0 }, a1 = { 0 };
+    v8d a0 = { 0 }, a1 = { 0 };
     int r = 0;
     for (; r + 16 <= m; r += 16) {
-        la_vf x0, x1;
-        la_vd z0, z1;
+        v8f x0, x1;
+        v8d z0, z1;
         memcpy(&x0, x + r, sizeof x0);
         memcpy(&x1, x + r + 8, sizeof x1);
         memcpy(&z0, z + r, sizeof z0);
         memcpy(&z1, z + r + 8, sizeof z1);
-        a0 += __builtin_convertvector(x0, la_vd) * z0;
-        a1 += __builtin_convertvector(x1, la_vd) * z1;
+        a0 += __builtin_convertvector(x0, v8d) * z0;
+        a1 += __builtin_convertvector(x1, v8d) * z1;
     }
     for (; r + 8 <= m; r += 8) {
-        la_vf x0;
-        la_vd z0;
+        v8f x0;
+        v8d z0;
         memcpy(&x0, x + r, sizeof x0);
         memcpy(&z0, z + r, sizeof z0);
-        a0 += __builtin_convertvector(x0, la_vd) * z0;
+        a0 += __builtin_convertvector(x0, v8d) * z0;
     }
     a0 += a1;
-    double s = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + ((a0[4] + a0[5]) + (a0[6] + a0[7]));
+    double s = v8d_sum(&a0);
     for (; r < m; r++) s += (double)x[r] * z[r];
     return s;
 }
@@ -170,10 +166,10 @@ static inline int la_colsums(const float *pk, int L, int m, const float *f, doub
 {
     int r = 0;
     for (; r + 32 <= m; r += 32) {
-        la_vd s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+        v8d s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
         for (int j = 0; j < L; j++) {
             const float *p = pk + (size_t)j * m + r;
-            la_vf x0, x1, x2, x3;
+            v8f x0, x1, x2, x3;
             memcpy(&x0, p, sizeof x0);
             memcpy(&x1, p + 8, sizeof x1);
             memcpy(&x2, p + 16, sizeof x2);
@@ -184,12 +180,12 @@ static inline int la_colsums(const float *pk, int L, int m, const float *f, doub
                 x2 *= f[j];
                 x3 *= f[j];
             }
-            s0 += __builtin_convertvector(x0, la_vd);
-            s1 += __builtin_convertvector(x1, la_vd);
-            s2 += __builtin_convertvector(x2, la_vd);
-            s3 += __builtin_convertvector(x3, la_vd);
+            s0 += __builtin_convertvector(x0, v8d);
+            s1 += __builtin_convertvector(x1, v8d);
+            s2 += __builtin_convertvector(x2, v8d);
+            s3 += __builtin_convertvector(x3, v8d);
         }
-        la_vd z0, z1, z2, z3;
+        v8d z0, z1, z2, z3;
         memcpy(&z0, z + r, sizeof z0);
         memcpy(&z1, z + r + 8, sizeof z1);
         memcpy(&z2, z + r + 16, sizeof z2);

@@ -85,6 +85,7 @@
 #include "methods/block_score.h"
 #include "methods/bucket.h"
 #include "methods/lse.h"
+#include "methods/vecf.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -201,29 +202,26 @@ static void routing_fini(void *state)
  * vectors, UR_ROWS independent chains (with eight rows read in place the
  * loops did not vectorise). */
 enum { UR_ROWS = 16 };
-typedef double ur_vd __attribute__((vector_size(8 * sizeof(double))));
-typedef float ur_vf __attribute__((vector_size(8 * sizeof(float))));
 static void unit_rows(const float *x, int n, int d, float *o, float *xt)
 {
     bs_transpose(x, (size_t)d, NULL, n, d, xt, UR_ROWS);
     for (int c = 0; c < d; c++) /* rows past n add zeros */
         for (int r = n; r < UR_ROWS; r++) xt[(size_t)c * UR_ROWS + r] = 0.0f;
-    ur_vd mu0 = { 0 }, mu1 = { 0 }, ss0 = { 0 }, ss1 = { 0 };
+    v8d mu0 = { 0 }, mu1 = { 0 }, ss0 = { 0 }, ss1 = { 0 };
     for (int c = 0; c < d; c++) {
-        ur_vf a, b;
+        v8f a, b;
         memcpy(&a, xt + (size_t)c * UR_ROWS, sizeof a);
         memcpy(&b, xt + (size_t)c * UR_ROWS + 8, sizeof b);
-        mu0 += __builtin_convertvector(a, ur_vd);
-        mu1 += __builtin_convertvector(b, ur_vd);
+        mu0 += __builtin_convertvector(a, v8d);
+        mu1 += __builtin_convertvector(b, v8d);
     }
     mu0 /= (double)d;
     mu1 /= (double)d;
     for (int c = 0; c < d; c++) {
-        ur_vf a, b;
+        v8f a, b;
         memcpy(&a, xt + (size_t)c * UR_ROWS, sizeof a);
         memcpy(&b, xt + (size_t)c * UR_ROWS + 8, sizeof b);
-        const ur_vd v0 = __builtin_convertvector(a, ur_vd) - mu0,
-                    v1 = __builtin_convertvector(b, ur_vd) - mu1;
+        const v8d v0 = __builtin_convertvector(a, v8d) - mu0, v1 = __builtin_convertvector(b, v8d) - mu1;
         ss0 += v0 * v0;
         ss1 += v1 * v1;
     }

@@ -63,6 +63,7 @@
 #include "methods/block_score.h"
 #include "methods/favor.h"
 #include "methods/lsh.h"
+#include "methods/vecf.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -361,18 +362,15 @@ static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
     return mn;
 }
 
-typedef float sb_vf __attribute__((vector_size(8 * sizeof(float))));
-typedef double sb_vd __attribute__((vector_size(8 * sizeof(double))));
-
 /* s[c] -= g[c] for c < n; returns the sum of the new s[c] in double: two
  * accumulators of eight lanes, added lane pairs first, then the tail (one
  * chain of n dependent adds was the largest part of a tile's own time). */
 static double sb_sub_sum(float *s, const float *g, int n)
 {
-    sb_vd a0 = { 0 }, a1 = { 0 };
+    v8d a0 = { 0 }, a1 = { 0 };
     int c = 0;
     for (; c + 16 <= n; c += 16) {
-        sb_vf x0, x1, y0, y1;
+        v8f x0, x1, y0, y1;
         memcpy(&x0, s + c, sizeof x0);
         memcpy(&x1, s + c + 8, sizeof x1);
         memcpy(&y0, g + c, sizeof y0);
@@ -381,11 +379,11 @@ static double sb_sub_sum(float *s, const float *g, int n)
         x1 -= y1;
         memcpy(s + c, &x0, sizeof x0);
         memcpy(s + c + 8, &x1, sizeof x1);
-        a0 += __builtin_convertvector(x0, sb_vd);
-        a1 += __builtin_convertvector(x1, sb_vd);
+        a0 += __builtin_convertvector(x0, v8d);
+        a1 += __builtin_convertvector(x1, v8d);
     }
     a0 += a1;
-    double ps = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + ((a0[4] + a0[5]) + (a0[6] + a0[7]));
+    double ps = v8d_sum(&a0);
     for (; c < n; c++) {
         s[c] -= g[c];
         ps += s[c];

@@ -71,4 +71,17 @@ static inline vf v_fma(vf a, vf b, vf c) /* a * b + c */
 #endif
 }
 
+/* Eight floats and eight doubles, whatever the ISA: float data summed in
+ * double lanes (__builtin_convertvector widens v8f to v8d). */
+typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
+
+/* The eight lanes of *a added in pairs: ((0 + 1) + (2 + 3)) + ((4 + 5) +
+ * (6 + 7)). By pointer: a 64-byte vector passed by value has a psABI note
+ * below AVX-512. */
+static inline double v8d_sum(const v8d *a)
+{
+    return (((*a)[0] + (*a)[1]) + ((*a)[2] + (*a)[3])) + (((*a)[4] + (*a)[5]) + ((*a)[6] + (*a)[7]));
+}
+
 #endif
