@@ -130,15 +130,35 @@ static inline void bs_transpose(const float *src, size_t lds, const int32_t *idx
     }
 }
 
+/* Zeroes columns [nj, BS_PANEL) of the nc rows of a panel, so the vector
+ * kernel may read its whole width. */
+static inline void bs_panel_pad(float *pan, int nj, int nc)
+{
+    if (nj < BS_PANEL)
+        for (int c = 0; c < nc; c++)
+            for (int j = nj; j < BS_PANEL; j++) pan[(size_t)c * BS_PANEL + j] = 0.0f;
+}
+
 /* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)
  * into the panel bt[(c - c0) * BS_PANEL + j]; columns j >= nj of the panel are zeroed so the
  * vector kernel may read the whole panel width. */
 static inline void bs_panel_t(const float *B, int ldb, int j0, int nj, int c0, int c1, float *bt)
 {
     bs_transpose(B + (size_t)j0 * ldb + c0, (size_t)ldb, NULL, nj, c1 - c0, bt, BS_PANEL);
-    if (nj < BS_PANEL)
-        for (int c = c0; c < c1; c++)
-            for (int j = nj; j < BS_PANEL; j++) bt[(size_t)(c - c0) * BS_PANEL + j] = 0.0f;
+    bs_panel_pad(bt, nj, c1 - c0);
+}
+
+/* The panels of bs_pack_nt and bs_pack_gather: rows src + j * lds, or
+ * src + idx[j] * lds when idx is given, j < n, in panels of BS_PANEL rows
+ * as D x 64 floats, rows past n zero. */
+static inline void bs_pack_rows(const float *src, size_t lds, const int32_t *idx, int n, int D, float *bp)
+{
+    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
+        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+        float *dst = bp + (size_t)p * D * BS_PANEL;
+        bs_transpose(idx ? src : src + (size_t)j0 * lds, lds, idx ? idx + j0 : NULL, nj, D, dst, BS_PANEL);
+        bs_panel_pad(dst, nj, D);
+    }
 }
 
 #if defined(__AVX512F__)
@@ -330,13 +350,7 @@ static inline float bs_max(const float *x, int n)
  * rows past n zero. bp holds ceil(n / 64) * 64 * D floats. */
 static inline void bs_pack_nt(const float *B, int ldb, int n, int D, float *bp)
 {
-    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
-        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
-        float *dst = bp + (size_t)p * D * BS_PANEL;
-        bs_transpose(B + (size_t)j0 * ldb, (size_t)ldb, NULL, nj, D, dst, BS_PANEL);
-        for (int c = 0; c < D; c++)
-            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
-    }
+    bs_pack_rows(B, (size_t)ldb, NULL, n, D, bp);
 }
 
 /* The rows idx[0, n) of K (row length d) packed as bs_pack_nt packs a
@@ -344,13 +358,7 @@ static inline void bs_pack_nt(const float *B, int ldb, int n, int D, float *bp)
  * zero. bp holds ceil(n / 64) * 64 * d floats. */
 static inline void bs_pack_gather(const float *K, int d, const int32_t *idx, int n, float *bp)
 {
-    for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
-        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
-        float *dst = bp + (size_t)p * d * BS_PANEL;
-        bs_transpose(K, (size_t)d, idx + j0, nj, d, dst, BS_PANEL);
-        for (int c = 0; c < d; c++)
-            for (int j = nj; j < BS_PANEL; j++) dst[(size_t)c * BS_PANEL + j] = 0.0f;
-    }
+    bs_pack_rows(K, (size_t)d, idx, n, d, bp);
 }
 
 /* dst (n, d) = scale * the rows idx[0, n) of X (row length d), or the rows
