@@ -326,14 +326,39 @@ static void span_sums(const double *cp, const float *k, int d, int r, int x, dou
     for (int c = 0; c < mw; c++) m[c] += sgn * b[c];
     for (int j = c0 * CPS; j < x; j++) add_key(k + (size_t)j * d, r, sgn, m);
 }
+/* The sums over keys [0, x) of one head, kept between the rows of a block:
+ * m holds 0 + cp[x / CPS] + the keys from that checkpoint to x, added in
+ * key order (span_sums from a zero m), for x = at; the next row's x = at + 1
+ * inside the same checkpoint interval adds one key, which is the same
+ * sequence of additions, so the sums are bit for bit those of span_sums
+ * (a causal row's span ends one key after its predecessor's: this saves
+ * the up to CPS - 1 keys span_sums re-adds per row). at < 0: empty. */
+typedef struct prefix_cache {
+    int at;
+    double *m; /* (mw) */
+} prefix_cache;
+
+static const double *prefix_to(prefix_cache *pc, const double *cp, const float *k, int d, int r, int x)
+{
+    const int mw = r + r * (r + 1) / 2;
+    if (pc->at >= 0 && x == pc->at + 1 && x / CPS == pc->at / CPS) {
+        add_key(k + (size_t)pc->at * d, r, 1.0, pc->m);
+    } else if (x != pc->at) {
+        for (int c = 0; c < mw; c++) pc->m[c] = 0.0;
+        span_sums(cp, k, d, r, x, 1.0, pc->m);
+    }
+    pc->at = x;
+    return pc->m;
+}
+
 /* The threshold of a row seeing keys [sa, sb) (n = sb - sa > kk): the
- * largest float <= mean + std * z of its approximate scores. */
+ * largest float <= mean + std * z of its approximate scores. m: scratch
+ * (mw); pc: the sums up to sb (prefix_to). */
 static float span_threshold(const double *cp, const float *k, int d, int r, const float *qi, int sa, int sb,
-                            double z, double *m)
+                            double z, double *m, prefix_cache *pc)
 {
     const int mw = r + r * (r + 1) / 2, n = sb - sa;
-    for (int c = 0; c < mw; c++) m[c] = 0.0;
-    span_sums(cp, k, d, r, sb, 1.0, m);
+    memcpy(m, prefix_to(pc, cp, k, d, r, sb), (size_t)mw * sizeof *m);
     span_sums(cp, k, d, r, sa, -1.0, m);
     double s1 = 0.0, s2 = 0.0;
     const double *t = m + r;
@@ -364,58 +389,80 @@ static inline void or_mask(unsigned char *kp, vi m)
 /* Fused predictor + statistical threshold: for rows i < nr (q stride ldq)
  * with thresholds th[i] and spans [sa[i], sb[i]), keep[j - kb] |= q_i[:r] .
  * k_j[:r] > th[i] for the keys j in the span, j in [kb, kb + kc) (kb = p0 *
- * PW). Register tiles of 4 rows x PW keys; a panel inside every tile row's
- * span is compared in registers, a panel at a span edge key by key. */
-enum { RU = 8 }; /* rows per register tile */
+ * PW). Register tiles of RU rows x PW keys; a panel inside every tile row's
+ * span is compared in registers, a panel at a span edge key by key. Up to
+ * GB tile rows (GB RU query rows) take each panel in turn while it is in
+ * L1: the packed K[:, :r] (1 MB a head at N = 16K) is streamed once per GB
+ * RU rows, not once per RU (approx_keep waited on those loads). */
+enum { RU = 8, GB = 2 }; /* rows per register tile; tile rows per panel pass */
+typedef struct keep_rows {
+    const float *qr[RU]; /* the tile's query rows (the last repeated in padding) */
+    vf tv[RU];           /* their thresholds */
+    int i, nu;           /* first row, rows */
+    int ca, cb, ua, ub;  /* common span; union span */
+} keep_rows;
+
 static void approx_keep(const float *q, int ldq, int nr, const float *kp, int p0, int kc, int r,
                         const float *th, const int *sa, const int *sb, unsigned char *keep)
 {
     const int kb = p0 * PW;
-    for (int i = 0; i < nr; i += RU) {
-        const int nu = nr - i < RU ? nr - i : RU;
-        const float *qr[RU];
-        int ca = 0, cb = 1 << 30, ua = 1 << 30, ub = 0; /* common span; union span */
-        vf tv[RU];
-        for (int u = 0; u < RU; u++) {
-            const int w = u < nu ? i + u : i;
-            qr[u] = q + (size_t)w * ldq;
-            tv[u] = v_splat(th[w]);
-            ca = sa[w] > ca ? sa[w] : ca;
-            cb = sb[w] < cb ? sb[w] : cb;
-            ua = sa[w] < ua ? sa[w] : ua;
-            ub = sb[w] > ub ? sb[w] : ub;
+    for (int i0 = 0; i0 < nr; i0 += GB * RU) {
+        keep_rows g[GB];
+        int ng = 0, pa = 1 << 30, pz = 0; /* tile rows with keys; the union of their spans */
+        for (int i = i0; i < nr && i < i0 + GB * RU; i += RU) {
+            keep_rows *e = &g[ng];
+            e->i = i;
+            e->nu = nr - i < RU ? nr - i : RU;
+            e->ca = 0, e->cb = 1 << 30, e->ua = 1 << 30, e->ub = 0;
+            for (int u = 0; u < RU; u++) {
+                const int w = u < e->nu ? i + u : i;
+                e->qr[u] = q + (size_t)w * ldq;
+                e->tv[u] = v_splat(th[w]);
+                e->ca = sa[w] > e->ca ? sa[w] : e->ca;
+                e->cb = sb[w] < e->cb ? sb[w] : e->cb;
+                e->ua = sa[w] < e->ua ? sa[w] : e->ua;
+                e->ub = sb[w] > e->ub ? sb[w] : e->ub;
+            }
+            if (e->ua >= e->ub) continue;
+            pa = e->ua < pa ? e->ua : pa;
+            pz = e->ub > pz ? e->ub : pz;
+            ng++;
         }
-        if (ua >= ub) continue;
-        for (int p = (ua - kb) / PW; p * PW < kc && kb + p * PW < ub; p++) {
+        for (int p = ng ? (pa - kb) / PW : 0; ng && p * PW < kc && kb + p * PW < pz; p++) {
             const float *b = kp + (size_t)(p0 + p) * r * PW;
             const int j0 = kb + p * PW;
-            vf a0[RU], a1[RU];
-            for (int u = 0; u < RU; u++) a0[u] = a1[u] = v_splat(0.0f);
-            for (int c = 0; c < r; c++) {
-                const vf b0 = v_load(b + (size_t)c * PW), b1 = v_load(b + (size_t)c * PW + VW);
-                for (int u = 0; u < RU; u++) {
-                    const vf x = v_splat(qr[u][c]);
-                    a0[u] = v_fma(x, b0, a0[u]);
-                    a1[u] = v_fma(x, b1, a1[u]);
-                }
-            }
             unsigned char *o = keep + (j0 - kb);
-            if (j0 >= ca && j0 + PW <= cb && j0 + PW <= kb + kc) {
-                vi m0 = a0[0] > tv[0], m1 = a1[0] > tv[0];
-                for (int u = 1; u < RU; u++) {
-                    m0 |= a0[u] > tv[u];
-                    m1 |= a1[u] > tv[u];
+            for (int x = 0; x < ng; x++) {
+                const keep_rows *e = &g[x];
+                if (j0 + PW <= e->ua || j0 >= e->ub) continue;
+                const float *const *qr = e->qr;
+                vf a0[RU], a1[RU];
+                for (int u = 0; u < RU; u++) a0[u] = a1[u] = v_splat(0.0f);
+                for (int c = 0; c < r; c++) {
+                    const vf b0 = v_load(b + (size_t)c * PW), b1 = v_load(b + (size_t)c * PW + VW);
+                    for (int u = 0; u < RU; u++) {
+                        const vf xv = v_splat(qr[u][c]);
+                        a0[u] = v_fma(xv, b0, a0[u]);
+                        a1[u] = v_fma(xv, b1, a1[u]);
+                    }
                 }
-                or_mask(o, m0);
-                or_mask(o + VW, m1);
-            } else {
-                for (int u = 0; u < nu; u++) {
-                    float t[PW];
-                    v_store(t, a0[u]);
-                    v_store(t + VW, a1[u]);
-                    const int w = i + u, lo = sa[w] > j0 ? sa[w] : j0;
-                    const int hi = sb[w] < j0 + PW ? sb[w] : j0 + PW;
-                    for (int j = lo; j < hi && j < kb + kc; j++) o[j - j0] |= t[j - j0] > th[w];
+                if (j0 >= e->ca && j0 + PW <= e->cb && j0 + PW <= kb + kc) {
+                    vi m0 = a0[0] > e->tv[0], m1 = a1[0] > e->tv[0];
+                    for (int u = 1; u < RU; u++) {
+                        m0 |= a0[u] > e->tv[u];
+                        m1 |= a1[u] > e->tv[u];
+                    }
+                    or_mask(o, m0);
+                    or_mask(o + VW, m1);
+                } else {
+                    for (int u = 0; u < e->nu; u++) {
+                        float t[PW];
+                        v_store(t, a0[u]);
+                        v_store(t + VW, a1[u]);
+                        const int w = e->i + u, lo = sa[w] > j0 ? sa[w] : j0;
+                        const int hi = sb[w] < j0 + PW ? sb[w] : j0 + PW;
+                        for (int j = lo; j < hi && j < kb + kc; j++) o[j - j0] |= t[j - j0] > th[w];
+                    }
                 }
             }
         }
@@ -467,7 +514,8 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
         int32_t *keys = malloc((size_t)N * sizeof *keys);
         float *th = malloc((size_t)bq * sizeof *th);
         int *sa = malloc((size_t)bq * 2 * sizeof *sa), *sb = sa ? sa + bq : NULL;
-        double *mom = malloc((size_t)mw * sizeof *mom);
+        double *mom = malloc(2 * (size_t)mw * sizeof *mom);
+        prefix_cache pc = { -1, mom ? mom + mw : NULL };
         int ok = s && keep && keys && th && sa && mom;
         if (!ok) {
 #pragma omp atomic write
@@ -479,6 +527,7 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
             /* causal: the longest query blocks first, for balance */
             const int h = t % H, qb = nqb - 1 - t / H;
             const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
+            pc.at = -1; /* the sums are per head */
             int k0, k1; /* keys any row of the block may see */
             bs_rows_span(&mask, r0, r0 + nr, &k0, &k1);
             int n = 0;
@@ -501,7 +550,7 @@ static int spark_select(void *state, const ab_problem *pb, ab_layout *l)
                         } else {
                             th[i] = span_threshold(cp + (size_t)h * ncp * mw, kh, d, r,
                                                    pb->q + ((size_t)h * N + gi) * d, sa[i], sb[i],
-                                                   -norm_quantile(st->k / nn), mom);
+                                                   -norm_quantile(st->k / nn), mom, &pc);
                         }
                     }
                     approx_keep(pb->q + ((size_t)h * N + r0) * d, d, nr, kp + (size_t)h * npan * r * PW, p0,
