@@ -54,7 +54,7 @@
  * Each round is GEMM-shaped when block_q / stride_q fits one vector (16
  * under AVX-512): the centre blocks' keys of all children in tiles of KU
  * keys x the scoring queries in the lanes, a masked lane max per key; the
- * top m by quickselect (keep.h), no sort.
+ * top m by a branch-free quickselect on 64-bit rank keys, no sort.
  * Stated cost (ab_layout_set_cost), counted as the rounds run: per scored
  * key and scoring query 2d + 1 FLOPs (dot product, masked max), per round
  * nc log2 nc for the top-m of its nc children; bytes = the scored key rows
@@ -87,12 +87,47 @@ typedef struct branch {
     int32_t a, g;
 } branch;
 
-/* x ranks before y: higher score, then lower start (a total order: starts
- * are distinct among disjoint branches). */
-static int before(branch x, branch y) { return x.s > y.s || (x.s == y.s && x.a < y.a); }
+/* A child's rank as one unsigned key: the score's bits mapped to an
+ * order-preserving unsigned (a zero's sign dropped: before() sees +0 ==
+ * -0), then the start reversed, so key(x) > key(y) exactly when x ranks
+ * before y. Scores are never NaN (score_keys and block_score drop NaN). */
+static inline uint64_t rank_key(float s, int32_t a)
+{
+    s += 0.0f; /* -0 -> +0 */
+    uint32_t u;
+    memcpy(&u, &s, sizeof u);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((uint64_t)u << 32) | (uint32_t)(INT32_MAX - a);
+}
 
-/* select_top(x, n, k): the k best first (keep.h). */
-MC_DEFINE_SELECT_TOP(select_top, branch, before)
+/* Reorder x[0, n) (distinct keys) so that its first k entries are the k
+ * largest, unordered: quickselect whose partition is branch-free (every
+ * key is written to both ends of tmp (n) and the end it belongs to
+ * advances), where keep.h's comparator quickselect on branch structs
+ * mispredicted about every other compare. */
+static void top_keys(uint64_t *x, uint64_t *tmp, int n, int k)
+{
+    int lo = 0, hi = n; /* x[0, lo) beat x[lo, n); the k-th is in [lo, hi) */
+    while (hi - lo > 1 && k > lo && k < hi) {
+        const uint64_t p0 = x[lo], p1 = x[lo + (hi - lo) / 2], p2 = x[hi - 1];
+        const uint64_t mn = p0 < p1 ? p0 : p1, mx = p0 < p1 ? p1 : p0;
+        const uint64_t piv = p2 < mn ? mn : p2 > mx ? mx : p2; /* median of three */
+        int a = lo, b = hi;
+        for (int i = lo; i < hi; i++) {
+            const uint64_t v = x[i];
+            tmp[a] = v;
+            tmp[b - 1] = v;
+            a += v > piv;
+            b -= v < piv;
+        }
+        tmp[a] = piv; /* distinct keys: [a, b) is the pivot alone */
+        memcpy(x + lo, tmp + lo, (size_t)(hi - lo) * sizeof *x);
+        if (k <= a)
+            hi = a;
+        else
+            lo = a + 1;
+    }
+}
 
 static int hip_init(void *state, const ab_params *p, const ab_shape *s)
 {
@@ -192,6 +227,11 @@ static void score_keys(const float *k, int d, const vf *qv, const int *rows, int
         const int nu = nk - g < KU ? nk - g : KU;
         const float *kr[KU];
         for (int u = 0; u < KU; u++) kr[u] = k + (size_t)kj[g + (u < nu ? u : 0)] * d;
+        /* the next tile's rows (random rows of K, mostly L2 or L3 misses)
+         * are fetched while this one is scored */
+        for (int u = g + KU; u < g + 2 * KU && u < nk; u++)
+            for (int c = 0; c < d; c += 64 / (int)sizeof(float))
+                __builtin_prefetch(k + (size_t)kj[u] * d + c);
         vf acc[KU];
         score_tile(qv, d, kr[0], kr[1], kr[2], kr[3], kr[4], kr[5], kr[6], kr[7], acc);
         const vi ninf = (vi){ 0 } + (int)0xff800000u; /* -inf bits */
@@ -217,9 +257,10 @@ static void score_keys(const float *k, int d, const vf *qv, const int *rows, int
 
 /* Selection for one query block (h, qb), added to l. Scratch: qt (d,
  * block_q), rows and acc (block_q), br (3 m + 3) branches, keys (3 N +
- * block_k + 1). */
+ * block_k + 1), rk (twice br's), gof (N + 1). */
 static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int h, int qb, float *qt,
-                   int *rows, float *acc, branch *br, int32_t *keys, vf *qv, int *kj, float *ks, double *cost)
+                   int *rows, float *acc, branch *br, int32_t *keys, vf *qv, int *kj, float *ks, uint64_t *rk,
+                   int32_t *gof, double *cost)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = st->block_k, W = st->window;
@@ -296,9 +337,20 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
                 }
             }
             const int keep = nc < m ? nc : m;
-            select_top(ch, nc, keep);
+            if (keep < nc) {
+                for (int t = 0; t < nc; t++) {
+                    rk[t] = rank_key(ch[t].s, ch[t].a);
+                    gof[ch[t].a] = ch[t].g;
+                }
+                top_keys(rk, rk + nc, nc, keep);
+                for (int t = 0; t < keep; t++) {
+                    const int32_t a = INT32_MAX - (int32_t)(uint32_t)rk[t];
+                    br[t] = (branch){ 0.0f, a, gof[a] };
+                }
+            } else {
+                for (int t = 0; t < keep; t++) br[t] = ch[t];
+            }
             cost[0] += nc > 1 ? nc * log2((double)nc) : 0.0;
-            for (int t = 0; t < keep; t++) br[t] = ch[t];
             nb = keep;
         }
     }
@@ -334,8 +386,10 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         vf *qv = aligned_alloc(sizeof(vf), (size_t)d * sizeof *qv);               /* (d) lanes */
         int *kj = malloc(nbr * st->block_k * sizeof *kj);                         /* a round's keys */
         float *ks = malloc(nbr * st->block_k * sizeof *ks);                       /* their scores */
+        uint64_t *rk = malloc(2 * nbr * sizeof *rk);                              /* children's ranks */
+        int32_t *gof = malloc(((size_t)N + 1) * sizeof *gof); /* a child's size by start */
         double cost[2] = { 0.0, 0.0 };
-        int ok = qt && acc && qrows && br && keys && qv && kj && ks;
+        int ok = qt && acc && qrows && br && keys && qv && kj && ks && rk && gof;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -343,7 +397,8 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp for schedule(dynamic, 4)
         for (int r = 0; r < rows; r++) {
             if (!ok) continue;
-            const int ra = hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys, qv, kj, ks, cost);
+            const int ra =
+                hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys, qv, kj, ks, rk, gof, cost);
             if (ra != AB_OK) {
                 ok = 0;
 #pragma omp atomic write
@@ -358,6 +413,8 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         free(qv);
         free(kj);
         free(ks);
+        free(rk);
+        free(gof);
 #pragma omp atomic
         flops += cost[0];
 #pragma omp atomic
