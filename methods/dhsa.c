@@ -40,6 +40,7 @@
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
+#include "methods/vecf.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -103,18 +104,29 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, float *sim, float *tmp,
                         int32_t *start)
 {
-    for (int j = 1; j < N; j++) {
-        const float *a = k + (size_t)(j - 1) * d, *b = k + (size_t)j * d;
-        double ab = 0, aa = 0, bb = 0;
-        for (int c = 0; c < d; c++) {
-            ab += (double)a[c] * b[c];
-            aa += (double)a[c] * a[c];
-            bb += (double)b[c] * b[c];
+    /* |k_j|^2 and k_{j-1} . k_j, each a chain over c in order (as one loop
+     * per key had them); four keys' chains side by side, since one chain
+     * waits on its add every step. |k_{j-1}|^2 is the previous key's. */
+    double prev = 0.0; /* |k_0|^2 */
+    for (int c = 0; c < d; c++) prev += (double)k[c] * k[c];
+    for (int j0 = 1; j0 < N; j0 += 4) {
+        const int nj = N - j0 < 4 ? N - j0 : 4;
+        double ab[4] = { 0, 0, 0, 0 }, bb[4] = { 0, 0, 0, 0 };
+        const float *b = k + (size_t)j0 * d;
+        for (int c = 0; c < d; c++)
+            for (int u = 0; u < 4; u++) {
+                const size_t o = (size_t)(u < nj ? u : 0) * d + c; /* past the end: key j0 again, unused */
+                ab[u] += (double)b[o - d] * b[o];
+                bb[u] += (double)b[o] * b[o];
+            }
+        for (int u = 0; u < nj; u++) {
+            const int j = j0 + u;
+            const double den = sqrt(prev * bb[u]);
+            sim[j] = den > 0 ? (float)(ab[u] / den) : 1.0f;
+            if (isnan(sim[j])) sim[j] = 1.0f;
+            tmp[j - 1] = sim[j];
+            prev = bb[u];
         }
-        const double den = sqrt(aa * bb);
-        sim[j] = den > 0 ? (float)(ab / den) : 1.0f;
-        if (isnan(sim[j])) sim[j] = 1.0f;
-        tmp[j - 1] = sim[j];
     }
     float thr = -INFINITY;
     const int cuts = (N + st->chunk_len - 1) / st->chunk_len - 1; /* boundaries aimed at */
@@ -144,7 +156,8 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     float *sim = malloc((size_t)N * sizeof *sim);             /* (N) */
     float *tmp = malloc((size_t)N * sizeof *tmp);             /* (N) */
     int32_t *start = malloc((size_t)(N + 1) * sizeof *start); /* (C + 1) */
-    float *kc = NULL;
+    float *kc = NULL, *kct = NULL;
+    int ldc = 0;
     double *qm = malloc((size_t)d * sizeof *qm);          /* (d) pooled query */
     bs_cand *sc = malloc((size_t)N * sizeof *sc);         /* (C) */
     run *runs = malloc((size_t)N * sizeof *runs);         /* (C) selected runs */
@@ -164,6 +177,13 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
                 for (int x = 0; x < d; x++) kc[(size_t)c * d + x] += k[(size_t)j * d + x];
             for (int x = 0; x < d; x++) kc[(size_t)c * d + x] *= w;
         }
+        /* kct = kc^T (d, ldc), columns past nc zero: eight chunks' scores
+         * in the lanes of one double vector */
+        ldc = (nc + 7) / 8 * 8;
+        kct = calloc((size_t)d * ldc, sizeof *kct);
+        if (!kct) rc = AB_ENOMEM;
+        for (int c = 0; rc == AB_OK && c < nc; c++)
+            for (int x = 0; x < d; x++) kct[(size_t)x * ldc + c] = kc[(size_t)c * d + x];
     }
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
         const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
@@ -173,20 +193,31 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
         int lo = e - st->window < r0 ? e - st->window : r0;
         lo = lo > 0 ? lo : 0;
         const int budget = mc_dither(st->k, qb);
-        int m = budget - (e - lo); /* selected besides the window */
-        m = m < lo ? m : lo;       /* candidates outside it: [0, lo) */
-        int nk = 0, nr = 0;
-        for (int j = lo; j < e; j++) keys[nk++] = j;
+        int m = budget - (e - lo);    /* selected besides the window */
+        m = m < lo ? m : lo;          /* candidates outside it: [0, lo) */
+        int nk = 0, nr = 0, next = 0; /* keys emitted ascending: below next all are out */
+        const int s1 = st->sink < e ? st->sink : e;
+        for (int j = 0; j < s1; j++) keys[nk++] = j;
+        next = s1;
         if (m > 0) {
             for (int x = 0; x < d; x++) qm[x] = 0.0;
             for (int i = r0; i < r1; i++)
                 for (int x = 0; x < d; x++) qm[x] += q[(size_t)i * d + x];
             const double w = 1.0 / sqrt((double)(r1 - r0)); /* mean · sqrt(rows) */
-            int n = 0;
-            for (int t = 0; t < nc && start[t] < lo; t++) {
-                double acc = 0.0;
-                for (int x = 0; x < d; x++) acc += qm[x] * w * kc[(size_t)t * d + x];
-                sc[n++] = (bs_cand){ isnan(acc) ? -INFINITY : acc * pb->s.scale, t };
+            int n = 0;                                      /* the chunks starting before lo */
+            while (n < nc && start[n] < lo) n++;
+            /* each lane the chain sum_x (qm[x] w) kc[t][x] in x order, as a
+             * scalar loop per chunk had it, eight chunks at a time */
+            for (int t0 = 0; t0 < n; t0 += 8) {
+                v8d acc = { 0 };
+                for (int x = 0; x < d; x++) {
+                    v8f kv;
+                    memcpy(&kv, kct + (size_t)x * ldc + t0, sizeof kv);
+                    const double qw = qm[x] * w;
+                    acc += qw * __builtin_convertvector(kv, v8d);
+                }
+                for (int u = 0; u < 8 && t0 + u < n; u++)
+                    sc[t0 + u] = (bs_cand){ isnan(acc[u]) ? -INFINITY : acc[u] * pb->s.scale, t0 + u };
             }
             bs_sort_desc(sc, n);
             cost[0] += (double)(r1 - r0) * d + (2.0 * d + 1) * n + (n > 1 ? n * log2((double)n) : 0.0);
@@ -207,10 +238,13 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
                 const int skip = drop < runs[t].b - a ? drop : runs[t].b - a;
                 a += skip;
                 drop -= skip;
-                for (int j = a; j < runs[t].b; j++) keys[nk++] = j;
+                for (int j = a > next ? a : next; j < runs[t].b; j++) keys[nk++] = j;
+                next = runs[t].b > next ? runs[t].b : next;
             }
         }
-        for (int j = 0; j < st->sink && j < e; j++) keys[nk++] = j;
+        for (int j = lo > next ? lo : next; j < e; j++) keys[nk++] = j;
+        /* sinks, runs (sorted, disjoint, below lo), window: ascending, no
+         * repeats, so the builder has nothing to sort */
         rc = ab_layout_add_tokens(l, h, qb, keys, nk);
     }
     /* chunking: cosine of neighbouring keys 6d + 2 (three dot products, the
@@ -222,6 +256,7 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     free(tmp);
     free(start);
     free(kc);
+    free(kct);
     free(qm);
     free(sc);
     free(runs);
