@@ -34,6 +34,7 @@
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
+#include "methods/vecf.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -95,23 +96,35 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
 }
 
 /* Steps 3-4 for query block qb of one head: the kept keys (original
- * indices, may repeat) into keys; returns their count. pkm: (nkb, d) means
- * of the permuted key blocks; cand: nkb; qm: d. */
+ * indices, may repeat) into keys; returns their count. pkt: (d, ldk) the
+ * means of the permuted key blocks, transposed (columns past nkb zero);
+ * cand: nkb; qm: d; sc: ldk. */
 static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l, int h, int qb, int seg,
-                   const int32_t *perm, const float *pkm, int first_blk, float *qm, bs_cand *cand,
-                   int32_t *keys, int *ncand)
+                   const int32_t *perm, const float *pkt, int ldk, int first_blk, float *qm, bs_cand *cand,
+                   double *sc, int32_t *keys, int *ncand)
 {
     const int N = l->seq_len, d = pb->s.head_dim, bq = l->block_q, bk = l->block_k, nkb = l->n_kblocks;
     const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
     const int own = r0 / seg, diag = bs_diag_block(qb, bq, bk, N);
     bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
     for (int c = 0; c < d; c++) qm[c] *= (float)nr / (float)bq; /* zero-padded rows count in the mean */
+    /* the logits of the key blocks up to the last candidate, eight blocks
+     * to a double vector: each lane the c-ordered chain a scalar loop per
+     * block had (a chain waits on its add every step) */
+    const int kend = pb->s.causal && diag + 1 < nkb ? diag + 1 : nkb;
+    for (int kb0 = 0; kb0 < kend; kb0 += 8) {
+        v8d acc = { 0 };
+        for (int c = 0; c < d; c++) {
+            v8f kv;
+            memcpy(&kv, pkt + (size_t)c * ldk + kb0, sizeof kv);
+            acc += (double)qm[c] * __builtin_convertvector(kv, v8d);
+        }
+        memcpy(sc + kb0, &acc, sizeof acc);
+    }
     int m = 0;
-    for (int kb = 0; kb < nkb; kb++) {
-        if ((pb->s.causal && kb > diag) || kb * bk / seg == own) continue;
-        double sc = 0.0;
-        for (int c = 0; c < d; c++) sc += (double)qm[c] * pkm[(size_t)kb * d + c];
-        cand[m].score = sc * pb->s.scale;
+    for (int kb = 0; kb < kend; kb++) {
+        if (kb * bk / seg == own) continue;
+        cand[m].score = sc[kb] * pb->s.scale;
         cand[m].idx = kb;
         m++;
     }
@@ -156,8 +169,9 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
         return rd == AB_OK ? ab_layout_set_cost(l, 0, 0) : rd;
     }
     const int nl = N < bq ? N : bq;
-    int32_t *perm = malloc((size_t)H * N * sizeof *perm);   /* (heads, N) key order */
-    float *pkm = malloc((size_t)H * nkb * d * sizeof *pkm); /* (heads, n_kblocks, d) permuted block means */
+    int32_t *perm = malloc((size_t)H * N * sizeof *perm); /* (heads, N) key order */
+    const int ldk = (nkb + 7) / 8 * 8;
+    float *pkm = malloc((size_t)H * ldk * d * sizeof *pkm); /* (heads, d, ldk) permuted block means^T */
     int *first = malloc((size_t)H * sizeof *first);         /* permuted block holding token 0 */
     int rc = (perm && pkm && first) ? AB_OK : AB_ENOMEM;
     double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
@@ -181,16 +195,16 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
                 const float *k = pb->k + (size_t)h * N * d;
                 int32_t *pm = perm + (size_t)h * N;
                 pbs_permute(pb->q + (size_t)h * N * d, k, N, d, nl, seg, pb->s.scale, s, bt, row, imp, pm);
-                float *means = pkm + (size_t)h * nkb * d;
+                float *means = pkm + (size_t)h * ldk * d, *mu = bt; /* bt: (d) scratch here */
                 first[h] = -1;
-                for (int b = 0; b < nkb; b++) {
-                    float *mu = means + (size_t)b * d;
+                for (int b = 0; b < ldk; b++) {
                     for (int c = 0; c < d; c++) mu[c] = 0.0f;
-                    for (int j = b * bk; j < (b + 1) * bk && j < N; j++) {
+                    for (int j = b * bk; b < nkb && j < (b + 1) * bk && j < N; j++) {
                         if (pm[j] == 0) first[h] = b;
                         for (int c = 0; c < d; c++) mu[c] += k[(size_t)pm[j] * d + c];
                     }
-                    for (int c = 0; c < d; c++) mu[c] /= (float)bk; /* zero-padded to a whole block */
+                    for (int c = 0; c < d; c++)
+                        means[(size_t)c * ldk + b] = mu[c] / (float)bk; /* zero-padded */
                 }
             }
             free(s);
@@ -205,8 +219,9 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
         {
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
+            double *sc = malloc((size_t)ldk * sizeof *sc);
             int32_t *keys = malloc(((size_t)nkb * bk + bk + seg) * sizeof *keys); /* one row's keys */
-            int ok = qm && cand && keys;
+            int ok = qm && cand && sc && keys;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -216,8 +231,8 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
                 if (!ok) continue;
                 const int h = r / nqb, qb = r % nqb;
                 int m = 0;
-                const int nk = pbs_row(st, pb, l, h, qb, seg, perm + (size_t)h * N, pkm + (size_t)h * nkb * d,
-                                       first[h], qm, cand, keys, &m);
+                const int nk = pbs_row(st, pb, l, h, qb, seg, perm + (size_t)h * N, pkm + (size_t)h * ldk * d,
+                                       ldk, first[h], qm, cand, sc, keys, &m);
                 cands += m;
                 sorted += m > 1 ? m * log2((double)m) : 0.0;
                 const int ra = ab_layout_add_tokens(l, h, qb, keys, nk);
@@ -229,6 +244,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
             }
             free(qm);
             free(cand);
+            free(sc);
             free(keys);
         }
     }
