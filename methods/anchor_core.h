@@ -29,6 +29,7 @@
 #include "methods/block_score.h"
 
 #define ANC_CHUNK 1024 /* keys scored per panel */
+#define ANC_BATCH 16   /* groups scored together at most (anc_keep) */
 
 /* One group: query rows [r0, r1), pooled in sub-blocks of `sub` rows; dense
  * regions [0, init1) and [loc0, loc1) (keys). */
@@ -122,13 +123,14 @@ static inline double anc_pairs(int a, int b, int x0, int x1, int causal)
     return n;
 }
 
-/* Steps 1-3 for group g of one head (q, k: (N, d)); the kept keys, sorted,
- * into stripes; returns their count. Adds the algorithm's work to s->flops
- * and s->bytes: anchors 2d+1 per (row, region key) pair (causal), pooling
- * rows*(d+1) adds, stripe logits 2d+1 per (sub-block, candidate key); bytes
- * the group's Q rows, the region and candidate K rows, the kept list. */
-static inline int anc_stripes(const float *q, const float *k, int N, int d, int causal, float scale,
-                              double theta, const anc_group *g, anc_scratch *s, int32_t *stripes)
+/* Steps 1-2 for group g of one head: its T sub-blocks' pooled queries and
+ * anchors into qbar, abar from row t0 on; returns T (0: no candidate key,
+ * nothing written). Adds the algorithm's work to s->flops and s->bytes:
+ * anchors 2d+1 per (row, region key) pair (causal), pooling rows*(d+1)
+ * adds, stripe logits 2d+1 per (sub-block, candidate key); bytes the
+ * group's Q rows, the region and candidate K rows. */
+static inline int anc_pool(const float *q, const float *k, int N, int d, int causal, float scale,
+                           const anc_group *g, anc_scratch *s, int t0)
 {
     const int kend = causal ? (g->r1 < N ? g->r1 : N) : N;
     int c[2][2];
@@ -145,8 +147,8 @@ static inline int anc_stripes(const float *q, const float *k, int N, int d, int 
         for (int r = 0; r < 2; r++) anc_rowmax(q, k, d, scale, causal, a, b, dr[r][0], dr[r][1], s);
         double sum = 0.0;
         for (int i = a; i < b; i++) sum += s->rmax[i - a];
-        s->abar[t] = sum / (b - a);
-        bs_mean_rows(q, d, a, b - a, s->qbar + (size_t)t * d);
+        s->abar[t0 + t] = sum / (b - a);
+        bs_mean_rows(q, d, a, b - a, s->qbar + (size_t)(t0 + t) * d);
     }
     const int rows = g->r1 - g->r0;
     double pairs = 0.0, rkeys = 0.0;
@@ -157,21 +159,62 @@ static inline int anc_stripes(const float *q, const float *k, int N, int d, int 
     }
     s->flops += (2.0 * d + 1) * pairs + (double)rows * (d + 1) + (2.0 * d + 1) * T * ncand;
     s->bytes += 4.0 * ((double)rows * d + (rkeys + ncand) * d);
-    int n = 0;
-    for (int r = 0; r < 2; r++)
-        for (int j0 = c[r][0]; j0 < c[r][1]; j0 += ANC_CHUNK) {
-            const int nj = c[r][1] - j0 < ANC_CHUNK ? c[r][1] - j0 : ANC_CHUNK;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nj, d, scale, s->qbar, d,
-                        k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
-            for (int j = 0; j < nj; j++)
-                for (int t = 0; t < T; t++)
-                    if ((double)s->panel[(size_t)t * nj + j] + theta >= s->abar[t]) {
-                        stripes[n++] = j0 + j;
-                        break;
-                    }
-        }
-    s->bytes += 4.0 * n;
-    return n;
+    return T;
 }
 
+/* Step 3 for ng groups g[0, ng) of one head pooled by anc_pool, group b's
+ * T[b] sub-blocks at rows t0[b] of qbar, abar (T[b] = 0: no candidate):
+ * the kept keys of group b, sorted, into stripes + b * ldst, their count
+ * into n[b]. All pooled queries of the groups go through one SGEMM per
+ * panel of keys, so that a group of one sub-block (anchor_small) is not
+ * a matrix-vector product re-reading K: each group then keeps the keys
+ * of its own candidate ranges. */
+static inline void anc_keep(const float *k, int N, int d, int causal, float scale, double theta,
+                            const anc_group *g, const int *T, const int *t0, int ng, anc_scratch *s,
+                            int32_t *stripes, size_t ldst, int *n)
+{
+    int c[ANC_BATCH][2][2], ka = N, kz = 0, rows = 0;
+    for (int b = 0; b < ng; b++) {
+        n[b] = 0;
+        if (!T[b]) continue;
+        anc_candidates(&g[b], causal ? (g[b].r1 < N ? g[b].r1 : N) : N, c[b]);
+        for (int r = 0; r < 2; r++)
+            if (c[b][r][1] > c[b][r][0]) {
+                ka = c[b][r][0] < ka ? c[b][r][0] : ka;
+                kz = c[b][r][1] > kz ? c[b][r][1] : kz;
+            }
+        rows = t0[b] + T[b] > rows ? t0[b] + T[b] : rows;
+    }
+    for (int j0 = ka; j0 < kz; j0 += ANC_CHUNK) {
+        const int nj = kz - j0 < ANC_CHUNK ? kz - j0 : ANC_CHUNK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nj, d, scale, s->qbar, d,
+                    k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
+        for (int b = 0; b < ng; b++) {
+            if (!T[b]) continue;
+            int32_t *out = stripes + (size_t)b * ldst;
+            for (int r = 0; r < 2; r++) {
+                const int x0 = c[b][r][0] > j0 ? c[b][r][0] : j0;
+                const int x1 = c[b][r][1] < j0 + nj ? c[b][r][1] : j0 + nj;
+                for (int j = x0; j < x1; j++)
+                    for (int t = t0[b]; t < t0[b] + T[b]; t++)
+                        if ((double)s->panel[(size_t)t * nj + (j - j0)] + theta >= s->abar[t]) {
+                            out[n[b]++] = j;
+                            break;
+                        }
+            }
+        }
+    }
+    for (int b = 0; b < ng; b++) s->bytes += 4.0 * n[b];
+}
+
+/* Steps 1-3 for group g of one head (q, k: (N, d)); the kept keys, sorted,
+ * into stripes; returns their count. */
+static inline int anc_stripes(const float *q, const float *k, int N, int d, int causal, float scale,
+                              double theta, const anc_group *g, anc_scratch *s, int32_t *stripes)
+{
+    const int T = anc_pool(q, k, N, d, causal, scale, g, s, 0), t0 = 0;
+    int n = 0;
+    if (T) anc_keep(k, N, d, causal, scale, theta, g, &T, &t0, 1, s, stripes, 0, &n);
+    return n;
+}
 #endif

@@ -60,46 +60,60 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
     const anchor_small_state *st = state;
     const int H = l->heads, N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
-    const int rows = H * nqb;
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
 
-    const int blas = mc_blas_serial_begin(); /* one SGEMM per group, each thread its own */
+    const int blas = mc_blas_serial_begin();            /* one SGEMM per group, each thread its own */
+    const int nbat = (nqb + ANC_BATCH - 1) / ANC_BATCH; /* batches of query blocks per head */
 #pragma omp parallel reduction(+ : flops, bytes)
     {
         anc_scratch sc;
-        int32_t *stripes = malloc((size_t)N * sizeof *stripes); /* (N) one block's kept keys */
-        int ok = anc_scratch_alloc(&sc, bq, 1, d) && stripes;
+        /* (ANC_BATCH, N) the kept keys of a batch's blocks */
+        int32_t *stripes = malloc((size_t)ANC_BATCH * N * sizeof *stripes);
+        int ok = anc_scratch_alloc(&sc, bq, ANC_BATCH, d) && stripes;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
         }
-#pragma omp for schedule(dynamic, 2)
-        for (int r = 0; r < rows; r++) {
+#pragma omp for schedule(dynamic, 1)
+        for (int r = 0; r < H * nbat; r++) {
             if (!ok) continue;
-            const int h = r / nqb, qb = r % nqb;
-            const int diag = bs_diag_block(qb, bq, bk, N);
-            const int lo = diag - st->local_blocks + 1 > 0 ? diag - st->local_blocks + 1 : 0;
-            const int hi =
-                causal ? diag
-                       : (diag + st->local_blocks - 1 < nkb - 1 ? diag + st->local_blocks - 1 : nkb - 1);
-            const anc_group g = { .r0 = qb * bq,
-                                  .r1 = (qb + 1) * bq < N ? (qb + 1) * bq : N,
-                                  .sub = bq,
-                                  .init1 = bk < N ? bk : N,
-                                  .loc0 = lo * bk,
-                                  .loc1 = (hi + 1) * bk < N ? (hi + 1) * bk : N };
+            /* one batch: query blocks [qa, qz) of head h, their pooled
+             * queries scored in one SGEMM per key panel (anc_keep) */
+            const int h = r / nbat, qa = (r % nbat) * ANC_BATCH;
+            const int qz = qa + ANC_BATCH < nqb ? qa + ANC_BATCH : nqb;
+            anc_group g[ANC_BATCH];
+            int T[ANC_BATCH], t0[ANC_BATCH], n[ANC_BATCH], lo[ANC_BATCH], hi[ANC_BATCH], rows = 0;
             const size_t off = (size_t)h * N * d;
-            const int n =
-                anc_stripes(pb->q + off, pb->k + off, N, d, causal, pb->s.scale, st->theta, &g, &sc, stripes);
-            /* the first and the local blocks densely, plus the stripes */
-            int ra = ab_layout_add_block(l, h, qb, 0);
-            if (ra == AB_OK) ra = ab_layout_add_block_range(l, h, qb, lo, hi + 1);
-            if (ra == AB_OK) ra = ab_layout_add_tokens(l, h, qb, stripes, n);
-            if (ra != AB_OK) {
-                ok = 0;
+            for (int qb = qa; qb < qz; qb++) {
+                const int b = qb - qa, diag = bs_diag_block(qb, bq, bk, N);
+                lo[b] = diag - st->local_blocks + 1 > 0 ? diag - st->local_blocks + 1 : 0;
+                hi[b] = causal
+                            ? diag
+                            : (diag + st->local_blocks - 1 < nkb - 1 ? diag + st->local_blocks - 1 : nkb - 1);
+                g[b] = (anc_group){ .r0 = qb * bq,
+                                    .r1 = (qb + 1) * bq < N ? (qb + 1) * bq : N,
+                                    .sub = bq,
+                                    .init1 = bk < N ? bk : N,
+                                    .loc0 = lo[b] * bk,
+                                    .loc1 = (hi[b] + 1) * bk < N ? (hi[b] + 1) * bk : N };
+                t0[b] = rows;
+                T[b] = anc_pool(pb->q + off, pb->k + off, N, d, causal, pb->s.scale, &g[b], &sc, rows);
+                rows += T[b];
+            }
+            anc_keep(pb->k + off, N, d, causal, pb->s.scale, st->theta, g, T, t0, qz - qa, &sc, stripes,
+                     (size_t)N, n);
+            for (int qb = qa; ok && qb < qz; qb++) {
+                /* the first and the local blocks densely, plus the stripes */
+                const int b = qb - qa;
+                int ra = ab_layout_add_block(l, h, qb, 0);
+                if (ra == AB_OK) ra = ab_layout_add_block_range(l, h, qb, lo[b], hi[b] + 1);
+                if (ra == AB_OK) ra = ab_layout_add_tokens(l, h, qb, stripes + (size_t)b * N, n[b]);
+                if (ra != AB_OK) {
+                    ok = 0;
 #pragma omp atomic write
-                rc = ra;
+                    rc = ra;
+                }
             }
         }
         flops += sc.flops;
