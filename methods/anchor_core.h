@@ -27,9 +27,13 @@
 #include <stdlib.h>
 
 #include "methods/block_score.h"
+#include "methods/vecf.h"
 
 #define ANC_CHUNK 1024 /* keys scored per panel */
-#define ANC_BATCH 16   /* groups scored together at most (anc_keep) */
+#ifndef ANC_BATCH
+#define ANC_BATCH 32 /* groups scored together at most (anc_keep) */
+#endif
+typedef int v8i __attribute__((vector_size(8 * sizeof(int))));
 
 /* One group: query rows [r0, r1), pooled in sub-blocks of `sub` rows; dense
  * regions [0, init1) and [loc0, loc1) (keys). */
@@ -195,7 +199,21 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
             for (int r = 0; r < 2; r++) {
                 const int x0 = c[b][r][0] > j0 ? c[b][r][0] : j0;
                 const int x1 = c[b][r][1] < j0 + nj ? c[b][r][1] : j0 + nj;
-                for (int j = x0; j < x1; j++)
+                /* eight keys at a time: lane u is kept iff some sub-block
+                 * t has (double)logit + theta >= abar[t], the scalar test */
+                int j = x0;
+                for (; j + 8 <= x1; j += 8) {
+                    v8i keep = { 0 };
+                    for (int t = t0[b]; t < t0[b] + T[b]; t++) {
+                        v8f lf;
+                        memcpy(&lf, s->panel + (size_t)t * nj + (j - j0), sizeof lf);
+                        const v8d x = __builtin_convertvector(lf, v8d) + theta;
+                        keep |= __builtin_convertvector(x >= s->abar[t], v8i);
+                    }
+                    for (int u = 0; u < 8; u++)
+                        if (keep[u]) out[n[b]++] = j + u;
+                }
+                for (; j < x1; j++)
                     for (int t = t0[b]; t < t0[b] + T[b]; t++)
                         if ((double)s->panel[(size_t)t * nj + (j - j0)] + theta >= s->abar[t]) {
                             out[n[b]++] = j;

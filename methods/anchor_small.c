@@ -68,7 +68,7 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp parallel reduction(+ : flops, bytes)
     {
         anc_scratch sc;
-        /* (ANC_BATCH, N) the kept keys of a batch's blocks */
+        /* (ANC_BATCH, N) the kept keys of a batch's blocks (128 N bytes) */
         int32_t *stripes = malloc((size_t)ANC_BATCH * N * sizeof *stripes);
         int ok = anc_scratch_alloc(&sc, bq, ANC_BATCH, d) && stripes;
         if (!ok) {
