@@ -16,12 +16,13 @@
  *   kernels_bench [--quick] [--n 1024,2048,...] [--d 64,128] [--threads 1,2]
  *                 [--heads 8] [--density 0.05,...] [--sparse-max-n N] [--sparse-d LIST]
  *                 [--min-time S] [--min-reps R] [--max-reps R] [--big N]
- *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big|peak]
+ *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big|peak|chunk]
  *
  * Writes DIR/kernels.tsv (one row per measurement), DIR/summary.tsv (one row
  * per shape and thread count: roofline ratio, sparse/flash time ratios,
  * 2-thread speed-up, SDPA ratio, fractions of the FMA peak), DIR/peak.tsv
- * (the FMA peak per thread count) and DIR/big.tsv; prints the summary. Each
+ * (the FMA peak per thread count), DIR/chunk.tsv (the chunk step alone in
+ * cache, per head_dim: the kernels' ceiling) and DIR/big.tsv; prints the summary. Each
  * file starts with `#` comment lines: ISA, OpenBLAS build and core
  * (detected, best, running, source: harness/engine/blascore.h), load average. */
 #include <cblas.h>
@@ -46,6 +47,7 @@
 #include "harness/engine/blascore.h"
 #include "runtime/layout.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/tile.h"
 #include "runtime/kernels.h"
 #include "kernels/kernels.h"
 
@@ -509,6 +511,58 @@ static double peak_for(const peak_res *res, int n, int T)
     return NAN;
 }
 
+/* ---- the chunk step in cache ---------------------------------------------
+ * The ceiling of every CPU kernel: the fp32 chunk step (QK^T, online
+ * softmax, PV; simd_*.c) of one 64-row query tile over 1024 keys in
+ * unmasked 64-key chunks, one thread, the 256 KiB of K and V (d = 64)
+ * resident in L2 and the tile in L1/L2. No kernel of kernels/cpu runs its
+ * chunks faster than this; flash / chunk is what streaming K and V from
+ * memory, masking and the tile set-up cost. Best of `reps` timings of
+ * enough passes for min_time / reps seconds each. */
+enum { CHUNK_Q = 64, CHUNK_K = 64, CHUNK_KEYS = 1024 };
+
+static double chunk_gflops(int d, int isa, double min_time, int reps)
+{
+    float *q = aligned_alloc(64, (size_t)CHUNK_Q * d * sizeof(float));
+    float *k = aligned_alloc(64, (size_t)CHUNK_KEYS * d * sizeof(float));
+    float *v = aligned_alloc(64, (size_t)CHUNK_KEYS * d * sizeof(float));
+    ab_tile t;
+    double best = NAN;
+    if (q && k && v && ab_tile_alloc(&t, d, CHUNK_Q, CHUNK_K, isa) == AB_OK) {
+        uint64_t sd = 0x6368756e6bull + (uint64_t)d;
+        for (size_t i = 0; i < (size_t)CHUNK_Q * d; i++) q[i] = rng_unif(&sd);
+        for (size_t i = 0; i < (size_t)CHUNK_KEYS * d; i++) {
+            k[i] = rng_unif(&sd);
+            v[i] = rng_unif(&sd);
+        }
+        const double flops = 4.0 * CHUNK_Q * CHUNK_KEYS * d; /* one pass */
+        long passes = 1;
+        for (int r = -1; r < reps; r++) { /* r = -1: warm-up, sizes the passes */
+            const double t0 = now_s();
+            for (long p = 0; p < passes; p++) {
+                ab_tile_reset(&t, CHUNK_Q);
+                ab_tile_load_q(&t, q, (size_t)d, 1.0f / sqrtf((float)d));
+                for (int j = 0; j < CHUNK_KEYS; j += CHUNK_K)
+                    t.chunk(&t, k + (size_t)j * d, v + (size_t)j * d, CHUNK_K, 0);
+            }
+            const double e = now_s() - t0;
+            if (r < 0) {
+                const double want = min_time / (reps > 0 ? reps : 1);
+                passes = e > 0 ? (long)ceil(want / e) : 1000;
+                passes = passes < 1 ? 1 : passes;
+            } else {
+                const double g = flops * passes / e * 1e-9;
+                best = isnan(best) || g > best ? g : best;
+            }
+        }
+        ab_tile_free(&t);
+    }
+    free(q);
+    free(k);
+    free(v);
+    return best;
+}
+
 /* ---- sparse layouts ------------------------------------------------------ */
 
 /* Partial Fisher-Yates: the first m entries of perm[0..n) become a uniform
@@ -738,7 +792,7 @@ static void usage(void)
     fprintf(stderr, "usage: kernels_bench [--quick] [--n LIST] [--d LIST] [--threads LIST] "
                     "[--heads H] [--density LIST] [--sparse-max-n N] [--sparse-d LIST] [--min-time S] "
                     "[--min-reps R] [--max-reps R] [--big N] [--sdpa FILE] [--out DIR] "
-                    "[--only flash|sparse|big|peak]\n");
+                    "[--only flash|sparse|big|peak|chunk]\n");
 }
 
 int main(int argc, char **argv)
@@ -828,10 +882,17 @@ int main(int argc, char **argv)
         }
     }
     if (c.max_reps < c.min_reps) c.max_reps = c.min_reps;
+    if (c.only && strcmp(c.only, "flash") && strcmp(c.only, "sparse") && strcmp(c.only, "big") &&
+        strcmp(c.only, "peak") && strcmp(c.only, "chunk")) {
+        fprintf(stderr, "kernels_bench: --only %s: expected flash, sparse, big, peak or chunk\n", c.only);
+        usage();
+        return 2;
+    }
     const int do_flash = !c.only || !strcmp(c.only, "flash") || !strcmp(c.only, "sparse");
     const int do_sparse = !c.only || !strcmp(c.only, "sparse");
     const int do_big = (!c.only || !strcmp(c.only, "big")) && c.big_n > 0;
-    const int do_peak = do_flash || (c.only && !strcmp(c.only, "peak"));
+    const int do_chunk = do_flash || (c.only && !strcmp(c.only, "chunk"));
+    const int do_peak = do_flash || do_chunk || (c.only && !strcmp(c.only, "peak"));
 
     if (mkdir(c.out, 0755) && errno != EEXIST) {
         perror(c.out);
@@ -891,6 +952,33 @@ int main(int argc, char **argv)
                    PEAK_TARGET_S, PEAK_CHAINS);
         }
         fclose(pt);
+        fflush(stdout);
+    }
+    if (do_chunk) { /* the chunk step in cache, one thread, each head_dim */
+        snprintf(path, sizeof path, "%s/chunk.tsv", c.out);
+        FILE *ct_f = fopen(path, "w");
+        if (!ct_f) {
+            perror(path);
+            return 1;
+        }
+        tsv_comment(ct_f, isa, load0, peak, npeak);
+        fprintf(ct_f,
+                "# the fp32 chunk step alone: a %d-row tile over %d keys in %d-key chunks, unmasked, "
+                "in cache, one thread; best of %d timings\n",
+                CHUNK_Q, CHUNK_KEYS, CHUNK_K, c.min_reps);
+        fprintf(ct_f, "isa\td\tgflops\tfrac_peak\n");
+        const double pk1 = peak_for(peak, npeak, 1);
+        omp_set_num_threads(1);
+        for (int id = 0; id < c.nd; id++) {
+            const double g = chunk_gflops(c.d[id], ab_cpu_isa_pick(), c.min_time, c.min_reps);
+            fprintf(ct_f, "%s\t%d\t%.2f\t%.4f\n", isa, c.d[id], g, g / pk1);
+            printf("kernels_bench: chunk step isa=%s d=%d in cache, 1 thread: %.1f GFLOP/s", isa, c.d[id], g);
+            if (isnan(pk1))
+                printf(" (no 1-thread peak: --threads without 1)\n");
+            else
+                printf(" (%.2f of the 1-thread FMA peak)\n", g / pk1);
+        }
+        fclose(ct_f);
         fflush(stdout);
     }
     tsv_comment(tsv, isa, load0, peak, npeak);

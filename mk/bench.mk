@@ -1,7 +1,8 @@
 # mk/bench.mk — `make bench`: speed of the CPU kernels against the OpenBLAS
 # SGEMM roofline, the sparse kernels against flash, and (when PyTorch is in
 # build/venv) torch SDPA, all also as fractions of the measured fp32 FMA
-# peak; writes $(BENCH_OUT)/*.tsv (peak.tsv: the peak) and roofline.png.
+# peak; writes $(BENCH_OUT)/*.tsv (peak.tsv: the peak; chunk.tsv: the chunk step
+# alone in cache, the kernels' ceiling) and roofline.png.
 #   make bench                 full grid: N = 1K..32K, d = 64,128, 1 and 2 threads
 #   make bench BENCH_QUICK=1   N = 1K..4K, shorter repeats (CI-size)
 #   make bench BENCH_ARGS='--n 4096 --d 128'   any kernels_bench option
