@@ -96,12 +96,12 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
 }
 
 /* Steps 3-4 for query block qb of one head: the kept keys (original
- * indices, may repeat) into keys; returns their count. pkt: (d, ldk) the
+ * indices, ascending, once each) into keys; returns their count. pkt: (d, ldk) the
  * means of the permuted key blocks, transposed (columns past nkb zero);
- * cand: nkb; qm: d; sc: ldk. */
+ * cand: nkb; qm: d; sc: ldk; kbm: N / 64 + 1 zero words. */
 static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l, int h, int qb, int seg,
                    const int32_t *perm, const float *pkt, int ldk, int first_blk, float *qm, bs_cand *cand,
-                   double *sc, int32_t *keys, int *ncand)
+                   double *sc, uint64_t *kbm, int32_t *keys, int *ncand)
 {
     const int N = l->seq_len, d = pb->s.head_dim, bq = l->block_q, bk = l->block_k, nkb = l->n_kblocks;
     const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
@@ -144,17 +144,31 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
         }
         if (st->tau < 1.0 && cum < st->tau) n = 0; /* never reached (rounding): none, as the official */
     }
-    int nk = 0;
+    /* the kept keys as bits (kbm: N / 64 + 1 words, zero on entry and on
+     * return), then read out ascending and once each: the permuted blocks'
+     * keys come in importance order, which the layout builder would sort */
+    int w0 = N / 64, w1 = 0;
+#define PBS_TAKE(j)                        \
+    do {                                   \
+        const int j_ = (j);                \
+        kbm[j_ >> 6] |= 1ull << (j_ & 63); \
+        w0 = j_ >> 6 < w0 ? j_ >> 6 : w0;  \
+        w1 = j_ >> 6 > w1 ? j_ >> 6 : w1;  \
+    } while (0)
     for (int t = 0; t < n; t++) {
         const int j0 = cand[t].idx * bk, j1 = j0 + bk < N ? j0 + bk : N;
-        for (int j = j0; j < j1; j++) keys[nk++] = perm[j];
+        for (int j = j0; j < j1; j++) PBS_TAKE(perm[j]);
     }
     if (first_blk >= 0) {
         const int j0 = first_blk * bk, j1 = j0 + bk < N ? j0 + bk : N;
-        for (int j = j0; j < j1; j++) keys[nk++] = perm[j];
+        for (int j = j0; j < j1; j++) PBS_TAKE(perm[j]);
     }
     const int s1 = (own + 1) * seg < N ? (own + 1) * seg : N;
-    for (int j = own * seg; j < s1; j++) keys[nk++] = j; /* the own segment (the mask keeps it causal) */
+    for (int j = own * seg; j < s1; j++) PBS_TAKE(j); /* the own segment (the mask keeps it causal) */
+#undef PBS_TAKE
+    int nk = 0;
+    for (int w = w0; w <= w1; w++)
+        for (; kbm[w]; kbm[w] &= kbm[w] - 1) keys[nk++] = w * 64 + __builtin_ctzll(kbm[w]);
     return nk;
 }
 
@@ -220,8 +234,9 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
             float *qm = malloc((size_t)d * sizeof *qm);
             bs_cand *cand = malloc((size_t)nkb * sizeof *cand);
             double *sc = malloc((size_t)ldk * sizeof *sc);
+            uint64_t *kbm = calloc((size_t)N / 64 + 1, sizeof *kbm);              /* one row's keys as bits */
             int32_t *keys = malloc(((size_t)nkb * bk + bk + seg) * sizeof *keys); /* one row's keys */
-            int ok = qm && cand && sc && keys;
+            int ok = qm && cand && sc && kbm && keys;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -232,7 +247,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
                 const int h = r / nqb, qb = r % nqb;
                 int m = 0;
                 const int nk = pbs_row(st, pb, l, h, qb, seg, perm + (size_t)h * N, pkm + (size_t)h * ldk * d,
-                                       ldk, first[h], qm, cand, sc, keys, &m);
+                                       ldk, first[h], qm, cand, sc, kbm, keys, &m);
                 cands += m;
                 sorted += m > 1 ? m * log2((double)m) : 0.0;
                 const int ra = ab_layout_add_tokens(l, h, qb, keys, nk);
@@ -245,6 +260,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
             free(qm);
             free(cand);
             free(sc);
+            free(kbm);
             free(keys);
         }
     }
