@@ -257,10 +257,10 @@ static void score_keys(const float *k, int d, const vf *qv, const int *rows, int
 
 /* Selection for one query block (h, qb), added to l. Scratch: qt (d,
  * block_q), rows and acc (block_q), br (3 m + 3) branches, keys (3 N +
- * block_k + 1), rk (twice br's), gof (N + 1). */
+ * block_k + 1), rk (twice br's), gof (N + 1), kbm (N / 64 + 1 zero words). */
 static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int h, int qb, float *qt,
                    int *rows, float *acc, branch *br, int32_t *keys, vf *qv, int *kj, float *ks, uint64_t *rk,
-                   int32_t *gof, double *cost)
+                   int32_t *gof, uint64_t *kbm, double *cost)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = st->block_k, W = st->window;
@@ -354,14 +354,24 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
             nb = keep;
         }
     }
-    for (int t = 0; t < nb; t++) { /* the chosen key blocks */
+    /* the chosen key blocks, the sinks and the sliding window of the
+     * block's rows (non-causal: the block's own rows), marked in the bit
+     * set kbm (zero on entry and on return) and read out ascending, once
+     * each: the blocks come in rank order, which the layout builder would
+     * sort */
+    int zw = 0; /* one past the last word marked */
+#define HIP_MARK(a, b)                                               \
+    for (int j = (a); j < (b); j++) kbm[j >> 6] |= 1ull << (j & 63); \
+    zw = (b) > (a) && ((b) + 63) / 64 > zw ? ((b) + 63) / 64 : zw
+    for (int t = 0; t < nb; t++) {
         const int j0 = lo + br[t].a * bk, j1 = lo + (br[t].a + br[t].g) * bk;
-        for (int j = j0; j < j1 && j < N; j++) keys[n++] = j;
+        HIP_MARK(j0, j1 < N ? j1 : N);
     }
-    /* always: the sinks and the sliding window of the block's rows
-     * (non-causal: the block's own rows) */
-    for (int j = 0; j < s1; j++) keys[n++] = j;
-    for (int j = causal ? (r0 - W + 1 > 0 ? r0 - W + 1 : 0) : r0; j < r1; j++) keys[n++] = j;
+    HIP_MARK(0, s1);
+    HIP_MARK(causal ? (r0 - W + 1 > 0 ? r0 - W + 1 : 0) : r0, r1);
+#undef HIP_MARK
+    for (int w = 0; w < zw; w++)
+        for (; kbm[w]; kbm[w] &= kbm[w] - 1) keys[n++] = w * 64 + __builtin_ctzll(kbm[w]);
     return ab_layout_add_tokens(l, h, qb, keys, n);
 }
 
@@ -387,9 +397,10 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         int *kj = malloc(nbr * st->block_k * sizeof *kj);                         /* a round's keys */
         float *ks = malloc(nbr * st->block_k * sizeof *ks);                       /* their scores */
         uint64_t *rk = malloc(2 * nbr * sizeof *rk);                              /* children's ranks */
-        int32_t *gof = malloc(((size_t)N + 1) * sizeof *gof); /* a child's size by start */
+        int32_t *gof = malloc(((size_t)N + 1) * sizeof *gof);    /* a child's size by start */
+        uint64_t *kbm = calloc((size_t)N / 64 + 1, sizeof *kbm); /* one row's keys as bits */
         double cost[2] = { 0.0, 0.0 };
-        int ok = qt && acc && qrows && br && keys && qv && kj && ks && rk && gof;
+        int ok = qt && acc && qrows && br && keys && qv && kj && ks && rk && gof && kbm;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -397,8 +408,8 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp for schedule(dynamic, 4)
         for (int r = 0; r < rows; r++) {
             if (!ok) continue;
-            const int ra =
-                hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys, qv, kj, ks, rk, gof, cost);
+            const int ra = hip_row(st, pb, l, r / nqb, r % nqb, qt, qrows, acc, br, keys, qv, kj, ks, rk, gof,
+                                   kbm, cost);
             if (ra != AB_OK) {
                 ok = 0;
 #pragma omp atomic write
@@ -415,6 +426,7 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         free(ks);
         free(rk);
         free(gof);
+        free(kbm);
 #pragma omp atomic
         flops += cost[0];
 #pragma omp atomic
