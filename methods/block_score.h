@@ -476,11 +476,32 @@ static inline void bs_logits(const float *q, int nr, const float *k, int kc, int
 }
 
 /* Mean of rows [r0, r0 + nr) of x (rows of length d) into out (d). */
+typedef float bs_v16f __attribute__((vector_size(16 * sizeof(float))));
+
 static inline void bs_mean_rows(const float *x, int d, int r0, int nr, float *out)
 {
-    for (int c = 0; c < d; c++) out[c] = 0.0f;
-    for (int i = 0; i < nr; i++)
-        for (int c = 0; c < d; c++) out[c] += x[(size_t)(r0 + i) * d + c];
+    /* the column sums in registers, 64 columns at a time, each column
+     * summed in row order from 0 as a loop over out[] would (the same
+     * bits; out[] itself, which may alias nothing but the compiler cannot
+     * know, was loaded and stored for every row) */
+    int c0 = 0;
+    for (; c0 + 64 <= d; c0 += 64) {
+        bs_v16f a[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+        for (int i = 0; i < nr; i++) {
+            const float *p = x + (size_t)(r0 + i) * d + c0;
+            for (int u = 0; u < 4; u++) {
+                bs_v16f v;
+                memcpy(&v, p + 16 * u, sizeof v);
+                a[u] += v;
+            }
+        }
+        memcpy(out + c0, a, sizeof a);
+    }
+    for (; c0 < d; c0++) {
+        float a = 0.0f;
+        for (int i = 0; i < nr; i++) a += x[(size_t)(r0 + i) * d + c0];
+        out[c0] = a;
+    }
     const float inv = 1.0f / (float)(nr > 0 ? nr : 1);
     for (int c = 0; c < d; c++) out[c] *= inv;
 }
