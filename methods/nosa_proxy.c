@@ -120,10 +120,18 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
             for (int kb = 0; kb < nkb; kb++) {
                 const int r0 = kb * bk, r1 = r0 + bk < N ? r0 + bk : N;
                 double s = 0.0;
-                for (int i = r0; i < r1; i++) {
-                    double q2 = 0.0;
-                    for (int c = 0; c < d; c++) q2 += (double)v[(size_t)i * d + c] * v[(size_t)i * d + c];
-                    s += sqrt(q2);
+                /* eight rows' sums of squares side by side, each the
+                 * c-ordered chain of a loop per row (which waited on its
+                 * add every step); the norms added in row order */
+                for (int i0 = r0; i0 < r1; i0 += 8) {
+                    const int nu = r1 - i0 < 8 ? r1 - i0 : 8;
+                    double q2[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+                    for (int c = 0; c < d; c++)
+                        for (int u = 0; u < 8; u++) {
+                            const float x = v[(size_t)(i0 + (u < nu ? u : 0)) * d + c];
+                            q2[u] += (double)x * x;
+                        }
+                    for (int u = 0; u < nu; u++) s += sqrt(q2[u]);
                 }
                 agn[(size_t)h * nkb + kb] = (float)(s / (r1 - r0));
             }
