@@ -196,13 +196,16 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         const int i = N - L + m;
         const float *row = w.a + (size_t)m * N;
         for (int j = 0; j < N; j++) vs[j] += row[j];
-        /* offsets o = i - j >= o_min: j <= i - o_min */
+        /* offsets o = i - j >= o_min: j <= i - o_min. ss holds them
+         * reversed (entry n_off - 1 - (o - o_min)), so that key j's offset
+         * is a forward index and the loop vectorises like the one above
+         * (sd[-j] did not); each entry gets the same adds in row order */
         const int je = i - o_min + 1 < N ? i - o_min + 1 : N;
-        double *sd = ss + (i - o_min); /* sd[-j] is offset i - j */
-        for (int j = 0; j < je; j++) sd[-j] += row[j];
+        double *sd = ss + (n_off - 1 - (i - o_min)); /* sd[j]: offset i - j */
+        for (int j = 0; j < je; j++) sd[j] += row[j];
     }
     for (int j = 0; j < N; j++) w.vert[j].score = vs[j];
-    for (int t = 0; t < n_off; t++) w.slash[t].score = ss[t];
+    for (int t = 0; t < n_off; t++) w.slash[t].score = ss[n_off - 1 - t];
     free(vs);
     /* Forced parts: sinks and the local band; NaN ranks last. */
     for (int j = 0; j < N; j++) {
