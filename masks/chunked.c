@@ -34,6 +34,14 @@ static void chunked_span(const ab_mask *m, int i, int *lo, int *hi)
     *hi = chunk_end(m, i);
 }
 
+/* Rows [q0, q1) x keys [k0, k1) (clipped, non-empty) in O(1): row i sees
+ * [0, chunk_end(i)), which grows with i: full iff the first row reaches
+ * k1, some key seen iff the last row reaches past k0. */
+static int chunked_block(const ab_mask *m, int q0, int q1, int k0, int k1)
+{
+    if (chunk_end(m, q1 - 1) <= k0) return AB_BLOCK_EMPTY;
+    return chunk_end(m, q0) >= k1 ? AB_BLOCK_FULL : AB_BLOCK_PARTIAL;
+}
 const ab_mask_def ab_mask_chunked = {
     .abi = AB_ABI_VERSION,
     .name = "chunked",
@@ -44,5 +52,6 @@ const ab_mask_def ab_mask_chunked = {
     .parse = chunked_parse,
     .allows = chunked_allows,
     .span = chunked_span,
+    .block = chunked_block,
 };
 AB_REGISTER_MASK(ab_mask_chunked)

@@ -221,6 +221,17 @@ static void doc_span(const ab_mask *m, int i, int *lo, int *hi)
     *hi = i + 1;
 }
 
+/* Rows [q0, q1) x keys [k0, k1) (clipped, non-empty) in O(1): row i sees
+ * [start(i), i], start(i) its document's first token, which never falls as
+ * i grows. Full iff the last row's document starts by k0 and the first row
+ * reaches k1 - 1; some key seen iff the first row i >= k0 of the block has
+ * start(i) < k1 (later rows start no earlier). */
+static int doc_block(const ab_mask *m, int q0, int q1, int k0, int k1)
+{
+    const int a = q0 > k0 ? q0 : k0;
+    if (a >= q1 || m->aux2[m->aux[a]] >= k1) return AB_BLOCK_EMPTY;
+    return m->aux2[m->aux[q1 - 1]] <= k0 && k1 <= q0 + 1 ? AB_BLOCK_FULL : AB_BLOCK_PARTIAL;
+}
 const ab_mask_def ab_mask_document = {
     .abi = AB_ABI_VERSION,
     .name = "document",
@@ -232,5 +243,6 @@ const ab_mask_def ab_mask_document = {
     .bind = doc_bind,
     .allows = doc_allows,
     .span = doc_span,
+    .block = doc_block,
 };
 AB_REGISTER_MASK(ab_mask_document)

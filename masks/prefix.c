@@ -55,6 +55,15 @@ static void prefix_span(const ab_mask *m, int i, int *lo, int *hi)
     *hi = i + 1 > p ? i + 1 : p;
 }
 
+/* Rows [q0, q1) x keys [k0, k1) (clipped, non-empty) in O(1): row i sees
+ * [0, max(i + 1, P)), which grows with i: full iff the first row reaches
+ * k1, some key seen iff the last row reaches past k0. */
+static int prefix_block(const ab_mask *m, int q0, int q1, int k0, int k1)
+{
+    const int p = (int)m->arg[2];
+    if ((q1 > p ? q1 : p) <= k0) return AB_BLOCK_EMPTY;
+    return (q0 + 1 > p ? q0 + 1 : p) >= k1 ? AB_BLOCK_FULL : AB_BLOCK_PARTIAL;
+}
 const ab_mask_def ab_mask_prefix = {
     .abi = AB_ABI_VERSION,
     .name = "prefix",
@@ -66,5 +75,6 @@ const ab_mask_def ab_mask_prefix = {
     .bind = prefix_bind,
     .allows = prefix_allows,
     .span = prefix_span,
+    .block = prefix_block,
 };
 AB_REGISTER_MASK(ab_mask_prefix)

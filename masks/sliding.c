@@ -29,6 +29,18 @@ static void sliding_span(const ab_mask *m, int i, int *lo, int *hi)
     *hi = i + 1;
 }
 
+/* Rows [q0, q1) x keys [k0, k1) (clipped, non-empty) in O(1): row i sees
+ * (i - W, i]. Every row sees the block iff the last row's window starts by
+ * k0 and the first row reaches k1 - 1; some row sees a key iff some i in
+ * [q0, q1) has k0 <= i and i - W + 1 < k1. */
+static int sliding_block(const ab_mask *m, int q0, int q1, int k0, int k1)
+{
+    const long long W = (long long)m->arg[0];
+    const long long a = q0 > k0 ? q0 : k0,
+                    b = (long long)q1 - 1 < k1 + W - 2 ? (long long)q1 - 1 : k1 + W - 2;
+    if (a > b) return AB_BLOCK_EMPTY;
+    return (long long)q1 - W <= k0 && k1 <= q0 + 1 ? AB_BLOCK_FULL : AB_BLOCK_PARTIAL;
+}
 const ab_mask_def ab_mask_sliding = {
     .abi = AB_ABI_VERSION,
     .name = "sliding",
@@ -39,5 +51,6 @@ const ab_mask_def ab_mask_sliding = {
     .parse = sliding_parse,
     .allows = sliding_allows,
     .span = sliding_span,
+    .block = sliding_block,
 };
 AB_REGISTER_MASK(ab_mask_sliding)
