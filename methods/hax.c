@@ -312,19 +312,6 @@ static double max_of(const double *x, int n)
     return mx;
 }
 
-/* Append the set bits of bm[0, nw) in ascending order to keys (as bit
- * positions) and clear them; returns the new count. */
-static int take_bits(uint64_t *bm, int nw, int32_t *keys, int n)
-{
-    for (int w = 0; w < nw; w++) {
-        uint64_t x = bm[w];
-        if (!x) continue;
-        bm[w] = 0;
-        for (; x; x &= x - 1) keys[n++] = w * 64 + __builtin_ctzll(x);
-    }
-    return n;
-}
-
 /* Selection for head h, added to l one query block at a time. */
 static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h)
 {
@@ -489,7 +476,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                 if (before[j] < b) TAKE(j);
         }
         /* the block's keys in ascending order, once each */
-        rc = ab_layout_add_tokens(l, h, qb, keys, take_bits(kbm, nw, keys, 0));
+        rc = ab_layout_add_tokens(l, h, qb, keys, mc_take_bits(kbm, nw, keys, 0));
     }
 #undef TAKE
     free(H);

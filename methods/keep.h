@@ -94,6 +94,21 @@ static inline int mc_flush_row(ab_layout *l, int h, int qb, const int32_t *blk, 
  * (include/attnbench.h). */
 static inline uint64_t mc_mix64(uint64_t z) { return ab_splitmix64(&z); }
 
+/* Append the set bits of bm[0, nw) in ascending order to keys (as bit
+ * positions) and clear them; returns the new count. A row's keys marked in
+ * a bit set come out sorted and once each, so the layout builder has
+ * nothing to sort or deduplicate (hax, hip, pbs). */
+static inline int mc_take_bits(uint64_t *bm, int nw, int32_t *keys, int n)
+{
+    for (int w = 0; w < nw; w++) {
+        uint64_t x = bm[w];
+        if (!x) continue;
+        bm[w] = 0;
+        for (; x; x &= x - 1) keys[n++] = w * 64 + __builtin_ctzll(x);
+    }
+    return n;
+}
+
 /* MC_DEFINE_SELECT_TOP(name, type, before): defines
  *   static void name(type *x, int n, int k)
  * which reorders x[0, n) so that its first k entries are the k best by

@@ -147,14 +147,7 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
     /* the kept keys as bits (kbm: N / 64 + 1 words, zero on entry and on
      * return), then read out ascending and once each: the permuted blocks'
      * keys come in importance order, which the layout builder would sort */
-    int w0 = N / 64, w1 = 0;
-#define PBS_TAKE(j)                        \
-    do {                                   \
-        const int j_ = (j);                \
-        kbm[j_ >> 6] |= 1ull << (j_ & 63); \
-        w0 = j_ >> 6 < w0 ? j_ >> 6 : w0;  \
-        w1 = j_ >> 6 > w1 ? j_ >> 6 : w1;  \
-    } while (0)
+#define PBS_TAKE(j) (kbm[(j) >> 6] |= 1ull << ((j)&63))
     for (int t = 0; t < n; t++) {
         const int j0 = cand[t].idx * bk, j1 = j0 + bk < N ? j0 + bk : N;
         for (int j = j0; j < j1; j++) PBS_TAKE(perm[j]);
@@ -166,10 +159,7 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
     const int s1 = (own + 1) * seg < N ? (own + 1) * seg : N;
     for (int j = own * seg; j < s1; j++) PBS_TAKE(j); /* the own segment (the mask keeps it causal) */
 #undef PBS_TAKE
-    int nk = 0;
-    for (int w = w0; w <= w1; w++)
-        for (; kbm[w]; kbm[w] &= kbm[w] - 1) keys[nk++] = w * 64 + __builtin_ctzll(kbm[w]);
-    return nk;
+    return mc_take_bits(kbm, N / 64 + 1, keys, 0);
 }
 
 static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
