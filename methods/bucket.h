@@ -22,13 +22,18 @@
  *
  * Kernel: rounds in order; inside a round OpenMP over (head, chunk) (a query
  * sits in one chunk per round, so no two threads touch one output row). Per
- * chunk the candidate keys are gathered once with their values, then
- * tiles of BK_QT queries run on the attention tile of the ABI (ab_attn_tile:
- * the kernels' vectorised chunk step), the pairs that count (the three
- * rules above) marked in an element map (ab_attn_tile_keys_map),
- * and the tile's rows, normalised, merged into the output rows by their
- * log-sum-exps (methods/lse.h), round after round. Each row's keys come in
- * a fixed order (round, key chunk, key tile), so the result does not depend
+ * chunk the candidate keys are sorted by position (a radix sort) and
+ * gathered once with their values, and the queries sorted by position too;
+ * then tiles of BK_QT queries run on the attention tile of the ABI
+ * (ab_attn_tile: the kernels' vectorised chunk step) over the run of keys
+ * their mask spans can reach (under a causal mask a tile of early queries
+ * stops before the later keys: about half the chunk's pairs are never
+ * computed; the sort by bucket had spread every tile's reach over the
+ * whole chunk), the pairs that count (the three rules above) marked in an
+ * element map (ab_attn_tile_keys_map, which skips a 64-key step no row
+ * sees), and the tile's rows, normalised, merged into the output rows by
+ * their log-sum-exps (methods/lse.h), round after round. Each row's keys
+ * come in a fixed order (round, position), so the result does not depend
  * on the thread count. Memory: O(heads * N) besides the output, plus per
  * thread one query tile and the keys one query chunk attends.
  */
@@ -115,6 +120,37 @@ static inline uint64_t bk_checksum(const ab_problem *pb)
     return z | 1u;
 }
 
+/* a[0, n) (distinct positions in [0, N)) in ascending order: LSD radix
+ * sort by 8-bit digits, tmp (n) scratch. */
+static inline void bk_sort_pos(int32_t *a, int n, int32_t *tmp, int N)
+{
+    int32_t *src = a, *dst = tmp;
+    for (int sh = 0; sh < 31 && (N - 1) >> sh; sh += 8) {
+        int cnt[257] = { 0 };
+        for (int x = 0; x < n; x++) cnt[((src[x] >> sh) & 255) + 1]++;
+        for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
+        for (int x = 0; x < n; x++) dst[cnt[(src[x] >> sh) & 255]++] = src[x];
+        int32_t *w = src;
+        src = dst;
+        dst = w;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof *a);
+}
+
+/* The first index of the ascending a[0, n) whose value is >= v. */
+static inline int bk_lower(const int32_t *a, int n, int v)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (a[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
  * or AB_EINVAL (a malformed spec). */
 static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
@@ -149,11 +185,12 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
         for (size_t x = 0; x < (size_t)H * N; x++) lse[x] = -INFINITY;
         memset(out, 0, (size_t)H * N * d * sizeof *out);
     }
-    int maxk = 1; /* keys a query chunk attends in one round, at most */
+    int maxk = 1, maxq = 1; /* keys a query chunk attends in one round, queries in a chunk, at most */
     for (int x = 0; x < H * R; x++) {
         const bk_round *b = &sp->r[x];
         const int nlook = bk_nlook(sp->look_back, b->nchunks);
         for (int t = 0; t < b->nchunks; t++) {
+            maxq = b->qptr[t + 1] - b->qptr[t] > maxq ? b->qptr[t + 1] - b->qptr[t] : maxq;
             int64_t nk = 0;
             for (int lb = 0; lb < nlook; lb++) {
                 const int kcix = ((t - lb) % b->nchunks + b->nchunks) % b->nchunks;
@@ -174,9 +211,11 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             int32_t *kp = malloc((size_t)maxk * sizeof *kp);
             int32_t *kr =
                 malloc((size_t)(R > 1 ? R - 1 : 1) * maxk * sizeof *kr); /* earlier rounds' key chunks */
+            int32_t *qs = malloc((size_t)maxq * sizeof *qs);             /* the chunk's queries by position */
+            int32_t *tmp = malloc((size_t)(maxk > maxq ? maxk : maxq) * sizeof *tmp);
             float l2[BK_QT];
             int lo[BK_QT], hi[BK_QT], qv[BK_QT];
-            const int ok = at && qg && kg && vg && o2 && allow && kp && kr;
+            const int ok = at && qg && kg && vg && o2 && allow && kp && kr && qs && tmp;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -187,38 +226,55 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                 const bk_round *b = &sp->r[(size_t)h * R + r];
                 if (!ok || t >= b->nchunks) continue;
                 const int nch = b->nchunks, nlook = bk_nlook(sp->look_back, nch);
-                const int32_t *qs = b->qperm + b->qptr[t];
                 const int nq = b->qptr[t + 1] - b->qptr[t];
                 if (nq == 0) continue;
+                memcpy(qs, b->qperm + b->qptr[t], (size_t)nq * sizeof *qs);
+                bk_sort_pos(qs, nq, tmp, N);
                 const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
                             *V = pb->v + (size_t)h * N * d;
                 float *O = out + (size_t)h * N * d, *L = lse + (size_t)h * N;
                 const uint8_t *ns = sp->noself ? sp->noself + (size_t)h * N : NULL;
-                /* the keys of chunks t - nlook + 1, ..., t (mod nch), in that
-                 * order (farthest first), gathered once for every query tile */
+                /* the keys of chunks t - nlook + 1, ..., t (mod nch), gathered
+                 * once for every query tile, in position order, as are the
+                 * queries: a tile of queries then sees the keys its spans
+                 * allow as one run, and the key tiles past its last query
+                 * (causal) are not computed */
                 int nk = 0;
                 for (int lb = nlook - 1; lb >= 0; lb--) {
                     const int kcix = ((t - lb) % nch + nch) % nch;
-                    for (int32_t e = b->kptr[kcix]; e < b->kptr[kcix + 1]; e++, nk++) {
-                        const int j = b->kperm[e];
-                        kp[nk] = j;
-                        memcpy(kg + (size_t)nk * d, K + (size_t)j * d, (size_t)d * sizeof *kg);
-                        memcpy(vg + (size_t)nk * d, V + (size_t)j * d, (size_t)d * sizeof *vg);
-                        for (int rp = 0; rp < r; rp++)
-                            kr[(size_t)rp * maxk + nk] = kc[((size_t)h * R + rp) * N + j];
-                    }
+                    for (int32_t e = b->kptr[kcix]; e < b->kptr[kcix + 1]; e++) kp[nk++] = b->kperm[e];
+                }
+                bk_sort_pos(kp, nk, tmp, N);
+                for (int c = 0; c < nk; c++) {
+                    const int j = kp[c];
+                    memcpy(kg + (size_t)c * d, K + (size_t)j * d, (size_t)d * sizeof *kg);
+                    memcpy(vg + (size_t)c * d, V + (size_t)j * d, (size_t)d * sizeof *vg);
+                    for (int rp = 0; rp < r; rp++)
+                        kr[(size_t)rp * maxk + c] = kc[((size_t)h * R + rp) * N + j];
                 }
                 for (int a0 = 0; a0 < nq; a0 += BK_QT) {
                     const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
+                    int tlo = N, thi = 0;
                     for (int a = 0; a < na; a++) {
                         memcpy(qg + (size_t)a * d, Q + (size_t)qs[a0 + a] * d, (size_t)d * sizeof *qg);
-                        if (interval) ab_mask_span(&mask, qs[a0 + a], &lo[a], &hi[a]);
+                        if (interval) {
+                            ab_mask_span(&mask, qs[a0 + a], &lo[a], &hi[a]);
+                            tlo = lo[a] < tlo ? lo[a] : tlo;
+                            thi = hi[a] > thi ? hi[a] : thi;
+                        }
+                    }
+                    /* the keys any row of the tile may see: [c0, c1) of kp */
+                    int c0 = 0, c1 = nk;
+                    if (interval) {
+                        c0 = bk_lower(kp, nk, tlo);
+                        c1 = bk_lower(kp, nk, thi);
+                        if (c1 <= c0) c1 = c0;
                     }
                     /* the pairs that count: the base mask, no self (noself), and
                      * not a pair of an earlier round, whose key chunk was among
                      * those the query's chunk attended (bk_attends, the chunk
                      * distance without a division: both in [0, nch)) */
-                    for (int c = 0; c < nk; c++) {
+                    for (int c = c0; c < c1; c++) {
                         unsigned char *al = allow + (size_t)c * BK_QT;
                         const int j = kp[c];
                         if (interval)
@@ -232,7 +288,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         const int nc2 = sp->r[(size_t)h * R + rp].nchunks;
                         const int nl2 = bk_nlook(sp->look_back, nc2);
                         for (int a = 0; a < na; a++) qv[a] = qc[((size_t)h * R + rp) * N + qs[a0 + a]];
-                        for (int c = 0; c < nk; c++) {
+                        for (int c = c0; c < c1; c++) {
                             unsigned char *al = allow + (size_t)c * BK_QT;
                             const int kq = kr[(size_t)rp * maxk + c];
                             for (int a = 0; a < na; a++) {
@@ -243,7 +299,8 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         }
                     }
                     ab_attn_tile_begin(at, qg, d, na, scale);
-                    ab_attn_tile_keys_map(at, kg, vg, nk, allow, BK_QT);
+                    ab_attn_tile_keys_map(at, kg + (size_t)c0 * d, vg + (size_t)c0 * d, c1 - c0,
+                                          allow + (size_t)c0 * BK_QT, BK_QT);
                     ab_attn_tile_end(at, o2, d, l2);
                     for (int a = 0; a < na; a++) { /* a query sits in one chunk per round */
                         const int i = qs[a0 + a];
@@ -259,6 +316,8 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             free(allow);
             free(kp);
             free(kr);
+            free(qs);
+            free(tmp);
         }
     }
     free(qc);
