@@ -31,6 +31,15 @@
 #define F(name)       AB_CAT(name, SFX)
 #define AI            static inline __attribute__((always_inline))
 
+/* VPIN(v): keep a loaded vector in a register. Without it GCC folds the
+ * load of a tile's shared operand into every FMA that reads it (qk_tile's
+ * query vectors: R loads where one does; pv_tile's value vectors alike),
+ * and the loops run on the load ports, not the FMA units. An empty asm
+ * statement the vector passes through: no instruction, same arithmetic. */
+#ifndef VPIN
+#define VPIN(v) __asm__("" : "+v"(v))
+#endif
+
 /* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. */
 AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d, const float *restrict qt,
                    float *restrict st, const int ld)
@@ -40,7 +49,10 @@ AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d, co
         for (int j = 0; j < NV; j++) acc[i][j] = VZERO();
     for (int x = 0; x < d; x++) {
         VT qv[SB_NV];
-        for (int j = 0; j < NV; j++) qv[j] = VLOAD(qt + (size_t)x * ld + j * W);
+        for (int j = 0; j < NV; j++) {
+            qv[j] = VLOAD(qt + (size_t)x * ld + j * W);
+            VPIN(qv[j]);
+        }
         for (int i = 0; i < R; i++) {
             const VT kb = VSET1(k[(size_t)i * d + x]);
             for (int j = 0; j < NV; j++) acc[i][j] = VFMA(kb, qv[j], acc[i][j]);
@@ -87,8 +99,10 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
     for (int c = 0; c < nk; c++) {
         VT vv[PV_NX];
         const float *vc = v + (size_t)c * d;
-        for (int j = 0; j < NX; j++)
+        for (int j = 0; j < NX; j++) {
             vv[j] = (TAIL && j == NX - 1) ? VLOADU_TAIL(vc + j * W, tail) : VLOADU(vc + j * W);
+            VPIN(vv[j]);
+        }
         for (int i = 0; i < R; i++) {
             const VT p = VSET1(st[(size_t)c * ld + i]);
             for (int j = 0; j < NX; j++) a[i][j] = VFMA(p, vv[j], a[i][j]);
