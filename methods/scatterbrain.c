@@ -54,13 +54,16 @@
  * Base masks: plain causal and full only (AB_EUNSUPPORTED otherwise): the
  * low-rank state sums over a prefix or everything, not a document.
  * Selection cost (ab_layout_set_cost): the hashing of Q and K and the bucket
- * counting that gives |S_i| (select() computes the codes to state density).
+ * counting that gives |S_i| (select() computes the codes to state density;
+ * run() takes them from the state when Q, K and the seed are the ones
+ * select() hashed, by bk_checksum as reformer does, else hashes again).
  * weights(): O(N d (m + r b/2)) per row (recomputes codes and key features);
  * reads the state only.
  */
 #include "attnbench.h"
 #include "methods/plain_mask.h"
 #include "methods/block_score.h"
+#include "methods/bucket.h"
 #include "methods/favor.h"
 #include "methods/lsh.h"
 #include "methods/vecf.h"
@@ -77,11 +80,36 @@
 
 enum { P_BUCKETS = 0, P_HASHES, P_FEATURES, P_COUNT };
 
+/* select()'s LSH codes, for run(): hashing Q and K again was about a
+ * tenth of run(). Recognised by shape, seed and a checksum of Q and K
+ * (bk_checksum, as reformer's sort), else recomputed. */
+typedef struct sb_codes_cache {
+    int heads, n, d;
+    uint64_t seed, sum; /* sum 0: empty */
+    int *qc, *kc;       /* (heads, r, n) */
+} sb_codes_cache;
+
 typedef struct sb_state {
     int buckets;  /* b */
     int hashes;   /* rounds r (1 or 2) */
     int features; /* m */
+    sb_codes_cache cache;
 } sb_state;
+
+static void sb_cache_free(sb_codes_cache *c)
+{
+    free(c->qc);
+    free(c->kc);
+    memset(c, 0, sizeof *c);
+}
+
+static int sb_cache_matches(const sb_codes_cache *c, const ab_problem *pb)
+{
+    return c->sum != 0 && c->heads == pb->s.heads && c->n == pb->s.seq_len && c->d == pb->s.head_dim &&
+           c->seed == pb->seed && c->sum == bk_checksum(pb);
+}
+
+static void sb_fini(void *state) { sb_cache_free(&((sb_state *)state)->cache); }
 
 static int sb_init(void *state, const ab_params *p, const ab_shape *s)
 {
@@ -141,21 +169,29 @@ static int sb_shared(const int *qc, const int *kc, int n, int upto, int i, int j
 
 static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
 {
-    const sb_state *st = state;
+    sb_state *st = state;
     const int ok = sb_mask_ok(state, &pb->s);
     if (ok != AB_OK) return ok;
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features;
     double sparse = 0.0, valid = 0.0;
     int rc = AB_OK;
+    sb_codes_cache *cc = &st->cache;
+    sb_cache_free(cc);
+    const size_t per = (size_t)r * (n > 0 ? n : 1); /* codes per head */
+    cc->qc = malloc((size_t)(H > 0 ? H : 1) * per * sizeof *cc->qc);
+    cc->kc = malloc((size_t)(H > 0 ? H : 1) * per * sizeof *cc->kc);
+    if (!cc->qc || !cc->kc) {
+        sb_cache_free(cc);
+        ab_set_error(state, "scatterbrain: out of memory");
+        return AB_ENOMEM;
+    }
 #pragma omp parallel reduction(+ : sparse)
     {
         float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc(lsh_scratch_floats(hb) * sizeof *P),
               *bt = malloc(favor_bt_floats(d) * sizeof *bt);
-        int *qc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *qc),
-            *kc = malloc((size_t)r * (n > 0 ? n : 1) * sizeof *kc);
         int *cnt = malloc((size_t)(b + b + b * b) * sizeof *cnt); /* round 0, round 1, both */
-        const int okw = R && P && bt && qc && kc && cnt;
+        const int okw = R && P && bt && cnt;
         if (!okw) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -163,6 +199,7 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp for schedule(static)
         for (int h = 0; h < H; h++) {
             if (!okw) continue;
+            int *qc = cc->qc + (size_t)h * per, *kc = cc->kc + (size_t)h * per;
             sb_rotations(pb->seed, h, r, d, hb, R);
             sb_codes(pb->q + (size_t)h * n * d, n, d, R, r, hb, b, qc, P, bt);
             sb_codes(pb->k + (size_t)h * n * d, n, d, R, r, hb, b, kc, P, bt);
@@ -192,14 +229,18 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
         free(R);
         free(P);
         free(bt);
-        free(qc);
-        free(kc);
         free(cnt);
     }
     if (rc != AB_OK) {
+        sb_cache_free(cc);
         ab_set_error(state, "scatterbrain: out of memory");
         return rc;
     }
+    cc->heads = H;
+    cc->n = n;
+    cc->d = d;
+    cc->seed = pb->seed;
+    cc->sum = bk_checksum(pb);
     for (int i = 0; i < n; i++) valid += causal ? i + 1 : n;
     valid *= H;
     const double work = sparse * (1.0 + (double)m / (2.0 * d)) + (double)H * n * (2.0 * m + (double)r * hb);
@@ -219,7 +260,9 @@ typedef struct sb_work {
     int *qstart, *qlist; /* queries sorted by code per round: (r, b + 1), (r, n) */
     int *kstart, *klist; /* keys likewise */
     float *W, *pq, *pk, *lr, *v1, *kv, *tile, *bt;
-    float *kt; /* (m, SB_CHUNK): a chunk's key features transposed */
+    float *kt;  /* (m, SB_CHUNK): a chunk's key features transposed */
+    float *pqt; /* (max(m, SB_CHUNK), SB_CHUNK): a chunk's query features or in-chunk tile transposed */
+    float *z;   /* (m): a chunk's key feature sums, the ones column of kv */
     double *kvd;
     float *cq;
     /* the sparse correction: per-row running max, sum and numerator */
@@ -237,9 +280,10 @@ typedef struct sb_work {
 
 static void sb_work_free(sb_work *w)
 {
-    void *p[] = { w->R,  w->qc, w->kc, w->qstart, w->qlist, w->kstart, w->klist, w->W,   w->pq,   w->pk,
-                  w->lr, w->v1, w->kv, w->tile,   w->bt,    w->kvd,    w->cq,    w->rmx, w->racc, w->rsm,
-                  w->qg, w->pg, w->kp, w->fp,     w->vg,    w->sc,     w->lt,    w->o,   w->kt,   w->kcode };
+    void *p[] = { w->R,  w->qc,  w->kc,   w->qstart, w->qlist, w->kstart, w->klist, w->W,
+                  w->pq, w->pk,  w->lr,   w->v1,     w->kv,    w->tile,   w->bt,    w->kvd,
+                  w->cq, w->rmx, w->racc, w->rsm,    w->qg,    w->pg,     w->kp,    w->fp,
+                  w->vg, w->sc,  w->lt,   w->o,      w->kt,    w->kcode,  w->pqt,   w->z };
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
@@ -264,6 +308,8 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->kv = malloc((size_t)m * d1 * sizeof *w->kv);
     w->tile = malloc((size_t)SB_CHUNK * SB_CHUNK * sizeof *w->tile);
     w->kt = malloc((size_t)m * SB_CHUNK * sizeof *w->kt);
+    w->pqt = malloc((size_t)(m > SB_CHUNK ? m : SB_CHUNK) * SB_CHUNK * sizeof *w->pqt);
+    w->z = malloc((size_t)m * sizeof *w->z);
     w->bt = malloc(btf * sizeof *w->bt);
     w->kvd = malloc((size_t)m * d1 * sizeof *w->kvd);
     w->cq = malloc(nn * sizeof *w->cq);
@@ -282,18 +328,49 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->kcode = malloc((size_t)r * SB_KT * sizeof *w->kcode);
     return w->R && w->qc && w->kc && w->qstart && w->qlist && w->kstart && w->klist && w->W && w->pq &&
            w->pk && w->lr && w->v1 && w->kv && w->tile && w->bt && w->kvd && w->cq && w->rmx && w->racc &&
-           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kt && w->kcode;
+           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kt &&
+           w->kcode && w->pqt && w->z;
+}
+
+/* The [V 1] products below run their GEMMs over the d value columns
+ * only and add the ones column apart: as a (d + 1)-wide B it was a second
+ * 64-wide panel holding one column, nearly doubling three of the four
+ * GEMMs of a chunk. Each ones-column entry is the chain the GEMM computed
+ * (products in the same order, from the same start), so the sums are the
+ * same bits. */
+
+/* o[i d1 + d] = sum_x pq[i][x] z[x] for the L rows of pq (L, m), one fmaf
+ * chain per row in x order from 0 (the GEMM's chain against the ones
+ * column), vectorised across rows through w->pqt. */
+static void sb_ones_readout(sb_work *w, const float *pq, int L, int m, const float *z, float *o, int d1)
+{
+    float acc[SB_CHUNK];
+    bs_transpose(pq, (size_t)m, NULL, L, m, w->pqt, SB_CHUNK);
+    for (int i = 0; i < L; i++) acc[i] = 0.0f;
+    for (int x = 0; x < m; x++) {
+        const float *p = w->pqt + (size_t)x * SB_CHUNK, zx = z[x];
+        for (int i = 0; i < L; i++) acc[i] = fmaf(p[i], zx, acc[i]);
+    }
+    for (int i = 0; i < L; i++) o[(size_t)i * d1 + d1 - 1] = acc[i];
 }
 
 /* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L): the chunk's key features
  * transposed into w->kt (which the caller may read after), their product
  * with the values as one GEMM into w->kv (float sums over the chunk's L
- * keys), added to the double state. A per-key double update of the (m, d
- * + 1) state was most of the low-rank part's time. */
+ * keys), the ones column the features' sums in key order, added to the
+ * double state. A per-key double update of the (m, d + 1) state was most
+ * of the low-rank part's time. */
 static void sb_state_add(sb_work *w, int c0, int L, int d1, int m)
 {
+    const int d = d1 - 1;
     bs_transpose(w->pk + (size_t)c0 * m, (size_t)m, NULL, L, m, w->kt, SB_CHUNK);
-    bs_gemm_nn(w->kt, SB_CHUNK, m, w->v1 + (size_t)c0 * d1, d1, L, d1, w->kv, d1, 0, w->bt);
+    bs_gemm_nn(w->kt, SB_CHUNK, m, w->v1 + (size_t)c0 * d1, d1, L, d, w->kv, d1, 0, w->bt);
+    for (int x = 0; x < m; x++) w->z[x] = 0.0f;
+    for (int j = 0; j < L; j++) {
+        const float *f = w->pk + (size_t)(c0 + j) * m;
+        for (int x = 0; x < m; x++) w->z[x] += f[x];
+    }
+    for (int x = 0; x < m; x++) w->kv[(size_t)x * d1 + d] = w->z[x];
     for (size_t t = 0; t < (size_t)m * d1; t++) w->kvd[t] += w->kv[t];
 }
 
@@ -307,7 +384,11 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
         for (int c0 = 0; c0 < n; c0 += SB_CHUNK)
             sb_state_add(w, c0, n - c0 < SB_CHUNK ? n - c0 : SB_CHUNK, d1, m);
         for (size_t t = 0; t < (size_t)m * d1; t++) w->kv[t] = (float)w->kvd[t];
-        bs_gemm_nn(w->pq, m, n, w->kv, d1, m, d1, w->lr, d1, 0, w->bt);
+        bs_gemm_nn(w->pq, m, n, w->kv, d1, m, d, w->lr, d1, 0, w->bt);
+        for (int x = 0; x < m; x++) w->z[x] = w->kv[(size_t)x * d1 + d];
+        for (int c0 = 0; c0 < n; c0 += SB_CHUNK)
+            sb_ones_readout(w, w->pq + (size_t)c0 * m, n - c0 < SB_CHUNK ? n - c0 : SB_CHUNK, m, w->z,
+                            w->lr + (size_t)c0 * d1, d1);
         return;
     }
     for (int c0 = 0; c0 < n; c0 += SB_CHUNK) {
@@ -315,14 +396,28 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
         float *o = w->lr + (size_t)c0 * d1;
         /* carried state (keys < c0) */
         for (size_t t = 0; t < (size_t)m * d1; t++) w->kv[t] = (float)w->kvd[t];
-        bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kv, d1, m, d1, o, d1, 0, w->bt);
+        bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kv, d1, m, d, o, d1, 0, w->bt);
+        for (int x = 0; x < m; x++) w->z[x] = w->kv[(size_t)x * d1 + d];
+        sb_ones_readout(w, w->pq + (size_t)c0 * m, L, m, w->z, o, d1);
         /* the state past the chunk; its transposed features give the tile */
         sb_state_add(w, c0, L, d1, m);
         /* in-chunk: tril(PQ PK^T) [V 1] (the chains of bs_gemm_nt on pk) */
         bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kt, SB_CHUNK, m, L, w->tile, SB_CHUNK, 0, w->bt);
         for (int i = 0; i < L; i++)
             for (int j = i + 1; j < L; j++) w->tile[(size_t)i * SB_CHUNK + j] = 0.0f;
-        bs_gemm_nn(w->tile, SB_CHUNK, L, w->v1 + (size_t)c0 * d1, d1, L, d1, o, d1, 1, w->bt);
+        bs_gemm_nn(w->tile, SB_CHUNK, L, w->v1 + (size_t)c0 * d1, d1, L, d, o, d1, 1, w->bt);
+        /* its ones column: the row sums of the tile, zeros included, added
+         * in key order to what the readout left (the GEMM's chain) */
+        bs_transpose(w->tile, SB_CHUNK, NULL, L, L, w->pqt, SB_CHUNK);
+        {
+            float acc[SB_CHUNK];
+            for (int i = 0; i < L; i++) acc[i] = o[(size_t)i * d1 + d];
+            for (int j = 0; j < L; j++) {
+                const float *tj = w->pqt + (size_t)j * SB_CHUNK;
+                for (int i = 0; i < L; i++) acc[i] += tj[i];
+            }
+            for (int i = 0; i < L; i++) o[(size_t)i * d1 + d] = acc[i];
+        }
     }
 }
 
@@ -563,6 +658,8 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features, d1 = d + 1;
     const float scale = pb->s.scale, xs = sqrtf(pb->s.scale);
+    const sb_codes_cache *cc = sb_cache_matches(&st->cache, pb) ? &st->cache : NULL;
+    const size_t per = (size_t)r * (n > 0 ? n : 1);
     int rc = AB_OK;
 #pragma omp parallel
     {
@@ -577,9 +674,14 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
             if (!okw) continue;
             const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
                         *v = pb->v + (size_t)h * n * d;
-            sb_rotations(pb->seed, h, r, d, hb, w.R);
-            sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, w.bt); /* sc: SB_QT * SB_KT >= LSH_ROWS * hb */
-            sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, w.bt);
+            if (cc) { /* select()'s codes of this problem */
+                memcpy(w.qc, cc->qc + (size_t)h * per, per * sizeof *w.qc);
+                memcpy(w.kc, cc->kc + (size_t)h * per, per * sizeof *w.kc);
+            } else {
+                sb_rotations(pb->seed, h, r, d, hb, w.R);
+                sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, w.bt); /* sc: SB_QT * SB_KT >= LSH_ROWS * hb */
+                sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, w.bt);
+            }
             sb_buckets(w.qc, n, r, b, w.qstart, w.qlist);
             sb_buckets(w.kc, n, r, b, w.kstart, w.klist);
             if (favor_draw(pb->seed, h, m, d, w.W) != AB_OK) {
@@ -716,7 +818,7 @@ const ab_method ab_scatterbrain = {
     .init = sb_init,
     .select = sb_select,
     .run = sb_run,
-    .fini = NULL,
+    .fini = sb_fini,
     .weights = sb_weights,
 };
 AB_REGISTER(ab_scatterbrain)
