@@ -837,6 +837,63 @@ ParameterizedTest(int *mi, methods, timed_call_computes_the_same)
     }
 }
 
+/* A method that keeps what select() computed for run() (reformer's sort,
+ * scatterbrain's codes) must recognise the problem it was computed for:
+ * select(A), select(B), run(A) gives what select(A), run(A) gives. */
+ParameterizedTestParameters(methods, run_ignores_state_of_another_problem) { return method_indices(); }
+
+ParameterizedTest(int *mi, methods, run_ignores_state_of_another_problem)
+{
+    const ab_method *m = ab_method_at(*mi);
+    if (!(m->devices & AB_CPU) || !(m->phases & AB_PREFILL))
+        cr_skip_test("%s: not a CPU prefill method", m->name);
+    const int heads = 2, n = 257, d = 64;
+    const size_t cnt = (size_t)heads * n * d;
+    tproblem a, b;
+    problem_make(&a, heads, n, d, 1, 43);
+    problem_make(&b, heads, n, d, 1, 44);
+    float *ref = calloc(cnt, sizeof(float)), *got = calloc(cnt, sizeof(float));
+    cr_assert(ref && got);
+    ab_layout l;
+    const char *stage;
+    char err[256];
+    int rc = method_run(m, &a.pb, 64, NAN, &l, ref, &stage, err, sizeof err);
+    ab_layout_free(&l);
+    if (rc != AB_EUNSUPPORTED) {
+        cr_assert_eq(rc, AB_OK, "%s: %s returned %d %s", m->name, stage, rc, err);
+        ab_params p;
+        method_params(m, NAN, &p);
+        ab_instance in;
+        ab_layout la, lb;
+        ab_layout_init(&la, &a.pb.s, 64, 64);
+        ab_layout_init(&lb, &b.pb.s, 64, 64);
+        cr_assert_eq(ab_instance_create(&in, m, &p, &a.pb.s), AB_OK, "%s: init", m->name);
+        cr_assert_eq(ab_instance_select(&in, &a.pb, &la), AB_OK, "%s: select A", m->name);
+        cr_assert_eq(ab_layout_finalize(&la), AB_OK, "%s: finalize A", m->name);
+        cr_assert_eq(ab_instance_select(&in, &b.pb, &lb), AB_OK, "%s: select B", m->name);
+        cr_assert_eq(ab_instance_run(&in, &a.pb, &la, got), AB_OK, "%s: run A: %s", m->name,
+                     ab_instance_error(&in));
+        /* the same key sets (routing falls back to the layout kernel on a
+         * problem it did not route: the same keys in another order) */
+        double num = 0.0, den = 0.0;
+        for (size_t x = 0; x < cnt; x++) {
+            num += ((double)got[x] - ref[x]) * ((double)got[x] - ref[x]);
+            den += (double)ref[x] * ref[x];
+        }
+        cr_expect(num <= REL_TOL * REL_TOL * den,
+                  "%s: run() of problem A after select() of problem B differs from run() after select() of A "
+                  "(relative L2 %.3g)",
+                  m->name, den > 0 ? sqrt(num / den) : sqrt(num));
+        ab_instance_destroy(&in);
+        ab_layout_free(&la);
+        ab_layout_free(&lb);
+    }
+    free(ref);
+    free(got);
+    problem_free(&a);
+    problem_free(&b);
+}
+
 /* ---- method-specific properties ------------------------------------------ */
 
 /* At the knob's maximum, window and oracle_topk_block keep everything: density
