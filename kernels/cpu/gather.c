@@ -267,10 +267,7 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
             const int32_t *idx = gs->sh + c0;
             const int how = ab_group_em(t, mono, idx, gs->own, nk, bq);
             if (how == 0) continue;
-            for (int c = 0; c < nk; c++) {
-                memcpy(t->kp + (size_t)c * t->d, kh + (size_t)idx[c] * t->d, (size_t)t->d * sizeof(float));
-                memcpy(t->vp + (size_t)c * t->d, vh + (size_t)idx[c] * t->d, (size_t)t->d * sizeof(float));
-            }
+            ab_tile_gather_rows(t->kp, t->vp, kh, vh, idx, nk, t->d);
             t->chunk(t, t->kp, t->vp, nk, how == 1 ? 0 : 2);
         }
     }

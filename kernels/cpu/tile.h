@@ -323,15 +323,31 @@ static inline int ab_tile_gather_mask(ab_tile *t, const int32_t *idx, int nk)
     return masked;
 }
 
+/* Copies the nk rows idx[] of k and v (d floats each) into kp and vp. The
+ * usual head sizes get a copy of constant size, which the compiler inlines
+ * as vector moves: a call to memcpy per 256-byte row was about a tenth of
+ * the gather kernel's time at d = 64. */
+static inline void ab_tile_gather_rows(float *kp, float *vp, const float *k, const float *v,
+                                       const int32_t *idx, int nk, int d)
+{
+#define AB_GATHER_ROWS(D)                                                                    \
+    for (int c = 0; c < nk; c++) {                                                           \
+        memcpy(kp + (size_t)c * (D), k + (size_t)idx[c] * (D), (size_t)(D) * sizeof(float)); \
+        memcpy(vp + (size_t)c * (D), v + (size_t)idx[c] * (D), (size_t)(D) * sizeof(float)); \
+    }
+    switch (d) {
+    case 64: AB_GATHER_ROWS(64) break;
+    case 128: AB_GATHER_ROWS(128) break;
+    default: AB_GATHER_ROWS(d) break;
+    }
+#undef AB_GATHER_ROWS
+}
+
 static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v, const int32_t *idx, int nk)
 {
-    const int d = t->d;
     const int masked = ab_tile_gather_mask(t, idx, nk);
     if (masked < 0) return;
-    for (int c = 0; c < nk; c++) {
-        memcpy(t->kp + (size_t)c * d, k + (size_t)idx[c] * d, (size_t)d * sizeof(float));
-        memcpy(t->vp + (size_t)c * d, v + (size_t)idx[c] * d, (size_t)d * sizeof(float));
-    }
+    ab_tile_gather_rows(t->kp, t->vp, k, v, idx, nk, t->d);
     t->chunk(t, t->kp, t->vp, nk, masked);
 }
 
