@@ -354,14 +354,7 @@ static int reformer_select(void *state, const ab_problem *pb, ab_layout *l)
 /* 1 if key i is in the sorted list a[0, n). */
 static int rf_has(const int32_t *a, int64_t n, int i)
 {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] < i)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    const int lo = bk_lower(a, (int)n, i); /* a row's keys: n <= N */
     return lo < n && a[lo] == i;
 }
 

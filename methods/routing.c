@@ -275,20 +275,6 @@ static void rt_lloyd_pass(const float *x, int P, int d, const float *cen, int C,
     }
 }
 
-/* First index of a sorted list a[0, n) with a[t] >= x. */
-static int lower_bound(const int32_t *a, int n, int x)
-{
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        const int m = lo + (hi - lo) / 2;
-        if (a[m] < x)
-            lo = m + 1;
-        else
-            hi = m;
-    }
-    return lo;
-}
-
 /* Clustering, routing and rows of head h. */
 static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, const ab_mask *mask, int h,
                         int C, int w)
@@ -373,7 +359,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
         }
         for (int t = mptr[i]; t < mptr[i + 1]; t++) {
             const int32_t *ks = ksel + (size_t)mcl[t] * w;
-            const int t0 = lower_bound(ks, w, lo), t1 = lower_bound(ks, w, hi);
+            const int t0 = bk_lower(ks, w, lo), t1 = bk_lower(ks, w, hi);
             memcpy(tok + nt, ks + t0, (size_t)(t1 - t0) * sizeof *tok);
             nt += t1 - t0;
         }
