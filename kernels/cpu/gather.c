@@ -267,6 +267,9 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
             const int32_t *idx = gs->sh + c0;
             const int how = ab_group_em(t, mono, idx, gs->own, nk, bq);
             if (how == 0) continue;
+            if (c0 + nk < ns)
+                ab_tile_prefetch_rows(kh, vh, idx + nk,
+                                      ns - (c0 + nk) < AB_TILE_K ? ns - (c0 + nk) : AB_TILE_K, t->d);
             ab_tile_gather_rows(t->kp, t->vp, kh, vh, idx, nk, t->d);
             t->chunk(t, t->kp, t->vp, nk, how == 1 ? 0 : 2);
         }
