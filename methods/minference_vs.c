@@ -103,7 +103,7 @@ typedef struct head_work {
     int32_t *lo, *hi; /* (n_s) merged ranges of one query block */
     float *kt;        /* (head_dim, BS_PANEL) one key tile, transposed */
     int32_t *blk;     /* (n_kblocks) key blocks of one query block */
-    int32_t *tok;     /* (N) key tokens of one query block */
+    int32_t *tok;     /* (2N) key tokens of one query block; [N, 2N): the ranges' ragged ends */
 } head_work;
 
 static void head_work_free(head_work *w)
@@ -154,7 +154,7 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     w.hi = malloc((size_t)n_s * sizeof *w.hi);
     w.kt = malloc((size_t)d * BS_PANEL * sizeof *w.kt);
     w.blk = malloc((size_t)l->n_kblocks * sizeof *w.blk);
-    w.tok = malloc((size_t)N * sizeof *w.tok);
+    w.tok = malloc(2 * (size_t)N * sizeof *w.tok);
     if (!w.a || !w.vert || !w.slash || !w.v_keep || !w.s_keep || !w.lo || !w.hi || !w.kt || !w.blk ||
         !w.tok) {
         head_work_free(&w);
@@ -291,8 +291,10 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         }
         nr = nm;
         /* Each range: aligned key blocks it covers whole, tokens at the
-         * ragged ends (ranges are disjoint, so no block or token repeats). */
-        int nb = 0, nt = 0;
+         * ragged ends (ranges are disjoint, so no block or token repeats);
+         * the tokens ascending in rt. */
+        int32_t *rt = w.tok + N;
+        int nb = 0, nrt = 0;
         for (int x = 0; x < nr; x++) {
             const int a = w.lo[x], b = w.hi[x];
             int kb0 = (a + bk - 1) / bk, kb1 = b / bk;          /* whole blocks [kb0, kb1) */
@@ -300,21 +302,24 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
             if (kb0 < kb1) {
                 for (int kb = kb0; kb < kb1; kb++) w.blk[nb++] = kb;
                 const int e0 = kb0 * bk, e1 = kb1 * bk < N ? kb1 * bk : N;
-                for (int j = a; j < e0; j++) w.tok[nt++] = j;
-                for (int j = e1; j < b; j++) w.tok[nt++] = j;
+                for (int j = a; j < e0; j++) rt[nrt++] = j;
+                for (int j = e1; j < b; j++) rt[nrt++] = j;
             } else {
-                for (int j = a; j < b; j++) w.tok[nt++] = j;
+                for (int j = a; j < b; j++) rt[nrt++] = j;
             }
         }
-        /* Vertical columns outside the ranges. */
-        int x = 0;
+        /* Vertical columns outside the ranges, merged with rt: the row's
+         * tokens go in ascending (the layout then has nothing to sort). */
+        int x = 0, nt = 0, u = 0;
         for (int t = 0; t < n_v; t++) {
             const int j = w.v_keep[t];
             if (j >= vlim) break;
             while (x < nr && w.hi[x] <= j) x++;
             if (x < nr && w.lo[x] <= j) continue; /* inside a slash range */
+            while (u < nrt && rt[u] < j) w.tok[nt++] = rt[u++];
             w.tok[nt++] = j;
         }
+        while (u < nrt) w.tok[nt++] = rt[u++];
         rc = ab_layout_add_blocks(l, h, qb, w.blk, nb);
         if (rc == AB_OK) rc = ab_layout_add_tokens(l, h, qb, w.tok, nt);
     }

@@ -47,6 +47,7 @@ typedef struct lb_list {
     size_t *run;
     size_t *runlen;
     int multi;
+    int unsorted; /* some append was not strictly ascending (needs sort or dedup) */
 } lb_list;
 
 typedef struct lb_state {
@@ -104,7 +105,7 @@ static void lb_list_free(lb_list *li)
     li->e = NULL;
     li->run = li->runlen = NULL;
     li->n = li->cap = 0;
-    li->multi = 0;
+    li->multi = li->unsorted = 0;
 }
 
 /* Note that row `row` of `rows` gets the next n entries (lb_append). */
@@ -176,6 +177,12 @@ static int lb_append(lb_state *st, lb_list *li, int64_t rows, int32_t row, const
     lb_note_run(li, rows, row, n);
     lb_entry *e = li->e + li->n;
     for (size_t t = 0; t < n; t++) e[t] = (lb_entry){ row, idx ? idx[t] : first + (int32_t)t };
+    if (idx && !li->unsorted) /* checked while the caller's array is in cache */
+        for (size_t t = 1; t < n; t++)
+            if (idx[t] <= idx[t - 1]) {
+                li->unsorted = 1;
+                break;
+            }
     li->n += n;
     st->mode = LB_ENTRIES;
     st->touched = 1;
@@ -403,6 +410,10 @@ static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t 
     lb_entry *tmp = NULL; /* sort scratch, only if some row needs it */
     if (!ptr) return AB_ENOMEM;
     int unsorted = 0;
+    if (!li->unsorted) { /* every run strictly ascending: nothing to sort or drop */
+        for (int64_t r = 0; r < rows; r++) ptr[r + 1] = li->run[r] ? (int64_t)li->runlen[r] : 0;
+        goto pack;
+    }
 #pragma omp parallel for schedule(dynamic, 64) reduction(| : unsorted) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         const lb_entry *e = li->e + (li->run[r] ? li->run[r] - 1 : 0);
@@ -431,6 +442,7 @@ static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t 
         ptr[r + 1] = (int64_t)k;
     }
     free(tmp);
+pack:
     for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
     int32_t *idx = malloc(((size_t)ptr[rows] ? (size_t)ptr[rows] : 1) * sizeof(int32_t));
     if (!idx) {
@@ -561,9 +573,12 @@ static void drop_covered_tokens(ab_layout *l, int64_t rows)
             w += t1 - t0;
             continue;
         }
+        /* both sorted: one walk over the row's blocks and tokens */
+        int64_t b = b0;
         for (int64_t t = t0; t < t1; t++) {
-            int32_t j = l->tok_idx[t];
-            if (!has_i32(l->blk_idx, b0, b1, j / l->block_k)) l->tok_idx[w++] = j;
+            const int32_t j = l->tok_idx[t], jb = j / l->block_k;
+            while (b < b1 && l->blk_idx[b] < jb) b++;
+            if (b == b1 || l->blk_idx[b] != jb) l->tok_idx[w++] = j;
         }
     }
     l->tok_ptr[rows] = w;
