@@ -98,7 +98,6 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
 
-    const int blas = mc_blas_serial_begin(); /* one SGEMM per group, each thread its own */
 #pragma omp parallel reduction(+ : flops, bytes)
     {
         anc_scratch sc;
@@ -140,7 +139,6 @@ static int anchor_select(void *state, const ab_problem *pb, ab_layout *l)
         anc_scratch_free(&sc);
         free(stripes);
     }
-    mc_blas_serial_end(blas);
     if (rc == AB_ENOMEM) ab_set_error(state, "anchor: out of memory");
     return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }

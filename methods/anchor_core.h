@@ -21,10 +21,10 @@
 #ifndef AB_METHODS_ANCHOR_CORE_H
 #define AB_METHODS_ANCHOR_CORE_H
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "methods/block_score.h"
 #include "methods/vecf.h"
@@ -33,7 +33,6 @@
 #ifndef ANC_BATCH
 #define ANC_BATCH 32 /* groups scored together at most (anc_keep) */
 #endif
-typedef int v8i __attribute__((vector_size(8 * sizeof(int))));
 
 /* One group: query rows [r0, r1), pooled in sub-blocks of `sub` rows; dense
  * regions [0, init1) and [loc0, loc1) (keys). */
@@ -46,12 +45,15 @@ typedef struct anc_group {
 /* Per-thread scratch for groups of at most max_sub rows per sub-block and
  * max_t sub-blocks, head dim d. */
 typedef struct anc_scratch {
-    float *panel; /* (max(max_sub, max_t), ANC_CHUNK) logits */
-    float *qbar;  /* (max_t, d) pooled queries */
-    double *abar; /* (max_t) pooled anchors */
-    float *rmax;  /* (max_sub) running row maxima */
-    float *bt;    /* (d, BS_PANEL) gemm scratch */
-    double flops; /* work of the groups this scratch scored (anc_stripes adds) */
+    float *panel;    /* (max(max_sub, max_t), ANC_CHUNK) logits */
+    float *qbar;     /* (max_t, d) pooled queries */
+    double *abar;    /* (max_t) pooled anchors */
+    float *thr;      /* (max_t) their float thresholds (anc_thr) */
+    float *rmax;     /* (max_sub) running row maxima */
+    float *bt;       /* (d, BS_PANEL) gemm scratch */
+    const float *kp; /* the head's K packed by bs_pack_nt (set by the caller), or
+                        NULL: each panel of keys transposed where it is used */
+    double flops;    /* work of the groups this scratch scored (anc_stripes adds) */
     double bytes;
 } anc_scratch;
 
@@ -61,10 +63,12 @@ static inline int anc_scratch_alloc(anc_scratch *s, int max_sub, int max_t, int 
     s->panel = malloc((size_t)rows * ANC_CHUNK * sizeof *s->panel);
     s->qbar = malloc((size_t)max_t * d * sizeof *s->qbar);
     s->abar = malloc((size_t)max_t * sizeof *s->abar);
+    s->thr = malloc((size_t)max_t * sizeof *s->thr);
     s->rmax = malloc((size_t)max_sub * sizeof *s->rmax);
     s->bt = malloc((size_t)d * BS_PANEL * sizeof *s->bt);
+    s->kp = NULL;
     s->flops = s->bytes = 0.0;
-    return s->panel && s->qbar && s->abar && s->rmax && s->bt;
+    return s->panel && s->qbar && s->abar && s->thr && s->rmax && s->bt;
 }
 
 static inline void anc_scratch_free(anc_scratch *s)
@@ -72,6 +76,7 @@ static inline void anc_scratch_free(anc_scratch *s)
     free(s->panel);
     free(s->qbar);
     free(s->abar);
+    free(s->thr);
     free(s->rmax);
     free(s->bt);
 }
@@ -93,22 +98,38 @@ static inline int anc_candidates(const anc_group *g, int kend, int c[2][2])
     return n;
 }
 
+/* Logits of rows [a, a + m) of the m rows at x (stride d) against keys
+ * [j0, j0 + nj) into s->panel (row stride nj); j0 a multiple of BS_PANEL
+ * when s->kp is set (its panels are used in place). */
+static inline void anc_logits(const float *x, int m, const float *k, int d, float scale, int j0, int nj,
+                              anc_scratch *s)
+{
+    if (s->kp)
+        bs_gemm_nt_packed(x, d, m, s->kp + (size_t)(j0 / BS_PANEL) * d * BS_PANEL, nj, d, scale, s->panel,
+                          nj);
+    else
+        bs_gemm_nt(x, d, m, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
+}
+
+/* The first key of the panel loop over keys from k0: k0 itself, or the
+ * start of its packed panel. */
+static inline int anc_first(const anc_scratch *s, int k0) { return s->kp ? k0 / BS_PANEL * BS_PANEL : k0; }
+
 /* Running max over keys [k0, k1) of the logits of rows [a, b): rmax[i - a]
  * (causal: keys j <= i only). */
 static inline void anc_rowmax(const float *q, const float *k, int d, float scale, int causal, int a, int b,
                               int k0, int k1, anc_scratch *s)
 {
-    for (int j0 = k0; j0 < k1; j0 += ANC_CHUNK) {
-        const int nj = k1 - j0 < ANC_CHUNK ? k1 - j0 : ANC_CHUNK;
+    for (int j0 = anc_first(s, k0); j0 < k1; j0 += ANC_CHUNK) {
+        const int nj = k1 - j0 < ANC_CHUNK ? k1 - j0 : ANC_CHUNK, lo = k0 > j0 ? k0 - j0 : 0;
         if (causal && j0 >= b) break;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b - a, nj, d, scale, q + (size_t)a * d, d,
-                    k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
+        anc_logits(q + (size_t)a * d, b - a, k, d, scale, j0, nj, s);
         for (int i = a; i < b; i++) {
             const float *row = s->panel + (size_t)(i - a) * nj;
             const int n = causal ? (i - j0 + 1 < nj ? i - j0 + 1 : nj) : nj;
             float m = s->rmax[i - a];
 #pragma omp simd reduction(max : m)
-            for (int j = 0; j < n; j++) m = row[j] > m ? row[j] : m;
+            for (int j = lo; j < n; j++) m = row[j] > m ? row[j] : m;
             s->rmax[i - a] = m;
         }
     }
@@ -166,13 +187,85 @@ static inline int anc_pool(const float *q, const float *k, int N, int d, int cau
     return T;
 }
 
+/* Floats in value order as int32 (the map is its own inverse; NaNs fall
+ * outside [key(-inf), key(+inf)]). */
+static inline int32_t anc_key(float x)
+{
+    int32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b ^ ((b >> 31) & 0x7fffffff);
+}
+static inline float anc_unkey(int32_t k)
+{
+    const int32_t b = k ^ ((k >> 31) & 0x7fffffff);
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* The smallest float x with (double)x + theta >= abar, into *thr (NaN if
+ * no float passes): then for every float logit, NaN included, the test
+ * logit >= *thr is the double one. With theta finite, (double)x + theta
+ * never decreases as x grows, so a binary search over the floats in order
+ * finds it (32 steps). 0 for a theta that is not finite (the caller keeps
+ * the double test). */
+static inline int anc_thr(double abar, double theta, float *thr)
+{
+    if (!isfinite(theta)) return 0;
+    if (!((double)INFINITY + theta >= abar)) { /* not even +inf: NaN abar, or +inf */
+        *thr = NAN;
+        return 1;
+    }
+    int64_t lo = anc_key(-INFINITY), hi = anc_key(INFINITY); /* hi passes (int64: hi - lo > 2^31) */
+    if ((double)-INFINITY + theta >= abar) {
+        *thr = -INFINITY;
+        return 1;
+    }
+    while (hi - lo > 1) { /* lo fails, hi passes */
+        const int64_t mid = lo + (hi - lo) / 2;
+        if ((double)anc_unkey((int32_t)mid) + theta >= abar)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    *thr = anc_unkey((int32_t)hi);
+    return 1;
+}
+
+typedef float v16f __attribute__((vector_size(16 * sizeof(float))));
+typedef int v16i __attribute__((vector_size(16 * sizeof(int))));
+
+/* Append j + u for the lanes u of keep that are set (all bits) to out[n..];
+ * returns the new n. Writes out[n .. n + 15] at most. */
+static inline int anc_emit(int32_t *out, int n, v16i keep, int j)
+{
+#if defined(__AVX512F__)
+    __m512i kv;
+    memcpy(&kv, &keep, sizeof kv);
+    const __mmask16 m = _mm512_test_epi32_mask(kv, kv);
+    if (m) {
+        const __m512i idx = _mm512_add_epi32(
+            _mm512_set1_epi32(j), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        _mm512_mask_compressstoreu_epi32(out + n, m, idx);
+        n += __builtin_popcount((unsigned)m);
+    }
+#else
+    for (int u = 0; u < 16; u++) {
+        out[n] = j + u;
+        n += keep[u] != 0;
+    }
+#endif
+    return n;
+}
+
 /* Step 3 for ng groups g[0, ng) of one head pooled by anc_pool, group b's
  * T[b] sub-blocks at rows t0[b] of qbar, abar (T[b] = 0: no candidate):
  * the kept keys of group b, sorted, into stripes + b * ldst, their count
- * into n[b]. All pooled queries of the groups go through one SGEMM per
- * panel of keys, so that a group of one sub-block (anchor_small) is not
- * a matrix-vector product re-reading K: each group then keeps the keys
- * of its own candidate ranges. */
+ * into n[b]. All pooled queries of the groups go through one product per
+ * panel of keys (block_score.h's register-tiled GEMM; OpenBLAS's packing
+ * cost more than the multiply at these shapes), so that a group of one
+ * sub-block (anchor_small) is not a matrix-vector product re-reading K:
+ * each group then keeps the keys of its own candidate ranges. */
 static inline void anc_keep(const float *k, int N, int d, int causal, float scale, double theta,
                             const anc_group *g, const int *T, const int *t0, int ng, anc_scratch *s,
                             int32_t *stripes, size_t ldst, int *n)
@@ -189,30 +282,32 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
             }
         rows = t0[b] + T[b] > rows ? t0[b] + T[b] : rows;
     }
-    for (int j0 = ka; j0 < kz; j0 += ANC_CHUNK) {
+    /* the test (double)logit + theta >= abar[t] as logit >= thr[t] in
+     * float (anc_thr), when every threshold has one */
+    int fast = 1;
+    for (int t = 0; t < rows && fast; t++) fast = anc_thr(s->abar[t], theta, &s->thr[t]);
+    for (int j0 = anc_first(s, ka); j0 < kz; j0 += ANC_CHUNK) {
         const int nj = kz - j0 < ANC_CHUNK ? kz - j0 : ANC_CHUNK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nj, d, scale, s->qbar, d,
-                    k + (size_t)j0 * d, d, 0.0f, s->panel, nj);
+        anc_logits(s->qbar, rows, k, d, scale, j0, nj, s);
         for (int b = 0; b < ng; b++) {
             if (!T[b]) continue;
             int32_t *out = stripes + (size_t)b * ldst;
             for (int r = 0; r < 2; r++) {
                 const int x0 = c[b][r][0] > j0 ? c[b][r][0] : j0;
                 const int x1 = c[b][r][1] < j0 + nj ? c[b][r][1] : j0 + nj;
-                /* eight keys at a time: lane u is kept iff some sub-block
-                 * t has (double)logit + theta >= abar[t], the scalar test */
+                /* sixteen keys at a time: lane u is kept iff some
+                 * sub-block t has logit >= thr[t], the scalar test */
                 int j = x0;
-                for (; j + 8 <= x1; j += 8) {
-                    v8i keep = { 0 };
-                    for (int t = t0[b]; t < t0[b] + T[b]; t++) {
-                        v8f lf;
-                        memcpy(&lf, s->panel + (size_t)t * nj + (j - j0), sizeof lf);
-                        const v8d x = __builtin_convertvector(lf, v8d) + theta;
-                        keep |= __builtin_convertvector(x >= s->abar[t], v8i);
+                if (fast)
+                    for (; j + 16 <= x1; j += 16) {
+                        v16i keep = { 0 };
+                        for (int t = t0[b]; t < t0[b] + T[b]; t++) {
+                            v16f lf;
+                            memcpy(&lf, s->panel + (size_t)t * nj + (j - j0), sizeof lf);
+                            keep |= lf >= s->thr[t];
+                        }
+                        n[b] = anc_emit(out, n[b], keep, j);
                     }
-                    for (int u = 0; u < 8; u++)
-                        if (keep[u]) out[n[b]++] = j + u;
-                }
                 for (; j < x1; j++)
                     for (int t = t0[b]; t < t0[b] + T[b]; t++)
                         if ((double)s->panel[(size_t)t * nj + (j - j0)] + theta >= s->abar[t]) {

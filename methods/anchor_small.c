@@ -63,14 +63,29 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
 
-    const int blas = mc_blas_serial_begin();            /* one SGEMM per group, each thread its own */
     const int nbat = (nqb + ANC_BATCH - 1) / ANC_BATCH; /* batches of query blocks per head */
+    /* every head's K packed once (bs_pack_nt): the batches' logits then
+     * read the panels in place instead of each batch transposing the keys
+     * it scores again */
+    const int npan = (N + BS_PANEL - 1) / BS_PANEL;
+    float *kp = malloc((size_t)H * npan * BS_PANEL * d * sizeof *kp);
+    if (!kp) {
+        ab_set_error(state, "anchor_small: out of memory");
+        return AB_ENOMEM;
+    }
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < H * npan; r++) {
+        const int h = r / npan, p = r % npan, j0 = p * BS_PANEL;
+        const int nj = N - j0 < BS_PANEL ? N - j0 : BS_PANEL;
+        bs_pack_nt(pb->k + ((size_t)h * N + j0) * d, d, nj, d, kp + ((size_t)h * npan + p) * BS_PANEL * d);
+    }
 #pragma omp parallel reduction(+ : flops, bytes)
     {
         anc_scratch sc;
         /* (ANC_BATCH, N) the kept keys of a batch's blocks (128 N bytes) */
         int32_t *stripes = malloc((size_t)ANC_BATCH * N * sizeof *stripes);
-        int ok = anc_scratch_alloc(&sc, bq, ANC_BATCH, d) && stripes;
+        int32_t *kbs = malloc(((size_t)nkb + 1) * sizeof *kbs); /* one row's dense blocks */
+        int ok = anc_scratch_alloc(&sc, bq, ANC_BATCH, d) && stripes && kbs;
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
@@ -79,12 +94,13 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
         for (int r = 0; r < H * nbat; r++) {
             if (!ok) continue;
             /* one batch: query blocks [qa, qz) of head h, their pooled
-             * queries scored in one SGEMM per key panel (anc_keep) */
+             * queries scored in one product per key panel (anc_keep) */
             const int h = r / nbat, qa = (r % nbat) * ANC_BATCH;
             const int qz = qa + ANC_BATCH < nqb ? qa + ANC_BATCH : nqb;
             anc_group g[ANC_BATCH];
             int T[ANC_BATCH], t0[ANC_BATCH], n[ANC_BATCH], lo[ANC_BATCH], hi[ANC_BATCH], rows = 0;
             const size_t off = (size_t)h * N * d;
+            sc.kp = kp + (size_t)h * npan * BS_PANEL * d;
             for (int qb = qa; qb < qz; qb++) {
                 const int b = qb - qa, diag = bs_diag_block(qb, bq, bk, N);
                 lo[b] = diag - st->local_blocks + 1 > 0 ? diag - st->local_blocks + 1 : 0;
@@ -104,10 +120,14 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
             anc_keep(pb->k + off, N, d, causal, pb->s.scale, st->theta, g, T, t0, qz - qa, &sc, stripes,
                      (size_t)N, n);
             for (int qb = qa; ok && qb < qz; qb++) {
-                /* the first and the local blocks densely, plus the stripes */
+                /* the first and the local blocks densely (one ascending
+                 * call per row: the layout then has nothing to sort), plus
+                 * the stripes */
                 const int b = qb - qa;
-                int ra = ab_layout_add_block(l, h, qb, 0);
-                if (ra == AB_OK) ra = ab_layout_add_block_range(l, h, qb, lo[b], hi[b] + 1);
+                int nk = 0;
+                if (lo[b] > 0) kbs[nk++] = 0;
+                for (int kb = lo[b]; kb <= hi[b]; kb++) kbs[nk++] = kb;
+                int ra = ab_layout_add_blocks(l, h, qb, kbs, nk);
                 if (ra == AB_OK) ra = ab_layout_add_tokens(l, h, qb, stripes + (size_t)b * N, n[b]);
                 if (ra != AB_OK) {
                     ok = 0;
@@ -120,8 +140,9 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
         bytes += sc.bytes;
         anc_scratch_free(&sc);
         free(stripes);
+        free(kbs);
     }
-    mc_blas_serial_end(blas);
+    free(kp);
     if (rc == AB_ENOMEM) ab_set_error(state, "anchor_small: out of memory");
     return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }

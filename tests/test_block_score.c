@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "methods/anchor_core.h"
 #include "methods/block_score.h"
 
 static float urand(uint64_t *s)
@@ -349,4 +350,54 @@ Test(block_score, top_ascending_is_the_comparator_prefix)
                 free(key);
                 free(in);
             }
+}
+
+/* anchor_core.h's float threshold: logit >= thr must be the double test
+ * (double)logit + theta >= abar for every float, the ulps around the
+ * threshold, the specials and overflowing differences included; and the
+ * sixteen-lane emit must append exactly the set lanes, in order. */
+Test(block_score, anchor_threshold_is_the_double_test)
+{
+    uint64_t seed = 7;
+    const double abars[] = { 0.0,     -0.0,  1.0,      -3.25,     1e-30, 7.5e30,
+                             -7.5e30, 1e300, INFINITY, -INFINITY, NAN,   3.4028234663852886e38 };
+    const double thetas[] = { 0.0, 5.73263, -2.0, 1e-7, 1e20, 1e38, -1e38, 0.1 };
+    for (int a = 0; a < NA(abars) + 400; a++)
+        for (int t = 0; t < NA(thetas); t++) {
+            const double theta = thetas[t];
+            /* random anchors near 0, and near theta (where the double sum
+             * rounds away many float ulps) */
+            const double abar = a < NA(abars) ? abars[a]
+                                : a % 2       ? urand(&seed) * 40.0
+                                              : theta + urand(&seed) * 1e5;
+            float thr;
+            cr_assert(anc_thr(abar, theta, &thr), "abar %.17g theta %.17g: no threshold", abar, theta);
+            const float base = (float)(abar - theta);
+            float xs[64 + 8];
+            int nx = 0;
+            float x = base;
+            for (int u = 0; u < 32; u++) x = nextafterf(x, -INFINITY);
+            for (int u = 0; u < 64; u++, x = nextafterf(x, INFINITY)) xs[nx++] = x;
+            const float sp[] = { INFINITY, -INFINITY, NAN, 0.0f, -0.0f, 3.4028235e38f, -3.4028235e38f, thr };
+            for (int u = 0; u < 8; u++) xs[nx++] = sp[u];
+            for (int u = 0; u < nx; u++)
+                cr_assert_eq(xs[u] >= thr, (double)xs[u] + theta >= abar,
+                             "abar %.17g theta %.17g x %.9g thr %.9g", abar, theta, xs[u], thr);
+        }
+    float no = 0.0f; /* a theta that is not finite keeps the double test */
+    cr_assert(!anc_thr(1.0, NAN, &no) && !anc_thr(1.0, INFINITY, &no) && !anc_thr(1.0, -INFINITY, &no));
+    for (int r = 0; r < 200; r++) {
+        v16i keep;
+        int32_t out[40], want[16];
+        int nw = 0;
+        for (int u = 0; u < 16; u++) {
+            keep[u] = urand(&seed) > 0.1f ? -1 : 0;
+            if (keep[u]) want[nw++] = 100 + u;
+        }
+        for (int u = 0; u < 40; u++) out[u] = -5;
+        const int n = anc_emit(out, 3, keep, 100);
+        cr_assert_eq(n, 3 + nw);
+        for (int u = 0; u < 3; u++) cr_assert_eq(out[u], -5);
+        for (int u = 0; u < nw; u++) cr_assert_eq(out[3 + u], want[u]);
+    }
 }
