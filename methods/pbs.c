@@ -36,7 +36,6 @@
 #include "methods/block_score.h"
 #include "methods/vecf.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -72,11 +71,9 @@ static void pbs_permute(const float *q, const float *k, int N, int d, int nl, in
     const int C = N / seg * seg;
     for (int j = 0; j < N; j++) perm[j] = j;
     if (C == 0) return;
-    (void)bt;
-    /* the (nl, C) logit panel as one GEMM (OpenBLAS; single-threaded inside
-     * the harness's OpenMP region) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, C, d, scale, q + (size_t)(N - nl) * d, d, k, d,
-                0.0f, s, C);
+    /* the (nl, C) logit panel as one GEMM (block_score.h's: OpenBLAS spent
+     * a third of its time packing at this shape) */
+    bs_gemm_nt(q + (size_t)(N - nl) * d, d, nl, k, d, C, d, scale, s, C, bt);
     for (int j = 0; j < C; j++) row[j] = 0.0;
     for (int i = 0; i < nl; i++) { /* row softmax (max, exp, sum), mean over the rows */
         float *si = s + (size_t)i * C;
@@ -112,7 +109,20 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
      * to a double vector: each lane the c-ordered chain a scalar loop per
      * block had (a chain waits on its add every step) */
     const int kend = pb->s.causal && diag + 1 < nkb ? diag + 1 : nkb;
-    for (int kb0 = 0; kb0 < kend; kb0 += 8) {
+    int kb0 = 0;
+    for (; kb0 + 32 <= kend; kb0 += 32) { /* four chains in flight (the same chains) */
+        v8d acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+        for (int c = 0; c < d; c++) {
+            const double qc = qm[c];
+            for (int u = 0; u < 4; u++) {
+                v8f kv;
+                memcpy(&kv, pkt + (size_t)c * ldk + kb0 + 8 * u, sizeof kv);
+                acc[u] += qc * __builtin_convertvector(kv, v8d);
+            }
+        }
+        memcpy(sc + kb0, acc, sizeof acc);
+    }
+    for (; kb0 < kend; kb0 += 8) {
         v8d acc = { 0 };
         for (int c = 0; c < d; c++) {
             v8f kv;
@@ -121,9 +131,11 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
         }
         memcpy(sc + kb0, &acc, sizeof acc);
     }
+    /* the own segment's key blocks [ob0, ob1) (seg is whole blocks) */
+    const int ob0 = own * (seg / bk), ob1 = ob0 + seg / bk;
     int m = 0;
     for (int kb = 0; kb < kend; kb++) {
-        if (kb * bk / seg == own) continue;
+        if (kb >= ob0 && kb < ob1) continue;
         cand[m].score = sc[kb] * pb->s.scale;
         cand[m].idx = kb;
         m++;
@@ -180,7 +192,6 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = (perm && pkm && first) ? AB_OK : AB_ENOMEM;
     double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
     if (rc == AB_OK) {
-        const int blas = mc_blas_serial_begin(); /* one SGEMM per head, each thread its own */
 #pragma omp parallel
         {
             const int C = N / seg * seg;
@@ -216,7 +227,6 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
             free(row);
             free(imp);
         }
-        mc_blas_serial_end(blas);
     }
     if (rc == AB_OK) {
 #pragma omp parallel reduction(+ : cands, sorted)
