@@ -198,7 +198,9 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
         goto out;
     }
 
-    /* 1. last-block attention, vertical and slash profiles */
+    /* 1. last-block attention, vertical and slash profiles (row: the
+     * slash sums reversed, zeroed here) */
+    for (int x = 0; x < N; x++) row[x] = 0.0;
     bs_gemm_nt(q + (size_t)r0 * d, d, nl, k, d, N, d, scale, s, N, bt);
     double cells = 0.0; /* logits used */
     for (int i = 0; i < nl; i++) {
@@ -210,9 +212,14 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
         const double w = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
         const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
         for (int j = 0; j < nv; j++) vert[j] += sr[j] * w;
-        for (int j = 0; j < nd; j++) slash[qi - j] += sr[j] * w;
+        /* slash by x = N - 1 - offset (row here: offset qi - j at
+         * N - 1 - qi + j), so that the loop runs forward and vectorises;
+         * each entry gets the same adds in row order */
+        double *xr = row + (N - 1 - qi);
+        for (int j = 0; j < nd; j++) xr[j] += sr[j] * w;
         cells += nv;
     }
+    for (int o = 0; o < N; o++) slash[o] = row[N - 1 - o];
     *fl += cells * (2.0 * d + 7.0); /* logit; max, exp, sum, scale, vertical (2), slash */
     *by += (double)N * d * sizeof(float) + (double)nl * d * sizeof(float) + 2.0 * cells * sizeof(float);
     for (int j = 0; j < N; j++) {
