@@ -30,15 +30,17 @@
  * Knob `keys` (fractional budgets dithered over query blocks by a
  * golden-ratio sequence): density rises with it. Token layout.
  * Cost O(N d (bits + 64) + N log N) per head, plus O(N + block_q * b) per
- * query block. The KS logits go key tile by key tile (a tile of K
- * transposed stays in cache across the 64 queries), in double vectors (each
- * fp32 product exact in double, as before).
+ * query block. The KS estimate is computed as minference_vs computes its
+ * vertical one: the logits of the 64 queries as one fp32 product
+ * (block_score.h), the softmax in fp32, the column sums in double (until
+ * 2026-12-05 the logits were exact fp32 products summed in double, at half
+ * the vector width: 1.4x the whole select()).
  * Stated cost (ab_layout_set_cost), per head, S = the keys the KS queries
  * see (about 64 N causal): FLOPs = 2 N d (6 + 2 bits) (centre, normalise,
  * project Q and K) + S (2d + 7) (logits, softmax, column sums) + 4 N log2 N
  * (two sorts, the Fenwick pass) + N (log2 N + keys) (bucket search and
- * takes); bytes = 8 N d (Q and K in fp32) + 16 S (the logits in double
- * written and read back). At N = 16K, d = 64, bits = 8: about 0.55 % of
+ * takes); bytes = 8 N d (Q and K in fp32) + 8 S (the fp32 logits written and
+ * read back). At N = 16K, d = 64, bits = 8: about 0.55 % of
  * dense (64 / N of it is the KS logits).
  */
 #include "attnbench.h"
@@ -49,10 +51,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#include <sleef.h>
-#endif
 
 enum { P_KEYS = 0, P_BITS, P_WINDOW, P_COUNT };
 
@@ -101,15 +99,9 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
  * GNU vector than the ISA's registers is split through the stack) and the
  * floats that widen into one */
 #if defined(__AVX512F__)
-#define HX_VL   8
-#define HX_EXPD Sleef_expd8_u10avx512f /* the KS softmax's exp, one register */
-#define HX_MD   __m512d
+#define HX_VL 8
 #else
 #define HX_VL 4
-#if defined(__AVX2__)
-#define HX_EXPD Sleef_expd4_u10avx2
-#define HX_MD   __m256d
-#endif
 #endif
 typedef double vd __attribute__((vector_size(HX_VL * sizeof(double))));
 typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
@@ -228,52 +220,6 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
     return AB_OK;
 }
 
-/* Logits of up to KS_QB queries qi (nqi rows of d) against the key tile
- * [j, j + KT) in double, lg[r][j + u] = scale sum_c qi[r][c] kt[c][u] for
- * j + u < kc[r]: kt is that tile of K transposed (d, KT), built once per
- * tile in a small buffer (a whole K^T, 2 N d doubles written and read
- * back, had cost as much as the logits; with the whole K^T's row stride
- * a tile's rows fell on d pages), widened to double once (widening each
- * key vector for every 4 queries took a third of the loop's issue
- * slots), zero past N. Each fp32
- * product is exact in double; tiles of KT keys in double vectors, as GEMV. */
-enum { KT = 32, KV = KT / HX_VL, KS_QB = 4 };
-/* a product of two floats is exact in double, so a fused multiply-add gives
- * the same sums as the multiply and add: let the compiler fuse them */
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")
-static void ks_logits(const float *qi, int nqi, const double *kt, int d, int j, const int *kc, double scale,
-                      double *lg, size_t ldl)
-{
-    /* KS_QB queries at a time: each widened key vector serves all of them */
-    vd a[KS_QB][KV];
-    for (int r = 0; r < KS_QB; r++)
-        for (int u = 0; u < KV; u++) a[r][u] = (vd){ 0 };
-    for (int c = 0; c < d; c++) {
-        const double *kr = kt + (size_t)c * KT;
-        vd kv[KV];
-#pragma GCC unroll 8
-        for (int u = 0; u < KV; u++) memcpy(&kv[u], kr + u * HX_VL, sizeof kv[u]);
-#pragma GCC unroll 4
-        for (int r = 0; r < KS_QB; r++) {
-            const double x = qi[(size_t)(r < nqi ? r : 0) * d + c];
-#pragma GCC unroll 8
-            for (int u = 0; u < KV; u++) a[r][u] += x * kv[u];
-        }
-    }
-    for (int r = 0; r < nqi; r++) {
-        double t[KT];
-        for (int u = 0; u < KV; u++) a[r][u] *= scale;
-        memcpy(t, a[r], sizeof a[r]);
-        double *o = lg + (size_t)r * ldl + j;
-        if (kc[r] - j >= KT)
-            memcpy(o, t, sizeof t); /* a constant size: inline stores, not a libc call */
-        else
-            for (int x = 0; x < kc[r] - j; x++) o[x] = t[x];
-    }
-}
-#pragma GCC pop_options
-
 /* A key with its bucket. */
 typedef struct bkey {
     int32_t b, j;
@@ -296,22 +242,6 @@ static void sort_by_bucket(bkey *a, bkey *t, int N, int bits)
     if (src != a) memcpy(a, src, (size_t)N * sizeof *a);
 }
 
-/* The max of x[0, n) ignoring NaN (-inf if none): eight independent
- * running maxima (as one chain of compares it was a quarter of hax_head's
- * own time in a profile), then
- * theirs; max is exact, so the order does not matter. */
-static double max_of(const double *x, int n)
-{
-    double m8[8], mx = -INFINITY;
-    for (int t = 0; t < 8; t++) m8[t] = -INFINITY;
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int t = 0; t < 8; t++) m8[t] = x[j + t] > m8[t] ? x[j + t] : m8[t];
-    for (int t = 0; t < 8; t++) mx = m8[t] > mx ? m8[t] : mx;
-    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    return mx;
-}
-
 /* Selection for head h, added to l one query block at a time. */
 static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h)
 {
@@ -332,15 +262,13 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
     int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
     uint64_t *kbm = calloc(2 * (size_t)nw, sizeof *kbm);  /* (nw) one block's keys as bits; (nw) ranks seen */
-    const int ldk = (N + KT - 1) / KT * KT + KT;      /* + KT: no power-of-two stride (L1 set conflicts) */
-    double *kt = malloc((size_t)d * KT * sizeof *kt); /* (d, KT) one key tile of K^T, in double */
-    double *er = malloc((size_t)N * sizeof *er);      /* (N) one KS row's probabilities */
-    double *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * ldk * sizeof *lgall); /* logits */
+    float *kt = malloc((size_t)d * BS_PANEL * sizeof *kt); /* bs_logits scratch */
+    float *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * N * sizeof *lgall); /* KS logits */
     uint64_t *rbm = kbm + nw; /* ranks of the keys some row so far may see */
-    int rc = (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && keys && kbm && kt &&
-              er && lgall)
-                 ? AB_OK
-                 : AB_ENOMEM;
+    int rc =
+        (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && keys && kbm && kt && lgall)
+            ? AB_OK
+            : AB_ENOMEM;
     if (rc == AB_OK) {
         /* hyperplanes: the splitmix64 stream of seed and head, (d, bits)
          * row-major, bits fastest */
@@ -353,59 +281,20 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     if (rc == AB_OK) {
         for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
         sort_by_bucket(by, by + N, N, bits);
-        /* KS importance: column sums of the last KS_QUERIES queries' softmax */
-        /* the logits of the last KS_QUERIES queries, key tile by key tile
-         * (the tile of kt stays in cache across the queries) */
+        /* KS importance: column sums of the last KS_QUERIES queries'
+         * softmax, as minference_vs's vertical estimate: the logits as one
+         * product (block_score.h), each row's softmax in float (the
+         * kernels' vector exp), each probability added in double to its
+         * column in row order */
         const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
-        for (int j = 0; j < N; j += KT) {
-            for (int x = 0; x < KT; x++) /* the tile's K^T in double */
-                if (j + x < N)
-                    for (int c = 0; c < d; c++) kt[(size_t)c * KT + x] = k[(size_t)(j + x) * d + c];
-                else
-                    for (int c = 0; c < d; c++) kt[(size_t)c * KT + x] = 0.0;
-            for (int i = i0; i < N;) {
-                int kc[KS_QB], nqi = 0; /* the queries from i that see key j */
-                while (nqi < KS_QB && i + nqi < N && (!causal || j < i + nqi + 1)) {
-                    kc[nqi] = causal ? i + nqi + 1 : N;
-                    nqi++;
-                }
-                if (nqi == 0) {
-                    i++;
-                    continue;
-                }
-                ks_logits(q + (size_t)i * d, nqi, kt, d, j, kc, pb->s.scale, lgall + (size_t)(i - i0) * ldk,
-                          ldk);
-                i += nqi;
-            }
-        }
+        bs_logits(q + (size_t)i0 * d, N - i0, k, N, d, pb->s.scale, lgall, kt);
         for (int i = i0; i < N; i++) {
-            /* the probabilities go to er, one row reused (written back
-             * over the logits, they were 8 N more bytes to memory) */
             const int kc = causal ? i + 1 : N;
-            double sum = 0.0;
-            const double *lg = lgall + (size_t)(i - i0) * ldk;
-            const double mx = max_of(lg, kc);
+            float *lg = lgall + (size_t)(i - i0) * N;
+            const float mx = bs_max(lg, kc);
             if (!isfinite(mx)) continue;
-            int j = 0;
-#if defined(HX_EXPD)
-            { /* exp HX_VL at a time (SLEEF, 1.0 ulp); lanes summed by halving */
-                vd acc = { 0 };
-                for (; j + HX_VL <= kc; j += HX_VL) {
-                    vd x;
-                    memcpy(&x, lg + j, sizeof x);
-                    const vd e = (vd)HX_EXPD((HX_MD)(x - mx));
-                    memcpy(er + j, &e, sizeof e);
-                    acc += e;
-                }
-                double lanes[HX_VL];
-                memcpy(lanes, &acc, sizeof lanes);
-                for (int w = HX_VL / 2; w >= 1; w /= 2)
-                    for (int t = 0; t < w; t++) lanes[t] += lanes[t + w];
-                sum = lanes[0];
-            }
-#endif
-            for (; j < kc; j++) sum += (er[j] = exp(lg[j] - mx));
-            for (j = 0; j < kc; j++) u[j] += er[j] / sum;
+            const float inv = (float)(1.0 / ab_exp_shift_sum(lg, kc, mx));
+            for (int j = 0; j < kc; j++) u[j] += lg[j] * inv;
         }
         /* higher importance first, then lower position (NaN as -inf) */
         for (int j = 0; j < N; j++) rk[j] = (bs_cand){ isnan(u[j]) ? -INFINITY : u[j], j };
@@ -495,7 +384,6 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     free(bstart);
     free(bcnt);
     free(kt);
-    free(er);
     free(lgall);
     return rc;
 }
@@ -521,7 +409,7 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
     const double lg = N > 1 ? log2((double)N) : 1.0;
     const double flops = (double)H * (2.0 * N * d * (6.0 + 2.0 * st->bits) + kcs * (2.0 * d + 7.0) +
                                       4.0 * N * lg + N * (lg + st->keys));
-    const double bytes = (double)H * (8.0 * N * d + 16.0 * kcs);
+    const double bytes = (double)H * (8.0 * N * d + 8.0 * kcs);
     return ab_layout_set_cost(l, flops, bytes);
 }
 
