@@ -23,39 +23,60 @@
 
 #define LSH_ROWS 64 /* rows per projection GEMM */
 
-/* Scratch floats lsh_codes needs in P (bt: favor_bt_floats(d), i.e.
- * max(d, BS_KC) * BS_PANEL floats). */
-static inline size_t lsh_scratch_floats(int b2) { return (size_t)LSH_ROWS * (b2 > 0 ? b2 : 1); }
+/* Scratch floats lsh_codes needs in P for `rows` projection rows at once
+ * (rows = rounds x b2 to hash every round in one pass). */
+static inline size_t lsh_scratch_floats(int rows) { return (size_t)LSH_ROWS * (rows > 0 ? rows : 1); }
 
-/* Codes of the rows of x (n, d) into out (n). nb == 1: all 0. */
-static inline void lsh_codes(const float *x, int n, int d, const float *rot, int b2, int nb, float *P,
-                             float *bt, int32_t *out)
+/* Codes of the rows of x (n, d) in R rounds into out (R, n): round r
+ * projects on rot + r b2 d (rot: R b2 rows of d, contiguous). The rounds
+ * whose projections fit in P (pmax floats, at least lsh_scratch_floats(b2))
+ * share one GEMM per chunk of rows, so x is read (and its chunk
+ * transposed) once per group of rounds, not once per round; each
+ * projection is the same FMA chain either way. nb == 1: all 0. */
+static inline void lsh_codes_rounds(const float *x, int n, int d, const float *rot, int R, int b2, int nb,
+                                    float *P, size_t pmax, float *bt, int32_t *out)
 {
     if (nb <= 1) {
-        for (int i = 0; i < n; i++) out[i] = 0;
+        for (size_t i = 0; i < (size_t)R * n; i++) out[i] = 0;
         return;
     }
+    int g = (int)(pmax / lsh_scratch_floats(b2)); /* rounds per GEMM */
+    g = g < 1 ? 1 : g > R ? R : g;
     float bv[LSH_ROWS];
-    for (int i0 = 0; i0 < n; i0 += LSH_ROWS) {
-        const int nr = n - i0 < LSH_ROWS ? n - i0 : LSH_ROWS;
-        int32_t *best = out + i0;
-        /* P (b2, nr): P[c][a] = rot[c] . x[i0 + a] */
-        bs_gemm_nt(rot, d, b2, x + (size_t)i0 * d, d, nr, d, 1.0f, P, nr, bt);
-        for (int a = 0; a < nr; a++) {
-            bv[a] = P[a]; /* candidate 0 */
-            best[a] = 0;
-        }
-        for (int t = 1; t < nb; t++) {
-            const float sg = t < b2 ? 1.0f : -1.0f;
-            const float *p = P + (size_t)(t < b2 ? t : t - b2) * nr;
-            for (int a = 0; a < nr; a++) {
-                const float v = sg * p[a];
-                const int gt = v > bv[a];
-                bv[a] = gt ? v : bv[a];
-                best[a] = gt ? t : best[a];
+    for (int r0 = 0; r0 < R; r0 += g) {
+        const int gr = R - r0 < g ? R - r0 : g;
+        for (int i0 = 0; i0 < n; i0 += LSH_ROWS) {
+            const int nr = n - i0 < LSH_ROWS ? n - i0 : LSH_ROWS;
+            /* P (gr b2, nr): P[c][a] = rot[r0 b2 + c] . x[i0 + a] */
+            bs_gemm_nt(rot + (size_t)r0 * b2 * d, d, gr * b2, x + (size_t)i0 * d, d, nr, d, 1.0f, P, nr, bt);
+            for (int r = 0; r < gr; r++) {
+                const float *Pr = P + (size_t)r * b2 * nr;
+                int32_t *best = out + (size_t)(r0 + r) * n + i0;
+                for (int a = 0; a < nr; a++) {
+                    bv[a] = Pr[a]; /* candidate 0 */
+                    best[a] = 0;
+                }
+                for (int t = 1; t < nb; t++) {
+                    const float sg = t < b2 ? 1.0f : -1.0f;
+                    const float *p = Pr + (size_t)(t < b2 ? t : t - b2) * nr;
+                    for (int a = 0; a < nr; a++) {
+                        const float v = sg * p[a];
+                        const int gt = v > bv[a];
+                        bv[a] = gt ? v : bv[a];
+                        best[a] = gt ? t : best[a];
+                    }
+                }
             }
         }
     }
+}
+
+/* Codes of the rows of x (n, d) into out (n), one round (P:
+ * lsh_scratch_floats(b2) floats). */
+static inline void lsh_codes(const float *x, int n, int d, const float *rot, int b2, int nb, float *P,
+                             float *bt, int32_t *out)
+{
+    lsh_codes_rounds(x, n, d, rot, 1, b2, nb, P, lsh_scratch_floats(b2), bt, out);
 }
 
 #endif

@@ -160,20 +160,26 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, nb = st->buckets, b2 = (nb + 1) / 2, R = st->rounds;
     const int c2 = 2 * rf_chunk(st, N) > 0 ? 2 * rf_chunk(st, N) : 1; /* items per chunk */
-    float *rot = malloc((size_t)b2 * d * sizeof *rot);
-    float *pj = malloc(lsh_scratch_floats(b2) * sizeof *pj);
+    float *rot = malloc((size_t)R * b2 * d * sizeof *rot); /* every round's rotation, round after round */
+    float *pj = malloc(lsh_scratch_floats(R * b2) * sizeof *pj);
     float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
-    int32_t *bq = malloc((size_t)N * sizeof *bq), *bk = malloc((size_t)N * sizeof *bk);
+    int32_t *cq = malloc((size_t)R * N * sizeof *cq), *ck = malloc((size_t)R * N * sizeof *ck); /* (R, N) */
     int32_t *cnt = malloc((size_t)(nb + 1) * sizeof *cnt);
     int32_t *items = malloc((size_t)2 * N * sizeof *items);
-    int rc = rot && pj && bt && bq && bk && cnt && items ? AB_OK : AB_ENOMEM;
+    int rc = rot && pj && bt && cq && ck && cnt && items ? AB_OK : AB_ENOMEM;
+    if (rc == AB_OK) { /* the codes of all rounds in one pass over Q and one over K (lsh_codes_rounds) */
+        for (int r = 0; r < R; r++) {
+            uint64_t sd =
+                ab_mix64(pb->seed ^ ab_mix64(0x5245464f524d4552ull + ((uint64_t)h << 20) + (uint64_t)r));
+            for (size_t t = 0; t < (size_t)b2 * d; t++) rot[(size_t)r * b2 * d + t] = (float)rf_gauss(&sd);
+        }
+        const size_t pmax = lsh_scratch_floats(R * b2);
+        lsh_codes_rounds(pb->q + (size_t)h * N * d, N, d, rot, R, b2, nb, pj, pmax, bt, cq);
+        lsh_codes_rounds(pb->k + (size_t)h * N * d, N, d, rot, R, b2, nb, pj, pmax, bt, ck);
+    }
     for (int r = 0; rc == AB_OK && r < R; r++) {
         const size_t x = (size_t)h * R + r;
-        uint64_t sd =
-            ab_mix64(pb->seed ^ ab_mix64(0x5245464f524d4552ull + ((uint64_t)h << 20) + (uint64_t)r));
-        for (size_t t = 0; t < (size_t)b2 * d; t++) rot[t] = (float)rf_gauss(&sd);
-        lsh_codes(pb->q + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bq);
-        lsh_codes(pb->k + (size_t)h * N * d, N, d, rot, b2, nb, pj, bt, bk);
+        const int32_t *bq = cq + (size_t)r * N, *bk = ck + (size_t)r * N;
         /* counting sort of the 2N items (2 pos + 0 key / + 1 query) by bucket,
          * stable in (position, key first) order */
         for (int b = 0; b <= nb; b++) cnt[b] = 0;
@@ -206,8 +212,8 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
     free(rot);
     free(pj);
     free(bt);
-    free(bq);
-    free(bk);
+    free(cq);
+    free(ck);
     free(cnt);
     free(items);
     return rc;

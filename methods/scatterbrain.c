@@ -151,12 +151,12 @@ static void sb_rotations(uint64_t seed, int head, int hashes, int d, int hb, flo
  * (methods/lsh.h: argmax of the first b entries of [x R_t, -x R_t], the
  * first maximum winning; fp32 projections as one FMA chain each, so
  * select(), run() and weights(), which hashes one query row, agree bit for
- * bit). P: lsh_scratch_floats(hb) floats; bt: favor_bt_floats(d) floats. */
+ * bit). P: pmax >= lsh_scratch_floats(hb) floats (the rounds that fit share
+ * one pass over x); bt: favor_bt_floats(d) floats. */
 static void sb_codes(const float *x, int n, int d, const float *Rf, int hashes, int hb, int b, int *code,
-                     float *P, float *bt)
+                     float *P, size_t pmax, float *bt)
 {
-    for (int t = 0; t < hashes; t++)
-        lsh_codes(x, n, d, Rf + (size_t)t * hb * d, hb, b, P, bt, code + (size_t)t * n);
+    lsh_codes_rounds(x, n, d, Rf, hashes, hb, b, P, pmax, bt, code);
 }
 
 /* 1 if key j shares a code with query i in some round before `upto`. */
@@ -188,7 +188,8 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
     }
 #pragma omp parallel reduction(+ : sparse)
     {
-        float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc(lsh_scratch_floats(hb) * sizeof *P),
+        float *R = malloc((size_t)r * d * hb * sizeof *R),
+              *P = malloc(lsh_scratch_floats(r * hb) * sizeof *P),
               *bt = malloc(favor_bt_floats(d) * sizeof *bt);
         int *cnt = malloc((size_t)(b + b + b * b) * sizeof *cnt); /* round 0, round 1, both */
         const int okw = R && P && bt && cnt;
@@ -201,8 +202,8 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
             if (!okw) continue;
             int *qc = cc->qc + (size_t)h * per, *kc = cc->kc + (size_t)h * per;
             sb_rotations(pb->seed, h, r, d, hb, R);
-            sb_codes(pb->q + (size_t)h * n * d, n, d, R, r, hb, b, qc, P, bt);
-            sb_codes(pb->k + (size_t)h * n * d, n, d, R, r, hb, b, kc, P, bt);
+            sb_codes(pb->q + (size_t)h * n * d, n, d, R, r, hb, b, qc, P, lsh_scratch_floats(r * hb), bt);
+            sb_codes(pb->k + (size_t)h * n * d, n, d, R, r, hb, b, kc, P, lsh_scratch_floats(r * hb), bt);
             memset(cnt, 0, (size_t)(b + b + b * b) * sizeof *cnt);
             if (!causal)
                 for (int j = 0; j < n; j++) {
@@ -679,8 +680,9 @@ static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *
                 memcpy(w.kc, cc->kc + (size_t)h * per, per * sizeof *w.kc);
             } else {
                 sb_rotations(pb->seed, h, r, d, hb, w.R);
-                sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, w.bt); /* sc: SB_QT * SB_KT >= LSH_ROWS * hb */
-                sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, w.bt);
+                /* sc: SB_QT * SB_KT >= LSH_ROWS * hb floats */
+                sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, (size_t)SB_QT * SB_KT, w.bt);
+                sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, (size_t)SB_QT * SB_KT, w.bt);
             }
             sb_buckets(w.qc, n, r, b, w.qstart, w.qlist);
             sb_buckets(w.kc, n, r, b, w.kstart, w.klist);
@@ -724,7 +726,7 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
     const float xsf = sqrtf(pb->s.scale); /* as run() */
     const float *q = pb->q + (size_t)head * n * d, *k = pb->k + (size_t)head * n * d,
                 *qi = q + (size_t)row * d;
-    float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc(lsh_scratch_floats(hb) * sizeof *P),
+    float *R = malloc((size_t)r * d * hb * sizeof *R), *P = malloc(lsh_scratch_floats(r * hb) * sizeof *P),
           *bt = malloc(favor_bt_floats(d) * sizeof *bt);
     float *W = malloc((size_t)m * d * sizeof *W);
     double *fq = malloc((size_t)m * sizeof *fq), *u = malloc((size_t)m * sizeof *u);
@@ -742,9 +744,9 @@ static int sb_weights(void *state, const ab_problem *pb, const ab_layout *l, int
         return rc;
     }
     sb_rotations(pb->seed, head, r, d, hb, R);
-    sb_codes(k, n, d, R, r, hb, b, kc, P, bt);
+    sb_codes(k, n, d, R, r, hb, b, kc, P, lsh_scratch_floats(r * hb), bt);
     int qc[2];
-    sb_codes(qi, 1, d, R, r, hb, b, qc, P, bt); /* qc[t * 1 + 0] */
+    sb_codes(qi, 1, d, R, r, hb, b, qc, P, lsh_scratch_floats(r * hb), bt); /* qc[t * 1 + 0] */
     /* query features in run()'s form: per-row shift cq (its max), + eps */
     double sq = 0.0, cq = -INFINITY;
     for (int e = 0; e < d; e++) sq += (double)qi[e] * qi[e];
