@@ -194,11 +194,12 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
         }
         int32_t *qp = s->qperm + x * N, *kp = s->kperm + x * N;
         int32_t *qo = s->qptr + x * (s->nch + 1), *ko = s->kptr + x * (s->nch + 1);
-        int nq = 0, nk = 0;
+        int nq = 0, nk = 0, gch = 0, gnext = 0;
         for (int g = 0; g < 2 * N; g++) {
-            if (g % c2 == 0) {
-                qo[g / c2] = nq;
-                ko[g / c2] = nk;
+            if (g == gnext) { /* chunk gch starts (g = gch c2) */
+                qo[gch] = nq;
+                ko[gch++] = nk;
+                gnext += c2;
             }
             if (items[g] & 1)
                 qp[nq++] = items[g] >> 1;
