@@ -63,6 +63,7 @@
 #include "methods/block_score.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 typedef struct flex_state {
@@ -164,7 +165,7 @@ static double sqrt_jsd(const double *p, const double *q, int n)
 /* Select for one head into keep (n_qblocks, n_kblocks), adding its work
  * (ab_layout_set_cost's units) to *fl and *by; returns AB_OK or AB_ENOMEM. */
 static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout *l, int h, uint8_t *keep,
-                     double *fl, double *by)
+                     double *fl, double *by, int par)
 {
     const int N = l->seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks, nkb = l->n_kblocks;
@@ -199,25 +200,64 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     }
 
     /* 1. last-block attention, vertical and slash profiles (row: the
-     * slash sums reversed, zeroed here) */
+     * slash sums reversed, zeroed here). With par (fewer heads than
+     * threads), each step's loop is split over the threads: the logits by
+     * key chunks, the softmax by rows, the sums by key (vertical) and by x
+     * (slash) chunks; every element gets the same operations in the same
+     * order as in one loop. */
     for (int x = 0; x < N; x++) row[x] = 0.0;
-    bs_gemm_nt(q + (size_t)r0 * d, d, nl, k, d, N, d, scale, s, N, bt);
-    double cells = 0.0; /* logits used */
+    double *ws = malloc((size_t)nl * sizeof *ws); /* each row's 1 / (sum nl) */
+    if (!ws) {
+        rc = AB_ENOMEM;
+        goto out;
+    }
+    enum { FX_KC = 2048 };
+    const int nkc = (N + FX_KC - 1) / FX_KC;
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
+    for (int t = 0; t < nkc; t++) {
+        const int j0 = t * FX_KC, nj = N - j0 < FX_KC ? N - j0 : FX_KC;
+        float *btt = t == 0 ? bt : malloc((size_t)d * BS_PANEL * sizeof *btt);
+        if (!btt) {
+            bad = 1;
+            continue;
+        }
+        bs_gemm_nt(q + (size_t)r0 * d, d, nl, k + (size_t)j0 * d, d, nj, d, scale, s + j0, N, btt);
+        if (t > 0) free(btt);
+    }
+#pragma omp parallel for schedule(static) if (par)
     for (int i = 0; i < nl; i++) {
-        /* softmax in place (float, SLEEF exp), each probability / nl added
-         * in double to its column and to its diagonal */
+        /* softmax in place (float, SLEEF exp) */
         const int qi = r0 + i, nv = causal ? qi + 1 : N;
         float *sr = s + (size_t)i * N;
         const float mx = bs_max(sr, nv);
-        const double w = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
-        const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
-        for (int j = 0; j < nv; j++) vert[j] += sr[j] * w;
-        /* slash by x = N - 1 - offset (row here: offset qi - j at
-         * N - 1 - qi + j), so that the loop runs forward and vectorises;
-         * each entry gets the same adds in row order */
-        double *xr = row + (N - 1 - qi);
-        for (int j = 0; j < nd; j++) xr[j] += sr[j] * w;
-        cells += nv;
+        ws[i] = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
+    }
+    double cells = 0.0; /* logits used */
+    for (int i = 0; i < nl; i++) cells += causal ? r0 + i + 1 : N;
+#pragma omp parallel for schedule(static) if (par)
+    for (int t = 0; t < nkc; t++) {
+        /* each probability / nl added in double to its column (keys [ja0, jb0))
+         * and to its diagonal (slash by x = N - 1 - offset in [ja0, jb0): row
+         * qi's offset qi - j at N - 1 - qi + j, so the loop runs forward
+         * and vectorises), the rows in order */
+        const int ja0 = t * FX_KC, jb0 = N - ja0 < FX_KC ? N : ja0 + FX_KC;
+        for (int i = 0; i < nl; i++) {
+            const int qi = r0 + i, nv = causal ? qi + 1 : N;
+            const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
+            const float *sr = s + (size_t)i * N;
+            const double w = ws[i];
+            for (int j = ja0; j < (jb0 < nv ? jb0 : nv); j++) vert[j] += sr[j] * w;
+            const int off = N - 1 - qi;
+            const int ja = ja0 - off > 0 ? ja0 - off : 0, jz = jb0 - off < nd ? jb0 - off : nd;
+            double *xr = row + off;
+            for (int j = ja; j < jz; j++) xr[j] += sr[j] * w;
+        }
+    }
+    free(ws);
+    if (bad) {
+        rc = AB_ENOMEM;
+        goto out;
     }
     for (int o = 0; o < N; o++) slash[o] = row[N - 1 - o];
     *fl += cells * (2.0 * d + 7.0); /* logit; max, exp, sum, scale, vertical (2), slash */
@@ -328,14 +368,17 @@ static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads, nqb = l->n_qblocks, nkb = l->n_kblocks;
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
-#pragma omp parallel reduction(+ : flops, bytes)
+    /* fewer heads than threads: one head at a time, its own loops split
+     * over the threads (flex_head's par) */
+    const int inner = H < omp_get_max_threads();
+#pragma omp parallel reduction(+ : flops, bytes) if (!inner)
     {
         uint8_t *keep = malloc((size_t)nqb * nkb * sizeof *keep); /* (n_qblocks, n_kblocks) one head */
         int32_t *idx = malloc((size_t)nkb * sizeof *idx);         /* (n_kblocks) one row's blocks */
         int r = keep && idx ? AB_OK : AB_ENOMEM;
 #pragma omp for schedule(dynamic, 1)
         for (int h = 0; h < H; h++) {
-            if (r == AB_OK) r = flex_head(st, pb, l, h, keep, &flops, &bytes);
+            if (r == AB_OK) r = flex_head(st, pb, l, h, keep, &flops, &bytes, inner);
             for (int qb = 0; r == AB_OK && qb < nqb; qb++) {
                 int n = 0;
                 for (int kb = 0; kb < nkb; kb++)
