@@ -162,8 +162,16 @@ static double sqrt_jsd(const double *p, const double *q, int n)
     return sqrt(s > 0 ? s : 0);
 }
 
+/* Rows of last-block logits held at once: 16 MiB of them, at least one. */
+static int fx_rows(int N)
+{
+    const size_t r = ((size_t)16 << 20) / ((size_t)(N > 0 ? N : 1) * sizeof(float));
+    return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
+}
+
 /* Select for one head into keep (n_qblocks, n_kblocks), adding its work
- * (ab_layout_set_cost's units) to *fl and *by; returns AB_OK or AB_ENOMEM. */
+ * (ab_layout_set_cost's units) to *fl and *by; returns AB_OK or AB_ENOMEM.
+ * par: split the head's own loops over the threads. */
 static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout *l, int h, uint8_t *keep,
                      double *fl, double *by, int par)
 {
@@ -174,7 +182,11 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     const int nl = N < bq ? N : bq, r0 = N - nl; /* the last nl queries */
     const int nmax = N > nkb ? N : nkb;
 
-    float *s = malloc((size_t)nl * N * sizeof *s); /* (nl, N) last-block logits */
+    /* the last-block logits, FX_ROWS(N) rows at a time: at most 16 MiB, so
+     * the buffer comes from the heap the timing child keeps, not from a
+     * fresh mapping faulted in on every call (glibc maps 32 MiB and more) */
+    const int gr = nl < fx_rows(N) ? nl : fx_rows(N);
+    float *s = malloc((size_t)gr * N * sizeof *s); /* (gr, N) */
     float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
     double *row = malloc((size_t)(N > nkb ? N : nkb) * sizeof *row);
     double *vert = calloc((size_t)N, sizeof *vert);   /* (N) by key */
@@ -214,44 +226,48 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     enum { FX_KC = 2048 };
     const int nkc = (N + FX_KC - 1) / FX_KC;
     int bad = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
-    for (int t = 0; t < nkc; t++) {
-        const int j0 = t * FX_KC, nj = N - j0 < FX_KC ? N - j0 : FX_KC;
-        float *btt = t == 0 ? bt : malloc((size_t)d * BS_PANEL * sizeof *btt);
-        if (!btt) {
-            bad = 1;
-            continue;
-        }
-        bs_gemm_nt(q + (size_t)r0 * d, d, nl, k + (size_t)j0 * d, d, nj, d, scale, s + j0, N, btt);
-        if (t > 0) free(btt);
-    }
-#pragma omp parallel for schedule(static) if (par)
-    for (int i = 0; i < nl; i++) {
-        /* softmax in place (float, SLEEF exp) */
-        const int qi = r0 + i, nv = causal ? qi + 1 : N;
-        float *sr = s + (size_t)i * N;
-        const float mx = bs_max(sr, nv);
-        ws[i] = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
-    }
     double cells = 0.0; /* logits used */
     for (int i = 0; i < nl; i++) cells += causal ? r0 + i + 1 : N;
+    for (int g0 = 0; g0 < nl && !bad; g0 += gr) { /* rows [g0, g1) in s */
+        const int g1 = g0 + gr < nl ? g0 + gr : nl;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
+        for (int t = 0; t < nkc; t++) {
+            const int j0 = t * FX_KC, nj = N - j0 < FX_KC ? N - j0 : FX_KC;
+            float *btt = t == 0 ? bt : malloc((size_t)d * BS_PANEL * sizeof *btt);
+            if (!btt) {
+                bad = 1;
+                continue;
+            }
+            bs_gemm_nt(q + (size_t)(r0 + g0) * d, d, g1 - g0, k + (size_t)j0 * d, d, nj, d, scale, s + j0, N,
+                       btt);
+            if (t > 0) free(btt);
+        }
 #pragma omp parallel for schedule(static) if (par)
-    for (int t = 0; t < nkc; t++) {
-        /* each probability / nl added in double to its column (keys [ja0, jb0))
-         * and to its diagonal (slash by x = N - 1 - offset in [ja0, jb0): row
-         * qi's offset qi - j at N - 1 - qi + j, so the loop runs forward
-         * and vectorises), the rows in order */
-        const int ja0 = t * FX_KC, jb0 = N - ja0 < FX_KC ? N : ja0 + FX_KC;
-        for (int i = 0; i < nl; i++) {
+        for (int i = g0; i < g1; i++) {
+            /* softmax in place (float, SLEEF exp) */
             const int qi = r0 + i, nv = causal ? qi + 1 : N;
-            const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
-            const float *sr = s + (size_t)i * N;
-            const double w = ws[i];
-            for (int j = ja0; j < (jb0 < nv ? jb0 : nv); j++) vert[j] += sr[j] * w;
-            const int off = N - 1 - qi;
-            const int ja = ja0 - off > 0 ? ja0 - off : 0, jz = jb0 - off < nd ? jb0 - off : nd;
-            double *xr = row + off;
-            for (int j = ja; j < jz; j++) xr[j] += sr[j] * w;
+            float *sr = s + (size_t)(i - g0) * N;
+            const float mx = bs_max(sr, nv);
+            ws[i] = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
+        }
+#pragma omp parallel for schedule(static) if (par)
+        for (int t = 0; t < nkc; t++) {
+            /* each probability / nl added in double to its column (keys
+             * [ja0, jb0)) and to its diagonal (slash by x = N - 1 - offset
+             * in [ja0, jb0): row qi's offset qi - j at N - 1 - qi + j, so
+             * the loop runs forward and vectorises), the rows in order */
+            const int ja0 = t * FX_KC, jb0 = N - ja0 < FX_KC ? N : ja0 + FX_KC;
+            for (int i = g0; i < g1; i++) {
+                const int qi = r0 + i, nv = causal ? qi + 1 : N;
+                const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
+                const float *sr = s + (size_t)(i - g0) * N;
+                const double w = ws[i];
+                for (int j = ja0; j < (jb0 < nv ? jb0 : nv); j++) vert[j] += sr[j] * w;
+                const int off = N - 1 - qi;
+                const int ja = ja0 - off > 0 ? ja0 - off : 0, jz = jb0 - off < nd ? jb0 - off : nd;
+                double *xr = row + off;
+                for (int j = ja; j < jz; j++) xr[j] += sr[j] * w;
+            }
         }
     }
     free(ws);
