@@ -37,7 +37,10 @@
 #include "methods/vecf.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
+
+#define AB_PBS_DMAX 256 /* features summed at a time in a block mean */
 
 typedef struct pbs_state {
     double tau;  /* cumulative block mass to keep per query block */
@@ -62,34 +65,76 @@ static int pbs_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
+/* Rows of last-block logits held at once: 16 MiB of them, at least one
+ * (a larger buffer would be a fresh mapping, faulted in on every call). */
+static int pbs_rows(int C)
+{
+    const size_t r = ((size_t)16 << 20) / ((size_t)(C > 0 ? C : 1) * sizeof(float));
+    return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
+}
+
 /* Steps 1-2 for one head: the key order perm[0, N) (original indices) by
  * the importance of the keys of the complete segments [0, C) to the last nl
- * queries. s: (nl, C) logit panel, row: C doubles, imp: C candidates. */
-static void pbs_permute(const float *q, const float *k, int N, int d, int nl, int seg, float scale, float *s,
-                        float *bt, double *row, bs_cand *imp, int32_t *perm)
+ * queries. s: (gr, C) logit panel (gr = min(nl, pbs_rows(C)) rows at a
+ * time), bt: d * BS_PANEL floats, row: C doubles, imp: C candidates, ws:
+ * nl floats. par: split the loops over the threads (fewer heads than
+ * threads); every element gets the same operations in the same order. */
+static int pbs_permute(const float *q, const float *k, int N, int d, int nl, int seg, float scale, float *s,
+                       int gr, float *bt, double *row, bs_cand *imp, float *ws, int32_t *perm, int par)
 {
     const int C = N / seg * seg;
     for (int j = 0; j < N; j++) perm[j] = j;
-    if (C == 0) return;
-    /* the (nl, C) logit panel as one GEMM (block_score.h's: OpenBLAS spent
-     * a third of its time packing at this shape) */
-    bs_gemm_nt(q + (size_t)(N - nl) * d, d, nl, k, d, C, d, scale, s, C, bt);
+    if (C == 0) return AB_OK;
     for (int j = 0; j < C; j++) row[j] = 0.0;
-    for (int i = 0; i < nl; i++) { /* row softmax (max, exp, sum), mean over the rows */
-        float *si = s + (size_t)i * C;
-        const float mx = bs_max(si, C);
-        const double sum = ab_exp_shift_sum(si, C, mx); /* the kernels' vector exp, any ISA */
-        const float w = (float)(1.0 / (sum * nl));
-        for (int j = 0; j < C; j++) row[j] += si[j] * w;
+    enum {
+        PB_KC = 2048
+    }; /* keys per chunk when split over threads (else one chunk: each row streamed whole) */
+    const int kc = par ? PB_KC : C, nkc = (C + kc - 1) / kc;
+    int bad = 0;
+    for (int g0 = 0; g0 < nl && !bad; g0 += gr) { /* rows [g0, g1) of the last nl */
+        const int g1 = g0 + gr < nl ? g0 + gr : nl;
+        /* the logit panel (block_score.h's GEMM: OpenBLAS spent a third
+         * of its time packing at this shape), by key chunks */
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
+        for (int t = 0; t < nkc; t++) {
+            const int j0 = t * kc, nj = C - j0 < kc ? C - j0 : kc;
+            float *btt = t == 0 ? bt : malloc((size_t)d * BS_PANEL * sizeof *btt);
+            if (!btt) {
+                bad = 1;
+                continue;
+            }
+            bs_gemm_nt(q + (size_t)(N - nl + g0) * d, d, g1 - g0, k + (size_t)j0 * d, d, nj, d, scale, s + j0,
+                       C, btt);
+            if (t > 0) free(btt);
+        }
+#pragma omp parallel for schedule(static) if (par)
+        for (int i = g0; i < g1; i++) { /* row softmax (max, exp, sum) */
+            float *si = s + (size_t)(i - g0) * C;
+            const float mx = bs_max(si, C);
+            const double sum = ab_exp_shift_sum(si, C, mx); /* the kernels' vector exp, any ISA */
+            ws[i] = (float)(1.0 / (sum * nl));
+        }
+#pragma omp parallel for schedule(static) if (par)
+        for (int t = 0; t < nkc; t++) { /* the mean over the rows, in row order */
+            const int j0 = t * kc, j1 = C - j0 < kc ? C : j0 + kc;
+            for (int i = g0; i < g1; i++) {
+                const float *si = s + (size_t)(i - g0) * C;
+                const float w = ws[i];
+                for (int j = j0; j < j1; j++) row[j] += si[j] * w;
+            }
+        }
     }
+    if (bad) return AB_ENOMEM;
     for (int j = 0; j < C; j++) {
         imp[j].score = row[j];
         imp[j].idx = j;
     }
+#pragma omp parallel for schedule(static) if (par)
     for (int g0 = 0; g0 < C; g0 += seg) {
         bs_sort_desc(imp + g0, seg);
         for (int j = g0; j < g0 + seg; j++) perm[j] = imp[j].idx;
     }
+    return AB_OK;
 }
 
 /* Steps 3-4 for query block qb of one head: the kept keys (original
@@ -192,14 +237,18 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = (perm && pkm && first) ? AB_OK : AB_ENOMEM;
     double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
     if (rc == AB_OK) {
-#pragma omp parallel
+        /* fewer heads than threads: one head at a time, its loops split
+         * over the threads (pbs_permute's par) */
+        const int inner = H < omp_get_max_threads();
+#pragma omp parallel if (!inner)
         {
-            const int C = N / seg * seg;
-            float *s = malloc((size_t)nl * (C > 0 ? C : 1) * sizeof *s);
+            const int C = N / seg * seg, gr = nl < pbs_rows(C) ? nl : pbs_rows(C);
+            float *s = malloc((size_t)gr * (C > 0 ? C : 1) * sizeof *s);
             float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
             double *row = malloc((size_t)(C > 0 ? C : 1) * sizeof *row);
             bs_cand *imp = malloc((size_t)(C > 0 ? C : 1) * sizeof *imp);
-            const int ok = s && bt && row && imp;
+            float *ws = malloc((size_t)nl * sizeof *ws);
+            const int ok = s && bt && row && imp && ws;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -209,23 +258,34 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
                 if (!ok) continue;
                 const float *k = pb->k + (size_t)h * N * d;
                 int32_t *pm = perm + (size_t)h * N;
-                pbs_permute(pb->q + (size_t)h * N * d, k, N, d, nl, seg, pb->s.scale, s, bt, row, imp, pm);
-                float *means = pkm + (size_t)h * ldk * d, *mu = bt; /* bt: (d) scratch here */
+                if (pbs_permute(pb->q + (size_t)h * N * d, k, N, d, nl, seg, pb->s.scale, s, gr, bt, row, imp,
+                                ws, pm, inner) != AB_OK) {
+#pragma omp atomic write
+                    rc = AB_ENOMEM;
+                    continue;
+                }
+                float *means = pkm + (size_t)h * ldk * d;
                 first[h] = -1;
-                for (int b = 0; b < ldk; b++) {
-                    for (int c = 0; c < d; c++) mu[c] = 0.0f;
-                    for (int j = b * bk; b < nkb && j < (b + 1) * bk && j < N; j++) {
-                        if (pm[j] == 0) first[h] = b;
-                        for (int c = 0; c < d; c++) mu[c] += k[(size_t)pm[j] * d + c];
+#pragma omp parallel for schedule(static) if (inner)
+                for (int b = 0; b < ldk; b++) { /* the permuted blocks' means, each summed in key order */
+                    float mu[AB_PBS_DMAX];
+                    for (int c0 = 0; c0 < d; c0 += AB_PBS_DMAX) {
+                        const int nc = d - c0 < AB_PBS_DMAX ? d - c0 : AB_PBS_DMAX;
+                        for (int c = 0; c < nc; c++) mu[c] = 0.0f;
+                        for (int j = b * bk; b < nkb && j < (b + 1) * bk && j < N; j++) {
+                            if (pm[j] == 0) first[h] = b; /* one block holds token 0: one writer */
+                            for (int c = 0; c < nc; c++) mu[c] += k[(size_t)pm[j] * d + c0 + c];
+                        }
+                        for (int c = 0; c < nc; c++)
+                            means[(size_t)(c0 + c) * ldk + b] = mu[c] / (float)bk; /* zero-padded */
                     }
-                    for (int c = 0; c < d; c++)
-                        means[(size_t)c * ldk + b] = mu[c] / (float)bk; /* zero-padded */
                 }
             }
             free(s);
             free(bt);
             free(row);
             free(imp);
+            free(ws);
         }
     }
     if (rc == AB_OK) {
