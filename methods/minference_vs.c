@@ -53,6 +53,7 @@
 #include "methods/block_score.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,7 +131,8 @@ static int cmp_i32_desc(const void *pa, const void *pb) { return cmp_i32_asc(pb,
 
 /* The whole selection of head h, added to l one query block at a time; its
  * work (ab_layout_set_cost's units) added to *fl and *by. */
-static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int h, double *fl, double *by)
+static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int h, double *fl, double *by,
+                    int par)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
     const int bq = l->block_q, bk = l->block_k, nqb = l->n_qblocks;
@@ -161,16 +163,38 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         return AB_ENOMEM;
     }
 
+    /* With par (fewer heads than threads) the logits, the softmax and the
+     * sums are split over the threads (key chunks, rows, key and diagonal
+     * chunks); every element gets the same operations in the same order. */
+    enum { MV_KC = 2048 };
+    const int kc = par ? MV_KC : N, nkc = (N + kc - 1) / kc;
+    int bad = 0;
     double cells = 0.0; /* logits used (causally valid) */
-    /* Logits of the last L rows against all keys. */
-    bs_logits(q + (size_t)(N - L) * d, L, k, N, d, scale, w.a, w.kt);
+    for (int m = 0; m < L; m++) cells += causal ? N - L + m + 1 : N;
+        /* Logits of the last L rows against all keys (bs_logits' arithmetic). */
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
+    for (int t = 0; t < nkc; t++) {
+        const int j0 = t * kc, nj = N - j0 < kc ? N - j0 : kc;
+        float *kt = t == 0 ? w.kt : malloc((size_t)d * BS_PANEL * sizeof *kt);
+        if (!kt) {
+            bad = 1;
+            continue;
+        }
+        bs_gemm_core(q + (size_t)(N - L) * d, d, L, k + (size_t)j0 * d, d, nj, d, scale, 1.0f, w.a + j0, N,
+                     kt);
+        if (t > 0) free(kt);
+    }
+    if (bad) {
+        head_work_free(&w);
+        return AB_ENOMEM;
+    }
     /* A = softmax of the last L rows (row i = N - L + m sees j <= i). */
+#pragma omp parallel for schedule(static) if (par)
     for (int m = 0; m < L; m++) {
         const int i = N - L + m, nv = causal ? i + 1 : N;
         float *row = w.a + (size_t)m * N; /* (N) */
         const float mx = bs_max(row, nv);
         const double sum = ab_exp_shift_sum(row, nv, mx); /* SLEEF vector exp */
-        cells += nv;
         const float inv = (float)(1.0 / sum);
         for (int j = 0; j < nv; j++) row[j] *= inv;
         for (int j = nv; j < N; j++) row[j] = 0.0f;
@@ -192,17 +216,32 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         head_work_free(&w);
         return AB_ENOMEM;
     }
-    for (int m = 0; m < L; m++) {
-        const int i = N - L + m;
-        const float *row = w.a + (size_t)m * N;
-        for (int j = 0; j < N; j++) vs[j] += row[j];
+    const int nsc = (n_off + kc - 1) / kc; /* chunks of ss */
+#pragma omp parallel for schedule(static) if (par)
+    for (int t = 0; t < nkc + nsc; t++) {
+        if (t < nkc) { /* columns [j0, j1), the rows in order */
+            const int j0 = t * kc, j1 = N - j0 < kc ? N : j0 + kc;
+            for (int m = 0; m < L; m++) {
+                const float *row = w.a + (size_t)m * N;
+                for (int j = j0; j < j1; j++) vs[j] += row[j];
+            }
+            continue;
+        }
         /* offsets o = i - j >= o_min: j <= i - o_min. ss holds them
          * reversed (entry n_off - 1 - (o - o_min)), so that key j's offset
          * is a forward index and the loop vectorises like the one above
-         * (sd[-j] did not); each entry gets the same adds in row order */
-        const int je = i - o_min + 1 < N ? i - o_min + 1 : N;
-        double *sd = ss + (n_off - 1 - (i - o_min)); /* sd[j]: offset i - j */
-        for (int j = 0; j < je; j++) sd[j] += row[j];
+         * (sd[-j] did not); each entry gets the same adds in row order.
+         * Here entries [e0, e1) of ss. */
+        const int e0 = (t - nkc) * kc, e1 = n_off - e0 < kc ? n_off : e0 + kc;
+        for (int m = 0; m < L; m++) {
+            const int i = N - L + m;
+            const float *row = w.a + (size_t)m * N;
+            const int je = i - o_min + 1 < N ? i - o_min + 1 : N;
+            const int base = n_off - 1 - (i - o_min); /* sd = ss + base: sd[j] is offset i - j */
+            const int ja = e0 - base > 0 ? e0 - base : 0, jz = e1 - base < je ? e1 - base : je;
+            double *sd = ss + base;
+            for (int j = ja; j < jz; j++) sd[j] += row[j];
+        }
     }
     for (int j = 0; j < N; j++) w.vert[j].score = vs[j];
     for (int t = 0; t < n_off; t++) w.slash[t].score = ss[n_off - 1 - t];
@@ -337,9 +376,12 @@ static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
+    /* fewer heads than threads: one head at a time, its loops split over
+     * the threads (mvs_head's par) */
+    const int inner = H < omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes) if (!inner)
     for (int h = 0; h < H; h++) {
-        const int r = mvs_head(st, pb, l, h, &flops, &bytes);
+        const int r = mvs_head(st, pb, l, h, &flops, &bytes, inner);
         if (r != AB_OK) {
 #pragma omp atomic write
             rc = r;
