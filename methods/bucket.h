@@ -86,7 +86,67 @@ static inline void bk_chunk_index(const int32_t *perm, const int32_t *ptr, int n
 /* A checksum of the bits of Q and K: the fingerprint with which a method's
  * run() recognises the problem its select() left state for. Per head four
  * independent multiply-xor lanes over 64-bit words (so it is not one long
- * dependency chain), heads in parallel, combined in head order. */
+ * dependency chain): the head's Q, then its K, word by word, the last
+ * n % 8 floats of each one at a time; heads combined in head order. A
+ * select() that reads Q and K anyway (lsh_codes_rounds' `seen`) adds each
+ * chunk while it is in cache (bk_sum_add) and gets the same fingerprint as
+ * bk_checksum. */
+typedef struct bk_sum {
+    uint64_t lane[4];
+} bk_sum;
+
+static inline void bk_sum_init(bk_sum *s)
+{
+    const uint64_t init[4] = { 0x9e3779b97f4a7c15ull, 0x243f6a8885a308d3ull, 0x13198a2e03707344ull,
+                               0xa4093822299f31d0ull };
+    memcpy(s->lane, init, sizeof init);
+}
+
+/* Floats [i0, i1) of an array x of n floats; i0 a multiple of 8, i1 too
+ * unless it is n. Chunks added in order give the whole array's sum. */
+static inline void bk_sum_add(bk_sum *s, const float *x, size_t i0, size_t i1, size_t n)
+{
+    size_t i = i0;
+    for (; i + 8 <= i1; i += 8)
+        for (int u = 0; u < 4; u++) {
+            uint64_t w;
+            memcpy(&w, x + i + 2 * u, 8);
+            s->lane[u] = (s->lane[u] ^ w) * 0x100000001b3ull;
+        }
+    if (i1 == n)
+        for (; i < n; i++) {
+            uint32_t w;
+            memcpy(&w, x + i, 4);
+            s->lane[0] = (s->lane[0] ^ w) * 0x100000001b3ull;
+        }
+}
+
+static inline uint64_t bk_sum_head(const bk_sum *s)
+{
+    return ab_mix64(s->lane[0] ^ ab_mix64(s->lane[1] ^ ab_mix64(s->lane[2] ^ ab_mix64(s->lane[3]))));
+}
+
+/* The fingerprint of H heads' bk_sum_head values (odd: 0 is never one). */
+static inline uint64_t bk_sum_heads(const uint64_t *hs, int H)
+{
+    uint64_t z = 0x5245464f524d4552ull;
+    for (int h = 0; h < H; h++) z = ab_mix64(z ^ hs[h]);
+    return z | 1u;
+}
+
+/* lsh_codes_rounds' `seen` for a bk_sum: ctx a bk_sum_ctx. */
+typedef struct bk_sum_ctx {
+    bk_sum *s;
+    const float *x; /* the array */
+    size_t n;       /* its floats */
+} bk_sum_ctx;
+
+static inline void bk_sum_seen(void *ctx, size_t i0, size_t i1)
+{
+    const bk_sum_ctx *c = ctx;
+    bk_sum_add(c->s, c->x, i0, i1, c->n);
+}
+
 static inline uint64_t bk_checksum(const ab_problem *pb)
 {
     const int H = pb->s.heads;
@@ -95,29 +155,15 @@ static inline uint64_t bk_checksum(const ab_problem *pb)
     if (!hs) return 0; /* 0: never a valid fingerprint (the result is odd) */
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < H; h++) {
-        uint64_t lane[4] = { 0x9e3779b97f4a7c15ull, 0x243f6a8885a308d3ull, 0x13198a2e03707344ull,
-                             0xa4093822299f31d0ull };
-        for (int t = 0; t < 2; t++) {
-            const float *x = (t ? pb->k : pb->q) + (size_t)h * per;
-            size_t i = 0;
-            for (; i + 8 <= per; i += 8)
-                for (int u = 0; u < 4; u++) {
-                    uint64_t w;
-                    memcpy(&w, x + i + 2 * u, 8);
-                    lane[u] = (lane[u] ^ w) * 0x100000001b3ull;
-                }
-            for (; i < per; i++) {
-                uint32_t w;
-                memcpy(&w, x + i, 4);
-                lane[0] = (lane[0] ^ w) * 0x100000001b3ull;
-            }
-        }
-        hs[h] = ab_mix64(lane[0] ^ ab_mix64(lane[1] ^ ab_mix64(lane[2] ^ ab_mix64(lane[3]))));
+        bk_sum s;
+        bk_sum_init(&s);
+        bk_sum_add(&s, pb->q + (size_t)h * per, 0, per, per);
+        bk_sum_add(&s, pb->k + (size_t)h * per, 0, per, per);
+        hs[h] = bk_sum_head(&s);
     }
-    uint64_t z = 0x5245464f524d4552ull;
-    for (int h = 0; h < H; h++) z = ab_mix64(z ^ hs[h]);
+    const uint64_t z = bk_sum_heads(hs, H);
     free(hs);
-    return z | 1u;
+    return z;
 }
 
 /* a[0, n) (distinct positions in [0, N)) in ascending order: LSD radix

@@ -155,8 +155,9 @@ static double rf_gauss(uint64_t *s)
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* The sort of head h, all rounds, into s (allocated by the caller). */
-static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort *s, int h)
+/* The sort of head h, all rounds, into s (allocated by the caller); the
+ * head's bk_sum_head of Q and K into *hsum. */
+static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort *s, int h, uint64_t *hsum)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, nb = st->buckets, b2 = (nb + 1) / 2, R = st->rounds;
     const int c2 = 2 * rf_chunk(st, N) > 0 ? 2 * rf_chunk(st, N) : 1; /* items per chunk */
@@ -174,8 +175,15 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
             for (size_t t = 0; t < (size_t)b2 * d; t++) rot[(size_t)r * b2 * d + t] = (float)rf_gauss(&sd);
         }
         const size_t pmax = lsh_scratch_floats(R * b2);
-        lsh_codes_rounds(pb->q + (size_t)h * N * d, N, d, rot, R, b2, nb, pj, pmax, bt, cq);
-        lsh_codes_rounds(pb->k + (size_t)h * N * d, N, d, rot, R, b2, nb, pj, pmax, bt, ck);
+        /* the head's share of the fingerprint (bk_checksum), as the
+         * chunks pass through the hashing */
+        bk_sum cs;
+        bk_sum_init(&cs);
+        bk_sum_ctx xq = { &cs, pb->q + (size_t)h * N * d, (size_t)N * d };
+        bk_sum_ctx xk = { &cs, pb->k + (size_t)h * N * d, (size_t)N * d };
+        lsh_codes_rounds(xq.x, N, d, rot, R, b2, nb, pj, pmax, bt, cq, bk_sum_seen, &xq);
+        lsh_codes_rounds(xk.x, N, d, rot, R, b2, nb, pj, pmax, bt, ck, bk_sum_seen, &xk);
+        *hsum = bk_sum_head(&cs);
     }
     for (int r = 0; rc == AB_OK && r < R; r++) {
         const size_t x = (size_t)h * R + r;
@@ -231,24 +239,27 @@ static int rf_sort_make(const reformer_state *st, const ab_problem *pb, rf_sort 
     s->rounds = R;
     s->nch = N > 0 ? (int)((N + (long)c - 1) / c) : 1;
     s->seed = pb->seed;
-    s->sum = bk_checksum(pb);
+    s->sum = 0; /* set below from the heads' sums: bk_checksum's value */
     const size_t hr = (size_t)H * R;
+    uint64_t *hs = malloc((size_t)(H > 0 ? H : 1) * sizeof *hs);
     s->qperm = malloc((hr * N + 1) * sizeof *s->qperm);
     s->kperm = malloc((hr * N + 1) * sizeof *s->kperm);
     s->qptr = malloc(hr * (s->nch + 1) * sizeof *s->qptr);
     s->kptr = malloc(hr * (s->nch + 1) * sizeof *s->kptr);
     s->r = malloc((hr > 0 ? hr : 1) * sizeof *s->r);
-    int rc = s->qperm && s->kperm && s->qptr && s->kptr && s->r ? AB_OK : AB_ENOMEM;
+    int rc = s->qperm && s->kperm && s->qptr && s->kptr && s->r && hs ? AB_OK : AB_ENOMEM;
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(dynamic, 1)
         for (int h = 0; h < H; h++) {
-            const int e = rf_sort_head(st, pb, s, h);
+            const int e = rf_sort_head(st, pb, s, h, hs + h);
             if (e != AB_OK) {
 #pragma omp atomic write
                 rc = e;
             }
         }
     }
+    if (rc == AB_OK) s->sum = bk_sum_heads(hs, H);
+    free(hs);
     if (rc != AB_OK) rf_sort_free(s);
     return rc;
 }

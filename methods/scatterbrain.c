@@ -156,7 +156,7 @@ static void sb_rotations(uint64_t seed, int head, int hashes, int d, int hb, flo
 static void sb_codes(const float *x, int n, int d, const float *Rf, int hashes, int hb, int b, int *code,
                      float *P, size_t pmax, float *bt)
 {
-    lsh_codes_rounds(x, n, d, Rf, hashes, hb, b, P, pmax, bt, code);
+    lsh_codes_rounds(x, n, d, Rf, hashes, hb, b, P, pmax, bt, code, NULL, NULL);
 }
 
 /* 1 if key j shares a code with query i in some round before `upto`. */
@@ -181,7 +181,9 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
     const size_t per = (size_t)r * (n > 0 ? n : 1); /* codes per head */
     cc->qc = malloc((size_t)(H > 0 ? H : 1) * per * sizeof *cc->qc);
     cc->kc = malloc((size_t)(H > 0 ? H : 1) * per * sizeof *cc->kc);
-    if (!cc->qc || !cc->kc) {
+    uint64_t *hs = malloc((size_t)(H > 0 ? H : 1) * sizeof *hs); /* the heads' bk_sum_head */
+    if (!cc->qc || !cc->kc || !hs) {
+        free(hs);
         sb_cache_free(cc);
         ab_set_error(state, "scatterbrain: out of memory");
         return AB_ENOMEM;
@@ -202,8 +204,17 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
             if (!okw) continue;
             int *qc = cc->qc + (size_t)h * per, *kc = cc->kc + (size_t)h * per;
             sb_rotations(pb->seed, h, r, d, hb, R);
-            sb_codes(pb->q + (size_t)h * n * d, n, d, R, r, hb, b, qc, P, lsh_scratch_floats(r * hb), bt);
-            sb_codes(pb->k + (size_t)h * n * d, n, d, R, r, hb, b, kc, P, lsh_scratch_floats(r * hb), bt);
+            /* the codes, and the head's share of the fingerprint
+             * (bk_checksum) as the chunks pass through the hashing */
+            bk_sum cs;
+            bk_sum_init(&cs);
+            bk_sum_ctx xq = { &cs, pb->q + (size_t)h * n * d, (size_t)n * d };
+            bk_sum_ctx xk = { &cs, pb->k + (size_t)h * n * d, (size_t)n * d };
+            lsh_codes_rounds(xq.x, n, d, R, r, hb, b, P, lsh_scratch_floats(r * hb), bt, qc, bk_sum_seen,
+                             &xq);
+            lsh_codes_rounds(xk.x, n, d, R, r, hb, b, P, lsh_scratch_floats(r * hb), bt, kc, bk_sum_seen,
+                             &xk);
+            hs[h] = bk_sum_head(&cs);
             memset(cnt, 0, (size_t)(b + b + b * b) * sizeof *cnt);
             if (!causal)
                 for (int j = 0; j < n; j++) {
@@ -233,6 +244,7 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
         free(cnt);
     }
     if (rc != AB_OK) {
+        free(hs);
         sb_cache_free(cc);
         ab_set_error(state, "scatterbrain: out of memory");
         return rc;
@@ -241,7 +253,8 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
     cc->n = n;
     cc->d = d;
     cc->seed = pb->seed;
-    cc->sum = bk_checksum(pb);
+    cc->sum = bk_sum_heads(hs, H);
+    free(hs);
     for (int i = 0; i < n; i++) valid += causal ? i + 1 : n;
     valid *= H;
     const double work = sparse * (1.0 + (double)m / (2.0 * d)) + (double)H * n * (2.0 * m + (double)r * hb);

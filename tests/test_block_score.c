@@ -21,6 +21,8 @@
 
 #include "methods/anchor_core.h"
 #include "methods/block_score.h"
+#include "methods/bucket.h"
+#include "methods/lsh.h"
 
 static float urand(uint64_t *s)
 {
@@ -399,5 +401,52 @@ Test(block_score, anchor_threshold_is_the_double_test)
         cr_assert_eq(n, 3 + nw);
         for (int u = 0; u < 3; u++) cr_assert_eq(out[u], -5);
         for (int u = 0; u < nw; u++) cr_assert_eq(out[3 + u], want[u]);
+    }
+}
+
+/* bucket.h's fingerprint folded into the hashing (lsh_codes_rounds' seen,
+ * chunk by chunk, Q then K per head) is bk_checksum's, on lengths and head
+ * dims that leave a tail of floats, one head and several; and a changed
+ * bit changes it. */
+Test(block_score, folded_checksum_is_bk_checksum)
+{
+    const int shapes[][3] = { { 1, 1, 1 }, { 2, 65, 5 }, { 3, 130, 7 }, { 1, 200, 64 }, { 4, 64, 3 } };
+    for (int t = 0; t < NA(shapes); t++) {
+        const int H = shapes[t][0], n = shapes[t][1], d = shapes[t][2], nb = 6, b2 = 3, R = 2;
+        const size_t per = (size_t)n * d;
+        float *q = rnd(H * per, 11 + t), *k = rnd(H * per, 23 + t), *rot = rnd((size_t)R * b2 * d, 5);
+        float *P = malloc(lsh_scratch_floats(R * b2) * sizeof *P);
+        float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
+        int32_t *code = malloc((size_t)R * n * sizeof *code);
+        uint64_t *hs = malloc((size_t)H * sizeof *hs);
+        cr_assert(P && bt && code && hs);
+        for (int h = 0; h < H; h++) {
+            bk_sum cs;
+            bk_sum_init(&cs);
+            bk_sum_ctx xq = { &cs, q + h * per, per }, xk = { &cs, k + h * per, per };
+            lsh_codes_rounds(xq.x, n, d, rot, R, b2, nb, P, lsh_scratch_floats(R * b2), bt, code, bk_sum_seen,
+                             &xq);
+            lsh_codes_rounds(xk.x, n, d, rot, R, b2, nb, P, lsh_scratch_floats(R * b2), bt, code, bk_sum_seen,
+                             &xk);
+            hs[h] = bk_sum_head(&cs);
+        }
+        ab_problem pb;
+        memset(&pb, 0, sizeof pb);
+        pb.s.heads = H;
+        pb.s.seq_len = n;
+        pb.s.head_dim = d;
+        pb.q = q;
+        pb.k = k;
+        const uint64_t want = bk_checksum(&pb);
+        cr_assert_eq(bk_sum_heads(hs, H), want, "H %d n %d d %d", H, n, d);
+        k[H * per - 1] = nextafterf(k[H * per - 1], 1.0f); /* the last float: the tail */
+        cr_assert_neq(bk_checksum(&pb), want, "H %d n %d d %d: a changed bit kept the checksum", H, n, d);
+        free(q);
+        free(k);
+        free(rot);
+        free(P);
+        free(bt);
+        free(code);
+        free(hs);
     }
 }
