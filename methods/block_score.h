@@ -403,6 +403,31 @@ static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, 
     }
 }
 
+/* bs_gemm_core (the same chains) over the columns j < n in chunks of kc (a
+ * multiple of BS_PANEL; kc >= n: one chunk), the chunks split over the
+ * threads when par (a head's own product when there are fewer heads than
+ * threads). bt: bs_gemm_core's scratch (D * BS_PANEL floats) for the first
+ * chunk; the others allocate their own. Returns 0, or -1 when out of
+ * memory (C then incomplete). */
+static inline int bs_gemm_chunks(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
+                                 float pre, float post, float *C, int ldc, float *bt, int kc, int par)
+{
+    const int nkc = n > 0 ? (n + kc - 1) / kc : 0;
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
+    for (int t = 0; t < nkc; t++) {
+        const int j0 = t * kc, nj = n - j0 < kc ? n - j0 : kc;
+        float *b = t == 0 ? bt : malloc((size_t)(D > 0 ? D : 1) * BS_PANEL * sizeof *b);
+        if (!b) {
+            bad = 1;
+            continue;
+        }
+        bs_gemm_core(A, lda, m, B + (size_t)j0 * ldb, ldb, nj, D, pre, post, C + j0, ldc, b);
+        if (t > 0) free(b);
+    }
+    return bad ? -1 : 0;
+}
+
 /* C[i][j] (+)= sum_c A[i][c] * B[c][j] for i < m, j < n: A (m, K) row
  * stride lda, B (K, n) row stride ldb, C (m, n) row stride ldc; acc != 0 adds
  * to C, else overwrites it. bt: scratch of BS_KC * BS_PANEL floats (B is

@@ -230,18 +230,10 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     for (int i = 0; i < nl; i++) cells += causal ? r0 + i + 1 : N;
     for (int g0 = 0; g0 < nl && !bad; g0 += gr) { /* rows [g0, g1) in s */
         const int g1 = g0 + gr < nl ? g0 + gr : nl;
-#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
-        for (int t = 0; t < nkc; t++) {
-            const int j0 = t * FX_KC, nj = N - j0 < FX_KC ? N - j0 : FX_KC;
-            float *btt = t == 0 ? bt : malloc((size_t)d * BS_PANEL * sizeof *btt);
-            if (!btt) {
-                bad = 1;
-                continue;
-            }
-            bs_gemm_nt(q + (size_t)(r0 + g0) * d, d, g1 - g0, k + (size_t)j0 * d, d, nj, d, scale, s + j0, N,
-                       btt);
-            if (t > 0) free(btt);
-        }
+        /* by key chunks over the threads when par, else one product */
+        if (bs_gemm_chunks(q + (size_t)(r0 + g0) * d, d, g1 - g0, k, d, N, d, 1.0f, scale, s, N, bt,
+                           par ? FX_KC : N, par))
+            bad = 1;
 #pragma omp parallel for schedule(static) if (par)
         for (int i = g0; i < g1; i++) {
             /* softmax in place (float, SLEEF exp) */

@@ -171,19 +171,9 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     int bad = 0;
     double cells = 0.0; /* logits used (causally valid) */
     for (int m = 0; m < L; m++) cells += causal ? N - L + m + 1 : N;
-        /* Logits of the last L rows against all keys (bs_logits' arithmetic). */
-#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
-    for (int t = 0; t < nkc; t++) {
-        const int j0 = t * kc, nj = N - j0 < kc ? N - j0 : kc;
-        float *kt = t == 0 ? w.kt : malloc((size_t)d * BS_PANEL * sizeof *kt);
-        if (!kt) {
-            bad = 1;
-            continue;
-        }
-        bs_gemm_core(q + (size_t)(N - L) * d, d, L, k + (size_t)j0 * d, d, nj, d, scale, 1.0f, w.a + j0, N,
-                     kt);
-        if (t > 0) free(kt);
-    }
+    /* Logits of the last L rows against all keys (bs_logits' arithmetic). */
+    if (bs_gemm_chunks(q + (size_t)(N - L) * d, d, L, k, d, N, d, scale, 1.0f, w.a, N, w.kt, kc, par))
+        bad = 1;
     if (bad) {
         head_work_free(&w);
         return AB_ENOMEM;

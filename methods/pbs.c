@@ -95,18 +95,9 @@ static int pbs_permute(const float *q, const float *k, int N, int d, int nl, int
         const int g1 = g0 + gr < nl ? g0 + gr : nl;
         /* the logit panel (block_score.h's GEMM: OpenBLAS spent a third
          * of its time packing at this shape), by key chunks */
-#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
-        for (int t = 0; t < nkc; t++) {
-            const int j0 = t * kc, nj = C - j0 < kc ? C - j0 : kc;
-            float *btt = t == 0 ? bt : malloc((size_t)d * BS_PANEL * sizeof *btt);
-            if (!btt) {
-                bad = 1;
-                continue;
-            }
-            bs_gemm_nt(q + (size_t)(N - nl + g0) * d, d, g1 - g0, k + (size_t)j0 * d, d, nj, d, scale, s + j0,
-                       C, btt);
-            if (t > 0) free(btt);
-        }
+        if (bs_gemm_chunks(q + (size_t)(N - nl + g0) * d, d, g1 - g0, k, d, C, d, 1.0f, scale, s, C, bt, kc,
+                           par))
+            bad = 1;
 #pragma omp parallel for schedule(static) if (par)
         for (int i = g0; i < g1; i++) { /* row softmax (max, exp, sum) */
             float *si = s + (size_t)(i - g0) * C;
