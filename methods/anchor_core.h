@@ -235,13 +235,15 @@ static inline int anc_thr(double abar, double theta, float *thr)
 typedef float v16f __attribute__((vector_size(16 * sizeof(float))));
 typedef int v16i __attribute__((vector_size(16 * sizeof(int))));
 
-/* Append j + u for the lanes u of keep that are set (all bits) to out[n..];
+/* Append j + u for the lanes u of *keep that are set (all bits) to out[n..]
+ * (a pointer: a 64-byte vector passed by value has another ABI without
+ * AVX-512);
  * returns the new n. Writes out[n .. n + 15] at most. */
-static inline int anc_emit(int32_t *out, int n, v16i keep, int j)
+static inline int anc_emit(int32_t *out, int n, const v16i *keep, int j)
 {
 #if defined(__AVX512F__)
     __m512i kv;
-    memcpy(&kv, &keep, sizeof kv);
+    memcpy(&kv, keep, sizeof kv);
     const __mmask16 m = _mm512_test_epi32_mask(kv, kv);
     if (m) {
         const __m512i idx = _mm512_add_epi32(
@@ -252,7 +254,7 @@ static inline int anc_emit(int32_t *out, int n, v16i keep, int j)
 #else
     for (int u = 0; u < 16; u++) {
         out[n] = j + u;
-        n += keep[u] != 0;
+        n += (*keep)[u] != 0;
     }
 #endif
     return n;
@@ -306,7 +308,7 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
                             memcpy(&lf, s->panel + (size_t)t * nj + (j - j0), sizeof lf);
                             keep |= lf >= s->thr[t];
                         }
-                        n[b] = anc_emit(out, n[b], keep, j);
+                        n[b] = anc_emit(out, n[b], &keep, j);
                     }
                 for (; j < x1; j++)
                     for (int t = t0[b]; t < t0[b] + T[b]; t++)

@@ -397,7 +397,7 @@ Test(block_score, anchor_threshold_is_the_double_test)
             if (keep[u]) want[nw++] = 100 + u;
         }
         for (int u = 0; u < 40; u++) out[u] = -5;
-        const int n = anc_emit(out, 3, keep, 100);
+        const int n = anc_emit(out, 3, &keep, 100);
         cr_assert_eq(n, 3 + nw);
         for (int u = 0; u < 3; u++) cr_assert_eq(out[u], -5);
         for (int u = 0; u < nw; u++) cr_assert_eq(out[3 + u], want[u]);
