@@ -48,6 +48,7 @@
 #include "attnbench.h"
 #include "methods/block_score.h"
 #include "methods/lse.h"
+#include "methods/lsh.h"
 
 #define BK_QT 64 /* query rows per attention tile */
 
@@ -145,6 +146,21 @@ static inline void bk_sum_seen(void *ctx, size_t i0, size_t i1)
 {
     const bk_sum_ctx *c = ctx;
     bk_sum_add(c->s, c->x, i0, i1, c->n);
+}
+
+/* The LSH codes of one head's n rows of q and of k in R rounds into cq
+ * and ck ((R, n) each; lsh_codes_rounds with rot, b2, nb, P of pmax
+ * floats, bt), and the head's share of bk_checksum (bk_sum_head of q then
+ * k), added chunk by chunk as the hashing reads them. */
+static inline uint64_t bk_codes_qk(const float *q, const float *k, int n, int d, const float *rot, int R,
+                                   int b2, int nb, float *P, size_t pmax, float *bt, int32_t *cq, int32_t *ck)
+{
+    bk_sum cs;
+    bk_sum_init(&cs);
+    bk_sum_ctx xq = { &cs, q, (size_t)n * d }, xk = { &cs, k, (size_t)n * d };
+    lsh_codes_rounds(q, n, d, rot, R, b2, nb, P, pmax, bt, cq, bk_sum_seen, &xq);
+    lsh_codes_rounds(k, n, d, rot, R, b2, nb, P, pmax, bt, ck, bk_sum_seen, &xk);
+    return bk_sum_head(&cs);
 }
 
 static inline uint64_t bk_checksum(const ab_problem *pb)

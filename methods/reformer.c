@@ -174,16 +174,8 @@ static int rf_sort_head(const reformer_state *st, const ab_problem *pb, rf_sort 
                 ab_mix64(pb->seed ^ ab_mix64(0x5245464f524d4552ull + ((uint64_t)h << 20) + (uint64_t)r));
             for (size_t t = 0; t < (size_t)b2 * d; t++) rot[(size_t)r * b2 * d + t] = (float)rf_gauss(&sd);
         }
-        const size_t pmax = lsh_scratch_floats(R * b2);
-        /* the head's share of the fingerprint (bk_checksum), as the
-         * chunks pass through the hashing */
-        bk_sum cs;
-        bk_sum_init(&cs);
-        bk_sum_ctx xq = { &cs, pb->q + (size_t)h * N * d, (size_t)N * d };
-        bk_sum_ctx xk = { &cs, pb->k + (size_t)h * N * d, (size_t)N * d };
-        lsh_codes_rounds(xq.x, N, d, rot, R, b2, nb, pj, pmax, bt, cq, bk_sum_seen, &xq);
-        lsh_codes_rounds(xk.x, N, d, rot, R, b2, nb, pj, pmax, bt, ck, bk_sum_seen, &xk);
-        *hsum = bk_sum_head(&cs);
+        *hsum = bk_codes_qk(pb->q + (size_t)h * N * d, pb->k + (size_t)h * N * d, N, d, rot, R, b2, nb, pj,
+                            lsh_scratch_floats(R * b2), bt, cq, ck);
     }
     for (int r = 0; rc == AB_OK && r < R; r++) {
         const size_t x = (size_t)h * R + r;

@@ -204,17 +204,9 @@ static int sb_select(void *state, const ab_problem *pb, ab_layout *l)
             if (!okw) continue;
             int *qc = cc->qc + (size_t)h * per, *kc = cc->kc + (size_t)h * per;
             sb_rotations(pb->seed, h, r, d, hb, R);
-            /* the codes, and the head's share of the fingerprint
-             * (bk_checksum) as the chunks pass through the hashing */
-            bk_sum cs;
-            bk_sum_init(&cs);
-            bk_sum_ctx xq = { &cs, pb->q + (size_t)h * n * d, (size_t)n * d };
-            bk_sum_ctx xk = { &cs, pb->k + (size_t)h * n * d, (size_t)n * d };
-            lsh_codes_rounds(xq.x, n, d, R, r, hb, b, P, lsh_scratch_floats(r * hb), bt, qc, bk_sum_seen,
-                             &xq);
-            lsh_codes_rounds(xk.x, n, d, R, r, hb, b, P, lsh_scratch_floats(r * hb), bt, kc, bk_sum_seen,
-                             &xk);
-            hs[h] = bk_sum_head(&cs);
+            /* the codes, and the head's share of the fingerprint */
+            hs[h] = bk_codes_qk(pb->q + (size_t)h * n * d, pb->k + (size_t)h * n * d, n, d, R, r, hb, b, P,
+                                lsh_scratch_floats(r * hb), bt, qc, kc);
             memset(cnt, 0, (size_t)(b + b + b * b) * sizeof *cnt);
             if (!causal)
                 for (int j = 0; j < n; j++) {
