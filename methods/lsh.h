@@ -24,7 +24,7 @@
 
 #define LSH_ROWS 64 /* rows per projection GEMM */
 
-/* Scratch floats lsh_codes needs in P for `rows` projection rows at once
+/* Scratch floats lsh_codes_rounds needs in P for `rows` projection rows at once
  * (rows = rounds x b2 to hash every round in one pass). */
 static inline size_t lsh_scratch_floats(int rows) { return (size_t)LSH_ROWS * (rows > 0 ? rows : 1); }
 
@@ -77,14 +77,6 @@ static inline void lsh_codes_rounds(const float *x, int n, int d, const float *r
             }
         }
     }
-}
-
-/* Codes of the rows of x (n, d) into out (n), one round (P:
- * lsh_scratch_floats(b2) floats). */
-static inline void lsh_codes(const float *x, int n, int d, const float *rot, int b2, int nb, float *P,
-                             float *bt, int32_t *out)
-{
-    lsh_codes_rounds(x, n, d, rot, 1, b2, nb, P, lsh_scratch_floats(b2), bt, out, NULL, NULL);
 }
 
 #endif
