@@ -403,6 +403,15 @@ static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, 
     }
 }
 
+/* Rows of ncols floats that fit in 16 MiB (at least one): a logit panel
+ * held that many rows at a time comes from the heap the timing child keeps
+ * (glibc maps blocks of 32 MiB and more afresh, faulted in on every call). */
+static inline int bs_heap_rows(int ncols)
+{
+    const size_t r = ((size_t)16 << 20) / ((size_t)(ncols > 0 ? ncols : 1) * sizeof(float));
+    return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
+}
+
 /* bs_gemm_core (the same chains) over the columns j < n in chunks of kc (a
  * multiple of BS_PANEL; kc >= n: one chunk), the chunks split over the
  * threads when par (a head's own product when there are fewer heads than

@@ -162,13 +162,6 @@ static double sqrt_jsd(const double *p, const double *q, int n)
     return sqrt(s > 0 ? s : 0);
 }
 
-/* Rows of last-block logits held at once: 16 MiB of them, at least one. */
-static int fx_rows(int N)
-{
-    const size_t r = ((size_t)16 << 20) / ((size_t)(N > 0 ? N : 1) * sizeof(float));
-    return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
-}
-
 /* Select for one head into keep (n_qblocks, n_kblocks), adding its work
  * (ab_layout_set_cost's units) to *fl and *by; returns AB_OK or AB_ENOMEM.
  * par: split the head's own loops over the threads. */
@@ -182,10 +175,9 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     const int nl = N < bq ? N : bq, r0 = N - nl; /* the last nl queries */
     const int nmax = N > nkb ? N : nkb;
 
-    /* the last-block logits, FX_ROWS(N) rows at a time: at most 16 MiB, so
-     * the buffer comes from the heap the timing child keeps, not from a
-     * fresh mapping faulted in on every call (glibc maps 32 MiB and more) */
-    const int gr = nl < fx_rows(N) ? nl : fx_rows(N);
+    /* the last-block logits, bs_heap_rows(N) rows at a time (at most 16 MiB:
+     * heap, not a fresh mapping per call) */
+    const int gr = nl < bs_heap_rows(N) ? nl : bs_heap_rows(N);
     float *s = malloc((size_t)gr * N * sizeof *s); /* (gr, N) */
     float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
     double *row = malloc((size_t)(N > nkb ? N : nkb) * sizeof *row);

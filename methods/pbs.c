@@ -65,17 +65,9 @@ static int pbs_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Rows of last-block logits held at once: 16 MiB of them, at least one
- * (a larger buffer would be a fresh mapping, faulted in on every call). */
-static int pbs_rows(int C)
-{
-    const size_t r = ((size_t)16 << 20) / ((size_t)(C > 0 ? C : 1) * sizeof(float));
-    return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
-}
-
 /* Steps 1-2 for one head: the key order perm[0, N) (original indices) by
  * the importance of the keys of the complete segments [0, C) to the last nl
- * queries. s: (gr, C) logit panel (gr = min(nl, pbs_rows(C)) rows at a
+ * queries. s: (gr, C) logit panel (gr = min(nl, bs_heap_rows(C)) rows at a
  * time), bt: d * BS_PANEL floats, row: C doubles, imp: C candidates, ws:
  * nl floats. par: split the loops over the threads (fewer heads than
  * threads); every element gets the same operations in the same order. */
@@ -233,7 +225,7 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
         const int inner = H < omp_get_max_threads();
 #pragma omp parallel if (!inner)
         {
-            const int C = N / seg * seg, gr = nl < pbs_rows(C) ? nl : pbs_rows(C);
+            const int C = N / seg * seg, gr = nl < bs_heap_rows(C) ? nl : bs_heap_rows(C);
             float *s = malloc((size_t)gr * (C > 0 ? C : 1) * sizeof *s);
             float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
             double *row = malloc((size_t)(C > 0 ? C : 1) * sizeof *row);
