@@ -11,7 +11,8 @@
  *
  * The builder calls are thread-safe: l->priv is published once with a
  * compare-and-swap, and every call holds the state's mutex (one lock per
- * call, also for the bulk adds). Finalisation sorts every row by index and
+ * call, also for the bulk adds) while it claims its entries; it writes
+ * them after releasing it (lb_append_unlock). Finalisation sorts every row by index and
  * drops duplicates, so the finalised arrays do not depend on the order in
  * which threads added their entries. Finalize, validate, free and the
  * queries are not thread-safe: the harness calls them on one thread. */
@@ -19,6 +20,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +49,10 @@ typedef struct lb_list {
     size_t *run;
     size_t *runlen;
     int multi;
-    int unsorted; /* some append was not strictly ascending (needs sort or dedup) */
+    int unsorted; /* some append was not strictly ascending (needs sort or dedup);
+                     set atomically, outside the lock */
+    int inflight; /* appends that claimed their entries under the lock and are
+                     writing them outside it; e is not moved while > 0 */
 } lb_list;
 
 typedef struct lb_state {
@@ -108,7 +113,7 @@ static void lb_list_free(lb_list *li)
     li->multi = li->unsorted = 0;
 }
 
-/* Note that row `row` of `rows` gets the next n entries (lb_append). */
+/* Note that row `row` of `rows` gets the next n entries (lb_append_unlock). */
 static void lb_note_run(lb_list *li, int64_t rows, int32_t row, size_t n)
 {
     if (li->multi) return;
@@ -137,6 +142,8 @@ static int lb_reserve(lb_list *li, size_t extra)
     if (need <= li->cap) return AB_OK;
     size_t cap = li->cap ? li->cap : 64;
     while (cap < need) cap = cap > SIZE_MAX / (2 * sizeof(lb_entry)) ? need : cap * 2;
+    /* the lock is held, so no new claims: wait out the writes in flight */
+    while (__atomic_load_n(&li->inflight, __ATOMIC_ACQUIRE)) sched_yield();
     lb_entry *e = realloc(li->e, cap * sizeof(lb_entry));
     if (!e) return AB_ENOMEM;
     li->e = e;
@@ -168,24 +175,35 @@ static int lb_begin_entries(ab_layout *l, int head, int qblock, lb_state **out)
     return AB_OK;
 }
 
-/* Append n entries of one row to li (validated, lock held). idx NULL: the
- * run first, first + 1, ... */
-static int lb_append(lb_state *st, lb_list *li, int64_t rows, int32_t row, const int32_t *idx, int32_t first,
-                     size_t n)
+/* Append n entries of one row to li (validated, lock held) and release
+ * the lock. idx NULL: the run first, first + 1, ... The entries are claimed
+ * under the lock and written after it is released, so threads adding long
+ * rows do not queue behind each other's copies (with two threads adding
+ * rows of thousands of tokens, the wake-ups of a lock held through the copy
+ * cost more than the copy); li->inflight keeps lb_reserve from moving the
+ * array while a write is under way. */
+static int lb_append_unlock(lb_state *st, lb_list *li, int64_t rows, int32_t row, const int32_t *idx,
+                            int32_t first, size_t n)
 {
-    if (lb_reserve(li, n)) return AB_ENOMEM;
+    if (lb_reserve(li, n)) {
+        lb_unlock(st);
+        return AB_ENOMEM;
+    }
     lb_note_run(li, rows, row, n);
     lb_entry *e = li->e + li->n;
-    for (size_t t = 0; t < n; t++) e[t] = (lb_entry){ row, idx ? idx[t] : first + (int32_t)t };
-    if (idx && !li->unsorted) /* checked while the caller's array is in cache */
-        for (size_t t = 1; t < n; t++)
-            if (idx[t] <= idx[t - 1]) {
-                li->unsorted = 1;
-                break;
-            }
     li->n += n;
     st->mode = LB_ENTRIES;
     st->touched = 1;
+    __atomic_add_fetch(&li->inflight, 1, __ATOMIC_RELAXED);
+    lb_unlock(st);
+    for (size_t t = 0; t < n; t++) e[t] = (lb_entry){ row, idx ? idx[t] : first + (int32_t)t };
+    if (idx && !__atomic_load_n(&li->unsorted, __ATOMIC_RELAXED)) /* while the caller's array is in cache */
+        for (size_t t = 1; t < n; t++)
+            if (idx[t] <= idx[t - 1]) {
+                __atomic_store_n(&li->unsorted, 1, __ATOMIC_RELAXED);
+                break;
+            }
+    __atomic_sub_fetch(&li->inflight, 1, __ATOMIC_RELEASE);
     return AB_OK;
 }
 
@@ -307,8 +325,9 @@ int ab_layout_add_block_range(ab_layout *l, int head, int qblock, int kb0, int k
     if (kb0 < 0 || kb1 > l->n_kblocks || kb0 > kb1)
         rc = AB_EINVAL;
     else
-        rc = lb_append(st, &st->blk, (int64_t)l->heads * l->n_qblocks,
-                       (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, kb0, (size_t)(kb1 - kb0));
+        return lb_append_unlock(st, &st->blk, (int64_t)l->heads * l->n_qblocks,
+                                (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, kb0,
+                                (size_t)(kb1 - kb0));
     lb_unlock(st);
     return rc;
 }
@@ -327,8 +346,8 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
     if (key < 0 || key >= l->seq_len)
         rc = AB_EINVAL;
     else
-        rc = lb_append(st, &st->tok, (int64_t)l->heads * l->n_qblocks,
-                       (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, key, 1);
+        return lb_append_unlock(st, &st->tok, (int64_t)l->heads * l->n_qblocks,
+                                (int32_t)((int64_t)head * l->n_qblocks + qblock), NULL, key, 1);
     lb_unlock(st);
     return rc;
 }
@@ -348,8 +367,8 @@ static int add_many(ab_layout *l, int tokens, int head, int qblock, const int32_
             return AB_EINVAL;
         }
     if (n > 0)
-        rc = lb_append(st, tokens ? &st->tok : &st->blk, (int64_t)l->heads * l->n_qblocks,
-                       (int32_t)((int64_t)head * l->n_qblocks + qblock), idx, 0, (size_t)n);
+        return lb_append_unlock(st, tokens ? &st->tok : &st->blk, (int64_t)l->heads * l->n_qblocks,
+                                (int32_t)((int64_t)head * l->n_qblocks + qblock), idx, 0, (size_t)n);
     lb_unlock(st);
     return rc;
 }
