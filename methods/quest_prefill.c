@@ -41,6 +41,9 @@
 #include "methods/block_score.h"
 
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,16 +74,18 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Elementwise min and max of each page of k (n, d) into mn, mx, stored
- * transposed as (d, npages): the bound pass then runs over pages in the
- * vector lanes, each page's sum still taken over c in order. */
-static int page_minmax(const float *k, int n, int d, int P, float *mn, float *mx)
+/* Elementwise min and max of pages [p0, p1) of k (n, d) into mn, mx,
+ * stored transposed as (d, np) with np = ceil(n / P) pages: the bound pass
+ * then runs over pages in the vector lanes, each page's sum still taken
+ * over c in order. Page ranges are independent, so a head's pages can be
+ * split over threads. */
+static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, float *mn, float *mx)
 {
     const int np = (n + P - 1) / P;
     float *a = malloc((size_t)2 * d * sizeof *a), *b;
     if (!a) return AB_ENOMEM;
     b = a + d;
-    for (int p = 0; p < np; p++) {
+    for (int p = p0; p < p1; p++) {
         const int j0 = p * P, nj = n - j0 < P ? n - j0 : P;
         for (int c = 0; c < d; c++) a[c] = b[c] = k[(size_t)j0 * d + c];
         for (int j = 1; j < nj; j++)
@@ -98,38 +103,62 @@ static int page_minmax(const float *k, int n, int d, int P, float *mn, float *mx
     return AB_OK;
 }
 
-/* Quest's bound of nu pages: u[p] = sum over c, in order, of
- * max(q_c min_c(p), q_c max_c(p)), in double. min <= max, so the larger
- * product is q_c max_c(p) when q_c >= 0 and q_c min_c(p) otherwise: one
- * product per element, from the row the sign of q_c picks. A float times
- * a float is exact in double, so the sums are those of the two-product
- * form bit for bit. QB_W pages at a time stay in registers over c. mn, mx:
- * (d, ld) rows, from the first page. */
+/* Quest's bound of nu pages for G query blocks at once: u[g ldu + p] =
+ * sum over c, in order, of max(q_c min_c(p), q_c max_c(p)), in double, q
+ * the block's mean query qm + g d. min <= max, so the larger product is
+ * q_c max_c(p) when q_c >= 0 and q_c min_c(p) otherwise: one product per
+ * element, from the row the sign of q_c picks. A float times a float is
+ * exact in double, so the sums are those of the two-product form bit for
+ * bit, whatever the tiling. QB_W pages at a time stay in registers over c,
+ * and each tile of QB_W pages (2 d QB_W floats, 16 KiB at d = 64) serves
+ * all G blocks while in L1: the pages are read once per G blocks, not once
+ * per block. mn, mx: (d, ld) rows, from the first page. */
 #define QB_W 32
+#define QB_G 8 /* query blocks per pass over the pages */
 typedef double qb_vd __attribute__((vector_size(QB_W / 4 * sizeof(double))));
 typedef float qb_vf __attribute__((vector_size(QB_W / 4 * sizeof(float))));
 
-static void quest_bounds(const float *qm, const float *mn, const float *mx, int ld, int d, int nu, double *u)
+static void quest_bounds(const float *qm, int G, const float *mn, const float *mx, int ld, int d, int nu,
+                         double *u, int ldu)
 {
     int p0 = 0;
-    for (; p0 + QB_W <= nu; p0 += QB_W) {
-        qb_vd acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-        for (int c = 0; c < d; c++) {
-            const float *src = (qm[c] >= 0.0f ? mx : mn) + (size_t)c * ld + p0;
-            const double qc = (double)qm[c];
-            for (int g = 0; g < 4; g++) {
-                qb_vf f;
-                memcpy(&f, src + g * (QB_W / 4), sizeof f);
-                acc[g] += qc * __builtin_convertvector(f, qb_vd);
+    for (; p0 + QB_W <= nu; p0 += QB_W)
+        for (int g = 0; g < G; g++) {
+            const float *q = qm + (size_t)g * d;
+#if defined(__AVX512F__)
+            /* one widening load and one FMA per 8 pages: the product is
+             * exact, so the fused add rounds as the plain one */
+            __m512d acc[4] = { _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd() };
+            for (int c = 0; c < d; c++) {
+                const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * ld + p0;
+                const __m512d qc = _mm512_set1_pd((double)q[c]);
+                for (int t = 0; t < 4; t++)
+                    acc[t] = _mm512_fmadd_pd(qc, _mm512_cvtps_pd(_mm256_loadu_ps(src + t * 8)), acc[t]);
             }
+            for (int t = 0; t < 4; t++) _mm512_storeu_pd(u + (size_t)g * ldu + p0 + t * 8, acc[t]);
+#else
+            qb_vd acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+            for (int c = 0; c < d; c++) {
+                const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * ld + p0;
+                const double qc = (double)q[c];
+                for (int t = 0; t < 4; t++) {
+                    qb_vf f;
+                    memcpy(&f, src + t * (QB_W / 4), sizeof f);
+                    acc[t] += qc * __builtin_convertvector(f, qb_vd);
+                }
+            }
+            memcpy(u + (size_t)g * ldu + p0, acc, sizeof acc);
+#endif
         }
-        memcpy(u + p0, acc, sizeof acc);
-    }
-    for (int p = p0; p < nu; p++) u[p] = 0.0;
-    for (int c = 0; c < d && p0 < nu; c++) {
-        const double qc = (double)qm[c];
-        const float *src = (qm[c] >= 0.0f ? mx : mn) + (size_t)c * ld;
-        for (int p = p0; p < nu; p++) u[p] += qc * src[p];
+    for (int g = 0; g < G && p0 < nu; g++) {
+        const float *q = qm + (size_t)g * d;
+        double *ug = u + (size_t)g * ldu;
+        for (int p = p0; p < nu; p++) ug[p] = 0.0;
+        for (int c = 0; c < d; c++) {
+            const double qc = (double)q[c];
+            const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * ld;
+            for (int p = p0; p < nu; p++) ug[p] += qc * src[p];
+        }
     }
 }
 
@@ -142,7 +171,8 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     const int as_blocks = P == bk;
     const double pages = st->budget / P; /* mean pages per query block */
     const int keep = (int)ceil(pages) < np ? (int)ceil(pages) : np;
-    const int rows = H * nqb;
+    const int ngrp = (nqb + QB_G - 1) / QB_G, groups = H * ngrp; /* QB_G query blocks of one head */
+    const int pchunk = 256, npc = (np + pchunk - 1) / pchunk;    /* pages per min/max task */
     const ab_mask mask = ab_shape_mask(&pb->s);
 
     float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, d, npages) */
@@ -152,19 +182,21 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
-        for (int h = 0; h < H; h++)
-            if (page_minmax(pb->k + (size_t)h * N * d, N, d, P, mn + (size_t)h * np * d,
+        for (int t = 0; t < H * npc; t++) {
+            const int h = t / npc, p0 = t % npc * pchunk, p1 = p0 + pchunk < np ? p0 + pchunk : np;
+            if (page_minmax(pb->k + (size_t)h * N * d, N, d, P, p0, p1, mn + (size_t)h * np * d,
                             mx + (size_t)h * np * d) != AB_OK) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
             }
+        }
     }
     if (rc == AB_OK) {
 #pragma omp parallel reduction(+ : cands)
         {
-            float *qm = malloc((size_t)d * sizeof *qm);
+            float *qm = malloc((size_t)QB_G * d * sizeof *qm); /* the group's mean queries */
             bs_cand *cand = malloc((size_t)np * sizeof *cand);
-            double *u = malloc((size_t)np * sizeof *u); /* (npages) bounds of a page range */
+            double *u = malloc((size_t)QB_G * np * sizeof *u); /* (QB_G, npages) bounds of a page range */
             /* one row's key blocks (diagonal + pages) or key tokens */
             int32_t *idx = malloc(((size_t)bk + (size_t)keep * P + 1) * sizeof *idx);
             uint64_t *key = malloc((size_t)2 * np * sizeof *key + 1); /* bs_top_ascending's scratch */
@@ -173,73 +205,87 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
 #pragma omp atomic write
                 rc = AB_ENOMEM;
             }
-#pragma omp for schedule(dynamic, 4)
-            for (int r = 0; r < rows; r++) {
+            /* heaviest groups (under causal, the last) first */
+#pragma omp for schedule(dynamic, 1)
+            for (int gi = groups - 1; gi >= 0; gi--) {
                 if (!ok) continue;
-                const int h = r / nqb, qb = r % nqb;
-                const int r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
-                const int diag = bs_diag_block(qb, bq, bk, N);
-                const int d0 = diag * bk, d1 = (diag + 1) * bk; /* the forced block's keys */
-                bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
-                int lo, hi; /* keys the base mask lets some row here see */
-                bs_rows_span(&mask, r0, r0 + nr, &lo, &hi);
-                /* candidate pages: [pa, pe) (visible to the base mask; causal:
-                 * beginning before the diagonal block) minus those inside the
-                 * diagonal block */
-                int pa = 0, pe = 0;
-                if (lo < hi) {
-                    pa = lo / P;
-                    pe = (hi + P - 1) / P;
-                    if (causal && (d0 + P - 1) / P < pe) pe = (d0 + P - 1) / P;
-                    pe = pe < np ? pe : np;
-                }
-                const int nu = pe > pa ? pe - pa : 0;
-                quest_bounds(qm, mn + (size_t)h * d * np + pa, mx + (size_t)h * d * np + pa, np, d, nu, u);
-                int m = 0;
-                for (int p = pa; p < pe; p++) {
-                    const int j0 = p * P, j1 = j0 + P;
-                    if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
-                    cand[m].score = u[p - pa];
-                    cand[m].idx = p;
-                    m++;
-                }
-                int kr = mc_dither(pages, qb);
-                kr = kr < keep ? kr : keep;
-                const int n = m < kr ? m : kr;
-                /* the n best pages, in page order */
-                bs_top_ascending(cand, m, n, key);
-                cands += m;
-                /* the diagonal block and the chosen pages, ascending (so
-                 * finalize has no sorting to do): as key blocks when pages
-                 * are key blocks, else as their key tokens */
-                int ni = 0, ra, diag_out = 0;
-                if (as_blocks) {
-                    for (int t = 0; t < n; t++) {
-                        if (!diag_out && cand[t].idx > diag) idx[ni++] = diag, diag_out = 1;
-                        idx[ni++] = cand[t].idx;
+                const int h = gi / ngrp, qb0 = gi % ngrp * QB_G;
+                const int G = nqb - qb0 < QB_G ? nqb - qb0 : QB_G;
+                int pa[QB_G], pe[QB_G], ua = np, ue = 0; /* each block's candidate pages; their union */
+                for (int g = 0; g < G; g++) {
+                    const int qb = qb0 + g, r0 = qb * bq, nr = N - r0 < bq ? N - r0 : bq;
+                    const int d0 = bs_diag_block(qb, bq, bk, N) * bk;
+                    bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm + (size_t)g * d);
+                    int lo, hi; /* keys the base mask lets some row here see */
+                    bs_rows_span(&mask, r0, r0 + nr, &lo, &hi);
+                    /* candidate pages: [pa, pe) (visible to the base mask;
+                     * causal: beginning before the diagonal block) minus
+                     * those inside the diagonal block */
+                    pa[g] = pe[g] = 0;
+                    if (lo < hi) {
+                        pa[g] = lo / P;
+                        pe[g] = (hi + P - 1) / P;
+                        if (causal && (d0 + P - 1) / P < pe[g]) pe[g] = (d0 + P - 1) / P;
+                        pe[g] = pe[g] < np ? pe[g] : np;
                     }
-                    if (!diag_out) idx[ni++] = diag;
-                    ra = ab_layout_add_blocks(l, h, qb, idx, ni);
-                } else {
-                    const int e1 = d1 < N ? d1 : N;
-                    for (int t = 0; t < n; t++) {
-                        const int j0 = cand[t].idx * P, j1 = j0 + P < N ? j0 + P : N;
-                        for (int j = j0; j < j1; j++) {
-                            if (!diag_out && j >= d0) {
+                    if (pe[g] > pa[g]) {
+                        ua = pa[g] < ua ? pa[g] : ua;
+                        ue = pe[g] > ue ? pe[g] : ue;
+                    }
+                }
+                const int nu = ue > ua ? ue - ua : 0;
+                quest_bounds(qm, G, mn + (size_t)h * d * np + ua, mx + (size_t)h * d * np + ua, np, d, nu, u,
+                             np);
+                for (int g = 0; g < G && ok; g++) {
+                    const int qb = qb0 + g, diag = bs_diag_block(qb, bq, bk, N);
+                    const int d0 = diag * bk, d1 = (diag + 1) * bk; /* the forced block's keys */
+                    const double *ug = u + (size_t)g * np;          /* from page ua */
+                    int m = 0;
+                    for (int p = pa[g]; p < pe[g]; p++) {
+                        const int j0 = p * P, j1 = j0 + P;
+                        if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
+                        cand[m].score = ug[p - ua];
+                        cand[m].idx = p;
+                        m++;
+                    }
+                    int kr = mc_dither(pages, qb);
+                    kr = kr < keep ? kr : keep;
+                    const int n = m < kr ? m : kr;
+                    /* the n best pages, in page order */
+                    bs_top_ascending(cand, m, n, key);
+                    cands += m;
+                    /* the diagonal block and the chosen pages, ascending (so
+                     * finalize has no sorting to do): as key blocks when
+                     * pages are key blocks, else as their key tokens */
+                    int ni = 0, ra, diag_out = 0;
+                    if (as_blocks) {
+                        for (int t = 0; t < n; t++) {
+                            if (!diag_out && cand[t].idx > diag) idx[ni++] = diag, diag_out = 1;
+                            idx[ni++] = cand[t].idx;
+                        }
+                        if (!diag_out) idx[ni++] = diag;
+                        ra = ab_layout_add_blocks(l, h, qb, idx, ni);
+                    } else {
+                        const int e1 = d1 < N ? d1 : N;
+                        for (int t = 0; t < n; t++) {
+                            const int j0 = cand[t].idx * P, j1 = j0 + P < N ? j0 + P : N;
+                            const int b0 = j1 < d0 ? j1 : d0, a1 = j0 > e1 ? j0 : e1;
+                            for (int j = j0; j < b0; j++) idx[ni++] = j; /* before the diagonal block */
+                            if (!diag_out && j1 > d0) {                  /* the page reaches it */
                                 for (int x = d0; x < e1; x++) idx[ni++] = x;
                                 diag_out = 1;
                             }
-                            if (j < d0 || j >= e1) idx[ni++] = j;
+                            for (int j = a1; j < j1; j++) idx[ni++] = j; /* after it */
                         }
+                        if (!diag_out)
+                            for (int x = d0; x < e1; x++) idx[ni++] = x;
+                        ra = ab_layout_add_tokens(l, h, qb, idx, ni);
                     }
-                    if (!diag_out)
-                        for (int x = d0; x < e1; x++) idx[ni++] = x;
-                    ra = ab_layout_add_tokens(l, h, qb, idx, ni);
-                }
-                if (ra != AB_OK) {
-                    ok = 0;
+                    if (ra != AB_OK) {
+                        ok = 0;
 #pragma omp atomic write
-                    rc = ra;
+                        rc = ra;
+                    }
                 }
             }
             free(qm);
