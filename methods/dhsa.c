@@ -43,6 +43,7 @@
 #include "methods/vecf.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -100,15 +101,18 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc. */
+/* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc.
+ * nd: (2 N) scratch. par: split the similarities over the threads. */
 static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, float *sim, float *tmp,
-                        int32_t *start)
+                        double *nd, int32_t *start, int par)
 {
     /* |k_j|^2 and k_{j-1} . k_j, each a chain over c in order (as one loop
      * per key had them); four keys' chains side by side, since one chain
-     * waits on its add every step. |k_{j-1}|^2 is the previous key's. */
-    double prev = 0.0; /* |k_0|^2 */
-    for (int c = 0; c < d; c++) prev += (double)k[c] * k[c];
+     * waits on its add every step. Key 0's norm is the same chain. */
+    double *nrm = nd, *dot = nd + N;
+    nrm[0] = 0.0;
+    for (int c = 0; c < d; c++) nrm[0] += (double)k[c] * k[c];
+#pragma omp parallel for schedule(static) if (par)
     for (int j0 = 1; j0 < N; j0 += 4) {
         const int nj = N - j0 < 4 ? N - j0 : 4;
         double ab[4] = { 0, 0, 0, 0 }, bb[4] = { 0, 0, 0, 0 };
@@ -120,13 +124,15 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
                 bb[u] += (double)b[o] * b[o];
             }
         for (int u = 0; u < nj; u++) {
-            const int j = j0 + u;
-            const double den = sqrt(prev * bb[u]);
-            sim[j] = den > 0 ? (float)(ab[u] / den) : 1.0f;
-            if (isnan(sim[j])) sim[j] = 1.0f;
-            tmp[j - 1] = sim[j];
-            prev = bb[u];
+            dot[j0 + u] = ab[u];
+            nrm[j0 + u] = bb[u];
         }
+    }
+    for (int j = 1; j < N; j++) {
+        const double den = sqrt(nrm[j - 1] * nrm[j]);
+        sim[j] = den > 0 ? (float)(dot[j] / den) : 1.0f;
+        if (isnan(sim[j])) sim[j] = 1.0f;
+        tmp[j - 1] = sim[j];
     }
     float thr = -INFINITY;
     const int cuts = (N + st->chunk_len - 1) / st->chunk_len - 1; /* boundaries aimed at */
@@ -146,106 +152,147 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
     return nc;
 }
 
-/* Selection for head h, added to l one query block at a time. */
-static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, double *cost)
+/* The chunks of one query block qb of head h into keys[] (ascending, no
+ * repeats), then into l. kct, start: the head's chunk representatives
+ * (transposed) and boundaries; sc, runs (C), key (2 C) and qm (d) are the
+ * caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
+static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, int qb,
+                      const float *kct, int ldc, const int32_t *start, int nc, double *qm, bs_cand *sc,
+                      run *runs, uint64_t *key, int32_t *keys, double *bc)
 {
-    const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
-    const int bq = l->block_q, nqb = l->n_qblocks;
-    const float *q = pb->q + (size_t)h * N * d;               /* (N, d) */
+    const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bq = l->block_q;
+    const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
+    const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+    const int e = causal ? r1 : N; /* candidates [0, e) */
+    /* local window: the `window` most recent candidates, at least the
+     * block's own rows */
+    int lo = e - st->window < r0 ? e - st->window : r0;
+    lo = lo > 0 ? lo : 0;
+    const int budget = mc_dither(st->k, qb);
+    int m = budget - (e - lo);    /* selected besides the window */
+    m = m < lo ? m : lo;          /* candidates outside it: [0, lo) */
+    int nk = 0, nr = 0, next = 0; /* keys emitted ascending: below next all are out */
+    const int s1 = st->sink < e ? st->sink : e;
+    for (int j = 0; j < s1; j++) keys[nk++] = j;
+    next = s1;
+    if (m > 0) {
+        for (int x = 0; x < d; x++) qm[x] = 0.0;
+        for (int i = r0; i < r1; i++)
+            for (int x = 0; x < d; x++) qm[x] += q[(size_t)i * d + x];
+        const double w = 1.0 / sqrt((double)(r1 - r0)); /* mean · sqrt(rows) */
+        int n = 0;                                      /* the chunks starting before lo */
+        while (n < nc && start[n] < lo) n++;
+        /* each lane the chain sum_x (qm[x] w) kc[t][x] in x order, as a
+         * scalar loop per chunk had it, eight chunks at a time */
+        for (int t0 = 0; t0 < n; t0 += 8) {
+            v8d acc = { 0 };
+            for (int x = 0; x < d; x++) {
+                v8f kv;
+                memcpy(&kv, kct + (size_t)x * ldc + t0, sizeof kv);
+                const double qw = qm[x] * w;
+                acc += qw * __builtin_convertvector(kv, v8d);
+            }
+            for (int u = 0; u < 8 && t0 + u < n; u++)
+                sc[t0 + u] = (bs_cand){ isnan(acc[u]) ? -INFINITY : acc[u] * pb->s.scale, t0 + u };
+        }
+        /* Every chunk but the sequence's last has >= min_chunk keys, and
+         * only the one holding lo is cut short by it, so the best
+         * ceil(m / min_chunk) + 1 chunks hold the m keys: those, sorted,
+         * are the head of the full descending order (a total order). */
+        const int64_t need = ((int64_t)m + st->min_chunk - 1) / st->min_chunk + 1;
+        const int top = need < n ? (int)need : n;
+        bs_top_ascending(sc, n, top, key);
+        bs_sort_desc(sc, top);
+        bc[0] += (double)(r1 - r0) * d + (2.0 * d + 1) * n + (n > 1 ? n * log2((double)n) : 0.0);
+        bc[1] += 4.0 * ((double)(r1 - r0) * d + (double)n * d);
+        int left = m;
+        for (int t = 0; t < top && left > 0; t++) { /* chunks: disjoint runs */
+            const int a = start[sc[t].idx];
+            int b = start[sc[t].idx + 1] < lo ? start[sc[t].idx + 1] : lo;
+            if (b - a > left) b = a + left;
+            runs[nr++] = (run){ a, b };
+            left -= b - a;
+        }
+        /* the sinks take the places of the lowest-position selected keys */
+        qsort(runs, (size_t)nr, sizeof *runs, cmp_run);
+        int drop = st->sink < m - left ? st->sink : m - left;
+        for (int t = 0; t < nr; t++) {
+            int a = runs[t].a;
+            const int skip = drop < runs[t].b - a ? drop : runs[t].b - a;
+            a += skip;
+            drop -= skip;
+            for (int j = a > next ? a : next; j < runs[t].b; j++) keys[nk++] = j;
+            next = runs[t].b > next ? runs[t].b : next;
+        }
+    }
+    for (int j = lo > next ? lo : next; j < e; j++) keys[nk++] = j;
+    /* sinks, runs (sorted, disjoint, below lo), window: ascending, no
+     * repeats, so the builder has nothing to sort */
+    return ab_layout_add_tokens(l, h, qb, keys, nk);
+}
+
+/* Selection for head h, added to l one query block at a time. par: split
+ * the head's own loops over the threads (fewer heads than threads). */
+static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, double *cost, int par)
+{
+    const int N = pb->s.seq_len, d = pb->s.head_dim, nqb = l->n_qblocks;
     const float *k = pb->k + (size_t)h * N * d;               /* (N, d) */
     float *sim = malloc((size_t)N * sizeof *sim);             /* (N) */
     float *tmp = malloc((size_t)N * sizeof *tmp);             /* (N) */
+    double *nd = malloc((size_t)2 * N * sizeof *nd);          /* (2N) norms, dots */
     int32_t *start = malloc((size_t)(N + 1) * sizeof *start); /* (C + 1) */
+    double *bc = calloc((size_t)2 * nqb, sizeof *bc);         /* (n_qblocks, 2) each block's cost */
     float *kc = NULL, *kct = NULL;
     int ldc = 0;
-    double *qm = malloc((size_t)d * sizeof *qm);          /* (d) pooled query */
-    bs_cand *sc = malloc((size_t)N * sizeof *sc);         /* (C) */
-    run *runs = malloc((size_t)N * sizeof *runs);         /* (C) selected runs */
-    int32_t *keys = malloc((size_t)3 * N * sizeof *keys); /* (3N) one block's keys */
-    int rc = (sim && tmp && start && qm && sc && runs && keys) ? AB_OK : AB_ENOMEM;
+    int rc = (sim && tmp && nd && start && bc) ? AB_OK : AB_ENOMEM;
     int nc = 0;
     if (rc == AB_OK) {
-        nc = chunk_bounds(st, k, N, d, sim, tmp, start);
+        nc = chunk_bounds(st, k, N, d, sim, tmp, nd, start, par);
         kc = calloc((size_t)nc * d, sizeof *kc); /* (C, d) */
-        if (!kc) rc = AB_ENOMEM;
-    }
-    if (rc == AB_OK) {
-        for (int c = 0; c < nc; c++) { /* mean · sqrt(len) = sum / sqrt(len) */
-            const int a = start[c], b = start[c + 1];
-            const float w = 1.0f / sqrtf((float)(b - a));
-            for (int j = a; j < b; j++)
-                for (int x = 0; x < d; x++) kc[(size_t)c * d + x] += k[(size_t)j * d + x];
-            for (int x = 0; x < d; x++) kc[(size_t)c * d + x] *= w;
-        }
         /* kct = kc^T (d, ldc), columns past nc zero: eight chunks' scores
          * in the lanes of one double vector */
         ldc = (nc + 7) / 8 * 8;
         kct = calloc((size_t)d * ldc, sizeof *kct);
-        if (!kct) rc = AB_ENOMEM;
-        for (int c = 0; rc == AB_OK && c < nc; c++)
-            for (int x = 0; x < d; x++) kct[(size_t)x * ldc + c] = kc[(size_t)c * d + x];
+        if (!kc || !kct) rc = AB_ENOMEM;
     }
-    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
-        const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-        const int e = causal ? r1 : N; /* candidates [0, e) */
-        /* local window: the `window` most recent candidates, at least the
-         * block's own rows */
-        int lo = e - st->window < r0 ? e - st->window : r0;
-        lo = lo > 0 ? lo : 0;
-        const int budget = mc_dither(st->k, qb);
-        int m = budget - (e - lo);    /* selected besides the window */
-        m = m < lo ? m : lo;          /* candidates outside it: [0, lo) */
-        int nk = 0, nr = 0, next = 0; /* keys emitted ascending: below next all are out */
-        const int s1 = st->sink < e ? st->sink : e;
-        for (int j = 0; j < s1; j++) keys[nk++] = j;
-        next = s1;
-        if (m > 0) {
-            for (int x = 0; x < d; x++) qm[x] = 0.0;
-            for (int i = r0; i < r1; i++)
-                for (int x = 0; x < d; x++) qm[x] += q[(size_t)i * d + x];
-            const double w = 1.0 / sqrt((double)(r1 - r0)); /* mean · sqrt(rows) */
-            int n = 0;                                      /* the chunks starting before lo */
-            while (n < nc && start[n] < lo) n++;
-            /* each lane the chain sum_x (qm[x] w) kc[t][x] in x order, as a
-             * scalar loop per chunk had it, eight chunks at a time */
-            for (int t0 = 0; t0 < n; t0 += 8) {
-                v8d acc = { 0 };
-                for (int x = 0; x < d; x++) {
-                    v8f kv;
-                    memcpy(&kv, kct + (size_t)x * ldc + t0, sizeof kv);
-                    const double qw = qm[x] * w;
-                    acc += qw * __builtin_convertvector(kv, v8d);
-                }
-                for (int u = 0; u < 8 && t0 + u < n; u++)
-                    sc[t0 + u] = (bs_cand){ isnan(acc[u]) ? -INFINITY : acc[u] * pb->s.scale, t0 + u };
-            }
-            bs_sort_desc(sc, n);
-            cost[0] += (double)(r1 - r0) * d + (2.0 * d + 1) * n + (n > 1 ? n * log2((double)n) : 0.0);
-            cost[1] += 4.0 * ((double)(r1 - r0) * d + (double)n * d);
-            int left = m;
-            for (int t = 0; t < n && left > 0; t++) { /* chunks: disjoint runs */
-                const int a = start[sc[t].idx];
-                int b = start[sc[t].idx + 1] < lo ? start[sc[t].idx + 1] : lo;
-                if (b - a > left) b = a + left;
-                runs[nr++] = (run){ a, b };
-                left -= b - a;
-            }
-            /* the sinks take the places of the lowest-position selected keys */
-            qsort(runs, (size_t)nr, sizeof *runs, cmp_run);
-            int drop = st->sink < m - left ? st->sink : m - left;
-            for (int t = 0; t < nr; t++) {
-                int a = runs[t].a;
-                const int skip = drop < runs[t].b - a ? drop : runs[t].b - a;
-                a += skip;
-                drop -= skip;
-                for (int j = a > next ? a : next; j < runs[t].b; j++) keys[nk++] = j;
-                next = runs[t].b > next ? runs[t].b : next;
-            }
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int c = 0; c < nc; c++) { /* mean · sqrt(len) = sum / sqrt(len) */
+            const int a = start[c], b = start[c + 1];
+            const float w = 1.0f / sqrtf((float)(b - a));
+            float *kcc = kc + (size_t)c * d;
+            for (int j = a; j < b; j++)
+                for (int x = 0; x < d; x++) kcc[x] += k[(size_t)j * d + x];
+            for (int x = 0; x < d; x++) kcc[x] *= w;
+            for (int x = 0; x < d; x++) kct[(size_t)x * ldc + c] = kcc[x];
         }
-        for (int j = lo > next ? lo : next; j < e; j++) keys[nk++] = j;
-        /* sinks, runs (sorted, disjoint, below lo), window: ascending, no
-         * repeats, so the builder has nothing to sort */
-        rc = ab_layout_add_tokens(l, h, qb, keys, nk);
+#pragma omp parallel if (par)
+        {
+            double *qm = malloc((size_t)d * sizeof *qm);              /* (d) pooled query */
+            bs_cand *sc = malloc((size_t)nc * sizeof *sc + 1);        /* (C) */
+            run *runs = malloc((size_t)nc * sizeof *runs + 1);        /* (C) selected runs */
+            uint64_t *key = malloc((size_t)2 * nc * sizeof *key + 1); /* (2C) bs_top_ascending's */
+            int32_t *keys = malloc((size_t)3 * N * sizeof *keys);     /* (3N) one block's keys */
+            int r = qm && sc && runs && key && keys ? AB_OK : AB_ENOMEM;
+#pragma omp for schedule(dynamic, 4)
+            for (int qb = 0; qb < nqb; qb++)
+                if (r == AB_OK)
+                    r = dhsa_block(st, pb, l, h, qb, kct, ldc, start, nc, qm, sc, runs, key, keys,
+                                   bc + 2 * qb);
+            if (r != AB_OK) {
+#pragma omp atomic write
+                rc = r;
+            }
+            free(qm);
+            free(sc);
+            free(runs);
+            free(key);
+            free(keys);
+        }
+    }
+    for (int qb = 0; rc == AB_OK && qb < nqb; qb++) { /* in block order, whatever the threads */
+        cost[0] += bc[2 * qb];
+        cost[1] += bc[2 * qb + 1];
     }
     /* chunking: cosine of neighbouring keys 6d + 2 (three dot products, the
      * division), the k-th smallest by a linear selection (~2N), the
@@ -254,13 +301,11 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     cost[1] += 4.0 * ((double)N * d + (double)nc * d + N);
     free(sim);
     free(tmp);
+    free(nd);
     free(start);
+    free(bc);
     free(kc);
     free(kct);
-    free(qm);
-    free(sc);
-    free(runs);
-    free(keys);
     return rc;
 }
 
@@ -270,10 +315,13 @@ static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads;
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
+    /* fewer heads than threads: one head at a time, its own loops split
+     * over the threads (dhsa_head's par) */
+    const int inner = H < omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes) if (!inner)
     for (int h = 0; h < H; h++) {
         double cost[2] = { 0.0, 0.0 };
-        const int r = dhsa_head(st, pb, l, h, cost);
+        const int r = dhsa_head(st, pb, l, h, cost, inner);
         flops += cost[0];
         bytes += cost[1];
         if (r != AB_OK) {
