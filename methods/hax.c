@@ -48,6 +48,7 @@
 #include "methods/keep.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,41 +243,47 @@ static void sort_by_bucket(bkey *a, bkey *t, int N, int bits)
     if (src != a) memcpy(a, src, (size_t)N * sizeof *a);
 }
 
-/* Selection for head h, added to l one query block at a time. */
-static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h)
+/* Selection for head h, added to l one query block at a time. par: split
+ * the head's own loops over the threads (fewer heads than threads): the
+ * two hashings side by side, the KS product by key chunks, its softmax by
+ * rows and its column sums by key chunks, and the query blocks. */
+static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int h, int par)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bits = st->bits;
     const int bq = l->block_q, nqb = l->n_qblocks, nw = (N + 63) / 64;
-    const float *q = pb->q + (size_t)h * N * d;           /* (N, d) */
-    const float *k = pb->k + (size_t)h * N * d;           /* (N, d) */
-    double *H = malloc((size_t)d * bits * sizeof *H);     /* (d, bits) */
-    double *mu = malloc((size_t)d * sizeof *mu);          /* (d) */
-    double *nrm = malloc((size_t)d * sizeof *nrm);        /* (d) */
-    int32_t *hq = malloc((size_t)N * sizeof *hq);         /* (N) query buckets */
-    int32_t *hk = malloc((size_t)N * sizeof *hk);         /* (N) key buckets */
-    bkey *by = malloc(2 * (size_t)N * sizeof *by);        /* (N) keys by (bucket, position); N scratch */
-    double *u = calloc((size_t)N, sizeof *u);             /* (N) key importance */
-    bs_cand *rk = malloc((size_t)N * sizeof *rk);         /* (N) keys by importance */
-    int32_t *rank = malloc((size_t)N * sizeof *rank);     /* (N) rank of key j */
-    int32_t *fen = calloc((size_t)N + 1, sizeof *fen);    /* (N + 1) Fenwick tree on ranks */
-    int32_t *before = malloc((size_t)N * sizeof *before); /* (N) #{j' < j ranked before j} */
-    int32_t *keys = malloc((size_t)N * sizeof *keys);     /* (N) one block's keys */
-    uint64_t *kbm = calloc(2 * (size_t)nw, sizeof *kbm);  /* (nw) one block's keys as bits; (nw) ranks seen */
-    float *kt = malloc((size_t)d * BS_PANEL * sizeof *kt); /* bs_logits scratch */
-    float *lgall = malloc((size_t)(N < KS_QUERIES ? N : KS_QUERIES) * N * sizeof *lgall); /* KS logits */
-    uint64_t *rbm = kbm + nw; /* ranks of the keys some row so far may see */
-    int rc =
-        (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && keys && kbm && kt && lgall)
-            ? AB_OK
-            : AB_ENOMEM;
+    const float *q = pb->q + (size_t)h * N * d;                /* (N, d) */
+    const float *k = pb->k + (size_t)h * N * d;                /* (N, d) */
+    double *H = malloc((size_t)d * bits * sizeof *H);          /* (d, bits) */
+    double *mu = malloc((size_t)2 * d * sizeof *mu);           /* (2, d) Q's, K's */
+    double *nrm = malloc((size_t)2 * d * sizeof *nrm);         /* (2, d) */
+    int32_t *hq = malloc((size_t)N * sizeof *hq);              /* (N) query buckets */
+    int32_t *hk = malloc((size_t)N * sizeof *hk);              /* (N) key buckets */
+    bkey *by = malloc(2 * (size_t)N * sizeof *by);             /* (N) keys by (bucket, position); N scratch */
+    double *u = calloc((size_t)N, sizeof *u);                  /* (N) key importance */
+    bs_cand *rk = malloc((size_t)N * sizeof *rk);              /* (N) keys by importance */
+    int32_t *rank = malloc((size_t)N * sizeof *rank);          /* (N) rank of key j */
+    int32_t *fen = calloc((size_t)N + 1, sizeof *fen);         /* (N + 1) Fenwick tree on ranks */
+    int32_t *before = malloc((size_t)N * sizeof *before);      /* (N) #{j' < j ranked before j} */
+    float *kt = malloc((size_t)d * BS_PANEL * sizeof *kt);     /* bs_gemm_core scratch */
+    const int L = N < KS_QUERIES ? N : KS_QUERIES, i0 = N - L; /* the KS queries [i0, N) */
+    const int kcw = par ? 4096 : N, nkc = (N + kcw - 1) / kcw; /* KS key chunks */
+    float *lgall = malloc((size_t)L * N * sizeof *lgall);      /* (L, N) KS logits */
+    float *inv = malloc((size_t)L * sizeof *inv);              /* (L) their softmax scales; 0: row skipped */
+    int rc = (H && mu && nrm && hq && hk && by && u && rk && rank && fen && before && kt && lgall && inv)
+                 ? AB_OK
+                 : AB_ENOMEM;
     if (rc == AB_OK) {
         /* hyperplanes: the splitmix64 stream of seed and head, (d, bits)
          * row-major, bits fastest */
         uint64_t s = mc_mix64(pb->seed ^ mc_mix64(0x4841580000000000ull + (uint64_t)h));
         for (size_t t = 0; t < (size_t)d * bits; t++) H[t] = gauss(&s);
-        if (sign_buckets(q, N, d, H, bits, mu, nrm, hq) != AB_OK ||
-            sign_buckets(k, N, d, H, bits, mu, nrm, hk) != AB_OK)
-            rc = AB_ENOMEM;
+#pragma omp parallel for schedule(static) if (par)
+        for (int x = 0; x < 2; x++)
+            if (sign_buckets(x ? k : q, N, d, H, bits, mu + (size_t)x * d, nrm + (size_t)x * d,
+                             x ? hk : hq) != AB_OK) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
     }
     if (rc == AB_OK) {
         for (int j = 0; j < N; j++) by[j] = (bkey){ hk[j], j };
@@ -286,16 +293,25 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
          * product (block_score.h), each row's softmax in float (the
          * kernels' vector exp), each probability added in double to its
          * column in row order */
-        const int i0 = N - KS_QUERIES > 0 ? N - KS_QUERIES : 0;
-        bs_logits(q + (size_t)i0 * d, N - i0, k, N, d, pb->s.scale, lgall, kt);
+        if (bs_gemm_chunks(q + (size_t)i0 * d, d, L, k, d, N, d, pb->s.scale, 1.0f, lgall, N, kt, kcw, par))
+            rc = AB_ENOMEM;
+    }
+    if (rc == AB_OK) {
+#pragma omp parallel for schedule(static) if (par)
         for (int i = i0; i < N; i++) {
             const int kc = causal ? i + 1 : N;
             float *lg = lgall + (size_t)(i - i0) * N;
             const float mx = bs_max(lg, kc);
-            if (!isfinite(mx)) continue;
-            const float inv = (float)(1.0 / ab_exp_shift_sum(lg, kc, mx));
-            for (int j = 0; j < kc; j++) u[j] += lg[j] * inv;
+            inv[i - i0] = isfinite(mx) ? (float)(1.0 / ab_exp_shift_sum(lg, kc, mx)) : 0.0f;
         }
+#pragma omp parallel for schedule(static) if (par)
+        for (int t = 0; t < nkc; t++) /* columns [j0, j1), the rows in order */
+            for (int i = i0; i < N; i++) {
+                const int kc = causal ? i + 1 : N, j0 = t * kcw, j1 = kc - j0 < kcw ? kc : j0 + kcw;
+                const float *lg = lgall + (size_t)(i - i0) * N, w = inv[i - i0];
+                if (w == 0.0f) continue; /* a row with no finite logit */
+                for (int j = j0; j < j1; j++) u[j] += lg[j] * w;
+            }
         /* higher importance first, then lower position (NaN as -inf) */
         for (int j = 0; j < N; j++) rk[j] = (bs_cand){ isnan(u[j]) ? -INFINITY : u[j], j };
         bs_sort_desc(rk, N);
@@ -313,59 +329,80 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
      * per row, whose unpredictable branches were a quarter of hax_head's
      * own time in a profile */
     const int nbk = bits <= 16 ? 1 << bits : 0;
-    int32_t *bstart = NULL, *bcnt = NULL;
+    int32_t *bstart = NULL;
     if (rc == AB_OK && nbk) {
         bstart = calloc((size_t)nbk + 1, sizeof *bstart);
-        bcnt = calloc((size_t)nbk, sizeof *bcnt);
-        if (!bstart || !bcnt) rc = AB_ENOMEM;
+        if (!bstart) rc = AB_ENOMEM;
         for (int j = 0; rc == AB_OK && j < N; j++) bstart[hk[j] + 1]++;
         for (int c = 0; rc == AB_OK && c < nbk; c++) bstart[c + 1] += bstart[c];
     }
-    for (int qb = 0, seen = 0, added = 0; rc == AB_OK && qb < nqb; qb++) {
-        const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-        const int b = mc_dither(st->keys / 2, qb); /* per source and query */
-        /* local: the block's rows and `window` keys before (non-causal: and
-         * after) them */
-        {
-            const int lo = r0 - st->window > 0 ? r0 - st->window : 0;
-            const int hi = causal ? r1 : (r1 + st->window < N ? r1 + st->window : N);
-            for (int j = lo; j < hi; j++) TAKE(j);
-        }
-        for (int i = r0; b > 0 && i < r1; i++) {
-            /* LSH: the b most recent keys j <= i (non-causal: any j) in
-             * query i's bucket; `by` is sorted by (bucket, position) */
-            const int last = causal ? i : N - 1;
-            int a = 0, z = N; /* first entry after (hq[i], last) */
-            if (bstart) {     /* the bucket's start and its keys <= last so far */
-                for (; added <= last; added++) bcnt[hk[added]]++;
-                a = bstart[hq[i]] + bcnt[hq[i]];
-            } else {
-                while (a < z) {
-                    const int m = a + (z - a) / 2;
-                    if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
-                        a = m + 1;
-                    else
-                        z = m;
-                }
+    /* The query blocks; with par, split over the threads. Each thread keeps
+     * its own bucket counts (keys <= its row) and seen ranks, which only move
+     * forward: its blocks come in increasing order (monotonic), and a
+     * thread's first row catches them up from zero. */
+#pragma omp parallel if (par && rc == AB_OK)
+    {
+        int32_t *keys = malloc((size_t)N * sizeof *keys); /* (N) one block's keys */
+        uint64_t *kbm =
+            calloc(2 * (size_t)nw, sizeof *kbm); /* (nw) one block's keys as bits; (nw) ranks seen */
+        uint64_t *rbm = kbm ? kbm + nw : NULL;   /* ranks of the keys some row so far may see */
+        int32_t *bcnt = nbk ? calloc((size_t)nbk, sizeof *bcnt) : NULL;
+        int r = rc == AB_OK && keys && kbm && (bcnt || !nbk) ? AB_OK : AB_ENOMEM, seen = 0, added = 0;
+#pragma omp for schedule(monotonic : dynamic, 8)
+        for (int qb = 0; qb < nqb; qb++) {
+            if (r != AB_OK) continue;
+            const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+            const int b = mc_dither(st->keys / 2, qb); /* per source and query */
+            /* local: the block's rows and `window` keys before (non-causal:
+             * and after) them */
+            {
+                const int lo = r0 - st->window > 0 ? r0 - st->window : 0;
+                const int hi = causal ? r1 : (r1 + st->window < N ? r1 + st->window : N);
+                for (int j = lo; j < hi; j++) TAKE(j);
             }
-            for (int t = a - 1, c = 0; t >= 0 && by[t].b == hq[i] && c < b; t--, c++) TAKE(by[t].j);
+            for (int i = r0; b > 0 && i < r1; i++) {
+                /* LSH: the b most recent keys j <= i (non-causal: any j) in
+                 * query i's bucket; `by` is sorted by (bucket, position) */
+                const int last = causal ? i : N - 1;
+                int a = 0, z = N; /* first entry after (hq[i], last) */
+                if (bstart) {     /* the bucket's start and its keys <= last so far */
+                    for (; added <= last; added++) bcnt[hk[added]]++;
+                    a = bstart[hq[i]] + bcnt[hq[i]];
+                } else {
+                    while (a < z) {
+                        const int m = a + (z - a) / 2;
+                        if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
+                            a = m + 1;
+                        else
+                            z = m;
+                    }
+                }
+                for (int t = a - 1, c = 0; t >= 0 && by[t].b == hq[i] && c < b; t--, c++) TAKE(by[t].j);
+            }
+            if (b > 0) {
+                /* KS: the union over the rows i of the top b keys of [0, i]:
+                 * the top b of [0, r0] (the b lowest ranks among the keys
+                 * seen so far, from rbm), and each later key of the block
+                 * that ranks among the top b of its own prefix */
+                const int first = causal ? r0 : N - 1;
+                for (; seen <= first; seen++) rbm[rank[seen] >> 6] |= 1ull << (rank[seen] & 63);
+                int c = 0;
+                for (int w = 0; w < nw && c < b; w++)
+                    for (uint64_t x = rbm[w]; x && c < b; x &= x - 1, c++)
+                        TAKE(rk[w * 64 + __builtin_ctzll(x)].idx);
+                for (int j = r0 + 1; causal && j < r1; j++)
+                    if (before[j] < b) TAKE(j);
+            }
+            /* the block's keys in ascending order, once each */
+            r = ab_layout_add_tokens(l, h, qb, keys, mc_take_bits(kbm, nw, keys, 0));
         }
-        if (b > 0) {
-            /* KS: the union over the rows i of the top b keys of [0, i]: the
-             * top b of [0, r0] (the b lowest ranks among the keys seen so
-             * far, from rbm), and each later key of the block that ranks
-             * among the top b of its own prefix */
-            const int first = causal ? r0 : N - 1;
-            for (; seen <= first; seen++) rbm[rank[seen] >> 6] |= 1ull << (rank[seen] & 63);
-            int c = 0;
-            for (int w = 0; w < nw && c < b; w++)
-                for (uint64_t x = rbm[w]; x && c < b; x &= x - 1, c++)
-                    TAKE(rk[w * 64 + __builtin_ctzll(x)].idx);
-            for (int j = r0 + 1; causal && j < r1; j++)
-                if (before[j] < b) TAKE(j);
+        if (r != AB_OK) {
+#pragma omp atomic write
+            rc = r;
         }
-        /* the block's keys in ascending order, once each */
-        rc = ab_layout_add_tokens(l, h, qb, keys, mc_take_bits(kbm, nw, keys, 0));
+        free(keys);
+        free(kbm);
+        free(bcnt);
     }
 #undef TAKE
     free(H);
@@ -379,12 +416,10 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     free(rank);
     free(fen);
     free(before);
-    free(keys);
-    free(kbm);
     free(bstart);
-    free(bcnt);
     free(kt);
     free(lgall);
+    free(inv);
     return rc;
 }
 
@@ -393,9 +428,12 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
     const hax_state *st = state;
     const int H = l->heads, N = pb->s.seq_len, d = pb->s.head_dim;
     int rc = AB_OK;
-#pragma omp parallel for schedule(dynamic, 1)
+    /* fewer heads than threads: one head at a time, its own loops split
+     * over the threads (hax_head's par) */
+    const int inner = H < omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) if (!inner)
     for (int h = 0; h < H; h++) {
-        const int r = hax_head(st, pb, l, h);
+        const int r = hax_head(st, pb, l, h, inner);
         if (r != AB_OK) {
 #pragma omp atomic write
             rc = r;
