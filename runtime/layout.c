@@ -33,18 +33,20 @@
 
 enum { LB_NONE = 0, LB_ENTRIES, LB_DENSE, LB_CUSTOM };
 
-typedef struct lb_entry {
-    int32_t row; /* h * n_qblocks + qb */
-    int32_t idx; /* key block or key token */
-} lb_entry;
-
+/* The entries as two arrays: idx[e] (key block or key token) and row[e]
+ * (h * n_qblocks + qb). While every row has come in one append (a method
+ * adding each row in one bulk call) the rows are implied by run[] and row
+ * is NULL: 4 bytes an entry, not 8 (at N = 64K a token layout's few million
+ * entries then stay below glibc's 32 MiB mapping threshold, so the memory
+ * is reused from call to call instead of faulted in afresh). */
 typedef struct lb_list {
-    lb_entry *e; /* [cap] */
+    int32_t *idx; /* [cap] */
+    int32_t *row; /* [cap] once multi, else NULL */
     size_t n, cap;
-    /* While every row has come in one append (a method adding each row in
-     * one bulk call): run[r] = 1 + the row's first entry, 0 if none yet
-     * (its entries are the next runlen[r]). NULL once some row came twice
-     * (multi), or before the first append. Finalize then skips the
+    /* While every row has come in one append: run[r] = 1 + the row's first
+     * entry, 0 if none yet (its entries are the next runlen[r]). NULL once
+     * some row came twice (multi: row[] filled in from run[] and kept from
+     * then on), or before the first append. Finalize then skips the
      * counting sort by row. */
     size_t *run;
     size_t *runlen;
@@ -105,48 +107,62 @@ static void lb_unlock(lb_state *st) { pthread_mutex_unlock(&st->mu); }
 
 static void lb_list_free(lb_list *li)
 {
-    free(li->e);
+    free(li->idx);
+    free(li->row);
     free(li->run);
-    li->e = NULL;
+    li->idx = li->row = NULL;
     li->run = li->runlen = NULL;
     li->n = li->cap = 0;
     li->multi = li->unsorted = 0;
 }
 
-/* Note that row `row` of `rows` gets the next n entries (lb_append_unlock). */
-static void lb_note_run(lb_list *li, int64_t rows, int32_t row, size_t n)
+/* row[] for the entries so far, from run[] (which it replaces): the list
+ * becomes multi. Lock held, capacity reserved. */
+static int lb_to_multi(lb_list *li, int64_t rows)
 {
-    if (li->multi) return;
+    int32_t *rw = malloc((li->cap ? li->cap : 1) * sizeof *rw);
+    if (!rw) return AB_ENOMEM;
+    for (int64_t r = 0; li->run && r < rows; r++)
+        if (li->run[r])
+            for (size_t e = li->run[r] - 1, t = 0; t < li->runlen[r]; t++) rw[e + t] = (int32_t)r;
+    free(li->run);
+    li->run = li->runlen = NULL;
+    li->row = rw;
+    li->multi = 1;
+    return AB_OK;
+}
+
+/* Note that row `row` of `rows` gets the next n entries (lb_append_unlock). */
+static int lb_note_run(lb_list *li, int64_t rows, int32_t row, size_t n)
+{
+    if (li->multi) return AB_OK;
     if (!li->run) {
         li->run = calloc(2 * (size_t)rows, sizeof(size_t));
-        if (!li->run) { /* no bookkeeping: the general finalize */
-            li->multi = 1;
-            return;
-        }
+        if (!li->run) return lb_to_multi(li, rows); /* no bookkeeping: rows kept per entry */
         li->runlen = li->run + rows;
     }
-    if (li->run[row]) {
-        li->multi = 1;
-        free(li->run);
-        li->run = li->runlen = NULL;
-        return;
-    }
+    if (li->run[row]) return lb_to_multi(li, rows);
     li->run[row] = li->n + 1;
     li->runlen[row] = n;
+    return AB_OK;
 }
 
 static int lb_reserve(lb_list *li, size_t extra)
 {
-    if (extra > SIZE_MAX / sizeof(lb_entry) - li->n) return AB_ENOMEM;
+    if (extra > SIZE_MAX / sizeof(int32_t) - li->n) return AB_ENOMEM;
     size_t need = li->n + extra;
     if (need <= li->cap) return AB_OK;
     size_t cap = li->cap ? li->cap : 64;
-    while (cap < need) cap = cap > SIZE_MAX / (2 * sizeof(lb_entry)) ? need : cap * 2;
+    while (cap < need) cap = cap > SIZE_MAX / (2 * sizeof(int32_t)) ? need : cap * 2;
     /* the lock is held, so no new claims: wait out the writes in flight */
     while (__atomic_load_n(&li->inflight, __ATOMIC_ACQUIRE)) sched_yield();
-    lb_entry *e = realloc(li->e, cap * sizeof(lb_entry));
-    if (!e) return AB_ENOMEM;
-    li->e = e;
+    int32_t *x = realloc(li->idx, cap * sizeof *x);
+    if (!x) return AB_ENOMEM;
+    li->idx = x; /* cap grows only once both arrays have */
+    if (li->row) {
+        if (!(x = realloc(li->row, cap * sizeof *x))) return AB_ENOMEM;
+        li->row = x;
+    }
     li->cap = cap;
     return AB_OK;
 }
@@ -189,14 +205,22 @@ static int lb_append_unlock(lb_state *st, lb_list *li, int64_t rows, int32_t row
         lb_unlock(st);
         return AB_ENOMEM;
     }
-    lb_note_run(li, rows, row, n);
-    lb_entry *e = li->e + li->n;
+    if (lb_note_run(li, rows, row, n)) {
+        lb_unlock(st);
+        return AB_ENOMEM;
+    }
+    int32_t *e = li->idx + li->n, *er = li->row ? li->row + li->n : NULL;
     li->n += n;
     st->mode = LB_ENTRIES;
     st->touched = 1;
     __atomic_add_fetch(&li->inflight, 1, __ATOMIC_RELAXED);
     lb_unlock(st);
-    for (size_t t = 0; t < n; t++) e[t] = (lb_entry){ row, idx ? idx[t] : first + (int32_t)t };
+    if (idx)
+        memcpy(e, idx, n * sizeof *e);
+    else
+        for (size_t t = 0; t < n; t++) e[t] = first + (int32_t)t;
+    if (er)
+        for (size_t t = 0; t < n; t++) er[t] = row;
     if (idx && !__atomic_load_n(&li->unsorted, __ATOMIC_RELAXED)) /* while the caller's array is in cache */
         for (size_t t = 1; t < n; t++)
             if (idx[t] <= idx[t - 1]) {
@@ -385,37 +409,50 @@ int ab_layout_add_tokens(ab_layout *l, int head, int qblock, const int32_t *keys
 
 /* ---- finalisation --------------------------------------------------------- */
 
-/* Sort e[0, m) by idx (non-negative), using t[0, m) as scratch: insertion
- * sort for short runs, else an LSD radix sort on 8-bit digits that skips the
- * digits every entry shares. Not stable; equal idx are duplicates anyway. */
-static void lb_sort_run(lb_entry *e, lb_entry *t, size_t m)
+/* Sort e[0, m) (non-negative), using t[0, m) as scratch: insertion sort
+ * for short runs, else an LSD radix sort on 8-bit digits that skips the
+ * digits every entry shares. */
+static void lb_sort_run(int32_t *e, int32_t *t, size_t m)
 {
     if (m <= 48) {
         for (size_t a = 1; a < m; a++) {
-            const lb_entry x = e[a];
+            const int32_t x = e[a];
             size_t b = a;
-            for (; b > 0 && e[b - 1].idx > x.idx; b--) e[b] = e[b - 1];
+            for (; b > 0 && e[b - 1] > x; b--) e[b] = e[b - 1];
             e[b] = x;
         }
         return;
     }
     uint32_t all_or = 0, all_and = ~0u;
     for (size_t a = 0; a < m; a++) {
-        all_or |= (uint32_t)e[a].idx;
-        all_and &= (uint32_t)e[a].idx;
+        all_or |= (uint32_t)e[a];
+        all_and &= (uint32_t)e[a];
     }
-    lb_entry *src = e, *dst = t;
+    int32_t *src = e, *dst = t;
     for (int sh = 0; sh < 32; sh += 8) {
         if ((((all_or ^ all_and) >> sh) & 0xffu) == 0) continue; /* same digit everywhere */
         size_t cnt[257] = { 0 };
-        for (size_t a = 0; a < m; a++) cnt[(((uint32_t)src[a].idx >> sh) & 0xffu) + 1]++;
+        for (size_t a = 0; a < m; a++) cnt[(((uint32_t)src[a] >> sh) & 0xffu) + 1]++;
         for (int c = 0; c < 256; c++) cnt[c + 1] += cnt[c];
-        for (size_t a = 0; a < m; a++) dst[cnt[((uint32_t)src[a].idx >> sh) & 0xffu]++] = src[a];
-        lb_entry *x = src;
+        for (size_t a = 0; a < m; a++) dst[cnt[((uint32_t)src[a] >> sh) & 0xffu]++] = src[a];
+        int32_t *x = src;
         src = dst;
         dst = x;
     }
     if (src != e) memcpy(e, src, m * sizeof *e);
+}
+
+/* Sort e[0, m) unless it already is ascending, drop repeats in place;
+ * returns the count kept. t: m scratch (NULL only if it is sorted). */
+static size_t lb_sort_dedup(int32_t *e, int32_t *t, size_t m)
+{
+    int sorted = 1;
+    for (size_t a = 1; a < m && sorted; a++) sorted = e[a] >= e[a - 1];
+    if (!sorted) lb_sort_run(e, t, m);
+    size_t k = 0;
+    for (size_t a = 0; a < m; a++)
+        if (a == 0 || e[a] != e[k - 1]) e[k++] = e[a];
+    return k;
 }
 
 /* build_csr when every row came in one append (li->run): each row's run
@@ -426,7 +463,7 @@ static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t 
 {
     const size_t n = li->n;
     int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
-    lb_entry *tmp = NULL; /* sort scratch, only if some row needs it */
+    int32_t *tmp = NULL; /* sort scratch, only if some row needs it */
     if (!ptr) return AB_ENOMEM;
     int unsorted = 0;
     if (!li->unsorted) { /* every run strictly ascending: nothing to sort or drop */
@@ -435,10 +472,10 @@ static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t 
     }
 #pragma omp parallel for schedule(dynamic, 64) reduction(| : unsorted) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
-        const lb_entry *e = li->e + (li->run[r] ? li->run[r] - 1 : 0);
+        const int32_t *e = li->idx + (li->run[r] ? li->run[r] - 1 : 0);
         const size_t m = li->run[r] ? li->runlen[r] : 0;
         for (size_t a = 1; a < m; a++)
-            if (e[a].idx < e[a - 1].idx) {
+            if (e[a] < e[a - 1]) {
                 unsorted = 1;
                 break;
             }
@@ -450,15 +487,8 @@ static int build_csr_runs(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t 
 #pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         if (!li->run[r]) continue;
-        const size_t e0 = li->run[r] - 1, m = li->runlen[r];
-        lb_entry *e = li->e + e0;
-        int sorted = 1;
-        for (size_t a = 1; a < m && sorted; a++) sorted = e[a].idx >= e[a - 1].idx;
-        if (!sorted) lb_sort_run(e, tmp + e0, m);
-        size_t k = 0;
-        for (size_t a = 0; a < m; a++)
-            if (a == 0 || e[a].idx != e[k - 1].idx) e[k++] = e[a];
-        ptr[r + 1] = (int64_t)k;
+        const size_t e0 = li->run[r] - 1;
+        ptr[r + 1] = (int64_t)lb_sort_dedup(li->idx + e0, tmp ? tmp + e0 : NULL, li->runlen[r]);
     }
     free(tmp);
 pack:
@@ -469,10 +499,9 @@ pack:
         return AB_ENOMEM;
     }
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        const lb_entry *e = li->e + (li->run[r] ? li->run[r] - 1 : 0);
-        for (int64_t q = ptr[r]; q < ptr[r + 1]; q++) idx[q] = e[q - ptr[r]].idx;
-    }
+    for (int64_t r = 0; r < rows; r++)
+        if (ptr[r + 1] > ptr[r])
+            memcpy(idx + ptr[r], li->idx + li->run[r] - 1, (size_t)(ptr[r + 1] - ptr[r]) * sizeof *idx);
     lb_list_free(li);
     *ptr_out = ptr;
     *idx_out = idx;
@@ -492,13 +521,13 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
     size_t n = li->n;
     const int nt = n > 65536 ? omp_get_max_threads() : 1;
     int64_t *ptr = calloc((size_t)rows + 1, sizeof(int64_t));
-    lb_entry *tmp = malloc((n ? n : 1) * sizeof(lb_entry));
+    int32_t *tmp = malloc((n ? n : 1) * sizeof *tmp);
     size_t *cnt = calloc((size_t)rows + 1, sizeof(size_t));
     size_t *tc = calloc((size_t)nt * ((size_t)rows + 1), sizeof(size_t)); /* tc[t][r]: slice t, row r */
-    /* the packed indices go into li->e's memory (below); a list that never
-     * got an entry has none, so it gets one slot */
-    int32_t *spare = li->e ? NULL : malloc(sizeof(int32_t));
-    if (!ptr || !tmp || !cnt || !tc || (!li->e && !spare)) {
+    /* the packed indices go into li->idx's memory (below); a list that
+     * never got an entry has none, so it gets one slot */
+    int32_t *spare = li->idx ? NULL : malloc(sizeof(int32_t));
+    if (!ptr || !tmp || !cnt || !tc || (!li->idx && !spare) || (n && !li->row)) {
         free(ptr);
         free(tmp);
         free(cnt);
@@ -506,7 +535,7 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
         free(spare);
         return AB_ENOMEM;
     }
-    /* by row (stable), li->e -> tmp; afterwards row r is tmp[cnt[r - 1], cnt[r]).
+    /* by row (stable), li->idx -> tmp; afterwards row r is tmp[cnt[r - 1], cnt[r]).
      * In parallel: thread t counts and then scatters the t-th slice of the
      * entries, its entries of row r going after those of slices < t. */
 #pragma omp parallel num_threads(nt)
@@ -514,7 +543,7 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
         const int t = omp_get_thread_num(), got = omp_get_num_threads();
         const size_t a = n * (size_t)t / (size_t)got, b = n * (size_t)(t + 1) / (size_t)got;
         size_t *c = tc + (size_t)t * ((size_t)rows + 1);
-        for (size_t e = a; e < b; e++) c[li->e[e].row]++;
+        for (size_t e = a; e < b; e++) c[li->row[e]]++;
 #pragma omp barrier
 #pragma omp single
         { /* slice t's first place in row r; cnt[r] = the row's end */
@@ -529,32 +558,26 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
                 cnt[r] = run;
             }
         }
-        for (size_t e = a; e < b; e++) tmp[c[li->e[e].row]++] = li->e[e];
+        for (size_t e = a; e < b; e++) tmp[c[li->row[e]]++] = li->idx[e];
     }
     free(tc);
-    /* per row: sort (li->e, free now, is the scratch), dedup in place; ptr[r + 1] = kept */
+    /* per row: sort (li->idx, free now, is the scratch), dedup in place; ptr[r + 1] = kept */
 #pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
-        const size_t e0 = r > 0 ? cnt[r - 1] : 0, e1 = cnt[r];
-        int sorted = 1;
-        for (size_t e = e0 + 1; e < e1 && sorted; e++) sorted = tmp[e].idx >= tmp[e - 1].idx;
-        if (!sorted) lb_sort_run(tmp + e0, li->e + e0, e1 - e0);
-        size_t k = e0;
-        for (size_t e = e0; e < e1; e++)
-            if (e == e0 || tmp[e].idx != tmp[k - 1].idx) tmp[k++] = tmp[e];
-        ptr[r + 1] = (int64_t)(k - e0);
+        const size_t e0 = r > 0 ? cnt[r - 1] : 0;
+        ptr[r + 1] = (int64_t)lb_sort_dedup(tmp + e0, li->idx + e0, cnt[r] - e0);
     }
     for (int64_t r = 0; r < rows; r++) ptr[r + 1] += ptr[r];
-    /* the packed indices go into li->e's memory (sorting is done, and a
-     * fresh array of 10^8 entries costs as much in page faults as the pass):
-     * idx[q] lies at byte 4 q, below every entry tmp still holds for it */
-    int32_t *idx = li->e ? (int32_t *)(void *)li->e : spare;
-    li->e = NULL;
+    /* the packed indices go into li->idx's memory (sorting is done, and a
+     * fresh array of 10^8 entries costs as much in page faults as the
+     * pass): row r's kept entries move down from tmp, never past its own */
+    int32_t *idx = li->idx ? li->idx : spare;
+    li->idx = NULL;
     li->n = li->cap = 0;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         const size_t e0 = r > 0 ? cnt[r - 1] : 0;
-        for (int64_t q = ptr[r]; q < ptr[r + 1]; q++) idx[q] = tmp[e0 + (size_t)(q - ptr[r])].idx;
+        if (ptr[r + 1] > ptr[r]) memcpy(idx + ptr[r], tmp + e0, (size_t)(ptr[r + 1] - ptr[r]) * sizeof *idx);
     }
     free(tmp);
     free(cnt);
