@@ -602,28 +602,51 @@ static int has_i32(const int32_t *a, int64_t lo, int64_t hi, int32_t v)
     return 0;
 }
 
-/* MIXED: drop tokens that lie inside a kept block of the same row. */
-static void drop_covered_tokens(ab_layout *l, int64_t rows)
+/* MIXED: drop tokens that lie inside a kept block of the same row. The
+ * rows in parallel (each row's survivors compacted at its start: a merge
+ * walk over its sorted blocks and tokens), then packed into a new array. */
+static int drop_covered_tokens(ab_layout *l, int64_t rows)
 {
-    int64_t w = 0;
+    const int64_t n = l->tok_ptr[rows];
+    int64_t *kept = malloc((size_t)(rows + 1) * sizeof *kept);
+    int32_t *out = malloc((size_t)(n ? n : 1) * sizeof *out);
+    if (!kept || !out) {
+        free(kept);
+        free(out);
+        return AB_ENOMEM;
+    }
+#pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
-        int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
-        int64_t b0 = l->blk_ptr[r], b1 = l->blk_ptr[r + 1];
-        l->tok_ptr[r] = w;
-        if (b0 == b1) { /* no block covers anything: the row's tokens stay, moved only if earlier ones went */
-            if (w != t0) memmove(l->tok_idx + w, l->tok_idx + t0, (size_t)(t1 - t0) * sizeof(int32_t));
-            w += t1 - t0;
+        const int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1], b1 = l->blk_ptr[r + 1];
+        int32_t *tk = l->tok_idx;
+        int64_t b = l->blk_ptr[r], w = t0;
+        if (b == b1) { /* no block covers anything: the row's tokens stay */
+            kept[r] = t1 - t0;
             continue;
         }
-        /* both sorted: one walk over the row's blocks and tokens */
-        int64_t b = b0;
         for (int64_t t = t0; t < t1; t++) {
-            const int32_t j = l->tok_idx[t], jb = j / l->block_k;
+            const int32_t j = tk[t], jb = j / l->block_k;
             while (b < b1 && l->blk_idx[b] < jb) b++;
-            if (b == b1 || l->blk_idx[b] != jb) l->tok_idx[w++] = j;
+            if (b == b1 || l->blk_idx[b] != jb) tk[w++] = j;
         }
+        kept[r] = w - t0;
     }
-    l->tok_ptr[rows] = w;
+    int64_t w = 0;
+    for (int64_t r = 0; r < rows; r++) { /* kept[r] becomes the row's new start */
+        const int64_t k = kept[r];
+        kept[r] = w;
+        w += k;
+    }
+    kept[rows] = w;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t r = 0; r < rows; r++)
+        if (kept[r + 1] > kept[r])
+            memcpy(out + kept[r], l->tok_idx + l->tok_ptr[r], (size_t)(kept[r + 1] - kept[r]) * sizeof *out);
+    memcpy(l->tok_ptr, kept, (size_t)(rows + 1) * sizeof *kept);
+    free(kept);
+    free(l->tok_idx);
+    l->tok_idx = out;
+    return AB_OK;
 }
 
 int ab_layout_finalize(ab_layout *l)
@@ -657,8 +680,16 @@ int ab_layout_finalize(ab_layout *l)
             l->blk_idx = NULL;
             return AB_ENOMEM;
         }
-        if (kind == AB_LAYOUT_MIXED) /* stays MIXED even if no token survives */
-            drop_covered_tokens(l, rows);
+        /* MIXED stays MIXED even if no token survives */
+        if (kind == AB_LAYOUT_MIXED && drop_covered_tokens(l, rows)) {
+            free(l->blk_ptr);
+            free(l->blk_idx);
+            free(l->tok_ptr);
+            free(l->tok_idx);
+            l->blk_ptr = l->tok_ptr = NULL;
+            l->blk_idx = l->tok_idx = NULL;
+            return AB_ENOMEM;
+        }
         l->kind = kind;
     }
     lb_list_free(&st->blk);
