@@ -677,3 +677,48 @@ Test(layout, one_call_per_row_matches_split_rows)
     free(tok);
     free(cnt);
 }
+
+/* The builder keeps 4 bytes an entry while every row comes in one append
+ * and switches to a row per entry when some row comes twice, rebuilding
+ * the rows of the entries so far from its bookkeeping. Here the switch
+ * happens while other threads are writing long rows they claimed before
+ * it (entries are written after the lock is released), and later appends
+ * then grow both arrays: the result must equal the sequential one. */
+Test(layout, repeat_row_amid_concurrent_bulk_adds)
+{
+    ab_shape s = lt_shape(2, 8192, 1);
+    const int per = 700; /* tokens per bulk append */
+    for (int trial = 0; trial < 4; trial++) {
+        ab_layout seq, par;
+        ab_layout_init(&seq, &s, 64, 64); /* 256 rows */
+        ab_layout_init(&par, &s, 64, 64);
+        const int nqb = seq.n_qblocks, rows = 2 * nqb, again = 40 + 50 * trial; /* the repeated row */
+        int32_t *k = malloc((size_t)(rows + 1) * per * sizeof *k);
+        cr_assert(k);
+        for (int r = 0; r <= rows; r++)
+            for (int t = 0; t < per; t++) k[(size_t)r * per + t] = (int32_t)((r * 131 + t * 11) % s.seq_len);
+        /* sequential: every row once, then row `again` a second time */
+        for (int r = 0; r < rows; r++)
+            cr_assert_eq(ab_layout_add_tokens(&seq, r / nqb, r % nqb, k + (size_t)r * per, per), AB_OK);
+        cr_assert_eq(ab_layout_add_tokens(&seq, again / nqb, again % nqb, k + (size_t)rows * per, per),
+                     AB_OK);
+        int fails = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(4) reduction(+ : fails)
+        for (int x = 0; x <= rows; x++) {
+            /* the repeat comes about a third of the way in */
+            const int r = x < rows / 3 ? x : x == rows / 3 ? rows : x - 1;
+            const int row = r == rows ? again : r;
+            fails += ab_layout_add_tokens(&par, row / nqb, row % nqb, k + (size_t)r * per, per) != AB_OK;
+        }
+        cr_assert_eq(fails, 0);
+        cr_assert_eq(ab_layout_finalize(&seq), AB_OK);
+        cr_assert_eq(ab_layout_finalize(&par), AB_OK);
+        cr_assert_eq(par.kind, AB_LAYOUT_TOKEN);
+        cr_assert(lt_same_csr(seq.tok_ptr, seq.tok_idx, par.tok_ptr, par.tok_idx, rows),
+                  "trial %d: tokens differ", trial);
+        cr_assert_eq(ab_layout_validate(&par, NULL, 0), AB_OK);
+        ab_layout_free(&seq);
+        ab_layout_free(&par);
+        free(k);
+    }
+}
