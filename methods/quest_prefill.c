@@ -79,25 +79,63 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
  * then runs over pages in the vector lanes, each page's sum still taken
  * over c in order. Page ranges are independent, so a head's pages can be
  * split over threads. */
+/* *lo = v < *lo ? v : *lo and *hi = v > *hi ? v : *hi over 16 lanes, v at
+ * p (the old value when unordered or equal): vminps / vmaxps with v first,
+ * else a bit select. By pointer: a 64-byte vector passed by value has
+ * another ABI without AVX-512. */
+typedef int32_t pm_v16i __attribute__((vector_size(16 * sizeof(int32_t))));
+static inline void pm_minmax(const float *p, bs_v16f *lo, bs_v16f *hi)
+{
+    bs_v16f v;
+    memcpy(&v, p, sizeof v);
+#if defined(__AVX512F__)
+    *lo = _mm512_min_ps(v, *lo);
+    *hi = _mm512_max_ps(v, *hi);
+#else
+    const pm_v16i a = v<*lo, b = v> * hi;
+    *lo = (bs_v16f)(((pm_v16i)v & a) | ((pm_v16i)*lo & ~a));
+    *hi = (bs_v16f)(((pm_v16i)v & b) | ((pm_v16i)*hi & ~b));
+#endif
+}
+
 static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, float *mn, float *mx)
 {
+    enum { PG = 16 }; /* pages per pass: their rows kept (PG, d), then stored transposed */
     const int np = (n + P - 1) / P;
-    float *a = malloc((size_t)2 * d * sizeof *a), *b;
+    float *a = malloc((size_t)2 * PG * d * sizeof *a), *b;
     if (!a) return AB_ENOMEM;
-    b = a + d;
-    for (int p = p0; p < p1; p++) {
-        const int j0 = p * P, nj = n - j0 < P ? n - j0 : P;
-        for (int c = 0; c < d; c++) a[c] = b[c] = k[(size_t)j0 * d + c];
-        for (int j = 1; j < nj; j++)
-            for (int c = 0; c < d; c++) {
-                const float v = k[(size_t)(j0 + j) * d + c];
-                a[c] = v < a[c] ? v : a[c];
-                b[c] = v > b[c] ? v : b[c];
+    b = a + (size_t)PG * d;
+    for (int g0 = p0; g0 < p1; g0 += PG) {
+        const int ng = p1 - g0 < PG ? p1 - g0 : PG;
+        for (int g = 0; g < ng; g++) {
+            const int j0 = (g0 + g) * P, nj = n - j0 < P ? n - j0 : P;
+            float *ar = a + (size_t)g * d, *br = b + (size_t)g * d;
+            const float *kr = k + (size_t)j0 * d;
+            int c0 = 0;
+            /* 16 columns in registers over the page's keys (pm_minmax:
+             * NaN and -0 fall as in the scalar loop) */
+            for (; c0 + 16 <= d; c0 += 16) {
+                bs_v16f lo, hi;
+                memcpy(&lo, kr + c0, sizeof lo);
+                hi = lo;
+                for (int j = 1; j < nj; j++) pm_minmax(kr + (size_t)j * d + c0, &lo, &hi);
+                memcpy(ar + c0, &lo, sizeof lo);
+                memcpy(br + c0, &hi, sizeof hi);
             }
-        for (int c = 0; c < d; c++) {
-            mn[(size_t)c * np + p] = a[c];
-            mx[(size_t)c * np + p] = b[c];
+            for (int c = c0; c < d; c++) {
+                ar[c] = br[c] = kr[c];
+                for (int j = 1; j < nj; j++) {
+                    const float v = kr[(size_t)j * d + c];
+                    ar[c] = v < ar[c] ? v : ar[c];
+                    br[c] = v > br[c] ? v : br[c];
+                }
+            }
         }
+        for (int c = 0; c < d; c++)
+            for (int g = 0; g < ng; g++) {
+                mn[(size_t)c * np + g0 + g] = a[(size_t)g * d + c];
+                mx[(size_t)c * np + g0 + g] = b[(size_t)g * d + c];
+            }
     }
     free(a);
     return AB_OK;
@@ -128,7 +166,8 @@ static void quest_bounds(const float *qm, int G, const float *mn, const float *m
 #if defined(__AVX512F__)
             /* one widening load and one FMA per 8 pages: the product is
              * exact, so the fused add rounds as the plain one */
-            __m512d acc[4] = { _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd() };
+            __m512d acc[4] = { _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+                               _mm512_setzero_pd() };
             for (int c = 0; c < d; c++) {
                 const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * ld + p0;
                 const __m512d qc = _mm512_set1_pd((double)q[c]);
