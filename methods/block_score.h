@@ -412,6 +412,17 @@ static inline int bs_heap_rows(int ncols)
     return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
 }
 
+/* BS_NO_NESTING. A selector that splits one head's loops over the threads
+ * (par, when there are fewer heads than threads) calls its head function
+ * from outside any parallel region, not from inside an inactive one
+ * (`#pragma omp parallel if (0)`): libgomp gives a parallel region nested
+ * in another, even an inactive one, fresh threads, created for it and
+ * bound as the thread that starts them, and the harness binds each of its
+ * threads to one CPU (ab_bind_threads), so those teams ran on one CPU: at
+ * 64K with one head, pbs's and flexprefill's select() took 1.5-1.9x as long
+ * bound as unbound (until 2026-12-05). Top-level regions reuse the bound
+ * pool. */
+
 /* bs_gemm_core (the same chains) over the columns j < n in chunks of kc (a
  * multiple of BS_PANEL; kc >= n: one chunk), the chunks split over the
  * threads when par (a head's own product when there are fewer heads than

@@ -316,17 +316,26 @@ static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
     /* fewer heads than threads: one head at a time, its own loops split
-     * over the threads (dhsa_head's par) */
-    const int inner = H < omp_get_max_threads();
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes) if (!inner)
-    for (int h = 0; h < H; h++) {
-        double cost[2] = { 0.0, 0.0 };
-        const int r = dhsa_head(st, pb, l, h, cost, inner);
-        flops += cost[0];
-        bytes += cost[1];
-        if (r != AB_OK) {
+     * over the threads (dhsa_head's par), from outside any parallel region
+     * (BS_NO_NESTING, block_score.h) */
+    if (H < omp_get_max_threads()) {
+        for (int h = 0; h < H && rc == AB_OK; h++) {
+            double cost[2] = { 0.0, 0.0 };
+            rc = dhsa_head(st, pb, l, h, cost, 1);
+            flops += cost[0];
+            bytes += cost[1];
+        }
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
+        for (int h = 0; h < H; h++) {
+            double cost[2] = { 0.0, 0.0 };
+            const int r = dhsa_head(st, pb, l, h, cost, 0);
+            flops += cost[0];
+            bytes += cost[1];
+            if (r != AB_OK) {
 #pragma omp atomic write
-            rc = r;
+                rc = r;
+            }
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "dhsa: out of memory");

@@ -362,36 +362,46 @@ out:
     return rc;
 }
 
+/* One head: its selection into keep (n_qblocks, n_kblocks), then into l one
+ * query block at a time. */
+static int flex_one(const flex_state *st, const ab_problem *pb, ab_layout *l, int h, double *flops,
+                    double *bytes, int par)
+{
+    const int nqb = l->n_qblocks, nkb = l->n_kblocks;
+    uint8_t *keep = malloc((size_t)nqb * nkb * sizeof *keep); /* (n_qblocks, n_kblocks) */
+    int32_t *idx = malloc((size_t)nkb * sizeof *idx);         /* (n_kblocks) one row's blocks */
+    int r = keep && idx ? flex_head(st, pb, l, h, keep, flops, bytes, par) : AB_ENOMEM;
+    for (int qb = 0; r == AB_OK && qb < nqb; qb++) {
+        int n = 0;
+        for (int kb = 0; kb < nkb; kb++)
+            if (keep[(size_t)qb * nkb + kb]) idx[n++] = kb;
+        r = ab_layout_add_blocks(l, h, qb, idx, n);
+    }
+    free(keep);
+    free(idx);
+    return r;
+}
+
 static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const flex_state *st = state;
-    const int H = l->heads, nqb = l->n_qblocks, nkb = l->n_kblocks;
+    const int H = l->heads;
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
     /* fewer heads than threads: one head at a time, its own loops split
-     * over the threads (flex_head's par) */
-    const int inner = H < omp_get_max_threads();
-#pragma omp parallel reduction(+ : flops, bytes) if (!inner)
-    {
-        uint8_t *keep = malloc((size_t)nqb * nkb * sizeof *keep); /* (n_qblocks, n_kblocks) one head */
-        int32_t *idx = malloc((size_t)nkb * sizeof *idx);         /* (n_kblocks) one row's blocks */
-        int r = keep && idx ? AB_OK : AB_ENOMEM;
-#pragma omp for schedule(dynamic, 1)
+     * over the threads (flex_head's par), from outside any parallel region
+     * (BS_NO_NESTING, block_score.h) */
+    if (H < omp_get_max_threads()) {
+        for (int h = 0; h < H && rc == AB_OK; h++) rc = flex_one(st, pb, l, h, &flops, &bytes, 1);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
         for (int h = 0; h < H; h++) {
-            if (r == AB_OK) r = flex_head(st, pb, l, h, keep, &flops, &bytes, inner);
-            for (int qb = 0; r == AB_OK && qb < nqb; qb++) {
-                int n = 0;
-                for (int kb = 0; kb < nkb; kb++)
-                    if (keep[(size_t)qb * nkb + kb]) idx[n++] = kb;
-                r = ab_layout_add_blocks(l, h, qb, idx, n);
+            const int r = flex_one(st, pb, l, h, &flops, &bytes, 0);
+            if (r != AB_OK) {
+#pragma omp atomic write
+                rc = r;
             }
         }
-        if (r != AB_OK) {
-#pragma omp atomic write
-            rc = r;
-        }
-        free(keep);
-        free(idx);
     }
     if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "flexprefill: out of memory");

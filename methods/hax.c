@@ -429,14 +429,18 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads, N = pb->s.seq_len, d = pb->s.head_dim;
     int rc = AB_OK;
     /* fewer heads than threads: one head at a time, its own loops split
-     * over the threads (hax_head's par) */
-    const int inner = H < omp_get_max_threads();
-#pragma omp parallel for schedule(dynamic, 1) if (!inner)
-    for (int h = 0; h < H; h++) {
-        const int r = hax_head(st, pb, l, h, inner);
-        if (r != AB_OK) {
+     * over the threads (hax_head's par), from outside any parallel region
+     * (BS_NO_NESTING, block_score.h) */
+    if (H < omp_get_max_threads()) {
+        for (int h = 0; h < H && rc == AB_OK; h++) rc = hax_head(st, pb, l, h, 1);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int h = 0; h < H; h++) {
+            const int r = hax_head(st, pb, l, h, 0);
+            if (r != AB_OK) {
 #pragma omp atomic write
-            rc = r;
+                rc = r;
+            }
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "hax: out of memory");

@@ -367,14 +367,18 @@ static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
     /* fewer heads than threads: one head at a time, its loops split over
-     * the threads (mvs_head's par) */
-    const int inner = H < omp_get_max_threads();
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes) if (!inner)
-    for (int h = 0; h < H; h++) {
-        const int r = mvs_head(st, pb, l, h, &flops, &bytes, inner);
-        if (r != AB_OK) {
+     * the threads (mvs_head's par), from outside any parallel region
+     * (BS_NO_NESTING, block_score.h) */
+    if (H < omp_get_max_threads()) {
+        for (int h = 0; h < H && rc == AB_OK; h++) rc = mvs_head(st, pb, l, h, &flops, &bytes, 1);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
+        for (int h = 0; h < H; h++) {
+            const int r = mvs_head(st, pb, l, h, &flops, &bytes, 0);
+            if (r != AB_OK) {
 #pragma omp atomic write
-            rc = r;
+                rc = r;
+            }
         }
     }
     if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);

@@ -202,6 +202,65 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
     return mc_take_bits(kbm, N / 64 + 1, keys, 0);
 }
 
+/* Steps 1-2 scratch of one thread: the logit panel s (gr rows of the C
+ * keys of the complete segments at a time), the GEMM's bt, the mean row,
+ * the importances imp and the row weights ws. */
+typedef struct pbs_scratch {
+    float *s, *bt, *ws;
+    double *row;
+    bs_cand *imp;
+    int gr;
+} pbs_scratch;
+
+static void pbs_scratch_free(pbs_scratch *w)
+{
+    free(w->s);
+    free(w->bt);
+    free(w->ws);
+    free(w->row);
+    free(w->imp);
+}
+
+static int pbs_scratch_alloc(pbs_scratch *w, int N, int d, int nl, int seg)
+{
+    const int C = N / seg * seg;
+    w->gr = nl < bs_heap_rows(C) ? nl : bs_heap_rows(C);
+    w->s = malloc((size_t)w->gr * (C > 0 ? C : 1) * sizeof *w->s);
+    w->bt = malloc((size_t)d * BS_PANEL * sizeof *w->bt);
+    w->row = malloc((size_t)(C > 0 ? C : 1) * sizeof *w->row);
+    w->imp = malloc((size_t)(C > 0 ? C : 1) * sizeof *w->imp);
+    w->ws = malloc((size_t)nl * sizeof *w->ws);
+    return w->s && w->bt && w->row && w->imp && w->ws ? AB_OK : AB_ENOMEM;
+}
+
+/* Steps 1-2 and the permuted key blocks' means (transposed into means,
+ * (d, ldk)) for head h; *first: the permuted block holding token 0. */
+static int pbs_prep(const ab_problem *pb, const ab_layout *l, int h, int seg, int nl, pbs_scratch *w,
+                    int32_t *pm, float *means, int ldk, int *first, int par)
+{
+    const int N = l->seq_len, d = pb->s.head_dim, bk = l->block_k, nkb = l->n_kblocks;
+    const float *k = pb->k + (size_t)h * N * d;
+    if (pbs_permute(pb->q + (size_t)h * N * d, k, N, d, nl, seg, pb->s.scale, w->s, w->gr, w->bt, w->row,
+                    w->imp, w->ws, pm, par) != AB_OK)
+        return AB_ENOMEM;
+    *first = -1;
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < ldk; b++) { /* the permuted blocks' means, each summed in key order */
+        float mu[AB_PBS_DMAX];
+        for (int c0 = 0; c0 < d; c0 += AB_PBS_DMAX) {
+            const int nc = d - c0 < AB_PBS_DMAX ? d - c0 : AB_PBS_DMAX;
+            for (int c = 0; c < nc; c++) mu[c] = 0.0f;
+            for (int j = b * bk; b < nkb && j < (b + 1) * bk && j < N; j++) {
+                if (pm[j] == 0) *first = b; /* one block holds token 0: one writer */
+                for (int c = 0; c < nc; c++) mu[c] += k[(size_t)pm[j] * d + c0 + c];
+            }
+            for (int c = 0; c < nc; c++)
+                means[(size_t)(c0 + c) * ldk + b] = mu[c] / (float)bk; /* zero-padded */
+        }
+    }
+    return AB_OK;
+}
+
 static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const pbs_state *st = state;
@@ -221,54 +280,31 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
     if (rc == AB_OK) {
         /* fewer heads than threads: one head at a time, its loops split
-         * over the threads (pbs_permute's par) */
-        const int inner = H < omp_get_max_threads();
-#pragma omp parallel if (!inner)
-        {
-            const int C = N / seg * seg, gr = nl < bs_heap_rows(C) ? nl : bs_heap_rows(C);
-            float *s = malloc((size_t)gr * (C > 0 ? C : 1) * sizeof *s);
-            float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
-            double *row = malloc((size_t)(C > 0 ? C : 1) * sizeof *row);
-            bs_cand *imp = malloc((size_t)(C > 0 ? C : 1) * sizeof *imp);
-            float *ws = malloc((size_t)nl * sizeof *ws);
-            const int ok = s && bt && row && imp && ws;
-            if (!ok) {
-#pragma omp atomic write
-                rc = AB_ENOMEM;
-            }
+         * over the threads (pbs_prep's par), from outside any parallel
+         * region (BS_NO_NESTING, block_score.h) */
+        if (H < omp_get_max_threads()) {
+            pbs_scratch w;
+            rc = pbs_scratch_alloc(&w, N, d, nl, seg);
+            for (int h = 0; h < H && rc == AB_OK; h++)
+                rc = pbs_prep(pb, l, h, seg, nl, &w, perm + (size_t)h * N, pkm + (size_t)h * ldk * d, ldk,
+                              first + h, 1);
+            pbs_scratch_free(&w);
+        } else {
+#pragma omp parallel
+            {
+                pbs_scratch w;
+                int r = pbs_scratch_alloc(&w, N, d, nl, seg);
 #pragma omp for schedule(dynamic, 1)
-            for (int h = 0; h < H; h++) {
-                if (!ok) continue;
-                const float *k = pb->k + (size_t)h * N * d;
-                int32_t *pm = perm + (size_t)h * N;
-                if (pbs_permute(pb->q + (size_t)h * N * d, k, N, d, nl, seg, pb->s.scale, s, gr, bt, row, imp,
-                                ws, pm, inner) != AB_OK) {
+                for (int h = 0; h < H; h++)
+                    if (r == AB_OK)
+                        r = pbs_prep(pb, l, h, seg, nl, &w, perm + (size_t)h * N, pkm + (size_t)h * ldk * d,
+                                     ldk, first + h, 0);
+                if (r != AB_OK) {
 #pragma omp atomic write
-                    rc = AB_ENOMEM;
-                    continue;
+                    rc = r;
                 }
-                float *means = pkm + (size_t)h * ldk * d;
-                first[h] = -1;
-#pragma omp parallel for schedule(static) if (inner)
-                for (int b = 0; b < ldk; b++) { /* the permuted blocks' means, each summed in key order */
-                    float mu[AB_PBS_DMAX];
-                    for (int c0 = 0; c0 < d; c0 += AB_PBS_DMAX) {
-                        const int nc = d - c0 < AB_PBS_DMAX ? d - c0 : AB_PBS_DMAX;
-                        for (int c = 0; c < nc; c++) mu[c] = 0.0f;
-                        for (int j = b * bk; b < nkb && j < (b + 1) * bk && j < N; j++) {
-                            if (pm[j] == 0) first[h] = b; /* one block holds token 0: one writer */
-                            for (int c = 0; c < nc; c++) mu[c] += k[(size_t)pm[j] * d + c0 + c];
-                        }
-                        for (int c = 0; c < nc; c++)
-                            means[(size_t)(c0 + c) * ldk + b] = mu[c] / (float)bk; /* zero-padded */
-                    }
-                }
+                pbs_scratch_free(&w);
             }
-            free(s);
-            free(bt);
-            free(row);
-            free(imp);
-            free(ws);
         }
     }
     if (rc == AB_OK) {
