@@ -721,6 +721,30 @@ static inline void bs_sort_desc(bs_cand *c, int n)
     free(a < b ? a : b); /* the allocation's start */
 }
 
+/* bs_sort_desc, the two halves sorted side by side when par (one head
+ * split over the threads) and then merged: the same order (a total
+ * order), the same canonical scores. */
+static inline void bs_sort_desc_par(bs_cand *c, int n, int par)
+{
+    const int h = n / 2;
+    bs_cand *t = par && n >= 8192 ? malloc((size_t)n * sizeof *t) : NULL;
+    if (!t) {
+        bs_sort_desc(c, n);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(2)
+    for (int u = 0; u < 2; u++) bs_sort_desc(c + (u ? h : 0), u ? n - h : h);
+    int i = 0, j = h, o = 0;
+    while (i < h && j < n) {
+        const bs_skey a = { bs_key_of(c[i].score), c[i].idx }, b = { bs_key_of(c[j].score), c[j].idx };
+        t[o++] = bs_skey_before(&b, &a) ? c[j++] : c[i++];
+    }
+    while (i < h) t[o++] = c[i++];
+    while (j < n) t[o++] = c[j++];
+    memcpy(c, t, (size_t)n * sizeof *c);
+    free(t);
+}
+
 /* Order c[lo], c[mid], c[last] so that c[last] is their median by
  * bs_cand_cmp (the quickselect pivot of bs_select_top and flexprefill). */
 static inline void bs_median3(bs_cand *c, int lo, int mid, int last)

@@ -333,7 +333,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
                 m++;
             }
         }
-        bs_sort_desc(flat, m);
+        bs_sort_desc_par(flat, m, par);
         /* Q pooled, the causal pooled logits, softmax (3 each), flat sort */
         *fl += (double)N * d + m * (2.0 * d + 3.0) + (m > 1 ? m * log2((double)m) : 0.0);
         *by += (double)N * d * sizeof(float);

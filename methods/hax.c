@@ -314,7 +314,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             }
         /* higher importance first, then lower position (NaN as -inf) */
         for (int j = 0; j < N; j++) rk[j] = (bs_cand){ isnan(u[j]) ? -INFINITY : u[j], j };
-        bs_sort_desc(rk, N);
+        bs_sort_desc_par(rk, N, par);
         for (int r = 0; r < N; r++) rank[rk[r].idx] = r;
         for (int j = 0; j < N; j++) { /* keys before j ranked before j */
             int c = 0;

@@ -279,7 +279,7 @@ Test(block_score, select_top_is_the_sorted_prefix)
  * 16-entry runs and the merge passes. */
 Test(block_score, sort_desc_is_the_comparator_order)
 {
-    static const int sizes[] = { 2, 3, 15, 16, 17, 33, 256, 1000, 4097 };
+    static const int sizes[] = { 2, 3, 15, 16, 17, 33, 256, 1000, 4097, 8192, 10007 };
     uint64_t seed = 11;
     for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
         for (int kind = 0; kind < 4; kind++) {
@@ -298,7 +298,17 @@ Test(block_score, sort_desc_is_the_comparator_order)
             }
             memcpy(ref, c, (size_t)n * sizeof *c);
             qsort(ref, (size_t)n, sizeof *ref, bs_cand_cmp);
+            bs_cand *two =
+                malloc((size_t)n * sizeof *two); /* bs_sort_desc_par: halves side by side, merged */
+            cr_assert(two);
+            memcpy(two, c, (size_t)n * sizeof *c);
             bs_sort_desc(c, n);
+            bs_sort_desc_par(two, n, 1);
+            for (int i = 0; i < n; i++)
+                cr_assert(two[i].idx == c[i].idx &&
+                              memcmp(&two[i].score, &c[i].score, sizeof c[i].score) == 0,
+                          "n %d kind %d: the split sort differs at %d", n, kind, i);
+            free(two);
             for (int i = 0; i < n; i++) {
                 cr_assert_eq(c[i].idx, ref[i].idx, "n %d kind %d: entry %d is %d, want %d", n, kind, i,
                              c[i].idx, ref[i].idx);
