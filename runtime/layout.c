@@ -260,17 +260,21 @@ void ab_layout_init_decode(ab_layout *l, const ab_decode *dp, int block_k)
     ab_layout_init(l, &s, dp->len > 0 ? dp->len : 1, block_k > 0 ? block_k : 16);
 }
 
-void ab_layout_free(ab_layout *l)
+/* Frees the finalised CSR arrays (all four, whichever exist). */
+static void lb_free_csr(ab_layout *l)
 {
-    if (!l) return;
     free(l->blk_ptr);
     free(l->blk_idx);
     free(l->tok_ptr);
     free(l->tok_idx);
-    l->blk_ptr = NULL;
-    l->blk_idx = NULL;
-    l->tok_ptr = NULL;
-    l->tok_idx = NULL;
+    l->blk_ptr = l->tok_ptr = NULL;
+    l->blk_idx = l->tok_idx = NULL;
+}
+
+void ab_layout_free(ab_layout *l)
+{
+    if (!l) return;
+    lb_free_csr(l);
     lb_state *st = (lb_state *)l->priv;
     if (st) {
         lb_list_free(&st->blk);
@@ -666,28 +670,12 @@ int ab_layout_finalize(ab_layout *l)
         ab_layout_kind kind = has_blk && has_tok ? AB_LAYOUT_MIXED
                               : has_tok          ? AB_LAYOUT_TOKEN
                                                  : AB_LAYOUT_BLOCK;
-        free(l->blk_ptr);
-        free(l->blk_idx);
-        free(l->tok_ptr);
-        free(l->tok_idx);
-        l->blk_ptr = l->tok_ptr = NULL;
-        l->blk_idx = l->tok_idx = NULL;
-        if (kind != AB_LAYOUT_TOKEN && build_csr(&st->blk, rows, &l->blk_ptr, &l->blk_idx)) return AB_ENOMEM;
-        if (kind != AB_LAYOUT_BLOCK && build_csr(&st->tok, rows, &l->tok_ptr, &l->tok_idx)) {
-            free(l->blk_ptr);
-            free(l->blk_idx);
-            l->blk_ptr = NULL;
-            l->blk_idx = NULL;
-            return AB_ENOMEM;
-        }
-        /* MIXED stays MIXED even if no token survives */
-        if (kind == AB_LAYOUT_MIXED && drop_covered_tokens(l, rows)) {
-            free(l->blk_ptr);
-            free(l->blk_idx);
-            free(l->tok_ptr);
-            free(l->tok_idx);
-            l->blk_ptr = l->tok_ptr = NULL;
-            l->blk_idx = l->tok_idx = NULL;
+        lb_free_csr(l);
+        /* (MIXED stays MIXED even if no token survives the drop) */
+        if ((kind != AB_LAYOUT_TOKEN && build_csr(&st->blk, rows, &l->blk_ptr, &l->blk_idx)) ||
+            (kind != AB_LAYOUT_BLOCK && build_csr(&st->tok, rows, &l->tok_ptr, &l->tok_idx)) ||
+            (kind == AB_LAYOUT_MIXED && drop_covered_tokens(l, rows))) {
+            lb_free_csr(l);
             return AB_ENOMEM;
         }
         l->kind = kind;
