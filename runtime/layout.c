@@ -54,7 +54,8 @@ typedef struct lb_list {
     int unsorted; /* some append was not strictly ascending (needs sort or dedup);
                      set atomically, outside the lock */
     int inflight; /* appends that claimed their entries under the lock and are
-                     writing them outside it; e is not moved while > 0 */
+                     writing them outside it; idx and row are not moved
+                     while > 0 */
 } lb_list;
 
 typedef struct lb_state {
