@@ -162,6 +162,47 @@ static inline void bs_pack_rows(const float *src, size_t lds, const int32_t *idx
 }
 
 #if defined(__AVX512F__)
+/* bs_kern_avx512's four-row loop: acc[r][v] over c in [c0, c1). unit: pre
+ * is 1, a constant at each call, so the broadcasts load A directly (an
+ * embedded broadcast in the FMA) instead of a scalar multiply and a
+ * register broadcast per row on the FMA pipes (a * 1 is a: the same bits). */
+static inline __attribute__((always_inline)) void bs_kern4_avx512(const float *a0, int lda, const float *bt,
+                                                                  int c0, int c1, float pre, __m512 acc[4][4],
+                                                                  const int unit)
+{
+    const float *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    for (int c = c0; c < c1; c++) {
+        const float *br = bt + (size_t)(c - c0) * BS_PANEL;
+        __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16), b2 = _mm512_loadu_ps(br + 32),
+               b3 = _mm512_loadu_ps(br + 48);
+        /* the panel row in registers: without this GCC folds each load
+         * into the four FMAs that read it (16 loads where 4 do), and
+         * the loop ran load-bound (bs_gemm_nt_packed 64 x 64 x 64:
+         * 85 -> 105 GFLOP/s on a 117 GFLOP/s Zen 4 core) */
+        __asm__("" : "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
+        __m512 x = _mm512_set1_ps(unit ? a0[c] : a0[c] * pre);
+        acc[0][0] = _mm512_fmadd_ps(x, b0, acc[0][0]);
+        acc[0][1] = _mm512_fmadd_ps(x, b1, acc[0][1]);
+        acc[0][2] = _mm512_fmadd_ps(x, b2, acc[0][2]);
+        acc[0][3] = _mm512_fmadd_ps(x, b3, acc[0][3]);
+        x = _mm512_set1_ps(unit ? a1[c] : a1[c] * pre);
+        acc[1][0] = _mm512_fmadd_ps(x, b0, acc[1][0]);
+        acc[1][1] = _mm512_fmadd_ps(x, b1, acc[1][1]);
+        acc[1][2] = _mm512_fmadd_ps(x, b2, acc[1][2]);
+        acc[1][3] = _mm512_fmadd_ps(x, b3, acc[1][3]);
+        x = _mm512_set1_ps(unit ? a2[c] : a2[c] * pre);
+        acc[2][0] = _mm512_fmadd_ps(x, b0, acc[2][0]);
+        acc[2][1] = _mm512_fmadd_ps(x, b1, acc[2][1]);
+        acc[2][2] = _mm512_fmadd_ps(x, b2, acc[2][2]);
+        acc[2][3] = _mm512_fmadd_ps(x, b3, acc[2][3]);
+        x = _mm512_set1_ps(unit ? a3[c] : a3[c] * pre);
+        acc[3][0] = _mm512_fmadd_ps(x, b0, acc[3][0]);
+        acc[3][1] = _mm512_fmadd_ps(x, b1, acc[3][1]);
+        acc[3][2] = _mm512_fmadd_ps(x, b2, acc[3][2]);
+        acc[3][3] = _mm512_fmadd_ps(x, b3, acc[3][3]);
+    }
+}
+
 /* rows [i0, i0 + R) of A (R <= 4) against one transposed panel: C[i][j0 + j]
  * = post * sum_c (pre * A[i][c]) * bt[c][j] for j < nj; 4 x 64 accumulators
  * in registers, one FMA chain per element in c order (the result does not
@@ -184,38 +225,10 @@ static inline void bs_kern_avx512(const float *A, int lda, int i0, int R, const 
             }
         }
     const float *a0 = A + (size_t)i0 * lda;
-    if (R == 4) {
-        const float *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        for (int c = c0; c < c1; c++) {
-            const float *br = bt + (size_t)(c - c0) * BS_PANEL;
-            __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16), b2 = _mm512_loadu_ps(br + 32),
-                   b3 = _mm512_loadu_ps(br + 48);
-            /* the panel row in registers: without this GCC folds each load
-             * into the four FMAs that read it (16 loads where 4 do), and
-             * the loop ran load-bound (bs_gemm_nt_packed 64 x 64 x 64:
-             * 85 -> 105 GFLOP/s on a 117 GFLOP/s Zen 4 core) */
-            __asm__("" : "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
-            __m512 x = _mm512_set1_ps(a0[c] * pre);
-            acc[0][0] = _mm512_fmadd_ps(x, b0, acc[0][0]);
-            acc[0][1] = _mm512_fmadd_ps(x, b1, acc[0][1]);
-            acc[0][2] = _mm512_fmadd_ps(x, b2, acc[0][2]);
-            acc[0][3] = _mm512_fmadd_ps(x, b3, acc[0][3]);
-            x = _mm512_set1_ps(a1[c] * pre);
-            acc[1][0] = _mm512_fmadd_ps(x, b0, acc[1][0]);
-            acc[1][1] = _mm512_fmadd_ps(x, b1, acc[1][1]);
-            acc[1][2] = _mm512_fmadd_ps(x, b2, acc[1][2]);
-            acc[1][3] = _mm512_fmadd_ps(x, b3, acc[1][3]);
-            x = _mm512_set1_ps(a2[c] * pre);
-            acc[2][0] = _mm512_fmadd_ps(x, b0, acc[2][0]);
-            acc[2][1] = _mm512_fmadd_ps(x, b1, acc[2][1]);
-            acc[2][2] = _mm512_fmadd_ps(x, b2, acc[2][2]);
-            acc[2][3] = _mm512_fmadd_ps(x, b3, acc[2][3]);
-            x = _mm512_set1_ps(a3[c] * pre);
-            acc[3][0] = _mm512_fmadd_ps(x, b0, acc[3][0]);
-            acc[3][1] = _mm512_fmadd_ps(x, b1, acc[3][1]);
-            acc[3][2] = _mm512_fmadd_ps(x, b2, acc[3][2]);
-            acc[3][3] = _mm512_fmadd_ps(x, b3, acc[3][3]);
-        }
+    if (R == 4 && pre == 1.0f) {
+        bs_kern4_avx512(a0, lda, bt, c0, c1, 1.0f, acc, 1);
+    } else if (R == 4) {
+        bs_kern4_avx512(a0, lda, bt, c0, c1, pre, acc, 0);
     } else {
         for (int r = 0; r < R; r++) {
             const float *a = a0 + (size_t)r * lda;
@@ -434,6 +447,15 @@ static inline int bs_gemm_chunks(const float *A, int lda, int m, const float *B,
 {
     const int nkc = n > 0 ? (n + kc - 1) / kc : 0;
     int bad = 0;
+    float *as = NULL; /* pre != 1: A scaled once (fl(pre a), as the kernel would per panel) */
+    if (pre != 1.0f && n > BS_PANEL && m > 0 && D > 0) {
+        if (!(as = malloc((size_t)m * D * sizeof *as))) return -1;
+        for (int i = 0; i < m; i++)
+            for (int c = 0; c < D; c++) as[(size_t)i * D + c] = A[(size_t)i * lda + c] * pre;
+        A = as;
+        lda = D;
+        pre = 1.0f;
+    }
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (par)
     for (int t = 0; t < nkc; t++) {
         const int j0 = t * kc, nj = n - j0 < kc ? n - j0 : kc;
@@ -445,6 +467,7 @@ static inline int bs_gemm_chunks(const float *A, int lda, int m, const float *B,
         bs_gemm_core(A, lda, m, B + (size_t)j0 * ldb, ldb, nj, D, pre, post, C + j0, ldc, b);
         if (t > 0) free(b);
     }
+    free(as);
     return bad ? -1 : 0;
 }
 

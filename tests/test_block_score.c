@@ -110,6 +110,22 @@ Test(block_score, gemm_nt_is_the_specified_chain_on_every_tile_edge)
                         cr_assert(L[(size_t)i * n + j] == want, "logits m %d n %d D %d (%d, %d)", m, n, D, i,
                                   j);
                     }
+                /* bs_gemm_chunks: pre != 1 scales A once (the same fl(pre a)),
+                 * in key chunks over threads or one chunk */
+                float *G = malloc((size_t)m * ldc * sizeof *G), *G2 = malloc((size_t)m * ldc * sizeof *G2);
+                cr_assert(G && G2);
+                cr_assert_eq(bs_gemm_chunks(A, lda, m, B, ldb, n, D, 0.37f, 1.0f, G, ldc, bt, 64, 1), 0);
+                cr_assert_eq(bs_gemm_chunks(A, lda, m, B, ldb, n, D, 1.0f, 0.37f, G2, ldc, bt, 1 << 20, 0),
+                             0);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        const float *ar = A + (size_t)i * lda, *br = B + (size_t)j * ldb;
+                        cr_assert(G[(size_t)i * ldc + j] == chain(ar, 1, br, 1, D, 0.37f, 1.0f, 0.0f),
+                                  "chunks pre m %d n %d D %d (%d, %d)", m, n, D, i, j);
+                        cr_assert(G2[(size_t)i * ldc + j] == chain(ar, 1, br, 1, D, 1.0f, 0.37f, 0.0f),
+                                  "chunks post m %d n %d D %d (%d, %d)", m, n, D, i, j);
+                    }
+                free(G), free(G2);
                 free(A), free(B), free(C), free(L), free(P), free(bt), free(bp);
             }
 }
