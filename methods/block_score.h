@@ -11,9 +11,12 @@
 #define AB_METHODS_BLOCK_SCORE_H
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "attnbench.h"
 
 #include "methods/keep.h"
 
@@ -425,16 +428,42 @@ static inline int bs_heap_rows(int ncols)
     return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
 }
 
-/* BS_NO_NESTING. A selector that splits one head's loops over the threads
- * (par, when there are fewer heads than threads) calls its head function
- * from outside any parallel region, not from inside an inactive one
- * (`#pragma omp parallel if (0)`): libgomp gives a parallel region nested
- * in another, even an inactive one, fresh threads, created for it and
- * bound as the thread that starts them, and the harness binds each of its
- * threads to one CPU (ab_bind_threads), so those teams ran on one CPU: at
- * 64K with one head, pbs's and flexprefill's select() took 1.5-1.9x as long
- * bound as unbound (until 2026-12-05). Top-level regions reuse the bound
- * pool. */
+/* Runs head(ctx, h, par, flops, bytes) for every head h < H; each call
+ * adds its work (ab_layout_set_cost's units) to *flops and *bytes. With
+ * fewer heads than threads, one head at a time with par = 1 (the head
+ * splits its own loops over the threads); else the heads over the threads
+ * with par = 0. Returns AB_OK or an error some head returned.
+ *
+ * BS_NO_NESTING. The par heads run from outside any parallel region, not
+ * from inside an inactive one (`#pragma omp parallel if (0)`): libgomp
+ * gives a parallel region nested in another, even an inactive one, fresh
+ * threads, created for it and bound as the thread that starts them, and
+ * the harness binds each of its threads to one CPU (ab_bind_threads), so
+ * those teams ran on one CPU: at 64K with one head, pbs's and
+ * flexprefill's select() took 1.5-1.9x as long bound as unbound (until
+ * 2026-12-05). Top-level regions reuse the bound pool. */
+typedef int (*bs_head_fn)(void *ctx, int h, int par, double *flops, double *bytes);
+
+static inline int bs_run_heads(int H, bs_head_fn head, void *ctx, double *flops, double *bytes)
+{
+    int rc = AB_OK;
+    double fl = 0.0, by = 0.0;
+    if (H < omp_get_max_threads()) {
+        for (int h = 0; h < H && rc == AB_OK; h++) rc = head(ctx, h, 1, &fl, &by);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : fl, by)
+        for (int h = 0; h < H; h++) {
+            const int r = head(ctx, h, 0, &fl, &by);
+            if (r != AB_OK) {
+#pragma omp atomic write
+                rc = r;
+            }
+        }
+    }
+    *flops += fl;
+    *bytes += by;
+    return rc;
+}
 
 /* bs_gemm_core (the same chains) over the columns j < n in chunks of kc (a
  * multiple of BS_PANEL; kc >= n: one chunk), the chunks split over the

@@ -43,7 +43,6 @@
 #include "methods/vecf.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -309,35 +308,31 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     return rc;
 }
 
+typedef struct dhsa_ctx {
+    const dhsa_state *st;
+    const ab_problem *pb;
+    ab_layout *l;
+} dhsa_ctx;
+
+/* dhsa_head as a bs_head_fn: the head's own cost, then added */
+static int dhsa_one(void *ctx, int h, int par, double *fl, double *by)
+{
+    const dhsa_ctx *c = ctx;
+    double cost[2] = { 0.0, 0.0 };
+    const int r = dhsa_head(c->st, c->pb, c->l, h, cost, par);
+    *fl += cost[0];
+    *by += cost[1];
+    return r;
+}
+
 static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const dhsa_state *st = state;
     const int H = l->heads;
-    int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
-    /* fewer heads than threads: one head at a time, its own loops split
-     * over the threads (dhsa_head's par), from outside any parallel region
-     * (BS_NO_NESTING, block_score.h) */
-    if (H < omp_get_max_threads()) {
-        for (int h = 0; h < H && rc == AB_OK; h++) {
-            double cost[2] = { 0.0, 0.0 };
-            rc = dhsa_head(st, pb, l, h, cost, 1);
-            flops += cost[0];
-            bytes += cost[1];
-        }
-    } else {
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
-        for (int h = 0; h < H; h++) {
-            double cost[2] = { 0.0, 0.0 };
-            const int r = dhsa_head(st, pb, l, h, cost, 0);
-            flops += cost[0];
-            bytes += cost[1];
-            if (r != AB_OK) {
-#pragma omp atomic write
-                rc = r;
-            }
-        }
-    }
+    /* the heads, or one head's own loops, over the threads (bs_run_heads) */
+    dhsa_ctx c = { st, pb, l };
+    const int rc = bs_run_heads(H, dhsa_one, &c, &flops, &bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "dhsa: out of memory");
     return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }

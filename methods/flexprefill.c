@@ -63,7 +63,6 @@
 #include "methods/block_score.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 
 typedef struct flex_state {
@@ -362,11 +361,20 @@ out:
     return rc;
 }
 
+typedef struct flex_ctx {
+    const flex_state *st;
+    const ab_problem *pb;
+    ab_layout *l;
+} flex_ctx;
+
 /* One head: its selection into keep (n_qblocks, n_kblocks), then into l one
- * query block at a time. */
-static int flex_one(const flex_state *st, const ab_problem *pb, ab_layout *l, int h, double *flops,
-                    double *bytes, int par)
+ * query block at a time (a bs_head_fn). */
+static int flex_one(void *ctx, int h, int par, double *flops, double *bytes)
 {
+    const flex_ctx *c = ctx;
+    const flex_state *st = c->st;
+    const ab_problem *pb = c->pb;
+    ab_layout *l = c->l;
     const int nqb = l->n_qblocks, nkb = l->n_kblocks;
     uint8_t *keep = malloc((size_t)nqb * nkb * sizeof *keep); /* (n_qblocks, n_kblocks) */
     int32_t *idx = malloc((size_t)nkb * sizeof *idx);         /* (n_kblocks) one row's blocks */
@@ -386,23 +394,10 @@ static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const flex_state *st = state;
     const int H = l->heads;
-    int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
-    /* fewer heads than threads: one head at a time, its own loops split
-     * over the threads (flex_head's par), from outside any parallel region
-     * (BS_NO_NESTING, block_score.h) */
-    if (H < omp_get_max_threads()) {
-        for (int h = 0; h < H && rc == AB_OK; h++) rc = flex_one(st, pb, l, h, &flops, &bytes, 1);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
-        for (int h = 0; h < H; h++) {
-            const int r = flex_one(st, pb, l, h, &flops, &bytes, 0);
-            if (r != AB_OK) {
-#pragma omp atomic write
-                rc = r;
-            }
-        }
-    }
+    /* the heads, or one head's own loops, over the threads (bs_run_heads) */
+    flex_ctx c = { st, pb, l };
+    int rc = bs_run_heads(H, flex_one, &c, &flops, &bytes);
     if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "flexprefill: out of memory");
     return rc;

@@ -48,7 +48,6 @@
 #include "methods/keep.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,26 +422,29 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     return rc;
 }
 
+typedef struct hax_ctx {
+    const hax_state *st;
+    const ab_problem *pb;
+    ab_layout *l;
+} hax_ctx;
+
+static int hax_one(void *ctx, int h, int par, double *fl, double *by)
+{
+    const hax_ctx *c = ctx;
+    (void)fl;
+    (void)by;
+    return hax_head(c->st, c->pb, c->l, h, par);
+}
+
 static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const hax_state *st = state;
     const int H = l->heads, N = pb->s.seq_len, d = pb->s.head_dim;
-    int rc = AB_OK;
-    /* fewer heads than threads: one head at a time, its own loops split
-     * over the threads (hax_head's par), from outside any parallel region
-     * (BS_NO_NESTING, block_score.h) */
-    if (H < omp_get_max_threads()) {
-        for (int h = 0; h < H && rc == AB_OK; h++) rc = hax_head(st, pb, l, h, 1);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int h = 0; h < H; h++) {
-            const int r = hax_head(st, pb, l, h, 0);
-            if (r != AB_OK) {
-#pragma omp atomic write
-                rc = r;
-            }
-        }
-    }
+    /* the heads, or one head's own loops, over the threads (bs_run_heads;
+     * the cost is stated below, from the shape) */
+    hax_ctx c = { st, pb, l };
+    double unused[2] = { 0.0, 0.0 };
+    const int rc = bs_run_heads(H, hax_one, &c, &unused[0], &unused[1]);
     if (rc == AB_ENOMEM) ab_set_error(state, "hax: out of memory");
     if (rc != AB_OK) return rc;
     /* cost: see the header comment */

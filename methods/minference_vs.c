@@ -53,7 +53,6 @@
 #include "methods/block_score.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,6 +355,18 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     return rc;
 }
 
+typedef struct mvs_ctx {
+    const mvs_state *st;
+    const ab_problem *pb;
+    ab_layout *l;
+} mvs_ctx;
+
+static int mvs_one(void *ctx, int h, int par, double *fl, double *by)
+{
+    const mvs_ctx *c = ctx;
+    return mvs_head(c->st, c->pb, c->l, h, fl, by, par);
+}
+
 static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const mvs_state *st = state;
@@ -364,23 +375,10 @@ static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
         const int rd = ab_layout_dense(l);
         return rd == AB_OK ? ab_layout_set_cost(l, 0.0, 0.0) : rd;
     }
-    int rc = AB_OK;
     double flops = 0.0, bytes = 0.0;
-    /* fewer heads than threads: one head at a time, its loops split over
-     * the threads (mvs_head's par), from outside any parallel region
-     * (BS_NO_NESTING, block_score.h) */
-    if (H < omp_get_max_threads()) {
-        for (int h = 0; h < H && rc == AB_OK; h++) rc = mvs_head(st, pb, l, h, &flops, &bytes, 1);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : flops, bytes)
-        for (int h = 0; h < H; h++) {
-            const int r = mvs_head(st, pb, l, h, &flops, &bytes, 0);
-            if (r != AB_OK) {
-#pragma omp atomic write
-                rc = r;
-            }
-        }
-    }
+    /* the heads, or one head's own loops, over the threads (bs_run_heads) */
+    mvs_ctx c = { st, pb, l };
+    int rc = bs_run_heads(H, mvs_one, &c, &flops, &bytes);
     if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "minference_vs: out of memory");
     return rc;

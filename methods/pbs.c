@@ -37,7 +37,6 @@
 #include "methods/vecf.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 
 #define AB_PBS_DMAX 256 /* features summed at a time in a block mean */
@@ -261,6 +260,32 @@ static int pbs_prep(const ab_problem *pb, const ab_layout *l, int h, int seg, in
     return AB_OK;
 }
 
+typedef struct pbs_ctx {
+    const ab_problem *pb;
+    const ab_layout *l;
+    int seg, nl;
+    int32_t *perm; /* (heads, N) */
+    float *pkm;    /* (heads, d, ldk) */
+    int ldk;
+    int *first; /* (heads) */
+} pbs_ctx;
+
+/* pbs_prep for head h with its own scratch (a bs_head_fn) */
+static int pbs_one(void *ctx, int h, int par, double *fl, double *by)
+{
+    const pbs_ctx *c = ctx;
+    const int N = c->l->seq_len, d = c->pb->s.head_dim;
+    pbs_scratch w;
+    int r = pbs_scratch_alloc(&w, N, d, c->nl, c->seg);
+    if (r == AB_OK)
+        r = pbs_prep(c->pb, c->l, h, c->seg, c->nl, &w, c->perm + (size_t)h * N,
+                     c->pkm + (size_t)h * c->ldk * d, c->ldk, c->first + h, par);
+    pbs_scratch_free(&w);
+    (void)fl;
+    (void)by;
+    return r;
+}
+
 static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const pbs_state *st = state;
@@ -279,33 +304,11 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     int rc = (perm && pkm && first) ? AB_OK : AB_ENOMEM;
     double cands = 0.0, sorted = 0.0; /* step 3: candidate blocks scored, m log2 m of their sorts */
     if (rc == AB_OK) {
-        /* fewer heads than threads: one head at a time, its loops split
-         * over the threads (pbs_prep's par), from outside any parallel
-         * region (BS_NO_NESTING, block_score.h) */
-        if (H < omp_get_max_threads()) {
-            pbs_scratch w;
-            rc = pbs_scratch_alloc(&w, N, d, nl, seg);
-            for (int h = 0; h < H && rc == AB_OK; h++)
-                rc = pbs_prep(pb, l, h, seg, nl, &w, perm + (size_t)h * N, pkm + (size_t)h * ldk * d, ldk,
-                              first + h, 1);
-            pbs_scratch_free(&w);
-        } else {
-#pragma omp parallel
-            {
-                pbs_scratch w;
-                int r = pbs_scratch_alloc(&w, N, d, nl, seg);
-#pragma omp for schedule(dynamic, 1)
-                for (int h = 0; h < H; h++)
-                    if (r == AB_OK)
-                        r = pbs_prep(pb, l, h, seg, nl, &w, perm + (size_t)h * N, pkm + (size_t)h * ldk * d,
-                                     ldk, first + h, 0);
-                if (r != AB_OK) {
-#pragma omp atomic write
-                    rc = r;
-                }
-                pbs_scratch_free(&w);
-            }
-        }
+        /* the heads, or one head's own loops, over the threads (bs_run_heads;
+         * the cost is stated below) */
+        pbs_ctx c = { pb, l, seg, nl, perm, pkm, ldk, first };
+        double unused[2] = { 0.0, 0.0 };
+        rc = bs_run_heads(H, pbs_one, &c, &unused[0], &unused[1]);
     }
     if (rc == AB_OK) {
 #pragma omp parallel reduction(+ : cands, sorted)
