@@ -396,6 +396,72 @@ static inline void bs_scale_rows(const float *X, int d, const int32_t *idx, int 
     }
 }
 
+/* The 64-byte lines of B the panel after (j0, c1) reads, fetched towards
+ * L2 a few at a time between the current panel's products (bs_pf_next):
+ * rows [j0, j0 + BS_PANEL) from column c1 when the depth goes on, else
+ * the next BS_PANEL rows from column 0. A head's K streamed from memory
+ * (4 MB at N = 16K) then arrives while the products run; the panel
+ * transposes had waited on it. Issued all at once, the prefetches stalled
+ * on the core's miss buffers instead (a third of the transposes' samples
+ * in a profile of minference_vs). */
+typedef struct bs_pf {
+    const char *row0; /* first line of the first row */
+    size_t ld;        /* row stride in bytes */
+    int lines, n, x;  /* lines per row, lines in all, next line */
+} bs_pf;
+
+static inline bs_pf bs_pf_panel(const float *B, int ldb, int n, int j0, int c1, int D)
+{
+    int r0 = j0, e0 = c1, e1 = D - c1 < BS_KC ? D : c1 + BS_KC;
+    if (c1 >= D) {
+        r0 = j0 + BS_PANEL;
+        e0 = 0;
+        e1 = D < BS_KC ? D : BS_KC;
+    }
+    const int r1 = n - r0 < BS_PANEL ? n : r0 + BS_PANEL;
+    bs_pf pf = { NULL, (size_t)ldb * sizeof(float), 0, 0, 0 };
+    if (r1 > r0 && e1 > e0) {
+        const uintptr_t a = (uintptr_t)(B + (size_t)r0 * ldb + e0),
+                        z = (uintptr_t)(B + (size_t)r0 * ldb + e1);
+        pf.row0 = (const char *)(a & ~(uintptr_t)63);
+        pf.lines = (int)((z - (a & ~(uintptr_t)63) + 63) / 64); /* the same count on every row up to one
+                                                                     line: ld need not be a multiple of 64 */
+        pf.lines += pf.ld % 64 != 0;
+        pf.n = pf.lines * (r1 - r0);
+    }
+    return pf;
+}
+
+/* Issues the next cnt prefetches of pf. */
+static inline void bs_pf_next(bs_pf *pf, int cnt)
+{
+    for (int e = pf->x + cnt < pf->n ? pf->x + cnt : pf->n; pf->x < e; pf->x++) {
+        const int r = pf->x / pf->lines, c = pf->x % pf->lines;
+        __builtin_prefetch(pf->row0 + (size_t)r * pf->ld + (size_t)c * 64, 0, 2);
+    }
+}
+
+/* Columns [j0, j0 + BS_PANEL) (up to n) of C[i][j] = post * sum_c (pre *
+ * A[i][c]) * B[j][c], D > 0; the next panel's B lines prefetched meanwhile. */
+static inline void bs_gemm_panel(const float *A, int lda, int m, const float *B, int ldb, int n, int j0,
+                                 int D, float pre, float post, float *C, int ldc, float *bt)
+{
+    const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
+    /* depth chunks of BS_KC so the transposed panel stays in L1; the
+     * partial sums wait in C (exact: each element is still one chain) */
+    for (int c0 = 0; c0 < D; c0 += BS_KC) {
+        const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
+        bs_panel_t(B, ldb, j0, nj, c0, c1, bt);
+        bs_pf pf = bs_pf_panel(B, ldb, n, j0, c1, D);
+        const int nk = (m + BS_MR - 1) / BS_MR, per = nk > 0 ? (pf.n + nk - 1) / nk : 0;
+        for (int i = 0; i < m; i += BS_MR) {
+            bs_pf_next(&pf, per);
+            bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, bt, c0, c1, pre, post, c0 == 0, c1 == D, C, ldc,
+                    j0, nj);
+        }
+    }
+}
+
 /* The shared panel loop: C[i][j] = post * sum_c (pre * A[i][c]) * B[j][c]. */
 static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, int ldb, int n, int D,
                                 float pre, float post, float *C, int ldc, float *bt)
@@ -405,18 +471,8 @@ static inline void bs_gemm_core(const float *A, int lda, int m, const float *B, 
             for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = 0.0f;
         return;
     }
-    for (int j0 = 0; j0 < n; j0 += BS_PANEL) {
-        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
-        /* depth chunks of BS_KC so the transposed panel stays in L1; the
-         * partial sums wait in C (exact: each element is still one chain) */
-        for (int c0 = 0; c0 < D; c0 += BS_KC) {
-            const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
-            bs_panel_t(B, ldb, j0, nj, c0, c1, bt);
-            for (int i = 0; i < m; i += BS_MR)
-                bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, bt, c0, c1, pre, post, c0 == 0, c1 == D, C,
-                        ldc, j0, nj);
-        }
-    }
+    for (int j0 = 0; j0 < n; j0 += BS_PANEL)
+        bs_gemm_panel(A, lda, m, B, ldb, n, j0, D, pre, post, C, ldc, bt);
 }
 
 /* Rows of ncols floats that fit in 16 MiB (at least one): a logit panel
