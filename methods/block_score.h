@@ -556,6 +556,80 @@ static inline int bs_gemm_chunks(const float *A, int lda, int m, const float *B,
     return bad ? -1 : 0;
 }
 
+/* Weighted sums over the rows of a panel, in registers:
+ *   out[x] += S[i][x - c + dsh i] * w[i]   for x in [x0, x1), rows i < m in order
+ * (S rows lds apart; dsh = 0: column sums, c = 0; dsh = 1: diagonal sums,
+ * row i shifted one further right). Each term is rounded as the plain loop
+ * `out[x] += S[i][...] * w[i]` rounds it (no contraction under -std=c11):
+ *   wd != NULL: the product in double, (double)s * wd[i];
+ *   wf != NULL: the product in float, then widened, (double)(s * wf[i]);
+ *   both NULL:  (double)s.
+ * skipz: rows whose weight is 0 add nothing (their entries may be
+ * anything). Every (x, i) in range must be a term the caller means to
+ * add. The plain loop loads, adds and stores out for every row; here once
+ * per 8 rows (more rows per pass, one block of out in registers over all
+ * of them, made S a stream per row: slower). */
+static inline void bs_rowsum(const float *S, size_t lds, int m, const float *wf, const double *wd, int skipz,
+                             int c, int dsh, int x0, int x1, double *out)
+{
+    enum { RS_ROWS = 8 }; /* rows per pass: out is loaded and stored once per pass, S read as 8 streams */
+    const size_t step = lds + (size_t)dsh;
+    for (int g = 0; g < m; g += RS_ROWS) {
+        const int ge = m - g < RS_ROWS ? m : g + RS_ROWS;
+        const float *Sg = S + (size_t)g * step;
+        int x = x0;
+#if defined(__AVX512F__)
+        for (; x + 32 <= x1; x += 32) {
+            __m512d a0 = _mm512_loadu_pd(out + x), a1 = _mm512_loadu_pd(out + x + 8);
+            __m512d a2 = _mm512_loadu_pd(out + x + 16), a3 = _mm512_loadu_pd(out + x + 24);
+            const float *r = Sg + (x - c);
+            for (int i = g; i < ge; i++, r += step) {
+                if (wd) {
+                    if (skipz && wd[i] == 0.0) continue;
+                    const __m512d w = _mm512_set1_pd(wd[i]);
+                    a0 = _mm512_add_pd(a0, _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(r)), w));
+                    a1 = _mm512_add_pd(a1, _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(r + 8)), w));
+                    a2 = _mm512_add_pd(a2, _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(r + 16)), w));
+                    a3 = _mm512_add_pd(a3, _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(r + 24)), w));
+                } else {
+                    __m512 p0 = _mm512_loadu_ps(r), p1 = _mm512_loadu_ps(r + 16);
+                    if (wf) {
+                        if (skipz && wf[i] == 0.0f) continue;
+                        const __m512 w = _mm512_set1_ps(wf[i]);
+                        p0 = _mm512_mul_ps(p0, w);
+                        p1 = _mm512_mul_ps(p1, w);
+                    }
+                    const __m256 h0 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p0), 1));
+                    const __m256 h1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p1), 1));
+                    a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm512_castps512_ps256(p0)));
+                    a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(h0));
+                    a2 = _mm512_add_pd(a2, _mm512_cvtps_pd(_mm512_castps512_ps256(p1)));
+                    a3 = _mm512_add_pd(a3, _mm512_cvtps_pd(h1));
+                }
+            }
+            _mm512_storeu_pd(out + x, a0);
+            _mm512_storeu_pd(out + x + 8, a1);
+            _mm512_storeu_pd(out + x + 16, a2);
+            _mm512_storeu_pd(out + x + 24, a3);
+        }
+#endif
+        for (; x < x1; x++) {
+            double a = out[x];
+            const float *r = Sg + (x - c);
+            for (int i = g; i < ge; i++, r += step) {
+                if (wd) {
+                    if (!(skipz && wd[i] == 0.0)) a += (double)*r * wd[i];
+                } else if (wf) {
+                    if (!(skipz && wf[i] == 0.0f)) a += (double)(*r * wf[i]);
+                } else {
+                    a += (double)*r;
+                }
+            }
+            out[x] = a;
+        }
+    }
+}
+
 /* C[i][j] (+)= sum_c A[i][c] * B[c][j] for i < m, j < n: A (m, K) row
  * stride lda, B (K, n) row stride ldb, C (m, n) row stride ldc; acc != 0 adds
  * to C, else overwrites it. bt: scratch of BS_KC * BS_PANEL floats (B is

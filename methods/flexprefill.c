@@ -240,14 +240,23 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
              * in [ja0, jb0): row qi's offset qi - j at N - 1 - qi + j, so
              * the loop runs forward and vectorises), the rows in order */
             const int ja0 = t * FX_KC, jb0 = N - ja0 < FX_KC ? N : ja0 + FX_KC;
+            /* where every row of the group has its term (keys below the
+             * first row's bound; x at or past its offset), summed in
+             * registers (bs_rowsum: the same terms in the same order); the
+             * ragged rest row by row */
+            const int nv0 = causal ? r0 + g0 + 1 : N, off0 = N - 1 - (r0 + g0);
+            const int vz = jb0 < nv0 ? jb0 : nv0, xa = ja0 > off0 ? ja0 : off0;
+            if (vz > ja0) bs_rowsum(s, (size_t)N, g1 - g0, NULL, ws + g0, 0, 0, 0, ja0, vz, vert);
+            if (jb0 > xa) bs_rowsum(s, (size_t)N, g1 - g0, NULL, ws + g0, 0, off0, 1, xa, jb0, row);
             for (int i = g0; i < g1; i++) {
                 const int qi = r0 + i, nv = causal ? qi + 1 : N;
                 const int nd = nv < qi + 1 ? nv : qi + 1; /* keys j <= qi */
                 const float *sr = s + (size_t)(i - g0) * N;
                 const double w = ws[i];
-                for (int j = ja0; j < (jb0 < nv ? jb0 : nv); j++) vert[j] += sr[j] * w;
+                for (int j = vz > ja0 ? vz : ja0; j < (jb0 < nv ? jb0 : nv); j++) vert[j] += sr[j] * w;
                 const int off = N - 1 - qi;
-                const int ja = ja0 - off > 0 ? ja0 - off : 0, jz = jb0 - off < nd ? jb0 - off : nd;
+                const int ja = ja0 - off > 0 ? ja0 - off : 0,
+                          jz = (jb0 < xa ? jb0 : xa) - off < nd ? (jb0 < xa ? jb0 : xa) - off : nd;
                 double *xr = row + off;
                 for (int j = ja; j < jz; j++) xr[j] += sr[j] * w;
             }

@@ -304,13 +304,19 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             inv[i - i0] = isfinite(mx) ? (float)(1.0 / ab_exp_shift_sum(lg, kc, mx)) : 0.0f;
         }
 #pragma omp parallel for schedule(static) if (par)
-        for (int t = 0; t < nkc; t++) /* columns [j0, j1), the rows in order */
+        for (int t = 0; t < nkc; t++) { /* columns [j0, j1), the rows in order */
+            /* below the first row's end every row has its terms: summed in
+             * registers (bs_rowsum, the same adds in the same order) */
+            const int ja = t * kcw, jb = N - ja < kcw ? N : ja + kcw, kc0 = causal ? i0 + 1 : N;
+            const int fz = jb < kc0 ? jb : kc0;
+            if (fz > ja) bs_rowsum(lgall, (size_t)N, L, inv, NULL, 1, 0, 0, ja, fz, u);
             for (int i = i0; i < N; i++) {
-                const int kc = causal ? i + 1 : N, j0 = t * kcw, j1 = kc - j0 < kcw ? kc : j0 + kcw;
+                const int kc = causal ? i + 1 : N, j0 = fz > ja ? fz : ja, j1 = kc < jb ? kc : jb;
                 const float *lg = lgall + (size_t)(i - i0) * N, w = inv[i - i0];
                 if (w == 0.0f) continue; /* a row with no finite logit */
                 for (int j = j0; j < j1; j++) u[j] += lg[j] * w;
             }
+        }
         /* higher importance first, then lower position (NaN as -inf) */
         for (int j = 0; j < N; j++) rk[j] = (bs_cand){ isnan(u[j]) ? -INFINITY : u[j], j };
         bs_sort_desc_par(rk, N, par);

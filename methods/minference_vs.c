@@ -210,10 +210,7 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     for (int t = 0; t < nkc + nsc; t++) {
         if (t < nkc) { /* columns [j0, j1), the rows in order */
             const int j0 = t * kc, j1 = N - j0 < kc ? N : j0 + kc;
-            for (int m = 0; m < L; m++) {
-                const float *row = w.a + (size_t)m * N;
-                for (int j = j0; j < j1; j++) vs[j] += row[j];
-            }
+            bs_rowsum(w.a, (size_t)N, L, NULL, NULL, 0, 0, 0, j0, j1, vs); /* in registers, the same adds */
             continue;
         }
         /* offsets o = i - j >= o_min: j <= i - o_min. ss holds them
@@ -222,6 +219,18 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
          * (sd[-j] did not); each entry gets the same adds in row order.
          * Here entries [e0, e1) of ss. */
         const int e0 = (t - nkc) * kc, e1 = n_off - e0 < kc ? n_off : e0 + kc;
+        /* row m adds to entries [base_m, base_m + je_m) of ss; where every
+         * row does (from the first row's base, which is the largest, to
+         * the smallest end) the sums run in registers (bs_rowsum, the
+         * same adds in the same order), the ragged rest row by row */
+        const int base0 = n_off - 1 - (N - L - o_min);
+        int hmin = n_off;
+        for (int m = 0; m < L; m++) {
+            const int i = N - L + m, je = i - o_min + 1 < N ? i - o_min + 1 : N;
+            hmin = n_off - 1 - (i - o_min) + je < hmin ? n_off - 1 - (i - o_min) + je : hmin;
+        }
+        const int fa = e0 > base0 ? e0 : base0, fz = e1 < hmin ? e1 : hmin;
+        if (fz > fa) bs_rowsum(w.a, (size_t)N, L, NULL, NULL, 0, base0, 1, fa, fz, ss);
         for (int m = 0; m < L; m++) {
             const int i = N - L + m;
             const float *row = w.a + (size_t)m * N;
@@ -229,7 +238,12 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
             const int base = n_off - 1 - (i - o_min); /* sd = ss + base: sd[j] is offset i - j */
             const int ja = e0 - base > 0 ? e0 - base : 0, jz = e1 - base < je ? e1 - base : je;
             double *sd = ss + base;
-            for (int j = ja; j < jz; j++) sd[j] += row[j];
+            if (fz <= fa) {
+                for (int j = ja; j < jz; j++) sd[j] += row[j];
+                continue;
+            }
+            for (int j = ja; j < jz && j < fa - base; j++) sd[j] += row[j]; /* below the register range */
+            for (int j = ja > fz - base ? ja : fz - base; j < jz; j++) sd[j] += row[j]; /* above it */
         }
     }
     for (int j = 0; j < N; j++) w.vert[j].score = vs[j];

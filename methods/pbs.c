@@ -99,11 +99,7 @@ static int pbs_permute(const float *q, const float *k, int N, int d, int nl, int
 #pragma omp parallel for schedule(static) if (par)
         for (int t = 0; t < nkc; t++) { /* the mean over the rows, in row order */
             const int j0 = t * kc, j1 = C - j0 < kc ? C : j0 + kc;
-            for (int i = g0; i < g1; i++) {
-                const float *si = s + (size_t)(i - g0) * C;
-                const float w = ws[i];
-                for (int j = j0; j < j1; j++) row[j] += si[j] * w;
-            }
+            bs_rowsum(s, (size_t)C, g1 - g0, ws + g0, NULL, 0, 0, 0, j0, j1, row); /* in registers */
         }
     }
     if (bad) return AB_ENOMEM;

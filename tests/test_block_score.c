@@ -235,6 +235,64 @@ Test(block_score, max_is_the_scalar_loop)
     }
 }
 
+/* bs_rowsum (the column and diagonal sums of flexprefill, minference_vs,
+ * pbs and hax) gives the same doubles, bit for bit, as the plain loop
+ * out[x] += S[i][x - c + dsh i] * w[i] over the rows in order: each weight
+ * mode (double, float, none), with zero weights skipped or added, both
+ * shifts, row counts across its 8-row passes and ranges across its
+ * 32-column blocks (starting off a block). Where zero weights are
+ * skipped, their row holds NaN, which a skip must keep out. */
+Test(block_score, rowsum_is_the_plain_loop)
+{
+    const int W = 200, M = 19;
+    const size_t lds = W + M + 3;
+    float *S = rnd((size_t)M * lds, 7);
+    double wd[19];
+    float wf[19];
+    uint64_t seed = 11;
+    for (int i = 0; i < M; i++) {
+        wf[i] = urand(&seed) + 0.75f;
+        wd[i] = (double)wf[i] / 3.0;
+    }
+    float *Sn = malloc((size_t)M * lds * sizeof *Sn); /* row 4 NaN, weight 0 */
+    cr_assert(Sn);
+    memcpy(Sn, S, (size_t)M * lds * sizeof *Sn);
+    wd[4] = 0.0;
+    wf[4] = 0.0f;
+    for (size_t x = 0; x < lds; x++) Sn[4 * lds + x] = NAN;
+    static const int rows[] = { 1, 3, 8, 9, 16, 19 };
+    for (int mode = 0; mode < 3; mode++)
+        for (int skipz = 0; skipz < 2; skipz++)
+            for (int dsh = 0; dsh < 2; dsh++)
+                for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+                    for (int x0 = 0; x0 < 40; x0 += 13)
+                        for (int x1 = x0; x1 <= W; x1 += 37) {
+                            const int m = rows[ri], c = dsh ? 2 : 0;
+                            const float *A = mode < 2 && skipz ? Sn : S; /* NaN only where skipped */
+                            const float *wfp = mode == 1 ? wf : NULL;
+                            const double *wdp = mode == 0 ? wd : NULL;
+                            double got[256], want[256];
+                            for (int x = 0; x < 256; x++) got[x] = want[x] = 0.25 * x - 3.0;
+                            bs_rowsum(A, lds, m, wfp, wdp, skipz, c, dsh, x0 + c, x1 + c, got);
+                            for (int i = 0; i < m; i++) {
+                                if (skipz && mode < 2 && (mode == 0 ? wd[i] == 0.0 : wf[i] == 0.0f)) continue;
+                                const float *r = A + (size_t)i * lds + (size_t)dsh * i;
+                                for (int x = x0 + c; x < x1 + c; x++) {
+                                    if (mode == 0)
+                                        want[x] += r[x - c] * wd[i];
+                                    else if (mode == 1)
+                                        want[x] += r[x - c] * wf[i];
+                                    else
+                                        want[x] += r[x - c];
+                                }
+                            }
+                            cr_assert(memcmp(got, want, sizeof got) == 0,
+                                      "mode %d skipz %d dsh %d m %d [%d, %d)", mode, skipz, dsh, m, x0, x1);
+                        }
+    free(S);
+    free(Sn);
+}
+
 /* bs_select_top (every token selector's top-k) leaves in c[0, k) exactly
  * the k entries a full sort by bs_cand_cmp puts first, and a permutation of
  * the input in c: scores with many ties (few distinct values), NaNs, sorted
