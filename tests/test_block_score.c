@@ -347,28 +347,32 @@ Test(block_score, select_top_is_the_sorted_prefix)
     cr_expect(checked > 100);
 }
 
-/* bs_sort_desc (inline merge sort on ordered keys) gives exactly qsort's
- * order under bs_cand_cmp and keeps every score (-0 as +0): negative and
- * positive scores, +-0, +-inf, NaN, ties, shuffled indices, n across the
- * 16-entry runs and the merge passes. */
+/* bs_sort_desc (inline merge sort on ordered keys, or the radix sort for
+ * ascending indices) gives exactly qsort's order under bs_cand_cmp and
+ * keeps every score (-0 as +0): negative and positive scores, +-0, +-inf,
+ * NaN, ties, shuffled and ascending indices, n across the 16-entry runs,
+ * the merge passes and the radix cut-off. */
 Test(block_score, sort_desc_is_the_comparator_order)
 {
     static const int sizes[] = { 2, 3, 15, 16, 17, 33, 256, 1000, 4097, 8192, 10007 };
     uint64_t seed = 11;
     for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
-        for (int kind = 0; kind < 4; kind++) {
+        for (int kind = 0; kind < 8; kind++) {
             const int n = sizes[a];
             bs_cand *c = malloc((size_t)n * sizeof *c), *ref = malloc((size_t)n * sizeof *ref);
             cr_assert(c && ref);
             for (int i = 0; i < n; i++) {
                 const double u = urand(&seed);
                 const double specials[] = { 0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-310, -1e300 };
-                double sc = kind == 0   ? u * 2.0 - 1.0
-                            : kind == 1 ? floor(u * 5.0) - 2.0 /* ties, negatives */
-                            : kind == 2 ? specials[(int)(fabs(u) * 7.0) % 7]
-                                        : (u < 0.5 ? -u : u * 1e-3);
-                /* indices a permutation, not in order */
-                c[i] = (bs_cand){ sc, (int32_t)(((int64_t)i * 7919) % n) };
+                double sc = kind % 4 == 0   ? u * 2.0 - 1.0
+                            : kind % 4 == 1 ? floor(u * 5.0) - 2.0 /* ties, negatives */
+                            : kind % 4 == 2
+                                ? specials[(int)(fabs(u) * 7.0) % 7]
+                                : (u < 0 ? 1.0 : 1.0 + 0x1p-45); /* keys apart in one bit, a byte's top */
+                /* kinds 0-3: indices a permutation, not in order (the
+                 * merge sort); 4-7: ascending with gaps, as a scan of
+                 * candidates gives them (from 256 keys, the radix sort) */
+                c[i] = (bs_cand){ sc, kind < 4 ? (int32_t)(((int64_t)i * 7919) % n) : 3 * i + 1 };
             }
             memcpy(ref, c, (size_t)n * sizeof *c);
             qsort(ref, (size_t)n, sizeof *ref, bs_cand_cmp);
