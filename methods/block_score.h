@@ -613,19 +613,21 @@ static inline void bs_rowsum(const float *S, size_t lds, int m, const float *wf,
             _mm512_storeu_pd(out + x + 24, a3);
         }
 #endif
-        for (; x < x1; x++) {
-            double a = out[x];
-            const float *r = Sg + (x - c);
-            for (int i = g; i < ge; i++, r += step) {
-                if (wd) {
-                    if (!(skipz && wd[i] == 0.0)) a += (double)*r * wd[i];
-                } else if (wf) {
-                    if (!(skipz && wf[i] == 0.0f)) a += (double)(*r * wf[i]);
-                } else {
-                    a += (double)*r;
-                }
+        /* the rest (every column without AVX-512) row by row, as the
+         * plain loop: the same adds per column in the same order, and a
+         * loop over columns the compiler vectorises */
+        const int xs = x;
+        for (int i = g; i < ge; i++) {
+            const float *r = Sg + (size_t)(i - g) * step - c;
+            if (wd) {
+                if (skipz && wd[i] == 0.0) continue;
+                for (int t = xs; t < x1; t++) out[t] += (double)r[t] * wd[i];
+            } else if (wf) {
+                if (skipz && wf[i] == 0.0f) continue;
+                for (int t = xs; t < x1; t++) out[t] += (double)(r[t] * wf[i]);
+            } else {
+                for (int t = xs; t < x1; t++) out[t] += (double)r[t];
             }
-            out[x] = a;
         }
     }
 }
