@@ -500,6 +500,14 @@ static inline int bs_heap_rows(int ncols)
  * 2026-12-05). Top-level regions reuse the bound pool. */
 typedef int (*bs_head_fn)(void *ctx, int h, int par, double *flops, double *bytes);
 
+/* The context most selectors hand bs_run_heads: their state, the problem
+ * and the layout being built (a head function casts st back). */
+typedef struct bs_heads_ctx {
+    const void *st;
+    const ab_problem *pb;
+    ab_layout *l;
+} bs_heads_ctx;
+
 static inline int bs_run_heads(int H, bs_head_fn head, void *ctx, double *flops, double *bytes)
 {
     int rc = AB_OK;

@@ -308,16 +308,10 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     return rc;
 }
 
-typedef struct dhsa_ctx {
-    const dhsa_state *st;
-    const ab_problem *pb;
-    ab_layout *l;
-} dhsa_ctx;
-
 /* dhsa_head as a bs_head_fn: the head's own cost, then added */
 static int dhsa_one(void *ctx, int h, int par, double *fl, double *by)
 {
-    const dhsa_ctx *c = ctx;
+    const bs_heads_ctx *c = ctx;
     double cost[2] = { 0.0, 0.0 };
     const int r = dhsa_head(c->st, c->pb, c->l, h, cost, par);
     *fl += cost[0];
@@ -331,7 +325,7 @@ static int dhsa_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads;
     double flops = 0.0, bytes = 0.0;
     /* the heads, or one head's own loops, over the threads (bs_run_heads) */
-    dhsa_ctx c = { st, pb, l };
+    bs_heads_ctx c = { st, pb, l };
     const int rc = bs_run_heads(H, dhsa_one, &c, &flops, &bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "dhsa: out of memory");
     return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;

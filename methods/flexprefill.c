@@ -370,17 +370,11 @@ out:
     return rc;
 }
 
-typedef struct flex_ctx {
-    const flex_state *st;
-    const ab_problem *pb;
-    ab_layout *l;
-} flex_ctx;
-
 /* One head: its selection into keep (n_qblocks, n_kblocks), then into l one
  * query block at a time (a bs_head_fn). */
 static int flex_one(void *ctx, int h, int par, double *flops, double *bytes)
 {
-    const flex_ctx *c = ctx;
+    const bs_heads_ctx *c = ctx;
     const flex_state *st = c->st;
     const ab_problem *pb = c->pb;
     ab_layout *l = c->l;
@@ -405,7 +399,7 @@ static int flex_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads;
     double flops = 0.0, bytes = 0.0;
     /* the heads, or one head's own loops, over the threads (bs_run_heads) */
-    flex_ctx c = { st, pb, l };
+    bs_heads_ctx c = { st, pb, l };
     int rc = bs_run_heads(H, flex_one, &c, &flops, &bytes);
     if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "flexprefill: out of memory");

@@ -440,15 +440,9 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
     return rc;
 }
 
-typedef struct hax_ctx {
-    const hax_state *st;
-    const ab_problem *pb;
-    ab_layout *l;
-} hax_ctx;
-
 static int hax_one(void *ctx, int h, int par, double *fl, double *by)
 {
-    const hax_ctx *c = ctx;
+    const bs_heads_ctx *c = ctx;
     (void)fl;
     (void)by;
     return hax_head(c->st, c->pb, c->l, h, par);
@@ -460,7 +454,7 @@ static int hax_select(void *state, const ab_problem *pb, ab_layout *l)
     const int H = l->heads, N = pb->s.seq_len, d = pb->s.head_dim;
     /* the heads, or one head's own loops, over the threads (bs_run_heads;
      * the cost is stated below, from the shape) */
-    hax_ctx c = { st, pb, l };
+    bs_heads_ctx c = { st, pb, l };
     double unused[2] = { 0.0, 0.0 };
     const int rc = bs_run_heads(H, hax_one, &c, &unused[0], &unused[1]);
     if (rc == AB_ENOMEM) ab_set_error(state, "hax: out of memory");

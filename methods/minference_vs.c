@@ -369,15 +369,9 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     return rc;
 }
 
-typedef struct mvs_ctx {
-    const mvs_state *st;
-    const ab_problem *pb;
-    ab_layout *l;
-} mvs_ctx;
-
 static int mvs_one(void *ctx, int h, int par, double *fl, double *by)
 {
-    const mvs_ctx *c = ctx;
+    const bs_heads_ctx *c = ctx;
     return mvs_head(c->st, c->pb, c->l, h, fl, by, par);
 }
 
@@ -391,7 +385,7 @@ static int mvs_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     double flops = 0.0, bytes = 0.0;
     /* the heads, or one head's own loops, over the threads (bs_run_heads) */
-    mvs_ctx c = { st, pb, l };
+    bs_heads_ctx c = { st, pb, l };
     int rc = bs_run_heads(H, mvs_one, &c, &flops, &bytes);
     if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     if (rc == AB_ENOMEM) ab_set_error(state, "minference_vs: out of memory");
