@@ -408,6 +408,7 @@ typedef struct bs_pf {
     const char *row0; /* first line of the first row */
     size_t ld;        /* row stride in bytes */
     int lines, n, x;  /* lines per row, lines in all, next line */
+    int r, c;         /* the next line's row and line within it (x = r lines + c) */
 } bs_pf;
 
 static inline bs_pf bs_pf_panel(const float *B, int ldb, int n, int j0, int c1, int D)
@@ -419,7 +420,7 @@ static inline bs_pf bs_pf_panel(const float *B, int ldb, int n, int j0, int c1, 
         e1 = D < BS_KC ? D : BS_KC;
     }
     const int r1 = n - r0 < BS_PANEL ? n : r0 + BS_PANEL;
-    bs_pf pf = { NULL, (size_t)ldb * sizeof(float), 0, 0, 0 };
+    bs_pf pf = { NULL, (size_t)ldb * sizeof(float), 0, 0, 0, 0, 0 };
     if (r1 > r0 && e1 > e0) {
         const uintptr_t a = (uintptr_t)(B + (size_t)r0 * ldb + e0),
                         z = (uintptr_t)(B + (size_t)r0 * ldb + e1);
@@ -432,12 +433,16 @@ static inline bs_pf bs_pf_panel(const float *B, int ldb, int n, int j0, int c1, 
     return pf;
 }
 
-/* Issues the next cnt prefetches of pf. */
+/* Issues the next cnt prefetches of pf (row and line counted along: a
+ * division per prefetch had cost the kernel loop an idiv each). */
 static inline void bs_pf_next(bs_pf *pf, int cnt)
 {
     for (int e = pf->x + cnt < pf->n ? pf->x + cnt : pf->n; pf->x < e; pf->x++) {
-        const int r = pf->x / pf->lines, c = pf->x % pf->lines;
-        __builtin_prefetch(pf->row0 + (size_t)r * pf->ld + (size_t)c * 64, 0, 2);
+        __builtin_prefetch(pf->row0 + (size_t)pf->r * pf->ld + (size_t)pf->c * 64, 0, 2);
+        if (++pf->c == pf->lines) {
+            pf->c = 0;
+            pf->r++;
+        }
     }
 }
 
