@@ -246,6 +246,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
              * ragged rest row by row */
             const int nv0 = causal ? r0 + g0 + 1 : N, off0 = N - 1 - (r0 + g0);
             const int vz = jb0 < nv0 ? jb0 : nv0, xa = ja0 > off0 ? ja0 : off0;
+            const int xz = jb0 < xa ? jb0 : xa; /* the rows' own slash entries end here */
             if (vz > ja0) bs_rowsum(s, (size_t)N, g1 - g0, NULL, ws + g0, 0, 0, 0, ja0, vz, vert);
             if (jb0 > xa) bs_rowsum(s, (size_t)N, g1 - g0, NULL, ws + g0, 0, off0, 1, xa, jb0, row);
             for (int i = g0; i < g1; i++) {
@@ -255,8 +256,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
                 const double w = ws[i];
                 for (int j = vz > ja0 ? vz : ja0; j < (jb0 < nv ? jb0 : nv); j++) vert[j] += sr[j] * w;
                 const int off = N - 1 - qi;
-                const int ja = ja0 - off > 0 ? ja0 - off : 0,
-                          jz = (jb0 < xa ? jb0 : xa) - off < nd ? (jb0 < xa ? jb0 : xa) - off : nd;
+                const int ja = ja0 - off > 0 ? ja0 - off : 0, jz = xz - off < nd ? xz - off : nd;
                 double *xr = row + off;
                 for (int j = ja; j < jz; j++) xr[j] += sr[j] * w;
             }

@@ -206,6 +206,16 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         return AB_ENOMEM;
     }
     const int nsc = (n_off + kc - 1) / kc; /* chunks of ss */
+    /* row m adds to entries [base_m, base_m + je_m) of ss; every row does
+     * from the first row's base (the largest) to the smallest end, where
+     * the diagonal sums run in registers (bs_rowsum, the same adds in the
+     * same order) */
+    const int base0 = n_off - 1 - (N - L - o_min);
+    int hmin = n_off;
+    for (int m = 0; m < L; m++) {
+        const int i = N - L + m, je = i - o_min + 1 < N ? i - o_min + 1 : N;
+        hmin = n_off - 1 - (i - o_min) + je < hmin ? n_off - 1 - (i - o_min) + je : hmin;
+    }
 #pragma omp parallel for schedule(static) if (par)
     for (int t = 0; t < nkc + nsc; t++) {
         if (t < nkc) { /* columns [j0, j1), the rows in order */
@@ -219,16 +229,8 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
          * (sd[-j] did not); each entry gets the same adds in row order.
          * Here entries [e0, e1) of ss. */
         const int e0 = (t - nkc) * kc, e1 = n_off - e0 < kc ? n_off : e0 + kc;
-        /* row m adds to entries [base_m, base_m + je_m) of ss; where every
-         * row does (from the first row's base, which is the largest, to
-         * the smallest end) the sums run in registers (bs_rowsum, the
-         * same adds in the same order), the ragged rest row by row */
-        const int base0 = n_off - 1 - (N - L - o_min);
-        int hmin = n_off;
-        for (int m = 0; m < L; m++) {
-            const int i = N - L + m, je = i - o_min + 1 < N ? i - o_min + 1 : N;
-            hmin = n_off - 1 - (i - o_min) + je < hmin ? n_off - 1 - (i - o_min) + je : hmin;
-        }
+        /* [fa, fz): this chunk's part of the register range; the ragged
+         * rest row by row */
         const int fa = e0 > base0 ? e0 : base0, fz = e1 < hmin ? e1 : hmin;
         if (fz > fa) bs_rowsum(w.a, (size_t)N, L, NULL, NULL, 0, base0, 1, fa, fz, ss);
         for (int m = 0; m < L; m++) {
