@@ -106,14 +106,32 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
 typedef double vd __attribute__((vector_size(HX_VL * sizeof(double))));
 typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
 
-/* The sign bits of SB_ROWS rows xs (SB_ROWS, d; centred and scaled) on
- * Hv (d, NW vectors): each row's projections as NW vectors in registers
- * (NW a constant: with a run-time count GCC kept them on the stack, and
- * every add went through a store and a reload), the same products and
- * per-bit order of sums as a scalar loop. */
+/* c + a * b, one rounding where the ISA has an FMA; HX_SPLAT(x): every
+ * lane x (a GNU vector plus a scalar is an add, not a broadcast). Macros:
+ * a function passing vd by value warns (-Wpsabi) without AVX. */
+#if defined(__AVX512F__)
+#define HX_FMA(a, b, c) ((vd)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#define HX_SPLAT(x)     ((vd)_mm512_set1_pd(x))
+#else
+#if defined(__FMA__)
+#define HX_FMA(a, b, c) ((vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#else
+#define HX_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+#define HX_SPLAT(x) ((vd){ (x), (x), (x), (x) })
+#endif
+
+/* The sign bits of SB_ROWS rows xs (SB_ROWS, d; the rows as they are, in
+ * double) on Hv (d, NW vectors; the hyperplanes with each coordinate's
+ * scale folded in) against the thresholds bt (NW vectors): bit t is
+ * [x . H'_t > bt_t], bt_t = mu . H'_t, the projection of the centred row.
+ * Each row's projections as NW vectors in registers (NW a constant: with
+ * a run-time count GCC kept them on the stack, and every add went through
+ * a store and a reload), one FMA per coordinate in c order. */
 enum { SB_ROWS = 8 };
 static inline __attribute__((always_inline)) void sb_project(const int NW, const double *xs, const vd *Hv,
-                                                             int d, int bits, int nr, int32_t *out)
+                                                             const vd *bt, int d, int bits, int nr,
+                                                             int32_t *out)
 {
     vd pv[SB_ROWS][NW];
     for (int r = 0; r < SB_ROWS; r++)
@@ -121,98 +139,151 @@ static inline __attribute__((always_inline)) void sb_project(const int NW, const
     for (int c = 0; c < d; c++) {
         const vd *hr = Hv + (size_t)c * NW;
         for (int r = 0; r < SB_ROWS; r++) {
-            const double v = xs[(size_t)r * d + c];
-            for (int t = 0; t < NW; t++) pv[r][t] += v * hr[t];
+            const vd v = HX_SPLAT(xs[(size_t)r * d + c]);
+            for (int t = 0; t < NW; t++) pv[r][t] = HX_FMA(v, hr[t], pv[r][t]);
         }
     }
     for (int r = 0; r < nr; r++) {
-        double proj[NW * HX_VL];
+        double proj[NW * HX_VL], thr[NW * HX_VL];
         memcpy(proj, pv[r], sizeof pv[r]);
+        memcpy(thr, bt, sizeof thr);
         int32_t b = 0;
-        for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > 0) << t;
+        for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > thr[t]) << t;
         out[r] = b;
     }
 }
 
-/* s[c] = sum_i x[i][c] (mu NULL) or sum_i (x[i][c] - mu[c])^2 over the
- * rows of x (N, d), in double, each a sum in row order (the same sums as
- * a scalar loop): SB_COLS columns at a time, their sums in registers.
- * (Whole-vector conversions: a version that filled the vector lane by
- * lane gave wrong sums with GCC 12 at -O3, right ones at -O0.) */
-enum { SB_COLS = 8 * HX_VL };
-static void col_sums(const float *x, int N, int d, const double *mu, double *s)
+/* The column statistics of x (N, d) in one pass over memory, in double:
+ * mu[c] = sum_i x[i][c] / N, the sum in row order (the same sum as a
+ * scalar loop), and m2[c] = sum_i (x[i][c] - mu[c])^2. m2 goes by blocks
+ * of SB_BLK rows: each block's squares about its own mean, over rows
+ * still in L2, merged into the running figure by the pairwise update of
+ * Chan, Golub and LeVeque (1979): M2 += M2_b + delta^2 n n_b / (n + n_b).
+ * It is as stable as the two-pass sum, to within a few ulps of it; the
+ * two passes over the whole of x had each streamed it from memory again,
+ * and they were a third of the hashing's time at N = 16K. SB_COLS columns
+ * at a time, their sums in registers. (Whole-vector conversions: a
+ * version that filled the vector lane by lane gave wrong sums with GCC 12
+ * at -O3, right ones at -O0.) */
+enum { SB_COLS = 8 * HX_VL, SB_BLK = 256 };
+static void col_stats(const float *x, int N, int d, double *mu, double *m2)
 {
     int c0 = 0;
     for (; c0 + SB_COLS <= d; c0 += SB_COLS) {
-        vd acc[8], m[8];
-        for (int v = 0; v < 8; v++) {
-            acc[v] = (vd){ 0 };
-            m[v] = (vd){ 0 };
-            if (mu) memcpy(&m[v], mu + c0 + v * HX_VL, sizeof m[v]);
-        }
-        for (int i = 0; i < N; i++) {
-            const float *xr = x + (size_t)i * d + c0;
-            for (int v = 0; v < 8; v++) {
-                vfh f;
-                memcpy(&f, xr + v * HX_VL, sizeof f);
-                const vd y = __builtin_convertvector(f, vd) - m[v];
-                acc[v] += mu ? y * y : y;
+        vd s[8], rm[8], rq[8];
+        for (int v = 0; v < 8; v++) s[v] = rm[v] = rq[v] = (vd){ 0 };
+        for (int b0 = 0, n = 0; b0 < N; b0 += SB_BLK) {
+            const int nb = N - b0 < SB_BLK ? N - b0 : SB_BLK;
+            vd bs[8], bq[8];
+            for (int v = 0; v < 8; v++) bs[v] = bq[v] = (vd){ 0 };
+            for (int i = b0; i < b0 + nb; i++) {
+                const float *xr = x + (size_t)i * d + c0;
+                for (int v = 0; v < 8; v++) {
+                    vfh f;
+                    memcpy(&f, xr + v * HX_VL, sizeof f);
+                    const vd y = __builtin_convertvector(f, vd);
+                    s[v] += y;
+                    bs[v] += y;
+                }
             }
+            for (int v = 0; v < 8; v++) bs[v] /= (double)nb; /* the block's mean */
+            for (int i = b0; i < b0 + nb; i++) {
+                const float *xr = x + (size_t)i * d + c0;
+                for (int v = 0; v < 8; v++) {
+                    vfh f;
+                    memcpy(&f, xr + v * HX_VL, sizeof f);
+                    const vd y = __builtin_convertvector(f, vd) - bs[v];
+                    bq[v] += y * y;
+                }
+            }
+            const double g = (double)nb / (n + nb), f = (double)n * g;
+            for (int v = 0; v < 8; v++) {
+                const vd dl = bs[v] - rm[v];
+                rq[v] += bq[v] + dl * dl * f;
+                rm[v] += dl * g;
+            }
+            n += nb;
         }
-        for (int v = 0; v < 8; v++) memcpy(s + c0 + v * HX_VL, &acc[v], sizeof acc[v]);
+        for (int v = 0; v < 8; v++) {
+            const vd m = s[v] / (double)N;
+            memcpy(mu + c0 + v * HX_VL, &m, sizeof m);
+            memcpy(m2 + c0 + v * HX_VL, &rq[v], sizeof rq[v]);
+        }
     }
-    for (int c = c0; c < d; c++) s[c] = 0.0;
-    for (int i = 0; i < N; i++)
-        for (int c = c0; c < d; c++) {
-            const double y = mu ? x[(size_t)i * d + c] - mu[c] : x[(size_t)i * d + c];
-            s[c] += mu ? y * y : y;
+    for (int c = c0; c < d; c++) { /* the rest, one column at a time, the same steps */
+        double sc = 0.0, rm = 0.0, rq = 0.0;
+        for (int b0 = 0, n = 0; b0 < N; b0 += SB_BLK) {
+            const int nb = N - b0 < SB_BLK ? N - b0 : SB_BLK;
+            double bs = 0.0, bq = 0.0;
+            for (int i = b0; i < b0 + nb; i++) {
+                sc += x[(size_t)i * d + c];
+                bs += x[(size_t)i * d + c];
+            }
+            bs /= (double)nb;
+            for (int i = b0; i < b0 + nb; i++) {
+                const double y = x[(size_t)i * d + c] - bs;
+                bq += y * y;
+            }
+            const double g = (double)nb / (n + nb), f = (double)n * g, dl = bs - rm;
+            rq += bq + dl * dl * f;
+            rm += dl * g;
+            n += nb;
         }
+        mu[c] = sc / N;
+        m2[c] = rq;
+    }
 }
 
 /* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
  * mean over the rows, divide it by its L2 norm over the rows (eps 1e-12, as
- * F.normalize; as a multiply by the reciprocal), project on H (d, bits).
- * In double throughout. */
+ * F.normalize), project on H (d, bits). In double throughout. The scale
+ * is folded into the hyperplanes (H'[c][t] = H[c][t] / norm[c]) and the
+ * centring into a threshold per bit (x . H' > mu . H'), so a row costs d
+ * FMAs per vector of bits and nothing else; until 2026-12-06 each row was
+ * centred and scaled first (a subtract and a multiply per coordinate) and
+ * projected with separate multiplies and adds, twice the time. The sign
+ * can differ from the centred product's only where the projection is
+ * within rounding of zero. */
 static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
                         int32_t *out)
 {
     const int nw = (bits + HX_VL - 1) / HX_VL;                       /* <= 32 / HX_VL: bits <= 30 */
-    vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H, bits padded to HX_VL */
-    double *xs = malloc((size_t)SB_ROWS * d * sizeof *xs);           /* the rows centred and scaled */
+    vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H', bits padded to HX_VL */
+    vd bt[32 / HX_VL];                                               /* the thresholds mu . H'_t */
+    double *xs = malloc((size_t)SB_ROWS * d * sizeof *xs);           /* the rows in double */
     if (!Hv || !xs) {
         free(Hv);
         free(xs);
         return AB_ENOMEM;
     }
-    for (int c = 0; c < d; c++)
-        for (int t = 0; t < nw * HX_VL; t++)
-            Hv[(size_t)c * nw + t / HX_VL][t % HX_VL] = t < bits ? H[(size_t)c * bits + t] : 0.0;
-    col_sums(x, N, d, NULL, mu);
-    for (int c = 0; c < d; c++) mu[c] /= N;
-    col_sums(x, N, d, mu, nrm);
-    for (int c = 0; c < d; c++) nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
-    /* a multiply by the reciprocal instead of the divide (a 512-bit double
-     * divide issued every 8 lanes was 0.85 ms a head at 16K): within one
-     * ulp of the quotient, and only the projection's sign is kept */
-    double *inv = malloc((size_t)d * sizeof *inv);
-    if (!inv) {
-        free(Hv);
-        free(xs);
-        return AB_ENOMEM;
+    col_stats(x, N, d, mu, nrm);
+    double thr[32] = { 0 };
+    for (int c = 0; c < d; c++) {
+        /* a constant coordinate (all its rows equal to its mean: mu is
+         * then exact, and so is the zero) adds nothing to the centred
+         * product; in x . H' it would add mu H'_ct twice over, once each
+         * side, at the eps scale (1e12): out of the sums altogether */
+        const int flat = nrm[c] == 0.0;
+        nrm[c] = fmax(sqrt(nrm[c]), 1e-12);
+        for (int t = 0; t < nw * HX_VL; t++) {
+            const double h = t < bits && !flat ? H[(size_t)c * bits + t] / nrm[c] : 0.0;
+            Hv[(size_t)c * nw + t / HX_VL][t % HX_VL] = h;
+            thr[t] += mu[c] * h;
+        }
     }
-    for (int c = 0; c < d; c++) inv[c] = 1.0 / nrm[c];
+    memcpy(bt, thr, (size_t)nw * sizeof *bt);
     /* SB_ROWS rows at a time, so their sums are independent chains (one
      * row's chain of d dependent adds left the FP units idle) */
     for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
         const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
-        for (int r = 0; r < SB_ROWS; r++) { /* the rows centred and scaled, vectorised over c */
+        for (int r = 0; r < SB_ROWS; r++) { /* the rows in double, vectorised over c */
             const float *xr = x + (size_t)(i0 + (r < nr ? r : 0)) * d;
             double *vr = xs + (size_t)r * d;
-            for (int c = 0; c < d; c++) vr[c] = (xr[c] - mu[c]) * inv[c];
+            for (int c = 0; c < d; c++) vr[c] = xr[c];
         }
         switch (nw) {
 #define SB_CASE(n) \
-    case n: sb_project(n, xs, Hv, d, bits, nr, out + i0); break;
+    case n: sb_project(n, xs, Hv, bt, d, bits, nr, out + i0); break;
             SB_CASE(1)
             SB_CASE(2)
             SB_CASE(3)
@@ -228,7 +299,6 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
     }
     free(Hv);
     free(xs);
-    free(inv);
     return AB_OK;
 }
 
