@@ -489,6 +489,21 @@ static inline int bs_heap_rows(int ncols)
     return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
 }
 
+/* Rows of a logit panel (of m rows, ncols keys) to compute and consume at a
+ * time: at most BS_GROUP_ROWS and what bs_heap_rows allows. Each group
+ * streams the keys again for its product, and the passes after it (max,
+ * exp, the row sums) read the group's panel back; 64 rows balanced the two
+ * on a Zen 4 core (2026-12-06, pbs and flexprefill, d = 64): 128 rows at
+ * N = 16K (an 8 MB panel per head) ran 10 % slower, 32 rows at 16K-64K
+ * 2-10 % slower, 16 rows 20 %. Row groups change no sum: each row's
+ * softmax is its own, and the row sums add the rows in order either way. */
+#define BS_GROUP_ROWS 64
+static inline int bs_group_rows(int ncols, int m)
+{
+    const int r = bs_heap_rows(ncols) < BS_GROUP_ROWS ? bs_heap_rows(ncols) : BS_GROUP_ROWS;
+    return m < r ? m : r;
+}
+
 /* Runs head(ctx, h, par, flops, bytes) for every head h < H; each call
  * adds its work (ab_layout_set_cost's units) to *flops and *bytes. With
  * fewer heads than threads, one head at a time with par = 1 (the head

@@ -174,9 +174,9 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
     const int nl = N < bq ? N : bq, r0 = N - nl; /* the last nl queries */
     const int nmax = N > nkb ? N : nkb;
 
-    /* the last-block logits, bs_heap_rows(N) rows at a time (at most 16 MiB:
-     * heap, not a fresh mapping per call) */
-    const int gr = nl < bs_heap_rows(N) ? nl : bs_heap_rows(N);
+    /* the last-block logits, bs_group_rows(N, nl) rows at a time (at most
+     * 64, and 16 MiB: heap, not a fresh mapping per call) */
+    const int gr = bs_group_rows(N, nl);
     float *s = malloc((size_t)gr * N * sizeof *s); /* (gr, N) */
     float *bt = malloc((size_t)d * BS_PANEL * sizeof *bt);
     double *row = malloc((size_t)(N > nkb ? N : nkb) * sizeof *row);

@@ -66,7 +66,7 @@ static int pbs_init(void *state, const ab_params *p, const ab_shape *s)
 
 /* Steps 1-2 for one head: the key order perm[0, N) (original indices) by
  * the importance of the keys of the complete segments [0, C) to the last nl
- * queries. s: (gr, C) logit panel (gr = min(nl, bs_heap_rows(C)) rows at a
+ * queries. s: (gr, C) logit panel (gr = bs_group_rows(C, nl) rows at a
  * time), bt: d * BS_PANEL floats, row: C doubles, imp: C candidates, ws:
  * nl floats. par: split the loops over the threads (fewer heads than
  * threads); every element gets the same operations in the same order. */
@@ -219,7 +219,7 @@ static void pbs_scratch_free(pbs_scratch *w)
 static int pbs_scratch_alloc(pbs_scratch *w, int N, int d, int nl, int seg)
 {
     const int C = N / seg * seg;
-    w->gr = nl < bs_heap_rows(C) ? nl : bs_heap_rows(C);
+    w->gr = bs_group_rows(C, nl);
     w->s = malloc((size_t)w->gr * (C > 0 ? C : 1) * sizeof *w->s);
     w->bt = malloc((size_t)d * BS_PANEL * sizeof *w->bt);
     w->row = malloc((size_t)(C > 0 ? C : 1) * sizeof *w->row);
