@@ -177,16 +177,24 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         head_work_free(&w);
         return AB_ENOMEM;
     }
-    /* A = softmax of the last L rows (row i = N - L + m sees j <= i). */
+    /* A = softmax of the last L rows (row i = N - L + m sees j <= i): the
+     * shifted exponentials in place and each row's 1 / sum in inv; the
+     * sums below take each probability as the float product e * inv (the
+     * values a pass scaling the panel in place had stored, and one pass
+     * over it fewer), and entries past a row's end are left out of them
+     * (they had been zeroed, and added as zeros) */
+    float *inv = malloc((size_t)L * sizeof *inv);
+    if (!inv) {
+        head_work_free(&w);
+        return AB_ENOMEM;
+    }
 #pragma omp parallel for schedule(static) if (par)
     for (int m = 0; m < L; m++) {
         const int i = N - L + m, nv = causal ? i + 1 : N;
         float *row = w.a + (size_t)m * N; /* (N) */
         const float mx = bs_max(row, nv);
         const double sum = ab_exp_shift_sum(row, nv, mx); /* SLEEF vector exp */
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < nv; j++) row[j] *= inv;
-        for (int j = nv; j < N; j++) row[j] = 0.0f;
+        inv[m] = (float)(1.0 / sum);
     }
 
     /* Column sums and diagonal sums. */
@@ -202,10 +210,12 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
      * summing into the candidates), then copied into them */
     double *vs = calloc((size_t)N + n_off, sizeof *vs), *ss = vs ? vs + N : NULL;
     if (!vs) {
+        free(inv);
         head_work_free(&w);
         return AB_ENOMEM;
     }
-    const int nsc = (n_off + kc - 1) / kc; /* chunks of ss */
+    const int vfull = causal ? N - L + 1 : N; /* columns every row has */
+    const int nsc = (n_off + kc - 1) / kc;    /* chunks of ss */
     /* row m adds to entries [base_m, base_m + je_m) of ss; every row does
      * from the first row's base (the largest) to the smallest end, where
      * the diagonal sums run in registers (bs_rowsum, the same adds in the
@@ -219,8 +229,13 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
 #pragma omp parallel for schedule(static) if (par)
     for (int t = 0; t < nkc + nsc; t++) {
         if (t < nkc) { /* columns [j0, j1), the rows in order */
-            const int j0 = t * kc, j1 = N - j0 < kc ? N : j0 + kc;
-            bs_rowsum(w.a, (size_t)N, L, NULL, NULL, 0, 0, 0, j0, j1, vs); /* in registers, the same adds */
+            const int j0 = t * kc, j1 = N - j0 < kc ? N : j0 + kc, jf = j1 < vfull ? j1 : vfull;
+            if (jf > j0) bs_rowsum(w.a, (size_t)N, L, inv, NULL, 0, 0, 0, j0, jf, vs); /* in registers */
+            for (int m = 0; m < L; m++) { /* the columns only the later rows have */
+                const int nv = causal ? N - L + m + 1 : N, ja = jf > j0 ? jf : j0, jz = j1 < nv ? j1 : nv;
+                const float *row = w.a + (size_t)m * N, wm = inv[m];
+                for (int j = ja; j < jz; j++) vs[j] += (double)(row[j] * wm);
+            }
             continue;
         }
         /* offsets o = i - j >= o_min: j <= i - o_min. ss holds them
@@ -232,25 +247,28 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         /* [fa, fz): this chunk's part of the register range; the ragged
          * rest row by row */
         const int fa = e0 > base0 ? e0 : base0, fz = e1 < hmin ? e1 : hmin;
-        if (fz > fa) bs_rowsum(w.a, (size_t)N, L, NULL, NULL, 0, base0, 1, fa, fz, ss);
+        if (fz > fa) bs_rowsum(w.a, (size_t)N, L, inv, NULL, 0, base0, 1, fa, fz, ss);
         for (int m = 0; m < L; m++) {
             const int i = N - L + m;
-            const float *row = w.a + (size_t)m * N;
+            const float *row = w.a + (size_t)m * N, wm = inv[m];
             const int je = i - o_min + 1 < N ? i - o_min + 1 : N;
             const int base = n_off - 1 - (i - o_min); /* sd = ss + base: sd[j] is offset i - j */
             const int ja = e0 - base > 0 ? e0 - base : 0, jz = e1 - base < je ? e1 - base : je;
             double *sd = ss + base;
             if (fz <= fa) {
-                for (int j = ja; j < jz; j++) sd[j] += row[j];
+                for (int j = ja; j < jz; j++) sd[j] += (double)(row[j] * wm);
                 continue;
             }
-            for (int j = ja; j < jz && j < fa - base; j++) sd[j] += row[j]; /* below the register range */
-            for (int j = ja > fz - base ? ja : fz - base; j < jz; j++) sd[j] += row[j]; /* above it */
+            for (int j = ja; j < jz && j < fa - base; j++)
+                sd[j] += (double)(row[j] * wm); /* below the range */
+            for (int j = ja > fz - base ? ja : fz - base; j < jz; j++)
+                sd[j] += (double)(row[j] * wm); /* above */
         }
     }
     for (int j = 0; j < N; j++) w.vert[j].score = vs[j];
     for (int t = 0; t < n_off; t++) w.slash[t].score = ss[n_off - 1 - t];
     free(vs);
+    free(inv);
     /* Forced parts: sinks and the local band; NaN ranks last. */
     for (int j = 0; j < N; j++) {
         if (j < st->sink_v)
