@@ -236,43 +236,65 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
     }
 }
 
-/* One pass over the P points x (P, d), 64 at a time while they are in
- * cache: dot[c][p] = cen_c . x_p (bs_gemm_nt: the chains of a product on
- * packed points) and, when sum is given, each point's nearest centroid
- * (largest dot, ties to the lower) in asg, the clusters' sums (double, in
- * point order) and sizes. One stream over x per Lloyd step; the points
- * packed once and read by the product and again by the sums were two. */
-static void rt_lloyd_pass(const float *x, int P, int d, const float *cen, int C, float *dot, int32_t *asg,
-                          double *sum, int32_t *cnt, float *bt)
+/* One pass over the P points x (P, d), RT_PTS at a time: their dot
+ * products with the centroids, cen . x_p, each the chain of FMAs over the
+ * features in order from zero that bs_gemm_nt computes (the same bits:
+ * fma(a, b, c) = fma(b, a, c)); into dot (C, P) when given; and, when sum
+ * is given, each point's nearest centroid (largest dot, ties to the lower)
+ * in asg, the clusters' sums (double, in point order) and sizes, while the
+ * points are in cache. The centroids are the vector operand, cent (d, cw):
+ * the transposed centroids, VW to a vector, lanes past C zero; each point
+ * is broadcast one feature at a time. Until 2026-12-06 the points were the
+ * vector operand: every pass transposed all 2N points, 64 at a time, for a
+ * product with only C rows, and the transposes took most of the pass.
+ * v: RT_PTS * cw floats. */
+enum { RT_PTS = 8 };
+static void rt_lloyd_pass(const float *x, int P, int d, const float *cent, int C, int cw, float *v,
+                          float *dot, int32_t *asg, double *sum, int32_t *cnt)
 {
     if (sum) {
         memset(sum, 0, (size_t)C * d * sizeof *sum);
         memset(cnt, 0, (size_t)C * sizeof *cnt);
     }
-    for (int p0 = 0; p0 < P; p0 += BS_PANEL) {
-        const int np = P - p0 < BS_PANEL ? P - p0 : BS_PANEL;
-        bs_gemm_nt(cen, d, C, x + (size_t)p0 * d, d, np, d, 1.0f, dot + p0, P, bt);
+    for (int p0 = 0; p0 < P; p0 += RT_PTS) {
+        const int np = P - p0 < RT_PTS ? P - p0 : RT_PTS;
+        const float *xp[RT_PTS]; /* rows past P repeat the first (their dots unused) */
+        for (int r = 0; r < RT_PTS; r++) xp[r] = x + (size_t)(p0 + (r < np ? r : 0)) * d;
+        for (int g = 0; g < cw; g += VW) {
+            vf acc[RT_PTS];
+            for (int r = 0; r < RT_PTS; r++) acc[r] = v_splat(0.0f);
+            for (int c = 0; c < d; c++) {
+                const vf b = v_load(cent + (size_t)c * cw + g);
+                for (int r = 0; r < RT_PTS; r++) acc[r] = v_fma(v_splat(xp[r][c]), b, acc[r]);
+            }
+            for (int r = 0; r < RT_PTS; r++) v_store(v + (size_t)r * cw + g, acc[r]);
+        }
+        if (dot)
+            for (int c = 0; c < C; c++)
+                for (int r = 0; r < np; r++) dot[(size_t)c * P + p0 + r] = v[(size_t)r * cw + c];
         if (!sum) continue;
-        float best[BS_PANEL];
-        for (int j = 0; j < np; j++) {
-            best[j] = dot[p0 + j];
-            asg[p0 + j] = 0;
-        }
-        for (int c = 1; c < C; c++) {
-            const float *dr = dot + (size_t)c * P + p0;
-            for (int j = 0; j < np; j++)
-                if (dr[j] > best[j]) {
-                    best[j] = dr[j];
-                    asg[p0 + j] = c;
+        for (int r = 0; r < np; r++) {
+            const float *vr = v + (size_t)r * cw;
+            float best = vr[0];
+            int a = 0;
+            for (int c = 1; c < C; c++)
+                if (vr[c] > best) {
+                    best = vr[c];
+                    a = c;
                 }
-        }
-        for (int p = p0; p < p0 + np; p++) {
-            double *sr = sum + (size_t)asg[p] * d;
-            const float *xr = x + (size_t)p * d;
-            for (int c = 0; c < d; c++) sr[c] += xr[c];
-            cnt[asg[p]]++;
+            asg[p0 + r] = a;
+            double *sr = sum + (size_t)a * d;
+            for (int c = 0; c < d; c++) sr[c] += xp[r][c];
+            cnt[a]++;
         }
     }
+}
+
+/* cent (d, cw) = the C centroids cen (C, d) transposed, lanes past C zero */
+static void rt_cen_t(const float *cen, int C, int d, int cw, float *cent)
+{
+    for (int c = 0; c < d; c++)
+        for (int j = 0; j < cw; j++) cent[(size_t)c * cw + j] = j < C ? cen[(size_t)j * d + c] : 0.0f;
 }
 
 /* Clustering, routing and rows of head h. */
@@ -282,22 +304,24 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     rt_cache *rt = &st->rt;
     const size_t cwo = (size_t)h * C * w, npo = (size_t)h * (pb->s.seq_len + 1);
     const int N = pb->s.seq_len, d = pb->s.head_dim, P = 2 * N, bk = l->block_k;
-    float *x = malloc((size_t)P * d * sizeof *x);     /* (P, d) unit points: Q then K */
-    float *cen = malloc((size_t)C * d * sizeof *cen); /* (C, d) centroids */
-    float *dot = malloc((size_t)C * P * sizeof *dot); /* (C, P) centroid . point */
-    int32_t *asg = malloc((size_t)P * sizeof *asg);   /* (P) nearest centroid */
-    float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt); /* a transposed panel */
-    double *sum = malloc((size_t)C * d * sizeof *sum);                           /* (C, d) cluster sums */
-    int32_t *cnt = malloc((size_t)C * sizeof *cnt);                              /* (C) cluster sizes */
-    int32_t *perm = malloc((size_t)P * sizeof *perm);                            /* init shuffle */
-    bs_cand *cand = malloc((size_t)N * sizeof *cand);                            /* one top-w selection */
+    float *x = malloc((size_t)P * d * sizeof *x);           /* (P, d) unit points: Q then K */
+    float *cen = malloc((size_t)C * d * sizeof *cen);       /* (C, d) centroids */
+    float *dot = malloc((size_t)C * P * sizeof *dot);       /* (C, P) centroid . point */
+    int32_t *asg = malloc((size_t)P * sizeof *asg);         /* (P) nearest centroid */
+    const int cw = (C + VW - 1) / VW * VW;                  /* centroid lanes, whole vectors */
+    float *cent = malloc((size_t)d * cw * sizeof *cent);    /* (d, cw) centroids transposed */
+    float *vb = malloc((size_t)RT_PTS * cw * sizeof *vb);   /* (RT_PTS, cw) dots of a few points */
+    double *sum = malloc((size_t)C * d * sizeof *sum);      /* (C, d) cluster sums */
+    int32_t *cnt = malloc((size_t)C * sizeof *cnt);         /* (C) cluster sizes */
+    int32_t *perm = malloc((size_t)P * sizeof *perm);       /* init shuffle */
+    bs_cand *cand = malloc((size_t)N * sizeof *cand);       /* one top-w selection */
     uint64_t *skey = malloc(2 * (size_t)N * sizeof *skey);  /* its ordered keys (bs_top_ascending) */
     int32_t *qsel = rt->qsel + cwo, *ksel = rt->ksel + cwo; /* (C, w) queries, keys per cluster, sorted */
     int32_t *mptr = rt->qptr + npo, *mcl = rt->qcl + cwo;   /* query -> clusters (CSR) */
     int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
     int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
     float *xt = malloc((size_t)d * UR_ROWS * sizeof *xt); /* unit_rows' transposed rows */
-    int rc = (x && cen && dot && asg && bt && sum && cnt && perm && cand && skey && blk && tok && xt)
+    int rc = (x && cen && dot && asg && cent && vb && sum && cnt && perm && cand && skey && blk && tok && xt)
                  ? AB_OK
                  : AB_ENOMEM;
     if (rc == AB_OK) {
@@ -319,7 +343,8 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
         }
         /* Lloyd steps of spherical k-means */
         for (int it = 0; it < st->iters; it++) {
-            rt_lloyd_pass(x, P, d, cen, C, dot, asg, sum, cnt, bt);
+            rt_cen_t(cen, C, d, cw, cent);
+            rt_lloyd_pass(x, P, d, cent, C, cw, vb, NULL, asg, sum, cnt);
             for (int c = 0; c < C; c++) {
                 if (cnt[c] == 0) continue; /* empty: keep the centroid */
                 const double *sr = sum + (size_t)c * d;
@@ -331,7 +356,8 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             }
         }
         /* balanced routing: each centroid's w nearest queries and keys */
-        rt_lloyd_pass(x, P, d, cen, C, dot, NULL, NULL, NULL, bt);
+        rt_cen_t(cen, C, d, cw, cent);
+        rt_lloyd_pass(x, P, d, cent, C, cw, vb, dot, NULL, NULL, NULL);
         for (int c = 0; c < C; c++)
             for (int side = 0; side < 2; side++) {
                 const float *row = dot + (size_t)c * P + (size_t)side * N;
@@ -369,7 +395,8 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     free(cen);
     free(dot);
     free(asg);
-    free(bt);
+    free(cent);
+    free(vb);
     free(sum);
     free(cnt);
     free(perm);
