@@ -866,19 +866,48 @@ MC_DEFINE_SELECT_TOP(bs_key_select_top, uint64_t, BS_KEY_LESS)
 /* The n first of c[0, m) in bs_cand_cmp order, kept in c[0, n) in their
  * original order; c must be in ascending idx order (a scan of candidates),
  * so ties at the n-th score go to the lower indices. The scores as ordered
- * keys (key[m], scratch), the n smallest of a copy (key + m, so 2 m
- * scratch) by quickselect (keep.h), the largest of those the n-th key;
- * then one stable pass. Returns n (or m if smaller). The same set as a
+ * keys (key[m], scratch), the n-th smallest of them by bs_key_nth (key +
+ * m: m more scratch); then one stable pass. Returns n (or m if smaller). The same set as a
  * partial sort by bs_cand_cmp. */
+/* The n-th smallest of key[0, m) (1 <= n <= m), w: m scratch. A radix
+ * select, 8 bits a pass from the top: a histogram of the byte among the
+ * keys that share the bytes above it, the bucket that holds the n-th,
+ * those keys kept (a branch-free copy) for the next byte; a byte every
+ * key left shares costs its histogram only. At most 32 keys left: the
+ * quickselect (keep.h) finishes. The same key as a full quickselect,
+ * which ran a data-dependent branch per comparison (in routing's top w of
+ * 16K and quest's top pages of ~500, most of bs_top_ascending). */
+static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w)
+{
+    const uint64_t *src = key;
+    for (int sh = 56; sh >= 0 && m > 32; sh -= 8) {
+        int h[256] = { 0 };
+        for (int i = 0; i < m; i++) h[(src[i] >> sh) & 0xff]++;
+        int b = 0;
+        while (n > h[b]) n -= h[b++];
+        if (h[b] == m) continue; /* every key has this byte */
+        int o = 0;
+        for (int i = 0; i < m; i++) {
+            w[o] = src[i];
+            o += (int)((src[i] >> sh) & 0xff) == b;
+        }
+        src = w;
+        m = o;
+    }
+    if (src != w)
+        for (int i = 0; i < m; i++) w[i] = src[i];
+    bs_key_select_top(w, m, n);
+    uint64_t kth = w[0];
+    for (int i = 1; i < n; i++) kth = w[i] > kth ? w[i] : kth;
+    return kth;
+}
+
 static inline int bs_top_ascending(bs_cand *c, int m, int n, uint64_t *key)
 {
     if (n >= m) return m;
     if (n <= 0) return 0;
-    uint64_t *w = key + m;
-    for (int i = 0; i < m; i++) w[i] = key[i] = bs_key_of(c[i].score);
-    bs_key_select_top(w, m, n);
-    uint64_t kth = w[0];
-    for (int i = 1; i < n; i++) kth = w[i] > kth ? w[i] : kth;
+    for (int i = 0; i < m; i++) key[i] = bs_key_of(c[i].score);
+    const uint64_t kth = bs_key_nth(key, m, n, key + m);
     int less = 0;
     for (int i = 0; i < m; i++) less += key[i] < kth;
     int ties = n - less, o = 0;

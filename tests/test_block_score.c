@@ -404,7 +404,8 @@ Test(block_score, sort_desc_is_the_comparator_order)
  * tied and special scores, n from 0 past m. */
 Test(block_score, top_ascending_is_the_comparator_prefix)
 {
-    static const int sizes[] = { 1, 2, 5, 16, 100, 1000 };
+    /* 33 and more: bs_key_nth's radix passes before the quickselect */
+    static const int sizes[] = { 1, 2, 5, 16, 33, 100, 1000, 20000 };
     uint64_t seed = 23;
     for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
         for (int kind = 0; kind < 4; kind++)
