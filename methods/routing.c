@@ -19,9 +19,10 @@
  *      its nearest centroid (largest dot product: the official distance is
  *      -x.mu; ties to the lower centroid), each centroid the normalised mean
  *      of its points (an empty cluster keeps its centroid). The dot products
- *      of all points with all centroids are a SIMD GEMM (bs_gemm_nt), 64
- *      points at a time, followed by their assignment and the cluster sums
- *      while those points are in cache (rt_lloyd_pass).
+ *      of all points with all centroids are SIMD FMA chains (each point
+ *      broadcast against the centroids transposed, 8 points at a time),
+ *      followed by their assignment and the cluster sums while those
+ *      points are in cache (rt_lloyd_pass).
  *   3. Balanced routing, as gather_cluster_attention_items: with the final
  *      centroids, every centroid takes its w = ceil(N / C) nearest queries
  *      and, separately, its w nearest keys (top-w by dot product, ties to
