@@ -493,7 +493,7 @@ static inline int bs_heap_rows(int ncols)
  * time: at most BS_GROUP_ROWS and what bs_heap_rows allows. Each group
  * streams the keys again for its product, and the passes after it (max,
  * exp, the row sums) read the group's panel back; 64 rows balanced the two
- * on a Zen 4 core (2026-12-06, pbs and flexprefill, d = 64): 128 rows at
+ * on a Zen 4 core (2026-12-05, pbs and flexprefill, d = 64): 128 rows at
  * N = 16K (an 8 MB panel per head) ran 10 % slower, 32 rows at 16K-64K
  * 2-10 % slower, 16 rows 20 %. Row groups change no sum: each row's
  * softmax is its own, and the row sums add the rows in order either way. */
@@ -863,20 +863,14 @@ static inline int bs_skey_before(const bs_skey *a, const bs_skey *b)
 #define BS_KEY_LESS(a, b) ((a) < (b))
 MC_DEFINE_SELECT_TOP(bs_key_select_top, uint64_t, BS_KEY_LESS)
 
-/* The n first of c[0, m) in bs_cand_cmp order, kept in c[0, n) in their
- * original order; c must be in ascending idx order (a scan of candidates),
- * so ties at the n-th score go to the lower indices. The scores as ordered
- * keys (key[m], scratch), the n-th smallest of them by bs_key_nth (key +
- * m: m more scratch); then one stable pass. Returns n (or m if smaller). The same set as a
- * partial sort by bs_cand_cmp. */
 /* The n-th smallest of key[0, m) (1 <= n <= m), w: m scratch. A radix
  * select, 8 bits a pass from the top: a histogram of the byte among the
  * keys that share the bytes above it, the bucket that holds the n-th,
  * those keys kept (a branch-free copy) for the next byte; a byte every
  * key left shares costs its histogram only. At most 32 keys left: the
  * quickselect (keep.h) finishes. The same key as a full quickselect,
- * which ran a data-dependent branch per comparison (in routing's top w of
- * 16K and quest's top pages of ~500, most of bs_top_ascending). */
+ * which ran a data-dependent branch per comparison (quest_prefill's top
+ * pages of about 500: a fifth of its block loop). */
 static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w)
 {
     const uint64_t *src = key;
@@ -902,6 +896,12 @@ static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w
     return kth;
 }
 
+/* The n first of c[0, m) in bs_cand_cmp order, kept in c[0, n) in their
+ * original order; c must be in ascending idx order (a scan of candidates),
+ * so ties at the n-th score go to the lower indices. The scores as ordered
+ * keys (key[m], scratch), the n-th smallest of them by bs_key_nth (key +
+ * m: m more scratch); then one stable pass. Returns n (or m if smaller).
+ * The same set as a partial sort by bs_cand_cmp. */
 static inline int bs_top_ascending(bs_cand *c, int m, int n, uint64_t *key)
 {
     if (n >= m) return m;

@@ -239,11 +239,14 @@ static void col_stats(const float *x, int N, int d, double *mu, double *m2)
  * F.normalize), project on H (d, bits). In double throughout. The scale
  * is folded into the hyperplanes (H'[c][t] = H[c][t] / norm[c]) and the
  * centring into a threshold per bit (x . H' > mu . H'), so a row costs d
- * FMAs per vector of bits and nothing else; until 2026-12-06 each row was
+ * FMAs per vector of bits and nothing else; until 2026-12-05 each row was
  * centred and scaled first (a subtract and a multiply per coordinate) and
- * projected with separate multiplies and adds, twice the time. The sign
- * can differ from the centred product's only where the projection is
- * within rounding of zero. */
+ * projected with separate multiplies and adds (the hashing 2.0 -> 1.7 ms
+ * a head at N = 16K). The sign can differ from the centred product's
+ * only where the projection is within rounding of zero: of terms up to
+ * |mu_c| / norm_c here (at most about 2^23 for a coordinate that is not
+ * constant), of terms below 1 in the centred form. The buckets of the
+ * needle task's heads are the same as before, bit for bit. */
 static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
                         int32_t *out)
 {

@@ -245,7 +245,7 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
  * in asg, the clusters' sums (double, in point order) and sizes, while the
  * points are in cache. The centroids are the vector operand, cent (d, cw):
  * the transposed centroids, VW to a vector, lanes past C zero; each point
- * is broadcast one feature at a time. Until 2026-12-06 the points were the
+ * is broadcast one feature at a time. Until 2026-12-05 the points were the
  * vector operand: every pass transposed all 2N points, 64 at a time, for a
  * product with only C rows, and the transposes took most of the pass.
  * v: RT_PTS * cw floats. */
