@@ -13,12 +13,17 @@
  * nor on where the chunk starts: a method that hashes all rows in select()
  * and one row in weights() gets the same code. The argmax runs over the
  * candidates in code order in branch-free passes over the chunk's rows.
+ * Under AVX-512, 64 rows and more are hashed in a broadcast form instead
+ * (lsh_codes_bcast: the same chains with the operands swapped, no
+ * transposes, then each row's first maximum in vectors); the codes are the
+ * same, which tests/test_block_score.c checks against the scan.
  */
 #ifndef AB_METHODS_LSH_H
 #define AB_METHODS_LSH_H
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "methods/block_score.h"
 
@@ -37,6 +42,155 @@ static inline size_t lsh_scratch_floats(int rows) { return (size_t)LSH_ROWS * (r
  * be NULL) is called once per chunk of rows, in order, with the chunk's
  * float range [i0, i1) of x, right after the chunk was read (a checksum
  * of x then costs no second pass over memory). */
+#if defined(__AVX512F__)
+/* The AVX-512 path of lsh_codes_rounds for many rows: each row of x
+ * broadcast against the rotations transposed once (rt: (d, cw), cw the
+ * ncol = R b2 projections rounded up to whole vectors, zero past them),
+ * LSH_PR rows at a time, the projections of a row left in a row of P (nr,
+ * cw); then each row's argmax over its own projections. The same FMA
+ * chains as bs_gemm_nt's (fma(a, b, c) = fma(b, a, c)), so the same codes;
+ * the GEMM form transposed every 64 rows of x for a product with only R b2
+ * rows (a tenth of reformer's and scatterbrain's hashing). */
+enum { LSH_PR = 8 }; /* rows per register tile at most */
+/* rows xr[0, LR) against NV vectors of rt from column v0: LR x NV <= 24
+ * accumulators, all in registers (constant LR and NV at every call; fixed
+ * array sizes: arrays sized by them stayed on the stack) */
+static inline __attribute__((always_inline)) void lsh_tile(const int NV, const int LR, const float *const *xr,
+                                                           int d, const float *rt, int cw, int v0, float *P,
+                                                           int a0, int nr)
+{
+    __m512 acc[LSH_PR][6];
+    for (int r = 0; r < LR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int c = 0; c < d; c++) {
+        __m512 b[6];
+        for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(rt + (size_t)c * cw + v0 + 16 * v);
+        for (int r = 0; r < LR; r++) {
+            const __m512 xv = _mm512_set1_ps(xr[r][c]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(xv, b[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < LR && a0 + r < nr; r++)
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(P + (size_t)(a0 + r) * cw + v0 + 16 * v, acc[r][v]);
+}
+
+/* Rows [a0, a0 + LR) of the chunk (those past nr repeat row a0, their
+ * projections not stored) against every vector of rt, NV at a time. */
+static inline __attribute__((always_inline)) void lsh_rows(const int NV, const int LR, const float *x, int d,
+                                                           const float *rt, int cw, float *P, int a0, int nr)
+{
+    const float *xr[LSH_PR];
+    for (int r = 0; r < LR; r++) xr[r] = x + (size_t)(a0 + (a0 + r < nr ? r : 0)) * d;
+    int v0 = 0;
+    for (; v0 + 16 * NV <= cw; v0 += 16 * NV) lsh_tile(NV, LR, xr, d, rt, cw, v0, P, a0, nr);
+    switch ((cw - v0) / 16) { /* the rest: fewer than NV vectors */
+    case 5: lsh_tile(5, LR, xr, d, rt, cw, v0, P, a0, nr); break;
+    case 4: lsh_tile(4, LR, xr, d, rt, cw, v0, P, a0, nr); break;
+    case 3: lsh_tile(3, LR, xr, d, rt, cw, v0, P, a0, nr); break;
+    case 2: lsh_tile(2, LR, xr, d, rt, cw, v0, P, a0, nr); break;
+    case 1: lsh_tile(1, LR, xr, d, rt, cw, v0, P, a0, nr); break;
+    default: break;
+    }
+}
+
+/* The code of one row from its b2 projections p: the first maximum of
+ * [p, -p[0, nb - b2)] by the sequential scan with >. */
+static inline int32_t lsh_scan_row(const float *p, int b2, int nb)
+{
+    float bv = p[0];
+    int32_t best = 0;
+    for (int t = 1; t < nb; t++) {
+        const float v = t < b2 ? p[t] : -1.0f * p[t - b2];
+        if (v > bv) {
+            bv = v;
+            best = t;
+        }
+    }
+    return best;
+}
+
+/* The same code in vectors: the larger of max p and -min p (max p on a
+ * tie: its candidates come first), at its first position. A NaN anywhere:
+ * the scan. */
+static inline int32_t lsh_argmax_row(const float *p, int b2, int nb)
+{
+    const int nn = nb - b2; /* negated candidates */
+    __m512 mx = _mm512_set1_ps(-INFINITY), mn = _mm512_set1_ps(INFINITY);
+    __mmask16 nan = 0;
+    for (int t0 = 0; t0 < b2; t0 += 16) {
+        const __mmask16 m = b2 - t0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b2 - t0)) - 1u);
+        const __mmask16 mneg = nn - t0 >= 16 ? (__mmask16)0xFFFF
+                               : nn - t0 > 0 ? (__mmask16)((1u << (nn - t0)) - 1u)
+                                             : 0;
+        const __m512 v = _mm512_maskz_loadu_ps(m, p + t0);
+        nan |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+        mx = _mm512_mask_max_ps(mx, m, mx, v);
+        mn = _mm512_mask_min_ps(mn, mneg, mn, v);
+    }
+    if (!nan) {
+        const float hi = _mm512_reduce_max_ps(mx), lo = _mm512_reduce_min_ps(mn);
+        const int neg = nn > 0 && -lo > hi;
+        const float want = neg ? lo : hi;
+        const int lim = neg ? nn : b2;
+        for (int t0 = 0; t0 < lim; t0 += 16) { /* the first position holding it */
+            const __mmask16 m = lim - t0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (lim - t0)) - 1u);
+            const __mmask16 eq = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, p + t0),
+                                                         _mm512_set1_ps(want), _CMP_EQ_OQ);
+            if (eq) return (neg ? b2 : 0) + t0 + __builtin_ctz(eq);
+        }
+    }
+    return lsh_scan_row(p, b2, nb);
+}
+
+static inline int lsh_codes_bcast(const float *x, int n, int d, const float *rot, int R, int b2, int nb,
+                                  int32_t *out, void (*seen)(void *ctx, size_t i0, size_t i1), void *ctx)
+{
+    const int ncol = R * b2, cw = (ncol + 15) / 16 * 16;
+    float *rt = malloc((size_t)d * cw * sizeof *rt), *P = malloc((size_t)LSH_ROWS * cw * sizeof *P);
+    if (!rt || !P) {
+        free(rt);
+        free(P);
+        return -1;
+    }
+    for (int c = 0; c < d; c++)
+        for (int j = 0; j < cw; j++) rt[(size_t)c * cw + j] = j < ncol ? rot[(size_t)j * d + c] : 0.0f;
+    for (int i0 = 0; i0 < n; i0 += LSH_ROWS) {
+        const int nr = n - i0 < LSH_ROWS ? n - i0 : LSH_ROWS;
+        /* the tile by the projection vectors: up to 3 with 8 rows, 4 with
+         * 6, 5 or 6 with 4 (24 accumulators at most), more 6 at a time */
+        const float *xc = x + (size_t)i0 * d;
+        const int nv = cw / 16;
+        for (int a0 = 0; a0 < nr;) {
+            if (nv <= 3) {
+                if (nv == 1)
+                    lsh_rows(1, 8, xc, d, rt, cw, P, a0, nr);
+                else if (nv == 2)
+                    lsh_rows(2, 8, xc, d, rt, cw, P, a0, nr);
+                else
+                    lsh_rows(3, 8, xc, d, rt, cw, P, a0, nr);
+                a0 += 8;
+            } else if (nv == 4) {
+                lsh_rows(4, 6, xc, d, rt, cw, P, a0, nr);
+                a0 += 6;
+            } else if (nv == 5) {
+                lsh_rows(5, 4, xc, d, rt, cw, P, a0, nr);
+                a0 += 4;
+            } else {
+                lsh_rows(6, 4, xc, d, rt, cw, P, a0, nr);
+                a0 += 4;
+            }
+        }
+        if (seen) seen(ctx, (size_t)i0 * d, (size_t)(i0 + nr) * d);
+        for (int r = 0; r < R; r++)
+            for (int a = 0; a < nr; a++)
+                out[(size_t)r * n + i0 + a] = lsh_argmax_row(P + (size_t)a * cw + (size_t)r * b2, b2, nb);
+    }
+    free(rt);
+    free(P);
+    return 0;
+}
+#endif
+
 static inline void lsh_codes_rounds(const float *x, int n, int d, const float *rot, int R, int b2, int nb,
                                     float *P, size_t pmax, float *bt, int32_t *out,
                                     void (*seen)(void *ctx, size_t i0, size_t i1), void *ctx)
@@ -46,6 +200,12 @@ static inline void lsh_codes_rounds(const float *x, int n, int d, const float *r
         if (seen && n > 0) seen(ctx, 0, (size_t)n * d);
         return;
     }
+#if defined(__AVX512F__)
+    /* many rows: the broadcast form (the same codes); it allocates its
+     * transposed rotations and a chunk of projections, so a few rows (a
+     * weights() call) stay with the GEMM form */
+    if (n >= LSH_ROWS && lsh_codes_bcast(x, n, d, rot, R, b2, nb, out, seen, ctx) == 0) return;
+#endif
     int g = (int)(pmax / lsh_scratch_floats(b2)); /* rounds per GEMM */
     g = g < 1 ? 1 : g > R ? R : g;
     float bv[LSH_ROWS];

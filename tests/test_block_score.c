@@ -493,6 +493,65 @@ Test(block_score, anchor_threshold_is_the_double_test)
     }
 }
 
+/* lsh_codes_rounds gives every row the code a one-row call gives it (the
+ * GEMM form) when it hashes many rows at once (the broadcast form under
+ * AVX-512), and that code is the sequential scan's first maximum of [p,
+ * -p] over the fp32 projections p (each an FMA chain in element order):
+ * random rows, repeated rows (ties between rows), rows of zeros (every
+ * projection 0), infinities and NaN; odd and even nb, one round and
+ * several, head dims with and without a tail of the vector width. */
+Test(block_score, lsh_codes_are_the_first_maximum)
+{
+    const int cases[][4] = { /* n, d, nb, R */
+                             { 200, 64, 58, 2 }, { 130, 7, 7, 3 },   { 64, 128, 200, 1 }, { 97, 33, 2, 2 },
+                             { 300, 16, 96, 4 }, { 150, 64, 66, 2 }, { 70, 20, 30, 2 },   { 90, 64, 48, 2 }
+    };
+    for (int t = 0; t < NA(cases); t++) {
+        const int n = cases[t][0], d = cases[t][1], nb = cases[t][2], R = cases[t][3], b2 = (nb + 1) / 2;
+        float *x = rnd((size_t)n * d, 41 + t), *rot = rnd((size_t)R * b2 * d, 43 + t);
+        for (int c = 0; c < d; c++) {
+            x[(size_t)5 * d + c] = x[(size_t)3 * d + c]; /* row 5 repeats row 3 */
+            x[(size_t)7 * d + c] = 0.0f;                 /* row 7: all projections 0 */
+        }
+        x[(size_t)9 * d] = INFINITY;
+        x[(size_t)11 * d] = -INFINITY;
+        x[(size_t)13 * d + d / 2] = NAN;
+        float *P = malloc(lsh_scratch_floats(R * b2) * sizeof *P);
+        float *bt = malloc((size_t)(d > BS_KC ? d : BS_KC) * BS_PANEL * sizeof *bt);
+        int32_t *all = malloc((size_t)R * n * sizeof *all), one[16];
+        cr_assert(P && bt && all && R <= 16);
+        lsh_codes_rounds(x, n, d, rot, R, b2, nb, P, lsh_scratch_floats(R * b2), bt, all, NULL, NULL);
+        for (int i = 0; i < n; i++) {
+            lsh_codes_rounds(x + (size_t)i * d, 1, d, rot, R, b2, nb, P, lsh_scratch_floats(R * b2), bt, one,
+                             NULL, NULL);
+            for (int r = 0; r < R; r++) {
+                float p[256];
+                for (int j = 0; j < b2; j++)
+                    p[j] =
+                        chain(rot + ((size_t)r * b2 + j) * d, 1, x + (size_t)i * d, 1, d, 1.0f, 1.0f, 0.0f);
+                float bv = p[0];
+                int32_t want = 0;
+                for (int u = 1; u < nb; u++) {
+                    const float v = u < b2 ? p[u] : -1.0f * p[u - b2];
+                    if (v > bv) {
+                        bv = v;
+                        want = u;
+                    }
+                }
+                cr_assert_eq(all[(size_t)r * n + i], want, "n %d d %d nb %d: row %d round %d: %d, scan %d", n,
+                             d, nb, i, r, all[(size_t)r * n + i], want);
+                cr_assert_eq(one[r], want, "n %d d %d nb %d: row %d round %d alone: %d, scan %d", n, d, nb, i,
+                             r, one[r], want);
+            }
+        }
+        free(x);
+        free(rot);
+        free(P);
+        free(bt);
+        free(all);
+    }
+}
+
 /* bucket.h's fingerprint folded into the hashing (lsh_codes_rounds' seen,
  * chunk by chunk, Q then K per head) is bk_checksum's, on lengths and head
  * dims that leave a tail of floats, one head and several; and a changed
