@@ -246,8 +246,11 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         const int e0 = (t - nkc) * kc, e1 = n_off - e0 < kc ? n_off : e0 + kc;
         /* [fa, fz): this chunk's part of the register range; the ragged
          * rest row by row */
-        const int fa = e0 > base0 ? e0 : base0, fz = e1 < hmin ? e1 : hmin;
-        if (fz > fa) bs_rowsum(w.a, (size_t)N, L, inv, NULL, 0, base0, 1, fa, fz, ss);
+        int fa = e0 > base0 ? e0 : base0, fz = e1 < hmin ? e1 : hmin;
+        if (fz > fa)
+            bs_rowsum(w.a, (size_t)N, L, inv, NULL, 0, base0, 1, fa, fz, ss);
+        else
+            fa = fz = e1; /* no register range here: "below it" is every entry */
         for (int m = 0; m < L; m++) {
             const int i = N - L + m;
             const float *row = w.a + (size_t)m * N, wm = inv[m];
@@ -255,10 +258,6 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
             const int base = n_off - 1 - (i - o_min); /* sd = ss + base: sd[j] is offset i - j */
             const int ja = e0 - base > 0 ? e0 - base : 0, jz = e1 - base < je ? e1 - base : je;
             double *sd = ss + base;
-            if (fz <= fa) {
-                for (int j = ja; j < jz; j++) sd[j] += (double)(row[j] * wm);
-                continue;
-            }
             for (int j = ja; j < jz && j < fa - base; j++)
                 sd[j] += (double)(row[j] * wm); /* below the range */
             for (int j = ja > fz - base ? ja : fz - base; j < jz; j++)
