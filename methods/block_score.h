@@ -28,15 +28,9 @@
 #define BS_MR 6
 #endif
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#else
-#include <string.h>
-
 #include "methods/vecf.h"
-#if defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
-#endif
 #endif
 
 #if defined(__AVX512F__)
@@ -712,6 +706,107 @@ static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float
                         alpha, c0 == 0, c1 == D, C, ldc, j0, nj);
         }
     }
+}
+
+/* Rows broadcast against a few transposed columns: P[a][j] = sum_c
+ * x[a][c] bt[c][j] for rows a < nr (x rows ldx apart) and j < cw (a
+ * multiple of VW; bt (d, cw), P rows cw apart), each element the FMA chain
+ * over c in order from zero that bs_gemm_nt computes for the product with
+ * bt's columns as A's rows (fma(a, b, c) = fma(b, a, c): the same bits).
+ * For products with few columns (routing's centroids, lsh.h's rotations):
+ * bs_gemm_nt would transpose every BS_PANEL rows of x for them. A tile of
+ * LR rows by NV vectors stays in registers (fixed array sizes: arrays
+ * sized by LR and NV stayed on the stack); rows past nr repeat row 0 and
+ * are not stored. */
+static inline __attribute__((always_inline)) void bs_bc_tile(const int NV, const int LR, const float *x,
+                                                             size_t ldx, int nr, int d, const float *bt,
+                                                             int cw, int v0, float *P, int a0)
+{
+    const float *xr[8];
+    for (int r = 0; r < LR; r++) xr[r] = x + (size_t)(a0 + r < nr ? a0 + r : 0) * ldx;
+    vf acc[8][6];
+    for (int r = 0; r < LR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = v_splat(0.0f);
+    for (int c = 0; c < d; c++) {
+        vf b[6];
+        for (int v = 0; v < NV; v++) b[v] = v_load(bt + (size_t)c * cw + v0 + VW * v);
+        for (int r = 0; r < LR; r++) {
+            const vf xv = v_splat(xr[r][c]);
+            for (int v = 0; v < NV; v++) acc[r][v] = v_fma(xv, b[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < LR && a0 + r < nr; r++)
+        for (int v = 0; v < NV; v++) v_store(P + (size_t)(a0 + r) * cw + v0 + VW * v, acc[r][v]);
+}
+
+/* LR rows from a0 against every vector of bt, NV at a time, the rest after */
+static inline __attribute__((always_inline)) void bs_bc_rows(const int NV, const int LR, const float *x,
+                                                             size_t ldx, int nr, int d, const float *bt,
+                                                             int cw, float *P, int a0)
+{
+    int v0 = 0;
+    for (; v0 + VW * NV <= cw; v0 += VW * NV) bs_bc_tile(NV, LR, x, ldx, nr, d, bt, cw, v0, P, a0);
+    switch ((cw - v0) / VW) { /* fewer than NV vectors left */
+    case 5: bs_bc_tile(5, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 4: bs_bc_tile(4, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 3: bs_bc_tile(3, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 2: bs_bc_tile(2, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 1: bs_bc_tile(1, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    default: break;
+    }
+}
+
+/* bt (d, cw) = A (m, d) transposed, the columns from m on zero: the
+ * operand of bs_bcast_rows for the product with A's rows */
+static inline void bs_cols_t(const float *A, int m, int d, int cw, float *bt)
+{
+    for (int c = 0; c < d; c++)
+        for (int j = 0; j < cw; j++) bt[(size_t)c * cw + j] = j < m ? A[(size_t)j * d + c] : 0.0f;
+}
+
+static inline __attribute__((always_inline)) void bs_bcast_rows(const float *x, size_t ldx, int nr, int d,
+                                                                const float *bt, int cw, float *P)
+{
+    const int nv = cw / VW;
+#if VW == 16
+    /* 32 registers: up to 24 accumulators (3 vectors by 8 rows, 4 by 6,
+     * 5 or 6 by 4, more 6 at a time) */
+    for (int a0 = 0; a0 < nr;) {
+        if (nv <= 3) {
+            if (nv == 1)
+                bs_bc_rows(1, 8, x, ldx, nr, d, bt, cw, P, a0);
+            else if (nv == 2)
+                bs_bc_rows(2, 8, x, ldx, nr, d, bt, cw, P, a0);
+            else
+                bs_bc_rows(3, 8, x, ldx, nr, d, bt, cw, P, a0);
+            a0 += 8;
+        } else if (nv == 4) {
+            bs_bc_rows(4, 6, x, ldx, nr, d, bt, cw, P, a0);
+            a0 += 6;
+        } else {
+            if (nv == 5)
+                bs_bc_rows(5, 4, x, ldx, nr, d, bt, cw, P, a0);
+            else
+                bs_bc_rows(6, 4, x, ldx, nr, d, bt, cw, P, a0);
+            a0 += 4;
+        }
+    }
+#else
+    /* 16 registers: up to 12 accumulators (1 vector by 8 rows, 2 by 4,
+     * more 3 at a time by 3) */
+    for (int a0 = 0; a0 < nr;) {
+        if (nv == 1) {
+            bs_bc_rows(1, 8, x, ldx, nr, d, bt, cw, P, a0);
+            a0 += 8;
+        } else if (nv == 2) {
+            bs_bc_rows(2, 4, x, ldx, nr, d, bt, cw, P, a0);
+            a0 += 4;
+        } else {
+            bs_bc_rows(3, 3, x, ldx, nr, d, bt, cw, P, a0);
+            a0 += 3;
+        }
+    }
+#endif
 }
 
 /* C[i][j] = alpha * sum_c A[i][c] * B[j][c] for i < m, j < n.

@@ -43,56 +43,6 @@ static inline size_t lsh_scratch_floats(int rows) { return (size_t)LSH_ROWS * (r
  * float range [i0, i1) of x, right after the chunk was read (a checksum
  * of x then costs no second pass over memory). */
 #if defined(__AVX512F__)
-/* The AVX-512 path of lsh_codes_rounds for many rows: each row of x
- * broadcast against the rotations transposed once (rt: (d, cw), cw the
- * ncol = R b2 projections rounded up to whole vectors, zero past them),
- * LSH_PR rows at a time, the projections of a row left in a row of P (nr,
- * cw); then each row's argmax over its own projections. The same FMA
- * chains as bs_gemm_nt's (fma(a, b, c) = fma(b, a, c)), so the same codes;
- * the GEMM form transposed every 64 rows of x for a product with only R b2
- * rows (a tenth of reformer's and scatterbrain's hashing). */
-enum { LSH_PR = 8 }; /* rows per register tile at most */
-/* rows xr[0, LR) against NV vectors of rt from column v0: LR x NV <= 24
- * accumulators, all in registers (constant LR and NV at every call; fixed
- * array sizes: arrays sized by them stayed on the stack) */
-static inline __attribute__((always_inline)) void lsh_tile(const int NV, const int LR, const float *const *xr,
-                                                           int d, const float *rt, int cw, int v0, float *P,
-                                                           int a0, int nr)
-{
-    __m512 acc[LSH_PR][6];
-    for (int r = 0; r < LR; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
-    for (int c = 0; c < d; c++) {
-        __m512 b[6];
-        for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(rt + (size_t)c * cw + v0 + 16 * v);
-        for (int r = 0; r < LR; r++) {
-            const __m512 xv = _mm512_set1_ps(xr[r][c]);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(xv, b[v], acc[r][v]);
-        }
-    }
-    for (int r = 0; r < LR && a0 + r < nr; r++)
-        for (int v = 0; v < NV; v++) _mm512_storeu_ps(P + (size_t)(a0 + r) * cw + v0 + 16 * v, acc[r][v]);
-}
-
-/* Rows [a0, a0 + LR) of the chunk (those past nr repeat row a0, their
- * projections not stored) against every vector of rt, NV at a time. */
-static inline __attribute__((always_inline)) void lsh_rows(const int NV, const int LR, const float *x, int d,
-                                                           const float *rt, int cw, float *P, int a0, int nr)
-{
-    const float *xr[LSH_PR];
-    for (int r = 0; r < LR; r++) xr[r] = x + (size_t)(a0 + (a0 + r < nr ? r : 0)) * d;
-    int v0 = 0;
-    for (; v0 + 16 * NV <= cw; v0 += 16 * NV) lsh_tile(NV, LR, xr, d, rt, cw, v0, P, a0, nr);
-    switch ((cw - v0) / 16) { /* the rest: fewer than NV vectors */
-    case 5: lsh_tile(5, LR, xr, d, rt, cw, v0, P, a0, nr); break;
-    case 4: lsh_tile(4, LR, xr, d, rt, cw, v0, P, a0, nr); break;
-    case 3: lsh_tile(3, LR, xr, d, rt, cw, v0, P, a0, nr); break;
-    case 2: lsh_tile(2, LR, xr, d, rt, cw, v0, P, a0, nr); break;
-    case 1: lsh_tile(1, LR, xr, d, rt, cw, v0, P, a0, nr); break;
-    default: break;
-    }
-}
-
 /* The code of one row from its b2 projections p: the first maximum of
  * [p, -p[0, nb - b2)] by the sequential scan with >. */
 static inline int32_t lsh_scan_row(const float *p, int b2, int nb)
@@ -142,6 +92,14 @@ static inline int32_t lsh_argmax_row(const float *p, int b2, int nb)
     return lsh_scan_row(p, b2, nb);
 }
 
+/* The AVX-512 path of lsh_codes_rounds for many rows: each row of x
+ * broadcast against the rotations transposed once (rt: (d, cw), cw the
+ * ncol = R b2 projections rounded up to whole vectors, zero past them) by
+ * bs_bcast_rows, a chunk's projections a row of P (nr, cw) each; then each
+ * row's argmax over its own projections. The same FMA chains as
+ * bs_gemm_nt's, so the same codes; the GEMM form transposed every 64 rows
+ * of x for a product with only R b2 rows (a tenth of reformer's and
+ * scatterbrain's hashing). */
 static inline int lsh_codes_bcast(const float *x, int n, int d, const float *rot, int R, int b2, int nb,
                                   int32_t *out, void (*seen)(void *ctx, size_t i0, size_t i1), void *ctx)
 {
@@ -152,34 +110,10 @@ static inline int lsh_codes_bcast(const float *x, int n, int d, const float *rot
         free(P);
         return -1;
     }
-    for (int c = 0; c < d; c++)
-        for (int j = 0; j < cw; j++) rt[(size_t)c * cw + j] = j < ncol ? rot[(size_t)j * d + c] : 0.0f;
+    bs_cols_t(rot, ncol, d, cw, rt);
     for (int i0 = 0; i0 < n; i0 += LSH_ROWS) {
         const int nr = n - i0 < LSH_ROWS ? n - i0 : LSH_ROWS;
-        /* the tile by the projection vectors: up to 3 with 8 rows, 4 with
-         * 6, 5 or 6 with 4 (24 accumulators at most), more 6 at a time */
-        const float *xc = x + (size_t)i0 * d;
-        const int nv = cw / 16;
-        for (int a0 = 0; a0 < nr;) {
-            if (nv <= 3) {
-                if (nv == 1)
-                    lsh_rows(1, 8, xc, d, rt, cw, P, a0, nr);
-                else if (nv == 2)
-                    lsh_rows(2, 8, xc, d, rt, cw, P, a0, nr);
-                else
-                    lsh_rows(3, 8, xc, d, rt, cw, P, a0, nr);
-                a0 += 8;
-            } else if (nv == 4) {
-                lsh_rows(4, 6, xc, d, rt, cw, P, a0, nr);
-                a0 += 6;
-            } else if (nv == 5) {
-                lsh_rows(5, 4, xc, d, rt, cw, P, a0, nr);
-                a0 += 4;
-            } else {
-                lsh_rows(6, 4, xc, d, rt, cw, P, a0, nr);
-                a0 += 4;
-            }
-        }
+        bs_bcast_rows(x + (size_t)i0 * d, (size_t)d, nr, d, rt, cw, P);
         if (seen) seen(ctx, (size_t)i0 * d, (size_t)(i0 + nr) * d);
         for (int r = 0; r < R; r++)
             for (int a = 0; a < nr; a++)

@@ -238,44 +238,34 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
 }
 
 /* One pass over the P points x (P, d), RT_PTS at a time: their dot
- * products with the centroids, cen . x_p, each the chain of FMAs over the
- * features in order from zero that bs_gemm_nt computes (the same bits:
- * fma(a, b, c) = fma(b, a, c)); into dot (C, P) when given; and, when sum
- * is given, each point's nearest centroid (largest dot, ties to the lower)
- * in asg, the clusters' sums (double, in point order) and sizes, while the
- * points are in cache. The centroids are the vector operand, cent (d, cw):
- * the transposed centroids, VW to a vector, lanes past C zero; each point
- * is broadcast one feature at a time. Until 2026-12-05 the points were the
- * vector operand: every pass transposed all 2N points, 64 at a time, for a
- * product with only C rows, and the transposes took most of the pass.
- * v: RT_PTS * cw floats. */
+ * products with the C centroids cen (C, d), cen . x_p, each the chain of
+ * FMAs over the features in order from zero that bs_gemm_nt computes
+ * (bs_bcast_rows: the points broadcast against the centroids transposed
+ * into cent (d, cw), cw = C rounded up to whole vectors); into dot (C, P)
+ * when given; and, when sum is given, each point's nearest centroid
+ * (largest dot, ties to the lower) in asg, the clusters' sums (double, in
+ * point order) and sizes, while the points are in cache. Until 2026-12-05
+ * every pass transposed all 2N points, 64 at a time, for a product with
+ * only C rows, and the transposes took most of the pass. v: RT_PTS * cw
+ * floats. */
 enum { RT_PTS = 8 };
-static void rt_lloyd_pass(const float *x, int P, int d, const float *cent, int C, int cw, float *v,
-                          float *dot, int32_t *asg, double *sum, int32_t *cnt)
+static void rt_lloyd_pass(const float *x, int P, int d, const float *cen, int C, float *cent, int cw,
+                          float *v, float *dot, int32_t *asg, double *sum, int32_t *cnt)
 {
+    bs_cols_t(cen, C, d, cw, cent);
     if (sum) {
         memset(sum, 0, (size_t)C * d * sizeof *sum);
         memset(cnt, 0, (size_t)C * sizeof *cnt);
     }
     for (int p0 = 0; p0 < P; p0 += RT_PTS) {
         const int np = P - p0 < RT_PTS ? P - p0 : RT_PTS;
-        const float *xp[RT_PTS]; /* rows past P repeat the first (their dots unused) */
-        for (int r = 0; r < RT_PTS; r++) xp[r] = x + (size_t)(p0 + (r < np ? r : 0)) * d;
-        for (int g = 0; g < cw; g += VW) {
-            vf acc[RT_PTS];
-            for (int r = 0; r < RT_PTS; r++) acc[r] = v_splat(0.0f);
-            for (int c = 0; c < d; c++) {
-                const vf b = v_load(cent + (size_t)c * cw + g);
-                for (int r = 0; r < RT_PTS; r++) acc[r] = v_fma(v_splat(xp[r][c]), b, acc[r]);
-            }
-            for (int r = 0; r < RT_PTS; r++) v_store(v + (size_t)r * cw + g, acc[r]);
-        }
+        bs_bcast_rows(x + (size_t)p0 * d, (size_t)d, np, d, cent, cw, v);
         if (dot)
             for (int c = 0; c < C; c++)
                 for (int r = 0; r < np; r++) dot[(size_t)c * P + p0 + r] = v[(size_t)r * cw + c];
         if (!sum) continue;
         for (int r = 0; r < np; r++) {
-            const float *vr = v + (size_t)r * cw;
+            const float *vr = v + (size_t)r * cw, *xr = x + (size_t)(p0 + r) * d;
             float best = vr[0];
             int a = 0;
             for (int c = 1; c < C; c++)
@@ -285,17 +275,10 @@ static void rt_lloyd_pass(const float *x, int P, int d, const float *cent, int C
                 }
             asg[p0 + r] = a;
             double *sr = sum + (size_t)a * d;
-            for (int c = 0; c < d; c++) sr[c] += xp[r][c];
+            for (int c = 0; c < d; c++) sr[c] += xr[c];
             cnt[a]++;
         }
     }
-}
-
-/* cent (d, cw) = the C centroids cen (C, d) transposed, lanes past C zero */
-static void rt_cen_t(const float *cen, int C, int d, int cw, float *cent)
-{
-    for (int c = 0; c < d; c++)
-        for (int j = 0; j < cw; j++) cent[(size_t)c * cw + j] = j < C ? cen[(size_t)j * d + c] : 0.0f;
 }
 
 /* Clustering, routing and rows of head h. */
@@ -344,8 +327,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
         }
         /* Lloyd steps of spherical k-means */
         for (int it = 0; it < st->iters; it++) {
-            rt_cen_t(cen, C, d, cw, cent);
-            rt_lloyd_pass(x, P, d, cent, C, cw, vb, NULL, asg, sum, cnt);
+            rt_lloyd_pass(x, P, d, cen, C, cent, cw, vb, NULL, asg, sum, cnt);
             for (int c = 0; c < C; c++) {
                 if (cnt[c] == 0) continue; /* empty: keep the centroid */
                 const double *sr = sum + (size_t)c * d;
@@ -357,8 +339,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             }
         }
         /* balanced routing: each centroid's w nearest queries and keys */
-        rt_cen_t(cen, C, d, cw, cent);
-        rt_lloyd_pass(x, P, d, cent, C, cw, vb, dot, NULL, NULL, NULL);
+        rt_lloyd_pass(x, P, d, cen, C, cent, cw, vb, dot, NULL, NULL, NULL);
         for (int c = 0; c < C; c++)
             for (int side = 0; side < 2; side++) {
                 const float *row = dot + (size_t)c * P + (size_t)side * N;
