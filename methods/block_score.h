@@ -986,8 +986,8 @@ static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w
     if (src != w)
         for (int i = 0; i < m; i++) w[i] = src[i];
     bs_key_select_top(w, m, n);
-    uint64_t kth = w[0];
-    for (int i = 1; i < n; i++) kth = w[i] > kth ? w[i] : kth;
+    uint64_t kth = 0; /* the largest of the n smallest (unsigned: from 0) */
+    for (int i = 0; i < n; i++) kth = w[i] > kth ? w[i] : kth;
     return kth;
 }
 
@@ -1008,6 +1008,40 @@ static inline int bs_top_ascending(bs_cand *c, int m, int n, uint64_t *key)
     int ties = n - less, o = 0;
     for (int i = 0; i < m; i++)
         if (key[i] < kth || (key[i] == kth && ties-- > 0)) c[o++] = c[i];
+    return n;
+}
+
+/* The n first of c[0, m) in bs_cand_cmp order, in c[0, n) (in their order
+ * in c; c[n, m) is left undefined): bs_top_ascending for candidates in any
+ * idx order. Ties at the n-th score go to the lowest idx among them, found
+ * by a second bs_key_nth over their idx (the ties are usually all taken,
+ * or there are none). key: 3 m scratch. The same set as bs_select_top's,
+ * whose quickselect ran a data-dependent branch per comparison
+ * (minference_vs's tops of 16K columns and offsets). Returns n (or m if
+ * smaller). */
+static inline int bs_top_set(bs_cand *c, int m, int n, uint64_t *key)
+{
+    if (n >= m) return m;
+    if (n <= 0) return 0;
+    for (int i = 0; i < m; i++) key[i] = bs_key_of(c[i].score);
+    const uint64_t kth = bs_key_nth(key, m, n, key + m);
+    int less = 0, eq = 0;
+    for (int i = 0; i < m; i++) {
+        less += key[i] < kth;
+        eq += key[i] == kth;
+    }
+    const int ties = n - less; /* 1 <= ties <= eq */
+    int64_t lim = INT64_MAX;   /* the ties kept: idx <= lim */
+    if (ties < eq) {
+        uint64_t *ti = key + m; /* the tied idx, offset to unsigned order */
+        int t = 0;
+        for (int i = 0; i < m; i++)
+            if (key[i] == kth) ti[t++] = (uint64_t)((int64_t)c[i].idx - INT32_MIN);
+        lim = (int64_t)bs_key_nth(ti, t, ties, ti + t) + INT32_MIN;
+    }
+    int o = 0;
+    for (int i = 0; i < m; i++)
+        if (key[i] < kth || (key[i] == kth && c[i].idx <= lim)) c[o++] = c[i];
     return n;
 }
 

@@ -284,14 +284,21 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         /* equal scores: the offset nearer the diagonal first */
         w.slash[t].idx = o;
     }
-    bs_select_top(w.vert, N, n_v); /* the set only: v_keep is sorted by index below */
+    /* the tops as sets (v_keep and s_keep are sorted below): key scratch */
+    uint64_t *tk = malloc(3 * (size_t)(N > n_off ? N : n_off) * sizeof *tk);
+    if (!tk) {
+        head_work_free(&w);
+        return AB_ENOMEM;
+    }
+    bs_top_set(w.vert, N, n_v, tk);
     /* Rank offsets by score, ties by |o| then o: sort on a key with the
      * index replaced by a rank of |o|. */
     for (int t = 0; t < n_off; t++) {
         const int o = w.slash[t].idx;
         w.slash[t].idx = 2 * (o < 0 ? -o : o) + (o < 0); /* 0, 1(-)... : bijective */
     }
-    bs_select_top(w.slash, n_off, n_s); /* the set only: s_keep is sorted below */
+    bs_top_set(w.slash, n_off, n_s, tk);
+    free(tk);
     for (int t = 0; t < n_v; t++) w.v_keep[t] = w.vert[t].idx;
     for (int t = 0; t < n_s; t++) {
         const int c = w.slash[t].idx;

@@ -443,6 +443,57 @@ Test(block_score, top_ascending_is_the_comparator_prefix)
             }
 }
 
+/* bs_top_set keeps the same set as the first n of qsort with bs_cand_cmp
+ * for candidates in any index order (negative indices too): the ties at
+ * the n-th score go to the lowest indices, not to the first in the array
+ * (shuffled indices and tie-heavy scores catch that rule). */
+Test(block_score, top_set_is_the_comparator_prefix)
+{
+    static const int sizes[] = { 1, 2, 5, 16, 33, 100, 1000, 20000 };
+    uint64_t seed = 29;
+    for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int f = 0; f <= 5; f++) {
+                const int m = sizes[a], n = f == 5 ? m + 3 : m * f / 4;
+                bs_cand *c = malloc((size_t)m * sizeof *c), *ref = malloc((size_t)m * sizeof *ref);
+                uint64_t *key = malloc((size_t)3 * m * sizeof *key);
+                int32_t *perm = malloc((size_t)m * sizeof *perm);
+                char *in = calloc((size_t)m, 1);
+                cr_assert(c && ref && key && perm && in);
+                for (int i = 0; i < m; i++) perm[i] = i;
+                for (int i = m - 1; i > 0; i--) {                                  /* Fisher-Yates */
+                    const int j = (int)((urand(&seed) + 0.5) * (i + 1)) % (i + 1); /* urand: [-0.5, 0.5) */
+                    const int32_t t = perm[i];
+                    perm[i] = perm[j];
+                    perm[j] = t;
+                }
+                for (int i = 0; i < m; i++) {
+                    const double u = urand(&seed);
+                    const double specials[] = { 0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-310, -1e300 };
+                    const double sc = kind == 0   ? u * 2.0 - 1.0
+                                      : kind == 1 ? floor(u * 3.0) - 1.0
+                                      : kind == 2 ? specials[(int)(fabs(u) * 7.0) % 7]
+                                                  : 0.5;
+                    c[i] = (bs_cand){ sc, (int32_t)(3 * perm[i] - m) };
+                }
+                memcpy(ref, c, (size_t)m * sizeof *c);
+                qsort(ref, (size_t)m, sizeof *ref, bs_cand_cmp);
+                const int got = bs_top_set(c, m, n, key), want = n < m ? n : m;
+                cr_assert_eq(got, want, "m %d n %d: returned %d", m, n, got);
+                for (int i = 0; i < want; i++) in[(ref[i].idx + m) / 3] = 1;
+                for (int i = 0; i < want; i++) {
+                    cr_assert(in[(c[i].idx + m) / 3], "m %d n %d kind %d: %d kept, not in the first %d", m, n,
+                              kind, c[i].idx, want);
+                    in[(c[i].idx + m) / 3] = 0; /* each once */
+                }
+                free(c);
+                free(ref);
+                free(key);
+                free(perm);
+                free(in);
+            }
+}
+
 /* anchor_core.h's float threshold: logit >= thr must be the double test
  * (double)logit + theta >= abar for every float, the ulps around the
  * threshold, the specials and overflowing differences included; and the
