@@ -609,17 +609,14 @@ static int has_i32(const int32_t *a, int64_t lo, int64_t hi, int32_t v)
 
 /* MIXED: drop tokens that lie inside a kept block of the same row. The
  * rows in parallel (each row's survivors compacted at its start: a merge
- * walk over its sorted blocks and tokens), then packed into a new array. */
+ * walk over its sorted blocks and tokens), then packed into a new array,
+ * unless no row dropped any (a method that adds no covered token, such as
+ * minference_vs: the arrays stand as they are, no copy). */
 static int drop_covered_tokens(ab_layout *l, int64_t rows)
 {
     const int64_t n = l->tok_ptr[rows];
     int64_t *kept = malloc((size_t)(rows + 1) * sizeof *kept);
-    int32_t *out = malloc((size_t)(n ? n : 1) * sizeof *out);
-    if (!kept || !out) {
-        free(kept);
-        free(out);
-        return AB_ENOMEM;
-    }
+    if (!kept) return AB_ENOMEM;
 #pragma omp parallel for schedule(dynamic, 64) if (n > 65536)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1], b1 = l->blk_ptr[r + 1];
@@ -647,6 +644,15 @@ static int drop_covered_tokens(ab_layout *l, int64_t rows)
         w += k;
     }
     kept[rows] = w;
+    if (w == n) { /* nothing dropped: every row's tokens where they were */
+        free(kept);
+        return AB_OK;
+    }
+    int32_t *out = malloc((size_t)(n ? n : 1) * sizeof *out);
+    if (!out) {
+        free(kept);
+        return AB_ENOMEM;
+    }
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t r = 0; r < rows; r++)
         if (kept[r + 1] > kept[r])
