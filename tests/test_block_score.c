@@ -398,59 +398,16 @@ Test(block_score, sort_desc_is_the_comparator_order)
         }
 }
 
-/* bs_top_ascending keeps the same set as the first n of qsort with
- * bs_cand_cmp (ties at the n-th score to the lower indices, NaN last),
- * in ascending index order, for candidates listed in index order: random,
- * tied and special scores, n from 0 past m. */
-Test(block_score, top_ascending_is_the_comparator_prefix)
-{
-    /* 33 and more: bs_key_nth's radix passes before the quickselect */
-    static const int sizes[] = { 1, 2, 5, 16, 33, 100, 1000, 20000 };
-    uint64_t seed = 23;
-    for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
-        for (int kind = 0; kind < 4; kind++)
-            for (int f = 0; f <= 5; f++) {
-                const int m = sizes[a], n = f == 5 ? m + 3 : m * f / 4;
-                bs_cand *c = malloc((size_t)m * sizeof *c), *ref = malloc((size_t)m * sizeof *ref);
-                uint64_t *key = malloc((size_t)2 * m * sizeof *key);
-                char *in = calloc((size_t)m + 10, 1);
-                cr_assert(c && ref && key && in);
-                for (int i = 0; i < m; i++) {
-                    const double u = urand(&seed);
-                    const double specials[] = { 0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-310, -1e300 };
-                    const double sc = kind == 0   ? u * 2.0 - 1.0
-                                      : kind == 1 ? floor(u * 3.0) - 1.0
-                                      : kind == 2 ? specials[(int)(fabs(u) * 7.0) % 7]
-                                                  : 0.5;
-                    c[i] = (bs_cand){ sc, (int32_t)(3 * i + 1) };
-                }
-                memcpy(ref, c, (size_t)m * sizeof *c);
-                qsort(ref, (size_t)m, sizeof *ref, bs_cand_cmp);
-                const int got = bs_top_ascending(c, m, n, key), want = n < m ? n : m;
-                cr_assert_eq(got, want, "m %d n %d: returned %d", m, n, got);
-                for (int i = 0; i < want; i++) in[(ref[i].idx - 1) / 3] = 1;
-                for (int i = 0; i < want; i++) {
-                    cr_assert(in[(c[i].idx - 1) / 3], "m %d n %d kind %d: page %d kept, not in the first %d",
-                              m, n, kind, c[i].idx, want);
-                    in[(c[i].idx - 1) / 3] = 0; /* each once */
-                    cr_assert(i == 0 || c[i].idx > c[i - 1].idx, "m %d n %d kind %d: not ascending at %d", m,
-                              n, kind, i);
-                }
-                free(c);
-                free(ref);
-                free(key);
-                free(in);
-            }
-}
-
-/* bs_top_set keeps the same set as the first n of qsort with bs_cand_cmp
- * for candidates in any index order (negative indices too): the ties at
- * the n-th score go to the lowest indices, not to the first in the array
- * (shuffled indices and tie-heavy scores catch that rule). */
-Test(block_score, top_set_is_the_comparator_prefix)
+/* The first n of qsort with bs_cand_cmp (ties at the n-th score to the
+ * lower indices, NaN last) against bs_top_ascending (candidates listed in
+ * index order; kept in ascending index order) or, shuffled, bs_top_set
+ * (candidates in any index order, negative indices too: the ties go to the
+ * lowest indices, not to the first in the array): random, tied and special
+ * scores, n from 0 past m; 33 keys and more take bs_key_nth's radix passes
+ * before its quickselect. */
+static void top_prefix_cases(uint64_t seed, int shuffled)
 {
     static const int sizes[] = { 1, 2, 5, 16, 33, 100, 1000, 20000 };
-    uint64_t seed = 29;
     for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++)
         for (int kind = 0; kind < 4; kind++)
             for (int f = 0; f <= 5; f++) {
@@ -461,12 +418,14 @@ Test(block_score, top_set_is_the_comparator_prefix)
                 char *in = calloc((size_t)m, 1);
                 cr_assert(c && ref && key && perm && in);
                 for (int i = 0; i < m; i++) perm[i] = i;
-                for (int i = m - 1; i > 0; i--) {                                  /* Fisher-Yates */
+                for (int i = m - 1; shuffled && i > 0; i--) {                      /* Fisher-Yates */
                     const int j = (int)((urand(&seed) + 0.5) * (i + 1)) % (i + 1); /* urand: [-0.5, 0.5) */
                     const int32_t t = perm[i];
                     perm[i] = perm[j];
                     perm[j] = t;
                 }
+                /* idx = 3 p + off, p the candidate's rank in index order */
+                const int off = shuffled ? -m : 1;
                 for (int i = 0; i < m; i++) {
                     const double u = urand(&seed);
                     const double specials[] = { 0.0, -0.0, INFINITY, -INFINITY, NAN, 1e-310, -1e300 };
@@ -474,17 +433,20 @@ Test(block_score, top_set_is_the_comparator_prefix)
                                       : kind == 1 ? floor(u * 3.0) - 1.0
                                       : kind == 2 ? specials[(int)(fabs(u) * 7.0) % 7]
                                                   : 0.5;
-                    c[i] = (bs_cand){ sc, (int32_t)(3 * perm[i] - m) };
+                    c[i] = (bs_cand){ sc, (int32_t)(3 * perm[i] + off) };
                 }
                 memcpy(ref, c, (size_t)m * sizeof *c);
                 qsort(ref, (size_t)m, sizeof *ref, bs_cand_cmp);
-                const int got = bs_top_set(c, m, n, key), want = n < m ? n : m;
+                const int got = shuffled ? bs_top_set(c, m, n, key) : bs_top_ascending(c, m, n, key);
+                const int want = n < m ? n : m;
                 cr_assert_eq(got, want, "m %d n %d: returned %d", m, n, got);
-                for (int i = 0; i < want; i++) in[(ref[i].idx + m) / 3] = 1;
+                for (int i = 0; i < want; i++) in[(ref[i].idx - off) / 3] = 1;
                 for (int i = 0; i < want; i++) {
-                    cr_assert(in[(c[i].idx + m) / 3], "m %d n %d kind %d: %d kept, not in the first %d", m, n,
-                              kind, c[i].idx, want);
-                    in[(c[i].idx + m) / 3] = 0; /* each once */
+                    cr_assert(in[(c[i].idx - off) / 3], "m %d n %d kind %d: %d kept, not in the first %d", m,
+                              n, kind, c[i].idx, want);
+                    in[(c[i].idx - off) / 3] = 0; /* each once */
+                    cr_assert(shuffled || i == 0 || c[i].idx > c[i - 1].idx,
+                              "m %d n %d kind %d: not ascending at %d", m, n, kind, i);
                 }
                 free(c);
                 free(ref);
@@ -493,6 +455,10 @@ Test(block_score, top_set_is_the_comparator_prefix)
                 free(in);
             }
 }
+
+Test(block_score, top_ascending_is_the_comparator_prefix) { top_prefix_cases(23, 0); }
+
+Test(block_score, top_set_is_the_comparator_prefix) { top_prefix_cases(29, 1); }
 
 /* anchor_core.h's float threshold: logit >= thr must be the double test
  * (double)logit + theta >= abar for every float, the ulps around the
