@@ -592,19 +592,24 @@ static int build_csr(lb_list *li, int64_t rows, int64_t **ptr_out, int32_t **idx
     return AB_OK;
 }
 
-/* Binary search for v in a[lo, hi). */
-static int has_i32(const int32_t *a, int64_t lo, int64_t hi, int32_t v)
+/* The first position in a[lo, hi) (sorted) holding v or more; hi if none. */
+static int64_t lower_i32(const int32_t *a, int64_t lo, int64_t hi, int64_t v)
 {
     while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
+        const int64_t mid = lo + (hi - lo) / 2;
         if (a[mid] < v)
             lo = mid + 1;
-        else if (a[mid] > v)
-            hi = mid;
         else
-            return 1;
+            hi = mid;
     }
-    return 0;
+    return lo;
+}
+
+/* Binary search for v in a[lo, hi) (sorted). */
+static int has_i32(const int32_t *a, int64_t lo, int64_t hi, int32_t v)
+{
+    const int64_t p = lower_i32(a, lo, hi, v);
+    return p < hi && a[p] == v;
 }
 
 /* MIXED: drop tokens that lie inside a kept block of the same row. The
@@ -636,15 +641,7 @@ static int drop_covered_tokens(ab_layout *l, int64_t rows)
          * of most methods drop nothing) */
         int any = 0;
         for (int64_t x = b; x < b1 && !any; x++) {
-            const int64_t lo = (int64_t)l->blk_idx[x] * bk;
-            int64_t a = t0, z = t1; /* the first token >= lo */
-            while (a < z) {
-                const int64_t mid = a + (z - a) / 2;
-                if (tk[mid] < lo)
-                    a = mid + 1;
-                else
-                    z = mid;
-            }
+            const int64_t lo = (int64_t)l->blk_idx[x] * bk, a = lower_i32(tk, t0, t1, lo);
             any = a < t1 && tk[a] < lo + bk;
         }
         if (!any) {
