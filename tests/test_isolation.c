@@ -8,6 +8,7 @@
  * SIGSEGV/SIGABRT to the kernel so the parent sees the real signal. */
 #include <criterion/criterion.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,4 +152,35 @@ Test(isolation, runaway_allocation_is_oom_not_timeout)
     cr_expect_eq(rc, 1, "exit %d, want 1 (the oom point failed)", rc);
     expect_status(out, "fixture_oom", "oom", "out of memory");
     expect_status(out, "dense", "ok", "");
+}
+
+/* A selector that runs out of memory at the dense end of its knob (routing
+ * at N = 64K lists every query's keys in its untimed calls) still
+ * calibrates: the out-of-memory counts as too dense and the target is
+ * found below it. One that runs out of memory at every knob value, its
+ * sparse end included, is recorded as oom in calibration, never as a
+ * density. */
+Test(isolation, out_of_memory_at_the_dense_end_calibrates_below_it)
+{
+    const char *fix = getenv("AB_FIXTURE_BIN");
+    if (!fix || access(fix, X_OK))
+        cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
+    char out[300];
+    int rc = sweep("knob", "fixture_knob_oom, fixture_oom_always", "60", "1", out, sizeof out);
+    cr_expect_eq(rc, 1, "exit %d, want 1 (fixture_oom_always failed)", rc);
+    expect_status(out, "fixture_knob_oom", "ok", "");
+    expect_status(out, "fixture_oom_always", "oom", "calibration: fixture_oom_always: out of memory");
+    ab_point *p = NULL;
+    size_t n = 0;
+    ab_env env;
+    memset(&env, 0, sizeof env);
+    char err[512];
+    cr_assert_eq(ab_results_read(out, &p, &n, &env, err, sizeof err), 0, "%s", err);
+    ab_env_free(&env);
+    const ab_point *q = find(p, n, "fixture_knob_oom");
+    cr_assert_not_null(q);
+    cr_expect(q->knob_value <= 0.6, "calibrated at keep = %g, where select() fails", q->knob_value);
+    cr_expect(fabs(q->achieved_density - 0.5) <= 0.05, "achieved density %g, target 0.5",
+              q->achieved_density);
+    free(p);
 }

@@ -164,18 +164,37 @@ typedef struct calib {
     double best, bestd;
     double va, da, vb, db;
     double knob, achieved; /* the answer, once found */
-    int evals;
+    double vok;            /* the densest knob value select() completed at (NaN: none yet) */
+    int evals, ooms;
     char *msg;
     size_t ml;
 } calib;
 
+/* Is a the denser setting of the knob than b? */
+static int calib_denser(const calib *cs, double a, double b) { return cs->kn->increasing ? a > b : a < b; }
+
 /* select() at knob v: density *dv, the nearest value kept. Returns an AB_E*
- * code, 1 when v is within tolerance (the answer), else 0. */
+ * code, 1 when v is within tolerance (the answer), else 0.
+ *
+ * Out of memory at v counts as density 1 (above any target) when v is
+ * denser than every value select() completed at and is not the knob's
+ * sparse end: a layout that grows with the knob is the one cause that
+ * fits. Routing at N = 64K lists every query's keys in its untimed calls,
+ * and the dense end (one cluster) needs 2^31 of them, so calibration
+ * stopped there with "oom" before this rule (2026-12-06). An out-of-memory
+ * that the knob does not explain stays an error. */
 static int calib_try(calib *cs, double v, double *dv)
 {
     g_calib_evals = ++cs->evals;
-    const int rc = eval_knob(cs->x, cs->pb, cs->x->j->params, v, dv, cs->msg, cs->ml);
+    int rc = eval_knob(cs->x, cs->pb, cs->x->j->params, v, dv, cs->msg, cs->ml);
+    const double sparse_end = cs->kn->increasing ? cs->kp->min : cs->kp->max;
+    if (rc == AB_ENOMEM && v != sparse_end && (isnan(cs->vok) || calib_denser(cs, v, cs->vok))) {
+        cs->ooms++;
+        *dv = 1.0; /* a bracket end, never the answer nor the nearest value */
+        return 0;
+    }
     if (rc) return rc;
+    if (isnan(cs->vok) || calib_denser(cs, v, cs->vok)) cs->vok = v;
     if (isnan(cs->bestd) || fabs(*dv - cs->target) < fabs(cs->bestd - cs->target)) {
         cs->best = v;
         cs->bestd = *dv;
@@ -326,6 +345,7 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
                  .da = NAN,
                  .vb = NAN,
                  .db = NAN,
+                 .vok = NAN,
                  .msg = msg,
                  .ml = ml };
     const ab_param *kp = cs.kp;
@@ -335,6 +355,11 @@ static int calibrate(const point_ctx *x, const ab_problem *pb, double target, do
     if (!rc && (isnan(cs.va) || isnan(cs.vb))) rc = calib_ends(&cs);
     if (!rc) rc = calib_false_position(&cs);
     if (rc < 0) return rc;
+    if (rc == 2 && cs.ooms > 0) {
+        const size_t n = strlen(msg);
+        snprintf(msg + n, ml - n, "; %d denser setting%s ran out of memory (counted as density 1)", cs.ooms,
+                 cs.ooms > 1 ? "s" : "");
+    }
     *knob = cs.knob;
     *achieved = cs.achieved;
     return rc == 1 ? 0 : 1;
