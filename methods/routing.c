@@ -237,33 +237,53 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
     }
 }
 
-/* One pass over the P points x (P, d), RT_PTS at a time: their dot
- * products with the C centroids cen (C, d), cen . x_p, each the chain of
- * FMAs over the features in order from zero that bs_gemm_nt computes
- * (bs_bcast_rows: the points broadcast against the centroids transposed
- * into cent (d, cw), cw = C rounded up to whole vectors); into dot (C, P)
- * when given; and, when sum is given, each point's nearest centroid
- * (largest dot, ties to the lower) in asg, the clusters' sums (double, in
- * point order) and sizes, while the points are in cache. Until 2026-12-05
+/* The points' chunks: RT_CHUNK points of one side (queries or keys) each,
+ * more for many centroids (their partial sums take C d doubles a chunk);
+ * fixed by N and C, so the sums are the same whatever the thread count. */
+enum { RT_CHUNK = 4096 };
+static int rt_chunk(int C) { return RT_CHUNK * (C > 64 ? (C + 63) / 64 : 1); }
+static int rt_chunks(int N, int C) { return 2 * ((N + rt_chunk(C) - 1) / rt_chunk(C)); }
+
+/* One pass over the P = 2N points, the queries' xs[0] (N, d) then the
+ * keys' xs[1] (N, d), RT_PTS at a time: their dot products with the C
+ * centroids cen (C, d), cen . x_p, each the chain of FMAs over the features
+ * in order from zero that bs_gemm_nt computes (bs_bcast_rows: the points
+ * broadcast against the centroids transposed into cent (d, cw), cw = C
+ * rounded up to whole vectors); into dot (C, P) when given; and, when sum
+ * is given, each point's nearest centroid (largest dot, ties to the lower)
+ * in asg, the clusters' sums (double) and sizes, while the points are in
+ * cache. The points go by chunks (rt_chunk), split over the threads when
+ * par; each chunk sums its points in order into its own partial sums
+ * (psum: rt_chunks (C, d), pcnt: rt_chunks C), added up in chunk order
+ * (until 2026-12-06 one chain over all points, on one thread per head:
+ * routing at N = 64K with one head ran on one core). Until 2026-12-05
  * every pass transposed all 2N points, 64 at a time, for a product with
- * only C rows, and the transposes took most of the pass. v: RT_PTS * cw
- * floats. */
+ * only C rows, and the transposes took most of the pass. Returns AB_OK or
+ * AB_ENOMEM. */
 enum { RT_PTS = 8 };
-static void rt_lloyd_pass(const float *x, int P, int d, const float *cen, int C, float *cent, int cw,
-                          float *v, float *dot, int32_t *asg, double *sum, int32_t *cnt)
+/* rt_lloyd_pass's work on the points [a0, a1) of x (their index in [0, P)
+ * is g + p): dots into dot (C, P) when given, and with ps given their
+ * nearest centroids into asg and their sums and sizes into ps (C, d) and
+ * pc (C), zeroed here. Its own function, inlined with either dot or ps
+ * null: written inside the outlined OpenMP body, the loops read C, d and
+ * cw through the shared-variable block at every step (they might alias the
+ * stores), and the pass ran 10 % slower. */
+static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, size_t g, int a0, int a1,
+                                                                int d, int C, const float *cent, int cw,
+                                                                float *v, float *dot, size_t P, int32_t *asg,
+                                                                double *ps, int32_t *pc)
 {
-    bs_cols_t(cen, C, d, cw, cent);
-    if (sum) {
-        memset(sum, 0, (size_t)C * d * sizeof *sum);
-        memset(cnt, 0, (size_t)C * sizeof *cnt);
+    if (ps) {
+        memset(ps, 0, (size_t)C * d * sizeof *ps);
+        memset(pc, 0, (size_t)C * sizeof *pc);
     }
-    for (int p0 = 0; p0 < P; p0 += RT_PTS) {
-        const int np = P - p0 < RT_PTS ? P - p0 : RT_PTS;
+    for (int p0 = a0; p0 < a1; p0 += RT_PTS) {
+        const int np = a1 - p0 < RT_PTS ? a1 - p0 : RT_PTS;
         bs_bcast_rows(x + (size_t)p0 * d, (size_t)d, np, d, cent, cw, v);
         if (dot)
             for (int c = 0; c < C; c++)
-                for (int r = 0; r < np; r++) dot[(size_t)c * P + p0 + r] = v[(size_t)r * cw + c];
-        if (!sum) continue;
+                for (int r = 0; r < np; r++) dot[(size_t)c * P + g + p0 + r] = v[(size_t)r * cw + c];
+        if (!ps) continue;
         for (int r = 0; r < np; r++) {
             const float *vr = v + (size_t)r * cw, *xr = x + (size_t)(p0 + r) * d;
             float best = vr[0];
@@ -273,48 +293,109 @@ static void rt_lloyd_pass(const float *x, int P, int d, const float *cen, int C,
                     best = vr[c];
                     a = c;
                 }
-            asg[p0 + r] = a;
-            double *sr = sum + (size_t)a * d;
+            asg[g + p0 + r] = a;
+            double *sr = ps + (size_t)a * d;
             for (int c = 0; c < d; c++) sr[c] += xr[c];
-            cnt[a]++;
+            pc[a]++;
         }
     }
 }
 
-/* Clustering, routing and rows of head h. */
+static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *cen, int C, float *cent, int cw,
+                         float *dot, int32_t *asg, double *sum, int32_t *cnt, double *psum, int32_t *pcnt,
+                         int par)
+{
+    const int ck = rt_chunk(C), nch = rt_chunks(N, C), half = nch / 2;
+    const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
+    int bad = 0;
+    bs_cols_t(cen, C, d, cw, cent);
+#pragma omp parallel if (par)
+    {
+        float *v = malloc((size_t)RT_PTS * cw * sizeof *v); /* the dots of RT_PTS points */
+        if (!v) {
+#pragma omp atomic write
+            bad = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int ch = 0; ch < nch; ch++) {
+            if (!v) continue;
+            const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
+            double *ps = sum ? psum + (size_t)ch * cd : NULL;
+            int32_t *pc = sum ? pcnt + (size_t)ch * C : NULL;
+            if (sum) /* two copies, each with its own branches folded away */
+                rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg, ps, pc);
+            else
+                rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL,
+                              NULL);
+        }
+        free(v);
+    }
+    if (bad || !sum) return bad ? AB_ENOMEM : AB_OK;
+    memcpy(sum, psum, cd * sizeof *sum);
+    memcpy(cnt, pcnt, (size_t)C * sizeof *cnt);
+    for (int ch = 1; ch < nch; ch++) {
+        const double *ps = psum + (size_t)ch * cd;
+        const int32_t *pc = pcnt + (size_t)ch * C;
+        for (size_t t = 0; t < cd; t++) sum[t] += ps[t];
+        for (int c = 0; c < C; c++) cnt[c] += pc[c];
+    }
+    return AB_OK;
+}
+
+/* Clustering, routing and rows of head h. par: split the head's own loops
+ * over the threads (fewer heads than threads): the unit rows, the Lloyd
+ * passes by chunks of points and the top-w choices by (centroid, side);
+ * every number comes out the same either way. */
 static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, const ab_mask *mask, int h,
-                        int C, int w)
+                        int C, int w, int par)
 {
     rt_cache *rt = &st->rt;
     const size_t cwo = (size_t)h * C * w, npo = (size_t)h * (pb->s.seq_len + 1);
-    const int N = pb->s.seq_len, d = pb->s.head_dim, P = 2 * N, bk = l->block_k;
-    float *x = malloc((size_t)P * d * sizeof *x);           /* (P, d) unit points: Q then K */
-    float *cen = malloc((size_t)C * d * sizeof *cen);       /* (C, d) centroids */
-    float *dot = malloc((size_t)C * P * sizeof *dot);       /* (C, P) centroid . point */
-    int32_t *asg = malloc((size_t)P * sizeof *asg);         /* (P) nearest centroid */
-    const int cw = (C + VW - 1) / VW * VW;                  /* centroid lanes, whole vectors */
-    float *cent = malloc((size_t)d * cw * sizeof *cent);    /* (d, cw) centroids transposed */
-    float *vb = malloc((size_t)RT_PTS * cw * sizeof *vb);   /* (RT_PTS, cw) dots of a few points */
-    double *sum = malloc((size_t)C * d * sizeof *sum);      /* (C, d) cluster sums */
-    int32_t *cnt = malloc((size_t)C * sizeof *cnt);         /* (C) cluster sizes */
-    int32_t *perm = malloc((size_t)P * sizeof *perm);       /* init shuffle */
-    bs_cand *cand = malloc((size_t)N * sizeof *cand);       /* one top-w selection */
-    uint64_t *skey = malloc(2 * (size_t)N * sizeof *skey);  /* its ordered keys (bs_top_ascending) */
-    int32_t *qsel = rt->qsel + cwo, *ksel = rt->ksel + cwo; /* (C, w) queries, keys per cluster, sorted */
-    int32_t *mptr = rt->qptr + npo, *mcl = rt->qcl + cwo;   /* query -> clusters (CSR) */
+    const int N = pb->s.seq_len, d = pb->s.head_dim, P = 2 * N, bk = l->block_k, nch = rt_chunks(N, C);
+    /* the unit points: queries and keys apart (each under glibc's 32 MiB
+     * mmap threshold at N = 64K, d = 64, so the heap reuses them: one
+     * array of both was mapped afresh every call, and its page faults
+     * took a tenth of select()) */
+    float *xq = malloc((size_t)N * d * sizeof *xq);            /* (N, d) unit queries */
+    float *xk = malloc((size_t)N * d * sizeof *xk);            /* (N, d) unit keys */
+    float *cen = malloc((size_t)C * d * sizeof *cen);          /* (C, d) centroids */
+    float *dot = malloc((size_t)C * P * sizeof *dot);          /* (C, P) centroid . point */
+    int32_t *asg = malloc((size_t)P * sizeof *asg);            /* (P) nearest centroid */
+    const int cw = (C + VW - 1) / VW * VW;                     /* centroid lanes, whole vectors */
+    float *cent = malloc((size_t)d * cw * sizeof *cent);       /* (d, cw) centroids transposed */
+    double *sum = malloc((size_t)C * d * sizeof *sum);         /* (C, d) cluster sums */
+    int32_t *cnt = malloc((size_t)C * sizeof *cnt);            /* (C) cluster sizes */
+    double *psum = malloc((size_t)nch * C * d * sizeof *psum); /* (chunks, C, d) partial sums */
+    int32_t *pcnt = malloc((size_t)nch * C * sizeof *pcnt);    /* (chunks, C) partial sizes */
+    int32_t *perm = malloc((size_t)P * sizeof *perm);          /* init shuffle */
+    int32_t *qsel = rt->qsel + cwo, *ksel = rt->ksel + cwo;    /* (C, w) queries, keys per cluster, sorted */
+    int32_t *mptr = rt->qptr + npo, *mcl = rt->qcl + cwo;      /* query -> clusters (CSR) */
     int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
     int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
-    float *xt = malloc((size_t)d * UR_ROWS * sizeof *xt); /* unit_rows' transposed rows */
-    int rc = (x && cen && dot && asg && cent && vb && sum && cnt && perm && cand && skey && blk && tok && xt)
+    int rc = (xq && xk && cen && dot && asg && cent && sum && cnt && psum && pcnt && perm && blk && tok)
                  ? AB_OK
                  : AB_ENOMEM;
+    const float *const xs[2] = { xq, xk };
     if (rc == AB_OK) {
         const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
-        for (int i = 0; i < N; i += UR_ROWS) {
-            const int n = N - i < UR_ROWS ? N - i : UR_ROWS;
-            unit_rows(q + (size_t)i * d, n, d, x + (size_t)i * d, xt);
-            unit_rows(k + (size_t)i * d, n, d, x + (size_t)(N + i) * d, xt);
+#pragma omp parallel if (par)
+        {
+            float *xt = malloc((size_t)d * UR_ROWS * sizeof *xt); /* unit_rows' transposed rows */
+            if (!xt) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int i = 0; i < N; i += UR_ROWS) {
+                const int n = N - i < UR_ROWS ? N - i : UR_ROWS;
+                if (!xt) continue;
+                unit_rows(q + (size_t)i * d, n, d, xq + (size_t)i * d, xt);
+                unit_rows(k + (size_t)i * d, n, d, xk + (size_t)i * d, xt);
+            }
+            free(xt);
         }
+    }
+    if (rc == AB_OK) {
         /* init: C distinct points, a partial Fisher-Yates shuffle */
         uint64_t s = ab_mix64(pb->seed ^ ab_mix64(0x524f555445000000ull + (uint64_t)h)); /* "ROUTE" */
         for (int t = 0; t < P; t++) perm[t] = t;
@@ -323,12 +404,13 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             const int32_t t = perm[c];
             perm[c] = perm[r];
             perm[r] = t;
-            memcpy(cen + (size_t)c * d, x + (size_t)perm[c] * d, (size_t)d * sizeof *cen);
+            const float *pt = xs[perm[c] >= N] + (size_t)(perm[c] % N) * d;
+            memcpy(cen + (size_t)c * d, pt, (size_t)d * sizeof *cen);
         }
         /* Lloyd steps of spherical k-means */
-        for (int it = 0; it < st->iters; it++) {
-            rt_lloyd_pass(x, P, d, cen, C, cent, cw, vb, NULL, asg, sum, cnt);
-            for (int c = 0; c < C; c++) {
+        for (int it = 0; rc == AB_OK && it < st->iters; it++) {
+            rc = rt_lloyd_pass(xs, N, d, cen, C, cent, cw, NULL, asg, sum, cnt, psum, pcnt, par);
+            for (int c = 0; rc == AB_OK && c < C; c++) {
                 if (cnt[c] == 0) continue; /* empty: keep the centroid */
                 const double *sr = sum + (size_t)c * d;
                 double ss = 0.0;
@@ -339,15 +421,33 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
             }
         }
         /* balanced routing: each centroid's w nearest queries and keys */
-        rt_lloyd_pass(x, P, d, cen, C, cent, cw, vb, dot, NULL, NULL, NULL);
-        for (int c = 0; c < C; c++)
-            for (int side = 0; side < 2; side++) {
+        if (rc == AB_OK)
+            rc = rt_lloyd_pass(xs, N, d, cen, C, cent, cw, dot, NULL, NULL, NULL, NULL, NULL, par);
+    }
+    if (rc == AB_OK) {
+#pragma omp parallel if (par)
+        {
+            bs_cand *cand = malloc((size_t)N * sizeof *cand);      /* one top-w selection */
+            uint64_t *skey = malloc(2 * (size_t)N * sizeof *skey); /* its ordered keys (bs_top_ascending) */
+            if (!cand || !skey) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int cs = 0; cs < 2 * C; cs++) {
+                if (!cand || !skey) continue;
+                const int c = cs / 2, side = cs % 2;
                 const float *row = dot + (size_t)c * P + (size_t)side * N;
                 for (int i = 0; i < N; i++) cand[i] = (bs_cand){ row[i], i };
                 bs_top_ascending(cand, N, w, skey); /* the top w, in position order */
                 int32_t *out = (side ? ksel : qsel) + (size_t)c * w;
                 for (int t = 0; t < w; t++) out[t] = cand[t].idx;
             }
+            free(cand);
+            free(skey);
+        }
+    }
+    if (rc == AB_OK) {
         /* the clusters of each query and of each key (CSR, clusters ascending) */
         rt_csr(qsel, C, w, N, mptr, mcl, rt->qslot + cwo);
         rt_csr(ksel, C, w, N, rt->kptr + npo, rt->kcl + cwo, NULL);
@@ -373,21 +473,37 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
         }
         rc = mc_flush_row(l, h, i, blk, nb, tok, nt);
     }
-    free(x);
+    free(xq);
+    free(xk);
     free(cen);
     free(dot);
     free(asg);
     free(cent);
-    free(vb);
     free(sum);
     free(cnt);
+    free(psum);
+    free(pcnt);
     free(perm);
-    free(cand);
-    free(skey);
     free(blk);
     free(tok);
-    free(xt);
     return rc;
+}
+
+typedef struct rt_heads_ctx {
+    routing_state *st;
+    const ab_problem *pb;
+    ab_layout *l;
+    const ab_mask *mask;
+    int C, w;
+} rt_heads_ctx;
+
+/* routing_head for head h (a bs_head_fn) */
+static int rt_one(void *ctx, int h, int par, double *fl, double *by)
+{
+    const rt_heads_ctx *c = ctx;
+    (void)fl;
+    (void)by;
+    return routing_head(c->st, c->pb, c->l, c->mask, h, c->C, c->w, par);
 }
 
 static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
@@ -408,18 +524,11 @@ static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
         ab_set_error(state, "routing: out of memory");
         return rc;
     }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int h = 0; h < H; h++) {
-        int r;
-#pragma omp atomic read
-        r = rc;
-        if (r != AB_OK) continue;
-        r = routing_head(st, pb, l, &mask, h, C, w);
-        if (r != AB_OK) {
-#pragma omp atomic write
-            rc = r;
-        }
-    }
+    /* the heads, or one head's own loops, over the threads (bs_run_heads;
+     * the cost is stated below) */
+    rt_heads_ctx c = { st, pb, l, &mask, C, w };
+    double unused[2] = { 0.0, 0.0 };
+    rc = bs_run_heads(H, rt_one, &c, &unused[0], &unused[1]);
     if (rc != AB_OK) {
         rt_free(&st->rt);
         return rc;
