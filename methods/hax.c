@@ -136,7 +136,7 @@ static inline __attribute__((always_inline)) void sb_project(const int NW, const
     vd pv[SB_ROWS][NW];
     for (int r = 0; r < SB_ROWS; r++)
         for (int t = 0; t < NW; t++) pv[r][t] = (vd){ 0 };
-    for (int c = 0; c < d; c++) {
+    for (int c = 0; c < d; c++) { /* d a constant where it can be (sb_rows) */
         const vd *hr = Hv + (size_t)c * NW;
         for (int r = 0; r < SB_ROWS; r++) {
             const vd v = HX_SPLAT(xs[(size_t)r * d + c]);
@@ -150,6 +150,29 @@ static inline __attribute__((always_inline)) void sb_project(const int NW, const
         int32_t b = 0;
         for (int t = 0; t < bits; t++) b |= (int32_t)(proj[t] > thr[t]) << t;
         out[r] = b;
+    }
+}
+
+/* The sign bits of the N rows of x (N, d) into out, SB_ROWS rows at a time
+ * (their sums independent chains: one row's chain of d dependent adds left
+ * the FP units idle), each group converted to double into xs (SB_ROWS, d)
+ * first. D: d as a constant (0: the run-time d). With a run-time d the
+ * eight rows' addresses xs + r d took eight registers, and GCC reloaded
+ * them from the stack before every FMA: a constant folds them into one
+ * base and displacements (2026-12-06; the same FMAs in the same order). */
+static inline __attribute__((always_inline)) void sb_rows(const int NW, const int D, const float *x, int N,
+                                                          int d, double *xs, const vd *Hv, const vd *bt,
+                                                          int bits, int32_t *out)
+{
+    const int dd = D ? D : d;
+    for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
+        const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
+        for (int r = 0; r < SB_ROWS; r++) { /* the rows in double, vectorised over c */
+            const float *xr = x + (size_t)(i0 + (r < nr ? r : 0)) * dd;
+            double *vr = xs + (size_t)r * dd;
+            for (int c = 0; c < dd; c++) vr[c] = xr[c];
+        }
+        sb_project(NW, xs, Hv, bt, dd, bits, nr, out + i0);
     }
 }
 
@@ -275,30 +298,22 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
         }
     }
     memcpy(bt, thr, (size_t)nw * sizeof *bt);
-    /* SB_ROWS rows at a time, so their sums are independent chains (one
-     * row's chain of d dependent adds left the FP units idle) */
-    for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
-        const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
-        for (int r = 0; r < SB_ROWS; r++) { /* the rows in double, vectorised over c */
-            const float *xr = x + (size_t)(i0 + (r < nr ? r : 0)) * d;
-            double *vr = xs + (size_t)r * d;
-            for (int c = 0; c < d; c++) vr[c] = xr[c];
-        }
-        switch (nw) {
-#define SB_CASE(n) \
-    case n: sb_project(n, xs, Hv, bt, d, bits, nr, out + i0); break;
-            SB_CASE(1)
-            SB_CASE(2)
-            SB_CASE(3)
-            SB_CASE(4)
+    switch (nw * 4 + (d == 64 ? 1 : d == 128 ? 2 : 0)) {
+#define SB_CASE(n)                                                         \
+    case 4 * n: sb_rows(n, 0, x, N, d, xs, Hv, bt, bits, out); break;      \
+    case 4 * n + 1: sb_rows(n, 64, x, N, d, xs, Hv, bt, bits, out); break; \
+    case 4 * n + 2: sb_rows(n, 128, x, N, d, xs, Hv, bt, bits, out); break;
+        SB_CASE(1)
+        SB_CASE(2)
+        SB_CASE(3)
+        SB_CASE(4)
 #if HX_VL < 8
-            SB_CASE(5)
-            SB_CASE(6)
-            SB_CASE(7)
-            SB_CASE(8)
+        SB_CASE(5)
+        SB_CASE(6)
+        SB_CASE(7)
+        SB_CASE(8)
 #endif
 #undef SB_CASE
-        }
     }
     free(Hv);
     free(xs);
