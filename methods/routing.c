@@ -301,12 +301,32 @@ static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, 
     }
 }
 
+/* The chunks [c0, c1) of rt_lloyd_pass (psum null: the dots alone). Not
+ * inlined into the OpenMP body, so its loops keep their values in
+ * registers. */
+static __attribute__((noinline)) void rt_pass_chunks(const float *const xs[2], int N, int d, int C,
+                                                     const float *cent, int cw, float *v, float *dot,
+                                                     int32_t *asg, double *psum, int32_t *pcnt, int c0,
+                                                     int c1)
+{
+    const int ck = rt_chunk(C), half = rt_chunks(N, C) / 2;
+    const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
+    for (int ch = c0; ch < c1; ch++) {
+        const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
+        if (psum) /* two copies, each with its own branches folded away */
+            rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
+                          psum + (size_t)ch * cd, pcnt + (size_t)ch * C);
+        else
+            rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL, NULL);
+    }
+}
+
 static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *cen, int C, float *cent, int cw,
                          float *dot, int32_t *asg, double *sum, int32_t *cnt, double *psum, int32_t *pcnt,
                          int par)
 {
-    const int ck = rt_chunk(C), nch = rt_chunks(N, C), half = nch / 2;
-    const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
+    const int nch = rt_chunks(N, C);
+    const size_t cd = (size_t)C * d;
     int bad = 0;
     bs_cols_t(cen, C, d, cw, cent);
 #pragma omp parallel if (par)
@@ -317,17 +337,8 @@ static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *ce
             bad = 1;
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int ch = 0; ch < nch; ch++) {
-            if (!v) continue;
-            const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
-            double *ps = sum ? psum + (size_t)ch * cd : NULL;
-            int32_t *pc = sum ? pcnt + (size_t)ch * C : NULL;
-            if (sum) /* two copies, each with its own branches folded away */
-                rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg, ps, pc);
-            else
-                rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL,
-                              NULL);
-        }
+        for (int ch = 0; ch < nch; ch++)
+            if (v) rt_pass_chunks(xs, N, d, C, cent, cw, v, dot, asg, sum ? psum : NULL, pcnt, ch, ch + 1);
         free(v);
     }
     if (bad || !sum) return bad ? AB_ENOMEM : AB_OK;
