@@ -264,10 +264,8 @@ enum { RT_PTS = 8 };
 /* rt_lloyd_pass's work on the points [a0, a1) of x (their index in [0, P)
  * is g + p): dots into dot (C, P) when given, and with ps given their
  * nearest centroids into asg and their sums and sizes into ps (C, d) and
- * pc (C), zeroed here. Its own function, inlined with either dot or ps
- * null: written inside the outlined OpenMP body, the loops read C, d and
- * cw through the shared-variable block at every step (they might alias the
- * stores), and the pass ran 10 % slower. */
+ * pc (C), zeroed here. Inlined into rt_pass_chunks with either dot or ps
+ * null (two copies, each with its branches folded away). */
 static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, size_t g, int a0, int a1,
                                                                 int d, int C, const float *cent, int cw,
                                                                 float *v, float *dot, size_t P, int32_t *asg,
@@ -302,8 +300,9 @@ static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, 
 }
 
 /* The chunks [c0, c1) of rt_lloyd_pass (psum null: the dots alone). Not
- * inlined into the OpenMP body, so its loops keep their values in
- * registers. */
+ * inlined into the OpenMP body: written or inlined there, the pass ran 8 %
+ * slower in the harness (16K, 4 heads; 2026-12-06), its loops reading
+ * their bounds through the outlined body's shared-variable block. */
 static __attribute__((noinline)) void rt_pass_chunks(const float *const xs[2], int N, int d, int C,
                                                      const float *cent, int cw, float *v, float *dot,
                                                      int32_t *asg, double *psum, int32_t *pcnt, int c0,
@@ -313,7 +312,7 @@ static __attribute__((noinline)) void rt_pass_chunks(const float *const xs[2], i
     const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
     for (int ch = c0; ch < c1; ch++) {
         const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
-        if (psum) /* two copies, each with its own branches folded away */
+        if (psum)
             rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
                           psum + (size_t)ch * cd, pcnt + (size_t)ch * C);
         else
