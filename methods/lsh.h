@@ -92,6 +92,47 @@ static inline int32_t lsh_argmax_row(const float *p, int b2, int nb)
     return lsh_scan_row(p, b2, nb);
 }
 
+/* The codes of 16 rows at once, the rows in the lanes: their projections
+ * P (16 rows of cw floats, cw a multiple of 16) transposed into pt (cw x
+ * 16) in registers, then per round the scan of lsh_scan_row down the
+ * candidates in order, t = 0 .. b2 - 1 and then the negated ones, a lane
+ * taking t where its candidate is greater (an ordered compare: false on a
+ * NaN, as the scalar >). So each lane's code is the scan's, bit for bit,
+ * NaN included; the per-row form reduced each row's maximum and minimum
+ * across its vector and searched for it again, a quarter of reformer's
+ * hashing (2026-12-06). out: the first row's code of round 0; round r's
+ * codes are n further on. */
+static inline void lsh_argmax16(const float *P, int cw, int R, int b2, int nb, float *pt, int32_t *out,
+                                size_t n)
+{
+    const float *row[16];
+    for (int i = 0; i < 16; i++) row[i] = P + (size_t)i * cw;
+    for (int c = 0; c < cw; c += 16) {
+        bs_transpose16p(row, pt + (size_t)c * 16, 16);
+        for (int i = 0; i < 16; i++) row[i] += 16;
+    }
+    const int nn = nb - b2;
+    const __m512 neg1 = _mm512_set1_ps(-1.0f);
+    for (int r = 0; r < R; r++) {
+        const float *b = pt + (size_t)r * b2 * 16;
+        __m512 best = _mm512_loadu_ps(b);
+        __m512i code = _mm512_setzero_si512();
+        for (int t = 1; t < b2; t++) {
+            const __m512 v = _mm512_loadu_ps(b + (size_t)t * 16);
+            const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+            best = _mm512_mask_mov_ps(best, gt, v);
+            code = _mm512_mask_mov_epi32(code, gt, _mm512_set1_epi32(t));
+        }
+        for (int t = 0; t < nn; t++) {
+            const __m512 v = _mm512_mul_ps(neg1, _mm512_loadu_ps(b + (size_t)t * 16));
+            const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+            best = _mm512_mask_mov_ps(best, gt, v);
+            code = _mm512_mask_mov_epi32(code, gt, _mm512_set1_epi32(b2 + t));
+        }
+        _mm512_storeu_si512(out + (size_t)r * n, code);
+    }
+}
+
 /* The AVX-512 path of lsh_codes_rounds for many rows: each row of x
  * broadcast against the rotations transposed once (rt: (d, cw), cw the
  * ncol = R b2 projections rounded up to whole vectors, zero past them) by
@@ -105,9 +146,11 @@ static inline int lsh_codes_bcast(const float *x, int n, int d, const float *rot
 {
     const int ncol = R * b2, cw = (ncol + 15) / 16 * 16;
     float *rt = malloc((size_t)d * cw * sizeof *rt), *P = malloc((size_t)LSH_ROWS * cw * sizeof *P);
-    if (!rt || !P) {
+    float *pt = malloc((size_t)16 * cw * sizeof *pt); /* 16 rows' projections transposed */
+    if (!rt || !P || !pt) {
         free(rt);
         free(P);
+        free(pt);
         return -1;
     }
     bs_cols_t(rot, ncol, d, cw, rt);
@@ -115,12 +158,15 @@ static inline int lsh_codes_bcast(const float *x, int n, int d, const float *rot
         const int nr = n - i0 < LSH_ROWS ? n - i0 : LSH_ROWS;
         bs_bcast_rows(x + (size_t)i0 * d, (size_t)d, nr, d, rt, cw, P);
         if (seen) seen(ctx, (size_t)i0 * d, (size_t)(i0 + nr) * d);
+        int a = 0;
+        for (; a + 16 <= nr; a += 16) lsh_argmax16(P + (size_t)a * cw, cw, R, b2, nb, pt, out + i0 + a, n);
         for (int r = 0; r < R; r++)
-            for (int a = 0; a < nr; a++)
-                out[(size_t)r * n + i0 + a] = lsh_argmax_row(P + (size_t)a * cw + (size_t)r * b2, b2, nb);
+            for (int e = a; e < nr; e++)
+                out[(size_t)r * n + i0 + e] = lsh_argmax_row(P + (size_t)e * cw + (size_t)r * b2, b2, nb);
     }
     free(rt);
     free(P);
+    free(pt);
     return 0;
 }
 #endif
