@@ -31,6 +31,13 @@
 
 static char g_dir[256];
 
+/* The fixture binary, or the test skipped. */
+#define NEED_FIXTURES()                                                                         \
+    do {                                                                                        \
+        if (!getenv("AB_FIXTURE_BIN") || access(getenv("AB_FIXTURE_BIN"), X_OK))                \
+            cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)"); \
+    } while (0)
+
 static void setup(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/ab_iso_XXXXXX");
@@ -98,15 +105,22 @@ static int sweep(const char *name, const char *methods, const char *timeout_s, c
     return WEXITSTATUS(st);
 }
 
-static void expect_status(const char *out, const char *method, const char *status, const char *needle)
+/* The points of the results file out (free them); *n their count. */
+static ab_point *read_points(const char *out, size_t *n)
 {
     ab_point *p = NULL;
-    size_t n = 0;
     ab_env env;
     memset(&env, 0, sizeof env);
     char err[512];
-    cr_assert_eq(ab_results_read(out, &p, &n, &env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ab_results_read(out, &p, n, &env, err, sizeof err), 0, "%s", err);
     ab_env_free(&env);
+    return p;
+}
+
+static void expect_status(const char *out, const char *method, const char *status, const char *needle)
+{
+    size_t n = 0;
+    ab_point *p = read_points(out, &n);
     const ab_point *q = find(p, n, method);
     cr_expect_not_null(q, "%s: no point recorded", method);
     if (q) {
@@ -122,9 +136,7 @@ static void expect_status(const char *out, const char *method, const char *statu
 
 Test(isolation, each_failure_gets_its_own_status)
 {
-    const char *fix = getenv("AB_FIXTURE_BIN");
-    if (!fix || access(fix, X_OK))
-        cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
+    NEED_FIXTURES();
     char out[300];
     int rc = sweep("fx", "dense, fixture_segv, fixture_hang, fixture_nan, window", "3", "1", out, sizeof out);
     cr_expect_eq(rc, 1, "exit %d, want 1 (some points failed)", rc);
@@ -139,9 +151,7 @@ Test(isolation, each_failure_gets_its_own_status)
  * time limit: the two must never race. */
 Test(isolation, runaway_allocation_is_oom_not_timeout)
 {
-    const char *fix = getenv("AB_FIXTURE_BIN");
-    if (!fix || access(fix, X_OK))
-        cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
+    NEED_FIXTURES();
     if (AB_TEST_ASAN) {
         fprintf(stderr,
                 "note: AddressSanitizer build: the oom case is skipped (RLIMIT_AS is not set under ASan)\n");
@@ -162,21 +172,14 @@ Test(isolation, runaway_allocation_is_oom_not_timeout)
  * density. */
 Test(isolation, out_of_memory_at_the_dense_end_calibrates_below_it)
 {
-    const char *fix = getenv("AB_FIXTURE_BIN");
-    if (!fix || access(fix, X_OK))
-        cr_skip_test("AB_FIXTURE_BIN is not set to an executable (run through make test)");
+    NEED_FIXTURES();
     char out[300];
     int rc = sweep("knob", "fixture_knob_oom, fixture_oom_always", "60", "1", out, sizeof out);
     cr_expect_eq(rc, 1, "exit %d, want 1 (fixture_oom_always failed)", rc);
     expect_status(out, "fixture_knob_oom", "ok", "");
     expect_status(out, "fixture_oom_always", "oom", "calibration: fixture_oom_always: out of memory");
-    ab_point *p = NULL;
     size_t n = 0;
-    ab_env env;
-    memset(&env, 0, sizeof env);
-    char err[512];
-    cr_assert_eq(ab_results_read(out, &p, &n, &env, err, sizeof err), 0, "%s", err);
-    ab_env_free(&env);
+    ab_point *p = read_points(out, &n);
     const ab_point *q = find(p, n, "fixture_knob_oom");
     cr_assert_not_null(q);
     cr_expect(q->knob_value <= 0.6, "calibrated at keep = %g, where select() fails", q->knob_value);
