@@ -105,12 +105,7 @@ static inline int32_t lsh_argmax_row(const float *p, int b2, int nb)
 static inline void lsh_argmax16(const float *P, int cw, int R, int b2, int nb, float *pt, int32_t *out,
                                 size_t n)
 {
-    const float *row[16];
-    for (int i = 0; i < 16; i++) row[i] = P + (size_t)i * cw;
-    for (int c = 0; c < cw; c += 16) {
-        bs_transpose16p(row, pt + (size_t)c * 16, 16);
-        for (int i = 0; i < 16; i++) row[i] += 16;
-    }
+    bs_transpose(P, (size_t)cw, NULL, 16, cw, pt, 16); /* 16 x 16 blocks in registers */
     const int nn = nb - b2;
     const __m512 neg1 = _mm512_set1_ps(-1.0f);
     for (int r = 0; r < R; r++) {
