@@ -299,25 +299,22 @@ static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, 
     }
 }
 
-/* The chunks [c0, c1) of rt_lloyd_pass (psum null: the dots alone). Not
+/* Chunk ch of rt_lloyd_pass (psum null: the dots alone). Not
  * inlined into the OpenMP body: written or inlined there, the pass ran 8 %
  * slower in the harness (16K, 4 heads; 2026-12-06), its loops reading
  * their bounds through the outlined body's shared-variable block. */
 static __attribute__((noinline)) void rt_pass_chunks(const float *const xs[2], int N, int d, int C,
                                                      const float *cent, int cw, float *v, float *dot,
-                                                     int32_t *asg, double *psum, int32_t *pcnt, int c0,
-                                                     int c1)
+                                                     int32_t *asg, double *psum, int32_t *pcnt, int ch)
 {
     const int ck = rt_chunk(C), half = rt_chunks(N, C) / 2;
+    const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
     const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
-    for (int ch = c0; ch < c1; ch++) {
-        const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
-        if (psum)
-            rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
-                          psum + (size_t)ch * cd, pcnt + (size_t)ch * C);
-        else
-            rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL, NULL);
-    }
+    if (psum)
+        rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
+                      psum + (size_t)ch * cd, pcnt + (size_t)ch * C);
+    else
+        rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL, NULL);
 }
 
 static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *cen, int C, float *cent, int cw,
@@ -337,7 +334,7 @@ static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *ce
         }
 #pragma omp for schedule(dynamic, 1)
         for (int ch = 0; ch < nch; ch++)
-            if (v) rt_pass_chunks(xs, N, d, C, cent, cw, v, dot, asg, sum ? psum : NULL, pcnt, ch, ch + 1);
+            if (v) rt_pass_chunks(xs, N, d, C, cent, cw, v, dot, asg, sum ? psum : NULL, pcnt, ch);
         free(v);
     }
     if (bad || !sum) return bad ? AB_ENOMEM : AB_OK;
@@ -356,10 +353,11 @@ static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *ce
  * over the threads (fewer heads than threads): the unit rows, the Lloyd
  * passes by chunks of points and the top-w choices by (centroid, side);
  * every number comes out the same either way. */
-static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, const ab_mask *mask, int h,
-                        int C, int w, int par)
+static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout *l, int h, int par)
 {
-    rt_cache *rt = &st->rt;
+    const rt_cache *rt = &st->rt; /* rt_alloc'd for this problem: C, w and the lists to fill */
+    const int C = rt->C, w = rt->w;
+    const ab_mask mask = ab_shape_mask(&pb->s);
     const size_t cwo = (size_t)h * C * w, npo = (size_t)h * (pb->s.seq_len + 1);
     const int N = pb->s.seq_len, d = pb->s.head_dim, P = 2 * N, bk = l->block_k, nch = rt_chunks(N, C);
     /* the unit points: queries and keys apart (each under glibc's 32 MiB
@@ -467,7 +465,7 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
      * run() then works from the cache, and only the metrics read rows) */
     for (int i = 0; rc == AB_OK && !pb->timed && i < N; i++) {
         int lo, hi;
-        ab_mask_span(mask, i, &lo, &hi);
+        ab_mask_span(&mask, i, &lo, &hi);
         int nb = 0, nt = 0;
         if (st->window > 0) {
             int a = i - st->window + 1, b = l->causal ? i + 1 : i + st->window;
@@ -499,21 +497,13 @@ static int routing_head(routing_state *st, const ab_problem *pb, ab_layout *l, c
     return rc;
 }
 
-typedef struct rt_heads_ctx {
-    routing_state *st;
-    const ab_problem *pb;
-    ab_layout *l;
-    const ab_mask *mask;
-    int C, w;
-} rt_heads_ctx;
-
 /* routing_head for head h (a bs_head_fn) */
 static int rt_one(void *ctx, int h, int par, double *fl, double *by)
 {
-    const rt_heads_ctx *c = ctx;
+    const bs_heads_ctx *c = ctx;
     (void)fl;
     (void)by;
-    return routing_head(c->st, c->pb, c->l, c->mask, h, c->C, c->w, par);
+    return routing_head(c->st, c->pb, c->l, h, par);
 }
 
 static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
@@ -528,7 +518,6 @@ static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc != AB_OK) return rc;
     const int C = st->clusters < N ? st->clusters : N;
     const int w = (int)(((int64_t)N + C - 1) / C);
-    const ab_mask mask = ab_shape_mask(&pb->s);
     rc = rt_alloc(&st->rt, H, N, d, C, w);
     if (rc != AB_OK) {
         ab_set_error(state, "routing: out of memory");
@@ -536,7 +525,7 @@ static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     /* the heads, or one head's own loops, over the threads (bs_run_heads;
      * the cost is stated below) */
-    rt_heads_ctx c = { st, pb, l, &mask, C, w };
+    bs_heads_ctx c = { st, pb, l };
     double unused[2] = { 0.0, 0.0 };
     rc = bs_run_heads(H, rt_one, &c, &unused[0], &unused[1]);
     if (rc != AB_OK) {
