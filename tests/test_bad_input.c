@@ -158,6 +158,7 @@ static const struct bad_cfg cfgs[] = {
     { "[timing]\nshared_core_check = 3\n", { "c.ini:2:", "key 'shared_core_check'", "0 or 1" } },
     { "[timing]\nmin_sample_ms = -1\n", { "c.ini:2:", "key 'min_sample_ms'", "must be" } },
     { "[timing]\ninterference_pct = 0\n", { "c.ini:2:", "key 'interference_pct'", "must be" } },
+    { "[timing]\nmeasure_bandwidth = 2\n", { "c.ini:2:", "key 'measure_bandwidth'", "must be 0 or 1" } },
     { "[timing]\ntimed_tasks = needle, nosuch\n",
       { "c.ini:2:", "key 'timed_tasks'", "unknown task 'nosuch'" } },
     { "[timing]\ntimed_depths = 1.5\n", { "c.ini:2:", "key 'timed_depths'", "outside [0, 1]" } },

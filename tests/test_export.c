@@ -47,6 +47,7 @@ typedef struct fixture {
 } fixture;
 
 static int fx_topk_block; /* 0: topk on 64 x 64 like the rest */
+static const char *fx_bw; /* fx_timing: the file's stream_triad_gbs (NULL: none) */
 
 static void fx_point(ab_point *p, int *serial, const char *method, const char *task, int n, int seed,
                      double target, const char *status)
@@ -1286,6 +1287,7 @@ static void fx_timing(fixture *fx)
     memset(&env, 0, sizeof env);
     ab_env_set(&env, "host", "testhost");
     ab_env_set(&env, "git_sha", "0123456789abcdef");
+    if (fx_bw) ab_env_set(&env, "stream_triad_gbs", fx_bw);
     ab_store *st = NULL;
     char err[256] = "";
     cr_assert_eq(ab_store_open(fx->h5, &env, 0, &st, err, sizeof err), 0, "%s", err);
@@ -1528,6 +1530,38 @@ Test(export, paired_speedup_and_fallback)
     cr_assert(strstr(o, " 2.00x ") && !strstr(o, " 2.00x ["), "fallback without interval: %s", o);
     free(o);
     fx_clean(&fx);
+}
+
+/* selectors.tsv: the stated FLOPs and bytes against dense, and the roofline
+ * of the two where the file has a STREAM bandwidth. fast at 0.1, N = 2048:
+ * select 2.5 of dense 40 ms (0.0625); FLOPs 2.048e8 of dense 4 d H pairs
+ * = 2148532224 (0.0953); bytes 4 N 64 = 524288, at 0.0524288 GB/s 10 ms
+ * (0.25 of dense: the higher bound, so the roofline). */
+Test(export, selectors_roofline)
+{
+    fixture fx;
+    char line[512], *f[32];
+    for (int with_bw = 0; with_bw < 2; with_bw++) {
+        fx_bw = with_bw ? "0.0524288" : NULL;
+        fx_timing(&fx);
+        fx_bw = NULL;
+        export_to(&fx, fx.out);
+        char *t = data_of(&fx, "selectors.tsv");
+        cr_assert(strstr(t, "#          17 roofline_rel  18 roofline_eff  19 select_bytes\n"), "%s", t);
+        cr_assert(with_bw ? strstr(t, "# bandwidth: STREAM triad 0.05 GB/s")
+                          : strstr(t, "# note: no stream_triad_gbs in the file"),
+                  "%s", t);
+        cr_assert_eq(block_row(t, "fast", 0, "2048", line, sizeof line, f, 32), 19, "%s", t);
+        expect_near(f[1], 0.0625, "select_rel");
+        expect_near(f[4], 2.048e8 / 2148532224.0, "bound_rel");
+        expect_near(f[5], 2.048e8 / 2148532224.0 / 0.0625, "efficiency");
+        expect_near(f[15], with_bw ? 0.25 : NAN, "bytes_rel");
+        expect_near(f[16], with_bw ? 0.25 : NAN, "roofline_rel: the bytes");
+        expect_near(f[17], with_bw ? 4.0 : NAN, "roofline_eff");
+        expect_near(f[18], 524288, "select_bytes");
+        free(t);
+        fx_clean(&fx);
+    }
 }
 
 /* breakeven.tsv: one line per (method but dense) x (N, target density), the

@@ -572,6 +572,7 @@ static const num_key timing_keys[] = {
     NK_INT(rounds, 1, 16, 1, "must be an integer in [1, 16]"),
     NK_INT(shared_core_check, 0, 1, 1, "must be 0 or 1"),
     NK_INT(decode_cold, 0, 1, 1, "must be 0 or 1"),
+    NK_INT(measure_bandwidth, 0, 1, 1, "must be 0 or 1"),
     NK_INT(paired, 0, 1, 1, "must be 0 or 1"),
     NK_DBL(min_sample_ms, 0, 60000, 0, 0, "must be in [0, 60000] ms"),
     NK_DBL(interference_pct, 0, 100, 1, 0, "must be in (0, 100]"),
@@ -640,8 +641,8 @@ static int sec_timing(parse_ctx *p, const char *name, const char *value, char *w
     }
     int rc = num_key_set(timing_keys, c, name, value, why, wl);
     if (rc) return rc < 0 ? -1 : 0;
-    FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check decode_cold warmup "
-         "min_repeats "
+    FAIL("unknown key (timing keys: rounds paired min_sample_ms shared_core_check decode_cold "
+         "measure_bandwidth warmup min_repeats "
          "max_repeats min_time_s max_time_s timed_tasks timed_depths interference_pct point_timeout_s "
          "point_mem_gb)");
 }

@@ -143,6 +143,7 @@ typedef struct ab_config {
     int rounds;              /* child processes each point is timed in, interleaved */
     int shared_core_check;   /* drop sample pairs measured while the point's threads shared a core */
     int decode_cold;         /* decode: evict the caches before every step (docs/decode.md) */
+    int measure_bandwidth;   /* STREAM triad at the start: selectors.tsv's bytes bound (decode: always) */
     int paired;              /* time dense alongside (same child, alternating): speedups are paired ratios */
     double min_sample_ms;    /* batch calls until one sample lasts this long */
     double interference_pct; /* other processes' share of the CPU above which a point is flagged */

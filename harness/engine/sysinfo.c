@@ -117,7 +117,10 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
                "docs/timing.md: rounds in fresh child processes, interleaved; samples paired with "
                "dense flash (D M, M D, ...); calls batched to min_sample_ms; medians with "
                "hierarchical-bootstrap 95% intervals");
-    if (c->phases & AB_DECODE) { /* decode is bound by memory bandwidth: the figures draw this limit */
+    /* decode is bound by memory bandwidth: its figures draw this limit;
+     * selectors.tsv states each selector's bytes at it ([timing]
+     * measure_bandwidth = 1) */
+    if ((c->phases & AB_DECODE) || c->measure_bandwidth) {
         snprintf(buf, sizeof buf, "%.2f", ab_stream_triad_gbs(threads, 256));
         ab_env_set(e, "stream_triad_gbs", buf);
         snprintf(buf, sizeof buf,
@@ -125,6 +128,8 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
                  "counted as 3 arrays moved (no write-allocate)",
                  threads);
         ab_env_set(e, "stream_triad_method", buf);
+    }
+    if (c->phases & AB_DECODE) {
         snprintf(buf, sizeof buf,
                  c->decode_cold ? "cold: %zu MiB streamed through before every timed step (docs/decode.md)"
                                 : "warm: steps run back to back (decode_cold = 0)",

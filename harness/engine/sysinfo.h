@@ -9,7 +9,8 @@ void ab_env_capture(ab_env *e, const ab_config *c, int argc, char **argv, int th
 /* Threads the sweep uses when the config says 0: online cores. */
 int ab_default_threads(void);
 /* STREAM triad bandwidth in GB/s at `threads` threads over 3 arrays of mib
- * MiB (sysinfo.c); recorded as stream_triad_gbs when the sweep decodes. */
+ * MiB (sysinfo.c); recorded as stream_triad_gbs when the sweep decodes or
+ * [timing] measure_bandwidth = 1. */
 double ab_stream_triad_gbs(int threads, int mib);
 /* How the sweep binds threads (harness/engine/measure.c), for the results file. */
 const char *ab_binding_mode(void);

@@ -1262,6 +1262,8 @@ static double dense_flops_of(const ab_point *p)
 
 static void write_selectors(FILE *f, const xctx *c, double *tmp, double *tmp2, xrow *scratch)
 {
+    const char *bw_s = ab_env_get(c->env, "stream_triad_gbs");
+    const double bw = bw_s ? strtod(bw_s, NULL) : NAN; /* GB/s: bytes / (bw 1e6) is ms */
     fputs("# attnbench export: each selector against its stated bound (status ok rows with a\n"
           "# timing only; docs/selectors.md). select_rel = select_ms / dense_ms and run_rel =\n"
           "# run_ms / dense_ms, dense_ms the paired dense calls (dense_pair_ms; unpaired: the\n"
@@ -1269,15 +1271,25 @@ static void write_selectors(FILE *f, const xctx *c, double *tmp, double *tmp2, x
           "# select_flops / dense FLOPs (4 d pairs heads), the work the method states with\n"
           "# ab_layout_set_cost; efficiency = bound_rel / select_rel (1: select runs as fast\n"
           "# as dense runs its FLOPs; issue target >= 0.5); sel_gflops = select_flops /\n"
-          "# select_ms. Medians over seeds, tasks and depths at the setting closest to\n"
+          "# select_ms. bytes_rel = the time select_bytes (the bytes it states) take at the\n"
+          "# run's STREAM triad bandwidth, over dense_ms; roofline_rel = max(bound_rel,\n"
+          "# bytes_rel), the roofline of both; roofline_eff = roofline_rel / select_rel.\n"
+          "# Medians over seeds, tasks and depths at the setting closest to\n"
           "# density 0.1 (as in latency_vs_n.tsv); methods with a dense layout are left out\n",
           f);
     fprintf(f, "# device: %s\n", c->primary_dev);
+    if (bw > 0)
+        fprintf(f, "# bandwidth: STREAM triad %.2f GB/s (stream_triad_gbs in meta.txt)\n", bw);
+    else
+        fputs("# note: no stream_triad_gbs in the file ([timing] measure_bandwidth = 1 measures it): "
+              "bytes_rel, roofline_rel and roofline_eff are nan\n",
+              f);
     timing_note(f, c, c->primary_dev, "left out");
     fputs("# one block per method (gnuplot index), blocks separated by two blank lines\n"
           "# columns: 1 seq_len  2 select_rel  3 run_rel  4 speedup  5 bound_rel  6 efficiency\n"
           "#          7 sel_gflops  8 achieved_density  9 select_ms  10 run_ms  11 dense_ms\n"
-          "#          12 select_flops  13 n_points  14 method  15 method_idx\n",
+          "#          12 select_flops  13 n_points  14 method  15 method_idx  16 bytes_rel\n"
+          "#          17 roofline_rel  18 roofline_eff  19 select_bytes\n",
           f);
     int nblocks = 0;
     size_t i = 0;
@@ -1294,7 +1306,7 @@ static void write_selectors(FILE *f, const xctx *c, double *tmp, double *tmp2, x
         int started = 0;
         for (size_t a = b0; a < b1;) {
             size_t b = group_end(scratch, a, b1, GRP_LEN);
-            double srel, rrel, sp, brel, gfl, dens, sel, run, dms, fl, lo_, hi_;
+            double srel, rrel, sp, brel, gfl, dens, sel, run, dms, fl, by, byrel, lo_, hi_;
             int pr_;
             AB_ROWS_MEDIAN(dms, scratch + a, b - a, ab_dense_ms_of(p_, c->dense, c->n_dense, tmp2), tmp);
             AB_ROWS_MEDIAN(srel, scratch + a, b - a,
@@ -1309,13 +1321,22 @@ static void write_selectors(FILE *f, const xctx *c, double *tmp, double *tmp2, x
             AB_ROWS_MEDIAN(sel, scratch + a, b - a, p_->select_ms, tmp);
             AB_ROWS_MEDIAN(run, scratch + a, b - a, p_->run_ms, tmp);
             AB_ROWS_MEDIAN(fl, scratch + a, b - a, p_->select_flops, tmp);
+            AB_ROWS_MEDIAN(by, scratch + a, b - a, p_->select_bytes, tmp);
+            AB_ROWS_MEDIAN(byrel, scratch + a, b - a,
+                           p_->select_bytes / (bw * 1e6) / ab_dense_ms_of(p_, c->dense, c->n_dense, tmp2),
+                           tmp);
             if (isfinite(srel) && srel > 0) {
                 if (!started) block_start(f, &nblocks, s);
                 started = 1;
                 fprintf(f, "%d\t", (int)scratch[a].p->seq_len);
-                const double eff = srel > 0 ? brel / srel : NAN;
+                const double eff = brel / srel;
+                /* the roofline: the larger of the two bounds (NaN without a bandwidth) */
+                const double roof = isfinite(byrel) ? (byrel > brel ? byrel : brel) : NAN;
                 put_nums(f, (const double[]){ srel, rrel, sp, brel, eff, gfl, dens, sel, run, dms, fl }, 11);
-                fprintf(f, "%zu\t%s\t%d\n", b - a, s->name, s->method_idx);
+                fprintf(f, "%zu\t%s\t%d\t", b - a, s->name, s->method_idx);
+                put_nums(f, (const double[]){ byrel, roof, roof / srel }, 3);
+                put_num(f, by);
+                fputc('\n', f);
             }
             a = b;
         }
