@@ -77,8 +77,11 @@
  *   per cluster, ~2 compares per item) + 2 C w log2 w (sorting the chosen
  *   positions);
  *   bytes = 4 P d (read Q, K) + 4 P d (write the normalised points) +
- *   (I + 1) (4 P d + 8 P C) (read the points, write and read back the dot
- *   products) + 8 C w (the cluster lists).
+ *   (I + 1) 4 P d (read the points, once a pass) + 8 P C (the last pass's
+ *   dot products, written and read back by the top-w choices; a Lloyd
+ *   step's are consumed where they are computed) + 8 C w (the cluster
+ *   lists). Until 2026-12-07 every pass counted its dot products written
+ *   and read back, (I + 1) 8 P C, which no pass does.
  * Selection is O(N C d) per head; building the rows is O(N w) (the layout
  * itself).
  */
@@ -537,7 +540,7 @@ static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
     const double P = 2.0 * N, I = st->iters;
     const double flops = H * (5.0 * P * d + (I + 1) * 2.0 * P * d * C + I * (P * C + P * d + 3.0 * C * d) +
                               4.0 * C * N + 2.0 * C * w * log2(w > 1 ? w : 1));
-    const double bytes = H * (8.0 * P * d + (I + 1) * (4.0 * P * d + 8.0 * P * C) + 8.0 * C * w);
+    const double bytes = H * (8.0 * P * d + (I + 1) * 4.0 * P * d + 8.0 * P * C + 8.0 * C * w);
     return ab_layout_set_cost(l, flops, bytes);
 }
 
