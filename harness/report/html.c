@@ -405,8 +405,10 @@ static const fig FIGS[] = {
       "the work the method states for it over dense attention's FLOPs (open: the arithmetic "
       "bound, <code>ab_layout_set_cost</code>; docs/selectors.md) and the time <code>run()</code> "
       "takes over dense (grey cross), at the setting closest to 10% density, one point per "
-      "sequence length. A filled point within 2x of its open one is a selector at its bound; "
-      "static patterns state 0 and show no bound.",
+      "sequence length; where the run measured its STREAM bandwidth (<code>[timing] "
+      "measure_bandwidth = 1</code>), the time the bytes it states take at that bandwidth "
+      "(open triangle). A filled point within 2x of the higher open mark is a selector at its "
+      "bound; static patterns state 0 and show no bound.",
       0 },
     { "decode_latency", "Decode: latency per step vs cache length",
       "Decode phase (docs/decode.md): the latency of one decode step (one query per head against "
