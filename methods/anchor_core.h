@@ -153,7 +153,11 @@ static inline double anc_pairs(int a, int b, int x0, int x1, int causal)
  * nothing written). Adds the algorithm's work to s->flops and s->bytes:
  * anchors 2d+1 per (row, region key) pair (causal), pooling rows*(d+1)
  * adds, stripe logits 2d+1 per (sub-block, candidate key); bytes the
- * group's Q rows, the region and candidate K rows. */
+ * group's Q rows. The K rows of the regions and candidates are every
+ * group's: the caller counts K once per head (the least a pass that scores
+ * all groups' pooled queries against each key panel reads; until
+ * 2026-12-06 every group counted its own, N / 64 times K at 16K for
+ * anchor_small, 30x the FLOPs' time at the STREAM bandwidth). */
 static inline int anc_pool(const float *q, const float *k, int N, int d, int causal, float scale,
                            const anc_group *g, anc_scratch *s, int t0)
 {
@@ -176,14 +180,10 @@ static inline int anc_pool(const float *q, const float *k, int N, int d, int cau
         bs_mean_rows(q, d, a, b - a, s->qbar + (size_t)(t0 + t) * d);
     }
     const int rows = g->r1 - g->r0;
-    double pairs = 0.0, rkeys = 0.0;
-    for (int r = 0; r < 2; r++) {
-        pairs += anc_pairs(g->r0, g->r1, dr[r][0], dr[r][1], causal);
-        const int e = causal && dr[r][1] > g->r1 ? g->r1 : dr[r][1];
-        rkeys += e > dr[r][0] ? e - dr[r][0] : 0;
-    }
+    double pairs = 0.0;
+    for (int r = 0; r < 2; r++) pairs += anc_pairs(g->r0, g->r1, dr[r][0], dr[r][1], causal);
     s->flops += (2.0 * d + 1) * pairs + (double)rows * (d + 1) + (2.0 * d + 1) * T * ncand;
-    s->bytes += 4.0 * ((double)rows * d + (rkeys + ncand) * d);
+    s->bytes += 4.0 * (double)rows * d;
     return T;
 }
 

@@ -144,6 +144,7 @@ static int anchor_small_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     free(kp);
     if (rc == AB_ENOMEM) ab_set_error(state, "anchor_small: out of memory");
+    bytes += 4.0 * H * (double)N * d; /* K once per head (anc_pool) */
     return rc == AB_OK ? ab_layout_set_cost(l, flops, bytes) : rc;
 }
 

@@ -203,7 +203,7 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
         bs_top_ascending(sc, n, top, key);
         bs_sort_desc(sc, top);
         bc[0] += (double)(r1 - r0) * d + (2.0 * d + 1) * n + (n > 1 ? n * log2((double)n) : 0.0);
-        bc[1] += 4.0 * ((double)(r1 - r0) * d + (double)n * d);
+        bc[1] += 4.0 * (double)(r1 - r0) * d; /* its Q rows (the chunk representatives: once per head) */
         int left = m;
         for (int t = 0; t < top && left > 0; t++) { /* chunks: disjoint runs */
             const int a = start[sc[t].idx];
@@ -297,7 +297,8 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
      * division), the k-th smallest by a linear selection (~2N), the
      * boundary scan N; representatives N d adds + C d scales */
     cost[0] += (6.0 * d + 2) * N + 2.0 * N + N + (double)N * d + (double)nc * d;
-    cost[1] += 4.0 * ((double)N * d + (double)nc * d + N);
+    cost[1] += 4.0 * ((double)N * d + 2.0 * nc * d +
+                      N); /* K, the representatives written and read once, the boundaries */
     free(sim);
     free(tmp);
     free(nd);

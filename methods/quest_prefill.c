@@ -360,7 +360,11 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
      * query (rows*d adds); per candidate page the bound U, 4d (2 mul, max,
      * add), and 3 for the top-n pass (key, quickselect, stable pass) */
     const double flops = 2.0 * H * N * d + (double)H * N * d + 4.0 * d * cands + 3.0 * cands;
-    const double bytes = 4.0 * (2.0 * H * N * d + 2.0 * H * np * d + 2.0 * d * cands);
+    /* Q and K read once, the page bounds written and read back once (a
+     * head's 2 np d floats, 512 KB at 16K, stay in cache for its query
+     * blocks; until 2026-12-06 each candidate page counted its 2d floats
+     * read from memory again) */
+    const double bytes = 4.0 * (2.0 * H * N * d + 4.0 * H * np * d);
     return ab_layout_set_cost(l, flops, bytes);
 }
 

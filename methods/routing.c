@@ -80,7 +80,7 @@
  *   (I + 1) 4 P d (read the points, once a pass) + 8 P C (the last pass's
  *   dot products, written and read back by the top-w choices; a Lloyd
  *   step's are consumed where they are computed) + 8 C w (the cluster
- *   lists). Until 2026-12-07 every pass counted its dot products written
+ *   lists). Until 2026-12-06 every pass counted its dot products written
  *   and read back, (I + 1) 8 P C, which no pass does.
  * Selection is O(N C d) per head; building the rows is O(N w) (the layout
  * itself).
