@@ -57,8 +57,10 @@
  * top m by a branch-free quickselect on 64-bit rank keys, no sort.
  * Stated cost (ab_layout_set_cost), counted as the rounds run: per scored
  * key and scoring query 2d + 1 FLOPs (dot product, masked max), per round
- * nc log2 nc for the top-m of its nc children; bytes = the scored key rows
- * and the scoring query rows in fp32. At the defaults (k 512, block_q 32,
+ * nc log2 nc for the top-m of its nc children; bytes = the scoring query
+ * rows and K once per head in fp32 (each datum once, docs/selectors.md;
+ * until 2026-12-06 every round of every query block counted the key rows
+ * it scored, 0.10 of dense at N = 16K). At the defaults (k 512, block_q 32,
  * block_k 2, stride_q 2) this is about 0.156 of dense at N = 8K.
  */
 #include "attnbench.h"
@@ -323,7 +325,6 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
                             (branch){ block_score(k, qt, rows, acc, d, nr, j0, j1, causal, W), c[u], cn[u] };
                     }
                     cost[0] += (double)(j1 - j0) * nr * (2.0 * d + 1.0);
-                    cost[1] += (double)(j1 - j0) * d * sizeof(float);
                 }
             }
             if (fast) { /* one GEMM-shaped pass, then each child's max over its keys */
@@ -431,6 +432,7 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "hip: out of memory");
     if (rc != AB_OK) return rc;
+    bytes += (double)l->heads * N * d * sizeof(float); /* K once per head */
     return ab_layout_set_cost(l, flops, bytes);
 }
 

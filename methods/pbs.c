@@ -355,10 +355,11 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
     const double C = (double)(N / seg * seg);
     const double flops = H * (2.0 * d * nl * C + 6.0 * nl * C + C * log2((double)seg) + (double)N * d) +
                          (double)H * N * d + (2.0 * d + 5.0) * cands + sorted;
-    /* Q and K once each, K again for the means, the logit panel written and
-     * read, the block means written and read per candidate */
-    const double bytes =
-        4.0 * (H * (2.0 * N * d + (double)N * d + 2.0 * nl * C + (double)nkb * d) + d * cands);
+    /* Q and K once each, K again for the means (gathered in permuted
+     * order), the logit panel written and read, the block means written
+     * and read once (a head's nkb d floats stay in cache across its query
+     * blocks; until 2026-12-06 each candidate counted its d floats again) */
+    const double bytes = 4.0 * H * (2.0 * N * d + (double)N * d + 2.0 * nl * C + 2.0 * nkb * d);
     return ab_layout_set_cost(l, flops, bytes);
 }
 
