@@ -1560,6 +1560,9 @@ Test(export, selectors_roofline)
         expect_near(f[17], with_bw ? 4.0 : NAN, "roofline_eff");
         expect_near(f[18], 524288, "select_bytes");
         free(t);
+        t = data_of(&fx, "meta.txt"); /* the figure the note names */
+        cr_assert(strstr(t, with_bw ? "\nstream_triad_gbs\t0.0524288\n" : "\nstream_triad_gbs\t\n"), "%s", t);
+        free(t);
         fx_clean(&fx);
     }
 }

@@ -1703,9 +1703,9 @@ static size_t nfailed_of(const xctx *c)
 
 static void write_meta(FILE *f, const xctx *c)
 {
-    static const char *const keys[] = { "host",     "cpu_model",   "threads",
-                                        "git_sha",  "created_utc", "attnbench_version",
-                                        "gpu_name", "gpu_count",   "cuda_build" };
+    static const char *const keys[] = { "host",        "cpu_model",         "threads",  "git_sha",
+                                        "created_utc", "attnbench_version", "gpu_name", "gpu_count",
+                                        "cuda_build",  "stream_triad_gbs" };
     fprintf(f, "file\t%s\n", c->path);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const char *v = ab_env_get(c->env, keys[k]);
