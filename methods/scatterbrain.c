@@ -585,64 +585,132 @@ static int sb_bucket_room(sb_work *w, int nk, int d, int m)
     return 1;
 }
 
+/* Bucket c of round t: its queries against its keys (causal: up to each
+ * query tile's last row), the keys packed once for all its query tiles;
+ * rows of the bucket only (round t gives every row one bucket). */
+static int sb_bucket(sb_work *w, const float *q, const float *k, const float *v, int n, int d, int m, int b,
+                     int t, int c, int causal, float scale, float ck)
+{
+    const int *qs = w->qlist + (size_t)t * n + w->qstart[(size_t)t * (b + 1) + c];
+    const int nq = w->qstart[(size_t)t * (b + 1) + c + 1] - w->qstart[(size_t)t * (b + 1) + c];
+    const int *ks = w->klist + (size_t)t * n + w->kstart[(size_t)t * (b + 1) + c];
+    const int nkb = w->kstart[(size_t)t * (b + 1) + c + 1] - w->kstart[(size_t)t * (b + 1) + c];
+    int kend = 0;   /* keys of the bucket at or before the tile's last query (causal) */
+    int packed = 0; /* keys of the bucket in w->kp, w->fp, w->vg */
+    for (int a0 = 0; a0 < nq; a0 += SB_QT) {
+        const int na = nq - a0 < SB_QT ? nq - a0 : SB_QT;
+        const int ilast = qs[a0 + na - 1];
+        if (causal)
+            while (kend < nkb && ks[kend] <= ilast) kend++;
+        else
+            kend = nkb;
+        if (kend == 0) continue;
+        for (int a = 0; a < na; a++) {
+            const int i = qs[a0 + a];
+            w->rows[a] = i;
+            memcpy(w->qg + (size_t)a * d, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
+            memcpy(w->pg + (size_t)a * m, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
+        }
+        if (kend > packed) { /* the bucket's keys up to kend, from the partial panel on */
+            if (!sb_bucket_room(w, kend, d, m)) return AB_ENOMEM;
+            const int p0 = packed / BS_PANEL * BS_PANEL;
+            bs_pack_gather(k, d, ks + p0, kend - p0, w->kp + (size_t)p0 * d);
+            bs_pack_gather(w->pk, m, ks + p0, kend - p0, w->fp + (size_t)p0 * m);
+            for (int x = packed; x < kend; x++) {
+                const float *src = v + (size_t)ks[x] * d;
+                float *dst = w->vg + (size_t)x * d;
+                for (int e = 0; e < d; e++) dst[e] = src[e];
+            }
+            packed = kend;
+        }
+        for (int k0 = 0; k0 < kend; k0 += SB_KT) {
+            const int nk = kend - k0 < SB_KT ? kend - k0 : SB_KT;
+            sb_tile(w, w->kp + (size_t)k0 * d, w->fp + (size_t)k0 * m, w->vg + (size_t)k0 * d, ks + k0, na,
+                    nk, d, m, n, t, causal, scale, ck);
+        }
+    }
+    return AB_OK;
+}
+
+/* A thread's own bucket-tile scratch in tw, a copy of the head's w (the
+ * head's arrays shared): the buffers sb_work_alloc gives a tile, fresh.
+ * 1, or 0 when out of memory (tw's own buffers then freed by sb_tile_free). */
+static int sb_tile_alloc(sb_work *tw, const sb_work *w, int d, int m, int r)
+{
+    *tw = *w;
+    tw->qg = malloc((size_t)SB_QT * d * sizeof *tw->qg);
+    tw->pg = malloc((size_t)SB_QT * m * sizeof *tw->pg);
+    tw->kp = malloc((size_t)SB_KT * d * sizeof *tw->kp);
+    tw->fp = malloc((size_t)SB_KT * m * sizeof *tw->fp);
+    tw->vg = malloc((size_t)SB_KT * d * sizeof *tw->vg);
+    tw->sc = malloc((size_t)SB_QT * SB_KT * sizeof *tw->sc);
+    tw->lt = malloc((size_t)SB_QT * SB_KT * sizeof *tw->lt);
+    tw->o = malloc((size_t)SB_QT * d * sizeof *tw->o);
+    tw->kcode = malloc((size_t)r * SB_KT * sizeof *tw->kcode);
+    tw->bt = malloc(favor_bt_floats(d + 1 > m ? d + 1 : m) * sizeof *tw->bt);
+    tw->kcap = SB_KT;
+    return tw->qg && tw->pg && tw->kp && tw->fp && tw->vg && tw->sc && tw->lt && tw->o && tw->kcode && tw->bt;
+}
+
+static void sb_tile_free(sb_work *tw)
+{
+    void *p[] = { tw->qg, tw->pg, tw->kp, tw->fp, tw->vg, tw->sc, tw->lt, tw->o, tw->kcode, tw->bt };
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
+}
+
 /* The sparse correction of one head over its buckets, round by round, then
  * each row's own key when no round gave it the row's code, then the
- * combination with the low-rank sums into out (n, d). */
+ * combination with the low-rank sums into out (n, d). par (fewer heads
+ * than threads): a round's buckets over the threads, each thread with its
+ * own tile scratch; a round gives each row one bucket, so a row's updates
+ * come from one thread in the order one thread would make them, and the
+ * rounds follow each other: the same bits (until 2026-12-06 one head ran on
+ * one thread: at N = 64K with one head run() used one core). */
 static int sb_sparse(sb_work *w, const float *q, const float *k, const float *v, int n, int d, int m, int r,
-                     int b, int causal, float scale, float ck, float *out)
+                     int b, int causal, float scale, float ck, float *out, int par)
 {
     for (int i = 0; i < n; i++) {
         w->rmx[i] = w->cq[i] + ck; /* lrs_i: the low-rank part's log units */
         w->rsm[i] = 0.0;
     }
     memset(w->racc, 0, (size_t)n * d * sizeof *w->racc);
-    for (int t = 0; t < r; t++)
-        for (int c = 0; c < b; c++) {
-            const int *qs = w->qlist + (size_t)t * n + w->qstart[(size_t)t * (b + 1) + c];
-            const int nq = w->qstart[(size_t)t * (b + 1) + c + 1] - w->qstart[(size_t)t * (b + 1) + c];
-            const int *ks = w->klist + (size_t)t * n + w->kstart[(size_t)t * (b + 1) + c];
-            const int nkb = w->kstart[(size_t)t * (b + 1) + c + 1] - w->kstart[(size_t)t * (b + 1) + c];
-            int kend = 0;   /* keys of the bucket at or before the tile's last query (causal) */
-            int packed = 0; /* keys of the bucket in w->kp, w->fp, w->vg */
-            for (int a0 = 0; a0 < nq; a0 += SB_QT) {
-                const int na = nq - a0 < SB_QT ? nq - a0 : SB_QT;
-                const int ilast = qs[a0 + na - 1];
-                if (causal)
-                    while (kend < nkb && ks[kend] <= ilast) kend++;
-                else
-                    kend = nkb;
-                if (kend == 0) continue;
-                for (int a = 0; a < na; a++) {
-                    const int i = qs[a0 + a];
-                    w->rows[a] = i;
-                    memcpy(w->qg + (size_t)a * d, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
-                    memcpy(w->pg + (size_t)a * m, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
-                }
-                if (kend > packed) { /* the bucket's keys up to kend, from the partial panel on */
-                    if (!sb_bucket_room(w, kend, d, m)) return AB_ENOMEM;
-                    const int p0 = packed / BS_PANEL * BS_PANEL;
-                    bs_pack_gather(k, d, ks + p0, kend - p0, w->kp + (size_t)p0 * d);
-                    bs_pack_gather(w->pk, m, ks + p0, kend - p0, w->fp + (size_t)p0 * m);
-                    for (int x = packed; x < kend; x++) {
-                        const float *src = v + (size_t)ks[x] * d;
-                        float *dst = w->vg + (size_t)x * d;
-                        for (int e = 0; e < d; e++) dst[e] = src[e];
-                    }
-                    packed = kend;
-                }
-                for (int k0 = 0; k0 < kend; k0 += SB_KT) {
-                    const int nk = kend - k0 < SB_KT ? kend - k0 : SB_KT;
-                    sb_tile(w, w->kp + (size_t)k0 * d, w->fp + (size_t)k0 * m, w->vg + (size_t)k0 * d,
-                            ks + k0, na, nk, d, m, n, t, causal, scale, ck);
-                }
-            }
+    int rc = AB_OK;
+#pragma omp parallel if (par)
+    {
+        sb_work tw = *w; /* the first thread works in w's own tile scratch */
+        const int own = omp_get_thread_num() > 0;
+        int ok = own ? sb_tile_alloc(&tw, w, d, m, r) : 1;
+        if (!ok) {
+#pragma omp atomic write
+            rc = AB_ENOMEM;
         }
-    /* the row's own key, when it shares no code with the query: one pair,
-     * sb_tile's update without a tile (a 1 x 1 tile would pack and zero
-     * two 64-wide panels per row) */
-    for (int i = 0; i < n; i++)
-        if (!sb_shared(w->qc, w->kc, n, r, i, i)) sb_own(w, q, k, v, i, d, m, scale, ck);
+        for (int t = 0; t < r; t++) {
+#pragma omp for schedule(dynamic, 1)
+            for (int c = 0; c < b; c++)
+                if (ok && sb_bucket(&tw, q, k, v, n, d, m, b, t, c, causal, scale, ck) != AB_OK) {
+                    ok = 0;
+#pragma omp atomic write
+                    rc = AB_ENOMEM;
+                }
+        }
+        /* the row's own key, when it shares no code with the query: one
+         * pair, sb_tile's update without a tile (a 1 x 1 tile would pack and
+         * zero two 64-wide panels per row) */
+#pragma omp for schedule(static)
+        for (int i = 0; i < n; i++)
+            if (!sb_shared(tw.qc, tw.kc, n, r, i, i)) sb_own(&tw, q, k, v, i, d, m, scale, ck);
+        if (own) {
+            sb_tile_free(&tw);
+        } else { /* sb_bucket_room may have moved w's key buffers */
+            w->kp = tw.kp;
+            w->fp = tw.fp;
+            w->vg = tw.vg;
+            w->kcap = tw.kcap;
+        }
+    }
+    if (rc != AB_OK) return rc;
     const int d1 = d + 1;
+#pragma omp parallel for schedule(static) if (par)
     for (int i = 0; i < n; i++) {
         const float lrs = w->cq[i] + ck;
         const double f = exp((double)lrs - (double)w->rmx[i]); /* low-rank units in the row's */
@@ -655,62 +723,73 @@ static int sb_sparse(sb_work *w, const float *q, const float *k, const float *v,
     return AB_OK;
 }
 
+/* run() for head h in w (its scratch); par: the sparse pass's buckets
+ * over the threads (sb_sparse). */
+static int sb_head(const sb_state *st, const ab_problem *pb, const sb_codes_cache *cc, sb_work *w, int h,
+                   float *out, int par)
+{
+    const int n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
+    const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features, d1 = d + 1;
+    const float scale = pb->s.scale, xs = sqrtf(pb->s.scale);
+    const size_t per = (size_t)r * (n > 0 ? n : 1);
+    const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
+                *v = pb->v + (size_t)h * n * d;
+    if (cc) { /* select()'s codes of this problem */
+        memcpy(w->qc, cc->qc + (size_t)h * per, per * sizeof *w->qc);
+        memcpy(w->kc, cc->kc + (size_t)h * per, per * sizeof *w->kc);
+    } else {
+        sb_rotations(pb->seed, h, r, d, hb, w->R);
+        /* sc: SB_QT * SB_KT >= LSH_ROWS * hb floats */
+        sb_codes(q, n, d, w->R, r, hb, b, w->qc, w->sc, (size_t)SB_QT * SB_KT, w->bt);
+        sb_codes(k, n, d, w->R, r, hb, b, w->kc, w->sc, (size_t)SB_QT * SB_KT, w->bt);
+    }
+    sb_buckets(w->qc, n, r, b, w->qstart, w->qlist);
+    sb_buckets(w->kc, n, r, b, w->kstart, w->klist);
+    if (favor_draw(pb->seed, h, m, d, w->W) != AB_OK) return AB_ENOMEM;
+    favor_project(q, n, d, d, w->W, m, xs, w->pq, w->bt);
+    favor_exp_rows(w->pq, n, m, FAVOR_EPS, w->cq);
+    const float ck = favor_project(k, n, d, d, w->W, m, xs, w->pk, w->bt);
+    favor_exp_global(w->pk, n, m, ck, 0.0f);
+    for (int j = 0; j < n; j++) {
+        memcpy(w->v1 + (size_t)j * d1, v + (size_t)j * d, (size_t)d * sizeof(float));
+        w->v1[(size_t)j * d1 + d] = 1.0f;
+    }
+    sb_lowrank(w, n, d, m, causal);
+    return sb_sparse(w, q, k, v, n, d, m, r, b, causal, scale, ck, out + (size_t)h * n * d, par);
+}
+
 static int sb_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
 {
     (void)l;
     const sb_state *st = state;
     const int mok = sb_mask_ok(state, &pb->s);
     if (mok != AB_OK) return mok;
-    const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
-    const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features, d1 = d + 1;
-    const float scale = pb->s.scale, xs = sqrtf(pb->s.scale);
+    const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim;
+    const int b = st->buckets, r = st->hashes, m = st->features;
     const sb_codes_cache *cc = sb_cache_matches(&st->cache, pb) ? &st->cache : NULL;
-    const size_t per = (size_t)r * (n > 0 ? n : 1);
     int rc = AB_OK;
-#pragma omp parallel
-    {
+    if (H < omp_get_max_threads()) { /* one head at a time, its buckets over the threads */
         sb_work w;
-        const int okw = sb_work_alloc(&w, n, d, m, r, b);
-        if (!okw) {
+        rc = sb_work_alloc(&w, n, d, m, r, b) ? AB_OK : AB_ENOMEM;
+        for (int h = 0; rc == AB_OK && h < H; h++) rc = sb_head(st, pb, cc, &w, h, out, 1);
+        sb_work_free(&w);
+    } else {
+#pragma omp parallel
+        {
+            sb_work w;
+            const int okw = sb_work_alloc(&w, n, d, m, r, b);
+            if (!okw) {
 #pragma omp atomic write
-            rc = AB_ENOMEM;
-        }
+                rc = AB_ENOMEM;
+            }
 #pragma omp for schedule(dynamic, 1)
-        for (int h = 0; h < H; h++) {
-            if (!okw) continue;
-            const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
-                        *v = pb->v + (size_t)h * n * d;
-            if (cc) { /* select()'s codes of this problem */
-                memcpy(w.qc, cc->qc + (size_t)h * per, per * sizeof *w.qc);
-                memcpy(w.kc, cc->kc + (size_t)h * per, per * sizeof *w.kc);
-            } else {
-                sb_rotations(pb->seed, h, r, d, hb, w.R);
-                /* sc: SB_QT * SB_KT >= LSH_ROWS * hb floats */
-                sb_codes(q, n, d, w.R, r, hb, b, w.qc, w.sc, (size_t)SB_QT * SB_KT, w.bt);
-                sb_codes(k, n, d, w.R, r, hb, b, w.kc, w.sc, (size_t)SB_QT * SB_KT, w.bt);
-            }
-            sb_buckets(w.qc, n, r, b, w.qstart, w.qlist);
-            sb_buckets(w.kc, n, r, b, w.kstart, w.klist);
-            if (favor_draw(pb->seed, h, m, d, w.W) != AB_OK) {
+            for (int h = 0; h < H; h++)
+                if (okw && sb_head(st, pb, cc, &w, h, out, 0) != AB_OK) {
 #pragma omp atomic write
-                rc = AB_ENOMEM;
-                continue;
-            }
-            favor_project(q, n, d, d, w.W, m, xs, w.pq, w.bt);
-            favor_exp_rows(w.pq, n, m, FAVOR_EPS, w.cq);
-            const float ck = favor_project(k, n, d, d, w.W, m, xs, w.pk, w.bt);
-            favor_exp_global(w.pk, n, m, ck, 0.0f);
-            for (int j = 0; j < n; j++) {
-                memcpy(w.v1 + (size_t)j * d1, v + (size_t)j * d, (size_t)d * sizeof(float));
-                w.v1[(size_t)j * d1 + d] = 1.0f;
-            }
-            sb_lowrank(&w, n, d, m, causal);
-            if (sb_sparse(&w, q, k, v, n, d, m, r, b, causal, scale, ck, out + (size_t)h * n * d) != AB_OK) {
-#pragma omp atomic write
-                rc = AB_ENOMEM;
-            }
+                    rc = AB_ENOMEM;
+                }
+            sb_work_free(&w); /* frees what was allocated (NULLs are fine) */
         }
-        sb_work_free(&w); /* frees what was allocated (NULLs are fine) */
     }
     if (rc != AB_OK) ab_set_error(state, "scatterbrain: out of memory");
     return rc;
