@@ -293,11 +293,30 @@ static void sb_work_free(sb_work *w)
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
+/* A bucket tile's own buffers in w (and the GEMMs' bt), fresh: sb_work_alloc
+ * gives them to a head's scratch, sb_sparse to each further thread's copy
+ * of it. 1, or 0 when out of memory (what was allocated stays, for
+ * sb_work_free or sb_tile_free). */
+static int sb_tiles_alloc(sb_work *w, int d, int m, int r)
+{
+    w->qg = malloc((size_t)SB_QT * d * sizeof *w->qg);
+    w->pg = malloc((size_t)SB_QT * m * sizeof *w->pg);
+    w->kp = malloc((size_t)SB_KT * d * sizeof *w->kp);
+    w->fp = malloc((size_t)SB_KT * m * sizeof *w->fp);
+    w->vg = malloc((size_t)SB_KT * d * sizeof *w->vg);
+    w->sc = malloc((size_t)SB_QT * SB_KT * sizeof *w->sc);
+    w->lt = malloc((size_t)SB_QT * SB_KT * sizeof *w->lt);
+    w->o = malloc((size_t)SB_QT * d * sizeof *w->o);
+    w->kcode = malloc((size_t)r * SB_KT * sizeof *w->kcode);
+    w->bt = malloc(favor_bt_floats(d + 1 > m ? d + 1 : m) * sizeof *w->bt);
+    w->kcap = SB_KT;
+    return w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kcode && w->bt;
+}
+
 static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
 {
     const int hb = (b + 1) / 2, d1 = d + 1;
     const size_t nn = (size_t)(n > 0 ? n : 1);
-    const size_t btf = favor_bt_floats(d1 > m ? d1 : m);
     memset(w, 0, sizeof *w);
     w->R = malloc((size_t)r * d * hb * sizeof *w->R);
     w->qc = malloc((size_t)r * nn * sizeof *w->qc);
@@ -316,26 +335,15 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->kt = malloc((size_t)m * SB_CHUNK * sizeof *w->kt);
     w->pqt = malloc((size_t)(m > SB_CHUNK ? m : SB_CHUNK) * SB_CHUNK * sizeof *w->pqt);
     w->z = malloc((size_t)m * sizeof *w->z);
-    w->bt = malloc(btf * sizeof *w->bt);
     w->kvd = malloc((size_t)m * d1 * sizeof *w->kvd);
     w->cq = malloc(nn * sizeof *w->cq);
     w->rmx = malloc(nn * sizeof *w->rmx);
     w->racc = malloc(nn * d * sizeof *w->racc);
     w->rsm = malloc(nn * sizeof *w->rsm);
-    w->qg = malloc((size_t)SB_QT * d * sizeof *w->qg);
-    w->pg = malloc((size_t)SB_QT * m * sizeof *w->pg);
-    w->kp = malloc((size_t)SB_KT * d * sizeof *w->kp);
-    w->fp = malloc((size_t)SB_KT * m * sizeof *w->fp);
-    w->vg = malloc((size_t)SB_KT * d * sizeof *w->vg);
-    w->sc = malloc((size_t)SB_QT * SB_KT * sizeof *w->sc);
-    w->lt = malloc((size_t)SB_QT * SB_KT * sizeof *w->lt);
-    w->o = malloc((size_t)SB_QT * d * sizeof *w->o);
-    w->kcap = SB_KT;
-    w->kcode = malloc((size_t)r * SB_KT * sizeof *w->kcode);
+    const int tiles = sb_tiles_alloc(w, d, m, r);
     return w->R && w->qc && w->kc && w->qstart && w->qlist && w->kstart && w->klist && w->W && w->pq &&
-           w->pk && w->lr && w->v1 && w->kv && w->tile && w->bt && w->kvd && w->cq && w->rmx && w->racc &&
-           w->rsm && w->qg && w->pg && w->kp && w->fp && w->vg && w->sc && w->lt && w->o && w->kt &&
-           w->kcode && w->pqt && w->z;
+           w->pk && w->lr && w->v1 && w->kv && w->tile && w->kvd && w->cq && w->rmx && w->racc && w->rsm &&
+           w->kt && w->pqt && w->z && tiles;
 }
 
 /* The [V 1] products below run their GEMMs over the d value columns
@@ -632,26 +640,6 @@ static int sb_bucket(sb_work *w, const float *q, const float *k, const float *v,
     return AB_OK;
 }
 
-/* A thread's own bucket-tile scratch in tw, a copy of the head's w (the
- * head's arrays shared): the buffers sb_work_alloc gives a tile, fresh.
- * 1, or 0 when out of memory (tw's own buffers then freed by sb_tile_free). */
-static int sb_tile_alloc(sb_work *tw, const sb_work *w, int d, int m, int r)
-{
-    *tw = *w;
-    tw->qg = malloc((size_t)SB_QT * d * sizeof *tw->qg);
-    tw->pg = malloc((size_t)SB_QT * m * sizeof *tw->pg);
-    tw->kp = malloc((size_t)SB_KT * d * sizeof *tw->kp);
-    tw->fp = malloc((size_t)SB_KT * m * sizeof *tw->fp);
-    tw->vg = malloc((size_t)SB_KT * d * sizeof *tw->vg);
-    tw->sc = malloc((size_t)SB_QT * SB_KT * sizeof *tw->sc);
-    tw->lt = malloc((size_t)SB_QT * SB_KT * sizeof *tw->lt);
-    tw->o = malloc((size_t)SB_QT * d * sizeof *tw->o);
-    tw->kcode = malloc((size_t)r * SB_KT * sizeof *tw->kcode);
-    tw->bt = malloc(favor_bt_floats(d + 1 > m ? d + 1 : m) * sizeof *tw->bt);
-    tw->kcap = SB_KT;
-    return tw->qg && tw->pg && tw->kp && tw->fp && tw->vg && tw->sc && tw->lt && tw->o && tw->kcode && tw->bt;
-}
-
 static void sb_tile_free(sb_work *tw)
 {
     void *p[] = { tw->qg, tw->pg, tw->kp, tw->fp, tw->vg, tw->sc, tw->lt, tw->o, tw->kcode, tw->bt };
@@ -677,9 +665,9 @@ static int sb_sparse(sb_work *w, const float *q, const float *k, const float *v,
     int rc = AB_OK;
 #pragma omp parallel if (par)
     {
-        sb_work tw = *w; /* the first thread works in w's own tile scratch */
+        sb_work tw = *w; /* the head's arrays; the first thread works in w's own tile buffers */
         const int own = omp_get_thread_num() > 0;
-        int ok = own ? sb_tile_alloc(&tw, w, d, m, r) : 1;
+        int ok = own ? sb_tiles_alloc(&tw, d, m, r) : 1; /* the others in fresh ones */
         if (!ok) {
 #pragma omp atomic write
             rc = AB_ENOMEM;
