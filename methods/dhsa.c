@@ -297,8 +297,8 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
      * division), the k-th smallest by a linear selection (~2N), the
      * boundary scan N; representatives N d adds + C d scales */
     cost[0] += (6.0 * d + 2) * N + 2.0 * N + N + (double)N * d + (double)nc * d;
-    cost[1] += 4.0 * ((double)N * d + 2.0 * nc * d +
-                      N); /* K, the representatives written and read once, the boundaries */
+    /* bytes: K, the representatives written and read once, the boundaries */
+    cost[1] += 4.0 * ((double)N * d + 2.0 * nc * d + N);
     free(sim);
     free(tmp);
     free(nd);
