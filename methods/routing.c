@@ -77,11 +77,13 @@
  *   per cluster, ~2 compares per item) + 2 C w log2 w (sorting the chosen
  *   positions);
  *   bytes = 4 P d (read Q, K) + 4 P d (write the normalised points) +
- *   (I + 1) 4 P d (read the points, once a pass) + 8 P C (the last pass's
- *   dot products, written and read back by the top-w choices; a Lloyd
- *   step's are consumed where they are computed) + 8 C w (the cluster
- *   lists). Until 2026-12-06 every pass counted its dot products written
- *   and read back, (I + 1) 8 P C, which no pass does.
+ *   I 4 P d (read the points, once a pass after the first, which makes
+ *   them unit as it goes) + 8 P C (the last pass's dot products, written
+ *   and read back by the top-w choices; a Lloyd step's are consumed where
+ *   they are computed) + 8 C w (the cluster lists). Until 2026-12-06
+ *   every pass counted its dot products written and read back, (I + 1) 8 P
+ *   C, which no pass does; and the points were made unit in a pass of
+ *   their own, which the first Lloyd pass read back, (I + 1) 4 P d.
  * Selection is O(N C d) per head; building the rows is O(N w) (the layout
  * itself).
  */
@@ -261,23 +263,21 @@ static int rt_chunks(int N, int C) { return 2 * ((N + rt_chunk(C) - 1) / rt_chun
  * (until 2026-12-06 one chain over all points, on one thread per head:
  * routing at N = 64K with one head ran on one core). Until 2026-12-05
  * every pass transposed all 2N points, 64 at a time, for a product with
- * only C rows, and the transposes took most of the pass. Returns AB_OK or
- * AB_ENOMEM. */
+ * only C rows, and the transposes took most of the pass. raw given (the
+ * first pass): the points are made unit from the raw rows raw[0] (Q) and
+ * raw[1] (K) of the head as the pass reaches them, written to xs, and,
+ * without par (one thread takes the chunks in order: Q's, then K's), added
+ * to the fingerprint cs. Returns AB_OK or AB_ENOMEM. */
 enum { RT_PTS = 8 };
 /* rt_lloyd_pass's work on the points [a0, a1) of x (their index in [0, P)
  * is g + p): dots into dot (C, P) when given, and with ps given their
- * nearest centroids into asg and their sums and sizes into ps (C, d) and
- * pc (C), zeroed here. Inlined into rt_pass_chunks with either dot or ps
- * null (two copies, each with its branches folded away). */
-static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, size_t g, int a0, int a1,
-                                                                int d, int C, const float *cent, int cw,
-                                                                float *v, float *dot, size_t P, int32_t *asg,
-                                                                double *ps, int32_t *pc)
+ * nearest centroids into asg and their sums and sizes added into ps (C, d)
+ * and pc (C). */
+static inline __attribute__((always_inline)) void rt_pass_points(const float *x, size_t g, int a0, int a1,
+                                                                 int d, int C, const float *cent, int cw,
+                                                                 float *v, float *dot, size_t P, int32_t *asg,
+                                                                 double *ps, int32_t *pc)
 {
-    if (ps) {
-        memset(ps, 0, (size_t)C * d * sizeof *ps);
-        memset(pc, 0, (size_t)C * sizeof *pc);
-    }
     for (int p0 = a0; p0 < a1; p0 += RT_PTS) {
         const int np = a1 - p0 < RT_PTS ? a1 - p0 : RT_PTS;
         bs_bcast_rows(x + (size_t)p0 * d, (size_t)d, np, d, cent, cw, v);
@@ -302,6 +302,45 @@ static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, 
     }
 }
 
+/* The first Lloyd pass's extra work on one side (queries or keys): the
+ * raw rows raw (N, d) made unit into xw (the pass's x) as the pass reaches
+ * them (unit_rows, scratch xt), and, when cs is given, added to the
+ * fingerprint cs (bk_sum_add; nfl = N d floats). Until 2026-12-06 the unit
+ * points were a pass of their own before the first Lloyd pass, which read
+ * them back from memory, and bk_checksum read Q and K once more after. */
+typedef struct rt_fuse {
+    const float *raw;
+    float *xw, *xt;
+    bk_sum *cs;
+    size_t nfl;
+} rt_fuse;
+
+/* rt_pass_points over the points [a0, a1) of one chunk, UR_ROWS at a time
+ * (made unit first when fu is given); ps and pc zeroed here. Inlined into
+ * rt_pass_chunks with either dot or ps null (copies with their branches
+ * folded away). */
+static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, size_t g, int a0, int a1,
+                                                                int d, int C, const float *cent, int cw,
+                                                                float *v, float *dot, size_t P, int32_t *asg,
+                                                                double *ps, int32_t *pc, const rt_fuse *fu)
+{
+    if (ps) {
+        memset(ps, 0, (size_t)C * d * sizeof *ps);
+        memset(pc, 0, (size_t)C * sizeof *pc);
+    }
+    if (!fu) {
+        rt_pass_points(x, g, a0, a1, d, C, cent, cw, v, dot, P, asg, ps, pc);
+        return;
+    }
+    for (int u0 = a0; u0 < a1; u0 += UR_ROWS) { /* UR_ROWS points: a whole number of RT_PTS */
+        const int u1 = a1 - u0 < UR_ROWS ? a1 : u0 + UR_ROWS;
+        /* the first pass: the points made unit here, while the rows are in cache */
+        unit_rows(fu->raw + (size_t)u0 * d, u1 - u0, d, fu->xw + (size_t)u0 * d, fu->xt);
+        if (fu->cs) bk_sum_add(fu->cs, fu->raw, (size_t)u0 * d, (size_t)u1 * d, fu->nfl);
+        rt_pass_points(x, g, u0, u1, d, C, cent, cw, v, dot, P, asg, ps, pc);
+    }
+}
+
 /* Chunk ch of rt_lloyd_pass (psum null: the dots alone). Not
  * inlined into the OpenMP body: written or inlined there, the pass ran 8 %
  * slower in the harness (16K, 4 heads; 2026-12-06), its loops reading
@@ -315,14 +354,34 @@ static __attribute__((noinline)) void rt_pass_chunks(const float *const xs[2], i
     const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
     if (psum)
         rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
-                      psum + (size_t)ch * cd, pcnt + (size_t)ch * C);
+                      psum + (size_t)ch * cd, pcnt + (size_t)ch * C, NULL);
     else
-        rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL, NULL);
+        rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL, NULL, NULL);
+}
+
+/* rt_pass_chunks for the first pass (the points made unit from raw as it
+ * goes, rt_fuse): a function of its own, since the fused copies inlined
+ * beside the others left the other passes' product loops short of
+ * registers (their row pointers spilled; routing's select() 5-15 % slower) */
+static __attribute__((noinline)) void rt_pass_chunks_first(const float *const xs[2], int N, int d, int C,
+                                                           const float *cent, int cw, float *v, float *dot,
+                                                           int32_t *asg, double *psum, int32_t *pcnt, int ch,
+                                                           const float *const raw[2], float *xt, bk_sum *cs)
+{
+    const int ck = rt_chunk(C), half = rt_chunks(N, C) / 2;
+    const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
+    const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
+    const rt_fuse fu = { raw[side], (float *)xs[side], xt, cs, (size_t)N * d };
+    if (psum)
+        rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
+                      psum + (size_t)ch * cd, pcnt + (size_t)ch * C, &fu);
+    else /* no Lloyd step (iters 0): the routing pass is the first */
+        rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, dot, P, NULL, NULL, NULL, &fu);
 }
 
 static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *cen, int C, float *cent, int cw,
                          float *dot, int32_t *asg, double *sum, int32_t *cnt, double *psum, int32_t *pcnt,
-                         int par)
+                         const float *const raw[2], bk_sum *cs, int par)
 {
     const int nch = rt_chunks(N, C);
     const size_t cd = (size_t)C * d;
@@ -330,15 +389,23 @@ static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *ce
     bs_cols_t(cen, C, d, cw, cent);
 #pragma omp parallel if (par)
     {
-        float *v = malloc((size_t)RT_PTS * cw * sizeof *v); /* the dots of RT_PTS points */
-        if (!v) {
+        float *v = malloc((size_t)RT_PTS * cw * sizeof *v);                /* the dots of RT_PTS points */
+        float *xt = raw ? malloc((size_t)d * UR_ROWS * sizeof *xt) : NULL; /* unit_rows' transposed rows */
+        if (!v || (raw && !xt)) {
 #pragma omp atomic write
             bad = 1;
         }
+        /* without par one thread takes the chunks in order: the queries'
+         * then the keys', each in order, as cs's chain needs them */
 #pragma omp for schedule(dynamic, 1)
         for (int ch = 0; ch < nch; ch++)
-            if (v) rt_pass_chunks(xs, N, d, C, cent, cw, v, dot, asg, sum ? psum : NULL, pcnt, ch);
+            if (v && raw && xt)
+                rt_pass_chunks_first(xs, N, d, C, cent, cw, v, dot, asg, sum ? psum : NULL, pcnt, ch, raw, xt,
+                                     par ? NULL : cs);
+            else if (v && !raw)
+                rt_pass_chunks(xs, N, d, C, cent, cw, v, dot, asg, sum ? psum : NULL, pcnt, ch);
         free(v);
+        free(xt);
     }
     if (bad || !sum) return bad ? AB_ENOMEM : AB_OK;
     memcpy(sum, psum, cd * sizeof *sum);
@@ -353,10 +420,13 @@ static int rt_lloyd_pass(const float *const xs[2], int N, int d, const float *ce
 }
 
 /* Clustering, routing and rows of head h. par: split the head's own loops
- * over the threads (fewer heads than threads): the unit rows, the Lloyd
- * passes by chunks of points and the top-w choices by (centroid, side);
- * every number comes out the same either way. */
-static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout *l, int h, int par)
+ * over the threads (fewer heads than threads): the Lloyd passes by chunks
+ * of points (the first making them unit) and the top-w choices by
+ * (centroid, side); every number comes out the same either way. *hsum:
+ * the head's share of bk_checksum, taken as the first pass reads Q and K
+ * (0 with par). */
+static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout *l, int h, int par,
+                        uint64_t *hsum)
 {
     const rt_cache *rt = &st->rt; /* rt_alloc'd for this problem: C, w and the lists to fill */
     const int C = rt->C, w = rt->w;
@@ -379,35 +449,23 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
     double *psum = malloc((size_t)nch * C * d * sizeof *psum); /* (chunks, C, d) partial sums */
     int32_t *pcnt = malloc((size_t)nch * C * sizeof *pcnt);    /* (chunks, C) partial sizes */
     int32_t *perm = malloc((size_t)P * sizeof *perm);          /* init shuffle */
+    float *xt0 = malloc((size_t)d * UR_ROWS * sizeof *xt0);    /* unit_rows' scratch for the init */
     int32_t *qsel = rt->qsel + cwo, *ksel = rt->ksel + cwo;    /* (C, w) queries, keys per cluster, sorted */
     int32_t *mptr = rt->qptr + npo, *mcl = rt->qcl + cwo;      /* query -> clusters (CSR) */
     int32_t *blk = malloc((2 * (size_t)l->n_kblocks + 2) * sizeof *blk); /* one row's entries */
     int32_t *tok = malloc(((size_t)C * w + 4 * (size_t)bk + 4) * sizeof *tok);
-    int rc = (xq && xk && cen && dot && asg && cent && sum && cnt && psum && pcnt && perm && blk && tok)
-                 ? AB_OK
-                 : AB_ENOMEM;
+    int rc =
+        (xq && xk && cen && dot && asg && cent && sum && cnt && psum && pcnt && perm && xt0 && blk && tok)
+            ? AB_OK
+            : AB_ENOMEM;
     const float *const xs[2] = { xq, xk };
+    const float *const raw[2] = { pb->q + (size_t)h * N * d, pb->k + (size_t)h * N * d };
+    bk_sum fp; /* the head's share of the fingerprint (bk_checksum), without par */
+    bk_sum_init(&fp);
     if (rc == AB_OK) {
-        const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
-#pragma omp parallel if (par)
-        {
-            float *xt = malloc((size_t)d * UR_ROWS * sizeof *xt); /* unit_rows' transposed rows */
-            if (!xt) {
-#pragma omp atomic write
-                rc = AB_ENOMEM;
-            }
-#pragma omp for schedule(static)
-            for (int i = 0; i < N; i += UR_ROWS) {
-                const int n = N - i < UR_ROWS ? N - i : UR_ROWS;
-                if (!xt) continue;
-                unit_rows(q + (size_t)i * d, n, d, xq + (size_t)i * d, xt);
-                unit_rows(k + (size_t)i * d, n, d, xk + (size_t)i * d, xt);
-            }
-            free(xt);
-        }
-    }
-    if (rc == AB_OK) {
-        /* init: C distinct points, a partial Fisher-Yates shuffle */
+        /* init: C distinct points, a partial Fisher-Yates shuffle, made
+         * unit here (the first pass makes every point unit: the same
+         * values, each row's arithmetic its own) */
         uint64_t s = ab_mix64(pb->seed ^ ab_mix64(0x524f555445000000ull + (uint64_t)h)); /* "ROUTE" */
         for (int t = 0; t < P; t++) perm[t] = t;
         for (int c = 0; c < C; c++) {
@@ -415,12 +473,12 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
             const int32_t t = perm[c];
             perm[c] = perm[r];
             perm[r] = t;
-            const float *pt = xs[perm[c] >= N] + (size_t)(perm[c] % N) * d;
-            memcpy(cen + (size_t)c * d, pt, (size_t)d * sizeof *cen);
+            unit_rows(raw[perm[c] >= N] + (size_t)(perm[c] % N) * d, 1, d, cen + (size_t)c * d, xt0);
         }
-        /* Lloyd steps of spherical k-means */
+        /* Lloyd steps of spherical k-means; the first makes the points unit */
         for (int it = 0; rc == AB_OK && it < st->iters; it++) {
-            rc = rt_lloyd_pass(xs, N, d, cen, C, cent, cw, NULL, asg, sum, cnt, psum, pcnt, par);
+            rc = rt_lloyd_pass(xs, N, d, cen, C, cent, cw, NULL, asg, sum, cnt, psum, pcnt, it ? NULL : raw,
+                               &fp, par);
             for (int c = 0; rc == AB_OK && c < C; c++) {
                 if (cnt[c] == 0) continue; /* empty: keep the centroid */
                 const double *sr = sum + (size_t)c * d;
@@ -433,7 +491,9 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
         }
         /* balanced routing: each centroid's w nearest queries and keys */
         if (rc == AB_OK)
-            rc = rt_lloyd_pass(xs, N, d, cen, C, cent, cw, dot, NULL, NULL, NULL, NULL, NULL, par);
+            rc = rt_lloyd_pass(xs, N, d, cen, C, cent, cw, dot, NULL, NULL, NULL, NULL, NULL,
+                               st->iters ? NULL : raw, &fp, par);
+        if (rc == AB_OK) *hsum = par ? 0 : bk_sum_head(&fp);
     }
     if (rc == AB_OK) {
 #pragma omp parallel if (par)
@@ -495,18 +555,25 @@ static int routing_head(const routing_state *st, const ab_problem *pb, ab_layout
     free(psum);
     free(pcnt);
     free(perm);
+    free(xt0);
     free(blk);
     free(tok);
     return rc;
 }
 
-/* routing_head for head h (a bs_head_fn) */
+/* routing_head for head h (a bs_head_fn); its fingerprint share into hs[h]
+ * (0 with par: the chunks then come in no fixed order) */
+typedef struct rt_heads_ctx {
+    bs_heads_ctx c;
+    uint64_t *hs;
+} rt_heads_ctx;
+
 static int rt_one(void *ctx, int h, int par, double *fl, double *by)
 {
-    const bs_heads_ctx *c = ctx;
+    const rt_heads_ctx *c = ctx;
     (void)fl;
     (void)by;
-    return routing_head(c->st, c->pb, c->l, h, par);
+    return routing_head(c->c.st, c->c.pb, c->c.l, h, par, c->hs + h);
 }
 
 static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
@@ -528,19 +595,25 @@ static int routing_select(void *state, const ab_problem *pb, ab_layout *l)
     }
     /* the heads, or one head's own loops, over the threads (bs_run_heads;
      * the cost is stated below) */
-    bs_heads_ctx c = { st, pb, l };
+    uint64_t *hs = calloc((size_t)H, sizeof *hs); /* the heads' fingerprint shares */
+    rt_heads_ctx c = { { st, pb, l }, hs };
     double unused[2] = { 0.0, 0.0 };
-    rc = bs_run_heads(H, rt_one, &c, &unused[0], &unused[1]);
+    rc = hs ? bs_run_heads(H, rt_one, &c, &unused[0], &unused[1]) : AB_ENOMEM;
     if (rc != AB_OK) {
+        free(hs);
         rt_free(&st->rt);
+        if (rc == AB_ENOMEM) ab_set_error(state, "routing: out of memory");
         return rc;
     }
     st->rt.seed = pb->seed;
-    st->rt.sum = bk_checksum(pb);
+    int all = 1; /* every head's share taken as its first pass read Q and K */
+    for (int h = 0; h < H; h++) all &= hs[h] != 0;
+    st->rt.sum = all ? bk_sum_heads(hs, H) : bk_checksum(pb);
+    free(hs);
     const double P = 2.0 * N, I = st->iters;
     const double flops = H * (5.0 * P * d + (I + 1) * 2.0 * P * d * C + I * (P * C + P * d + 3.0 * C * d) +
                               4.0 * C * N + 2.0 * C * w * log2(w > 1 ? w : 1));
-    const double bytes = H * (8.0 * P * d + (I + 1) * 4.0 * P * d + 8.0 * P * C + 8.0 * C * w);
+    const double bytes = H * (8.0 * P * d + I * 4.0 * P * d + 8.0 * P * C + 8.0 * C * w);
     return ab_layout_set_cost(l, flops, bytes);
 }
 
