@@ -390,14 +390,19 @@ static inline void bs_scale_rows(const float *X, int d, const int32_t *idx, int 
     }
 }
 
-/* The 64-byte lines of B the panel after (j0, c1) reads, fetched towards
- * L2 a few at a time between the current panel's products (bs_pf_next):
+/* The 64-byte lines of B the panel after (j0, c1) reads, fetched into L1
+ * a few at a time between the current panel's products (bs_pf_next):
  * rows [j0, j0 + BS_PANEL) from column c1 when the depth goes on, else
  * the next BS_PANEL rows from column 0. A head's K streamed from memory
  * (4 MB at N = 16K) then arrives while the products run; the panel
  * transposes had waited on it. Issued all at once, the prefetches stalled
  * on the core's miss buffers instead (a third of the transposes' samples
- * in a profile of minference_vs). */
+ * in a profile of minference_vs). Until 2026-12-06 they went towards L2
+ * (prefetcht1): in the harness, where dense calls and run() evict K before
+ * each select(), the transposes still waited on L2 (a fifth of
+ * minference_vs's select() in a profile of its timed calls); into L1
+ * (prefetcht0) its select/dense fell 8-11 % at 16K, flexprefill's 5-6 %,
+ * and the others that stream K through here moved within noise. */
 typedef struct bs_pf {
     const char *row0; /* first line of the first row */
     size_t ld;        /* row stride in bytes */
@@ -432,7 +437,7 @@ static inline bs_pf bs_pf_panel(const float *B, int ldb, int n, int j0, int c1, 
 static inline void bs_pf_next(bs_pf *pf, int cnt)
 {
     for (int e = pf->x + cnt < pf->n ? pf->x + cnt : pf->n; pf->x < e; pf->x++) {
-        __builtin_prefetch(pf->row0 + (size_t)pf->r * pf->ld + (size_t)pf->c * 64, 0, 2);
+        __builtin_prefetch(pf->row0 + (size_t)pf->r * pf->ld + (size_t)pf->c * 64, 0, 3);
         if (++pf->c == pf->lines) {
             pf->c = 0;
             pf->r++;
