@@ -400,7 +400,8 @@ static inline void bs_scale_rows(const float *X, int d, const int32_t *idx, int 
  * in a profile of minference_vs). Until 2026-12-06 they went towards L2
  * (prefetcht1): in the harness, where dense calls and run() evict K before
  * each select(), the transposes still waited on L2 (a fifth of
- * minference_vs's select() in a profile of its timed calls); into L1
+ * minference_vs's select() in a profile of a run without calibration
+ * calls: the scored and the timed ones); into L1
  * (prefetcht0) its select/dense fell 8-11 % at 16K, flexprefill's 5-6 %,
  * and the others that stream K through here moved within noise. */
 typedef struct bs_pf {

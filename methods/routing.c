@@ -248,6 +248,14 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
 enum { RT_CHUNK = 4096 };
 static int rt_chunk(int C) { return RT_CHUNK * (C > 64 ? (C + 63) / 64 : 1); }
 static int rt_chunks(int N, int C) { return 2 * ((N + rt_chunk(C) - 1) / rt_chunk(C)); }
+/* Chunk ch's side (0: queries, 1: keys) and its points [*a0, *a1) there. */
+static inline int rt_chunk_span(int N, int C, int ch, int *a0, int *a1)
+{
+    const int ck = rt_chunk(C), half = rt_chunks(N, C) / 2;
+    *a0 = (ch % half) * ck;
+    *a1 = N - *a0 < ck ? N : *a0 + ck;
+    return ch / half;
+}
 
 /* One pass over the P = 2N points, the queries' xs[0] (N, d) then the
  * keys' xs[1] (N, d), RT_PTS at a time: their dot products with the C
@@ -349,8 +357,8 @@ static __attribute__((noinline)) void rt_pass_chunks(const float *const xs[2], i
                                                      const float *cent, int cw, float *v, float *dot,
                                                      int32_t *asg, double *psum, int32_t *pcnt, int ch)
 {
-    const int ck = rt_chunk(C), half = rt_chunks(N, C) / 2;
-    const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
+    int a0, a1;
+    const int side = rt_chunk_span(N, C, ch, &a0, &a1);
     const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
     if (psum)
         rt_pass_chunk(xs[side], (size_t)side * N, a0, a1, d, C, cent, cw, v, NULL, P, asg,
@@ -368,8 +376,8 @@ static __attribute__((noinline)) void rt_pass_chunks_first(const float *const xs
                                                            int32_t *asg, double *psum, int32_t *pcnt, int ch,
                                                            const float *const raw[2], float *xt, bk_sum *cs)
 {
-    const int ck = rt_chunk(C), half = rt_chunks(N, C) / 2;
-    const int side = ch / half, a0 = (ch % half) * ck, a1 = N - a0 < ck ? N : a0 + ck;
+    int a0, a1;
+    const int side = rt_chunk_span(N, C, ch, &a0, &a1);
     const size_t P = 2 * (size_t)N, cd = (size_t)C * d;
     const rt_fuse fu = { raw[side], (float *)xs[side], xt, cs, (size_t)N * d };
     if (psum)
