@@ -967,22 +967,41 @@ MC_DEFINE_SELECT_TOP(bs_key_select_top, uint64_t, BS_KEY_LESS)
 /* The n-th smallest of key[0, m) (1 <= n <= m), w: m scratch. A radix
  * select, 8 bits a pass from the top: a histogram of the byte among the
  * keys that share the bytes above it, the bucket that holds the n-th,
- * those keys kept (a branch-free copy) for the next byte; a byte every
- * key left shares costs its histogram only. At most 32 keys left: the
- * quickselect (keep.h) finishes. The same key as a full quickselect,
- * which ran a data-dependent branch per comparison (quest_prefill's top
- * pages of about 500: a fifth of its block loop). */
+ * those keys kept (a branch-free copy) for the next byte. At most 32 keys
+ * left: the quickselect (keep.h) finishes. The same key as a full
+ * quickselect, which ran a data-dependent branch per comparison
+ * (quest_prefill's top pages of about 500: a fifth of its block loop).
+ * The passes start at the highest byte in which the smallest and the
+ * largest key differ (the bytes above it every key shares), and count
+ * into four histograms in turn, summed after: the scores of one selection
+ * mostly share their top bytes, and one bin taking every increment made
+ * each wait for the last through memory (quest_prefill, 2026-12-06). */
 static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w)
 {
     const uint64_t *src = key;
-    for (int sh = 56; sh >= 0 && m > 32; sh -= 8) {
-        int h[256] = { 0 };
-        for (int i = 0; i < m; i++) h[(src[i] >> sh) & 0xff]++;
+    int sh = 56;
+    if (m > 32) {
+        uint64_t lo = key[0], hi = key[0];
+        for (int i = 1; i < m; i++) {
+            lo = key[i] < lo ? key[i] : lo;
+            hi = key[i] > hi ? key[i] : hi;
+        }
+        if (lo == hi) return lo; /* one value: the n-th smallest is it */
+        sh = (63 - __builtin_clzll(lo ^ hi)) / 8 * 8;
+    }
+    for (; sh >= 0 && m > 32; sh -= 8) {
+        int h[4][256];
+        memset(h, 0, sizeof h);
+        int i = 0;
+        for (; i + 4 <= m; i += 4)
+            for (int u = 0; u < 4; u++) h[u][(src[i + u] >> sh) & 0xff]++;
+        for (; i < m; i++) h[0][(src[i] >> sh) & 0xff]++;
+        for (int b = 0; b < 256; b++) h[0][b] += h[1][b] + h[2][b] + h[3][b];
         int b = 0;
-        while (n > h[b]) n -= h[b++];
-        if (h[b] == m) continue; /* every key has this byte */
+        while (n > h[0][b]) n -= h[0][b++];
+        if (h[0][b] == m) continue; /* every key left has this byte */
         int o = 0;
-        for (int i = 0; i < m; i++) {
+        for (i = 0; i < m; i++) {
             w[o] = src[i];
             o += (int)((src[i] >> sh) & 0xff) == b;
         }
