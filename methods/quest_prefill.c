@@ -74,33 +74,50 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Elementwise min and max of pages [p0, p1) of k (n, d) into mn, mx,
- * stored transposed as (d, np) with np = ceil(n / P) pages: the bound pass
- * then runs over pages in the vector lanes, each page's sum still taken
- * over c in order. Page ranges are independent, so a head's pages can be
- * split over threads. */
-/* *lo = v < *lo ? v : *lo and *hi = v > *hi ? v : *hi over 16 lanes, v at
- * p (the old value when unordered or equal): vminps / vmaxps with v first,
- * else a bit select. By pointer: a 64-byte vector passed by value has
- * another ABI without AVX-512. */
-typedef int32_t pm_v16i __attribute__((vector_size(16 * sizeof(int32_t))));
-static inline void pm_minmax(const float *p, bs_v16f *lo, bs_v16f *hi)
+/* *lo = v < *lo ? v : *lo and *hi = v > *hi ? v : *hi over PM_L lanes, v
+ * at p (the old value when unordered or equal): vminps / vmaxps with v
+ * first, else a bit select. PM_L = 8 without AVX-512: GCC keeps 32-byte
+ * vectors in AVX2 registers, where 64-byte ones went through the stack
+ * (2026-12-06). By pointer: a vector passed by value has another ABI
+ * without its ISA. */
+#if defined(__AVX512F__)
+#define PM_L 16
+#else
+#define PM_L 8
+#endif
+typedef float pm_vf __attribute__((vector_size(PM_L * sizeof(float))));
+typedef int32_t pm_vi __attribute__((vector_size(PM_L * sizeof(int32_t))));
+static inline void pm_minmax(const float *p, pm_vf *lo, pm_vf *hi)
 {
-    bs_v16f v;
+    pm_vf v;
     memcpy(&v, p, sizeof v);
 #if defined(__AVX512F__)
     *lo = _mm512_min_ps(v, *lo);
     *hi = _mm512_max_ps(v, *hi);
 #else
-    const pm_v16i a = v<*lo, b = v> * hi;
-    *lo = (bs_v16f)(((pm_v16i)v & a) | ((pm_v16i)*lo & ~a));
-    *hi = (bs_v16f)(((pm_v16i)v & b) | ((pm_v16i)*hi & ~b));
+    const pm_vi a = v<*lo, b = v> * hi;
+    *lo = (pm_vf)(((pm_vi)v & a) | ((pm_vi)*lo & ~a));
+    *hi = (pm_vf)(((pm_vi)v & b) | ((pm_vi)*hi & ~b));
 #endif
 }
 
-static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, float *mn, float *mx)
+/* QB_W pages a tile: the bounds pass keeps a tile's pages in the vector
+ * lanes, QB_W / 8 vectors of doubles */
+#define QB_W 32
+
+/* Elementwise min and max of pages [p0, p1) of k (n, d) (p0 a multiple of
+ * QB_W) into the page tiles pt, widened to double: tile t holds, for each
+ * column c in turn, the min then the max of pages [t QB_W, (t + 1) QB_W)
+ * (2 d QB_W doubles); lanes past the last page are 0. The bounds pass
+ * then reads each c's row of QB_W pages as vectors, already in double,
+ * and every query block reads them as they are: converted from float and
+ * transposed per group of query blocks instead, with the rows of a head's
+ * pages 4 KB apart, the widening took as long as the products
+ * (2026-12-06). Page ranges are independent, so a head's pages can be
+ * split over threads. */
+static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, double *pt)
 {
-    enum { PG = 16 }; /* pages per pass: their rows kept (PG, d), then stored transposed */
+    enum { PG = 16 }; /* pages per pass: their rows kept (PG, d), then stored into the tiles */
     const int np = (n + P - 1) / P;
     float *a = malloc((size_t)2 * PG * d * sizeof *a), *b;
     if (!a) return AB_ENOMEM;
@@ -112,10 +129,10 @@ static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, floa
             float *ar = a + (size_t)g * d, *br = b + (size_t)g * d;
             const float *kr = k + (size_t)j0 * d;
             int c0 = 0;
-            /* 16 columns in registers over the page's keys (pm_minmax:
+            /* PM_L columns in registers over the page's keys (pm_minmax:
              * NaN and -0 fall as in the scalar loop) */
-            for (; c0 + 16 <= d; c0 += 16) {
-                bs_v16f lo, hi;
+            for (; c0 + PM_L <= d; c0 += PM_L) {
+                pm_vf lo, hi;
                 memcpy(&lo, kr + c0, sizeof lo);
                 hi = lo;
                 for (int j = 1; j < nj; j++) pm_minmax(kr + (size_t)j * d + c0, &lo, &hi);
@@ -131,88 +148,91 @@ static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, floa
                 }
             }
         }
-        for (int c = 0; c < d; c++)
+        const int t = g0 / QB_W, l0 = g0 % QB_W; /* PG divides QB_W: one tile */
+        double *tile = pt + (size_t)t * 2 * d * QB_W;
+        for (int c = 0; c < d; c++) {
+            double *lo = tile + (size_t)2 * c * QB_W + l0, *hi = lo + QB_W;
             for (int g = 0; g < ng; g++) {
-                mn[(size_t)c * np + g0 + g] = a[(size_t)g * d + c];
-                mx[(size_t)c * np + g0 + g] = b[(size_t)g * d + c];
+                lo[g] = a[(size_t)g * d + c];
+                hi[g] = b[(size_t)g * d + c];
             }
+            if (g0 + ng == np) /* the last page: zero the lanes past it */
+                for (int g = l0 + ng; g < QB_W; g++) lo[g - l0] = hi[g - l0] = 0.0;
+        }
     }
     free(a);
     return AB_OK;
 }
 
-/* Quest's bound of nu pages for G query blocks at once: u[g ldu + p] =
- * sum over c, in order, of max(q_c min_c(p), q_c max_c(p)), in double, q
- * the block's mean query qm + g d. min <= max, so the larger product is
- * q_c max_c(p) when q_c >= 0 and q_c min_c(p) otherwise: one product per
- * element, from the row the sign of q_c picks. A float times a float is
- * exact in double, so the sums are those of the two-product form bit for
- * bit, whatever the tiling. QB_W pages at a time stay in registers over c,
- * and each tile of QB_W pages, widened once into dt (2 d QB_W doubles, 32
- * KiB at d = 64), serves all G blocks: the pages are read once per G
- * blocks, not once per block. mn, mx: (d, ld) rows, from the first page. */
-#define QB_W 32
+/* Quest's bound of the pages of tiles [ta, te) for G query blocks at
+ * once: u[g ldu + p - ta QB_W] = sum over c, in order, of max(q_c
+ * min_c(p), q_c max_c(p)), in double, q the block's mean query qm + g d.
+ * min <= max, so the larger product is q_c max_c(p) when q_c >= 0 and q_c
+ * min_c(p) otherwise: one product per element, from the row the sign of
+ * q_c picks. A float times a float is exact in double, so the sums are
+ * those of the two-product form bit for bit, whatever the tiling. A tile's
+ * QB_W pages stay in registers over c and each tile serves all G blocks
+ * while it is in L1: the pages are read once per G blocks, not once per
+ * block. pt: the head's page tiles (page_minmax). */
 #define QB_G 8 /* query blocks per pass over the pages */
-typedef double qb_vd __attribute__((vector_size(QB_W / 4 * sizeof(double))));
-typedef float qb_vf __attribute__((vector_size(QB_W / 4 * sizeof(float))));
+typedef double qb_vd __attribute__((vector_size(4 * sizeof(double))));
 
-static void quest_bounds(const float *qm, int G, const float *mn, const float *mx, int ld, int d, int nu,
-                         double *u, int ldu, double *dt)
+static void quest_bounds(const float *qm, int G, const double *pt, int d, int ta, int te, double *u, int ldu)
 {
-    int p0 = 0;
-    for (; p0 + QB_W <= nu; p0 += QB_W) {
-#if defined(__AVX512F__)
-        /* the tile in double once, each c's min row then its max row,
-         * for all G blocks: converted per block, the widening loads
-         * shared the FP ports with the FMAs (2026-12-06) */
-        for (int c = 0; c < d; c++)
-            for (int t = 0; t < 4; t++) {
-                const size_t o = (size_t)c * ld + p0 + t * 8;
-                _mm512_storeu_pd(dt + (2 * (size_t)c) * QB_W + t * 8,
-                                 _mm512_cvtps_pd(_mm256_loadu_ps(mn + o)));
-                _mm512_storeu_pd(dt + (2 * (size_t)c + 1) * QB_W + t * 8,
-                                 _mm512_cvtps_pd(_mm256_loadu_ps(mx + o)));
-            }
-#else
-        (void)dt;
-#endif
+    for (int t = ta; t < te; t++) {
+        const double *tile = pt + (size_t)t * 2 * d * QB_W;
+        const size_t o = (size_t)(t - ta) * QB_W;
         for (int g = 0; g < G; g++) {
             const float *q = qm + (size_t)g * d;
 #if defined(__AVX512F__)
             /* one FMA per 8 pages: the product is exact, so the fused add
-             * rounds as the plain one */
+             * rounds as the plain one. Two blocks at a time: with the four
+             * sums of one block the loop waited on the FMA latency */
+            if (g + 1 < G) {
+                const float *q1 = q + d;
+                __m512d acc[2][4];
+                for (int v = 0; v < 4; v++) acc[0][v] = acc[1][v] = _mm512_setzero_pd();
+                for (int c = 0; c < d; c++) {
+                    const double *s0 = tile + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
+                    const double *s1 = tile + (2 * (size_t)c + (q1[c] >= 0.0f)) * QB_W;
+                    const __m512d x0 = _mm512_set1_pd((double)q[c]), x1 = _mm512_set1_pd((double)q1[c]);
+                    for (int v = 0; v < 4; v++) {
+                        acc[0][v] = _mm512_fmadd_pd(x0, _mm512_loadu_pd(s0 + v * 8), acc[0][v]);
+                        acc[1][v] = _mm512_fmadd_pd(x1, _mm512_loadu_pd(s1 + v * 8), acc[1][v]);
+                    }
+                }
+                for (int v = 0; v < 4; v++) {
+                    _mm512_storeu_pd(u + (size_t)g * ldu + o + v * 8, acc[0][v]);
+                    _mm512_storeu_pd(u + (size_t)(g + 1) * ldu + o + v * 8, acc[1][v]);
+                }
+                g++;
+                continue;
+            }
             __m512d acc[4] = { _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
                                _mm512_setzero_pd() };
             for (int c = 0; c < d; c++) {
-                const double *src = dt + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
+                const double *src = tile + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
                 const __m512d qc = _mm512_set1_pd((double)q[c]);
-                for (int t = 0; t < 4; t++)
-                    acc[t] = _mm512_fmadd_pd(qc, _mm512_loadu_pd(src + t * 8), acc[t]);
+                for (int v = 0; v < 4; v++)
+                    acc[v] = _mm512_fmadd_pd(qc, _mm512_loadu_pd(src + v * 8), acc[v]);
             }
-            for (int t = 0; t < 4; t++) _mm512_storeu_pd(u + (size_t)g * ldu + p0 + t * 8, acc[t]);
+            for (int v = 0; v < 4; v++) _mm512_storeu_pd(u + (size_t)g * ldu + o + v * 8, acc[v]);
 #else
-            qb_vd acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+            /* 32-byte vectors: GCC keeps these in AVX2 registers, where
+             * 64-byte ones went through the stack (5x slower, 2026-12-06) */
+            qb_vd acc[QB_W / 4];
+            for (int v = 0; v < QB_W / 4; v++) acc[v] = (qb_vd){ 0 };
             for (int c = 0; c < d; c++) {
-                const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * ld + p0;
+                const double *src = tile + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
                 const double qc = (double)q[c];
-                for (int t = 0; t < 4; t++) {
-                    qb_vf f;
-                    memcpy(&f, src + t * (QB_W / 4), sizeof f);
-                    acc[t] += qc * __builtin_convertvector(f, qb_vd);
+                for (int v = 0; v < QB_W / 4; v++) {
+                    qb_vd x;
+                    memcpy(&x, src + v * 4, sizeof x);
+                    acc[v] += qc * x;
                 }
             }
-            memcpy(u + (size_t)g * ldu + p0, acc, sizeof acc);
+            memcpy(u + (size_t)g * ldu + o, acc, sizeof acc);
 #endif
-        }
-    }
-    for (int g = 0; g < G && p0 < nu; g++) {
-        const float *q = qm + (size_t)g * d;
-        double *ug = u + (size_t)g * ldu;
-        for (int p = p0; p < nu; p++) ug[p] = 0.0;
-        for (int c = 0; c < d; c++) {
-            const double qc = (double)q[c];
-            const float *src = (q[c] >= 0.0f ? mx : mn) + (size_t)c * ld;
-            for (int p = p0; p < nu; p++) ug[p] += qc * src[p];
         }
     }
 }
@@ -230,17 +250,17 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     const int pchunk = 256, npc = (np + pchunk - 1) / pchunk;    /* pages per min/max task */
     const ab_mask mask = ab_shape_mask(&pb->s);
 
-    float *mn = malloc((size_t)H * np * d * sizeof *mn); /* (heads, d, npages) */
-    float *mx = malloc((size_t)H * np * d * sizeof *mx); /* (heads, d, npages) */
-    int rc = (mn && mx) ? AB_OK : AB_ENOMEM;
+    const int ntile = (np + QB_W - 1) / QB_W, np32 = ntile * QB_W;
+    double *pt = malloc((size_t)H * np32 * 2 * d * sizeof *pt); /* (heads, ntile) page tiles */
+    int rc = pt ? AB_OK : AB_ENOMEM;
     double cands = 0.0; /* candidate pages scored */
 
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static)
         for (int t = 0; t < H * npc; t++) {
             const int h = t / npc, p0 = t % npc * pchunk, p1 = p0 + pchunk < np ? p0 + pchunk : np;
-            if (page_minmax(pb->k + (size_t)h * N * d, N, d, P, p0, p1, mn + (size_t)h * np * d,
-                            mx + (size_t)h * np * d) != AB_OK) {
+            if (page_minmax(pb->k + (size_t)h * N * d, N, d, P, p0, p1, pt + (size_t)h * np32 * 2 * d) !=
+                AB_OK) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
             }
@@ -251,12 +271,11 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
         {
             float *qm = malloc((size_t)QB_G * d * sizeof *qm); /* the group's mean queries */
             bs_cand *cand = malloc((size_t)np * sizeof *cand);
-            double *u = malloc((size_t)QB_G * np * sizeof *u); /* (QB_G, npages) bounds of a page range */
+            double *u = malloc((size_t)QB_G * np32 * sizeof *u); /* (QB_G, np32) bounds of a tile range */
             /* one row's key blocks (diagonal + pages) or key tokens */
             int32_t *idx = malloc(((size_t)bk + (size_t)keep * P + 1) * sizeof *idx);
             uint64_t *key = malloc((size_t)2 * np * sizeof *key + 1); /* bs_top_ascending's scratch */
-            double *dt = malloc((size_t)2 * d * QB_W * sizeof *dt);   /* quest_bounds' tile in double */
-            int ok = qm && cand && u && idx && key && dt;
+            int ok = qm && cand && u && idx && key;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -289,18 +308,19 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                         ue = pe[g] > ue ? pe[g] : ue;
                     }
                 }
-                const int nu = ue > ua ? ue - ua : 0;
-                quest_bounds(qm, G, mn + (size_t)h * d * np + ua, mx + (size_t)h * d * np + ua, np, d, nu, u,
-                             np, dt);
+                /* the tiles holding pages [ua, ue); u from page ua0 */
+                const int ta = ue > ua ? ua / QB_W : 0, te = ue > ua ? (ue + QB_W - 1) / QB_W : 0;
+                const int ua0 = ta * QB_W;
+                quest_bounds(qm, G, pt + (size_t)h * np32 * 2 * d, d, ta, te, u, np32);
                 for (int g = 0; g < G && ok; g++) {
                     const int qb = qb0 + g, diag = bs_diag_block(qb, bq, bk, N);
                     const int d0 = diag * bk, d1 = (diag + 1) * bk; /* the forced block's keys */
-                    const double *ug = u + (size_t)g * np;          /* from page ua */
+                    const double *ug = u + (size_t)g * np32;        /* from page ua0 */
                     int m = 0;
                     for (int p = pa[g]; p < pe[g]; p++) {
                         const int j0 = p * P, j1 = j0 + P;
                         if (j0 >= d0 && j1 <= d1) continue; /* inside the diagonal block */
-                        cand[m].score = ug[p - ua];
+                        cand[m].score = ug[p - ua0];
                         cand[m].idx = p;
                         m++;
                     }
@@ -349,12 +369,10 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
             free(u);
             free(idx);
             free(key);
-            free(dt);
         }
     }
     if (rc == AB_ENOMEM) ab_set_error(state, "quest_prefill: out of memory");
-    free(mn);
-    free(mx);
+    free(pt);
     if (rc != AB_OK) return rc;
     /* page min/max 2 compares per key element; per query block the mean
      * query (rows*d adds); per candidate page the bound U, 4d (2 mul, max,
