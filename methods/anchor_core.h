@@ -272,15 +272,16 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
                             const anc_group *g, const int *T, const int *t0, int ng, anc_scratch *s,
                             int32_t *stripes, size_t ldst, int *n)
 {
-    int c[ANC_BATCH][2][2], ka = N, kz = 0, rows = 0;
+    int c[ANC_BATCH][2][2], e[ANC_BATCH], ka = N, kz = 0, rows = 0;
     for (int b = 0; b < ng; b++) {
-        n[b] = 0;
+        n[b] = e[b] = 0; /* e[b]: the end of group b's candidates */
         if (!T[b]) continue;
         anc_candidates(&g[b], causal ? (g[b].r1 < N ? g[b].r1 : N) : N, c[b]);
         for (int r = 0; r < 2; r++)
             if (c[b][r][1] > c[b][r][0]) {
                 ka = c[b][r][0] < ka ? c[b][r][0] : ka;
                 kz = c[b][r][1] > kz ? c[b][r][1] : kz;
+                e[b] = c[b][r][1] > e[b] ? c[b][r][1] : e[b];
             }
         rows = t0[b] + T[b] > rows ? t0[b] + T[b] : rows;
     }
@@ -290,9 +291,17 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
     for (int t = 0; t < rows && fast; t++) fast = anc_thr(s->abar[t], theta, &s->thr[t]);
     for (int j0 = anc_first(s, ka); j0 < kz; j0 += ANC_CHUNK) {
         const int nj = kz - j0 < ANC_CHUNK ? kz - j0 : ANC_CHUNK;
-        anc_logits(s->qbar, rows, k, d, scale, j0, nj, s);
+        /* only the rows from the first group whose candidates reach this
+         * panel (under causal a batch's early groups end before its last
+         * panels); each row's logits are the same chains whatever rows
+         * share the product */
+        int r0 = rows;
+        for (int b = 0; b < ng; b++)
+            if (T[b] && e[b] > j0 && t0[b] < r0) r0 = t0[b];
+        if (r0 == rows) continue;
+        anc_logits(s->qbar + (size_t)r0 * d, rows - r0, k, d, scale, j0, nj, s);
         for (int b = 0; b < ng; b++) {
-            if (!T[b]) continue;
+            if (!T[b] || e[b] <= j0) continue;
             int32_t *out = stripes + (size_t)b * ldst;
             for (int r = 0; r < 2; r++) {
                 const int x0 = c[b][r][0] > j0 ? c[b][r][0] : j0;
@@ -305,14 +314,14 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
                         v16i keep = { 0 };
                         for (int t = t0[b]; t < t0[b] + T[b]; t++) {
                             v16f lf;
-                            memcpy(&lf, s->panel + (size_t)t * nj + (j - j0), sizeof lf);
+                            memcpy(&lf, s->panel + (size_t)(t - r0) * nj + (j - j0), sizeof lf);
                             keep |= lf >= s->thr[t];
                         }
                         n[b] = anc_emit(out, n[b], &keep, j);
                     }
                 for (; j < x1; j++)
                     for (int t = t0[b]; t < t0[b] + T[b]; t++)
-                        if ((double)s->panel[(size_t)t * nj + (j - j0)] + theta >= s->abar[t]) {
+                        if ((double)s->panel[(size_t)(t - r0) * nj + (j - j0)] + theta >= s->abar[t]) {
                             out[n[b]++] = j;
                             break;
                         }
