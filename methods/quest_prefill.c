@@ -74,35 +74,27 @@ static int quest_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* *lo = v < *lo ? v : *lo and *hi = v > *hi ? v : *hi over PM_L lanes, v
- * at p (the old value when unordered or equal): vminps / vmaxps with v
- * first, else a bit select. PM_L = 8 without AVX-512: GCC keeps 32-byte
- * vectors in AVX2 registers, where 64-byte ones went through the stack
- * (2026-12-06). By pointer: a vector passed by value has another ABI
- * without its ISA. */
-#if defined(__AVX512F__)
-#define PM_L 16
-#else
-#define PM_L 8
-#endif
-typedef float pm_vf __attribute__((vector_size(PM_L * sizeof(float))));
-typedef int32_t pm_vi __attribute__((vector_size(PM_L * sizeof(int32_t))));
-static inline void pm_minmax(const float *p, pm_vf *lo, pm_vf *hi)
+/* *lo = v < *lo ? v : *lo and *hi = v > *hi ? v : *hi over the VW lanes
+ * of one register (methods/vecf.h), v at p (the old value when unordered
+ * or equal): vminps / vmaxps with v first, else a bit select. One
+ * register's width: GCC had kept 64-byte generic vectors on the stack
+ * under AVX2 (2026-12-06). By pointer: a vector passed by value has
+ * another ABI without its ISA. */
+static inline void pm_minmax(const float *p, vf *lo, vf *hi)
 {
-    pm_vf v;
-    memcpy(&v, p, sizeof v);
+    const vf v = v_load(p);
 #if defined(__AVX512F__)
     *lo = _mm512_min_ps(v, *lo);
     *hi = _mm512_max_ps(v, *hi);
 #else
-    const pm_vi a = v<*lo, b = v> * hi;
-    *lo = (pm_vf)(((pm_vi)v & a) | ((pm_vi)*lo & ~a));
-    *hi = (pm_vf)(((pm_vi)v & b) | ((pm_vi)*hi & ~b));
+    const vu32 a = (vu32)(v < *lo), b = (vu32)(v > *hi);
+    *lo = (vf)(((vu32)v & a) | ((vu32)*lo & ~a));
+    *hi = (vf)(((vu32)v & b) | ((vu32)*hi & ~b));
 #endif
 }
 
 /* QB_W pages a tile: the bounds pass keeps a tile's pages in the vector
- * lanes, QB_W / 8 vectors of doubles */
+ * lanes, QB_W / 8 AVX-512 vectors of doubles (else QB_W / 4 of 32 bytes) */
 #define QB_W 32
 
 /* Elementwise min and max of pages [p0, p1) of k (n, d) (p0 a multiple of
@@ -129,10 +121,10 @@ static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, doub
             float *ar = a + (size_t)g * d, *br = b + (size_t)g * d;
             const float *kr = k + (size_t)j0 * d;
             int c0 = 0;
-            /* PM_L columns in registers over the page's keys (pm_minmax:
+            /* VW columns in registers over the page's keys (pm_minmax:
              * NaN and -0 fall as in the scalar loop) */
-            for (; c0 + PM_L <= d; c0 += PM_L) {
-                pm_vf lo, hi;
+            for (; c0 + VW <= d; c0 += VW) {
+                vf lo, hi;
                 memcpy(&lo, kr + c0, sizeof lo);
                 hi = lo;
                 for (int j = 1; j < nj; j++) pm_minmax(kr + (size_t)j * d + c0, &lo, &hi);
