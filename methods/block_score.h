@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "attnbench.h"
 
@@ -489,18 +490,47 @@ static inline int bs_heap_rows(int ncols)
     return r > 1 ? (int)(r < (size_t)INT32_MAX ? r : (size_t)INT32_MAX) : 1;
 }
 
+/* The L2 of one core in bytes as the C library reports it (0: unknown),
+ * read once: sysconf asks CPUID, which a hypervisor traps. */
+static inline long bs_l2_bytes(void)
+{
+    static long cached = -1; /* written once; racing readers store the same value */
+    long v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+        v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        v = v > 0 ? v : 0;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 /* Rows of a logit panel (of m rows, ncols keys) to compute and consume at a
  * time: at most BS_GROUP_ROWS and what bs_heap_rows allows. Each group
  * streams the keys again for its product, and the passes after it (max,
  * exp, the row sums) read the group's panel back; 64 rows balanced the two
  * on a Zen 4 core (2026-12-05, pbs and flexprefill, d = 64): 128 rows at
  * N = 16K (an 8 MB panel per head) ran 10 % slower, 32 rows at 16K-64K
- * 2-10 % slower, 16 rows 20 %. Row groups change no sum: each row's
- * softmax is its own, and the row sums add the rows in order either way. */
-#define BS_GROUP_ROWS 64
+ * 2-10 % slower, 16 rows 20 %. Where a panel of 64 rows does not fit the
+ * L2 of one core and one of BS_GROUP_ROWS_L2 rows does, the smaller group:
+ * the passes then read the panel back from L2. On a Xeon with 2 MB of L2
+ * (2026-12-06, N = 16K, 4 heads: 32 rows = 2 MB) flexprefill's select ran
+ * 8 % faster and pbs's 5 % (three pairs each); 128 rows, 13-39 % slower;
+ * the Zen 4's 1 MB L2 held no 32-row panel at 16K-64K, where 32 rows were
+ * measured slower (at 8K it would take 32: not measured). Row groups change
+ * no sum: each row's softmax is its own, and the row sums add the rows in
+ * order either way. */
+#define BS_GROUP_ROWS    64
+#define BS_GROUP_ROWS_L2 32
 static inline int bs_group_rows(int ncols, int m)
 {
-    const int r = bs_heap_rows(ncols) < BS_GROUP_ROWS ? bs_heap_rows(ncols) : BS_GROUP_ROWS;
+    const long l2 = bs_l2_bytes();
+    const double row = (double)(ncols > 0 ? ncols : 1) * sizeof(float);
+    int r = BS_GROUP_ROWS;
+    if (l2 > 0 && BS_GROUP_ROWS * row > (double)l2 && BS_GROUP_ROWS_L2 * row <= (double)l2)
+        r = BS_GROUP_ROWS_L2;
+    r = bs_heap_rows(ncols) < r ? bs_heap_rows(ncols) : r;
     return m < r ? m : r;
 }
 
