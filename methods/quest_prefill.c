@@ -169,47 +169,44 @@ static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, doub
 #define QB_G 8 /* query blocks per pass over the pages */
 typedef double qb_vd __attribute__((vector_size(4 * sizeof(double))));
 
+#if defined(__AVX512F__)
+/* The bounds of NB blocks (1 or 2, a constant at each call; queries q,
+ * rows d apart) over one tile: one FMA per 8 pages, the product exact, so
+ * the fused add rounds as the plain one. Two blocks at a time where there
+ * are two: with the four sums of one block the loop waited on the FMA
+ * latency. */
+static inline __attribute__((always_inline)) void qb_tile_avx512(const int NB, const float *q, int d,
+                                                                 const double *tile, double *u, size_t ldu)
+{
+    __m512d acc[2][4];
+    for (int b = 0; b < NB; b++)
+        for (int v = 0; v < 4; v++) acc[b][v] = _mm512_setzero_pd();
+    for (int c = 0; c < d; c++)
+        for (int b = 0; b < NB; b++) {
+            const float qc = q[(size_t)b * d + c];
+            const double *src = tile + (2 * (size_t)c + (qc >= 0.0f)) * QB_W;
+            const __m512d x = _mm512_set1_pd((double)qc);
+            for (int v = 0; v < 4; v++)
+                acc[b][v] = _mm512_fmadd_pd(x, _mm512_loadu_pd(src + v * 8), acc[b][v]);
+        }
+    for (int b = 0; b < NB; b++)
+        for (int v = 0; v < 4; v++) _mm512_storeu_pd(u + (size_t)b * ldu + v * 8, acc[b][v]);
+}
+#endif
+
 static void quest_bounds(const float *qm, int G, const double *pt, int d, int ta, int te, double *u, int ldu)
 {
     for (int t = ta; t < te; t++) {
         const double *tile = pt + (size_t)t * 2 * d * QB_W;
         const size_t o = (size_t)(t - ta) * QB_W;
+#if defined(__AVX512F__)
+        int g = 0;
+        for (; g + 2 <= G; g += 2)
+            qb_tile_avx512(2, qm + (size_t)g * d, d, tile, u + (size_t)g * ldu + o, ldu);
+        if (g < G) qb_tile_avx512(1, qm + (size_t)g * d, d, tile, u + (size_t)g * ldu + o, ldu);
+#else
         for (int g = 0; g < G; g++) {
             const float *q = qm + (size_t)g * d;
-#if defined(__AVX512F__)
-            /* one FMA per 8 pages: the product is exact, so the fused add
-             * rounds as the plain one. Two blocks at a time: with the four
-             * sums of one block the loop waited on the FMA latency */
-            if (g + 1 < G) {
-                const float *q1 = q + d;
-                __m512d acc[2][4];
-                for (int v = 0; v < 4; v++) acc[0][v] = acc[1][v] = _mm512_setzero_pd();
-                for (int c = 0; c < d; c++) {
-                    const double *s0 = tile + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
-                    const double *s1 = tile + (2 * (size_t)c + (q1[c] >= 0.0f)) * QB_W;
-                    const __m512d x0 = _mm512_set1_pd((double)q[c]), x1 = _mm512_set1_pd((double)q1[c]);
-                    for (int v = 0; v < 4; v++) {
-                        acc[0][v] = _mm512_fmadd_pd(x0, _mm512_loadu_pd(s0 + v * 8), acc[0][v]);
-                        acc[1][v] = _mm512_fmadd_pd(x1, _mm512_loadu_pd(s1 + v * 8), acc[1][v]);
-                    }
-                }
-                for (int v = 0; v < 4; v++) {
-                    _mm512_storeu_pd(u + (size_t)g * ldu + o + v * 8, acc[0][v]);
-                    _mm512_storeu_pd(u + (size_t)(g + 1) * ldu + o + v * 8, acc[1][v]);
-                }
-                g++;
-                continue;
-            }
-            __m512d acc[4] = { _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
-                               _mm512_setzero_pd() };
-            for (int c = 0; c < d; c++) {
-                const double *src = tile + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
-                const __m512d qc = _mm512_set1_pd((double)q[c]);
-                for (int v = 0; v < 4; v++)
-                    acc[v] = _mm512_fmadd_pd(qc, _mm512_loadu_pd(src + v * 8), acc[v]);
-            }
-            for (int v = 0; v < 4; v++) _mm512_storeu_pd(u + (size_t)g * ldu + o + v * 8, acc[v]);
-#else
             /* 32-byte vectors: GCC keeps these in AVX2 registers, where
              * 64-byte ones went through the stack (5x slower, 2026-12-06) */
             qb_vd acc[QB_W / 4];
@@ -224,8 +221,8 @@ static void quest_bounds(const float *qm, int G, const double *pt, int d, int ta
                 }
             }
             memcpy(u + (size_t)g * ldu + o, acc, sizeof acc);
-#endif
         }
+#endif
     }
 }
 
