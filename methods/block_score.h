@@ -160,46 +160,53 @@ static inline void bs_pack_rows(const float *src, size_t lds, const int32_t *idx
 }
 
 #if defined(__AVX512F__)
-/* bs_kern_avx512's four-row loop: acc[r][v] over c in [c0, c1). unit: pre
- * is 1, a constant at each call, so the broadcasts load A directly (an
- * embedded broadcast in the FMA) instead of a scalar multiply and a
- * register broadcast per row on the FMA pipes (a * 1 is a: the same bits). */
-static inline __attribute__((always_inline)) void bs_kern4_avx512(const float *a0, int lda, const float *bt,
-                                                                  int c0, int c1, float pre, __m512 acc[4][4],
-                                                                  const int unit)
+/* bs_kern_avx512's four-row loop: acc[r][v] over c in [c0, c1) for the
+ * first NV vectors of the panel (the columns past them are not stored:
+ * a tail panel or a causal diagonal computes only what it keeps). unit:
+ * pre is 1; NV and unit are constants at each call, so the broadcasts load
+ * A directly (an embedded broadcast in the FMA) instead of a scalar
+ * multiply and a register broadcast per row on the FMA pipes (a * 1 is a:
+ * the same bits), and the unused vectors cost nothing. */
+#define BS_KROW4(r, ar)                                                  \
+    do {                                                                 \
+        const __m512 x = _mm512_set1_ps(unit ? (ar)[c] : (ar)[c] * pre); \
+        acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);                   \
+        if (NV > 1) acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);       \
+        if (NV > 2) acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);       \
+        if (NV > 3) acc[r][3] = _mm512_fmadd_ps(x, b3, acc[r][3]);       \
+    } while (0)
+static inline __attribute__((always_inline)) void bs_kern4_avx512(const int NV, const float *a0, int lda,
+                                                                  const float *bt, int c0, int c1, float pre,
+                                                                  __m512 acc[4][4], const int unit)
 {
     const float *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
     for (int c = c0; c < c1; c++) {
         const float *br = bt + (size_t)(c - c0) * BS_PANEL;
-        __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16), b2 = _mm512_loadu_ps(br + 32),
-               b3 = _mm512_loadu_ps(br + 48);
+        __m512 b0 = _mm512_loadu_ps(br), b1 = b0, b2 = b0, b3 = b0;
         /* the panel row in registers: without this GCC folds each load
          * into the four FMAs that read it (16 loads where 4 do), and
          * the loop ran load-bound (bs_gemm_nt_packed 64 x 64 x 64:
          * 85 -> 105 GFLOP/s on a 117 GFLOP/s Zen 4 core) */
-        __asm__("" : "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
-        __m512 x = _mm512_set1_ps(unit ? a0[c] : a0[c] * pre);
-        acc[0][0] = _mm512_fmadd_ps(x, b0, acc[0][0]);
-        acc[0][1] = _mm512_fmadd_ps(x, b1, acc[0][1]);
-        acc[0][2] = _mm512_fmadd_ps(x, b2, acc[0][2]);
-        acc[0][3] = _mm512_fmadd_ps(x, b3, acc[0][3]);
-        x = _mm512_set1_ps(unit ? a1[c] : a1[c] * pre);
-        acc[1][0] = _mm512_fmadd_ps(x, b0, acc[1][0]);
-        acc[1][1] = _mm512_fmadd_ps(x, b1, acc[1][1]);
-        acc[1][2] = _mm512_fmadd_ps(x, b2, acc[1][2]);
-        acc[1][3] = _mm512_fmadd_ps(x, b3, acc[1][3]);
-        x = _mm512_set1_ps(unit ? a2[c] : a2[c] * pre);
-        acc[2][0] = _mm512_fmadd_ps(x, b0, acc[2][0]);
-        acc[2][1] = _mm512_fmadd_ps(x, b1, acc[2][1]);
-        acc[2][2] = _mm512_fmadd_ps(x, b2, acc[2][2]);
-        acc[2][3] = _mm512_fmadd_ps(x, b3, acc[2][3]);
-        x = _mm512_set1_ps(unit ? a3[c] : a3[c] * pre);
-        acc[3][0] = _mm512_fmadd_ps(x, b0, acc[3][0]);
-        acc[3][1] = _mm512_fmadd_ps(x, b1, acc[3][1]);
-        acc[3][2] = _mm512_fmadd_ps(x, b2, acc[3][2]);
-        acc[3][3] = _mm512_fmadd_ps(x, b3, acc[3][3]);
+        __asm__("" : "+v"(b0));
+        if (NV > 1) {
+            b1 = _mm512_loadu_ps(br + 16);
+            __asm__("" : "+v"(b1));
+        }
+        if (NV > 2) {
+            b2 = _mm512_loadu_ps(br + 32);
+            __asm__("" : "+v"(b2));
+        }
+        if (NV > 3) {
+            b3 = _mm512_loadu_ps(br + 48);
+            __asm__("" : "+v"(b3));
+        }
+        BS_KROW4(0, a0);
+        BS_KROW4(1, a1);
+        BS_KROW4(2, a2);
+        BS_KROW4(3, a3);
     }
 }
+#undef BS_KROW4
 
 /* rows [i0, i0 + R) of A (R <= 4) against one transposed panel: C[i][j0 + j]
  * = post * sum_c (pre * A[i][c]) * bt[c][j] for j < nj; 4 x 64 accumulators
@@ -223,20 +230,24 @@ static inline void bs_kern_avx512(const float *A, int lda, int i0, int R, const 
             }
         }
     const float *a0 = A + (size_t)i0 * lda;
+    const int nv = nj > 48 ? 4 : nj > 32 ? 3 : nj > 16 ? 2 : 1; /* vectors holding columns < nj */
     if (R == 4 && pre == 1.0f) {
-        bs_kern4_avx512(a0, lda, bt, c0, c1, 1.0f, acc, 1);
+        switch (nv) {
+        case 4: bs_kern4_avx512(4, a0, lda, bt, c0, c1, 1.0f, acc, 1); break;
+        case 3: bs_kern4_avx512(3, a0, lda, bt, c0, c1, 1.0f, acc, 1); break;
+        case 2: bs_kern4_avx512(2, a0, lda, bt, c0, c1, 1.0f, acc, 1); break;
+        default: bs_kern4_avx512(1, a0, lda, bt, c0, c1, 1.0f, acc, 1); break;
+        }
     } else if (R == 4) {
-        bs_kern4_avx512(a0, lda, bt, c0, c1, pre, acc, 0);
+        bs_kern4_avx512(4, a0, lda, bt, c0, c1, pre, acc, 0);
     } else {
         for (int r = 0; r < R; r++) {
             const float *a = a0 + (size_t)r * lda;
             for (int c = c0; c < c1; c++) {
                 const float *br = bt + (size_t)(c - c0) * BS_PANEL;
                 const __m512 x = _mm512_set1_ps(a[c] * pre);
-                acc[r][0] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br), acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 16), acc[r][1]);
-                acc[r][2] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 32), acc[r][2]);
-                acc[r][3] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 48), acc[r][3]);
+                for (int v = 0; v < nv; v++)
+                    acc[r][v] = _mm512_fmadd_ps(x, _mm512_loadu_ps(br + 16 * v), acc[r][v]);
             }
         }
     }
