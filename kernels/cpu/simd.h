@@ -40,6 +40,16 @@ typedef void (*ab_chunk_fn)(struct ab_tile *t, const float *k, const float *v, i
 void ab_chunk_portable(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx2(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
 void ab_chunk_avx512(struct ab_tile *t, const float *k, const float *v, int nk, int masked);
+/* The same step on a gathered chunk read in place: key row c is kr[c], value
+ * row c vr[c]; it also prefetches the tile's next rows (t->pfk, t->pfv,
+ * t->pfn; tile.h). The same arithmetic as ab_chunk_* on the rows copied out.
+ * x86 builds only (tile.h's ab_tile_chunk_rows_fn). */
+typedef void (*ab_chunk_rows_fn)(struct ab_tile *t, const float *const *kr, const float *const *vr, int nk,
+                                 int masked);
+void ab_chunk_rows_avx2(struct ab_tile *t, const float *const *kr, const float *const *vr, int nk,
+                        int masked);
+void ab_chunk_rows_avx512(struct ab_tile *t, const float *const *kr, const float *const *vr, int nk,
+                          int masked);
 
 /* bf16 (kernels.h): 1 if the CPU has AVX-512 BF16 (with F, BW and VL), the
  * chunk step on bf16 K, V rows with the tile's qt holding bf16 pairs

@@ -40,9 +40,11 @@
 #define VPIN(v) __asm__("" : "+v"(v))
 #endif
 
-/* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. */
-AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d, const float *restrict qt,
-                   float *restrict st, const int ld)
+/* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. G: key row i
+ * is kr[i] (a gathered chunk read in place), else k + i d. */
+AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict k,
+                   const float *const *restrict kr, int d, const float *restrict qt, float *restrict st,
+                   const int ld)
 {
     VT acc[SB_R][SB_NV];
     for (int i = 0; i < R; i++)
@@ -54,7 +56,7 @@ AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d, co
             VPIN(qv[j]);
         }
         for (int i = 0; i < R; i++) {
-            const VT kb = VSET1(k[(size_t)i * d + x]);
+            const VT kb = VSET1(G ? kr[i][x] : k[(size_t)i * d + x]);
             for (int j = 0; j < NV; j++) acc[i][j] = VFMA(kb, qv[j], acc[i][j]);
         }
     }
@@ -63,33 +65,34 @@ AI void F(qk_tile)(const int R, const int NV, const float *restrict k, int d, co
 }
 
 /* One row block of pass 1 for all column blocks of NV vectors (nv total). */
-AI void F(qk_rows)(const int R, const float *restrict k, int d, const float *restrict qt, float *restrict st,
-                   int nv, const int ld)
+AI void F(qk_rows)(const int R, const int G, const float *restrict k, const float *const *restrict kr, int d,
+                   const float *restrict qt, float *restrict st, int nv, const int ld)
 {
     for (int j0 = 0; j0 < nv; j0 += SB_NV) {
         const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
         const float *q = qt + j0 * W;
         float *s = st + j0 * W;
         switch (n) {
-        case 1: F(qk_tile)(R, 1, k, d, q, s, ld); break;
+        case 1: F(qk_tile)(R, 1, G, k, kr, d, q, s, ld); break;
 #if SB_NV >= 2
-        case 2: F(qk_tile)(R, 2, k, d, q, s, ld); break;
+        case 2: F(qk_tile)(R, 2, G, k, kr, d, q, s, ld); break;
 #endif
 #if SB_NV >= 3
-        case 3: F(qk_tile)(R, 3, k, d, q, s, ld); break;
+        case 3: F(qk_tile)(R, 3, G, k, kr, d, q, s, ld); break;
 #endif
 #if SB_NV >= 4
-        case 4: F(qk_tile)(R, 4, k, d, q, s, ld); break;
+        case 4: F(qk_tile)(R, 4, G, k, kr, d, q, s, ld); break;
 #endif
         }
     }
 }
 
 /* acc[i][0 : NX*W] = alpha[i] acc[i] + sum_c st[c][i] v[c][0 : NX*W], i < R.
- * TAIL: the last vector holds only `tail` valid head_dim entries. */
-AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restrict st,
-                   const float *restrict v, int d, int nk, float *restrict acc, int dp,
-                   const float *restrict alpha, int tail, const int ld)
+ * TAIL: the last vector holds only `tail` valid head_dim entries. G: value
+ * row c is vr[c] + xo (a gathered chunk read in place), else v + c d. */
+AI void F(pv_tile)(const int R, const int NX, const int TAIL, const int G, const float *restrict st,
+                   const float *restrict v, const float *const *restrict vr, int xo, int d, int nk,
+                   float *restrict acc, int dp, const float *restrict alpha, int tail, const int ld)
 {
     VT a[SB_R][PV_NX];
     for (int i = 0; i < R; i++) {
@@ -98,7 +101,7 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
     }
     for (int c = 0; c < nk; c++) {
         VT vv[PV_NX];
-        const float *vc = v + (size_t)c * d;
+        const float *vc = G ? vr[c] + xo : v + (size_t)c * d;
         for (int j = 0; j < NX; j++) {
             vv[j] = (TAIL && j == NX - 1) ? VLOADU_TAIL(vc + j * W, tail) : VLOADU(vc + j * W);
             VPIN(vv[j]);
@@ -112,36 +115,37 @@ AI void F(pv_tile)(const int R, const int NX, const int TAIL, const float *restr
         for (int j = 0; j < NX; j++) VSTORE(acc + (size_t)i * dp + j * W, a[i][j]);
 }
 
-AI void F(pv_nx)(const int R, const int TAIL, int nx, const float *st, const float *v, int d, int nk,
-                 float *acc, int dp, const float *alpha, int tail, const int ld)
+AI void F(pv_nx)(const int R, const int TAIL, const int G, int nx, const float *st, const float *v,
+                 const float *const *vr, int xo, int d, int nk, float *acc, int dp, const float *alpha,
+                 int tail, const int ld)
 {
     switch (nx) {
-    case 1: F(pv_tile)(R, 1, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
+    case 1: F(pv_tile)(R, 1, TAIL, G, st, v, vr, xo, d, nk, acc, dp, alpha, tail, ld); break;
 #if PV_NX >= 2
-    case 2: F(pv_tile)(R, 2, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
+    case 2: F(pv_tile)(R, 2, TAIL, G, st, v, vr, xo, d, nk, acc, dp, alpha, tail, ld); break;
 #endif
 #if PV_NX >= 3
-    case 3: F(pv_tile)(R, 3, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
+    case 3: F(pv_tile)(R, 3, TAIL, G, st, v, vr, xo, d, nk, acc, dp, alpha, tail, ld); break;
 #endif
 #if PV_NX >= 4
-    case 4: F(pv_tile)(R, 4, TAIL, st, v, d, nk, acc, dp, alpha, tail, ld); break;
+    case 4: F(pv_tile)(R, 4, TAIL, G, st, v, vr, xo, d, nk, acc, dp, alpha, tail, ld); break;
 #endif
     }
 }
 
 /* One row block of pass 3 over all of head_dim. */
-AI void F(pv_rows)(const int R, const float *st, const float *v, int d, int nk, float *acc, int dp,
-                   const float *alpha, const int ld)
+AI void F(pv_rows)(const int R, const int G, const float *st, const float *v, const float *const *vr, int d,
+                   int nk, float *acc, int dp, const float *alpha, const int ld)
 {
     const int nxv = (d + W - 1) / W, tail = d - (nxv - 1) * W;
     for (int x0 = 0; x0 < nxv; x0 += PV_NX) {
         const int nx = nxv - x0 < PV_NX ? nxv - x0 : PV_NX;
-        const float *vx = v + x0 * W;
+        const float *vx = G ? NULL : v + x0 * W;
         float *ax = acc + x0 * W;
         if (x0 + nx == nxv && tail != W)
-            F(pv_nx)(R, 1, nx, st, vx, d, nk, ax, dp, alpha, tail, ld);
+            F(pv_nx)(R, 1, G, nx, st, vx, vr, x0 * W, d, nk, ax, dp, alpha, tail, ld);
         else
-            F(pv_nx)(R, 0, nx, st, vx, d, nk, ax, dp, alpha, W, ld);
+            F(pv_nx)(R, 0, G, nx, st, vx, vr, x0 * W, d, nk, ax, dp, alpha, W, ld);
     }
 }
 
@@ -210,44 +214,84 @@ AI void F(softmax_pass)(ab_tile *t, int nk, int masked)
     }
 }
 
-void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk, int masked)
+/* Prefetches rows [a, b) of the list r (d floats each) towards L2, every
+ * 64-byte line (every other line, leaving the rest to the adjacent-line
+ * prefetcher, was slower). */
+AI void F(prefetch_rows)(const float *const *r, int a, int b, int d)
+{
+    for (int i = a; i < b; i++)
+        for (int x = 0; x < d; x += 16) __builtin_prefetch(r[i] + x, 0, 2);
+}
+
+/* The chunk step on contiguous rows k, v (G = 0) or on the row lists kr,
+ * vr (G = 1). G = 1 also prefetches the next chunk's rows (t->pfk, t->pfv:
+ * t->pfn of them), spread over the passes, so that they arrive while this
+ * chunk computes: a burst of them before the chunk had each wait for a
+ * free fill buffer. */
+AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, const float *const *kr,
+                      const float *const *vr, int nk, int masked)
 {
     const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
     float *restrict st = t->st;      /* (nk, ld) */
+    const int pfn = G ? t->pfn : 0;
 
-    /* 1. S^T = K (scale Q)^T */
+    /* 1. S^T = K (scale Q)^T; the next chunk's key rows prefetched in step */
     int c = 0;
-    for (; c + SB_R <= nk; c += SB_R)
-        F(qk_rows)(SB_R, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld);
+    for (; c + SB_R <= nk; c += SB_R) {
+        if (G && c < pfn) F(prefetch_rows)(t->pfk, c, c + SB_R < pfn ? c + SB_R : pfn, d);
+        F(qk_rows)
+        (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld);
+    }
+    if (G && c < pfn) F(prefetch_rows)(t->pfk, c, pfn, d);
+    const float *kc = G ? NULL : k + (size_t)c * d;
+    const float *const *krc = G ? kr + c : NULL;
     switch (nk - c) {
     case 0: break;
-    case 1: F(qk_rows)(1, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld); break;
 #if SB_R >= 3
-    case 2: F(qk_rows)(2, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld); break;
 #endif
 #if SB_R >= 4
-    case 3: F(qk_rows)(3, k + (size_t)c * d, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld); break;
 #endif
     }
 
     /* 2. online softmax, lane-wise over query rows */
     F(softmax_pass)(t, nk, masked);
 
-    /* 3. acc = alpha acc + P V */
-    int r = 0;
-    for (; r + SB_R <= nq; r += SB_R)
-        F(pv_rows)(SB_R, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld);
+    /* 3. acc = alpha acc + P V; the next chunk's value rows prefetched in
+     * step, pfn / nq of them per query row */
+    int r = 0, pv = 0;
+    for (; r + SB_R <= nq; r += SB_R) {
+        if (G && pv < pfn) {
+            const int e = (int)((int64_t)pfn * (r + SB_R) / nq);
+            F(prefetch_rows)(t->pfv, pv, e, d);
+            pv = e;
+        }
+        F(pv_rows)(SB_R, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld);
+    }
+    if (G && pv < pfn) F(prefetch_rows)(t->pfv, pv, pfn, d);
     switch (nq - r) {
     case 0: break;
-    case 1: F(pv_rows)(1, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+    case 1: F(pv_rows)(1, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #if SB_R >= 3
-    case 2: F(pv_rows)(2, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+    case 2: F(pv_rows)(2, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #endif
 #if SB_R >= 4
-    case 3: F(pv_rows)(3, st + r, v, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+    case 3: F(pv_rows)(3, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #endif
     }
+}
+
+void F(ab_chunk)(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk, int masked)
+{
+    F(chunk_body)(0, t, k, v, NULL, NULL, nk, masked);
+}
+
+void F(ab_chunk_rows)(ab_tile *t, const float *const *kr, const float *const *vr, int nk, int masked)
+{
+    F(chunk_body)(1, t, NULL, NULL, kr, vr, nk, masked);
 }
 
 /* x[i] = exp(x[i] - shift) in place for i < n; returns the sum. Lanes

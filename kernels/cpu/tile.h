@@ -49,18 +49,24 @@ typedef struct ab_tile {
     int nq;     /* rows of the current query tile */
     int isa;    /* ab_cpu_isa of chunk */
     ab_chunk_fn chunk;
-    float *buf;        /* one aligned allocation holding the arrays below */
-    float *qt;         /* (d, ld): scale * Q^T; columns >= nq are 0 */
-    float *kp;         /* (tk, d): packed key chunk (gather) */
-    float *vp;         /* (tk, d): packed value chunk (gather) */
-    float *st;         /* (tk, ld): S^T logits, then probabilities */
-    float *m;          /* (AB_TILE_Q): running max of the scaled logits */
-    float *l;          /* (AB_TILE_Q): running sum of exp(logit - m) */
-    float *alpha;      /* (AB_TILE_Q): rescale factor of the current chunk */
-    float *acc;        /* (tq, dp): unnormalised output */
-    int32_t *lim;      /* (AB_TILE_Q): end of the valid columns of the chunk per row */
-    int32_t *lo;       /* (AB_TILE_Q): first valid column (masked == 1) */
-    unsigned char *em; /* (tk, ld): 1 = allowed (masked == 2) */
+    ab_chunk_rows_fn chunk_rows; /* the chunk step on row lists (NULL: gathers copy into kp, vp) */
+    float *buf;                  /* one aligned allocation holding the arrays below */
+    float *qt;                   /* (d, ld): scale * Q^T; columns >= nq are 0 */
+    float *kp;                   /* (tk, d): packed key chunk (gather) */
+    float *vp;                   /* (tk, d): packed value chunk (gather) */
+    const float **kr;            /* (tk): the gathered chunk's key rows (chunk_rows), then */
+    const float **vr;            /* (tk): its value rows, */
+    const float **pfk;           /* (tk): the next chunk's key rows, prefetched by chunk_rows, */
+    const float **pfv;           /* (tk): and its value rows; */
+    int pfn;                     /* how many (0: none) */
+    float *st;                   /* (tk, ld): S^T logits, then probabilities */
+    float *m;                    /* (AB_TILE_Q): running max of the scaled logits */
+    float *l;                    /* (AB_TILE_Q): running sum of exp(logit - m) */
+    float *alpha;                /* (AB_TILE_Q): rescale factor of the current chunk */
+    float *acc;                  /* (tq, dp): unnormalised output */
+    int32_t *lim;                /* (AB_TILE_Q): end of the valid columns of the chunk per row */
+    int32_t *lo;                 /* (AB_TILE_Q): first valid column (masked == 1) */
+    unsigned char *em;           /* (tk, ld): 1 = allowed (masked == 2) */
     /* the base mask over the current tile's rows */
     const ab_mask *mask;
     int i0;                         /* first query row of the tile */
@@ -90,6 +96,19 @@ static inline ab_chunk_fn ab_tile_chunk_fn(int isa)
     return NULL;
 }
 
+/* The chunk step on row lists of an ISA (NULL: none; gathers copy). */
+static inline ab_chunk_rows_fn ab_tile_chunk_rows_fn(int isa)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    switch (isa) {
+    case AB_ISA_AVX2: return ab_chunk_rows_avx2;
+    case AB_ISA_AVX512: return ab_chunk_rows_avx512;
+    }
+#endif
+    (void)isa;
+    return NULL;
+}
+
 /* Per-thread scratch for query tiles of up to tq <= AB_TILE_Q rows and key
  * chunks of up to tk <= AB_TILE_KMAX columns, run by the given ISA.
  * Returns AB_OK, AB_EINVAL or AB_ENOMEM. */
@@ -108,11 +127,14 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
     t->buf = aligned_alloc(64, total * sizeof(float));
     /* lim, lo, slo, shi (4 x AB_TILE_Q int32), then em (tk x ld bytes) */
     t->lim = malloc(4 * AB_TILE_Q * sizeof(int32_t) + (size_t)tk * ld);
-    if (!t->buf || !t->lim) {
+    t->kr = malloc(4 * (size_t)tk * sizeof *t->kr); /* kr, vr, pfk, pfv */
+    if (!t->buf || !t->lim || !t->kr) {
         free(t->buf);
         free(t->lim);
+        free(t->kr);
         t->buf = NULL;
         t->lim = NULL;
+        t->kr = NULL;
         return AB_ENOMEM;
     }
     t->d = d;
@@ -122,6 +144,11 @@ static inline int ab_tile_alloc(ab_tile *t, int d, int tq, int tk, int isa)
     t->ld = (int)ld;
     t->isa = isa;
     t->chunk = ab_tile_chunk_fn(isa);
+    t->chunk_rows = ab_tile_chunk_rows_fn(isa);
+    t->vr = t->kr + tk;
+    t->pfk = t->vr + tk;
+    t->pfv = t->pfk + tk;
+    t->pfn = 0;
     t->qt = t->buf;
     t->kp = t->qt + n_qt;
     t->vp = t->kp + n_kv;
@@ -141,8 +168,10 @@ static inline void ab_tile_free(ab_tile *t)
 {
     free(t->buf);
     free(t->lim);
+    free(t->kr);
     t->buf = NULL;
     t->lim = NULL;
+    t->kr = NULL;
 }
 
 /* A fresh online softmax for nq rows: m = -inf, l = 0, acc = 0. */
@@ -359,12 +388,46 @@ static inline void ab_tile_prefetch_rows(const float *k, const float *v, const i
     }
 }
 
+/* The gathered chunk idx[0, nk) (sorted) of one head's k and v: read in
+ * place where the ISA has a chunk step on row lists, with the nn rows
+ * nidx[] of the next chunk prefetched while it computes (nn may be 0);
+ * else the rows copied into kp and vp first and the next ones prefetched
+ * before. Reading in place saves the copy, 2 d floats per key; at N = 16K
+ * the prefetches issued as one burst before the chunk waited on the line
+ * fill buffers and took half the gather kernel's own time. */
+static inline void ab_tile_gather_next(ab_tile *t, const float *k, const float *v, const int32_t *idx, int nk,
+                                       const int32_t *nidx, int nn)
+{
+    const int d = t->d;
+    if (!t->chunk_rows) {
+        ab_tile_prefetch_rows(k, v, nidx, nn, d);
+        const int masked = ab_tile_gather_mask(t, idx, nk);
+        if (masked < 0) return;
+        ab_tile_gather_rows(t->kp, t->vp, k, v, idx, nk, d);
+        t->chunk(t, t->kp, t->vp, nk, masked);
+        return;
+    }
+    const int masked = ab_tile_gather_mask(t, idx, nk);
+    if (masked < 0) {
+        ab_tile_prefetch_rows(k, v, nidx, nn, d);
+        return;
+    }
+    for (int c = 0; c < nk; c++) {
+        t->kr[c] = k + (size_t)idx[c] * d;
+        t->vr[c] = v + (size_t)idx[c] * d;
+    }
+    for (int c = 0; c < nn; c++) {
+        t->pfk[c] = k + (size_t)nidx[c] * d;
+        t->pfv[c] = v + (size_t)nidx[c] * d;
+    }
+    t->pfn = nn;
+    t->chunk_rows(t, t->kr, t->vr, nk, masked);
+    t->pfn = 0;
+}
+
 static inline void ab_tile_gather(ab_tile *t, const float *k, const float *v, const int32_t *idx, int nk)
 {
-    const int masked = ab_tile_gather_mask(t, idx, nk);
-    if (masked < 0) return;
-    ab_tile_gather_rows(t->kp, t->vp, k, v, idx, nk, t->d);
-    t->chunk(t, t->kp, t->vp, nk, masked);
+    ab_tile_gather_next(t, k, v, idx, nk, NULL, 0);
 }
 
 /* Runs of at least this many consecutive keys in a token list are read in
@@ -406,11 +469,9 @@ static inline void ab_tile_tokens(ab_tile *t, const float *k, const float *v, co
             const int nk = (int)(e - j < t->tk ? e - j : t->tk);
             if (run)
                 ab_tile_contig(t, k, v, tok[j], nk);
-            else {
-                ab_tile_prefetch_rows(k, v, tok + j + nk, e - (j + nk) < t->tk ? (int)(e - (j + nk)) : t->tk,
-                                      t->d);
-                ab_tile_gather(t, k, v, tok + j, nk);
-            }
+            else
+                ab_tile_gather_next(t, k, v, tok + j, nk, tok + j + nk,
+                                    e - (j + nk) < t->tk ? (int)(e - (j + nk)) : t->tk);
         }
     }
 }
