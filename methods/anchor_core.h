@@ -98,16 +98,17 @@ static inline int anc_candidates(const anc_group *g, int kend, int c[2][2])
     return n;
 }
 
-/* Logits of the m rows at x (stride d) against keys [j0, j0 + nj) into C
- * (row stride ldc); j0 a multiple of BS_PANEL when s->kp is set (its
- * panels are used in place). */
+/* Logits of rows [a, a + m) of the m rows at x (stride d) against keys
+ * [j0, j0 + nj) into s->panel (row stride nj); j0 a multiple of BS_PANEL
+ * when s->kp is set (its panels are used in place). */
 static inline void anc_logits(const float *x, int m, const float *k, int d, float scale, int j0, int nj,
-                              float *C, int ldc, anc_scratch *s)
+                              anc_scratch *s)
 {
     if (s->kp)
-        bs_gemm_nt_packed(x, d, m, s->kp + (size_t)(j0 / BS_PANEL) * d * BS_PANEL, nj, d, scale, C, ldc);
+        bs_gemm_nt_packed(x, d, m, s->kp + (size_t)(j0 / BS_PANEL) * d * BS_PANEL, nj, d, scale, s->panel,
+                          nj);
     else
-        bs_gemm_nt(x, d, m, k + (size_t)j0 * d, d, nj, d, scale, C, ldc, s->bt);
+        bs_gemm_nt(x, d, m, k + (size_t)j0 * d, d, nj, d, scale, s->panel, nj, s->bt);
 }
 
 /* The first key of the panel loop over keys from k0: k0 itself, or the
@@ -122,15 +123,7 @@ static inline void anc_rowmax(const float *q, const float *k, int d, float scale
     for (int j0 = anc_first(s, k0); j0 < k1; j0 += ANC_CHUNK) {
         const int nj = k1 - j0 < ANC_CHUNK ? k1 - j0 : ANC_CHUNK, lo = k0 > j0 ? k0 - j0 : 0;
         if (causal && j0 >= b) break;
-        if (causal && b - j0 < nj) /* the diagonal: 16 rows at a time, keys j <= i only */
-            for (int g0 = a; g0 < b; g0 += 16) {
-                const int g1 = g0 + 16 < b ? g0 + 16 : b, w = g1 - j0 < nj ? g1 - j0 : nj;
-                if (w > 0)
-                    anc_logits(q + (size_t)g0 * d, g1 - g0, k, d, scale, j0, w,
-                               s->panel + (size_t)(g0 - a) * nj, nj, s);
-            }
-        else
-            anc_logits(q + (size_t)a * d, b - a, k, d, scale, j0, nj, s->panel, nj, s);
+        anc_logits(q + (size_t)a * d, b - a, k, d, scale, j0, nj, s);
         for (int i = a; i < b; i++) {
             const float *row = s->panel + (size_t)(i - a) * nj;
             const int n = causal ? (i - j0 + 1 < nj ? i - j0 + 1 : nj) : nj;
@@ -306,24 +299,7 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
         for (int b = 0; b < ng; b++)
             if (T[b] && e[b] > j0 && t0[b] < r0) r0 = t0[b];
         if (r0 == rows) continue;
-        /* and per panel of keys, only the rows from the first group whose
-         * candidates reach that panel (runs of panels with the same first
-         * row in one product) */
-        for (int p0 = j0, rp = r0; p0 < j0 + nj;) {
-            int p1 = p0 + BS_PANEL, rq = rows;
-            for (; p1 < j0 + nj; p1 += BS_PANEL) {
-                rq = rows;
-                for (int b = 0; b < ng; b++)
-                    if (T[b] && e[b] > p1 && t0[b] < rq) rq = t0[b];
-                if (rq != rp) break;
-            }
-            p1 = p1 < j0 + nj ? p1 : j0 + nj;
-            if (rp < rows)
-                anc_logits(s->qbar + (size_t)rp * d, rows - rp, k, d, scale, p0, p1 - p0,
-                           s->panel + (size_t)(rp - r0) * nj + (p0 - j0), nj, s);
-            p0 = p1;
-            rp = rq;
-        }
+        anc_logits(s->qbar + (size_t)r0 * d, rows - r0, k, d, scale, j0, nj, s);
         for (int b = 0; b < ng; b++) {
             if (!T[b] || e[b] <= j0) continue;
             int32_t *out = stripes + (size_t)b * ldst;
