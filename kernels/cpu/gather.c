@@ -476,6 +476,10 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
             const float *kh = pb->k + hoff;                  /* (seq_len, head_dim) */
             const float *vh = pb->v + hoff;                  /* (seq_len, head_dim) */
             const int64_t r = (int64_t)h * nqb + qb;
+            if (!mixed) { /* the first chunk's rows, while the tile's queries load */
+                const int64_t f0 = l->tok_ptr[r], f1 = l->tok_ptr[r + 1];
+                ab_tile_prefetch_rows(kh, vh, l->tok_idx + f0, f1 - f0 < t.tk ? (int)(f1 - f0) : t.tk, d);
+            }
             ab_tile_begin(&t, qt, i0, nq, scale, &mask);
             if (mixed) {
                 const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
