@@ -372,11 +372,12 @@ static inline void ab_tile_gather_rows(float *kp, float *vp, const float *k, con
 #undef AB_GATHER_ROWS
 }
 
-/* Prefetches the n rows idx[] of k and v (d floats each) towards L2: the
- * next chunk's rows, issued before the current chunk computes. The gather
- * copies read random rows of K and V from beyond L2 and had waited on
- * each (kernels_bench --only sparse at N = 16K: gather time/flash at 5 %
- * 0.065-0.071 -> 0.057-0.059). */
+/* Prefetches the n rows idx[] of k and v (d floats each) towards L2 in one
+ * burst: a tile's first chunk, and the next chunk where no chunk step on
+ * row lists spreads them (ab_tile_gather_next). The gather copies read
+ * random rows of K and V from beyond L2 and had waited on each
+ * (kernels_bench --only sparse at N = 16K on a Zen 4: gather time/flash at
+ * 5 % 0.065-0.071 -> 0.057-0.059). */
 static inline void ab_tile_prefetch_rows(const float *k, const float *v, const int32_t *idx, int n, int d)
 {
     for (int x = 0; x < n; x++) {
