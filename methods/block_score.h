@@ -162,7 +162,7 @@ static inline void bs_pack_rows(const float *src, size_t lds, const int32_t *idx
 #if defined(__AVX512F__)
 /* bs_kern_avx512's four-row loop: acc[r][v] over c in [c0, c1) for the
  * first NV vectors of the panel (the columns past them are not stored:
- * a tail panel or a causal diagonal computes only what it keeps). unit:
+ * a short last panel computes only what it keeps). unit:
  * pre is 1; NV and unit are constants at each call, so the broadcasts load
  * A directly (an embedded broadcast in the FMA) instead of a scalar
  * multiply and a register broadcast per row on the FMA pipes (a * 1 is a:

@@ -400,17 +400,13 @@ static inline void ab_tile_gather_next(ab_tile *t, const float *k, const float *
                                        const int32_t *nidx, int nn)
 {
     const int d = t->d;
-    if (!t->chunk_rows) {
-        ab_tile_prefetch_rows(k, v, nidx, nn, d);
-        const int masked = ab_tile_gather_mask(t, idx, nk);
-        if (masked < 0) return;
-        ab_tile_gather_rows(t->kp, t->vp, k, v, idx, nk, d);
-        t->chunk(t, t->kp, t->vp, nk, masked);
-        return;
-    }
     const int masked = ab_tile_gather_mask(t, idx, nk);
-    if (masked < 0) {
+    if (masked < 0 || !t->chunk_rows) { /* no chunk step to spread the next rows over */
         ab_tile_prefetch_rows(k, v, nidx, nn, d);
+        if (masked >= 0) {
+            ab_tile_gather_rows(t->kp, t->vp, k, v, idx, nk, d);
+            t->chunk(t, t->kp, t->vp, nk, masked);
+        }
         return;
     }
     for (int c = 0; c < nk; c++) {
