@@ -218,7 +218,7 @@ void ab_chunk_bf16_avx512(ab_tile *t, const uint16_t *k, const uint16_t *v, int 
     }
 
     /* 2. the fp32 online softmax */
-    softmax_pass_avx512(t, nk, masked);
+    softmax_pass_avx512(t, nk, masked, NULL);
 
     /* P to bf16 key pairs, in place: row cp is written after rows 2cp and
      * 2cp + 1 are read, and every row below 2cp was read by an earlier pair */

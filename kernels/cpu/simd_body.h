@@ -44,7 +44,7 @@
  * is kr[i] (a gathered chunk read in place), else k + i d. */
 AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict k,
                    const float *const *restrict kr, int d, const float *restrict qt, float *restrict st,
-                   const int ld)
+                   const int ld, VT *restrict cmx)
 {
     VT acc[SB_R][SB_NV];
     for (int i = 0; i < R; i++)
@@ -62,26 +62,31 @@ AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict
     }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < NV; j++) VSTORE(st + (size_t)i * ld + j * W, acc[i][j]);
+    for (int j = 0; j < NV; j++) {
+        VT m = acc[0][j];
+        for (int i = 1; i < R; i++) m = VMAX(m, acc[i][j]);
+        cmx[j] = VMAX(cmx[j], m);
+    }
 }
 
 /* One row block of pass 1 for all column blocks of NV vectors (nv total). */
 AI void F(qk_rows)(const int R, const int G, const float *restrict k, const float *const *restrict kr, int d,
-                   const float *restrict qt, float *restrict st, int nv, const int ld)
+                   const float *restrict qt, float *restrict st, int nv, const int ld, VT *restrict cmx)
 {
     for (int j0 = 0; j0 < nv; j0 += SB_NV) {
         const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
         const float *q = qt + j0 * W;
         float *s = st + j0 * W;
         switch (n) {
-        case 1: F(qk_tile)(R, 1, G, k, kr, d, q, s, ld); break;
+        case 1: F(qk_tile)(R, 1, G, k, kr, d, q, s, ld, cmx + j0); break;
 #if SB_NV >= 2
-        case 2: F(qk_tile)(R, 2, G, k, kr, d, q, s, ld); break;
+        case 2: F(qk_tile)(R, 2, G, k, kr, d, q, s, ld, cmx + j0); break;
 #endif
 #if SB_NV >= 3
-        case 3: F(qk_tile)(R, 3, G, k, kr, d, q, s, ld); break;
+        case 3: F(qk_tile)(R, 3, G, k, kr, d, q, s, ld, cmx + j0); break;
 #endif
 #if SB_NV >= 4
-        case 4: F(qk_tile)(R, 4, G, k, kr, d, q, s, ld); break;
+        case 4: F(qk_tile)(R, 4, G, k, kr, d, q, s, ld, cmx + j0); break;
 #endif
         }
     }
@@ -186,11 +191,12 @@ AI VT F(masked_max)(const ab_tile *t, float *sj, int j, int nk, int masked, VT m
     return mx;
 }
 
-AI void F(softmax_pass)(ab_tile *t, int nk, int masked)
+AI void F(softmax_pass)(ab_tile *t, int nk, int masked, const VT *cmx)
 {
     const int nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W;
     float *restrict st = t->st;
+    if (masked) cmx = NULL; /* the mask changes the logits after pass 1 */
     if (masked == 2) {
         F(apply_em)(t, nk);
         masked = 0;
@@ -199,7 +205,7 @@ AI void F(softmax_pass)(ab_tile *t, int nk, int masked)
     for (int j = 0; j < nv; j++) {
         float *sj = st + j * W;
         const VT mold = VLOAD(t->m + j * W);
-        const VT mx = F(masked_max)(t, sj, j, nk, masked, mold);
+        const VT mx = cmx ? VMAX(mold, cmx[j]) : F(masked_max)(t, sj, j, nk, masked, mold);
         const VT muse = VZERO_IF_NEGINF(mx, ninf);
         const VT alpha = VEXP(VSUB(mold, muse));
         VT sum = VZERO();
@@ -235,30 +241,33 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
     float *restrict st = t->st;      /* (nk, ld) */
     const int pfn = G ? t->pfn : 0;
+    VT cmx[AB_TILE_Q / W]; /* each query lane's max logit over the chunk, kept by pass 1 */
+    for (int j = 0; j < nv; j++) cmx[j] = VSET1(-INFINITY);
 
     /* 1. S^T = K (scale Q)^T; the next chunk's key rows prefetched in step */
     int c = 0;
     for (; c + SB_R <= nk; c += SB_R) {
         if (G && c < pfn) F(prefetch_rows)(t->pfk, c, c + SB_R < pfn ? c + SB_R : pfn, d);
         F(qk_rows)
-        (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld);
+        (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld,
+         cmx);
     }
     if (G && c < pfn) F(prefetch_rows)(t->pfk, c, pfn, d);
     const float *kc = G ? NULL : k + (size_t)c * d;
     const float *const *krc = G ? kr + c : NULL;
     switch (nk - c) {
     case 0: break;
-    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx); break;
 #if SB_R >= 3
-    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx); break;
 #endif
 #if SB_R >= 4
-    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld); break;
+    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx); break;
 #endif
     }
 
     /* 2. online softmax, lane-wise over query rows */
-    F(softmax_pass)(t, nk, masked);
+    F(softmax_pass)(t, nk, masked, cmx);
 
     /* 3. acc = alpha acc + P V; the next chunk's value rows prefetched in
      * step, pfn / nq of them per query row */
