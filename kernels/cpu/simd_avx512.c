@@ -35,7 +35,8 @@ static inline __attribute__((always_inline)) __m512 ab_exp16(__m512 x)
      * microcode assist (measured: reformer's bucketed softmax ran 1.6x
      * slower than with AVX2's SLEEF exp); NaN (unordered) is kept */
     const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_NLT_UQ);
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x); /* NaN in x stays NaN */
+    /* no clamp of x from below: a lane below -87.33 (or -inf, whose r is
+     * NaN) is zeroed by `keep` whatever the steps make of it */
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x); /* ln 2, high part */
