@@ -175,17 +175,17 @@ typedef double qb_vd __attribute__((vector_size(4 * sizeof(double))));
  * the fused add rounds as the plain one. Two blocks at a time where there
  * are two: with the four sums of one block the loop waited on the FMA
  * latency. */
-static inline __attribute__((always_inline)) void qb_tile_avx512(const int NB, const float *q, int d,
-                                                                 const double *tile, double *u, size_t ldu)
+static inline __attribute__((always_inline)) void qb_tile_avx512(const int NB, const double *qd,
+                                                                 const int32_t *qo, int d, const double *tile,
+                                                                 double *u, size_t ldu)
 {
     __m512d acc[2][4];
     for (int b = 0; b < NB; b++)
         for (int v = 0; v < 4; v++) acc[b][v] = _mm512_setzero_pd();
     for (int c = 0; c < d; c++)
         for (int b = 0; b < NB; b++) {
-            const float qc = q[(size_t)b * d + c];
-            const double *src = tile + (2 * (size_t)c + (qc >= 0.0f)) * QB_W;
-            const __m512d x = _mm512_set1_pd((double)qc);
+            const double *src = tile + qo[(size_t)b * d + c];
+            const __m512d x = _mm512_set1_pd(qd[(size_t)b * d + c]);
             for (int v = 0; v < 4; v++)
                 acc[b][v] = _mm512_fmadd_pd(x, _mm512_loadu_pd(src + v * 8), acc[b][v]);
         }
@@ -194,26 +194,37 @@ static inline __attribute__((always_inline)) void qb_tile_avx512(const int NB, c
 }
 #endif
 
-static void quest_bounds(const float *qm, int G, const double *pt, int d, int ta, int te, double *u, int ldu)
+static void quest_bounds(const float *qm, int G, const double *pt, int d, int ta, int te, double *u, int ldu,
+                         double *qd, int32_t *qo)
 {
+    /* per block and column, once for every tile: the query in double and
+     * the offset of the row its sign picks (min, or max when q_c >= 0) */
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < d; c++) {
+            const float qc = qm[(size_t)g * d + c];
+            qd[(size_t)g * d + c] = (double)qc;
+            qo[(size_t)g * d + c] = (2 * c + (qc >= 0.0f)) * QB_W;
+        }
     for (int t = ta; t < te; t++) {
         const double *tile = pt + (size_t)t * 2 * d * QB_W;
         const size_t o = (size_t)(t - ta) * QB_W;
 #if defined(__AVX512F__)
         int g = 0;
         for (; g + 2 <= G; g += 2)
-            qb_tile_avx512(2, qm + (size_t)g * d, d, tile, u + (size_t)g * ldu + o, ldu);
-        if (g < G) qb_tile_avx512(1, qm + (size_t)g * d, d, tile, u + (size_t)g * ldu + o, ldu);
+            qb_tile_avx512(2, qd + (size_t)g * d, qo + (size_t)g * d, d, tile, u + (size_t)g * ldu + o, ldu);
+        if (g < G)
+            qb_tile_avx512(1, qd + (size_t)g * d, qo + (size_t)g * d, d, tile, u + (size_t)g * ldu + o, ldu);
 #else
         for (int g = 0; g < G; g++) {
-            const float *q = qm + (size_t)g * d;
+            const double *q = qd + (size_t)g * d;
+            const int32_t *qof = qo + (size_t)g * d;
             /* 32-byte vectors: GCC keeps these in AVX2 registers, where
              * 64-byte ones went through the stack (5x slower, 2026-12-06) */
             qb_vd acc[QB_W / 4];
             for (int v = 0; v < QB_W / 4; v++) acc[v] = (qb_vd){ 0 };
             for (int c = 0; c < d; c++) {
-                const double *src = tile + (2 * (size_t)c + (q[c] >= 0.0f)) * QB_W;
-                const double qc = (double)q[c];
+                const double *src = tile + qof[c];
+                const double qc = q[c];
                 for (int v = 0; v < QB_W / 4; v++) {
                     qb_vd x;
                     memcpy(&x, src + v * 4, sizeof x);
@@ -258,13 +269,15 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
     if (rc == AB_OK) {
 #pragma omp parallel reduction(+ : cands)
         {
-            float *qm = malloc((size_t)QB_G * d * sizeof *qm); /* the group's mean queries */
+            float *qm = malloc((size_t)QB_G * d * sizeof *qm);  /* the group's mean queries */
+            double *qd = malloc((size_t)QB_G * d * sizeof *qd); /* quest_bounds' scratch */
+            int32_t *qo = malloc((size_t)QB_G * d * sizeof *qo);
             bs_cand *cand = malloc((size_t)np * sizeof *cand);
             double *u = malloc((size_t)QB_G * np32 * sizeof *u); /* (QB_G, np32) bounds of a tile range */
             /* one row's key blocks (diagonal + pages) or key tokens */
             int32_t *idx = malloc(((size_t)bk + (size_t)keep * P + 1) * sizeof *idx);
             uint64_t *key = malloc((size_t)2 * np * sizeof *key + 1); /* bs_top_ascending's scratch */
-            int ok = qm && cand && u && idx && key;
+            int ok = qm && qd && qo && cand && u && idx && key;
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
@@ -300,7 +313,7 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                 /* the tiles holding pages [ua, ue); u from page ua0 */
                 const int ta = ue > ua ? ua / QB_W : 0, te = ue > ua ? (ue + QB_W - 1) / QB_W : 0;
                 const int ua0 = ta * QB_W;
-                quest_bounds(qm, G, pt + (size_t)h * np32 * 2 * d, d, ta, te, u, np32);
+                quest_bounds(qm, G, pt + (size_t)h * np32 * 2 * d, d, ta, te, u, np32, qd, qo);
                 for (int g = 0; g < G && ok; g++) {
                     const int qb = qb0 + g, diag = bs_diag_block(qb, bq, bk, N);
                     const int d0 = diag * bk, d1 = (diag + 1) * bk; /* the forced block's keys */
@@ -354,6 +367,8 @@ static int quest_select(void *state, const ab_problem *pb, ab_layout *l)
                 }
             }
             free(qm);
+            free(qd);
+            free(qo);
             free(cand);
             free(u);
             free(idx);
