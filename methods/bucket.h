@@ -215,6 +215,33 @@ static inline int bk_lower(const int32_t *a, int n, int v)
 
 /* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
  * or AB_EINVAL (a malformed spec). */
+/* Copies rows idx[0, n) of x (d floats each) into xg, and the same rows
+ * of y into yg when y is given. They are random rows of one head's Q, K or
+ * V, mostly beyond L2: each is prefetched BK_PF rows ahead of its copy,
+ * and the usual head sizes copy with a constant size (vector moves; a
+ * memcpy call per 256-byte row was a tenth of reformer's run()). */
+#define BK_PF 8
+static inline void bk_gather_rows(float *xg, const float *x, const int32_t *idx, int n, int d, float *yg,
+                                  const float *y)
+{
+#define BK_GATHER(D)                                                                                \
+    for (int c = 0; c < n; c++) {                                                                   \
+        if (c + BK_PF < n)                                                                          \
+            for (int e = 0; e < (D); e += 16) {                                                     \
+                __builtin_prefetch(x + (size_t)idx[c + BK_PF] * (D) + e);                           \
+                if (y) __builtin_prefetch(y + (size_t)idx[c + BK_PF] * (D) + e);                    \
+            }                                                                                       \
+        memcpy(xg + (size_t)c * (D), x + (size_t)idx[c] * (D), (size_t)(D) * sizeof(float));        \
+        if (y) memcpy(yg + (size_t)c * (D), y + (size_t)idx[c] * (D), (size_t)(D) * sizeof(float)); \
+    }
+    switch (d) {
+    case 64: BK_GATHER(64) break;
+    case 128: BK_GATHER(128) break;
+    default: BK_GATHER(d) break;
+    }
+#undef BK_GATHER
+}
+
 static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
 {
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim, R = sp->rounds;
@@ -307,18 +334,19 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                     for (int32_t e = b->kptr[kcix]; e < b->kptr[kcix + 1]; e++) kp[nk++] = b->kperm[e];
                 }
                 bk_sort_pos(kp, nk, tmp, N);
-                for (int c = 0; c < nk; c++) {
-                    const int j = kp[c];
-                    memcpy(kg + (size_t)c * d, K + (size_t)j * d, (size_t)d * sizeof *kg);
-                    memcpy(vg + (size_t)c * d, V + (size_t)j * d, (size_t)d * sizeof *vg);
+                bk_gather_rows(kg, K, kp, nk, d, vg, V);
+                for (int c = 0; c < nk; c++)
                     for (int rp = 0; rp < r; rp++)
-                        kr[(size_t)rp * maxk + c] = kc[((size_t)h * R + rp) * N + j];
-                }
+                        kr[(size_t)rp * maxk + c] = kc[((size_t)h * R + rp) * N + kp[c]];
                 for (int a0 = 0; a0 < nq; a0 += BK_QT) {
                     const int na = nq - a0 < BK_QT ? nq - a0 : BK_QT;
                     int tlo = N, thi = 0;
+                    bk_gather_rows(qg, Q, qs + a0, na, d, NULL, NULL);
+                    if (r > 0) /* the output rows this tile merges into: random rows, read after it */
+                        for (int a = 0; a < na; a++)
+                            for (int e = 0; e < d; e += 16)
+                                __builtin_prefetch(O + (size_t)qs[a0 + a] * d + e, 1);
                     for (int a = 0; a < na; a++) {
-                        memcpy(qg + (size_t)a * d, Q + (size_t)qs[a0 + a] * d, (size_t)d * sizeof *qg);
                         if (interval) {
                             ab_mask_span(&mask, qs[a0 + a], &lo[a], &hi[a]);
                             tlo = lo[a] < tlo ? lo[a] : tlo;
