@@ -303,7 +303,7 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
             int32_t *qs = malloc((size_t)maxq * sizeof *qs);             /* the chunk's queries by position */
             int32_t *tmp = malloc((size_t)(maxk > maxq ? maxk : maxq) * sizeof *tmp);
             float l2[BK_QT];
-            int lo[BK_QT], hi[BK_QT], qv[BK_QT];
+            int lo[BK_QT], hi[BK_QT], qv[BK_QT], lr[BK_QT], hr[BK_QT];
             const int ok = at && qg && kg && vg && o2 && allow && kp && kr && qs && tmp;
             if (!ok) {
 #pragma omp atomic write
@@ -359,6 +359,26 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         c0 = bk_lower(kp, nk, tlo);
                         c1 = bk_lower(kp, nk, thi);
                         if (c1 <= c0) c1 = c0;
+                    }
+                    if (interval && r == 0 && !ns) {
+                        /* the first round under an interval mask: row a
+                         * sees the keys in [lo[a], hi[a]), which sorted by
+                         * position are one run of kp, so the tile takes
+                         * per-row ranges and no map (the map's pairs, the
+                         * same logits masked, the same bits) */
+                        for (int a = 0; a < na; a++) {
+                            const int ka = bk_lower(kp, nk, lo[a]) - c0, kb = bk_lower(kp, nk, hi[a]) - c0;
+                            lr[a] = ka < 0 ? 0 : ka > c1 - c0 ? c1 - c0 : ka;
+                            hr[a] = kb < lr[a] ? lr[a] : kb > c1 - c0 ? c1 - c0 : kb;
+                        }
+                        ab_attn_tile_begin(at, qg, d, na, scale);
+                        ab_attn_tile_keys(at, kg + (size_t)c0 * d, vg + (size_t)c0 * d, c1 - c0, lr, hr);
+                        ab_attn_tile_end(at, o2, d, l2);
+                        for (int a = 0; a < na; a++) {
+                            const int i = qs[a0 + a];
+                            lse_merge(O + (size_t)i * d, &L[i], o2 + (size_t)a * d, l2[a], 0.0f, d);
+                        }
+                        continue;
                     }
                     /* the pairs that count: the base mask, no self (noself), and
                      * not a pair of an earlier round, whose key chunk was among
