@@ -684,17 +684,14 @@ static void rt_cluster(const routing_state *st, const ab_problem *pb, const ab_m
     const int32_t *kptr = rt->kptr + (size_t)h * (N + 1), *kcl = rt->kcl + (size_t)h * C * w;
     const float *Q = pb->q + (size_t)h * N * d, *K = pb->k + (size_t)h * N * d,
                 *V = pb->v + (size_t)h * N * d;
-    for (int u = 0; u < w; u++) {
-        memcpy(x->kg + (size_t)u * d, K + (size_t)ks[u] * d, (size_t)d * sizeof(float));
-        memcpy(x->vg + (size_t)u * d, V + (size_t)ks[u] * d, (size_t)d * sizeof(float));
-    }
+    bk_gather_rows(x->kg, K, ks, w, d, x->vg, V);
     for (int a0 = 0; a0 < w; a0 += BK_QT) {
         const int na = w - a0 < BK_QT ? w - a0 : BK_QT;
         int lo[BK_QT], hi[BK_QT], ws[BK_QT], we[BK_QT], multi[BK_QT], tlo = N, thi = 0;
         uint64_t qe[BK_QT]; /* (C <= 64) the clusters before c that took the row */
+        bk_gather_rows(x->qg, Q, qs + a0, na, d, NULL, NULL);
         for (int a = 0; a < na; a++) {
             const int i = qs[a0 + a];
-            memcpy(x->qg + (size_t)a * d, Q + (size_t)i * d, (size_t)d * sizeof(float));
             ab_mask_span(mask, i, &lo[a], &hi[a]);
             ws[a] = W > 0 ? i - W + 1 : i + 1;
             we[a] = W > 0 ? (causal ? i + 1 : i + W) : i + 1;
