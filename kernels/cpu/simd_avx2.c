@@ -52,6 +52,12 @@ __m256 Sleef_expf8_u10avx2(__m256);
                          _mm256_loadu_si256((const __m256i *)(const void *)(lop)), _mm256_set1_epi32(c))))
 #define VZERO_IF_NEGINF(v, ninf) \
     _mm256_blendv_ps((v), _mm256_setzero_ps(), _mm256_cmp_ps((v), (ninf), _CMP_EQ_OQ))
+/* lanes whose element-map byte (ep[0 .. 8)) is 0 become -inf */
+#define VMASK_EM(s, ep, ninf)                                                                        \
+    _mm256_blendv_ps((ninf), (s),                                                                    \
+                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(                                         \
+                         _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(ep))), \
+                         _mm256_setzero_si256())))
 
 _Static_assert(SB_R == 4, "simd_body.h handles row remainders up to 3");
 #include "kernels/cpu/simd_body.h"

@@ -79,6 +79,12 @@ static inline __attribute__((always_inline)) __m512 ab_exp16(__m512 x)
         _mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(lop)), _mm512_set1_epi32(c)), (s), (ninf))
 #define VZERO_IF_NEGINF(v, ninf) \
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask((v), (ninf), _CMP_EQ_OQ), (v), _mm512_setzero_ps())
+/* lanes whose element-map byte (ep[0 .. 16)) is 0 become -inf */
+#define VMASK_EM(s, ep, ninf)                                                                \
+    _mm512_mask_blend_ps(                                                                    \
+        _mm512_test_epi32_mask(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ep))), \
+                               _mm512_set1_epi32(0xff)),                                     \
+        (ninf), (s))
 
 _Static_assert(SB_R == 4, "simd_body.h handles row remainders up to 3");
 #include "kernels/cpu/simd_body.h"

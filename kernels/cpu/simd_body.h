@@ -44,7 +44,7 @@
  * is kr[i] (a gathered chunk read in place), else k + i d. */
 AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict k,
                    const float *const *restrict kr, int d, const float *restrict qt, float *restrict st,
-                   const int ld, VT *restrict cmx)
+                   const int ld, VT *restrict cmx, const unsigned char *restrict em)
 {
     VT acc[SB_R][SB_NV];
     for (int i = 0; i < R; i++)
@@ -60,6 +60,11 @@ AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict
             for (int j = 0; j < NV; j++) acc[i][j] = VFMA(kb, qv[j], acc[i][j]);
         }
     }
+    if (em) { /* masked == 2: the element map applied in registers */
+        const VT ninf = VSET1(-INFINITY);
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < NV; j++) acc[i][j] = VMASK_EM(acc[i][j], em + (size_t)i * ld + j * W, ninf);
+    }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < NV; j++) VSTORE(st + (size_t)i * ld + j * W, acc[i][j]);
     for (int j = 0; j < NV; j++) {
@@ -71,22 +76,23 @@ AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict
 
 /* One row block of pass 1 for all column blocks of NV vectors (nv total). */
 AI void F(qk_rows)(const int R, const int G, const float *restrict k, const float *const *restrict kr, int d,
-                   const float *restrict qt, float *restrict st, int nv, const int ld, VT *restrict cmx)
+                   const float *restrict qt, float *restrict st, int nv, const int ld, VT *restrict cmx,
+                   const unsigned char *restrict em)
 {
     for (int j0 = 0; j0 < nv; j0 += SB_NV) {
         const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
         const float *q = qt + j0 * W;
         float *s = st + j0 * W;
         switch (n) {
-        case 1: F(qk_tile)(R, 1, G, k, kr, d, q, s, ld, cmx + j0); break;
+        case 1: F(qk_tile)(R, 1, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
 #if SB_NV >= 2
-        case 2: F(qk_tile)(R, 2, G, k, kr, d, q, s, ld, cmx + j0); break;
+        case 2: F(qk_tile)(R, 2, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
 #endif
 #if SB_NV >= 3
-        case 3: F(qk_tile)(R, 3, G, k, kr, d, q, s, ld, cmx + j0); break;
+        case 3: F(qk_tile)(R, 3, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
 #endif
 #if SB_NV >= 4
-        case 4: F(qk_tile)(R, 4, G, k, kr, d, q, s, ld, cmx + j0); break;
+        case 4: F(qk_tile)(R, 4, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
 #endif
         }
     }
@@ -241,6 +247,9 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
     float *restrict st = t->st;      /* (nk, ld) */
     const int pfn = G ? t->pfn : 0;
+    /* masked == 2: pass 1 applies the element map to the logits as it
+     * stores them, and keeps their max: the softmax has neither to do */
+    const unsigned char *em = masked == 2 ? t->em : NULL;
     VT cmx[AB_TILE_Q / W]; /* each query lane's max logit over the chunk, kept by pass 1 */
     for (int j = 0; j < nv; j++) cmx[j] = VSET1(-INFINITY);
 
@@ -249,25 +258,26 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     for (; c + SB_R <= nk; c += SB_R) {
         if (G && c < pfn) F(prefetch_rows)(t->pfk, c, c + SB_R < pfn ? c + SB_R : pfn, d);
         F(qk_rows)
-        (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld,
-         cmx);
+        (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld, cmx,
+         em ? em + (size_t)c * ld : NULL);
     }
     if (G && c < pfn) F(prefetch_rows)(t->pfk, c, pfn, d);
+    const unsigned char *emc = em ? em + (size_t)c * ld : NULL;
     const float *kc = G ? NULL : k + (size_t)c * d;
     const float *const *krc = G ? kr + c : NULL;
     switch (nk - c) {
     case 0: break;
-    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx); break;
+    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc); break;
 #if SB_R >= 3
-    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx); break;
+    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc); break;
 #endif
 #if SB_R >= 4
-    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx); break;
+    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc); break;
 #endif
     }
 
     /* 2. online softmax, lane-wise over query rows */
-    F(softmax_pass)(t, nk, masked, cmx);
+    F(softmax_pass)(t, nk, em ? 0 : masked, cmx);
 
     /* 3. acc = alpha acc + P V; the next chunk's value rows prefetched in
      * step, pfn / nq of them per query row */
