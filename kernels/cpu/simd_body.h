@@ -6,11 +6,14 @@
  * The tile layout is in tile.h: qt = scale * Q^T (d, ld), st = S^T (nk, ld),
  * acc (nq, dp). One chunk is three passes:
  *   1. st = K qt: register tiles of SB_R key rows x SB_NV query vectors,
- *      a broadcast key element times a loaded query vector per FMA;
- *   2. softmax, lane-wise over query rows: mask (masked == 1: the column
- *      range [lo[r], lim[r]) of each row; masked == 2: the element map em,
- *      applied by a scalar pass first),
- *      running max, alpha = exp(m_old - m_new), p = exp(s - m_new), row sums;
+ *      a broadcast key element times a loaded query vector per FMA; each
+ *      tile masks its logits before it stores them (masked == 1: the
+ *      column range [lo[r], lim[r]) of each row; masked == 2: the element
+ *      map em) and folds them into each query lane's max over the chunk;
+ *   2. softmax, lane-wise over query rows, from that max: running max,
+ *      alpha = exp(m_old - m_new), p = exp(s - m_new), row sums (the bf16
+ *      step, whose logits come from elsewhere, masks and takes the max
+ *      here: apply_em, masked_max);
  *   3. acc = alpha acc + P V: register tiles of SB_R query rows x PV_NX
  *      head_dim vectors, a broadcast P^T entry times a loaded value vector;
  *      the last head_dim vector is a masked load when d % W != 0.
@@ -23,8 +26,9 @@
  * VLOADU_TAIL(p, n) (first n lanes, rest 0), VSTORE(p, v) (aligned),
  * VFMA(a, b, c) = a*b + c, VMUL, VADD, VSUB, VMAX, VEXP(v),
  * VMASK_LIM(s, limp, c) (lanes whose lim <= c become -inf),
- * VMASK_LO(s, lop, c) (lanes whose lo > c become -inf),
- * VZERO_IF_NEGINF(v), and SB_R, SB_NV, PV_NX (register tile sizes). */
+ * VMASK_LO(s, lop, c) (lanes whose lo > c become -inf), VMASK_EM(s, ep)
+ * (lanes whose map byte is 0 become -inf), VZERO_IF_NEGINF(v), and SB_R,
+ * SB_NV, PV_NX (register tile sizes). */
 
 #define AB_CAT_(a, b) a##_##b
 #define AB_CAT(a, b)  AB_CAT_(a, b)
@@ -41,10 +45,14 @@
 #endif
 
 /* st[i][0 : NV*W] = sum_x k[i][x] qt[x][0 : NV*W] for i < R. G: key row i
- * is kr[i] (a gathered chunk read in place), else k + i d. */
+ * is kr[i] (a gathered chunk read in place), else k + i d. The chunk's
+ * mask is applied before the store: em (masked == 2: the element map's
+ * rows for these keys), or lim and lo (masked == 1: the lanes' column
+ * ranges; these keys are columns c0 .. c0 + R - 1). cmx: the lanes' max. */
 AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict k,
                    const float *const *restrict kr, int d, const float *restrict qt, float *restrict st,
-                   const int ld, VT *restrict cmx, const unsigned char *restrict em)
+                   const int ld, VT *restrict cmx, const unsigned char *restrict em,
+                   const int32_t *restrict lo, const int32_t *restrict lim, int c0)
 {
     VT acc[SB_R][SB_NV];
     for (int i = 0; i < R; i++)
@@ -65,6 +73,14 @@ AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict
         for (int i = 0; i < R; i++)
             for (int j = 0; j < NV; j++) acc[i][j] = VMASK_EM(acc[i][j], em + (size_t)i * ld + j * W, ninf);
     }
+    if (lim) { /* masked == 1: masked_max's two masks, in its order */
+        const VT ninf = VSET1(-INFINITY);
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < NV; j++) {
+                acc[i][j] = VMASK_LIM(acc[i][j], lim + j * W, c0 + i, ninf);
+                acc[i][j] = VMASK_LO(acc[i][j], lo + j * W, c0 + i, ninf);
+            }
+    }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < NV; j++) VSTORE(st + (size_t)i * ld + j * W, acc[i][j]);
     for (int j = 0; j < NV; j++) {
@@ -77,22 +93,39 @@ AI void F(qk_tile)(const int R, const int NV, const int G, const float *restrict
 /* One row block of pass 1 for all column blocks of NV vectors (nv total). */
 AI void F(qk_rows)(const int R, const int G, const float *restrict k, const float *const *restrict kr, int d,
                    const float *restrict qt, float *restrict st, int nv, const int ld, VT *restrict cmx,
-                   const unsigned char *restrict em)
+                   const unsigned char *restrict em, const int32_t *restrict lo, const int32_t *restrict lim,
+                   int c0)
 {
     for (int j0 = 0; j0 < nv; j0 += SB_NV) {
         const int n = nv - j0 < SB_NV ? nv - j0 : SB_NV;
         const float *q = qt + j0 * W;
         float *s = st + j0 * W;
         switch (n) {
-        case 1: F(qk_tile)(R, 1, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
+        case 1:
+            F(qk_tile)
+            (R, 1, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL, lo + j0 * W,
+             lim ? lim + j0 * W : NULL, c0);
+            break;
 #if SB_NV >= 2
-        case 2: F(qk_tile)(R, 2, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
+        case 2:
+            F(qk_tile)
+            (R, 2, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL, lo + j0 * W,
+             lim ? lim + j0 * W : NULL, c0);
+            break;
 #endif
 #if SB_NV >= 3
-        case 3: F(qk_tile)(R, 3, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
+        case 3:
+            F(qk_tile)
+            (R, 3, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL, lo + j0 * W,
+             lim ? lim + j0 * W : NULL, c0);
+            break;
 #endif
 #if SB_NV >= 4
-        case 4: F(qk_tile)(R, 4, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL); break;
+        case 4:
+            F(qk_tile)
+            (R, 4, G, k, kr, d, q, s, ld, cmx + j0, em ? em + j0 * W : NULL, lo + j0 * W,
+             lim ? lim + j0 * W : NULL, c0);
+            break;
 #endif
         }
     }
@@ -247,9 +280,11 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
     float *restrict st = t->st;      /* (nk, ld) */
     const int pfn = G ? t->pfn : 0;
-    /* masked == 2: pass 1 applies the element map to the logits as it
-     * stores them, and keeps their max: the softmax has neither to do */
+    /* pass 1 applies the chunk's mask (masked == 1: the lanes' column
+     * ranges lo, lim; 2: the element map em) to the logits as it stores
+     * them, and keeps their max: the softmax has neither to do */
     const unsigned char *em = masked == 2 ? t->em : NULL;
+    const int32_t *lim = masked == 1 ? t->lim : NULL;
     VT cmx[AB_TILE_Q / W]; /* each query lane's max logit over the chunk, kept by pass 1 */
     for (int j = 0; j < nv; j++) cmx[j] = VSET1(-INFINITY);
 
@@ -259,7 +294,7 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
         if (G && c < pfn) F(prefetch_rows)(t->pfk, c, c + SB_R < pfn ? c + SB_R : pfn, d);
         F(qk_rows)
         (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld, cmx,
-         em ? em + (size_t)c * ld : NULL);
+         em ? em + (size_t)c * ld : NULL, t->lo, lim, c);
     }
     if (G && c < pfn) F(prefetch_rows)(t->pfk, c, pfn, d);
     const unsigned char *emc = em ? em + (size_t)c * ld : NULL;
@@ -267,17 +302,17 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     const float *const *krc = G ? kr + c : NULL;
     switch (nk - c) {
     case 0: break;
-    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc); break;
+    case 1: F(qk_rows)(1, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc, t->lo, lim, c); break;
 #if SB_R >= 3
-    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc); break;
+    case 2: F(qk_rows)(2, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc, t->lo, lim, c); break;
 #endif
 #if SB_R >= 4
-    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc); break;
+    case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc, t->lo, lim, c); break;
 #endif
     }
 
     /* 2. online softmax, lane-wise over query rows */
-    F(softmax_pass)(t, nk, em ? 0 : masked, cmx);
+    F(softmax_pass)(t, nk, 0, cmx);
 
     /* 3. acc = alpha acc + P V; the next chunk's value rows prefetched in
      * step, pfn / nq of them per query row */
