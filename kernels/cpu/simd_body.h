@@ -235,7 +235,7 @@ AI void F(softmax_pass)(ab_tile *t, int nk, int masked, const VT *cmx)
     const int nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W;
     float *restrict st = t->st;
-    if (masked) cmx = NULL; /* the mask changes the logits after pass 1 */
+    if (masked) cmx = NULL; /* a mask still to apply (the bf16 step): the max comes after it */
     if (masked == 2) {
         F(apply_em)(t, nk);
         masked = 0;
