@@ -213,8 +213,6 @@ static inline int bk_lower(const int32_t *a, int n, int v)
     return lo;
 }
 
-/* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
- * or AB_EINVAL (a malformed spec). */
 /* Copies rows idx[0, n) of x (d floats each) into xg, and the same rows
  * of y into yg when y is given. They are random rows of one head's Q, K or
  * V, mostly beyond L2: each is prefetched BK_PF rows ahead of its copy,
@@ -242,6 +240,8 @@ static inline void bk_gather_rows(float *xg, const float *x, const int32_t *idx,
 #undef BK_GATHER
 }
 
+/* out (heads, N, d) = the bucketed attention of sp over pb. AB_OK, AB_ENOMEM
+ * or AB_EINVAL (a malformed spec). */
 static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
 {
     const int H = pb->s.heads, N = pb->s.seq_len, d = pb->s.head_dim, R = sp->rounds;
@@ -360,31 +360,21 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         c1 = bk_lower(kp, nk, thi);
                         if (c1 <= c0) c1 = c0;
                     }
-                    if (interval && r == 0 && !ns) {
-                        /* the first round under an interval mask: row a
-                         * sees the keys in [lo[a], hi[a]), which sorted by
-                         * position are one run of kp, so the tile takes
-                         * per-row ranges and no map (the map's pairs, the
-                         * same logits masked, the same bits) */
-                        for (int a = 0; a < na; a++) {
-                            const int ka = bk_lower(kp, nk, lo[a]) - c0, kb = bk_lower(kp, nk, hi[a]) - c0;
-                            lr[a] = ka < 0 ? 0 : ka > c1 - c0 ? c1 - c0 : ka;
-                            hr[a] = kb < lr[a] ? lr[a] : kb > c1 - c0 ? c1 - c0 : kb;
-                        }
-                        ab_attn_tile_begin(at, qg, d, na, scale);
-                        ab_attn_tile_keys(at, kg + (size_t)c0 * d, vg + (size_t)c0 * d, c1 - c0, lr, hr);
-                        ab_attn_tile_end(at, o2, d, l2);
-                        for (int a = 0; a < na; a++) {
-                            const int i = qs[a0 + a];
-                            lse_merge(O + (size_t)i * d, &L[i], o2 + (size_t)a * d, l2[a], 0.0f, d);
-                        }
-                        continue;
+                    /* the first round under an interval mask: row a sees the
+                     * keys in [lo[a], hi[a]), which sorted by position are one
+                     * run of kp, so the tile takes per-row ranges and no map
+                     * (the map's pairs, the same logits masked, the same bits) */
+                    const int ranges = interval && r == 0 && !ns;
+                    for (int a = 0; ranges && a < na; a++) {
+                        lr[a] = bk_lower(kp + c0, c1 - c0, lo[a]);
+                        hr[a] = bk_lower(kp + c0, c1 - c0, hi[a]);
+                        hr[a] = hr[a] < lr[a] ? lr[a] : hr[a];
                     }
-                    /* the pairs that count: the base mask, no self (noself), and
-                     * not a pair of an earlier round, whose key chunk was among
-                     * those the query's chunk attended (bk_attends, the chunk
-                     * distance without a division: both in [0, nch)) */
-                    for (int c = c0; c < c1; c++) {
+                    /* else the pairs that count: the base mask, no self (noself),
+                     * and not a pair of an earlier round, whose key chunk was
+                     * among those the query's chunk attended (bk_attends, the
+                     * chunk distance without a division: both in [0, nch)) */
+                    for (int c = c0; !ranges && c < c1; c++) {
                         unsigned char *al = allow + (size_t)c * BK_QT;
                         const int j = kp[c];
                         if (interval)
@@ -409,8 +399,11 @@ static inline int bk_attend(const ab_problem *pb, const bk_spec *sp, float *out)
                         }
                     }
                     ab_attn_tile_begin(at, qg, d, na, scale);
-                    ab_attn_tile_keys_map(at, kg + (size_t)c0 * d, vg + (size_t)c0 * d, c1 - c0,
-                                          allow + (size_t)c0 * BK_QT, BK_QT);
+                    if (ranges)
+                        ab_attn_tile_keys(at, kg + (size_t)c0 * d, vg + (size_t)c0 * d, c1 - c0, lr, hr);
+                    else
+                        ab_attn_tile_keys_map(at, kg + (size_t)c0 * d, vg + (size_t)c0 * d, c1 - c0,
+                                              allow + (size_t)c0 * BK_QT, BK_QT);
                     ab_attn_tile_end(at, o2, d, l2);
                     for (int a = 0; a < na; a++) { /* a query sits in one chunk per round */
                         const int i = qs[a0 + a];
