@@ -170,8 +170,9 @@ static int page_minmax(const float *k, int n, int d, int P, int p0, int p1, doub
 typedef double qb_vd __attribute__((vector_size(4 * sizeof(double))));
 
 #if defined(__AVX512F__)
-/* The bounds of NB blocks (1 or 2, a constant at each call; queries q,
- * rows d apart) over one tile: one FMA per 8 pages, the product exact, so
+/* The bounds of NB blocks (1 or 2, a constant at each call; queries qd in
+ * double and the offsets qo of the tile rows their signs pick, rows d
+ * apart: quest_bounds) over one tile: one FMA per 8 pages, the product exact, so
  * the fused add rounds as the plain one. Two blocks at a time where there
  * are two: with the four sums of one block the loop waited on the FMA
  * latency. */

@@ -230,12 +230,14 @@ AI VT F(masked_max)(const ab_tile *t, float *sj, int j, int nk, int masked, VT m
     return mx;
 }
 
+/* cmx: each query vector's max over the chunk's logits, already masked
+ * (the fp32 step's pass 1; masked is then 0), or NULL: the pass applies
+ * the mask and takes the max itself (the bf16 step). */
 AI void F(softmax_pass)(ab_tile *t, int nk, int masked, const VT *cmx)
 {
     const int nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W;
     float *restrict st = t->st;
-    if (masked) cmx = NULL; /* a mask still to apply (the bf16 step): the max comes after it */
     if (masked == 2) {
         F(apply_em)(t, nk);
         masked = 0;
