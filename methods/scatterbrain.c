@@ -613,10 +613,10 @@ static int sb_bucket(sb_work *w, const float *q, const float *k, const float *v,
         else
             kend = nkb;
         if (kend == 0) continue;
+        bk_gather_rows(w->qg, q, qs + a0, na, d, NULL, NULL);
         for (int a = 0; a < na; a++) {
             const int i = qs[a0 + a];
             w->rows[a] = i;
-            memcpy(w->qg + (size_t)a * d, q + (size_t)i * d, (size_t)d * sizeof *w->qg);
             memcpy(w->pg + (size_t)a * m, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
         }
         if (kend > packed) { /* the bucket's keys up to kend, from the partial panel on */
@@ -624,11 +624,7 @@ static int sb_bucket(sb_work *w, const float *q, const float *k, const float *v,
             const int p0 = packed / BS_PANEL * BS_PANEL;
             bs_pack_gather(k, d, ks + p0, kend - p0, w->kp + (size_t)p0 * d);
             bs_pack_gather(w->pk, m, ks + p0, kend - p0, w->fp + (size_t)p0 * m);
-            for (int x = packed; x < kend; x++) {
-                const float *src = v + (size_t)ks[x] * d;
-                float *dst = w->vg + (size_t)x * d;
-                for (int e = 0; e < d; e++) dst[e] = src[e];
-            }
+            bk_gather_rows(w->vg + (size_t)packed * d, v, ks + packed, kend - packed, d, NULL, NULL);
             packed = kend;
         }
         for (int k0 = 0; k0 < kend; k0 += SB_KT) {
