@@ -265,7 +265,7 @@ typedef struct sb_work {
     int *qc, *kc;
     int *qstart, *qlist; /* queries sorted by code per round: (r, b + 1), (r, n) */
     int *kstart, *klist; /* keys likewise */
-    float *W, *pq, *pk, *lr, *v1, *kv, *tile, *bt;
+    float *W, *pq, *pk, *lr, *kv, *tile, *bt;
     float *kt;  /* (m, SB_CHUNK): a chunk's key features transposed */
     float *pqt; /* (max(m, SB_CHUNK), SB_CHUNK): a chunk's query features or in-chunk tile transposed */
     float *z;   /* (m): a chunk's key feature sums, the ones column of kv */
@@ -286,10 +286,10 @@ typedef struct sb_work {
 
 static void sb_work_free(sb_work *w)
 {
-    void *p[] = { w->R,  w->qc,  w->kc,   w->qstart, w->qlist, w->kstart, w->klist, w->W,
-                  w->pq, w->pk,  w->lr,   w->v1,     w->kv,    w->tile,   w->bt,    w->kvd,
-                  w->cq, w->rmx, w->racc, w->rsm,    w->qg,    w->pg,     w->kp,    w->fp,
-                  w->vg, w->sc,  w->lt,   w->o,      w->kt,    w->kcode,  w->pqt,   w->z };
+    void *p[] = { w->R,   w->qc,   w->kc,  w->qstart, w->qlist, w->kstart, w->klist, w->W,
+                  w->pq,  w->pk,   w->lr,  w->kv,     w->tile,  w->bt,     w->kvd,   w->cq,
+                  w->rmx, w->racc, w->rsm, w->qg,     w->pg,    w->kp,     w->fp,    w->vg,
+                  w->sc,  w->lt,   w->o,   w->kt,     w->kcode, w->pqt,    w->z };
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
@@ -329,7 +329,6 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->pq = malloc(nn * m * sizeof *w->pq);
     w->pk = malloc(nn * m * sizeof *w->pk);
     w->lr = malloc(nn * d1 * sizeof *w->lr);
-    w->v1 = malloc(nn * d1 * sizeof *w->v1);
     w->kv = malloc((size_t)m * d1 * sizeof *w->kv);
     w->tile = malloc((size_t)SB_CHUNK * SB_CHUNK * sizeof *w->tile);
     w->kt = malloc((size_t)m * SB_CHUNK * sizeof *w->kt);
@@ -342,16 +341,17 @@ static int sb_work_alloc(sb_work *w, int n, int d, int m, int r, int b)
     w->rsm = malloc(nn * sizeof *w->rsm);
     const int tiles = sb_tiles_alloc(w, d, m, r);
     return w->R && w->qc && w->kc && w->qstart && w->qlist && w->kstart && w->klist && w->W && w->pq &&
-           w->pk && w->lr && w->v1 && w->kv && w->tile && w->kvd && w->cq && w->rmx && w->racc && w->rsm &&
-           w->kt && w->pqt && w->z && tiles;
+           w->pk && w->lr && w->kv && w->tile && w->kvd && w->cq && w->rmx && w->racc && w->rsm && w->kt &&
+           w->pqt && w->z && tiles;
 }
 
 /* The [V 1] products below run their GEMMs over the d value columns
- * only and add the ones column apart: as a (d + 1)-wide B it was a second
- * 64-wide panel holding one column, nearly doubling three of the four
- * GEMMs of a chunk. Each ones-column entry is the chain the GEMM computed
- * (products in the same order, from the same start), so the sums are the
- * same bits. */
+ * only, read in place in V, and add the ones column apart: as a (d + 1)-wide
+ * B it was a second 64-wide panel holding one column, nearly doubling three
+ * of the four GEMMs of a chunk (and the copy of [V 1] with stride d + 1 was
+ * 1.3 % of run()'s samples at N = 16K, 2026-12-06). Each ones-column entry
+ * is the chain the GEMM computed (products in the same order, from the same
+ * start), so the sums are the same bits. */
 
 /* o[i d1 + d] = sum_x pq[i][x] z[x] for the L rows of pq (L, m), one fmaf
  * chain per row in x order from 0 (the GEMM's chain against the ones
@@ -368,17 +368,18 @@ static void sb_ones_readout(sb_work *w, const float *pq, int L, int m, const flo
     for (int i = 0; i < L; i++) o[(size_t)i * d1 + d1 - 1] = acc[i];
 }
 
-/* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L): the chunk's key features
+/* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L) (v: the head's values, n x
+ * d): the chunk's key features
  * transposed into w->kt (which the caller may read after), their product
  * with the values as one GEMM into w->kv (float sums over the chunk's L
  * keys), the ones column the features' sums in key order, added to the
  * double state. A per-key double update of the (m, d + 1) state was most
  * of the low-rank part's time. */
-static void sb_state_add(sb_work *w, int c0, int L, int d1, int m)
+static void sb_state_add(sb_work *w, const float *v, int c0, int L, int d1, int m)
 {
     const int d = d1 - 1;
     bs_transpose(w->pk + (size_t)c0 * m, (size_t)m, NULL, L, m, w->kt, SB_CHUNK);
-    bs_gemm_nn(w->kt, SB_CHUNK, m, w->v1 + (size_t)c0 * d1, d1, L, d, w->kv, d1, 0, w->bt);
+    bs_gemm_nn(w->kt, SB_CHUNK, m, v + (size_t)c0 * d, d, L, d, w->kv, d1, 0, w->bt);
     for (int x = 0; x < m; x++) w->z[x] = 0.0f;
     for (int j = 0; j < L; j++) {
         const float *f = w->pk + (size_t)(c0 + j) * m;
@@ -390,13 +391,13 @@ static void sb_state_add(sb_work *w, int c0, int L, int d1, int m)
 
 /* Low-rank sums of one head in feature units: lr[i] = pq_i . sum_j pk_j [v_j 1]
  * over the allowed keys (causal: j <= i, chunked; full: all). */
-static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
+static void sb_lowrank(sb_work *w, const float *v, int n, int d, int m, int causal)
 {
     const int d1 = d + 1;
     for (size_t t = 0; t < (size_t)m * d1; t++) w->kvd[t] = 0.0;
     if (!causal) {
         for (int c0 = 0; c0 < n; c0 += SB_CHUNK)
-            sb_state_add(w, c0, n - c0 < SB_CHUNK ? n - c0 : SB_CHUNK, d1, m);
+            sb_state_add(w, v, c0, n - c0 < SB_CHUNK ? n - c0 : SB_CHUNK, d1, m);
         for (size_t t = 0; t < (size_t)m * d1; t++) w->kv[t] = (float)w->kvd[t];
         bs_gemm_nn(w->pq, m, n, w->kv, d1, m, d, w->lr, d1, 0, w->bt);
         for (int x = 0; x < m; x++) w->z[x] = w->kv[(size_t)x * d1 + d];
@@ -414,12 +415,12 @@ static void sb_lowrank(sb_work *w, int n, int d, int m, int causal)
         for (int x = 0; x < m; x++) w->z[x] = w->kv[(size_t)x * d1 + d];
         sb_ones_readout(w, w->pq + (size_t)c0 * m, L, m, w->z, o, d1);
         /* the state past the chunk; its transposed features give the tile */
-        sb_state_add(w, c0, L, d1, m);
+        sb_state_add(w, v, c0, L, d1, m);
         /* in-chunk: tril(PQ PK^T) [V 1] (the chains of bs_gemm_nt on pk) */
         bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kt, SB_CHUNK, m, L, w->tile, SB_CHUNK, 0, w->bt);
         for (int i = 0; i < L; i++)
             for (int j = i + 1; j < L; j++) w->tile[(size_t)i * SB_CHUNK + j] = 0.0f;
-        bs_gemm_nn(w->tile, SB_CHUNK, L, w->v1 + (size_t)c0 * d1, d1, L, d, o, d1, 1, w->bt);
+        bs_gemm_nn(w->tile, SB_CHUNK, L, v + (size_t)c0 * d, d, L, d, o, d1, 1, w->bt);
         /* its ones column: the row sums of the tile, zeros included, added
          * in key order to what the readout left (the GEMM's chain) */
         bs_transpose(w->tile, SB_CHUNK, NULL, L, L, w->pqt, SB_CHUNK);
@@ -713,7 +714,7 @@ static int sb_head(const sb_state *st, const ab_problem *pb, const sb_codes_cach
                    float *out, int par)
 {
     const int n = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal;
-    const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features, d1 = d + 1;
+    const int b = st->buckets, r = st->hashes, hb = (b + 1) / 2, m = st->features;
     const float scale = pb->s.scale, xs = sqrtf(pb->s.scale);
     const size_t per = (size_t)r * (n > 0 ? n : 1);
     const float *q = pb->q + (size_t)h * n * d, *k = pb->k + (size_t)h * n * d,
@@ -734,11 +735,7 @@ static int sb_head(const sb_state *st, const ab_problem *pb, const sb_codes_cach
     favor_exp_rows(w->pq, n, m, FAVOR_EPS, w->cq);
     const float ck = favor_project(k, n, d, d, w->W, m, xs, w->pk, w->bt);
     favor_exp_global(w->pk, n, m, ck, 0.0f);
-    for (int j = 0; j < n; j++) {
-        memcpy(w->v1 + (size_t)j * d1, v + (size_t)j * d, (size_t)d * sizeof(float));
-        w->v1[(size_t)j * d1 + d] = 1.0f;
-    }
-    sb_lowrank(w, n, d, m, causal);
+    sb_lowrank(w, v, n, d, m, causal);
     return sb_sparse(w, q, k, v, n, d, m, r, b, causal, scale, ck, out + (size_t)h * n * d, par);
 }
 
