@@ -1017,7 +1017,7 @@ MC_DEFINE_SELECT_TOP(bs_key_select_top, uint64_t, BS_KEY_LESS)
  * into four histograms in turn, summed after: the scores of one selection
  * mostly share their top bytes, and one bin taking every increment made
  * each wait for the last through memory (quest_prefill, 2026-12-06). */
-static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w)
+static inline uint64_t bs_key_nth_radix(const uint64_t *key, int m, int n, uint64_t *w)
 {
     const uint64_t *src = key;
     int sh = 56;
@@ -1055,6 +1055,49 @@ static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w
     uint64_t kth = 0; /* the largest of the n smallest (unsigned: from 0) */
     for (int i = 0; i < n; i++) kth = w[i] > kth ? w[i] : kth;
     return kth;
+}
+
+/* The n-th smallest of key[0, m) (1 <= n <= m), w: m scratch, as
+ * bs_key_nth_radix; for a few of many (n <= m / 4, m >= BS_NTH_MIN) a
+ * sampled bound first: T = a little past the n / BS_NTH_STEP-th smallest
+ * of every BS_NTH_STEP-th key; when at least n keys (and at most half)
+ * are <= T, the n smallest are among them, so the n-th smallest of those
+ * is the answer, and the histogram passes run over them only (otherwise,
+ * or for a sample that missed, over all m). The same key either way. The
+ * passes over all m keys had been most of sea_proxy's selection (the top
+ * 844 of about 8K summed estimates per 4-row block) and of routing's
+ * top-w choices (2026-12-06). */
+#define BS_NTH_MIN  1024
+#define BS_NTH_STEP 8
+static inline uint64_t bs_key_nth(const uint64_t *key, int m, int n, uint64_t *w)
+{
+    if (m >= BS_NTH_MIN && n <= m / 4) {
+        const int ms = m / BS_NTH_STEP, ns = n / BS_NTH_STEP + n / (4 * BS_NTH_STEP) + 8;
+        if (ns < ms) {
+            for (int t = 0; t < ms; t++) w[t] = key[(size_t)t * BS_NTH_STEP];
+            const uint64_t T = bs_key_nth_radix(w, ms, ns, w + ms);
+            int c = 0;
+            for (int i = 0; i < m; i++) c += key[i] <= T;
+            if (c >= n && c <= m / 2) {
+                int o = 0, i = 0;
+#if defined(__AVX512F__)
+                const __m512i tv = _mm512_set1_epi64((long long)T);
+                for (; i + 8 <= m; i += 8) { /* compressed in a register, stored whole: o + 8 <= m */
+                    const __m512i k = _mm512_loadu_si512(key + i);
+                    const __mmask8 mk = _mm512_cmple_epu64_mask(k, tv);
+                    _mm512_storeu_si512(w + o, _mm512_maskz_compress_epi64(mk, k));
+                    o += __builtin_popcount(mk);
+                }
+#endif
+                for (; i < m; i++) {
+                    w[o] = key[i];
+                    o += key[i] <= T;
+                }
+                return bs_key_nth_radix(w, c, n, w);
+            }
+        }
+    }
+    return bs_key_nth_radix(key, m, n, w);
 }
 
 /* The n first of c[0, m) in bs_cand_cmp order, kept in c[0, n) in their
