@@ -39,7 +39,7 @@ typedef struct ab_group_scratch {
     uint64_t *bown;  /* (n_kblocks): the same for key blocks */
     int32_t *touch;  /* (seq_len): tokens with own != 0 */
     int32_t *btouch; /* (n_kblocks): blocks with bown != 0 */
-    int32_t *sh;     /* (seq_len): shared tokens of the group, sorted */
+    int32_t *sh;     /* (2 seq_len): shared tokens of the group, sorted; then a block's private ones */
     float *sbuf;     /* (AB_TILE_K): logits of a row update */
     float qrow[AB_MAX_HEAD_DIM];
 } ab_group_scratch;
@@ -55,9 +55,15 @@ static int cmp_i32(const void *a, const void *b)
 static inline uint64_t ab_group_rows(uint64_t o, int bq, int nq)
 {
     if (bq == 1) return o;
+    /* each owner's bq rows at once (row by row, with a division per row,
+     * this was a fifth of sea_proxy's run at block_q 4, 2026-12-06) */
+    const uint64_t blk = bq >= 64 ? ~0ull : (1ull << bq) - 1;
     uint64_t m = 0;
-    for (int r = 0; r < nq; r++) m |= ((o >> (r / bq)) & 1u) << r;
-    return m;
+    for (; o; o &= o - 1) {
+        const int b = __builtin_ctzll(o);
+        if ((int64_t)b * bq < 64) m |= blk << (b * bq);
+    }
+    return nq >= 64 ? m : m & ((1ull << nq) - 1);
 }
 
 /* The tile rows the base mask lets see key j. Spans non-decreasing in the
@@ -247,21 +253,31 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
         }
     }
     /* tokens: owner bits, then shared ones as tile chunks, the rest per row */
-    int nt = 0;
+    int nt = 0, jlo = N, jhi = -1;
     for (int b = 0; b < g; b++)
         for (int64_t e = l->tok_ptr[r0 + (int64_t)b * qs]; e < l->tok_ptr[r0 + (int64_t)b * qs + 1]; e++) {
             const int j = l->tok_idx[e];
             if (!gs->own[j]) gs->touch[nt++] = j;
             gs->own[j] |= (uint64_t)1 << b;
+            jlo = j < jlo ? j : jlo;
+            jhi = j > jhi ? j : jhi;
         }
     int ns = 0;
     const int thresh = (t->nq + 8 * bq - 1) / (8 * bq) > 2 ? (t->nq + 8 * bq - 1) / (8 * bq) : 2;
-    for (int e = 0; e < nt; e++) {
-        const int j = gs->touch[e];
-        if (__builtin_popcountll(gs->own[j]) >= thresh) gs->sh[ns++] = j;
+    if (nt > 0 && jhi - jlo < 8 * nt) { /* the shared ones in key order by a scan of own (a sort
+                                          * of touch was 5 % of sea_proxy's run, 2026-12-06) */
+        for (int j = jlo; j <= jhi; j++) {
+            gs->sh[ns] = j;
+            ns += __builtin_popcountll(gs->own[j]) >= thresh;
+        }
+    } else {
+        for (int e = 0; e < nt; e++) {
+            const int j = gs->touch[e];
+            if (__builtin_popcountll(gs->own[j]) >= thresh) gs->sh[ns++] = j;
+        }
+        qsort(gs->sh, (size_t)ns, sizeof(int32_t), cmp_i32);
     }
     if (ns > 0) {
-        qsort(gs->sh, (size_t)ns, sizeof(int32_t), cmp_i32);
         for (int c0 = 0; c0 < ns; c0 += AB_TILE_K) {
             const int nk = ns - c0 < AB_TILE_K ? ns - c0 : AB_TILE_K;
             const int32_t *idx = gs->sh + c0;
@@ -274,19 +290,34 @@ static void ab_group_tile(ab_tile *t, ab_group_scratch *gs, const ab_layout *l, 
             t->chunk(t, t->kp, t->vp, nk, how == 1 ? 0 : 2);
         }
     }
-    /* private tokens, row by row (a row's list is sorted; keep its order) */
-    for (int r = 0; r < t->nq; r++) {
-        const int64_t rb = r0 + (int64_t)(r / bq) * qs;
-        const int i = ab_tile_row(t, r);
-        int n = 0;
-        int32_t *row = gs->sh; /* reuse: the shared list is done */
+    /* private tokens, row by row (a row's list is sorted; keep its order):
+     * each block's private list once, then each of its rows takes the part
+     * its span allows (under an interval mask a run of it: two searches) */
+    for (int b = 0; b < g; b++) {
+        const int64_t rb = r0 + (int64_t)b * qs;
+        int np = 0;
+        int32_t *blist = gs->sh; /* reuse: the shared list is done */
         for (int64_t e = l->tok_ptr[rb]; e < l->tok_ptr[rb + 1]; e++) {
             const int j = l->tok_idx[e];
-            if (__builtin_popcountll(gs->own[j]) >= thresh) continue;
-            if (t->interval ? (j < t->slo[r] || j >= t->shi[r]) : !ab_mask_allows(t->mask, i, j)) continue;
-            row[n++] = j;
+            blist[np] = j;
+            np += __builtin_popcountll(gs->own[j]) < thresh;
         }
-        if (n) ab_row_update(t, gs, r, kh, vh, row, n);
+        if (np == 0) continue;
+        for (int r = b * bq; r < (b + 1) * bq && r < t->nq; r++) {
+            if (t->interval) {
+                const int a = ab_tile_lower(blist, np, t->slo[r]), z = ab_tile_lower(blist, np, t->shi[r]);
+                if (z > a) ab_row_update(t, gs, r, kh, vh, blist + a, z - a);
+                continue;
+            }
+            const int i = ab_tile_row(t, r);
+            int32_t *row = blist + np; /* after the block's list */
+            int n = 0;
+            for (int x = 0; x < np; x++) {
+                row[n] = blist[x];
+                n += ab_mask_allows(t->mask, i, blist[x]) != 0;
+            }
+            if (n) ab_row_update(t, gs, r, kh, vh, row, n);
+        }
     }
     for (int e = 0; e < nt; e++) gs->own[gs->touch[e]] = 0;
 }
@@ -402,7 +433,8 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
             gs->bown = calloc((size_t)l->n_kblocks + 1, sizeof(uint64_t));
             gs->touch = malloc((size_t)N * sizeof(int32_t));
             gs->btouch = malloc(((size_t)l->n_kblocks + 1) * sizeof(int32_t));
-            gs->sh = malloc((size_t)N * sizeof(int32_t));
+            gs->sh = malloc(2 * (size_t)N *
+                            sizeof(int32_t)); /* the shared list; a block's private one and a row of it */
             gs->sbuf = malloc(AB_TILE_K * sizeof(float));
             ok = ok && gs->own && gs->bown && gs->touch && gs->btouch && gs->sh && gs->sbuf;
         }
