@@ -102,13 +102,16 @@ static inline uint64_t ab_group_allowed(const ab_tile *t, int mono, int j)
     return m;
 }
 
-/* em column of one key from its row mask (padding lanes 1). */
+/* em column of one key from its row mask (padding lanes 1): the first
+ * min(ld, 64) bytes from m (a tile of fewer than 64 padded rows has a
+ * shorter column: a whole 64-byte store ran past the last one). */
 static inline void ab_group_em_col(const ab_tile *t, unsigned char *e, uint64_t m)
 {
 #if defined(__AVX512BW__)
-    _mm512_storeu_si512((void *)e, _mm512_maskz_mov_epi8((__mmask64)m, _mm512_set1_epi8(1)));
+    const __mmask64 w = t->ld >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << t->ld) - 1);
+    _mm512_mask_storeu_epi8((void *)e, w, _mm512_maskz_mov_epi8((__mmask64)m, _mm512_set1_epi8(1)));
 #else
-    for (int r = 0; r < 64; r++) e[r] = (unsigned char)((m >> r) & 1u);
+    for (int r = 0; r < (t->ld < 64 ? t->ld : 64); r++) e[r] = (unsigned char)((m >> r) & 1u);
 #endif
     for (int r = t->nq; r < t->ld; r++) e[r] = 1;
 }
