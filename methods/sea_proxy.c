@@ -47,7 +47,8 @@
  * first) and a compress (sea_block_top); other masks keep the mass array,
  * the candidate list and bs_top_ascending. Until then a quickselect with a
  * comparator per candidate took about half of select(), which was 1.8x
- * dense at N = 16K, 4 heads, density 0.1 on an AVX-512 Xeon; now 0.75x.
+ * dense at N = 16K, 4 heads, density 0.1 on an AVX-512 Xeon; now
+ * 0.71-0.73x (docs/selectors.md, sixteenth session).
  */
 #include "attnbench.h"
 #include "methods/block_score.h"
