@@ -368,12 +368,11 @@ static void sb_ones_readout(sb_work *w, const float *pq, int L, int m, const flo
     for (int i = 0; i < L; i++) o[(size_t)i * d1 + d1 - 1] = acc[i];
 }
 
-/* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L) (v: the head's values, n x
- * d): the chunk's key features
- * transposed into w->kt (which the caller may read after), their product
- * with the values as one GEMM into w->kv (float sums over the chunk's L
- * keys), the ones column the features' sums in key order, added to the
- * double state. A per-key double update of the (m, d + 1) state was most
+/* kvd += pk[c0, c0 + L)^T [V 1][c0, c0 + L) (v: the head's values, n x d):
+ * the chunk's key features transposed into w->kt (which the caller may
+ * read after), their product with the values as one GEMM into w->kv (float
+ * sums over the chunk's L keys), the ones column the features' sums in key
+ * order, added to the double state. A per-key double update of the (m, d + 1) state was most
  * of the low-rank part's time. */
 static void sb_state_add(sb_work *w, const float *v, int c0, int L, int d1, int m)
 {
@@ -615,11 +614,8 @@ static int sb_bucket(sb_work *w, const float *q, const float *k, const float *v,
             kend = nkb;
         if (kend == 0) continue;
         bk_gather_rows(w->qg, q, qs + a0, na, d, NULL, NULL);
-        for (int a = 0; a < na; a++) {
-            const int i = qs[a0 + a];
-            w->rows[a] = i;
-            memcpy(w->pg + (size_t)a * m, w->pq + (size_t)i * m, (size_t)m * sizeof *w->pg);
-        }
+        bk_gather_rows(w->pg, w->pq, qs + a0, na, m, NULL, NULL);
+        memcpy(w->rows, qs + a0, (size_t)na * sizeof *w->rows);
         if (kend > packed) { /* the bucket's keys up to kend, from the partial panel on */
             if (!sb_bucket_room(w, kend, d, m)) return AB_ENOMEM;
             const int p0 = packed / BS_PANEL * BS_PANEL;
