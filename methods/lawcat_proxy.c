@@ -154,7 +154,7 @@ static int lawcat_run(void *state, const ab_problem *pb, const ab_layout *l, flo
     const int mok = lawcat_mask_ok(st, state, &pb->s);
     if (mok != AB_OK) return mok;
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, m = 2 * d;
-    la_feats_ensure(&st->f, H, n, d, m); /* the last call's arrays when the shape matches */
+    la_feats_ensure(&st->f, H, n, d, m, 1); /* the last call's arrays when the shape matches */
     float *pq = st->f.pq, *pk = st->f.pk;
     float *ld = st->lambda != 1.0f ? malloc((size_t)n * sizeof(float)) : NULL;
     int rc = (pk && pq && (st->lambda == 1.0f || ld)) ? AB_OK : AB_ENOMEM;

@@ -42,11 +42,22 @@
 
 #define LA_CHUNK 64
 
+/* Features made a chunk at a time (la_args.feat): rows [r0, r0 + L) of
+ * head h, L <= LA_CHUNK, query features into fq (L, m) and key features
+ * into fk (L, m), each only when not NULL (the pass wants it). Called
+ * concurrently from every worker: ctx is shared, read-only. */
+typedef void (*la_feat_fn)(const void *ctx, int h, int r0, int L, float *fq, float *fk);
+
 typedef struct la_args {
     int heads, n, m, d;
     int causal;
-    const float *pq, *pk; /* (heads, n, m) */
-    const float *v;       /* (heads, n, d) */
+    /* (heads, n, m) both; or both NULL and feat given: each chunk's
+     * features made where the pass reaches it (a worker's own buffers, in
+     * cache), never written out whole. */
+    const float *pq, *pk;
+    la_feat_fn feat;
+    const void *ctx;
+    const float *v; /* (heads, n, d) */
     /* NULL (no decay) or log a_t <= 0 per step: (heads, n) with head stride
      * ld_stride (0: one array for every head). Causal only. */
     const float *logdecay;
@@ -56,7 +67,8 @@ typedef struct la_args {
 
 /* The feature arrays of a linear-attention run(), held in the method's
  * state: pk, the last run's key features (weights() reads them), and pq,
- * query-feature scratch; both (heads, n, m) floats for head_dim d. Kept
+ * query-feature scratch (NULL when not asked for); both (heads, n, m)
+ * floats for head_dim d. Kept
  * for the next run() of the same shape: freed and allocated per call,
  * arrays at or above the timing's 32 MiB mmap threshold (64 MB at 16K for
  * performer) were mapped afresh and page-faulted in on every timed call. */
@@ -72,20 +84,20 @@ static inline void la_feats_free(la_feats *f)
     f->pk = f->pq = NULL;
 }
 
-/* f's arrays for this shape: the kept ones when it matches, else fresh
- * ones. Returns 1 when fresh (arrays of the caller's that follow the
- * shape must be made again), 0 when kept; on allocation failure pk or pq
- * is NULL. */
-static inline int la_feats_ensure(la_feats *f, int heads, int n, int d, int m)
+/* f's arrays for this shape (pq only when with_q): the kept ones when
+ * it matches, else fresh ones. Returns 1 when fresh (arrays of the
+ * caller's that follow the shape must be made again), 0 when kept; on
+ * allocation failure pk (or a wanted pq) is NULL. */
+static inline int la_feats_ensure(la_feats *f, int heads, int n, int d, int m, int with_q)
 {
-    if (f->pk && f->pq && f->heads == heads && f->n == n && f->d == d && f->m == m) return 0;
+    if (f->pk && (f->pq || !with_q) && f->heads == heads && f->n == n && f->d == d && f->m == m) return 0;
     la_feats_free(f);
     f->heads = heads;
     f->n = n;
     f->d = d;
     f->m = m;
     f->pk = malloc((size_t)heads * n * m * sizeof(float));
-    f->pq = malloc((size_t)heads * n * m * sizeof(float));
+    f->pq = with_q ? malloc((size_t)heads * n * m * sizeof(float)) : NULL;
     return 1;
 }
 
@@ -102,10 +114,13 @@ typedef struct la_work {
     float *bt;  /* gemm scratch */
     double *lb; /* (C) running log-decay */
     double *den;
+    float *fq, *fk; /* (C, m) a chunk's features (la_args.feat), else NULL */
 } la_work;
 
 static inline void la_work_free(la_work *w)
 {
+    free(w->fq);
+    free(w->fk);
     free(w->t);
     free(w->kt);
     free(w->qs);
@@ -114,8 +129,13 @@ static inline void la_work_free(la_work *w)
     free(w->den);
 }
 
-static inline int la_work_alloc(la_work *w, int m, int d)
+static inline int la_work_alloc(la_work *w, int m, int d, int feat)
 {
+    if (feat) {
+        w->fq = malloc((size_t)LA_CHUNK * m * sizeof(float));
+        w->fk = malloc((size_t)LA_CHUNK * m * sizeof(float));
+        if (!w->fq || !w->fk) return 0;
+    }
     int deep = m > d ? m : d;
     deep = deep > BS_KC ? deep : BS_KC;
     w->t = malloc((size_t)LA_CHUNK * LA_CHUNK * sizeof(float));
@@ -283,28 +303,36 @@ static inline void la_segment(const la_args *a, int h, int r0, int r1, float *S,
                               int write, int upd, la_work *w)
 {
     const int m = a->m, d = a->d, n = a->n;
-    const float *pq = a->pq + (size_t)h * n * m, *pk = a->pk + (size_t)h * n * m,
-                *v = a->v + (size_t)h * n * d;
+    const float *pq = a->pq ? a->pq + (size_t)h * n * m : NULL,
+                *pk = a->pk ? a->pk + (size_t)h * n * m : NULL, *v = a->v + (size_t)h * n * d;
     const float *ld = a->logdecay ? a->logdecay + (size_t)h * a->ld_stride : NULL;
     float *out = a->out + (size_t)h * n * d;
+    /* the pass wants query features where it writes rows, key features
+     * where it scores a causal chunk or sums the state */
+    const int want_q = write, want_k = a->causal || !write;
     for (int c0 = r0; c0 < r1; c0 += LA_CHUNK) {
         const int L = r1 - c0 < LA_CHUNK ? r1 - c0 : LA_CHUNK;
+        const float *cq = pq ? pq + (size_t)c0 * m : NULL, *ck = pk ? pk + (size_t)c0 * m : NULL;
+        if (a->feat) {
+            a->feat(a->ctx, h, c0, L, want_q ? w->fq : NULL, want_k ? w->fk : NULL);
+            cq = w->fq;
+            ck = w->fk;
+        }
         if (a->causal) {
             const int more = upd || c0 + L < r1;
-            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, ld ? ld + c0 : NULL, L, m,
-                     d, S, z, have_state, write ? out + (size_t)c0 * d : NULL, more, w);
+            la_chunk(cq, ck, v + (size_t)c0 * d, ld ? ld + c0 : NULL, L, m, d, S, z, have_state,
+                     write ? out + (size_t)c0 * d : NULL, more, w);
             have_state = have_state || more;
         } else if (write) {
             float *o = out + (size_t)c0 * d;
-            bs_gemm_nn(pq + (size_t)c0 * m, m, L, S, d, m, d, o, d, 0, w->bt);
+            bs_gemm_nn(cq, m, L, S, d, m, d, o, d, 0, w->bt);
             for (int i = 0; i < L; i++) {
-                const double s = la_dot(pq + (size_t)(c0 + i) * m, z, m);
+                const double s = la_dot(cq + (size_t)i * m, z, m);
                 const float inv = s > 0 ? (float)(1.0 / s) : 0.0f;
                 for (int e = 0; e < d; e++) o[(size_t)i * d + e] *= inv;
             }
         } else { /* non-causal partial sums */
-            la_chunk(pq + (size_t)c0 * m, pk + (size_t)c0 * m, v + (size_t)c0 * d, NULL, L, m, d, S, z,
-                     have_state, NULL, 1, w);
+            la_chunk(cq, ck, v + (size_t)c0 * d, NULL, L, m, d, S, z, have_state, NULL, 1, w);
             have_state = 1;
         }
     }
@@ -329,7 +357,8 @@ static inline int la_segments(int heads, int n)
 static inline int la_run(const la_args *a)
 {
     const int H = a->heads, n = a->n, m = a->m, d = a->d;
-    if (H < 1 || n < 1 || m < 1 || d < 1 || (a->logdecay && !a->causal)) return AB_EINVAL;
+    if (H < 1 || n < 1 || m < 1 || d < 1 || (a->logdecay && !a->causal) || !(a->pq && a->pk) == !a->feat)
+        return AB_EINVAL;
     const int nseg = la_segments(H, n);
     const int nch = (n + LA_CHUNK - 1) / LA_CHUNK;
     const size_t md = (size_t)m * d;
@@ -345,7 +374,7 @@ static inline int la_run(const la_args *a)
 #pragma omp parallel
         {
             la_work w = { 0 };
-            const int ok = la_work_alloc(&w, m, d);
+            const int ok = la_work_alloc(&w, m, d, a->feat != NULL);
             if (!ok) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;

@@ -18,7 +18,12 @@
  * for keys (a constant: cancels), eps = 1e-6 added after the shift to the
  * query features only (see deviations).
  * The kernel is methods/linear_attn.h (chunked causal, state carried across
- * chunks; O(N m d) time, O(N m) memory for the feature matrices).
+ * chunks; O(N m d) time). It asks for each chunk's features where its pass
+ * reaches them (performer_feat: the queries' projected and exponentiated
+ * there, in cache); only the keys' projections are kept whole (N m floats a
+ * head), since their stabiliser is the head's maximum over all of them. W
+ * is a pure function of (seed, head, m, d): drawn and packed when these
+ * change, else the last call's (the model's fixed projection).
  *
  * Deviations from the paper/official code: the query stabiliser also
  * includes the per-row -|x|^2/2 term (same estimate up to eps, no underflow
@@ -41,7 +46,8 @@
  * Base masks: causal and full; others AB_EUNSUPPORTED (the prefix sums do
  * not follow document, window, prefix or chunk boundaries).
  * weights(): w_j = phi(q_i).phi(k_j) in fp64 from the stored W, key
- * stabiliser and key features of the last run().
+ * stabiliser and key projections of the last run() (the key features
+ * made from them as run() made them).
  * Selection cost: 0, 0 (select() only states the density; the features and
  * the attention are run()'s work).
  */
@@ -55,17 +61,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PF_ROWS 256 /* rows per feature-map task */
+#define PF_ROWS 256 /* key rows per projection task */
 
 typedef struct performer_state {
     int m;
     /* kept from the last run() for weights() (and, of the same shape, for
      * the next run()): */
-    la_feats f; /* key features pk, query-feature scratch pq */
-    float *w;   /* (heads, m, d) feature matrices */
-    float *ck;  /* (heads) key stabilisers */
+    la_feats f;     /* pk: the keys' projections before the exp (favor_project's U) */
+    float *w;       /* (heads, m, d) feature matrices */
+    float *wp;      /* (heads, wps) the same packed by bs_pack_nt */
+    float *ck;      /* (heads) key stabilisers */
+    uint64_t wseed; /* the seed w was drawn for */
     float xscale;
 } performer_state;
+
+/* What performer_feat reads: the chunk features of la_run. */
+typedef struct performer_ctx {
+    const float *q, *uk, *wp, *ck;
+    int n, d, m;
+    size_t wps;
+    float xs;
+} performer_ctx;
 
 enum { P_M = 0, P_COUNT };
 
@@ -89,9 +105,10 @@ static void performer_fini(void *state)
 {
     performer_state *st = state;
     free(st->w);
+    free(st->wp);
     free(st->ck);
     la_feats_free(&st->f);
-    st->w = st->ck = NULL;
+    st->w = st->wp = st->ck = NULL;
 }
 
 static int performer_mask_ok(void *state, const ab_shape *s)
@@ -123,6 +140,27 @@ static int performer_select(void *state, const ab_problem *pb, ab_layout *l)
     return rc == AB_OK ? ab_layout_set_cost(l, 0.0, 0.0) : rc;
 }
 
+/* Floats of one head's packed feature matrix. */
+static size_t performer_wps(int m, int d) { return (size_t)((m + BS_PANEL - 1) / BS_PANEL) * BS_PANEL * d; }
+
+/* la_feat_fn: the query features of rows [r0, r0 + L) from their
+ * projection (per-row stabiliser), the key features from the projections
+ * the key pass kept (the head's stabiliser): the same floats, row for
+ * row, as projecting and exponentiating all rows beforehand. */
+static void performer_feat(const void *ctx, int h, int r0, int L, float *fq, float *fk)
+{
+    const performer_ctx *c = ctx;
+    const size_t row = (size_t)h * c->n + r0;
+    if (fq) {
+        favor_project_packed(c->q + row * c->d, L, c->d, c->d, c->wp + (size_t)h * c->wps, c->m, c->xs, fq);
+        favor_exp_rows(fq, L, c->m, FAVOR_EPS, NULL);
+    }
+    if (fk) {
+        memcpy(fk, c->uk + row * c->m, (size_t)L * c->m * sizeof *fk);
+        favor_exp_global(fk, L, c->m, c->ck[h], 0.0f);
+    }
+}
+
 static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, float *out)
 {
     performer_state *st = state;
@@ -131,67 +169,61 @@ static int performer_run(void *state, const ab_problem *pb, const ab_layout *l, 
     if (mok != AB_OK) return mok;
     const int H = pb->s.heads, n = pb->s.seq_len, d = pb->s.head_dim, m = st->m;
     const float xs = sqrtf(pb->s.scale);
-    if (la_feats_ensure(&st->f, H, n, d, m) || !st->w) { /* else: the last call's arrays */
+    const size_t wps = performer_wps(m, d);
+    /* W is a pure function of (seed, head, m, d): the last call's when
+     * they match (the model's fixed projection at inference), else drawn
+     * and packed afresh */
+    int draw = st->wseed != pb->seed || !st->w;
+    if (la_feats_ensure(&st->f, H, n, d, m, 0) || !st->w) { /* else: the last call's arrays */
         free(st->w);
+        free(st->wp);
         free(st->ck);
         st->w = malloc((size_t)H * m * d * sizeof(float));
+        st->wp = malloc((size_t)H * wps * sizeof(float));
         st->ck = malloc((size_t)H * sizeof(float));
+        draw = 1;
     }
     st->xscale = xs;
-    float *pq = st->f.pq, *pk = st->f.pk;
+    float *uk = st->f.pk;
     const int nb = (n + PF_ROWS - 1) / PF_ROWS;
     float *bmax = malloc((size_t)H * nb * sizeof(float));
-    int rc = (st->w && pk && st->ck && pq && bmax) ? AB_OK : AB_ENOMEM;
-    if (rc == AB_OK) {
+    int rc = (st->w && st->wp && uk && st->ck && bmax) ? AB_OK : AB_ENOMEM;
+    if (rc == AB_OK && draw) {
+        st->wseed = pb->seed;
 #pragma omp parallel for schedule(static)
-        for (int h = 0; h < H; h++)
+        for (int h = 0; h < H; h++) {
             if (favor_draw(pb->seed, h, m, d, st->w + (size_t)h * m * d) != AB_OK) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
+            } else {
+                bs_pack_nt(st->w + (size_t)h * m * d, d, m, d, st->wp + (size_t)h * wps);
             }
-    }
-    if (rc == AB_OK) {
-        /* projections (both), query exps; key block maxima */
-#pragma omp parallel
-        {
-            float *bt = malloc(favor_bt_floats(d) * sizeof *bt);
-            if (!bt) {
-#pragma omp atomic write
-                rc = AB_ENOMEM;
-            }
-#pragma omp for schedule(dynamic, 1)
-            for (int t = 0; t < H * nb; t++) {
-                if (!bt) continue;
-                const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
-                const float *W = st->w + (size_t)h * m * d;
-                float *uq = pq + ((size_t)h * n + r0) * m, *uk = pk + ((size_t)h * n + r0) * m;
-                favor_project(pb->q + ((size_t)h * n + r0) * d, r1 - r0, d, d, W, m, xs, uq, bt);
-                favor_exp_rows(uq, r1 - r0, m, FAVOR_EPS, NULL);
-                bmax[t] = favor_project(pb->k + ((size_t)h * n + r0) * d, r1 - r0, d, d, W, m, xs, uk, bt);
-            }
-#pragma omp single
-            for (int h = 0; h < H; h++) {
-                float c = -INFINITY;
-                for (int b = 0; b < nb; b++) c = bmax[(size_t)h * nb + b] > c ? bmax[(size_t)h * nb + b] : c;
-                st->ck[h] = c;
-            }
-#pragma omp for schedule(dynamic, 1)
-            for (int t = 0; t < H * nb; t++) {
-                if (!bt) continue;
-                const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
-                favor_exp_global(pk + ((size_t)h * n + r0) * m, r1 - r0, m, st->ck[h], 0.0f);
-            }
-            free(bt);
         }
     }
     if (rc == AB_OK) {
+        /* the keys' projections and their block maxima; the head's
+         * maximum is the keys' stabiliser */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int t = 0; t < H * nb; t++) {
+            const int h = t / nb, r0 = (t % nb) * PF_ROWS, r1 = r0 + PF_ROWS < n ? r0 + PF_ROWS : n;
+            bmax[t] = favor_project_packed(pb->k + ((size_t)h * n + r0) * d, r1 - r0, d, d,
+                                           st->wp + (size_t)h * wps, m, xs, uk + ((size_t)h * n + r0) * m);
+        }
+        for (int h = 0; h < H; h++) {
+            float c = -INFINITY;
+            for (int b = 0; b < nb; b++) c = bmax[(size_t)h * nb + b] > c ? bmax[(size_t)h * nb + b] : c;
+            st->ck[h] = c;
+        }
+        const performer_ctx c = {
+            .q = pb->q, .uk = uk, .wp = st->wp, .ck = st->ck, .n = n, .d = d, .m = m, .wps = wps, .xs = xs
+        };
         const la_args a = { .heads = H,
                             .n = n,
                             .m = m,
                             .d = d,
                             .causal = pb->s.causal,
-                            .pq = pq,
-                            .pk = pk,
+                            .feat = performer_feat,
+                            .ctx = &c,
                             .v = pb->v,
                             .logdecay = NULL,
                             .ld_stride = 0,
@@ -214,18 +246,27 @@ static int performer_weights(void *state, const ab_problem *pb, const ab_layout 
     const int n = pb->s.seq_len, d = pb->s.head_dim, m = st->m;
     if (!st->w || !la_feats_hold(&st->f, n, d, head) || row < 0 || row >= n) return AB_EINVAL;
     double *fq = malloc((size_t)m * sizeof *fq);
-    if (!fq) return AB_ENOMEM;
+    float *fk = malloc((size_t)m * sizeof *fk);
+    if (!fq || !fk) {
+        free(fq);
+        free(fk);
+        return AB_ENOMEM;
+    }
     favor_phi_row(pb->q + ((size_t)head * n + row) * d, d, st->w + (size_t)head * m * d, m, st->xscale,
                   -INFINITY, FAVOR_EPS, fq);
     const int hi = pb->s.causal ? row + 1 : n;
-    const float *pk = st->f.pk + (size_t)head * n * m;
+    const float *uk = st->f.pk + (size_t)head * n * m;
     for (int j = 0; j < n; j++) {
         double s = 0;
-        if (j < hi)
-            for (int r = 0; r < m; r++) s += fq[r] * pk[(size_t)j * m + r];
+        if (j < hi) { /* key j's features as run() made them */
+            memcpy(fk, uk + (size_t)j * m, (size_t)m * sizeof *fk);
+            favor_exp_global(fk, 1, m, st->ck[head], 0.0f);
+            for (int r = 0; r < m; r++) s += fq[r] * fk[r];
+        }
         w[j] = s;
     }
     free(fq);
+    free(fk);
     return AB_OK;
 }
 
