@@ -46,7 +46,7 @@ int ab_kernel_blocksparse_isa(const ab_problem *pb, const ab_layout *l,
             const int64_t r = (int64_t)h * nqb + qb;
             const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
             ab_tile_begin(&t, pb->q + hoff + (size_t)i0 * d, i0, nq, scale, &mask);
-            ab_tile_blocks(&t, pb->k + hoff, pb->v + hoff, l->blk_idx + p0, p1 - p0, l->block_k, N);
+            ab_tile_blocks(&t, pb->k + hoff, pb->v + hoff, l->blk_idx + p0, p1 - p0, l->block_k, N, NULL, 0);
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }
         if (ok) ab_tile_free(&t);

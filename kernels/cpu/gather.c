@@ -516,12 +516,13 @@ int ab_kernel_gather_isa(const ab_problem *pb, const ab_layout *l,
                 ab_tile_prefetch_rows(kh, vh, l->tok_idx + f0, f1 - f0 < t.tk ? (int)(f1 - f0) : t.tk, d);
             }
             ab_tile_begin(&t, qt, i0, nq, scale, &mask);
-            if (mixed) {
-                const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
-                ab_tile_blocks(&t, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k, N);
-            }
             int64_t t0 = l->tok_ptr[r], t1 = l->tok_ptr[r + 1];
             ab_tile_token_range(&t, l->tok_idx, &t0, &t1); /* keys some row may see */
+            if (mixed) { /* the blocks; the first tokens fetched during the last */
+                const int64_t p0 = l->blk_ptr[r], p1 = l->blk_ptr[r + 1];
+                ab_tile_blocks(&t, kh, vh, l->blk_idx + p0, p1 - p0, l->block_k, N, l->tok_idx + t0,
+                               t1 - t0 < t.tk ? (int)(t1 - t0) : t.tk);
+            }
             ab_tile_tokens(&t, kh, vh, l->tok_idx, t0, t1);
             ab_tile_end(&t, out + hoff + (size_t)i0 * d);
         }

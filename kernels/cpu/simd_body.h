@@ -271,17 +271,19 @@ AI void F(prefetch_rows)(const float *const *r, int a, int b, int d)
 }
 
 /* The chunk step on contiguous rows k, v (G = 0) or on the row lists kr,
- * vr (G = 1). G = 1 also prefetches the next chunk's rows (t->pfk, t->pfv:
- * t->pfn of them), spread over the passes, so that they arrive while this
- * chunk computes: a burst of them before the chunk had each wait for a
- * free fill buffer. */
+ * vr (G = 1). Either prefetches the next chunk's rows (t->pfk, t->pfv:
+ * t->pfn of them, 0: none), spread over the passes, so that they arrive
+ * while this chunk computes: a burst of them before the chunk had each
+ * wait for a free fill buffer. The gathered chunks list the next ones'
+ * rows; the block-sparse kernel the next block's, where the hardware
+ * prefetcher, which follows a block's rows, cannot see the jump. */
 AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, const float *const *kr,
                       const float *const *vr, int nk, int masked)
 {
     const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
     float *restrict st = t->st;      /* (nk, ld) */
-    const int pfn = G ? t->pfn : 0;
+    const int pfn = t->pfn;
     /* pass 1 applies the chunk's mask (masked == 1: the lanes' column
      * ranges lo, lim; 2: the element map em) to the logits as it stores
      * them, and keeps their max: the softmax has neither to do */
@@ -293,12 +295,12 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     /* 1. S^T = K (scale Q)^T; the next chunk's key rows prefetched in step */
     int c = 0;
     for (; c + SB_R <= nk; c += SB_R) {
-        if (G && c < pfn) F(prefetch_rows)(t->pfk, c, c + SB_R < pfn ? c + SB_R : pfn, d);
+        if (c < pfn) F(prefetch_rows)(t->pfk, c, c + SB_R < pfn ? c + SB_R : pfn, d);
         F(qk_rows)
         (SB_R, G, G ? NULL : k + (size_t)c * d, G ? kr + c : NULL, d, t->qt, st + (size_t)c * ld, nv, ld, cmx,
          em ? em + (size_t)c * ld : NULL, t->lo, lim, c);
     }
-    if (G && c < pfn) F(prefetch_rows)(t->pfk, c, pfn, d);
+    if (c < pfn) F(prefetch_rows)(t->pfk, c, pfn, d);
     const unsigned char *emc = em ? em + (size_t)c * ld : NULL;
     const float *kc = G ? NULL : k + (size_t)c * d;
     const float *const *krc = G ? kr + c : NULL;
@@ -320,14 +322,14 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
      * step, pfn / nq of them per query row */
     int r = 0, pv = 0;
     for (; r + SB_R <= nq; r += SB_R) {
-        if (G && pv < pfn) {
+        if (pv < pfn) {
             const int e = (int)((int64_t)pfn * (r + SB_R) / nq);
             F(prefetch_rows)(t->pfv, pv, e, d);
             pv = e;
         }
         F(pv_rows)(SB_R, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld);
     }
-    if (G && pv < pfn) F(prefetch_rows)(t->pfv, pv, pfn, d);
+    if (pv < pfn) F(prefetch_rows)(t->pfv, pv, pfn, d);
     switch (nq - r) {
     case 0: break;
     case 1: F(pv_rows)(1, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;

@@ -389,6 +389,19 @@ static inline void ab_tile_prefetch_rows(const float *k, const float *v, const i
     }
 }
 
+/* The next chunk's rows for the chunk step to prefetch: the n rows from
+ * key j0 (idx NULL) or the rows idx[0, n); n <= tk. */
+static inline void ab_tile_set_next(ab_tile *t, const float *k, const float *v, int64_t j0,
+                                    const int32_t *idx, int n)
+{
+    for (int c = 0; c < n; c++) {
+        const int64_t j = idx ? idx[c] : j0 + c;
+        t->pfk[c] = k + (size_t)j * t->d;
+        t->pfv[c] = v + (size_t)j * t->d;
+    }
+    t->pfn = n;
+}
+
 /* The gathered chunk idx[0, nk) (sorted) of one head's k and v: read in
  * place where the ISA has a chunk step on row lists, with the nn rows
  * nidx[] of the next chunk prefetched while it computes (nn may be 0);
@@ -464,11 +477,15 @@ static inline void ab_tile_tokens(ab_tile *t, const float *k, const float *v, co
         const int run = ab_tile_token_piece(tok, c, t1, &e);
         for (int64_t j = c; j < e; j += t->tk) {
             const int nk = (int)(e - j < t->tk ? e - j : t->tk);
-            if (run)
+            /* the list's next tk keys, whichever piece they fall in */
+            const int nn = t1 - (j + nk) < t->tk ? (int)(t1 - (j + nk)) : t->tk;
+            if (run) {
+                ab_tile_set_next(t, k, v, 0, tok + j + nk, nn);
                 ab_tile_contig(t, k, v, tok[j], nk);
-            else
-                ab_tile_gather_next(t, k, v, tok + j, nk, tok + j + nk,
-                                    e - (j + nk) < t->tk ? (int)(e - (j + nk)) : t->tk);
+                t->pfn = 0;
+            } else {
+                ab_tile_gather_next(t, k, v, tok + j, nk, tok + j + nk, nn);
+            }
         }
     }
 }
@@ -498,18 +515,36 @@ static inline void ab_tile_token_range(const ab_tile *t, const int32_t *tok, int
 }
 
 /* The kept key blocks blk[0..nblk) (sorted) of the current tile; block_k
- * may exceed tk: each block is streamed in chunks. */
+ * may exceed tk: each block is streamed in chunks. While a block's last
+ * chunk computes, the chunk step prefetches the next block's first rows
+ * (or, after the last block, the rows then[0, nthen): a MIXED layout's
+ * first tokens): the hardware prefetcher follows a block's own rows but
+ * not the jump to the next (kernels_bench --only sparse, N = 16K,
+ * non-causal: blocksparse time 5-11 % lower). */
 static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v, const int32_t *blk,
-                                  int64_t nblk, int block_k, int seq_len)
+                                  int64_t nblk, int block_k, int seq_len, const int32_t *then, int nthen)
 {
     for (int64_t e = 0; e < nblk; e++) {
         const int64_t k0 = (int64_t)blk[e] * block_k;
         if (k0 >= t->maxhi) break; /* sorted: no row sees this block or any later one */
         const int k1 = (int)(k0 + block_k < seq_len ? k0 + block_k : seq_len);
         if (k1 <= t->minlo) continue;
+        const int64_t kn = e + 1 < nblk ? (int64_t)blk[e + 1] * block_k : t->maxhi;
+        int nn = 0;
+        if (kn < t->maxhi) {
+            nn = (int)(seq_len - kn < t->tk ? seq_len - kn : t->tk);
+            nn = nn < block_k ? nn : block_k;
+        }
         for (int j0 = (int)k0; j0 < k1; j0 += t->tk) {
             const int nk = k1 - j0 < t->tk ? k1 - j0 : t->tk;
+            if (j0 + nk >= k1) {
+                if (nn > 0)
+                    ab_tile_set_next(t, k, v, kn, NULL, nn);
+                else if (e + 1 >= nblk || kn >= t->maxhi)
+                    ab_tile_set_next(t, k, v, 0, then, nthen < t->tk ? nthen : t->tk);
+            }
             ab_tile_contig(t, k, v, j0, nk);
+            t->pfn = 0;
         }
     }
 }
