@@ -138,8 +138,8 @@ static inline float favor_project(const float *X, int n, int d, int ldx, const f
 
 /* favor_project with W packed by bs_pack_nt(W, d, m, d, wp) (ceil(m / 64)
  * * 64 * d floats): the same U, bit for bit, without transposing W's
- * panels again on every call (a fifth of the product's time at 256 rows,
- * m = 320, d = 64). */
+ * panels again on every call (the product of 64 rows, m = 320, d = 64:
+ * 19.1 -> 16.4 us in cache; 4 % at 256 rows). */
 static inline float favor_project_packed(const float *X, int n, int d, int ldx, const float *wp, int m,
                                          float xscale, float *U)
 {

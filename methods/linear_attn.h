@@ -25,6 +25,9 @@
  * 2 their total (fixed order), phase 3 out = PQ S / PQ z. The result depends
  * on the segment count (thread count) only by float rounding; for a given
  * thread count it is deterministic.
+ * Features: given whole, or made a chunk at a time by a hook of the
+ * method's (la_args.feat) where the pass reaches the chunk, so that no
+ * (heads, N, m) array is written and read back (performer).
  */
 #ifndef AB_METHODS_LINEAR_ATTN_H
 #define AB_METHODS_LINEAR_ATTN_H
@@ -66,10 +69,11 @@ typedef struct la_args {
 } la_args;
 
 /* The feature arrays of a linear-attention run(), held in the method's
- * state: pk, the last run's key features (weights() reads them), and pq,
+ * state: pk, the last run's key features or what they are made from
+ * (performer: the keys' projections; weights() reads them), and pq,
  * query-feature scratch (NULL when not asked for); both (heads, n, m)
- * floats for head_dim d. Kept
- * for the next run() of the same shape: freed and allocated per call,
+ * floats for head_dim d. Kept for the next run() of the same shape:
+ * freed and allocated per call,
  * arrays at or above the timing's 32 MiB mmap threshold (64 MB at 16K for
  * performer) were mapped afresh and page-faulted in on every timed call. */
 typedef struct la_feats {

@@ -519,8 +519,8 @@ static inline void ab_tile_token_range(const ab_tile *t, const int32_t *tok, int
  * chunk computes, the chunk step prefetches the next block's first rows
  * (or, after the last block, the rows then[0, nthen): a MIXED layout's
  * first tokens): the hardware prefetcher follows a block's own rows but
- * not the jump to the next (kernels_bench --only sparse, N = 16K,
- * non-causal: blocksparse time 5-11 % lower). */
+ * not the jump to the next (kernels_bench --only sparse, N = 16K:
+ * blocksparse time 14-17 % lower at 5, 10 and 20 %, causal and not). */
 static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v, const int32_t *blk,
                                   int64_t nblk, int block_k, int seq_len, const int32_t *then, int nthen)
 {
