@@ -321,15 +321,8 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
                 /* the block's rows in the group's product: key j of row i
                  * at sb[i ld + j - gk0] */
                 float *sb = sc + (size_t)(r0 - g0) * ld;
-                if (!iv)
-                    for (int j = 0; j < kc; j++) {
-                        mass[j] = 0.0;
-                        seen[j] = 0;
-                    }
-                /* each row's softmax over its span; an interval mask's rows
-                 * are summed below (every key of the span counts), the
-                 * others' here, where the mask allows the key */
-                int ulo = k1, uhi = k0; /* the keys some row counts (interval masks) */
+                /* each row's softmax over its span, summed below */
+                int ulo = k1, uhi = k0; /* the keys some row counts */
                 for (int i = 0; i < nr; i++) {
                     int lo, hi;
                     ab_mask_span(&mask, r0 + i, &lo, &hi);
@@ -345,21 +338,11 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
                     const float mx = bs_max(srow, len);
                     if (mx == -INFINITY) continue;
                     const double sum = ab_exp_shift_sum(srow, len, mx); /* vector exp in place */
-                    const float inv = (float)(1.0 / sum);
-                    if (iv) {
-                        pairs += len;
-                        rhi[i] = hi;
-                        rinv[i] = inv;
-                        ulo = lo < ulo ? lo : ulo;
-                        uhi = hi > uhi ? hi : uhi;
-                        continue;
-                    }
-                    for (int j = 0; j < len; j++)
-                        if (srow[j] > 0.0f || ab_mask_allows(&mask, r0 + i, lo + j)) {
-                            mass[lo - k0 + j] += srow[j] * inv;
-                            seen[lo - k0 + j] = 1;
-                            pairs += 1.0;
-                        }
+                    rhi[i] = hi;
+                    rinv[i] = (float)(1.0 / sum);
+                    if (iv) pairs += len; /* else counted below, where the mask allows */
+                    ulo = lo < ulo ? lo : ulo;
+                    uhi = hi > uhi ? hi : uhi;
                 }
                 const int kd = mc_dither(st->topk, qb);
                 int nc = 0, kk;
@@ -371,17 +354,21 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
                     sea_block_keys(sb, ld, gk0, nr, rlo, rhi, rinv, ulo, uhi, skey);
                     sea_block_top(skey, nc, kk, ulo, skey + nc, keys);
                 } else {
-                    if (iv) { /* the interval rows' sums, row after row */
-                        for (int j = 0; j < kc; j++) {
-                            mass[j] = 0.0;
-                            seen[j] = 0;
-                        }
-                        for (int i = 0; i < nr; i++)
-                            for (int j = rlo[i]; j < rhi[i]; j++) {
-                                mass[j - k0] += sb[(size_t)i * ld + (j - gk0)] * rinv[i];
-                                seen[j - k0] = 1;
-                            }
+                    /* the rows' sums, row after row: under an interval mask
+                     * every key of the span counts, else those the mask
+                     * allows */
+                    for (int j = 0; j < kc; j++) {
+                        mass[j] = 0.0;
+                        seen[j] = 0;
                     }
+                    for (int i = 0; i < nr; i++)
+                        for (int j = rlo[i]; j < rhi[i]; j++) {
+                            const float p = sb[(size_t)i * ld + (j - gk0)];
+                            if (!iv && !(p > 0.0f || ab_mask_allows(&mask, r0 + i, j))) continue;
+                            mass[j - k0] += p * rinv[i];
+                            seen[j - k0] = 1;
+                            pairs += !iv;
+                        }
                     for (int j = 0; j < kc; j++)
                         if (seen[j]) cd[nc++] = (bs_cand){ .score = mass[j], .idx = k0 + j };
                     kk = kd < nc ? kd : nc;

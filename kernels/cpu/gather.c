@@ -436,8 +436,8 @@ static int ab_kernel_gather_grouped(const ab_problem *pb, const ab_layout *l, fl
             gs->bown = calloc((size_t)l->n_kblocks + 1, sizeof(uint64_t));
             gs->touch = malloc((size_t)N * sizeof(int32_t));
             gs->btouch = malloc(((size_t)l->n_kblocks + 1) * sizeof(int32_t));
-            gs->sh = malloc(2 * (size_t)N *
-                            sizeof(int32_t)); /* the shared list; a block's private one and a row of it */
+            /* the shared list; later a block's private list and a row of it */
+            gs->sh = malloc(2 * (size_t)N * sizeof(int32_t));
             gs->sbuf = malloc(AB_TILE_K * sizeof(float));
             ok = ok && gs->own && gs->bown && gs->touch && gs->btouch && gs->sh && gs->sbuf;
         }
