@@ -765,21 +765,37 @@ static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float
  * LR rows by NV vectors stays in registers (fixed array sizes: arrays
  * sized by LR and NV stayed on the stack); rows past nr repeat row 0 and
  * are not stored. */
-static inline __attribute__((always_inline)) void bs_bc_tile(const int NV, const int LR, const float *x,
-                                                             size_t ldx, int nr, int d, const float *bt,
-                                                             int cw, int v0, float *P, int a0)
+static inline __attribute__((always_inline)) void bs_bc_tile(const int NV, const int LR, const int LDC,
+                                                             const float *x, size_t ldx, int nr, int d,
+                                                             const float *bt, int cw, int v0, float *P,
+                                                             int a0)
 {
-    const float *xr[8];
-    for (int r = 0; r < LR; r++) xr[r] = x + (size_t)(a0 + r < nr ? a0 + r : 0) * ldx;
     vf acc[8][6];
     for (int r = 0; r < LR; r++)
         for (int v = 0; v < NV; v++) acc[r][v] = v_splat(0.0f);
-    for (int c = 0; c < d; c++) {
-        vf b[6];
-        for (int v = 0; v < NV; v++) b[v] = v_load(bt + (size_t)c * cw + v0 + VW * v);
-        for (int r = 0; r < LR; r++) {
-            const vf xv = v_splat(xr[r][c]);
-            for (int v = 0; v < NV; v++) acc[r][v] = v_fma(xv, b[v], acc[r][v]);
+    if (LDC && a0 + LR <= nr) {
+        /* a whole tile, rows LDC floats apart (a constant): each row's
+         * element at a fixed offset from one pointer, none held in a
+         * register of its own (eight row pointers spilled) */
+        const float *x0 = x + (size_t)a0 * LDC;
+        for (int c = 0; c < d; c++) {
+            vf b[6];
+            for (int v = 0; v < NV; v++) b[v] = v_load(bt + (size_t)c * cw + v0 + VW * v);
+            for (int r = 0; r < LR; r++) {
+                const vf xv = v_splat(x0[(size_t)r * LDC + c]);
+                for (int v = 0; v < NV; v++) acc[r][v] = v_fma(xv, b[v], acc[r][v]);
+            }
+        }
+    } else {
+        const float *xr[8];
+        for (int r = 0; r < LR; r++) xr[r] = x + (size_t)(a0 + r < nr ? a0 + r : 0) * ldx;
+        for (int c = 0; c < d; c++) {
+            vf b[6];
+            for (int v = 0; v < NV; v++) b[v] = v_load(bt + (size_t)c * cw + v0 + VW * v);
+            for (int r = 0; r < LR; r++) {
+                const vf xv = v_splat(xr[r][c]);
+                for (int v = 0; v < NV; v++) acc[r][v] = v_fma(xv, b[v], acc[r][v]);
+            }
         }
     }
     for (int r = 0; r < LR && a0 + r < nr; r++)
@@ -787,18 +803,18 @@ static inline __attribute__((always_inline)) void bs_bc_tile(const int NV, const
 }
 
 /* LR rows from a0 against every vector of bt, NV at a time, the rest after */
-static inline __attribute__((always_inline)) void bs_bc_rows(const int NV, const int LR, const float *x,
-                                                             size_t ldx, int nr, int d, const float *bt,
-                                                             int cw, float *P, int a0)
+static inline __attribute__((always_inline)) void bs_bc_rows(const int NV, const int LR, const int LDC,
+                                                             const float *x, size_t ldx, int nr, int d,
+                                                             const float *bt, int cw, float *P, int a0)
 {
     int v0 = 0;
-    for (; v0 + VW * NV <= cw; v0 += VW * NV) bs_bc_tile(NV, LR, x, ldx, nr, d, bt, cw, v0, P, a0);
+    for (; v0 + VW * NV <= cw; v0 += VW * NV) bs_bc_tile(NV, LR, LDC, x, ldx, nr, d, bt, cw, v0, P, a0);
     switch ((cw - v0) / VW) { /* fewer than NV vectors left */
-    case 5: bs_bc_tile(5, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
-    case 4: bs_bc_tile(4, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
-    case 3: bs_bc_tile(3, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
-    case 2: bs_bc_tile(2, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
-    case 1: bs_bc_tile(1, LR, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 5: bs_bc_tile(5, LR, LDC, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 4: bs_bc_tile(4, LR, LDC, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 3: bs_bc_tile(3, LR, LDC, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 2: bs_bc_tile(2, LR, LDC, x, ldx, nr, d, bt, cw, v0, P, a0); break;
+    case 1: bs_bc_tile(1, LR, LDC, x, ldx, nr, d, bt, cw, v0, P, a0); break;
     default: break;
     }
 }
@@ -811,8 +827,9 @@ static inline void bs_cols_t(const float *A, int m, int d, int cw, float *bt)
         for (int j = 0; j < cw; j++) bt[(size_t)c * cw + j] = j < m ? A[(size_t)j * d + c] : 0.0f;
 }
 
-static inline __attribute__((always_inline)) void bs_bcast_rows(const float *x, size_t ldx, int nr, int d,
-                                                                const float *bt, int cw, float *P)
+static inline __attribute__((always_inline)) void bs_bcast_rows_ld(const int LDC, const float *x, size_t ldx,
+                                                                   int nr, int d, const float *bt, int cw,
+                                                                   float *P)
 {
     const int nv = cw / VW;
 #if VW == 16
@@ -821,20 +838,20 @@ static inline __attribute__((always_inline)) void bs_bcast_rows(const float *x, 
     for (int a0 = 0; a0 < nr;) {
         if (nv <= 3) {
             if (nv == 1)
-                bs_bc_rows(1, 8, x, ldx, nr, d, bt, cw, P, a0);
+                bs_bc_rows(1, 8, LDC, x, ldx, nr, d, bt, cw, P, a0);
             else if (nv == 2)
-                bs_bc_rows(2, 8, x, ldx, nr, d, bt, cw, P, a0);
+                bs_bc_rows(2, 8, LDC, x, ldx, nr, d, bt, cw, P, a0);
             else
-                bs_bc_rows(3, 8, x, ldx, nr, d, bt, cw, P, a0);
+                bs_bc_rows(3, 8, LDC, x, ldx, nr, d, bt, cw, P, a0);
             a0 += 8;
         } else if (nv == 4) {
-            bs_bc_rows(4, 6, x, ldx, nr, d, bt, cw, P, a0);
+            bs_bc_rows(4, 6, LDC, x, ldx, nr, d, bt, cw, P, a0);
             a0 += 6;
         } else {
             if (nv == 5)
-                bs_bc_rows(5, 4, x, ldx, nr, d, bt, cw, P, a0);
+                bs_bc_rows(5, 4, LDC, x, ldx, nr, d, bt, cw, P, a0);
             else
-                bs_bc_rows(6, 4, x, ldx, nr, d, bt, cw, P, a0);
+                bs_bc_rows(6, 4, LDC, x, ldx, nr, d, bt, cw, P, a0);
             a0 += 4;
         }
     }
@@ -843,17 +860,28 @@ static inline __attribute__((always_inline)) void bs_bcast_rows(const float *x, 
      * more 3 at a time by 3) */
     for (int a0 = 0; a0 < nr;) {
         if (nv == 1) {
-            bs_bc_rows(1, 8, x, ldx, nr, d, bt, cw, P, a0);
+            bs_bc_rows(1, 8, LDC, x, ldx, nr, d, bt, cw, P, a0);
             a0 += 8;
         } else if (nv == 2) {
-            bs_bc_rows(2, 4, x, ldx, nr, d, bt, cw, P, a0);
+            bs_bc_rows(2, 4, LDC, x, ldx, nr, d, bt, cw, P, a0);
             a0 += 4;
         } else {
-            bs_bc_rows(3, 3, x, ldx, nr, d, bt, cw, P, a0);
+            bs_bc_rows(3, 3, LDC, x, ldx, nr, d, bt, cw, P, a0);
             a0 += 3;
         }
     }
 #endif
+}
+
+/* bs_bcast_rows with the row stride a constant where it is 64 (d = 64
+ * rows read in place: routing's points, lsh.h's rows); the same chains */
+static inline __attribute__((always_inline)) void bs_bcast_rows(const float *x, size_t ldx, int nr, int d,
+                                                                const float *bt, int cw, float *P)
+{
+    if (ldx == 64)
+        bs_bcast_rows_ld(64, x, ldx, nr, d, bt, cw, P);
+    else
+        bs_bcast_rows_ld(0, x, ldx, nr, d, bt, cw, P);
 }
 
 /* C[i][j] = alpha * sum_c A[i][c] * B[j][c] for i < m, j < n.
