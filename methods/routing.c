@@ -279,6 +279,12 @@ static inline int rt_chunk_span(int N, int C, int ch, int *a0, int *a1)
 /* RT_PF: the points that far ahead prefetched while a group computes
  * (about 2 % of select(); 2026-12-06) */
 enum { RT_PTS = 8, RT_PF = 16 };
+
+/* The n floats from p towards L2, a 64-byte line at a time. */
+static inline void rt_prefetch(const float *p, int n)
+{
+    for (int q = 0; q < n; q += 16) __builtin_prefetch(p + q, 0, 2);
+}
 /* rt_lloyd_pass's work on the points [a0, a1) of x (their index in [0, P)
  * is g + p): dots into dot (C, P) when given, and with ps given their
  * nearest centroids into asg and their sums and sizes added into ps (C, d)
@@ -290,9 +296,7 @@ static inline __attribute__((always_inline)) void rt_pass_points(const float *x,
 {
     for (int p0 = a0; p0 < a1; p0 += RT_PTS) {
         const int np = a1 - p0 < RT_PTS ? a1 - p0 : RT_PTS;
-        if (p0 + RT_PF + RT_PTS <= a1)
-            for (int q = 0; q < RT_PTS * d; q += 16)
-                __builtin_prefetch(x + (size_t)(p0 + RT_PF) * d + q, 0, 2);
+        if (p0 + RT_PF + RT_PTS <= a1) rt_prefetch(x + (size_t)(p0 + RT_PF) * d, RT_PTS * d);
         bs_bcast_rows(x + (size_t)p0 * d, (size_t)d, np, d, cent, cw, v);
         if (dot)
             for (int c = 0; c < C; c++)
@@ -348,9 +352,7 @@ static inline __attribute__((always_inline)) void rt_pass_chunk(const float *x, 
     for (int u0 = a0; u0 < a1; u0 += UR_ROWS) { /* UR_ROWS points: a whole number of RT_PTS */
         const int u1 = a1 - u0 < UR_ROWS ? a1 : u0 + UR_ROWS;
         /* the first pass: the points made unit here, while the rows are in cache */
-        if (u1 + 2 * UR_ROWS <= a1)
-            for (int q = 0; q < UR_ROWS * d; q += 16)
-                __builtin_prefetch(fu->raw + (size_t)(u0 + 2 * UR_ROWS) * d + q, 0, 2);
+        if (u1 + 2 * UR_ROWS <= a1) rt_prefetch(fu->raw + (size_t)(u0 + 2 * UR_ROWS) * d, UR_ROWS * d);
         unit_rows(fu->raw + (size_t)u0 * d, u1 - u0, d, fu->xw + (size_t)u0 * d, fu->xt);
         if (fu->cs) bk_sum_add(fu->cs, fu->raw, (size_t)u0 * d, (size_t)u1 * d, fu->nfl);
         rt_pass_points(x, g, u0, u1, d, C, cent, cw, v, dot, P, asg, ps, pc);

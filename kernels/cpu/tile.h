@@ -305,6 +305,7 @@ static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, in
 {
     const int masked = ab_tile_contig_mask(t, &j0, &nk);
     if (masked >= 0) t->chunk(t, k + (size_t)j0 * t->d, v + (size_t)j0 * t->d, nk, masked);
+    t->pfn = 0; /* a prefetch list (ab_tile_set_next) serves this chunk only */
 }
 
 /* First position in idx[0, n) whose key is >= key (idx sorted). */
@@ -426,11 +427,7 @@ static inline void ab_tile_gather_next(ab_tile *t, const float *k, const float *
         t->kr[c] = k + (size_t)idx[c] * d;
         t->vr[c] = v + (size_t)idx[c] * d;
     }
-    for (int c = 0; c < nn; c++) {
-        t->pfk[c] = k + (size_t)nidx[c] * d;
-        t->pfv[c] = v + (size_t)nidx[c] * d;
-    }
-    t->pfn = nn;
+    ab_tile_set_next(t, k, v, 0, nidx, nn);
     t->chunk_rows(t, t->kr, t->vr, nk, masked);
     t->pfn = 0;
 }
@@ -482,7 +479,6 @@ static inline void ab_tile_tokens(ab_tile *t, const float *k, const float *v, co
             if (run) {
                 ab_tile_set_next(t, k, v, 0, tok + j + nk, nn);
                 ab_tile_contig(t, k, v, tok[j], nk);
-                t->pfn = 0;
             } else {
                 ab_tile_gather_next(t, k, v, tok + j, nk, tok + j + nk, nn);
             }
@@ -544,7 +540,6 @@ static inline void ab_tile_blocks(ab_tile *t, const float *k, const float *v, co
                     ab_tile_set_next(t, k, v, 0, then, nthen < t->tk ? nthen : t->tk);
             }
             ab_tile_contig(t, k, v, j0, nk);
-            t->pfn = 0;
         }
     }
 }
