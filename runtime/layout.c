@@ -192,6 +192,33 @@ static int lb_begin_entries(ab_layout *l, int head, int qblock, lb_state **out)
     return AB_OK;
 }
 
+/* 1 when idx[0, n) is strictly ascending. Counted in blocks of 256
+ * without an early exit inside a block, so the compares run in vector
+ * lanes (a loop that leaves at the first descent runs one entry a time). */
+static int lb_ascending(const int32_t *idx, size_t n)
+{
+    for (size_t a = 1; a < n; a += 256) {
+        const size_t b = n - a < 256 ? n : a + 256;
+        int bad = 0;
+        for (size_t t = a; t < b; t++) bad |= idx[t] <= idx[t - 1];
+        if (bad) return 0;
+    }
+    return 1;
+}
+
+/* 1 when every idx[0, n) is in [0, range): by the extremes, so the loop
+ * is a vector min/max reduction. */
+static int lb_in_range(const int32_t *idx, size_t n, int32_t range)
+{
+    int32_t lo = 0, hi = 0;
+    if (n) lo = hi = idx[0];
+    for (size_t t = 1; t < n; t++) {
+        lo = idx[t] < lo ? idx[t] : lo;
+        hi = idx[t] > hi ? idx[t] : hi;
+    }
+    return n == 0 || (lo >= 0 && hi < range);
+}
+
 /* Append n entries of one row to li (validated, lock held) and release
  * the lock. idx NULL: the run first, first + 1, ... The entries are claimed
  * under the lock and written after it is released, so threads adding long
@@ -222,12 +249,8 @@ static int lb_append_unlock(lb_state *st, lb_list *li, int64_t rows, int32_t row
         for (size_t t = 0; t < n; t++) e[t] = first + (int32_t)t;
     if (er)
         for (size_t t = 0; t < n; t++) er[t] = row;
-    if (idx && !__atomic_load_n(&li->unsorted, __ATOMIC_RELAXED)) /* while the caller's array is in cache */
-        for (size_t t = 1; t < n; t++)
-            if (idx[t] <= idx[t - 1]) {
-                __atomic_store_n(&li->unsorted, 1, __ATOMIC_RELAXED);
-                break;
-            }
+    if (idx && !__atomic_load_n(&li->unsorted, __ATOMIC_RELAXED) && !lb_ascending(idx, n))
+        __atomic_store_n(&li->unsorted, 1, __ATOMIC_RELAXED); /* while the caller's array is in cache */
     __atomic_sub_fetch(&li->inflight, 1, __ATOMIC_RELEASE);
     return AB_OK;
 }
@@ -386,15 +409,11 @@ int ab_layout_add_token(ab_layout *l, int head, int qblock, int key)
 static int add_many(ab_layout *l, int tokens, int head, int qblock, const int32_t *idx, int n)
 {
     if (n < 0 || (n > 0 && !idx)) return AB_EINVAL;
+    /* checked before the lock: the other threads' appends need not wait */
+    if (l && !lb_in_range(idx, (size_t)n, tokens ? l->seq_len : l->n_kblocks)) return AB_EINVAL;
     lb_state *st;
     int rc = lb_begin_entries(l, head, qblock, &st);
     if (rc) return rc;
-    const int range = tokens ? l->seq_len : l->n_kblocks;
-    for (int t = 0; t < n; t++)
-        if (idx[t] < 0 || idx[t] >= range) {
-            lb_unlock(st);
-            return AB_EINVAL;
-        }
     if (n > 0)
         return lb_append_unlock(st, tokens ? &st->tok : &st->blk, (int64_t)l->heads * l->n_qblocks,
                                 (int32_t)((int64_t)head * l->n_qblocks + qblock), idx, 0, (size_t)n);
