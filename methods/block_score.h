@@ -35,6 +35,53 @@
 #endif
 
 #if defined(__AVX512F__)
+/* The 16 x 16 transpose of sixteen named __m512 rows, in place (see
+ * bs_transpose16p); ix is BS_T16_IX. Sixteen named registers and every
+ * swap written out: with an array and loops GCC kept the rows on the
+ * stack. */
+static const int32_t BS_T16_IX[4][2][16] = {
+    { { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 },
+      { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 } },
+    { { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 },
+      { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 } },
+    { { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 },
+      { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 } },
+    { { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 },
+      { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 } },
+};
+#define BS_T16_SWAP(a, b, lo, hi)               \
+    do {                                        \
+        const __m512 x_ = a, y_ = b;            \
+        a = _mm512_permutex2var_ps(x_, lo, y_); \
+        b = _mm512_permutex2var_ps(x_, hi, y_); \
+    } while (0)
+#define BS_T16_STAGE(s, a0, b0, a1, b1, a2, b2, a3, b3, a4, b4, a5, b5, a6, b6, a7, b7)                     \
+    do {                                                                                                    \
+        const __m512i lo_ = _mm512_loadu_si512(BS_T16_IX[s][0]), hi_ = _mm512_loadu_si512(BS_T16_IX[s][1]); \
+        BS_T16_SWAP(a0, b0, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a1, b1, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a2, b2, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a3, b3, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a4, b4, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a5, b5, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a6, b6, lo_, hi_);                                                                      \
+        BS_T16_SWAP(a7, b7, lo_, hi_);                                                                      \
+    } while (0)
+#define BS_T16(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15)           \
+    do {                                                                                       \
+        BS_T16_STAGE(0, r0, r8, r1, r9, r2, r10, r3, r11, r4, r12, r5, r13, r6, r14, r7, r15); \
+        BS_T16_STAGE(1, r0, r4, r1, r5, r2, r6, r3, r7, r8, r12, r9, r13, r10, r14, r11, r15); \
+        BS_T16_STAGE(2, r0, r2, r1, r3, r4, r6, r5, r7, r8, r10, r9, r11, r12, r14, r13, r15); \
+        BS_T16_STAGE(3, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15); \
+    } while (0)
+#define BS_T16_LOAD(row)                                                                                   \
+    __m512 r0 = _mm512_loadu_ps(row[0]), r1 = _mm512_loadu_ps(row[1]), r2 = _mm512_loadu_ps(row[2]),       \
+           r3 = _mm512_loadu_ps(row[3]), r4 = _mm512_loadu_ps(row[4]), r5 = _mm512_loadu_ps(row[5]),       \
+           r6 = _mm512_loadu_ps(row[6]), r7 = _mm512_loadu_ps(row[7]), r8 = _mm512_loadu_ps(row[8]),       \
+           r9 = _mm512_loadu_ps(row[9]), r10 = _mm512_loadu_ps(row[10]), r11 = _mm512_loadu_ps(row[11]),   \
+           r12 = _mm512_loadu_ps(row[12]), r13 = _mm512_loadu_ps(row[13]), r14 = _mm512_loadu_ps(row[14]), \
+           r15 = _mm512_loadu_ps(row[15])
+
 /* dst[c * ld + i] = row[i][c] for i, c < 16: four block-swap stages (b =
  * 8, 4, 2, 1: an element whose row and column differ in bit b moves
  * across it), one two-source permute per row each; 64 permutes for 256
@@ -42,48 +89,8 @@
  * strided stores or loads miss L1. */
 static inline void bs_transpose16p(const float *const row[16], float *dst, size_t ld)
 {
-    static const int32_t ix[4][2][16] = {
-        { { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 },
-          { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 } },
-        { { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 },
-          { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 } },
-        { { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 },
-          { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 } },
-        { { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 },
-          { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 } },
-    };
-    /* sixteen named registers and every swap written out: with an array
-     * and loops GCC kept the rows on the stack */
-    __m512 r0 = _mm512_loadu_ps(row[0]), r1 = _mm512_loadu_ps(row[1]), r2 = _mm512_loadu_ps(row[2]),
-           r3 = _mm512_loadu_ps(row[3]), r4 = _mm512_loadu_ps(row[4]), r5 = _mm512_loadu_ps(row[5]),
-           r6 = _mm512_loadu_ps(row[6]), r7 = _mm512_loadu_ps(row[7]), r8 = _mm512_loadu_ps(row[8]),
-           r9 = _mm512_loadu_ps(row[9]), r10 = _mm512_loadu_ps(row[10]), r11 = _mm512_loadu_ps(row[11]),
-           r12 = _mm512_loadu_ps(row[12]), r13 = _mm512_loadu_ps(row[13]), r14 = _mm512_loadu_ps(row[14]),
-           r15 = _mm512_loadu_ps(row[15]);
-#define BS_T16_SWAP(a, b, lo, hi)               \
-    do {                                        \
-        const __m512 x_ = a, y_ = b;            \
-        a = _mm512_permutex2var_ps(x_, lo, y_); \
-        b = _mm512_permutex2var_ps(x_, hi, y_); \
-    } while (0)
-#define BS_T16_STAGE(s, a0, b0, a1, b1, a2, b2, a3, b3, a4, b4, a5, b5, a6, b6, a7, b7)       \
-    do {                                                                                      \
-        const __m512i lo_ = _mm512_loadu_si512(ix[s][0]), hi_ = _mm512_loadu_si512(ix[s][1]); \
-        BS_T16_SWAP(a0, b0, lo_, hi_);                                                        \
-        BS_T16_SWAP(a1, b1, lo_, hi_);                                                        \
-        BS_T16_SWAP(a2, b2, lo_, hi_);                                                        \
-        BS_T16_SWAP(a3, b3, lo_, hi_);                                                        \
-        BS_T16_SWAP(a4, b4, lo_, hi_);                                                        \
-        BS_T16_SWAP(a5, b5, lo_, hi_);                                                        \
-        BS_T16_SWAP(a6, b6, lo_, hi_);                                                        \
-        BS_T16_SWAP(a7, b7, lo_, hi_);                                                        \
-    } while (0)
-    BS_T16_STAGE(0, r0, r8, r1, r9, r2, r10, r3, r11, r4, r12, r5, r13, r6, r14, r7, r15);
-    BS_T16_STAGE(1, r0, r4, r1, r5, r2, r6, r3, r7, r8, r12, r9, r13, r10, r14, r11, r15);
-    BS_T16_STAGE(2, r0, r2, r1, r3, r4, r6, r5, r7, r8, r10, r9, r11, r12, r14, r13, r15);
-    BS_T16_STAGE(3, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
-#undef BS_T16_STAGE
-#undef BS_T16_SWAP
+    BS_T16_LOAD(row);
+    BS_T16(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
     _mm512_storeu_ps(dst + 0 * ld, r0);
     _mm512_storeu_ps(dst + 1 * ld, r1);
     _mm512_storeu_ps(dst + 2 * ld, r2);
@@ -135,6 +142,118 @@ static inline void bs_panel_pad(float *pan, int nj, int nc)
     if (nj < BS_PANEL)
         for (int c = 0; c < nc; c++)
             for (int j = nj; j < BS_PANEL; j++) pan[(size_t)c * BS_PANEL + j] = 0.0f;
+}
+
+/* Row chains, sixteen rows at a time: for the n <= 16 rows x_u = a + u lda
+ * (u < n), sq[u] = sum_c x_u[c]^2 and, where dot is given, dot[u] = sum_c
+ * x_{u-1}[c] x_u[c] (x_{-1} = a - lda, which must exist). Each is a double
+ * chain over c in order, the bits of a scalar loop per row; the rows sit
+ * in the lanes of two double vectors, transposed (with the row before)
+ * into t: BS_RC_LD x d floats of the caller's scratch, zeroed once by the
+ * caller so the lanes past n hold finite values. A loop per row waits on
+ * its add every step, and a loop over rows side by side reads each
+ * element with its own load and insert. */
+#define BS_RC_LD 17
+#if defined(__AVX512F__)
+/* BS_RC_IX[i]: lane 0 from lane i of the second source (the row before),
+ * lanes u >= 1 from lane u - 1 of the first (a transposed column): the
+ * column of each row's predecessor. */
+static const int32_t BS_RC_IX[16][16] = { { 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 17, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 18, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 19, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 20, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 21, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 22, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 24, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 25, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 26, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 27, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 28, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 29, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 30, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
+                                          { 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 } };
+/* Column r (of the 16 rows, transposed in registers) into the chains. */
+#define BS_RC_STEP(i, r)                                                                                     \
+    do {                                                                                                     \
+        const __m512d y0_ = _mm512_cvtps_pd(_mm512_castps512_ps256(r)),                                      \
+                      y1_ =                                                                                  \
+                          _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1))); \
+        s0 += y0_ * y0_;                                                                                     \
+        s1 += y1_ * y1_;                                                                                     \
+        if (dot) {                                                                                           \
+            const __m512 w_ = _mm512_permutex2var_ps(r, _mm512_loadu_si512(BS_RC_IX[i]), pr);                \
+            p0 += _mm512_cvtps_pd(_mm512_castps512_ps256(w_)) * y0_;                                         \
+            p1 += _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w_), 1))) * y1_;  \
+        }                                                                                                    \
+    } while (0)
+#endif
+
+static inline __attribute__((always_inline)) void bs_row_chains16(const float *a, size_t lda, int n, int d,
+                                                                  float *t, double *sq, double *dot)
+{
+#if defined(__AVX512F__)
+    if (n == 16 && d % 16 == 0) { /* the columns transposed in registers, not through t */
+        const float *row[16];
+        for (int u = 0; u < 16; u++) row[u] = a + (size_t)u * lda;
+        __m512d s0 = _mm512_setzero_pd(), s1 = s0, p0 = s0, p1 = s0;
+        for (int c0 = 0; c0 < d; c0 += 16) {
+            const __m512 pr = dot ? _mm512_loadu_ps(a - lda + c0) : _mm512_setzero_ps();
+            BS_T16_LOAD(row);
+            BS_T16(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
+            BS_RC_STEP(0, r0);
+            BS_RC_STEP(1, r1);
+            BS_RC_STEP(2, r2);
+            BS_RC_STEP(3, r3);
+            BS_RC_STEP(4, r4);
+            BS_RC_STEP(5, r5);
+            BS_RC_STEP(6, r6);
+            BS_RC_STEP(7, r7);
+            BS_RC_STEP(8, r8);
+            BS_RC_STEP(9, r9);
+            BS_RC_STEP(10, r10);
+            BS_RC_STEP(11, r11);
+            BS_RC_STEP(12, r12);
+            BS_RC_STEP(13, r13);
+            BS_RC_STEP(14, r14);
+            BS_RC_STEP(15, r15);
+            for (int u = 0; u < 16; u++) row[u] += 16;
+        }
+        _mm512_storeu_pd(sq, s0);
+        _mm512_storeu_pd(sq + 8, s1);
+        if (dot) {
+            _mm512_storeu_pd(dot, p0);
+            _mm512_storeu_pd(dot + 8, p1);
+        }
+        return;
+    }
+#endif
+    if (dot)
+        bs_transpose(a - lda, lda, NULL, n + 1, d, t, BS_RC_LD);
+    else
+        bs_transpose(a, lda, NULL, n, d, t + 1, BS_RC_LD);
+    v8d s0 = { 0 }, s1 = { 0 }, p0 = { 0 }, p1 = { 0 };
+    for (int c = 0; c < d; c++) {
+        const float *r = t + (size_t)c * BS_RC_LD;
+        v8f x0, x1;
+        memcpy(&x0, r + 1, sizeof x0);
+        memcpy(&x1, r + 9, sizeof x1);
+        const v8d y0 = __builtin_convertvector(x0, v8d), y1 = __builtin_convertvector(x1, v8d);
+        s0 += y0 * y0;
+        s1 += y1 * y1;
+        if (dot) {
+            v8f w0, w1;
+            memcpy(&w0, r, sizeof w0);
+            memcpy(&w1, r + 8, sizeof w1);
+            p0 += __builtin_convertvector(w0, v8d) * y0;
+            p1 += __builtin_convertvector(w1, v8d) * y1;
+        }
+    }
+    for (int u = 0; u < n; u++) {
+        sq[u] = u < 8 ? s0[u] : s1[u - 8];
+        if (dot) dot[u] = u < 8 ? p0[u] : p1[u - 8];
+    }
 }
 
 /* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)

@@ -67,12 +67,6 @@ typedef struct run {
     int32_t a, b;
 } run;
 
-static int cmp_run(const void *pa, const void *pb)
-{
-    const run *a = pa, *b = pb;
-    return (a->a > b->a) - (a->a < b->a);
-}
-
 static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 {
     dhsa_state *st = state;
@@ -100,33 +94,43 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
     return AB_OK;
 }
 
-/* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc.
- * nd: (2 N) scratch. par: split the similarities over the threads. */
+#define DHSA_PF 4  /* groups of 16 keys prefetched ahead in chunk_bounds */
+#define DHSA_G  32 /* chunk representatives per group in kcd (four v8d) */
+
+/* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc,
+ * or -1 out of memory. nd: (2 N) scratch. par: split the similarities over
+ * the threads. */
 static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, float *sim, float *tmp,
                         double *nd, int32_t *start, int par)
 {
     /* |k_j|^2 and k_{j-1} . k_j, each a chain over c in order (as one loop
-     * per key had them); four keys' chains side by side, since one chain
-     * waits on its add every step. Key 0's norm is the same chain. */
+     * per key had them), sixteen keys at a time in vector lanes
+     * (bs_row_chains16). Key 0's norm is the same chain. */
     double *nrm = nd, *dot = nd + N;
     nrm[0] = 0.0;
     for (int c = 0; c < d; c++) nrm[0] += (double)k[c] * k[c];
-#pragma omp parallel for schedule(static) if (par)
-    for (int j0 = 1; j0 < N; j0 += 4) {
-        const int nj = N - j0 < 4 ? N - j0 : 4;
-        double ab[4] = { 0, 0, 0, 0 }, bb[4] = { 0, 0, 0, 0 };
-        const float *b = k + (size_t)j0 * d;
-        for (int c = 0; c < d; c++)
-            for (int u = 0; u < 4; u++) {
-                const size_t o = (size_t)(u < nj ? u : 0) * d + c; /* past the end: key j0 again, unused */
-                ab[u] += (double)b[o - d] * b[o];
-                bb[u] += (double)b[o] * b[o];
-            }
-        for (int u = 0; u < nj; u++) {
-            dot[j0 + u] = ab[u];
-            nrm[j0 + u] = bb[u];
+    int bad = 0;
+#pragma omp parallel if (par)
+    {
+        float *t = calloc((size_t)BS_RC_LD * d, sizeof *t); /* transposed rows */
+        if (!t) {
+#pragma omp atomic write
+            bad = 1;
         }
+#pragma omp for schedule(static)
+        for (int j0 = 1; j0 < N; j0 += 16) {
+            /* the group DHSA_PF groups ahead: the stream from memory
+             * overlaps the transposes (the hardware prefetcher alone
+             * left this loop waiting on half of its lines) */
+            const float *pf = k + (size_t)(j0 + 16 * DHSA_PF) * d;
+            if (j0 + 16 * DHSA_PF + 16 <= N)
+                for (size_t o = 0; o < (size_t)16 * d; o += 16) __builtin_prefetch(pf + o);
+            if (t)
+                bs_row_chains16(k + (size_t)j0 * d, d, N - j0 < 16 ? N - j0 : 16, d, t, nrm + j0, dot + j0);
+        }
+        free(t);
     }
+    if (bad) return -1;
     for (int j = 1; j < N; j++) {
         const double den = sqrt(nrm[j - 1] * nrm[j]);
         sim[j] = den > 0 ? (float)(dot[j] / den) : 1.0f;
@@ -152,12 +156,12 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
 }
 
 /* The chunks of one query block qb of head h into keys[] (ascending, no
- * repeats), then into l. kct, start: the head's chunk representatives
- * (transposed) and boundaries; sc, runs (C), key (2 C) and qm (d) are the
+ * repeats), then into l. kcd, start: the head's chunk representatives
+ * (grouped, dhsa_head) and boundaries; sc, runs (C), key (2 C) and qm (d) are the
  * caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
 static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, int qb,
-                      const float *kct, int ldc, const int32_t *start, int nc, double *qm, bs_cand *sc,
-                      run *runs, uint64_t *key, int32_t *keys, double *bc)
+                      const double *kcd, const int32_t *start, int nc, double *qm, bs_cand *sc, run *runs,
+                      uint64_t *key, int32_t *keys, double *bc)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bq = l->block_q;
     const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
@@ -182,17 +186,24 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
         int n = 0;                                      /* the chunks starting before lo */
         while (n < nc && start[n] < lo) n++;
         /* each lane the chain sum_x (qm[x] w) kc[t][x] in x order, as a
-         * scalar loop per chunk had it, eight chunks at a time */
-        for (int t0 = 0; t0 < n; t0 += 8) {
-            v8d acc = { 0 };
+         * scalar loop per chunk had it; 32 chunks at a time in four double
+         * vectors, whose chains wait on their adds in turn, reading one
+         * group's DHSA_G x d block of kcd in order */
+        for (int t0 = 0; t0 < n; t0 += DHSA_G) {
+            v8d acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+            const double *kg = kcd + (size_t)t0 * d;
             for (int x = 0; x < d; x++) {
-                v8f kv;
-                memcpy(&kv, kct + (size_t)x * ldc + t0, sizeof kv);
                 const double qw = qm[x] * w;
-                acc += qw * __builtin_convertvector(kv, v8d);
+                for (int g = 0; g < 4; g++) {
+                    v8d kv;
+                    memcpy(&kv, kg + (size_t)x * DHSA_G + 8 * g, sizeof kv);
+                    acc[g] += qw * kv;
+                }
             }
-            for (int u = 0; u < 8 && t0 + u < n; u++)
-                sc[t0 + u] = (bs_cand){ isnan(acc[u]) ? -INFINITY : acc[u] * pb->s.scale, t0 + u };
+            for (int u = 0; u < DHSA_G && t0 + u < n; u++) {
+                const double a = acc[u / 8][u % 8];
+                sc[t0 + u] = (bs_cand){ isnan(a) ? -INFINITY : a * pb->s.scale, t0 + u };
+            }
         }
         /* Every chunk but the sequence's last has >= min_chunk keys, and
          * only the one holding lo is cut short by it, so the best
@@ -213,7 +224,13 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
             left -= b - a;
         }
         /* the sinks take the places of the lowest-position selected keys */
-        qsort(runs, (size_t)nr, sizeof *runs, cmp_run);
+        for (int t = 1; t < nr;
+             t++) { /* by position: a few dozen runs, insertion (qsort's calls cost more) */
+            const run x = runs[t];
+            int u = t;
+            for (; u > 0 && runs[u - 1].a > x.a; u--) runs[u] = runs[u - 1];
+            runs[u] = x;
+        }
         int drop = st->sink < m - left ? st->sink : m - left;
         for (int t = 0; t < nr; t++) {
             int a = runs[t].a;
@@ -241,29 +258,41 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     double *nd = malloc((size_t)2 * N * sizeof *nd);          /* (2N) norms, dots */
     int32_t *start = malloc((size_t)(N + 1) * sizeof *start); /* (C + 1) */
     double *bc = calloc((size_t)2 * nqb, sizeof *bc);         /* (n_qblocks, 2) each block's cost */
-    float *kc = NULL, *kct = NULL;
-    int ldc = 0;
+    double *kcd = NULL;
     int rc = (sim && tmp && nd && start && bc) ? AB_OK : AB_ENOMEM;
     int nc = 0;
     if (rc == AB_OK) {
         nc = chunk_bounds(st, k, N, d, sim, tmp, nd, start, par);
-        kc = calloc((size_t)nc * d, sizeof *kc); /* (C, d) */
-        /* kct = kc^T (d, ldc), columns past nc zero: eight chunks' scores
-         * in the lanes of one double vector */
-        ldc = (nc + 7) / 8 * 8;
-        kct = calloc((size_t)d * ldc, sizeof *kct);
-        if (!kc || !kct) rc = AB_ENOMEM;
+        if (nc < 0) rc = AB_ENOMEM;
+    }
+    if (rc == AB_OK) {
+        /* kcd: the representatives in groups of DHSA_G chunks, each group
+         * (d, DHSA_G) with the chunks in the lanes, as doubles (the scores
+         * widen them); chunks past nc zero */
+        kcd = calloc((size_t)(nc + DHSA_G - 1) / DHSA_G * DHSA_G * d, sizeof *kcd);
+        if (!kcd) rc = AB_ENOMEM;
     }
     if (rc == AB_OK) {
 #pragma omp parallel for schedule(static) if (par)
         for (int c = 0; c < nc; c++) { /* mean · sqrt(len) = sum / sqrt(len) */
             const int a = start[c], b = start[c + 1];
             const float w = 1.0f / sqrtf((float)(b - a));
-            float *kcc = kc + (size_t)c * d;
-            for (int j = a; j < b; j++)
-                for (int x = 0; x < d; x++) kcc[x] += k[(size_t)j * d + x];
-            for (int x = 0; x < d; x++) kcc[x] *= w;
-            for (int x = 0; x < d; x++) kct[(size_t)x * ldc + c] = kcc[x];
+            double *o = kcd + (size_t)(c / DHSA_G) * DHSA_G * d + c % DHSA_G;
+            for (int x0 = 0; x0 < d; x0 += 64) { /* 64 columns' float sums in registers, rows in order */
+                const int nx = d - x0 < 64 ? d - x0 : 64;
+                v8f acc[8] = { { 0 } };
+                if (nx == 64)
+                    for (int j = a; j < b; j++)
+                        for (int g = 0; g < 8; g++) {
+                            v8f kv;
+                            memcpy(&kv, k + (size_t)j * d + x0 + 8 * g, sizeof kv);
+                            acc[g] += kv;
+                        }
+                else
+                    for (int j = a; j < b; j++)
+                        for (int x = 0; x < nx; x++) acc[x / 8][x % 8] += k[(size_t)j * d + x0 + x];
+                for (int x = 0; x < nx; x++) o[(size_t)(x0 + x) * DHSA_G] = (double)(acc[x / 8][x % 8] * w);
+            }
         }
 #pragma omp parallel if (par)
         {
@@ -276,8 +305,7 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
 #pragma omp for schedule(dynamic, 4)
             for (int qb = 0; qb < nqb; qb++)
                 if (r == AB_OK)
-                    r = dhsa_block(st, pb, l, h, qb, kct, ldc, start, nc, qm, sc, runs, key, keys,
-                                   bc + 2 * qb);
+                    r = dhsa_block(st, pb, l, h, qb, kcd, start, nc, qm, sc, runs, key, keys, bc + 2 * qb);
             if (r != AB_OK) {
 #pragma omp atomic write
                 rc = r;
@@ -304,8 +332,7 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     free(nd);
     free(start);
     free(bc);
-    free(kc);
-    free(kct);
+    free(kcd);
     return rc;
 }
 

@@ -112,30 +112,39 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
             lo[kb] = a;
             hi[kb] = b;
         }
-#pragma omp parallel for schedule(static)
-        for (int h = 0; h < H; h++) {
-            bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
-            rs_pool_windows(pb->k + (size_t)h * N * d, N, d, kern, stride, ck + (size_t)h * nw * d);
-            const float *v = pb->v + (size_t)h * N * d;
-            for (int kb = 0; kb < nkb; kb++) {
-                const int r0 = kb * bk, r1 = r0 + bk < N ? r0 + bk : N;
-                double s = 0.0;
-                /* eight rows' sums of squares side by side, each the
-                 * c-ordered chain of a loop per row (which waited on its
-                 * add every step); the norms added in row order */
-                for (int i0 = r0; i0 < r1; i0 += 8) {
-                    const int nu = r1 - i0 < 8 ? r1 - i0 : 8;
-                    double q2[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
-                    for (int c = 0; c < d; c++)
-                        for (int u = 0; u < 8; u++) {
-                            const float x = v[(size_t)(i0 + (u < nu ? u : 0)) * d + c];
-                            q2[u] += (double)x * x;
-                        }
-                    for (int u = 0; u < nu; u++) s += sqrt(q2[u]);
-                }
-                agn[(size_t)h * nkb + kb] = (float)(s / (r1 - r0));
+#pragma omp parallel
+        {
+            float *t = calloc((size_t)BS_RC_LD * d, sizeof *t); /* bs_row_chains16's transposed rows */
+            if (!t) {
+#pragma omp atomic write
+                rc = AB_ENOMEM;
             }
+#pragma omp for schedule(static)
+            for (int h = 0; h < H; h++) {
+                if (!t) continue;
+                bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
+                rs_pool_windows(pb->k + (size_t)h * N * d, N, d, kern, stride, ck + (size_t)h * nw * d);
+                const float *v = pb->v + (size_t)h * N * d;
+                for (int kb = 0; kb < nkb; kb++) {
+                    const int r0 = kb * bk, r1 = r0 + bk < N ? r0 + bk : N;
+                    double s = 0.0, q2[16];
+                    /* sixteen rows' sums of squares in vector lanes, each
+                     * the c-ordered chain of a loop per row (which waited
+                     * on its add every step); the norms added in row order */
+                    for (int i0 = r0; i0 < r1; i0 += 16) {
+                        const int nu = r1 - i0 < 16 ? r1 - i0 : 16;
+                        if (i0 + 80 <= N) /* four groups ahead: the stream overlaps the transposes */
+                            for (int o = 0; o < 16 * d; o += 16)
+                                __builtin_prefetch(v + (size_t)(i0 + 64) * d + o);
+                        bs_row_chains16(v + (size_t)i0 * d, d, nu, d, t, q2, NULL);
+                        for (int u = 0; u < nu; u++) s += sqrt(q2[u]);
+                    }
+                    agn[(size_t)h * nkb + kb] = (float)(s / (r1 - r0));
+                }
+            }
+            free(t);
         }
+        if (rc != AB_OK) ab_set_error(state, "nosa_proxy: out of memory");
         double flops = (double)H * N * d * (1.0 + (double)kern / stride + 2.0) + (double)H * (nqb + nw) * d;
         double bytes = (3.0 * H * N * d + (double)H * (nqb + nw) * d + (double)H * nkb) * sizeof(float);
         const rs_spec sp = { .name = "nosa_proxy",
@@ -147,7 +156,7 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
                              .agn = agn,
                              .row = nosa_row,
                              .cfg = st };
-        rc = rs_select(state, pb, l, &sp, &flops, &bytes);
+        if (rc == AB_OK) rc = rs_select(state, pb, l, &sp, &flops, &bytes);
         if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     } else {
         ab_set_error(state, "nosa_proxy: out of memory");

@@ -185,6 +185,51 @@ Test(block_score, transpose_is_the_copy_loop)
             }
 }
 
+/* bs_row_chains16 against one scalar loop per row (the bits dhsa's chunk
+ * boundaries and nosa_proxy's value norms relied on before): sixteen
+ * rows in registers (AVX-512, d a multiple of 16), through the scratch
+ * otherwise, with and without the neighbour products; lanes past n and
+ * the entries after them untouched. */
+Test(block_score, row_chains_are_the_scalar_chains)
+{
+    static const int ns16[] = { 1, 7, 15, 16 }, dss[] = { 1, 15, 16, 17, 64, 80, 129 };
+    for (int a = 0; a < NA(ns16); a++)
+        for (int b = 0; b < NA(dss); b++)
+            for (int g = 0; g < 2; g++) {
+                const int n = ns16[a], d = dss[b], lda = d + 3 * g; /* padded rows too */
+                float *x = rnd((size_t)(n + 1) * lda, 400u + (uint64_t)(n * 1000 + d));
+                for (int i = 0; i < (n + 1) * lda; i += 7) x[i] *= 1e3f; /* spread the magnitudes */
+                float *t = calloc((size_t)BS_RC_LD * d, sizeof *t);
+                double sq[17], dt[17];
+                cr_assert(t);
+                for (int w = 0; w < 2; w++) {
+                    for (int u = 0; u < 17; u++) sq[u] = dt[u] = -7.0;
+                    bs_row_chains16(x + lda, (size_t)lda, n, d, t, sq, w ? dt : NULL);
+                    for (int u = 0; u < 17; u++) {
+                        if (u >= n) {
+                            cr_assert(sq[u] == -7.0 && dt[u] == -7.0, "n %d d %d: lane %d written", n, d, u);
+                            continue;
+                        }
+                        const float *r = x + (size_t)(u + 1) * lda, *p = r - lda;
+                        double s2 = 0.0, pd = 0.0;
+                        for (int c = 0; c < d; c++) {
+                            s2 += (double)r[c] * r[c];
+                            pd += (double)p[c] * r[c];
+                        }
+                        cr_assert(sq[u] == s2, "n %d d %d lda %d: sq[%d] %.17g, want %.17g", n, d, lda, u,
+                                  sq[u], s2);
+                        if (w)
+                            cr_assert(dt[u] == pd, "n %d d %d lda %d: dot[%d] %.17g, want %.17g", n, d, lda,
+                                      u, dt[u], pd);
+                        else
+                            cr_assert(dt[u] == -7.0, "n %d d %d: dot written without dot", n, d);
+                    }
+                }
+                free(x);
+                free(t);
+            }
+}
+
 Test(block_score, gemm_nn_overwrites_or_adds_as_asked)
 {
     for (int a = 0; a < NA(ms); a++)
