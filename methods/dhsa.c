@@ -62,11 +62,6 @@ typedef struct dhsa_state {
 #define DHSA_LESS(a, b) ((a) < (b))
 MC_DEFINE_SELECT_TOP(select_smallest, float, DHSA_LESS)
 
-/* A run of selected keys [a, b). */
-typedef struct run {
-    int32_t a, b;
-} run;
-
 static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 {
     dhsa_state *st = state;
@@ -155,13 +150,82 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
     return nc;
 }
 
+/* The chunks a block keeps: in the total order (score descending, index
+ * ascending) of sc[0, n) (index t = chunk t), chunks are taken whole until
+ * m keys, the last one cut to its first keys; a chunk's keys are those
+ * below lo. Sets taken[t] for the whole ones, *cut_t (-1: none) and its
+ * *cut_n first keys; returns the keys taken (m, or fewer when the n chunks
+ * hold fewer). A weighted radix selection: each pass, over the chunks still
+ * undecided, sums their lengths per byte of the score key (the most
+ * significant byte that differs first), keeps whole the chunks of the
+ * bytes before the one where m is reached, and goes on inside that byte;
+ * the chunks left share one key and go in index order. The order a full
+ * sort gives, without sorting (the top-need selection and the sorts of the
+ * chosen chunks and of their runs took half of each block's time).
+ * key: n scratch, set: n scratch. */
+static int dhsa_take(const bs_cand *sc, int n, const int32_t *start, int lo, int m, uint64_t *key,
+                     int32_t *set, uint8_t *taken, int *cut_t, int *cut_n)
+{
+#define DHSA_LEN(t) ((start[(t) + 1] < lo ? start[(t) + 1] : lo) - start[t])
+    uint64_t all_or = 0, all_and = ~0ull;
+    int64_t total = 0;
+    for (int t = 0; t < n; t++) {
+        key[t] = bs_key_of(sc[t].score);
+        all_or |= key[t];
+        all_and &= key[t];
+        set[t] = t;
+        taken[t] = 0;
+        total += DHSA_LEN(t);
+    }
+    *cut_t = -1;
+    *cut_n = 0;
+    if (total <= m) {
+        memset(taken, 1, (size_t)n);
+        return (int)total;
+    }
+    int ns = n;
+    int64_t want = m; /* keys still to take from set[0, ns) */
+    const uint64_t diff = all_or ^ all_and;
+    for (int sh = 56; sh >= 0 && ns > 1; sh -= 8) {
+        if (((diff >> sh) & 0xffu) == 0) continue; /* the same byte everywhere */
+        int32_t w[256] = { 0 };
+        for (int i = 0; i < ns; i++) w[(key[set[i]] >> sh) & 0xffu] += DHSA_LEN(set[i]);
+        int b = 0;
+        int64_t before = 0;
+        while (before + w[b] < want) before += w[b++]; /* the set holds >= want keys */
+        int o = 0;
+        for (int i = 0; i < ns; i++) { /* in index order, as the set was */
+            const int t = set[i], by = (int)((key[t] >> sh) & 0xffu);
+            if (by < b)
+                taken[t] = 1;
+            else if (by == b)
+                set[o++] = t;
+        }
+        ns = o;
+        want -= before;
+    }
+    for (int i = 0; i < ns && want > 0; i++) { /* one key: index order */
+        const int t = set[i], len = DHSA_LEN(t);
+        if (len <= want) {
+            taken[t] = 1;
+            want -= len;
+        } else {
+            *cut_t = t;
+            *cut_n = (int)want;
+            want = 0;
+        }
+    }
+#undef DHSA_LEN
+    return m;
+}
+
 /* The chunks of one query block qb of head h into keys[] (ascending, no
  * repeats), then into l. kcd, start: the head's chunk representatives
- * (grouped, dhsa_head) and boundaries; sc, runs (C), key (2 C) and qm (d) are the
- * caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
+ * (grouped, dhsa_head) and boundaries; sc, set, taken, key (C each)
+ * and qm (d) are the caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
 static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, int qb,
-                      const double *kcd, const int32_t *start, int nc, double *qm, bs_cand *sc, run *runs,
-                      uint64_t *key, int32_t *keys, double *bc)
+                      const double *kcd, const int32_t *start, int nc, double *qm, bs_cand *sc, int32_t *set,
+                      uint8_t *taken, uint64_t *key, int32_t *keys, double *bc)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bq = l->block_q;
     const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
@@ -172,9 +236,9 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
     int lo = e - st->window < r0 ? e - st->window : r0;
     lo = lo > 0 ? lo : 0;
     const int budget = mc_dither(st->k, qb);
-    int m = budget - (e - lo);    /* selected besides the window */
-    m = m < lo ? m : lo;          /* candidates outside it: [0, lo) */
-    int nk = 0, nr = 0, next = 0; /* keys emitted ascending: below next all are out */
+    int m = budget - (e - lo); /* selected besides the window */
+    m = m < lo ? m : lo;       /* candidates outside it: [0, lo) */
+    int nk = 0, next = 0;      /* keys emitted ascending: below next all are out */
     const int s1 = st->sink < e ? st->sink : e;
     for (int j = 0; j < s1; j++) keys[nk++] = j;
     next = s1;
@@ -205,44 +269,26 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
                 sc[t0 + u] = (bs_cand){ isnan(a) ? -INFINITY : a * pb->s.scale, t0 + u };
             }
         }
-        /* Every chunk but the sequence's last has >= min_chunk keys, and
-         * only the one holding lo is cut short by it, so the best
-         * ceil(m / min_chunk) + 1 chunks hold the m keys: those, sorted,
-         * are the head of the full descending order (a total order). */
-        const int64_t need = ((int64_t)m + st->min_chunk - 1) / st->min_chunk + 1;
-        const int top = need < n ? (int)need : n;
-        bs_top_ascending(sc, n, top, key);
-        bs_sort_desc(sc, top);
         bc[0] += (double)(r1 - r0) * d + (2.0 * d + 1) * n + (n > 1 ? n * log2((double)n) : 0.0);
         bc[1] += 4.0 * (double)(r1 - r0) * d; /* its Q rows (the chunk representatives: once per head) */
-        int left = m;
-        for (int t = 0; t < top && left > 0; t++) { /* chunks: disjoint runs */
-            const int a = start[sc[t].idx];
-            int b = start[sc[t].idx + 1] < lo ? start[sc[t].idx + 1] : lo;
-            if (b - a > left) b = a + left;
-            runs[nr++] = (run){ a, b };
-            left -= b - a;
-        }
-        /* the sinks take the places of the lowest-position selected keys */
-        for (int t = 1; t < nr;
-             t++) { /* by position: a few dozen runs, insertion (qsort's calls cost more) */
-            const run x = runs[t];
-            int u = t;
-            for (; u > 0 && runs[u - 1].a > x.a; u--) runs[u] = runs[u - 1];
-            runs[u] = x;
-        }
-        int drop = st->sink < m - left ? st->sink : m - left;
-        for (int t = 0; t < nr; t++) {
-            int a = runs[t].a;
-            const int skip = drop < runs[t].b - a ? drop : runs[t].b - a;
+        int cut_t, cut_n;
+        const int got = dhsa_take(sc, n, start, lo, m, key, set, taken, &cut_t, &cut_n);
+        /* the chosen chunks by position (disjoint runs below lo); the
+         * sinks take the places of the lowest-position selected keys */
+        int drop = st->sink < got ? st->sink : got;
+        for (int t = 0; t < n; t++) {
+            if (!taken[t] && t != cut_t) continue;
+            int a = start[t];
+            const int b = t == cut_t ? a + cut_n : (start[t + 1] < lo ? start[t + 1] : lo);
+            const int skip = drop < b - a ? drop : b - a;
             a += skip;
             drop -= skip;
-            for (int j = a > next ? a : next; j < runs[t].b; j++) keys[nk++] = j;
-            next = runs[t].b > next ? runs[t].b : next;
+            for (int j = a > next ? a : next; j < b; j++) keys[nk++] = j;
+            next = b > next ? b : next;
         }
     }
     for (int j = lo > next ? lo : next; j < e; j++) keys[nk++] = j;
-    /* sinks, runs (sorted, disjoint, below lo), window: ascending, no
+    /* sinks, chunks (by position, disjoint, below lo), window: ascending, no
      * repeats, so the builder has nothing to sort */
     return ab_layout_add_tokens(l, h, qb, keys, nk);
 }
@@ -298,21 +344,24 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
         {
             double *qm = malloc((size_t)d * sizeof *qm);              /* (d) pooled query */
             bs_cand *sc = malloc((size_t)nc * sizeof *sc + 1);        /* (C) */
-            run *runs = malloc((size_t)nc * sizeof *runs + 1);        /* (C) selected runs */
+            int32_t *set = malloc((size_t)nc * sizeof *set + 1);      /* (C) dhsa_take's */
+            uint8_t *taken = malloc((size_t)nc + 1);                  /* (C) */
             uint64_t *key = malloc((size_t)2 * nc * sizeof *key + 1); /* (2C) bs_top_ascending's */
             int32_t *keys = malloc((size_t)3 * N * sizeof *keys);     /* (3N) one block's keys */
-            int r = qm && sc && runs && key && keys ? AB_OK : AB_ENOMEM;
+            int r = qm && sc && set && taken && key && keys ? AB_OK : AB_ENOMEM;
 #pragma omp for schedule(dynamic, 4)
             for (int qb = 0; qb < nqb; qb++)
                 if (r == AB_OK)
-                    r = dhsa_block(st, pb, l, h, qb, kcd, start, nc, qm, sc, runs, key, keys, bc + 2 * qb);
+                    r = dhsa_block(st, pb, l, h, qb, kcd, start, nc, qm, sc, set, taken, key, keys,
+                                   bc + 2 * qb);
             if (r != AB_OK) {
 #pragma omp atomic write
                 rc = r;
             }
             free(qm);
             free(sc);
-            free(runs);
+            free(set);
+            free(taken);
             free(key);
             free(keys);
         }

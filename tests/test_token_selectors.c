@@ -325,3 +325,36 @@ Test(token_selectors, routing_many_clusters_matches_reference)
             tprob_free(&t);
         }
 }
+
+/* dhsa with every chunk score equal (Q = 0): the order is then the chunk
+ * index alone, so whole chunks are taken from key 0 up until the budget,
+ * the last one cut; the sinks take the places of the lowest selected keys.
+ * Each block of 64 rows (k = 300, window 64, sink 16) therefore keeps
+ * exactly [0, max(m, sinks)) and its own rows [r0, r1), m = 300 - 64 keys
+ * (at most the r0 keys before it). This is dhsa_take's tie path (one key
+ * for every chunk); a selection that broke ties otherwise would keep other
+ * chunks. */
+Test(token_selectors, dhsa_equal_scores_take_chunks_by_index)
+{
+    tprob t;
+    needle_make(&t, 1, 1024, 16, 5, 0, NULL, NULL);
+    memset(t.q, 0, (size_t)1024 * 16 * sizeof *t.q);
+    static const char *const over[] = { "window=64", "sink=16", NULL };
+    ab_layout l;
+    method_layout_with("dhsa", &t.pb, 300, &l, NULL, over);
+    cr_assert(l.tok_ptr && l.tok_idx, "dhsa: no token rows");
+    for (int qb = 0; qb < l.n_qblocks; qb++) {
+        const int r0 = qb * 64, r1 = r0 + 64, m = 300 - 64 < r0 ? 300 - 64 : r0;
+        const int top = m > 16 ? m : (16 < r1 ? 16 : r1);
+        int want[1024], nw = 0;
+        for (int j = 0; j < top && j < r0; j++) want[nw++] = j;
+        for (int j = r0; j < r1; j++) want[nw++] = j;
+        const int64_t a = l.tok_ptr[qb], b = l.tok_ptr[qb + 1];
+        cr_assert_eq(b - a, nw, "block %d: %lld keys, want %d", qb, (long long)(b - a), nw);
+        for (int i = 0; i < nw; i++)
+            cr_assert_eq(l.tok_idx[a + i], want[i], "block %d: key %d is %d, want %d", qb, i, l.tok_idx[a + i],
+                         want[i]);
+    }
+    ab_layout_free(&l);
+    tprob_free(&t);
+}
