@@ -93,15 +93,21 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 #define DHSA_G  32 /* chunk representatives per group in kcd (four v8d) */
 
 /* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc,
- * or -1 out of memory. nd: (2 N) scratch. par: split the similarities over
- * the threads. */
-static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, float *sim, float *tmp,
-                        double *nd, int32_t *start, int par)
+ * or -1 out of memory. nd: (2 N) scratch. Also the summed queries of the
+ * head's query blocks (bq rows each) into qsum (nqb, d): Q's rows stream
+ * in the same pass as K's, two streams from memory side by side where one
+ * pass each had waited on its own. par: split the passes over the
+ * threads. */
+static int chunk_bounds(const dhsa_state *st, const float *k, const float *q, int N, int d, int bq,
+                        float *sim, float *tmp, double *nd, double *qsum, int32_t *start, int par)
 {
     /* |k_j|^2 and k_{j-1} . k_j, each a chain over c in order (as one loop
      * per key had them), sixteen keys at a time in vector lanes
-     * (bs_row_chains16). Key 0's norm is the same chain. */
+     * (bs_row_chains16). Key 0's norm is the same chain. A block's query
+     * sum: the rows added in order, each column a double chain (as the
+     * loop per block had it). */
     double *nrm = nd, *dot = nd + N;
+    const int nqb = (N + bq - 1) / bq;
     nrm[0] = 0.0;
     for (int c = 0; c < d; c++) nrm[0] += (double)k[c] * k[c];
     int bad = 0;
@@ -113,15 +119,26 @@ static int chunk_bounds(const dhsa_state *st, const float *k, int N, int d, floa
             bad = 1;
         }
 #pragma omp for schedule(static)
-        for (int j0 = 1; j0 < N; j0 += 16) {
-            /* the group DHSA_PF groups ahead: the stream from memory
-             * overlaps the transposes (the hardware prefetcher alone
-             * left this loop waiting on half of its lines) */
-            const float *pf = k + (size_t)(j0 + 16 * DHSA_PF) * d;
-            if (j0 + 16 * DHSA_PF + 16 <= N)
-                for (size_t o = 0; o < (size_t)16 * d; o += 16) __builtin_prefetch(pf + o);
-            if (t)
-                bs_row_chains16(k + (size_t)j0 * d, d, N - j0 < 16 ? N - j0 : 16, d, t, nrm + j0, dot + j0);
+        for (int qb = 0; qb < nqb; qb++) {
+            if (!t) continue;
+            const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+            double *qs = qsum + (size_t)qb * d;
+            for (int x = 0; x < d; x++) qs[x] = 0.0;
+            for (int g0 = r0; g0 < r1; g0 += 16) {
+                const int g1 = g0 + 16 < r1 ? g0 + 16 : r1;
+                /* the rows DHSA_PF groups ahead: the streams from memory
+                 * overlap the transposes (the hardware prefetcher alone
+                 * left these loops waiting on half of their lines) */
+                if (g0 + 16 * DHSA_PF + 16 <= N)
+                    for (size_t o = 0; o < (size_t)16 * d; o += 16) {
+                        __builtin_prefetch(k + (size_t)(g0 + 16 * DHSA_PF) * d + o);
+                        __builtin_prefetch(q + (size_t)(g0 + 16 * DHSA_PF) * d + o);
+                    }
+                for (int i = g0; i < g1; i++)
+                    for (int x = 0; x < d; x++) qs[x] += q[(size_t)i * d + x];
+                const int j0 = g0 > 1 ? g0 : 1;
+                if (j0 < g1) bs_row_chains16(k + (size_t)j0 * d, d, g1 - j0, d, t, nrm + j0, dot + j0);
+            }
         }
         free(t);
     }
@@ -224,11 +241,10 @@ static int dhsa_take(const bs_cand *sc, int n, const int32_t *start, int lo, int
  * (grouped, dhsa_head) and boundaries; sc, set, taken, key (C each)
  * and qm (d) are the caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
 static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, int qb,
-                      const double *kcd, const int32_t *start, int nc, double *qm, bs_cand *sc, int32_t *set,
-                      uint8_t *taken, uint64_t *key, int32_t *keys, double *bc)
+                      const double *kcd, const int32_t *start, int nc, const double *qsum, bs_cand *sc,
+                      int32_t *set, uint8_t *taken, uint64_t *key, int32_t *keys, double *bc)
 {
     const int N = pb->s.seq_len, d = pb->s.head_dim, causal = pb->s.causal, bq = l->block_q;
-    const float *q = pb->q + (size_t)h * N * d; /* (N, d) */
     const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
     const int e = causal ? r1 : N; /* candidates [0, e) */
     /* local window: the `window` most recent candidates, at least the
@@ -243,9 +259,7 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
     for (int j = 0; j < s1; j++) keys[nk++] = j;
     next = s1;
     if (m > 0) {
-        for (int x = 0; x < d; x++) qm[x] = 0.0;
-        for (int i = r0; i < r1; i++)
-            for (int x = 0; x < d; x++) qm[x] += q[(size_t)i * d + x];
+        const double *qm = qsum + (size_t)qb * d;       /* the block's summed query (chunk_bounds) */
         const double w = 1.0 / sqrt((double)(r1 - r0)); /* mean · sqrt(rows) */
         int n = 0;                                      /* the chunks starting before lo */
         while (n < nc && start[n] < lo) n++;
@@ -304,11 +318,12 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     double *nd = malloc((size_t)2 * N * sizeof *nd);          /* (2N) norms, dots */
     int32_t *start = malloc((size_t)(N + 1) * sizeof *start); /* (C + 1) */
     double *bc = calloc((size_t)2 * nqb, sizeof *bc);         /* (n_qblocks, 2) each block's cost */
+    double *qsum = malloc((size_t)nqb * d * sizeof *qsum);    /* (n_qblocks, d) summed queries */
     double *kcd = NULL;
-    int rc = (sim && tmp && nd && start && bc) ? AB_OK : AB_ENOMEM;
+    int rc = (sim && tmp && nd && start && bc && qsum) ? AB_OK : AB_ENOMEM;
     int nc = 0;
     if (rc == AB_OK) {
-        nc = chunk_bounds(st, k, N, d, sim, tmp, nd, start, par);
+        nc = chunk_bounds(st, k, pb->q + (size_t)h * N * d, N, d, l->block_q, sim, tmp, nd, qsum, start, par);
         if (nc < 0) rc = AB_ENOMEM;
     }
     if (rc == AB_OK) {
@@ -342,23 +357,21 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
         }
 #pragma omp parallel if (par)
         {
-            double *qm = malloc((size_t)d * sizeof *qm);              /* (d) pooled query */
             bs_cand *sc = malloc((size_t)nc * sizeof *sc + 1);        /* (C) */
             int32_t *set = malloc((size_t)nc * sizeof *set + 1);      /* (C) dhsa_take's */
             uint8_t *taken = malloc((size_t)nc + 1);                  /* (C) */
             uint64_t *key = malloc((size_t)2 * nc * sizeof *key + 1); /* (2C) bs_top_ascending's */
             int32_t *keys = malloc((size_t)3 * N * sizeof *keys);     /* (3N) one block's keys */
-            int r = qm && sc && set && taken && key && keys ? AB_OK : AB_ENOMEM;
+            int r = sc && set && taken && key && keys ? AB_OK : AB_ENOMEM;
 #pragma omp for schedule(dynamic, 4)
             for (int qb = 0; qb < nqb; qb++)
                 if (r == AB_OK)
-                    r = dhsa_block(st, pb, l, h, qb, kcd, start, nc, qm, sc, set, taken, key, keys,
+                    r = dhsa_block(st, pb, l, h, qb, kcd, start, nc, qsum, sc, set, taken, key, keys,
                                    bc + 2 * qb);
             if (r != AB_OK) {
 #pragma omp atomic write
                 rc = r;
             }
-            free(qm);
             free(sc);
             free(set);
             free(taken);
@@ -382,6 +395,7 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     free(start);
     free(bc);
     free(kcd);
+    free(qsum);
     return rc;
 }
 
