@@ -49,6 +49,8 @@
 #include <math.h>
 #include <stdlib.h>
 
+#define NOSA_ROWS 1024 /* rows of a head per task of the pooling pass (whole key blocks) */
+
 typedef struct nosa_state {
     double topk;  /* key blocks per query block, in all (mean) */
     double f_loc; /* share of topk for the local window */
@@ -112,6 +114,12 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
             lo[kb] = a;
             hi[kb] = b;
         }
+        /* One pass over each head's rows, NOSA_ROWS at a time: the query
+         * blocks, the key windows and the value norms that start in them
+         * (bs_mean_rows and the chains: the same sums, in the same order,
+         * as a pass over Q, then K, then V). The three streams from
+         * memory overlap, each prefetched a key block ahead. */
+        const int kpt = (NOSA_ROWS + bk - 1) / bk, nch = (nkb + kpt - 1) / kpt; /* key blocks a task */
 #pragma omp parallel
         {
             float *t = calloc((size_t)BS_RC_LD * d, sizeof *t); /* bs_row_chains16's transposed rows */
@@ -120,22 +128,31 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
                 rc = AB_ENOMEM;
             }
 #pragma omp for schedule(static)
-            for (int h = 0; h < H; h++) {
+            for (int task = 0; task < H * nch; task++) {
                 if (!t) continue;
-                bs_pool_mean(pb->q + (size_t)h * N * d, N, d, bq, pq + (size_t)h * nqb * d);
-                rs_pool_windows(pb->k + (size_t)h * N * d, N, d, kern, stride, ck + (size_t)h * nw * d);
+                const int h = task / nch, kb0 = task % nch * kpt, kb1 = kb0 + kpt < nkb ? kb0 + kpt : nkb;
+                const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
                 const float *v = pb->v + (size_t)h * N * d;
-                for (int kb = 0; kb < nkb; kb++) {
+                for (int kb = kb0; kb < kb1; kb++) {
                     const int r0 = kb * bk, r1 = r0 + bk < N ? r0 + bk : N;
+                    for (int qb = (r0 + bq - 1) / bq; qb * bq < r1; qb++)
+                        bs_mean_rows(q, d, qb * bq, N - qb * bq < bq ? N - qb * bq : bq,
+                                     pq + ((size_t)h * nqb + qb) * d);
+                    for (int w = (r0 + stride - 1) / stride; w * stride < r1; w++)
+                        bs_mean_rows(k, d, w * stride, N - w * stride < kern ? N - w * stride : kern,
+                                     ck + ((size_t)h * nw + w) * d);
                     double s = 0.0, q2[16];
                     /* sixteen rows' sums of squares in vector lanes, each
                      * the c-ordered chain of a loop per row (which waited
                      * on its add every step); the norms added in row order */
                     for (int i0 = r0; i0 < r1; i0 += 16) {
                         const int nu = r1 - i0 < 16 ? r1 - i0 : 16;
-                        if (i0 + 80 <= N) /* four groups ahead: the stream overlaps the transposes */
-                            for (int o = 0; o < 16 * d; o += 16)
-                                __builtin_prefetch(v + (size_t)(i0 + 64) * d + o);
+                        if (i0 + bk + 16 <= N) /* a key block ahead: the streams overlap the transposes */
+                            for (int o = 0; o < 16 * d; o += 16) {
+                                __builtin_prefetch(q + (size_t)(i0 + bk) * d + o);
+                                __builtin_prefetch(k + (size_t)(i0 + bk + kern) * d + o);
+                                __builtin_prefetch(v + (size_t)(i0 + bk) * d + o);
+                            }
                         bs_row_chains16(v + (size_t)i0 * d, d, nu, d, t, q2, NULL);
                         for (int u = 0; u < nu; u++) s += sqrt(q2[u]);
                     }
