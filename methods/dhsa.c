@@ -237,9 +237,10 @@ static int dhsa_take(const bs_cand *sc, int n, const int32_t *start, int lo, int
 }
 
 /* The chunks of one query block qb of head h into keys[] (ascending, no
- * repeats), then into l. kcd, start: the head's chunk representatives
- * (grouped, dhsa_head) and boundaries; sc, set, taken, key (C each)
- * and qm (d) are the caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
+ * repeats), then into l. kcd, start, qsum: the head's chunk
+ * representatives (grouped, dhsa_head), boundaries and summed queries
+ * (chunk_bounds); sc, set, taken, key (C each) and keys (3 N) are the
+ * caller's scratch. Adds the block's FLOPs and bytes to bc[0], bc[1]. */
 static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, int h, int qb,
                       const double *kcd, const int32_t *start, int nc, const double *qsum, bs_cand *sc,
                       int32_t *set, uint8_t *taken, uint64_t *key, int32_t *keys, double *bc)
@@ -357,11 +358,11 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
         }
 #pragma omp parallel if (par)
         {
-            bs_cand *sc = malloc((size_t)nc * sizeof *sc + 1);        /* (C) */
-            int32_t *set = malloc((size_t)nc * sizeof *set + 1);      /* (C) dhsa_take's */
-            uint8_t *taken = malloc((size_t)nc + 1);                  /* (C) */
-            uint64_t *key = malloc((size_t)2 * nc * sizeof *key + 1); /* (2C) bs_top_ascending's */
-            int32_t *keys = malloc((size_t)3 * N * sizeof *keys);     /* (3N) one block's keys */
+            bs_cand *sc = malloc((size_t)nc * sizeof *sc + 1);    /* (C) */
+            int32_t *set = malloc((size_t)nc * sizeof *set + 1);  /* (C) dhsa_take's */
+            uint8_t *taken = malloc((size_t)nc + 1);              /* (C) */
+            uint64_t *key = malloc((size_t)nc * sizeof *key + 1); /* (C) dhsa_take's score keys */
+            int32_t *keys = malloc((size_t)3 * N * sizeof *keys); /* (3N) one block's keys */
             int r = sc && set && taken && key && keys ? AB_OK : AB_ENOMEM;
 #pragma omp for schedule(dynamic, 4)
             for (int qb = 0; qb < nqb; qb++)
