@@ -147,7 +147,7 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
                      * on its add every step); the norms added in row order */
                     for (int i0 = r0; i0 < r1; i0 += 16) {
                         const int nu = r1 - i0 < 16 ? r1 - i0 : 16;
-                        if (i0 + bk + 16 <= N) /* a key block ahead: the streams overlap the transposes */
+                        if (i0 + bk + kern + 16 <= N) /* a key block ahead (K: its windows' ends) */
                             for (int o = 0; o < 16 * d; o += 16) {
                                 __builtin_prefetch(q + (size_t)(i0 + bk) * d + o);
                                 __builtin_prefetch(k + (size_t)(i0 + bk + kern) * d + o);
