@@ -147,13 +147,12 @@ static inline void bs_panel_pad(float *pan, int nj, int nc)
 /* Row chains, sixteen rows at a time: for the n <= 16 rows x_u = a + u lda
  * (u < n), sq[u] = sum_c x_u[c]^2 and, where dot is given, dot[u] = sum_c
  * x_{u-1}[c] x_u[c] (x_{-1} = a - lda, which must exist). Each is a double
- * chain over c in order, the bits of a scalar loop per row; the rows sit
- * in the lanes of two double vectors, transposed (with the row before)
- * into t: BS_RC_LD x d floats of the caller's scratch, zeroed once by the
- * caller so the lanes past n hold finite values. A loop per row waits on
- * its add every step, and a loop over rows side by side reads each
- * element with its own load and insert. */
-#define BS_RC_LD 17
+ * chain over c in order, the bits of a scalar loop per row. Under AVX-512
+ * (16 rows, d a multiple of 16) the rows sit in the lanes of two double
+ * vectors, transposed in registers; otherwise four rows' chains side by
+ * side, each element read with its own load (through a scratch transpose
+ * this was twice as slow under AVX2). A loop per row waits on its add
+ * every step. */
 #if defined(__AVX512F__)
 /* BS_RC_IX[i]: lane 0 from lane i of the second source (the row before),
  * lanes u >= 1 from lane u - 1 of the first (a transposed column): the
@@ -191,10 +190,10 @@ static const int32_t BS_RC_IX[16][16] = { { 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 #endif
 
 static inline __attribute__((always_inline)) void bs_row_chains16(const float *a, size_t lda, int n, int d,
-                                                                  float *t, double *sq, double *dot)
+                                                                  double *sq, double *dot)
 {
 #if defined(__AVX512F__)
-    if (n == 16 && d % 16 == 0) { /* the columns transposed in registers, not through t */
+    if (n == 16 && d % 16 == 0) { /* the columns transposed in registers */
         const float *row[16];
         for (int u = 0; u < 16; u++) row[u] = a + (size_t)u * lda;
         __m512d s0 = _mm512_setzero_pd(), s1 = s0, p0 = s0, p1 = s0;
@@ -229,30 +228,20 @@ static inline __attribute__((always_inline)) void bs_row_chains16(const float *a
         return;
     }
 #endif
-    if (dot)
-        bs_transpose(a - lda, lda, NULL, n + 1, d, t, BS_RC_LD);
-    else
-        bs_transpose(a, lda, NULL, n, d, t + 1, BS_RC_LD);
-    v8d s0 = { 0 }, s1 = { 0 }, p0 = { 0 }, p1 = { 0 };
-    for (int c = 0; c < d; c++) {
-        const float *r = t + (size_t)c * BS_RC_LD;
-        v8f x0, x1;
-        memcpy(&x0, r + 1, sizeof x0);
-        memcpy(&x1, r + 9, sizeof x1);
-        const v8d y0 = __builtin_convertvector(x0, v8d), y1 = __builtin_convertvector(x1, v8d);
-        s0 += y0 * y0;
-        s1 += y1 * y1;
-        if (dot) {
-            v8f w0, w1;
-            memcpy(&w0, r, sizeof w0);
-            memcpy(&w1, r + 8, sizeof w1);
-            p0 += __builtin_convertvector(w0, v8d) * y0;
-            p1 += __builtin_convertvector(w1, v8d) * y1;
+    for (int u0 = 0; u0 < n; u0 += 4) {
+        const int nu = n - u0 < 4 ? n - u0 : 4;
+        const float *b = a + (size_t)u0 * lda;
+        double s4[4] = { 0, 0, 0, 0 }, p4[4] = { 0, 0, 0, 0 };
+        for (int c = 0; c < d; c++)
+            for (int u = 0; u < 4; u++) {
+                const size_t o = (size_t)(u < nu ? u : 0) * lda + c; /* past n: row u0 again, unused */
+                s4[u] += (double)b[o] * b[o];
+                if (dot) p4[u] += (double)b[o - lda] * b[o];
+            }
+        for (int u = 0; u < nu; u++) {
+            sq[u0 + u] = s4[u];
+            if (dot) dot[u0 + u] = p4[u];
         }
-    }
-    for (int u = 0; u < n; u++) {
-        sq[u] = u < 8 ? s0[u] : s1[u - 8];
-        if (dot) dot[u] = u < 8 ? p0[u] : p1[u - 8];
     }
 }
 

@@ -92,8 +92,8 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 #define DHSA_PF 4  /* groups of 16 keys prefetched ahead in chunk_bounds */
 #define DHSA_G  32 /* chunk representatives per group in kcd (four v8d) */
 
-/* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc,
- * or -1 out of memory. nd: (2 N) scratch. Also the summed queries of the
+/* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc.
+ * nd: (2 N) scratch. Also the summed queries of the
  * head's query blocks (bq rows each) into qsum (nqb, d): Q's rows stream
  * in the same pass as K's, two streams from memory side by side where one
  * pass each had waited on its own. par: split the passes over the
@@ -110,39 +110,27 @@ static int chunk_bounds(const dhsa_state *st, const float *k, const float *q, in
     const int nqb = (N + bq - 1) / bq;
     nrm[0] = 0.0;
     for (int c = 0; c < d; c++) nrm[0] += (double)k[c] * k[c];
-    int bad = 0;
-#pragma omp parallel if (par)
-    {
-        float *t = calloc((size_t)BS_RC_LD * d, sizeof *t); /* transposed rows */
-        if (!t) {
-#pragma omp atomic write
-            bad = 1;
+#pragma omp parallel for schedule(static) if (par)
+    for (int qb = 0; qb < nqb; qb++) {
+        const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
+        double *qs = qsum + (size_t)qb * d;
+        for (int x = 0; x < d; x++) qs[x] = 0.0;
+        for (int g0 = r0; g0 < r1; g0 += 16) {
+            const int g1 = g0 + 16 < r1 ? g0 + 16 : r1;
+            /* the rows DHSA_PF groups ahead: the streams from memory
+             * overlap the transposes (the hardware prefetcher alone left
+             * these loops waiting on half of their lines) */
+            if (g0 + 16 * DHSA_PF + 16 <= N)
+                for (size_t o = 0; o < (size_t)16 * d; o += 16) {
+                    __builtin_prefetch(k + (size_t)(g0 + 16 * DHSA_PF) * d + o);
+                    __builtin_prefetch(q + (size_t)(g0 + 16 * DHSA_PF) * d + o);
+                }
+            for (int i = g0; i < g1; i++)
+                for (int x = 0; x < d; x++) qs[x] += q[(size_t)i * d + x];
+            const int j0 = g0 > 1 ? g0 : 1;
+            if (j0 < g1) bs_row_chains16(k + (size_t)j0 * d, d, g1 - j0, d, nrm + j0, dot + j0);
         }
-#pragma omp for schedule(static)
-        for (int qb = 0; qb < nqb; qb++) {
-            if (!t) continue;
-            const int r0 = qb * bq, r1 = r0 + bq < N ? r0 + bq : N;
-            double *qs = qsum + (size_t)qb * d;
-            for (int x = 0; x < d; x++) qs[x] = 0.0;
-            for (int g0 = r0; g0 < r1; g0 += 16) {
-                const int g1 = g0 + 16 < r1 ? g0 + 16 : r1;
-                /* the rows DHSA_PF groups ahead: the streams from memory
-                 * overlap the transposes (the hardware prefetcher alone
-                 * left these loops waiting on half of their lines) */
-                if (g0 + 16 * DHSA_PF + 16 <= N)
-                    for (size_t o = 0; o < (size_t)16 * d; o += 16) {
-                        __builtin_prefetch(k + (size_t)(g0 + 16 * DHSA_PF) * d + o);
-                        __builtin_prefetch(q + (size_t)(g0 + 16 * DHSA_PF) * d + o);
-                    }
-                for (int i = g0; i < g1; i++)
-                    for (int x = 0; x < d; x++) qs[x] += q[(size_t)i * d + x];
-                const int j0 = g0 > 1 ? g0 : 1;
-                if (j0 < g1) bs_row_chains16(k + (size_t)j0 * d, d, g1 - j0, d, t, nrm + j0, dot + j0);
-            }
-        }
-        free(t);
     }
-    if (bad) return -1;
     for (int j = 1; j < N; j++) {
         const double den = sqrt(nrm[j - 1] * nrm[j]);
         sim[j] = den > 0 ? (float)(dot[j] / den) : 1.0f;
@@ -325,9 +313,6 @@ static int dhsa_head(const dhsa_state *st, const ab_problem *pb, ab_layout *l, i
     int nc = 0;
     if (rc == AB_OK) {
         nc = chunk_bounds(st, k, pb->q + (size_t)h * N * d, N, d, l->block_q, sim, tmp, nd, qsum, start, par);
-        if (nc < 0) rc = AB_ENOMEM;
-    }
-    if (rc == AB_OK) {
         /* kcd: the representatives in groups of DHSA_G chunks, each group
          * (d, DHSA_G) with the chunks in the lanes, as doubles (the scores
          * widen them); chunks past nc zero */

@@ -120,48 +120,37 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
          * as a pass over Q, then K, then V). The three streams from
          * memory overlap, each prefetched a key block ahead. */
         const int kpt = (NOSA_ROWS + bk - 1) / bk, nch = (nkb + kpt - 1) / kpt; /* key blocks a task */
-#pragma omp parallel
-        {
-            float *t = calloc((size_t)BS_RC_LD * d, sizeof *t); /* bs_row_chains16's transposed rows */
-            if (!t) {
-#pragma omp atomic write
-                rc = AB_ENOMEM;
-            }
-#pragma omp for schedule(static)
-            for (int task = 0; task < H * nch; task++) {
-                if (!t) continue;
-                const int h = task / nch, kb0 = task % nch * kpt, kb1 = kb0 + kpt < nkb ? kb0 + kpt : nkb;
-                const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
-                const float *v = pb->v + (size_t)h * N * d;
-                for (int kb = kb0; kb < kb1; kb++) {
-                    const int r0 = kb * bk, r1 = r0 + bk < N ? r0 + bk : N;
-                    for (int qb = (r0 + bq - 1) / bq; qb * bq < r1; qb++)
-                        bs_mean_rows(q, d, qb * bq, N - qb * bq < bq ? N - qb * bq : bq,
-                                     pq + ((size_t)h * nqb + qb) * d);
-                    for (int w = (r0 + stride - 1) / stride; w * stride < r1; w++)
-                        bs_mean_rows(k, d, w * stride, N - w * stride < kern ? N - w * stride : kern,
-                                     ck + ((size_t)h * nw + w) * d);
-                    double s = 0.0, q2[16];
-                    /* sixteen rows' sums of squares in vector lanes, each
+#pragma omp parallel for schedule(static)
+        for (int task = 0; task < H * nch; task++) {
+            const int h = task / nch, kb0 = task % nch * kpt, kb1 = kb0 + kpt < nkb ? kb0 + kpt : nkb;
+            const float *q = pb->q + (size_t)h * N * d, *k = pb->k + (size_t)h * N * d;
+            const float *v = pb->v + (size_t)h * N * d;
+            for (int kb = kb0; kb < kb1; kb++) {
+                const int r0 = kb * bk, r1 = r0 + bk < N ? r0 + bk : N;
+                for (int qb = (r0 + bq - 1) / bq; qb * bq < r1; qb++)
+                    bs_mean_rows(q, d, qb * bq, N - qb * bq < bq ? N - qb * bq : bq,
+                                 pq + ((size_t)h * nqb + qb) * d);
+                for (int w = (r0 + stride - 1) / stride; w * stride < r1; w++)
+                    bs_mean_rows(k, d, w * stride, N - w * stride < kern ? N - w * stride : kern,
+                                 ck + ((size_t)h * nw + w) * d);
+                double s = 0.0, q2[16];
+                /* sixteen rows' sums of squares in vector lanes, each
                      * the c-ordered chain of a loop per row (which waited
                      * on its add every step); the norms added in row order */
-                    for (int i0 = r0; i0 < r1; i0 += 16) {
-                        const int nu = r1 - i0 < 16 ? r1 - i0 : 16;
-                        if (i0 + bk + kern + 16 <= N) /* a key block ahead (K: its windows' ends) */
-                            for (int o = 0; o < 16 * d; o += 16) {
-                                __builtin_prefetch(q + (size_t)(i0 + bk) * d + o);
-                                __builtin_prefetch(k + (size_t)(i0 + bk + kern) * d + o);
-                                __builtin_prefetch(v + (size_t)(i0 + bk) * d + o);
-                            }
-                        bs_row_chains16(v + (size_t)i0 * d, d, nu, d, t, q2, NULL);
-                        for (int u = 0; u < nu; u++) s += sqrt(q2[u]);
-                    }
-                    agn[(size_t)h * nkb + kb] = (float)(s / (r1 - r0));
+                for (int i0 = r0; i0 < r1; i0 += 16) {
+                    const int nu = r1 - i0 < 16 ? r1 - i0 : 16;
+                    if (i0 + bk + kern + 16 <= N) /* a key block ahead (K: its windows' ends) */
+                        for (int o = 0; o < 16 * d; o += 16) {
+                            __builtin_prefetch(q + (size_t)(i0 + bk) * d + o);
+                            __builtin_prefetch(k + (size_t)(i0 + bk + kern) * d + o);
+                            __builtin_prefetch(v + (size_t)(i0 + bk) * d + o);
+                        }
+                    bs_row_chains16(v + (size_t)i0 * d, d, nu, d, q2, NULL);
+                    for (int u = 0; u < nu; u++) s += sqrt(q2[u]);
                 }
+                agn[(size_t)h * nkb + kb] = (float)(s / (r1 - r0));
             }
-            free(t);
         }
-        if (rc != AB_OK) ab_set_error(state, "nosa_proxy: out of memory");
         double flops = (double)H * N * d * (1.0 + (double)kern / stride + 2.0) + (double)H * (nqb + nw) * d;
         double bytes = (3.0 * H * N * d + (double)H * (nqb + nw) * d + (double)H * nkb) * sizeof(float);
         const rs_spec sp = { .name = "nosa_proxy",
@@ -173,7 +162,7 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
                              .agn = agn,
                              .row = nosa_row,
                              .cfg = st };
-        if (rc == AB_OK) rc = rs_select(state, pb, l, &sp, &flops, &bytes);
+        rc = rs_select(state, pb, l, &sp, &flops, &bytes);
         if (rc == AB_OK) rc = ab_layout_set_cost(l, flops, bytes);
     } else {
         ab_set_error(state, "nosa_proxy: out of memory");

@@ -187,9 +187,9 @@ Test(block_score, transpose_is_the_copy_loop)
 
 /* bs_row_chains16 against one scalar loop per row (the bits dhsa's chunk
  * boundaries and nosa_proxy's value norms relied on before): sixteen
- * rows in registers (AVX-512, d a multiple of 16), through the scratch
- * otherwise, with and without the neighbour products; lanes past n and
- * the entries after them untouched. */
+ * rows in registers (AVX-512, d a multiple of 16), four rows side by side
+ * otherwise, with and without the neighbour products; the entries past n
+ * untouched. */
 Test(block_score, row_chains_are_the_scalar_chains)
 {
     static const int ns16[] = { 1, 7, 15, 16 }, dss[] = { 1, 15, 16, 17, 64, 80, 129 };
@@ -199,12 +199,10 @@ Test(block_score, row_chains_are_the_scalar_chains)
                 const int n = ns16[a], d = dss[b], lda = d + 3 * g; /* padded rows too */
                 float *x = rnd((size_t)(n + 1) * lda, 400u + (uint64_t)(n * 1000 + d));
                 for (int i = 0; i < (n + 1) * lda; i += 7) x[i] *= 1e3f; /* spread the magnitudes */
-                float *t = calloc((size_t)BS_RC_LD * d, sizeof *t);
                 double sq[17], dt[17];
-                cr_assert(t);
                 for (int w = 0; w < 2; w++) {
                     for (int u = 0; u < 17; u++) sq[u] = dt[u] = -7.0;
-                    bs_row_chains16(x + lda, (size_t)lda, n, d, t, sq, w ? dt : NULL);
+                    bs_row_chains16(x + lda, (size_t)lda, n, d, sq, w ? dt : NULL);
                     for (int u = 0; u < 17; u++) {
                         if (u >= n) {
                             cr_assert(sq[u] == -7.0 && dt[u] == -7.0, "n %d d %d: lane %d written", n, d, u);
@@ -226,7 +224,6 @@ Test(block_score, row_chains_are_the_scalar_chains)
                     }
                 }
                 free(x);
-                free(t);
             }
 }
 
