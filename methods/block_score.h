@@ -154,26 +154,8 @@ static inline void bs_panel_pad(float *pan, int nj, int nc)
  * this was twice as slow under AVX2). A loop per row waits on its add
  * every step. */
 #if defined(__AVX512F__)
-/* BS_RC_IX[i]: lane 0 from lane i of the second source (the row before),
- * lanes u >= 1 from lane u - 1 of the first (a transposed column): the
- * column of each row's predecessor. */
-static const int32_t BS_RC_IX[16][16] = { { 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 17, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 18, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 19, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 20, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 21, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 22, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 24, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 25, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 26, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 27, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 28, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 29, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 30, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 },
-                                          { 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 } };
-/* Column r (of the 16 rows, transposed in registers) into the chains. */
+/* Column r (of the 16 rows, transposed in registers) into the chains
+ * (inside bs_row_chains16: its accumulators, pr and prev_). */
 #define BS_RC_STEP(i, r)                                                                                     \
     do {                                                                                                     \
         const __m512d y0_ = _mm512_cvtps_pd(_mm512_castps512_ps256(r)),                                      \
@@ -182,7 +164,7 @@ static const int32_t BS_RC_IX[16][16] = { { 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
         s0 += y0_ * y0_;                                                                                     \
         s1 += y1_ * y1_;                                                                                     \
         if (dot) {                                                                                           \
-            const __m512 w_ = _mm512_permutex2var_ps(r, _mm512_loadu_si512(BS_RC_IX[i]), pr);                \
+            const __m512 w_ = _mm512_permutex2var_ps(r, _mm512_mask_set1_epi32(prev_, 1, 16 + (i)), pr);     \
             p0 += _mm512_cvtps_pd(_mm512_castps512_ps256(w_)) * y0_;                                         \
             p1 += _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w_), 1))) * y1_;  \
         }                                                                                                    \
@@ -197,6 +179,10 @@ static inline __attribute__((always_inline)) void bs_row_chains16(const float *a
         const float *row[16];
         for (int u = 0; u < 16; u++) row[u] = a + (size_t)u * lda;
         __m512d s0 = _mm512_setzero_pd(), s1 = s0, p0 = s0, p1 = s0;
+        /* the column of each row's predecessor: lane u >= 1 from lane u - 1
+         * of the transposed column; lane 0 (set per column in BS_RC_STEP)
+         * from lane i of the row before */
+        const __m512i prev_ = _mm512_set_epi32(14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0);
         for (int c0 = 0; c0 < d; c0 += 16) {
             const __m512 pr = dot ? _mm512_loadu_ps(a - lda + c0) : _mm512_setzero_ps();
             BS_T16_LOAD(row);
