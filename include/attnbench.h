@@ -450,6 +450,9 @@ void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse)
  * returns the sum. A vector exp on the CPU's widest ISA
  * (AVX-512: our inline exp, <= 1.24 ULP; AVX2: SLEEF, 1 ULP). */
 double ab_exp_shift_sum(float *x, int n, float shift);
+/* The same x[i] as ab_exp_shift_sum, bit for bit, without the sum (for
+ * callers that do not need it: on short rows the sum is most of the cost). */
+void ab_exp_shift(float *x, int n, float shift);
 
 /* ---- tasks ----------------------------------------------------------------
  * Synthetic tasks generate one attention layer's Q, K, V with a planted

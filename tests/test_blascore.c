@@ -166,6 +166,38 @@ Test(vexp, exp_shift_sum_matches_expf_on_every_isa)
     }
 }
 
+/* ab_exp_shift gives ab_exp_shift_sum's values bit for bit on every ISA
+ * (vector and tail elements alike), and the public one the picked ISA's. */
+Test(vexp, exp_shift_is_exp_shift_sum_without_the_sum)
+{
+    static float x[300], y[300];
+    for (int isa = 0; isa < AB_ISA_COUNT; isa++) {
+        if (!ab_cpu_isa_supported(isa)) continue;
+        static const int ns[] = { 0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 256, 300 };
+        for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+            const int n = ns[t];
+            for (int i = 0; i < n; i++)
+                x[i] = y[i] = (i % 5 == 2) ? -INFINITY : (float)((i * 53) % 97) * 0.21f - 9.0f;
+            if (isa == AB_ISA_AVX512) {
+                ab_exp_shift_sum_avx512(x, n, -0.75f);
+                ab_exp_shift_avx512(y, n, -0.75f);
+            } else if (isa == AB_ISA_AVX2) {
+                ab_exp_shift_sum_avx2(x, n, -0.75f);
+                ab_exp_shift_avx2(y, n, -0.75f);
+            } else {
+                ab_exp_shift_sum_portable(x, n, -0.75f);
+                ab_exp_shift_portable(y, n, -0.75f);
+            }
+            cr_expect(n == 0 || !memcmp(x, y, (size_t)n * sizeof *x), "%s n=%d: values differ",
+                      ab_cpu_isa_name(isa), n);
+        }
+    }
+    for (int i = 0; i < 37; i++) x[i] = y[i] = (float)i * -0.4f;
+    ab_exp_shift_sum(x, 37, 1.0f);
+    ab_exp_shift(y, 37, 1.0f);
+    cr_expect(!memcmp(x, y, sizeof(float) * 37), "public entry points differ");
+}
+
 /* The AVX-512 exp flushes results below FLT_MIN to zero (no subnormal p:
  * they cost microcode assists downstream), keeps the normal range and NaN. */
 Test(vexp, avx512_exp_flushes_subnormal_results)

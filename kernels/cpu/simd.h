@@ -82,6 +82,10 @@ int ab_kernel_layout_bf16_isa(const ab_problem *pb, const ab_layout *l, float *o
 double ab_exp_shift_sum_portable(float *x, int n, float shift);
 double ab_exp_shift_sum_avx2(float *x, int n, float shift);
 double ab_exp_shift_sum_avx512(float *x, int n, float shift);
+/* ab_cpu_exp_shift of kernels.h for each ISA. */
+void ab_exp_shift_portable(float *x, int n, float shift);
+void ab_exp_shift_avx2(float *x, int n, float shift);
+void ab_exp_shift_avx512(float *x, int n, float shift);
 
 /* The kernels of kernels.h with an explicit ISA (tests compare the paths;
  * the bench reports them). AB_EUNSUPPORTED when the CPU lacks isa. */

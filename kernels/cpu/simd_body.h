@@ -379,6 +379,18 @@ double F(ab_exp_shift_sum)(float *x, int n, float shift)
     return sum;
 }
 
+/* ab_exp_shift_sum's values without the sum: the same x[i], element for
+ * element (vector exp on the whole vectors, expf on the tail). For callers
+ * that drop the sum: on a row of 64 the lanes' reduction to double was most
+ * of the call (scatterbrain's feature rows and tiles, 2026-12-07). */
+void F(ab_exp_shift)(float *x, int n, float shift)
+{
+    const VT sh = VSET1(shift);
+    int i = 0;
+    for (; i + W <= n; i += W) VSTOREU(x + i, VEXP(VSUB(VLOADU(x + i), sh)));
+    for (; i < n; i++) x[i] = expf(x[i] - shift);
+}
+
 #undef AI
 #undef F
 #undef AB_CAT

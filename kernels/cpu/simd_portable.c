@@ -96,6 +96,22 @@ double ab_exp_shift_sum_portable(float *x, int n, float shift)
     return sum;
 }
 
+void ab_exp_shift_portable(float *x, int n, float shift)
+{
+    for (int i = 0; i < n; i++) x[i] = expf(x[i] - shift);
+}
+
+void ab_cpu_exp_shift(float *x, int n, float shift)
+{
+    static volatile int isa = -1; /* as ab_cpu_exp_shift_sum's */
+    if (isa < 0) isa = ab_cpu_isa_pick();
+    switch (isa) {
+    case AB_ISA_AVX512: ab_exp_shift_avx512(x, n, shift); break;
+    case AB_ISA_AVX2: ab_exp_shift_avx2(x, n, shift); break;
+    default: ab_exp_shift_portable(x, n, shift); break;
+    }
+}
+
 double ab_cpu_exp_shift_sum(float *x, int n, float shift)
 {
     static volatile int isa = -1; /* the pick never changes within a process: a racing first call is benign */
