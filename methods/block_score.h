@@ -231,6 +231,61 @@ static inline __attribute__((always_inline)) void bs_row_chains16(const float *a
     }
 }
 
+/* Float row chains, sixteen rows at a time: sq[u] = the float loop "s +=
+ * x_u[c] * x_u[c]" over c in order from 0 (each product rounded, then
+ * added: no FMA) for the n <= 16 rows x_u = a + u lda. Under AVX-512 (16
+ * rows, d a multiple of 16) the rows sit in the lanes of one vector,
+ * transposed in registers; otherwise four rows' chains side by side. */
+#if defined(__AVX512F__)
+#define BS_SQ_STEP(r) s = _mm512_add_ps(s, _mm512_mul_ps(r, r))
+#endif
+static inline void bs_row_sq16f(const float *a, size_t lda, int n, int d, float *sq)
+{
+#if defined(__AVX512F__)
+    if (n == 16 && d % 16 == 0) {
+        const float *row[16];
+        for (int u = 0; u < 16; u++) row[u] = a + (size_t)u * lda;
+        __m512 s = _mm512_setzero_ps();
+        for (int c0 = 0; c0 < d; c0 += 16) {
+            BS_T16_LOAD(row);
+            BS_T16(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
+            BS_SQ_STEP(r0);
+            BS_SQ_STEP(r1);
+            BS_SQ_STEP(r2);
+            BS_SQ_STEP(r3);
+            BS_SQ_STEP(r4);
+            BS_SQ_STEP(r5);
+            BS_SQ_STEP(r6);
+            BS_SQ_STEP(r7);
+            BS_SQ_STEP(r8);
+            BS_SQ_STEP(r9);
+            BS_SQ_STEP(r10);
+            BS_SQ_STEP(r11);
+            BS_SQ_STEP(r12);
+            BS_SQ_STEP(r13);
+            BS_SQ_STEP(r14);
+            BS_SQ_STEP(r15);
+            for (int u = 0; u < 16; u++) row[u] += 16;
+        }
+        _mm512_storeu_ps(sq, s);
+        return;
+    }
+#endif
+    for (int u0 = 0; u0 < n; u0 += 4) {
+        const int nu = n - u0 < 4 ? n - u0 : 4;
+        const float *x0 = a + (size_t)u0 * lda, *x1 = nu > 1 ? x0 + lda : x0, *x2 = nu > 2 ? x1 + lda : x0,
+                    *x3 = nu > 3 ? x2 + lda : x0; /* past n: row u0 again, unused */
+        float s4[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+        for (int c = 0; c < d; c++) {
+            s4[0] += x0[c] * x0[c];
+            s4[1] += x1[c] * x1[c];
+            s4[2] += x2[c] * x2[c];
+            s4[3] += x3[c] * x3[c];
+        }
+        for (int u = 0; u < nu; u++) sq[u0 + u] = s4[u];
+    }
+}
+
 /* Transposes columns [c0, c1) of rows [j0, j0 + nj) of B (row stride ldb)
  * into the panel bt[(c - c0) * BS_PANEL + j]; columns j >= nj of the panel are zeroed so the
  * vector kernel may read the whole panel width. */
@@ -798,10 +853,16 @@ static inline void bs_rowsum(const float *S, size_t lds, int m, const float *wf,
 /* C[i][j] (+)= sum_c A[i][c] * B[c][j] for i < m, j < n: A (m, K) row
  * stride lda, B (K, n) row stride ldb, C (m, n) row stride ldc; acc != 0 adds
  * to C, else overwrites it. bt: scratch of BS_KC * BS_PANEL floats (B is
- * copied one (depth chunk, 64-column) panel at a time). The P.V product of a
- * custom run(); each element one chain in c order, as bs_gemm_nt. */
-static inline void bs_gemm_nn(const float *A, int lda, int m, const float *B, int ldb, int K, int n, float *C,
-                              int ldc, int acc, float *bt)
+ * copied one (depth chunk, 64-column) panel at a time, unless its rows are
+ * already a panel's: n = ldb = BS_PANEL, as the values at d = 64, read in
+ * place). The P.V product of a custom run(); each element one chain in c
+ * order, as bs_gemm_nt.
+ * klim (NULL: K for all): the rows of register tile t (rows [t BS_MR,
+ * (t + 1) BS_MR)) sum over c < klim[t] <= K only, for an A whose later
+ * columns are zero in those rows (a causal tile's ragged edge): the same
+ * chains without their trailing fma(0, b, s) = s steps. */
+static inline void bs_gemm_nn_rag(const float *A, int lda, int m, const float *B, int ldb, int K,
+                                  const int *klim, int n, float *C, int ldc, int acc, float *bt)
 {
     if (K <= 0) {
         if (!acc)
@@ -813,40 +874,69 @@ static inline void bs_gemm_nn(const float *A, int lda, int m, const float *B, in
         const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
         for (int c0 = 0; c0 < K; c0 += BS_KC) {
             const int c1 = K - c0 < BS_KC ? K : c0 + BS_KC;
-            for (int c = c0; c < c1; c++) {
-                const float *b = B + (size_t)c * ldb + j0;
-                float *d = bt + (size_t)(c - c0) * BS_PANEL;
-                for (int j = 0; j < nj; j++) d[j] = b[j];
-                for (int j = nj; j < BS_PANEL; j++) d[j] = 0.0f;
+            const float *pan = B + (size_t)c0 * ldb; /* rows of BS_PANEL floats: the panel itself */
+            if (ldb != BS_PANEL || nj != BS_PANEL) {
+                for (int c = c0; c < c1; c++) {
+                    const float *b = B + (size_t)c * ldb + j0;
+                    float *d = bt + (size_t)(c - c0) * BS_PANEL;
+                    for (int j = 0; j < nj; j++) d[j] = b[j];
+                    for (int j = nj; j < BS_PANEL; j++) d[j] = 0.0f;
+                }
+                pan = bt;
             }
-            for (int i = 0; i < m; i += BS_MR)
-                bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, bt, c0, c1, 1.0f, 1.0f, c0 == 0 && !acc, 1,
+            for (int i = 0; i < m; i += BS_MR) {
+                int ce = c1;
+                if (klim) {
+                    const int kl = klim[i / BS_MR];
+                    ce = kl < c1 ? kl : c1;
+                    if (ce <= c0 && !(c0 == 0 && !acc)) continue; /* C holds the whole sum */
+                    ce = ce > c0 ? ce : c0;                       /* none at all: zeros */
+                }
+                bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, pan, c0, ce, 1.0f, 1.0f, c0 == 0 && !acc, 1,
                         C, ldc, j0, nj);
+            }
         }
     }
 }
 
+static inline void bs_gemm_nn(const float *A, int lda, int m, const float *B, int ldb, int K, int n, float *C,
+                              int ldc, int acc, float *bt)
+{
+    bs_gemm_nn_rag(A, lda, m, B, ldb, K, NULL, n, C, ldc, acc, bt);
+}
+
 /* bs_gemm_nt on a B packed once by bs_pack_nt (for a B reused by many
  * calls): C[i][j] = alpha * sum_c A[i][c] * B[j][c], i < m, j < n (n at most
- * the packed rows). Same arithmetic as bs_gemm_nt. */
-static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float *bp, int n, int D,
-                                     float alpha, float *C, int ldc)
+ * the packed rows). Same arithmetic as bs_gemm_nt. ncol (NULL: n for all):
+ * the rows of register tile t (rows [t BS_MR, (t + 1) BS_MR)) get columns
+ * j < ncol[t] <= n only (the others are not written). */
+static inline void bs_gemm_nt_packed_rag(const float *A, int lda, int m, const float *bp, int n,
+                                         const int *ncol, int D, float alpha, float *C, int ldc)
 {
     if (D <= 0) {
         for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = 0.0f;
+            for (int j = 0, e = ncol ? ncol[i / BS_MR] : n; j < e; j++) C[(size_t)i * ldc + j] = 0.0f;
         return;
     }
     for (int j0 = 0, p = 0; j0 < n; j0 += BS_PANEL, p++) {
-        const int nj = n - j0 < BS_PANEL ? n - j0 : BS_PANEL;
         const float *pan = bp + (size_t)p * D * BS_PANEL;
         for (int c0 = 0; c0 < D; c0 += BS_KC) {
             const int c1 = D - c0 < BS_KC ? D : c0 + BS_KC;
-            for (int i = 0; i < m; i += BS_MR)
+            for (int i = 0; i < m; i += BS_MR) {
+                const int e = ncol ? ncol[i / BS_MR] : n;
+                if (e <= j0) continue;
+                const int nj = e - j0 < BS_PANEL ? e - j0 : BS_PANEL;
                 bs_kern(A, lda, i, m - i < BS_MR ? m - i : BS_MR, pan + (size_t)c0 * BS_PANEL, c0, c1, 1.0f,
                         alpha, c0 == 0, c1 == D, C, ldc, j0, nj);
+            }
         }
     }
+}
+
+static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float *bp, int n, int D,
+                                     float alpha, float *C, int ldc)
+{
+    bs_gemm_nt_packed_rag(A, lda, m, bp, n, NULL, D, alpha, C, ldc);
 }
 
 /* Rows broadcast against a few transposed columns: P[a][j] = sum_c

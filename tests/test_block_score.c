@@ -227,6 +227,37 @@ Test(block_score, row_chains_are_the_scalar_chains)
             }
 }
 
+/* bs_row_sq16f: each row's float loop s += x[c] * x[c] (rounded product,
+ * then the add) in c order, bit for bit, on and off the register path. */
+Test(block_score, float_row_squares_are_the_scalar_loop)
+{
+    static const int ns16[] = { 1, 7, 15, 16 }, dss[] = { 1, 15, 16, 17, 64, 80, 129 };
+    for (int a = 0; a < NA(ns16); a++)
+        for (int b = 0; b < NA(dss); b++)
+            for (int g = 0; g < 2; g++) {
+                const int n = ns16[a], d = dss[b], lda = d + 5 * g;
+                float *x = rnd((size_t)n * lda, 900u + (uint64_t)(n * 1000 + d));
+                for (int i = 0; i < n * lda; i += 5) x[i] *= 3e3f;
+                float sq[17];
+                for (int u = 0; u < 17; u++) sq[u] = -7.0f;
+                bs_row_sq16f(x, (size_t)lda, n, d, sq);
+                for (int u = 0; u < 17; u++) {
+                    if (u >= n) {
+                        cr_assert(sq[u] == -7.0f, "n %d d %d: lane %d written", n, d, u);
+                        continue;
+                    }
+                    volatile float s = 0.0f; /* one rounding per product and per add */
+                    for (int c = 0; c < d; c++) {
+                        volatile float p = x[(size_t)u * lda + c] * x[(size_t)u * lda + c];
+                        s = s + p;
+                    }
+                    cr_assert(sq[u] == s, "n %d d %d lda %d: sq[%d] %.9g, want %.9g", n, d, lda, u, sq[u],
+                              (double)s);
+                }
+                free(x);
+            }
+}
+
 Test(block_score, gemm_nn_overwrites_or_adds_as_asked)
 {
     for (int a = 0; a < NA(ms); a++)
@@ -256,6 +287,77 @@ Test(block_score, gemm_nn_overwrites_or_adds_as_asked)
                         }
                 }
                 free(A), free(B), free(C0), free(C), free(bt);
+            }
+}
+
+/* The ragged forms: bs_gemm_nt_packed_rag writes register tile t's
+ * columns j < ncol[t] as the full product's chains and nothing past them;
+ * bs_gemm_nn_rag with klim[t] gives, on an A whose columns past klim[t]
+ * are zero in tile t, the bits of the full product (the chains without
+ * their fma(0, b, s) = s steps). Both with B's rows a panel's (n = ldb =
+ * BS_PANEL: bs_gemm_nn reads them in place) and padded. */
+Test(block_score, ragged_products_are_the_kept_chains)
+{
+    static const int rms[] = { 1, 5, 13, 64 }, rns[] = { 9, 64, 130, 256 }, rds[] = { 5, 64, 129, 256 };
+    for (int a = 0; a < NA(rms); a++)
+        for (int b = 0; b < NA(rns); b++)
+            for (int e = 0; e < NA(rds); e++) {
+                const int m = rms[a], n = rns[b], D = rds[e], nt = (m + BS_MR - 1) / BS_MR;
+                uint64_t sd = 77u + (uint64_t)(m * 7919 + n * 31 + D);
+                int lim[64];
+                for (int t = 0; t < nt; t++) lim[t] = (int)((urand(&sd) + 0.5f) * (float)(n + 1)) % (n + 1);
+                if (nt > 1) lim[nt - 1] = n; /* one tile whole, one maybe empty */
+                if (nt > 2) lim[0] = 0;
+                /* nt: C = A B^T, B packed */
+                float *A = rnd((size_t)m * D, sd), *B = rnd((size_t)n * D, sd + 1);
+                float *bp = malloc((size_t)((n + BS_PANEL - 1) / BS_PANEL) * BS_PANEL * D * sizeof *bp);
+                float *C = malloc((size_t)m * n * sizeof *C);
+                cr_assert(bp && C);
+                bs_pack_nt(B, D, n, D, bp);
+                for (size_t i = 0; i < (size_t)m * n; i++) C[i] = -7.0f;
+                bs_gemm_nt_packed_rag(A, D, m, bp, n, lim, D, 0.5f, C, n);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        const float got = C[(size_t)i * n + j];
+                        if (j >= lim[i / BS_MR]) {
+                            cr_assert(got == -7.0f,
+                                      "nt rag m %d n %d D %d: (%d, %d) past its tile's %d written", m, n, D,
+                                      i, j, lim[i / BS_MR]);
+                            continue;
+                        }
+                        const float want =
+                            chain(A + (size_t)i * D, 1, B + (size_t)j * D, 1, D, 1.0f, 0.5f, 0);
+                        cr_assert(got == want, "nt rag m %d n %d D %d (%d, %d): %.9g, chain %.9g", m, n, D, i,
+                                  j, got, want);
+                    }
+                free(B), free(bp), free(C);
+                /* nn: C (+)= A B, A's tile t zero past lim[t] (K = D here, the width n) */
+                const int K = n, nb = D, ldb = D == 64 ? 64 : D + 3;
+                float *A2 = rnd((size_t)m * K, sd + 2), *B2 = rnd((size_t)K * ldb, sd + 3);
+                for (int i = 0; i < m; i++)
+                    for (int c = lim[i / BS_MR]; c < K; c++) A2[(size_t)i * K + c] = 0.0f;
+                float *C0 = rnd((size_t)m * nb, sd + 4), *C1 = malloc((size_t)m * nb * sizeof *C1),
+                      *C2 = malloc((size_t)m * nb * sizeof *C2);
+                float *bt = malloc((size_t)BS_KC * BS_PANEL * sizeof *bt);
+                cr_assert(C1 && C2 && bt);
+                for (int add = 0; add < 2; add++) {
+                    memcpy(C1, C0, (size_t)m * nb * sizeof *C1);
+                    memcpy(C2, C0, (size_t)m * nb * sizeof *C2);
+                    bs_gemm_nn(A2, K, m, B2, ldb, K, nb, C1, nb, add, bt);
+                    bs_gemm_nn_rag(A2, K, m, B2, ldb, K, lim, nb, C2, nb, add, bt);
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < nb; j++) {
+                            const float c0 = C0[(size_t)i * nb + j];
+                            const float want =
+                                chain(A2 + (size_t)i * K, 1, B2 + j, ldb, K, 1.0f, 1.0f, add ? c0 : 0);
+                            cr_assert(C1[(size_t)i * nb + j] == want && C2[(size_t)i * nb + j] == want,
+                                      "nn add %d m %d K %d n %d ldb %d (%d, %d): full %.9g, ragged %.9g, "
+                                      "chain %.9g",
+                                      add, m, K, nb, ldb, i, j, C1[(size_t)i * nb + j],
+                                      C2[(size_t)i * nb + j], want);
+                        }
+                }
+                free(A), free(A2), free(B2), free(C0), free(C1), free(C2), free(bt);
             }
 }
 
