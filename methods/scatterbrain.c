@@ -29,7 +29,8 @@
  * phi(K)^T [V 1] added as one fp32 product), then the sparse correction bucket by
  * bucket: in round t the queries of code c attend the keys of code c (j <= i
  * under causal) in tiles of 64 queries x 256 keys (exact logits and feature
- * products as two packed GEMMs), skipping pairs an earlier round already
+ * products as two packed GEMMs; under causal each register tile of rows
+ * only up to the keys its last row may see), skipping pairs an earlier round already
  * gave, each pair weighing exp(s_ij) - phi(q_i).phi(k_j) in an online
  * softmax whose running max starts at the row's feature shift c_q,i + c_k
  * (so nothing overflows); then key i itself where no round shares its code;
@@ -75,6 +76,7 @@
 
 #define SB_CHUNK 64
 #define SB_MAXB  64
+#define SB_MAXR  2   /* rounds (hashes) */
 #define SB_QT    64  /* queries per bucket tile */
 #define SB_KT    256 /* keys per bucket tile (a multiple of BS_PANEL) */
 
@@ -120,7 +122,7 @@ static int sb_init(void *state, const ab_params *p, const ab_shape *s)
         return AB_EINVAL;
     }
     if (!(p->v[P_BUCKETS] >= 1 && p->v[P_BUCKETS] <= SB_MAXB) ||
-        !(p->v[P_HASHES] >= 1 && p->v[P_HASHES] <= 2) ||
+        !(p->v[P_HASHES] >= 1 && p->v[P_HASHES] <= SB_MAXR) ||
         !(p->v[P_FEATURES] >= 1 && p->v[P_FEATURES] <= 4096)) {
         ab_set_error(state, "scatterbrain: buckets in [1, %d], hashes in [1, 2], features in [1, 4096]",
                      SB_MAXB);
@@ -458,9 +460,11 @@ static void sb_buckets(const int *code, int n, int r, int b, int *start, int *li
  * in the new units). The caller then adds the new pairs' weights. */
 static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
 {
-    const float mo = w->rmx[i], mn = tm > mo ? tm : mo;
-    const double alpha = exp((double)mo - (double)mn);
-    *gl = (float)exp((double)(w->cq[i] + ck) - (double)mn); /* exp(lrs - mn) */
+    const float mo = w->rmx[i], mn = tm > mo ? tm : mo, lrs = w->cq[i] + ck;
+    /* exp(0) = 1 exactly: no call while the max stays where it was (a
+     * libm exp in double was 1.5 % of run()'s samples at 16K) */
+    const double alpha = mo == mn ? 1.0 : exp((double)mo - (double)mn);
+    *gl = lrs == mn ? 1.0f : (float)exp((double)lrs - (double)mn); /* exp(lrs - mn) */
     w->rsm[i] *= alpha;
     w->rmx[i] = mn;
     if (alpha != 1.0) {
@@ -471,12 +475,15 @@ static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
     return mn;
 }
 
-/* s[c] -= g[c] for c < n; returns the sum of the new s[c] in double: two
- * accumulators of eight lanes, added lane pairs first, then the tail (one
- * chain of n dependent adds was the largest part of a tile's own time). */
-static double sb_sub_sum(float *s, const float *g, int n)
+/* s[c] -= g[c] gl for c < n (the product rounded, then the difference);
+ * returns the sum of the new s[c] in double: two accumulators of eight
+ * lanes, added lane pairs first, then the tail (one chain of n dependent
+ * adds was the largest part of a tile's own time). */
+static double sb_sub_sum(float *s, const float *g, float gl, int n)
 {
     v8d a0 = { 0 }, a1 = { 0 };
+    v8f gv = { 0 };
+    gv += gl;
     int c = 0;
     for (; c + 16 <= n; c += 16) {
         v8f x0, x1, y0, y1;
@@ -484,6 +491,8 @@ static double sb_sub_sum(float *s, const float *g, int n)
         memcpy(&x1, s + c + 8, sizeof x1);
         memcpy(&y0, g + c, sizeof y0);
         memcpy(&y1, g + c + 8, sizeof y1);
+        y0 *= gv;
+        y1 *= gv;
         x0 -= y0;
         x1 -= y1;
         memcpy(s + c, &x0, sizeof x0);
@@ -494,10 +503,64 @@ static double sb_sub_sum(float *s, const float *g, int n)
     a0 += a1;
     double ps = v8d_sum(&a0);
     for (; c < n; c++) {
-        s[c] -= g[c];
+        const float y = g[c] * gl;
+        s[c] -= y;
         ps += s[c];
     }
     return ps;
+}
+
+/* A tile row's mask in one pass: s[c] = -inf and g[c] = 0 where key
+ * kidx[c] is past jmax or an earlier round gave it the row's code (qv[tp]
+ * against kcode row tp, tp < t); returns the max of the new s as bs_max
+ * gives it (NaN when s[0] is; else NaN entries skipped). The loops it
+ * replaced read the row four times. */
+static float sb_mask_max(float *s, float *g, const int32_t *kidx, int jmax, const int32_t *kcode,
+                         const int *qv, int t, int nc)
+{
+    typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
+    const vf ninf = v_splat(-INFINITY);
+    vf mx = ninf;
+    int c = 0;
+    for (; c + VW <= nc; c += VW) {
+        vi kv, drop;
+        memcpy(&kv, kidx + c, sizeof kv);
+        drop = kv > jmax;
+        for (int tp = 0; tp < t; tp++) {
+            vi kc;
+            memcpy(&kc, kcode + (size_t)tp * SB_KT + c, sizeof kc);
+            drop |= kc == qv[tp];
+        }
+        vi x, y;
+        memcpy(&x, s + c, sizeof x);
+        memcpy(&y, g + c, sizeof y);
+        vi ni;
+        memcpy(&ni, &ninf, sizeof ni);
+        x = (x & ~drop) | (ni & drop);
+        y &= ~drop; /* +0.0f */
+        memcpy(s + c, &x, sizeof x);
+        memcpy(g + c, &y, sizeof y);
+        vf xf;
+        memcpy(&xf, &x, sizeof xf);
+        const vi gt = xf > mx;
+        vi mi;
+        memcpy(&mi, &mx, sizeof mi);
+        mi = (x & gt) | (mi & ~gt);
+        memcpy(&mx, &mi, sizeof mx);
+    }
+    float lanes[VW], m = -INFINITY;
+    v_store(lanes, mx);
+    for (int u = 0; u < VW; u++) m = lanes[u] > m ? lanes[u] : m;
+    for (; c < nc; c++) {
+        int drop = kidx[c] > jmax;
+        for (int tp = 0; tp < t; tp++) drop |= kcode[(size_t)tp * SB_KT + c] == qv[tp];
+        if (drop) {
+            s[c] = -INFINITY;
+            g[c] = 0.0f;
+        }
+        m = s[c] > m ? s[c] : m;
+    }
+    return nc > 0 && s[0] != s[0] ? s[0] : nc > 0 ? m : -INFINITY;
 }
 
 /* One tile of the sparse correction: rows w->rows[0, na) (their queries in
@@ -510,38 +573,50 @@ static double sb_sub_sum(float *s, const float *g, int n)
 static void sb_tile(sb_work *w, const float *kp, const float *fp, const float *vg, const int32_t *kidx,
                     int na, int nk, int d, int m, int n, int t, int causal, float scale, float ck)
 {
-    bs_gemm_nt_packed(w->qg, d, na, kp, nk, d, scale, w->sc, SB_KT);
-    bs_gemm_nt_packed(w->pg, m, na, fp, nk, m, 1.0f, w->lt, SB_KT);
+    /* Under causal the keys a row may see are a prefix of the tile's (rows
+     * and keys ascend): each register tile of BS_MR rows computes the
+     * columns up to its last row's prefix, rounded up to 16 (at most nk),
+     * and its rows' loops below run that far. Past a row's own prefix the
+     * mask gives what the whole width gave (-inf, weight 0); the rounding
+     * keeps every kept column in the vector part of the exp and the sums,
+     * so the results are the same bits as over all nk columns, which the
+     * last tenth of the products had computed for nothing (2026-12-07). */
+    int ncol[SB_QT / BS_MR + 1];
+    for (int a0 = 0, c = 0; a0 < na; a0 += BS_MR) {
+        const int al = (a0 + BS_MR < na ? a0 + BS_MR : na) - 1;
+        if (causal)
+            while (c < nk && kidx[c] <= w->rows[al]) c++;
+        else
+            c = nk;
+        const int c16 = (c + 15) / 16 * 16;
+        ncol[a0 / BS_MR] = c16 < nk ? c16 : nk;
+    }
+    bs_gemm_nt_packed_rag(w->qg, d, na, kp, nk, ncol, d, scale, w->sc, SB_KT);
+    bs_gemm_nt_packed_rag(w->pg, m, na, fp, nk, ncol, m, 1.0f, w->lt, SB_KT);
     for (int tp = 0; tp < t; tp++) /* the keys' codes of the earlier rounds, once per tile */
         for (int c = 0; c < nk; c++) w->kcode[(size_t)tp * SB_KT + c] = w->kc[(size_t)tp * n + kidx[c]];
     int any = 0;
     unsigned char upd[SB_QT];
     for (int a = 0; a < na; a++) {
-        const int i = w->rows[a];
+        const int i = w->rows[a], nc = ncol[a / BS_MR];
         float *s = w->sc + (size_t)a * SB_KT, *g = w->lt + (size_t)a * SB_KT;
-        const int jmax = causal ? i : n - 1;
-        for (int c = 0; c < nk; c++) s[c] = kidx[c] <= jmax ? s[c] : -INFINITY;
-        for (int tp = 0; tp < t; tp++) { /* pairs of an earlier round */
-            const int qv = w->qc[(size_t)tp * n + i];
-            const int32_t *kc = w->kcode + (size_t)tp * SB_KT;
-            for (int c = 0; c < nk; c++) s[c] = kc[c] == qv ? -INFINITY : s[c];
-        }
-        const float tm = bs_max(s, nk);
+        int qv[SB_MAXR]; /* the row's codes of the earlier rounds */
+        for (int tp = 0; tp < t; tp++) qv[tp] = w->qc[(size_t)tp * n + i];
+        const float tm = sb_mask_max(s, g, kidx, causal ? i : n - 1, w->kcode, qv, t, nc);
         if (!(tm > -INFINITY)) {
-            for (int c = 0; c < nk; c++) s[c] = 0.0f;
+            for (int c = 0; c < nc; c++) s[c] = 0.0f;
             upd[a] = 0;
             continue;
         }
         float gl;
         const float mn = sb_rebase(w, i, tm, d, ck, &gl);
-        for (int c = 0; c < nk; c++) g[c] = s[c] > -INFINITY ? g[c] * gl : 0.0f;
-        ab_exp_shift_sum(s, nk, mn);
-        w->rsm[i] += sb_sub_sum(s, g, nk);
+        ab_exp_shift(s, nc, mn);
+        w->rsm[i] += sb_sub_sum(s, g, gl, nc);
         upd[a] = 1;
         any = 1;
     }
     if (!any) return;
-    bs_gemm_nn(w->sc, SB_KT, na, vg, d, nk, d, w->o, d, 0, w->bt);
+    bs_gemm_nn_rag(w->sc, SB_KT, na, vg, d, nk, ncol, d, w->o, d, 0, w->bt);
     for (int a = 0; a < na; a++) {
         if (!upd[a]) continue;
         float *orow = w->racc + (size_t)w->rows[a] * d;
@@ -550,27 +625,41 @@ static void sb_tile(sb_work *w, const float *kp, const float *fp, const float *v
     }
 }
 
-/* sb_tile for the single pair (i, i): the same weight exp(s_ii) -
- * exp(lrs_i) phi_i.phi_i in the row's running units, the logit and the
- * feature product as one FMA chain each in element order (as the tile's
- * GEMMs compute them). */
-static void sb_own(sb_work *w, const float *q, const float *k, const float *v, int i, int d, int m,
-                   float scale, float ck)
+/* sb_tile for the single pairs (i, i) of the nr <= 4 rows rows[]: the
+ * same weight exp(s_ii) - exp(lrs_i) phi_i.phi_i in the row's running
+ * units, the logit and the feature product as one FMA chain each in
+ * element order (as the tile's GEMMs compute them). The rows' chains run
+ * side by side: one row's chain alone waited on the FMA latency (3 % of
+ * run()'s samples at 16K). */
+static void sb_own(sb_work *w, const float *q, const float *k, const float *v, const int *rows, int nr, int d,
+                   int m, float scale, float ck)
 {
-    const float *qi = q + (size_t)i * d, *ki = k + (size_t)i * d, *vi = v + (size_t)i * d;
-    const float *fq = w->pq + (size_t)i * m, *fk = w->pk + (size_t)i * m;
-    float dot = 0.0f, fd = 0.0f;
-    for (int e = 0; e < d; e++) dot = fmaf(qi[e], ki[e], dot);
-    for (int x = 0; x < m; x++) fd = fmaf(fq[x], fk[x], fd);
-    float s = scale * dot;
-    if (!(s > -INFINITY)) return; /* NaN input: as the tile, no update */
-    float gl;
-    const float mn = sb_rebase(w, i, s, d, ck, &gl);
-    ab_exp_shift_sum(&s, 1, mn);
-    s -= fd * gl;
-    w->rsm[i] += s;
-    float *orow = w->racc + (size_t)i * d;
-    for (int e = 0; e < d; e++) orow[e] += s * vi[e];
+    const float *qr[4], *kr[4], *fq[4], *fk[4];
+    for (int u = 0; u < 4; u++) { /* past nr: rows[0] again, unused */
+        const size_t i = (size_t)rows[u < nr ? u : 0];
+        qr[u] = q + i * d;
+        kr[u] = k + i * d;
+        fq[u] = w->pq + i * m;
+        fk[u] = w->pk + i * m;
+    }
+    float dot[4] = { 0.0f, 0.0f, 0.0f, 0.0f }, fd[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    for (int e = 0; e < d; e++)
+        for (int u = 0; u < 4; u++) dot[u] = fmaf(qr[u][e], kr[u][e], dot[u]);
+    for (int x = 0; x < m; x++)
+        for (int u = 0; u < 4; u++) fd[u] = fmaf(fq[u][x], fk[u][x], fd[u]);
+    for (int u = 0; u < nr; u++) {
+        const int i = rows[u];
+        float s = scale * dot[u];
+        if (!(s > -INFINITY)) continue; /* NaN input: as the tile, no update */
+        float gl;
+        const float mn = sb_rebase(w, i, s, d, ck, &gl);
+        ab_exp_shift(&s, 1, mn);
+        s -= fd[u] * gl;
+        w->rsm[i] += s;
+        float *orow = w->racc + (size_t)i * d;
+        const float *vi = v + (size_t)i * d;
+        for (int e = 0; e < d; e++) orow[e] += s * vi[e];
+    }
 }
 
 /* Room in w->kp, w->fp and w->vg for a bucket's first nk keys, the packed
@@ -676,10 +765,18 @@ static int sb_sparse(sb_work *w, const float *q, const float *k, const float *v,
         }
         /* the row's own key, when it shares no code with the query: one
          * pair, sb_tile's update without a tile (a 1 x 1 tile would pack and
-         * zero two 64-wide panels per row) */
+         * zero two 64-wide panels per row), four such rows at a time */
+        int own4[4], no = 0;
 #pragma omp for schedule(static)
         for (int i = 0; i < n; i++)
-            if (!sb_shared(tw.qc, tw.kc, n, r, i, i)) sb_own(&tw, q, k, v, i, d, m, scale, ck);
+            if (!sb_shared(tw.qc, tw.kc, n, r, i, i)) {
+                own4[no++] = i;
+                if (no == 4) {
+                    sb_own(&tw, q, k, v, own4, no, d, m, scale, ck);
+                    no = 0;
+                }
+            }
+        if (no) sb_own(&tw, q, k, v, own4, no, d, m, scale, ck);
         if (own) {
             sb_tile_free(&tw);
         } else { /* sb_bucket_room may have moved w's key buffers */
@@ -694,7 +791,8 @@ static int sb_sparse(sb_work *w, const float *q, const float *k, const float *v,
 #pragma omp parallel for schedule(static) if (par)
     for (int i = 0; i < n; i++) {
         const float lrs = w->cq[i] + ck;
-        const double f = exp((double)lrs - (double)w->rmx[i]); /* low-rank units in the row's */
+        const double f =
+            lrs == w->rmx[i] ? 1.0 : exp((double)lrs - (double)w->rmx[i]); /* low-rank units in the row's */
         const float *lri = w->lr + (size_t)i * d1, *acc = w->racc + (size_t)i * d;
         const double den = f * lri[d] + w->rsm[i];
         const float inv = (float)(1.0 / den);
@@ -880,7 +978,7 @@ const ab_method ab_scatterbrain = {
     .params = {
         [P_BUCKETS] = { .name = "buckets", .def = 8, .min = 1, .max = SB_MAXB, .is_int = 1,
                         .help = "LSH buckets per round (density falls as it rises; 1 = exact attention)" },
-        [P_HASHES] = { .name = "hashes", .def = 2, .min = 1, .max = 2, .is_int = 1,
+        [P_HASHES] = { .name = "hashes", .def = 2, .min = 1, .max = SB_MAXR, .is_int = 1,
                        .help = "LSH rounds (a key is in the sparse set if it shares a bucket in any round)" },
         [P_FEATURES] = { .name = "features", .def = 64, .min = 1, .max = 4096, .is_int = 1,
                          .help = "FAVOR+ random features m of the low-rank part" },
