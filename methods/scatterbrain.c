@@ -74,11 +74,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* rows of a low-rank chunk: BS_PANEL, so a chunk's transposed key
+ * features are one packed panel (sb_lowrank's in-chunk product) */
 #define SB_CHUNK 64
-#define SB_MAXB  64
-#define SB_MAXR  2   /* rounds (hashes) */
-#define SB_QT    64  /* queries per bucket tile */
-#define SB_KT    256 /* keys per bucket tile (a multiple of BS_PANEL) */
+_Static_assert(SB_CHUNK == BS_PANEL, "a low-rank chunk is one panel");
+#define SB_MAXB 64
+#define SB_MAXR 2   /* rounds (hashes) */
+#define SB_QT   64  /* queries per bucket tile */
+#define SB_KT   256 /* keys per bucket tile (a multiple of BS_PANEL) */
 
 enum { P_BUCKETS = 0, P_HASHES, P_FEATURES, P_COUNT };
 
@@ -417,11 +420,19 @@ static void sb_lowrank(sb_work *w, const float *v, int n, int d, int m, int caus
         sb_ones_readout(w, w->pq + (size_t)c0 * m, L, m, w->z, o, d1);
         /* the state past the chunk; its transposed features give the tile */
         sb_state_add(w, v, c0, L, d1, m);
-        /* in-chunk: tril(PQ PK^T) [V 1] (the chains of bs_gemm_nt on pk) */
-        bs_gemm_nn(w->pq + (size_t)c0 * m, m, L, w->kt, SB_CHUNK, m, L, w->tile, SB_CHUNK, 0, w->bt);
+        /* in-chunk: tril(PQ PK^T) [V 1] (the chains of bs_gemm_nt on pk).
+         * w->kt (m, SB_CHUNK) is one packed panel of the chunk's keys, so
+         * each register tile of rows computes the keys up to its last row
+         * only (lim), and the product with V sums over those only: past
+         * the diagonal the tile is zero, the same chains without their
+         * fma(0, v, s) = s steps (2026-12-07: half of the two products) */
+        int lim[SB_CHUNK / BS_MR + 1];
+        for (int t = 0; t * BS_MR < L; t++) lim[t] = (t + 1) * BS_MR < L ? (t + 1) * BS_MR : L;
+        if (L < SB_CHUNK) bs_panel_pad(w->kt, L, m);
+        bs_gemm_nt_packed_rag(w->pq + (size_t)c0 * m, m, L, w->kt, L, lim, m, 1.0f, w->tile, SB_CHUNK);
         for (int i = 0; i < L; i++)
             for (int j = i + 1; j < L; j++) w->tile[(size_t)i * SB_CHUNK + j] = 0.0f;
-        bs_gemm_nn(w->tile, SB_CHUNK, L, v + (size_t)c0 * d, d, L, d, o, d1, 1, w->bt);
+        bs_gemm_nn_rag(w->tile, SB_CHUNK, L, v + (size_t)c0 * d, d, L, lim, d, o, d1, 1, w->bt);
         /* its ones column: the row sums of the tile, zeros included, added
          * in key order to what the readout left (the GEMM's chain) */
         bs_transpose(w->tile, SB_CHUNK, NULL, L, L, w->pqt, SB_CHUNK);
