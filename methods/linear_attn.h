@@ -44,6 +44,7 @@
 #include "methods/vecf.h"
 
 #define LA_CHUNK 64
+_Static_assert(LA_CHUNK == BS_PANEL, "a chunk's transposed key features are one packed panel");
 
 /* Features made a chunk at a time (la_args.feat): rows [r0, r0 + L) of
  * head h, L <= LA_CHUNK, query features into fq (L, m) and key features
@@ -244,7 +245,15 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
      * decay scaling below. */
     bs_transpose(pk, (size_t)m, NULL, L, m, w->kt, LA_CHUNK);
     if (out) {
-        bs_gemm_nn(pq, m, L, w->kt, LA_CHUNK, m, L, w->t, LA_CHUNK, 0, w->bt);
+        /* kt (m, LA_CHUNK) is one packed panel of the chunk's keys: each
+         * register tile of rows computes the keys up to its last row only
+         * (lim), and the product with V sums over those only (past the
+         * diagonal the tile is zero: the same chains without their
+         * fma(0, v, s) = s steps) */
+        int lim[LA_CHUNK / BS_MR + 1];
+        for (int t = 0; t * BS_MR < L; t++) lim[t] = (t + 1) * BS_MR < L ? (t + 1) * BS_MR : L;
+        if (L < LA_CHUNK) bs_panel_pad(w->kt, L, m);
+        bs_gemm_nt_packed_rag(pq, m, L, w->kt, L, lim, m, 1.0f, w->t, LA_CHUNK);
         for (int i = 0; i < L; i++) {
             float *tr = w->t + (size_t)i * LA_CHUNK;
             double s = 0;
@@ -255,7 +264,7 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
             for (int j = i + 1; j < L; j++) tr[j] = 0.0f;
             w->den[i] = s;
         }
-        bs_gemm_nn(w->t, LA_CHUNK, L, v, d, L, d, out, d, 0, w->bt);
+        bs_gemm_nn_rag(w->t, LA_CHUNK, L, v, d, L, lim, d, out, d, 0, w->bt);
         if (have_state) {
             const float *qa = pq;
             if (ld) {
