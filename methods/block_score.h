@@ -74,6 +74,27 @@ static const int32_t BS_T16_IX[4][2][16] = {
         BS_T16_STAGE(2, r0, r2, r1, r3, r4, r6, r5, r7, r8, r10, r9, r11, r12, r14, r13, r15); \
         BS_T16_STAGE(3, r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15); \
     } while (0)
+/* STEP(i, ri) for the sixteen rows r0 .. r15 in order (after BS_T16:
+ * column i of the transposed block). */
+#define BS_T16_EACH(STEP) \
+    do {                  \
+        STEP(0, r0);      \
+        STEP(1, r1);      \
+        STEP(2, r2);      \
+        STEP(3, r3);      \
+        STEP(4, r4);      \
+        STEP(5, r5);      \
+        STEP(6, r6);      \
+        STEP(7, r7);      \
+        STEP(8, r8);      \
+        STEP(9, r9);      \
+        STEP(10, r10);    \
+        STEP(11, r11);    \
+        STEP(12, r12);    \
+        STEP(13, r13);    \
+        STEP(14, r14);    \
+        STEP(15, r15);    \
+    } while (0)
 #define BS_T16_LOAD(row)                                                                                   \
     __m512 r0 = _mm512_loadu_ps(row[0]), r1 = _mm512_loadu_ps(row[1]), r2 = _mm512_loadu_ps(row[2]),       \
            r3 = _mm512_loadu_ps(row[3]), r4 = _mm512_loadu_ps(row[4]), r5 = _mm512_loadu_ps(row[5]),       \
@@ -187,22 +208,7 @@ static inline __attribute__((always_inline)) void bs_row_chains16(const float *a
             const __m512 pr = dot ? _mm512_loadu_ps(a - lda + c0) : _mm512_setzero_ps();
             BS_T16_LOAD(row);
             BS_T16(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
-            BS_RC_STEP(0, r0);
-            BS_RC_STEP(1, r1);
-            BS_RC_STEP(2, r2);
-            BS_RC_STEP(3, r3);
-            BS_RC_STEP(4, r4);
-            BS_RC_STEP(5, r5);
-            BS_RC_STEP(6, r6);
-            BS_RC_STEP(7, r7);
-            BS_RC_STEP(8, r8);
-            BS_RC_STEP(9, r9);
-            BS_RC_STEP(10, r10);
-            BS_RC_STEP(11, r11);
-            BS_RC_STEP(12, r12);
-            BS_RC_STEP(13, r13);
-            BS_RC_STEP(14, r14);
-            BS_RC_STEP(15, r15);
+            BS_T16_EACH(BS_RC_STEP);
             for (int u = 0; u < 16; u++) row[u] += 16;
         }
         _mm512_storeu_pd(sq, s0);
@@ -237,7 +243,7 @@ static inline __attribute__((always_inline)) void bs_row_chains16(const float *a
  * rows, d a multiple of 16) the rows sit in the lanes of one vector,
  * transposed in registers; otherwise four rows' chains side by side. */
 #if defined(__AVX512F__)
-#define BS_SQ_STEP(r) s = _mm512_add_ps(s, _mm512_mul_ps(r, r))
+#define BS_SQ_STEP(i, r) s = _mm512_add_ps(s, _mm512_mul_ps(r, r))
 #endif
 static inline void bs_row_sq16f(const float *a, size_t lda, int n, int d, float *sq)
 {
@@ -249,22 +255,7 @@ static inline void bs_row_sq16f(const float *a, size_t lda, int n, int d, float 
         for (int c0 = 0; c0 < d; c0 += 16) {
             BS_T16_LOAD(row);
             BS_T16(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
-            BS_SQ_STEP(r0);
-            BS_SQ_STEP(r1);
-            BS_SQ_STEP(r2);
-            BS_SQ_STEP(r3);
-            BS_SQ_STEP(r4);
-            BS_SQ_STEP(r5);
-            BS_SQ_STEP(r6);
-            BS_SQ_STEP(r7);
-            BS_SQ_STEP(r8);
-            BS_SQ_STEP(r9);
-            BS_SQ_STEP(r10);
-            BS_SQ_STEP(r11);
-            BS_SQ_STEP(r12);
-            BS_SQ_STEP(r13);
-            BS_SQ_STEP(r14);
-            BS_SQ_STEP(r15);
+            BS_T16_EACH(BS_SQ_STEP);
             for (int u = 0; u < 16; u++) row[u] += 16;
         }
         _mm512_storeu_ps(sq, s);
@@ -937,6 +928,21 @@ static inline void bs_gemm_nt_packed(const float *A, int lda, int m, const float
                                      float alpha, float *C, int ldc)
 {
     bs_gemm_nt_packed_rag(A, lda, m, bp, n, NULL, D, alpha, C, ldc);
+}
+
+/* The score tile of a causal chunk of L <= BS_PANEL rows: T[i][j] = sum_x
+ * A[i][x] kt[x][j] (the chains of bs_gemm_nn on kt), kt (D, BS_PANEL) the
+ * chunk's keys transposed, i.e. one packed panel (columns past L zeroed
+ * here). Register tile t of rows computes the keys up to its last row
+ * only, lim[t] of them; the caller zeroes T past the diagonal and may
+ * then sum over lim[t] keys only (bs_gemm_nn_rag): the tile is zero past
+ * them. lim: (L + BS_MR - 1) / BS_MR ints. */
+static inline void bs_tril_scores(const float *A, int lda, int L, float *kt, int D, float *T, int ldt,
+                                  int *lim)
+{
+    for (int t = 0; t * BS_MR < L; t++) lim[t] = (t + 1) * BS_MR < L ? (t + 1) * BS_MR : L;
+    if (L < BS_PANEL) bs_panel_pad(kt, L, D);
+    bs_gemm_nt_packed_rag(A, lda, L, kt, L, lim, D, 1.0f, T, ldt);
 }
 
 /* Rows broadcast against a few transposed columns: P[a][j] = sum_c

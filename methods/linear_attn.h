@@ -245,15 +245,11 @@ static inline void la_chunk(const float *pq, const float *pk, const float *v, co
      * decay scaling below. */
     bs_transpose(pk, (size_t)m, NULL, L, m, w->kt, LA_CHUNK);
     if (out) {
-        /* kt (m, LA_CHUNK) is one packed panel of the chunk's keys: each
-         * register tile of rows computes the keys up to its last row only
-         * (lim), and the product with V sums over those only (past the
-         * diagonal the tile is zero: the same chains without their
-         * fma(0, v, s) = s steps) */
+        /* the causal score tile up to each register tile's last row, and
+         * the product with V over those keys only (the same chains
+         * without their fma(0, v, s) = s steps) */
         int lim[LA_CHUNK / BS_MR + 1];
-        for (int t = 0; t * BS_MR < L; t++) lim[t] = (t + 1) * BS_MR < L ? (t + 1) * BS_MR : L;
-        if (L < LA_CHUNK) bs_panel_pad(w->kt, L, m);
-        bs_gemm_nt_packed_rag(pq, m, L, w->kt, L, lim, m, 1.0f, w->t, LA_CHUNK);
+        bs_tril_scores(pq, m, L, w->kt, m, w->t, LA_CHUNK, lim);
         for (int i = 0; i < L; i++) {
             float *tr = w->t + (size_t)i * LA_CHUNK;
             double s = 0;

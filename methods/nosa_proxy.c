@@ -135,8 +135,8 @@ static int nosa_select(void *state, const ab_problem *pb, ab_layout *l)
                                  ck + ((size_t)h * nw + w) * d);
                 double s = 0.0, q2[16];
                 /* sixteen rows' sums of squares in vector lanes, each
-                     * the c-ordered chain of a loop per row (which waited
-                     * on its add every step); the norms added in row order */
+                 * the c-ordered chain of a loop per row (which waited on
+                 * its add every step); the norms added in row order */
                 for (int i0 = r0; i0 < r1; i0 += 16) {
                     const int nu = r1 - i0 < 16 ? r1 - i0 : 16;
                     if (i0 + bk + kern + 16 <= N) /* a key block ahead (K: its windows' ends) */

@@ -427,9 +427,7 @@ static void sb_lowrank(sb_work *w, const float *v, int n, int d, int m, int caus
          * the diagonal the tile is zero, the same chains without their
          * fma(0, v, s) = s steps (2026-12-07: half of the two products) */
         int lim[SB_CHUNK / BS_MR + 1];
-        for (int t = 0; t * BS_MR < L; t++) lim[t] = (t + 1) * BS_MR < L ? (t + 1) * BS_MR : L;
-        if (L < SB_CHUNK) bs_panel_pad(w->kt, L, m);
-        bs_gemm_nt_packed_rag(w->pq + (size_t)c0 * m, m, L, w->kt, L, lim, m, 1.0f, w->tile, SB_CHUNK);
+        bs_tril_scores(w->pq + (size_t)c0 * m, m, L, w->kt, m, w->tile, SB_CHUNK, lim);
         for (int i = 0; i < L; i++)
             for (int j = i + 1; j < L; j++) w->tile[(size_t)i * SB_CHUNK + j] = 0.0f;
         bs_gemm_nn_rag(w->tile, SB_CHUNK, L, v + (size_t)c0 * d, d, L, lim, d, o, d1, 1, w->bt);

@@ -101,11 +101,18 @@ void ab_exp_shift_portable(float *x, int n, float shift)
     for (int i = 0; i < n; i++) x[i] = expf(x[i] - shift);
 }
 
+/* The ISA of the exp helpers below, picked once: the pick never changes
+ * within a process, so a racing first call is benign. */
+static int exp_isa(void)
+{
+    static volatile int isa = -1;
+    if (isa < 0) isa = ab_cpu_isa_pick();
+    return isa;
+}
+
 void ab_cpu_exp_shift(float *x, int n, float shift)
 {
-    static volatile int isa = -1; /* as ab_cpu_exp_shift_sum's */
-    if (isa < 0) isa = ab_cpu_isa_pick();
-    switch (isa) {
+    switch (exp_isa()) {
     case AB_ISA_AVX512: ab_exp_shift_avx512(x, n, shift); break;
     case AB_ISA_AVX2: ab_exp_shift_avx2(x, n, shift); break;
     default: ab_exp_shift_portable(x, n, shift); break;
@@ -114,9 +121,7 @@ void ab_cpu_exp_shift(float *x, int n, float shift)
 
 double ab_cpu_exp_shift_sum(float *x, int n, float shift)
 {
-    static volatile int isa = -1; /* the pick never changes within a process: a racing first call is benign */
-    if (isa < 0) isa = ab_cpu_isa_pick();
-    switch (isa) {
+    switch (exp_isa()) {
     case AB_ISA_AVX512: return ab_exp_shift_sum_avx512(x, n, shift);
     case AB_ISA_AVX2: return ab_exp_shift_sum_avx2(x, n, shift);
     default: return ab_exp_shift_sum_portable(x, n, shift);
