@@ -51,10 +51,10 @@
  *    is a candidate, no pair is excluded, and the sinks and the block's own
  *    rows are kept.
  * Cost O(N / block_q · k · log(N / k) · block_q / stride_q · d) per head.
- * Each round is GEMM-shaped when block_q / stride_q fits one vector (16
- * under AVX-512): the centre blocks' keys of all children in tiles of KU
- * keys x the scoring queries in the lanes, a masked lane max per key; the
- * top m by a branch-free quickselect on 64-bit rank keys, no sort.
+ * Each round is GEMM-shaped when block_q / stride_q fits two vectors (32
+ * under AVX-512, 16 under AVX2): the centre blocks' keys of all children in
+ * tiles of keys x the scoring queries in the lanes, a masked lane max per
+ * key; the top m by a branch-free quickselect on 64-bit rank keys, no sort.
  * Stated cost (ab_layout_set_cost), counted as the rounds run: per scored
  * key and scoring query 2d + 1 FLOPs (dot product, masked max), per round
  * nc log2 nc for the top-m of its nc children; bytes = the scoring query
@@ -177,9 +177,11 @@ static float block_score(const float *k, const float *qt, const int *rows, float
 }
 
 /* Float vectors of VW lanes (methods/vecf.h): the scoring queries of a
- * block sit in the lanes when nr <= VW. */
+ * block sit in the lanes of one vector when nr <= VW, of two when nr <=
+ * 2 VW (the defaults' 16 queries under AVX2: until 2026-12-07 such a build
+ * took block_score's scalar loop, 4x slower than the lanes). */
 typedef int vi __attribute__((vector_size(VW * sizeof(int))));
-enum { KU = 8 }; /* keys per register tile */
+enum { KU = 8, KU2 = 6 }; /* keys per register tile: one vector of queries, two */
 
 /* acc[u] = sum_c qv[c] kr_u[c] for the KU = 8 key rows: a function of its
  * own, so that the eight row pointers stay in registers (inlined into
@@ -212,47 +214,110 @@ static __attribute__((noinline)) void score_tile(const vf *qv, int d, const floa
     acc[7] = a7;
 }
 
-/* GEMM-shaped scoring of one round: out[t] = the largest logit of keys
- * kj[t] over the nr (<= VW) scoring queries in the lanes of qv (d, VW),
- * zero-padded, counting lane i only if it is a query (i < nr) and, under
- * causal, kj[t] <= rows[i] - window; -inf if none. Tiles of KU keys x VW
- * queries, each qv row loaded once per tile. */
-static void score_keys(const float *k, int d, const vf *qv, const int *rows, int nr, int causal, int window,
-                       const int *kj, int nk, float *out)
+/* The same for two vectors of queries, qv (d, 2), and KU2 = 6 key rows:
+ * acc[2 u + v] = sum_c qv[2 c + v] kr_u[c]; lane by lane the chains of
+ * score_tile (one FMA per c, in order), so a query's scores do not depend
+ * on how many lanes the build has. Twelve accumulators: 4 rows ran 20 %
+ * slower on Zen 3 (AVX2, 16 registers). */
+_Static_assert(KU2 == 6 && 2 * KU2 >= KU, "score_tile2 takes six rows");
+static __attribute__((noinline)) void score_tile2(const vf *qv, int d, const float *k0, const float *k1,
+                                                  const float *k2, const float *k3, const float *k4,
+                                                  const float *k5, vf *acc)
 {
-    vi rv, lane;
-    for (int i = 0; i < VW; i++) {
-        rv[i] = i < nr ? rows[i] : -(1 << 30);
-        lane[i] = i;
+    vf a0 = { 0 }, b0 = { 0 }, a1 = { 0 }, b1 = { 0 }, a2 = { 0 }, b2 = { 0 }, a3 = { 0 }, b3 = { 0 };
+    vf a4 = { 0 }, b4 = { 0 }, a5 = { 0 }, b5 = { 0 };
+    for (int c = 0; c < d; c++) {
+        const vf x = qv[2 * c], y = qv[2 * c + 1];
+        vf t = v_splat(k0[c]);
+        a0 = v_fma(x, t, a0);
+        b0 = v_fma(y, t, b0);
+        t = v_splat(k1[c]);
+        a1 = v_fma(x, t, a1);
+        b1 = v_fma(y, t, b1);
+        t = v_splat(k2[c]);
+        a2 = v_fma(x, t, a2);
+        b2 = v_fma(y, t, b2);
+        t = v_splat(k3[c]);
+        a3 = v_fma(x, t, a3);
+        b3 = v_fma(y, t, b3);
+        t = v_splat(k4[c]);
+        a4 = v_fma(x, t, a4);
+        b4 = v_fma(y, t, b4);
+        t = v_splat(k5[c]);
+        a5 = v_fma(x, t, a5);
+        b5 = v_fma(y, t, b5);
     }
-    for (int g = 0; g < nk; g += KU) {
-        const int nu = nk - g < KU ? nk - g : KU;
+    acc[0] = a0;
+    acc[1] = b0;
+    acc[2] = a1;
+    acc[3] = b1;
+    acc[4] = a2;
+    acc[5] = b2;
+    acc[6] = a3;
+    acc[7] = b3;
+    acc[8] = a4;
+    acc[9] = b4;
+    acc[10] = a5;
+    acc[11] = b5;
+}
+
+/* The largest of the lanes of a where ok is set and a is not NaN (NaN
+ * never wins); -inf if none: an exact max, so the lanes' order is moot. */
+static inline float lane_max(vf a, vi ok)
+{
+    const vi ninf = (vi){ 0 } + (int)0xff800000u; /* -inf bits */
+    ok &= a == a;
+    vi bits;
+    memcpy(&bits, &a, sizeof bits);
+    bits = (bits & ok) | (ninf & ~ok);
+    vf x;
+    memcpy(&x, &bits, sizeof x);
+#if defined(__AVX512F__)
+    return _mm512_reduce_max_ps(x);
+#else
+    float mx = x[0];
+    for (int i = 1; i < VW; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+#endif
+}
+
+/* GEMM-shaped scoring of one round: out[t] = the largest logit of keys
+ * kj[t] over the nr (<= nv VW, nv 1 or 2) scoring queries in the lanes of
+ * qv (d, nv), zero-padded, counting query i only if it is one (i < nr)
+ * and, under causal, kj[t] <= rows[i] - window; -inf if none. Tiles of KU
+ * (nv 2: KU2) keys x nv VW queries, each qv row loaded once per tile. */
+static void score_keys(const float *k, int d, const vf *qv, int nv, const int *rows, int nr, int causal,
+                       int window, const int *kj, int nk, float *out)
+{
+    vi rv[2], lane[2];
+    for (int v = 0; v < 2; v++)
+        for (int i = 0; i < VW; i++) {
+            rv[v][i] = v * VW + i < nr ? rows[v * VW + i] : -(1 << 30);
+            lane[v][i] = v * VW + i;
+        }
+    const int ku = nv == 1 ? KU : KU2;
+    for (int g = 0; g < nk; g += ku) {
+        const int nu = nk - g < ku ? nk - g : ku;
         const float *kr[KU];
-        for (int u = 0; u < KU; u++) kr[u] = k + (size_t)kj[g + (u < nu ? u : 0)] * d;
+        for (int u = 0; u < ku; u++) kr[u] = k + (size_t)kj[g + (u < nu ? u : 0)] * d;
         /* the next tile's rows (random rows of K, mostly L2 or L3 misses)
          * are fetched while this one is scored */
-        for (int u = g + KU; u < g + 2 * KU && u < nk; u++)
+        for (int u = g + ku; u < g + 2 * ku && u < nk; u++)
             for (int c = 0; c < d; c += 64 / (int)sizeof(float))
                 __builtin_prefetch(k + (size_t)kj[u] * d + c);
-        vf acc[KU];
-        score_tile(qv, d, kr[0], kr[1], kr[2], kr[3], kr[4], kr[5], kr[6], kr[7], acc);
-        const vi ninf = (vi){ 0 } + (int)0xff800000u; /* -inf bits */
+        vf acc[2 * KU2];
+        if (nv == 1)
+            score_tile(qv, d, kr[0], kr[1], kr[2], kr[3], kr[4], kr[5], kr[6], kr[7], acc);
+        else
+            score_tile2(qv, d, kr[0], kr[1], kr[2], kr[3], kr[4], kr[5], acc);
         for (int u = 0; u < nu; u++) {
-            /* lanes that count and are not NaN (NaN never wins), the rest
-             * -inf; then an exact max over the lanes */
-            const vi ok = (causal ? rv >= kj[g + u] + window : lane < nr) & (acc[u] == acc[u]);
-            vi bits;
-            memcpy(&bits, &acc[u], sizeof bits);
-            bits = (bits & ok) | (ninf & ~ok);
-            vf x;
-            memcpy(&x, &bits, sizeof x);
-#if defined(__AVX512F__)
-            out[g + u] = _mm512_reduce_max_ps(x);
-#else
-            float mx = x[0];
-            for (int i = 1; i < VW; i++) mx = x[i] > mx ? x[i] : mx;
+            float mx = -INFINITY;
+            for (int v = 0; v < nv; v++) {
+                const float x =
+                    lane_max(acc[u * nv + v], causal ? rv[v] >= kj[g + u] + window : lane[v] < nr);
+                mx = x > mx ? x : mx;
+            }
             out[g + u] = mx;
-#endif
         }
     }
 }
@@ -303,10 +368,12 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
             }
             prev = x > prev ? x : prev;
         }
-        const int fast = nr <= VW;
-        if (fast) /* the scoring queries in the lanes, zero-padded */
+        const int nv = nr <= VW ? 1 : 2, fast = nr <= 2 * VW;
+        if (fast) /* the scoring queries in the lanes of nv vectors, zero-padded */
             for (int c = 0; c < d; c++)
-                for (int i = 0; i < VW; i++) qv[c][i] = i < nr ? qt[(size_t)c * nr + i] : 0.0f;
+                for (int v = 0; v < nv; v++)
+                    for (int i = 0; i < VW; i++)
+                        qv[c * nv + v][i] = v * VW + i < nr ? qt[(size_t)c * nr + v * VW + i] : 0.0f;
         for (double g = g0; g > 1; g *= 0.5) {
             /* halve every branch (children go to the end of br) */
             branch *ch = br + nb;
@@ -328,7 +395,7 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
                 }
             }
             if (fast) { /* one GEMM-shaped pass, then each child's max over its keys */
-                score_keys(k, d, qv, rows, nr, causal, W, kj, nk, ks);
+                score_keys(k, d, qv, nv, rows, nr, causal, W, kj, nk, ks);
                 for (int t = 0, x = 0; t < nc; t++) {
                     const int j0 = lo + (ch[t].a + ch[t].g / 2) * bk, j1 = j0 + bk < N ? j0 + bk : N;
                     float mx = -INFINITY;
@@ -391,7 +458,7 @@ static int hip_select(void *state, const ab_problem *pb, ab_layout *l)
         int *qrows = malloc((size_t)bq * sizeof *qrows);                          /* (block_q) */
         branch *br = malloc(nbr * sizeof *br);                                    /* kept + children */
         int32_t *keys = malloc(((size_t)3 * N + st->block_k + 1) * sizeof *keys); /* one row's keys */
-        vf *qv = aligned_alloc(sizeof(vf), (size_t)d * sizeof *qv);               /* (d) lanes */
+        vf *qv = aligned_alloc(sizeof(vf), (size_t)2 * d * sizeof *qv);           /* (d, 2) lanes */
         int *kj = malloc(nbr * st->block_k * sizeof *kj);                         /* a round's keys */
         float *ks = malloc(nbr * st->block_k * sizeof *ks);                       /* their scores */
         uint64_t *rk = malloc(2 * nbr * sizeof *rk);                              /* children's ranks */
