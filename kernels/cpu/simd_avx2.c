@@ -1,11 +1,19 @@
 /* simd_avx2.c — the AVX2 + FMA build of the online-softmax chunk step
  * (FlashAttention-2, Dao 2023): simd_body.h instantiated with 8-float
- * vectors and SLEEF's 1-ULP vector exp (Sleef_expf8_u10avx2; Shibata &
- * Petrogalli, "SLEEF: A Portable Vectorized Library of C Standard
- * Mathematical Functions", IEEE TPDS 2020). Compiled for AVX2 + FMA through
- * `#pragma GCC target` whatever the build flags; called only when
+ * vectors and an inline vector exp (ab_exp8 below). Compiled for AVX2 + FMA
+ * through `#pragma GCC target` whatever the build flags; called only when
  * ab_cpu_isa_supported(AB_ISA_AVX2). Register tiles: 4 x 2 ymm
- * accumulators in both GEMM passes (16 ymm registers). */
+ * accumulators in both GEMM passes (16 ymm registers).
+ *
+ * ab_exp8 is simd_avx512.c's ab_exp16 in eight lanes, step for step (the
+ * same rounding of x log2 e, the same Cody-Waite reduction, polynomial and
+ * flush below -87.33), with 2^n, which AVX2 has no vscalefps for, as two
+ * exact power-of-two multiplies (2^h 2^(n - h), h = floor(n / 2): n = 128,
+ * reached below exp's overflow, has no float 2^n). So both ISAs give the
+ * same bits for every input, where AVX2 had taken SLEEF's
+ * Sleef_expf8_u10avx2 (Shibata & Petrogalli, IEEE TPDS 2020), whose call
+ * spilled the softmax pass's registers: on Zen 3 it was 16 % of dense
+ * flash's samples (2026-12-07). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -18,8 +26,34 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
-/* sleef.h declares this only when the file is compiled with -mavx2 */
-__m256 Sleef_expf8_u10avx2(__m256);
+static inline __attribute__((always_inline)) __m256 ab_exp8(__m256 x)
+{
+    /* lanes below -87.33 (results below FLT_MIN, -inf) become 0 whatever
+     * the steps make of them; NaN (unordered) is kept */
+    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33f), _CMP_NLT_UQ);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln 2, high part */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);     /* low part */
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n as 2^h 2^(n - h): n clamped to [-252, 252] (NaN, inf and huge x
+     * convert to INT_MIN; their p is NaN or their result inf either way),
+     * each factor a normal float, each product exact but the last, which
+     * rounds (or overflows) once, as vscalefps does */
+    __m256i ni = _mm256_cvtps_epi32(n);
+    ni = _mm256_max_epi32(_mm256_min_epi32(ni, _mm256_set1_epi32(252)), _mm256_set1_epi32(-252));
+    const __m256i h = _mm256_srai_epi32(ni, 1), bias = _mm256_set1_epi32(127);
+    const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
+    const __m256 e2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), bias), 23));
+    return _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, e1), e2), keep);
+}
 
 #define VT        __m256
 #define W         8
@@ -41,7 +75,7 @@ __m256 Sleef_expf8_u10avx2(__m256);
 #define VADD(a, b)    _mm256_add_ps((a), (b))
 #define VSUB(a, b)    _mm256_sub_ps((a), (b))
 #define VMAX(a, b)    _mm256_max_ps((a), (b))
-#define VEXP(a)       Sleef_expf8_u10avx2(a)
+#define VEXP(a)       ab_exp8(a)
 #define VMASK_LIM(s, limp, c, ninf)                          \
     _mm256_blendv_ps((ninf), (s),                            \
                      _mm256_castsi256_ps(_mm256_cmpgt_epi32( \
