@@ -2,8 +2,12 @@
  * (FlashAttention-2, Dao 2023): simd_body.h instantiated with 8-float
  * vectors and an inline vector exp (ab_exp8 below). Compiled for AVX2 + FMA
  * through `#pragma GCC target` whatever the build flags; called only when
- * ab_cpu_isa_supported(AB_ISA_AVX2). Register tiles: 4 x 2 ymm
- * accumulators in both GEMM passes (16 ymm registers).
+ * ab_cpu_isa_supported(AB_ISA_AVX2). Register tiles: 6 x 2 ymm
+ * accumulators in both GEMM passes (6 key rows x 16 queries, then 6 query
+ * rows x 16 head_dim entries), so twelve of the 16 ymm registers: with 4 x 2
+ * the eight FMA chains left Zen 3's two 4-cycle FMA pipes short of work
+ * (the chunk step ran 16-25 % slower, 4 x 3 8-13 %; same bits: each
+ * accumulator is the same chain whatever the tile).
  *
  * ab_exp8 is simd_avx512.c's ab_exp16 in eight lanes, step for step (the
  * same rounding of x log2 e, the same Cody-Waite reduction, polynomial and
@@ -58,7 +62,7 @@ static inline __attribute__((always_inline)) __m256 ab_exp8(__m256 x)
 #define VT        __m256
 #define W         8
 #define SFX       avx2
-#define SB_R      4
+#define SB_R      6
 #define SB_NV     2
 #define PV_NX     2
 #define VZERO()   _mm256_setzero_ps()
@@ -93,7 +97,7 @@ static inline __attribute__((always_inline)) __m256 ab_exp8(__m256 x)
                          _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(ep))), \
                          _mm256_setzero_si256())))
 
-_Static_assert(SB_R == 4, "simd_body.h handles row remainders up to 3");
+_Static_assert(SB_R <= 6, "simd_body.h handles row remainders up to 5");
 #include "kernels/cpu/simd_body.h"
 
 #pragma GCC pop_options

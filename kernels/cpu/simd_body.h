@@ -313,6 +313,12 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
 #if SB_R >= 4
     case 3: F(qk_rows)(3, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc, t->lo, lim, c); break;
 #endif
+#if SB_R >= 5
+    case 4: F(qk_rows)(4, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc, t->lo, lim, c); break;
+#endif
+#if SB_R >= 6
+    case 5: F(qk_rows)(5, G, kc, krc, d, t->qt, st + (size_t)c * ld, nv, ld, cmx, emc, t->lo, lim, c); break;
+#endif
     }
 
     /* 2. online softmax, lane-wise over query rows */
@@ -338,6 +344,12 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
 #endif
 #if SB_R >= 4
     case 3: F(pv_rows)(3, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#endif
+#if SB_R >= 5
+    case 4: F(pv_rows)(4, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#endif
+#if SB_R >= 6
+    case 5: F(pv_rows)(5, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
 #endif
     }
 }
