@@ -418,8 +418,22 @@ static inline __attribute__((always_inline)) void bs_kern_vf_r(const int R, cons
                                                                float post, int first, int last, float *C,
                                                                int ldc, int j0, int nj)
 {
+    /* a[r][c]: fl(pre * A[i0 + r][c0 + c]), broadcast from memory in the
+     * loop; pre != 1 scales the tile's rows once into as (a depth chunk
+     * is at most BS_KC), where the loop had multiplied every element
+     * again for each group of columns: a vmulss and a register broadcast
+     * per FMA pair, on the FMA pipes (2026-12-07: flexprefill's scores,
+     * pre 1, paid the multiply too) */
+    float as[BS_MR][BS_KC];
     const float *a[BS_MR];
-    for (int r = 0; r < R; r++) a[r] = A + (size_t)(i0 + r) * lda;
+    const int kc = c1 - c0;
+    for (int r = 0; r < R; r++) {
+        a[r] = A + (size_t)(i0 + r) * lda + c0;
+        if (pre != 1.0f) {
+            for (int c = 0; c < kc; c++) as[r][c] = a[r][c] * pre;
+            a[r] = as[r];
+        }
+    }
     const vf ps = v_splat(last ? post : 1.0f);
     for (int g = 0; g < nj; g += BS_NV * VW) {
         vf acc[BS_MR][BS_NV];
@@ -437,14 +451,17 @@ static inline __attribute__((always_inline)) void bs_kern_vf_r(const int R, cons
                 else /* resume the partial sums of the previous depth chunk */
                     memcpy(&acc[r][v], crow, (size_t)rem * sizeof(float));
             }
-        for (int c = c0; c < c1; c++) {
-            const float *br = bt + (size_t)(c - c0) * BS_PANEL + g;
+        for (int c = 0; c < kc; c++) {
+            const float *br = bt + (size_t)c * BS_PANEL + g;
             vf b[BS_NV];
 #pragma GCC unroll 4
-            for (int v = 0; v < BS_NV; v++) b[v] = v_load(br + v * VW);
+            for (int v = 0; v < BS_NV; v++) {
+                b[v] = v_load(br + v * VW);
+                __asm__("" : "+x"(b[v])); /* one load, kept: not folded into each row's FMA */
+            }
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
-                const vf x = v_splat(a[r][c] * pre);
+                const vf x = v_splat(a[r][c]);
 #pragma GCC unroll 4
                 for (int v = 0; v < BS_NV; v++) acc[r][v] = v_fma(x, b[v], acc[r][v]);
             }
