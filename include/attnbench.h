@@ -448,7 +448,8 @@ void ab_attn_tile_keys_map(ab_attn_tile *t, const float *k, const float *v, int 
 void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse);
 /* x[i] = exp(x[i] - shift) in place for i < n (a -inf input gives 0);
  * returns the sum. A vector exp on the CPU's widest ISA
- * (AVX-512: our inline exp, <= 1.24 ULP; AVX2: SLEEF, 1 ULP). */
+ * (AVX-512 and AVX2: our inline exp, <= 1.24 ULP, the same bits on
+ * both; elsewhere libm's expf). */
 double ab_exp_shift_sum(float *x, int n, float shift);
 /* The same x[i] as ab_exp_shift_sum, bit for bit, without the sum (for
  * callers that do not need it: on short rows the sum is most of the cost). */

@@ -227,7 +227,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
             bad = 1;
 #pragma omp parallel for schedule(static) if (par)
         for (int i = g0; i < g1; i++) {
-            /* softmax in place (float, SLEEF exp) */
+            /* softmax in place (float, the kernels' vector exp) */
             const int qi = r0 + i, nv = causal ? qi + 1 : N;
             float *sr = s + (size_t)(i - g0) * N;
             const float mx = bs_max(sr, nv);

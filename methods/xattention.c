@@ -175,7 +175,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                         const int j0 = a0 < a1 ? a0 / S : 0, jv = a0 < a1 ? (a1 + S - 1) / S : 0;
                         const int nv = jv < gkc ? jv : gkc;
                         if (j0 >= nv) continue;
-                        /* softmax in place (float, SLEEF exp), then the
+                        /* softmax in place (float, the kernels' vector exp), then the
                          * probabilities summed per key block (kpb reduced
                          * keys each) and added in double */
                         float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
