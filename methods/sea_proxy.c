@@ -220,26 +220,13 @@ static void sea_block_top(const uint64_t *key, int nc, int kk, int ulo, uint64_t
         less += key[t] < kth;
         eq += key[t] == kth;
     }
-    int ties = kk - less, o = 0, t = 0; /* 1 <= ties <= eq */
-#if defined(__AVX512F__)
-    if (ties == eq) { /* every tie taken (the usual case): the keys <= kth,
-                       * 16 at a time, their positions compressed (into a
-                       * register, then stored whole: out has 16 spare) */
-        const __m512i kv = _mm512_set1_epi64((long long)kth), step = _mm512_set1_epi32(16);
-        __m512i pos = _mm512_add_epi32(
-            _mm512_set1_epi32(ulo), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-        for (; t + 16 <= nc; t += 16) {
-            const __mmask8 m0 = _mm512_cmple_epu64_mask(_mm512_loadu_si512(key + t), kv);
-            const __mmask8 m1 = _mm512_cmple_epu64_mask(_mm512_loadu_si512(key + t + 8), kv);
-            const __mmask16 m = (__mmask16)(m0 | (unsigned)m1 << 8);
-            _mm512_storeu_si512(out + o, _mm512_maskz_compress_epi32(m, pos));
-            o += __builtin_popcount(m);
-            pos = _mm512_add_epi32(pos, step);
-        }
-        ties = nc; /* the tail takes every key <= kth too */
+    int ties = kk - less, o = 0; /* 1 <= ties <= eq */
+    if (ties == eq) {            /* every tie taken (the usual case): the keys <= kth,
+                       * their positions compressed (bs_pos_le) */
+        bs_pos_le(key, nc, kth, ulo, out);
+        return;
     }
-#endif
-    for (; t < nc; t++) { /* branch-free: the order is data */
+    for (int t = 0; t < nc; t++) { /* branch-free: the order is data */
         const int te = key[t] == kth, take = (key[t] < kth) | (te & (ties > 0));
         ties -= te & take;
         out[o] = ulo + t;

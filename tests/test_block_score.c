@@ -604,6 +604,69 @@ Test(block_score, top_ascending_is_the_comparator_prefix) { top_prefix_cases(23,
 
 Test(block_score, top_set_is_the_comparator_prefix) { top_prefix_cases(29, 1); }
 
+/* bs_keep_range and bs_pos_le (the vector compactions under bs_key_nth,
+ * its radix passes and sea_proxy's top keys) against their scalar loops:
+ * lengths across the vector width (4 or 8 keys, 16 positions), keys drawn
+ * from a few values so ties and the bounds themselves occur, ranges that
+ * wrap past 2^64, the bounds 0 and UINT64_MAX, and in place. */
+Test(block_score, key_compaction_is_the_scalar_loop)
+{
+    uint64_t s = 77;
+    static const int lens[] = { 0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1001 };
+    for (int a = 0; a < NA(lens); a++)
+        for (int kind = 0; kind < 3; kind++)
+            for (int rep = 0; rep < 6; rep++) {
+                const int m = lens[a];
+                uint64_t *key = malloc(((size_t)m + 1) * sizeof *key),
+                         *w = malloc(((size_t)m + 1) * sizeof *w);
+                uint64_t *ref = malloc(((size_t)m + 1) * sizeof *ref);
+                int32_t *pos = malloc(((size_t)m + 16) * sizeof *pos),
+                        *pref = malloc(((size_t)m + 1) * sizeof *pref);
+                cr_assert(key && w && ref && pos && pref);
+                static const uint64_t few[] = {
+                    0, 1, 5, 0x7fffffffffffffffull, 0x8000000000000000ull, 0xfffffffffffffffeull, UINT64_MAX
+                };
+                for (int i = 0; i < m; i++) {
+                    const uint64_t u = (uint64_t)((urand(&s) + 0.5f) * 16777216.0f);
+                    key[i] = kind == 0 ? few[u % 7] : kind == 1 ? u << 40 | u : (u % 5) << 61;
+                }
+                const uint64_t pick = m ? key[(size_t)((urand(&s) + 0.5f) * m) % m] : 0;
+                const uint64_t base = rep == 0 ? 0 : rep == 1 ? pick : rep == 2 ? UINT64_MAX - 3 : pick - 7;
+                const uint64_t span = rep == 0   ? pick
+                                      : rep == 1 ? ((uint64_t)1 << 40) - 1
+                                      : rep == 2 ? 9
+                                      : rep == 3 ? 0
+                                      : rep == 4 ? UINT64_MAX
+                                                 : pick / 2;
+                int want = 0;
+                for (int i = 0; i < m; i++)
+                    if (key[i] - base <= span) ref[want++] = key[i];
+                const int got = bs_keep_range(key, m, base, span, w);
+                cr_assert_eq(got, want, "keep m %d kind %d rep %d: %d kept, want %d", m, kind, rep, got,
+                             want);
+                cr_assert(!want || !memcmp(w, ref, (size_t)want * sizeof *w), "keep m %d kind %d rep %d", m,
+                          kind, rep);
+                memcpy(w, key, (size_t)m * sizeof *w); /* in place */
+                cr_assert_eq(bs_keep_range(w, m, base, span, w), want);
+                cr_assert(!want || !memcmp(w, ref, (size_t)want * sizeof *w), "in place m %d kind %d rep %d",
+                          m, kind, rep);
+                const uint64_t T = rep == 4 ? UINT64_MAX : rep == 3 ? 0 : pick;
+                const int32_t p0 = rep * 1000 - 2500;
+                int pw = 0;
+                for (int i = 0; i < m; i++)
+                    if (key[i] <= T) pref[pw++] = p0 + i;
+                const int pg = bs_pos_le(key, m, T, p0, pos);
+                cr_assert_eq(pg, pw, "pos m %d kind %d rep %d: %d, want %d", m, kind, rep, pg, pw);
+                cr_assert(!pw || !memcmp(pos, pref, (size_t)pw * sizeof *pos), "pos m %d kind %d rep %d", m,
+                          kind, rep);
+                free(key);
+                free(w);
+                free(ref);
+                free(pos);
+                free(pref);
+            }
+}
+
 /* anchor_core.h's float threshold: logit >= thr must be the double test
  * (double)logit + theta >= abar for every float, the ulps around the
  * threshold, the specials and overflowing differences included; and the
