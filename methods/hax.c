@@ -121,24 +121,34 @@ typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
 #define HX_SPLAT(x) ((vd){ (x), (x), (x), (x) })
 #endif
 
-/* The sign bits of SB_ROWS rows xs (SB_ROWS, d; the rows as they are, in
+enum { SB_ROWS = 8 };
+/* The rows a group takes for NW vectors of bits: SB_ROWS, or under AVX2
+ * (16 vector registers) as many as keep the R NW sums and the broadcast
+ * row element in registers (at bits = 8, NW = 2: 6 rows, 12 sums; with 8
+ * rows the 16 sums spilled, and sign_buckets was a third of hax's
+ * select() on a Zen 3, 2026-12-07). Each sum is the same chain either way. */
+#if defined(__AVX512F__)
+#define SB_R(nw) SB_ROWS
+#else
+#define SB_R(nw) ((nw) == 1 ? SB_ROWS : 12 / (nw) > 1 ? 12 / (nw) : 1)
+#endif
+/* The sign bits of R <= SB_ROWS rows xs (R, d; the rows as they are, in
  * double) on Hv (d, NW vectors; the hyperplanes with each coordinate's
  * scale folded in) against the thresholds bt (NW vectors): bit t is
  * [x . H'_t > bt_t], bt_t = mu . H'_t, the projection of the centred row.
  * Each row's projections as NW vectors in registers (NW a constant: with
  * a run-time count GCC kept them on the stack, and every add went through
  * a store and a reload), one FMA per coordinate in c order. */
-enum { SB_ROWS = 8 };
-static inline __attribute__((always_inline)) void sb_project(const int NW, const double *xs, const vd *Hv,
-                                                             const vd *bt, int d, int bits, int nr,
-                                                             int32_t *out)
+static inline __attribute__((always_inline)) void sb_project(const int NW, const int R, const double *xs,
+                                                             const vd *Hv, const vd *bt, int d, int bits,
+                                                             int nr, int32_t *out)
 {
     vd pv[SB_ROWS][NW];
-    for (int r = 0; r < SB_ROWS; r++)
+    for (int r = 0; r < R; r++)
         for (int t = 0; t < NW; t++) pv[r][t] = (vd){ 0 };
     for (int c = 0; c < d; c++) { /* d a constant where it can be (sb_rows) */
         const vd *hr = Hv + (size_t)c * NW;
-        for (int r = 0; r < SB_ROWS; r++) {
+        for (int r = 0; r < R; r++) {
             const vd v = HX_SPLAT(xs[(size_t)r * d + c]);
             for (int t = 0; t < NW; t++) pv[r][t] = HX_FMA(v, hr[t], pv[r][t]);
         }
@@ -153,9 +163,9 @@ static inline __attribute__((always_inline)) void sb_project(const int NW, const
     }
 }
 
-/* The sign bits of the N rows of x (N, d) into out, SB_ROWS rows at a time
+/* The sign bits of the N rows of x (N, d) into out, SB_R(NW) rows at a time
  * (their sums independent chains: one row's chain of d dependent adds left
- * the FP units idle), each group converted to double into xs (SB_ROWS, d)
+ * the FP units idle), each group converted to double into xs (R, d)
  * first. D: d as a constant (0: the run-time d). With a run-time d the
  * eight rows' addresses xs + r d took eight registers, and GCC reloaded
  * them from the stack before every FMA: a constant folds them into one
@@ -164,15 +174,15 @@ static inline __attribute__((always_inline)) void sb_rows(const int NW, const in
                                                           int d, double *xs, const vd *Hv, const vd *bt,
                                                           int bits, int32_t *out)
 {
-    const int dd = D ? D : d;
-    for (int i0 = 0; i0 < N; i0 += SB_ROWS) {
-        const int nr = N - i0 < SB_ROWS ? N - i0 : SB_ROWS;
-        for (int r = 0; r < SB_ROWS; r++) { /* the rows in double, vectorised over c */
+    const int dd = D ? D : d, R = SB_R(NW);
+    for (int i0 = 0; i0 < N; i0 += R) {
+        const int nr = N - i0 < R ? N - i0 : R;
+        for (int r = 0; r < R; r++) { /* the rows in double, vectorised over c */
             const float *xr = x + (size_t)(i0 + (r < nr ? r : 0)) * dd;
             double *vr = xs + (size_t)r * dd;
             for (int c = 0; c < dd; c++) vr[c] = xr[c];
         }
-        sb_project(NW, xs, Hv, bt, dd, bits, nr, out + i0);
+        sb_project(NW, R, xs, Hv, bt, dd, bits, nr, out + i0);
     }
 }
 
