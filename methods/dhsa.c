@@ -90,7 +90,7 @@ static int dhsa_init(void *state, const ab_params *p, const ab_shape *s)
 }
 
 #define DHSA_PF 4  /* groups of 16 keys prefetched ahead in chunk_bounds */
-#define DHSA_G  32 /* chunk representatives per group in kcd (four v8d) */
+#define DHSA_G  32 /* chunk representatives per group in kcd (32 / VDR double vectors) */
 
 /* Chunk boundaries of head h: start[0..nc] with start[nc] = N. Returns nc.
  * nd: (2 N) scratch. Also the summed queries of the
@@ -253,22 +253,22 @@ static int dhsa_block(const dhsa_state *st, const ab_problem *pb, ab_layout *l, 
         int n = 0;                                      /* the chunks starting before lo */
         while (n < nc && start[n] < lo) n++;
         /* each lane the chain sum_x (qm[x] w) kc[t][x] in x order, as a
-         * scalar loop per chunk had it; 32 chunks at a time in four double
+         * scalar loop per chunk had it; 32 chunks at a time in 32 / VDR double
          * vectors, whose chains wait on their adds in turn, reading one
          * group's DHSA_G x d block of kcd in order */
         for (int t0 = 0; t0 < n; t0 += DHSA_G) {
-            v8d acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+            vdr acc[DHSA_G / VDR];
+            for (int g = 0; g < DHSA_G / VDR; g++) acc[g] = (vdr){ 0 };
             const double *kg = kcd + (size_t)t0 * d;
             for (int x = 0; x < d; x++) {
                 const double qw = qm[x] * w;
-                for (int g = 0; g < 4; g++) {
-                    v8d kv;
-                    memcpy(&kv, kg + (size_t)x * DHSA_G + 8 * g, sizeof kv);
-                    acc[g] += qw * kv;
-                }
+                for (int g = 0; g < DHSA_G / VDR; g++)
+                    acc[g] += qw * vdr_load(kg + (size_t)x * DHSA_G + VDR * g);
             }
+            double av[DHSA_G];
+            memcpy(av, acc, sizeof av);
             for (int u = 0; u < DHSA_G && t0 + u < n; u++) {
-                const double a = acc[u / 8][u % 8];
+                const double a = av[u];
                 sc[t0 + u] = (bs_cand){ isnan(a) ? -INFINITY : a * pb->s.scale, t0 + u };
             }
         }

@@ -152,33 +152,20 @@ static inline int la_work_alloc(la_work *w, int m, int d, int feat)
     return w->t && w->kt && w->qs && w->bt && w->lb && w->den;
 }
 
-/* sum_r x[r] z[r] in double: two accumulators of eight lanes (r mod 16),
- * added lane pairs first, then the scalar tail. The normaliser of a row
+/* sum_r x[r] z[r] in double: sixteen lanes (r mod 16; vdr_sum16: lane
+ * u + 8 onto lane u, then pairs), then the scalar tail. The normaliser of a row
  * (pq_i . z); a scalar chain of m dependent adds was a quarter of
  * la_chunk's own time. */
 static inline double la_dot(const float *x, const double *z, int m)
 {
-    v8d a0 = { 0 }, a1 = { 0 };
+    vdr a[16 / VDR]; /* lane u: the terms r + u, r a multiple of 16 */
+    for (int v = 0; v < 16 / VDR; v++) a[v] = (vdr){ 0 };
     int r = 0;
-    for (; r + 16 <= m; r += 16) {
-        v8f x0, x1;
-        v8d z0, z1;
-        memcpy(&x0, x + r, sizeof x0);
-        memcpy(&x1, x + r + 8, sizeof x1);
-        memcpy(&z0, z + r, sizeof z0);
-        memcpy(&z1, z + r + 8, sizeof z1);
-        a0 += __builtin_convertvector(x0, v8d) * z0;
-        a1 += __builtin_convertvector(x1, v8d) * z1;
-    }
-    for (; r + 8 <= m; r += 8) {
-        v8f x0;
-        v8d z0;
-        memcpy(&x0, x + r, sizeof x0);
-        memcpy(&z0, z + r, sizeof z0);
-        a0 += __builtin_convertvector(x0, v8d) * z0;
-    }
-    a0 += a1;
-    double s = v8d_sum(&a0);
+    for (; r + 16 <= m; r += 16)
+        for (int v = 0; v < 16 / VDR; v++) a[v] += vdr_of_f(x + r + v * VDR) * vdr_load(z + r + v * VDR);
+    for (; r + 8 <= m; r += 8)
+        for (int v = 0; v < 8 / VDR; v++) a[v] += vdr_of_f(x + r + v * VDR) * vdr_load(z + r + v * VDR);
+    double s = vdr_sum16(a);
     for (; r < m; r++) s += (double)x[r] * z[r];
     return s;
 }
@@ -191,38 +178,21 @@ static inline int la_colsums(const float *pk, int L, int m, const float *f, doub
 {
     int r = 0;
     for (; r + 32 <= m; r += 32) {
-        v8d s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+        vdr sv[32 / VDR];
+        for (int v = 0; v < 32 / VDR; v++) sv[v] = (vdr){ 0 };
         for (int j = 0; j < L; j++) {
             const float *p = pk + (size_t)j * m + r;
-            v8f x0, x1, x2, x3;
-            memcpy(&x0, p, sizeof x0);
-            memcpy(&x1, p + 8, sizeof x1);
-            memcpy(&x2, p + 16, sizeof x2);
-            memcpy(&x3, p + 24, sizeof x3);
-            if (f) {
-                x0 *= f[j];
-                x1 *= f[j];
-                x2 *= f[j];
-                x3 *= f[j];
+            for (int v = 0; v < 32 / VDR; v++) {
+                vdrf x;
+                memcpy(&x, p + v * VDR, sizeof x);
+                if (f) x *= f[j];
+                sv[v] += vdr_widen(x);
             }
-            s0 += __builtin_convertvector(x0, v8d);
-            s1 += __builtin_convertvector(x1, v8d);
-            s2 += __builtin_convertvector(x2, v8d);
-            s3 += __builtin_convertvector(x3, v8d);
         }
-        v8d z0, z1, z2, z3;
-        memcpy(&z0, z + r, sizeof z0);
-        memcpy(&z1, z + r + 8, sizeof z1);
-        memcpy(&z2, z + r + 16, sizeof z2);
-        memcpy(&z3, z + r + 24, sizeof z3);
-        z0 += s0;
-        z1 += s1;
-        z2 += s2;
-        z3 += s3;
-        memcpy(z + r, &z0, sizeof z0);
-        memcpy(z + r + 8, &z1, sizeof z1);
-        memcpy(z + r + 16, &z2, sizeof z2);
-        memcpy(z + r + 24, &z3, sizeof z3);
+        for (int v = 0; v < 32 / VDR; v++) {
+            const vdr zv = vdr_load(z + r + v * VDR) + sv[v];
+            memcpy(z + r + v * VDR, &zv, sizeof zv);
+        }
     }
     return r;
 }

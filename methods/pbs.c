@@ -129,31 +129,28 @@ static int pbs_row(const pbs_state *st, const ab_problem *pb, const ab_layout *l
     const int own = r0 / seg, diag = bs_diag_block(qb, bq, bk, N);
     bs_mean_rows(pb->q + (size_t)h * N * d, d, r0, nr, qm);
     for (int c = 0; c < d; c++) qm[c] *= (float)nr / (float)bq; /* zero-padded rows count in the mean */
-    /* the logits of the key blocks up to the last candidate, eight blocks
+    /* the logits of the key blocks up to the last candidate, VDR blocks
      * to a double vector: each lane the c-ordered chain a scalar loop per
      * block had (a chain waits on its add every step) */
     const int kend = pb->s.causal && diag + 1 < nkb ? diag + 1 : nkb;
     int kb0 = 0;
-    for (; kb0 + 32 <= kend; kb0 += 32) { /* four chains in flight (the same chains) */
-        v8d acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+    for (; kb0 + 32 <= kend; kb0 += 32) { /* 32 / VDR chains in flight (the same chains) */
+        vdr acc[32 / VDR];
+        for (int u = 0; u < 32 / VDR; u++) acc[u] = (vdr){ 0 };
         for (int c = 0; c < d; c++) {
             const double qc = qm[c];
-            for (int u = 0; u < 4; u++) {
-                v8f kv;
-                memcpy(&kv, pkt + (size_t)c * ldk + kb0 + 8 * u, sizeof kv);
-                acc[u] += qc * __builtin_convertvector(kv, v8d);
-            }
+            for (int u = 0; u < 32 / VDR; u++) acc[u] += qc * vdr_of_f(pkt + (size_t)c * ldk + kb0 + VDR * u);
         }
         memcpy(sc + kb0, acc, sizeof acc);
     }
     for (; kb0 < kend; kb0 += 8) {
-        v8d acc = { 0 };
+        vdr acc[8 / VDR];
+        for (int u = 0; u < 8 / VDR; u++) acc[u] = (vdr){ 0 };
         for (int c = 0; c < d; c++) {
-            v8f kv;
-            memcpy(&kv, pkt + (size_t)c * ldk + kb0, sizeof kv);
-            acc += (double)qm[c] * __builtin_convertvector(kv, v8d);
+            const double qc = qm[c];
+            for (int u = 0; u < 8 / VDR; u++) acc[u] += qc * vdr_of_f(pkt + (size_t)c * ldk + kb0 + VDR * u);
         }
-        memcpy(sc + kb0, &acc, sizeof acc);
+        memcpy(sc + kb0, acc, sizeof acc);
     }
     /* the own segment's key blocks [ob0, ob1) (seg is whole blocks) */
     const int ob0 = own * (seg / bk), ob1 = ob0 + seg / bk;

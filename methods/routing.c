@@ -213,32 +213,20 @@ static void unit_rows(const float *x, int n, int d, float *o, float *xt)
     bs_transpose(x, (size_t)d, NULL, n, d, xt, UR_ROWS);
     for (int c = 0; c < d; c++) /* rows past n add zeros */
         for (int r = n; r < UR_ROWS; r++) xt[(size_t)c * UR_ROWS + r] = 0.0f;
-    v8d mu0 = { 0 }, mu1 = { 0 }, ss0 = { 0 }, ss1 = { 0 };
-    for (int c = 0; c < d; c++) {
-        v8f a, b;
-        memcpy(&a, xt + (size_t)c * UR_ROWS, sizeof a);
-        memcpy(&b, xt + (size_t)c * UR_ROWS + 8, sizeof b);
-        mu0 += __builtin_convertvector(a, v8d);
-        mu1 += __builtin_convertvector(b, v8d);
-    }
-    mu0 /= (double)d;
-    mu1 /= (double)d;
-    for (int c = 0; c < d; c++) {
-        v8f a, b;
-        memcpy(&a, xt + (size_t)c * UR_ROWS, sizeof a);
-        memcpy(&b, xt + (size_t)c * UR_ROWS + 8, sizeof b);
-        const v8d v0 = __builtin_convertvector(a, v8d) - mu0, v1 = __builtin_convertvector(b, v8d) - mu1;
-        ss0 += v0 * v0;
-        ss1 += v1 * v1;
-    }
-    double mu[UR_ROWS], ss[UR_ROWS];
-    memcpy(mu, &mu0, sizeof mu0);
-    memcpy(mu + 8, &mu1, sizeof mu1);
-    memcpy(ss, &ss0, sizeof ss0);
-    memcpy(ss + 8, &ss1, sizeof ss1);
+    vdr mu[UR_ROWS / VDR], ss[UR_ROWS / VDR]; /* row v VDR + u in lane u of vector v */
+    for (int v = 0; v < UR_ROWS / VDR; v++) mu[v] = ss[v] = (vdr){ 0 };
+    for (int c = 0; c < d; c++)
+        for (int v = 0; v < UR_ROWS / VDR; v++) mu[v] += vdr_of_f(xt + (size_t)c * UR_ROWS + v * VDR);
+    for (int v = 0; v < UR_ROWS / VDR; v++) mu[v] /= (double)d;
+    for (int c = 0; c < d; c++)
+        for (int v = 0; v < UR_ROWS / VDR; v++) {
+            const vdr y = vdr_of_f(xt + (size_t)c * UR_ROWS + v * VDR) - mu[v];
+            ss[v] += y * y;
+        }
     for (int r = 0; r < n; r++) {
-        const double inv = ss[r] > 0.0 ? 1.0 / sqrt(ss[r]) : 0.0;
-        for (int c = 0; c < d; c++) o[(size_t)r * d + c] = (float)((x[(size_t)r * d + c] - mu[r]) * inv);
+        const double sr = ss[r / VDR][r % VDR], mr = mu[r / VDR][r % VDR];
+        const double inv = sr > 0.0 ? 1.0 / sqrt(sr) : 0.0;
+        for (int c = 0; c < d; c++) o[(size_t)r * d + c] = (float)((x[(size_t)r * d + c] - mr) * inv);
     }
 }
 

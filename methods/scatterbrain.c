@@ -485,12 +485,13 @@ static float sb_rebase(sb_work *w, int i, float tm, int d, float ck, float *gl)
 }
 
 /* s[c] -= g[c] gl for c < n (the product rounded, then the difference);
- * returns the sum of the new s[c] in double: two accumulators of eight
- * lanes, added lane pairs first, then the tail (one chain of n dependent
+ * returns the sum of the new s[c] in double: sixteen lanes (vdr_sum16:
+ * lane u + 8 onto lane u, then pairs), then the tail (one chain of n dependent
  * adds was the largest part of a tile's own time). */
 static double sb_sub_sum(float *s, const float *g, float gl, int n)
 {
-    v8d a0 = { 0 }, a1 = { 0 };
+    vdr a[16 / VDR]; /* lane u: the elements c + u, c a multiple of 16 */
+    for (int v = 0; v < 16 / VDR; v++) a[v] = (vdr){ 0 };
     v8f gv = { 0 };
     gv += gl;
     int c = 0;
@@ -506,11 +507,9 @@ static double sb_sub_sum(float *s, const float *g, float gl, int n)
         x1 -= y1;
         memcpy(s + c, &x0, sizeof x0);
         memcpy(s + c + 8, &x1, sizeof x1);
-        a0 += __builtin_convertvector(x0, v8d);
-        a1 += __builtin_convertvector(x1, v8d);
+        for (int v = 0; v < 16 / VDR; v++) a[v] += vdr_of_f(s + c + v * VDR); /* the stored floats, widened */
     }
-    a0 += a1;
-    double ps = v8d_sum(&a0);
+    double ps = vdr_sum16(a);
     for (; c < n; c++) {
         const float y = g[c] * gl;
         s[c] -= y;

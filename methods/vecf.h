@@ -71,17 +71,67 @@ static inline vf v_fma(vf a, vf b, vf c) /* a * b + c */
 #endif
 }
 
-/* Eight floats and eight doubles, whatever the ISA: float data summed in
- * double lanes (__builtin_convertvector widens v8f to v8d). */
+/* Eight floats, whatever the ISA (one register under AVX2). */
 typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
-typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
 
-/* The eight lanes of *a added in pairs: ((0 + 1) + (2 + 3)) + ((4 + 5) +
- * (6 + 7)). By pointer: a 64-byte vector passed by value has a psABI note
- * below AVX-512. */
-static inline double v8d_sum(const v8d *a)
+/* Doubles in one register: VDR lanes (8 under AVX-512, 4 under AVX2 +
+ * FMA, else 2), the type vdr, vdr_of_f (VDR floats loaded and widened),
+ * vdr_widen (a vector vdrf of VDR floats widened) and vdr_load. Loops
+ * over 8, 16 or 32 lanes of doubles take arrays of them. A GNU vector
+ * wider than the ISA's registers (eight doubles below AVX-512) is split
+ * by GCC 12 through the stack: every add, broadcast and widening a store
+ * and reloads; on a Zen 3 the 8-double loops of pbs, routing, dhsa,
+ * scatterbrain and the linear attentions ran that way (2026-12-07). */
+#define VDR (VW / 2)
+typedef double vdr __attribute__((vector_size(VDR * sizeof(double))));
+typedef float vdrf __attribute__((vector_size(VDR * sizeof(float))));
+static inline __attribute__((always_inline)) vdr vdr_of_f(const float *p)
 {
-    return (((*a)[0] + (*a)[1]) + ((*a)[2] + (*a)[3])) + (((*a)[4] + (*a)[5]) + ((*a)[6] + (*a)[7]));
+#if defined(__AVX512F__)
+    return _mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_cvtps_pd(_mm_loadu_ps(p)); /* one vcvtps2pd: GCC made two halves of the generic form */
+#else
+    vdrf f;
+    memcpy(&f, p, sizeof f);
+    return __builtin_convertvector(f, vdr);
+#endif
+}
+static inline __attribute__((always_inline)) vdr vdr_widen(vdrf f)
+{
+#if defined(__AVX512F__)
+    return _mm512_cvtps_pd((__m256)f);
+#elif defined(__AVX2__) && defined(__FMA__)
+    return _mm256_cvtps_pd((__m128)f);
+#else
+    return __builtin_convertvector(f, vdr);
+#endif
+}
+static inline __attribute__((always_inline)) vdr vdr_load(const double *p)
+{
+    vdr v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Lanes 0-7 of a (8 / VDR vectors) added in pairs: ((0 + 1) + (2 + 3)) +
+ * ((4 + 5) + (6 + 7)). */
+static inline double vdr_sum8(const vdr *a)
+{
+    double t[8];
+    memcpy(t, a, sizeof t);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
+/* Lanes 0-15 of a (16 / VDR vectors): lane u + 8 added to lane u, then
+ * vdr_sum8's pairs (two 8-lane accumulators, the second added to the
+ * first, then summed). */
+static inline double vdr_sum16(const vdr *a)
+{
+    double t[16];
+    memcpy(t, a, sizeof t);
+    for (int u = 0; u < 8; u++) t[u] += t[u + 8];
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
 #endif
