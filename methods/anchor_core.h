@@ -309,6 +309,22 @@ static inline void anc_keep(const float *k, int N, int d, int causal, float scal
                 /* sixteen keys at a time: lane u is kept iff some
                  * sub-block t has logit >= thr[t], the scalar test */
                 int j = x0;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+                /* eight keys at a time in one register (the 16-lane GNU
+                 * vectors went through the stack without AVX-512, and
+                 * the emit was a scalar loop: a quarter of anchor_small's
+                 * select() on a Zen 3, 2026-12-07) */
+                if (fast)
+                    for (; j + 8 <= x1; j += 8) {
+                        __m256 keep = _mm256_setzero_ps();
+                        for (int t = t0[b]; t < t0[b] + T[b]; t++)
+                            keep = _mm256_or_ps(
+                                keep,
+                                _mm256_cmp_ps(_mm256_loadu_ps(s->panel + (size_t)(t - r0) * nj + (j - j0)),
+                                              _mm256_set1_ps(s->thr[t]), _CMP_GE_OQ));
+                        n[b] = bs_emit_bits8(out, n[b], (unsigned)_mm256_movemask_ps(keep), j);
+                    }
+#endif
                 if (fast)
                     for (; j + 16 <= x1; j += 16) {
                         v16i keep = { 0 };

@@ -1292,6 +1292,30 @@ static inline int bs_keep_range(const uint64_t *key, int m, uint64_t base, uint6
     return o;
 }
 
+/* Appends j + u for the set bits u of the 8-bit mask m to out[n..] in
+ * ascending u; returns the new n. Writes out[n .. n + 7] at most. */
+static inline int bs_emit_bits8(int32_t *out, int n, unsigned m, int32_t j)
+{
+#if defined(__AVX2__)
+    const __m128i p = _mm_add_epi32(_mm_set1_epi32(j), _mm_setr_epi32(0, 1, 2, 3));
+    const unsigned lo = m & 15, hi = (m >> 4) & 15;
+    _mm_storeu_si128((void *)(out + n),
+                     _mm_castps_si128(_mm_permutevar_ps(
+                         _mm_castsi128_ps(p), _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)BS_C4[lo])))));
+    n += __builtin_popcount(lo);
+    _mm_storeu_si128((void *)(out + n), _mm_castps_si128(_mm_permutevar_ps(
+                                            _mm_castsi128_ps(_mm_add_epi32(p, _mm_set1_epi32(4))),
+                                            _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)BS_C4[hi])))));
+    return n + __builtin_popcount(hi);
+#else
+    for (int u = 0; u < 8; u++) {
+        out[n] = j + u;
+        n += (m >> u) & 1;
+    }
+    return n;
+#endif
+}
+
 /* The positions p0 + t of the keys key[t] <= T, t < m, into out in
  * ascending order (out: room for m + 16, the vector forms store whole
  * vectors); returns their count. */

@@ -665,6 +665,16 @@ Test(block_score, key_compaction_is_the_scalar_loop)
                 free(pos);
                 free(pref);
             }
+    for (unsigned mk = 0; mk < 256; mk++) { /* bs_emit_bits8: every mask */
+        int32_t out[12], want[8];
+        int nw = 0;
+        for (int u = 0; u < 8; u++)
+            if (mk >> u & 1) want[nw++] = -7 + u;
+        for (int u = 0; u < 12; u++) out[u] = 99;
+        cr_assert_eq(bs_emit_bits8(out, 2, mk, -7), 2 + nw, "mask %u", mk);
+        cr_assert(out[0] == 99 && out[1] == 99, "mask %u: wrote before n", mk);
+        for (int u = 0; u < nw; u++) cr_assert_eq(out[2 + u], want[u], "mask %u lane %d", mk, u);
+    }
 }
 
 /* anchor_core.h's float threshold: logit >= thr must be the double test
