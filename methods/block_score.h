@@ -131,28 +131,65 @@ static inline void bs_transpose16p(const float *const row[16], float *dst, size_
 }
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* dst[c * ld + i] = row[i][c0 + c] for i, c < 8: the 8 x 8 transpose in
+ * registers (unpack pairs of rows, shuffle pairs of those, swap 128-bit
+ * halves), 24 shuffles for 64 elements. */
+static inline void bs_transpose8p(const float *const row[8], int c0, float *dst, size_t ld)
+{
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(row[i] + c0);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_ps(dst + (size_t)c * ld, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+        _mm256_storeu_ps(dst + (size_t)(c + 4) * ld, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+    }
+}
+#endif
+
 /* dst[c * ldd + j] = row[j][c] for j < nj, c < nc, row[j] = src + j * lds,
  * or K + idx[j] * lds when idx is given (gathered rows): 16 x 16 blocks in
- * registers where the build has AVX-512, the edges one element at a time. */
+ * registers where the build has AVX-512, 8 x 8 blocks under AVX2 (until
+ * 2026-12-07 the AVX2 build copied every element with a load and a store,
+ * about a tenth of pbs's and flexprefill's select() on a Zen 3: the panel
+ * transposes of their last-queries products), the edges one element at a
+ * time. */
 static inline void bs_transpose(const float *src, size_t lds, const int32_t *idx, int nj, int nc, float *dst,
                                 size_t ldd)
 {
-    int j16 = 0, c16 = 0;
+    int jb = 0, cb = 0; /* rows and columns the register blocks cover */
 #if defined(__AVX512F__)
-    j16 = nj / 16 * 16;
-    c16 = nc / 16 * 16;
-    for (int j = 0; j < j16; j += 16) {
+    jb = nj / 16 * 16;
+    cb = nc / 16 * 16;
+    for (int j = 0; j < jb; j += 16) {
         const float *row[16];
         for (int i = 0; i < 16; i++) row[i] = src + (size_t)(idx ? idx[j + i] : j + i) * lds;
-        for (int c = 0; c < c16; c += 16) {
+        for (int c = 0; c < cb; c += 16) {
             bs_transpose16p(row, dst + (size_t)c * ldd + j, ldd);
             for (int i = 0; i < 16; i++) row[i] += 16;
         }
     }
+#elif defined(__AVX2__)
+    jb = nj / 8 * 8;
+    cb = nc / 8 * 8;
+    for (int j = 0; j < jb; j += 8) {
+        const float *row[8];
+        for (int i = 0; i < 8; i++) row[i] = src + (size_t)(idx ? idx[j + i] : j + i) * lds;
+        for (int c = 0; c < cb; c += 8) bs_transpose8p(row, c, dst + (size_t)c * ldd + j, ldd);
+    }
 #endif
     for (int c = 0; c < nc; c++) { /* contiguous stores; the nj rows read stay in L1 */
         float *restrict o = dst + (size_t)c * ldd;
-        for (int j = c < c16 ? j16 : 0; j < nj; j++) o[j] = src[(size_t)(idx ? idx[j] : j) * lds + c];
+        for (int j = c < cb ? jb : 0; j < nj; j++) o[j] = src[(size_t)(idx ? idx[j] : j) * lds + c];
     }
 }
 
