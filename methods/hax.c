@@ -106,19 +106,20 @@ static int hax_init(void *state, const ab_params *p, const ab_shape *s)
 typedef double vd __attribute__((vector_size(HX_VL * sizeof(double))));
 typedef float vfh __attribute__((vector_size(HX_VL * sizeof(float))));
 
-/* HX_VL floats from p widened: one vcvtps2pd from memory (GCC made the
+/* HX_VL floats from p widened into *y (by pointer: a vd returned by value
+ * changes the ABI without AVX, -Wpsabi): one vcvtps2pd from memory (GCC made the
  * generic widening of a memcpy'd vfh two 8-byte loads, two converts and
  * an insert under AVX2: most of col_stats' time on a Zen 3, 2026-12-07) */
-static inline __attribute__((always_inline)) vd hx_widen(const float *p)
+static inline __attribute__((always_inline)) void hx_widen(const float *p, vd *y)
 {
 #if defined(__AVX512F__)
-    return (vd)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+    *y = (vd)_mm512_cvtps_pd(_mm256_loadu_ps(p));
 #elif defined(__AVX2__)
-    return (vd)_mm256_cvtps_pd(_mm_loadu_ps(p));
+    *y = (vd)_mm256_cvtps_pd(_mm_loadu_ps(p));
 #else
     vfh f;
     memcpy(&f, p, sizeof f);
-    return __builtin_convertvector(f, vd);
+    *y = __builtin_convertvector(f, vd);
 #endif
 }
 
@@ -228,7 +229,8 @@ static void col_stats(const float *x, int N, int d, double *mu, double *m2)
             for (int i = b0; i < b0 + nb; i++) {
                 const float *xr = x + (size_t)i * d + c0;
                 for (int v = 0; v < 8; v++) {
-                    const vd y = hx_widen(xr + v * HX_VL);
+                    vd y;
+                    hx_widen(xr + v * HX_VL, &y);
                     s[v] += y;
                     bs[v] += y;
                 }
@@ -237,7 +239,9 @@ static void col_stats(const float *x, int N, int d, double *mu, double *m2)
             for (int i = b0; i < b0 + nb; i++) {
                 const float *xr = x + (size_t)i * d + c0;
                 for (int v = 0; v < 8; v++) {
-                    const vd y = hx_widen(xr + v * HX_VL) - bs[v];
+                    vd y;
+                    hx_widen(xr + v * HX_VL, &y);
+                    y -= bs[v];
                     bq[v] += y * y;
                 }
             }
