@@ -33,6 +33,39 @@
  * (rows = rounds x b2 to hash every round in one pass). */
 static inline size_t lsh_scratch_floats(int rows) { return (size_t)LSH_ROWS * (rows > 0 ? rows : 1); }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* The GEMM form's codes for rows [0, nr / 8 * 8) of one round: P (b2,
+ * nr), the rows in the columns, so eight rows sit in a vector's lanes as
+ * they are; per group the scan of lsh_scan_row down the candidates (an
+ * ordered greater-than: false on a NaN, as the scalar >), the maximum and
+ * the code in registers. The loop below, which GCC vectorised with a
+ * branch and a reload of each row's maximum per candidate, had been a
+ * quarter of reformer's select() on a Zen 3 (2026-12-07). Returns the
+ * rows done. */
+static inline int lsh_argmax_cols8(const float *P, int nr, int b2, int nb, int32_t *out)
+{
+    const int nn = nb - b2, a8 = nr / 8 * 8;
+    const __m256 neg1 = _mm256_set1_ps(-1.0f);
+    for (int a = 0; a < a8; a += 8) {
+        __m256 best = _mm256_loadu_ps(P + a), code = _mm256_setzero_ps(); /* code: int lanes */
+        for (int t = 1; t < b2; t++) {
+            const __m256 v = _mm256_loadu_ps(P + (size_t)t * nr + a);
+            const __m256 gt = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+            best = _mm256_blendv_ps(best, v, gt);
+            code = _mm256_blendv_ps(code, _mm256_castsi256_ps(_mm256_set1_epi32(t)), gt);
+        }
+        for (int t = 0; t < nn; t++) {
+            const __m256 v = _mm256_mul_ps(neg1, _mm256_loadu_ps(P + (size_t)t * nr + a));
+            const __m256 gt = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+            best = _mm256_blendv_ps(best, v, gt);
+            code = _mm256_blendv_ps(code, _mm256_castsi256_ps(_mm256_set1_epi32(b2 + t)), gt);
+        }
+        _mm256_storeu_si256((void *)(out + a), _mm256_castps_si256(code));
+    }
+    return a8;
+}
+#endif
+
 /* Codes of the rows of x (n, d) in R rounds into out (R, n): round r
  * projects on rot + r b2 d (rot: R b2 rows of d, contiguous). The rounds
  * whose projections fit in P (pmax floats, at least lsh_scratch_floats(b2))
@@ -195,14 +228,18 @@ static inline void lsh_codes_rounds(const float *x, int n, int d, const float *r
             for (int r = 0; r < gr; r++) {
                 const float *Pr = P + (size_t)r * b2 * nr;
                 int32_t *best = out + (size_t)(r0 + r) * n + i0;
-                for (int a = 0; a < nr; a++) {
+                int a0 = 0; /* rows the vector scan took */
+#if defined(__AVX2__) && !defined(__AVX512F__)
+                a0 = lsh_argmax_cols8(Pr, nr, b2, nb, best);
+#endif
+                for (int a = a0; a < nr; a++) {
                     bv[a] = Pr[a]; /* candidate 0 */
                     best[a] = 0;
                 }
                 for (int t = 1; t < nb; t++) {
                     const float sg = t < b2 ? 1.0f : -1.0f;
                     const float *p = Pr + (size_t)(t < b2 ? t : t - b2) * nr;
-                    for (int a = 0; a < nr; a++) {
+                    for (int a = a0; a < nr; a++) {
                         const float v = sg * p[a];
                         const int gt = v > bv[a];
                         bv[a] = gt ? v : bv[a];
