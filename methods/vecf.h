@@ -4,7 +4,9 @@
  * v_load / v_store (unaligned, via memcpy), v_splat and v_fma. With -std=c11
  * GCC does not contract a*b + c, so the x86 builds call the FMA intrinsic
  * (and broadcast with set1: one vbroadcastss); elsewhere a multiply and an
- * add. Header-only (static inline), not a method: it registers nothing. */
+ * add. Also doubles in one register (vdr, below) for the loops that sum
+ * floats in double. Header-only (static inline), not a method: it
+ * registers nothing. */
 #ifndef AB_METHODS_VECF_H
 #define AB_METHODS_VECF_H
 
