@@ -78,6 +78,23 @@ int ab_kernel_layout_bf16_isa(const ab_problem *pb, const ab_layout *l, float *o
  * through the fp32 kernel's grouped tiles, which have no bf16 form. */
 #define AB_BF16_MIN_BLOCK_Q 16
 
+/* The vector exp's constants, one set for simd_avx512.c's ab_exp16 and
+ * simd_avx2.c's ab_exp8, which run the same steps so that both ISAs give
+ * the same bits (tests/test_blascore.c holds each to its own scalar model
+ * of the steps): lanes below AB_EXP_FLUSH become 0; n = round(x log2 e);
+ * r = x - n ln 2 in two parts (Cody-Waite); p = 1 + r + r^2 (P5 + r (P4 +
+ * r (P3 + r (P2 + r (P1 + r P0))))); the result p 2^n. */
+#define AB_EXP_FLUSH  (-87.33f)
+#define AB_EXP_LOG2E  1.44269504088896341f
+#define AB_EXP_LN2_HI 0.693359375f
+#define AB_EXP_LN2_LO (-2.12194440e-4f)
+#define AB_EXP_P0     1.9875691500e-4f
+#define AB_EXP_P1     1.3981999507e-3f
+#define AB_EXP_P2     8.3334519073e-3f
+#define AB_EXP_P3     4.1665795894e-2f
+#define AB_EXP_P4     1.6666665459e-1f
+#define AB_EXP_P5     5.0000001201e-1f
+
 /* ab_cpu_exp_shift_sum of kernels.h for each ISA. */
 double ab_exp_shift_sum_portable(float *x, int n, float shift);
 double ab_exp_shift_sum_avx2(float *x, int n, float shift);

@@ -34,17 +34,17 @@ static inline __attribute__((always_inline)) __m256 ab_exp8(__m256 x)
 {
     /* lanes below -87.33 (results below FLT_MIN, -inf) become 0 whatever
      * the steps make of them; NaN (unordered) is kept */
-    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33f), _CMP_NLT_UQ);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(AB_EXP_FLUSH), _CMP_NLT_UQ);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(AB_EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln 2, high part */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);     /* low part */
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(AB_EXP_LN2_HI), x); /* ln 2, high part */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(AB_EXP_LN2_LO), r);        /* low part */
+    __m256 p = _mm256_set1_ps(AB_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AB_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AB_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AB_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AB_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(AB_EXP_P5));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     /* 2^n as 2^h 2^(n - h): n clamped to [-252, 252] (NaN, inf and huge x
      * convert to INT_MIN; their p is NaN or their result inf either way),

@@ -34,19 +34,19 @@ static inline __attribute__((always_inline)) __m512 ab_exp16(__m512 x)
      * makes every later multiply that lands in the subnormal range take a
      * microcode assist (measured: reformer's bucketed softmax ran 1.6x
      * slower than with AVX2's SLEEF exp); NaN (unordered) is kept */
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_NLT_UQ);
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(AB_EXP_FLUSH), _CMP_NLT_UQ);
     /* no clamp of x from below: a lane below -87.33 (or -inf, whose r is
      * NaN) is zeroed by `keep` whatever the steps make of it */
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(AB_EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x); /* ln 2, high part */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);     /* low part */
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(AB_EXP_LN2_HI), x); /* ln 2, high part */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(AB_EXP_LN2_LO), r);        /* low part */
+    __m512 p = _mm512_set1_ps(AB_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AB_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AB_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AB_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AB_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(AB_EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
 }
