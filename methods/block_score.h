@@ -1374,15 +1374,13 @@ static inline int bs_pos_le(const uint64_t *key, int m, uint64_t T, int32_t p0, 
 #elif defined(__AVX2__)
     const __m256i sg = _mm256_set1_epi64x(INT64_MIN),
                   kv = _mm256_set1_epi64x((long long)(T ^ 0x8000000000000000ull));
-    const __m128i step = _mm_set1_epi32(4);
-    __m128i pos = _mm_add_epi32(_mm_set1_epi32(p0), _mm_setr_epi32(0, 1, 2, 3));
-    for (; t + 4 <= m; t += 4) {
-        const __m256i k = _mm256_xor_si256(_mm256_loadu_si256((const void *)(key + t)), sg);
-        const int mk = ~_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(k, kv))) & 15;
-        const __m128i ix = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)BS_C4[mk]));
-        _mm_storeu_si128((void *)(out + o), _mm_castps_si128(_mm_permutevar_ps(_mm_castsi128_ps(pos), ix)));
-        o += __builtin_popcount((unsigned)mk);
-        pos = _mm_add_epi32(pos, step);
+    for (; t + 8 <= m; t += 8) { /* eight keys' "<= T" as a mask, emitted by bs_emit_bits8 */
+        const __m256i k0 = _mm256_xor_si256(_mm256_loadu_si256((const void *)(key + t)), sg);
+        const __m256i k1 = _mm256_xor_si256(_mm256_loadu_si256((const void *)(key + t + 4)), sg);
+        const unsigned gt = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(k0, kv))) |
+                            (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(k1, kv)))
+                                << 4;
+        o = bs_emit_bits8(out, o, ~gt & 255u, p0 + t);
     }
 #endif
     for (; t < m; t++) {

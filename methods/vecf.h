@@ -116,18 +116,9 @@ static inline __attribute__((always_inline)) vdr vdr_load(const double *p)
     return v;
 }
 
-/* Lanes 0-7 of a (8 / VDR vectors) added in pairs: ((0 + 1) + (2 + 3)) +
- * ((4 + 5) + (6 + 7)). */
-static inline double vdr_sum8(const vdr *a)
-{
-    double t[8];
-    memcpy(t, a, sizeof t);
-    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-}
-
-/* Lanes 0-15 of a (16 / VDR vectors): lane u + 8 added to lane u, then
- * vdr_sum8's pairs (two 8-lane accumulators, the second added to the
- * first, then summed). */
+/* Lanes 0-15 of a (16 / VDR vectors): lane u + 8 added to lane u (two
+ * 8-lane accumulators, the second added to the first), then the eight in
+ * pairs: ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)). */
 static inline double vdr_sum16(const vdr *a)
 {
     double t[16];
