@@ -221,8 +221,9 @@ static void sea_block_top(const uint64_t *key, int nc, int kk, int ulo, uint64_t
         eq += key[t] == kth;
     }
     int ties = kk - less, o = 0; /* 1 <= ties <= eq */
-    if (ties == eq) {            /* every tie taken (the usual case): the keys <= kth,
-                       * their positions compressed (bs_pos_le) */
+    if (ties == eq) {
+        /* every tie taken (the usual case): the keys <= kth, their
+         * positions compressed */
         bs_pos_le(key, nc, kth, ulo, out);
         return;
     }

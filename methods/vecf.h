@@ -87,27 +87,21 @@ typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
 #define VDR (VW / 2)
 typedef double vdr __attribute__((vector_size(VDR * sizeof(double))));
 typedef float vdrf __attribute__((vector_size(VDR * sizeof(float))));
-static inline __attribute__((always_inline)) vdr vdr_of_f(const float *p)
-{
-#if defined(__AVX512F__)
-    return _mm512_cvtps_pd(_mm256_loadu_ps(p));
-#elif defined(__AVX2__) && defined(__FMA__)
-    return _mm256_cvtps_pd(_mm_loadu_ps(p)); /* one vcvtps2pd: GCC made two halves of the generic form */
-#else
-    vdrf f;
-    memcpy(&f, p, sizeof f);
-    return __builtin_convertvector(f, vdr);
-#endif
-}
 static inline __attribute__((always_inline)) vdr vdr_widen(vdrf f)
 {
 #if defined(__AVX512F__)
     return _mm512_cvtps_pd((__m256)f);
 #elif defined(__AVX2__) && defined(__FMA__)
-    return _mm256_cvtps_pd((__m128)f);
+    return _mm256_cvtps_pd((__m128)f); /* one vcvtps2pd: GCC made two halves of the generic form */
 #else
     return __builtin_convertvector(f, vdr);
 #endif
+}
+static inline __attribute__((always_inline)) vdr vdr_of_f(const float *p)
+{
+    vdrf f;
+    memcpy(&f, p, sizeof f);
+    return vdr_widen(f);
 }
 static inline __attribute__((always_inline)) vdr vdr_load(const double *p)
 {
