@@ -28,12 +28,17 @@
  * VMASK_LIM(s, limp, c) (lanes whose lim <= c become -inf),
  * VMASK_LO(s, lop, c) (lanes whose lo > c become -inf), VMASK_EM(s, ep)
  * (lanes whose map byte is 0 become -inf), VZERO_IF_NEGINF(v), and SB_R,
- * SB_NV, PV_NX (register tile sizes). */
+ * SB_NV, PV_NX (register tile sizes); optionally PV_COPY (1: a gathered
+ * chunk's value rows are copied into the tile's vp before pass 3, see
+ * F(pv_pass)). */
 
 #define AB_CAT_(a, b) a##_##b
 #define AB_CAT(a, b)  AB_CAT_(a, b)
 #define F(name)       AB_CAT(name, SFX)
 #define AI            static inline __attribute__((always_inline))
+#ifndef PV_COPY
+#define PV_COPY 0
+#endif
 
 /* VPIN(v): keep a loaded vector in a register. Without it GCC folds the
  * load of a tile's shared operand into every FMA that reads it (qk_tile's
@@ -270,6 +275,66 @@ AI void F(prefetch_rows)(const float *const *r, int a, int b, int d)
         for (int x = 0; x < d; x += 16) __builtin_prefetch(r[i] + x, 0, 2);
 }
 
+/* Pass 3, acc = alpha acc + P V, over the chunk's nk value rows (G: the
+ * row list vr, else contiguous from v); the next chunk's value rows
+ * (t->pfv) prefetched in step, pfn / nq of them per query row. */
+AI void F(pv_pass)(const int G, ab_tile *t, const float *v, const float *const *vr, int nk)
+{
+    const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld, pfn = t->pfn;
+    const float *restrict st = t->st;
+    int r = 0, pv = 0;
+    for (; r + SB_R <= nq; r += SB_R) {
+        if (pv < pfn) {
+            const int e = (int)((int64_t)pfn * (r + SB_R) / nq);
+            F(prefetch_rows)(t->pfv, pv, e, d);
+            pv = e;
+        }
+        F(pv_rows)(SB_R, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld);
+    }
+    if (pv < pfn) F(prefetch_rows)(t->pfv, pv, pfn, d);
+    switch (nq - r) {
+    case 0: break;
+    case 1: F(pv_rows)(1, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#if SB_R >= 3
+    case 2: F(pv_rows)(2, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#endif
+#if SB_R >= 4
+    case 3: F(pv_rows)(3, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#endif
+#if SB_R >= 5
+    case 4: F(pv_rows)(4, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#endif
+#if SB_R >= 6
+    case 5: F(pv_rows)(5, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
+#endif
+    }
+}
+
+/* The nk value rows vr[] of a gathered chunk copied into vp (nk, d), for
+ * F(pv_pass) to read contiguously (PV_COPY). Pass 3 reads each value row
+ * once per block of SB_R query rows; rows read in place from scattered
+ * addresses missed L1 on every block, since the hardware prefetcher cannot
+ * follow the list, and on a Zen 3 (AVX2, 32 KiB L1) the loads of those
+ * rows were about a quarter of the gather kernel's time (2026-12-07). */
+AI void F(pv_copy)(float *restrict vp, const float *const *vr, int nk, int d)
+{
+/* vector moves, not memcpy: GCC called the library for the 256-byte rows */
+#define AB_PV_COPY(D)                                               \
+    for (int c = 0; c < nk; c++) {                                  \
+        float *restrict o = vp + (size_t)c * (D);                   \
+        const float *restrict x = vr[c];                            \
+        int e = 0;                                                  \
+        for (; e + W <= (D); e += W) VSTOREU(o + e, VLOADU(x + e)); \
+        for (; e < (D); e++) o[e] = x[e];                           \
+    }
+    switch (d) {
+    case 64: AB_PV_COPY(64) break;
+    case 128: AB_PV_COPY(128) break;
+    default: AB_PV_COPY(d) break;
+    }
+#undef AB_PV_COPY
+}
+
 /* The chunk step on contiguous rows k, v (G = 0) or on the row lists kr,
  * vr (G = 1). Either prefetches the next chunk's rows (t->pfk, t->pfv:
  * t->pfn of them, 0: none), spread over the passes, so that they arrive
@@ -280,7 +345,7 @@ AI void F(prefetch_rows)(const float *const *r, int a, int b, int d)
 AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, const float *const *kr,
                       const float *const *vr, int nk, int masked)
 {
-    const int d = t->d, dp = t->dp, nq = t->nq, ld = t->ld;
+    const int d = t->d, nq = t->nq, ld = t->ld;
     const int nv = (nq + W - 1) / W; /* query vectors; lanes >= nq are padding */
     float *restrict st = t->st;      /* (nk, ld) */
     const int pfn = t->pfn;
@@ -324,33 +389,12 @@ AI void F(chunk_body)(const int G, ab_tile *t, const float *k, const float *v, c
     /* 2. online softmax, lane-wise over query rows */
     F(softmax_pass)(t, nk, 0, cmx);
 
-    /* 3. acc = alpha acc + P V; the next chunk's value rows prefetched in
-     * step, pfn / nq of them per query row */
-    int r = 0, pv = 0;
-    for (; r + SB_R <= nq; r += SB_R) {
-        if (pv < pfn) {
-            const int e = (int)((int64_t)pfn * (r + SB_R) / nq);
-            F(prefetch_rows)(t->pfv, pv, e, d);
-            pv = e;
-        }
-        F(pv_rows)(SB_R, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld);
-    }
-    if (pv < pfn) F(prefetch_rows)(t->pfv, pv, pfn, d);
-    switch (nq - r) {
-    case 0: break;
-    case 1: F(pv_rows)(1, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
-#if SB_R >= 3
-    case 2: F(pv_rows)(2, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
-#endif
-#if SB_R >= 4
-    case 3: F(pv_rows)(3, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
-#endif
-#if SB_R >= 5
-    case 4: F(pv_rows)(4, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
-#endif
-#if SB_R >= 6
-    case 5: F(pv_rows)(5, G, st + r, v, vr, d, nk, t->acc + (size_t)r * dp, dp, t->alpha + r, ld); break;
-#endif
+    /* 3. acc = alpha acc + P V */
+    if (G && PV_COPY) { /* the value rows copied first (F(pv_copy)): pass 3 on contiguous rows */
+        F(pv_copy)(t->vp, vr, nk, d);
+        F(pv_pass)(0, t, t->vp, NULL, nk);
+    } else {
+        F(pv_pass)(G, t, v, vr, nk);
     }
 }
 
