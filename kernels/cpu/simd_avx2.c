@@ -66,9 +66,9 @@ static inline __attribute__((always_inline)) __m256 ab_exp8(__m256 x)
 #define SB_NV 2
 #define PV_NX 2
 /* a gathered chunk's value rows copied before pass 3 (simd_body.h
- * F(pv_copy)): gather kernel time at N = 16K, density 0.1, d = 64 on a Zen 3,
- * alternating builds, x 0.87 causal one thread; the AVX-512 step reads them
- * in place, as measured on the Xeon (48 KiB L1) */
+ * F(pv_copy)): the gather kernel at N = 16K, density 0.1, d = 64 on a Zen 3
+ * (32 KiB L1), alternating builds, x 0.88-0.92; the AVX-512 step still reads
+ * them in place (docs/kernels.md, "Gathered value rows copied under AVX2") */
 #define PV_COPY   1
 #define VZERO()   _mm256_setzero_ps()
 #define VSET1(x)  _mm256_set1_ps(x)
