@@ -30,7 +30,7 @@
  * (lanes whose map byte is 0 become -inf), VZERO_IF_NEGINF(v), and SB_R,
  * SB_NV, PV_NX (register tile sizes); optionally PV_COPY (1: a gathered
  * chunk's value rows are copied into the tile's vp before pass 3, see
- * F(pv_pass)). */
+ * F(pv_copy)). */
 
 #define AB_CAT_(a, b) a##_##b
 #define AB_CAT(a, b)  AB_CAT_(a, b)

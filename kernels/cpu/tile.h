@@ -404,7 +404,9 @@ static inline void ab_tile_set_next(ab_tile *t, const float *k, const float *v, 
 }
 
 /* The gathered chunk idx[0, nk) (sorted) of one head's k and v: read in
- * place where the ISA has a chunk step on row lists, with the nn rows
+ * place where the ISA has a chunk step on row lists (the AVX2 step copies
+ * the value rows into vp itself before its value pass: simd_body.h
+ * F(pv_copy)), with the nn rows
  * nidx[] of the next chunk prefetched while it computes (nn may be 0);
  * else the rows copied into kp and vp first and the next ones prefetched
  * before. Reading in place saves the copy, 2 d floats per key; at N = 16K
