@@ -18,7 +18,9 @@
  *                 [--min-time S] [--min-reps R] [--max-reps R] [--big N]
  *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big|peak|chunk]
  *
- * Writes DIR/kernels.tsv (one row per measurement), DIR/summary.tsv (one row
+ * Writes DIR/kernels.tsv (one row per measurement), DIR/sparse.tsv (each
+ * sparse kernel's time over flash's, paired by round: sparse_rounds),
+ * DIR/summary.tsv (one row
  * per shape and thread count: roofline ratio, sparse/flash time ratios,
  * 2-thread speed-up, SDPA ratio, fractions of the FMA peak), DIR/peak.tsv
  * (the FMA peak per thread count), DIR/chunk.tsv (the chunk step alone in
@@ -71,6 +73,8 @@ typedef struct bench_row {
     int reps;
     double med, p10, p90; /* seconds */
     double flops;         /* useful FLOPs of one run */
+    int paired;           /* sparse kernels: timed in rounds with flash (sparse_rounds) */
+    double ratio;         /* then the median over the rounds of time / the round's flash time */
 } bench_row;
 
 typedef struct bench_rows {
@@ -785,6 +789,105 @@ static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_
             getenv("AB_BF16") ? getenv("AB_BF16") : "(unset)");
 }
 
+/* ---- sparse kernels, in rounds with flash ---------------------------------- */
+
+static const char *SPARSE_HEADER =
+    "kind\tN\td\theads\tcausal\tthreads\tdensity\tactual_density\trounds\tmedian_s\tflash_median_s"
+    "\ttime_over_flash\ttime_over_flash_p10\ttime_over_flash_p90\tof_ideal\tof_ideal_p10\tof_ideal_p90\n";
+
+/* The nl layouts of one kind (every density) of one shape and thread
+ * count, timed in rounds: a round runs flash once, then each layout once,
+ * in reverse order in odd rounds. Each sparse time is divided by the flash
+ * time of its own round, taken seconds before, and the ratio is reported
+ * as the median and nearest-rank p10 / p90 over the rounds (sparse.tsv;
+ * summary.tsv's *_time_over_flash): the host's speed can move by 10-30 %
+ * within minutes, and a ratio of two medians timed minutes apart moved
+ * with it (docs/kernels.md, "Sparse kernels timed in rounds with flash").
+ * A first round warms up and sets the number of rounds as time_it sets
+ * its repeats, on the shortest kernel. Each layout also gets its kernels.tsv
+ * row (its own times' median and p10 / p90). */
+static int sparse_rounds(const bench_cfg *c, const ab_problem *pb, float *out, const ab_layout *ls,
+                         const double *dens, const double *act, int nl, int T, double dense_flops,
+                         bench_rows *rs, FILE *tsv, FILE *stsv)
+{
+    const int nrun = nl + 1; /* run 0: flash, run i: layout i - 1 */
+    double shortest = INFINITY, round_s = 0;
+    for (int i = 0; i < nrun; i++) { /* the warm-up round */
+        kern_ctx k = { pb, i ? &ls[i - 1] : NULL, out };
+        const double t0 = now_s();
+        if (run_kernel(&k)) goto fail;
+        const double e = now_s() - t0;
+        shortest = e < shortest ? e : shortest;
+        round_s += e;
+    }
+    int R = shortest > 0 ? (int)ceil(c->min_time / shortest) : c->max_reps;
+    R = R < c->min_reps ? c->min_reps : R > c->max_reps ? c->max_reps : R;
+    double *ts = malloc((size_t)nrun * R * sizeof(double)), *tmp = malloc((size_t)R * sizeof(double));
+    if (!ts || !tmp) {
+        free(ts);
+        free(tmp);
+        fprintf(stderr, "kernels_bench: out of memory\n");
+        return -1;
+    }
+    const char *kname = ab_kernel_name(&ls[0]);
+    for (int r = 0; r < R; r++) {
+        if (round_s >= 2.0) /* a progress line where the rounds are long */
+            fprintf(
+                stderr,
+                "kernels_bench: %s N=%d d=%d causal=%d threads=%d: round %d of %d (flash, %d densities)\n",
+                kname, pb->s.seq_len, pb->s.head_dim, pb->s.causal, T, r + 1, R, nl);
+        for (int j = 0; j < nrun; j++) {
+            const int i = j == 0 ? 0 : (r & 1) ? nrun - j : j;
+            kern_ctx k = { pb, i ? &ls[i - 1] : NULL, out };
+            const double t0 = now_s();
+            if (run_kernel(&k)) {
+                free(ts);
+                free(tmp);
+                goto fail;
+            }
+            ts[(size_t)i * R + r] = now_s() - t0;
+        }
+    }
+    memcpy(tmp, ts, (size_t)R * sizeof(double));
+    qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
+    const double fmed = R % 2 ? tmp[R / 2] : 0.5 * (tmp[R / 2 - 1] + tmp[R / 2]);
+    for (int i = 1; i < nrun; i++) {
+        const double *ti = ts + (size_t)i * R;
+        bench_row t = { 0 };
+        memcpy(tmp, ti, (size_t)R * sizeof(double));
+        qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
+        t.reps = R;
+        t.med = R % 2 ? tmp[R / 2] : 0.5 * (tmp[R / 2 - 1] + tmp[R / 2]);
+        t.p10 = quantile(tmp, R, 0.10);
+        t.p90 = quantile(tmp, R, 0.90);
+        for (int r = 0; r < R; r++) tmp[r] = ti[r] / ts[r];
+        qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
+        t.paired = 1;
+        t.ratio = R % 2 ? tmp[R / 2] : 0.5 * (tmp[R / 2 - 1] + tmp[R / 2]);
+        const double lo = quantile(tmp, R, 0.10), hi = quantile(tmp, R, 0.90), a = act[i - 1];
+        if (record(rs, tsv, t, kname, pb->s.seq_len, pb->s.head_dim, pb->s.heads, pb->s.causal, T,
+                   dens[i - 1], a, dense_flops * a)) {
+            free(ts);
+            free(tmp);
+            return -1;
+        }
+        if (stsv)
+            fprintf(
+                stsv,
+                "%s\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%d\t%.6g\t%.6g\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n",
+                kname, pb->s.seq_len, pb->s.head_dim, pb->s.heads, pb->s.causal, T, dens[i - 1], a, R, t.med,
+                fmed, t.ratio, lo, hi, a / t.ratio, a / hi, a / lo);
+    }
+    if (stsv) fflush(stsv);
+    free(ts);
+    free(tmp);
+    return 0;
+fail:
+    fprintf(stderr, "kernels_bench: %s failed at N=%d d=%d causal=%d threads=%d\n", ab_kernel_name(&ls[0]),
+            pb->s.seq_len, pb->s.head_dim, pb->s.causal, T);
+    return -1;
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static void usage(void)
@@ -983,6 +1086,23 @@ int main(int argc, char **argv)
     }
     tsv_comment(tsv, isa, load0, peak, npeak);
     fputs(ROW_HEADER, tsv);
+    FILE *stsv = NULL; /* the sparse kernels against flash, paired by round */
+    if (do_sparse) {
+        snprintf(path, sizeof path, "%s/sparse.tsv", c.out);
+        if (!(stsv = fopen(path, "w"))) {
+            perror(path);
+            return 1;
+        }
+        tsv_comment(stsv, isa, load0, peak, npeak);
+        fprintf(stsv, "# rounds of flash then every density (reversed in odd rounds); time_over_flash: "
+                      "median and nearest-rank p10/p90 over the rounds of a run's time over the same "
+                      "round's flash time; of_ideal = actual_density / time_over_flash (1: the ideal "
+                      "speed-up 1 / density)\n");
+        fputs(SPARSE_HEADER, stsv);
+    } else if (do_flash) { /* kernels.tsv and summary.tsv are rewritten without sparse rows */
+        snprintf(path, sizeof path, "%s/sparse.tsv", c.out);
+        remove(path);
+    }
 
     bench_rows rs = { 0 };
     /* The long run first: it forks, and libgomp is not fork-safe once this
@@ -1055,29 +1175,29 @@ int main(int argc, char **argv)
                 int sparse_d = c.nsd == 0;
                 for (int i = 0; i < c.nsd; i++) sparse_d |= c.sd[i] == d;
                 if (!do_sparse || N > c.sparse_max_n || !sparse_d) continue;
-                for (int kind = 0; kind < 2; kind++)
+                for (int kind = 0; kind < 2; kind++) {
+                    ab_layout ls[BMAX];
+                    double act[BMAX], dens_of[BMAX];
+                    int nl = 0;
                     for (int ie = 0; ie < c.ndens; ie++) {
-                        ab_layout l;
-                        if (make_layout(&l, &x.pb.s, c.dens[ie], kind, 7 + ie)) {
-                            fprintf(stderr, "layout failed N=%d\n", N);
-                            ab_layout_free(&l);
+                        if (make_layout(&ls[nl], &x.pb.s, c.dens[ie], kind, 7 + ie)) {
+                            fprintf(stderr, "kernels_bench: %s layout failed at N=%d density %g\n",
+                                    kind ? "token" : "block", N, c.dens[ie]);
+                            ab_layout_free(&ls[nl]);
                             failed = 1;
                             continue;
                         }
-                        const double act = ab_layout_density(&l);
-                        for (int it = 0; it < c.nthr; it++) {
-                            set_threads(c.thr[it]);
-                            kern_ctx k = { &x.pb, &l, x.out };
-                            bench_row t = { 0 };
-                            if (time_it(&c, run_kernel, &k, &t) ||
-                                record(&rs, tsv, t, ab_kernel_name(&l), N, d, H, causal, c.thr[it],
-                                       c.dens[ie], act, dense_flops * act)) {
-                                fprintf(stderr, "%s failed\n", ab_kernel_name(&l));
-                                return 1;
-                            }
-                        }
-                        ab_layout_free(&l);
+                        act[nl] = ab_layout_density(&ls[nl]);
+                        dens_of[nl++] = c.dens[ie];
                     }
+                    for (int it = 0; it < c.nthr && nl; it++) {
+                        set_threads(c.thr[it]);
+                        if (sparse_rounds(&c, &x.pb, x.out, ls, dens_of, act, nl, c.thr[it], dense_flops, &rs,
+                                          tsv, stsv))
+                            return 1;
+                    }
+                    for (int i = 0; i < nl; i++) ab_layout_free(&ls[i]);
+                }
             }
             qkv_free(&x);
             fflush(tsv);
@@ -1085,6 +1205,10 @@ int main(int argc, char **argv)
     loadavg(load1, sizeof load1);
     fprintf(tsv, "# loadavg_end=%s\n", load1);
     fclose(tsv);
+    if (stsv) {
+        fprintf(stsv, "# loadavg_end=%s\n", load1);
+        fclose(stsv);
+    }
     printf("loadavg at start %s, at end %s (2 cpus)\n", load0, load1);
 
     /* the PyTorch peer, measured before this run by bench/sdpa_peer.py */
@@ -1153,7 +1277,9 @@ int main(int argc, char **argv)
                                 const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse", N, d,
                                                                causal, T, c.dens[ie]);
                                 p += snprintf(line + p, sizeof line - (size_t)p, "\t%.4f",
-                                              s ? s->med / f->med : NAN);
+                                              !s          ? NAN
+                                              : s->paired ? s->ratio
+                                                          : s->med / f->med);
                             }
                         const double pk = peak_for(peak, npeak, T);
                         p += snprintf(line + p, sizeof line - (size_t)p, "\t%.2f\t%.4f\t%.4f", pk, gg / pk,
