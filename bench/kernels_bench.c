@@ -6,7 +6,9 @@
  * and flash on bf16 inputs (ab_cpu_flash_bf16 on its default path: AMX
  * where the CPU has it, else widened to fp32; and the AVX-512 BF16 pair
  * products where the CPU has them, kind flash_bf16n).
- * Optionally joins a PyTorch SDPA peer measured by bench/sdpa_peer.py, and
+ * Optionally times a PyTorch SDPA peer in rounds with flash (--sdpa-serve:
+ * bench/sdpa_peer.py --serve as a child process, one timed call per
+ * request) or joins one measured before by bench/sdpa_peer.py (--sdpa), and
  * runs one long dense causal sequence in a child process to report its peak
  * RSS (memory O(N d)). Before the kernels it measures the machine's fp32
  * FMA peak for each thread count (independent FMA chains on the widest
@@ -16,10 +18,12 @@
  *   kernels_bench [--quick] [--n 1024,2048,...] [--d 64,128] [--threads 1,2]
  *                 [--heads 8] [--density 0.05,...] [--sparse-max-n N] [--sparse-d LIST]
  *                 [--min-time S] [--min-reps R] [--max-reps R] [--big N]
- *                 [--sdpa FILE] [--out DIR] [--only flash|sparse|big|peak|chunk]
+ *                 [--sdpa FILE | --sdpa-serve CMD] [--out DIR]
+ *                 [--only flash|sparse|big|peak|chunk]
  *
  * Writes DIR/kernels.tsv (one row per measurement), DIR/sparse.tsv (each
  * sparse kernel's time over flash's, paired by round: sparse_rounds),
+ * DIR/peer.tsv and DIR/sdpa.tsv (with --sdpa-serve: peer_rounds),
  * DIR/summary.tsv (one row
  * per shape and thread count: roofline ratio, sparse/flash time ratios,
  * 2-thread speed-up, SDPA ratio, fractions of the FMA peak), DIR/peak.tsv
@@ -29,6 +33,8 @@
  * (detected, best, running, source: harness/engine/blascore.h), load average. */
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -61,7 +67,7 @@ typedef struct bench_cfg {
     int ndens;
     int heads, sparse_max_n, min_reps, max_reps, big_n, big_heads, big_d;
     double min_time;
-    const char *out, *sdpa, *only;
+    const char *out, *sdpa, *sdpa_serve, *only;
 } bench_cfg;
 
 /* One measurement. */
@@ -73,7 +79,7 @@ typedef struct bench_row {
     int reps;
     double med, p10, p90; /* seconds */
     double flops;         /* useful FLOPs of one run */
-    int paired;           /* sparse kernels: timed in rounds with flash (sparse_rounds) */
+    int paired;           /* timed in rounds with flash (sparse_rounds, peer_rounds) */
     double ratio;         /* then the median over the rounds of time / the round's flash time */
 } bench_row;
 
@@ -789,82 +795,130 @@ static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_
             getenv("AB_BF16") ? getenv("AB_BF16") : "(unset)");
 }
 
+/* ---- rounds: runs timed side by side ----------------------------------------- */
+
+/* Run i of a round: its seconds in *sec; 0 on success. */
+typedef int (*round_fn)(void *ctx, int i, double *sec);
+
+static double median_sorted(const double *v, int n)
+{
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Runs 0 .. nrun - 1 timed in rounds, in order in even rounds and in
+ * reverse order in odd ones, so that each run has the others' times taken
+ * seconds before or after it: the host's speed can move by 10-30 % within
+ * minutes, and a ratio of two medians timed minutes apart moved with it
+ * (docs/kernels.md, "Sparse kernels timed in rounds with flash"). A first
+ * round warms up and sets the number of rounds R as time_it sets its
+ * repeats, on the shortest run. Returns the times, ts[i R + r] (free()),
+ * and R; NULL on a failed run (after a message naming `what`) or out of
+ * memory. A progress line per round goes to stderr where a round lasts two
+ * seconds or more. */
+static double *time_rounds(const bench_cfg *c, int nrun, round_fn fn, void *ctx, const char *what, int *Rp)
+{
+    double shortest = INFINITY, round_s = 0, e;
+    for (int i = 0; i < nrun; i++) { /* the warm-up round */
+        if (fn(ctx, i, &e)) goto fail;
+        shortest = e < shortest ? e : shortest;
+        round_s += e;
+    }
+    int R = shortest > 0 ? (int)ceil(c->min_time / shortest) : c->max_reps;
+    R = R < c->min_reps ? c->min_reps : R > c->max_reps ? c->max_reps : R;
+    double *ts = malloc((size_t)nrun * R * sizeof(double));
+    if (!ts) {
+        fprintf(stderr, "kernels_bench: out of memory\n");
+        return NULL;
+    }
+    for (int r = 0; r < R; r++) {
+        if (round_s >= 2.0) fprintf(stderr, "kernels_bench: %s: round %d of %d\n", what, r + 1, R);
+        for (int j = 0; j < nrun; j++) {
+            const int i = (r & 1) ? nrun - 1 - j : j;
+            if (fn(ctx, i, &ts[(size_t)i * R + r])) {
+                free(ts);
+                goto fail;
+            }
+        }
+    }
+    *Rp = R;
+    return ts;
+fail:
+    fprintf(stderr, "kernels_bench: %s failed\n", what);
+    return NULL;
+}
+
+/* A row's own times (median, nearest-rank p10 / p90 of ti[0 .. R)); its
+ * paired ratio, the median of ti[r] / ref[r], where ref is given, and that
+ * ratio's p10 / p90 in lo, hi. tmp: R doubles. */
+static bench_row round_row(const double *ti, const double *ref, int R, double *tmp, double *lo, double *hi)
+{
+    bench_row t = { 0 };
+    memcpy(tmp, ti, (size_t)R * sizeof(double));
+    qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
+    t.reps = R;
+    t.med = median_sorted(tmp, R);
+    t.p10 = quantile(tmp, R, 0.10);
+    t.p90 = quantile(tmp, R, 0.90);
+    if (ref) {
+        for (int r = 0; r < R; r++) tmp[r] = ti[r] / ref[r];
+        qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
+        t.paired = 1;
+        t.ratio = median_sorted(tmp, R);
+        *lo = quantile(tmp, R, 0.10);
+        *hi = quantile(tmp, R, 0.90);
+    }
+    return t;
+}
+
 /* ---- sparse kernels, in rounds with flash ---------------------------------- */
 
 static const char *SPARSE_HEADER =
     "kind\tN\td\theads\tcausal\tthreads\tdensity\tactual_density\trounds\tmedian_s\tflash_median_s"
     "\ttime_over_flash\ttime_over_flash_p10\ttime_over_flash_p90\tof_ideal\tof_ideal_p10\tof_ideal_p90\n";
 
+typedef struct sparse_ctx {
+    const ab_problem *pb;
+    const ab_layout *ls; /* run 0: flash, run i: ls[i - 1] */
+    float *out;
+} sparse_ctx;
+
+static int sparse_run(void *p, int i, double *sec)
+{
+    const sparse_ctx *x = p;
+    kern_ctx k = { x->pb, i ? &x->ls[i - 1] : NULL, x->out };
+    const double t0 = now_s();
+    const int rc = run_kernel(&k);
+    *sec = now_s() - t0;
+    return rc;
+}
+
 /* The nl layouts of one kind (every density) of one shape and thread
- * count, timed in rounds: a round runs flash once, then each layout once,
- * in reverse order in odd rounds. Each sparse time is divided by the flash
- * time of its own round, taken seconds before, and the ratio is reported
- * as the median and nearest-rank p10 / p90 over the rounds (sparse.tsv;
- * summary.tsv's *_time_over_flash): the host's speed can move by 10-30 %
- * within minutes, and a ratio of two medians timed minutes apart moved
- * with it (docs/kernels.md, "Sparse kernels timed in rounds with flash").
- * A first round warms up and sets the number of rounds as time_it sets
- * its repeats, on the shortest kernel. Each layout also gets its kernels.tsv
- * row (its own times' median and p10 / p90). */
+ * count, timed in rounds with flash (time_rounds). Each sparse time is
+ * divided by its round's flash time, and the ratio's median and p10 / p90
+ * over the rounds go to sparse.tsv and the row (summary.tsv's
+ * *_time_over_flash); each layout's kernels.tsv row has its own times. */
 static int sparse_rounds(const bench_cfg *c, const ab_problem *pb, float *out, const ab_layout *ls,
                          const double *dens, const double *act, int nl, int T, double dense_flops,
                          bench_rows *rs, FILE *tsv, FILE *stsv)
 {
-    const int nrun = nl + 1; /* run 0: flash, run i: layout i - 1 */
-    double shortest = INFINITY, round_s = 0;
-    for (int i = 0; i < nrun; i++) { /* the warm-up round */
-        kern_ctx k = { pb, i ? &ls[i - 1] : NULL, out };
-        const double t0 = now_s();
-        if (run_kernel(&k)) goto fail;
-        const double e = now_s() - t0;
-        shortest = e < shortest ? e : shortest;
-        round_s += e;
-    }
-    int R = shortest > 0 ? (int)ceil(c->min_time / shortest) : c->max_reps;
-    R = R < c->min_reps ? c->min_reps : R > c->max_reps ? c->max_reps : R;
-    double *ts = malloc((size_t)nrun * R * sizeof(double)), *tmp = malloc((size_t)R * sizeof(double));
-    if (!ts || !tmp) {
+    const int nrun = nl + 1;
+    const char *kname = ab_kernel_name(&ls[0]);
+    char what[128];
+    snprintf(what, sizeof what, "%s N=%d d=%d causal=%d threads=%d (flash, %d densities)", kname,
+             pb->s.seq_len, pb->s.head_dim, pb->s.causal, T, nl);
+    sparse_ctx x = { pb, ls, out };
+    int R = 0;
+    double *ts = time_rounds(c, nrun, sparse_run, &x, what, &R);
+    double *tmp = ts ? malloc((size_t)R * sizeof(double)) : NULL;
+    if (!tmp) {
         free(ts);
-        free(tmp);
-        fprintf(stderr, "kernels_bench: out of memory\n");
         return -1;
     }
-    const char *kname = ab_kernel_name(&ls[0]);
-    for (int r = 0; r < R; r++) {
-        if (round_s >= 2.0) /* a progress line where the rounds are long */
-            fprintf(
-                stderr,
-                "kernels_bench: %s N=%d d=%d causal=%d threads=%d: round %d of %d (flash, %d densities)\n",
-                kname, pb->s.seq_len, pb->s.head_dim, pb->s.causal, T, r + 1, R, nl);
-        for (int j = 0; j < nrun; j++) {
-            const int i = j == 0 ? 0 : (r & 1) ? nrun - j : j;
-            kern_ctx k = { pb, i ? &ls[i - 1] : NULL, out };
-            const double t0 = now_s();
-            if (run_kernel(&k)) {
-                free(ts);
-                free(tmp);
-                goto fail;
-            }
-            ts[(size_t)i * R + r] = now_s() - t0;
-        }
-    }
-    memcpy(tmp, ts, (size_t)R * sizeof(double));
-    qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
-    const double fmed = R % 2 ? tmp[R / 2] : 0.5 * (tmp[R / 2 - 1] + tmp[R / 2]);
+    double lo = 0, hi = 0;
+    const double fmed = round_row(ts, NULL, R, tmp, &lo, &hi).med;
     for (int i = 1; i < nrun; i++) {
-        const double *ti = ts + (size_t)i * R;
-        bench_row t = { 0 };
-        memcpy(tmp, ti, (size_t)R * sizeof(double));
-        qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
-        t.reps = R;
-        t.med = R % 2 ? tmp[R / 2] : 0.5 * (tmp[R / 2 - 1] + tmp[R / 2]);
-        t.p10 = quantile(tmp, R, 0.10);
-        t.p90 = quantile(tmp, R, 0.90);
-        for (int r = 0; r < R; r++) tmp[r] = ti[r] / ts[r];
-        qsort(tmp, (size_t)R, sizeof(double), cmp_dbl);
-        t.paired = 1;
-        t.ratio = R % 2 ? tmp[R / 2] : 0.5 * (tmp[R / 2 - 1] + tmp[R / 2]);
-        const double lo = quantile(tmp, R, 0.10), hi = quantile(tmp, R, 0.90), a = act[i - 1];
+        bench_row t = round_row(ts + (size_t)i * R, ts, R, tmp, &lo, &hi);
+        const double a = act[i - 1];
         if (record(rs, tsv, t, kname, pb->s.seq_len, pb->s.head_dim, pb->s.heads, pb->s.causal, T,
                    dens[i - 1], a, dense_flops * a)) {
             free(ts);
@@ -882,10 +936,165 @@ static int sparse_rounds(const bench_cfg *c, const ab_problem *pb, float *out, c
     free(ts);
     free(tmp);
     return 0;
-fail:
-    fprintf(stderr, "kernels_bench: %s failed at N=%d d=%d causal=%d threads=%d\n", ab_kernel_name(&ls[0]),
-            pb->s.seq_len, pb->s.head_dim, pb->s.causal, T);
-    return -1;
+}
+
+/* ---- the PyTorch peer, served ---------------------------------------------- */
+
+/* bench/sdpa_peer.py --serve as a child process: one request line
+ * "KIND N D HEADS CAUSAL THREADS" on its stdin, one line of seconds back. */
+typedef struct sdpa_srv {
+    FILE *to, *from;
+    pid_t pid;
+    int ok;
+    char info[256]; /* the rest of its "ready" line: torch version, CPU capability */
+} sdpa_srv;
+
+static void sdpa_srv_stop(sdpa_srv *sv)
+{
+    if (sv->to) fclose(sv->to); /* end of input: the server exits */
+    if (sv->from) fclose(sv->from);
+    if (sv->pid > 0)
+        while (waitpid(sv->pid, NULL, 0) < 0 && errno == EINTR) {}
+    sv->to = sv->from = NULL;
+    sv->pid = -1;
+    sv->ok = 0;
+}
+
+/* Starts `cmd` under /bin/sh and waits for its "ready" line (torch
+ * imported), before this process runs anything timed. 0 when ready. */
+static int sdpa_srv_start(sdpa_srv *sv, const char *cmd)
+{
+    memset(sv, 0, sizeof *sv);
+    sv->pid = -1;
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC)) return -1;
+    if (pipe2(out, O_CLOEXEC)) {
+        close(in[0]);
+        close(in[1]);
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN); /* a server that died is an error on write, not the end of this process */
+    fflush(stdout);
+    fflush(stderr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    if (pid < 0) {
+        close(in[1]);
+        close(out[0]);
+        return -1;
+    }
+    sv->pid = pid;
+    sv->to = fdopen(in[1], "w");
+    sv->from = fdopen(out[0], "r");
+    char line[256];
+    if (!sv->to || !sv->from || !fgets(line, sizeof line, sv->from) || strncmp(line, "ready", 5)) {
+        fprintf(stderr, "kernels_bench: the SDPA peer (%s) did not start (SDPA left out)%s%s", cmd,
+                sv->from && !feof(sv->from) ? ": " : "\n", sv->from && !feof(sv->from) ? line : "");
+        sdpa_srv_stop(sv);
+        return -1;
+    }
+    line[strcspn(line, "\n")] = 0;
+    snprintf(sv->info, sizeof sv->info, "%s", line[5] == ' ' ? line + 6 : line + 5);
+    sv->ok = 1;
+    return 0;
+}
+
+/* One SDPA call timed by the server: its seconds in *sec. */
+static int sdpa_srv_time(sdpa_srv *sv, const char *kind, const ab_shape *s, int T, double *sec)
+{
+    char line[256];
+    if (!sv->ok ||
+        fprintf(sv->to, "%s %d %d %d %d %d\n", kind, s->seq_len, s->head_dim, s->heads, s->causal, T) < 0 ||
+        fflush(sv->to) || !fgets(line, sizeof line, sv->from) || sscanf(line, "%lf", sec) != 1 ||
+        !(*sec > 0)) {
+        if (sv->ok) fprintf(stderr, "kernels_bench: the SDPA peer failed (%s): no SDPA from here on\n", kind);
+        sdpa_srv_stop(sv);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *PEER_HEADER = "N\td\theads\tcausal\tthreads\tdtype\trounds\tflash_median_s\tsdpa_median_s"
+                                 "\tflash_over_sdpa\tflash_over_sdpa_p10\tflash_over_sdpa_p90\n";
+
+typedef struct peer_ctx {
+    const ab_problem *pb;
+    float *out;
+    bf16_ctx *b16; /* NULL: fp32 only */
+    sdpa_srv *sv;
+    int T;
+    int failed_run; /* which run failed: 1 or 3 (SDPA) is the peer's */
+} peer_ctx;
+
+/* Run 0: flash, 1: SDPA, 2: flash on bf16 inputs, 3: SDPA in bf16. */
+static int peer_run(void *p, int i, double *sec)
+{
+    peer_ctx *x = p;
+    int rc;
+    if (i == 1 || i == 3) {
+        rc = sdpa_srv_time(x->sv, i == 1 ? "sdpa" : "sdpa_bf16", &x->pb->s, x->T, sec);
+    } else {
+        kern_ctx k = { x->pb, NULL, x->out };
+        const double t0 = now_s();
+        rc = i == 0 ? run_kernel(&k) : run_bf16(x->b16);
+        *sec = now_s() - t0;
+    }
+    if (rc) x->failed_run = i;
+    return rc;
+}
+
+/* Flash (and flash on bf16 inputs, b16 non-NULL) timed in rounds with
+ * torch SDPA (and SDPA in bf16), served by sv: rows flash, sdpa,
+ * flash_bf16, sdpa_bf16 with their own times; the sdpa rows carry the
+ * paired ratio, SDPA's time over flash's in the same round (= flash's
+ * speed over SDPA's: summary.tsv's flash_over_sdpa), also in peer.tsv.
+ * Returns 0, 1 when the peer failed (sv stopped; nothing recorded: the
+ * caller times flash alone), -1 when a kernel failed. */
+static int peer_rounds(const bench_cfg *c, sdpa_srv *sv, const ab_problem *pb, float *out, bf16_ctx *b16,
+                       int T, double dense_flops, bench_rows *rs, FILE *tsv, FILE *ptsv)
+{
+    const ab_shape *s = &pb->s;
+    char what[128];
+    snprintf(what, sizeof what, "flash and SDPA N=%d d=%d causal=%d threads=%d", s->seq_len, s->head_dim,
+             s->causal, T);
+    peer_ctx x = { pb, out, b16, sv, T, -1 };
+    int R = 0;
+    double *ts = time_rounds(c, b16 ? 4 : 2, peer_run, &x, what, &R);
+    if (!ts) return x.failed_run == 1 || x.failed_run == 3 ? 1 : -1;
+    double *tmp = malloc((size_t)R * sizeof(double));
+    if (!tmp) {
+        free(ts);
+        return -1;
+    }
+    static const char *kinds[] = { "flash", "sdpa", "flash_bf16", "sdpa_bf16" };
+    for (int i = 0; i < (b16 ? 4 : 2); i++) {
+        double lo = 0, hi = 0;
+        const int peer = i & 1;
+        bench_row t = round_row(ts + (size_t)i * R, peer ? ts + (size_t)(i - 1) * R : NULL, R, tmp, &lo, &hi);
+        if (record(rs, tsv, t, kinds[i], s->seq_len, s->head_dim, s->heads, s->causal, T, 1, 1,
+                   dense_flops)) {
+            free(ts);
+            free(tmp);
+            return -1;
+        }
+        if (peer && ptsv) {
+            const double fmed = rs->r[rs->n - 2].med;
+            fprintf(ptsv, "%d\t%d\t%d\t%d\t%d\t%s\t%d\t%.6g\t%.6g\t%.4f\t%.4f\t%.4f\n", s->seq_len,
+                    s->head_dim, s->heads, s->causal, T, i == 1 ? "fp32" : "bf16", R, fmed, t.med, t.ratio,
+                    lo, hi);
+            fflush(ptsv);
+        }
+    }
+    free(ts);
+    free(tmp);
+    return 0;
 }
 
 /* ---- main ----------------------------------------------------------------- */
@@ -894,7 +1103,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: kernels_bench [--quick] [--n LIST] [--d LIST] [--threads LIST] "
                     "[--heads H] [--density LIST] [--sparse-max-n N] [--sparse-d LIST] [--min-time S] "
-                    "[--min-reps R] [--max-reps R] [--big N] [--sdpa FILE] [--out DIR] "
+                    "[--min-reps R] [--max-reps R] [--big N] [--sdpa FILE | --sdpa-serve CMD] [--out DIR] "
                     "[--only flash|sparse|big|peak|chunk]\n");
 }
 
@@ -973,6 +1182,8 @@ int main(int argc, char **argv)
             c.big_n = atoi(v);
         else if (!strcmp(a, "--sdpa"))
             c.sdpa = v;
+        else if (!strcmp(a, "--sdpa-serve"))
+            c.sdpa_serve = v;
         else if (!strcmp(a, "--out"))
             c.out = v;
         else if (!strcmp(a, "--only"))
@@ -985,6 +1196,11 @@ int main(int argc, char **argv)
         }
     }
     if (c.max_reps < c.min_reps) c.max_reps = c.min_reps;
+    if (c.sdpa && c.sdpa_serve) {
+        fprintf(stderr, "kernels_bench: --sdpa FILE and --sdpa-serve CMD: give one\n");
+        usage();
+        return 2;
+    }
     if (c.only && strcmp(c.only, "flash") && strcmp(c.only, "sparse") && strcmp(c.only, "big") &&
         strcmp(c.only, "peak") && strcmp(c.only, "chunk")) {
         fprintf(stderr, "kernels_bench: --only %s: expected flash, sparse, big, peak or chunk\n", c.only);
@@ -1009,6 +1225,12 @@ int main(int argc, char **argv)
         perror(path);
         return 1;
     }
+    /* the PyTorch peer, before anything is timed: its torch import takes
+     * seconds of CPU; it then waits for requests */
+    sdpa_srv srv = { 0 };
+    srv.pid = -1;
+    if (c.sdpa_serve && do_flash && sdpa_srv_start(&srv, c.sdpa_serve) == 0)
+        printf("kernels_bench: SDPA peer ready (%s): timed in rounds with flash\n", srv.info);
     const char *ct = getenv("OPENBLAS_CORETYPE");
     const ab_blas_core *bc = ab_blas_core_info();
     const char *isa = ab_cpu_isa_name(ab_cpu_isa_pick());
@@ -1094,13 +1316,31 @@ int main(int argc, char **argv)
             return 1;
         }
         tsv_comment(stsv, isa, load0, peak, npeak);
-        fprintf(stsv, "# rounds of flash then every density (reversed in odd rounds); time_over_flash: "
+        fprintf(stsv, "# rounds of flash then every density (backwards in odd rounds); time_over_flash: "
                       "median and nearest-rank p10/p90 over the rounds of a run's time over the same "
                       "round's flash time; of_ideal = actual_density / time_over_flash (1: the ideal "
                       "speed-up 1 / density)\n");
         fputs(SPARSE_HEADER, stsv);
     } else if (do_flash) { /* kernels.tsv and summary.tsv are rewritten without sparse rows */
         snprintf(path, sizeof path, "%s/sparse.tsv", c.out);
+        remove(path);
+    }
+    FILE *ptsv = NULL; /* flash against the served SDPA, paired by round */
+    snprintf(path, sizeof path, "%s/peer.tsv", c.out);
+    if (srv.ok) {
+        if (!(ptsv = fopen(path, "w"))) {
+            perror(path);
+            return 1;
+        }
+        tsv_comment(ptsv, isa, load0, peak, npeak);
+        fprintf(
+            ptsv,
+            "# sdpa peer: %s; rounds of flash, SDPA, flash on bf16 inputs, SDPA in bf16 (backwards in odd "
+            "rounds); flash_over_sdpa: median and nearest-rank p10/p90 over the rounds of SDPA's time over "
+            "flash's in the same round\n",
+            srv.info);
+        fputs(PEER_HEADER, ptsv);
+    } else if (do_flash) {
         remove(path);
     }
 
@@ -1140,32 +1380,36 @@ int main(int argc, char **argv)
             for (int causal = 0; causal < 2; causal++) {
                 x.pb.s.causal = causal;
                 const double dense_flops = 4.0 * H * (double)N * N * d * (causal ? 0.5 : 1.0);
+                uint16_t *b16 = bf16_copy(&x);
+                const size_t e16 = (size_t)H * N * d;
                 for (int it = 0; it < c.nthr; it++) {
                     set_threads(c.thr[it]);
+                    bf16_ctx kb = {
+                        &x.pb.s, b16, b16 ? b16 + e16 : NULL, b16 ? b16 + 2 * e16 : NULL, x.out, 0
+                    };
+                    /* with the served peer: flash, SDPA and their bf16 forms in rounds */
+                    const int pr = srv.ok ? peer_rounds(&c, &srv, &x.pb, x.out, b16 ? &kb : NULL, c.thr[it],
+                                                        dense_flops, &rs, tsv, ptsv)
+                                          : 1;
+                    if (pr < 0) return 1;
                     kern_ctx k = { &x.pb, NULL, x.out };
                     bench_row t = { 0 };
-                    if (time_it(&c, run_kernel, &k, &t) ||
-                        record(&rs, tsv, t, "flash", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {
+                    if (pr && (time_it(&c, run_kernel, &k, &t) ||
+                               record(&rs, tsv, t, "flash", N, d, H, causal, c.thr[it], 1, 1, dense_flops))) {
                         fprintf(stderr, "flash failed N=%d d=%d\n", N, d);
                         return 1;
                     }
-                }
-                /* bf16 inputs */
-                uint16_t *b16 = bf16_copy(&x);
-                const size_t e16 = (size_t)H * N * d;
-                for (int it = 0; it < c.nthr && b16; it++) {
-                    set_threads(c.thr[it]);
-                    bf16_ctx k = { &x.pb.s, b16, b16 + e16, b16 + 2 * e16, x.out, 0 };
-                    bench_row t = { 0 };
-                    if (time_it(&c, run_bf16, &k, &t) ||
-                        record(&rs, tsv, t, "flash_bf16", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {
+                    if (!b16) continue;
+                    if (pr &&
+                        (time_it(&c, run_bf16, &kb, &t) ||
+                         record(&rs, tsv, t, "flash_bf16", N, d, H, causal, c.thr[it], 1, 1, dense_flops))) {
                         fprintf(stderr, "flash_bf16 failed N=%d d=%d\n", N, d);
                         return 1;
                     }
                     /* and the native AVX-512 BF16 products, where the CPU has them */
                     if (!ab_cpu_bf16_path_ok(AB_BF16_AVX512, d, x.pb.s.scale)) continue;
-                    k.native = 1;
-                    if (time_it(&c, run_bf16, &k, &t) ||
+                    kb.native = 1;
+                    if (time_it(&c, run_bf16, &kb, &t) ||
                         record(&rs, tsv, t, "flash_bf16n", N, d, H, causal, c.thr[it], 1, 1, dense_flops)) {
                         fprintf(stderr, "flash_bf16 (native) failed N=%d d=%d\n", N, d);
                         return 1;
@@ -1209,15 +1453,30 @@ int main(int argc, char **argv)
         fprintf(stsv, "# loadavg_end=%s\n", load1);
         fclose(stsv);
     }
+    if (ptsv) {
+        fprintf(ptsv, "# loadavg_end=%s\n", load1);
+        fclose(ptsv);
+    }
+    const int served = srv.pid > 0 || ptsv; /* SDPA rows came from the served peer */
+    sdpa_srv_stop(&srv);
     printf("loadavg at start %s, at end %s (2 cpus)\n", load0, load1);
 
-    /* the PyTorch peer, measured before this run by bench/sdpa_peer.py */
-    int have_sdpa = 0;
-    if (c.sdpa) {
-        have_sdpa = load_sdpa(c.sdpa, &rs);
-        if (have_sdpa <= 0) {
-            printf("sdpa: no rows in %s (PyTorch peer not measured)\n", c.sdpa);
-            have_sdpa = 0;
+    /* the PyTorch peer: served (its rows are in rs), or measured before this
+     * run by bench/sdpa_peer.py (--sdpa FILE) */
+    if (!served && c.sdpa && load_sdpa(c.sdpa, &rs) <= 0)
+        printf("sdpa: no rows in %s (PyTorch peer not measured)\n", c.sdpa);
+    if (served) { /* its rows also as sdpa_peer.py writes them (roofline.gp, --sdpa FILE) */
+        snprintf(path, sizeof path, "%s/sdpa.tsv", c.out);
+        FILE *sf = fopen(path, "w");
+        if (!sf) {
+            perror(path);
+            failed = 1;
+        } else {
+            fprintf(sf, "# served by %s, timed in rounds with flash (peer.tsv)\n", c.sdpa_serve);
+            fputs(ROW_HEADER, sf);
+            for (size_t i = 0; i < rs.n; i++)
+                if (!strncmp(rs.r[i].kind, "sdpa", 4)) row_print(sf, &rs.r[i]);
+            fclose(sf);
         }
     }
 
@@ -1271,7 +1530,7 @@ int main(int argc, char **argv)
                                          "%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.3f\t%.3f"
                                          "\t%.2f\t%.3f",
                                          N, d, causal, T, gg, gf, gf / gg, f1 ? f1->med / f->med : NAN, gs,
-                                         gf / gs);
+                                         sd && sd->paired ? sd->ratio : gf / gs);
                         for (int kind = 0; kind < 2; kind++)
                             for (int ie = 0; ie < c.ndens; ie++) {
                                 const bench_row *s = rows_find(&rs, kind ? "gather" : "blocksparse", N, d,
@@ -1297,7 +1556,8 @@ int main(int argc, char **argv)
                         const double gb = b ? b->flops * 1e-9 / b->med : NAN;
                         const double gsb = sb ? sb->flops * 1e-9 / sb->med : NAN;
                         p += snprintf(line + p, sizeof line - (size_t)p, "\t%.2f\t%.2f\t%.3f\t%.3f\t%.2f", gb,
-                                      gsb, gb / gsb, gb / gf, bn ? bn->flops * 1e-9 / bn->med : NAN);
+                                      gsb, sb && sb->paired ? sb->ratio : gb / gsb, gb / gf,
+                                      bn ? bn->flops * 1e-9 / bn->med : NAN);
                         fprintf(sum, "%s\n", line);
                         printf("%s\n", line);
                     }

@@ -5,10 +5,19 @@ same shapes, thread counts and repeat rule, and writes rows in the same TSV
 columns (kind = sdpa; sdpa_bf16 for the same tensors in bfloat16), which
 kernels_bench joins with --sdpa FILE.
 
-Run by `make bench` only when build/venv has torch (>= 2.1); never needed by
-`make test`. Usage: sdpa_peer.py [--quick] [--n 1024,...] [--d 64,128]
-[--threads 1,2] [--heads 8] [--min-time S] [--min-reps R] [--max-reps R]
---out FILE (kernels_bench options it does not use are accepted and ignored).
+Never needed by `make test`. Usage: sdpa_peer.py [--quick] [--n 1024,...]
+[--d 64,128] [--threads 1,2] [--heads 8] [--min-time S] [--min-reps R]
+[--max-reps R] --out FILE (kernels_bench options it does not use are
+accepted and ignored).
+
+sdpa_peer.py --serve: the form `make bench` uses (kernels_bench
+--sdpa-serve): after importing torch it prints "ready", then for each line
+"KIND N D HEADS CAUSAL THREADS" on stdin (KIND sdpa or sdpa_bf16) times one
+call on the CPU and prints its seconds (or "error MESSAGE"), so that
+kernels_bench can time SDPA in rounds with its own flash, seconds apart,
+instead of minutes (docs/kernels.md). The tensors of the last shape are
+kept; the first call of a case is not timed apart: kernels_bench's first
+round is its warm-up. Ends at end of input.
 """
 import argparse
 import math
@@ -21,7 +30,48 @@ def ints(s):
     return [int(x) for x in s.split(",") if x]
 
 
+def serve():
+    """One timed SDPA call per request line (see the module's docstring)."""
+    try:
+        import torch
+        import torch.nn.functional as F
+        ver = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+        if ver < (2, 1):
+            raise ImportError(f"torch {torch.__version__} < 2.1")
+    except ImportError as e:
+        print(f"error {e}", flush=True)
+        return 1
+    print(f"ready torch={torch.__version__} capability={torch.backends.cpu.get_cpu_capability()}",
+          flush=True)
+    shape, qkv, qkv16 = None, None, None
+    for line in sys.stdin:
+        f = line.split()
+        try:
+            kind, n, d, heads, causal, t = f[0], *map(int, f[1:6])
+            if kind not in ("sdpa", "sdpa_bf16") or len(f) != 6:
+                raise ValueError(kind)
+        except (ValueError, IndexError):
+            print(f"error bad request: {line.strip()!r}", flush=True)
+            continue
+        if shape != (n, d, heads):
+            qkv = qkv16 = None
+            g = torch.Generator().manual_seed(n * 131 + d)
+            qkv = tuple(torch.rand(1, heads, n, d, generator=g) * 2 - 1 for _ in range(3))
+            qkv16 = tuple(x.to(torch.bfloat16) for x in qkv)
+            shape = (n, d, heads)
+        torch.set_num_threads(t)
+        tq, tk, tv = qkv16 if kind == "sdpa_bf16" else qkv
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            F.scaled_dot_product_attention(tq, tk, tv, is_causal=bool(causal))
+            e = time.perf_counter() - t0
+        print(f"{e:.9g}", flush=True)
+    return 0
+
+
 def main():
+    if "--serve" in sys.argv[1:]:
+        return serve()
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=ints, default=[1024, 2048, 4096, 8192, 16384, 32768])

@@ -2,7 +2,10 @@
 # SGEMM roofline, the sparse kernels against flash, and (when PyTorch is in
 # build/venv) torch SDPA, all also as fractions of the measured fp32 FMA
 # peak; writes $(BENCH_OUT)/*.tsv (peak.tsv: the peak; chunk.tsv: the chunk step
-# alone in cache, the kernels' ceiling) and roofline.png.
+# alone in cache, the kernels' ceiling; sparse.tsv and peer.tsv: the sparse
+# kernels and SDPA against flash, timed in rounds with it) and roofline.png.
+# SDPA runs in a child process (bench/sdpa_peer.py --serve) that times one
+# call per request, so flash and SDPA alternate seconds apart.
 #   make bench                 full grid: N = 1K..32K, d = 64,128, 1 and 2 threads
 #   make bench BENCH_QUICK=1   N = 1K..4K, shorter repeats (CI-size)
 #   make bench BENCH_ARGS='--n 4096 --d 128'   any kernels_bench option
@@ -29,12 +32,12 @@ $(BENCH_BIN): $(BENCH_OBJS)
 
 bench: $(BENCH_BIN)
 	@mkdir -p $(BENCH_OUT)
-	@rm -f $(BENCH_OUT)/sdpa.tsv
+	@rm -f $(BENCH_OUT)/sdpa.tsv $(BENCH_OUT)/peer.tsv
 	@if [ -x "$(BENCH_PY)" ] && "$(BENCH_PY)" -c 'import torch' 2>/dev/null; then \
-	  OMP_WAIT_POLICY=passive "$(BENCH_PY)" bench/sdpa_peer.py $(BENCH_FLAGS) --out $(BENCH_OUT)/sdpa.tsv \
-	    || echo "bench: sdpa peer failed (skipped)"; \
-	else echo "bench: no PyTorch in $(BENCH_PY): SDPA peer skipped"; fi
-	$(BENCH_BIN) $(BENCH_FLAGS) --sdpa $(BENCH_OUT)/sdpa.tsv --out $(BENCH_OUT)
+	  set -x; OMP_WAIT_POLICY=passive $(BENCH_BIN) $(BENCH_FLAGS) --out $(BENCH_OUT) \
+	    --sdpa-serve 'OMP_WAIT_POLICY=passive $(BENCH_PY) bench/sdpa_peer.py --serve'; \
+	else echo "bench: no PyTorch in $(BENCH_PY): SDPA peer skipped"; set -x; \
+	  OMP_WAIT_POLICY=passive $(BENCH_BIN) $(BENCH_FLAGS) --out $(BENCH_OUT); fi
 	@if command -v gnuplot >/dev/null; then \
 	  gnuplot -e "dir='$(BENCH_OUT)'" bench/roofline.gp && echo "bench: wrote $(BENCH_OUT)/roofline.png"; \
 	else echo "bench: no gnuplot: roofline.png skipped"; fi
