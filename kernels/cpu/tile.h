@@ -306,14 +306,15 @@ static inline int ab_tile_contig_mask(ab_tile *t, int *j0p, int *nkp)
  * current tile. k, v: (seq_len, d) of the head. With copy_kv (AVX2) the
  * chunk's key and value rows are first copied into the tile's kp and vp,
  * and the step reads them there: on the Zen 3 where it was measured,
- * dense flash then ran at 0.77-0.92 of the time at d = 128 and 0.93-1.0 at
- * d = 64 (4K and 16K, causal and not, 1 and 2 threads; alternating builds,
- * same output bits), as the bf16 path, which widens each chunk into kp and
- * vp, had been ahead of fp32 at d = 128. The copy is one sequential read
- * of 2 nk d floats the prefetcher follows; the step's passes then read
- * the rows from the tile's own buffers, which stay in L1 / L2, instead of
- * six interleaved key rows and the value rows from wherever the caller's
- * arrays lie (docs/kernels.md, "Contiguous chunks copied into the tile").
+ * dense flash then ran at 0.77-0.92 of the time at d = 128 (4K and 16K,
+ * causal and not, 1 and 2 threads; alternating builds, same output bits),
+ * and at 0.93-1.06 at d = 64, hence from AB_TILE_COPY_MIN_D only. The bf16
+ * path, which widens each chunk into kp and vp, had been ahead of fp32 at
+ * d = 128. The copy is one sequential read
+ * of 2 nk d floats; the step's passes then read rows that stay in the
+ * tile's own buffers instead of six key rows at once, and the value rows,
+ * from the caller's arrays. Why that is faster is not established
+ * (docs/kernels.md, "Contiguous chunks copied into the tile").
  * Not measured on AVX-512, so not done there. */
 static inline void ab_tile_contig(ab_tile *t, const float *k, const float *v, int j0, int nk)
 {
