@@ -101,6 +101,12 @@ static int cmp_dbl(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Median of sorted v[n]. */
+static double median_sorted(const double *v, int n)
+{
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* Nearest-rank quantile of sorted v[n]. */
 static double quantile(const double *v, int n, double q)
 {
@@ -238,7 +244,7 @@ static int time_it(const bench_cfg *c, bench_fn fn, void *ctx, bench_row *row)
     }
     qsort(ts, (size_t)reps, sizeof(double), cmp_dbl);
     row->reps = reps;
-    row->med = reps % 2 ? ts[reps / 2] : 0.5 * (ts[reps / 2 - 1] + ts[reps / 2]);
+    row->med = median_sorted(ts, reps);
     row->p10 = quantile(ts, reps, 0.10);
     row->p90 = quantile(ts, reps, 0.90);
     free(ts);
@@ -800,11 +806,6 @@ static void tsv_comment(FILE *f, const char *isa, const char *load0, const peak_
 /* Run i of a round: its seconds in *sec; 0 on success. */
 typedef int (*round_fn)(void *ctx, int i, double *sec);
 
-static double median_sorted(const double *v, int n)
-{
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Runs 0 .. nrun - 1 timed in rounds, in order in even rounds and in
  * reverse order in odd ones, so that each run has the others' times taken
  * seconds before or after it: the host's speed can move by 10-30 % within
@@ -925,14 +926,12 @@ static int sparse_rounds(const bench_cfg *c, const ab_problem *pb, float *out, c
             free(tmp);
             return -1;
         }
-        if (stsv)
-            fprintf(
-                stsv,
+        fprintf(stsv,
                 "%s\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%d\t%.6g\t%.6g\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n",
                 kname, pb->s.seq_len, pb->s.head_dim, pb->s.heads, pb->s.causal, T, dens[i - 1], a, R, t.med,
                 fmed, t.ratio, lo, hi, a / t.ratio, a / hi, a / lo);
     }
-    if (stsv) fflush(stsv);
+    fflush(stsv);
     free(ts);
     free(tmp);
     return 0;
@@ -1074,6 +1073,7 @@ static int peer_rounds(const bench_cfg *c, sdpa_srv *sv, const ab_problem *pb, f
         return -1;
     }
     static const char *kinds[] = { "flash", "sdpa", "flash_bf16", "sdpa_bf16" };
+    double fmed = 0; /* the flash row's median, for its SDPA row's line */
     for (int i = 0; i < (b16 ? 4 : 2); i++) {
         double lo = 0, hi = 0;
         const int peer = i & 1;
@@ -1084,8 +1084,9 @@ static int peer_rounds(const bench_cfg *c, sdpa_srv *sv, const ab_problem *pb, f
             free(tmp);
             return -1;
         }
-        if (peer && ptsv) {
-            const double fmed = rs->r[rs->n - 2].med;
+        if (!peer) {
+            fmed = t.med;
+        } else {
             fprintf(ptsv, "%d\t%d\t%d\t%d\t%d\t%s\t%d\t%.6g\t%.6g\t%.4f\t%.4f\t%.4f\n", s->seq_len,
                     s->head_dim, s->heads, s->causal, T, i == 1 ? "fp32" : "bf16", R, fmed, t.med, t.ratio,
                     lo, hi);
@@ -1453,11 +1454,11 @@ int main(int argc, char **argv)
         fprintf(stsv, "# loadavg_end=%s\n", load1);
         fclose(stsv);
     }
+    const int served = ptsv != NULL; /* the SDPA rows came from the served peer */
     if (ptsv) {
         fprintf(ptsv, "# loadavg_end=%s\n", load1);
         fclose(ptsv);
     }
-    const int served = srv.pid > 0 || ptsv; /* SDPA rows came from the served peer */
     sdpa_srv_stop(&srv);
     printf("loadavg at start %s, at end %s (2 cpus)\n", load0, load1);
 

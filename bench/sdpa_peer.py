@@ -30,17 +30,34 @@ def ints(s):
     return [int(x) for x in s.split(",") if x]
 
 
-def serve():
-    """One timed SDPA call per request line (see the module's docstring)."""
+def load_torch():
+    """torch, or None after saying why on stderr (missing, or older than 2.1)."""
     try:
         import torch
-        import torch.nn.functional as F
-        ver = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-        if ver < (2, 1):
-            raise ImportError(f"torch {torch.__version__} < 2.1")
     except ImportError as e:
-        print(f"error {e}", flush=True)
+        print(f"sdpa_peer: {e}", file=sys.stderr)
+        return None
+    ver = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    if ver < (2, 1):
+        print(f"sdpa_peer: torch {torch.__version__} < 2.1, skipped", file=sys.stderr)
+        return None
+    return torch
+
+
+def make_qkv(torch, n, d, heads):
+    """Q, K, V of one shape (uniform in [-1, 1), seeded by the shape) and their bf16 copies."""
+    g = torch.Generator().manual_seed(n * 131 + d)
+    qkv = tuple(torch.rand(1, heads, n, d, generator=g) * 2 - 1 for _ in range(3))
+    return qkv, tuple(x.to(torch.bfloat16) for x in qkv)
+
+
+def serve():
+    """One timed SDPA call per request line (see the module's docstring)."""
+    torch = load_torch()
+    if torch is None:
+        print("error no usable torch", flush=True)
         return 1
+    import torch.nn.functional as F
     print(f"ready torch={torch.__version__} capability={torch.backends.cpu.get_cpu_capability()}",
           flush=True)
     shape, qkv, qkv16 = None, None, None
@@ -54,10 +71,8 @@ def serve():
             print(f"error bad request: {line.strip()!r}", flush=True)
             continue
         if shape != (n, d, heads):
-            qkv = qkv16 = None
-            g = torch.Generator().manual_seed(n * 131 + d)
-            qkv = tuple(torch.rand(1, heads, n, d, generator=g) * 2 - 1 for _ in range(3))
-            qkv16 = tuple(x.to(torch.bfloat16) for x in qkv)
+            qkv = qkv16 = None  # the last shape's tensors freed first
+            qkv, qkv16 = make_qkv(torch, n, d, heads)
             shape = (n, d, heads)
         torch.set_num_threads(t)
         tq, tk, tv = qkv16 if kind == "sdpa_bf16" else qkv
@@ -88,13 +103,11 @@ def main():
             args.n = [1024, 2048, 4096]
         args.min_time, args.max_reps = 0.3, 7
 
-    import torch
+    torch = load_torch()
+    if torch is None:
+        return 1
     import torch.nn.functional as F
 
-    ver = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-    if ver < (2, 1):
-        print(f"sdpa_peer: torch {torch.__version__} < 2.1, skipped", file=sys.stderr)
-        return 1
     print(f"sdpa_peer: torch {torch.__version__}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
@@ -105,9 +118,7 @@ def main():
                 "\tmedian_s\tp10_s\tp90_s\tgflops\tgflops_p10\tgflops_p90\n")
         for n in args.n:
             for d in args.d:
-                g = torch.Generator().manual_seed(n * 131 + d)
-                q, k, v = (torch.rand(1, args.heads, n, d, generator=g) * 2 - 1 for _ in range(3))
-                qkv16 = tuple(x.to(torch.bfloat16) for x in (q, k, v))
+                (q, k, v), qkv16 = make_qkv(torch, n, d, args.heads)
                 cases = [(causal, kind, t) for causal in (0, 1) for kind in ("sdpa", "sdpa_bf16")
                          for t in args.threads]
                 for causal, kind, t in cases:

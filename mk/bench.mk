@@ -33,11 +33,10 @@ $(BENCH_BIN): $(BENCH_OBJS)
 bench: $(BENCH_BIN)
 	@mkdir -p $(BENCH_OUT)
 	@rm -f $(BENCH_OUT)/sdpa.tsv $(BENCH_OUT)/peer.tsv
-	@if [ -x "$(BENCH_PY)" ] && "$(BENCH_PY)" -c 'import torch' 2>/dev/null; then \
-	  set -x; OMP_WAIT_POLICY=passive $(BENCH_BIN) $(BENCH_FLAGS) --out $(BENCH_OUT) \
-	    --sdpa-serve 'OMP_WAIT_POLICY=passive $(BENCH_PY) bench/sdpa_peer.py --serve'; \
-	else echo "bench: no PyTorch in $(BENCH_PY): SDPA peer skipped"; set -x; \
-	  OMP_WAIT_POLICY=passive $(BENCH_BIN) $(BENCH_FLAGS) --out $(BENCH_OUT); fi
+	@set --; if [ -x "$(BENCH_PY)" ] && "$(BENCH_PY)" -c 'import torch' 2>/dev/null; then \
+	  set -- --sdpa-serve 'OMP_WAIT_POLICY=passive $(BENCH_PY) bench/sdpa_peer.py --serve'; \
+	else echo "bench: no PyTorch in $(BENCH_PY): SDPA peer skipped"; fi; \
+	set -x; OMP_WAIT_POLICY=passive $(BENCH_BIN) $(BENCH_FLAGS) --out $(BENCH_OUT) "$$@"
 	@if command -v gnuplot >/dev/null; then \
 	  gnuplot -e "dir='$(BENCH_OUT)'" bench/roofline.gp && echo "bench: wrote $(BENCH_OUT)/roofline.png"; \
 	else echo "bench: no gnuplot: roofline.png skipped"; fi
