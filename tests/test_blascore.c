@@ -278,6 +278,53 @@ Test(vexp, vector_exp_is_the_model_on_every_isa)
     }
 }
 
+/* The AVX2 softmax pass's exp (ab_exp8_nonpos: one power-of-two factor
+ * instead of two) is the same model bit for bit on every float pattern of
+ * [-100, 0] (every 61st), the edges at and below zero, -inf and NaN. A
+ * factor built from n + 126 instead of n + 127 fails it on every input. */
+Test(vexp, softmax_exp_is_the_model_at_or_below_zero)
+{
+    if (!ab_cpu_isa_supported(AB_ISA_AVX2)) return;
+    enum { CH = 4096 };
+    static float x[CH], want[CH];
+    static const float edge[] = {
+        0.0f,   -0.0f,   -87.33f, -87.329994f, -87.33001f, -87.5f, -88.0f,  -103.0f,
+        -1e30f, -1e-30f, -1e-40f, -0.5f,       -1.0f,      -86.0f, -87.32f, -62.0f
+    };
+    int bad = 0, total = 0;
+    uint32_t u = 0x80000000u; /* -0, then down through the negative floats */
+    for (int pass = 0; pass < 2 && bad < 5; pass++)
+        for (int done = 0; !done && bad < 5;) {
+            int n = 0;
+            if (pass == 0) {
+                for (size_t e = 0; e < sizeof edge / sizeof *edge; e++) x[n++] = edge[e];
+                x[n++] = -INFINITY;
+                x[n++] = NAN;
+                done = 1;
+            } else {
+                for (; n < CH; u += 61) {
+                    float f;
+                    memcpy(&f, &u, sizeof f);
+                    if (!(f >= -100.0f)) {
+                        done = 1;
+                        break;
+                    }
+                    x[n++] = f;
+                }
+            }
+            while (n % 8) x[n++] = -1.0f;
+            for (int i = 0; i < n; i++) want[i] = exp_model(x[i]);
+            ab_exp_nonpos_avx2(x, n);
+            total += n;
+            for (int i = 0; i < n && bad < 5; i++)
+                if (memcmp(&x[i], &want[i], sizeof *x) && !(isnan(x[i]) && isnan(want[i]))) {
+                    cr_expect(0, "exp gives %a, the model %a", (double)x[i], (double)want[i]);
+                    bad++;
+                }
+        }
+    cr_expect(total > 10000000, "only %d inputs", total);
+}
+
 /* The AVX-512 exp flushes results below FLT_MIN to zero (no subnormal p:
  * they cost microcode assists downstream), keeps the normal range and NaN. */
 Test(vexp, avx512_exp_flushes_subnormal_results)

@@ -24,7 +24,8 @@
  * The including file defines: VT (vector type), W (floats per vector), SFX
  * (name suffix), VZERO(), VSET1(x), VLOAD(p) (aligned), VLOADU(p),
  * VLOADU_TAIL(p, n) (first n lanes, rest 0), VSTORE(p, v) (aligned),
- * VFMA(a, b, c) = a*b + c, VMUL, VADD, VSUB, VMAX, VEXP(v),
+ * VFMA(a, b, c) = a*b + c, VMUL, VADD, VSUB, VMAX, VEXP(v) (optionally
+ * VEXP_NP(v): the same bits for v <= 0, which the softmax pass uses),
  * VMASK_LIM(s, limp, c) (lanes whose lim <= c become -inf),
  * VMASK_LO(s, lop, c) (lanes whose lo > c become -inf), VMASK_EM(s, ep)
  * (lanes whose map byte is 0 become -inf), VZERO_IF_NEGINF(v), and SB_R,
@@ -38,6 +39,9 @@
 #define AI            static inline __attribute__((always_inline))
 #ifndef PV_COPY
 #define PV_COPY 0
+#endif
+#ifndef VEXP_NP
+#define VEXP_NP(v) VEXP(v)
 #endif
 
 /* VPIN(v): keep a loaded vector in a register. Without it GCC folds the
@@ -253,10 +257,10 @@ AI void F(softmax_pass)(ab_tile *t, int nk, int masked, const VT *cmx)
         const VT mold = VLOAD(t->m + j * W);
         const VT mx = cmx ? VMAX(mold, cmx[j]) : F(masked_max)(t, sj, j, nk, masked, mold);
         const VT muse = VZERO_IF_NEGINF(mx, ninf);
-        const VT alpha = VEXP(VSUB(mold, muse));
+        const VT alpha = VEXP_NP(VSUB(mold, muse)); /* <= 0: mold <= mx */
         VT sum = VZERO();
         for (int cc = 0; cc < nk; cc++) {
-            const VT p = VEXP(VSUB(VLOAD(sj + (size_t)cc * ld), muse));
+            const VT p = VEXP_NP(VSUB(VLOAD(sj + (size_t)cc * ld), muse)); /* <= 0, or -inf */
             VSTORE(sj + (size_t)cc * ld, p);
             sum = VADD(sum, p);
         }
