@@ -451,6 +451,12 @@ void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse)
  * (AVX-512 and AVX2: our inline exp, <= 1.24 ULP, the same bits on
  * both; elsewhere libm's expf). */
 double ab_exp_shift_sum(float *x, int n, float shift);
+/* ab_exp_shift_sum(x, n, mx) for mx >= every x[i] (a row's max: no
+ * argument is positive), the same values and sum bit for bit; on AVX2 the
+ * exp then scales by one power of two instead of two (the kernels'
+ * softmax pass). An x[i] above mx + 88.37 (a result near FLT_MAX) may
+ * come out inf. */
+double ab_exp_max_sum(float *x, int n, float mx);
 /* The same x[i] as ab_exp_shift_sum, bit for bit, without the sum (for
  * callers that do not need it: on short rows the sum is most of the cost). */
 void ab_exp_shift(float *x, int n, float shift);

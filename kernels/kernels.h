@@ -40,6 +40,7 @@ void ab_cpu_attn_tile_keys_map(ab_attn_tile *t, const float *k, const float *v, 
                                const unsigned char *allow, size_t lda);
 void ab_cpu_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse);
 double ab_cpu_exp_shift_sum(float *x, int n, float shift);
+double ab_cpu_exp_max_sum(float *x, int n, float mx);
 void ab_cpu_exp_shift(float *x, int n, float shift);
 
 /* Decode (include/attnbench.h "decode"; kernels/cpu/decode.c). */

@@ -178,7 +178,7 @@ static int delta_dselect(void *state, const ab_decode *dp, ab_layout *l)
                 z[j] = dp->scale * s;
                 mx = z[j] > mx ? z[j] : mx;
             }
-            const double sum = ab_exp_shift_sum(z, n, mx);
+            const double sum = ab_exp_max_sum(z, n, mx);
             const float inv = sum > 0 ? (float)(1.0 / sum) : 0.0f;
             float *row = pm + (size_t)t * nb;
             for (int b = 0; b < nb; b++) {

@@ -85,7 +85,7 @@ static void softmax_rows(float *s, float *inv_sum, int nr, int kc, int r0, int k
             inv_sum[i] = 0.0f;
             continue;
         }
-        sum = ab_exp_shift_sum(row + lo, hi - lo, m); /* a forbidden -inf becomes 0 */
+        sum = ab_exp_max_sum(row + lo, hi - lo, m); /* a forbidden -inf becomes 0 */
         for (int j = hi; j < kc; j++) row[j] = 0.0f;
         inv_sum[i] = (float)(1.0 / sum);
     }

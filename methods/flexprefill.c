@@ -231,7 +231,7 @@ static int flex_head(const flex_state *st, const ab_problem *pb, const ab_layout
             const int qi = r0 + i, nv = causal ? qi + 1 : N;
             float *sr = s + (size_t)(i - g0) * N;
             const float mx = bs_max(sr, nv);
-            ws[i] = 1.0 / (ab_exp_shift_sum(sr, nv, mx) * nl);
+            ws[i] = 1.0 / (ab_exp_max_sum(sr, nv, mx) * nl);
         }
 #pragma omp parallel for schedule(static) if (par)
         for (int t = 0; t < nkc; t++) {

@@ -427,7 +427,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             const int kc = causal ? i + 1 : N;
             float *lg = lgall + (size_t)(i - i0) * N;
             const float mx = bs_max(lg, kc);
-            inv[i - i0] = isfinite(mx) ? (float)(1.0 / ab_exp_shift_sum(lg, kc, mx)) : 0.0f;
+            inv[i - i0] = isfinite(mx) ? (float)(1.0 / ab_exp_max_sum(lg, kc, mx)) : 0.0f;
         }
 #pragma omp parallel for schedule(static) if (par)
         for (int t = 0; t < nkc; t++) { /* columns [j0, j1), the rows in order */

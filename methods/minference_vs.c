@@ -193,7 +193,7 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
         const int i = N - L + m, nv = causal ? i + 1 : N;
         float *row = w.a + (size_t)m * N; /* (N) */
         const float mx = bs_max(row, nv);
-        const double sum = ab_exp_shift_sum(row, nv, mx); /* the kernels' vector exp */
+        const double sum = ab_exp_max_sum(row, nv, mx); /* the kernels' vector exp */
         inv[m] = (float)(1.0 / sum);
     }
 

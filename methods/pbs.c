@@ -94,7 +94,7 @@ static int pbs_permute(const float *q, const float *k, int N, int d, int nl, int
         for (int i = g0; i < g1; i++) { /* row softmax (max, exp, sum) */
             float *si = s + (size_t)(i - g0) * C;
             const float mx = bs_max(si, C);
-            const double sum = ab_exp_shift_sum(si, C, mx); /* the kernels' vector exp, any ISA */
+            const double sum = ab_exp_max_sum(si, C, mx); /* the kernels' vector exp, any ISA */
             ws[i] = (float)(1.0 / (sum * nl));
         }
 #pragma omp parallel for schedule(static) if (par)

@@ -325,7 +325,7 @@ static int sea_select(void *state, const ab_problem *pb, ab_layout *l)
                             if (!ab_mask_allows(&mask, r0 + i, lo + j)) srow[j] = -INFINITY;
                     const float mx = bs_max(srow, len);
                     if (mx == -INFINITY) continue;
-                    const double sum = ab_exp_shift_sum(srow, len, mx); /* vector exp in place */
+                    const double sum = ab_exp_max_sum(srow, len, mx); /* vector exp in place */
                     rhi[i] = hi;
                     rinv[i] = (float)(1.0 / sum);
                     if (iv) pairs += len; /* else counted below, where the mask allows */

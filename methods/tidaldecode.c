@@ -230,7 +230,7 @@ static int td_dselect(void *state, const ab_decode *dp, ab_layout *l)
                               dp->k + ((size_t)layer * st->kvh + g) * kvs, n, d, dp->scale, z);
                     float mx = -INFINITY;
                     for (int j = 0; j < n; j++) mx = z[j] > mx ? z[j] : mx;
-                    const double sum = ab_exp_shift_sum(z, n, mx);
+                    const double sum = ab_exp_max_sum(z, n, mx);
                     const float inv = sum > 0 ? (float)(1.0 / sum) : 0.0f;
                     for (int j = 0; j < n; j++) acc[j] += z[j] * inv;
                 }

@@ -180,7 +180,7 @@ static int xattn_select(void *state, const ab_problem *pb, ab_layout *l)
                          * keys each) and added in double */
                         float *srow = sc + (size_t)(rq0 + i - g0) * gkc;
                         const float mx = bs_max(srow + j0, nv - j0);
-                        const double inv = 1.0 / ab_exp_shift_sum(srow + j0, nv - j0, mx);
+                        const double inv = 1.0 / ab_exp_max_sum(srow + j0, nv - j0, mx);
                         cells += nv - j0;
                         for (int j = j0; j < nv;) {
                             const int b = j / kpb, je = (b + 1) * kpb < nv ? (b + 1) * kpb : nv;

@@ -42,6 +42,7 @@ void ab_attn_tile_end(const ab_attn_tile *t, float *out, size_t ldo, float *lse)
 }
 
 double ab_exp_shift_sum(float *x, int n, float shift) { return ab_cpu_exp_shift_sum(x, n, shift); }
+double ab_exp_max_sum(float *x, int n, float mx) { return ab_cpu_exp_max_sum(x, n, mx); }
 void ab_exp_shift(float *x, int n, float shift) { ab_cpu_exp_shift(x, n, shift); }
 
 int ab_kernel_decode(const ab_decode *dp, const ab_layout *l, float *out, int strategy, int splits)

@@ -287,6 +287,45 @@ Test(vexp, vector_exp_is_the_model_on_every_isa)
         exp_sweep("avx512", exp_avx512, edge, sizeof edge / sizeof *edge, 100.0f);
 }
 
+/* ab_exp_max_sum is ab_exp_shift_sum, values and sum bit for bit, when the
+ * shift is at least every element (the selectors' and decode's row max):
+ * rows of every length around the vector widths, with -inf, the max
+ * itself and elements down to 100 below it, on every ISA and through the
+ * public entry points. On AVX2 the two take different exps (one
+ * power-of-two factor against two). */
+Test(vexp, max_sum_is_shift_sum_below_the_max)
+{
+    static float x[600], y[600];
+    static const int ns[] = { 0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200, 513, 600 };
+    for (int isa = 0; isa <= AB_ISA_COUNT; isa++) { /* AB_ISA_COUNT: the public pair */
+        /* the portable path has one exp (libm's): nothing to compare */
+        if (isa == AB_ISA_PORTABLE || (isa < AB_ISA_COUNT && !ab_cpu_isa_supported(isa))) continue;
+        for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+            const int n = ns[t];
+            float mx = -INFINITY;
+            for (int i = 0; i < n; i++) {
+                x[i] = (i % 11 == 4) ? -INFINITY : (float)((i * 71) % 601) * -0.1667f + 3.25f;
+                mx = x[i] > mx ? x[i] : mx;
+            }
+            memcpy(y, x, (size_t)n * sizeof *x);
+            double a, b;
+            if (isa == AB_ISA_COUNT) {
+                a = ab_exp_shift_sum(x, n, mx);
+                b = ab_exp_max_sum(y, n, mx);
+            } else if (isa == AB_ISA_AVX512) {
+                a = ab_exp_shift_sum_avx512(x, n, mx);
+                b = ab_exp_max_sum_avx512(y, n, mx);
+            } else {
+                a = ab_exp_shift_sum_avx2(x, n, mx);
+                b = ab_exp_max_sum_avx2(y, n, mx);
+            }
+            cr_expect(a == b && (n == 0 || !memcmp(x, y, (size_t)n * sizeof *x)),
+                      "isa %d n=%d: %.17g vs %.17g", isa, n, a, b);
+            cr_expect(n < 8 || a >= 1.0, "isa %d n=%d: the max's own term is 1, sum %g", isa, n, a);
+        }
+    }
+}
+
 /* The AVX2 softmax pass's exp (ab_exp8_nonpos: one power-of-two factor
  * instead of two) is the same model bit for bit on every 61st float
  * pattern of [-100, 0], the edges at and below zero, -inf and NaN. A

@@ -172,7 +172,8 @@ typedef struct part {
 } part;
 
 /* Row a's online-softmax step over a tile's n logits s (exponentiated in
- * place, shifted by the new running max, by the ISA's expsum): updates
+ * place, shifted by the new running max, by the ISA's expsum, an
+ * ab_exp_max_sum: that max is at least every logit): updates
  * m and l and returns alpha, the factor that rescales the row's
  * accumulator before the tile's values are added. */
 static float online_step(part *pt, int a, float *s, int n, double (*expsum)(float *, int, float))
@@ -350,7 +351,7 @@ __attribute__((target("avx512f"))) static void seg_tile_avx512(const float *q, i
         }
     }
     float alphas[AB_DEC_MAXG];
-    for (int a = 0; a < g; a++) alphas[a] = online_step(pt, a, sg[a], n, ab_exp_shift_sum_avx512);
+    for (int a = 0; a < g; a++) alphas[a] = online_step(pt, a, sg[a], n, ab_exp_max_sum_avx512);
     for (int a = 0; a < g4; a += 4) {
         float *acc = pt->acc + (size_t)a * d;
         int j = 0;
@@ -625,7 +626,7 @@ __attribute__((target("avx2,fma"))) static void seg_tile_avx2(const float *q, in
     for (; t < n; t++) /* the last n % 8 keys, one at a time */
         for (int a = 0; a < g; a++) sg[a][t] = scale * dot8(q + (size_t)a * d, kp[t], nf, rem, tail);
     __m256 al[AB_DEC_MAXG];
-    for (int a = 0; a < g; a++) al[a] = _mm256_set1_ps(online_step(pt, a, sg[a], n, ab_exp_shift_sum_avx2));
+    for (int a = 0; a < g; a++) al[a] = _mm256_set1_ps(online_step(pt, a, sg[a], n, ab_exp_max_sum_avx2));
     /* values: one block of columns at a time for every row; the first row
      * (pair) of a block prefetches the value rows ahead */
     float *acc = pt->acc;
@@ -714,7 +715,7 @@ static void run_segment(const rowkeys *r, int64_t u0, int64_t u1, const float *q
         for (int a = 0; a < g; a++) {
             const float *qa = q + (size_t)a * d;
             for (int t = 0; t < n; t++) s[t] = scale * dot(qa, kh + (size_t)idx[t] * d, d);
-            const float alpha = online_step(pt, a, s, n, ab_cpu_exp_shift_sum);
+            const float alpha = online_step(pt, a, s, n, ab_cpu_exp_max_sum);
             float *acc = pt->acc + (size_t)a * d;
             axpy_scale(acc, alpha, vh + (size_t)idx[0] * d, s[0], d);
             for (int t = 1; t < n; t++) axpy(acc, vh + (size_t)idx[t] * d, s[t], d);

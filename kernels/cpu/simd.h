@@ -99,6 +99,9 @@ int ab_kernel_layout_bf16_isa(const ab_problem *pb, const ab_layout *l, float *o
 double ab_exp_shift_sum_portable(float *x, int n, float shift);
 double ab_exp_shift_sum_avx2(float *x, int n, float shift);
 double ab_exp_shift_sum_avx512(float *x, int n, float shift);
+/* ab_cpu_exp_max_sum of kernels.h for each ISA. */
+double ab_exp_max_sum_avx2(float *x, int n, float mx);
+double ab_exp_max_sum_avx512(float *x, int n, float mx);
 /* The AVX2 softmax pass's exp (same bits as ab_exp_shift_avx2 for x <= 0):
  * x[i] = e^x[i] in place, n a multiple of 8; a test hook. */
 void ab_exp_nonpos_avx2(float *x, int n);

@@ -414,8 +414,10 @@ void F(ab_chunk_rows)(ab_tile *t, const float *const *kr, const float *const *vr
 
 /* x[i] = exp(x[i] - shift) in place for i < n; returns the sum. Lanes
  * accumulate in fp32 for at most 64 vectors before the running total moves
- * to fp64, so the sum is as exact as a scalar fp64 loop to ~1e-7. */
-double F(ab_exp_shift_sum)(float *x, int n, float shift)
+ * to fp64, so the sum is as exact as a scalar fp64 loop to ~1e-7. np: the
+ * arguments are known to be at most 0 (shift a row's max), so the softmax
+ * pass's exp (VEXP_NP) gives the same bits. */
+AI double F(exp_sum_body)(float *x, int n, float shift, const int np)
 {
     const VT sh = VSET1(shift);
     double sum = 0;
@@ -423,7 +425,8 @@ double F(ab_exp_shift_sum)(float *x, int n, float shift)
     while (i + W <= n) {
         VT acc = VZERO();
         for (int k = 0; k < 64 && i + W <= n; k++, i += W) {
-            const VT p = VEXP(VSUB(VLOADU(x + i), sh));
+            const VT a = VSUB(VLOADU(x + i), sh);
+            const VT p = np ? VEXP_NP(a) : VEXP(a);
             VSTOREU(x + i, p);
             acc = VADD(acc, p);
         }
@@ -438,6 +441,12 @@ double F(ab_exp_shift_sum)(float *x, int n, float shift)
     }
     return sum;
 }
+
+double F(ab_exp_shift_sum)(float *x, int n, float shift) { return F(exp_sum_body)(x, n, shift, 0); }
+
+/* ab_exp_shift_sum for mx >= every x[i] (NaN aside): the arguments are
+ * never positive, the same bits */
+double F(ab_exp_max_sum)(float *x, int n, float mx) { return F(exp_sum_body)(x, n, mx, 1); }
 
 /* ab_exp_shift_sum's values without the sum: the same x[i], element for
  * element (vector exp on the whole vectors, expf on the tail). For callers

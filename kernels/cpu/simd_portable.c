@@ -128,6 +128,15 @@ double ab_cpu_exp_shift_sum(float *x, int n, float shift)
     }
 }
 
+double ab_cpu_exp_max_sum(float *x, int n, float mx)
+{
+    switch (exp_isa()) {
+    case AB_ISA_AVX512: return ab_exp_max_sum_avx512(x, n, mx);
+    case AB_ISA_AVX2: return ab_exp_max_sum_avx2(x, n, mx);
+    default: return ab_exp_shift_sum_portable(x, n, mx);
+    }
+}
+
 void ab_chunk_portable(ab_tile *t, const float *k /* (nk, d) */, const float *v /* (nk, d) */, int nk,
                        int masked)
 {
