@@ -1152,26 +1152,24 @@ static inline void bs_logits(const float *q, int nr, const float *k, int kc, int
 }
 
 /* Mean of rows [r0, r0 + nr) of x (rows of length d) into out (d). */
-typedef float bs_v16f __attribute__((vector_size(16 * sizeof(float))));
-
 static inline void bs_mean_rows(const float *x, int d, int r0, int nr, float *out)
 {
     /* the column sums in registers, 64 columns at a time, each column
      * summed in row order from 0 as a loop over out[] would (the same
      * bits; out[] itself, which may alias nothing but the compiler cannot
-     * know, was loaded and stored for every row) */
+     * know, was loaded and stored for every row). Vectors of one register
+     * (vecf.h): 64-byte GNU vectors went through the stack under AVX2, a
+     * store and a reload per row and vector (most of flexprefill's pooling,
+     * 2026-12-07). */
     int c0 = 0;
     for (; c0 + 64 <= d; c0 += 64) {
-        bs_v16f a[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+        vf a[64 / VW];
+        for (int u = 0; u < 64 / VW; u++) a[u] = v_splat(0.0f);
         for (int i = 0; i < nr; i++) {
             const float *p = x + (size_t)(r0 + i) * d + c0;
-            for (int u = 0; u < 4; u++) {
-                bs_v16f v;
-                memcpy(&v, p + 16 * u, sizeof v);
-                a[u] += v;
-            }
+            for (int u = 0; u < 64 / VW; u++) a[u] += v_load(p + VW * u);
         }
-        memcpy(out + c0, a, sizeof a);
+        for (int u = 0; u < 64 / VW; u++) v_store(out + c0 + VW * u, a[u]);
     }
     for (; c0 < d; c0++) {
         float a = 0.0f;
