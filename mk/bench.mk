@@ -98,3 +98,39 @@ $(DECODE_BENCH_BIN): $(DECODE_BENCH_OBJS)
 bench-decode: $(DECODE_BENCH_BIN)
 	@mkdir -p $(BENCH_OUT)
 	OMP_WAIT_POLICY=passive $(DECODE_BENCH_BIN) $(if $(filter 1,$(BENCH_QUICK)),--quick,) --out $(BENCH_OUT) $(DECODE_BENCH_ARGS)
+
+# `make bench-ab AB_METHOD=pbs [AB_REV=HEAD] [AB_ARGS='select 16384 4 64 20 KNOB']`:
+# one method's select() (or `run ...`) from two builds in one process
+# (bench/method_ab.c): methods/$(AB_METHOD).c with every methods/*.h as at git
+# revision AB_REV ("old") against the work tree's ("new"), the calls
+# alternated, the order swapped every pair; prints the layout hashes (and the
+# outputs' equality for run), then new / old per pair: median, p10, p90.
+# Exit 3 when the layouts or outputs differ. Only methods/ differs between
+# the two builds: the kernels, the runtime and attnbench.h are the work
+# tree's. AB_ARGS: select|run N H D PAIRS [KNOB|-] [causal|full]; the
+# method's registered symbol is ab_$(AB_METHOD) unless AB_SYM says otherwise.
+AB_METHOD ?=
+AB_REV    ?= HEAD
+AB_ARGS   ?= select 16384 4 64 20
+AB_SYM    ?= ab_$(AB_METHOD)
+AB_DIR    := $(BUILD)/ab
+
+.PHONY: bench-ab
+bench-ab: $(LIB_OBJS) $(BUILD)/bench/method_ab.o
+	@if [ -z "$(AB_METHOD)" ] || [ ! -f methods/$(AB_METHOD).c ]; then \
+	  echo "bench-ab: AB_METHOD must name a file of methods/ (make bench-ab AB_METHOD=pbs)" >&2; exit 2; fi
+	@rm -rf $(AB_DIR) && mkdir -p $(AB_DIR)/old
+	@git archive "$(AB_REV)" methods | tar -x -C $(AB_DIR)/old || \
+	  { echo "bench-ab: cannot read methods/ at revision $(AB_REV)" >&2; exit 2; }
+	@if [ ! -f $(AB_DIR)/old/methods/$(AB_METHOD).c ]; then \
+	  echo "bench-ab: $(AB_REV) has no methods/$(AB_METHOD).c" >&2; exit 2; fi
+	@echo '  CC    $(AB_METHOD) at $(AB_REV) (old), work tree (new)'
+	$(Q)$(CC) -I$(AB_DIR)/old $(CPPFLAGS) $(CFLAGS) -D$(AB_SYM)=ab_ab_old -Dab_registered_$(AB_SYM)=ab_ab_reg_old \
+	  -c $(AB_DIR)/old/methods/$(AB_METHOD).c -o $(AB_DIR)/old.o
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -D$(AB_SYM)=ab_ab_new -Dab_registered_$(AB_SYM)=ab_ab_reg_new \
+	  -c methods/$(AB_METHOD).c -o $(AB_DIR)/new.o
+	$(Q)$(CC) $(BUILD)/bench/method_ab.o $(AB_DIR)/old.o $(AB_DIR)/new.o $(LIB_OBJS) -o $(AB_DIR)/method_ab \
+	  $(LDFLAGS) $(LDLIBS)
+	OMP_WAIT_POLICY=passive $(AB_DIR)/method_ab $(AB_ARGS)
+
+$(BUILD)/bench/method_ab.o: CPPFLAGS += -DAB_OLD=ab_ab_old -DAB_NEW=ab_ab_new
