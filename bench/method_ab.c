@@ -15,6 +15,7 @@
  * usage: method_ab [select|run] N H D PAIRS [KNOB] [causal|full] */
 #include "attnbench.h"
 #include "harness/engine/measure.h"
+#include "harness/engine/timing.h"
 #include "runtime/layout.h"
 
 #include <math.h>
@@ -23,23 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 extern const ab_method AB_OLD, AB_NEW;
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* FNV-1a over the layout's block and token lists (finalised) */
 static uint64_t layout_hash(const ab_layout *l)
@@ -87,9 +74,9 @@ static double side_select(side *s, const ab_problem *pb, int keep)
     const int bq = s->m->block_q ? s->m->block_q : 64, bk = s->m->block_k ? s->m->block_k : bq;
     ab_layout l;
     ab_layout_init(&l, &pb->s, bq, bk);
-    const double t0 = now_s();
+    const double t0 = 1e-3 * ab_now_ms();
     const int rc = s->m->select(s->state, pb, &l);
-    const double t = now_s() - t0;
+    const double t = 1e-3 * ab_now_ms() - t0;
     if (rc != AB_OK) {
         fprintf(stderr, "method_ab: %s: select() returned %d\n", s->m->name, rc);
         exit(1);
@@ -106,9 +93,9 @@ static double side_select(side *s, const ab_problem *pb, int keep)
 
 static double side_run(side *s, const ab_problem *pb, float *out)
 {
-    const double t0 = now_s();
+    const double t0 = 1e-3 * ab_now_ms();
     const int rc = s->m->run ? s->m->run(s->state, pb, &s->l, out) : ab_kernel_layout(pb, &s->l, out);
-    const double t = now_s() - t0;
+    const double t = 1e-3 * ab_now_ms() - t0;
     if (rc != AB_OK) {
         fprintf(stderr, "method_ab: %s: run() returned %d\n", s->m->name, rc);
         exit(1);
@@ -191,13 +178,14 @@ int main(int argc, char **argv)
         if (tty) fprintf(stderr, "\rpair %d/%d", i + 1, pairs);
     }
     if (tty) fprintf(stderr, "\n");
-    qsort(rat, (size_t)pairs, sizeof *rat, cmp_double);
-    qsort(ta, (size_t)pairs, sizeof *ta, cmp_double);
-    qsort(tb, (size_t)pairs, sizeof *tb, cmp_double);
+    ab_stats sr, sa, sb; /* quantiles as the harness takes them */
+    ab_stats_compute(rat, pairs, &sr);
+    ab_stats_compute(ta, pairs, &sa);
+    ab_stats_compute(tb, pairs, &sb);
     printf("%s %s N=%d H=%d d=%d %s, %d pairs: old %.3f ms, new %.3f ms (medians); new/old median %.3f, p10 "
            "%.3f, p90 %.3f\n",
            AB_NEW.name, run ? "run()" : "select()", N, H, d, causal ? "causal" : "full", pairs,
-           1e3 * ta[pairs / 2], 1e3 * tb[pairs / 2], rat[pairs / 2], rat[pairs / 10], rat[(pairs * 9) / 10]);
+           1e3 * sa.median, 1e3 * sb.median, sr.median, sr.p10, sr.p90);
     for (int w = 0; w < 2; w++) {
         if (sd[w].have_l) ab_layout_free(&sd[w].l);
         if (sd[w].m->fini) sd[w].m->fini(sd[w].state);
