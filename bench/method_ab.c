@@ -14,6 +14,7 @@
  *
  * usage: method_ab [select|run] N H D PAIRS [KNOB] [causal|full] */
 #include "attnbench.h"
+#include "datasets/gen/rng.h"
 #include "harness/engine/measure.h"
 #include "harness/engine/timing.h"
 #include "runtime/layout.h"
@@ -126,15 +127,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "method_ab: out of memory\n");
         return 1;
     }
-    uint64_t s = 0x5eed;
-    for (size_t i = 0; i < e; i++) { /* normal entries, K partly aligned with Q (some structure) */
-        const double u1 = ((double)(ab_splitmix64(&s) >> 11) + 0.5) * 0x1.0p-53;
-        const double u2 = (double)(ab_splitmix64(&s) >> 11) * 0x1.0p-53;
-        const float g = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-        q[i] = g;
-        k[i] = 0.5f * g + 0.3f * (float)sin((double)i);
-        v[i] = g;
-    }
+    /* standard normal Q and V from the tasks' counter-based generator
+     * (datasets/gen/rng.h), K half Q plus a fixed ripple (some structure
+     * for the selectors to find) */
+    const ab_rng rng = { 0x5eed, ab_rng_stream_id("method_ab") };
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < N; i++) {
+            const size_t o = ((size_t)h * N + i) * d;
+            ab_rng_normals_f(rng, (uint32_t)h, (uint32_t)i, AB_PURPOSE_NOISE_Q, d, 1.0, q + o);
+            ab_rng_normals_f(rng, (uint32_t)h, (uint32_t)i, AB_PURPOSE_VALUE, d, 1.0, v + o);
+            for (int c = 0; c < d; c++) k[o + c] = 0.5f * q[o + c] + 0.3f * (float)sin((double)(o + c));
+        }
     ab_problem pb;
     memset(&pb, 0, sizeof pb);
     pb.s.heads = H;
