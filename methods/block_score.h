@@ -483,10 +483,15 @@ static inline __attribute__((always_inline)) void bs_kern_vf_r(const int R, cons
                 acc[r][v] = v_splat(0.0f);
                 if (first || rem <= 0) /* a fresh sum, or columns past nj (never stored) */
                     continue;
-                if (rem >= VW)
+                if (rem >= VW) {
                     acc[r][v] = v_load(crow);
-                else /* resume the partial sums of the previous depth chunk */
-                    memcpy(&acc[r][v], crow, (size_t)rem * sizeof(float));
+                } else { /* resume the partial sums of the previous depth chunk (through a
+                          * copy: memcpy into acc itself took its address, and GCC kept
+                          * every accumulator on the stack around the loop) */
+                    vf t = v_splat(0.0f);
+                    memcpy(&t, crow, (size_t)rem * sizeof(float));
+                    acc[r][v] = t;
+                }
             }
         for (int c = 0; c < kc; c++) {
             const float *br = bt + (size_t)c * BS_PANEL + g;
