@@ -203,6 +203,121 @@ static inline __attribute__((always_inline)) void sb_rows(const int NW, const in
     }
 }
 
+/* The same sign bits from a float product, where it decides them
+ * (2026-12-08). The double projection above, with its conversion of every
+ * row, was about half of sign_buckets' time on a Zen 3 (AVX2: 4 doubles a
+ * vector, so two FMAs per coordinate at bits = 8). Here the bits are the
+ * lanes of one float vector (bits <= VW), the rows are broadcast as they
+ * are, and each row's float projection p_t = sum_c x_c h_t,c (h_t,c = the
+ * hyperplane H'_t,c rounded to float; FMAs in c order) is compared with
+ * the threshold rounded to float. The double chain P_t of sb_project and
+ * p_t both lie within (d + 2) u ||x|| ||H'_t|| (1 + small) of the exact
+ * product (u = 2^-24, Cauchy-Schwarz on sum_c |x_c h_t,c|), and the
+ * threshold's rounding is within u |thr_t|; so where
+ *     |p_t - thr_t| > M_t = 2 (d + 2) u ||x|| ||H'_t|| + 2 u |thr_t| + 2^-120
+ * (the factor 2 covers the float rounding of M_t, of the norm and of the
+ * difference; the last term, products below the normal range) the bit is
+ * the double's: [P_t > thr_t] = [p_t > thr_t]. A row with any bit inside
+ * its margin, a non-finite value, or a norm below 2^-50 (its squares may
+ * have underflowed) is projected again in double, by sb_project itself, so
+ * every bucket is sb_rows', bit for bit. On Gaussian rows at N = 16K 4 in
+ * 10^4 rows fall back (1.3 % with column means 50 standard deviations out).
+ * sign_buckets takes this path for bits <= VW when every hyperplane entry
+ * and threshold is within 2^+-100. Each group prefetches the rows SF_PF
+ * groups ahead: without, the twelve rows' strided broadcasts left the
+ * hardware prefetcher behind. With col_stats by row blocks, sign_buckets
+ * took 0.68-0.73x the time at N = 16K, d = 64, bits = 8 (one thread, eight
+ * 4 MB inputs in turn, old and new alternated; Zen 3, AVX2). */
+#if VW >= 8
+#if defined(__AVX512F__)
+#define SF_R 24 /* rows a group: their sums, the hyperplane vector and the broadcast in 32 registers */
+#else
+#define SF_R 12 /* the same in AVX2's 16 */
+#endif
+#define SF_PF 2 /* groups ahead that sf_rows prefetches */
+/* the lanes where a > b (false for NaN) as bits */
+static inline uint32_t sf_gt(vf a, vf b)
+{
+#if defined(__AVX512F__)
+    return (uint32_t)_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ);
+#else
+    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ));
+#endif
+}
+
+/* The double projection of the one row xr (d floats) through sb_project,
+ * for the rows the float product leaves undecided. */
+static void sf_exact_row(int nw, const float *xr, int d, double *xs, const vd *Hv, const vd *bt, int bits,
+                         int32_t *out)
+{
+    for (int c = 0; c < d; c++) xs[c] = xr[c];
+    if (nw == 1)
+        sb_project(1, 1, xs, Hv, bt, d, bits, 1, out);
+    else
+        sb_project(2, 1, xs, Hv, bt, d, bits, 1, out);
+}
+
+/* The sign bits of the N rows of x (N, d) into out, SF_R rows at a time,
+ * from the float hyperplanes Hf (d vectors), the float thresholds thf and
+ * the margin M_t = mg1_t ||x|| + mg0_t; D: d as a constant (0: run time).
+ * nw, Hv, bt, xs: sb_project's, for the rows that fall back; xt: SF_R
+ * rows of scratch. Returns the number of rows that fell back. */
+static inline __attribute__((always_inline)) int sf_rows(const int D, const float *x, int N, int d,
+                                                         const vf *Hf, vf thf, vf mg1, vf mg0, int bits,
+                                                         int nw, const vd *Hv, const vd *bt, double *xs,
+                                                         float *xt, int32_t *out)
+{
+    const int dd = D ? D : d;
+    const uint32_t lanes = (uint32_t)((1ull << bits) - 1);
+    int slow = 0;
+    for (int i0 = 0; i0 < N; i0 += SF_R) {
+        const int nr = N - i0 < SF_R ? N - i0 : SF_R;
+        /* the group's rows at one base and constant offsets (twelve row
+         * pointers had taken every spare register, and GCC reloaded them
+         * from the stack in the loop); the last group's rows copied into
+         * xt first, zero rows after them */
+        const float *xb = x + (size_t)i0 * dd;
+        if (nr < SF_R) {
+            memcpy(xt, xb, (size_t)nr * dd * sizeof *xt);
+            memset(xt + (size_t)nr * dd, 0, (size_t)(SF_R - nr) * dd * sizeof *xt);
+            xb = xt;
+        }
+        vf acc[SF_R];
+        for (int r = 0; r < SF_R; r++) acc[r] = v_splat(0.0f);
+        if (i0 + (SF_PF + 1) * SF_R <= N) {
+            const char *nx = (const char *)(x + (size_t)(i0 + SF_PF * SF_R) * dd);
+            for (int l = 0; l < SF_R * dd * 4; l += 64) __builtin_prefetch(nx + l);
+        }
+        for (int c = 0; c < dd; c++) {
+            const vf h = Hf[c];
+            for (int r = 0; r < SF_R; r++) acc[r] = v_fma(v_splat(xb[(size_t)r * dd + c]), h, acc[r]);
+        }
+        for (int r = 0; r < nr; r++) {
+            const float *xr = xb + (size_t)r * dd;
+            vf s = v_splat(0.0f);
+            int c = 0;
+            for (; c + VW <= dd; c += VW) {
+                const vf v = v_load(xr + c);
+                s = v_fma(v, v, s);
+            }
+            float n2 = 0.0f;
+            for (int t = 0; t < VW; t++) n2 += s[t];
+            for (; c < dd; c++) n2 += xr[c] * xr[c];
+            const vf dl = acc[r] - thf;
+            const vf ad = (vf)((vu32)dl & 0x7fffffffu);
+            const uint32_t ok = sf_gt(ad, v_fma(mg1, v_splat(sqrtf(n2)), mg0)) & lanes;
+            if (ok == lanes && n2 >= 0x1p-100f) {
+                out[i0 + r] = (int32_t)(sf_gt(dl, v_splat(0.0f)) & lanes);
+            } else {
+                sf_exact_row(nw, xr, dd, xs, Hv, bt, bits, out + i0 + r);
+                slow++;
+            }
+        }
+    }
+    return slow;
+}
+#endif
+
 /* The column statistics of x (N, d) in one pass over memory, in double:
  * mu[c] = sum_i x[i][c] / N, the sum in row order (the same sum as a
  * scalar loop), and m2[c] = sum_i (x[i][c] - mu[c])^2. m2 goes by blocks
@@ -211,53 +326,73 @@ static inline __attribute__((always_inline)) void sb_rows(const int NW, const in
  * Chan, Golub and LeVeque (1979): M2 += M2_b + delta^2 n n_b / (n + n_b).
  * It is as stable as the two-pass sum, to within a few ulps of it; the
  * two passes over the whole of x had each streamed it from memory again,
- * and they were a third of the hashing's time at N = 16K. SB_COLS columns
+ * and they were a third of the hashing's time at N = 16K. CS_COLS columns
  * at a time, their sums in registers. (Whole-vector conversions: a
  * version that filled the vector lane by lane gave wrong sums with GCC 12
  * at -O3, right ones at -O0.) */
-enum { SB_COLS = 8 * HX_VL, SB_BLK = 256 };
-static void col_stats(const float *x, int N, int d, double *mu, double *m2)
+#define CS_V  8  /* vectors of columns a group */
+#define CS_PF 64 /* rows ahead that col_stats' first pass prefetches */
+enum { CS_COLS = CS_V * HX_VL, SB_BLK = 256 };
+static int col_stats(const float *x, int N, int d, double *mu, double *m2)
 {
-    int c0 = 0;
-    for (; c0 + SB_COLS <= d; c0 += SB_COLS) {
-        vd s[8], rm[8], rq[8];
-        for (int v = 0; v < 8; v++) s[v] = rm[v] = rq[v] = (vd){ 0 };
+    /* row blocks outer, the column groups of a block inner, so the
+     * block's lines come from memory once, and the first group's pass
+     * prefetches CS_PF rows ahead; with the groups outer each group had
+     * streamed x again, half or a quarter of every row's lines at a
+     * stride (2026-12-08; the same sums in the same order). Each group's
+     * running figures wait in gs, gm and gq between blocks. */
+    const int G = d / CS_COLS, c0 = G * CS_COLS;
+    vd *gs = G ? aligned_alloc(sizeof(vd), (size_t)3 * G * CS_V * sizeof *gs) : NULL;
+    if (G && !gs) return AB_ENOMEM;
+    if (gs) {
+        vd *gm = gs + (size_t)G * CS_V, *gq = gm + (size_t)G * CS_V; /* sums, running means, running M2 */
+        for (int v = 0; v < 3 * G * CS_V; v++) gs[v] = (vd){ 0 };
         for (int b0 = 0, n = 0; b0 < N; b0 += SB_BLK) {
             const int nb = N - b0 < SB_BLK ? N - b0 : SB_BLK;
-            vd bs[8], bq[8];
-            for (int v = 0; v < 8; v++) bs[v] = bq[v] = (vd){ 0 };
-            for (int i = b0; i < b0 + nb; i++) {
-                const float *xr = x + (size_t)i * d + c0;
-                for (int v = 0; v < 8; v++) {
-                    vd y;
-                    hx_widen(xr + v * HX_VL, &y);
-                    s[v] += y;
-                    bs[v] += y;
+            for (int g = 0; g < G; g++) {
+                vd s[CS_V], bs[CS_V], bq[CS_V];
+                for (int v = 0; v < CS_V; v++) {
+                    s[v] = gs[g * CS_V + v];
+                    bs[v] = bq[v] = (vd){ 0 };
                 }
-            }
-            for (int v = 0; v < 8; v++) bs[v] /= (double)nb; /* the block's mean */
-            for (int i = b0; i < b0 + nb; i++) {
-                const float *xr = x + (size_t)i * d + c0;
-                for (int v = 0; v < 8; v++) {
-                    vd y;
-                    hx_widen(xr + v * HX_VL, &y);
-                    y -= bs[v];
-                    bq[v] += y * y;
+                for (int i = b0; i < b0 + nb; i++) {
+                    const float *xr = x + (size_t)i * d + g * CS_COLS;
+                    if (g == 0 && i + CS_PF < N)
+                        for (int l = 0; l < d; l += 16) __builtin_prefetch(x + (size_t)(i + CS_PF) * d + l);
+                    for (int v = 0; v < CS_V; v++) {
+                        vd y;
+                        hx_widen(xr + v * HX_VL, &y);
+                        s[v] += y;
+                        bs[v] += y;
+                    }
                 }
-            }
-            const double g = (double)nb / (n + nb), f = (double)n * g;
-            for (int v = 0; v < 8; v++) {
-                const vd dl = bs[v] - rm[v];
-                rq[v] += bq[v] + dl * dl * f;
-                rm[v] += dl * g;
+                for (int v = 0; v < CS_V; v++) bs[v] /= (double)nb; /* the block's mean */
+                for (int i = b0; i < b0 + nb; i++) {
+                    const float *xr = x + (size_t)i * d + g * CS_COLS;
+                    for (int v = 0; v < CS_V; v++) {
+                        vd y;
+                        hx_widen(xr + v * HX_VL, &y);
+                        y -= bs[v];
+                        bq[v] += y * y;
+                    }
+                }
+                const double w = (double)nb / (n + nb), f = (double)n * w;
+                for (int v = 0; v < CS_V; v++) {
+                    const vd dl = bs[v] - gm[g * CS_V + v];
+                    gs[g * CS_V + v] = s[v];
+                    gq[g * CS_V + v] += bq[v] + dl * dl * f;
+                    gm[g * CS_V + v] += dl * w;
+                }
             }
             n += nb;
         }
-        for (int v = 0; v < 8; v++) {
-            const vd m = s[v] / (double)N;
-            memcpy(mu + c0 + v * HX_VL, &m, sizeof m);
-            memcpy(m2 + c0 + v * HX_VL, &rq[v], sizeof rq[v]);
-        }
+        for (int g = 0; g < G; g++)
+            for (int v = 0; v < CS_V; v++) {
+                const vd m = gs[g * CS_V + v] / (double)N;
+                memcpy(mu + g * CS_COLS + v * HX_VL, &m, sizeof m);
+                memcpy(m2 + g * CS_COLS + v * HX_VL, &gq[g * CS_V + v], sizeof m);
+            }
+        free(gs);
     }
     for (int c = c0; c < d; c++) { /* the rest, one column at a time, the same steps */
         double sc = 0.0, rm = 0.0, rq = 0.0;
@@ -281,6 +416,7 @@ static void col_stats(const float *x, int N, int d, double *mu, double *m2)
         mu[c] = sc / N;
         m2[c] = rq;
     }
+    return AB_OK;
 }
 
 /* Sign-bit buckets of the rows of x (N, d): centre each coordinate by its
@@ -295,9 +431,13 @@ static void col_stats(const float *x, int N, int d, double *mu, double *m2)
  * only where the projection is within rounding of zero: of terms up to
  * |mu_c| / norm_c here (at most about 2^23 for a coordinate that is not
  * constant), of terms below 1 in the centred form. The buckets of the
- * needle task's heads are the same as before, bit for bit. */
+ * needle task's heads are the same as before, bit for bit. fast: where
+ * bits fit a float vector, the float product of sf_rows, which gives the
+ * same buckets (rows it cannot decide go through sb_project); *slow (if
+ * not NULL): those rows, or -1 when the double projection ran throughout
+ * (tests/test_hax_buckets.c). */
 static int sign_buckets(const float *x, int N, int d, const double *H, int bits, double *mu, double *nrm,
-                        int32_t *out)
+                        int32_t *out, int fast, int *slow)
 {
     const int nw = (bits + HX_VL - 1) / HX_VL;                       /* <= 32 / HX_VL: bits <= 30 */
     vd *Hv = aligned_alloc(sizeof(vd), (size_t)d * nw * sizeof *Hv); /* H', bits padded to HX_VL */
@@ -308,7 +448,11 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
         free(xs);
         return AB_ENOMEM;
     }
-    col_stats(x, N, d, mu, nrm);
+    if (col_stats(x, N, d, mu, nrm) != AB_OK) {
+        free(Hv);
+        free(xs);
+        return AB_ENOMEM;
+    }
     double thr[32] = { 0 };
     for (int c = 0; c < d; c++) {
         /* a constant coordinate (all its rows equal to its mean: mu is
@@ -324,6 +468,49 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
         }
     }
     memcpy(bt, thr, (size_t)nw * sizeof *bt);
+    if (slow) *slow = -1; /* the float product not taken */
+#if VW >= 8
+    /* the float product (sf_rows) where bits fit its lanes and every
+     * entry is well inside the float range */
+    vf *Hf = fast && bits <= VW ? aligned_alloc(sizeof(vf), (size_t)d * sizeof *Hf) : NULL;
+    float *xt = Hf ? malloc((size_t)SF_R * d * sizeof *xt) : NULL; /* sf_rows' last group */
+    int in_range = xt != NULL;
+    vf thf = v_splat(0.0f), mg1 = v_splat(0.0f), mg0 = v_splat(0.0f);
+    for (int t = 0; Hf && t < bits; t++) {
+        double h2 = 0.0;
+        for (int c = 0; c < d; c++) {
+            const double h = Hv[(size_t)c * nw + t / HX_VL][t % HX_VL], a = fabs(h);
+            in_range &= a == 0.0 || (a > 0x1p-100 && a < 0x1p100);
+            Hf[c][t] = (float)h;
+            h2 += h * h;
+        }
+        in_range &= fabs(thr[t]) < 0x1p100;
+        thf[t] = (float)thr[t];
+        mg1[t] = (float)(2.0 * (d + 2) * 0x1p-24 * sqrt(h2));
+        mg0[t] = (float)(2.0 * 0x1p-24 * fabs(thr[t]) + 0x1p-120);
+    }
+    for (int c = 0; Hf && c < d; c++)
+        for (int t = bits; t < VW; t++) Hf[c][t] = 0.0f;
+    if (Hf && in_range) {
+        int ns;
+        if (d == 64)
+            ns = sf_rows(64, x, N, d, Hf, thf, mg1, mg0, bits, nw, Hv, bt, xs, xt, out);
+        else if (d == 128)
+            ns = sf_rows(128, x, N, d, Hf, thf, mg1, mg0, bits, nw, Hv, bt, xs, xt, out);
+        else
+            ns = sf_rows(0, x, N, d, Hf, thf, mg1, mg0, bits, nw, Hv, bt, xs, xt, out);
+        if (slow) *slow = ns;
+        free(Hf);
+        free(xt);
+        free(Hv);
+        free(xs);
+        return AB_OK;
+    }
+    free(Hf);
+    free(xt);
+#else
+    (void)fast;
+#endif
     switch (nw * 4 + (d == 64 ? 1 : d == 128 ? 2 : 0)) {
 #define SB_CASE(n)                                                         \
     case 4 * n: sb_rows(n, 0, x, N, d, xs, Hv, bt, bits, out); break;      \
@@ -404,8 +591,8 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
         for (size_t t = 0; t < (size_t)d * bits; t++) H[t] = gauss(&s);
 #pragma omp parallel for schedule(static) if (par)
         for (int x = 0; x < 2; x++)
-            if (sign_buckets(x ? k : q, N, d, H, bits, mu + (size_t)x * d, nrm + (size_t)x * d,
-                             x ? hk : hq) != AB_OK) {
+            if (sign_buckets(x ? k : q, N, d, H, bits, mu + (size_t)x * d, nrm + (size_t)x * d, x ? hk : hq,
+                             1, NULL) != AB_OK) {
 #pragma omp atomic write
                 rc = AB_ENOMEM;
             }
@@ -477,7 +664,11 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
         uint64_t *kbm =
             calloc(2 * (size_t)nw, sizeof *kbm); /* (nw) one block's keys as bits; (nw) ranks seen */
         uint64_t *rbm = kbm ? kbm + nw : NULL;   /* ranks of the keys some row so far may see */
-        int32_t *bcnt = nbk ? calloc((size_t)nbk, sizeof *bcnt) : NULL;
+        /* per bucket: its keys <= the current row, the block that last took
+         * from it and where that range ended */
+        int32_t *bcnt = nbk ? calloc((size_t)nbk * 3, sizeof *bcnt) : NULL;
+        int32_t *tblk = bcnt ? bcnt + nbk : NULL, *tend = bcnt ? bcnt + 2 * (size_t)nbk : NULL;
+        for (int c = 0; tblk && c < nbk; c++) tblk[c] = -1;
         int r = rc == AB_OK && keys && kbm && (bcnt || !nbk) ? AB_OK : AB_ENOMEM, seen = 0, added = 0;
 #pragma omp for schedule(monotonic : dynamic, 8)
         for (int qb = 0; qb < nqb; qb++) {
@@ -498,15 +689,27 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
                 int a = 0, z = N; /* first entry after (hq[i], last) */
                 if (bstart) {     /* the bucket's start and its keys <= last so far */
                     for (; added <= last; added++) bcnt[hk[added]]++;
-                    a = bstart[hq[i]] + bcnt[hq[i]];
-                } else {
-                    while (a < z) {
-                        const int m = a + (z - a) / 2;
-                        if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
-                            a = m + 1;
-                        else
-                            z = m;
-                    }
+                    const int hb = hq[i], s0 = bstart[hb];
+                    a = s0 + bcnt[hb];
+                    /* entries [lo, a) of `by`, less those an earlier row of
+                     * this block in the same bucket took: its range ended at
+                     * tend[hb] <= a and began at or before lo (both move
+                     * forward with the row). A count known up front, where
+                     * the walk below tests each entry's bucket (its exit
+                     * branch mispredicted once a row) */
+                    int lo = a - b > s0 ? a - b : s0;
+                    if (tblk[hb] == qb && tend[hb] > lo) lo = tend[hb];
+                    for (int t = lo; t < a; t++) TAKE(by[t].j);
+                    tblk[hb] = qb;
+                    tend[hb] = a;
+                    continue;
+                }
+                while (a < z) { /* more than 2^16 buckets: a binary search, and a walk */
+                    const int m = a + (z - a) / 2;
+                    if (by[m].b < hq[i] || (by[m].b == hq[i] && by[m].j <= last))
+                        a = m + 1;
+                    else
+                        z = m;
                 }
                 for (int t = a - 1, c = 0; t >= 0 && by[t].b == hq[i] && c < b; t--, c++) TAKE(by[t].j);
             }
