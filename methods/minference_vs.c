@@ -316,6 +316,11 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
     *by += ((double)L * d + (double)N * d + 2.0 * cells) * sizeof(float);
 
     int rc = AB_OK;
+    /* s_keep[ts, n_s): the offsets below the current block's end_m (the
+     * offsets descend, end_m grows with qb, so ts only moves down): the
+     * loop below had tested every kept offset in every block, and the
+     * skips were a third of mvs_head's own time at N = 16K (2026-12-08) */
+    int ts = n_s;
     for (int qb = 0; rc == AB_OK && qb < nqb; qb++) {
         /* end_m: the query block's end unclipped (the kernel pads rows) */
         const int r0 = qb * bq, end_m = r0 + bq, r1 = end_m < N ? end_m : N;
@@ -326,9 +331,9 @@ static int mvs_head(const mvs_state *st, const ab_problem *pb, ab_layout *l, int
          * e more than bq past the current range's end opens a new range,
          * e past it by at most bq extends the range by exactly bq. */
         int nr = 0;
-        for (int t = 0; t < n_s; t++) {
+        while (ts > 0 && w.s_keep[ts - 1] < end_m) ts--;
+        for (int t = ts; t < n_s; t++) {
             const int o = w.s_keep[t];
-            if (o >= end_m) continue;
             const int e = end_m - o > bq ? end_m - o : bq;
             if (nr > 0 && e <= w.hi[nr - 1] + bq) {
                 if (e > w.hi[nr - 1]) w.hi[nr - 1] += bq;
