@@ -109,6 +109,22 @@ static inline int mc_take_bits(uint64_t *bm, int nw, int32_t *keys, int n)
     return n;
 }
 
+/* Set the bits [a, b) of bm (a <= b): the partial words at the ends, whole
+ * words between. */
+static inline void mc_set_bits(uint64_t *bm, int a, int b)
+{
+    if (a >= b) return;
+    const int wa = a >> 6, wb = (b - 1) >> 6;
+    const uint64_t lo = ~0ull << (a & 63), hi = ~0ull >> (63 - ((b - 1) & 63));
+    if (wa == wb) {
+        bm[wa] |= lo & hi;
+        return;
+    }
+    bm[wa] |= lo;
+    for (int w = wa + 1; w < wb; w++) bm[w] = ~0ull;
+    bm[wb] |= hi;
+}
+
 /* MC_DEFINE_SELECT_TOP(name, type, before): defines
  *   static void name(type *x, int n, int k)
  * which reorders x[0, n) so that its first k entries are the k best by

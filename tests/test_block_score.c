@@ -832,3 +832,17 @@ Test(block_score, folded_checksum_is_bk_checksum)
         free(hs);
     }
 }
+
+/* mc_set_bits (keep.h) sets exactly the bits [a, b), over words it shares
+ * with bits already set. */
+Test(block_score, set_bits_is_the_bit_loop)
+{
+    for (int a = 0; a < 200; a += 7)
+        for (int b = a; b <= 260; b += 5) {
+            uint64_t got[6], want[6];
+            for (int w = 0; w < 6; w++) got[w] = want[w] = 0x8000000000000001ull * (uint64_t)(w & 1);
+            mc_set_bits(got, a, b);
+            for (int j = a; j < b; j++) want[j >> 6] |= 1ull << (j & 63);
+            cr_assert(memcmp(got, want, sizeof got) == 0, "[%d, %d)", a, b);
+        }
+}
