@@ -680,7 +680,7 @@ static int hax_head(const hax_state *st, const ab_problem *pb, ab_layout *l, int
             {
                 const int lo = r0 - st->window > 0 ? r0 - st->window : 0;
                 const int hi = causal ? r1 : (r1 + st->window < N ? r1 + st->window : N);
-                for (int j = lo; j < hi; j++) TAKE(j);
+                mc_set_bits(kbm, lo, hi);
             }
             for (int i = r0; b > 0 && i < r1; i++) {
                 /* LSH: the b most recent keys j <= i (non-causal: any j) in

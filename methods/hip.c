@@ -427,15 +427,12 @@ static int hip_row(const hip_state *st, const ab_problem *pb, ab_layout *l, int 
      * set kbm (zero on entry and on return) and read out ascending, once
      * each: the blocks come in rank order, which the layout builder would
      * sort */
-#define HIP_MARK(a, b) \
-    for (int j = (a); j < (b); j++) kbm[j >> 6] |= 1ull << (j & 63)
     for (int t = 0; t < nb; t++) {
         const int j0 = lo + br[t].a * bk, j1 = lo + (br[t].a + br[t].g) * bk;
-        HIP_MARK(j0, j1 < N ? j1 : N);
+        mc_set_bits(kbm, j0, j1 < N ? j1 : N);
     }
-    HIP_MARK(0, s1);
-    HIP_MARK(causal ? (r0 - W + 1 > 0 ? r0 - W + 1 : 0) : r0, r1);
-#undef HIP_MARK
+    mc_set_bits(kbm, 0, s1);
+    mc_set_bits(kbm, causal ? (r0 - W + 1 > 0 ? r0 - W + 1 : 0) : r0, r1);
     n = mc_take_bits(kbm, N / 64 + 1, keys, n);
     return ab_layout_add_tokens(l, h, qb, keys, n);
 }
