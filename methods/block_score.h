@@ -442,6 +442,29 @@ static inline void bs_kern_avx512(const float *A, int lda, int i0, int R, const 
 #define bs_kern bs_kern_avx512
 #else
 #define BS_NV 2
+/* The tile's depth loop: acc[r][v] += a[r][c] * bt[c][g + v VW] over c in
+ * [0, kc), c in order (kc a constant where the caller has one). */
+static inline __attribute__((always_inline)) void bs_kern_vf_depth(const int R, const int kc,
+                                                                   const float *const *a, const float *bt,
+                                                                   int g, vf acc[BS_MR][BS_NV])
+{
+    for (int c = 0; c < kc; c++) {
+        const float *br = bt + (size_t)c * BS_PANEL + g;
+        vf b[BS_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < BS_NV; v++) {
+            b[v] = v_load(br + v * VW);
+            __asm__("" : "+x"(b[v])); /* one load, kept: not folded into each row's FMA */
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const vf x = v_splat(a[r][c]);
+#pragma GCC unroll 4
+            for (int v = 0; v < BS_NV; v++) acc[r][v] = v_fma(x, b[v], acc[r][v]);
+        }
+    }
+}
+
 /* bs_kern_vf_r's common tile: fresh sums (first), every column of the
  * panel and the depth KC a constant: no partial sums to resume, no ragged
  * columns, a fixed trip count (bs_gemm_chunks 0.94-0.96x the time at
@@ -457,21 +480,7 @@ static inline __attribute__((always_inline)) void bs_kern_vf_whole(const int R, 
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
             for (int v = 0; v < BS_NV; v++) acc[r][v] = v_splat(0.0f);
-        for (int c = 0; c < KC; c++) {
-            const float *br = bt + (size_t)c * BS_PANEL + g;
-            vf b[BS_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < BS_NV; v++) {
-                b[v] = v_load(br + v * VW);
-                __asm__("" : "+x"(b[v])); /* one load, kept (as bs_kern_vf_r) */
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const vf x = v_splat(a[r][c]);
-#pragma GCC unroll 4
-                for (int v = 0; v < BS_NV; v++) acc[r][v] = v_fma(x, b[v], acc[r][v]);
-            }
-        }
+        bs_kern_vf_depth(R, KC, a, bt, g, acc);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
@@ -538,21 +547,7 @@ static inline __attribute__((always_inline)) void bs_kern_vf_r(const int R, cons
                     acc[r][v] = t;
                 }
             }
-        for (int c = 0; c < kc; c++) {
-            const float *br = bt + (size_t)c * BS_PANEL + g;
-            vf b[BS_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < BS_NV; v++) {
-                b[v] = v_load(br + v * VW);
-                __asm__("" : "+x"(b[v])); /* one load, kept: not folded into each row's FMA */
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const vf x = v_splat(a[r][c]);
-#pragma GCC unroll 4
-                for (int v = 0; v < BS_NV; v++) acc[r][v] = v_fma(x, b[v], acc[r][v]);
-            }
-        }
+        bs_kern_vf_depth(R, kc, a, bt, g, acc);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
