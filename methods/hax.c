@@ -468,7 +468,7 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
         }
     }
     memcpy(bt, thr, (size_t)nw * sizeof *bt);
-    if (slow) *slow = -1; /* the float product not taken */
+    int ns = -1; /* rows sf_rows sent back to double; -1: the float product not taken */
 #if VW >= 8
     /* the float product (sf_rows) where bits fit its lanes and every
      * entry is well inside the float range */
@@ -492,42 +492,37 @@ static int sign_buckets(const float *x, int N, int d, const double *H, int bits,
     for (int c = 0; Hf && c < d; c++)
         for (int t = bits; t < VW; t++) Hf[c][t] = 0.0f;
     if (Hf && in_range) {
-        int ns;
         if (d == 64)
             ns = sf_rows(64, x, N, d, Hf, thf, mg1, mg0, bits, nw, Hv, bt, xs, xt, out);
         else if (d == 128)
             ns = sf_rows(128, x, N, d, Hf, thf, mg1, mg0, bits, nw, Hv, bt, xs, xt, out);
         else
             ns = sf_rows(0, x, N, d, Hf, thf, mg1, mg0, bits, nw, Hv, bt, xs, xt, out);
-        if (slow) *slow = ns;
-        free(Hf);
-        free(xt);
-        free(Hv);
-        free(xs);
-        return AB_OK;
     }
     free(Hf);
     free(xt);
 #else
     (void)fast;
 #endif
-    switch (nw * 4 + (d == 64 ? 1 : d == 128 ? 2 : 0)) {
+    if (slow) *slow = ns;
+    if (ns < 0) /* the double projection throughout */
+        switch (nw * 4 + (d == 64 ? 1 : d == 128 ? 2 : 0)) {
 #define SB_CASE(n)                                                         \
     case 4 * n: sb_rows(n, 0, x, N, d, xs, Hv, bt, bits, out); break;      \
     case 4 * n + 1: sb_rows(n, 64, x, N, d, xs, Hv, bt, bits, out); break; \
     case 4 * n + 2: sb_rows(n, 128, x, N, d, xs, Hv, bt, bits, out); break;
-        SB_CASE(1)
-        SB_CASE(2)
-        SB_CASE(3)
-        SB_CASE(4)
+            SB_CASE(1)
+            SB_CASE(2)
+            SB_CASE(3)
+            SB_CASE(4)
 #if HX_VL < 8
-        SB_CASE(5)
-        SB_CASE(6)
-        SB_CASE(7)
-        SB_CASE(8)
+            SB_CASE(5)
+            SB_CASE(6)
+            SB_CASE(7)
+            SB_CASE(8)
 #endif
 #undef SB_CASE
-    }
+        }
     free(Hv);
     free(xs);
     return AB_OK;

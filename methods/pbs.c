@@ -307,6 +307,45 @@ static int pbs_one(void *ctx, int h, int par, double *fl, double *by)
     return r;
 }
 
+/* Each permuted block's keys as words of bits, for the heads' permutations
+ * perm (H, N): block b of head h as the wmax words (*bm)[(h nkb + b) wmax
+ * ...] from word (*w0)[h nkb + b] of a row's bit set. A block's keys lie
+ * in its own segment (the permutation stays within segments), so in the
+ * wmax = seg / 64 + 2 words from its segment's first; pbs_select builds
+ * them where that is at most a quarter of a block's keys. Setting each
+ * kept block's keys through perm had been a third of pbs_row's time
+ * (2026-12-08, 16K, bk 64, seg 256: 64 scattered bits against 6 words).
+ * A key outside its block's segment (the permutation makes none) leaves
+ * *bm NULL: pbs_row then sets the keys one by one. */
+static int pbs_masks(const int32_t *perm, int H, int N, int nkb, int bk, int seg, int wmax, uint64_t **bm,
+                     int32_t **w0)
+{
+    uint64_t *m = calloc((size_t)H * nkb * wmax, sizeof *m);
+    int32_t *o = malloc((size_t)H * nkb * sizeof *o);
+    if (!m || !o) {
+        free(m);
+        free(o);
+        return AB_ENOMEM;
+    }
+    for (int hb = 0; hb < H * nkb; hb++) {
+        const int h = hb / nkb, b = hb % nkb, j0 = b * bk, j1 = j0 + bk < N ? j0 + bk : N;
+        uint64_t *mw = m + (size_t)hb * wmax;
+        o[hb] = (j0 / seg * seg) >> 6;
+        for (int j = j0; j < j1; j++) {
+            const int key = perm[(size_t)h * N + j], u = (key >> 6) - o[hb];
+            if (u < 0 || u >= wmax) {
+                free(m);
+                free(o);
+                return AB_OK;
+            }
+            mw[u] |= 1ull << (key & 63);
+        }
+    }
+    *bm = m;
+    *w0 = o;
+    return AB_OK;
+}
+
 static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
 {
     const pbs_state *st = state;
@@ -331,35 +370,10 @@ static int pbs_select(void *state, const ab_problem *pb, ab_layout *l)
         double unused[2] = { 0.0, 0.0 };
         rc = bs_run_heads(H, pbs_one, &c, &unused[0], &unused[1]);
     }
-    /* Each permuted block's keys as words of bits, where that beats
-     * setting them one by one: a block's keys lie in its own segment
-     * (the permutation stays within segments), so in the wmax words from
-     * its segment's first. Setting each kept block's keys through perm
-     * had been a third of pbs_row's time (2026-12-08, 16K, bk 64, seg 256:
-     * 64 scattered bits against 6 words). */
-    const int wmax = seg / 64 + 2;
+    const int wmax = seg / 64 + 2; /* words a block's keys span (pbs_masks) */
     uint64_t *bmask = NULL;
     int32_t *bw0 = NULL;
-    if (rc == AB_OK && wmax <= bk / 4) {
-        bmask = calloc((size_t)H * nkb * wmax, sizeof *bmask);
-        bw0 = malloc((size_t)H * nkb * sizeof *bw0);
-        if (!bmask || !bw0) rc = AB_ENOMEM;
-        for (int hb = 0; rc == AB_OK && bmask && hb < H * nkb; hb++) {
-            const int h = hb / nkb, b = hb % nkb, j0 = b * bk, j1 = j0 + bk < N ? j0 + bk : N;
-            const int w0 = (j0 / seg * seg) >> 6;
-            uint64_t *mw = bmask + (size_t)hb * wmax;
-            bw0[hb] = w0;
-            for (int j = j0; j < j1; j++) {
-                const int key = perm[(size_t)h * N + j], u = (key >> 6) - w0;
-                if (u < 0 || u >= wmax) { /* not in the segment: cannot happen; bit by bit then */
-                    free(bmask);
-                    bmask = NULL;
-                    break;
-                }
-                mw[u] |= 1ull << (key & 63);
-            }
-        }
-    }
+    if (rc == AB_OK && wmax <= bk / 4) rc = pbs_masks(perm, H, N, nkb, bk, seg, wmax, &bmask, &bw0);
     if (rc == AB_OK) {
 #pragma omp parallel reduction(+ : cands, sorted)
         {
